@@ -1,0 +1,168 @@
+//! The admin HTTP listener: `/healthz`, `/readyz`, `/metrics`, `/v1/routes`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::reconciler::Status;
+use crate::routing::store::{Snapshot, Store};
+use crate::routing::{Balance, Mode, Problem};
+
+pub struct Admin {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Status>,
+    pub bind_failures: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
+}
+
+impl Admin {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => {
+                if self.status.ready.load(Ordering::Relaxed) {
+                    text(StatusCode::OK, "ready\n".into())
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no full sync yet\n".into())
+                }
+            }
+            "/metrics" => {
+                let mut r = text(StatusCode::OK, self.metrics.encode());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
+            }
+            "/v1/routes" => {
+                let snapshot = self.store.load_full();
+                let failures = self.bind_failures.lock().unwrap().clone();
+                let body = serde_json::to_string_pretty(&routes(&snapshot, &failures, &self.status))
+                    .expect("routes serialize");
+                let mut r = text(StatusCode::OK, body + "\n");
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                r
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+#[derive(Serialize)]
+struct RoutesView<'a> {
+    generation: u64,
+    created_unix_ms: u64,
+    ready: bool,
+    source_connected: bool,
+    last_sync_unix_ms: u64,
+    services: Vec<ServiceView<'a>>,
+    problems: &'a [Problem],
+}
+
+#[derive(Serialize)]
+struct ServiceView<'a> {
+    app_id: &'a str,
+    port_index: usize,
+    listen: SocketAddr,
+    mode: Mode,
+    balance: Balance,
+    /// `open`, or why the port could not be bound.
+    listener: String,
+    backends: Vec<BackendView<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendView<'a> {
+    task_id: &'a str,
+    address: SocketAddr,
+    active: usize,
+}
+
+fn routes<'a>(
+    snapshot: &'a Snapshot,
+    failures: &BTreeMap<SocketAddr, String>,
+    status: &Status,
+) -> RoutesView<'a> {
+    let unix_ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    };
+    let services = snapshot
+        .table
+        .services
+        .iter()
+        .zip(&snapshot.states)
+        .map(|(s, states)| ServiceView {
+            app_id: &s.key.app_id,
+            port_index: s.key.port_index,
+            listen: s.listen,
+            mode: s.mode,
+            balance: s.balancer.kind(),
+            listener: failures
+                .get(&s.listen)
+                .map_or_else(|| "open".to_string(), |e| format!("bind failed: {e}")),
+            backends: s
+                .backends
+                .iter()
+                .zip(states)
+                .map(|(b, st)| BackendView { task_id: &b.task_id, address: b.addr, active: st.active() })
+                .collect(),
+        })
+        .collect();
+    RoutesView {
+        generation: snapshot.generation,
+        created_unix_ms: unix_ms(snapshot.created),
+        ready: status.ready.load(Ordering::Relaxed),
+        source_connected: status.connected.load(Ordering::Relaxed),
+        last_sync_unix_ms: status.last_sync_unix_ms.load(Ordering::Relaxed),
+        services,
+        problems: &snapshot.table.problems,
+    }
+}

@@ -1,0 +1,290 @@
+//! Per-backend runtime state that outlives any one routing table: active connection counts (for
+//! least-connections and metrics), the pool of idle upstream HTTP connections, and draining.
+//!
+//! The [`Registry`] carries state from one table to the next by backend identity (service and
+//! address). A backend that leaves the table starts draining: new traffic no longer reaches it,
+//! and its open connections are cut once the drain timeout passes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::metrics::{BackendLabels, Metrics, ResponseLabels};
+use crate::routing::{RoutingTable, ServiceKey};
+
+pub type BackendKey = (ServiceKey, SocketAddr);
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Metric handles resolved once per backend, so the hot path only touches atomics.
+pub struct BackendMetrics {
+    pub connections: Counter,
+    pub active: Gauge,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub connect_failures: Counter,
+    responses: [Counter; 5],
+}
+
+impl BackendMetrics {
+    fn new(metrics: &Metrics, labels: &BackendLabels) -> BackendMetrics {
+        let response = |class| {
+            let l = ResponseLabels {
+                service: labels.service.clone(),
+                backend: labels.backend.clone(),
+                class,
+            };
+            metrics.http_responses.get_or_create(&l).clone()
+        };
+        BackendMetrics {
+            connections: metrics.connections.get_or_create(labels).clone(),
+            active: metrics.active_connections.get_or_create(labels).clone(),
+            bytes_in: metrics.bytes_in.get_or_create(labels).clone(),
+            bytes_out: metrics.bytes_out.get_or_create(labels).clone(),
+            connect_failures: metrics.connect_failures.get_or_create(labels).clone(),
+            responses: STATUS_CLASSES.map(response),
+        }
+    }
+
+    pub fn response(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.responses[class].inc();
+    }
+
+    fn remove(metrics: &Metrics, labels: &BackendLabels) {
+        metrics.connections.remove(labels);
+        metrics.active_connections.remove(labels);
+        metrics.bytes_in.remove(labels);
+        metrics.bytes_out.remove(labels);
+        metrics.connect_failures.remove(labels);
+        for class in STATUS_CLASSES {
+            let l = ResponseLabels {
+                service: labels.service.clone(),
+                backend: labels.backend.clone(),
+                class,
+            };
+            metrics.http_responses.remove(&l);
+        }
+    }
+}
+
+pub struct BackendState {
+    pub addr: SocketAddr,
+    active: AtomicUsize,
+    pub metrics: BackendMetrics,
+    /// `Some(deadline)` while the backend drains.
+    drain: watch::Sender<Option<Instant>>,
+    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    max_idle: usize,
+}
+
+impl BackendState {
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection (TCP) or request (HTTP) for as long as the guard lives.
+    pub fn open(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.inc();
+        self.metrics.active.inc();
+        ActiveGuard(self.clone())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain.borrow().is_some()
+    }
+
+    /// Completes when this backend has been removed and its drain timeout has passed.
+    pub async fn drained(&self) {
+        let mut rx = self.drain.subscribe();
+        loop {
+            let deadline = *rx.borrow_and_update();
+            match deadline {
+                Some(deadline) => tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => return,
+                    changed = rx.changed() => if changed.is_err() { return },
+                },
+                None => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// An idle pooled connection, if one is still open. It may still be finishing its previous
+    /// response: callers wait for `ready()`.
+    pub fn checkout(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some(conn) = idle.pop() {
+            if !conn.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response finished to the pool.
+    pub fn checkin(&self, conn: SendRequest<Incoming>) {
+        if self.is_draining() || conn.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+
+    fn start_draining(&self, deadline: Instant) {
+        self.drain.send_replace(Some(deadline));
+        self.idle.lock().unwrap().clear();
+    }
+}
+
+pub struct ActiveGuard(Arc<BackendState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.active.dec();
+    }
+}
+
+/// Backend states keyed by identity, carried across table swaps.
+pub struct Registry {
+    live: HashMap<BackendKey, Arc<BackendState>>,
+    draining: HashMap<BackendKey, Arc<BackendState>>,
+    metrics: Arc<Metrics>,
+    drain_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Registry {
+    pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration, max_idle: usize) -> Registry {
+        Registry {
+            live: HashMap::new(),
+            draining: HashMap::new(),
+            metrics,
+            drain_timeout,
+            max_idle,
+        }
+    }
+
+    /// The states for every backend of `table`, service by service, in table order. Backends
+    /// that left the table start draining; drained ones with no connection left are forgotten.
+    pub fn attach(&mut self, table: &RoutingTable) -> Vec<Vec<Arc<BackendState>>> {
+        let mut live = HashMap::with_capacity(self.live.len());
+        let states = table
+            .services
+            .iter()
+            .map(|service| {
+                service
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let key = (service.key.clone(), b.addr);
+                        let state = self
+                            .live
+                            .remove(&key)
+                            .or_else(|| self.undrain(&key))
+                            .unwrap_or_else(|| self.create(&key));
+                        live.insert(key, state.clone());
+                        state
+                    })
+                    .collect()
+            })
+            .collect();
+        let deadline = Instant::now() + self.drain_timeout;
+        for (key, state) in std::mem::replace(&mut self.live, live) {
+            state.start_draining(deadline);
+            self.draining.insert(key, state);
+        }
+        let now = Instant::now();
+        let metrics = &self.metrics;
+        self.draining.retain(|key, state| {
+            let gone = state.drain.borrow().is_some_and(|d| d <= now) && state.active() == 0;
+            if gone {
+                BackendMetrics::remove(metrics, &labels(key));
+            }
+            !gone
+        });
+        states
+    }
+
+    pub fn draining(&self) -> usize {
+        self.draining.len()
+    }
+
+    fn undrain(&mut self, key: &BackendKey) -> Option<Arc<BackendState>> {
+        let state = self.draining.remove(key)?;
+        state.drain.send_replace(None);
+        Some(state)
+    }
+
+    fn create(&self, key: &BackendKey) -> Arc<BackendState> {
+        Arc::new(BackendState {
+            addr: key.1,
+            active: AtomicUsize::new(0),
+            metrics: BackendMetrics::new(&self.metrics, &labels(key)),
+            drain: watch::Sender::new(None),
+            idle: Mutex::new(Vec::new()),
+            max_idle: self.max_idle,
+        })
+    }
+}
+
+fn labels(key: &BackendKey) -> BackendLabels {
+    BackendLabels { service: key.0.to_string(), backend: key.1.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{app, task};
+    use crate::cluster::{Cluster, ClusterUpdate};
+    use crate::routing::{CompileConfig, compile};
+
+    fn table(ports: &[u16]) -> RoutingTable {
+        let tasks = ports.iter().map(|&p| task(&format!("t{p}"), p)).collect();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![app("/a", 10000, &[], tasks)]));
+        let config = CompileConfig {
+            group: "*".into(),
+            serve_ungrouped: false,
+            strict_mode: false,
+            bind: "127.0.0.1".parse().unwrap(),
+            reserved: vec![],
+        };
+        compile(&c, &config)
+    }
+
+    #[tokio::test]
+    async fn state_survives_swaps_and_removed_backends_drain() {
+        let mut reg = Registry::new(Arc::new(Metrics::new()), Duration::from_millis(1), 4);
+        let first = reg.attach(&table(&[1, 2]));
+        let _conn = first[0][0].open();
+        let second = reg.attach(&table(&[1, 2, 3]));
+        assert!(Arc::ptr_eq(&first[0][0], &second[0][0]), "same backend, same state");
+        assert_eq!(second[0][0].active(), 1);
+        let third = reg.attach(&table(&[2, 3]));
+        assert_eq!(third[0].len(), 2);
+        assert!(first[0][0].is_draining());
+        // Its drain deadline passes; a connection still open sees it.
+        tokio::time::timeout(Duration::from_secs(5), first[0][0].drained()).await.unwrap();
+        // Re-added before being forgotten: the same state, no longer draining.
+        let fourth = reg.attach(&table(&[1, 2, 3]));
+        assert!(Arc::ptr_eq(&first[0][0], &fourth[0][0]));
+        assert!(!fourth[0][0].is_draining());
+    }
+}

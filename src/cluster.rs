@@ -1,0 +1,299 @@
+//! The source-independent model of the cluster: apps, their ports, their tasks and task health.
+//!
+//! Sources (Marathon, the file) translate what they read into these types and apply it through
+//! [`ClusterUpdate`]; `routing::compile` reads it. Nothing here knows about labels' meaning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub type AppId = Arc<str>;
+pub type TaskId = Arc<str>;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Cluster {
+    pub apps: BTreeMap<AppId, App>,
+    /// Agent host names resolved outside `compile` (which stays pure): name → address.
+    pub agents: HashMap<String, IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub id: AppId,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+    pub networking: Networking,
+    /// Number of Marathon health checks the app defines; with any, tasks need all results alive.
+    pub health_checks: usize,
+    pub tasks: BTreeMap<TaskId, Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortSpec {
+    /// The service port (0: none assigned).
+    pub service_port: u16,
+    /// The port inside the container, used under container networking.
+    pub container_port: Option<u16>,
+    pub protocol: Protocol,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    TcpUdp,
+}
+
+/// How a task's backends are addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Networking {
+    /// Host or bridge networking: the agent's address and the task's (host) `ports[n]`.
+    #[default]
+    Host,
+    /// Container networking: the task's own IP and the container port.
+    Container,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub id: TaskId,
+    pub host: String,
+    pub ports: Vec<u16>,
+    pub ip_addresses: Vec<IpAddr>,
+    pub state: TaskState,
+    /// Aggregated health: `None` until Marathon reports a result.
+    pub healthy: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Staging,
+    Starting,
+    Running,
+    Killing,
+    /// Any terminal or unknown state (`TASK_FINISHED`, `TASK_FAILED`, `TASK_LOST`, …).
+    Other(String),
+}
+
+impl TaskState {
+    pub fn parse(state: &str) -> TaskState {
+        match state {
+            "TASK_STAGING" => TaskState::Staging,
+            "TASK_STARTING" => TaskState::Starting,
+            "TASK_RUNNING" => TaskState::Running,
+            "TASK_KILLING" => TaskState::Killing,
+            other => TaskState::Other(other.to_string()),
+        }
+    }
+
+    /// States in which a task still exists and may become routable.
+    pub fn is_live(&self) -> bool {
+        matches!(self, TaskState::Staging | TaskState::Starting | TaskState::Running)
+    }
+}
+
+impl Task {
+    /// Whether the task may receive traffic: running, and healthy when the app checks health.
+    pub fn is_routable(&self, health_checks: usize) -> bool {
+        self.state == TaskState::Running && (health_checks == 0 || self.healthy == Some(true))
+    }
+}
+
+/// One change to the model, as a source reports it.
+#[derive(Debug, Clone)]
+pub enum ClusterUpdate {
+    /// A full snapshot: replaces every app.
+    Snapshot(Vec<App>),
+    /// An app (re)defined, with its tasks.
+    AppUpserted(App),
+    AppRemoved(AppId),
+    /// A task's status changed (from `status_update_event`).
+    TaskStatus { app_id: AppId, task: Task },
+    /// A task's health changed (from `health_status_changed_event`).
+    TaskHealth { app_id: AppId, task_id: TaskId, alive: bool },
+    /// An instance's health changed (from `instance_health_changed_event`).
+    InstanceHealth { app_id: AppId, instance_id: String, healthy: Option<bool> },
+}
+
+/// What applying an update needs from the source: usually nothing, sometimes a re-fetch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The model cannot apply this exactly (an unknown app, or one health check of several
+    /// turning alive): the source should re-fetch the app.
+    Refetch(AppId),
+}
+
+impl Cluster {
+    pub fn apply(&mut self, update: ClusterUpdate) -> Applied {
+        match update {
+            ClusterUpdate::Snapshot(apps) => {
+                let mut old = std::mem::take(&mut self.apps);
+                for mut app in apps {
+                    if let Some(previous) = old.remove(&app.id) {
+                        keep_last_health(&mut app, &previous);
+                    }
+                    self.apps.insert(app.id.clone(), app);
+                }
+            }
+            ClusterUpdate::AppUpserted(mut app) => {
+                if let Some(previous) = self.apps.get(&app.id) {
+                    keep_last_health(&mut app, previous);
+                }
+                self.apps.insert(app.id.clone(), app);
+            }
+            ClusterUpdate::AppRemoved(id) => {
+                self.apps.remove(&id);
+            }
+            ClusterUpdate::TaskStatus { app_id, mut task } => {
+                let Some(app) = self.apps.get_mut(&app_id) else {
+                    return Applied::Refetch(app_id);
+                };
+                if task.state.is_live() {
+                    if let Some(previous) = app.tasks.get(&task.id) {
+                        task.healthy = task.healthy.or(previous.healthy);
+                    }
+                    app.tasks.insert(task.id.clone(), task);
+                } else {
+                    app.tasks.remove(&task.id);
+                }
+            }
+            ClusterUpdate::TaskHealth { app_id, task_id, alive } => {
+                let Some(app) = self.apps.get_mut(&app_id) else {
+                    return Applied::Refetch(app_id);
+                };
+                if alive && app.health_checks > 1 {
+                    // The event does not say which check passed; only Marathon knows if all did.
+                    return Applied::Refetch(app_id);
+                }
+                if let Some(task) = app.tasks.get_mut(&task_id) {
+                    task.healthy = Some(alive);
+                }
+            }
+            ClusterUpdate::InstanceHealth { app_id, instance_id, healthy } => {
+                let Some(app) = self.apps.get_mut(&app_id) else {
+                    return Applied::Refetch(app_id);
+                };
+                for task in app.tasks.values_mut() {
+                    if instance_of(&task.id) == instance_id {
+                        task.healthy = healthy;
+                    }
+                }
+            }
+        }
+        Applied::Done
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.apps.values().map(|a| a.tasks.len()).sum()
+    }
+}
+
+/// Marathon omits health results after a leader change: keep the last known one.
+fn keep_last_health(app: &mut App, previous: &App) {
+    for task in app.tasks.values_mut() {
+        if task.healthy.is_none()
+            && let Some(old) = previous.tasks.get(&task.id)
+        {
+            task.healthy = old.healthy;
+        }
+    }
+}
+
+/// The instance id a task belongs to. Marathon ≥ 1.5 names tasks `{app}.instance-{uuid}._app.{n}`
+/// and their instance `{app}.marathon-{uuid}`; older task ids are their own instance id.
+pub fn instance_of(task_id: &str) -> String {
+    match task_id.split_once(".instance-") {
+        Some((app, rest)) => {
+            let uuid = rest.split_once('.').map_or(rest, |(uuid, _)| uuid);
+            format!("{app}.marathon-{uuid}")
+        }
+        None => task_id.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    pub fn task(id: &str, port: u16) -> Task {
+        Task {
+            id: id.into(),
+            host: "127.0.0.1".into(),
+            ports: vec![port],
+            ip_addresses: vec![],
+            state: TaskState::Running,
+            healthy: None,
+        }
+    }
+
+    pub fn app(id: &str, service_port: u16, labels: &[(&str, &str)], tasks: Vec<Task>) -> App {
+        App {
+            id: id.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ports: vec![PortSpec { service_port, ..PortSpec::default() }],
+            networking: Networking::Host,
+            health_checks: 0,
+            tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn eligibility() {
+        let mut t = task("a.1", 1);
+        assert!(t.is_routable(0));
+        assert!(!t.is_routable(1), "health checks but no result yet");
+        t.healthy = Some(false);
+        assert!(!t.is_routable(1));
+        t.healthy = Some(true);
+        assert!(t.is_routable(1));
+        t.state = TaskState::Killing;
+        assert!(!t.is_routable(0));
+        t.state = TaskState::Staging;
+        assert!(!t.is_routable(0));
+    }
+
+    #[test]
+    fn killing_and_terminal_tasks_leave_the_model() {
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![app("/a", 1, &[], vec![task("a.1", 10)])]));
+        let mut killing = task("a.1", 10);
+        killing.state = TaskState::Killing;
+        c.apply(ClusterUpdate::TaskStatus { app_id: "/a".into(), task: killing });
+        // Killing tasks stay out of routing; the task itself is dropped from the model.
+        assert!(c.apps["/a"].tasks.is_empty());
+        let unknown = c.apply(ClusterUpdate::TaskStatus { app_id: "/b".into(), task: task("b.1", 1) });
+        assert_eq!(unknown, Applied::Refetch("/b".into()));
+    }
+
+    #[test]
+    fn last_known_health_survives_a_snapshot_without_results() {
+        let mut c = Cluster::default();
+        let mut healthy = task("a.1", 10);
+        healthy.healthy = Some(true);
+        let mut a = app("/a", 1, &[], vec![healthy]);
+        a.health_checks = 1;
+        c.apply(ClusterUpdate::Snapshot(vec![a.clone()]));
+        a.tasks.get_mut("a.1").unwrap().healthy = None;
+        c.apply(ClusterUpdate::Snapshot(vec![a]));
+        assert_eq!(c.apps["/a"].tasks["a.1"].healthy, Some(true));
+    }
+
+    #[test]
+    fn instance_ids() {
+        assert_eq!(
+            instance_of("web.instance-6f2a5c1e-1a2b-11e8-8e0a-0242ac110002._app.1"),
+            "web.marathon-6f2a5c1e-1a2b-11e8-8e0a-0242ac110002"
+        );
+        assert_eq!(instance_of("web.6f2a5c1e"), "web.6f2a5c1e");
+    }
+}

@@ -1,0 +1,352 @@
+//! The TOML configuration file: types, defaults and validation.
+//!
+//! Every key has a default except the discovery source (`discovery.file` or `discovery.marathon`),
+//! which must be named. Unknown keys are errors: a typo must not silently fall back to a default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
+/// is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub discovery: Discovery,
+    pub proxy: Proxy,
+    pub http: Http,
+    pub admin: Admin,
+    pub runtime: Runtime,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// A JSON file in Marathon's `/v2/apps?embed=apps.tasks` shape, watched for changes.
+    pub file: Option<PathBuf>,
+    /// Marathon base URLs, tried in turn.
+    pub marathon: Vec<String>,
+    /// `user:password` for HTTP basic auth against Marathon.
+    pub basic_auth: Option<String>,
+    /// A file holding a bearer token (DC/OS ACS token) sent to Marathon.
+    pub token_file: Option<PathBuf>,
+    #[serde(deserialize_with = "duration")]
+    pub resync_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub debounce: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub stream_idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub backoff_initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub backoff_max: Duration,
+    pub max_event_bytes: usize,
+    pub max_snapshot_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub file_poll_interval: Duration,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            file: None,
+            marathon: Vec::new(),
+            basic_auth: None,
+            token_file: None,
+            resync_interval: Duration::from_secs(300),
+            debounce: Duration::from_millis(10),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            stream_idle_timeout: Duration::from_secs(90),
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            max_event_bytes: 1 << 20,
+            max_snapshot_bytes: 256 << 20,
+            file_poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// Which `HAPROXY_GROUP` this instance serves; `*` serves every app, grouped or not.
+    pub group: String,
+    /// Also serve apps that carry no group label (marathon-lb served them only with `*`).
+    pub serve_ungrouped: bool,
+    /// marathon-lb's strict mode: serve a port only when `HAPROXY_{n}_ENABLED` is true.
+    pub strict_mode: bool,
+    /// Address service ports bind to unless `HAPROXY_{n}_BIND_ADDR` says otherwise.
+    pub bind: IpAddr,
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// HTTP mode: how long a backend may take to send response headers.
+    #[serde(deserialize_with = "duration")]
+    pub response_timeout: Duration,
+    /// HTTP mode: how long a client may take to send request headers.
+    #[serde(deserialize_with = "duration")]
+    pub client_header_timeout: Duration,
+    /// Idle pooled upstream HTTP connections kept per backend.
+    pub max_idle_per_backend: usize,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            group: "external".into(),
+            serve_ungrouped: false,
+            strict_mode: false,
+            bind: IpAddr::from([0, 0, 0, 0]),
+            drain_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(30),
+            max_idle_per_backend: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Shared virtual-host listeners. Their ports are reserved: no service port may take them.
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: `info`, `switchyard=debug`, …  `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Parses and validates a configuration. Relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(file) = &config.discovery.file
+            && file.is_relative()
+        {
+            config.discovery.file = Some(base.join(file));
+        }
+        if let Some(token) = &config.discovery.token_file
+            && token.is_relative()
+        {
+            config.discovery.token_file = Some(base.join(token));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a configuration file; relative paths inside it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The embedded default; its relative paths are relative to the working directory.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_DEFAULT, Path::new(".")).expect("embedded default config is valid")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let d = &self.discovery;
+        match (&d.file, d.marathon.is_empty()) {
+            (Some(_), false) => {
+                return Err("discovery: set either `file` or `marathon`, not both".into());
+            }
+            (None, true) => {
+                return Err("discovery: set `file` or `marathon` (no source configured)".into());
+            }
+            _ => {}
+        }
+        for url in &d.marathon {
+            crate::discovery::marathon::client::BaseUrl::parse(url)
+                .map_err(|e| format!("discovery.marathon: {url:?}: {e}"))?;
+        }
+        if let Some(auth) = &d.basic_auth
+            && !auth.contains(':')
+        {
+            return Err("discovery.basic_auth: expected \"user:password\"".into());
+        }
+        if d.basic_auth.is_some() && d.token_file.is_some() {
+            return Err("discovery: set either `basic_auth` or `token_file`, not both".into());
+        }
+        if d.backoff_initial.is_zero() || d.backoff_initial > d.backoff_max {
+            return Err("discovery.backoff_initial: must be > 0 and <= backoff_max".into());
+        }
+        if d.resync_interval < Duration::from_secs(1) {
+            return Err("discovery.resync_interval: must be at least 1s".into());
+        }
+        if d.max_event_bytes < 1024 {
+            return Err("discovery.max_event_bytes: must be at least 1024".into());
+        }
+        if d.file_poll_interval.is_zero() {
+            return Err("discovery.file_poll_interval: must be > 0".into());
+        }
+        if self.proxy.group.is_empty() {
+            return Err("proxy.group: must not be empty (use \"*\" to serve every group)".into());
+        }
+        for (key, value) in [
+            ("proxy.connect_timeout", self.proxy.connect_timeout),
+            ("proxy.response_timeout", self.proxy.response_timeout),
+            ("proxy.client_header_timeout", self.proxy.client_header_timeout),
+            ("discovery.connect_timeout", d.connect_timeout),
+            ("discovery.request_timeout", d.request_timeout),
+            ("discovery.stream_idle_timeout", d.stream_idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key}: must be > 0"));
+            }
+        }
+        if self.http.listen.iter().any(|a| *a == self.admin.listen) {
+            return Err("http.listen: collides with admin.listen".into());
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| format!("log.level: {e}"))?;
+        Ok(())
+    }
+
+    /// Ports that switchyard itself listens on; a service port that asks for one is refused.
+    pub fn reserved_ports(&self) -> Vec<SocketAddr> {
+        let mut ports = vec![self.admin.listen];
+        ports.extend(self.http.listen.iter().copied());
+        ports
+    }
+
+    pub fn worker_threads(&self) -> usize {
+        match self.runtime.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Parses `250ms`, `5s`, `5m`, `1h`, or a combination such as `1m30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {text:?}: expected a number"));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            other => {
+                return Err(format!(
+                    "invalid duration {text:?}: unit {other:?} (use ms, s, m or h)"
+                ));
+            }
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = Config::embedded();
+        assert!(config.discovery.file.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = Path::new(".");
+        let err = Config::parse("[discovery]\nfile = \"a.json\"\nresync_interval = \"5x\"", base)
+            .unwrap_err();
+        assert!(err.contains("resync_interval"), "{err}");
+        let err = Config::parse("[proxy]\ngroupp = \"x\"\n[discovery]\nfile=\"a\"", base)
+            .unwrap_err();
+        assert!(err.contains("groupp"), "{err}");
+        let err = Config::parse("[discovery]\nmarathon = [\"ftp://x\"]", base).unwrap_err();
+        assert!(err.contains("discovery.marathon"), "{err}");
+        let err = Config::parse("", base).unwrap_err();
+        assert!(err.contains("no source"), "{err}");
+    }
+
+    #[test]
+    fn relative_file_resolves_against_config_dir() {
+        let config = Config::parse("[discovery]\nfile = \"apps.json\"", Path::new("/etc/sy"))
+            .unwrap();
+        assert_eq!(config.discovery.file.unwrap(), Path::new("/etc/sy/apps.json"));
+    }
+}

@@ -1,0 +1,404 @@
+//! Marathon's JSON shapes (apps, tasks, events) and their translation into the cluster model.
+//!
+//! Parsing is lenient about what switchyard does not use and strict about what it does: one app
+//! or event that does not parse is reported with its id and skipped; the rest still applies.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cluster::{App, ClusterUpdate, Networking, PortSpec, Protocol, Task, TaskState};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MarathonApp {
+    id: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    port_definitions: Option<Vec<MarathonPort>>,
+    #[serde(default)]
+    container: Option<Container>,
+    #[serde(default)]
+    networks: Vec<Network>,
+    #[serde(default)]
+    ip_address: Option<Value>,
+    #[serde(default)]
+    health_checks: Vec<Value>,
+    #[serde(default)]
+    tasks: Vec<MarathonTask>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MarathonPort {
+    /// `port` in portDefinitions, `servicePort` in port mappings.
+    #[serde(default, alias = "servicePort")]
+    port: Option<u16>,
+    #[serde(default)]
+    container_port: Option<u16>,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    #[serde(default)]
+    docker: Option<Docker>,
+    #[serde(default)]
+    port_mappings: Option<Vec<MarathonPort>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Docker {
+    #[serde(default)]
+    network: Option<String>,
+    #[serde(default)]
+    port_mappings: Option<Vec<MarathonPort>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Network {
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MarathonTask {
+    id: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    ip_addresses: Vec<IpAddressEntry>,
+    #[serde(default, alias = "taskStatus")]
+    state: Option<String>,
+    #[serde(default)]
+    health_check_results: Vec<HealthResult>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IpAddressEntry {
+    ip_address: IpAddr,
+}
+
+#[derive(Debug, Deserialize)]
+struct HealthResult {
+    alive: bool,
+}
+
+/// A snapshot's apps, and the apps that did not parse (`(app id, reason)`).
+pub struct ParsedApps {
+    pub apps: Vec<App>,
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Parses `/v2/apps` (`{"apps": [...]}`) or a bare array of apps; each app on its own.
+pub fn parse_apps(body: &[u8]) -> Result<ParsedApps, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let list = match value {
+        Value::Object(mut map) => match map.remove("apps") {
+            Some(Value::Array(list)) => list,
+            _ => return Err("expected an object with an `apps` array".into()),
+        },
+        Value::Array(list) => list,
+        _ => return Err("expected an object with an `apps` array".into()),
+    };
+    let mut parsed = ParsedApps { apps: Vec::with_capacity(list.len()), rejected: Vec::new() };
+    for raw in list {
+        match parse_app_value(raw) {
+            Ok(app) => parsed.apps.push(app),
+            Err((id, reason)) => parsed.rejected.push((id, reason)),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Parses `/v2/apps/{id}` (`{"app": {...}}`).
+pub fn parse_single_app(body: &[u8]) -> Result<App, (String, String)> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| (String::new(), format!("invalid JSON: {e}")))?;
+    let app = match value {
+        Value::Object(mut map) if map.contains_key("app") => map.remove("app").unwrap(),
+        other => other,
+    };
+    parse_app_value(app)
+}
+
+fn parse_app_value(raw: Value) -> Result<App, (String, String)> {
+    let id = raw.get("id").and_then(Value::as_str).unwrap_or("<no id>").to_string();
+    let app: MarathonApp = serde_json::from_value(raw).map_err(|e| (id.clone(), e.to_string()))?;
+    into_app(app).map_err(|reason| (id, reason))
+}
+
+fn into_app(app: MarathonApp) -> Result<App, String> {
+    if !app.id.starts_with('/') {
+        return Err(format!("app id {:?} is not absolute", app.id));
+    }
+    let container = app.container.unwrap_or_default();
+    let docker = container.docker.unwrap_or_default();
+    let container_mode = app.networks.iter().any(|n| n.mode.as_deref() == Some("container"))
+        || docker.network.as_deref() == Some("USER")
+        || app.ip_address.as_ref().is_some_and(|v| !v.is_null());
+    // The three places Marathon keeps ports, in the order Marathon itself prefers them.
+    let raw_ports = container
+        .port_mappings
+        .filter(|p| !p.is_empty())
+        .or(docker.port_mappings.filter(|p| !p.is_empty()))
+        .or(app.port_definitions)
+        .unwrap_or_default();
+    let ports = raw_ports
+        .into_iter()
+        .map(|p| PortSpec {
+            service_port: p.port.unwrap_or(0),
+            container_port: p.container_port,
+            protocol: match p.protocol.as_deref() {
+                Some("udp") => Protocol::Udp,
+                Some("udp,tcp") | Some("tcp,udp") => Protocol::TcpUdp,
+                _ => Protocol::Tcp,
+            },
+            name: p.name,
+            labels: p.labels,
+        })
+        .collect();
+    let tasks = app
+        .tasks
+        .into_iter()
+        .map(|t| {
+            let task = into_task(t);
+            (task.id.clone(), task)
+        })
+        .collect();
+    Ok(App {
+        id: app.id.into(),
+        labels: app.labels,
+        ports,
+        networking: if container_mode { Networking::Container } else { Networking::Host },
+        health_checks: app.health_checks.len(),
+        tasks,
+    })
+}
+
+fn into_task(t: MarathonTask) -> Task {
+    Task {
+        id: t.id.into(),
+        host: t.host,
+        ports: t.ports,
+        ip_addresses: t.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
+        state: TaskState::parse(t.state.as_deref().unwrap_or("TASK_RUNNING")),
+        healthy: if t.health_check_results.is_empty() {
+            None
+        } else {
+            Some(t.health_check_results.iter().all(|r| r.alive))
+        },
+    }
+}
+
+/// What one event on the stream asks of switchyard.
+#[derive(Debug)]
+pub enum Event {
+    /// Apply to the model directly.
+    Update(ClusterUpdate),
+    /// Re-fetch one app's definition.
+    RefetchApp(String),
+    /// Re-fetch everything.
+    Resync,
+}
+
+/// The event types switchyard subscribes to (`event_type=` filters on `/v2/events`).
+pub const SUBSCRIBED_EVENTS: &[&str] = &[
+    "status_update_event",
+    "health_status_changed_event",
+    "instance_health_changed_event",
+    "api_post_event",
+    "app_terminated_event",
+    "deployment_info",
+    "deployment_success",
+    "deployment_failed",
+    "deployment_step_success",
+    "deployment_step_failure",
+    "group_change_success",
+    "group_change_failed",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusUpdate {
+    app_id: String,
+    task_id: String,
+    task_status: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    ip_addresses: Vec<IpAddressEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthChanged {
+    app_id: String,
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    instance_id: Option<String>,
+    alive: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceHealthChanged {
+    app_id: String,
+    instance_id: String,
+    healthy: Option<bool>,
+}
+
+/// Parses one event object. `Err` carries the reason the event is malformed; `Ok(None)` means
+/// an event type switchyard does not act on.
+pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
+    let kind = value
+        .get("eventType")
+        .and_then(Value::as_str)
+        .ok_or("missing eventType")?
+        .to_string();
+    let event = match kind.as_str() {
+        "status_update_event" => {
+            let e: StatusUpdate = serde_json::from_value(value).map_err(|e| e.to_string())?;
+            let task = Task {
+                id: e.task_id.into(),
+                host: e.host,
+                ports: e.ports,
+                ip_addresses: e.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
+                state: TaskState::parse(&e.task_status),
+                healthy: None,
+            };
+            Some(Event::Update(ClusterUpdate::TaskStatus { app_id: e.app_id.into(), task }))
+        }
+        "health_status_changed_event" => {
+            let e: HealthChanged = serde_json::from_value(value).map_err(|e| e.to_string())?;
+            match (e.task_id, e.instance_id) {
+                (Some(task_id), _) => Some(Event::Update(ClusterUpdate::TaskHealth {
+                    app_id: e.app_id.into(),
+                    task_id: task_id.into(),
+                    alive: e.alive,
+                })),
+                (None, Some(instance_id)) => Some(Event::Update(ClusterUpdate::InstanceHealth {
+                    app_id: e.app_id.into(),
+                    instance_id,
+                    healthy: Some(e.alive),
+                })),
+                (None, None) => return Err("neither taskId nor instanceId".into()),
+            }
+        }
+        "instance_health_changed_event" => {
+            let e: InstanceHealthChanged =
+                serde_json::from_value(value).map_err(|e| e.to_string())?;
+            Some(Event::Update(ClusterUpdate::InstanceHealth {
+                app_id: e.app_id.into(),
+                instance_id: e.instance_id,
+                healthy: e.healthy,
+            }))
+        }
+        "api_post_event" => {
+            let id = value
+                .pointer("/appDefinition/id")
+                .and_then(Value::as_str)
+                .ok_or("api_post_event without appDefinition.id")?;
+            Some(Event::RefetchApp(id.to_string()))
+        }
+        "app_terminated_event" => {
+            let id = value.get("appId").and_then(Value::as_str).ok_or("missing appId")?;
+            Some(Event::Update(ClusterUpdate::AppRemoved(id.into())))
+        }
+        k if k.starts_with("deployment_") || k.starts_with("group_change_") => Some(Event::Resync),
+        _ => None,
+    };
+    Ok((kind, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_port_shapes() {
+        let body = br#"{"apps":[
+          {"id":"/host","portDefinitions":[{"port":10000,"protocol":"tcp","name":"http","labels":{"VIP_0":"/web:80"}}],
+           "tasks":[{"id":"host.1","host":"10.0.0.1","ports":[31000],"state":"TASK_RUNNING"}]},
+          {"id":"/bridge","container":{"type":"DOCKER","docker":{"network":"BRIDGE",
+             "portMappings":[{"containerPort":80,"hostPort":0,"servicePort":10001,"protocol":"tcp"}]}}},
+          {"id":"/ucr","networks":[{"mode":"container","name":"dcos"}],
+           "container":{"type":"MESOS","portMappings":[{"containerPort":8080,"servicePort":10002,"protocol":"udp,tcp"}]},
+           "tasks":[{"id":"ucr.1","host":"10.0.0.2","ipAddresses":[{"ipAddress":"9.0.0.5","protocol":"IPv4"}]}]}
+        ]}"#;
+        let parsed = parse_apps(body).unwrap();
+        assert!(parsed.rejected.is_empty());
+        let [host, bridge, ucr] = &parsed.apps[..] else { panic!() };
+        assert_eq!(host.ports[0].service_port, 10000);
+        assert_eq!(host.ports[0].name.as_deref(), Some("http"));
+        assert_eq!(host.ports[0].labels["VIP_0"], "/web:80");
+        assert_eq!(host.networking, Networking::Host);
+        assert_eq!(bridge.ports[0].service_port, 10001);
+        assert_eq!(bridge.ports[0].container_port, Some(80));
+        assert_eq!(bridge.networking, Networking::Host);
+        assert_eq!(ucr.ports[0].service_port, 10002);
+        assert_eq!(ucr.ports[0].protocol, Protocol::TcpUdp);
+        assert_eq!(ucr.networking, Networking::Container);
+        assert_eq!(ucr.tasks["ucr.1"].ip_addresses, vec!["9.0.0.5".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn one_bad_app_does_not_reject_the_rest() {
+        let body = br#"{"apps":[{"id":"/good"},{"id":"/bad","labels":{"A":1}},{"id":"relative"}]}"#;
+        let parsed = parse_apps(body).unwrap();
+        assert_eq!(parsed.apps.len(), 1);
+        assert_eq!(parsed.rejected.len(), 2);
+        assert_eq!(parsed.rejected[0].0, "/bad");
+        assert!(parse_apps(b"{\"apps\": 3}").is_err());
+        assert!(parse_apps(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn health_results_aggregate() {
+        let body = br#"{"apps":[{"id":"/a","healthChecks":[{},{}],"tasks":[
+            {"id":"a.1","host":"h","healthCheckResults":[{"alive":true},{"alive":false}]},
+            {"id":"a.2","host":"h","healthCheckResults":[{"alive":true},{"alive":true}]},
+            {"id":"a.3","host":"h"}]}]}"#;
+        let app = &parse_apps(body).unwrap().apps[0];
+        assert_eq!(app.health_checks, 2);
+        assert_eq!(app.tasks["a.1"].healthy, Some(false));
+        assert_eq!(app.tasks["a.2"].healthy, Some(true));
+        assert_eq!(app.tasks["a.3"].healthy, None);
+    }
+
+    #[test]
+    fn events() {
+        let v = serde_json::json!({"eventType":"status_update_event","appId":"/a","taskId":"a.1",
+            "taskStatus":"TASK_KILLING","host":"h","ports":[1],"timestamp":"x"});
+        let (kind, ev) = parse_event(v).unwrap();
+        assert_eq!(kind, "status_update_event");
+        let Some(Event::Update(ClusterUpdate::TaskStatus { task, .. })) = ev else { panic!() };
+        assert_eq!(task.state, TaskState::Killing);
+
+        let wrong_type = serde_json::json!({"eventType":"status_update_event","appId":5});
+        assert!(parse_event(wrong_type).is_err());
+        let unknown = serde_json::json!({"eventType":"framework_message_event"});
+        assert!(parse_event(unknown).unwrap().1.is_none());
+        let post = serde_json::json!({"eventType":"api_post_event","appDefinition":{"id":"/x"}});
+        assert!(matches!(parse_event(post).unwrap().1, Some(Event::RefetchApp(id)) if id == "/x"));
+        let deploy = serde_json::json!({"eventType":"deployment_success","id":"d"});
+        assert!(matches!(parse_event(deploy).unwrap().1, Some(Event::Resync)));
+    }
+}

@@ -1,0 +1,263 @@
+//! The Marathon source: a full snapshot on every (re)connect and periodically, the event stream
+//! in between. The stream is treated as cache invalidation: task events are applied directly,
+//! app-level events trigger re-fetches, coalesced so that a burst costs one fetch.
+
+pub mod api;
+pub mod client;
+pub mod sse;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use http_body_util::BodyExt;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use self::api::Event;
+use self::client::{BaseUrl, Client};
+use super::{Rejections, SourceEvent};
+use crate::cluster::{AppId, ClusterUpdate};
+use crate::config::Discovery;
+use crate::metrics::Metrics;
+
+const SNAPSHOT_PATH: &str = "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.readiness";
+
+pub struct MarathonSource {
+    pub urls: Vec<BaseUrl>,
+    pub client: Client,
+    pub config: Discovery,
+    pub events: mpsc::Sender<SourceEvent>,
+    /// Apps the reconciler could not apply an event to; fetched like app-level events.
+    pub refetch: mpsc::Receiver<AppId>,
+    pub resync: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Re-fetches owed, gathered while events arrive and done together.
+#[derive(Default)]
+struct Pending {
+    full: bool,
+    apps: BTreeSet<String>,
+    due: Option<Instant>,
+}
+
+impl Pending {
+    fn add(&mut self, full: bool, app: Option<String>, delay: Duration) {
+        self.full |= full;
+        self.apps.extend(app);
+        self.due.get_or_insert_with(|| Instant::now() + delay);
+    }
+}
+
+enum Ended {
+    Stream(String),
+    Closed,
+}
+
+impl MarathonSource {
+    pub async fn run(mut self) {
+        let mut backoff = self.config.backoff_initial;
+        let mut next_url = 0;
+        let mut rejections = Rejections::default();
+        loop {
+            let base = self.urls[next_url % self.urls.len()].clone();
+            let started = Instant::now();
+            match self.session(&base, &mut rejections).await {
+                Ended::Closed => return,
+                Ended::Stream(reason) => {
+                    tracing::warn!(marathon = %base, "event stream ended: {reason}");
+                }
+            }
+            if self.events.send(SourceEvent::Connected(false)).await.is_err() {
+                return;
+            }
+            self.metrics.source_connected.set(0);
+            if started.elapsed() > self.config.backoff_max {
+                backoff = self.config.backoff_initial; // it had been up a while: start over
+            }
+            next_url += 1;
+            // Full jitter: anywhere in [backoff/2, backoff], so instances do not reconnect in step.
+            let wait = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+            tracing::info!(retry_in = ?wait, "reconnecting to Marathon");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.resync.notified() => {}
+            }
+            backoff = (backoff * 2).min(self.config.backoff_max);
+        }
+    }
+
+    /// One connection: open the stream, take a snapshot, then follow events until the stream
+    /// drops. Returns why it ended.
+    async fn session(&mut self, base: &BaseUrl, rejections: &mut Rejections) -> Ended {
+        let path = events_path();
+        let (response, leader) = match self.client.get(base, &path, "text/event-stream").await {
+            Ok(r) => r,
+            Err(e) => return Ended::Stream(e),
+        };
+        if response.status() != StatusCode::OK {
+            return Ended::Stream(format!("GET /v2/events answered {}", response.status()));
+        }
+        if &leader != base {
+            tracing::info!(leader = %leader, "following the Marathon leader");
+        }
+        if let Err(e) = self.snapshot(&leader, rejections).await {
+            return Ended::Stream(format!("snapshot failed: {e}"));
+        }
+        tracing::info!(marathon = %leader, "subscribed to the event stream");
+        self.metrics.source_connected.set(1);
+        if self.events.send(SourceEvent::Connected(true)).await.is_err() {
+            return Ended::Closed;
+        }
+
+        let mut body = response.into_body();
+        let mut decoder = sse::SseDecoder::new(self.config.max_event_bytes);
+        let mut decoded = Vec::new();
+        let mut pending = Pending::default();
+        let mut next_resync = Instant::now() + self.config.resync_interval;
+        loop {
+            let idle = Instant::now() + self.config.stream_idle_timeout;
+            let due = pending.due.unwrap_or(next_resync).min(next_resync);
+            tokio::select! {
+                frame = body.frame() => {
+                    let bytes = match frame {
+                        None => return Ended::Stream("closed by Marathon".into()),
+                        Some(Err(e)) => return Ended::Stream(e.to_string()),
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(bytes) => bytes,
+                            Err(_) => continue,
+                        },
+                    };
+                    if let Err(sse::LineTooLong(n)) = decoder.feed(&bytes, &mut decoded) {
+                        self.metrics.malformed_events.inc();
+                        return Ended::Stream(format!("event line longer than {n} bytes"));
+                    }
+                    for event in decoded.drain(..) {
+                        if let Some(closed) = self.handle(event, &mut pending, rejections).await {
+                            return closed;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(idle) => {
+                    return Ended::Stream(format!("no data for {:?}", self.config.stream_idle_timeout));
+                }
+                _ = tokio::time::sleep_until(due) => {
+                    if Instant::now() >= next_resync {
+                        pending.full = true;
+                    }
+                    let work = std::mem::take(&mut pending);
+                    if work.full {
+                        next_resync = Instant::now() + self.config.resync_interval;
+                        if let Err(e) = self.snapshot(&leader, rejections).await {
+                            return Ended::Stream(format!("resync failed: {e}"));
+                        }
+                    } else {
+                        for app in work.apps {
+                            if let Err(e) = self.fetch_app(&leader, &app, rejections).await {
+                                return Ended::Stream(format!("fetching {app} failed: {e}"));
+                            }
+                        }
+                    }
+                }
+                _ = self.resync.notified() => {
+                    tracing::info!("resync requested");
+                    pending.add(true, None, Duration::ZERO);
+                }
+                Some(app) = self.refetch.recv() => {
+                    pending.add(false, Some(app.to_string()), self.config.debounce);
+                }
+            }
+        }
+    }
+
+    /// Applies one SSE event (which may hold several JSON objects). `Some` ends the session.
+    async fn handle(
+        &self,
+        event: sse::SseEvent,
+        pending: &mut Pending,
+        rejections: &mut Rejections,
+    ) -> Option<Ended> {
+        for value in sse::json_values(&event.data) {
+            let parsed = value.and_then(api::parse_event);
+            let (kind, action) = match parsed {
+                Ok(parsed) => parsed,
+                Err(reason) => {
+                    self.metrics.malformed_events.inc();
+                    let name = event.name.as_deref().unwrap_or("event");
+                    rejections.report(name, &reason, "event", &self.metrics);
+                    continue;
+                }
+            };
+            self.metrics.event(&kind);
+            match action {
+                None => tracing::debug!(kind, "ignoring event"),
+                Some(Event::Update(update)) => {
+                    if self.events.send(SourceEvent::Update(update)).await.is_err() {
+                        return Some(Ended::Closed);
+                    }
+                }
+                Some(Event::RefetchApp(id)) => pending.add(false, Some(id), self.config.debounce),
+                Some(Event::Resync) => pending.add(true, None, self.config.debounce),
+            }
+        }
+        None
+    }
+
+    async fn snapshot(&self, base: &BaseUrl, rejections: &mut Rejections) -> Result<(), String> {
+        let body = self.fetch(base, SNAPSHOT_PATH).await?.ok_or("404 on /v2/apps")?;
+        let parsed = api::parse_apps(&body)?;
+        rejections.report_all(&parsed.rejected, "app", &self.metrics);
+        tracing::debug!(apps = parsed.apps.len(), "snapshot");
+        self.events
+            .send(SourceEvent::Update(ClusterUpdate::Snapshot(parsed.apps)))
+            .await
+            .map_err(|_| "shutting down".to_string())
+    }
+
+    async fn fetch_app(
+        &self,
+        base: &BaseUrl,
+        id: &str,
+        rejections: &mut Rejections,
+    ) -> Result<(), String> {
+        let path = format!("/v2/apps{id}?embed=app.tasks&embed=app.deployments&embed=app.readiness");
+        let update = match self.fetch(base, &path).await? {
+            None => ClusterUpdate::AppRemoved(id.into()),
+            Some(body) => match api::parse_single_app(&body) {
+                Ok(app) => ClusterUpdate::AppUpserted(app),
+                Err((_, reason)) => {
+                    rejections.report(id, &reason, "app", &self.metrics);
+                    return Ok(());
+                }
+            },
+        };
+        self.events.send(SourceEvent::Update(update)).await.map_err(|_| "shutting down".into())
+    }
+
+    /// GETs a JSON document; `None` on 404.
+    async fn fetch(&self, base: &BaseUrl, path: &str) -> Result<Option<bytes::Bytes>, String> {
+        let (response, _) = self.client.get(base, path, "application/json").await?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            status if client::is_retryable(status) => return Err(format!("{path}: {status}")),
+            status => return Err(format!("{path}: unexpected {status}")),
+        }
+        let body = self.client.read_body(response.into_body(), self.config.max_snapshot_bytes).await?;
+        Ok(Some(body))
+    }
+}
+
+fn events_path() -> String {
+    let mut path = String::from("/v2/events?");
+    for (i, kind) in api::SUBSCRIBED_EVENTS.iter().enumerate() {
+        if i > 0 {
+            path.push('&');
+        }
+        path.push_str("event_type=");
+        path.push_str(kind);
+    }
+    path
+}

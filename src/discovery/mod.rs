@@ -1,0 +1,46 @@
+//! Sources of cluster state. Each runs as its own task and sends [`SourceEvent`]s to the
+//! reconciler; none of them touches the routing table.
+
+pub mod file;
+pub mod marathon;
+
+use std::collections::HashSet;
+
+use crate::cluster::ClusterUpdate;
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub enum SourceEvent {
+    Update(ClusterUpdate),
+    /// The source is (or is no longer) connected to its upstream.
+    Connected(bool),
+}
+
+/// Reports each rejected input once (log line and metric), however often a source re-reads it.
+#[derive(Default)]
+pub struct Rejections {
+    seen: HashSet<(String, String)>,
+}
+
+impl Rejections {
+    /// Reports the rejections of one full read; forgets those that are gone, so a problem that
+    /// comes back is reported again.
+    pub fn report_all(&mut self, rejected: &[(String, String)], kind: &str, metrics: &Metrics) {
+        let current: HashSet<(String, String)> = rejected.iter().cloned().collect();
+        for (id, reason) in rejected {
+            if !self.seen.contains(&(id.clone(), reason.clone())) {
+                tracing::warn!(app_id = %id, "rejected {kind}: {reason}");
+                metrics.reject(kind);
+            }
+        }
+        self.seen = current;
+    }
+
+    /// Reports one rejection (an event or a single app) if it is new.
+    pub fn report(&mut self, id: &str, reason: &str, kind: &str, metrics: &Metrics) {
+        if self.seen.insert((id.to_string(), reason.to_string())) {
+            tracing::warn!(app_id = %id, "rejected {kind}: {reason}");
+            metrics.reject(kind);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Switchyard: a service-discovery load balancer for Marathon/Mesos clusters.
+//!
+//! The flow is `discovery → cluster → routing::compile → routing::store → proxy / admin`.
+//! [`run`] wires it together.
+
+pub mod admin;
+pub mod backends;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod discovery;
+pub mod metrics;
+pub mod proxy;
+pub mod reconciler;
+pub mod routing;
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::Config;
+use crate::discovery::file::FileSource;
+use crate::discovery::marathon::MarathonSource;
+use crate::discovery::marathon::client::{BaseUrl, Client};
+use crate::metrics::Metrics;
+use crate::proxy::Context;
+use crate::proxy::listeners::Listeners;
+use crate::reconciler::{Reconciler, Status};
+use crate::routing::CompileConfig;
+use crate::routing::store::Store;
+
+const SOURCE_QUEUE: usize = 4096;
+
+/// Runs switchyard until SIGTERM or SIGINT; `demo` also starts the demo backends.
+pub async fn run(config: Config, demo: bool) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Store::new());
+    let status = Arc::new(Status::default());
+    let ctx = Arc::new(Context {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        connect_timeout: config.proxy.connect_timeout,
+        response_timeout: config.proxy.response_timeout,
+        client_header_timeout: config.proxy.client_header_timeout,
+        shutdown: Default::default(),
+    });
+
+    let admin_listener = proxy::listeners::bind(config.admin.listen)
+        .map_err(|e| format!("admin.listen {}: {e}", config.admin.listen))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("admin listening on {admin_addr}");
+
+    let listeners = Listeners::new(ctx.clone());
+    let admin = Arc::new(admin::Admin {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        bind_failures: listeners.failures(),
+    });
+    tokio::spawn(admin.serve(admin_listener));
+
+    let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
+    let (refetch_tx, refetch_rx) = mpsc::channel(1024);
+    let resync = Arc::new(Notify::new());
+    let d = &config.discovery;
+    if let Some(path) = &d.file {
+        tracing::info!(file = %path.display(), "discovery: file source");
+        let source = FileSource {
+            path: path.clone(),
+            interval: d.file_poll_interval,
+            max_bytes: d.max_snapshot_bytes,
+            events: events_tx,
+            resync: resync.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(source.run());
+    } else {
+        let token = match &d.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("discovery.token_file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let urls = d.marathon.iter().map(|u| BaseUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(marathon = ?d.marathon, "discovery: Marathon");
+        let source = MarathonSource {
+            urls,
+            client: Client::new(
+                d.basic_auth.as_deref(),
+                token.as_deref(),
+                d.connect_timeout,
+                d.request_timeout,
+            ),
+            config: d.clone(),
+            events: events_tx,
+            refetch: refetch_rx,
+            resync: resync.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(source.run());
+    }
+
+    let registry = backends::Registry::new(
+        metrics.clone(),
+        config.proxy.drain_timeout,
+        config.proxy.max_idle_per_backend,
+    );
+    let reconciler = Reconciler::new(
+        CompileConfig::from_config(&config),
+        d.debounce,
+        registry,
+        store.clone(),
+        listeners,
+        metrics.clone(),
+        status,
+        refetch_tx,
+        ctx.clone(),
+    );
+    let reconciler = tokio::spawn(reconciler.run(events_rx));
+    if demo {
+        tokio::spawn(demo::run(store.clone()));
+    }
+
+    wait_for_signals(&resync).await;
+    tracing::info!(open = ctx.shutdown.open(), "stopping: no longer accepting, draining");
+    ctx.shutdown.begin();
+    let _ = reconciler.await; // closes every listener on its way out
+    let drained = tokio::time::timeout(config.proxy.drain_timeout, ctx.shutdown.idle()).await;
+    match drained {
+        Ok(()) => tracing::info!("drained, exiting"),
+        Err(_) => tracing::warn!(open = ctx.shutdown.open(), "drain timeout, exiting"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signals(resync: &Notify) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: full resync");
+                resync.notify_one();
+            }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Prometheus metrics. Families are registered once; hot paths hold pre-resolved handles (see
+//! `backends::BackendMetrics`) so a connection or request only touches atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub service: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub service: String,
+    pub backend: String,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Family<BackendLabels, Counter>,
+    pub active_connections: Family<BackendLabels, Gauge>,
+    pub bytes_in: Family<BackendLabels, Counter>,
+    pub bytes_out: Family<BackendLabels, Counter>,
+    pub connect_failures: Family<BackendLabels, Counter>,
+    pub http_responses: Family<ResponseLabels, Counter>,
+    pub no_backend: Family<ServiceLabels, Counter>,
+    pub events: Family<KindLabels, Counter>,
+    pub malformed_events: Counter,
+    pub rejected_inputs: Family<KindLabels, Counter>,
+    pub source_connected: Gauge,
+    pub last_sync_timestamp: Gauge<f64, AtomicU64>,
+    pub table_generation: Gauge,
+    pub compile_seconds: Gauge<f64, AtomicU64>,
+    pub services: Gauge,
+    pub backends: Gauge,
+    pub listener_bind_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("switchyard");
+        let m = Metrics {
+            connections: Family::default(),
+            active_connections: Family::default(),
+            bytes_in: Family::default(),
+            bytes_out: Family::default(),
+            connect_failures: Family::default(),
+            http_responses: Family::default(),
+            no_backend: Family::default(),
+            events: Family::default(),
+            malformed_events: Counter::default(),
+            rejected_inputs: Family::default(),
+            source_connected: Gauge::default(),
+            last_sync_timestamp: Gauge::default(),
+            table_generation: Gauge::default(),
+            compile_seconds: Gauge::default(),
+            services: Gauge::default(),
+            backends: Gauge::default(),
+            listener_bind_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("backend_connections", "Connections (TCP) or requests (HTTP) sent to a backend", m.connections.clone());
+        r.register("backend_active_connections", "Connections or requests in flight to a backend", m.active_connections.clone());
+        r.register("backend_bytes_in", "Bytes received from clients and sent to a backend", m.bytes_in.clone());
+        r.register("backend_bytes_out", "Bytes received from a backend and sent to clients", m.bytes_out.clone());
+        r.register("backend_connect_failures", "Failed connects to a backend", m.connect_failures.clone());
+        r.register("http_responses", "HTTP responses by status class", m.http_responses.clone());
+        r.register("no_backend", "Connections or requests refused because no backend was reachable", m.no_backend.clone());
+        r.register("source_events", "Marathon events received, by type", m.events.clone());
+        r.register("source_malformed_events", "Events that could not be parsed", m.malformed_events.clone());
+        r.register("rejected_inputs", "Inputs skipped as invalid (apps, ports, labels, tasks, files)", m.rejected_inputs.clone());
+        r.register("source_connected", "1 while the discovery source is connected", m.source_connected.clone());
+        r.register("last_sync_timestamp_seconds", "Unix time of the last successful full sync", m.last_sync_timestamp.clone());
+        r.register("table_generation", "Generation of the live routing table", m.table_generation.clone());
+        r.register("compile_duration_seconds", "Duration of the last compile", m.compile_seconds.clone());
+        r.register("services", "Service ports in the live table", m.services.clone());
+        r.register("backends", "Backends in the live table", m.backends.clone());
+        r.register("listener_bind_failures", "Service ports that could not be bound", m.listener_bind_failures.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn reject(&self, kind: &str) {
+        self.rejected_inputs.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+    }
+
+    pub fn event(&self, kind: &str) {
+        self.events.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+    }
+}

@@ -1,0 +1,124 @@
+//! The set of open service-port listeners, reconciled with each new table: new ports open in the
+//! same swap, removed ports stop accepting (their connections carry on and drain), ports that
+//! cannot be bound are reported once and retried at the next swap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::{Context, http, tcp};
+use crate::routing::{Mode, RoutingTable};
+
+const BACKLOG: i32 = 1024;
+
+pub struct Listeners {
+    open: HashMap<SocketAddr, JoinHandle<()>>,
+    /// Ports that failed to bind, with why; shared with the admin API.
+    failed: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
+    ctx: Arc<Context>,
+}
+
+impl Listeners {
+    pub fn new(ctx: Arc<Context>) -> Listeners {
+        Listeners { open: HashMap::new(), failed: Arc::default(), ctx }
+    }
+
+    pub fn failures(&self) -> Arc<Mutex<BTreeMap<SocketAddr, String>>> {
+        self.failed.clone()
+    }
+
+    pub fn reconcile(&mut self, table: &RoutingTable) {
+        self.open.retain(|addr, accept| {
+            let keep = table.by_listen.contains_key(addr);
+            if !keep {
+                tracing::info!(listen = %addr, "service port removed: stopped accepting");
+                accept.abort();
+            }
+            keep
+        });
+        let mut failed = self.failed.lock().unwrap();
+        failed.retain(|addr, _| table.by_listen.contains_key(addr));
+        for service in &table.services {
+            if self.open.contains_key(&service.listen) {
+                continue;
+            }
+            match bind(service.listen) {
+                Ok(listener) => {
+                    failed.remove(&service.listen);
+                    tracing::info!(listen = %service.listen, service = %service.key, "service port open");
+                    let accept = tokio::spawn(accept_loop(listener, service.listen, self.ctx.clone()));
+                    self.open.insert(service.listen, accept);
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    if failed.get(&service.listen) != Some(&reason) {
+                        tracing::warn!(listen = %service.listen, app_id = %service.key.app_id,
+                            "cannot bind service port: {reason}");
+                        self.ctx.metrics.listener_bind_failures.inc();
+                        self.ctx.metrics.reject("bind");
+                    }
+                    failed.insert(service.listen, reason);
+                }
+            }
+        }
+    }
+
+    /// Stops accepting everywhere (SIGTERM); open connections carry on.
+    pub fn close_all(&mut self) {
+        for (_, accept) in self.open.drain() {
+            accept.abort();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(listener: TcpListener, listen: SocketAddr, ctx: Arc<Context>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve(stream, peer, listen, ctx.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(listen = %listen, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc<Context>) {
+    let _tracked = ctx.shutdown.track();
+    let snapshot = ctx.store.load_full();
+    let Some(service) = snapshot.table.service_at(listen) else { return };
+    match snapshot.table.services[service].mode {
+        Mode::Tcp => tcp::serve(stream, snapshot, service, &ctx).await,
+        Mode::Http => {
+            drop(snapshot);
+            http::serve(stream, peer, listen, ctx.clone()).await
+        }
+    }
+}

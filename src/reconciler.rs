@@ -1,0 +1,227 @@
+//! The one writer: applies source events to the cluster model, coalesces bursts, compiles, swaps
+//! the table in, attaches backend runtime state, and reconciles the listener set.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::backends::Registry;
+use crate::cluster::{AppId, Applied, Cluster, ClusterUpdate};
+use crate::discovery::SourceEvent;
+use crate::metrics::Metrics;
+use crate::proxy::listeners::Listeners;
+use crate::routing::store::{Snapshot, Store};
+use crate::routing::{CompileConfig, Problem, RoutingTable, compile};
+
+/// What the admin API reports about the control plane.
+#[derive(Default)]
+pub struct Status {
+    /// A full snapshot has been applied at least once.
+    pub ready: AtomicBool,
+    pub connected: AtomicBool,
+    pub last_sync_unix_ms: AtomicU64,
+}
+
+pub struct Reconciler {
+    pub config: CompileConfig,
+    pub debounce: Duration,
+    pub cluster: Cluster,
+    pub registry: Registry,
+    pub store: Arc<Store>,
+    pub listeners: Listeners,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Status>,
+    pub refetch: mpsc::Sender<AppId>,
+    pub stopping: Arc<crate::proxy::Context>,
+    problems_seen: HashSet<Problem>,
+}
+
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Reconciler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: CompileConfig,
+        debounce: Duration,
+        registry: Registry,
+        store: Arc<Store>,
+        listeners: Listeners,
+        metrics: Arc<Metrics>,
+        status: Arc<Status>,
+        refetch: mpsc::Sender<AppId>,
+        ctx: Arc<crate::proxy::Context>,
+    ) -> Reconciler {
+        Reconciler {
+            config,
+            debounce,
+            cluster: Cluster::default(),
+            registry,
+            store,
+            listeners,
+            metrics,
+            status,
+            refetch,
+            stopping: ctx,
+            problems_seen: HashSet::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut events: mpsc::Receiver<SourceEvent>) {
+        loop {
+            let first = tokio::select! {
+                e = events.recv() => e,
+                _ = self.stopping.shutdown.stopping() => None,
+            };
+            let Some(first) = first else { break };
+            let mut dirty = self.apply(first);
+            // Coalesce: everything that arrives within the debounce window makes one swap.
+            let deadline = tokio::time::Instant::now() + self.debounce;
+            loop {
+                tokio::select! {
+                    e = events.recv() => match e {
+                        Some(e) => dirty |= self.apply(e),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            if dirty {
+                self.swap().await;
+            }
+        }
+        self.listeners.close_all();
+    }
+
+    /// Applies one event; true when the table must be rebuilt.
+    fn apply(&mut self, event: SourceEvent) -> bool {
+        match event {
+            SourceEvent::Connected(up) => {
+                self.status.connected.store(up, Ordering::Relaxed);
+                false
+            }
+            SourceEvent::Update(update) => {
+                let full = matches!(update, ClusterUpdate::Snapshot(_));
+                if let Applied::Refetch(app) = self.cluster.apply(update) {
+                    // Full: the periodic resync catches up.
+                    let _ = self.refetch.try_send(app);
+                }
+                if full {
+                    self.status.ready.store(true, Ordering::Relaxed);
+                    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
+                    self.status.last_sync_unix_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+                    self.metrics.last_sync_timestamp.set(now.as_secs_f64());
+                }
+                true
+            }
+        }
+    }
+
+    async fn swap(&mut self) {
+        self.resolve_agents().await;
+        let started = Instant::now();
+        let table = compile(&self.cluster, &self.config);
+        let compile_time = started.elapsed();
+        self.report_problems(&table);
+        let states = self.registry.attach(&table);
+        let previous = self.store.load_full();
+        let (added, removed) = diff(&previous.table, &table);
+        let generation = previous.generation + 1;
+        let services = table.services.len();
+        let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
+        let snapshot = Snapshot { generation, table, states, created: SystemTime::now() };
+        self.store.publish(snapshot);
+        drop(previous);
+        self.listeners.reconcile(&self.store.load().table);
+        self.metrics.table_generation.set(generation as i64);
+        self.metrics.compile_seconds.set(compile_time.as_secs_f64());
+        self.metrics.services.set(services as i64);
+        self.metrics.backends.set(backends as i64);
+        if !added.is_empty() || !removed.is_empty() || generation == 1 {
+            tracing::info!(
+                generation,
+                services,
+                backends,
+                draining = self.registry.draining(),
+                compile_us = compile_time.as_micros() as u64,
+                added = %summary(&added),
+                removed = %summary(&removed),
+                "routing table swapped"
+            );
+        } else {
+            tracing::debug!(generation, "routing table swapped (no backend change)");
+        }
+    }
+
+    /// Resolves agent host names that are not IP addresses, once each, outside `compile`.
+    async fn resolve_agents(&mut self) {
+        let wanted: BTreeSet<String> = self
+            .cluster
+            .apps
+            .values()
+            .flat_map(|a| a.tasks.values())
+            .filter(|t| t.host.parse::<IpAddr>().is_err() && !t.host.is_empty())
+            .filter(|t| !self.cluster.agents.contains_key(&t.host))
+            .map(|t| t.host.clone())
+            .collect();
+        for host in wanted {
+            let lookup = tokio::net::lookup_host((host.clone(), 0));
+            match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                Ok(Ok(mut addrs)) => {
+                    if let Some(addr) = addrs.next() {
+                        self.cluster.agents.insert(host, addr.ip());
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(host, "cannot resolve agent: {e}"),
+                Err(_) => tracing::debug!(host, "resolving agent timed out"),
+            }
+        }
+    }
+
+    fn report_problems(&mut self, table: &RoutingTable) {
+        let current: HashSet<Problem> = table.problems.iter().cloned().collect();
+        for problem in &table.problems {
+            if self.problems_seen.contains(problem) {
+                continue;
+            }
+            match problem.severity {
+                crate::routing::Severity::Skipped => {
+                    tracing::warn!(app_id = %problem.app_id, "skipped: {problem}");
+                    self.metrics.reject("compile");
+                }
+                crate::routing::Severity::Ignored => {
+                    tracing::info!(app_id = %problem.app_id, "ignored: {problem}");
+                }
+            }
+        }
+        self.problems_seen = current;
+    }
+}
+
+type BackendIds = BTreeSet<(String, SocketAddr)>;
+
+fn backend_ids(table: &RoutingTable) -> BackendIds {
+    table
+        .services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(move |b| (s.key.to_string(), b.addr)))
+        .collect()
+}
+
+fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String>) {
+    let (a, b) = (backend_ids(before), backend_ids(after));
+    let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
+    (b.difference(&a).map(fmt).collect(), a.difference(&b).map(fmt).collect())
+}
+
+fn summary(items: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(" ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(" (+{} more)", items.len() - SHOWN));
+    }
+    if s.is_empty() { "-".into() } else { s }
+}

@@ -1,0 +1,117 @@
+//! Smooth weighted round robin (nginx's algorithm), precomputed at compile time.
+//!
+//! The pick sequence of one period is built once when the table is compiled; asking for a backend
+//! is then one atomic increment and one index, with no lock on the hot path. Equal weights give
+//! plain rotation. Weights are scaled down so a period never exceeds [`MAX_PERIOD`] picks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const MAX_PERIOD: u64 = 4096;
+
+#[derive(Debug)]
+pub struct SmoothWeighted {
+    sequence: Box<[u32]>,
+    len: usize,
+    cursor: AtomicUsize,
+}
+
+impl SmoothWeighted {
+    pub fn new(weights: &[u32]) -> SmoothWeighted {
+        let sequence = sequence(weights).into_boxed_slice();
+        // Start each table at a random point so instances and swaps do not all favour backend 0.
+        let start = if sequence.is_empty() { 0 } else { fastrand::usize(..sequence.len()) };
+        SmoothWeighted { sequence, len: weights.len(), cursor: AtomicUsize::new(start) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn next(&self) -> usize {
+        if self.sequence.is_empty() {
+            return 0;
+        }
+        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.sequence.len();
+        self.sequence[i] as usize
+    }
+}
+
+/// One period of smooth weighted round robin. Zero weights never appear.
+pub fn sequence(weights: &[u32]) -> Vec<u32> {
+    let weights = scaled(weights);
+    let total: i64 = weights.iter().map(|&w| w as i64).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, &w) in weights.iter().enumerate() {
+            current[i] += w as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u32);
+    }
+    out
+}
+
+/// Divides weights by their gcd, then scales them down (keeping every non-zero weight ≥ 1) until
+/// one period fits in `MAX_PERIOD`.
+fn scaled(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().fold(0u32, |g, &w| gcd(g, w)).max(1);
+    let mut w: Vec<u32> = weights.iter().map(|&w| w / g).collect();
+    let total: u64 = w.iter().map(|&x| x as u64).sum();
+    if total > MAX_PERIOD {
+        let factor = total as f64 / MAX_PERIOD as f64;
+        for x in &mut w {
+            if *x > 0 {
+                *x = ((*x as f64 / factor).floor() as u32).max(1);
+            }
+        }
+    }
+    w
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn smooth_not_bursty() {
+        assert_eq!(sequence(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(sequence(&[1, 1, 1]), vec![0, 1, 2]);
+    }
+
+    proptest! {
+        /// Over one period every backend is picked exactly its (reduced) weight times.
+        #[test]
+        fn exact_shares(weights in proptest::collection::vec(0u32..50, 1..12)) {
+            let seq = sequence(&weights);
+            let g = weights.iter().fold(0, |g, &w| gcd(g, w)).max(1);
+            for (i, &w) in weights.iter().enumerate() {
+                let picks = seq.iter().filter(|&&x| x as usize == i).count() as u32;
+                prop_assert_eq!(picks, w / g);
+            }
+        }
+
+        /// Large weights are scaled, never dropped, and the period stays bounded.
+        #[test]
+        fn bounded_period(weights in proptest::collection::vec(1u32..100_000, 1..40)) {
+            let seq = sequence(&weights);
+            prop_assert!(seq.len() as u64 <= MAX_PERIOD + weights.len() as u64);
+            for i in 0..weights.len() {
+                prop_assert!(seq.contains(&(i as u32)));
+            }
+        }
+    }
+}

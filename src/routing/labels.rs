@@ -1,0 +1,153 @@
+//! marathon-lb's app labels, read for one service port. Only `compile` calls this.
+//!
+//! A label switchyard understands but whose value it cannot parse makes the port `Err` (skipped,
+//! reported); a label switchyard knows but does not act on yet is returned as a notice.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::{Balance, Mode};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortLabels {
+    /// `None`: the app has no group label.
+    pub groups: Option<Vec<String>>,
+    pub mode: Mode,
+    pub port: Option<u16>,
+    pub bind_addr: Option<IpAddr>,
+    pub balance: Balance,
+    pub enabled: Option<bool>,
+    /// Labels accepted but without effect, with why.
+    pub notices: Vec<String>,
+}
+
+/// HAProxy template overrides: meaningful to marathon-lb's config generator only.
+const TEMPLATE_SUFFIXES: &[&str] = &[
+    "_HEAD",
+    "_OPTIONS",
+    "_BACKEND_SERVER_OPTIONS",
+    "_HTTP_FRONTEND_ACL",
+    "_HTTPS_FRONTEND_ACL",
+    "_FRONTEND_BACKEND_GLUE",
+];
+
+/// Labels that arrive with later issues (vhosts, TLS, blue-green); noted, not errors.
+const LATER: &[&str] = &[
+    "VHOST",
+    "PATH",
+    "STICKY",
+    "REDIRECT_TO_HTTPS",
+    "SSL_CERT",
+    "USE_HSTS",
+    "BACKEND_NETWORK_ALLOWED_ACL",
+];
+
+pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, String> {
+    let prefix = format!("HAPROXY_{n}_");
+    let get = |key: &str| labels.get(&format!("{prefix}{key}")).map(|v| v.trim());
+
+    let groups = get("GROUP").or_else(|| labels.get("HAPROXY_GROUP").map(|v| v.trim())).map(|v| {
+        v.split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect::<Vec<_>>()
+    });
+    let mode = match get("MODE").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("tcp") => Mode::Tcp,
+        Some("http") => Mode::Http,
+        Some(other) => return Err(format!("{prefix}MODE={other:?}: expected tcp or http")),
+    };
+    let port = get("PORT")
+        .map(|v| v.parse::<u16>().ok().filter(|&p| p != 0))
+        .map(|p| p.ok_or_else(|| format!("{prefix}PORT: not a port number")))
+        .transpose()?;
+    let bind_addr = get("BIND_ADDR")
+        .map(|v| v.parse::<IpAddr>().map_err(|_| format!("{prefix}BIND_ADDR={v:?}: not an IP")))
+        .transpose()?;
+    let mut notices = Vec::new();
+    let balance = match get("BALANCE").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("roundrobin") => Balance::RoundRobin,
+        Some("leastconn") => Balance::LeastConn,
+        Some(known @ ("source" | "static-rr" | "first" | "uri" | "url_param" | "random")) => {
+            notices.push(format!("{prefix}BALANCE={known}: not supported yet, using roundrobin"));
+            Balance::RoundRobin
+        }
+        Some(other) => return Err(format!("{prefix}BALANCE={other:?}: unknown algorithm")),
+    };
+    let enabled = get("ENABLED")
+        .map(|v| match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(format!("{prefix}ENABLED={v:?}: expected true or false")),
+        })
+        .transpose()?;
+    for key in labels.keys() {
+        let Some(rest) = key.strip_prefix(&prefix) else { continue };
+        if TEMPLATE_SUFFIXES.iter().any(|s| rest.ends_with(s)) {
+            notices.push(format!("{key}: HAProxy template override, ignored"));
+        } else if LATER.contains(&rest) {
+            notices.push(format!("{key}: not supported yet, ignored"));
+        }
+    }
+    Ok(PortLabels { groups, mode, port, bind_addr, balance, enabled, notices })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let l = read(&labels(&[]), 0).unwrap();
+        assert_eq!(l.groups, None);
+        assert_eq!(l.mode, Mode::Tcp);
+        assert_eq!(l.balance, Balance::RoundRobin);
+        assert!(l.notices.is_empty());
+    }
+
+    #[test]
+    fn per_port_overrides_app_wide() {
+        let l = labels(&[
+            ("HAPROXY_GROUP", "external,internal"),
+            ("HAPROXY_1_GROUP", "internal"),
+            ("HAPROXY_1_MODE", "HTTP"),
+            ("HAPROXY_1_PORT", "8080"),
+            ("HAPROXY_1_BIND_ADDR", "127.0.0.2"),
+            ("HAPROXY_1_BALANCE", "leastconn"),
+        ]);
+        let p0 = read(&l, 0).unwrap();
+        assert_eq!(p0.groups, Some(vec!["external".into(), "internal".into()]));
+        let p1 = read(&l, 1).unwrap();
+        assert_eq!(p1.groups, Some(vec!["internal".into()]));
+        assert_eq!(p1.mode, Mode::Http);
+        assert_eq!(p1.port, Some(8080));
+        assert_eq!(p1.bind_addr, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(p1.balance, Balance::LeastConn);
+    }
+
+    #[test]
+    fn unparseable_values_are_errors_naming_the_label() {
+        for (k, v) in [
+            ("HAPROXY_0_MODE", "udp"),
+            ("HAPROXY_0_PORT", "70000"),
+            ("HAPROXY_0_BIND_ADDR", "localhost"),
+            ("HAPROXY_0_BALANCE", "fastest"),
+            ("HAPROXY_0_ENABLED", "maybe"),
+        ] {
+            let err = read(&labels(&[(k, v)]), 0).unwrap_err();
+            assert!(err.contains(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn templates_and_later_labels_are_noticed() {
+        let l = labels(&[
+            ("HAPROXY_0_BACKEND_HEAD", "x"),
+            ("HAPROXY_0_VHOST", "a.example.com"),
+            ("HAPROXY_0_BALANCE", "source"),
+        ]);
+        let p = read(&l, 0).unwrap();
+        assert_eq!(p.notices.len(), 3, "{:?}", p.notices);
+    }
+}

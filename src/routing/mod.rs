@@ -1,0 +1,95 @@
+//! The routing table: what `compile` builds from the cluster, and what every reader consults.
+//!
+//! A table is immutable. Changes build a new one and swap it in whole (see [`store`]); runtime
+//! state that must survive a swap (connection counts, pools, draining) lives in `backends`.
+
+pub mod balance;
+pub mod compile;
+pub mod labels;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::cluster::{AppId, TaskId};
+pub use balance::{Balance, Balancer};
+pub use compile::{CompileConfig, compile};
+
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    /// Sorted by listen address.
+    pub services: Vec<Service>,
+    pub by_listen: HashMap<SocketAddr, usize>,
+    /// What `compile` skipped or ignored, and why.
+    pub problems: Vec<Problem>,
+}
+
+impl RoutingTable {
+    pub fn service_at(&self, listen: SocketAddr) -> Option<usize> {
+        self.by_listen.get(&listen).copied()
+    }
+}
+
+/// One service port of one app.
+#[derive(Debug)]
+pub struct Service {
+    pub key: ServiceKey,
+    pub listen: SocketAddr,
+    pub mode: Mode,
+    pub backends: Vec<Backend>,
+    pub balancer: Balancer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ServiceKey {
+    pub app_id: AppId,
+    pub port_index: usize,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.app_id, self.port_index)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub task_id: TaskId,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Problem {
+    pub app_id: AppId,
+    pub port_index: Option<usize>,
+    pub severity: Severity,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The input had no effect and is reported so the operator can remove it.
+    Ignored,
+    /// The app, port or task was skipped.
+    Skipped,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port_index {
+            Some(n) => write!(f, "{} port {}: {}", self.app_id, n, self.reason),
+            None => write!(f, "{}: {}", self.app_id, self.reason),
+        }
+    }
+}
