@@ -60,7 +60,10 @@ impl Admin {
                 if self.status.ready.load(Ordering::Relaxed) {
                     text(StatusCode::OK, "ready\n".into())
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no full sync yet\n".into())
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: no full sync yet\n".into(),
+                    )
                 }
             }
             "/metrics" => {
@@ -76,11 +79,14 @@ impl Admin {
             "/v1/routes" => {
                 let snapshot = self.store.load_full();
                 let failures = self.bind_failures.lock().unwrap().clone();
-                let body = serde_json::to_string_pretty(&routes(&snapshot, &failures, &self.status))
-                    .expect("routes serialize");
+                let body =
+                    serde_json::to_string_pretty(&routes(&snapshot, &failures, &self.status))
+                        .expect("routes serialize");
                 let mut r = text(StatusCode::OK, body + "\n");
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
                 r
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
@@ -91,8 +97,10 @@ impl Admin {
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -132,7 +140,8 @@ fn routes<'a>(
     status: &Status,
 ) -> RoutesView<'a> {
     let unix_ms = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     };
     let services = snapshot
         .table
@@ -152,7 +161,11 @@ fn routes<'a>(
                 .backends
                 .iter()
                 .zip(states)
-                .map(|(b, st)| BackendView { task_id: &b.task_id, address: b.addr, active: st.active() })
+                .map(|(b, st)| BackendView {
+                    task_id: &b.task_id,
+                    address: b.addr,
+                    active: st.active(),
+                })
                 .collect(),
         })
         .collect();

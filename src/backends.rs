@@ -245,7 +245,10 @@ impl Registry {
 }
 
 fn labels(key: &BackendKey) -> BackendLabels {
-    BackendLabels { service: key.0.to_string(), backend: key.1.to_string() }
+    BackendLabels {
+        service: key.0.to_string(),
+        backend: key.1.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -275,13 +278,18 @@ mod tests {
         let first = reg.attach(&table(&[1, 2]));
         let _conn = first[0][0].open();
         let second = reg.attach(&table(&[1, 2, 3]));
-        assert!(Arc::ptr_eq(&first[0][0], &second[0][0]), "same backend, same state");
+        assert!(
+            Arc::ptr_eq(&first[0][0], &second[0][0]),
+            "same backend, same state"
+        );
         assert_eq!(second[0][0].active(), 1);
         let third = reg.attach(&table(&[2, 3]));
         assert_eq!(third[0].len(), 2);
         assert!(first[0][0].is_draining());
         // Its drain deadline passes; a connection still open sees it.
-        tokio::time::timeout(Duration::from_secs(5), first[0][0].drained()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), first[0][0].drained())
+            .await
+            .unwrap();
         // Re-added before being forgotten: the same state, no longer draining.
         let fourth = reg.attach(&table(&[1, 2, 3]));
         assert!(Arc::ptr_eq(&first[0][0], &fourth[0][0]));

@@ -91,7 +91,10 @@ impl TaskState {
 
     /// States in which a task still exists and may become routable.
     pub fn is_live(&self) -> bool {
-        matches!(self, TaskState::Staging | TaskState::Starting | TaskState::Running)
+        matches!(
+            self,
+            TaskState::Staging | TaskState::Starting | TaskState::Running
+        )
     }
 }
 
@@ -111,11 +114,22 @@ pub enum ClusterUpdate {
     AppUpserted(App),
     AppRemoved(AppId),
     /// A task's status changed (from `status_update_event`).
-    TaskStatus { app_id: AppId, task: Task },
+    TaskStatus {
+        app_id: AppId,
+        task: Task,
+    },
     /// A task's health changed (from `health_status_changed_event`).
-    TaskHealth { app_id: AppId, task_id: TaskId, alive: bool },
+    TaskHealth {
+        app_id: AppId,
+        task_id: TaskId,
+        alive: bool,
+    },
     /// An instance's health changed (from `instance_health_changed_event`).
-    InstanceHealth { app_id: AppId, instance_id: String, healthy: Option<bool> },
+    InstanceHealth {
+        app_id: AppId,
+        instance_id: String,
+        healthy: Option<bool>,
+    },
 }
 
 /// What applying an update needs from the source: usually nothing, sometimes a re-fetch.
@@ -161,7 +175,11 @@ impl Cluster {
                     app.tasks.remove(&task.id);
                 }
             }
-            ClusterUpdate::TaskHealth { app_id, task_id, alive } => {
+            ClusterUpdate::TaskHealth {
+                app_id,
+                task_id,
+                alive,
+            } => {
                 let Some(app) = self.apps.get_mut(&app_id) else {
                     return Applied::Refetch(app_id);
                 };
@@ -173,7 +191,11 @@ impl Cluster {
                     task.healthy = Some(alive);
                 }
             }
-            ClusterUpdate::InstanceHealth { app_id, instance_id, healthy } => {
+            ClusterUpdate::InstanceHealth {
+                app_id,
+                instance_id,
+                healthy,
+            } => {
                 let Some(app) = self.apps.get_mut(&app_id) else {
                     return Applied::Refetch(app_id);
                 };
@@ -233,8 +255,14 @@ pub(crate) mod fixtures {
     pub fn app(id: &str, service_port: u16, labels: &[(&str, &str)], tasks: Vec<Task>) -> App {
         App {
             id: id.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ports: vec![PortSpec { service_port, ..PortSpec::default() }],
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: vec![PortSpec {
+                service_port,
+                ..PortSpec::default()
+            }],
             networking: Networking::Host,
             health_checks: 0,
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
@@ -265,13 +293,24 @@ mod tests {
     #[test]
     fn killing_and_terminal_tasks_leave_the_model() {
         let mut c = Cluster::default();
-        c.apply(ClusterUpdate::Snapshot(vec![app("/a", 1, &[], vec![task("a.1", 10)])]));
+        c.apply(ClusterUpdate::Snapshot(vec![app(
+            "/a",
+            1,
+            &[],
+            vec![task("a.1", 10)],
+        )]));
         let mut killing = task("a.1", 10);
         killing.state = TaskState::Killing;
-        c.apply(ClusterUpdate::TaskStatus { app_id: "/a".into(), task: killing });
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/a".into(),
+            task: killing,
+        });
         // Killing tasks stay out of routing; the task itself is dropped from the model.
         assert!(c.apps["/a"].tasks.is_empty());
-        let unknown = c.apply(ClusterUpdate::TaskStatus { app_id: "/b".into(), task: task("b.1", 1) });
+        let unknown = c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/b".into(),
+            task: task("b.1", 1),
+        });
         assert_eq!(unknown, Applied::Refetch("/b".into()));
     }
 

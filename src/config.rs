@@ -132,7 +132,9 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+        Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
     }
 }
 
@@ -153,7 +155,10 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { level: "info".into(), format: LogFormat::Text }
+        Log {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -236,7 +241,10 @@ impl Config {
         for (key, value) in [
             ("proxy.connect_timeout", self.proxy.connect_timeout),
             ("proxy.response_timeout", self.proxy.response_timeout),
-            ("proxy.client_header_timeout", self.proxy.client_header_timeout),
+            (
+                "proxy.client_header_timeout",
+                self.proxy.client_header_timeout,
+            ),
             ("discovery.connect_timeout", d.connect_timeout),
             ("discovery.request_timeout", d.request_timeout),
             ("discovery.stream_idle_timeout", d.stream_idle_timeout),
@@ -245,7 +253,7 @@ impl Config {
                 return Err(format!("{key}: must be > 0"));
             }
         }
-        if self.http.listen.iter().any(|a| *a == self.admin.listen) {
+        if self.http.listen.contains(&self.admin.listen) {
             return Err("http.listen: collides with admin.listen".into());
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -277,7 +285,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {text:?}: expected a number"));
         }
@@ -285,7 +295,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(value),
             "s" => Duration::from_secs(value),
@@ -331,11 +343,14 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let base = Path::new(".");
-        let err = Config::parse("[discovery]\nfile = \"a.json\"\nresync_interval = \"5x\"", base)
-            .unwrap_err();
+        let err = Config::parse(
+            "[discovery]\nfile = \"a.json\"\nresync_interval = \"5x\"",
+            base,
+        )
+        .unwrap_err();
         assert!(err.contains("resync_interval"), "{err}");
-        let err = Config::parse("[proxy]\ngroupp = \"x\"\n[discovery]\nfile=\"a\"", base)
-            .unwrap_err();
+        let err =
+            Config::parse("[proxy]\ngroupp = \"x\"\n[discovery]\nfile=\"a\"", base).unwrap_err();
         assert!(err.contains("groupp"), "{err}");
         let err = Config::parse("[discovery]\nmarathon = [\"ftp://x\"]", base).unwrap_err();
         assert!(err.contains("discovery.marathon"), "{err}");
@@ -345,8 +360,11 @@ mod tests {
 
     #[test]
     fn relative_file_resolves_against_config_dir() {
-        let config = Config::parse("[discovery]\nfile = \"apps.json\"", Path::new("/etc/sy"))
-            .unwrap();
-        assert_eq!(config.discovery.file.unwrap(), Path::new("/etc/sy/apps.json"));
+        let config =
+            Config::parse("[discovery]\nfile = \"apps.json\"", Path::new("/etc/sy")).unwrap();
+        assert_eq!(
+            config.discovery.file.unwrap(),
+            Path::new("/etc/sy/apps.json")
+        );
     }
 }

@@ -54,7 +54,9 @@ async fn serve(listener: tokio::net::TcpListener, task: String) {
         None => format!("hello from task {task}\n"),
     });
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let reply = reply.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_req| {

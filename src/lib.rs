@@ -82,7 +82,11 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
             ),
             None => None,
         };
-        let urls = d.marathon.iter().map(|u| BaseUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        let urls = d
+            .marathon
+            .iter()
+            .map(|u| BaseUrl::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
         tracing::info!(marathon = ?d.marathon, "discovery: Marathon");
         let source = MarathonSource {
             urls,
@@ -123,7 +127,10 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
     }
 
     wait_for_signals(&resync).await;
-    tracing::info!(open = ctx.shutdown.open(), "stopping: no longer accepting, draining");
+    tracing::info!(
+        open = ctx.shutdown.open(),
+        "stopping: no longer accepting, draining"
+    );
     ctx.shutdown.begin();
     let _ = reconciler.await; // closes every listener on its way out
     let drained = tokio::time::timeout(config.proxy.drain_timeout, ctx.shutdown.idle()).await;

@@ -82,23 +82,87 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("backend_connections", "Connections (TCP) or requests (HTTP) sent to a backend", m.connections.clone());
-        r.register("backend_active_connections", "Connections or requests in flight to a backend", m.active_connections.clone());
-        r.register("backend_bytes_in", "Bytes received from clients and sent to a backend", m.bytes_in.clone());
-        r.register("backend_bytes_out", "Bytes received from a backend and sent to clients", m.bytes_out.clone());
-        r.register("backend_connect_failures", "Failed connects to a backend", m.connect_failures.clone());
-        r.register("http_responses", "HTTP responses by status class", m.http_responses.clone());
-        r.register("no_backend", "Connections or requests refused because no backend was reachable", m.no_backend.clone());
-        r.register("source_events", "Marathon events received, by type", m.events.clone());
-        r.register("source_malformed_events", "Events that could not be parsed", m.malformed_events.clone());
-        r.register("rejected_inputs", "Inputs skipped as invalid (apps, ports, labels, tasks, files)", m.rejected_inputs.clone());
-        r.register("source_connected", "1 while the discovery source is connected", m.source_connected.clone());
-        r.register("last_sync_timestamp_seconds", "Unix time of the last successful full sync", m.last_sync_timestamp.clone());
-        r.register("table_generation", "Generation of the live routing table", m.table_generation.clone());
-        r.register("compile_duration_seconds", "Duration of the last compile", m.compile_seconds.clone());
-        r.register("services", "Service ports in the live table", m.services.clone());
+        r.register(
+            "backend_connections",
+            "Connections (TCP) or requests (HTTP) sent to a backend",
+            m.connections.clone(),
+        );
+        r.register(
+            "backend_active_connections",
+            "Connections or requests in flight to a backend",
+            m.active_connections.clone(),
+        );
+        r.register(
+            "backend_bytes_in",
+            "Bytes received from clients and sent to a backend",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "backend_bytes_out",
+            "Bytes received from a backend and sent to clients",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "backend_connect_failures",
+            "Failed connects to a backend",
+            m.connect_failures.clone(),
+        );
+        r.register(
+            "http_responses",
+            "HTTP responses by status class",
+            m.http_responses.clone(),
+        );
+        r.register(
+            "no_backend",
+            "Connections or requests refused because no backend was reachable",
+            m.no_backend.clone(),
+        );
+        r.register(
+            "source_events",
+            "Marathon events received, by type",
+            m.events.clone(),
+        );
+        r.register(
+            "source_malformed_events",
+            "Events that could not be parsed",
+            m.malformed_events.clone(),
+        );
+        r.register(
+            "rejected_inputs",
+            "Inputs skipped as invalid (apps, ports, labels, tasks, files)",
+            m.rejected_inputs.clone(),
+        );
+        r.register(
+            "source_connected",
+            "1 while the discovery source is connected",
+            m.source_connected.clone(),
+        );
+        r.register(
+            "last_sync_timestamp_seconds",
+            "Unix time of the last successful full sync",
+            m.last_sync_timestamp.clone(),
+        );
+        r.register(
+            "table_generation",
+            "Generation of the live routing table",
+            m.table_generation.clone(),
+        );
+        r.register(
+            "compile_duration_seconds",
+            "Duration of the last compile",
+            m.compile_seconds.clone(),
+        );
+        r.register(
+            "services",
+            "Service ports in the live table",
+            m.services.clone(),
+        );
         r.register("backends", "Backends in the live table", m.backends.clone());
-        r.register("listener_bind_failures", "Service ports that could not be bound", m.listener_bind_failures.clone());
+        r.register(
+            "listener_bind_failures",
+            "Service ports that could not be bound",
+            m.listener_bind_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -110,10 +174,18 @@ impl Metrics {
     }
 
     pub fn reject(&self, kind: &str) {
-        self.rejected_inputs.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+        self.rejected_inputs
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     pub fn event(&self, kind: &str) {
-        self.events.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+        self.events
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 }

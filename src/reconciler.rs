@@ -111,8 +111,12 @@ impl Reconciler {
                 }
                 if full {
                     self.status.ready.store(true, Ordering::Relaxed);
-                    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
-                    self.status.last_sync_unix_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap();
+                    self.status
+                        .last_sync_unix_ms
+                        .store(now.as_millis() as u64, Ordering::Relaxed);
                     self.metrics.last_sync_timestamp.set(now.as_secs_f64());
                 }
                 true
@@ -132,7 +136,12 @@ impl Reconciler {
         let generation = previous.generation + 1;
         let services = table.services.len();
         let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
-        let snapshot = Snapshot { generation, table, states, created: SystemTime::now() };
+        let snapshot = Snapshot {
+            generation,
+            table,
+            states,
+            created: SystemTime::now(),
+        };
         self.store.publish(snapshot);
         drop(previous);
         self.listeners.reconcile(&self.store.load().table);
@@ -214,12 +223,20 @@ fn backend_ids(table: &RoutingTable) -> BackendIds {
 fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String>) {
     let (a, b) = (backend_ids(before), backend_ids(after));
     let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
-    (b.difference(&a).map(fmt).collect(), a.difference(&b).map(fmt).collect())
+    (
+        b.difference(&a).map(fmt).collect(),
+        a.difference(&b).map(fmt).collect(),
+    )
 }
 
 fn summary(items: &[String]) -> String {
     const SHOWN: usize = 5;
-    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(" ");
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
     if items.len() > SHOWN {
         s.push_str(&format!(" (+{} more)", items.len() - SHOWN));
     }

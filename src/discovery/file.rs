@@ -67,9 +67,15 @@ impl FileSource {
         &self,
         last: &mut Option<Signature>,
     ) -> Result<Option<api::ParsedApps>, String> {
-        let meta = tokio::fs::metadata(&self.path).await.map_err(|e| format!("cannot stat: {e}"))?;
+        let meta = tokio::fs::metadata(&self.path)
+            .await
+            .map_err(|e| format!("cannot stat: {e}"))?;
         use std::os::unix::fs::MetadataExt;
-        let signature = Signature { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() };
+        let signature = Signature {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode: meta.ino(),
+        };
         if *last == Some(signature) {
             return Ok(None);
         }
@@ -77,7 +83,9 @@ impl FileSource {
         if meta.len() as usize > self.max_bytes {
             return Err(format!("file larger than {} bytes", self.max_bytes));
         }
-        let body = tokio::fs::read(&self.path).await.map_err(|e| format!("cannot read: {e}"))?;
+        let body = tokio::fs::read(&self.path)
+            .await
+            .map_err(|e| format!("cannot read: {e}"))?;
         api::parse_apps(&body).map(Some)
     }
 }

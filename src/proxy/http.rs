@@ -58,16 +58,18 @@ async fn proxy(
     prepare_request(&mut req, peer);
     for b in service.balancer.candidates(|i| states[i].active()) {
         match send(req, &states[b], ctx).await {
-            Sent::Response(response) => return response,
-            Sent::Failed(status, reason) => {
+            Outcome::Response(response) => return response,
+            Outcome::Failed(status, reason) => {
                 tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
                 states[b].metrics.response(status);
                 return plain(status, &format!("{reason}\n"));
             }
-            Sent::NotSent(back) => req = back,
+            Outcome::Unsent(back) => req = back,
         }
     }
-    let labels = ServiceLabels { service: service.key.to_string() };
+    let labels = ServiceLabels {
+        service: service.key.to_string(),
+    };
     ctx.metrics.no_backend.get_or_create(&labels).inc();
     if service.backends.is_empty() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n")
@@ -76,15 +78,15 @@ async fn proxy(
     }
 }
 
-enum Sent {
+enum Outcome {
     Response(Response<ProxyBody>),
     /// The request reached the backend but no usable response came back.
     Failed(StatusCode, String),
     /// The request was not sent: try the next backend with it.
-    NotSent(Request<Incoming>),
+    Unsent(Request<Incoming>),
 }
 
-async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Context) -> Sent {
+async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Context) -> Outcome {
     // A pooled connection may have been closed by the backend while idle; if it fails before
     // the request goes out, one fresh connection to the same backend is tried.
     let mut pooled = match state.checkout() {
@@ -100,7 +102,7 @@ async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Conte
             Some(sender) => sender,
             None => match open(state, ctx).await {
                 Ok(sender) => sender,
-                Err(_) => return Sent::NotSent(req),
+                Err(_) => return Outcome::Unsent(req),
             },
         };
         let active = state.open();
@@ -108,24 +110,26 @@ async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Conte
         let result = tokio::select! {
             r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
             _ = state.drained() => {
-                return Sent::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into())
+                return Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into())
             }
         };
         match result {
-            Err(_) => return Sent::Failed(StatusCode::GATEWAY_TIMEOUT, "backend timed out".into()),
+            Err(_) => {
+                return Outcome::Failed(StatusCode::GATEWAY_TIMEOUT, "backend timed out".into());
+            }
             Ok(Ok(response)) => {
                 state.metrics.response(response.status());
-                return Sent::Response(finish_response(response, sender, state.clone(), active));
+                return Outcome::Response(finish_response(response, sender, state.clone(), active));
             }
             Ok(Err(mut e)) => match e.take_message() {
                 Some(back) if !fresh => req = back,
                 Some(back) => {
                     state.metrics.connect_failures.inc();
-                    return Sent::NotSent(back);
+                    return Outcome::Unsent(back);
                 }
                 None => {
                     let reason = format!("backend failed: {}", e.into_error());
-                    return Sent::Failed(StatusCode::BAD_GATEWAY, reason);
+                    return Outcome::Failed(StatusCode::BAD_GATEWAY, reason);
                 }
             },
         }
@@ -133,10 +137,12 @@ async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Conte
 }
 
 async fn open(state: &BackendState, ctx: &Context) -> Result<SendRequest<Incoming>, ()> {
-    let stream = connect(state.addr, ctx.connect_timeout).await.map_err(|e| {
-        state.metrics.connect_failures.inc();
-        tracing::debug!(backend = %state.addr, "connect failed: {e}");
-    })?;
+    let stream = connect(state.addr, ctx.connect_timeout)
+        .await
+        .map_err(|e| {
+            state.metrics.connect_failures.inc();
+            tracing::debug!(backend = %state.addr, "connect failed: {e}");
+        })?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -203,7 +209,11 @@ fn finish_response(
 ) -> Response<ProxyBody> {
     let (mut parts, inner) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let mut body = PooledBody { inner, conn: Some((sender, state)), _active: active };
+    let mut body = PooledBody {
+        inner,
+        conn: Some((sender, state)),
+        _active: active,
+    };
     if body.inner.is_end_stream() {
         body.release();
     }
@@ -213,9 +223,10 @@ fn finish_response(
 fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::Full(Full::new(Bytes::from(text.to_owned()))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 

@@ -23,7 +23,11 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn new(ctx: Arc<Context>) -> Listeners {
-        Listeners { open: HashMap::new(), failed: Arc::default(), ctx }
+        Listeners {
+            open: HashMap::new(),
+            failed: Arc::default(),
+            ctx,
+        }
     }
 
     pub fn failures(&self) -> Arc<Mutex<BTreeMap<SocketAddr, String>>> {
@@ -49,7 +53,8 @@ impl Listeners {
                 Ok(listener) => {
                     failed.remove(&service.listen);
                     tracing::info!(listen = %service.listen, service = %service.key, "service port open");
-                    let accept = tokio::spawn(accept_loop(listener, service.listen, self.ctx.clone()));
+                    let accept =
+                        tokio::spawn(accept_loop(listener, service.listen, self.ctx.clone()));
                     self.open.insert(service.listen, accept);
                 }
                 Err(e) => {
@@ -113,7 +118,9 @@ async fn accept_loop(listener: TcpListener, listen: SocketAddr, ctx: Arc<Context
 async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc<Context>) {
     let _tracked = ctx.shutdown.track();
     let snapshot = ctx.store.load_full();
-    let Some(service) = snapshot.table.service_at(listen) else { return };
+    let Some(service) = snapshot.table.service_at(listen) else {
+        return;
+    };
     match snapshot.table.services[service].mode {
         Mode::Tcp => tcp::serve(stream, snapshot, service, &ctx).await,
         Mode::Http => {

@@ -33,14 +33,18 @@ pub async fn serve(mut client: TcpStream, snapshot: Arc<Snapshot>, service: usiz
             }
         }
         if picked.is_none() {
-            let labels = ServiceLabels { service: svc.key.to_string() };
+            let labels = ServiceLabels {
+                service: svc.key.to_string(),
+            };
             ctx.metrics.no_backend.get_or_create(&labels).inc();
         }
         picked
     };
     // The table may be swapped many times during a long connection; do not pin this one.
     drop(snapshot);
-    let Some((mut upstream, state)) = picked else { return };
+    let Some((mut upstream, state)) = picked else {
+        return;
+    };
     let _active = state.open();
     tokio::select! {
         result = pump(&mut client, &mut upstream, &state.metrics.bytes_in, &state.metrics.bytes_out) => {
@@ -62,7 +66,10 @@ async fn pump(
 ) -> io::Result<()> {
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
-    tokio::try_join!(copy(&mut cr, &mut uw, bytes_in), copy(&mut ur, &mut cw, bytes_out))?;
+    tokio::try_join!(
+        copy(&mut cr, &mut uw, bytes_in),
+        copy(&mut ur, &mut cw, bytes_out)
+    )?;
     Ok(())
 }
 

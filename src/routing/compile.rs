@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{
-    Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels,
-};
+use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels};
 use crate::cluster::{App, Cluster, Networking, Protocol, Task};
 use crate::config::Config;
 
@@ -50,8 +48,14 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let mut table = RoutingTable::default();
     let mut claimed: HashMap<u16, Vec<(IpAddr, ServiceKey)>> = HashMap::new();
     for addr in &config.reserved {
-        let owner = ServiceKey { app_id: "switchyard".into(), port_index: 0 };
-        claimed.entry(addr.port()).or_default().push((addr.ip(), owner));
+        let owner = ServiceKey {
+            app_id: "switchyard".into(),
+            port_index: 0,
+        };
+        claimed
+            .entry(addr.port())
+            .or_default()
+            .push((addr.ip(), owner));
     }
     for app in cluster.apps.values() {
         for (n, port) in app.ports.iter().enumerate() {
@@ -83,7 +87,10 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 continue;
             }
             if port.protocol == Protocol::Udp {
-                problem(Severity::Ignored, "UDP service ports are not proxied".into());
+                problem(
+                    Severity::Ignored,
+                    "UDP service ports are not proxied".into(),
+                );
                 continue;
             }
             let service_port = labels.port.unwrap_or(port.service_port);
@@ -91,7 +98,10 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 continue; // no service port assigned: nothing to listen on
             }
             let listen = SocketAddr::new(labels.bind_addr.unwrap_or(config.bind), service_port);
-            let key = ServiceKey { app_id: app.id.clone(), port_index: n };
+            let key = ServiceKey {
+                app_id: app.id.clone(),
+                port_index: n,
+            };
             let claims = claimed.entry(service_port).or_default();
             if let Some((_, owner)) = claims.iter().find(|(ip, _)| overlaps(*ip, listen.ip())) {
                 let reason = if &*owner.app_id == "switchyard" {
@@ -115,7 +125,12 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         }
     }
     table.services.sort_by_key(|s| s.listen);
-    table.by_listen = table.services.iter().enumerate().map(|(i, s)| (s.listen, i)).collect();
+    table.by_listen = table
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.listen, i))
+        .collect();
     table
 }
 
@@ -131,9 +146,17 @@ fn backends(
     problem: &mut impl FnMut(Severity, String),
 ) -> Vec<Backend> {
     let mut out = Vec::new();
-    for task in app.tasks.values().filter(|t| t.is_routable(app.health_checks)) {
+    for task in app
+        .tasks
+        .values()
+        .filter(|t| t.is_routable(app.health_checks))
+    {
         match backend_addr(cluster, app, n, task) {
-            Ok(addr) => out.push(Backend { addr, task_id: task.id.clone(), weight: 1 }),
+            Ok(addr) => out.push(Backend {
+                addr,
+                task_id: task.id.clone(),
+                weight: 1,
+            }),
             Err(reason) => problem(Severity::Skipped, format!("task {}: {reason}", task.id)),
         }
     }
@@ -153,7 +176,10 @@ fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<S
             Ok(SocketAddr::new(*ip, port))
         }
         Networking::Host => {
-            let port = *task.ports.get(n).ok_or_else(|| format!("has no port {n}"))?;
+            let port = *task
+                .ports
+                .get(n)
+                .ok_or_else(|| format!("has no port {n}"))?;
             let ip = match task.host.parse::<IpAddr>() {
                 Ok(ip) => ip,
                 Err(_) => *cluster
@@ -191,11 +217,26 @@ mod tests {
     #[test]
     fn groups_select_apps() {
         let c = cluster(vec![
-            app("/ext", 10000, &[("HAPROXY_GROUP", "external")], vec![task("e.1", 1)]),
-            app("/int", 10001, &[("HAPROXY_GROUP", "internal")], vec![task("i.1", 1)]),
+            app(
+                "/ext",
+                10000,
+                &[("HAPROXY_GROUP", "external")],
+                vec![task("e.1", 1)],
+            ),
+            app(
+                "/int",
+                10001,
+                &[("HAPROXY_GROUP", "internal")],
+                vec![task("i.1", 1)],
+            ),
             app("/none", 10002, &[], vec![task("n.1", 1)]),
         ]);
-        let ports = |t: RoutingTable| t.services.iter().map(|s| s.listen.port()).collect::<Vec<_>>();
+        let ports = |t: RoutingTable| {
+            t.services
+                .iter()
+                .map(|s| s.listen.port())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ports(compile(&c, &config("external"))), vec![10000]);
         assert_eq!(ports(compile(&c, &config("*"))), vec![10000, 10001, 10002]);
         let mut ungrouped = config("external");
@@ -209,9 +250,18 @@ mod tests {
         killing.state = TaskState::Killing;
         let mut staging = task("a.3", 3);
         staging.state = TaskState::Staging;
-        let c = cluster(vec![app("/a", 10000, &[], vec![task("a.1", 1), killing, staging])]);
+        let c = cluster(vec![app(
+            "/a",
+            10000,
+            &[],
+            vec![task("a.1", 1), killing, staging],
+        )]);
         let t = compile(&c, &config("*"));
-        let addrs: Vec<_> = t.services[0].backends.iter().map(|b| b.addr.port()).collect();
+        let addrs: Vec<_> = t.services[0]
+            .backends
+            .iter()
+            .map(|b| b.addr.port())
+            .collect();
         assert_eq!(addrs, vec![1]);
     }
 
@@ -226,28 +276,56 @@ mod tests {
         assert_eq!(t.services.len(), 1);
         assert_eq!(&*t.services[0].key.app_id, "/a");
         let reasons: Vec<_> = t.problems.iter().map(|p| p.to_string()).collect();
-        assert!(reasons.iter().any(|r| r.starts_with("/b") && r.contains("taken by /a:0")));
-        assert!(reasons.iter().any(|r| r.starts_with("/c") && r.contains("switchyard's own")));
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("/b") && r.contains("taken by /a:0"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("/c") && r.contains("switchyard's own"))
+        );
     }
 
     #[test]
     fn bad_labels_skip_only_that_port() {
-        let mut two = app("/two", 10000, &[("HAPROXY_0_MODE", "banana")], vec![task("t.1", 1)]);
-        two.ports.push(crate::cluster::PortSpec { service_port: 10001, ..Default::default() });
+        let mut two = app(
+            "/two",
+            10000,
+            &[("HAPROXY_0_MODE", "banana")],
+            vec![task("t.1", 1)],
+        );
+        two.ports.push(crate::cluster::PortSpec {
+            service_port: 10001,
+            ..Default::default()
+        });
         two.tasks.get_mut("t.1").unwrap().ports.push(2);
         let c = cluster(vec![two, app("/ok", 10002, &[], vec![task("o.1", 5)])]);
         let t = compile(&c, &config("*"));
         let ports: Vec<_> = t.services.iter().map(|s| s.listen.port()).collect();
         assert_eq!(ports, vec![10001, 10002]);
-        assert!(t.problems.iter().any(|p| p.port_index == Some(0) && p.reason.contains("MODE")));
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| p.port_index == Some(0) && p.reason.contains("MODE"))
+        );
     }
 
     #[test]
     fn port_and_bind_labels_and_strict_mode() {
-        let labels = [("HAPROXY_0_PORT", "12000"), ("HAPROXY_0_BIND_ADDR", "127.0.0.3")];
+        let labels = [
+            ("HAPROXY_0_PORT", "12000"),
+            ("HAPROXY_0_BIND_ADDR", "127.0.0.3"),
+        ];
         let c = cluster(vec![
             app("/a", 10000, &labels, vec![task("a.1", 1)]),
-            app("/b", 10001, &[("HAPROXY_0_ENABLED", "true")], vec![task("b.1", 1)]),
+            app(
+                "/b",
+                10001,
+                &[("HAPROXY_0_ENABLED", "true")],
+                vec![task("b.1", 1)],
+            ),
         ]);
         let t = compile(&c, &config("*"));
         assert_eq!(t.services[0].listen, "127.0.0.1:10001".parse().unwrap());
@@ -266,7 +344,10 @@ mod tests {
         a.ports[0].container_port = Some(8080);
         a.tasks.get_mut("c.1").unwrap().ip_addresses = vec!["9.0.0.7".parse().unwrap()];
         let t = compile(&cluster(vec![a]), &config("*"));
-        assert_eq!(t.services[0].backends[0].addr, "9.0.0.7:8080".parse().unwrap());
+        assert_eq!(
+            t.services[0].backends[0].addr,
+            "9.0.0.7:8080".parse().unwrap()
+        );
     }
 
     #[test]
@@ -277,15 +358,26 @@ mod tests {
         let t = compile(&c, &config("*"));
         assert!(t.services[0].backends.is_empty());
         assert!(t.problems[0].reason.contains("not resolved"));
-        c.agents.insert("agent-1".into(), "10.1.1.1".parse().unwrap());
+        c.agents
+            .insert("agent-1".into(), "10.1.1.1".parse().unwrap());
         let t = compile(&c, &config("*"));
-        assert_eq!(t.services[0].backends[0].addr, "10.1.1.1:31000".parse().unwrap());
+        assert_eq!(
+            t.services[0].backends[0].addr,
+            "10.1.1.1:31000".parse().unwrap()
+        );
     }
 
     #[test]
     fn compile_is_deterministic() {
         let apps: Vec<App> = (0..50)
-            .map(|i| app(&format!("/app{i}"), 10000 + (i % 7) as u16, &[], vec![task("t", i)]))
+            .map(|i| {
+                app(
+                    &format!("/app{i}"),
+                    10000 + (i % 7),
+                    &[],
+                    vec![task("t", i)],
+                )
+            })
             .collect();
         let mut reversed = apps.clone();
         reversed.reverse();

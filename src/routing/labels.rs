@@ -46,9 +46,14 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
     let prefix = format!("HAPROXY_{n}_");
     let get = |key: &str| labels.get(&format!("{prefix}{key}")).map(|v| v.trim());
 
-    let groups = get("GROUP").or_else(|| labels.get("HAPROXY_GROUP").map(|v| v.trim())).map(|v| {
-        v.split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect::<Vec<_>>()
-    });
+    let groups = get("GROUP")
+        .or_else(|| labels.get("HAPROXY_GROUP").map(|v| v.trim()))
+        .map(|v| {
+            v.split(',')
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect::<Vec<_>>()
+        });
     let mode = match get("MODE").map(str::to_ascii_lowercase).as_deref() {
         None | Some("tcp") => Mode::Tcp,
         Some("http") => Mode::Http,
@@ -59,14 +64,19 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         .map(|p| p.ok_or_else(|| format!("{prefix}PORT: not a port number")))
         .transpose()?;
     let bind_addr = get("BIND_ADDR")
-        .map(|v| v.parse::<IpAddr>().map_err(|_| format!("{prefix}BIND_ADDR={v:?}: not an IP")))
+        .map(|v| {
+            v.parse::<IpAddr>()
+                .map_err(|_| format!("{prefix}BIND_ADDR={v:?}: not an IP"))
+        })
         .transpose()?;
     let mut notices = Vec::new();
     let balance = match get("BALANCE").map(str::to_ascii_lowercase).as_deref() {
         None | Some("roundrobin") => Balance::RoundRobin,
         Some("leastconn") => Balance::LeastConn,
         Some(known @ ("source" | "static-rr" | "first" | "uri" | "url_param" | "random")) => {
-            notices.push(format!("{prefix}BALANCE={known}: not supported yet, using roundrobin"));
+            notices.push(format!(
+                "{prefix}BALANCE={known}: not supported yet, using roundrobin"
+            ));
             Balance::RoundRobin
         }
         Some(other) => return Err(format!("{prefix}BALANCE={other:?}: unknown algorithm")),
@@ -79,14 +89,24 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         })
         .transpose()?;
     for key in labels.keys() {
-        let Some(rest) = key.strip_prefix(&prefix) else { continue };
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            continue;
+        };
         if TEMPLATE_SUFFIXES.iter().any(|s| rest.ends_with(s)) {
             notices.push(format!("{key}: HAProxy template override, ignored"));
         } else if LATER.contains(&rest) {
             notices.push(format!("{key}: not supported yet, ignored"));
         }
     }
-    Ok(PortLabels { groups, mode, port, bind_addr, balance, enabled, notices })
+    Ok(PortLabels {
+        groups,
+        mode,
+        port,
+        bind_addr,
+        balance,
+        enabled,
+        notices,
+    })
 }
 
 #[cfg(test)]
@@ -94,7 +114,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -115,7 +115,10 @@ pub fn parse_apps(body: &[u8]) -> Result<ParsedApps, String> {
         Value::Array(list) => list,
         _ => return Err("expected an object with an `apps` array".into()),
     };
-    let mut parsed = ParsedApps { apps: Vec::with_capacity(list.len()), rejected: Vec::new() };
+    let mut parsed = ParsedApps {
+        apps: Vec::with_capacity(list.len()),
+        rejected: Vec::new(),
+    };
     for raw in list {
         match parse_app_value(raw) {
             Ok(app) => parsed.apps.push(app),
@@ -137,7 +140,11 @@ pub fn parse_single_app(body: &[u8]) -> Result<App, (String, String)> {
 }
 
 fn parse_app_value(raw: Value) -> Result<App, (String, String)> {
-    let id = raw.get("id").and_then(Value::as_str).unwrap_or("<no id>").to_string();
+    let id = raw
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("<no id>")
+        .to_string();
     let app: MarathonApp = serde_json::from_value(raw).map_err(|e| (id.clone(), e.to_string()))?;
     into_app(app).map_err(|reason| (id, reason))
 }
@@ -148,7 +155,10 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
     }
     let container = app.container.unwrap_or_default();
     let docker = container.docker.unwrap_or_default();
-    let container_mode = app.networks.iter().any(|n| n.mode.as_deref() == Some("container"))
+    let container_mode = app
+        .networks
+        .iter()
+        .any(|n| n.mode.as_deref() == Some("container"))
         || docker.network.as_deref() == Some("USER")
         || app.ip_address.as_ref().is_some_and(|v| !v.is_null());
     // The three places Marathon keeps ports, in the order Marathon itself prefers them.
@@ -184,7 +194,11 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
         id: app.id.into(),
         labels: app.labels,
         ports,
-        networking: if container_mode { Networking::Container } else { Networking::Host },
+        networking: if container_mode {
+            Networking::Container
+        } else {
+            Networking::Host
+        },
         health_checks: app.health_checks.len(),
         tasks,
     })
@@ -284,7 +298,10 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
                 state: TaskState::parse(&e.task_status),
                 healthy: None,
             };
-            Some(Event::Update(ClusterUpdate::TaskStatus { app_id: e.app_id.into(), task }))
+            Some(Event::Update(ClusterUpdate::TaskStatus {
+                app_id: e.app_id.into(),
+                task,
+            }))
         }
         "health_status_changed_event" => {
             let e: HealthChanged = serde_json::from_value(value).map_err(|e| e.to_string())?;
@@ -319,7 +336,10 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
             Some(Event::RefetchApp(id.to_string()))
         }
         "app_terminated_event" => {
-            let id = value.get("appId").and_then(Value::as_str).ok_or("missing appId")?;
+            let id = value
+                .get("appId")
+                .and_then(Value::as_str)
+                .ok_or("missing appId")?;
             Some(Event::Update(ClusterUpdate::AppRemoved(id.into())))
         }
         k if k.starts_with("deployment_") || k.starts_with("group_change_") => Some(Event::Resync),
@@ -345,7 +365,9 @@ mod tests {
         ]}"#;
         let parsed = parse_apps(body).unwrap();
         assert!(parsed.rejected.is_empty());
-        let [host, bridge, ucr] = &parsed.apps[..] else { panic!() };
+        let [host, bridge, ucr] = &parsed.apps[..] else {
+            panic!()
+        };
         assert_eq!(host.ports[0].service_port, 10000);
         assert_eq!(host.ports[0].name.as_deref(), Some("http"));
         assert_eq!(host.ports[0].labels["VIP_0"], "/web:80");
@@ -356,7 +378,10 @@ mod tests {
         assert_eq!(ucr.ports[0].service_port, 10002);
         assert_eq!(ucr.ports[0].protocol, Protocol::TcpUdp);
         assert_eq!(ucr.networking, Networking::Container);
-        assert_eq!(ucr.tasks["ucr.1"].ip_addresses, vec!["9.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            ucr.tasks["ucr.1"].ip_addresses,
+            vec!["9.0.0.5".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]
@@ -389,7 +414,9 @@ mod tests {
             "taskStatus":"TASK_KILLING","host":"h","ports":[1],"timestamp":"x"});
         let (kind, ev) = parse_event(v).unwrap();
         assert_eq!(kind, "status_update_event");
-        let Some(Event::Update(ClusterUpdate::TaskStatus { task, .. })) = ev else { panic!() };
+        let Some(Event::Update(ClusterUpdate::TaskStatus { task, .. })) = ev else {
+            panic!()
+        };
         assert_eq!(task.state, TaskState::Killing);
 
         let wrong_type = serde_json::json!({"eventType":"status_update_event","appId":5});
@@ -399,6 +426,9 @@ mod tests {
         let post = serde_json::json!({"eventType":"api_post_event","appDefinition":{"id":"/x"}});
         assert!(matches!(parse_event(post).unwrap().1, Some(Event::RefetchApp(id)) if id == "/x"));
         let deploy = serde_json::json!({"eventType":"deployment_success","id":"d"});
-        assert!(matches!(parse_event(deploy).unwrap().1, Some(Event::Resync)));
+        assert!(matches!(
+            parse_event(deploy).unwrap().1,
+            Some(Event::Resync)
+        ));
     }
 }

@@ -69,7 +69,11 @@ impl Client {
             (None, None) => None,
         }
         .map(|v| http::HeaderValue::from_str(&v).expect("authorization is a valid header"));
-        Client { authorization, connect_timeout, request_timeout }
+        Client {
+            authorization,
+            connect_timeout,
+            request_timeout,
+        }
     }
 
     /// GETs `path` from `base`, following redirects (a standby Marathon sends 302 to the
@@ -106,10 +110,11 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> Result<Response<Incoming>, String> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&base.authority))
-            .await
-            .map_err(|_| format!("connect to {} timed out", base.authority))?
-            .map_err(|e| format!("connect to {}: {e}", base.authority))?;
+        let stream =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(&base.authority))
+                .await
+                .map_err(|_| format!("connect to {} timed out", base.authority))?
+                .map_err(|e| format!("connect to {}: {e}", base.authority))?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -120,14 +125,24 @@ impl Client {
         let mut request = Request::get(format!("{}{}", base.prefix, path))
             .header(header::HOST, &base.authority)
             .header(header::ACCEPT, accept)
-            .header(header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+            .header(
+                header::USER_AGENT,
+                concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(auth) = &self.authorization {
             request = request.header(header::AUTHORIZATION, auth);
         }
-        let request = request.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
         tokio::time::timeout(self.request_timeout, sender.send_request(request))
             .await
-            .map_err(|_| format!("{base}{path}: no response within {:?}", self.request_timeout))?
+            .map_err(|_| {
+                format!(
+                    "{base}{path}: no response within {:?}",
+                    self.request_timeout
+                )
+            })?
             .map_err(|e| format!("{base}{path}: {e}"))
     }
 
@@ -159,14 +174,18 @@ fn follow(base: &BaseUrl, location: &str) -> Result<(BaseUrl, String), String> {
         let path = location.strip_prefix(&base.prefix).unwrap_or(location);
         return Ok((base.clone(), path.to_string()));
     }
-    let uri: http::Uri = location.parse().map_err(|e| format!("bad Location {location:?}: {e}"))?;
+    let uri: http::Uri = location
+        .parse()
+        .map_err(|e| format!("bad Location {location:?}: {e}"))?;
     let authority = uri.authority().ok_or("Location without host")?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("redirect to unsupported URL {location:?}"));
     }
     let next = BaseUrl::parse(&format!("http://{authority}{}", base.prefix))?;
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = path_and_query.strip_prefix(&base.prefix).unwrap_or(path_and_query);
+    let path = path_and_query
+        .strip_prefix(&base.prefix)
+        .unwrap_or(path_and_query);
     Ok((next, path.to_string()))
 }
 

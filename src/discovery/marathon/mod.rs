@@ -70,7 +70,12 @@ impl MarathonSource {
                     tracing::warn!(marathon = %base, "event stream ended: {reason}");
                 }
             }
-            if self.events.send(SourceEvent::Connected(false)).await.is_err() {
+            if self
+                .events
+                .send(SourceEvent::Connected(false))
+                .await
+                .is_err()
+            {
                 return;
             }
             self.metrics.source_connected.set(0);
@@ -108,7 +113,12 @@ impl MarathonSource {
         }
         tracing::info!(marathon = %leader, "subscribed to the event stream");
         self.metrics.source_connected.set(1);
-        if self.events.send(SourceEvent::Connected(true)).await.is_err() {
+        if self
+            .events
+            .send(SourceEvent::Connected(true))
+            .await
+            .is_err()
+        {
             return Ended::Closed;
         }
 
@@ -206,7 +216,10 @@ impl MarathonSource {
     }
 
     async fn snapshot(&self, base: &BaseUrl, rejections: &mut Rejections) -> Result<(), String> {
-        let body = self.fetch(base, SNAPSHOT_PATH).await?.ok_or("404 on /v2/apps")?;
+        let body = self
+            .fetch(base, SNAPSHOT_PATH)
+            .await?
+            .ok_or("404 on /v2/apps")?;
         let parsed = api::parse_apps(&body)?;
         rejections.report_all(&parsed.rejected, "app", &self.metrics);
         tracing::debug!(apps = parsed.apps.len(), "snapshot");
@@ -222,7 +235,8 @@ impl MarathonSource {
         id: &str,
         rejections: &mut Rejections,
     ) -> Result<(), String> {
-        let path = format!("/v2/apps{id}?embed=app.tasks&embed=app.deployments&embed=app.readiness");
+        let path =
+            format!("/v2/apps{id}?embed=app.tasks&embed=app.deployments&embed=app.readiness");
         let update = match self.fetch(base, &path).await? {
             None => ClusterUpdate::AppRemoved(id.into()),
             Some(body) => match api::parse_single_app(&body) {
@@ -233,7 +247,10 @@ impl MarathonSource {
                 }
             },
         };
-        self.events.send(SourceEvent::Update(update)).await.map_err(|_| "shutting down".into())
+        self.events
+            .send(SourceEvent::Update(update))
+            .await
+            .map_err(|_| "shutting down".into())
     }
 
     /// GETs a JSON document; `None` on 404.
@@ -245,7 +262,10 @@ impl MarathonSource {
             status if client::is_retryable(status) => return Err(format!("{path}: {status}")),
             status => return Err(format!("{path}: unexpected {status}")),
         }
-        let body = self.client.read_body(response.into_body(), self.config.max_snapshot_bytes).await?;
+        let body = self
+            .client
+            .read_body(response.into_body(), self.config.max_snapshot_bytes)
+            .await?;
         Ok(Some(body))
     }
 }

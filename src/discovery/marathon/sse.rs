@@ -66,7 +66,10 @@ impl SseDecoder {
         let line = String::from_utf8_lossy(&line);
         if line.is_empty() {
             if self.has_data {
-                out.push(SseEvent { name: self.name.take(), data: std::mem::take(&mut self.data) });
+                out.push(SseEvent {
+                    name: self.name.take(),
+                    data: std::mem::take(&mut self.data),
+                });
                 self.has_data = false;
             }
             self.name = None;
@@ -122,10 +125,16 @@ mod tests {
 
     #[test]
     fn events_keepalives_and_split_chunks() {
-        let out = decode(&[b"\n\n\r\nevent: status_update_event\r\nda", b"ta: {\"a\":1}\r\n\r\n\n"]);
+        let out = decode(&[
+            b"\n\n\r\nevent: status_update_event\r\nda",
+            b"ta: {\"a\":1}\r\n\r\n\n",
+        ]);
         assert_eq!(
             out,
-            vec![SseEvent { name: Some("status_update_event".into()), data: "{\"a\":1}".into() }]
+            vec![SseEvent {
+                name: Some("status_update_event".into()),
+                data: "{\"a\":1}".into()
+            }]
         );
     }
 
@@ -134,7 +143,10 @@ mod tests {
         let out = decode(&[b"event: x\r\ndata: {\"a\":1}\r\n{\"a\":2}\r\n\r\n"]);
         assert_eq!(out.len(), 1);
         let values: Vec<_> = json_values(&out[0].data).map(Result::unwrap).collect();
-        assert_eq!(values, vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]);
+        assert_eq!(
+            values,
+            vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]
+        );
     }
 
     #[test]

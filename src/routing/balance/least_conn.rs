@@ -11,7 +11,10 @@ pub struct LeastConn {
 
 impl LeastConn {
     pub fn new(len: usize) -> LeastConn {
-        LeastConn { len, rotation: AtomicUsize::new(0) }
+        LeastConn {
+            len,
+            rotation: AtomicUsize::new(0),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -19,8 +19,16 @@ impl SmoothWeighted {
     pub fn new(weights: &[u32]) -> SmoothWeighted {
         let sequence = sequence(weights).into_boxed_slice();
         // Start each table at a random point so instances and swaps do not all favour backend 0.
-        let start = if sequence.is_empty() { 0 } else { fastrand::usize(..sequence.len()) };
-        SmoothWeighted { sequence, len: weights.len(), cursor: AtomicUsize::new(start) }
+        let start = if sequence.is_empty() {
+            0
+        } else {
+            fastrand::usize(..sequence.len())
+        };
+        SmoothWeighted {
+            sequence,
+            len: weights.len(),
+            cursor: AtomicUsize::new(start),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,373 @@
+//! End to end against the Marathon stand-in: switchyard as a process, real backends, real
+//! clients on loopback.
+
+mod support;
+
+use serde_json::json;
+use support::marathon::{Marathon, app, status_update, task};
+use support::*;
+
+fn marathon_config(urls: &[String], extra: &str) -> String {
+    let urls = urls
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[discovery]\nmarathon = [{urls}]\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\
+         {extra}\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\ndrain_timeout = \"2s\"\n"
+    )
+}
+
+#[tokio::test]
+async fn deploy_scale_up_scale_down_kill_and_delete() {
+    let marathon = Marathon::start().await;
+    let sy = Switchyard::start("lifecycle", &marathon_config(&[marathon.url()], ""));
+    wait_for("subscribed", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(sy.get("/readyz").await.0, 200);
+
+    let (b1, b2, b3) = (
+        Backend::start("one").await,
+        Backend::start("two").await,
+        Backend::start("three").await,
+    );
+    let port = free_port();
+    let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "http"});
+
+    // Deploy: Marathon posts the app, then its first task runs.
+    marathon.set_apps(vec![app(
+        "/web",
+        port,
+        labels.clone(),
+        vec![task("/web", "web.1", b1.port())],
+    )]);
+    marathon.send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/web"}}));
+    sy.wait_routes("web deployed", |r| backends(r, port) == vec![b1.addr])
+        .await;
+    assert_eq!(answers(port, 3).await, vec!["one"]);
+
+    // Scale up: task events alone, applied incrementally (no re-fetch needed).
+    marathon.send_event(status_update("/web", "web.2", b2.port(), "TASK_STAGING"));
+    marathon.send_event(status_update("/web", "web.2", b2.port(), "TASK_RUNNING"));
+    marathon.send_event(status_update("/web", "web.3", b3.port(), "TASK_RUNNING"));
+    sy.wait_routes("scaled to three", |r| backends(r, port).len() == 3)
+        .await;
+    assert_eq!(answers(port, 6).await, vec!["one", "three", "two"]);
+
+    // A task being killed leaves the table at once; a finished one too.
+    marathon.send_event(status_update("/web", "web.1", b1.port(), "TASK_KILLING"));
+    marathon.send_event(status_update("/web", "web.3", b3.port(), "TASK_FINISHED"));
+    sy.wait_routes("scaled down", |r| backends(r, port) == vec![b2.addr])
+        .await;
+    assert_eq!(answers(port, 4).await, vec!["two"]);
+
+    // Delete: the service port closes.
+    marathon.remove_app("/web");
+    marathon.send_event(json!({"eventType": "app_terminated_event", "appId": "/web"}));
+    sy.wait_routes("web deleted", |r| !has_service(r, port))
+        .await;
+    wait_for("port closed", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        sy.metric("switchyard_source_events_total", &["status_update_event"])
+            .await
+            >= 5.0
+    );
+}
+
+#[tokio::test]
+async fn unhealthy_and_unchecked_tasks_get_no_traffic() {
+    let marathon = Marathon::start().await;
+    let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    let mut web = app(
+        "/web",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![
+            task("/web", "web.1", b1.port()),
+            task("/web", "web.2", b2.port()),
+        ],
+    );
+    web["healthChecks"] = json!([{"protocol": "MESOS_HTTP", "path": "/"}]);
+    web["tasks"][0]["healthCheckResults"] = json!([{"alive": true, "taskId": "web.1"}]);
+    marathon.set_apps(vec![web]);
+    let sy = Switchyard::start("health", &marathon_config(&[marathon.url()], ""));
+    // web.2 has no health result yet: not routed.
+    sy.wait_routes("only the healthy task", |r| {
+        backends(r, port) == vec![b1.addr]
+    })
+    .await;
+
+    marathon.send_event(
+        json!({"eventType": "health_status_changed_event", "appId": "/web",
+        "taskId": "web.2", "version": "v", "alive": true, "timestamp": "t"}),
+    );
+    sy.wait_routes("web.2 healthy", |r| backends(r, port).len() == 2)
+        .await;
+    marathon.send_event(
+        json!({"eventType": "health_status_changed_event", "appId": "/web",
+        "taskId": "web.1", "version": "v", "alive": false, "timestamp": "t"}),
+    );
+    sy.wait_routes("web.1 unhealthy", |r| backends(r, port) == vec![b2.addr])
+        .await;
+    assert_eq!(answers(port, 4).await, vec!["two"]);
+}
+
+#[tokio::test]
+async fn follows_the_standby_redirect_with_filters_and_auth() {
+    let leader = Marathon::start().await;
+    let standby = Marathon::start().await;
+    standby.redirect_to(&leader);
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    leader.set_apps(vec![app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    )]);
+    let down = format!("http://127.0.0.1:{}", free_port()); // nothing listens: tried, then skipped
+    let config = marathon_config(&[down, standby.url()], "basic_auth = \"ops:secret\"");
+    let sy = Switchyard::start("redirect", &config);
+    sy.wait_routes("routes from the leader", |r| {
+        backends(r, port) == vec![b1.addr]
+    })
+    .await;
+    assert_eq!(answers(port, 2).await, vec!["one"]);
+
+    let events: Vec<_> = leader
+        .requests()
+        .into_iter()
+        .filter(|r| r.target.starts_with("/v2/events"))
+        .collect();
+    assert!(!events.is_empty(), "the stream was opened at the leader");
+    let e = &events[0];
+    assert_eq!(e.accept.as_deref(), Some("text/event-stream"));
+    assert!(e.target.contains("event_type=status_update_event"));
+    assert!(e.target.contains("event_type=api_post_event"));
+    assert_eq!(e.authorization.as_deref(), Some("Basic b3BzOnNlY3JldA=="));
+    let snapshot = leader
+        .requests()
+        .into_iter()
+        .find(|r| r.target.starts_with("/v2/apps?"))
+        .unwrap();
+    assert_eq!(
+        snapshot.target,
+        "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.readiness"
+    );
+}
+
+#[tokio::test]
+async fn a_change_missed_while_disconnected_is_picked_up_by_the_resync() {
+    let marathon = Marathon::start().await;
+    let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    let group = json!({"HAPROXY_GROUP": "external"});
+    marathon.set_apps(vec![app(
+        "/a",
+        port,
+        group.clone(),
+        vec![task("/a", "a.1", b1.port())],
+    )]);
+    let sy = Switchyard::start("resync", &marathon_config(&[marathon.url()], ""));
+    sy.wait_routes("initial", |r| backends(r, port) == vec![b1.addr])
+        .await;
+    wait_for("subscribed", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+
+    // The stream drops; while it is down the app changes and no event is ever sent for it.
+    marathon.drop_streams();
+    marathon.update_app("/a", |a| a["tasks"] = json!([task("/a", "a.2", b2.port())]));
+    sy.wait_routes("resynced after reconnect", |r| {
+        backends(r, port) == vec![b2.addr]
+    })
+    .await;
+    wait_for("resubscribed", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(answers(port, 3).await, vec!["two"]);
+}
+
+#[tokio::test]
+async fn sighup_resyncs() {
+    let marathon = Marathon::start().await;
+    let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    marathon.set_apps(vec![app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    )]);
+    let sy = Switchyard::start("sighup", &marathon_config(&[marathon.url()], ""));
+    sy.wait_routes("initial", |r| backends(r, port) == vec![b1.addr])
+        .await;
+    marathon.update_app("/a", |a| a["tasks"] = json!([task("/a", "a.2", b2.port())]));
+    sy.signal("HUP");
+    sy.wait_routes("resynced on SIGHUP", |r| backends(r, port) == vec![b2.addr])
+        .await;
+}
+
+#[tokio::test]
+async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies() {
+    let marathon = Marathon::start().await;
+    let (b1, b2, b3) = (
+        Backend::start("one").await,
+        Backend::start("two").await,
+        Backend::start("three").await,
+    );
+    let port = free_port();
+    marathon.set_apps(vec![app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    )]);
+    let mut sy = Switchyard::start("malformed", &marathon_config(&[marathon.url()], ""));
+    sy.wait_routes("initial", |r| backends(r, port) == vec![b1.addr])
+        .await;
+    wait_for("subscribed", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+
+    // Keep-alive newlines, garbage, wrong field types, an unknown event type.
+    marathon.send_raw(b"\n\n\r\n");
+    marathon.send_raw(b"event: status_update_event\r\ndata: {not json\r\n\r\n");
+    marathon.send_raw(b"event: status_update_event\r\ndata: {\"eventType\":\"status_update_event\",\"appId\":7,\"taskId\":[]}\r\n\r\n");
+    marathon.send_event(json!({"eventType": "framework_message_event", "message": "hi"}));
+    // Two objects in one data field, separated by \r\n, as Marathon sends them.
+    let two = format!(
+        "event: status_update_event\r\ndata: {}\r\n{}\r\n\r\n",
+        status_update("/a", "a.2", b2.port(), "TASK_RUNNING"),
+        status_update("/a", "a.3", b3.port(), "TASK_RUNNING"),
+    );
+    marathon.send_raw(two.as_bytes());
+    sy.wait_routes("both objects applied", |r| backends(r, port).len() == 3)
+        .await;
+    assert!(
+        sy.metric("switchyard_source_malformed_events_total", &[])
+            .await
+            >= 2.0
+    );
+    assert!(sy.alive());
+    assert!(!sy.log_lines("rejected event").is_empty());
+    assert_eq!(answers(port, 6).await, vec!["one", "three", "two"]);
+}
+
+#[tokio::test]
+async fn port_conflicts_and_bad_labels_skip_only_the_offender() {
+    let marathon = Marathon::start().await;
+    let (b1, b2, b3) = (
+        Backend::start("one").await,
+        Backend::start("two").await,
+        Backend::start("three").await,
+    );
+    let (shared, taken, own) = (free_port(), free_port(), free_port());
+    let occupied = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    let g = || json!({"HAPROXY_GROUP": "external"});
+    marathon.set_apps(vec![
+        app("/a", shared, g(), vec![task("/a", "a.1", b1.port())]),
+        app("/b", shared, g(), vec![task("/b", "b.1", b2.port())]),
+        app("/c", own, g(), vec![task("/c", "c.1", b3.port())]),
+        app("/d", taken, g(), vec![task("/d", "d.1", b3.port())]),
+        app(
+            "/e",
+            free_port(),
+            json!({"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "quic"}),
+            vec![],
+        ),
+        json!({"id": "/broken", "labels": {"HAPROXY_GROUP": 5}}),
+    ]);
+    let extra = format!("[http]\nlisten = [\"127.0.0.1:{own}\"]\n");
+    let config = marathon_config(&[marathon.url()], "") + &extra;
+    let sy = Switchyard::start("conflicts", &config);
+    let routes = sy
+        .wait_routes("table", |r| has_service(r, shared) && has_service(r, taken))
+        .await;
+    assert_eq!(
+        backends(&routes, shared),
+        vec![b1.addr],
+        "/a wins the shared port"
+    );
+    assert!(
+        !has_service(&routes, own),
+        "switchyard's own port is refused"
+    );
+    let problems = routes["problems"].to_string();
+    assert!(problems.contains("already taken by /a:0"), "{problems}");
+    assert!(problems.contains("switchyard's own listener"), "{problems}");
+    assert!(problems.contains("HAPROXY_0_MODE"), "{problems}");
+    let taken_service = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == "/d")
+        .unwrap()
+        .clone();
+    assert!(
+        taken_service["listener"]
+            .as_str()
+            .unwrap()
+            .starts_with("bind failed")
+    );
+    assert_eq!(answers(shared, 3).await, vec!["one"]);
+    // Each problem is logged once with its app id, however often the table is rebuilt.
+    marathon.send_event(status_update("/a", "a.9", b1.port(), "TASK_RUNNING"));
+    sy.wait_routes("rebuilt", |r| r["generation"].as_u64() >= Some(2))
+        .await;
+    assert_eq!(sy.log_lines("already taken by /a:0").len(), 1);
+    assert_eq!(sy.log_lines("app_id=/broken").len(), 1);
+    assert_eq!(sy.log_lines("cannot bind service port").len(), 1);
+    assert!(
+        sy.metric("switchyard_rejected_inputs_total", &["kind=\"app\""])
+            .await
+            >= 1.0
+    );
+    assert!(
+        sy.metric("switchyard_rejected_inputs_total", &["kind=\"bind\""])
+            .await
+            >= 1.0
+    );
+    drop(occupied);
+}
+
+#[tokio::test]
+async fn an_unreachable_marathon_at_start_is_retried_not_fatal() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut sy = Switchyard::start(
+        "unreachable",
+        &marathon_config(&[format!("http://{addr}")], ""),
+    );
+    let (status, body) = sy.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(sy.alive());
+    let marathon = Marathon::start_on(addr).await;
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    marathon.set_apps(vec![app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    )]);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    sy.wait_routes("routes", |r| backends(r, port) == vec![b1.addr])
+        .await;
+    assert!(sy.metric("switchyard_source_connected", &[]).await == 1.0);
+}

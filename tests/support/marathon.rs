@@ -1,0 +1,272 @@
+//! A Marathon stand-in: serves `/v2/apps` (all, and one app) and `/v2/events` in Marathon's
+//! documented shapes, with its awkward parts on demand: 406 without `Accept: text/event-stream`,
+//! a standby that answers 302 to the leader, raw stream bytes (keep-alive newlines, several
+//! objects in one `data:` field), dropped streams.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+#[derive(Default)]
+struct State {
+    apps: Vec<Value>,
+    /// When set, this instance is a standby: every request is redirected to this base URL.
+    leader: Option<String>,
+    streams: Vec<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    requests: Vec<Request>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub target: String,
+    pub accept: Option<String>,
+    pub authorization: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Marathon {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl Marathon {
+    pub async fn start() -> Marathon {
+        Marathon::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Marathon {
+        let listener = TcpListener::bind(addr).await.expect("bind stand-in");
+        let marathon = Marathon {
+            addr: listener.local_addr().unwrap(),
+            state: Arc::default(),
+        };
+        let state = marathon.state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, state.clone()));
+            }
+        });
+        marathon
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Makes this instance a standby that redirects to `leader`.
+    pub fn redirect_to(&self, leader: &Marathon) {
+        self.state.lock().unwrap().leader = Some(leader.url());
+    }
+
+    pub fn set_apps(&self, apps: Vec<Value>) {
+        self.state.lock().unwrap().apps = apps;
+    }
+
+    pub fn update_app(&self, id: &str, f: impl FnOnce(&mut Value)) {
+        let mut state = self.state.lock().unwrap();
+        let app = state
+            .apps
+            .iter_mut()
+            .find(|a| a["id"] == id)
+            .expect("app exists");
+        f(app);
+    }
+
+    pub fn remove_app(&self, id: &str) {
+        self.state.lock().unwrap().apps.retain(|a| a["id"] != id);
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn open_streams(&self) -> usize {
+        let mut state = self.state.lock().unwrap();
+        state.streams.retain(|s| !s.is_closed());
+        state.streams.len()
+    }
+
+    /// Writes bytes as they are to every open event stream.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .streams
+            .retain(|s| s.send(Some(bytes.to_vec())).is_ok());
+    }
+
+    /// Sends one event the way Marathon does.
+    pub fn send_event(&self, event: Value) {
+        let kind = event["eventType"].as_str().expect("eventType").to_string();
+        self.send_raw(format!("event: {kind}\r\ndata: {event}\r\n\r\n").as_bytes());
+    }
+
+    /// Closes every open event stream, as Marathon does with slow consumers or on failover.
+    pub fn drop_streams(&self) {
+        let mut state = self.state.lock().unwrap();
+        for s in state.streams.drain(..) {
+            let _ = s.send(None);
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let target = lines
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    let header = |name: &str| {
+        head.split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let request = Request {
+        target: target.clone(),
+        accept: header("accept"),
+        authorization: header("authorization"),
+    };
+    let (leader, apps) = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(request.clone());
+        (s.leader.clone(), s.apps.clone())
+    };
+    if let Some(leader) = leader {
+        let body = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {leader}{target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = stream.write_all(body.as_bytes()).await;
+        return;
+    }
+    let path = target.split('?').next().unwrap_or("");
+    if path == "/v2/events" {
+        if !request
+            .accept
+            .as_deref()
+            .unwrap_or("")
+            .contains("text/event-stream")
+        {
+            let _ = respond(&mut stream, "406 Not Acceptable", "text/plain", "").await;
+            return;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        state.lock().unwrap().streams.push(tx);
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        while let Some(Some(bytes)) = rx.recv().await {
+            let chunk = [
+                format!("{:x}\r\n", bytes.len()).into_bytes(),
+                bytes,
+                b"\r\n".to_vec(),
+            ]
+            .concat();
+            if stream.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        // Dropped: close without the terminating chunk, as a failing server would.
+        return;
+    }
+    if path == "/v2/apps" {
+        let body = json!({ "apps": apps }).to_string();
+        let _ = respond(&mut stream, "200 OK", "application/json", &body).await;
+        return;
+    }
+    if let Some(id) = path.strip_prefix("/v2/apps") {
+        match apps.iter().find(|a| a["id"] == id) {
+            Some(app) => {
+                let body = json!({ "app": app }).to_string();
+                let _ = respond(&mut stream, "200 OK", "application/json", &body).await;
+            }
+            None => {
+                let body = json!({ "message": format!("App '{id}' does not exist") }).to_string();
+                let _ = respond(&mut stream, "404 Not Found", "application/json", &body).await;
+            }
+        }
+        return;
+    }
+    let _ = respond(&mut stream, "404 Not Found", "text/plain", "").await;
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    kind: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// An app in Marathon's JSON shape with host networking and one service port.
+pub fn app(id: &str, service_port: u16, labels: Value, tasks: Vec<Value>) -> Value {
+    json!({
+        "id": id,
+        "labels": labels,
+        "instances": tasks.len(),
+        "portDefinitions": [{ "port": service_port, "protocol": "tcp", "name": "main" }],
+        "healthChecks": [],
+        "tasks": tasks,
+        "deployments": [],
+        "version": "2026-11-22T00:00:00.000Z"
+    })
+}
+
+/// A running task on 127.0.0.1 at `port`.
+pub fn task(app_id: &str, task_id: &str, port: u16) -> Value {
+    json!({
+        "id": task_id,
+        "appId": app_id,
+        "host": "127.0.0.1",
+        "ports": [port],
+        "ipAddresses": [{ "ipAddress": "127.0.0.1", "protocol": "IPv4" }],
+        "state": "TASK_RUNNING",
+        "startedAt": "2026-11-22T00:00:00.000Z",
+        "slaveId": "agent-1",
+        "version": "2026-11-22T00:00:00.000Z"
+    })
+}
+
+/// `status_update_event` for a task.
+pub fn status_update(app_id: &str, task_id: &str, port: u16, status: &str) -> Value {
+    json!({
+        "eventType": "status_update_event",
+        "timestamp": "2026-11-22T00:00:01.000Z",
+        "slaveId": "agent-1",
+        "taskId": task_id,
+        "taskStatus": status,
+        "message": "",
+        "appId": app_id,
+        "host": "127.0.0.1",
+        "ipAddresses": [{ "ipAddress": "127.0.0.1", "protocol": "IPv4" }],
+        "ports": [port],
+        "version": "2026-11-22T00:00:00.000Z"
+    })
+}

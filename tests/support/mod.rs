@@ -1,0 +1,307 @@
+//! Shared by the end-to-end tests: the switchyard binary as a child process, real backends on
+//! loopback, a tiny HTTP client, and waiting on conditions with a deadline (never sleeping).
+
+#![allow(dead_code)]
+
+pub mod marathon;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after [`DEADLINE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port that was free a moment ago (the kernel picks it; a collision would need another
+/// process to take the same ephemeral port in between).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-test-{}-{}-{}",
+        name,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The switchyard binary running with a generated config; killed on drop.
+pub struct Switchyard {
+    pub child: Child,
+    pub admin: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub dir: PathBuf,
+}
+
+impl Switchyard {
+    /// Starts switchyard with `discovery` and extra TOML appended. Admin binds port 0; the
+    /// bound address is read from the log.
+    pub fn start(name: &str, toml: &str) -> Switchyard {
+        let dir = temp_dir(name);
+        let config = dir.join("switchyard.toml");
+        let full = format!(
+            "{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info,switchyard=debug\"\n"
+        );
+        std::fs::write(&config, full).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchyard");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("admin listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+                if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
+                    eprintln!("[switchyard] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let admin = rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("switchyard did not start: {:?}", logs.lock().unwrap()));
+        Switchyard {
+            child,
+            admin,
+            logs,
+            dir,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await.expect("admin answers")
+    }
+
+    pub async fn routes(&self) -> Value {
+        let (status, body) = self.get("/v1/routes").await;
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until the live table satisfies `check`.
+    pub async fn wait_routes(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, || async {
+            let routes = self.routes().await;
+            check(&routes).then_some(routes)
+        })
+        .await
+    }
+
+    /// One metric sample's value, summed over series whose line contains every `needle`.
+    pub async fn metric(&self, name: &str, needles: &[&str]) -> f64 {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Backend addresses of the service listening on `port`, sorted.
+pub fn backends(routes: &Value, port: u16) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["listen"].as_str().unwrap().ends_with(&format!(":{port}")))
+        .flat_map(|s| s["backends"].as_array().unwrap().iter())
+        .map(|b| b["address"].as_str().unwrap().parse().unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn has_service(routes: &Value, port: u16) -> bool {
+    routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["listen"].as_str().unwrap().ends_with(&format!(":{port}")))
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection (`Connection: close`): status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status in {text:?}")))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))?
+}
+
+/// An HTTP backend that answers every request with its name, counting connections accepted.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let reply: Arc<str> = name.into();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let body = if req.uri().path() == "/echo-headers" {
+                                format!("{:?}", req.headers())
+                            } else {
+                                reply.to_string()
+                            };
+                            async move {
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(body)),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_string(),
+            connections,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP echo backend.
+pub async fn echo_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// GETs `/` through a service port until the answer set covers `names` (round robin visits
+/// every backend); returns the answers seen.
+pub async fn answers(port: u16, rounds: usize) -> Vec<String> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        if let Ok((200, body)) = http_get(addr, "/").await {
+            out.push(body);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
