@@ -71,6 +71,7 @@ impl Reconciler {
     }
 
     pub async fn run(mut self, mut events: mpsc::Receiver<SourceEvent>) {
+        let mut last_swap: Option<tokio::time::Instant> = None;
         loop {
             let first = tokio::select! {
                 e = events.recv() => e,
@@ -78,19 +79,25 @@ impl Reconciler {
             };
             let Some(first) = first else { break };
             let mut dirty = self.apply(first);
-            // Coalesce: everything that arrives within the debounce window makes one swap.
-            let deadline = tokio::time::Instant::now() + self.debounce;
-            loop {
-                tokio::select! {
-                    e = events.recv() => match e {
-                        Some(e) => dirty |= self.apply(e),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
+            while let Ok(e) = events.try_recv() {
+                dirty |= self.apply(e);
+            }
+            // Leading-edge coalescing: after a quiet spell a change is swapped in at once; under
+            // a burst, at most one swap per debounce window, carrying everything since the last.
+            if let Some(earliest) = last_swap.map(|t| t + self.debounce) {
+                loop {
+                    tokio::select! {
+                        e = events.recv() => match e {
+                            Some(e) => dirty |= self.apply(e),
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(earliest) => break,
+                    }
                 }
             }
             if dirty {
                 self.swap().await;
+                last_swap = Some(tokio::time::Instant::now());
             }
         }
         self.listeners.close_all();

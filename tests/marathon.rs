@@ -7,6 +7,16 @@ use serde_json::json;
 use support::marathon::{Marathon, app, status_update, task};
 use support::*;
 
+/// App `/a` in group `external` with one task, on `backend`.
+fn external_app(port: u16, backend: &Backend) -> serde_json::Value {
+    app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", backend.port())],
+    )
+}
+
 fn marathon_config(urls: &[String], extra: &str) -> String {
     let urls = urls
         .iter()
@@ -129,12 +139,7 @@ async fn follows_the_standby_redirect_with_filters_and_auth() {
     standby.redirect_to(&leader);
     let b1 = Backend::start("one").await;
     let port = free_port();
-    leader.set_apps(vec![app(
-        "/a",
-        port,
-        json!({"HAPROXY_GROUP": "external"}),
-        vec![task("/a", "a.1", b1.port())],
-    )]);
+    leader.set_apps(vec![external_app(port, &b1)]);
     let down = format!("http://127.0.0.1:{}", free_port()); // nothing listens: tried, then skipped
     let config = marathon_config(&[down, standby.url()], "basic_auth = \"ops:secret\"");
     let sy = Switchyard::start("redirect", &config);
@@ -205,12 +210,7 @@ async fn sighup_resyncs() {
     let marathon = Marathon::start().await;
     let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
     let port = free_port();
-    marathon.set_apps(vec![app(
-        "/a",
-        port,
-        json!({"HAPROXY_GROUP": "external"}),
-        vec![task("/a", "a.1", b1.port())],
-    )]);
+    marathon.set_apps(vec![external_app(port, &b1)]);
     let sy = Switchyard::start("sighup", &marathon_config(&[marathon.url()], ""));
     sy.wait_routes("initial", |r| backends(r, port) == vec![b1.addr])
         .await;
@@ -229,12 +229,7 @@ async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies() {
         Backend::start("three").await,
     );
     let port = free_port();
-    marathon.set_apps(vec![app(
-        "/a",
-        port,
-        json!({"HAPROXY_GROUP": "external"}),
-        vec![task("/a", "a.1", b1.port())],
-    )]);
+    marathon.set_apps(vec![external_app(port, &b1)]);
     let mut sy = Switchyard::start("malformed", &marathon_config(&[marathon.url()], ""));
     sy.wait_routes("initial", |r| backends(r, port) == vec![b1.addr])
         .await;
@@ -357,12 +352,7 @@ async fn an_unreachable_marathon_at_start_is_retried_not_fatal() {
     let marathon = Marathon::start_on(addr).await;
     let b1 = Backend::start("one").await;
     let port = free_port();
-    marathon.set_apps(vec![app(
-        "/a",
-        port,
-        json!({"HAPROXY_GROUP": "external"}),
-        vec![task("/a", "a.1", b1.port())],
-    )]);
+    marathon.set_apps(vec![external_app(port, &b1)]);
     wait_for("ready", || async {
         (sy.get("/readyz").await.0 == 200).then_some(())
     })
