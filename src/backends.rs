@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::{BackendLabels, Metrics, ResponseLabels};
+use crate::proxy::http::Upstream;
 use crate::routing::{RoutingTable, ServiceKey};
 
 pub type BackendKey = (ServiceKey, SocketAddr);
@@ -83,7 +82,7 @@ pub struct BackendState {
     pub metrics: BackendMetrics,
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Mutex<Vec<Upstream>>,
     max_idle: usize,
 }
 
@@ -125,7 +124,7 @@ impl BackendState {
 
     /// An idle pooled connection, if one is still open. It may still be finishing its previous
     /// response: callers wait for `ready()`.
-    pub fn checkout(&self) -> Option<SendRequest<Incoming>> {
+    pub fn checkout(&self) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap();
         while let Some(conn) = idle.pop() {
             if !conn.is_closed() {
@@ -136,7 +135,7 @@ impl BackendState {
     }
 
     /// Returns a connection whose last response finished to the pool.
-    pub fn checkin(&self, conn: SendRequest<Incoming>) {
+    pub fn checkin(&self, conn: Upstream) {
         if self.is_draining() || conn.is_closed() {
             return;
         }

@@ -151,6 +151,11 @@ async fn http_mode_keeps_client_and_upstream_connections_alive() {
             .await,
         20.0
     );
+    // HTTP mode counts body bytes: 19 answers of "one" plus the echoed headers.
+    let bytes_out = sy
+        .metric("switchyard_backend_bytes_out_total", &["/web:0"])
+        .await;
+    assert!(bytes_out > 57.0, "{bytes_out}");
 }
 
 #[tokio::test]

@@ -17,11 +17,15 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
 use super::{Context, connect};
 use crate::backends::{ActiveGuard, BackendState};
 use crate::metrics::ServiceLabels;
+
+/// A pooled HTTP/1.1 connection to a backend.
+pub type Upstream = SendRequest<RequestBody>;
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc<Context>) {
     let _ = stream.set_nodelay(true);
@@ -56,6 +60,10 @@ async fn proxy(
     let service = &snapshot.table.services[index];
     let states = &snapshot.states[index];
     prepare_request(&mut req, peer);
+    let mut req = req.map(|inner| RequestBody {
+        inner,
+        bytes_in: None,
+    });
     for b in service.balancer.candidates(|i| states[i].active()) {
         match send(req, &states[b], ctx).await {
             Outcome::Response(response) => return response,
@@ -83,10 +91,10 @@ enum Outcome {
     /// The request reached the backend but no usable response came back.
     Failed(StatusCode, String),
     /// The request was not sent: try the next backend with it.
-    Unsent(Request<Incoming>),
+    Unsent(Request<RequestBody>),
 }
 
-async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Context) -> Outcome {
+async fn send(mut req: Request<RequestBody>, state: &Arc<BackendState>, ctx: &Context) -> Outcome {
     // A pooled connection may have been closed by the backend while idle; if it fails before
     // the request goes out, one fresh connection to the same backend is tried.
     let mut pooled = match state.checkout() {
@@ -106,6 +114,7 @@ async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Conte
             },
         };
         let active = state.open();
+        req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
         let exchange = sender.try_send_request(req);
         let result = tokio::select! {
             r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
@@ -136,7 +145,7 @@ async fn send(mut req: Request<Incoming>, state: &Arc<BackendState>, ctx: &Conte
     }
 }
 
-async fn open(state: &BackendState, ctx: &Context) -> Result<SendRequest<Incoming>, ()> {
+async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
     let stream = connect(state.addr, ctx.connect_timeout)
         .await
         .map_err(|e| {
@@ -203,15 +212,17 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr) {
 
 fn finish_response(
     response: Response<Incoming>,
-    sender: SendRequest<Incoming>,
+    sender: Upstream,
     state: Arc<BackendState>,
     active: ActiveGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, inner) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let bytes_out = state.metrics.bytes_out.clone();
     let mut body = PooledBody {
         inner,
         conn: Some((sender, state)),
+        bytes_out,
         _active: active,
     };
     if body.inner.is_end_stream() {
@@ -234,7 +245,8 @@ fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
 /// counts the request as active until then.
 pub struct PooledBody {
     inner: Incoming,
-    conn: Option<(SendRequest<Incoming>, Arc<BackendState>)>,
+    conn: Option<(Upstream, Arc<BackendState>)>,
+    bytes_out: Counter,
     _active: ActiveGuard,
 }
 
@@ -263,6 +275,9 @@ impl Body for ProxyBody {
             ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
             ProxyBody::Upstream(body) => {
                 let frame = std::task::ready!(Pin::new(&mut body.inner).poll_frame(cx));
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                    body.bytes_out.inc_by(data.len() as u64);
+                }
                 if frame.is_none() || body.inner.is_end_stream() {
                     body.release();
                 }
@@ -283,5 +298,39 @@ impl Body for ProxyBody {
             ProxyBody::Full(full) => full.size_hint(),
             ProxyBody::Upstream(body) => body.inner.size_hint(),
         }
+    }
+}
+
+/// A client's request body on its way to a backend, counted into that backend's `bytes_in`.
+pub struct RequestBody {
+    inner: Incoming,
+    bytes_in: Option<Counter>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let (Some(counter), Some(data)) = (
+            &this.bytes_in,
+            frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),
+        ) {
+            counter.inc_by(data.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
