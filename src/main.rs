@@ -67,6 +67,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config, demo: bool) -> ExitCode {
     init_logging(&config);
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads())
         .enable_all()
@@ -83,6 +84,29 @@ fn run(config: Config, demo: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every listener and proxied connection is a descriptor or two: take the hard limit, not the
+/// (often 1024) soft one.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                limit = wanted;
+            }
+        }
+    }
+    tracing::debug!(nofile = limit.rlim_cur, "file descriptor limit");
 }
 
 fn init_logging(config: &Config) {

@@ -1,0 +1,113 @@
+//! Criterion micro-benchmarks of the control and data plane's pure parts: snapshot parsing,
+//! `compile` at 100, 1,000 and 10,000 apps (10 tasks each), applying a burst of task events, and
+//! each balancer's pick. Run: `cargo bench --bench core`.
+
+#[path = "support/synthetic.rs"]
+mod synthetic;
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use switchyard::cluster::{Cluster, ClusterUpdate, Task, TaskState};
+use switchyard::discovery::marathon::api;
+use switchyard::routing::{Balance, Balancer, CompileConfig, compile};
+
+fn config() -> CompileConfig {
+    CompileConfig {
+        group: "external".into(),
+        serve_ungrouped: false,
+        strict_mode: false,
+        bind: "0.0.0.0".parse().unwrap(),
+        reserved: vec!["127.0.0.1:9090".parse().unwrap()],
+    }
+}
+
+fn cluster(apps: usize) -> Cluster {
+    let parsed = api::parse_apps(&synthetic::apps_json(apps, 10, 10000)).unwrap();
+    let mut cluster = Cluster::default();
+    cluster.apply(ClusterUpdate::Snapshot(parsed.apps));
+    cluster
+}
+
+fn parse_and_compile(c: &mut Criterion) {
+    let json = synthetic::apps_json(1000, 10, 10000);
+    c.bench_function("parse snapshot, 1000 apps x 10 tasks", |b| {
+        b.iter(|| api::parse_apps(black_box(&json)).unwrap())
+    });
+    let config = config();
+    let mut group = c.benchmark_group("compile");
+    group.sample_size(20);
+    for apps in [100, 1000, 10_000] {
+        let cluster = cluster(apps);
+        group.bench_function(format!("{apps} apps x 10 tasks"), |b| {
+            b.iter(|| compile(black_box(&cluster), &config))
+        });
+    }
+    group.finish();
+}
+
+fn task_event_burst(c: &mut Criterion) {
+    let base = cluster(1000);
+    let config = config();
+    // 1,000 status updates: half new tasks starting to run, half existing tasks being killed.
+    let burst: Vec<ClusterUpdate> = (0..1000)
+        .map(|i| {
+            let app = format!("/bench/group{}/app{i}", i % 50);
+            let killing = i % 2 == 1;
+            let task_id = if killing {
+                format!("bench_app{i}.instance-{:08x}._app.1", 0)
+            } else {
+                format!("bench_app{i}.instance-new._app.1")
+            };
+            ClusterUpdate::TaskStatus {
+                app_id: app.into(),
+                task: Task {
+                    id: task_id.into(),
+                    host: "10.0.0.9".into(),
+                    ports: vec![32000],
+                    ip_addresses: vec![],
+                    state: if killing {
+                        TaskState::Killing
+                    } else {
+                        TaskState::Running
+                    },
+                    healthy: None,
+                },
+            }
+        })
+        .collect();
+    c.bench_function("apply 1000 task events + compile, 1000 apps", |b| {
+        b.iter_batched(
+            || (base.clone(), burst.clone()),
+            |(mut cluster, burst)| {
+                for update in burst {
+                    cluster.apply(update);
+                }
+                compile(&cluster, &config)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+fn balancers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick");
+    for n in [10usize, 100] {
+        let loads: Vec<usize> = (0..n).map(|i| i % 7).collect();
+        for balance in [Balance::RoundRobin, Balance::LeastConn] {
+            let balancer = Balancer::new(balance, &vec![1; n]);
+            group.bench_function(format!("{balance:?}, {n} backends"), |b| {
+                b.iter(|| balancer.candidates(|i| loads[i]).next())
+            });
+        }
+        let weighted: Vec<u32> = (0..n as u32).map(|i| 1 + i % 5).collect();
+        let balancer = Balancer::new(Balance::RoundRobin, &weighted);
+        group.bench_function(format!("weighted RoundRobin, {n} backends"), |b| {
+            b.iter(|| balancer.candidates(|_| 0).next())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse_and_compile, task_event_burst, balancers);
+criterion_main!(benches);
