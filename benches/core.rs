@@ -19,6 +19,7 @@ fn config() -> CompileConfig {
         strict_mode: false,
         bind: "0.0.0.0".parse().unwrap(),
         reserved: vec!["127.0.0.1:9090".parse().unwrap()],
+        dns: None,
     }
 }
 

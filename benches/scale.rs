@@ -71,6 +71,7 @@ fn measure(path: &str) {
         strict_mode: false,
         bind: "0.0.0.0".parse().unwrap(),
         reserved: vec![],
+        dns: None,
     };
     let mut compiles = Vec::new();
     let mut table = None;

@@ -89,6 +89,25 @@ impl Admin {
                 );
                 r
             }
+            path if path.starts_with("/v1/hosts/") || path.starts_with("/v1/services/") => {
+                let snapshot = self.store.load();
+                let Some(zone) = snapshot.table.dns.as_ref() else {
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        "DNS is off (set dns.listen)\n".into(),
+                    );
+                };
+                let body = match path.strip_prefix("/v1/hosts/") {
+                    Some(host) => mesos_dns::hosts(zone, host),
+                    None => mesos_dns::services(zone, &path["/v1/services/".len()..]),
+                };
+                let mut r = text(StatusCode::OK, body.to_string() + "\n");
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
         }
     }
@@ -177,5 +196,70 @@ fn routes<'a>(
         last_sync_unix_ms: status.last_sync_unix_ms.load(Ordering::Relaxed),
         services,
         problems: &snapshot.table.problems,
+    }
+}
+
+/// Mesos-DNS's HTTP API shapes: `/v1/hosts/{host}` and `/v1/services/{service}`.
+mod mesos_dns {
+    use hickory_proto::rr::{LowerName, Name, RData, Record};
+    use serde_json::{Value, json};
+
+    use crate::dns::zone::Zone;
+
+    fn lookup(name: &str) -> Option<LowerName> {
+        let fqdn = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.")
+        };
+        Name::from_ascii(fqdn).ok().map(|n| LowerName::new(&n))
+    }
+
+    fn ip(record: &Record) -> Option<String> {
+        match &record.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        }
+    }
+
+    /// `[{"host": "...", "ip": "..."}]`; Mesos-DNS answers one empty entry for an unknown name.
+    pub fn hosts(zone: &Zone, host: &str) -> Value {
+        let node = lookup(host).and_then(|n| zone.names.get(&n));
+        let entries: Vec<Value> = node
+            .into_iter()
+            .flat_map(|n| n.a.iter().chain(&n.aaaa))
+            .filter_map(|r| Some(json!({"host": r.name.to_ascii(), "ip": ip(r)?})))
+            .collect();
+        if entries.is_empty() {
+            json!([{"host": "", "ip": ""}])
+        } else {
+            Value::Array(entries)
+        }
+    }
+
+    /// `[{"service": "...", "host": "...", "ip": "...", "port": "..."}]`.
+    pub fn services(zone: &Zone, service: &str) -> Value {
+        let node = lookup(service).and_then(|n| zone.names.get(&n));
+        let mut entries = Vec::new();
+        for record in node.into_iter().flat_map(|n| &n.srv) {
+            let RData::SRV(srv) = &record.data else {
+                continue;
+            };
+            let target = zone.names.get(&LowerName::new(&srv.target));
+            for addr in target.into_iter().flat_map(|t| t.a.iter().chain(&t.aaaa)) {
+                entries.push(json!({
+                    "service": record.name.to_ascii(),
+                    "host": srv.target.to_ascii(),
+                    "ip": ip(addr),
+                    "port": srv.port.to_string(),
+                }));
+            }
+        }
+        if entries.is_empty() {
+            json!([{"service": "", "host": "", "ip": "", "port": ""}])
+        } else {
+            Value::Array(entries)
+        }
     }
 }

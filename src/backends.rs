@@ -267,6 +267,7 @@ mod tests {
             strict_mode: false,
             bind: "127.0.0.1".parse().unwrap(),
             reserved: vec![],
+            dns: None,
         };
         compile(&c, &config)
     }

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::dns::names::LabelRule;
+use crate::dns::zone::{IpSource, ZoneConfig};
+
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
 /// is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
@@ -19,6 +22,7 @@ pub struct Config {
     pub discovery: Discovery,
     pub proxy: Proxy,
     pub http: Http,
+    pub dns: Dns,
     pub admin: Admin,
     pub runtime: Runtime,
     pub log: Log,
@@ -122,6 +126,70 @@ impl Default for Proxy {
 pub struct Http {
     /// Shared virtual-host listeners. Their ports are reserved: no service port may take them.
     pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// UDP and TCP address of the DNS server; omitted, DNS is off.
+    pub listen: Option<SocketAddr>,
+    /// The served zone: `{task}.marathon.{domain}`.
+    pub domain: String,
+    pub ttl: u32,
+    /// Where task addresses come from, in order: `auto`, `netinfo`, `host`.
+    pub ip_sources: Vec<String>,
+    /// RFC 952 names (24 characters, starting with a letter) instead of RFC 1123 (63).
+    pub rfc952: bool,
+    /// Resolvers for names outside the served zone; none: such queries are REFUSED.
+    pub upstreams: Vec<SocketAddr>,
+    #[serde(deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            listen: None,
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec!["auto".into()],
+            rfc952: false,
+            upstreams: Vec::new(),
+            upstream_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Dns {
+    fn ip_sources(&self) -> Result<Vec<IpSource>, String> {
+        self.ip_sources
+            .iter()
+            .map(|s| match s.as_str() {
+                "auto" => Ok(IpSource::Auto),
+                "netinfo" => Ok(IpSource::NetInfo),
+                "host" => Ok(IpSource::Host),
+                other => Err(format!(
+                    "dns.ip_sources: {other:?} (use auto, netinfo or host)"
+                )),
+            })
+            .collect()
+    }
+
+    /// What `compile` needs to build the zone; `None` when DNS is off.
+    pub fn zone_config(&self) -> Option<ZoneConfig> {
+        let listen = self.listen?;
+        Some(ZoneConfig {
+            domain: self.domain.trim_end_matches('.').to_ascii_lowercase(),
+            ttl: self.ttl,
+            ip_sources: self.ip_sources().unwrap_or_else(|_| vec![IpSource::Auto]),
+            label_rule: if self.rfc952 {
+                LabelRule::Rfc952
+            } else {
+                LabelRule::Rfc1123
+            },
+            ns_addr: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +324,23 @@ impl Config {
         if self.http.listen.contains(&self.admin.listen) {
             return Err("http.listen: collides with admin.listen".into());
         }
+        self.dns.ip_sources()?;
+        if self.dns.ip_sources.is_empty() {
+            return Err("dns.ip_sources: must name at least one source".into());
+        }
+        let domain = self.dns.domain.trim_end_matches('.');
+        if domain.is_empty()
+            || hickory_proto::rr::Name::from_ascii(format!("{domain}.")).is_err()
+            || !domain.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+        {
+            return Err(format!(
+                "dns.domain: {:?} is not a domain name",
+                self.dns.domain
+            ));
+        }
+        if self.dns.upstream_timeout.is_zero() {
+            return Err("dns.upstream_timeout: must be > 0".into());
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {e}"))?;
         Ok(())
@@ -265,6 +350,7 @@ impl Config {
     pub fn reserved_ports(&self) -> Vec<SocketAddr> {
         let mut ports = vec![self.admin.listen];
         ports.extend(self.http.listen.iter().copied());
+        ports.extend(self.dns.listen);
         ports
     }
 

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod dns;
 pub mod metrics;
 pub mod proxy;
 pub mod reconciler;
@@ -58,6 +59,26 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         bind_failures: listeners.failures(),
     });
     tokio::spawn(admin.serve(admin_listener));
+
+    if let Some(listen) = config.dns.listen {
+        let udp = std::net::UdpSocket::bind(listen)
+            .map_err(|e| format!("dns.listen {listen} (UDP): {e}"))?;
+        let tcp = proxy::listeners::bind(listen)
+            .map_err(|e| format!("dns.listen {listen} (TCP): {e}"))?;
+        tracing::info!(zone = %config.dns.domain, "dns listening on {}", udp.local_addr().map_err(|e| e.to_string())?);
+        let server = Arc::new(dns::server::DnsServer::new(
+            store.clone(),
+            metrics.dns.clone(),
+            config.dns.upstreams.clone(),
+            config.dns.upstream_timeout,
+        ));
+        let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
+        std::thread::Builder::new()
+            .name("dns-udp".into())
+            .spawn(move || udp_server.serve_udp(udp, runtime))
+            .map_err(|e| format!("dns thread: {e}"))?;
+        tokio::spawn(server.serve_tcp(tcp));
+    }
 
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
     let (refetch_tx, refetch_rx) = mpsc::channel(1024);

@@ -70,8 +70,13 @@ fn run(config: Config, demo: bool) -> ExitCode {
     raise_fd_limit();
     // One worker: a current-thread runtime does the same work without cross-thread wake-ups.
     let runtime = match config.worker_threads() {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
     .expect("tokio runtime");
     let result = runtime.block_on(switchyard::run(config, demo));

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub services: Gauge,
     pub backends: Gauge,
     pub listener_bind_failures: Counter,
+    pub dns: std::sync::Arc<crate::dns::server::DnsMetrics>,
 }
 
 impl Default for Metrics {
@@ -79,6 +80,7 @@ impl Metrics {
             services: Gauge::default(),
             backends: Gauge::default(),
             listener_bind_failures: Counter::default(),
+            dns: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -162,6 +164,26 @@ impl Metrics {
             "listener_bind_failures",
             "Service ports that could not be bound",
             m.listener_bind_failures.clone(),
+        );
+        r.register(
+            "dns_queries",
+            "DNS queries answered, by type and rcode",
+            m.dns.queries.clone(),
+        );
+        r.register(
+            "dns_truncated",
+            "UDP answers truncated to fit (TC set)",
+            m.dns.truncated.clone(),
+        );
+        r.register(
+            "dns_forwarded",
+            "Queries relayed to upstream resolvers",
+            m.dns.forwarded.clone(),
+        );
+        r.register(
+            "dns_upstream_failures",
+            "Upstream attempts that failed or timed out",
+            m.dns.upstream_failures.clone(),
         );
         Metrics { registry, ..m }
     }

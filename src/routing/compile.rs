@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels};
 use crate::cluster::{App, Cluster, Networking, Protocol, Task};
 use crate::config::Config;
+use crate::dns::zone::ZoneConfig;
 
 /// The part of the configuration that `compile` reads.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct CompileConfig {
     pub bind: IpAddr,
     /// switchyard's own listeners; a service port may not take one.
     pub reserved: Vec<SocketAddr>,
+    /// Build the DNS zone, with these settings.
+    pub dns: Option<ZoneConfig>,
 }
 
 impl CompileConfig {
@@ -30,6 +33,7 @@ impl CompileConfig {
             strict_mode: config.proxy.strict_mode,
             bind: config.proxy.bind,
             reserved: config.reserved_ports(),
+            dns: config.dns.zone_config(),
         }
     }
 
@@ -124,6 +128,10 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             });
         }
     }
+    table.dns = config
+        .dns
+        .as_ref()
+        .map(|dns| crate::dns::zone::build(cluster, dns));
     table.services.sort_by_key(|s| s.listen);
     table.by_listen = table
         .services
@@ -205,6 +213,7 @@ mod tests {
             strict_mode: false,
             bind: "127.0.0.1".parse().unwrap(),
             reserved: vec!["127.0.0.1:9090".parse().unwrap()],
+            dns: None,
         }
     }
 

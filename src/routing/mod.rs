@@ -24,6 +24,8 @@ pub struct RoutingTable {
     pub by_listen: HashMap<SocketAddr, usize>,
     /// What `compile` skipped or ignored, and why.
     pub problems: Vec<Problem>,
+    /// The DNS zone, when DNS is on.
+    pub dns: Option<crate::dns::zone::Zone>,
 }
 
 impl RoutingTable {

@@ -1,0 +1,451 @@
+//! Answering one DNS message from the zone: decode, validate, look up, shuffle, fit to the
+//! transport's size limit. Pure: no sockets, so every rcode path is tested directly.
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
+
+use super::zone::{Node, Zone};
+
+/// The largest UDP answer switchyard sends, whatever the client offers.
+pub const MAX_UDP_PAYLOAD: u16 = 4096;
+/// The payload size switchyard advertises in its own OPT record.
+pub const ADVERTISED_PAYLOAD: u16 = 1232;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send these bytes back.
+    Reply(Reply),
+    /// Not in a served zone: relay the query to the upstreams.
+    Forward { qtype: RecordType },
+    /// Not worth an answer (a response, or shorter than a header).
+    Drop,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub rcode: ResponseCode,
+    pub qtype: Option<RecordType>,
+    pub truncated: bool,
+}
+
+/// Answers `packet` from `zone`. `forwarding` says whether upstreams are configured.
+pub fn answer(
+    zone: Option<&Zone>,
+    packet: &[u8],
+    transport: Transport,
+    forwarding: bool,
+) -> Outcome {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        return Outcome::Drop;
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
+    let request = match Message::from_vec(packet) {
+        Ok(m) => m,
+        Err(_) => return error(id, op_code, None, ResponseCode::FormErr),
+    };
+    if request.metadata.op_code != OpCode::Query {
+        return error(id, op_code, Some(&request), ResponseCode::NotImp);
+    }
+    if request.queries.len() != 1 {
+        return error(id, op_code, Some(&request), ResponseCode::FormErr);
+    }
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return error(id, op_code, Some(&request), ResponseCode::BADVERS);
+    }
+    let query = &request.queries[0];
+    let qtype = query.query_type();
+    if query.query_class() != DNSClass::IN {
+        return error(id, op_code, Some(&request), ResponseCode::Refused);
+    }
+    let name = LowerName::new(query.name());
+    let Some(zone) = zone.filter(|z| z.contains(&name)) else {
+        if forwarding {
+            return Outcome::Forward { qtype };
+        }
+        return error(id, op_code, Some(&request), ResponseCode::Refused);
+    };
+    let limit = match transport {
+        Transport::Udp => udp_limit(&request),
+        Transport::Tcp => u16::MAX as usize,
+    };
+    let mut response = into_response(request);
+    let asked = response.queries[0].name().clone();
+    response.metadata.authoritative = true;
+    match zone.names.get(&name) {
+        None => {
+            response.metadata.response_code = ResponseCode::NXDomain;
+            response.authorities.push(zone.soa.clone());
+        }
+        Some(node) => {
+            let (mut answers, additionals) = records(node, qtype);
+            if answers.is_empty() {
+                response.authorities.push(zone.soa.clone());
+            }
+            fastrand::shuffle(&mut answers);
+            for record in &mut answers {
+                // Echo the name as asked: clients using 0x20 case randomisation check it.
+                record.name = asked.clone();
+            }
+            response.answers = answers;
+            response.additionals = additionals;
+        }
+    }
+    Outcome::Reply(encode(response, limit, Some(qtype)))
+}
+
+fn records(node: &Node, qtype: RecordType) -> (Vec<Record>, Vec<Record>) {
+    match qtype {
+        RecordType::A => (node.a.clone(), Vec::new()),
+        RecordType::AAAA => (node.aaaa.clone(), Vec::new()),
+        RecordType::SRV => (node.srv.clone(), node.srv_additional.clone()),
+        RecordType::NS => (node.ns.clone(), Vec::new()),
+        RecordType::SOA => (node.soa.iter().cloned().collect(), Vec::new()),
+        RecordType::ANY => {
+            let all = [&node.a, &node.aaaa, &node.srv, &node.ns];
+            let mut answers: Vec<Record> = all.into_iter().flatten().cloned().collect();
+            answers.extend(node.soa.iter().cloned());
+            (answers, node.srv_additional.clone())
+        }
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
+/// Turns a request into the skeleton of its response (question kept, sections empty).
+fn response_to(request: &Message) -> Message {
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata = Metadata::response_from_request(&request.metadata);
+    response.queries = request.queries.clone();
+    with_edns(response, request)
+}
+
+fn into_response(mut request: Message) -> Message {
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata = Metadata::response_from_request(&request.metadata);
+    response.queries = std::mem::take(&mut request.queries);
+    with_edns(response, &request)
+}
+
+fn with_edns(mut response: Message, request: &Message) -> Message {
+    if request.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(ADVERTISED_PAYLOAD);
+        edns.set_version(0);
+        response.set_edns(edns);
+    }
+    response
+}
+
+fn error(id: u16, op_code: OpCode, request: Option<&Message>, rcode: ResponseCode) -> Outcome {
+    let mut response = match request {
+        Some(request) => response_to(request),
+        None => Message::error_msg(id, op_code, rcode),
+    };
+    response.metadata.response_code = rcode;
+    let qtype = request
+        .and_then(|r| r.queries.first())
+        .map(Query::query_type);
+    let bytes = response.to_vec().unwrap_or_default();
+    Outcome::Reply(Reply {
+        bytes,
+        rcode,
+        qtype,
+        truncated: false,
+    })
+}
+
+/// SERVFAIL for a query that could not be answered (every upstream failed).
+pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(packet).ok()?;
+    let mut response = response_to(&request);
+    response.metadata.response_code = ResponseCode::ServFail;
+    response.to_vec().ok()
+}
+
+/// The size a UDP answer to `request` may have: 512, or the client's EDNS0 size (bounded).
+pub fn udp_limit(request: &Message) -> usize {
+    match &request.edns {
+        Some(edns) => edns.max_payload().clamp(512, MAX_UDP_PAYLOAD) as usize,
+        None => 512,
+    }
+}
+
+/// Encodes `response`, fitting it to `limit` bytes: additionals go first, then answers from
+/// the end, and TC is set when answers had to go (RFC 2181 §9: a missing additional is not
+/// truncation).
+fn encode(mut response: Message, limit: usize, qtype: Option<RecordType>) -> Reply {
+    let rcode = response.metadata.response_code;
+    let mut bytes = response.to_vec().unwrap_or_default();
+    if bytes.len() > limit && !response.additionals.is_empty() {
+        response.additionals.clear();
+        bytes = response.to_vec().unwrap_or_default();
+    }
+    let mut truncated = false;
+    while bytes.len() > limit && !response.answers.is_empty() {
+        // Estimate how many answers to drop from the average size, then verify.
+        let over = bytes.len() - limit;
+        let each = (bytes.len() / (response.answers.len() + 1)).max(1);
+        let drop = over.div_ceil(each).clamp(1, response.answers.len());
+        response.answers.truncate(response.answers.len() - drop);
+        response.metadata.truncation = true;
+        truncated = true;
+        bytes = response.to_vec().unwrap_or_default();
+    }
+    Reply {
+        bytes,
+        rcode,
+        qtype,
+        truncated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{app, task};
+    use crate::cluster::{Cluster, ClusterUpdate};
+    use crate::dns::names::LabelRule;
+    use crate::dns::zone::{IpSource, ZoneConfig, build};
+    use hickory_proto::rr::{Name, RData};
+
+    fn zone(tasks: usize) -> Zone {
+        let tasks = (0..tasks)
+            .map(|i| {
+                let mut t = task(&format!("api.{i}"), 31000 + i as u16);
+                t.host = format!("10.0.{}.{}", i / 200, i % 200 + 1);
+                t
+            })
+            .collect();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![app(
+            "/prod/api",
+            10000,
+            &[],
+            tasks,
+        )]));
+        build(
+            &c,
+            &ZoneConfig {
+                domain: "mesos".into(),
+                ttl: 60,
+                ip_sources: vec![IpSource::Auto],
+                label_rule: LabelRule::Rfc1123,
+                ns_addr: None,
+            },
+        )
+    }
+
+    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn reply(outcome: Outcome) -> (Message, Reply) {
+        let Outcome::Reply(r) = outcome else {
+            panic!("expected a reply, got {outcome:?}")
+        };
+        (Message::from_vec(&r.bytes).unwrap(), r)
+    }
+
+    #[test]
+    fn a_records_case_insensitively_with_the_name_as_asked() {
+        let z = zone(3);
+        let (m, _) = reply(answer(
+            Some(&z),
+            &query("API-Prod.Marathon.MESOS.", RecordType::A, None),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 3);
+        assert!(
+            m.answers
+                .iter()
+                .all(|r| r.name.to_ascii() == "API-Prod.Marathon.MESOS.")
+        );
+        assert_eq!(m.answers[0].ttl, 60);
+    }
+
+    #[test]
+    fn nxdomain_and_nodata_carry_the_soa() {
+        let z = zone(1);
+        let (m, _) = reply(answer(
+            Some(&z),
+            &query("nope.marathon.mesos.", RecordType::A, None),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(matches!(m.authorities[0].data, RData::SOA(_)));
+        let (m, _) = reply(answer(
+            Some(&z),
+            &query("api-prod.marathon.mesos.", RecordType::TXT, None),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        assert!(matches!(m.authorities[0].data, RData::SOA(_)));
+    }
+
+    #[test]
+    fn srv_with_additionals_and_truncation() {
+        let z = zone(40);
+        let srv = "_api-prod._tcp.marathon.mesos.";
+        let (m, r) = reply(answer(
+            Some(&z),
+            &query(srv, RecordType::SRV, Some(4096)),
+            Transport::Udp,
+            false,
+        ));
+        assert!(
+            !r.truncated && m.answers.len() == 40,
+            "40 SRV fit in 4096 bytes"
+        );
+        assert!(m.additionals.is_empty() || m.additionals.len() == 40);
+        let (m, r) = reply(answer(
+            Some(&z),
+            &query(srv, RecordType::SRV, None),
+            Transport::Udp,
+            false,
+        ));
+        assert!(r.bytes.len() <= 512);
+        assert!(r.truncated && m.metadata.truncation);
+        assert!(m.additionals.is_empty(), "additionals go first");
+        assert!(!m.answers.is_empty() && m.answers.len() < 40);
+        let (m, r) = reply(answer(
+            Some(&z),
+            &query(srv, RecordType::SRV, None),
+            Transport::Tcp,
+            false,
+        ));
+        assert!(!r.truncated);
+        assert_eq!((m.answers.len(), m.additionals.len()), (40, 40));
+        // A small answer that only loses additionals is not truncated.
+        let z = zone(4);
+        let (m, r) = reply(answer(
+            Some(&z),
+            &query(srv, RecordType::SRV, None),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.answers.len(), 4);
+        assert!(!r.truncated);
+    }
+
+    #[test]
+    fn bad_input_gets_the_right_rcode() {
+        let z = zone(1);
+        assert!(matches!(
+            answer(Some(&z), b"short", Transport::Udp, false),
+            Outcome::Drop
+        ));
+        let mut garbage = query("a.mesos.", RecordType::A, None);
+        garbage.truncate(garbage.len() - 3);
+        let (m, _) = reply(answer(Some(&z), &garbage, Transport::Udp, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        let mut two = Message::query();
+        two.add_query(Query::query(
+            Name::from_ascii("a.mesos.").unwrap(),
+            RecordType::A,
+        ));
+        two.add_query(Query::query(
+            Name::from_ascii("b.mesos.").unwrap(),
+            RecordType::A,
+        ));
+        let (m, _) = reply(answer(
+            Some(&z),
+            &two.to_vec().unwrap(),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        let mut update = Message::new(7, MessageType::Query, OpCode::Update);
+        update.add_query(Query::query(
+            Name::from_ascii("a.mesos.").unwrap(),
+            RecordType::A,
+        ));
+        let (m, _) = reply(answer(
+            Some(&z),
+            &update.to_vec().unwrap(),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+        let mut chaos = Message::query();
+        let mut q = Query::query(Name::from_ascii("version.bind.").unwrap(), RecordType::TXT);
+        q.set_query_class(DNSClass::CH);
+        chaos.add_query(q);
+        let (m, _) = reply(answer(
+            Some(&z),
+            &chaos.to_vec().unwrap(),
+            Transport::Udp,
+            true,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        let mut response = Message::query();
+        response.metadata.message_type = MessageType::Response;
+        assert!(matches!(
+            answer(Some(&z), &response.to_vec().unwrap(), Transport::Udp, false),
+            Outcome::Drop
+        ));
+    }
+
+    #[test]
+    fn other_zones_are_forwarded_or_refused() {
+        let z = zone(1);
+        let q = query("example.com.", RecordType::A, None);
+        assert!(matches!(
+            answer(Some(&z), &q, Transport::Udp, true),
+            Outcome::Forward { .. }
+        ));
+        let (m, _) = reply(answer(Some(&z), &q, Transport::Udp, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        // The served zone is never forwarded, even when the name is missing.
+        let q = query("missing.mesos.", RecordType::A, None);
+        let (m, _) = reply(answer(Some(&z), &q, Transport::Udp, true));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn edns_is_answered_with_opt() {
+        let z = zone(1);
+        let (m, _) = reply(answer(
+            Some(&z),
+            &query("api-prod.marathon.mesos.", RecordType::A, Some(1400)),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.edns.unwrap().max_payload(), ADVERTISED_PAYLOAD);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let z = zone(2);
+        let seed = query("api-prod.marathon.mesos.", RecordType::SRV, Some(1232));
+        for i in 0..2000 {
+            let mut p = seed.clone();
+            let pos = fastrand::usize(..p.len());
+            p[pos] = fastrand::u8(..);
+            if i % 3 == 0 {
+                p.truncate(fastrand::usize(..p.len()));
+            }
+            let _ = answer(Some(&z), &p, Transport::Udp, i % 2 == 0);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Mesos-DNS's naming: Marathon task names and their sanitized DNS labels.
+
+/// Marathon names the tasks of app `/a/b/c` `c.b.a`.
+pub fn task_name(app_id: &str) -> String {
+    let mut parts: Vec<&str> = app_id.split('/').filter(|p| !p.is_empty()).collect();
+    parts.reverse();
+    parts.join(".")
+}
+
+/// How long a label may be, and whether it must start with a letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelRule {
+    /// RFC 1123: `a-z0-9-`, at most 63 characters (Mesos-DNS's default).
+    Rfc1123,
+    /// RFC 952: at most 24 characters, starting with a letter.
+    Rfc952,
+}
+
+/// One DNS label from any name, as Mesos-DNS sanitizes it: lowercase; `.` and `_` become `-`;
+/// other characters outside `a-z0-9-` are dropped; cut to the maximum length; leading and
+/// trailing `-` trimmed (and, under RFC 952, leading digits).
+pub fn label(name: &str, rule: LabelRule) -> String {
+    let max = match rule {
+        LabelRule::Rfc1123 => 63,
+        LabelRule::Rfc952 => 24,
+    };
+    let mut out: String = name
+        .chars()
+        .filter_map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => Some(c),
+            '.' | '_' => Some('-'),
+            _ => None,
+        })
+        .collect();
+    let leading: &[char] = match rule {
+        LabelRule::Rfc1123 => &['-'],
+        LabelRule::Rfc952 => &['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
+    };
+    out = out.trim_start_matches(leading).to_string();
+    out.truncate(max);
+    out.trim_end_matches('-').to_string()
+}
+
+/// A short, stable tag of a task id, to make per-task names unique (`{task}-{tag}-{agent}`).
+pub fn tag(task_id: &str) -> String {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let mut hash: u32 = 0x811c9dc5;
+    for b in task_id.bytes() {
+        hash ^= b as u32;
+        hash = hash.wrapping_mul(0x01000193);
+    }
+    format!("{:05x}", hash & 0xfffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn marathon_task_names() {
+        assert_eq!(task_name("/prod/api"), "api.prod");
+        assert_eq!(task_name("/a/b/c"), "c.b.a");
+        assert_eq!(task_name("/web"), "web");
+    }
+
+    #[test]
+    fn mesos_dns_documented_cases() {
+        let l = |s| label(s, LabelRule::Rfc1123);
+        assert_eq!(l("api.prod"), "api-prod");
+        assert_eq!(l("pod_123$abc"), "pod-123abc");
+        assert_eq!(l("My_App.Group"), "my-app-group");
+        assert_eq!(l("-leading.and.trailing-"), "leading-and-trailing");
+        assert_eq!(l("..."), "");
+        assert_eq!(l("123app"), "123app");
+        let long = "a".repeat(70) + ".b";
+        assert_eq!(l(&long), "a".repeat(63));
+        let cut_at_dash = "a".repeat(62) + ".bbb";
+        assert_eq!(
+            l(&cut_at_dash),
+            "a".repeat(62),
+            "a cut must not leave a trailing dash"
+        );
+    }
+
+    #[test]
+    fn rfc952_mode() {
+        let l = |s| label(s, LabelRule::Rfc952);
+        assert_eq!(l("123-app.prod"), "app-prod");
+        assert_eq!(
+            l("a-very-long-application-name.group"),
+            "a-very-long-application"
+        );
+    }
+
+    #[test]
+    fn tags_are_stable_and_short() {
+        assert_eq!(tag("web.1"), tag("web.1"));
+        assert_ne!(tag("web.1"), tag("web.2"));
+        assert_eq!(tag("x").len(), 5);
+    }
+
+    proptest! {
+        #[test]
+        fn labels_are_always_valid(name in ".{0,100}") {
+            for rule in [LabelRule::Rfc1123, LabelRule::Rfc952] {
+                let l = label(&name, rule);
+                prop_assert!(l.len() <= 63);
+                prop_assert!(l.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-')));
+                prop_assert!(!l.starts_with('-') && !l.ends_with('-'));
+            }
+            prop_assert!(label(&name, LabelRule::Rfc952).len() <= 24);
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The DNS zone, built by `compile` from the cluster: every name and its records, ready to
+//! answer from. Nothing here runs per query.
+//!
+//! Names follow Mesos-DNS (framework `marathon`, domain configurable):
+//! `{task}.marathon.{domain}` (task addresses), `{task}.marathon.slave.{domain}` (agent
+//! addresses), `{task}-{tag}-{agent}.marathon.{domain}` (one task: the SRV targets),
+//! `_{task}._tcp.marathon.{domain}` / `_udp` and `_{port}._{task}._tcp.marathon.{domain}` (SRV).
+
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+
+use super::names::{LabelRule, label, tag, task_name};
+use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
+
+/// Where a task's addresses come from, tried in order (Mesos-DNS's `IPSources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpSource {
+    /// The container's address under container networking, else the agent's.
+    Auto,
+    /// The addresses Marathon reports for the task (`ipAddresses`).
+    NetInfo,
+    /// The agent's address.
+    Host,
+}
+
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// Lowercase, without the trailing dot: `mesos`.
+    pub domain: String,
+    pub ttl: u32,
+    pub ip_sources: Vec<IpSource>,
+    pub label_rule: LabelRule,
+    /// The address `ns1.{domain}` answers with, when known.
+    pub ns_addr: Option<IpAddr>,
+}
+
+/// The records of one name, by type.
+#[derive(Debug, Default, Clone)]
+pub struct Node {
+    pub a: Vec<Record>,
+    pub aaaa: Vec<Record>,
+    pub srv: Vec<Record>,
+    /// A/AAAA records of the SRV targets, for the additional section.
+    pub srv_additional: Vec<Record>,
+    pub ns: Vec<Record>,
+    pub soa: Option<Record>,
+}
+
+#[derive(Debug)]
+pub struct Zone {
+    pub apex: LowerName,
+    /// Fx-hashed: the lookup is on every query, and the keys are not attacker-chosen (they come
+    /// from the cluster, not the network).
+    pub names: FxHashMap<LowerName, Node>,
+    /// The apex SOA, for the authority section of negative answers.
+    pub soa: Record,
+}
+
+impl Zone {
+    pub fn contains(&self, name: &LowerName) -> bool {
+        self.apex.zone_of(name)
+    }
+}
+
+/// A task's addresses per the configured sources; empty when none yields any.
+fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -> Vec<IpAddr> {
+    let agent = || -> Vec<IpAddr> {
+        task.host
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| cluster.agents.get(&task.host).copied())
+            .into_iter()
+            .collect()
+    };
+    for source in sources {
+        let addrs = match (source, app.networking) {
+            (IpSource::Auto, Networking::Container) | (IpSource::NetInfo, _) => {
+                task.ip_addresses.clone()
+            }
+            (IpSource::Auto, Networking::Host) | (IpSource::Host, _) => agent(),
+        };
+        if !addrs.is_empty() {
+            return addrs;
+        }
+    }
+    Vec::new()
+}
+
+fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
+    match ip {
+        IpAddr::V4(v4) => Record::from_rdata(name.clone(), ttl, RData::A(A(v4))),
+        IpAddr::V6(v6) => Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(v6))),
+    }
+}
+
+struct Builder<'a> {
+    config: &'a ZoneConfig,
+    /// `marathon.{domain}.`
+    framework: String,
+    names: FxHashMap<LowerName, Node>,
+    /// (name, ip) pairs already added, so repeated addresses (tasks on one agent) appear once.
+    seen: BTreeSet<(LowerName, IpAddr)>,
+}
+
+impl Builder<'_> {
+    /// `{labels joined by dots}.marathon.{domain}.`; labels are already sanitized ASCII.
+    fn name(&self, labels: &[&str]) -> Option<Name> {
+        Name::from_ascii(format!("{}.{}", labels.join("."), self.framework)).ok()
+    }
+
+    fn add_addr(&mut self, name: &Name, ip: IpAddr) {
+        let key = LowerName::new(name);
+        if !self.seen.insert((key.clone(), ip)) {
+            return;
+        }
+        let record = address_record(name, self.config.ttl, ip);
+        let node = self.names.entry(key).or_default();
+        match ip {
+            IpAddr::V4(_) => node.a.push(record),
+            IpAddr::V6(_) => node.aaaa.push(record),
+        }
+    }
+}
+
+pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
+    let apex = Name::from_ascii(format!("{}.", config.domain)).unwrap_or_else(|_| Name::root());
+    let framework = format!("marathon.{}.", config.domain);
+    let mut b = Builder {
+        config,
+        framework,
+        names: FxHashMap::default(),
+        seen: BTreeSet::new(),
+    };
+    let ttl = config.ttl;
+    let mut serial: u32 = 0x811c9dc5;
+
+    for app in cluster.apps.values() {
+        let task_label = label(&task_name(&app.id), config.label_rule);
+        if task_label.is_empty() {
+            continue;
+        }
+        let Some(task_fqdn) = b.name(&[&task_label]) else {
+            continue;
+        };
+        let slave_fqdn =
+            Name::from_ascii(format!("{task_label}.marathon.slave.{}.", config.domain)).ok();
+        for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
+            for byte in task.id.bytes() {
+                serial = (serial ^ byte as u32).wrapping_mul(0x01000193);
+            }
+            let addrs = task_addrs(cluster, app, task, &config.ip_sources);
+            for &ip in &addrs {
+                b.add_addr(&task_fqdn, ip);
+            }
+            if let Some(slave_fqdn) = &slave_fqdn {
+                let agent = task_addrs(cluster, app, task, &[IpSource::Host]);
+                for ip in agent {
+                    b.add_addr(slave_fqdn, ip);
+                }
+            }
+            if addrs.is_empty() {
+                continue;
+            }
+            // One name per task, so that an SRV target resolves to exactly that task.
+            let host = label(&task.host, LabelRule::Rfc1123);
+            let host = &host[..host.len().min(20)];
+            let tag = tag(&task.id);
+            let room = 63 - tag.len() - 1 - if host.is_empty() { 0 } else { host.len() + 1 };
+            let base = task_label[..task_label.len().min(room)].trim_end_matches('-');
+            let unique = if host.is_empty() {
+                format!("{base}-{tag}")
+            } else {
+                format!("{base}-{tag}-{host}")
+            };
+            let Some(target) = b.name(&[&unique]) else {
+                continue;
+            };
+            for &ip in &addrs {
+                b.add_addr(&target, ip);
+            }
+            let target_records: Vec<Record> = addrs
+                .iter()
+                .map(|&ip| address_record(&target, ttl, ip))
+                .collect();
+            for (n, port) in app.ports.iter().enumerate() {
+                let number = match app.networking {
+                    Networking::Container => port
+                        .container_port
+                        .filter(|&p| p != 0)
+                        .or(task.ports.get(n).copied()),
+                    Networking::Host => task.ports.get(n).copied(),
+                };
+                let Some(number) = number else { continue };
+                let protocols: &[&str] = match port.protocol {
+                    Protocol::Tcp => &["_tcp"],
+                    Protocol::Udp => &["_udp"],
+                    Protocol::TcpUdp => &["_tcp", "_udp"],
+                };
+                let srv = RData::SRV(SRV::new(0, 1, number, target.clone()));
+                let port_label = port.name.as_deref().map(|p| label(p, config.label_rule));
+                for proto in protocols {
+                    let service = format!("_{task_label}");
+                    let mut owners = vec![b.name(&[&service, proto])];
+                    if let Some(p) = port_label.as_deref().filter(|p| !p.is_empty()) {
+                        owners.push(b.name(&[&format!("_{p}"), &service, proto]));
+                    }
+                    for owner in owners.into_iter().flatten() {
+                        let node = b.names.entry(LowerName::new(&owner)).or_default();
+                        node.srv.push(Record::from_rdata(owner, ttl, srv.clone()));
+                        node.srv_additional.extend(target_records.iter().cloned());
+                    }
+                }
+            }
+        }
+    }
+
+    let ns1 = Name::from_ascii("ns1")
+        .unwrap()
+        .append_name(&apex)
+        .unwrap_or_else(|_| apex.clone());
+    let rname = Name::from_ascii("root")
+        .unwrap()
+        .append_name(&ns1)
+        .unwrap_or_else(|_| ns1.clone());
+    let soa = Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::SOA(SOA::new(ns1.clone(), rname, serial, 60, 600, 86400, ttl)),
+    );
+    let apex_node = b.names.entry(LowerName::new(&apex)).or_default();
+    apex_node.soa = Some(soa.clone());
+    apex_node.ns.push(Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::NS(NS(ns1.clone())),
+    ));
+    match config.ns_addr {
+        Some(ip) => b.add_addr(&ns1, ip),
+        None => {
+            b.names.entry(LowerName::new(&ns1)).or_default();
+        }
+    }
+    // Names between the apex and each owner exist too (empty non-terminals): NODATA, not
+    // NXDOMAIN (RFC 8020).
+    let apex_labels = apex.num_labels();
+    let owners: Vec<Name> = b.names.keys().map(|n| Name::from(n.clone())).collect();
+    for owner in owners {
+        for keep in apex_labels + 1..owner.num_labels() {
+            b.names
+                .entry(LowerName::new(&owner.trim_to(keep as usize)))
+                .or_default();
+        }
+    }
+    Zone {
+        apex: LowerName::new(&apex),
+        names: b.names,
+        soa,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{app, task};
+    use crate::cluster::{ClusterUpdate, PortSpec};
+
+    pub fn config() -> ZoneConfig {
+        ZoneConfig {
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec![IpSource::Auto],
+            label_rule: LabelRule::Rfc1123,
+            ns_addr: Some("127.0.0.1".parse().unwrap()),
+        }
+    }
+
+    fn lookup<'a>(zone: &'a Zone, name: &str) -> Option<&'a Node> {
+        zone.names
+            .get(&LowerName::new(&Name::from_ascii(name).unwrap()))
+    }
+
+    #[test]
+    fn task_slave_and_srv_names() {
+        let mut t1 = task("api.1", 31000);
+        t1.host = "10.0.0.1".into();
+        let mut t2 = task("api.2", 31001);
+        t2.host = "10.0.0.2".into();
+        let mut a = app("/prod/api", 10000, &[], vec![t1, t2]);
+        a.ports[0].name = Some("http".into());
+        a.ports.push(PortSpec {
+            service_port: 10001,
+            protocol: Protocol::Udp,
+            ..Default::default()
+        });
+        a.tasks
+            .values_mut()
+            .for_each(|t| t.ports.push(t.ports[0] + 100));
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a]));
+        let zone = build(&c, &config());
+
+        let node = lookup(&zone, "api-prod.marathon.mesos.").unwrap();
+        assert_eq!(node.a.len(), 2);
+        let slave = lookup(&zone, "api-prod.marathon.slave.mesos.").unwrap();
+        assert_eq!(slave.a.len(), 2);
+        let srv = lookup(&zone, "_api-prod._tcp.marathon.mesos.").unwrap();
+        assert_eq!(srv.srv.len(), 2);
+        assert_eq!(srv.srv_additional.len(), 2);
+        let named = lookup(&zone, "_http._api-prod._tcp.marathon.mesos.").unwrap();
+        assert_eq!(named.srv.len(), 2);
+        let udp = lookup(&zone, "_api-prod._udp.marathon.mesos.").unwrap();
+        let ports: BTreeSet<u16> = udp
+            .srv
+            .iter()
+            .map(|r| match &r.data {
+                RData::SRV(s) => s.port,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(ports, BTreeSet::from([31100, 31101]));
+        // Every SRV target resolves to exactly its task.
+        for r in &srv.srv {
+            let RData::SRV(s) = &r.data else { panic!() };
+            let target = zone.names.get(&LowerName::new(&s.target)).unwrap();
+            assert_eq!(target.a.len(), 1);
+        }
+        // Empty non-terminals exist; the apex has SOA and NS.
+        assert!(lookup(&zone, "marathon.mesos.").is_some());
+        assert!(lookup(&zone, "_tcp.marathon.mesos.").is_some());
+        let apex = lookup(&zone, "mesos.").unwrap();
+        assert!(apex.soa.is_some() && apex.ns.len() == 1);
+        assert_eq!(lookup(&zone, "ns1.mesos.").unwrap().a.len(), 1);
+    }
+
+    #[test]
+    fn ip_sources_and_only_running_tasks() {
+        let mut running = task("c.1", 8080);
+        running.ip_addresses = vec!["9.0.0.1".parse().unwrap()];
+        let mut staging = task("c.2", 8080);
+        staging.state = TaskState::Staging;
+        let mut a = app("/c", 10000, &[], vec![running, staging]);
+        a.networking = Networking::Container;
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a]));
+        let zone = build(&c, &config());
+        let node = lookup(&zone, "c.marathon.mesos.").unwrap();
+        assert_eq!(node.a.len(), 1);
+        assert_eq!(node.a[0].data, RData::A(A("9.0.0.1".parse().unwrap())));
+        let mut host_first = config();
+        host_first.ip_sources = vec![IpSource::Host, IpSource::NetInfo];
+        let zone = build(&c, &host_first);
+        let node = lookup(&zone, "c.marathon.mesos.").unwrap();
+        assert_eq!(node.a[0].data, RData::A(A("127.0.0.1".parse().unwrap())));
+    }
+
+    #[test]
+    fn ipv6_tasks_get_aaaa() {
+        let mut t = task("v6.1", 80);
+        t.ip_addresses = vec!["fd00::5".parse().unwrap()];
+        let mut a = app("/v6", 10000, &[], vec![t]);
+        a.networking = Networking::Container;
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a]));
+        let zone = build(&c, &config());
+        assert_eq!(lookup(&zone, "v6.marathon.mesos.").unwrap().aaaa.len(), 1);
+    }
+}

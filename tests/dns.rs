@@ -1,0 +1,449 @@
+//! DNS end to end: switchyard against the Marathon stand-in, queried over UDP and TCP with
+//! hickory's message codec on plain sockets (and with `dig` where it is installed).
+
+mod support;
+
+use std::net::SocketAddr;
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde_json::{Value, json};
+use support::marathon::{Marathon, app, status_update, task};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+fn message(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m
+}
+
+async fn udp_raw(server: SocketAddr, packet: &[u8]) -> Vec<u8> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(packet, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .expect("a UDP answer")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+async fn udp(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    edns: Option<u16>,
+) -> (Message, usize) {
+    let bytes = udp_raw(server, &message(name, qtype, edns).to_vec().unwrap()).await;
+    (Message::from_vec(&bytes).unwrap(), bytes.len())
+}
+
+async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let packet = message(name, qtype, None).to_vec().unwrap();
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(&(packet.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&packet).await.unwrap();
+    let len = stream.read_u16().await.unwrap();
+    let mut reply = vec![0u8; len as usize];
+    stream.read_exact(&mut reply).await.unwrap();
+    Message::from_vec(&reply).unwrap()
+}
+
+fn ips(records: &[Record]) -> Vec<String> {
+    let mut out: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn host_task(app_id: &str, id: &str, host: &str, port: u16) -> Value {
+    let mut t = task(app_id, id, port);
+    t["host"] = json!(host);
+    t["ipAddresses"] = json!([{"ipAddress": host, "protocol": "IPv4"}]);
+    t
+}
+
+struct Setup {
+    marathon: Marathon,
+    sy: Switchyard,
+    dns: SocketAddr,
+}
+
+async fn setup(name: &str, apps: Vec<Value>, dns_extra: &str) -> Setup {
+    let marathon = Marathon::start().await;
+    marathon.set_apps(apps);
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\n\
+         [dns]\nlisten = \"{dns}\"\n{dns_extra}\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start(name, &config);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    Setup { marathon, sy, dns }
+}
+
+fn api_app(tasks: usize) -> Value {
+    let tasks = (0..tasks)
+        .map(|i| {
+            host_task(
+                "/prod/api",
+                &format!("api.{i}"),
+                &format!("127.0.{}.{}", i / 200, i % 200 + 1),
+                31000 + i as u16,
+            )
+        })
+        .collect();
+    let mut a = app("/prod/api", 10000, json!({}), tasks);
+    a["portDefinitions"][0]["name"] = json!("http");
+    a
+}
+
+#[tokio::test]
+async fn records_over_udp_and_tcp_follow_marathon_events() {
+    let mut v6 = app("/v6", 10001, json!({}), vec![]);
+    v6["networks"] = json!([{"mode": "container", "name": "dcos"}]);
+    v6["container"] =
+        json!({"type": "MESOS", "portMappings": [{"containerPort": 8080, "servicePort": 10001}]});
+    let mut t = task("/v6", "v6.1", 31999);
+    t["ipAddresses"] = json!([{"ipAddress": "fd00::7", "protocol": "IPv6"}]);
+    v6["tasks"] = json!([t]);
+    let s = setup("dns-records", vec![api_app(2), v6], "").await;
+
+    let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1", "127.0.0.2"]);
+    let (m, _) = udp(s.dns, "V6.Marathon.Mesos.", RecordType::AAAA, None).await;
+    assert_eq!(ips(&m.answers), vec!["fd00::7"]);
+    let (m, _) = udp(s.dns, "api-prod.marathon.slave.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1", "127.0.0.2"]);
+
+    for m in [
+        udp(
+            s.dns,
+            "_api-prod._tcp.marathon.mesos.",
+            RecordType::SRV,
+            None,
+        )
+        .await
+        .0,
+        tcp(
+            s.dns,
+            "_http._api-prod._tcp.marathon.mesos.",
+            RecordType::SRV,
+        )
+        .await,
+    ] {
+        let mut ports: Vec<u16> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Some(srv.port),
+                _ => None,
+            })
+            .collect();
+        ports.sort();
+        assert_eq!(ports, vec![31000, 31001]);
+        assert_eq!(
+            ips(&m.additionals),
+            vec!["127.0.0.1", "127.0.0.2"],
+            "targets' addresses in additionals"
+        );
+        // Each target names exactly one task.
+        for r in &m.answers {
+            let RData::SRV(srv) = &r.data else { panic!() };
+            let (t, _) = udp(s.dns, &srv.target.to_ascii(), RecordType::A, None).await;
+            assert_eq!(t.answers.len(), 1);
+        }
+    }
+    let v6_srv = tcp(s.dns, "_v6._tcp.marathon.mesos.", RecordType::SRV).await;
+    assert!(matches!(&v6_srv.answers[0].data, RData::SRV(srv) if srv.port == 8080));
+
+    // A new task appears within the event's swap; a killed one leaves.
+    let mut started = status_update("/prod/api", "api.9", 31009, "TASK_RUNNING");
+    started["host"] = json!("127.0.0.9");
+    started["ipAddresses"] = json!([{"ipAddress": "127.0.0.9", "protocol": "IPv4"}]);
+    s.marathon.send_event(started);
+    wait_for("third address", || async {
+        let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+        (ips(&m.answers) == vec!["127.0.0.1", "127.0.0.2", "127.0.0.9"]).then_some(())
+    })
+    .await;
+    s.marathon
+        .send_event(status_update("/prod/api", "api.0", 31000, "TASK_KILLING"));
+    wait_for("api.0 gone", || async {
+        let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+        (ips(&m.answers) == vec!["127.0.0.2", "127.0.0.9"]).then_some(())
+    })
+    .await;
+    assert!(
+        s.sy.metric(
+            "switchyard_dns_queries_total",
+            &["qtype=\"SRV\"", "NOERROR"]
+        )
+        .await
+            >= 3.0
+    );
+}
+
+#[tokio::test]
+async fn negative_answers_carry_the_soa_and_the_apex_has_soa_and_ns() {
+    let s = setup("dns-negative", vec![api_app(1)], "").await;
+    let (m, _) = udp(s.dns, "missing.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(matches!(m.authorities[0].data, RData::SOA(_)));
+    let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::MX, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert!(matches!(m.authorities[0].data, RData::SOA(_)));
+    let (m, _) = udp(s.dns, "marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "an empty non-terminal exists"
+    );
+    let (m, _) = udp(s.dns, "mesos.", RecordType::SOA, None).await;
+    assert!(matches!(m.answers[0].data, RData::SOA(_)));
+    let (m, _) = udp(s.dns, "mesos.", RecordType::NS, None).await;
+    assert!(matches!(&m.answers[0].data, RData::NS(ns) if ns.0.to_ascii() == "ns1.mesos."));
+    let (m, _) = udp(s.dns, "ns1.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
+    let s = setup("dns-truncation", vec![api_app(40)], "").await;
+    let name = "_api-prod._tcp.marathon.mesos.";
+    let (m, size) = udp(s.dns, name, RecordType::SRV, None).await;
+    assert!(size <= 512, "{size}");
+    assert!(m.metadata.truncation);
+    assert!(m.additionals.is_empty() && m.answers.len() < 40);
+    let m = tcp(s.dns, name, RecordType::SRV).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!((m.answers.len(), m.additionals.len()), (40, 40));
+    let (m, size) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, Some(4096)).await;
+    assert!(size > 512, "EDNS0 lets 40 A records through: {size}");
+    assert_eq!(m.answers.len(), 40);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.edns.map(|e| e.max_payload()), Some(1232));
+    assert!(s.sy.metric("switchyard_dns_truncated_total", &[]).await >= 1.0);
+}
+
+/// A stub upstream on loopback answering every A query with 192.0.2.1, over UDP and TCP.
+async fn stub_upstream() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let answer = |packet: &[u8], seen: &std::sync::Mutex<Vec<String>>| {
+        let q = Message::from_vec(packet).unwrap();
+        let name = q.queries[0].name().clone();
+        seen.lock().unwrap().push(name.to_ascii());
+        let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+        r.metadata.recursion_available = true;
+        r.queries = q.queries.clone();
+        r.add_answer(Record::from_rdata(
+            name,
+            30,
+            RData::A("192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap().into()),
+        ));
+        r.to_vec().unwrap()
+    };
+    let udp_seen = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let reply = answer(&buf[..n], &udp_seen);
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    let tcp_seen = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let len = stream.read_u16().await.unwrap();
+            let mut packet = vec![0u8; len as usize];
+            stream.read_exact(&mut packet).await.unwrap();
+            let reply = answer(&packet, &tcp_seen);
+            stream
+                .write_all(&(reply.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            stream.write_all(&reply).await.unwrap();
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn other_names_are_forwarded_refused_or_servfail() {
+    let (upstream, seen) = stub_upstream().await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let s = setup(
+        "dns-forward",
+        vec![api_app(1)],
+        &format!("upstreams = [\"{dead}\", \"{upstream}\"]\nupstream_timeout = \"500ms\""),
+    )
+    .await;
+    let (m, _) = udp(s.dns, "example.com.", RecordType::A, None).await;
+    assert_eq!(
+        ips(&m.answers),
+        vec!["192.0.2.1"],
+        "the dead upstream is skipped"
+    );
+    let m = tcp(s.dns, "www.example.org.", RecordType::A).await;
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    let (m, _) = udp(s.dns, "nothere.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|n| !n.ends_with("mesos.")),
+        "the served zone is never forwarded: {seen:?}"
+    );
+    assert!(s.sy.metric("switchyard_dns_forwarded_total", &[]).await >= 2.0);
+    assert!(
+        s.sy.metric("switchyard_dns_upstream_failures_total", &[])
+            .await
+            >= 1.0
+    );
+
+    let none = setup("dns-refused", vec![], "").await;
+    let (m, _) = udp(none.dns, "example.com.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let failing = setup(
+        "dns-servfail",
+        vec![],
+        &format!("upstreams = [\"{dead}\"]\nupstream_timeout = \"300ms\""),
+    )
+    .await;
+    let (m, _) = udp(failing.dns, "example.com.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+}
+
+#[tokio::test]
+async fn malformed_queries_get_formerr_or_nothing_and_break_nothing() {
+    let mut s = setup("dns-malformed", vec![api_app(1)], "").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Too short for a header: no answer. A truncated question: FORMERR with the same id.
+    socket.send_to(b"\x12\x34\x01", s.dns).await.unwrap();
+    let mut broken = message("api-prod.marathon.mesos.", RecordType::A, None);
+    broken.metadata.id = 0x4242;
+    let mut bytes = broken.to_vec().unwrap();
+    bytes.truncate(bytes.len() - 6);
+    socket.send_to(&bytes, s.dns).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        (m.metadata.id, m.metadata.response_code),
+        (0x4242, ResponseCode::FormErr),
+        "the short packet got no answer"
+    );
+    // Two questions: FORMERR.
+    let mut two = message("a.mesos.", RecordType::A, None);
+    two.add_query(Query::query(
+        Name::from_ascii("b.mesos.").unwrap(),
+        RecordType::A,
+    ));
+    let reply = Message::from_vec(&udp_raw(s.dns, &two.to_vec().unwrap()).await).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    // Random garbage, then a real query still answers.
+    for i in 0..200u32 {
+        let junk: Vec<u8> = (0..(i % 60)).map(|_| fastrand::u8(..)).collect();
+        socket.send_to(&junk, s.dns).await.unwrap();
+    }
+    let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(m.answers.len(), 1);
+    assert!(s.sy.alive());
+}
+
+#[tokio::test]
+async fn mesos_dns_http_api() {
+    let s = setup("dns-http", vec![api_app(2)], "").await;
+    let (status, body) = s.sy.get("/v1/hosts/api-prod.marathon.mesos").await;
+    assert_eq!(status, 200);
+    let hosts: Value = serde_json::from_str(&body).unwrap();
+    let mut got: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["ip"].as_str().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["127.0.0.1", "127.0.0.2"]);
+    assert_eq!(hosts[0]["host"], "api-prod.marathon.mesos.");
+    let (_, body) =
+        s.sy.get("/v1/services/_api-prod._tcp.marathon.mesos.")
+            .await;
+    let services: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(services.as_array().unwrap().len(), 2);
+    assert_eq!(services[0]["service"], "_api-prod._tcp.marathon.mesos.");
+    assert!(services[0]["port"] == "31000" || services[0]["port"] == "31001");
+    let (_, body) = s.sy.get("/v1/hosts/nothing.marathon.mesos").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!([{"host": "", "ip": ""}])
+    );
+}
+
+#[tokio::test]
+async fn dig_resolves_over_udp_and_tcp() {
+    if std::process::Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("dig not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    let s = setup("dns-dig", vec![api_app(2)], "").await;
+    let dig = |args: &[&str]| {
+        let port = s.dns.port().to_string();
+        let out = std::process::Command::new("dig")
+            .args(["@127.0.0.1", "-p", &port, "+time=5", "+tries=1"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let a = dig(&["api-prod.marathon.mesos", "A", "+short"]);
+    let mut lines: Vec<&str> = a.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["127.0.0.1", "127.0.0.2"], "{a}");
+    let srv = dig(&["_api-prod._tcp.marathon.mesos", "SRV", "+tcp"]);
+    assert!(
+        srv.contains("status: NOERROR")
+            && srv.contains("ANSWER: 2")
+            && srv.contains("ADDITIONAL: 3"),
+        "{srv}"
+    );
+    let nx = dig(&["nope.marathon.mesos", "A"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("AUTHORITY: 1"),
+        "{nx}"
+    );
+}
