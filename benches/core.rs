@@ -20,6 +20,7 @@ fn config() -> CompileConfig {
         bind: "0.0.0.0".parse().unwrap(),
         reserved: vec!["127.0.0.1:9090".parse().unwrap()],
         dns: None,
+        default_app: None,
     }
 }
 

@@ -72,6 +72,7 @@ fn measure(path: &str) {
         bind: "0.0.0.0".parse().unwrap(),
         reserved: vec![],
         dns: None,
+        default_app: None,
     };
     let mut compiles = Vec::new();
     let mut table = None;

@@ -138,11 +138,13 @@ struct RoutesView<'a> {
 struct ServiceView<'a> {
     app_id: &'a str,
     port_index: usize,
-    listen: SocketAddr,
+    /// Its own service port, if any.
+    listen: Option<SocketAddr>,
     mode: Mode,
     balance: Balance,
-    /// `open`, or why the port could not be bound.
+    /// `open`, `none` (vhost only), or why the port could not be bound.
     listener: String,
+    vhosts: &'a [String],
     backends: Vec<BackendView<'a>>,
 }
 
@@ -173,9 +175,13 @@ fn routes<'a>(
             listen: s.listen,
             mode: s.mode,
             balance: s.balancer.kind(),
-            listener: failures
-                .get(&s.listen)
-                .map_or_else(|| "open".to_string(), |e| format!("bind failed: {e}")),
+            listener: match s.listen {
+                None => "none".to_string(),
+                Some(listen) => failures
+                    .get(&listen)
+                    .map_or_else(|| "open".to_string(), |e| format!("bind failed: {e}")),
+            },
+            vhosts: &s.vhosts,
             backends: s
                 .backends
                 .iter()

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::{BackendLabels, Metrics, ResponseLabels};
-use crate::proxy::http::Upstream;
+use crate::proxy::upstream::Upstream;
 use crate::routing::{RoutingTable, ServiceKey};
 
 pub type BackendKey = (ServiceKey, SocketAddr);
@@ -268,6 +268,7 @@ mod tests {
             bind: "127.0.0.1".parse().unwrap(),
             reserved: vec![],
             dns: None,
+            default_app: None,
         };
         compile(&c, &config)
     }

@@ -121,11 +121,34 @@ impl Default for Proxy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// Shared virtual-host listeners. Their ports are reserved: no service port may take them.
     pub listen: Vec<SocketAddr>,
+    /// marathon-lb's `X-Marathon-App-Id` routing, on a listener of its own.
+    pub app_id_listen: Option<SocketAddr>,
+    /// The app whose first port answers requests that match no vhost (else: 503).
+    pub default_app: Option<String>,
+    /// One structured log line per request (target `switchyard::access`).
+    pub access_log: bool,
+    /// Request line and headers larger than this are refused (431); at least 8192.
+    pub max_header_bytes: usize,
+    /// Requests with more header fields than this are refused (431).
+    pub max_headers: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: Vec::new(),
+            app_id_listen: None,
+            default_app: None,
+            access_log: false,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,6 +347,12 @@ impl Config {
         if self.http.listen.contains(&self.admin.listen) {
             return Err("http.listen: collides with admin.listen".into());
         }
+        if self.http.max_header_bytes < 8192 {
+            return Err("http.max_header_bytes: must be at least 8192".into());
+        }
+        if self.http.max_headers == 0 {
+            return Err("http.max_headers: must be > 0".into());
+        }
         self.dns.ip_sources()?;
         if self.dns.ip_sources.is_empty() {
             return Err("dns.ip_sources: must name at least one source".into());
@@ -350,6 +379,7 @@ impl Config {
     pub fn reserved_ports(&self) -> Vec<SocketAddr> {
         let mut ports = vec![self.admin.listen];
         ports.extend(self.http.listen.iter().copied());
+        ports.extend(self.http.app_id_listen);
         ports.extend(self.dns.listen);
         ports
     }

@@ -43,6 +43,9 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         connect_timeout: config.proxy.connect_timeout,
         response_timeout: config.proxy.response_timeout,
         client_header_timeout: config.proxy.client_header_timeout,
+        max_header_bytes: config.http.max_header_bytes,
+        max_headers: config.http.max_headers,
+        access_log: config.http.access_log,
         shutdown: Default::default(),
     });
 
@@ -51,6 +54,29 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("admin listening on {admin_addr}");
 
+    for addr in &config.http.listen {
+        let listener =
+            proxy::listeners::bind(*addr).map_err(|e| format!("http.listen {addr}: {e}"))?;
+        tracing::info!(
+            "http vhost listener on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let entry = proxy::http::Entry::Vhost { https: false };
+        tokio::spawn(proxy::listeners::accept_http(listener, entry, ctx.clone()));
+    }
+    if let Some(addr) = config.http.app_id_listen {
+        let listener =
+            proxy::listeners::bind(addr).map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
+        tracing::info!(
+            "http app-id listener on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        tokio::spawn(proxy::listeners::accept_http(
+            listener,
+            proxy::http::Entry::AppId,
+            ctx.clone(),
+        ));
+    }
     let listeners = Listeners::new(ctx.clone());
     let admin = Arc::new(admin::Admin {
         store: store.clone(),

@@ -1,44 +1,60 @@
-//! HTTP mode: HTTP/1.1 with keep-alive on both sides. Each request loads the table once, picks a
-//! backend (falling through on connect failure), reuses a pooled upstream connection when one
-//! is idle, and returns the connection to the pool when the response body ends.
+//! HTTP mode, the client side: HTTP/1.1 with keep-alive, for service ports in `http` mode and for
+//! the shared vhost listeners. Each request loads the table once, finds its service (by port, by
+//! host and path, or by `X-Marathon-App-Id`), applies the service's policy (ACL, redirect to
+//! https, sticky cookie, HSTS), and goes to a backend through `upstream`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::metrics::counter::Counter;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Context, connect};
-use crate::backends::{ActiveGuard, BackendState};
+use super::Context;
+use super::upstream::{Outcome, ProxyBody, RequestBody, send};
 use crate::metrics::ServiceLabels;
+use crate::routing::vhosts::host_key;
+use crate::routing::{Backend, Service};
 
-/// A pooled HTTP/1.1 connection to a backend.
-pub type Upstream = SendRequest<RequestBody>;
+/// Which listener a request came in on, and so how it finds its service.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry {
+    /// An app's own service port in `http` mode.
+    Port(SocketAddr),
+    /// A shared vhost listener.
+    Vhost { https: bool },
+    /// marathon-lb's `X-Marathon-App-Id` listener.
+    AppId,
+}
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc<Context>) {
-    let _ = stream.set_nodelay(true);
+/// marathon-lb's sticky cookie name, so pinned clients stay pinned across the migration.
+const STICKY_COOKIE: &str = "mesosphere_server_id";
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=15768000");
+
+pub async fn serve<S>(stream: S, peer: SocketAddr, entry: Entry, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handler = ctx.clone();
     let service = service_fn(move |req| {
         let ctx = handler.clone();
-        async move { Ok::<_, Infallible>(proxy(req, peer, listen, &ctx).await) }
+        async move { Ok::<_, Infallible>(proxy(req, peer, entry, &ctx).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.client_header_timeout)
+        .max_buf_size(ctx.max_header_bytes)
+        .max_headers(ctx.max_headers)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
@@ -50,119 +66,162 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx:
 async fn proxy(
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    listen: SocketAddr,
+    entry: Entry,
     ctx: &Context,
 ) -> Response<ProxyBody> {
+    let started = ctx.access_log.then(Instant::now);
     let snapshot = ctx.store.load_full();
-    let Some(index) = snapshot.table.service_at(listen) else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "no service on this port\n");
+    let table = &snapshot.table;
+    let index = match entry {
+        Entry::Port(listen) => table.service_at(listen),
+        Entry::Vhost { .. } => {
+            let mut buf = [0u8; 256];
+            let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+            let host = host.or(req.uri().host().map(str::as_bytes));
+            host.and_then(|h| host_key(h, &mut buf))
+                .and_then(|h| table.vhosts.route(h, req.uri().path()))
+                .or(table.default_service)
+        }
+        Entry::AppId => req
+            .headers()
+            .get("x-marathon-app-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|id| table.by_app_id.get(id).copied()),
     };
-    let service = &snapshot.table.services[index];
+    let Some(index) = index else {
+        let response = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no route for this request\n",
+        );
+        return logged(started, &req, None, response);
+    };
+    let service = &table.services[index];
     let states = &snapshot.states[index];
-    prepare_request(&mut req, peer);
+    if !service.http.acl.is_empty() && !service.http.acl.iter().any(|c| c.contains(peer.ip())) {
+        let response = plain(StatusCode::FORBIDDEN, "forbidden\n");
+        return logged(started, &req, None, response);
+    }
+    if matches!(entry, Entry::Vhost { https: false }) && service.http.redirect_to_https {
+        let response = redirect_to_https(&req);
+        return logged(started, &req, None, response);
+    }
+    let pinned = service
+        .http
+        .sticky
+        .then(|| sticky_backend(req.headers(), &service.backends))
+        .flatten();
+    let mut upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let https = matches!(entry, Entry::Vhost { https: true });
+    let log_line = started.map(|_| RequestLine::of(&req));
+    prepare_request(&mut req, peer, https, upgrade.is_some());
     let mut req = req.map(|inner| RequestBody {
         inner,
         bytes_in: None,
     });
-    for b in service.balancer.candidates(|i| states[i].active()) {
-        match send(req, &states[b], ctx).await {
-            Outcome::Response(response) => return response,
+    let balanced = service.balancer.candidates(|i| states[i].active());
+    for b in pinned
+        .into_iter()
+        .chain(balanced.filter(|&b| Some(b) != pinned))
+    {
+        let outcome = send(req, &states[b], ctx, &mut upgrade).await;
+        let mut response = match outcome {
+            Outcome::Unsent(back) => {
+                req = back;
+                continue;
+            }
+            Outcome::Response(response) => response,
             Outcome::Failed(status, reason) => {
                 tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
                 states[b].metrics.response(status);
-                return plain(status, &format!("{reason}\n"));
+                plain(status, &format!("{reason}\n"))
             }
-            Outcome::Unsent(back) => req = back,
-        }
+        };
+        finish(&mut response, service, https, pinned, b);
+        return match log_line {
+            Some(line) => line.log(started, Some(states[b].addr), response),
+            None => response,
+        };
     }
-    let labels = ServiceLabels {
-        service: service.key.to_string(),
-    };
-    ctx.metrics.no_backend.get_or_create(&labels).inc();
-    if service.backends.is_empty() {
+    ctx.metrics
+        .no_backend
+        .get_or_create(&ServiceLabels {
+            service: service.key.to_string(),
+        })
+        .inc();
+    let response = if service.backends.is_empty() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n")
     } else {
         plain(StatusCode::BAD_GATEWAY, "no backend reachable\n")
-    }
-}
-
-enum Outcome {
-    Response(Response<ProxyBody>),
-    /// The request reached the backend but no usable response came back.
-    Failed(StatusCode, String),
-    /// The request was not sent: try the next backend with it.
-    Unsent(Request<RequestBody>),
-}
-
-async fn send(mut req: Request<RequestBody>, state: &Arc<BackendState>, ctx: &Context) -> Outcome {
-    // A pooled connection may have been closed by the backend while idle; if it fails before
-    // the request goes out, one fresh connection to the same backend is tried.
-    let mut pooled = match state.checkout() {
-        Some(mut sender) => {
-            let ready = tokio::time::timeout(ctx.connect_timeout, sender.ready()).await;
-            matches!(ready, Ok(Ok(()))).then_some(sender)
-        }
-        None => None,
     };
-    loop {
-        let fresh = pooled.is_none();
-        let mut sender = match pooled.take() {
-            Some(sender) => sender,
-            None => match open(state, ctx).await {
-                Ok(sender) => sender,
-                Err(_) => return Outcome::Unsent(req),
-            },
-        };
-        let active = state.open();
-        req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
-        let exchange = sender.try_send_request(req);
-        let result = tokio::select! {
-            r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
-            _ = state.drained() => {
-                return Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into())
-            }
-        };
-        match result {
-            Err(_) => {
-                return Outcome::Failed(StatusCode::GATEWAY_TIMEOUT, "backend timed out".into());
-            }
-            Ok(Ok(response)) => {
-                state.metrics.response(response.status());
-                return Outcome::Response(finish_response(response, sender, state.clone(), active));
-            }
-            Ok(Err(mut e)) => match e.take_message() {
-                Some(back) if !fresh => req = back,
-                Some(back) => {
-                    state.metrics.connect_failures.inc();
-                    return Outcome::Unsent(back);
-                }
-                None => {
-                    let reason = format!("backend failed: {}", e.into_error());
-                    return Outcome::Failed(StatusCode::BAD_GATEWAY, reason);
-                }
-            },
+    match log_line {
+        Some(line) => line.log(started, None, response),
+        None => response,
+    }
+}
+
+/// The service's response policy: HSTS over https, and a sticky cookie unless the client
+/// already holds the one for the backend that answered.
+fn finish(
+    response: &mut Response<ProxyBody>,
+    service: &Service,
+    https: bool,
+    pinned: Option<usize>,
+    used: usize,
+) {
+    if https && service.http.hsts {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
+    }
+    if service.http.sticky && pinned != Some(used) {
+        let cookie = format!(
+            "{STICKY_COOKIE}={:016x}; Path=/; HttpOnly",
+            sticky_id(&service.backends[used])
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
 }
 
-async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
-    let stream = connect(state.addr, ctx.connect_timeout)
-        .await
-        .map_err(|e| {
-            state.metrics.connect_failures.inc();
-            tracing::debug!(backend = %state.addr, "connect failed: {e}");
-        })?;
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| {
-            state.metrics.connect_failures.inc();
-            tracing::debug!(backend = %state.addr, "handshake failed: {e}");
-        })?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+/// A backend's sticky id: a hash of its address, the same in every instance and every table.
+fn sticky_id(backend: &Backend) -> u64 {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in backend.addr.to_string().bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x100000001b3);
+    }
+    hash
+}
+
+/// The backend a sticky cookie names, if it is still in the service.
+fn sticky_backend(headers: &HeaderMap, backends: &[Backend]) -> Option<usize> {
+    let id = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(STICKY_COOKIE)?.strip_prefix('='))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
+    backends.iter().position(|b| sticky_id(b) == id)
+}
+
+fn redirect_to_https(req: &Request<Incoming>) -> Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    // The https listener is on its default port: drop the plain listener's port.
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut response = plain(StatusCode::MOVED_PERMANENTLY, "moved to https\n");
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// Headers that describe one hop, not the message; never forwarded (RFC 9110 §7.6.1).
@@ -176,21 +235,67 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr) {
-    strip_hop_by_hop(req.headers_mut());
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, https: bool, upgrade: bool) {
+    let upgrade_to = upgrade
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten();
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade_to {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(xff, value);
+    }
+    let proto = if https { "https" } else { "http" };
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    let request_id = HeaderName::from_static("x-request-id");
+    if !headers.contains_key(&request_id)
+        && let Ok(id) = HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
+    {
+        headers.insert(request_id, id);
+    }
     *req.version_mut() = Version::HTTP_11;
     // Absolute-form targets become origin-form; the Host header carries the authority.
     if req.uri().scheme().is_some() {
@@ -199,39 +304,9 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr) {
             *req.uri_mut() = uri;
         }
     }
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = peer.ip().to_string();
-    let value = match req.headers().get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        req.headers_mut().insert(xff, value);
-    }
 }
 
-fn finish_response(
-    response: Response<Incoming>,
-    sender: Upstream,
-    state: Arc<BackendState>,
-    active: ActiveGuard,
-) -> Response<ProxyBody> {
-    let (mut parts, inner) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let bytes_out = state.metrics.bytes_out.clone();
-    let mut body = PooledBody {
-        inner,
-        conn: Some((sender, state)),
-        bytes_out,
-        _active: active,
-    };
-    if body.inner.is_end_stream() {
-        body.release();
-    }
-    Response::from_parts(parts, ProxyBody::Upstream(body))
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
+pub fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::Full(Full::new(Bytes::from(text.to_owned()))));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -241,96 +316,60 @@ fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
     response
 }
 
-/// A response body from a backend that returns its connection to the pool once fully read, and
-/// counts the request as active until then.
-pub struct PooledBody {
-    inner: Incoming,
-    conn: Option<(Upstream, Arc<BackendState>)>,
-    bytes_out: Counter,
-    _active: ActiveGuard,
+/// What the access log says of a request, taken before the request is sent on.
+struct RequestLine {
+    method: http::Method,
+    host: String,
+    path: String,
 }
 
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some((sender, state)) = self.conn.take() {
-            state.checkin(sender);
-        }
-    }
-}
-
-pub enum ProxyBody {
-    Upstream(PooledBody),
-    Full(Full<Bytes>),
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
-            ProxyBody::Upstream(body) => {
-                let frame = std::task::ready!(Pin::new(&mut body.inner).poll_frame(cx));
-                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
-                    body.bytes_out.inc_by(data.len() as u64);
-                }
-                if frame.is_none() || body.inner.is_end_stream() {
-                    body.release();
-                }
-                Poll::Ready(frame)
-            }
+impl RequestLine {
+    fn of(req: &Request<Incoming>) -> RequestLine {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-");
+        RequestLine {
+            method: req.method().clone(),
+            host: host.into(),
+            path: req.uri().path().into(),
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Full(full) => full.is_end_stream(),
-            ProxyBody::Upstream(body) => body.inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Full(full) => full.size_hint(),
-            ProxyBody::Upstream(body) => body.inner.size_hint(),
-        }
+    fn log(
+        self,
+        started: Option<Instant>,
+        upstream: Option<SocketAddr>,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info!(
+            target: "switchyard::access",
+            method = %self.method,
+            host = %self.host,
+            path = %self.path,
+            status = response.status().as_u16(),
+            bytes,
+            upstream = %upstream.map_or("-".to_string(), |a| a.to_string()),
+            duration_ms = started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1e3),
+        );
+        response
     }
 }
 
-/// A client's request body on its way to a backend, counted into that backend's `bytes_in`.
-pub struct RequestBody {
-    inner: Incoming,
-    bytes_in: Option<Counter>,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let (Some(counter), Some(data)) = (
-            &this.bytes_in,
-            frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),
-        ) {
-            counter.inc_by(data.len() as u64);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+fn logged(
+    started: Option<Instant>,
+    req: &Request<Incoming>,
+    upstream: Option<SocketAddr>,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    match started {
+        Some(_) => RequestLine::of(req).log(started, upstream, response),
+        None => response,
     }
 }

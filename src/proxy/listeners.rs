@@ -46,26 +46,28 @@ impl Listeners {
         let mut failed = self.failed.lock().unwrap();
         failed.retain(|addr, _| table.by_listen.contains_key(addr));
         for service in &table.services {
-            if self.open.contains_key(&service.listen) {
+            let Some(listen) = service.listen else {
+                continue;
+            };
+            if self.open.contains_key(&listen) {
                 continue;
             }
-            match bind(service.listen) {
+            match bind(listen) {
                 Ok(listener) => {
-                    failed.remove(&service.listen);
-                    tracing::info!(listen = %service.listen, service = %service.key, "service port open");
-                    let accept =
-                        tokio::spawn(accept_loop(listener, service.listen, self.ctx.clone()));
-                    self.open.insert(service.listen, accept);
+                    failed.remove(&listen);
+                    tracing::info!(listen = %listen, service = %service.key, "service port open");
+                    let accept = tokio::spawn(accept_loop(listener, listen, self.ctx.clone()));
+                    self.open.insert(listen, accept);
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    if failed.get(&service.listen) != Some(&reason) {
-                        tracing::warn!(listen = %service.listen, app_id = %service.key.app_id,
+                    if failed.get(&listen) != Some(&reason) {
+                        tracing::warn!(listen = %listen, app_id = %service.key.app_id,
                             "cannot bind service port: {reason}");
                         self.ctx.metrics.listener_bind_failures.inc();
                         self.ctx.metrics.reject("bind");
                     }
-                    failed.insert(service.listen, reason);
+                    failed.insert(listen, reason);
                 }
             }
         }
@@ -115,6 +117,31 @@ async fn accept_loop(listener: TcpListener, listen: SocketAddr, ctx: Arc<Context
     }
 }
 
+/// The accept loop of a shared HTTP listener (vhosts, or the app-id listener); it stops
+/// accepting when switchyard stops.
+pub async fn accept_http(listener: TcpListener, entry: http::Entry, ctx: Arc<Context>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.shutdown.stopping() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let _tracked = ctx.shutdown.track();
+                    let _ = stream.set_nodelay(true);
+                    http::serve(stream, peer, entry, ctx.clone()).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(?entry, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc<Context>) {
     let _tracked = ctx.shutdown.track();
     let snapshot = ctx.store.load_full();
@@ -125,7 +152,8 @@ async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc
         Mode::Tcp => tcp::serve(stream, snapshot, service, &ctx).await,
         Mode::Http => {
             drop(snapshot);
-            http::serve(stream, peer, listen, ctx.clone()).await
+            let _ = stream.set_nodelay(true);
+            http::serve(stream, peer, http::Entry::Port(listen), ctx.clone()).await
         }
     }
 }

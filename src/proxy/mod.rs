@@ -3,6 +3,7 @@
 pub mod http;
 pub mod listeners;
 pub mod tcp;
+pub mod upstream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +24,9 @@ pub struct Context {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub client_header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub access_log: bool,
     pub shutdown: Shutdown,
 }
 

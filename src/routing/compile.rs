@@ -11,6 +11,7 @@ use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Sever
 use crate::cluster::{App, Cluster, Networking, Protocol, Task};
 use crate::config::Config;
 use crate::dns::zone::ZoneConfig;
+use crate::routing::HttpOptions;
 
 /// The part of the configuration that `compile` reads.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct CompileConfig {
     pub reserved: Vec<SocketAddr>,
     /// Build the DNS zone, with these settings.
     pub dns: Option<ZoneConfig>,
+    /// The app (its first port) that answers vhost requests no route matches.
+    pub default_app: Option<String>,
 }
 
 impl CompileConfig {
@@ -34,6 +37,7 @@ impl CompileConfig {
             bind: config.proxy.bind,
             reserved: config.reserved_ports(),
             dns: config.dns.zone_config(),
+            default_app: config.http.default_app.clone(),
         }
     }
 
@@ -50,6 +54,7 @@ impl CompileConfig {
 
 pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let mut table = RoutingTable::default();
+    let mut routes: Vec<(ServiceKey, Vec<String>, Vec<String>)> = Vec::new();
     let mut claimed: HashMap<u16, Vec<(IpAddr, ServiceKey)>> = HashMap::new();
     for addr in &config.reserved {
         let owner = ServiceKey {
@@ -97,34 +102,61 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 );
                 continue;
             }
-            let service_port = labels.port.unwrap_or(port.service_port);
-            if service_port == 0 {
-                continue; // no service port assigned: nothing to listen on
-            }
-            let listen = SocketAddr::new(labels.bind_addr.unwrap_or(config.bind), service_port);
             let key = ServiceKey {
                 app_id: app.id.clone(),
                 port_index: n,
             };
-            let claims = claimed.entry(service_port).or_default();
-            if let Some((_, owner)) = claims.iter().find(|(ip, _)| overlaps(*ip, listen.ip())) {
-                let reason = if &*owner.app_id == "switchyard" {
-                    format!("service port {service_port} collides with switchyard's own listener")
+            // The service port: none assigned, or taken, leaves the port served by vhost only.
+            let service_port = labels.port.unwrap_or(port.service_port);
+            let mut listen = (service_port != 0)
+                .then(|| SocketAddr::new(labels.bind_addr.unwrap_or(config.bind), service_port));
+            if let Some(addr) = listen {
+                let claims = claimed.entry(service_port).or_default();
+                if let Some((_, owner)) = claims.iter().find(|(ip, _)| overlaps(*ip, addr.ip())) {
+                    let reason = if &*owner.app_id == "switchyard" {
+                        format!(
+                            "service port {service_port} collides with switchyard's own listener"
+                        )
+                    } else {
+                        format!("service port {service_port} is already taken by {owner}")
+                    };
+                    problem(Severity::Skipped, reason);
+                    listen = None;
                 } else {
-                    format!("service port {service_port} is already taken by {owner}")
-                };
-                problem(Severity::Skipped, reason);
-                continue;
+                    claims.push((addr.ip(), key.clone()));
+                }
             }
-            claims.push((listen.ip(), key.clone()));
+            if listen.is_none() && labels.vhosts.is_empty() {
+                continue; // nothing to listen on and no vhost: not served
+            }
             let backends = backends(cluster, app, n, &mut problem);
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            let vhosts = labels
+                .vhosts
+                .iter()
+                .flat_map(|h| {
+                    let paths = if labels.paths.is_empty() {
+                        vec![String::new()]
+                    } else {
+                        labels.paths.clone()
+                    };
+                    paths.into_iter().map(move |p| format!("{h}{p}"))
+                })
+                .collect();
+            routes.push((key.clone(), labels.vhosts, labels.paths));
             table.services.push(Service {
+                vhosts,
                 key,
                 listen,
                 mode: labels.mode,
                 balancer: Balancer::new(labels.balance, &weights),
                 backends,
+                http: HttpOptions {
+                    redirect_to_https: labels.redirect_to_https,
+                    hsts: labels.hsts,
+                    sticky: labels.sticky,
+                    acl: labels.acl,
+                },
             });
         }
     }
@@ -132,13 +164,51 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         .dns
         .as_ref()
         .map(|dns| crate::dns::zone::build(cluster, dns));
-    table.services.sort_by_key(|s| s.listen);
+    table.services.sort_by(|a, b| a.key.cmp(&b.key));
     table.by_listen = table
         .services
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.listen, i))
+        .filter_map(|(i, s)| Some((s.listen?, i)))
         .collect();
+    let index: HashMap<&ServiceKey, usize> = table
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (&s.key, i))
+        .collect();
+    // Vhost routes, in app order: the first app to claim a host and path keeps it.
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, hosts, paths) in &routes {
+        let service = index[key];
+        let prefixes: Vec<&str> = if paths.is_empty() {
+            vec![""]
+        } else {
+            paths.iter().map(String::as_str).collect()
+        };
+        for host in hosts {
+            for prefix in &prefixes {
+                if let Err(owner) = table.vhosts.insert(host, prefix, service) {
+                    table.problems.push(Problem {
+                        app_id: key.app_id.clone(),
+                        port_index: Some(key.port_index),
+                        severity: Severity::Skipped,
+                        reason: format!(
+                            "vhost {host}{prefix} is already routed to {}",
+                            table.services[owner].key
+                        ),
+                    });
+                }
+            }
+        }
+        if key.port_index == 0 {
+            table.by_app_id.insert(key.app_id.clone(), service);
+        }
+    }
+    table.default_service = config
+        .default_app
+        .as_deref()
+        .and_then(|id| table.by_app_id.get(id).copied());
     table
 }
 
@@ -214,6 +284,7 @@ mod tests {
             bind: "127.0.0.1".parse().unwrap(),
             reserved: vec!["127.0.0.1:9090".parse().unwrap()],
             dns: None,
+            default_app: None,
         }
     }
 
@@ -243,7 +314,7 @@ mod tests {
         let ports = |t: RoutingTable| {
             t.services
                 .iter()
-                .map(|s| s.listen.port())
+                .map(|s| s.listen.unwrap().port())
                 .collect::<Vec<_>>()
         };
         assert_eq!(ports(compile(&c, &config("external"))), vec![10000]);
@@ -312,7 +383,12 @@ mod tests {
         two.tasks.get_mut("t.1").unwrap().ports.push(2);
         let c = cluster(vec![two, app("/ok", 10002, &[], vec![task("o.1", 5)])]);
         let t = compile(&c, &config("*"));
-        let ports: Vec<_> = t.services.iter().map(|s| s.listen.port()).collect();
+        let mut ports: Vec<_> = t
+            .services
+            .iter()
+            .map(|s| s.listen.unwrap().port())
+            .collect();
+        ports.sort();
         assert_eq!(ports, vec![10001, 10002]);
         assert!(
             t.problems
@@ -337,8 +413,14 @@ mod tests {
             ),
         ]);
         let t = compile(&c, &config("*"));
-        assert_eq!(t.services[0].listen, "127.0.0.1:10001".parse().unwrap());
-        assert_eq!(t.services[1].listen, "127.0.0.3:12000".parse().unwrap());
+        assert_eq!(
+            t.services[0].listen,
+            Some("127.0.0.3:12000".parse().unwrap())
+        );
+        assert_eq!(
+            t.services[1].listen,
+            Some("127.0.0.1:10001".parse().unwrap())
+        );
         let mut strict = config("*");
         strict.strict_mode = true;
         let t = compile(&c, &strict);
@@ -374,6 +456,61 @@ mod tests {
             t.services[0].backends[0].addr,
             "10.1.1.1:31000".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn vhosts_route_to_services_and_first_claim_wins() {
+        let c = cluster(vec![
+            app(
+                "/shop",
+                10000,
+                &[("HAPROXY_0_VHOST", "shop.example.com")],
+                vec![task("s.1", 1)],
+            ),
+            app(
+                "/api",
+                10001,
+                &[
+                    ("HAPROXY_0_VHOST", "shop.example.com"),
+                    ("HAPROXY_0_PATH", "/api"),
+                ],
+                vec![task("a.1", 2)],
+            ),
+            app(
+                "/copy",
+                10000,
+                &[("HAPROXY_0_VHOST", "shop.example.com")],
+                vec![task("c.1", 3)],
+            ),
+        ]);
+        let mut config = config("*");
+        config.default_app = Some("/api".into());
+        let t = compile(&c, &config);
+        let id = |i: usize| t.services[i].key.app_id.to_string();
+        assert_eq!(
+            id(t.vhosts.route("shop.example.com", "/").unwrap()),
+            "/copy",
+            "/copy sorts first"
+        );
+        assert_eq!(
+            id(t.vhosts.route("shop.example.com", "/api/x").unwrap()),
+            "/api"
+        );
+        assert_eq!(id(t.default_service.unwrap()), "/api");
+        // /shop lost both its port (to /copy) and its vhost: reported, and still present with
+        // neither, it is not served at all.
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| &*p.app_id == "/shop" && p.reason.contains("already routed to /copy:0"))
+        );
+        let shop = t
+            .services
+            .iter()
+            .find(|s| &*s.key.app_id == "/shop")
+            .unwrap();
+        assert_eq!(shop.listen, None, "its service port went to /copy");
+        assert_eq!(shop.vhosts, vec!["shop.example.com"]);
     }
 
     #[test]

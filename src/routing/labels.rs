@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use super::cidr::Cidr;
 use super::{Balance, Mode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,15 @@ pub struct PortLabels {
     pub bind_addr: Option<IpAddr>,
     pub balance: Balance,
     pub enabled: Option<bool>,
+    /// Virtual hosts, lowercase, without port; `*.example.com` for a wildcard.
+    pub vhosts: Vec<String>,
+    /// Path prefixes, with the vhosts.
+    pub paths: Vec<String>,
+    pub redirect_to_https: bool,
+    pub hsts: bool,
+    pub sticky: bool,
+    /// Source blocks allowed; empty: everyone.
+    pub acl: Vec<Cidr>,
     /// Labels accepted but without effect, with why.
     pub notices: Vec<String>,
 }
@@ -31,16 +41,8 @@ const TEMPLATE_SUFFIXES: &[&str] = &[
     "_FRONTEND_BACKEND_GLUE",
 ];
 
-/// Labels that arrive with later issues (vhosts, TLS, blue-green); noted, not errors.
-const LATER: &[&str] = &[
-    "VHOST",
-    "PATH",
-    "STICKY",
-    "REDIRECT_TO_HTTPS",
-    "SSL_CERT",
-    "USE_HSTS",
-    "BACKEND_NETWORK_ALLOWED_ACL",
-];
+/// Labels that arrive with later work; noted, not errors.
+const LATER: &[&str] = &["SSL_CERT"];
 
 pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, String> {
     let prefix = format!("HAPROXY_{n}_");
@@ -88,6 +90,49 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             _ => Err(format!("{prefix}ENABLED={v:?}: expected true or false")),
         })
         .transpose()?;
+    let flag = |key: &str| -> Result<bool, String> {
+        match get(key).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false" | "0" | "no") => Ok(false),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some(other) => Err(format!("{prefix}{key}={other:?}: expected true or false")),
+        }
+    };
+    let mut vhosts = Vec::new();
+    for host in get("VHOST")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        let host = normalize_host(host)
+            .ok_or_else(|| format!("{prefix}VHOST: {host:?} is not a host name"))?;
+        vhosts.push(host);
+    }
+    let paths: Vec<String> = get("PATH")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|p| {
+            if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("/{p}")
+            }
+        })
+        .collect();
+    if !paths.is_empty() && vhosts.is_empty() {
+        notices.push(format!("{prefix}PATH without {prefix}VHOST: ignored"));
+    }
+    let acl = get("BACKEND_NETWORK_ALLOWED_ACL")
+        .unwrap_or("")
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|c| !c.is_empty())
+        .map(|c| Cidr::parse(c).map_err(|e| format!("{prefix}BACKEND_NETWORK_ALLOWED_ACL: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (redirect_to_https, hsts, sticky) = (
+        flag("REDIRECT_TO_HTTPS")?,
+        flag("USE_HSTS")?,
+        flag("STICKY")?,
+    );
     for key in labels.keys() {
         let Some(rest) = key.strip_prefix(&prefix) else {
             continue;
@@ -105,8 +150,32 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         bind_addr,
         balance,
         enabled,
+        vhosts,
+        paths,
+        redirect_to_https,
+        hsts,
+        sticky,
+        acl,
         notices,
     })
+}
+
+/// A Host as routing compares it: lowercase, no port, no trailing dot. `None` when it cannot be
+/// a host name (wildcards keep their leading `*.`).
+pub fn normalize_host(host: &str) -> Option<String> {
+    let host = host.trim();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let name = host.strip_prefix("*.").unwrap_or(&host);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    valid.then_some(host)
 }
 
 #[cfg(test)]
@@ -157,6 +226,7 @@ mod tests {
             ("HAPROXY_0_BIND_ADDR", "localhost"),
             ("HAPROXY_0_BALANCE", "fastest"),
             ("HAPROXY_0_ENABLED", "maybe"),
+            ("HAPROXY_0_STICKY", "sometimes"),
         ] {
             let err = read(&labels(&[(k, v)]), 0).unwrap_err();
             assert!(err.contains(k), "{err}");
@@ -167,10 +237,40 @@ mod tests {
     fn templates_and_later_labels_are_noticed() {
         let l = labels(&[
             ("HAPROXY_0_BACKEND_HEAD", "x"),
-            ("HAPROXY_0_VHOST", "a.example.com"),
+            ("HAPROXY_0_SSL_CERT", "/etc/ssl/a.pem"),
             ("HAPROXY_0_BALANCE", "source"),
         ]);
         let p = read(&l, 0).unwrap();
         assert_eq!(p.notices.len(), 3, "{:?}", p.notices);
+    }
+
+    #[test]
+    fn vhost_labels() {
+        let l = labels(&[
+            (
+                "HAPROXY_0_VHOST",
+                "Shop.Example.com:8080, *.apps.example.com,api.example.com.",
+            ),
+            ("HAPROXY_0_PATH", "/api v2"),
+            ("HAPROXY_0_REDIRECT_TO_HTTPS", "true"),
+            ("HAPROXY_0_USE_HSTS", "true"),
+            ("HAPROXY_0_STICKY", "true"),
+            (
+                "HAPROXY_0_BACKEND_NETWORK_ALLOWED_ACL",
+                "10.0.0.0/8 192.168.1.1",
+            ),
+        ]);
+        let p = read(&l, 0).unwrap();
+        assert_eq!(
+            p.vhosts,
+            vec!["shop.example.com", "*.apps.example.com", "api.example.com"]
+        );
+        assert_eq!(p.paths, vec!["/api", "/v2"]);
+        assert!(p.redirect_to_https && p.hsts && p.sticky);
+        assert_eq!(p.acl.len(), 2);
+        let bad = labels(&[("HAPROXY_0_BACKEND_NETWORK_ALLOWED_ACL", "10.0.0.0/99")]);
+        assert!(read(&bad, 0).unwrap_err().contains("ACL"));
+        let bad = labels(&[("HAPROXY_0_VHOST", "a b")]);
+        assert!(read(&bad, 0).unwrap_err().contains("VHOST"));
     }
 }

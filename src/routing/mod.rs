@@ -4,9 +4,11 @@
 //! state that must survive a swap (connection counts, pools, draining) lives in `backends`.
 
 pub mod balance;
+pub mod cidr;
 pub mod compile;
 pub mod labels;
 pub mod store;
+pub mod vhosts;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +28,11 @@ pub struct RoutingTable {
     pub problems: Vec<Problem>,
     /// The DNS zone, when DNS is on.
     pub dns: Option<crate::dns::zone::Zone>,
+    /// Host and path routes of the shared HTTP(S) listeners, to service indices.
+    pub vhosts: vhosts::Vhosts,
+    /// App id → the service of its first port (`X-Marathon-App-Id` routing, the default app).
+    pub by_app_id: HashMap<crate::cluster::AppId, usize>,
+    pub default_service: Option<usize>,
 }
 
 impl RoutingTable {
@@ -38,10 +45,28 @@ impl RoutingTable {
 #[derive(Debug)]
 pub struct Service {
     pub key: ServiceKey,
-    pub listen: SocketAddr,
+    /// Its own service port; `None` when it is reached by vhost only.
+    pub listen: Option<SocketAddr>,
+    /// The protocol of its own service port (the shared vhost listeners are always HTTP).
     pub mode: Mode,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
+    pub http: HttpOptions,
+    /// Its vhost routes as `host/path`, for display.
+    pub vhosts: Vec<String>,
+}
+
+/// Per-service HTTP behaviour from marathon-lb's labels.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Plain-HTTP vhost requests get a 301 to https.
+    pub redirect_to_https: bool,
+    /// HTTPS responses carry Strict-Transport-Security.
+    pub hsts: bool,
+    /// A cookie pins a client to a backend.
+    pub sticky: bool,
+    /// Source blocks allowed; empty: everyone.
+    pub acl: Vec<cidr::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -1,0 +1,267 @@
+//! The upstream side of HTTP mode: pooled HTTP/1.1 connections to backends, sending a request
+//! with fall-through when it could not go out, response bodies that return their connection to
+//! the pool when fully read, and protocol upgrades (WebSocket) bridged both ways.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+
+use super::http::strip_hop_by_hop;
+use super::{Context, connect};
+use crate::backends::{ActiveGuard, BackendState};
+
+/// A pooled HTTP/1.1 connection to a backend.
+pub type Upstream = SendRequest<RequestBody>;
+
+pub enum Outcome {
+    Response(Response<ProxyBody>),
+    /// The request reached the backend but no usable response came back.
+    Failed(StatusCode, String),
+    /// The request was not sent: try the next backend with it.
+    Unsent(Request<RequestBody>),
+}
+
+/// Sends `req` to one backend. `upgrade` is the client side of a protocol upgrade, bridged to
+/// the backend's when it answers 101.
+pub async fn send(
+    mut req: Request<RequestBody>,
+    state: &Arc<BackendState>,
+    ctx: &Context,
+    upgrade: &mut Option<OnUpgrade>,
+) -> Outcome {
+    // A pooled connection may have been closed by the backend while idle; if it fails before
+    // the request goes out, one fresh connection to the same backend is tried.
+    let mut pooled = match state.checkout() {
+        Some(mut sender) => {
+            let ready = tokio::time::timeout(ctx.connect_timeout, sender.ready()).await;
+            matches!(ready, Ok(Ok(()))).then_some(sender)
+        }
+        None => None,
+    };
+    loop {
+        let fresh = pooled.is_none();
+        let mut sender = match pooled.take() {
+            Some(sender) => sender,
+            None => match open(state, ctx).await {
+                Ok(sender) => sender,
+                Err(_) => return Outcome::Unsent(req),
+            },
+        };
+        let active = state.open();
+        req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
+        let exchange = sender.try_send_request(req);
+        let result = tokio::select! {
+            r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
+            _ = state.drained() => {
+                return Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into())
+            }
+        };
+        match result {
+            Err(_) => {
+                return Outcome::Failed(StatusCode::GATEWAY_TIMEOUT, "backend timed out".into());
+            }
+            Ok(Ok(mut response)) => {
+                state.metrics.response(response.status());
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client) = upgrade.take() {
+                        let upstream = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client, upstream, state.clone(), active));
+                    }
+                    let (parts, _) = response.into_parts();
+                    return Outcome::Response(Response::from_parts(parts, ProxyBody::empty()));
+                }
+                return Outcome::Response(finish_response(response, sender, state.clone(), active));
+            }
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(back) if !fresh => req = back,
+                Some(back) => {
+                    state.metrics.connect_failures.inc();
+                    return Outcome::Unsent(back);
+                }
+                None => {
+                    let reason = format!("backend failed: {}", e.into_error());
+                    return Outcome::Failed(StatusCode::BAD_GATEWAY, reason);
+                }
+            },
+        }
+    }
+}
+
+pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
+    let stream = connect(state.addr, ctx.connect_timeout)
+        .await
+        .map_err(|e| {
+            state.metrics.connect_failures.inc();
+            tracing::debug!(backend = %state.addr, "connect failed: {e}");
+        })?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            state.metrics.connect_failures.inc();
+            tracing::debug!(backend = %state.addr, "handshake failed: {e}");
+        })?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+fn finish_response(
+    response: Response<Incoming>,
+    sender: Upstream,
+    state: Arc<BackendState>,
+    active: ActiveGuard,
+) -> Response<ProxyBody> {
+    let (mut parts, inner) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let bytes_out = state.metrics.bytes_out.clone();
+    let mut body = PooledBody {
+        inner,
+        conn: Some((sender, state)),
+        bytes_out,
+        _active: active,
+    };
+    if body.inner.is_end_stream() {
+        body.release();
+    }
+    Response::from_parts(parts, ProxyBody::Upstream(body))
+}
+
+/// A response body from a backend that returns its connection to the pool once fully read, and
+/// counts the request as active until then.
+pub struct PooledBody {
+    inner: Incoming,
+    conn: Option<(Upstream, Arc<BackendState>)>,
+    bytes_out: Counter,
+    _active: ActiveGuard,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((sender, state)) = self.conn.take() {
+            state.checkin(sender);
+        }
+    }
+}
+
+pub enum ProxyBody {
+    Upstream(PooledBody),
+    Full(Full<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(Full::new(Bytes::new()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
+            ProxyBody::Upstream(body) => {
+                let frame = std::task::ready!(Pin::new(&mut body.inner).poll_frame(cx));
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                    body.bytes_out.inc_by(data.len() as u64);
+                }
+                if frame.is_none() || body.inner.is_end_stream() {
+                    body.release();
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(full) => full.is_end_stream(),
+            ProxyBody::Upstream(body) => body.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(full) => full.size_hint(),
+            ProxyBody::Upstream(body) => body.inner.size_hint(),
+        }
+    }
+}
+
+/// A client's request body on its way to a backend, counted into that backend's `bytes_in`.
+pub struct RequestBody {
+    pub inner: Incoming,
+    pub bytes_in: Option<Counter>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let (Some(counter), Some(data)) = (
+            &this.bytes_in,
+            frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),
+        ) {
+            counter.inc_by(data.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Bridges an upgraded client connection and its backend until either side closes, the
+/// backend drains, or switchyard stops; table swaps do not touch it.
+async fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    state: Arc<BackendState>,
+    active: ActiveGuard,
+) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(backend = %state.addr, "upgrade failed: {e}");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Ok((up, down)) = result {
+                state.metrics.bytes_in.inc_by(up);
+                state.metrics.bytes_out.inc_by(down);
+            }
+        }
+        _ = state.drained() => tracing::debug!(backend = %state.addr, "drain timeout: closing tunnel"),
+    }
+    drop(active);
+}

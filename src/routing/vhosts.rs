@@ -1,0 +1,173 @@
+//! Host and path routing for the shared HTTP(S) listeners: hash maps built by `compile` (no
+//! linear ACL scan per request, marathon-lb's problem with many vhosts), longest path prefix
+//! wins, exact hosts before wildcards, more specific wildcards first.
+
+use rustc_hash::FxHashMap;
+
+#[derive(Debug, Default)]
+pub struct Vhosts {
+    exact: FxHashMap<Box<str>, Paths>,
+    /// `*.example.com` is kept under `example.com`.
+    wildcard: FxHashMap<Box<str>, Paths>,
+}
+
+/// Path prefixes of one host and their services, longest prefix first.
+#[derive(Debug, Default)]
+struct Paths(Vec<(Box<str>, usize)>);
+
+impl Paths {
+    fn insert(&mut self, prefix: &str, service: usize) -> Result<(), usize> {
+        if let Some((_, owner)) = self.0.iter().find(|(p, _)| &**p == prefix) {
+            return Err(*owner);
+        }
+        self.0.push((prefix.into(), service));
+        self.0
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Ok(())
+    }
+
+    fn route(&self, path: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .find(|(prefix, _)| path.starts_with(&**prefix))
+            .map(|(_, s)| *s)
+    }
+}
+
+impl Vhosts {
+    /// Routes `host` (normalized, possibly `*.`-prefixed) and path `prefix` to `service`; the
+    /// service already holding them, if any, keeps them.
+    pub fn insert(&mut self, host: &str, prefix: &str, service: usize) -> Result<(), usize> {
+        let (map, key) = match host.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix),
+            None => (&mut self.exact, host),
+        };
+        map.entry(key.into()).or_default().insert(prefix, service)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// The service for a request, given its normalized host (see [`host_key`]) and path.
+    pub fn route(&self, host: &str, path: &str) -> Option<usize> {
+        if let Some(service) = self.exact.get(host).and_then(|p| p.route(path)) {
+            return Some(service);
+        }
+        let mut rest = host;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(service) = self.wildcard.get(parent).and_then(|p| p.route(path)) {
+                return Some(service);
+            }
+            rest = parent;
+        }
+        None
+    }
+}
+
+/// A Host header as the maps key it: lowercase, port and trailing dot removed, written into
+/// `buf` so the hot path does not allocate. `None` when it does not fit or is not ASCII.
+pub fn host_key<'a>(raw: &[u8], buf: &'a mut [u8; 256]) -> Option<&'a str> {
+    let host = match raw.iter().rposition(|&b| b == b':') {
+        // `[v6]:port` or `name:port`; a bare IPv6 literal has no brackets and several colons.
+        Some(i) if raw[i + 1..].iter().all(u8::is_ascii_digit) && !raw[..i].contains(&b':') => {
+            &raw[..i]
+        }
+        Some(i) if raw.first() == Some(&b'[') && raw[i - 1] == b']' => &raw[..i],
+        _ => raw,
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if host.len() > buf.len() || !host.is_ascii() {
+        return None;
+    }
+    let out = &mut buf[..host.len()];
+    for (o, b) in out.iter_mut().zip(host) {
+        *o = b.to_ascii_lowercase();
+    }
+    std::str::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn table() -> Vhosts {
+        let mut v = Vhosts::default();
+        v.insert("shop.example.com", "", 0).unwrap();
+        v.insert("shop.example.com", "/api", 1).unwrap();
+        v.insert("shop.example.com", "/api/v2", 2).unwrap();
+        v.insert("*.example.com", "", 3).unwrap();
+        v.insert("*.eu.example.com", "", 4).unwrap();
+        v.insert("only-api.example.com", "/api", 5).unwrap();
+        v
+    }
+
+    #[test]
+    fn routing_matrix() {
+        let v = table();
+        assert_eq!(v.route("shop.example.com", "/"), Some(0));
+        assert_eq!(v.route("shop.example.com", "/api"), Some(1));
+        assert_eq!(v.route("shop.example.com", "/api/users"), Some(1));
+        assert_eq!(
+            v.route("shop.example.com", "/api/v2/x"),
+            Some(2),
+            "longest prefix wins"
+        );
+        assert_eq!(v.route("blog.example.com", "/"), Some(3), "wildcard");
+        assert_eq!(
+            v.route("a.b.example.com", "/"),
+            Some(3),
+            "wildcards match deeper names"
+        );
+        assert_eq!(
+            v.route("x.eu.example.com", "/"),
+            Some(4),
+            "the more specific wildcard"
+        );
+        assert_eq!(
+            v.route("example.com", "/"),
+            None,
+            "a wildcard does not match its apex"
+        );
+        assert_eq!(v.route("only-api.example.com", "/api/1"), Some(5));
+        assert_eq!(
+            v.route("only-api.example.com", "/web"),
+            Some(3),
+            "no path matched: wildcard"
+        );
+        assert_eq!(v.route("other.org", "/"), None);
+    }
+
+    #[test]
+    fn first_claim_keeps_a_route() {
+        let mut v = table();
+        assert_eq!(v.insert("shop.example.com", "/api", 9), Err(1));
+        assert_eq!(v.insert("*.example.com", "", 9), Err(3));
+    }
+
+    #[test]
+    fn host_keys() {
+        let mut buf = [0u8; 256];
+        assert_eq!(
+            host_key(b"Shop.Example.COM:8080", &mut buf),
+            Some("shop.example.com")
+        );
+        assert_eq!(
+            host_key(b"shop.example.com.", &mut buf),
+            Some("shop.example.com")
+        );
+        assert_eq!(host_key(b"[::1]:80", &mut buf), Some("[::1]"));
+        assert_eq!(host_key(b"::1", &mut buf), Some("::1"));
+        assert_eq!(host_key("héllo".as_bytes(), &mut buf), None);
+        assert_eq!(host_key(&[b'a'; 300], &mut buf), None);
+    }
+
+    proptest! {
+        #[test]
+        fn host_key_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut buf = [0u8; 256];
+            let _ = host_key(&raw, &mut buf);
+        }
+    }
+}
