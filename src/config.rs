@@ -22,6 +22,7 @@ pub struct Config {
     pub discovery: Discovery,
     pub proxy: Proxy,
     pub http: Http,
+    pub https: Https,
     pub dns: Dns,
     pub admin: Admin,
     pub runtime: Runtime,
@@ -132,6 +133,8 @@ pub struct Http {
     pub default_app: Option<String>,
     /// One structured log line per request (target `switchyard::access`).
     pub access_log: bool,
+    /// Also accept HTTP/2 with prior knowledge (h2c) on the plain vhost listeners.
+    pub h2c: bool,
     /// Request line and headers larger than this are refused (431); at least 8192.
     pub max_header_bytes: usize,
     /// Requests with more header fields than this are refused (431).
@@ -145,8 +148,40 @@ impl Default for Http {
             app_id_listen: None,
             default_app: None,
             access_log: false,
+            h2c: false,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Https {
+    /// Shared HTTPS virtual-host listeners.
+    pub listen: Vec<SocketAddr>,
+    /// A directory of PEM files, each a certificate chain and its private key.
+    pub certs: Option<PathBuf>,
+    /// The certificate for clients whose SNI matches none (default: the first file by name).
+    pub default_cert: Option<PathBuf>,
+    /// Offer HTTP/2 by ALPN.
+    pub h2: bool,
+    /// How often certificate files are checked for changes.
+    #[serde(deserialize_with = "duration")]
+    pub reload_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Https {
+    fn default() -> Self {
+        Https {
+            listen: Vec::new(),
+            certs: None,
+            default_cert: None,
+            h2: true,
+            reload_interval: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -269,6 +304,14 @@ impl Config {
         {
             config.discovery.file = Some(base.join(file));
         }
+        for path in [&mut config.https.certs, &mut config.https.default_cert]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
         if let Some(token) = &config.discovery.token_file
             && token.is_relative()
         {
@@ -347,6 +390,15 @@ impl Config {
         if self.http.listen.contains(&self.admin.listen) {
             return Err("http.listen: collides with admin.listen".into());
         }
+        if !self.https.listen.is_empty()
+            && self.https.certs.is_none()
+            && self.https.default_cert.is_none()
+        {
+            return Err("https.listen: set https.certs or https.default_cert".into());
+        }
+        if self.https.reload_interval.is_zero() || self.https.handshake_timeout.is_zero() {
+            return Err("https.reload_interval and https.handshake_timeout: must be > 0".into());
+        }
         if self.http.max_header_bytes < 8192 {
             return Err("http.max_header_bytes: must be at least 8192".into());
         }
@@ -380,6 +432,7 @@ impl Config {
         let mut ports = vec![self.admin.listen];
         ports.extend(self.http.listen.iter().copied());
         ports.extend(self.http.app_id_listen);
+        ports.extend(self.https.listen.iter().copied());
         ports.extend(self.dns.listen);
         ports
     }

@@ -62,7 +62,17 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
             listener.local_addr().map_err(|e| e.to_string())?
         );
         let entry = proxy::http::Entry::Vhost { https: false };
-        tokio::spawn(proxy::listeners::accept_http(listener, entry, ctx.clone()));
+        let protocol = if config.http.h2c {
+            proxy::http::Protocol::Auto
+        } else {
+            proxy::http::Protocol::Http1
+        };
+        tokio::spawn(proxy::listeners::accept_http(
+            listener,
+            entry,
+            protocol,
+            ctx.clone(),
+        ));
     }
     if let Some(addr) = config.http.app_id_listen {
         let listener =
@@ -71,10 +81,45 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
             "http app-id listener on {}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
+        let (entry, protocol) = (proxy::http::Entry::AppId, proxy::http::Protocol::Http1);
         tokio::spawn(proxy::listeners::accept_http(
             listener,
-            proxy::http::Entry::AppId,
+            entry,
+            protocol,
             ctx.clone(),
+        ));
+    }
+    if !config.https.listen.is_empty() {
+        let certs = Arc::new(proxy::tls::Certificates::new(
+            config.https.certs.clone(),
+            config.https.default_cert.clone(),
+        ));
+        let loaded = certs.reload(&[], &metrics);
+        tracing::info!(certificates = loaded, "TLS certificates loaded");
+        let tls = tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(
+            certs.clone(),
+            config.https.h2,
+        )?);
+        for addr in &config.https.listen {
+            let listener =
+                proxy::listeners::bind(*addr).map_err(|e| format!("https.listen {addr}: {e}"))?;
+            tracing::info!(
+                "https vhost listener on {}",
+                listener.local_addr().map_err(|e| e.to_string())?
+            );
+            let timeout = config.https.handshake_timeout;
+            tokio::spawn(proxy::listeners::accept_https(
+                listener,
+                tls.clone(),
+                timeout,
+                ctx.clone(),
+            ));
+        }
+        tokio::spawn(proxy::tls::watch(
+            certs,
+            store.clone(),
+            metrics.clone(),
+            config.https.reload_interval,
         ));
     }
     let listeners = Listeners::new(ctx.clone());

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub services: Gauge,
     pub backends: Gauge,
     pub listener_bind_failures: Counter,
+    pub tls_handshake_failures: Counter,
     pub dns: std::sync::Arc<crate::dns::server::DnsMetrics>,
 }
 
@@ -80,6 +81,7 @@ impl Metrics {
             services: Gauge::default(),
             backends: Gauge::default(),
             listener_bind_failures: Counter::default(),
+            tls_handshake_failures: Counter::default(),
             dns: Default::default(),
             registry: Registry::default(),
         };

@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Context;
@@ -38,8 +38,35 @@ pub enum Entry {
 const STICKY_COOKIE: &str = "mesosphere_server_id";
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=15768000");
 
-pub async fn serve<S>(stream: S, peer: SocketAddr, entry: Entry, ctx: Arc<Context>)
-where
+/// The HTTP version(s) a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// Negotiated by ALPN.
+    Http2,
+    /// HTTP/1.1, or HTTP/2 when the client opens with its preface (h2c prior knowledge).
+    Auto,
+}
+
+/// Runs a connection until it ends; on shutdown, asks it to finish its current requests.
+macro_rules! drive {
+    ($conn:expr, $ctx:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = $ctx.shutdown.stopping() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    }};
+}
+
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    entry: Entry,
+    protocol: Protocol,
+    ctx: Arc<Context>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handler = ctx.clone();
@@ -47,20 +74,42 @@ where
         let ctx = handler.clone();
         async move { Ok::<_, Infallible>(proxy(req, peer, entry, &ctx).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(ctx.client_header_timeout)
-        .max_buf_size(ctx.max_header_bytes)
-        .max_headers(ctx.max_headers)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = ctx.shutdown.stopping() => conn.as_mut().graceful_shutdown(),
+    let io = TokioIo::new(stream);
+    match protocol {
+        Protocol::Http1 => drive!(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ctx.client_header_timeout)
+                .max_buf_size(ctx.max_header_bytes)
+                .max_headers(ctx.max_headers)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .with_upgrades(),
+            ctx
+        ),
+        Protocol::Http2 => drive!(
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(ctx.max_header_bytes as u32)
+                .serve_connection(io, service),
+            ctx
+        ),
+        Protocol::Auto => {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ctx.client_header_timeout)
+                .max_buf_size(ctx.max_header_bytes)
+                .max_headers(ctx.max_headers)
+                .keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(ctx.max_header_bytes as u32);
+            drive!(builder.serve_connection_with_upgrades(io, service), ctx)
+        }
     }
-    let _ = conn.await;
 }
 
 async fn proxy(
@@ -297,6 +346,13 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, https: bool, u
         headers.insert(request_id, id);
     }
     *req.version_mut() = Version::HTTP_11;
+    // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs a Host header.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned())
+        && let Ok(host) = HeaderValue::from_str(&authority)
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
     // Absolute-form targets become origin-form; the Host header carries the authority.
     if req.uri().scheme().is_some() {
         let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());

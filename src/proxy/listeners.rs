@@ -119,7 +119,12 @@ async fn accept_loop(listener: TcpListener, listen: SocketAddr, ctx: Arc<Context
 
 /// The accept loop of a shared HTTP listener (vhosts, or the app-id listener); it stops
 /// accepting when switchyard stops.
-pub async fn accept_http(listener: TcpListener, entry: http::Entry, ctx: Arc<Context>) {
+pub async fn accept_http(
+    listener: TcpListener,
+    entry: http::Entry,
+    protocol: http::Protocol,
+    ctx: Arc<Context>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -131,7 +136,7 @@ pub async fn accept_http(listener: TcpListener, entry: http::Entry, ctx: Arc<Con
                 tokio::spawn(async move {
                     let _tracked = ctx.shutdown.track();
                     let _ = stream.set_nodelay(true);
-                    http::serve(stream, peer, entry, ctx.clone()).await;
+                    http::serve(stream, peer, entry, protocol, ctx.clone()).await;
                 });
             }
             Err(e) => {
@@ -139,6 +144,59 @@ pub async fn accept_http(listener: TcpListener, entry: http::Entry, ctx: Arc<Con
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// The accept loop of a shared HTTPS listener: TLS handshake (bounded in time), then HTTP/2 or
+/// HTTP/1.1 as ALPN chose.
+pub async fn accept_https(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    handshake_timeout: std::time::Duration,
+    ctx: Arc<Context>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.shutdown.stopping() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("https accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (ctx, tls) = (ctx.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _tracked = ctx.shutdown.track();
+            let _ = stream.set_nodelay(true);
+            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    ctx.metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    ctx.metrics.tls_handshake_failures.inc();
+                    return;
+                }
+            };
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => http::Protocol::Http2,
+                _ => http::Protocol::Http1,
+            };
+            http::serve(
+                stream,
+                peer,
+                http::Entry::Vhost { https: true },
+                protocol,
+                ctx.clone(),
+            )
+            .await;
+        });
     }
 }
 
@@ -153,7 +211,8 @@ async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc
         Mode::Http => {
             drop(snapshot);
             let _ = stream.set_nodelay(true);
-            http::serve(stream, peer, http::Entry::Port(listen), ctx.clone()).await
+            let entry = http::Entry::Port(listen);
+            http::serve(stream, peer, entry, http::Protocol::Http1, ctx.clone()).await
         }
     }
 }

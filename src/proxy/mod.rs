@@ -3,6 +3,7 @@
 pub mod http;
 pub mod listeners;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 
 use std::io;

@@ -129,6 +129,9 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             if listen.is_none() && labels.vhosts.is_empty() {
                 continue; // nothing to listen on and no vhost: not served
             }
+            table
+                .ssl_certs
+                .extend(labels.ssl_certs.iter().map(std::path::PathBuf::from));
             let backends = backends(cluster, app, n, &mut problem);
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
             let vhosts = labels

@@ -27,6 +27,8 @@ pub struct PortLabels {
     pub sticky: bool,
     /// Source blocks allowed; empty: everyone.
     pub acl: Vec<Cidr>,
+    /// Certificate files (PEM, chain and key) to serve on the HTTPS listeners.
+    pub ssl_certs: Vec<String>,
     /// Labels accepted but without effect, with why.
     pub notices: Vec<String>,
 }
@@ -42,7 +44,7 @@ const TEMPLATE_SUFFIXES: &[&str] = &[
 ];
 
 /// Labels that arrive with later work; noted, not errors.
-const LATER: &[&str] = &["SSL_CERT"];
+const LATER: &[&str] = &[];
 
 pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, String> {
     let prefix = format!("HAPROXY_{n}_");
@@ -128,6 +130,18 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         .filter(|c| !c.is_empty())
         .map(|c| Cidr::parse(c).map_err(|e| format!("{prefix}BACKEND_NETWORK_ALLOWED_ACL: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let ssl_certs: Vec<String> = get("SSL_CERT")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(relative) = ssl_certs.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!(
+            "{prefix}SSL_CERT: {relative:?} is not an absolute path"
+        ));
+    }
     let (redirect_to_https, hsts, sticky) = (
         flag("REDIRECT_TO_HTTPS")?,
         flag("USE_HSTS")?,
@@ -156,6 +170,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         hsts,
         sticky,
         acl,
+        ssl_certs,
         notices,
     })
 }
@@ -237,11 +252,12 @@ mod tests {
     fn templates_and_later_labels_are_noticed() {
         let l = labels(&[
             ("HAPROXY_0_BACKEND_HEAD", "x"),
-            ("HAPROXY_0_SSL_CERT", "/etc/ssl/a.pem"),
+            ("HAPROXY_0_SSL_CERT", "/etc/ssl/a.pem,/etc/ssl/b.pem"),
             ("HAPROXY_0_BALANCE", "source"),
         ]);
         let p = read(&l, 0).unwrap();
-        assert_eq!(p.notices.len(), 3, "{:?}", p.notices);
+        assert_eq!(p.notices.len(), 2, "{:?}", p.notices);
+        assert_eq!(p.ssl_certs, vec!["/etc/ssl/a.pem", "/etc/ssl/b.pem"]);
     }
 
     #[test]

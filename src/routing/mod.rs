@@ -33,6 +33,8 @@ pub struct RoutingTable {
     /// App id → the service of its first port (`X-Marathon-App-Id` routing, the default app).
     pub by_app_id: HashMap<crate::cluster::AppId, usize>,
     pub default_service: Option<usize>,
+    /// Certificate files named by served apps' `HAPROXY_{n}_SSL_CERT`.
+    pub ssl_certs: std::collections::BTreeSet<std::path::PathBuf>,
 }
 
 impl RoutingTable {

@@ -1,0 +1,301 @@
+//! HTTPS end to end: SNI certificate choice (exact, wildcard, default, per-app label), hot
+//! reload (new handshakes get the new certificate, open connections carry on, a broken file
+//! keeps the old one), HTTP/2 by ALPN, HSTS — with a rustls client and rcgen certificates made
+//! at test time.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::{Value, json};
+use support::marathon::{app, task};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// Accepts any certificate: these tests check *which* certificate the server chose.
+#[derive(Debug)]
+struct AnyCert;
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A fresh self-signed certificate for `names`, written as one PEM (certificate then key).
+fn write_cert(path: &Path, names: &[&str]) -> Vec<u8> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let c = rcgen::generate_simple_self_signed(names).unwrap();
+    std::fs::write(
+        path.with_extension("tmp"),
+        c.cert.pem() + &c.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    std::fs::rename(path.with_extension("tmp"), path).unwrap();
+    c.cert.der().to_vec()
+}
+
+async fn connect(addr: SocketAddr, sni: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+fn presented(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+async fn get_over(stream: &mut TlsStream<TcpStream>, host: &str) -> String {
+    let req = format!("GET /echo-headers HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    // Read one response: headers, then Content-Length bytes.
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+struct Setup {
+    sy: Switchyard,
+    https: SocketAddr,
+    certs: PathBuf,
+    a: Vec<u8>,
+    wild: Vec<u8>,
+    default: Vec<u8>,
+    _backend: Backend,
+}
+
+async fn setup(name: &str, extra_apps: Vec<Value>) -> Setup {
+    let dir = temp_dir(name);
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let a = write_cert(&certs.join("a.pem"), &["a.example.com"]);
+    let wild = write_cert(&certs.join("b.pem"), &["*.b.example.com"]);
+    let default = write_cert(&dir.join("default.pem"), &["default.example.com"]);
+    let backend = Backend::start("tls-backend").await;
+    let mut apps = vec![app(
+        "/web",
+        0,
+        json!({"HAPROXY_0_VHOST": "a.example.com,x.b.example.com", "HAPROXY_0_USE_HSTS": "true"}),
+        vec![task("/web", "web.1", backend.port())],
+    )];
+    for mut extra in extra_apps {
+        extra["tasks"] = json!([task("/extra", "extra.1", backend.port())]);
+        apps.push(extra);
+    }
+    let file = dir.join("apps.json");
+    std::fs::write(&file, json!({ "apps": apps }).to_string()).unwrap();
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         [https]\nlisten = [\"{https}\"]\ncerts = {:?}\ndefault_cert = {:?}\nreload_interval = \"50ms\"\n",
+        file.display().to_string(),
+        certs.display().to_string(),
+        dir.join("default.pem").display().to_string(),
+    );
+    let sy = Switchyard::start(name, &toml);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    Setup {
+        sy,
+        https,
+        certs,
+        a,
+        wild,
+        default,
+        _backend: backend,
+    }
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_requests_route_with_hsts() {
+    let s = setup("tls-sni", vec![]).await;
+    let mut a = connect(s.https, "a.example.com", &[]).await;
+    assert_eq!(presented(&a), s.a);
+    let reply = get_over(&mut a, "a.example.com").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=15768000"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("\"x-forwarded-proto\": \"https\""),
+        "{reply}"
+    );
+    assert_eq!(
+        presented(&connect(s.https, "x.b.example.com", &[]).await),
+        s.wild,
+        "wildcard"
+    );
+    assert_eq!(
+        presented(&connect(s.https, "A.Example.com", &[]).await),
+        s.a,
+        "case-insensitive"
+    );
+    assert_eq!(
+        presented(&connect(s.https, "other.org", &[]).await),
+        s.default,
+        "default"
+    );
+    assert_eq!(
+        presented(&connect(s.https, "y.z.b.example.com", &[]).await),
+        s.default,
+        "a wildcard covers one label"
+    );
+}
+
+#[tokio::test]
+async fn certificates_reload_without_dropping_connections_and_broken_files_keep_the_old() {
+    let s = setup("tls-reload", vec![]).await;
+    let mut open = connect(s.https, "a.example.com", &[]).await;
+    assert!(
+        get_over(&mut open, "a.example.com")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let renewed = write_cert(&s.certs.join("a.pem"), &["a.example.com"]);
+    wait_for("renewed certificate served", || async {
+        (presented(&connect(s.https, "a.example.com", &[]).await) == renewed).then_some(())
+    })
+    .await;
+    assert!(
+        get_over(&mut open, "a.example.com")
+            .await
+            .starts_with("HTTP/1.1 200"),
+        "the open connection carries on"
+    );
+    // A broken replacement: logged, and the renewed certificate stays.
+    std::fs::write(
+        s.certs.join("a.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    )
+    .unwrap();
+    wait_for("rejection logged", || async {
+        (!s.sy.log_lines("certificate rejected").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        presented(&connect(s.https, "a.example.com", &[]).await),
+        renewed
+    );
+    // A new file in the directory is picked up too.
+    let c = write_cert(&s.certs.join("c.pem"), &["c.example.com"]);
+    wait_for("new file", || async {
+        (presented(&connect(s.https, "c.example.com", &[]).await) == c).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn per_app_ssl_cert_label() {
+    let dir = temp_dir("tls-label-cert");
+    let path = dir.join("shop.pem");
+    let shop = write_cert(&path, &["shop.example.com"]);
+    let extra = app(
+        "/extra",
+        0,
+        json!({"HAPROXY_0_VHOST": "shop.example.com", "HAPROXY_0_SSL_CERT": path.display().to_string()}),
+        vec![],
+    );
+    let s = setup("tls-label", vec![extra]).await;
+    wait_for("label certificate served", || async {
+        (presented(&connect(s.https, "shop.example.com", &[]).await) == shop).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http2_by_alpn() {
+    let s = setup("tls-h2", vec![]).await;
+    let tls = connect(s.https, "a.example.com", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = hyper::Request::get("https://a.example.com/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "tls-backend");
+    }
+    let http1 = connect(s.https, "a.example.com", &[b"http/1.1"]).await;
+    assert_eq!(http1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
