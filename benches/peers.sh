@@ -35,6 +35,9 @@ PIDS=()
 NOTES=()
 declare -A HTTP_PORT=([switchyard]=18091 [haproxy]=18081 [direct]=18080)
 declare -A TCP_PORT=([switchyard]=18092 [haproxy]=18082 [direct]=18080)
+# switchyard's shared vhost listener (Host: 127.0.0.1 routes to /bench/http) against HAProxy's
+# HTTP-mode frontend
+declare -A VHOST_PORT=([switchyard]=18093 [haproxy]=18081 [direct]=18080)
 declare -A IPERF_PORT=([switchyard]=15212 [haproxy]=15202 [direct]=15201)
 declare -A PID_OF=([direct]="")   # direct has no proxy process: CPU column is n/a
 
@@ -115,12 +118,12 @@ wait_ready() { # name check-command... — polls until the check passes, 30 s de
 ports_ready() { local p; for p in "$@"; do listening "$p" || return 1; done; }
 http_ok() { [[ $(curl -fsS --max-time 2 "http://127.0.0.1:$1/") == ok ]]; }
 switchyard_ready() {
-  curl -fsS --max-time 2 http://127.0.0.1:19090/readyz && ports_ready 18091 18092 15212 && http_ok 18091 && http_ok 18092
+  curl -fsS --max-time 2 http://127.0.0.1:19090/readyz && ports_ready 18091 18092 18093 15212 && http_ok 18091 && http_ok 18092 && http_ok 18093
 }
 
 start_servers() {
   local p
-  for p in 18080 15201 18081 18082 15202 15203 18091 18092 15212 19090; do
+  for p in 18080 15201 18081 18082 15202 15203 18091 18092 18093 15212 19090; do
     ! listening "$p" || die "port $p already in use on 127.0.0.1 (leftover server?)"
   done
   (($(nproc) >= 2)) || die "needs at least 2 CPUs for pinning (nproc=$(nproc))"
@@ -182,6 +185,7 @@ measure() { # case proxy round — one run, one line in results.tsv
   else
     local port=${TCP_PORT[$proxy]}
     [[ $case != http ]] || port=${HTTP_PORT[$proxy]}
+    [[ $case != vhost ]] || port=${VHOST_PORT[$proxy]}
     read -r rps p99 req err < <(run_wrk "$port" || echo "- - 0 0")
     ((err == 0)) || NOTES+=("$proxy $case round $round: $err errors (non-2xx/socket) out of $req requests")
     [[ -z $pid || $req == 0 ]] || cpu=$(awk -v d="$(($(proc_ticks "$pid") - t0))" -v hz="$CLK_TCK" -v r="$req" \
@@ -204,7 +208,7 @@ run_rounds() {
   local r proxy case
   for ((r = 1; r <= ROUNDS; r++)); do
     for proxy in "$CANDIDATE" haproxy; do
-      for case in http tcp iperf; do measure "$case" "$proxy" "$r"; done
+      for case in http vhost tcp iperf; do measure "$case" "$proxy" "$r"; done
     done
     [[ $CANDIDATE == direct ]] || measure iperf direct "$r"
   done
@@ -256,6 +260,9 @@ report() {
   row "http keep-alive" http 5 "req/s" "%.0f"
   row "http keep-alive" http 6 "p99 ms" "%.2f"
   row "http keep-alive" http 7 "CPU-s / 100k req" "%.3f"
+  row "http vhost listener" vhost 5 "req/s" "%.0f"
+  row "http vhost listener" vhost 6 "p99 ms" "%.2f"
+  row "http vhost listener" vhost 7 "CPU-s / 100k req" "%.3f"
   row "tcp-mode http" tcp 5 "req/s" "%.0f"
   row "tcp-mode http" tcp 6 "p99 ms" "%.2f"
   row "tcp-mode http" tcp 7 "CPU-s / 100k req" "%.3f"
