@@ -21,6 +21,7 @@ fn config() -> CompileConfig {
         reserved: vec!["127.0.0.1:9090".parse().unwrap()],
         dns: None,
         default_app: None,
+        weight_overrides: Default::default(),
     }
 }
 
@@ -74,6 +75,7 @@ fn task_event_burst(c: &mut Criterion) {
                         TaskState::Running
                     },
                     healthy: None,
+                    ready: None,
                 },
             }
         })

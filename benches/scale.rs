@@ -73,6 +73,7 @@ fn measure(path: &str) {
         reserved: vec![],
         dns: None,
         default_app: None,
+        weight_overrides: Default::default(),
     };
     let mut compiles = Vec::new();
     let mut table = None;

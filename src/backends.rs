@@ -269,6 +269,7 @@ mod tests {
             reserved: vec![],
             dns: None,
             default_app: None,
+            weight_overrides: Default::default(),
         };
         compile(&c, &config)
     }

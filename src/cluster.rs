@@ -66,6 +66,8 @@ pub struct Task {
     pub state: TaskState,
     /// Aggregated health: `None` until Marathon reports a result.
     pub healthy: Option<bool>,
+    /// Readiness during a deployment: `Some(false)` while a readiness check has not passed.
+    pub ready: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +103,9 @@ impl TaskState {
 impl Task {
     /// Whether the task may receive traffic: running, and healthy when the app checks health.
     pub fn is_routable(&self, health_checks: usize) -> bool {
-        self.state == TaskState::Running && (health_checks == 0 || self.healthy == Some(true))
+        self.state == TaskState::Running
+            && (health_checks == 0 || self.healthy == Some(true))
+            && self.ready != Some(false)
     }
 }
 
@@ -169,6 +173,7 @@ impl Cluster {
                 if task.state.is_live() {
                     if let Some(previous) = app.tasks.get(&task.id) {
                         task.healthy = task.healthy.or(previous.healthy);
+                        task.ready = task.ready.or(previous.ready);
                     }
                     app.tasks.insert(task.id.clone(), task);
                 } else {
@@ -249,6 +254,7 @@ pub(crate) mod fixtures {
             ip_addresses: vec![],
             state: TaskState::Running,
             healthy: None,
+            ready: None,
         }
     }
 
@@ -288,6 +294,11 @@ mod tests {
         assert!(!t.is_routable(0));
         t.state = TaskState::Staging;
         assert!(!t.is_routable(0));
+        t.state = TaskState::Running;
+        t.ready = Some(false);
+        assert!(!t.is_routable(0), "a readiness check that has not passed");
+        t.ready = Some(true);
+        assert!(t.is_routable(0));
     }
 
     #[test]

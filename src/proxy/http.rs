@@ -34,6 +34,14 @@ pub enum Entry {
     AppId,
 }
 
+/// Where a request goes before an app is chosen.
+enum Target {
+    /// A route: weighted (and canary) choice among its apps.
+    Route(usize),
+    /// One app's service directly (app-id routing, the default app).
+    Service(usize),
+}
+
 /// marathon-lb's sticky cookie name, so pinned clients stay pinned across the migration.
 const STICKY_COOKIE: &str = "mesosphere_server_id";
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=15768000");
@@ -121,28 +129,50 @@ async fn proxy(
     let started = ctx.access_log.then(Instant::now);
     let snapshot = ctx.store.load_full();
     let table = &snapshot.table;
-    let index = match entry {
-        Entry::Port(listen) => table.service_at(listen),
+    let target = match entry {
+        Entry::Port(listen) => table.by_listen.get(&listen).map(|&r| Target::Route(r)),
         Entry::Vhost { .. } => {
             let mut buf = [0u8; 256];
             let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
             let host = host.or(req.uri().host().map(str::as_bytes));
             host.and_then(|h| host_key(h, &mut buf))
                 .and_then(|h| table.vhosts.route(h, req.uri().path()))
-                .or(table.default_service)
+                .map(Target::Route)
+                .or(table.default_service.map(Target::Service))
         }
         Entry::AppId => req
             .headers()
             .get("x-marathon-app-id")
             .and_then(|v| v.to_str().ok())
-            .and_then(|id| table.by_app_id.get(id).copied()),
+            .and_then(|id| table.by_app_id.get(id).copied())
+            .map(Target::Service),
     };
-    let Some(index) = index else {
-        let response = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no route for this request\n",
-        );
-        return logged(started, &req, None, response);
+    let index = match target {
+        None => {
+            let response = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no route for this request\n",
+            );
+            return logged(started, &req, None, response);
+        }
+        Some(Target::Service(index)) => index,
+        Some(Target::Route(route)) => {
+            let route = &table.routes[route];
+            match route.pick(Some(req.headers()), &table.services) {
+                Some(index) => index,
+                None => {
+                    let service = &table.services[route.first()].key;
+                    ctx.metrics
+                        .no_backend
+                        .get_or_create(&ServiceLabels {
+                            service: service.to_string(),
+                        })
+                        .inc();
+                    let response = plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
+                    return logged(started, &req, None, response);
+                }
+            }
+        }
     };
     let service = &table.services[index];
     let states = &snapshot.states[index];

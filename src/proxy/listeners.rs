@@ -203,11 +203,23 @@ pub async fn accept_https(
 async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc<Context>) {
     let _tracked = ctx.shutdown.track();
     let snapshot = ctx.store.load_full();
-    let Some(service) = snapshot.table.service_at(listen) else {
+    let Some(route) = snapshot.table.route_at(listen) else {
         return;
     };
-    match snapshot.table.services[service].mode {
-        Mode::Tcp => tcp::serve(stream, snapshot, service, &ctx).await,
+    // The route's apps share a port, so they share its protocol: the first one's says which.
+    match snapshot.table.services[route.first()].mode {
+        Mode::Tcp => {
+            let Some(service) = route.pick(None, &snapshot.table.services) else {
+                // No app of the route has a backend: refuse promptly.
+                let service = snapshot.table.services[route.first()].key.to_string();
+                ctx.metrics
+                    .no_backend
+                    .get_or_create(&crate::metrics::ServiceLabels { service })
+                    .inc();
+                return;
+            };
+            tcp::serve(stream, snapshot, service, &ctx).await
+        }
         Mode::Http => {
             drop(snapshot);
             let _ = stream.set_nodelay(true);

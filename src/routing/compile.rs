@@ -4,7 +4,7 @@
 //! id order, so every instance given the same cluster builds the same table. What cannot be
 //! served is skipped and reported as a [`Problem`]; it never stops the rest from compiling.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels};
@@ -12,6 +12,7 @@ use crate::cluster::{App, Cluster, Networking, Protocol, Task};
 use crate::config::Config;
 use crate::dns::zone::ZoneConfig;
 use crate::routing::HttpOptions;
+use crate::routing::routes::{Overrides, Route};
 
 /// The part of the configuration that `compile` reads.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct CompileConfig {
     pub dns: Option<ZoneConfig>,
     /// The app (its first port) that answers vhost requests no route matches.
     pub default_app: Option<String>,
+    /// Route weights set at runtime (admin API), by route name.
+    pub weight_overrides: Overrides,
 }
 
 impl CompileConfig {
@@ -38,6 +41,7 @@ impl CompileConfig {
             reserved: config.reserved_ports(),
             dns: config.dns.zone_config(),
             default_app: config.http.default_app.clone(),
+            weight_overrides: Overrides::new(),
         }
     }
 
@@ -54,8 +58,10 @@ impl CompileConfig {
 
 pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let mut table = RoutingTable::default();
-    let mut routes: Vec<(ServiceKey, Vec<String>, Vec<String>)> = Vec::new();
-    let mut claimed: HashMap<u16, Vec<(IpAddr, ServiceKey)>> = HashMap::new();
+    let mut entries: Vec<Entries> = Vec::new();
+    // Port → who holds it: (address, service, deployment group). Apps of one deployment group
+    // share their ports; anyone else who asks for a held port is refused.
+    let mut claimed: HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>> = HashMap::new();
     for addr in &config.reserved {
         let owner = ServiceKey {
             app_id: "switchyard".into(),
@@ -64,7 +70,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         claimed
             .entry(addr.port())
             .or_default()
-            .push((addr.ip(), owner));
+            .push((addr.ip(), owner, None));
     }
     for app in cluster.apps.values() {
         for (n, port) in app.ports.iter().enumerate() {
@@ -106,27 +112,46 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 app_id: app.id.clone(),
                 port_index: n,
             };
-            // The service port: none assigned, or taken, leaves the port served by vhost only.
+            // The service port (and a blue-green alternate port): none assigned, or taken, leaves
+            // the app port served by vhost only.
+            let group = labels.deployment.group.clone();
+            let ip = labels.bind_addr.unwrap_or(config.bind);
             let service_port = labels.port.unwrap_or(port.service_port);
-            let mut listen = (service_port != 0)
-                .then(|| SocketAddr::new(labels.bind_addr.unwrap_or(config.bind), service_port));
-            if let Some(addr) = listen {
-                let claims = claimed.entry(service_port).or_default();
-                if let Some((_, owner)) = claims.iter().find(|(ip, _)| overlaps(*ip, addr.ip())) {
-                    let reason = if &*owner.app_id == "switchyard" {
-                        format!(
-                            "service port {service_port} collides with switchyard's own listener"
-                        )
-                    } else {
-                        format!("service port {service_port} is already taken by {owner}")
-                    };
-                    problem(Severity::Skipped, reason);
-                    listen = None;
-                } else {
-                    claims.push((addr.ip(), key.clone()));
+            let mut listens = Vec::new();
+            let alt = labels.deployment.alt_port.filter(|&p| p != service_port);
+            for (i, wanted) in [service_port].into_iter().chain(alt).enumerate() {
+                if wanted == 0 {
+                    continue;
+                }
+                let claims = claimed.entry(wanted).or_default();
+                let holder = claims
+                    .iter()
+                    .find(|(held, _, g)| overlaps(*held, ip) && (g.is_none() || *g != group));
+                match holder {
+                    Some((_, owner, _)) => {
+                        let what = if i == 0 {
+                            "service port"
+                        } else {
+                            "alternate port"
+                        };
+                        let reason = if &*owner.app_id == "switchyard" {
+                            format!("{what} {wanted} collides with switchyard's own listener")
+                        } else {
+                            format!("{what} {wanted} is already taken by {owner}")
+                        };
+                        problem(Severity::Skipped, reason);
+                    }
+                    None => {
+                        claims.push((ip, key.clone(), group.clone()));
+                        listens.push(SocketAddr::new(ip, wanted));
+                    }
                 }
             }
-            if listen.is_none() && labels.vhosts.is_empty() {
+            let listen = listens
+                .first()
+                .copied()
+                .filter(|a| a.port() == service_port);
+            if listens.is_empty() && labels.vhosts.is_empty() {
                 continue; // nothing to listen on and no vhost: not served
             }
             table
@@ -146,9 +171,12 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     paths.into_iter().map(move |p| format!("{h}{p}"))
                 })
                 .collect();
-            routes.push((key.clone(), labels.vhosts, labels.paths));
+            entries.push((key.clone(), listens, labels.vhosts, labels.paths));
             table.services.push(Service {
                 vhosts,
+                weight: labels.weight,
+                canary: labels.canary_header,
+                deployment: labels.deployment,
                 key,
                 listen,
                 mode: labels.mode,
@@ -168,22 +196,20 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         .as_ref()
         .map(|dns| crate::dns::zone::build(cluster, dns));
     table.services.sort_by(|a, b| a.key.cmp(&b.key));
-    table.by_listen = table
-        .services
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| Some((s.listen?, i)))
-        .collect();
     let index: HashMap<&ServiceKey, usize> = table
         .services
         .iter()
         .enumerate()
         .map(|(i, s)| (&s.key, i))
         .collect();
-    // Vhost routes, in app order: the first app to claim a host and path keeps it.
-    routes.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, hosts, paths) in &routes {
+    // Entry points and the services behind each, in app order.
+    let mut ports: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+    let mut vhosts: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (key, listens, hosts, paths) in &entries {
         let service = index[key];
+        for listen in listens {
+            ports.entry(*listen).or_default().push(service);
+        }
         let prefixes: Vec<&str> = if paths.is_empty() {
             vec![""]
         } else {
@@ -191,28 +217,88 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         };
         for host in hosts {
             for prefix in &prefixes {
-                if let Err(owner) = table.vhosts.insert(host, prefix, service) {
-                    table.problems.push(Problem {
-                        app_id: key.app_id.clone(),
-                        port_index: Some(key.port_index),
-                        severity: Severity::Skipped,
-                        reason: format!(
-                            "vhost {host}{prefix} is already routed to {}",
-                            table.services[owner].key
-                        ),
-                    });
-                }
+                vhosts
+                    .entry((host.clone(), prefix.to_string()))
+                    .or_default()
+                    .push(service);
             }
         }
         if key.port_index == 0 {
             table.by_app_id.insert(key.app_id.clone(), service);
         }
     }
+    for services in ports.values_mut().chain(vhosts.values_mut()) {
+        services.sort();
+        services.dedup();
+    }
+    let mut named: HashMap<Vec<usize>, usize> = HashMap::new();
+    for (listen, services) in ports {
+        let route = route_for(
+            &mut table,
+            &mut named,
+            services,
+            None,
+            &config.weight_overrides,
+        );
+        table.by_listen.insert(listen, route);
+    }
+    for ((host, prefix), services) in vhosts {
+        let label = format!("{host}{prefix}");
+        let route = route_for(
+            &mut table,
+            &mut named,
+            services,
+            Some(label),
+            &config.weight_overrides,
+        );
+        let inserted = table.vhosts.insert(&host, &prefix, route);
+        debug_assert!(inserted.is_ok(), "one route per host and path");
+    }
     table.default_service = config
         .default_app
         .as_deref()
         .and_then(|id| table.by_app_id.get(id).copied());
     table
+}
+
+/// A service's entry points, gathered while services are built, for the routes built at the end:
+/// (service, listen addresses, vhosts, paths).
+type Entries = (ServiceKey, Vec<SocketAddr>, Vec<String>, Vec<String>);
+
+/// The route for a set of services: one route per distinct set, named after their deployment
+/// group when they share one, else after the vhost or the single service.
+fn route_for(
+    table: &mut RoutingTable,
+    named: &mut HashMap<Vec<usize>, usize>,
+    services: Vec<usize>,
+    vhost: Option<String>,
+    overrides: &Overrides,
+) -> usize {
+    if let Some(&route) = named.get(&services) {
+        return route;
+    }
+    let first = &table.services[services[0]];
+    let group = first.deployment.group.clone().filter(|g| {
+        services
+            .iter()
+            .all(|&s| table.services[s].deployment.group.as_ref() == Some(g))
+    });
+    let name = match (group, vhost) {
+        (Some(g), _) if first.key.port_index == 0 => g,
+        (Some(g), _) => format!("{g}:{}", first.key.port_index),
+        (None, Some(vhost)) if services.len() > 1 => vhost,
+        (None, _) if services.len() == 1 => first.key.to_string(),
+        (None, Some(vhost)) => vhost,
+        (None, None) => first.key.to_string(),
+    };
+    table.routes.push(Route::new(
+        name,
+        services.clone(),
+        &table.services,
+        overrides,
+    ));
+    named.insert(services, table.routes.len() - 1);
+    table.routes.len() - 1
 }
 
 /// Two binds collide when they share a port and either is a wildcard or both are the same IP.
@@ -288,6 +374,7 @@ mod tests {
             reserved: vec!["127.0.0.1:9090".parse().unwrap()],
             dns: None,
             default_app: None,
+            weight_overrides: Overrides::new(),
         }
     }
 
@@ -462,7 +549,7 @@ mod tests {
     }
 
     #[test]
-    fn vhosts_route_to_services_and_first_claim_wins() {
+    fn apps_sharing_a_vhost_form_one_route_and_ports_are_not_shared_across_groups() {
         let c = cluster(vec![
             app(
                 "/shop",
@@ -489,31 +576,119 @@ mod tests {
         let mut config = config("*");
         config.default_app = Some("/api".into());
         let t = compile(&c, &config);
-        let id = |i: usize| t.services[i].key.app_id.to_string();
-        assert_eq!(
-            id(t.vhosts.route("shop.example.com", "/").unwrap()),
-            "/copy",
-            "/copy sorts first"
-        );
-        assert_eq!(
-            id(t.vhosts.route("shop.example.com", "/api/x").unwrap()),
-            "/api"
-        );
-        assert_eq!(id(t.default_service.unwrap()), "/api");
-        // /shop lost both its port (to /copy) and its vhost: reported, and still present with
-        // neither, it is not served at all.
-        assert!(
-            t.problems
+        let apps = |r: usize| {
+            t.routes[r]
+                .members
                 .iter()
-                .any(|p| &*p.app_id == "/shop" && p.reason.contains("already routed to /copy:0"))
+                .map(|m| m.app_id.to_string())
+                .collect::<Vec<_>>()
+        };
+        let root = t.vhosts.route("shop.example.com", "/").unwrap();
+        assert_eq!(apps(root), vec!["/copy", "/shop"]);
+        assert_eq!(t.routes[root].name, "shop.example.com");
+        assert_eq!(
+            apps(t.vhosts.route("shop.example.com", "/api/x").unwrap()),
+            vec!["/api"]
         );
+        assert_eq!(&*t.services[t.default_service.unwrap()].key.app_id, "/api");
+        // Without a shared deployment group, the service port stays with the first app.
         let shop = t
             .services
             .iter()
             .find(|s| &*s.key.app_id == "/shop")
             .unwrap();
         assert_eq!(shop.listen, None, "its service port went to /copy");
-        assert_eq!(shop.vhosts, vec!["shop.example.com"]);
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| &*p.app_id == "/shop" && p.reason.contains("taken by /copy:0"))
+        );
+    }
+
+    #[test]
+    fn a_deployment_group_shares_its_port_and_splits_by_weight() {
+        let blue = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_COLOUR", "blue"),
+            ("SWITCHYARD_0_WEIGHT", "90"),
+        ];
+        let green = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_COLOUR", "green"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "10100"),
+            ("SWITCHYARD_0_WEIGHT", "10"),
+            ("SWITCHYARD_0_CANARY_HEADER", "X-Canary: on"),
+        ];
+        let c = cluster(vec![
+            app(
+                "/shop-blue",
+                10000,
+                &blue,
+                vec![task("b.1", 1), task("b.2", 2), task("b.3", 3)],
+            ),
+            app("/shop-green", 10000, &green, vec![task("g.1", 4)]),
+        ]);
+        let mut config = config("*");
+        let t = compile(&c, &config);
+        assert!(
+            t.problems.iter().all(|p| !p.reason.contains("taken")),
+            "{:?}",
+            t.problems
+        );
+        let route = t.route_at("127.0.0.1:10000".parse().unwrap()).unwrap();
+        assert_eq!(route.name, "shop");
+        let alt = t.route_at("127.0.0.1:10100".parse().unwrap()).unwrap();
+        assert_eq!(alt.name, "shop", "the alternate port serves the same route");
+        let picks: Vec<usize> = (0..1000)
+            .map(|_| route.pick(None, &t.services).unwrap())
+            .collect();
+        let green_idx = t
+            .services
+            .iter()
+            .position(|s| &*s.key.app_id == "/shop-green")
+            .unwrap();
+        let to_green = picks.iter().filter(|&&s| s == green_idx).count();
+        assert!((99..=101).contains(&to_green), "90/10 is exact: {to_green}");
+        let mut canary = http::HeaderMap::new();
+        canary.insert("x-canary", "on".parse().unwrap());
+        assert_eq!(route.pick(Some(&canary), &t.services), Some(green_idx));
+        // A runtime override replaces the labels' weights.
+        config.weight_overrides.insert(
+            "shop".into(),
+            [("/shop-blue".into(), 0), ("/shop-green".into(), 1)].into(),
+        );
+        let t = compile(&c, &config);
+        let route = t.route_at("127.0.0.1:10000".parse().unwrap()).unwrap();
+        assert!(route.overridden);
+        assert!((0..10).all(|_| route.pick(None, &t.services) == Some(green_idx)));
+    }
+
+    #[test]
+    fn an_app_without_backends_gives_its_share_away() {
+        let g = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "g"),
+            ("SWITCHYARD_0_WEIGHT", "50"),
+        ];
+        let c = cluster(vec![
+            app("/a", 10000, &g, vec![task("a.1", 1)]),
+            app("/b", 10000, &g, vec![]),
+        ]);
+        let t = compile(&c, &config("*"));
+        let route = t.route_at("127.0.0.1:10000".parse().unwrap()).unwrap();
+        let a = t
+            .services
+            .iter()
+            .position(|s| &*s.key.app_id == "/a")
+            .unwrap();
+        assert!((0..10).all(|_| route.pick(None, &t.services) == Some(a)));
+        let c = cluster(vec![app("/b", 10000, &g, vec![])]);
+        let t = compile(&c, &config("*"));
+        assert_eq!(
+            t.route_at("127.0.0.1:10000".parse().unwrap())
+                .unwrap()
+                .pick(None, &t.services),
+            None
+        );
     }
 
     #[test]

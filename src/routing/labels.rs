@@ -9,6 +9,15 @@ use std::net::IpAddr;
 use super::cidr::Cidr;
 use super::{Balance, Mode};
 
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Deployment {
+    pub group: Option<String>,
+    pub colour: Option<String>,
+    pub started_at: Option<String>,
+    pub alt_port: Option<u16>,
+    pub target_instances: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortLabels {
     /// `None`: the app has no group label.
@@ -29,6 +38,13 @@ pub struct PortLabels {
     pub acl: Vec<Cidr>,
     /// Certificate files (PEM, chain and key) to serve on the HTTPS listeners.
     pub ssl_certs: Vec<String>,
+    /// marathon-lb's blue-green set (app-wide labels).
+    pub deployment: Deployment,
+    /// `SWITCHYARD_{n}_WEIGHT`: this app's share of its route.
+    pub weight: Option<u32>,
+    /// `SWITCHYARD_{n}_CANARY_HEADER`: requests carrying this header (lowercase name, value)
+    /// go to this app.
+    pub canary_header: Option<(String, String)>,
     /// Labels accepted but without effect, with why.
     pub notices: Vec<String>,
 }
@@ -142,6 +158,47 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             "{prefix}SSL_CERT: {relative:?} is not an absolute path"
         ));
     }
+    let app_label = |key: &str| labels.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let number = |key: &str| -> Result<Option<u32>, String> {
+        app_label(key)
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("{key}={v:?}: expected a number"))
+            })
+            .transpose()
+    };
+    let deployment = Deployment {
+        group: app_label("HAPROXY_DEPLOYMENT_GROUP").map(str::to_string),
+        colour: app_label("HAPROXY_DEPLOYMENT_COLOUR").map(str::to_string),
+        started_at: app_label("HAPROXY_DEPLOYMENT_STARTED_AT").map(str::to_string),
+        alt_port: number("HAPROXY_DEPLOYMENT_ALT_PORT")?
+            .map(|p| u16::try_from(p).ok().filter(|&p| p != 0))
+            .map(|p| p.ok_or("HAPROXY_DEPLOYMENT_ALT_PORT: not a port number"))
+            .transpose()?,
+        target_instances: number("HAPROXY_DEPLOYMENT_TARGET_INSTANCES")?,
+    };
+    let own = format!("SWITCHYARD_{n}_");
+    let weight = labels
+        .get(&format!("{own}WEIGHT"))
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{own}WEIGHT={v:?}: expected a number"))
+        })
+        .transpose()?;
+    let canary_header = labels
+        .get(&format!("{own}CANARY_HEADER"))
+        .map(|v| {
+            let (name, value) = v
+                .split_once(':')
+                .ok_or_else(|| format!("{own}CANARY_HEADER={v:?}: expected \"Name: value\""))?;
+            let name = name.trim().to_ascii_lowercase();
+            if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!("{own}CANARY_HEADER: {name:?} is not a header name"));
+            }
+            Ok((name, value.trim().to_string()))
+        })
+        .transpose()?;
     let (redirect_to_https, hsts, sticky) = (
         flag("REDIRECT_TO_HTTPS")?,
         flag("USE_HSTS")?,
@@ -171,6 +228,9 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         sticky,
         acl,
         ssl_certs,
+        deployment,
+        weight,
+        canary_header,
         notices,
     })
 }
@@ -258,6 +318,32 @@ mod tests {
         let p = read(&l, 0).unwrap();
         assert_eq!(p.notices.len(), 2, "{:?}", p.notices);
         assert_eq!(p.ssl_certs, vec!["/etc/ssl/a.pem", "/etc/ssl/b.pem"]);
+    }
+
+    #[test]
+    fn deployment_and_canary_labels() {
+        let l = labels(&[
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_COLOUR", "green"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "10101"),
+            ("HAPROXY_DEPLOYMENT_TARGET_INSTANCES", "3"),
+            ("SWITCHYARD_0_WEIGHT", "10"),
+            ("SWITCHYARD_0_CANARY_HEADER", "X-Canary: on"),
+        ]);
+        let p = read(&l, 0).unwrap();
+        assert_eq!(p.deployment.group.as_deref(), Some("shop"));
+        assert_eq!(p.deployment.alt_port, Some(10101));
+        assert_eq!(p.deployment.target_instances, Some(3));
+        assert_eq!(p.weight, Some(10));
+        assert_eq!(p.canary_header, Some(("x-canary".into(), "on".into())));
+        assert_eq!(read(&l, 1).unwrap().weight, None, "weights are per port");
+        for (k, v) in [
+            ("SWITCHYARD_0_WEIGHT", "-1"),
+            ("SWITCHYARD_0_CANARY_HEADER", "nocolon"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "0"),
+        ] {
+            assert!(read(&labels(&[(k, v)]), 0).unwrap_err().contains(k));
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod cidr;
 pub mod compile;
 pub mod labels;
+pub mod routes;
 pub mod store;
 pub mod vhosts;
 
@@ -21,14 +22,17 @@ pub use compile::{CompileConfig, compile};
 
 #[derive(Debug, Default)]
 pub struct RoutingTable {
-    /// Sorted by listen address.
+    /// One per served app port, sorted by app id and port index.
     pub services: Vec<Service>,
+    /// What each entry point (port or vhost) sends traffic to.
+    pub routes: Vec<routes::Route>,
+    /// Listen address → route.
     pub by_listen: HashMap<SocketAddr, usize>,
     /// What `compile` skipped or ignored, and why.
     pub problems: Vec<Problem>,
     /// The DNS zone, when DNS is on.
     pub dns: Option<crate::dns::zone::Zone>,
-    /// Host and path routes of the shared HTTP(S) listeners, to service indices.
+    /// Host and path routes of the shared HTTP(S) listeners, to route indices.
     pub vhosts: vhosts::Vhosts,
     /// App id → the service of its first port (`X-Marathon-App-Id` routing, the default app).
     pub by_app_id: HashMap<crate::cluster::AppId, usize>,
@@ -38,8 +42,8 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
-    pub fn service_at(&self, listen: SocketAddr) -> Option<usize> {
-        self.by_listen.get(&listen).copied()
+    pub fn route_at(&self, listen: SocketAddr) -> Option<&routes::Route> {
+        self.by_listen.get(&listen).map(|&r| &self.routes[r])
     }
 }
 
@@ -56,6 +60,11 @@ pub struct Service {
     pub http: HttpOptions,
     /// Its vhost routes as `host/path`, for display.
     pub vhosts: Vec<String>,
+    /// `SWITCHYARD_{n}_WEIGHT`, its share of the routes it is in.
+    pub weight: Option<u32>,
+    /// `SWITCHYARD_{n}_CANARY_HEADER`: (lowercase name, value).
+    pub canary: Option<(String, String)>,
+    pub deployment: labels::Deployment,
 }
 
 /// Per-service HTTP behaviour from marathon-lb's labels.

@@ -30,6 +30,15 @@ struct MarathonApp {
     health_checks: Vec<Value>,
     #[serde(default)]
     tasks: Vec<MarathonTask>,
+    #[serde(default)]
+    readiness_check_results: Vec<ReadinessResult>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadinessResult {
+    task_id: String,
+    ready: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -203,11 +212,16 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
             labels: p.labels,
         })
         .collect();
+    let readiness = app.readiness_check_results;
     let tasks = app
         .tasks
         .into_iter()
         .map(|t| {
-            let task = into_task(t);
+            let mut task = into_task(t);
+            // Several checks: ready when all have passed.
+            for result in readiness.iter().filter(|r| *r.task_id == *task.id) {
+                task.ready = Some(task.ready.unwrap_or(true) && result.ready);
+            }
             (task.id.clone(), task)
         })
         .collect();
@@ -232,6 +246,7 @@ fn into_task(t: MarathonTask) -> Task {
         ports: t.ports,
         ip_addresses: t.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
         state: TaskState::parse(t.state.as_deref().unwrap_or("TASK_RUNNING")),
+        ready: None,
         healthy: if t.health_check_results.is_empty() {
             None
         } else {
@@ -318,6 +333,7 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
                 ip_addresses: e.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
                 state: TaskState::parse(&e.task_status),
                 healthy: None,
+                ready: None,
             };
             Some(Event::Update(ClusterUpdate::TaskStatus {
                 app_id: e.app_id.into(),
@@ -427,6 +443,17 @@ mod tests {
         assert_eq!(app.tasks["a.1"].healthy, Some(false));
         assert_eq!(app.tasks["a.2"].healthy, Some(true));
         assert_eq!(app.tasks["a.3"].healthy, None);
+    }
+
+    #[test]
+    fn readiness_results_gate_tasks() {
+        let body =
+            br#"{"apps":[{"id":"/a","tasks":[{"id":"a.1","host":"h"},{"id":"a.2","host":"h"}],
+            "readinessCheckResults":[{"name":"r","taskId":"a.1","ready":false,"lastResponse":null},
+                                     {"name":"r","taskId":"a.2","ready":true}]}]}"#;
+        let app = &parse_apps(body).unwrap().apps[0];
+        assert_eq!(app.tasks["a.1"].ready, Some(false));
+        assert_eq!(app.tasks["a.2"].ready, Some(true));
     }
 
     #[test]

@@ -1,0 +1,135 @@
+//! Routes: what one entry point (a service port, or a vhost host and path) sends traffic to.
+//! A route holds one or more apps' services — apps that share a `HAPROXY_DEPLOYMENT_GROUP`, or
+//! the same vhost and path — and splits requests among them by weight, exactly and
+//! deterministically (smooth weighted round robin over the apps), before each app's own balancer
+//! picks a backend. An app with no routable backend gives its share to the others.
+
+use std::collections::BTreeMap;
+
+use http::HeaderMap;
+use serde::Serialize;
+
+use super::Service;
+use super::balance::SmoothWeighted;
+use crate::cluster::AppId;
+
+/// The weight of an app that has no `SWITCHYARD_{n}_WEIGHT` in a route where another has one.
+pub const DEFAULT_WEIGHT: u32 = 100;
+
+/// Runtime weight overrides, by route name, then app id.
+pub type Overrides = BTreeMap<String, BTreeMap<AppId, u32>>;
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub members: Vec<Member>,
+    /// Services that may take traffic (weight > 0 and a backend), in member order.
+    live: Vec<usize>,
+    picker: SmoothWeighted,
+    /// (lowercase header name, value, service): requests carrying it go to that service.
+    canaries: Vec<(String, String, usize)>,
+    pub overridden: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// Index into the table's services.
+    #[serde(skip)]
+    pub service: usize,
+    pub app_id: AppId,
+    pub weight: u32,
+    pub weight_from: WeightSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightSource {
+    /// No app of the route has a weight: traffic is spread per backend.
+    Backends,
+    /// `SWITCHYARD_{n}_WEIGHT`.
+    Label,
+    /// Another app has a weight label, this one not: [`DEFAULT_WEIGHT`].
+    Default,
+    /// Set at runtime through the admin API.
+    Override,
+}
+
+impl Route {
+    pub fn new(
+        name: String,
+        services: Vec<usize>,
+        all: &[Service],
+        overrides: &Overrides,
+    ) -> Route {
+        let overriding = overrides.get(&name);
+        let labelled = services.iter().any(|&s| all[s].weight.is_some());
+        let members: Vec<Member> = services
+            .iter()
+            .map(|&s| {
+                let service = &all[s];
+                let (weight, weight_from) = match (overriding, service.weight) {
+                    (Some(o), _) => (
+                        o.get(&service.key.app_id).copied().unwrap_or(0),
+                        WeightSource::Override,
+                    ),
+                    (None, Some(w)) => (w, WeightSource::Label),
+                    (None, None) if labelled => (DEFAULT_WEIGHT, WeightSource::Default),
+                    (None, None) => (service.backends.len() as u32, WeightSource::Backends),
+                };
+                Member {
+                    service: s,
+                    app_id: service.key.app_id.clone(),
+                    weight,
+                    weight_from,
+                }
+            })
+            .collect();
+        let live_members: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.weight > 0 && !all[m.service].backends.is_empty())
+            .collect();
+        let weights: Vec<u32> = live_members.iter().map(|m| m.weight).collect();
+        let canaries = services
+            .iter()
+            .filter_map(|&s| {
+                all[s]
+                    .canary
+                    .as_ref()
+                    .map(|(n, v)| (n.clone(), v.clone(), s))
+            })
+            .collect();
+        Route {
+            name,
+            live: live_members.iter().map(|m| m.service).collect(),
+            picker: SmoothWeighted::new(&weights),
+            members,
+            canaries,
+            overridden: overriding.is_some(),
+        }
+    }
+
+    /// The service for one connection or request: a canary header's app when the request
+    /// carries it (and the app has a backend), else the next in the weighted rotation. `None`
+    /// when no app of the route can take traffic.
+    pub fn pick(&self, headers: Option<&HeaderMap>, all: &[Service]) -> Option<usize> {
+        if let Some(headers) = headers {
+            for (name, value, service) in &self.canaries {
+                let matched = headers
+                    .get(name.as_str())
+                    .is_some_and(|v| v.as_bytes() == value.as_bytes());
+                if matched && !all[*service].backends.is_empty() {
+                    return Some(*service);
+                }
+            }
+        }
+        if self.live.is_empty() {
+            return None;
+        }
+        Some(self.live[self.picker.next()])
+    }
+
+    /// A service to report a failure against when nothing can be picked.
+    pub fn first(&self) -> usize {
+        self.members[0].service
+    }
+}
