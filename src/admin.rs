@@ -22,6 +22,7 @@ use crate::routing::store::{Snapshot, Store};
 use crate::routing::{Balance, Mode, Problem};
 
 pub struct Admin {
+    pub commands: tokio::sync::mpsc::Sender<crate::reconciler::Command>,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
@@ -39,7 +40,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req)) }
+                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -50,7 +51,16 @@ impl Admin {
         }
     }
 
-    fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(route) = req
+            .uri()
+            .path()
+            .strip_prefix("/v1/routes/")
+            .and_then(|r| r.strip_suffix("/weights"))
+        {
+            let route = percent_decode(route);
+            return self.weights(req, route).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
         }
@@ -113,6 +123,78 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// `PUT /v1/routes/{route}/weights` with `{"app id": weight, …}` sets a route's weights
+    /// (apps left out get 0); `DELETE` clears them. Answers once the new table is live.
+    async fn weights(&self, req: Request<Incoming>, route: String) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let weights = match *req.method() {
+            Method::DELETE => None,
+            Method::PUT | Method::POST => {
+                let body = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+                let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "body unreadable or over 64 KiB\n".into(),
+                    );
+                };
+                match serde_json::from_slice::<std::collections::BTreeMap<String, u32>>(&body) {
+                    Ok(w) => Some(w.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+                    Err(e) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            format!("expected {{\"app id\": weight}}: {e}\n"),
+                        );
+                    }
+                }
+            }
+            _ => return text(StatusCode::METHOD_NOT_ALLOWED, "PUT or DELETE\n".into()),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = crate::reconciler::Command::SetWeights {
+            route,
+            weights,
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
+            Ok(Ok(Ok(()))) => text(StatusCode::OK, "ok\n".into()),
+            Ok(Ok(Err(e))) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+            _ => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not applied in time\n".into(),
+            ),
+        }
+    }
+}
+
+/// Route names hold `/` and `:`; clients may send them percent-encoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -131,7 +213,26 @@ struct RoutesView<'a> {
     source_connected: bool,
     last_sync_unix_ms: u64,
     services: Vec<ServiceView<'a>>,
+    routes: Vec<RouteView<'a>>,
     problems: &'a [Problem],
+}
+
+#[derive(Serialize)]
+struct RouteView<'a> {
+    name: &'a str,
+    listen: Vec<SocketAddr>,
+    vhosts: Vec<String>,
+    overridden: bool,
+    members: Vec<MemberView<'a>>,
+}
+
+#[derive(Serialize)]
+struct MemberView<'a> {
+    #[serde(flatten)]
+    member: &'a crate::routing::routes::Member,
+    port_index: usize,
+    backends: usize,
+    colour: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -194,7 +295,44 @@ fn routes<'a>(
                 .collect(),
         })
         .collect();
+    let table = &snapshot.table;
+    let routes = table
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RouteView {
+            name: &r.name,
+            listen: {
+                let mut listen: Vec<SocketAddr> = table
+                    .by_listen
+                    .iter()
+                    .filter(|(_, x)| **x == i)
+                    .map(|(a, _)| *a)
+                    .collect();
+                listen.sort();
+                listen
+            },
+            vhosts: table
+                .vhosts
+                .entries()
+                .filter(|(_, _, x)| *x == i)
+                .map(|(h, p, _)| format!("{h}{p}"))
+                .collect(),
+            overridden: r.overridden,
+            members: r
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    member: m,
+                    port_index: table.services[m.service].key.port_index,
+                    backends: table.services[m.service].backends.len(),
+                    colour: table.services[m.service].deployment.colour.as_deref(),
+                })
+                .collect(),
+        })
+        .collect();
     RoutesView {
+        routes,
         generation: snapshot.generation,
         created_unix_ms: unix_ms(snapshot.created),
         ready: status.ready.load(Ordering::Relaxed),

@@ -123,7 +123,9 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         ));
     }
     let listeners = Listeners::new(ctx.clone());
+    let (commands_tx, commands_rx) = mpsc::channel(64);
     let admin = Arc::new(admin::Admin {
+        commands: commands_tx,
         store: store.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
@@ -213,7 +215,7 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         refetch_tx,
         ctx.clone(),
     );
-    let reconciler = tokio::spawn(reconciler.run(events_rx));
+    let reconciler = tokio::spawn(reconciler.run(events_rx, commands_rx));
     if demo {
         tokio::spawn(demo::run(store.clone()));
     }

@@ -27,6 +27,13 @@ pub struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub app: String,
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -51,6 +58,7 @@ pub struct Metrics {
     pub backends: Gauge,
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
+    pub route_weight: Family<RouteLabels, Gauge>,
     pub dns: std::sync::Arc<crate::dns::server::DnsMetrics>,
 }
 
@@ -82,6 +90,7 @@ impl Metrics {
             backends: Gauge::default(),
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            route_weight: Family::default(),
             dns: Default::default(),
             registry: Registry::default(),
         };
@@ -195,6 +204,27 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Publishes the weights of every multi-app route of `table` (single-app routes carry none).
+    pub fn route_weights(&self, table: &crate::routing::RoutingTable) {
+        self.route_weight.clear();
+        for route in table
+            .routes
+            .iter()
+            .filter(|r| r.members.len() > 1 || r.overridden)
+        {
+            for m in &route.members {
+                let labels = RouteLabels {
+                    route: route.name.clone(),
+                    app: m.app_id.to_string(),
+                    source: m.weight_from.as_str(),
+                };
+                self.route_weight
+                    .get_or_create(&labels)
+                    .set(m.weight as i64);
+            }
+        }
     }
 
     pub fn reject(&self, kind: &str) {

@@ -1,13 +1,13 @@
 //! The one writer: applies source events to the cluster model, coalesces bursts, compiles, swaps
 //! the table in, attaches backend runtime state, and reconciles the listener set.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::backends::Registry;
 use crate::cluster::{AppId, Applied, Cluster, ClusterUpdate};
@@ -26,6 +26,23 @@ pub struct Status {
     pub last_sync_unix_ms: AtomicU64,
 }
 
+/// Runtime requests from the admin API.
+pub enum Command {
+    /// Set (`Some`) or clear (`None`) a route's weights; answered once the new table is live.
+    SetWeights {
+        route: String,
+        weights: Option<BTreeMap<AppId, u32>>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// A runtime weight override, and the labels of its apps when it was set: a label change
+/// (a new deployment) clears it.
+struct Override {
+    weights: BTreeMap<AppId, u32>,
+    labels: BTreeMap<AppId, u64>,
+}
+
 pub struct Reconciler {
     pub config: CompileConfig,
     pub debounce: Duration,
@@ -38,6 +55,8 @@ pub struct Reconciler {
     pub refetch: mpsc::Sender<AppId>,
     pub stopping: Arc<crate::proxy::Context>,
     problems_seen: HashSet<Problem>,
+    overrides: BTreeMap<String, Override>,
+    replies: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,14 +86,26 @@ impl Reconciler {
             refetch,
             stopping: ctx,
             problems_seen: HashSet::new(),
+            overrides: BTreeMap::new(),
+            replies: Vec::new(),
         }
     }
 
-    pub async fn run(mut self, mut events: mpsc::Receiver<SourceEvent>) {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<SourceEvent>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
         let mut last_swap: Option<tokio::time::Instant> = None;
         loop {
             let first = tokio::select! {
                 e = events.recv() => e,
+                Some(command) = commands.recv() => {
+                    if self.command(command) {
+                        self.swap().await;
+                    }
+                    continue;
+                }
                 _ = self.stopping.shutdown.stopping() => None,
             };
             let Some(first) = first else { break };
@@ -101,6 +132,88 @@ impl Reconciler {
             }
         }
         self.listeners.close_all();
+    }
+
+    /// Validates and records a command; true when the table must be rebuilt.
+    fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::SetWeights {
+                route,
+                weights,
+                reply,
+            } => {
+                let table = self.store.load();
+                let Some(found) = table.table.routes.iter().find(|r| r.name == route) else {
+                    let _ = reply.send(Err(format!("no route named {route:?}")));
+                    return false;
+                };
+                let members: BTreeSet<AppId> =
+                    found.members.iter().map(|m| m.app_id.clone()).collect();
+                match weights {
+                    None => {
+                        self.overrides.remove(&route);
+                        tracing::info!(route, "weight override cleared");
+                    }
+                    Some(weights) => {
+                        if let Some(stranger) = weights.keys().find(|a| !members.contains(*a)) {
+                            let _ =
+                                reply.send(Err(format!("{stranger} is not in route {route:?}")));
+                            return false;
+                        }
+                        if weights.values().any(|&w| w > 1_000_000) {
+                            let _ = reply.send(Err("weights must be at most 1000000".into()));
+                            return false;
+                        }
+                        let labels = members
+                            .iter()
+                            .map(|a| (a.clone(), self.labels_of(a)))
+                            .collect();
+                        tracing::info!(route, ?weights, "weight override set");
+                        self.overrides.insert(route, Override { weights, labels });
+                    }
+                }
+                self.replies.push(reply);
+                true
+            }
+        }
+    }
+
+    fn labels_of(&self, app: &AppId) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.cluster
+            .apps
+            .get(app)
+            .map(|a| &a.labels)
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Drops overrides whose apps' labels changed since they were set (a new deployment), and
+    /// hands the rest to `compile`.
+    fn refresh_overrides(&mut self) {
+        let stale: Vec<String> = self
+            .overrides
+            .iter()
+            .filter(|(_, o)| {
+                o.labels
+                    .iter()
+                    .any(|(app, hash)| self.labels_of(app) != *hash)
+            })
+            .map(|(route, _)| route.clone())
+            .collect();
+        for route in stale {
+            tracing::info!(
+                route,
+                "weight override cleared: the route's app labels changed"
+            );
+            self.overrides.remove(&route);
+        }
+        self.config.weight_overrides = self
+            .overrides
+            .iter()
+            .map(|(r, o)| (r.clone(), o.weights.clone()))
+            .collect();
     }
 
     /// Applies one event; true when the table must be rebuilt.
@@ -133,6 +246,7 @@ impl Reconciler {
 
     async fn swap(&mut self) {
         self.resolve_agents().await;
+        self.refresh_overrides();
         let started = Instant::now();
         let table = compile(&self.cluster, &self.config);
         let compile_time = started.elapsed();
@@ -156,6 +270,10 @@ impl Reconciler {
         self.metrics.compile_seconds.set(compile_time.as_secs_f64());
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
+        self.metrics.route_weights(&self.store.load().table);
+        for reply in self.replies.drain(..) {
+            let _ = reply.send(Ok(()));
+        }
         if !added.is_empty() || !removed.is_empty() || generation == 1 {
             tracing::info!(
                 generation,

@@ -54,6 +54,17 @@ pub enum WeightSource {
     Override,
 }
 
+impl WeightSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightSource::Backends => "backends",
+            WeightSource::Label => "label",
+            WeightSource::Default => "default",
+            WeightSource::Override => "override",
+        }
+    }
+}
+
 impl Route {
     pub fn new(
         name: String,

@@ -45,6 +45,16 @@ impl Vhosts {
         map.entry(key.into()).or_default().insert(prefix, service)
     }
 
+    /// Every (host, path prefix, target), wildcards as `*.`: for display.
+    pub fn entries(&self) -> impl Iterator<Item = (String, &str, usize)> {
+        let exact = self.exact.iter().map(|(h, p)| (h.to_string(), p));
+        let wild = self.wildcard.iter().map(|(h, p)| (format!("*.{h}"), p));
+        exact.chain(wild).flat_map(|(h, p)| {
+            p.0.iter()
+                .map(move |(prefix, t)| (h.clone(), &**prefix, *t))
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
     }
