@@ -177,6 +177,16 @@ impl Metrics {
             m.listener_bind_failures.clone(),
         );
         r.register(
+            "route_weight",
+            "Each app's weight in its multi-app route (source: backends, label, default, override)",
+            m.route_weight.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
             "dns_queries",
             "DNS queries answered, by type and rcode",
             m.dns.queries.clone(),

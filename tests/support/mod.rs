@@ -244,7 +244,11 @@ impl Backend {
                             } else {
                                 reply.to_string()
                             };
+                            let slow = req.uri().path() == "/slow";
                             async move {
+                                if slow {
+                                    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                                }
                                 Ok::<_, std::convert::Infallible>(hyper::Response::new(
                                     http_body_util::Full::new(bytes::Bytes::from(body)),
                                 ))
