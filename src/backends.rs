@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::{BackendLabels, Metrics, ResponseLabels};
+use crate::metrics::{BackendLabels, Metrics, ResponseLabels, ServiceLabels};
 use crate::proxy::upstream::Upstream;
 use crate::routing::{RoutingTable, ServiceKey};
 
@@ -32,6 +33,8 @@ pub struct BackendMetrics {
     pub bytes_out: Counter,
     pub connect_failures: Counter,
     responses: [Counter; 5],
+    /// Shared by every backend of the service: latency per app version, not per task.
+    pub response_seconds: Histogram,
 }
 
 impl BackendMetrics {
@@ -51,6 +54,12 @@ impl BackendMetrics {
             bytes_out: metrics.bytes_out.get_or_create(labels).clone(),
             connect_failures: metrics.connect_failures.get_or_create(labels).clone(),
             responses: STATUS_CLASSES.map(response),
+            response_seconds: metrics
+                .http_response_seconds
+                .get_or_create(&ServiceLabels {
+                    service: labels.service.clone(),
+                })
+                .clone(),
         }
     }
 

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
@@ -59,7 +60,13 @@ pub struct Metrics {
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
     pub route_weight: Family<RouteLabels, Gauge>,
+    pub http_response_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     pub dns: std::sync::Arc<crate::dns::server::DnsMetrics>,
+}
+
+/// 0.5 ms to about 8 s, doubling.
+fn response_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
 }
 
 impl Default for Metrics {
@@ -91,6 +98,7 @@ impl Metrics {
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
             route_weight: Family::default(),
+            http_response_seconds: Family::new_with_constructor(response_histogram),
             dns: Default::default(),
             registry: Registry::default(),
         };
@@ -175,6 +183,11 @@ impl Metrics {
             "listener_bind_failures",
             "Service ports that could not be bound",
             m.listener_bind_failures.clone(),
+        );
+        r.register(
+            "http_response_seconds",
+            "Time from sending a request to a backend to its response headers, per app port",
+            m.http_response_seconds.clone(),
         );
         r.register(
             "route_weight",

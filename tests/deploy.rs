@@ -141,6 +141,20 @@ async fn weighted_splits_are_exact_and_the_canary_header_forces_green() {
         (999..=1001).contains(&green_hits),
         "50/50: {green_hits} to green"
     );
+    // Per app version: response counts by class and a latency histogram, for a pipeline to
+    // compare the canary with the stable version.
+    let green = sy
+        .metric("switchyard_http_response_seconds_count", &["/shop-green:0"])
+        .await;
+    let blue = sy
+        .metric("switchyard_http_response_seconds_count", &["/shop-blue:0"])
+        .await;
+    assert!(green >= 1200.0 && blue >= 2800.0, "{green} {blue}");
+    assert!(
+        sy.metric("switchyard_http_responses_total", &["/shop-green:0", "2xx"])
+            .await
+            >= 1200.0
+    );
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ pub async fn send(
         };
         let active = state.open();
         req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
+        let sent = std::time::Instant::now();
         let exchange = sender.try_send_request(req);
         let result = tokio::select! {
             r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
@@ -72,6 +73,10 @@ pub async fn send(
             }
             Ok(Ok(mut response)) => {
                 state.metrics.response(response.status());
+                state
+                    .metrics
+                    .response_seconds
+                    .observe(sent.elapsed().as_secs_f64());
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client) = upgrade.take() {
                         let upstream = hyper::upgrade::on(&mut response);
