@@ -113,5 +113,73 @@ fn balancers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_compile, task_event_burst, balancers);
+fn lookups(c: &mut Criterion) {
+    use switchyard::routing::vhosts::{Vhosts, host_key};
+    let mut vhosts = Vhosts::default();
+    for i in 0..10_000 {
+        vhosts
+            .insert(&format!("app{i}.example.com"), "", i)
+            .unwrap();
+        vhosts
+            .insert(&format!("app{i}.example.com"), "/api", i)
+            .unwrap();
+    }
+    vhosts.insert("*.apps.example.com", "", 0).unwrap();
+    c.bench_function("vhost lookup, 10,000 hosts (Host header to route)", |b| {
+        b.iter(|| {
+            let mut buf = [0u8; 256];
+            let host = host_key(black_box(b"App4242.Example.com:8080"), &mut buf).unwrap();
+            vhosts.route(host, black_box("/api/users"))
+        })
+    });
+    c.bench_function("wildcard vhost lookup", |b| {
+        b.iter(|| vhosts.route(black_box("x.y.apps.example.com"), "/"))
+    });
+
+    use switchyard::dns::answer::{Transport, answer};
+    use switchyard::dns::names::LabelRule;
+    use switchyard::dns::zone::{IpSource, ZoneConfig, build};
+    let zone = build(
+        &cluster(1000),
+        &ZoneConfig {
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec![IpSource::Auto],
+            label_rule: LabelRule::Rfc1123,
+            ns_addr: None,
+        },
+    );
+    let query = |name: &str, qtype| {
+        let mut m = hickory_proto::op::Message::query();
+        m.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii(name).unwrap(),
+            qtype,
+        ));
+        m.to_vec().unwrap()
+    };
+    let a = query(
+        "app42-group42-bench.marathon.mesos.",
+        hickory_proto::rr::RecordType::A,
+    );
+    let srv = query(
+        "_app42-group42-bench._tcp.marathon.mesos.",
+        hickory_proto::rr::RecordType::SRV,
+    );
+    c.bench_function(
+        "dns answer: A, 10 tasks (decode, look up, shuffle, encode)",
+        |b| b.iter(|| answer(Some(&zone), black_box(&a), Transport::Udp, false)),
+    );
+    c.bench_function(
+        "dns answer: SRV + additionals, 10 tasks, truncated to 512",
+        |b| b.iter(|| answer(Some(&zone), black_box(&srv), Transport::Udp, false)),
+    );
+}
+
+criterion_group!(
+    benches,
+    parse_and_compile,
+    task_event_burst,
+    balancers,
+    lookups
+);
 criterion_main!(benches);

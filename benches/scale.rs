@@ -85,6 +85,26 @@ fn measure(path: &str) {
     compiles.sort();
     let table = table.unwrap();
     let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
+    let mut with_dns = config.clone();
+    with_dns.dns = Some(switchyard::dns::zone::ZoneConfig {
+        domain: "mesos".into(),
+        ttl: 60,
+        ip_sources: vec![switchyard::dns::zone::IpSource::Auto],
+        label_rule: switchyard::dns::names::LabelRule::Rfc1123,
+        ns_addr: None,
+    });
+    let mut dns_compiles = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let t = compile(&cluster, &with_dns);
+        dns_compiles.push(started.elapsed());
+        drop(t);
+    }
+    dns_compiles.sort();
+    println!(
+        "compile with the DNS zone as well: median {:.1} ms",
+        dns_compiles[1].as_secs_f64() * 1e3
+    );
     let (rss, peak) = rss_kib("self");
     println!(
         "{APPS} apps x {TASKS} tasks: snapshot {json_mib:.1} MiB parsed in {:.0} ms; compile median {:.1} ms (min {:.1}, max {:.1}) -> {} services, {backends} backends",

@@ -369,11 +369,13 @@ mod mesos_dns {
 
     /// `[{"host": "...", "ip": "..."}]`; Mesos-DNS answers one empty entry for an unknown name.
     pub fn hosts(zone: &Zone, host: &str) -> Value {
-        let node = lookup(host).and_then(|n| zone.names.get(&n));
+        let name = lookup(host);
+        let node = name.as_ref().and_then(|n| zone.names.get(n));
+        let fqdn = name.map(|n| n.to_string()).unwrap_or_default();
         let entries: Vec<Value> = node
             .into_iter()
             .flat_map(|n| n.a.iter().chain(&n.aaaa))
-            .filter_map(|r| Some(json!({"host": r.name.to_ascii(), "ip": ip(r)?})))
+            .filter_map(|r| Some(json!({"host": fqdn, "ip": ip(r)?})))
             .collect();
         if entries.is_empty() {
             json!([{"host": "", "ip": ""}])
@@ -384,7 +386,9 @@ mod mesos_dns {
 
     /// `[{"service": "...", "host": "...", "ip": "...", "port": "..."}]`.
     pub fn services(zone: &Zone, service: &str) -> Value {
-        let node = lookup(service).and_then(|n| zone.names.get(&n));
+        let name = lookup(service);
+        let node = name.as_ref().and_then(|n| zone.names.get(n));
+        let fqdn = name.map(|n| n.to_string()).unwrap_or_default();
         let mut entries = Vec::new();
         for record in node.into_iter().flat_map(|n| &n.srv) {
             let RData::SRV(srv) = &record.data else {
@@ -393,7 +397,7 @@ mod mesos_dns {
             let target = zone.names.get(&LowerName::new(&srv.target));
             for addr in target.into_iter().flat_map(|t| t.a.iter().chain(&t.aaaa)) {
                 entries.push(json!({
-                    "service": record.name.to_ascii(),
+                    "service": fqdn,
                     "host": srv.target.to_ascii(),
                     "ip": ip(addr),
                     "port": srv.port.to_string(),

@@ -2,7 +2,7 @@
 //! transport's size limit. Pure: no sockets, so every rcode path is tested directly.
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 
 use super::zone::{Node, Zone};
 
@@ -85,7 +85,7 @@ pub fn answer(
             response.authorities.push(zone.soa.clone());
         }
         Some(node) => {
-            let (mut answers, additionals) = records(node, qtype);
+            let mut answers = records(node, qtype);
             if answers.is_empty() {
                 response.authorities.push(zone.soa.clone());
             }
@@ -94,28 +94,47 @@ pub fn answer(
                 // Echo the name as asked: clients using 0x20 case randomisation check it.
                 record.name = asked.clone();
             }
+            response.additionals = additionals(zone, &answers);
             response.answers = answers;
-            response.additionals = additionals;
         }
     }
     Outcome::Reply(encode(response, limit, Some(qtype)))
 }
 
-fn records(node: &Node, qtype: RecordType) -> (Vec<Record>, Vec<Record>) {
+fn records(node: &Node, qtype: RecordType) -> Vec<Record> {
     match qtype {
-        RecordType::A => (node.a.clone(), Vec::new()),
-        RecordType::AAAA => (node.aaaa.clone(), Vec::new()),
-        RecordType::SRV => (node.srv.clone(), node.srv_additional.clone()),
-        RecordType::NS => (node.ns.clone(), Vec::new()),
-        RecordType::SOA => (node.soa.iter().cloned().collect(), Vec::new()),
+        RecordType::A => node.a.clone(),
+        RecordType::AAAA => node.aaaa.clone(),
+        RecordType::SRV => node.srv.clone(),
+        RecordType::NS => node.ns.clone(),
+        RecordType::SOA => node.soa.iter().cloned().collect(),
         RecordType::ANY => {
             let all = [&node.a, &node.aaaa, &node.srv, &node.ns];
             let mut answers: Vec<Record> = all.into_iter().flatten().cloned().collect();
             answers.extend(node.soa.iter().cloned());
-            (answers, node.srv_additional.clone())
+            answers
         }
-        _ => (Vec::new(), Vec::new()),
+        _ => Vec::new(),
     }
+}
+
+/// The addresses of the SRV answers' targets, named after them, for the additional section.
+fn additionals(zone: &Zone, answers: &[Record]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for answer in answers {
+        let RData::SRV(srv) = &answer.data else {
+            continue;
+        };
+        let Some(target) = zone.names.get(&LowerName::new(&srv.target)) else {
+            continue;
+        };
+        for record in target.a.iter().chain(&target.aaaa) {
+            let mut record = record.clone();
+            record.name = srv.target.clone();
+            out.push(record);
+        }
+    }
+    out
 }
 
 /// Turns a request into the skeleton of its response (question kept, sections empty).

@@ -6,8 +6,6 @@
 //! addresses), `{task}-{tag}-{agent}.marathon.{domain}` (one task: the SRV targets),
 //! `_{task}._tcp.marathon.{domain}` / `_udp` and `_{port}._{task}._tcp.marathon.{domain}` (SRV).
 
-use std::collections::BTreeSet;
-
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
@@ -39,14 +37,14 @@ pub struct ZoneConfig {
     pub ns_addr: Option<IpAddr>,
 }
 
-/// The records of one name, by type.
+/// The records of one name, by type. A, AAAA and SRV records are stored with the root as their
+/// owner (no allocation per record; a zone holds hundreds of thousands): answers take the name
+/// as asked, and additionals their target's name.
 #[derive(Debug, Default, Clone)]
 pub struct Node {
     pub a: Vec<Record>,
     pub aaaa: Vec<Record>,
     pub srv: Vec<Record>,
-    /// A/AAAA records of the SRV targets, for the additional section.
-    pub srv_additional: Vec<Record>,
     pub ns: Vec<Record>,
     pub soa: Option<Record>,
 }
@@ -91,20 +89,11 @@ fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -
     Vec::new()
 }
 
-fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
-    match ip {
-        IpAddr::V4(v4) => Record::from_rdata(name.clone(), ttl, RData::A(A(v4))),
-        IpAddr::V6(v6) => Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(v6))),
-    }
-}
-
 struct Builder<'a> {
     config: &'a ZoneConfig,
     /// `marathon.{domain}.`
     framework: String,
     names: FxHashMap<LowerName, Node>,
-    /// (name, ip) pairs already added, so repeated addresses (tasks on one agent) appear once.
-    seen: BTreeSet<(LowerName, IpAddr)>,
 }
 
 impl Builder<'_> {
@@ -113,16 +102,15 @@ impl Builder<'_> {
         Name::from_ascii(format!("{}.{}", labels.join("."), self.framework)).ok()
     }
 
+    /// Adds an address to a name once: tasks sharing an agent share its address.
     fn add_addr(&mut self, name: &Name, ip: IpAddr) {
-        let key = LowerName::new(name);
-        if !self.seen.insert((key.clone(), ip)) {
-            return;
-        }
-        let record = address_record(name, self.config.ttl, ip);
-        let node = self.names.entry(key).or_default();
-        match ip {
-            IpAddr::V4(_) => node.a.push(record),
-            IpAddr::V6(_) => node.aaaa.push(record),
+        let node = self.names.entry(LowerName::new(name)).or_default();
+        let (records, data) = match ip {
+            IpAddr::V4(v4) => (&mut node.a, RData::A(A(v4))),
+            IpAddr::V6(v6) => (&mut node.aaaa, RData::AAAA(AAAA(v6))),
+        };
+        if !records.iter().any(|r| r.data == data) {
+            records.push(Record::from_rdata(Name::root(), self.config.ttl, data));
         }
     }
 }
@@ -134,7 +122,6 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         config,
         framework,
         names: FxHashMap::default(),
-        seen: BTreeSet::new(),
     };
     let ttl = config.ttl;
     let mut serial: u32 = 0x811c9dc5;
@@ -183,10 +170,6 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             for &ip in &addrs {
                 b.add_addr(&target, ip);
             }
-            let target_records: Vec<Record> = addrs
-                .iter()
-                .map(|&ip| address_record(&target, ttl, ip))
-                .collect();
             for (n, port) in app.ports.iter().enumerate() {
                 let number = match app.networking {
                     Networking::Container => port
@@ -211,8 +194,8 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                     }
                     for owner in owners.into_iter().flatten() {
                         let node = b.names.entry(LowerName::new(&owner)).or_default();
-                        node.srv.push(Record::from_rdata(owner, ttl, srv.clone()));
-                        node.srv_additional.extend(target_records.iter().cloned());
+                        node.srv
+                            .push(Record::from_rdata(Name::root(), ttl, srv.clone()));
                     }
                 }
             }
@@ -245,15 +228,18 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             b.names.entry(LowerName::new(&ns1)).or_default();
         }
     }
-    // Names between the apex and each owner exist too (empty non-terminals): NODATA, not
-    // NXDOMAIN (RFC 8020).
-    let apex_labels = apex.num_labels();
-    let owners: Vec<Name> = b.names.keys().map(|n| Name::from(n.clone())).collect();
-    for owner in owners {
-        for keep in apex_labels + 1..owner.num_labels() {
-            b.names
-                .entry(LowerName::new(&owner.trim_to(keep as usize)))
-                .or_default();
+    // The names between the apex and the owners exist too (empty non-terminals): NODATA, not
+    // NXDOMAIN (RFC 8020). Every owner is `x.marathon.{d}`, `x.marathon.slave.{d}`,
+    // `_x._tcp.marathon.{d}` or `_p._x._tcp.marathon.{d}` (whose parent is itself an owner).
+    for between in [
+        "marathon",
+        "slave",
+        "marathon.slave",
+        "_tcp.marathon",
+        "_udp.marathon",
+    ] {
+        if let Ok(name) = Name::from_ascii(format!("{between}.{}.", config.domain)) {
+            b.names.entry(LowerName::new(&name)).or_default();
         }
     }
     Zone {
@@ -268,6 +254,7 @@ mod tests {
     use super::*;
     use crate::cluster::fixtures::{app, task};
     use crate::cluster::{ClusterUpdate, PortSpec};
+    use std::collections::BTreeSet;
 
     pub fn config() -> ZoneConfig {
         ZoneConfig {
@@ -310,7 +297,6 @@ mod tests {
         assert_eq!(slave.a.len(), 2);
         let srv = lookup(&zone, "_api-prod._tcp.marathon.mesos.").unwrap();
         assert_eq!(srv.srv.len(), 2);
-        assert_eq!(srv.srv_additional.len(), 2);
         let named = lookup(&zone, "_http._api-prod._tcp.marathon.mesos.").unwrap();
         assert_eq!(named.srv.len(), 2);
         let udp = lookup(&zone, "_api-prod._udp.marathon.mesos.").unwrap();
