@@ -505,3 +505,52 @@ async fn bad_gateway_and_gateway_timeout() {
     .await;
     assert_eq!(status, 431, "headers over the limit are refused");
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_when_enabled() {
+    let b = Backend::start("b").await;
+    let dir = temp_dir("l7-h2c");
+    let file = dir.join("apps.json");
+    write_apps(
+        &file,
+        vec![vhost_app(
+            "/b",
+            json!({"HAPROXY_0_VHOST": "b.example.com"}),
+            &[&b],
+        )],
+    );
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         [http]\nlisten = [\"{http}\"]\nh2c = true\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("l7-h2c", &toml);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let stream = TcpStream::connect(http).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://b.example.com/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, "b");
+    // HTTP/1.1 still works on the same listener.
+    assert_eq!(
+        get(http, "b.example.com", "/").await,
+        (200, "b".to_string())
+    );
+}
