@@ -78,9 +78,14 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handler = ctx.clone();
+    // The client's address as a header value, made once per connection, not per request.
+    let client = Client {
+        addr: peer,
+        ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
+    };
     let service = service_fn(move |req| {
-        let ctx = handler.clone();
-        async move { Ok::<_, Infallible>(proxy(req, peer, entry, &ctx).await) }
+        let (ctx, client) = (handler.clone(), client.clone());
+        async move { Ok::<_, Infallible>(proxy(req, &client, entry, &ctx).await) }
     });
     let io = TokioIo::new(stream);
     match protocol {
@@ -120,9 +125,16 @@ pub async fn serve<S>(
     }
 }
 
+/// Who is on the other end of a client connection.
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    ip: HeaderValue,
+}
+
 async fn proxy(
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    client: &Client,
     entry: Entry,
     ctx: &Context,
 ) -> Response<ProxyBody> {
@@ -176,7 +188,13 @@ async fn proxy(
     };
     let service = &table.services[index];
     let states = &snapshot.states[index];
-    if !service.http.acl.is_empty() && !service.http.acl.iter().any(|c| c.contains(peer.ip())) {
+    if !service.http.acl.is_empty()
+        && !service
+            .http
+            .acl
+            .iter()
+            .any(|c| c.contains(client.addr.ip()))
+    {
         let response = plain(StatusCode::FORBIDDEN, "forbidden\n");
         return logged(started, &req, None, response);
     }
@@ -192,7 +210,7 @@ async fn proxy(
     let mut upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
     let log_line = started.map(|_| RequestLine::of(&req));
-    prepare_request(&mut req, peer, https, upgrade.is_some());
+    prepare_request(&mut req, client, https, upgrade.is_some());
     let mut req = req.map(|inner| RequestBody {
         inner,
         bytes_in: None,
@@ -342,7 +360,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, https: bool, upgrade: bool) {
+fn prepare_request(req: &mut Request<Incoming>, client: &Client, https: bool, upgrade: bool) {
     let upgrade_to = upgrade
         .then(|| req.headers().get(header::UPGRADE).cloned())
         .flatten();
@@ -353,12 +371,11 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, https: bool, u
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = peer.ip().to_string();
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
+        Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", client.addr.ip())).ok(),
+        None => Some(client.ip.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Some(value) = value {
         headers.insert(xff, value);
     }
     let proto = if https { "https" } else { "http" };
@@ -370,10 +387,17 @@ fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr, https: bool, u
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     let request_id = HeaderName::from_static("x-request-id");
-    if !headers.contains_key(&request_id)
-        && let Ok(id) = HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
-    {
-        headers.insert(request_id, id);
+    if !headers.contains_key(&request_id) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let (mut id, mut n) = ([0u8; 32], fastrand::u128(..));
+        for digit in id.iter_mut().rev() {
+            *digit = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        headers.insert(
+            request_id,
+            HeaderValue::from_bytes(&id).expect("hex is a valid header value"),
+        );
     }
     *req.version_mut() = Version::HTTP_11;
     // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs a Host header.
