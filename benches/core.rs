@@ -19,7 +19,6 @@ fn config() -> CompileConfig {
         strict_mode: false,
         bind: "0.0.0.0".parse().unwrap(),
         reserved: vec!["127.0.0.1:9090".parse().unwrap()],
-        dns: None,
         default_app: None,
         weight_overrides: Default::default(),
     }

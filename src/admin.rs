@@ -101,7 +101,7 @@ impl Admin {
             }
             path if path.starts_with("/v1/hosts/") || path.starts_with("/v1/services/") => {
                 let snapshot = self.store.load();
-                let Some(zone) = snapshot.table.dns.as_ref() else {
+                let Some(zone) = snapshot.dns.as_deref() else {
                     return text(
                         StatusCode::NOT_FOUND,
                         "DNS is off (set dns.listen)\n".into(),

@@ -276,7 +276,6 @@ mod tests {
             strict_mode: false,
             bind: "127.0.0.1".parse().unwrap(),
             reserved: vec![],
-            dns: None,
             default_app: None,
             weight_overrides: Default::default(),
         };

@@ -214,6 +214,7 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         status,
         refetch_tx,
         ctx.clone(),
+        config.dns.zone_config(),
     );
     let reconciler = tokio::spawn(reconciler.run(events_rx, commands_rx));
     if demo {

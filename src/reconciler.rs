@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::backends::Registry;
 use crate::cluster::{AppId, Applied, Cluster, ClusterUpdate};
 use crate::discovery::SourceEvent;
+use crate::dns::zone::{Zone, ZoneConfig};
 use crate::metrics::Metrics;
 use crate::proxy::listeners::Listeners;
 use crate::routing::store::{Snapshot, Store};
@@ -46,7 +47,8 @@ struct Override {
 pub struct Reconciler {
     pub config: CompileConfig,
     pub debounce: Duration,
-    pub cluster: Cluster,
+    /// Shared with a DNS zone build in progress; copied on write only then.
+    pub cluster: Arc<Cluster>,
     pub registry: Registry,
     pub store: Arc<Store>,
     pub listeners: Listeners,
@@ -57,6 +59,23 @@ pub struct Reconciler {
     problems_seen: HashSet<Problem>,
     overrides: BTreeMap<String, Override>,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
+    /// A full snapshot has been applied.
+    synced: bool,
+    zone: ZoneBuilds,
+}
+
+/// The DNS zone is built beside the routing table, on a blocking thread: at 10,000 apps it
+/// takes ten times longer than `compile`, and routing must not wait for it. One build runs at a
+/// time; changes made meanwhile start another when it ends.
+struct ZoneBuilds {
+    config: Option<ZoneConfig>,
+    running: bool,
+    /// The cluster changed since the running (or last) build started.
+    dirty: bool,
+    /// At least one zone has been published since the first full sync.
+    published: bool,
+    done_tx: mpsc::Sender<(Zone, bool)>,
+    done_rx: mpsc::Receiver<(Zone, bool)>,
 }
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,11 +92,12 @@ impl Reconciler {
         status: Arc<Status>,
         refetch: mpsc::Sender<AppId>,
         ctx: Arc<crate::proxy::Context>,
+        zone: Option<ZoneConfig>,
     ) -> Reconciler {
         Reconciler {
             config,
             debounce,
-            cluster: Cluster::default(),
+            cluster: Arc::default(),
             registry,
             store,
             listeners,
@@ -88,6 +108,18 @@ impl Reconciler {
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
             replies: Vec::new(),
+            synced: false,
+            zone: {
+                let (done_tx, done_rx) = mpsc::channel(1);
+                ZoneBuilds {
+                    config: zone,
+                    running: false,
+                    dirty: false,
+                    published: false,
+                    done_tx,
+                    done_rx,
+                }
+            },
         }
     }
 
@@ -100,6 +132,10 @@ impl Reconciler {
         loop {
             let first = tokio::select! {
                 e = events.recv() => e,
+                Some((zone, synced)) = self.zone.done_rx.recv() => {
+                    self.publish_zone(zone, synced);
+                    continue;
+                }
                 Some(command) = commands.recv() => {
                     if self.command(command) {
                         self.swap().await;
@@ -132,6 +168,51 @@ impl Reconciler {
             }
         }
         self.listeners.close_all();
+    }
+
+    fn build_zone(&mut self) {
+        let Some(config) = self.zone.config.clone() else {
+            return;
+        };
+        if self.zone.running || !self.zone.dirty {
+            return;
+        }
+        self.zone.running = true;
+        self.zone.dirty = false;
+        let (cluster, done, synced) =
+            (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let zone = crate::dns::zone::build(&cluster, &config);
+            tracing::debug!(
+                names = zone.names.len(),
+                build_us = started.elapsed().as_micros() as u64,
+                "dns zone built"
+            );
+            let _ = done.blocking_send((zone, synced));
+        });
+    }
+
+    /// Publishes a new zone with the live table, then starts the next build if one is owed.
+    fn publish_zone(&mut self, zone: Zone, synced: bool) {
+        self.zone.running = false;
+        let current = self.store.load_full();
+        self.store.publish(Snapshot {
+            generation: current.generation,
+            table: current.table.clone(),
+            dns: Some(Arc::new(zone)),
+            states: current.states.clone(),
+            created: current.created,
+        });
+        self.zone.published |= synced;
+        self.update_readiness();
+        self.build_zone();
+    }
+
+    /// Ready after the first full sync, and with DNS on, once its zone answers from it.
+    fn update_readiness(&self) {
+        let ready = self.synced && (self.zone.config.is_none() || self.zone.published);
+        self.status.ready.store(ready, Ordering::Relaxed);
     }
 
     /// Validates and records a command; true when the table must be rebuilt.
@@ -225,12 +306,12 @@ impl Reconciler {
             }
             SourceEvent::Update(update) => {
                 let full = matches!(update, ClusterUpdate::Snapshot(_));
-                if let Applied::Refetch(app) = self.cluster.apply(update) {
+                if let Applied::Refetch(app) = Arc::make_mut(&mut self.cluster).apply(update) {
                     // Full: the periodic resync catches up.
                     let _ = self.refetch.try_send(app);
                 }
                 if full {
-                    self.status.ready.store(true, Ordering::Relaxed);
+                    self.synced = true;
                     let now = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap();
@@ -259,12 +340,16 @@ impl Reconciler {
         let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
         let snapshot = Snapshot {
             generation,
-            table,
+            table: Arc::new(table),
+            dns: previous.dns.clone(),
             states,
             created: SystemTime::now(),
         };
         self.store.publish(snapshot);
         drop(previous);
+        self.zone.dirty = self.zone.config.is_some();
+        self.build_zone();
+        self.update_readiness();
         self.listeners.reconcile(&self.store.load().table);
         self.metrics.table_generation.set(generation as i64);
         self.metrics.compile_seconds.set(compile_time.as_secs_f64());
@@ -306,7 +391,9 @@ impl Reconciler {
             match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
                 Ok(Ok(mut addrs)) => {
                     if let Some(addr) = addrs.next() {
-                        self.cluster.agents.insert(host, addr.ip());
+                        Arc::make_mut(&mut self.cluster)
+                            .agents
+                            .insert(host, addr.ip());
                     }
                 }
                 Ok(Err(e)) => tracing::debug!(host, "cannot resolve agent: {e}"),

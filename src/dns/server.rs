@@ -113,7 +113,7 @@ impl DnsServer {
             let outcome = {
                 let snapshot = self.store.load();
                 answer::answer(
-                    snapshot.table.dns.as_ref(),
+                    snapshot.dns.as_deref(),
                     &buf[..len],
                     Transport::Udp,
                     !self.upstreams.is_empty(),
@@ -178,7 +178,7 @@ impl DnsServer {
             let outcome = {
                 let snapshot = self.store.load();
                 answer::answer(
-                    snapshot.table.dns.as_ref(),
+                    snapshot.dns.as_deref(),
                     &packet,
                     Transport::Tcp,
                     !self.upstreams.is_empty(),

@@ -10,7 +10,6 @@ use std::net::{IpAddr, SocketAddr};
 use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels};
 use crate::cluster::{App, Cluster, Networking, Protocol, Task};
 use crate::config::Config;
-use crate::dns::zone::ZoneConfig;
 use crate::routing::HttpOptions;
 use crate::routing::routes::{Overrides, Route};
 
@@ -23,8 +22,6 @@ pub struct CompileConfig {
     pub bind: IpAddr,
     /// switchyard's own listeners; a service port may not take one.
     pub reserved: Vec<SocketAddr>,
-    /// Build the DNS zone, with these settings.
-    pub dns: Option<ZoneConfig>,
     /// The app (its first port) that answers vhost requests no route matches.
     pub default_app: Option<String>,
     /// Route weights set at runtime (admin API), by route name.
@@ -39,7 +36,6 @@ impl CompileConfig {
             strict_mode: config.proxy.strict_mode,
             bind: config.proxy.bind,
             reserved: config.reserved_ports(),
-            dns: config.dns.zone_config(),
             default_app: config.http.default_app.clone(),
             weight_overrides: Overrides::new(),
         }
@@ -191,10 +187,6 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             });
         }
     }
-    table.dns = config
-        .dns
-        .as_ref()
-        .map(|dns| crate::dns::zone::build(cluster, dns));
     table.services.sort_by(|a, b| a.key.cmp(&b.key));
     let index: HashMap<&ServiceKey, usize> = table
         .services
@@ -372,7 +364,6 @@ mod tests {
             strict_mode: false,
             bind: "127.0.0.1".parse().unwrap(),
             reserved: vec!["127.0.0.1:9090".parse().unwrap()],
-            dns: None,
             default_app: None,
             weight_overrides: Overrides::new(),
         }

@@ -30,8 +30,6 @@ pub struct RoutingTable {
     pub by_listen: HashMap<SocketAddr, usize>,
     /// What `compile` skipped or ignored, and why.
     pub problems: Vec<Problem>,
-    /// The DNS zone, when DNS is on.
-    pub dns: Option<crate::dns::zone::Zone>,
     /// Host and path routes of the shared HTTP(S) listeners, to route indices.
     pub vhosts: vhosts::Vhosts,
     /// App id → the service of its first port (`X-Marathon-App-Id` routing, the default app).

@@ -16,7 +16,10 @@ use crate::backends::BackendState;
 /// A compiled table with the runtime state of its backends attached, as readers see it.
 pub struct Snapshot {
     pub generation: u64,
-    pub table: RoutingTable,
+    /// Shared with the snapshot that only refreshes the DNS zone.
+    pub table: Arc<RoutingTable>,
+    /// The DNS zone, built beside the table (it takes longer) and published when ready.
+    pub dns: Option<Arc<crate::dns::zone::Zone>>,
     /// `states[s][b]` is the state of backend `b` of service `s`.
     pub states: Vec<Vec<Arc<BackendState>>>,
     pub created: SystemTime,
@@ -26,7 +29,8 @@ impl Snapshot {
     pub fn empty() -> Snapshot {
         Snapshot {
             generation: 0,
-            table: RoutingTable::default(),
+            table: Arc::default(),
+            dns: None,
             states: Vec::new(),
             created: SystemTime::now(),
         }
