@@ -84,6 +84,21 @@ fn measure(path: &str) {
     compiles.sort();
     let table = table.unwrap();
     let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
+    let (rss, peak) = rss_kib("self");
+    println!(
+        "{APPS} apps x {TASKS} tasks: snapshot {json_mib:.1} MiB parsed in {:.0} ms; compile median {:.1} ms (min {:.1}, max {:.1}) -> {} services, {backends} backends",
+        parse.as_secs_f64() * 1e3,
+        compiles[2].as_secs_f64() * 1e3,
+        compiles[0].as_secs_f64() * 1e3,
+        compiles[4].as_secs_f64() * 1e3,
+        table.services.len(),
+    );
+    println!(
+        "resident memory with model + table: {:.0} MiB above a {:.0} MiB baseline (peak, with the snapshot text and its parse: {:.0} MiB)",
+        (rss - base_rss) as f64 / 1024.0,
+        base_rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
     let zone_config = switchyard::dns::zone::ZoneConfig {
         domain: "mesos".into(),
         ttl: 60,
@@ -102,21 +117,6 @@ fn measure(path: &str) {
     println!(
         "DNS zone build (off the swap path, on a blocking thread): median {:.1} ms",
         dns_compiles[1].as_secs_f64() * 1e3
-    );
-    let (rss, peak) = rss_kib("self");
-    println!(
-        "{APPS} apps x {TASKS} tasks: snapshot {json_mib:.1} MiB parsed in {:.0} ms; compile median {:.1} ms (min {:.1}, max {:.1}) -> {} services, {backends} backends",
-        parse.as_secs_f64() * 1e3,
-        compiles[2].as_secs_f64() * 1e3,
-        compiles[0].as_secs_f64() * 1e3,
-        compiles[4].as_secs_f64() * 1e3,
-        table.services.len(),
-    );
-    println!(
-        "resident memory with model + table: {:.0} MiB above a {:.0} MiB baseline (peak, with the snapshot text and its parse: {:.0} MiB)",
-        (rss - base_rss) as f64 / 1024.0,
-        base_rss as f64 / 1024.0,
-        peak as f64 / 1024.0
     );
 }
 
