@@ -10,6 +10,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use switchyard::cluster::{Cluster, ClusterUpdate, Task, TaskState};
 use switchyard::discovery::marathon::api;
+use switchyard::routing::balance::Flow;
 use switchyard::routing::{Balance, Balancer, CompileConfig, compile};
 
 fn config() -> CompileConfig {
@@ -21,6 +22,7 @@ fn config() -> CompileConfig {
         reserved: vec!["127.0.0.1:9090".parse().unwrap()],
         default_app: None,
         weight_overrides: Default::default(),
+        vip: None,
     }
 }
 
@@ -97,16 +99,16 @@ fn balancers(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
     for n in [10usize, 100] {
         let loads: Vec<usize> = (0..n).map(|i| i % 7).collect();
-        for balance in [Balance::RoundRobin, Balance::LeastConn] {
+        for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::Maglev] {
             let balancer = Balancer::new(balance, &vec![1; n]);
             group.bench_function(format!("{balance:?}, {n} backends"), |b| {
-                b.iter(|| balancer.candidates(|i| loads[i]).next())
+                b.iter(|| balancer.candidates(Flow::none(), |i| loads[i]).next())
             });
         }
         let weighted: Vec<u32> = (0..n as u32).map(|i| 1 + i % 5).collect();
         let balancer = Balancer::new(Balance::RoundRobin, &weighted);
         group.bench_function(format!("weighted RoundRobin, {n} backends"), |b| {
-            b.iter(|| balancer.candidates(|_| 0).next())
+            b.iter(|| balancer.candidates(Flow::none(), |_| 0).next())
         });
     }
     group.finish();
@@ -146,6 +148,7 @@ fn lookups(c: &mut Criterion) {
             ip_sources: vec![IpSource::Auto],
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
+            vip_range: None,
         },
     );
     let query = |name: &str, qtype| {

@@ -73,6 +73,7 @@ fn measure(path: &str) {
         reserved: vec![],
         default_app: None,
         weight_overrides: Default::default(),
+        vip: None,
     };
     let mut compiles = Vec::new();
     let mut table = None;
@@ -105,6 +106,7 @@ fn measure(path: &str) {
         ip_sources: vec![switchyard::dns::zone::IpSource::Auto],
         label_rule: switchyard::dns::names::LabelRule::Rfc1123,
         ns_addr: None,
+        vip_range: None,
     };
     let mut dns_compiles = Vec::new();
     for _ in 0..3 {

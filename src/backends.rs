@@ -278,6 +278,7 @@ mod tests {
             reserved: vec![],
             default_app: None,
             weight_overrides: Default::default(),
+            vip: None,
         };
         compile(&c, &config)
     }

@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::dns::names::LabelRule;
 use crate::dns::zone::{IpSource, ZoneConfig};
+use crate::routing::Balance;
+use crate::routing::vip::VipRange;
 
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
 /// is given.
@@ -24,6 +26,7 @@ pub struct Config {
     pub http: Http,
     pub https: Https,
     pub dns: Dns,
+    pub vip: Vip,
     pub admin: Admin,
     pub runtime: Runtime,
     pub log: Log,
@@ -246,7 +249,50 @@ impl Dns {
                 LabelRule::Rfc1123
             },
             ns_addr: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+            vip_range: None,
         })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vip {
+    /// Serve the VIPs that apps declare with `VIP_{i}` port labels.
+    pub enabled: bool,
+    /// Where named VIPs get their addresses (IPv4).
+    pub range: String,
+    /// `maglev` (consistent hashing of each connection), `leastconn` or `roundrobin`.
+    pub balance: String,
+}
+
+impl Default for Vip {
+    fn default() -> Self {
+        Vip {
+            enabled: true,
+            range: "11.0.0.0/8".into(),
+            balance: "maglev".into(),
+        }
+    }
+}
+
+impl Vip {
+    fn balance(&self) -> Result<Balance, String> {
+        match self.balance.as_str() {
+            "maglev" => Ok(Balance::Maglev),
+            "leastconn" => Ok(Balance::LeastConn),
+            "roundrobin" => Ok(Balance::RoundRobin),
+            other => Err(format!(
+                "vip.balance: {other:?} (use maglev, leastconn or roundrobin)"
+            )),
+        }
+    }
+
+    /// What `compile` and the DNS zone need; `None` when VIPs are off.
+    pub fn settings(&self) -> Option<(VipRange, Balance)> {
+        if !self.enabled {
+            return None;
+        }
+        Some((VipRange::parse(&self.range).ok()?, self.balance().ok()?))
     }
 }
 
@@ -399,6 +445,8 @@ impl Config {
         if self.https.reload_interval.is_zero() || self.https.handshake_timeout.is_zero() {
             return Err("https.reload_interval and https.handshake_timeout: must be > 0".into());
         }
+        VipRange::parse(&self.vip.range).map_err(|e| format!("vip.range: {e}"))?;
+        self.vip.balance()?;
         if self.http.max_header_bytes < 8192 {
             return Err("http.max_header_bytes: must be at least 8192".into());
         }

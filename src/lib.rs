@@ -214,7 +214,10 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         status,
         refetch_tx,
         ctx.clone(),
-        config.dns.zone_config(),
+        config.dns.zone_config().map(|mut zone| {
+            zone.vip_range = config.vip.settings().map(|(range, _)| range);
+            zone
+        }),
     );
     let reconciler = tokio::spawn(reconciler.run(events_rx, commands_rx));
     if demo {

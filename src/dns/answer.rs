@@ -66,7 +66,7 @@ pub fn answer(
         return error(id, op_code, Some(&request), ResponseCode::Refused);
     }
     let name = LowerName::new(query.name());
-    let Some(zone) = zone.filter(|z| z.contains(&name)) else {
+    let Some((zone, soa)) = zone.and_then(|z| Some((z, z.soa_for(&name)?.clone()))) else {
         if forwarding {
             return Outcome::Forward { qtype };
         }
@@ -82,12 +82,12 @@ pub fn answer(
     match zone.names.get(&name) {
         None => {
             response.metadata.response_code = ResponseCode::NXDomain;
-            response.authorities.push(zone.soa.clone());
+            response.authorities.push(soa);
         }
         Some(node) => {
             let mut answers = records(node, qtype);
             if answers.is_empty() {
-                response.authorities.push(zone.soa.clone());
+                response.authorities.push(soa);
             }
             fastrand::shuffle(&mut answers);
             for record in &mut answers {
@@ -257,6 +257,7 @@ mod tests {
                 ip_sources: vec![IpSource::Auto],
                 label_rule: LabelRule::Rfc1123,
                 ns_addr: None,
+                vip_range: None,
             },
         )
     }

@@ -35,6 +35,8 @@ pub struct ZoneConfig {
     pub label_rule: LabelRule,
     /// The address `ns1.{domain}` answers with, when known.
     pub ns_addr: Option<IpAddr>,
+    /// Named VIPs' range: `{name}.marathon.l4lb.thisdcos.directory` answers with their address.
+    pub vip_range: Option<crate::routing::vip::VipRange>,
 }
 
 /// The records of one name, by type. A, AAAA and SRV records are stored with the root as their
@@ -57,11 +59,23 @@ pub struct Zone {
     pub names: FxHashMap<LowerName, Node>,
     /// The apex SOA, for the authority section of negative answers.
     pub soa: Record,
+    /// The named-VIP zone (`l4lb.thisdcos.directory`) and its SOA, when VIPs are on.
+    pub vip_apex: Option<(LowerName, Record)>,
 }
 
+/// TTL of named-VIP records, as in DC/OS.
+pub const VIP_TTL: u32 = 5;
+
 impl Zone {
-    pub fn contains(&self, name: &LowerName) -> bool {
-        self.apex.zone_of(name)
+    /// The SOA of the served zone holding `name`, or `None` when no served zone does.
+    pub fn soa_for(&self, name: &LowerName) -> Option<&Record> {
+        if self.apex.zone_of(name) {
+            return Some(&self.soa);
+        }
+        self.vip_apex
+            .as_ref()
+            .filter(|(apex, _)| apex.zone_of(name))
+            .map(|(_, soa)| soa)
     }
 }
 
@@ -242,11 +256,62 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             b.names.entry(LowerName::new(&name)).or_default();
         }
     }
+    let vip_apex = config
+        .vip_range
+        .map(|range| vip_zone(cluster, &range, &mut b.names, ttl));
     Zone {
+        vip_apex,
         apex: LowerName::new(&apex),
         names: b.names,
         soa,
     }
+}
+
+/// `{name}.marathon.l4lb.thisdcos.directory` A for every named VIP, and the zone's SOA.
+fn vip_zone(
+    cluster: &Cluster,
+    range: &crate::routing::vip::VipRange,
+    names: &mut FxHashMap<LowerName, Node>,
+    ttl: u32,
+) -> (LowerName, Record) {
+    use crate::routing::vip::{self, VIP_DOMAIN, VipTarget};
+    let (members, _) = vip::declared(cluster);
+    for (target, ip) in vip::addresses(&members, range) {
+        let VipTarget::Named(name) = &target else {
+            continue;
+        };
+        let Ok(fqdn) = Name::from_ascii(format!("{}.marathon.{VIP_DOMAIN}.", vip::dns_label(name)))
+        else {
+            continue;
+        };
+        let node = names.entry(LowerName::new(&fqdn)).or_default();
+        let data = match ip {
+            IpAddr::V4(v4) => RData::A(A(v4)),
+            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        };
+        let records = if ip.is_ipv4() {
+            &mut node.a
+        } else {
+            &mut node.aaaa
+        };
+        if !records.iter().any(|r| r.data == data) {
+            records.push(Record::from_rdata(Name::root(), VIP_TTL, data));
+        }
+    }
+    let apex = Name::from_ascii(format!("{VIP_DOMAIN}.")).expect("a valid name");
+    for between in ["marathon"] {
+        if let Ok(name) = Name::from_ascii(format!("{between}.{VIP_DOMAIN}.")) {
+            names.entry(LowerName::new(&name)).or_default();
+        }
+    }
+    let ns = Name::from_ascii(format!("ns1.{VIP_DOMAIN}.")).expect("a valid name");
+    let soa = Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::SOA(SOA::new(ns.clone(), ns, 1, 60, 600, 86400, VIP_TTL)),
+    );
+    names.entry(LowerName::new(&apex)).or_default().soa = Some(soa.clone());
+    (LowerName::new(&apex), soa)
 }
 
 #[cfg(test)]
@@ -263,6 +328,7 @@ mod tests {
             ip_sources: vec![IpSource::Auto],
             label_rule: LabelRule::Rfc1123,
             ns_addr: Some("127.0.0.1".parse().unwrap()),
+            vip_range: None,
         }
     }
 

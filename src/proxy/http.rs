@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Context;
 use super::upstream::{Outcome, ProxyBody, RequestBody, send};
 use crate::metrics::ServiceLabels;
+use crate::routing::balance::Flow;
 use crate::routing::vhosts::host_key;
 use crate::routing::{Backend, Service};
 
@@ -215,7 +216,12 @@ async fn proxy(
         inner,
         bytes_in: None,
     });
-    let balanced = service.balancer.candidates(|i| states[i].active());
+    // Consistent hashing in HTTP mode keys on the client's address (`source`).
+    let flow = Flow {
+        client: client.addr,
+        local: client.addr,
+    };
+    let balanced = service.balancer.candidates(flow, |i| states[i].active());
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))

@@ -96,6 +96,13 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    // VIP addresses need not be configured on an interface (IP_FREEBIND); the VIP range is
+    // routed to this host by `ip route add local 11.0.0.0/8 dev lo` or the network.
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -218,7 +225,11 @@ async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc
                     .inc();
                 return;
             };
-            tcp::serve(stream, snapshot, service, &ctx).await
+            let flow = crate::routing::balance::Flow {
+                client: peer,
+                local: listen,
+            };
+            tcp::serve(stream, flow, snapshot, service, &ctx).await
         }
         Mode::Http => {
             drop(snapshot);

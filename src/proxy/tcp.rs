@@ -10,17 +10,24 @@ use tokio::net::TcpStream;
 
 use super::{Context, connect};
 use crate::metrics::ServiceLabels;
+use crate::routing::balance::Flow;
 use crate::routing::store::Snapshot;
 
 const BUFFER: usize = 32 * 1024;
 
-pub async fn serve(mut client: TcpStream, snapshot: Arc<Snapshot>, service: usize, ctx: &Context) {
+pub async fn serve(
+    mut client: TcpStream,
+    flow: Flow,
+    snapshot: Arc<Snapshot>,
+    service: usize,
+    ctx: &Context,
+) {
     let _ = client.set_nodelay(true);
     let picked = {
         let svc = &snapshot.table.services[service];
         let states = &snapshot.states[service];
         let mut picked = None;
-        for b in svc.balancer.candidates(|i| states[i].active()) {
+        for b in svc.balancer.candidates(flow, |i| states[i].active()) {
             match connect(states[b].addr, ctx.connect_timeout).await {
                 Ok(stream) => {
                     picked = Some((stream, states[b].clone()));

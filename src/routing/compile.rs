@@ -12,6 +12,8 @@ use crate::cluster::{App, Cluster, Networking, Protocol, Task};
 use crate::config::Config;
 use crate::routing::HttpOptions;
 use crate::routing::routes::{Overrides, Route};
+use crate::routing::vip::{self, VipRange};
+use crate::routing::{Balance, Mode};
 
 /// The part of the configuration that `compile` reads.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct CompileConfig {
     pub default_app: Option<String>,
     /// Route weights set at runtime (admin API), by route name.
     pub weight_overrides: Overrides,
+    /// VIPs: the range named VIPs get addresses from, and their balancer. `None`: no VIPs.
+    pub vip: Option<(VipRange, Balance)>,
 }
 
 impl CompileConfig {
@@ -38,6 +42,7 @@ impl CompileConfig {
             reserved: config.reserved_ports(),
             default_app: config.http.default_app.clone(),
             weight_overrides: Overrides::new(),
+            vip: config.vip.settings(),
         }
     }
 
@@ -176,7 +181,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 key,
                 listen,
                 mode: labels.mode,
-                balancer: Balancer::new(labels.balance, &weights),
+                balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
                 backends,
                 http: HttpOptions {
                     redirect_to_https: labels.redirect_to_https,
@@ -186,6 +191,16 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 },
             });
         }
+    }
+    if let Some((range, balance)) = &config.vip {
+        vip_services(
+            cluster,
+            range,
+            *balance,
+            &mut claimed,
+            &mut table,
+            &mut entries,
+        );
     }
     table.services.sort_by(|a, b| a.key.cmp(&b.key));
     let index: HashMap<&ServiceKey, usize> = table
@@ -293,6 +308,97 @@ fn route_for(
     table.routes.len() - 1
 }
 
+/// One TCP service per VIP and port, its backends the union of the app ports that declare it.
+fn vip_services(
+    cluster: &Cluster,
+    range: &VipRange,
+    balance: Balance,
+    claimed: &mut HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>,
+    table: &mut RoutingTable,
+    entries: &mut Vec<Entries>,
+) {
+    let (members, bad) = vip::declared(cluster);
+    for (app_id, n, reason) in bad {
+        table.problems.push(Problem {
+            app_id,
+            port_index: Some(n),
+            severity: Severity::Skipped,
+            reason,
+        });
+    }
+    let addresses = vip::addresses(&members, range);
+    for ((target, port), apps) in &members {
+        let Some(&ip) = addresses.get(target) else {
+            continue;
+        };
+        let listen = SocketAddr::new(ip, *port);
+        let key = ServiceKey {
+            app_id: format!("vip:{target}").into(),
+            port_index: *port as usize,
+        };
+        let mut problem = |app_id: &crate::cluster::AppId, n: usize, reason: String| {
+            table.problems.push(Problem {
+                app_id: app_id.clone(),
+                port_index: Some(n),
+                severity: Severity::Skipped,
+                reason,
+            });
+        };
+        let claims = claimed.entry(*port).or_default();
+        if let Some((_, owner, _)) = claims.iter().find(|(held, _, _)| overlaps(*held, ip)) {
+            let (app_id, n) = &apps[0];
+            problem(
+                app_id,
+                *n,
+                format!("VIP {target}:{port} collides with {owner}"),
+            );
+            continue;
+        }
+        claims.push((ip, key.clone(), None));
+        let mut backends_all = Vec::new();
+        for (app_id, n) in apps {
+            let Some(app) = cluster.apps.get(app_id) else {
+                continue;
+            };
+            if app.ports[*n].protocol == Protocol::Udp {
+                problem(
+                    app_id,
+                    *n,
+                    format!("VIP {target}:{port}: UDP VIPs are not supported yet"),
+                );
+                continue;
+            }
+            backends_all.extend(backends(cluster, app, *n, &mut |_, reason| {
+                problem(app_id, *n, reason)
+            }));
+        }
+        backends_all.sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));
+        backends_all.dedup_by(|a, b| a.addr == b.addr);
+        let weights: Vec<u32> = backends_all.iter().map(|b| b.weight).collect();
+        entries.push((key.clone(), vec![listen], Vec::new(), Vec::new()));
+        table.services.push(Service {
+            key,
+            listen: Some(listen),
+            mode: Mode::Tcp,
+            balancer: Balancer::with_ids(balance, &weights, &ids(&backends_all)),
+            backends: backends_all,
+            http: HttpOptions::default(),
+            vhosts: Vec::new(),
+            weight: None,
+            canary: None,
+            deployment: Default::default(),
+        });
+    }
+}
+
+/// Stable backend ids for consistent hashing: their addresses.
+fn ids(backends: &[Backend]) -> Vec<u64> {
+    backends
+        .iter()
+        .map(|b| super::balance::maglev::id_of(b.addr))
+        .collect()
+}
+
 /// Two binds collide when they share a port and either is a wildcard or both are the same IP.
 fn overlaps(a: IpAddr, b: IpAddr) -> bool {
     a == b || a.is_unspecified() || b.is_unspecified()
@@ -366,6 +472,7 @@ mod tests {
             reserved: vec!["127.0.0.1:9090".parse().unwrap()],
             default_app: None,
             weight_overrides: Overrides::new(),
+            vip: None,
         }
     }
 

@@ -93,7 +93,8 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
     let balance = match get("BALANCE").map(str::to_ascii_lowercase).as_deref() {
         None | Some("roundrobin") => Balance::RoundRobin,
         Some("leastconn") => Balance::LeastConn,
-        Some(known @ ("source" | "static-rr" | "first" | "uri" | "url_param" | "random")) => {
+        Some("source") => Balance::Source,
+        Some(known @ ("static-rr" | "first" | "uri" | "url_param" | "random")) => {
             notices.push(format!(
                 "{prefix}BALANCE={known}: not supported yet, using roundrobin"
             ));
@@ -313,7 +314,7 @@ mod tests {
         let l = labels(&[
             ("HAPROXY_0_BACKEND_HEAD", "x"),
             ("HAPROXY_0_SSL_CERT", "/etc/ssl/a.pem,/etc/ssl/b.pem"),
-            ("HAPROXY_0_BALANCE", "source"),
+            ("HAPROXY_0_BALANCE", "uri"),
         ]);
         let p = read(&l, 0).unwrap();
         assert_eq!(p.notices.len(), 2, "{:?}", p.notices);

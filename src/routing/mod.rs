@@ -10,6 +10,7 @@ pub mod labels;
 pub mod routes;
 pub mod store;
 pub mod vhosts;
+pub mod vip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

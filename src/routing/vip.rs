@@ -1,0 +1,245 @@
+//! Minuteman's VIPs: `VIP_{i}` port labels (`/name:port`, `name:port` or `ip:port`), and the
+//! allocation of named-VIP addresses from a range.
+//!
+//! Allocation is a pure function of the sorted set of VIP names: every instance allocates the
+//! same address for a name, whatever order it learned the names in. Each name hashes to a slot
+//! of the range; a taken slot sends the name to the next free one (in name order). So adding or
+//! removing a VIP never moves another VIP's address, except one that had been displaced by a
+//! collision with the added or removed name.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::cluster::{AppId, Cluster};
+
+/// The named-VIP domain of DC/OS: `{name}.marathon.l4lb.thisdcos.directory`.
+pub const VIP_DOMAIN: &str = "l4lb.thisdcos.directory";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipRange {
+    first: u32,
+    /// Usable addresses (the block less its network and broadcast addresses).
+    size: u32,
+}
+
+impl VipRange {
+    pub fn parse(text: &str) -> Result<VipRange, String> {
+        let (addr, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?}: expected a.b.c.d/len"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{text:?}: not an IPv4 block"))?;
+        let prefix: u32 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| format!("{text:?}: the prefix length must be 8..=30"))?;
+        let network = u32::from(addr) & (u32::MAX << (32 - prefix));
+        Ok(VipRange {
+            first: network + 1,
+            size: (1u32 << (32 - prefix)) - 2,
+        })
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let ip = u32::from(ip);
+        ip >= self.first && ip < self.first + self.size
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VipTarget {
+    Named(String),
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for VipTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VipTarget::Named(name) => write!(f, "{name}"),
+            VipTarget::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// One label value: `/name:port`, `name:port` or `ip:port`, split at the last `:`.
+pub fn parse_label(value: &str) -> Result<(VipTarget, u16), String> {
+    let value = value.trim();
+    let (target, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{value:?}: expected name:port"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("{value:?}: bad port"))?;
+    let bare = target.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok((VipTarget::Ip(ip), port));
+    }
+    let name = target.trim_start_matches('/');
+    let valid = !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        });
+    if !valid {
+        return Err(format!("{value:?}: not a VIP name"));
+    }
+    Ok((VipTarget::Named(name.to_ascii_lowercase()), port))
+}
+
+/// The DNS label of a named VIP (`/a/b` → `a-b`... as Minuteman, `/` becomes nothing between
+/// segments joined by `-`).
+pub fn dns_label(name: &str) -> String {
+    crate::dns::names::label(
+        &name.replace('/', "."),
+        crate::dns::names::LabelRule::Rfc1123,
+    )
+}
+
+/// Every VIP the cluster's apps declare, with the app ports behind it, and the labels that did
+/// not parse (app id, reason). VIPs are internal: no group filter applies.
+pub fn declared(cluster: &Cluster) -> (VipMembers, Vec<(AppId, usize, String)>) {
+    let mut members = VipMembers::new();
+    let mut bad = Vec::new();
+    for app in cluster.apps.values() {
+        for (n, port) in app.ports.iter().enumerate() {
+            for (key, value) in &port.labels {
+                if !(key.starts_with("VIP_") || key.starts_with("vip_")) {
+                    continue;
+                }
+                match parse_label(value) {
+                    Ok(vip) => members.entry(vip).or_default().push((app.id.clone(), n)),
+                    Err(reason) => bad.push((app.id.clone(), n, format!("{key}: {reason}"))),
+                }
+            }
+        }
+    }
+    (members, bad)
+}
+
+/// (VIP, port) → the app ports behind it.
+pub type VipMembers = BTreeMap<(VipTarget, u16), Vec<(AppId, usize)>>;
+
+/// The address of every VIP of `members`: its own for IP VIPs, allocated for named ones.
+pub fn addresses(members: &VipMembers, range: &VipRange) -> BTreeMap<VipTarget, IpAddr> {
+    let names: BTreeSet<String> = members
+        .keys()
+        .filter_map(|(t, _)| match t {
+            VipTarget::Named(name) => Some(name.clone()),
+            VipTarget::Ip(_) => None,
+        })
+        .collect();
+    let allocated = allocate(&names, range);
+    members
+        .keys()
+        .filter_map(|(target, _)| {
+            let ip = match target {
+                VipTarget::Named(name) => IpAddr::V4(*allocated.get(name)?),
+                VipTarget::Ip(ip) => *ip,
+            };
+            Some((target.clone(), ip))
+        })
+        .collect()
+}
+
+/// Addresses for named VIPs: a pure function of the set of names (see the module comment).
+pub fn allocate(names: &BTreeSet<String>, range: &VipRange) -> BTreeMap<String, Ipv4Addr> {
+    let mut taken: HashSet<u32> = HashSet::with_capacity(names.len());
+    let mut out = BTreeMap::new();
+    if range.size == 0 {
+        return out;
+    }
+    for name in names.iter().take(range.size as usize) {
+        let mut slot = (fnv(name) % range.size as u64) as u32;
+        while !taken.insert(slot) {
+            slot = (slot + 1) % range.size;
+        }
+        out.insert(name.clone(), Ipv4Addr::from(range.first + slot));
+    }
+    out
+}
+
+fn fnv(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash = (hash ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            parse_label("/web:80"),
+            Ok((VipTarget::Named("web".into()), 80))
+        );
+        assert_eq!(
+            parse_label("Shop/API:8080"),
+            Ok((VipTarget::Named("shop/api".into()), 8080))
+        );
+        assert_eq!(
+            parse_label("10.1.2.3:53"),
+            Ok((VipTarget::Ip("10.1.2.3".parse().unwrap()), 53))
+        );
+        assert_eq!(
+            parse_label("[fd00::1]:53"),
+            Ok((VipTarget::Ip("fd00::1".parse().unwrap()), 53))
+        );
+        assert!(parse_label("web").is_err());
+        assert!(parse_label("web:0").is_err());
+        assert!(parse_label("we b:80").is_err());
+        assert_eq!(dns_label("shop/api"), "shop-api");
+    }
+
+    #[test]
+    fn ranges() {
+        let r = VipRange::parse("11.0.0.0/8").unwrap();
+        assert!(
+            r.contains("11.0.0.1".parse().unwrap()) && !r.contains("11.0.0.0".parse().unwrap())
+        );
+        assert!(VipRange::parse("11.0.0.0/31").is_err());
+        assert!(VipRange::parse("11.0.0.0").is_err());
+    }
+
+    proptest! {
+        /// The same names give the same addresses, whatever order they were learned in.
+        #[test]
+        fn order_does_not_matter(mut names in proptest::collection::vec("[a-z]{1,8}", 1..40)) {
+            let range = VipRange::parse("11.0.0.0/24").unwrap();
+            let a = allocate(&names.iter().cloned().collect(), &range);
+            names.reverse();
+            let b = allocate(&names.iter().cloned().collect(), &range);
+            prop_assert_eq!(&a, &b);
+            let distinct: HashSet<_> = a.values().collect();
+            prop_assert_eq!(distinct.len(), a.len());
+            prop_assert!(a.values().all(|ip| range.contains(*ip)));
+        }
+
+        /// Adding a name moves no other name's address unless it collided with the newcomer.
+        #[test]
+        fn adding_a_vip_moves_no_other(names in proptest::collection::btree_set("[a-z]{1,8}", 1..30), new in "[a-z]{9,12}") {
+            let range = VipRange::parse("11.0.0.0/8").unwrap();
+            let before = allocate(&names, &range);
+            let mut more = names.clone();
+            more.insert(new.clone());
+            let after = allocate(&more, &range);
+            let newcomer = after[&new];
+            for (name, ip) in &before {
+                // In a range of 16 million slots with no collision, nothing moves.
+                if *ip != newcomer {
+                    prop_assert_eq!(after[name], *ip, "{} moved", name);
+                }
+            }
+        }
+    }
+}
