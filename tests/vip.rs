@@ -1,0 +1,166 @@
+//! VIPs end to end: apps declare `VIP_0` port labels; switchyard listens on the VIP address
+//! (a loopback range here, all local on Linux), balances over every declaring app's tasks with
+//! consistent hashing, and answers the VIP's name in DNS.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::{Value, json};
+use support::marathon::{Marathon, app, status_update, task};
+use support::*;
+
+fn vip_app(id: &str, vip: &str, backends: &[&Backend]) -> Value {
+    let tasks = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| task(id, &format!("{id}.{i}"), b.port()))
+        .collect();
+    let mut a = app(id, 0, json!({}), tasks);
+    a["portDefinitions"][0]["labels"] = json!({ "VIP_0": vip });
+    a
+}
+
+async fn dns_a(server: SocketAddr, name: &str) -> (Vec<String>, Vec<u32>) {
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&m.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = Message::from_vec(&buf[..n]).unwrap();
+    let ips = reply.answers.iter().filter_map(|r| match &r.data {
+        RData::A(a) => Some(a.0.to_string()),
+        _ => None,
+    });
+    (ips.collect(), reply.answers.iter().map(|r| r.ttl).collect())
+}
+
+#[tokio::test]
+async fn named_and_ip_vips_balance_over_every_declaring_app_and_resolve() {
+    let (a1, a2, b1, c1) = (
+        Backend::start("a").await,
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let marathon = Marathon::start().await;
+    let ip_vip_port = free_port();
+    marathon.set_apps(vec![
+        vip_app("/web-a", "/web:8080", &[&a1, &a2]),
+        vip_app("/web-b", "web:8080", &[&b1]),
+        vip_app("/cache", &format!("127.88.0.5:{ip_vip_port}"), &[&c1]),
+    ]);
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\n\
+         [vip]\nrange = \"127.77.0.0/16\"\n[dns]\nlisten = \"{dns}\"\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start("vip", &config);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let routes = sy.routes().await;
+    let web = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == "vip:web")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        web["backends"].as_array().unwrap().len(),
+        3,
+        "the union of both apps: {web}"
+    );
+    assert_eq!(web["balance"], "maglev");
+    let web_addr: SocketAddr = web["listen"].as_str().unwrap().parse().unwrap();
+    assert!(
+        web_addr.ip().to_string().starts_with("127.77."),
+        "{web_addr}"
+    );
+    assert_eq!(web_addr.port(), 8080);
+
+    // Every declaring app's tasks answer through the VIP (connections from different source
+    // ports are different flows).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let (status, body) = http_get(web_addr, "/").await.unwrap();
+        assert_eq!(status, 200);
+        seen.insert(body);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec!["a", "b"]);
+    let ip_vip: SocketAddr = format!("127.88.0.5:{ip_vip_port}").parse().unwrap();
+    assert_eq!(http_get(ip_vip, "/").await.unwrap(), (200, "c".to_string()));
+
+    // The name resolves to the allocated address, TTL 5 as in DC/OS.
+    let (ips, ttls) = dns_a(dns, "web.marathon.l4lb.thisdcos.directory.").await;
+    assert_eq!(ips, vec![web_addr.ip().to_string()]);
+    assert_eq!(ttls, vec![5]);
+
+    // A task leaves: the VIP keeps answering from the rest.
+    marathon.send_event(status_update(
+        "/web-b",
+        "/web-b.0",
+        b1.port(),
+        "TASK_KILLING",
+    ));
+    sy.wait_routes("b gone", |r| {
+        r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["app_id"] == "vip:web" && s["backends"].as_array().unwrap().len() == 2)
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(
+            http_get(web_addr, "/").await.unwrap(),
+            (200, "a".to_string())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_vip_with_no_backend_refuses_promptly() {
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![vip_app("/empty", "/empty:8081", &[])]);
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\n[vip]\nrange = \"127.78.0.0/16\"\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start("vip-empty", &config);
+    let routes = sy
+        .wait_routes("vip", |r| {
+            r["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["app_id"] == "vip:empty")
+        })
+        .await;
+    let svc = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == "vip:empty")
+        .unwrap()
+        .clone();
+    let addr: SocketAddr = svc["listen"].as_str().unwrap().parse().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(
+        DEADLINE,
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await
+    .expect("closed, not hung");
+    assert!(matches!(read, Ok(0) | Err(_)));
+}
