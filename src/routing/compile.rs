@@ -62,7 +62,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let mut entries: Vec<Entries> = Vec::new();
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
-    let mut claimed: HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>> = HashMap::new();
+    let mut claimed: Claims = HashMap::new();
     for addr in &config.reserved {
         let owner = ServiceKey {
             app_id: "switchyard".into(),
@@ -268,6 +268,9 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     table
 }
 
+/// Port → who holds it: (address, service, deployment group).
+type Claims = HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>;
+
 /// A service's entry points, gathered while services are built, for the routes built at the end:
 /// (service, listen addresses, vhosts, paths).
 type Entries = (ServiceKey, Vec<SocketAddr>, Vec<String>, Vec<String>);
@@ -313,7 +316,7 @@ fn vip_services(
     cluster: &Cluster,
     range: &VipRange,
     balance: Balance,
-    claimed: &mut HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>,
+    claimed: &mut Claims,
     table: &mut RoutingTable,
     entries: &mut Vec<Entries>,
 ) {
