@@ -263,6 +263,11 @@ pub struct Vip {
     pub range: String,
     /// `maglev` (consistent hashing of each connection), `leastconn` or `roundrobin`.
     pub balance: String,
+    /// A UDP flow's session ends after this long without a datagram either way.
+    #[serde(deserialize_with = "duration")]
+    pub udp_idle_timeout: Duration,
+    /// UDP sessions kept per VIP; past this, new flows' datagrams are dropped.
+    pub udp_max_sessions: usize,
 }
 
 impl Default for Vip {
@@ -271,6 +276,8 @@ impl Default for Vip {
             enabled: true,
             range: "11.0.0.0/8".into(),
             balance: "maglev".into(),
+            udp_idle_timeout: Duration::from_secs(60),
+            udp_max_sessions: 10_000,
         }
     }
 }

@@ -164,3 +164,91 @@ async fn a_vip_with_no_backend_refuses_promptly() {
     .expect("closed, not hung");
     assert!(matches!(read, Ok(0) | Err(_)));
 }
+
+#[tokio::test]
+async fn udp_vips_relay_per_client_flow_and_reply_from_the_vip_address() {
+    // Two UDP echo backends that prefix their name.
+    let mut backends = Vec::new();
+    for name in ["u1", "u2"] {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                let reply = [name.as_bytes(), b":", &buf[..n]].concat();
+                let _ = socket.send_to(&reply, peer).await;
+            }
+        });
+        backends.push(port);
+    }
+    let marathon = Marathon::start().await;
+    let tasks = backends
+        .iter()
+        .enumerate()
+        .map(|(i, p)| task("/dns", &format!("dns.{i}"), *p))
+        .collect();
+    let mut a = app("/dns", 0, json!({}), tasks);
+    a["portDefinitions"][0]["protocol"] = json!("udp");
+    a["portDefinitions"][0]["labels"] = json!({ "VIP_0": "/resolver:5353" });
+    marathon.set_apps(vec![a]);
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\n[vip]\nrange = \"127.79.0.0/16\"\nudp_idle_timeout = \"1s\"\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start("vip-udp", &config);
+    let routes = sy
+        .wait_routes("udp vip", |r| {
+            r["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["app_id"] == "vip:resolver/udp")
+        })
+        .await;
+    let svc = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == "vip:resolver/udp")
+        .unwrap()
+        .clone();
+    assert_eq!(svc["mode"], "udp");
+    let vip: SocketAddr = svc["listen"].as_str().unwrap().parse().unwrap();
+
+    let mut answered_by = std::collections::BTreeSet::new();
+    for client in 0..12 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut first = None;
+        for i in 0..3 {
+            let msg = format!("hello {client}/{i}");
+            // The VIP binds lazily after the table swap: retry the first datagram briefly.
+            let reply = wait_for("udp reply", || async {
+                socket.send_to(msg.as_bytes(), vip).await.unwrap();
+                let mut buf = vec![0u8; 2048];
+                match tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    socket.recv_from(&mut buf),
+                )
+                .await
+                {
+                    Ok(Ok((n, from))) => {
+                        Some((String::from_utf8_lossy(&buf[..n]).to_string(), from))
+                    }
+                    _ => None,
+                }
+            })
+            .await;
+            assert_eq!(reply.1, vip, "replies come from the VIP address");
+            let (backend, echoed) = reply.0.split_once(':').unwrap();
+            assert_eq!(echoed, msg);
+            // One flow, one backend.
+            assert_eq!(*first.get_or_insert(backend.to_string()), backend);
+        }
+        answered_by.insert(first.unwrap());
+    }
+    assert_eq!(
+        answered_by.len(),
+        2,
+        "flows spread over both backends: {answered_by:?}"
+    );
+}

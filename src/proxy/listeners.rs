@@ -9,13 +9,15 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::{Context, http, tcp};
+use super::{Context, http, tcp, udp};
 use crate::routing::{Mode, RoutingTable};
 
 const BACKLOG: i32 = 1024;
 
 pub struct Listeners {
     open: HashMap<SocketAddr, JoinHandle<()>>,
+    /// UDP VIP sockets, by address.
+    udp: HashMap<SocketAddr, JoinHandle<()>>,
     /// Ports that failed to bind, with why; shared with the admin API.
     failed: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
     ctx: Arc<Context>,
@@ -25,6 +27,7 @@ impl Listeners {
     pub fn new(ctx: Arc<Context>) -> Listeners {
         Listeners {
             open: HashMap::new(),
+            udp: HashMap::new(),
             failed: Arc::default(),
             ctx,
         }
@@ -45,7 +48,37 @@ impl Listeners {
         });
         let mut failed = self.failed.lock().unwrap();
         failed.retain(|addr, _| table.by_listen.contains_key(addr));
+        self.udp.retain(|addr, relay| {
+            let keep = table.udp.contains_key(addr);
+            if !keep {
+                relay.abort();
+            }
+            keep
+        });
+        for &listen in table.udp.keys() {
+            if self.udp.contains_key(&listen) {
+                continue;
+            }
+            match bind_udp(listen) {
+                Ok(socket) => {
+                    tracing::info!(listen = %listen, "UDP VIP open");
+                    let relay = tokio::spawn(udp::serve(socket, listen, self.ctx.clone()));
+                    self.udp.insert(listen, relay);
+                }
+                Err(e) => {
+                    let reason = format!("udp: {e}");
+                    if failed.get(&listen) != Some(&reason) {
+                        tracing::warn!(listen = %listen, "cannot bind UDP VIP: {e}");
+                        self.ctx.metrics.reject("bind");
+                    }
+                    failed.insert(listen, reason);
+                }
+            }
+        }
         for service in &table.services {
+            if service.mode == Mode::Udp {
+                continue;
+            }
             let Some(listen) = service.listen else {
                 continue;
             };
@@ -75,7 +108,7 @@ impl Listeners {
 
     /// Stops accepting everywhere (SIGTERM); open connections carry on.
     pub fn close_all(&mut self) {
-        for (_, accept) in self.open.drain() {
+        for (_, accept) in self.open.drain().chain(self.udp.drain()) {
             accept.abort();
         }
     }
@@ -87,6 +120,23 @@ impl Listeners {
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }
+}
+
+/// A UDP socket on a VIP address (which need not be local: `IP_FREEBIND`).
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -231,6 +281,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc
             };
             tcp::serve(stream, flow, snapshot, service, &ctx).await
         }
+        Mode::Udp => {} // UDP services have no TCP listener
         Mode::Http => {
             drop(snapshot);
             let _ = stream.set_nodelay(true);

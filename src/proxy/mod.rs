@@ -4,6 +4,7 @@ pub mod http;
 pub mod listeners;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 pub mod upstream;
 
 use std::io;
@@ -28,6 +29,9 @@ pub struct Context {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub access_log: bool,
+    /// UDP VIP sessions: idle time before one ends, and how many one VIP keeps.
+    pub udp_idle_timeout: Duration,
+    pub udp_max_sessions: usize,
     pub shutdown: Shutdown,
 }
 

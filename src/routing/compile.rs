@@ -203,6 +203,13 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         );
     }
     table.services.sort_by(|a, b| a.key.cmp(&b.key));
+    table.udp = table
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.mode == Mode::Udp)
+        .filter_map(|(i, s)| Some((s.listen?, i)))
+        .collect();
     let index: HashMap<&ServiceKey, usize> = table
         .services
         .iter()
@@ -347,50 +354,72 @@ fn vip_services(
                 reason,
             });
         };
-        let claims = claimed.entry(*port).or_default();
-        if let Some((_, owner, _)) = claims.iter().find(|(held, _, _)| overlaps(*held, ip)) {
-            let (app_id, n) = &apps[0];
-            problem(
-                app_id,
-                *n,
-                format!("VIP {target}:{port} collides with {owner}"),
-            );
-            continue;
-        }
-        claims.push((ip, key.clone(), None));
-        let mut backends_all = Vec::new();
-        for (app_id, n) in apps {
-            let Some(app) = cluster.apps.get(app_id) else {
-                continue;
-            };
-            if app.ports[*n].protocol == Protocol::Udp {
-                problem(
-                    app_id,
-                    *n,
-                    format!("VIP {target}:{port}: UDP VIPs are not supported yet"),
-                );
+        // TCP and UDP are separate services (and sockets) on the same address and port.
+        for udp in [false, true] {
+            let members: Vec<&(crate::cluster::AppId, usize)> = apps
+                .iter()
+                .filter(|(app_id, n)| {
+                    let protocol = cluster.apps.get(app_id).map(|a| a.ports[*n].protocol);
+                    match protocol {
+                        Some(Protocol::TcpUdp) => true,
+                        Some(Protocol::Udp) => udp,
+                        Some(Protocol::Tcp) => !udp,
+                        None => false,
+                    }
+                })
+                .collect();
+            if members.is_empty() {
                 continue;
             }
-            backends_all.extend(backends(cluster, app, *n, &mut |_, reason| {
-                problem(app_id, *n, reason)
-            }));
+            let key = if udp {
+                ServiceKey {
+                    app_id: format!("vip:{target}/udp").into(),
+                    port_index: *port as usize,
+                }
+            } else {
+                key.clone()
+            };
+            if !udp {
+                let claims = claimed.entry(*port).or_default();
+                if let Some((_, owner, _)) = claims.iter().find(|(held, _, _)| overlaps(*held, ip))
+                {
+                    let (app_id, n) = members[0];
+                    problem(
+                        app_id,
+                        *n,
+                        format!("VIP {target}:{port} collides with {owner}"),
+                    );
+                    continue;
+                }
+                claims.push((ip, key.clone(), None));
+                entries.push((key.clone(), vec![listen], Vec::new(), Vec::new()));
+            }
+            let mut backends_all = Vec::new();
+            for (app_id, n) in members {
+                let Some(app) = cluster.apps.get(app_id) else {
+                    continue;
+                };
+                backends_all.extend(backends(cluster, app, *n, &mut |_, reason| {
+                    problem(app_id, *n, reason)
+                }));
+            }
+            backends_all
+                .sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));
+            backends_all.dedup_by(|a, b| a.addr == b.addr);
+            let weights: Vec<u32> = backends_all.iter().map(|b| b.weight).collect();
+            table.services.push(Service {
+                key,
+                listen: Some(listen),
+                mode: if udp { Mode::Udp } else { Mode::Tcp },
+                balancer: Balancer::with_ids(balance, &weights, &ids(&backends_all)),
+                backends: backends_all,
+                http: HttpOptions::default(),
+                vhosts: Vec::new(),
+                weight: None,
+                canary: None,
+                deployment: Default::default(),
+            });
         }
-        backends_all.sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));
-        backends_all.dedup_by(|a, b| a.addr == b.addr);
-        let weights: Vec<u32> = backends_all.iter().map(|b| b.weight).collect();
-        entries.push((key.clone(), vec![listen], Vec::new(), Vec::new()));
-        table.services.push(Service {
-            key,
-            listen: Some(listen),
-            mode: Mode::Tcp,
-            balancer: Balancer::with_ids(balance, &weights, &ids(&backends_all)),
-            backends: backends_all,
-            http: HttpOptions::default(),
-            vhosts: Vec::new(),
-            weight: None,
-            canary: None,
-            deployment: Default::default(),
-        });
     }
 }
 

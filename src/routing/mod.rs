@@ -27,8 +27,10 @@ pub struct RoutingTable {
     pub services: Vec<Service>,
     /// What each entry point (port or vhost) sends traffic to.
     pub routes: Vec<routes::Route>,
-    /// Listen address → route.
+    /// Listen address → route (TCP).
     pub by_listen: HashMap<SocketAddr, usize>,
+    /// UDP VIP listen address → service.
+    pub udp: HashMap<SocketAddr, usize>,
     /// What `compile` skipped or ignored, and why.
     pub problems: Vec<Problem>,
     /// Host and path routes of the shared HTTP(S) listeners, to route indices.
@@ -96,6 +98,8 @@ impl std::fmt::Display for ServiceKey {
 pub enum Mode {
     Tcp,
     Http,
+    /// UDP VIPs: datagrams relayed per client flow.
+    Udp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
