@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use switchyard::cluster::{Cluster, ClusterUpdate, Task, TaskState};
 use switchyard::discovery::marathon::api;
-use switchyard::routing::balance::Flow;
+use switchyard::routing::balance::{Flow, Load};
 use switchyard::routing::{Balance, Balancer, CompileConfig, compile};
 
 fn config() -> CompileConfig {
@@ -99,16 +99,32 @@ fn balancers(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
     for n in [10usize, 100] {
         let loads: Vec<usize> = (0..n).map(|i| i % 7).collect();
-        for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::Maglev] {
+        for balance in [
+            Balance::RoundRobin,
+            Balance::LeastConn,
+            Balance::Maglev,
+            Balance::P2c,
+        ] {
             let balancer = Balancer::new(balance, &vec![1; n]);
             group.bench_function(format!("{balance:?}, {n} backends"), |b| {
-                b.iter(|| balancer.candidates(Flow::none(), |i| loads[i]).next())
+                b.iter(|| {
+                    balancer
+                        .candidates(Flow::none(), |i| Load {
+                            active: loads[i],
+                            latency_ns: 1000,
+                        })
+                        .next()
+                })
             });
         }
         let weighted: Vec<u32> = (0..n as u32).map(|i| 1 + i % 5).collect();
         let balancer = Balancer::new(Balance::RoundRobin, &weighted);
         group.bench_function(format!("weighted RoundRobin, {n} backends"), |b| {
-            b.iter(|| balancer.candidates(Flow::none(), |_| 0).next())
+            b.iter(|| {
+                balancer
+                    .candidates(Flow::none(), |_| Load::default())
+                    .next()
+            })
         });
     }
     group.finish();

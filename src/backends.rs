@@ -88,6 +88,7 @@ impl BackendMetrics {
 pub struct BackendState {
     pub addr: SocketAddr,
     active: AtomicUsize,
+    connect_ewma_ns: std::sync::atomic::AtomicU64,
     pub metrics: BackendMetrics,
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
@@ -98,6 +99,28 @@ pub struct BackendState {
 impl BackendState {
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// What balancers weigh this backend by.
+    pub fn load(&self) -> crate::routing::balance::Load {
+        crate::routing::balance::Load {
+            active: self.active(),
+            latency_ns: self.connect_ewma_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records a connect's duration in a peak-EWMA: a slower sample takes over at once, a
+    /// faster one pulls the average down gradually (races between connections lose a sample,
+    /// which an average can afford).
+    pub fn observe_connect(&self, took: std::time::Duration) {
+        let sample = took.as_nanos().min(u64::MAX as u128) as u64;
+        let current = self.connect_ewma_ns.load(Ordering::Relaxed);
+        let next = if sample >= current || current == 0 {
+            sample
+        } else {
+            current - (current - sample) / 10
+        };
+        self.connect_ewma_ns.store(next, Ordering::Relaxed);
     }
 
     /// Counts a connection (TCP) or request (HTTP) for as long as the guard lives.
@@ -244,6 +267,7 @@ impl Registry {
         Arc::new(BackendState {
             addr: key.1,
             active: AtomicUsize::new(0),
+            connect_ewma_ns: Default::default(),
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),
             drain: watch::Sender::new(None),
             idle: Mutex::new(Vec::new()),

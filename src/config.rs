@@ -3,6 +3,7 @@
 //! Every key has a default except the discovery source (`discovery.file` or `discovery.marathon`),
 //! which must be named. Unknown keys are errors: a typo must not silently fall back to a default.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 use crate::dns::names::LabelRule;
 use crate::dns::zone::{IpSource, ZoneConfig};
 use crate::routing::Balance;
-use crate::routing::vip::VipRange;
+use crate::routing::vip::{VipRange, VipSettings};
 
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
 /// is given.
@@ -263,11 +264,25 @@ pub struct Vip {
     pub range: String,
     /// `maglev` (consistent hashing of each connection), `leastconn` or `roundrobin`.
     pub balance: String,
+    /// Per named VIP: a balancer other than `balance`.
+    pub balance_by_name: BTreeMap<String, String>,
     /// A UDP flow's session ends after this long without a datagram either way.
     #[serde(deserialize_with = "duration")]
     pub udp_idle_timeout: Duration,
     /// UDP sessions kept per VIP; past this, new flows' datagrams are dropped.
     pub udp_max_sessions: usize,
+}
+
+fn parse_vip_balance(text: &str) -> Result<Balance, String> {
+    match text {
+        "maglev" => Ok(Balance::Maglev),
+        "p2c" => Ok(Balance::P2c),
+        "leastconn" => Ok(Balance::LeastConn),
+        "roundrobin" => Ok(Balance::RoundRobin),
+        other => Err(format!(
+            "{other:?} (use maglev, p2c, leastconn or roundrobin)"
+        )),
+    }
 }
 
 impl Default for Vip {
@@ -276,6 +291,7 @@ impl Default for Vip {
             enabled: true,
             range: "11.0.0.0/8".into(),
             balance: "maglev".into(),
+            balance_by_name: BTreeMap::new(),
             udp_idle_timeout: Duration::from_secs(60),
             udp_max_sessions: 10_000,
         }
@@ -284,22 +300,30 @@ impl Default for Vip {
 
 impl Vip {
     fn balance(&self) -> Result<Balance, String> {
-        match self.balance.as_str() {
-            "maglev" => Ok(Balance::Maglev),
-            "leastconn" => Ok(Balance::LeastConn),
-            "roundrobin" => Ok(Balance::RoundRobin),
-            other => Err(format!(
-                "vip.balance: {other:?} (use maglev, leastconn or roundrobin)"
-            )),
-        }
+        parse_vip_balance(&self.balance).map_err(|e| format!("vip.balance: {e}"))
+    }
+
+    fn balance_by_name(&self) -> Result<BTreeMap<String, Balance>, String> {
+        self.balance_by_name
+            .iter()
+            .map(|(name, b)| {
+                let balance =
+                    parse_vip_balance(b).map_err(|e| format!("vip.balance_by_name.{name}: {e}"))?;
+                Ok((name.trim_start_matches('/').to_ascii_lowercase(), balance))
+            })
+            .collect()
     }
 
     /// What `compile` and the DNS zone need; `None` when VIPs are off.
-    pub fn settings(&self) -> Option<(VipRange, Balance)> {
+    pub fn settings(&self) -> Option<VipSettings> {
         if !self.enabled {
             return None;
         }
-        Some((VipRange::parse(&self.range).ok()?, self.balance().ok()?))
+        Some(VipSettings {
+            range: VipRange::parse(&self.range).ok()?,
+            balance: self.balance().ok()?,
+            balance_by_name: self.balance_by_name().ok()?,
+        })
     }
 }
 
@@ -454,6 +478,7 @@ impl Config {
         }
         VipRange::parse(&self.vip.range).map_err(|e| format!("vip.range: {e}"))?;
         self.vip.balance()?;
+        self.vip.balance_by_name()?;
         if self.http.max_header_bytes < 8192 {
             return Err("http.max_header_bytes: must be at least 8192".into());
         }

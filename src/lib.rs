@@ -217,7 +217,7 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         refetch_tx,
         ctx.clone(),
         config.dns.zone_config().map(|mut zone| {
-            zone.vip_range = config.vip.settings().map(|(range, _)| range);
+            zone.vip_range = config.vip.settings().map(|vip| vip.range);
             zone
         }),
     );

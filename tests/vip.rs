@@ -133,7 +133,7 @@ async fn a_vip_with_no_backend_refuses_promptly() {
     let marathon = Marathon::start().await;
     marathon.set_apps(vec![vip_app("/empty", "/empty:8081", &[])]);
     let config = format!(
-        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\n[vip]\nrange = \"127.78.0.0/16\"\n",
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\n[vip]\nrange = \"127.78.0.0/16\"\nbalance_by_name = {{ empty = \"p2c\" }}\n",
         marathon.url()
     );
     let sy = Switchyard::start("vip-empty", &config);
@@ -153,6 +153,7 @@ async fn a_vip_with_no_backend_refuses_promptly() {
         .find(|s| s["app_id"] == "vip:empty")
         .unwrap()
         .clone();
+    assert_eq!(svc["balance"], "p2c", "per-VIP balancer from the config");
     let addr: SocketAddr = svc["listen"].as_str().unwrap().parse().unwrap();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 1];

@@ -221,7 +221,7 @@ async fn proxy(
         client: client.addr,
         local: client.addr,
     };
-    let balanced = service.balancer.candidates(flow, |i| states[i].active());
+    let balanced = service.balancer.candidates(flow, |i| states[i].load());
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))

@@ -27,9 +27,11 @@ pub async fn serve(
         let svc = &snapshot.table.services[service];
         let states = &snapshot.states[service];
         let mut picked = None;
-        for b in svc.balancer.candidates(flow, |i| states[i].active()) {
+        for b in svc.balancer.candidates(flow, |i| states[i].load()) {
+            let started = std::time::Instant::now();
             match connect(states[b].addr, ctx.connect_timeout).await {
                 Ok(stream) => {
+                    states[b].observe_connect(started.elapsed());
                     picked = Some((stream, states[b].clone()));
                     break;
                 }

@@ -83,7 +83,7 @@ async fn open(
         };
         let Some(b) = service
             .balancer
-            .candidates(flow, |i| states[i].active())
+            .candidates(flow, |i| states[i].load())
             .next()
         else {
             let labels = ServiceLabels {

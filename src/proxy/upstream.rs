@@ -103,12 +103,14 @@ pub async fn send(
 }
 
 pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
+    let started = std::time::Instant::now();
     let stream = connect(state.addr, ctx.connect_timeout)
         .await
         .map_err(|e| {
             state.metrics.connect_failures.inc();
             tracing::debug!(backend = %state.addr, "connect failed: {e}");
         })?;
+    state.observe_connect(started.elapsed());
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -11,9 +11,9 @@ use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Sever
 use crate::cluster::{App, Cluster, Networking, Protocol, Task};
 use crate::config::Config;
 use crate::routing::HttpOptions;
+use crate::routing::Mode;
 use crate::routing::routes::{Overrides, Route};
-use crate::routing::vip::{self, VipRange};
-use crate::routing::{Balance, Mode};
+use crate::routing::vip::{self, VipSettings};
 
 /// The part of the configuration that `compile` reads.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct CompileConfig {
     /// Route weights set at runtime (admin API), by route name.
     pub weight_overrides: Overrides,
     /// VIPs: the range named VIPs get addresses from, and their balancer. `None`: no VIPs.
-    pub vip: Option<(VipRange, Balance)>,
+    pub vip: Option<VipSettings>,
 }
 
 impl CompileConfig {
@@ -192,15 +192,8 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             });
         }
     }
-    if let Some((range, balance)) = &config.vip {
-        vip_services(
-            cluster,
-            range,
-            *balance,
-            &mut claimed,
-            &mut table,
-            &mut entries,
-        );
+    if let Some(vip) = &config.vip {
+        vip_services(cluster, vip, &mut claimed, &mut table, &mut entries);
     }
     table.services.sort_by(|a, b| a.key.cmp(&b.key));
     table.udp = table
@@ -321,8 +314,7 @@ fn route_for(
 /// One TCP service per VIP and port, its backends the union of the app ports that declare it.
 fn vip_services(
     cluster: &Cluster,
-    range: &VipRange,
-    balance: Balance,
+    settings: &VipSettings,
     claimed: &mut Claims,
     table: &mut RoutingTable,
     entries: &mut Vec<Entries>,
@@ -336,8 +328,13 @@ fn vip_services(
             reason,
         });
     }
-    let addresses = vip::addresses(&members, range);
+    let addresses = vip::addresses(&members, &settings.range);
     for ((target, port), apps) in &members {
+        let balance = match target {
+            vip::VipTarget::Named(name) => settings.balance_by_name.get(name).copied(),
+            vip::VipTarget::Ip(_) => None,
+        }
+        .unwrap_or(settings.balance);
         let Some(&ip) = addresses.get(target) else {
             continue;
         };

@@ -48,6 +48,16 @@ impl VipRange {
     }
 }
 
+/// What `compile` needs to serve VIPs.
+#[derive(Debug, Clone)]
+pub struct VipSettings {
+    pub range: VipRange,
+    /// The balancer of every VIP ...
+    pub balance: crate::routing::Balance,
+    /// ... but these named ones.
+    pub balance_by_name: BTreeMap<String, crate::routing::Balance>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum VipTarget {
     Named(String),

@@ -4,6 +4,7 @@
 
 mod least_conn;
 pub mod maglev;
+mod p2c;
 mod round_robin;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 pub use least_conn::LeastConn;
 pub use maglev::Maglev;
+pub use p2c::P2c;
 pub use round_robin::SmoothWeighted;
 
 /// The algorithm a service asks for (`HAPROXY_{n}_BALANCE`).
@@ -25,6 +27,16 @@ pub enum Balance {
     Source,
     /// Maglev on the connection's addresses and ports (VIPs): instances agree per flow.
     Maglev,
+    /// Power of two choices over peak-EWMA connect latency × outstanding connections.
+    P2c,
+}
+
+/// What balancers weigh a backend by, read from its runtime state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub active: usize,
+    /// Peak-EWMA of connect latency; 0 until measured.
+    pub latency_ns: u64,
 }
 
 #[derive(Debug)]
@@ -32,6 +44,7 @@ pub enum Balancer {
     RoundRobin(SmoothWeighted),
     LeastConn(LeastConn),
     Maglev(Maglev, Balance),
+    P2c(P2c),
 }
 
 /// The connection a pick is for: consistent hashing keys on it.
@@ -68,6 +81,7 @@ impl Balancer {
             Balance::Source | Balance::Maglev => {
                 Balancer::Maglev(Maglev::new(ids, weights), balance)
             }
+            Balance::P2c => Balancer::P2c(P2c::new(weights.len())),
         }
     }
 
@@ -76,16 +90,18 @@ impl Balancer {
             Balancer::RoundRobin(_) => Balance::RoundRobin,
             Balancer::LeastConn(_) => Balance::LeastConn,
             Balancer::Maglev(_, kind) => *kind,
+            Balancer::P2c(_) => Balance::P2c,
         }
     }
 
     /// Backend indices to try, best first; every backend appears exactly once. `load(i)` is
-    /// backend `i`'s current number of active connections (used by least-connections).
-    pub fn candidates(&self, flow: Flow, load: impl Fn(usize) -> usize) -> Candidates {
+    /// backend `i`'s runtime load (used by least-connections and P2C).
+    pub fn candidates(&self, flow: Flow, load: impl Fn(usize) -> Load) -> Candidates {
         let (first, n) = match self {
             Balancer::RoundRobin(rr) => (rr.next(), rr.len()),
-            Balancer::LeastConn(lc) => (lc.pick(load), lc.len()),
+            Balancer::LeastConn(lc) => (lc.pick(|i| load(i).active), lc.len()),
             Balancer::Maglev(m, kind) => (m.pick(flow_key(&flow, *kind)), m.len()),
+            Balancer::P2c(p) => (p.pick(load), p.len()),
         };
         Candidates { first, n, i: 0 }
     }
@@ -146,23 +162,26 @@ mod tests {
     fn candidates_cover_every_backend_once() {
         let b = Balancer::new(Balance::RoundRobin, &[1, 1, 1, 1]);
         for _ in 0..5 {
-            let mut seen: Vec<usize> = b.candidates(Flow::none(), |_| 0).collect();
+            let mut seen: Vec<usize> = b.candidates(Flow::none(), |_| Load::default()).collect();
             seen.sort();
             assert_eq!(seen, vec![0, 1, 2, 3]);
         }
         let empty = Balancer::new(Balance::LeastConn, &[]);
-        assert_eq!(empty.candidates(Flow::none(), |_| 0).count(), 0);
+        assert_eq!(
+            empty.candidates(Flow::none(), |_| Load::default()).count(),
+            0
+        );
         let maglev = Balancer::new(Balance::Maglev, &[1, 1, 1]);
         let flow = Flow {
             client: "10.0.0.1:5000".parse().unwrap(),
             local: "11.0.0.1:80".parse().unwrap(),
         };
-        let first = maglev.candidates(flow, |_| 0).next();
+        let first = maglev.candidates(flow, |_| Load::default()).next();
         assert!(
-            (0..10).all(|_| maglev.candidates(flow, |_| 0).next() == first),
+            (0..10).all(|_| maglev.candidates(flow, |_| Load::default()).next() == first),
             "a flow keeps its backend"
         );
-        let mut all: Vec<usize> = maglev.candidates(flow, |_| 0).collect();
+        let mut all: Vec<usize> = maglev.candidates(flow, |_| Load::default()).collect();
         all.sort();
         assert_eq!(all, vec![0, 1, 2]);
     }
