@@ -8,7 +8,7 @@
 //! collision with the added or removed name.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::cluster::{AppId, Cluster};
 
@@ -17,34 +17,72 @@ pub const VIP_DOMAIN: &str = "l4lb.thisdcos.directory";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VipRange {
-    first: u32,
-    /// Usable addresses (the block less its network and broadcast addresses).
-    size: u32,
+    first: u128,
+    /// Usable addresses (IPv4: the block less its network and broadcast addresses).
+    size: u128,
+    v6: bool,
 }
 
 impl VipRange {
+    /// An IPv4 block (`11.0.0.0/8`, prefix 8..=30) or an IPv6 one (`fd01:b::/64`, 16..=120).
     pub fn parse(text: &str) -> Result<VipRange, String> {
         let (addr, prefix) = text
             .split_once('/')
-            .ok_or_else(|| format!("{text:?}: expected a.b.c.d/len"))?;
-        let addr: Ipv4Addr = addr
+            .ok_or_else(|| format!("{text:?}: expected address/length"))?;
+        let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{text:?}: not an IPv4 block"))?;
+            .map_err(|_| format!("{text:?}: not an address block"))?;
+        let (bits, range) = match addr {
+            IpAddr::V4(_) => (32u32, 8..=30),
+            IpAddr::V6(_) => (128u32, 16..=120),
+        };
         let prefix: u32 = prefix
             .parse()
             .ok()
-            .filter(|p| (8..=30).contains(p))
-            .ok_or_else(|| format!("{text:?}: the prefix length must be 8..=30"))?;
-        let network = u32::from(addr) & (u32::MAX << (32 - prefix));
-        Ok(VipRange {
-            first: network + 1,
-            size: (1u32 << (32 - prefix)) - 2,
+            .filter(|p| range.contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "{text:?}: the prefix length must be {}..={}",
+                    range.start(),
+                    range.end()
+                )
+            })?;
+        let host_bits = bits - prefix;
+        let value = match addr {
+            IpAddr::V4(v4) => u32::from(v4) as u128,
+            IpAddr::V6(v6) => u128::from(v6),
+        };
+        let network = value & !((1u128 << host_bits) - 1);
+        Ok(match addr {
+            IpAddr::V4(_) => VipRange {
+                first: network + 1,
+                size: (1u128 << host_bits) - 2,
+                v6: false,
+            },
+            IpAddr::V6(_) => VipRange {
+                first: network + 1,
+                size: (1u128 << host_bits) - 1,
+                v6: true,
+            },
         })
     }
 
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let ip = u32::from(ip);
-        ip >= self.first && ip < self.first + self.size
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let value = match (ip, self.v6) {
+            (IpAddr::V4(v4), false) => u32::from(v4) as u128,
+            (IpAddr::V6(v6), true) => u128::from(v6),
+            _ => return false,
+        };
+        value >= self.first && value - self.first < self.size
+    }
+
+    fn address(&self, slot: u128) -> IpAddr {
+        let value = self.first + slot;
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(value))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(value as u32))
+        }
     }
 }
 
@@ -149,7 +187,7 @@ pub fn addresses(members: &VipMembers, range: &VipRange) -> BTreeMap<VipTarget, 
         .keys()
         .filter_map(|(target, _)| {
             let ip = match target {
-                VipTarget::Named(name) => IpAddr::V4(*allocated.get(name)?),
+                VipTarget::Named(name) => *allocated.get(name)?,
                 VipTarget::Ip(ip) => *ip,
             };
             Some((target.clone(), ip))
@@ -158,18 +196,21 @@ pub fn addresses(members: &VipMembers, range: &VipRange) -> BTreeMap<VipTarget, 
 }
 
 /// Addresses for named VIPs: a pure function of the set of names (see the module comment).
-pub fn allocate(names: &BTreeSet<String>, range: &VipRange) -> BTreeMap<String, Ipv4Addr> {
-    let mut taken: HashSet<u32> = HashSet::with_capacity(names.len());
+pub fn allocate(names: &BTreeSet<String>, range: &VipRange) -> BTreeMap<String, IpAddr> {
+    let mut taken: HashSet<u128> = HashSet::with_capacity(names.len());
     let mut out = BTreeMap::new();
     if range.size == 0 {
         return out;
     }
-    for name in names.iter().take(range.size as usize) {
-        let mut slot = (fnv(name) % range.size as u64) as u32;
+    for name in names
+        .iter()
+        .take(range.size.min(usize::MAX as u128) as usize)
+    {
+        let mut slot = fnv(name) as u128 % range.size;
         while !taken.insert(slot) {
             slot = (slot + 1) % range.size;
         }
-        out.insert(name.clone(), Ipv4Addr::from(range.first + slot));
+        out.insert(name.clone(), range.address(slot));
     }
     out
 }
