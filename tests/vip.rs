@@ -253,3 +253,78 @@ async fn udp_vips_relay_per_client_flow_and_reply_from_the_vip_address() {
         "flows spread over both backends: {answered_by:?}"
     );
 }
+
+/// A UDP echo backend; returns its port.
+async fn udp_echo() -> u16 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], peer).await;
+        }
+    });
+    port
+}
+
+async fn udp_roundtrip(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    msg: &[u8],
+    wait: std::time::Duration,
+) -> bool {
+    socket.send_to(msg, to).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    matches!(tokio::time::timeout(wait, socket.recv_from(&mut buf)).await, Ok(Ok((n, _))) if &buf[..n] == msg)
+}
+
+#[tokio::test]
+async fn the_udp_session_table_is_bounded_and_sessions_expire() {
+    let port = udp_echo().await;
+    let marathon = Marathon::start().await;
+    let vip_port = free_port();
+    let mut a = app("/echo", 0, json!({}), vec![task("/echo", "echo.1", port)]);
+    a["portDefinitions"][0]["protocol"] = json!("udp");
+    a["portDefinitions"][0]["labels"] = json!({ "VIP_0": format!("127.89.0.9:{vip_port}") });
+    marathon.set_apps(vec![a]);
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\n[vip]\n\
+         udp_idle_timeout = \"500ms\"\nudp_max_sessions = 2\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start("vip-udp-bound", &config);
+    sy.wait_routes("udp vip", |r| {
+        r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["mode"] == "udp")
+    })
+    .await;
+    let vip: SocketAddr = format!("127.89.0.9:{vip_port}").parse().unwrap();
+    let short = std::time::Duration::from_millis(200);
+    let (c1, c2, c3) = (
+        tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    );
+    // Through an IP VIP; the listener opens right after the swap, so retry the first datagram.
+    wait_for("first flow", || async {
+        udp_roundtrip(&c1, vip, b"one", short).await.then_some(())
+    })
+    .await;
+    assert!(
+        udp_roundtrip(&c2, vip, b"two", short).await,
+        "second flow, first datagram"
+    );
+    // The table holds two sessions: a third flow's datagrams are dropped while they live ...
+    assert!(
+        !udp_roundtrip(&c3, vip, b"three", short).await,
+        "over the bound: dropped"
+    );
+    // ... and answered once the others have been idle for the timeout.
+    wait_for("idle sessions expire", || async {
+        udp_roundtrip(&c3, vip, b"three", short).await.then_some(())
+    })
+    .await;
+}

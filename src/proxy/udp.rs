@@ -52,6 +52,7 @@ pub async fn serve(socket: UdpSocket, listen: SocketAddr, ctx: Arc<Context>) {
             }
             match open(&socket, listen, client, &ctx, epoch).await {
                 Some(session) => {
+                    tracing::debug!(%listen, %client, sessions = sessions.len() + 1, "udp session opened");
                     sessions.insert(client, session);
                 }
                 None => continue,
@@ -59,8 +60,9 @@ pub async fn serve(socket: UdpSocket, listen: SocketAddr, ctx: Arc<Context>) {
         }
         let session = &sessions[&client];
         session.last.store(now, Ordering::Relaxed);
-        // A full socket buffer drops the datagram, as the network would.
-        let _ = session.upstream.try_send(&buf[..len]);
+        // (Not `try_send`: a socket new to the event loop has no readiness yet and would drop
+        // the flow's first datagram.) A UDP send waits only while the socket buffer is full.
+        let _ = session.upstream.send(&buf[..len]).await;
     }
 }
 

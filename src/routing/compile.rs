@@ -790,6 +790,78 @@ mod tests {
         assert!((0..10).all(|_| route.pick(None, &t.services) == Some(green_idx)));
     }
 
+    fn vip_config() -> CompileConfig {
+        let mut c = config("external");
+        c.vip = Some(VipSettings {
+            range: vip::VipRange::parse("11.0.0.0/8").unwrap(),
+            balance: crate::routing::Balance::Maglev,
+            balance_by_name: Default::default(),
+        });
+        c
+    }
+
+    fn with_vip(mut app: App, label: &str) -> App {
+        app.ports[0].labels.insert("VIP_0".into(), label.into());
+        app
+    }
+
+    #[test]
+    fn two_instances_pick_the_same_backend_for_the_same_flow() {
+        let tasks = |p: u16| (0..8).map(|i| task(&format!("t{p}.{i}"), p + i)).collect();
+        let apps = vec![
+            with_vip(app("/a", 0, &[], tasks(31000)), "/web:80"),
+            with_vip(app("/b", 0, &[], tasks(32000)), "web:80"),
+        ];
+        let mut reversed = apps.clone();
+        reversed.reverse();
+        let (one, two) = (
+            compile(&cluster(apps), &vip_config()),
+            compile(&cluster(reversed), &vip_config()),
+        );
+        let pick = |t: &RoutingTable, flow: crate::routing::balance::Flow| {
+            let s = t
+                .services
+                .iter()
+                .find(|s| &*s.key.app_id == "vip:web")
+                .unwrap();
+            s.backends[s
+                .balancer
+                .candidates(flow, |_| Default::default())
+                .next()
+                .unwrap()]
+            .addr
+        };
+        let web = one
+            .services
+            .iter()
+            .find(|s| &*s.key.app_id == "vip:web")
+            .unwrap();
+        assert_eq!(web.backends.len(), 16, "the union of both apps");
+        assert!(web.listen.unwrap().ip().to_string().starts_with("11."));
+        for port in 0..1000u16 {
+            let flow = crate::routing::balance::Flow {
+                client: SocketAddr::from(([10, 0, (port / 250) as u8, 1], 40000 + port)),
+                local: web.listen.unwrap(),
+            };
+            assert_eq!(pick(&one, flow), pick(&two, flow));
+        }
+    }
+
+    #[test]
+    fn malformed_vip_labels_are_reported_and_the_rest_served() {
+        let c = cluster(vec![
+            with_vip(app("/bad", 0, &[], vec![task("b.1", 1)]), "web"),
+            with_vip(app("/good", 0, &[], vec![task("g.1", 2)]), "/good:81"),
+        ]);
+        let t = compile(&c, &vip_config());
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| &*p.app_id == "/bad" && p.reason.contains("VIP_0"))
+        );
+        assert!(t.services.iter().any(|s| &*s.key.app_id == "vip:good"));
+    }
+
     #[test]
     fn an_app_without_backends_gives_its_share_away() {
         let g = [
