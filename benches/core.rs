@@ -193,11 +193,23 @@ fn lookups(c: &mut Criterion) {
     );
 }
 
+fn maglev_build(c: &mut Criterion) {
+    use switchyard::routing::balance::{Maglev, maglev};
+    let ids: Vec<u64> = (0..1000u64).map(maglev::mix).collect();
+    let mut group = c.benchmark_group("maglev");
+    group.sample_size(20);
+    group.bench_function("table build, 1,000 backends, 65,537 entries", |b| {
+        b.iter(|| Maglev::new(black_box(&ids), &[1; 1000]))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     parse_and_compile,
     task_event_burst,
     balancers,
-    lookups
+    lookups,
+    maglev_build
 );
 criterion_main!(benches);
