@@ -39,6 +39,8 @@ declare -A TCP_PORT=([switchyard]=18092 [haproxy]=18082 [direct]=18080)
 # HTTP-mode frontend
 declare -A VHOST_PORT=([switchyard]=18093 [haproxy]=18081 [direct]=18080)
 declare -A IPERF_PORT=([switchyard]=15212 [haproxy]=15202 [direct]=15201)
+# iperf3 through an IP VIP (switchyard, 127.66.0.1:15213, Maglev) against HAProxy's TCP mode
+declare -A VIP_TARGET=([switchyard]=127.66.0.1:15213 [haproxy]=127.0.0.1:15202 [direct]=127.0.0.1:15201)
 declare -A PID_OF=([direct]="")   # direct has no proxy process: CPU column is n/a
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -172,8 +174,8 @@ parse_wrk() {
        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
        END { if (req == "") exit 1; printf "%.0f %.3f %d %d\n", rps, p99, req, err }'
 }
-run_iperf() { # port -> receiver Gbit/s
-  local json; json=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "$1" -t "$IPERF_TIME" -J) || true
+run_iperf() { # port [host] -> receiver Gbit/s
+  local json; json=$(taskset -c 0 iperf3 -c "${2:-127.0.0.1}" -p "$1" -t "$IPERF_TIME" -J) || true
   jq -e '.end.sum_received.bits_per_second / 1e9 * 100 | round / 100' <<<"$json" || { log "iperf3 :$1 failed: $(jq -r '.error // "?"' <<<"$json")"; return 1; }
 }
 
@@ -182,6 +184,9 @@ measure() { # case proxy round — one run, one line in results.tsv
   c0=$(cpu_snapshot); t0=$(proc_ticks "$pid")
   if [[ $case == iperf ]]; then
     gbps=$(run_iperf "${IPERF_PORT[$proxy]}") || gbps=-
+  elif [[ $case == vip ]]; then
+    local target=${VIP_TARGET[$proxy]}
+    gbps=$(run_iperf "${target##*:}" "${target%:*}") || gbps=-
   else
     local port=${TCP_PORT[$proxy]}
     [[ $case != http ]] || port=${HTTP_PORT[$proxy]}
@@ -208,7 +213,7 @@ run_rounds() {
   local r proxy case
   for ((r = 1; r <= ROUNDS; r++)); do
     for proxy in "$CANDIDATE" haproxy; do
-      for case in http vhost tcp iperf; do measure "$case" "$proxy" "$r"; done
+      for case in http vhost tcp iperf vip; do measure "$case" "$proxy" "$r"; done
     done
     [[ $CANDIDATE == direct ]] || measure iperf direct "$r"
   done
@@ -267,6 +272,7 @@ report() {
   row "tcp-mode http" tcp 6 "p99 ms" "%.2f"
   row "tcp-mode http" tcp 7 "CPU-s / 100k req" "%.3f"
   row "iperf tcp" iperf 8 "Gbit/s" "%.2f"
+  row "iperf via VIP" vip 8 "Gbit/s" "%.2f"
   if ((${#NOTES[@]})); then echo; printf -- '- warning: %s\n' "${NOTES[@]}"; fi
 }
 
