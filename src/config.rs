@@ -108,6 +108,9 @@ pub struct Proxy {
     pub client_header_timeout: Duration,
     /// Idle pooled upstream HTTP connections kept per backend.
     pub max_idle_per_backend: usize,
+    /// HTTP: replay an idempotent request without a body once on another backend when the
+    /// first fails after the request went out but before any response byte.
+    pub retry_idempotent: bool,
 }
 
 impl Default for Proxy {
@@ -122,6 +125,7 @@ impl Default for Proxy {
             response_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(30),
             max_idle_per_backend: 64,
+            retry_idempotent: true,
         }
     }
 }

@@ -46,6 +46,7 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         max_header_bytes: config.http.max_header_bytes,
         max_headers: config.http.max_headers,
         access_log: config.http.access_log,
+        retry_idempotent: config.proxy.retry_idempotent,
         udp_idle_timeout: config.vip.udp_idle_timeout,
         udp_max_sessions: config.vip.udp_max_sessions,
         shutdown: Default::default(),

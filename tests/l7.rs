@@ -491,7 +491,40 @@ async fn bad_gateway_and_gateway_timeout() {
             vec![task("/down", "d.1", free_port())],
         ),
     ];
+    let good = Backend::start("good").await;
+    let mut apps = apps;
+    apps.push(app(
+        "/mixed",
+        0,
+        json!({"HAPROXY_0_VHOST": "mixed.example.com"}),
+        vec![
+            task("/mixed", "m.1", closing_addr.port()),
+            task("/mixed", "m.2", good.port()),
+        ],
+    ));
     let e = edge("l7-errors", apps, "response_timeout = \"300ms\"").await;
+    // A backend that drops requests: idempotent ones are replayed on the other backend ...
+    for _ in 0..6 {
+        assert_eq!(
+            get(e.http, "mixed.example.com", "/").await,
+            (200, "good".to_string())
+        );
+    }
+    // ... others are not (the backend may have acted on them): some get 502.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let post = "POST / HTTP/1.1\r\nHost: mixed.example.com\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello";
+        let mut stream = TcpStream::connect(e.http).await.unwrap();
+        stream.write_all(post.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        statuses.push(text.split(' ').nth(1).unwrap_or("").to_string());
+    }
+    assert!(
+        statuses.iter().any(|s| s == "502") && statuses.iter().any(|s| s == "200"),
+        "{statuses:?}"
+    );
     assert_eq!(get(e.http, "closing.example.com", "/").await.0, 502);
     assert_eq!(get(e.http, "silent.example.com", "/").await.0, 504);
     assert_eq!(get(e.http, "down.example.com", "/").await.0, 502);

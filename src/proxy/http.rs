@@ -212,8 +212,20 @@ async fn proxy(
     let https = matches!(entry, Entry::Vhost { https: true });
     let log_line = started.map(|_| RequestLine::of(&req));
     prepare_request(&mut req, client, https, upgrade.is_some());
+    // An idempotent request without a body may be replayed once on another backend when one
+    // fails before answering: keep what it takes to rebuild it.
+    let mut replay = (ctx.retry_idempotent
+        && is_idempotent(req.method())
+        && http_body::Body::is_end_stream(req.body()))
+    .then(|| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        )
+    });
     let mut req = req.map(|inner| RequestBody {
-        inner,
+        inner: Some(inner),
         bytes_in: None,
     });
     // Consistent hashing in HTTP mode keys on the client's address (`source`).
@@ -233,6 +245,26 @@ async fn proxy(
                 continue;
             }
             Outcome::Response(response) => response,
+            Outcome::Lost(reason) => {
+                tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
+                match replay.take() {
+                    Some((method, uri, headers)) => {
+                        let mut again = Request::new(RequestBody {
+                            inner: None,
+                            bytes_in: None,
+                        });
+                        *again.method_mut() = method;
+                        *again.uri_mut() = uri;
+                        *again.headers_mut() = headers;
+                        req = again;
+                        continue;
+                    }
+                    None => {
+                        states[b].metrics.response(StatusCode::BAD_GATEWAY);
+                        plain(StatusCode::BAD_GATEWAY, &format!("{reason}\n"))
+                    }
+                }
+            }
             Outcome::Failed(status, reason) => {
                 tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
                 states[b].metrics.response(status);
@@ -354,6 +386,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

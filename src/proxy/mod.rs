@@ -29,6 +29,9 @@ pub struct Context {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub access_log: bool,
+    /// Replay an idempotent request without a body once on another backend when the first fails
+    /// before answering.
+    pub retry_idempotent: bool,
     /// UDP VIP sessions: idle time before one ends, and how many one VIP keeps.
     pub udp_idle_timeout: Duration,
     pub udp_max_sessions: usize,

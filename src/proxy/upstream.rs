@@ -29,6 +29,9 @@ pub enum Outcome {
     Failed(StatusCode, String),
     /// The request was not sent: try the next backend with it.
     Unsent(Request<RequestBody>),
+    /// The request went out but the backend failed before any response byte (502 unless it
+    /// can be replayed elsewhere).
+    Lost(String),
 }
 
 /// Sends `req` to one backend. `upgrade` is the client side of a protocol upgrade, bridged to
@@ -95,7 +98,7 @@ pub async fn send(
                 }
                 None => {
                     let reason = format!("backend failed: {}", e.into_error());
-                    return Outcome::Failed(StatusCode::BAD_GATEWAY, reason);
+                    return Outcome::Lost(reason);
                 }
             },
         }
@@ -213,7 +216,8 @@ impl Body for ProxyBody {
 
 /// A client's request body on its way to a backend, counted into that backend's `bytes_in`.
 pub struct RequestBody {
-    pub inner: Incoming,
+    /// `None`: no body (a request replayed on another backend carries none).
+    pub inner: Option<Incoming>,
     pub bytes_in: Option<Counter>,
 }
 
@@ -226,7 +230,10 @@ impl Body for RequestBody {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = std::task::ready!(Pin::new(inner).poll_frame(cx));
         if let (Some(counter), Some(data)) = (
             &this.bytes_in,
             frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),
@@ -237,11 +244,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
