@@ -22,6 +22,9 @@ use crate::routing::store::{Snapshot, Store};
 use crate::routing::{Balance, Mode, Problem};
 
 pub struct Admin {
+    /// `Authorization: Bearer {token}` is required (see [`Admin::authorized`]); `None`: no
+    /// token configured, so changes are refused and only loopback is served.
+    pub token: Option<String>,
     pub commands: tokio::sync::mpsc::Sender<crate::reconciler::Command>,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
@@ -32,6 +35,7 @@ pub struct Admin {
 impl Admin {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
+            let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
@@ -40,7 +44,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                    async move { Ok::<_, Infallible>(admin.handle(req, loopback).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -51,7 +55,49 @@ impl Admin {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Health and readiness are open to probes; reading needs the token when the listener is
+    /// reachable beyond loopback; changing always needs it.
+    fn authorized(&self, req: &Request<Incoming>, loopback: bool) -> Option<Response<Full<Bytes>>> {
+        let path = req.uri().path();
+        let change = !matches!(*req.method(), Method::GET | Method::HEAD);
+        if !change && (path == "/healthz" || path == "/readyz" || loopback) {
+            return None;
+        }
+        let Some(token) = &self.token else {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "changes need admin.token_file to be set\n".into(),
+            ));
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in constant time: the token is a secret.
+        let matches = presented.is_some_and(|p| {
+            p.len() == token.len()
+                && p.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if matches {
+            None
+        } else {
+            let mut r = text(StatusCode::UNAUTHORIZED, "bearer token required\n".into());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            Some(r)
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
+        if let Some(refused) = self.authorized(&req, loopback) {
+            return refused;
+        }
         if let Some(route) = req
             .uri()
             .path()

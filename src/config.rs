@@ -335,12 +335,16 @@ impl Vip {
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// A file holding the bearer token the admin API requires: for everything but `/healthz`
+    /// and `/readyz` when listening beyond loopback, and always for changes (weights).
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_file: None,
         }
     }
 }
@@ -385,9 +389,13 @@ impl Config {
         {
             config.discovery.file = Some(base.join(file));
         }
-        for path in [&mut config.https.certs, &mut config.https.default_cert]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut config.https.certs,
+            &mut config.https.default_cert,
+            &mut config.admin.token_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -483,6 +491,11 @@ impl Config {
         VipRange::parse(&self.vip.range).map_err(|e| format!("vip.range: {e}"))?;
         self.vip.balance()?;
         self.vip.balance_by_name()?;
+        if !self.admin.listen.ip().is_loopback() && self.admin.token_file.is_none() {
+            return Err(
+                "admin.listen: beyond loopback the admin API needs admin.token_file".into(),
+            );
+        }
         if self.http.max_header_bytes < 8192 {
             return Err("http.max_header_bytes: must be at least 8192".into());
         }

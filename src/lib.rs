@@ -127,7 +127,17 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
     }
     let listeners = Listeners::new(ctx.clone());
     let (commands_tx, commands_rx) = mpsc::channel(64);
+    let token = match &config.admin.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let admin = Arc::new(admin::Admin {
+        token,
         commands: commands_tx,
         store: store.clone(),
         metrics: metrics.clone(),

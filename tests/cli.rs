@@ -53,6 +53,10 @@ fn check_names_the_bad_key_and_fails() {
             "proxy.connect_timeout",
         ),
         ("[proxy]\ngroup = \"x\"\n", "discovery"),
+        (
+            "[discovery]\nfile = \"a.json\"\n[admin]\nlisten = \"0.0.0.0:9090\"\n",
+            "admin.token_file",
+        ),
     ];
     for (i, (toml, key)) in cases.iter().enumerate() {
         let path = write(&format!("bad{i}"), toml);

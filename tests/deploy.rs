@@ -327,15 +327,18 @@ async fn runtime_weight_override_shows_and_clears_on_a_label_change() {
         colour_app("/shop-blue", port, "blue", Some(90), &[&blue]),
         colour_app("/shop-green", port, "green", Some(10), &[&green]),
     ]);
-    let sy = Switchyard::start("deploy-override", &config(&marathon));
+    let token_file = temp_dir("deploy-override-token").join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let admin = format!("token_file = {:?}", token_file.display().to_string());
+    let sy = Switchyard::start_with_admin("deploy-override", &config(&marathon), &admin);
     sy.wait_routes("route", |r| backends(r, port).len() == 2)
         .await;
-    let put = |body: &str| {
-        let (admin, body) = (sy.admin, body.to_string());
+    let put_as = |body: &str, token: &str| {
+        let (admin, body, token) = (sy.admin, body.to_string(), token.to_string());
         async move {
             let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
             let req = format!(
-                "PUT /v1/routes/shop/weights HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "PUT /v1/routes/shop/weights HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
@@ -348,6 +351,18 @@ async fn runtime_weight_override_shows_and_clears_on_a_label_change() {
             out
         }
     };
+    let put = |body: &str| put_as(body, "s3cret");
+    // Changes always need the admin token.
+    assert!(
+        put_as(r#"{"/shop-blue": 1}"#, "wrong")
+            .await
+            .starts_with("HTTP/1.1 401")
+    );
+    assert!(
+        put_as(r#"{"/shop-blue": 1}"#, "")
+            .await
+            .starts_with("HTTP/1.1 401")
+    );
     assert!(
         put(r#"{"/shop-nope": 1}"#)
             .await

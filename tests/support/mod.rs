@@ -69,10 +69,15 @@ impl Switchyard {
     /// Starts switchyard with `discovery` and extra TOML appended. Admin binds port 0; the
     /// bound address is read from the log.
     pub fn start(name: &str, toml: &str) -> Switchyard {
+        Switchyard::start_with_admin(name, toml, "")
+    }
+
+    /// As [`Switchyard::start`], with more keys for the `[admin]` section.
+    pub fn start_with_admin(name: &str, toml: &str, admin: &str) -> Switchyard {
         let dir = temp_dir(name);
         let config = dir.join("switchyard.toml");
         let full = format!(
-            "{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info,switchyard=debug\"\n"
+            "{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n[log]\nlevel = \"info,switchyard=debug\"\n"
         );
         std::fs::write(&config, full).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
