@@ -143,7 +143,7 @@ pub fn parse_apps(body: &[u8]) -> Result<ParsedApps, String> {
     Ok(parsed)
 }
 
-/// Parses `/v2/apps/{id}` (`{"app": {...}}`).
+/// Parses `/v2/apps/{id}` (`{"app": {...}}`), or a bare app definition.
 pub fn parse_single_app(body: &[u8]) -> Result<App, (String, String)> {
     #[derive(Deserialize)]
     struct Document<'a> {
@@ -152,9 +152,10 @@ pub fn parse_single_app(body: &[u8]) -> Result<App, (String, String)> {
     }
     let text =
         std::str::from_utf8(body).map_err(|e| (String::new(), format!("invalid UTF-8: {e}")))?;
-    let doc: Document =
-        serde_json::from_str(text).map_err(|e| (String::new(), format!("invalid JSON: {e}")))?;
-    parse_app(doc.app.get())
+    match serde_json::from_str::<Document>(text) {
+        Ok(doc) => parse_app(doc.app.get()),
+        Err(_) => parse_app(text),
+    }
 }
 
 /// One app from its JSON text; on failure, its id (if it has one) and why.
