@@ -132,6 +132,17 @@ impl Admin {
                 );
                 r
             }
+            "/v1/explain" => {
+                let query = req.uri().query().unwrap_or("");
+                let snapshot = self.store.load_full();
+                let body = explain(&snapshot, query);
+                let mut r = text(StatusCode::OK, body.to_string() + "\n");
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
             "/v1/routes" => {
                 let snapshot = self.store.load_full();
                 let failures = self.bind_failures.lock().unwrap().clone();
@@ -456,4 +467,70 @@ mod mesos_dns {
             Value::Array(entries)
         }
     }
+}
+
+/// Which route, apps and backends a request or connection would take, and why:
+/// `?host=H&path=P` (the vhost listeners) or `?port=N` (a service port or VIP).
+fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
+    use serde_json::json;
+    let param = |key: &str| {
+        query.split('&').find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| percent_decode(v))
+        })
+    };
+    let table = &snapshot.table;
+    let (route, why) = if let Some(host) = param("host") {
+        let path = param("path").unwrap_or_else(|| "/".into());
+        let mut buf = [0u8; 256];
+        match crate::routing::vhosts::host_key(host.as_bytes(), &mut buf)
+            .and_then(|h| table.vhosts.route(h, &path))
+        {
+            Some(r) => (
+                Some(r),
+                format!(
+                    "vhost {host} path {path} matched route {:?}",
+                    table.routes[r].name
+                ),
+            ),
+            None => match table.default_service {
+                Some(s) => {
+                    return json!({"why": format!("no vhost matched {host}{path}: the default app answers"),
+                                  "service": table.services[s].key.to_string()});
+                }
+                None => return json!({"why": format!("no vhost matched {host}{path}: 503")}),
+            },
+        }
+    } else if let Some(port) = param("port").and_then(|p| p.parse::<u16>().ok()) {
+        match table.by_listen.iter().find(|(a, _)| a.port() == port) {
+            Some((addr, &r)) => (
+                Some(r),
+                format!("listener {addr} serves route {:?}", table.routes[r].name),
+            ),
+            None => return json!({"why": format!("nothing listens on port {port}")}),
+        }
+    } else {
+        return json!({"error": "ask ?host=H&path=P or ?port=N"});
+    };
+    let route = &table.routes[route.expect("set above")];
+    let members: Vec<serde_json::Value> = route
+        .members
+        .iter()
+        .map(|m| {
+            let s = &table.services[m.service];
+            json!({
+                "app_id": &*m.app_id,
+                "weight": m.weight,
+                "weight_from": m.weight_from.as_str(),
+                "balance": s.balancer.kind(),
+                "backends": s.backends.iter().zip(&snapshot.states[m.service]).map(|(b, st)| json!({
+                    "task_id": &*b.task_id, "address": b.addr.to_string(), "active": st.active(),
+                })).collect::<Vec<_>>(),
+                "acl": !s.http.acl.is_empty(),
+                "sticky": s.http.sticky,
+            })
+        })
+        .collect();
+    json!({"why": why, "route": route.name, "overridden": route.overridden, "members": members})
 }

@@ -12,22 +12,40 @@ usage:
   switchyard [--config FILE]         run (without --config: the embedded default)
   switchyard demo [--config FILE]    run, and start demo backends for loopback tasks
   switchyard check --config FILE     validate a configuration file and exit
+  switchyard routes [--json]         the live routing table of a running instance
+  switchyard status                  its sources, last sync, generation, problems
+  switchyard resolve NAME            what its DNS answers for NAME
+  switchyard explain HOST [PATH]     which route, apps and backends a request would take
+  switchyard explain PORT            ... or a connection to a service port or VIP
+    (these four read the admin API: --admin ADDR, else --config's admin.listen, else
+     127.0.0.1:9090; --token-file FILE when it needs a bearer token)
   switchyard --help | --version
 ";
 
 enum Command {
-    Run { demo: bool },
+    Run {
+        demo: bool,
+    },
     Check,
+    /// `routes`, `status`, `resolve`, `explain`, with their arguments.
+    Inspect(String, Vec<String>),
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut command = Command::Run { demo: false };
     let mut config_path: Option<PathBuf> = None;
+    let (mut admin, mut token_file, mut json) = (None::<String>, None::<PathBuf>, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "demo" => command = Command::Run { demo: true },
             "check" => command = Command::Check,
+            verb @ ("routes" | "status" | "resolve" | "explain") => {
+                command = Command::Inspect(verb.to_string(), Vec::new())
+            }
+            "--admin" => admin = args.next(),
+            "--token-file" => token_file = args.next().map(PathBuf::from),
+            "--json" => json = true,
             "run" => {}
             "-c" | "--config" => match args.next() {
                 Some(path) => config_path = Some(path.into()),
@@ -41,8 +59,16 @@ fn main() -> ExitCode {
                 println!("switchyard {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
-            other => return usage_error(&format!("unknown argument {other:?}")),
+            other => match &mut command {
+                Command::Inspect(_, rest) if !other.starts_with('-') => {
+                    rest.push(other.to_string())
+                }
+                _ => return usage_error(&format!("unknown argument {other:?}")),
+            },
         }
+    }
+    if let Command::Inspect(verb, rest) = &command {
+        return inspect(verb, rest, admin, token_file, config_path, json);
     }
     let config = match (&command, &config_path) {
         (Command::Check, None) => return usage_error("check needs --config FILE"),
@@ -62,6 +88,52 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { demo } => run(config, demo),
+        Command::Inspect(..) => unreachable!("handled before the configuration is loaded"),
+    }
+}
+
+fn inspect(
+    verb: &str,
+    rest: &[String],
+    admin: Option<String>,
+    token_file: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let config = config_path.map(|p| Config::load(&p));
+    let addr = match (admin, &config) {
+        (Some(a), _) => a
+            .parse()
+            .map_err(|_| format!("--admin {a:?}: expected address:port")),
+        (None, Some(Ok(c))) => Ok(c.admin.listen),
+        (None, Some(Err(e))) => Err(e.clone()),
+        (None, None) => Ok("127.0.0.1:9090".parse().unwrap()),
+    };
+    let token_file = token_file.or_else(|| config.and_then(|c| c.ok()?.admin.token_file));
+    let token = token_file.map(|f| std::fs::read_to_string(&f).map(|t| t.trim().to_string()));
+    let result = match (addr, token.transpose()) {
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(format!("token file: {e}")),
+        (Ok(addr), Ok(token)) => {
+            let admin = switchyard::cli::Admin { addr, token };
+            match (verb, rest) {
+                ("routes", []) => switchyard::cli::routes(&admin, json),
+                ("status", []) => switchyard::cli::status(&admin),
+                ("resolve", [name]) => switchyard::cli::resolve(&admin, name),
+                ("explain", args) => switchyard::cli::explain(&admin, args),
+                _ => return usage_error(&format!("{verb}: wrong arguments {rest:?}")),
+            }
+        }
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard {verb}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -75,3 +75,56 @@ fn unknown_arguments_are_refused() {
     let (ok, _) = switchyard(&["check"]);
     assert!(!ok);
 }
+
+mod support;
+
+#[tokio::test]
+async fn routes_status_resolve_and_explain_against_a_running_instance() {
+    use serde_json::json;
+    use support::marathon::{app, task};
+    let b = support::Backend::start("b").await;
+    let dir = support::temp_dir("cli-inspect");
+    let file = dir.join("apps.json");
+    let port = support::free_port();
+    let apps = json!({"apps": [app("/prod/api", port, json!({"HAPROXY_0_VHOST": "api.example.com"}), vec![task("/prod/api", "api.1", b.port())])]});
+    std::fs::write(&file, apps.to_string()).unwrap();
+    let dns = support::free_port();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n[dns]\nlisten = \"127.0.0.1:{dns}\"\n",
+        file.display().to_string()
+    );
+    let sy = support::Switchyard::start("cli-inspect", &toml);
+    support::wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let admin = sy.admin.to_string();
+    let run = |args: &[&str]| {
+        let (ok, text) = switchyard(&[args, &["--admin", &admin]].concat());
+        assert!(ok, "{args:?}: {text}");
+        text
+    };
+    let routes = run(&["routes"]);
+    assert!(
+        routes.contains("/prod/api") && routes.contains("api.example.com"),
+        "{routes}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run(&["routes", "--json"])).unwrap();
+    assert_eq!(json["routes"][0]["members"][0]["app_id"], "/prod/api");
+    let status = run(&["status"]);
+    assert!(
+        status.contains("ready: true") && status.contains("source connected: true"),
+        "{status}"
+    );
+    let resolved = run(&["resolve", "api-prod.marathon.mesos"]);
+    assert!(resolved.contains("127.0.0.1"), "{resolved}");
+    let explained = run(&["explain", "API.example.com:80", "/v1/users"]);
+    assert!(
+        explained.contains("matched route") && explained.contains(&b.addr.to_string()),
+        "{explained}"
+    );
+    let by_port = run(&["explain", &port.to_string()]);
+    assert!(by_port.contains("serves route"), "{by_port}");
+    let (ok, text) = switchyard(&["status", "--admin", "127.0.0.1:1"]);
+    assert!(!ok && text.contains("cannot reach"), "{text}");
+}

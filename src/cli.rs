@@ -1,0 +1,210 @@
+//! The operator's commands against a running instance: `routes`, `status`, `resolve`,
+//! `explain`. They read the admin API (plain HTTP/1.1 on loopback, a bearer token when given).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl Admin {
+    pub fn get(&self, path: &str) -> Result<Value, String> {
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
+            .map_err(|e| format!("cannot reach the admin API at {}: {e}", self.addr))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            self.addr
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("a malformed answer")?;
+        let status = head.split(' ').nth(1).unwrap_or("?");
+        if status != "200" {
+            return Err(format!("{path}: {status}: {}", body.trim()));
+        }
+        serde_json::from_str(body).map_err(|e| format!("{path}: not JSON: {e}"))
+    }
+}
+
+/// `switchyard routes`: the live table, one route per paragraph.
+pub fn routes(admin: &Admin, json: bool) -> Result<String, String> {
+    let table = admin.get("/v1/routes")?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&table).unwrap());
+    }
+    let mut out = format!("generation {}\n", table["generation"]);
+    for route in table["routes"].as_array().into_iter().flatten() {
+        let listen: Vec<&str> = route["listen"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let vhosts: Vec<&str> = route["vhosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let on = [listen.join(" "), vhosts.join(" ")]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>();
+        let overridden = if route["overridden"] == true {
+            " (weights overridden)"
+        } else {
+            ""
+        };
+        out += &format!(
+            "\n{}  on {}{overridden}\n",
+            route["name"].as_str().unwrap_or("?"),
+            on.join(" ")
+        );
+        for m in route["members"].as_array().into_iter().flatten() {
+            out += &format!(
+                "  {:<40} weight {:>4} ({})  {} backends\n",
+                m["app_id"].as_str().unwrap_or("?"),
+                m["weight"],
+                m["weight_from"].as_str().unwrap_or("?"),
+                m["backends"]
+            );
+        }
+    }
+    let problems = table["problems"].as_array().map_or(0, Vec::len);
+    if problems > 0 {
+        out += &format!("\n{problems} problems: `switchyard status` lists them\n");
+    }
+    Ok(out)
+}
+
+/// `switchyard status`: sources, last sync, generation, readiness, problems.
+pub fn status(admin: &Admin) -> Result<String, String> {
+    let t = admin.get("/v1/routes")?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let since = |ms: &Value| match ms.as_u64() {
+        Some(0) | None => "never".to_string(),
+        Some(ms) => format!("{:.1} s ago", now_ms.saturating_sub(ms) as f64 / 1000.0),
+    };
+    let mut out = format!(
+        "ready: {}\nsource connected: {}\nlast full sync: {}\ngeneration: {} (built {})\nservices: {}  routes: {}\n",
+        t["ready"],
+        t["source_connected"],
+        since(&t["last_sync_unix_ms"]),
+        t["generation"],
+        since(&t["created_unix_ms"]),
+        t["services"].as_array().map_or(0, Vec::len),
+        t["routes"].as_array().map_or(0, Vec::len),
+    );
+    for s in t["services"].as_array().into_iter().flatten() {
+        if let Some(listener) = s["listener"]
+            .as_str()
+            .filter(|l| l.starts_with("bind failed"))
+        {
+            out += &format!("listener {}: {listener}\n", s["listen"]);
+        }
+    }
+    for p in t["problems"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{} {} port {}: {}\n",
+            p["severity"].as_str().unwrap_or("?"),
+            p["app_id"].as_str().unwrap_or("?"),
+            p["port_index"],
+            p["reason"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(out)
+}
+
+/// `switchyard resolve NAME`: what DNS answers for a name, from the live zone.
+pub fn resolve(admin: &Admin, name: &str) -> Result<String, String> {
+    let hosts = admin.get(&format!("/v1/hosts/{name}"))?;
+    let services = admin.get(&format!("/v1/services/{name}"))?;
+    let mut out = String::new();
+    for h in hosts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["ip"] != "")
+    {
+        out += &format!(
+            "{}  A/AAAA  {}\n",
+            h["host"].as_str().unwrap_or(name),
+            h["ip"].as_str().unwrap_or("?")
+        );
+    }
+    for s in services
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["host"] != "")
+    {
+        out += &format!(
+            "{}  SRV  {}:{}  ({})\n",
+            s["service"].as_str().unwrap_or(name),
+            s["host"].as_str().unwrap_or("?"),
+            s["port"].as_str().unwrap_or("?"),
+            s["ip"].as_str().unwrap_or("?")
+        );
+    }
+    if out.is_empty() {
+        out = format!("{name}: no record (NXDOMAIN, or a name outside the served zones)\n");
+    }
+    Ok(out)
+}
+
+/// `switchyard explain HOST [PATH]` or `switchyard explain PORT`.
+pub fn explain(admin: &Admin, args: &[String]) -> Result<String, String> {
+    let query = match args {
+        [port] if port.parse::<u16>().is_ok() => format!("port={port}"),
+        [host] => format!("host={host}&path=/"),
+        [host, path] => format!("host={host}&path={}", path.replace('&', "%26")),
+        _ => return Err("explain HOST [PATH] | PORT".into()),
+    };
+    let answer = admin.get(&format!("/v1/explain?{query}"))?;
+    let mut out = format!("{}\n", answer["why"].as_str().unwrap_or("?"));
+    if let Some(service) = answer["service"].as_str() {
+        out += &format!("  service {service}\n");
+    }
+    for m in answer["members"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  app {} weight {} ({}), balance {}{}{}\n",
+            m["app_id"].as_str().unwrap_or("?"),
+            m["weight"],
+            m["weight_from"].as_str().unwrap_or("?"),
+            m["balance"].as_str().unwrap_or("?"),
+            if m["sticky"] == true { ", sticky" } else { "" },
+            if m["acl"] == true { ", source ACL" } else { "" },
+        );
+        for b in m["backends"].as_array().into_iter().flatten() {
+            out += &format!(
+                "    {}  {}  active {}\n",
+                b["address"].as_str().unwrap_or("?"),
+                b["task_id"].as_str().unwrap_or("?"),
+                b["active"]
+            );
+        }
+    }
+    Ok(out)
+}
