@@ -21,6 +21,9 @@ use crate::reconciler::Status;
 use crate::routing::store::{Snapshot, Store};
 use crate::routing::{Balance, Mode, Problem};
 
+/// The dashboard: plain HTML, CSS and a little JavaScript, polling the admin API.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 pub struct Admin {
     /// `Authorization: Bearer {token}` is required (see [`Admin::authorized`]); `None`: no
     /// token configured, so changes are refused and only loopback is served.
@@ -95,6 +98,36 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
+        const EXACT: [&str; 8] = [
+            "/",
+            "/dashboard",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/v1/routes",
+            "/v1/swaps",
+            "/v1/explain",
+        ];
+        const PREFIXES: [(&str, &str); 3] = [
+            ("/v1/hosts/", "/v1/hosts"),
+            ("/v1/services/", "/v1/services"),
+            ("/v1/routes/", "/v1/routes/weights"),
+        ];
+        let path = req.uri().path();
+        let endpoint = EXACT
+            .into_iter()
+            .find(|e| *e == path)
+            .or_else(|| {
+                PREFIXES
+                    .into_iter()
+                    .find(|(p, _)| path.starts_with(p))
+                    .map(|(_, e)| e)
+            })
+            .unwrap_or("other");
+        self.metrics
+            .admin_requests
+            .get_or_create(&crate::metrics::PathLabels { path: endpoint })
+            .inc();
         if let Some(refused) = self.authorized(&req, loopback) {
             return refused;
         }
@@ -129,6 +162,26 @@ impl Admin {
                     header::HeaderValue::from_static(
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     ),
+                );
+                r
+            }
+            "/" | "/dashboard" => {
+                let mut r = text(StatusCode::OK, DASHBOARD.to_string());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                r
+            }
+            "/v1/swaps" => {
+                let swaps: Vec<_> = self.status.swaps.lock().unwrap().iter().cloned().collect();
+                let mut r = text(
+                    StatusCode::OK,
+                    serde_json::to_string(&swaps).expect("swaps serialize") + "\n",
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
                 );
                 r
             }

@@ -35,6 +35,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -60,6 +65,7 @@ pub struct Metrics {
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
     pub route_weight: Family<RouteLabels, Gauge>,
+    pub admin_requests: Family<PathLabels, Counter>,
     pub http_response_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     pub dns: std::sync::Arc<crate::dns::server::DnsMetrics>,
 }
@@ -98,6 +104,7 @@ impl Metrics {
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
             route_weight: Family::default(),
+            admin_requests: Family::default(),
             http_response_seconds: Family::new_with_constructor(response_histogram),
             dns: Default::default(),
             registry: Registry::default(),
@@ -188,6 +195,11 @@ impl Metrics {
             "http_response_seconds",
             "Time from sending a request to a backend to its response headers, per app port",
             m.http_response_seconds.clone(),
+        );
+        r.register(
+            "admin_requests",
+            "Admin API requests, by endpoint",
+            m.admin_requests.clone(),
         );
         r.register(
             "route_weight",

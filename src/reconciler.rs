@@ -25,6 +25,20 @@ pub struct Status {
     pub ready: AtomicBool,
     pub connected: AtomicBool,
     pub last_sync_unix_ms: AtomicU64,
+    /// The most recent table swaps, newest last (at most [`SWAP_HISTORY`]).
+    pub swaps: std::sync::Mutex<std::collections::VecDeque<SwapRecord>>,
+}
+
+pub const SWAP_HISTORY: usize = 50;
+
+/// What one table swap changed, for the dashboard.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SwapRecord {
+    pub generation: u64,
+    pub unix_ms: u64,
+    pub compile_us: u64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// Runtime requests from the admin API.
@@ -358,6 +372,23 @@ impl Reconciler {
         self.metrics.route_weights(&self.store.load().table);
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
+        }
+        {
+            const KEPT: usize = 20;
+            let unix_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut swaps = self.status.swaps.lock().unwrap();
+            if swaps.len() == SWAP_HISTORY {
+                swaps.pop_front();
+            }
+            swaps.push_back(SwapRecord {
+                generation,
+                unix_ms,
+                compile_us: compile_time.as_micros() as u64,
+                added: added.iter().take(KEPT).cloned().collect(),
+                removed: removed.iter().take(KEPT).cloned().collect(),
+            });
         }
         if !added.is_empty() || !removed.is_empty() || generation == 1 {
             tracing::info!(
