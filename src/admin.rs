@@ -357,6 +357,8 @@ struct ServiceView<'a> {
     listener: String,
     vhosts: &'a [String],
     backends: Vec<BackendView<'a>>,
+    /// Tasks of the app that get no traffic, and why.
+    held_back: Vec<HeldBackView<'a>>,
 }
 
 #[derive(Serialize)]
@@ -364,6 +366,14 @@ struct BackendView<'a> {
     task_id: &'a str,
     address: SocketAddr,
     active: usize,
+    /// Connections (TCP) or requests (HTTP) sent to it so far: the dashboard's live split.
+    total: u64,
+}
+
+#[derive(Serialize)]
+struct HeldBackView<'a> {
+    task_id: &'a str,
+    reason: &'a str,
 }
 
 fn routes<'a>(
@@ -401,7 +411,13 @@ fn routes<'a>(
                     task_id: &b.task_id,
                     address: b.addr,
                     active: st.active(),
+                    total: st.metrics.connections.get(),
                 })
+                .collect(),
+            held_back: s
+                .held_back
+                .iter()
+                .map(|(task_id, reason)| HeldBackView { task_id, reason })
                 .collect(),
         })
         .collect();

@@ -102,6 +102,25 @@ impl TaskState {
 
 impl Task {
     /// Whether the task may receive traffic: running, and healthy when the app checks health.
+    /// Why the task gets no traffic, or `None` when it is routable.
+    pub fn held_back(&self, health_checks: usize) -> Option<&'static str> {
+        match self.state {
+            TaskState::Running => {}
+            TaskState::Staging => return Some("staging"),
+            TaskState::Starting => return Some("starting"),
+            TaskState::Killing => return Some("killing"),
+            TaskState::Other(_) => return Some("not running"),
+        }
+        if health_checks > 0 {
+            match self.healthy {
+                None => return Some("no health result yet"),
+                Some(false) => return Some("unhealthy"),
+                Some(true) => {}
+            }
+        }
+        (self.ready == Some(false)).then_some("not ready")
+    }
+
     pub fn is_routable(&self, health_checks: usize) -> bool {
         self.state == TaskState::Running
             && (health_checks == 0 || self.healthy == Some(true))

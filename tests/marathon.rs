@@ -112,10 +112,16 @@ async fn unhealthy_and_unchecked_tasks_get_no_traffic() {
     marathon.set_apps(vec![web]);
     let sy = Switchyard::start("health", &marathon_config(&[marathon.url()], ""));
     // web.2 has no health result yet: not routed.
-    sy.wait_routes("only the healthy task", |r| {
-        backends(r, port) == vec![b1.addr]
-    })
-    .await;
+    let routes = sy
+        .wait_routes("only the healthy task", |r| {
+            backends(r, port) == vec![b1.addr]
+        })
+        .await;
+    // Operators see why a task is held back.
+    assert_eq!(
+        routes["services"][0]["held_back"],
+        serde_json::json!([{"task_id": "web.2", "reason": "no health result yet"}])
+    );
 
     marathon.send_event(
         json!({"eventType": "health_status_changed_event", "appId": "/web",

@@ -174,6 +174,11 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 .collect();
             entries.push((key.clone(), listens, labels.vhosts, labels.paths));
             table.services.push(Service {
+                held_back: app
+                    .tasks
+                    .values()
+                    .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
+                    .collect(),
                 vhosts,
                 weight: labels.weight,
                 canary: labels.canary_header,
@@ -415,6 +420,7 @@ fn vip_services(
                 weight: None,
                 canary: None,
                 deployment: Default::default(),
+                held_back: Vec::new(),
             });
         }
     }

@@ -66,6 +66,8 @@ pub struct Service {
     /// `SWITCHYARD_{n}_CANARY_HEADER`: (lowercase name, value).
     pub canary: Option<(String, String)>,
     pub deployment: labels::Deployment,
+    /// The app's tasks that get no traffic, and why (for operators: not used to route).
+    pub held_back: Vec<(crate::cluster::TaskId, &'static str)>,
 }
 
 /// Per-service HTTP behaviour from marathon-lb's labels.
