@@ -25,12 +25,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
+    let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        if Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
