@@ -93,6 +93,8 @@ pub struct BackendState {
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
     idle: Mutex<Vec<Upstream>>,
+    /// The shared HTTP/2 connection, for services that speak h2c to their backends.
+    pub h2: Mutex<Option<crate::proxy::upstream_h2::H2Upstream>>,
     max_idle: usize,
 }
 
@@ -180,6 +182,7 @@ impl BackendState {
     fn start_draining(&self, deadline: Instant) {
         self.drain.send_replace(Some(deadline));
         self.idle.lock().unwrap().clear();
+        self.h2.lock().unwrap().take();
     }
 }
 
@@ -271,6 +274,7 @@ impl Registry {
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),
             drain: watch::Sender::new(None),
             idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
             max_idle: self.max_idle,
         })
     }

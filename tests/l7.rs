@@ -587,3 +587,52 @@ async fn h2c_prior_knowledge_when_enabled() {
         (200, "b".to_string())
     );
 }
+
+#[tokio::test]
+async fn h2c_to_backends_when_the_app_asks_for_it() {
+    // A backend that only speaks HTTP/2 (prior knowledge) and says which version it got.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?} {}", req.version(), req.uri().path());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    let labels = json!({"HAPROXY_0_VHOST": "h2.example.com", "SWITCHYARD_0_UPSTREAM": "h2c"});
+    let e = edge(
+        "l7-h2-upstream",
+        vec![app(
+            "/h2",
+            0,
+            labels,
+            vec![task("/h2", "h2.1", addr.port())],
+        )],
+        "",
+    )
+    .await;
+    for i in 0..5 {
+        let (status, body) = get(e.http, "h2.example.com", &format!("/item/{i}")).await;
+        assert_eq!((status, body), (200, format!("HTTP/2.0 /item/{i}")));
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one multiplexed connection"
+    );
+}

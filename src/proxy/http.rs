@@ -238,7 +238,11 @@ async fn proxy(
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
     {
-        let outcome = send(req, &states[b], ctx, &mut upgrade).await;
+        let outcome = if service.upstream_h2 {
+            super::upstream_h2::send(req, &states[b], ctx).await
+        } else {
+            send(req, &states[b], ctx, &mut upgrade).await
+        };
         let mut response = match outcome {
             Outcome::Unsent(back) => {
                 req = back;

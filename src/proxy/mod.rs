@@ -6,6 +6,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 pub mod upstream;
+pub mod upstream_h2;
 
 use std::io;
 use std::net::SocketAddr;

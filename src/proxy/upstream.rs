@@ -158,6 +158,16 @@ pub struct PooledBody {
 }
 
 impl PooledBody {
+    /// A body whose connection is not pooled (HTTP/2 connections are shared, not checked out).
+    pub fn unpooled(inner: Incoming, bytes_out: Counter, active: ActiveGuard) -> PooledBody {
+        PooledBody {
+            inner,
+            conn: None,
+            bytes_out,
+            _active: active,
+        }
+    }
+
     fn release(&mut self) {
         if let Some((sender, state)) = self.conn.take() {
             state.checkin(sender);

@@ -180,6 +180,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
                     .collect(),
                 vhosts,
+                upstream_h2: labels.upstream_h2,
                 weight: labels.weight,
                 canary: labels.canary_header,
                 deployment: labels.deployment,
@@ -421,6 +422,7 @@ fn vip_services(
                 weight: None,
                 canary: None,
                 deployment: Default::default(),
+                upstream_h2: false,
                 held_back: Vec::new(),
             });
         }

@@ -45,6 +45,8 @@ pub struct PortLabels {
     /// `SWITCHYARD_{n}_CANARY_HEADER`: requests carrying this header (lowercase name, value)
     /// go to this app.
     pub canary_header: Option<(String, String)>,
+    /// `SWITCHYARD_{n}_UPSTREAM=h2c`: HTTP/2 (prior knowledge) to the backends.
+    pub upstream_h2: bool,
     /// Labels accepted but without effect, with why.
     pub notices: Vec<String>,
 }
@@ -200,6 +202,15 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             Ok((name, value.trim().to_string()))
         })
         .transpose()?;
+    let upstream_h2 = match labels
+        .get(&format!("{own}UPSTREAM"))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("http/1.1" | "h1") => false,
+        Some("h2c" | "h2") => true,
+        Some(other) => return Err(format!("{own}UPSTREAM={other:?}: expected h1 or h2c")),
+    };
     let (redirect_to_https, hsts, sticky) = (
         flag("REDIRECT_TO_HTTPS")?,
         flag("USE_HSTS")?,
@@ -232,6 +243,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         deployment,
         weight,
         canary_header,
+        upstream_h2,
         notices,
     })
 }

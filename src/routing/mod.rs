@@ -66,6 +66,8 @@ pub struct Service {
     /// `SWITCHYARD_{n}_CANARY_HEADER`: (lowercase name, value).
     pub canary: Option<(String, String)>,
     pub deployment: labels::Deployment,
+    /// HTTP mode speaks HTTP/2 (prior knowledge) to the backends.
+    pub upstream_h2: bool,
     /// The app's tasks that get no traffic, and why (for operators: not used to route).
     pub held_back: Vec<(crate::cluster::TaskId, &'static str)>,
 }
