@@ -32,6 +32,7 @@ pub struct BackendMetrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub connect_failures: Counter,
+    pub ejections: Counter,
     responses: [Counter; 5],
     /// Shared by every backend of the service: latency per app version, not per task.
     pub response_seconds: Histogram,
@@ -53,6 +54,7 @@ impl BackendMetrics {
             bytes_in: metrics.bytes_in.get_or_create(labels).clone(),
             bytes_out: metrics.bytes_out.get_or_create(labels).clone(),
             connect_failures: metrics.connect_failures.get_or_create(labels).clone(),
+            ejections: metrics.ejections.get_or_create(labels).clone(),
             responses: STATUS_CLASSES.map(response),
             response_seconds: metrics
                 .http_response_seconds
@@ -74,6 +76,7 @@ impl BackendMetrics {
         metrics.bytes_in.remove(labels);
         metrics.bytes_out.remove(labels);
         metrics.connect_failures.remove(labels);
+        metrics.ejections.remove(labels);
         for class in STATUS_CLASSES {
             let l = ResponseLabels {
                 service: labels.service.clone(),
@@ -87,6 +90,8 @@ impl BackendMetrics {
 
 pub struct BackendState {
     pub addr: SocketAddr,
+    /// Passive outlier detection (see `outlier`).
+    pub outlier: crate::outlier::Outlier,
     active: AtomicUsize,
     connect_ewma_ns: std::sync::atomic::AtomicU64,
     pub metrics: BackendMetrics,
@@ -269,6 +274,7 @@ impl Registry {
     fn create(&self, key: &BackendKey) -> Arc<BackendState> {
         Arc::new(BackendState {
             addr: key.1,
+            outlier: Default::default(),
             active: AtomicUsize::new(0),
             connect_ewma_ns: Default::default(),
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),

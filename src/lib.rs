@@ -12,6 +12,7 @@ pub mod demo;
 pub mod discovery;
 pub mod dns;
 pub mod metrics;
+pub mod outlier;
 pub mod proxy;
 pub mod reconciler;
 pub mod routing;

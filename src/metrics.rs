@@ -51,6 +51,7 @@ pub struct Metrics {
     pub bytes_in: Family<BackendLabels, Counter>,
     pub bytes_out: Family<BackendLabels, Counter>,
     pub connect_failures: Family<BackendLabels, Counter>,
+    pub ejections: Family<BackendLabels, Counter>,
     pub http_responses: Family<ResponseLabels, Counter>,
     pub no_backend: Family<ServiceLabels, Counter>,
     pub events: Family<KindLabels, Counter>,
@@ -90,6 +91,7 @@ impl Metrics {
             bytes_in: Family::default(),
             bytes_out: Family::default(),
             connect_failures: Family::default(),
+            ejections: Family::default(),
             http_responses: Family::default(),
             no_backend: Family::default(),
             events: Family::default(),
@@ -200,6 +202,11 @@ impl Metrics {
             "admin_requests",
             "Admin API requests, by endpoint",
             m.admin_requests.clone(),
+        );
+        r.register(
+            "backend_ejections",
+            "Times a backend was ejected as an outlier (5 consecutive failures)",
+            m.ejections.clone(),
         );
         r.register(
             "route_weight",

@@ -367,3 +367,61 @@ async fn sigterm_stops_accepting_drains_and_exits_zero() {
     .await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_backend_answering_5xx_is_ejected_as_an_outlier() {
+    // One backend answers 500 to everything.
+    let bad = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad_port = bad.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = bad.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |_req: hyper::Request<hyper::body::Incoming>| async {
+                        let mut r = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from("bad"),
+                        ));
+                        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                        Ok::<_, std::convert::Infallible>(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let good = Backend::start("good").await;
+    let port = free_port();
+    let apps = vec![tcp_app(
+        "/o",
+        port,
+        &[bad_port, good.port()],
+        json!({"HAPROXY_0_MODE": "http"}),
+    )];
+    let (sy, _file) = file_setup("outlier", apps, "");
+    sy.wait_routes("initial", |r| backends(r, port).len() == 2)
+        .await;
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        answers.push(http_get(local(port), "/").await.unwrap());
+    }
+    let bad_answers = answers.iter().filter(|(status, _)| *status == 500).count();
+    assert_eq!(
+        bad_answers, 5,
+        "five 5xx in a row, then the backend is ejected: {answers:?}"
+    );
+    assert!(
+        answers[20..]
+            .iter()
+            .all(|(status, body)| *status == 200 && body == "good")
+    );
+    assert_eq!(
+        sy.metric(
+            "switchyard_backend_ejections_total",
+            &[&format!(":{bad_port}")]
+        )
+        .await,
+        1.0
+    );
+}

@@ -233,7 +233,10 @@ async fn proxy(
         client: client.addr,
         local: client.addr,
     };
-    let balanced = service.balancer.candidates(flow, |i| states[i].load());
+    let balanced = crate::outlier::ordered(
+        states,
+        service.balancer.candidates(flow, |i| states[i].load()),
+    );
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
@@ -245,11 +248,20 @@ async fn proxy(
         };
         let mut response = match outcome {
             Outcome::Unsent(back) => {
+                crate::outlier::failure(states, b);
                 req = back;
                 continue;
             }
-            Outcome::Response(response) => response,
+            Outcome::Response(response) => {
+                if response.status().is_server_error() {
+                    crate::outlier::failure(states, b);
+                } else {
+                    states[b].outlier.success();
+                }
+                response
+            }
             Outcome::Lost(reason) => {
+                crate::outlier::failure(states, b);
                 tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
                 match replay.take() {
                     Some((method, uri, headers)) => {
@@ -270,6 +282,7 @@ async fn proxy(
                 }
             }
             Outcome::Failed(status, reason) => {
+                crate::outlier::failure(states, b);
                 tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
                 states[b].metrics.response(status);
                 plain(status, &format!("{reason}\n"))

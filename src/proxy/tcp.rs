@@ -27,16 +27,19 @@ pub async fn serve(
         let svc = &snapshot.table.services[service];
         let states = &snapshot.states[service];
         let mut picked = None;
-        for b in svc.balancer.candidates(flow, |i| states[i].load()) {
+        let candidates = svc.balancer.candidates(flow, |i| states[i].load());
+        for b in crate::outlier::ordered(states, candidates) {
             let started = std::time::Instant::now();
             match connect(states[b].addr, ctx.connect_timeout).await {
                 Ok(stream) => {
                     states[b].observe_connect(started.elapsed());
+                    states[b].outlier.success();
                     picked = Some((stream, states[b].clone()));
                     break;
                 }
                 Err(e) => {
                     states[b].metrics.connect_failures.inc();
+                    crate::outlier::failure(states, b);
                     tracing::debug!(service = %svc.key, backend = %states[b].addr, "connect failed: {e}");
                 }
             }
