@@ -15,14 +15,8 @@ use switchyard::routing::{Balance, Balancer, CompileConfig, compile};
 
 fn config() -> CompileConfig {
     CompileConfig {
-        group: "external".into(),
-        serve_ungrouped: false,
-        strict_mode: false,
-        bind: "0.0.0.0".parse().unwrap(),
         reserved: vec!["127.0.0.1:9090".parse().unwrap()],
-        default_app: None,
-        weight_overrides: Default::default(),
-        vip: None,
+        ..CompileConfig::group("external", "0.0.0.0".parse().unwrap())
     }
 }
 

@@ -65,16 +65,7 @@ fn measure(path: &str) {
     drop(json);
     let mut cluster = Cluster::default();
     cluster.apply(ClusterUpdate::Snapshot(parsed.apps));
-    let config = CompileConfig {
-        group: "external".into(),
-        serve_ungrouped: false,
-        strict_mode: false,
-        bind: "0.0.0.0".parse().unwrap(),
-        reserved: vec![],
-        default_app: None,
-        weight_overrides: Default::default(),
-        vip: None,
-    };
+    let config = CompileConfig::group("external", "0.0.0.0".parse().unwrap());
     let mut compiles = Vec::new();
     let mut table = None;
     for _ in 0..5 {

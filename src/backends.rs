@@ -304,16 +304,7 @@ mod tests {
         let tasks = ports.iter().map(|&p| task(&format!("t{p}"), p)).collect();
         let mut c = Cluster::default();
         c.apply(ClusterUpdate::Snapshot(vec![app("/a", 10000, &[], tasks)]));
-        let config = CompileConfig {
-            group: "*".into(),
-            serve_ungrouped: false,
-            strict_mode: false,
-            bind: "127.0.0.1".parse().unwrap(),
-            reserved: vec![],
-            default_app: None,
-            weight_overrides: Default::default(),
-            vip: None,
-        };
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
         compile(&c, &config)
     }
 

@@ -73,7 +73,8 @@ pub fn ordered<'a>(
     states: &'a [Arc<BackendState>],
     candidates: crate::routing::balance::Candidates,
 ) -> impl Iterator<Item = usize> + 'a {
-    let ejected = |b: &usize| states[*b].outlier.is_ejected();
+    let now = now_ms();
+    let ejected = move |b: &usize| states[*b].outlier.until_ms.load(Ordering::Relaxed) > now;
     candidates
         .clone()
         .filter(move |b| !ejected(b))
@@ -93,16 +94,7 @@ mod tests {
         let tasks = (0..n).map(|i| task(&format!("t{i}"), 1000 + i)).collect();
         let mut c = Cluster::default();
         c.apply(ClusterUpdate::Snapshot(vec![app("/a", 10000, &[], tasks)]));
-        let config = CompileConfig {
-            group: "*".into(),
-            serve_ungrouped: false,
-            strict_mode: false,
-            bind: "127.0.0.1".parse().unwrap(),
-            reserved: vec![],
-            default_app: None,
-            weight_overrides: Default::default(),
-            vip: None,
-        };
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
         let mut registry = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(1), 4);
         registry.attach(&compile(&c, &config)).remove(0)
     }

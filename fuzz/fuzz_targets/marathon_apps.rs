@@ -9,16 +9,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(parsed) = api::parse_apps(data) {
         let mut cluster = Cluster::default();
         cluster.apply(ClusterUpdate::Snapshot(parsed.apps));
-        let config = CompileConfig {
-            group: "*".into(),
-            serve_ungrouped: true,
-            strict_mode: false,
-            bind: "127.0.0.1".parse().unwrap(),
-            reserved: vec![],
-            default_app: None,
-            weight_overrides: Default::default(),
-            vip: None,
-        };
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
         let _ = compile(&cluster, &config);
     }
     let _ = api::parse_single_app(data);

@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -60,26 +61,10 @@ pub async fn send(
                 Err(_) => return Outcome::Unsent(req),
             },
         };
-        let active = state.open();
-        req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
-        let sent = std::time::Instant::now();
-        let exchange = sender.try_send_request(req);
-        let result = tokio::select! {
-            r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
-            _ = state.drained() => {
-                return Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into())
-            }
-        };
-        match result {
-            Err(_) => {
-                return Outcome::Failed(StatusCode::GATEWAY_TIMEOUT, "backend timed out".into());
-            }
-            Ok(Ok(mut response)) => {
-                state.metrics.response(response.status());
-                state
-                    .metrics
-                    .response_seconds
-                    .observe(sent.elapsed().as_secs_f64());
+        let active = charge(&mut req, state);
+        match await_response(sender.try_send_request(req), state, ctx).await {
+            Exchange::Over(outcome) => return outcome,
+            Exchange::Answered(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client) = upgrade.take() {
                         let upstream = hyper::upgrade::on(&mut response);
@@ -90,18 +75,61 @@ pub async fn send(
                 }
                 return Outcome::Response(finish_response(response, sender, state.clone(), active));
             }
-            Ok(Err(mut e)) => match e.take_message() {
-                Some(back) if !fresh => req = back,
-                Some(back) => {
-                    state.metrics.connect_failures.inc();
-                    return Outcome::Unsent(back);
-                }
-                None => {
-                    let reason = format!("backend failed: {}", e.into_error());
-                    return Outcome::Lost(reason);
-                }
-            },
+            Exchange::Returned(back) if !fresh => req = back,
+            Exchange::Returned(back) => {
+                state.metrics.connect_failures.inc();
+                return Outcome::Unsent(back);
+            }
         }
+    }
+}
+
+/// What came of a request handed to a connection.
+pub enum Exchange {
+    Answered(Response<Incoming>),
+    /// The connection closed before the request went out: it is handed back.
+    Returned(Request<RequestBody>),
+    /// Timed out, drained, or failed after sending: the outcome to report.
+    Over(Outcome),
+}
+
+/// Counts a request against its backend (active gauge, bytes in) until its response ends.
+pub fn charge(req: &mut Request<RequestBody>, state: &Arc<BackendState>) -> ActiveGuard {
+    req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
+    state.open()
+}
+
+/// Waits for a backend's response, bounded by the response timeout and the backend's drain,
+/// and counts it (status class, latency). Shared by HTTP/1.1 and HTTP/2 upstreams.
+pub async fn await_response(
+    exchange: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>>,
+    state: &BackendState,
+    ctx: &Context,
+) -> Exchange {
+    let sent = std::time::Instant::now();
+    let result = tokio::select! {
+        r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
+        _ = state.drained() => {
+            return Exchange::Over(Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into()))
+        }
+    };
+    match result {
+        Err(_) => Exchange::Over(Outcome::Failed(
+            StatusCode::GATEWAY_TIMEOUT,
+            "backend timed out".into(),
+        )),
+        Ok(Ok(response)) => {
+            state.metrics.response(response.status());
+            state
+                .metrics
+                .response_seconds
+                .observe(sent.elapsed().as_secs_f64());
+            Exchange::Answered(response)
+        }
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(back) => Exchange::Returned(back),
+            None => Exchange::Over(Outcome::Lost(format!("backend failed: {}", e.into_error()))),
+        },
     }
 }
 

@@ -7,7 +7,9 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::upstream::{Outcome, PooledBody, ProxyBody, RequestBody};
+use super::upstream::{
+    Exchange, Outcome, PooledBody, ProxyBody, RequestBody, await_response, charge,
+};
 use super::{Context, connect};
 use crate::backends::BackendState;
 
@@ -39,41 +41,22 @@ pub async fn send(
         },
     };
     loop {
-        let active = state.open();
-        req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
-        let sent = std::time::Instant::now();
-        let exchange = sender.try_send_request(req);
-        let result = tokio::select! {
-            r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
-            _ = state.drained() => {
-                return Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into())
-            }
-        };
-        match result {
-            Err(_) => {
-                return Outcome::Failed(StatusCode::GATEWAY_TIMEOUT, "backend timed out".into());
-            }
-            Ok(Ok(response)) => {
-                state.metrics.response(response.status());
-                state
-                    .metrics
-                    .response_seconds
-                    .observe(sent.elapsed().as_secs_f64());
+        let active = charge(&mut req, state);
+        match await_response(sender.try_send_request(req), state, ctx).await {
+            Exchange::Over(outcome) => return outcome,
+            Exchange::Answered(response) => {
                 return Outcome::Response(into_proxy(response, state, active));
             }
-            Ok(Err(mut e)) => match e.take_message() {
-                // The shared connection had closed under us: open a fresh one, once.
-                Some(back) if reused => {
-                    req = back;
-                    reused = false;
-                    match open(state, ctx).await {
-                        Some(fresh) => sender = fresh,
-                        None => return Outcome::Unsent(req),
-                    }
+            // The shared connection had closed under us: open a fresh one, once.
+            Exchange::Returned(back) if reused => {
+                req = back;
+                reused = false;
+                match open(state, ctx).await {
+                    Some(fresh) => sender = fresh,
+                    None => return Outcome::Unsent(req),
                 }
-                Some(back) => return Outcome::Unsent(back),
-                None => return Outcome::Lost(format!("backend failed: {}", e.into_error())),
-            },
+            }
+            Exchange::Returned(back) => return Outcome::Unsent(back),
         }
     }
 }

@@ -33,6 +33,21 @@ pub struct CompileConfig {
 }
 
 impl CompileConfig {
+    /// Every app of `group` (`*`: all) on `bind`, nothing reserved, no VIPs: for tests,
+    /// benchmarks and fuzzing.
+    pub fn group(group: &str, bind: IpAddr) -> CompileConfig {
+        CompileConfig {
+            group: group.into(),
+            serve_ungrouped: false,
+            strict_mode: false,
+            bind,
+            reserved: Vec::new(),
+            default_app: None,
+            weight_overrides: Overrides::new(),
+            vip: None,
+        }
+    }
+
     pub fn from_config(config: &Config) -> CompileConfig {
         CompileConfig {
             group: config.proxy.group.clone(),

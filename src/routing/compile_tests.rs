@@ -5,14 +5,8 @@ use crate::cluster::{ClusterUpdate, TaskState};
 
 fn config(group: &str) -> CompileConfig {
     CompileConfig {
-        group: group.into(),
-        serve_ungrouped: false,
-        strict_mode: false,
-        bind: "127.0.0.1".parse().unwrap(),
         reserved: vec!["127.0.0.1:9090".parse().unwrap()],
-        default_app: None,
-        weight_overrides: Overrides::new(),
-        vip: None,
+        ..CompileConfig::group(group, "127.0.0.1".parse().unwrap())
     }
 }
 
