@@ -29,6 +29,8 @@ pub struct Admin {
     /// token configured, so changes are refused and only loopback is served.
     pub token: Option<String>,
     pub commands: tokio::sync::mpsc::Sender<crate::reconciler::Command>,
+    /// `POST /v1/reload`: re-read the configuration file.
+    pub reload: tokio::sync::mpsc::Sender<crate::reload::Request>,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
@@ -36,7 +38,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
             let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
             let Ok((stream, _)) = listener.accept().await else {
@@ -97,8 +99,33 @@ impl Admin {
         }
     }
 
+    /// Re-reads the configuration: 200 with what applied, 400 with why it was refused.
+    async fn reload(&self) -> Response<Full<Bytes>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.reload.send(reply).await.is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into());
+        }
+        let (status, body) = match answer.await {
+            Ok(Ok(report)) => (
+                StatusCode::OK,
+                serde_json::to_value(&report).expect("serializes"),
+            ),
+            Ok(Err(e)) => (StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "error": "stopping" }),
+            ),
+        };
+        let mut r = text(status, body.to_string() + "\n");
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
-        const EXACT: [&str; 8] = [
+        const EXACT: [&str; 9] = [
             "/",
             "/dashboard",
             "/healthz",
@@ -107,6 +134,7 @@ impl Admin {
             "/v1/routes",
             "/v1/swaps",
             "/v1/explain",
+            "/v1/reload",
         ];
         const PREFIXES: [(&str, &str); 3] = [
             ("/v1/hosts/", "/v1/hosts"),
@@ -139,6 +167,12 @@ impl Admin {
         {
             let route = percent_decode(route);
             return self.weights(req, route).await;
+        }
+        if req.uri().path() == "/v1/reload" {
+            if req.method() != Method::POST {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
+            }
+            return self.reload().await;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());

@@ -92,6 +92,8 @@ pub struct BackendState {
     pub addr: SocketAddr,
     /// Passive outlier detection (see `outlier`).
     pub outlier: crate::outlier::Outlier,
+    /// Active health checks (see `health_check`).
+    pub health: crate::health_check::Health,
     active: AtomicUsize,
     connect_ewma_ns: std::sync::atomic::AtomicU64,
     pub metrics: BackendMetrics,
@@ -220,6 +222,12 @@ impl Registry {
         }
     }
 
+    /// A reloaded configuration's drain timeout and pool size (for backends added from now).
+    pub fn reconfigure(&mut self, drain_timeout: Duration, max_idle: usize) {
+        self.drain_timeout = drain_timeout;
+        self.max_idle = max_idle;
+    }
+
     /// The states for every backend of `table`, service by service, in table order. Backends
     /// that left the table start draining; drained ones with no connection left are forgotten.
     pub fn attach(&mut self, table: &RoutingTable) -> Vec<Vec<Arc<BackendState>>> {
@@ -275,6 +283,7 @@ impl Registry {
         Arc::new(BackendState {
             addr: key.1,
             outlier: Default::default(),
+            health: Default::default(),
             active: AtomicUsize::new(0),
             connect_ewma_ns: Default::default(),
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),

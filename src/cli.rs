@@ -1,5 +1,5 @@
 //! The operator's commands against a running instance: `routes`, `status`, `resolve`,
-//! `explain`. They read the admin API (plain HTTP/1.1 on loopback, a bearer token when given).
+//! `explain`, `reload`. They use the admin API (plain HTTP/1.1 on loopback, a bearer token when given).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,6 +14,11 @@ pub struct Admin {
 
 impl Admin {
     pub fn get(&self, path: &str) -> Result<Value, String> {
+        self.call("GET", path)
+    }
+
+    /// One request; the answer's JSON body when it is a 200.
+    pub fn call(&self, method: &str, path: &str) -> Result<Value, String> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
             .map_err(|e| format!("cannot reach the admin API at {}: {e}", self.addr))?;
         stream
@@ -25,7 +30,7 @@ impl Admin {
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
             self.addr
         );
         stream
@@ -43,6 +48,29 @@ impl Admin {
         }
         serde_json::from_str(body).map_err(|e| format!("{path}: not JSON: {e}"))
     }
+}
+
+/// `switchyard reload`: the running instance re-reads its configuration file.
+pub fn reload(admin: &Admin) -> Result<String, String> {
+    let report = admin.call("POST", "/v1/reload")?;
+    let list = |key: &str| -> String {
+        let names: Vec<&str> = report[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    };
+    Ok(format!(
+        "configuration reloaded\napplied: {}\nneeds a restart or upgrade: {}\n",
+        list("applied"),
+        list("restart_required")
+    ))
 }
 
 /// `switchyard routes`: the live table, one route per paragraph.

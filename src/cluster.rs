@@ -25,6 +25,8 @@ pub struct App {
     pub networking: Networking,
     /// Number of Marathon health checks the app defines; with any, tasks need all results alive.
     pub health_checks: usize,
+    /// The Marathon checks switchyard can run itself (see `health_check`).
+    pub probes: Vec<crate::health_check::Probe>,
     pub tasks: BTreeMap<TaskId, Task>,
 }
 
@@ -290,6 +292,7 @@ pub(crate) mod fixtures {
             }],
             networking: Networking::Host,
             health_checks: 0,
+            probes: Vec::new(),
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
         }
     }

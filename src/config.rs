@@ -19,7 +19,7 @@ use crate::routing::vip::{VipRange, VipSettings};
 /// is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub discovery: Discovery,
@@ -28,12 +28,13 @@ pub struct Config {
     pub https: Https,
     pub dns: Dns,
     pub vip: Vip,
+    pub health_checks: HealthChecks,
     pub admin: Admin,
     pub runtime: Runtime,
     pub log: Log,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Discovery {
     /// A JSON file in Marathon's `/v2/apps?embed=apps.tasks` shape, watched for changes.
@@ -85,7 +86,7 @@ impl Default for Discovery {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Proxy {
     /// Which `HAPROXY_GROUP` this instance serves; `*` serves every app, grouped or not.
@@ -111,6 +112,10 @@ pub struct Proxy {
     /// HTTP: replay an idempotent request without a body once on another backend when the
     /// first fails after the request went out but before any response byte.
     pub retry_idempotent: bool,
+    /// Open client connections allowed on one listener; past it new ones are refused.
+    pub max_connections_per_listener: usize,
+    /// Open client connections allowed in all.
+    pub max_connections: usize,
 }
 
 impl Default for Proxy {
@@ -126,11 +131,13 @@ impl Default for Proxy {
             client_header_timeout: Duration::from_secs(30),
             max_idle_per_backend: 64,
             retry_idempotent: true,
+            max_connections_per_listener: 20_000,
+            max_connections: 50_000,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// Shared virtual-host listeners. Their ports are reserved: no service port may take them.
@@ -163,7 +170,7 @@ impl Default for Http {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Https {
     /// Shared HTTPS virtual-host listeners.
@@ -194,7 +201,7 @@ impl Default for Https {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     /// UDP and TCP address of the DNS server; omitted, DNS is off.
@@ -259,7 +266,7 @@ impl Dns {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Vip {
     /// Serve the VIPs that apps declare with `VIP_{i}` port labels.
@@ -331,7 +338,7 @@ impl Vip {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     pub listen: SocketAddr,
@@ -349,14 +356,67 @@ impl Default for Admin {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// How often the configuration file is checked for changes; "0s": only on SIGHUP or
+    /// `switchyard reload`.
+    #[serde(deserialize_with = "duration")]
+    pub config_watch_interval: Duration,
+    /// A Unix socket where a new switchyard process (`switchyard run --upgrade`) takes over the
+    /// listening sockets; omitted, binary upgrades are off.
+    pub upgrade_socket: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            workers: 0,
+            config_watch_interval: Duration::from_secs(1),
+            upgrade_socket: None,
+        }
+    }
+}
+
+/// Active health checks: probes from switchyard itself, beside Marathon's verdicts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthChecks {
+    pub enabled: bool,
+    /// Probe with the app's Marathon `healthChecks` (HTTP, HTTPS as HTTP, TCP, and their MESOS_
+    /// forms; COMMAND checks are Marathon's alone).
+    pub from_marathon: bool,
+    /// For ports no Marathon check covers: `none`, `tcp` (connect) or `http` (GET `path`, 2xx/3xx).
+    pub default: String,
+    pub path: String,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive failures that take a backend out (one success brings it back).
+    pub max_consecutive_failures: u32,
+    /// Probes in flight at once, over all backends.
+    pub concurrency: usize,
+}
+
+impl Default for HealthChecks {
+    fn default() -> Self {
+        HealthChecks {
+            enabled: true,
+            from_marathon: true,
+            default: "none".into(),
+            path: "/".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            max_consecutive_failures: 3,
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// A tracing filter: `info`, `switchyard=debug`, …  `RUST_LOG` overrides it.
@@ -393,6 +453,7 @@ impl Config {
             &mut config.https.certs,
             &mut config.https.default_cert,
             &mut config.admin.token_file,
+            &mut config.runtime.upgrade_socket,
         ]
         .into_iter()
         .flatten()
@@ -494,6 +555,27 @@ impl Config {
         if !self.admin.listen.ip().is_loopback() && self.admin.token_file.is_none() {
             return Err(
                 "admin.listen: beyond loopback the admin API needs admin.token_file".into(),
+            );
+        }
+        if !matches!(self.health_checks.default.as_str(), "none" | "tcp" | "http") {
+            return Err(format!(
+                "health_checks.default: {:?} (use none, tcp or http)",
+                self.health_checks.default
+            ));
+        }
+        let h = &self.health_checks;
+        if h.interval.is_zero() || h.timeout.is_zero() || h.concurrency == 0 {
+            return Err("health_checks.interval, timeout and concurrency: must be > 0".into());
+        }
+        if h.max_consecutive_failures == 0 {
+            return Err("health_checks.max_consecutive_failures: must be > 0".into());
+        }
+        if !h.path.starts_with('/') {
+            return Err("health_checks.path: must start with /".into());
+        }
+        if self.proxy.max_connections == 0 || self.proxy.max_connections_per_listener == 0 {
+            return Err(
+                "proxy.max_connections and max_connections_per_listener: must be > 0".into(),
             );
         }
         if self.http.max_header_bytes < 8192 {

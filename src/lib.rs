@@ -11,11 +11,14 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod dns;
+pub mod health_check;
 pub mod metrics;
 pub mod outlier;
 pub mod proxy;
 pub mod reconciler;
+pub mod reload;
 pub mod routing;
+pub mod upgrade;
 
 use std::sync::Arc;
 
@@ -34,25 +37,47 @@ use crate::routing::store::Store;
 
 const SOURCE_QUEUE: usize = 4096;
 
-/// Runs switchyard until SIGTERM or SIGINT; `demo` also starts the demo backends.
-pub async fn run(config: Config, demo: bool) -> Result<(), String> {
+/// How `switchyard run` was asked to start.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Also start the demo backends.
+    pub demo: bool,
+    /// Take the listening sockets over from the process at `runtime.upgrade_socket`.
+    pub upgrade: bool,
+    /// Where the configuration came from; `None`: the embedded default (nothing to reload).
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+/// Runs switchyard until SIGTERM or SIGINT, or until a new process took over.
+pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new());
     let status = Arc::new(Status::default());
-    let ctx = Arc::new(Context {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        connect_timeout: config.proxy.connect_timeout,
-        response_timeout: config.proxy.response_timeout,
-        client_header_timeout: config.proxy.client_header_timeout,
-        max_header_bytes: config.http.max_header_bytes,
-        max_headers: config.http.max_headers,
-        access_log: config.http.access_log,
-        retry_idempotent: config.proxy.retry_idempotent,
-        udp_idle_timeout: config.vip.udp_idle_timeout,
-        udp_max_sessions: config.vip.udp_max_sessions,
-        shutdown: Default::default(),
-    });
+    let mut ctx = Context::new(
+        store.clone(),
+        metrics.clone(),
+        proxy::Settings::from_config(&config),
+    );
+    // Taking over from a running process: its sockets, and nothing accepted until ready.
+    let handover = match (&config.runtime.upgrade_socket, options.upgrade) {
+        (Some(path), true) => match upgrade::take_over(path) {
+            Ok(Some(handover)) => {
+                tracing::info!(sockets = handover.count, socket = %path.display(),
+                    "upgrade: took the listening sockets over");
+                ctx.serving = proxy::Gate::closed();
+                Some(handover)
+            }
+            Ok(None) => {
+                tracing::warn!(socket = %path.display(),
+                    "upgrade: no running process to take over from; binding afresh");
+                None
+            }
+            Err(e) => return Err(format!("upgrade from {}: {e}", path.display())),
+        },
+        (None, true) => return Err("--upgrade needs runtime.upgrade_socket".into()),
+        (_, false) => None,
+    };
+    let ctx = Arc::new(ctx);
 
     let admin_listener = proxy::listeners::bind(config.admin.listen)
         .map_err(|e| format!("admin.listen {}: {e}", config.admin.listen))?;
@@ -129,6 +154,7 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
     }
     let listeners = Listeners::new(ctx.clone());
     let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (reload_tx, reload_rx) = mpsc::channel(8);
     let token = match &config.admin.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -140,7 +166,8 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
     };
     let admin = Arc::new(admin::Admin {
         token,
-        commands: commands_tx,
+        commands: commands_tx.clone(),
+        reload: reload_tx.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
@@ -149,8 +176,11 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
     tokio::spawn(admin.serve(admin_listener));
 
     if let Some(listen) = config.dns.listen {
-        let udp = std::net::UdpSocket::bind(listen)
-            .map_err(|e| format!("dns.listen {listen} (UDP): {e}"))?;
+        let udp = Arc::new(
+            proxy::listeners::bind_std_udp(listen)
+                .map_err(|e| format!("dns.listen {listen} (UDP): {e}"))?,
+        );
+        upgrade::register(upgrade::Proto::Udp, listen, &udp);
         let tcp = proxy::listeners::bind(listen)
             .map_err(|e| format!("dns.listen {listen} (TCP): {e}"))?;
         tracing::info!(zone = %config.dns.domain, "dns listening on {}", udp.local_addr().map_err(|e| e.to_string())?);
@@ -161,11 +191,19 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
             config.dns.upstream_timeout,
         ));
         let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
+        let gate = ctx.clone();
         std::thread::Builder::new()
             .name("dns-udp".into())
-            .spawn(move || udp_server.serve_udp(udp, runtime))
+            .spawn(move || {
+                runtime.block_on(gate.serving.wait());
+                udp_server.serve_udp(udp, runtime)
+            })
             .map_err(|e| format!("dns thread: {e}"))?;
-        tokio::spawn(server.serve_tcp(tcp));
+        let gate = ctx.clone();
+        tokio::spawn(async move {
+            gate.serving.wait().await;
+            server.serve_tcp(tcp).await
+        });
     }
 
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
@@ -226,7 +264,7 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
         store.clone(),
         listeners,
         metrics.clone(),
-        status,
+        status.clone(),
         refetch_tx,
         ctx.clone(),
         config.dns.zone_config().map(|mut zone| {
@@ -234,12 +272,38 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
             zone
         }),
     );
+    if config.health_checks.enabled {
+        let targets = reconciler.health_targets.subscribe();
+        let concurrency = config.health_checks.concurrency;
+        tokio::spawn(health_check::run(targets, concurrency, metrics.clone()));
+    }
     let reconciler = tokio::spawn(reconciler.run(events_rx, commands_rx));
-    if demo {
+    let reloader = reload::Reloader {
+        path: options.config_path.clone(),
+        started: config.clone(),
+        running: config.clone(),
+        ctx: ctx.clone(),
+        commands: commands_tx,
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(reloader.run(reload_rx));
+    if options.demo {
         tokio::spawn(demo::run(store.clone()));
     }
+    let handed_over = Arc::new(Notify::new());
+    if let Some(path) = config.runtime.upgrade_socket.clone() {
+        let (ctx, status, handed_over) = (ctx.clone(), status.clone(), handed_over.clone());
+        tokio::spawn(async move {
+            if let Some(handover) = handover {
+                finish_takeover(handover, &ctx, &status).await;
+            }
+            if let Err(e) = upgrade::listen(path.clone(), handed_over) {
+                tracing::warn!(socket = %path.display(), "upgrade socket: {e}; upgrades are off");
+            }
+        });
+    }
 
-    wait_for_signals(&resync).await;
+    wait_for_signals(&resync, &reload_tx, &handed_over).await;
     tracing::info!(
         open = ctx.shutdown.open(),
         "stopping: no longer accepting, draining"
@@ -254,7 +318,26 @@ pub async fn run(config: Config, demo: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signals(resync: &Notify) {
+/// A new process that took sockets over opens its accept loops once its first table is live,
+/// then tells the old one to drain.
+async fn finish_takeover(handover: upgrade::Handover, ctx: &Context, status: &Status) {
+    while !status.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    ctx.serving.set_open();
+    let unclaimed = upgrade::close_unclaimed();
+    match tokio::task::spawn_blocking(move || handover.ready()).await {
+        Ok(Ok(())) => tracing::info!(unclaimed, "upgrade: serving; the old process drains"),
+        Ok(Err(e)) => tracing::warn!("upgrade: could not tell the old process: {e}"),
+        Err(e) => tracing::warn!("upgrade: {e}"),
+    }
+}
+
+async fn wait_for_signals(
+    resync: &Notify,
+    reload: &mpsc::Sender<reload::Request>,
+    handed_over: &Notify,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -262,9 +345,12 @@ async fn wait_for_signals(resync: &Notify) {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: full resync");
+                tracing::info!("SIGHUP: reloading the configuration and resyncing");
                 resync.notify_one();
+                let (reply, _) = tokio::sync::oneshot::channel();
+                let _ = reload.try_send(reply);
             }
+            _ = handed_over.notified() => return,
             _ = term.recv() => return,
             _ = int.recv() => return,
         }

@@ -11,13 +11,16 @@ switchyard: service-discovery load balancer for Marathon/Mesos
 usage:
   switchyard [--config FILE]         run (without --config: the embedded default)
   switchyard demo [--config FILE]    run, and start demo backends for loopback tasks
+  switchyard run --upgrade ...       take the listening sockets over from the running process
+                                     (runtime.upgrade_socket), which then drains and exits
   switchyard check --config FILE     validate a configuration file and exit
   switchyard routes [--json]         the live routing table of a running instance
   switchyard status                  its sources, last sync, generation, problems
   switchyard resolve NAME            what its DNS answers for NAME
   switchyard explain HOST [PATH]     which route, apps and backends a request would take
   switchyard explain PORT            ... or a connection to a service port or VIP
-    (these four read the admin API: --admin ADDR, else --config's admin.listen, else
+  switchyard reload                  re-read its configuration file (as SIGHUP does)
+    (these five talk to the admin API: --admin ADDR, else --config's admin.listen, else
      127.0.0.1:9090; --token-file FILE when it needs a bearer token)
   switchyard --help | --version
 ";
@@ -34,18 +37,20 @@ enum Command {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut command = Command::Run { demo: false };
+    let mut upgrade = false;
     let mut config_path: Option<PathBuf> = None;
     let (mut admin, mut token_file, mut json) = (None::<String>, None::<PathBuf>, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "demo" => command = Command::Run { demo: true },
             "check" => command = Command::Check,
-            verb @ ("routes" | "status" | "resolve" | "explain") => {
+            verb @ ("routes" | "status" | "resolve" | "explain" | "reload") => {
                 command = Command::Inspect(verb.to_string(), Vec::new())
             }
             "--admin" => admin = args.next(),
             "--token-file" => token_file = args.next().map(PathBuf::from),
             "--json" => json = true,
+            "--upgrade" => upgrade = true,
             "run" => {}
             "-c" | "--config" => match args.next() {
                 Some(path) => config_path = Some(path.into()),
@@ -87,7 +92,14 @@ fn main() -> ExitCode {
             println!("configuration ok");
             ExitCode::SUCCESS
         }
-        Command::Run { demo } => run(config, demo),
+        Command::Run { demo } => run(
+            config,
+            switchyard::RunOptions {
+                demo,
+                upgrade,
+                config_path,
+            },
+        ),
         Command::Inspect(..) => unreachable!("handled before the configuration is loaded"),
     }
 }
@@ -121,6 +133,7 @@ fn inspect(
                 ("status", []) => switchyard::cli::status(&admin),
                 ("resolve", [name]) => switchyard::cli::resolve(&admin, name),
                 ("explain", args) => switchyard::cli::explain(&admin, args),
+                ("reload", []) => switchyard::cli::reload(&admin),
                 _ => return usage_error(&format!("{verb}: wrong arguments {rest:?}")),
             }
         }
@@ -137,7 +150,7 @@ fn inspect(
     }
 }
 
-fn run(config: Config, demo: bool) -> ExitCode {
+fn run(config: Config, options: switchyard::RunOptions) -> ExitCode {
     init_logging(&config);
     raise_fd_limit();
     // One worker: a current-thread runtime does the same work without cross-thread wake-ups.
@@ -151,7 +164,7 @@ fn run(config: Config, demo: bool) -> ExitCode {
             .build(),
     }
     .expect("tokio runtime");
-    let result = runtime.block_on(switchyard::run(config, demo));
+    let result = runtime.block_on(switchyard::run(config, options));
     // Tasks still parked (idle accept loops, the source) are dropped, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

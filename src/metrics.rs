@@ -57,6 +57,10 @@ pub struct Metrics {
     pub events: Family<KindLabels, Counter>,
     pub malformed_events: Counter,
     pub rejected_inputs: Family<KindLabels, Counter>,
+    pub connections_refused: Family<KindLabels, Counter>,
+    pub config_reloads: Family<KindLabels, Counter>,
+    pub health_checks: Family<KindLabels, Counter>,
+    pub retries: Family<KindLabels, Counter>,
     pub source_connected: Gauge,
     pub last_sync_timestamp: Gauge<f64, AtomicU64>,
     pub table_generation: Gauge,
@@ -97,6 +101,10 @@ impl Metrics {
             events: Family::default(),
             malformed_events: Counter::default(),
             rejected_inputs: Family::default(),
+            connections_refused: Family::default(),
+            config_reloads: Family::default(),
+            health_checks: Family::default(),
+            retries: Family::default(),
             source_connected: Gauge::default(),
             last_sync_timestamp: Gauge::default(),
             table_generation: Gauge::default(),
@@ -161,6 +169,26 @@ impl Metrics {
             "rejected_inputs",
             "Inputs skipped as invalid (apps, ports, labels, tasks, files)",
             m.rejected_inputs.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections refused by a limit (kind: listener_limit, total_limit)",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads (kind: applied, rejected)",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "health_checks",
+            "Active health check probes (kind: pass, fail)",
+            m.health_checks.clone(),
+        );
+        r.register(
+            "http_retries",
+            "HTTP replays on another backend (kind: replayed, budget_exhausted)",
+            m.retries.clone(),
         );
         r.register(
             "source_connected",
@@ -271,6 +299,18 @@ impl Metrics {
 
     pub fn reject(&self, kind: &str) {
         self.rejected_inputs
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn refused(&self, kind: &str) {
+        Self::count(&self.connections_refused, kind);
+    }
+
+    pub fn count(family: &Family<KindLabels, Counter>, kind: &str) {
+        family
             .get_or_create(&KindLabels {
                 kind: kind.to_string(),
             })

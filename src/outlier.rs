@@ -67,14 +67,16 @@ pub fn failure(states: &[Arc<BackendState>], b: usize) -> bool {
     true
 }
 
-/// Selection order with ejected backends moved to the end: tried only when every other
-/// candidate has failed. No allocation: the candidates are walked twice.
+/// Selection order with unavailable backends (ejected here, or down by active health checks)
+/// moved to the end: tried only when every other candidate has failed. No allocation: the candidates are walked twice.
 pub fn ordered<'a>(
     states: &'a [Arc<BackendState>],
     candidates: crate::routing::balance::Candidates,
 ) -> impl Iterator<Item = usize> + 'a {
     let now = now_ms();
-    let ejected = move |b: &usize| states[*b].outlier.until_ms.load(Ordering::Relaxed) > now;
+    let ejected = move |b: &usize| {
+        states[*b].outlier.until_ms.load(Ordering::Relaxed) > now || states[*b].health.is_down()
+    };
     candidates
         .clone()
         .filter(move |b| !ejected(b))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backends::Registry;
 use crate::cluster::{AppId, Applied, Cluster, ClusterUpdate};
@@ -49,6 +49,14 @@ pub enum Command {
         weights: Option<BTreeMap<AppId, u32>>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A reloaded configuration; answered once a table compiled with it is live.
+    Reconfigure {
+        compile: Box<CompileConfig>,
+        zone: Option<ZoneConfig>,
+        drain_timeout: Duration,
+        max_idle: usize,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// A runtime weight override, and the labels of its apps when it was set: a label change
@@ -70,6 +78,8 @@ pub struct Reconciler {
     pub status: Arc<Status>,
     pub refetch: mpsc::Sender<AppId>,
     pub stopping: Arc<crate::proxy::Context>,
+    /// What the active health checker probes; sent after every swap.
+    pub health_targets: watch::Sender<crate::health_check::Targets>,
     problems_seen: HashSet<Problem>,
     overrides: BTreeMap<String, Override>,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
@@ -119,6 +129,7 @@ impl Reconciler {
             status,
             refetch,
             stopping: ctx,
+            health_targets: watch::Sender::new(Vec::new()),
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
             replies: Vec::new(),
@@ -232,6 +243,19 @@ impl Reconciler {
     /// Validates and records a command; true when the table must be rebuilt.
     fn command(&mut self, command: Command) -> bool {
         match command {
+            Command::Reconfigure {
+                compile,
+                zone,
+                drain_timeout,
+                max_idle,
+                reply,
+            } => {
+                self.config = *compile;
+                self.zone.config = zone;
+                self.registry.reconfigure(drain_timeout, max_idle);
+                self.replies.push(reply);
+                true
+            }
             Command::SetWeights {
                 route,
                 weights,
@@ -365,6 +389,7 @@ impl Reconciler {
         self.build_zone();
         self.update_readiness();
         self.listeners.reconcile(&self.store.load().table);
+        self.send_health_targets();
         self.metrics.table_generation.set(generation as i64);
         self.metrics.compile_seconds.set(compile_time.as_secs_f64());
         self.metrics.services.set(services as i64);
@@ -404,6 +429,33 @@ impl Reconciler {
         } else {
             tracing::debug!(generation, "routing table swapped (no backend change)");
         }
+    }
+
+    /// Every live backend whose service has a probe, once per address.
+    fn send_health_targets(&self) {
+        let snapshot = self.store.load();
+        let mut seen = HashSet::new();
+        let targets: crate::health_check::Targets = snapshot
+            .table
+            .services
+            .iter()
+            .zip(snapshot.states.iter())
+            .filter_map(|(service, states)| Some((service.probe.as_ref()?, states)))
+            .flat_map(|(probe, states)| states.iter().map(move |s| (probe, s)))
+            .filter(|(_, s)| seen.insert(s.addr))
+            .map(|(probe, s)| (probe.clone(), s.clone()))
+            .collect();
+        self.health_targets.send_if_modified(|current| {
+            let same = current.len() == targets.len()
+                && current
+                    .iter()
+                    .zip(&targets)
+                    .all(|((p, s), (q, t))| p == q && Arc::ptr_eq(s, t));
+            if !same {
+                *current = targets;
+            }
+            !same
+        });
     }
 
     /// Resolves agent host names that are not IP addresses, once each, outside `compile`.

@@ -97,10 +97,9 @@ impl DnsServer {
     /// benches/RESULTS.md). Relayed queries run on the runtime.
     pub fn serve_udp(
         self: Arc<Self>,
-        socket: std::net::UdpSocket,
+        socket: Arc<std::net::UdpSocket>,
         runtime: tokio::runtime::Handle,
     ) {
-        let socket = Arc::new(socket);
         let mut buf = vec![0u8; MAX_UDP_PAYLOAD as usize];
         loop {
             let (len, peer) = match socket.recv_from(&mut buf) {
@@ -146,7 +145,7 @@ impl DnsServer {
         }
     }
 
-    pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+    pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Context;
 use super::upstream::{Outcome, ProxyBody, RequestBody, send};
-use crate::metrics::ServiceLabels;
+use crate::metrics::{Metrics, ServiceLabels};
 use crate::routing::balance::Flow;
 use crate::routing::vhosts::host_key;
 use crate::routing::{Backend, Service};
@@ -89,13 +89,14 @@ pub async fn serve<S>(
         async move { Ok::<_, Infallible>(proxy(req, &client, entry, &ctx).await) }
     });
     let io = TokioIo::new(stream);
+    let settings = ctx.settings.load_full();
     match protocol {
         Protocol::Http1 => drive!(
             hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(ctx.client_header_timeout)
-                .max_buf_size(ctx.max_header_bytes)
-                .max_headers(ctx.max_headers)
+                .header_read_timeout(settings.client_header_timeout)
+                .max_buf_size(settings.max_header_bytes)
+                .max_headers(settings.max_headers)
                 .keep_alive(true)
                 .serve_connection(io, service)
                 .with_upgrades(),
@@ -104,7 +105,7 @@ pub async fn serve<S>(
         Protocol::Http2 => drive!(
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .max_header_list_size(ctx.max_header_bytes as u32)
+                .max_header_list_size(settings.max_header_bytes as u32)
                 .serve_connection(io, service),
             ctx
         ),
@@ -113,14 +114,14 @@ pub async fn serve<S>(
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(ctx.client_header_timeout)
-                .max_buf_size(ctx.max_header_bytes)
-                .max_headers(ctx.max_headers)
+                .header_read_timeout(settings.client_header_timeout)
+                .max_buf_size(settings.max_header_bytes)
+                .max_headers(settings.max_headers)
                 .keep_alive(true);
             builder
                 .http2()
                 .timer(TokioTimer::new())
-                .max_header_list_size(ctx.max_header_bytes as u32);
+                .max_header_list_size(settings.max_header_bytes as u32);
             drive!(builder.serve_connection_with_upgrades(io, service), ctx)
         }
     }
@@ -139,7 +140,8 @@ async fn proxy(
     entry: Entry,
     ctx: &Context,
 ) -> Response<ProxyBody> {
-    let started = ctx.access_log.then(Instant::now);
+    let settings = ctx.settings.load();
+    let started = settings.access_log.then(Instant::now);
     let snapshot = ctx.store.load_full();
     let table = &snapshot.table;
     let target = match entry {
@@ -214,10 +216,11 @@ async fn proxy(
     prepare_request(&mut req, client, https, upgrade.is_some());
     // An idempotent request without a body may be replayed once on another backend when one
     // fails before answering: keep what it takes to rebuild it.
-    let mut replay = (ctx.retry_idempotent
+    let mut replay = (settings.retry_idempotent
         && is_idempotent(req.method())
         && http_body::Body::is_end_stream(req.body()))
     .then(|| {
+        ctx.retry_budget.deposit();
         (
             req.method().clone(),
             req.uri().clone(),
@@ -237,6 +240,7 @@ async fn proxy(
         states,
         service.balancer.candidates(flow, |i| states[i].load()),
     );
+    let mut unanswered = None;
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
@@ -246,48 +250,55 @@ async fn proxy(
         } else {
             send(req, &states[b], ctx, &mut upgrade).await
         };
-        let mut response = match outcome {
+        let (status, reason) = match outcome {
             Outcome::Unsent(back) => {
                 crate::outlier::failure(states, b);
                 req = back;
                 continue;
             }
-            Outcome::Response(response) => {
+            Outcome::Response(mut response) => {
                 if response.status().is_server_error() {
                     crate::outlier::failure(states, b);
                 } else {
                     states[b].outlier.success();
                 }
-                response
+                finish(&mut response, service, https, pinned, b);
+                return match log_line {
+                    Some(line) => line.log(started, Some(states[b].addr), response),
+                    None => response,
+                };
             }
-            Outcome::Lost(reason) => {
-                crate::outlier::failure(states, b);
-                tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
-                match replay.take() {
-                    Some((method, uri, headers)) => {
-                        let mut again = Request::new(RequestBody {
-                            inner: None,
-                            bytes_in: None,
-                        });
-                        *again.method_mut() = method;
-                        *again.uri_mut() = uri;
-                        *again.headers_mut() = headers;
-                        req = again;
-                        continue;
-                    }
-                    None => {
-                        states[b].metrics.response(StatusCode::BAD_GATEWAY);
-                        plain(StatusCode::BAD_GATEWAY, &format!("{reason}\n"))
-                    }
-                }
-            }
-            Outcome::Failed(status, reason) => {
-                crate::outlier::failure(states, b);
-                tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
-                states[b].metrics.response(status);
-                plain(status, &format!("{reason}\n"))
-            }
+            Outcome::Lost(reason) => (StatusCode::BAD_GATEWAY, reason),
+            Outcome::Failed(status, reason) => (status, reason),
         };
+        // The request went out and no response byte came back (the backend failed, hung past
+        // the response timeout, or left the table): a replayable request goes once to the next
+        // backend, within the retry budget.
+        crate::outlier::failure(states, b);
+        tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
+        if let Some((method, uri, headers)) = replay.take() {
+            if ctx.retry_budget.withdraw() {
+                // Should no other backend take it, the client hears of this failure.
+                unanswered = Some((status, reason, b));
+                Metrics::count(&ctx.metrics.retries, "replayed");
+                let mut again = Request::new(RequestBody {
+                    inner: None,
+                    bytes_in: None,
+                });
+                *again.method_mut() = method;
+                *again.uri_mut() = uri;
+                *again.headers_mut() = headers;
+                req = again;
+                continue;
+            }
+            Metrics::count(&ctx.metrics.retries, "budget_exhausted");
+        }
+        unanswered = Some((status, reason, b));
+        break;
+    }
+    if let Some((status, reason, b)) = unanswered {
+        states[b].metrics.response(status);
+        let mut response = plain(status, &format!("{reason}\n"));
         finish(&mut response, service, https, pinned, b);
         return match log_line {
             Some(line) => line.log(started, Some(states[b].addr), response),

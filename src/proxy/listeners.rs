@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::{Context, http, tcp, udp};
+use super::admission::REFUSED_HTTP;
+use super::{Context, ListenerSlots, http, tcp, udp};
 use crate::routing::{Mode, RoutingTable};
+use crate::upgrade::{self, Proto};
 
 const BACKLOG: i32 = 1024;
 
@@ -122,8 +124,24 @@ impl Listeners {
     }
 }
 
-/// A UDP socket on a VIP address (which need not be local: `IP_FREEBIND`).
-pub fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+/// A UDP socket on a VIP address (which need not be local: `IP_FREEBIND`), or the one a
+/// previous process handed over.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<Arc<tokio::net::UdpSocket>> {
+    let socket = bind_std_udp(addr)?;
+    socket.set_nonblocking(true)?;
+    let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
+    upgrade::register(Proto::Udp, addr, &socket);
+    Ok(socket)
+}
+
+/// A blocking UDP socket (the DNS server's), or the one a previous process handed over; the
+/// caller registers it for the next hand-over.
+pub fn bind_std_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    if let Some(fd) = upgrade::take_inherited(Proto::Udp, addr) {
+        let socket = std::net::UdpSocket::from(fd);
+        socket.set_nonblocking(false)?;
+        return Ok(socket);
+    }
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -134,12 +152,27 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     } else {
         socket.set_freebind_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listening TCP socket, or the one a previous process handed over; registered so that the
+/// next upgrade can hand it on.
+pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<TcpListener>> {
+    let listener = match upgrade::take_inherited(Proto::Tcp, addr) {
+        Some(fd) => {
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)?
+        }
+        None => bind_fresh(addr)?,
+    };
+    let listener = Arc::new(listener);
+    upgrade::register(Proto::Tcp, addr, &listener);
+    Ok(listener)
+}
+
+fn bind_fresh(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -159,75 +192,98 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(listener: TcpListener, listen: SocketAddr, ctx: Arc<Context>) {
+/// Accepts the next connection, once the process serves (see [`super::Gate`]); backs off when
+/// accepting fails (out of file descriptors) instead of spinning.
+async fn next(listener: &TcpListener, name: &str) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(serve(stream, peer, listen, ctx.clone()));
-            }
+            Ok(accepted) => return accepted,
             Err(e) => {
-                // Out of file descriptors or similar: back off instead of spinning.
-                tracing::warn!(listen = %listen, "accept failed: {e}");
+                tracing::warn!(listener = name, "accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
 }
 
+async fn accept_loop(listener: Arc<TcpListener>, listen: SocketAddr, ctx: Arc<Context>) {
+    ctx.serving.wait().await;
+    let (slots, name) = (Arc::new(ListenerSlots::default()), listen.to_string());
+    loop {
+        let (stream, peer) = next(&listener, &name).await;
+        // Over a limit, a TCP connection is closed at once: the client sees it end, not hang.
+        match ctx.admit(&slots, &name) {
+            Ok(admission) => {
+                tokio::spawn(serve(stream, peer, listen, ctx.clone(), admission));
+            }
+            Err(_) => {
+                let snapshot = ctx.store.load();
+                let route = snapshot.table.route_at(listen);
+                if route.is_some_and(|r| snapshot.table.services[r.first()].mode == Mode::Http) {
+                    refuse_http(stream);
+                }
+            }
+        }
+    }
+}
+
+/// A connection refused by a limit on an HTTP listener hears why, without the proxy waiting
+/// to read its request.
+fn refuse_http(stream: TcpStream) {
+    let _ = stream.try_write(REFUSED_HTTP);
+}
+
 /// The accept loop of a shared HTTP listener (vhosts, or the app-id listener); it stops
 /// accepting when switchyard stops.
 pub async fn accept_http(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     entry: http::Entry,
     protocol: http::Protocol,
     ctx: Arc<Context>,
 ) {
+    ctx.serving.wait().await;
+    let slots = Arc::new(ListenerSlots::default());
+    let name = format!("{entry:?}");
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (stream, peer) = tokio::select! {
+            a = next(&listener, &name) => a,
             _ = ctx.shutdown.stopping() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    let _tracked = ctx.shutdown.track();
-                    let _ = stream.set_nodelay(true);
-                    http::serve(stream, peer, entry, protocol, ctx.clone()).await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!(?entry, "accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+        let Ok(admission) = ctx.admit(&slots, &name) else {
+            refuse_http(stream);
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _admission = admission;
+            let _ = stream.set_nodelay(true);
+            http::serve(stream, peer, entry, protocol, ctx.clone()).await;
+        });
     }
 }
 
 /// The accept loop of a shared HTTPS listener: TLS handshake (bounded in time), then HTTP/2 or
 /// HTTP/1.1 as ALPN chose.
 pub async fn accept_https(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     tls: tokio_rustls::TlsAcceptor,
     handshake_timeout: std::time::Duration,
     ctx: Arc<Context>,
 ) {
+    ctx.serving.wait().await;
+    let slots = Arc::new(ListenerSlots::default());
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (stream, peer) = tokio::select! {
+            a = next(&listener, "https") => a,
             _ = ctx.shutdown.stopping() => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("https accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        // Before the handshake nothing can be said to the client: refused, it is closed.
+        let Ok(admission) = ctx.admit(&slots, "https") else {
+            continue;
         };
         let (ctx, tls) = (ctx.clone(), tls.clone());
         tokio::spawn(async move {
-            let _tracked = ctx.shutdown.track();
+            let _admission = admission;
             let _ = stream.set_nodelay(true);
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
@@ -257,8 +313,13 @@ pub async fn accept_https(
     }
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, listen: SocketAddr, ctx: Arc<Context>) {
-    let _tracked = ctx.shutdown.track();
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listen: SocketAddr,
+    ctx: Arc<Context>,
+    _admission: super::Admission,
+) {
     let snapshot = ctx.store.load_full();
     let Some(route) = snapshot.table.route_at(listen) else {
         return;

@@ -1,7 +1,9 @@
 //! The data plane: service-port listeners and the TCP and HTTP proxies behind them.
 
+mod admission;
 pub mod http;
 pub mod listeners;
+mod retry_budget;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -14,9 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
+pub use self::admission::{Admission, Gate, ListenerSlots};
+pub use self::retry_budget::RetryBudget;
 use crate::metrics::Metrics;
 use crate::routing::store::Store;
 
@@ -24,6 +29,33 @@ use crate::routing::store::Store;
 pub struct Context {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    /// The reloadable knobs; a connection reads them once, when it starts.
+    pub settings: ArcSwap<Settings>,
+    pub shutdown: Shutdown,
+    /// Shared by every HTTP replay: retries stay within a fraction of the requests.
+    pub retry_budget: RetryBudget,
+    /// Closed while a new process, taking over from an old one, is not ready to serve: nothing
+    /// is accepted until it opens.
+    pub serving: Gate,
+}
+
+impl Context {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, settings: Settings) -> Context {
+        Context {
+            store,
+            metrics,
+            settings: ArcSwap::from_pointee(settings),
+            shutdown: Shutdown::default(),
+            retry_budget: RetryBudget::default(),
+            serving: Gate::open(),
+        }
+    }
+}
+
+/// The proxy's knobs from the configuration, swapped whole on a reload: connections opened
+/// after it use the new values, open ones keep theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub client_header_timeout: Duration,
@@ -36,7 +68,27 @@ pub struct Context {
     /// UDP VIP sessions: idle time before one ends, and how many one VIP keeps.
     pub udp_idle_timeout: Duration,
     pub udp_max_sessions: usize,
-    pub shutdown: Shutdown,
+    /// Open client connections allowed per listener, and in all.
+    pub max_connections_per_listener: usize,
+    pub max_connections: usize,
+}
+
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Settings {
+        Settings {
+            connect_timeout: config.proxy.connect_timeout,
+            response_timeout: config.proxy.response_timeout,
+            client_header_timeout: config.proxy.client_header_timeout,
+            max_header_bytes: config.http.max_header_bytes,
+            max_headers: config.http.max_headers,
+            access_log: config.http.access_log,
+            retry_idempotent: config.proxy.retry_idempotent,
+            udp_idle_timeout: config.vip.udp_idle_timeout,
+            udp_max_sessions: config.vip.udp_max_sessions,
+            max_connections_per_listener: config.proxy.max_connections_per_listener,
+            max_connections: config.proxy.max_connections,
+        }
+    }
 }
 
 /// Counts open client connections so that SIGTERM can wait for them, and tells them to wind down.
@@ -48,9 +100,15 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    pub fn track(&self) -> Tracked<'_> {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Tracked(self)
+    /// Counts a connection in; returns how many are open with it.
+    pub fn acquire(&self) -> usize {
+        self.open.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn release(&self) {
+        if self.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle.notify_waiters();
+        }
     }
 
     pub fn open(&self) -> usize {
@@ -75,16 +133,6 @@ impl Shutdown {
                 return;
             }
             notified.await;
-        }
-    }
-}
-
-pub struct Tracked<'a>(&'a Shutdown);
-
-impl Drop for Tracked<'_> {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.idle.notify_waiters();
         }
     }
 }

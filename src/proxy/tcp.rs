@@ -30,7 +30,7 @@ pub async fn serve(
         let candidates = svc.balancer.candidates(flow, |i| states[i].load());
         for b in crate::outlier::ordered(states, candidates) {
             let started = std::time::Instant::now();
-            match connect(states[b].addr, ctx.connect_timeout).await {
+            match connect(states[b].addr, ctx.settings.load().connect_timeout).await {
                 Ok(stream) => {
                     states[b].observe_connect(started.elapsed());
                     states[b].outlier.success();

@@ -22,8 +22,8 @@ struct Session {
     closed: Arc<AtomicBool>,
 }
 
-pub async fn serve(socket: UdpSocket, listen: SocketAddr, ctx: Arc<Context>) {
-    let socket = Arc::new(socket);
+pub async fn serve(socket: Arc<UdpSocket>, listen: SocketAddr, ctx: Arc<Context>) {
+    ctx.serving.wait().await;
     let epoch = Instant::now();
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let mut buf = vec![0u8; 65535];
@@ -43,10 +43,11 @@ pub async fn serve(socket: UdpSocket, listen: SocketAddr, ctx: Arc<Context>) {
             sessions.remove(&client);
         }
         if !sessions.contains_key(&client) {
-            if sessions.len() >= ctx.udp_max_sessions {
+            let max_sessions = ctx.settings.load().udp_max_sessions;
+            if sessions.len() >= max_sessions {
                 sessions.retain(|_, s| !s.closed.load(Ordering::Relaxed));
             }
-            if sessions.len() >= ctx.udp_max_sessions {
+            if sessions.len() >= max_sessions {
                 tracing::debug!(%listen, "udp session table full: datagram dropped");
                 continue;
             }
@@ -118,7 +119,7 @@ async fn open(
         session.last.clone(),
         session.closed.clone(),
         socket.clone(),
-        ctx.udp_idle_timeout,
+        ctx.settings.load().udp_idle_timeout,
     );
     let active = state.open();
     tokio::spawn(async move {

@@ -47,7 +47,8 @@ pub async fn send(
     // the request goes out, one fresh connection to the same backend is tried.
     let mut pooled = match state.checkout() {
         Some(mut sender) => {
-            let ready = tokio::time::timeout(ctx.connect_timeout, sender.ready()).await;
+            let ready =
+                tokio::time::timeout(ctx.settings.load().connect_timeout, sender.ready()).await;
             matches!(ready, Ok(Ok(()))).then_some(sender)
         }
         None => None,
@@ -108,7 +109,7 @@ pub async fn await_response(
 ) -> Exchange {
     let sent = std::time::Instant::now();
     let result = tokio::select! {
-        r = tokio::time::timeout(ctx.response_timeout, exchange) => r,
+        r = tokio::time::timeout(ctx.settings.load().response_timeout, exchange) => r,
         _ = state.drained() => {
             return Exchange::Over(Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into()))
         }
@@ -135,7 +136,7 @@ pub async fn await_response(
 
 pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
     let started = std::time::Instant::now();
-    let stream = connect(state.addr, ctx.connect_timeout)
+    let stream = connect(state.addr, ctx.settings.load().connect_timeout)
         .await
         .map_err(|e| {
             state.metrics.connect_failures.inc();

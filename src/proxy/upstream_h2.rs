@@ -63,7 +63,7 @@ pub async fn send(
 
 async fn open(state: &BackendState, ctx: &Context) -> Option<H2Upstream> {
     let started = std::time::Instant::now();
-    let stream = match connect(state.addr, ctx.connect_timeout).await {
+    let stream = match connect(state.addr, ctx.settings.load().connect_timeout).await {
         Ok(stream) => stream,
         Err(e) => {
             state.metrics.connect_failures.inc();

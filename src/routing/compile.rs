@@ -30,6 +30,8 @@ pub struct CompileConfig {
     pub weight_overrides: Overrides,
     /// VIPs: the range named VIPs get addresses from, and their balancer. `None`: no VIPs.
     pub vip: Option<VipSettings>,
+    /// Active health checks; `None`: off.
+    pub health: Option<crate::health_check::Policy>,
 }
 
 impl CompileConfig {
@@ -45,6 +47,7 @@ impl CompileConfig {
             default_app: None,
             weight_overrides: Overrides::new(),
             vip: None,
+            health: None,
         }
     }
 
@@ -58,6 +61,7 @@ impl CompileConfig {
             default_app: config.http.default_app.clone(),
             weight_overrides: Overrides::new(),
             vip: config.vip.settings(),
+            health: crate::health_check::Policy::from_config(&config.health_checks),
         }
     }
 
@@ -196,6 +200,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     .collect(),
                 vhosts,
                 upstream_h2: labels.upstream_h2,
+                probe: config.health.as_ref().and_then(|h| h.probe(&app.probes, n)),
                 weight: labels.weight,
                 canary: labels.canary_header,
                 deployment: labels.deployment,
@@ -214,7 +219,8 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         }
     }
     if let Some(vip) = &config.vip {
-        vip_services(cluster, vip, &mut claimed, &mut table, &mut entries);
+        let health = config.health.as_ref();
+        vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
     }
     table.services.sort_by(|a, b| a.key.cmp(&b.key));
     table.udp = table
@@ -337,6 +343,7 @@ fn route_for(
 fn vip_services(
     cluster: &Cluster,
     settings: &VipSettings,
+    health: Option<&crate::health_check::Policy>,
     claimed: &mut Claims,
     table: &mut RoutingTable,
     entries: &mut Vec<Entries>,
@@ -414,6 +421,12 @@ fn vip_services(
                 entries.push((key.clone(), vec![listen], Vec::new(), Vec::new()));
             }
             let mut backends_all = Vec::new();
+            // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
+            let probe = health.filter(|_| !udp).and_then(|h| {
+                let (app_id, n) = members[0];
+                let probes = cluster.apps.get(app_id).map_or(&[][..], |a| &a.probes);
+                h.probe(probes, *n)
+            });
             for (app_id, n) in members {
                 let Some(app) = cluster.apps.get(app_id) else {
                     continue;
@@ -438,6 +451,8 @@ fn vip_services(
                 canary: None,
                 deployment: Default::default(),
                 upstream_h2: false,
+                // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
+                probe,
                 held_back: Vec::new(),
             });
         }

@@ -68,6 +68,8 @@ pub struct Service {
     pub deployment: labels::Deployment,
     /// HTTP mode speaks HTTP/2 (prior knowledge) to the backends.
     pub upstream_h2: bool,
+    /// How switchyard checks its backends itself (`None`: it leaves that to Marathon).
+    pub probe: Option<crate::health_check::Probe>,
     /// The app's tasks that get no traffic, and why (for operators: not used to route).
     pub held_back: Vec<(crate::cluster::TaskId, &'static str)>,
 }

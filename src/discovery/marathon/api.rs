@@ -236,6 +236,11 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
             Networking::Host
         },
         health_checks: app.health_checks.len(),
+        probes: app
+            .health_checks
+            .iter()
+            .filter_map(crate::health_check::from_marathon)
+            .collect(),
         tasks,
     })
 }
