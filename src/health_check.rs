@@ -149,23 +149,23 @@ impl Health {
     }
 }
 
-/// What to probe: every backend of the live table that has a probe, once per address.
+/// What to probe: every backend of the live table whose service has a probe.
 pub type Targets = Vec<(Probe, Arc<BackendState>)>;
 
 /// Runs the probes of the latest `targets`, keeping one loop per backend.
 pub async fn run(mut targets: watch::Receiver<Targets>, concurrency: usize, metrics: Arc<Metrics>) {
     let permits = Arc::new(Semaphore::new(concurrency));
-    let mut loops: HashMap<SocketAddr, (Probe, Arc<BackendState>, JoinHandle<()>)> = HashMap::new();
+    // One loop per backend state (a backend of one service), keyed by where it lives; the loop
+    // holds the state, so the key cannot be reused while the loop runs.
+    let mut loops: HashMap<usize, (Probe, Arc<BackendState>, JoinHandle<()>)> = HashMap::new();
     loop {
-        let wanted: HashMap<SocketAddr, (Probe, Arc<BackendState>)> = targets
+        let wanted: HashMap<usize, (Probe, Arc<BackendState>)> = targets
             .borrow_and_update()
             .iter()
-            .map(|(p, s)| (s.addr, (p.clone(), s.clone())))
+            .map(|(p, s)| (Arc::as_ptr(s) as usize, (p.clone(), s.clone())))
             .collect();
-        loops.retain(|addr, (probe, state, handle)| {
-            let keep = wanted
-                .get(addr)
-                .is_some_and(|(p, s)| p == probe && Arc::ptr_eq(s, state));
+        loops.retain(|key, (probe, _, handle)| {
+            let keep = wanted.get(key).is_some_and(|(p, _)| p == probe);
             if !keep {
                 handle.abort();
             }

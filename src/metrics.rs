@@ -56,6 +56,8 @@ pub struct Metrics {
     pub no_backend: Family<ServiceLabels, Counter>,
     pub events: Family<KindLabels, Counter>,
     pub malformed_events: Counter,
+    /// Marathon sessions that ended in an error (refused, bad answer, stream cut or idle).
+    pub source_errors: Counter,
     pub rejected_inputs: Family<KindLabels, Counter>,
     pub connections_refused: Family<KindLabels, Counter>,
     pub config_reloads: Family<KindLabels, Counter>,
@@ -100,6 +102,7 @@ impl Metrics {
             no_backend: Family::default(),
             events: Family::default(),
             malformed_events: Counter::default(),
+            source_errors: Counter::default(),
             rejected_inputs: Family::default(),
             connections_refused: Family::default(),
             config_reloads: Family::default(),
@@ -164,6 +167,11 @@ impl Metrics {
             "source_malformed_events",
             "Events that could not be parsed",
             m.malformed_events.clone(),
+        );
+        r.register(
+            "source_errors",
+            "Marathon sessions that ended in an error (then retried with backoff)",
+            m.source_errors.clone(),
         );
         r.register(
             "rejected_inputs",

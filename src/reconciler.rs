@@ -431,10 +431,10 @@ impl Reconciler {
         }
     }
 
-    /// Every live backend whose service has a probe, once per address.
+    /// Every live backend whose service has a probe (a backend in two services is probed by
+    /// each: their checks may differ, as HAProxy's do per backend section).
     fn send_health_targets(&self) {
         let snapshot = self.store.load();
-        let mut seen = HashSet::new();
         let targets: crate::health_check::Targets = snapshot
             .table
             .services
@@ -442,7 +442,6 @@ impl Reconciler {
             .zip(snapshot.states.iter())
             .filter_map(|(service, states)| Some((service.probe.as_ref()?, states)))
             .flat_map(|(probe, states)| states.iter().map(move |s| (probe, s)))
-            .filter(|(_, s)| seen.insert(s.addr))
             .map(|(probe, s)| (probe.clone(), s.clone()))
             .collect();
         self.health_targets.send_if_modified(|current| {

@@ -227,10 +227,22 @@ async fn accept_loop(listener: Arc<TcpListener>, listen: SocketAddr, ctx: Arc<Co
     }
 }
 
-/// A connection refused by a limit on an HTTP listener hears why, without the proxy waiting
-/// to read its request.
+/// A connection refused by a limit on an HTTP listener hears why. The request is not read, but
+/// what the client sent is drained for a moment after the answer: closing with unread bytes
+/// would send a reset, which can destroy the answer before the client reads it.
 fn refuse_http(stream: TcpStream) {
-    let _ = stream.try_write(REFUSED_HTTP);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let linger = async {
+            stream.write_all(REFUSED_HTTP).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            std::io::Result::Ok(())
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), linger).await;
+    });
 }
 
 /// The accept loop of a shared HTTP listener (vhosts, or the app-id listener); it stops

@@ -11,8 +11,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// Ways the stand-in can misbehave, for fault-injection tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    /// Every request: 500.
+    ServerError,
+    /// Every request: 200 with a body that is not JSON.
+    Garbage,
+    /// `/v2/apps`: 200 with a 50 MB body.
+    Huge,
+    /// `/v2/events`: a stream that sends a byte every 50 ms and never finishes a line.
+    SlowDrip,
+    /// Every request: a 302 to itself.
+    RedirectLoop,
+    /// Every connection is closed at once, as if Marathon were gone.
+    Gone,
+}
+
 #[derive(Default)]
 struct State {
+    fault: Option<Fault>,
     apps: Vec<Value>,
     /// When set, this instance is a standby: every request is redirected to this base URL.
     leader: Option<String>,
@@ -60,6 +78,13 @@ impl Marathon {
     /// Makes this instance a standby that redirects to `leader`.
     pub fn redirect_to(&self, leader: &Marathon) {
         self.state.lock().unwrap().leader = Some(leader.url());
+    }
+
+    /// Starts (`Some`) or ends (`None`) a misbehaviour; open event streams are dropped so that
+    /// the next connection meets it.
+    pub fn fault(&self, fault: Option<Fault>) {
+        self.state.lock().unwrap().fault = fault;
+        self.drop_streams();
     }
 
     pub fn set_apps(&self, apps: Vec<Value>) {
@@ -114,6 +139,10 @@ impl Marathon {
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+    let fault = state.lock().unwrap().fault;
+    if fault == Some(Fault::Gone) {
+        return;
+    }
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -159,6 +188,55 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         return;
     }
     let path = target.split('?').next().unwrap_or("");
+    match fault {
+        Some(Fault::ServerError) => {
+            let _ = respond(&mut stream, "500 Server Error", "text/plain", "boom").await;
+            return;
+        }
+        Some(Fault::Garbage) => {
+            let body = "<html>{\"apps\": [ not json";
+            let _ = respond(&mut stream, "200 OK", "application/json", body).await;
+            return;
+        }
+        Some(Fault::RedirectLoop) => {
+            let body = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(body.as_bytes()).await;
+            return;
+        }
+        Some(Fault::Huge) if path == "/v2/apps" => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{\"apps\":[",
+                50 << 20
+            );
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let filler = vec![b' '; 1 << 20];
+            for _ in 0..50 {
+                if stream.write_all(&filler).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        Some(Fault::SlowDrip) if path == "/v2/events" => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            // One byte of an endless `data:` line at a time, for at most a minute.
+            for _ in 0..1200 {
+                if stream.write_all(b"1\r\nx\r\n").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            return;
+        }
+        _ => {}
+    }
     if path == "/v2/events" {
         if !request
             .accept

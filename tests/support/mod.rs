@@ -82,9 +82,16 @@ impl Switchyard {
             "{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n[log]\nlevel = \"info,switchyard=debug\"\n"
         );
         std::fs::write(&config, full).unwrap();
+        Switchyard::launch(dir, &config, &[])
+    }
+
+    /// Runs switchyard on an existing configuration file with more arguments; `dir` is removed
+    /// when it stops.
+    pub fn launch(dir: PathBuf, config: &std::path::Path, args: &[&str]) -> Switchyard {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .arg("--config")
-            .arg(&config)
+            .arg(config)
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -166,6 +173,26 @@ impl Switchyard {
 
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Waits for the process to exit; its status code.
+    pub async fn exited(&mut self) -> Option<i32> {
+        wait_for("switchyard to exit", || {
+            let status = self.child.try_wait().unwrap();
+            async move { status.map(|s| s.code()) }
+        })
+        .await
     }
 }
 

@@ -67,6 +67,7 @@ impl MarathonSource {
             match self.session(&base, &mut rejections).await {
                 Ended::Closed => return,
                 Ended::Stream(reason) => {
+                    self.metrics.source_errors.inc();
                     tracing::warn!(marathon = %base, "event stream ended: {reason}");
                 }
             }
@@ -127,8 +128,10 @@ impl MarathonSource {
         let mut decoded = Vec::new();
         let mut pending = Pending::default();
         let mut next_resync = Instant::now() + self.config.resync_interval;
+        // Idle is measured in whole lines (events and keep-alive newlines), not bytes: a stream
+        // dripping a byte at a time without ever finishing a line is as good as dead.
+        let mut idle = Instant::now() + self.config.stream_idle_timeout;
         loop {
-            let idle = Instant::now() + self.config.stream_idle_timeout;
             let due = pending.due.unwrap_or(next_resync).min(next_resync);
             tokio::select! {
                 frame = body.frame() => {
@@ -140,6 +143,9 @@ impl MarathonSource {
                             Err(_) => continue,
                         },
                     };
+                    if bytes.contains(&b'\n') {
+                        idle = Instant::now() + self.config.stream_idle_timeout;
+                    }
                     if let Err(sse::LineTooLong(n)) = decoder.feed(&bytes, &mut decoded) {
                         self.metrics.malformed_events.inc();
                         return Ended::Stream(format!("event line longer than {n} bytes"));
@@ -151,7 +157,7 @@ impl MarathonSource {
                     }
                 }
                 _ = tokio::time::sleep_until(idle) => {
-                    return Ended::Stream(format!("no data for {:?}", self.config.stream_idle_timeout));
+                    return Ended::Stream(format!("no complete line for {:?}", self.config.stream_idle_timeout));
                 }
                 _ = tokio::time::sleep_until(due) => {
                     if Instant::now() >= next_resync {
@@ -220,7 +226,7 @@ impl MarathonSource {
             .fetch(base, SNAPSHOT_PATH)
             .await?
             .ok_or("404 on /v2/apps")?;
-        let parsed = api::parse_apps(&body)?;
+        let parsed = api::parse_apps(&body).inspect_err(|_| self.metrics.reject("snapshot"))?;
         rejections.report_all(&parsed.rejected, "app", &self.metrics);
         tracing::debug!(apps = parsed.apps.len(), "snapshot");
         self.events

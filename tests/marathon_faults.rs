@@ -1,0 +1,111 @@
+//! Fault injection on the Marathon side: answers of 500, garbage, a 50 MB body, a 302 loop, an
+//! event stream that drips a byte at a time, and Marathon gone for a minute. Through each, the
+//! last good table keeps serving, the process stays up, and a change made meanwhile is picked up
+//! once Marathon behaves again. Also: the DNS upstream down, and a certificate replaced by
+//! garbage (in tls.rs).
+
+mod support;
+
+use serde_json::json;
+use support::marathon::{Fault, Marathon, app, task};
+use support::*;
+
+fn config(marathon: &Marathon) -> String {
+    format!(
+        "[discovery]\nmarathon = [{:?}]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n\
+         stream_idle_timeout = \"1s\"\nmax_snapshot_bytes = 8388608\n\
+         [proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\ndrain_timeout = \"1s\"\n",
+        marathon.url()
+    )
+}
+
+fn web(port: u16, backends: &[&Backend]) -> serde_json::Value {
+    let tasks = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| task("/web", &format!("web.{i}"), b.port()))
+        .collect();
+    app("/web", port, json!({"HAPROXY_0_MODE": "http"}), tasks)
+}
+
+#[tokio::test]
+async fn a_misbehaving_marathon_never_takes_the_table_down() {
+    let (one, two) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![web(port, &[&one])]);
+    let mut sy = Switchyard::start("marathon-faults", &config(&marathon));
+    sy.wait_routes("served", |r| backends(r, port) == vec![one.addr])
+        .await;
+    let mut current = vec![&one];
+    for fault in [
+        Fault::ServerError,
+        Fault::Garbage,
+        Fault::Huge,
+        Fault::RedirectLoop,
+        Fault::SlowDrip,
+    ] {
+        let seen = marathon.requests().len();
+        marathon.fault(Some(fault));
+        // Switchyard keeps trying against the fault ...
+        wait_for(&format!("retries under {fault:?}"), || async {
+            (marathon.requests().len() >= seen + 3).then_some(())
+        })
+        .await;
+        // ... while serving from its last good table.
+        let expected: Vec<String> = current.iter().map(|b| b.name.clone()).collect();
+        assert_eq!(answers(port, 4).await, expected, "under {fault:?}");
+        assert!(sy.alive(), "alive under {fault:?}");
+        // A change made during the fault arrives once Marathon behaves.
+        current = if current.len() == 1 {
+            vec![&one, &two]
+        } else {
+            vec![&one]
+        };
+        marathon.set_apps(vec![web(port, &current)]);
+        marathon.fault(None);
+        let want: Vec<_> = {
+            let mut v: Vec<_> = current.iter().map(|b| b.addr).collect();
+            v.sort();
+            v
+        };
+        sy.wait_routes(&format!("recovered from {fault:?}"), |r| {
+            backends(r, port) == want
+        })
+        .await;
+    }
+    assert!(
+        sy.metric("switchyard_source_errors_total", &[]).await >= 5.0,
+        "every fault was counted"
+    );
+    assert!(
+        sy.metric("switchyard_rejected_inputs_total", &["snapshot"])
+            .await
+            >= 1.0,
+        "the garbage snapshot was counted as rejected"
+    );
+}
+
+#[tokio::test]
+async fn marathon_gone_for_a_minute_changes_nothing_and_its_return_is_picked_up() {
+    let (one, two) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![web(port, &[&one])]);
+    let mut sy = Switchyard::start("marathon-gone", &config(&marathon));
+    sy.wait_routes("served", |r| backends(r, port) == vec![one.addr])
+        .await;
+    marathon.fault(Some(Fault::Gone));
+    let gone = std::time::Instant::now();
+    while gone.elapsed() < std::time::Duration::from_secs(60) {
+        assert_eq!(answers(port, 2).await, vec!["one"]);
+        assert!(sy.alive());
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(sy.metric("switchyard_source_connected", &[]).await, 0.0);
+    marathon.set_apps(vec![web(port, &[&one, &two])]);
+    marathon.fault(None);
+    sy.wait_routes("back", |r| backends(r, port).len() == 2)
+        .await;
+    assert_eq!(answers(port, 6).await, vec!["one", "two"]);
+}
