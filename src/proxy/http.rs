@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -57,13 +58,28 @@ pub enum Protocol {
     Auto,
 }
 
-/// Runs a connection until it ends; on shutdown, asks it to finish its current requests.
+/// How long a connection accepted just before a stop may take to send its first request, which
+/// is then served: closing it at once would lose a request the client has already sent.
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a connection until it ends; on shutdown, asks it to finish its current requests (after
+/// its first one, for a connection that has not sent one yet).
 macro_rules! drive {
-    ($conn:expr, $ctx:expr) => {{
+    ($conn:expr, $ctx:expr, $asked:expr) => {{
         let mut conn = std::pin::pin!($conn);
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = $ctx.shutdown.stopping() => conn.as_mut().graceful_shutdown(),
+            _ = $ctx.shutdown.stopping() => {}
+        }
+        let first_request = async {
+            let grace = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+            while !$asked.load(Ordering::Relaxed) && tokio::time::Instant::now() < grace {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = first_request => conn.as_mut().graceful_shutdown(),
         }
         let _ = conn.await;
     }};
@@ -84,7 +100,11 @@ pub async fn serve<S>(
         addr: peer,
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
     };
+    // Set by the first request: see `drive!`.
+    let asked = Arc::new(AtomicBool::new(false));
+    let seen = asked.clone();
     let service = service_fn(move |req| {
+        seen.store(true, Ordering::Relaxed);
         let (ctx, client) = (handler.clone(), client.clone());
         async move { Ok::<_, Infallible>(proxy(req, &client, entry, &ctx).await) }
     });
@@ -100,14 +120,16 @@ pub async fn serve<S>(
                 .keep_alive(true)
                 .serve_connection(io, service)
                 .with_upgrades(),
-            ctx
+            ctx,
+            asked
         ),
         Protocol::Http2 => drive!(
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(settings.max_header_bytes as u32)
                 .serve_connection(io, service),
-            ctx
+            ctx,
+            asked
         ),
         Protocol::Auto => {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -122,7 +144,11 @@ pub async fn serve<S>(
                 .http2()
                 .timer(TokioTimer::new())
                 .max_header_list_size(settings.max_header_bytes as u32);
-            drive!(builder.serve_connection_with_upgrades(io, service), ctx)
+            drive!(
+                builder.serve_connection_with_upgrades(io, service),
+                ctx,
+                asked
+            )
         }
     }
 }
