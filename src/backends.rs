@@ -100,6 +100,8 @@ pub struct BackendState {
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
     idle: Mutex<Vec<Upstream>>,
+    /// Idle connections of the HTTP/1.1 fast path (plain sockets, between exchanges).
+    raw_idle: Mutex<Vec<tokio::net::TcpStream>>,
     /// The shared HTTP/2 connection, for services that speak h2c to their backends.
     pub h2: Mutex<Option<crate::proxy::upstream_h2::H2Upstream>>,
     max_idle: usize,
@@ -186,9 +188,35 @@ impl BackendState {
         }
     }
 
+    /// An idle fast-path connection that is still open: one the backend closed while it was
+    /// idle reads as ended (or holds bytes nobody asked for) and is dropped.
+    pub fn checkout_raw(&self) -> Option<tokio::net::TcpStream> {
+        let mut idle = self.raw_idle.lock().unwrap();
+        while let Some(conn) = idle.pop() {
+            let mut probe = [0u8; 1];
+            if matches!(conn.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a fast-path connection whose exchange ended cleanly to the pool.
+    pub fn checkin_raw(&self, conn: tokio::net::TcpStream) {
+        if self.is_draining() {
+            return;
+        }
+        let mut idle = self.raw_idle.lock().unwrap();
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+
     fn start_draining(&self, deadline: Instant) {
         self.drain.send_replace(Some(deadline));
         self.idle.lock().unwrap().clear();
+        self.raw_idle.lock().unwrap().clear();
         self.h2.lock().unwrap().take();
     }
 }
@@ -289,6 +317,7 @@ impl Registry {
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),
             drain: watch::Sender::new(None),
             idle: Mutex::new(Vec::new()),
+            raw_idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             max_idle: self.max_idle,
         })

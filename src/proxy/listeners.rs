@@ -269,7 +269,12 @@ pub async fn accept_http(
         tokio::spawn(async move {
             let _admission = admission;
             let _ = stream.set_nodelay(true);
-            http::serve(stream, peer, entry, protocol, ctx.clone()).await;
+            match (entry, protocol) {
+                (http::Entry::Vhost { .. }, http::Protocol::Http1) => {
+                    super::h1::serve(stream, peer, entry, ctx.clone()).await
+                }
+                _ => http::serve(stream, peer, entry, protocol, ctx.clone()).await,
+            }
         });
     }
 }
@@ -358,8 +363,7 @@ async fn serve(
         Mode::Http => {
             drop(snapshot);
             let _ = stream.set_nodelay(true);
-            let entry = http::Entry::Port(listen);
-            http::serve(stream, peer, entry, http::Protocol::Http1, ctx.clone()).await
+            super::h1::serve(stream, peer, http::Entry::Port(listen), ctx.clone()).await
         }
     }
 }

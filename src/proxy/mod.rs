@@ -1,6 +1,8 @@
 //! The data plane: service-port listeners and the TCP and HTTP proxies behind them.
 
 mod admission;
+mod h1;
+mod h1_framing;
 pub mod http;
 pub mod listeners;
 mod retry_budget;
@@ -118,6 +120,10 @@ impl Shutdown {
     /// Asks every connection to finish: HTTP connections close after their current request.
     pub fn begin(&self) {
         self.stopping.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     pub async fn stopping(&self) {

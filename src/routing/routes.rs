@@ -139,6 +139,11 @@ impl Route {
         Some(self.live[self.picker.next()])
     }
 
+    /// Some app of the route can be chosen by a request header.
+    pub fn has_canaries(&self) -> bool {
+        !self.canaries.is_empty()
+    }
+
     /// A service to report a failure against when nothing can be picked.
     pub fn first(&self) -> usize {
         self.members[0].service

@@ -15,9 +15,11 @@ use crate::dns::zone::{IpSource, ZoneConfig};
 use crate::routing::Balance;
 use crate::routing::vip::{VipRange, VipSettings};
 
+mod validate;
+
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
 /// is given.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/switchyard.toml");
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -482,128 +484,6 @@ impl Config {
     /// The embedded default; its relative paths are relative to the working directory.
     pub fn embedded() -> Config {
         Config::parse(EMBEDDED_DEFAULT, Path::new(".")).expect("embedded default config is valid")
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let d = &self.discovery;
-        match (&d.file, d.marathon.is_empty()) {
-            (Some(_), false) => {
-                return Err("discovery: set either `file` or `marathon`, not both".into());
-            }
-            (None, true) => {
-                return Err("discovery: set `file` or `marathon` (no source configured)".into());
-            }
-            _ => {}
-        }
-        for url in &d.marathon {
-            crate::discovery::marathon::client::BaseUrl::parse(url)
-                .map_err(|e| format!("discovery.marathon: {url:?}: {e}"))?;
-        }
-        if let Some(auth) = &d.basic_auth
-            && !auth.contains(':')
-        {
-            return Err("discovery.basic_auth: expected \"user:password\"".into());
-        }
-        if d.basic_auth.is_some() && d.token_file.is_some() {
-            return Err("discovery: set either `basic_auth` or `token_file`, not both".into());
-        }
-        if d.backoff_initial.is_zero() || d.backoff_initial > d.backoff_max {
-            return Err("discovery.backoff_initial: must be > 0 and <= backoff_max".into());
-        }
-        if d.resync_interval < Duration::from_secs(1) {
-            return Err("discovery.resync_interval: must be at least 1s".into());
-        }
-        if d.max_event_bytes < 1024 {
-            return Err("discovery.max_event_bytes: must be at least 1024".into());
-        }
-        if d.file_poll_interval.is_zero() {
-            return Err("discovery.file_poll_interval: must be > 0".into());
-        }
-        if self.proxy.group.is_empty() {
-            return Err("proxy.group: must not be empty (use \"*\" to serve every group)".into());
-        }
-        for (key, value) in [
-            ("proxy.connect_timeout", self.proxy.connect_timeout),
-            ("proxy.response_timeout", self.proxy.response_timeout),
-            (
-                "proxy.client_header_timeout",
-                self.proxy.client_header_timeout,
-            ),
-            ("discovery.connect_timeout", d.connect_timeout),
-            ("discovery.request_timeout", d.request_timeout),
-            ("discovery.stream_idle_timeout", d.stream_idle_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(format!("{key}: must be > 0"));
-            }
-        }
-        if self.http.listen.contains(&self.admin.listen) {
-            return Err("http.listen: collides with admin.listen".into());
-        }
-        if !self.https.listen.is_empty()
-            && self.https.certs.is_none()
-            && self.https.default_cert.is_none()
-        {
-            return Err("https.listen: set https.certs or https.default_cert".into());
-        }
-        if self.https.reload_interval.is_zero() || self.https.handshake_timeout.is_zero() {
-            return Err("https.reload_interval and https.handshake_timeout: must be > 0".into());
-        }
-        VipRange::parse(&self.vip.range).map_err(|e| format!("vip.range: {e}"))?;
-        self.vip.balance()?;
-        self.vip.balance_by_name()?;
-        if !self.admin.listen.ip().is_loopback() && self.admin.token_file.is_none() {
-            return Err(
-                "admin.listen: beyond loopback the admin API needs admin.token_file".into(),
-            );
-        }
-        if !matches!(self.health_checks.default.as_str(), "none" | "tcp" | "http") {
-            return Err(format!(
-                "health_checks.default: {:?} (use none, tcp or http)",
-                self.health_checks.default
-            ));
-        }
-        let h = &self.health_checks;
-        if h.interval.is_zero() || h.timeout.is_zero() || h.concurrency == 0 {
-            return Err("health_checks.interval, timeout and concurrency: must be > 0".into());
-        }
-        if h.max_consecutive_failures == 0 {
-            return Err("health_checks.max_consecutive_failures: must be > 0".into());
-        }
-        if !h.path.starts_with('/') {
-            return Err("health_checks.path: must start with /".into());
-        }
-        if self.proxy.max_connections == 0 || self.proxy.max_connections_per_listener == 0 {
-            return Err(
-                "proxy.max_connections and max_connections_per_listener: must be > 0".into(),
-            );
-        }
-        if self.http.max_header_bytes < 8192 {
-            return Err("http.max_header_bytes: must be at least 8192".into());
-        }
-        if self.http.max_headers == 0 {
-            return Err("http.max_headers: must be > 0".into());
-        }
-        self.dns.ip_sources()?;
-        if self.dns.ip_sources.is_empty() {
-            return Err("dns.ip_sources: must name at least one source".into());
-        }
-        let domain = self.dns.domain.trim_end_matches('.');
-        if domain.is_empty()
-            || hickory_proto::rr::Name::from_ascii(format!("{domain}.")).is_err()
-            || !domain.split('.').all(|l| !l.is_empty() && l.len() <= 63)
-        {
-            return Err(format!(
-                "dns.domain: {:?} is not a domain name",
-                self.dns.domain
-            ));
-        }
-        if self.dns.upstream_timeout.is_zero() {
-            return Err("dns.upstream_timeout: must be > 0".into());
-        }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| format!("log.level: {e}"))?;
-        Ok(())
     }
 
     /// Ports that switchyard itself listens on; a service port that asks for one is refused.

@@ -1,0 +1,541 @@
+//! The HTTP/1.1 fast path for plain listeners: request heads are parsed in place (httparse),
+//! written to a pooled backend connection with the proxy's header changes, and the response is
+//! relayed by its framing (length, chunked, or to the close), all in the connection's own task.
+//! It does the common case with a fraction of the work of the general path.
+//!
+//! Anything else leaves it for good, with the bytes read so far, to the general path (hyper):
+//! HTTP/1.0, upgrades, `Expect`, request bodies that are not sized by `Content-Length`,
+//! absolute-form targets, the access log, the app-id listener, and services with sticky
+//! sessions, an ACL, a redirect to https, canary headers or HTTP/2 backends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::h1_framing::{
+    Chunked, Framing, Prefixed, framing_of, plain_response, read_head, write_request_head,
+    write_response_head,
+};
+use super::http::{Entry, Protocol};
+use super::{Context, connect};
+use crate::backends::BackendState;
+use crate::metrics::{Metrics, ServiceLabels};
+use crate::routing::balance::Flow;
+use crate::routing::vhosts::host_key;
+
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Request header fields the fast path parses; a configured `http.max_headers` above it sends
+/// connections to the general path.
+const MAX_HEADERS: usize = 128;
+
+/// Buffers kept for a connection's life, so that a request allocates nothing in the common
+/// case.
+#[derive(Default)]
+struct Scratch {
+    /// The request as sent to the backend.
+    request: Vec<u8>,
+    /// The response head as sent to the client, then its first body bytes.
+    response: Vec<u8>,
+    /// What the backend sent.
+    from_backend: BytesMut,
+}
+
+/// How a request went; the connection goes on after `Done`.
+enum Step {
+    Done,
+    Close,
+    /// Leave the fast path: the general path takes the connection with these bytes.
+    Fallback,
+}
+
+/// Serves a plain HTTP/1.1 connection on `entry` until it closes or leaves the fast path.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, entry: Entry, ctx: Arc<Context>) {
+    let settings = ctx.settings.load_full();
+    if settings.access_log || settings.max_headers > MAX_HEADERS {
+        return super::http::serve(stream, peer, entry, Protocol::Http1, ctx).await;
+    }
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scratch = Scratch::default();
+    let mut served = 0usize;
+    let ip = peer.ip().to_string();
+    loop {
+        // The next head: within the header timeout; between requests, a stop ends the wait.
+        let deadline = tokio::time::Instant::now() + settings.client_header_timeout;
+        let head_len = loop {
+            if !buf.is_empty() {
+                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut slots);
+                match req.parse(&buf) {
+                    Ok(httparse::Status::Complete(_))
+                        if req.headers.len() > settings.max_headers =>
+                    {
+                        return refuse(&mut stream, 431, "too many header fields").await;
+                    }
+                    Ok(httparse::Status::Complete(n)) if n > settings.max_header_bytes => {
+                        return refuse(&mut stream, 431, "request head too large").await;
+                    }
+                    Ok(httparse::Status::Complete(n)) => break n,
+                    Ok(httparse::Status::Partial) => {}
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return refuse(&mut stream, 431, "too many header fields").await;
+                    }
+                    Err(_) => return refuse(&mut stream, 400, "malformed request").await,
+                }
+                if buf.len() >= settings.max_header_bytes {
+                    return refuse(&mut stream, 431, "request head too large").await;
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            let idle = buf.is_empty() && served > 0;
+            let read = tokio::select! {
+                r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+                _ = ctx.shutdown.stopping(), if idle => return,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+                Err(_) if buf.is_empty() => return, // an idle keep-alive connection
+                Err(_) => return refuse(&mut stream, 408, "request head timed out").await,
+            }
+        };
+        // The head apart from what follows it (a body, pipelined requests): no copy.
+        let head_bytes = buf.split_to(head_len);
+        let step = {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut slots);
+            req.parse(&head_bytes).expect("parsed above");
+            forward(
+                &mut stream,
+                &mut buf,
+                &mut scratch,
+                &req,
+                &ip,
+                peer,
+                entry,
+                &ctx,
+            )
+            .await
+        };
+        match step {
+            Step::Done => served += 1,
+            Step::Close => return,
+            Step::Fallback => {
+                // Nothing was taken from `buf` on the way to a fallback.
+                let mut all = head_bytes;
+                all.unsplit(buf);
+                let io = Prefixed::new(all.freeze(), stream);
+                return super::http::serve(io, peer, entry, Protocol::Http1, ctx).await;
+            }
+        }
+    }
+}
+
+async fn refuse(stream: &mut TcpStream, status: u16, reason: &str) {
+    let _ = stream
+        .write_all(&plain_response(
+            status,
+            reason,
+            &format!("{reason}\n"),
+            true,
+        ))
+        .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    scratch: &mut Scratch,
+    req: &httparse::Request<'_, '_>,
+    ip: &str,
+    peer: SocketAddr,
+    entry: Entry,
+    ctx: &Context,
+) -> Step {
+    let Some(head) = read_head(req) else {
+        return Step::Fallback;
+    };
+    let snapshot = ctx.store.load();
+    let table = &snapshot.table;
+    let path = head.path.split('?').next().unwrap_or("/");
+    let route = match entry {
+        Entry::Port(listen) => table.by_listen.get(&listen).copied(),
+        Entry::Vhost { https: false } => {
+            let mut key = [0u8; 256];
+            let found = head
+                .host
+                .and_then(|h| host_key(h, &mut key))
+                .and_then(|h| table.vhosts.route(h, path));
+            if found.is_none() {
+                return Step::Fallback; // the default app, or a 503: the general path says
+            }
+            found
+        }
+        _ => return Step::Fallback,
+    };
+    let Some(route) = route.map(|r| &table.routes[r]) else {
+        return Step::Fallback;
+    };
+    if route.has_canaries() {
+        return Step::Fallback;
+    }
+    let Some(index) = route.pick(None, &table.services) else {
+        let service = table.services[route.first()].key.to_string();
+        ctx.metrics
+            .no_backend
+            .get_or_create(&ServiceLabels { service })
+            .inc();
+        let close = head.close || head.content_length > 0;
+        let answer = plain_response(503, "Service Unavailable", "no backend available\n", close);
+        return match client.write_all(&answer).await {
+            Ok(()) if !close => Step::Done,
+            _ => Step::Close,
+        };
+    };
+    let service = &table.services[index];
+    let http = &service.http;
+    if !http.acl.is_empty() || http.redirect_to_https || http.sticky || service.upstream_h2 {
+        return Step::Fallback;
+    }
+    let states = &snapshot.states[index];
+    // The request as the backend gets it.
+    let out = &mut scratch.request;
+    out.clear();
+    write_request_head(out, req, &head, ip);
+    let in_buf = (buf.len() as u64).min(head.content_length) as usize;
+    let body_prefix = buf.split_to(in_buf);
+    let body_left = head.content_length - in_buf as u64;
+    out.extend_from_slice(&body_prefix);
+    let replayable = body_left == 0
+        && ctx.settings.load().retry_idempotent
+        && matches!(
+            head.method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+    if replayable {
+        ctx.retry_budget.deposit();
+    }
+    let flow = Flow {
+        client: peer,
+        local: peer,
+    };
+    let balanced = crate::outlier::ordered(
+        states,
+        service.balancer.candidates(flow, |i| states[i].load()),
+    );
+    let stopping = ctx.shutdown.is_stopping();
+    let head_only = head.method == "HEAD";
+    let mut replayed = false;
+    let mut failure = None;
+    for b in balanced {
+        let state = &states[b];
+        let Some(mut upstream) = checkout_or_connect(state, ctx).await else {
+            crate::outlier::failure(states, b);
+            continue;
+        };
+        let active = state.open();
+        // Send the request, then the rest of a body still coming from the client.
+        let sent = async {
+            upstream.write_all(&scratch.request).await?;
+            if body_left > 0 {
+                relay_exact(client, &mut upstream, body_left).await?;
+            }
+            state.metrics.bytes_in.inc_by(head.content_length);
+            std::io::Result::Ok(())
+        }
+        .await;
+        let started = Instant::now();
+        let answer = match sent {
+            Err(e) => Err(format!("backend failed: {e}")),
+            Ok(()) => {
+                let timeout = ctx.settings.load().response_timeout;
+                let close = head.close || stopping;
+                let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
+                relay_response(
+                    client,
+                    upstream,
+                    to_client,
+                    from_backend,
+                    state,
+                    head_only,
+                    close,
+                    timeout,
+                )
+                .await
+            }
+        };
+        drop(active);
+        match answer {
+            Ok(Relayed { status, close }) => {
+                state
+                    .metrics
+                    .response_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if status >= 500 {
+                    crate::outlier::failure(states, b);
+                } else {
+                    state.outlier.success();
+                }
+                return if close || head.close || stopping {
+                    Step::Close
+                } else {
+                    Step::Done
+                };
+            }
+            Err(reason) if reason.is_empty() => return Step::Close, // the client went away
+            Err(reason) => {
+                crate::outlier::failure(states, b);
+                tracing::debug!(service = %service.key, backend = %state.addr, "{reason}");
+                let status = if reason.contains("timed out") {
+                    504
+                } else {
+                    502
+                };
+                failure = Some((status, reason, b));
+                if replayable && !replayed && ctx.retry_budget.withdraw() {
+                    Metrics::count(&ctx.metrics.retries, "replayed");
+                    replayed = true;
+                    continue;
+                }
+                if replayable && !replayed {
+                    Metrics::count(&ctx.metrics.retries, "budget_exhausted");
+                }
+                break;
+            }
+        }
+    }
+    let (status, text, close) = match failure {
+        Some((status, reason, b)) => {
+            states[b]
+                .metrics
+                .response(http::StatusCode::from_u16(status).expect("valid"));
+            (status, reason + "\n", true)
+        }
+        None => {
+            ctx.metrics
+                .no_backend
+                .get_or_create(&ServiceLabels {
+                    service: service.key.to_string(),
+                })
+                .inc();
+            let text = if service.backends.is_empty() {
+                "no backend available\n"
+            } else {
+                "no backend reachable\n"
+            };
+            (
+                if service.backends.is_empty() {
+                    503
+                } else {
+                    502
+                },
+                text.into(),
+                body_left > 0,
+            )
+        }
+    };
+    let reason = match status {
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Bad Gateway",
+    };
+    let close = close || head.close || stopping;
+    match client
+        .write_all(&plain_response(status, reason, &text, close))
+        .await
+    {
+        Ok(()) if !close => Step::Done,
+        _ => Step::Close,
+    }
+}
+
+/// A pooled connection that is still open, or a new one.
+async fn checkout_or_connect(state: &BackendState, ctx: &Context) -> Option<TcpStream> {
+    if let Some(stream) = state.checkout_raw() {
+        return Some(stream);
+    }
+    let started = Instant::now();
+    match connect(state.addr, ctx.settings.load().connect_timeout).await {
+        Ok(stream) => {
+            state.observe_connect(started.elapsed());
+            Some(stream)
+        }
+        Err(e) => {
+            state.metrics.connect_failures.inc();
+            tracing::debug!(backend = %state.addr, "connect failed: {e}");
+            None
+        }
+    }
+}
+
+/// Copies exactly `n` bytes from `from` to `to`.
+async fn relay_exact(from: &mut TcpStream, to: &mut TcpStream, mut n: u64) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    while n > 0 {
+        let want = (n as usize).min(chunk.len());
+        let got = from.read(&mut chunk[..want]).await?;
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        to.write_all(&chunk[..got]).await?;
+        n -= got as u64;
+    }
+    Ok(())
+}
+
+struct Relayed {
+    status: u16,
+    /// The client connection must close (the body ran to the backend's close).
+    close: bool,
+}
+
+/// Reads the backend's response head (within `timeout`) and relays the response to the client;
+/// the backend connection goes back to the pool when the exchange left it reusable. `Err("")`:
+/// the client went away; `Err(reason)`: the backend failed before any response byte was sent.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response(
+    client: &mut TcpStream,
+    mut upstream: TcpStream,
+    out: &mut Vec<u8>,
+    rbuf: &mut BytesMut,
+    state: &BackendState,
+    head_only: bool,
+    close_client: bool,
+    timeout: Duration,
+) -> Result<Relayed, String> {
+    rbuf.clear();
+    if rbuf.capacity() < READ_CHUNK {
+        rbuf.reserve(READ_CHUNK);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (head_len, status, framing, upstream_close) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+            let mut res = httparse::Response::new(&mut slots);
+            match res.parse(rbuf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let (framing, upstream_close) = framing_of(&res, head_only);
+                    let status = res.code.unwrap_or(502);
+                    out.clear();
+                    write_response_head(out, &res, close_client || framing == Framing::ToClose);
+                    break (n, status, framing, upstream_close);
+                }
+                Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {}
+                _ => return Err("backend sent a malformed response".into()),
+            }
+            drained_or(state, deadline, upstream.read_buf(rbuf))
+                .await
+                .and_then(|n| {
+                    if n == 0 {
+                        Err("backend closed the connection without a response".into())
+                    } else {
+                        Ok(())
+                    }
+                })?;
+        };
+        rbuf.advance(head_len);
+        if (100..200).contains(&status) {
+            if status == 101 {
+                return Err("backend switched protocols unasked".into());
+            }
+            // An interim response (103 Early Hints): passed on, then the real one.
+            client.write_all(out).await.map_err(|_| String::new())?;
+            continue;
+        }
+        state
+            .metrics
+            .response(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY));
+        let mut body_out = 0u64;
+        let reusable = relay_body(client, &mut upstream, rbuf, out, framing, &mut body_out)
+            .await
+            .map_err(|_| String::new())?;
+        state.metrics.bytes_out.inc_by(body_out);
+        if reusable && !upstream_close && rbuf.is_empty() {
+            state.checkin_raw(upstream);
+        }
+        return Ok(Relayed {
+            status,
+            close: framing == Framing::ToClose,
+        });
+    }
+}
+
+/// A backend read bounded by the response deadline and the backend's drain.
+async fn drained_or(
+    state: &BackendState,
+    deadline: tokio::time::Instant,
+    read: impl Future<Output = std::io::Result<usize>>,
+) -> Result<usize, String> {
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, read) => match r {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(format!("backend failed: {e}")),
+            Err(_) => Err("backend timed out".into()),
+        },
+        _ = state.drained() => Err("backend removed while waiting".into()),
+    }
+}
+
+/// Relays the body after `head` (sent with its first bytes); true when the backend connection
+/// ended the exchange cleanly and can be reused.
+async fn relay_body(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    head: &mut Vec<u8>,
+    framing: Framing,
+    body_out: &mut u64,
+) -> std::io::Result<bool> {
+    let mut left = match framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::ToClose => u64::MAX,
+    };
+    let mut chunked = Chunked::default();
+    loop {
+        // What of `rbuf` belongs to this body.
+        let take = match framing {
+            Framing::Chunked => match chunked.feed(rbuf) {
+                Ok(Some(end)) => {
+                    left = 0;
+                    end
+                }
+                Ok(None) => rbuf.len(),
+                Err(_) => return Err(std::io::ErrorKind::InvalidData.into()),
+            },
+            _ => (rbuf.len() as u64).min(left) as usize,
+        };
+        if framing == Framing::Length(0) || framing == Framing::Empty {
+            left = 0;
+        } else if framing != Framing::Chunked && framing != Framing::ToClose {
+            left -= take as u64;
+        }
+        *body_out += take as u64;
+        if head.is_empty() {
+            client.write_all(&rbuf[..take]).await?;
+        } else {
+            head.extend_from_slice(&rbuf[..take]);
+            client.write_all(head).await?;
+            head.clear();
+        }
+        rbuf.advance(take);
+        if left == 0 {
+            return Ok(true);
+        }
+        rbuf.reserve(READ_CHUNK);
+        if upstream.read_buf(rbuf).await? == 0 {
+            return match framing {
+                Framing::ToClose => Ok(false),
+                _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            };
+        }
+    }
+}
