@@ -146,6 +146,11 @@ impl BackendState {
         self.drain.borrow().is_some()
     }
 
+    /// When a removed backend's drain ends; `None` while it is in the table.
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        *self.drain.borrow()
+    }
+
     /// Completes when this backend has been removed and its drain timeout has passed.
     pub async fn drained(&self) {
         let mut rx = self.drain.subscribe();

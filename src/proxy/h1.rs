@@ -64,32 +64,22 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, entry: Entry, ctx: A
     let mut scratch = Scratch::default();
     let mut served = 0usize;
     let ip = peer.ip().to_string();
+    // One wait for the stop per connection, registered once, not one per request.
+    let watching = ctx.clone();
+    let mut stopping = std::pin::pin!(watching.shutdown.stopping());
     loop {
         // The next head: within the header timeout; between requests, a stop ends the wait.
         let deadline = tokio::time::Instant::now() + settings.client_header_timeout;
         let head_len = loop {
-            if !buf.is_empty() {
-                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut slots);
-                match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(_))
-                        if req.headers.len() > settings.max_headers =>
-                    {
-                        return refuse(&mut stream, 431, "too many header fields").await;
-                    }
-                    Ok(httparse::Status::Complete(n)) if n > settings.max_header_bytes => {
-                        return refuse(&mut stream, 431, "request head too large").await;
-                    }
-                    Ok(httparse::Status::Complete(n)) => break n,
-                    Ok(httparse::Status::Partial) => {}
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return refuse(&mut stream, 431, "too many header fields").await;
-                    }
-                    Err(_) => return refuse(&mut stream, 400, "malformed request").await,
-                }
-                if buf.len() >= settings.max_header_bytes {
-                    return refuse(&mut stream, 431, "request head too large").await;
-                }
+            // Empty lines before a request line are ignored (RFC 9112 §2.2).
+            while matches!(buf.first(), Some(b'\r' | b'\n')) {
+                buf.advance(1);
+            }
+            if let Some(end) = head_end(&buf) {
+                break end;
+            }
+            if buf.len() >= settings.max_header_bytes {
+                return refuse(&mut stream, 431, "request head too large").await;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
@@ -97,7 +87,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, entry: Entry, ctx: A
             let idle = buf.is_empty() && served > 0;
             let read = tokio::select! {
                 r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
-                _ = ctx.shutdown.stopping(), if idle => return,
+                _ = &mut stopping, if idle => return,
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
@@ -106,12 +96,21 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, entry: Entry, ctx: A
                 Err(_) => return refuse(&mut stream, 408, "request head timed out").await,
             }
         };
+        if head_len > settings.max_header_bytes {
+            return refuse(&mut stream, 431, "request head too large").await;
+        }
         // The head apart from what follows it (a body, pipelined requests): no copy.
         let head_bytes = buf.split_to(head_len);
         let step = {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut slots);
-            req.parse(&head_bytes).expect("parsed above");
+            match req.parse(&head_bytes) {
+                Ok(httparse::Status::Complete(_)) if req.headers.len() <= settings.max_headers => {}
+                Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+                    return refuse(&mut stream, 431, "too many header fields").await;
+                }
+                _ => return refuse(&mut stream, 400, "malformed request").await,
+            }
             forward(
                 &mut stream,
                 &mut buf,
@@ -136,6 +135,21 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, entry: Entry, ctx: A
             }
         }
     }
+}
+
+/// Where a request head ends (after its blank line, CRLF or bare LF), once it has arrived.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i + 1;
+        match buf.get(at..at + 2) {
+            Some([b'\n', _]) | Some([b'\n']) => return Some(at + 1),
+            Some([b'\r', b'\n']) => return Some(at + 2),
+            None if buf.get(at) == Some(&b'\n') => return Some(at + 1),
+            _ => from = at,
+        }
+    }
+    None
 }
 
 async fn refuse(stream: &mut TcpStream, status: u16, reason: &str) {
@@ -420,7 +434,12 @@ async fn relay_response(
         let (head_len, status, framing, upstream_close) = loop {
             let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
             let mut res = httparse::Response::new(&mut slots);
-            match res.parse(rbuf) {
+            let parsed = if rbuf.is_empty() {
+                Ok(httparse::Status::Partial)
+            } else {
+                res.parse(rbuf)
+            };
+            match parsed {
                 Ok(httparse::Status::Complete(n)) => {
                     let (framing, upstream_close) = framing_of(&res, head_only);
                     let status = res.code.unwrap_or(502);
@@ -469,18 +488,22 @@ async fn relay_response(
 }
 
 /// A backend read bounded by the response deadline and the backend's drain.
+/// A backend read bounded by the response deadline, or by the backend's drain deadline when it
+/// was removed before the exchange (one timer: a removal during the wait leaves it bounded by
+/// the response timeout).
 async fn drained_or(
     state: &BackendState,
     deadline: tokio::time::Instant,
     read: impl Future<Output = std::io::Result<usize>>,
 ) -> Result<usize, String> {
-    tokio::select! {
-        r = tokio::time::timeout_at(deadline, read) => match r {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(format!("backend failed: {e}")),
-            Err(_) => Err("backend timed out".into()),
-        },
-        _ = state.drained() => Err("backend removed while waiting".into()),
+    let drain = state.drain_deadline();
+    match tokio::time::timeout_at(drain.map_or(deadline, |d| d.min(deadline)), read).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(format!("backend failed: {e}")),
+        Err(_) if drain.is_some_and(|d| d <= deadline) => {
+            Err("backend removed while waiting".into())
+        }
+        Err(_) => Err("backend timed out".into()),
     }
 }
 

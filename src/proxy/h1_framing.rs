@@ -128,16 +128,45 @@ impl Chunked {
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded; `transfer-encoding` is kept apart:
 /// the fast path relays chunked framing as it is.
 pub fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer", "upgrade"],
+        10 => &["connection", "keep-alive"],
+        16 => &["proxy-connection"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Whether a header is named by the message's `Connection` header (and so is hop-by-hop too);
+/// the common message without one pays a single pass.
+fn connection_tokens<'a>(headers: &'a [httparse::Header<'a>]) -> impl Fn(&str) -> bool + 'a {
+    // The usual tokens (close, keep-alive, upgrade) name no header that is not hop-by-hop
+    // already: only other ones are kept, and usually there are none.
+    let mut named: [&[u8]; 8] = [&[]; 8];
+    let mut count = 0;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+    {
+        if h.value.eq_ignore_ascii_case(b"keep-alive") || h.value.eq_ignore_ascii_case(b"close") {
+            continue;
+        }
+        for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let usual = [&b"close"[..], b"keep-alive", b"upgrade", b""]
+                .iter()
+                .any(|u| token.eq_ignore_ascii_case(u));
+            if !usual && count < named.len() {
+                named[count] = token;
+                count += 1;
+            }
+        }
+    }
+    move |name: &str| {
+        named[..count]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
@@ -270,12 +299,7 @@ pub fn write_request_head(
     head: &Head,
     ip: &str,
 ) {
-    let named_by_connection = |name: &str| {
-        req.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| lists(h.value, name))
-    };
+    let named_by_connection = connection_tokens(req.headers);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.path.as_bytes());
@@ -371,16 +395,16 @@ pub fn framing_of(res: &httparse::Response<'_, '_>, head_only: bool) -> (Framing
 
 pub fn write_response_head(out: &mut Vec<u8>, res: &httparse::Response<'_, '_>, close: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(res.code.unwrap_or(502).to_string().as_bytes());
+    let code = res.code.unwrap_or(502).min(999);
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]);
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named_by_connection = |name: &str| {
-        res.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| lists(h.value, name))
-    };
+    let named_by_connection = connection_tokens(res.headers);
     for h in res.headers.iter() {
         if is_hop_by_hop(h.name) || named_by_connection(h.name) {
             continue;

@@ -28,7 +28,8 @@ pub struct RoutingTable {
     /// What each entry point (port or vhost) sends traffic to.
     pub routes: Vec<routes::Route>,
     /// Listen address → route (TCP).
-    pub by_listen: HashMap<SocketAddr, usize>,
+    /// Looked up per connection: a fast hash (the keys are our own addresses, not input).
+    pub by_listen: rustc_hash::FxHashMap<SocketAddr, usize>,
     /// UDP VIP listen address → service.
     pub udp: HashMap<SocketAddr, usize>,
     /// What `compile` skipped or ignored, and why.
