@@ -4,7 +4,9 @@
 //! id order, so every instance given the same cluster builds the same table. What cannot be
 //! served is skipped and reported as a [`Problem`]; it never stops the rest from compiling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels};
@@ -81,7 +83,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let mut entries: Vec<Entries> = Vec::new();
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
-    let mut claimed: Claims = HashMap::new();
+    let mut claimed: Claims = HashMap::default();
     for addr in &config.reserved {
         let owner = ServiceKey {
             app_id: "switchyard".into(),
@@ -265,7 +267,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         services.sort();
         services.dedup();
     }
-    let mut named: HashMap<Vec<usize>, usize> = HashMap::new();
+    let mut named: HashMap<Vec<usize>, usize> = HashMap::default();
     for (listen, services) in ports {
         let route = route_for(
             &mut table,

@@ -64,9 +64,27 @@ const TEMPLATE_SUFFIXES: &[&str] = &[
 /// Labels that arrive with later work; noted, not errors.
 const LATER: &[&str] = &[];
 
+/// The labels whose keys start with `prefix`, as (rest of the key, value), in key order.
+fn with_prefix<'a>(labels: &'a BTreeMap<String, String>, prefix: &str) -> Vec<(&'a str, &'a str)> {
+    use std::ops::Bound;
+    labels
+        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (&k[prefix.len()..], v.as_str()))
+        .collect()
+}
+
 pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, String> {
     let prefix = format!("HAPROXY_{n}_");
-    let get = |key: &str| labels.get(&format!("{prefix}{key}")).map(|v| v.trim());
+    // This port's labels in one ordered range, then looked up by suffix: no key built per
+    // lookup (compile reads some twenty per port, for every app, on every swap).
+    let port_labels = with_prefix(labels, &prefix);
+    let get = |key: &str| {
+        port_labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim())
+    };
 
     let groups = get("GROUP")
         .or_else(|| labels.get("HAPROXY_GROUP").map(|v| v.trim()))
@@ -181,16 +199,16 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         target_instances: number("HAPROXY_DEPLOYMENT_TARGET_INSTANCES")?,
     };
     let own = format!("SWITCHYARD_{n}_");
-    let weight = labels
-        .get(&format!("{own}WEIGHT"))
+    let own_labels = with_prefix(labels, &own);
+    let own_get = |key: &str| own_labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let weight = own_get("WEIGHT")
         .map(|v| {
             v.trim()
                 .parse::<u32>()
                 .map_err(|_| format!("{own}WEIGHT={v:?}: expected a number"))
         })
         .transpose()?;
-    let canary_header = labels
-        .get(&format!("{own}CANARY_HEADER"))
+    let canary_header = own_get("CANARY_HEADER")
         .map(|v| {
             let (name, value) = v
                 .split_once(':')
@@ -202,8 +220,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             Ok((name, value.trim().to_string()))
         })
         .transpose()?;
-    let upstream_h2 = match labels
-        .get(&format!("{own}UPSTREAM"))
+    let upstream_h2 = match own_get("UPSTREAM")
         .map(|v| v.trim().to_ascii_lowercase())
         .as_deref()
     {
@@ -216,10 +233,8 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         flag("USE_HSTS")?,
         flag("STICKY")?,
     );
-    for key in labels.keys() {
-        let Some(rest) = key.strip_prefix(&prefix) else {
-            continue;
-        };
+    for &(rest, _) in &port_labels {
+        let key = format_args!("{prefix}{rest}");
         if TEMPLATE_SUFFIXES.iter().any(|s| rest.ends_with(s)) {
             notices.push(format!("{key}: HAProxy template override, ignored"));
         } else if LATER.contains(&rest) {
