@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::h1_framing::{
@@ -55,7 +55,10 @@ enum Step {
 }
 
 /// Serves a plain HTTP/1.1 connection on `entry` until it closes or leaves the fast path.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, entry: Entry, ctx: Arc<Context>) {
+pub async fn serve<S>(mut stream: S, peer: SocketAddr, entry: Entry, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = ctx.settings.load_full();
     if settings.access_log || settings.max_headers > MAX_HEADERS {
         return super::http::serve(stream, peer, entry, Protocol::Http1, ctx).await;
@@ -152,7 +155,7 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-async fn refuse(stream: &mut TcpStream, status: u16, reason: &str) {
+async fn refuse(stream: &mut (impl AsyncWrite + Unpin), status: u16, reason: &str) {
     let _ = stream
         .write_all(&plain_response(
             status,
@@ -165,7 +168,7 @@ async fn refuse(stream: &mut TcpStream, status: u16, reason: &str) {
 
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    client: &mut TcpStream,
+    client: &mut (impl AsyncRead + AsyncWrite + Unpin),
     buf: &mut BytesMut,
     scratch: &mut Scratch,
     req: &httparse::Request<'_, '_>,
@@ -182,7 +185,7 @@ async fn forward(
     let path = head.path.split('?').next().unwrap_or("/");
     let route = match entry {
         Entry::Port(listen) => table.by_listen.get(&listen).copied(),
-        Entry::Vhost { https: false } => {
+        Entry::Vhost { .. } => {
             let mut key = [0u8; 256];
             let found = head
                 .host
@@ -216,14 +219,21 @@ async fn forward(
     };
     let service = &table.services[index];
     let http = &service.http;
-    if !http.acl.is_empty() || http.redirect_to_https || http.sticky || service.upstream_h2 {
+    let https = matches!(entry, Entry::Vhost { https: true });
+    let redirect = http.redirect_to_https && !https;
+    if !http.acl.is_empty() || redirect || http.sticky || service.upstream_h2 {
         return Step::Fallback;
     }
+    let extra: &[u8] = if https && http.hsts {
+        b"strict-transport-security: max-age=15768000\r\n"
+    } else {
+        b""
+    };
     let states = &snapshot.states[index];
     // The request as the backend gets it.
     let out = &mut scratch.request;
     out.clear();
-    write_request_head(out, req, &head, ip);
+    write_request_head(out, req, &head, ip, https);
     let in_buf = (buf.len() as u64).min(head.content_length) as usize;
     let body_prefix = buf.split_to(in_buf);
     let body_left = head.content_length - in_buf as u64;
@@ -270,20 +280,14 @@ async fn forward(
         let answer = match sent {
             Err(e) => Err(format!("backend failed: {e}")),
             Ok(()) => {
-                let timeout = ctx.settings.load().response_timeout;
-                let close = head.close || stopping;
-                let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
-                relay_response(
-                    client,
-                    upstream,
-                    to_client,
-                    from_backend,
-                    state,
+                let exchange = Exchange {
                     head_only,
-                    close,
-                    timeout,
-                )
-                .await
+                    close_client: head.close || stopping,
+                    extra,
+                    timeout: ctx.settings.load().response_timeout,
+                };
+                let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
+                relay_response(client, upstream, to_client, from_backend, state, &exchange).await
             }
         };
         drop(active);
@@ -391,7 +395,11 @@ async fn checkout_or_connect(state: &BackendState, ctx: &Context) -> Option<TcpS
 }
 
 /// Copies exactly `n` bytes from `from` to `to`.
-async fn relay_exact(from: &mut TcpStream, to: &mut TcpStream, mut n: u64) -> std::io::Result<()> {
+async fn relay_exact(
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut TcpStream,
+    mut n: u64,
+) -> std::io::Result<()> {
     let mut chunk = vec![0u8; READ_CHUNK];
     while n > 0 {
         let want = (n as usize).min(chunk.len());
@@ -405,6 +413,18 @@ async fn relay_exact(from: &mut TcpStream, to: &mut TcpStream, mut n: u64) -> st
     Ok(())
 }
 
+/// What the response relay needs to know of the request.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    /// A HEAD request: the response has no body whatever it says.
+    head_only: bool,
+    /// The client connection closes after this response.
+    close_client: bool,
+    /// Header lines added to the response (HSTS).
+    extra: &'a [u8],
+    timeout: Duration,
+}
+
 struct Relayed {
     status: u16,
     /// The client connection must close (the body ran to the backend's close).
@@ -416,15 +436,19 @@ struct Relayed {
 /// the client went away; `Err(reason)`: the backend failed before any response byte was sent.
 #[allow(clippy::too_many_arguments)]
 async fn relay_response(
-    client: &mut TcpStream,
+    client: &mut (impl AsyncWrite + Unpin),
     mut upstream: TcpStream,
     out: &mut Vec<u8>,
     rbuf: &mut BytesMut,
     state: &BackendState,
-    head_only: bool,
-    close_client: bool,
-    timeout: Duration,
+    exchange: &Exchange<'_>,
 ) -> Result<Relayed, String> {
+    let Exchange {
+        head_only,
+        close_client,
+        extra,
+        timeout,
+    } = *exchange;
     rbuf.clear();
     if rbuf.capacity() < READ_CHUNK {
         rbuf.reserve(READ_CHUNK);
@@ -444,7 +468,8 @@ async fn relay_response(
                     let (framing, upstream_close) = framing_of(&res, head_only);
                     let status = res.code.unwrap_or(502);
                     out.clear();
-                    write_response_head(out, &res, close_client || framing == Framing::ToClose);
+                    let close = close_client || framing == Framing::ToClose;
+                    write_response_head(out, &res, close, extra);
                     break (n, status, framing, upstream_close);
                 }
                 Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {}
@@ -510,7 +535,7 @@ async fn drained_or(
 /// Relays the body after `head` (sent with its first bytes); true when the backend connection
 /// ended the exchange cleanly and can be reused.
 async fn relay_body(
-    client: &mut TcpStream,
+    client: &mut (impl AsyncWrite + Unpin),
     upstream: &mut TcpStream,
     rbuf: &mut BytesMut,
     head: &mut Vec<u8>,

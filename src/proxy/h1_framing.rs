@@ -298,6 +298,7 @@ pub fn write_request_head(
     req: &httparse::Request<'_, '_>,
     head: &Head,
     ip: &str,
+    https: bool,
 ) {
     let named_by_connection = connection_tokens(req.headers);
     out.extend_from_slice(head.method.as_bytes());
@@ -331,7 +332,11 @@ pub fn write_request_head(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if https {
+        &b"\r\nx-forwarded-proto: https\r\n"[..]
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
     if let Some(host) = head.host {
         out.extend_from_slice(b"x-forwarded-host: ");
         out.extend_from_slice(host);
@@ -393,7 +398,12 @@ pub fn framing_of(res: &httparse::Response<'_, '_>, head_only: bool) -> (Framing
     (framing, close || framing == Framing::ToClose)
 }
 
-pub fn write_response_head(out: &mut Vec<u8>, res: &httparse::Response<'_, '_>, close: bool) {
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    res: &httparse::Response<'_, '_>,
+    close: bool,
+    extra: &[u8],
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let code = res.code.unwrap_or(502).min(999);
     out.extend_from_slice(&[
@@ -414,6 +424,7 @@ pub fn write_response_head(out: &mut Vec<u8>, res: &httparse::Response<'_, '_>, 
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(extra);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

@@ -314,18 +314,11 @@ pub async fn accept_https(
                     return;
                 }
             };
-            let protocol = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => http::Protocol::Http2,
-                _ => http::Protocol::Http1,
-            };
-            http::serve(
-                stream,
-                peer,
-                http::Entry::Vhost { https: true },
-                protocol,
-                ctx.clone(),
-            )
-            .await;
+            let entry = http::Entry::Vhost { https: true };
+            match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => http::serve(stream, peer, entry, http::Protocol::Http2, ctx).await,
+                _ => super::h1::serve(stream, peer, entry, ctx).await,
+            }
         });
     }
 }

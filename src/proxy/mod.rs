@@ -2,7 +2,7 @@
 
 mod admission;
 mod h1;
-mod h1_framing;
+pub mod h1_framing;
 pub mod http;
 pub mod listeners;
 mod retry_budget;
