@@ -28,6 +28,8 @@ use crate::routing::balance::Flow;
 use crate::routing::vhosts::host_key;
 
 const READ_CHUNK: usize = 16 * 1024;
+/// A response head and a small body fit; bigger bodies grow the buffer to `READ_CHUNK` reads.
+const RESPONSE_CHUNK: usize = 4 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
 /// Request header fields the fast path parses; a configured `http.max_headers` above it sends
@@ -61,9 +63,11 @@ where
 {
     let settings = ctx.settings.load_full();
     if settings.access_log || settings.max_headers > MAX_HEADERS {
-        return super::http::serve(stream, peer, entry, Protocol::Http1, ctx).await;
+        return Box::pin(super::http::serve(stream, peer, entry, Protocol::Http1, ctx)).await;
     }
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Buffers are taken when bytes arrive, not per connection: an idle connection holds only
+    // what its last request needed (10,000 idle connections must stay cheap).
+    let mut buf = BytesMut::new();
     let mut scratch = Scratch::default();
     let mut served = 0usize;
     let ip = peer.ip().to_string();
@@ -84,12 +88,24 @@ where
             if buf.len() >= settings.max_header_bytes {
                 return refuse(&mut stream, 431, "request head too large").await;
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK);
-            }
             let idle = buf.is_empty() && served > 0;
+            // A new head is read into the stack first, and only what came is kept; a head
+            // that arrives in pieces grows the buffer.
+            let mut first = [0u8; 1024];
+            let read = async {
+                if buf.is_empty() {
+                    let n = stream.read(&mut first).await?;
+                    buf.extend_from_slice(&first[..n]);
+                    Ok(n)
+                } else {
+                    if buf.capacity() - buf.len() < 1024 {
+                        buf.reserve(READ_CHUNK);
+                    }
+                    stream.read_buf(&mut buf).await
+                }
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout_at(deadline, read) => r,
                 _ = &mut stopping, if idle => return,
             };
             match read {
@@ -104,37 +120,48 @@ where
         }
         // The head apart from what follows it (a body, pipelined requests): no copy.
         let head_bytes = buf.split_to(head_len);
-        let step = {
+        let snapshot = ctx.store.load_full();
+        let planned = {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut slots);
             match req.parse(&head_bytes) {
-                Ok(httparse::Status::Complete(_)) if req.headers.len() <= settings.max_headers => {}
-                Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-                    return refuse(&mut stream, 431, "too many header fields").await;
+                Ok(httparse::Status::Complete(_)) if req.headers.len() <= settings.max_headers => {
+                    Ok(plan(&req, &snapshot.table, entry, &mut scratch.request, &ip, &ctx))
                 }
-                _ => return refuse(&mut stream, 400, "malformed request").await,
+                Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+                    Err((431, "too many header fields"))
+                }
+                _ => Err((400, "malformed request")),
             }
-            forward(
-                &mut stream,
-                &mut buf,
-                &mut scratch,
-                &req,
-                &ip,
-                peer,
-                entry,
-                &ctx,
-            )
-            .await
         };
+        let step = match planned {
+            Err((status, reason)) => return refuse(&mut stream, status, reason).await,
+            Ok(Plan::Fallback) => Step::Fallback,
+            Ok(Plan::Answer(answer, close)) => match stream.write_all(&answer).await {
+                Ok(()) if !close => Step::Done,
+                _ => Step::Close,
+            },
+            Ok(Plan::Forward(request)) => {
+                forward(&mut stream, &mut buf, &mut scratch, &snapshot, request, peer, &ctx).await
+            }
+        };
+        drop(snapshot);
         match step {
-            Step::Done => served += 1,
+            Step::Done => {
+                served += 1;
+                if buf.is_empty() && buf.capacity() > 2 * READ_CHUNK {
+                    buf = BytesMut::new(); // a big body passed: give its room back
+                }
+            }
             Step::Close => return,
             Step::Fallback => {
                 // Nothing was taken from `buf` on the way to a fallback.
                 let mut all = head_bytes;
                 all.unsplit(buf);
                 let io = Prefixed::new(all.freeze(), stream);
-                return super::http::serve(io, peer, entry, Protocol::Http1, ctx).await;
+                // Boxed: the general path's connection state is large, and every connection's
+                // future would carry room for it.
+                return Box::pin(super::http::serve(io, peer, entry, Protocol::Http1, ctx)).await;
             }
         }
     }
@@ -166,22 +193,37 @@ async fn refuse(stream: &mut (impl AsyncWrite + Unpin), status: u16, reason: &st
         .await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    client: &mut (impl AsyncRead + AsyncWrite + Unpin),
-    buf: &mut BytesMut,
-    scratch: &mut Scratch,
+/// What routing decided for one request; it borrows nothing of the head, whose header slots are
+/// then free before anything is awaited (they would weigh on every connection's future).
+enum Plan {
+    Fallback,
+    /// No backend: this answer, then close or not.
+    Answer(Vec<u8>, bool),
+    Forward(Forwarding),
+}
+
+struct Forwarding {
+    index: usize,
+    content_length: u64,
+    close: bool,
+    head_only: bool,
+    replayable: bool,
+    /// Header lines added to the response (HSTS).
+    extra: &'static [u8],
+}
+
+/// Routes a request and writes the head the backend gets into `out`.
+fn plan(
     req: &httparse::Request<'_, '_>,
-    ip: &str,
-    peer: SocketAddr,
+    table: &crate::routing::RoutingTable,
     entry: Entry,
+    out: &mut Vec<u8>,
+    ip: &str,
     ctx: &Context,
-) -> Step {
+) -> Plan {
     let Some(head) = read_head(req) else {
-        return Step::Fallback;
+        return Plan::Fallback;
     };
-    let snapshot = ctx.store.load();
-    let table = &snapshot.table;
     let path = head.path.split('?').next().unwrap_or("/");
     let route = match entry {
         Entry::Port(listen) => table.by_listen.get(&listen).copied(),
@@ -192,17 +234,17 @@ async fn forward(
                 .and_then(|h| host_key(h, &mut key))
                 .and_then(|h| table.vhosts.route(h, path));
             if found.is_none() {
-                return Step::Fallback; // the default app, or a 503: the general path says
+                return Plan::Fallback; // the default app, or a 503: the general path says
             }
             found
         }
-        _ => return Step::Fallback,
+        _ => return Plan::Fallback,
     };
     let Some(route) = route.map(|r| &table.routes[r]) else {
-        return Step::Fallback;
+        return Plan::Fallback;
     };
     if route.has_canaries() {
-        return Step::Fallback;
+        return Plan::Fallback;
     }
     let Some(index) = route.pick(None, &table.services) else {
         let service = table.services[route.first()].key.to_string();
@@ -212,38 +254,60 @@ async fn forward(
             .inc();
         let close = head.close || head.content_length > 0;
         let answer = plain_response(503, "Service Unavailable", "no backend available\n", close);
-        return match client.write_all(&answer).await {
-            Ok(()) if !close => Step::Done,
-            _ => Step::Close,
-        };
+        return Plan::Answer(answer, close);
     };
     let service = &table.services[index];
     let http = &service.http;
     let https = matches!(entry, Entry::Vhost { https: true });
     let redirect = http.redirect_to_https && !https;
     if !http.acl.is_empty() || redirect || http.sticky || service.upstream_h2 {
-        return Step::Fallback;
+        return Plan::Fallback;
     }
-    let extra: &[u8] = if https && http.hsts {
-        b"strict-transport-security: max-age=15768000\r\n"
-    } else {
-        b""
-    };
-    let states = &snapshot.states[index];
-    // The request as the backend gets it.
-    let out = &mut scratch.request;
     out.clear();
     write_request_head(out, req, &head, ip, https);
-    let in_buf = (buf.len() as u64).min(head.content_length) as usize;
-    let body_prefix = buf.split_to(in_buf);
-    let body_left = head.content_length - in_buf as u64;
-    out.extend_from_slice(&body_prefix);
-    let replayable = body_left == 0
-        && ctx.settings.load().retry_idempotent
-        && matches!(
+    Plan::Forward(Forwarding {
+        index,
+        content_length: head.content_length,
+        close: head.close,
+        head_only: head.method == "HEAD",
+        replayable: matches!(
             head.method,
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        );
+        ),
+        extra: if https && http.hsts {
+            b"strict-transport-security: max-age=15768000\r\n"
+        } else {
+            b""
+        },
+    })
+}
+
+/// Sends a planned request (and the rest of its body) to a backend of its service, with
+/// fall-through and one replay, and relays the answer.
+async fn forward(
+    client: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    buf: &mut BytesMut,
+    scratch: &mut Scratch,
+    snapshot: &crate::routing::store::Snapshot,
+    request: Forwarding,
+    peer: SocketAddr,
+    ctx: &Context,
+) -> Step {
+    let Forwarding {
+        index,
+        content_length,
+        close: client_close,
+        head_only,
+        replayable,
+        extra,
+    } = request;
+    let service = &snapshot.table.services[index];
+    let states = &snapshot.states[index];
+    let in_buf = (buf.len() as u64).min(content_length) as usize;
+    let body_prefix = buf.split_to(in_buf);
+    let body_left = content_length - in_buf as u64;
+    scratch.request.extend_from_slice(&body_prefix);
+    let replayable = replayable && body_left == 0 && ctx.settings.load().retry_idempotent;
     if replayable {
         ctx.retry_budget.deposit();
     }
@@ -256,7 +320,6 @@ async fn forward(
         service.balancer.candidates(flow, |i| states[i].load()),
     );
     let stopping = ctx.shutdown.is_stopping();
-    let head_only = head.method == "HEAD";
     let mut replayed = false;
     let mut failure = None;
     for b in balanced {
@@ -272,7 +335,7 @@ async fn forward(
             if body_left > 0 {
                 relay_exact(client, &mut upstream, body_left).await?;
             }
-            state.metrics.bytes_in.inc_by(head.content_length);
+            state.metrics.bytes_in.inc_by(content_length);
             std::io::Result::Ok(())
         }
         .await;
@@ -282,7 +345,7 @@ async fn forward(
             Ok(()) => {
                 let exchange = Exchange {
                     head_only,
-                    close_client: head.close || stopping,
+                    close_client: client_close || stopping,
                     extra,
                     timeout: ctx.settings.load().response_timeout,
                 };
@@ -302,7 +365,7 @@ async fn forward(
                 } else {
                     state.outlier.success();
                 }
-                return if close || head.close || stopping {
+                return if close || client_close || stopping {
                     Step::Close
                 } else {
                     Step::Done
@@ -365,7 +428,7 @@ async fn forward(
         504 => "Gateway Timeout",
         _ => "Bad Gateway",
     };
-    let close = close || head.close || stopping;
+    let close = close || client_close || stopping;
     match client
         .write_all(&plain_response(status, reason, &text, close))
         .await
@@ -450,30 +513,36 @@ async fn relay_response(
         timeout,
     } = *exchange;
     rbuf.clear();
-    if rbuf.capacity() < READ_CHUNK {
-        rbuf.reserve(READ_CHUNK);
+    if rbuf.capacity() > 4 * READ_CHUNK {
+        *rbuf = BytesMut::new(); // a big response passed: give its room back
+    }
+    if rbuf.capacity() < RESPONSE_CHUNK {
+        rbuf.reserve(RESPONSE_CHUNK);
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let (head_len, status, framing, upstream_close) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-            let mut res = httparse::Response::new(&mut slots);
+            // Parsed in a block of its own: the header slots are not kept across the read
+            // below, so they do not weigh on every connection's future.
             let parsed = if rbuf.is_empty() {
-                Ok(httparse::Status::Partial)
+                None
             } else {
-                res.parse(rbuf)
-            };
-            match parsed {
-                Ok(httparse::Status::Complete(n)) => {
-                    let (framing, upstream_close) = framing_of(&res, head_only);
-                    let status = res.code.unwrap_or(502);
-                    out.clear();
-                    let close = close_client || framing == Framing::ToClose;
-                    write_response_head(out, &res, close, extra);
-                    break (n, status, framing, upstream_close);
+                let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+                let mut res = httparse::Response::new(&mut slots);
+                match res.parse(rbuf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let (framing, upstream_close) = framing_of(&res, head_only);
+                        out.clear();
+                        let close = close_client || framing == Framing::ToClose;
+                        write_response_head(out, &res, close, extra);
+                        Some((n, res.code.unwrap_or(502), framing, upstream_close))
+                    }
+                    Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => None,
+                    _ => return Err("backend sent a malformed response".into()),
                 }
-                Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {}
-                _ => return Err("backend sent a malformed response".into()),
+            };
+            if let Some(head) = parsed {
+                break head;
             }
             drained_or(state, deadline, upstream.read_buf(rbuf))
                 .await

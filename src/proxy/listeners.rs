@@ -360,3 +360,32 @@ async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open connection holds its future: keep them small (printed, not asserted).
+    #[tokio::test]
+    async fn connection_future_sizes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let ctx = Arc::new(Context::new(
+            Arc::new(crate::routing::store::Store::new()),
+            Arc::new(crate::metrics::Metrics::new()),
+            super::super::Settings::from_config(&crate::config::Config::embedded()),
+        ));
+        let h1 = super::super::h1::serve(stream, peer, http::Entry::Port(addr), ctx.clone());
+        eprintln!("h1::serve future: {} bytes", std::mem::size_of_val(&h1));
+        drop(h1);
+        let (stream, peer) = {
+            let _again = TcpStream::connect(addr).await.unwrap();
+            listener.accept().await.unwrap()
+        };
+        let admission = ctx.admit(&Arc::new(ListenerSlots::default()), "test").unwrap();
+        let port = serve(stream, peer, addr, ctx.clone(), admission);
+        eprintln!("service-port connection future: {} bytes", std::mem::size_of_val(&port));
+    }
+}
