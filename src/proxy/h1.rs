@@ -63,7 +63,14 @@ where
 {
     let settings = ctx.settings.load_full();
     if settings.access_log || settings.max_headers > MAX_HEADERS {
-        return Box::pin(super::http::serve(stream, peer, entry, Protocol::Http1, ctx)).await;
+        return Box::pin(super::http::serve(
+            stream,
+            peer,
+            entry,
+            Protocol::Http1,
+            ctx,
+        ))
+        .await;
     }
     // Buffers are taken when bytes arrive, not per connection: an idle connection holds only
     // what its last request needed (10,000 idle connections must stay cheap).
@@ -126,7 +133,14 @@ where
             let mut req = httparse::Request::new(&mut slots);
             match req.parse(&head_bytes) {
                 Ok(httparse::Status::Complete(_)) if req.headers.len() <= settings.max_headers => {
-                    Ok(plan(&req, &snapshot.table, entry, &mut scratch.request, &ip, &ctx))
+                    Ok(plan(
+                        &req,
+                        &snapshot.table,
+                        entry,
+                        &mut scratch.request,
+                        &ip,
+                        &ctx,
+                    ))
                 }
                 Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
                     Err((431, "too many header fields"))
@@ -142,7 +156,16 @@ where
                 _ => Step::Close,
             },
             Ok(Plan::Forward(request)) => {
-                forward(&mut stream, &mut buf, &mut scratch, &snapshot, request, peer, &ctx).await
+                forward(
+                    &mut stream,
+                    &mut buf,
+                    &mut scratch,
+                    &snapshot,
+                    request,
+                    peer,
+                    &ctx,
+                )
+                .await
             }
         };
         drop(snapshot);

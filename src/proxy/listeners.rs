@@ -384,8 +384,13 @@ mod tests {
             let _again = TcpStream::connect(addr).await.unwrap();
             listener.accept().await.unwrap()
         };
-        let admission = ctx.admit(&Arc::new(ListenerSlots::default()), "test").unwrap();
+        let admission = ctx
+            .admit(&Arc::new(ListenerSlots::default()), "test")
+            .unwrap();
         let port = serve(stream, peer, addr, ctx.clone(), admission);
-        eprintln!("service-port connection future: {} bytes", std::mem::size_of_val(&port));
+        eprintln!(
+            "service-port connection future: {} bytes",
+            std::mem::size_of_val(&port)
+        );
     }
 }
