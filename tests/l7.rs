@@ -5,19 +5,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use support::marathon::{app, task};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn write_apps(path: &Path, apps: Vec<Value>) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json!({ "apps": apps }).to_string()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 struct Edge {
     sy: Switchyard,

@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
@@ -12,13 +11,6 @@ use support::marathon::{app, task};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Writes the apps file atomically (a rename), as editors and config tools do.
-fn write_apps(path: &Path, apps: Vec<Value>) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json!({ "apps": apps }).to_string()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 fn file_setup(name: &str, apps: Vec<Value>, extra: &str) -> (Switchyard, PathBuf) {
     let dir = temp_dir(name);
@@ -48,10 +40,6 @@ fn tcp_app(id: &str, port: u16, ports: &[u16], labels: Value) -> Value {
         .map(|(i, p)| task(id, &format!("{id}.{i}"), *p))
         .collect();
     app(id, port, labels, tasks)
-}
-
-fn local(port: u16) -> SocketAddr {
-    format!("127.0.0.1:{port}").parse().unwrap()
 }
 
 async fn echo_roundtrip(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {

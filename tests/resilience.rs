@@ -17,12 +17,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn write_apps(path: &Path, apps: Vec<Value>) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json!({ "apps": apps }).to_string()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn file_setup(name: &str, apps: Vec<Value>, extra: &str, admin: &str) -> (Switchyard, PathBuf) {
     let dir = temp_dir(name);
     let file = dir.join("apps.json");
@@ -44,10 +38,6 @@ fn http_app(id: &str, port: u16, backends: &[SocketAddr], labels: Value) -> Valu
     let mut labels = labels;
     labels["HAPROXY_0_MODE"] = json!("http");
     app(id, port, labels, tasks)
-}
-
-fn local(port: u16) -> SocketAddr {
-    format!("127.0.0.1:{port}").parse().unwrap()
 }
 
 /// A GET on an open keep-alive connection: the status.

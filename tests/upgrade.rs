@@ -14,10 +14,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn local(port: u16) -> SocketAddr {
-    format!("127.0.0.1:{port}").parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_new_process_takes_the_sockets_over_without_refusing_a_connection() {
     let web = Backend::start("web").await;

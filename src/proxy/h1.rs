@@ -163,7 +163,7 @@ where
                     &snapshot,
                     request,
                     peer,
-                    &ctx,
+                    (&ctx, &settings),
                 )
                 .await
             }
@@ -314,7 +314,7 @@ async fn forward(
     snapshot: &crate::routing::store::Snapshot,
     request: Forwarding,
     peer: SocketAddr,
-    ctx: &Context,
+    (ctx, settings): (&Context, &super::Settings),
 ) -> Step {
     let Forwarding {
         index,
@@ -330,7 +330,7 @@ async fn forward(
     let body_prefix = buf.split_to(in_buf);
     let body_left = content_length - in_buf as u64;
     scratch.request.extend_from_slice(&body_prefix);
-    let replayable = replayable && body_left == 0 && ctx.settings.load().retry_idempotent;
+    let replayable = replayable && body_left == 0 && settings.retry_idempotent;
     if replayable {
         ctx.retry_budget.deposit();
     }
@@ -347,7 +347,7 @@ async fn forward(
     let mut failure = None;
     for b in balanced {
         let state = &states[b];
-        let Some(mut upstream) = checkout_or_connect(state, ctx).await else {
+        let Some(mut upstream) = checkout_or_connect(state, settings.connect_timeout).await else {
             crate::outlier::failure(states, b);
             continue;
         };
@@ -370,7 +370,7 @@ async fn forward(
                     head_only,
                     close_client: client_close || stopping,
                     extra,
-                    timeout: ctx.settings.load().response_timeout,
+                    timeout: settings.response_timeout,
                 };
                 let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
                 relay_response(client, upstream, to_client, from_backend, state, &exchange).await
@@ -462,12 +462,12 @@ async fn forward(
 }
 
 /// A pooled connection that is still open, or a new one.
-async fn checkout_or_connect(state: &BackendState, ctx: &Context) -> Option<TcpStream> {
+async fn checkout_or_connect(state: &BackendState, timeout: Duration) -> Option<TcpStream> {
     if let Some(stream) = state.checkout_raw() {
         return Some(stream);
     }
     let started = Instant::now();
-    match connect(state.addr, ctx.settings.load().connect_timeout).await {
+    match connect(state.addr, timeout).await {
         Ok(stream) => {
             state.observe_connect(started.elapsed());
             Some(stream)

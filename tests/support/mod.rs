@@ -37,6 +37,18 @@ where
     }
 }
 
+/// Writes a Marathon-shaped apps file atomically (a rename), as editors and config tools do.
+pub fn write_apps(path: &std::path::Path, apps: Vec<Value>) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::json!({ "apps": apps }).to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `127.0.0.1:port`.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// A port that was free a moment ago (the kernel picks it; a collision would need another
 /// process to take the same ephemeral port in between).
 pub fn free_port() -> u16 {
