@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# benches/peers.sh — side-by-side loopback benchmark: Switchyard vs HAProxy 2.6.
+# benches/peers.sh — side-by-side loopback benchmark: Switchyard vs HAProxy 2.6 (proxying) and
+# unbound (DNS).
 #
 # Starts nginx (backend, 127.0.0.1:18080) and an iperf3 server (127.0.0.1:15201) pinned to core 0,
 # HAProxy (nbthread 1; HTTP :18081, TCP :18082, TCP :15202 -> iperf3) and Switchyard
 # (benches/peers/switchyard.toml: HTTP :18091, TCP :18092, TCP :15212 -> iperf3) pinned to core 1.
 # Runs rounds interleaved A B A B: wrk (core 0) against each proxy's HTTP-mode and TCP-mode port, and
-# iperf3 (core 0) through each proxy and direct. Per round it records req/s, p99, CPU steal (from
-# /proc/stat) and proxy CPU-seconds per 100k requests (from /proc/PID/stat). Rounds with steal above
+# iperf3 (core 0) through each proxy and direct, and dnsperf (core 0) against a second Switchyard
+# (benches/peers/dns.toml, :15354) and unbound (auth-zone, :15353), both on core 1 with one thread.
+# Per round it records req/s, p99, CPU steal (from /proc/stat) and server CPU-seconds per 100k
+# requests or queries (from /proc/PID/stat). Rounds with steal above
 # MAX_STEAL are discarded; medians of the kept rounds go into a markdown table (stdout, and OUT).
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
-# Installs haproxy nginx wrk iperf3 (and curl jq) from Debian if missing: needs root (or sudo).
+# Installs haproxy nginx wrk iperf3 unbound dnsperf (and curl jq dig) from Debian if missing: needs
+# root (or sudo).
 #
 # Env knobs:
 #   ROUNDS=3           rounds per proxy          DURATION=8   seconds per wrk run
@@ -19,7 +23,8 @@
 #   PEERS_DIR=<repo>/../shared/peers            OUT=file  also write the table there
 #   KEEP_WORK=1        keep the scratch dir (configs, server logs, raw results.tsv)
 # Runs from the repo root (relative paths above are from there). Takes about 3 minutes with the
-# defaults: ROUNDS*(2*(2*DURATION+IPERF_TIME)+IPERF_TIME) s plus a 4 s warm-up and a few s of start-up.
+# defaults: ROUNDS*(2*(4*DURATION+2*IPERF_TIME)+IPERF_TIME) s plus a 4 s warm-up and a few s of
+# start-up.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-8} IPERF_TIME=${IPERF_TIME:-5} MAX_STEAL=${MAX_STEAL:-2}
@@ -41,6 +46,9 @@ declare -A VHOST_PORT=([switchyard]=18093 [haproxy]=18081 [direct]=18080)
 declare -A IPERF_PORT=([switchyard]=15212 [haproxy]=15202 [direct]=15201)
 # iperf3 through an IP VIP (switchyard, 127.66.0.1:15213, Maglev) against HAProxy's TCP mode
 declare -A VIP_TARGET=([switchyard]=127.66.0.1:15213 [haproxy]=127.0.0.1:15202 [direct]=127.0.0.1:15201)
+# DNS: switchyard's DNS instance against unbound, each serving the 100 names of one A record
+declare -A DNS_PORT=([switchyard]=15354 [haproxy]=15353)
+declare -A DNS_SERVER=([switchyard]=switchyard-dns [haproxy]=unbound)
 declare -A PID_OF=([direct]="")   # direct has no proxy process: CPU column is n/a
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -64,7 +72,8 @@ trap 'exit 143' TERM
 
 # --- setup -------------------------------------------------------------------------------------
 install_deps() {
-  local -A pkg_of=([haproxy]=haproxy [nginx]=nginx [wrk]=wrk [iperf3]=iperf3 [curl]=curl [jq]=jq [taskset]=util-linux)
+  local -A pkg_of=([haproxy]=haproxy [nginx]=nginx [wrk]=wrk [iperf3]=iperf3 [curl]=curl [jq]=jq [taskset]=util-linux
+    [unbound]=unbound [dnsperf]=dnsperf [dig]=bind9-dnsutils)
   local cmd missing=() sudo=() i
   export PATH=$PATH:/usr/sbin:/sbin   # haproxy and nginx live in /usr/sbin
   for cmd in "${!pkg_of[@]}"; do command -v "$cmd" >/dev/null || missing+=("${pkg_of[$cmd]}"); done
@@ -87,10 +96,11 @@ install_deps() {
 prepare_configs() {
   [[ -d $PEERS_DIR ]] || die "peer configs not found at $PEERS_DIR (set PEERS_DIR)"
   local f
-  for f in haproxy.cfg nginx.conf; do
+  for f in haproxy.cfg nginx.conf unbound.conf; do
     [[ -f $PEERS_DIR/$f ]] || die "missing $PEERS_DIR/$f"
     sed "s#/tmp/peers#$WORK#g" "$PEERS_DIR/$f" >"$WORK/$f"
   done
+  cp "$PEERS_DIR/bench.test.zone" "$PEERS_DIR/queries.txt" "$WORK/"
   mkdir -p "$WORK"/haproxy "$WORK"/nginx/{tmp_body,tmp_proxy,tmp_fcgi,tmp_uwsgi,tmp_scgi}
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # haproxy maxconn 4096 needs ~8.2k FDs
 }
@@ -125,7 +135,7 @@ switchyard_ready() {
 
 start_servers() {
   local p
-  for p in 18080 15201 18081 18082 15202 15203 18091 18092 18093 15212 19090; do
+  for p in 18080 15201 18081 18082 15202 15203 18091 18092 18093 15212 19090 19091 15353 15354; do
     ! listening "$p" || die "port $p already in use on 127.0.0.1 (leftover server?)"
   done
   (($(nproc) >= 2)) || die "needs at least 2 CPUs for pinning (nproc=$(nproc))"
@@ -144,7 +154,12 @@ start_servers() {
   fi
   start switchyard 1 "$SWITCHYARD_BIN" --config benches/peers/switchyard.toml
   wait_ready switchyard switchyard_ready
+  start unbound 1 unbound -d -c "$WORK/unbound.conf"
+  start switchyard-dns 1 "$SWITCHYARD_BIN" --config benches/peers/dns.toml
+  wait_ready unbound dns_answers 15353 h1.bench.test
+  wait_ready switchyard-dns dns_answers 15354 h1.marathon.bench.test
 }
+dns_answers() { [[ -n $(dig @127.0.0.1 -p "$1" "$2" A +short +time=1 +tries=1) ]]; }
 
 # --- measurement -------------------------------------------------------------------------------
 cpu_snapshot() { # "total steal" jiffies from the aggregate cpu line (guest is inside user already)
@@ -179,10 +194,22 @@ run_iperf() { # port [host] -> receiver Gbit/s
   jq -e '.end.sum_received.bits_per_second / 1e9 * 100 | round / 100' <<<"$json" || { log "iperf3 :$1 failed: $(jq -r '.error // "?"' <<<"$json")"; return 1; }
 }
 
+run_dnsperf() { # port queries-file -> "q/s completed"
+  taskset -c 0 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DURATION" 2>/dev/null |
+    awk '/Queries per second/ { q = $4 } /Queries completed/ { n = $3 } END { if (q == "") exit 1; printf "%.0f %d\n", q, n }'
+}
+
 measure() { # case proxy round — one run, one line in results.tsv
   local case=$1 proxy=$2 round=$3 pid=${PID_OF[$2]} c0 c1 t0 steal rps=- p99=- cpu=- gbps=- req err
   c0=$(cpu_snapshot); t0=$(proc_ticks "$pid")
-  if [[ $case == iperf ]]; then
+  if [[ $case == dns ]]; then
+    local server=${DNS_SERVER[$proxy]} queries=$WORK/queries.txt
+    pid=${PID_OF[$server]}; t0=$(proc_ticks "$pid")
+    [[ $proxy != switchyard ]] || queries=$ROOT/benches/peers/dns-queries.txt
+    read -r rps req < <(run_dnsperf "${DNS_PORT[$proxy]}" "$queries" || echo "- 0")
+    [[ $req == 0 ]] || cpu=$(awk -v d="$(($(proc_ticks "$pid") - t0))" -v hz="$CLK_TCK" -v r="$req" \
+      'BEGIN { printf "%.3f", d / hz / r * 100000 }')
+  elif [[ $case == iperf ]]; then
     gbps=$(run_iperf "${IPERF_PORT[$proxy]}") || gbps=-
   elif [[ $case == vip ]]; then
     local target=${VIP_TARGET[$proxy]}
@@ -197,7 +224,10 @@ measure() { # case proxy round — one run, one line in results.tsv
       'BEGIN { printf "%.3f", d / hz / r * 100000 }')
   fi
   c1=$(cpu_snapshot); steal=$(steal_pct "$c0" "$c1")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$proxy" "$round" "$steal" "$rps" "$p99" "$cpu" "$gbps" >>"$RESULTS"
+  # requests (or queries) served per CPU-second of the server: the per-core throughput
+  local per_core=-
+  [[ $cpu == - ]] || per_core=$(awk -v c="$cpu" 'BEGIN { printf "%.0f", c > 0 ? 100000 / c : 0 }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$proxy" "$round" "$steal" "$rps" "$p99" "$cpu" "$gbps" "$per_core" >>"$RESULTS"
   log "round $round $proxy $case: req/s=$rps p99=${p99}ms cpu-s/100k=$cpu Gbit/s=$gbps steal=$steal%"
 }
 
@@ -207,6 +237,10 @@ warm_up() { # 1 s of wrk on every port, untimed: the first measured run is other
     taskset -c 0 wrk -t1 -c50 -d1s "http://127.0.0.1:${HTTP_PORT[$proxy]}/" >/dev/null
     taskset -c 0 wrk -t1 -c50 -d1s "http://127.0.0.1:${TCP_PORT[$proxy]}/" >/dev/null
   done
+  if [[ $CANDIDATE != direct ]]; then
+    run_dnsperf 15354 "$ROOT/benches/peers/dns-queries.txt" >/dev/null
+    run_dnsperf 15353 "$WORK/queries.txt" >/dev/null
+  fi
 }
 
 run_rounds() {
@@ -214,6 +248,7 @@ run_rounds() {
   for ((r = 1; r <= ROUNDS; r++)); do
     for proxy in "$CANDIDATE" haproxy; do
       for case in http vhost tcp iperf vip; do measure "$case" "$proxy" "$r"; done
+      [[ $CANDIDATE == direct ]] || measure dns "$proxy" "$r"
     done
     [[ $CANDIDATE == direct ]] || measure iperf direct "$r"
   done
@@ -253,26 +288,34 @@ report() {
   [[ -z $(git -C "$ROOT" status --porcelain 2>/dev/null) ]] || commit="$commit (dirty tree)"
   total=$(wc -l <"$RESULTS")
   kept=$(awk -F'\t' -v max="$MAX_STEAL" '$4 + 0 <= max + 0' "$RESULTS" | wc -l)
-  echo "## $CANDIDATE vs HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }') — loopback, pinned"
+  echo "## $CANDIDATE vs HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }') and unbound $(unbound -V | awk 'NR == 1 { print $2 }') — loopback, pinned"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel: $(uname -r), nproc: $(nproc), commit: $commit"
-  echo "- proxies on core 1 (1 worker/thread); wrk -t1 -c50 -d${DURATION}s, iperf3 -t $IPERF_TIME, nginx + iperf3 server on core 0"
+  echo "- proxies and DNS servers on core 1 (1 worker/thread); wrk -t1 -c50 -d${DURATION}s, iperf3 -t $IPERF_TIME, dnsperf -l $DURATION (100 names, A); nginx + iperf3 server + load generators on core 0"
+  echo "- the peer column is HAProxy for proxying rows, unbound (auth-zone) for dns rows"
   echo "- rounds per proxy: $ROUNDS, interleaved A B A B; medians over rounds with CPU steal <= $MAX_STEAL%:" \
     "discarded $((total - kept)) of $total runs; \"(noisy)\" = every round discarded, median of all"
   echo
-  echo "| case | metric | $CANDIDATE | haproxy | $CANDIDATE/haproxy | direct | $CANDIDATE/direct | kept rounds ($CANDIDATE, haproxy) |"
+  echo "| case | metric | $CANDIDATE | peer | $CANDIDATE/peer | direct | $CANDIDATE/direct | kept rounds ($CANDIDATE, peer) |"
   echo "|---|---|---:|---:|---:|---:|---:|---|"
   row "http keep-alive" http 5 "req/s" "%.0f"
   row "http keep-alive" http 6 "p99 ms" "%.2f"
   row "http keep-alive" http 7 "CPU-s / 100k req" "%.3f"
+  row "http keep-alive" http 9 "req per proxy CPU-s" "%.0f"
   row "http vhost listener" vhost 5 "req/s" "%.0f"
   row "http vhost listener" vhost 6 "p99 ms" "%.2f"
   row "http vhost listener" vhost 7 "CPU-s / 100k req" "%.3f"
+  row "http vhost listener" vhost 9 "req per proxy CPU-s" "%.0f"
   row "tcp-mode http" tcp 5 "req/s" "%.0f"
   row "tcp-mode http" tcp 6 "p99 ms" "%.2f"
   row "tcp-mode http" tcp 7 "CPU-s / 100k req" "%.3f"
+  row "tcp-mode http" tcp 9 "req per proxy CPU-s" "%.0f"
   row "iperf tcp" iperf 8 "Gbit/s" "%.2f"
   row "iperf via VIP" vip 8 "Gbit/s" "%.2f"
+  if [[ $CANDIDATE != direct ]]; then
+    row "dns (peer: unbound)" dns 5 "queries/s" "%.0f"
+    row "dns (peer: unbound)" dns 7 "CPU-s / 100k queries" "%.3f"
+  fi
   if ((${#NOTES[@]})); then echo; printf -- '- warning: %s\n' "${NOTES[@]}"; fi
 }
 

@@ -59,10 +59,60 @@ pub enum Networking {
     Container,
 }
 
+/// The agent a task runs on, as Marathon names it, with the address parsed once when the name
+/// is one: `compile` and the DNS zone read it for every task on every swap.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Host {
+    name: String,
+    ip: Option<IpAddr>,
+}
+
+impl Host {
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The address, when the name is an IP address.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    /// The address: the name's own, or what the agent name was resolved to.
+    pub fn resolve(&self, agents: &HashMap<String, IpAddr>) -> Option<IpAddr> {
+        self.ip.or_else(|| agents.get(&self.name).copied())
+    }
+}
+
+impl From<String> for Host {
+    fn from(name: String) -> Host {
+        let ip = name.parse().ok();
+        Host { name, ip }
+    }
+}
+
+impl From<&str> for Host {
+    fn from(name: &str) -> Host {
+        Host::from(name.to_string())
+    }
+}
+
+impl std::ops::Deref for Host {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: TaskId,
-    pub host: String,
+    pub host: Host,
     pub ports: Vec<u16>,
     pub ip_addresses: Vec<IpAddr>,
     pub state: TaskState,

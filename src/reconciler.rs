@@ -2,7 +2,7 @@
 //! the table in, attaches backend runtime state, and reconciles the listener set.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -464,9 +464,9 @@ impl Reconciler {
             .apps
             .values()
             .flat_map(|a| a.tasks.values())
-            .filter(|t| t.host.parse::<IpAddr>().is_err() && !t.host.is_empty())
-            .filter(|t| !self.cluster.agents.contains_key(&t.host))
-            .map(|t| t.host.clone())
+            .filter(|t| t.host.ip().is_none() && !t.host.is_empty())
+            .filter(|t| !self.cluster.agents.contains_key(t.host.as_str()))
+            .map(|t| t.host.to_string())
             .collect();
         for host in wanted {
             let lookup = tokio::net::lookup_host((host.clone(), 0));

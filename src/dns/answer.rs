@@ -238,7 +238,7 @@ mod tests {
         let tasks = (0..tasks)
             .map(|i| {
                 let mut t = task(&format!("api.{i}"), 31000 + i as u16);
-                t.host = format!("10.0.{}.{}", i / 200, i % 200 + 1);
+                t.host = format!("10.0.{}.{}", i / 200, i % 200 + 1).into();
                 t
             })
             .collect();

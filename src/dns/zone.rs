@@ -81,14 +81,7 @@ impl Zone {
 
 /// A task's addresses per the configured sources; empty when none yields any.
 fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -> Vec<IpAddr> {
-    let agent = || -> Vec<IpAddr> {
-        task.host
-            .parse::<IpAddr>()
-            .ok()
-            .or_else(|| cluster.agents.get(&task.host).copied())
-            .into_iter()
-            .collect()
-    };
+    let agent = || -> Vec<IpAddr> { task.host.resolve(&cluster.agents).into_iter().collect() };
     for source in sources {
         let addrs = match (source, app.networking) {
             (IpSource::Auto, Networking::Container) | (IpSource::NetInfo, _) => {

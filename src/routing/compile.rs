@@ -515,13 +515,10 @@ fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<S
                 .ports
                 .get(n)
                 .ok_or_else(|| format!("has no port {n}"))?;
-            let ip = match task.host.parse::<IpAddr>() {
-                Ok(ip) => ip,
-                Err(_) => *cluster
-                    .agents
-                    .get(&task.host)
-                    .ok_or_else(|| format!("agent host {:?} is not resolved", task.host))?,
-            };
+            let ip = task
+                .host
+                .resolve(&cluster.agents)
+                .ok_or_else(|| format!("agent host {:?} is not resolved", task.host.as_str()))?;
             Ok(SocketAddr::new(ip, port))
         }
     }

@@ -49,14 +49,25 @@ pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A port that was free a moment ago (the kernel picks it; a collision would need another
-/// process to take the same ephemeral port in between).
+/// A port that was free a moment ago, for listeners whose port is named in a label or a config.
+/// Taken from below the kernel's ephemeral range (32768 and up), so no outgoing connection of a
+/// parallel test can take it in between; calls in one process move on through the range from a
+/// start that depends on the pid, so parallel test processes rarely meet, and a port is only
+/// handed out when TCP and UDP both bind it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: usize = 20_000;
+    const SPAN: usize = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = std::process::id() as usize * 7_919 % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {

@@ -248,7 +248,7 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
 fn into_task(t: MarathonTask) -> Task {
     Task {
         id: t.id.into(),
-        host: t.host,
+        host: t.host.into(),
         ports: t.ports,
         ip_addresses: t.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
         state: TaskState::parse(t.state.as_deref().unwrap_or("TASK_RUNNING")),
@@ -334,7 +334,7 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
             let e: StatusUpdate = serde_json::from_value(value).map_err(|e| e.to_string())?;
             let task = Task {
                 id: e.task_id.into(),
-                host: e.host,
+                host: e.host.into(),
                 ports: e.ports,
                 ip_addresses: e.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
                 state: TaskState::parse(&e.task_status),
