@@ -226,7 +226,7 @@ measure() { # case proxy round — one run, one line in results.tsv
   c1=$(cpu_snapshot); steal=$(steal_pct "$c0" "$c1")
   # requests (or queries) served per CPU-second of the server: the per-core throughput
   local per_core=-
-  [[ $cpu == - ]] || per_core=$(awk -v c="$cpu" 'BEGIN { printf "%.0f", c > 0 ? 100000 / c : 0 }')
+  [[ $cpu == - ]] || per_core=$(awk -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0 ? 100000 / c : 0) }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$proxy" "$round" "$steal" "$rps" "$p99" "$cpu" "$gbps" "$per_core" >>"$RESULTS"
   log "round $round $proxy $case: req/s=$rps p99=${p99}ms cpu-s/100k=$cpu Gbit/s=$gbps steal=$steal%"
 }

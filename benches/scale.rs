@@ -1,8 +1,9 @@
 //! Scale figures: a synthetic cluster of 10,000 apps x 10 tasks (snapshot parse time, compile
 //! time, resident memory of model + table), and 1,000 service-port listeners open at once in the
-//! release binary (time to open, every port answering, the process's resident memory).
+//! release binary (time to open, every port answering, the process's resident memory), and how
+//! long proxied requests stall while that 10,000-app cluster is re-read and recompiled.
 //!
-//! Run: `cargo bench --bench scale`. A benchmark, not a test: it asserts nothing it measures.
+//! Run: `cargo bench --bench scale` (`-- stalls` for the stall figures alone). A benchmark, not a test: it asserts nothing it measures.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -25,6 +26,10 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
+    // `cargo bench --bench scale -- stalls`: only the stall figures.
+    if args.iter().any(|a| a == "stalls") {
+        return stalls();
+    }
     if let Some(i) = args.iter().position(|a| a == "--measure") {
         return measure(&args[i + 1]);
     }
@@ -40,6 +45,7 @@ fn main() {
     assert!(status.success());
     let _ = std::fs::remove_dir_all(dir);
     listeners();
+    stalls();
 }
 
 fn rss_kib(pid: &str) -> (u64, u64) {
@@ -172,4 +178,140 @@ async fn listeners() {
         rss as f64 / 1024.0
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Requests on one keep-alive connection through a service port, timed one by one, while the
+/// release binary re-reads (file source: the whole 10,000-app snapshot) and recompiles the
+/// cluster `CHURN` times: the longest requests are those that waited for the control plane.
+#[tokio::main(flavor = "current_thread")]
+async fn stalls() {
+    const CHURN: usize = 10;
+    let backend = support::Backend::start("b").await;
+    let port = support::free_port();
+    let mut cluster: serde_json::Value =
+        serde_json::from_slice(&synthetic::apps_json(APPS, TASKS, 10000)).unwrap();
+    // Two versions of the file: the served app with one task, and with a second task.
+    let versions: std::sync::Arc<Vec<Vec<u8>>> = (1..=2)
+        .map(|n| {
+            let tasks = (0..n)
+                .map(|t| support::marathon::task("/stall/web", &format!("t{t}"), backend.port()))
+                .collect();
+            let app = support::marathon::app("/stall/web", port, json!({}), tasks);
+            let apps = cluster["apps"].as_array_mut().unwrap();
+            apps.retain(|a| a["id"] != "/stall/web");
+            apps.push(app);
+            serde_json::to_vec(&cluster).unwrap()
+        })
+        .collect::<Vec<_>>()
+        .into();
+    drop(cluster);
+    let dir = support::temp_dir("bench-stalls");
+    let file = dir.join("apps.json");
+    rewrite(&file, &versions[0]);
+    // Every synthetic app is served on 127.0.0.1:10000 and up (below the test ports): 10,000
+    // listeners.
+    let sy = support::Switchyard::start(
+        "bench-stalls",
+        &format!(
+            "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n[runtime]\nworkers = 1\n",
+            file.display().to_string()
+        ),
+    );
+    let generation = |r: &serde_json::Value| r["generation"].as_u64().unwrap_or(0);
+    let first = sy
+        .wait_routes("the served app is routed", |r| {
+            r["services"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["app_id"] == "/stall/web" && s["listener"] == "open")
+            })
+        })
+        .await;
+    let mut conn = tokio::net::TcpStream::connect(support::local(port))
+        .await
+        .unwrap();
+    let quiet = timed(&mut conn, "quiet", std::time::Duration::from_secs(2)).await;
+    // The rewrites come from a thread of their own: writing 34 MiB must not hold up the client.
+    let churn = {
+        let (file, versions) = (file.clone(), versions.clone());
+        std::thread::spawn(move || {
+            for i in 0..CHURN {
+                rewrite(&file, &versions[(i + 1) % 2]);
+                std::thread::sleep(std::time::Duration::from_millis(400));
+            }
+        })
+    };
+    let busy = timed(&mut conn, "churn", std::time::Duration::from_secs(4)).await;
+    churn.join().unwrap();
+    let last = generation(&sy.routes().await);
+    for (label, mut l) in [quiet, busy] {
+        l.sort();
+        let at = |q: f64| l[((l.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+        let slow = l.iter().filter(|d| d.as_millis() >= 5).count();
+        println!(
+            "requests during {label}: {} on one keep-alive connection, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, {slow} took 5 ms or more",
+            l.len(),
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            at(1.0)
+        );
+    }
+    println!(
+        "  ({} table swaps during the churn, {APPS} apps x {TASKS} tasks re-read from a {:.1} MiB file each time)",
+        last - generation(&first),
+        versions[0].len() as f64 / (1 << 20) as f64
+    );
+    drop(sy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Replaces `file` whole, as a deployment tool does (a rename).
+fn rewrite(file: &std::path::Path, contents: &[u8]) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// Requests one after another on `conn` for `until`, each timed.
+async fn timed(
+    conn: &mut tokio::net::TcpStream,
+    label: &'static str,
+    until: std::time::Duration,
+) -> (&'static str, Vec<std::time::Duration>) {
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < until {
+        let t = Instant::now();
+        keep_alive_get(conn).await;
+        latencies.push(t.elapsed());
+    }
+    (label, latencies)
+}
+
+/// One GET on a keep-alive connection, read to the end of its sized body.
+async fn keep_alive_get(conn: &mut tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: stall\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "switchyard closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut res = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = res.parse(&buf) {
+            let length: usize = res
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= head + length {
+                return;
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod backends;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control_plane;
 pub mod demo;
 pub mod discovery;
 pub mod dns;
@@ -50,6 +51,10 @@ pub struct RunOptions {
 
 /// Runs switchyard until SIGTERM or SIGINT, or until a new process took over.
 pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
+    // Runs on the data plane's runtime (accept loops and connections); everything that reads
+    // the cluster or serves operators goes to the control plane's thread.
+    let control =
+        control_plane::ControlPlane::start().map_err(|e| format!("control plane thread: {e}"))?;
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new());
     let status = Arc::new(Status::default());
@@ -79,8 +84,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     };
     let ctx = Arc::new(ctx);
 
-    let admin_listener = proxy::listeners::bind(config.admin.listen)
-        .map_err(|e| format!("admin.listen {}: {e}", config.admin.listen))?;
+    let admin_listener = {
+        let _control = control.handle().enter();
+        proxy::listeners::bind(config.admin.listen)
+            .map_err(|e| format!("admin.listen {}: {e}", config.admin.listen))?
+    };
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("admin listening on {admin_addr}");
 
@@ -173,7 +181,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         status: status.clone(),
         bind_failures: listeners.failures(),
     });
-    tokio::spawn(admin.serve(admin_listener));
+    control.spawn(admin.serve(admin_listener));
 
     if let Some(listen) = config.dns.listen {
         let udp = Arc::new(
@@ -220,7 +228,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             resync: resync.clone(),
             metrics: metrics.clone(),
         };
-        tokio::spawn(source.run());
+        control.spawn(source.run());
     } else {
         let token = match &d.token_file {
             Some(path) => Some(
@@ -249,7 +257,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             resync: resync.clone(),
             metrics: metrics.clone(),
         };
-        tokio::spawn(source.run());
+        control.spawn(source.run());
     }
 
     let registry = backends::Registry::new(
@@ -275,9 +283,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     if config.health_checks.enabled {
         let targets = reconciler.health_targets.subscribe();
         let concurrency = config.health_checks.concurrency;
-        tokio::spawn(health_check::run(targets, concurrency, metrics.clone()));
+        control.spawn(health_check::run(targets, concurrency, metrics.clone()));
     }
-    let reconciler = tokio::spawn(reconciler.run(events_rx, commands_rx));
+    let reconciler = control.spawn(reconciler.run(events_rx, commands_rx));
     let reloader = reload::Reloader {
         path: options.config_path.clone(),
         started: config.clone(),
@@ -286,7 +294,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         commands: commands_tx,
         metrics: metrics.clone(),
     };
-    tokio::spawn(reloader.run(reload_rx));
+    control.spawn(reloader.run(reload_rx));
     if options.demo {
         tokio::spawn(demo::run(store.clone()));
     }

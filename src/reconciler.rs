@@ -154,9 +154,16 @@ impl Reconciler {
         mut commands: mpsc::Receiver<Command>,
     ) {
         let mut last_swap: Option<tokio::time::Instant> = None;
+        // Old tables are freed here once their last reader lets go (see `Store::reap`).
+        let mut reap = tokio::time::interval(std::time::Duration::from_secs(1));
+        reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 e = events.recv() => e,
+                _ = reap.tick() => {
+                    self.store.reap();
+                    continue;
+                }
                 Some((zone, synced)) = self.zone.done_rx.recv() => {
                     self.publish_zone(zone, synced);
                     continue;

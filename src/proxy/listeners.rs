@@ -1,6 +1,8 @@
 //! The set of open service-port listeners, reconciled with each new table: new ports open in the
 //! same swap, removed ports stop accepting (their connections carry on and drain), ports that
-//! cannot be bound are reported once and retried at the next swap.
+//! cannot be bound are reported once and retried at the next swap. The reconciler calls it from
+//! the control plane's thread; sockets are registered with, and accept loops run on, the data
+//! plane's runtime.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -23,15 +25,18 @@ pub struct Listeners {
     /// Ports that failed to bind, with why; shared with the admin API.
     failed: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
     ctx: Arc<Context>,
+    data_plane: tokio::runtime::Handle,
 }
 
 impl Listeners {
+    /// Listeners whose accept loops run on the runtime this is called on (the data plane's).
     pub fn new(ctx: Arc<Context>) -> Listeners {
         Listeners {
             open: HashMap::new(),
             udp: HashMap::new(),
             failed: Arc::default(),
             ctx,
+            data_plane: tokio::runtime::Handle::current(),
         }
     }
 
@@ -40,6 +45,8 @@ impl Listeners {
     }
 
     pub fn reconcile(&mut self, table: &RoutingTable) {
+        // New sockets register with the data plane's reactor.
+        let _data_plane = self.data_plane.enter();
         self.open.retain(|addr, accept| {
             let keep = table.by_listen.contains_key(addr);
             if !keep {
@@ -64,7 +71,9 @@ impl Listeners {
             match bind_udp(listen) {
                 Ok(socket) => {
                     tracing::info!(listen = %listen, "UDP VIP open");
-                    let relay = tokio::spawn(udp::serve(socket, listen, self.ctx.clone()));
+                    let relay = self
+                        .data_plane
+                        .spawn(udp::serve(socket, listen, self.ctx.clone()));
                     self.udp.insert(listen, relay);
                 }
                 Err(e) => {
@@ -91,7 +100,9 @@ impl Listeners {
                 Ok(listener) => {
                     failed.remove(&listen);
                     tracing::info!(listen = %listen, service = %service.key, "service port open");
-                    let accept = tokio::spawn(accept_loop(listener, listen, self.ctx.clone()));
+                    let accept =
+                        self.data_plane
+                            .spawn(accept_loop(listener, listen, self.ctx.clone()));
                     self.open.insert(listen, accept);
                 }
                 Err(e) => {

@@ -3,8 +3,12 @@
 //! The reconciler is the only writer. Readers `load()` once per connection, request or query and
 //! never take a lock. A watch channel tells background tasks (listeners, the demo) that a new
 //! generation is live.
+//!
+//! Replaced snapshots are retired, not dropped: the store keeps each until no reader holds it,
+//! then frees it on the writer's thread. Otherwise the last request to let go of a 10,000-app
+//! table would free it on the data plane, in the middle of serving.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -40,6 +44,8 @@ impl Snapshot {
 pub struct Store {
     current: ArcSwap<Snapshot>,
     generation: watch::Sender<u64>,
+    /// Replaced snapshots that readers may still hold.
+    retired: Mutex<Vec<Arc<Snapshot>>>,
 }
 
 impl Default for Store {
@@ -53,6 +59,7 @@ impl Store {
         Store {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             generation: watch::Sender::new(0),
+            retired: Mutex::default(),
         }
     }
 
@@ -67,11 +74,64 @@ impl Store {
 
     pub fn publish(&self, snapshot: Snapshot) {
         let generation = snapshot.generation;
-        self.current.store(Arc::new(snapshot));
+        // After the swap every reader's guard of the old snapshot is a counted reference.
+        let old = self.current.swap(Arc::new(snapshot));
         self.generation.send_replace(generation);
+        self.retired.lock().unwrap().push(old);
+        self.reap();
+    }
+
+    /// Frees retired snapshots no reader holds any more, here; returns how many are still held.
+    pub fn reap(&self) -> usize {
+        let mut retired = self.retired.lock().unwrap();
+        // Out of the store, a count of one is ours alone: no reader can take it again.
+        retired.retain(|s| Arc::strong_count(s) > 1);
+        retired.len()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generation(n: u64) -> Snapshot {
+        Snapshot {
+            generation: n,
+            ..Snapshot::empty()
+        }
+    }
+
+    #[test]
+    fn a_replaced_table_is_freed_by_the_writer_not_by_its_last_reader() {
+        let store = Store::new();
+        store.publish(generation(1));
+        let reader = store.load_full();
+        let table = Arc::downgrade(&reader.table);
+        store.publish(generation(2));
+        assert_eq!(store.load().generation, 2);
+        assert_eq!(store.reap(), 1, "generation 1 is still read");
+        drop(reader);
+        assert!(
+            table.upgrade().is_some(),
+            "the reader's drop did not free it"
+        );
+        assert_eq!(store.reap(), 0);
+        assert!(table.upgrade().is_none(), "reaped");
+    }
+
+    #[test]
+    fn a_guard_taken_before_the_swap_keeps_its_snapshot() {
+        let store = Store::new();
+        store.publish(generation(1));
+        let guard = store.load();
+        store.publish(generation(2));
+        assert_eq!(store.reap(), 1);
+        assert_eq!(guard.generation, 1);
+        drop(guard);
+        assert_eq!(store.reap(), 0);
     }
 }
