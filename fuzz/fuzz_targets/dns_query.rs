@@ -1,10 +1,12 @@
-//! A DNS message from the network, answered over UDP and TCP from a small zone.
+//! A DNS message from the network, answered over UDP and TCP from a small zone, and by the UDP
+//! fast path, whose answers must decode and agree with the general path's.
 #![no_main]
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::cluster::Cluster;
-use switchyard::dns::answer::{Transport, answer};
+use hickory_proto::op::Message;
+use switchyard::dns::answer::{Outcome, Transport, answer};
 use switchyard::dns::names::LabelRule;
 use switchyard::dns::zone::{IpSource, Zone, ZoneConfig, build};
 
@@ -29,6 +31,17 @@ fn zone() -> &'static Zone {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let mut fast = Vec::new();
+    if let Some(qtype) = switchyard::dns::fast::answer(zone(), data, &mut fast) {
+        let decoded = Message::from_vec(&fast).expect("a fast answer decodes");
+        let Outcome::Reply(general) = answer(Some(zone()), data, Transport::Udp, false) else {
+            panic!("the general path does not answer what the fast path answered");
+        };
+        let general = Message::from_vec(&general.bytes).unwrap();
+        assert_eq!(decoded.metadata, general.metadata);
+        assert_eq!(decoded.answers.len(), general.answers.len());
+        assert!(decoded.answers.iter().all(|r| r.record_type() == qtype));
+    }
     let _ = answer(Some(zone()), data, Transport::Udp, true);
     let _ = answer(Some(zone()), data, Transport::Tcp, false);
 });

@@ -228,50 +228,16 @@ fn encode(mut response: Message, limit: usize, qtype: Option<RecordType>) -> Rep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::fixtures::{app, task};
-    use crate::cluster::{Cluster, ClusterUpdate};
-    use crate::dns::names::LabelRule;
-    use crate::dns::zone::{IpSource, ZoneConfig, build};
     use hickory_proto::rr::{Name, RData};
 
     fn zone(tasks: usize) -> Zone {
-        let tasks = (0..tasks)
-            .map(|i| {
-                let mut t = task(&format!("api.{i}"), 31000 + i as u16);
-                t.host = format!("10.0.{}.{}", i / 200, i % 200 + 1).into();
-                t
-            })
-            .collect();
-        let mut c = Cluster::default();
-        c.apply(ClusterUpdate::Snapshot(vec![app(
-            "/prod/api",
-            10000,
-            &[],
-            tasks,
-        )]));
-        build(
-            &c,
-            &ZoneConfig {
-                domain: "mesos".into(),
-                ttl: 60,
-                ip_sources: vec![IpSource::Auto],
-                label_rule: LabelRule::Rfc1123,
-                ns_addr: None,
-                vip_range: None,
-            },
-        )
+        crate::dns::zone::fixtures::api_zone(tasks, Vec::new())
     }
 
     fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-        let mut m = Message::query();
-        m.metadata.recursion_desired = true;
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-        if let Some(size) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(size);
-            m.set_edns(e);
-        }
-        m.to_vec().unwrap()
+        crate::dns::zone::fixtures::query(name, qtype, edns)
+            .to_vec()
+            .unwrap()
     }
 
     fn reply(outcome: Outcome) -> (Message, Reply) {

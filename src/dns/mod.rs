@@ -3,6 +3,8 @@
 //! with names outside the zone relayed to upstream resolvers (see [`server`]).
 
 pub mod answer;
+pub mod fast;
 pub mod names;
 pub mod server;
+pub mod udp_batch;
 pub mod zone;

@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
+use super::fast;
+use super::udp_batch::{Batch, Slot};
 use crate::routing::store::Store;
 
 /// Forwarded queries in flight at once; past this, SERVFAIL at once.
@@ -93,55 +95,70 @@ impl DnsServer {
     }
 
     /// The UDP loop, on a thread of its own with a blocking socket: under load every `recv`
-    /// finds a datagram waiting, so going through the event loop only adds work (measured: see
-    /// benches/RESULTS.md). Relayed queries run on the runtime.
+    /// finds datagrams waiting, so going through the event loop only adds work (measured: see
+    /// benches/RESULTS.md). Queries come and go in batches (see [`udp_batch`]); the plain A and
+    /// AAAA query takes the fast path (see [`fast`]). Relayed queries run on the runtime.
+    ///
+    /// [`udp_batch`]: super::udp_batch
+    /// [`fast`]: super::fast
     pub fn serve_udp(
         self: Arc<Self>,
         socket: Arc<std::net::UdpSocket>,
         runtime: tokio::runtime::Handle,
     ) {
-        let mut buf = vec![0u8; MAX_UDP_PAYLOAD as usize];
+        let mut batch = Batch::new(MAX_UDP_PAYLOAD as usize);
         loop {
-            let (len, peer) = match socket.recv_from(&mut buf) {
-                Ok(r) => r,
+            let n = match batch.recv(&socket) {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::debug!("dns recv: {e}");
                     continue;
                 }
             };
-            let outcome = {
-                let snapshot = self.store.load();
-                answer::answer(
+            // One table for the queries that came together.
+            let snapshot = self.store.load();
+            for i in 0..n {
+                let Slot { query, peer, reply } = batch.slot(i);
+                if let Some(zone) = snapshot.dns.as_deref()
+                    && let Some(qtype) = fast::answer(zone, query, reply)
+                {
+                    self.metrics.query(Some(qtype), ResponseCode::NoError);
+                    continue;
+                }
+                let outcome = answer::answer(
                     snapshot.dns.as_deref(),
-                    &buf[..len],
+                    query,
                     Transport::Udp,
                     !self.upstreams.is_empty(),
-                )
-            };
-            match outcome {
-                Outcome::Reply(reply) => {
-                    self.count(&reply);
-                    let _ = socket.send_to(&reply.bytes, peer);
-                }
-                Outcome::Forward { qtype } => {
-                    let packet = buf[..len].to_vec();
-                    let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
-                        self.fail(&packet, qtype, |bytes| {
-                            let _ = socket.send_to(&bytes, peer);
+                );
+                match outcome {
+                    Outcome::Reply(answer) => {
+                        self.count(&answer);
+                        *reply = answer.bytes;
+                    }
+                    Outcome::Forward { qtype } => {
+                        let Some(peer) = peer else { continue };
+                        let packet = query.to_vec();
+                        let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
+                            self.fail(&packet, qtype, |bytes| *reply = bytes);
+                            continue;
+                        };
+                        let (server, socket) = (self.clone(), socket.clone());
+                        runtime.spawn(async move {
+                            if let Some(bytes) =
+                                server.forward(&packet, qtype, Transport::Udp).await
+                            {
+                                // A UDP send does not block on a socket that is not full.
+                                let _ = socket.send_to(&bytes, peer);
+                            }
+                            drop(permit);
                         });
-                        continue;
-                    };
-                    let (server, socket) = (self.clone(), socket.clone());
-                    runtime.spawn(async move {
-                        if let Some(bytes) = server.forward(&packet, qtype, Transport::Udp).await {
-                            // A UDP send does not block on a socket that is not full.
-                            let _ = socket.send_to(&bytes, peer);
-                        }
-                        drop(permit);
-                    });
+                    }
+                    Outcome::Drop => {}
                 }
-                Outcome::Drop => {}
             }
+            drop(snapshot);
+            batch.send(&socket, n);
         }
     }
 
