@@ -16,18 +16,20 @@
 # root (or sudo).
 #
 # Env knobs:
-#   ROUNDS=3           rounds per proxy          DURATION=8   seconds per wrk run
+#   ROUNDS=3           rounds per proxy          DURATION=8   seconds per wrk/h2load/dnsperf run
+#   RATE=40000         the fixed offered load (h2load --rps) at which p99 latencies are compared
 #   IPERF_TIME=5       seconds per iperf3 run    MAX_STEAL=2  discard rounds above this steal %
 #   SWITCHYARD_BIN=target/release/switchyard    (built with `cargo build --release` if missing)
 #   SKIP_SWITCHYARD=1  compare direct nginx/iperf3 against HAProxy instead (no Switchyard needed)
 #   PEERS_DIR=<repo>/../shared/peers            OUT=file  also write the table there
 #   KEEP_WORK=1        keep the scratch dir (configs, server logs, raw results.tsv)
-# Runs from the repo root (relative paths above are from there). Takes about 3 minutes with the
-# defaults: ROUNDS*(2*(4*DURATION+2*IPERF_TIME)+IPERF_TIME) s plus a 4 s warm-up and a few s of
+# Runs from the repo root (relative paths above are from there). Takes about 4 minutes with the
+# defaults: ROUNDS*(2*(5*DURATION+2*IPERF_TIME)+IPERF_TIME) s plus a 4 s warm-up and a few s of
 # start-up.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-8} IPERF_TIME=${IPERF_TIME:-5} MAX_STEAL=${MAX_STEAL:-2}
+RATE=${RATE:-40000}
 SKIP_SWITCHYARD=${SKIP_SWITCHYARD:-0} OUT=${OUT:-} KEEP_WORK=${KEEP_WORK:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || dirname "$HERE")
@@ -73,6 +75,7 @@ trap 'exit 143' TERM
 # --- setup -------------------------------------------------------------------------------------
 install_deps() {
   local -A pkg_of=([haproxy]=haproxy [nginx]=nginx [wrk]=wrk [iperf3]=iperf3 [curl]=curl [jq]=jq [taskset]=util-linux
+    [h2load]=nghttp2-client
     [unbound]=unbound [dnsperf]=dnsperf [dig]=bind9-dnsutils)
   local cmd missing=() sudo=() i
   export PATH=$PATH:/usr/sbin:/sbin   # haproxy and nginx live in /usr/sbin
@@ -194,6 +197,18 @@ run_iperf() { # port [host] -> receiver Gbit/s
   jq -e '.end.sum_received.bits_per_second / 1e9 * 100 | round / 100' <<<"$json" || { log "iperf3 :$1 failed: $(jq -r '.error // "?"' <<<"$json")"; return 1; }
 }
 
+run_rate() { # port -> "p99_ms requests errors": h2load at a fixed RATE, per-request latencies logged
+  local log=$WORK/h2load.log out
+  rm -f "$log"
+  out=$(taskset -c 0 h2load --h1 -t1 -c50 --rps "$((RATE / 50))" -D "$DURATION" --log-file="$log" \
+    "http://127.0.0.1:$1/" 2>&1) || true
+  # columns: start (us), status, duration (us); the p99 of the durations, the count, the failures
+  local bad; bad=$(awk -F'\t' '$2 != 200 { n++ } END { print n + 0 }' "$log" 2>/dev/null || echo 0)
+  cut -f3 "$log" 2>/dev/null | sort -n | awk -v bad="$bad" '{ d[NR] = $1 }
+    END { if (!NR) exit 1; printf "%.3f %d %d\n", d[int((NR - 1) * 0.99) + 1] / 1000, NR, bad }' ||
+    { log "h2load :$1 failed: $(tail -n 3 <<<"$out")"; return 1; }
+}
+
 run_dnsperf() { # port queries-file -> "q/s completed"
   taskset -c 0 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DURATION" 2>/dev/null |
     awk '/Queries per second/ { q = $4 } /Queries completed/ { n = $3 } END { if (q == "") exit 1; printf "%.0f %d\n", q, n }'
@@ -208,6 +223,11 @@ measure() { # case proxy round — one run, one line in results.tsv
     [[ $proxy != switchyard ]] || queries=$ROOT/benches/peers/dns-queries.txt
     read -r rps req < <(run_dnsperf "${DNS_PORT[$proxy]}" "$queries" || echo "- 0")
     [[ $req == 0 ]] || cpu=$(awk -v d="$(($(proc_ticks "$pid") - t0))" -v hz="$CLK_TCK" -v r="$req" \
+      'BEGIN { printf "%.3f", d / hz / r * 100000 }')
+  elif [[ $case == rate ]]; then
+    read -r p99 req err < <(run_rate "${HTTP_PORT[$proxy]}" || echo "- 0 0")
+    ((err == 0)) || NOTES+=("$proxy rate round $round: $err non-200 answers out of $req requests")
+    [[ -z $pid || $req == 0 ]] || cpu=$(awk -v d="$(($(proc_ticks "$pid") - t0))" -v hz="$CLK_TCK" -v r="$req" \
       'BEGIN { printf "%.3f", d / hz / r * 100000 }')
   elif [[ $case == iperf ]]; then
     gbps=$(run_iperf "${IPERF_PORT[$proxy]}") || gbps=-
@@ -244,11 +264,16 @@ warm_up() { # 1 s of wrk on every port, untimed: the first measured run is other
 }
 
 run_rounds() {
-  local r proxy case
+  # Each case runs for both servers back to back, first one then the other, and the order flips
+  # every round (A B, B A, ...): neighbours' load drifts over minutes, and a pair measured seconds
+  # apart sees the same machine.
+  local r proxy case order cases=(http rate vhost tcp iperf vip)
+  [[ $CANDIDATE == direct ]] || cases+=(dns)
   for ((r = 1; r <= ROUNDS; r++)); do
-    for proxy in "$CANDIDATE" haproxy; do
-      for case in http vhost tcp iperf vip; do measure "$case" "$proxy" "$r"; done
-      [[ $CANDIDATE == direct ]] || measure dns "$proxy" "$r"
+    order=("$CANDIDATE" haproxy)
+    ((r % 2)) || order=(haproxy "$CANDIDATE")
+    for case in "${cases[@]}"; do
+      for proxy in "${order[@]}"; do measure "$case" "$proxy" "$r"; done
     done
     [[ $CANDIDATE == direct ]] || measure iperf direct "$r"
   done
@@ -302,6 +327,8 @@ report() {
   row "http keep-alive" http 6 "p99 ms" "%.2f"
   row "http keep-alive" http 7 "CPU-s / 100k req" "%.3f"
   row "http keep-alive" http 9 "req per proxy CPU-s" "%.0f"
+  row "http at $RATE req/s offered" rate 6 "p99 ms" "%.2f"
+  row "http at $RATE req/s offered" rate 7 "CPU-s / 100k req" "%.3f"
   row "http vhost listener" vhost 5 "req/s" "%.0f"
   row "http vhost listener" vhost 6 "p99 ms" "%.2f"
   row "http vhost listener" vhost 7 "CPU-s / 100k req" "%.3f"
