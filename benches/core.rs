@@ -181,6 +181,15 @@ fn lookups(c: &mut Criterion) {
         "dns answer: A, 10 tasks (decode, look up, shuffle, encode)",
         |b| b.iter(|| answer(Some(&zone), black_box(&a), Transport::Udp, false)),
     );
+    let mut out = Vec::with_capacity(512);
+    c.bench_function(
+        "dns answer: A, 10 tasks, UDP fast path (bytes written in place)",
+        |b| {
+            b.iter(|| {
+                switchyard::dns::fast::answer(&zone, black_box(&a), &mut out).expect("fast path");
+            })
+        },
+    );
     c.bench_function(
         "dns answer: SRV + additionals, 10 tasks, truncated to 512",
         |b| b.iter(|| answer(Some(&zone), black_box(&srv), Transport::Udp, false)),

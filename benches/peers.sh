@@ -318,7 +318,7 @@ report() {
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), kernel: $(uname -r), nproc: $(nproc), commit: $commit"
   echo "- proxies and DNS servers on core 1 (1 worker/thread); wrk -t1 -c50 -d${DURATION}s, iperf3 -t $IPERF_TIME, dnsperf -l $DURATION (100 names, A); nginx + iperf3 server + load generators on core 0"
   echo "- the peer column is HAProxy for proxying rows, unbound (auth-zone) for dns rows"
-  echo "- rounds per proxy: $ROUNDS, interleaved A B A B; medians over rounds with CPU steal <= $MAX_STEAL%:" \
+  echo "- rounds: $ROUNDS; each case runs for both servers back to back, A B then B A; medians over rounds with CPU steal <= $MAX_STEAL%:" \
     "discarded $((total - kept)) of $total runs; \"(noisy)\" = every round discarded, median of all"
   echo
   echo "| case | metric | $CANDIDATE | peer | $CANDIDATE/peer | direct | $CANDIDATE/direct | kept rounds ($CANDIDATE, peer) |"
