@@ -99,9 +99,11 @@ pub struct BackendState {
     pub metrics: BackendMetrics,
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
-    idle: Mutex<Vec<Upstream>>,
+    /// Idle connections, each with the worker whose runtime drives it: a worker takes only its
+    /// own (see `workers`).
+    idle: Mutex<Vec<(usize, Upstream)>>,
     /// Idle connections of the HTTP/1.1 fast path (plain sockets, between exchanges).
-    raw_idle: Mutex<Vec<tokio::net::TcpStream>>,
+    raw_idle: Mutex<Vec<(usize, tokio::net::TcpStream)>>,
     /// The shared HTTP/2 connection, for services that speak h2c to their backends.
     pub h2: Mutex<Option<crate::proxy::upstream_h2::H2Upstream>>,
     max_idle: usize,
@@ -174,12 +176,8 @@ impl BackendState {
     /// response: callers wait for `ready()`.
     pub fn checkout(&self) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap();
-        while let Some(conn) = idle.pop() {
-            if !conn.is_closed() {
-                return Some(conn);
-            }
-        }
-        None
+        idle.retain(|(_, conn)| !conn.is_closed());
+        take_own(&mut idle)
     }
 
     /// Returns a connection whose last response finished to the pool.
@@ -189,7 +187,7 @@ impl BackendState {
         }
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < self.max_idle {
-            idle.push(conn);
+            idle.push((crate::workers::current(), conn));
         }
     }
 
@@ -197,7 +195,7 @@ impl BackendState {
     /// idle reads as ended (or holds bytes nobody asked for) and is dropped.
     pub fn checkout_raw(&self) -> Option<tokio::net::TcpStream> {
         let mut idle = self.raw_idle.lock().unwrap();
-        while let Some(conn) = idle.pop() {
+        while let Some(conn) = take_own(&mut idle) {
             let mut probe = [0u8; 1];
             if matches!(conn.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             {
@@ -214,7 +212,7 @@ impl BackendState {
         }
         let mut idle = self.raw_idle.lock().unwrap();
         if idle.len() < self.max_idle {
-            idle.push(conn);
+            idle.push((crate::workers::current(), conn));
         }
     }
 
@@ -224,6 +222,13 @@ impl BackendState {
         self.raw_idle.lock().unwrap().clear();
         self.h2.lock().unwrap().take();
     }
+}
+
+/// The most recently pooled connection of the calling worker.
+fn take_own<T>(idle: &mut Vec<(usize, T)>) -> Option<T> {
+    let worker = crate::workers::current();
+    let at = idle.iter().rposition(|(w, _)| *w == worker)?;
+    Some(idle.remove(at).1)
 }
 
 pub struct ActiveGuard(Arc<BackendState>);

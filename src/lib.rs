@@ -20,6 +20,7 @@ pub mod reconciler;
 pub mod reload;
 pub mod routing;
 pub mod upgrade;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -55,6 +56,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // the cluster or serves operators goes to the control plane's thread.
     let control =
         control_plane::ControlPlane::start().map_err(|e| format!("control plane thread: {e}"))?;
+    let workers = Arc::new(
+        workers::Workers::start(config.worker_threads())
+            .map_err(|e| format!("worker threads: {e}"))?,
+    );
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new());
     let status = Arc::new(Status::default());
@@ -105,12 +110,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         } else {
             proxy::http::Protocol::Http1
         };
-        tokio::spawn(proxy::listeners::accept_http(
-            listener,
-            entry,
-            protocol,
-            ctx.clone(),
-        ));
+        let slots = Arc::new(proxy::ListenerSlots::default());
+        workers
+            .accept_everywhere(listener, |listener| {
+                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), slots.clone())
+            })
+            .map_err(|e| format!("http.listen {addr}: {e}"))?;
     }
     if let Some(addr) = config.http.app_id_listen {
         let listener =
@@ -120,12 +125,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             listener.local_addr().map_err(|e| e.to_string())?
         );
         let (entry, protocol) = (proxy::http::Entry::AppId, proxy::http::Protocol::Http1);
-        tokio::spawn(proxy::listeners::accept_http(
-            listener,
-            entry,
-            protocol,
-            ctx.clone(),
-        ));
+        let slots = Arc::new(proxy::ListenerSlots::default());
+        workers
+            .accept_everywhere(listener, |listener| {
+                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), slots.clone())
+            })
+            .map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
     }
     if !config.https.listen.is_empty() {
         let certs = Arc::new(proxy::tls::Certificates::new(
@@ -146,12 +151,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
                 listener.local_addr().map_err(|e| e.to_string())?
             );
             let timeout = config.https.handshake_timeout;
-            tokio::spawn(proxy::listeners::accept_https(
-                listener,
-                tls.clone(),
-                timeout,
-                ctx.clone(),
-            ));
+            let slots = Arc::new(proxy::ListenerSlots::default());
+            workers
+                .accept_everywhere(listener, |listener| {
+                    let (tls, ctx, slots) = (tls.clone(), ctx.clone(), slots.clone());
+                    proxy::listeners::accept_https(listener, tls, timeout, ctx, slots)
+                })
+                .map_err(|e| format!("https.listen {addr}: {e}"))?;
         }
         tokio::spawn(proxy::tls::watch(
             certs,
@@ -160,7 +166,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             config.https.reload_interval,
         ));
     }
-    let listeners = Listeners::new(ctx.clone());
+    let listeners = Listeners::new(ctx.clone(), workers.clone());
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (reload_tx, reload_rx) = mpsc::channel(8);
     let token = match &config.admin.token_file {
@@ -323,6 +329,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         Ok(()) => tracing::info!("drained, exiting"),
         Err(_) => tracing::warn!(open = ctx.shutdown.open(), "drain timeout, exiting"),
     }
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     Ok(())
 }
 

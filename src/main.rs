@@ -153,17 +153,11 @@ fn inspect(
 fn run(config: Config, options: switchyard::RunOptions) -> ExitCode {
     init_logging(&config);
     raise_fd_limit();
-    // One worker: a current-thread runtime does the same work without cross-thread wake-ups.
-    let runtime = match config.worker_threads() {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
-    .expect("tokio runtime");
+    // The first worker of the data plane; `run` starts the others (see `workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(switchyard::run(config, options));
     // Tasks still parked (idle accept loops, the source) are dropped, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -1,8 +1,8 @@
 //! The set of open service-port listeners, reconciled with each new table: new ports open in the
 //! same swap, removed ports stop accepting (their connections carry on and drain), ports that
 //! cannot be bound are reported once and retried at the next swap. The reconciler calls it from
-//! the control plane's thread; sockets are registered with, and accept loops run on, the data
-//! plane's runtime.
+//! the control plane's thread; every worker of the data plane accepts on each TCP port (see
+//! `workers`), and a UDP VIP is served by the first worker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -15,28 +15,29 @@ use super::admission::REFUSED_HTTP;
 use super::{Context, ListenerSlots, http, tcp, udp};
 use crate::routing::{Mode, RoutingTable};
 use crate::upgrade::{self, Proto};
+use crate::workers::Workers;
 
 const BACKLOG: i32 = 1024;
 
 pub struct Listeners {
-    open: HashMap<SocketAddr, JoinHandle<()>>,
+    /// Each port's accept loops, one per worker.
+    open: HashMap<SocketAddr, Vec<JoinHandle<()>>>,
     /// UDP VIP sockets, by address.
     udp: HashMap<SocketAddr, JoinHandle<()>>,
     /// Ports that failed to bind, with why; shared with the admin API.
     failed: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
     ctx: Arc<Context>,
-    data_plane: tokio::runtime::Handle,
+    workers: Arc<Workers>,
 }
 
 impl Listeners {
-    /// Listeners whose accept loops run on the runtime this is called on (the data plane's).
-    pub fn new(ctx: Arc<Context>) -> Listeners {
+    pub fn new(ctx: Arc<Context>, workers: Arc<Workers>) -> Listeners {
         Listeners {
             open: HashMap::new(),
             udp: HashMap::new(),
             failed: Arc::default(),
             ctx,
-            data_plane: tokio::runtime::Handle::current(),
+            workers,
         }
     }
 
@@ -45,13 +46,13 @@ impl Listeners {
     }
 
     pub fn reconcile(&mut self, table: &RoutingTable) {
-        // New sockets register with the data plane's reactor.
-        let _data_plane = self.data_plane.enter();
-        self.open.retain(|addr, accept| {
+        // New sockets register with the first worker's reactor (the others register duplicates).
+        let _data_plane = self.workers.first().enter();
+        self.open.retain(|addr, accepts| {
             let keep = table.by_listen.contains_key(addr);
             if !keep {
                 tracing::info!(listen = %addr, "service port removed: stopped accepting");
-                accept.abort();
+                accepts.iter().for_each(JoinHandle::abort);
             }
             keep
         });
@@ -71,9 +72,10 @@ impl Listeners {
             match bind_udp(listen) {
                 Ok(socket) => {
                     tracing::info!(listen = %listen, "UDP VIP open");
-                    let relay = self
-                        .data_plane
-                        .spawn(udp::serve(socket, listen, self.ctx.clone()));
+                    let relay =
+                        self.workers
+                            .first()
+                            .spawn(udp::serve(socket, listen, self.ctx.clone()));
                     self.udp.insert(listen, relay);
                 }
                 Err(e) => {
@@ -96,14 +98,17 @@ impl Listeners {
             if self.open.contains_key(&listen) {
                 continue;
             }
-            match bind(listen) {
-                Ok(listener) => {
+            let (ctx, slots) = (&self.ctx, Arc::new(ListenerSlots::default()));
+            let accepting = bind(listen).and_then(|listener| {
+                self.workers.accept_everywhere(listener, |listener| {
+                    accept_loop(listener, listen, ctx.clone(), slots.clone())
+                })
+            });
+            match accepting {
+                Ok(accepts) => {
                     failed.remove(&listen);
                     tracing::info!(listen = %listen, service = %service.key, "service port open");
-                    let accept =
-                        self.data_plane
-                            .spawn(accept_loop(listener, listen, self.ctx.clone()));
-                    self.open.insert(listen, accept);
+                    self.open.insert(listen, accepts);
                 }
                 Err(e) => {
                     let reason = e.to_string();
@@ -121,8 +126,11 @@ impl Listeners {
 
     /// Stops accepting everywhere (SIGTERM); open connections carry on.
     pub fn close_all(&mut self) {
-        for (_, accept) in self.open.drain().chain(self.udp.drain()) {
-            accept.abort();
+        for (_, accepts) in self.open.drain() {
+            accepts.iter().for_each(JoinHandle::abort);
+        }
+        for (_, relay) in self.udp.drain() {
+            relay.abort();
         }
     }
 
@@ -217,9 +225,15 @@ async fn next(listener: &TcpListener, name: &str) -> (TcpStream, SocketAddr) {
     }
 }
 
-async fn accept_loop(listener: Arc<TcpListener>, listen: SocketAddr, ctx: Arc<Context>) {
+/// A service port's accept loop (one per worker; they share the port's `slots`).
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    listen: SocketAddr,
+    ctx: Arc<Context>,
+    slots: Arc<ListenerSlots>,
+) {
     ctx.serving.wait().await;
-    let (slots, name) = (Arc::new(ListenerSlots::default()), listen.to_string());
+    let name = listen.to_string();
     loop {
         let (stream, peer) = next(&listener, &name).await;
         // Over a limit, a TCP connection is closed at once: the client sees it end, not hang.
@@ -256,16 +270,16 @@ fn refuse_http(stream: TcpStream) {
     });
 }
 
-/// The accept loop of a shared HTTP listener (vhosts, or the app-id listener); it stops
-/// accepting when switchyard stops.
+/// The accept loop of a shared HTTP listener (vhosts, or the app-id listener), one per worker,
+/// sharing the listener's `slots`; it stops accepting when switchyard stops.
 pub async fn accept_http(
     listener: Arc<TcpListener>,
     entry: http::Entry,
     protocol: http::Protocol,
     ctx: Arc<Context>,
+    slots: Arc<ListenerSlots>,
 ) {
     ctx.serving.wait().await;
-    let slots = Arc::new(ListenerSlots::default());
     let name = format!("{entry:?}");
     loop {
         let (stream, peer) = tokio::select! {
@@ -297,9 +311,9 @@ pub async fn accept_https(
     tls: tokio_rustls::TlsAcceptor,
     handshake_timeout: std::time::Duration,
     ctx: Arc<Context>,
+    slots: Arc<ListenerSlots>,
 ) {
     ctx.serving.wait().await;
-    let slots = Arc::new(ListenerSlots::default());
     loop {
         let (stream, peer) = tokio::select! {
             a = next(&listener, "https") => a,

@@ -1,0 +1,216 @@
+//! The data plane's workers: one current-thread runtime per worker, each on a thread of its own
+//! (worker 0 is the runtime `run` is called on). Every worker accepts on every listening socket
+//! and serves what it accepted to the end, with connections to backends pooled per worker:
+//! nothing moves between workers, so no wake-up crosses threads and no lock is contended on the
+//! way of a request.
+//!
+//! The workers share each listening socket (each registers its own duplicate of the descriptor)
+//! rather than holding one `SO_REUSEPORT` socket each: the kernel wakes the idle workers for a
+//! new connection and the first to accept takes it, so a busy worker is not handed connections
+//! by hash; and a port stays one socket, which is what a binary upgrade hands over whole, with
+//! its accept queue.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The worker this thread is (0 on any thread that is not a worker's).
+pub fn current() -> usize {
+    WORKER.with(Cell::get)
+}
+
+pub struct Workers {
+    /// Worker `i`'s runtime; 0 is the caller's.
+    handles: Vec<Handle>,
+    running: std::sync::Mutex<Running>,
+}
+
+#[derive(Default)]
+struct Running {
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// `n` workers: the runtime this is called on, and `n - 1` more on threads of their own.
+    pub fn start(n: usize) -> io::Result<Workers> {
+        let mut handles = vec![Handle::current()];
+        let mut running = Running::default();
+        for i in 1..n.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(i));
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    // Connections still open at the end of the drain are dropped.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                })?;
+            running.stops.push(stop);
+            running.threads.push(thread);
+        }
+        Ok(Workers {
+            handles,
+            running: std::sync::Mutex::new(running),
+        })
+    }
+
+    /// Ends the other workers' threads, dropping what they still serve; blocks until they end.
+    pub fn stop(&self) {
+        let Running { stops, threads } = std::mem::take(&mut *self.running.lock().unwrap());
+        for stop in stops {
+            let _ = stop.send(());
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Worker 0's runtime: what serves sockets only one worker may read (UDP VIPs, whose flow
+    /// tables are per socket).
+    pub fn first(&self) -> &Handle {
+        &self.handles[0]
+    }
+
+    /// Runs `accept` in every worker, each on its own registration of `listener` (registered
+    /// with worker 0's runtime); aborting the returned tasks stops accepting everywhere.
+    pub fn accept_everywhere<F, Fut>(
+        &self,
+        listener: Arc<TcpListener>,
+        accept: F,
+    ) -> io::Result<Vec<JoinHandle<()>>>
+    where
+        F: Fn(Arc<TcpListener>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = Vec::with_capacity(self.handles.len());
+        for handle in &self.handles[1..] {
+            let duplicate: std::net::TcpListener =
+                socket2::SockRef::from(&*listener).try_clone()?.into();
+            duplicate.set_nonblocking(true)?;
+            let _worker = handle.enter();
+            let registered = Arc::new(TcpListener::from_std(duplicate)?);
+            tasks.push(handle.spawn(accept(registered)));
+        }
+        tasks.push(self.handles[0].spawn(accept(listener)));
+        Ok(tasks)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts on a fresh socket in every worker, then stops all but worker `keep`: whoever
+    /// serves a connection then says which worker it is.
+    async fn served_by(workers: &Workers, keep: usize) -> usize {
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = workers
+            .accept_everywhere(listener, move |l| {
+                let tx = tx.clone();
+                async move {
+                    while let Ok((stream, _)) = l.accept().await {
+                        let _ = tx.send(current());
+                        drop(stream);
+                    }
+                }
+            })
+            .unwrap();
+        // Tasks come as workers 1, 2, …, then worker 0.
+        let index = |task: usize| (task + 1) % workers.len();
+        for (i, task) in tasks.iter().enumerate() {
+            if index(i) != keep {
+                task.abort();
+            }
+        }
+        for (i, task) in tasks.into_iter().enumerate() {
+            if index(i) != keep {
+                let _ = task.await;
+            }
+        }
+        // From a blocking thread: worker 0 is this test's runtime and must be free to accept.
+        tokio::task::spawn_blocking(move || drop(std::net::TcpStream::connect(addr).unwrap()));
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a connection was served")
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_worker_accepts_on_the_shared_socket_and_serves_on_its_own_thread() {
+        let workers = Workers::start(3).unwrap();
+        assert_eq!(workers.len(), 3);
+        for keep in 0..3 {
+            assert_eq!(served_by(&workers, keep).await, keep);
+        }
+        tokio::task::spawn_blocking(move || drop(workers))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_port_closes_when_every_worker_stops_accepting() {
+        let workers = Workers::start(2).unwrap();
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        let tasks = workers
+            .accept_everywhere(listener, |l| async move {
+                while let Ok((stream, _)) = l.accept().await {
+                    drop(stream);
+                }
+            })
+            .unwrap();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        let refused = tokio::time::timeout(Duration::from_secs(5), async {
+            while tokio::net::TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            refused.is_ok(),
+            "the socket closed with its last registration"
+        );
+        tokio::task::spawn_blocking(move || drop(workers))
+            .await
+            .unwrap();
+    }
+}
