@@ -99,11 +99,9 @@ pub struct BackendState {
     pub metrics: BackendMetrics,
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
-    /// Idle connections, each with the worker whose runtime drives it: a worker takes only its
-    /// own (see `workers`).
-    idle: Mutex<Vec<(usize, Upstream)>>,
-    /// Idle connections of the HTTP/1.1 fast path (plain sockets, between exchanges).
-    raw_idle: Mutex<Vec<(usize, tokio::net::TcpStream)>>,
+    /// Idle connections, a pool per worker: a worker takes back only the connections its own
+    /// runtime drives, and never waits for another worker's lock (see `workers`).
+    pools: Box<[Mutex<Pool>]>,
     /// The shared HTTP/2 connection, for services that speak h2c to their backends.
     pub h2: Mutex<Option<crate::proxy::upstream_h2::H2Upstream>>,
     max_idle: usize,
@@ -175,9 +173,13 @@ impl BackendState {
     /// An idle pooled connection, if one is still open. It may still be finishing its previous
     /// response: callers wait for `ready()`.
     pub fn checkout(&self) -> Option<Upstream> {
-        let mut idle = self.idle.lock().unwrap();
-        idle.retain(|(_, conn)| !conn.is_closed());
-        take_own(&mut idle)
+        let mut pool = self.pool();
+        while let Some(conn) = pool.idle.pop() {
+            if !conn.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
     }
 
     /// Returns a connection whose last response finished to the pool.
@@ -185,17 +187,17 @@ impl BackendState {
         if self.is_draining() || conn.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap();
-        if idle.len() < self.max_idle {
-            idle.push((crate::workers::current(), conn));
+        let mut pool = self.pool();
+        if pool.idle.len() < self.max_idle {
+            pool.idle.push(conn);
         }
     }
 
     /// An idle fast-path connection that is still open: one the backend closed while it was
     /// idle reads as ended (or holds bytes nobody asked for) and is dropped.
     pub fn checkout_raw(&self) -> Option<tokio::net::TcpStream> {
-        let mut idle = self.raw_idle.lock().unwrap();
-        while let Some(conn) = take_own(&mut idle) {
+        let mut pool = self.pool();
+        while let Some(conn) = pool.raw.pop() {
             let mut probe = [0u8; 1];
             if matches!(conn.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             {
@@ -210,25 +212,33 @@ impl BackendState {
         if self.is_draining() {
             return;
         }
-        let mut idle = self.raw_idle.lock().unwrap();
-        if idle.len() < self.max_idle {
-            idle.push((crate::workers::current(), conn));
+        let mut pool = self.pool();
+        if pool.raw.len() < self.max_idle {
+            pool.raw.push(conn);
         }
+    }
+
+    /// The calling worker's pool.
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        let worker = crate::workers::current().min(self.pools.len() - 1);
+        self.pools[worker].lock().unwrap()
     }
 
     fn start_draining(&self, deadline: Instant) {
         self.drain.send_replace(Some(deadline));
-        self.idle.lock().unwrap().clear();
-        self.raw_idle.lock().unwrap().clear();
+        for pool in &self.pools {
+            *pool.lock().unwrap() = Pool::default();
+        }
         self.h2.lock().unwrap().take();
     }
 }
 
-/// The most recently pooled connection of the calling worker.
-fn take_own<T>(idle: &mut Vec<(usize, T)>) -> Option<T> {
-    let worker = crate::workers::current();
-    let at = idle.iter().rposition(|(w, _)| *w == worker)?;
-    Some(idle.remove(at).1)
+/// One worker's idle backend connections.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Upstream>,
+    /// Of the HTTP/1.1 fast path (plain sockets, between exchanges).
+    raw: Vec<tokio::net::TcpStream>,
 }
 
 pub struct ActiveGuard(Arc<BackendState>);
@@ -326,8 +336,9 @@ impl Registry {
             connect_ewma_ns: Default::default(),
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),
             drain: watch::Sender::new(None),
-            idle: Mutex::new(Vec::new()),
-            raw_idle: Mutex::new(Vec::new()),
+            pools: (0..crate::workers::count())
+                .map(|_| Mutex::default())
+                .collect(),
             h2: Mutex::new(None),
             max_idle: self.max_idle,
         })

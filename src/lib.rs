@@ -113,7 +113,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         let slots = Arc::new(proxy::ListenerSlots::default());
         workers
             .accept_everywhere(listener, |listener| {
-                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), slots.clone())
+                let shared = (slots.clone(), workers.clone());
+                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), shared)
             })
             .map_err(|e| format!("http.listen {addr}: {e}"))?;
     }
@@ -128,7 +129,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         let slots = Arc::new(proxy::ListenerSlots::default());
         workers
             .accept_everywhere(listener, |listener| {
-                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), slots.clone())
+                let shared = (slots.clone(), workers.clone());
+                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), shared)
             })
             .map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
     }
@@ -154,8 +156,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             let slots = Arc::new(proxy::ListenerSlots::default());
             workers
                 .accept_everywhere(listener, |listener| {
-                    let (tls, ctx, slots) = (tls.clone(), ctx.clone(), slots.clone());
-                    proxy::listeners::accept_https(listener, tls, timeout, ctx, slots)
+                    let (tls, ctx) = (tls.clone(), ctx.clone());
+                    let shared = (slots.clone(), workers.clone());
+                    proxy::listeners::accept_https(listener, tls, timeout, ctx, shared)
                 })
                 .map_err(|e| format!("https.listen {addr}: {e}"))?;
         }

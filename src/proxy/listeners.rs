@@ -101,7 +101,8 @@ impl Listeners {
             let (ctx, slots) = (&self.ctx, Arc::new(ListenerSlots::default()));
             let accepting = bind(listen).and_then(|listener| {
                 self.workers.accept_everywhere(listener, |listener| {
-                    accept_loop(listener, listen, ctx.clone(), slots.clone())
+                    let shared = (slots.clone(), self.workers.clone());
+                    accept_loop(listener, listen, ctx.clone(), shared)
                 })
             });
             match accepting {
@@ -230,7 +231,7 @@ async fn accept_loop(
     listener: Arc<TcpListener>,
     listen: SocketAddr,
     ctx: Arc<Context>,
-    slots: Arc<ListenerSlots>,
+    (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
 ) {
     ctx.serving.wait().await;
     let name = listen.to_string();
@@ -239,7 +240,10 @@ async fn accept_loop(
         // Over a limit, a TCP connection is closed at once: the client sees it end, not hang.
         match ctx.admit(&slots, &name) {
             Ok(admission) => {
-                tokio::spawn(serve(stream, peer, listen, ctx.clone(), admission));
+                let ctx = ctx.clone();
+                workers.serve(stream, move |stream| {
+                    serve(stream, peer, listen, ctx, admission)
+                });
             }
             Err(_) => {
                 let snapshot = ctx.store.load();
@@ -277,7 +281,7 @@ pub async fn accept_http(
     entry: http::Entry,
     protocol: http::Protocol,
     ctx: Arc<Context>,
-    slots: Arc<ListenerSlots>,
+    (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
 ) {
     ctx.serving.wait().await;
     let name = format!("{entry:?}");
@@ -291,7 +295,7 @@ pub async fn accept_http(
             continue;
         };
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        workers.serve(stream, move |stream| async move {
             let _admission = admission;
             let _ = stream.set_nodelay(true);
             match (entry, protocol) {
@@ -311,7 +315,7 @@ pub async fn accept_https(
     tls: tokio_rustls::TlsAcceptor,
     handshake_timeout: std::time::Duration,
     ctx: Arc<Context>,
-    slots: Arc<ListenerSlots>,
+    (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
 ) {
     ctx.serving.wait().await;
     loop {
@@ -324,7 +328,7 @@ pub async fn accept_https(
             continue;
         };
         let (ctx, tls) = (ctx.clone(), tls.clone());
-        tokio::spawn(async move {
+        workers.serve(stream, move |stream| async move {
             let _admission = admission;
             let _ = stream.set_nodelay(true);
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
