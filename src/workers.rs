@@ -1,8 +1,7 @@
 //! The data plane's workers: one current-thread runtime per worker, each on a thread of its own
-//! (worker 0 is the runtime `run` is called on). Every worker accepts on every listening socket
-//! and serves what it accepted to the end, with connections to backends pooled per worker:
-//! nothing moves between workers, so no wake-up crosses threads and no lock is contended on the
-//! way of a request.
+//! (worker 0 is the runtime `run` is called on). Every worker accepts on every listening socket;
+//! a connection is served to its end by one worker, with connections to backends pooled per
+//! worker, so no wake-up crosses threads and no lock is contended on the way of a request.
 //!
 //! The workers share each listening socket (each registers its own duplicate of the descriptor)
 //! rather than holding one `SO_REUSEPORT` socket each: a port stays one socket, which is what a
