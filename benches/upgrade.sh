@@ -11,7 +11,7 @@
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
 # Installs nginx and wrk from Debian if missing.
 #
-# Env: UPGRADES=3 DURATION=6 SWITCHYARD_BIN=target/release/switchyard PEERS_DIR=../shared/peers
+# Env: UPGRADES=3 DURATION=6 WORKERS=1 SWITCHYARD_BIN=target/release/switchyard PEERS_DIR=../shared/peers
 set -euo pipefail
 
 UPGRADES=${UPGRADES:-3} DURATION=${DURATION:-6}
@@ -43,7 +43,7 @@ nginx -c "$WORK/nginx.conf" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" &
 PIDS+=($!)
 cp "$ROOT/benches/peers/apps.json" "$WORK/apps.json"
 sed -e 's/^\[runtime\]$/[runtime]\nupgrade_socket = "upgrade.sock"\nconfig_watch_interval = "0s"/' \
-  -e 's/^level = "warn"/level = "info"/' \
+  -e 's/^level = "warn"/level = "info"/' -e "s/^workers = 1\$/workers = ${WORKERS:-1}/" \
   "$ROOT/benches/peers/switchyard.toml" >"$WORK/switchyard.toml"
 "$BIN" --config "$WORK/switchyard.toml" 2>>"$WORK/switchyard.log" &
 PIDS+=($!)
