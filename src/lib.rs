@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod reconciler;
 pub mod reload;
 pub mod routing;
+pub mod runtime_thread;
 pub mod upgrade;
 pub mod workers;
 
@@ -54,8 +55,7 @@ pub struct RunOptions {
 pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // Runs on the data plane's runtime (accept loops and connections); everything that reads
     // the cluster or serves operators goes to the control plane's thread.
-    let control =
-        control_plane::ControlPlane::start().map_err(|e| format!("control plane thread: {e}"))?;
+    let control = control_plane::start().map_err(|e| format!("control plane thread: {e}"))?;
     let workers = Arc::new(
         workers::Workers::start(config.worker_threads())
             .map_err(|e| format!("worker threads: {e}"))?,
@@ -110,12 +110,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         } else {
             proxy::http::Protocol::Http1
         };
-        let slots = Arc::new(proxy::ListenerSlots::default());
-        workers
-            .accept_everywhere(listener, |listener| {
-                let shared = (slots.clone(), workers.clone());
-                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), shared)
-            })
+        proxy::listeners::serve_http(&workers, listener, (entry, protocol), &ctx)
             .map_err(|e| format!("http.listen {addr}: {e}"))?;
     }
     if let Some(addr) = config.http.app_id_listen {
@@ -125,13 +120,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             "http app-id listener on {}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        let (entry, protocol) = (proxy::http::Entry::AppId, proxy::http::Protocol::Http1);
-        let slots = Arc::new(proxy::ListenerSlots::default());
-        workers
-            .accept_everywhere(listener, |listener| {
-                let shared = (slots.clone(), workers.clone());
-                proxy::listeners::accept_http(listener, entry, protocol, ctx.clone(), shared)
-            })
+        let entry = (proxy::http::Entry::AppId, proxy::http::Protocol::Http1);
+        proxy::listeners::serve_http(&workers, listener, entry, &ctx)
             .map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
     }
     if !config.https.listen.is_empty() {
@@ -153,13 +143,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
                 listener.local_addr().map_err(|e| e.to_string())?
             );
             let timeout = config.https.handshake_timeout;
-            let slots = Arc::new(proxy::ListenerSlots::default());
-            workers
-                .accept_everywhere(listener, |listener| {
-                    let (tls, ctx) = (tls.clone(), ctx.clone());
-                    let shared = (slots.clone(), workers.clone());
-                    proxy::listeners::accept_https(listener, tls, timeout, ctx, shared)
-                })
+            proxy::listeners::serve_https(&workers, listener, (&tls, timeout), &ctx)
                 .map_err(|e| format!("https.listen {addr}: {e}"))?;
         }
         tokio::spawn(proxy::tls::watch(

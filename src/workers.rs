@@ -15,12 +15,12 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::runtime_thread::RuntimeThread;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -43,55 +43,32 @@ pub struct Workers {
     handles: Vec<Handle>,
     /// Worker `i`'s open client connections.
     loads: Arc<[AtomicUsize]>,
-    running: std::sync::Mutex<Running>,
-}
-
-#[derive(Default)]
-struct Running {
-    stops: Vec<oneshot::Sender<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Workers 1 and up.
+    threads: std::sync::Mutex<Vec<RuntimeThread>>,
 }
 
 impl Workers {
     /// `n` workers: the runtime this is called on, and `n - 1` more on threads of their own.
     pub fn start(n: usize) -> io::Result<Workers> {
         COUNT.fetch_max(n.max(1), Ordering::Relaxed);
-        let mut handles = vec![Handle::current()];
-        let mut running = Running::default();
-        for i in 1..n.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            handles.push(runtime.handle().clone());
-            let (stop, stopped) = oneshot::channel::<()>();
-            let thread = std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || {
-                    WORKER.with(|w| w.set(i));
-                    runtime.block_on(async {
-                        let _ = stopped.await;
-                    });
-                    // Connections still open at the end of the drain are dropped.
-                    runtime.shutdown_timeout(Duration::from_secs(1));
-                })?;
-            running.stops.push(stop);
-            running.threads.push(thread);
-        }
+        let threads = (1..n.max(1))
+            .map(|i| RuntimeThread::start(format!("worker-{i}"), move || WORKER.with(|w| w.set(i))))
+            .collect::<io::Result<Vec<_>>>()?;
+        let handles: Vec<Handle> = std::iter::once(Handle::current())
+            .chain(threads.iter().map(|t| t.handle().clone()))
+            .collect();
         Ok(Workers {
             loads: handles.iter().map(|_| AtomicUsize::new(0)).collect(),
             handles,
-            running: std::sync::Mutex::new(running),
+            threads: std::sync::Mutex::new(threads),
         })
     }
 
     /// Ends the other workers' threads, dropping what they still serve; blocks until they end.
     pub fn stop(&self) {
-        let Running { stops, threads } = std::mem::take(&mut *self.running.lock().unwrap());
-        for stop in stops {
-            let _ = stop.send(());
-        }
-        for thread in threads {
-            let _ = thread.join();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap());
+        for mut thread in threads {
+            thread.stop();
         }
     }
 
@@ -196,6 +173,8 @@ impl Drop for Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
 
     /// Accepts on a fresh socket in every worker, then stops all but worker `keep`: whoever
     /// serves a connection then says which worker it is.

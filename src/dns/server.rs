@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
 use super::fast;
-use super::udp_batch::{Batch, Slot};
+use super::udp_batch::Batch;
 use crate::routing::store::Store;
 
 /// Forwarded queries in flight at once; past this, SERVFAIL at once.
@@ -118,29 +118,29 @@ impl DnsServer {
             // One table for the queries that came together.
             let snapshot = self.store.load();
             for i in 0..n {
-                let Slot { query, peer, reply } = batch.slot(i);
+                let slot = batch.slot(i);
                 if let Some(zone) = snapshot.dns.as_deref()
-                    && let Some(qtype) = fast::answer(zone, query, reply)
+                    && let Some(qtype) = fast::answer(zone, slot.query, slot.reply)
                 {
                     self.metrics.query(Some(qtype), ResponseCode::NoError);
                     continue;
                 }
                 let outcome = answer::answer(
                     snapshot.dns.as_deref(),
-                    query,
+                    slot.query,
                     Transport::Udp,
                     !self.upstreams.is_empty(),
                 );
                 match outcome {
                     Outcome::Reply(answer) => {
                         self.count(&answer);
-                        *reply = answer.bytes;
+                        *slot.reply = answer.bytes;
                     }
                     Outcome::Forward { qtype } => {
-                        let Some(peer) = peer else { continue };
-                        let packet = query.to_vec();
+                        let Some(peer) = slot.peer() else { continue };
+                        let packet = slot.query.to_vec();
                         let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
-                            self.fail(&packet, qtype, |bytes| *reply = bytes);
+                            self.fail(&packet, qtype, |bytes| *slot.reply = bytes);
                             continue;
                         };
                         let (server, socket) = (self.clone(), socket.clone());

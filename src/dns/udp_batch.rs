@@ -24,8 +24,15 @@ pub struct Batch {
 /// One received query, where it came from, and the reply to send (left empty: none).
 pub struct Slot<'a> {
     pub query: &'a [u8],
-    pub peer: Option<SocketAddr>,
     pub reply: &'a mut Vec<u8>,
+    from: (&'a libc::sockaddr_storage, libc::socklen_t),
+}
+
+impl Slot<'_> {
+    /// The sender's address, for a reply that does not go back in the batch (a relayed query).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        peer(self.from.0, self.from.1)
+    }
 }
 
 impl Batch {
@@ -83,8 +90,8 @@ impl Batch {
     pub fn slot(&mut self, i: usize) -> Slot<'_> {
         Slot {
             query: &self.queries[i * self.size..i * self.size + self.lens[i]],
-            peer: peer(&self.peers[i], self.peer_lens[i]),
             reply: &mut self.replies[i],
+            from: (&self.peers[i], self.peer_lens[i]),
         }
     }
 
@@ -174,7 +181,7 @@ mod tests {
             let n = batch.recv(&server).unwrap();
             for i in 0..n {
                 let slot = batch.slot(i);
-                let from = slot.peer.unwrap();
+                let from = slot.peer().unwrap();
                 let which = clients
                     .iter()
                     .position(|c| c.local_addr().unwrap() == from)
@@ -211,7 +218,7 @@ mod tests {
         let mut batch = Batch::new(512);
         assert_eq!(batch.recv(&server).unwrap(), 1);
         let slot = batch.slot(0);
-        assert_eq!(slot.peer, Some(client.local_addr().unwrap()));
+        assert_eq!(slot.peer(), Some(client.local_addr().unwrap()));
         slot.reply.push(b'a');
         batch.send(&server, 1);
         let mut buf = [0u8; 4];

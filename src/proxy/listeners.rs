@@ -274,9 +274,46 @@ fn refuse_http(stream: TcpStream) {
     });
 }
 
-/// The accept loop of a shared HTTP listener (vhosts, or the app-id listener), one per worker,
-/// sharing the listener's `slots`; it stops accepting when switchyard stops.
-pub async fn accept_http(
+/// Serves a shared HTTP listener (vhosts, or the app-id listener) in every worker; it stops
+/// accepting when switchyard stops.
+pub fn serve_http(
+    workers: &Arc<Workers>,
+    listener: Arc<TcpListener>,
+    (entry, protocol): (http::Entry, http::Protocol),
+    ctx: &Arc<Context>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(ListenerSlots::default());
+    workers.accept_everywhere(listener, |listener| {
+        let shared = (slots.clone(), workers.clone());
+        accept_http(listener, entry, protocol, ctx.clone(), shared)
+    })?;
+    Ok(())
+}
+
+/// Serves a shared HTTPS listener in every worker; it stops accepting when switchyard stops.
+pub fn serve_https(
+    workers: &Arc<Workers>,
+    listener: Arc<TcpListener>,
+    (tls, handshake_timeout): (&tokio_rustls::TlsAcceptor, std::time::Duration),
+    ctx: &Arc<Context>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(ListenerSlots::default());
+    workers.accept_everywhere(listener, |listener| {
+        let shared = (slots.clone(), workers.clone());
+        accept_https(
+            listener,
+            tls.clone(),
+            handshake_timeout,
+            ctx.clone(),
+            shared,
+        )
+    })?;
+    Ok(())
+}
+
+/// A shared HTTP listener's accept loop in one worker; the workers share the listener's
+/// `slots`.
+async fn accept_http(
     listener: Arc<TcpListener>,
     entry: http::Entry,
     protocol: http::Protocol,
@@ -308,9 +345,9 @@ pub async fn accept_http(
     }
 }
 
-/// The accept loop of a shared HTTPS listener: TLS handshake (bounded in time), then HTTP/2 or
-/// HTTP/1.1 as ALPN chose.
-pub async fn accept_https(
+/// A shared HTTPS listener's accept loop in one worker: TLS handshake (bounded in time), then
+/// HTTP/2 or HTTP/1.1 as ALPN chose.
+async fn accept_https(
     listener: Arc<TcpListener>,
     tls: tokio_rustls::TlsAcceptor,
     handshake_timeout: std::time::Duration,
