@@ -585,25 +585,27 @@ fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
     };
     let table = &snapshot.table;
     let (route, why) = if let Some(host) = param("host") {
+        use crate::routing::resolve::{Entry, Reason, Request, Target};
         let path = param("path").unwrap_or_else(|| "/".into());
-        let mut buf = [0u8; 256];
-        match crate::routing::vhosts::host_key(host.as_bytes(), &mut buf)
-            .and_then(|h| table.vhosts.route(h, &path))
-        {
-            Some(r) => (
+        // The proxy's own resolution, so that what is explained is what a request gets.
+        let request = Request {
+            host: Some(host.as_bytes()),
+            path: path.split('?').next().unwrap_or("/"),
+            app_id: None,
+        };
+        match table.resolve(Entry::Vhost { https: false }, request) {
+            Some((Target::Route(r), _)) => (
                 Some(r),
                 format!(
                     "vhost {host} path {path} matched route {:?}",
                     table.routes[r].name
                 ),
             ),
-            None => match table.default_service {
-                Some(s) => {
-                    return json!({"why": format!("no vhost matched {host}{path}: the default app answers"),
-                                  "service": table.services[s].key.to_string()});
-                }
-                None => return json!({"why": format!("no vhost matched {host}{path}: 503")}),
-            },
+            Some((Target::Service(s), Reason::DefaultApp)) => {
+                return json!({"why": format!("no vhost matched {host}{path}: the default app answers"),
+                              "service": table.services[s].key.to_string()});
+            }
+            _ => return json!({"why": format!("no vhost matched {host}{path}: 503")}),
         }
     } else if let Some(port) = param("port").and_then(|p| p.parse::<u16>().ok()) {
         match table.by_listen.iter().find(|(a, _)| a.port() == port) {

@@ -10,9 +10,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use switchyard::cluster::{Cluster, ClusterUpdate};
 use switchyard::discovery::marathon::api;
-use switchyard::proxy::http::strip_hop_by_hop;
+use switchyard::proxy::headers::strip_hop_by_hop;
+use switchyard::routing::resolve::{Entry, Request, Target};
 use switchyard::routing::balance::{Flow, Load};
-use switchyard::routing::vhosts::host_key;
 use switchyard::routing::{CompileConfig, RoutingTable, compile};
 
 const CLIENT: &str = "10.1.2.3:40000";
@@ -57,14 +57,8 @@ fn table() -> &'static RoutingTable {
     })
 }
 
-/// Where a request goes before an app is chosen (as in the proxy).
-enum Target {
-    Route(usize),
-    Service(usize),
-}
-
-fn serve(table: &RoutingTable, target: Option<Target>, headers: &HeaderMap) {
-    let index = match target {
+fn serve(table: &RoutingTable, target: Option<(Target, impl Sized)>, headers: &HeaderMap) {
+    let index = match target.map(|(t, _)| t) {
         None => return,
         Some(Target::Service(index)) => index,
         Some(Target::Route(route)) => {
@@ -121,28 +115,22 @@ fuzz_target!(|data: &[u8]| {
     }
     let table = table();
 
-    // A shared vhost listener.
-    let mut buf = [0u8; 256];
-    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
-    let host = host.or(uri.host().map(str::as_bytes));
-    let target = host
-        .and_then(|h| host_key(h, &mut buf))
-        .and_then(|h| table.vhosts.route(h, uri.path()))
-        .map(Target::Route)
-        .or(table.default_service.map(Target::Service));
-    serve(table, target, &headers);
-
-    // The `X-Marathon-App-Id` listener.
-    let target = headers
-        .get("x-marathon-app-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|id| table.by_app_id.get(id).copied())
-        .map(Target::Service);
-    serve(table, target, &headers);
-
-    // An app's own service port (a deployment group's shared route).
-    let route = table.by_listen.get(&LISTEN.parse().unwrap()).copied();
-    serve(table, route.map(Target::Route), &headers);
+    // The proxy's one resolution, for each kind of listener.
+    let request = Request {
+        host: headers
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes)
+            .or(uri.host().map(str::as_bytes)),
+        path: uri.path(),
+        app_id: headers.get("x-marathon-app-id").map(HeaderValue::as_bytes),
+    };
+    for entry in [
+        Entry::Vhost { https: false },
+        Entry::AppId,
+        Entry::Port(LISTEN.parse().unwrap()),
+    ] {
+        serve(table, table.resolve(entry, request), &headers);
+    }
 
     strip_hop_by_hop(&mut headers);
 });

@@ -3,10 +3,13 @@
 //! relayed by its framing (length, chunked, or to the close), all in the connection's own task.
 //! It does the common case with a fraction of the work of the general path.
 //!
-//! Anything else leaves it for good, with the bytes read so far, to the general path (hyper):
-//! HTTP/1.0, upgrades, `Expect`, request bodies that are not sized by `Content-Length`,
+//! Every head is first checked against `message`'s rules, whichever path serves it: a request
+//! two parsers could read two ways is refused here, before any byte of it goes anywhere.
+//! Anything else the fast path does not do leaves it for good, with the bytes read so far, to
+//! the general path (hyper): HTTP/1.0, upgrades, `Expect`, chunked request bodies,
 //! absolute-form targets, the access log, the app-id listener, and services with sticky
-//! sessions, an ACL, a redirect to https, canary headers or HTTP/2 backends.
+//! sessions, an ACL, a redirect to https, canary headers or HTTP/2 backends. Both paths send
+//! a request through `exchange::Attempts`, which makes every decision about backends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,16 +19,19 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::exchange::{self, Attempts, Failure};
 use super::h1_framing::{
-    Chunked, Framing, Prefixed, framing_of, plain_response, read_head, write_request_head,
+    Chunked, Prefixed, plain_response, read_head, read_response, write_request_head,
     write_response_head,
 };
-use super::http::{Entry, Protocol};
+use super::headers::HSTS_LINE;
+use super::http::Protocol;
+use super::message::ResponseBody;
 use super::{Context, connect};
 use crate::backends::BackendState;
-use crate::metrics::{Metrics, ServiceLabels};
+use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
-use crate::routing::vhosts::host_key;
+use crate::routing::resolve::{self, Entry, Target};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// A response head and a small body fit; bigger bodies grow the buffer to `READ_CHUNK` reads.
@@ -133,14 +139,15 @@ where
             let mut req = httparse::Request::new(&mut slots);
             match req.parse(&head_bytes) {
                 Ok(httparse::Status::Complete(_)) if req.headers.len() <= settings.max_headers => {
-                    Ok(plan(
+                    plan(
                         &req,
                         &snapshot.table,
                         entry,
                         &mut scratch.request,
                         &ip,
                         &ctx,
-                    ))
+                    )
+                    .map_err(|r| (r.status, r.reason))
                 }
                 Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
                     Err((431, "too many header fields"))
@@ -205,12 +212,12 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-async fn refuse(stream: &mut (impl AsyncWrite + Unpin), status: u16, reason: &str) {
+async fn refuse(stream: &mut (impl AsyncWrite + Unpin), status: u16, text: &str) {
     let _ = stream
         .write_all(&plain_response(
             status,
-            reason,
-            &format!("{reason}\n"),
+            exchange::reason(status),
+            &format!("{text}\n"),
             true,
         ))
         .await;
@@ -235,7 +242,7 @@ struct Forwarding {
     extra: &'static [u8],
 }
 
-/// Routes a request and writes the head the backend gets into `out`.
+/// Checks and routes a request, and writes the head the backend gets into `out`.
 fn plan(
     req: &httparse::Request<'_, '_>,
     table: &crate::routing::RoutingTable,
@@ -243,70 +250,77 @@ fn plan(
     out: &mut Vec<u8>,
     ip: &str,
     ctx: &Context,
-) -> Plan {
-    let Some(head) = read_head(req) else {
-        return Plan::Fallback;
+) -> Result<Plan, super::message::Refusal> {
+    let Some(head) = read_head(req)? else {
+        return Ok(Plan::Fallback);
     };
-    let path = head.path.split('?').next().unwrap_or("/");
-    let route = match entry {
-        Entry::Port(listen) => table.by_listen.get(&listen).copied(),
-        Entry::Vhost { .. } => {
-            let mut key = [0u8; 256];
-            let found = head
-                .host
-                .and_then(|h| host_key(h, &mut key))
-                .and_then(|h| table.vhosts.route(h, path));
-            if found.is_none() {
-                return Plan::Fallback; // the default app, or a 503: the general path says
-            }
-            found
-        }
-        _ => return Plan::Fallback,
-    };
-    let Some(route) = route.map(|r| &table.routes[r]) else {
-        return Plan::Fallback;
-    };
-    if route.has_canaries() {
-        return Plan::Fallback;
+    if entry == Entry::AppId {
+        return Ok(Plan::Fallback);
     }
-    let Some(index) = route.pick(None, &table.services) else {
-        let service = table.services[route.first()].key.to_string();
-        ctx.metrics
-            .no_backend
-            .get_or_create(&ServiceLabels { service })
-            .inc();
-        let close = head.close || head.content_length > 0;
-        let answer = plain_response(503, "Service Unavailable", "no backend available\n", close);
-        return Plan::Answer(answer, close);
+    let path = head.path.split('?').next().unwrap_or("/");
+    let request = resolve::Request {
+        host: head.checked.host,
+        path,
+        app_id: None,
+    };
+    let close = head.checked.close;
+    let length = match head.checked.body {
+        super::message::RequestBody::Length(n) => n,
+        _ => 0,
+    };
+    let index = match table.resolve(entry, request) {
+        None => {
+            let answer = plain_response(
+                503,
+                "Service Unavailable",
+                "no route for this request\n",
+                true,
+            );
+            return Ok(Plan::Answer(answer, true));
+        }
+        Some((Target::Service(index), _)) => index,
+        Some((Target::Route(route), _)) => {
+            let route = &table.routes[route];
+            if route.has_canaries() {
+                return Ok(Plan::Fallback);
+            }
+            match route.pick(None, &table.services) {
+                Some(index) => index,
+                None => {
+                    let service = table.services[route.first()].key.to_string();
+                    ctx.metrics
+                        .no_backend
+                        .get_or_create(&ServiceLabels { service })
+                        .inc();
+                    let close = close || length > 0;
+                    let answer =
+                        plain_response(503, "Service Unavailable", "no backend available\n", close);
+                    return Ok(Plan::Answer(answer, close));
+                }
+            }
+        }
     };
     let service = &table.services[index];
     let http = &service.http;
     let https = matches!(entry, Entry::Vhost { https: true });
     let redirect = http.redirect_to_https && !https;
     if !http.acl.is_empty() || redirect || http.sticky || service.upstream_h2 {
-        return Plan::Fallback;
+        return Ok(Plan::Fallback);
     }
     out.clear();
     write_request_head(out, req, &head, ip, https);
-    Plan::Forward(Forwarding {
+    Ok(Plan::Forward(Forwarding {
         index,
-        content_length: head.content_length,
-        close: head.close,
+        content_length: length,
+        close,
         head_only: head.method == "HEAD",
-        replayable: matches!(
-            head.method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
-        extra: if https && http.hsts {
-            b"strict-transport-security: max-age=15768000\r\n"
-        } else {
-            b""
-        },
-    })
+        replayable: exchange::is_idempotent(head.method.as_bytes()),
+        extra: if https && http.hsts { HSTS_LINE } else { b"" },
+    }))
 }
 
 /// Sends a planned request (and the rest of its body) to a backend of its service, with
-/// fall-through and one replay, and relays the answer.
+/// fall-through and replay as `Attempts` decides, and relays the answer.
 async fn forward(
     client: &mut (impl AsyncRead + AsyncWrite + Unpin),
     buf: &mut BytesMut,
@@ -330,41 +344,43 @@ async fn forward(
     let body_prefix = buf.split_to(in_buf);
     let body_left = content_length - in_buf as u64;
     scratch.request.extend_from_slice(&body_prefix);
-    let replayable = replayable && body_left == 0 && settings.retry_idempotent;
-    if replayable {
-        ctx.retry_budget.deposit();
-    }
+    let mut attempts = Attempts::new(
+        ctx,
+        service,
+        states,
+        replayable && body_left == 0,
+        settings.retry_idempotent,
+    );
     let flow = Flow {
         client: peer,
         local: peer,
     };
-    let balanced = crate::outlier::ordered(
-        states,
-        service.balancer.candidates(flow, |i| states[i].load()),
-    );
     let stopping = ctx.shutdown.is_stopping();
-    let mut replayed = false;
-    let mut failure = None;
-    for b in balanced {
+    for b in attempts.candidates(flow) {
         let state = &states[b];
         let Some(mut upstream) = checkout_or_connect(state, settings.connect_timeout).await else {
-            crate::outlier::failure(states, b);
-            continue;
+            if attempts.failed(b, Failure::Connect) {
+                continue;
+            }
+            break;
         };
         let active = state.open();
         // Send the request, then the rest of a body still coming from the client.
         let sent = async {
-            upstream.write_all(&scratch.request).await?;
+            upstream
+                .write_all(&scratch.request)
+                .await
+                .map_err(|e| Failure::Lost(format!("backend failed: {e}")))?;
             if body_left > 0 {
                 relay_exact(client, &mut upstream, body_left).await?;
             }
             state.metrics.bytes_in.inc_by(content_length);
-            std::io::Result::Ok(())
+            Ok(())
         }
         .await;
         let started = Instant::now();
         let answer = match sent {
-            Err(e) => Err(format!("backend failed: {e}")),
+            Err(failure) => Err(failure),
             Ok(()) => {
                 let exchange = Exchange {
                     head_only,
@@ -383,77 +399,34 @@ async fn forward(
                     .metrics
                     .response_seconds
                     .observe(started.elapsed().as_secs_f64());
-                if status >= 500 {
-                    crate::outlier::failure(states, b);
-                } else {
-                    state.outlier.success();
-                }
+                attempts.answered(b, status);
                 return if close || client_close || stopping {
                     Step::Close
                 } else {
                     Step::Done
                 };
             }
-            Err(reason) if reason.is_empty() => return Step::Close, // the client went away
-            Err(reason) => {
-                crate::outlier::failure(states, b);
-                tracing::debug!(service = %service.key, backend = %state.addr, "{reason}");
-                let status = if reason.contains("timed out") {
-                    504
-                } else {
-                    502
-                };
-                failure = Some((status, reason, b));
-                if replayable && !replayed && ctx.retry_budget.withdraw() {
-                    Metrics::count(&ctx.metrics.retries, "replayed");
-                    replayed = true;
-                    continue;
+            Err(failure) => {
+                if !attempts.failed(b, failure) {
+                    break;
                 }
-                if replayable && !replayed {
-                    Metrics::count(&ctx.metrics.retries, "budget_exhausted");
-                }
-                break;
             }
         }
     }
-    let (status, text, close) = match failure {
-        Some((status, reason, b)) => {
-            states[b]
-                .metrics
-                .response(http::StatusCode::from_u16(status).expect("valid"));
-            (status, reason + "\n", true)
-        }
-        None => {
-            ctx.metrics
-                .no_backend
-                .get_or_create(&ServiceLabels {
-                    service: service.key.to_string(),
-                })
-                .inc();
-            let text = if service.backends.is_empty() {
-                "no backend available\n"
-            } else {
-                "no backend reachable\n"
-            };
-            (
-                if service.backends.is_empty() {
-                    503
-                } else {
-                    502
-                },
-                text.into(),
-                body_left > 0,
-            )
-        }
+    // A client that failed mid-body leaves its connection unusable: close after the answer.
+    let close = attempts.client_failed() || body_left > 0 || client_close || stopping;
+    let Some(answer) = attempts.unanswered() else {
+        return Step::Close; // the client went away
     };
-    let reason = match status {
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Bad Gateway",
-    };
-    let close = close || client_close || stopping;
+    // Once a response has begun, nothing more can be said on this connection.
+    let close = close || answer.status != 503;
     match client
-        .write_all(&plain_response(status, reason, &text, close))
+        .write_all(&plain_response(
+            answer.status,
+            exchange::reason(answer.status),
+            &(answer.text + "\n"),
+            close,
+        ))
         .await
     {
         Ok(()) if !close => Step::Done,
@@ -480,20 +453,23 @@ async fn checkout_or_connect(state: &BackendState, timeout: Duration) -> Option<
     }
 }
 
-/// Copies exactly `n` bytes from `from` to `to`.
+/// Copies exactly `n` body bytes from the client to the backend; a client that stops early is
+/// the client's failure, a backend that stops taking them the backend's.
 async fn relay_exact(
     from: &mut (impl AsyncRead + Unpin),
     to: &mut TcpStream,
     mut n: u64,
-) -> std::io::Result<()> {
+) -> Result<(), Failure> {
     let mut chunk = vec![0u8; READ_CHUNK];
     while n > 0 {
         let want = (n as usize).min(chunk.len());
-        let got = from.read(&mut chunk[..want]).await?;
-        if got == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        to.write_all(&chunk[..got]).await?;
+        let got = match from.read(&mut chunk[..want]).await {
+            Ok(0) | Err(_) => return Err(Failure::ClientGone),
+            Ok(got) => got,
+        };
+        to.write_all(&chunk[..got])
+            .await
+            .map_err(|e| Failure::Lost(format!("backend failed: {e}")))?;
         n -= got as u64;
     }
     Ok(())
@@ -513,14 +489,14 @@ struct Exchange<'a> {
 
 struct Relayed {
     status: u16,
-    /// The client connection must close (the body ran to the backend's close).
+    /// The client connection must close (the body ran to the backend's close, or broke off).
     close: bool,
 }
 
 /// Reads the backend's response head (within `timeout`) and relays the response to the client;
-/// the backend connection goes back to the pool when the exchange left it reusable. `Err("")`:
-/// the client went away; `Err(reason)`: the backend failed before any response byte was sent.
-#[allow(clippy::too_many_arguments)]
+/// the backend connection goes back to the pool when the exchange left it reusable. `Err` is a
+/// failure before any response byte reached the client; once one has, a broken body closes
+/// the client connection (and, when the backend broke it, counts against the backend).
 async fn relay_response(
     client: &mut (impl AsyncWrite + Unpin),
     mut upstream: TcpStream,
@@ -528,7 +504,7 @@ async fn relay_response(
     rbuf: &mut BytesMut,
     state: &BackendState,
     exchange: &Exchange<'_>,
-) -> Result<Relayed, String> {
+) -> Result<Relayed, Failure> {
     let Exchange {
         head_only,
         close_client,
@@ -544,7 +520,7 @@ async fn relay_response(
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let (head_len, status, framing, upstream_close) = loop {
+        let (head_len, status, checked) = loop {
             // Parsed in a block of its own: the header slots are not kept across the read
             // below, so they do not weigh on every connection's future.
             let parsed = if rbuf.is_empty() {
@@ -554,57 +530,74 @@ async fn relay_response(
                 let mut res = httparse::Response::new(&mut slots);
                 match res.parse(rbuf) {
                     Ok(httparse::Status::Complete(n)) => {
-                        let (framing, upstream_close) = framing_of(&res, head_only);
+                        let checked =
+                            read_response(&res, head_only).map_err(Failure::BadResponse)?;
                         out.clear();
-                        let close = close_client || framing == Framing::ToClose;
-                        write_response_head(out, &res, close, extra);
-                        Some((n, res.code.unwrap_or(502), framing, upstream_close))
+                        let close = close_client || checked.body == ResponseBody::ToClose;
+                        write_response_head(out, &res, &checked, close, extra);
+                        Some((n, res.code.unwrap_or(502), checked))
                     }
                     Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => None,
-                    _ => return Err("backend sent a malformed response".into()),
+                    _ => return Err(Failure::BadResponse("backend sent a malformed response")),
                 }
             };
             if let Some(head) = parsed {
                 break head;
             }
-            drained_or(state, deadline, upstream.read_buf(rbuf))
-                .await
-                .and_then(|n| {
-                    if n == 0 {
-                        Err("backend closed the connection without a response".into())
-                    } else {
-                        Ok(())
-                    }
-                })?;
+            let n = drained_or(state, deadline, upstream.read_buf(rbuf)).await?;
+            if n == 0 {
+                return Err(Failure::Lost(
+                    "backend closed the connection without a response".into(),
+                ));
+            }
         };
         rbuf.advance(head_len);
         if (100..200).contains(&status) {
             if status == 101 {
-                return Err("backend switched protocols unasked".into());
+                return Err(Failure::BadResponse("backend switched protocols unasked"));
             }
             // An interim response (103 Early Hints): passed on, then the real one.
-            client.write_all(out).await.map_err(|_| String::new())?;
+            client
+                .write_all(out)
+                .await
+                .map_err(|_| Failure::ClientGone)?;
             continue;
         }
         state
             .metrics
             .response(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY));
         let mut body_out = 0u64;
-        let reusable = relay_body(client, &mut upstream, rbuf, out, framing, &mut body_out)
-            .await
-            .map_err(|_| String::new())?;
+        let relayed = relay_body(
+            client,
+            &mut upstream,
+            rbuf,
+            out,
+            checked.body,
+            &mut body_out,
+        )
+        .await;
         state.metrics.bytes_out.inc_by(body_out);
-        if reusable && !upstream_close && rbuf.is_empty() {
-            state.checkin_raw(upstream);
-        }
-        return Ok(Relayed {
-            status,
-            close: framing == Framing::ToClose,
-        });
+        let close = match relayed {
+            Ok(reusable) => {
+                if reusable && !checked.close && rbuf.is_empty() {
+                    state.checkin_raw(upstream);
+                }
+                checked.body == ResponseBody::ToClose
+            }
+            Err(BodyBroke::Backend) => {
+                state.metrics.response(http::StatusCode::BAD_GATEWAY);
+                // Counted as a 5xx for the outlier record, whatever status had begun.
+                return Ok(Relayed {
+                    status: 502,
+                    close: true,
+                });
+            }
+            Err(BodyBroke::Client) => true,
+        };
+        return Ok(Relayed { status, close });
     }
 }
 
-/// A backend read bounded by the response deadline and the backend's drain.
 /// A backend read bounded by the response deadline, or by the backend's drain deadline when it
 /// was removed before the exchange (one timer: a removal during the wait leaves it bounded by
 /// the response timeout).
@@ -612,16 +605,20 @@ async fn drained_or(
     state: &BackendState,
     deadline: tokio::time::Instant,
     read: impl Future<Output = std::io::Result<usize>>,
-) -> Result<usize, String> {
+) -> Result<usize, Failure> {
     let drain = state.drain_deadline();
     match tokio::time::timeout_at(drain.map_or(deadline, |d| d.min(deadline)), read).await {
         Ok(Ok(n)) => Ok(n),
-        Ok(Err(e)) => Err(format!("backend failed: {e}")),
-        Err(_) if drain.is_some_and(|d| d <= deadline) => {
-            Err("backend removed while waiting".into())
-        }
-        Err(_) => Err("backend timed out".into()),
+        Ok(Err(e)) => Err(Failure::Lost(format!("backend failed: {e}"))),
+        Err(_) if drain.is_some_and(|d| d <= deadline) => Err(Failure::Removed),
+        Err(_) => Err(Failure::TimedOut),
     }
+}
+
+/// Which side broke a response body off once it had begun.
+enum BodyBroke {
+    Client,
+    Backend,
 }
 
 /// Relays the body after `head` (sent with its first bytes); true when the backend connection
@@ -631,51 +628,50 @@ async fn relay_body(
     upstream: &mut TcpStream,
     rbuf: &mut BytesMut,
     head: &mut Vec<u8>,
-    framing: Framing,
+    framing: ResponseBody,
     body_out: &mut u64,
-) -> std::io::Result<bool> {
+) -> Result<bool, BodyBroke> {
     let mut left = match framing {
-        Framing::Empty => 0,
-        Framing::Length(n) => n,
-        Framing::Chunked | Framing::ToClose => u64::MAX,
+        ResponseBody::Empty => 0,
+        ResponseBody::Length(n) => n,
+        ResponseBody::Chunked | ResponseBody::ToClose => u64::MAX,
     };
     let mut chunked = Chunked::default();
     loop {
         // What of `rbuf` belongs to this body.
         let take = match framing {
-            Framing::Chunked => match chunked.feed(rbuf) {
+            ResponseBody::Chunked => match chunked.feed(rbuf) {
                 Ok(Some(end)) => {
                     left = 0;
                     end
                 }
                 Ok(None) => rbuf.len(),
-                Err(_) => return Err(std::io::ErrorKind::InvalidData.into()),
+                Err(_) => return Err(BodyBroke::Backend),
             },
             _ => (rbuf.len() as u64).min(left) as usize,
         };
-        if framing == Framing::Length(0) || framing == Framing::Empty {
-            left = 0;
-        } else if framing != Framing::Chunked && framing != Framing::ToClose {
+        if let ResponseBody::Length(_) = framing {
             left -= take as u64;
         }
         *body_out += take as u64;
-        if head.is_empty() {
-            client.write_all(&rbuf[..take]).await?;
+        let written = if head.is_empty() {
+            client.write_all(&rbuf[..take]).await
         } else {
             head.extend_from_slice(&rbuf[..take]);
-            client.write_all(head).await?;
+            let written = client.write_all(head).await;
             head.clear();
-        }
+            written
+        };
+        written.map_err(|_| BodyBroke::Client)?;
         rbuf.advance(take);
         if left == 0 {
             return Ok(true);
         }
         rbuf.reserve(READ_CHUNK);
-        if upstream.read_buf(rbuf).await? == 0 {
-            return match framing {
-                Framing::ToClose => Ok(false),
-                _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            };
+        match upstream.read_buf(rbuf).await {
+            Ok(0) if framing == ResponseBody::ToClose => return Ok(false),
+            Ok(0) | Err(_) => return Err(BodyBroke::Backend),
+            Ok(_) => {}
         }
     }
 }

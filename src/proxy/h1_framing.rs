@@ -1,6 +1,6 @@
 //! The byte-level parts of the HTTP/1.1 fast path (`h1`): the chunked-body scanner that finds
-//! where a relayed chunked message ends, the hop-by-hop rules for headers written as bytes,
-//! small fixed responses, and the stream wrapper that hands already-read bytes to hyper when a
+//! where a relayed chunked message ends, request and response heads read with `message`'s
+//! rules and written with `headers`' rules, small fixed responses, and the stream wrapper that hands already-read bytes to hyper when a
 //! connection leaves the fast path.
 
 use std::io;
@@ -9,6 +9,9 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::headers::{self, ConnectionNamed};
+use super::message;
 
 /// Longest trailer section accepted after a chunked body.
 const MAX_TRAILERS: usize = 64 * 1024;
@@ -125,57 +128,6 @@ impl Chunked {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded; `transfer-encoding` is kept apart:
-/// the fast path relays chunked framing as it is.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    let candidates: &[&str] = match name.len() {
-        2 => &["te"],
-        7 => &["trailer", "upgrade"],
-        10 => &["connection", "keep-alive"],
-        16 => &["proxy-connection"],
-        _ => return false,
-    };
-    candidates.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
-
-/// Whether a header is named by the message's `Connection` header (and so is hop-by-hop too);
-/// the common message without one pays a single pass.
-fn connection_tokens<'a>(headers: &'a [httparse::Header<'a>]) -> impl Fn(&str) -> bool + 'a {
-    // The usual tokens (close, keep-alive, upgrade) name no header that is not hop-by-hop
-    // already: only other ones are kept, and usually there are none.
-    let mut named: [&[u8]; 8] = [&[]; 8];
-    let mut count = 0;
-    for h in headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-    {
-        if h.value.eq_ignore_ascii_case(b"keep-alive") || h.value.eq_ignore_ascii_case(b"close") {
-            continue;
-        }
-        for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let usual = [&b"close"[..], b"keep-alive", b"upgrade", b""]
-                .iter()
-                .any(|u| token.eq_ignore_ascii_case(u));
-            if !usual && count < named.len() {
-                named[count] = token;
-                count += 1;
-            }
-        }
-    }
-    move |name: &str| {
-        named[..count]
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-    }
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-pub fn lists(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// A whole short response, for answers the proxy gives itself.
 pub fn plain_response(status: u16, reason: &str, text: &str, close: bool) -> Vec<u8> {
     let connection = if close { "connection: close\r\n" } else { "" };
@@ -245,54 +197,54 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// What a request head says that matters here.
+/// A request head the fast path can forward as it is: its checked facts, and the target.
 pub struct Head<'a> {
     pub method: &'a str,
+    /// The origin-form target (path and query).
     pub path: &'a str,
-    pub host: Option<&'a [u8]>,
-    pub content_length: u64,
-    pub close: bool,
+    pub checked: message::Request<'a>,
 }
 
-pub fn read_head<'a>(req: &httparse::Request<'_, 'a>) -> Option<Head<'a>> {
-    if req.version != Some(1) || !req.path?.starts_with('/') || req.method? == "CONNECT" {
-        return None;
-    }
-    let mut head = Head {
-        method: req.method?,
-        path: req.path?,
-        host: None,
-        content_length: 0,
-        close: false,
+/// The header fields of a parsed head, as `message` reads them.
+pub fn fields<'s, 'b>(
+    headers: &'s [httparse::Header<'b>],
+) -> impl Iterator<Item = (&'b [u8], &'b [u8])> + 's {
+    headers.iter().map(|h| (h.name.as_bytes(), h.value))
+}
+
+/// Checks a parsed request head against `message`'s rules. `Ok(None)`: an acceptable request
+/// the fast path leaves to the general path (HTTP/1.0, absolute-form, a chunked body, an
+/// upgrade, `Expect`).
+pub fn read_head<'a>(
+    req: &httparse::Request<'_, 'a>,
+) -> Result<Option<Head<'a>>, message::Refusal> {
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(message::Refusal {
+            status: 400,
+            reason: "malformed request",
+        });
     };
-    let mut lengths = 0;
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            if head.host.is_some() {
-                return None;
-            }
-            head.host = Some(h.value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            head.content_length = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
-        } else if name.eq_ignore_ascii_case("connection") {
-            head.close |= lists(h.value, "close");
-            if lists(h.value, "upgrade") {
-                return None;
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("expect")
-        {
-            return None;
-        }
-    }
-    (lengths <= 1 && head.host.is_some()).then_some(head)
+    let target = message::target_form(path.as_bytes())?;
+    let checked =
+        message::check_request(version == 0, method.as_bytes(), target, fields(req.headers))?;
+    let plain = version == 1
+        && target == message::Target::Origin
+        && matches!(
+            checked.body,
+            message::RequestBody::None | message::RequestBody::Length(_)
+        )
+        && checked.upgrade.is_none()
+        && !checked.expect_continue;
+    Ok(plain.then_some(Head {
+        method,
+        path,
+        checked,
+    }))
 }
 
-/// The request head for the backend: hop-by-hop headers dropped (and those `Connection`
-/// names), `X-Forwarded-For/Proto/Host` set, an `X-Request-Id` added when missing.
+/// The request head for the backend: the received fields but the hop-by-hop ones (and those
+/// `Connection` names) and the framing, then the framing as checked, then the forwarding
+/// fields (`headers`' rules).
 pub fn write_request_head(
     out: &mut Vec<u8>,
     req: &httparse::Request<'_, '_>,
@@ -300,107 +252,79 @@ pub fn write_request_head(
     ip: &str,
     https: bool,
 ) {
-    let named_by_connection = connection_tokens(req.headers);
+    let named = ConnectionNamed::of(
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .map(|h| h.value),
+    );
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Option<&[u8]> = None;
     let mut request_id = false;
+    let is_for = |h: &httparse::Header| h.name.eq_ignore_ascii_case(headers::X_FORWARDED_FOR);
     for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(h.value);
+        let name = h.name.as_bytes();
+        if !headers::forwarded_as_is(name, &named) || headers::is_replaced(name) || is_for(h) {
             continue;
         }
-        if is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case("x-forwarded-proto")
-            || name.eq_ignore_ascii_case("x-forwarded-host")
-            || named_by_connection(name)
-        {
-            continue;
-        }
-        request_id |= name.eq_ignore_ascii_case("x-request-id");
-        out.extend_from_slice(name.as_bytes());
+        request_id |= name.eq_ignore_ascii_case(headers::X_REQUEST_ID.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(existing) = forwarded_for {
-        out.extend_from_slice(existing);
-        out.extend_from_slice(b", ");
+    if let message::RequestBody::Length(n) = head.checked.body {
+        write_length(out, n);
     }
-    out.extend_from_slice(ip.as_bytes());
-    out.extend_from_slice(if https {
-        &b"\r\nx-forwarded-proto: https\r\n"[..]
-    } else {
-        b"\r\nx-forwarded-proto: http\r\n"
-    });
-    if let Some(host) = head.host {
-        out.extend_from_slice(b"x-forwarded-host: ");
-        out.extend_from_slice(host);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !request_id {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut n = fastrand::u128(..);
-        out.extend_from_slice(b"x-request-id: ");
-        let start = out.len();
-        out.resize(start + 32, b'0');
-        for digit in out[start..].iter_mut().rev() {
-            *digit = HEX[(n & 0xf) as usize];
-            n >>= 4;
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    let forwarded = headers::Forwarded {
+        client_ip: ip.as_bytes(),
+        https,
+        host: head.checked.host,
+    };
+    let existing = req.headers.iter().filter(|h| is_for(h)).map(|h| h.value);
+    forwarded.write(out, existing, request_id);
     out.extend_from_slice(b"\r\n");
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    ToClose,
-}
-
-/// How the response body is delimited, and whether the backend closes after it.
-pub fn framing_of(res: &httparse::Response<'_, '_>, head_only: bool) -> (Framing, bool) {
-    let status = res.code.unwrap_or(0);
-    let mut framing = Framing::ToClose;
-    let mut close = res.version == Some(0);
-    for h in res.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            framing = if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                Framing::Chunked
-            } else {
-                Framing::ToClose
-            };
-        } else if h.name.eq_ignore_ascii_case("content-length") && framing != Framing::Chunked {
-            framing = match std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-            {
-                Some(n) if framing == Framing::ToClose || framing == Framing::Length(n) => {
-                    Framing::Length(n)
-                }
-                _ => Framing::ToClose,
-            };
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            close |= lists(h.value, "close");
+fn write_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
-        framing = Framing::Empty;
-    }
-    (framing, close || framing == Framing::ToClose)
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
 }
 
+/// Checks a backend's response head (`message`'s rules); `head_only` for a HEAD request.
+pub fn read_response(
+    res: &httparse::Response<'_, '_>,
+    head_only: bool,
+) -> Result<message::Response, &'static str> {
+    message::check_response(
+        res.version == Some(0),
+        res.code.unwrap_or(0),
+        head_only,
+        fields(res.headers),
+    )
+}
+
+/// The response head for the client: the received fields but the hop-by-hop ones (and those
+/// `Connection` names) and the framing, then the framing as checked, `extra` (HSTS), and
+/// `connection: close` when the client connection ends after it.
 pub fn write_response_head(
     out: &mut Vec<u8>,
     res: &httparse::Response<'_, '_>,
+    checked: &message::Response,
     close: bool,
     extra: &[u8],
 ) {
@@ -414,15 +338,25 @@ pub fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named_by_connection = connection_tokens(res.headers);
+    let named = ConnectionNamed::of(
+        res.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .map(|h| h.value),
+    );
     for h in res.headers.iter() {
-        if is_hop_by_hop(h.name) || named_by_connection(h.name) {
+        if !headers::forwarded_as_is(h.name.as_bytes(), &named) {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = checked.length {
+        write_length(out, n);
+    } else if checked.body == message::ResponseBody::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(extra);
     if close {
@@ -505,9 +439,44 @@ mod tests {
         }
     }
 
+    fn request(raw: &[u8]) -> Vec<u8> {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut slots);
+        req.parse(raw).unwrap();
+        let head = read_head(&req).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_request_head(&mut out, &req, &head, "10.0.0.9", false);
+        out
+    }
+
     #[test]
-    fn token_lists() {
-        assert!(lists(b"keep-alive, Close", "close"));
-        assert!(!lists(b"closed", "close"));
+    fn connection_never_strips_the_framing() {
+        let out = request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, Host\r\n\
+              Content-Length: 005\r\n\r\n",
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nHost: a\r\n"), "{text}");
+        assert!(text.contains("\r\ncontent-length: 5\r\n"), "{text}");
+        assert!(!text.to_ascii_lowercase().contains("connection"), "{text}");
+    }
+
+    #[test]
+    fn forwarding_fields_are_replaced_or_appended() {
+        let out = request(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\n\
+              X-Forwarded-Proto: https\r\nX-Forwarded-For: 2.2.2.2\r\nX-Request-Id: r\r\n\r\n",
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("x-forwarded-proto: http\r\n"), "{text}");
+        assert!(!text.contains("X-Forwarded-Proto"), "{text}");
+        assert_eq!(
+            text.matches("-Request-Id: ").count() + text.matches("-request-id: ").count(),
+            1
+        );
     }
 }

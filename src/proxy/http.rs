@@ -1,7 +1,9 @@
-//! HTTP mode, the client side: HTTP/1.1 with keep-alive, for service ports in `http` mode and for
-//! the shared vhost listeners. Each request loads the table once, finds its service (by port, by
-//! host and path, or by `X-Marathon-App-Id`), applies the service's policy (ACL, redirect to
-//! https, sticky cookie, HSTS), and goes to a backend through `upstream`.
+//! HTTP mode, the general path (hyper): HTTP/1.x and HTTP/2 clients, for what the fast path
+//! (`h1`) does not do. Each request is checked by `message`'s rules, loads the table once,
+//! finds its service by the one resolution (`routing::resolve`), applies the service's policy
+//! (ACL, redirect to https, sticky cookie, HSTS), and goes to a backend through `upstream`,
+//! with `exchange::Attempts` deciding fall-through, replay, what a failure answers and what
+//! is charged to a backend.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -18,35 +20,18 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Context;
+use super::exchange::{Attempts, Failure, is_idempotent};
 use super::upstream::{Outcome, ProxyBody, RequestBody, send};
-use crate::metrics::{Metrics, ServiceLabels};
+use super::{Context, headers, message};
+use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
-use crate::routing::vhosts::host_key;
+use crate::routing::resolve::{self, Target};
 use crate::routing::{Backend, Service};
 
-/// Which listener a request came in on, and so how it finds its service.
-#[derive(Debug, Clone, Copy)]
-pub enum Entry {
-    /// An app's own service port in `http` mode.
-    Port(SocketAddr),
-    /// A shared vhost listener.
-    Vhost { https: bool },
-    /// marathon-lb's `X-Marathon-App-Id` listener.
-    AppId,
-}
-
-/// Where a request goes before an app is chosen.
-enum Target {
-    /// A route: weighted (and canary) choice among its apps.
-    Route(usize),
-    /// One app's service directly (app-id routing, the default app).
-    Service(usize),
-}
+pub use crate::routing::resolve::Entry;
 
 /// marathon-lb's sticky cookie name, so pinned clients stay pinned across the migration.
 const STICKY_COOKIE: &str = "mesosphere_server_id";
-const HSTS: HeaderValue = HeaderValue::from_static("max-age=15768000");
 
 /// The HTTP version(s) a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,36 +153,46 @@ async fn proxy(
 ) -> Response<ProxyBody> {
     let settings = ctx.settings.load();
     let started = settings.access_log.then(Instant::now);
+    let log_line = started.map(|_| RequestLine::of(&req));
+    let log = |upstream: Option<SocketAddr>, response: Response<ProxyBody>| match &log_line {
+        Some(line) => line.log(started, upstream, response),
+        None => response,
+    };
+    // HTTP/1 heads pass `message`'s rules here too: a connection the fast path handed over, or
+    // one it never saw, is held to the same ones.
+    let checked = match check(&req) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            let mut response = plain(
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+                &format!("{}\n", refusal.reason),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return log(None, response);
+        }
+    };
     let snapshot = ctx.store.load_full();
     let table = &snapshot.table;
-    let target = match entry {
-        Entry::Port(listen) => table.by_listen.get(&listen).map(|&r| Target::Route(r)),
-        Entry::Vhost { .. } => {
-            let mut buf = [0u8; 256];
-            let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
-            let host = host.or(req.uri().host().map(str::as_bytes));
-            host.and_then(|h| host_key(h, &mut buf))
-                .and_then(|h| table.vhosts.route(h, req.uri().path()))
-                .map(Target::Route)
-                .or(table.default_service.map(Target::Service))
-        }
-        Entry::AppId => req
+    let request = resolve::Request {
+        host: checked.host.as_deref(),
+        path: req.uri().path(),
+        app_id: req
             .headers()
             .get("x-marathon-app-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|id| table.by_app_id.get(id).copied())
-            .map(Target::Service),
+            .map(HeaderValue::as_bytes),
     };
-    let index = match target {
+    let index = match table.resolve(entry, request) {
         None => {
             let response = plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no route for this request\n",
             );
-            return logged(started, &req, None, response);
+            return log(None, response);
         }
-        Some(Target::Service(index)) => index,
-        Some(Target::Route(route)) => {
+        Some((Target::Service(index), _)) => index,
+        Some((Target::Route(route), _)) => {
             let route = &table.routes[route];
             match route.pick(Some(req.headers()), &table.services) {
                 Some(index) => index,
@@ -210,7 +205,7 @@ async fn proxy(
                         })
                         .inc();
                     let response = plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
-                    return logged(started, &req, None, response);
+                    return log(None, response);
                 }
             }
         }
@@ -224,49 +219,50 @@ async fn proxy(
             .iter()
             .any(|c| c.contains(client.addr.ip()))
     {
-        let response = plain(StatusCode::FORBIDDEN, "forbidden\n");
-        return logged(started, &req, None, response);
+        return log(None, plain(StatusCode::FORBIDDEN, "forbidden\n"));
     }
     if matches!(entry, Entry::Vhost { https: false }) && service.http.redirect_to_https {
-        let response = redirect_to_https(&req);
-        return logged(started, &req, None, response);
+        let response = redirect_to_https(&req, checked.host.as_deref());
+        return log(None, response);
     }
     let pinned = service
         .http
         .sticky
         .then(|| sticky_backend(req.headers(), &service.backends))
         .flatten();
-    let mut upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let mut upgrade = checked
+        .upgrade
+        .is_some()
+        .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
-    let log_line = started.map(|_| RequestLine::of(&req));
-    prepare_request(&mut req, client, https, upgrade.is_some());
-    // An idempotent request without a body may be replayed once on another backend when one
+    prepare_request(&mut req, client, https, &checked);
+    // An idempotent request without a body may be replayed on another backend when one
     // fails before answering: keep what it takes to rebuild it.
-    let mut replay = (settings.retry_idempotent
-        && is_idempotent(req.method())
-        && http_body::Body::is_end_stream(req.body()))
-    .then(|| {
-        ctx.retry_budget.deposit();
+    let replayable = is_idempotent(req.method().as_str().as_bytes())
+        && http_body::Body::is_end_stream(req.body());
+    let mut attempts = Attempts::new(ctx, service, states, replayable, settings.retry_idempotent);
+    let mut replay = replayable.then(|| {
         (
             req.method().clone(),
             req.uri().clone(),
             req.headers().clone(),
         )
     });
+    // A request with a body notes here whether the client broke it off, so that its failure
+    // is not charged to the backend.
+    let client_failed =
+        (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
     let mut req = req.map(|inner| RequestBody {
         inner: Some(inner),
         bytes_in: None,
+        client_failed: client_failed.clone(),
     });
     // Consistent hashing in HTTP mode keys on the client's address (`source`).
     let flow = Flow {
         client: client.addr,
         local: client.addr,
     };
-    let balanced = crate::outlier::ordered(
-        states,
-        service.balancer.candidates(flow, |i| states[i].load()),
-    );
-    let mut unanswered = None;
+    let balanced = attempts.candidates(flow);
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
@@ -276,76 +272,109 @@ async fn proxy(
         } else {
             send(req, &states[b], ctx, &mut upgrade).await
         };
-        let (status, reason) = match outcome {
+        let failure = match outcome {
             Outcome::Unsent(back) => {
-                crate::outlier::failure(states, b);
                 req = back;
-                continue;
+                if attempts.failed(b, Failure::Connect) {
+                    continue;
+                }
+                break;
             }
             Outcome::Response(mut response) => {
-                if response.status().is_server_error() {
-                    crate::outlier::failure(states, b);
-                } else {
-                    states[b].outlier.success();
-                }
+                attempts.answered(b, response.status().as_u16());
                 finish(&mut response, service, https, pinned, b);
-                return match log_line {
-                    Some(line) => line.log(started, Some(states[b].addr), response),
-                    None => response,
-                };
+                return log(Some(states[b].addr), response);
             }
-            Outcome::Lost(reason) => (StatusCode::BAD_GATEWAY, reason),
-            Outcome::Failed(status, reason) => (status, reason),
+            Outcome::Failed(failure) => failure,
         };
-        // The request went out and no response byte came back (the backend failed, hung past
-        // the response timeout, or left the table): a replayable request goes once to the next
-        // backend, within the retry budget.
-        crate::outlier::failure(states, b);
-        tracing::debug!(service = %service.key, backend = %states[b].addr, "{reason}");
-        if let Some((method, uri, headers)) = replay.take() {
-            if ctx.retry_budget.withdraw() {
-                // Should no other backend take it, the client hears of this failure.
-                unanswered = Some((status, reason, b));
-                Metrics::count(&ctx.metrics.retries, "replayed");
-                let mut again = Request::new(RequestBody {
-                    inner: None,
-                    bytes_in: None,
-                });
-                *again.method_mut() = method;
-                *again.uri_mut() = uri;
-                *again.headers_mut() = headers;
-                req = again;
-                continue;
+        let failure = match failure {
+            Failure::Lost(_)
+                if client_failed
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed)) =>
+            {
+                Failure::Client
             }
-            Metrics::count(&ctx.metrics.retries, "budget_exhausted");
+            other => other,
+        };
+        if !attempts.failed(b, failure) {
+            break;
         }
-        unanswered = Some((status, reason, b));
-        break;
-    }
-    if let Some((status, reason, b)) = unanswered {
-        states[b].metrics.response(status);
-        let mut response = plain(status, &format!("{reason}\n"));
-        finish(&mut response, service, https, pinned, b);
-        return match log_line {
-            Some(line) => line.log(started, Some(states[b].addr), response),
-            None => response,
+        // Replayed: the same head again, without a body (only bodiless requests replay).
+        let Some((method, uri, headers)) = replay.take() else {
+            break;
         };
+        let mut again = Request::new(RequestBody {
+            inner: None,
+            bytes_in: None,
+            client_failed: None,
+        });
+        *again.method_mut() = method;
+        *again.uri_mut() = uri;
+        *again.headers_mut() = headers;
+        req = again;
     }
-    ctx.metrics
-        .no_backend
-        .get_or_create(&ServiceLabels {
-            service: service.key.to_string(),
-        })
-        .inc();
-    let response = if service.backends.is_empty() {
-        plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n")
-    } else {
-        plain(StatusCode::BAD_GATEWAY, "no backend reachable\n")
+    let client_fault = attempts.client_failed();
+    let Some(answer) = attempts.unanswered() else {
+        // The client is gone; hyper drops the connection whatever is answered.
+        return plain(StatusCode::BAD_REQUEST, "client gone\n");
     };
-    match log_line {
-        Some(line) => line.log(started, None, response),
-        None => response,
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = plain(status, &format!("{}\n", answer.text));
+    if client_fault {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    match answer.backend {
+        Some(b) => {
+            finish(&mut response, service, https, pinned, b);
+            log(Some(states[b].addr), response)
+        }
+        None => log(None, response),
+    }
+}
+
+/// What the proxy needs of a request head, checked by `message`'s rules for HTTP/1 (an
+/// HTTP/2 request's framing and pseudo-headers were checked by the h2 codec).
+struct Checked {
+    /// The authority the request is for.
+    host: Option<Bytes>,
+    /// HTTP/1 only: the framing as checked, written again for the backend.
+    body: Option<message::RequestBody>,
+    upgrade: Option<HeaderValue>,
+}
+
+fn check(req: &Request<Incoming>) -> Result<Checked, message::Refusal> {
+    let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+    if req.version() == Version::HTTP_2 {
+        let host = authority.or(req.headers().get(header::HOST).map(HeaderValue::as_bytes));
+        return Ok(Checked {
+            host: host.map(Bytes::copy_from_slice),
+            body: None,
+            upgrade: None,
+        });
+    }
+    let target = match (req.uri().scheme(), authority) {
+        (Some(_), Some(authority)) => message::Target::Absolute(authority),
+        _ if req.uri() == "*" => message::Target::Asterisk,
+        _ => message::Target::Origin,
+    };
+    let checked = message::check_request(
+        req.version() == Version::HTTP_10,
+        req.method().as_str().as_bytes(),
+        target,
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+    )?;
+    Ok(Checked {
+        host: checked.host.map(Bytes::copy_from_slice),
+        body: Some(checked.body),
+        upgrade: checked
+            .upgrade
+            .and_then(|u| HeaderValue::from_bytes(u).ok()),
+    })
 }
 
 /// The service's response policy: HSTS over https, and a sticky cookie unless the client
@@ -358,9 +387,7 @@ fn finish(
     used: usize,
 ) {
     if https && service.http.hsts {
-        response
-            .headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
+        headers::add_hsts(response.headers_mut());
     }
     if service.http.sticky && pinned != Some(used) {
         let cookie = format!(
@@ -394,12 +421,9 @@ fn sticky_backend(headers: &HeaderMap, backends: &[Backend]) -> Option<usize> {
     backends.iter().position(|b| sticky_id(b) == id)
 }
 
-fn redirect_to_https(req: &Request<Incoming>) -> Response<ProxyBody> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+fn redirect_to_https(req: &Request<Incoming>, host: Option<&[u8]>) -> Response<ProxyBody> {
+    // The host passed `message`'s authority check: ASCII letters, digits and `-._~:[]`.
+    let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
     // The https listener is on its default port: drop the plain listener's port.
     let host = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
@@ -413,105 +437,34 @@ fn redirect_to_https(req: &Request<Incoming>) -> Response<ProxyBody> {
     response
 }
 
-/// Headers that describe one hop, not the message; never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in &listed {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-fn is_idempotent(method: &http::Method) -> bool {
-    use http::Method;
-    [
-        Method::GET,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::PUT,
-        Method::DELETE,
-    ]
-    .contains(method)
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-fn prepare_request(req: &mut Request<Incoming>, client: &Client, https: bool, upgrade: bool) {
-    let upgrade_to = upgrade
-        .then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten();
+/// The request as it goes to a backend: the hop-by-hop fields removed (an upgrade's put
+/// back), the framing as checked, the forwarding fields added, origin-form, HTTP/1.1.
+fn prepare_request(req: &mut Request<Incoming>, client: &Client, https: bool, checked: &Checked) {
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers);
-    if let Some(protocol) = upgrade_to {
-        headers.insert(header::UPGRADE, protocol);
+    headers::strip_hop_by_hop(headers);
+    if let Some(protocol) = &checked.upgrade {
+        headers.insert(header::UPGRADE, protocol.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", client.addr.ip())).ok(),
-        None => Some(client.ip.clone()),
+    if let Some(body) = checked.body {
+        headers::set_request_length(headers, body);
+    }
+    let forwarded = headers::Forwarded {
+        client_ip: client.ip.as_bytes(),
+        https,
+        host: checked.host.as_deref(),
     };
-    if let Some(value) = value {
-        headers.insert(xff, value);
-    }
-    let proto = if https { "https" } else { "http" };
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-    let request_id = HeaderName::from_static("x-request-id");
-    if !headers.contains_key(&request_id) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let (mut id, mut n) = ([0u8; 32], fastrand::u128(..));
-        for digit in id.iter_mut().rev() {
-            *digit = HEX[(n & 0xf) as usize];
-            n >>= 4;
-        }
-        headers.insert(
-            request_id,
-            HeaderValue::from_bytes(&id).expect("hex is a valid header value"),
-        );
+    forwarded.apply(headers);
+    // The authority the request was routed by is the one the backend is told (HTTP/2 carries
+    // it in :authority, an absolute-form target in the URI).
+    if let Some(host) = checked
+        .host
+        .as_deref()
+        .and_then(|h| HeaderValue::from_bytes(h).ok())
+    {
+        headers.insert(header::HOST, host);
     }
     *req.version_mut() = Version::HTTP_11;
-    // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs a Host header.
-    if !req.headers().contains_key(header::HOST)
-        && let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned())
-        && let Ok(host) = HeaderValue::from_str(&authority)
-    {
-        req.headers_mut().insert(header::HOST, host);
-    }
     // Absolute-form targets become origin-form; the Host header carries the authority.
     if req.uri().scheme().is_some() {
         let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -553,7 +506,7 @@ impl RequestLine {
     }
 
     fn log(
-        self,
+        &self,
         started: Option<Instant>,
         upstream: Option<SocketAddr>,
         response: Response<ProxyBody>,
@@ -574,17 +527,5 @@ impl RequestLine {
             duration_ms = started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1e3),
         );
         response
-    }
-}
-
-fn logged(
-    started: Option<Instant>,
-    req: &Request<Incoming>,
-    upstream: Option<SocketAddr>,
-    response: Response<ProxyBody>,
-) -> Response<ProxyBody> {
-    match started {
-        Some(_) => RequestLine::of(req).log(started, upstream, response),
-        None => response,
     }
 }

@@ -1,10 +1,13 @@
 //! The data plane: service-port listeners and the TCP and HTTP proxies behind them.
 
 mod admission;
+pub mod exchange;
 mod h1;
 pub mod h1_framing;
+pub mod headers;
 pub mod http;
 pub mod listeners;
+pub mod message;
 mod retry_budget;
 pub mod tcp;
 pub mod tls;

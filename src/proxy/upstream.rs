@@ -17,7 +17,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 
-use super::http::strip_hop_by_hop;
+use super::exchange::Failure;
+use super::headers::strip_hop_by_hop;
 use super::{Context, connect};
 use crate::backends::{ActiveGuard, BackendState};
 
@@ -26,13 +27,10 @@ pub type Upstream = SendRequest<RequestBody>;
 
 pub enum Outcome {
     Response(Response<ProxyBody>),
-    /// The request reached the backend but no usable response came back.
-    Failed(StatusCode, String),
+    /// The request went out and no usable response came back.
+    Failed(Failure),
     /// The request was not sent: try the next backend with it.
     Unsent(Request<RequestBody>),
-    /// The request went out but the backend failed before any response byte (502 unless it
-    /// can be replayed elsewhere).
-    Lost(String),
 }
 
 /// Sends `req` to one backend. `upgrade` is the client side of a protocol upgrade, bridged to
@@ -67,10 +65,13 @@ pub async fn send(
             Exchange::Over(outcome) => return outcome,
             Exchange::Answered(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client) = upgrade.take() {
-                        let upstream = hyper::upgrade::on(&mut response);
-                        tokio::spawn(tunnel(client, upstream, state.clone(), active));
-                    }
+                    let Some(client) = upgrade.take() else {
+                        return Outcome::Failed(Failure::BadResponse(
+                            "backend switched protocols unasked",
+                        ));
+                    };
+                    let upstream = hyper::upgrade::on(&mut response);
+                    tokio::spawn(tunnel(client, upstream, state.clone(), active));
                     let (parts, _) = response.into_parts();
                     return Outcome::Response(Response::from_parts(parts, ProxyBody::empty()));
                 }
@@ -110,15 +111,10 @@ pub async fn await_response(
     let sent = std::time::Instant::now();
     let result = tokio::select! {
         r = tokio::time::timeout(ctx.settings.load().response_timeout, exchange) => r,
-        _ = state.drained() => {
-            return Exchange::Over(Outcome::Failed(StatusCode::BAD_GATEWAY, "backend removed while waiting".into()))
-        }
+        _ = state.drained() => return Exchange::Over(Outcome::Failed(Failure::Removed)),
     };
     match result {
-        Err(_) => Exchange::Over(Outcome::Failed(
-            StatusCode::GATEWAY_TIMEOUT,
-            "backend timed out".into(),
-        )),
+        Err(_) => Exchange::Over(Outcome::Failed(Failure::TimedOut)),
         Ok(Ok(response)) => {
             state.metrics.response(response.status());
             state
@@ -129,7 +125,10 @@ pub async fn await_response(
         }
         Ok(Err(mut e)) => match e.take_message() {
             Some(back) => Exchange::Returned(back),
-            None => Exchange::Over(Outcome::Lost(format!("backend failed: {}", e.into_error()))),
+            None => Exchange::Over(Outcome::Failed(Failure::Lost(format!(
+                "backend failed: {}",
+                e.into_error()
+            )))),
         },
     }
 }
@@ -163,7 +162,7 @@ fn finish_response(
     active: ActiveGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, inner) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_response_framing(&mut parts.headers);
     let bytes_out = state.metrics.bytes_out.clone();
     let mut body = PooledBody {
         inner,
@@ -175,6 +174,16 @@ fn finish_response(
         body.release();
     }
     Response::from_parts(parts, ProxyBody::Upstream(body))
+}
+
+/// A backend response's fields as they go to the client: hop-by-hop removed, and the
+/// Content-Length a chunked response also carried dropped (RFC 9112 §6.3: the coding wins;
+/// hyper frames what it sends from what is left).
+pub fn strip_response_framing(headers: &mut http::HeaderMap) {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(headers);
 }
 
 /// A response body from a backend that returns its connection to the pool once fully read, and
@@ -258,6 +267,9 @@ pub struct RequestBody {
     /// `None`: no body (a request replayed on another backend carries none).
     pub inner: Option<Incoming>,
     pub bytes_in: Option<Counter>,
+    /// Set when the client's body broke off (malformed chunk, client gone): the exchange's
+    /// failure is then the client's, not the backend's.
+    pub client_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Body for RequestBody {
@@ -273,6 +285,9 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let frame = std::task::ready!(Pin::new(inner).poll_frame(cx));
+        if let (Some(Err(_)), Some(flag)) = (&frame, &this.client_failed) {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let (Some(counter), Some(data)) = (
             &this.bytes_in,
             frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),

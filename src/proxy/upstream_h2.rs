@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -28,7 +28,7 @@ pub async fn send(
         .to_string();
     match format!("http://{}{path}", state.addr).parse::<Uri>() {
         Ok(uri) => *req.uri_mut() = uri,
-        Err(e) => return Outcome::Failed(StatusCode::BAD_REQUEST, format!("bad target: {e}")),
+        Err(_) => return Outcome::Failed(super::exchange::Failure::Client),
     }
     *req.version_mut() = Version::HTTP_2;
     let shared = state.h2.lock().unwrap().clone().filter(|s| !s.is_closed());
@@ -96,7 +96,7 @@ fn into_proxy(
     active: crate::backends::ActiveGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, inner) = response.into_parts();
-    super::http::strip_hop_by_hop(&mut parts.headers);
+    super::upstream::strip_response_framing(&mut parts.headers);
     parts.version = Version::HTTP_11;
     let body = PooledBody::unpooled(inner, state.metrics.bytes_out.clone(), active);
     Response::from_parts(parts, ProxyBody::Upstream(body))

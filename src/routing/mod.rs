@@ -7,6 +7,7 @@ pub mod balance;
 pub mod cidr;
 pub mod compile;
 pub mod labels;
+pub mod resolve;
 pub mod routes;
 pub mod store;
 pub mod vhosts;

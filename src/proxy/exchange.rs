@@ -1,0 +1,256 @@
+//! One request's trip through a service's backends, as both codecs make it: the candidates in
+//! balancing order (outliers last), what a failure is and which status answers it, what is
+//! charged to a backend's outlier record, and when a request is replayed on the next backend
+//! within the retry budget. Each codec only sends and receives; every decision is here.
+
+use std::sync::Arc;
+
+use super::Context;
+use crate::backends::BackendState;
+use crate::metrics::{Metrics, ServiceLabels};
+use crate::routing::Service;
+
+/// How an attempt to have a backend answer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made: nothing was sent.
+    Connect,
+    /// The request went out and the backend failed (closed, reset) before a response byte.
+    Lost(String),
+    /// No response head within the response timeout.
+    TimedOut,
+    /// The backend left the table while the request waited, and its drain ran out.
+    Removed,
+    /// The backend's response could not be relayed safely (malformed, ambiguous framing, a
+    /// protocol switch nobody asked for).
+    BadResponse(&'static str),
+    /// The client's request body was malformed or cut short: the client's fault, never the
+    /// backend's.
+    Client,
+    /// The client went away: nothing to answer.
+    ClientGone,
+}
+
+impl Failure {
+    /// The status the client is answered with, if it is still there.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Connect | Failure::Lost(_) | Failure::Removed | Failure::BadResponse(_) => {
+                Some(502)
+            }
+            Failure::TimedOut => Some(504),
+            Failure::Client => Some(400),
+            Failure::ClientGone => None,
+        }
+    }
+
+    /// Whether the failure counts against the backend (outlier ejection, error metrics).
+    pub fn is_backends(&self) -> bool {
+        !matches!(
+            self,
+            Failure::Client | Failure::ClientGone | Failure::Removed
+        )
+    }
+
+    /// The short text of the answer.
+    pub fn text(&self) -> String {
+        match self {
+            Failure::Connect => "backend unreachable".into(),
+            Failure::Lost(reason) => reason.clone(),
+            Failure::TimedOut => "backend timed out".into(),
+            Failure::Removed => "backend removed while waiting".into(),
+            Failure::BadResponse(reason) => (*reason).into(),
+            Failure::Client => "malformed request body".into(),
+            Failure::ClientGone => "client gone".into(),
+        }
+    }
+}
+
+/// What the client hears when no backend answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanswered {
+    pub status: u16,
+    pub text: String,
+    /// The backend whose failure is reported, for its metrics and the access log.
+    pub backend: Option<usize>,
+}
+
+/// The attempts of one request on a service's backends.
+pub struct Attempts<'a> {
+    ctx: &'a Context,
+    service: &'a Service,
+    states: &'a [Arc<BackendState>],
+    /// The request can be sent again (idempotent, its body not consumed, replays enabled).
+    replayable: bool,
+    replayed: bool,
+    last: Option<(Failure, usize)>,
+}
+
+impl<'a> Attempts<'a> {
+    /// `replayable`: the request is idempotent and carries no body still to be read.
+    pub fn new(
+        ctx: &'a Context,
+        service: &'a Service,
+        states: &'a [Arc<BackendState>],
+        replayable: bool,
+        retry_enabled: bool,
+    ) -> Attempts<'a> {
+        let replayable = replayable && retry_enabled;
+        if replayable {
+            ctx.retry_budget.deposit();
+        }
+        Attempts {
+            ctx,
+            service,
+            states,
+            replayable,
+            replayed: false,
+            last: None,
+        }
+    }
+
+    /// The candidates in the order they are tried: the balancer's choice first, then the
+    /// fall-through order, ejected and unhealthy backends last.
+    pub fn candidates(
+        &self,
+        flow: crate::routing::balance::Flow,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let states = self.states;
+        crate::outlier::ordered(
+            states,
+            self.service.balancer.candidates(flow, |i| states[i].load()),
+        )
+    }
+
+    /// A backend answered with `status`.
+    pub fn answered(&mut self, b: usize, status: u16) {
+        if status >= 500 {
+            crate::outlier::failure(self.states, b);
+        } else {
+            self.states[b].outlier.success();
+        }
+    }
+
+    /// An attempt on `b` failed. Returns whether to go on with the next candidate: always
+    /// when nothing was sent, once (within the budget) for a replayable request, never for a
+    /// client's fault.
+    pub fn failed(&mut self, b: usize, failure: Failure) -> bool {
+        if failure.is_backends() {
+            crate::outlier::failure(self.states, b);
+            tracing::debug!(service = %self.service.key, backend = %self.states[b].addr, "{}", failure.text());
+        }
+        let client = !failure.is_backends() && failure != Failure::Removed;
+        let unsent = failure == Failure::Connect;
+        self.last = Some((failure, b));
+        if client {
+            return false;
+        }
+        if unsent {
+            return true;
+        }
+        if !self.replayable || self.replayed {
+            return false;
+        }
+        if self.ctx.retry_budget.withdraw() {
+            Metrics::count(&self.ctx.metrics.retries, "replayed");
+            self.replayed = true;
+            true
+        } else {
+            Metrics::count(&self.ctx.metrics.retries, "budget_exhausted");
+            false
+        }
+    }
+
+    /// Whether the last failure was the client's (nothing more is sent for this request).
+    pub fn client_failed(&self) -> bool {
+        matches!(self.last, Some((Failure::Client | Failure::ClientGone, _)))
+    }
+
+    /// The answer when no backend answered; `None` when the client is gone.
+    pub fn unanswered(self) -> Option<Unanswered> {
+        match self.last {
+            Some((Failure::Connect, _)) | None => {
+                self.ctx
+                    .metrics
+                    .no_backend
+                    .get_or_create(&ServiceLabels {
+                        service: self.service.key.to_string(),
+                    })
+                    .inc();
+                let empty = self.service.backends.is_empty();
+                Some(Unanswered {
+                    status: if empty { 503 } else { 502 },
+                    text: if empty {
+                        "no backend available".into()
+                    } else {
+                        "no backend reachable".into()
+                    },
+                    backend: None,
+                })
+            }
+            Some((failure, b)) => {
+                let status = failure.status()?;
+                if failure.is_backends() || failure == Failure::Removed {
+                    self.states[b].metrics.response(
+                        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
+                    );
+                }
+                Some(Unanswered {
+                    status,
+                    text: failure.text(),
+                    backend: Some(b),
+                })
+            }
+        }
+    }
+}
+
+/// Methods whose request may be sent again when a backend failed before answering (RFC 9110
+/// §9.2.2).
+pub fn is_idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
+/// The reason phrase of the statuses the proxy answers itself.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_backend_side_failures_are_charged() {
+        for f in [
+            Failure::Connect,
+            Failure::Lost("x".into()),
+            Failure::TimedOut,
+            Failure::BadResponse("x"),
+        ] {
+            assert!(f.is_backends(), "{f:?}");
+        }
+        for f in [Failure::Client, Failure::ClientGone, Failure::Removed] {
+            assert!(!f.is_backends(), "{f:?}");
+        }
+        assert_eq!(Failure::TimedOut.status(), Some(504));
+        assert_eq!(Failure::Client.status(), Some(400));
+        assert_eq!(Failure::ClientGone.status(), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! The header rules of the proxy, in one place: which fields are hop-by-hop and never
+//! forwarded, which of them `Connection` may add to, what the proxy adds to a request
+//! (`X-Forwarded-For/Proto/Host`, `X-Request-Id`) and to a response (HSTS). Each rule is
+//! decided here once; the fast path writes it as bytes and the general path on hyper's
+//! `HeaderMap`, with the two writers side by side below so they cannot drift apart.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Fields that describe one hop, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Fields `Connection` can never remove: the message's framing and the field it is routed by.
+/// A request that lists `Content-Length` in `Connection` and had it removed would leave its
+/// body to be read by the backend as the next request (request smuggling).
+const NEVER_REMOVED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub const X_REQUEST_ID: &str = "x-request-id";
+/// marathon-lb's HSTS value (six months).
+pub const HSTS: &str = "max-age=15768000";
+/// The HSTS header line as the fast path writes it.
+pub const HSTS_LINE: &[u8] = b"strict-transport-security: max-age=15768000\r\n";
+
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// Whether a field is one of the framing fields the proxy writes itself (from what
+/// `message` decided), never copied as received.
+pub fn is_framing(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding")
+}
+
+/// Whether `Connection` may name this field to have it removed.
+fn connection_may_remove(name: &[u8]) -> bool {
+    !NEVER_REMOVED
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// Fields the proxy replaces with its own: a client's copies are dropped.
+pub fn is_replaced(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(X_FORWARDED_PROTO.as_bytes())
+        || name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_bytes())
+}
+
+/// The extra fields a message's `Connection` names for removal (past the hop-by-hop ones);
+/// kept on the stack, as usually there are none.
+pub struct ConnectionNamed<'a> {
+    named: [&'a [u8]; 8],
+    count: usize,
+}
+
+impl<'a> ConnectionNamed<'a> {
+    pub fn of(values: impl Iterator<Item = &'a [u8]>) -> ConnectionNamed<'a> {
+        let mut this = ConnectionNamed {
+            named: [&[]; 8],
+            count: 0,
+        };
+        for value in values {
+            for token in super::message::tokens(value) {
+                if !is_hop_by_hop(token)
+                    && connection_may_remove(token)
+                    && !token.eq_ignore_ascii_case(b"close")
+                    && this.count < this.named.len()
+                {
+                    this.named[this.count] = token;
+                    this.count += 1;
+                }
+            }
+        }
+        this
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.named[..self.count]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Whether a received field is forwarded as it is (bytes codec): not hop-by-hop, not framing
+/// (written by the proxy), not named by `Connection`.
+pub fn forwarded_as_is(name: &[u8], named: &ConnectionNamed) -> bool {
+    !is_hop_by_hop(name) && !is_framing(name) && !named.contains(name)
+}
+
+/// A fresh request id: 32 hex digits.
+pub fn request_id() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (mut id, mut n) = ([0u8; 32], fastrand::u128(..));
+    for digit in id.iter_mut().rev() {
+        *digit = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    id
+}
+
+/// What the proxy adds to a request on its way to a backend.
+pub struct Forwarded<'a> {
+    /// The client's address, as text.
+    pub client_ip: &'a [u8],
+    pub https: bool,
+    /// The authority the request was for.
+    pub host: Option<&'a [u8]>,
+}
+
+impl Forwarded<'_> {
+    fn proto(&self) -> &'static [u8] {
+        if self.https { b"https" } else { b"http" }
+    }
+
+    /// Bytes codec: the added lines, after the fields copied from the request.
+    /// `existing_for` are the client's `X-Forwarded-For` values (appended to, in order);
+    /// `has_request_id` whether the client sent one (kept).
+    pub fn write<'v>(
+        &self,
+        out: &mut Vec<u8>,
+        existing_for: impl Iterator<Item = &'v [u8]>,
+        has_request_id: bool,
+    ) {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for existing in existing_for {
+            out.extend_from_slice(existing);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(self.client_ip);
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.proto());
+        out.extend_from_slice(b"\r\n");
+        if let Some(host) = self.host {
+            out.extend_from_slice(b"x-forwarded-host: ");
+            out.extend_from_slice(host);
+            out.extend_from_slice(b"\r\n");
+        }
+        if !has_request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(&request_id());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Hyper codec: the same fields set on a request's map (hop-by-hop already removed).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let xff = HeaderName::from_static(X_FORWARDED_FOR);
+        let mut value = Vec::with_capacity(48);
+        for existing in headers.get_all(&xff) {
+            value.extend_from_slice(existing.as_bytes());
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(self.client_ip);
+        if let Ok(value) = HeaderValue::from_bytes(&value) {
+            headers.insert(xff, value);
+        }
+        headers.insert(
+            HeaderName::from_static(X_FORWARDED_PROTO),
+            HeaderValue::from_static(if self.https { "https" } else { "http" }),
+        );
+        headers.remove(X_FORWARDED_HOST);
+        if let Some(host) = self.host.and_then(|h| HeaderValue::from_bytes(h).ok()) {
+            headers.insert(HeaderName::from_static(X_FORWARDED_HOST), host);
+        }
+        if !headers.contains_key(X_REQUEST_ID) {
+            headers.insert(
+                HeaderName::from_static(X_REQUEST_ID),
+                HeaderValue::from_bytes(&request_id()).expect("hex is a valid header value"),
+            );
+        }
+    }
+}
+
+/// Hyper codec: removes the hop-by-hop fields and those `Connection` names (never the framing
+/// fields or Host).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = {
+            let named = ConnectionNamed::of(
+                headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            );
+            named.named[..named.count]
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n).ok())
+                .collect()
+        };
+        for name in &listed {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Hyper codec: the request's framing as `message` decided it, the received fields replaced
+/// (hyper frames the body it sends from these).
+pub fn set_request_length(headers: &mut HeaderMap, body: super::message::RequestBody) {
+    headers.remove(header::CONTENT_LENGTH);
+    if let super::message::RequestBody::Length(n) = body {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+/// Hyper codec: HSTS on a response.
+pub fn add_hsts(headers: &mut HeaderMap) {
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_never_removes_framing_or_host() {
+        let named = ConnectionNamed::of(
+            [&b"Content-Length, Transfer-Encoding, HOST, x-secret, close"[..]].into_iter(),
+        );
+        assert!(!named.contains(b"content-length"));
+        assert!(!named.contains(b"transfer-encoding"));
+        assert!(!named.contains(b"host"));
+        assert!(named.contains(b"X-Secret"));
+        let mut map = HeaderMap::new();
+        map.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("content-length, host, x-secret"),
+        );
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        map.insert(header::HOST, HeaderValue::from_static("a"));
+        map.insert("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut map);
+        assert!(map.contains_key(header::CONTENT_LENGTH) && map.contains_key(header::HOST));
+        assert!(!map.contains_key("x-secret") && !map.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn both_codecs_add_the_same_fields() {
+        let forwarded = Forwarded {
+            client_ip: b"10.0.0.9",
+            https: true,
+            host: Some(b"shop.example.com"),
+        };
+        let mut bytes = Vec::new();
+        forwarded.write(&mut bytes, [&b"1.2.3.4"[..]].into_iter(), true);
+        let mut map = HeaderMap::new();
+        map.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        map.insert(X_REQUEST_ID, HeaderValue::from_static("x"));
+        forwarded.apply(&mut map);
+        let mut from_map = Vec::new();
+        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
+            from_map.extend_from_slice(name.as_bytes());
+            from_map.extend_from_slice(b": ");
+            from_map.extend_from_slice(map[name].as_bytes());
+            from_map.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(String::from_utf8(bytes), String::from_utf8(from_map));
+    }
+}

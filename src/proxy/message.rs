@@ -1,0 +1,622 @@
+//! What makes an HTTP/1.1 message acceptable to the proxy (RFC 9110/9112), decided once for
+//! both codecs: the fast path checks httparse's headers with it, the general path hyper's
+//! `HeaderMap`. A request either passes with its framing, host and connection options read, or
+//! is refused with the status to answer (and the connection closed); a backend's response
+//! either passes with its framing or is a 502.
+//!
+//! The rules are strict on purpose: a proxy and the server behind it must agree on where every
+//! message ends, so anything two parsers could read two ways is refused rather than forwarded.
+
+/// How a request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A request head that passed, as the proxy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub body: RequestBody,
+    /// The authority the request is for: the absolute-form target's, else the Host header's
+    /// (absent only for an HTTP/1.0 request without Host).
+    pub host: Option<&'a [u8]>,
+    /// `Connection: close`, or HTTP/1.0 without keep-alive.
+    pub close: bool,
+    /// The protocol the client asks to switch to (`Upgrade` named by `Connection`), `h2c`
+    /// excepted: an h2c upgrade is never forwarded, the request goes on as HTTP/1.1.
+    pub upgrade: Option<&'a [u8]>,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+/// Why a request is refused; the connection closes after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+const fn refuse(status: u16, reason: &'static str) -> Refusal {
+    Refusal { status, reason }
+}
+
+/// The request target's form (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `/path?query`
+    Origin,
+    /// `http://authority/path`: the authority.
+    Absolute(&'a [u8]),
+    /// `*`, for OPTIONS.
+    Asterisk,
+}
+
+/// Reads a request target as sent on the request line.
+pub fn target_form(target: &[u8]) -> Result<Target<'_>, Refusal> {
+    if target.first() == Some(&b'/') {
+        return Ok(Target::Origin);
+    }
+    if target == b"*" {
+        return Ok(Target::Asterisk);
+    }
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+        .ok_or(refuse(400, "unsupported request target"))?;
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Ok(Target::Absolute(&rest[..end]))
+}
+
+fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &bytes[prefix.len()..])
+}
+
+/// Checks a request head: `http10` for HTTP/1.0, the method, the target's form, and every
+/// header field as received (name, value), duplicates included.
+pub fn check_request<'a>(
+    http10: bool,
+    method: &[u8],
+    target: Target<'a>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Request<'a>, Refusal> {
+    if method == b"CONNECT" {
+        return Err(refuse(405, "CONNECT is not served"));
+    }
+    if target == Target::Asterisk && method != b"OPTIONS" {
+        return Err(refuse(400, "asterisk target outside OPTIONS"));
+    }
+    let mut length: Option<u64> = None;
+    let mut codings = Codings::default();
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    let (mut said_close, mut said_keep_alive) = (false, false);
+    let mut connection_upgrade = false;
+    let mut upgrade: Option<&[u8]> = None;
+    let mut expect_continue = false;
+    for (name, value) in headers {
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                hosts += 1;
+                host = Some(value.trim_ascii());
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let n = content_length(value).ok_or(refuse(400, "invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(refuse(400, "conflicting Content-Length"));
+                }
+                length = Some(n);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if http10 {
+                    return Err(refuse(400, "Transfer-Encoding in HTTP/1.0"));
+                }
+                codings.add(value);
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in tokens(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        said_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        said_keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        connection_upgrade = true;
+                    }
+                }
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade = Some(value.trim_ascii()),
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                } else {
+                    return Err(refuse(417, "unsupported expectation"));
+                }
+            }
+            _ => {}
+        }
+    }
+    // HTTP/1.0 keeps the connection only when it says keep-alive; `close` wins.
+    let close = said_close || (http10 && !said_keep_alive);
+    let body = match (codings.state, length) {
+        (CodingState::Absent, None) => RequestBody::None,
+        (CodingState::Absent, Some(n)) => RequestBody::Length(n),
+        // RFC 9112 §6.1 lets a server drop Content-Length and close after the exchange; both
+        // together only ever come from an attack or a broken client: refused.
+        (_, Some(_)) => return Err(refuse(400, "both Content-Length and Transfer-Encoding")),
+        (CodingState::Chunked, None) => RequestBody::Chunked,
+        (CodingState::Invalid, None) => {
+            return Err(refuse(400, "invalid Transfer-Encoding"));
+        }
+        (CodingState::Unsupported, None) => {
+            return Err(refuse(501, "unsupported transfer coding"));
+        }
+    };
+    if hosts > 1 {
+        return Err(refuse(400, "more than one Host"));
+    }
+    if hosts == 0 && !http10 {
+        return Err(refuse(400, "missing Host"));
+    }
+    if let Some(h) = host
+        && !valid_authority(h)
+    {
+        return Err(refuse(400, "invalid Host"));
+    }
+    let host = match target {
+        Target::Absolute(authority) => {
+            if !valid_authority(authority) {
+                return Err(refuse(400, "invalid authority in the request target"));
+            }
+            // RFC 9112 §3.2.2: the target's authority is the one that counts; a Host that says
+            // otherwise means two parsers could route this request two ways.
+            if host.is_some_and(|h| !h.eq_ignore_ascii_case(authority)) {
+                return Err(refuse(400, "Host disagrees with the request target"));
+            }
+            Some(authority)
+        }
+        _ => host,
+    };
+    let upgrade = upgrade.filter(|u| {
+        connection_upgrade && !u.is_empty() && !tokens(u).any(|t| t.eq_ignore_ascii_case(b"h2c"))
+    });
+    Ok(Request {
+        body,
+        host,
+        close,
+        upgrade,
+        expect_continue,
+    })
+}
+
+/// The members of a comma-separated header value, trimmed, empty ones skipped.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// A Content-Length value: `1*DIGIT`, or a list whose members are all the same `1*DIGIT`
+/// (RFC 9110 §8.6); no sign, no inner spaces, no overflow.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for member in value.split(|&b| b == b',') {
+        let member = member.trim_ascii();
+        if member.is_empty() || member.len() > 19 || !member.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = member
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum CodingState {
+    #[default]
+    Absent,
+    /// Exactly one coding, `chunked`, last.
+    Chunked,
+    /// Codings this proxy does not apply (gzip, …): 501.
+    Unsupported,
+    /// Empty, `chunked` not last or repeated: 400.
+    Invalid,
+}
+
+/// The transfer codings of a message, over every Transfer-Encoding field in order.
+#[derive(Default)]
+struct Codings {
+    state: CodingState,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) {
+        let mut any = false;
+        for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            any = true;
+            self.state = match self.state {
+                CodingState::Invalid => CodingState::Invalid,
+                // Anything after `chunked` (another coding, or `chunked` again) is invalid.
+                CodingState::Chunked => CodingState::Invalid,
+                _ if coding.is_empty() => CodingState::Invalid,
+                _ if coding.eq_ignore_ascii_case(b"chunked") => match self.state {
+                    CodingState::Absent => CodingState::Chunked,
+                    // `gzip, chunked`: valid HTTP, but this proxy would have to re-apply the
+                    // coding it removes while re-framing.
+                    _ => CodingState::Unsupported,
+                },
+                _ if !coding.iter().all(|&b| is_tchar(b)) => CodingState::Invalid,
+                _ => CodingState::Unsupported,
+            };
+        }
+        if !any {
+            self.state = CodingState::Invalid;
+        }
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A Host value or a target's authority: `host[:port]`, with `host` a DNS name, an IPv4
+/// address or a bracketed IPv6 address; no userinfo, path, list or spaces.
+pub fn valid_authority(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &value[1..close];
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match &value[close + 1..] {
+            [] => (&value[..0], None),
+            [b':', port @ ..] => (&value[..0], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
+    };
+    let host_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    host_ok && port_ok && (value.first() == Some(&b'[') || !host.is_empty())
+}
+
+/// How a backend's response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// No body, whatever the headers say (HEAD, 1xx, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Up to the backend's close.
+    ToClose,
+}
+
+/// A backend's response head that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response {
+    pub body: ResponseBody,
+    /// The Content-Length to forward (HEAD and 304 keep the one they describe); `None` when the
+    /// body is chunked or delimited by the close.
+    pub length: Option<u64>,
+    /// The backend closes the connection after this response.
+    pub close: bool,
+}
+
+/// Checks a backend's response head; `Err` is a 502, and the connection is not reused.
+pub fn check_response<'a>(
+    http10: bool,
+    status: u16,
+    head_request: bool,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Response, &'static str> {
+    let mut length: Option<u64> = None;
+    let mut codings = Codings::default();
+    let mut close = http10;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length(value).ok_or("backend sent an invalid Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("backend sent conflicting Content-Lengths");
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings.add(value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    close = false;
+                }
+            }
+        }
+    }
+    let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
+    let body = match codings.state {
+        _ if no_body => ResponseBody::Empty,
+        // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3), which is then dropped.
+        CodingState::Chunked => ResponseBody::Chunked,
+        CodingState::Absent => length.map_or(ResponseBody::ToClose, ResponseBody::Length),
+        CodingState::Unsupported | CodingState::Invalid => {
+            return Err("backend sent a Transfer-Encoding this proxy cannot relay");
+        }
+    };
+    let length = match body {
+        ResponseBody::Length(n) => Some(n),
+        // HEAD and 304 describe the representation; 1xx and 204 have no length at all.
+        ResponseBody::Empty if status != 204 && !(100..200).contains(&status) => {
+            if codings.state == CodingState::Absent {
+                length
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    Ok(Response {
+        body,
+        length,
+        close: close || body == ResponseBody::ToClose,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(lines: &[(&'static str, &'static str)]) -> Result<Request<'static>, Refusal> {
+        check_request(
+            false,
+            b"POST",
+            Target::Origin,
+            lines.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        )
+    }
+
+    #[test]
+    fn content_length_forms() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"007"), Some(7));
+        assert_eq!(content_length(b" 5 "), Some(5));
+        assert_eq!(content_length(b"5, 5"), Some(5));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-5",
+            b"5 5",
+            b"5,6",
+            b"5,",
+            b"0x5",
+            b"99999999999999999999",
+            b"18446744073709551616",
+            "\u{0665}".as_bytes(),
+        ] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn framing_conflicts_are_refused() {
+        let h = ("Host", "a");
+        assert_eq!(
+            req(&[h, ("Content-Length", "5"), ("Content-Length", "6")])
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            req(&[h, ("Content-Length", "5"), ("Transfer-Encoding", "chunked")])
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            req(&[h, ("Transfer-Encoding", "chunked, chunked")])
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            req(&[
+                h,
+                ("Transfer-Encoding", "chunked"),
+                ("Transfer-Encoding", "chunked")
+            ])
+            .unwrap_err()
+            .status,
+            400
+        );
+        assert_eq!(
+            req(&[h, ("Transfer-Encoding", "chunked, gzip")])
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            req(&[h, ("Transfer-Encoding", "identity")])
+                .unwrap_err()
+                .status,
+            501
+        );
+        assert_eq!(
+            req(&[h, ("Transfer-Encoding", "gzip, chunked")])
+                .unwrap_err()
+                .status,
+            501
+        );
+        assert_eq!(
+            req(&[h, ("Transfer-Encoding", "")]).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            req(&[h, ("Transfer-Encoding", "Chunked")]).unwrap().body,
+            RequestBody::Chunked
+        );
+        assert_eq!(
+            req(&[h, ("Content-Length", "5"), ("content-length", "5")])
+                .unwrap()
+                .body,
+            RequestBody::Length(5)
+        );
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(req(&[]).unwrap_err().reason, "missing Host");
+        assert_eq!(
+            req(&[("Host", "a"), ("host", "a")]).unwrap_err().reason,
+            "more than one Host"
+        );
+        for bad in ["a,b", "u@a", "a/b", "a b", "a:x", "[zz]", ":80", "a:123456"] {
+            assert_eq!(req(&[("Host", bad)]).unwrap_err().status, 400, "{bad}");
+        }
+        for good in [
+            "a",
+            "a.example.com:8080",
+            "10.0.0.1",
+            "[::1]:80",
+            "[fe80::1]",
+        ] {
+            assert!(req(&[("Host", good)]).is_ok(), "{good}");
+        }
+        let http10 = check_request(true, b"GET", Target::Origin, std::iter::empty()).unwrap();
+        assert_eq!((http10.host, http10.close), (None, true));
+    }
+
+    #[test]
+    fn absolute_form_authority_wins_and_must_agree() {
+        let target = target_form(b"http://Shop.example.com:80/x?y").unwrap();
+        assert_eq!(target, Target::Absolute(b"Shop.example.com:80"));
+        let ok = check_request(
+            false,
+            b"GET",
+            target,
+            [(&b"Host"[..], &b"shop.example.com:80"[..])].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(ok.host, Some(&b"Shop.example.com:80"[..]));
+        let bad = check_request(
+            false,
+            b"GET",
+            target,
+            [(&b"Host"[..], &b"evil.example.com"[..])].into_iter(),
+        );
+        assert_eq!(bad.unwrap_err().status, 400);
+        assert!(target_form(b"example.com:443").is_err());
+        assert_eq!(
+            check_request(false, b"GET", Target::Asterisk, std::iter::empty())
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn upgrade_to_h2c_is_not_an_upgrade() {
+        let h2c = req(&[
+            ("Host", "a"),
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+        ])
+        .unwrap();
+        assert_eq!(h2c.upgrade, None);
+        let ws = req(&[
+            ("Host", "a"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "websocket"),
+        ])
+        .unwrap();
+        assert_eq!(ws.upgrade, Some(&b"websocket"[..]));
+        let unasked = req(&[("Host", "a"), ("Upgrade", "websocket")]).unwrap();
+        assert_eq!(unasked.upgrade, None);
+    }
+
+    fn res(
+        status: u16,
+        head: bool,
+        lines: &[(&'static str, &'static str)],
+    ) -> Result<Response, &'static str> {
+        check_response(
+            false,
+            status,
+            head,
+            lines.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        )
+    }
+
+    #[test]
+    fn response_framing() {
+        assert!(
+            res(
+                200,
+                false,
+                &[("Content-Length", "1"), ("Content-Length", "2")]
+            )
+            .is_err()
+        );
+        assert!(res(200, false, &[("Content-Length", "+1")]).is_err());
+        assert!(res(200, false, &[("Transfer-Encoding", "gzip")]).is_err());
+        let both = res(
+            200,
+            false,
+            &[("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
+        )
+        .unwrap();
+        assert_eq!((both.body, both.length), (ResponseBody::Chunked, None));
+        let head = res(200, true, &[("Content-Length", "3")]).unwrap();
+        assert_eq!((head.body, head.length), (ResponseBody::Empty, Some(3)));
+        let no_content = res(204, false, &[("Content-Length", "3")]).unwrap();
+        assert_eq!(
+            (no_content.body, no_content.length),
+            (ResponseBody::Empty, None)
+        );
+        let to_close = res(200, false, &[]).unwrap();
+        assert_eq!(
+            (to_close.body, to_close.close),
+            (ResponseBody::ToClose, true)
+        );
+    }
+
+    proptest::proptest! {
+        /// Arbitrary header bytes never panic the checks, and an accepted length is the one
+        /// every member spells.
+        #[test]
+        fn never_panics(
+            value in proptest::collection::vec(0u8..=255, 0..40),
+            name in proptest::sample::select(vec![
+                "content-length", "transfer-encoding", "host", "connection", "upgrade", "expect",
+            ]),
+        ) {
+            let headers = [(name.as_bytes(), &value[..]), (&b"Host"[..], &b"a"[..])];
+            let _ = check_request(false, b"POST", Target::Origin, headers.into_iter());
+            let _ = check_response(false, 200, false, headers.into_iter());
+            if let Some(n) = content_length(&value) {
+                let text = String::from_utf8(value.clone()).unwrap();
+                for member in text.split(',') {
+                    proptest::prop_assert_eq!(member.trim().parse::<u64>().unwrap(), n);
+                }
+            }
+        }
+    }
+}
