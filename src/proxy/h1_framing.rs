@@ -224,7 +224,7 @@ pub fn read_head<'a>(
             reason: "malformed request",
         });
     };
-    let target = message::target_form(path.as_bytes())?;
+    let target = message::target_form(method.as_bytes(), path.as_bytes())?;
     let checked =
         message::check_request(version == 0, method.as_bytes(), target, fields(req.headers))?;
     let plain = version == 1

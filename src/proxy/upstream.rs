@@ -75,6 +75,20 @@ pub async fn send(
                     let (parts, _) = response.into_parts();
                     return Outcome::Response(Response::from_parts(parts, ProxyBody::empty()));
                 }
+                // The framing hyper accepted must also be one this proxy can relay unchanged
+                // (`message`'s rules, as on the fast path): a coding other than chunked is a 502.
+                let checked = super::message::check_response(
+                    response.version() == http::Version::HTTP_10,
+                    response.status().as_u16(),
+                    false,
+                    response
+                        .headers()
+                        .iter()
+                        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                );
+                if let Err(reason) = checked {
+                    return Outcome::Failed(Failure::BadResponse(reason));
+                }
                 return Outcome::Response(finish_response(response, sender, state.clone(), active));
             }
             Exchange::Returned(back) if !fresh => req = back,
