@@ -227,6 +227,11 @@ async fn proxy(
         let response = plain(StatusCode::FORBIDDEN, "forbidden\n");
         return logged(started, &req, None, response);
     }
+    if let Some(auth) = &service.http.auth
+        && let Some(response) = super::basic_auth::check(auth, req.headers()).await
+    {
+        return logged(started, &req, None, response);
+    }
     if matches!(entry, Entry::Vhost { https: false }) && service.http.redirect_to_https {
         let response = redirect_to_https(&req);
         return logged(started, &req, None, response);
