@@ -633,6 +633,7 @@ fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
                     "task_id": &*b.task_id, "address": b.addr.to_string(), "active": st.active(),
                 })).collect::<Vec<_>>(),
                 "acl": !s.http.acl.is_empty(),
+                "auth": s.http.auth.as_ref().map(|a| a.realm.as_str()),
                 "sticky": s.http.sticky,
             })
         })

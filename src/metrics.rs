@@ -175,7 +175,7 @@ impl Metrics {
         );
         r.register(
             "rejected_inputs",
-            "Inputs skipped as invalid (apps, ports, labels, tasks, files)",
+            "Inputs skipped as invalid (apps, ports, labels, tasks, files; kind: where), and labels accepted without effect (kind: ignored); each counted once when it appears",
             m.rejected_inputs.clone(),
         );
         r.register(

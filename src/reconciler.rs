@@ -504,6 +504,7 @@ impl Reconciler {
                 }
                 crate::routing::Severity::Ignored => {
                     tracing::info!(app_id = %problem.app_id, "ignored: {problem}");
+                    self.metrics.reject("ignored");
                 }
             }
         }

@@ -299,3 +299,75 @@ async fn http2_by_alpn() {
     let http1 = connect(s.https, "a.example.com", &[b"http/1.1"]).await;
     assert_eq!(http1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
+
+/// One request on an open connection; the response's head and body (read by Content-Length).
+async fn exchange(stream: &mut TlsStream<TcpStream>, head: &str) -> String {
+    stream
+        .write_all(format!("{head}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[tokio::test]
+async fn basic_auth_on_the_https_vhost() {
+    use base64::Engine;
+    // SHA-512-crypt of "open sesame" by glibc's crypt(3) (what HAProxy calls), the same as
+    // `openssl passwd -6 -salt switchyard0 'open sesame'`.
+    let hash = "$6$switchyard0$jApw9FuFGvSIkilGJa5HO9NeHs.vR0pa1Jds8R6IY.QF7Rkg3f3q.717LBLlPcZ7WlGrWsWzKgPTB5ztCE6rP1";
+    let extra = app(
+        "/extra",
+        0,
+        json!({"HAPROXY_0_VHOST": "staff.example.com", "HAPROXY_0_MODE": "http",
+               "HAPROXY_0_AUTH": format!("Staff:alice:{hash}")}),
+        vec![],
+    );
+    let s = setup("tls-auth", vec![extra]).await;
+    s.sy.wait_routes("the protected vhost", |r| {
+        r["services"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let basic = |password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"))
+    };
+    // HTTP/1.1 over TLS, where the fast path hands the request to the general path.
+    let mut stream = connect(s.https, "staff.example.com", &[b"http/1.1"]).await;
+    let host = "GET / HTTP/1.1\r\nHost: staff.example.com";
+    for head in [
+        host.to_string(),
+        format!("{host}\r\nAuthorization: Basic {}", basic("wrong")),
+    ] {
+        let reply = exchange(&mut stream, &head).await;
+        assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+        assert!(
+            reply
+                .to_ascii_lowercase()
+                .contains("www-authenticate: basic realm=\"staff\""),
+            "{reply}"
+        );
+    }
+    let reply = exchange(
+        &mut stream,
+        &format!("{host}\r\nAuthorization: Basic {}", basic("open sesame")),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("tls-backend"), "{reply}");
+}

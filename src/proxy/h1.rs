@@ -8,7 +8,7 @@
 //! Anything else the fast path does not do leaves it for good, with the bytes read so far, to
 //! the general path (hyper): HTTP/1.0, upgrades, `Expect`, chunked request bodies,
 //! absolute-form targets, the access log, the app-id listener, and services with sticky
-//! sessions, an ACL, a redirect to https, canary headers or HTTP/2 backends. Both paths send
+//! sessions, an ACL, basic auth, a redirect to https, canary headers or HTTP/2 backends. Both paths send
 //! a request through `exchange::Attempts`, which makes every decision about backends.
 
 use std::net::SocketAddr;
@@ -304,7 +304,8 @@ fn plan(
     let http = &service.http;
     let https = matches!(entry, Entry::Vhost { https: true });
     let redirect = http.redirect_to_https && !https;
-    if !http.acl.is_empty() || redirect || http.sticky || service.upstream_h2 {
+    if !http.acl.is_empty() || http.auth.is_some() || redirect || http.sticky || service.upstream_h2
+    {
         return Ok(Plan::Fallback);
     }
     out.clear();

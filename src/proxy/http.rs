@@ -221,8 +221,15 @@ async fn proxy(
     {
         return log(None, plain(StatusCode::FORBIDDEN, "forbidden\n"));
     }
+    // The redirect comes first, as HAProxy's frontend redirect does: credentials are asked for
+    // over https, not sent in the clear.
     if matches!(entry, Entry::Vhost { https: false }) && service.http.redirect_to_https {
         let response = redirect_to_https(&req, checked.host.as_deref());
+        return log(None, response);
+    }
+    if let Some(auth) = &service.http.auth
+        && let Some(response) = super::basic_auth::check(auth, req.headers()).await
+    {
         return log(None, response);
     }
     let pinned = service

@@ -1,6 +1,7 @@
 //! The data plane: service-port listeners and the TCP and HTTP proxies behind them.
 
 mod admission;
+pub mod basic_auth;
 pub mod exchange;
 mod h1;
 pub mod h1_framing;

@@ -95,6 +95,14 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             .push((addr.ip(), owner, None));
     }
     for app in cluster.apps.values() {
+        for reason in labels::app_notices(&app.labels, app.ports.len()) {
+            table.problems.push(Problem {
+                app_id: app.id.clone(),
+                port_index: None,
+                severity: Severity::Ignored,
+                reason,
+            });
+        }
         for (n, port) in app.ports.iter().enumerate() {
             let mut problem = |severity, reason: String| {
                 table.problems.push(Problem {
@@ -127,6 +135,18 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 problem(
                     Severity::Ignored,
                     "UDP service ports are not proxied".into(),
+                );
+                continue;
+            }
+            // A tcp-mode service port relays bytes and cannot ask for credentials: serving it
+            // (or only its vhosts) would leave the port open. Never open: not served.
+            if labels.auth.is_some() && labels.mode != Mode::Http {
+                problem(
+                    Severity::Skipped,
+                    format!(
+                        "HAPROXY_{n}_AUTH needs HAPROXY_{n}_MODE=http: a tcp port cannot ask \
+                         for credentials, so the port is not served"
+                    ),
                 );
                 continue;
             }
@@ -216,6 +236,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     hsts: labels.hsts,
                     sticky: labels.sticky,
                     acl: labels.acl,
+                    auth: labels.auth,
                 },
             });
         }

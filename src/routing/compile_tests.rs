@@ -415,3 +415,182 @@ fn compile_is_deterministic() {
     assert_eq!(keys(&a), keys(&b));
     assert_eq!(a.problems, b.problems);
 }
+
+/// Whether anything serves `app_id`: a listener or a vhost route.
+fn served(t: &RoutingTable, app_id: &str) -> bool {
+    t.services.iter().any(|s| &*s.key.app_id == app_id)
+}
+
+fn skipped_because(t: &RoutingTable, app_id: &str, needle: &str) -> bool {
+    t.problems.iter().any(|p| {
+        &*p.app_id == app_id && p.severity == Severity::Skipped && p.reason.contains(needle)
+    })
+}
+
+#[test]
+fn auth_label_protects_http_ports_and_vhosts() {
+    use crate::routing::auth::test_vectors::SHA512;
+    // marathon-lb's Longhelp.md: "The http basic auth definition. ...
+    // Ex: `HAPROXY_0_AUTH = realm:username:encryptedpassword`"
+    let auth = format!("Staff only:alice:{SHA512}");
+    let c = cluster(vec![
+        app(
+            "/port",
+            10000,
+            &[("HAPROXY_0_MODE", "http"), ("HAPROXY_0_AUTH", &auth)],
+            vec![task("p.1", 1)],
+        ),
+        app(
+            "/vhost",
+            0,
+            &[
+                ("HAPROXY_0_MODE", "http"),
+                ("HAPROXY_0_VHOST", "staff.example.com"),
+                ("HAPROXY_0_AUTH", &auth),
+            ],
+            vec![task("v.1", 2)],
+        ),
+    ]);
+    let t = compile(&c, &config("*"));
+    assert_eq!(t.services.len(), 2, "{:?}", t.problems);
+    for s in &t.services {
+        let a = s.http.auth.as_ref().expect("auth kept");
+        assert_eq!((a.realm.as_str(), a.user.as_str()), ("Staff only", "alice"));
+    }
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+}
+
+#[test]
+fn an_auth_label_that_cannot_be_honoured_takes_the_port_out_of_service() {
+    use crate::routing::auth::test_vectors::SHA512;
+    // marathon-lb's config.py reads the label as `v.split(':')` into three fields; a hash HAProxy
+    // could take (crypt(3)) but switchyard cannot verify is refused the same way: never open.
+    let cases = [
+        (
+            "/fields",
+            "HAPROXY_0_AUTH",
+            "realm:alice".to_string(),
+            "3 fields",
+        ),
+        (
+            "/bcrypt",
+            "HAPROXY_0_AUTH",
+            "r:alice:$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW".into(),
+            "unsupported password hash algorithm",
+        ),
+        (
+            "/plain",
+            "HAPROXY_0_AUTH",
+            "r:alice:secret".into(),
+            "crypt(3)",
+        ),
+    ];
+    for (id, key, value, why) in cases {
+        for vhost in [false, true] {
+            let mut labels = vec![("HAPROXY_0_MODE", "http"), (key, value.as_str())];
+            if vhost {
+                labels.push(("HAPROXY_0_VHOST", "staff.example.com"));
+            }
+            let c = cluster(vec![app(id, 10000, &labels, vec![task("a.1", 1)])]);
+            let t = compile(&c, &config("*"));
+            assert!(!served(&t, id), "{id} vhost={vhost}: not served at all");
+            assert!(t.by_listen.is_empty() && t.vhosts.route("staff.example.com", "/").is_none());
+            assert!(skipped_because(&t, id, why), "{id}: {:?}", t.problems);
+            assert!(
+                skipped_because(&t, id, "HAPROXY_0_AUTH"),
+                "the problem names the label"
+            );
+        }
+    }
+    // A tcp-mode port (the default) cannot ask for credentials: not served, on its port or by
+    // its vhost.
+    let auth = format!("r:alice:{SHA512}");
+    for labels in [
+        vec![("HAPROXY_0_AUTH", auth.as_str())],
+        vec![
+            ("HAPROXY_0_AUTH", auth.as_str()),
+            ("HAPROXY_0_MODE", "tcp"),
+            ("HAPROXY_0_VHOST", "staff.example.com"),
+        ],
+    ] {
+        let c = cluster(vec![app("/tcp", 10000, &labels, vec![task("a.1", 1)])]);
+        let t = compile(&c, &config("*"));
+        assert!(!served(&t, "/tcp"));
+        assert!(skipped_because(&t, "/tcp", "MODE=http"), "{:?}", t.problems);
+    }
+}
+
+#[test]
+fn every_haproxy_label_not_acted_on_is_reported() {
+    let c = cluster(vec![app(
+        "/a",
+        10000,
+        &[
+            ("HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH", "/api"),
+            ("HAPROXY_0_BIND_OPTIONS", "accept-proxy"),
+            ("HAPROXY_0_BACKEND_HEAD", "backend x"),
+            ("HAPROXY_0_SOMETHING_NEW", "1"),
+            ("HAPROXY_3_VHOST", "a.example.com"),
+            ("HAPROXY_DEPLOYMENT_NEW_INSTANCES", "2"),
+            ("HAPROXY_GROUP", "*"),
+            ("HAPROXY_DEPLOYMENT_COLOUR", "blue"),
+        ],
+        vec![task("a.1", 1)],
+    )]);
+    let t = compile(&c, &config("*"));
+    assert!(served(&t, "/a"), "ignored labels do not stop the port");
+    let mut ignored: Vec<String> = t
+        .problems
+        .iter()
+        .filter(|p| &*p.app_id == "/a" && p.severity == Severity::Ignored)
+        .map(|p| p.reason.split(':').next().unwrap().to_string())
+        .collect();
+    ignored.sort();
+    assert_eq!(
+        ignored,
+        [
+            "HAPROXY_0_BACKEND_HEAD",
+            "HAPROXY_0_BIND_OPTIONS",
+            "HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH",
+            "HAPROXY_0_SOMETHING_NEW",
+            "HAPROXY_3_VHOST",
+            "HAPROXY_DEPLOYMENT_NEW_INSTANCES",
+        ]
+    );
+}
+
+#[test]
+fn access_templates_that_cannot_be_honoured_take_the_port_out_of_service() {
+    // marathon-lb's Longhelp.md: `HAPROXY_HTTP_FRONTEND_ACL_WITH_AUTH` "The ACL that glues a
+    // backend to the corresponding virtual host of the `HAPROXY_HTTP_FRONTEND_HEAD` thru HTTP
+    // basic auth", and `HAPROXY_HTTP_BACKEND_NETWORK_ALLOWED_ACL`: "This option set the IPs (or IP
+    // ranges) having access to the HTTP backend." Overriding them per app changes who gets in,
+    // which switchyard cannot replicate.
+    for key in [
+        "HAPROXY_0_HTTP_FRONTEND_ACL_WITH_AUTH",
+        "HAPROXY_0_HTTPS_FRONTEND_AUTH_REQUEST_ONLY",
+        "HAPROXY_0_USERLIST_HEAD",
+        "HAPROXY_0_HTTP_BACKEND_NETWORK_ALLOWED_ACL",
+        "HAPROXY_0_TCP_BACKEND_NETWORK_ALLOWED_ACL",
+    ] {
+        let c = cluster(vec![app(
+            "/a",
+            10000,
+            &[(key, "  acl x src 10.0.0.0/8\n")],
+            vec![task("a.1", 1)],
+        )]);
+        let t = compile(&c, &config("*"));
+        assert!(!served(&t, "/a"), "{key}");
+        assert!(skipped_because(&t, "/a", key), "{key}: {:?}", t.problems);
+    }
+    // The network ACL itself, unparseable: not served (never open to everyone).
+    let c = cluster(vec![app(
+        "/a",
+        10000,
+        &[("HAPROXY_0_BACKEND_NETWORK_ALLOWED_ACL", "10.0.0.0/33")],
+        vec![task("a.1", 1)],
+    )]);
+    let t = compile(&c, &config("*"));
+    assert!(!served(&t, "/a"));
+    assert!(skipped_because(&t, "/a", "BACKEND_NETWORK_ALLOWED_ACL"));
+}

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use super::auth::BasicAuth;
 use super::cidr::Cidr;
 use super::{Balance, Mode};
 
@@ -36,6 +38,8 @@ pub struct PortLabels {
     pub sticky: bool,
     /// Source blocks allowed; empty: everyone.
     pub acl: Vec<Cidr>,
+    /// `HAPROXY_{n}_AUTH`: requests need these credentials.
+    pub auth: Option<Arc<BasicAuth>>,
     /// Certificate files (PEM, chain and key) to serve on the HTTPS listeners.
     pub ssl_certs: Vec<String>,
     /// marathon-lb's blue-green set (app-wide labels).
@@ -51,18 +55,88 @@ pub struct PortLabels {
     pub notices: Vec<String>,
 }
 
-/// HAProxy template overrides: meaningful to marathon-lb's config generator only.
+/// HAProxy template overrides: meaningful to marathon-lb's config generator only. Matched by
+/// ending (`BACKEND_HEAD`, `HTTP_FRONTEND_ACL_WITH_PATH`, `BACKEND_STICKY_OPTIONS`, …).
 const TEMPLATE_SUFFIXES: &[&str] = &[
-    "_HEAD",
-    "_OPTIONS",
-    "_BACKEND_SERVER_OPTIONS",
-    "_HTTP_FRONTEND_ACL",
-    "_HTTPS_FRONTEND_ACL",
-    "_FRONTEND_BACKEND_GLUE",
+    "HEAD",
+    "OPTIONS",
+    "FRONTEND_ACL",
+    "FRONTEND_ACL_ONLY",
+    "WITH_PATH",
+    "ROUTING_ONLY",
+    "APPID_ACL",
+    "GLUE",
+    "REDIRECT_HTTP_TO_HTTPS",
 ];
 
 /// Labels that arrive with later work; noted, not errors.
-const LATER: &[&str] = &[];
+const LATER: &[&str] = &[
+    "BACKEND_HEALTHCHECK_PORT_INDEX",
+    "BACKEND_WEIGHT",
+    "HTTP_BACKEND_PROXYPASS_PATH",
+    "HTTP_BACKEND_REVPROXY_PATH",
+    "HTTP_BACKEND_REDIR",
+];
+
+/// The per-port labels switchyard acts on (after `HAPROXY_{n}_`). Any other `HAPROXY_{n}_…` label
+/// is reported: nothing marathon-lb reads is dropped silently.
+const ACTED_ON: &[&str] = &[
+    "GROUP",
+    "MODE",
+    "PORT",
+    "BIND_ADDR",
+    "BALANCE",
+    "ENABLED",
+    "VHOST",
+    "PATH",
+    "REDIRECT_TO_HTTPS",
+    "USE_HSTS",
+    "STICKY",
+    "BACKEND_NETWORK_ALLOWED_ACL",
+    "SSL_CERT",
+    "AUTH",
+];
+
+/// marathon-lb templates whose job is to decide who gets in: the basic-auth ones
+/// (`HTTP_FRONTEND_ACL_WITH_AUTH`, `HTTPS_FRONTEND_AUTH_REQUEST_ONLY`, `USERLIST_HEAD`, …) and the
+/// network ACLs (`HTTP_BACKEND_NETWORK_ALLOWED_ACL`, `TCP_BACKEND_NETWORK_ALLOWED_ACL`). An app
+/// that overrides one wants access decided some other way than switchyard decides it; serving the
+/// port anyway could let in whom the override keeps out, so the port is not served.
+fn restricts_access(rest: &str) -> bool {
+    rest != "AUTH"
+        && (rest.contains("AUTH")
+            || rest == "USERLIST_HEAD"
+            || (rest.ends_with("NETWORK_ALLOWED_ACL") && rest != "BACKEND_NETWORK_ALLOWED_ACL"))
+}
+
+/// App-wide `HAPROXY_…` labels switchyard reads (the per-port ones are `HAPROXY_{n}_…`).
+const APP_WIDE: &[&str] = &[
+    "HAPROXY_GROUP",
+    "HAPROXY_DEPLOYMENT_GROUP",
+    "HAPROXY_DEPLOYMENT_COLOUR",
+    "HAPROXY_DEPLOYMENT_STARTED_AT",
+    "HAPROXY_DEPLOYMENT_ALT_PORT",
+    "HAPROXY_DEPLOYMENT_TARGET_INSTANCES",
+];
+
+/// `HAPROXY_…` labels of an app that no port reads: app-wide labels switchyard does not know, and
+/// `HAPROXY_{n}_…` labels for a port the app does not have. Reported once per app.
+pub fn app_notices(labels: &BTreeMap<String, String>, ports: usize) -> Vec<String> {
+    with_prefix(labels, "HAPROXY_")
+        .into_iter()
+        .filter_map(|(rest, _)| {
+            let key = format!("HAPROXY_{rest}");
+            match rest.split_once('_') {
+                Some((n, _)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    let beyond = n.parse::<usize>().map_or(true, |n| n >= ports);
+                    beyond.then(|| format!("{key}: the app has no port {n}, ignored"))
+                }
+                _ if APP_WIDE.contains(&key.as_str()) => None,
+                _ => Some(format!("{key}: not acted on by switchyard, ignored")),
+            }
+        })
+        .collect()
+}
 
 /// The labels whose keys start with `prefix`, as (rest of the key, value), in key order.
 fn with_prefix<'a>(labels: &'a BTreeMap<String, String>, prefix: &str) -> Vec<(&'a str, &'a str)> {
@@ -167,6 +241,13 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         .filter(|c| !c.is_empty())
         .map(|c| Cidr::parse(c).map_err(|e| format!("{prefix}BACKEND_NETWORK_ALLOWED_ACL: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let auth = get("AUTH")
+        .map(|v| {
+            BasicAuth::parse(v)
+                .map(Arc::new)
+                .map_err(|e| format!("{prefix}AUTH: {e}; the port is not served"))
+        })
+        .transpose()?;
     let ssl_certs: Vec<String> = get("SSL_CERT")
         .unwrap_or("")
         .split(',')
@@ -235,11 +316,23 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
     );
     for &(rest, _) in &port_labels {
         let key = format_args!("{prefix}{rest}");
-        if TEMPLATE_SUFFIXES.iter().any(|s| rest.ends_with(s)) {
-            notices.push(format!("{key}: HAProxy template override, ignored"));
-        } else if LATER.contains(&rest) {
-            notices.push(format!("{key}: not supported yet, ignored"));
+        if restricts_access(rest) {
+            return Err(format!(
+                "{key}: an HAProxy template that decides access, which switchyard cannot apply; \
+                 the port is not served (remove the override to use switchyard's own checks)"
+            ));
         }
+        if ACTED_ON.contains(&rest) {
+            continue;
+        }
+        let why = if TEMPLATE_SUFFIXES.iter().any(|s| rest.ends_with(s)) {
+            "HAProxy template override"
+        } else if LATER.contains(&rest) {
+            "not supported yet"
+        } else {
+            "not acted on by switchyard"
+        };
+        notices.push(format!("{key}: {why}, ignored"));
     }
     Ok(PortLabels {
         groups,
@@ -254,6 +347,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         hsts,
         sticky,
         acl,
+        auth,
         ssl_certs,
         deployment,
         weight,

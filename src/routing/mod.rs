@@ -3,6 +3,7 @@
 //! A table is immutable. Changes build a new one and swap it in whole (see [`store`]); runtime
 //! state that must survive a swap (connection counts, pools, draining) lives in `backends`.
 
+pub mod auth;
 pub mod balance;
 pub mod cidr;
 pub mod compile;
@@ -87,6 +88,8 @@ pub struct HttpOptions {
     pub sticky: bool,
     /// Source blocks allowed; empty: everyone.
     pub acl: Vec<cidr::Cidr>,
+    /// `HAPROXY_{n}_AUTH`: requests without these credentials get a 401.
+    pub auth: Option<std::sync::Arc<auth::BasicAuth>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
