@@ -158,10 +158,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let (reload_tx, reload_rx) = mpsc::channel(8);
     let token = match &config.admin.token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
+            config::read_token(path)
+                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?,
         ),
         None => None,
     };
