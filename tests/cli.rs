@@ -245,7 +245,7 @@ async fn a_source_that_never_loaded_is_a_problem_naming_the_file() {
     let expected = sy.dir.join("config/apps.json").display().to_string();
     let (status, body) = support::wait_for("the source's failure", || async {
         let (status, body) = sy.get("/readyz").await;
-        body.contains("source").then_some((status, body))
+        body.contains("source file").then_some((status, body))
     })
     .await;
     assert_eq!(status, 503);
