@@ -180,12 +180,24 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
+                // The body says why: which source failed and how (a file that is not there, a
+                // Marathon that refuses), so a readiness check that stays red names its cause.
+                let source = self
+                    .status
+                    .source_problem()
+                    .map(|p| format!("source {p}\n"))
+                    .unwrap_or_default();
                 if self.status.ready.load(Ordering::Relaxed) {
-                    text(StatusCode::OK, "ready\n".into())
+                    text(StatusCode::OK, format!("ready\n{source}"))
                 } else {
+                    let waiting = if source.is_empty() {
+                        "waiting for the source's first snapshot\n"
+                    } else {
+                        ""
+                    };
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "not ready: no full sync yet\n".into(),
+                        format!("not ready: no full sync yet\n{source}{waiting}"),
                     )
                 }
             }
@@ -358,7 +370,21 @@ struct RoutesView<'a> {
     last_sync_unix_ms: u64,
     services: Vec<ServiceView<'a>>,
     routes: Vec<RouteView<'a>>,
-    problems: &'a [Problem],
+    /// The source's failure first (`source`, `severity: error`, `reason`), then the table's
+    /// problems (`app_id`, `port_index`, `severity`, `reason`).
+    problems: Vec<ProblemView<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ProblemView<'a> {
+    Source {
+        source: String,
+        severity: &'static str,
+        reason: String,
+        since_unix_ms: u64,
+    },
+    Table(&'a Problem),
 }
 
 #[derive(Serialize)]
@@ -499,7 +525,27 @@ fn routes<'a>(
         source_connected: status.connected.load(Ordering::Relaxed),
         last_sync_unix_ms: status.last_sync_unix_ms.load(Ordering::Relaxed),
         services,
-        problems: &snapshot.table.problems,
+        problems: {
+            let source = status.source_error.lock().unwrap().clone();
+            let never_loaded = !status.ready.load(Ordering::Relaxed);
+            source
+                .map(|e| ProblemView::Source {
+                    source: e.source,
+                    severity: "error",
+                    reason: if never_loaded {
+                        format!(
+                            "{} (never loaded: nothing is served until it does)",
+                            e.error
+                        )
+                    } else {
+                        format!("{} (serving the last good state)", e.error)
+                    },
+                    since_unix_ms: e.since_unix_ms,
+                })
+                .into_iter()
+                .chain(snapshot.table.problems.iter().map(ProblemView::Table))
+                .collect()
+        },
     }
 }
 

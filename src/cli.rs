@@ -154,6 +154,14 @@ pub fn status(admin: &Admin) -> Result<String, String> {
         }
     }
     for p in t["problems"].as_array().into_iter().flatten() {
+        if let Some(source) = p["source"].as_str() {
+            out += &format!(
+                "{} source {source}: {}\n",
+                p["severity"].as_str().unwrap_or("?"),
+                p["reason"].as_str().unwrap_or("?")
+            );
+            continue;
+        }
         out += &format!(
             "{} {} port {}: {}\n",
             p["severity"].as_str().unwrap_or("?"),

@@ -20,6 +20,7 @@ pub mod reconciler;
 pub mod reload;
 pub mod routing;
 pub mod runtime_thread;
+pub mod sd_notify;
 pub mod upgrade;
 pub mod workers;
 
@@ -158,10 +159,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let (reload_tx, reload_rx) = mpsc::channel(8);
     let token = match &config.admin.token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
+            config::read_token(path)
+                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?,
         ),
         None => None,
     };
@@ -292,6 +291,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         tokio::spawn(demo::run(store.clone()));
     }
     let handed_over = Arc::new(Notify::new());
+    if handover.is_none() {
+        // Under systemd (Type=notify): started, every listener bound. Not "synced": a source
+        // that is down must not fail the start (or hold up boot); /readyz says that.
+        sd_notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+    }
     if let Some(path) = config.runtime.upgrade_socket.clone() {
         let (ctx, status, handed_over) = (ctx.clone(), status.clone(), handed_over.clone());
         tokio::spawn(async move {
@@ -304,7 +308,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         });
     }
 
-    wait_for_signals(&resync, &reload_tx, &handed_over).await;
+    let upgrade = config
+        .runtime
+        .upgrade_socket
+        .is_some()
+        .then(|| options.config_path.clone())
+        .flatten();
+    wait_for_signals(&resync, &reload_tx, &handed_over, upgrade.as_deref()).await;
     tracing::info!(
         open = ctx.shutdown.open(),
         "stopping: no longer accepting, draining"
@@ -327,6 +337,9 @@ async fn finish_takeover(handover: upgrade::Handover, ctx: &Context, status: &St
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     ctx.serving.set_open();
+    // Under systemd this process becomes the service's main one before the old one is told
+    // to go: the old one's exit must not look like the service's end.
+    sd_notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
     let unclaimed = upgrade::close_unclaimed();
     match tokio::task::spawn_blocking(move || handover.ready()).await {
         Ok(Ok(())) => tracing::info!(unclaimed, "upgrade: serving; the old process drains"),
@@ -335,12 +348,41 @@ async fn finish_takeover(handover: upgrade::Handover, ctx: &Context, status: &St
     }
 }
 
+/// SIGUSR2: starts this binary again (`argv[0]`, which an upgrade has replaced) as
+/// `run --upgrade --config FILE`, a child of this process: under systemd it stays in the
+/// service, with its user, sandbox and capabilities. It takes the sockets over through the
+/// upgrade socket; this process then drains and exits. A child that fails leaves this one
+/// serving; its exit is logged.
+fn start_upgrade(config: &std::path::Path) {
+    let exe = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "switchyard".into());
+    let child = std::process::Command::new(&exe)
+        .args(["run", "--upgrade", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(mut child) => {
+            tracing::info!(pid = child.id(), exe = ?exe, "SIGUSR2: started the upgrade");
+            std::thread::spawn(move || match child.wait() {
+                Ok(status) if status.success() => {}
+                Ok(status) => tracing::error!("upgrade process exited: {status}; still serving"),
+                Err(e) => tracing::error!("upgrade process: {e}"),
+            });
+        }
+        Err(e) => tracing::error!(exe = ?exe, "SIGUSR2: cannot start the upgrade: {e}"),
+    }
+}
+
 async fn wait_for_signals(
     resync: &Notify,
     reload: &mpsc::Sender<reload::Request>,
     handed_over: &Notify,
+    upgrade: Option<&std::path::Path>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -352,6 +394,12 @@ async fn wait_for_signals(
                 let (reply, _) = tokio::sync::oneshot::channel();
                 let _ = reload.try_send(reply);
             }
+            _ = usr2.recv() => match upgrade {
+                Some(config) => start_upgrade(config),
+                None => tracing::warn!(
+                    "SIGUSR2: a binary upgrade needs runtime.upgrade_socket and --config"
+                ),
+            },
             _ = handed_over.notified() => return,
             _ = term.recv() => return,
             _ = int.recv() => return,

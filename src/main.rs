@@ -13,7 +13,8 @@ usage:
   switchyard demo [--config FILE]    run, and start demo backends for loopback tasks
   switchyard run --upgrade ...       take the listening sockets over from the running process
                                      (runtime.upgrade_socket), which then drains and exits
-  switchyard check --config FILE     validate a configuration file and exit
+  switchyard check --config FILE     validate a configuration file and every file it names
+                                     (exit 2: invalid; 1: a named file is missing or unusable)
   switchyard routes [--json]         the live routing table of a running instance
   switchyard status                  its sources, last sync, generation, problems
   switchyard resolve NAME            what its DNS answers for NAME
@@ -89,8 +90,17 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Check => {
-            println!("configuration ok");
-            ExitCode::SUCCESS
+            // The configuration parses; now what it names must be there, as `run` reads it.
+            let missing = config.check_files();
+            if missing.is_empty() {
+                println!("configuration ok");
+                return ExitCode::SUCCESS;
+            }
+            let path = config_path.as_deref().unwrap_or(std::path::Path::new("-"));
+            for problem in &missing {
+                eprintln!("switchyard: {}: {problem}", path.display());
+            }
+            ExitCode::FAILURE
         }
         Command::Run { demo } => run(
             config,

@@ -25,11 +25,36 @@ pub struct Status {
     pub ready: AtomicBool,
     pub connected: AtomicBool,
     pub last_sync_unix_ms: AtomicU64,
+    /// The source's last failure, while it lasts (cleared when the source next succeeds).
+    pub source_error: std::sync::Mutex<Option<SourceError>>,
     /// The most recent table swaps, newest last (at most [`SWAP_HISTORY`]).
     pub swaps: std::sync::Mutex<std::collections::VecDeque<SwapRecord>>,
 }
 
 pub const SWAP_HISTORY: usize = 50;
+
+/// Why the discovery source is failing: shown by `/v1/routes` (a problem), `/readyz` (its body)
+/// and `switchyard status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceError {
+    /// `file PATH` or `marathon URL`.
+    pub source: String,
+    pub error: String,
+    pub since_unix_ms: u64,
+}
+
+impl Status {
+    /// The source's failure as one line: what failed, why, and whether anything is served.
+    pub fn source_problem(&self) -> Option<String> {
+        let error = self.source_error.lock().unwrap().clone()?;
+        let state = if self.ready.load(Ordering::Relaxed) {
+            "serving the last good state"
+        } else {
+            "never loaded: nothing is served until it does"
+        };
+        Some(format!("{}: {} ({state})", error.source, error.error))
+    }
+}
 
 /// What one table swap changed, for the dashboard.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -347,6 +372,27 @@ impl Reconciler {
         match event {
             SourceEvent::Connected(up) => {
                 self.status.connected.store(up, Ordering::Relaxed);
+                if up {
+                    *self.status.source_error.lock().unwrap() = None;
+                }
+                false
+            }
+            SourceEvent::Failed { source, error } => {
+                let mut current = self.status.source_error.lock().unwrap();
+                // A repeat of the same failure keeps its start time.
+                if current
+                    .as_ref()
+                    .is_none_or(|e| e.source != source || e.error != error)
+                {
+                    let since_unix_ms = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    *current = Some(SourceError {
+                        source,
+                        error,
+                        since_unix_ms,
+                    });
+                }
                 false
             }
             SourceEvent::Update(update) => {

@@ -15,7 +15,10 @@ use crate::dns::zone::{IpSource, ZoneConfig};
 use crate::routing::Balance;
 use crate::routing::vip::{VipRange, VipSettings};
 
+mod files;
 mod validate;
+
+pub use files::read_token;
 
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
 /// is given.
@@ -443,7 +446,9 @@ pub enum LogFormat {
 }
 
 impl Config {
-    /// Parses and validates a configuration. Relative paths are resolved against `base`.
+    /// Parses and validates a configuration. Relative paths are resolved against `base` (the
+    /// configuration file's directory), never against the working directory: a configuration
+    /// means the same wherever the process starts (in a Mesos sandbox, under systemd).
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         if let Some(file) = &config.discovery.file
@@ -477,13 +482,16 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+        let base = absolute(path.parent().unwrap_or(Path::new("")));
+        Config::parse(&text, &base).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// The embedded default; its relative paths are relative to the working directory.
+    /// The embedded default. It is `config/switchyard.toml`, so its relative paths resolve as
+    /// that file's do when read from the working directory: from `./config/` (its `apps.json`
+    /// is `./config/apps.json`, with or without `--config config/switchyard.toml`).
     pub fn embedded() -> Config {
-        Config::parse(EMBEDDED_DEFAULT, Path::new(".")).expect("embedded default config is valid")
+        Config::parse(EMBEDDED_DEFAULT, &absolute(Path::new("config")))
+            .expect("embedded default config is valid")
     }
 
     /// Ports that switchyard itself listens on; a service port that asks for one is refused.
@@ -502,6 +510,17 @@ impl Config {
             n => n,
         }
     }
+}
+
+/// `dir` made absolute against the working directory at start, so that every message names
+/// the path that was really looked at.
+fn absolute(dir: &Path) -> PathBuf {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// Parses `250ms`, `5s`, `5m`, `1h`, or a combination such as `1m30s`.
@@ -565,7 +584,12 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         let config = Config::embedded();
-        assert!(config.discovery.file.is_some());
+        let file = config.discovery.file.unwrap();
+        assert!(
+            file.is_absolute() && file.ends_with("config/apps.json"),
+            "the same file as --config config/switchyard.toml: {}",
+            file.display()
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl FileSource {
                     if last_error.as_ref() != Some(&e) {
                         tracing::error!(file = %self.path.display(), "keeping the last good state: {e}");
                         self.metrics.reject("file");
+                        let failed = SourceEvent::Failed {
+                            source: format!("file {}", self.path.display()),
+                            error: e.clone(),
+                        };
+                        let _ = self.events.send(failed).await;
                         let _ = self.events.send(SourceEvent::Connected(false)).await;
                     }
                     last_error = Some(e);

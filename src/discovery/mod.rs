@@ -14,6 +14,12 @@ pub enum SourceEvent {
     Update(ClusterUpdate),
     /// The source is (or is no longer) connected to its upstream.
     Connected(bool),
+    /// The source's last attempt failed: `source` names it (`file PATH`, `marathon URL`),
+    /// `error` says why. Shown as a problem until the source next succeeds (`Connected(true)`).
+    Failed {
+        source: String,
+        error: String,
+    },
 }
 
 /// Reports each rejected input once (log line and metric), however often a source re-reads it.

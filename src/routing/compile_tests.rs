@@ -120,6 +120,36 @@ fn bad_labels_skip_only_that_port() {
 }
 
 #[test]
+fn an_unsupported_balance_falls_back_to_round_robin_with_a_problem() {
+    let c = cluster(vec![app(
+        "/hdr",
+        10000,
+        &[
+            ("HAPROXY_0_MODE", "http"),
+            ("HAPROXY_0_BALANCE", "hdr(host)"),
+        ],
+        vec![task("h.1", 1), task("h.2", 2)],
+    )]);
+    let t = compile(&c, &config("*"));
+    assert_eq!(t.services.len(), 1, "the port stays in service");
+    assert_eq!(
+        t.services[0].balancer.kind(),
+        crate::routing::Balance::RoundRobin
+    );
+    assert_eq!(t.services[0].backends.len(), 2);
+    let problem = t
+        .problems
+        .iter()
+        .find(|p| p.reason.contains("BALANCE"))
+        .expect("a problem for the balance label");
+    assert_eq!(&*problem.app_id, "/hdr");
+    assert_eq!(problem.port_index, Some(0));
+    assert_eq!(problem.severity, Severity::Ignored);
+    assert!(problem.reason.contains("hdr(host)"), "{problem}");
+    assert!(problem.reason.contains("roundrobin"), "{problem}");
+}
+
+#[test]
 fn port_and_bind_labels_and_strict_mode() {
     let labels = [
         ("HAPROXY_0_PORT", "12000"),

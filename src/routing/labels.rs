@@ -188,13 +188,14 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         None | Some("roundrobin") => Balance::RoundRobin,
         Some("leastconn") => Balance::LeastConn,
         Some("source") => Balance::Source,
-        Some(known @ ("static-rr" | "first" | "uri" | "url_param" | "random")) => {
+        // An algorithm switchyard cannot do (`uri`, `hdr(host)`, `first`, a typo) is not a
+        // reason to stop serving the port: round robin, and a notice naming the label.
+        Some(other) => {
             notices.push(format!(
-                "{prefix}BALANCE={known}: not supported yet, using roundrobin"
+                "{prefix}BALANCE={other:?}: not supported, using roundrobin"
             ));
             Balance::RoundRobin
         }
-        Some(other) => return Err(format!("{prefix}BALANCE={other:?}: unknown algorithm")),
     };
     let enabled = get("ENABLED")
         .map(|v| match v.to_ascii_lowercase().as_str() {
@@ -421,7 +422,6 @@ mod tests {
             ("HAPROXY_0_MODE", "udp"),
             ("HAPROXY_0_PORT", "70000"),
             ("HAPROXY_0_BIND_ADDR", "localhost"),
-            ("HAPROXY_0_BALANCE", "fastest"),
             ("HAPROXY_0_ENABLED", "maybe"),
             ("HAPROXY_0_STICKY", "sometimes"),
         ] {
@@ -440,6 +440,15 @@ mod tests {
         let p = read(&l, 0).unwrap();
         assert_eq!(p.notices.len(), 2, "{:?}", p.notices);
         assert_eq!(p.ssl_certs, vec!["/etc/ssl/a.pem", "/etc/ssl/b.pem"]);
+        for unsupported in ["hdr(host)", "fastest", "rdp-cookie"] {
+            let p = read(&labels(&[("HAPROXY_0_BALANCE", unsupported)]), 0).unwrap();
+            assert_eq!(p.balance, Balance::RoundRobin);
+            assert!(
+                p.notices[0].contains("HAPROXY_0_BALANCE"),
+                "{:?}",
+                p.notices
+            );
+        }
     }
 
     #[test]

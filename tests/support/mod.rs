@@ -111,11 +111,19 @@ impl Switchyard {
     /// Runs switchyard on an existing configuration file with more arguments; `dir` is removed
     /// when it stops.
     pub fn launch(dir: PathBuf, config: &std::path::Path, args: &[&str]) -> Switchyard {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command
             .arg("--config")
             .arg(config)
             .args(args)
-            .env_remove("RUST_LOG")
+            .env_remove("RUST_LOG");
+        Switchyard::spawn(dir, command)
+    }
+
+    /// Runs a prepared command that ends in switchyard (`sh -c "... && exec ./switchyard ..."`
+    /// as Marathon runs an app's `cmd`); the admin address is read from its log.
+    pub fn spawn(dir: PathBuf, mut command: Command) -> Switchyard {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -69,6 +69,13 @@ impl MarathonSource {
                 Ended::Stream(reason) => {
                     self.metrics.source_errors.inc();
                     tracing::warn!(marathon = %base, "event stream ended: {reason}");
+                    let failed = SourceEvent::Failed {
+                        source: format!("marathon {base}"),
+                        error: reason,
+                    };
+                    if self.events.send(failed).await.is_err() {
+                        return;
+                    }
                 }
             }
             if self
