@@ -176,18 +176,27 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     });
     control.spawn(admin.serve(admin_listener));
 
-    if let Some(listen) = config.dns.listen {
+    // The DNS zone's settings; `None` when DNS is off.
+    let zone_config = config.dns.zone_config().map(|mut zone| {
+        zone.vip_range = config.vip.settings().map(|vip| vip.range);
+        zone
+    });
+    if let (Some(listen), Some(zone)) = (config.dns.listen, &zone_config) {
         let udp = Arc::new(
             proxy::listeners::bind_std_udp(listen)
                 .map_err(|e| format!("dns.listen {listen} (UDP): {e}"))?,
         );
         upgrade::register(upgrade::Proto::Udp, listen, &udp);
-        let tcp = proxy::listeners::bind(listen)
-            .map_err(|e| format!("dns.listen {listen} (TCP): {e}"))?;
-        tracing::info!(zone = %config.dns.domain, "dns listening on {}", udp.local_addr().map_err(|e| e.to_string())?);
+        let bound = udp.local_addr().map_err(|e| e.to_string())?;
+        // Port 0: TCP takes the port UDP was given, so that both are on one port.
+        let tcp_addr = if listen.port() == 0 { bound } else { listen };
+        let tcp = proxy::listeners::bind(tcp_addr)
+            .map_err(|e| format!("dns.listen {tcp_addr} (TCP): {e}"))?;
+        tracing::info!(zone = %config.dns.domain, "dns listening on {bound}");
         let server = Arc::new(dns::server::DnsServer::new(
             store.clone(),
             metrics.dns.clone(),
+            dns::zone::Zone::pending(zone),
             config.dns.upstreams.clone(),
             config.dns.upstream_timeout,
         ));
@@ -268,10 +277,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         status.clone(),
         refetch_tx,
         ctx.clone(),
-        config.dns.zone_config().map(|mut zone| {
-            zone.vip_range = config.vip.settings().map(|vip| vip.range);
-            zone
-        }),
+        zone_config,
     );
     if config.health_checks.enabled {
         let targets = reconciler.health_targets.subscribe();

@@ -341,6 +341,88 @@ async fn other_names_are_forwarded_refused_or_servfail() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
 
+/// The address switchyard's DNS listener bound (`dns.listen` with port 0), read from its log.
+async fn dns_listening(sy: &Switchyard) -> SocketAddr {
+    wait_for("dns listening", || async {
+        let line = sy.log_lines("dns listening on ").into_iter().next()?;
+        let rest = line.split("dns listening on ").nth(1)?;
+        let addr = rest
+            .split(|c: char| c.is_whitespace() || c == '\x1b')
+            .next()?;
+        addr.parse().ok()
+    })
+    .await
+}
+
+async fn tcp_message(server: SocketAddr, query: &Message) -> Message {
+    let packet = query.to_vec().unwrap();
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(&(packet.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&packet).await.unwrap();
+    let len = tokio::time::timeout(DEADLINE, stream.read_u16())
+        .await
+        .expect("a TCP answer")
+        .unwrap();
+    let mut reply = vec![0u8; len as usize];
+    stream.read_exact(&mut reply).await.unwrap();
+    Message::from_vec(&reply).unwrap()
+}
+
+#[tokio::test]
+async fn served_zones_are_servfail_and_never_forwarded_before_the_first_sync() {
+    // A Marathon that takes connections and never answers: no table, no zone.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (upstream, seen) = stub_upstream().await;
+    let config = format!(
+        "[discovery]\nmarathon = [\"http://{}\"]\n[proxy]\ngroup = \"external\"\n\
+         bind = \"127.0.0.1\"\n[vip]\nenabled = true\n[dns]\nlisten = \"127.0.0.1:0\"\n\
+         upstreams = [\"{upstream}\"]\nupstream_timeout = \"5s\"\n",
+        silent.local_addr().unwrap()
+    );
+    let sy = Switchyard::start("dns-pending", &config);
+    let dns = dns_listening(&sy).await;
+    let served = [
+        // the plain A query takes the fast path once a zone is live; SRV the general path
+        ("x.marathon.mesos.", RecordType::A, None),
+        ("X.Marathon.Mesos.", RecordType::A, Some(1232)),
+        ("_x._tcp.marathon.mesos.", RecordType::SRV, None),
+        ("mesos.", RecordType::SOA, None),
+        ("foo.l4lb.thisdcos.directory.", RecordType::A, None),
+        (
+            "foo.marathon.l4lb.thisdcos.directory.",
+            RecordType::A,
+            Some(1232),
+        ),
+    ];
+    for (name, qtype, edns) in served {
+        let (m, _) = udp(dns, name, qtype, edns).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+        assert!(m.answers.is_empty());
+        let m = tcp_message(dns, &message(name, qtype, edns)).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+    }
+    // Other names are still forwarded.
+    let (m, _) = udp(dns, "example.com.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    let m = tcp(dns, "www.example.org.", RecordType::A).await;
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    assert_ne!(
+        sy.get("/readyz").await.0,
+        200,
+        "still before the first sync"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec!["example.com.", "www.example.org."],
+        "the served zones are never forwarded"
+    );
+    drop(silent);
+}
+
 #[tokio::test]
 async fn malformed_queries_get_formerr_or_nothing_and_break_nothing() {
     let mut s = setup("dns-malformed", vec![api_app(1)], "").await;

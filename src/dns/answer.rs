@@ -35,7 +35,9 @@ pub struct Reply {
     pub truncated: bool,
 }
 
-/// Answers `packet` from `zone`. `forwarding` says whether upstreams are configured.
+/// Answers `packet` from `zone`. `forwarding` says whether upstreams are configured. Names in
+/// the zones `zone` serves are never forwarded: before the first zone is built, the server
+/// passes [`Zone::pending`], whose names are answered SERVFAIL.
 pub fn answer(
     zone: Option<&Zone>,
     packet: &[u8],
@@ -72,6 +74,10 @@ pub fn answer(
         }
         return error(id, op_code, Some(&request), ResponseCode::Refused);
     };
+    if !zone.live {
+        // A served zone whose contents are not known yet: never forwarded, never denied.
+        return error(id, op_code, Some(&request), ResponseCode::ServFail);
+    }
     let limit = match transport {
         Transport::Udp => udp_limit(&request),
         Transport::Tcp => u16::MAX as usize,
@@ -406,6 +412,54 @@ mod tests {
         let q = query("missing.mesos.", RecordType::A, None);
         let (m, _) = reply(answer(Some(&z), &q, Transport::Udp, true));
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn served_zones_are_servfail_until_live_and_never_forwarded() {
+        let config = crate::dns::zone::ZoneConfig {
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec![crate::dns::zone::IpSource::Auto],
+            label_rule: crate::dns::names::LabelRule::Rfc1123,
+            ns_addr: Some("127.0.0.1".parse().unwrap()),
+            vip_range: Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap()),
+        };
+        let pending = Zone::pending(&config);
+        for (name, qtype) in [
+            ("x.marathon.mesos.", RecordType::A),
+            ("MESOS.", RecordType::SOA),
+            ("ns1.mesos.", RecordType::A),
+            ("_x._tcp.marathon.mesos.", RecordType::SRV),
+            ("foo.l4lb.thisdcos.directory.", RecordType::A),
+            ("foo.marathon.L4LB.thisdcos.directory.", RecordType::AAAA),
+        ] {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let (m, r) = reply(answer(
+                    Some(&pending),
+                    &query(name, qtype, Some(1232)),
+                    transport,
+                    true,
+                ));
+                assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+                assert_eq!(r.rcode, ResponseCode::ServFail);
+                assert!(!m.metadata.authoritative && m.answers.is_empty());
+                assert!(m.edns.is_some());
+            }
+        }
+        for name in ["example.com.", "mesos.example.", "thisdcos.directory."] {
+            assert!(
+                matches!(
+                    answer(
+                        Some(&pending),
+                        &query(name, RecordType::A, None),
+                        Transport::Udp,
+                        true
+                    ),
+                    Outcome::Forward { .. }
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
 use super::fast;
 use super::udp_batch::Batch;
+use super::zone::Zone;
 use crate::routing::store::Store;
 
 /// Forwarded queries in flight at once; past this, SERVFAIL at once.
@@ -73,6 +74,8 @@ pub struct DnsServer {
     pub metrics: Arc<DnsMetrics>,
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
+    /// The served zones, empty, until the first zone is live: their names get SERVFAIL.
+    pending: Zone,
     forwards: Arc<Semaphore>,
     tcp_connections: Arc<Semaphore>,
 }
@@ -81,12 +84,14 @@ impl DnsServer {
     pub fn new(
         store: Arc<Store>,
         metrics: Arc<DnsMetrics>,
+        pending: Zone,
         upstreams: Vec<SocketAddr>,
         upstream_timeout: Duration,
     ) -> DnsServer {
         DnsServer {
             store,
             metrics,
+            pending,
             upstreams,
             upstream_timeout,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
@@ -126,7 +131,7 @@ impl DnsServer {
                     continue;
                 }
                 let outcome = answer::answer(
-                    snapshot.dns.as_deref(),
+                    Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
                     slot.query,
                     Transport::Udp,
                     !self.upstreams.is_empty(),
@@ -194,7 +199,7 @@ impl DnsServer {
             let outcome = {
                 let snapshot = self.store.load();
                 answer::answer(
-                    snapshot.dns.as_deref(),
+                    Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
                     &packet,
                     Transport::Tcp,
                     !self.upstreams.is_empty(),
