@@ -88,15 +88,20 @@ struct Setup {
 }
 
 async fn setup(name: &str, apps: Vec<Value>, dns_extra: &str) -> Setup {
+    setup_on(name, apps, "127.0.0.1:0", dns_extra).await
+}
+
+/// Switchyard with DNS on `listen` (port 0: the port is read from the log) and the `apps`.
+async fn setup_on(name: &str, apps: Vec<Value>, listen: &str, dns_extra: &str) -> Setup {
     let marathon = Marathon::start().await;
     marathon.set_apps(apps);
-    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = format!(
         "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\n\
-         [dns]\nlisten = \"{dns}\"\n{dns_extra}\n",
+         [dns]\nlisten = \"{listen}\"\n{dns_extra}\n",
         marathon.url()
     );
     let sy = Switchyard::start(name, &config);
+    let dns = dns_listening(&sy).await;
     wait_for("ready", || async {
         (sy.get("/readyz").await.0 == 200).then_some(())
     })
@@ -254,9 +259,14 @@ async fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
 /// A stub upstream on loopback answering every A query with 192.0.2.1, over UDP and TCP.
 async fn stub_upstream() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // UDP and TCP on one port: another port when TCP finds the one UDP got taken.
+    let (socket, tcp) = loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
+            break (socket, tcp);
+        }
+    };
     let addr = socket.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
     let answer = |packet: &[u8], seen: &std::sync::Mutex<Vec<String>>| {
         let q = Message::from_vec(packet).unwrap();
         let name = q.queries[0].name().clone();
@@ -421,6 +431,60 @@ async fn served_zones_are_servfail_and_never_forwarded_before_the_first_sync() {
         "the served zones are never forwarded"
     );
     drop(silent);
+}
+
+/// Asks `to` from a socket bound to `bind` and connected to `to`: the kernel drops a reply
+/// from any other address, as a resolver library does.
+async fn udp_connected(bind: &str, to: SocketAddr, query: &Message) -> Message {
+    let socket = UdpSocket::bind(bind).await.unwrap();
+    socket.connect(to).await.unwrap();
+    socket.send(&query.to_vec().unwrap()).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no reply from {to} (from another address?)"))
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[tokio::test]
+async fn wildcard_listeners_reply_from_the_address_asked() {
+    let (upstream, _) = stub_upstream().await;
+    let extra = format!("upstreams = [\"{upstream}\"]");
+    let ipv6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        if listen.starts_with('[') && std::net::UdpSocket::bind(listen).is_err() {
+            eprintln!("no IPv6 on this machine: [::] skipped");
+            continue;
+        }
+        let s = setup_on("dns-wildcard", vec![api_app(2)], listen, &extra).await;
+        let port = s.dns.port();
+        // Linux routes all of 127/8 to lo: 127.0.0.2 is the host's second address (over [::],
+        // an IPv4-mapped one).
+        let mut asked = vec![("127.0.0.1:0", SocketAddr::from(([127, 0, 0, 2], port)))];
+        if listen.starts_with('[') && ipv6 {
+            asked.push((
+                "[::1]:0",
+                SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)),
+            ));
+        }
+        for (bind, to) in asked {
+            // The fast path, the general path, a relayed answer.
+            for (name, qtype, answers) in [
+                ("api-prod.marathon.mesos.", RecordType::A, 2),
+                ("_api-prod._tcp.marathon.mesos.", RecordType::SRV, 2),
+                ("example.com.", RecordType::A, 1),
+            ] {
+                let m = udp_connected(bind, to, &message(name, qtype, None)).await;
+                assert_eq!(
+                    m.metadata.response_code,
+                    ResponseCode::NoError,
+                    "{name} {to}"
+                );
+                assert_eq!(m.answers.len(), answers, "{name} {to}");
+            }
+        }
+    }
 }
 
 #[tokio::test]

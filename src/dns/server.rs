@@ -112,6 +112,9 @@ impl DnsServer {
         runtime: tokio::runtime::Handle,
     ) {
         let mut batch = Batch::new(MAX_UDP_PAYLOAD as usize);
+        if let Err(e) = batch.reply_from_destination(&socket) {
+            tracing::warn!("dns: replies may leave from another address than asked: {e}");
+        }
         loop {
             let n = match batch.recv(&socket) {
                 Ok(n) => n,
@@ -142,7 +145,10 @@ impl DnsServer {
                         *slot.reply = answer.bytes;
                     }
                     Outcome::Forward { qtype } => {
-                        let Some(peer) = slot.peer() else { continue };
+                        let sender = slot.sender();
+                        if sender.addr().is_none() {
+                            continue;
+                        }
                         let packet = slot.query.to_vec();
                         let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
                             self.fail(&packet, qtype, |bytes| *slot.reply = bytes);
@@ -154,7 +160,7 @@ impl DnsServer {
                                 server.forward(&packet, qtype, Transport::Udp).await
                             {
                                 // A UDP send does not block on a socket that is not full.
-                                let _ = socket.send_to(&bytes, peer);
+                                let _ = sender.send(&socket, &bytes);
                             }
                             drop(permit);
                         });
