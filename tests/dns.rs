@@ -528,6 +528,36 @@ async fn malformed_queries_get_formerr_or_nothing_and_break_nothing() {
 }
 
 #[tokio::test]
+async fn zone_transfers_are_refused_over_udp_and_tcp() {
+    let (upstream, seen) = stub_upstream().await;
+    let s = setup(
+        "dns-axfr",
+        vec![api_app(1)],
+        &format!("upstreams = [\"{upstream}\"]"),
+    )
+    .await;
+    for qtype in [RecordType::AXFR, RecordType::IXFR] {
+        for name in ["mesos.", "example.com."] {
+            let (m, _) = udp(s.dns, name, qtype, None).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "{qtype} {name}"
+            );
+            assert!(m.answers.is_empty() && m.authorities.is_empty());
+            let m = tcp(s.dns, name, qtype).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "{qtype} {name}"
+            );
+            assert!(m.answers.is_empty() && m.authorities.is_empty());
+        }
+    }
+    assert!(seen.lock().unwrap().is_empty(), "a transfer is not relayed");
+}
+
+#[tokio::test]
 async fn mesos_dns_http_api() {
     let s = setup("dns-http", vec![api_app(2)], "").await;
     let (status, body) = s.sy.get("/v1/hosts/api-prod.marathon.mesos").await;

@@ -64,7 +64,9 @@ pub fn answer(
     }
     let query = &request.queries[0];
     let qtype = query.query_type();
-    if query.query_class() != DNSClass::IN {
+    // Zone transfers are not offered (the zone follows the cluster, not a primary): REFUSED,
+    // over either transport and for any name, not an answer that looks like a transfer.
+    if query.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return error(id, op_code, Some(&request), ResponseCode::Refused);
     }
     let name = LowerName::new(query.name());
@@ -459,6 +461,21 @@ mod tests {
                 ),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn zone_transfers_are_refused() {
+        let z = zone(2);
+        for qtype in [RecordType::AXFR, RecordType::IXFR] {
+            for name in ["mesos.", "api-prod.marathon.mesos.", "example.com."] {
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    let (m, _) =
+                        reply(answer(Some(&z), &query(name, qtype, None), transport, true));
+                    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+                    assert!(m.answers.is_empty() && m.authorities.is_empty());
+                }
+            }
         }
     }
 
