@@ -256,9 +256,59 @@ async fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert!(s.sy.metric("switchyard_dns_truncated_total", &[]).await >= 1.0);
 }
 
-/// A stub upstream on loopback answering every A query with 192.0.2.1, over UDP and TCP.
-async fn stub_upstream() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+/// A query the stub upstream got: its name, ID, and the port it came from.
+#[derive(Clone, Debug)]
+struct Seen {
+    name: String,
+    id: u16,
+    port: u16,
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+fn names(log: &Log) -> Vec<String> {
+    log.lock().unwrap().iter().map(|s| s.name.clone()).collect()
+}
+
+/// The stub upstream's messages for a query: `big.*` has 300 A records (about 4.8 KB);
+/// `spoofed.*` is answered first under another ID, then for another question (both with
+/// 198.51.100.66), then rightly; every other name has 192.0.2.1.
+fn stub_replies(packet: &[u8]) -> Vec<Vec<u8>> {
+    let q = Message::from_vec(packet).unwrap();
+    let name = q.queries[0].name().clone();
+    let reply = |id: u16, question: &Name, addrs: Vec<std::net::Ipv4Addr>| {
+        let mut r = Message::response(id, q.metadata.op_code);
+        r.metadata.recursion_available = true;
+        r.add_query(Query::query(question.clone(), q.queries[0].query_type()));
+        for a in addrs {
+            r.add_answer(Record::from_rdata(question.clone(), 30, RData::A(a.into())));
+        }
+        r.to_vec().unwrap()
+    };
+    let id = q.metadata.id;
+    let first = name.to_ascii().to_ascii_lowercase();
+    if first.starts_with("big.") {
+        let addrs = (0..300u16)
+            .map(|i| std::net::Ipv4Addr::new(192, 0, 2 + (i / 250) as u8, (i % 250) as u8))
+            .collect();
+        return vec![reply(id, &name, addrs)];
+    }
+    let one = vec!["192.0.2.1".parse().unwrap()];
+    if first.starts_with("spoofed.") {
+        let spoof = vec!["198.51.100.66".parse().unwrap()];
+        let other = Name::from_ascii("other.example.").unwrap();
+        return vec![
+            reply(id.wrapping_add(1), &name, spoof.clone()),
+            reply(id, &other, spoof),
+            reply(id, &name, one),
+        ];
+    }
+    vec![reply(id, &name, one)]
+}
+
+/// A stub upstream on loopback, over UDP and TCP (see [`stub_replies`]), logging what it got.
+async fn stub_upstream() -> (SocketAddr, Log) {
+    let seen: Log = Default::default();
     // UDP and TCP on one port: another port when TCP finds the one UDP got taken.
     let (socket, tcp) = loop {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -267,43 +317,102 @@ async fn stub_upstream() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Str
         }
     };
     let addr = socket.local_addr().unwrap();
-    let answer = |packet: &[u8], seen: &std::sync::Mutex<Vec<String>>| {
+    let log = |packet: &[u8], port: u16, seen: &Log| {
         let q = Message::from_vec(packet).unwrap();
-        let name = q.queries[0].name().clone();
-        seen.lock().unwrap().push(name.to_ascii());
-        let mut r = Message::response(q.metadata.id, q.metadata.op_code);
-        r.metadata.recursion_available = true;
-        r.queries = q.queries.clone();
-        r.add_answer(Record::from_rdata(
-            name,
-            30,
-            RData::A("192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap().into()),
-        ));
-        r.to_vec().unwrap()
+        seen.lock().unwrap().push(Seen {
+            name: q.queries[0].name().to_ascii(),
+            id: q.metadata.id,
+            port,
+        });
     };
     let udp_seen = seen.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            let reply = answer(&buf[..n], &udp_seen);
-            let _ = socket.send_to(&reply, peer).await;
+            log(&buf[..n], peer.port(), &udp_seen);
+            for reply in stub_replies(&buf[..n]) {
+                let _ = socket.send_to(&reply, peer).await;
+            }
         }
     });
     let tcp_seen = seen.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = tcp.accept().await {
+        while let Ok((mut stream, peer)) = tcp.accept().await {
             let len = stream.read_u16().await.unwrap();
             let mut packet = vec![0u8; len as usize];
             stream.read_exact(&mut packet).await.unwrap();
-            let reply = answer(&packet, &tcp_seen);
-            stream
-                .write_all(&(reply.len() as u16).to_be_bytes())
-                .await
-                .unwrap();
-            stream.write_all(&reply).await.unwrap();
+            log(&packet, peer.port(), &tcp_seen);
+            for reply in stub_replies(&packet) {
+                let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&reply);
+                // The relay may have what it waited for and be gone.
+                let _ = stream.write_all(&framed).await;
+            }
         }
     });
     (addr, seen)
+}
+
+#[tokio::test]
+async fn relayed_queries_go_under_their_own_id_and_take_only_their_reply() {
+    let (upstream, seen) = stub_upstream().await;
+    let s = setup(
+        "dns-relay-ids",
+        vec![],
+        &format!("upstreams = [\"{upstream}\"]\nupstream_timeout = \"10s\""),
+    )
+    .await;
+    // A reply under another ID, then one for another question, come first: both ignored.
+    let mut q = message("spoofed.example.", RecordType::A, None);
+    q.metadata.id = 0x4242;
+    let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+    assert_eq!(m.metadata.id, 0x4242, "the client's ID comes back");
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    assert_eq!(m.queries[0].name().to_ascii(), "spoofed.example.");
+    let m = tcp_message(s.dns, &q).await;
+    assert_eq!(m.metadata.id, 0x4242);
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    // More queries under the same client ID: the upstream sees IDs (and ports) of switchyard's.
+    for _ in 0..4 {
+        let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+        assert_eq!(m.metadata.id, 0x4242);
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6);
+    assert!(
+        seen.iter().any(|s| s.id != 0x4242),
+        "not the client's ID: {seen:?}"
+    );
+    let ports: std::collections::BTreeSet<u16> = seen.iter().map(|s| s.port).collect();
+    assert!(ports.len() > 1, "a socket per relayed query: {seen:?}");
+}
+
+#[tokio::test]
+async fn big_relayed_answers_are_truncated_to_what_the_client_takes() {
+    let (upstream, _) = stub_upstream().await;
+    let s = setup(
+        "dns-relay-big",
+        vec![],
+        &format!("upstreams = [\"{upstream}\"]"),
+    )
+    .await;
+    let name = "big.example.";
+    for (edns, limit) in [(None, 512), (Some(1232), 1232), (Some(4096), 4096)] {
+        let (m, size) = udp(s.dns, name, RecordType::A, edns).await;
+        assert!(size <= limit, "{size} > {limit}");
+        assert!(m.metadata.truncation, "TC with {edns:?}");
+        assert!(m.answers.is_empty());
+        assert_eq!(m.queries[0].name().to_ascii(), name);
+        assert_eq!(m.edns.is_some(), edns.is_some());
+    }
+    // A client that takes it all gets all of it (more than 4096 bytes), as does TCP.
+    let (m, size) = udp(s.dns, name, RecordType::A, Some(65535)).await;
+    assert!(size > 4096, "{size}");
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 300);
+    let m = tcp(s.dns, name, RecordType::A).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 300);
 }
 
 #[tokio::test]
@@ -326,7 +435,7 @@ async fn other_names_are_forwarded_refused_or_servfail() {
     assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
     let (m, _) = udp(s.dns, "nothere.marathon.mesos.", RecordType::A, None).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-    let seen = seen.lock().unwrap().clone();
+    let seen = names(&seen);
     assert!(
         seen.iter().all(|n| !n.ends_with("mesos.")),
         "the served zone is never forwarded: {seen:?}"
@@ -424,7 +533,7 @@ async fn served_zones_are_servfail_and_never_forwarded_before_the_first_sync() {
         200,
         "still before the first sync"
     );
-    let seen = seen.lock().unwrap().clone();
+    let seen = names(&seen);
     assert_eq!(
         seen,
         vec!["example.com.", "www.example.org."],

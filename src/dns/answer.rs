@@ -21,8 +21,13 @@ pub enum Transport {
 pub enum Outcome {
     /// Send these bytes back.
     Reply(Reply),
-    /// Not in a served zone: relay the query to the upstreams.
-    Forward { qtype: RecordType },
+    /// Not in a served zone: relay the query to the upstreams. `limit` is the largest reply
+    /// the client takes (UDP: 512, or its EDNS0 size; TCP: 65535), `edns` whether it sent OPT.
+    Forward {
+        qtype: RecordType,
+        limit: usize,
+        edns: bool,
+    },
     /// Not worth an answer (a response, or shorter than a header).
     Drop,
 }
@@ -72,7 +77,13 @@ pub fn answer(
     let name = LowerName::new(query.name());
     let Some((zone, soa)) = zone.and_then(|z| Some((z, z.soa_for(&name)?.clone()))) else {
         if forwarding {
-            return Outcome::Forward { qtype };
+            let limit = match (transport, &request.edns) {
+                (Transport::Udp, Some(edns)) => edns.max_payload().max(512) as usize,
+                (Transport::Udp, None) => 512,
+                (Transport::Tcp, _) => u16::MAX as usize,
+            };
+            let edns = request.edns.is_some();
+            return Outcome::Forward { qtype, limit, edns };
         }
         return error(id, op_code, Some(&request), ResponseCode::Refused);
     };
