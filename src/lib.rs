@@ -220,6 +220,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             dns::zone::Zone::pending(zone),
             config.dns.upstreams.clone(),
             config.dns.upstream_timeout,
+            config.dns.allow_recursion()?,
         ));
         let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
         let gate = ctx.clone();

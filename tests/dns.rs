@@ -388,6 +388,38 @@ async fn relayed_queries_go_under_their_own_id_and_take_only_their_reply() {
 }
 
 #[tokio::test]
+async fn recursion_only_for_allowed_clients() {
+    let (upstream, seen) = stub_upstream().await;
+    // Loopback is not in the list: this client is an outsider.
+    let s = setup(
+        "dns-acl",
+        vec![api_app(1)],
+        &format!("upstreams = [\"{upstream}\"]\nallow_recursion = [\"10.0.0.0/8\", \"fd00::/8\"]"),
+    )
+    .await;
+    let (m, _) = udp(s.dns, "example.com.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+    let m = tcp(s.dns, "example.com.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    // The served zone answers everyone.
+    let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1"]);
+    let m = tcp(s.dns, "nope.marathon.mesos.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        names(&seen).is_empty(),
+        "nothing relayed: {:?}",
+        names(&seen)
+    );
+    assert!(
+        s.sy.metric("switchyard_dns_queries_total", &["REFUSED"])
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test]
 async fn big_relayed_answers_are_truncated_to_what_the_client_takes() {
     let (upstream, _) = stub_upstream().await;
     let s = setup(

@@ -201,9 +201,18 @@ fn error(id: u16, op_code: OpCode, request: Option<&Message>, rcode: ResponseCod
 
 /// SERVFAIL for a query that could not be answered (every upstream failed).
 pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
+    rcode_only(packet, ResponseCode::ServFail)
+}
+
+/// REFUSED for a query to be relayed from a client not allowed recursion.
+pub fn refused(packet: &[u8]) -> Option<Vec<u8>> {
+    rcode_only(packet, ResponseCode::Refused)
+}
+
+fn rcode_only(packet: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
     let request = Message::from_vec(packet).ok()?;
     let mut response = response_to(&request);
-    response.metadata.response_code = ResponseCode::ServFail;
+    response.metadata.response_code = rcode;
     response.to_vec().ok()
 }
 

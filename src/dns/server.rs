@@ -19,6 +19,7 @@ use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
 use super::fast;
 use super::udp_batch::Batch;
 use super::zone::Zone;
+use crate::routing::cidr::Cidr;
 use crate::routing::store::Store;
 
 /// Forwarded queries in flight at once; past this, SERVFAIL at once.
@@ -76,6 +77,8 @@ pub struct DnsServer {
     pub upstream_timeout: Duration,
     /// The served zones, empty, until the first zone is live: their names get SERVFAIL.
     pending: Zone,
+    /// Clients whose queries for other names are relayed (`dns.allow_recursion`).
+    recursion: Vec<Cidr>,
     forwards: Arc<Semaphore>,
     tcp_connections: Arc<Semaphore>,
 }
@@ -87,11 +90,13 @@ impl DnsServer {
         pending: Zone,
         upstreams: Vec<SocketAddr>,
         upstream_timeout: Duration,
+        recursion: Vec<Cidr>,
     ) -> DnsServer {
         DnsServer {
             store,
             metrics,
             pending,
+            recursion,
             upstreams,
             upstream_timeout,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
@@ -147,7 +152,11 @@ impl DnsServer {
                     Outcome::Forward { qtype, limit, edns } => {
                         let relay = Relayed { qtype, limit, edns };
                         let sender = slot.sender();
-                        if sender.addr().is_none() {
+                        let Some(client) = sender.addr() else {
+                            continue;
+                        };
+                        if !self.may_recurse(client) {
+                            self.refuse(slot.query, qtype, |bytes| *slot.reply = bytes);
                             continue;
                         }
                         let packet = slot.query.to_vec();
@@ -176,7 +185,7 @@ impl DnsServer {
 
     pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, client)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
@@ -185,13 +194,13 @@ impl DnsServer {
             };
             let server = self.clone();
             tokio::spawn(async move {
-                server.tcp_connection(stream).await;
+                server.tcp_connection(stream, client).await;
                 drop(permit);
             });
         }
     }
 
-    async fn tcp_connection(&self, mut stream: TcpStream) {
+    async fn tcp_connection(&self, mut stream: TcpStream, client: SocketAddr) {
         loop {
             let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
                 return;
@@ -216,6 +225,14 @@ impl DnsServer {
                 Outcome::Reply(reply) => {
                     self.count(&reply);
                     reply.bytes
+                }
+                Outcome::Forward { qtype, .. } if !self.may_recurse(client) => {
+                    let mut reply = None;
+                    self.refuse(&packet, qtype, |bytes| reply = Some(bytes));
+                    match reply {
+                        Some(bytes) => bytes,
+                        None => return,
+                    }
                 }
                 Outcome::Forward { qtype, limit, edns } => {
                     let relay = Relayed { qtype, limit, edns };
@@ -276,6 +293,19 @@ impl DnsServer {
         let mut reply = None;
         self.fail(packet, relay.qtype, |bytes| reply = Some(bytes));
         reply
+    }
+
+    /// Whether `client` may have names outside the served zones relayed.
+    fn may_recurse(&self, client: SocketAddr) -> bool {
+        let ip = client.ip().to_canonical();
+        self.recursion.iter().any(|block| block.contains(ip))
+    }
+
+    fn refuse(&self, packet: &[u8], qtype: RecordType, send: impl FnOnce(Vec<u8>)) {
+        if let Some(bytes) = answer::refused(packet) {
+            self.metrics.query(Some(qtype), ResponseCode::Refused);
+            send(bytes);
+        }
     }
 
     fn fail(&self, packet: &[u8], qtype: RecordType, send: impl FnOnce(Vec<u8>)) {
