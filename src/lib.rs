@@ -24,6 +24,7 @@ pub mod sd_notify;
 pub mod upgrade;
 pub mod workers;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc};
@@ -53,6 +54,33 @@ pub struct RunOptions {
 }
 
 /// Runs switchyard until SIGTERM or SIGINT, or until a new process took over.
+/// The DNS listeners: UDP and TCP on `listen`. With port 0 (tests), TCP takes the port UDP was
+/// given, a few ports tried in turn when TCP finds that one taken.
+fn bind_dns(
+    listen: SocketAddr,
+) -> Result<
+    (
+        std::net::UdpSocket,
+        Arc<tokio::net::TcpListener>,
+        SocketAddr,
+    ),
+    String,
+> {
+    let mut attempts = if listen.port() == 0 { 32 } else { 1 };
+    loop {
+        attempts -= 1;
+        let udp = proxy::listeners::bind_std_udp(listen)
+            .map_err(|e| format!("dns.listen {listen} (UDP): {e}"))?;
+        let bound = udp.local_addr().map_err(|e| e.to_string())?;
+        let tcp_addr = if listen.port() == 0 { bound } else { listen };
+        match proxy::listeners::bind(tcp_addr) {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e) if attempts > 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(format!("dns.listen {tcp_addr} (TCP): {e}")),
+        }
+    }
+}
+
 pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // Runs on the data plane's runtime (accept loops and connections); everything that reads
     // the cluster or serves operators goes to the control plane's thread.
@@ -175,20 +203,23 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     });
     control.spawn(admin.serve(admin_listener));
 
-    if let Some(listen) = config.dns.listen {
-        let udp = Arc::new(
-            proxy::listeners::bind_std_udp(listen)
-                .map_err(|e| format!("dns.listen {listen} (UDP): {e}"))?,
-        );
+    // The DNS zone's settings; `None` when DNS is off.
+    let zone_config = config.dns.zone_config().map(|mut zone| {
+        zone.vip_range = config.vip.settings().map(|vip| vip.range);
+        zone
+    });
+    if let (Some(listen), Some(zone)) = (config.dns.listen, &zone_config) {
+        let (udp, tcp, bound) = bind_dns(listen)?;
+        let udp = Arc::new(udp);
         upgrade::register(upgrade::Proto::Udp, listen, &udp);
-        let tcp = proxy::listeners::bind(listen)
-            .map_err(|e| format!("dns.listen {listen} (TCP): {e}"))?;
-        tracing::info!(zone = %config.dns.domain, "dns listening on {}", udp.local_addr().map_err(|e| e.to_string())?);
+        tracing::info!(zone = %config.dns.domain, "dns listening on {bound}");
         let server = Arc::new(dns::server::DnsServer::new(
             store.clone(),
             metrics.dns.clone(),
+            dns::zone::Zone::pending(zone),
             config.dns.upstreams.clone(),
             config.dns.upstream_timeout,
+            config.dns.allow_recursion()?,
         ));
         let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
         let gate = ctx.clone();
@@ -267,10 +298,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         status.clone(),
         refetch_tx,
         ctx.clone(),
-        config.dns.zone_config().map(|mut zone| {
-            zone.vip_range = config.vip.settings().map(|vip| vip.range);
-            zone
-        }),
+        zone_config,
     );
     if config.health_checks.enabled {
         let targets = reconciler.health_targets.subscribe();

@@ -60,6 +60,11 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
         ("dns.listen", true, format!("{:?}", c.dns.listen)),
         ("dns.upstreams", true, format!("{:?}", c.dns.upstreams)),
         (
+            "dns.allow_recursion",
+            true,
+            format!("{:?}", c.dns.allow_recursion),
+        ),
+        (
             "dns.upstream_timeout",
             true,
             format!("{:?}", c.dns.upstream_timeout),

@@ -88,15 +88,20 @@ struct Setup {
 }
 
 async fn setup(name: &str, apps: Vec<Value>, dns_extra: &str) -> Setup {
+    setup_on(name, apps, "127.0.0.1:0", dns_extra).await
+}
+
+/// Switchyard with DNS on `listen` (port 0: the port is read from the log) and the `apps`.
+async fn setup_on(name: &str, apps: Vec<Value>, listen: &str, dns_extra: &str) -> Setup {
     let marathon = Marathon::start().await;
     marathon.set_apps(apps);
-    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = format!(
         "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\n\
-         [dns]\nlisten = \"{dns}\"\n{dns_extra}\n",
+         [dns]\nlisten = \"{listen}\"\n{dns_extra}\n",
         marathon.url()
     );
     let sy = Switchyard::start(name, &config);
+    let dns = dns_listening(&sy).await;
     wait_for("ready", || async {
         (sy.get("/readyz").await.0 == 200).then_some(())
     })
@@ -251,49 +256,195 @@ async fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert!(s.sy.metric("switchyard_dns_truncated_total", &[]).await >= 1.0);
 }
 
-/// A stub upstream on loopback answering every A query with 192.0.2.1, over UDP and TCP.
-async fn stub_upstream() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let answer = |packet: &[u8], seen: &std::sync::Mutex<Vec<String>>| {
-        let q = Message::from_vec(packet).unwrap();
-        let name = q.queries[0].name().clone();
-        seen.lock().unwrap().push(name.to_ascii());
-        let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+/// A query the stub upstream got: its name, ID, and the port it came from.
+#[derive(Clone, Debug)]
+struct Seen {
+    name: String,
+    id: u16,
+    port: u16,
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+fn names(log: &Log) -> Vec<String> {
+    log.lock().unwrap().iter().map(|s| s.name.clone()).collect()
+}
+
+/// The stub upstream's messages for a query: `big.*` has 300 A records (about 4.8 KB);
+/// `spoofed.*` is answered first under another ID, then for another question (both with
+/// 198.51.100.66), then rightly; every other name has 192.0.2.1.
+fn stub_replies(packet: &[u8]) -> Vec<Vec<u8>> {
+    let q = Message::from_vec(packet).unwrap();
+    let name = q.queries[0].name().clone();
+    let reply = |id: u16, question: &Name, addrs: Vec<std::net::Ipv4Addr>| {
+        let mut r = Message::response(id, q.metadata.op_code);
         r.metadata.recursion_available = true;
-        r.queries = q.queries.clone();
-        r.add_answer(Record::from_rdata(
-            name,
-            30,
-            RData::A("192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap().into()),
-        ));
+        r.add_query(Query::query(question.clone(), q.queries[0].query_type()));
+        for a in addrs {
+            r.add_answer(Record::from_rdata(question.clone(), 30, RData::A(a.into())));
+        }
         r.to_vec().unwrap()
+    };
+    let id = q.metadata.id;
+    let first = name.to_ascii().to_ascii_lowercase();
+    if first.starts_with("big.") {
+        let addrs = (0..300u16)
+            .map(|i| std::net::Ipv4Addr::new(192, 0, 2 + (i / 250) as u8, (i % 250) as u8))
+            .collect();
+        return vec![reply(id, &name, addrs)];
+    }
+    let one = vec!["192.0.2.1".parse().unwrap()];
+    if first.starts_with("spoofed.") {
+        let spoof = vec!["198.51.100.66".parse().unwrap()];
+        let other = Name::from_ascii("other.example.").unwrap();
+        return vec![
+            reply(id.wrapping_add(1), &name, spoof.clone()),
+            reply(id, &other, spoof),
+            reply(id, &name, one),
+        ];
+    }
+    vec![reply(id, &name, one)]
+}
+
+/// A stub upstream on loopback, over UDP and TCP (see [`stub_replies`]), logging what it got.
+async fn stub_upstream() -> (SocketAddr, Log) {
+    let seen: Log = Default::default();
+    // UDP and TCP on one port: another port when TCP finds the one UDP got taken.
+    let (socket, tcp) = loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
+            break (socket, tcp);
+        }
+    };
+    let addr = socket.local_addr().unwrap();
+    let log = |packet: &[u8], port: u16, seen: &Log| {
+        let q = Message::from_vec(packet).unwrap();
+        seen.lock().unwrap().push(Seen {
+            name: q.queries[0].name().to_ascii(),
+            id: q.metadata.id,
+            port,
+        });
     };
     let udp_seen = seen.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            let reply = answer(&buf[..n], &udp_seen);
-            let _ = socket.send_to(&reply, peer).await;
+            log(&buf[..n], peer.port(), &udp_seen);
+            for reply in stub_replies(&buf[..n]) {
+                let _ = socket.send_to(&reply, peer).await;
+            }
         }
     });
     let tcp_seen = seen.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = tcp.accept().await {
+        while let Ok((mut stream, peer)) = tcp.accept().await {
             let len = stream.read_u16().await.unwrap();
             let mut packet = vec![0u8; len as usize];
             stream.read_exact(&mut packet).await.unwrap();
-            let reply = answer(&packet, &tcp_seen);
-            stream
-                .write_all(&(reply.len() as u16).to_be_bytes())
-                .await
-                .unwrap();
-            stream.write_all(&reply).await.unwrap();
+            log(&packet, peer.port(), &tcp_seen);
+            for reply in stub_replies(&packet) {
+                let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&reply);
+                // The relay may have what it waited for and be gone.
+                let _ = stream.write_all(&framed).await;
+            }
         }
     });
     (addr, seen)
+}
+
+#[tokio::test]
+async fn relayed_queries_go_under_their_own_id_and_take_only_their_reply() {
+    let (upstream, seen) = stub_upstream().await;
+    let s = setup(
+        "dns-relay-ids",
+        vec![],
+        &format!("upstreams = [\"{upstream}\"]\nupstream_timeout = \"10s\""),
+    )
+    .await;
+    // A reply under another ID, then one for another question, come first: both ignored.
+    let mut q = message("spoofed.example.", RecordType::A, None);
+    q.metadata.id = 0x4242;
+    let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+    assert_eq!(m.metadata.id, 0x4242, "the client's ID comes back");
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    assert_eq!(m.queries[0].name().to_ascii(), "spoofed.example.");
+    let m = tcp_message(s.dns, &q).await;
+    assert_eq!(m.metadata.id, 0x4242);
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    // More queries under the same client ID: the upstream sees IDs (and ports) of switchyard's.
+    for _ in 0..4 {
+        let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+        assert_eq!(m.metadata.id, 0x4242);
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6);
+    assert!(
+        seen.iter().any(|s| s.id != 0x4242),
+        "not the client's ID: {seen:?}"
+    );
+    let ports: std::collections::BTreeSet<u16> = seen.iter().map(|s| s.port).collect();
+    assert!(ports.len() > 1, "a socket per relayed query: {seen:?}");
+}
+
+#[tokio::test]
+async fn recursion_only_for_allowed_clients() {
+    let (upstream, seen) = stub_upstream().await;
+    // Loopback is not in the list: this client is an outsider.
+    let s = setup(
+        "dns-acl",
+        vec![api_app(1)],
+        &format!("upstreams = [\"{upstream}\"]\nallow_recursion = [\"10.0.0.0/8\", \"fd00::/8\"]"),
+    )
+    .await;
+    let (m, _) = udp(s.dns, "example.com.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+    let m = tcp(s.dns, "example.com.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    // The served zone answers everyone.
+    let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1"]);
+    let m = tcp(s.dns, "nope.marathon.mesos.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        names(&seen).is_empty(),
+        "nothing relayed: {:?}",
+        names(&seen)
+    );
+    assert!(
+        s.sy.metric("switchyard_dns_queries_total", &["REFUSED"])
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn big_relayed_answers_are_truncated_to_what_the_client_takes() {
+    let (upstream, _) = stub_upstream().await;
+    let s = setup(
+        "dns-relay-big",
+        vec![],
+        &format!("upstreams = [\"{upstream}\"]"),
+    )
+    .await;
+    let name = "big.example.";
+    for (edns, limit) in [(None, 512), (Some(1232), 1232), (Some(4096), 4096)] {
+        let (m, size) = udp(s.dns, name, RecordType::A, edns).await;
+        assert!(size <= limit, "{size} > {limit}");
+        assert!(m.metadata.truncation, "TC with {edns:?}");
+        assert!(m.answers.is_empty());
+        assert_eq!(m.queries[0].name().to_ascii(), name);
+        assert_eq!(m.edns.is_some(), edns.is_some());
+    }
+    // A client that takes it all gets all of it (more than 4096 bytes), as does TCP.
+    let (m, size) = udp(s.dns, name, RecordType::A, Some(65535)).await;
+    assert!(size > 4096, "{size}");
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 300);
+    let m = tcp(s.dns, name, RecordType::A).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 300);
 }
 
 #[tokio::test]
@@ -316,7 +467,7 @@ async fn other_names_are_forwarded_refused_or_servfail() {
     assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
     let (m, _) = udp(s.dns, "nothere.marathon.mesos.", RecordType::A, None).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-    let seen = seen.lock().unwrap().clone();
+    let seen = names(&seen);
     assert!(
         seen.iter().all(|n| !n.ends_with("mesos.")),
         "the served zone is never forwarded: {seen:?}"
@@ -339,6 +490,142 @@ async fn other_names_are_forwarded_refused_or_servfail() {
     .await;
     let (m, _) = udp(failing.dns, "example.com.", RecordType::A, None).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+}
+
+/// The address switchyard's DNS listener bound (`dns.listen` with port 0), read from its log.
+async fn dns_listening(sy: &Switchyard) -> SocketAddr {
+    wait_for("dns listening", || async {
+        let line = sy.log_lines("dns listening on ").into_iter().next()?;
+        let rest = line.split("dns listening on ").nth(1)?;
+        let addr = rest
+            .split(|c: char| c.is_whitespace() || c == '\x1b')
+            .next()?;
+        addr.parse().ok()
+    })
+    .await
+}
+
+async fn tcp_message(server: SocketAddr, query: &Message) -> Message {
+    let packet = query.to_vec().unwrap();
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(&(packet.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&packet).await.unwrap();
+    let len = tokio::time::timeout(DEADLINE, stream.read_u16())
+        .await
+        .expect("a TCP answer")
+        .unwrap();
+    let mut reply = vec![0u8; len as usize];
+    stream.read_exact(&mut reply).await.unwrap();
+    Message::from_vec(&reply).unwrap()
+}
+
+#[tokio::test]
+async fn served_zones_are_servfail_and_never_forwarded_before_the_first_sync() {
+    // A Marathon that takes connections and never answers: no table, no zone.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (upstream, seen) = stub_upstream().await;
+    let config = format!(
+        "[discovery]\nmarathon = [\"http://{}\"]\n[proxy]\ngroup = \"external\"\n\
+         bind = \"127.0.0.1\"\n[vip]\nenabled = true\n[dns]\nlisten = \"127.0.0.1:0\"\n\
+         upstreams = [\"{upstream}\"]\nupstream_timeout = \"5s\"\n",
+        silent.local_addr().unwrap()
+    );
+    let sy = Switchyard::start("dns-pending", &config);
+    let dns = dns_listening(&sy).await;
+    let served = [
+        // the plain A query takes the fast path once a zone is live; SRV the general path
+        ("x.marathon.mesos.", RecordType::A, None),
+        ("X.Marathon.Mesos.", RecordType::A, Some(1232)),
+        ("_x._tcp.marathon.mesos.", RecordType::SRV, None),
+        ("mesos.", RecordType::SOA, None),
+        ("foo.l4lb.thisdcos.directory.", RecordType::A, None),
+        (
+            "foo.marathon.l4lb.thisdcos.directory.",
+            RecordType::A,
+            Some(1232),
+        ),
+    ];
+    for (name, qtype, edns) in served {
+        let (m, _) = udp(dns, name, qtype, edns).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+        assert!(m.answers.is_empty());
+        let m = tcp_message(dns, &message(name, qtype, edns)).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+    }
+    // Other names are still forwarded.
+    let (m, _) = udp(dns, "example.com.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    let m = tcp(dns, "www.example.org.", RecordType::A).await;
+    assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    assert_ne!(
+        sy.get("/readyz").await.0,
+        200,
+        "still before the first sync"
+    );
+    let seen = names(&seen);
+    assert_eq!(
+        seen,
+        vec!["example.com.", "www.example.org."],
+        "the served zones are never forwarded"
+    );
+    drop(silent);
+}
+
+/// Asks `to` from a socket bound to `bind` and connected to `to`: the kernel drops a reply
+/// from any other address, as a resolver library does.
+async fn udp_connected(bind: &str, to: SocketAddr, query: &Message) -> Message {
+    let socket = UdpSocket::bind(bind).await.unwrap();
+    socket.connect(to).await.unwrap();
+    socket.send(&query.to_vec().unwrap()).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no reply from {to} (from another address?)"))
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[tokio::test]
+async fn wildcard_listeners_reply_from_the_address_asked() {
+    let (upstream, _) = stub_upstream().await;
+    let extra = format!("upstreams = [\"{upstream}\"]");
+    let ipv6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        if listen.starts_with('[') && std::net::UdpSocket::bind(listen).is_err() {
+            eprintln!("no IPv6 on this machine: [::] skipped");
+            continue;
+        }
+        let s = setup_on("dns-wildcard", vec![api_app(2)], listen, &extra).await;
+        let port = s.dns.port();
+        // Linux routes all of 127/8 to lo: 127.0.0.2 is the host's second address (over [::],
+        // an IPv4-mapped one).
+        let mut asked = vec![("127.0.0.1:0", SocketAddr::from(([127, 0, 0, 2], port)))];
+        if listen.starts_with('[') && ipv6 {
+            asked.push((
+                "[::1]:0",
+                SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)),
+            ));
+        }
+        for (bind, to) in asked {
+            // The fast path, the general path, a relayed answer.
+            for (name, qtype, answers) in [
+                ("api-prod.marathon.mesos.", RecordType::A, 2),
+                ("_api-prod._tcp.marathon.mesos.", RecordType::SRV, 2),
+                ("example.com.", RecordType::A, 1),
+            ] {
+                let m = udp_connected(bind, to, &message(name, qtype, None)).await;
+                assert_eq!(
+                    m.metadata.response_code,
+                    ResponseCode::NoError,
+                    "{name} {to}"
+                );
+                assert_eq!(m.answers.len(), answers, "{name} {to}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -379,6 +666,36 @@ async fn malformed_queries_get_formerr_or_nothing_and_break_nothing() {
     let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
     assert_eq!(m.answers.len(), 1);
     assert!(s.sy.alive());
+}
+
+#[tokio::test]
+async fn zone_transfers_are_refused_over_udp_and_tcp() {
+    let (upstream, seen) = stub_upstream().await;
+    let s = setup(
+        "dns-axfr",
+        vec![api_app(1)],
+        &format!("upstreams = [\"{upstream}\"]"),
+    )
+    .await;
+    for qtype in [RecordType::AXFR, RecordType::IXFR] {
+        for name in ["mesos.", "example.com."] {
+            let (m, _) = udp(s.dns, name, qtype, None).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "{qtype} {name}"
+            );
+            assert!(m.answers.is_empty() && m.authorities.is_empty());
+            let m = tcp(s.dns, name, qtype).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::Refused,
+                "{qtype} {name}"
+            );
+            assert!(m.answers.is_empty() && m.authorities.is_empty());
+        }
+    }
+    assert!(seen.lock().unwrap().is_empty(), "a transfer is not relayed");
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use crate::dns::names::LabelRule;
 use crate::dns::zone::{IpSource, ZoneConfig};
 use crate::routing::Balance;
+use crate::routing::cidr::Cidr;
 use crate::routing::vip::{VipRange, VipSettings};
 
 mod files;
@@ -222,7 +223,23 @@ pub struct Dns {
     pub upstreams: Vec<SocketAddr>,
     #[serde(deserialize_with = "duration")]
     pub upstream_timeout: Duration,
+    /// Clients whose queries for other names are relayed to the upstreams (address blocks);
+    /// others get REFUSED for them. The served zones answer everyone.
+    pub allow_recursion: Vec<String>,
 }
+
+/// Loopback, the private ranges (RFC 1918, unique local fc00::/7) and link-local: the clients
+/// of a cluster's resolver, not the internet.
+pub const DEFAULT_ALLOW_RECURSION: [&str; 8] = [
+    "127.0.0.0/8",
+    "::1",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "169.254.0.0/16",
+    "fe80::/10",
+];
 
 impl Default for Dns {
     fn default() -> Self {
@@ -234,6 +251,7 @@ impl Default for Dns {
             rfc952: false,
             upstreams: Vec::new(),
             upstream_timeout: Duration::from_secs(2),
+            allow_recursion: DEFAULT_ALLOW_RECURSION.map(String::from).to_vec(),
         }
     }
 }
@@ -250,6 +268,14 @@ impl Dns {
                     "dns.ip_sources: {other:?} (use auto, netinfo or host)"
                 )),
             })
+            .collect()
+    }
+
+    /// `allow_recursion` parsed.
+    pub fn allow_recursion(&self) -> Result<Vec<Cidr>, String> {
+        self.allow_recursion
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| format!("dns.allow_recursion: {e}")))
             .collect()
     }
 
@@ -608,6 +634,37 @@ mod tests {
         assert!(err.contains("discovery.marathon"), "{err}");
         let err = Config::parse("", base).unwrap_err();
         assert!(err.contains("no source"), "{err}");
+    }
+
+    #[test]
+    fn recursion_is_for_local_and_private_clients_by_default() {
+        let base = Path::new(".");
+        let config = Config::parse("[discovery]\nfile = \"a.json\"", base).unwrap();
+        let blocks = config.dns.allow_recursion().unwrap();
+        let allowed = |ip: &str| blocks.iter().any(|b| b.contains(ip.parse().unwrap()));
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "172.31.0.1",
+            "192.168.1.1",
+            "fd00::1",
+        ] {
+            assert!(allowed(ip), "{ip}");
+        }
+        for ip in ["8.8.8.8", "172.32.0.1", "2001:db8::1"] {
+            assert!(!allowed(ip), "{ip}");
+        }
+        assert_eq!(
+            Config::embedded().dns.allow_recursion,
+            config.dns.allow_recursion
+        );
+        let err = Config::parse(
+            "[discovery]\nfile = \"a.json\"\n[dns]\nallow_recursion = [\"10.0.0.0/40\"]",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("dns.allow_recursion"), "{err}");
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Config {
         if self.dns.upstream_timeout.is_zero() {
             return Err("dns.upstream_timeout: must be > 0".into());
         }
+        self.dns.allow_recursion()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {e}"))?;
         Ok(())

@@ -21,8 +21,13 @@ pub enum Transport {
 pub enum Outcome {
     /// Send these bytes back.
     Reply(Reply),
-    /// Not in a served zone: relay the query to the upstreams.
-    Forward { qtype: RecordType },
+    /// Not in a served zone: relay the query to the upstreams. `limit` is the largest reply
+    /// the client takes (UDP: 512, or its EDNS0 size; TCP: 65535), `edns` whether it sent OPT.
+    Forward {
+        qtype: RecordType,
+        limit: usize,
+        edns: bool,
+    },
     /// Not worth an answer (a response, or shorter than a header).
     Drop,
 }
@@ -35,7 +40,9 @@ pub struct Reply {
     pub truncated: bool,
 }
 
-/// Answers `packet` from `zone`. `forwarding` says whether upstreams are configured.
+/// Answers `packet` from `zone`. `forwarding` says whether upstreams are configured. Names in
+/// the zones `zone` serves are never forwarded: before the first zone is built, the server
+/// passes [`Zone::pending`], whose names are answered SERVFAIL.
 pub fn answer(
     zone: Option<&Zone>,
     packet: &[u8],
@@ -62,16 +69,28 @@ pub fn answer(
     }
     let query = &request.queries[0];
     let qtype = query.query_type();
-    if query.query_class() != DNSClass::IN {
+    // Zone transfers are not offered (the zone follows the cluster, not a primary): REFUSED,
+    // over either transport and for any name, not an answer that looks like a transfer.
+    if query.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return error(id, op_code, Some(&request), ResponseCode::Refused);
     }
     let name = LowerName::new(query.name());
     let Some((zone, soa)) = zone.and_then(|z| Some((z, z.soa_for(&name)?.clone()))) else {
         if forwarding {
-            return Outcome::Forward { qtype };
+            let limit = match (transport, &request.edns) {
+                (Transport::Udp, Some(edns)) => edns.max_payload().max(512) as usize,
+                (Transport::Udp, None) => 512,
+                (Transport::Tcp, _) => u16::MAX as usize,
+            };
+            let edns = request.edns.is_some();
+            return Outcome::Forward { qtype, limit, edns };
         }
         return error(id, op_code, Some(&request), ResponseCode::Refused);
     };
+    if !zone.live {
+        // A served zone whose contents are not known yet: never forwarded, never denied.
+        return error(id, op_code, Some(&request), ResponseCode::ServFail);
+    }
     let limit = match transport {
         Transport::Udp => udp_limit(&request),
         Transport::Tcp => u16::MAX as usize,
@@ -182,9 +201,18 @@ fn error(id: u16, op_code: OpCode, request: Option<&Message>, rcode: ResponseCod
 
 /// SERVFAIL for a query that could not be answered (every upstream failed).
 pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
+    rcode_only(packet, ResponseCode::ServFail)
+}
+
+/// REFUSED for a query to be relayed from a client not allowed recursion.
+pub fn refused(packet: &[u8]) -> Option<Vec<u8>> {
+    rcode_only(packet, ResponseCode::Refused)
+}
+
+fn rcode_only(packet: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
     let request = Message::from_vec(packet).ok()?;
     let mut response = response_to(&request);
-    response.metadata.response_code = ResponseCode::ServFail;
+    response.metadata.response_code = rcode;
     response.to_vec().ok()
 }
 
@@ -406,6 +434,69 @@ mod tests {
         let q = query("missing.mesos.", RecordType::A, None);
         let (m, _) = reply(answer(Some(&z), &q, Transport::Udp, true));
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn served_zones_are_servfail_until_live_and_never_forwarded() {
+        let config = crate::dns::zone::ZoneConfig {
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec![crate::dns::zone::IpSource::Auto],
+            label_rule: crate::dns::names::LabelRule::Rfc1123,
+            ns_addr: Some("127.0.0.1".parse().unwrap()),
+            vip_range: Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap()),
+        };
+        let pending = Zone::pending(&config);
+        for (name, qtype) in [
+            ("x.marathon.mesos.", RecordType::A),
+            ("MESOS.", RecordType::SOA),
+            ("ns1.mesos.", RecordType::A),
+            ("_x._tcp.marathon.mesos.", RecordType::SRV),
+            ("foo.l4lb.thisdcos.directory.", RecordType::A),
+            ("foo.marathon.L4LB.thisdcos.directory.", RecordType::AAAA),
+        ] {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let (m, r) = reply(answer(
+                    Some(&pending),
+                    &query(name, qtype, Some(1232)),
+                    transport,
+                    true,
+                ));
+                assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+                assert_eq!(r.rcode, ResponseCode::ServFail);
+                assert!(!m.metadata.authoritative && m.answers.is_empty());
+                assert!(m.edns.is_some());
+            }
+        }
+        for name in ["example.com.", "mesos.example.", "thisdcos.directory."] {
+            assert!(
+                matches!(
+                    answer(
+                        Some(&pending),
+                        &query(name, RecordType::A, None),
+                        Transport::Udp,
+                        true
+                    ),
+                    Outcome::Forward { .. }
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn zone_transfers_are_refused() {
+        let z = zone(2);
+        for qtype in [RecordType::AXFR, RecordType::IXFR] {
+            for name in ["mesos.", "api-prod.marathon.mesos.", "example.com."] {
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    let (m, _) =
+                        reply(answer(Some(&z), &query(name, qtype, None), transport, true));
+                    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+                    assert!(m.answers.is_empty() && m.authorities.is_empty());
+                }
+            }
+        }
     }
 
     #[test]

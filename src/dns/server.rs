@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
 use super::fast;
 use super::udp_batch::Batch;
+use super::zone::Zone;
+use crate::routing::cidr::Cidr;
 use crate::routing::store::Store;
 
 /// Forwarded queries in flight at once; past this, SERVFAIL at once.
@@ -73,6 +75,10 @@ pub struct DnsServer {
     pub metrics: Arc<DnsMetrics>,
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
+    /// The served zones, empty, until the first zone is live: their names get SERVFAIL.
+    pending: Zone,
+    /// Clients whose queries for other names are relayed (`dns.allow_recursion`).
+    recursion: Vec<Cidr>,
     forwards: Arc<Semaphore>,
     tcp_connections: Arc<Semaphore>,
 }
@@ -81,12 +87,16 @@ impl DnsServer {
     pub fn new(
         store: Arc<Store>,
         metrics: Arc<DnsMetrics>,
+        pending: Zone,
         upstreams: Vec<SocketAddr>,
         upstream_timeout: Duration,
+        recursion: Vec<Cidr>,
     ) -> DnsServer {
         DnsServer {
             store,
             metrics,
+            pending,
+            recursion,
             upstreams,
             upstream_timeout,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
@@ -107,6 +117,9 @@ impl DnsServer {
         runtime: tokio::runtime::Handle,
     ) {
         let mut batch = Batch::new(MAX_UDP_PAYLOAD as usize);
+        if let Err(e) = batch.reply_from_destination(&socket) {
+            tracing::warn!("dns: replies may leave from another address than asked: {e}");
+        }
         loop {
             let n = match batch.recv(&socket) {
                 Ok(n) => n,
@@ -126,7 +139,7 @@ impl DnsServer {
                     continue;
                 }
                 let outcome = answer::answer(
-                    snapshot.dns.as_deref(),
+                    Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
                     slot.query,
                     Transport::Udp,
                     !self.upstreams.is_empty(),
@@ -136,8 +149,16 @@ impl DnsServer {
                         self.count(&answer);
                         *slot.reply = answer.bytes;
                     }
-                    Outcome::Forward { qtype } => {
-                        let Some(peer) = slot.peer() else { continue };
+                    Outcome::Forward { qtype, limit, edns } => {
+                        let relay = Relayed { qtype, limit, edns };
+                        let sender = slot.sender();
+                        let Some(client) = sender.addr() else {
+                            continue;
+                        };
+                        if !self.may_recurse(client) {
+                            self.refuse(slot.query, qtype, |bytes| *slot.reply = bytes);
+                            continue;
+                        }
                         let packet = slot.query.to_vec();
                         let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
                             self.fail(&packet, qtype, |bytes| *slot.reply = bytes);
@@ -146,10 +167,10 @@ impl DnsServer {
                         let (server, socket) = (self.clone(), socket.clone());
                         runtime.spawn(async move {
                             if let Some(bytes) =
-                                server.forward(&packet, qtype, Transport::Udp).await
+                                server.forward(&packet, relay, Transport::Udp).await
                             {
                                 // A UDP send does not block on a socket that is not full.
-                                let _ = socket.send_to(&bytes, peer);
+                                let _ = sender.send(&socket, &bytes);
                             }
                             drop(permit);
                         });
@@ -164,7 +185,7 @@ impl DnsServer {
 
     pub async fn serve_tcp(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, client)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
@@ -173,13 +194,13 @@ impl DnsServer {
             };
             let server = self.clone();
             tokio::spawn(async move {
-                server.tcp_connection(stream).await;
+                server.tcp_connection(stream, client).await;
                 drop(permit);
             });
         }
     }
 
-    async fn tcp_connection(&self, mut stream: TcpStream) {
+    async fn tcp_connection(&self, mut stream: TcpStream, client: SocketAddr) {
         loop {
             let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
                 return;
@@ -194,7 +215,7 @@ impl DnsServer {
             let outcome = {
                 let snapshot = self.store.load();
                 answer::answer(
-                    snapshot.dns.as_deref(),
+                    Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
                     &packet,
                     Transport::Tcp,
                     !self.upstreams.is_empty(),
@@ -205,8 +226,17 @@ impl DnsServer {
                     self.count(&reply);
                     reply.bytes
                 }
-                Outcome::Forward { qtype } => {
-                    match self.forward(&packet, qtype, Transport::Tcp).await {
+                Outcome::Forward { qtype, .. } if !self.may_recurse(client) => {
+                    let mut reply = None;
+                    self.refuse(&packet, qtype, |bytes| reply = Some(bytes));
+                    match reply {
+                        Some(bytes) => bytes,
+                        None => return,
+                    }
+                }
+                Outcome::Forward { qtype, limit, edns } => {
+                    let relay = Relayed { qtype, limit, edns };
+                    match self.forward(&packet, relay, Transport::Tcp).await {
                         Some(bytes) => bytes,
                         None => return,
                     }
@@ -225,36 +255,57 @@ impl DnsServer {
         }
     }
 
-    /// Relays a query to the upstreams in turn; SERVFAIL when all fail.
+    /// Relays a query to the upstreams in turn, each under a random ID from a fresh socket,
+    /// taking only a reply to that ID and question; SERVFAIL when all fail. The reply goes back
+    /// under the client's ID, cut to header and question with TC set when it is larger than
+    /// the client takes (`limit`), so that it asks again over TCP.
     async fn forward(
         &self,
         packet: &[u8],
-        qtype: RecordType,
+        relay: Relayed,
         transport: Transport,
     ) -> Option<Vec<u8>> {
         self.metrics.forwarded.inc();
+        let question = question_end(packet)?;
         for upstream in &self.upstreams {
+            let mut query = packet.to_vec();
+            query[..2].copy_from_slice(&random_id().to_be_bytes());
             let attempt = match transport {
-                Transport::Udp => relay_udp(*upstream, packet),
-                Transport::Tcp => Box::pin(relay_tcp(*upstream, packet)) as _,
+                Transport::Udp => relay_udp(*upstream, &query, question),
+                Transport::Tcp => Box::pin(relay_tcp(*upstream, &query, question)) as _,
             };
             match tokio::time::timeout(self.upstream_timeout, attempt).await {
-                Ok(Ok(reply)) if valid_reply(packet, &reply) => {
+                Ok(Ok(mut reply)) => {
+                    reply[..2].copy_from_slice(&packet[..2]);
                     let rcode = ResponseCode::from_low(reply[3] & 0x0f);
-                    self.metrics.query(Some(qtype), rcode);
+                    self.metrics.query(Some(relay.qtype), rcode);
+                    if reply.len() > relay.limit {
+                        self.metrics.truncated.inc();
+                        return Some(truncated(&reply, &packet[..question], relay.edns));
+                    }
                     return Some(reply);
                 }
-                Ok(Ok(_)) => {
-                    tracing::debug!(%upstream, "upstream answered with a mismatched reply")
-                }
                 Ok(Err(e)) => tracing::debug!(%upstream, "upstream failed: {e}"),
-                Err(_) => tracing::debug!(%upstream, "upstream timed out"),
+                Err(_) => tracing::debug!(%upstream, "upstream timed out (no matching reply)"),
             }
             self.metrics.upstream_failures.inc();
         }
         let mut reply = None;
-        self.fail(packet, qtype, |bytes| reply = Some(bytes));
+        self.fail(packet, relay.qtype, |bytes| reply = Some(bytes));
         reply
+    }
+
+    /// Whether `client` may have names outside the served zones relayed.
+    fn may_recurse(&self, client: SocketAddr) -> bool {
+        let ip = client.ip().to_canonical();
+        self.recursion.iter().any(|block| block.contains(ip))
+    }
+
+    fn refuse(&self, packet: &[u8], qtype: RecordType, send: impl FnOnce(Vec<u8>)) {
+        if let Some(bytes) = answer::refused(packet) {
+            self.metrics.query(Some(qtype), ResponseCode::Refused);
+            send(bytes);
+        }
     }
 
     fn fail(&self, packet: &[u8], qtype: RecordType, send: impl FnOnce(Vec<u8>)) {
@@ -272,42 +323,131 @@ impl DnsServer {
     }
 }
 
+/// What a relayed query's reply must fit (see [`Outcome::Forward`]).
+#[derive(Clone, Copy)]
+struct Relayed {
+    qtype: RecordType,
+    limit: usize,
+    edns: bool,
+}
+
 type Relay<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<u8>>> + Send + 'a>>;
 
-fn relay_udp(upstream: SocketAddr, packet: &[u8]) -> Relay<'_> {
+/// The largest DNS message: what an upstream's UDP reply may be.
+const MAX_MESSAGE: usize = u16::MAX as usize;
+
+/// Sends `query` from a socket of its own (a port the kernel picks at random, connected: only
+/// the upstream's datagrams arrive) and waits for the reply to it; replies to another ID or
+/// question are ignored (late, or spoofed).
+fn relay_udp(upstream: SocketAddr, query: &[u8], question: usize) -> Relay<'_> {
     Box::pin(async move {
         let local: SocketAddr = if upstream.is_ipv4() {
-            "0.0.0.0:0"
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
-            "[::]:0"
-        }
-        .parse()
-        .unwrap();
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
         let socket = UdpSocket::bind(local).await?;
         socket.connect(upstream).await?;
-        socket.send(packet).await?;
-        let mut buf = vec![0u8; MAX_UDP_PAYLOAD as usize];
-        let n = socket.recv(&mut buf).await?;
-        buf.truncate(n);
-        Ok(buf)
+        socket.send(query).await?;
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        loop {
+            let n = socket.recv(&mut buf).await?;
+            if answers(query, question, &buf[..n]) {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            tracing::debug!(%upstream, "ignored an upstream reply to another query");
+        }
     })
 }
 
-async fn relay_tcp(upstream: SocketAddr, packet: &[u8]) -> std::io::Result<Vec<u8>> {
+async fn relay_tcp(
+    upstream: SocketAddr,
+    query: &[u8],
+    question: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(upstream).await?;
-    let len = u16::try_from(packet.len()).map_err(std::io::Error::other)?;
-    stream.write_all(&len.to_be_bytes()).await?;
-    stream.write_all(packet).await?;
-    let len = stream.read_u16().await?;
-    let mut reply = vec![0u8; len as usize];
-    stream.read_exact(&mut reply).await?;
-    Ok(reply)
+    let len = u16::try_from(query.len()).map_err(std::io::Error::other)?;
+    let mut framed = Vec::with_capacity(query.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await?;
+    loop {
+        let len = stream.read_u16().await?;
+        let mut reply = vec![0u8; len as usize];
+        stream.read_exact(&mut reply).await?;
+        if answers(query, question, &reply) {
+            return Ok(reply);
+        }
+        tracing::debug!(%upstream, "ignored an upstream reply to another query");
+    }
 }
 
-/// A reply must answer this query: same id, and marked as a response.
-fn valid_reply(query: &[u8], reply: &[u8]) -> bool {
-    reply.len() >= 12 && reply[..2] == query[..2] && reply[2] & 0x80 != 0
+/// Whether `reply` answers `query`: a response, with its ID, and its one question (the name in
+/// any case: upstreams may echo a 0x20-randomised name as they got it). `question` is where the
+/// query's question ends.
+fn answers(query: &[u8], question: usize, reply: &[u8]) -> bool {
+    let name_end = question - 4;
+    reply.len() >= question
+        && reply[..2] == query[..2]
+        && reply[2] & 0x80 != 0
+        && reply[4..6] == [0, 1]
+        && reply[12..name_end].eq_ignore_ascii_case(&query[12..name_end])
+        && reply[name_end..question] == query[name_end..question]
+}
+
+/// Where the question of a one-question message ends (its name uncompressed, or ending in a
+/// pointer), or `None` when the message is shorter.
+fn question_end(packet: &[u8]) -> Option<usize> {
+    let mut at = 12;
+    loop {
+        let len = *packet.get(at)? as usize;
+        match len {
+            0 => {
+                at += 1;
+                break;
+            }
+            1..=63 => at += 1 + len,
+            _ if len & 0xc0 == 0xc0 => {
+                at += 2;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    (packet.len() >= at + 4).then_some(at + 4)
+}
+
+/// `reply` cut to its header and the question, with TC set and no records (an OPT record when
+/// the client sent one): the client asks again over TCP (RFC 2181 §9, RFC 7766).
+fn truncated(reply: &[u8], question: &[u8], edns: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(question.len() + 11);
+    out.extend_from_slice(&reply[..4]);
+    out[2] |= 0x02;
+    for count in [1u16, 0, 0, u16::from(edns)] {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    out.extend_from_slice(&question[12..]);
+    if edns {
+        // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no data.
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&answer::ADVERTISED_PAYLOAD.to_be_bytes());
+        out.extend_from_slice(&[0; 6]);
+    }
+    out
+}
+
+/// A query ID no one off the path can guess (RFC 5452): from the kernel's random pool.
+fn random_id() -> u16 {
+    let mut id = [0u8; 2];
+    // SAFETY: the kernel writes at most two bytes into `id`.
+    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
+    if n == 2 {
+        u16::from_ne_bytes(id)
+    } else {
+        fastrand::u16(..)
+    }
 }
 
 const QTYPES: [&str; 12] = [
@@ -344,5 +484,72 @@ fn rcode_index(rcode: ResponseCode) -> usize {
         ResponseCode::NotImp => 5,
         ResponseCode::BADVERS => 6,
         _ => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::zone::fixtures::query;
+
+    #[test]
+    fn a_reply_answers_its_query_only() {
+        let q = query("Www.Example.com.", RecordType::A, Some(1232))
+            .to_vec()
+            .unwrap();
+        let end = question_end(&q).unwrap();
+        assert_eq!(&q[end..end + 3], &[0, 0, 41], "the OPT record follows");
+        let mut reply = q.clone();
+        reply[2] |= 0x80;
+        assert!(answers(&q, end, &reply));
+        // The name in another case (0x20) still answers it.
+        reply[13] = b'w';
+        assert!(answers(&q, end, &reply));
+        let mut other_id = reply.clone();
+        other_id[1] ^= 1;
+        let mut other_type = reply.clone();
+        other_type[end - 3] = 28;
+        let mut other_name = reply.clone();
+        other_name[14] = b'x';
+        let mut a_query = reply.clone();
+        a_query[2] &= 0x7f;
+        for bad in [
+            &other_id,
+            &other_type,
+            &other_name,
+            &a_query,
+            &reply[..end - 1].to_vec(),
+        ] {
+            assert!(!answers(&q, end, bad));
+        }
+    }
+
+    #[test]
+    fn a_truncated_relay_keeps_the_header_and_question() {
+        let q = query("big.example.", RecordType::A, Some(1232))
+            .to_vec()
+            .unwrap();
+        let end = question_end(&q).unwrap();
+        let mut reply = q.clone();
+        reply[2] |= 0x80;
+        reply[3] = 0x83; // RA, NXDOMAIN
+        reply.extend_from_slice(&[0; 600]);
+        let cut = truncated(&reply, &q[..end], true);
+        let m = hickory_proto::op::Message::from_vec(&cut).unwrap();
+        assert!(m.metadata.truncation && m.answers.is_empty());
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.queries[0].name().to_ascii(), "big.example.");
+        assert!(m.edns.is_some());
+    }
+
+    #[test]
+    fn question_end_never_reads_past_the_message() {
+        for _ in 0..5000 {
+            let len = fastrand::usize(..40);
+            let bytes: Vec<u8> = (0..len).map(|_| fastrand::u8(..)).collect();
+            if let Some(end) = question_end(&bytes) {
+                assert!(end <= bytes.len());
+            }
+        }
     }
 }

@@ -61,12 +61,24 @@ pub struct Zone {
     pub soa: Record,
     /// The named-VIP zone (`l4lb.thisdcos.directory`) and its SOA, when VIPs are on.
     pub vip_apex: Option<(LowerName, Record)>,
+    /// False for the stand-in served before the first zone is built (see [`Zone::pending`]):
+    /// its zones are known, their contents are not, so their names are answered SERVFAIL.
+    pub live: bool,
 }
 
 /// TTL of named-VIP records, as in DC/OS.
 pub const VIP_TTL: u32 = 5;
 
 impl Zone {
+    /// The zones `config` serves, with nothing in them and not live: what the server answers
+    /// from until the first zone is built (Marathon unreachable at start), so that names in
+    /// the served zones get SERVFAIL instead of being forwarded.
+    pub fn pending(config: &ZoneConfig) -> Zone {
+        let mut zone = build(&Cluster::default(), config);
+        zone.live = false;
+        zone
+    }
+
     /// The SOA of the served zone holding `name`, or `None` when no served zone does.
     pub fn soa_for(&self, name: &LowerName) -> Option<&Record> {
         if self.apex.zone_of(name) {
@@ -257,6 +269,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         apex: LowerName::new(&apex),
         names: b.names,
         soa,
+        live: true,
     }
 }
 
