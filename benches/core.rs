@@ -147,9 +147,9 @@ fn lookups(c: &mut Criterion) {
         b.iter(|| vhosts.route(black_box("x.y.apps.example.com"), "/"))
     });
 
+    use switchyard::cluster::names::LabelRule;
     use switchyard::dns::answer::{Transport, answer};
-    use switchyard::dns::names::LabelRule;
-    use switchyard::dns::zone::{IpSource, ZoneConfig, build};
+    use switchyard::zone::{IpSource, ZoneConfig, build};
     let zone = build(
         &cluster(1000),
         &ZoneConfig {

@@ -97,18 +97,18 @@ fn measure(path: &str) {
         base_rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
-    let zone_config = switchyard::dns::zone::ZoneConfig {
+    let zone_config = switchyard::zone::ZoneConfig {
         domain: "mesos".into(),
         ttl: 60,
-        ip_sources: vec![switchyard::dns::zone::IpSource::Auto],
-        label_rule: switchyard::dns::names::LabelRule::Rfc1123,
+        ip_sources: vec![switchyard::zone::IpSource::Auto],
+        label_rule: switchyard::cluster::names::LabelRule::Rfc1123,
         ns_addr: None,
         vip_range: None,
     };
     let mut dns_compiles = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let t = switchyard::dns::zone::build(&cluster, &zone_config);
+        let t = switchyard::zone::build(&cluster, &zone_config);
         dns_compiles.push(started.elapsed());
         drop(t);
     }

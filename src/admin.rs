@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 use crate::reconciler::Status;
-use crate::routing::store::{Snapshot, Store};
 use crate::routing::{Balance, Mode, Problem};
+use crate::snapshot::{Snapshot, Store};
 
 /// The dashboard: plain HTML, CSS and a little JavaScript, polling the admin API.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -554,7 +554,7 @@ mod mesos_dns {
     use hickory_proto::rr::{LowerName, Name, RData, Record};
     use serde_json::{Value, json};
 
-    use crate::dns::zone::Zone;
+    use crate::zone::Zone;
 
     fn lookup(name: &str) -> Option<LowerName> {
         let fqdn = if name.ends_with('.') {

@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::routing::store::Store;
+use crate::snapshot::Store;
 
 pub async fn run(store: Arc<Store>) {
     let mut generations = store.subscribe();

@@ -8,146 +8,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::backends::BackendState;
-use crate::config::HealthChecks;
+use crate::cluster::{Probe, ProbeKind};
 use crate::metrics::Metrics;
-
-/// One way of checking a backend.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Probe {
-    pub kind: ProbeKind,
-    /// The app port it checks (Marathon's `portIndex`).
-    pub port_index: usize,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub max_failures: u32,
-    /// Failures in this long after a backend appears do not count (Marathon's grace period).
-    pub grace: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ProbeKind {
-    /// A connect succeeds.
-    Tcp,
-    /// `GET path` answers 2xx or 3xx (Marathon's rule).
-    Http { path: String },
-}
-
-/// Marathon's `healthChecks` entry as a probe; `None` for checks switchyard cannot run
-/// (COMMAND) or that name a port by number rather than index.
-pub fn from_marathon(check: &Value) -> Option<Probe> {
-    let protocol = check["protocol"].as_str().unwrap_or("HTTP");
-    let kind = match protocol {
-        "HTTP" | "MESOS_HTTP" => ProbeKind::Http {
-            path: check["path"]
-                .as_str()
-                .filter(|p| p.starts_with('/') && p.len() < 1024 && p.is_ascii())
-                .filter(|p| !p.bytes().any(|b| b.is_ascii_control() || b == b' '))
-                .unwrap_or("/")
-                .to_string(),
-        },
-        // An HTTPS check's TLS is the app's: switchyard checks that the port accepts.
-        "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => ProbeKind::Tcp,
-        _ => return None,
-    };
-    if check.get("port").is_some_and(|p| !p.is_null()) {
-        return None;
-    }
-    let seconds = |key: &str, default: u64| {
-        Duration::from_secs(check[key].as_u64().unwrap_or(default).clamp(1, 3600))
-    };
-    Some(Probe {
-        kind,
-        port_index: check["portIndex"].as_u64().unwrap_or(0).min(1024) as usize,
-        interval: seconds("intervalSeconds", 60),
-        timeout: seconds("timeoutSeconds", 20),
-        max_failures: check["maxConsecutiveFailures"]
-            .as_u64()
-            .unwrap_or(3)
-            .clamp(1, 1000) as u32,
-        grace: Duration::from_secs(
-            check["gracePeriodSeconds"]
-                .as_u64()
-                .unwrap_or(300)
-                .min(86_400),
-        ),
-    })
-}
-
-/// What `compile` needs from `[health_checks]` to give each service its probe.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// Use the app's Marathon checks.
-    pub from_marathon: bool,
-    /// For ports no Marathon check covers.
-    pub default: Option<Probe>,
-}
-
-impl Policy {
-    /// `None` when health checks are off.
-    pub fn from_config(c: &HealthChecks) -> Option<Policy> {
-        if !c.enabled {
-            return None;
-        }
-        let kind = match c.default.as_str() {
-            "tcp" => Some(ProbeKind::Tcp),
-            "http" => Some(ProbeKind::Http {
-                path: c.path.clone(),
-            }),
-            _ => None,
-        };
-        Some(Policy {
-            from_marathon: c.from_marathon,
-            default: kind.map(|kind| Probe {
-                kind,
-                port_index: 0,
-                interval: c.interval,
-                timeout: c.timeout,
-                max_failures: c.max_consecutive_failures,
-                grace: Duration::ZERO,
-            }),
-        })
-    }
-
-    /// The probe for port `n` of an app with Marathon checks `marathon`.
-    pub fn probe(&self, marathon: &[Probe], n: usize) -> Option<Probe> {
-        self.from_marathon
-            .then(|| marathon.iter().find(|p| p.port_index == n).cloned())
-            .flatten()
-            .or_else(|| self.default.clone())
-    }
-}
-
-/// A backend's active health, beside its passive outlier state.
-#[derive(Debug, Default)]
-pub struct Health {
-    failures: AtomicU32,
-    down: AtomicBool,
-}
-
-impl Health {
-    pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
-    }
-
-    /// Records a probe; returns the new state when it changed.
-    fn record(&self, passed: bool, max_failures: u32) -> Option<bool> {
-        if passed {
-            self.failures.store(0, Ordering::Relaxed);
-            return self.down.swap(false, Ordering::Relaxed).then_some(false);
-        }
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        (failures >= max_failures && !self.down.swap(true, Ordering::Relaxed)).then_some(true)
-    }
-}
 
 /// What to probe: every backend of the live table whose service has a probe.
 pub type Targets = Vec<(Probe, Arc<BackendState>)>;
@@ -256,47 +125,6 @@ pub async fn check(probe: &Probe, addr: SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn marathon_checks_become_probes_with_marathon_defaults() {
-        let http = from_marathon(&json!({"protocol": "MESOS_HTTP", "path": "/health",
-            "portIndex": 1, "intervalSeconds": 5, "maxConsecutiveFailures": 2}))
-        .unwrap();
-        assert_eq!(
-            http.kind,
-            ProbeKind::Http {
-                path: "/health".into()
-            }
-        );
-        assert_eq!(
-            (http.port_index, http.interval, http.max_failures),
-            (1, Duration::from_secs(5), 2)
-        );
-        assert_eq!(http.timeout, Duration::from_secs(20));
-        assert_eq!(http.grace, Duration::from_secs(300));
-        let tcp = from_marathon(&json!({"protocol": "TCP"})).unwrap();
-        assert_eq!((tcp.kind, tcp.port_index), (ProbeKind::Tcp, 0));
-        assert!(
-            from_marathon(&json!({"protocol": "COMMAND", "command": {"value": "true"}})).is_none()
-        );
-        assert!(from_marathon(&json!({"protocol": "HTTP", "port": 8080})).is_none());
-        // A path that would break the request line falls back to /.
-        let odd = from_marathon(&json!({"path": "/a b\r\nX: y"})).unwrap();
-        assert_eq!(odd.kind, ProbeKind::Http { path: "/".into() });
-    }
-
-    #[test]
-    fn down_after_max_failures_up_after_one_success() {
-        let h = Health::default();
-        assert_eq!(h.record(false, 3), None);
-        assert_eq!(h.record(false, 3), None);
-        assert_eq!(h.record(false, 3), Some(true));
-        assert!(h.is_down());
-        assert_eq!(h.record(false, 3), None);
-        assert_eq!(h.record(true, 3), Some(false));
-        assert!(!h.is_down());
-    }
 
     #[tokio::test]
     async fn probes_pass_and_fail_against_real_sockets() {

@@ -1,6 +1,7 @@
 //! Switchyard: a service-discovery load balancer for Marathon/Mesos clusters.
 //!
-//! The flow is `discovery → cluster → routing::compile → routing::store → proxy / admin`.
+//! The flow is `discovery → cluster → routing::compile (and zone) → snapshot → proxy / dns /
+//! admin`; imports point down that flow only (see ARCHITECTURE in the README).
 //! [`run`] wires it together.
 
 pub mod admin;
@@ -14,15 +15,16 @@ pub mod discovery;
 pub mod dns;
 pub mod health_check;
 pub mod metrics;
-pub mod outlier;
 pub mod proxy;
 pub mod reconciler;
 pub mod reload;
 pub mod routing;
 pub mod runtime_thread;
 pub mod sd_notify;
+pub mod snapshot;
 pub mod upgrade;
 pub mod workers;
+pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,8 +39,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Context;
 use crate::proxy::listeners::Listeners;
 use crate::reconciler::{Reconciler, Status};
-use crate::routing::CompileConfig;
-use crate::routing::store::Store;
+use crate::snapshot::Store;
 
 const SOURCE_QUEUE: usize = 4096;
 
@@ -92,11 +93,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new());
     let status = Arc::new(Status::default());
-    let mut ctx = Context::new(
-        store.clone(),
-        metrics.clone(),
-        proxy::Settings::from_config(&config),
-    );
+    let mut ctx = Context::new(store.clone(), metrics.clone(), config.proxy_settings());
     // Taking over from a running process: its sockets, and nothing accepted until ready.
     let handover = match (&config.runtime.upgrade_socket, options.upgrade) {
         (Some(path), true) => match upgrade::take_over(path) {
@@ -203,11 +200,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     });
     control.spawn(admin.serve(admin_listener));
 
+    // DNS's metric families exist whether DNS is on or not, like every other family.
+    let dns_metrics = dns::server::DnsMetrics::registered(&metrics);
     // The DNS zone's settings; `None` when DNS is off.
-    let zone_config = config.dns.zone_config().map(|mut zone| {
-        zone.vip_range = config.vip.settings().map(|vip| vip.range);
-        zone
-    });
+    let zone_config = config.zone_config();
     if let (Some(listen), Some(zone)) = (config.dns.listen, &zone_config) {
         let (udp, tcp, bound) = bind_dns(listen)?;
         let udp = Arc::new(udp);
@@ -215,8 +211,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         tracing::info!(zone = %config.dns.domain, "dns listening on {bound}");
         let server = Arc::new(dns::server::DnsServer::new(
             store.clone(),
-            metrics.dns.clone(),
-            dns::zone::Zone::pending(zone),
+            dns_metrics,
+            zone::Zone::pending(zone),
             config.dns.upstreams.clone(),
             config.dns.upstream_timeout,
             config.dns.allow_recursion()?,
@@ -274,7 +270,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
                 d.connect_timeout,
                 d.request_timeout,
             ),
-            config: d.clone(),
+            config: config.marathon_settings(),
             events: events_tx,
             refetch: refetch_rx,
             resync: resync.clone(),
@@ -283,13 +279,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         control.spawn(source.run());
     }
 
-    let registry = backends::Registry::new(
-        metrics.clone(),
-        config.proxy.drain_timeout,
-        config.proxy.max_idle_per_backend,
-    );
+    let registry = backends::Registry::new(metrics.clone(), config.proxy.drain_timeout);
     let reconciler = Reconciler::new(
-        CompileConfig::from_config(&config),
+        config.compile_config(),
         d.debounce,
         registry,
         store.clone(),

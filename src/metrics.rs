@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,7 +46,9 @@ pub struct KindLabels {
 }
 
 pub struct Metrics {
-    registry: Registry,
+    /// Families registered here at start; a subsystem that owns its metrics (DNS) adds its own
+    /// with [`Metrics::register`].
+    registry: Mutex<Registry>,
     pub connections: Family<BackendLabels, Counter>,
     pub active_connections: Family<BackendLabels, Gauge>,
     pub bytes_in: Family<BackendLabels, Counter>,
@@ -74,7 +77,6 @@ pub struct Metrics {
     pub route_weight: Family<RouteLabels, Gauge>,
     pub admin_requests: Family<PathLabels, Counter>,
     pub http_response_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
-    pub dns: std::sync::Arc<crate::dns::server::DnsMetrics>,
 }
 
 /// 0.5 ms to about 8 s, doubling.
@@ -119,8 +121,7 @@ impl Metrics {
             route_weight: Family::default(),
             admin_requests: Family::default(),
             http_response_seconds: Family::new_with_constructor(response_histogram),
-            dns: Default::default(),
-            registry: Registry::default(),
+            registry: Mutex::default(),
         };
         let r = &mut registry;
         r.register(
@@ -254,55 +255,27 @@ impl Metrics {
             "TLS handshakes that failed or timed out",
             m.tls_handshake_failures.clone(),
         );
-        r.register(
-            "dns_queries",
-            "DNS queries answered, by type and rcode",
-            m.dns.queries.clone(),
-        );
-        r.register(
-            "dns_truncated",
-            "UDP answers truncated to fit (TC set)",
-            m.dns.truncated.clone(),
-        );
-        r.register(
-            "dns_forwarded",
-            "Queries relayed to upstream resolvers",
-            m.dns.forwarded.clone(),
-        );
-        r.register(
-            "dns_upstream_failures",
-            "Upstream attempts that failed or timed out",
-            m.dns.upstream_failures.clone(),
-        );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: Mutex::new(registry),
+            ..m
+        }
+    }
+
+    /// Adds a subsystem's metric to what `/metrics` shows.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.lock().unwrap().register(name, help, metric);
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
             .expect("writing to a String cannot fail");
         out
-    }
-
-    /// Publishes the weights of every multi-app route of `table` (single-app routes carry none).
-    pub fn route_weights(&self, table: &crate::routing::RoutingTable) {
-        self.route_weight.clear();
-        for route in table
-            .routes
-            .iter()
-            .filter(|r| r.members.len() > 1 || r.overridden)
-        {
-            for m in &route.members {
-                let labels = RouteLabels {
-                    route: route.name.clone(),
-                    app: m.app_id.to_string(),
-                    source: m.weight_from.as_str(),
-                };
-                self.route_weight
-                    .get_or_create(&labels)
-                    .set(m.weight as i64);
-            }
-        }
     }
 
     pub fn reject(&self, kind: &str) {

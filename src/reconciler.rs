@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::backends::Registry;
 use crate::cluster::{AppId, Applied, Cluster, ClusterUpdate};
 use crate::discovery::SourceEvent;
-use crate::dns::zone::{Zone, ZoneConfig};
 use crate::metrics::Metrics;
 use crate::proxy::listeners::Listeners;
-use crate::routing::store::{Snapshot, Store};
 use crate::routing::{CompileConfig, Problem, RoutingTable, compile};
+use crate::snapshot::{Snapshot, Store};
+use crate::zone::{Zone, ZoneConfig};
 
 /// What the admin API reports about the control plane.
 #[derive(Default)]
@@ -79,7 +79,6 @@ pub enum Command {
         compile: Box<CompileConfig>,
         zone: Option<ZoneConfig>,
         drain_timeout: Duration,
-        max_idle: usize,
         reply: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -240,7 +239,7 @@ impl Reconciler {
             (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let zone = crate::dns::zone::build(&cluster, &config);
+            let zone = crate::zone::build(&cluster, &config);
             tracing::debug!(
                 names = zone.names.len(),
                 build_us = started.elapsed().as_micros() as u64,
@@ -279,12 +278,11 @@ impl Reconciler {
                 compile,
                 zone,
                 drain_timeout,
-                max_idle,
                 reply,
             } => {
                 self.config = *compile;
                 self.zone.config = zone;
-                self.registry.reconfigure(drain_timeout, max_idle);
+                self.registry.reconfigure(drain_timeout);
                 self.replies.push(reply);
                 true
             }
@@ -447,7 +445,7 @@ impl Reconciler {
         self.metrics.compile_seconds.set(compile_time.as_secs_f64());
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
-        self.metrics.route_weights(&self.store.load().table);
+        publish_route_weights(&self.metrics, &self.store.load().table);
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }
@@ -589,4 +587,26 @@ fn summary(items: &[String]) -> String {
         s.push_str(&format!(" (+{} more)", items.len() - SHOWN));
     }
     if s.is_empty() { "-".into() } else { s }
+}
+
+/// Publishes the weights of every multi-app route of `table` (single-app routes carry none).
+fn publish_route_weights(metrics: &Metrics, table: &crate::routing::RoutingTable) {
+    metrics.route_weight.clear();
+    for route in table
+        .routes
+        .iter()
+        .filter(|r| r.members.len() > 1 || r.overridden)
+    {
+        for m in &route.members {
+            let labels = crate::metrics::RouteLabels {
+                route: route.name.clone(),
+                app: m.app_id.to_string(),
+                source: m.weight_from.as_str(),
+            };
+            metrics
+                .route_weight
+                .get_or_create(&labels)
+                .set(m.weight as i64);
+        }
+    }
 }

@@ -13,9 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::{Context, Settings};
+use crate::proxy::Context;
 use crate::reconciler::Command;
-use crate::routing::CompileConfig;
 
 /// What a reload did, for the log and the admin API.
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -191,9 +190,8 @@ impl Reloader {
         };
         let new = Config::load(path)?;
         let report = diff(&self.started, &self.running, &new);
-        self.ctx
-            .settings
-            .store(Arc::new(Settings::from_config(&new)));
+        self.ctx.settings.store(Arc::new(new.proxy_settings()));
+        self.ctx.pools.set_max_idle(new.proxy.max_idle_per_backend);
         // Keys that wait for a restart keep their running values in what compile sees: the
         // listeners they name are still the old ones.
         let mut effective = new.clone();
@@ -204,13 +202,9 @@ impl Reloader {
         effective.admin = self.started.admin.clone();
         let (reply, done) = oneshot::channel();
         let command = Command::Reconfigure {
-            compile: Box::new(CompileConfig::from_config(&effective)),
-            zone: effective.dns.zone_config().map(|mut zone| {
-                zone.vip_range = effective.vip.settings().map(|vip| vip.range);
-                zone
-            }),
+            compile: Box::new(effective.compile_config()),
+            zone: effective.zone_config(),
             drain_timeout: new.proxy.drain_timeout,
-            max_idle: new.proxy.max_idle_per_backend,
             reply,
         };
         self.commands

@@ -7,8 +7,8 @@ use libfuzzer_sys::fuzz_target;
 use switchyard::cluster::Cluster;
 use hickory_proto::op::Message;
 use switchyard::dns::answer::{Outcome, Transport, answer};
-use switchyard::dns::names::LabelRule;
-use switchyard::dns::zone::{IpSource, Zone, ZoneConfig, build};
+use switchyard::cluster::names::LabelRule;
+use switchyard::zone::{IpSource, Zone, ZoneConfig, build};
 
 fn zone() -> &'static Zone {
     static ZONE: OnceLock<Zone> = OnceLock::new();

@@ -1,7 +1,7 @@
 //! Outside text that becomes routing input: Host headers, VIP labels, address blocks, DNS labels.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use switchyard::dns::names::{LabelRule, label};
+use switchyard::cluster::names::{LabelRule, label};
 use switchyard::routing::cidr::Cidr;
 use switchyard::routing::vhosts::host_key;
 use switchyard::routing::vip;

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::dns::names::LabelRule;
-use crate::dns::zone::{IpSource, ZoneConfig};
+use crate::cluster::names::LabelRule;
 use crate::routing::Balance;
 use crate::routing::cidr::Cidr;
 use crate::routing::vip::{VipRange, VipSettings};
+use crate::zone::{IpSource, ZoneConfig};
 
 mod files;
+mod settings;
 mod validate;
 
 pub use files::read_token;

@@ -4,7 +4,7 @@
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 
-use super::zone::{Node, Zone};
+use crate::zone::{Node, Zone};
 
 /// The largest UDP answer switchyard sends, whatever the client offers.
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
@@ -259,11 +259,11 @@ mod tests {
     use hickory_proto::rr::{Name, RData};
 
     fn zone(tasks: usize) -> Zone {
-        crate::dns::zone::fixtures::api_zone(tasks, Vec::new())
+        crate::zone::fixtures::api_zone(tasks, Vec::new())
     }
 
     fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-        crate::dns::zone::fixtures::query(name, qtype, edns)
+        crate::zone::fixtures::query(name, qtype, edns)
             .to_vec()
             .unwrap()
     }
@@ -438,11 +438,11 @@ mod tests {
 
     #[test]
     fn served_zones_are_servfail_until_live_and_never_forwarded() {
-        let config = crate::dns::zone::ZoneConfig {
+        let config = crate::zone::ZoneConfig {
             domain: "mesos".into(),
             ttl: 60,
-            ip_sources: vec![crate::dns::zone::IpSource::Auto],
-            label_rule: crate::dns::names::LabelRule::Rfc1123,
+            ip_sources: vec![crate::zone::IpSource::Auto],
+            label_rule: crate::cluster::names::LabelRule::Rfc1123,
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap()),
         };

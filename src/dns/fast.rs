@@ -12,7 +12,7 @@ use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::answer::{ADVERTISED_PAYLOAD, MAX_UDP_PAYLOAD};
-use super::zone::Zone;
+use crate::zone::Zone;
 
 const HEADER: usize = 12;
 const TYPE_OPT: u16 = 41;
@@ -176,11 +176,11 @@ mod tests {
         for t in v6.tasks.values_mut() {
             t.ip_addresses = vec!["fd00::1".parse().unwrap()];
         }
-        crate::dns::zone::fixtures::api_zone(tasks, vec![v6])
+        crate::zone::fixtures::api_zone(tasks, vec![v6])
     }
 
     fn query(name: &str, qtype: RecordType, edns: Option<u16>, id: u16, cd: bool) -> Vec<u8> {
-        let mut m = crate::dns::zone::fixtures::query(name, qtype, edns);
+        let mut m = crate::zone::fixtures::query(name, qtype, edns);
         m.metadata.id = id;
         m.metadata.recursion_desired = id.is_multiple_of(2);
         m.metadata.checking_disabled = cd;

@@ -18,9 +18,9 @@ use tokio::sync::Semaphore;
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
 use super::fast;
 use super::udp_batch::Batch;
-use super::zone::Zone;
 use crate::routing::cidr::Cidr;
-use crate::routing::store::Store;
+use crate::snapshot::Store;
+use crate::zone::Zone;
 
 /// Forwarded queries in flight at once; past this, SERVFAIL at once.
 const MAX_FORWARDS: usize = 512;
@@ -65,6 +65,32 @@ impl Default for DnsMetrics {
 }
 
 impl DnsMetrics {
+    /// DNS's metrics, registered with the process's.
+    pub fn registered(metrics: &crate::metrics::Metrics) -> Arc<DnsMetrics> {
+        let dns = Arc::new(DnsMetrics::default());
+        metrics.register(
+            "dns_queries",
+            "DNS queries answered, by type and rcode",
+            dns.queries.clone(),
+        );
+        metrics.register(
+            "dns_truncated",
+            "UDP answers truncated to fit (TC set)",
+            dns.truncated.clone(),
+        );
+        metrics.register(
+            "dns_forwarded",
+            "Queries relayed to upstream resolvers",
+            dns.forwarded.clone(),
+        );
+        metrics.register(
+            "dns_upstream_failures",
+            "Upstream attempts that failed or timed out",
+            dns.upstream_failures.clone(),
+        );
+        dns
+    }
+
     fn query(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
         self.by_kind[qtype_index(qtype) * RCODES.len() + rcode_index(rcode)].inc();
     }
@@ -490,7 +516,7 @@ fn rcode_index(rcode: ResponseCode) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::zone::fixtures::query;
+    use crate::zone::fixtures::query;
 
     #[test]
     fn a_reply_answers_its_query_only() {

@@ -116,7 +116,7 @@ impl<'a> Attempts<'a> {
         flow: crate::routing::balance::Flow,
     ) -> impl Iterator<Item = usize> + 'a {
         let states = self.states;
-        crate::outlier::ordered(
+        crate::backends::outlier::ordered(
             states,
             self.service.balancer.candidates(flow, |i| states[i].load()),
         )
@@ -125,7 +125,7 @@ impl<'a> Attempts<'a> {
     /// A backend answered with `status`.
     pub fn answered(&mut self, b: usize, status: u16) {
         if status >= 500 {
-            crate::outlier::failure(self.states, b);
+            crate::backends::outlier::failure(self.states, b);
         } else {
             self.states[b].outlier.success();
         }
@@ -136,7 +136,7 @@ impl<'a> Attempts<'a> {
     /// client's fault.
     pub fn failed(&mut self, b: usize, failure: Failure) -> bool {
         if failure.is_backends() {
-            crate::outlier::failure(self.states, b);
+            crate::backends::outlier::failure(self.states, b);
             tracing::debug!(service = %self.service.key, backend = %self.states[b].addr, "{}", failure.text());
         }
         let client = !failure.is_backends() && failure != Failure::Removed;

@@ -27,6 +27,7 @@ use super::h1_framing::{
 use super::headers::HSTS_LINE;
 use super::http::Protocol;
 use super::message::ResponseBody;
+use super::pool::Pools;
 use super::{Context, connect};
 use crate::backends::BackendState;
 use crate::metrics::ServiceLabels;
@@ -326,7 +327,7 @@ async fn forward(
     client: &mut (impl AsyncRead + AsyncWrite + Unpin),
     buf: &mut BytesMut,
     scratch: &mut Scratch,
-    snapshot: &crate::routing::store::Snapshot,
+    snapshot: &crate::snapshot::Snapshot,
     request: Forwarding,
     peer: SocketAddr,
     (ctx, settings): (&Context, &super::Settings),
@@ -359,7 +360,9 @@ async fn forward(
     let stopping = ctx.shutdown.is_stopping();
     for b in attempts.candidates(flow) {
         let state = &states[b];
-        let Some(mut upstream) = checkout_or_connect(state, settings.connect_timeout).await else {
+        let Some(mut upstream) =
+            checkout_or_connect(&ctx.pools, state, settings.connect_timeout).await
+        else {
             if attempts.failed(b, Failure::Connect) {
                 continue;
             }
@@ -390,7 +393,15 @@ async fn forward(
                     timeout: settings.response_timeout,
                 };
                 let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
-                relay_response(client, upstream, to_client, from_backend, state, &exchange).await
+                relay_response(
+                    client,
+                    upstream,
+                    to_client,
+                    from_backend,
+                    (&ctx.pools, state),
+                    &exchange,
+                )
+                .await
             }
         };
         drop(active);
@@ -436,8 +447,12 @@ async fn forward(
 }
 
 /// A pooled connection that is still open, or a new one.
-async fn checkout_or_connect(state: &BackendState, timeout: Duration) -> Option<TcpStream> {
-    if let Some(stream) = state.checkout_raw() {
+async fn checkout_or_connect(
+    pools: &Pools,
+    state: &Arc<BackendState>,
+    timeout: Duration,
+) -> Option<TcpStream> {
+    if let Some(stream) = pools.checkout_raw(state) {
         return Some(stream);
     }
     let started = Instant::now();
@@ -503,7 +518,7 @@ async fn relay_response(
     mut upstream: TcpStream,
     out: &mut Vec<u8>,
     rbuf: &mut BytesMut,
-    state: &BackendState,
+    (pools, state): (&Pools, &Arc<BackendState>),
     exchange: &Exchange<'_>,
 ) -> Result<Relayed, Failure> {
     let Exchange {
@@ -581,7 +596,7 @@ async fn relay_response(
         let close = match relayed {
             Ok(reusable) => {
                 if reusable && !checked.close && rbuf.is_empty() {
-                    state.checkin_raw(upstream);
+                    pools.checkin_raw(state, upstream);
                 }
                 checked.body == ResponseBody::ToClose
             }

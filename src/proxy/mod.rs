@@ -9,6 +9,7 @@ pub mod headers;
 pub mod http;
 pub mod listeners;
 pub mod message;
+pub mod pool;
 mod retry_budget;
 pub mod tcp;
 pub mod tls;
@@ -29,12 +30,14 @@ use tokio::sync::{Notify, watch};
 pub use self::admission::{Admission, Gate, ListenerSlots};
 pub use self::retry_budget::RetryBudget;
 use crate::metrics::Metrics;
-use crate::routing::store::Store;
+use crate::snapshot::Store;
 
 /// What every connection handler needs.
 pub struct Context {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    /// Idle backend connections, for reuse.
+    pub pools: Arc<pool::Pools>,
     /// The reloadable knobs; a connection reads them once, when it starts.
     pub settings: ArcSwap<Settings>,
     pub shutdown: Shutdown,
@@ -50,6 +53,7 @@ impl Context {
         Context {
             store,
             metrics,
+            pools: Arc::new(pool::Pools::new(settings.max_idle_per_backend)),
             settings: ArcSwap::from_pointee(settings),
             shutdown: Shutdown::default(),
             retry_budget: RetryBudget::default(),
@@ -77,22 +81,27 @@ pub struct Settings {
     /// Open client connections allowed per listener, and in all.
     pub max_connections_per_listener: usize,
     pub max_connections: usize,
+    /// Idle connections kept per backend, per worker and kind (`pool`).
+    pub max_idle_per_backend: usize,
 }
 
+#[cfg(test)]
 impl Settings {
-    pub fn from_config(config: &crate::config::Config) -> Settings {
+    /// The defaults, for unit tests that build a context without a configuration.
+    pub fn for_tests() -> Settings {
         Settings {
-            connect_timeout: config.proxy.connect_timeout,
-            response_timeout: config.proxy.response_timeout,
-            client_header_timeout: config.proxy.client_header_timeout,
-            max_header_bytes: config.http.max_header_bytes,
-            max_headers: config.http.max_headers,
-            access_log: config.http.access_log,
-            retry_idempotent: config.proxy.retry_idempotent,
-            udp_idle_timeout: config.vip.udp_idle_timeout,
-            udp_max_sessions: config.vip.udp_max_sessions,
-            max_connections_per_listener: config.proxy.max_connections_per_listener,
-            max_connections: config.proxy.max_connections,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(10),
+            max_header_bytes: 65536,
+            max_headers: 100,
+            access_log: false,
+            retry_idempotent: true,
+            udp_idle_timeout: Duration::from_secs(60),
+            udp_max_sessions: 1024,
+            max_connections_per_listener: 10_000,
+            max_connections: 100_000,
+            max_idle_per_backend: 64,
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::{Context, connect};
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
-use crate::routing::store::Snapshot;
+use crate::snapshot::Snapshot;
 
 const BUFFER: usize = 32 * 1024;
 
@@ -28,7 +28,7 @@ pub async fn serve(
         let states = &snapshot.states[service];
         let mut picked = None;
         let candidates = svc.balancer.candidates(flow, |i| states[i].load());
-        for b in crate::outlier::ordered(states, candidates) {
+        for b in crate::backends::outlier::ordered(states, candidates) {
             let started = std::time::Instant::now();
             match connect(states[b].addr, ctx.settings.load().connect_timeout).await {
                 Ok(stream) => {
@@ -39,7 +39,7 @@ pub async fn serve(
                 }
                 Err(e) => {
                     states[b].metrics.connect_failures.inc();
-                    crate::outlier::failure(states, b);
+                    crate::backends::outlier::failure(states, b);
                     tracing::debug!(service = %svc.key, backend = %states[b].addr, "connect failed: {e}");
                 }
             }

@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::metrics::Metrics;
-use crate::routing::store::Store;
+use crate::snapshot::Store;
 
 /// The certificates in force, swapped whole on reload.
 #[derive(Default)]

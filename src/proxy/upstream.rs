@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::exchange::Failure;
 use super::headers::strip_hop_by_hop;
+use super::pool::Pools;
 use super::{Context, connect};
 use crate::backends::{ActiveGuard, BackendState};
 
@@ -43,7 +44,7 @@ pub async fn send(
 ) -> Outcome {
     // A pooled connection may have been closed by the backend while idle; if it fails before
     // the request goes out, one fresh connection to the same backend is tried.
-    let mut pooled = match state.checkout() {
+    let mut pooled = match ctx.pools.checkout(state) {
         Some(mut sender) => {
             let ready =
                 tokio::time::timeout(ctx.settings.load().connect_timeout, sender.ready()).await;
@@ -89,7 +90,12 @@ pub async fn send(
                 if let Err(reason) = checked {
                     return Outcome::Failed(Failure::BadResponse(reason));
                 }
-                return Outcome::Response(finish_response(response, sender, state.clone(), active));
+                return Outcome::Response(finish_response(
+                    response,
+                    (sender, ctx.pools.clone()),
+                    state.clone(),
+                    active,
+                ));
             }
             Exchange::Returned(back) if !fresh => req = back,
             Exchange::Returned(back) => {
@@ -171,7 +177,7 @@ pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
 
 fn finish_response(
     response: Response<Incoming>,
-    sender: Upstream,
+    (sender, pools): (Upstream, Arc<Pools>),
     state: Arc<BackendState>,
     active: ActiveGuard,
 ) -> Response<ProxyBody> {
@@ -180,7 +186,7 @@ fn finish_response(
     let bytes_out = state.metrics.bytes_out.clone();
     let mut body = PooledBody {
         inner,
-        conn: Some((sender, state)),
+        conn: Some((sender, pools, state)),
         bytes_out,
         _active: active,
     };
@@ -204,7 +210,7 @@ pub fn strip_response_framing(headers: &mut http::HeaderMap) {
 /// counts the request as active until then.
 pub struct PooledBody {
     inner: Incoming,
-    conn: Option<(Upstream, Arc<BackendState>)>,
+    conn: Option<(Upstream, Arc<Pools>, Arc<BackendState>)>,
     bytes_out: Counter,
     _active: ActiveGuard,
 }
@@ -221,8 +227,8 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some((sender, state)) = self.conn.take() {
-            state.checkin(sender);
+        if let Some((sender, pools, state)) = self.conn.take() {
+            pools.checkin(&state, sender);
         }
     }
 }

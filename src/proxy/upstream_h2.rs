@@ -31,7 +31,7 @@ pub async fn send(
         Err(_) => return Outcome::Failed(super::exchange::Failure::Client),
     }
     *req.version_mut() = Version::HTTP_2;
-    let shared = state.h2.lock().unwrap().clone().filter(|s| !s.is_closed());
+    let shared = ctx.pools.h2(state);
     let mut reused = shared.is_some();
     let mut sender = match shared {
         Some(sender) => sender,
@@ -61,7 +61,7 @@ pub async fn send(
     }
 }
 
-async fn open(state: &BackendState, ctx: &Context) -> Option<H2Upstream> {
+async fn open(state: &Arc<BackendState>, ctx: &Context) -> Option<H2Upstream> {
     let started = std::time::Instant::now();
     let stream = match connect(state.addr, ctx.settings.load().connect_timeout).await {
         Ok(stream) => stream,
@@ -86,7 +86,7 @@ async fn open(state: &BackendState, ctx: &Context) -> Option<H2Upstream> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    *state.h2.lock().unwrap() = Some(sender.clone());
+    ctx.pools.set_h2(state, sender.clone());
     Some(sender)
 }
 

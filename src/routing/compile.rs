@@ -10,8 +10,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels};
-use crate::cluster::{App, Cluster, Networking, Protocol, Task};
-use crate::config::Config;
+use crate::cluster::{App, Cluster, Networking, Probe, Protocol, Task};
 use crate::routing::HttpOptions;
 use crate::routing::Mode;
 use crate::routing::routes::{Overrides, Route};
@@ -33,7 +32,26 @@ pub struct CompileConfig {
     /// VIPs: the range named VIPs get addresses from, and their balancer. `None`: no VIPs.
     pub vip: Option<VipSettings>,
     /// Active health checks; `None`: off.
-    pub health: Option<crate::health_check::Policy>,
+    pub health: Option<HealthPolicy>,
+}
+
+/// How `compile` gives each service its probe (from `[health_checks]`).
+#[derive(Debug, Clone, Default)]
+pub struct HealthPolicy {
+    /// Use the app's Marathon checks.
+    pub from_marathon: bool,
+    /// For ports no Marathon check covers.
+    pub default: Option<Probe>,
+}
+
+impl HealthPolicy {
+    /// The probe for port `n` of an app with Marathon checks `marathon`.
+    pub fn probe(&self, marathon: &[Probe], n: usize) -> Option<Probe> {
+        self.from_marathon
+            .then(|| marathon.iter().find(|p| p.port_index == n).cloned())
+            .flatten()
+            .or_else(|| self.default.clone())
+    }
 }
 
 impl CompileConfig {
@@ -50,20 +68,6 @@ impl CompileConfig {
             weight_overrides: Overrides::new(),
             vip: None,
             health: None,
-        }
-    }
-
-    pub fn from_config(config: &Config) -> CompileConfig {
-        CompileConfig {
-            group: config.proxy.group.clone(),
-            serve_ungrouped: config.proxy.serve_ungrouped,
-            strict_mode: config.proxy.strict_mode,
-            bind: config.proxy.bind,
-            reserved: config.reserved_ports(),
-            default_app: config.http.default_app.clone(),
-            weight_overrides: Overrides::new(),
-            vip: config.vip.settings(),
-            health: crate::health_check::Policy::from_config(&config.health_checks),
         }
     }
 
@@ -366,7 +370,7 @@ fn route_for(
 fn vip_services(
     cluster: &Cluster,
     settings: &VipSettings,
-    health: Option<&crate::health_check::Policy>,
+    health: Option<&HealthPolicy>,
     claimed: &mut Claims,
     table: &mut RoutingTable,
     entries: &mut Vec<Entries>,

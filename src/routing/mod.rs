@@ -1,7 +1,8 @@
 //! The routing table: what `compile` builds from the cluster, and what every reader consults.
 //!
-//! A table is immutable. Changes build a new one and swap it in whole (see [`store`]); runtime
-//! state that must survive a swap (connection counts, pools, draining) lives in `backends`.
+//! A table is immutable. Changes build a new one and swap it in whole (see `snapshot`); runtime
+//! state that must survive a swap (connection counts, outlier records, draining) lives in
+//! `backends`.
 
 pub mod auth;
 pub mod balance;
@@ -10,7 +11,6 @@ pub mod compile;
 pub mod labels;
 pub mod resolve;
 pub mod routes;
-pub mod store;
 pub mod vhosts;
 pub mod vip;
 
@@ -72,7 +72,7 @@ pub struct Service {
     /// HTTP mode speaks HTTP/2 (prior knowledge) to the backends.
     pub upstream_h2: bool,
     /// How switchyard checks its backends itself (`None`: it leaves that to Marathon).
-    pub probe: Option<crate::health_check::Probe>,
+    pub probe: Option<crate::cluster::Probe>,
     /// The app's tasks that get no traffic, and why (for operators: not used to route).
     pub held_back: Vec<(crate::cluster::TaskId, &'static str)>,
 }

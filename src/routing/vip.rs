@@ -143,9 +143,9 @@ pub fn parse_label(value: &str) -> Result<(VipTarget, u16), String> {
 /// The DNS label of a named VIP (`/a/b` → `a-b`... as Minuteman, `/` becomes nothing between
 /// segments joined by `-`).
 pub fn dns_label(name: &str) -> String {
-    crate::dns::names::label(
+    crate::cluster::names::label(
         &name.replace('/', "."),
-        crate::dns::names::LabelRule::Rfc1123,
+        crate::cluster::names::LabelRule::Rfc1123,
     )
 }
 

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::cluster::{App, ClusterUpdate, Networking, PortSpec, Protocol, Task, TaskState};
+use crate::cluster::{
+    App, ClusterUpdate, Networking, PortSpec, Probe, ProbeKind, Protocol, Task, TaskState,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -239,9 +241,50 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
         probes: app
             .health_checks
             .iter()
-            .filter_map(crate::health_check::from_marathon)
+            .filter_map(probe_from_marathon)
             .collect(),
         tasks,
+    })
+}
+
+/// Marathon's `healthChecks` entry as a probe; `None` for checks switchyard cannot run
+/// (COMMAND) or that name a port by number rather than index.
+fn probe_from_marathon(check: &Value) -> Option<Probe> {
+    let protocol = check["protocol"].as_str().unwrap_or("HTTP");
+    let kind = match protocol {
+        "HTTP" | "MESOS_HTTP" => ProbeKind::Http {
+            path: check["path"]
+                .as_str()
+                .filter(|p| p.starts_with('/') && p.len() < 1024 && p.is_ascii())
+                .filter(|p| !p.bytes().any(|b| b.is_ascii_control() || b == b' '))
+                .unwrap_or("/")
+                .to_string(),
+        },
+        // An HTTPS check's TLS is the app's: switchyard checks that the port accepts.
+        "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => ProbeKind::Tcp,
+        _ => return None,
+    };
+    if check.get("port").is_some_and(|p| !p.is_null()) {
+        return None;
+    }
+    let seconds = |key: &str, default: u64| {
+        std::time::Duration::from_secs(check[key].as_u64().unwrap_or(default).clamp(1, 3600))
+    };
+    Some(Probe {
+        kind,
+        port_index: check["portIndex"].as_u64().unwrap_or(0).min(1024) as usize,
+        interval: seconds("intervalSeconds", 60),
+        timeout: seconds("timeoutSeconds", 20),
+        max_failures: check["maxConsecutiveFailures"]
+            .as_u64()
+            .unwrap_or(3)
+            .clamp(1, 1000) as u32,
+        grace: std::time::Duration::from_secs(
+            check["gracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(300)
+                .min(86_400),
+        ),
     })
 }
 
@@ -394,6 +437,7 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_three_port_shapes() {
@@ -484,5 +528,34 @@ mod tests {
             parse_event(deploy).unwrap().1,
             Some(Event::Resync)
         ));
+    }
+
+    #[test]
+    fn marathon_checks_become_probes_with_marathon_defaults() {
+        let http = probe_from_marathon(&json!({"protocol": "MESOS_HTTP", "path": "/health",
+            "portIndex": 1, "intervalSeconds": 5, "maxConsecutiveFailures": 2}))
+        .unwrap();
+        assert_eq!(
+            http.kind,
+            ProbeKind::Http {
+                path: "/health".into()
+            }
+        );
+        assert_eq!(
+            (http.port_index, http.interval, http.max_failures),
+            (1, std::time::Duration::from_secs(5), 2)
+        );
+        assert_eq!(http.timeout, std::time::Duration::from_secs(20));
+        assert_eq!(http.grace, std::time::Duration::from_secs(300));
+        let tcp = probe_from_marathon(&json!({"protocol": "TCP"})).unwrap();
+        assert_eq!((tcp.kind, tcp.port_index), (ProbeKind::Tcp, 0));
+        assert!(
+            probe_from_marathon(&json!({"protocol": "COMMAND", "command": {"value": "true"}}))
+                .is_none()
+        );
+        assert!(probe_from_marathon(&json!({"protocol": "HTTP", "port": 8080})).is_none());
+        // A path that would break the request line falls back to /.
+        let odd = probe_from_marathon(&json!({"path": "/a b\r\nX: y"})).unwrap();
+        assert_eq!(odd.kind, ProbeKind::Http { path: "/".into() });
     }
 }

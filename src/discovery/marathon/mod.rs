@@ -19,15 +19,30 @@ use self::api::Event;
 use self::client::{BaseUrl, Client};
 use super::{Rejections, SourceEvent};
 use crate::cluster::{AppId, ClusterUpdate};
-use crate::config::Discovery;
 use crate::metrics::Metrics;
 
 const SNAPSHOT_PATH: &str = "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.readiness";
 
+/// How the Marathon source follows its leader: built from `[discovery]` by `config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// A full resync this often, whatever the stream says.
+    pub resync_interval: Duration,
+    /// App-level events within this long of each other make one re-fetch.
+    pub debounce: Duration,
+    /// A stream that carries nothing (not even a keep-alive) this long is re-opened.
+    pub stream_idle_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Longest SSE event, and largest snapshot, accepted.
+    pub max_event_bytes: usize,
+    pub max_snapshot_bytes: usize,
+}
+
 pub struct MarathonSource {
     pub urls: Vec<BaseUrl>,
     pub client: Client,
-    pub config: Discovery,
+    pub config: Settings,
     pub events: mpsc::Sender<SourceEvent>,
     /// Apps the reconciler could not apply an event to; fetched like app-level events.
     pub refetch: mpsc::Receiver<AppId>,

@@ -97,7 +97,7 @@ mod tests {
         let mut c = Cluster::default();
         c.apply(ClusterUpdate::Snapshot(vec![app("/a", 10000, &[], tasks)]));
         let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
-        let mut registry = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(1), 4);
+        let mut registry = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(1));
         registry.attach(&compile(&c, &config)).remove(0)
     }
 

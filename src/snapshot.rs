@@ -14,8 +14,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::RoutingTable;
 use crate::backends::BackendState;
+use crate::routing::RoutingTable;
 
 /// A compiled table with the runtime state of its backends attached, as readers see it.
 pub struct Snapshot {
@@ -23,7 +23,7 @@ pub struct Snapshot {
     /// Shared with the snapshot that only refreshes the DNS zone.
     pub table: Arc<RoutingTable>,
     /// The DNS zone, built beside the table (it takes longer) and published when ready.
-    pub dns: Option<Arc<crate::dns::zone::Zone>>,
+    pub dns: Option<Arc<crate::zone::Zone>>,
     /// `states[s][b]` is the state of backend `b` of service `s`.
     pub states: Vec<Vec<Arc<BackendState>>>,
     pub created: SystemTime,

@@ -3,9 +3,12 @@
 //! Sources (Marathon, the file) translate what they read into these types and apply it through
 //! [`ClusterUpdate`]; `routing::compile` reads it. Nothing here knows about labels' meaning.
 
+pub mod names;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub type AppId = Arc<str>;
 pub type TaskId = Arc<str>;
@@ -26,8 +29,30 @@ pub struct App {
     /// Number of Marathon health checks the app defines; with any, tasks need all results alive.
     pub health_checks: usize,
     /// The Marathon checks switchyard can run itself (see `health_check`).
-    pub probes: Vec<crate::health_check::Probe>,
+    pub probes: Vec<Probe>,
     pub tasks: BTreeMap<TaskId, Task>,
+}
+
+/// One way of checking a backend: an app's health check as the model holds it, whatever
+/// source it came from (Marathon's `healthChecks`, the configured default).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Probe {
+    pub kind: ProbeKind,
+    /// The app port it checks (Marathon's `portIndex`).
+    pub port_index: usize,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_failures: u32,
+    /// Failures in this long after a backend appears do not count (Marathon's grace period).
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// A connect succeeds.
+    Tcp,
+    /// `GET path` answers 2xx or 3xx (Marathon's rule).
+    Http { path: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,14 +1,18 @@
 //! Per-backend runtime state that outlives any one routing table: active connection counts (for
-//! least-connections and metrics), the pool of idle upstream HTTP connections, and draining.
+//! least-connections and metrics), connect latency, the outlier record and the health verdict,
+//! and draining. No protocol types: the proxy keeps its idle connections itself (`proxy::pool`).
 //!
 //! The [`Registry`] carries state from one table to the next by backend identity (service and
 //! address). A backend that leaves the table starts draining: new traffic no longer reaches it,
 //! and its open connections are cut once the drain timeout passes.
 
+pub mod health;
+pub mod outlier;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -18,7 +22,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::{BackendLabels, Metrics, ResponseLabels, ServiceLabels};
-use crate::proxy::upstream::Upstream;
 use crate::routing::{RoutingTable, ServiceKey};
 
 pub type BackendKey = (ServiceKey, SocketAddr);
@@ -91,20 +94,14 @@ impl BackendMetrics {
 pub struct BackendState {
     pub addr: SocketAddr,
     /// Passive outlier detection (see `outlier`).
-    pub outlier: crate::outlier::Outlier,
+    pub outlier: outlier::Outlier,
     /// Active health checks (see `health_check`).
-    pub health: crate::health_check::Health,
+    pub health: health::Health,
     active: AtomicUsize,
     connect_ewma_ns: std::sync::atomic::AtomicU64,
     pub metrics: BackendMetrics,
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
-    /// Idle connections, a pool per worker: a worker takes back only the connections its own
-    /// runtime drives, and never waits for another worker's lock (see `workers`).
-    pools: Box<[Mutex<Pool>]>,
-    /// The shared HTTP/2 connection, for services that speak h2c to their backends.
-    pub h2: Mutex<Option<crate::proxy::upstream_h2::H2Upstream>>,
-    max_idle: usize,
 }
 
 impl BackendState {
@@ -170,75 +167,9 @@ impl BackendState {
         }
     }
 
-    /// An idle pooled connection, if one is still open. It may still be finishing its previous
-    /// response: callers wait for `ready()`.
-    pub fn checkout(&self) -> Option<Upstream> {
-        let mut pool = self.pool();
-        while let Some(conn) = pool.idle.pop() {
-            if !conn.is_closed() {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Returns a connection whose last response finished to the pool.
-    pub fn checkin(&self, conn: Upstream) {
-        if self.is_draining() || conn.is_closed() {
-            return;
-        }
-        let mut pool = self.pool();
-        if pool.idle.len() < self.max_idle {
-            pool.idle.push(conn);
-        }
-    }
-
-    /// An idle fast-path connection that is still open: one the backend closed while it was
-    /// idle reads as ended (or holds bytes nobody asked for) and is dropped.
-    pub fn checkout_raw(&self) -> Option<tokio::net::TcpStream> {
-        let mut pool = self.pool();
-        while let Some(conn) = pool.raw.pop() {
-            let mut probe = [0u8; 1];
-            if matches!(conn.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Returns a fast-path connection whose exchange ended cleanly to the pool.
-    pub fn checkin_raw(&self, conn: tokio::net::TcpStream) {
-        if self.is_draining() {
-            return;
-        }
-        let mut pool = self.pool();
-        if pool.raw.len() < self.max_idle {
-            pool.raw.push(conn);
-        }
-    }
-
-    /// The calling worker's pool.
-    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
-        let worker = crate::workers::current().min(self.pools.len() - 1);
-        self.pools[worker].lock().unwrap()
-    }
-
     fn start_draining(&self, deadline: Instant) {
         self.drain.send_replace(Some(deadline));
-        for pool in &self.pools {
-            *pool.lock().unwrap() = Pool::default();
-        }
-        self.h2.lock().unwrap().take();
     }
-}
-
-/// One worker's idle backend connections.
-#[derive(Default)]
-struct Pool {
-    idle: Vec<Upstream>,
-    /// Of the HTTP/1.1 fast path (plain sockets, between exchanges).
-    raw: Vec<tokio::net::TcpStream>,
 }
 
 pub struct ActiveGuard(Arc<BackendState>);
@@ -256,24 +187,21 @@ pub struct Registry {
     draining: HashMap<BackendKey, Arc<BackendState>>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
-    max_idle: usize,
 }
 
 impl Registry {
-    pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration, max_idle: usize) -> Registry {
+    pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration) -> Registry {
         Registry {
             live: HashMap::new(),
             draining: HashMap::new(),
             metrics,
             drain_timeout,
-            max_idle,
         }
     }
 
-    /// A reloaded configuration's drain timeout and pool size (for backends added from now).
-    pub fn reconfigure(&mut self, drain_timeout: Duration, max_idle: usize) {
+    /// A reloaded configuration's drain timeout (for backends removed from now).
+    pub fn reconfigure(&mut self, drain_timeout: Duration) {
         self.drain_timeout = drain_timeout;
-        self.max_idle = max_idle;
     }
 
     /// The states for every backend of `table`, service by service, in table order. Backends
@@ -336,11 +264,6 @@ impl Registry {
             connect_ewma_ns: Default::default(),
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),
             drain: watch::Sender::new(None),
-            pools: (0..crate::workers::count())
-                .map(|_| Mutex::default())
-                .collect(),
-            h2: Mutex::new(None),
-            max_idle: self.max_idle,
         })
     }
 }
@@ -369,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn state_survives_swaps_and_removed_backends_drain() {
-        let mut reg = Registry::new(Arc::new(Metrics::new()), Duration::from_millis(1), 4);
+        let mut reg = Registry::new(Arc::new(Metrics::new()), Duration::from_millis(1));
         let first = reg.attach(&table(&[1, 2]));
         let _conn = first[0][0].open();
         let second = reg.attach(&table(&[1, 2, 3]));

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
-use super::names::{LabelRule, label, tag, task_name};
+use crate::cluster::names::{LabelRule, label, tag, task_name};
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
 
 /// Where a task's addresses come from, tried in order (Mesos-DNS's `IPSources`).

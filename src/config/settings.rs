@@ -1,0 +1,93 @@
+//! From the file to the running settings: every subsystem owns its settings type, and this is
+//! the one place a `Config` is turned into them, used alike by startup and by a reload (so
+//! that what a reload reports applied is what runs).
+
+use std::time::Duration;
+
+use super::{Config, HealthChecks};
+use crate::cluster::{Probe, ProbeKind};
+use crate::routing::CompileConfig;
+use crate::routing::compile::HealthPolicy;
+use crate::routing::routes::Overrides;
+
+impl Config {
+    /// What `compile` reads.
+    pub fn compile_config(&self) -> CompileConfig {
+        CompileConfig {
+            group: self.proxy.group.clone(),
+            serve_ungrouped: self.proxy.serve_ungrouped,
+            strict_mode: self.proxy.strict_mode,
+            bind: self.proxy.bind,
+            reserved: self.reserved_ports(),
+            default_app: self.http.default_app.clone(),
+            weight_overrides: Overrides::new(),
+            vip: self.vip.settings(),
+            health: health_policy(&self.health_checks),
+        }
+    }
+
+    /// The DNS zones to serve, with the VIP range their `l4lb` names come from; `None`: no DNS.
+    pub fn zone_config(&self) -> Option<crate::zone::ZoneConfig> {
+        self.dns.zone_config().map(|mut zone| {
+            zone.vip_range = self.vip.settings().map(|vip| vip.range);
+            zone
+        })
+    }
+
+    /// How the Marathon source follows the leader.
+    pub fn marathon_settings(&self) -> crate::discovery::marathon::Settings {
+        let d = &self.discovery;
+        crate::discovery::marathon::Settings {
+            resync_interval: d.resync_interval,
+            debounce: d.debounce,
+            stream_idle_timeout: d.stream_idle_timeout,
+            backoff_initial: d.backoff_initial,
+            backoff_max: d.backoff_max,
+            max_event_bytes: d.max_event_bytes,
+            max_snapshot_bytes: d.max_snapshot_bytes,
+        }
+    }
+
+    /// The proxy's reloadable knobs.
+    pub fn proxy_settings(&self) -> crate::proxy::Settings {
+        crate::proxy::Settings {
+            connect_timeout: self.proxy.connect_timeout,
+            response_timeout: self.proxy.response_timeout,
+            client_header_timeout: self.proxy.client_header_timeout,
+            max_header_bytes: self.http.max_header_bytes,
+            max_headers: self.http.max_headers,
+            access_log: self.http.access_log,
+            retry_idempotent: self.proxy.retry_idempotent,
+            udp_idle_timeout: self.vip.udp_idle_timeout,
+            udp_max_sessions: self.vip.udp_max_sessions,
+            max_connections_per_listener: self.proxy.max_connections_per_listener,
+            max_connections: self.proxy.max_connections,
+            max_idle_per_backend: self.proxy.max_idle_per_backend,
+        }
+    }
+}
+
+/// `None` when health checks are off.
+fn health_policy(c: &HealthChecks) -> Option<HealthPolicy> {
+    if !c.enabled {
+        return None;
+    }
+    let kind = match c.default.as_str() {
+        "tcp" => Some(ProbeKind::Tcp),
+        "http" => Some(ProbeKind::Http {
+            path: c.path.clone(),
+        }),
+        _ => None,
+    };
+    Some(HealthPolicy {
+        from_marathon: c.from_marathon,
+        default: kind.map(|kind| Probe {
+            kind,
+            port_index: 0,
+            interval: c.interval,
+            timeout: c.timeout,
+            max_failures: c.max_consecutive_failures,
+            grace: Duration::ZERO,
+        }),
+    })
+}

@@ -1,0 +1,191 @@
+//! The layout as the README draws it, held against the code: each top-level module of `src/`
+//! imports only the modules listed for it below (so the flow `discovery → cluster →
+//! routing::compile → snapshot → readers` has no import cycle), and a new module must be placed
+//! here before it can land. Test modules (`#[cfg(test)]`) may reach anywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Module → what it may import. `None`: the control plane and wiring, which may import anything.
+fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
+    let layers: [(&str, Option<&[&str]>); 22] = [
+        ("cluster", Some(&[])),
+        ("metrics", Some(&[])),
+        ("runtime_thread", Some(&[])),
+        ("sd_notify", Some(&[])),
+        ("upgrade", Some(&[])),
+        ("cli", Some(&[])),
+        ("workers", Some(&["runtime_thread"])),
+        ("control_plane", Some(&["runtime_thread"])),
+        ("discovery", Some(&["cluster", "metrics"])),
+        ("routing", Some(&["cluster"])),
+        ("zone", Some(&["cluster", "routing"])),
+        ("backends", Some(&["routing", "metrics"])),
+        ("snapshot", Some(&["routing", "zone", "backends"])),
+        ("health_check", Some(&["backends", "cluster", "metrics"])),
+        (
+            "dns",
+            Some(&["snapshot", "zone", "routing", "metrics", "cluster"]),
+        ),
+        (
+            "proxy",
+            Some(&[
+                "backends", "metrics", "routing", "snapshot", "upgrade", "workers", "cluster",
+            ]),
+        ),
+        ("demo", Some(&["snapshot"])),
+        // The file becomes every subsystem's settings here, so it sees their settings types.
+        (
+            "config",
+            Some(&[
+                "cluster",
+                "discovery",
+                "metrics",
+                "proxy",
+                "routing",
+                "zone",
+                "dns",
+                "backends",
+            ]),
+        ),
+        ("reconciler", None),
+        ("reload", None),
+        ("admin", None),
+        ("lib", None),
+    ];
+    layers
+        .into_iter()
+        .map(|(m, a)| (m, a.map(<[&str]>::to_vec)))
+        .collect()
+}
+
+fn rust_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            rust_files(&entry.unwrap().path(), out);
+        }
+    } else if path.extension().is_some_and(|e| e == "rs") {
+        out.push(path.to_path_buf());
+    }
+}
+
+/// The top-level modules a file's code (comments and test modules left out) names by
+/// `crate::x` or `use crate::{x, …}`.
+fn imports(text: &str) -> BTreeSet<String> {
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        if code[..i]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = group.split('}').next().unwrap_or("");
+            found.extend(group.split(',').map(|m| ident(m.trim())));
+        } else {
+            found.insert(ident(rest));
+        }
+    }
+    found.retain(|m| !m.is_empty());
+    found
+}
+
+#[test]
+fn top_level_modules_import_only_down_the_flow() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed = allowed();
+    let mut modules = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if name == "main" {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&path, &mut files);
+        // A folder of assets (the dashboard's page) is not a module.
+        if !files.is_empty() {
+            modules.insert(name, files);
+        }
+    }
+    let mut wrong = Vec::new();
+    for (module, files) in &modules {
+        let Some(rule) = allowed.get(module.as_str()) else {
+            wrong.push(format!(
+                "{module}: not placed in the layout (tests/layout.rs)"
+            ));
+            continue;
+        };
+        let Some(may) = rule else { continue };
+        for file in files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for import in imports(&text) {
+                if import != *module
+                    && modules.contains_key(&import)
+                    && !may.contains(&import.as_str())
+                {
+                    wrong.push(format!("{}: imports {import}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the layout:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_layout_itself_has_no_cycle() {
+    let allowed = allowed();
+    // Depth-first search for a back edge over the allowed imports.
+    fn visit<'a>(
+        m: &'a str,
+        allowed: &'a BTreeMap<&'static str, Option<Vec<&'static str>>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if done.contains(m) {
+            return;
+        }
+        assert!(!path.contains(&m), "cycle: {path:?} -> {m}");
+        path.push(m);
+        if let Some(Some(next)) = allowed.get(m) {
+            for n in next {
+                visit(n, allowed, path, done);
+            }
+        }
+        path.pop();
+        done.insert(m);
+    }
+    let mut done = BTreeSet::new();
+    for m in allowed.keys() {
+        visit(m, &allowed, &mut Vec::new(), &mut done);
+    }
+}
+
+#[test]
+fn imports_are_read_from_paths_and_groups() {
+    let text = "use crate::routing::Table;\nuse crate::{metrics, backends::State};\n\
+                // crate::admin in a comment\nfn f() { crate::zone::build() }\n\
+                #[cfg(test)]\nmod tests { use crate::lib; }";
+    let got: Vec<String> = imports(text).into_iter().collect();
+    assert_eq!(got, ["backends", "metrics", "routing", "zone"]);
+}
