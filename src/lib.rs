@@ -341,7 +341,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     );
     ctx.shutdown.begin();
     let _ = reconciler.await; // closes every listener on its way out
-    let drained = tokio::time::timeout(config.proxy.drain_timeout, ctx.shutdown.idle()).await;
+    // The drain timeout in force now: a reload may have changed it since startup.
+    let drain_timeout = ctx.settings.load().drain_timeout;
+    let drained = tokio::time::timeout(drain_timeout, ctx.shutdown.idle()).await;
     match drained {
         Ok(()) => tracing::info!("drained, exiting"),
         Err(_) => tracing::warn!(open = ctx.shutdown.open(), "drain timeout, exiting"),

@@ -472,3 +472,53 @@ async fn active_health_checks_take_a_failing_backend_out_and_bring_it_back() {
         .await;
     }
 }
+
+/// The drain timeout a SIGTERM waits for is the one in force, not the one at startup: a reload
+/// that shortens it applies to the next stop.
+#[tokio::test]
+async fn a_reloaded_drain_timeout_is_the_one_a_stop_waits_for() {
+    let (echo, _task) = echo_backend().await;
+    let port = free_port();
+    let dir = temp_dir("drain-reload");
+    let file = dir.join("apps.json");
+    let tcp = app(
+        "/echo",
+        port,
+        json!({}),
+        vec![task("/echo", "echo.1", echo.port())],
+    );
+    write_apps(&file, vec![tcp]);
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         drain_timeout = \"1h\"\n[runtime]\nconfig_watch_interval = \"50ms\"\n",
+        file.display().to_string()
+    );
+    let mut sy = Switchyard::start("drain-reload", &toml);
+    sy.wait_routes("served", |r| has_service(r, port)).await;
+    let config = sy.dir.join("switchyard.toml");
+    rewrite(
+        &config,
+        "drain_timeout = \"1h\"",
+        "drain_timeout = \"200ms\"",
+    );
+    wait_for("the reload applied", || async {
+        (sy.metric("switchyard_config_reloads_total", &["applied"])
+            .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    // A TCP connection that stays open: only the drain timeout ends the stop.
+    let mut held = TcpStream::connect(local(port)).await.unwrap();
+    held.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    held.read_exact(&mut echoed).await.unwrap();
+    sy.signal("TERM");
+    // With the startup value this would wait an hour; the deadline is DEADLINE (15 s).
+    let status = wait_for("exit after the reloaded drain timeout", || {
+        let s = sy.child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+}

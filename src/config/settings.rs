@@ -63,6 +63,7 @@ impl Config {
             max_connections_per_listener: self.proxy.max_connections_per_listener,
             max_connections: self.proxy.max_connections,
             max_idle_per_backend: self.proxy.max_idle_per_backend,
+            drain_timeout: self.proxy.drain_timeout,
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Idle connections kept per backend, per worker and kind (`pool`).
     pub max_idle_per_backend: usize,
+    /// How long open connections may finish after a stop (SIGTERM, an upgrade's handover).
+    pub drain_timeout: Duration,
 }
 
 #[cfg(test)]
@@ -102,6 +104,7 @@ impl Settings {
             max_connections_per_listener: 10_000,
             max_connections: 100_000,
             max_idle_per_backend: 64,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
