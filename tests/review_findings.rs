@@ -1,0 +1,393 @@
+//! Findings of the adversarial review of the shared HTTP rules (message/headers/h1/exchange).
+//! Each test is named after its finding, documents the exact bytes, and FAILS on the code as
+//! reviewed: it asserts what the proxy should do.
+//!
+//! Run: `cargo test --locked --test review_findings -- <name>`
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use support::marathon::{app, task};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const HOST: &str = "review.test";
+
+/// How a scripted backend answers.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Reads the whole request body (Content-Length or chunked) before answering 200, as
+    /// nearly every application server does.
+    ReadBodyThenOk,
+    /// Answers `413` with `Connection: close` as soon as the head is in, without reading the
+    /// body, and closes (Go's MaxBytesReader, nginx `client_max_body_size`, ...).
+    Early413AndClose,
+}
+
+/// A scripted backend on loopback.
+async fn backend(behaviour: Behaviour) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            match behaviour {
+                Behaviour::ReadBodyThenOk => {
+                    tokio::spawn(read_body_then_ok(s));
+                }
+                Behaviour::Early413AndClose => {
+                    tokio::spawn(early_413(s));
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// A backend that hands every accepted connection to the test untouched.
+async fn silent_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let _ = tx.send(s);
+        }
+    });
+    (addr, rx)
+}
+
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 16384];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 65536];
+    match s.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+async fn read_body_then_ok(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    while let Some(head) = read_head(&mut s, &mut buf).await {
+        let lower = head.to_ascii_lowercase();
+        let length = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse::<usize>().unwrap());
+        if let Some(n) = length {
+            while buf.len() < n {
+                if !more(&mut s, &mut buf).await {
+                    return;
+                }
+            }
+            buf.drain(..n);
+        } else if lower.contains("transfer-encoding: chunked") {
+            // Until the last chunk and the empty trailer section.
+            loop {
+                if let Some(end) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    buf.drain(..end + 5);
+                    break;
+                }
+                if !more(&mut s, &mut buf).await {
+                    return;
+                }
+            }
+        }
+        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn early_413(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    if read_head(&mut s, &mut buf).await.is_some() {
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+    }
+    // Dropped: closed with the body still unread (the kernel answers the rest with a RST).
+}
+
+/// Starts switchyard with one HTTP service on `port` (vhost `HOST`) over `backends`.
+async fn start(
+    name: &str,
+    port: u16,
+    backends: &[SocketAddr],
+    proxy: &str,
+    http: &str,
+) -> (Switchyard, SocketAddr) {
+    let vhost = free_port();
+    let dir = temp_dir(name);
+    let file = dir.join("apps.json");
+    let tasks = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| task("/review", &format!("review.{i}"), b.port()))
+        .collect();
+    write_apps(
+        &file,
+        vec![app(
+            "/review",
+            port,
+            json!({"HAPROXY_0_MODE": "http", "HAPROXY_0_VHOST": HOST}),
+            tasks,
+        )],
+    );
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n{proxy}\n\
+         [http]\nlisten = [\"127.0.0.1:{vhost}\"]\n{http}\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start(name, &toml);
+    sy.wait_routes("served", |r| backends_of(r, port) == backends.len())
+        .await;
+    (sy, local(vhost))
+}
+
+fn backends_of(routes: &serde_json::Value, port: u16) -> usize {
+    backends(routes, port).len()
+}
+
+/// Reads one response head (and nothing more) from `c`; its status.
+async fn status_of(c: &mut TcpStream) -> Option<u16> {
+    let mut buf = Vec::new();
+    let head = tokio::time::timeout(DEADLINE, read_head(c, &mut buf))
+        .await
+        .ok()??;
+    head.get(9..12)?.parse().ok()
+}
+
+async fn ejections(sy: &Switchyard) -> f64 {
+    sy.metric("switchyard_backend_ejections_total", &["/review"])
+        .await
+}
+
+/// FINDING (medium, outlier ejection by a client): on the general path (hyper; here every
+/// request, as the access log is on; on the fast path every chunked request falls back to it)
+/// the response timeout starts when the request head is sent, while the client may still be
+/// sending its body. A client that stops sending its body mid-way gets a 504 after
+/// `response_timeout`, and the timeout is charged to the backend (`Failure::TimedOut` is a
+/// backend failure). A dozen such requests eject a healthy backend.
+///
+/// Bytes, on one connection each, 12 in parallel, never completed:
+///   `POST /up HTTP/1.1\r\nHost: review.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`
+/// Expected: the stall is the client's (408, or the connection closed), nothing is charged to
+/// the backend and nothing is ejected. Actual: 504 `backend timed out`, and
+/// `switchyard_backend_ejections_total` goes to 1.
+#[tokio::test]
+async fn stalled_request_body_is_charged_to_the_backend_and_ejects_it() {
+    let a = backend(Behaviour::ReadBodyThenOk).await;
+    let b = backend(Behaviour::ReadBodyThenOk).await;
+    let port = free_port();
+    let (sy, vhost) = start(
+        "review-stall",
+        port,
+        &[a, b],
+        "response_timeout = \"1s\"",
+        "access_log = true",
+    )
+    .await;
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    );
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let head = head.clone();
+        clients.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(vhost).await.unwrap();
+            c.write_all(head.as_bytes()).await.unwrap();
+            // The rest of the body never comes; the answer is whatever the proxy decides.
+            status_of(&mut c).await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for c in clients {
+        statuses.push(c.await.unwrap());
+    }
+    eprintln!("statuses: {statuses:?}");
+    assert_eq!(
+        ejections(&sy).await,
+        0.0,
+        "a client stalling its own request body got a healthy backend ejected (statuses {statuses:?})"
+    );
+    assert!(
+        !statuses.contains(&Some(504)),
+        "a client's stalled body is answered as a backend timeout: {statuses:?}"
+    );
+}
+
+/// FINDING (medium, outlier ejection by a client, and the fast path and the general path
+/// disagree): a backend that refuses a large upload early (`413` + `Connection: close` right
+/// after the head, body unread) is healthy. The fast path only reads the response after it has
+/// relayed the whole body; the backend's close makes that relay fail with a RST, which is
+/// `Failure::Lost`: the client gets `502 backend failed: Connection reset by peer` instead of
+/// the backend's 413, and the failure is charged to the backend. Five uploads eject it. (The
+/// general path relays the 413 when it wins the race.)
+///
+/// Bytes (service port, fast path), 6 times:
+///   `POST /up HTTP/1.1\r\nHost: review.test\r\nContent-Length: 8388608\r\n\r\n` + 8 MiB of `a`
+/// Expected: the client gets the 413 (or at least the backend is not charged). Actual: 502, and
+/// `switchyard_backend_ejections_total` goes to 1.
+#[tokio::test]
+async fn early_413_and_close_is_answered_502_and_ejects_the_backend_on_the_fast_path() {
+    let a = backend(Behaviour::Early413AndClose).await;
+    let b = backend(Behaviour::Early413AndClose).await;
+    let port = free_port();
+    let (sy, _vhost) = start("review-413", port, &[a, b], "", "").await;
+    const SIZE: usize = 8 * 1024 * 1024;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let c = TcpStream::connect(local(port)).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        let writer = tokio::spawn(async move {
+            let head =
+                format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {SIZE}\r\n\r\n");
+            let _ = w.write_all(head.as_bytes()).await;
+            let _ = w.write_all(&vec![b'a'; SIZE]).await;
+            w
+        });
+        let mut buf = Vec::new();
+        let status = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break String::from_utf8_lossy(&buf[..end])
+                    .get(9..12)
+                    .and_then(|s| s.parse::<u16>().ok());
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout(DEADLINE, r.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => break None,
+            }
+        };
+        writer.abort();
+        statuses.push(status);
+    }
+    eprintln!("statuses: {statuses:?}");
+    assert_eq!(
+        ejections(&sy).await,
+        0.0,
+        "healthy backends answering 413 early were ejected (statuses {statuses:?})"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == Some(413)),
+        "the backend's 413 was replaced: {statuses:?}"
+    );
+}
+
+/// FINDING (medium, resource exhaustion): on the fast path nothing bounds the time a client
+/// may take to send a request body. `relay_exact` reads the client without a deadline, and
+/// the response timeout only starts after it. A client that sends the head and one byte of a
+/// 10-byte body holds a backend connection (and an `active` slot, which `leastconn` reads)
+/// forever, past the client header timeout and the response timeout; N such connections hold
+/// N backend connections (thread-per-connection backends run out of workers).
+///
+/// Bytes (service port, fast path), then silence:
+///   `POST /up HTTP/1.1\r\nHost: review.test\r\nContent-Length: 10\r\n\r\nx`
+/// Expected: within the configured timeouts (here 1 s + 1 s) the proxy gives up on the body
+/// (408 or a close) and closes the backend connection. Actual: the backend connection stays
+/// open indefinitely (this test waits 6 s).
+#[tokio::test]
+async fn stalled_request_body_holds_a_backend_connection_forever_on_the_fast_path() {
+    let (a, mut accepted) = silent_backend().await;
+    let port = free_port();
+    let (_sy, _vhost) = start(
+        "review-slowloris",
+        port,
+        &[a],
+        "response_timeout = \"1s\"\nclient_header_timeout = \"1s\"",
+        "",
+    )
+    .await;
+    let mut c = TcpStream::connect(local(port)).await.unwrap();
+    c.write_all(
+        format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\nx").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut upstream = tokio::time::timeout(DEADLINE, accepted.recv())
+        .await
+        .expect("the request reached the backend")
+        .unwrap();
+    // The backend reads what it was sent, and waits for the proxy to give up (EOF).
+    let gave_up = tokio::time::timeout(Duration::from_secs(6), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match upstream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        gave_up.is_ok(),
+        "6 s after a 1-byte body (client header and response timeouts 1 s), the backend \
+         connection is still held for the stalled client"
+    );
+}
+
+/// FINDING (low, the two codecs disagree on the request target): the fast path forwards
+/// targets that hyper refuses (`<`, `>`, `` ` ``: 400 on the general path, 200 on the fast
+/// path), and forwards a fragment that hyper strips (`/a?x#y` reaches the backend as
+/// `/a?x#y` from the fast path, `/a?x` from the general path); routing on the fast path also
+/// matches path prefixes against the fragment. The first request of a connection is judged
+/// by one set of rules, the requests after a fallback by another.
+///
+/// Bytes: `GET /a<b HTTP/1.1\r\nHost: review.test\r\n\r\n` to the service port (fast path)
+/// and to the vhost listener of an instance with the access log on (general path).
+/// Expected: the same status from both. Actual: 200 (fast) vs 400 (general).
+#[tokio::test]
+async fn request_target_rules_differ_between_fast_and_general_path() {
+    let a = backend(Behaviour::ReadBodyThenOk).await;
+    let fast_port = free_port();
+    let (_fast, _) = start("review-target-fast", fast_port, &[a], "", "").await;
+    let general_port = free_port();
+    let (_general, general_vhost) = start(
+        "review-target-general",
+        general_port,
+        &[a],
+        "",
+        "access_log = true",
+    )
+    .await;
+    for target in ["/a<b", "/a>b", "/a`b"] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        let mut answers = Vec::new();
+        for entry in [local(fast_port), general_vhost] {
+            let mut c = TcpStream::connect(entry).await.unwrap();
+            c.write_all(request.as_bytes()).await.unwrap();
+            answers.push(status_of(&mut c).await);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{target:?}: fast path {:?}, general path {:?}",
+            answers[0], answers[1]
+        );
+    }
+}
