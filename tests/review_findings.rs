@@ -391,3 +391,90 @@ async fn request_target_rules_differ_between_fast_and_general_path() {
         );
     }
 }
+
+/// A backend answering each target with fixed bytes (after reading the request head).
+async fn scripted_backend(answers: &'static [(&'static str, &'static [u8])]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_head(&mut s, &mut buf).await {
+                    let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let answer = answers.iter().find(|(t, _)| *t == target).map_or(
+                        &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+                        |a| a.1,
+                    );
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// FINDING (low, the two codecs disagree on a backend's response framing): the fast path's
+/// response rules are looser than hyper's, so the same backend answer is a 502 on the general
+/// path and relayed on the fast path:
+/// - `HTTP/1.1 000 X\r\ncontent-length: 2\r\n\r\nok`: relayed to the client as status `000`
+///   (and counted as an outlier *success*); hyper: 502 invalid status.
+/// - `HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n`:
+///   relayed as chunked and the backend connection pooled, where RFC 9112 §6.1 says an
+///   HTTP/1.0 message with Transfer-Encoding has faulty framing and the connection must close;
+///   hyper: 502.
+/// - `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 4\r\nok\r\n0\r\n\r\n` (garbage after
+///   the chunk size, taken for an extension) and `...\r\n\r\n2\nok\r\n0\nX: y\n\n` (bare LF
+///   chunk lines): relayed verbatim to the client by the `Chunked` scanner; hyper refuses them.
+///
+/// Expected: the same status on both paths for each. Actual: 200/000 (fast) vs 502 or nothing
+/// (general).
+#[tokio::test]
+async fn response_framing_rules_differ_between_fast_and_general_path() {
+    const ANSWERS: &[(&str, &[u8])] = &[
+        ("/s000", b"HTTP/1.1 000 X\r\ncontent-length: 2\r\n\r\nok"),
+        (
+            "/h10te",
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        ),
+        (
+            "/chunk-size-garbage",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 4\r\nok\r\n0\r\n\r\n",
+        ),
+        (
+            "/chunk-bare-lf",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\r\n0\nX: y\n\n",
+        ),
+    ];
+    let a = scripted_backend(ANSWERS).await;
+    let fast_port = free_port();
+    let (_fast, _) = start("review-resp-fast", fast_port, &[a], "", "").await;
+    let general_port = free_port();
+    let (_general, general_vhost) = start(
+        "review-resp-general",
+        general_port,
+        &[a],
+        "",
+        "access_log = true",
+    )
+    .await;
+    let mut differ = Vec::new();
+    for (target, _) in ANSWERS {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        let mut answers = Vec::new();
+        for entry in [local(fast_port), general_vhost] {
+            let mut c = TcpStream::connect(entry).await.unwrap();
+            c.write_all(request.as_bytes()).await.unwrap();
+            answers.push(status_of(&mut c).await);
+        }
+        if answers[0] != answers[1] {
+            differ.push(format!(
+                "{target}: fast {:?}, general {:?}",
+                answers[0], answers[1]
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{differ:#?}");
+}
