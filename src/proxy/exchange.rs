@@ -27,6 +27,8 @@ pub enum Failure {
     /// The client's request body was malformed or cut short: the client's fault, never the
     /// backend's.
     Client,
+    /// The client stopped sending its request body (past the client timeout): its fault too.
+    ClientStalled,
     /// The client went away: nothing to answer.
     ClientGone,
 }
@@ -40,6 +42,7 @@ impl Failure {
             }
             Failure::TimedOut => Some(504),
             Failure::Client => Some(400),
+            Failure::ClientStalled => Some(408),
             Failure::ClientGone => None,
         }
     }
@@ -48,7 +51,7 @@ impl Failure {
     pub fn is_backends(&self) -> bool {
         !matches!(
             self,
-            Failure::Client | Failure::ClientGone | Failure::Removed
+            Failure::Client | Failure::ClientStalled | Failure::ClientGone | Failure::Removed
         )
     }
 
@@ -61,6 +64,7 @@ impl Failure {
             Failure::Removed => "backend removed while waiting".into(),
             Failure::BadResponse(reason) => (*reason).into(),
             Failure::Client => "malformed request body".into(),
+            Failure::ClientStalled => "request body timed out".into(),
             Failure::ClientGone => "client gone".into(),
         }
     }
@@ -246,7 +250,12 @@ mod tests {
         ] {
             assert!(f.is_backends(), "{f:?}");
         }
-        for f in [Failure::Client, Failure::ClientGone, Failure::Removed] {
+        for f in [
+            Failure::Client,
+            Failure::ClientStalled,
+            Failure::ClientGone,
+            Failure::Removed,
+        ] {
             assert!(!f.is_backends(), "{f:?}");
         }
         assert_eq!(Failure::TimedOut.status(), Some(504));

@@ -369,28 +369,41 @@ async fn forward(
             break;
         };
         let active = state.open();
-        // Send the request, then the rest of a body still coming from the client.
+        // Send the request, then the rest of a body still coming from the client. A backend
+        // may answer before it has the whole body (a 413, a 401): the body then stops there,
+        // the answer is relayed, and the client connection closes after it.
         let sent = async {
             upstream
                 .write_all(&scratch.request)
                 .await
                 .map_err(|e| Failure::Lost(format!("backend failed: {e}")))?;
-            if body_left > 0 {
-                relay_exact(client, &mut upstream, body_left).await?;
-            }
+            let sent = if body_left > 0 {
+                relay_exact(
+                    client,
+                    &mut upstream,
+                    body_left,
+                    settings.client_header_timeout,
+                )
+                .await?
+            } else {
+                BodySent::Whole
+            };
             state.metrics.bytes_in.inc_by(content_length);
-            Ok(())
+            Ok(sent)
         }
         .await;
         let started = Instant::now();
+        let cut = matches!(sent, Ok(BodySent::Cut));
         let answer = match sent {
             Err(failure) => Err(failure),
-            Ok(()) => {
+            Ok(_) => {
                 let exchange = Exchange {
                     head_only,
-                    close_client: client_close || stopping,
+                    close_client: client_close || stopping || cut,
+                    reuse: !cut,
                     extra,
                     timeout: settings.response_timeout,
+                    client_timeout: settings.client_header_timeout,
                 };
                 let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
                 relay_response(
@@ -412,7 +425,7 @@ async fn forward(
                     .response_seconds
                     .observe(started.elapsed().as_secs_f64());
                 attempts.answered(b, status);
-                return if close || client_close || stopping {
+                return if close || client_close || stopping || cut {
                     Step::Close
                 } else {
                     Step::Done
@@ -469,26 +482,73 @@ async fn checkout_or_connect(
     }
 }
 
-/// Copies exactly `n` body bytes from the client to the backend; a client that stops early is
-/// the client's failure, a backend that stops taking them the backend's.
+/// How much of a request body went to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodySent {
+    Whole,
+    /// The backend answered (or closed) before it took the whole body: its answer, if any,
+    /// is relayed, and the rest of the body is never read.
+    Cut,
+}
+
+/// Copies exactly `n` body bytes from the client to the backend, watching the backend for an
+/// early answer meanwhile. A client that stops sending for `client_timeout` or goes away is the
+/// client's failure, never the backend's.
 async fn relay_exact(
     from: &mut (impl AsyncRead + Unpin),
     to: &mut TcpStream,
     mut n: u64,
-) -> Result<(), Failure> {
+    client_timeout: Duration,
+) -> Result<BodySent, Failure> {
     let mut chunk = vec![0u8; READ_CHUNK];
     while n > 0 {
         let want = (n as usize).min(chunk.len());
-        let got = match from.read(&mut chunk[..want]).await {
-            Ok(0) | Err(_) => return Err(Failure::ClientGone),
-            Ok(got) => got,
+        let got = tokio::select! {
+            biased;
+            ready = to.readable() => {
+                if ready.is_err() || backend_spoke(to) {
+                    return Ok(BodySent::Cut);
+                }
+                continue; // readiness without input: nothing was lost, read again
+            }
+            read = tokio::time::timeout(client_timeout, from.read(&mut chunk[..want])) => match read {
+                Err(_) => return Err(Failure::ClientStalled),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Failure::ClientGone),
+                Ok(Ok(got)) => got,
+            },
         };
-        to.write_all(&chunk[..got])
-            .await
-            .map_err(|e| Failure::Lost(format!("backend failed: {e}")))?;
+        if to.write_all(&chunk[..got]).await.is_err() {
+            // It may have answered before it closed: the answer is read next.
+            return Ok(BodySent::Cut);
+        }
         n -= got as u64;
     }
-    Ok(())
+    Ok(BodySent::Whole)
+}
+
+/// Whether a backend has sent something (or closed) while it was being sent a body; a
+/// readiness that turns out empty is cleared so that the next wait is a real one.
+fn backend_spoke(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+        let mut probe = [0u8; 1];
+        // SAFETY: a one-byte peek into a local buffer on a socket this stream owns.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                probe.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n)
+        }
+    });
+    !matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// What the response relay needs to know of the request.
@@ -498,9 +558,15 @@ struct Exchange<'a> {
     head_only: bool,
     /// The client connection closes after this response.
     close_client: bool,
+    /// The backend connection may go back to the pool afterwards (not when the request's body
+    /// was cut short).
+    reuse: bool,
     /// Header lines added to the response (HSTS).
     extra: &'a [u8],
+    /// The wait for the response head, and then for each read of its body.
     timeout: Duration,
+    /// The longest a client may take to take a piece of the response.
+    client_timeout: Duration,
 }
 
 struct Relayed {
@@ -524,8 +590,10 @@ async fn relay_response(
     let Exchange {
         head_only,
         close_client,
+        reuse,
         extra,
         timeout,
+        client_timeout,
     } = *exchange;
     rbuf.clear();
     if rbuf.capacity() > 4 * READ_CHUNK {
@@ -573,10 +641,10 @@ async fn relay_response(
                 return Err(Failure::BadResponse("backend switched protocols unasked"));
             }
             // An interim response (103 Early Hints): passed on, then the real one.
-            client
-                .write_all(out)
-                .await
-                .map_err(|_| Failure::ClientGone)?;
+            match tokio::time::timeout(client_timeout, client.write_all(out)).await {
+                Ok(Ok(())) => {}
+                _ => return Err(Failure::ClientGone),
+            }
             continue;
         }
         state
@@ -584,18 +652,17 @@ async fn relay_response(
             .response(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY));
         let mut body_out = 0u64;
         let relayed = relay_body(
-            client,
-            &mut upstream,
-            rbuf,
-            out,
+            (client, &mut upstream),
+            (rbuf, out),
             checked.body,
             &mut body_out,
+            (client_timeout, timeout),
         )
         .await;
         state.metrics.bytes_out.inc_by(body_out);
         let close = match relayed {
             Ok(reusable) => {
-                if reusable && !checked.close && rbuf.is_empty() {
+                if reuse && reusable && !checked.close && rbuf.is_empty() {
                     pools.checkin_raw(state, upstream);
                 }
                 checked.body == ResponseBody::ToClose
@@ -638,14 +705,14 @@ enum BodyBroke {
 }
 
 /// Relays the body after `head` (sent with its first bytes); true when the backend connection
-/// ended the exchange cleanly and can be reused.
+/// ended the exchange cleanly and can be reused. Every wait is bounded: a client that takes
+/// nothing for `client_timeout`, a backend that sends nothing for `backend_timeout`.
 async fn relay_body(
-    client: &mut (impl AsyncWrite + Unpin),
-    upstream: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    head: &mut Vec<u8>,
+    (client, upstream): (&mut (impl AsyncWrite + Unpin), &mut TcpStream),
+    (rbuf, head): (&mut BytesMut, &mut Vec<u8>),
     framing: ResponseBody,
     body_out: &mut u64,
+    (client_timeout, backend_timeout): (Duration, Duration),
 ) -> Result<bool, BodyBroke> {
     let mut left = match framing {
         ResponseBody::Empty => 0,
@@ -671,23 +738,25 @@ async fn relay_body(
         }
         *body_out += take as u64;
         let written = if head.is_empty() {
-            client.write_all(&rbuf[..take]).await
+            tokio::time::timeout(client_timeout, client.write_all(&rbuf[..take])).await
         } else {
             head.extend_from_slice(&rbuf[..take]);
-            let written = client.write_all(head).await;
+            let written = tokio::time::timeout(client_timeout, client.write_all(head)).await;
             head.clear();
             written
         };
-        written.map_err(|_| BodyBroke::Client)?;
+        if !matches!(written, Ok(Ok(()))) {
+            return Err(BodyBroke::Client);
+        }
         rbuf.advance(take);
         if left == 0 {
             return Ok(true);
         }
         rbuf.reserve(READ_CHUNK);
-        match upstream.read_buf(rbuf).await {
-            Ok(0) if framing == ResponseBody::ToClose => return Ok(false),
-            Ok(0) | Err(_) => return Err(BodyBroke::Backend),
-            Ok(_) => {}
+        match tokio::time::timeout(backend_timeout, upstream.read_buf(rbuf)).await {
+            Ok(Ok(0)) if framing == ResponseBody::ToClose => return Ok(false),
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(BodyBroke::Backend),
+            Ok(Ok(_)) => {}
         }
     }
 }

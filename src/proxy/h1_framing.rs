@@ -15,17 +15,56 @@ use super::message;
 
 /// Longest trailer section accepted after a chunked body.
 const MAX_TRAILERS: usize = 64 * 1024;
+/// Most chunk-extension bytes accepted in one body (hyper's limit is of the same order).
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 /// Follows a chunked body as it is relayed, byte for byte, to find its end (RFC 9112 §7.1).
+/// As strict as hyper's decoder, so that both codecs relay the same bodies: CRLF line ends,
+/// only whitespace or an extension after a chunk size, trailer fields shaped `name: value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunked {
-    Size { value: u64, digits: u8, ext: bool },
-    SizeLf { value: u64 },
-    Data(u64),
-    DataCr,
-    DataLf,
-    Trailer { len: usize, total: usize },
-    TrailerLf { empty: bool, total: usize },
+    Size {
+        value: u64,
+        digits: u8,
+        ext: usize,
+    },
+    /// Whitespace after the size: only more of it, an extension, or the line end may follow.
+    SizeLws {
+        value: u64,
+        ext: usize,
+    },
+    Extension {
+        value: u64,
+        ext: usize,
+    },
+    SizeLf {
+        value: u64,
+        ext: usize,
+    },
+    Data {
+        left: u64,
+        ext: usize,
+    },
+    DataCr {
+        ext: usize,
+    },
+    DataLf {
+        ext: usize,
+    },
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart {
+        total: usize,
+    },
+    TrailerName {
+        total: usize,
+    },
+    TrailerValue {
+        total: usize,
+    },
+    TrailerLf {
+        end: bool,
+        total: usize,
+    },
     Done,
 }
 
@@ -34,7 +73,7 @@ impl Default for Chunked {
         Chunked::Size {
             value: 0,
             digits: 0,
-            ext: false,
+            ext: 0,
         }
     }
 }
@@ -47,27 +86,26 @@ impl Chunked {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
         let mut i = 0;
         while i < bytes.len() {
-            if let Chunked::Data(left) = self {
-                let take = (*left).min((bytes.len() - i) as u64);
+            if let Chunked::Data { left, ext } = *self {
+                let take = left.min((bytes.len() - i) as u64);
                 i += take as usize;
-                *left -= take;
-                if *left == 0 {
-                    *self = Chunked::DataCr;
-                }
+                *self = if take == left {
+                    Chunked::DataCr { ext }
+                } else {
+                    Chunked::Data {
+                        left: left - take,
+                        ext,
+                    }
+                };
                 continue;
             }
             let b = bytes[i];
             i += 1;
             *self = match *self {
                 Chunked::Size { value, digits, ext } => match b {
-                    b'\r' if digits > 0 => Chunked::SizeLf { value },
-                    b'\n' if digits > 0 => Self::after_size(value),
-                    _ if ext => Chunked::Size { value, digits, ext },
-                    b';' | b' ' | b'\t' if digits > 0 => Chunked::Size {
-                        value,
-                        digits,
-                        ext: true,
-                    },
+                    b'\r' if digits > 0 => Chunked::SizeLf { value, ext },
+                    b' ' | b'\t' if digits > 0 => Chunked::SizeLws { value, ext },
+                    b';' if digits > 0 => Chunked::Extension { value, ext },
                     _ => {
                         let digit = (b as char).to_digit(16).ok_or(BadChunk)? as u64;
                         if digits >= 15 {
@@ -76,56 +114,77 @@ impl Chunked {
                         Chunked::Size {
                             value: value * 16 + digit,
                             digits: digits + 1,
-                            ext: false,
+                            ext,
                         }
                     }
                 },
-                Chunked::SizeLf { value } if b == b'\n' => Self::after_size(value),
-                Chunked::DataCr if b == b'\r' => Chunked::DataLf,
-                Chunked::DataLf if b == b'\n' => Chunked::default(),
-                Chunked::Trailer { len, total } => {
-                    if total >= MAX_TRAILERS {
-                        return Err(BadChunk);
-                    }
-                    match b {
-                        b'\r' => Chunked::TrailerLf {
-                            empty: len == 0,
-                            total: total + 1,
-                        },
-                        b'\n' if len == 0 => Chunked::Done,
-                        b'\n' => Chunked::Trailer {
-                            len: 0,
-                            total: total + 1,
-                        },
-                        _ => Chunked::Trailer {
-                            len: len + 1,
-                            total: total + 1,
-                        },
+                Chunked::SizeLws { value, ext } => match b {
+                    b' ' | b'\t' => Chunked::SizeLws { value, ext },
+                    b';' => Chunked::Extension { value, ext },
+                    b'\r' => Chunked::SizeLf { value, ext },
+                    _ => return Err(BadChunk),
+                },
+                Chunked::Extension { value, ext } => match b {
+                    b'\r' => Chunked::SizeLf { value, ext },
+                    b'\n' | 0 => return Err(BadChunk),
+                    _ if ext >= MAX_EXTENSIONS => return Err(BadChunk),
+                    _ => Chunked::Extension {
+                        value,
+                        ext: ext + 1,
+                    },
+                },
+                Chunked::SizeLf { value, ext } if b == b'\n' => {
+                    if value == 0 {
+                        Chunked::TrailerStart { total: 0 }
+                    } else {
+                        Chunked::Data { left: value, ext }
                     }
                 }
-                Chunked::TrailerLf { empty, total } if b == b'\n' => {
-                    if empty {
+                Chunked::DataCr { ext } if b == b'\r' => Chunked::DataLf { ext },
+                Chunked::DataLf { ext } if b == b'\n' => Chunked::Size {
+                    value: 0,
+                    digits: 0,
+                    ext,
+                },
+                Chunked::TrailerStart { total } => match b {
+                    b'\r' => Chunked::TrailerLf { end: true, total },
+                    _ if is_tchar(b) => Chunked::TrailerName { total: total + 1 },
+                    _ => return Err(BadChunk),
+                },
+                Chunked::TrailerName { total } => match b {
+                    b':' => Chunked::TrailerValue { total: total + 1 },
+                    _ if is_tchar(b) => Chunked::TrailerName { total: total + 1 },
+                    _ => return Err(BadChunk),
+                },
+                Chunked::TrailerValue { total } => match b {
+                    b'\r' => Chunked::TrailerLf { end: false, total },
+                    b'\n' | 0 => return Err(BadChunk),
+                    _ => Chunked::TrailerValue { total: total + 1 },
+                },
+                Chunked::TrailerLf { end, total } if b == b'\n' => {
+                    if end {
                         Chunked::Done
                     } else {
-                        Chunked::Trailer { len: 0, total }
+                        Chunked::TrailerStart { total }
                     }
                 }
                 _ => return Err(BadChunk),
             };
+            if let Chunked::TrailerName { total } | Chunked::TrailerValue { total } = *self
+                && total > MAX_TRAILERS
+            {
+                return Err(BadChunk);
+            }
             if *self == Chunked::Done {
                 return Ok(Some(i));
             }
         }
         Ok(None)
     }
+}
 
-    fn after_size(value: u64) -> Chunked {
-        if value == 0 {
-            Chunked::Trailer { len: 0, total: 0 }
-        } else {
-            Chunked::Data(value)
-        }
-    }
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A whole short response, for answers the proxy gives itself.
@@ -225,6 +284,8 @@ pub fn read_head<'a>(
         });
     };
     let target = message::target_form(method.as_bytes(), path.as_bytes())?;
+    // A fragment is not part of what is routed or sent on (hyper drops it too).
+    let path = path.split_once('#').map_or(path, |(path, _)| path);
     let checked =
         message::check_request(version == 0, method.as_bytes(), target, fields(req.headers))?;
     let plain = version == 1
@@ -391,11 +452,21 @@ mod tests {
     }
 
     #[test]
-    fn no_trailers_and_bare_lf_end_too() {
+    fn no_trailers_end_too_and_line_ends_are_crlf() {
         let mut c = Chunked::default();
         assert_eq!(c.feed(b"3\r\nabc\r\n0\r\n\r\n"), Ok(Some(13)));
-        let mut lf = Chunked::default();
-        assert_eq!(lf.feed(b"3\nabc\r\n0\n\n"), Ok(Some(10)));
+        let mut ws = Chunked::default();
+        assert_eq!(ws.feed(b"3 \t;x=y\r\nabc\r\n0\r\n\r\n"), Ok(Some(19)));
+        for bad in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\r\n0\n\n",
+            b"3 4\r\n",
+            b"3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nX: y\n\r\n",
+            b"3;a\nb\r\n",
+        ] {
+            assert_eq!(Chunked::default().feed(bad), Err(BadChunk), "{bad:?}");
+        }
     }
 
     #[test]

@@ -255,14 +255,14 @@ async fn proxy(
             req.headers().clone(),
         )
     });
-    // A request with a body notes here whether the client broke it off, so that its failure
-    // is not charged to the backend.
-    let client_failed =
-        (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
+    // A request with a body notes here how far the client got with it, so that a failure
+    // while it was broken off or still arriving is not charged to the backend.
+    let progress = (!http_body::Body::is_end_stream(req.body()))
+        .then(|| Arc::new(super::upstream::BodyProgress::default()));
     let mut req = req.map(|inner| RequestBody {
         inner: Some(inner),
         bytes_in: None,
-        client_failed: client_failed.clone(),
+        progress: progress.clone(),
     });
     // Consistent hashing in HTTP mode keys on the client's address (`source`).
     let flow = Flow {
@@ -294,15 +294,9 @@ async fn proxy(
             }
             Outcome::Failed(failure) => failure,
         };
-        let failure = match failure {
-            Failure::Lost(_)
-                if client_failed
-                    .as_ref()
-                    .is_some_and(|f| f.load(Ordering::Relaxed)) =>
-            {
-                Failure::Client
-            }
-            other => other,
+        let failure = match &progress {
+            Some(progress) => progress.blame(failure),
+            None => failure,
         };
         if !attempts.failed(b, failure) {
             break;
@@ -314,7 +308,7 @@ async fn proxy(
         let mut again = Request::new(RequestBody {
             inner: None,
             bytes_in: None,
-            client_failed: None,
+            progress: None,
         });
         *again.method_mut() = method;
         *again.uri_mut() = uri;

@@ -54,12 +54,13 @@ pub enum Target<'a> {
 }
 
 /// Reads a request target as sent on the request line (CONNECT's authority-form is refused:
-/// this is not a forward proxy).
+/// this is not a forward proxy). An origin-form target must pass `origin_form`.
 pub fn target_form<'a>(method: &[u8], target: &'a [u8]) -> Result<Target<'a>, Refusal> {
     if method == b"CONNECT" {
         return Err(refuse(405, "CONNECT is not served"));
     }
     if target.first() == Some(&b'/') {
+        origin_form(target)?;
         return Ok(Target::Origin);
     }
     if target == b"*" {
@@ -73,6 +74,61 @@ pub fn target_form<'a>(method: &[u8], target: &'a [u8]) -> Result<Target<'a>, Re
         .position(|&b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     Ok(Target::Absolute(&rest[..end]))
+}
+
+/// How a byte of an origin-form target is read: the `http` crate's classes (hyper's parser),
+/// so that both codecs accept and refuse the same targets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UriByte {
+    Valid,
+    Query,
+    Fragment,
+    Invalid,
+}
+
+const fn path_byte(b: u8) -> UriByte {
+    match b {
+        b'?' => UriByte::Query,
+        b'#' => UriByte::Fragment,
+        0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E => UriByte::Valid,
+        // Should be percent-encoded, but clients send them (JSON in paths); hyper takes them.
+        b'"' | b'{' | b'}' => UriByte::Valid,
+        // UTF-8: the target came through as text already.
+        0x80..=0xFF => UriByte::Valid,
+        _ => UriByte::Invalid,
+    }
+}
+
+const fn query_byte(b: u8) -> UriByte {
+    match b {
+        b'#' => UriByte::Fragment,
+        0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E | 0x80..=0xFF => UriByte::Valid,
+        _ => UriByte::Invalid,
+    }
+}
+
+/// An origin-form target (`/path?query`), checked byte by byte as hyper checks it; returns
+/// the target without its fragment (a fragment is never sent on, as hyper drops it too).
+pub fn origin_form(target: &[u8]) -> Result<&[u8], Refusal> {
+    const INVALID: Refusal = refuse(400, "invalid request target");
+    if target.first() != Some(&b'/') || target.len() > usize::from(u16::MAX - 1) {
+        return Err(INVALID);
+    }
+    let mut in_query = false;
+    for (i, &b) in target.iter().enumerate() {
+        let class = if in_query {
+            query_byte(b)
+        } else {
+            path_byte(b)
+        };
+        match class {
+            UriByte::Valid => {}
+            UriByte::Query => in_query = true,
+            UriByte::Fragment => return Ok(&target[..i]),
+            UriByte::Invalid => return Err(INVALID),
+        }
+    }
+    Ok(target)
 }
 
 fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
@@ -371,6 +427,13 @@ pub fn check_response<'a>(
             }
         }
     }
+    if !(100..=999).contains(&status) {
+        return Err("backend sent an invalid status");
+    }
+    // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+    if http10 && codings.seen {
+        return Err("backend sent Transfer-Encoding in HTTP/1.0");
+    }
     let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
     let body = match codings.state() {
         _ if no_body => ResponseBody::Empty,
@@ -623,7 +686,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn origin_form_targets_as_hyper_reads_them() {
+        assert_eq!(origin_form(b"/a?x#y").unwrap(), b"/a?x");
+        assert_eq!(origin_form(b"/a{\"b\"}").unwrap(), b"/a{\"b\"}");
+        for bad in [
+            &b"/a<b"[..],
+            b"/a>b",
+            b"/a`b",
+            b"/a b",
+            b"/a\x7f",
+            b"/a?x\"y",
+            b"x",
+        ] {
+            assert!(origin_form(bad).is_err(), "{bad:?}");
+        }
+        assert!(origin_form(b"/a?x`y").is_ok());
+    }
+
     proptest::proptest! {
+        /// The fast path's target check and hyper's URI parser (the `http` crate) agree on
+        /// every ASCII target, and keep the same part of it.
+        #[test]
+        fn origin_form_agrees_with_the_http_crate(
+            target in proptest::collection::vec(0x20u8..0x7f, 0..40),
+        ) {
+            let mut target = target;
+            target.insert(0, b'/');
+            let ours = origin_form(&target).ok();
+            let theirs = http::uri::PathAndQuery::try_from(&target[..]).ok();
+            proptest::prop_assert_eq!(ours, theirs.as_ref().map(|p| p.as_str().as_bytes()));
+        }
+
         /// Arbitrary header bytes never panic the checks, and an accepted length is the one
         /// every member spells.
         #[test]

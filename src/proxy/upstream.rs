@@ -287,9 +287,30 @@ pub struct RequestBody {
     /// `None`: no body (a request replayed on another backend carries none).
     pub inner: Option<Incoming>,
     pub bytes_in: Option<Counter>,
-    /// Set when the client's body broke off (malformed chunk, client gone): the exchange's
-    /// failure is then the client's, not the backend's.
-    pub client_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// How far the client's body got: a failure while it broke off (malformed chunk, client
+    /// gone) or had not finished arriving is the client's, not the backend's.
+    pub progress: Option<Arc<BodyProgress>>,
+}
+
+/// Whether a request body ended, or broke off, on the client's side.
+#[derive(Default)]
+pub struct BodyProgress {
+    pub failed: std::sync::atomic::AtomicBool,
+    pub done: std::sync::atomic::AtomicBool,
+}
+
+impl BodyProgress {
+    /// What an exchange's failure was, given how far the body got.
+    pub fn blame(&self, failure: Failure) -> Failure {
+        use std::sync::atomic::Ordering::Relaxed;
+        match failure {
+            Failure::Lost(_) if self.failed.load(Relaxed) => Failure::Client,
+            Failure::Lost(_) | Failure::TimedOut if !self.done.load(Relaxed) => {
+                Failure::ClientStalled
+            }
+            other => other,
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -304,9 +325,15 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = std::task::ready!(Pin::new(inner).poll_frame(cx));
-        if let (Some(Err(_)), Some(flag)) = (&frame, &this.client_failed) {
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        let frame = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+        if let Some(progress) = &this.progress {
+            use std::sync::atomic::Ordering::Relaxed;
+            match &frame {
+                Some(Err(_)) => progress.failed.store(true, Relaxed),
+                None => progress.done.store(true, Relaxed),
+                Some(Ok(_)) if inner.is_end_stream() => progress.done.store(true, Relaxed),
+                Some(Ok(_)) => {}
+            }
         }
         if let (Some(counter), Some(data)) = (
             &this.bytes_in,

@@ -1,8 +1,8 @@
-//! Findings of the adversarial review of the shared HTTP rules (message/headers/h1/exchange).
-//! Each test is named after its finding, documents the exact bytes, and FAILS on the code as
-//! reviewed: it asserts what the proxy should do.
-//!
-//! Run: `cargo test --locked --test review_findings -- <name>`
+//! HTTP edges found by an adversarial review of the shared HTTP rules (message, headers, h1,
+//! exchange): who is blamed when a request body stalls or a backend answers early, how long a
+//! stalled client may hold a backend connection, and whether the two codecs read request
+//! targets and response framing alike. Each test documents the exact bytes; each failed on the
+//! code as reviewed (the comments say what it did then).
 
 mod support;
 
@@ -188,7 +188,7 @@ async fn ejections(sy: &Switchyard) -> f64 {
         .await
 }
 
-/// FINDING (medium, outlier ejection by a client): on the general path (hyper; here every
+/// Was (medium, outlier ejection by a client): on the general path (hyper; here every
 /// request, as the access log is on; on the fast path every chunked request falls back to it)
 /// the response timeout starts when the request head is sent, while the client may still be
 /// sending its body. A client that stops sending its body mid-way gets a 504 after
@@ -201,7 +201,7 @@ async fn ejections(sy: &Switchyard) -> f64 {
 /// the backend and nothing is ejected. Actual: 504 `backend timed out`, and
 /// `switchyard_backend_ejections_total` goes to 1.
 #[tokio::test]
-async fn stalled_request_body_is_charged_to_the_backend_and_ejects_it() {
+async fn a_stalled_request_body_is_the_clients_fault_not_the_backends() {
     let a = backend(Behaviour::ReadBodyThenOk).await;
     let b = backend(Behaviour::ReadBodyThenOk).await;
     let port = free_port();
@@ -242,7 +242,7 @@ async fn stalled_request_body_is_charged_to_the_backend_and_ejects_it() {
     );
 }
 
-/// FINDING (medium, outlier ejection by a client, and the fast path and the general path
+/// Was (medium, outlier ejection by a client, and the fast path and the general path
 /// disagree): a backend that refuses a large upload early (`413` + `Connection: close` right
 /// after the head, body unread) is healthy. The fast path only reads the response after it has
 /// relayed the whole body; the backend's close makes that relay fail with a RST, which is
@@ -255,7 +255,7 @@ async fn stalled_request_body_is_charged_to_the_backend_and_ejects_it() {
 /// Expected: the client gets the 413 (or at least the backend is not charged). Actual: 502, and
 /// `switchyard_backend_ejections_total` goes to 1.
 #[tokio::test]
-async fn early_413_and_close_is_answered_502_and_ejects_the_backend_on_the_fast_path() {
+async fn an_early_answer_to_an_upload_reaches_the_client_and_charges_nothing() {
     let a = backend(Behaviour::Early413AndClose).await;
     let b = backend(Behaviour::Early413AndClose).await;
     let port = free_port();
@@ -300,7 +300,7 @@ async fn early_413_and_close_is_answered_502_and_ejects_the_backend_on_the_fast_
     );
 }
 
-/// FINDING (medium, resource exhaustion): on the fast path nothing bounds the time a client
+/// Was (medium, resource exhaustion): on the fast path nothing bounds the time a client
 /// may take to send a request body. `relay_exact` reads the client without a deadline, and
 /// the response timeout only starts after it. A client that sends the head and one byte of a
 /// 10-byte body holds a backend connection (and an `active` slot, which `leastconn` reads)
@@ -313,7 +313,7 @@ async fn early_413_and_close_is_answered_502_and_ejects_the_backend_on_the_fast_
 /// (408 or a close) and closes the backend connection. Actual: the backend connection stays
 /// open indefinitely (this test waits 6 s).
 #[tokio::test]
-async fn stalled_request_body_holds_a_backend_connection_forever_on_the_fast_path() {
+async fn a_stalled_request_body_releases_its_backend_connection() {
     let (a, mut accepted) = silent_backend().await;
     let port = free_port();
     let (_sy, _vhost) = start(
@@ -352,7 +352,7 @@ async fn stalled_request_body_holds_a_backend_connection_forever_on_the_fast_pat
     );
 }
 
-/// FINDING (low, the two codecs disagree on the request target): the fast path forwards
+/// Was (low, the two codecs disagree on the request target): the fast path forwards
 /// targets that hyper refuses (`<`, `>`, `` ` ``: 400 on the general path, 200 on the fast
 /// path), and forwards a fragment that hyper strips (`/a?x#y` reaches the backend as
 /// `/a?x#y` from the fast path, `/a?x` from the general path); routing on the fast path also
@@ -363,7 +363,7 @@ async fn stalled_request_body_holds_a_backend_connection_forever_on_the_fast_pat
 /// and to the vhost listener of an instance with the access log on (general path).
 /// Expected: the same status from both. Actual: 200 (fast) vs 400 (general).
 #[tokio::test]
-async fn request_target_rules_differ_between_fast_and_general_path() {
+async fn both_codecs_read_request_targets_alike() {
     let a = backend(Behaviour::ReadBodyThenOk).await;
     let fast_port = free_port();
     let (_fast, _) = start("review-target-fast", fast_port, &[a], "", "").await;
@@ -416,7 +416,7 @@ async fn scripted_backend(answers: &'static [(&'static str, &'static [u8])]) -> 
     addr
 }
 
-/// FINDING (low, the two codecs disagree on a backend's response framing): the fast path's
+/// Was (low, the two codecs disagree on a backend's response framing): the fast path's
 /// response rules are looser than hyper's, so the same backend answer is a 502 on the general
 /// path and relayed on the fast path:
 /// - `HTTP/1.1 000 X\r\ncontent-length: 2\r\n\r\nok`: relayed to the client as status `000`
@@ -432,7 +432,7 @@ async fn scripted_backend(answers: &'static [(&'static str, &'static [u8])]) -> 
 /// Expected: the same status on both paths for each. Actual: 200/000 (fast) vs 502 or nothing
 /// (general).
 #[tokio::test]
-async fn response_framing_rules_differ_between_fast_and_general_path() {
+async fn both_codecs_read_response_framing_alike() {
     const ANSWERS: &[(&str, &[u8])] = &[
         ("/s000", b"HTTP/1.1 000 X\r\ncontent-length: 2\r\n\r\nok"),
         (
