@@ -641,9 +641,8 @@ async fn relay_response(
                 return Err(Failure::BadResponse("backend switched protocols unasked"));
             }
             // An interim response (103 Early Hints): passed on, then the real one.
-            match tokio::time::timeout(client_timeout, client.write_all(out)).await {
-                Ok(Ok(())) => {}
-                _ => return Err(Failure::ClientGone),
+            if !write_within(client, out, client_timeout).await {
+                return Err(Failure::ClientGone);
             }
             continue;
         }
@@ -698,6 +697,23 @@ async fn drained_or(
     }
 }
 
+/// Writes all of `bytes` to the client within `timeout`; the timer is only armed when the
+/// socket does not take them at once (the common case costs no timer).
+async fn write_within(
+    client: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+    timeout: Duration,
+) -> bool {
+    let mut write = std::pin::pin!(client.write_all(bytes));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(result) => result.is_ok(),
+        std::task::Poll::Pending => {
+            matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
+        }
+    }
+}
+
 /// Which side broke a response body off once it had begun.
 enum BodyBroke {
     Client,
@@ -738,14 +754,14 @@ async fn relay_body(
         }
         *body_out += take as u64;
         let written = if head.is_empty() {
-            tokio::time::timeout(client_timeout, client.write_all(&rbuf[..take])).await
+            write_within(client, &rbuf[..take], client_timeout).await
         } else {
             head.extend_from_slice(&rbuf[..take]);
-            let written = tokio::time::timeout(client_timeout, client.write_all(head)).await;
+            let written = write_within(client, head, client_timeout).await;
             head.clear();
             written
         };
-        if !matches!(written, Ok(Ok(()))) {
+        if !written {
             return Err(BodyBroke::Client);
         }
         rbuf.advance(take);

@@ -324,13 +324,13 @@ pub fn write_request_head(
     out.extend_from_slice(head.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut request_id = false;
-    let is_for = |h: &httparse::Header| h.name.eq_ignore_ascii_case(headers::X_FORWARDED_FOR);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if !headers::forwarded_as_is(name, &named) || headers::is_replaced(name) || is_for(h) {
-            continue;
+        match headers::classify(name) {
+            headers::Field::Other if !named.contains(name) => {}
+            headers::Field::RequestId if !named.contains(name) => request_id = true,
+            _ => continue,
         }
-        request_id |= name.eq_ignore_ascii_case(headers::X_REQUEST_ID.as_bytes());
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
@@ -344,7 +344,11 @@ pub fn write_request_head(
         https,
         host: head.checked.host,
     };
-    let existing = req.headers.iter().filter(|h| is_for(h)).map(|h| h.value);
+    let existing = req
+        .headers
+        .iter()
+        .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedFor)
+        .map(|h| h.value);
     forwarded.write(out, existing, request_id);
     out.extend_from_slice(b"\r\n");
 }

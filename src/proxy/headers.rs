@@ -91,19 +91,54 @@ impl<'a> ConnectionNamed<'a> {
     }
 }
 
-/// Whether a received field is forwarded as it is (bytes codec): not hop-by-hop, not framing
-/// (written by the proxy), not named by `Connection`.
-pub fn forwarded_as_is(name: &[u8], named: &ConnectionNamed) -> bool {
-    !is_hop_by_hop(name) && !is_framing(name) && !named.contains(name)
+/// What the proxy does with a received field, decided in one look at its name (by length
+/// first: most fields are none of these and cost one comparison).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Copied as it is.
+    Other,
+    /// Hop-by-hop: dropped.
+    HopByHop,
+    /// Content-Length / Transfer-Encoding: written by the proxy from what `message` decided.
+    Framing,
+    /// X-Forwarded-For: appended to.
+    ForwardedFor,
+    /// X-Forwarded-Proto / -Host: replaced by the proxy's (requests only).
+    Replaced,
+    /// X-Request-Id: kept, and then none is added.
+    RequestId,
 }
 
-/// A fresh request id: 32 hex digits.
+pub fn classify(name: &[u8]) -> Field {
+    let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
+    match name.len() {
+        2 if is("te") => Field::HopByHop,
+        7 if is("trailer") || is("upgrade") => Field::HopByHop,
+        10 if is("connection") || is("keep-alive") => Field::HopByHop,
+        16 if is("proxy-connection") => Field::HopByHop,
+        14 if is("content-length") => Field::Framing,
+        17 if is("transfer-encoding") => Field::Framing,
+        15 if is(X_FORWARDED_FOR) => Field::ForwardedFor,
+        16 if is(X_FORWARDED_HOST) => Field::Replaced,
+        17 if is(X_FORWARDED_PROTO) => Field::Replaced,
+        12 if is(X_REQUEST_ID) => Field::RequestId,
+        _ => Field::Other,
+    }
+}
+
+/// Whether a received field of a response is forwarded as it is (bytes codec): not
+/// hop-by-hop, not framing (written by the proxy), not named by `Connection`.
+pub fn forwarded_as_is(name: &[u8], named: &ConnectionNamed) -> bool {
+    !matches!(classify(name), Field::HopByHop | Field::Framing) && !named.contains(name)
+}
+
+/// A fresh request id: 32 hex digits (a random 128-bit number, two digits per byte).
 pub fn request_id() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let (mut id, mut n) = ([0u8; 32], fastrand::u128(..));
-    for digit in id.iter_mut().rev() {
-        *digit = HEX[(n & 0xf) as usize];
-        n >>= 4;
+    let mut id = [0u8; 32];
+    for (pair, byte) in id.chunks_exact_mut(2).zip(fastrand::u128(..).to_le_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     id
 }

@@ -74,12 +74,9 @@ impl Pools {
         list: impl Fn(&mut Idle) -> &mut Vec<T>,
         usable: impl Fn(&T) -> bool,
     ) -> Option<T> {
+        // A draining backend is not selected, and is not pooled for (`put`): no check here.
         let mut pool = self.worker();
         let idle = pool.by_backend.get_mut(&key(state))?;
-        if state.is_draining() {
-            pool.by_backend.remove(&key(state));
-            return None;
-        }
         let list = list(idle);
         while let Some(conn) = list.pop() {
             if usable(&conn) {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# benches/callgrind.sh — user-space instructions per proxied keep-alive HTTP request, counted by
+# callgrind (repeatable whatever else the machine is doing, unlike seconds).
+#
+# Runs each binary under `valgrind --tool=callgrind` twice, behind nginx (127.0.0.1:18080, the
+# peers' config) with benches/peers/switchyard.toml, and sends N1 then N2 keep-alive requests on
+# one connection (h2load --h1 -c1 -m1) to the HTTP-mode service port (:18091) and to the vhost
+# listener (:18093). Startup and shutdown cost the same in both runs, so
+# (Ir(N2) - Ir(N1)) / (N2 - N1) is what one request costs.
+#
+#   benches/callgrind.sh [BINARY ...]     default: target/release/switchyard
+#   N1=2000 N2=12000                      request counts
+# Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
+set -euo pipefail
+N1=${N1:-2000} N2=${N2:-12000}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+WORK=$(mktemp -d /tmp/switchyard-callgrind.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+for tool in valgrind h2load nginx; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind nghttp2-client nginx)" >&2; exit 1; }
+done
+[ $# -gt 0 ] || set -- "$ROOT/target/release/switchyard"
+
+mkdir -p /tmp/peers/nginx
+nginx -c "$PEERS_DIR/nginx.conf" -p /tmp/peers/nginx >/dev/null 2>&1 &
+PIDS+=($!)
+cp "$HERE/peers/switchyard.toml" "$HERE/peers/apps.json" "$WORK/"
+
+wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+wait_port 18080
+
+# instructions BINARY PORT N: total Ir of a run that serves N requests on PORT.
+instructions() {
+  local bin=$1 port=$2 n=$3 out="$WORK/cg.out"
+  rm -f "$out"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --config "$WORK/switchyard.toml" \
+    >/dev/null 2>"$WORK/vg.log" &
+  local pid=$!
+  wait_port "$port"
+  wait_port 19090
+  # The route is live once the admin API lists the service.
+  for _ in $(seq 600); do
+    curl -s "127.0.0.1:19090/v1/routes" 2>/dev/null | grep -q '"/bench/http"' && break
+    sleep 0.1
+  done
+  h2load --h1 -n "$n" -c 1 -m 1 "http://127.0.0.1:$port/" >"$WORK/h2load.log"
+  grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; exit 1; }
+  kill -TERM "$pid"
+  wait "$pid" || true
+  grep -m1 '^summary:' "$out" | awk '{print $2}'
+}
+
+printf '| binary | entry | instructions per request |\n|---|---|---:|\n'
+for bin in "$@"; do
+  for entry in "service port:18091" "vhost:18093"; do
+    port=${entry##*:}
+    a=$(instructions "$bin" "$port" "$N1")
+    b=$(instructions "$bin" "$port" "$N2")
+    printf '| %s | %s | %d |\n' "$bin" "${entry%%:*}" $(( (b - a) / (N2 - N1) ))
+  done
+done
