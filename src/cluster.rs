@@ -27,7 +27,20 @@ pub struct App {
     pub health_checks: usize,
     /// The Marathon checks switchyard can run itself (see `health_check`).
     pub probes: Vec<crate::health_check::Probe>,
+    /// Every Marathon check as marathon-lb reads it to choose a port's mode, in the app's order.
+    pub checks: Vec<CheckSpec>,
     pub tasks: BTreeMap<TaskId, Task>,
+}
+
+/// One of the app's Marathon `healthChecks`, the fields marathon-lb's `get_health_check` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// `HTTP`, `HTTPS`, `TCP`, `MESOS_HTTP`, `MESOS_TCP`, `COMMAND`, … as Marathon spells it.
+    pub protocol: String,
+    /// `portIndex` (Marathon's default: 0).
+    pub port_index: usize,
+    /// The check names a port number (`port`) rather than an index.
+    pub has_port: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -343,6 +356,7 @@ pub(crate) mod fixtures {
             networking: Networking::Host,
             health_checks: 0,
             probes: Vec::new(),
+            checks: Vec::new(),
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
         }
     }

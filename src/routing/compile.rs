@@ -122,6 +122,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             for notice in &labels.notices {
                 problem(Severity::Ignored, notice.clone());
             }
+            let mode = labels::mode(&labels, &app.checks, n);
             if !config.serves(labels.groups.as_deref()) {
                 continue;
             }
@@ -140,7 +141,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             }
             // A tcp-mode service port relays bytes and cannot ask for credentials: serving it
             // (or only its vhosts) would leave the port open. Never open: not served.
-            if labels.auth.is_some() && labels.mode != Mode::Http {
+            if labels.auth.is_some() && mode != Mode::Http {
                 problem(
                     Severity::Skipped,
                     format!(
@@ -228,7 +229,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 deployment: labels.deployment,
                 key,
                 listen,
-                mode: labels.mode,
+                mode,
                 balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
                 backends,
                 http: HttpOptions {
@@ -548,3 +549,7 @@ fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<S
 #[cfg(test)]
 #[path = "compile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compile_mlb_tests.rs"]
+mod mlb_tests;

@@ -241,8 +241,21 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
             .iter()
             .filter_map(crate::health_check::from_marathon)
             .collect(),
+        checks: app.health_checks.iter().map(check_spec).collect(),
         tasks,
     })
+}
+
+/// A Marathon health check as marathon-lb's `get_health_check` sees it (protocol, `portIndex`,
+/// `port`); Marathon's defaults for what is absent (`HTTP`, index 0).
+fn check_spec(check: &Value) -> crate::cluster::CheckSpec {
+    crate::cluster::CheckSpec {
+        protocol: check["protocol"].as_str().unwrap_or("HTTP").to_string(),
+        port_index: check["portIndex"]
+            .as_u64()
+            .map_or(0, |i| usize::try_from(i).unwrap_or(usize::MAX)),
+        has_port: check["port"].as_u64().is_some_and(|p| p != 0),
+    }
 }
 
 fn into_task(t: MarathonTask) -> Task {

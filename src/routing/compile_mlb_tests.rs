@@ -1,0 +1,165 @@
+//! `compile` against marathon-lb's own rules (marathon_lb.py, config.py, utils.py at
+//! mesosphere/marathon-lb 9e669ec): each test quotes the lines it holds switchyard to.
+use super::*;
+use crate::cluster::fixtures::{app, task};
+use crate::cluster::{CheckSpec, ClusterUpdate, PortSpec};
+
+fn config() -> CompileConfig {
+    CompileConfig::group("*", "127.0.0.1".parse().unwrap())
+}
+
+fn cluster(apps: Vec<App>) -> Cluster {
+    let mut c = Cluster::default();
+    c.apply(ClusterUpdate::Snapshot(apps));
+    c
+}
+
+fn check(protocol: &str, port_index: usize) -> CheckSpec {
+    CheckSpec {
+        protocol: protocol.into(),
+        port_index,
+        has_port: false,
+    }
+}
+
+/// An app with `ports` service ports (10000, 10001, …) and one task on 1, 2, …
+fn app_with(labels: &[(&str, &str)], ports: usize, checks: Vec<CheckSpec>) -> App {
+    let mut a = app("/a", 10000, labels, vec![task("a.1", 1)]);
+    for i in 1..ports {
+        a.ports.push(PortSpec {
+            service_port: 10000 + i as u16,
+            ..PortSpec::default()
+        });
+        a.tasks.get_mut("a.1").unwrap().ports.push(1 + i as u16);
+    }
+    a.checks = checks;
+    a
+}
+
+fn mode_of(a: App, n: usize) -> Mode {
+    let t = compile(&cluster(vec![a]), &config());
+    t.services
+        .iter()
+        .find(|s| s.key.port_index == n)
+        .unwrap_or_else(|| panic!("port {n} served: {:?}", t.problems))
+        .mode
+}
+
+#[test]
+fn mode_is_the_label_else_http_for_a_vhost_else_tcp() {
+    // marathon_lb.py, config(): "# If app has HAPROXY_{n}_MODE set, use that setting.
+    // # Otherwise use 'http' if HAPROXY_{N}_VHOST is set, and 'tcp' if not.
+    //     if app.mode is None:
+    //         if app.hostname:
+    //             app.mode = 'http'
+    //         else:
+    //             app.mode = 'tcp'"
+    let vhost = [("HAPROXY_0_VHOST", "a.example.com")];
+    assert_eq!(mode_of(app_with(&vhost, 1, vec![]), 0), Mode::Http);
+    assert_eq!(mode_of(app_with(&[], 1, vec![]), 0), Mode::Tcp);
+    // config.py, set_mode: "x.mode = v.lower()"
+    let tcp = [
+        ("HAPROXY_0_VHOST", "a.example.com"),
+        ("HAPROXY_0_MODE", "TCP"),
+    ];
+    assert_eq!(mode_of(app_with(&tcp, 1, vec![]), 0), Mode::Tcp);
+    let http = [("HAPROXY_0_MODE", "Http")];
+    assert_eq!(mode_of(app_with(&http, 1, vec![]), 0), Mode::Http);
+    // The vhost is per port: port 1 without one stays tcp.
+    let a = app_with(&vhost, 2, vec![]);
+    assert_eq!(mode_of(a.clone(), 0), Mode::Http);
+    assert_eq!(mode_of(a, 1), Mode::Tcp);
+}
+
+#[test]
+fn an_http_health_check_for_the_port_makes_it_http() {
+    // marathon_lb.py, MarathonService.__init__: "if healthCheck:
+    //     if healthCheck['protocol'] == 'HTTP':
+    //         self.mode = 'http'"
+    // with the check found by get_health_check(app, i): "for check in app['healthChecks']:
+    //     if check.get('port'): return check
+    //     if check.get('portIndex') == portIndex: return check"
+    assert_eq!(
+        mode_of(app_with(&[], 1, vec![check("HTTP", 0)]), 0),
+        Mode::Http
+    );
+    // Only 'HTTP' there: a MESOS_HTTP or HTTPS check of the port itself leaves tcp.
+    for protocol in ["MESOS_HTTP", "HTTPS", "TCP", "COMMAND"] {
+        assert_eq!(
+            mode_of(app_with(&[], 1, vec![check(protocol, 0)]), 0),
+            Mode::Tcp,
+            "{protocol}"
+        );
+    }
+    // The check of another port does not count ...
+    let a = app_with(&[], 2, vec![check("HTTP", 1)]);
+    assert_eq!(mode_of(a.clone(), 0), Mode::Tcp);
+    assert_eq!(mode_of(a, 1), Mode::Http);
+    // ... but one naming a port number is every port's check (`if check.get('port')`).
+    let by_number = CheckSpec {
+        has_port: true,
+        ..check("HTTP", 0)
+    };
+    assert_eq!(mode_of(app_with(&[], 2, vec![by_number]), 1), Mode::Http);
+    // The label is applied after the constructor (`func(service, key_unformatted, ...)`), so
+    // HAPROXY_{n}_MODE=tcp wins over the port's HTTP check.
+    let tcp = [("HAPROXY_0_MODE", "tcp")];
+    assert_eq!(
+        mode_of(app_with(&tcp, 1, vec![check("HTTP", 0)]), 0),
+        Mode::Tcp
+    );
+}
+
+#[test]
+fn the_healthcheck_port_index_lends_its_checks_protocol_to_the_mode() {
+    // marathon_lb.py, get_apps(): "if service.healthCheck is None \
+    //         and service.healthcheck_port_index is not None:
+    //     service.healthCheck = get_health_check(app, service.healthcheck_port_index)
+    //     if service.healthCheck:
+    //         healthProto = service.healthCheck['protocol']
+    //         if healthProto in ['HTTP', 'HTTPS', 'MESOS_HTTP', 'MESOS_HTTPS']:
+    //             service.mode = 'http'"
+    let index = [("HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX", "1")];
+    for protocol in ["HTTP", "HTTPS", "MESOS_HTTP", "MESOS_HTTPS"] {
+        let a = app_with(&index, 2, vec![check(protocol, 1)]);
+        assert_eq!(mode_of(a, 0), Mode::Http, "{protocol}");
+    }
+    let a = app_with(&index, 2, vec![check("TCP", 1)]);
+    assert_eq!(mode_of(a, 0), Mode::Tcp);
+    // Only when the port has no check of its own.
+    let a = app_with(&index, 2, vec![check("TCP", 0), check("HTTP", 1)]);
+    assert_eq!(mode_of(a, 0), Mode::Tcp);
+    // Switchyard differs on one point: marathon_lb.py sets `service.mode = 'http'` here after
+    // the labels were applied, overriding an explicit HAPROXY_{n}_MODE=tcp; switchyard keeps
+    // the label (the issue's rule: "HAPROXY_{n}_MODE if set").
+    let explicit = [
+        ("HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX", "1"),
+        ("HAPROXY_0_MODE", "tcp"),
+    ];
+    assert_eq!(
+        mode_of(app_with(&explicit, 2, vec![check("HTTP", 1)]), 0),
+        Mode::Tcp
+    );
+}
+
+#[test]
+fn a_vhost_app_with_auth_and_no_mode_is_served_with_auth_on_its_port_and_vhost() {
+    use crate::routing::auth::test_vectors::SHA512;
+    // The VHOST makes the port http (above), so HAPROXY_0_AUTH can be honoured on both.
+    let auth = format!("r:alice:{SHA512}");
+    let a = app_with(
+        &[
+            ("HAPROXY_0_VHOST", "a.example.com"),
+            ("HAPROXY_0_AUTH", &auth),
+        ],
+        1,
+        vec![],
+    );
+    let t = compile(&cluster(vec![a]), &config());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let s = &t.services[0];
+    assert_eq!(s.mode, Mode::Http);
+    assert!(s.listen.is_some(), "its service port is served");
+    assert!(s.http.auth.is_some());
+    assert!(t.vhosts.route("a.example.com", "/").is_some());
+}

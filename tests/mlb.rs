@@ -1,0 +1,183 @@
+//! marathon-lb parity end to end, with real requests on loopback: the mode marathon-lb would
+//! give a port (a vhost app's service port is HTTP without a MODE label), `-i` paths, path
+//! rewriting (prefix stripping seen by the backend, Location rewritten back under the prefix,
+//! the root redirect), IP-per-task service ports identical across instances, and marathon-lb's
+//! endpoints on the admin listener.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use support::marathon::{app, task};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Edge {
+    sy: Switchyard,
+    #[allow(dead_code)]
+    file: PathBuf,
+    http: SocketAddr,
+}
+
+async fn edge(name: &str, apps: Vec<Value>, extra: &str) -> Edge {
+    let dir = temp_dir(name);
+    let file = dir.join("apps.json");
+    write_apps(&file, apps);
+    let http = local(free_port());
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n\
+         [proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n{extra}\n\
+         [http]\nlisten = [\"{http}\"]\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start(name, &toml);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    Edge { sy, file, http }
+}
+
+/// A backend that answers with what it was asked: `{method} {target}` and the headers' debug
+/// form; `/redirect…` answers 302 with `Location` and `Content-Location` taken from the query
+/// (`?to=/login`).
+async fn mirror() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| {
+                        let body = format!("{} {}\n{:?}", req.method(), req.uri(), req.headers());
+                        let mut response = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        ));
+                        if req.uri().path().starts_with("/redirect") {
+                            let to = req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("to="))
+                                .unwrap_or("/")
+                                .to_string();
+                            *response.status_mut() = hyper::StatusCode::FOUND;
+                            let value = hyper::header::HeaderValue::from_str(&to).unwrap();
+                            response
+                                .headers_mut()
+                                .insert(hyper::header::LOCATION, value.clone());
+                            response
+                                .headers_mut()
+                                .insert(hyper::header::CONTENT_LOCATION, value);
+                        }
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A raw HTTP/1.1 request with `Connection: close`: status, headers (lowercased names), body.
+async fn request(addr: SocketAddr, head: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status.parse().unwrap(), headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("\r\nAuthorization: Basic {encoded}")
+}
+
+/// `open sesame`, `openssl passwd -6 -salt switchyard0 'open sesame'` (as tests/basic_auth.rs).
+const SHA512: &str = "$6$switchyard0$jApw9FuFGvSIkilGJa5HO9NeHs.vR0pa1Jds8R6IY.QF7Rkg3f3q.717LBLlPcZ7WlGrWsWzKgPTB5ztCE6rP1";
+
+#[tokio::test]
+async fn a_vhost_apps_service_port_is_http_without_a_mode_label() {
+    let (backend, _b) = mirror().await;
+    let (plain_port, auth_port) = (free_port(), free_port());
+    let apps = vec![
+        app(
+            "/web",
+            plain_port,
+            json!({"HAPROXY_0_VHOST": "web.example.com"}),
+            vec![task("/web", "web.1", backend.port())],
+        ),
+        app(
+            "/staff",
+            auth_port,
+            json!({
+                "HAPROXY_0_VHOST": "staff.example.com",
+                "HAPROXY_0_AUTH": format!("staff:alice:{SHA512}"),
+            }),
+            vec![task("/staff", "staff.1", backend.port())],
+        ),
+    ];
+    let e = edge("mlb-mode", apps, "").await;
+    let routes =
+        e.sy.wait_routes("both apps", |r| {
+            has_service(r, plain_port) && has_service(r, auth_port)
+        })
+        .await;
+    assert_eq!(
+        routes["problems"].as_array().unwrap().len(),
+        0,
+        "{routes:#}"
+    );
+    // The service port speaks HTTP: X-Forwarded-For is added (in tcp mode the bytes would pass
+    // as they are).
+    let (status, _, body) = request(
+        local(plain_port),
+        "GET /x HTTP/1.1\r\nHost: web.example.com",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"x-forwarded-for\": \"127.0.0.1\""),
+        "{body}"
+    );
+    // VHOST + AUTH without MODE: served, with credentials asked for on the port and the vhost.
+    for addr in [local(auth_port), e.http] {
+        let head = "GET / HTTP/1.1\r\nHost: staff.example.com";
+        let (status, headers, _) = request(addr, head).await;
+        assert_eq!(status, 401, "{addr}");
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            Some("Basic realm=\"staff\"")
+        );
+        let with = format!("{head}{}", basic("alice", "open sesame"));
+        let (status, _, body) = request(addr, &with).await;
+        assert_eq!(status, 200, "{addr}: {body}");
+        assert!(body.starts_with("GET /\n"), "{body}");
+    }
+}
