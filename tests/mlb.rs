@@ -181,3 +181,27 @@ async fn a_vhost_apps_service_port_is_http_without_a_mode_label() {
         assert!(body.starts_with("GET /\n"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn a_dash_i_path_matches_without_case() {
+    let (backend, _b) = mirror().await;
+    let apps = vec![app(
+        "/api",
+        0,
+        json!({"HAPROXY_0_VHOST": "a.example.com", "HAPROXY_0_PATH": "-i /api /v2"}),
+        vec![task("/api", "api.1", backend.port())],
+    )];
+    let e = edge("mlb-dash-i", apps, "").await;
+    e.sy.wait_routes("the vhost", |r| r.to_string().contains("a.example.com"))
+        .await;
+    for path in ["/api", "/API/users", "/Api?x=1", "/V2/x"] {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: a.example.com");
+        let (status, _, body) = request(e.http, &head).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.starts_with(&format!("GET {path}\n")), "{path}: {body}");
+    }
+    for path in ["/-i", "/ap", "/other"] {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: a.example.com");
+        assert_eq!(request(e.http, &head).await.0, 503, "{path}");
+    }
+}

@@ -211,10 +211,22 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     } else {
                         labels.paths.clone()
                     };
-                    paths.into_iter().map(move |p| format!("{h}{p}"))
+                    let ci = if labels.paths_ignore_case && !labels.paths.is_empty() {
+                        " (-i)"
+                    } else {
+                        ""
+                    };
+                    paths.into_iter().map(move |p| format!("{h}{p}{ci}"))
                 })
                 .collect();
-            entries.push((key.clone(), listens, labels.vhosts, labels.paths));
+            entries.push(Entries {
+                key: key.clone(),
+                listens,
+                hosts: labels.vhosts,
+                paths: labels.paths,
+                ignore_case: labels.paths_ignore_case,
+                weight: labels.backend_weight,
+            });
             table.services.push(Service {
                 held_back: app
                     .tasks
@@ -262,30 +274,41 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         .collect();
     // Entry points and the services behind each, in app order.
     let mut ports: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-    let mut vhosts: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for (key, listens, hosts, paths) in &entries {
-        let service = index[key];
-        for listen in listens {
+    // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
+    // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
+    let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
+    for entry in &entries {
+        let service = index[&entry.key];
+        for listen in &entry.listens {
             ports.entry(*listen).or_default().push(service);
         }
-        let prefixes: Vec<&str> = if paths.is_empty() {
+        let prefixes: Vec<&str> = if entry.paths.is_empty() {
             vec![""]
         } else {
-            paths.iter().map(String::as_str).collect()
+            entry.paths.iter().map(String::as_str).collect()
         };
-        for host in hosts {
+        let ignore_case = entry.ignore_case && !entry.paths.is_empty();
+        for host in &entry.hosts {
             for prefix in &prefixes {
-                vhosts
-                    .entry((host.clone(), prefix.to_string()))
-                    .or_default()
-                    .push(service);
+                let key = (host.clone(), prefix.to_string(), ignore_case);
+                let (weight, services) = vhosts.entry(key).or_insert((entry.weight, Vec::new()));
+                if entry.weight > *weight {
+                    *weight = entry.weight;
+                    services.clear();
+                }
+                if entry.weight == *weight {
+                    services.push(service);
+                }
             }
         }
-        if key.port_index == 0 {
-            table.by_app_id.insert(key.app_id.clone(), service);
+        if entry.key.port_index == 0 {
+            table.by_app_id.insert(entry.key.app_id.clone(), service);
         }
     }
-    for services in ports.values_mut().chain(vhosts.values_mut()) {
+    for services in ports
+        .values_mut()
+        .chain(vhosts.values_mut().map(|(_, s)| s))
+    {
         services.sort();
         services.dedup();
     }
@@ -300,8 +323,12 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         );
         table.by_listen.insert(listen, route);
     }
-    for ((host, prefix), services) in vhosts {
-        let label = format!("{host}{prefix}");
+    for ((host, prefix, ignore_case), (weight, services)) in vhosts {
+        let label = if ignore_case {
+            format!("{host}{prefix} (-i)")
+        } else {
+            format!("{host}{prefix}")
+        };
         let route = route_for(
             &mut table,
             &mut named,
@@ -309,7 +336,12 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             Some(label),
             &config.weight_overrides,
         );
-        let inserted = table.vhosts.insert(&host, &prefix, route);
+        let rule = crate::routing::vhosts::PathRule {
+            prefix: prefix.into(),
+            ignore_case,
+            weight,
+        };
+        let inserted = table.vhosts.insert_rule(&host, rule, route);
         debug_assert!(inserted.is_ok(), "one route per host and path");
     }
     table.default_service = config
@@ -322,9 +354,18 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
 /// Port → who holds it: (address, service, deployment group).
 type Claims = HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>;
 
-/// A service's entry points, gathered while services are built, for the routes built at the end:
-/// (service, listen addresses, vhosts, paths).
-type Entries = (ServiceKey, Vec<SocketAddr>, Vec<String>, Vec<String>);
+/// A service's entry points, gathered while services are built, for the routes built at the end.
+#[derive(Debug, Default)]
+struct Entries {
+    key: ServiceKey,
+    listens: Vec<SocketAddr>,
+    hosts: Vec<String>,
+    paths: Vec<String>,
+    /// The paths match without case (`-i`).
+    ignore_case: bool,
+    /// `HAPROXY_{n}_BACKEND_WEIGHT`.
+    weight: i64,
+}
 
 /// The route for a set of services: one route per distinct set, named after their deployment
 /// group when they share one, else after the vhost or the single service.
@@ -442,7 +483,11 @@ fn vip_services(
                     continue;
                 }
                 claims.push((ip, key.clone(), None));
-                entries.push((key.clone(), vec![listen], Vec::new(), Vec::new()));
+                entries.push(Entries {
+                    key: key.clone(),
+                    listens: vec![listen],
+                    ..Entries::default()
+                });
             }
             let mut backends_all = Vec::new();
             // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.

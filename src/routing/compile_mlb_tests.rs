@@ -163,3 +163,153 @@ fn a_vhost_app_with_auth_and_no_mode_is_served_with_auth_on_its_port_and_vhost()
     assert!(s.http.auth.is_some());
     assert!(t.vhosts.route("a.example.com", "/").is_some());
 }
+
+fn vhost_app(id: &str, labels: &[(&str, &str)]) -> App {
+    app(id, 0, labels, vec![task(&format!("{id}.1"), 1)])
+}
+
+/// The app a vhost request goes to.
+fn routed(t: &RoutingTable, host: &str, path: &str) -> Option<String> {
+    let route = t.vhosts.route(host, path)?;
+    let services: Vec<usize> = t.routes[route].members.iter().map(|m| m.service).collect();
+    Some(
+        services
+            .iter()
+            .map(|&s| t.services[s].key.app_id.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+#[test]
+fn a_path_with_dash_i_matches_without_case() {
+    // config.py, PATH: "The HTTP path to match, starting at the beginning. To specify multiple
+    // paths, pass a space separated list. The syntax matches that of the `path_beg` config
+    // option in HAProxy. ... Ex: `HAPROXY_0_PATH = '-i /multiple /paths'`"
+    let c = cluster(vec![
+        vhost_app(
+            "/multi",
+            &[
+                ("HAPROXY_0_VHOST", "a.example.com"),
+                ("HAPROXY_0_PATH", "-i /multiple /paths"),
+            ],
+        ),
+        vhost_app(
+            "/exact",
+            &[
+                ("HAPROXY_0_VHOST", "b.example.com"),
+                ("HAPROXY_0_PATH", "/Exact"),
+            ],
+        ),
+    ]);
+    let t = compile(&c, &config());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    for path in ["/multiple", "/MULTIPLE/x", "/Paths", "/pathsX"] {
+        assert_eq!(
+            routed(&t, "a.example.com", path).as_deref(),
+            Some("/multi"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        routed(&t, "a.example.com", "/-i"),
+        None,
+        "-i is a flag, not a path"
+    );
+    assert_eq!(routed(&t, "a.example.com", "/other"), None);
+    assert_eq!(
+        routed(&t, "b.example.com", "/Exact/1").as_deref(),
+        Some("/exact")
+    );
+    assert_eq!(
+        routed(&t, "b.example.com", "/exact"),
+        None,
+        "no -i: case counts"
+    );
+    // Other ACL flags would change what matches: the port is not served.
+    let c = cluster(vec![vhost_app(
+        "/re",
+        &[
+            ("HAPROXY_0_VHOST", "a.example.com"),
+            ("HAPROXY_0_PATH", "-m reg ^/a"),
+        ],
+    )]);
+    let t = compile(&c, &config());
+    assert!(t.services.is_empty());
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.reason.contains("HAPROXY_0_PATH"))
+    );
+}
+
+#[test]
+fn backend_weight_orders_the_vhost_rules() {
+    // config.py, BACKEND_WEIGHT: "Some ACLs may be affected by order. For example, if you're
+    // using VHost and path ACLs that are shared amongst backends, the ordering of the ACLs will
+    // matter. With HAPROXY_{n}_BACKEND_WEIGHT you can change the ordering by specifying a
+    // weight. Backends are sorted from largest to smallest weight.
+    // By default, any backends which use `HAPROXY_{n}_PATH` will have a weight of 1, if the
+    // default weight is used (which is 0)."
+    // marathon_lb.py: "http_frontend_list.sort(key=lambda x: x[0], reverse=True)"
+    let host = ("HAPROXY_0_VHOST", "a.example.com");
+    let c = cluster(vec![
+        vhost_app("/root", &[host]),
+        vhost_app("/api", &[host, ("HAPROXY_0_PATH", "/api")]),
+    ]);
+    let t = compile(&c, &config());
+    // Defaults: the path rule (weight 1) before the host-only rule (weight 0).
+    assert_eq!(
+        routed(&t, "a.example.com", "/api/x").as_deref(),
+        Some("/api")
+    );
+    assert_eq!(
+        routed(&t, "a.example.com", "/web").as_deref(),
+        Some("/root")
+    );
+    // A heavier host-only rule is tried first and takes every path.
+    let c = cluster(vec![
+        vhost_app("/root", &[host, ("HAPROXY_0_BACKEND_WEIGHT", "5")]),
+        vhost_app("/api", &[host, ("HAPROXY_0_PATH", "/api")]),
+    ]);
+    let t = compile(&c, &config());
+    assert_eq!(
+        routed(&t, "a.example.com", "/api/x").as_deref(),
+        Some("/root")
+    );
+    // Two apps with the same host and path: the heavier takes it (switchyard splits equal ones
+    // between them, where HAProxy would take the first in its configuration).
+    let c = cluster(vec![
+        vhost_app("/old", &[host]),
+        vhost_app("/new", &[host, ("HAPROXY_0_BACKEND_WEIGHT", "2")]),
+        vhost_app("/same", &[host, ("HAPROXY_0_BACKEND_WEIGHT", "0")]),
+    ]);
+    let t = compile(&c, &config());
+    assert_eq!(routed(&t, "a.example.com", "/").as_deref(), Some("/new"));
+    // Weights may be negative (`int(v)`); a non-number does not parse.
+    let c = cluster(vec![
+        vhost_app(
+            "/last",
+            &[
+                host,
+                ("HAPROXY_0_PATH", "/a"),
+                ("HAPROXY_0_BACKEND_WEIGHT", "-1"),
+            ],
+        ),
+        vhost_app("/first", &[host]),
+        vhost_app(
+            "/bad",
+            &[
+                ("HAPROXY_0_VHOST", "b.example.com"),
+                ("HAPROXY_0_BACKEND_WEIGHT", "x"),
+            ],
+        ),
+    ]);
+    let t = compile(&c, &config());
+    assert_eq!(routed(&t, "a.example.com", "/a").as_deref(), Some("/first"));
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| &*p.app_id == "/bad" && p.reason.contains("BACKEND_WEIGHT"))
+    );
+}

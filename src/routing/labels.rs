@@ -38,6 +38,11 @@ pub struct PortLabels {
     pub vhosts: Vec<String>,
     /// Path prefixes, with the vhosts.
     pub paths: Vec<String>,
+    /// `HAPROXY_{n}_PATH` began with HAProxy's `-i`: the prefixes match without case.
+    pub paths_ignore_case: bool,
+    /// `HAPROXY_{n}_BACKEND_WEIGHT` (default 0, and 1 for a port with a path): the order in
+    /// which vhost rules are tried, heaviest first.
+    pub backend_weight: i64,
     pub redirect_to_https: bool,
     pub hsts: bool,
     pub sticky: bool,
@@ -76,7 +81,6 @@ const TEMPLATE_SUFFIXES: &[&str] = &[
 
 /// Labels that arrive with later work; noted, not errors.
 const LATER: &[&str] = &[
-    "BACKEND_WEIGHT",
     "HTTP_BACKEND_PROXYPASS_PATH",
     "HTTP_BACKEND_REVPROXY_PATH",
     "HTTP_BACKEND_REDIR",
@@ -100,6 +104,7 @@ const ACTED_ON: &[&str] = &[
     "SSL_CERT",
     "AUTH",
     "BACKEND_HEALTHCHECK_PORT_INDEX",
+    "BACKEND_WEIGHT",
 ];
 
 /// marathon-lb templates whose job is to decide who gets in: the basic-auth ones
@@ -248,9 +253,23 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             .ok_or_else(|| format!("{prefix}VHOST: {host:?} is not a host name"))?;
         vhosts.push(host);
     }
-    let paths: Vec<String> = get("PATH")
-        .unwrap_or("")
-        .split_whitespace()
+    // marathon-lb pastes the label after HAProxy's `path_beg`, so it may start with ACL flags:
+    // `-i` (ignore case) and `--` (end of flags) are honoured; any other flag (`-f` file,
+    // `-m` match method, …) would change what matches, so the port is not served.
+    let mut path_words = get("PATH").unwrap_or("").split_whitespace().peekable();
+    let mut paths_ignore_case = false;
+    while let Some(flag) = path_words.next_if(|w| w.starts_with('-')) {
+        match flag {
+            "-i" => paths_ignore_case = true,
+            "--" => break,
+            other => {
+                return Err(format!(
+                    "{prefix}PATH: HAProxy flag {other:?} is not supported (only -i and --)"
+                ));
+            }
+        }
+    }
+    let paths: Vec<String> = path_words
         .map(|p| {
             if p.starts_with('/') {
                 p.to_string()
@@ -259,6 +278,18 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             }
         })
         .collect();
+    // config.py, set_path: "if x.backend_weight == 0: x.backend_weight = 1"
+    let backend_weight = match get("BACKEND_WEIGHT") {
+        None => 0,
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| format!("{prefix}BACKEND_WEIGHT={v:?}: expected a whole number"))?,
+    };
+    let backend_weight = if backend_weight == 0 && !paths.is_empty() {
+        1
+    } else {
+        backend_weight
+    };
     if !paths.is_empty() && vhosts.is_empty() {
         notices.push(format!("{prefix}PATH without {prefix}VHOST: ignored"));
     }
@@ -371,6 +402,8 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         enabled,
         vhosts,
         paths,
+        paths_ignore_case,
+        backend_weight,
         redirect_to_https,
         hsts,
         sticky,

@@ -92,7 +92,7 @@ pub struct HttpOptions {
     pub auth: Option<std::sync::Arc<auth::BasicAuth>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ServiceKey {
     pub app_id: AppId,
     pub port_index: usize,
