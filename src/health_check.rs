@@ -31,6 +31,9 @@ pub struct Probe {
     pub max_failures: u32,
     /// Failures in this long after a backend appears do not count (Marathon's grace period).
     pub grace: Duration,
+    /// Probe this address rather than the backend's own: the task's port named by
+    /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`. Set per backend when targets are sent.
+    pub target: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -79,6 +82,7 @@ pub fn from_marathon(check: &Value) -> Option<Probe> {
                 .unwrap_or(300)
                 .min(86_400),
         ),
+        target: None,
     })
 }
 
@@ -113,6 +117,7 @@ impl Policy {
                 timeout: c.timeout,
                 max_failures: c.max_consecutive_failures,
                 grace: Duration::ZERO,
+                target: None,
             }),
         })
     }
@@ -211,7 +216,7 @@ async fn probe_loop(
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            check(&probe, state.addr).await
+            check(&probe, probe.target.unwrap_or(state.addr)).await
         };
         Metrics::count(&metrics.health_checks, if passed { "pass" } else { "fail" });
         if passed || started.elapsed() >= probe.grace {
@@ -325,6 +330,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_failures: 1,
             grace: Duration::ZERO,
+            target: None,
         };
         let http = |path: &str| probe(ProbeKind::Http { path: path.into() });
         assert!(check(&probe(ProbeKind::Tcp), addr).await);

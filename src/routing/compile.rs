@@ -200,7 +200,31 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             table
                 .ssl_certs
                 .extend(labels.ssl_certs.iter().map(std::path::PathBuf::from));
-            let backends = backends(cluster, app, n, &mut problem);
+            let mut backends = backends(cluster, app, n, &mut problem);
+            // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
+            // port of that index, with that port's check.
+            let mut probe_port = n;
+            if let Some(k) = labels.healthcheck_port_index.filter(|&k| k != n) {
+                if k < app.ports.len() {
+                    probe_port = k;
+                    for b in &mut backends {
+                        b.probe_addr = app
+                            .tasks
+                            .get(&b.task_id)
+                            .and_then(|t| backend_addr(cluster, app, k, t).ok());
+                    }
+                } else {
+                    // marathon_lb.py, get_backend_port: "if its value is nonsense simply return
+                    // the app port".
+                    problem(
+                        Severity::Ignored,
+                        format!(
+                            "HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX={k}: the app has no port \
+                             {k}; the port's own check is used"
+                        ),
+                    );
+                }
+            }
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
             let vhosts = labels
                 .vhosts
@@ -235,7 +259,10 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     .collect(),
                 vhosts,
                 upstream_h2: labels.upstream_h2,
-                probe: config.health.as_ref().and_then(|h| h.probe(&app.probes, n)),
+                probe: config
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.probe(&app.probes, probe_port)),
                 weight: labels.weight,
                 canary: labels.canary_header,
                 deployment: labels.deployment,
@@ -558,6 +585,7 @@ fn backends(
                 addr,
                 task_id: task.id.clone(),
                 weight: 1,
+                probe_addr: None,
             }),
             Err(reason) => problem(Severity::Skipped, format!("task {}: {reason}", task.id)),
         }

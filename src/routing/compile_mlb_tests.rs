@@ -313,3 +313,55 @@ fn backend_weight_orders_the_vhost_rules() {
             .any(|p| &*p.app_id == "/bad" && p.reason.contains("BACKEND_WEIGHT"))
     );
 }
+
+#[test]
+fn the_healthcheck_port_index_probes_the_other_port_with_its_check() {
+    use crate::health_check::{Policy, Probe, ProbeKind};
+    use std::time::Duration;
+    // config.py, BACKEND_HEALTHCHECK_PORT_INDEX: "Set the index of the port dedicated for the
+    // healthchecks of the backends behind a given service port. By default, the index will be
+    // the same as the one of the service port. ... HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX=1
+    // will make it so that the port 9001 is used to perform the backend healthchecks."
+    let mut a = app_with(
+        &[("HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX", "1")],
+        2,
+        vec![check("HTTP", 1)],
+    );
+    a.probes = vec![Probe {
+        kind: ProbeKind::Http {
+            path: "/health".into(),
+        },
+        port_index: 1,
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(2),
+        max_failures: 3,
+        grace: Duration::ZERO,
+        target: None,
+    }];
+    let mut config = config();
+    config.health = Some(Policy {
+        from_marathon: true,
+        default: None,
+    });
+    let t = compile(&cluster(vec![a.clone()]), &config);
+    let port0 = &t.services[0];
+    assert_eq!(port0.key.port_index, 0);
+    assert_eq!(port0.mode, Mode::Http, "the lent check is HTTP");
+    let probe = port0.probe.as_ref().expect("probed with port 1's check");
+    assert_eq!(probe.kind, a.probes[0].kind);
+    // The task's ports are 1 (index 0) and 2 (index 1): traffic to 1, probes to 2.
+    assert_eq!(port0.backends[0].addr.port(), 1);
+    assert_eq!(port0.backends[0].probe_addr.map(|a| a.port()), Some(2));
+    // Port 1 itself is probed as always, on its own address.
+    assert_eq!(t.services[1].backends[0].probe_addr, None);
+    assert!(t.services[1].probe.is_some());
+    // An index the app does not have: the port's own check, and a problem.
+    let a = app_with(
+        &[("HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX", "7")],
+        1,
+        vec![],
+    );
+    let t = compile(&cluster(vec![a]), &config);
+    assert_eq!(t.services[0].backends[0].probe_addr, None);
+    assert!(t.problems.iter().any(|p| p.reason.contains("no port 7")));
+}

@@ -118,6 +118,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub task_id: TaskId,
     pub weight: u32,
+    /// Where its health is probed when not at `addr`: the task's port named by
+    /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`.
+    pub probe_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
