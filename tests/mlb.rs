@@ -205,3 +205,58 @@ async fn a_dash_i_path_matches_without_case() {
         assert_eq!(request(e.http, &head).await.0, 503, "{path}");
     }
 }
+
+#[tokio::test]
+async fn proxypass_revproxy_and_redir_rewrite_as_marathon_lb() {
+    let (backend, _b) = mirror().await;
+    let port = free_port();
+    let apps = vec![app(
+        "/legacy",
+        port,
+        json!({
+            "HAPROXY_0_VHOST": "legacy.example.com",
+            "HAPROXY_0_PATH": "/legacy",
+            "HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH": "/legacy",
+            "HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH": "/legacy",
+            "HAPROXY_0_HTTP_BACKEND_REDIR": "/legacy/home",
+        }),
+        vec![task("/legacy", "legacy.1", backend.port())],
+    )];
+    let e = edge("mlb-rewrite", apps, "").await;
+    e.sy.wait_routes("the app", |r| has_service(r, port)).await;
+    for addr in [e.http, local(port)] {
+        // The backend sees the target without the prefix, and the app's host.
+        let (status, _, body) = request(
+            addr,
+            "GET /legacy/users/7?full=1 HTTP/1.1\r\nHost: legacy.example.com",
+        )
+        .await;
+        assert_eq!(status, 200, "{addr}: {body}");
+        assert!(body.starts_with("GET /users/7?full=1\n"), "{addr}: {body}");
+        assert!(body.contains("\"host\": \"legacy.example.com\""), "{body}");
+        let (_, _, body) = request(addr, "GET /legacy HTTP/1.1\r\nHost: legacy.example.com").await;
+        assert!(body.starts_with("GET /\n"), "{addr}: {body}");
+        // Location and Content-Location come back under the prefix (a path, and a URL at the
+        // app's host); another host's URL is left alone.
+        for (to, expected) in [
+            ("/login", "/legacy/login"),
+            ("http://legacy.example.com:8080/a?b=1", "/legacy/a?b=1"),
+            ("http://elsewhere.org/x", "http://elsewhere.org/x"),
+        ] {
+            let head = format!("GET /legacy/redirect?to={to} HTTP/1.1\r\nHost: legacy.example.com");
+            let (status, headers, _) = request(addr, &head).await;
+            assert_eq!(status, 302, "{addr} {to}");
+            assert_eq!(header(&headers, "location"), Some(expected), "{addr} {to}");
+            assert_eq!(header(&headers, "content-location"), Some(expected));
+        }
+    }
+    // The root of the app's host is redirected (on its service port, which has no path rule).
+    let (status, headers, _) =
+        request(local(port), "GET / HTTP/1.1\r\nHost: legacy.example.com").await;
+    assert_eq!(status, 301);
+    assert_eq!(header(&headers, "location"), Some("/legacy/home"));
+    // Not the root, or another host: no redirect.
+    let (status, _, body) = request(local(port), "GET / HTTP/1.1\r\nHost: other.org").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("GET /\n"), "{body}");
+}

@@ -10,6 +10,7 @@ pub mod http;
 pub mod listeners;
 pub mod message;
 mod retry_budget;
+pub mod rewrite;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

@@ -243,6 +243,12 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     paths.into_iter().map(move |p| format!("{h}{p}{ci}"))
                 })
                 .collect();
+            let rewrite = labels.rewrite.clone().map(|r| {
+                std::sync::Arc::new(crate::routing::Rewrite {
+                    hosts: labels.vhosts.clone(),
+                    ..r
+                })
+            });
             entries.push(Entries {
                 key: key.clone(),
                 listens,
@@ -277,6 +283,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     sticky: labels.sticky,
                     acl: labels.acl,
                     auth: labels.auth,
+                    rewrite,
                 },
             });
         }

@@ -365,3 +365,43 @@ fn the_healthcheck_port_index_probes_the_other_port_with_its_check() {
     assert_eq!(t.services[0].backends[0].probe_addr, None);
     assert!(t.problems.iter().any(|p| p.reason.contains("no port 7")));
 }
+
+#[test]
+fn rewrite_labels_reach_the_service_with_its_hosts() {
+    // config.py: "HTTP_BACKEND_PROXYPASS_PATH ... Ex: `HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH =
+    // '/path/to/redirect'`", "HTTP_BACKEND_REVPROXY_PATH ... Ex:
+    // `HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH = '/my/content'`", "HTTP_BACKEND_REDIR: Set the path
+    // to redirect the root of the domain to Ex: HAPROXY_0_HTTP_BACKEND_REDIR = '/my/content'".
+    // The templates use `{hostname}`, the app's vhost: the service carries its vhosts.
+    let c = cluster(vec![vhost_app(
+        "/r",
+        &[
+            ("HAPROXY_0_VHOST", "a.example.com,b.example.com"),
+            ("HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH", "/path/to/redirect"),
+            ("HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH", "/my/content"),
+            ("HAPROXY_0_HTTP_BACKEND_REDIR", "/my/content"),
+        ],
+    )]);
+    let t = compile(&c, &config());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let r = t.services[0].http.rewrite.as_ref().expect("rewrites");
+    assert_eq!(r.proxy_path.as_deref(), Some("/path/to/redirect"));
+    assert_eq!(r.revproxy_path.as_deref(), Some("/my/content"));
+    assert_eq!(r.redirect_root.as_deref(), Some("/my/content"));
+    assert_eq!(r.hosts, ["a.example.com", "b.example.com"]);
+    let c = cluster(vec![vhost_app(
+        "/bad",
+        &[
+            ("HAPROXY_0_VHOST", "a.example.com"),
+            ("HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH", "/a b"),
+        ],
+    )]);
+    let t = compile(&c, &config());
+    assert!(t.services.is_empty());
+    assert!(t.problems[0].reason.contains("PROXYPASS_PATH"));
+    assert!(
+        compile(&cluster(vec![vhost_app("/n", &[])]), &config())
+            .services
+            .is_empty()
+    );
+}

@@ -50,6 +50,9 @@ pub struct PortLabels {
     pub acl: Vec<Cidr>,
     /// `HAPROXY_{n}_AUTH`: requests need these credentials.
     pub auth: Option<Arc<BasicAuth>>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`, `_REVPROXY_PATH`, `_REDIR` (hosts empty:
+    /// `compile` adds the vhosts).
+    pub rewrite: Option<super::Rewrite>,
     /// Certificate files (PEM, chain and key) to serve on the HTTPS listeners.
     pub ssl_certs: Vec<String>,
     /// marathon-lb's blue-green set (app-wide labels).
@@ -80,11 +83,7 @@ const TEMPLATE_SUFFIXES: &[&str] = &[
 ];
 
 /// Labels that arrive with later work; noted, not errors.
-const LATER: &[&str] = &[
-    "HTTP_BACKEND_PROXYPASS_PATH",
-    "HTTP_BACKEND_REVPROXY_PATH",
-    "HTTP_BACKEND_REDIR",
-];
+const LATER: &[&str] = &[];
 
 /// The per-port labels switchyard acts on (after `HAPROXY_{n}_`). Any other `HAPROXY_{n}_…` label
 /// is reported: nothing marathon-lb reads is dropped silently.
@@ -105,6 +104,9 @@ const ACTED_ON: &[&str] = &[
     "AUTH",
     "BACKEND_HEALTHCHECK_PORT_INDEX",
     "BACKEND_WEIGHT",
+    "HTTP_BACKEND_PROXYPASS_PATH",
+    "HTTP_BACKEND_REVPROXY_PATH",
+    "HTTP_BACKEND_REDIR",
 ];
 
 /// marathon-lb templates whose job is to decide who gets in: the basic-auth ones
@@ -306,6 +308,22 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
                 .map_err(|e| format!("{prefix}AUTH: {e}; the port is not served"))
         })
         .transpose()?;
+    // Paths (and the redirect's location) go into request lines and header values: no
+    // whitespace or control characters.
+    let rewrite_label = |key: &str| -> Result<Option<String>, String> {
+        match get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if v.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(v.to_string())),
+            Some(v) => Err(format!("{prefix}{key}={v:?}: not a path")),
+        }
+    };
+    let rewrite = super::Rewrite {
+        proxy_path: rewrite_label("HTTP_BACKEND_PROXYPASS_PATH")?,
+        revproxy_path: rewrite_label("HTTP_BACKEND_REVPROXY_PATH")?,
+        redirect_root: rewrite_label("HTTP_BACKEND_REDIR")?,
+        hosts: Vec::new(),
+    };
+    let rewrite = (rewrite != super::Rewrite::default()).then_some(rewrite);
     let ssl_certs: Vec<String> = get("SSL_CERT")
         .unwrap_or("")
         .split(',')
@@ -409,6 +427,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         sticky,
         acl,
         auth,
+        rewrite,
         ssl_certs,
         deployment,
         weight,

@@ -90,6 +90,22 @@ pub struct HttpOptions {
     pub acl: Vec<cidr::Cidr>,
     /// `HAPROXY_{n}_AUTH`: requests without these credentials get a 401.
     pub auth: Option<std::sync::Arc<auth::BasicAuth>>,
+    /// marathon-lb's path rewriting (`proxy::rewrite`); `None`: none.
+    pub rewrite: Option<std::sync::Arc<Rewrite>>,
+}
+
+/// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`, `_REVPROXY_PATH` and `_REDIR`, with the app's
+/// vhosts (marathon-lb's `{hostname}` in those templates). Applied by `proxy::rewrite`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Stripped from the front of request targets.
+    pub proxy_path: Option<String>,
+    /// `Location` and `Content-Location` answers go back under this path.
+    pub revproxy_path: Option<String>,
+    /// Requests for the root of the app's host are redirected (301) here.
+    pub redirect_root: Option<String>,
+    /// The app's vhosts.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
