@@ -29,6 +29,9 @@ pub struct App {
     pub probes: Vec<crate::health_check::Probe>,
     /// Every Marathon check as marathon-lb reads it to choose a port's mode, in the app's order.
     pub checks: Vec<CheckSpec>,
+    /// IP-per-task without service ports: `compile` assigns them from the configured range
+    /// (marathon-lb's `--min-serv-port-ip-per-task`), see `routing::ip_per_task`.
+    pub assign_service_ports: bool,
     pub tasks: BTreeMap<TaskId, Task>,
 }
 
@@ -357,6 +360,7 @@ pub(crate) mod fixtures {
             health_checks: 0,
             probes: Vec::new(),
             checks: Vec::new(),
+            assign_service_ports: false,
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
         }
     }

@@ -260,3 +260,69 @@ async fn proxypass_revproxy_and_redir_rewrite_as_marathon_lb() {
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("GET /\n"), "{body}");
 }
+
+/// An IP-per-task app as Marathon 1.4 showed it: no service ports, the task's port under
+/// `ipAddress.discovery`.
+fn ip_per_task_app(id: &str, container_port: u16) -> Value {
+    json!({
+        "id": id,
+        "labels": {"HAPROXY_0_VHOST": format!("{}.example.com", &id[1..])},
+        "ipAddress": {"discovery": {"ports": [{"number": container_port, "name": "http", "protocol": "tcp"}]}},
+        "tasks": [{
+            "id": format!("{}.1", &id[1..]), "host": "127.0.0.1", "state": "TASK_RUNNING",
+            "ipAddresses": [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}]
+        }]
+    })
+}
+
+/// (app id, service port) of every service in `/v1/routes`.
+fn service_ports(routes: &Value) -> Vec<(String, u16)> {
+    let mut ports: Vec<(String, u16)> = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| {
+            let port = s["listen"].as_str()?.parse::<SocketAddr>().ok()?.port();
+            Some((s["app_id"].as_str()?.to_string(), port))
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+#[tokio::test]
+async fn ip_per_task_service_ports_are_the_same_on_every_instance() {
+    let (backend, _b) = mirror().await;
+    let ids = ["/alpha", "/beta", "/gamma", "/delta", "/epsilon", "/zeta"];
+    let apps: Vec<Value> = ids
+        .iter()
+        .map(|id| ip_per_task_app(id, backend.port()))
+        .collect();
+    let mut reversed = apps.clone();
+    reversed.reverse();
+    // Below the ports free_port hands out (20000 and up), so that neither instance's own
+    // listeners fall in the range.
+    let min = 12_000 + (std::process::id() % 7_900) as u16;
+    let range = format!(
+        "min_serv_port_ip_per_task = {min}\nmax_serv_port_ip_per_task = {}",
+        min + 40
+    );
+    // Two instances, the apps listed in opposite orders. The second cannot bind the ports the
+    // first holds (it reports that per listener); what it assigned is what is compared.
+    let a = edge("mlb-ippt-a", apps, &range).await;
+    let b = edge("mlb-ippt-b", reversed, &range).await;
+    let all = |r: &Value| service_ports(r).len() == ids.len();
+    let ports_a = service_ports(&a.sy.wait_routes("every app", all).await);
+    let ports_b = service_ports(&b.sy.wait_routes("every app", all).await);
+    assert_eq!(ports_a, ports_b);
+    let distinct: std::collections::BTreeSet<u16> = ports_a.iter().map(|(_, p)| *p).collect();
+    assert_eq!(distinct.len(), ids.len(), "{ports_a:?}");
+    assert!(distinct.iter().all(|p| (min..=min + 40).contains(p)));
+    // And the assigned port serves (HTTP: the vhost makes it so), as the vhost does.
+    let (_, port) = &ports_a[0];
+    let (status, _, body) = request(local(*port), "GET /p HTTP/1.1\r\nHost: x").await;
+    assert_eq!(status, 200, "{body}");
+    let host = format!("{}.example.com", &ports_a[0].0[1..]);
+    let (status, _, _) = request(a.http, &format!("GET / HTTP/1.1\r\nHost: {host}")).await;
+    assert_eq!(status, 200);
+}

@@ -121,6 +121,10 @@ pub struct Proxy {
     pub max_connections_per_listener: usize,
     /// Open client connections allowed in all.
     pub max_connections: usize,
+    /// The range service ports are assigned from to IP-per-task apps that have none
+    /// (marathon-lb's `--min-serv-port-ip-per-task` / `--max-serv-port-ip-per-task`).
+    pub min_serv_port_ip_per_task: u16,
+    pub max_serv_port_ip_per_task: u16,
 }
 
 impl Default for Proxy {
@@ -138,6 +142,8 @@ impl Default for Proxy {
             retry_idempotent: true,
             max_connections_per_listener: 20_000,
             max_connections: 50_000,
+            min_serv_port_ip_per_task: 10050,
+            max_serv_port_ip_per_task: 10100,
         }
     }
 }

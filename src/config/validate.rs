@@ -96,6 +96,15 @@ impl Config {
         if !h.path.starts_with('/') {
             return Err("health_checks.path: must start with /".into());
         }
+        if self.proxy.min_serv_port_ip_per_task == 0
+            || self.proxy.max_serv_port_ip_per_task < self.proxy.min_serv_port_ip_per_task
+        {
+            return Err(
+                "proxy.min_serv_port_ip_per_task and max_serv_port_ip_per_task: \
+                        a range of ports, 1 <= min <= max"
+                    .into(),
+            );
+        }
         if self.proxy.max_connections == 0 || self.proxy.max_connections_per_listener == 0 {
             return Err(
                 "proxy.max_connections and max_connections_per_listener: must be > 0".into(),

@@ -34,6 +34,8 @@ pub struct CompileConfig {
     pub vip: Option<VipSettings>,
     /// Active health checks; `None`: off.
     pub health: Option<crate::health_check::Policy>,
+    /// The range IP-per-task apps without service ports get theirs from (inclusive).
+    pub ip_per_task_ports: (u16, u16),
 }
 
 impl CompileConfig {
@@ -50,6 +52,7 @@ impl CompileConfig {
             weight_overrides: Overrides::new(),
             vip: None,
             health: None,
+            ip_per_task_ports: (10050, 10100),
         }
     }
 
@@ -64,6 +67,10 @@ impl CompileConfig {
             weight_overrides: Overrides::new(),
             vip: config.vip.settings(),
             health: crate::health_check::Policy::from_config(&config.health_checks),
+            ip_per_task_ports: (
+                config.proxy.min_serv_port_ip_per_task,
+                config.proxy.max_serv_port_ip_per_task,
+            ),
         }
     }
 
@@ -94,6 +101,9 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             .or_default()
             .push((addr.ip(), owner, None));
     }
+    let (min, max) = config.ip_per_task_ports;
+    let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
+    let assigned = super::ip_per_task::assign(cluster, min, max, &own);
     for app in cluster.apps.values() {
         for reason in labels::app_notices(&app.labels, app.ports.len()) {
             table.problems.push(Problem {
@@ -159,7 +169,17 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             // the app port served by vhost only.
             let group = labels.deployment.group.clone();
             let ip = labels.bind_addr.unwrap_or(config.bind);
-            let service_port = labels.port.unwrap_or(port.service_port);
+            let mut service_port = labels.port.unwrap_or(port.service_port);
+            if app.assign_service_ports && labels.port.is_none() {
+                match assigned.get(&(app.id.clone(), n)) {
+                    Some(&p) => service_port = p,
+                    None if !app.tasks.is_empty() => problem(
+                        Severity::Skipped,
+                        format!("no service port: the IP-per-task range {min}-{max} is used up"),
+                    ),
+                    None => {}
+                }
+            }
             let mut listens = Vec::new();
             let alt = labels.deployment.alt_port.filter(|&p| p != service_port);
             for (i, wanted) in [service_port].into_iter().chain(alt).enumerate() {

@@ -405,3 +405,53 @@ fn rewrite_labels_reach_the_service_with_its_hosts() {
             .is_empty()
     );
 }
+
+#[test]
+fn ip_per_task_apps_without_service_ports_get_them_from_the_range() {
+    // utils.py ServicePortAssigner: "assigning deterministic ports from a configurable range
+    // when required ... The LB command line options --min-serv-port-ip-per-task and
+    // --max-serv-port-ip-per-task specify the allowed range of ports to auto-assign from."
+    let ip_app = |id: &str| {
+        let mut a = app(id, 0, &[("HAPROXY_0_VHOST", "x.example.com")], vec![]);
+        let mut t = task(&format!("{id}.1"), 0);
+        t.ip_addresses = vec!["10.1.0.1".parse().unwrap()];
+        a.tasks.insert(t.id.clone(), t);
+        a.networking = crate::cluster::Networking::Container;
+        a.assign_service_ports = true;
+        a.ports[0].container_port = Some(8080);
+        a
+    };
+    let apps: Vec<App> = ["/c", "/a", "/b"].into_iter().map(ip_app).collect();
+    let t = compile(&cluster(apps.clone()), &config());
+    let ports: Vec<u16> = t
+        .services
+        .iter()
+        .map(|s| s.listen.unwrap().port())
+        .collect();
+    assert_eq!(ports.len(), 3, "{:?}", t.problems);
+    assert!(
+        ports.iter().all(|p| (10050..=10100).contains(p)),
+        "{ports:?}"
+    );
+    assert_eq!(
+        t.services[0].backends[0].addr,
+        "10.1.0.1:8080".parse().unwrap()
+    );
+    // The same ports whatever order the apps come in.
+    let mut reversed = apps;
+    reversed.reverse();
+    let again = compile(&cluster(reversed), &config());
+    let again: Vec<u16> = again
+        .services
+        .iter()
+        .map(|s| s.listen.unwrap().port())
+        .collect();
+    assert_eq!(ports, again);
+    // HAPROXY_{n}_PORT still decides ("This overrides the servicePort").
+    let mut labelled = ip_app("/p");
+    labelled
+        .labels
+        .insert("HAPROXY_0_PORT".into(), "10200".into());
+    let t = compile(&cluster(vec![labelled]), &config());
+    assert_eq!(t.services[0].listen.unwrap().port(), 10200);
+}

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod balance;
 pub mod cidr;
 pub mod compile;
+pub mod ip_per_task;
 pub mod labels;
 pub mod resolve;
 pub mod routes;
