@@ -42,7 +42,7 @@ impl Config {
         if d.file_poll_interval.is_zero() {
             return Err("discovery.file_poll_interval: must be > 0".into());
         }
-        if self.proxy.group.is_empty() {
+        if self.proxy.group.is_empty() || self.proxy.group.iter().any(|g| g.trim().is_empty()) {
             return Err("proxy.group: must not be empty (use \"*\" to serve every group)".into());
         }
         for (key, value) in [

@@ -20,7 +20,8 @@ use crate::routing::vip::{self, VipSettings};
 /// The part of the configuration that `compile` reads.
 #[derive(Debug, Clone)]
 pub struct CompileConfig {
-    pub group: String,
+    /// The groups served (`*`: every app).
+    pub group: Vec<String>,
     pub serve_ungrouped: bool,
     pub strict_mode: bool,
     pub bind: IpAddr,
@@ -43,7 +44,7 @@ impl CompileConfig {
     /// benchmarks and fuzzing.
     pub fn group(group: &str, bind: IpAddr) -> CompileConfig {
         CompileConfig {
-            group: group.into(),
+            group: vec![group.into()],
             serve_ungrouped: false,
             strict_mode: false,
             bind,
@@ -75,12 +76,12 @@ impl CompileConfig {
     }
 
     fn serves(&self, groups: Option<&[String]>) -> bool {
-        if self.group == "*" {
+        if self.group.iter().any(|g| g == "*") {
             return true;
         }
         match groups {
             None => self.serve_ungrouped,
-            Some(groups) => groups.iter().any(|g| g == "*" || *g == self.group),
+            Some(groups) => groups.iter().any(|g| g == "*" || self.group.contains(g)),
         }
     }
 }

@@ -455,3 +455,35 @@ fn ip_per_task_apps_without_service_ports_get_them_from_the_range() {
     let t = compile(&cluster(vec![labelled]), &config());
     assert_eq!(t.services[0].listen.unwrap().port(), 10200);
 }
+
+#[test]
+fn an_instance_serves_several_groups() {
+    // marathon_lb.py: `--group` with action="append"; has_group(groups, app_groups): "# Contains
+    // matching groups  if (len(frozenset(app_groups) & groups)): return True".
+    let grouped = |id: &str, port: u16, group: &str| {
+        app(
+            id,
+            port,
+            &[("HAPROXY_GROUP", group)],
+            vec![task(&format!("{id}.1"), 1)],
+        )
+    };
+    let c = cluster(vec![
+        grouped("/ext", 10000, "external"),
+        grouped("/int", 10001, "internal"),
+        grouped("/other", 10002, "other"),
+        grouped("/both", 10003, "other,internal"),
+        app("/none", 10004, &[], vec![task("n.1", 1)]),
+    ]);
+    let mut config = config();
+    config.group = vec!["external".into(), "internal".into()];
+    let t = compile(&c, &config);
+    let ids: Vec<&str> = t.services.iter().map(|s| &*s.key.app_id).collect();
+    assert_eq!(ids, ["/both", "/ext", "/int"]);
+    config.group.push("*".into());
+    assert_eq!(
+        compile(&c, &config).services.len(),
+        5,
+        "`*` among them: every app"
+    );
+}
