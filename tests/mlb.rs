@@ -326,3 +326,101 @@ async fn ip_per_task_service_ports_are_the_same_on_every_instance() {
     let (status, _, _) = request(a.http, &format!("GET / HTTP/1.1\r\nHost: {host}")).await;
     assert_eq!(status, 200);
 }
+
+/// `GET`/`POST` on the admin listener with an optional bearer token: status and body.
+async fn admin(
+    sy: &Switchyard,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    let auth = token.map_or(String::new(), |t| format!("\r\nAuthorization: Bearer {t}"));
+    request(
+        sy.admin,
+        &format!("{method} {path} HTTP/1.1\r\nHost: admin{auth}\r\nContent-Length: 0"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn marathon_lb_endpoints_on_the_admin_listener() {
+    let marathon = support::marathon::Marathon::start().await;
+    let (backend, _b) = mirror().await;
+    let (web_port, tcp_port) = (free_port(), free_port());
+    marathon.set_apps(vec![
+        app(
+            "/shop/web",
+            web_port,
+            json!({"HAPROXY_0_VHOST": "shop.example.com,www.example.com"}),
+            vec![task("/shop/web", "web.1", backend.port())],
+        ),
+        app(
+            "/db",
+            tcp_port,
+            json!({}),
+            vec![task("/db", "db.1", backend.port())],
+        ),
+    ]);
+    let dir = temp_dir("mlb-endpoints");
+    std::fs::write(dir.join("admin-token"), "s3cret\n").unwrap();
+    let toml = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         [http]\nlisten = [\"{}\"]\n",
+        marathon.url(),
+        local(free_port())
+    );
+    let token_file = dir.join("admin-token").display().to_string();
+    let sy = Switchyard::start_with_admin(
+        "mlb-endpoints",
+        &toml,
+        &format!("token_file = {token_file:?}"),
+    );
+    sy.wait_routes("both apps", |r| {
+        has_service(r, web_port) && has_service(r, tcp_port)
+    })
+    .await;
+
+    // HAProxy's monitor-uri: 200 and its page, open to probes like /healthz.
+    let (status, headers, body) = admin(&sy, "GET", "/_haproxy_health_check", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("text/html"));
+    assert_eq!(
+        body,
+        "<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n"
+    );
+
+    // The maps: `{key} {backend}` lines, the backend named as marathon-lb names it.
+    let (status, headers, body) = admin(&sy, "GET", "/_haproxy_getvhostmap", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("text/plain"));
+    assert_eq!(
+        body,
+        format!("shop.example.com shop_web_{web_port}\nwww.example.com shop_web_{web_port}\n")
+    );
+    let (status, _, body) = admin(&sy, "GET", "/_haproxy_getappmap", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        format!("/shop/web shop_web_{web_port}\n"),
+        "http-mode apps only"
+    );
+
+    // The signal needs the token that is configured; with it, a full resync from Marathon.
+    for token in [None, Some("wrong")] {
+        let (status, _, _) = admin(&sy, "GET", "/_mlb_signal/hup", token).await;
+        assert_eq!(status, 401, "{token:?}");
+    }
+    let fetches = || {
+        marathon
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/v2/apps"))
+            .count()
+    };
+    let before = fetches();
+    let (status, headers, body) = admin(&sy, "POST", "/_mlb_signal/hup", Some("s3cret")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("text/plain"));
+    assert_eq!(body, "Sent SIGHUP signal to marathon-lb");
+    wait_for("a resync", || async { (fetches() > before).then_some(()) }).await;
+}

@@ -295,6 +295,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 deployment: labels.deployment,
                 key,
                 listen,
+                service_port,
                 mode,
                 balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
                 backends,
@@ -566,6 +567,7 @@ fn vip_services(
             table.services.push(Service {
                 key,
                 listen: Some(listen),
+                service_port: *port,
                 mode: if udp { Mode::Udp } else { Mode::Tcp },
                 balancer: Balancer::with_ids(balance, &weights, &ids(&backends_all)),
                 backends: backends_all,

@@ -58,6 +58,9 @@ pub struct Service {
     pub key: ServiceKey,
     /// Its own service port; `None` when it is reached by vhost only.
     pub listen: Option<SocketAddr>,
+    /// The service port marathon-lb would name its backend after (`HAPROXY_{n}_PORT`, the
+    /// app's, or the assigned one; 0: none), whether or not it is listened on.
+    pub service_port: u16,
     /// The protocol of its own service port (the shared vhost listeners are always HTTP).
     pub mode: Mode,
     pub backends: Vec<Backend>,
