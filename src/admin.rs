@@ -28,6 +28,8 @@ pub struct Admin {
     /// `Authorization: Bearer {token}` is required (see [`Admin::authorized`]); `None`: no
     /// token configured, so changes are refused and only loopback is served.
     pub token: Option<String>,
+    /// Asks the discovery source for a full resync (`/_mlb_signal/hup`).
+    pub resync: Arc<tokio::sync::Notify>,
     pub commands: tokio::sync::mpsc::Sender<crate::reconciler::Command>,
     /// `POST /v1/reload`: re-read the configuration file.
     pub reload: tokio::sync::mpsc::Sender<crate::reload::Request>,
@@ -64,8 +66,12 @@ impl Admin {
     /// reachable beyond loopback; changing always needs it.
     fn authorized(&self, req: &Request<Incoming>, loopback: bool) -> Option<Response<Full<Bytes>>> {
         let path = req.uri().path();
-        let change = !matches!(*req.method(), Method::GET | Method::HEAD);
-        if !change && (path == "/healthz" || path == "/readyz" || loopback) {
+        // marathon-lb's signals answer any method; with a token configured they need it, as
+        // every change does.
+        let signal = path.starts_with("/_mlb_signal/") && self.token.is_some();
+        let change = !matches!(*req.method(), Method::GET | Method::HEAD) || signal;
+        let probe = matches!(path, "/healthz" | "/readyz" | "/_haproxy_health_check");
+        if !change && (probe || loopback) {
             return None;
         }
         let Some(token) = &self.token else {
@@ -125,7 +131,11 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
-        const EXACT: [&str; 9] = [
+        const EXACT: [&str; 13] = [
+            "/_haproxy_health_check",
+            "/_haproxy_getvhostmap",
+            "/_haproxy_getappmap",
+            "/_mlb_signal/hup",
             "/",
             "/dashboard",
             "/healthz",
@@ -174,10 +184,27 @@ impl Admin {
             }
             return self.reload().await;
         }
+        if req.uri().path() == "/_mlb_signal/hup" {
+            // marathon-lb's signalmlb.lua sends SIGHUP, on which marathon-lb re-reads every
+            // app; here the discovery source resyncs.
+            self.resync.notify_one();
+            return mlb::plain("Sent SIGHUP signal to marathon-lb");
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
         }
         match req.uri().path() {
+            // HAProxy's `monitor-uri /_haproxy_health_check`: 200 while the process runs.
+            "/_haproxy_health_check" => {
+                let mut r = text(StatusCode::OK, mlb::HEALTH_CHECK_BODY.into());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/html"),
+                );
+                r
+            }
+            "/_haproxy_getvhostmap" => mlb::plain(&mlb::vhost_map(&self.store.load().table)),
+            "/_haproxy_getappmap" => mlb::plain(&mlb::app_map(&self.store.load().table)),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
                 // The body says why: which source failed and how (a file that is not there, a
@@ -685,4 +712,70 @@ fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
         })
         .collect();
     json!({"why": why, "route": route.name, "overridden": route.overridden, "members": members})
+}
+
+/// marathon-lb's endpoints on its stats port (9090), answered in the same shapes: HAProxy's
+/// monitor page, the map files its Lua services serve (`{key} {backend}\n` lines, the backend
+/// named `{app id without the first slash, / as _}_{service port}`), plain-text signal replies.
+mod mlb {
+    use std::collections::BTreeSet;
+
+    use bytes::Bytes;
+    use http::{Response, StatusCode, header};
+    use http_body_util::Full;
+
+    use crate::routing::{Mode, RoutingTable, Service};
+
+    /// HAProxy's answer to `monitor-uri`.
+    pub const HEALTH_CHECK_BODY: &str =
+        "<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n";
+
+    /// `send_map` in getmaps.lua / `send_response` in signalmlb.lua: 200, text/plain.
+    pub fn plain(body: &str) -> Response<Full<Bytes>> {
+        let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+        *r.status_mut() = StatusCode::OK;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain"),
+        );
+        r
+    }
+
+    /// marathon_lb.py: `backend = app.appId[1:].replace('/', '_') + '_' + str(app.servicePort)`.
+    pub fn backend_name(service: &Service) -> String {
+        let id = service
+            .key
+            .app_id
+            .strip_prefix('/')
+            .unwrap_or(&service.key.app_id);
+        format!("{}_{}", id.replace('/', "_"), service.service_port)
+    }
+
+    /// domain2backend.map: a vhost (without a path rule) and the backend serving it.
+    pub fn vhost_map(table: &RoutingTable) -> String {
+        let lines: BTreeSet<String> = table
+            .vhosts
+            .entries()
+            .filter(|(_, prefix, _)| prefix.is_empty())
+            .filter_map(|(host, _, route)| {
+                let member = table.routes.get(route)?.members.first()?;
+                let service = table.services.get(member.service)?;
+                Some(format!("{host} {}\n", backend_name(service)))
+            })
+            .collect();
+        lines.into_iter().collect()
+    }
+
+    /// app2backend.map: each app's first HTTP-mode port (marathon-lb's
+    /// `apps_with_http_appid_backend`), by app id.
+    pub fn app_map(table: &RoutingTable) -> String {
+        let mut seen = BTreeSet::new();
+        table
+            .services
+            .iter()
+            .filter(|s| s.mode == Mode::Http && !s.key.app_id.starts_with("vip:"))
+            .filter(|s| seen.insert(s.key.app_id.clone()))
+            .map(|s| format!("{} {}\n", s.key.app_id, backend_name(s)))
+            .collect()
+    }
 }

@@ -80,7 +80,7 @@ async fn probe_loop(
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            check(&probe, state.addr).await
+            check(&probe, probe.target.unwrap_or(state.addr)).await
         };
         Metrics::count(&metrics.health_checks, if passed { "pass" } else { "fail" });
         if passed || started.elapsed() >= probe.grace {
@@ -153,6 +153,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_failures: 1,
             grace: Duration::ZERO,
+            target: None,
         };
         let http = |path: &str| probe(ProbeKind::Http { path: path.into() });
         assert!(check(&probe(ProbeKind::Tcp), addr).await);

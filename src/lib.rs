@@ -189,8 +189,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         ),
         None => None,
     };
+    // A full resync of the source: SIGHUP, and marathon-lb's `/_mlb_signal/hup` on the admin
+    // listener.
+    let resync = Arc::new(Notify::new());
     let admin = Arc::new(admin::Admin {
         token,
+        resync: resync.clone(),
         commands: commands_tx.clone(),
         reload: reload_tx.clone(),
         store: store.clone(),
@@ -235,7 +239,6 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
 
     let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
     let (refetch_tx, refetch_rx) = mpsc::channel(1024);
-    let resync = Arc::new(Notify::new());
     let d = &config.discovery;
     if let Some(path) = &d.file {
         tracing::info!(file = %path.display(), "discovery: file source");

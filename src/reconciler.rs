@@ -491,9 +491,14 @@ impl Reconciler {
             .services
             .iter()
             .zip(snapshot.states.iter())
-            .filter_map(|(service, states)| Some((service.probe.as_ref()?, states)))
-            .flat_map(|(probe, states)| states.iter().map(move |s| (probe, s)))
-            .map(|(probe, s)| (probe.clone(), s.clone()))
+            .filter_map(|(service, states)| Some((service, service.probe.as_ref()?, states)))
+            .flat_map(|(service, probe, states)| {
+                states.iter().enumerate().map(move |(b, s)| {
+                    let mut probe = probe.clone();
+                    probe.target = service.backends.get(b).and_then(|b| b.probe_addr);
+                    (probe, s.clone())
+                })
+            })
             .collect();
         self.health_targets.send_if_modified(|current| {
             let same = current.len() == targets.len()

@@ -30,6 +30,11 @@ pub struct App {
     pub health_checks: usize,
     /// The Marathon checks switchyard can run itself (see `health_check`).
     pub probes: Vec<Probe>,
+    /// Every Marathon check as marathon-lb reads it to choose a port's mode, in the app's order.
+    pub checks: Vec<CheckSpec>,
+    /// IP-per-task without service ports: `compile` assigns them from the configured range
+    /// (marathon-lb's `--min-serv-port-ip-per-task`), see `routing::ip_per_task`.
+    pub assign_service_ports: bool,
     pub tasks: BTreeMap<TaskId, Task>,
 }
 
@@ -45,6 +50,9 @@ pub struct Probe {
     pub max_failures: u32,
     /// Failures in this long after a backend appears do not count (Marathon's grace period).
     pub grace: Duration,
+    /// Probe this address rather than the backend's own: the task's port named by
+    /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`. Set per backend when targets are sent.
+    pub target: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,6 +61,17 @@ pub enum ProbeKind {
     Tcp,
     /// `GET path` answers 2xx or 3xx (Marathon's rule).
     Http { path: String },
+}
+
+/// One of the app's Marathon `healthChecks`, the fields marathon-lb's `get_health_check` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// `HTTP`, `HTTPS`, `TCP`, `MESOS_HTTP`, `MESOS_TCP`, `COMMAND`, … as Marathon spells it.
+    pub protocol: String,
+    /// `portIndex` (Marathon's default: 0).
+    pub port_index: usize,
+    /// The check names a port number (`port`) rather than an index.
+    pub has_port: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -368,6 +387,8 @@ pub(crate) mod fixtures {
             networking: Networking::Host,
             health_checks: 0,
             probes: Vec::new(),
+            checks: Vec::new(),
+            assign_service_ports: false,
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
         }
     }

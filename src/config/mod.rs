@@ -96,8 +96,10 @@ impl Default for Discovery {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Proxy {
-    /// Which `HAPROXY_GROUP` this instance serves; `*` serves every app, grouped or not.
-    pub group: String,
+    /// Which `HAPROXY_GROUP`s this instance serves (marathon-lb's repeated `--group`); `*`
+    /// serves every app, grouped or not. A single string or a list.
+    #[serde(deserialize_with = "one_or_more")]
+    pub group: Vec<String>,
     /// Also serve apps that carry no group label (marathon-lb served them only with `*`).
     pub serve_ungrouped: bool,
     /// marathon-lb's strict mode: serve a port only when `HAPROXY_{n}_ENABLED` is true.
@@ -123,12 +125,16 @@ pub struct Proxy {
     pub max_connections_per_listener: usize,
     /// Open client connections allowed in all.
     pub max_connections: usize,
+    /// The range service ports are assigned from to IP-per-task apps that have none
+    /// (marathon-lb's `--min-serv-port-ip-per-task` / `--max-serv-port-ip-per-task`).
+    pub min_serv_port_ip_per_task: u16,
+    pub max_serv_port_ip_per_task: u16,
 }
 
 impl Default for Proxy {
     fn default() -> Self {
         Proxy {
-            group: "external".into(),
+            group: vec!["external".into()],
             serve_ungrouped: false,
             strict_mode: false,
             bind: IpAddr::from([0, 0, 0, 0]),
@@ -140,6 +146,8 @@ impl Default for Proxy {
             retry_idempotent: true,
             max_connections_per_listener: 20_000,
             max_connections: 50_000,
+            min_serv_port_ip_per_task: 10050,
+            max_serv_port_ip_per_task: 10100,
         }
     }
 }
@@ -589,6 +597,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A string, or a list of them.
+fn one_or_more<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(String),
+        More(Vec<String>),
+    }
+    Ok(match OneOrMore::deserialize(d)? {
+        OneOrMore::One(one) => vec![one],
+        OneOrMore::More(more) => more,
+    })
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
@@ -666,6 +688,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("dns.allow_recursion"), "{err}");
+    }
+
+    #[test]
+    fn group_is_one_or_several() {
+        // marathon_lb.py: parser.add_argument("--group", help="[required] Only generate config
+        // for apps which list the specified names. Use '*' to match all groups, including
+        // those without a group specified.", action="append", default=list())
+        let base = Path::new(".");
+        let one = Config::parse("[discovery]\nfile = \"a\"\n[proxy]\ngroup = \"ext\"", base);
+        assert_eq!(one.unwrap().proxy.group, ["ext"]);
+        let more = "[discovery]\nfile = \"a\"\n[proxy]\ngroup = [\"ext\", \"int\"]";
+        assert_eq!(
+            Config::parse(more, base).unwrap().proxy.group,
+            ["ext", "int"]
+        );
+        for bad in ["[]", "[\"\"]", "3"] {
+            let text = format!("[discovery]\nfile = \"a\"\n[proxy]\ngroup = {bad}");
+            let err = Config::parse(&text, base).unwrap_err();
+            assert!(err.contains("group"), "{bad}: {err}");
+        }
+        let range = "[discovery]\nfile = \"a\"\n[proxy]\nmin_serv_port_ip_per_task = 9\n\
+                     max_serv_port_ip_per_task = 8";
+        assert!(
+            Config::parse(range, base)
+                .unwrap_err()
+                .contains("ip_per_task")
+        );
     }
 
     #[test]

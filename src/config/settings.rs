@@ -23,6 +23,10 @@ impl Config {
             weight_overrides: Overrides::new(),
             vip: self.vip.settings(),
             health: health_policy(&self.health_checks),
+            ip_per_task_ports: (
+                self.proxy.min_serv_port_ip_per_task,
+                self.proxy.max_serv_port_ip_per_task,
+            ),
         }
     }
 
@@ -89,6 +93,7 @@ fn health_policy(c: &HealthChecks) -> Option<HealthPolicy> {
             timeout: c.timeout,
             max_failures: c.max_consecutive_failures,
             grace: Duration::ZERO,
+            target: None,
         }),
     })
 }

@@ -42,7 +42,7 @@ impl Config {
         if d.file_poll_interval.is_zero() {
             return Err("discovery.file_poll_interval: must be > 0".into());
         }
-        if self.proxy.group.is_empty() {
+        if self.proxy.group.is_empty() || self.proxy.group.iter().any(|g| g.trim().is_empty()) {
             return Err("proxy.group: must not be empty (use \"*\" to serve every group)".into());
         }
         for (key, value) in [
@@ -95,6 +95,15 @@ impl Config {
         }
         if !h.path.starts_with('/') {
             return Err("health_checks.path: must start with /".into());
+        }
+        if self.proxy.min_serv_port_ip_per_task == 0
+            || self.proxy.max_serv_port_ip_per_task < self.proxy.min_serv_port_ip_per_task
+        {
+            return Err(
+                "proxy.min_serv_port_ip_per_task and max_serv_port_ip_per_task: \
+                        a range of ports, 1 <= min <= max"
+                    .into(),
+            );
         }
         if self.proxy.max_connections == 0 || self.proxy.max_connections_per_listener == 0 {
             return Err(

@@ -305,7 +305,12 @@ fn plan(
     let http = &service.http;
     let https = matches!(entry, Entry::Vhost { https: true });
     let redirect = http.redirect_to_https && !https;
-    if !http.acl.is_empty() || http.auth.is_some() || redirect || http.sticky || service.upstream_h2
+    if !http.acl.is_empty()
+        || http.auth.is_some()
+        || http.rewrite.is_some()
+        || redirect
+        || http.sticky
+        || service.upstream_h2
     {
         return Ok(Plan::Fallback);
     }

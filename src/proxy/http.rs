@@ -232,6 +232,17 @@ async fn proxy(
     {
         return log(None, response);
     }
+    // HTTP_BACKEND_REDIR: a backend rule in marathon-lb, so after the frontend's credentials.
+    if let Some(rewrite) = &service.http.rewrite
+        && let Some(location) = &rewrite.redirect_root
+        && super::rewrite::redirects_root(req.uri().path(), checked.host.as_deref(), &rewrite.hosts)
+    {
+        let mut response = plain(StatusCode::MOVED_PERMANENTLY, "moved\n");
+        if let Ok(location) = HeaderValue::from_str(location) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return log(None, response);
+    }
     let pinned = service
         .http
         .sticky
@@ -243,6 +254,9 @@ async fn proxy(
         .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
     prepare_request(&mut req, client, https, &checked);
+    if let Some(rewrite) = &service.http.rewrite {
+        rewrite_request(&mut req, rewrite);
+    }
     // An idempotent request without a body may be replayed on another backend when one
     // fails before answering: keep what it takes to rebuild it.
     let replayable = is_idempotent(req.method().as_str().as_bytes())
@@ -390,6 +404,20 @@ fn finish(
     if https && service.http.hsts {
         headers::add_hsts(response.headers_mut());
     }
+    if let Some(rewrite) = &service.http.rewrite
+        && let Some(root) = &rewrite.revproxy_path
+    {
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(value) = response.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            if let Some(new) = super::rewrite::reverse_location(value, &rewrite.hosts, root)
+                .and_then(|v| HeaderValue::from_str(&v).ok())
+            {
+                response.headers_mut().insert(name, new);
+            }
+        }
+    }
     if service.http.sticky && pinned != Some(used) {
         let cookie = format!(
             "{STICKY_COOKIE}={:016x}; Path=/; HttpOnly",
@@ -472,6 +500,19 @@ fn prepare_request(req: &mut Request<Incoming>, client: &Client, https: bool, ch
         if let Ok(uri) = origin.parse() {
             *req.uri_mut() = uri;
         }
+    }
+}
+
+/// `HTTP_BACKEND_PROXYPASS_PATH` on a prepared (origin-form) request: the target without the
+/// prefix, and the app's host as Host (see `rewrite`).
+fn rewrite_request(req: &mut Request<Incoming>, rewrite: &crate::routing::Rewrite) {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let (target, host) = super::rewrite::request(rewrite, target);
+    if let Some(uri) = target.and_then(|t| t.parse().ok()) {
+        *req.uri_mut() = uri;
+    }
+    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        req.headers_mut().insert(header::HOST, host);
     }
 }
 

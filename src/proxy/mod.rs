@@ -11,6 +11,7 @@ pub mod listeners;
 pub mod message;
 pub mod pool;
 mod retry_budget;
+pub mod rewrite;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

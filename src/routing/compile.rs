@@ -19,7 +19,8 @@ use crate::routing::vip::{self, VipSettings};
 /// The part of the configuration that `compile` reads.
 #[derive(Debug, Clone)]
 pub struct CompileConfig {
-    pub group: String,
+    /// The groups served (`*`: every app).
+    pub group: Vec<String>,
     pub serve_ungrouped: bool,
     pub strict_mode: bool,
     pub bind: IpAddr,
@@ -33,6 +34,8 @@ pub struct CompileConfig {
     pub vip: Option<VipSettings>,
     /// Active health checks; `None`: off.
     pub health: Option<HealthPolicy>,
+    /// The range IP-per-task apps without service ports get theirs from (inclusive).
+    pub ip_per_task_ports: (u16, u16),
 }
 
 /// How `compile` gives each service its probe (from `[health_checks]`).
@@ -59,7 +62,7 @@ impl CompileConfig {
     /// benchmarks and fuzzing.
     pub fn group(group: &str, bind: IpAddr) -> CompileConfig {
         CompileConfig {
-            group: group.into(),
+            group: vec![group.into()],
             serve_ungrouped: false,
             strict_mode: false,
             bind,
@@ -68,16 +71,17 @@ impl CompileConfig {
             weight_overrides: Overrides::new(),
             vip: None,
             health: None,
+            ip_per_task_ports: (10050, 10100),
         }
     }
 
     fn serves(&self, groups: Option<&[String]>) -> bool {
-        if self.group == "*" {
+        if self.group.iter().any(|g| g == "*") {
             return true;
         }
         match groups {
             None => self.serve_ungrouped,
-            Some(groups) => groups.iter().any(|g| g == "*" || *g == self.group),
+            Some(groups) => groups.iter().any(|g| g == "*" || self.group.contains(g)),
         }
     }
 }
@@ -98,6 +102,9 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             .or_default()
             .push((addr.ip(), owner, None));
     }
+    let (min, max) = config.ip_per_task_ports;
+    let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
+    let assigned = super::ip_per_task::assign(cluster, min, max, &own);
     for app in cluster.apps.values() {
         for reason in labels::app_notices(&app.labels, app.ports.len()) {
             table.problems.push(Problem {
@@ -126,6 +133,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             for notice in &labels.notices {
                 problem(Severity::Ignored, notice.clone());
             }
+            let mode = labels::mode(&labels, &app.checks, n);
             if !config.serves(labels.groups.as_deref()) {
                 continue;
             }
@@ -144,7 +152,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             }
             // A tcp-mode service port relays bytes and cannot ask for credentials: serving it
             // (or only its vhosts) would leave the port open. Never open: not served.
-            if labels.auth.is_some() && labels.mode != Mode::Http {
+            if labels.auth.is_some() && mode != Mode::Http {
                 problem(
                     Severity::Skipped,
                     format!(
@@ -162,7 +170,17 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             // the app port served by vhost only.
             let group = labels.deployment.group.clone();
             let ip = labels.bind_addr.unwrap_or(config.bind);
-            let service_port = labels.port.unwrap_or(port.service_port);
+            let mut service_port = labels.port.unwrap_or(port.service_port);
+            if app.assign_service_ports && labels.port.is_none() {
+                match assigned.get(&(app.id.clone(), n)) {
+                    Some(&p) => service_port = p,
+                    None if !app.tasks.is_empty() => problem(
+                        Severity::Skipped,
+                        format!("no service port: the IP-per-task range {min}-{max} is used up"),
+                    ),
+                    None => {}
+                }
+            }
             let mut listens = Vec::new();
             let alt = labels.deployment.alt_port.filter(|&p| p != service_port);
             for (i, wanted) in [service_port].into_iter().chain(alt).enumerate() {
@@ -203,7 +221,31 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             table
                 .ssl_certs
                 .extend(labels.ssl_certs.iter().map(std::path::PathBuf::from));
-            let backends = backends(cluster, app, n, &mut problem);
+            let mut backends = backends(cluster, app, n, &mut problem);
+            // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
+            // port of that index, with that port's check.
+            let mut probe_port = n;
+            if let Some(k) = labels.healthcheck_port_index.filter(|&k| k != n) {
+                if k < app.ports.len() {
+                    probe_port = k;
+                    for b in &mut backends {
+                        b.probe_addr = app
+                            .tasks
+                            .get(&b.task_id)
+                            .and_then(|t| backend_addr(cluster, app, k, t).ok());
+                    }
+                } else {
+                    // marathon_lb.py, get_backend_port: "if its value is nonsense simply return
+                    // the app port".
+                    problem(
+                        Severity::Ignored,
+                        format!(
+                            "HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX={k}: the app has no port \
+                             {k}; the port's own check is used"
+                        ),
+                    );
+                }
+            }
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
             let vhosts = labels
                 .vhosts
@@ -214,10 +256,28 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     } else {
                         labels.paths.clone()
                     };
-                    paths.into_iter().map(move |p| format!("{h}{p}"))
+                    let ci = if labels.paths_ignore_case && !labels.paths.is_empty() {
+                        " (-i)"
+                    } else {
+                        ""
+                    };
+                    paths.into_iter().map(move |p| format!("{h}{p}{ci}"))
                 })
                 .collect();
-            entries.push((key.clone(), listens, labels.vhosts, labels.paths));
+            let rewrite = labels.rewrite.clone().map(|r| {
+                std::sync::Arc::new(crate::routing::Rewrite {
+                    hosts: labels.vhosts.clone(),
+                    ..r
+                })
+            });
+            entries.push(Entries {
+                key: key.clone(),
+                listens,
+                hosts: labels.vhosts,
+                paths: labels.paths,
+                ignore_case: labels.paths_ignore_case,
+                weight: labels.backend_weight,
+            });
             table.services.push(Service {
                 held_back: app
                     .tasks
@@ -226,13 +286,17 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     .collect(),
                 vhosts,
                 upstream_h2: labels.upstream_h2,
-                probe: config.health.as_ref().and_then(|h| h.probe(&app.probes, n)),
+                probe: config
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.probe(&app.probes, probe_port)),
                 weight: labels.weight,
                 canary: labels.canary_header,
                 deployment: labels.deployment,
                 key,
                 listen,
-                mode: labels.mode,
+                service_port,
+                mode,
                 balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
                 backends,
                 http: HttpOptions {
@@ -241,6 +305,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     sticky: labels.sticky,
                     acl: labels.acl,
                     auth: labels.auth,
+                    rewrite,
                 },
             });
         }
@@ -265,30 +330,41 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         .collect();
     // Entry points and the services behind each, in app order.
     let mut ports: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-    let mut vhosts: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for (key, listens, hosts, paths) in &entries {
-        let service = index[key];
-        for listen in listens {
+    // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
+    // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
+    let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
+    for entry in &entries {
+        let service = index[&entry.key];
+        for listen in &entry.listens {
             ports.entry(*listen).or_default().push(service);
         }
-        let prefixes: Vec<&str> = if paths.is_empty() {
+        let prefixes: Vec<&str> = if entry.paths.is_empty() {
             vec![""]
         } else {
-            paths.iter().map(String::as_str).collect()
+            entry.paths.iter().map(String::as_str).collect()
         };
-        for host in hosts {
+        let ignore_case = entry.ignore_case && !entry.paths.is_empty();
+        for host in &entry.hosts {
             for prefix in &prefixes {
-                vhosts
-                    .entry((host.clone(), prefix.to_string()))
-                    .or_default()
-                    .push(service);
+                let key = (host.clone(), prefix.to_string(), ignore_case);
+                let (weight, services) = vhosts.entry(key).or_insert((entry.weight, Vec::new()));
+                if entry.weight > *weight {
+                    *weight = entry.weight;
+                    services.clear();
+                }
+                if entry.weight == *weight {
+                    services.push(service);
+                }
             }
         }
-        if key.port_index == 0 {
-            table.by_app_id.insert(key.app_id.clone(), service);
+        if entry.key.port_index == 0 {
+            table.by_app_id.insert(entry.key.app_id.clone(), service);
         }
     }
-    for services in ports.values_mut().chain(vhosts.values_mut()) {
+    for services in ports
+        .values_mut()
+        .chain(vhosts.values_mut().map(|(_, s)| s))
+    {
         services.sort();
         services.dedup();
     }
@@ -303,8 +379,12 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         );
         table.by_listen.insert(listen, route);
     }
-    for ((host, prefix), services) in vhosts {
-        let label = format!("{host}{prefix}");
+    for ((host, prefix, ignore_case), (weight, services)) in vhosts {
+        let label = if ignore_case {
+            format!("{host}{prefix} (-i)")
+        } else {
+            format!("{host}{prefix}")
+        };
         let route = route_for(
             &mut table,
             &mut named,
@@ -312,7 +392,12 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             Some(label),
             &config.weight_overrides,
         );
-        let inserted = table.vhosts.insert(&host, &prefix, route);
+        let rule = crate::routing::vhosts::PathRule {
+            prefix: prefix.into(),
+            ignore_case,
+            weight,
+        };
+        let inserted = table.vhosts.insert_rule(&host, rule, route);
         debug_assert!(inserted.is_ok(), "one route per host and path");
     }
     table.default_service = config
@@ -325,9 +410,18 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
 /// Port → who holds it: (address, service, deployment group).
 type Claims = HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>;
 
-/// A service's entry points, gathered while services are built, for the routes built at the end:
-/// (service, listen addresses, vhosts, paths).
-type Entries = (ServiceKey, Vec<SocketAddr>, Vec<String>, Vec<String>);
+/// A service's entry points, gathered while services are built, for the routes built at the end.
+#[derive(Debug, Default)]
+struct Entries {
+    key: ServiceKey,
+    listens: Vec<SocketAddr>,
+    hosts: Vec<String>,
+    paths: Vec<String>,
+    /// The paths match without case (`-i`).
+    ignore_case: bool,
+    /// `HAPROXY_{n}_BACKEND_WEIGHT`.
+    weight: i64,
+}
 
 /// The route for a set of services: one route per distinct set, named after their deployment
 /// group when they share one, else after the vhost or the single service.
@@ -445,7 +539,11 @@ fn vip_services(
                     continue;
                 }
                 claims.push((ip, key.clone(), None));
-                entries.push((key.clone(), vec![listen], Vec::new(), Vec::new()));
+                entries.push(Entries {
+                    key: key.clone(),
+                    listens: vec![listen],
+                    ..Entries::default()
+                });
             }
             let mut backends_all = Vec::new();
             // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
@@ -469,6 +567,7 @@ fn vip_services(
             table.services.push(Service {
                 key,
                 listen: Some(listen),
+                service_port: *port,
                 mode: if udp { Mode::Udp } else { Mode::Tcp },
                 balancer: Balancer::with_ids(balance, &weights, &ids(&backends_all)),
                 backends: backends_all,
@@ -516,6 +615,7 @@ fn backends(
                 addr,
                 task_id: task.id.clone(),
                 weight: 1,
+                probe_addr: None,
             }),
             Err(reason) => problem(Severity::Skipped, format!("task {}: {reason}", task.id)),
         }
@@ -552,3 +652,7 @@ fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<S
 #[cfg(test)]
 #[path = "compile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compile_mlb_tests.rs"]
+mod mlb_tests;

@@ -556,7 +556,7 @@ fn every_haproxy_label_not_acted_on_is_reported() {
         "/a",
         10000,
         &[
-            ("HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH", "/api"),
+            ("HAPROXY_0_HTTP_BACKEND_PROXYPASS_GLUE", "/api"),
             ("HAPROXY_0_BIND_OPTIONS", "accept-proxy"),
             ("HAPROXY_0_BACKEND_HEAD", "backend x"),
             ("HAPROXY_0_SOMETHING_NEW", "1"),
@@ -581,7 +581,7 @@ fn every_haproxy_label_not_acted_on_is_reported() {
         [
             "HAPROXY_0_BACKEND_HEAD",
             "HAPROXY_0_BIND_OPTIONS",
-            "HAPROXY_0_HTTP_BACKEND_PROXYPASS_PATH",
+            "HAPROXY_0_HTTP_BACKEND_PROXYPASS_GLUE",
             "HAPROXY_0_SOMETHING_NEW",
             "HAPROXY_3_VHOST",
             "HAPROXY_DEPLOYMENT_NEW_INSTANCES",

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::auth::BasicAuth;
 use super::cidr::Cidr;
 use super::{Balance, Mode};
+use crate::cluster::CheckSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Deployment {
@@ -24,7 +25,11 @@ pub struct Deployment {
 pub struct PortLabels {
     /// `None`: the app has no group label.
     pub groups: Option<Vec<String>>,
-    pub mode: Mode,
+    /// `HAPROXY_{n}_MODE`, when set; [`mode`] decides the port's mode from it and the rest.
+    pub mode: Option<Mode>,
+    /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`: the port whose health check stands for
+    /// this one's (its mode, and the port switchyard probes).
+    pub healthcheck_port_index: Option<usize>,
     pub port: Option<u16>,
     pub bind_addr: Option<IpAddr>,
     pub balance: Balance,
@@ -33,6 +38,11 @@ pub struct PortLabels {
     pub vhosts: Vec<String>,
     /// Path prefixes, with the vhosts.
     pub paths: Vec<String>,
+    /// `HAPROXY_{n}_PATH` began with HAProxy's `-i`: the prefixes match without case.
+    pub paths_ignore_case: bool,
+    /// `HAPROXY_{n}_BACKEND_WEIGHT` (default 0, and 1 for a port with a path): the order in
+    /// which vhost rules are tried, heaviest first.
+    pub backend_weight: i64,
     pub redirect_to_https: bool,
     pub hsts: bool,
     pub sticky: bool,
@@ -40,6 +50,9 @@ pub struct PortLabels {
     pub acl: Vec<Cidr>,
     /// `HAPROXY_{n}_AUTH`: requests need these credentials.
     pub auth: Option<Arc<BasicAuth>>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`, `_REVPROXY_PATH`, `_REDIR` (hosts empty:
+    /// `compile` adds the vhosts).
+    pub rewrite: Option<super::Rewrite>,
     /// Certificate files (PEM, chain and key) to serve on the HTTPS listeners.
     pub ssl_certs: Vec<String>,
     /// marathon-lb's blue-green set (app-wide labels).
@@ -70,13 +83,7 @@ const TEMPLATE_SUFFIXES: &[&str] = &[
 ];
 
 /// Labels that arrive with later work; noted, not errors.
-const LATER: &[&str] = &[
-    "BACKEND_HEALTHCHECK_PORT_INDEX",
-    "BACKEND_WEIGHT",
-    "HTTP_BACKEND_PROXYPASS_PATH",
-    "HTTP_BACKEND_REVPROXY_PATH",
-    "HTTP_BACKEND_REDIR",
-];
+const LATER: &[&str] = &[];
 
 /// The per-port labels switchyard acts on (after `HAPROXY_{n}_`). Any other `HAPROXY_{n}_…` label
 /// is reported: nothing marathon-lb reads is dropped silently.
@@ -95,6 +102,11 @@ const ACTED_ON: &[&str] = &[
     "BACKEND_NETWORK_ALLOWED_ACL",
     "SSL_CERT",
     "AUTH",
+    "BACKEND_HEALTHCHECK_PORT_INDEX",
+    "BACKEND_WEIGHT",
+    "HTTP_BACKEND_PROXYPASS_PATH",
+    "HTTP_BACKEND_REVPROXY_PATH",
+    "HTTP_BACKEND_REDIR",
 ];
 
 /// marathon-lb templates whose job is to decide who gets in: the basic-auth ones
@@ -169,8 +181,9 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
                 .collect::<Vec<_>>()
         });
     let mode = match get("MODE").map(str::to_ascii_lowercase).as_deref() {
-        None | Some("tcp") => Mode::Tcp,
-        Some("http") => Mode::Http,
+        None => None,
+        Some("tcp") => Some(Mode::Tcp),
+        Some("http") => Some(Mode::Http),
         Some(other) => return Err(format!("{prefix}MODE={other:?}: expected tcp or http")),
     };
     let port = get("PORT")
@@ -184,6 +197,26 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         })
         .transpose()?;
     let mut notices = Vec::new();
+    // marathon-lb: `x.healthcheck_port_index = int(v)`; a value that is not a number is an
+    // error there too. A negative index names no port's check: noted, ignored.
+    let healthcheck_port_index = match get("BACKEND_HEALTHCHECK_PORT_INDEX") {
+        None => None,
+        Some(v) => match v.parse::<i64>() {
+            Ok(i) if i >= 0 => Some(usize::try_from(i).unwrap_or(usize::MAX)),
+            Ok(_) => {
+                notices.push(format!(
+                    "{prefix}BACKEND_HEALTHCHECK_PORT_INDEX={v:?}: a negative index names no \
+                     port, ignored"
+                ));
+                None
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{prefix}BACKEND_HEALTHCHECK_PORT_INDEX={v:?}: expected a port index"
+                ));
+            }
+        },
+    };
     let balance = match get("BALANCE").map(str::to_ascii_lowercase).as_deref() {
         None | Some("roundrobin") => Balance::RoundRobin,
         Some("leastconn") => Balance::LeastConn,
@@ -222,9 +255,23 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             .ok_or_else(|| format!("{prefix}VHOST: {host:?} is not a host name"))?;
         vhosts.push(host);
     }
-    let paths: Vec<String> = get("PATH")
-        .unwrap_or("")
-        .split_whitespace()
+    // marathon-lb pastes the label after HAProxy's `path_beg`, so it may start with ACL flags:
+    // `-i` (ignore case) and `--` (end of flags) are honoured; any other flag (`-f` file,
+    // `-m` match method, …) would change what matches, so the port is not served.
+    let mut path_words = get("PATH").unwrap_or("").split_whitespace().peekable();
+    let mut paths_ignore_case = false;
+    while let Some(flag) = path_words.next_if(|w| w.starts_with('-')) {
+        match flag {
+            "-i" => paths_ignore_case = true,
+            "--" => break,
+            other => {
+                return Err(format!(
+                    "{prefix}PATH: HAProxy flag {other:?} is not supported (only -i and --)"
+                ));
+            }
+        }
+    }
+    let paths: Vec<String> = path_words
         .map(|p| {
             if p.starts_with('/') {
                 p.to_string()
@@ -233,6 +280,18 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             }
         })
         .collect();
+    // config.py, set_path: "if x.backend_weight == 0: x.backend_weight = 1"
+    let backend_weight = match get("BACKEND_WEIGHT") {
+        None => 0,
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| format!("{prefix}BACKEND_WEIGHT={v:?}: expected a whole number"))?,
+    };
+    let backend_weight = if backend_weight == 0 && !paths.is_empty() {
+        1
+    } else {
+        backend_weight
+    };
     if !paths.is_empty() && vhosts.is_empty() {
         notices.push(format!("{prefix}PATH without {prefix}VHOST: ignored"));
     }
@@ -249,6 +308,22 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
                 .map_err(|e| format!("{prefix}AUTH: {e}; the port is not served"))
         })
         .transpose()?;
+    // Paths (and the redirect's location) go into request lines and header values: no
+    // whitespace or control characters.
+    let rewrite_label = |key: &str| -> Result<Option<String>, String> {
+        match get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if v.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(v.to_string())),
+            Some(v) => Err(format!("{prefix}{key}={v:?}: not a path")),
+        }
+    };
+    let rewrite = super::Rewrite {
+        proxy_path: rewrite_label("HTTP_BACKEND_PROXYPASS_PATH")?,
+        revproxy_path: rewrite_label("HTTP_BACKEND_REVPROXY_PATH")?,
+        redirect_root: rewrite_label("HTTP_BACKEND_REDIR")?,
+        hosts: Vec::new(),
+    };
+    let rewrite = (rewrite != super::Rewrite::default()).then_some(rewrite);
     let ssl_certs: Vec<String> = get("SSL_CERT")
         .unwrap_or("")
         .split(',')
@@ -338,17 +413,21 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
     Ok(PortLabels {
         groups,
         mode,
+        healthcheck_port_index,
         port,
         bind_addr,
         balance,
         enabled,
         vhosts,
         paths,
+        paths_ignore_case,
+        backend_weight,
         redirect_to_https,
         hsts,
         sticky,
         acl,
         auth,
+        rewrite,
         ssl_certs,
         deployment,
         weight,
@@ -356,6 +435,38 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         upstream_h2,
         notices,
     })
+}
+
+/// The mode of app port `n`, as marathon-lb decides it: `HAPROXY_{n}_MODE` when set; else
+/// `http` when the port has a vhost, or when the app's health check for the port is `HTTP`, or
+/// (the port having no check) when the check of `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`
+/// is HTTP(S); else `tcp`. The lines of marathon_lb.py this follows are quoted in the tests.
+pub fn mode(labels: &PortLabels, checks: &[CheckSpec], n: usize) -> Mode {
+    if let Some(mode) = labels.mode {
+        return mode;
+    }
+    if !labels.vhosts.is_empty() {
+        return Mode::Http;
+    }
+    match health_check(checks, n) {
+        Some(own) if own.protocol == "HTTP" => Mode::Http,
+        Some(_) => Mode::Tcp,
+        None => {
+            let other = labels
+                .healthcheck_port_index
+                .and_then(|i| health_check(checks, i));
+            match other.map(|c| c.protocol.as_str()) {
+                Some("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS") => Mode::Http,
+                _ => Mode::Tcp,
+            }
+        }
+    }
+}
+
+/// marathon-lb's `get_health_check(app, portIndex)`: the first check that names a port number,
+/// or whose `portIndex` is `n`.
+pub fn health_check(checks: &[CheckSpec], n: usize) -> Option<&CheckSpec> {
+    checks.iter().find(|c| c.has_port || c.port_index == n)
 }
 
 /// A Host as routing compares it: lowercase, no port, no trailing dot. `None` when it cannot be
@@ -391,7 +502,8 @@ mod tests {
     fn defaults() {
         let l = read(&labels(&[]), 0).unwrap();
         assert_eq!(l.groups, None);
-        assert_eq!(l.mode, Mode::Tcp);
+        assert_eq!(l.mode, None);
+        assert_eq!(mode(&l, &[], 0), Mode::Tcp);
         assert_eq!(l.balance, Balance::RoundRobin);
         assert!(l.notices.is_empty());
     }
@@ -410,7 +522,7 @@ mod tests {
         assert_eq!(p0.groups, Some(vec!["external".into(), "internal".into()]));
         let p1 = read(&l, 1).unwrap();
         assert_eq!(p1.groups, Some(vec!["internal".into()]));
-        assert_eq!(p1.mode, Mode::Http);
+        assert_eq!(p1.mode, Some(Mode::Http));
         assert_eq!(p1.port, Some(8080));
         assert_eq!(p1.bind_addr, Some("127.0.0.2".parse().unwrap()));
         assert_eq!(p1.balance, Balance::LeastConn);

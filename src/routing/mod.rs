@@ -8,6 +8,7 @@ pub mod auth;
 pub mod balance;
 pub mod cidr;
 pub mod compile;
+pub mod ip_per_task;
 pub mod labels;
 pub mod resolve;
 pub mod routes;
@@ -57,6 +58,9 @@ pub struct Service {
     pub key: ServiceKey,
     /// Its own service port; `None` when it is reached by vhost only.
     pub listen: Option<SocketAddr>,
+    /// The service port marathon-lb would name its backend after (`HAPROXY_{n}_PORT`, the
+    /// app's, or the assigned one; 0: none), whether or not it is listened on.
+    pub service_port: u16,
     /// The protocol of its own service port (the shared vhost listeners are always HTTP).
     pub mode: Mode,
     pub backends: Vec<Backend>,
@@ -90,9 +94,25 @@ pub struct HttpOptions {
     pub acl: Vec<cidr::Cidr>,
     /// `HAPROXY_{n}_AUTH`: requests without these credentials get a 401.
     pub auth: Option<std::sync::Arc<auth::BasicAuth>>,
+    /// marathon-lb's path rewriting (`proxy::rewrite`); `None`: none.
+    pub rewrite: Option<std::sync::Arc<Rewrite>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`, `_REVPROXY_PATH` and `_REDIR`, with the app's
+/// vhosts (marathon-lb's `{hostname}` in those templates). Applied by `proxy::rewrite`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Stripped from the front of request targets.
+    pub proxy_path: Option<String>,
+    /// `Location` and `Content-Location` answers go back under this path.
+    pub revproxy_path: Option<String>,
+    /// Requests for the root of the app's host are redirected (301) here.
+    pub redirect_root: Option<String>,
+    /// The app's vhosts.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ServiceKey {
     pub app_id: AppId,
     pub port_index: usize,
@@ -118,6 +138,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub task_id: TaskId,
     pub weight: u32,
+    /// Where its health is probed when not at `addr`: the task's port named by
+    /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`.
+    pub probe_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -11,25 +11,64 @@ pub struct Vhosts {
     wildcard: FxHashMap<Box<str>, Paths>,
 }
 
-/// Path prefixes of one host and their services, longest prefix first.
+/// Path rules of one host and their services, in the order they are tried: highest
+/// `HAPROXY_{n}_BACKEND_WEIGHT` first (marathon-lb sorts its `use_backend` lines so), then the
+/// longest prefix.
 #[derive(Debug, Default)]
-struct Paths(Vec<(Box<str>, usize)>);
+struct Paths(Vec<(PathRule, usize)>);
+
+/// One path rule: a prefix (`""`: any path), matched with or without case (`HAPROXY_{n}_PATH`
+/// with `-i`), and the weight that orders it among the host's rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathRule {
+    pub prefix: Box<str>,
+    pub ignore_case: bool,
+    pub weight: i64,
+}
+
+impl PathRule {
+    /// A case-sensitive prefix with the default weight.
+    pub fn prefix(prefix: &str) -> PathRule {
+        PathRule {
+            prefix: prefix.into(),
+            ..PathRule::default()
+        }
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let (path, prefix) = (path.as_bytes(), self.prefix.as_bytes());
+        match path.get(..prefix.len()) {
+            Some(head) if self.ignore_case => head.eq_ignore_ascii_case(prefix),
+            Some(head) => head == prefix,
+            None => false,
+        }
+    }
+}
 
 impl Paths {
-    fn insert(&mut self, prefix: &str, service: usize) -> Result<(), usize> {
-        if let Some((_, owner)) = self.0.iter().find(|(p, _)| &**p == prefix) {
+    fn insert(&mut self, rule: PathRule, service: usize) -> Result<(), usize> {
+        if let Some((_, owner)) = self
+            .0
+            .iter()
+            .find(|(r, _)| r.prefix == rule.prefix && r.ignore_case == rule.ignore_case)
+        {
             return Err(*owner);
         }
-        self.0.push((prefix.into(), service));
-        self.0
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        self.0.push((rule, service));
+        self.0.sort_by(|(a, _), (b, _)| {
+            b.weight
+                .cmp(&a.weight)
+                .then_with(|| b.prefix.len().cmp(&a.prefix.len()))
+                .then_with(|| a.ignore_case.cmp(&b.ignore_case))
+                .then_with(|| a.prefix.cmp(&b.prefix))
+        });
         Ok(())
     }
 
     fn route(&self, path: &str) -> Option<usize> {
         self.0
             .iter()
-            .find(|(prefix, _)| path.starts_with(&**prefix))
+            .find(|(rule, _)| rule.matches(path))
             .map(|(_, s)| *s)
     }
 }
@@ -38,11 +77,17 @@ impl Vhosts {
     /// Routes `host` (normalized, possibly `*.`-prefixed) and path `prefix` to `service`; the
     /// service already holding them, if any, keeps them.
     pub fn insert(&mut self, host: &str, prefix: &str, service: usize) -> Result<(), usize> {
+        self.insert_rule(host, PathRule::prefix(prefix), service)
+    }
+
+    /// Routes `host` and the path `rule` to `service`; the service already holding the same
+    /// prefix (with the same case rule), if any, keeps it.
+    pub fn insert_rule(&mut self, host: &str, rule: PathRule, service: usize) -> Result<(), usize> {
         let (map, key) = match host.strip_prefix("*.") {
             Some(suffix) => (&mut self.wildcard, suffix),
             None => (&mut self.exact, host),
         };
-        map.entry(key.into()).or_default().insert(prefix, service)
+        map.entry(key.into()).or_default().insert(rule, service)
     }
 
     /// Every (host, path prefix, target), wildcards as `*.`: for display.
@@ -51,7 +96,7 @@ impl Vhosts {
         let wild = self.wildcard.iter().map(|(h, p)| (format!("*.{h}"), p));
         exact.chain(wild).flat_map(|(h, p)| {
             p.0.iter()
-                .map(move |(prefix, t)| (h.clone(), &**prefix, *t))
+                .map(move |(rule, t)| (h.clone(), &*rule.prefix, *t))
         })
     }
 
@@ -173,7 +218,63 @@ mod tests {
         assert_eq!(host_key(&[b'a'; 300], &mut buf), None);
     }
 
+    #[test]
+    fn ignore_case_and_weights_order_the_rules() {
+        let mut v = Vhosts::default();
+        let rule = |prefix: &str, ignore_case, weight| PathRule {
+            prefix: prefix.into(),
+            ignore_case,
+            weight,
+        };
+        v.insert_rule("a.example.com", rule("/api", true, 1), 0)
+            .unwrap();
+        v.insert_rule("a.example.com", rule("/api/v2", false, 1), 1)
+            .unwrap();
+        v.insert_rule("a.example.com", rule("", false, 0), 2)
+            .unwrap();
+        assert_eq!(v.route("a.example.com", "/API/x"), Some(0));
+        assert_eq!(v.route("a.example.com", "/Api"), Some(0));
+        assert_eq!(v.route("a.example.com", "/api/v2/x"), Some(1));
+        assert_eq!(
+            v.route("a.example.com", "/API/V2/x"),
+            Some(0),
+            "v2 is case-sensitive"
+        );
+        assert_eq!(v.route("a.example.com", "/ap"), Some(2));
+        // A heavier catch-all is tried before every lighter rule.
+        v.insert_rule("b.example.com", rule("", false, 5), 3)
+            .unwrap();
+        v.insert_rule("b.example.com", rule("/api", false, 1), 4)
+            .unwrap();
+        assert_eq!(v.route("b.example.com", "/api"), Some(3));
+        // The same prefix with and without -i are two rules.
+        assert!(
+            v.insert_rule("a.example.com", rule("/api", false, 1), 5)
+                .is_ok()
+        );
+        assert_eq!(
+            v.route("a.example.com", "/api"),
+            Some(5),
+            "exact case first"
+        );
+        assert_eq!(v.route("a.example.com", "/API"), Some(0));
+    }
+
     proptest! {
+        #[test]
+        fn ignore_case_matches_what_lowercasing_both_matches(
+            prefix in "/[a-zA-Z]{0,4}",
+            path in "/[a-zA-Z/]{0,8}",
+        ) {
+            let rule = PathRule { prefix: prefix.as_str().into(), ignore_case: true, weight: 0 };
+            prop_assert_eq!(
+                rule.matches(&path),
+                path.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase())
+            );
+            let exact = PathRule::prefix(&prefix);
+            prop_assert_eq!(exact.matches(&path), path.starts_with(&prefix));
+        }
+
         #[test]
         fn host_key_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut buf = [0u8; 256];

@@ -22,6 +22,9 @@ struct MarathonApp {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     port_definitions: Option<Vec<MarathonPort>>,
+    /// The legacy service-port list, read when `portDefinitions` is absent.
+    #[serde(default)]
+    ports: Option<Vec<u16>>,
     #[serde(default)]
     container: Option<Container>,
     #[serde(default)]
@@ -194,13 +197,60 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
         .any(|n| n.mode.as_deref() == Some("container"))
         || docker.network.as_deref() == Some("USER")
         || app.ip_address.as_ref().is_some_and(|v| !v.is_null());
-    // The three places Marathon keeps ports, in the order Marathon itself prefers them.
-    let raw_ports = container
+    // The places Marathon keeps ports, in the order Marathon itself prefers them; the legacy
+    // `ports` array only without `portDefinitions` (utils.py: `ports = app.get('ports', [])`,
+    // `if 'portDefinitions' in app:` those instead).
+    let legacy = || {
+        app.ports.as_ref().map(|ports| {
+            ports
+                .iter()
+                .map(|&p| MarathonPort {
+                    port: Some(p),
+                    ..MarathonPort::default()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut raw_ports = container
         .port_mappings
         .filter(|p| !p.is_empty())
         .or(docker.port_mappings.filter(|p| !p.is_empty()))
         .or(app.port_definitions)
+        .or_else(legacy)
         .unwrap_or_default();
+    // IP-per-task (utils.py's "container" mode, not bridge) with no service port: marathon-lb
+    // assigns them ("legacy ip-per-container for Marathon 1.4.x and prior"), one per task port:
+    // `ipAddress.discovery.ports`, else the port mappings' container ports.
+    let ip_per_task = app.ip_address.as_ref().is_some_and(|v| !v.is_null())
+        || docker.network.as_deref() == Some("USER")
+        || app
+            .networks
+            .last()
+            .is_some_and(|n| n.mode.as_deref().unwrap_or("container") == "container");
+    let discovery: Vec<MarathonPort> = app
+        .ip_address
+        .as_ref()
+        .and_then(|v| v.pointer("/discovery/ports"))
+        .and_then(Value::as_array)
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|p| {
+                    Some(MarathonPort {
+                        container_port: u16::try_from(p["number"].as_u64()?).ok(),
+                        protocol: p["protocol"].as_str().map(str::to_string),
+                        name: p["name"].as_str().map(str::to_string),
+                        ..MarathonPort::default()
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let assign_service_ports = ip_per_task && raw_ports.iter().all(|p| p.port.is_none());
+    if assign_service_ports && !discovery.is_empty() {
+        raw_ports = discovery;
+    }
+    let raw_ports_empty = raw_ports.is_empty();
     let ports = raw_ports
         .into_iter()
         .map(|p| PortSpec {
@@ -243,6 +293,8 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
             .iter()
             .filter_map(probe_from_marathon)
             .collect(),
+        checks: app.health_checks.iter().map(check_spec).collect(),
+        assign_service_ports: assign_service_ports && !raw_ports_empty,
         tasks,
     })
 }
@@ -285,7 +337,20 @@ fn probe_from_marathon(check: &Value) -> Option<Probe> {
                 .unwrap_or(300)
                 .min(86_400),
         ),
+        target: None,
     })
+}
+
+/// A Marathon health check as marathon-lb's `get_health_check` sees it (protocol, `portIndex`,
+/// `port`); Marathon's defaults for what is absent (`HTTP`, index 0).
+fn check_spec(check: &Value) -> crate::cluster::CheckSpec {
+    crate::cluster::CheckSpec {
+        protocol: check["protocol"].as_str().unwrap_or("HTTP").to_string(),
+        port_index: check["portIndex"]
+            .as_u64()
+            .map_or(0, |i| usize::try_from(i).unwrap_or(usize::MAX)),
+        has_port: check["port"].as_u64().is_some_and(|p| p != 0),
+    }
 }
 
 fn into_task(t: MarathonTask) -> Task {
@@ -469,6 +534,46 @@ mod tests {
             ucr.tasks["ucr.1"].ip_addresses,
             vec!["9.0.0.5".parse::<IpAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn legacy_ports_and_ip_per_task_apps_without_service_ports() {
+        // utils.py get_service_ports: "ports = app.get('ports', [])
+        //     if 'portDefinitions' in app: ports = ... p.get('port', None) ..."
+        // and "# This supports legacy ip-per-container for Marathon 1.4.x and prior
+        //     if not ports and mode == "container" and self.can_assign and len(app['tasks']) > 0"
+        let body = br#"{"apps":[
+          {"id":"/legacy","ports":[10005,10006]},
+          {"id":"/both","ports":[1],"portDefinitions":[{"port":10007}]},
+          {"id":"/ippt","ipAddress":{"discovery":{"ports":[{"number":8080,"name":"http","protocol":"tcp"}]}},
+           "tasks":[{"id":"ippt.1","host":"10.0.0.2","ipAddresses":[{"ipAddress":"9.0.0.5"}]}]},
+          {"id":"/user","container":{"docker":{"network":"USER","portMappings":[{"containerPort":80}]}}},
+          {"id":"/bridge","container":{"docker":{"network":"BRIDGE","portMappings":[{"containerPort":80}]}}},
+          {"id":"/given","ipAddress":{},"container":{"docker":{"network":"USER","portMappings":[{"containerPort":80,"servicePort":10008}]}}}
+        ]}"#;
+        let parsed = parse_apps(body).unwrap();
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+        let by_id = |id: &str| parsed.apps.iter().find(|a| &*a.id == id).unwrap();
+        let ports = |id: &str| {
+            by_id(id)
+                .ports
+                .iter()
+                .map(|p| (p.service_port, p.container_port))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports("/legacy"), [(10005, None), (10006, None)]);
+        assert!(!by_id("/legacy").assign_service_ports);
+        assert_eq!(ports("/both"), [(10007, None)], "portDefinitions win");
+        assert_eq!(ports("/ippt"), [(0, Some(8080))]);
+        assert!(by_id("/ippt").assign_service_ports);
+        assert_eq!(by_id("/ippt").ports[0].name.as_deref(), Some("http"));
+        assert_eq!(ports("/user"), [(0, Some(80))]);
+        assert!(by_id("/user").assign_service_ports);
+        assert!(
+            !by_id("/bridge").assign_service_ports,
+            "bridge: not IP-per-task"
+        );
+        assert!(!by_id("/given").assign_service_ports);
     }
 
     #[test]
