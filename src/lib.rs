@@ -54,7 +54,6 @@ pub struct RunOptions {
     pub config_path: Option<std::path::PathBuf>,
 }
 
-/// Runs switchyard until SIGTERM or SIGINT, or until a new process took over.
 /// The DNS listeners: UDP and TCP on `listen`. With port 0 (tests), TCP takes the port UDP was
 /// given, a few ports tried in turn when TCP finds that one taken.
 fn bind_dns(
@@ -82,118 +81,49 @@ fn bind_dns(
     }
 }
 
+/// Where each task runs (one rule): accept loops and connections on the data plane's workers;
+/// everything that reads the cluster, files or serves operators (sources, compile, the admin
+/// API, health checks, reloads, the certificate watcher, the demo's backends) on the control
+/// plane's thread; the DNS UDP loop on a thread of its own.
+struct Planes {
+    control: runtime_thread::RuntimeThread,
+    workers: Arc<workers::Workers>,
+}
+
+/// Runs switchyard until SIGTERM or SIGINT, or until a new process took over: the steps below,
+/// in order, then a drain.
 pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
-    // Runs on the data plane's runtime (accept loops and connections); everything that reads
-    // the cluster or serves operators goes to the control plane's thread.
-    let control = control_plane::start().map_err(|e| format!("control plane thread: {e}"))?;
-    let workers = Arc::new(
-        workers::Workers::start(config.worker_threads())
-            .map_err(|e| format!("worker threads: {e}"))?,
-    );
+    let planes = Planes {
+        control: control_plane::start().map_err(|e| format!("control plane thread: {e}"))?,
+        workers: Arc::new(
+            workers::Workers::start(config.worker_threads())
+                .map_err(|e| format!("worker threads: {e}"))?,
+        ),
+    };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new());
     let status = Arc::new(Status::default());
     let mut ctx = Context::new(store.clone(), metrics.clone(), config.proxy_settings());
-    // Taking over from a running process: its sockets, and nothing accepted until ready.
-    let handover = match (&config.runtime.upgrade_socket, options.upgrade) {
-        (Some(path), true) => match upgrade::take_over(path) {
-            Ok(Some(handover)) => {
-                tracing::info!(sockets = handover.count, socket = %path.display(),
-                    "upgrade: took the listening sockets over");
-                ctx.serving = proxy::Gate::closed();
-                Some(handover)
-            }
-            Ok(None) => {
-                tracing::warn!(socket = %path.display(),
-                    "upgrade: no running process to take over from; binding afresh");
-                None
-            }
-            Err(e) => return Err(format!("upgrade from {}: {e}", path.display())),
-        },
-        (None, true) => return Err("--upgrade needs runtime.upgrade_socket".into()),
-        (_, false) => None,
-    };
+    let handover = take_over(&config, &options, &mut ctx)?;
     let ctx = Arc::new(ctx);
 
     let admin_listener = {
-        let _control = control.handle().enter();
+        let _control = planes.control.handle().enter();
         proxy::listeners::bind(config.admin.listen)
             .map_err(|e| format!("admin.listen {}: {e}", config.admin.listen))?
     };
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("admin listening on {admin_addr}");
+    serve_vhosts(&config, &planes, &ctx)?;
 
-    for addr in &config.http.listen {
-        let listener =
-            proxy::listeners::bind(*addr).map_err(|e| format!("http.listen {addr}: {e}"))?;
-        tracing::info!(
-            "http vhost listener on {}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
-        let entry = proxy::http::Entry::Vhost { https: false };
-        let protocol = if config.http.h2c {
-            proxy::http::Protocol::Auto
-        } else {
-            proxy::http::Protocol::Http1
-        };
-        proxy::listeners::serve_http(&workers, listener, (entry, protocol), &ctx)
-            .map_err(|e| format!("http.listen {addr}: {e}"))?;
-    }
-    if let Some(addr) = config.http.app_id_listen {
-        let listener =
-            proxy::listeners::bind(addr).map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
-        tracing::info!(
-            "http app-id listener on {}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
-        let entry = (proxy::http::Entry::AppId, proxy::http::Protocol::Http1);
-        proxy::listeners::serve_http(&workers, listener, entry, &ctx)
-            .map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
-    }
-    if !config.https.listen.is_empty() {
-        let certs = Arc::new(proxy::tls::Certificates::new(
-            config.https.certs.clone(),
-            config.https.default_cert.clone(),
-        ));
-        let loaded = certs.reload(&[], &metrics);
-        tracing::info!(certificates = loaded, "TLS certificates loaded");
-        let tls = tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(
-            certs.clone(),
-            config.https.h2,
-        )?);
-        for addr in &config.https.listen {
-            let listener =
-                proxy::listeners::bind(*addr).map_err(|e| format!("https.listen {addr}: {e}"))?;
-            tracing::info!(
-                "https vhost listener on {}",
-                listener.local_addr().map_err(|e| e.to_string())?
-            );
-            let timeout = config.https.handshake_timeout;
-            proxy::listeners::serve_https(&workers, listener, (&tls, timeout), &ctx)
-                .map_err(|e| format!("https.listen {addr}: {e}"))?;
-        }
-        tokio::spawn(proxy::tls::watch(
-            certs,
-            store.clone(),
-            metrics.clone(),
-            config.https.reload_interval,
-        ));
-    }
-    let listeners = Listeners::new(ctx.clone(), workers.clone());
+    let listeners = Listeners::new(ctx.clone(), planes.workers.clone());
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let (reload_tx, reload_rx) = mpsc::channel(8);
-    let token = match &config.admin.token_file {
-        Some(path) => Some(
-            config::read_token(path)
-                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
     // A full resync of the source: SIGHUP, and marathon-lb's `/_mlb_signal/hup` on the admin
     // listener.
     let resync = Arc::new(Notify::new());
     let admin = Arc::new(admin::Admin {
-        token,
+        token: admin_token(&config)?,
         resync: resync.clone(),
         commands: commands_tx.clone(),
         reload: reload_tx.clone(),
@@ -202,90 +132,16 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         status: status.clone(),
         bind_failures: listeners.failures(),
     });
-    control.spawn(admin.serve(admin_listener));
+    planes.control.spawn(admin.serve(admin_listener));
 
-    // DNS's metric families exist whether DNS is on or not, like every other family.
-    let dns_metrics = dns::server::DnsMetrics::registered(&metrics);
-    // The DNS zone's settings; `None` when DNS is off.
-    let zone_config = config.zone_config();
-    if let (Some(listen), Some(zone)) = (config.dns.listen, &zone_config) {
-        let (udp, tcp, bound) = bind_dns(listen)?;
-        let udp = Arc::new(udp);
-        upgrade::register(upgrade::Proto::Udp, listen, &udp);
-        tracing::info!(zone = %config.dns.domain, "dns listening on {bound}");
-        let server = Arc::new(dns::server::DnsServer::new(
-            store.clone(),
-            dns_metrics,
-            zone::Zone::pending(zone),
-            config.dns.upstreams.clone(),
-            config.dns.upstream_timeout,
-            config.dns.allow_recursion()?,
-        ));
-        let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
-        let gate = ctx.clone();
-        std::thread::Builder::new()
-            .name("dns-udp".into())
-            .spawn(move || {
-                runtime.block_on(gate.serving.wait());
-                udp_server.serve_udp(udp, runtime)
-            })
-            .map_err(|e| format!("dns thread: {e}"))?;
-        let gate = ctx.clone();
-        tokio::spawn(async move {
-            gate.serving.wait().await;
-            server.serve_tcp(tcp).await
-        });
-    }
+    start_dns(&config, &ctx)?;
+    let (events_rx, refetch_tx) = start_source(&config, &planes, &metrics, &resync)?;
 
-    let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
-    let (refetch_tx, refetch_rx) = mpsc::channel(1024);
-    let d = &config.discovery;
-    if let Some(path) = &d.file {
-        tracing::info!(file = %path.display(), "discovery: file source");
-        let source = FileSource {
-            path: path.clone(),
-            interval: d.file_poll_interval,
-            max_bytes: d.max_snapshot_bytes,
-            events: events_tx,
-            resync: resync.clone(),
-            metrics: metrics.clone(),
-        };
-        control.spawn(source.run());
-    } else {
-        let token = match &d.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("discovery.token_file {}: {e}", path.display()))?,
-            ),
-            None => None,
-        };
-        let urls = d
-            .marathon
-            .iter()
-            .map(|u| BaseUrl::parse(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        tracing::info!(marathon = ?d.marathon, "discovery: Marathon");
-        let source = MarathonSource {
-            urls,
-            client: Client::new(
-                d.basic_auth.as_deref(),
-                token.as_deref(),
-                d.connect_timeout,
-                d.request_timeout,
-            ),
-            config: config.marathon_settings(),
-            events: events_tx,
-            refetch: refetch_rx,
-            resync: resync.clone(),
-            metrics: metrics.clone(),
-        };
-        control.spawn(source.run());
-    }
-
+    // The control plane: compile and publish, health checks, reloads.
     let registry = backends::Registry::new(metrics.clone(), config.proxy.drain_timeout);
     let reconciler = Reconciler::new(
         config.compile_config(),
-        d.debounce,
+        config.discovery.debounce,
         registry,
         store.clone(),
         listeners,
@@ -293,14 +149,16 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         status.clone(),
         refetch_tx,
         ctx.clone(),
-        zone_config,
+        config.zone_config(),
     );
     if config.health_checks.enabled {
         let targets = reconciler.health_targets.subscribe();
         let concurrency = config.health_checks.concurrency;
-        control.spawn(health_check::run(targets, concurrency, metrics.clone()));
+        planes
+            .control
+            .spawn(health_check::run(targets, concurrency, metrics.clone()));
     }
-    let reconciler = control.spawn(reconciler.run(events_rx, commands_rx));
+    let reconciler = planes.control.spawn(reconciler.run(events_rx, commands_rx));
     let reloader = reload::Reloader {
         path: options.config_path.clone(),
         started: config.clone(),
@@ -309,10 +167,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         commands: commands_tx,
         metrics: metrics.clone(),
     };
-    control.spawn(reloader.run(reload_rx));
+    planes.control.spawn(reloader.run(reload_rx));
     if options.demo {
-        tokio::spawn(demo::run(store.clone()));
+        planes.control.spawn(demo::run(store.clone()));
     }
+
     let handed_over = Arc::new(Notify::new());
     if handover.is_none() {
         // Under systemd (Type=notify): started, every listener bound. Not "synced": a source
@@ -351,8 +210,207 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         Ok(()) => tracing::info!("drained, exiting"),
         Err(_) => tracing::warn!(open = ctx.shutdown.open(), "drain timeout, exiting"),
     }
+    let workers = planes.workers;
     let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     Ok(())
+}
+
+/// Taking over from a running process (`--upgrade`): its sockets, and nothing accepted until
+/// this one is ready.
+fn take_over(
+    config: &Config,
+    options: &RunOptions,
+    ctx: &mut Context,
+) -> Result<Option<upgrade::Handover>, String> {
+    match (&config.runtime.upgrade_socket, options.upgrade) {
+        (Some(path), true) => match upgrade::take_over(path) {
+            Ok(Some(handover)) => {
+                tracing::info!(sockets = handover.count, socket = %path.display(),
+                    "upgrade: took the listening sockets over");
+                ctx.serving = proxy::Gate::closed();
+                Ok(Some(handover))
+            }
+            Ok(None) => {
+                tracing::warn!(socket = %path.display(),
+                    "upgrade: no running process to take over from; binding afresh");
+                Ok(None)
+            }
+            Err(e) => Err(format!("upgrade from {}: {e}", path.display())),
+        },
+        (None, true) => Err("--upgrade needs runtime.upgrade_socket".into()),
+        (_, false) => Ok(None),
+    }
+}
+
+/// The shared listeners: plain vhosts (and h2c), the app-id listener, HTTPS vhosts with their
+/// certificates (watched for changes on the control plane).
+fn serve_vhosts(config: &Config, planes: &Planes, ctx: &Arc<Context>) -> Result<(), String> {
+    let workers = &planes.workers;
+    for addr in &config.http.listen {
+        let listener =
+            proxy::listeners::bind(*addr).map_err(|e| format!("http.listen {addr}: {e}"))?;
+        tracing::info!(
+            "http vhost listener on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let entry = proxy::http::Entry::Vhost { https: false };
+        let protocol = if config.http.h2c {
+            proxy::http::Protocol::Auto
+        } else {
+            proxy::http::Protocol::Http1
+        };
+        proxy::listeners::serve_http(workers, listener, (entry, protocol), ctx)
+            .map_err(|e| format!("http.listen {addr}: {e}"))?;
+    }
+    if let Some(addr) = config.http.app_id_listen {
+        let listener =
+            proxy::listeners::bind(addr).map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
+        tracing::info!(
+            "http app-id listener on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let entry = (proxy::http::Entry::AppId, proxy::http::Protocol::Http1);
+        proxy::listeners::serve_http(workers, listener, entry, ctx)
+            .map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
+    }
+    if config.https.listen.is_empty() {
+        return Ok(());
+    }
+    let certs = Arc::new(proxy::tls::Certificates::new(
+        config.https.certs.clone(),
+        config.https.default_cert.clone(),
+    ));
+    let loaded = certs.reload(&[], &ctx.metrics);
+    tracing::info!(certificates = loaded, "TLS certificates loaded");
+    let tls =
+        tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(certs.clone(), config.https.h2)?);
+    for addr in &config.https.listen {
+        let listener =
+            proxy::listeners::bind(*addr).map_err(|e| format!("https.listen {addr}: {e}"))?;
+        tracing::info!(
+            "https vhost listener on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let timeout = config.https.handshake_timeout;
+        proxy::listeners::serve_https(workers, listener, (&tls, timeout), ctx)
+            .map_err(|e| format!("https.listen {addr}: {e}"))?;
+    }
+    // Reading certificate files is the control plane's work, not a data-plane worker's.
+    planes.control.spawn(proxy::tls::watch(
+        certs,
+        ctx.store.clone(),
+        ctx.metrics.clone(),
+        config.https.reload_interval,
+    ));
+    Ok(())
+}
+
+fn admin_token(config: &Config) -> Result<Option<String>, String> {
+    match &config.admin.token_file {
+        Some(path) => config::read_token(path)
+            .map(Some)
+            .map_err(|e| format!("admin.token_file {}: {e}", path.display())),
+        None => Ok(None),
+    }
+}
+
+/// DNS on `dns.listen`: the UDP loop on its own thread, TCP on the data plane; both open once
+/// this process serves (after an upgrade's handover). Its metric families exist whether DNS is
+/// on or not, like every other family.
+fn start_dns(config: &Config, ctx: &Arc<Context>) -> Result<(), String> {
+    let dns_metrics = dns::server::DnsMetrics::registered(&ctx.metrics);
+    let (Some(listen), Some(zone)) = (config.dns.listen, config.zone_config()) else {
+        return Ok(());
+    };
+    let (udp, tcp, bound) = bind_dns(listen)?;
+    let udp = Arc::new(udp);
+    upgrade::register(upgrade::Proto::Udp, listen, &udp);
+    tracing::info!(zone = %config.dns.domain, "dns listening on {bound}");
+    let server = Arc::new(dns::server::DnsServer::new(
+        ctx.store.clone(),
+        dns_metrics,
+        zone::Zone::pending(&zone),
+        config.dns.upstreams.clone(),
+        config.dns.upstream_timeout,
+        config.dns.allow_recursion()?,
+    ));
+    let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
+    let gate = ctx.clone();
+    std::thread::Builder::new()
+        .name("dns-udp".into())
+        .spawn(move || {
+            runtime.block_on(gate.serving.wait());
+            udp_server.serve_udp(udp, runtime)
+        })
+        .map_err(|e| format!("dns thread: {e}"))?;
+    let gate = ctx.clone();
+    tokio::spawn(async move {
+        gate.serving.wait().await;
+        server.serve_tcp(tcp).await
+    });
+    Ok(())
+}
+
+/// The cluster's source (the file, or Marathon) on the control plane; its events, and the
+/// channel the reconciler asks it to re-fetch apps on.
+#[allow(clippy::type_complexity)]
+fn start_source(
+    config: &Config,
+    planes: &Planes,
+    metrics: &Arc<Metrics>,
+    resync: &Arc<Notify>,
+) -> Result<
+    (
+        mpsc::Receiver<discovery::SourceEvent>,
+        mpsc::Sender<crate::cluster::AppId>,
+    ),
+    String,
+> {
+    let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
+    let (refetch_tx, refetch_rx) = mpsc::channel(1024);
+    let d = &config.discovery;
+    if let Some(path) = &d.file {
+        tracing::info!(file = %path.display(), "discovery: file source");
+        let source = FileSource {
+            path: path.clone(),
+            interval: d.file_poll_interval,
+            max_bytes: d.max_snapshot_bytes,
+            events: events_tx,
+            resync: resync.clone(),
+            metrics: metrics.clone(),
+        };
+        planes.control.spawn(source.run());
+        return Ok((events_rx, refetch_tx));
+    }
+    let token = match &d.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("discovery.token_file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let urls = d
+        .marathon
+        .iter()
+        .map(|u| BaseUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(marathon = ?d.marathon, "discovery: Marathon");
+    let source = MarathonSource {
+        urls,
+        client: Client::new(
+            d.basic_auth.as_deref(),
+            token.as_deref(),
+            d.connect_timeout,
+            d.request_timeout,
+        ),
+        config: config.marathon_settings(),
+        events: events_tx,
+        refetch: refetch_rx,
+        resync: resync.clone(),
+        metrics: metrics.clone(),
+    };
+    planes.control.spawn(source.run());
+    Ok((events_rx, refetch_tx))
 }
 
 /// A new process that took sockets over opens its accept loops once its first table is live,

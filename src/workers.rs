@@ -122,7 +122,7 @@ impl Workers {
         let here = current().min(self.len() - 1);
         let target = self.placement(here);
         self.loads[target].fetch_add(1, Ordering::Relaxed);
-        let load = Load(self.loads.clone(), target);
+        let load = Counted(self.loads.clone(), target);
         if target == here {
             tokio::spawn(async move {
                 let _load = load;
@@ -155,10 +155,11 @@ impl Workers {
     }
 }
 
-/// A connection counted in its worker's load until it ends.
-struct Load(Arc<[AtomicUsize]>, usize);
+/// A connection counted in its worker's load until it ends (`Counted`, not to be confused with
+/// `balance::Load`, a backend's load).
+struct Counted(Arc<[AtomicUsize]>, usize);
 
-impl Drop for Load {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0[self.1].fetch_sub(1, Ordering::Relaxed);
     }

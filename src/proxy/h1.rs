@@ -402,7 +402,7 @@ async fn forward(
         let answer = match sent {
             Err(failure) => Err(failure),
             Ok(_) => {
-                let exchange = Exchange {
+                let relay = Relay {
                     head_only,
                     close_client: client_close || stopping || cut,
                     reuse: !cut,
@@ -417,7 +417,7 @@ async fn forward(
                     to_client,
                     from_backend,
                     (&ctx.pools, state),
-                    &exchange,
+                    &relay,
                 )
                 .await
             }
@@ -558,7 +558,7 @@ fn backend_spoke(stream: &TcpStream) -> bool {
 
 /// What the response relay needs to know of the request.
 #[derive(Clone, Copy)]
-struct Exchange<'a> {
+struct Relay<'a> {
     /// A HEAD request: the response has no body whatever it says.
     head_only: bool,
     /// The client connection closes after this response.
@@ -590,16 +590,16 @@ async fn relay_response(
     out: &mut Vec<u8>,
     rbuf: &mut BytesMut,
     (pools, state): (&Pools, &Arc<BackendState>),
-    exchange: &Exchange<'_>,
+    relay: &Relay<'_>,
 ) -> Result<Relayed, Failure> {
-    let Exchange {
+    let Relay {
         head_only,
         close_client,
         reuse,
         extra,
         timeout,
         client_timeout,
-    } = *exchange;
+    } = *relay;
     rbuf.clear();
     if rbuf.capacity() > 4 * READ_CHUNK {
         *rbuf = BytesMut::new(); // a big response passed: give its room back

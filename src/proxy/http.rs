@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::exchange::{Attempts, Failure, is_idempotent};
-use super::upstream::{Outcome, ProxyBody, RequestBody, send};
+use super::upstream::{ProxyBody, RequestBody, Tried, send};
 use super::{Context, headers, message};
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
@@ -81,7 +81,7 @@ pub async fn serve<S>(
 {
     let handler = ctx.clone();
     // The client's address as a header value, made once per connection, not per request.
-    let client = Client {
+    let client = Peer {
         addr: peer,
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
     };
@@ -140,14 +140,14 @@ pub async fn serve<S>(
 
 /// Who is on the other end of a client connection.
 #[derive(Clone)]
-struct Client {
+struct Peer {
     addr: SocketAddr,
     ip: HeaderValue,
 }
 
 async fn proxy(
     mut req: Request<Incoming>,
-    client: &Client,
+    client: &Peer,
     entry: Entry,
     ctx: &Context,
 ) -> Response<ProxyBody> {
@@ -294,19 +294,19 @@ async fn proxy(
             send(req, &states[b], ctx, &mut upgrade).await
         };
         let failure = match outcome {
-            Outcome::Unsent(back) => {
+            Tried::Unsent(back) => {
                 req = back;
                 if attempts.failed(b, Failure::Connect) {
                     continue;
                 }
                 break;
             }
-            Outcome::Response(mut response) => {
+            Tried::Response(mut response) => {
                 attempts.answered(b, response.status().as_u16());
                 finish(&mut response, service, https, pinned, b);
                 return log(Some(states[b].addr), response);
             }
-            Outcome::Failed(failure) => failure,
+            Tried::Failed(failure) => failure,
         };
         let failure = match &progress {
             Some(progress) => progress.blame(failure),
@@ -468,7 +468,7 @@ fn redirect_to_https(req: &Request<Incoming>, host: Option<&[u8]>) -> Response<P
 
 /// The request as it goes to a backend: the hop-by-hop fields removed (an upgrade's put
 /// back), the framing as checked, the forwarding fields added, origin-form, HTTP/1.1.
-fn prepare_request(req: &mut Request<Incoming>, client: &Client, https: bool, checked: &Checked) {
+fn prepare_request(req: &mut Request<Incoming>, client: &Peer, https: bool, checked: &Checked) {
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
     if let Some(protocol) = &checked.upgrade {

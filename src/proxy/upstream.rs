@@ -26,7 +26,7 @@ use crate::backends::{ActiveGuard, BackendState};
 /// A pooled HTTP/1.1 connection to a backend.
 pub type Upstream = SendRequest<RequestBody>;
 
-pub enum Outcome {
+pub enum Tried {
     Response(Response<ProxyBody>),
     /// The request went out and no usable response came back.
     Failed(Failure),
@@ -41,7 +41,7 @@ pub async fn send(
     state: &Arc<BackendState>,
     ctx: &Context,
     upgrade: &mut Option<OnUpgrade>,
-) -> Outcome {
+) -> Tried {
     // A pooled connection may have been closed by the backend while idle; if it fails before
     // the request goes out, one fresh connection to the same backend is tried.
     let mut pooled = match ctx.pools.checkout(state) {
@@ -58,23 +58,23 @@ pub async fn send(
             Some(sender) => sender,
             None => match open(state, ctx).await {
                 Ok(sender) => sender,
-                Err(_) => return Outcome::Unsent(req),
+                Err(_) => return Tried::Unsent(req),
             },
         };
         let active = charge(&mut req, state);
         match await_response(sender.try_send_request(req), state, ctx).await {
-            Exchange::Over(outcome) => return outcome,
-            Exchange::Answered(mut response) => {
+            Awaited::Over(outcome) => return outcome,
+            Awaited::Answered(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let Some(client) = upgrade.take() else {
-                        return Outcome::Failed(Failure::BadResponse(
+                        return Tried::Failed(Failure::BadResponse(
                             "backend switched protocols unasked",
                         ));
                     };
                     let upstream = hyper::upgrade::on(&mut response);
                     tokio::spawn(tunnel(client, upstream, state.clone(), active));
                     let (parts, _) = response.into_parts();
-                    return Outcome::Response(Response::from_parts(parts, ProxyBody::empty()));
+                    return Tried::Response(Response::from_parts(parts, ProxyBody::empty()));
                 }
                 // The framing hyper accepted must also be one this proxy can relay unchanged
                 // (`message`'s rules, as on the fast path): a coding other than chunked is a 502.
@@ -88,31 +88,31 @@ pub async fn send(
                         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
                 );
                 if let Err(reason) = checked {
-                    return Outcome::Failed(Failure::BadResponse(reason));
+                    return Tried::Failed(Failure::BadResponse(reason));
                 }
-                return Outcome::Response(finish_response(
+                return Tried::Response(finish_response(
                     response,
                     (sender, ctx.pools.clone()),
                     state.clone(),
                     active,
                 ));
             }
-            Exchange::Returned(back) if !fresh => req = back,
-            Exchange::Returned(back) => {
+            Awaited::Returned(back) if !fresh => req = back,
+            Awaited::Returned(back) => {
                 state.metrics.connect_failures.inc();
-                return Outcome::Unsent(back);
+                return Tried::Unsent(back);
             }
         }
     }
 }
 
 /// What came of a request handed to a connection.
-pub enum Exchange {
+pub enum Awaited {
     Answered(Response<Incoming>),
     /// The connection closed before the request went out: it is handed back.
     Returned(Request<RequestBody>),
     /// Timed out, drained, or failed after sending: the outcome to report.
-    Over(Outcome),
+    Over(Tried),
 }
 
 /// Counts a request against its backend (active gauge, bytes in) until its response ends.
@@ -127,25 +127,25 @@ pub async fn await_response(
     exchange: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>>,
     state: &BackendState,
     ctx: &Context,
-) -> Exchange {
+) -> Awaited {
     let sent = std::time::Instant::now();
     let result = tokio::select! {
         r = tokio::time::timeout(ctx.settings.load().response_timeout, exchange) => r,
-        _ = state.drained() => return Exchange::Over(Outcome::Failed(Failure::Removed)),
+        _ = state.drained() => return Awaited::Over(Tried::Failed(Failure::Removed)),
     };
     match result {
-        Err(_) => Exchange::Over(Outcome::Failed(Failure::TimedOut)),
+        Err(_) => Awaited::Over(Tried::Failed(Failure::TimedOut)),
         Ok(Ok(response)) => {
             state.metrics.response(response.status());
             state
                 .metrics
                 .response_seconds
                 .observe(sent.elapsed().as_secs_f64());
-            Exchange::Answered(response)
+            Awaited::Answered(response)
         }
         Ok(Err(mut e)) => match e.take_message() {
-            Some(back) => Exchange::Returned(back),
-            None => Exchange::Over(Outcome::Failed(Failure::Lost(format!(
+            Some(back) => Awaited::Returned(back),
+            None => Awaited::Over(Tried::Failed(Failure::Lost(format!(
                 "backend failed: {}",
                 e.into_error()
             )))),

@@ -7,9 +7,7 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::upstream::{
-    Exchange, Outcome, PooledBody, ProxyBody, RequestBody, await_response, charge,
-};
+use super::upstream::{Awaited, PooledBody, ProxyBody, RequestBody, Tried, await_response, charge};
 use super::{Context, connect};
 use crate::backends::BackendState;
 
@@ -19,7 +17,7 @@ pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
     ctx: &Context,
-) -> Outcome {
+) -> Tried {
     // HTTP/2 carries the target as :scheme and :authority: make the URI absolute.
     let path = req
         .uri()
@@ -28,7 +26,7 @@ pub async fn send(
         .to_string();
     match format!("http://{}{path}", state.addr).parse::<Uri>() {
         Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return Outcome::Failed(super::exchange::Failure::Client),
+        Err(_) => return Tried::Failed(super::exchange::Failure::Client),
     }
     *req.version_mut() = Version::HTTP_2;
     let shared = ctx.pools.h2(state);
@@ -37,26 +35,26 @@ pub async fn send(
         Some(sender) => sender,
         None => match open(state, ctx).await {
             Some(sender) => sender,
-            None => return Outcome::Unsent(req),
+            None => return Tried::Unsent(req),
         },
     };
     loop {
         let active = charge(&mut req, state);
         match await_response(sender.try_send_request(req), state, ctx).await {
-            Exchange::Over(outcome) => return outcome,
-            Exchange::Answered(response) => {
-                return Outcome::Response(into_proxy(response, state, active));
+            Awaited::Over(outcome) => return outcome,
+            Awaited::Answered(response) => {
+                return Tried::Response(into_proxy(response, state, active));
             }
             // The shared connection had closed under us: open a fresh one, once.
-            Exchange::Returned(back) if reused => {
+            Awaited::Returned(back) if reused => {
                 req = back;
                 reused = false;
                 match open(state, ctx).await {
                     Some(fresh) => sender = fresh,
-                    None => return Outcome::Unsent(req),
+                    None => return Tried::Unsent(req),
                 }
             }
-            Exchange::Returned(back) => return Outcome::Unsent(back),
+            Awaited::Returned(back) => return Tried::Unsent(back),
         }
     }
 }

@@ -74,3 +74,136 @@ impl RoutingTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{app, task};
+    use crate::cluster::{Cluster, ClusterUpdate};
+    use crate::routing::{CompileConfig, compile};
+
+    fn table() -> RoutingTable {
+        let http = |vhost: &'static str, path: &'static str| {
+            let mut labels = vec![("HAPROXY_0_MODE", "http"), ("HAPROXY_0_VHOST", vhost)];
+            if !path.is_empty() {
+                labels.push(("HAPROXY_0_PATH", path));
+            }
+            labels
+        };
+        let mut cluster = Cluster::default();
+        cluster.apply(ClusterUpdate::Snapshot(vec![
+            app(
+                "/shop",
+                10000,
+                &http("shop.example.com", ""),
+                vec![task("s.1", 1)],
+            ),
+            app(
+                "/api",
+                10001,
+                &http("shop.example.com", "/api"),
+                vec![task("a.1", 1)],
+            ),
+            app(
+                "/api-v2",
+                10002,
+                &http("shop.example.com", "/api/v2"),
+                vec![task("b.1", 1)],
+            ),
+            app(
+                "/any",
+                10003,
+                &http("*.example.com", ""),
+                vec![task("w.1", 1)],
+            ),
+            app(
+                "/fallback",
+                10004,
+                &http("fallback.test", ""),
+                vec![task("f.1", 1)],
+            ),
+        ]));
+        let config = CompileConfig {
+            default_app: Some("/fallback".into()),
+            ..CompileConfig::group("*", "127.0.0.1".parse().unwrap())
+        };
+        compile(&cluster, &config)
+    }
+
+    fn app_of(table: &RoutingTable, found: Option<(Target, Reason)>) -> Option<(String, Reason)> {
+        let (target, reason) = found?;
+        let service = match target {
+            Target::Service(s) => s,
+            Target::Route(r) => table.routes[r].first(),
+        };
+        Some((table.services[service].key.app_id.to_string(), reason))
+    }
+
+    fn vhost(table: &RoutingTable, host: &str, path: &str) -> Option<(String, Reason)> {
+        let request = Request {
+            host: Some(host.as_bytes()),
+            path,
+            app_id: None,
+        };
+        app_of(table, table.resolve(Entry::Vhost { https: false }, request))
+    }
+
+    #[test]
+    fn vhosts_by_host_then_longest_prefix_then_wildcard_then_default() {
+        let t = table();
+        let is = |app: &str, reason| Some((app.to_string(), reason));
+        assert_eq!(
+            vhost(&t, "shop.example.com", "/"),
+            is("/shop", Reason::Vhost)
+        );
+        assert_eq!(
+            vhost(&t, "shop.example.com", "/api/x"),
+            is("/api", Reason::Vhost)
+        );
+        assert_eq!(
+            vhost(&t, "shop.example.com", "/api/v2/x"),
+            is("/api-v2", Reason::Vhost)
+        );
+        // Case, a port and a trailing dot do not change the host.
+        assert_eq!(
+            vhost(&t, "SHOP.Example.com.:8080", "/api"),
+            is("/api", Reason::Vhost)
+        );
+        assert_eq!(vhost(&t, "eu.example.com", "/"), is("/any", Reason::Vhost));
+        // No route: the default app; without a Host either.
+        assert_eq!(
+            vhost(&t, "other.test", "/"),
+            is("/fallback", Reason::DefaultApp)
+        );
+        let none = Request {
+            host: None,
+            path: "/",
+            app_id: None,
+        };
+        assert_eq!(
+            app_of(&t, t.resolve(Entry::Vhost { https: true }, none)),
+            is("/fallback", Reason::DefaultApp)
+        );
+    }
+
+    #[test]
+    fn service_ports_and_app_ids() {
+        let t = table();
+        let port = |p: u16| {
+            let listen = SocketAddr::from(([127, 0, 0, 1], p));
+            app_of(&t, t.resolve(Entry::Port(listen), Request::default()))
+        };
+        assert_eq!(port(10001), Some(("/api".into(), Reason::Listener)));
+        assert_eq!(port(9), None);
+        let by_id = |id: &str| {
+            let request = Request {
+                app_id: Some(id.as_bytes()),
+                ..Request::default()
+            };
+            app_of(&t, t.resolve(Entry::AppId, request))
+        };
+        assert_eq!(by_id("/api-v2"), Some(("/api-v2".into(), Reason::AppId)));
+        assert_eq!(by_id("/nope"), None);
+        assert_eq!(by_id("\u{ff}"), None);
+    }
+}
