@@ -922,3 +922,50 @@ async fn backend_framing_faults_never_reach_the_client_ambiguous() {
         run_response_probes(*entry, &setup.log).await;
     }
 }
+
+/// What the differential fuzz target (fuzz/fuzz_targets/h1_differential.rs) found: requests one
+/// path forwards and the other refuses. Each must be refused (400) on every entry point, and
+/// nothing of it reach the backend.
+async fn refused_everywhere(name: &'static str, bytes: String) {
+    let setup = setup().await;
+    for (entry_name, entry) in &setup.entries {
+        eprintln!("{entry_name}: {name}");
+        let p = probe(name, bytes.clone(), Expect::Refused(400));
+        run_probe(*entry, entry_name.contains("general"), &setup.log, &p).await;
+    }
+}
+
+/// RFC 9112 §3.2.3: the authority-form is for CONNECT only. The fast path refuses it; the
+/// general path takes hyper's authority-only URI for origin-form and sends
+/// `GET desync.test:80 HTTP/1.1` on to the backend.
+#[tokio::test]
+async fn fuzz_finding_authority_form_outside_connect() {
+    refused_everywhere(
+        "authority form outside connect",
+        format!("GET {HOST}:80 HTTP/1.1\r\nHost: {HOST}:80\r\n\r\n{PIPELINED}"),
+    )
+    .await;
+}
+
+/// RFC 9112 §3.2.2 (`message::target_form`): an absolute-form target is http or https. The
+/// fast path refuses another scheme; the general path routes by its authority and forwards.
+#[tokio::test]
+async fn fuzz_finding_absolute_form_with_another_scheme() {
+    refused_everywhere(
+        "absolute form, another scheme",
+        format!("GET foo://{HOST}/abs HTTP/1.1\r\nHost: {HOST}\r\n\r\n{PIPELINED}"),
+    )
+    .await;
+}
+
+/// RFC 9112 §2.2: only empty lines (CRLF, or a bare LF) may come before a request line; a bare
+/// CR is invalid. hyper (httparse) refuses it; the fast path skips it with the empty lines and
+/// forwards the request.
+#[tokio::test]
+async fn fuzz_finding_bare_cr_before_the_request_line() {
+    refused_everywhere(
+        "bare cr before the request line",
+        format!("\rGET /cr HTTP/1.1\r\nHost: {HOST}\r\n\r\n{PIPELINED}"),
+    )
+    .await;
+}

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::Config;
-use switchyard::routing::CompileConfig;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = config.reserved_ports();
         let _ = config.dns.zone_config();
         let _ = config.vip.settings();
-        let _ = CompileConfig::from_config(&config);
+        let _ = config.compile_config();
     }
 });

@@ -620,6 +620,60 @@ mod tests {
         );
     }
 
+    /// Found by fuzz/fuzz_targets/h1_differential.rs: bytes hyper's URI parser (the `http`
+    /// crate) refuses in a target (RFC 3986 allows none of them) are forwarded as they are by
+    /// the fast path, refused (400) by the general path. The shared rule must refuse at least
+    /// these: `<`, `>`, `` ` `` in the path; `"`, `<`, `>` in the query.
+    #[test]
+    fn origin_form_bytes_as_hyper_reads_them() {
+        for bad in [
+            &b"/a<b"[..],
+            b"/a>b",
+            b"/a`b",
+            b"/a?x\"y",
+            b"/a?x<y",
+            b"/a?x>y",
+        ] {
+            assert_eq!(
+                target_form(b"GET", bad).map_err(|r| r.status),
+                Err(400),
+                "{}",
+                bad.escape_ascii()
+            );
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/h1_differential.rs: `GET /a#b` is routed and forwarded as
+    /// `/a#b` by the fast path, as `/a` by the general path (hyper drops the fragment). RFC 9112
+    /// §3.2.1: origin-form is `absolute-path [ "?" query ]`, with no fragment: refused.
+    #[test]
+    fn a_fragment_in_the_target_is_refused() {
+        assert_eq!(target_form(b"GET", b"/a#b").map_err(|r| r.status), Err(400));
+        assert_eq!(
+            target_form(b"GET", b"/a?x#y").map_err(|r| r.status),
+            Err(400)
+        );
+    }
+
+    /// Found by fuzz/fuzz_targets/h1_differential.rs: `Transfer-Encoding: chunked;x` is read as
+    /// chunked here (parameters ignored), by hyper as a final coding other than chunked (a
+    /// request refused, a response read to the close). RFC 9112 §7.1: chunked defines no
+    /// parameters, and their presence SHOULD be treated as an error.
+    #[test]
+    fn chunked_with_parameters_is_invalid() {
+        for te in ["chunked;", "chunked;x=1", "gzip, chunked;q=1"] {
+            assert_eq!(
+                req(&[("Host", "a"), ("Transfer-Encoding", te)]).map_err(|r| r.status),
+                Err(400),
+                "{te}"
+            );
+            assert!(
+                res(200, false, &[("Transfer-Encoding", te)]).is_err(),
+                "{te}"
+            );
+        }
+    }
+
     #[test]
     fn upgrade_to_h2c_is_not_an_upgrade() {
         let h2c = req(&[
