@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::Config;
 use switchyard::proxy::Settings;
-use switchyard::proxy::h1_framing::read_head;
+use switchyard::proxy::h1_framing::{empty_lines, head_end, read_head};
 use switchyard::proxy::message::{self, Refusal, RequestBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,22 +94,6 @@ enum Fast {
     },
 }
 
-/// `h1::head_end` (private there): where a request head ends (after its blank line, CRLF or
-/// bare LF), once it has arrived.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
-        let at = from + i + 1;
-        match buf.get(at..at + 2) {
-            Some([b'\n', _]) | Some([b'\n']) => return Some(at + 1),
-            Some([b'\r', b'\n']) => return Some(at + 2),
-            None if buf.get(at) == Some(&b'\n') => return Some(at + 1),
-            _ => from = at,
-        }
-    }
-    None
-}
-
 /// The fast path's reading of a connection's bytes (`h1::serve` and `h1::plan`, routing
 /// aside: every acceptable request is taken to reach a service it can forward to). With each
 /// step, whether the bytes skipped before its head held a bare CR.
@@ -124,8 +108,8 @@ fn fast_steps(data: &[u8], bare_cr: &mut Vec<bool>) -> Vec<Fast> {
     let mut steps = Vec::new();
     let mut buf = data;
     loop {
-        // Empty lines before a request line are ignored (`h1::serve` skips any CR and LF).
-        let skipped = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        // Empty lines before a request line are ignored, as `h1::serve` skips them.
+        let skipped = empty_lines(buf);
         bare_cr.push(
             buf[..skipped]
                 .iter()
@@ -256,22 +240,9 @@ struct Seen {
 
 /// `http::check` (private there) for HTTP/1: the target's form from hyper's URI, then
 /// `message::check_request` on the header map hyper built.
+/// The general path's own check of hyper's head (`http::check`).
 fn check(req: &Request<Incoming>) -> Result<RequestBody, Refusal> {
-    let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
-    let target = match (req.uri().scheme(), authority) {
-        (Some(_), Some(authority)) => message::Target::Absolute(authority),
-        _ if req.uri() == "*" => message::Target::Asterisk,
-        _ => message::Target::Origin,
-    };
-    message::check_request(
-        req.version() == Version::HTTP_10,
-        req.method().as_str().as_bytes(),
-        target,
-        req.headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
-    )
-    .map(|checked| checked.body)
+    switchyard::proxy::http::check(req).map(|checked| checked.body.unwrap_or(RequestBody::None))
 }
 
 /// hyper's reading of the same bytes: every request its service was called with, and what it
@@ -362,53 +333,6 @@ fn hyper_path(data: &[u8]) -> (Vec<Seen>, Vec<u8>) {
     (seen, written)
 }
 
-/// Disagreements that are bugs, each written down with a failing test, which a run may be told
-/// to pass over (`H1_DIFFERENTIAL_KNOWN=target-form,...`) to look for others. Without it the
-/// target fails on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Known {
-    /// `GET host:80 HTTP/1.1` and `GET foo://host/ HTTP/1.1`: the fast path refuses a target
-    /// that is neither origin-form, `*`, nor http(s) absolute-form (400); the general path
-    /// takes hyper's authority-only URI for origin-form, and any scheme's for absolute-form,
-    /// and forwards them (tests/desync.rs `fuzz_findings`).
-    TargetForm,
-    /// A target with bytes the `http` crate's URI parser refuses (`<`, `>`, `` ` `` in the
-    /// path, `"`, `<`, `>` in the query): hyper answers 400, the fast path forwards it as is
-    /// (`message` tests `origin_form_bytes_as_hyper_reads_them`).
-    TargetBytes,
-    /// A `#fragment` in the target: hyper drops it, the fast path routes on and forwards the
-    /// whole target (`message` tests `a_fragment_in_the_target_is_refused`).
-    Fragment,
-    /// A bare CR before a request line: the fast path skips it with the empty lines, hyper
-    /// (httparse) refuses it (tests/desync.rs `fuzz_findings`).
-    BareCr,
-    /// `Transfer-Encoding: chunked;x`: `message` takes it for chunked (parameters ignored),
-    /// hyper for a final coding other than chunked (400 on a request; a response read to
-    /// the close), and RFC 9112 §7.1 says an error (`message` tests
-    /// `chunked_with_parameters_is_invalid`).
-    ChunkedParams,
-}
-
-fn known(bug: Known) -> bool {
-    static KNOWN: OnceLock<Vec<Known>> = OnceLock::new();
-    KNOWN
-        .get_or_init(|| {
-            let list = std::env::var("H1_DIFFERENTIAL_KNOWN").unwrap_or_default();
-            list.split(',')
-                .filter(|name| !name.is_empty())
-                .map(|name| match name.trim() {
-                    "target-form" => Known::TargetForm,
-                    "target-bytes" => Known::TargetBytes,
-                    "fragment" => Known::Fragment,
-                    "bare-cr" => Known::BareCr,
-                    "chunked-params" => Known::ChunkedParams,
-                    other => panic!("H1_DIFFERENTIAL_KNOWN: no known disagreement {other:?}"),
-                })
-                .collect()
-        })
-        .contains(&bug)
-}
-
 fn compare(data: &[u8], (fast, bare_cr): (&[Fast], &[bool]), hyper: &[Seen], written: &[u8]) {
     let fail = |what: String| -> ! {
         panic!(
@@ -419,9 +343,6 @@ fn compare(data: &[u8], (fast, bare_cr): (&[Fast], &[bool]), hyper: &[Seen], wri
     };
     for (i, step) in fast.iter().enumerate() {
         let seen = hyper.get(i);
-        if seen.is_none() && known(Known::BareCr) && bare_cr[i] {
-            return;
-        }
         match step {
             Fast::Forwarded {
                 method,
@@ -430,19 +351,10 @@ fn compare(data: &[u8], (fast, bare_cr): (&[Fast], &[bool]), hyper: &[Seen], wri
                 close,
             } => {
                 let Some(seen) = seen else {
-                    if known(Known::TargetBytes) && target.parse::<http::Uri>().is_err() {
-                        return;
-                    }
                     fail(format!(
                         "request {i}: the fast path forwards it, hyper refuses it (or never reads it)"
                     ));
                 };
-                if known(Known::Fragment)
-                    && target.contains('#')
-                    && target.split('#').next() == Some(seen.target.as_str())
-                {
-                    return;
-                }
                 if let Err(refusal) = seen.verdict {
                     fail(format!(
                         "request {i}: the fast path forwards it, our check of hyper's head refuses it: {refusal:?}"
@@ -475,12 +387,6 @@ fn compare(data: &[u8], (fast, bare_cr): (&[Fast], &[bool]), hyper: &[Seen], wri
                     {
                         return;
                     }
-                    Ok(_) if known(Known::TargetForm)
-                        && refusal.reason == "unsupported request target"
-                        && seen.other_form =>
-                    {
-                        return;
-                    }
                     Ok(_) => fail(format!(
                         "request {i}: the fast path refuses it ({refusal:?}), hyper and our check accept it"
                     )),
@@ -493,12 +399,6 @@ fn compare(data: &[u8], (fast, bare_cr): (&[Fast], &[bool]), hyper: &[Seen], wri
                 chunked_params,
             } => {
                 let Some(seen) = seen else {
-                    if known(Known::ChunkedParams) && *chunked_params {
-                        return;
-                    }
-                    if known(Known::TargetBytes) && target.parse::<http::Uri>().is_err() {
-                        return;
-                    }
                     fail(format!(
                         "request {i}: the fast path accepts it (for hyper), hyper refuses it (or never reads it)"
                     ));

@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 
 use super::exchange::{self, Attempts, Failure};
 use super::h1_framing::{
-    Chunked, Prefixed, plain_response, read_head, read_response, write_request_head,
-    write_response_head,
+    Chunked, Prefixed, empty_lines, head_end, plain_response, read_head, read_response,
+    write_request_head, write_response_head,
 };
 use super::headers::HSTS_LINE;
 use super::http::Protocol;
@@ -92,10 +92,7 @@ where
         // The next head: within the header timeout; between requests, a stop ends the wait.
         let deadline = tokio::time::Instant::now() + settings.client_header_timeout;
         let head_len = loop {
-            // Empty lines before a request line are ignored (RFC 9112 §2.2).
-            while matches!(buf.first(), Some(b'\r' | b'\n')) {
-                buf.advance(1);
-            }
+            buf.advance(empty_lines(&buf));
             if let Some(end) = head_end(&buf) {
                 break end;
             }
@@ -196,21 +193,6 @@ where
             }
         }
     }
-}
-
-/// Where a request head ends (after its blank line, CRLF or bare LF), once it has arrived.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
-        let at = from + i + 1;
-        match buf.get(at..at + 2) {
-            Some([b'\n', _]) | Some([b'\n']) => return Some(at + 1),
-            Some([b'\r', b'\n']) => return Some(at + 2),
-            None if buf.get(at) == Some(&b'\n') => return Some(at + 1),
-            _ => from = at,
-        }
-    }
-    None
 }
 
 async fn refuse(stream: &mut (impl AsyncWrite + Unpin), status: u16, text: &str) {

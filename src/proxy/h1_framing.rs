@@ -187,6 +187,35 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// How many bytes of empty lines (CRLF, or a bare LF) come before a request line: they are
+/// ignored (RFC 9112 §2.2). A bare CR is not an empty line, and fails the head's parse, as it
+/// does in hyper.
+pub fn empty_lines(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match &buf[at..] {
+            [b'\r', b'\n', ..] => at += 2,
+            [b'\n', ..] => at += 1,
+            _ => return at,
+        }
+    }
+}
+
+/// Where a request head ends (after its blank line, CRLF or bare LF), once it has arrived.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i + 1;
+        match buf.get(at..at + 2) {
+            Some([b'\n', _]) | Some([b'\n']) => return Some(at + 1),
+            Some([b'\r', b'\n']) => return Some(at + 2),
+            None if buf.get(at) == Some(&b'\n') => return Some(at + 1),
+            _ => from = at,
+        }
+    }
+    None
+}
+
 /// A whole short response, for answers the proxy gives itself.
 pub fn plain_response(status: u16, reason: &str, text: &str, close: bool) -> Vec<u8> {
     let connection = if close { "connection: close\r\n" } else { "" };

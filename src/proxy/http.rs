@@ -352,15 +352,17 @@ async fn proxy(
 
 /// What the proxy needs of a request head, checked by `message`'s rules for HTTP/1 (an
 /// HTTP/2 request's framing and pseudo-headers were checked by the h2 codec).
-struct Checked {
+pub struct Checked {
     /// The authority the request is for.
-    host: Option<Bytes>,
+    pub host: Option<Bytes>,
     /// HTTP/1 only: the framing as checked, written again for the backend.
-    body: Option<message::RequestBody>,
-    upgrade: Option<HeaderValue>,
+    pub body: Option<message::RequestBody>,
+    pub upgrade: Option<HeaderValue>,
 }
 
-fn check(req: &Request<Incoming>) -> Result<Checked, message::Refusal> {
+/// The general path's check of a head hyper parsed (public for the differential fuzz target,
+/// which must judge hyper's heads exactly as the proxy does).
+pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
     let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
     if req.version() == Version::HTTP_2 {
         let host = authority.or(req.headers().get(header::HOST).map(HeaderValue::as_bytes));
@@ -370,8 +372,21 @@ fn check(req: &Request<Incoming>) -> Result<Checked, message::Refusal> {
             upgrade: None,
         });
     }
-    let target = match (req.uri().scheme(), authority) {
-        (Some(_), Some(authority)) => message::Target::Absolute(authority),
+    // hyper takes any URI; the target forms are `message`'s (RFC 9112 §3.2): absolute-form is
+    // http or https, authority-form is CONNECT's (refused there with 405).
+    let connect = req.method() == http::Method::CONNECT;
+    let target = match (req.uri().scheme_str(), authority) {
+        (Some(scheme), Some(authority))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            message::Target::Absolute(authority)
+        }
+        (Some(_), _) | (None, Some(_)) if !connect => {
+            return Err(message::Refusal {
+                status: 400,
+                reason: "unsupported request target",
+            });
+        }
         _ if req.uri() == "*" => message::Target::Asterisk,
         _ => message::Target::Origin,
     };
