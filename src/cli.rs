@@ -205,7 +205,11 @@ pub fn resolve(admin: &Admin, name: &str) -> Result<String, String> {
         );
     }
     if out.is_empty() {
-        out = format!("{name}: no record (NXDOMAIN, or a name outside the served zones)\n");
+        // A name with no record fails the command, as `host` and `dig +short`-based scripts
+        // expect: exit 1, the reason on stderr.
+        return Err(format!(
+            "{name}: no A, AAAA or SRV record (NXDOMAIN, or a name outside the served zones)"
+        ));
     }
     Ok(out)
 }

@@ -1,10 +1,16 @@
 //! `switchyard demo`: small HTTP backends for every loopback task in the table, so the embedded
 //! default answers `curl` with nothing else installed. Each says which task answered. Backends
 //! appear as tasks are added to the file; they are never stopped (the table decides routing).
+//!
+//! It also gives the demo an admin token (see [`write_token`]), so the documented changes
+//! (weights) can be tried: without one, the admin API refuses every change.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -68,4 +74,34 @@ async fn serve(listener: tokio::net::TcpListener, task: String) {
                 .await;
         });
     }
+}
+
+/// The demo's admin token file, beside the apps file it reads (`config/` for the embedded default).
+pub const TOKEN_FILE: &str = "demo-admin-token";
+
+/// Writes a fresh random admin token to `dir/demo-admin-token`, readable by this user only
+/// (0600), and returns its path. The file is written beside and renamed over, never opened
+/// through an existing name, so a symlink planted there is replaced, not followed. The caller
+/// gives it to the admin listener only when that listens on loopback.
+pub fn write_token(dir: &Path) -> std::io::Result<PathBuf> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 24];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| std::io::Error::other("no system randomness"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(TOKEN_FILE);
+    let partial = dir.join(format!(".{TOKEN_FILE}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&partial);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()));
+    if let Err(e) = written.and_then(|()| std::fs::rename(&partial, &path)) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    Ok(path)
 }

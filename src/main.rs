@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         (_, Some(path)) => Config::load(path),
         (_, None) => Ok(Config::embedded()),
     };
-    let config = match config {
+    let mut config = match config {
         Ok(config) => config,
         Err(e) => {
             eprintln!("switchyard: invalid configuration: {e}");
@@ -102,14 +102,19 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
-        Command::Run { demo } => run(
-            config,
-            switchyard::RunOptions {
-                demo,
-                upgrade,
-                config_path,
-            },
-        ),
+        Command::Run { demo } => {
+            if demo && config_path.is_none() {
+                demo_token(&mut config);
+            }
+            run(
+                config,
+                switchyard::RunOptions {
+                    demo,
+                    upgrade,
+                    config_path,
+                },
+            )
+        }
         Command::Inspect(..) => unreachable!("handled before the configuration is loaded"),
     }
 }
@@ -157,6 +162,28 @@ fn inspect(
             eprintln!("switchyard {verb}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `switchyard demo` on the embedded default: an admin token, so that the documented changes
+/// (weights) can be tried, written to `config/demo-admin-token` (beside the apps file the
+/// default reads; 0600) — only while the admin API listens on loopback and no token is set.
+fn demo_token(config: &mut Config) {
+    if config.admin.token_file.is_some() || !config.admin.listen.ip().is_loopback() {
+        return;
+    }
+    match switchyard::demo::write_token(std::path::Path::new("config")) {
+        Ok(path) => {
+            println!(
+                "demo: admin token in {} (curl -H \"Authorization: Bearer $(cat {})\" ...; \
+                 switchyard --token-file {} ...)",
+                path.display(),
+                path.display(),
+                path.display()
+            );
+            config.admin.token_file = Some(path);
+        }
+        Err(e) => eprintln!("switchyard demo: no admin token (changes are refused): {e}"),
     }
 }
 

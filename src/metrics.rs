@@ -79,6 +79,19 @@ pub struct Metrics {
     pub http_response_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
 }
 
+/// The `kind`s of `rejected_inputs`: where the input was refused (`ignored`: labels accepted
+/// without effect).
+pub const REJECTED_KINDS: &[&str] = &[
+    "app",
+    "event",
+    "file",
+    "snapshot",
+    "compile",
+    "ignored",
+    "bind",
+    "certificate",
+];
+
 /// 0.5 ms to about 8 s, doubling.
 fn response_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 15))
@@ -255,6 +268,24 @@ impl Metrics {
             "TLS handshakes that failed or timed out",
             m.tls_handshake_failures.clone(),
         );
+        // Every labelled family with a fixed set of kinds starts with each at zero, so the
+        // families the documentation lists are on `/metrics` before anything happens.
+        for (family, kinds) in [
+            (&m.rejected_inputs, REJECTED_KINDS),
+            (
+                &m.connections_refused,
+                &["listener_limit", "total_limit"][..],
+            ),
+            (&m.config_reloads, &["applied", "rejected"][..]),
+            (&m.health_checks, &["pass", "fail"][..]),
+            (&m.retries, &["replayed", "budget_exhausted"][..]),
+        ] {
+            for kind in kinds {
+                let _ = family.get_or_create(&KindLabels {
+                    kind: (*kind).to_string(),
+                });
+            }
+        }
         Metrics {
             registry: Mutex::new(registry),
             ..m

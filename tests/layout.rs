@@ -1,4 +1,4 @@
-//! The layout as the README draws it, held against the code: each top-level module of `src/`
+//! The layout as ARCHITECTURE.md draws it, held against the code: each top-level module of `src/`
 //! imports only the modules listed for it below (so the flow `discovery → cluster →
 //! routing::compile → snapshot → readers` has no import cycle), and a new module must be placed
 //! here before it can land. Test modules (`#[cfg(test)]`) may reach anywhere.
@@ -188,4 +188,51 @@ fn imports_are_read_from_paths_and_groups() {
                 #[cfg(test)]\nmod tests { use crate::lib; }";
     let got: Vec<String> = imports(text).into_iter().collect();
     assert_eq!(got, ["backends", "metrics", "routing", "zone"]);
+}
+
+/// ARCHITECTURE.md's module table says what `allowed` says: every module placed here has a row,
+/// and its "may import" column names exactly its allowed modules.
+#[test]
+fn architecture_document_matches_the_layout() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+            .unwrap();
+    let mut documented: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+    for row in text.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (modules, may) = (cells[1], cells[cells.len() - 2]);
+        let may = match may {
+            "everything" => None,
+            "nothing" => Some(BTreeSet::new()),
+            list => Some(
+                list.split(" (")
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|m| m.trim().to_string())
+                    .collect(),
+            ),
+        };
+        for module in modules.split(',') {
+            let name = module
+                .trim()
+                .trim_matches('`')
+                .trim_end_matches('/')
+                .trim_end_matches(".rs");
+            documented.insert(name.to_string(), may.clone());
+        }
+    }
+    let expected: BTreeMap<String, Option<BTreeSet<String>>> = allowed()
+        .into_iter()
+        .map(|(m, a)| {
+            (
+                m.to_string(),
+                a.map(|v| v.into_iter().map(str::to_string).collect()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        documented, expected,
+        "ARCHITECTURE.md's module table against tests/layout.rs"
+    );
 }

@@ -51,6 +51,10 @@ impl BackendMetrics {
             };
             metrics.http_responses.get_or_create(&l).clone()
         };
+        // The service's refusals start at zero too (the proxy counts them by service).
+        let _ = metrics.no_backend.get_or_create(&ServiceLabels {
+            service: labels.service.clone(),
+        });
         BackendMetrics {
             connections: metrics.connections.get_or_create(labels).clone(),
             active: metrics.active_connections.get_or_create(labels).clone(),

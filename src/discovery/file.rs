@@ -32,6 +32,7 @@ pub struct FileSource {
 
 impl FileSource {
     pub async fn run(self) {
+        super::zero_metrics(&self.metrics);
         let mut last: Option<Signature> = None;
         let mut last_error: Option<String> = None;
         let mut rejections = Rejections::default();

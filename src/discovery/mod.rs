@@ -22,6 +22,17 @@ pub enum SourceEvent {
     },
 }
 
+/// Every source's metric families with a zero for each kind it can count, so that
+/// `/metrics` lists them from the start (a rate over a series that appears only at its
+/// first event misses that event). The file source counts no events but shares the families.
+pub fn zero_metrics(metrics: &Metrics) {
+    for kind in marathon::api::SUBSCRIBED_EVENTS {
+        let _ = metrics.events.get_or_create(&crate::metrics::KindLabels {
+            kind: (*kind).to_string(),
+        });
+    }
+}
+
 /// Reports each rejected input once (log line and metric), however often a source re-reads it.
 #[derive(Default)]
 pub struct Rejections {

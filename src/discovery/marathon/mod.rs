@@ -73,6 +73,7 @@ enum Ended {
 
 impl MarathonSource {
     pub async fn run(mut self) {
+        super::zero_metrics(&self.metrics);
         let mut backoff = self.config.backoff_initial;
         let mut next_url = 0;
         let mut rejections = Rejections::default();
