@@ -5,8 +5,7 @@
 #
 #   fuzz/run-all.sh [SECONDS] [TARGET...]      (or FUZZ_SECONDS=...; FUZZ_SANITIZER=none)
 #
-# Targets come from `cargo fuzz list` (fuzz/Cargo.toml), h1_differential included; its known,
-# not yet fixed disagreements fail it unless named in H1_DIFFERENTIAL_KNOWN (see README.md).
+# Targets come from `cargo fuzz list` (fuzz/Cargo.toml), h1_differential included.
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). cargo-fuzz passes nightly-only `-Z`
 # flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Not run by CI.
