@@ -23,6 +23,8 @@
 #   SKIP_SWITCHYARD=1  compare direct nginx/iperf3 against HAProxy instead (no Switchyard needed)
 #   PEERS_DIR=<repo>/../shared/peers            OUT=file  also write the table there
 #   KEEP_WORK=1        keep the scratch dir (configs, server logs, raw results.tsv)
+#   CASES="http vhost" only these cases (of: http rate vhost tcp iperf vip dns); rows of the
+#                      others read "–"
 # Runs from the repo root (relative paths above are from there). Takes about 4 minutes with the
 # defaults: ROUNDS*(2*(5*DURATION+2*IPERF_TIME)+IPERF_TIME) s plus a 4 s warm-up and a few s of
 # start-up.
@@ -30,7 +32,7 @@ set -euo pipefail
 
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-8} IPERF_TIME=${IPERF_TIME:-5} MAX_STEAL=${MAX_STEAL:-2}
 RATE=${RATE:-40000}
-SKIP_SWITCHYARD=${SKIP_SWITCHYARD:-0} OUT=${OUT:-} KEEP_WORK=${KEEP_WORK:-0}
+SKIP_SWITCHYARD=${SKIP_SWITCHYARD:-0} OUT=${OUT:-} KEEP_WORK=${KEEP_WORK:-0} CASES=${CASES:-}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || dirname "$HERE")
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
@@ -267,15 +269,20 @@ run_rounds() {
   # Each case runs for both servers back to back, first one then the other, and the order flips
   # every round (A B, B A, ...): neighbours' load drifts over minutes, and a pair measured seconds
   # apart sees the same machine.
-  local r proxy case order cases=(http rate vhost tcp iperf vip)
-  [[ $CANDIDATE == direct ]] || cases+=(dns)
+  local r proxy case order cases
+  if [[ -n $CASES ]]; then
+    read -ra cases <<<"$CASES"
+  else
+    cases=(http rate vhost tcp iperf vip)
+    [[ $CANDIDATE == direct ]] || cases+=(dns)
+  fi
   for ((r = 1; r <= ROUNDS; r++)); do
     order=("$CANDIDATE" haproxy)
     ((r % 2)) || order=(haproxy "$CANDIDATE")
     for case in "${cases[@]}"; do
       for proxy in "${order[@]}"; do measure "$case" "$proxy" "$r"; done
     done
-    [[ $CANDIDATE == direct ]] || measure iperf direct "$r"
+    [[ $CANDIDATE == direct || -n $CASES ]] || measure iperf direct "$r"
   done
 }
 

@@ -144,7 +144,7 @@ impl Sandbox {
             if f["extract"] == true {
                 assert!(file.ends_with(".tar.gz"), "{uri}: the release tarball");
                 let bin = dir.join("switchyard");
-                std::fs::copy(env!("CARGO_BIN_EXE_switchyard"), &bin).unwrap();
+                copy_executable(&bin);
                 std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
             } else {
                 std::fs::copy(repo(&format!("config/marathon/{file}")), dir.join(file)).unwrap();
@@ -386,7 +386,7 @@ fn systemd_root(web: &Backend, service_port: u16, upgrade: bool) -> PathBuf {
     let root = temp_dir("systemd-root");
     let bin = root.join("usr/local/bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_switchyard"), bin.join("switchyard")).unwrap();
+    copy_executable(&bin.join("switchyard"));
     let etc = root.join("etc/switchyard");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::create_dir_all(root.join("run/switchyard")).unwrap();
@@ -549,4 +549,16 @@ async fn the_systemd_upgrade_by_sigusr2_hands_over_and_moves_the_main_pid() {
         (200, "web".into())
     );
     assert!(std::path::Path::new(&format!("/proc/{new_pid}")).exists());
+}
+
+/// Copies the switchyard binary to `to` with `cp`, so that this process never holds it open
+/// for writing: a test thread forking meanwhile would inherit that descriptor, and running
+/// the copy would then fail with "text file busy" (ETXTBSY).
+fn copy_executable(to: &std::path::Path) {
+    let status = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_switchyard"))
+        .arg(to)
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "cp to {}", to.display());
 }

@@ -123,12 +123,22 @@ impl Switchyard {
     /// Runs a prepared command that ends in switchyard (`sh -c "... && exec ./switchyard ..."`
     /// as Marathon runs an app's `cmd`); the admin address is read from its log.
     pub fn spawn(dir: PathBuf, mut command: Command) -> Switchyard {
-        let mut child = command
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchyard");
+            .stderr(Stdio::piped());
+        // A binary copied just before (a sandbox, a systemd root) can be "busy" for a moment:
+        // another test thread that forked while the copy was open holds it until its exec.
+        let mut tries = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Err(e) if e.raw_os_error() == Some(26 /* ETXTBSY */) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                spawned => break spawned.expect("start switchyard"),
+            }
+        };
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
