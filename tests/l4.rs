@@ -424,3 +424,70 @@ async fn expired_udp_sessions_free_their_sockets_and_a_session_costs_a_few_kilob
     .await;
     assert_eq!(active(&sy).await, 0.0);
 }
+
+/// Reads an HTTP head byte by byte (nothing past it).
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut byte))
+            .await
+            .expect("a head")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_string()
+}
+
+#[tokio::test]
+async fn the_tunnel_of_an_upgrade_passes_resets_on_both_ways() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = free_port();
+    let (sy, _file) = tcp_port(
+        "l4-tunnel",
+        port,
+        backend.local_addr().unwrap().port(),
+        json!({ "HAPROXY_0_MODE": "http" }),
+    )
+    .await;
+    let handshake = "GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\n\r\n";
+    let upgraded = || async {
+        let mut client = wait_for("service port open", || async {
+            TcpStream::connect(local(port)).await.ok()
+        })
+        .await;
+        client.write_all(handshake.as_bytes()).await.unwrap();
+        let (mut server, _) = backend.accept().await.unwrap();
+        read_head(&mut server).await;
+        server
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        assert!(read_head(&mut client).await.starts_with("HTTP/1.1 101"));
+        (client, server)
+    };
+    let data = vec![5u8; 128 * 1024];
+
+    // The client resets mid-message: the backend sees a reset.
+    let (mut client, mut server) = upgraded().await;
+    client.write_all(&data).await.unwrap();
+    reset(client);
+    let (_, end) = read_all(&mut server).await;
+    let error = end.expect_err("a reset, not a clean end");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+
+    // The backend resets mid-message: the client sees an error.
+    let (mut client, mut server) = upgraded().await;
+    server.write_all(&data).await.unwrap();
+    reset(server);
+    let (_, end) = read_all(&mut client).await;
+    assert!(end.is_err(), "an error, not a clean end");
+
+    wait_for("no active backend connection", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+}
