@@ -116,6 +116,13 @@ pub struct Proxy {
     /// HTTP mode: how long a client may take to send request headers.
     #[serde(deserialize_with = "duration")]
     pub client_header_timeout: Duration,
+    /// TCP mode (service ports, TCP VIPs): a connection with no byte either way for this long
+    /// is closed (reset both ways); `SWITCHYARD_{n}_TCP_IDLE_TIMEOUT` overrides it per port.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    /// HTTP mode: the same for the tunnel of an upgraded connection (WebSocket).
+    #[serde(deserialize_with = "duration")]
+    pub tunnel_idle_timeout: Duration,
     /// Idle pooled upstream HTTP connections kept per backend.
     pub max_idle_per_backend: usize,
     /// HTTP: replay an idempotent request without a body once on another backend when the
@@ -142,6 +149,8 @@ impl Default for Proxy {
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(30),
+            tcp_idle_timeout: Duration::from_secs(3600),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             max_idle_per_backend: 64,
             retry_idempotent: true,
             max_connections_per_listener: 20_000,

@@ -58,6 +58,8 @@ impl Config {
             connect_timeout: self.proxy.connect_timeout,
             response_timeout: self.proxy.response_timeout,
             client_header_timeout: self.proxy.client_header_timeout,
+            tcp_idle_timeout: self.proxy.tcp_idle_timeout,
+            tunnel_idle_timeout: self.proxy.tunnel_idle_timeout,
             max_header_bytes: self.http.max_header_bytes,
             max_headers: self.http.max_headers,
             access_log: self.http.access_log,

@@ -52,6 +52,8 @@ impl Config {
                 "proxy.client_header_timeout",
                 self.proxy.client_header_timeout,
             ),
+            ("proxy.tcp_idle_timeout", self.proxy.tcp_idle_timeout),
+            ("proxy.tunnel_idle_timeout", self.proxy.tunnel_idle_timeout),
             ("discovery.connect_timeout", d.connect_timeout),
             ("discovery.request_timeout", d.request_timeout),
             ("discovery.stream_idle_timeout", d.stream_idle_timeout),

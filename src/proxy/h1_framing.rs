@@ -237,6 +237,11 @@ impl<S> Prefixed<S> {
     pub fn new(prefix: Bytes, inner: S) -> Prefixed<S> {
         Prefixed { prefix, inner }
     }
+
+    /// The bytes not yet served, and the stream (an upgrade's tunnel takes its socket back).
+    pub fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

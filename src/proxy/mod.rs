@@ -2,6 +2,7 @@
 
 mod admission;
 pub mod basic_auth;
+mod buffers;
 pub mod exchange;
 mod h1;
 pub mod h1_framing;
@@ -70,6 +71,11 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub client_header_timeout: Duration,
+    /// TCP mode: no byte either way for this long ends a connection (a port's label may say
+    /// otherwise).
+    pub tcp_idle_timeout: Duration,
+    /// The same for the tunnel of an upgraded HTTP connection.
+    pub tunnel_idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub access_log: bool,
@@ -96,6 +102,8 @@ impl Settings {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(10),
+            tcp_idle_timeout: Duration::from_secs(3600),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             max_header_bytes: 65536,
             max_headers: 100,
             access_log: false,

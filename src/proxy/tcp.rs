@@ -1,28 +1,48 @@
 //! TCP mode: pick a backend (falling through on connect failure) and move bytes both ways,
-//! unchanged, counting them. Half-closes are passed on; a drained backend's connection is cut.
+//! unchanged, counting them. Shared by service ports, TCP VIPs and (see [`relay_io`]) the
+//! tunnels of HTTP upgrades.
+//!
+//! - A clean close is passed on as a clean close (FIN), each direction on its own: half-closes
+//!   are preserved.
+//! - A failure on either side (a reset, a write that fails) closes the other side with a reset
+//!   (`SO_LINGER` 0), so that a peer never takes a broken-off stream for a complete one. So do
+//!   the idle timeout and a drained backend's cut.
+//! - While a direction waits for its destination to take bytes, its source is still watched for
+//!   a reset, and a relay with no byte either way for the idle timeout ends: a stalled backend
+//!   whose client left does not keep its connection (and its count in the active gauge).
+//! - A direction holds a copy buffer only while bytes are in flight (`buffers`): an idle
+//!   connection costs its two sockets and its task, not 64 KiB.
 
+use std::future::Future;
 use std::io;
+use std::net::Shutdown;
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use super::buffers::Buffer;
 use super::{Context, connect};
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
 use crate::snapshot::Snapshot;
 
-const BUFFER: usize = 32 * 1024;
-
 pub async fn serve(
-    mut client: TcpStream,
+    client: TcpStream,
     flow: Flow,
     snapshot: Arc<Snapshot>,
     service: usize,
     ctx: &Context,
 ) {
     let _ = client.set_nodelay(true);
+    let settings = ctx.settings.load();
+    let idle = snapshot.table.services[service]
+        .tcp_idle_timeout
+        .unwrap_or(settings.tcp_idle_timeout);
     let picked = {
         let svc = &snapshot.table.services[service];
         let states = &snapshot.states[service];
@@ -30,7 +50,7 @@ pub async fn serve(
         let candidates = svc.balancer.candidates(flow, |i| states[i].load());
         for b in crate::backends::outlier::ordered(states, candidates) {
             let started = std::time::Instant::now();
-            match connect(states[b].addr, ctx.settings.load().connect_timeout).await {
+            match connect(states[b].addr, settings.connect_timeout).await {
                 Ok(stream) => {
                     states[b].observe_connect(started.elapsed());
                     states[b].outlier.success();
@@ -54,49 +74,269 @@ pub async fn serve(
     };
     // The table may be swapped many times during a long connection; do not pin this one.
     drop(snapshot);
-    let Some((mut upstream, state)) = picked else {
+    drop(settings);
+    let Some((upstream, state)) = picked else {
         return;
     };
     let _active = state.open();
-    tokio::select! {
-        result = pump(&mut client, &mut upstream, &state.metrics.bytes_in, &state.metrics.bytes_out) => {
-            if let Err(e) = result {
-                tracing::trace!(backend = %state.addr, "tcp connection ended: {e}");
-            }
+    let end = tokio::select! {
+        end = relay(&client, &upstream, (&state.metrics.bytes_in, &state.metrics.bytes_out), idle) => end,
+        _ = state.drained() => End::Drained,
+    };
+    if end != End::Closed {
+        tracing::debug!(backend = %state.addr, "tcp connection broken off: {end:?}");
+        abort(&client);
+        abort(&upstream);
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both directions closed cleanly.
+    Closed,
+    /// The client reset, or could not be written to.
+    ClientFailed,
+    /// The backend reset, or could not be written to.
+    BackendFailed,
+    /// No byte either way for the idle timeout.
+    IdleTimeout,
+    /// The backend's drain timeout cut it.
+    Drained,
+}
+
+/// Makes the socket's close a reset (`SO_LINGER` 0): for a stream that was broken off.
+pub fn abort(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// The last byte's time, shared by both directions of a relay.
+struct Activity {
+    epoch: Instant,
+    /// Milliseconds since `epoch`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
         }
-        _ = state.drained() => {
-            tracing::debug!(backend = %state.addr, "drain timeout: closing connection");
+    }
+
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// Ends once nothing has moved for `idle`: one timer per relay, re-armed only when it
+    /// fires, not per byte.
+    async fn idle(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let deadline = self.epoch + last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
         }
     }
 }
 
-async fn pump(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
-    bytes_in: &Counter,
-    bytes_out: &Counter,
-) -> io::Result<()> {
-    let (mut cr, mut cw) = client.split();
-    let (mut ur, mut uw) = upstream.split();
-    tokio::try_join!(
-        copy(&mut cr, &mut uw, bytes_in),
-        copy(&mut ur, &mut cw, bytes_out)
-    )?;
-    Ok(())
+/// Which socket of a direction failed.
+enum Fault {
+    Source,
+    Destination,
 }
 
-async fn copy<R, W>(r: &mut R, w: &mut W, counter: &Counter) -> io::Result<()>
+/// Moves bytes both ways between a client and a backend until both directions have closed
+/// (a clean end), either side fails, or nothing moved for `idle`. The caller closes the sockets;
+/// on any end but [`End::Closed`] it should [`abort`] them.
+pub async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    (bytes_in, bytes_out): (&Counter, &Counter),
+    idle: Duration,
+) -> End {
+    let activity = Activity::new();
+    let mut up = pin!(direction(client, upstream, bytes_in, &activity));
+    let mut down = pin!(direction(upstream, client, bytes_out, &activity));
+    let mut timer = pin!(activity.idle(idle));
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(Fault::Source) => return End::ClientFailed,
+                Err(Fault::Destination) => return End::BackendFailed,
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(Fault::Source) => return End::BackendFailed,
+                Err(Fault::Destination) => return End::ClientFailed,
+            },
+            // A side that has sent its FIN is read no more: a reset from it is still news.
+            _ = client.ready(Interest::ERROR), if up_done => return End::ClientFailed,
+            _ = upstream.ready(Interest::ERROR), if down_done => return End::BackendFailed,
+            _ = &mut timer => return End::IdleTimeout,
+        }
+    }
+    End::Closed
+}
+
+/// One direction: waits for bytes without a buffer, then copies while they keep coming; on the
+/// source's FIN, shuts the destination's write side.
+async fn direction(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &Counter,
+    activity: &Activity,
+) -> Result<(), Fault> {
+    loop {
+        src.readable().await.map_err(|_| Fault::Source)?;
+        let mut buf = Buffer::tcp();
+        loop {
+            match src.try_read_buf(buf.vec()) {
+                Ok(0) => {
+                    // (A destination already gone fails its own direction.)
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break, // idle: buffer back
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Fault::Source),
+            }
+            activity.touch();
+            let mut sent = 0;
+            while sent < buf.len() {
+                match dst.try_write(&buf[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The destination does not take more: wait, but hear the source's reset.
+                        tokio::select! {
+                            r = dst.writable() => r.map_err(|_| Fault::Destination)?,
+                            _ = src.ready(Interest::ERROR) => return Err(Fault::Source),
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(Fault::Destination),
+                }
+            }
+            counter.inc_by(sent as u64);
+            activity.touch();
+            buf.vec().clear();
+        }
+    }
+}
+
+/// The tunnel of an HTTP upgrade: [`relay`]'s rules over any two streams. A side whose socket
+/// is known (`*_socket`) is reset when the other fails; `prefix`es are bytes already read from
+/// each side, sent on first. Without readiness to wait on, a direction reads its first bytes
+/// into a small buffer of its own and takes a pooled one only while more keep coming.
+pub async fn relay_io<C, U>(
+    (client, client_prefix): (C, bytes::Bytes),
+    (upstream, upstream_prefix): (U, bytes::Bytes),
+    (bytes_in, bytes_out): (&Counter, &Counter),
+    idle: Duration,
+    drained: impl Future<Output = ()>,
+) -> End
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let mut up = pin!(io_direction(
+        &mut cr,
+        &mut uw,
+        client_prefix,
+        bytes_in,
+        &activity
+    ));
+    let mut down = pin!(io_direction(
+        &mut ur,
+        &mut cw,
+        upstream_prefix,
+        bytes_out,
+        &activity
+    ));
+    let mut timer = pin!(activity.idle(idle));
+    let mut drained = pin!(drained);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(Fault::Source) => return End::ClientFailed,
+                Err(Fault::Destination) => return End::BackendFailed,
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(Fault::Source) => return End::BackendFailed,
+                Err(Fault::Destination) => return End::ClientFailed,
+            },
+            _ = &mut timer => return End::IdleTimeout,
+            _ = &mut drained => return End::Drained,
+        }
+    }
+    End::Closed
+}
+
+async fn io_direction<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    prefix: bytes::Bytes,
+    counter: &Counter,
+    activity: &Activity,
+) -> Result<(), Fault>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUFFER];
-    loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            return w.shutdown().await;
-        }
-        w.write_all(&buf[..n]).await?;
-        counter.inc_by(n as u64);
+    if !prefix.is_empty() {
+        write(dst, &prefix).await?;
+        counter.inc_by(prefix.len() as u64);
     }
+    let mut first = [0u8; 512];
+    loop {
+        let n = src.read(&mut first).await.map_err(|_| Fault::Source)?;
+        if n == 0 {
+            let _ = dst.shutdown().await;
+            return Ok(());
+        }
+        activity.touch();
+        write(dst, &first[..n]).await?;
+        counter.inc_by(n as u64);
+        // More at once: a pooled buffer while they keep coming.
+        let mut buf = Buffer::tcp();
+        loop {
+            let read = tokio::select! {
+                biased;
+                r = src.read_buf(buf.vec()) => r,
+                _ = std::future::ready(()) => break,
+            };
+            match read {
+                Ok(0) => {
+                    let _ = dst.shutdown().await;
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(_) => return Err(Fault::Source),
+            }
+            activity.touch();
+            write(dst, &buf).await?;
+            counter.inc_by(buf.len() as u64);
+            activity.touch();
+            buf.vec().clear();
+        }
+    }
+}
+
+/// Writes and flushes (a TLS stream holds records until flushed).
+async fn write<W: AsyncWrite + Unpin>(dst: &mut W, bytes: &[u8]) -> Result<(), Fault> {
+    dst.write_all(bytes).await.map_err(|_| Fault::Destination)?;
+    dst.flush().await.map_err(|_| Fault::Destination)
 }

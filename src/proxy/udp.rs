@@ -5,28 +5,33 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
 use super::Context;
+use super::buffers::Buffer;
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
 
+/// A session's state, owned by its relay task: when the task ends (expiry, drain, an error),
+/// the socket closes with it. The table holds it weakly.
 struct Session {
-    upstream: Arc<UdpSocket>,
+    upstream: UdpSocket,
     /// Milliseconds since `epoch` of the last datagram either way.
-    last: Arc<AtomicU64>,
-    closed: Arc<AtomicBool>,
+    last: AtomicU64,
 }
 
 pub async fn serve(socket: Arc<UdpSocket>, listen: SocketAddr, ctx: Arc<Context>) {
     ctx.serving.wait().await;
     let epoch = Instant::now();
-    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
-    let mut buf = vec![0u8; 65535];
+    let mut sessions: HashMap<SocketAddr, Weak<Session>> = HashMap::new();
+    // Ended sessions' entries are swept when the table has grown this large since the last
+    // sweep (or is full), so the table tracks the live sessions.
+    let mut sweep_at = 64;
+    let mut buf = vec![0u8; super::buffers::UDP];
     loop {
         let (len, client) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -36,30 +41,28 @@ pub async fn serve(socket: Arc<UdpSocket>, listen: SocketAddr, ctx: Arc<Context>
             }
         };
         let now = epoch.elapsed().as_millis() as u64;
-        if sessions
-            .get(&client)
-            .is_some_and(|s| s.closed.load(Ordering::Relaxed))
-        {
-            sessions.remove(&client);
-        }
-        if !sessions.contains_key(&client) {
-            let max_sessions = ctx.settings.load().udp_max_sessions;
-            if sessions.len() >= max_sessions {
-                sessions.retain(|_, s| !s.closed.load(Ordering::Relaxed));
-            }
-            if sessions.len() >= max_sessions {
-                tracing::debug!(%listen, "udp session table full: datagram dropped");
-                continue;
-            }
-            match open(&socket, listen, client, &ctx, epoch).await {
-                Some(session) => {
-                    tracing::debug!(%listen, %client, sessions = sessions.len() + 1, "udp session opened");
-                    sessions.insert(client, session);
+        let session = match sessions.get(&client).and_then(Weak::upgrade) {
+            Some(session) => session,
+            None => {
+                let max_sessions = ctx.settings.load().udp_max_sessions;
+                if sessions.len() >= max_sessions.min(sweep_at) {
+                    sessions.retain(|_, s| s.strong_count() > 0);
+                    sweep_at = (sessions.len() * 2).max(64);
                 }
-                None => continue,
+                if sessions.len() >= max_sessions && !sessions.contains_key(&client) {
+                    tracing::debug!(%listen, "udp session table full: datagram dropped");
+                    continue;
+                }
+                match open(&socket, listen, client, &ctx, epoch).await {
+                    Some(session) => {
+                        tracing::debug!(%listen, %client, sessions = sessions.len() + 1, "udp session opened");
+                        sessions.insert(client, Arc::downgrade(&session));
+                        session
+                    }
+                    None => continue,
+                }
             }
-        }
-        let session = &sessions[&client];
+        };
         session.last.store(now, Ordering::Relaxed);
         // (Not `try_send`: a socket new to the event loop has no readiness yet and would drop
         // the flow's first datagram.) A UDP send waits only while the socket buffer is full.
@@ -67,14 +70,15 @@ pub async fn serve(socket: Arc<UdpSocket>, listen: SocketAddr, ctx: Arc<Context>
     }
 }
 
-/// Picks a backend for a new client flow and starts relaying its replies.
+/// Picks a backend for a new client flow and starts relaying its replies; the session lives as
+/// long as the returned handle or its relay task, whichever is longer.
 async fn open(
     socket: &Arc<UdpSocket>,
     listen: SocketAddr,
     client: SocketAddr,
     ctx: &Arc<Context>,
     epoch: Instant,
-) -> Option<Session> {
+) -> Option<Arc<Session>> {
     let (state, addr) = {
         let snapshot = ctx.store.load();
         let &index = snapshot.table.udp.get(&listen)?;
@@ -109,42 +113,48 @@ async fn open(
         state.metrics.connect_failures.inc();
         return None;
     }
-    let upstream = Arc::new(upstream);
-    let session = Session {
-        upstream: upstream.clone(),
-        last: Arc::new(AtomicU64::new(epoch.elapsed().as_millis() as u64)),
-        closed: Arc::new(AtomicBool::new(false)),
-    };
-    let (last, closed, socket, idle) = (
-        session.last.clone(),
-        session.closed.clone(),
+    let session = Arc::new(Session {
+        upstream,
+        last: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+    });
+    let (relay, socket, idle) = (
+        session.clone(),
         socket.clone(),
         ctx.settings.load().udp_idle_timeout,
     );
     let active = state.open();
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 65535];
         loop {
             let idle_for = Duration::from_millis(
-                epoch.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed),
+                (epoch.elapsed().as_millis() as u64)
+                    .saturating_sub(relay.last.load(Ordering::Relaxed)),
             );
             let Some(left) = idle.checked_sub(idle_for) else {
                 break;
             };
             tokio::select! {
-                received = upstream.recv(&mut buf) => match received {
-                    Ok(n) => {
-                        last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        state.metrics.bytes_out.inc_by(n as u64);
-                        let _ = socket.send_to(&buf[..n], client).await;
+                ready = relay.upstream.readable() => {
+                    if ready.is_err() {
+                        break;
                     }
-                    Err(_) => break, // e.g. the backend's port is closed (ICMP unreachable)
-                },
+                    // A buffer only while a reply is on its way.
+                    let mut buf = Buffer::udp();
+                    match relay.upstream.try_recv_buf(buf.vec()) {
+                        Ok(n) => {
+                            relay.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            state.metrics.bytes_out.inc_by(n as u64);
+                            let _ = socket.send_to(&buf, client).await;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break, // e.g. the backend's port is closed (ICMP unreachable)
+                    }
+                }
                 _ = tokio::time::sleep(left) => {}
                 _ = state.drained() => break,
             }
         }
-        closed.store(true, Ordering::Relaxed);
+        // The socket closes here (unless a datagram is being sent on it this moment).
+        drop(relay);
         drop(active);
     });
     Some(session)

@@ -13,13 +13,17 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 
+use tokio::net::TcpStream;
+
 use super::exchange::Failure;
+use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
 use super::pool::Pools;
+use super::tcp;
 use super::{Context, connect};
 use crate::backends::{ActiveGuard, BackendState};
 
@@ -72,7 +76,8 @@ pub async fn send(
                         ));
                     };
                     let upstream = hyper::upgrade::on(&mut response);
-                    tokio::spawn(tunnel(client, upstream, state.clone(), active));
+                    let idle = ctx.settings.load().tunnel_idle_timeout;
+                    tokio::spawn(tunnel(client, upstream, (state.clone(), idle), active));
                     let (parts, _) = response.into_parts();
                     return Tried::Response(Response::from_parts(parts, ProxyBody::empty()));
                 }
@@ -355,12 +360,13 @@ impl Body for RequestBody {
     }
 }
 
-/// Bridges an upgraded client connection and its backend until either side closes, the
-/// backend drains, or switchyard stops; table swaps do not touch it.
+/// Bridges an upgraded client connection and its backend until either side closes or fails,
+/// nothing moves for `proxy.tunnel_idle_timeout`, or the backend drains; table swaps do not
+/// touch it. [`tcp::relay`]'s rules: a failure on one side resets the other.
 async fn tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,
-    state: Arc<BackendState>,
+    (state, idle): (Arc<BackendState>, std::time::Duration),
     active: ActiveGuard,
 ) {
     let (client, upstream) = match tokio::join!(client, upstream) {
@@ -370,15 +376,87 @@ async fn tunnel(
             return;
         }
     };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            if let Ok((up, down)) = result {
-                state.metrics.bytes_in.inc_by(up);
-                state.metrics.bytes_out.inc_by(down);
+    let counters = (&state.metrics.bytes_in, &state.metrics.bytes_out);
+    let end = match (raw_socket(client), raw_socket(upstream)) {
+        // Plain HTTP both ways (the usual case): the sockets themselves, watched for resets.
+        (Ok((client, to_backend)), Ok((upstream, to_client))) => {
+            let sent = async {
+                send_all(&upstream, &to_backend).await?;
+                send_all(&client, &to_client).await
+            };
+            let end = tokio::select! {
+                sent = sent => match sent {
+                    Ok(()) => tokio::select! {
+                        end = tcp::relay(&client, &upstream, counters, idle) => end,
+                        _ = state.drained() => tcp::End::Drained,
+                    },
+                    Err(_) => tcp::End::ClientFailed,
+                },
+                _ = state.drained() => tcp::End::Drained,
+            };
+            if end != tcp::End::Closed {
+                tcp::abort(&client);
+                tcp::abort(&upstream);
             }
+            end
         }
-        _ = state.drained() => tracing::debug!(backend = %state.addr, "drain timeout: closing tunnel"),
-    }
+        // TLS on the client's side: streams without their sockets (a clean close either way).
+        (client, upstream) => {
+            let (mut client, to_backend) = any_io(client);
+            let (mut upstream, to_client) = any_io(upstream);
+            tcp::relay_io(
+                (&mut client, to_backend),
+                (&mut upstream, to_client),
+                counters,
+                idle,
+                state.drained(),
+            )
+            .await
+        }
+    };
+    tracing::debug!(backend = %state.addr, "tunnel ended: {end:?}");
     drop(active);
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type AnyIo = Box<dyn Io>;
+
+/// The TCP socket under an upgraded connection, with the bytes already read from it, when it
+/// is one of the plain kinds this proxy makes.
+fn raw_socket(upgraded: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return Ok((parts.io.into_inner(), parts.read_buf)),
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+        Ok(parts) => {
+            // hyper read what it holds before what the fast path had not yet handed it.
+            let (rest, stream) = parts.io.into_inner().into_parts();
+            let mut read = bytes::BytesMut::from(parts.read_buf);
+            read.extend_from_slice(&rest);
+            Ok((stream, read.freeze()))
+        }
+        Err(upgraded) => Err(upgraded),
+    }
+}
+
+fn any_io(side: Result<(TcpStream, Bytes), Upgraded>) -> (AnyIo, Bytes) {
+    match side {
+        Ok((stream, read)) => (Box::new(stream), read),
+        Err(upgraded) => (Box::new(TokioIo::new(upgraded)), Bytes::new()),
+    }
+}
+
+/// Writes bytes already read from the other side before relaying.
+async fn send_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -286,6 +286,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                     .collect(),
                 vhosts,
                 upstream_h2: labels.upstream_h2,
+                tcp_idle_timeout: labels.tcp_idle_timeout,
                 probe: config
                     .health
                     .as_ref()
@@ -577,6 +578,7 @@ fn vip_services(
                 canary: None,
                 deployment: Default::default(),
                 upstream_h2: false,
+                tcp_idle_timeout: None,
                 // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
                 probe,
                 held_back: Vec::new(),

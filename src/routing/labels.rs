@@ -64,6 +64,8 @@ pub struct PortLabels {
     pub canary_header: Option<(String, String)>,
     /// `SWITCHYARD_{n}_UPSTREAM=h2c`: HTTP/2 (prior knowledge) to the backends.
     pub upstream_h2: bool,
+    /// `SWITCHYARD_{n}_TCP_IDLE_TIMEOUT`: this port's `proxy.tcp_idle_timeout` (TCP mode).
+    pub tcp_idle_timeout: Option<std::time::Duration>,
     /// Labels accepted but without effect, with why.
     pub notices: Vec<String>,
 }
@@ -385,6 +387,17 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         Some("h2c" | "h2") => true,
         Some(other) => return Err(format!("{own}UPSTREAM={other:?}: expected h1 or h2c")),
     };
+    // A bad timeout is not a reason to stop serving the port: the default, and a notice.
+    let tcp_idle_timeout = own_get("TCP_IDLE_TIMEOUT").and_then(|v| match duration(v) {
+        Some(d) => Some(d),
+        None => {
+            notices.push(format!(
+                "{own}TCP_IDLE_TIMEOUT={v:?}: expected a duration above zero such as \"30s\", \
+                 \"5m\" or \"1h\"; using proxy.tcp_idle_timeout"
+            ));
+            None
+        }
+    });
     let (redirect_to_https, hsts, sticky) = (
         flag("REDIRECT_TO_HTTPS")?,
         flag("USE_HSTS")?,
@@ -433,8 +446,39 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         weight,
         canary_header,
         upstream_h2,
+        tcp_idle_timeout,
         notices,
     })
+}
+
+/// A duration label: whole numbers with units `ms`, `s`, `m`, `h`, one or more (`1m30s`), as in
+/// the config file; `None` for anything else, zero included.
+fn duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text.trim();
+    let mut total = std::time::Duration::ZERO;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        total += std::time::Duration::from_millis(value.checked_mul(ms)?);
+        rest = &rest[unit..];
+    }
+    (!total.is_zero()).then_some(total)
 }
 
 /// The mode of app port `n`, as marathon-lb decides it: `HAPROXY_{n}_MODE` when set; else
@@ -558,6 +602,23 @@ mod tests {
             assert!(
                 p.notices[0].contains("HAPROXY_0_BALANCE"),
                 "{:?}",
+                p.notices
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_idle_timeout_label_and_a_bad_one_noticed_with_the_default() {
+        let p = read(&labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", "1m30s")]), 0).unwrap();
+        assert_eq!(p.tcp_idle_timeout, Some(std::time::Duration::from_secs(90)));
+        assert!(p.notices.is_empty(), "{:?}", p.notices);
+        assert_eq!(read(&labels(&[]), 0).unwrap().tcp_idle_timeout, None);
+        for bad in ["30", "0s", "soon", "-5s", ""] {
+            let p = read(&labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", bad)]), 0).unwrap();
+            assert_eq!(p.tcp_idle_timeout, None, "{bad:?}");
+            assert!(
+                p.notices.len() == 1 && p.notices[0].contains("SWITCHYARD_0_TCP_IDLE_TIMEOUT"),
+                "{bad:?}: {:?}",
                 p.notices
             );
         }

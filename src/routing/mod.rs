@@ -75,6 +75,8 @@ pub struct Service {
     pub deployment: labels::Deployment,
     /// HTTP mode speaks HTTP/2 (prior knowledge) to the backends.
     pub upstream_h2: bool,
+    /// TCP mode: `SWITCHYARD_{n}_TCP_IDLE_TIMEOUT`, over `proxy.tcp_idle_timeout`.
+    pub tcp_idle_timeout: Option<std::time::Duration>,
     /// How switchyard checks its backends itself (`None`: it leaves that to Marathon).
     pub probe: Option<crate::cluster::Probe>,
     /// The app's tasks that get no traffic, and why (for operators: not used to route).

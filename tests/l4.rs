@@ -1,0 +1,493 @@
+//! The L4 data plane against misbehaving peers and at scale: resets pass through as resets, a
+//! clean close stays clean, stalled flows are released by the idle timeout, and what an idle
+//! TCP connection or a UDP session costs in memory (reported; bounded with headroom).
+//!
+//! `L4_BENCH_BIN=/path/to/switchyard` runs the two memory tests against another build (for
+//! before/after figures); by default they run against this one.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::marathon::{Marathon, app, task};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn start(name: &str, toml: String) -> Switchyard {
+    match std::env::var_os("L4_BENCH_BIN") {
+        None => Switchyard::start(name, &toml),
+        Some(bin) => {
+            let dir = temp_dir(name);
+            let config = dir.join("switchyard.toml");
+            let full = format!(
+                "{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info,switchyard=debug\"\n"
+            );
+            std::fs::write(&config, full).unwrap();
+            let mut command = std::process::Command::new(bin);
+            command.arg("--config").arg(&config).env_remove("RUST_LOG");
+            Switchyard::spawn(dir, command)
+        }
+    }
+}
+
+/// Switchyard serving one TCP app on `port` with the given backend ports and labels.
+async fn tcp_port(name: &str, port: u16, backend: u16, labels: Value) -> (Switchyard, PathBuf) {
+    let dir = temp_dir(name);
+    let file = dir.join("apps.json");
+    let tasks = vec![task("/t", "t.0", backend)];
+    write_apps(&file, vec![app("/t", port, labels, tasks)]);
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n\
+         [proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let sy = start(name, toml);
+    sy.wait_routes("tcp port", |r| has_service(r, port)).await;
+    (sy, file)
+}
+
+/// Closes with a reset rather than a FIN.
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// Reads to the end: the bytes, and how it ended.
+async fn read_all(stream: &mut TcpStream) -> (usize, std::io::Result<()>) {
+    let mut total = 0;
+    let mut buf = vec![0u8; 65536];
+    let end = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => total += n,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the stream ended");
+    (total, end)
+}
+
+async fn active(sy: &Switchyard) -> f64 {
+    sy.metric("switchyard_backend_active_connections", &[])
+        .await
+}
+
+#[tokio::test]
+async fn a_reset_on_either_side_reaches_the_other_as_a_reset_and_a_clean_close_stays_clean() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = free_port();
+    let (sy, _file) = tcp_port(
+        "l4-reset",
+        port,
+        backend.local_addr().unwrap().port(),
+        json!({}),
+    )
+    .await;
+    let upload = vec![7u8; 256 * 1024];
+
+    // A client that resets mid-upload: the backend must not see a complete upload (EOF).
+    let mut client = wait_for("service port open", || async {
+        TcpStream::connect(local(port)).await.ok()
+    })
+    .await;
+    let (mut server, _) = backend.accept().await.unwrap();
+    client.write_all(&upload).await.unwrap();
+    reset(client);
+    let (_, end) = read_all(&mut server).await;
+    let error = end.expect_err("a reset, not a clean end of the upload");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+
+    // A backend that resets mid-download: the client sees an error, not a clean end.
+    let mut client = TcpStream::connect(local(port)).await.unwrap();
+    let (mut server, _) = backend.accept().await.unwrap();
+    server.write_all(&upload).await.unwrap();
+    reset(server);
+    let (_, end) = read_all(&mut client).await;
+    let error = end.expect_err("an error, not a clean end of the download");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+
+    // A clean close both ways, with a half-close in between, stays clean and complete.
+    let mut client = TcpStream::connect(local(port)).await.unwrap();
+    let (mut server, _) = backend.accept().await.unwrap();
+    client.write_all(&upload).await.unwrap();
+    client.shutdown().await.unwrap();
+    let (got, end) = read_all(&mut server).await;
+    assert!(end.is_ok() && got == upload.len(), "{got} bytes, {end:?}");
+    server.write_all(&upload).await.unwrap();
+    server.shutdown().await.unwrap();
+    let (got, end) = read_all(&mut client).await;
+    assert!(end.is_ok() && got == upload.len(), "{got} bytes, {end:?}");
+
+    wait_for("no active backend connection", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_backend_whose_client_left_is_released_by_the_idle_timeout() {
+    // The backend accepts and never reads; its receive buffer is small, so the proxy's writes
+    // to it block.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(16).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let backend = TcpListener::from_std(socket.into()).unwrap();
+    let port = free_port();
+    let (sy, _file) = tcp_port(
+        "l4-stall",
+        port,
+        backend.local_addr().unwrap().port(),
+        json!({ "SWITCHYARD_0_TCP_IDLE_TIMEOUT": "1s" }),
+    )
+    .await;
+    for leaves_with_reset in [false, true] {
+        let client = wait_for("service port open", || async {
+            TcpStream::connect(local(port)).await.ok()
+        })
+        .await;
+        let (mut server, _) = backend.accept().await.unwrap();
+        // More than every buffer on the way holds: the upload stalls at the backend.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let uploader = tokio::spawn(async move {
+            let mut client = client;
+            let chunk = vec![1u8; 1 << 20];
+            tokio::select! {
+                _ = async { while client.write_all(&chunk).await.is_ok() {} } => {}
+                _ = stopped => {}
+            }
+            client
+        });
+        wait_for("the backend connection counted", || async {
+            (active(&sy).await == 1.0).then_some(())
+        })
+        .await;
+        // The client goes away while its upload is stuck.
+        let _ = stop.send(());
+        let client = uploader.await.unwrap();
+        if leaves_with_reset {
+            reset(client);
+        } else {
+            drop(client);
+        }
+        wait_for("the stalled backend connection released", || async {
+            (active(&sy).await == 0.0).then_some(())
+        })
+        .await;
+        // The backend, reading at last, finds the stream broken off, not complete.
+        let (_, end) = read_all(&mut server).await;
+        assert!(end.is_err(), "reset after the stall, not a clean end");
+    }
+    assert!(
+        sy.log_lines("TCP_IDLE_TIMEOUT").is_empty(),
+        "a good label raises no problem"
+    );
+}
+
+/// Raises this process's open-file limit (switchyard inherits it); false when it cannot.
+fn raise_fd_limit(want: u64) -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return false;
+        }
+        if limit.rlim_cur >= want {
+            return true;
+        }
+        limit.rlim_cur = want;
+        limit.rlim_max = limit.rlim_max.max(want);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    }
+}
+
+fn fds(sy: &Switchyard) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", sy.child.id()))
+        .unwrap()
+        .count()
+}
+
+/// This process's open-file limits (soft, hard).
+fn fd_limits() -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a plain system call on a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+const IDLE_CONNECTIONS: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_tcp_connections_cost_a_few_kilobytes_each() {
+    // Switchyard holds two sockets per connection, and so does this process (client and
+    // backend). Where the hard limit is below what 10,000 take and cannot be raised, as many
+    // as fit are measured (the figure is per connection), and the test says so.
+    let slack = 1200;
+    let connections = if raise_fd_limit(2 * IDLE_CONNECTIONS as u64 + slack) {
+        IDLE_CONNECTIONS
+    } else {
+        let hard = fd_limits().1;
+        raise_fd_limit(hard);
+        let fit = (hard.saturating_sub(slack) / 2) as usize;
+        if fit < 1000 {
+            eprintln!("skipped: the open-file limit ({hard}) cannot be raised (RLIMIT_NOFILE)");
+            return;
+        }
+        eprintln!(
+            "the open-file limit cannot be raised to {} (hard limit {hard}): measuring {fit} \
+             connections instead of {IDLE_CONNECTIONS}",
+            2 * IDLE_CONNECTIONS as u64 + slack
+        );
+        fit
+    };
+    // An echo backend that keeps every connection.
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = backend.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let (sy, _file) = tcp_port("l4-idle", port, backend_port, json!({})).await;
+    wait_for("service port open", || async {
+        TcpStream::connect(local(port)).await.ok()
+    })
+    .await;
+    wait_for("warm-up connection gone", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+    let before = sy.rss_bytes();
+    let mut clients = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let mut stream = TcpStream::connect(local(port)).await.unwrap();
+        // One exchange each, so that every direction has taken a buffer and given it back.
+        let msg = (i as u64).to_be_bytes();
+        stream.write_all(&msg).await.unwrap();
+        let mut echo = [0u8; 8];
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut echo))
+            .await
+            .expect("echoed")
+            .unwrap();
+        assert_eq!(echo, msg);
+        clients.push(stream);
+    }
+    wait_for("every connection counted", || async {
+        (active(&sy).await == connections as f64).then_some(())
+    })
+    .await;
+    let after = sy.rss_bytes();
+    let per = after.saturating_sub(before) as f64 / connections as f64;
+    eprintln!(
+        "RSS per idle proxied TCP connection: {:.0} bytes ({:.2} KiB) over {connections} \
+         connections; RSS {:.1} MiB before, {:.1} MiB after; {} fds",
+        per,
+        per / 1024.0,
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        fds(&sy)
+    );
+    if std::env::var_os("L4_BENCH_BIN").is_none() {
+        assert!(
+            per <= 8.0 * 1024.0,
+            "an idle connection costs {per:.0} bytes (goal: 8 KiB)"
+        );
+    }
+    drop(clients);
+    wait_for("every connection closed", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+}
+
+async fn udp_echo() -> u16 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], peer).await;
+        }
+    });
+    port
+}
+
+const UDP_SESSIONS: usize = 5_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_udp_sessions_free_their_sockets_and_a_session_costs_a_few_kilobytes() {
+    if !raise_fd_limit(2 * UDP_SESSIONS as u64 + 1024) {
+        eprintln!("skipped: the open-file limit cannot be raised (RLIMIT_NOFILE)");
+        return;
+    }
+    let port = udp_echo().await;
+    let marathon = Marathon::start().await;
+    let vip_port = free_port();
+    let mut a = app("/echo", 0, json!({}), vec![task("/echo", "echo.1", port)]);
+    a["portDefinitions"][0]["protocol"] = json!("udp");
+    a["portDefinitions"][0]["labels"] = json!({ "VIP_0": format!("127.89.0.10:{vip_port}") });
+    marathon.set_apps(vec![a]);
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\n[vip]\n\
+         udp_idle_timeout = \"8s\"\nudp_max_sessions = {}\n",
+        marathon.url(),
+        UDP_SESSIONS + 100
+    );
+    let sy = start("l4-udp", config);
+    let vip: SocketAddr = format!("127.89.0.10:{vip_port}").parse().unwrap();
+    let roundtrip = |socket: std::sync::Arc<tokio::net::UdpSocket>| async move {
+        let mut buf = [0u8; 64];
+        for _ in 0..50 {
+            socket.send_to(b"ping", vip).await.unwrap();
+            if let Ok(Ok((4, _))) =
+                tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buf)).await
+            {
+                return true;
+            }
+        }
+        false
+    };
+    let first = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    wait_for("the VIP answers", || {
+        let first = first.clone();
+        async move { roundtrip(first).await.then_some(()) }
+    })
+    .await;
+    // The first session expires: what is left is the baseline.
+    let baseline = wait_for("the first session's socket freed", || async {
+        let live = active(&sy).await;
+        (live == 0.0).then(|| fds(&sy))
+    })
+    .await;
+    let before = sy.rss_bytes();
+    let mut clients = Vec::with_capacity(UDP_SESSIONS);
+    for _ in 0..UDP_SESSIONS {
+        let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        assert!(roundtrip(socket.clone()).await, "a session answers");
+        clients.push(socket);
+    }
+    let during = fds(&sy);
+    let after = sy.rss_bytes();
+    let per = after.saturating_sub(before) as f64 / UDP_SESSIONS as f64;
+    eprintln!(
+        "RSS per UDP session: {:.0} bytes ({:.2} KiB) over {UDP_SESSIONS} sessions; \
+         fds {baseline} before, {during} with the sessions",
+        per,
+        per / 1024.0
+    );
+    // (Give or take the admin connections the metric reads open.)
+    assert!(
+        during + 2 >= baseline + UDP_SESSIONS,
+        "a socket per session: {during} fds, {baseline} before"
+    );
+    if std::env::var_os("L4_BENCH_BIN").is_none() {
+        assert!(
+            per <= 8.0 * 1024.0,
+            "a session costs {per:.0} bytes (goal: 8 KiB)"
+        );
+    }
+    // Nothing more arrives: the sessions expire and their sockets close, without a new flow or
+    // a full table to make room.
+    wait_for("expired sessions' sockets freed", || async {
+        let now = fds(&sy);
+        (now <= baseline + 2).then_some(())
+    })
+    .await;
+    assert_eq!(active(&sy).await, 0.0);
+}
+
+/// Reads an HTTP head byte by byte (nothing past it).
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut byte))
+            .await
+            .expect("a head")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_string()
+}
+
+#[tokio::test]
+async fn the_tunnel_of_an_upgrade_passes_resets_on_both_ways() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = free_port();
+    let (sy, _file) = tcp_port(
+        "l4-tunnel",
+        port,
+        backend.local_addr().unwrap().port(),
+        json!({ "HAPROXY_0_MODE": "http" }),
+    )
+    .await;
+    let handshake = "GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\n\r\n";
+    let upgraded = || async {
+        let mut client = wait_for("service port open", || async {
+            TcpStream::connect(local(port)).await.ok()
+        })
+        .await;
+        client.write_all(handshake.as_bytes()).await.unwrap();
+        let (mut server, _) = backend.accept().await.unwrap();
+        read_head(&mut server).await;
+        server
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        assert!(read_head(&mut client).await.starts_with("HTTP/1.1 101"));
+        (client, server)
+    };
+    let data = vec![5u8; 128 * 1024];
+
+    // The client resets mid-message: the backend sees a reset.
+    let (mut client, mut server) = upgraded().await;
+    client.write_all(&data).await.unwrap();
+    reset(client);
+    let (_, end) = read_all(&mut server).await;
+    let error = end.expect_err("a reset, not a clean end");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+
+    // The backend resets mid-message: the client sees an error.
+    let (mut client, mut server) = upgraded().await;
+    server.write_all(&data).await.unwrap();
+    reset(server);
+    let (_, end) = read_all(&mut client).await;
+    assert!(end.is_err(), "an error, not a clean end");
+
+    wait_for("no active backend connection", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+}
