@@ -764,3 +764,88 @@ async fn dig_resolves_over_udp_and_tcp() {
         "{nx}"
     );
 }
+
+#[tokio::test]
+async fn edns_do_bit_and_formerr_opt_on_the_wire() {
+    let s = setup("dns-edns", vec![api_app(2)], "").await;
+    // The fast path (A), the general path (SRV, NXDOMAIN), over UDP and TCP: DO echoed.
+    for (name, qtype) in [
+        ("api-prod.marathon.mesos.", RecordType::A),
+        ("_api-prod._tcp.marathon.mesos.", RecordType::SRV),
+        ("nope.marathon.mesos.", RecordType::A),
+    ] {
+        for dnssec_ok in [false, true] {
+            let mut q = message(name, qtype, Some(1232));
+            q.edns.as_mut().unwrap().set_dnssec_ok(dnssec_ok);
+            let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+            assert_eq!(m.edns.unwrap().flags().dnssec_ok, dnssec_ok, "{name} UDP");
+            let m = tcp_message(s.dns, &q).await;
+            assert_eq!(m.edns.unwrap().flags().dnssec_ok, dnssec_ok, "{name} TCP");
+        }
+    }
+    // Two OPT records; an option longer than its record; OPT among the answers: FORMERR with
+    // an OPT (DO as the first OPT had it), the question kept.
+    let plain = message("api-prod.marathon.mesos.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let opt = |flags: u8, data: &[u8]| {
+        let mut r = vec![0, 0, 41, 4, 0xd0, 0, 0, flags, 0];
+        r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        r.extend_from_slice(data);
+        r
+    };
+    let mut two = plain.clone();
+    two[11] = 2;
+    two.extend_from_slice(&opt(0x80, &[]));
+    two.extend_from_slice(&opt(0, &[]));
+    let mut bad_option = plain.clone();
+    bad_option[11] = 1;
+    bad_option.extend_from_slice(&opt(0x80, &[0, 10, 0, 9, 1, 2]));
+    let mut in_answers = plain.clone();
+    in_answers[7] = 1;
+    in_answers.extend_from_slice(&opt(0x80, &[]));
+    for packet in [two, bad_option, in_answers] {
+        let m = Message::from_vec(&udp_raw(s.dns, &packet).await).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert!(m.edns.expect("an OPT in the FORMERR").flags().dnssec_ok);
+        assert_eq!(m.queries[0].name().to_ascii(), "api-prod.marathon.mesos.");
+    }
+}
+
+#[tokio::test]
+async fn ra_is_set_when_recursion_is_available_to_the_client() {
+    let (upstream, _) = stub_upstream().await;
+    let relay = format!("upstreams = [\"{upstream}\"]");
+    let open = setup("dns-ra-open", vec![api_app(2)], &relay).await;
+    let closed = setup(
+        "dns-ra-closed",
+        vec![api_app(2)],
+        &format!("{relay}\nallow_recursion = [\"10.0.0.0/8\"]"),
+    )
+    .await;
+    let none = setup("dns-ra-none", vec![api_app(2)], "").await;
+    for (s, ra) in [(&open, true), (&closed, false), (&none, false)] {
+        // Authoritative answers (fast path, general path, NXDOMAIN) and a relayed name.
+        for (name, qtype) in [
+            ("api-prod.marathon.mesos.", RecordType::A),
+            ("_api-prod._tcp.marathon.mesos.", RecordType::SRV),
+            ("nope.marathon.mesos.", RecordType::A),
+            ("example.com.", RecordType::A),
+        ] {
+            for edns in [None, Some(1232)] {
+                let (m, _) = udp(s.dns, name, qtype, edns).await;
+                assert_eq!(m.metadata.recursion_available, ra, "{name} UDP ra={ra}");
+            }
+            let m = tcp(s.dns, name, qtype).await;
+            assert_eq!(m.metadata.recursion_available, ra, "{name} TCP ra={ra}");
+            if name == "example.com." {
+                let want = if ra {
+                    ResponseCode::NoError
+                } else {
+                    ResponseCode::Refused
+                };
+                assert_eq!(m.metadata.response_code, want);
+            }
+        }
+    }
+}

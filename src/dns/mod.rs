@@ -4,6 +4,7 @@
 //! port, with names outside the served zones relayed to upstream resolvers (see [`server`]).
 
 pub mod answer;
+pub mod edns;
 pub mod fast;
 pub mod server;
 pub mod udp_batch;
