@@ -64,6 +64,7 @@ fn task_event_burst(c: &mut Criterion) {
                     host: "10.0.0.9".into(),
                     ports: vec![32000],
                     ip_addresses: vec![],
+                    changed_ms: 0,
                     state: if killing {
                         TaskState::Killing
                     } else {

@@ -143,7 +143,9 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         names: FxHashMap::default(),
     };
     let ttl = config.ttl;
-    let mut serial: u32 = 0x811c9dc5;
+    // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
+    // `Cluster::serial`): it grows with every change and is the same on every instance.
+    let serial = cluster.serial();
 
     for app in cluster.apps.values() {
         let task_label = label(&task_name(&app.id), config.label_rule);
@@ -156,9 +158,6 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         let slave_fqdn =
             Name::from_ascii(format!("{task_label}.marathon.slave.{}.", config.domain)).ok();
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
-            for byte in task.id.bytes() {
-                serial = (serial ^ byte as u32).wrapping_mul(0x01000193);
-            }
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
             for &ip in &addrs {
                 b.add_addr(&task_fqdn, ip);
@@ -261,9 +260,15 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             b.names.entry(LowerName::new(&name)).or_default();
         }
     }
-    let vip_apex = config
-        .vip_range
-        .map(|range| vip_zone(cluster, &range, &mut b.names, ttl));
+    let vip_apex = config.vip_range.map(|range| {
+        let zone = vip_zone(cluster, &range, &mut b.names, ttl, serial);
+        if let Some(ip) = config.ns_addr {
+            let ns = Name::from_ascii(format!("ns1.{}.", crate::routing::vip::VIP_DOMAIN))
+                .expect("a valid name");
+            b.add_addr(&ns, ip);
+        }
+        zone
+    });
     Zone {
         vip_apex,
         apex: LowerName::new(&apex),
@@ -273,12 +278,15 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
     }
 }
 
-/// `{name}.marathon.l4lb.thisdcos.directory` A for every named VIP, and the zone's SOA.
+/// `{name}.marathon.l4lb.thisdcos.directory` A for every named VIP, and the zone's SOA (with
+/// the cluster's serial) and NS (`ns1.l4lb.thisdcos.directory`, answering with the DNS listen
+/// address when known).
 fn vip_zone(
     cluster: &Cluster,
     range: &crate::routing::vip::VipRange,
     names: &mut FxHashMap<LowerName, Node>,
     ttl: u32,
+    serial: u32,
 ) -> (LowerName, Record) {
     use crate::routing::vip::{self, VIP_DOMAIN, VipTarget};
     let (members, _) = vip::declared(cluster);
@@ -311,12 +319,20 @@ fn vip_zone(
         }
     }
     let ns = Name::from_ascii(format!("ns1.{VIP_DOMAIN}.")).expect("a valid name");
+    let rname = Name::from_ascii(format!("root.ns1.{VIP_DOMAIN}.")).expect("a valid name");
     let soa = Record::from_rdata(
         apex.clone(),
         ttl,
-        RData::SOA(SOA::new(ns.clone(), ns, 1, 60, 600, 86400, VIP_TTL)),
+        RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, VIP_TTL)),
     );
-    names.entry(LowerName::new(&apex)).or_default().soa = Some(soa.clone());
+    let apex_node = names.entry(LowerName::new(&apex)).or_default();
+    apex_node.soa = Some(soa.clone());
+    apex_node.ns = vec![Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::NS(NS(ns.clone())),
+    )];
+    names.entry(LowerName::new(&ns)).or_default();
     (LowerName::new(&apex), soa)
 }
 
@@ -464,6 +480,83 @@ mod tests {
         let zone = build(&c, &host_first);
         let node = lookup(&zone, "c.marathon.mesos.").unwrap();
         assert_eq!(node.a[0].data, RData::A(A("127.0.0.1".parse().unwrap())));
+    }
+
+    fn serial(record: &Record) -> u32 {
+        let RData::SOA(soa) = &record.data else {
+            panic!("not an SOA")
+        };
+        soa.serial
+    }
+
+    /// RFC 1982: `b` is after `a`, or the same.
+    fn not_before(a: u32, b: u32) -> bool {
+        a == b || (b.wrapping_sub(a) as i32) > 0
+    }
+
+    #[test]
+    fn the_serial_follows_marathon_time_and_never_goes_back() {
+        let mut vips = config();
+        vips.vip_range = Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap());
+        let at = |s: u64| 1_700_000_000_000 + s * 1000;
+        let mut t1 = task("api.1", 31000);
+        t1.changed_ms = at(10);
+        let mut t2 = task("api.2", 31001);
+        t2.changed_ms = at(20);
+        let mut a = app("/prod/api", 10000, &[], vec![t1, t2]);
+        a.version_ms = at(5);
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a.clone()]));
+        let first = build(&c, &vips);
+        assert_eq!(serial(&first.soa), 1_700_000_020);
+        let (_, vip_soa) = first.vip_apex.as_ref().unwrap();
+        assert_eq!(
+            serial(vip_soa),
+            serial(&first.soa),
+            "the VIP zone's serial follows too"
+        );
+        // The same state, read by another instance (in another order): the same serial.
+        let mut other = Cluster::default();
+        other.apply(ClusterUpdate::AppUpserted(a.clone()));
+        assert_eq!(serial(&build(&other, &vips).soa), serial(&first.soa));
+        // The newest task ends: its event is newer still, and the serial grows, though the
+        // newest timestamp left in the state is older.
+        let mut ended = task("api.2", 31001);
+        ended.state = TaskState::parse("TASK_KILLED");
+        ended.changed_ms = at(30);
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/prod/api".into(),
+            task: ended,
+        });
+        let second = build(&c, &vips);
+        assert_eq!(serial(&second.soa), 1_700_000_030);
+        // A snapshot without it (an app removed while the stream was down, say), and an
+        // app removal without a time: never smaller.
+        let mut older = a.clone();
+        older.tasks.clear();
+        c.apply(ClusterUpdate::Snapshot(vec![older]));
+        c.apply(ClusterUpdate::AppRemoved {
+            id: "/prod/api".into(),
+            at_ms: 0,
+        });
+        let third = build(&c, &vips);
+        assert!(not_before(serial(&second.soa), serial(&third.soa)));
+        let (_, vip_soa) = third.vip_apex.as_ref().unwrap();
+        assert!(not_before(serial(&second.soa), serial(vip_soa)));
+    }
+
+    #[test]
+    fn the_vip_zone_has_ns_and_soa() {
+        let mut vips = config();
+        vips.vip_range = Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap());
+        let zone = build(&Cluster::default(), &vips);
+        let apex = lookup(&zone, "l4lb.thisdcos.directory.").unwrap();
+        assert!(apex.soa.is_some());
+        assert!(
+            matches!(&apex.ns[..], [r] if matches!(&r.data, RData::NS(ns) if ns.0.to_ascii() == "ns1.l4lb.thisdcos.directory."))
+        );
+        let ns = lookup(&zone, "ns1.l4lb.thisdcos.directory.").unwrap();
+        assert_eq!(ns.a[0].data, RData::A(A("127.0.0.1".parse().unwrap())));
     }
 
     #[test]

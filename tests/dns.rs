@@ -849,3 +849,45 @@ async fn ra_is_set_when_recursion_is_available_to_the_client() {
         }
     }
 }
+
+fn soa_serial(m: &Message) -> u32 {
+    match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn soa_serials_follow_marathon_time_in_both_zones() {
+    let s = setup(
+        "dns-serial",
+        vec![api_app(2)],
+        "[vip]\nenabled = true\nrange = \"11.0.0.0/8\"",
+    )
+    .await;
+    // The apps' version and the tasks' start: 2026-11-22T00:00:00Z.
+    let start = 1_795_305_600;
+    let (m, _) = udp(s.dns, "mesos.", RecordType::SOA, None).await;
+    assert_eq!(soa_serial(&m), start);
+    let (m, _) = udp(s.dns, "l4lb.thisdcos.directory.", RecordType::SOA, None).await;
+    assert_eq!(soa_serial(&m), start);
+    let (m, _) = udp(s.dns, "l4lb.thisdcos.directory.", RecordType::NS, None).await;
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data, RData::NS(ns) if ns.0.to_ascii() == "ns1.l4lb.thisdcos.directory."))
+    );
+    let (m, _) = udp(s.dns, "ns1.l4lb.thisdcos.directory.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1"]);
+    // A task ends (the event at 00:00:01): both serials grow to the event's second, though the
+    // newest timestamp left in Marathon's state is older.
+    s.marathon
+        .send_event(status_update("/prod/api", "api.0", 31000, "TASK_KILLED"));
+    for zone in ["mesos.", "l4lb.thisdcos.directory."] {
+        wait_for("the serial grows", || async {
+            let (m, _) = udp(s.dns, zone, RecordType::SOA, None).await;
+            (soa_serial(&m) == start + 1).then_some(())
+        })
+        .await;
+    }
+    let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.2"]);
+}
