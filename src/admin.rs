@@ -571,6 +571,14 @@ fn routes<'a>(
                 })
                 .into_iter()
                 .chain(snapshot.table.problems.iter().map(ProblemView::Table))
+                // The DNS zone's: names served otherwise than the rules give.
+                .chain(
+                    snapshot
+                        .dns
+                        .iter()
+                        .flat_map(|zone| zone.problems.iter())
+                        .map(ProblemView::Table),
+                )
                 .collect()
         },
     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
-use crate::cluster::names::{LabelRule, label, tag, task_name};
+use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
 
 /// Where a task's addresses come from, tried in order (Mesos-DNS's `IPSources`).
@@ -64,6 +64,9 @@ pub struct Zone {
     /// False for the stand-in served before the first zone is built (see [`Zone::pending`]):
     /// its zones are known, their contents are not, so their names are answered SERVFAIL.
     pub live: bool,
+    /// Names served otherwise than the rules give (an SRV label cut to fit), reported with the
+    /// table's problems.
+    pub problems: Vec<crate::routing::Problem>,
 }
 
 /// TTL of named-VIP records, as in DC/OS.
@@ -143,6 +146,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         names: FxHashMap::default(),
     };
     let ttl = config.ttl;
+    let mut problems = Vec::new();
     // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
@@ -157,6 +161,37 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         };
         let slave_fqdn =
             Name::from_ascii(format!("{task_label}.marathon.slave.{}.", config.domain)).ok();
+        // `_` + a 63-character label is one too many: cut to fit, and said (never dropped).
+        let mut renamed = |label: &str, service: &str, port_index: Option<usize>| {
+            problems.push(crate::routing::Problem {
+                app_id: app.id.clone(),
+                port_index,
+                severity: crate::routing::Severity::Renamed,
+                reason: format!(
+                    "DNS: `_{label}` is longer than 63 characters: its SRV records are under `{service}`"
+                ),
+            });
+        };
+        let (service, cut) = service_label(&task_label);
+        if cut {
+            renamed(&task_label, &service, None);
+        }
+        let port_labels: Vec<Option<String>> = app
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| {
+                let p = label(port.name.as_deref()?, config.label_rule);
+                if p.is_empty() {
+                    return None;
+                }
+                let (l, cut) = service_label(&p);
+                if cut {
+                    renamed(&p, &l, Some(n));
+                }
+                Some(l)
+            })
+            .collect();
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
             for &ip in &addrs {
@@ -203,12 +238,10 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                     Protocol::TcpUdp => &["_tcp", "_udp"],
                 };
                 let srv = RData::SRV(SRV::new(0, 1, number, target.clone()));
-                let port_label = port.name.as_deref().map(|p| label(p, config.label_rule));
                 for proto in protocols {
-                    let service = format!("_{task_label}");
                     let mut owners = vec![b.name(&[&service, proto])];
-                    if let Some(p) = port_label.as_deref().filter(|p| !p.is_empty()) {
-                        owners.push(b.name(&[&format!("_{p}"), &service, proto]));
+                    if let Some(p) = &port_labels[n] {
+                        owners.push(b.name(&[p, &service, proto]));
                     }
                     for owner in owners.into_iter().flatten() {
                         let node = b.names.entry(LowerName::new(&owner)).or_default();
@@ -275,6 +308,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         names: b.names,
         soa,
         live: true,
+        problems,
     }
 }
 
@@ -557,6 +591,25 @@ mod tests {
         );
         let ns = lookup(&zone, "ns1.l4lb.thisdcos.directory.").unwrap();
         assert_eq!(ns.a[0].data, RData::A(A("127.0.0.1".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_63_character_label_keeps_its_srv_records_under_a_cut_name() {
+        let long = "a".repeat(61) + "-c";
+        let mut a = app(&format!("/{long}"), 10000, &[], vec![task("l.1", 31000)]);
+        a.ports[0].name = Some("x".repeat(63));
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a]));
+        let zone = build(&c, &config());
+        assert!(lookup(&zone, &format!("{long}.marathon.mesos.")).is_some());
+        let cut = "a".repeat(61) + "c";
+        let srv = lookup(&zone, &format!("_{cut}._tcp.marathon.mesos.")).unwrap();
+        assert_eq!(srv.srv.len(), 1);
+        let named = format!("_{}._{cut}._tcp.marathon.mesos.", "x".repeat(62));
+        assert_eq!(lookup(&zone, &named).unwrap().srv.len(), 1);
+        assert_eq!(zone.problems.len(), 2, "{:?}", zone.problems);
+        assert!(zone.problems[0].reason.contains(&format!("`_{cut}`")));
+        assert_eq!(zone.problems[1].port_index, Some(0));
     }
 
     #[test]

@@ -891,3 +891,45 @@ async fn soa_serials_follow_marathon_time_in_both_zones() {
     let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
     assert_eq!(ips(&m.answers), vec!["127.0.0.2"]);
 }
+
+#[tokio::test]
+async fn a_63_character_task_label_keeps_its_srv_records_and_says_so() {
+    // `/{61 a}-c` is the 63-character label `aaa…a-c`; `_` + it would be 64.
+    let id = format!("/{}-c", "a".repeat(61));
+    let mut long = app(
+        &id,
+        10005,
+        json!({}),
+        vec![host_task(&id, "long.1", "127.0.0.5", 31500)],
+    );
+    long["portDefinitions"][0]["name"] = json!("http");
+    let s = setup("dns-long-label", vec![long], "").await;
+    let label = format!("{}-c", "a".repeat(61));
+    let (m, _) = udp(
+        s.dns,
+        &format!("{label}.marathon.mesos."),
+        RecordType::A,
+        None,
+    )
+    .await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.5"]);
+    // Mesos-DNS's cut at 62: the trailing `-` goes and the room is filled from after the cut.
+    let cut = format!("_{}c", "a".repeat(61));
+    for name in [
+        format!("{cut}._tcp.marathon.mesos."),
+        format!("_http.{cut}._tcp.marathon.mesos."),
+    ] {
+        let m = tcp(s.dns, &name, RecordType::SRV).await;
+        assert_eq!(m.answers.len(), 1, "{name}");
+        assert_eq!(ips(&m.additionals), vec!["127.0.0.5"]);
+    }
+    let (_, body) = s.sy.get("/v1/routes").await;
+    let routes: Value = serde_json::from_str(&body).unwrap();
+    let problems = routes["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["app_id"] == json!(id)
+            && p["severity"] == "renamed"
+            && p["reason"].as_str().unwrap().contains(&cut)),
+        "{problems:?}"
+    );
+}
