@@ -253,6 +253,8 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         }
     }
 
+    agent_records(cluster, config, &mut b.names);
+
     let ns1 = Name::from_ascii("ns1")
         .unwrap()
         .append_name(&apex)
@@ -310,6 +312,43 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         live: true,
         problems,
     }
+}
+
+/// The port Mesos agents listen on: `_slave._tcp.{domain}`'s SRV port, as in Mesos-DNS.
+pub const AGENT_PORT: u16 = 5051;
+
+/// `slave.{domain}` A/AAAA: every agent's address, and `_slave._tcp.{domain}` SRV to it on
+/// port 5051, as Mesos-DNS answers them. The agents are those running the cluster's tasks (the
+/// ones Marathon reports), until a Mesos source knows them all.
+fn agent_records(cluster: &Cluster, config: &ZoneConfig, names: &mut FxHashMap<LowerName, Node>) {
+    let agents: std::collections::BTreeSet<IpAddr> = cluster
+        .apps
+        .values()
+        .flat_map(|app| app.tasks.values())
+        .filter_map(|task| task.host.resolve(&cluster.agents))
+        .collect();
+    let (Ok(slave), Ok(service), Ok(tcp)) = (
+        Name::from_ascii(format!("slave.{}.", config.domain)),
+        Name::from_ascii(format!("_slave._tcp.{}.", config.domain)),
+        Name::from_ascii(format!("_tcp.{}.", config.domain)),
+    ) else {
+        return;
+    };
+    if agents.is_empty() {
+        return;
+    }
+    let node = names.entry(LowerName::new(&slave)).or_default();
+    for ip in agents {
+        let (records, data) = match ip {
+            IpAddr::V4(v4) => (&mut node.a, RData::A(A(v4))),
+            IpAddr::V6(v6) => (&mut node.aaaa, RData::AAAA(AAAA(v6))),
+        };
+        records.push(Record::from_rdata(Name::root(), config.ttl, data));
+    }
+    let srv = RData::SRV(SRV::new(0, 1, AGENT_PORT, slave));
+    names.entry(LowerName::new(&service)).or_default().srv =
+        vec![Record::from_rdata(Name::root(), config.ttl, srv)];
+    names.entry(LowerName::new(&tcp)).or_default();
 }
 
 /// `{name}.marathon.l4lb.thisdcos.directory` A for every named VIP, and the zone's SOA (with
@@ -610,6 +649,44 @@ mod tests {
         assert_eq!(zone.problems.len(), 2, "{:?}", zone.problems);
         assert!(zone.problems[0].reason.contains(&format!("`_{cut}`")));
         assert_eq!(zone.problems[1].port_index, Some(0));
+    }
+
+    #[test]
+    fn slave_names_answer_the_agents() {
+        let mut t1 = task("api.1", 31000);
+        t1.host = "10.0.0.1".into();
+        let mut t2 = task("api.2", 31001);
+        t2.host = "10.0.0.2".into();
+        let mut t3 = task("web.1", 31002);
+        t3.host = "10.0.0.1".into();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![
+            app("/prod/api", 10000, &[], vec![t1, t2]),
+            app("/web", 10001, &[], vec![t3]),
+        ]));
+        let zone = build(&c, &config());
+        let slave = lookup(&zone, "slave.mesos.").unwrap();
+        let mut agents: Vec<String> = slave.a.iter().map(|r| r.data.to_string()).collect();
+        agents.sort();
+        assert_eq!(agents, ["10.0.0.1", "10.0.0.2"]);
+        let srv = lookup(&zone, "_slave._tcp.mesos.").unwrap();
+        let [record] = &srv.srv[..] else {
+            panic!("{:?}", srv.srv)
+        };
+        let RData::SRV(s) = &record.data else {
+            panic!()
+        };
+        assert_eq!(
+            (s.port, s.target.to_ascii().as_str()),
+            (5051, "slave.mesos.")
+        );
+        assert!(
+            lookup(&zone, "_tcp.mesos.").is_some(),
+            "an empty non-terminal"
+        );
+        // No tasks, no agents: no records (NXDOMAIN for the SRV name).
+        let empty = build(&Cluster::default(), &config());
+        assert!(lookup(&empty, "_slave._tcp.mesos.").is_none());
     }
 
     #[test]

@@ -933,3 +933,17 @@ async fn a_63_character_task_label_keeps_its_srv_records_and_says_so() {
         "{problems:?}"
     );
 }
+
+#[tokio::test]
+async fn slave_names_answer_the_agents_as_mesos_dns_does() {
+    let s = setup("dns-slave", vec![api_app(2)], "").await;
+    let (m, _) = udp(s.dns, "slave.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1", "127.0.0.2"]);
+    let m = tcp(s.dns, "_slave._tcp.mesos.", RecordType::SRV).await;
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(srv) if srv.port == 5051 && srv.target.to_ascii() == "slave.mesos.")),
+        "{:?}",
+        m.answers
+    );
+    assert_eq!(ips(&m.additionals), vec!["127.0.0.1", "127.0.0.2"]);
+}
