@@ -160,6 +160,7 @@ fn lookups(c: &mut Criterion) {
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
             vip_range: None,
+            served: Default::default(),
         },
     );
     let query = |name: &str, qtype| {

@@ -37,6 +37,37 @@ pub struct ZoneConfig {
     pub ns_addr: Option<IpAddr>,
     /// Named VIPs' range: `{name}.marathon.l4lb.thisdcos.directory` answers with their address.
     pub vip_range: Option<crate::routing::vip::VipRange>,
+    /// How the zone is served, for Mesos-DNS's `/v1/config`.
+    pub served: Served,
+}
+
+/// The server's settings the zone is answered with (not used to build it): what Mesos-DNS's
+/// `/v1/config` reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Served {
+    pub listen: Option<std::net::SocketAddr>,
+    pub upstreams: Vec<std::net::SocketAddr>,
+    pub upstream_timeout: std::time::Duration,
+}
+
+/// One app's tasks as Mesos-DNS's `/v1/enumerate` lists them (records are looked up from the
+/// zone when asked, not kept twice).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Marathon's task name (`api.prod`) and its label (`api-prod`).
+    pub name: String,
+    pub label: String,
+    /// The app's SRV names.
+    pub services: Vec<Name>,
+    pub tasks: Vec<ListedTask>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListedTask {
+    pub id: crate::cluster::TaskId,
+    /// The task's own name (its SRV records' target).
+    pub target: Name,
+    pub agent: Option<IpAddr>,
 }
 
 /// The records of one name, by type. A, AAAA and SRV records are stored with the root as their
@@ -67,6 +98,9 @@ pub struct Zone {
     /// Names served otherwise than the rules give (an SRV label cut to fit), reported with the
     /// table's problems.
     pub problems: Vec<crate::routing::Problem>,
+    /// The apps and tasks, for `/v1/enumerate`.
+    pub listed: Vec<Listed>,
+    pub config: ZoneConfig,
 }
 
 /// TTL of named-VIP records, as in DC/OS.
@@ -147,6 +181,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
     };
     let ttl = config.ttl;
     let mut problems = Vec::new();
+    let mut listed = Vec::new();
     // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
@@ -192,6 +227,12 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                 Some(l)
             })
             .collect();
+        let mut this = Listed {
+            name: task_name(&app.id),
+            label: task_label.clone(),
+            services: Vec::new(),
+            tasks: Vec::new(),
+        };
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
             for &ip in &addrs {
@@ -223,6 +264,11 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             for &ip in &addrs {
                 b.add_addr(&target, ip);
             }
+            this.tasks.push(ListedTask {
+                id: task.id.clone(),
+                target: target.clone(),
+                agent: task.host.resolve(&cluster.agents),
+            });
             for (n, port) in app.ports.iter().enumerate() {
                 let number = match app.networking {
                     Networking::Container => port
@@ -244,6 +290,9 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                         owners.push(b.name(&[p, &service, proto]));
                     }
                     for owner in owners.into_iter().flatten() {
+                        if !this.services.contains(&owner) {
+                            this.services.push(owner.clone());
+                        }
                         let node = b.names.entry(LowerName::new(&owner)).or_default();
                         node.srv
                             .push(Record::from_rdata(Name::root(), ttl, srv.clone()));
@@ -251,6 +300,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                 }
             }
         }
+        listed.push(this);
     }
 
     agent_records(cluster, config, &mut b.names);
@@ -311,6 +361,8 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         soa,
         live: true,
         problems,
+        listed,
+        config: config.clone(),
     }
 }
 
@@ -436,6 +488,7 @@ pub(crate) mod fixtures {
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
             vip_range: None,
+            served: Default::default(),
         };
         build(&c, &config)
     }
@@ -474,6 +527,7 @@ mod tests {
             label_rule: LabelRule::Rfc1123,
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: None,
+            served: Default::default(),
         }
     }
 

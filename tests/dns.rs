@@ -725,6 +725,44 @@ async fn mesos_dns_http_api() {
         serde_json::from_str::<Value>(&body).unwrap(),
         json!([{"host": "", "ip": ""}])
     );
+    let (status, body) = s.sy.get("/v1/version").await;
+    assert_eq!(status, 200);
+    let version: Value = serde_json::from_str(&body).unwrap();
+    for key in ["Service", "URL", "Version"] {
+        assert!(version[key].is_string(), "{version}");
+    }
+    let (status, body) = s.sy.get("/v1/config").await;
+    assert_eq!(status, 200);
+    let config: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["Domain"], "mesos");
+    assert_eq!(config["TTL"], 60);
+    assert_eq!(
+        config["Port"], 0,
+        "as configured (`dns.listen` port 0 here)"
+    );
+    assert_eq!(config["Listener"], "127.0.0.1");
+    assert_eq!(config["DnsOn"], true);
+    let (status, body) = s.sy.get("/v1/enumerate").await;
+    assert_eq!(status, 200);
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let framework = &all["frameworks"][0];
+    assert_eq!(framework["name"], "marathon");
+    let tasks = framework["tasks"].as_array().unwrap();
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["api.0", "api.1"]);
+    for task in tasks {
+        assert_eq!(task["name"], "api.prod");
+        let records = task["records"].as_array().unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|r| r["name"] == "api-prod.marathon.mesos." && r["rtype"] == "A")
+        );
+        let srv: Vec<&Value> = records.iter().filter(|r| r["rtype"] == "SRV").collect();
+        // `_api-prod._tcp` and the named port's `_http._api-prod._tcp`.
+        assert_eq!(srv.len(), 2, "{records:?}");
+    }
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ fn zone() -> &'static Zone {
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
             vip_range: None,
+            served: Default::default(),
         };
         build(&cluster, &config)
     })

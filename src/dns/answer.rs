@@ -496,6 +496,7 @@ mod tests {
             label_rule: crate::cluster::names::LabelRule::Rfc1123,
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap()),
+            served: Default::default(),
         };
         let pending = Zone::pending(&config);
         for (name, qtype) in [
