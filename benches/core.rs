@@ -64,6 +64,7 @@ fn task_event_burst(c: &mut Criterion) {
                     host: "10.0.0.9".into(),
                     ports: vec![32000],
                     ip_addresses: vec![],
+                    changed_ms: 0,
                     state: if killing {
                         TaskState::Killing
                     } else {
@@ -159,6 +160,7 @@ fn lookups(c: &mut Criterion) {
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
             vip_range: None,
+            served: Default::default(),
         },
     );
     let query = |name: &str, qtype| {
@@ -186,7 +188,8 @@ fn lookups(c: &mut Criterion) {
         "dns answer: A, 10 tasks, UDP fast path (bytes written in place)",
         |b| {
             b.iter(|| {
-                switchyard::dns::fast::answer(&zone, black_box(&a), &mut out).expect("fast path");
+                switchyard::dns::fast::answer(&zone, black_box(&a), &mut out, false)
+                    .expect("fast path");
             })
         },
     );

@@ -104,6 +104,7 @@ fn measure(path: &str) {
         label_rule: switchyard::cluster::names::LabelRule::Rfc1123,
         ns_addr: None,
         vip_range: None,
+        served: Default::default(),
     };
     let mut dns_compiles = Vec::new();
     for _ in 0..3 {

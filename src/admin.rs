@@ -70,7 +70,11 @@ impl Admin {
         // every change does.
         let signal = path.starts_with("/_mlb_signal/") && self.token.is_some();
         let change = !matches!(*req.method(), Method::GET | Method::HEAD) || signal;
-        let probe = matches!(path, "/healthz" | "/readyz" | "/_haproxy_health_check");
+        // Mesos-DNS's health checks poll `/v1/version`: open to probes too.
+        let probe = matches!(
+            path,
+            "/healthz" | "/readyz" | "/_haproxy_health_check" | "/v1/version"
+        );
         if !change && (probe || loopback) {
             return None;
         }
@@ -131,7 +135,7 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
-        const EXACT: [&str; 13] = [
+        const EXACT: [&str; 16] = [
             "/_haproxy_health_check",
             "/_haproxy_getvhostmap",
             "/_haproxy_getappmap",
@@ -145,6 +149,9 @@ impl Admin {
             "/v1/swaps",
             "/v1/explain",
             "/v1/reload",
+            "/v1/version",
+            "/v1/config",
+            "/v1/enumerate",
         ];
         const PREFIXES: [(&str, &str); 3] = [
             ("/v1/hosts/", "/v1/hosts"),
@@ -282,17 +289,12 @@ impl Admin {
                 );
                 r
             }
-            path if path.starts_with("/v1/hosts/") || path.starts_with("/v1/services/") => {
+            // Mesos-DNS's HTTP API (crate::dns::http_api).
+            path if crate::dns::http_api::serves(path) => {
                 let snapshot = self.store.load();
-                let Some(zone) = snapshot.dns.as_deref() else {
-                    return text(
-                        StatusCode::NOT_FOUND,
-                        "DNS is off (set dns.listen)\n".into(),
-                    );
-                };
-                let body = match path.strip_prefix("/v1/hosts/") {
-                    Some(host) => mesos_dns::hosts(zone, host),
-                    None => mesos_dns::services(zone, &path["/v1/services/".len()..]),
+                let body = match crate::dns::http_api::respond(snapshot.dns.as_deref(), path) {
+                    Ok(body) => body,
+                    Err(why) => return text(StatusCode::NOT_FOUND, format!("{why}\n")),
                 };
                 let mut r = text(StatusCode::OK, body.to_string() + "\n");
                 r.headers_mut().insert(
@@ -571,77 +573,16 @@ fn routes<'a>(
                 })
                 .into_iter()
                 .chain(snapshot.table.problems.iter().map(ProblemView::Table))
+                // The DNS zone's: names served otherwise than the rules give.
+                .chain(
+                    snapshot
+                        .dns
+                        .iter()
+                        .flat_map(|zone| zone.problems.iter())
+                        .map(ProblemView::Table),
+                )
                 .collect()
         },
-    }
-}
-
-/// Mesos-DNS's HTTP API shapes: `/v1/hosts/{host}` and `/v1/services/{service}`.
-mod mesos_dns {
-    use hickory_proto::rr::{LowerName, Name, RData, Record};
-    use serde_json::{Value, json};
-
-    use crate::zone::Zone;
-
-    fn lookup(name: &str) -> Option<LowerName> {
-        let fqdn = if name.ends_with('.') {
-            name.to_string()
-        } else {
-            format!("{name}.")
-        };
-        Name::from_ascii(fqdn).ok().map(|n| LowerName::new(&n))
-    }
-
-    fn ip(record: &Record) -> Option<String> {
-        match &record.data {
-            RData::A(a) => Some(a.0.to_string()),
-            RData::AAAA(a) => Some(a.0.to_string()),
-            _ => None,
-        }
-    }
-
-    /// `[{"host": "...", "ip": "..."}]`; Mesos-DNS answers one empty entry for an unknown name.
-    pub fn hosts(zone: &Zone, host: &str) -> Value {
-        let name = lookup(host);
-        let node = name.as_ref().and_then(|n| zone.names.get(n));
-        let fqdn = name.map(|n| n.to_string()).unwrap_or_default();
-        let entries: Vec<Value> = node
-            .into_iter()
-            .flat_map(|n| n.a.iter().chain(&n.aaaa))
-            .filter_map(|r| Some(json!({"host": fqdn, "ip": ip(r)?})))
-            .collect();
-        if entries.is_empty() {
-            json!([{"host": "", "ip": ""}])
-        } else {
-            Value::Array(entries)
-        }
-    }
-
-    /// `[{"service": "...", "host": "...", "ip": "...", "port": "..."}]`.
-    pub fn services(zone: &Zone, service: &str) -> Value {
-        let name = lookup(service);
-        let node = name.as_ref().and_then(|n| zone.names.get(n));
-        let fqdn = name.map(|n| n.to_string()).unwrap_or_default();
-        let mut entries = Vec::new();
-        for record in node.into_iter().flat_map(|n| &n.srv) {
-            let RData::SRV(srv) = &record.data else {
-                continue;
-            };
-            let target = zone.names.get(&LowerName::new(&srv.target));
-            for addr in target.into_iter().flat_map(|t| t.a.iter().chain(&t.aaaa)) {
-                entries.push(json!({
-                    "service": fqdn,
-                    "host": srv.target.to_ascii(),
-                    "ip": ip(addr),
-                    "port": srv.port.to_string(),
-                }));
-            }
-        }
-        if entries.is_empty() {
-            json!([{"service": "", "host": "", "ip": "", "port": ""}])
-        } else {
-            Value::Array(entries)
-        }
     }
 }
 

@@ -253,6 +253,10 @@ impl Reconciler {
     fn publish_zone(&mut self, zone: Zone, synced: bool) {
         self.zone.running = false;
         let current = self.store.load_full();
+        let before = current.dns.as_ref().map(|z| &z.problems[..]).unwrap_or(&[]);
+        for problem in zone.problems.iter().filter(|p| !before.contains(p)) {
+            tracing::info!(app_id = %problem.app_id, "renamed: {problem}");
+        }
         self.store.publish(Snapshot {
             generation: current.generation,
             table: current.table.clone(),
@@ -555,6 +559,9 @@ impl Reconciler {
                     tracing::info!(app_id = %problem.app_id, "ignored: {problem}");
                     self.metrics.reject("ignored");
                 }
+                crate::routing::Severity::Renamed => {
+                    tracing::info!(app_id = %problem.app_id, "renamed: {problem}");
+                }
             }
         }
         self.problems_seen = current;
@@ -751,6 +758,7 @@ mod tests {
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
             vip_range: None,
+            served: Default::default(),
         };
         let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
         let status = reconciler.status.clone();

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
-use crate::cluster::names::{LabelRule, label, tag, task_name};
+use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
 
 /// Where a task's addresses come from, tried in order (Mesos-DNS's `IPSources`).
@@ -37,6 +37,37 @@ pub struct ZoneConfig {
     pub ns_addr: Option<IpAddr>,
     /// Named VIPs' range: `{name}.marathon.l4lb.thisdcos.directory` answers with their address.
     pub vip_range: Option<crate::routing::vip::VipRange>,
+    /// How the zone is served, for Mesos-DNS's `/v1/config`.
+    pub served: Served,
+}
+
+/// The server's settings the zone is answered with (not used to build it): what Mesos-DNS's
+/// `/v1/config` reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Served {
+    pub listen: Option<std::net::SocketAddr>,
+    pub upstreams: Vec<std::net::SocketAddr>,
+    pub upstream_timeout: std::time::Duration,
+}
+
+/// One app's tasks as Mesos-DNS's `/v1/enumerate` lists them (records are looked up from the
+/// zone when asked, not kept twice).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Marathon's task name (`api.prod`) and its label (`api-prod`).
+    pub name: String,
+    pub label: String,
+    /// The app's SRV names.
+    pub services: Vec<Name>,
+    pub tasks: Vec<ListedTask>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListedTask {
+    pub id: crate::cluster::TaskId,
+    /// The task's own name (its SRV records' target).
+    pub target: Name,
+    pub agent: Option<IpAddr>,
 }
 
 /// The records of one name, by type. A, AAAA and SRV records are stored with the root as their
@@ -64,6 +95,12 @@ pub struct Zone {
     /// False for the stand-in served before the first zone is built (see [`Zone::pending`]):
     /// its zones are known, their contents are not, so their names are answered SERVFAIL.
     pub live: bool,
+    /// Names served otherwise than the rules give (an SRV label cut to fit), reported with the
+    /// table's problems.
+    pub problems: Vec<crate::routing::Problem>,
+    /// The apps and tasks, for `/v1/enumerate`.
+    pub listed: Vec<Listed>,
+    pub config: ZoneConfig,
 }
 
 /// TTL of named-VIP records, as in DC/OS.
@@ -143,7 +180,11 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         names: FxHashMap::default(),
     };
     let ttl = config.ttl;
-    let mut serial: u32 = 0x811c9dc5;
+    let mut problems = Vec::new();
+    let mut listed = Vec::new();
+    // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
+    // `Cluster::serial`): it grows with every change and is the same on every instance.
+    let serial = cluster.serial();
 
     for app in cluster.apps.values() {
         let task_label = label(&task_name(&app.id), config.label_rule);
@@ -155,10 +196,44 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         };
         let slave_fqdn =
             Name::from_ascii(format!("{task_label}.marathon.slave.{}.", config.domain)).ok();
+        // `_` + a 63-character label is one too many: cut to fit, and said (never dropped).
+        let mut renamed = |label: &str, service: &str, port_index: Option<usize>| {
+            problems.push(crate::routing::Problem {
+                app_id: app.id.clone(),
+                port_index,
+                severity: crate::routing::Severity::Renamed,
+                reason: format!(
+                    "DNS: `_{label}` is longer than 63 characters: its SRV records are under `{service}`"
+                ),
+            });
+        };
+        let (service, cut) = service_label(&task_label);
+        if cut {
+            renamed(&task_label, &service, None);
+        }
+        let port_labels: Vec<Option<String>> = app
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| {
+                let p = label(port.name.as_deref()?, config.label_rule);
+                if p.is_empty() {
+                    return None;
+                }
+                let (l, cut) = service_label(&p);
+                if cut {
+                    renamed(&p, &l, Some(n));
+                }
+                Some(l)
+            })
+            .collect();
+        let mut this = Listed {
+            name: task_name(&app.id),
+            label: task_label.clone(),
+            services: Vec::new(),
+            tasks: Vec::new(),
+        };
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
-            for byte in task.id.bytes() {
-                serial = (serial ^ byte as u32).wrapping_mul(0x01000193);
-            }
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
             for &ip in &addrs {
                 b.add_addr(&task_fqdn, ip);
@@ -189,6 +264,11 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             for &ip in &addrs {
                 b.add_addr(&target, ip);
             }
+            this.tasks.push(ListedTask {
+                id: task.id.clone(),
+                target: target.clone(),
+                agent: task.host.resolve(&cluster.agents),
+            });
             for (n, port) in app.ports.iter().enumerate() {
                 let number = match app.networking {
                     Networking::Container => port
@@ -204,14 +284,15 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                     Protocol::TcpUdp => &["_tcp", "_udp"],
                 };
                 let srv = RData::SRV(SRV::new(0, 1, number, target.clone()));
-                let port_label = port.name.as_deref().map(|p| label(p, config.label_rule));
                 for proto in protocols {
-                    let service = format!("_{task_label}");
                     let mut owners = vec![b.name(&[&service, proto])];
-                    if let Some(p) = port_label.as_deref().filter(|p| !p.is_empty()) {
-                        owners.push(b.name(&[&format!("_{p}"), &service, proto]));
+                    if let Some(p) = &port_labels[n] {
+                        owners.push(b.name(&[p, &service, proto]));
                     }
                     for owner in owners.into_iter().flatten() {
+                        if !this.services.contains(&owner) {
+                            this.services.push(owner.clone());
+                        }
                         let node = b.names.entry(LowerName::new(&owner)).or_default();
                         node.srv
                             .push(Record::from_rdata(Name::root(), ttl, srv.clone()));
@@ -219,7 +300,10 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                 }
             }
         }
+        listed.push(this);
     }
+
+    agent_records(cluster, config, &mut b.names);
 
     let ns1 = Name::from_ascii("ns1")
         .unwrap()
@@ -261,24 +345,73 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             b.names.entry(LowerName::new(&name)).or_default();
         }
     }
-    let vip_apex = config
-        .vip_range
-        .map(|range| vip_zone(cluster, &range, &mut b.names, ttl));
+    let vip_apex = config.vip_range.map(|range| {
+        let zone = vip_zone(cluster, &range, &mut b.names, ttl, serial);
+        if let Some(ip) = config.ns_addr {
+            let ns = Name::from_ascii(format!("ns1.{}.", crate::routing::vip::VIP_DOMAIN))
+                .expect("a valid name");
+            b.add_addr(&ns, ip);
+        }
+        zone
+    });
     Zone {
         vip_apex,
         apex: LowerName::new(&apex),
         names: b.names,
         soa,
         live: true,
+        problems,
+        listed,
+        config: config.clone(),
     }
 }
 
-/// `{name}.marathon.l4lb.thisdcos.directory` A for every named VIP, and the zone's SOA.
+/// The port Mesos agents listen on: `_slave._tcp.{domain}`'s SRV port, as in Mesos-DNS.
+pub const AGENT_PORT: u16 = 5051;
+
+/// `slave.{domain}` A/AAAA: every agent's address, and `_slave._tcp.{domain}` SRV to it on
+/// port 5051, as Mesos-DNS answers them. The agents are those running the cluster's tasks (the
+/// ones Marathon reports), until a Mesos source knows them all.
+fn agent_records(cluster: &Cluster, config: &ZoneConfig, names: &mut FxHashMap<LowerName, Node>) {
+    let agents: std::collections::BTreeSet<IpAddr> = cluster
+        .apps
+        .values()
+        .flat_map(|app| app.tasks.values())
+        .filter_map(|task| task.host.resolve(&cluster.agents))
+        .collect();
+    let (Ok(slave), Ok(service), Ok(tcp)) = (
+        Name::from_ascii(format!("slave.{}.", config.domain)),
+        Name::from_ascii(format!("_slave._tcp.{}.", config.domain)),
+        Name::from_ascii(format!("_tcp.{}.", config.domain)),
+    ) else {
+        return;
+    };
+    if agents.is_empty() {
+        return;
+    }
+    let node = names.entry(LowerName::new(&slave)).or_default();
+    for ip in agents {
+        let (records, data) = match ip {
+            IpAddr::V4(v4) => (&mut node.a, RData::A(A(v4))),
+            IpAddr::V6(v6) => (&mut node.aaaa, RData::AAAA(AAAA(v6))),
+        };
+        records.push(Record::from_rdata(Name::root(), config.ttl, data));
+    }
+    let srv = RData::SRV(SRV::new(0, 1, AGENT_PORT, slave));
+    names.entry(LowerName::new(&service)).or_default().srv =
+        vec![Record::from_rdata(Name::root(), config.ttl, srv)];
+    names.entry(LowerName::new(&tcp)).or_default();
+}
+
+/// `{name}.marathon.l4lb.thisdcos.directory` A for every named VIP, and the zone's SOA (with
+/// the cluster's serial) and NS (`ns1.l4lb.thisdcos.directory`, answering with the DNS listen
+/// address when known).
 fn vip_zone(
     cluster: &Cluster,
     range: &crate::routing::vip::VipRange,
     names: &mut FxHashMap<LowerName, Node>,
     ttl: u32,
+    serial: u32,
 ) -> (LowerName, Record) {
     use crate::routing::vip::{self, VIP_DOMAIN, VipTarget};
     let (members, _) = vip::declared(cluster);
@@ -311,12 +444,20 @@ fn vip_zone(
         }
     }
     let ns = Name::from_ascii(format!("ns1.{VIP_DOMAIN}.")).expect("a valid name");
+    let rname = Name::from_ascii(format!("root.ns1.{VIP_DOMAIN}.")).expect("a valid name");
     let soa = Record::from_rdata(
         apex.clone(),
         ttl,
-        RData::SOA(SOA::new(ns.clone(), ns, 1, 60, 600, 86400, VIP_TTL)),
+        RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, VIP_TTL)),
     );
-    names.entry(LowerName::new(&apex)).or_default().soa = Some(soa.clone());
+    let apex_node = names.entry(LowerName::new(&apex)).or_default();
+    apex_node.soa = Some(soa.clone());
+    apex_node.ns = vec![Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::NS(NS(ns.clone())),
+    )];
+    names.entry(LowerName::new(&ns)).or_default();
     (LowerName::new(&apex), soa)
 }
 
@@ -347,6 +488,7 @@ pub(crate) mod fixtures {
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
             vip_range: None,
+            served: Default::default(),
         };
         build(&c, &config)
     }
@@ -385,6 +527,7 @@ mod tests {
             label_rule: LabelRule::Rfc1123,
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: None,
+            served: Default::default(),
         }
     }
 
@@ -464,6 +607,140 @@ mod tests {
         let zone = build(&c, &host_first);
         let node = lookup(&zone, "c.marathon.mesos.").unwrap();
         assert_eq!(node.a[0].data, RData::A(A("127.0.0.1".parse().unwrap())));
+    }
+
+    fn serial(record: &Record) -> u32 {
+        let RData::SOA(soa) = &record.data else {
+            panic!("not an SOA")
+        };
+        soa.serial
+    }
+
+    /// RFC 1982: `b` is after `a`, or the same.
+    fn not_before(a: u32, b: u32) -> bool {
+        a == b || (b.wrapping_sub(a) as i32) > 0
+    }
+
+    #[test]
+    fn the_serial_follows_marathon_time_and_never_goes_back() {
+        let mut vips = config();
+        vips.vip_range = Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap());
+        let at = |s: u64| 1_700_000_000_000 + s * 1000;
+        let mut t1 = task("api.1", 31000);
+        t1.changed_ms = at(10);
+        let mut t2 = task("api.2", 31001);
+        t2.changed_ms = at(20);
+        let mut a = app("/prod/api", 10000, &[], vec![t1, t2]);
+        a.version_ms = at(5);
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a.clone()]));
+        let first = build(&c, &vips);
+        assert_eq!(serial(&first.soa), 1_700_000_020);
+        let (_, vip_soa) = first.vip_apex.as_ref().unwrap();
+        assert_eq!(
+            serial(vip_soa),
+            serial(&first.soa),
+            "the VIP zone's serial follows too"
+        );
+        // The same state, read by another instance (in another order): the same serial.
+        let mut other = Cluster::default();
+        other.apply(ClusterUpdate::AppUpserted(a.clone()));
+        assert_eq!(serial(&build(&other, &vips).soa), serial(&first.soa));
+        // The newest task ends: its event is newer still, and the serial grows, though the
+        // newest timestamp left in the state is older.
+        let mut ended = task("api.2", 31001);
+        ended.state = TaskState::parse("TASK_KILLED");
+        ended.changed_ms = at(30);
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/prod/api".into(),
+            task: ended,
+        });
+        let second = build(&c, &vips);
+        assert_eq!(serial(&second.soa), 1_700_000_030);
+        // A snapshot without it (an app removed while the stream was down, say), and an
+        // app removal without a time: never smaller.
+        let mut older = a.clone();
+        older.tasks.clear();
+        c.apply(ClusterUpdate::Snapshot(vec![older]));
+        c.apply(ClusterUpdate::AppRemoved {
+            id: "/prod/api".into(),
+            at_ms: 0,
+        });
+        let third = build(&c, &vips);
+        assert!(not_before(serial(&second.soa), serial(&third.soa)));
+        let (_, vip_soa) = third.vip_apex.as_ref().unwrap();
+        assert!(not_before(serial(&second.soa), serial(vip_soa)));
+    }
+
+    #[test]
+    fn the_vip_zone_has_ns_and_soa() {
+        let mut vips = config();
+        vips.vip_range = Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap());
+        let zone = build(&Cluster::default(), &vips);
+        let apex = lookup(&zone, "l4lb.thisdcos.directory.").unwrap();
+        assert!(apex.soa.is_some());
+        assert!(
+            matches!(&apex.ns[..], [r] if matches!(&r.data, RData::NS(ns) if ns.0.to_ascii() == "ns1.l4lb.thisdcos.directory."))
+        );
+        let ns = lookup(&zone, "ns1.l4lb.thisdcos.directory.").unwrap();
+        assert_eq!(ns.a[0].data, RData::A(A("127.0.0.1".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_63_character_label_keeps_its_srv_records_under_a_cut_name() {
+        let long = "a".repeat(61) + "-c";
+        let mut a = app(&format!("/{long}"), 10000, &[], vec![task("l.1", 31000)]);
+        a.ports[0].name = Some("x".repeat(63));
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a]));
+        let zone = build(&c, &config());
+        assert!(lookup(&zone, &format!("{long}.marathon.mesos.")).is_some());
+        let cut = "a".repeat(61) + "c";
+        let srv = lookup(&zone, &format!("_{cut}._tcp.marathon.mesos.")).unwrap();
+        assert_eq!(srv.srv.len(), 1);
+        let named = format!("_{}._{cut}._tcp.marathon.mesos.", "x".repeat(62));
+        assert_eq!(lookup(&zone, &named).unwrap().srv.len(), 1);
+        assert_eq!(zone.problems.len(), 2, "{:?}", zone.problems);
+        assert!(zone.problems[0].reason.contains(&format!("`_{cut}`")));
+        assert_eq!(zone.problems[1].port_index, Some(0));
+    }
+
+    #[test]
+    fn slave_names_answer_the_agents() {
+        let mut t1 = task("api.1", 31000);
+        t1.host = "10.0.0.1".into();
+        let mut t2 = task("api.2", 31001);
+        t2.host = "10.0.0.2".into();
+        let mut t3 = task("web.1", 31002);
+        t3.host = "10.0.0.1".into();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![
+            app("/prod/api", 10000, &[], vec![t1, t2]),
+            app("/web", 10001, &[], vec![t3]),
+        ]));
+        let zone = build(&c, &config());
+        let slave = lookup(&zone, "slave.mesos.").unwrap();
+        let mut agents: Vec<String> = slave.a.iter().map(|r| r.data.to_string()).collect();
+        agents.sort();
+        assert_eq!(agents, ["10.0.0.1", "10.0.0.2"]);
+        let srv = lookup(&zone, "_slave._tcp.mesos.").unwrap();
+        let [record] = &srv.srv[..] else {
+            panic!("{:?}", srv.srv)
+        };
+        let RData::SRV(s) = &record.data else {
+            panic!()
+        };
+        assert_eq!(
+            (s.port, s.target.to_ascii().as_str()),
+            (5051, "slave.mesos.")
+        );
+        assert!(
+            lookup(&zone, "_tcp.mesos.").is_some(),
+            "an empty non-terminal"
+        );
+        // No tasks, no agents: no records (NXDOMAIN for the SRV name).
+        let empty = build(&Cluster::default(), &config());
+        assert!(lookup(&empty, "_slave._tcp.mesos.").is_none());
     }
 
     #[test]

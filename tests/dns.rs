@@ -725,6 +725,44 @@ async fn mesos_dns_http_api() {
         serde_json::from_str::<Value>(&body).unwrap(),
         json!([{"host": "", "ip": ""}])
     );
+    let (status, body) = s.sy.get("/v1/version").await;
+    assert_eq!(status, 200);
+    let version: Value = serde_json::from_str(&body).unwrap();
+    for key in ["Service", "URL", "Version"] {
+        assert!(version[key].is_string(), "{version}");
+    }
+    let (status, body) = s.sy.get("/v1/config").await;
+    assert_eq!(status, 200);
+    let config: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["Domain"], "mesos");
+    assert_eq!(config["TTL"], 60);
+    assert_eq!(
+        config["Port"], 0,
+        "as configured (`dns.listen` port 0 here)"
+    );
+    assert_eq!(config["Listener"], "127.0.0.1");
+    assert_eq!(config["DnsOn"], true);
+    let (status, body) = s.sy.get("/v1/enumerate").await;
+    assert_eq!(status, 200);
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let framework = &all["frameworks"][0];
+    assert_eq!(framework["name"], "marathon");
+    let tasks = framework["tasks"].as_array().unwrap();
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["api.0", "api.1"]);
+    for task in tasks {
+        assert_eq!(task["name"], "api.prod");
+        let records = task["records"].as_array().unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|r| r["name"] == "api-prod.marathon.mesos." && r["rtype"] == "A")
+        );
+        let srv: Vec<&Value> = records.iter().filter(|r| r["rtype"] == "SRV").collect();
+        // `_api-prod._tcp` and the named port's `_http._api-prod._tcp`.
+        assert_eq!(srv.len(), 2, "{records:?}");
+    }
 }
 
 #[tokio::test]
@@ -763,4 +801,187 @@ async fn dig_resolves_over_udp_and_tcp() {
         nx.contains("status: NXDOMAIN") && nx.contains("AUTHORITY: 1"),
         "{nx}"
     );
+}
+
+#[tokio::test]
+async fn edns_do_bit_and_formerr_opt_on_the_wire() {
+    let s = setup("dns-edns", vec![api_app(2)], "").await;
+    // The fast path (A), the general path (SRV, NXDOMAIN), over UDP and TCP: DO echoed.
+    for (name, qtype) in [
+        ("api-prod.marathon.mesos.", RecordType::A),
+        ("_api-prod._tcp.marathon.mesos.", RecordType::SRV),
+        ("nope.marathon.mesos.", RecordType::A),
+    ] {
+        for dnssec_ok in [false, true] {
+            let mut q = message(name, qtype, Some(1232));
+            q.edns.as_mut().unwrap().set_dnssec_ok(dnssec_ok);
+            let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+            assert_eq!(m.edns.unwrap().flags().dnssec_ok, dnssec_ok, "{name} UDP");
+            let m = tcp_message(s.dns, &q).await;
+            assert_eq!(m.edns.unwrap().flags().dnssec_ok, dnssec_ok, "{name} TCP");
+        }
+    }
+    // Two OPT records; an option longer than its record; OPT among the answers: FORMERR with
+    // an OPT (DO as the first OPT had it), the question kept.
+    let plain = message("api-prod.marathon.mesos.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let opt = |flags: u8, data: &[u8]| {
+        let mut r = vec![0, 0, 41, 4, 0xd0, 0, 0, flags, 0];
+        r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        r.extend_from_slice(data);
+        r
+    };
+    let mut two = plain.clone();
+    two[11] = 2;
+    two.extend_from_slice(&opt(0x80, &[]));
+    two.extend_from_slice(&opt(0, &[]));
+    let mut bad_option = plain.clone();
+    bad_option[11] = 1;
+    bad_option.extend_from_slice(&opt(0x80, &[0, 10, 0, 9, 1, 2]));
+    let mut in_answers = plain.clone();
+    in_answers[7] = 1;
+    in_answers.extend_from_slice(&opt(0x80, &[]));
+    for packet in [two, bad_option, in_answers] {
+        let m = Message::from_vec(&udp_raw(s.dns, &packet).await).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert!(m.edns.expect("an OPT in the FORMERR").flags().dnssec_ok);
+        assert_eq!(m.queries[0].name().to_ascii(), "api-prod.marathon.mesos.");
+    }
+}
+
+#[tokio::test]
+async fn ra_is_set_when_recursion_is_available_to_the_client() {
+    let (upstream, _) = stub_upstream().await;
+    let relay = format!("upstreams = [\"{upstream}\"]");
+    let open = setup("dns-ra-open", vec![api_app(2)], &relay).await;
+    let closed = setup(
+        "dns-ra-closed",
+        vec![api_app(2)],
+        &format!("{relay}\nallow_recursion = [\"10.0.0.0/8\"]"),
+    )
+    .await;
+    let none = setup("dns-ra-none", vec![api_app(2)], "").await;
+    for (s, ra) in [(&open, true), (&closed, false), (&none, false)] {
+        // Authoritative answers (fast path, general path, NXDOMAIN) and a relayed name.
+        for (name, qtype) in [
+            ("api-prod.marathon.mesos.", RecordType::A),
+            ("_api-prod._tcp.marathon.mesos.", RecordType::SRV),
+            ("nope.marathon.mesos.", RecordType::A),
+            ("example.com.", RecordType::A),
+        ] {
+            for edns in [None, Some(1232)] {
+                let (m, _) = udp(s.dns, name, qtype, edns).await;
+                assert_eq!(m.metadata.recursion_available, ra, "{name} UDP ra={ra}");
+            }
+            let m = tcp(s.dns, name, qtype).await;
+            assert_eq!(m.metadata.recursion_available, ra, "{name} TCP ra={ra}");
+            if name == "example.com." {
+                let want = if ra {
+                    ResponseCode::NoError
+                } else {
+                    ResponseCode::Refused
+                };
+                assert_eq!(m.metadata.response_code, want);
+            }
+        }
+    }
+}
+
+fn soa_serial(m: &Message) -> u32 {
+    match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn soa_serials_follow_marathon_time_in_both_zones() {
+    let s = setup(
+        "dns-serial",
+        vec![api_app(2)],
+        "[vip]\nenabled = true\nrange = \"11.0.0.0/8\"",
+    )
+    .await;
+    // The apps' version and the tasks' start: 2026-11-22T00:00:00Z.
+    let start = 1_795_305_600;
+    let (m, _) = udp(s.dns, "mesos.", RecordType::SOA, None).await;
+    assert_eq!(soa_serial(&m), start);
+    let (m, _) = udp(s.dns, "l4lb.thisdcos.directory.", RecordType::SOA, None).await;
+    assert_eq!(soa_serial(&m), start);
+    let (m, _) = udp(s.dns, "l4lb.thisdcos.directory.", RecordType::NS, None).await;
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data, RData::NS(ns) if ns.0.to_ascii() == "ns1.l4lb.thisdcos.directory."))
+    );
+    let (m, _) = udp(s.dns, "ns1.l4lb.thisdcos.directory.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1"]);
+    // A task ends (the event at 00:00:01): both serials grow to the event's second, though the
+    // newest timestamp left in Marathon's state is older.
+    s.marathon
+        .send_event(status_update("/prod/api", "api.0", 31000, "TASK_KILLED"));
+    for zone in ["mesos.", "l4lb.thisdcos.directory."] {
+        wait_for("the serial grows", || async {
+            let (m, _) = udp(s.dns, zone, RecordType::SOA, None).await;
+            (soa_serial(&m) == start + 1).then_some(())
+        })
+        .await;
+    }
+    let (m, _) = udp(s.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.2"]);
+}
+
+#[tokio::test]
+async fn a_63_character_task_label_keeps_its_srv_records_and_says_so() {
+    // `/{61 a}-c` is the 63-character label `aaa…a-c`; `_` + it would be 64.
+    let id = format!("/{}-c", "a".repeat(61));
+    let mut long = app(
+        &id,
+        10005,
+        json!({}),
+        vec![host_task(&id, "long.1", "127.0.0.5", 31500)],
+    );
+    long["portDefinitions"][0]["name"] = json!("http");
+    let s = setup("dns-long-label", vec![long], "").await;
+    let label = format!("{}-c", "a".repeat(61));
+    let (m, _) = udp(
+        s.dns,
+        &format!("{label}.marathon.mesos."),
+        RecordType::A,
+        None,
+    )
+    .await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.5"]);
+    // Mesos-DNS's cut at 62: the trailing `-` goes and the room is filled from after the cut.
+    let cut = format!("_{}c", "a".repeat(61));
+    for name in [
+        format!("{cut}._tcp.marathon.mesos."),
+        format!("_http.{cut}._tcp.marathon.mesos."),
+    ] {
+        let m = tcp(s.dns, &name, RecordType::SRV).await;
+        assert_eq!(m.answers.len(), 1, "{name}");
+        assert_eq!(ips(&m.additionals), vec!["127.0.0.5"]);
+    }
+    let (_, body) = s.sy.get("/v1/routes").await;
+    let routes: Value = serde_json::from_str(&body).unwrap();
+    let problems = routes["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["app_id"] == json!(id)
+            && p["severity"] == "renamed"
+            && p["reason"].as_str().unwrap().contains(&cut)),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn slave_names_answer_the_agents_as_mesos_dns_does() {
+    let s = setup("dns-slave", vec![api_app(2)], "").await;
+    let (m, _) = udp(s.dns, "slave.mesos.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1", "127.0.0.2"]);
+    let m = tcp(s.dns, "_slave._tcp.mesos.", RecordType::SRV).await;
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(srv) if srv.port == 5051 && srv.target.to_ascii() == "slave.mesos.")),
+        "{:?}",
+        m.answers
+    );
+    assert_eq!(ips(&m.additionals), vec!["127.0.0.1", "127.0.0.2"]);
 }

@@ -25,6 +25,7 @@ fn zone() -> &'static Zone {
             label_rule: LabelRule::Rfc1123,
             ns_addr: None,
             vip_range: None,
+            served: Default::default(),
         };
         build(&cluster, &config)
     })
@@ -32,15 +33,31 @@ fn zone() -> &'static Zone {
 
 fuzz_target!(|data: &[u8]| {
     let mut fast = Vec::new();
-    if let Some(qtype) = switchyard::dns::fast::answer(zone(), data, &mut fast) {
+    let recursion = data.first().is_some_and(|b| b & 1 == 1);
+    if let Some(qtype) = switchyard::dns::fast::answer(zone(), data, &mut fast, recursion) {
         let decoded = Message::from_vec(&fast).expect("a fast answer decodes");
-        let Outcome::Reply(general) = answer(Some(zone()), data, Transport::Udp, false) else {
+        let Outcome::Reply(general) = answer(Some(zone()), data, Transport::Udp, recursion) else {
             panic!("the general path does not answer what the fast path answered");
         };
         let general = Message::from_vec(&general.bytes).unwrap();
+        // Same rcode and header flags, and the same OPT (payload, version, DO bit).
         assert_eq!(decoded.metadata, general.metadata);
+        let opt = |m: &Message| {
+            m.edns
+                .as_ref()
+                .map(|e| (e.max_payload(), e.version(), e.flags().dnssec_ok))
+        };
+        assert_eq!(opt(&decoded), opt(&general));
         assert_eq!(decoded.answers.len(), general.answers.len());
         assert!(decoded.answers.iter().all(|r| r.record_type() == qtype));
+    }
+    // A malformed OPT is a FORMERR with an OPT, whatever the rest.
+    if switchyard::dns::edns::scan(data).malformed
+        && let Outcome::Reply(general) = answer(Some(zone()), data, Transport::Udp, recursion)
+    {
+        let m = Message::from_vec(&general.bytes).expect("a FORMERR decodes");
+        assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::FormErr);
+        assert!(m.edns.is_some());
     }
     let _ = answer(Some(zone()), data, Transport::Udp, true);
     let _ = answer(Some(zone()), data, Transport::Tcp, false);

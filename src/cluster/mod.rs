@@ -18,6 +18,11 @@ pub struct Cluster {
     pub apps: BTreeMap<AppId, App>,
     /// Agent host names resolved outside `compile` (which stays pure): name → address.
     pub agents: HashMap<String, IpAddr>,
+    /// The newest of the source's timestamps (milliseconds since the epoch, the source's
+    /// clock) among what was applied: apps' versions, tasks' staging and start, the events
+    /// that ended tasks or removed apps. It only grows; the DNS zone's SOA serial is its
+    /// second (see [`Cluster::serial`]).
+    pub newest_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +41,9 @@ pub struct App {
     /// (marathon-lb's `--min-serv-port-ip-per-task`), see `routing::ip_per_task`.
     pub assign_service_ports: bool,
     pub tasks: BTreeMap<TaskId, Task>,
+    /// When the definition last changed (Marathon's `version`: config changes and scaling),
+    /// milliseconds since the epoch; 0 when the source does not say.
+    pub version_ms: u64,
 }
 
 /// One way of checking a backend: an app's health check as the model holds it, whatever
@@ -164,6 +172,9 @@ pub struct Task {
     pub healthy: Option<bool>,
     /// Readiness during a deployment: `Some(false)` while a readiness check has not passed.
     pub ready: Option<bool>,
+    /// When the task last changed as the source reports it (Marathon's `stagedAt`/`startedAt`,
+    /// or a status event's `timestamp`), milliseconds since the epoch; 0 when not said.
+    pub changed_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,12 +242,10 @@ pub enum ClusterUpdate {
     Snapshot(Vec<App>),
     /// An app (re)defined, with its tasks.
     AppUpserted(App),
-    AppRemoved(AppId),
+    /// An app removed, and when (milliseconds since the epoch; 0 when not known).
+    AppRemoved { id: AppId, at_ms: u64 },
     /// A task's status changed (from `status_update_event`).
-    TaskStatus {
-        app_id: AppId,
-        task: Task,
-    },
+    TaskStatus { app_id: AppId, task: Task },
     /// A task's health changed (from `health_status_changed_event`).
     TaskHealth {
         app_id: AppId,
@@ -266,6 +275,7 @@ impl Cluster {
             ClusterUpdate::Snapshot(apps) => {
                 let mut old = std::mem::take(&mut self.apps);
                 for mut app in apps {
+                    self.newest_ms = self.newest_ms.max(newest_of(&app));
                     if let Some(previous) = old.remove(&app.id) {
                         keep_last_health(&mut app, &previous);
                     }
@@ -273,15 +283,18 @@ impl Cluster {
                 }
             }
             ClusterUpdate::AppUpserted(mut app) => {
+                self.newest_ms = self.newest_ms.max(newest_of(&app));
                 if let Some(previous) = self.apps.get(&app.id) {
                     keep_last_health(&mut app, previous);
                 }
                 self.apps.insert(app.id.clone(), app);
             }
-            ClusterUpdate::AppRemoved(id) => {
+            ClusterUpdate::AppRemoved { id, at_ms } => {
+                self.newest_ms = self.newest_ms.max(at_ms);
                 self.apps.remove(&id);
             }
             ClusterUpdate::TaskStatus { app_id, mut task } => {
+                self.newest_ms = self.newest_ms.max(task.changed_ms);
                 let Some(app) = self.apps.get_mut(&app_id) else {
                     return Applied::Refetch(app_id);
                 };
@@ -329,9 +342,25 @@ impl Cluster {
         Applied::Done
     }
 
+    /// The DNS zones' SOA serial (RFC 1982): the second of [`Cluster::newest_ms`], so it only
+    /// grows (a change never gives a smaller one) and the same state read from the same
+    /// Marathon gives the same serial on every instance; it wraps in 2106, as serial arithmetic
+    /// allows.
+    pub fn serial(&self) -> u32 {
+        (self.newest_ms / 1000) as u32
+    }
+
     pub fn task_count(&self) -> usize {
         self.apps.values().map(|a| a.tasks.len()).sum()
     }
+}
+
+/// The newest timestamp an app carries: its version, its tasks' changes.
+fn newest_of(app: &App) -> u64 {
+    app.tasks
+        .values()
+        .map(|t| t.changed_ms)
+        .fold(app.version_ms, u64::max)
 }
 
 /// Marathon omits health results after a leader change: keep the last known one.
@@ -370,6 +399,7 @@ pub(crate) mod fixtures {
             state: TaskState::Running,
             healthy: None,
             ready: None,
+            changed_ms: 0,
         }
     }
 
@@ -390,6 +420,7 @@ pub(crate) mod fixtures {
             checks: Vec::new(),
             assign_service_ports: false,
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            version_ms: 0,
         }
     }
 }

@@ -16,15 +16,16 @@ pub enum LabelRule {
     Rfc952,
 }
 
-/// One DNS label from any name, as Mesos-DNS sanitizes it: lowercase; `.` and `_` become `-`;
-/// other characters outside `a-z0-9-` are dropped; cut to the maximum length; leading and
-/// trailing `-` trimmed (and, under RFC 952, leading digits).
+/// One DNS label from any name, as Mesos-DNS sanitizes it (`labels.RFC1123`/`RFC952`):
+/// lowercase; `.` and `_` become `-`; other characters outside `a-z0-9-` are dropped; leading
+/// `-` trimmed (and, under RFC 952, leading digits); then cut to the maximum length by
+/// [`cut`].
 pub fn label(name: &str, rule: LabelRule) -> String {
     let max = match rule {
         LabelRule::Rfc1123 => 63,
         LabelRule::Rfc952 => 24,
     };
-    let mut out: String = name
+    let out: String = name
         .chars()
         .filter_map(|c| match c.to_ascii_lowercase() {
             c @ ('a'..='z' | '0'..='9' | '-') => Some(c),
@@ -36,9 +37,32 @@ pub fn label(name: &str, rule: LabelRule) -> String {
         LabelRule::Rfc1123 => &['-'],
         LabelRule::Rfc952 => &['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
     };
-    out = out.trim_start_matches(leading).to_string();
-    out.truncate(max);
-    out.trim_end_matches('-').to_string()
+    cut(out.trim_start_matches(leading), max)
+}
+
+/// Mesos-DNS's cut of a sanitized label to `max` characters (`trimCut`): when the cut leaves
+/// trailing `-`, they go and the room they leave is filled from what follows the cut (its
+/// leading `-` skipped): `hello-----…-f` at 24 is `hellof`, not `hello`. One difference: a fill
+/// that ends in `-` is trimmed (Mesos-DNS would serve a label ending in `-`).
+pub fn cut(label: &str, max: usize) -> String {
+    let size = label.len().min(max);
+    let head = label[..size].trim_end_matches('-');
+    let mut out = head.to_string();
+    if head.len() < size {
+        let tail = label[size..].trim_start_matches('-');
+        out.push_str(&tail[..tail.len().min(size - head.len())]);
+        out.truncate(out.trim_end_matches('-').len());
+    }
+    out
+}
+
+/// The SRV service label for a label: `_` + it, which must stay within 63 characters, so a
+/// 63-character label is cut to 62 by [`cut`]; the second value says whether it was.
+pub fn service_label(label: &str) -> (String, bool) {
+    if label.len() < 63 {
+        return (format!("_{label}"), false);
+    }
+    (format!("_{}", cut(label, 62)), true)
 }
 
 /// A short, stable tag of a task id, to make per-task names unique (`{task}-{tag}-{agent}`).
@@ -78,18 +102,59 @@ mod tests {
         let cut_at_dash = "a".repeat(62) + ".bbb";
         assert_eq!(
             l(&cut_at_dash),
-            "a".repeat(62),
-            "a cut must not leave a trailing dash"
+            "a".repeat(62) + "b",
+            "a cut leaves no trailing dash, and the room is filled from after the cut"
         );
+    }
+
+    /// Mesos-DNS's own cases (records/labels/labels_test.go).
+    #[test]
+    fn mesos_dns_cut_cases() {
+        let l = |s| label(s, LabelRule::Rfc952);
+        assert_eq!(l("4abc123"), "abc123");
+        assert_eq!(l("-4abc123"), "abc123");
+        assert_eq!(
+            l("fd%gsf---gs7-f$gs--d7fddg-123"),
+            "fdgsf---gs7-fgs--d7fddg1"
+        );
+        assert_eq!(
+            l("89fdgsf---gs7-fgs--d7fddg-123"),
+            "fdgsf---gs7-fgs--d7fddg1"
+        );
+        assert_eq!(
+            l("89fdgsf---gs7-fgs--d7fddg---123"),
+            "fdgsf---gs7-fgs--d7fddg1"
+        );
+        assert_eq!(l("89fdgsf---gs7-fgs--d7fddg-"), "fdgsf---gs7-fgs--d7fddg");
+        assert_eq!(
+            l("chronos with a space AND MIXED CASE-2.0.1"),
+            "chronoswithaspaceandmixe"
+        );
+        let dashes = "hello".to_string() + &"-".repeat(56) + "f";
+        assert_eq!(l(&dashes), "hellof");
+        // A fill that would end in `-` is trimmed.
+        assert_eq!(cut(&("a".repeat(61) + "--b-cc"), 63), "a".repeat(61) + "b");
+    }
+
+    #[test]
+    fn service_labels_stay_within_63() {
+        assert_eq!(service_label("api-prod"), ("_api-prod".to_string(), false));
+        let (l, cut) = service_label(&"a".repeat(62));
+        assert_eq!((l.len(), cut), (63, false));
+        let long = "a".repeat(61) + "-b";
+        let (l, cut) = service_label(&long);
+        assert!(cut && l.len() <= 63 && !l.ends_with('-'), "{l}");
+        assert_eq!(l, "_".to_string() + &"a".repeat(61) + "b");
     }
 
     #[test]
     fn rfc952_mode() {
         let l = |s| label(s, LabelRule::Rfc952);
         assert_eq!(l("123-app.prod"), "app-prod");
+        // Mesos-DNS fills the room the trailing `-` left from after the cut.
         assert_eq!(
             l("a-very-long-application-name.group"),
-            "a-very-long-application"
+            "a-very-long-applicationn"
         );
     }
 

@@ -311,6 +311,11 @@ impl Dns {
             },
             ns_addr: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
             vip_range: None,
+            served: crate::zone::Served {
+                listen: Some(listen),
+                upstreams: self.upstreams.clone(),
+                upstream_timeout: self.upstream_timeout,
+            },
         })
     }
 }

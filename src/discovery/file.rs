@@ -92,6 +92,15 @@ impl FileSource {
         let body = tokio::fs::read(&self.path)
             .await
             .map_err(|e| format!("cannot read: {e}"))?;
-        api::parse_apps(&body).map(Some)
+        let mut parsed = api::parse_apps(&body)?;
+        // Apps without Marathon's `version` changed when the file did: the DNS serial follows.
+        let modified_ms = signature
+            .modified
+            .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        for app in parsed.apps.iter_mut().filter(|a| a.version_ms == 0) {
+            app.version_ms = modified_ms;
+        }
+        Ok(Some(parsed))
     }
 }

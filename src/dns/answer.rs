@@ -4,6 +4,7 @@
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 
+use super::edns;
 use crate::zone::{Node, Zone};
 
 /// The largest UDP answer switchyard sends, whatever the client offers.
@@ -21,12 +22,14 @@ pub enum Transport {
 pub enum Outcome {
     /// Send these bytes back.
     Reply(Reply),
-    /// Not in a served zone: relay the query to the upstreams. `limit` is the largest reply
-    /// the client takes (UDP: 512, or its EDNS0 size; TCP: 65535), `edns` whether it sent OPT.
+    /// Not in a served zone, and recursion is available to the client: relay the query to the
+    /// upstreams. `limit` is the largest reply the client takes (UDP: 512, or its EDNS0 size;
+    /// TCP: 65535).
     Forward {
         qtype: RecordType,
         limit: usize,
-        edns: bool,
+        /// `Some(DO bit)` when the client sent OPT.
+        edns: Option<bool>,
     },
     /// Not worth an answer (a response, or shorter than a header).
     Drop,
@@ -40,62 +43,69 @@ pub struct Reply {
     pub truncated: bool,
 }
 
-/// Answers `packet` from `zone`. `forwarding` says whether upstreams are configured. Names in
-/// the zones `zone` serves are never forwarded: before the first zone is built, the server
-/// passes [`Zone::pending`], whose names are answered SERVFAIL.
+/// Answers `packet` from `zone`. `recursion` says whether recursion is available to this
+/// client (upstreams configured, and the client in `dns.allow_recursion`): other names are
+/// relayed (`Outcome::Forward`) only then, REFUSED otherwise, and RA says so on every answer.
+/// Names in the zones `zone` serves are never forwarded: before the first zone is built, the
+/// server passes [`Zone::pending`], whose names are answered SERVFAIL.
 pub fn answer(
     zone: Option<&Zone>,
     packet: &[u8],
     transport: Transport,
-    forwarding: bool,
+    recursion: bool,
 ) -> Outcome {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return Outcome::Drop;
     }
-    let id = u16::from_be_bytes([packet[0], packet[1]]);
-    let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
+    // EDNS first, from the wire: a message with a malformed OPT may still decode, and one that
+    // does not decode still gets an OPT back when it had one (RFC 6891 §7).
+    let seen = edns::scan(packet);
+    if seen.malformed {
+        return formerr(packet, seen, recursion);
+    }
     let request = match Message::from_vec(packet) {
         Ok(m) => m,
-        Err(_) => return error(id, op_code, None, ResponseCode::FormErr),
+        Err(_) => return formerr(packet, seen, recursion),
     };
+    let error = |rcode| error(&request, rcode, recursion);
     if request.metadata.op_code != OpCode::Query {
-        return error(id, op_code, Some(&request), ResponseCode::NotImp);
+        return error(ResponseCode::NotImp);
     }
     if request.queries.len() != 1 {
-        return error(id, op_code, Some(&request), ResponseCode::FormErr);
+        return error(ResponseCode::FormErr);
     }
     if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-        return error(id, op_code, Some(&request), ResponseCode::BADVERS);
+        return error(ResponseCode::BADVERS);
     }
     let query = &request.queries[0];
     let qtype = query.query_type();
     // Zone transfers are not offered (the zone follows the cluster, not a primary): REFUSED,
     // over either transport and for any name, not an answer that looks like a transfer.
     if query.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        return error(id, op_code, Some(&request), ResponseCode::Refused);
+        return error(ResponseCode::Refused);
     }
     let name = LowerName::new(query.name());
     let Some((zone, soa)) = zone.and_then(|z| Some((z, z.soa_for(&name)?.clone()))) else {
-        if forwarding {
+        if recursion {
             let limit = match (transport, &request.edns) {
                 (Transport::Udp, Some(edns)) => edns.max_payload().max(512) as usize,
                 (Transport::Udp, None) => 512,
                 (Transport::Tcp, _) => u16::MAX as usize,
             };
-            let edns = request.edns.is_some();
+            let edns = request.edns.as_ref().map(|e| e.flags().dnssec_ok);
             return Outcome::Forward { qtype, limit, edns };
         }
-        return error(id, op_code, Some(&request), ResponseCode::Refused);
+        return error(ResponseCode::Refused);
     };
     if !zone.live {
         // A served zone whose contents are not known yet: never forwarded, never denied.
-        return error(id, op_code, Some(&request), ResponseCode::ServFail);
+        return error(ResponseCode::ServFail);
     }
     let limit = match transport {
         Transport::Udp => udp_limit(&request),
         Transport::Tcp => u16::MAX as usize,
     };
-    let mut response = into_response(request);
+    let mut response = into_response(request, recursion);
     let asked = response.queries[0].name().clone();
     response.metadata.authoritative = true;
     match zone.names.get(&name) {
@@ -118,6 +128,56 @@ pub fn answer(
         }
     }
     Outcome::Reply(encode(response, limit, Some(qtype)))
+}
+
+/// FORMERR for a message that does not decode or whose EDNS is malformed, written from the
+/// wire: the header's ID, opcode, RD and CD as asked; the question when it is one plain
+/// question; an OPT record (with the DO bit as asked) when the message had any.
+fn formerr(packet: &[u8], seen: edns::Seen, recursion: bool) -> Outcome {
+    let mut out = Vec::with_capacity(packet.len().min(512) + 11);
+    out.extend_from_slice(&packet[..2]);
+    out.push(0x80 | (packet[2] & 0x79));
+    out.push(if recursion { 0x80 } else { 0 } | (packet[3] & 0x10) | 1);
+    let question = plain_question(packet);
+    let counts = [u16::from(question.is_some()), 0, 0, u16::from(seen.opt)];
+    for count in counts {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    let mut qtype = None;
+    if let Some(end) = question {
+        out.extend_from_slice(&packet[12..end]);
+        qtype = Some(RecordType::from(u16::from_be_bytes([
+            packet[end - 4],
+            packet[end - 3],
+        ])));
+    }
+    if seen.opt {
+        out.extend_from_slice(&edns::opt_record(ADVERTISED_PAYLOAD, 0, seen.dnssec_ok));
+    }
+    Outcome::Reply(Reply {
+        bytes: out,
+        rcode: ResponseCode::FormErr,
+        qtype,
+        truncated: false,
+    })
+}
+
+/// Where the question ends when `packet` asks one question with an uncompressed name.
+fn plain_question(packet: &[u8]) -> Option<usize> {
+    if packet.get(4..6)? != [0, 1] {
+        return None;
+    }
+    let mut at = 12;
+    loop {
+        let len = *packet.get(at)? as usize;
+        at += 1;
+        match len {
+            0 => break,
+            1..=63 => at += len,
+            _ => return None,
+        }
+    }
+    (at - 12 <= 255 && packet.len() >= at + 4).then_some(at + 4)
 }
 
 fn records(node: &Node, qtype: RecordType) -> Vec<Record> {
@@ -157,39 +217,38 @@ fn additionals(zone: &Zone, answers: &[Record]) -> Vec<Record> {
 }
 
 /// Turns a request into the skeleton of its response (question kept, sections empty).
-fn response_to(request: &Message) -> Message {
+fn response_to(request: &Message, recursion: bool) -> Message {
     let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
     response.metadata = Metadata::response_from_request(&request.metadata);
+    response.metadata.recursion_available = recursion;
     response.queries = request.queries.clone();
     with_edns(response, request)
 }
 
-fn into_response(mut request: Message) -> Message {
+fn into_response(mut request: Message, recursion: bool) -> Message {
     let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
     response.metadata = Metadata::response_from_request(&request.metadata);
+    response.metadata.recursion_available = recursion;
     response.queries = std::mem::take(&mut request.queries);
     with_edns(response, &request)
 }
 
+/// An OPT record in the response when the request had one, with the DO bit copied (RFC 3225).
 fn with_edns(mut response: Message, request: &Message) -> Message {
-    if request.edns.is_some() {
+    if let Some(asked) = &request.edns {
         let mut edns = Edns::new();
         edns.set_max_payload(ADVERTISED_PAYLOAD);
         edns.set_version(0);
+        edns.set_dnssec_ok(asked.flags().dnssec_ok);
         response.set_edns(edns);
     }
     response
 }
 
-fn error(id: u16, op_code: OpCode, request: Option<&Message>, rcode: ResponseCode) -> Outcome {
-    let mut response = match request {
-        Some(request) => response_to(request),
-        None => Message::error_msg(id, op_code, rcode),
-    };
+fn error(request: &Message, rcode: ResponseCode, recursion: bool) -> Outcome {
+    let mut response = response_to(request, recursion);
     response.metadata.response_code = rcode;
-    let qtype = request
-        .and_then(|r| r.queries.first())
-        .map(Query::query_type);
+    let qtype = request.queries.first().map(Query::query_type);
     let bytes = response.to_vec().unwrap_or_default();
     Outcome::Reply(Reply {
         bytes,
@@ -199,20 +258,12 @@ fn error(id: u16, op_code: OpCode, request: Option<&Message>, rcode: ResponseCod
     })
 }
 
-/// SERVFAIL for a query that could not be answered (every upstream failed).
+/// SERVFAIL for a relayed query that could not be answered (every upstream failed): the
+/// client was allowed recursion, so RA is set.
 pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
-    rcode_only(packet, ResponseCode::ServFail)
-}
-
-/// REFUSED for a query to be relayed from a client not allowed recursion.
-pub fn refused(packet: &[u8]) -> Option<Vec<u8>> {
-    rcode_only(packet, ResponseCode::Refused)
-}
-
-fn rcode_only(packet: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
     let request = Message::from_vec(packet).ok()?;
-    let mut response = response_to(&request);
-    response.metadata.response_code = rcode;
+    let mut response = response_to(&request, true);
+    response.metadata.response_code = ResponseCode::ServFail;
     response.to_vec().ok()
 }
 
@@ -445,6 +496,7 @@ mod tests {
             label_rule: crate::cluster::names::LabelRule::Rfc1123,
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap()),
+            served: Default::default(),
         };
         let pending = Zone::pending(&config);
         for (name, qtype) in [
@@ -509,6 +561,97 @@ mod tests {
             false,
         ));
         assert_eq!(m.edns.unwrap().max_payload(), ADVERTISED_PAYLOAD);
+    }
+
+    #[test]
+    fn the_do_bit_is_echoed() {
+        let z = zone(1);
+        for (name, qtype) in [
+            ("api-prod.marathon.mesos.", RecordType::A),
+            ("nope.marathon.mesos.", RecordType::A),
+            ("mesos.", RecordType::AXFR),
+        ] {
+            for dnssec_ok in [false, true] {
+                let mut q = crate::zone::fixtures::query(name, qtype, Some(1232));
+                q.edns.as_mut().unwrap().set_dnssec_ok(dnssec_ok);
+                let (m, _) = reply(answer(
+                    Some(&z),
+                    &q.to_vec().unwrap(),
+                    Transport::Udp,
+                    false,
+                ));
+                assert_eq!(m.edns.unwrap().flags().dnssec_ok, dnssec_ok, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_formerr_about_edns_carries_an_opt() {
+        let z = zone(1);
+        let mut q = query("api-prod.marathon.mesos.", RecordType::A, None);
+        q[11] = 2;
+        q.extend_from_slice(&edns::opt_record(1232, 0, true));
+        q.extend_from_slice(&edns::opt_record(4096, 0, false));
+        let (m, r) = reply(answer(Some(&z), &q, Transport::Udp, true));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(r.qtype, Some(RecordType::A));
+        assert_eq!(m.queries[0].name().to_ascii(), "api-prod.marathon.mesos.");
+        assert!(m.metadata.recursion_desired && m.metadata.recursion_available);
+        let edns = m.edns.unwrap();
+        assert!(edns.flags().dnssec_ok);
+        assert_eq!(edns.max_payload(), ADVERTISED_PAYLOAD);
+        // A malformed option (longer than the record), and an OPT among the answers.
+        let mut bad = query("api-prod.marathon.mesos.", RecordType::A, None);
+        bad[11] = 1;
+        bad.extend_from_slice(&edns::opt_record(1232, 0, false)[..9]);
+        bad.extend_from_slice(&[0, 4, 0, 10, 0, 10]);
+        let mut answered = query("api-prod.marathon.mesos.", RecordType::A, None);
+        answered[7] = 1;
+        answered.extend_from_slice(&edns::opt_record(1232, 0, false));
+        for q in [bad, answered] {
+            let (m, _) = reply(answer(Some(&z), &q, Transport::Tcp, false));
+            assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+            assert!(m.edns.is_some() && !m.metadata.recursion_available);
+        }
+        // A message that does not decode, without OPT: FORMERR without one.
+        let mut cut = query("api-prod.marathon.mesos.", RecordType::A, None);
+        cut.truncate(cut.len() - 6);
+        let (m, _) = reply(answer(Some(&z), &cut, Transport::Udp, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert!(m.edns.is_none() && m.queries.is_empty());
+    }
+
+    #[test]
+    fn ra_says_whether_recursion_is_available_to_the_client() {
+        let z = zone(1);
+        for recursion in [false, true] {
+            for (name, qtype) in [
+                ("api-prod.marathon.mesos.", RecordType::A),
+                ("_api-prod._tcp.marathon.mesos.", RecordType::SRV),
+                ("nope.marathon.mesos.", RecordType::A),
+                ("mesos.", RecordType::AXFR),
+            ] {
+                let (m, _) = reply(answer(
+                    Some(&z),
+                    &query(name, qtype, None),
+                    Transport::Udp,
+                    recursion,
+                ));
+                assert_eq!(m.metadata.recursion_available, recursion, "{name}");
+            }
+        }
+        // Without recursion, other names are REFUSED (RA clear); with it, relayed.
+        let q = query("example.com.", RecordType::A, None);
+        let (m, _) = reply(answer(Some(&z), &q, Transport::Udp, false));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.recursion_available);
+        let relayed = servfail(&q).unwrap();
+        assert!(
+            Message::from_vec(&relayed)
+                .unwrap()
+                .metadata
+                .recursion_available
+        );
     }
 
     #[test]

@@ -12,17 +12,17 @@ use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::answer::{ADVERTISED_PAYLOAD, MAX_UDP_PAYLOAD};
+use super::edns::{self, TYPE_OPT};
 use crate::zone::Zone;
 
 const HEADER: usize = 12;
-const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
 /// Records one answer may shuffle on the stack; bigger sets take the general path.
 const MAX_RECORDS: usize = 64;
 
 /// Writes the answer to `query` into `out` and returns its type, or `None` when the general
-/// path must answer.
-pub fn answer(zone: &Zone, query: &[u8], out: &mut Vec<u8>) -> Option<RecordType> {
+/// path must answer. `recursion`: whether recursion is available to this client (RA).
+pub fn answer(zone: &Zone, query: &[u8], out: &mut Vec<u8>, recursion: bool) -> Option<RecordType> {
     let question = Question::parse(query)?;
     let qtype = match question.qtype {
         1 => RecordType::A,
@@ -45,9 +45,10 @@ pub fn answer(zone: &Zone, query: &[u8], out: &mut Vec<u8>) -> Option<RecordType
     }
     out.clear();
     out.extend_from_slice(&query[..2]);
-    // QR, opcode QUERY, AA, RD as asked; RA and AD clear, CD as asked, NOERROR.
+    // QR, opcode QUERY, AA, RD as asked; RA when recursion is available to the client, AD
+    // clear, CD as asked, NOERROR.
     out.push(0x80 | 0x04 | (query[2] & 0x01));
-    out.push(query[3] & 0x10);
+    out.push(if recursion { 0x80 } else { 0 } | (query[3] & 0x10));
     let counts = [1, records.len() as u16, 0, u16::from(question.edns)];
     for count in counts {
         out.extend_from_slice(&count.to_be_bytes());
@@ -74,10 +75,8 @@ pub fn answer(zone: &Zone, query: &[u8], out: &mut Vec<u8>) -> Option<RecordType
         }
     }
     if question.edns {
-        // OPT: root owner, our payload size, extended rcode 0, version 0, no flags, no data.
-        out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
-        out.extend_from_slice(&ADVERTISED_PAYLOAD.to_be_bytes());
-        out.extend_from_slice(&[0; 6]);
+        // OPT: root owner, our payload size, extended rcode 0, version 0, DO as asked.
+        out.extend_from_slice(&edns::opt_record(ADVERTISED_PAYLOAD, 0, question.dnssec_ok));
     }
     debug_assert_eq!(out.len(), size);
     Some(qtype)
@@ -91,6 +90,8 @@ struct Question {
     qtype: u16,
     qclass: u16,
     edns: bool,
+    /// The OPT record's DO bit (RFC 3225), echoed.
+    dnssec_ok: bool,
     /// The largest answer the client takes.
     limit: usize,
 }
@@ -137,6 +138,7 @@ impl Question {
             qtype,
             qclass,
             edns: false,
+            dnssec_ok: false,
             limit: 512,
         };
         if additionals == 0 {
@@ -144,7 +146,8 @@ impl Question {
         }
         // OPT: root owner, type 41, the payload size as class, then extended rcode, version,
         // flags; the version must be 0 (the general path answers BADVERS) and the record must
-        // end the message.
+        // end the message, its options framed right and none that the decoder parses (the
+        // general path decides those: see `edns`).
         let opt = query.get(end..end + 11)?;
         let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
         if opt[0] != 0
@@ -152,10 +155,12 @@ impl Question {
             || opt[5] != 0
             || opt[6] != 0
             || query.len() != end + 11 + rdlen
+            || edns::options(&query[end + 11..]) != edns::Options::Opaque
         {
             return None;
         }
         question.edns = true;
+        question.dnssec_ok = opt[7] & 0x80 != 0;
         question.limit = u16::from_be_bytes([opt[3], opt[4]]).clamp(512, MAX_UDP_PAYLOAD) as usize;
         Some(question)
     }
@@ -166,7 +171,7 @@ mod tests {
     use super::*;
     use crate::cluster::fixtures::{app, task};
     use crate::dns::answer::{self as general, Outcome, Transport};
-    use hickory_proto::op::Message;
+    use hickory_proto::op::{Message, ResponseCode};
     use proptest::prelude::*;
 
     /// `/prod/api` with `tasks` tasks (A records), `/v6/web` with a container IPv6 address.
@@ -188,7 +193,11 @@ mod tests {
     }
 
     fn general(zone: &Zone, query: &[u8]) -> Message {
-        match general::answer(Some(zone), query, Transport::Udp, false) {
+        general_with(zone, query, false)
+    }
+
+    fn general_with(zone: &Zone, query: &[u8], recursion: bool) -> Message {
+        match general::answer(Some(zone), query, Transport::Udp, recursion) {
             Outcome::Reply(r) => Message::from_vec(&r.bytes).unwrap(),
             other => panic!("general path: {other:?}"),
         }
@@ -228,7 +237,11 @@ mod tests {
         ] {
             for edns in [None, Some(512), Some(1232), Some(65535)] {
                 let q = query(name, qtype, edns, 7, true);
-                assert_eq!(answer(&z, &q, &mut out), Some(qtype), "{name} {edns:?}");
+                assert_eq!(
+                    answer(&z, &q, &mut out, false),
+                    Some(qtype),
+                    "{name} {edns:?}"
+                );
                 assert_same(&out, general(&z, &q));
             }
         }
@@ -241,7 +254,7 @@ mod tests {
         let mut firsts = std::collections::BTreeSet::new();
         let mut out = Vec::new();
         for _ in 0..200 {
-            answer(&z, &q, &mut out).unwrap();
+            answer(&z, &q, &mut out, false).unwrap();
             let m = Message::from_vec(&out).unwrap();
             firsts.insert(m.answers[0].data.to_string());
         }
@@ -270,7 +283,7 @@ mod tests {
             query("api-prod.marathon.mesos.", RecordType::A, None, 1, false),
         ];
         for q in &cases {
-            assert_eq!(answer(&z, q, &mut out), None);
+            assert_eq!(answer(&z, q, &mut out, false), None);
         }
         let small = zone(2);
         let plain = query(
@@ -280,7 +293,7 @@ mod tests {
             1,
             false,
         );
-        assert!(answer(&small, &plain, &mut out).is_some());
+        assert!(answer(&small, &plain, &mut out, false).is_some());
         // EDNS version 1 (BADVERS), a response, trailing bytes, a compressed name, two
         // questions' worth of count, a short packet.
         let mut v1 = plain.clone();
@@ -303,7 +316,7 @@ mod tests {
             &two,
             &plain[..11].to_vec(),
         ] {
-            assert_eq!(answer(&small, q, &mut out), None, "{q:?}");
+            assert_eq!(answer(&small, q, &mut out, false), None, "{q:?}");
         }
     }
 
@@ -332,7 +345,7 @@ mod tests {
                 .collect();
             let q = query(&name, qtype, edns, id, cd);
             let mut out = Vec::new();
-            let fast = answer(&z, &q, &mut out);
+            let fast = answer(&z, &q, &mut out, false);
             // Up to 11 records fit in 512 bytes; the third case is NODATA.
             prop_assert_eq!(fast.is_some(), which != 2);
             if fast.is_some() {
@@ -340,11 +353,83 @@ mod tests {
             }
         }
 
+        /// OPT records of every shape (options framed or not, parsed by the decoder or not,
+        /// two of them, one among the answers or authorities, not owned by the root, another
+        /// version, the DO bit) under every header flag and with or without recursion: the two
+        /// paths give the same rcode, flags and OPT, and a malformed OPT is a FORMERR with an
+        /// OPT whatever path it reaches.
+        #[test]
+        fn every_opt_gets_the_same_rcode_and_flags_from_both_paths(
+            options in proptest::collection::vec(
+                (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..12), -2i8..3),
+                0..3,
+            ),
+            code_of_interest in proptest::option::of(prop_oneof![Just(3u16), Just(5), Just(8), Just(10)]),
+            dnssec_ok in any::<bool>(),
+            version in prop_oneof![Just(0u8), Just(0), Just(1)],
+            placement in 0usize..5,
+            owner_root in prop_oneof![Just(true), Just(true), Just(false)],
+            flags2 in any::<u8>(),
+            flags3 in any::<u8>(),
+            recursion in any::<bool>(),
+        ) {
+            let z = zone(2);
+            let mut q = query("api-prod.marathon.mesos.", RecordType::A, None, 9, false);
+            // Header flags as sent, opcode QUERY and QR clear, rcode 0 (a query).
+            q[2] = flags2 & 0x07;
+            q[3] = flags3 & 0x70;
+            let mut data = Vec::new();
+            for (code, bytes, skew) in &options {
+                let code = code_of_interest.unwrap_or(*code);
+                data.extend_from_slice(&code.to_be_bytes());
+                let len = (bytes.len() as i32 + i32::from(*skew)).max(0) as u16;
+                data.extend_from_slice(&len.to_be_bytes());
+                data.extend_from_slice(bytes);
+            }
+            let mut opt = Vec::new();
+            if !owner_root {
+                opt.extend_from_slice(&[1, b'x']);
+            }
+            opt.extend_from_slice(&edns::opt_record(1232, 0, dnssec_ok)[..9]);
+            let at = opt.len() - 3;
+            opt[at] = version;
+            opt.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            opt.extend_from_slice(&data);
+            // 0: one OPT; 1: two; 2: in the answers; 3: in the authorities; 4: none.
+            match placement {
+                0 | 2 | 3 => q.extend_from_slice(&opt),
+                1 => {
+                    q.extend_from_slice(&opt);
+                    q.extend_from_slice(&opt);
+                }
+                _ => {}
+            }
+            let count = match placement { 1 => 2, 4 => 0, _ => 1 };
+            let section = match placement { 2 => 7, 3 => 9, _ => 11 };
+            q[section] = count;
+            let mut out = Vec::new();
+            let fast = answer(&z, &q, &mut out, recursion);
+            let general = general_with(&z, &q, recursion);
+            if fast.is_some() {
+                assert_same(&out, general.clone());
+            }
+            let seen = edns::scan(&q);
+            if seen.malformed {
+                prop_assert!(fast.is_none());
+                prop_assert_eq!(general.metadata.response_code, ResponseCode::FormErr);
+                prop_assert_eq!(general.edns.as_ref().map(|e| e.flags().dnssec_ok), Some(dnssec_ok));
+            }
+            prop_assert_eq!(general.metadata.recursion_available, recursion);
+            if placement != 4 {
+                prop_assert!(general.edns.is_some(), "an OPT answers an OPT: {:?}", general);
+            }
+        }
+
         #[test]
         fn random_bytes_are_refused_or_answered(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let z = zone(2);
             let mut out = Vec::new();
-            if answer(&z, &bytes, &mut out).is_some() {
+            if answer(&z, &bytes, &mut out, false).is_some() {
                 Message::from_vec(&out).expect("what is sent decodes");
             }
         }

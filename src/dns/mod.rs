@@ -4,6 +4,8 @@
 //! port, with names outside the served zones relayed to upstream resolvers (see [`server`]).
 
 pub mod answer;
+pub mod edns;
 pub mod fast;
+pub mod http_api;
 pub mod server;
 pub mod udp_batch;

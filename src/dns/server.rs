@@ -158,8 +158,12 @@ impl DnsServer {
             let snapshot = self.store.load();
             for i in 0..n {
                 let slot = batch.slot(i);
+                // Recursion available to this client (RA): the sender's address is read only
+                // when there are upstreams to relay to.
+                let recursion = !self.upstreams.is_empty()
+                    && slot.peer().is_some_and(|client| self.may_recurse(client));
                 if let Some(zone) = snapshot.dns.as_deref()
-                    && let Some(qtype) = fast::answer(zone, slot.query, slot.reply)
+                    && let Some(qtype) = fast::answer(zone, slot.query, slot.reply, recursion)
                 {
                     self.metrics.query(Some(qtype), ResponseCode::NoError);
                     continue;
@@ -168,7 +172,7 @@ impl DnsServer {
                     Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
                     slot.query,
                     Transport::Udp,
-                    !self.upstreams.is_empty(),
+                    recursion,
                 );
                 match outcome {
                     Outcome::Reply(answer) => {
@@ -178,13 +182,6 @@ impl DnsServer {
                     Outcome::Forward { qtype, limit, edns } => {
                         let relay = Relayed { qtype, limit, edns };
                         let sender = slot.sender();
-                        let Some(client) = sender.addr() else {
-                            continue;
-                        };
-                        if !self.may_recurse(client) {
-                            self.refuse(slot.query, qtype, |bytes| *slot.reply = bytes);
-                            continue;
-                        }
                         let packet = slot.query.to_vec();
                         let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
                             self.fail(&packet, qtype, |bytes| *slot.reply = bytes);
@@ -227,6 +224,7 @@ impl DnsServer {
     }
 
     async fn tcp_connection(&self, mut stream: TcpStream, client: SocketAddr) {
+        let recursion = !self.upstreams.is_empty() && self.may_recurse(client);
         loop {
             let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
                 return;
@@ -244,21 +242,13 @@ impl DnsServer {
                     Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
                     &packet,
                     Transport::Tcp,
-                    !self.upstreams.is_empty(),
+                    recursion,
                 )
             };
             let bytes = match outcome {
                 Outcome::Reply(reply) => {
                     self.count(&reply);
                     reply.bytes
-                }
-                Outcome::Forward { qtype, .. } if !self.may_recurse(client) => {
-                    let mut reply = None;
-                    self.refuse(&packet, qtype, |bytes| reply = Some(bytes));
-                    match reply {
-                        Some(bytes) => bytes,
-                        None => return,
-                    }
                 }
                 Outcome::Forward { qtype, limit, edns } => {
                     let relay = Relayed { qtype, limit, edns };
@@ -327,13 +317,6 @@ impl DnsServer {
         self.recursion.iter().any(|block| block.contains(ip))
     }
 
-    fn refuse(&self, packet: &[u8], qtype: RecordType, send: impl FnOnce(Vec<u8>)) {
-        if let Some(bytes) = answer::refused(packet) {
-            self.metrics.query(Some(qtype), ResponseCode::Refused);
-            send(bytes);
-        }
-    }
-
     fn fail(&self, packet: &[u8], qtype: RecordType, send: impl FnOnce(Vec<u8>)) {
         if let Some(bytes) = answer::servfail(packet) {
             self.metrics.query(Some(qtype), ResponseCode::ServFail);
@@ -354,7 +337,8 @@ impl DnsServer {
 struct Relayed {
     qtype: RecordType,
     limit: usize,
-    edns: bool,
+    /// `Some(DO bit)` when the client sent OPT.
+    edns: Option<bool>,
 }
 
 type Relay<'a> =
@@ -445,21 +429,22 @@ fn question_end(packet: &[u8]) -> Option<usize> {
     (packet.len() >= at + 4).then_some(at + 4)
 }
 
-/// `reply` cut to its header and the question, with TC set and no records (an OPT record when
-/// the client sent one): the client asks again over TCP (RFC 2181 §9, RFC 7766).
-fn truncated(reply: &[u8], question: &[u8], edns: bool) -> Vec<u8> {
+/// `reply` cut to its header and the question, with TC set and no records (an OPT record, DO
+/// as asked, when the client sent one): the client asks again over TCP (RFC 2181 §9, RFC 7766).
+fn truncated(reply: &[u8], question: &[u8], edns: Option<bool>) -> Vec<u8> {
     let mut out = Vec::with_capacity(question.len() + 11);
     out.extend_from_slice(&reply[..4]);
     out[2] |= 0x02;
-    for count in [1u16, 0, 0, u16::from(edns)] {
+    for count in [1u16, 0, 0, u16::from(edns.is_some())] {
         out.extend_from_slice(&count.to_be_bytes());
     }
     out.extend_from_slice(&question[12..]);
-    if edns {
-        // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no data.
-        out.extend_from_slice(&[0, 0, 41]);
-        out.extend_from_slice(&answer::ADVERTISED_PAYLOAD.to_be_bytes());
-        out.extend_from_slice(&[0; 6]);
+    if let Some(dnssec_ok) = edns {
+        out.extend_from_slice(&super::edns::opt_record(
+            answer::ADVERTISED_PAYLOAD,
+            0,
+            dnssec_ok,
+        ));
     }
     out
 }
@@ -560,7 +545,7 @@ mod tests {
         reply[2] |= 0x80;
         reply[3] = 0x83; // RA, NXDOMAIN
         reply.extend_from_slice(&[0; 600]);
-        let cut = truncated(&reply, &q[..end], true);
+        let cut = truncated(&reply, &q[..end], Some(false));
         let m = hickory_proto::op::Message::from_vec(&cut).unwrap();
         assert!(m.metadata.truncation && m.answers.is_empty());
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);

@@ -76,6 +76,9 @@ pub async fn serve(
     drop(snapshot);
     drop(settings);
     let Some((upstream, state)) = picked else {
+        // Nothing to relay to: a reset, so that a client never takes the close for an empty
+        // but complete answer (a backend that accepted and reset at once lands here too).
+        abort(&client);
         return;
     };
     let _active = state.open();

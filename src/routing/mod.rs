@@ -160,6 +160,9 @@ pub enum Severity {
     Ignored,
     /// The app, port or task was skipped.
     Skipped,
+    /// Served under another name than the rules give (a DNS label too long to carry): the
+    /// reason names the one used.
+    Renamed,
 }
 
 impl std::fmt::Display for Problem {

@@ -37,6 +37,9 @@ struct MarathonApp {
     tasks: Vec<MarathonTask>,
     #[serde(default)]
     readiness_check_results: Vec<ReadinessResult>,
+    /// When the definition last changed (config or scale), ISO 8601.
+    #[serde(default)]
+    version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +103,10 @@ struct MarathonTask {
     state: Option<String>,
     #[serde(default)]
     health_check_results: Vec<HealthResult>,
+    #[serde(default)]
+    staged_at: Option<String>,
+    #[serde(default)]
+    started_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +303,7 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
         checks: app.health_checks.iter().map(check_spec).collect(),
         assign_service_ports: assign_service_ports && !raw_ports_empty,
         tasks,
+        version_ms: app.version.as_deref().and_then(timestamp_ms).unwrap_or(0),
     })
 }
 
@@ -354,7 +362,13 @@ fn check_spec(check: &Value) -> crate::cluster::CheckSpec {
 }
 
 fn into_task(t: MarathonTask) -> Task {
+    let changed_ms = [&t.staged_at, &t.started_at]
+        .into_iter()
+        .filter_map(|s| timestamp_ms(s.as_deref()?))
+        .max()
+        .unwrap_or(0);
     Task {
+        changed_ms,
         id: t.id.into(),
         host: t.host.into(),
         ports: t.ports,
@@ -367,6 +381,76 @@ fn into_task(t: MarathonTask) -> Task {
             Some(t.health_check_results.iter().all(|r| r.alive))
         },
     }
+}
+
+/// Marathon's ISO 8601 timestamps (`2015-09-25T15:13:48.343Z`, or with an offset such as
+/// `+02:00`) as milliseconds since the epoch; `None` when not of that shape or before 1970.
+pub fn timestamp_ms(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = b.get(range)?;
+        digits.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut at = 19;
+    let mut millis = 0i64;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        let fraction = &text[start..at];
+        millis = fraction
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .fold(0, |n, d| n * 10 + i64::from(d - b'0'));
+        if fraction.is_empty() {
+            return None;
+        }
+    }
+    let offset = match b.get(at..)? {
+        [b'Z' | b'z'] | [] => 0,
+        [sign @ (b'+' | b'-'), ..] => {
+            let (h, m) = (num(at + 1..at + 3)?, num(at + 4..at + 6)?);
+            if b.len() != at + 6 || b[at + 3] != b':' {
+                return None;
+            }
+            let minutes = h * 60 + m;
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset * 60;
+    u64::try_from(seconds * 1000 + millis).ok()
 }
 
 /// What one event on the stream asks of switchyard.
@@ -408,6 +492,8 @@ struct StatusUpdate {
     ports: Vec<u16>,
     #[serde(default)]
     ip_addresses: Vec<IpAddressEntry>,
+    #[serde(default)]
+    timestamp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,6 +534,7 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
                 state: TaskState::parse(&e.task_status),
                 healthy: None,
                 ready: None,
+                changed_ms: e.timestamp.as_deref().and_then(timestamp_ms).unwrap_or(0),
             };
             Some(Event::Update(ClusterUpdate::TaskStatus {
                 app_id: e.app_id.into(),
@@ -491,7 +578,15 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
                 .get("appId")
                 .and_then(Value::as_str)
                 .ok_or("missing appId")?;
-            Some(Event::Update(ClusterUpdate::AppRemoved(id.into())))
+            let at_ms = value
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .and_then(timestamp_ms)
+                .unwrap_or(0);
+            Some(Event::Update(ClusterUpdate::AppRemoved {
+                id: id.into(),
+                at_ms,
+            }))
         }
         k if k.starts_with("deployment_") || k.starts_with("group_change_") => Some(Event::Resync),
         _ => None,
@@ -633,6 +728,68 @@ mod tests {
             parse_event(deploy).unwrap().1,
             Some(Event::Resync)
         ));
+    }
+
+    #[test]
+    fn marathon_timestamps() {
+        assert_eq!(timestamp_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            timestamp_ms("2015-09-25T15:13:48.343Z"),
+            Some(1_443_194_028_343)
+        );
+        assert_eq!(
+            timestamp_ms("2015-09-25T15:13:48Z"),
+            Some(1_443_194_028_000)
+        );
+        assert_eq!(
+            timestamp_ms("2015-09-25T17:13:48.3+02:00"),
+            Some(1_443_194_028_300)
+        );
+        assert_eq!(
+            timestamp_ms("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
+        for bad in [
+            "x",
+            "",
+            "2015-09-25",
+            "2015-13-01T00:00:00Z",
+            "2015-09-25T15:13:48.Z",
+            "1969-12-31T23:59:59Z",
+            "2015-09-25T15:13:48+0200",
+        ] {
+            assert_eq!(timestamp_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn changes_carry_their_timestamps() {
+        let v = json!({"eventType":"status_update_event","appId":"/a","taskId":"a.1",
+            "taskStatus":"TASK_KILLED","timestamp":"2015-09-25T15:13:48.343Z"});
+        let Some(Event::Update(ClusterUpdate::TaskStatus { task, .. })) = parse_event(v).unwrap().1
+        else {
+            panic!()
+        };
+        assert_eq!(task.changed_ms, 1_443_194_028_343);
+        let v = json!({"eventType":"app_terminated_event","appId":"/a","timestamp":"2015-09-25T15:13:49Z"});
+        assert!(matches!(
+            parse_event(v).unwrap().1,
+            Some(Event::Update(ClusterUpdate::AppRemoved {
+                at_ms: 1_443_194_029_000,
+                ..
+            }))
+        ));
+        let apps = parse_apps(
+            br#"{"apps":[{"id":"/a","version":"2015-09-25T15:00:00Z","tasks":[
+            {"id":"a.1","stagedAt":"2015-09-25T15:01:00Z","startedAt":"2015-09-25T15:02:00Z"}]}]}"#,
+        )
+        .unwrap()
+        .apps;
+        assert_eq!(apps[0].version_ms, 1_443_193_200_000);
+        assert_eq!(
+            apps[0].tasks.values().next().unwrap().changed_ms,
+            1_443_193_320_000
+        );
     }
 
     #[test]

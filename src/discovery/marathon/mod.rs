@@ -267,7 +267,10 @@ impl MarathonSource {
         let path =
             format!("/v2/apps{id}?embed=app.tasks&embed=app.deployments&embed=app.readiness");
         let update = match self.fetch(base, &path).await? {
-            None => ClusterUpdate::AppRemoved(id.into()),
+            None => ClusterUpdate::AppRemoved {
+                id: id.into(),
+                at_ms: 0,
+            },
             Some(body) => match api::parse_single_app(&body) {
                 Ok(app) => ClusterUpdate::AppUpserted(app),
                 Err((_, reason)) => {
