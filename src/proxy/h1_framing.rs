@@ -443,16 +443,30 @@ pub fn write_response_head(
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value),
     );
+    // The one valid Content-Length a response carried is kept as it came (it is plain digits,
+    // `message` checked); any other framing field is written by the proxy from the check.
+    let mut length_written = false;
     for h in res.headers.iter() {
-        if !headers::forwarded_as_is(h.name.as_bytes(), &named) {
-            continue;
+        let name = h.name.as_bytes();
+        match headers::classify(name) {
+            headers::Field::HopByHop => continue,
+            headers::Field::Framing
+                if checked.length.is_some()
+                    && !length_written
+                    && headers::named(name, b"content-length") =>
+            {
+                length_written = true;
+            }
+            headers::Field::Framing => continue,
+            _ if named.contains(name) => continue,
+            _ => {}
         }
-        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(n) = checked.length {
+    if let Some(n) = checked.length.filter(|_| !length_written) {
         write_length(out, n);
     } else if checked.body == message::ResponseBody::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

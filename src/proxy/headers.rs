@@ -31,6 +31,16 @@ pub const HSTS: &str = "max-age=15768000";
 /// The HSTS header line as the fast path writes it.
 pub const HSTS_LINE: &[u8] = b"strict-transport-security: max-age=15768000\r\n";
 
+/// Whether a field's name is `lower` (a lowercase name), ASCII case aside: the first letter
+/// rejects most mismatches before the whole name is compared (this runs for every field of
+/// every message).
+#[inline]
+pub fn named(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name.first().map(|b| b | 0x20) == lower.first().copied()
+        && name.eq_ignore_ascii_case(lower)
+}
+
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP
         .iter()
@@ -110,7 +120,7 @@ pub enum Field {
 }
 
 pub fn classify(name: &[u8]) -> Field {
-    let is = |h: &str| name.eq_ignore_ascii_case(h.as_bytes());
+    let is = |h: &str| named(name, h.as_bytes());
     match name.len() {
         2 if is("te") => Field::HopByHop,
         7 if is("trailer") || is("upgrade") => Field::HopByHop,
@@ -124,12 +134,6 @@ pub fn classify(name: &[u8]) -> Field {
         12 if is(X_REQUEST_ID) => Field::RequestId,
         _ => Field::Other,
     }
-}
-
-/// Whether a received field of a response is forwarded as it is (bytes codec): not
-/// hop-by-hop, not framing (written by the proxy), not named by `Connection`.
-pub fn forwarded_as_is(name: &[u8], named: &ConnectionNamed) -> bool {
-    !matches!(classify(name), Field::HopByHop | Field::Framing) && !named.contains(name)
 }
 
 /// A fresh request id: 32 hex digits (a random 128-bit number, two digits per byte).

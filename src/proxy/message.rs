@@ -7,6 +7,8 @@
 //! The rules are strict on purpose: a proxy and the server behind it must agree on where every
 //! message ends, so anything two parsers could read two ways is refused rather than forwarded.
 
+use super::headers::named;
+
 /// How a request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestBody {
@@ -160,24 +162,24 @@ pub fn check_request<'a>(
     let mut expect_continue = false;
     for (name, value) in headers {
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
+            4 if named(name, b"host") => {
                 hosts += 1;
                 host = Some(value.trim_ascii());
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if named(name, b"content-length") => {
                 let n = content_length(value).ok_or(refuse(400, "invalid Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(refuse(400, "conflicting Content-Length"));
                 }
                 length = Some(n);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if named(name, b"transfer-encoding") => {
                 if http10 {
                     return Err(refuse(400, "Transfer-Encoding in HTTP/1.0"));
                 }
                 codings.add(value);
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if named(name, b"connection") => {
                 for token in tokens(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         said_close = true;
@@ -188,8 +190,8 @@ pub fn check_request<'a>(
                     }
                 }
             }
-            7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade = Some(value.trim_ascii()),
-            6 if name.eq_ignore_ascii_case(b"expect") => {
+            7 if named(name, b"upgrade") => upgrade = Some(value.trim_ascii()),
+            6 if named(name, b"expect") => {
                 if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                     expect_continue = true;
                 } else {
@@ -410,15 +412,15 @@ pub fn check_response<'a>(
     let mut codings = Codings::default();
     let mut close = http10;
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if named(name, b"content-length") {
             let n = content_length(value).ok_or("backend sent an invalid Content-Length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("backend sent conflicting Content-Lengths");
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if named(name, b"transfer-encoding") {
             codings.add(value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if named(name, b"connection") {
             for token in tokens(value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
