@@ -75,6 +75,23 @@ pub fn target_form<'a>(method: &[u8], target: &'a [u8]) -> Result<Target<'a>, Re
         .iter()
         .position(|&b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
+    // The path and query after the authority, byte by byte as an origin-form target's.
+    match rest[end..].first() {
+        Some(b'/') => {
+            origin_form(&rest[end..])?;
+        }
+        Some(b'?') => {
+            let query = &rest[end + 1..];
+            let cut = query.iter().position(|&b| b == b'#').unwrap_or(query.len());
+            if query[..cut]
+                .iter()
+                .any(|&b| query_byte(b) != UriByte::Valid)
+            {
+                return Err(refuse(400, "invalid request target"));
+            }
+        }
+        _ => {}
+    }
     Ok(Target::Absolute(&rest[..end]))
 }
 
@@ -609,6 +626,11 @@ mod tests {
         );
         assert_eq!(bad.unwrap_err().status, 400);
         assert!(target_form(b"GET", b"example.com:443").is_err());
+        // Found by h1_differential: the path of an absolute-form target is held to the same
+        // bytes as an origin-form one (hyper refuses `>` there too).
+        assert!(target_form(b"GET", b"http://a/x>y").is_err());
+        assert!(target_form(b"GET", b"http://a?x\"y").is_err());
+        assert!(target_form(b"GET", b"http://a/x?y#z").is_ok());
         assert_eq!(
             target_form(b"CONNECT", b"example.com:443")
                 .unwrap_err()
