@@ -1,4 +1,15 @@
-//! The admin HTTP listener: `/healthz`, `/readyz`, `/metrics`, `/v1/routes`.
+//! The admin HTTP listener (loopback by default; beyond it every read but the probes needs the
+//! bearer token, and every change always does). What it serves:
+//!
+//! - probes: `/healthz`, `/readyz` (the body names a failing source), marathon-lb's
+//!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
+//! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`;
+//! - the live table: `/v1/routes`, `/v1/swaps`, `/v1/explain?host=H&path=P` or `?port=N`;
+//! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `POST /v1/reload`, marathon-lb's
+//!   `/_mlb_signal/hup` (a full resync);
+//! - marathon-lb's maps: `/_haproxy_getvhostmap`, `/_haproxy_getappmap`;
+//! - Mesos-DNS's API (`dns::http_api`): `/v1/hosts/{name}`, `/v1/services/{name}`,
+//!   `/v1/config`, `/v1/enumerate`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
