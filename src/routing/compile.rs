@@ -183,15 +183,8 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             // flow as UDP VIPs are (`proxy::udp`); a `udp,tcp` port gets its TCP service too.
             if port.protocol != Protocol::Tcp {
                 let udp_only = port.protocol == Protocol::Udp;
-                if service_port == 0 {
-                    if udp_only {
-                        problem(
-                            Severity::Ignored,
-                            "UDP port without a service port: not proxied (UDP has no vhosts)"
-                                .into(),
-                        );
-                    }
-                } else {
+                // No service port: nothing to listen on (UDP has no vhosts; VIPs are apart).
+                if service_port != 0 {
                     let udp_key = ServiceKey {
                         app_id: format!("udp:{}", app.id).into(),
                         port_index: n,
