@@ -839,6 +839,49 @@ mod tests {
         assert!(reconciler.config.weight_overrides.is_empty());
     }
 
+    /// Healthy-only DNS: an outlier ejection on the data plane (no table swap) reaches the zone
+    /// through the registry's notification, and the ejected task leaves the app's SRV answer.
+    #[tokio::test]
+    async fn an_ejection_leaves_the_healthy_only_zone_without_a_swap() {
+        let zone = ZoneConfig {
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec![IpSource::Auto],
+            label_rule: LabelRule::Rfc1123,
+            ns_addr: None,
+            vip_range: None,
+            served: Default::default(),
+            healthy: crate::zone::HealthyDns { only: true, ttl: 5 },
+        };
+        let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
+        let (events, events_rx) = mpsc::channel(16);
+        let (_commands, commands_rx) = mpsc::channel(8);
+        tokio::spawn(reconciler.run(events_rx, commands_rx));
+        events
+            .send(SourceEvent::Update(ClusterUpdate::Snapshot(vec![web(10)])))
+            .await
+            .unwrap();
+        let name = hickory_proto::rr::LowerName::from(
+            hickory_proto::rr::Name::from_ascii("_web._tcp.marathon.mesos.").unwrap(),
+        );
+        let records = || {
+            store
+                .load()
+                .dns
+                .as_ref()
+                .and_then(|z| z.names.get(&name).map(|n| n.srv.len()))
+        };
+        until("every task answered", || records() == Some(10)).await;
+        let generation = store.load().generation;
+        let states = store.load().states[0].clone();
+        for _ in 0..crate::backends::outlier::CONSECUTIVE_FAILURES {
+            crate::backends::outlier::failure(&states, 0);
+        }
+        assert!(states[0].outlier.is_ejected());
+        until("the ejected task left", || records() == Some(9)).await;
+        assert_eq!(store.load().generation, generation, "no table swap");
+    }
+
     /// The DNS zone is built off the loop and published after the table it was built from; a
     /// change during a build starts another, so the last zone published is the last state.
     #[tokio::test]
