@@ -84,7 +84,11 @@ async fn probe_loop(
         };
         Metrics::count(&metrics.health_checks, if passed { "pass" } else { "fail" });
         if passed || started.elapsed() >= probe.grace {
-            match state.health.record(passed, probe.max_failures) {
+            let flipped = state.health.record(passed, probe.max_failures);
+            if flipped.is_some() {
+                state.verdict_changed();
+            }
+            match flipped {
                 Some(true) => tracing::warn!(backend = %state.addr, probe = ?probe.kind,
                     failures = probe.max_failures, "health check: backend down"),
                 Some(false) => tracing::info!(backend = %state.addr, "health check: backend up"),

@@ -72,6 +72,9 @@ pub struct Metrics {
     pub compile_seconds: Gauge<f64, AtomicU64>,
     pub services: Gauge,
     pub backends: Gauge,
+    /// Healthy-only DNS names answered with every running task because none is healthy.
+    pub dns_fail_static: Gauge,
+    pub dns_fail_static_total: Counter,
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
     pub route_weight: Family<RouteLabels, Gauge>,
@@ -129,6 +132,8 @@ impl Metrics {
             compile_seconds: Gauge::default(),
             services: Gauge::default(),
             backends: Gauge::default(),
+            dns_fail_static: Gauge::default(),
+            dns_fail_static_total: Counter::default(),
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
             route_weight: Family::default(),
@@ -137,6 +142,16 @@ impl Metrics {
             registry: Mutex::default(),
         };
         let r = &mut registry;
+        r.register(
+            "dns_fail_static_apps",
+            "Healthy-only DNS apps answered with all running tasks because none is healthy",
+            m.dns_fail_static.clone(),
+        );
+        r.register(
+            "dns_fail_static",
+            "Times a healthy-only DNS app fell back to all running tasks (none healthy)",
+            m.dns_fail_static_total.clone(),
+        );
         r.register(
             "backend_connections",
             "Connections (TCP) or requests (HTTP) sent to a backend",

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::proxy::listeners::Listeners;
 use crate::routing::{CompileConfig, Problem, RoutingTable, compile};
 use crate::snapshot::{Snapshot, Store};
-use crate::zone::{Zone, ZoneConfig};
+use crate::zone::{Verdicts, Zone, ZoneConfig};
 
 /// What the admin API reports about the control plane.
 #[derive(Default)]
@@ -115,6 +115,19 @@ pub struct Reconciler {
 /// The DNS zone is built beside the routing table, on a blocking thread: at 10,000 apps it
 /// takes ten times longer than `compile`, and routing must not wait for it. One build runs at a
 /// time; changes made meanwhile start another when it ends.
+///
+/// Healthy-only DNS: Marathon's health results and readiness are in the cluster, so a swap
+/// carries them into the next zone. The proxy's own verdicts (active probes, outlier ejection)
+/// live on backend state and change without a swap, so they reach the zone this way: whoever
+/// flips one (`health_check`, or the data plane on an ejection) wakes the registry's `Notify`
+/// — one atomic store, nothing on the hot path beyond it — and the reconciler reads the
+/// verdicts of healthy-only apps' backends from the live snapshot into plain data
+/// ([`Verdicts`]; the zone never imports `backends`). When they differ from what the last
+/// build used, the zone is rebuilt. The one-build-at-a-time rule above is the debounce: a
+/// burst of flips during a build becomes one more build. An ejection ends by time, not by an
+/// event, so the reconciler also wakes when the soonest one ends. Patching the zone in place
+/// was not chosen: rebuilding keeps one code path that decides what a name answers, and
+/// verdict flips are rare next to cluster changes, which rebuild the zone anyway.
 struct ZoneBuilds {
     config: Option<ZoneConfig>,
     running: bool,
@@ -124,6 +137,10 @@ struct ZoneBuilds {
     published: bool,
     done_tx: mpsc::Sender<(Zone, bool)>,
     done_rx: mpsc::Receiver<(Zone, bool)>,
+    /// The verdicts the running (or last) build used.
+    verdicts: Verdicts,
+    /// When the soonest outlier ejection of a healthy-only app's backend ends.
+    recheck: Option<tokio::time::Instant>,
 }
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -167,6 +184,8 @@ impl Reconciler {
                     published: false,
                     done_tx,
                     done_rx,
+                    verdicts: Verdicts::default(),
+                    recheck: None,
                 }
             },
         }
@@ -181,8 +200,24 @@ impl Reconciler {
         // Old tables are freed here once their last reader lets go (see `Store::reap`).
         let mut reap = tokio::time::interval(std::time::Duration::from_secs(1));
         reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let verdicts = self.registry.verdict_changes();
         loop {
+            let recheck = self.zone.recheck;
             let first = tokio::select! {
+                _ = verdicts.notified() => {
+                    self.verdicts_changed();
+                    continue;
+                }
+                _ = async {
+                    match recheck {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.zone.recheck = None;
+                    self.verdicts_changed();
+                    continue;
+                }
                 e = events.recv() => e,
                 _ = reap.tick() => {
                     self.store.reap();
@@ -235,11 +270,14 @@ impl Reconciler {
         }
         self.zone.running = true;
         self.zone.dirty = false;
+        let (verdicts, recheck) = self.verdicts();
+        self.zone.recheck = recheck;
+        self.zone.verdicts = verdicts.clone();
         let (cluster, done, synced) =
             (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let zone = crate::zone::build(&cluster, &config);
+            let zone = crate::zone::build_with(&cluster, &config, &verdicts);
             tracing::debug!(
                 names = zone.names.len(),
                 build_us = started.elapsed().as_micros() as u64,
@@ -247,6 +285,50 @@ impl Reconciler {
             );
             let _ = done.blocking_send((zone, synced));
         });
+    }
+
+    /// A backend's verdict flipped, or an ejection ended: rebuilds the zone when the verdicts on
+    /// healthy-only apps differ from those the last build used.
+    fn verdicts_changed(&mut self) {
+        if self.zone.config.is_none() {
+            return;
+        }
+        let (verdicts, recheck) = self.verdicts();
+        self.zone.recheck = recheck;
+        if verdicts != self.zone.verdicts {
+            self.zone.dirty = true;
+            self.build_zone();
+        }
+    }
+
+    /// The proxy's verdicts on the backends of healthy-only apps (down by active probes,
+    /// ejected as outliers) as plain data for the zone, and when the soonest ejection ends.
+    fn verdicts(&self) -> (Verdicts, Option<tokio::time::Instant>) {
+        let mut verdicts = Verdicts::default();
+        let Some(config) = &self.zone.config else {
+            return (verdicts, None);
+        };
+        let snapshot = self.store.load();
+        let mut soonest: Option<Duration> = None;
+        for (service, states) in snapshot.table.services.iter().zip(snapshot.states.iter()) {
+            // VIP and UDP services are keyed otherwise and match no app: they carry no probe.
+            let Some(app) = self.cluster.apps.get(&service.key.app_id) else {
+                continue;
+            };
+            if !crate::zone::healthy_only(app, config) {
+                continue;
+            }
+            for (backend, state) in service.backends.iter().zip(states.iter()) {
+                if let Some(left) = state.outlier.ejected_for() {
+                    soonest = Some(soonest.map_or(left, |s| s.min(left)));
+                }
+                if state.is_unavailable() {
+                    verdicts.unavailable.insert(backend.task_id.clone());
+                }
+            }
+        }
+        let recheck = soonest.map(|d| tokio::time::Instant::now() + d);
+        (verdicts, recheck)
     }
 
     /// Publishes a new zone with the live table, then starts the next build if one is owed.
@@ -257,6 +339,16 @@ impl Reconciler {
         for problem in zone.problems.iter().filter(|p| !before.contains(p)) {
             tracing::info!(app_id = %problem.app_id, "renamed: {problem}");
         }
+        let failed_before = current.dns.as_ref().map(|z| &z.fail_static[..]);
+        for app_id in &zone.fail_static {
+            if !failed_before.unwrap_or(&[]).contains(app_id) {
+                tracing::warn!(%app_id, "dns: no healthy task; answering with every running task");
+                self.metrics.dns_fail_static_total.inc();
+            }
+        }
+        self.metrics
+            .dns_fail_static
+            .set(zone.fail_static.len() as i64);
         self.store.publish(Snapshot {
             generation: current.generation,
             table: current.table.clone(),
@@ -747,6 +839,49 @@ mod tests {
         assert!(reconciler.config.weight_overrides.is_empty());
     }
 
+    /// Healthy-only DNS: an outlier ejection on the data plane (no table swap) reaches the zone
+    /// through the registry's notification, and the ejected task leaves the app's SRV answer.
+    #[tokio::test]
+    async fn an_ejection_leaves_the_healthy_only_zone_without_a_swap() {
+        let zone = ZoneConfig {
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec![IpSource::Auto],
+            label_rule: LabelRule::Rfc1123,
+            ns_addr: None,
+            vip_range: None,
+            served: Default::default(),
+            healthy: crate::zone::HealthyDns { only: true, ttl: 5 },
+        };
+        let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
+        let (events, events_rx) = mpsc::channel(16);
+        let (_commands, commands_rx) = mpsc::channel(8);
+        tokio::spawn(reconciler.run(events_rx, commands_rx));
+        events
+            .send(SourceEvent::Update(ClusterUpdate::Snapshot(vec![web(10)])))
+            .await
+            .unwrap();
+        let name = hickory_proto::rr::LowerName::from(
+            hickory_proto::rr::Name::from_ascii("_web._tcp.marathon.mesos.").unwrap(),
+        );
+        let records = || {
+            store
+                .load()
+                .dns
+                .as_ref()
+                .and_then(|z| z.names.get(&name).map(|n| n.srv.len()))
+        };
+        until("every task answered", || records() == Some(10)).await;
+        let generation = store.load().generation;
+        let states = store.load().states[0].clone();
+        for _ in 0..crate::backends::outlier::CONSECUTIVE_FAILURES {
+            crate::backends::outlier::failure(&states, 0);
+        }
+        assert!(states[0].outlier.is_ejected());
+        until("the ejected task left", || records() == Some(9)).await;
+        assert_eq!(store.load().generation, generation, "no table swap");
+    }
+
     /// The DNS zone is built off the loop and published after the table it was built from; a
     /// change during a build starts another, so the last zone published is the last state.
     #[tokio::test]
@@ -759,6 +894,7 @@ mod tests {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            healthy: Default::default(),
         };
         let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
         let status = reconciler.status.clone();

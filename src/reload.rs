@@ -73,7 +73,10 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
             false,
             format!(
                 "{:?}",
-                (&c.dns.domain, c.dns.ttl, &c.dns.ip_sources, c.dns.rfc952)
+                (
+                    (&c.dns.domain, c.dns.ttl, &c.dns.ip_sources, c.dns.rfc952),
+                    (c.dns.healthy_only, c.dns.healthy_ttl)
+                )
             ),
         ),
         ("vip", false, format!("{:?}", c.vip)),

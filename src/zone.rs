@@ -39,6 +39,49 @@ pub struct ZoneConfig {
     pub vip_range: Option<crate::routing::vip::VipRange>,
     /// How the zone is served, for Mesos-DNS's `/v1/config`.
     pub served: Served,
+    /// DNS that follows health (`dns.healthy_only`, `dns.healthy_ttl`).
+    pub healthy: HealthyDns,
+}
+
+/// The app label that turns health-following answers on (`true`) or off (`false`) for one app,
+/// over `dns.healthy_only`.
+pub const HEALTHY_ONLY_LABEL: &str = "SWITCHYARD_DNS_HEALTHY_ONLY";
+
+/// Answers that list only the tasks the proxy would route to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthyDns {
+    /// For every app (`dns.healthy_only`); the app label overrides it either way.
+    pub only: bool,
+    /// TTL of the A/AAAA/SRV records of healthy-only names (`dns.healthy_ttl`).
+    pub ttl: u32,
+}
+
+impl Default for HealthyDns {
+    fn default() -> Self {
+        HealthyDns {
+            only: false,
+            ttl: 5,
+        }
+    }
+}
+
+/// Whether `app`'s answers follow health: its label when it says `true` or `false`, else the
+/// configuration's switch.
+pub fn healthy_only(app: &App, config: &ZoneConfig) -> bool {
+    match app.labels.get(HEALTHY_ONLY_LABEL).map(|v| v.trim()) {
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        _ => config.healthy.only,
+    }
+}
+
+/// The proxy's own verdicts on tasks, as plain data from the reconciler (the zone never reads
+/// backend runtime state): the tasks of healthy-only apps that an active probe found down or
+/// outlier detection ejected, on any of their service ports. Marathon's health results and
+/// readiness are read from the cluster, as `compile` reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    pub unavailable: std::collections::BTreeSet<crate::cluster::TaskId>,
 }
 
 /// The server's settings the zone is answered with (not used to build it): what Mesos-DNS's
@@ -100,6 +143,9 @@ pub struct Zone {
     pub problems: Vec<crate::routing::Problem>,
     /// The apps and tasks, for `/v1/enumerate`.
     pub listed: Vec<Listed>,
+    /// Healthy-only apps with no healthy task, answered with every running task instead
+    /// (fail static).
+    pub fail_static: Vec<crate::cluster::AppId>,
     pub config: ZoneConfig,
 }
 
@@ -145,43 +191,50 @@ fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -
     Vec::new()
 }
 
-struct Builder<'a> {
-    config: &'a ZoneConfig,
+struct Builder {
     /// `marathon.{domain}.`
     framework: String,
     names: FxHashMap<LowerName, Node>,
 }
 
-impl Builder<'_> {
+impl Builder {
     /// `{labels joined by dots}.marathon.{domain}.`; labels are already sanitized ASCII.
     fn name(&self, labels: &[&str]) -> Option<Name> {
         Name::from_ascii(format!("{}.{}", labels.join("."), self.framework)).ok()
     }
 
     /// Adds an address to a name once: tasks sharing an agent share its address.
-    fn add_addr(&mut self, name: &Name, ip: IpAddr) {
+    fn add_addr(&mut self, name: &Name, ip: IpAddr, ttl: u32) {
         let node = self.names.entry(LowerName::new(name)).or_default();
         let (records, data) = match ip {
             IpAddr::V4(v4) => (&mut node.a, RData::A(A(v4))),
             IpAddr::V6(v6) => (&mut node.aaaa, RData::AAAA(AAAA(v6))),
         };
         if !records.iter().any(|r| r.data == data) {
-            records.push(Record::from_rdata(Name::root(), self.config.ttl, data));
+            records.push(Record::from_rdata(Name::root(), ttl, data));
         }
     }
 }
 
+/// The zone of `cluster`, every task counted healthy by the proxy's own verdicts.
 pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
+    build_with(cluster, config, &Verdicts::default())
+}
+
+/// The zone of `cluster`; healthy-only apps' names list the running tasks that Marathon counts
+/// healthy and ready and that are not in `verdicts`, or every running task when none is
+/// (fail static: a client gets an address that may work rather than none at all).
+pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -> Zone {
     let apex = Name::from_ascii(format!("{}.", config.domain)).unwrap_or_else(|_| Name::root());
     let framework = format!("marathon.{}.", config.domain);
     let mut b = Builder {
-        config,
         framework,
         names: FxHashMap::default(),
     };
     let ttl = config.ttl;
     let mut problems = Vec::new();
     let mut listed = Vec::new();
+    let mut fail_static = Vec::new();
     // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
@@ -233,15 +286,33 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
             services: Vec::new(),
             tasks: Vec::new(),
         };
-        for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
+        let running = || app.tasks.values().filter(|t| t.state == TaskState::Running);
+        let follows_health = healthy_only(app, config);
+        let healthy = |task: &Task| {
+            task.is_routable(app.health_checks) && !verdicts.unavailable.contains(&task.id)
+        };
+        let everyone = follows_health && running().next().is_some() && !running().any(healthy);
+        if everyone {
+            fail_static.push(app.id.clone());
+        }
+        let ttl = if follows_health {
+            config.healthy.ttl
+        } else {
+            config.ttl
+        };
+        for task in running() {
+            // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
+            let answered = !follows_health || everyone || healthy(task);
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
-            for &ip in &addrs {
-                b.add_addr(&task_fqdn, ip);
-            }
-            if let Some(slave_fqdn) = &slave_fqdn {
-                let agent = task_addrs(cluster, app, task, &[IpSource::Host]);
-                for ip in agent {
-                    b.add_addr(slave_fqdn, ip);
+            if answered {
+                for &ip in &addrs {
+                    b.add_addr(&task_fqdn, ip, ttl);
+                }
+                if let Some(slave_fqdn) = &slave_fqdn {
+                    let agent = task_addrs(cluster, app, task, &[IpSource::Host]);
+                    for ip in agent {
+                        b.add_addr(slave_fqdn, ip, ttl);
+                    }
                 }
             }
             if addrs.is_empty() {
@@ -262,7 +333,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                 continue;
             };
             for &ip in &addrs {
-                b.add_addr(&target, ip);
+                b.add_addr(&target, ip, ttl);
             }
             this.tasks.push(ListedTask {
                 id: task.id.clone(),
@@ -278,6 +349,9 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
                     Networking::Host => task.ports.get(n).copied(),
                 };
                 let Some(number) = number else { continue };
+                if !answered {
+                    continue;
+                }
                 let protocols: &[&str] = match port.protocol {
                     Protocol::Tcp => &["_tcp"],
                     Protocol::Udp => &["_udp"],
@@ -326,7 +400,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         RData::NS(NS(ns1.clone())),
     ));
     match config.ns_addr {
-        Some(ip) => b.add_addr(&ns1, ip),
+        Some(ip) => b.add_addr(&ns1, ip, ttl),
         None => {
             b.names.entry(LowerName::new(&ns1)).or_default();
         }
@@ -350,7 +424,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         if let Some(ip) = config.ns_addr {
             let ns = Name::from_ascii(format!("ns1.{}.", crate::routing::vip::VIP_DOMAIN))
                 .expect("a valid name");
-            b.add_addr(&ns, ip);
+            b.add_addr(&ns, ip, ttl);
         }
         zone
     });
@@ -362,6 +436,7 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
         live: true,
         problems,
         listed,
+        fail_static,
         config: config.clone(),
     }
 }
@@ -489,6 +564,7 @@ pub(crate) mod fixtures {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            healthy: Default::default(),
         };
         build(&c, &config)
     }
@@ -528,6 +604,7 @@ mod tests {
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: None,
             served: Default::default(),
+            healthy: Default::default(),
         }
     }
 
@@ -741,6 +818,88 @@ mod tests {
         // No tasks, no agents: no records (NXDOMAIN for the SRV name).
         let empty = build(&Cluster::default(), &config());
         assert!(lookup(&empty, "_slave._tcp.mesos.").is_none());
+    }
+
+    fn srv_ports(zone: &Zone, name: &str) -> BTreeSet<u16> {
+        lookup(zone, name)
+            .map(|n| {
+                n.srv
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::SRV(s) => Some(s.port),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Healthy-only names list the tasks Marathon counts healthy and ready and the proxy's
+    /// verdicts do not exclude, with the shorter TTL; none healthy: every running task.
+    #[test]
+    fn healthy_only_names_follow_marathon_health_and_the_proxys_verdicts() {
+        let tasks = (1..=3u16)
+            .map(|i| {
+                let mut t = task(&format!("api.{i}"), 31000 + i);
+                t.host = format!("10.0.0.{i}").into();
+                t.healthy = Some(true);
+                t
+            })
+            .collect();
+        let mut a = app("/api", 10000, &[], tasks);
+        a.health_checks = 1;
+        a.tasks.get_mut("api.1").unwrap().healthy = Some(false);
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![a.clone()]));
+        let mut healthy = config();
+        healthy.healthy = HealthyDns { only: true, ttl: 3 };
+        let down = Verdicts {
+            unavailable: ["api.2".into()].into(),
+        };
+        let zone = build_with(&c, &healthy, &down);
+        let node = lookup(&zone, "api.marathon.mesos.").unwrap();
+        let ips: Vec<String> = node.a.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(ips, ["10.0.0.3"]);
+        assert_eq!(node.a[0].ttl, 3, "healthy-only names carry dns.healthy_ttl");
+        assert_eq!(
+            srv_ports(&zone, "_api._tcp.marathon.mesos."),
+            [31003].into()
+        );
+        assert!(zone.fail_static.is_empty());
+        // Each task's own name still resolves (what an SRV answer listed a moment ago).
+        assert_eq!(zone.listed[0].tasks.len(), 3);
+
+        // Off (no switch, no label): every running task, the zone's TTL.
+        let zone = build_with(&c, &config(), &down);
+        let node = lookup(&zone, "api.marathon.mesos.").unwrap();
+        assert_eq!((node.a.len(), node.a[0].ttl), (3, 60));
+        // The label turns it on for one app, or off under the switch.
+        let mut labelled = a.clone();
+        labelled
+            .labels
+            .insert(HEALTHY_ONLY_LABEL.into(), "true".into());
+        let mut c2 = Cluster::default();
+        c2.apply(ClusterUpdate::Snapshot(vec![labelled.clone()]));
+        let zone = build_with(&c2, &config(), &down);
+        assert_eq!(lookup(&zone, "api.marathon.mesos.").unwrap().a.len(), 1);
+        labelled
+            .labels
+            .insert(HEALTHY_ONLY_LABEL.into(), "false".into());
+        c2.apply(ClusterUpdate::Snapshot(vec![labelled]));
+        let zone = build_with(&c2, &healthy, &down);
+        assert_eq!(lookup(&zone, "api.marathon.mesos.").unwrap().a.len(), 3);
+
+        // None healthy: every running task (fail static), and said.
+        let all_down = Verdicts {
+            unavailable: ["api.2".into(), "api.3".into()].into(),
+        };
+        let zone = build_with(&c, &healthy, &all_down);
+        assert_eq!(lookup(&zone, "api.marathon.mesos.").unwrap().a.len(), 3);
+        assert_eq!(
+            srv_ports(&zone, "_api._tcp.marathon.mesos."),
+            [31001, 31002, 31003].into()
+        );
+        assert_eq!(zone.fail_static, vec![crate::cluster::AppId::from("/api")]);
     }
 
     #[test]

@@ -985,3 +985,135 @@ async fn slave_names_answer_the_agents_as_mesos_dns_does() {
     );
     assert_eq!(ips(&m.additionals), vec!["127.0.0.1", "127.0.0.2"]);
 }
+
+/// A TCP listener on `ip` (port 0) that accepts and closes: what an active TCP probe passes on.
+async fn probe_target(ip: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    (addr, handle)
+}
+
+fn health_event(task_id: &str, alive: bool) -> Value {
+    json!({"eventType": "health_status_changed_event", "appId": "/hc",
+        "taskId": task_id, "version": "v", "alive": alive, "timestamp": "t"})
+}
+
+fn srv_ports(m: &Message) -> Vec<u16> {
+    let mut ports: Vec<u16> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some(srv.port),
+            _ => None,
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// `dns.healthy_only`: a task leaves the answers when Marathon reports it unhealthy or an
+/// active probe fails it, and comes back when it recovers; with none healthy, every running task
+/// is answered (fail static) and counted.
+#[tokio::test]
+async fn healthy_only_answers_follow_marathon_health_and_active_probes() {
+    let mut targets = Vec::new();
+    for ip in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        targets.push(probe_target(ip).await);
+    }
+    let tasks = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (addr, _))| {
+            let mut t = host_task(
+                "/hc",
+                &format!("hc.{i}"),
+                &addr.ip().to_string(),
+                addr.port(),
+            );
+            t["healthCheckResults"] = json!([{"alive": true, "taskId": format!("hc.{i}")}]);
+            t
+        })
+        .collect();
+    // Served by the proxy (a service port), so its backends are probed.
+    let mut a = app(
+        "/hc",
+        free_port(),
+        json!({"HAPROXY_GROUP": "external"}),
+        tasks,
+    );
+    a["healthChecks"] = json!([{"protocol": "MESOS_TCP", "portIndex": 0, "intervalSeconds": 1,
+        "timeoutSeconds": 1, "maxConsecutiveFailures": 1, "gracePeriodSeconds": 0}]);
+    let s = setup(
+        "dns-healthy",
+        vec![a],
+        "healthy_only = true\nhealthy_ttl = 2",
+    )
+    .await;
+    let a_record = || async {
+        let (m, _) = udp(s.dns, "hc.marathon.mesos.", RecordType::A, None).await;
+        m
+    };
+    let answers = |want: &'static [&'static str]| async move {
+        wait_for(&format!("A answers {want:?}"), || async {
+            (ips(&a_record().await.answers) == want).then_some(())
+        })
+        .await
+    };
+    let all: &[&str] = &["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    answers(all).await;
+    let m = a_record().await;
+    assert!(
+        m.answers.iter().all(|r| r.ttl == 2),
+        "dns.healthy_ttl: {:?}",
+        m.answers
+    );
+
+    // Marathon: unhealthy leaves (A and SRV), healthy again comes back.
+    s.marathon.send_event(health_event("hc.0", false));
+    answers(&["127.0.0.2", "127.0.0.3"]).await;
+    let srv = udp(s.dns, "_hc._tcp.marathon.mesos.", RecordType::SRV, None)
+        .await
+        .0;
+    let mut want = vec![targets[1].0.port(), targets[2].0.port()];
+    want.sort();
+    assert_eq!(srv_ports(&srv), want);
+    s.marathon.send_event(health_event("hc.0", true));
+    answers(all).await;
+
+    // An active probe failing (the task stops accepting) takes it out; passing, back in.
+    let (gone, handle) = targets.pop().unwrap();
+    handle.abort();
+    let _ = handle.await;
+    answers(&["127.0.0.1", "127.0.0.2"]).await;
+    let back = tokio::net::TcpListener::bind(gone).await.unwrap();
+    let accept = tokio::spawn(async move {
+        while let Ok((s, _)) = back.accept().await {
+            drop(s);
+        }
+    });
+    answers(all).await;
+
+    // None healthy: every running task is answered, and counted.
+    for t in ["hc.0", "hc.1", "hc.2"] {
+        s.marathon.send_event(health_event(t, false));
+    }
+    wait_for("fail static counted", || async {
+        (s.sy.metric("switchyard_dns_fail_static_apps", &[]).await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(ips(&a_record().await.answers), all, "fail static");
+    assert!(s.sy.metric("switchyard_dns_fail_static_total", &[]).await >= 1.0);
+    // One healthy again: only it.
+    s.marathon.send_event(health_event("hc.1", true));
+    answers(&["127.0.0.2"]).await;
+    assert_eq!(
+        s.sy.metric("switchyard_dns_fail_static_apps", &[]).await,
+        0.0
+    );
+    accept.abort();
+}

@@ -330,3 +330,110 @@ async fn the_udp_session_table_is_bounded_and_sessions_expire() {
     })
     .await;
 }
+
+/// A `udp` port with a service port is served over UDP on that port, through the same relay as
+/// UDP VIPs: datagrams go both ways, replies come from the service port, and flows spread over
+/// the tasks. A `udp,tcp` port gets both.
+#[tokio::test]
+async fn udp_service_ports_relay_both_ways_and_reply_from_the_service_port() {
+    let mut ports = Vec::new();
+    for name in ["u1", "u2"] {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        ports.push(socket.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                let reply = [name.as_bytes(), b":", &buf[..n]].concat();
+                let _ = socket.send_to(&reply, peer).await;
+            }
+        });
+    }
+    let marathon = Marathon::start().await;
+    let (service_port, both_port) = (free_port(), free_port());
+    let tasks = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| task("/syslog", &format!("syslog.{i}"), *p))
+        .collect();
+    let mut a = app(
+        "/syslog",
+        service_port,
+        json!({"HAPROXY_GROUP": "external"}),
+        tasks,
+    );
+    a["portDefinitions"][0]["protocol"] = json!("udp");
+    let (tcp_echo, _) = echo_backend().await;
+    let mut b = app(
+        "/both",
+        both_port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/both", "both.0", tcp_echo.port())],
+    );
+    b["portDefinitions"][0]["protocol"] = json!("udp,tcp");
+    marathon.set_apps(vec![a, b]);
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start("udp-service-port", &config);
+    let routes = sy
+        .wait_routes("udp service port", |r| {
+            r["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["app_id"] == "udp:/syslog")
+        })
+        .await;
+    let services = routes["services"].as_array().unwrap();
+    let svc = services
+        .iter()
+        .find(|s| s["app_id"] == "udp:/syslog")
+        .unwrap();
+    assert_eq!(svc["mode"], "udp");
+    let listen = local(service_port);
+    assert_eq!(svc["listen"], listen.to_string());
+    assert!(
+        !services.iter().any(|s| s["app_id"] == "/syslog"),
+        "a udp port has no TCP service"
+    );
+    // `udp,tcp`: a TCP service and a UDP one on the same port.
+    let both: Vec<&Value> = services
+        .iter()
+        .filter(|s| s["app_id"] == "/both" || s["app_id"] == "udp:/both")
+        .collect();
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(!routes["problems"].to_string().contains("UDP"), "{routes}");
+
+    let mut answered_by = std::collections::BTreeSet::new();
+    for client in 0..32 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut first = None;
+        for i in 0..2 {
+            let msg = format!("hello {client}/{i}");
+            // The socket binds after the table swap: retry the first datagram briefly.
+            let reply = wait_for("udp reply", || async {
+                socket.send_to(msg.as_bytes(), listen).await.unwrap();
+                let mut buf = vec![0u8; 2048];
+                match tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    socket.recv_from(&mut buf),
+                )
+                .await
+                {
+                    Ok(Ok((n, from))) => {
+                        Some((String::from_utf8_lossy(&buf[..n]).to_string(), from))
+                    }
+                    _ => None,
+                }
+            })
+            .await;
+            assert_eq!(reply.1, listen, "replies come from the service port");
+            let (backend, echoed) = reply.0.split_once(':').unwrap();
+            assert_eq!(echoed, msg);
+            assert_eq!(*first.get_or_insert(backend.to_string()), backend);
+        }
+        answered_by.insert(first.unwrap());
+    }
+    assert_eq!(answered_by.len(), 2, "flows spread: {answered_by:?}");
+}

@@ -26,6 +26,7 @@ fn zone() -> &'static Zone {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            healthy: Default::default(),
         };
         build(&cluster, &config)
     })

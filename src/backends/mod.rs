@@ -106,6 +106,9 @@ pub struct BackendState {
     pub metrics: BackendMetrics,
     /// `Some(deadline)` while the backend drains.
     drain: watch::Sender<Option<Instant>>,
+    /// Shared by every backend of the registry: woken when a verdict flips (see
+    /// [`BackendState::verdict_changed`]).
+    verdicts: Arc<tokio::sync::Notify>,
 }
 
 impl BackendState {
@@ -141,6 +144,18 @@ impl BackendState {
         self.metrics.connections.inc();
         self.metrics.active.inc();
         ActiveGuard(self.clone())
+    }
+
+    /// Says that this backend's verdict flipped (an active probe took it down or up, outlier
+    /// detection ejected it): the control plane rebuilds what follows verdicts (healthy-only
+    /// DNS). One atomic store when nobody waits; the waiter coalesces a burst into one wakeup.
+    pub fn verdict_changed(&self) {
+        self.verdicts.notify_one();
+    }
+
+    /// Whether selection passes this backend over: down by active checks or ejected.
+    pub fn is_unavailable(&self) -> bool {
+        self.health.is_down() || self.outlier.is_ejected()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -191,6 +206,7 @@ pub struct Registry {
     draining: HashMap<BackendKey, Arc<BackendState>>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
+    verdicts: Arc<tokio::sync::Notify>,
 }
 
 impl Registry {
@@ -200,7 +216,13 @@ impl Registry {
             draining: HashMap::new(),
             metrics,
             drain_timeout,
+            verdicts: Arc::default(),
         }
+    }
+
+    /// Notified when any backend's verdict flips (see [`BackendState::verdict_changed`]).
+    pub fn verdict_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.verdicts.clone()
     }
 
     /// A reloaded configuration's drain timeout (for backends removed from now).
@@ -268,6 +290,7 @@ impl Registry {
             connect_ewma_ns: Default::default(),
             metrics: BackendMetrics::new(&self.metrics, &labels(key)),
             drain: watch::Sender::new(None),
+            verdicts: self.verdicts.clone(),
         })
     }
 }

@@ -36,6 +36,13 @@ impl Outlier {
         self.until_ms.load(Ordering::Relaxed) > now_ms()
     }
 
+    /// How long the ejection has left; `None` when not ejected.
+    pub fn ejected_for(&self) -> Option<Duration> {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
     pub fn success(&self) {
         self.consecutive.store(0, Ordering::Relaxed);
     }
@@ -63,6 +70,7 @@ pub fn failure(states: &[Arc<BackendState>], b: usize) -> bool {
         .store(now_ms() + duration.as_millis() as u64, Ordering::Relaxed);
     outlier.consecutive.store(0, Ordering::Relaxed);
     states[b].metrics.ejections.inc();
+    states[b].verdict_changed();
     tracing::warn!(backend = %states[b].addr, failures, ?duration, "backend ejected as an outlier");
     true
 }

@@ -244,6 +244,11 @@ pub struct Dns {
     /// Clients whose queries for other names are relayed to the upstreams (address blocks);
     /// others get REFUSED for them. The served zones answer everyone.
     pub allow_recursion: Vec<String>,
+    /// A/AAAA/SRV answers list only the tasks the proxy routes to (the app label
+    /// `SWITCHYARD_DNS_HEALTHY_ONLY` overrides it per app).
+    pub healthy_only: bool,
+    /// TTL of those names' records, in seconds.
+    pub healthy_ttl: u32,
 }
 
 /// Loopback, the private ranges (RFC 1918, unique local fc00::/7) and link-local: the clients
@@ -270,6 +275,8 @@ impl Default for Dns {
             upstreams: Vec::new(),
             upstream_timeout: Duration::from_secs(2),
             allow_recursion: DEFAULT_ALLOW_RECURSION.map(String::from).to_vec(),
+            healthy_only: false,
+            healthy_ttl: crate::zone::HealthyDns::default().ttl,
         }
     }
 }
@@ -315,6 +322,10 @@ impl Dns {
                 listen: Some(listen),
                 upstreams: self.upstreams.clone(),
                 upstream_timeout: self.upstream_timeout,
+            },
+            healthy: crate::zone::HealthyDns {
+                only: self.healthy_only,
+                ttl: self.healthy_ttl,
             },
         })
     }

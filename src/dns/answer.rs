@@ -497,6 +497,7 @@ mod tests {
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap()),
             served: Default::default(),
+            healthy: Default::default(),
         };
         let pending = Zone::pending(&config);
         for (name, qtype) in [

@@ -1,4 +1,5 @@
-//! UDP VIPs: datagrams relayed per client flow. The first datagram of a client picks a backend
+//! UDP VIPs and UDP service ports (one implementation for both): datagrams relayed per client
+//! flow. The first datagram of a client picks a backend
 //! (consistent hashing, like TCP VIPs) and opens a session: a socket connected to that backend,
 //! whose replies go back to the client from the VIP address. Sessions end after an idle timeout
 //! or when their backend drains; the table of sessions is bounded.
@@ -88,11 +89,9 @@ async fn open(
             client,
             local: listen,
         };
-        let Some(b) = service
-            .balancer
-            .candidates(flow, |i| states[i].load())
-            .next()
-        else {
+        // Backends down by active probes or ejected are passed over while another is left.
+        let candidates = service.balancer.candidates(flow, |i| states[i].load());
+        let Some(b) = crate::backends::outlier::ordered(states, candidates).next() else {
             let labels = ServiceLabels {
                 service: service.key.to_string(),
             };

@@ -92,15 +92,20 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
     let mut claimed: Claims = HashMap::default();
+    // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
+    // listeners are reserved in both (its DNS listens on UDP and TCP).
+    let mut claimed_udp: Claims = HashMap::default();
     for addr in &config.reserved {
         let owner = ServiceKey {
             app_id: "switchyard".into(),
             port_index: 0,
         };
-        claimed
-            .entry(addr.port())
-            .or_default()
-            .push((addr.ip(), owner, None));
+        for claims in [&mut claimed, &mut claimed_udp] {
+            claims
+                .entry(addr.port())
+                .or_default()
+                .push((addr.ip(), owner.clone(), None));
+        }
     }
     let (min, max) = config.ip_per_task_ports;
     let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
@@ -143,13 +148,6 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             if labels.enabled == Some(false) {
                 continue;
             }
-            if port.protocol == Protocol::Udp {
-                problem(
-                    Severity::Ignored,
-                    "UDP service ports are not proxied".into(),
-                );
-                continue;
-            }
             // A tcp-mode service port relays bytes and cannot ask for credentials: serving it
             // (or only its vhosts) would leave the port open. Never open: not served.
             if labels.auth.is_some() && mode != Mode::Http {
@@ -179,6 +177,76 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                         format!("no service port: the IP-per-task range {min}-{max} is used up"),
                     ),
                     None => {}
+                }
+            }
+            // `udp` and `udp,tcp` ports: a UDP service on the service port, relayed per client
+            // flow as UDP VIPs are (`proxy::udp`); a `udp,tcp` port gets its TCP service too.
+            if port.protocol != Protocol::Tcp {
+                let udp_only = port.protocol == Protocol::Udp;
+                // No service port: nothing to listen on (UDP has no vhosts; VIPs are apart).
+                if service_port != 0 {
+                    let udp_key = ServiceKey {
+                        app_id: format!("udp:{}", app.id).into(),
+                        port_index: n,
+                    };
+                    let claims = claimed_udp.entry(service_port).or_default();
+                    match claims.iter().find(|(held, _, _)| overlaps(*held, ip)) {
+                        Some((_, owner, _)) => {
+                            let reason = if &*owner.app_id == "switchyard" {
+                                format!(
+                                    "UDP service port {service_port} collides with switchyard's \
+                                     own listener"
+                                )
+                            } else {
+                                format!(
+                                    "UDP service port {service_port} is already taken by {owner} \
+                                     (UDP ports are not shared, not even by a deployment group)"
+                                )
+                            };
+                            problem(Severity::Skipped, reason);
+                        }
+                        None => {
+                            claims.push((ip, udp_key.clone(), group.clone()));
+                            // A `udp,tcp` port's task problems are said once, by its TCP side.
+                            let backends = if udp_only {
+                                backends(cluster, app, n, &mut problem)
+                            } else {
+                                backends(cluster, app, n, &mut |_, _| {})
+                            };
+                            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+                            table.services.push(Service {
+                                held_back: app
+                                    .tasks
+                                    .values()
+                                    .filter_map(|t| {
+                                        Some((t.id.clone(), t.held_back(app.health_checks)?))
+                                    })
+                                    .collect(),
+                                vhosts: Vec::new(),
+                                upstream_h2: false,
+                                tcp_idle_timeout: None,
+                                // Probes are TCP or HTTP: nothing to probe a UDP port with.
+                                probe: None,
+                                weight: None,
+                                canary: None,
+                                deployment: labels.deployment.clone(),
+                                key: udp_key,
+                                listen: Some(SocketAddr::new(ip, service_port)),
+                                service_port,
+                                mode: Mode::Udp,
+                                balancer: Balancer::with_ids(
+                                    labels.balance,
+                                    &weights,
+                                    &ids(&backends),
+                                ),
+                                backends,
+                                http: HttpOptions::default(),
+                            });
+                        }
+                    }
+                }
+                if udp_only {
+                    continue;
                 }
             }
             let mut listens = Vec::new();

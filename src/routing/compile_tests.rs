@@ -624,3 +624,73 @@ fn access_templates_that_cannot_be_honoured_take_the_port_out_of_service() {
     assert!(!served(&t, "/a"));
     assert!(skipped_because(&t, "/a", "BACKEND_NETWORK_ALLOWED_ACL"));
 }
+
+/// `udp` ports get a UDP service on their service port and `udp,tcp` ports both; UDP ports are
+/// claimed apart from TCP's, first app by id keeps a contested one, switchyard's own listeners
+/// are reserved, and the served-group rules apply as to TCP.
+#[test]
+fn udp_service_ports_are_served_claimed_apart_and_reported_when_taken() {
+    let udp = |id: &str, port: u16, protocol: Protocol, labels: &[(&str, &str)]| {
+        let mut a = app(id, port, labels, vec![task(&format!("{id}.1"), 31000)]);
+        a.ports[0].protocol = protocol;
+        a
+    };
+    let c = cluster(vec![
+        udp("/a-dns", 5353, Protocol::Udp, &[]),
+        udp("/b-dns", 5353, Protocol::Udp, &[]),
+        udp("/both", 6000, Protocol::TcpUdp, &[]),
+        // A TCP port may share a number with another app's UDP port.
+        app("/tcp", 5353, &[], vec![task("t.1", 31001)]),
+        udp("/own", 9090, Protocol::Udp, &[]),
+        udp(
+            "/other",
+            7000,
+            Protocol::Udp,
+            &[("HAPROXY_GROUP", "internal")],
+        ),
+    ]);
+    let t = compile(&c, &config("*"));
+    let modes: Vec<(String, Mode, u16)> = t
+        .services
+        .iter()
+        .map(|s| (s.key.to_string(), s.mode, s.listen.map_or(0, |l| l.port())))
+        .collect();
+    assert!(
+        modes.contains(&("udp:/a-dns:0".into(), Mode::Udp, 5353)),
+        "{modes:?}"
+    );
+    assert!(modes.contains(&("udp:/both:0".into(), Mode::Udp, 6000)));
+    assert!(modes.contains(&("/both:0".into(), Mode::Tcp, 6000)));
+    assert!(modes.contains(&("/tcp:0".into(), Mode::Tcp, 5353)));
+    assert!(
+        !modes
+            .iter()
+            .any(|(k, _, _)| k.contains("b-dns") || k.contains("own"))
+    );
+    assert!(
+        !modes.iter().any(|(k, _, _)| k == "/a-dns:0"),
+        "no TCP side"
+    );
+    let udp_ports: BTreeMap<u16, String> = t
+        .udp
+        .iter()
+        .map(|(l, &s)| (l.port(), t.services[s].key.to_string()))
+        .collect();
+    assert_eq!(udp_ports.len(), 3, "{udp_ports:?}");
+    assert_eq!(udp_ports[&5353], "udp:/a-dns:0");
+    let reasons: Vec<String> = t.problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        reasons.iter().any(|r| r
+            .starts_with("/b-dns port 0: UDP service port 5353 is already taken by udp:/a-dns:0")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(
+            |r| r.contains("/own port 0: UDP service port 9090 collides with switchyard's own")
+        ),
+        "{reasons:?}"
+    );
+    // Served groups: an instance serving `external` leaves `/other` alone.
+    let t = compile(&c, &config("external"));
+    assert!(!t.udp.keys().any(|l| l.port() == 7000));
+}

@@ -33,7 +33,7 @@ pub struct RoutingTable {
     /// Listen address → route (TCP).
     /// Looked up per connection: a fast hash (the keys are our own addresses, not input).
     pub by_listen: rustc_hash::FxHashMap<SocketAddr, usize>,
-    /// UDP VIP listen address → service.
+    /// UDP listen address (VIPs and service ports) → service.
     pub udp: HashMap<SocketAddr, usize>,
     /// What `compile` skipped or ignored, and why.
     pub problems: Vec<Problem>,
@@ -131,7 +131,7 @@ impl std::fmt::Display for ServiceKey {
 pub enum Mode {
     Tcp,
     Http,
-    /// UDP VIPs: datagrams relayed per client flow.
+    /// UDP VIPs and UDP service ports: datagrams relayed per client flow.
     Udp,
 }
 
