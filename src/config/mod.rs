@@ -151,7 +151,7 @@ impl Default for Proxy {
             client_header_timeout: Duration::from_secs(30),
             tcp_idle_timeout: Duration::from_secs(3600),
             tunnel_idle_timeout: Duration::from_secs(3600),
-            max_idle_per_backend: 64,
+            max_idle_per_backend: 1024,
             retry_idempotent: true,
             max_connections_per_listener: 20_000,
             max_connections: 50_000,

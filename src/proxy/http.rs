@@ -180,7 +180,7 @@ async fn proxy(
         path: req.uri().path(),
         app_id: req
             .headers()
-            .get("x-marathon-app-id")
+            .get(const { http::HeaderName::from_static("x-marathon-app-id") })
             .map(HeaderValue::as_bytes),
     };
     let index = match table.resolve(entry, request) {
@@ -262,7 +262,8 @@ async fn proxy(
     let replayable = is_idempotent(req.method().as_str().as_bytes())
         && http_body::Body::is_end_stream(req.body());
     let mut attempts = Attempts::new(ctx, service, states, replayable, settings.retry_idempotent);
-    let mut replay = replayable.then(|| {
+    // Only kept when there is another backend to replay on: the head's copy is not free.
+    let mut replay = (replayable && states.len() > 1).then(|| {
         (
             req.method().clone(),
             req.uri().clone(),

@@ -112,7 +112,7 @@ impl Settings {
             udp_max_sessions: 1024,
             max_connections_per_listener: 10_000,
             max_connections: 100_000,
-            max_idle_per_backend: 64,
+            max_idle_per_backend: 1024,
             drain_timeout: Duration::from_secs(30),
         }
     }

@@ -49,6 +49,8 @@ pub async fn send(
     // A pooled connection may have been closed by the backend while idle; if it fails before
     // the request goes out, one fresh connection to the same backend is tried.
     let mut pooled = match ctx.pools.checkout(state) {
+        // Ready already (its last response was read to the end): no timer to arm.
+        Some(sender) if sender.is_ready() => Some(sender),
         Some(mut sender) => {
             let ready =
                 tokio::time::timeout(ctx.settings.load().connect_timeout, sender.ready()).await;
