@@ -112,7 +112,11 @@ fn main() -> ExitCode {
         }
         Command::Reload { admin: own } => inspect("reload", admin(own), switchyard::cli::reload),
         Command::Completions { shell } => {
-            switchyard::cli::args::completions(shell, &mut std::io::stdout());
+            // Generated whole, then written: a reader that stops early (`| grep -q`) is no error.
+            let mut script = Vec::new();
+            switchyard::cli::args::completions(shell, &mut script);
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&script);
             ExitCode::SUCCESS
         }
         Command::Man { command, out_dir } => man(command.as_deref(), out_dir.as_deref()),
