@@ -1,108 +1,74 @@
-//! The `switchyard` command: parse arguments, load the configuration, run.
+//! The `switchyard` command: parse arguments (the model: `switchyard::cli::args`), load the
+//! configuration, run or ask a running instance.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use switchyard::config::{Config, LogFormat};
 
-const USAGE: &str = "\
-switchyard: service-discovery load balancer for Marathon/Mesos
-
-usage:
-  switchyard [--config FILE]         run (without --config: the embedded default)
-  switchyard demo [--config FILE]    run, and start demo backends for loopback tasks
-  switchyard run --upgrade ...       take the listening sockets over from the running process
-                                     (runtime.upgrade_socket), which then drains and exits
-  switchyard check --config FILE     validate a configuration file and every file it names
-                                     (exit 2: invalid; 1: a named file is missing or unusable)
-  switchyard routes [--json]         the live routing table of a running instance
-  switchyard status                  its sources, last sync, generation, problems
-  switchyard resolve NAME            what its DNS answers for NAME
-  switchyard explain HOST [PATH]     which route, apps and backends a request would take
-  switchyard explain PORT            ... or a connection to a service port or VIP
-  switchyard reload                  re-read its configuration file (as SIGHUP does)
-    (these five talk to the admin API: --admin ADDR, else --config's admin.listen, else
-     127.0.0.1:9090; --token-file FILE when it needs a bearer token)
-  switchyard --help | --version
-";
-
-enum Command {
-    Run {
-        demo: bool,
-    },
-    Check,
-    /// `routes`, `status`, `resolve`, `explain`, with their arguments.
-    Inspect(String, Vec<String>),
-}
+use clap::FromArgMatches;
+use clap::error::ErrorKind;
+use switchyard::cli::args::{AdminArgs, Cli, Command, RunArgs};
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut command = Command::Run { demo: false };
-    let mut upgrade = false;
-    let mut config_path: Option<PathBuf> = None;
-    let (mut admin, mut token_file, mut json) = (None::<String>, None::<PathBuf>, false);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "demo" => command = Command::Run { demo: true },
-            "check" => command = Command::Check,
-            verb @ ("routes" | "status" | "resolve" | "explain" | "reload") => {
-                command = Command::Inspect(verb.to_string(), Vec::new())
-            }
-            "--admin" => admin = args.next(),
-            "--token-file" => token_file = args.next().map(PathBuf::from),
-            "--json" => json = true,
-            "--upgrade" => upgrade = true,
-            "run" => {}
-            "-c" | "--config" => match args.next() {
-                Some(path) => config_path = Some(path.into()),
-                None => return usage_error("--config needs a file"),
-            },
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "-V" | "--version" => {
-                println!("switchyard {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            other => match &mut command {
-                Command::Inspect(_, rest) if !other.starts_with('-') => {
-                    rest.push(other.to_string())
-                }
-                _ => return usage_error(&format!("unknown argument {other:?}")),
-            },
-        }
-    }
-    if let Command::Inspect(verb, rest) = &command {
-        return inspect(verb, rest, admin, token_file, config_path, json);
-    }
-    let config = match (&command, &config_path) {
-        (Command::Check, None) => return usage_error("check needs --config FILE"),
-        (_, Some(path)) => Config::load(path),
-        (_, None) => Ok(Config::embedded()),
+    // Usage errors exit 2 (clap's own), --help and --version 0.
+    let matches = switchyard::cli::args::command().get_matches();
+    let name = matches.subcommand_name().map(str::to_string);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let usage_error = |kind, message: &str| usage_error(name.as_deref(), kind, message);
+    let command = cli.command.unwrap_or(Command::Run(RunArgs::default()));
+    // Flags given before the command (as the old parser took them anywhere) count as given
+    // after it; those the command has no use for are refused.
+    let legacy_admin = AdminArgs {
+        admin: cli.admin,
+        token_file: cli.token_file.clone(),
+        config: cli.config.clone(),
     };
-    let mut config = match config {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("switchyard: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
+    let admin = |own: AdminArgs| AdminArgs {
+        admin: own.admin.or(legacy_admin.admin),
+        token_file: own.token_file.or(legacy_admin.token_file.clone()),
+        config: own.config.or(legacy_admin.config.clone()),
     };
+    let demo = matches!(command, Command::Demo(_));
+    let runs = matches!(command, Command::Run(_) | Command::Demo(_));
+    let json_ok = matches!(
+        command,
+        Command::Routes { .. } | Command::Resolve { .. } | Command::Explain { .. }
+    );
+    let admin_ok = matches!(
+        command,
+        Command::Routes { .. }
+            | Command::Status { .. }
+            | Command::Resolve { .. }
+            | Command::Explain { .. }
+            | Command::Reload { .. }
+    );
+    let misplaced = [
+        ("--upgrade", cli.upgrade && !runs),
+        ("--json", cli.json && !json_ok),
+        ("--admin", cli.admin.is_some() && !admin_ok),
+        ("--token-file", cli.token_file.is_some() && !admin_ok),
+        (
+            "--config",
+            cli.config.is_some() && !(runs || admin_ok || matches!(command, Command::Check(_))),
+        ),
+    ];
+    if let Some((flag, _)) = misplaced.iter().find(|(_, wrong)| *wrong) {
+        usage_error(
+            ErrorKind::ArgumentConflict,
+            &format!("{flag} does not apply to this command"),
+        );
+    }
     match command {
-        Command::Check => {
-            // The configuration parses; now what it names must be there, as `run` reads it.
-            let missing = config.check_files();
-            if missing.is_empty() {
-                println!("configuration ok");
-                return ExitCode::SUCCESS;
-            }
-            let path = config_path.as_deref().unwrap_or(std::path::Path::new("-"));
-            for problem in &missing {
-                eprintln!("switchyard: {}: {problem}", path.display());
-            }
-            ExitCode::FAILURE
-        }
-        Command::Run { demo } => {
+        Command::Run(own) | Command::Demo(own) => {
+            let config_path = own.config.or(cli.config);
+            let mut config = match &config_path {
+                Some(path) => match Config::load(path) {
+                    Ok(config) => config,
+                    Err(e) => return invalid_config(&e),
+                },
+                None => Config::embedded(),
+            };
             if demo && config_path.is_none() {
                 demo_token(&mut config);
             }
@@ -110,50 +76,103 @@ fn main() -> ExitCode {
                 config,
                 switchyard::RunOptions {
                     demo,
-                    upgrade,
+                    upgrade: own.upgrade || cli.upgrade,
                     config_path,
                 },
             )
         }
-        Command::Inspect(..) => unreachable!("handled before the configuration is loaded"),
+        Command::Check(own) => match own.config.or(cli.config) {
+            Some(path) => check(&path),
+            None => usage_error(
+                ErrorKind::MissingRequiredArgument,
+                "check needs --config FILE",
+            ),
+        },
+        Command::Routes { admin: own, json } => inspect("routes", admin(own), |a| {
+            switchyard::cli::routes(a, json || cli.json)
+        }),
+        Command::Status { admin: own } => inspect("status", admin(own), switchyard::cli::status),
+        Command::Resolve {
+            name,
+            admin: own,
+            json,
+        } => inspect("resolve", admin(own), |a| {
+            switchyard::cli::resolve(a, &name, json || cli.json)
+        }),
+        Command::Explain {
+            target,
+            path,
+            admin: own,
+            json,
+        } => {
+            let args: Vec<String> = std::iter::once(target).chain(path).collect();
+            inspect("explain", admin(own), |a| {
+                switchyard::cli::explain(a, &args, json || cli.json)
+            })
+        }
+        Command::Reload { admin: own } => inspect("reload", admin(own), switchyard::cli::reload),
+        Command::Completions { shell } => {
+            // Generated whole, then written: a reader that stops early (`| grep -q`) is no error.
+            let mut script = Vec::new();
+            switchyard::cli::args::completions(shell, &mut script);
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&script);
+            ExitCode::SUCCESS
+        }
+        Command::Man { command, out_dir } => man(command.as_deref(), out_dir.as_deref()),
     }
 }
 
+/// `check`: exit 2 when the file is not a valid configuration, 1 when a file it names is missing
+/// or unusable (as `run` would fail reading it), 0 when all is well.
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => return invalid_config(&e),
+    };
+    let missing = config.check_files();
+    if missing.is_empty() {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    for problem in &missing {
+        eprintln!("switchyard: {}: {problem}", path.display());
+    }
+    ExitCode::FAILURE
+}
+
+fn invalid_config(e: &str) -> ExitCode {
+    eprintln!("switchyard: invalid configuration: {e}");
+    ExitCode::from(2)
+}
+
+/// The admin commands: the address and token from the flags, else from `--config`'s `[admin]`.
+/// An invalid `--config` is exit 2; the API unreachable or refusing, exit 1.
 fn inspect(
     verb: &str,
-    rest: &[String],
-    admin: Option<String>,
-    token_file: Option<PathBuf>,
-    config_path: Option<PathBuf>,
-    json: bool,
+    flags: AdminArgs,
+    call: impl FnOnce(&switchyard::cli::Admin) -> Result<String, String>,
 ) -> ExitCode {
-    let config = config_path.map(|p| Config::load(&p));
-    let addr = match (admin, &config) {
-        (Some(a), _) => a
-            .parse()
-            .map_err(|_| format!("--admin {a:?}: expected address:port")),
-        (None, Some(Ok(c))) => Ok(c.admin.listen),
-        (None, Some(Err(e))) => Err(e.clone()),
-        (None, None) => Ok("127.0.0.1:9090".parse().unwrap()),
+    let config = match flags.config.as_deref().map(Config::load).transpose() {
+        Ok(config) => config,
+        Err(e) => return invalid_config(&e),
     };
-    let token_file = token_file.or_else(|| config.and_then(|c| c.ok()?.admin.token_file));
-    let token = token_file.map(|f| std::fs::read_to_string(&f).map(|t| t.trim().to_string()));
-    let result = match (addr, token.transpose()) {
-        (Err(e), _) => Err(e),
-        (_, Err(e)) => Err(format!("token file: {e}")),
-        (Ok(addr), Ok(token)) => {
-            let admin = switchyard::cli::Admin { addr, token };
-            match (verb, rest) {
-                ("routes", []) => switchyard::cli::routes(&admin, json),
-                ("status", []) => switchyard::cli::status(&admin),
-                ("resolve", [name]) => switchyard::cli::resolve(&admin, name),
-                ("explain", args) => switchyard::cli::explain(&admin, args),
-                ("reload", []) => switchyard::cli::reload(&admin),
-                _ => return usage_error(&format!("{verb}: wrong arguments {rest:?}")),
-            }
+    let addr = flags
+        .admin
+        .or(config.as_ref().map(|c| c.admin.listen))
+        .unwrap_or_else(|| "127.0.0.1:9090".parse().unwrap());
+    let token_file = flags
+        .token_file
+        .or_else(|| config.and_then(|c| c.admin.token_file));
+    let token = match token_file.map(|f| std::fs::read_to_string(&f).map_err(|e| (f, e))) {
+        None => None,
+        Some(Ok(token)) => Some(token.trim().to_string()),
+        Some(Err((file, e))) => {
+            eprintln!("switchyard {verb}: token file {}: {e}", file.display());
+            return ExitCode::FAILURE;
         }
     };
-    match result {
+    match call(&switchyard::cli::Admin { addr, token }) {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -162,6 +181,32 @@ fn inspect(
             eprintln!("switchyard {verb}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `switchyard man [COMMAND] [--out-dir DIR]`.
+fn man(command: Option<&str>, out_dir: Option<&Path>) -> ExitCode {
+    if let Some(dir) = out_dir {
+        return match switchyard::cli::args::write_man_pages(dir) {
+            Ok(files) => {
+                for file in files {
+                    println!("{}", file.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard man: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match switchyard::cli::args::man_page(command) {
+        Ok(page) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&page);
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(Some("man"), ErrorKind::InvalidValue, &e),
     }
 }
 
@@ -245,7 +290,12 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("switchyard: {message}\n\n{USAGE}");
-    ExitCode::from(2)
+/// A usage error in clap's format (the usage line, `--help` pointed to), exit 2.
+/// `command`: the subcommand whose usage to show.
+fn usage_error(command: Option<&str>, kind: ErrorKind, message: &str) -> ! {
+    let mut root = switchyard::cli::args::command();
+    match command.and_then(|name| root.find_subcommand_mut(name)) {
+        Some(sub) => sub.error(kind, message).exit(),
+        None => root.error(kind, message).exit(),
+    }
 }

@@ -1,16 +1,37 @@
-//! The command line: `check` accepts the shipped configs and names the key of a bad one.
+//! The command line: `check` accepts the shipped configs and names the key of a bad one; every
+//! command has its own help; exit codes (0 ok, 1 runtime failure, 2 usage or invalid
+//! configuration); completions and man pages; the invocations the docs and deploy files use.
 
 use std::process::Command;
 
 fn switchyard(args: &[&str]) -> (bool, String) {
+    let (code, text) = exit_code(args);
+    (code == 0, text)
+}
+
+/// The exit code and stdout followed by stderr.
+fn exit_code(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    (out.status.code().expect("exited"), text)
 }
+
+const COMMANDS: [&str; 10] = [
+    "run",
+    "demo",
+    "check",
+    "routes",
+    "status",
+    "resolve",
+    "explain",
+    "reload",
+    "completions",
+    "man",
+];
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {
     let path =
@@ -60,8 +81,8 @@ fn check_names_the_bad_key_and_fails() {
     ];
     for (i, (toml, key)) in cases.iter().enumerate() {
         let path = write(&format!("bad{i}"), toml);
-        let (ok, text) = switchyard(&["check", "--config", path.to_str().unwrap()]);
-        assert!(!ok, "{toml} was accepted");
+        let (code, text) = exit_code(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{toml}: {text}");
         assert!(text.contains(key), "{key} not named in: {text}");
         let _ = std::fs::remove_file(path);
     }
@@ -69,11 +90,156 @@ fn check_names_the_bad_key_and_fails() {
 
 #[test]
 fn unknown_arguments_are_refused() {
-    let (ok, text) = switchyard(&["--bogus"]);
-    assert!(!ok);
-    assert!(text.contains("usage"));
-    let (ok, _) = switchyard(&["check"]);
-    assert!(!ok);
+    let (code, text) = exit_code(&["--bogus"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("Usage: switchyard"), "{text}");
+    let (code, text) = exit_code(&["check"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--config"), "{text}");
+    let (code, text) = exit_code(&["frobnicate"]);
+    assert_eq!(code, 2, "{text}");
+    // A flag a command does not have: the error names that command (its usage line).
+    for (args, command) in [
+        (&["routes", "--bogus"][..], "switchyard routes"),
+        (
+            &["check", "--config", "x.toml", "--jsn"],
+            "switchyard check",
+        ),
+        (
+            &["explain", "--upgrade", "web.localhost"],
+            "switchyard explain",
+        ),
+        (&["completions", "tcsh"], "bash, zsh, fish"),
+    ] {
+        let (code, text) = exit_code(args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.contains(command), "{args:?}: {command} not in: {text}");
+    }
+    // Flags the old parser took before the command are refused where they do not apply.
+    let (code, text) = exit_code(&["--json", "status"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("--json") && text.contains("switchyard status"),
+        "{text}"
+    );
+    // An address that is not ADDR:PORT is a usage error.
+    let (code, text) = exit_code(&["status", "--admin", "localhost"]);
+    assert_eq!(code, 2, "{text}");
+}
+
+#[test]
+fn every_command_has_its_own_help_with_examples() {
+    for command in COMMANDS {
+        let (code, text) = exit_code(&[command, "--help"]);
+        assert_eq!(code, 0, "{command}: {text}");
+        assert!(
+            text.contains(&format!("Usage: switchyard {command}")),
+            "{command}: {text}"
+        );
+        assert!(text.contains("Examples:"), "{command}: {text}");
+        let (code, short) = exit_code(&["help", command]);
+        assert_eq!(code, 0);
+        assert!(short.contains(&format!("Usage: switchyard {command}")));
+    }
+    let (code, text) = exit_code(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("Exit codes:"), "{text}");
+    for command in COMMANDS {
+        assert!(
+            text.contains(&format!("  {command} ")),
+            "{command} not in: {text}"
+        );
+    }
+    // The admin commands share their flags.
+    for command in ["routes", "status", "resolve", "explain", "reload"] {
+        let (_, text) = exit_code(&[command, "--help"]);
+        for flag in ["--admin", "--token-file", "--config"] {
+            assert!(text.contains(flag), "{command} lacks {flag}: {text}");
+        }
+    }
+    for command in ["routes", "resolve", "explain"] {
+        assert!(exit_code(&[command, "--help"]).1.contains("--json"));
+    }
+}
+
+#[test]
+fn version_names_the_crate_version() {
+    for args in [&["--version"][..], &["-V"], &["routes", "--version"]] {
+        let (code, text) = exit_code(args);
+        assert_eq!(code, 0, "{text}");
+        // `switchyard 0.1.0 (abc1234)`, `switchyard-routes 0.1.0 (abc1234)`; the commit when
+        // built from a git checkout.
+        assert!(
+            text.starts_with("switchyard")
+                && text.contains(concat!(" ", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn completions_for_each_shell_name_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(!script.is_empty(), "{shell}");
+        for word in [
+            "switchyard",
+            "routes",
+            "explain",
+            "completions",
+            "--token-file",
+        ] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+    }
+}
+
+#[test]
+fn man_pages_are_roff_for_the_tool_and_each_command() {
+    let (code, page) = exit_code(&["man"]);
+    assert_eq!(code, 0, "{page}");
+    assert!(page.contains(".TH switchyard 1"), "{page}");
+    assert!(page.contains("Exit codes"), "{page}");
+    for command in COMMANDS {
+        assert!(page.contains(command), "{command} not in the page");
+    }
+    let (code, page) = exit_code(&["man", "routes"]);
+    assert_eq!(code, 0);
+    assert!(page.contains(".TH switchyard-routes 1") && page.contains("json"));
+    let dir = support::temp_dir("cli-man");
+    let (code, text) = exit_code(&["man", "--out-dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    for name in ["switchyard.1", "switchyard-check.1", "switchyard-resolve.1"] {
+        assert!(dir.join(name).is_file(), "{name}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Exit 1 (runtime) versus 2 (usage, invalid configuration) for the admin commands, with the
+/// flags before the command as the docs show (`switchyard --token-file FILE status`).
+#[test]
+fn admin_command_failures_are_exit_1_and_flags_go_before_or_after() {
+    let (code, text) = exit_code(&["status", "--admin", "127.0.0.1:1"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot reach"), "{text}");
+    let (code, text) = exit_code(&["--admin", "127.0.0.1:1", "routes", "--json"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("switchyard routes: cannot reach"), "{text}");
+    let (code, text) = exit_code(&["--token-file", "/nonexistent/token", "status"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("token file"), "{text}");
+    let bad = write("admin-bad", "[proxy]\ngroup = \"x\"\n");
+    let (code, text) = exit_code(&["reload", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("invalid configuration"), "{text}");
+    let (code, text) = exit_code(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    let _ = std::fs::remove_file(bad);
 }
 
 mod support;
@@ -125,6 +291,19 @@ async fn routes_status_resolve_and_explain_against_a_running_instance() {
     );
     let by_port = run(&["explain", &port.to_string()]);
     assert!(by_port.contains("serves route"), "{by_port}");
+    let explained: serde_json::Value =
+        serde_json::from_str(&run(&["explain", "api.example.com", "--json"])).unwrap();
+    assert!(explained["why"].is_string(), "{explained}");
+    let resolved: serde_json::Value =
+        serde_json::from_str(&run(&["resolve", "--json", "api-prod.marathon.mesos"])).unwrap();
+    assert!(resolved["hosts"].is_array(), "{resolved}");
+    // The flags before the command, as the old parser took them.
+    let (ok, text) = switchyard(&["--admin", &admin, "--json", "routes"]);
+    assert!(ok && text.contains("\"generation\""), "{text}");
+    // No record: exit 1, the reason on stderr.
+    let (code, text) = exit_code(&["resolve", "no-such-app.marathon.mesos", "--admin", &admin]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("NXDOMAIN"), "{text}");
     let (ok, text) = switchyard(&["status", "--admin", "127.0.0.1:1"]);
     assert!(!ok && text.contains("cannot reach"), "{text}");
 }

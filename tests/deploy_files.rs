@@ -121,6 +121,64 @@ fn systemd_unit_reloads_with_sighup_stops_with_sigterm_and_is_hardened() {
     check(&repo("config/switchyard.toml"));
 }
 
+/// The Debian package's unit (packaging/debian/switchyard.service, installed by cargo-deb's
+/// `systemd-units`) is the hand-installed one with the package's paths and system user: every
+/// other directive (hardening, signals, notify) is the same; it needs no network tool (the VIP
+/// route is a documented drop-in, as the package does not depend on iproute2).
+#[test]
+fn the_packaged_unit_is_the_shipped_one_with_the_packages_paths_and_user() {
+    let directives = |path: &str| -> Vec<String> {
+        std::fs::read_to_string(repo(path))
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.replace("/usr/local/bin/", "/usr/bin/"))
+            .collect()
+    };
+    let shipped = directives("config/systemd/switchyard.service");
+    let packaged = directives("packaging/debian/switchyard.service");
+    let differ = |l: &String| {
+        l.starts_with("DynamicUser=")
+            || l.starts_with("User=")
+            || l.starts_with("Group=")
+            || l.starts_with("Documentation=")
+            || l.contains("/sbin/ip ")
+    };
+    let same = |unit: &[String]| {
+        unit.iter()
+            .filter(|l| !differ(l))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(same(&shipped), same(&packaged));
+    assert!(packaged.contains(&"User=switchyard".to_string()));
+    assert!(packaged.contains(
+        &"ExecStart=/usr/bin/switchyard --config /etc/switchyard/switchyard.toml".to_string()
+    ));
+    assert!(!packaged.iter().any(|l| l.contains("/sbin/ip")));
+    // The package creates the user the unit runs as, and names the unit and its conffiles.
+    let postinst = std::fs::read_to_string(repo("packaging/debian/postinst")).unwrap();
+    assert!(postinst.contains("useradd --system") && postinst.contains("#DEBHELPER#"));
+    let manifest = std::fs::read_to_string(repo("Cargo.toml")).unwrap();
+    for needed in [
+        "[package.metadata.deb]",
+        "systemd-units",
+        "\"/etc/switchyard/switchyard.toml\"",
+        "usr/share/bash-completion/completions/switchyard",
+        "usr/share/man/man1/",
+    ] {
+        assert!(manifest.contains(needed), "Cargo.toml lacks {needed}");
+    }
+    // The conffile the package installs is accepted as it is, beside the empty apps file it
+    // also installs.
+    let etc = temp_dir("deb-etc");
+    std::fs::copy(repo("config/switchyard.toml"), etc.join("switchyard.toml")).unwrap();
+    std::fs::copy(repo("packaging/debian/apps.json"), etc.join("apps.json")).unwrap();
+    check(&etc.join("switchyard.toml"));
+    let _ = std::fs::remove_dir_all(&etc);
+}
+
 /// What the Mesos fetcher and the secret store put in a task's sandbox for `app`, and the
 /// environment Marathon gives its `cmd`.
 struct Sandbox {

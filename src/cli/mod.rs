@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod args;
+
 pub struct Admin {
     pub addr: SocketAddr,
     pub token: Option<String>,
@@ -77,7 +79,7 @@ pub fn reload(admin: &Admin) -> Result<String, String> {
 pub fn routes(admin: &Admin, json: bool) -> Result<String, String> {
     let table = admin.get("/v1/routes")?;
     if json {
-        return Ok(serde_json::to_string_pretty(&table).unwrap());
+        return Ok(serde_json::to_string_pretty(&table).unwrap() + "\n");
     }
     let mut out = format!("generation {}\n", table["generation"]);
     for route in table["routes"].as_array().into_iter().flatten() {
@@ -174,7 +176,9 @@ pub fn status(admin: &Admin) -> Result<String, String> {
 }
 
 /// `switchyard resolve NAME`: what DNS answers for a name, from the live zone.
-pub fn resolve(admin: &Admin, name: &str) -> Result<String, String> {
+/// With `json`, the admin API's answers as `{"hosts": [...], "services": [...]}` (exit 1 still
+/// when there is no record, the JSON printed all the same).
+pub fn resolve(admin: &Admin, name: &str, json: bool) -> Result<String, String> {
     let hosts = admin.get(&format!("/v1/hosts/{name}"))?;
     let services = admin.get(&format!("/v1/services/{name}"))?;
     let mut out = String::new();
@@ -204,6 +208,15 @@ pub fn resolve(admin: &Admin, name: &str) -> Result<String, String> {
             s["ip"].as_str().unwrap_or("?")
         );
     }
+    if json {
+        let found = !out.is_empty();
+        let answer = serde_json::json!({"hosts": hosts, "services": services});
+        out = serde_json::to_string_pretty(&answer).unwrap() + "\n";
+        if !found {
+            print!("{out}");
+            out.clear();
+        }
+    }
     if out.is_empty() {
         // A name with no record fails the command, as `host` and `dig +short`-based scripts
         // expect: exit 1, the reason on stderr.
@@ -215,7 +228,8 @@ pub fn resolve(admin: &Admin, name: &str) -> Result<String, String> {
 }
 
 /// `switchyard explain HOST [PATH]` or `switchyard explain PORT`.
-pub fn explain(admin: &Admin, args: &[String]) -> Result<String, String> {
+/// With `json`, the admin API's answer (`/v1/explain`) as it is.
+pub fn explain(admin: &Admin, args: &[String], json: bool) -> Result<String, String> {
     let query = match args {
         [port] if port.parse::<u16>().is_ok() => format!("port={port}"),
         [host] => format!("host={host}&path=/"),
@@ -223,6 +237,9 @@ pub fn explain(admin: &Admin, args: &[String]) -> Result<String, String> {
         _ => return Err("explain HOST [PATH] | PORT".into()),
     };
     let answer = admin.get(&format!("/v1/explain?{query}"))?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&answer).unwrap() + "\n");
+    }
     let mut out = format!("{}\n", answer["why"].as_str().unwrap_or("?"));
     if let Some(service) = answer["service"].as_str() {
         out += &format!("  service {service}\n");
