@@ -6,6 +6,7 @@ mod buffers;
 pub mod exchange;
 mod h1;
 pub mod h1_framing;
+mod h1_relay;
 pub mod headers;
 pub mod http;
 pub mod listeners;
