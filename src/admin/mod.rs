@@ -11,12 +11,14 @@
 //! - Mesos-DNS's API (`dns::http_api`): `/v1/hosts/{name}`, `/v1/services/{name}`,
 //!   `/v1/config`, `/v1/enumerate`.
 
+mod mlb;
+mod views;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -24,13 +26,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 use crate::reconciler::Status;
-use crate::routing::{Balance, Mode, Problem};
-use crate::snapshot::{Snapshot, Store};
+use crate::snapshot::Store;
 
 /// The dashboard: plain HTML, CSS and a little JavaScript, polling the admin API.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -279,7 +279,7 @@ impl Admin {
             "/v1/explain" => {
                 let query = req.uri().query().unwrap_or("");
                 let snapshot = self.store.load_full();
-                let body = explain(&snapshot, query);
+                let body = views::explain(&snapshot, query);
                 let mut r = text(StatusCode::OK, body.to_string() + "\n");
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -290,9 +290,12 @@ impl Admin {
             "/v1/routes" => {
                 let snapshot = self.store.load_full();
                 let failures = self.bind_failures.lock().unwrap().clone();
-                let body =
-                    serde_json::to_string_pretty(&routes(&snapshot, &failures, &self.status))
-                        .expect("routes serialize");
+                let body = serde_json::to_string_pretty(&views::routes(
+                    &snapshot,
+                    &failures,
+                    &self.status,
+                ))
+                .expect("routes serialize");
                 let mut r = text(StatusCode::OK, body + "\n");
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -367,7 +370,7 @@ impl Admin {
 }
 
 /// Route names hold `/` and `:`; clients may send them percent-encoded.
-fn percent_decode(text: &str) -> String {
+pub(super) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -399,335 +402,4 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-#[derive(Serialize)]
-struct RoutesView<'a> {
-    generation: u64,
-    created_unix_ms: u64,
-    ready: bool,
-    source_connected: bool,
-    last_sync_unix_ms: u64,
-    services: Vec<ServiceView<'a>>,
-    routes: Vec<RouteView<'a>>,
-    /// The source's failure first (`source`, `severity: error`, `reason`), then the table's
-    /// problems (`app_id`, `port_index`, `severity`, `reason`).
-    problems: Vec<ProblemView<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ProblemView<'a> {
-    Source {
-        source: String,
-        severity: &'static str,
-        reason: String,
-        since_unix_ms: u64,
-    },
-    Table(&'a Problem),
-}
-
-#[derive(Serialize)]
-struct RouteView<'a> {
-    name: &'a str,
-    listen: Vec<SocketAddr>,
-    vhosts: Vec<String>,
-    overridden: bool,
-    members: Vec<MemberView<'a>>,
-}
-
-#[derive(Serialize)]
-struct MemberView<'a> {
-    #[serde(flatten)]
-    member: &'a crate::routing::routes::Member,
-    port_index: usize,
-    backends: usize,
-    colour: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct ServiceView<'a> {
-    app_id: &'a str,
-    port_index: usize,
-    /// Its own service port, if any.
-    listen: Option<SocketAddr>,
-    mode: Mode,
-    balance: Balance,
-    /// `open`, `none` (vhost only), or why the port could not be bound.
-    listener: String,
-    vhosts: &'a [String],
-    backends: Vec<BackendView<'a>>,
-    /// Tasks of the app that get no traffic, and why.
-    held_back: Vec<HeldBackView<'a>>,
-}
-
-#[derive(Serialize)]
-struct BackendView<'a> {
-    task_id: &'a str,
-    address: SocketAddr,
-    active: usize,
-    /// Connections (TCP) or requests (HTTP) sent to it so far: the dashboard's live split.
-    total: u64,
-}
-
-#[derive(Serialize)]
-struct HeldBackView<'a> {
-    task_id: &'a str,
-    reason: &'a str,
-}
-
-fn routes<'a>(
-    snapshot: &'a Snapshot,
-    failures: &BTreeMap<SocketAddr, String>,
-    status: &Status,
-) -> RoutesView<'a> {
-    let unix_ms = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
-    let services = snapshot
-        .table
-        .services
-        .iter()
-        .zip(&snapshot.states)
-        .map(|(s, states)| ServiceView {
-            app_id: &s.key.app_id,
-            port_index: s.key.port_index,
-            listen: s.listen,
-            mode: s.mode,
-            balance: s.balancer.kind(),
-            listener: match s.listen {
-                None => "none".to_string(),
-                Some(listen) => failures
-                    .get(&listen)
-                    .map_or_else(|| "open".to_string(), |e| format!("bind failed: {e}")),
-            },
-            vhosts: &s.vhosts,
-            backends: s
-                .backends
-                .iter()
-                .zip(states)
-                .map(|(b, st)| BackendView {
-                    task_id: &b.task_id,
-                    address: b.addr,
-                    active: st.active(),
-                    total: st.metrics.connections.get(),
-                })
-                .collect(),
-            held_back: s
-                .held_back
-                .iter()
-                .map(|(task_id, reason)| HeldBackView { task_id, reason })
-                .collect(),
-        })
-        .collect();
-    let table = &snapshot.table;
-    let routes = table
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| RouteView {
-            name: &r.name,
-            listen: {
-                let mut listen: Vec<SocketAddr> = table
-                    .by_listen
-                    .iter()
-                    .filter(|(_, x)| **x == i)
-                    .map(|(a, _)| *a)
-                    .collect();
-                listen.sort();
-                listen
-            },
-            vhosts: table
-                .vhosts
-                .entries()
-                .filter(|(_, _, x)| *x == i)
-                .map(|(h, p, _)| format!("{h}{p}"))
-                .collect(),
-            overridden: r.overridden,
-            members: r
-                .members
-                .iter()
-                .map(|m| MemberView {
-                    member: m,
-                    port_index: table.services[m.service].key.port_index,
-                    backends: table.services[m.service].backends.len(),
-                    colour: table.services[m.service].deployment.colour.as_deref(),
-                })
-                .collect(),
-        })
-        .collect();
-    RoutesView {
-        routes,
-        generation: snapshot.generation,
-        created_unix_ms: unix_ms(snapshot.created),
-        ready: status.ready.load(Ordering::Relaxed),
-        source_connected: status.connected.load(Ordering::Relaxed),
-        last_sync_unix_ms: status.last_sync_unix_ms.load(Ordering::Relaxed),
-        services,
-        problems: {
-            let source = status.source_error.lock().unwrap().clone();
-            let never_loaded = !status.ready.load(Ordering::Relaxed);
-            source
-                .map(|e| ProblemView::Source {
-                    source: e.source,
-                    severity: "error",
-                    reason: if never_loaded {
-                        format!(
-                            "{} (never loaded: nothing is served until it does)",
-                            e.error
-                        )
-                    } else {
-                        format!("{} (serving the last good state)", e.error)
-                    },
-                    since_unix_ms: e.since_unix_ms,
-                })
-                .into_iter()
-                .chain(snapshot.table.problems.iter().map(ProblemView::Table))
-                // The DNS zone's: names served otherwise than the rules give.
-                .chain(
-                    snapshot
-                        .dns
-                        .iter()
-                        .flat_map(|zone| zone.problems.iter())
-                        .map(ProblemView::Table),
-                )
-                .collect()
-        },
-    }
-}
-
-/// Which route, apps and backends a request or connection would take, and why:
-/// `?host=H&path=P` (the vhost listeners) or `?port=N` (a service port or VIP).
-fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
-    use serde_json::json;
-    let param = |key: &str| {
-        query.split('&').find_map(|kv| {
-            kv.split_once('=')
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| percent_decode(v))
-        })
-    };
-    let table = &snapshot.table;
-    let (route, why) = if let Some(host) = param("host") {
-        use crate::routing::resolve::{Entry, Reason, Request, Target};
-        let path = param("path").unwrap_or_else(|| "/".into());
-        // The proxy's own resolution, so that what is explained is what a request gets.
-        let request = Request {
-            host: Some(host.as_bytes()),
-            path: path.split('?').next().unwrap_or("/"),
-            app_id: None,
-        };
-        match table.resolve(Entry::Vhost { https: false }, request) {
-            Some((Target::Route(r), _)) => (
-                Some(r),
-                format!(
-                    "vhost {host} path {path} matched route {:?}",
-                    table.routes[r].name
-                ),
-            ),
-            Some((Target::Service(s), Reason::DefaultApp)) => {
-                return json!({"why": format!("no vhost matched {host}{path}: the default app answers"),
-                              "service": table.services[s].key.to_string()});
-            }
-            _ => return json!({"why": format!("no vhost matched {host}{path}: 503")}),
-        }
-    } else if let Some(port) = param("port").and_then(|p| p.parse::<u16>().ok()) {
-        match table.by_listen.iter().find(|(a, _)| a.port() == port) {
-            Some((addr, &r)) => (
-                Some(r),
-                format!("listener {addr} serves route {:?}", table.routes[r].name),
-            ),
-            None => return json!({"why": format!("nothing listens on port {port}")}),
-        }
-    } else {
-        return json!({"error": "ask ?host=H&path=P or ?port=N"});
-    };
-    let route = &table.routes[route.expect("set above")];
-    let members: Vec<serde_json::Value> = route
-        .members
-        .iter()
-        .map(|m| {
-            let s = &table.services[m.service];
-            json!({
-                "app_id": &*m.app_id,
-                "weight": m.weight,
-                "weight_from": m.weight_from.as_str(),
-                "balance": s.balancer.kind(),
-                "backends": s.backends.iter().zip(&snapshot.states[m.service]).map(|(b, st)| json!({
-                    "task_id": &*b.task_id, "address": b.addr.to_string(), "active": st.active(),
-                })).collect::<Vec<_>>(),
-                "acl": !s.http.acl.is_empty(),
-                "auth": s.http.auth.as_ref().map(|a| a.realm.as_str()),
-                "sticky": s.http.sticky,
-            })
-        })
-        .collect();
-    json!({"why": why, "route": route.name, "overridden": route.overridden, "members": members})
-}
-
-/// marathon-lb's endpoints on its stats port (9090), answered in the same shapes: HAProxy's
-/// monitor page, the map files its Lua services serve (`{key} {backend}\n` lines, the backend
-/// named `{app id without the first slash, / as _}_{service port}`), plain-text signal replies.
-mod mlb {
-    use std::collections::BTreeSet;
-
-    use bytes::Bytes;
-    use http::{Response, StatusCode, header};
-    use http_body_util::Full;
-
-    use crate::routing::{Mode, RoutingTable, Service};
-
-    /// HAProxy's answer to `monitor-uri`.
-    pub const HEALTH_CHECK_BODY: &str =
-        "<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n";
-
-    /// `send_map` in getmaps.lua / `send_response` in signalmlb.lua: 200, text/plain.
-    pub fn plain(body: &str) -> Response<Full<Bytes>> {
-        let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
-        *r.status_mut() = StatusCode::OK;
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain"),
-        );
-        r
-    }
-
-    /// marathon_lb.py: `backend = app.appId[1:].replace('/', '_') + '_' + str(app.servicePort)`.
-    pub fn backend_name(service: &Service) -> String {
-        let id = service
-            .key
-            .app_id
-            .strip_prefix('/')
-            .unwrap_or(&service.key.app_id);
-        format!("{}_{}", id.replace('/', "_"), service.service_port)
-    }
-
-    /// domain2backend.map: a vhost (without a path rule) and the backend serving it.
-    pub fn vhost_map(table: &RoutingTable) -> String {
-        let lines: BTreeSet<String> = table
-            .vhosts
-            .entries()
-            .filter(|(_, prefix, _)| prefix.is_empty())
-            .filter_map(|(host, _, route)| {
-                let member = table.routes.get(route)?.members.first()?;
-                let service = table.services.get(member.service)?;
-                Some(format!("{host} {}\n", backend_name(service)))
-            })
-            .collect();
-        lines.into_iter().collect()
-    }
-
-    /// app2backend.map: each app's first HTTP-mode port (marathon-lb's
-    /// `apps_with_http_appid_backend`), by app id.
-    pub fn app_map(table: &RoutingTable) -> String {
-        let mut seen = BTreeSet::new();
-        table
-            .services
-            .iter()
-            .filter(|s| s.mode == Mode::Http && !s.key.app_id.starts_with("vip:"))
-            .filter(|s| seen.insert(s.key.app_id.clone()))
-            .map(|s| format!("{} {}\n", s.key.app_id, backend_name(s)))
-            .collect()
-    }
 }
