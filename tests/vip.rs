@@ -336,18 +336,7 @@ async fn the_udp_session_table_is_bounded_and_sessions_expire() {
 /// the tasks. A `udp,tcp` port gets both.
 #[tokio::test]
 async fn udp_service_ports_relay_both_ways_and_reply_from_the_service_port() {
-    let mut ports = Vec::new();
-    for name in ["u1", "u2"] {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        ports.push(socket.local_addr().unwrap().port());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-                let reply = [name.as_bytes(), b":", &buf[..n]].concat();
-                let _ = socket.send_to(&reply, peer).await;
-            }
-        });
-    }
+    let ports = [named_udp_backend("u1").await, named_udp_backend("u2").await];
     let marathon = Marathon::start().await;
     let (service_port, both_port) = (free_port(), free_port());
     let tasks = ports
