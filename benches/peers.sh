@@ -24,6 +24,8 @@
 #   IPERF_TIME=5       seconds per iperf3 run    MAX_STEAL=2  discard rounds above this steal %
 #   SWITCHYARD_BIN=target/release/switchyard    (built with `cargo build --release` if missing)
 #   SKIP_SWITCHYARD=1  compare direct nginx/iperf3 against HAProxy instead (no Switchyard needed)
+#   REPIN=0            leave the DNS servers' own thread affinity (Knot's UDP worker then runs on
+#                      core 0, beside dnsperf: how the 0.187 s of issue 16 was measured)
 #   BASELINE_BIN=path  another switchyard binary (e.g. main's) measured in the DNS rotation too, as
 #                      "baseline" (:15357): before/after in one interleaved run
 #   PEERS_DIR=<repo>/../shared/peers            OUT=file  also write the table there
@@ -60,7 +62,7 @@ declare -A VIP_TARGET=([switchyard]=127.66.0.1:15213 [haproxy]=127.0.0.1:15202 [
 DNS_PEERS=(unbound knot nsd)
 declare -A DNS_PORT=([switchyard]=15354 [unbound]=15353 [knot]=15355 [nsd]=15356 [baseline]=15357)
 declare -A DNS_SERVER=([switchyard]=switchyard-dns [unbound]=unbound [knot]=knot [nsd]=nsd [baseline]=baseline)
-BASELINE_BIN=${BASELINE_BIN:-}
+BASELINE_BIN=${BASELINE_BIN:-} REPIN=${REPIN:-1}
 [[ -z $BASELINE_BIN ]] || DNS_PEERS+=(baseline)
 declare -A PID_OF=([direct]="")   # direct has no proxy process: CPU column is n/a
 
@@ -201,6 +203,7 @@ start_dns_servers() {
   fi
 }
 repin() { # pid — every thread of pid and of its children on core 1 (NSD serves from a child)
+  [[ $REPIN == 1 ]] || return 0
   local p
   for p in "$1" $(pgrep -P "$1"); do taskset -a -p -c 1 "$p" >/dev/null; done
 }
@@ -426,6 +429,7 @@ report_dns() {
   echo "### DNS, one serving thread each on core 1, dnsperf -l $DURATION on core 0 (100 names, A)"
   echo
   echo "- servers in turn, the order rotating each round; medians over rounds with steal <= $MAX_STEAL%"
+  [[ $REPIN == 1 ]] || echo "- REPIN=0: each server's own thread affinity kept (Knot's UDP worker on core 0, beside dnsperf)"
   echo
   echo "| server | queries/s | CPU-s / 100k queries | CPU / Knot's | kept rounds |"
   echo "|---|---:|---:|---:|---|"
