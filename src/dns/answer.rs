@@ -699,4 +699,39 @@ mod tests {
             let _ = answer(Some(&z), &p, Transport::Udp, i % 2 == 0);
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a UDP query was answered with (any bytes after a header), the answer cut to
+        /// its question — a rate-limited slip, or a relayed answer too big for the client —
+        /// decodes, keeps the ID, rcode and question, has TC set and no records but the OPT the
+        /// query asked for.
+        #[test]
+        fn a_cut_answer_is_a_valid_truncated_message(
+            name in proptest::sample::select(vec!["api-prod.marathon.mesos.", "nope.marathon.mesos.", "example.com."]),
+            qtype in proptest::sample::select(vec![RecordType::A, RecordType::SRV, RecordType::TXT]),
+            edns in proptest::option::of(512u16..4096),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            garble in proptest::prelude::any::<bool>(),
+        ) {
+            let z = zone(3);
+            let mut q = query(name, qtype, edns);
+            if garble {
+                q.truncate(12);
+                q.extend_from_slice(&tail);
+            }
+            let Outcome::Reply(reply) = answer(Some(&z), &q, Transport::Udp, false) else {
+                return Ok(());
+            };
+            let seen = edns::scan(&q);
+            let question = plain_question(&q).map(|end| &q[..end]);
+            let cut = cut_to_question(&reply.bytes, question, seen.opt.then_some(seen.dnssec_ok));
+            let m = Message::from_vec(&cut).expect("a cut answer decodes");
+            proptest::prop_assert!(m.metadata.truncation);
+            proptest::prop_assert_eq!(m.metadata.id, u16::from_be_bytes([q[0], q[1]]));
+            proptest::prop_assert_eq!(m.metadata.response_code, reply.rcode);
+            proptest::prop_assert!(m.answers.is_empty() && m.authorities.is_empty());
+            proptest::prop_assert_eq!(m.queries.len(), usize::from(question.is_some()));
+            proptest::prop_assert_eq!(m.edns.is_some(), seen.opt);
+        }
+    }
 }
