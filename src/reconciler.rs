@@ -853,6 +853,7 @@ mod tests {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: crate::zone::HealthyDns { only: true, ttl: 5 },
         };
         let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
@@ -896,6 +897,7 @@ mod tests {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         };
         let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));

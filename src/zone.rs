@@ -41,6 +41,9 @@ pub struct ZoneConfig {
     pub served: Served,
     /// DNS that follows health (`dns.healthy_only`, `dns.healthy_ttl`).
     pub healthy: HealthyDns,
+    /// Serve `in-addr.arpa` and `ip6.arpa` with PTR records for task and VIP addresses
+    /// (`dns.ptr`; see [`ptr_zones`]).
+    pub ptr: bool,
 }
 
 /// The app label that turns health-following answers on (`true`) or off (`false`) for one app,
@@ -91,6 +94,8 @@ pub struct Served {
     pub listen: Option<std::net::SocketAddr>,
     pub upstreams: Vec<std::net::SocketAddr>,
     pub upstream_timeout: std::time::Duration,
+    /// Upstreams per domain suffix (`dns.zone_resolvers`).
+    pub zone_resolvers: std::collections::BTreeMap<String, Vec<std::net::SocketAddr>>,
 }
 
 /// One app's tasks as Mesos-DNS's `/v1/enumerate` lists them (records are looked up from the
@@ -123,6 +128,8 @@ pub struct Node {
     pub srv: Vec<Record>,
     pub ns: Vec<Record>,
     pub soa: Option<Record>,
+    /// Reverse names only (`dns.ptr`): owner set, as the answer is the name asked.
+    pub ptr: Vec<Record>,
 }
 
 #[derive(Debug)]
@@ -135,6 +142,8 @@ pub struct Zone {
     pub soa: Record,
     /// The named-VIP zone (`l4lb.thisdcos.directory`) and its SOA, when VIPs are on.
     pub vip_apex: Option<(LowerName, Record)>,
+    /// `in-addr.arpa` and `ip6.arpa` and their SOAs, when PTR records are on (`dns.ptr`).
+    pub reverse: Vec<(LowerName, Record)>,
     /// False for the stand-in served before the first zone is built (see [`Zone::pending`]):
     /// its zones are known, their contents are not, so their names are answered SERVFAIL.
     pub live: bool,
@@ -168,8 +177,9 @@ impl Zone {
             return Some(&self.soa);
         }
         self.vip_apex
-            .as_ref()
-            .filter(|(apex, _)| apex.zone_of(name))
+            .iter()
+            .chain(&self.reverse)
+            .find(|(apex, _)| apex.zone_of(name))
             .map(|(_, soa)| soa)
     }
 }
@@ -428,8 +438,14 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
         }
         zone
     });
+    let reverse = if config.ptr {
+        ptr_zones(cluster, config, &mut b.names, serial)
+    } else {
+        Vec::new()
+    };
     Zone {
         vip_apex,
+        reverse,
         apex: LowerName::new(&apex),
         names: b.names,
         soa,
@@ -536,6 +552,92 @@ fn vip_zone(
     (LowerName::new(&apex), soa)
 }
 
+/// The reverse zones served with `dns.ptr`.
+pub const REVERSE_ZONES: [&str; 2] = ["in-addr.arpa.", "ip6.arpa."];
+
+/// With `dns.ptr`: `in-addr.arpa` and `ip6.arpa`, each with an SOA (the cluster's serial) and
+/// NS (`ns1.{domain}`), and a PTR record for every running task's address (as `dns.ip_sources`
+/// gives it) naming its app's name, `{task}.marathon.{domain}` — the stable name that resolves
+/// back to the address — and for every named VIP's address naming
+/// `{name}.marathon.l4lb.thisdcos.directory`. An address several apps share (tasks on one
+/// agent under host networking) has one PTR per app. Every task counts, healthy or not, as the
+/// task's own name does. Returns the two apexes and their SOAs.
+fn ptr_zones(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    names: &mut FxHashMap<LowerName, Node>,
+    serial: u32,
+) -> Vec<(LowerName, Record)> {
+    let ttl = config.ttl;
+    let mut targets: std::collections::BTreeMap<IpAddr, std::collections::BTreeSet<Name>> =
+        Default::default();
+    for app in cluster.apps.values() {
+        let task_label = label(&task_name(&app.id), config.label_rule);
+        if task_label.is_empty() {
+            continue;
+        }
+        let Ok(fqdn) = Name::from_ascii(format!("{task_label}.marathon.{}.", config.domain)) else {
+            continue;
+        };
+        for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
+            for ip in task_addrs(cluster, app, task, &config.ip_sources) {
+                targets.entry(ip).or_default().insert(fqdn.clone());
+            }
+        }
+    }
+    if let Some(range) = &config.vip_range {
+        use crate::routing::vip::{self, VIP_DOMAIN, VipTarget};
+        let (members, _) = vip::declared(cluster);
+        for (target, ip) in vip::addresses(&members, range) {
+            let VipTarget::Named(name) = &target else {
+                continue;
+            };
+            let fqdn = format!("{}.marathon.{VIP_DOMAIN}.", vip::dns_label(name));
+            if let Ok(fqdn) = Name::from_ascii(fqdn) {
+                targets.entry(ip).or_default().insert(fqdn);
+            }
+        }
+    }
+    for (ip, fqdns) in targets {
+        let owner = Name::from(ip);
+        let node = names.entry(LowerName::new(&owner)).or_default();
+        for fqdn in fqdns {
+            let data = RData::PTR(hickory_proto::rr::rdata::PTR(fqdn));
+            node.ptr.push(Record::from_rdata(owner.clone(), ttl, data));
+        }
+        // The names between the apex and the owner exist (NODATA, not NXDOMAIN: RFC 8020).
+        let mut parent = owner.base_name();
+        while parent.num_labels() > 2 {
+            names.entry(LowerName::new(&parent)).or_default();
+            parent = parent.base_name();
+        }
+    }
+    let ns1 = Name::from_ascii(format!("ns1.{}.", config.domain)).unwrap_or_else(|_| Name::root());
+    REVERSE_ZONES
+        .iter()
+        .map(|apex| {
+            let apex = Name::from_ascii(apex).expect("a valid name");
+            let rname = Name::from_ascii("root")
+                .unwrap()
+                .append_name(&ns1)
+                .unwrap_or_else(|_| ns1.clone());
+            let soa = Record::from_rdata(
+                apex.clone(),
+                ttl,
+                RData::SOA(SOA::new(ns1.clone(), rname, serial, 60, 600, 86400, ttl)),
+            );
+            let node = names.entry(LowerName::new(&apex)).or_default();
+            node.soa = Some(soa.clone());
+            node.ns = vec![Record::from_rdata(
+                apex.clone(),
+                ttl,
+                RData::NS(NS(ns1.clone())),
+            )];
+            (LowerName::new(&apex), soa)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
@@ -564,6 +666,7 @@ pub(crate) mod fixtures {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         };
         build(&c, &config)
@@ -604,6 +707,7 @@ mod tests {
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         }
     }
@@ -761,6 +865,71 @@ mod tests {
         );
         let ns = lookup(&zone, "ns1.l4lb.thisdcos.directory.").unwrap();
         assert_eq!(ns.a[0].data, RData::A(A("127.0.0.1".parse().unwrap())));
+    }
+
+    #[test]
+    fn ptr_records_name_the_app_for_task_and_vip_addresses() {
+        let mut t1 = task("api.1", 31000);
+        t1.host = "10.0.0.1".into();
+        let mut t2 = task("web.1", 31001);
+        t2.host = "10.0.0.1".into();
+        let mut v6 = app("/v6/db", 10002, &[], vec![task("db.1", 31002)]);
+        v6.networking = crate::cluster::Networking::Container;
+        for t in v6.tasks.values_mut() {
+            t.ip_addresses = vec!["fd00::5".parse().unwrap()];
+        }
+        let mut api = app("/prod/api", 10000, &[], vec![t1]);
+        api.ports[0].labels.insert("VIP_0".into(), "/api:80".into());
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![
+            api,
+            app("/web", 10001, &[], vec![t2]),
+            v6,
+        ]));
+        let mut on = config();
+        on.ptr = true;
+        on.vip_range = Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap());
+        let zone = build(&c, &on);
+        let ptrs = |name: &str| -> Vec<String> {
+            lookup(&zone, name)
+                .map(|n| n.ptr.iter().map(|r| r.data.to_string()).collect())
+                .unwrap_or_default()
+        };
+        // Two apps on one agent: one PTR each, in name order.
+        assert_eq!(
+            ptrs("1.0.0.10.in-addr.arpa."),
+            ["api-prod.marathon.mesos.", "web.marathon.mesos."]
+        );
+        let v6_owner = Name::from("fd00::5".parse::<IpAddr>().unwrap()).to_ascii();
+        assert_eq!(ptrs(&v6_owner), ["db-v6.marathon.mesos."]);
+        let vip = zone
+            .names
+            .iter()
+            .find(|(_, n)| {
+                n.ptr
+                    .iter()
+                    .any(|r| r.data.to_string() == "api.marathon.l4lb.thisdcos.directory.")
+            })
+            .map(|(name, _)| name.to_string())
+            .expect("the VIP's address has a PTR");
+        assert!(vip.ends_with(".11.in-addr.arpa."), "{vip}");
+        // The apexes have SOA and NS; the names between are there (NODATA, not NXDOMAIN).
+        for apex in ["in-addr.arpa.", "ip6.arpa."] {
+            let node = lookup(&zone, apex).unwrap();
+            assert!(node.soa.is_some() && node.ns.len() == 1, "{apex}");
+            let name = LowerName::new(&Name::from_ascii(format!("x.{apex}")).unwrap());
+            assert!(zone.soa_for(&name).is_some(), "{apex} is served");
+        }
+        assert!(lookup(&zone, "0.0.10.in-addr.arpa.").is_some());
+        assert!(lookup(&zone, "2.0.0.10.in-addr.arpa.").is_none());
+        // Off (the default): no reverse zone at all.
+        let off = build(&c, &config());
+        assert!(off.reverse.is_empty());
+        assert!(lookup(&off, "1.0.0.10.in-addr.arpa.").is_none());
+        let name = LowerName::new(&Name::from_ascii("1.0.0.10.in-addr.arpa.").unwrap());
+        assert!(off.soa_for(&name).is_none(), "not served: relayed");
+        // Pending (before the first sync): served, so never forwarded.
+        assert!(Zone::pending(&on).soa_for(&name).is_some());
     }
 
     #[test]

@@ -136,6 +136,8 @@ impl Config {
             return Err("dns.upstream_timeout: must be > 0".into());
         }
         self.dns.allow_recursion()?;
+        self.dns.rrl.settings()?;
+        self.dns.zone_resolvers(self.vip.enabled)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {e}"))?;
         Ok(())
