@@ -275,9 +275,11 @@ impl Reconciler {
         self.zone.verdicts = verdicts.clone();
         let (cluster, done, synced) =
             (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
+        // The weights as the table routes them, overrides included: a swap rebuilds the zone.
+        let splits = crate::zone::route_splits(&self.store.load().table);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let zone = crate::zone::build_with(&cluster, &config, &verdicts);
+            let zone = crate::zone::build_from(&cluster, &config, &verdicts, &splits);
             tracing::debug!(
                 names = zone.names.len(),
                 build_us = started.elapsed().as_micros() as u64,

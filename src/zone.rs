@@ -13,7 +13,10 @@ use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
 use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
+
+mod splits;
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
+pub use splits::{RouteSplit, route_splits};
 
 /// Where a task's addresses come from, tried in order (Mesos-DNS's `IPSources`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +238,17 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
 /// healthy and ready and that are not in `verdicts`, or every running task when none is
 /// (fail static: a client gets an address that may work rather than none at all).
 pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -> Zone {
+    build_from(cluster, config, verdicts, &[])
+}
+
+/// As [`build_with`], with the routing table's traffic splits answered as weighted SRV records
+/// under their deployment group's name (see [`splits`]).
+pub fn build_from(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    verdicts: &Verdicts,
+    route_splits: &[RouteSplit],
+) -> Zone {
     let apex = Name::from_ascii(format!("{}.", config.domain)).unwrap_or_else(|_| Name::root());
     let framework = format!("marathon.{}.", config.domain);
     let mut b = Builder {
@@ -248,6 +262,7 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
     // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
+    let mut split_targets = splits::targets(route_splits);
 
     for app in cluster.apps.values() {
         let task_label = label(&task_name(&app.id), config.label_rule);
@@ -362,11 +377,21 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
                 if !answered {
                     continue;
                 }
-                let protocols: &[&str] = match port.protocol {
+                let protocols: &'static [&'static str] = match port.protocol {
                     Protocol::Tcp => &["_tcp"],
                     Protocol::Udp => &["_udp"],
                     Protocol::TcpUdp => &["_tcp", "_udp"],
                 };
+                if !split_targets.is_empty()
+                    && let Some(t) = split_targets.get_mut(&(app.id.clone(), n))
+                {
+                    t.push(splits::Target {
+                        port: number,
+                        target: target.clone(),
+                        protocols,
+                        ttl,
+                    });
+                }
                 let srv = RData::SRV(SRV::new(0, 1, number, target.clone()));
                 for proto in protocols {
                     let mut owners = vec![b.name(&[&service, proto])];
@@ -387,6 +412,14 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
         listed.push(this);
     }
 
+    splits::add_records(
+        route_splits,
+        &split_targets,
+        &config.domain,
+        config.label_rule,
+        &mut b.names,
+        &mut problems,
+    );
     agent_records(cluster, config, &mut b.names);
 
     let ns1 = Name::from_ascii("ns1")
@@ -1069,6 +1102,111 @@ mod tests {
             [31001, 31002, 31003].into()
         );
         assert_eq!(zone.fail_static, vec![crate::cluster::AppId::from("/api")]);
+    }
+
+    /// A deployment group's split (blue 90 over three tasks, green 10 over one) is answered
+    /// under the group's name with weights in proportion to each task's share of the traffic;
+    /// a weight override moves them; an app of weight 0 is not listed; a group named like an
+    /// app keeps the app's records and is reported.
+    #[test]
+    fn a_deployment_groups_split_is_answered_as_weighted_srv_records() {
+        let blue = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "10100"),
+            ("SWITCHYARD_0_WEIGHT", "90"),
+        ];
+        let green = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "10100"),
+            ("SWITCHYARD_0_WEIGHT", "10"),
+        ];
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![
+            app(
+                "/shop-blue",
+                10000,
+                &blue,
+                vec![task("b.1", 1), task("b.2", 2), task("b.3", 3)],
+            ),
+            app("/shop-green", 10000, &green, vec![task("g.1", 4)]),
+        ]));
+        let compile_config =
+            crate::routing::CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        use std::collections::BTreeMap;
+        let weights = |zone: &Zone| -> BTreeMap<u16, u16> {
+            lookup(zone, "_shop._tcp.marathon.mesos.")
+                .map(|n| {
+                    n.srv
+                        .iter()
+                        .map(|r| match &r.data {
+                            RData::SRV(s) => (s.port, s.weight),
+                            _ => panic!(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let table = crate::routing::compile(&c, &compile_config);
+        let splits = route_splits(&table);
+        assert_eq!(splits.len(), 1, "{splits:?}");
+        let zone = build_from(&c, &config(), &Verdicts::default(), &splits);
+        // Blue: 90 over three tasks, 30 each; green: 10 on one. The heaviest weighs 10,000.
+        assert_eq!(
+            weights(&zone),
+            BTreeMap::from([(1, 10_000), (2, 10_000), (3, 10_000), (4, 3_333)])
+        );
+        // The apps' own names are unchanged.
+        assert_eq!(
+            lookup(&zone, "_shop-blue._tcp.marathon.mesos.")
+                .unwrap()
+                .srv
+                .len(),
+            3
+        );
+
+        // A runtime override (50/50) as the table routes it.
+        let mut overridden = compile_config.clone();
+        overridden.weight_overrides.insert(
+            "shop".into(),
+            BTreeMap::from([("/shop-blue".into(), 50), ("/shop-green".into(), 50)]),
+        );
+        let splits = route_splits(&crate::routing::compile(&c, &overridden));
+        let zone = build_from(&c, &config(), &Verdicts::default(), &splits);
+        assert_eq!(
+            weights(&zone),
+            BTreeMap::from([(1, 3_333), (2, 3_333), (3, 3_333), (4, 10_000)])
+        );
+        // Green at 0: not listed (the proxy sends it nothing).
+        let mut zero = compile_config.clone();
+        zero.weight_overrides.insert(
+            "shop".into(),
+            BTreeMap::from([("/shop-blue".into(), 100), ("/shop-green".into(), 0)]),
+        );
+        let splits = route_splits(&crate::routing::compile(&c, &zero));
+        let zone = build_from(&c, &config(), &Verdicts::default(), &splits);
+        assert_eq!(
+            weights(&zone),
+            BTreeMap::from([(1, 10_000), (2, 10_000), (3, 10_000)])
+        );
+
+        // An app named like the group: its own records answer, and the group is reported.
+        let mut with_namesake = c.clone();
+        with_namesake.apply(ClusterUpdate::AppUpserted(app(
+            "/shop",
+            10200,
+            &[],
+            vec![task("s.1", 9)],
+        )));
+        let splits = route_splits(&crate::routing::compile(&with_namesake, &compile_config));
+        let zone = build_from(&with_namesake, &config(), &Verdicts::default(), &splits);
+        assert_eq!(weights(&zone), BTreeMap::from([(9, 1)]));
+        assert!(
+            zone.problems
+                .iter()
+                .any(|p| p.reason.contains("deployment group `shop`")),
+            "{:?}",
+            zone.problems
+        );
     }
 
     #[test]
