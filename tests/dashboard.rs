@@ -171,7 +171,33 @@ async fn the_dashboard_shows_an_ejected_backend_and_counts_the_problems() {
     assert!(dead_view["connect_failures"].as_u64().unwrap() >= 5);
     assert!(dead_view["errors"].as_u64().unwrap() >= 5);
 
+    // Swaps that change nothing (a resync re-reads the same file) are one line on the page:
+    // three resyncs, one after the other, each waited for.
+    let generation = |routes: serde_json::Value| routes["generation"].as_u64().unwrap();
+    for _ in 0..3 {
+        let before = generation(sy.routes().await);
+        assert_eq!(sy.get("/_mlb_signal/hup").await.0, 200);
+        sy.wait_routes("the resync's swap", |r| generation(r.clone()) > before)
+            .await;
+    }
+    let (_, swaps) = sy.get("/v1/swaps").await;
+    let swaps: serde_json::Value = serde_json::from_str(&swaps).unwrap();
+    let quiet = swaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take_while(|w| w["unchanged"] == json!(true))
+        .count();
+    assert!(quiet >= 3, "{swaps:#}");
+
     let mut page = Browser::open(&dir.join("profile"), &format!("http://{}/", sy.admin));
+    page.wait(
+        "the quiet swaps collapsed",
+        &format!(
+            "document.getElementById('swaps').textContent.includes('{quiet} swaps without change')"
+        ),
+    );
     let ejected = page.wait(
         "the ejected backend on the page",
         &format!(
@@ -201,6 +227,7 @@ async fn the_dashboard_shows_an_ejected_backend_and_counts_the_problems() {
     let problem = page.eval("document.getElementById('problems').textContent");
     assert!(problem.as_str().unwrap().contains("/shop"), "{problem}");
     // The good backend served every request the dead one could not: its total, not "idle".
+    page.screenshot_if_asked("dashboard-ejected");
     let split = page.eval("document.getElementById('routes').textContent");
     assert!(!split.as_str().unwrap().contains("idle"), "{split}");
 }
@@ -278,6 +305,7 @@ async fn the_dashboard_logs_in_beyond_loopback_with_the_token() {
         json!(false),
         "the session cookie is HttpOnly"
     );
+    page.screenshot_if_asked("dashboard-logged-in");
     // A change from the page: the session's CSRF token in a header, the browser's Origin.
     page.eval(&format!(
         "setWeights({route:?}, {{\"/shop\": 7}}).then(() => true)"
@@ -451,4 +479,61 @@ async fn an_expired_session_cookie_is_refused() {
     let (status, _, _) =
         http_request(sy.admin, "GET", "/v1/session", &[("Cookie", &session)], "").await;
     assert_eq!(status, 401);
+}
+
+/// A backend removed from the table while a connection through it is open is shown draining
+/// under its service, until when, with its totals, in `/v1/routes`.
+#[tokio::test]
+async fn a_removed_backend_with_an_open_connection_is_shown_draining() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (one, _one) = echo_backend().await;
+    let (two, _two) = echo_backend().await;
+    let dir = temp_dir("dashboard-draining");
+    let file = dir.join("apps.json");
+    let port = free_port();
+    let tcp = |p: u16| {
+        app(
+            "/echo",
+            port,
+            json!({}),
+            vec![task("/echo", &format!("echo.{p}"), p)],
+        )
+    };
+    write_apps(&file, vec![tcp(one.port())]);
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\ndrain_timeout = \"60s\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("dashboard-draining", &toml);
+    sy.wait_routes("served", |r| support::backends(r, port) == vec![one])
+        .await;
+    let mut client = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    write_apps(&file, vec![tcp(two.port())]);
+    let routes = sy
+        .wait_routes("one draining", |r| {
+            r["services"][0]["draining"]
+                .as_array()
+                .is_some_and(|d| d.len() == 1)
+        })
+        .await;
+    let service = &routes["services"][0];
+    assert_eq!(service["backends"][0]["address"], json!(two.to_string()));
+    assert_eq!(service["backends"][0]["state"], "up");
+    let draining = &service["draining"][0];
+    assert_eq!(draining["address"], json!(one.to_string()), "{routes:#}");
+    assert_eq!(draining["state"], "draining");
+    assert_eq!(draining["active"], 1);
+    assert_eq!(draining["total"], 1);
+    let until = draining["drain_until_unix_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(until > now, "a wall-clock time ahead: {until} vs {now}");
 }

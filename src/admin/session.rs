@@ -202,6 +202,38 @@ mod tests {
         assert_eq!(sessions.len(), 1);
     }
 
+    proptest::proptest! {
+        /// Whatever other cookies surround it, the session's value is found as sent; arbitrary
+        /// header text never panics and never yields a value holding a separator.
+        #[test]
+        fn the_session_cookie_is_found_among_others(
+            before in proptest::collection::vec("[a-z_]{1,8}=[!-:<-~]{0,12}", 0..4),
+            after in proptest::collection::vec("[a-z_]{1,8}=[!-:<-~]{0,12}", 0..4),
+            id in "[0-9a-f]{64}",
+            noise in ".{0,80}",
+        ) {
+            let others = |v: &Vec<String>| {
+                v.iter().filter(|c| !c.starts_with("switchyard_session=")).cloned().collect::<Vec<_>>()
+            };
+            let mut all = others(&before);
+            all.push(format!("{COOKIE}={id}"));
+            all.extend(others(&after));
+            let mut h = HeaderMap::new();
+            h.insert(http::header::COOKIE, HeaderValue::from_str(&all.join("; ")).unwrap());
+            proptest::prop_assert_eq!(cookie_id(&h), Some(id.as_str()));
+            if let Ok(v) = HeaderValue::from_str(&noise) {
+                let mut h = HeaderMap::new();
+                h.insert(http::header::COOKIE, v.clone());
+                h.insert(http::header::ORIGIN, v.clone());
+                h.insert(http::header::HOST, v);
+                if let Some(found) = cookie_id(&h) {
+                    proptest::prop_assert!(!found.contains(';'));
+                }
+                let _ = same_origin(&h);
+            }
+        }
+    }
+
     #[test]
     fn cookies_origins_and_secrets() {
         let mut h = HeaderMap::new();

@@ -181,6 +181,23 @@ impl Browser {
         }
     }
 
+    /// Saves a PNG of the page to the path in `SWITCHYARD_TEST_SCREENSHOT`, if set (to look at
+    /// what a test saw).
+    pub fn screenshot_if_asked(&mut self, name: &str) {
+        let Some(dir) = std::env::var_os("SWITCHYARD_TEST_SCREENSHOT") else {
+            return;
+        };
+        use base64::Engine;
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true }),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or(""))
+            .unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+
     /// Types `text` into the focused element, as a keyboard would.
     pub fn type_text(&mut self, text: &str) {
         self.call("Input.insertText", json!({ "text": text }));
