@@ -95,7 +95,7 @@ impl Sessions {
             .retain(|s| !bool::from(s.id.as_bytes().ct_eq(id.as_bytes())));
     }
 
-    pub fn len(&self) -> usize {
+    pub fn live(&self) -> usize {
         self.table.lock().unwrap().len()
     }
 
@@ -194,12 +194,12 @@ mod tests {
         for i in 1..=MAX_SESSIONS {
             last = sessions.create(t0 + Duration::from_millis(i as u64));
         }
-        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert_eq!(sessions.live(), MAX_SESSIONS);
         assert!(sessions.find(&first.id, t0).is_none(), "the oldest went");
         assert!(sessions.find(&last.unwrap().id, t0).is_some());
         // Expired ones are purged first.
         sessions.create(t0 + Duration::from_secs(3600)).unwrap();
-        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions.live(), 1);
     }
 
     proptest::proptest! {
