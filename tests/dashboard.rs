@@ -362,6 +362,22 @@ async fn sessions_need_the_csrf_token_and_the_same_origin_for_changes() {
         assert!(cookie.contains(attribute), "{cookie}");
     }
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "cache-control" && v == "no-store"),
+        "the CSRF token is not cached: {headers:?}"
+    );
+    // The page that can make changes may not be framed by another site.
+    let (status, page, _) = http_request(admin, "GET", "/", &[], "").await;
+    assert_eq!(
+        status, 200,
+        "the page itself is open: it is where one logs in"
+    );
+    assert!(
+        page.iter()
+            .any(|(k, v)| k == "x-frame-options" && v == "DENY")
+    );
     let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf_token"]
         .as_str()
         .unwrap()

@@ -394,9 +394,19 @@ impl Admin {
             }
             "/" | "/dashboard" => {
                 let mut r = text(StatusCode::OK, DASHBOARD.to_string());
-                r.headers_mut().insert(
+                let h = r.headers_mut();
+                h.insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                // It can change weights: no other site may frame it (clickjacking).
+                h.insert(
+                    header::X_FRAME_OPTIONS,
+                    header::HeaderValue::from_static("DENY"),
+                );
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    header::HeaderValue::from_static("frame-ancestors 'none'"),
                 );
                 r
             }
@@ -532,11 +542,16 @@ pub(super) fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A JSON answer about a session (it may hold its CSRF token): never cached.
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = text(status, body.to_string() + "\n");
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
     );
     r
 }
