@@ -691,6 +691,24 @@ mod tests {
         assert!(err.contains("discovery.marathon"), "{err}");
         let err = Config::parse("", base).unwrap_err();
         assert!(err.contains("no source"), "{err}");
+        let err = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\nloopback_reads_open = false",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.loopback_reads_open"), "{err}");
+        let err = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\nsession_ttl = \"0s\"",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.session_ttl"), "{err}");
+        let ok = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\ntoken_file = \"t\"\nloopback_reads_open = false\nsession_ttl = \"30m\"",
+            base,
+        )
+        .unwrap();
+        assert_eq!(ok.admin.session_ttl, Duration::from_secs(1800));
     }
 
     #[test]
