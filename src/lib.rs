@@ -124,6 +124,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let resync = Arc::new(Notify::new());
     let admin = Arc::new(admin::Admin {
         token: admin_token(&config)?,
+        sessions: admin::session::Sessions::new(config.admin.session_ttl),
+        loopback_reads_open: config.admin.loopback_reads_open,
         resync: resync.clone(),
         commands: commands_tx.clone(),
         reload: reload_tx.clone(),

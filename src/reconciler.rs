@@ -29,6 +29,14 @@ pub struct Status {
     pub source_error: std::sync::Mutex<Option<SourceError>>,
     /// The most recent table swaps, newest last (at most [`SWAP_HISTORY`]).
     pub swaps: std::sync::Mutex<std::collections::VecDeque<SwapRecord>>,
+    /// Backends that left the table and still drain, as of the last swap (the admin API shows
+    /// them; their counters stay live).
+    pub draining: std::sync::Mutex<
+        Vec<(
+            crate::backends::BackendKey,
+            Arc<crate::backends::BackendState>,
+        )>,
+    >,
 }
 
 pub const SWAP_HISTORY: usize = 50;
@@ -64,6 +72,13 @@ pub struct SwapRecord {
     pub compile_us: u64,
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`).
+    pub routes: Vec<String>,
+    /// Whether the table's problems differ from the previous table's.
+    pub problems_changed: bool,
+    /// Nothing above changed: a swap that left backends, routes and problems as they were (a
+    /// resync, a task's health that does not move routing). The dashboard collapses them.
+    pub unchanged: bool,
 }
 
 /// Runtime requests from the admin API.
@@ -520,8 +535,11 @@ impl Reconciler {
         let compile_time = started.elapsed();
         self.report_problems(&table);
         let states = self.registry.attach(&table);
+        *self.status.draining.lock().unwrap() = self.registry.draining_states();
         let previous = self.store.load_full();
         let (added, removed) = diff(&previous.table, &table);
+        let routes_changed = route_changes(&previous.table, &table);
+        let problems_changed = previous.table.problems != table.problems;
         let generation = previous.generation + 1;
         let services = table.services.len();
         let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
@@ -562,6 +580,12 @@ impl Reconciler {
                 compile_us: compile_time.as_micros() as u64,
                 added: added.iter().take(KEPT).cloned().collect(),
                 removed: removed.iter().take(KEPT).cloned().collect(),
+                unchanged: added.is_empty()
+                    && removed.is_empty()
+                    && routes_changed.is_empty()
+                    && !problems_changed,
+                routes: routes_changed.into_iter().take(KEPT).collect(),
+                problems_changed,
             });
         }
         if !added.is_empty() || !removed.is_empty() || generation == 1 {
@@ -679,6 +703,38 @@ fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String
         b.difference(&a).map(fmt).collect(),
         a.difference(&b).map(fmt).collect(),
     )
+}
+
+/// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`).
+fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<String> {
+    let shape = |t: &RoutingTable| -> BTreeMap<String, Vec<(String, u32)>> {
+        t.routes
+            .iter()
+            .map(|r| {
+                let members = r
+                    .members
+                    .iter()
+                    .map(|m| (m.app_id.to_string(), m.weight))
+                    .collect();
+                (r.name.to_string(), members)
+            })
+            .collect()
+    };
+    let (a, b) = (shape(before), shape(after));
+    let mut out = Vec::new();
+    for (name, members) in &b {
+        match a.get(name) {
+            None => out.push(format!("+{name}")),
+            Some(old) if old != members => out.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        a.keys()
+            .filter(|n| !b.contains_key(*n))
+            .map(|n| format!("-{n}")),
+    );
+    out
 }
 
 fn summary(items: &[String]) -> String {

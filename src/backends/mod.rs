@@ -72,6 +72,11 @@ impl BackendMetrics {
         }
     }
 
+    /// Responses of a status class (`1`..=`5`) so far.
+    pub fn responses(&self, class: usize) -> u64 {
+        self.responses[class.clamp(1, 5) - 1].get()
+    }
+
     pub fn response(&self, status: http::StatusCode) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.responses[class].inc();
@@ -273,6 +278,18 @@ impl Registry {
 
     pub fn draining(&self) -> usize {
         self.draining.len()
+    }
+
+    /// The backends that left the table and still drain, with their service, for the admin
+    /// API (read off the hot path, after a swap).
+    pub fn draining_states(&self) -> Vec<(BackendKey, Arc<BackendState>)> {
+        let mut out: Vec<_> = self
+            .draining
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     fn undrain(&mut self, key: &BackendKey) -> Option<Arc<BackendState>> {

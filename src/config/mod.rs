@@ -534,6 +534,13 @@ pub struct Admin {
     /// A file holding the bearer token the admin API requires: for everything but `/healthz`
     /// and `/readyz` when listening beyond loopback, and always for changes (weights).
     pub token_file: Option<PathBuf>,
+    /// How long a dashboard login (`POST /v1/login`: the token exchanged for a session cookie)
+    /// lasts.
+    #[serde(deserialize_with = "duration")]
+    pub session_ttl: Duration,
+    /// On a loopback `listen`, reads are open to every local client; `false` asks the token (or
+    /// a session) of them too, as beyond loopback (a shared host; the tests of the login).
+    pub loopback_reads_open: bool,
 }
 
 impl Default for Admin {
@@ -541,6 +548,8 @@ impl Default for Admin {
         Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_file: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            loopback_reads_open: true,
         }
     }
 }
@@ -806,6 +815,24 @@ mod tests {
         assert!(err.contains("discovery.marathon"), "{err}");
         let err = Config::parse("", base).unwrap_err();
         assert!(err.contains("no source"), "{err}");
+        let err = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\nloopback_reads_open = false",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.loopback_reads_open"), "{err}");
+        let err = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\nsession_ttl = \"0s\"",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.session_ttl"), "{err}");
+        let ok = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\ntoken_file = \"t\"\nloopback_reads_open = false\nsession_ttl = \"30m\"",
+            base,
+        )
+        .unwrap();
+        assert_eq!(ok.admin.session_ttl, Duration::from_secs(1800));
     }
 
     #[test]
