@@ -354,6 +354,7 @@ impl Reconciler {
             table: current.table.clone(),
             dns: Some(Arc::new(zone)),
             states: current.states.clone(),
+            limits: current.limits.clone(),
             created: current.created,
         });
         self.zone.published |= synced;
@@ -518,6 +519,7 @@ impl Reconciler {
         let compile_time = started.elapsed();
         self.report_problems(&table);
         let states = self.registry.attach(&table);
+        let limits = self.registry.attach_limits(&table);
         let previous = self.store.load_full();
         let (added, removed) = diff(&previous.table, &table);
         let generation = previous.generation + 1;
@@ -528,6 +530,7 @@ impl Reconciler {
             table: Arc::new(table),
             dns: previous.dns.clone(),
             states,
+            limits,
             created: SystemTime::now(),
         };
         self.store.publish(snapshot);

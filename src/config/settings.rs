@@ -70,6 +70,7 @@ impl Config {
             max_connections: self.proxy.max_connections,
             max_idle_per_backend: self.proxy.max_idle_per_backend,
             drain_timeout: self.proxy.drain_timeout,
+            error_pages: self.http.error_pages.clone(),
         }
     }
 }
