@@ -74,6 +74,13 @@ pub enum Command {
         weights: Option<BTreeMap<AppId, u32>>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Put an app in maintenance (`true`: every HTTP request answered 503 with its page, the
+    /// route kept) or take it out; answered once the new table is live.
+    SetMaintenance {
+        app: AppId,
+        on: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// A reloaded configuration; answered once a table compiled with it is live.
     Reconfigure {
         compile: Box<CompileConfig>,
@@ -106,6 +113,8 @@ pub struct Reconciler {
     pub health_targets: watch::Sender<crate::health_check::Targets>,
     problems_seen: HashSet<Problem>,
     overrides: BTreeMap<String, Override>,
+    /// Apps in maintenance by the admin API (kept across reloads, not across restarts).
+    maintenance: BTreeSet<AppId>,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
     /// A full snapshot has been applied.
     synced: bool,
@@ -173,6 +182,7 @@ impl Reconciler {
             health_targets: watch::Sender::new(Vec::new()),
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
+            maintenance: BTreeSet::new(),
             replies: Vec::new(),
             synced: false,
             zone: {
@@ -383,6 +393,24 @@ impl Reconciler {
                 self.replies.push(reply);
                 true
             }
+            Command::SetMaintenance { app, on, reply } => {
+                if on && !self.cluster.apps.contains_key(&app) {
+                    let _ = reply.send(Err(format!("no app {app}")));
+                    return false;
+                }
+                let changed = if on {
+                    self.maintenance.insert(app.clone())
+                } else {
+                    self.maintenance.remove(&app)
+                };
+                if !changed {
+                    let _ = reply.send(Ok(()));
+                    return false;
+                }
+                tracing::info!(app_id = %app, on, "maintenance set by the admin API");
+                self.replies.push(reply);
+                true
+            }
             Command::SetWeights {
                 route,
                 weights,
@@ -455,6 +483,7 @@ impl Reconciler {
             );
             self.overrides.remove(&route);
         }
+        self.config.maintenance = self.maintenance.clone();
         self.config.weight_overrides = self
             .overrides
             .iter()

@@ -22,6 +22,16 @@ struct Edge {
 }
 
 async fn edge(name: &str, apps: Vec<Value>, proxy: &str, http: &str) -> Edge {
+    edge_with_admin(name, apps, proxy, http, "").await
+}
+
+async fn edge_with_admin(
+    name: &str,
+    apps: Vec<Value>,
+    proxy: &str,
+    http: &str,
+    admin: &str,
+) -> Edge {
     let dir = temp_dir(name);
     let file = dir.join("apps.json");
     write_apps(&file, apps);
@@ -32,7 +42,7 @@ async fn edge(name: &str, apps: Vec<Value>, proxy: &str, http: &str) -> Edge {
          [http]\nlisten = [\"{listen}\"]\nh2c = true\n{http}\n",
         file.display().to_string()
     );
-    let sy = Switchyard::start(name, &toml);
+    let sy = Switchyard::start_with_admin(name, &toml, admin);
     wait_for("ready", || async {
         (sy.get("/readyz").await.0 == 200).then_some(())
     })
@@ -594,4 +604,70 @@ async fn error_pages_per_app_and_by_default_and_the_maintenance_switch() {
     })
     .await;
     assert_eq!(get(e.http, "shop.example.com", "/").await.body, "good");
+}
+
+/// A change on the admin API with the bearer token; returns the status.
+async fn admin_change(admin: SocketAddr, method: &str, path: &str, token: &str) -> u16 {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    parse(&out).status
+}
+
+#[tokio::test]
+async fn maintenance_switch_at_runtime_through_the_admin_api() {
+    let good = Backend::start("good").await;
+    let token_file = temp_dir("edge-maintenance-token").join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let admin = format!("token_file = {:?}", token_file.display().to_string());
+    let apps = vec![vhost_app(
+        "/shop",
+        "shop.example.com",
+        json!({"SWITCHYARD_0_ERROR_PAGE_503": "<h1>back soon</h1>"}),
+        &[good.port()],
+    )];
+    let e = edge_with_admin("edge-maintenance", apps, "", "", &admin).await;
+    assert_eq!(get(e.http, "shop.example.com", "/").await.status, 200);
+    let path = "/v1/apps/shop/maintenance";
+    assert_eq!(admin_change(e.sy.admin, "PUT", path, "wrong").await, 401);
+    assert_eq!(admin_change(e.sy.admin, "PUT", path, "s3cret").await, 200);
+    // Answered once the table is live: the next request sees it.
+    let shop = get(e.http, "shop.example.com", "/").await;
+    assert_eq!(
+        (shop.status, shop.body.as_str()),
+        (503, "<h1>back soon</h1>")
+    );
+    let routes = e.sy.routes().await;
+    let shop_service = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == "/shop")
+        .unwrap();
+    assert_eq!(shop_service["edge"]["maintenance"], true);
+    assert_eq!(
+        admin_change(e.sy.admin, "PUT", "/v1/apps/nope/maintenance", "s3cret").await,
+        404
+    );
+    assert_eq!(
+        admin_change(e.sy.admin, "DELETE", path, "s3cret").await,
+        200
+    );
+    assert_eq!(get(e.http, "shop.example.com", "/").await.body, "good");
+    assert_eq!(
+        e.sy.metric(
+            "switchyard_limited_requests_total",
+            &["/shop:0", "maintenance"]
+        )
+        .await,
+        1.0
+    );
 }

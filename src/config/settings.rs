@@ -21,6 +21,7 @@ impl Config {
             reserved: self.reserved_ports(),
             default_app: self.http.default_app.clone(),
             weight_overrides: Overrides::new(),
+            maintenance: Default::default(),
             vip: self.vip.settings(),
             health: health_policy(&self.health_checks),
             ip_per_task_ports: (

@@ -30,6 +30,9 @@ pub struct CompileConfig {
     pub default_app: Option<String>,
     /// Route weights set at runtime (admin API), by route name.
     pub weight_overrides: Overrides,
+    /// Apps put in maintenance at runtime (admin API): as `SWITCHYARD_{n}_MAINTENANCE=true` on
+    /// each of their ports.
+    pub maintenance: std::collections::BTreeSet<crate::cluster::AppId>,
     /// VIPs: the range named VIPs get addresses from, and their balancer. `None`: no VIPs.
     pub vip: Option<VipSettings>,
     /// Active health checks; `None`: off.
@@ -69,6 +72,7 @@ impl CompileConfig {
             reserved: Vec::new(),
             default_app: None,
             weight_overrides: Overrides::new(),
+            maintenance: Default::default(),
             vip: None,
             health: None,
             ip_per_task_ports: (10050, 10100),
@@ -139,7 +143,8 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 problem(Severity::Ignored, notice.clone());
             }
             let mode = labels::mode(&labels, &app.checks, n);
-            let (edge, findings) = super::edge::read(&app.labels, n);
+            let (mut edge, findings) = super::edge::read(&app.labels, n);
+            edge.maintenance |= config.maintenance.contains(&app.id);
             for notice in findings.ignored {
                 problem(Severity::Ignored, notice);
             }
