@@ -708,7 +708,11 @@ fn edge_labels_reach_the_service_and_bad_ones_are_reported_by_kind() {
     let c = cluster(vec![
         http("/limited", 10000, ("SWITCHYARD_0_RATE_LIMIT", "10/s")),
         // A limit that does not parse: served, without it, reported.
-        http("/typo", 10001, ("SWITCHYARD_0_MAX_CONCURRENT_REQUESTS", "-1")),
+        http(
+            "/typo",
+            10001,
+            ("SWITCHYARD_0_MAX_CONCURRENT_REQUESTS", "-1"),
+        ),
         // A header rule on a framing field: not served.
         http(
             "/framing",
