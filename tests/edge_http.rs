@@ -671,3 +671,71 @@ async fn maintenance_switch_at_runtime_through_the_admin_api() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn over_the_pending_limit_is_503_at_once_while_a_connection_opens() {
+    // A backend whose accept queue is full and never drained: connecting to it hangs (the
+    // kernel drops the SYNs), so a request waits for its connection until the connect timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = socket.listen(1).unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let mut queued = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            TcpStream::connect(stuck_addr),
+        );
+        match attempt.await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break, // a connect that does not complete: the queue is full
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accept queue never filled"
+        );
+    }
+    let apps = vec![vhost_app(
+        "/stuck",
+        "stuck.example.com",
+        json!({
+            "SWITCHYARD_0_MAX_PENDING_REQUESTS": "1",
+            "SWITCHYARD_0_MAX_CONCURRENT_REQUESTS": "100",
+            "SWITCHYARD_0_CONNECT_TIMEOUT": "10s",
+        }),
+        &[stuck_addr.port()],
+    )];
+    let e = edge("edge-pending", apps, "", "").await;
+    let first = tokio::spawn(get(e.http, "stuck.example.com", "/"));
+    // Admitted, and so (with no wait in between) waiting for its connection.
+    wait_for("the first request in flight", || async {
+        let routes = e.sy.routes().await;
+        let service = routes["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["app_id"] == "/stuck")
+            .cloned()
+            .unwrap();
+        (service["edge"]["in_flight"] == 1).then_some(())
+    })
+    .await;
+    let second = get(e.http, "stuck.example.com", "/").await;
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert!(
+        second.body.contains("waiting for a backend connection"),
+        "{}",
+        second.body
+    );
+    assert_eq!(
+        e.sy.metric(
+            "switchyard_limited_requests_total",
+            &["/stuck:0", "pending"]
+        )
+        .await,
+        1.0
+    );
+    first.abort();
+    drop(queued);
+}
