@@ -10,9 +10,12 @@
 #
 #   benches/callgrind.sh [BINARY ...]     default: target/release/switchyard
 #   N1=2000 N2=12000                      request counts
+#   LABELS='"SWITCHYARD_0_RATE_LIMIT":"1000000000/s",'  labels added to the HTTP app (the cost of
+#                                         a limit configured but not reached, benches/limits.sh)
+#   ENTRIES="service port:18091"          which entries to count (default: both)
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
 set -euo pipefail
-N1=${N1:-2000} N2=${N2:-12000}
+N1=${N1:-2000} N2=${N2:-12000} LABELS=${LABELS:-} ENTRIES=${ENTRIES:-"service port:18091,vhost:18093"}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
@@ -29,6 +32,7 @@ mkdir -p /tmp/peers/nginx
 nginx -c "$PEERS_DIR/nginx.conf" -p /tmp/peers/nginx >/dev/null 2>&1 &
 PIDS+=($!)
 cp "$HERE/peers/switchyard.toml" "$HERE/peers/apps.json" "$WORK/"
+sed -i "s|\"labels\":{\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|\"labels\":{$LABELS\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|" "$WORK/apps.json"
 
 wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 wait_port 18080
@@ -48,7 +52,7 @@ instructions() {
     sleep 0.1
   done
   h2load --h1 -n "$n" -c 1 -m 1 "http://127.0.0.1:$port/" >"$WORK/h2load.log"
-  grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; exit 1; }
+  grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; kill -TERM "$pid"; wait "$pid" || true; exit 1; }
   kill -TERM "$pid"
   wait "$pid" || true
   grep -m1 '^summary:' "$out" | awk '{print $2}'
@@ -56,7 +60,8 @@ instructions() {
 
 printf '| binary | entry | instructions per request |\n|---|---|---:|\n'
 for bin in "$@"; do
-  for entry in "service port:18091" "vhost:18093"; do
+  IFS=, read -r -a entries <<<"$ENTRIES"
+  for entry in "${entries[@]}"; do
     port=${entry##*:}
     a=$(instructions "$bin" "$port" "$N1")
     b=$(instructions "$bin" "$port" "$N2")

@@ -89,6 +89,13 @@ pub enum Command {
         weights: Option<BTreeMap<AppId, u32>>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Put an app in maintenance (`true`: every HTTP request answered 503 with its page, the
+    /// route kept) or take it out; answered once the new table is live.
+    SetMaintenance {
+        app: AppId,
+        on: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// A reloaded configuration; answered once a table compiled with it is live.
     Reconfigure {
         compile: Box<CompileConfig>,
@@ -121,6 +128,8 @@ pub struct Reconciler {
     pub health_targets: watch::Sender<crate::health_check::Targets>,
     problems_seen: HashSet<Problem>,
     overrides: BTreeMap<String, Override>,
+    /// Apps in maintenance by the admin API (kept across reloads, not across restarts).
+    maintenance: BTreeSet<AppId>,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
     /// A full snapshot has been applied.
     synced: bool,
@@ -188,6 +197,7 @@ impl Reconciler {
             health_targets: watch::Sender::new(Vec::new()),
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
+            maintenance: BTreeSet::new(),
             replies: Vec::new(),
             synced: false,
             zone: {
@@ -371,6 +381,7 @@ impl Reconciler {
             table: current.table.clone(),
             dns: Some(Arc::new(zone)),
             states: current.states.clone(),
+            limits: current.limits.clone(),
             created: current.created,
         });
         self.zone.published |= synced;
@@ -396,6 +407,24 @@ impl Reconciler {
                 self.config = *compile;
                 self.zone.config = zone;
                 self.registry.reconfigure(drain_timeout);
+                self.replies.push(reply);
+                true
+            }
+            Command::SetMaintenance { app, on, reply } => {
+                if on && !self.cluster.apps.contains_key(&app) {
+                    let _ = reply.send(Err(format!("no app {app}")));
+                    return false;
+                }
+                let changed = if on {
+                    self.maintenance.insert(app.clone())
+                } else {
+                    self.maintenance.remove(&app)
+                };
+                if !changed {
+                    let _ = reply.send(Ok(()));
+                    return false;
+                }
+                tracing::info!(app_id = %app, on, "maintenance set by the admin API");
                 self.replies.push(reply);
                 true
             }
@@ -471,6 +500,7 @@ impl Reconciler {
             );
             self.overrides.remove(&route);
         }
+        self.config.maintenance = self.maintenance.clone();
         self.config.weight_overrides = self
             .overrides
             .iter()
@@ -536,6 +566,7 @@ impl Reconciler {
         self.report_problems(&table);
         let states = self.registry.attach(&table);
         *self.status.draining.lock().unwrap() = self.registry.draining_states();
+        let limits = self.registry.attach_limits(&table);
         let previous = self.store.load_full();
         let (added, removed) = diff(&previous.table, &table);
         let routes_changed = route_changes(&previous.table, &table);
@@ -548,6 +579,7 @@ impl Reconciler {
             table: Arc::new(table),
             dns: previous.dns.clone(),
             states,
+            limits,
             created: SystemTime::now(),
         };
         self.store.publish(snapshot);

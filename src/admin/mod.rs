@@ -5,7 +5,8 @@
 //!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
 //! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`;
 //! - the live table: `/v1/routes`, `/v1/swaps`, `/v1/explain?host=H&path=P` or `?port=N`;
-//! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `POST /v1/reload`, marathon-lb's
+//! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `PUT`/`DELETE
+//!   /v1/apps/{app id}/maintenance`, `POST /v1/reload`, marathon-lb's
 //!   `/_mlb_signal/hup` (a full resync);
 //! - the dashboard's way in (`session`): `POST /v1/login` (the token for a session cookie),
 //!   `GET /v1/session` (the session's CSRF token), `POST /v1/logout`;
@@ -290,10 +291,11 @@ impl Admin {
             "/v1/logout",
             "/v1/session",
         ];
-        const PREFIXES: [(&str, &str); 3] = [
+        const PREFIXES: [(&str, &str); 4] = [
             ("/v1/hosts/", "/v1/hosts"),
             ("/v1/services/", "/v1/services"),
             ("/v1/routes/", "/v1/routes/weights"),
+            ("/v1/apps/", "/v1/apps/maintenance"),
         ];
         let path = req.uri().path();
         let endpoint = EXACT
@@ -331,6 +333,15 @@ impl Admin {
         {
             let route = percent_decode(route);
             return self.weights(req, route).await;
+        }
+        if let Some(app) = req
+            .uri()
+            .path()
+            .strip_prefix("/v1/apps/")
+            .and_then(|r| r.strip_suffix("/maintenance"))
+        {
+            let app = format!("/{}", percent_decode(app).trim_start_matches('/'));
+            return self.maintenance(req.method(), app).await;
         }
         if req.uri().path() == "/v1/reload" {
             if req.method() != Method::POST {
@@ -471,6 +482,34 @@ impl Admin {
 }
 
 impl Admin {
+    /// `PUT /v1/apps/{app id}/maintenance` puts an app in maintenance (its HTTP requests are
+    /// answered 503 with its page, its routes kept); `DELETE` takes it out. Answers once the
+    /// new table is live.
+    async fn maintenance(&self, method: &Method, app: String) -> Response<Full<Bytes>> {
+        let on = match *method {
+            Method::PUT | Method::POST => true,
+            Method::DELETE => false,
+            _ => return text(StatusCode::METHOD_NOT_ALLOWED, "PUT or DELETE\n".into()),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = crate::reconciler::Command::SetMaintenance {
+            app: app.into(),
+            on,
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
+            Ok(Ok(Ok(()))) => text(StatusCode::OK, "ok\n".into()),
+            Ok(Ok(Err(e))) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+            _ => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not applied in time\n".into(),
+            ),
+        }
+    }
+
     /// `PUT /v1/routes/{route}/weights` with `{"app id": weight, …}` sets a route's weights
     /// (apps left out get 0); `DELETE` clears them. Answers once the new table is live.
     async fn weights(&self, req: Request<Incoming>, route: String) -> Response<Full<Bytes>> {

@@ -77,6 +77,9 @@ struct ServiceView<'a> {
     draining: Vec<BackendView<'a>>,
     /// Tasks of the app that get no traffic, and why.
     held_back: Vec<HeldBackView<'a>>,
+    /// Its edge labels in effect (limits, timeouts, header rules, pages, maintenance), when any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -163,6 +166,39 @@ struct HeldBackView<'a> {
     reason: &'a str,
 }
 
+/// A service's edge settings, as `/v1/routes` shows them; `None` when it has none.
+fn edge_view(
+    edge: &crate::routing::edge::Edge,
+    limits: Option<&std::sync::Arc<crate::backends::limits::AppLimits>>,
+) -> Option<serde_json::Value> {
+    use serde_json::json;
+    if *edge == crate::routing::edge::Edge::default() {
+        return None;
+    }
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    let pages: Vec<u16> = [502, 503, 504]
+        .into_iter()
+        .filter(|s| edge.pages.get(*s).is_some())
+        .collect();
+    Some(json!({
+        "rate_limit": edge.rate.as_ref().map(|r| json!({
+            "rate": r.text,
+            "burst": r.burst,
+            "by": if r.per_client { "client" } else { "app" },
+        })),
+        "max_concurrent_requests": edge.max_concurrent,
+        "max_pending_requests": edge.max_pending,
+        "in_flight": limits.filter(|_| edge.max_concurrent.is_some()).map(|l| l.in_flight()),
+        "connect_timeout_ms": ms(edge.timeouts.connect),
+        "response_timeout_ms": ms(edge.timeouts.response),
+        "tunnel_timeout_ms": ms(edge.timeouts.tunnel),
+        "request_header_rules": edge.request_headers.remove.len() + edge.request_headers.add.len(),
+        "response_header_rules": edge.response_headers.remove.len() + edge.response_headers.add.len(),
+        "error_pages": pages,
+        "maintenance": edge.maintenance,
+    }))
+}
+
 pub(super) fn routes<'a>(
     snapshot: &'a Snapshot,
     failures: &BTreeMap<SocketAddr, String>,
@@ -191,7 +227,9 @@ pub(super) fn routes<'a>(
         .services
         .iter()
         .zip(&snapshot.states)
-        .map(|(s, states)| ServiceView {
+        .enumerate()
+        .map(|(i, (s, states))| ServiceView {
+            edge: edge_view(&s.edge, snapshot.limits.get(i).and_then(Option::as_ref)),
             app_id: &s.key.app_id,
             port_index: s.key.port_index,
             listen: s.listen,

@@ -7,6 +7,7 @@
 //! and its open connections are cut once the drain timeout passes.
 
 pub mod health;
+pub mod limits;
 pub mod outlier;
 
 use std::collections::HashMap;
@@ -212,6 +213,7 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
     verdicts: Arc<tokio::sync::Notify>,
+    limits: limits::LimitStates,
 }
 
 impl Registry {
@@ -222,7 +224,14 @@ impl Registry {
             metrics,
             drain_timeout,
             verdicts: Arc::default(),
+            limits: limits::LimitStates::default(),
         }
+    }
+
+    /// The request-limit states of `table`'s services, in table order (`None`: no limit),
+    /// carried over from the last table while an app's limits stay the same.
+    pub fn attach_limits(&mut self, table: &RoutingTable) -> Vec<Option<Arc<limits::AppLimits>>> {
+        self.limits.attach(table, &self.metrics)
     }
 
     /// Notified when any backend's verdict flips (see [`BackendState::verdict_changed`]).

@@ -178,6 +178,41 @@ pub struct Http {
     pub max_header_bytes: usize,
     /// Requests with more header fields than this are refused (431).
     pub max_headers: usize,
+    /// Files whose contents answer 502, 503 and 504 for apps without a page of their own
+    /// (`SWITCHYARD_{n}_ERROR_PAGE_*`); at most 64 KiB each, read at start and on reload.
+    pub error_page_502: Option<PathBuf>,
+    pub error_page_503: Option<PathBuf>,
+    pub error_page_504: Option<PathBuf>,
+    /// Their content type.
+    pub error_page_content_type: String,
+    /// The pages read from those files.
+    #[serde(skip)]
+    pub error_pages: crate::routing::edge::ErrorPages,
+}
+
+impl Http {
+    /// The default error pages, read from their files (bounded).
+    fn read_error_pages(&self) -> Result<crate::routing::edge::ErrorPages, String> {
+        let mut pages = crate::routing::edge::ErrorPages::default();
+        for (status, path) in [
+            (502, &self.error_page_502),
+            (503, &self.error_page_503),
+            (504, &self.error_page_504),
+        ] {
+            let Some(path) = path else { continue };
+            let key = format!("http.error_page_{status}");
+            let limit = crate::routing::edge::MAX_PAGE_BYTES as u64;
+            let file = std::fs::File::open(path)
+                .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut body)
+                .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+            pages
+                .set(status, &body, &self.error_page_content_type)
+                .map_err(|e| format!("{key} {}: {e}", path.display()))?;
+        }
+        Ok(pages)
+    }
 }
 
 impl Default for Http {
@@ -190,6 +225,11 @@ impl Default for Http {
             h2c: false,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            error_page_502: None,
+            error_page_503: None,
+            error_page_504: None,
+            error_page_content_type: crate::routing::edge::DEFAULT_PAGE_TYPE.into(),
+            error_pages: Default::default(),
         }
     }
 }
@@ -654,6 +694,9 @@ impl Config {
             &mut config.https.default_cert,
             &mut config.admin.token_file,
             &mut config.runtime.upgrade_socket,
+            &mut config.http.error_page_502,
+            &mut config.http.error_page_503,
+            &mut config.http.error_page_504,
         ]
         .into_iter()
         .flatten()
@@ -668,6 +711,7 @@ impl Config {
             config.discovery.token_file = Some(base.join(token));
         }
         config.validate()?;
+        config.http.error_pages = config.http.read_error_pages()?;
         Ok(config)
     }
 

@@ -347,6 +347,18 @@ pub fn write_request_head(
     ip: &str,
     https: bool,
 ) {
+    write_request_head_with(out, req, head, ip, https, &headers::NO_RULES);
+}
+
+/// [`write_request_head`] with an app's request header rules.
+pub fn write_request_head_with(
+    out: &mut Vec<u8>,
+    req: &httparse::Request<'_, '_>,
+    head: &Head,
+    ip: &str,
+    https: bool,
+    rules: &headers::Rules,
+) {
     let named = ConnectionNamed::of(
         req.headers
             .iter()
@@ -361,7 +373,7 @@ pub fn write_request_head(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match headers::classify(name) {
-            headers::Field::Other if !named.contains(name) => {}
+            headers::Field::Other if !named.contains(name) && !headers::ruled_out(rules, name) => {}
             headers::Field::RequestId if !named.contains(name) => request_id = true,
             _ => continue,
         }
@@ -384,6 +396,7 @@ pub fn write_request_head(
         .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedFor)
         .map(|h| h.value);
     forwarded.write(out, existing, request_id);
+    headers::write_added(out, rules);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -427,6 +440,19 @@ pub fn write_response_head(
     close: bool,
     extra: &[u8],
 ) {
+    write_response_head_with(out, res, checked, close, extra, &headers::NO_RULES);
+}
+
+/// [`write_response_head`] with an app's response header rules (their added fields go before
+/// `extra`).
+pub fn write_response_head_with(
+    out: &mut Vec<u8>,
+    res: &httparse::Response<'_, '_>,
+    checked: &message::Response,
+    close: bool,
+    extra: &[u8],
+    rules: &headers::Rules,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let code = res.code.unwrap_or(502).min(999);
     out.extend_from_slice(&[
@@ -458,7 +484,7 @@ pub fn write_response_head(
                 length_written = true;
             }
             headers::Field::Framing => continue,
-            _ if named.contains(name) => continue,
+            _ if named.contains(name) || headers::ruled_out(rules, name) => continue,
             _ => {}
         }
         out.extend_from_slice(name);
@@ -471,6 +497,7 @@ pub fn write_response_head(
     } else if checked.body == message::ResponseBody::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    headers::write_added(out, rules);
     out.extend_from_slice(extra);
     if close {
         out.extend_from_slice(b"connection: close\r\n");

@@ -20,7 +20,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::exchange::{Attempts, Failure, is_idempotent};
+use super::errors::Answer;
+use super::exchange::{Attempts, Failure, Policy, is_idempotent};
 use super::upstream::{ProxyBody, RequestBody, Tried, send};
 use super::{Context, headers, message};
 use crate::metrics::ServiceLabels;
@@ -185,11 +186,13 @@ async fn proxy(
     };
     let index = match table.resolve(entry, request) {
         None => {
-            let response = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
+            let answer = Answer::new(
+                503,
                 "no route for this request\n",
+                None,
+                &settings.error_pages,
             );
-            return log(None, response);
+            return log(None, answer.response());
         }
         Some((Target::Service(index), _)) => index,
         Some((Target::Route(route), _)) => {
@@ -197,15 +200,20 @@ async fn proxy(
             match route.pick(Some(req.headers()), &table.services) {
                 Some(index) => index,
                 None => {
-                    let service = &table.services[route.first()].key;
+                    let first = &table.services[route.first()];
                     ctx.metrics
                         .no_backend
                         .get_or_create(&ServiceLabels {
-                            service: service.to_string(),
+                            service: first.key.to_string(),
                         })
                         .inc();
-                    let response = plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
-                    return log(None, response);
+                    let answer = Answer::new(
+                        503,
+                        "no backend available\n",
+                        Some(first),
+                        &settings.error_pages,
+                    );
+                    return log(None, answer.response());
                 }
             }
         }
@@ -227,6 +235,24 @@ async fn proxy(
         let response = redirect_to_https(&req, checked.host.as_deref());
         return log(None, response);
     }
+    // The app's maintenance switch and limits, before credentials are checked (a flood of
+    // bad credentials is held to the rate too) and before anything goes to a backend.
+    let limits = snapshot.limits.get(index).and_then(Option::as_ref);
+    let slot = match super::limits::admit(ctx, service, limits, client.addr.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let text = format!("{}\n", refusal.text());
+            let answer = Answer::new(
+                refusal.status(),
+                &text,
+                Some(service),
+                &settings.error_pages,
+            )
+            .retry_after(refusal.retry_after());
+            return log(None, answer.response());
+        }
+    };
+    let policy = Policy::of(service, &settings, limits);
     if let Some(auth) = &service.http.auth
         && let Some(response) = super::basic_auth::check(auth, req.headers()).await
     {
@@ -254,6 +280,7 @@ async fn proxy(
         .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
     prepare_request(&mut req, client, https, &checked);
+    headers::apply_rules(req.headers_mut(), &service.edge.request_headers);
     if let Some(rewrite) = &service.http.rewrite {
         rewrite_request(&mut req, rewrite);
     }
@@ -290,9 +317,9 @@ async fn proxy(
         .chain(balanced.filter(|&b| Some(b) != pinned))
     {
         let outcome = if service.upstream_h2 {
-            super::upstream_h2::send(req, &states[b], ctx).await
+            super::upstream_h2::send(req, &states[b], (ctx, &policy)).await
         } else {
-            send(req, &states[b], ctx, &mut upgrade).await
+            send(req, &states[b], (ctx, &policy), &mut upgrade).await
         };
         let failure = match outcome {
             Tried::Unsent(back) => {
@@ -304,7 +331,9 @@ async fn proxy(
             }
             Tried::Response(mut response) => {
                 attempts.answered(b, response.status().as_u16());
+                headers::apply_rules(response.headers_mut(), &service.edge.response_headers);
                 finish(&mut response, service, https, pinned, b);
+                response.body_mut().hold(slot);
                 return log(Some(states[b].addr), response);
             }
             Tried::Failed(failure) => failure,
@@ -335,8 +364,9 @@ async fn proxy(
         // The client is gone; hyper drops the connection whatever is answered.
         return plain(StatusCode::BAD_REQUEST, "client gone\n");
     };
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = plain(status, &format!("{}\n", answer.text));
+    let text = format!("{}\n", answer.text);
+    let mut response =
+        Answer::new(answer.status, &text, Some(service), &settings.error_pages).response();
     if client_fault {
         response
             .headers_mut()

@@ -3,12 +3,14 @@
 mod admission;
 pub mod basic_auth;
 mod buffers;
+pub mod errors;
 pub mod exchange;
 mod h1;
 pub mod h1_framing;
 mod h1_relay;
 pub mod headers;
 pub mod http;
+pub mod limits;
 pub mod listeners;
 pub mod message;
 pub mod pool;
@@ -93,6 +95,8 @@ pub struct Settings {
     pub max_idle_per_backend: usize,
     /// How long open connections may finish after a stop (SIGTERM, an upgrade's handover).
     pub drain_timeout: Duration,
+    /// `http.error_page_*`: the pages of 502, 503 and 504 for apps without their own.
+    pub error_pages: crate::routing::edge::ErrorPages,
 }
 
 #[cfg(test)]
@@ -115,6 +119,7 @@ impl Settings {
             max_connections: 100_000,
             max_idle_per_backend: 1024,
             drain_timeout: Duration::from_secs(30),
+            error_pages: Default::default(),
         }
     }
 }

@@ -43,6 +43,11 @@ pub async fn serve(
     let idle = snapshot.table.services[service]
         .tcp_idle_timeout
         .unwrap_or(settings.tcp_idle_timeout);
+    let connect_timeout = snapshot.table.services[service]
+        .edge
+        .timeouts
+        .connect
+        .unwrap_or(settings.connect_timeout);
     let picked = {
         let svc = &snapshot.table.services[service];
         let states = &snapshot.states[service];
@@ -50,7 +55,7 @@ pub async fn serve(
         let candidates = svc.balancer.candidates(flow, |i| states[i].load());
         for b in crate::backends::outlier::ordered(states, candidates) {
             let started = std::time::Instant::now();
-            match connect(states[b].addr, settings.connect_timeout).await {
+            match connect(states[b].addr, connect_timeout).await {
                 Ok(stream) => {
                     states[b].observe_connect(started.elapsed());
                     states[b].outlier.success();

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use tokio::net::TcpStream;
 
-use super::exchange::Failure;
+use super::exchange::{Failure, Policy};
 use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
 use super::pool::Pools;
@@ -43,7 +43,7 @@ pub enum Tried {
 pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
-    ctx: &Context,
+    (ctx, policy): (&Context, &Policy<'_>),
     upgrade: &mut Option<OnUpgrade>,
 ) -> Tried {
     // A pooled connection may have been closed by the backend while idle; if it fails before
@@ -52,8 +52,7 @@ pub async fn send(
         // Ready already (its last response was read to the end): no timer to arm.
         Some(sender) if sender.is_ready() => Some(sender),
         Some(mut sender) => {
-            let ready =
-                tokio::time::timeout(ctx.settings.load().connect_timeout, sender.ready()).await;
+            let ready = tokio::time::timeout(policy.connect, sender.ready()).await;
             matches!(ready, Ok(Ok(()))).then_some(sender)
         }
         None => None,
@@ -62,13 +61,18 @@ pub async fn send(
         let fresh = pooled.is_none();
         let mut sender = match pooled.take() {
             Some(sender) => sender,
-            None => match open(state, ctx).await {
-                Ok(sender) => sender,
-                Err(_) => return Tried::Unsent(req),
-            },
+            None => {
+                let Ok(_pending) = super::limits::pending(policy.limits) else {
+                    return Tried::Failed(Failure::Overloaded);
+                };
+                match open(state, policy.connect).await {
+                    Ok(sender) => sender,
+                    Err(_) => return Tried::Unsent(req),
+                }
+            }
         };
         let active = charge(&mut req, state);
-        match await_response(sender.try_send_request(req), state, ctx).await {
+        match await_response(sender.try_send_request(req), state, policy.response).await {
             Awaited::Over(outcome) => return outcome,
             Awaited::Answered(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -78,7 +82,7 @@ pub async fn send(
                         ));
                     };
                     let upstream = hyper::upgrade::on(&mut response);
-                    let idle = ctx.settings.load().tunnel_idle_timeout;
+                    let idle = policy.tunnel;
                     tokio::spawn(tunnel(client, upstream, (state.clone(), idle), active));
                     let (parts, _) = response.into_parts();
                     return Tried::Response(Response::from_parts(parts, ProxyBody::empty()));
@@ -133,11 +137,11 @@ pub fn charge(req: &mut Request<RequestBody>, state: &Arc<BackendState>) -> Acti
 pub async fn await_response(
     exchange: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>>,
     state: &BackendState,
-    ctx: &Context,
+    response_timeout: std::time::Duration,
 ) -> Awaited {
     let sent = std::time::Instant::now();
     let result = tokio::select! {
-        r = tokio::time::timeout(ctx.settings.load().response_timeout, exchange) => r,
+        r = tokio::time::timeout(response_timeout, exchange) => r,
         _ = state.drained() => return Awaited::Over(Tried::Failed(Failure::Removed)),
     };
     match result {
@@ -160,14 +164,15 @@ pub async fn await_response(
     }
 }
 
-pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
+pub async fn open(
+    state: &BackendState,
+    connect_timeout: std::time::Duration,
+) -> Result<Upstream, ()> {
     let started = std::time::Instant::now();
-    let stream = connect(state.addr, ctx.settings.load().connect_timeout)
-        .await
-        .map_err(|e| {
-            state.metrics.connect_failures.inc();
-            tracing::debug!(backend = %state.addr, "connect failed: {e}");
-        })?;
+    let stream = connect(state.addr, connect_timeout).await.map_err(|e| {
+        state.metrics.connect_failures.inc();
+        tracing::debug!(backend = %state.addr, "connect failed: {e}");
+    })?;
     state.observe_connect(started.elapsed());
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -196,6 +201,7 @@ fn finish_response(
         conn: Some((sender, pools, state)),
         bytes_out,
         _active: active,
+        slot: None,
     };
     if body.inner.is_end_stream() {
         body.release();
@@ -220,6 +226,9 @@ pub struct PooledBody {
     conn: Option<(Upstream, Arc<Pools>, Arc<BackendState>)>,
     bytes_out: Counter,
     _active: ActiveGuard,
+    /// The request's place among its app's requests in flight (`MAX_CONCURRENT_REQUESTS`),
+    /// held until the body ends.
+    slot: Option<crate::backends::limits::Slot>,
 }
 
 impl PooledBody {
@@ -230,6 +239,7 @@ impl PooledBody {
             conn: None,
             bytes_out,
             _active: active,
+            slot: None,
         }
     }
 
@@ -237,6 +247,7 @@ impl PooledBody {
         if let Some((sender, pools, state)) = self.conn.take() {
             pools.checkin(&state, sender);
         }
+        self.slot = None;
     }
 }
 
@@ -248,6 +259,16 @@ pub enum ProxyBody {
 impl ProxyBody {
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(Full::new(Bytes::new()))
+    }
+
+    /// Keeps a request's place among its app's requests in flight until the body from the
+    /// backend ends (a whole body in hand frees it at once).
+    pub fn hold(&mut self, slot: Option<crate::backends::limits::Slot>) {
+        if let ProxyBody::Upstream(body) = self
+            && !body.inner.is_end_stream()
+        {
+            body.slot = slot;
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub type H2Upstream = hyper::client::conn::http2::SendRequest<RequestBody>;
 pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
-    ctx: &Context,
+    (ctx, policy): (&Context, &super::exchange::Policy<'_>),
 ) -> Tried {
     // HTTP/2 carries the target as :scheme and :authority: make the URI absolute.
     let path = req
@@ -33,14 +33,19 @@ pub async fn send(
     let mut reused = shared.is_some();
     let mut sender = match shared {
         Some(sender) => sender,
-        None => match open(state, ctx).await {
-            Some(sender) => sender,
-            None => return Tried::Unsent(req),
-        },
+        None => {
+            let Ok(_pending) = super::limits::pending(policy.limits) else {
+                return Tried::Failed(super::exchange::Failure::Overloaded);
+            };
+            match open(state, ctx, policy.connect).await {
+                Some(sender) => sender,
+                None => return Tried::Unsent(req),
+            }
+        }
     };
     loop {
         let active = charge(&mut req, state);
-        match await_response(sender.try_send_request(req), state, ctx).await {
+        match await_response(sender.try_send_request(req), state, policy.response).await {
             Awaited::Over(outcome) => return outcome,
             Awaited::Answered(response) => {
                 return Tried::Response(into_proxy(response, state, active));
@@ -49,7 +54,7 @@ pub async fn send(
             Awaited::Returned(back) if reused => {
                 req = back;
                 reused = false;
-                match open(state, ctx).await {
+                match open(state, ctx, policy.connect).await {
                     Some(fresh) => sender = fresh,
                     None => return Tried::Unsent(req),
                 }
@@ -59,9 +64,13 @@ pub async fn send(
     }
 }
 
-async fn open(state: &Arc<BackendState>, ctx: &Context) -> Option<H2Upstream> {
+async fn open(
+    state: &Arc<BackendState>,
+    ctx: &Context,
+    connect_timeout: std::time::Duration,
+) -> Option<H2Upstream> {
     let started = std::time::Instant::now();
-    let stream = match connect(state.addr, ctx.settings.load().connect_timeout).await {
+    let stream = match connect(state.addr, connect_timeout).await {
         Ok(stream) => stream,
         Err(e) => {
             state.metrics.connect_failures.inc();
