@@ -234,9 +234,9 @@ async fn direction(
     }
 }
 
-/// The tunnel of an HTTP upgrade: [`relay`]'s rules over any two streams. A side whose socket
-/// is known (`*_socket`) is reset when the other fails; `prefix`es are bytes already read from
-/// each side, sent on first. Without readiness to wait on, a direction reads its first bytes
+/// The tunnel of an HTTP upgrade: [`relay`]'s rules over any two streams (a TLS one, say). As
+/// with [`relay`], the caller resets the sockets it knows on any end but [`End::Closed`];
+/// `prefix`es are bytes already read from each side, sent on first. Without readiness to wait on, a direction reads its first bytes
 /// into a small buffer of its own and takes a pooled one only while more keep coming.
 pub async fn relay_io<C, U>(
     (client, client_prefix): (C, bytes::Bytes),
