@@ -10,9 +10,13 @@
 #
 #   benches/callgrind.sh [BINARY ...]     default: target/release/switchyard
 #   N1=2000 N2=12000                      request counts
+#   NEW_CONN=1                            a new connection per request instead (one request each,
+#                                         sequential, `Connection: close`; a small python3 client),
+#                                         to the TCP-mode port (:18092), the HTTP-mode port and the
+#                                         vhost listener: what accepting, connecting and closing cost
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
 set -euo pipefail
-N1=${N1:-2000} N2=${N2:-12000}
+N1=${N1:-2000} N2=${N2:-12000} NEW_CONN=${NEW_CONN:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
@@ -47,8 +51,24 @@ instructions() {
     curl -s "127.0.0.1:19090/v1/routes" 2>/dev/null | grep -q '"/bench/http"' && break
     sleep 0.1
   done
-  h2load --h1 -n "$n" -c 1 -m 1 "http://127.0.0.1:$port/" >"$WORK/h2load.log"
-  grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; exit 1; }
+  if [[ $NEW_CONN == 1 ]]; then
+    python3 - "$port" "$n" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(req)
+    got = b""
+    while chunk := s.recv(65536):
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200"), got[:64]
+    s.close()
+PY
+  else
+    h2load --h1 -n "$n" -c 1 -m 1 "http://127.0.0.1:$port/" >"$WORK/h2load.log"
+    grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; exit 1; }
+  fi
   kill -TERM "$pid"
   wait "$pid" || true
   grep -m1 '^summary:' "$out" | awk '{print $2}'
@@ -56,7 +76,9 @@ instructions() {
 
 printf '| binary | entry | instructions per request |\n|---|---|---:|\n'
 for bin in "$@"; do
-  for entry in "service port:18091" "vhost:18093"; do
+  entries=("service port:18091" "vhost:18093")
+  [[ $NEW_CONN != 1 ]] || entries=("tcp port, new connection:18092" "service port, new connection:18091" "vhost, new connection:18093")
+  for entry in "${entries[@]}"; do
     port=${entry##*:}
     a=$(instructions "$bin" "$port" "$N1")
     b=$(instructions "$bin" "$port" "$N2")
