@@ -199,3 +199,43 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
     }
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend connect: made with TCP_NODELAY; a refusal is reported as one (without the
+    /// `SO_ERROR` query on success, the error must still come through); a backend whose accept
+    /// queue is full (its SYNs dropped) runs into the timeout.
+    #[tokio::test]
+    async fn connect_succeeds_is_refused_or_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = connect(addr, Duration::from_secs(5)).await.unwrap();
+        assert!(stream.nodelay().unwrap());
+        drop(listener);
+        let refused = connect(addr, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
+
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        let timed_out = loop {
+            assert!(queued.len() < 16, "the accept queue never filled");
+            match connect(addr, Duration::from_millis(200)).await {
+                Ok(stream) => queued.push(stream),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut, "{timed_out}");
+    }
+}
