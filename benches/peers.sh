@@ -30,10 +30,11 @@
 #                      "baseline" (:15357): before/after in one interleaved run
 #   PEERS_DIR=<repo>/../shared/peers            OUT=file  also write the table there
 #   KEEP_WORK=1        keep the scratch dir (configs, server logs, raw results.tsv)
-#   CASES="http vhost" only these cases (of: http rate vhost tcp iperf vip dns); rows of the
-#                      others read "–"
-# Runs from the repo root (relative paths above are from there). Takes about 4 minutes with the
-# defaults: ROUNDS*(2*(5*DURATION+2*IPERF_TIME)+IPERF_TIME) s plus a 4 s warm-up and a few s of
+#   CASES="http vhost" only these cases (of: http rate vhost tcp close tcp-close iperf vip dns);
+#                      rows of the others read "–". close / tcp-close: wrk with `Connection: close`,
+#                      a new client connection per request, in HTTP mode / TCP mode
+# Runs from the repo root (relative paths above are from there). Takes about 5 minutes with the
+# defaults: ROUNDS*(2*(7*DURATION+2*IPERF_TIME)+IPERF_TIME) s plus a 4 s warm-up and a few s of
 # start-up.
 set -euo pipefail
 
@@ -239,8 +240,9 @@ tree_ticks() { # utime+stime of pid and every live descendant (NSD serves from f
   echo "$total"
 }
 
-run_wrk() { # port -> "rps p99_ms requests errors"
-  taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$1/" | parse_wrk
+run_wrk() { # port [wrk args...] -> "rps p99_ms requests errors"
+  local port=$1; shift
+  taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency "$@" "http://127.0.0.1:$port/" | parse_wrk
 }
 parse_wrk() {
   awk 'function ms(v, u) { u = v; sub(/^[0-9.]+/, "", u); v += 0
@@ -293,10 +295,12 @@ measure() { # case proxy round — one run, one line in results.tsv
     local target=${VIP_TARGET[$proxy]}
     gbps=$(run_iperf "${target##*:}" "${target%:*}") || gbps=-
   else
-    local port=${TCP_PORT[$proxy]}
-    [[ $case != http ]] || port=${HTTP_PORT[$proxy]}
+    local port=${TCP_PORT[$proxy]} extra=()
+    [[ $case != http && $case != close ]] || port=${HTTP_PORT[$proxy]}
     [[ $case != vhost ]] || port=${VHOST_PORT[$proxy]}
-    read -r rps p99 req err < <(run_wrk "$port" || echo "- - 0 0")
+    # a new connection per request: every request opens (and closes) a client connection
+    [[ $case != close && $case != tcp-close ]] || extra=(-H 'Connection: close')
+    read -r rps p99 req err < <(run_wrk "$port" "${extra[@]}" || echo "- - 0 0")
     ((err == 0)) || NOTES+=("$proxy $case round $round: $err errors (non-2xx/socket) out of $req requests")
     [[ -z $pid || $req == 0 ]] || cpu=$(awk -v d="$(($(proc_ticks "$pid") - t0))" -v hz="$CLK_TCK" -v r="$req" \
       'BEGIN { printf "%.3f", d / hz / r * 100000 }')
@@ -334,7 +338,7 @@ run_rounds() {
   if [[ -n $CASES ]]; then
     read -ra cases <<<"$CASES"
   else
-    cases=(http rate vhost tcp iperf vip)
+    cases=(http rate vhost tcp close tcp-close iperf vip)
     [[ $CANDIDATE == direct ]] || cases+=(dns)
   fi
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -410,6 +414,14 @@ report() {
   row "tcp-mode http" tcp 6 "p99 ms" "%.2f"
   row "tcp-mode http" tcp 7 "CPU-s / 100k req" "%.3f"
   row "tcp-mode http" tcp 9 "req per proxy CPU-s" "%.0f"
+  row "http, new connection per request" close 5 "conn/s" "%.0f"
+  row "http, new connection per request" close 6 "p99 ms" "%.2f"
+  row "http, new connection per request" close 7 "CPU-s / 100k conn" "%.3f"
+  row "http, new connection per request" close 9 "conn per proxy CPU-s" "%.0f"
+  row "tcp, new connection per request" tcp-close 5 "conn/s" "%.0f"
+  row "tcp, new connection per request" tcp-close 6 "p99 ms" "%.2f"
+  row "tcp, new connection per request" tcp-close 7 "CPU-s / 100k conn" "%.3f"
+  row "tcp, new connection per request" tcp-close 9 "conn per proxy CPU-s" "%.0f"
   row "iperf tcp" iperf 8 "Gbit/s" "%.2f"
   row "iperf via VIP" vip 8 "Gbit/s" "%.2f"
   if ((${#NOTES[@]})); then echo; printf -- '- warning: %s\n' "${NOTES[@]}"; fi

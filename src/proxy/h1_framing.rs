@@ -365,6 +365,9 @@ pub fn write_request_head_with(
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value),
     );
+    // Room for the whole head at once: a connection's first head would otherwise grow the
+    // buffer by doubling, a reallocation every few fields.
+    out.reserve(head_size(req.headers) + head.method.len() + head.path.len() + 256);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.path.as_bytes());
@@ -398,6 +401,14 @@ pub fn write_request_head_with(
     forwarded.write(out, existing, request_id);
     headers::write_added(out, rules);
     out.extend_from_slice(b"\r\n");
+}
+
+/// The bytes of `headers` as written back out (`name: value\r\n`).
+fn head_size(headers: &[httparse::Header<'_>]) -> usize {
+    headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len() + 4)
+        .sum()
 }
 
 fn write_length(out: &mut Vec<u8>, n: u64) {
@@ -453,6 +464,7 @@ pub fn write_response_head_with(
     extra: &[u8],
     rules: &headers::Rules,
 ) {
+    out.reserve(head_size(res.headers) + extra.len() + 128); // see `write_request_head`
     out.extend_from_slice(b"HTTP/1.1 ");
     let code = res.code.unwrap_or(502).min(999);
     out.extend_from_slice(&[

@@ -187,6 +187,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<TcpListener>> {
         }
         None => bind_fresh(addr)?,
     };
+    // Accepted connections inherit TCP_NODELAY from their listener (Linux): set once here, not
+    // once per connection.
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
     let listener = Arc::new(listener);
     upgrade::register(Proto::Tcp, addr, &listener);
     Ok(listener)
@@ -334,12 +337,12 @@ async fn accept_http(
         let ctx = ctx.clone();
         workers.serve(stream, move |stream| async move {
             let _admission = admission;
-            let _ = stream.set_nodelay(true);
             match (entry, protocol) {
+                // Boxed: see `serve`.
                 (http::Entry::Vhost { .. }, http::Protocol::Http1) => {
-                    super::h1::serve(stream, peer, entry, ctx.clone()).await
+                    Box::pin(super::h1::serve(stream, peer, entry, ctx.clone())).await
                 }
-                _ => http::serve(stream, peer, entry, protocol, ctx.clone()).await,
+                _ => Box::pin(http::serve(stream, peer, entry, protocol, ctx.clone())).await,
             }
         });
     }
@@ -367,7 +370,6 @@ async fn accept_https(
         let (ctx, tls) = (ctx.clone(), tls.clone());
         workers.serve(stream, move |stream| async move {
             let _admission = admission;
-            let _ = stream.set_nodelay(true);
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -382,8 +384,10 @@ async fn accept_https(
             };
             let entry = http::Entry::Vhost { https: true };
             match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => http::serve(stream, peer, entry, http::Protocol::Http2, ctx).await,
-                _ => super::h1::serve(stream, peer, entry, ctx).await,
+                Some(b"h2") => {
+                    Box::pin(http::serve(stream, peer, entry, http::Protocol::Http2, ctx)).await
+                }
+                _ => Box::pin(super::h1::serve(stream, peer, entry, ctx)).await,
             }
         });
     }
@@ -416,13 +420,20 @@ async fn serve(
                 client: peer,
                 local: listen,
             };
-            tcp::serve(stream, flow, snapshot, service, &ctx).await
+            // Boxed, here and below: the task's own future stays small, and tokio copies a
+            // task's future whole when it spawns and finishes it (a few KiB per connection).
+            Box::pin(tcp::serve(stream, flow, snapshot, service, &ctx)).await
         }
         Mode::Udp => {} // UDP services have no TCP listener
         Mode::Http => {
             drop(snapshot);
-            let _ = stream.set_nodelay(true);
-            super::h1::serve(stream, peer, http::Entry::Port(listen), ctx.clone()).await
+            Box::pin(super::h1::serve(
+                stream,
+                peer,
+                http::Entry::Port(listen),
+                ctx.clone(),
+            ))
+            .await
         }
     }
 }
@@ -430,6 +441,17 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TCP_NODELAY is set on the listener, once, and accepted connections inherit it.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(stream.nodelay().unwrap());
+    }
 
     /// Every open connection holds its future, so an idle connection costs at least its size:
     /// a guard against one growing by accident (2.6 KB when this bound was set).
@@ -457,6 +479,7 @@ mod tests {
             .unwrap();
         let port = serve(stream, peer, addr, ctx.clone(), admission);
         let port_size = std::mem::size_of_val(&port);
+        eprintln!("h1::serve future: {h1_size} bytes, service-port future: {port_size} bytes");
         assert!(
             port_size <= 4096,
             "service-port connection future: {port_size} bytes"

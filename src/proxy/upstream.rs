@@ -423,7 +423,40 @@ async fn tunnel(
             }
             end
         }
-        // TLS on the client's side: streams without their sockets (a clean close either way).
+        // TLS on the client's side (the HTTPS listener): the TLS stream over its socket, so a
+        // failure still resets both sockets; a clean end sends the client a close_notify.
+        (Err(client), Ok((mut upstream, to_client))) => match tls_socket(client) {
+            Ok((mut client, to_backend)) => {
+                let end = tcp::relay_io(
+                    (&mut client, to_backend),
+                    (&mut upstream, to_client),
+                    counters,
+                    idle,
+                    state.drained(),
+                )
+                .await;
+                if end != tcp::End::Closed {
+                    tcp::abort(client.get_ref().0);
+                    tcp::abort(&upstream);
+                }
+                end
+            }
+            Err(client) => {
+                let end = tcp::relay_io(
+                    (TokioIo::new(client), Bytes::new()),
+                    (&mut upstream, to_client),
+                    counters,
+                    idle,
+                    state.drained(),
+                )
+                .await;
+                if end != tcp::End::Closed {
+                    tcp::abort(&upstream);
+                }
+                end
+            }
+        },
+        // Streams of other kinds: without their sockets, a clean close either way.
         (client, upstream) => {
             let (mut client, to_backend) = any_io(client);
             let (mut upstream, to_client) = any_io(upstream);
@@ -463,6 +496,26 @@ fn raw_socket(upgraded: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
         Err(upgraded) => Err(upgraded),
     }
 }
+
+/// A client connection of the HTTPS listener under an upgrade: its TLS stream (whose socket
+/// can be reset) and the plaintext already read from it.
+fn tls_socket(upgraded: Upgraded) -> Result<(Box<ServerTls>, Bytes), Upgraded> {
+    let upgraded = match upgraded.downcast::<TokioIo<ServerTls>>() {
+        Ok(parts) => return Ok((Box::new(parts.io.into_inner()), parts.read_buf)),
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<Prefixed<ServerTls>>>() {
+        Ok(parts) => {
+            let (rest, stream) = parts.io.into_inner().into_parts();
+            let mut read = bytes::BytesMut::from(parts.read_buf);
+            read.extend_from_slice(&rest);
+            Ok((Box::new(stream), read.freeze()))
+        }
+        Err(upgraded) => Err(upgraded),
+    }
+}
+
+type ServerTls = tokio_rustls::server::TlsStream<TcpStream>;
 
 fn any_io(side: Result<(TcpStream, Bytes), Upgraded>) -> (AnyIo, Bytes) {
     match side {
