@@ -33,7 +33,10 @@ fn main() -> ExitCode {
     let runs = matches!(command, Command::Run(_) | Command::Demo(_));
     let json_ok = matches!(
         command,
-        Command::Routes { .. } | Command::Resolve { .. } | Command::Explain { .. }
+        Command::Routes { .. }
+            | Command::Resolve { .. }
+            | Command::Explain { .. }
+            | Command::Plan { .. }
     );
     let admin_ok = matches!(
         command,
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
             | Command::Resolve { .. }
             | Command::Explain { .. }
             | Command::Reload { .. }
+            | Command::Plan { .. }
     );
     let misplaced = [
         ("--upgrade", cli.upgrade && !runs),
@@ -111,6 +115,24 @@ fn main() -> ExitCode {
             })
         }
         Command::Reload { admin: own } => inspect("reload", admin(own), switchyard::cli::reload),
+        Command::Plan {
+            files,
+            admin: own,
+            json,
+        } => {
+            let broken = std::cell::Cell::new(false);
+            let code = inspect("plan", admin(own), |a| {
+                let (out, b) = switchyard::cli::plan(a, &files, json || cli.json)?;
+                broken.set(b);
+                Ok(out)
+            });
+            // 3: the plan ran and the change would break something.
+            if broken.get() {
+                ExitCode::from(3)
+            } else {
+                code
+            }
+        }
         Command::Completions { shell } => {
             // Generated whole, then written: a reader that stops early (`| grep -q`) is no error.
             let mut script = Vec::new();

@@ -46,6 +46,12 @@ pub struct PathLabels {
     pub path: &'static str,
 }
 
+/// `switchyard_table_hash{hash="…"} 1`: the live table's hash (`routing::digest`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabels {
+    pub hash: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -87,6 +93,8 @@ pub struct Metrics {
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
     pub route_weight: Family<RouteLabels, Gauge>,
+    /// One series, value 1, labelled with the live table's hash.
+    pub table_hash: Family<HashLabels, Gauge>,
     pub admin_requests: Family<PathLabels, Counter>,
     pub http_response_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
 }
@@ -147,6 +155,7 @@ impl Metrics {
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
             route_weight: Family::default(),
+            table_hash: Family::default(),
             admin_requests: Family::default(),
             http_response_seconds: Family::new_with_constructor(response_histogram),
             registry: Mutex::default(),
@@ -293,6 +302,12 @@ impl Metrics {
             "route_weight",
             "Each app's weight in its multi-app route (source: backends, label, default, override)",
             m.route_weight.clone(),
+        );
+        r.register(
+            "table_hash",
+            "The live routing table's hash as the label `hash` (value 1): instances following \
+             the same Marathon with the same routing configuration show the same",
+            m.table_hash.clone(),
         );
         r.register(
             "tls_handshake_failures",

@@ -83,6 +83,11 @@ pub struct SwapRecord {
 
 /// Runtime requests from the admin API.
 pub enum Command {
+    /// What the live table is compiled from, for a dry run (`POST /v1/plan`): the cluster,
+    /// the compile configuration and the DNS zone's. Changes nothing.
+    Inputs {
+        reply: oneshot::Sender<(Arc<Cluster>, CompileConfig, Option<ZoneConfig>)>,
+    },
     /// Set (`Some`) or clear (`None`) a route's weights; answered once the new table is live.
     SetWeights {
         route: String,
@@ -428,6 +433,14 @@ impl Reconciler {
                 self.replies.push(reply);
                 true
             }
+            Command::Inputs { reply } => {
+                let _ = reply.send((
+                    self.cluster.clone(),
+                    self.config.clone(),
+                    self.zone.config.clone(),
+                ));
+                false
+            }
             Command::SetWeights {
                 route,
                 weights,
@@ -594,6 +607,7 @@ impl Reconciler {
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
         publish_route_weights(&self.metrics, &self.store.load().table);
+        publish_table_hash(&self.metrics, &self.store.load().table);
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }
@@ -781,6 +795,15 @@ fn summary(items: &[String]) -> String {
         s.push_str(&format!(" (+{} more)", items.len() - SHOWN));
     }
     if s.is_empty() { "-".into() } else { s }
+}
+
+/// Replaces the one `switchyard_table_hash` series by the live table's (computed by `compile`).
+fn publish_table_hash(metrics: &Metrics, table: &crate::routing::RoutingTable) {
+    metrics.table_hash.clear();
+    let labels = crate::metrics::HashLabels {
+        hash: crate::routing::digest::hex(table.hash),
+    };
+    metrics.table_hash.get_or_create(&labels).set(1);
 }
 
 /// Publishes the weights of every multi-app route of `table` (single-app routes carry none).

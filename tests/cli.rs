@@ -20,7 +20,7 @@ fn exit_code(args: &[&str]) -> (i32, String) {
     (out.status.code().expect("exited"), text)
 }
 
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 11] = [
     "run",
     "demo",
     "check",
@@ -29,6 +29,7 @@ const COMMANDS: [&str; 10] = [
     "resolve",
     "explain",
     "reload",
+    "plan",
     "completions",
     "man",
 ];
@@ -151,7 +152,7 @@ fn every_command_has_its_own_help_with_examples() {
         );
     }
     // The admin commands share their flags.
-    for command in ["routes", "status", "resolve", "explain", "reload"] {
+    for command in ["routes", "status", "resolve", "explain", "reload", "plan"] {
         let (_, text) = exit_code(&[command, "--help"]);
         for flag in ["--admin", "--token-file", "--config"] {
             assert!(text.contains(flag), "{command} lacks {flag}: {text}");

@@ -5,6 +5,7 @@
 //!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
 //! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`;
 //! - the live table: `/v1/routes`, `/v1/swaps`, `/v1/explain?host=H&path=P` or `?port=N`;
+//! - a dry run of an app change: `POST /v1/plan` (`plan.rs`; a read: it changes nothing);
 //! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `PUT`/`DELETE
 //!   /v1/apps/{app id}/maintenance`, `POST /v1/reload`, marathon-lb's
 //!   `/_mlb_signal/hup` (a full resync);
@@ -16,6 +17,7 @@
 
 mod mlb;
 pub mod session;
+pub mod plan;
 mod views;
 
 use std::collections::BTreeMap;
@@ -89,7 +91,9 @@ impl Admin {
         // marathon-lb's signals answer any method; with a token configured they need it, as
         // every change does.
         let signal = path.starts_with("/_mlb_signal/") && self.token.is_some();
-        let change = !matches!(*req.method(), Method::GET | Method::HEAD) || signal;
+        // A plan (`POST /v1/plan`) changes nothing but shows the configuration: a read.
+        let plan = path == "/v1/plan" && req.method() == Method::POST;
+        let change = !(matches!(*req.method(), Method::GET | Method::HEAD) || plan) || signal;
         // Mesos-DNS's health checks poll `/v1/version`: open to probes too.
         let probe = matches!(
             path,
@@ -270,7 +274,7 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
-        const EXACT: [&str; 19] = [
+        const EXACT: [&str; 20] = [
             "/_haproxy_health_check",
             "/_haproxy_getvhostmap",
             "/_haproxy_getappmap",
@@ -284,6 +288,7 @@ impl Admin {
             "/v1/swaps",
             "/v1/explain",
             "/v1/reload",
+            "/v1/plan",
             "/v1/version",
             "/v1/config",
             "/v1/enumerate",
@@ -348,6 +353,12 @@ impl Admin {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
             }
             return self.reload().await;
+        }
+        if req.uri().path() == "/v1/plan" {
+            if req.method() != Method::POST {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
+            }
+            return self.plan(req).await;
         }
         if req.uri().path() == "/_mlb_signal/hup" {
             // marathon-lb's signalmlb.lua sends SIGHUP, on which marathon-lb re-reads every
@@ -507,6 +518,50 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not applied in time\n".into(),
             ),
+        }
+    }
+
+    /// `POST /v1/plan` with Marathon app definitions (`{"apps": […]}` or an array, at most
+    /// 16 MiB): what deploying them would change (`plan::Plan` as JSON). Compiled off the
+    /// control thread's loop, on the blocking pool.
+    async fn plan(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let body = http_body_util::Limited::new(req.into_body(), 16 << 20);
+        let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "body unreadable or over 16 MiB\n".into(),
+            );
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = crate::reconciler::Command::Inputs { reply };
+        if self.commands.send(command).await.is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        let Ok(Ok((cluster, config, zone))) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), answer).await
+        else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no answer in time\n".into(),
+            );
+        };
+        let planned = tokio::task::spawn_blocking(move || {
+            plan::plan(&cluster, &config, zone.as_ref(), &body)
+        })
+        .await;
+        match planned {
+            Ok(Ok(plan)) => {
+                let body = serde_json::to_string_pretty(&plan).expect("plan serializes");
+                let mut r = text(StatusCode::OK, body + "\n");
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "plan failed\n".into()),
         }
     }
 

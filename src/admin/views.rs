@@ -18,6 +18,8 @@ use crate::snapshot::Snapshot;
 #[derive(Serialize)]
 pub(super) struct RoutesView<'a> {
     generation: u64,
+    /// The table's hash (16 hex digits): equal on instances that route alike.
+    table_hash: String,
     created_unix_ms: u64,
     ready: bool,
     source_connected: bool,
@@ -305,6 +307,7 @@ pub(super) fn routes<'a>(
         draining,
         routes,
         generation: snapshot.generation,
+        table_hash: crate::routing::digest::hex(snapshot.table.hash),
         created_unix_ms: unix_ms(snapshot.created),
         ready: status.ready.load(Ordering::Relaxed),
         source_connected: status.connected.load(Ordering::Relaxed),

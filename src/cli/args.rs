@@ -16,7 +16,9 @@ Exit codes:
   0  ok
   1  runtime failure: the admin API unreachable or refusing, a file the configuration names
      missing or unusable (`check`), a name with no record (`resolve`), the proxy failing
-  2  usage error (an unknown command or flag, a missing argument) or an invalid configuration";
+  2  usage error (an unknown command or flag, a missing argument) or an invalid configuration
+  3  `plan`: the change would break something (a service no longer served, a port out of
+     service, backends lost, a new conflict or refused label, a definition refused)";
 
 const ROOT_EXAMPLES: &str = "\
 Examples:
@@ -29,7 +31,7 @@ Examples:
 /// Service-discovery load balancer for Marathon/Mesos: edge proxy, VIPs and DNS in one process
 ///
 /// Without a command, switchyard runs (as `switchyard run`). The commands routes, status,
-/// resolve, explain and reload ask a running instance through its admin API: --admin ADDR, else
+/// resolve, explain, reload and plan ask a running instance through its admin API: --admin ADDR, else
 /// the admin.listen of --config FILE, else 127.0.0.1:9090; --token-file FILE (else --config's
 /// admin.token_file) when the API needs a bearer token.
 #[derive(Debug, Parser)]
@@ -177,6 +179,32 @@ Examples:
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
+    },
+
+    /// What deploying app definitions would change on a running instance (a dry run)
+    ///
+    /// Compiles the instance's live cluster plus the given Marathon app definitions (an app
+    /// with an existing id replaces it, keeping its tasks when the definition has none) and
+    /// prints the differences: services, service ports and VIP addresses, routes and weights,
+    /// vhosts, DNS names, problems (conflicts, labels ignored or refused). Nothing is applied.
+    #[command(after_help = "\
+Examples:
+  switchyard plan web.json                         # one app, as given to Marathon
+  switchyard plan web.json api.json --json | jq '.breaking'
+  switchyard plan apps.json && marathon deploy ... # in CI: stop on a breaking change
+
+Exit codes: 0 nothing would break; 3 the change would break something (a service no longer
+served, a port out of service, backends lost, a new conflict or refused label, a definition
+refused); 1 a file unreadable or the admin API unreachable or refusing.")]
+    Plan {
+        /// Marathon app definitions: one app, `{\"app\": …}`, `{\"apps\": […]}` or an array
+        #[arg(value_name = "APP.json", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON (/v1/plan) instead of the summary
+        #[arg(long)]
+        json: bool,
     },
 
     /// Print a shell completion script (bash, zsh or fish) on stdout

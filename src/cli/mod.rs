@@ -21,6 +21,11 @@ impl Admin {
 
     /// One request; the answer's JSON body when it is a 200.
     pub fn call(&self, method: &str, path: &str) -> Result<Value, String> {
+        self.send(method, path, "")
+    }
+
+    /// One request with a JSON body; the answer's JSON body when it is a 200.
+    pub fn send(&self, method: &str, path: &str, body: &str) -> Result<Value, String> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
             .map_err(|e| format!("cannot reach the admin API at {}: {e}", self.addr))?;
         stream
@@ -31,9 +36,15 @@ impl Admin {
             .as_ref()
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
+        let kind = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/json\r\n"
+        };
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
-            self.addr
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
         );
         stream
             .write_all(request.as_bytes())
@@ -138,12 +149,13 @@ pub fn status(admin: &Admin) -> Result<String, String> {
         Some(ms) => format!("{:.1} s ago", now_ms.saturating_sub(ms) as f64 / 1000.0),
     };
     let mut out = format!(
-        "ready: {}\nsource connected: {}\nlast full sync: {}\ngeneration: {} (built {})\nservices: {}  routes: {}\n",
+        "ready: {}\nsource connected: {}\nlast full sync: {}\ngeneration: {} (built {})\ntable hash: {}\nservices: {}  routes: {}\n",
         t["ready"],
         t["source_connected"],
         since(&t["last_sync_unix_ms"]),
         t["generation"],
         since(&t["created_unix_ms"]),
+        t["table_hash"].as_str().unwrap_or("?"),
         t["services"].as_array().map_or(0, Vec::len),
         t["routes"].as_array().map_or(0, Vec::len),
     );
@@ -264,4 +276,89 @@ pub fn explain(admin: &Admin, args: &[String], json: bool) -> Result<String, Str
         }
     }
     Ok(out)
+}
+
+/// `switchyard plan APP.json…`: what deploying these app definitions would change on the running
+/// instance (`POST /v1/plan`). Each file holds one app, `{"app": {…}}`, `{"apps": […]}` or an
+/// array. The output, and whether the change would break something (exit 3).
+pub fn plan(
+    admin: &Admin,
+    files: &[std::path::PathBuf],
+    json: bool,
+) -> Result<(String, bool), String> {
+    let mut apps = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+        match value {
+            Value::Array(list) => apps.extend(list),
+            Value::Object(mut o) if o.get("apps").is_some_and(Value::is_array) => {
+                if let Some(Value::Array(list)) = o.remove("apps") {
+                    apps.extend(list);
+                }
+            }
+            Value::Object(mut o) if o.get("app").is_some_and(Value::is_object) => {
+                apps.extend(o.remove("app"));
+            }
+            app @ Value::Object(_) => apps.push(app),
+            _ => return Err(format!("{}: not an app definition", file.display())),
+        }
+    }
+    let body = serde_json::json!({ "apps": apps }).to_string();
+    let plan = admin.send("POST", "/v1/plan", &body)?;
+    let breaking: Vec<&str> = plan["breaking"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let broken = !breaking.is_empty();
+    if json {
+        return Ok((serde_json::to_string_pretty(&plan).unwrap() + "\n", broken));
+    }
+    let str_of = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let mut out = String::new();
+    for app in plan["apps"].as_array().into_iter().flatten() {
+        let how = match (app["replaces"] == true, app["kept_tasks"] == true) {
+            (true, true) => "replaces the live app (its tasks kept)",
+            (true, false) => "replaces the live app",
+            _ => "new",
+        };
+        out += &format!("app {}: {how}\n", str_of(&app["id"]));
+    }
+    out += &format!(
+        "table hash {} -> {}\n",
+        str_of(&plan["table_hash_before"]),
+        str_of(&plan["table_hash_after"])
+    );
+    let changes = plan["changes"].as_array().cloned().unwrap_or_default();
+    if changes.is_empty() {
+        out += "no change to routes, services, vhosts, DNS names or problems\n";
+    }
+    for c in &changes {
+        let sign = match c["change"].as_str() {
+            Some("added") => "+",
+            Some("removed") => "-",
+            _ => "~",
+        };
+        let mut line = format!("  {sign} {:<8} {}", str_of(&c["kind"]), str_of(&c["name"]));
+        match (c["before"].as_str(), c["after"].as_str()) {
+            (Some(b), Some(a)) => line += &format!(": {b} -> {a}"),
+            (Some(b), None) => line += &format!(" (was {b})"),
+            (None, Some(a)) => line += &format!(" ({a})"),
+            (None, None) => {}
+        }
+        out += &line;
+        out += "\n";
+    }
+    if broken {
+        out += "would break:\n";
+        for b in &breaking {
+            out += &format!("  ! {b}\n");
+        }
+    } else {
+        out += "nothing would break\n";
+    }
+    Ok((out, broken))
 }

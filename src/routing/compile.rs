@@ -519,6 +519,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         .default_app
         .as_deref()
         .and_then(|id| table.by_app_id.get(id).copied());
+    table.hash = super::digest::table_hash(&table, config.bind);
     table
 }
 

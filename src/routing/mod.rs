@@ -8,6 +8,7 @@ pub mod auth;
 pub mod balance;
 pub mod cidr;
 pub mod compile;
+pub mod digest;
 pub mod edge;
 pub mod ip_per_task;
 pub mod labels;
@@ -45,6 +46,9 @@ pub struct RoutingTable {
     pub default_service: Option<usize>,
     /// Certificate files named by served apps' `HAPROXY_{n}_SSL_CERT`.
     pub ssl_certs: std::collections::BTreeSet<std::path::PathBuf>,
+    /// What instances compare to show they agree ([`digest::table_hash`]): set by `compile`,
+    /// once per table; 0 in a table not compiled.
+    pub hash: u64,
 }
 
 impl RoutingTable {

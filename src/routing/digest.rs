@@ -1,0 +1,222 @@
+//! The table hash: a digest of what a compiled table routes, so that the instances of an edge
+//! group can show they agree (`table_hash` in `/v1/routes`, `switchyard status`, the metric
+//! `switchyard_table_hash`).
+//!
+//! Two instances that follow the same Marathon with the same routing configuration get the same
+//! value. What is local to one process is left out: the generation counter, when the table was
+//! swapped in, pointers, the order a hash map iterates in, the round-robin positions of the
+//! balancers, and the instance's own bind address (each node may bind its own IP; a service port
+//! is hashed by its port, and by its address only when a label gives it one). Everything that
+//! changes where traffic goes is in: services, service ports and modes, backends and their
+//! weights, balancers, HTTP options (ACLs, auth, sticky, rewrites), vhosts and their order,
+//! routes and their weights (runtime overrides included: an instance with one routes
+//! differently), VIP addresses, the default app, certificates named, and the problems.
+//!
+//! It is computed once per swap (at the end of `compile`, on the control thread), never per
+//! request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16 hex digits.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use sha2::{Digest, Sha256};
+
+use super::RoutingTable;
+
+/// The hash of `table`, compiled with `bind` as the instance's default bind address.
+pub fn table_hash(table: &RoutingTable, bind: IpAddr) -> u64 {
+    let text = canonical(table, bind);
+    let digest = Sha256::digest(text.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("32 bytes"))
+}
+
+/// `hash` as `/v1/routes` and the metric show it: 16 lowercase hex digits.
+pub fn hex(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// A service port's address without the node's own bind address.
+fn listen(addr: SocketAddr, bind: IpAddr) -> String {
+    if addr.ip() == bind {
+        format!("*:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The table as text, one fact a line, in an order that depends on nothing but the content.
+fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
+    let mut out = String::new();
+    // `write!` to a String cannot fail.
+    macro_rules! line {
+        ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
+    }
+    line!("v1");
+    for (i, s) in table.services.iter().enumerate() {
+        line!(
+            "service {i} {} listen={:?} port={} mode={:?} balance={:?} h2={} idle={:?}",
+            s.key,
+            s.listen.map(|a| listen(a, bind)),
+            s.service_port,
+            s.mode,
+            s.balancer.kind(),
+            s.upstream_h2,
+            s.tcp_idle_timeout,
+        );
+        for b in &s.backends {
+            line!(
+                " backend {} {} w={} probe_at={:?}",
+                b.addr,
+                b.task_id,
+                b.weight,
+                b.probe_addr
+            );
+        }
+        let h = &s.http;
+        line!(
+            " http redirect={} hsts={} sticky={} acl={:?} rewrite={:?}",
+            h.redirect_to_https,
+            h.hsts,
+            h.sticky,
+            h.acl,
+            h.rewrite.as_deref()
+        );
+        if let Some(auth) = &h.auth {
+            line!(" auth {:?} {:?} {:?}", auth.realm, auth.user, auth.hash);
+        }
+        line!(
+            " vhosts={:?} weight={:?} canary={:?} deployment={:?} probe={:?}",
+            s.vhosts,
+            s.weight,
+            s.canary,
+            s.deployment,
+            s.probe
+        );
+        for (task, reason) in &s.held_back {
+            line!(" held_back {task} {reason}");
+        }
+    }
+    for (i, r) in table.routes.iter().enumerate() {
+        let mut at: Vec<String> = table
+            .by_listen
+            .iter()
+            .filter(|(_, x)| **x == i)
+            .map(|(a, _)| listen(*a, bind))
+            .collect();
+        at.sort();
+        line!(
+            "route {i} {:?} at={at:?} overridden={}",
+            r.name,
+            r.overridden
+        );
+        for m in &r.members {
+            line!(
+                " member {} {} w={} from={}",
+                m.service,
+                m.app_id,
+                m.weight,
+                m.weight_from.as_str()
+            );
+        }
+    }
+    let mut udp: Vec<(String, usize)> = table
+        .udp
+        .iter()
+        .map(|(a, s)| (listen(*a, bind), *s))
+        .collect();
+    udp.sort();
+    for (addr, s) in udp {
+        line!("udp {addr} {s}");
+    }
+    // Rules of one host keep the order they are tried in; hosts are sorted.
+    let mut vhosts: Vec<(String, usize, String, usize)> = Vec::new();
+    let mut last: Option<String> = None;
+    let mut n = 0;
+    for (host, prefix, route) in table.vhosts.entries() {
+        n = if last.as_deref() == Some(host.as_str()) {
+            n + 1
+        } else {
+            0
+        };
+        last = Some(host.clone());
+        vhosts.push((host, n, prefix.to_string(), route));
+    }
+    vhosts.sort();
+    for (host, n, prefix, route) in vhosts {
+        line!("vhost {host} {n} {prefix:?} {route}");
+    }
+    line!("default {:?}", table.default_service);
+    for cert in &table.ssl_certs {
+        line!("cert {}", cert.display());
+    }
+    let mut problems: Vec<_> = table.problems.iter().collect();
+    problems.sort();
+    for p in problems {
+        line!("problem {:?} {p}", p.severity);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Cluster;
+    use crate::cluster::fixtures::{app, task};
+    use crate::routing::{CompileConfig, compile};
+
+    fn cluster() -> Cluster {
+        let mut c = Cluster::default();
+        for (id, port, labels) in [
+            ("/web", 10001, vec![("HAPROXY_0_VHOST", "web.example.com")]),
+            ("/api", 10002, vec![("HAPROXY_GROUP", "internal")]),
+            ("/db", 10003, vec![("HAPROXY_0_MODE", "tcp")]),
+        ] {
+            let a = app(
+                id,
+                port,
+                &labels,
+                vec![task(&format!("{id}.1"), 31000 + port)],
+            );
+            c.apps.insert(a.id.clone(), a);
+        }
+        c
+    }
+
+    fn hash(c: &Cluster, config: &CompileConfig) -> u64 {
+        compile(c, config).hash
+    }
+
+    #[test]
+    fn the_same_cluster_and_config_give_the_same_hash_whatever_the_bind_address() {
+        let c = cluster();
+        let a = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
+        let mut b = CompileConfig::group("*", "10.0.0.2".parse().unwrap());
+        // The instance's own listeners (admin bound at port 0) are not part of it either.
+        b.reserved = vec!["127.0.0.1:41234".parse().unwrap()];
+        assert_eq!(hash(&c, &a), hash(&c, &a));
+        assert_eq!(hash(&c, &a), hash(&c, &b));
+        assert_eq!(hex(hash(&c, &a)).len(), 16);
+    }
+
+    #[test]
+    fn what_changes_routing_changes_the_hash() {
+        let c = cluster();
+        let base = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
+        let h = hash(&c, &base);
+        // Another group served.
+        let external = CompileConfig::group("external", "10.0.0.1".parse().unwrap());
+        assert_ne!(h, hash(&c, &external));
+        // A label only one instance has seen.
+        let mut relabelled = c.clone();
+        relabelled
+            .apps
+            .get_mut("/web")
+            .unwrap()
+            .labels
+            .insert("HAPROXY_0_BALANCE".into(), "leastconn".into());
+        assert_ne!(h, hash(&relabelled, &base));
+        // A task gone.
+        let mut fewer = c.clone();
+        fewer.apps.get_mut("/db").unwrap().tasks.clear();
+        assert_ne!(h, hash(&fewer, &base));
+    }
+}
