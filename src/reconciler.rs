@@ -29,6 +29,10 @@ pub struct Status {
     pub source_error: std::sync::Mutex<Option<SourceError>>,
     /// The most recent table swaps, newest last (at most [`SWAP_HISTORY`]).
     pub swaps: std::sync::Mutex<std::collections::VecDeque<SwapRecord>>,
+    /// The Mesos source's state, when one is configured.
+    pub mesos: std::sync::Mutex<Option<crate::discovery::mesos::Report>>,
+    /// Mesos is the only source: its connection is the source's.
+    pub mesos_only: AtomicBool,
 }
 
 pub const SWAP_HISTORY: usize = 50;
@@ -489,8 +493,18 @@ impl Reconciler {
                 }
                 false
             }
+            SourceEvent::Mesos(report) => {
+                *self.status.mesos.lock().unwrap() = Some(report);
+                false
+            }
             SourceEvent::Update(update) => {
-                let full = matches!(update, ClusterUpdate::Snapshot(_));
+                // Ready with the first full snapshot of either source (Mesos alone is a valid
+                // configuration; with both, Marathon's snapshot usually comes first).
+                let full = matches!(
+                    update,
+                    ClusterUpdate::Snapshot(_)
+                        | ClusterUpdate::Mesos(crate::cluster::mesos::MesosUpdate::Snapshot { .. })
+                );
                 if let Applied::Refetch(app) = Arc::make_mut(&mut self.cluster).apply(update) {
                     // Full: the periodic resync catches up.
                     let _ = self.refetch.try_send(app);
@@ -616,9 +630,11 @@ impl Reconciler {
             .apps
             .values()
             .flat_map(|a| a.tasks.values())
-            .filter(|t| t.host.ip().is_none() && !t.host.is_empty())
-            .filter(|t| !self.cluster.agents.contains_key(t.host.as_str()))
-            .map(|t| t.host.to_string())
+            .map(|t| &t.host)
+            .chain(self.cluster.mesos.hosts())
+            .filter(|h| h.ip().is_none() && !h.is_empty())
+            .filter(|h| !self.cluster.agents.contains_key(h.as_str()))
+            .map(|h| h.to_string())
             .collect();
         for host in wanted {
             let lookup = tokio::net::lookup_host((host.clone(), 0));

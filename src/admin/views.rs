@@ -26,6 +26,10 @@ pub(super) struct RoutesView<'a> {
     /// The source's failure first (`source`, `severity: error`, `reason`), then the table's
     /// problems (`app_id`, `port_index`, `severity`, `reason`).
     problems: Vec<ProblemView<'a>>,
+    /// The Mesos source's state, when one is configured: connected, leader, counts, skipped
+    /// records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesos: Option<crate::discovery::mesos::Report>,
 }
 
 #[derive(Serialize)]
@@ -170,12 +174,26 @@ pub(super) fn routes<'a>(
                 .collect(),
         })
         .collect();
+    let mesos = status.mesos.lock().unwrap().clone();
+    let mesos_problem = mesos
+        .as_ref()
+        .filter(|m| !m.connected)
+        .and_then(|m| m.last_error.clone())
+        .map(|error| ProblemView::Source {
+            source: "mesos".into(),
+            severity: "error",
+            reason: error,
+            since_unix_ms: 0,
+        });
     RoutesView {
         routes,
         generation: snapshot.generation,
         created_unix_ms: unix_ms(snapshot.created),
         ready: status.ready.load(Ordering::Relaxed),
-        source_connected: status.connected.load(Ordering::Relaxed),
+        source_connected: status.connected.load(Ordering::Relaxed)
+            || (status.mesos_only.load(Ordering::Relaxed)
+                && mesos.as_ref().is_some_and(|m| m.connected)),
+        mesos: mesos.clone(),
         last_sync_unix_ms: status.last_sync_unix_ms.load(Ordering::Relaxed),
         services,
         problems: {
@@ -196,6 +214,7 @@ pub(super) fn routes<'a>(
                     since_unix_ms: e.since_unix_ms,
                 })
                 .into_iter()
+                .chain(mesos_problem)
                 .chain(snapshot.table.problems.iter().map(ProblemView::Table))
                 // The DNS zone's: names served otherwise than the rules give.
                 .chain(

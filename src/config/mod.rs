@@ -70,6 +70,37 @@ pub struct Discovery {
     pub max_snapshot_bytes: usize,
     #[serde(deserialize_with = "duration")]
     pub file_poll_interval: Duration,
+    /// The Mesos master as a source (`[discovery.mesos]`), beside Marathon or alone.
+    pub mesos: MesosDiscovery,
+}
+
+/// `[discovery.mesos]`: the operator API's event stream of the leading master. Timeouts,
+/// backoff and authorization are `[discovery]`'s.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MesosDiscovery {
+    /// Masters (`host:port` or `http://host:port`), tried in turn; a non-leader's redirect is
+    /// followed. Empty: no Mesos source.
+    pub masters: Vec<String>,
+    /// Added to the heartbeat interval the master announces before its silence counts as a
+    /// dead stream.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_slack: Duration,
+    /// Largest event record after the snapshot; larger ones are skipped, counted and listed.
+    pub max_record_bytes: usize,
+    /// Largest snapshot (`SUBSCRIBED`) record.
+    pub max_snapshot_bytes: usize,
+}
+
+impl Default for MesosDiscovery {
+    fn default() -> Self {
+        MesosDiscovery {
+            masters: Vec::new(),
+            heartbeat_slack: Duration::from_secs(5),
+            max_record_bytes: 1 << 20,
+            max_snapshot_bytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for Discovery {
@@ -89,6 +120,7 @@ impl Default for Discovery {
             max_event_bytes: 1 << 20,
             max_snapshot_bytes: 256 << 20,
             file_poll_interval: Duration::from_millis(250),
+            mesos: MesosDiscovery::default(),
         }
     }
 }

@@ -9,14 +9,28 @@ use crate::routing::vip::VipRange;
 impl Config {
     pub(super) fn validate(&self) -> Result<(), String> {
         let d = &self.discovery;
-        match (&d.file, d.marathon.is_empty()) {
-            (Some(_), false) => {
-                return Err("discovery: set either `file` or `marathon`, not both".into());
+        let cluster = !d.marathon.is_empty() || !d.mesos.masters.is_empty();
+        match (&d.file, cluster) {
+            (Some(_), true) => {
+                return Err(
+                    "discovery: set either `file` or `marathon`/`mesos.masters`, not both".into(),
+                );
             }
-            (None, true) => {
-                return Err("discovery: set `file` or `marathon` (no source configured)".into());
+            (None, false) => {
+                return Err(
+                    "discovery: set `file`, `marathon` or `mesos.masters` (no source configured)"
+                        .into(),
+                );
             }
             _ => {}
+        }
+        for master in &d.mesos.masters {
+            crate::discovery::mesos::parse_master(master)
+                .map_err(|e| format!("discovery.mesos.masters: {master:?}: {e}"))?;
+        }
+        if d.mesos.max_record_bytes < 1024 || d.mesos.max_snapshot_bytes < d.mesos.max_record_bytes
+        {
+            return Err("discovery.mesos.max_record_bytes: must be at least 1024, and max_snapshot_bytes at least as large".into());
         }
         for url in &d.marathon {
             crate::discovery::marathon::client::BaseUrl::parse(url)

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod marathon;
+pub mod mesos;
 
 use std::collections::HashSet;
 
@@ -20,6 +21,8 @@ pub enum SourceEvent {
         source: String,
         error: String,
     },
+    /// The Mesos source's state (connection, leader, skipped records), each time it changes.
+    Mesos(mesos::Report),
 }
 
 /// Every source's metric families with a zero for each kind it can count, so that

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -84,10 +84,32 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> Result<(Response<Incoming>, BaseUrl), String> {
+        self.send(base, path, accept, None).await
+    }
+
+    /// POSTs a JSON `body` to `path`, following redirects (a Mesos master that is not the
+    /// leader answers 307 to it, its Location often protocol-relative: `//host:port/api/v1`).
+    pub async fn post_json(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+        accept: &str,
+        body: Bytes,
+    ) -> Result<(Response<Incoming>, BaseUrl), String> {
+        self.send(base, path, accept, Some(body)).await
+    }
+
+    async fn send(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+        accept: &str,
+        body: Option<Bytes>,
+    ) -> Result<(Response<Incoming>, BaseUrl), String> {
         let mut base = base.clone();
         let mut path = path.to_string();
         for _ in 0..=MAX_REDIRECTS {
-            let response = self.get_once(&base, &path, accept).await?;
+            let response = self.send_once(&base, &path, accept, body.clone()).await?;
             if !response.status().is_redirection() {
                 return Ok((response, base));
             }
@@ -97,18 +119,19 @@ impl Client {
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| format!("{} redirect without a Location", response.status()))?;
             let (next_base, next_path) = follow(&base, location)?;
-            tracing::debug!(from = %base, to = %next_base, "following Marathon redirect");
+            tracing::debug!(from = %base, to = %next_base, "following redirect");
             base = next_base;
             path = next_path;
         }
         Err(format!("more than {MAX_REDIRECTS} redirects"))
     }
 
-    async fn get_once(
+    async fn send_once(
         &self,
         base: &BaseUrl,
         path: &str,
         accept: &str,
+        body: Option<Bytes>,
     ) -> Result<Response<Incoming>, String> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(&base.authority))
@@ -122,18 +145,28 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut request = Request::get(format!("{}{}", base.prefix, path))
+        let method = if body.is_some() {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", base.prefix, path))
             .header(header::HOST, &base.authority)
             .header(header::ACCEPT, accept)
             .header(
                 header::USER_AGENT,
                 concat!("switchyard/", env!("CARGO_PKG_VERSION")),
             );
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
         if let Some(auth) = &self.authorization {
             request = request.header(header::AUTHORIZATION, auth);
         }
         let request = request
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| e.to_string())?;
         tokio::time::timeout(self.request_timeout, sender.send_request(request))
             .await
@@ -170,6 +203,11 @@ impl Client {
 
 /// Resolves a `Location` header against the URL that sent it.
 fn follow(base: &BaseUrl, location: &str) -> Result<(BaseUrl, String), String> {
+    // Protocol-relative (`//host:port/path`, as a Mesos master that is not the leader sends):
+    // the scheme of the URL that sent it.
+    if location.starts_with("//") {
+        return follow(base, &format!("http:{location}"));
+    }
     if location.starts_with('/') {
         let path = location.strip_prefix(&base.prefix).unwrap_or(location);
         return Ok((base.clone(), path.to_string()));
@@ -214,6 +252,8 @@ mod tests {
         let (nb, p) = follow(&b, "http://m2:8080/v2/events?event_type=a").unwrap();
         assert_eq!(nb.authority, "m2:8080");
         assert_eq!(p, "/v2/events?event_type=a");
+        let (nb, p) = follow(&b, "//m3:5050/api/v1").unwrap();
+        assert_eq!((nb.authority.as_str(), p.as_str()), ("m3:5050", "/api/v1"));
         let (nb, p) = follow(&b, "/v2/apps").unwrap();
         assert_eq!(nb, b);
         assert_eq!(p, "/v2/apps");
