@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod marathon;
+pub mod mesos;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
