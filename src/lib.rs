@@ -393,12 +393,25 @@ fn start_source(
         ),
         None => None,
     };
-    let client = Client::new(
+    let mut client = Client::new(
         d.basic_auth.as_deref(),
         token.as_deref(),
         d.connect_timeout,
         d.request_timeout,
     );
+    if let Some(path) = &d.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("discovery.ca_file {}: {e}", path.display()))?;
+        let connector = discovery::marathon::client::tls_connector(&pem)
+            .map_err(|e| format!("discovery.ca_file {}: {e}", path.display()))?;
+        client = client.with_tls(connector);
+    }
+    if let Some(path) = &d.service_account_file {
+        let credentials = config::read_service_account(path, d.login_endpoint.as_deref())
+            .map_err(|e| format!("discovery.service_account_file {}: {e}", path.display()))?;
+        tracing::info!(uid = %credentials.uid, "discovery: DC/OS service-account login");
+        client = client.with_service_account(credentials);
+    }
     if !d.mesos.masters.is_empty() {
         let masters = d
             .mesos

@@ -20,7 +20,7 @@ mod files;
 mod settings;
 mod validate;
 
-pub use files::read_token;
+pub use files::{read_service_account, read_token};
 
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
 /// is given.
@@ -52,6 +52,14 @@ pub struct Discovery {
     pub basic_auth: Option<String>,
     /// A file holding a bearer token (DC/OS ACS token) sent to Marathon.
     pub token_file: Option<PathBuf>,
+    /// A DC/OS service-account credential (JSON: `uid`, `private_key`, `login_endpoint`):
+    /// switchyard logs in with it and sends the session token to Marathon and Mesos.
+    pub service_account_file: Option<PathBuf>,
+    /// The IAM login endpoint when the credential names none.
+    pub login_endpoint: Option<String>,
+    /// PEM bundle of the CAs that sign Marathon's and the Mesos masters' (and the login
+    /// endpoint's) certificates: needed for `https://` URLs; verification is always on.
+    pub ca_file: Option<PathBuf>,
     #[serde(deserialize_with = "duration")]
     pub resync_interval: Duration,
     #[serde(deserialize_with = "duration")]
@@ -110,6 +118,9 @@ impl Default for Discovery {
             marathon: Vec::new(),
             basic_auth: None,
             token_file: None,
+            service_account_file: None,
+            login_endpoint: None,
+            ca_file: None,
             resync_interval: Duration::from_secs(300),
             debounce: Duration::from_millis(10),
             connect_timeout: Duration::from_secs(5),
@@ -561,10 +572,17 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
-        if let Some(token) = &config.discovery.token_file
-            && token.is_relative()
+        for path in [
+            &mut config.discovery.token_file,
+            &mut config.discovery.service_account_file,
+            &mut config.discovery.ca_file,
+        ]
+        .into_iter()
+        .flatten()
         {
-            config.discovery.token_file = Some(base.join(token));
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
         config.validate()?;
         Ok(config)

@@ -41,8 +41,27 @@ impl Config {
         {
             return Err("discovery.basic_auth: expected \"user:password\"".into());
         }
-        if d.basic_auth.is_some() && d.token_file.is_some() {
-            return Err("discovery: set either `basic_auth` or `token_file`, not both".into());
+        let auths = [
+            d.basic_auth.is_some(),
+            d.token_file.is_some(),
+            d.service_account_file.is_some(),
+        ];
+        if auths.iter().filter(|set| **set).count() > 1 {
+            return Err(
+                "discovery: set one of `basic_auth`, `token_file` and `service_account_file`"
+                    .into(),
+            );
+        }
+        let https = d
+            .marathon
+            .iter()
+            .chain(&d.mesos.masters)
+            .chain(&d.login_endpoint)
+            .any(|u| u.starts_with("https://"));
+        if https && d.ca_file.is_none() {
+            return Err(
+                "discovery.ca_file: https:// URLs are verified against a CA bundle; set it".into(),
+            );
         }
         if d.backoff_initial.is_zero() || d.backoff_initial > d.backoff_max {
             return Err("discovery.backoff_initial: must be > 0 and <= backoff_max".into());

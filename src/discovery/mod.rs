@@ -1,6 +1,7 @@
 //! Sources of cluster state. Each runs as its own task and sends [`SourceEvent`]s to the
 //! reconciler; none of them touches the routing table.
 
+pub mod auth;
 pub mod file;
 pub mod marathon;
 pub mod mesos;
