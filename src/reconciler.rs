@@ -498,13 +498,14 @@ impl Reconciler {
                 false
             }
             SourceEvent::Update(update) => {
-                // Ready with the first full snapshot of either source (Mesos alone is a valid
-                // configuration; with both, Marathon's snapshot usually comes first).
-                let full = matches!(
+                // Ready with the first full snapshot of Marathon (or the file), or of Mesos when
+                // it is the only source: with both, Marathon's apps must be in before serving.
+                let mesos_snapshot = matches!(
                     update,
-                    ClusterUpdate::Snapshot(_)
-                        | ClusterUpdate::Mesos(crate::cluster::mesos::MesosUpdate::Snapshot { .. })
+                    ClusterUpdate::Mesos(crate::cluster::mesos::MesosUpdate::Snapshot { .. })
                 );
+                let full = matches!(update, ClusterUpdate::Snapshot(_))
+                    || (mesos_snapshot && self.status.mesos_only.load(Ordering::Relaxed));
                 if let Applied::Refetch(app) = Arc::make_mut(&mut self.cluster).apply(update) {
                     // Full: the periodic resync catches up.
                     let _ = self.refetch.try_send(app);

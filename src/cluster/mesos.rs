@@ -14,7 +14,7 @@ pub type AgentId = Arc<str>;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MesosState {
-    /// The master that served the subscription (the leader), when connected.
+    /// The master that served the latest subscription (the leader; kept while reconnecting).
     pub leader: Option<Master>,
     /// The configured masters, in the configured order (`master0`, `master1`, …).
     pub masters: Vec<Master>,
@@ -157,8 +157,6 @@ pub enum MesosUpdate {
     /// Added or updated.
     Framework(Framework),
     FrameworkRemoved(FrameworkId),
-    /// The subscription ended: the leader is no longer known (what was read stays served).
-    LeaderLost,
 }
 
 /// One source's view of a task's state and when it saw it.
@@ -231,6 +229,80 @@ pub const MEMBER_PREFIX: &str = "mesos:";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::fixtures::{app, task};
+    use crate::cluster::{Cluster, ClusterUpdate};
+
+    fn mesos_task(id: &str, state: &str, ms: u64) -> MesosTask {
+        MesosTask {
+            id: id.into(),
+            name: "web".into(),
+            framework_id: "F-marathon".into(),
+            agent_id: "S1".into(),
+            state: TaskState::parse(state),
+            changed_ms: ms,
+            container_ips: Vec::new(),
+            container_network: false,
+            port_resources: vec![31000],
+            discovery: None,
+        }
+    }
+
+    fn snapshot(tasks: Vec<MesosTask>) -> ClusterUpdate {
+        let leader = Master {
+            host: "10.0.0.1".into(),
+            port: 5050,
+        };
+        ClusterUpdate::Mesos(MesosUpdate::Snapshot {
+            leader: leader.clone(),
+            masters: vec![leader],
+            frameworks: Vec::new(),
+            agents: Vec::new(),
+            tasks,
+        })
+    }
+
+    /// One task seen by both sources stays one task, and each side's fresher word applies.
+    #[test]
+    fn a_task_seen_twice_is_one_task_with_the_fresher_state() {
+        let mut c = Cluster::default();
+        let mut t = task("web.1", 31000);
+        t.changed_ms = 100;
+        c.apply(ClusterUpdate::Snapshot(vec![app("/web", 1, &[], vec![t])]));
+        c.apply(snapshot(vec![mesos_task("web.1", "TASK_RUNNING", 50)]));
+        let owned = MesosState::owned_by_marathon(&c.apps);
+        assert_eq!(
+            c.mesos.own_tasks(&owned).count(),
+            0,
+            "Marathon's, not twice"
+        );
+        assert_eq!(c.apps["/web"].tasks.len(), 1);
+        // An older terminal state from Mesos does not end it ...
+        c.apply(ClusterUpdate::Mesos(MesosUpdate::TaskUpdated {
+            id: "web.1".into(),
+            state: TaskState::parse("TASK_KILLED"),
+            changed_ms: 90,
+            container_ips: Vec::new(),
+        }));
+        assert_eq!(c.apps["/web"].tasks.len(), 1);
+        // ... a fresher one does, before Marathon says anything.
+        c.apply(ClusterUpdate::Mesos(MesosUpdate::TaskUpdated {
+            id: "web.1".into(),
+            state: TaskState::parse("TASK_KILLED"),
+            changed_ms: 200,
+            container_ips: Vec::new(),
+        }));
+        assert!(c.apps["/web"].tasks.is_empty());
+        // Marathon's older word does not undo Mesos's fresher one.
+        let mut t2 = task("web.2", 31001);
+        t2.changed_ms = 100;
+        t2.state = TaskState::Staging;
+        c.apply(snapshot(vec![mesos_task("web.2", "TASK_RUNNING", 300)]));
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/web".into(),
+            task: t2,
+        });
+        assert_eq!(c.apps["/web"].tasks["web.2"].state, TaskState::Running);
+    }
 
     fn seen(state: &TaskState, ms: u64) -> Seen<'_> {
         Seen {

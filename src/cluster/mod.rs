@@ -448,7 +448,6 @@ impl Cluster {
                 m.frameworks.remove(&id);
                 m.tasks.retain(|_, t| t.framework_id != id);
             }
-            U::LeaderLost => m.leader = None,
         }
     }
 

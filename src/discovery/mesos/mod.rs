@@ -118,9 +118,13 @@ impl MesosSource {
             report.connected = false;
             report.leader = None;
             report.last_error = Some(format!("{base}: {reason}"));
-            let failed = SourceEvent::Mesos(report.clone());
-            let lost = SourceEvent::Update(ClusterUpdate::Mesos(MesosUpdate::LeaderLost));
-            if self.events.send(failed).await.is_err() || self.events.send(lost).await.is_err() {
+            // What was read keeps being served (the last leader too) until a new snapshot.
+            if self
+                .events
+                .send(SourceEvent::Mesos(report.clone()))
+                .await
+                .is_err()
+            {
                 return;
             }
             if started.elapsed() > self.config.backoff_max {
