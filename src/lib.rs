@@ -103,6 +103,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new());
     let status = Arc::new(Status::default());
+    status.mesos_only.store(
+        config.discovery.marathon.is_empty() && !config.discovery.mesos.masters.is_empty(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut ctx = Context::new(store.clone(), metrics.clone(), config.proxy_settings());
     let handover = take_over(&config, &options, &mut ctx)?;
     let ctx = Arc::new(ctx);
@@ -395,6 +399,45 @@ fn start_source(
         ),
         None => None,
     };
+    let mut client = Client::new(
+        d.basic_auth.as_deref(),
+        token.as_deref(),
+        d.connect_timeout,
+        d.request_timeout,
+    );
+    if let Some(path) = &d.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("discovery.ca_file {}: {e}", path.display()))?;
+        let connector = discovery::marathon::client::tls_connector(&pem)
+            .map_err(|e| format!("discovery.ca_file {}: {e}", path.display()))?;
+        client = client.with_tls(connector);
+    }
+    if let Some(path) = &d.service_account_file {
+        let credentials = config::read_service_account(path, d.login_endpoint.as_deref())
+            .map_err(|e| format!("discovery.service_account_file {}: {e}", path.display()))?;
+        tracing::info!(uid = %credentials.uid, "discovery: DC/OS service-account login");
+        client = client.with_service_account(credentials);
+    }
+    if !d.mesos.masters.is_empty() {
+        let masters = d
+            .mesos
+            .masters
+            .iter()
+            .map(|m| discovery::mesos::parse_master(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(masters = ?d.mesos.masters, "discovery: Mesos");
+        let source = discovery::mesos::MesosSource {
+            masters,
+            client: client.clone(),
+            config: config.mesos_settings(),
+            events: events_tx.clone(),
+            metrics: metrics.clone(),
+        };
+        planes.control.spawn(source.run());
+    }
+    if d.marathon.is_empty() {
+        return Ok((events_rx, refetch_tx));
+    }
     let urls = d
         .marathon
         .iter()
@@ -403,12 +446,7 @@ fn start_source(
     tracing::info!(marathon = ?d.marathon, "discovery: Marathon");
     let source = MarathonSource {
         urls,
-        client: Client::new(
-            d.basic_auth.as_deref(),
-            token.as_deref(),
-            d.connect_timeout,
-            d.request_timeout,
-        ),
+        client,
         config: config.marathon_settings(),
         events: events_tx,
         refetch: refetch_rx,

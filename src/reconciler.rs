@@ -37,6 +37,10 @@ pub struct Status {
             Arc<crate::backends::BackendState>,
         )>,
     >,
+    /// The Mesos source's state, when one is configured.
+    pub mesos: std::sync::Mutex<Option<crate::discovery::mesos::Report>>,
+    /// Mesos is the only source: its connection is the source's.
+    pub mesos_only: AtomicBool,
 }
 
 pub const SWAP_HISTORY: usize = 50;
@@ -549,8 +553,19 @@ impl Reconciler {
                 }
                 false
             }
+            SourceEvent::Mesos(report) => {
+                *self.status.mesos.lock().unwrap() = Some(report);
+                false
+            }
             SourceEvent::Update(update) => {
-                let full = matches!(update, ClusterUpdate::Snapshot(_));
+                // Ready with the first full snapshot of Marathon (or the file), or of Mesos when
+                // it is the only source: with both, Marathon's apps must be in before serving.
+                let mesos_snapshot = matches!(
+                    update,
+                    ClusterUpdate::Mesos(crate::cluster::mesos::MesosUpdate::Snapshot { .. })
+                );
+                let full = matches!(update, ClusterUpdate::Snapshot(_))
+                    || (mesos_snapshot && self.status.mesos_only.load(Ordering::Relaxed));
                 if let Applied::Refetch(app) = Arc::make_mut(&mut self.cluster).apply(update) {
                     // Full: the periodic resync catches up.
                     let _ = self.refetch.try_send(app);
@@ -688,9 +703,11 @@ impl Reconciler {
             .apps
             .values()
             .flat_map(|a| a.tasks.values())
-            .filter(|t| t.host.ip().is_none() && !t.host.is_empty())
-            .filter(|t| !self.cluster.agents.contains_key(t.host.as_str()))
-            .map(|t| t.host.to_string())
+            .map(|t| &t.host)
+            .chain(self.cluster.mesos.hosts())
+            .filter(|h| h.ip().is_none() && !h.is_empty())
+            .filter(|h| !self.cluster.agents.contains_key(h.as_str()))
+            .map(|h| h.to_string())
             .collect();
         for host in wanted {
             let lookup = tokio::net::lookup_host((host.clone(), 0));

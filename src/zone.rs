@@ -6,6 +6,9 @@
 //! addresses), `{task}-{tag}-{agent}.marathon.{domain}` (one task: the SRV targets),
 //! `_{task}._tcp.marathon.{domain}` / `_udp` and `_{port}._{task}._tcp.marathon.{domain}` (SRV).
 
+mod mesos;
+
+pub use mesos::DCOS_DOMAIN;
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
@@ -147,6 +150,8 @@ pub struct Zone {
     pub vip_apex: Option<(LowerName, Record)>,
     /// `in-addr.arpa` and `ip6.arpa` and their SOAs, when PTR records are on (`dns.ptr`).
     pub reverse: Vec<(LowerName, Record)>,
+    /// DC/OS's task-name zone (`dcos.thisdcos.directory`) and its SOA.
+    pub dcos_apex: Option<(LowerName, Record)>,
     /// False for the stand-in served before the first zone is built (see [`Zone::pending`]):
     /// its zones are known, their contents are not, so their names are answered SERVFAIL.
     pub live: bool,
@@ -182,6 +187,7 @@ impl Zone {
         self.vip_apex
             .iter()
             .chain(&self.reverse)
+            .chain(&self.dcos_apex)
             .find(|(apex, _)| apex.zone_of(name))
             .map(|(_, soa)| soa)
     }
@@ -421,6 +427,7 @@ pub fn build_from(
         &mut problems,
     );
     agent_records(cluster, config, &mut b.names);
+    let dcos_apex = Some(mesos::add(cluster, config, &mut b.names, serial));
 
     let ns1 = Name::from_ascii("ns1")
         .unwrap()
@@ -479,6 +486,7 @@ pub fn build_from(
     Zone {
         vip_apex,
         reverse,
+        dcos_apex,
         apex: LowerName::new(&apex),
         names: b.names,
         soa,
@@ -494,14 +502,21 @@ pub fn build_from(
 pub const AGENT_PORT: u16 = 5051;
 
 /// `slave.{domain}` A/AAAA: every agent's address, and `_slave._tcp.{domain}` SRV to it on
-/// port 5051, as Mesos-DNS answers them. The agents are those running the cluster's tasks (the
-/// ones Marathon reports), until a Mesos source knows them all.
+/// port 5051, as Mesos-DNS answers them. The agents are those running Marathon's tasks and
+/// every agent the Mesos master reports.
 fn agent_records(cluster: &Cluster, config: &ZoneConfig, names: &mut FxHashMap<LowerName, Node>) {
     let agents: std::collections::BTreeSet<IpAddr> = cluster
         .apps
         .values()
         .flat_map(|app| app.tasks.values())
         .filter_map(|task| task.host.resolve(&cluster.agents))
+        .chain(
+            cluster
+                .mesos
+                .agents
+                .values()
+                .filter_map(|a| a.host.resolve(&cluster.agents)),
+        )
         .collect();
     let (Ok(slave), Ok(service), Ok(tcp)) = (
         Name::from_ascii(format!("slave.{}.", config.domain)),

@@ -16,8 +16,8 @@
 //!   `/v1/config`, `/v1/enumerate`.
 
 mod mlb;
-pub mod session;
 pub mod plan;
+pub mod session;
 mod views;
 
 use std::collections::BTreeMap;

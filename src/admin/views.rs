@@ -31,6 +31,10 @@ pub(super) struct RoutesView<'a> {
     /// The source's failure first (`source`, `severity: error`, `reason`), then the table's
     /// problems (`app_id`, `port_index`, `severity`, `reason`).
     problems: Vec<ProblemView<'a>>,
+    /// The Mesos source's state, when one is configured: connected, leader, counts, skipped
+    /// records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesos: Option<crate::discovery::mesos::Report>,
 }
 
 #[derive(Serialize)]
@@ -303,6 +307,17 @@ pub(super) fn routes<'a>(
             backend: BackendView::new("", st),
         })
         .collect();
+    let mesos = status.mesos.lock().unwrap().clone();
+    let mesos_problem = mesos
+        .as_ref()
+        .filter(|m| !m.connected)
+        .and_then(|m| m.last_error.clone())
+        .map(|error| ProblemView::Source {
+            source: "mesos".into(),
+            severity: "error",
+            reason: error,
+            since_unix_ms: 0,
+        });
     RoutesView {
         draining,
         routes,
@@ -310,7 +325,10 @@ pub(super) fn routes<'a>(
         table_hash: crate::routing::digest::hex(snapshot.table.hash),
         created_unix_ms: unix_ms(snapshot.created),
         ready: status.ready.load(Ordering::Relaxed),
-        source_connected: status.connected.load(Ordering::Relaxed),
+        source_connected: status.connected.load(Ordering::Relaxed)
+            || (status.mesos_only.load(Ordering::Relaxed)
+                && mesos.as_ref().is_some_and(|m| m.connected)),
+        mesos: mesos.clone(),
         last_sync_unix_ms: status.last_sync_unix_ms.load(Ordering::Relaxed),
         services,
         problems: {
@@ -331,6 +349,7 @@ pub(super) fn routes<'a>(
                     since_unix_ms: e.since_unix_ms,
                 })
                 .into_iter()
+                .chain(mesos_problem)
                 .chain(snapshot.table.problems.iter().map(ProblemView::Table))
                 // The DNS zone's: names served otherwise than the rules give.
                 .chain(

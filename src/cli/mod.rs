@@ -159,6 +159,22 @@ pub fn status(admin: &Admin) -> Result<String, String> {
         t["services"].as_array().map_or(0, Vec::len),
         t["routes"].as_array().map_or(0, Vec::len),
     );
+    if let Some(m) = t.get("mesos").filter(|m| m.is_object()) {
+        out += &format!(
+            "mesos: {} (leader {}), last snapshot {}, {} frameworks, {} agents, {} tasks, {} malformed records\n",
+            if m["connected"] == true {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            m["leader"].as_str().unwrap_or("unknown"),
+            since(&m["last_snapshot_unix_ms"]),
+            m["frameworks"],
+            m["agents"],
+            m["tasks"],
+            m["malformed_records"],
+        );
+    }
     for s in t["services"].as_array().into_iter().flatten() {
         if let Some(listener) = s["listener"]
             .as_str()

@@ -3,6 +3,7 @@
 //! Sources (Marathon, the file) translate what they read into these types and apply it through
 //! [`ClusterUpdate`]; `routing::compile` reads it. Nothing here knows about labels' meaning.
 
+pub mod mesos;
 pub mod names;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,9 @@ pub struct Cluster {
     /// that ended tasks or removed apps. It only grows; the DNS zone's SOA serial is its
     /// second (see [`Cluster::serial`]).
     pub newest_ms: u64,
+    /// What the Mesos master reports (every framework's tasks, agents, masters); empty
+    /// without a Mesos source.
+    pub mesos: mesos::MesosState,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +262,8 @@ pub enum ClusterUpdate {
         instance_id: String,
         healthy: Option<bool>,
     },
+    /// From the Mesos source.
+    Mesos(mesos::MesosUpdate),
 }
 
 /// What applying an update needs from the source: usually nothing, sometimes a re-fetch.
@@ -298,6 +304,20 @@ impl Cluster {
                 let Some(app) = self.apps.get_mut(&app_id) else {
                     return Applied::Refetch(app_id);
                 };
+                if let Some(seen) = self.mesos.tasks.get(&task.id) {
+                    let marathon = mesos::Seen {
+                        state: &task.state,
+                        changed_ms: task.changed_ms,
+                    };
+                    let other = mesos::Seen {
+                        state: &seen.state,
+                        changed_ms: seen.changed_ms,
+                    };
+                    if mesos::fresher(marathon, other) == mesos::Side::Mesos {
+                        task.state = seen.state.clone();
+                        task.changed_ms = seen.changed_ms;
+                    }
+                }
                 if task.state.is_live() {
                     if let Some(previous) = app.tasks.get(&task.id) {
                         task.healthy = task.healthy.or(previous.healthy);
@@ -338,8 +358,121 @@ impl Cluster {
                     }
                 }
             }
+            ClusterUpdate::Mesos(update) => self.apply_mesos(update),
         }
         Applied::Done
+    }
+
+    fn apply_mesos(&mut self, update: mesos::MesosUpdate) {
+        use mesos::MesosUpdate as U;
+        let m = &mut self.mesos;
+        match update {
+            U::Snapshot {
+                leader,
+                masters,
+                frameworks,
+                agents,
+                tasks,
+            } => {
+                m.leader = Some(leader);
+                m.masters = masters;
+                m.frameworks = frameworks.into_iter().map(|f| (f.id.clone(), f)).collect();
+                m.agents = agents.into_iter().map(|a| (a.id.clone(), a)).collect();
+                m.tasks = tasks
+                    .into_iter()
+                    .filter(|t| t.state.is_live())
+                    .map(|t| (t.id.clone(), t))
+                    .collect();
+                let newest = m.tasks.values().map(|t| t.changed_ms).max().unwrap_or(0);
+                self.newest_ms = self.newest_ms.max(newest);
+                // Marathon's tasks that Mesos knows fresher (one pass over Marathon's tasks).
+                for app in self.apps.values_mut() {
+                    app.tasks.retain(|id, task| {
+                        let Some(seen) = m.tasks.get(id) else {
+                            return true;
+                        };
+                        let marathon = mesos::Seen {
+                            state: &task.state,
+                            changed_ms: task.changed_ms,
+                        };
+                        let other = mesos::Seen {
+                            state: &seen.state,
+                            changed_ms: seen.changed_ms,
+                        };
+                        if mesos::fresher(marathon, other) == mesos::Side::Mesos {
+                            task.state = seen.state.clone();
+                            task.changed_ms = seen.changed_ms;
+                        }
+                        true
+                    });
+                }
+            }
+            U::TaskAdded(task) => {
+                self.newest_ms = self.newest_ms.max(task.changed_ms);
+                let (id, state, ms) = (task.id.clone(), task.state.clone(), task.changed_ms);
+                if task.state.is_live() {
+                    m.tasks.insert(task.id.clone(), task);
+                }
+                self.mesos_task_state(&id, &state, ms);
+            }
+            U::TaskUpdated {
+                id,
+                state,
+                changed_ms,
+                container_ips,
+            } => {
+                self.newest_ms = self.newest_ms.max(changed_ms);
+                if state.is_live() {
+                    if let Some(task) = m.tasks.get_mut(&id) {
+                        task.state = state.clone();
+                        task.changed_ms = task.changed_ms.max(changed_ms);
+                        if !container_ips.is_empty() {
+                            task.container_ips = container_ips;
+                        }
+                    }
+                } else {
+                    m.tasks.remove(&id);
+                }
+                self.mesos_task_state(&id, &state, changed_ms);
+            }
+            U::AgentAdded(agent) => {
+                m.agents.insert(agent.id.clone(), agent);
+            }
+            U::AgentRemoved(id) => {
+                m.agents.remove(&id);
+            }
+            U::Framework(framework) => {
+                m.frameworks.insert(framework.id.clone(), framework);
+            }
+            U::FrameworkRemoved(id) => {
+                m.frameworks.remove(&id);
+                m.tasks.retain(|_, t| t.framework_id != id);
+            }
+        }
+    }
+
+    /// A task state from Mesos for a task a Marathon app may hold: applied to it when it is the
+    /// fresher ([`mesos::fresher`]); a terminal one removes it, as Marathon's own would.
+    fn mesos_task_state(&mut self, id: &TaskId, state: &TaskState, changed_ms: u64) {
+        for app in self.apps.values_mut() {
+            let Some(task) = app.tasks.get_mut(id) else {
+                continue;
+            };
+            let marathon = mesos::Seen {
+                state: &task.state,
+                changed_ms: task.changed_ms,
+            };
+            let other = mesos::Seen { state, changed_ms };
+            if mesos::fresher(marathon, other) == mesos::Side::Mesos {
+                if state.is_live() {
+                    task.state = state.clone();
+                    task.changed_ms = changed_ms;
+                } else {
+                    app.tasks.remove(id);
+                }
+            }
+            return;
+        }
     }
 
     /// The DNS zones' SOA serial (RFC 1982): the second of [`Cluster::newest_ms`], so it only

@@ -36,6 +36,17 @@ impl Config {
         {
             report("discovery.token_file", path, e);
         }
+        if let Some(path) = &self.discovery.ca_file
+            && let Err(e) = read_limited(path, 4 << 20)
+                .and_then(|pem| crate::discovery::marathon::client::tls_connector(&pem).map(|_| ()))
+        {
+            report("discovery.ca_file", path, e);
+        }
+        if let Some(path) = &self.discovery.service_account_file
+            && let Err(e) = read_service_account(path, self.discovery.login_endpoint.as_deref())
+        {
+            report("discovery.service_account_file", path, e);
+        }
         if let Some(path) = &self.admin.token_file
             && let Err(e) = read_token(path)
         {
@@ -113,6 +124,16 @@ pub fn read_token(path: &Path) -> Result<String, String> {
         return Err("empty".into());
     }
     Ok(token.to_string())
+}
+
+/// A DC/OS service-account credential file (its contents are never part of an error).
+pub fn read_service_account(
+    path: &Path,
+    default_endpoint: Option<&str>,
+) -> Result<crate::discovery::auth::Credentials, String> {
+    let text = read_limited(path, 64 * 1024)?;
+    let text = String::from_utf8(text).map_err(|_| "not UTF-8 text".to_string())?;
+    crate::discovery::auth::Credentials::parse(&text, default_endpoint)
 }
 
 /// A PEM file the HTTPS listeners can serve: a certificate chain and its private key (loaded

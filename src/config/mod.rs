@@ -20,7 +20,7 @@ mod files;
 mod settings;
 mod validate;
 
-pub use files::read_token;
+pub use files::{read_service_account, read_token};
 
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
 /// is given.
@@ -52,6 +52,14 @@ pub struct Discovery {
     pub basic_auth: Option<String>,
     /// A file holding a bearer token (DC/OS ACS token) sent to Marathon.
     pub token_file: Option<PathBuf>,
+    /// A DC/OS service-account credential (JSON: `uid`, `private_key`, `login_endpoint`):
+    /// switchyard logs in with it and sends the session token to Marathon and Mesos.
+    pub service_account_file: Option<PathBuf>,
+    /// The IAM login endpoint when the credential names none.
+    pub login_endpoint: Option<String>,
+    /// PEM bundle of the CAs that sign Marathon's and the Mesos masters' (and the login
+    /// endpoint's) certificates: needed for `https://` URLs; verification is always on.
+    pub ca_file: Option<PathBuf>,
     #[serde(deserialize_with = "duration")]
     pub resync_interval: Duration,
     #[serde(deserialize_with = "duration")]
@@ -70,6 +78,37 @@ pub struct Discovery {
     pub max_snapshot_bytes: usize,
     #[serde(deserialize_with = "duration")]
     pub file_poll_interval: Duration,
+    /// The Mesos master as a source (`[discovery.mesos]`), beside Marathon or alone.
+    pub mesos: MesosDiscovery,
+}
+
+/// `[discovery.mesos]`: the operator API's event stream of the leading master. Timeouts,
+/// backoff and authorization are `[discovery]`'s.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MesosDiscovery {
+    /// Masters (`host:port` or `http://host:port`), tried in turn; a non-leader's redirect is
+    /// followed. Empty: no Mesos source.
+    pub masters: Vec<String>,
+    /// Added to the heartbeat interval the master announces before its silence counts as a
+    /// dead stream.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_slack: Duration,
+    /// Largest event record after the snapshot; larger ones are skipped, counted and listed.
+    pub max_record_bytes: usize,
+    /// Largest snapshot (`SUBSCRIBED`) record.
+    pub max_snapshot_bytes: usize,
+}
+
+impl Default for MesosDiscovery {
+    fn default() -> Self {
+        MesosDiscovery {
+            masters: Vec::new(),
+            heartbeat_slack: Duration::from_secs(5),
+            max_record_bytes: 1 << 20,
+            max_snapshot_bytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for Discovery {
@@ -79,6 +118,9 @@ impl Default for Discovery {
             marathon: Vec::new(),
             basic_auth: None,
             token_file: None,
+            service_account_file: None,
+            login_endpoint: None,
+            ca_file: None,
             resync_interval: Duration::from_secs(300),
             debounce: Duration::from_millis(10),
             connect_timeout: Duration::from_secs(5),
@@ -89,6 +131,7 @@ impl Default for Discovery {
             max_event_bytes: 1 << 20,
             max_snapshot_bytes: 256 << 20,
             file_poll_interval: Duration::from_millis(250),
+            mesos: MesosDiscovery::default(),
         }
     }
 }
@@ -705,10 +748,17 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
-        if let Some(token) = &config.discovery.token_file
-            && token.is_relative()
+        for path in [
+            &mut config.discovery.token_file,
+            &mut config.discovery.service_account_file,
+            &mut config.discovery.ca_file,
+        ]
+        .into_iter()
+        .flatten()
         {
-            config.discovery.token_file = Some(base.join(token));
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
         config.validate()?;
         config.http.error_pages = config.http.read_error_pages()?;

@@ -53,6 +53,19 @@ impl Config {
         }
     }
 
+    /// How the Mesos source follows the leading master.
+    pub fn mesos_settings(&self) -> crate::discovery::mesos::Settings {
+        let d = &self.discovery;
+        crate::discovery::mesos::Settings {
+            stream_idle_timeout: d.stream_idle_timeout,
+            heartbeat_slack: d.mesos.heartbeat_slack,
+            backoff_initial: d.backoff_initial,
+            backoff_max: d.backoff_max,
+            max_record_bytes: d.mesos.max_record_bytes,
+            max_snapshot_bytes: d.mesos.max_snapshot_bytes,
+        }
+    }
+
     /// The proxy's reloadable knobs.
     pub fn proxy_settings(&self) -> crate::proxy::Settings {
         crate::proxy::Settings {

@@ -9,14 +9,28 @@ use crate::routing::vip::VipRange;
 impl Config {
     pub(super) fn validate(&self) -> Result<(), String> {
         let d = &self.discovery;
-        match (&d.file, d.marathon.is_empty()) {
-            (Some(_), false) => {
-                return Err("discovery: set either `file` or `marathon`, not both".into());
+        let cluster = !d.marathon.is_empty() || !d.mesos.masters.is_empty();
+        match (&d.file, cluster) {
+            (Some(_), true) => {
+                return Err(
+                    "discovery: set either `file` or `marathon`/`mesos.masters`, not both".into(),
+                );
             }
-            (None, true) => {
-                return Err("discovery: set `file` or `marathon` (no source configured)".into());
+            (None, false) => {
+                return Err(
+                    "discovery: set `file`, `marathon` or `mesos.masters` (no source configured)"
+                        .into(),
+                );
             }
             _ => {}
+        }
+        for master in &d.mesos.masters {
+            crate::discovery::mesos::parse_master(master)
+                .map_err(|e| format!("discovery.mesos.masters: {master:?}: {e}"))?;
+        }
+        if d.mesos.max_record_bytes < 1024 || d.mesos.max_snapshot_bytes < d.mesos.max_record_bytes
+        {
+            return Err("discovery.mesos.max_record_bytes: must be at least 1024, and max_snapshot_bytes at least as large".into());
         }
         for url in &d.marathon {
             crate::discovery::marathon::client::BaseUrl::parse(url)
@@ -27,8 +41,27 @@ impl Config {
         {
             return Err("discovery.basic_auth: expected \"user:password\"".into());
         }
-        if d.basic_auth.is_some() && d.token_file.is_some() {
-            return Err("discovery: set either `basic_auth` or `token_file`, not both".into());
+        let auths = [
+            d.basic_auth.is_some(),
+            d.token_file.is_some(),
+            d.service_account_file.is_some(),
+        ];
+        if auths.iter().filter(|set| **set).count() > 1 {
+            return Err(
+                "discovery: set one of `basic_auth`, `token_file` and `service_account_file`"
+                    .into(),
+            );
+        }
+        let https = d
+            .marathon
+            .iter()
+            .chain(&d.mesos.masters)
+            .chain(&d.login_endpoint)
+            .any(|u| u.starts_with("https://"));
+        if https && d.ca_file.is_none() {
+            return Err(
+                "discovery.ca_file: https:// URLs are verified against a CA bundle; set it".into(),
+            );
         }
         if d.backoff_initial.is_zero() || d.backoff_initial > d.backoff_max {
             return Err("discovery.backoff_initial: must be > 0 and <= backoff_max".into());

@@ -1,8 +1,10 @@
 //! Sources of cluster state. Each runs as its own task and sends [`SourceEvent`]s to the
 //! reconciler; none of them touches the routing table.
 
+pub mod auth;
 pub mod file;
 pub mod marathon;
+pub mod mesos;
 
 use std::collections::HashSet;
 
@@ -20,6 +22,8 @@ pub enum SourceEvent {
         source: String,
         error: String,
     },
+    /// The Mesos source's state (connection, leader, skipped records), each time it changes.
+    Mesos(mesos::Report),
 }
 
 /// Every source's metric families with a zero for each kind it can count, so that

@@ -622,7 +622,8 @@ fn vip_services(
             let members: Vec<&(crate::cluster::AppId, usize)> = apps
                 .iter()
                 .filter(|(app_id, n)| {
-                    let protocol = cluster.apps.get(app_id).map(|a| a.ports[*n].protocol);
+                    let protocol = vip::member_app(cluster, app_id)
+                        .and_then(|a| a.ports.get(*n).map(|p| p.protocol));
                     match protocol {
                         Some(Protocol::TcpUdp) => true,
                         Some(Protocol::Udp) => udp,
@@ -665,14 +666,14 @@ fn vip_services(
             // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
             let probe = health.filter(|_| !udp).and_then(|h| {
                 let (app_id, n) = members[0];
-                let probes = cluster.apps.get(app_id).map_or(&[][..], |a| &a.probes);
-                h.probe(probes, *n)
+                let app = vip::member_app(cluster, app_id)?;
+                h.probe(&app.probes, *n)
             });
             for (app_id, n) in members {
-                let Some(app) = cluster.apps.get(app_id) else {
+                let Some(app) = vip::member_app(cluster, app_id) else {
                     continue;
                 };
-                backends_all.extend(backends(cluster, app, *n, &mut |_, reason| {
+                backends_all.extend(backends(cluster, &app, *n, &mut |_, reason| {
                     problem(app_id, *n, reason)
                 }));
             }

@@ -10,7 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::cluster::{AppId, Cluster};
+use std::borrow::Cow;
+
+use crate::cluster::mesos::{MEMBER_PREFIX, MesosState};
+use crate::cluster::{App, AppId, Cluster};
 
 /// The named-VIP domain of DC/OS: `{name}.marathon.l4lb.thisdcos.directory`.
 pub const VIP_DOMAIN: &str = "l4lb.thisdcos.directory";
@@ -167,7 +170,40 @@ pub fn declared(cluster: &Cluster) -> (VipMembers, Vec<(AppId, usize, String)>) 
             }
         }
     }
+    // Every other framework's tasks: `VIP_n` labels on their DiscoveryInfo ports, as dcos-net
+    // reads them. Each task is a member of its own (`mesos:{task id}`, see `member_app`);
+    // Marathon's tasks are Marathon's (its app ports carry the same labels).
+    let owned = MesosState::owned_by_marathon(&cluster.apps);
+    for (task, _, _) in cluster.mesos.own_tasks(&owned) {
+        let Some(discovery) = &task.discovery else {
+            continue;
+        };
+        let id: AppId = format!("{MEMBER_PREFIX}{}", task.id).into();
+        for (n, port) in discovery.ports.iter().enumerate() {
+            for (key, value) in &port.labels {
+                if !(key.starts_with("VIP_") || key.starts_with("vip_")) {
+                    continue;
+                }
+                match parse_label(value) {
+                    Ok(vip) => members.entry(vip).or_default().push((id.clone(), n)),
+                    Err(reason) => bad.push((id.clone(), n, format!("{key}: {reason}"))),
+                }
+            }
+        }
+    }
     (members, bad)
+}
+
+/// The app behind a VIP member: a Marathon app, or a Mesos task (`mesos:{task id}`) as a
+/// one-task app whose ports are its DiscoveryInfo ports.
+pub fn member_app<'a>(cluster: &'a Cluster, id: &AppId) -> Option<Cow<'a, App>> {
+    if let Some(app) = cluster.apps.get(id) {
+        return Some(Cow::Borrowed(app));
+    }
+    let task_id = id.strip_prefix(MEMBER_PREFIX)?;
+    let task = cluster.mesos.tasks.get(task_id)?;
+    let agent = cluster.mesos.agents.get(&task.agent_id);
+    Some(Cow::Owned(task.as_app(id, agent)))
 }
 
 /// (VIP, port) → the app ports behind it.

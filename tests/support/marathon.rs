@@ -36,6 +36,9 @@ struct State {
     leader: Option<String>,
     streams: Vec<mpsc::UnboundedSender<Option<Vec<u8>>>>,
     requests: Vec<Request>,
+    /// When set, only these `Authorization` values are accepted; others get 401.
+    accepted: Option<std::collections::HashSet<String>>,
+    unauthorized: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -103,6 +106,24 @@ impl Marathon {
 
     pub fn remove_app(&self, id: &str) {
         self.state.lock().unwrap().apps.retain(|a| a["id"] != id);
+    }
+
+    /// Accepts only requests authorized with one of these values (`token=…`) from now on.
+    pub fn require_authorization(&self, accepted: &[String]) {
+        self.state.lock().unwrap().accepted = Some(accepted.iter().cloned().collect());
+    }
+
+    /// Accepts one more authorization value.
+    pub fn accept_authorization(&self, value: String) {
+        let mut s = self.state.lock().unwrap();
+        s.accepted
+            .get_or_insert_with(Default::default)
+            .insert(value);
+    }
+
+    /// Requests answered 401 so far.
+    pub fn unauthorized(&self) -> usize {
+        self.state.lock().unwrap().unauthorized
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -175,11 +196,24 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         accept: header("accept"),
         authorization: header("authorization"),
     };
-    let (leader, apps) = {
+    let (leader, apps, refused) = {
         let mut s = state.lock().unwrap();
         s.requests.push(request.clone());
-        (s.leader.clone(), s.apps.clone())
+        let refused = s.accepted.as_ref().is_some_and(|accepted| {
+            !request
+                .authorization
+                .as_ref()
+                .is_some_and(|a| accepted.contains(a))
+        });
+        if refused {
+            s.unauthorized += 1;
+        }
+        (s.leader.clone(), s.apps.clone(), refused)
     };
+    if refused {
+        let _ = respond(&mut stream, "401 Unauthorized", "application/json", "{}").await;
+        return;
+    }
     if let Some(leader) = leader {
         let body = format!(
             "HTTP/1.1 302 Found\r\nLocation: {leader}{target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

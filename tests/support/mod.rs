@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod marathon;
+pub mod mesos;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

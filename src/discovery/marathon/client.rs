@@ -1,19 +1,25 @@
-//! A small HTTP/1.1 client for Marathon's API: timeouts on every wait, redirects to the leader
-//! followed, bodies read under a size bound, basic or bearer authorization.
+//! A small HTTP/1.1 client for Marathon's and the Mesos master's APIs: timeouts on every wait,
+//! redirects to the leader followed, bodies read under a size bound, HTTPS verified against a CA
+//! bundle, basic, bearer or DC/OS service-account authorization (`discovery::auth`).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-/// A Marathon base URL: `http://host:port[/prefix]`.
+use crate::discovery::auth::{self, Credentials};
+
+/// A base URL: `http(s)://host:port[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
+    pub tls: bool,
     pub authority: String,
     pub prefix: String,
 }
@@ -21,37 +27,88 @@ pub struct BaseUrl {
 impl BaseUrl {
     pub fn parse(url: &str) -> Result<BaseUrl, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err("https Marathon URLs are not supported yet; use http".into());
-            }
-            _ => return Err("expected an http:// URL".into()),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("expected an http:// or https:// URL".into()),
+        };
         let authority = uri.authority().ok_or("missing host")?;
         let authority = match authority.port_u16() {
             Some(_) => authority.to_string(),
-            None => format!("{}:80", authority.host()),
+            None => format!("{}:{}", authority.host(), if tls { 443 } else { 80 }),
         };
         let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(BaseUrl { authority, prefix })
+        Ok(BaseUrl {
+            tls,
+            authority,
+            prefix,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// The host part of the authority (for SNI and certificate names).
+    fn host(&self) -> &str {
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 }
 
 impl std::fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.prefix)
+        write!(f, "{}://{}{}", self.scheme(), self.authority, self.prefix)
     }
+}
+
+/// How requests are authorized.
+enum Auth {
+    None,
+    Static(http::HeaderValue),
+    /// A DC/OS service account: a session token from the login endpoint, renewed.
+    Dcos {
+        credentials: Box<Credentials>,
+        session: tokio::sync::Mutex<Option<(http::HeaderValue, Instant)>>,
+    },
 }
 
 #[derive(Clone)]
 pub struct Client {
-    authorization: Option<http::HeaderValue>,
+    auth: Arc<Auth>,
+    tls: Option<tokio_rustls::TlsConnector>,
     connect_timeout: Duration,
     request_timeout: Duration,
 }
 
 const MAX_REDIRECTS: usize = 4;
+
+/// A TLS client configuration that trusts the certificates of a PEM bundle (and nothing else):
+/// verification is always on.
+pub fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the CA bundle".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
 
 impl Client {
     pub fn new(
@@ -70,9 +127,88 @@ impl Client {
         }
         .map(|v| http::HeaderValue::from_str(&v).expect("authorization is a valid header"));
         Client {
-            authorization,
+            auth: Arc::new(authorization.map_or(Auth::None, Auth::Static)),
+            tls: None,
             connect_timeout,
             request_timeout,
+        }
+    }
+
+    /// HTTPS URLs verified against this CA bundle.
+    pub fn with_tls(mut self, connector: tokio_rustls::TlsConnector) -> Client {
+        self.tls = Some(connector);
+        self
+    }
+
+    /// Authorization by a DC/OS service account (replaces basic and token authorization).
+    pub fn with_service_account(mut self, credentials: Credentials) -> Client {
+        self.auth = Arc::new(Auth::Dcos {
+            credentials: Box::new(credentials),
+            session: tokio::sync::Mutex::new(None),
+        });
+        self
+    }
+
+    /// The Authorization header for the next request: for a service account, the session
+    /// token, logged in for first (or again, when it is due for renewal).
+    async fn authorization(&self) -> Result<Option<http::HeaderValue>, String> {
+        let (credentials, session) = match &*self.auth {
+            Auth::None => return Ok(None),
+            Auth::Static(value) => return Ok(Some(value.clone())),
+            Auth::Dcos {
+                credentials,
+                session,
+            } => (credentials, session),
+        };
+        let mut session = session.lock().await;
+        if let Some((value, renew_at)) = &*session
+            && Instant::now() < *renew_at
+        {
+            return Ok(Some(value.clone()));
+        }
+        let endpoint = BaseUrl::parse(&credentials.login_endpoint)
+            .map_err(|e| format!("login_endpoint: {e}"))?;
+        let login_base = BaseUrl {
+            prefix: String::new(),
+            ..endpoint.clone()
+        };
+        let now = SystemTime::now();
+        let body = Bytes::from(credentials.login_body(now)?);
+        let response = self
+            .send_once(
+                &login_base,
+                &endpoint.prefix,
+                "application/json",
+                Some(body),
+                None,
+            )
+            .await
+            .map_err(|e| format!("DC/OS login: {e}"))?;
+        let status = response.status();
+        let answer = self.read_body(response.into_body(), 64 * 1024).await?;
+        if status != StatusCode::OK {
+            return Err(format!(
+                "DC/OS login at {endpoint} as {}: {status}",
+                credentials.uid
+            ));
+        }
+        let token = auth::parse_login_answer(&answer)?;
+        let renew_at = Instant::now() + auth::renew_after(&token, now);
+        let value = http::HeaderValue::from_str(&format!("token={token}"))
+            .map_err(|_| "the login answer's token is not a header value".to_string())?;
+        tracing::info!(uid = %credentials.uid, "DC/OS login: new session token");
+        *session = Some((value.clone(), renew_at));
+        Ok(Some(value))
+    }
+
+    /// Forgets the session token (it was refused): the next request logs in again.
+    async fn refused(&self) -> bool {
+        match &*self.auth {
+            Auth::Dcos { session, .. } => {
+                *session.lock().await = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -84,12 +220,51 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> Result<(Response<Incoming>, BaseUrl), String> {
+        self.send(base, path, accept, None).await
+    }
+
+    /// POSTs a JSON `body` to `path`, following redirects (a Mesos master that is not the
+    /// leader answers 307 to it, its Location often protocol-relative: `//host:port/api/v1`).
+    pub async fn post_json(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+        accept: &str,
+        body: Bytes,
+    ) -> Result<(Response<Incoming>, BaseUrl), String> {
+        self.send(base, path, accept, Some(body)).await
+    }
+
+    async fn send(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+        accept: &str,
+        body: Option<Bytes>,
+    ) -> Result<(Response<Incoming>, BaseUrl), String> {
         let mut base = base.clone();
         let mut path = path.to_string();
-        for _ in 0..=MAX_REDIRECTS {
-            let response = self.get_once(&base, &path, accept).await?;
+        let mut logged_in_again = false;
+        let mut redirects = 0;
+        loop {
+            let authorization = self.authorization().await?;
+            let response = self
+                .send_once(&base, &path, accept, body.clone(), authorization)
+                .await?;
+            if response.status() == StatusCode::UNAUTHORIZED && !logged_in_again {
+                // A session token that expired or was revoked: log in again, once.
+                if self.refused().await {
+                    logged_in_again = true;
+                    tracing::info!(url = %base, "401: logging in again");
+                    continue;
+                }
+            }
             if !response.status().is_redirection() {
                 return Ok((response, base));
+            }
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(format!("more than {MAX_REDIRECTS} redirects"));
             }
             let location = response
                 .headers()
@@ -97,18 +272,19 @@ impl Client {
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| format!("{} redirect without a Location", response.status()))?;
             let (next_base, next_path) = follow(&base, location)?;
-            tracing::debug!(from = %base, to = %next_base, "following Marathon redirect");
+            tracing::debug!(from = %base, to = %next_base, "following redirect");
             base = next_base;
             path = next_path;
         }
-        Err(format!("more than {MAX_REDIRECTS} redirects"))
     }
 
-    async fn get_once(
+    async fn send_once(
         &self,
         base: &BaseUrl,
         path: &str,
         accept: &str,
+        body: Option<Bytes>,
+        authorization: Option<http::HeaderValue>,
     ) -> Result<Response<Incoming>, String> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(&base.authority))
@@ -116,26 +292,46 @@ impl Client {
                 .map_err(|_| format!("connect to {} timed out", base.authority))?
                 .map_err(|e| format!("connect to {}: {e}", base.authority))?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut request = Request::get(format!("{}{}", base.prefix, path))
+        let method = if body.is_some() {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", base.prefix, path))
             .header(header::HOST, &base.authority)
             .header(header::ACCEPT, accept)
             .header(
                 header::USER_AGENT,
                 concat!("switchyard/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some(auth) = &self.authorization {
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = authorization {
             request = request.header(header::AUTHORIZATION, auth);
         }
         let request = request
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| e.to_string())?;
-        tokio::time::timeout(self.request_timeout, sender.send_request(request))
+        let exchange = async {
+            if !base.tls {
+                return exchange(stream, request).await;
+            }
+            let connector = self
+                .tls
+                .as_ref()
+                .ok_or("an https URL without discovery.ca_file")?;
+            let name = rustls_pki_types::ServerName::try_from(base.host().to_string())
+                .map_err(|e| format!("{}: {e}", base.host()))?;
+            let tls = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS with {}: {e}", base.authority))?;
+            exchange(tls, request).await
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
             .await
             .map_err(|_| {
                 format!(
@@ -168,8 +364,30 @@ impl Client {
     }
 }
 
+/// One request on a new connection (plain or TLS).
+async fn exchange<T>(io: T, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Resolves a `Location` header against the URL that sent it.
 fn follow(base: &BaseUrl, location: &str) -> Result<(BaseUrl, String), String> {
+    // Protocol-relative (`//host:port/path`, as a Mesos master that is not the leader sends):
+    // the scheme of the URL that sent it.
+    if location.starts_with("//") {
+        return follow(base, &format!("{}:{location}", base.scheme()));
+    }
     if location.starts_with('/') {
         let path = location.strip_prefix(&base.prefix).unwrap_or(location);
         return Ok((base.clone(), path.to_string()));
@@ -178,10 +396,11 @@ fn follow(base: &BaseUrl, location: &str) -> Result<(BaseUrl, String), String> {
         .parse()
         .map_err(|e| format!("bad Location {location:?}: {e}"))?;
     let authority = uri.authority().ok_or("Location without host")?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("redirect to unsupported URL {location:?}"));
-    }
-    let next = BaseUrl::parse(&format!("http://{authority}{}", base.prefix))?;
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme,
+        _ => return Err(format!("redirect to unsupported URL {location:?}")),
+    };
+    let next = BaseUrl::parse(&format!("{scheme}://{authority}{}", base.prefix))?;
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
     let path = path_and_query
         .strip_prefix(&base.prefix)
@@ -204,7 +423,11 @@ mod tests {
         assert_eq!(b.authority, "marathon.mesos:8080");
         assert_eq!(b.prefix, "/marathon");
         assert_eq!(BaseUrl::parse("http://m").unwrap().authority, "m:80");
-        assert!(BaseUrl::parse("https://m:8443").is_err());
+        let tls = BaseUrl::parse("https://m:8443").unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.to_string(), "https://m:8443");
+        assert_eq!(BaseUrl::parse("https://m").unwrap().authority, "m:443");
+        assert!(BaseUrl::parse("ftp://m").is_err());
         assert!(BaseUrl::parse("m:8080").is_err());
     }
 
@@ -214,6 +437,8 @@ mod tests {
         let (nb, p) = follow(&b, "http://m2:8080/v2/events?event_type=a").unwrap();
         assert_eq!(nb.authority, "m2:8080");
         assert_eq!(p, "/v2/events?event_type=a");
+        let (nb, p) = follow(&b, "//m3:5050/api/v1").unwrap();
+        assert_eq!((nb.authority.as_str(), p.as_str()), ("m3:5050", "/api/v1"));
         let (nb, p) = follow(&b, "/v2/apps").unwrap();
         assert_eq!(nb, b);
         assert_eq!(p, "/v2/apps");

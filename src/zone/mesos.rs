@@ -1,0 +1,372 @@
+//! The names of what only the Mesos master knows, as Mesos-DNS serves them (its naming doc is
+//! the contract), and DC/OS's names for every task:
+//!
+//! - `{task}.{framework}.{domain}` A/AAAA (by the IP sources), `{task}.{framework}.slave.{domain}`
+//!   (the agent), and SRV `_{task}._tcp|_udp.{framework}.{domain}` from the task's DiscoveryInfo
+//!   ports (with `_{port name}._{task}._{proto}.…` for named ones), else from its port
+//!   resources (TCP and UDP), each to a name of its own task;
+//! - `{framework}.{domain}`: the scheduler's host;
+//! - `leader.{domain}`, `_leader._tcp|_udp.{domain}`, `master.{domain}`, `master{N}.{domain}`;
+//! - `{task}.{framework}.autoip|agentip|containerip.dcos.thisdcos.directory` for every running
+//!   task, Marathon's too;
+//! - `{vip}.{framework}.l4lb.thisdcos.directory` for VIPs declared on other frameworks' tasks.
+//!
+//! Marathon's tasks that Marathon also reports are named by the Marathon rules in `zone.rs`,
+//! once.
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::{NS, SOA, SRV};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+use rustc_hash::FxHashMap;
+
+use super::{Builder, IpSource, Node, ZoneConfig};
+use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosState, MesosTask};
+use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
+use crate::cluster::{Cluster, Networking, Protocol, TaskState};
+
+/// DC/OS's task-name zone.
+pub const DCOS_DOMAIN: &str = "dcos.thisdcos.directory";
+
+impl Builder {
+    fn add_srv(&mut self, owner: &Name, port: u16, target: &Name, ttl: u32) {
+        let data = RData::SRV(SRV::new(0, 1, port, target.clone()));
+        let node = self.names.entry(LowerName::new(owner)).or_default();
+        if !node.srv.iter().any(|r| r.data == data) {
+            node.srv.push(Record::from_rdata(Name::root(), ttl, data));
+        }
+    }
+}
+
+/// Every name between `name` and `apex` exists (an empty non-terminal answers NODATA).
+fn ancestors(names: &mut FxHashMap<LowerName, Node>, name: &Name, apex: &Name) {
+    let mut current = name.base_name();
+    while current.num_labels() > apex.num_labels() {
+        let key = LowerName::new(&current);
+        if names.contains_key(&key) {
+            return; // its ancestors were added with it
+        }
+        names.insert(key, Node::default());
+        current = current.base_name();
+    }
+}
+
+fn fqdn(text: String) -> Option<Name> {
+    Name::from_ascii(text).ok()
+}
+
+/// Where a Mesos task's ports are reached: its container address on a named network, else the
+/// agent's.
+fn service_addrs(task: &MesosTask, agent: Option<IpAddr>) -> Vec<IpAddr> {
+    if task.container_network && !task.container_ips.is_empty() {
+        task.container_ips.clone()
+    } else {
+        agent.into_iter().collect()
+    }
+}
+
+/// A task's addresses by the configured IP sources (Mesos-DNS's `IPSources`).
+fn task_addrs(task: &MesosTask, agent: Option<IpAddr>, sources: &[IpSource]) -> Vec<IpAddr> {
+    for source in sources {
+        let addrs = match source {
+            IpSource::Auto => service_addrs(task, agent),
+            IpSource::NetInfo => task.container_ips.clone(),
+            IpSource::Host => agent.into_iter().collect(),
+        };
+        if !addrs.is_empty() {
+            return addrs;
+        }
+    }
+    Vec::new()
+}
+
+/// Adds the Mesos names to `names`; returns the DC/OS zone's apex and SOA.
+pub(super) fn add(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    names: &mut FxHashMap<LowerName, Node>,
+    serial: u32,
+) -> (LowerName, Record) {
+    let mut b = Builder {
+        framework: String::new(),
+        names: std::mem::take(names),
+    };
+    let domain = &config.domain;
+    let apex = Name::from_ascii(format!("{domain}.")).unwrap_or_else(|_| Name::root());
+    let m = &cluster.mesos;
+    let ttl = config.ttl;
+    let resolve = |host: &crate::cluster::Host| host.resolve(&cluster.agents);
+    let agent_ip = |agent: Option<&Agent>| agent.and_then(|a| resolve(&a.host));
+
+    let owned = MesosState::owned_by_marathon(&cluster.apps);
+    for (task, framework, agent) in m.own_tasks(&owned) {
+        if task.state != TaskState::Running {
+            continue;
+        }
+        let Some(framework) = framework else { continue };
+        let fw = label(&framework.name, config.label_rule);
+        let tl = label(task.dns_name(), config.label_rule);
+        if fw.is_empty() || tl.is_empty() {
+            continue;
+        }
+        let agent_addr = agent_ip(agent);
+        let (Some(task_fqdn), Some(slave_fqdn)) = (
+            fqdn(format!("{tl}.{fw}.{domain}.")),
+            fqdn(format!("{tl}.{fw}.slave.{domain}.")),
+        ) else {
+            continue;
+        };
+        for ip in task_addrs(task, agent_addr, &config.ip_sources) {
+            b.add_addr(&task_fqdn, ip, ttl);
+        }
+        ancestors(&mut b.names, &task_fqdn, &apex);
+        if let Some(ip) = agent_addr {
+            b.add_addr(&slave_fqdn, ip, ttl);
+            ancestors(&mut b.names, &slave_fqdn, &apex);
+        }
+        // SRV: to a name of this task alone, whose address is where the port is reached.
+        let targets = service_addrs(task, agent_addr);
+        if targets.is_empty() {
+            continue;
+        }
+        let host = agent
+            .map(|a| label(&a.host, LabelRule::Rfc1123))
+            .unwrap_or_default();
+        let host = &host[..host.len().min(20)];
+        let tag = tag(&task.id);
+        let room = 63 - tag.len() - 1 - if host.is_empty() { 0 } else { host.len() + 1 };
+        let base = tl[..tl.len().min(room)].trim_end_matches('-');
+        let unique = if host.is_empty() {
+            format!("{base}-{tag}")
+        } else {
+            format!("{base}-{tag}-{host}")
+        };
+        let Some(target) = fqdn(format!("{unique}.{fw}.{domain}.")) else {
+            continue;
+        };
+        for &ip in &targets {
+            b.add_addr(&target, ip, ttl);
+        }
+        let (service, _) = service_label(&tl);
+        let srv = |b: &mut Builder, name: Option<&str>, proto: &str, port: u16| {
+            let owners = [
+                Some(format!("{service}.{proto}.{fw}.{domain}.")),
+                name.map(|n| format!("{n}.{service}.{proto}.{fw}.{domain}.")),
+            ];
+            for owner in owners.into_iter().flatten().filter_map(fqdn) {
+                b.add_srv(&owner, port, &target, ttl);
+                ancestors(&mut b.names, &owner, &apex);
+            }
+        };
+        let discovered = task.discovery.as_ref().filter(|d| !d.ports.is_empty());
+        match discovered {
+            Some(discovery) => {
+                for port in &discovery.ports {
+                    let name = port
+                        .name
+                        .as_deref()
+                        .map(|n| label(n, config.label_rule))
+                        .filter(|n| !n.is_empty())
+                        .map(|n| service_label(&n).0);
+                    let protocols: &[&str] = match port.protocol {
+                        Protocol::Tcp => &["_tcp"],
+                        Protocol::Udp => &["_udp"],
+                        Protocol::TcpUdp => &["_tcp", "_udp"],
+                    };
+                    for proto in protocols {
+                        srv(&mut b, name.as_deref(), proto, port.number);
+                    }
+                }
+            }
+            None => {
+                for &port in &task.port_resources {
+                    for proto in ["_tcp", "_udp"] {
+                        srv(&mut b, None, proto, port);
+                    }
+                }
+            }
+        }
+    }
+
+    // `{framework}.{domain}`: where each framework's scheduler runs.
+    for framework in m.frameworks.values() {
+        let fw = label(&framework.name, config.label_rule);
+        let (Some(ip), Some(name)) = (
+            resolve(&framework.host),
+            fqdn(format!("{fw}.{domain}.")).filter(|_| !fw.is_empty()),
+        ) else {
+            continue;
+        };
+        b.add_addr(&name, ip, ttl);
+    }
+
+    masters(cluster, config, &mut b);
+    let dcos = dcos_zone(cluster, config, &mut b, &owned, serial);
+    l4lb_names(cluster, config, &mut b);
+    *names = b.names;
+    dcos
+}
+
+/// `leader.{domain}` and its `_leader._tcp`/`_udp` SRV, `master.{domain}` (every master) and
+/// `master{N}.{domain}` (the configured ones in order), as Mesos-DNS serves them.
+fn masters(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
+    let m = &cluster.mesos;
+    let domain = &config.domain;
+    let ttl = config.ttl;
+    let ip = |host: &crate::cluster::Host| host.resolve(&cluster.agents);
+    let Some(master) = fqdn(format!("master.{domain}.")) else {
+        return;
+    };
+    for (n, each) in m.masters.iter().enumerate() {
+        let Some(addr) = ip(&each.host) else { continue };
+        b.add_addr(&master, addr, ttl);
+        if let Some(name) = fqdn(format!("master{n}.{domain}.")) {
+            b.add_addr(&name, addr, ttl);
+        }
+    }
+    let Some(leader) = &m.leader else { return };
+    let Some(addr) = ip(&leader.host) else { return };
+    let (Some(name), Some(tcp), Some(udp)) = (
+        fqdn(format!("leader.{domain}.")),
+        fqdn(format!("_leader._tcp.{domain}.")),
+        fqdn(format!("_leader._udp.{domain}.")),
+    ) else {
+        return;
+    };
+    b.add_addr(&name, addr, ttl);
+    b.add_addr(&master, addr, ttl);
+    b.add_srv(&tcp, leader.port, &name, ttl);
+    b.add_srv(&udp, leader.port, &name, ttl);
+    for between in ["_tcp", "_udp"] {
+        if let Some(n) = fqdn(format!("{between}.{domain}.")) {
+            b.names.entry(LowerName::new(&n)).or_default();
+        }
+    }
+}
+
+/// DC/OS's `{task}.{framework}.autoip|agentip|containerip.dcos.thisdcos.directory`, for every
+/// running task: Marathon's (`{task}` its app's name) and every other framework's.
+fn dcos_zone(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    b: &mut Builder,
+    owned: &std::collections::HashSet<crate::cluster::TaskId>,
+    serial: u32,
+) -> (LowerName, Record) {
+    let apex = Name::from_ascii(format!("{DCOS_DOMAIN}.")).expect("a valid name");
+    let ttl = config.ttl;
+    let add = |b: &mut Builder,
+               task: &str,
+               framework: &str,
+               agent: Option<IpAddr>,
+               container: &[IpAddr],
+               on_container_network: bool| {
+        let tl = label(task, config.label_rule);
+        let fw = label(framework, config.label_rule);
+        if tl.is_empty() || fw.is_empty() {
+            return;
+        }
+        let auto: Vec<IpAddr> = if on_container_network && !container.is_empty() {
+            container.to_vec()
+        } else {
+            agent.into_iter().collect()
+        };
+        let kinds: [(&str, Vec<IpAddr>); 3] = [
+            ("autoip", auto),
+            ("agentip", agent.into_iter().collect()),
+            ("containerip", container.to_vec()),
+        ];
+        for (kind, addrs) in kinds {
+            let Some(name) = fqdn(format!("{tl}.{fw}.{kind}.{DCOS_DOMAIN}.")) else {
+                continue;
+            };
+            for ip in addrs {
+                b.add_addr(&name, ip, ttl);
+            }
+            ancestors(&mut b.names, &name, &apex);
+        }
+    };
+    for app in cluster.apps.values() {
+        let name = task_name(&app.id);
+        for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
+            add(
+                b,
+                &name,
+                "marathon",
+                task.host.resolve(&cluster.agents),
+                &task.ip_addresses,
+                app.networking == Networking::Container,
+            );
+        }
+    }
+    let m = &cluster.mesos;
+    for (task, framework, agent) in m.own_tasks(owned) {
+        let Some(framework) = framework.filter(|_| task.state == TaskState::Running) else {
+            continue;
+        };
+        add(
+            b,
+            task.dns_name(),
+            &framework.name,
+            agent.and_then(|a| a.host.resolve(&cluster.agents)),
+            &task.container_ips,
+            task.container_network,
+        );
+    }
+    let ns = Name::from_ascii(format!("ns1.{DCOS_DOMAIN}.")).expect("a valid name");
+    let rname = Name::from_ascii(format!("root.ns1.{DCOS_DOMAIN}.")).expect("a valid name");
+    let soa = Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, ttl)),
+    );
+    let node = b.names.entry(LowerName::new(&apex)).or_default();
+    node.soa = Some(soa.clone());
+    node.ns = vec![Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::NS(NS(ns.clone())),
+    )];
+    match config.ns_addr {
+        Some(ip) => b.add_addr(&ns, ip, ttl),
+        None => {
+            b.names.entry(LowerName::new(&ns)).or_default();
+        }
+    }
+    (LowerName::new(&apex), soa)
+}
+
+/// `{vip}.{framework}.l4lb.thisdcos.directory` for named VIPs declared on other frameworks'
+/// tasks (Marathon's are `vip_zone`'s): under each framework that declares it.
+fn l4lb_names(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
+    use crate::routing::vip::{self, VIP_DOMAIN, VipTarget};
+    let Some(range) = config.vip_range else {
+        return;
+    };
+    let (members, _) = vip::declared(cluster);
+    let addresses = vip::addresses(&members, &range);
+    for ((target, _), ids) in &members {
+        let (VipTarget::Named(name), Some(&ip)) = (target, addresses.get(target)) else {
+            continue;
+        };
+        for (id, _) in ids {
+            let Some(task_id) = id.strip_prefix(MEMBER_PREFIX) else {
+                continue;
+            };
+            let framework = cluster
+                .mesos
+                .tasks
+                .get(task_id)
+                .and_then(|t| cluster.mesos.frameworks.get(&t.framework_id));
+            let Some(framework) = framework else { continue };
+            let fw = label(&framework.name, LabelRule::Rfc1123);
+            let Some(owner) = fqdn(format!("{}.{fw}.{VIP_DOMAIN}.", vip::dns_label(name))) else {
+                continue;
+            };
+            b.add_addr(&owner, ip, super::VIP_TTL);
+            if let Some(between) = fqdn(format!("{fw}.{VIP_DOMAIN}.")) {
+                b.names.entry(LowerName::new(&between)).or_default();
+            }
+        }
+    }
+}
