@@ -77,6 +77,10 @@ pub struct Metrics {
     pub dns_fail_static_total: Counter,
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
+    /// Edge connection rules (`proxy::proxy_protocol`, TLS passthrough, TLS to backends).
+    pub proxy_protocol_errors: Family<KindLabels, Counter>,
+    pub tls_passthrough: Family<KindLabels, Counter>,
+    pub upstream_tls_failures: Family<KindLabels, Counter>,
     pub route_weight: Family<RouteLabels, Gauge>,
     pub admin_requests: Family<PathLabels, Counter>,
     pub http_response_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
@@ -136,6 +140,9 @@ impl Metrics {
             dns_fail_static_total: Counter::default(),
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            proxy_protocol_errors: Family::default(),
+            tls_passthrough: Family::default(),
+            upstream_tls_failures: Family::default(),
             route_weight: Family::default(),
             admin_requests: Family::default(),
             http_response_seconds: Family::new_with_constructor(response_histogram),
@@ -282,6 +289,21 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
             m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "proxy_protocol_errors",
+            "Connections closed for their PROXY protocol header (kind: missing, v1_syntax, v1_too_long, v1_address, v2_version, v2_command, v2_too_long, v2_length, timeout, untrusted_source)",
+            m.proxy_protocol_errors.clone(),
+        );
+        r.register(
+            "tls_passthrough",
+            "Connections on the HTTPS listeners looked at for passthrough (kind: passed, terminated, no_sni_closed, not_client_hello, sni_too_long, malformed, timeout)",
+            m.tls_passthrough.clone(),
+        );
+        r.register(
+            "upstream_tls_failures",
+            "TLS handshakes with backends that failed (kind: verify, handshake)",
+            m.upstream_tls_failures.clone(),
         );
         // Every labelled family with a fixed set of kinds starts with each at zero, so the
         // families the documentation lists are on `/metrics` before anything happens.

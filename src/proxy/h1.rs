@@ -8,7 +8,7 @@
 //! Anything else the fast path does not do leaves it for good, with the bytes read so far, to
 //! the general path (hyper): HTTP/1.0, upgrades, `Expect`, chunked request bodies,
 //! absolute-form targets, the access log, the app-id listener, and services with sticky
-//! sessions, an ACL, basic auth, a redirect to https, canary headers or HTTP/2 backends. Both paths send
+//! sessions, an ACL, basic auth, a redirect to https, canary headers, HTTP/2 backends, TLS to backends or a PROXY header to backends. Both paths send
 //! a request through `exchange::Attempts`, which makes every decision about backends.
 
 use std::net::SocketAddr;
@@ -79,6 +79,10 @@ where
     let mut scratch = Scratch::default();
     let mut served = 0usize;
     let ip = peer.ip().to_string();
+    let client = super::headers::Client {
+        trusted: settings.edge.trusts(peer.ip()),
+        ..super::headers::Client::untrusted(ip.as_bytes())
+    };
     // One wait for the stop per connection, registered once, not one per request.
     let watching = ctx.clone();
     let mut stopping = std::pin::pin!(watching.shutdown.stopping());
@@ -136,7 +140,7 @@ where
                         &snapshot.table,
                         entry,
                         &mut scratch.request,
-                        &ip,
+                        &client,
                         &ctx,
                     )
                     .map_err(|r| (r.status, r.reason))
@@ -225,7 +229,7 @@ fn plan(
     table: &crate::routing::RoutingTable,
     entry: Entry,
     out: &mut Vec<u8>,
-    ip: &str,
+    client: &super::headers::Client<'_>,
     ctx: &Context,
 ) -> Result<Plan, super::message::Refusal> {
     let Some(head) = read_head(req)? else {
@@ -287,11 +291,13 @@ fn plan(
         || redirect
         || http.sticky
         || service.upstream_h2
+        || service.edge.proxy_protocol.is_some()
+        || service.edge.backend_tls.is_some()
     {
         return Ok(Plan::Fallback);
     }
     out.clear();
-    write_request_head(out, req, &head, ip, https);
+    write_request_head(out, req, &head, client, https);
     Ok(Plan::Forward(Forwarding {
         index,
         content_length: length,

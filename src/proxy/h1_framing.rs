@@ -344,7 +344,7 @@ pub fn write_request_head(
     out: &mut Vec<u8>,
     req: &httparse::Request<'_, '_>,
     head: &Head,
-    ip: &str,
+    client: &headers::Client<'_>,
     https: bool,
 ) {
     let named = ConnectionNamed::of(
@@ -374,7 +374,7 @@ pub fn write_request_head(
         write_length(out, n);
     }
     let forwarded = headers::Forwarded {
-        client_ip: ip.as_bytes(),
+        client: *client,
         https,
         host: head.checked.host,
     };
@@ -383,7 +383,19 @@ pub fn write_request_head(
         .iter()
         .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedFor)
         .map(|h| h.value);
-    forwarded.write(out, existing, request_id);
+    let proto = req
+        .headers
+        .iter()
+        .find(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedProto)
+        .map(|h| h.value)
+        .filter(|_| {
+            req.headers
+                .iter()
+                .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedProto)
+                .count()
+                == 1
+        });
+    forwarded.write(out, existing, proto, request_id);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -568,7 +580,11 @@ mod tests {
         req.parse(raw).unwrap();
         let head = read_head(&req).unwrap().unwrap();
         let mut out = Vec::new();
-        write_request_head(&mut out, &req, &head, "10.0.0.9", false);
+        let client = crate::proxy::headers::Client {
+            trusted: true,
+            ..crate::proxy::headers::Client::untrusted(b"10.0.0.9")
+        };
+        write_request_head(&mut out, &req, &head, &client, false);
         out
     }
 
@@ -595,7 +611,8 @@ mod tests {
             text.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n"),
             "{text}"
         );
-        assert!(text.contains("x-forwarded-proto: http\r\n"), "{text}");
+        // From a trusted proxy: its X-Forwarded-Proto is kept.
+        assert!(text.contains("x-forwarded-proto: https\r\n"), "{text}");
         assert!(!text.contains("X-Forwarded-Proto"), "{text}");
         assert_eq!(
             text.matches("-Request-Id: ").count() + text.matches("-request-id: ").count(),

@@ -79,11 +79,27 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_verified(stream, (peer, None), entry, protocol, ctx).await
+}
+
+/// [`serve`] for a connection whose client certificate was verified: its subject goes to the
+/// backends in `X-Client-Cert-Subject`.
+pub async fn serve_verified<S>(
+    stream: S,
+    (peer, cert_subject): (SocketAddr, Option<HeaderValue>),
+    entry: Entry,
+    protocol: Protocol,
+    ctx: Arc<Context>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handler = ctx.clone();
     // The client's address as a header value, made once per connection, not per request.
     let client = Peer {
         addr: peer,
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
+        trusted: ctx.settings.load().edge.trusts(peer.ip()),
+        cert_subject,
     };
     // Set by the first request: see `drive!`.
     let asked = Arc::new(AtomicBool::new(false));
@@ -143,6 +159,10 @@ pub async fn serve<S>(
 struct Peer {
     addr: SocketAddr,
     ip: HeaderValue,
+    /// One of `http.trusted_proxies`.
+    trusted: bool,
+    /// The verified client certificate's subject (mTLS vhosts).
+    cert_subject: Option<HeaderValue>,
 }
 
 async fn proxy(
@@ -285,14 +305,26 @@ async fn proxy(
         local: client.addr,
     };
     let balanced = attempts.candidates(flow);
+    let dial = super::dial::Dial {
+        proxy_header: service.edge.proxy_protocol.map(|version| {
+            let local = match entry {
+                Entry::Port(listen) => listen,
+                // The shared listeners: the address is not kept per connection.
+                _ if client.addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+                _ => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+            };
+            super::proxy_protocol::encode(version, client.addr, local).into()
+        }),
+        tls: service.edge.backend_tls.clone(),
+    };
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
     {
         let outcome = if service.upstream_h2 {
-            super::upstream_h2::send(req, &states[b], ctx).await
+            super::upstream_h2::send(req, &states[b], ctx, &dial).await
         } else {
-            send(req, &states[b], ctx, &mut upgrade).await
+            send(req, &states[b], ctx, (&mut upgrade, &dial)).await
         };
         let failure = match outcome {
             Tried::Unsent(back) => {
@@ -495,7 +527,11 @@ fn prepare_request(req: &mut Request<Incoming>, client: &Peer, https: bool, chec
         headers::set_request_length(headers, body);
     }
     let forwarded = headers::Forwarded {
-        client_ip: client.ip.as_bytes(),
+        client: headers::Client {
+            ip: client.ip.as_bytes(),
+            trusted: client.trusted,
+            cert_subject: client.cert_subject.as_ref().map(HeaderValue::as_bytes),
+        },
         https,
         host: checked.host.as_deref(),
     };

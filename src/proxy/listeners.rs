@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::admission::REFUSED_HTTP;
-use super::{Context, ListenerSlots, http, tcp, udp};
+use super::{Context, ListenerSlots, http, proxy_protocol, tcp, udp};
 use crate::routing::{Mode, RoutingTable};
 use crate::upgrade::{self, Proto};
 use crate::workers::Workers;
@@ -332,9 +332,17 @@ async fn accept_http(
             continue;
         };
         let ctx = ctx.clone();
-        workers.serve(stream, move |stream| async move {
+        workers.serve(stream, move |mut stream| async move {
             let _admission = admission;
             let _ = stream.set_nodelay(true);
+            let settings = ctx.settings.load_full();
+            let accept = &settings.edge.http;
+            let Ok(peer) =
+                proxy_protocol::client_address(&mut stream, peer, accept, true, &ctx.metrics).await
+            else {
+                return;
+            };
+            drop(settings);
             match (entry, protocol) {
                 (http::Entry::Vhost { .. }, http::Protocol::Http1) => {
                     super::h1::serve(stream, peer, entry, ctx.clone()).await
@@ -365,9 +373,17 @@ async fn accept_https(
             continue;
         };
         let (ctx, tls) = (ctx.clone(), tls.clone());
-        workers.serve(stream, move |stream| async move {
+        workers.serve(stream, move |mut stream| async move {
             let _admission = admission;
             let _ = stream.set_nodelay(true);
+            let settings = ctx.settings.load_full();
+            let accept = &settings.edge.https;
+            let Ok(peer) =
+                proxy_protocol::client_address(&mut stream, peer, accept, true, &ctx.metrics).await
+            else {
+                return;
+            };
+            drop(settings);
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -390,17 +406,39 @@ async fn accept_https(
 }
 
 async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
     ctx: Arc<Context>,
     _admission: super::Admission,
 ) {
+    let settings = ctx.settings.load_full();
+    let accept = &settings.edge.ports;
+    let mode = {
+        let snapshot = ctx.store.load();
+        let Some(route) = snapshot.table.route_at(listen) else {
+            return;
+        };
+        // The route's apps share a port, so they share its protocol: the first one's says which.
+        snapshot.table.services[route.first()].mode
+    };
+    // The client's address: the PROXY header's, on a port that reads them.
+    let client = match mode {
+        Mode::Udp => return, // UDP services have no TCP listener
+        Mode::Tcp | Mode::Http => {
+            let speaks_first = mode == Mode::Http;
+            match proxy_protocol::client_address(&mut stream, peer, accept, speaks_first, &ctx.metrics)
+                .await
+            {
+                Ok(client) => client,
+                Err(()) => return,
+            }
+        }
+    };
     let snapshot = ctx.store.load_full();
     let Some(route) = snapshot.table.route_at(listen) else {
         return;
     };
-    // The route's apps share a port, so they share its protocol: the first one's says which.
     match snapshot.table.services[route.first()].mode {
         Mode::Tcp => {
             let Some(service) = route.pick(None, &snapshot.table.services) else {
@@ -413,16 +451,16 @@ async fn serve(
                 return;
             };
             let flow = crate::routing::balance::Flow {
-                client: peer,
+                client,
                 local: listen,
             };
-            tcp::serve(stream, flow, snapshot, service, &ctx).await
+            tcp::serve(stream, flow, snapshot, service, &ctx, (accept, peer)).await
         }
-        Mode::Udp => {} // UDP services have no TCP listener
+        Mode::Udp => {}
         Mode::Http => {
             drop(snapshot);
             let _ = stream.set_nodelay(true);
-            super::h1::serve(stream, peer, http::Entry::Port(listen), ctx.clone()).await
+            super::h1::serve(stream, client, http::Entry::Port(listen), ctx.clone()).await
         }
     }
 }

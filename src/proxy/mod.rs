@@ -3,6 +3,7 @@
 mod admission;
 pub mod basic_auth;
 mod buffers;
+pub mod dial;
 pub mod exchange;
 mod h1;
 pub mod h1_framing;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod listeners;
 pub mod message;
 pub mod pool;
+pub mod proxy_protocol;
 mod retry_budget;
 pub mod rewrite;
 pub mod tcp;
@@ -93,6 +95,8 @@ pub struct Settings {
     pub max_idle_per_backend: usize,
     /// How long open connections may finish after a stop (SIGTERM, an upgrade's handover).
     pub drain_timeout: Duration,
+    /// PROXY protocol per listener kind and the trusted forwarding proxies.
+    pub edge: proxy_protocol::EdgeSettings,
 }
 
 #[cfg(test)]
@@ -115,6 +119,7 @@ impl Settings {
             max_connections: 100_000,
             max_idle_per_backend: 1024,
             drain_timeout: Duration::from_secs(30),
+            edge: proxy_protocol::EdgeSettings::default(),
         }
     }
 }

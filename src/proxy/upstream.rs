@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use tokio::net::TcpStream;
 
+use super::dial::Dial;
 use super::exchange::Failure;
 use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
@@ -44,11 +45,16 @@ pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
     ctx: &Context,
-    upgrade: &mut Option<OnUpgrade>,
+    (upgrade, dial): (&mut Option<OnUpgrade>, &Dial),
 ) -> Tried {
     // A pooled connection may have been closed by the backend while idle; if it fails before
     // the request goes out, one fresh connection to the same backend is tried.
-    let mut pooled = match ctx.pools.checkout(state) {
+    let checked_out = if dial.poolable() {
+        ctx.pools.checkout(state)
+    } else {
+        None
+    };
+    let mut pooled = match checked_out {
         // Ready already (its last response was read to the end): no timer to arm.
         Some(sender) if sender.is_ready() => Some(sender),
         Some(mut sender) => {
@@ -62,7 +68,7 @@ pub async fn send(
         let fresh = pooled.is_none();
         let mut sender = match pooled.take() {
             Some(sender) => sender,
-            None => match open(state, ctx).await {
+            None => match open(state, ctx, dial).await {
                 Ok(sender) => sender,
                 Err(_) => return Tried::Unsent(req),
             },
@@ -97,12 +103,10 @@ pub async fn send(
                 if let Err(reason) = checked {
                     return Tried::Failed(Failure::BadResponse(reason));
                 }
-                return Tried::Response(finish_response(
-                    response,
-                    (sender, ctx.pools.clone()),
-                    state.clone(),
-                    active,
-                ));
+                // A connection that carries one client's PROXY header is not pooled: dropping
+                // its sender closes it once this response is read.
+                let back = dial.poolable().then(|| (sender, ctx.pools.clone()));
+                return Tried::Response(finish_response(response, back, state.clone(), active));
             }
             Awaited::Returned(back) if !fresh => req = back,
             Awaited::Returned(back) => {
@@ -160,7 +164,11 @@ pub async fn await_response(
     }
 }
 
-pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
+pub async fn open(state: &BackendState, ctx: &Context, dial: &Dial) -> Result<Upstream, ()> {
+    if !dial.is_plain() {
+        let stream = super::dial::dial(state, ctx, dial, false).await?;
+        return handshake(state, stream).await;
+    }
     let started = std::time::Instant::now();
     let stream = connect(state.addr, ctx.settings.load().connect_timeout)
         .await
@@ -169,6 +177,13 @@ pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
             tracing::debug!(backend = %state.addr, "connect failed: {e}");
         })?;
     state.observe_connect(started.elapsed());
+    handshake(state, stream).await
+}
+
+async fn handshake<S>(state: &BackendState, stream: S) -> Result<Upstream, ()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -184,7 +199,7 @@ pub async fn open(state: &BackendState, ctx: &Context) -> Result<Upstream, ()> {
 
 fn finish_response(
     response: Response<Incoming>,
-    (sender, pools): (Upstream, Arc<Pools>),
+    back: Option<(Upstream, Arc<Pools>)>,
     state: Arc<BackendState>,
     active: ActiveGuard,
 ) -> Response<ProxyBody> {
@@ -193,7 +208,7 @@ fn finish_response(
     let bytes_out = state.metrics.bytes_out.clone();
     let mut body = PooledBody {
         inner,
-        conn: Some((sender, pools, state)),
+        conn: back.map(|(sender, pools)| (sender, pools, state)),
         bytes_out,
         _active: active,
     };

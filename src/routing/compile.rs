@@ -160,6 +160,14 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 );
                 continue;
             }
+            let edge = match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty())
+            {
+                Ok(edge) => edge,
+                Err(reason) => {
+                    problem(Severity::Skipped, reason);
+                    continue;
+                }
+            };
             let key = ServiceKey {
                 app_id: app.id.clone(),
                 port_index: n,
@@ -225,6 +233,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                                 vhosts: Vec::new(),
                                 upstream_h2: false,
                                 tcp_idle_timeout: None,
+                                edge: Default::default(),
                                 // Probes are TCP or HTTP: nothing to probe a UDP port with.
                                 probe: None,
                                 weight: None,
@@ -355,6 +364,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 vhosts,
                 upstream_h2: labels.upstream_h2,
                 tcp_idle_timeout: labels.tcp_idle_timeout,
+                edge,
                 probe: config
                     .health
                     .as_ref()
@@ -647,6 +657,7 @@ fn vip_services(
                 deployment: Default::default(),
                 upstream_h2: false,
                 tcp_idle_timeout: None,
+                edge: Default::default(),
                 // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
                 probe,
                 held_back: Vec::new(),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod balance;
 pub mod cidr;
 pub mod compile;
+pub mod edge_labels;
 pub mod ip_per_task;
 pub mod labels;
 pub mod resolve;
@@ -81,6 +82,9 @@ pub struct Service {
     pub probe: Option<crate::cluster::Probe>,
     /// The app's tasks that get no traffic, and why (for operators: not used to route).
     pub held_back: Vec<(crate::cluster::TaskId, &'static str)>,
+    /// PROXY protocol to the backends, TLS passthrough, TLS to the backends, client
+    /// certificates (`edge_labels`).
+    pub edge: edge_labels::EdgeLabels,
 }
 
 /// Per-service HTTP behaviour from marathon-lb's labels.
