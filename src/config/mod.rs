@@ -227,6 +227,10 @@ pub struct Https {
     pub handshake_timeout: Duration,
     /// The HTTPS listeners read PROXY headers from these sources.
     pub proxy_protocol_from: Vec<String>,
+    /// The lowest TLS version accepted: "1.2" or "1.3".
+    pub min_version: String,
+    /// Cipher suites offered, in order of preference (rustls's names); empty: all it has.
+    pub cipher_suites: Vec<String>,
 }
 
 impl Default for Https {
@@ -239,6 +243,8 @@ impl Default for Https {
             reload_interval: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
             proxy_protocol_from: Vec::new(),
+            min_version: "1.2".into(),
+            cipher_suites: Vec::new(),
         }
     }
 }

@@ -18,6 +18,7 @@ impl Config {
                 crate::routing::cidr::Cidr::parse(block).map_err(|e| format!("{key}: {e}"))?;
             }
         }
+        crate::proxy::tls::Policy::parse(&self.https.min_version, &self.https.cipher_suites)?;
         if self.proxy.proxy_protocol_timeout.is_zero() {
             return Err("proxy.proxy_protocol_timeout: must be above zero".into());
         }

@@ -293,6 +293,7 @@ fn plan(
         || service.upstream_h2
         || service.edge.proxy_protocol.is_some()
         || service.edge.backend_tls.is_some()
+        || service.edge.client_ca.is_some()
     {
         return Ok(Plan::Fallback);
     }

@@ -82,11 +82,20 @@ pub async fn serve<S>(
     serve_verified(stream, (peer, None), entry, protocol, ctx).await
 }
 
+/// A client certificate verified at the handshake.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub subject: HeaderValue,
+    /// The CA bundle (`SWITCHYARD_{n}_CLIENT_CA`) that verified it: it admits requests to the
+    /// vhosts that name that bundle, and no others.
+    pub ca: Arc<std::path::PathBuf>,
+}
+
 /// [`serve`] for a connection whose client certificate was verified: its subject goes to the
-/// backends in `X-Client-Cert-Subject`.
+/// backends of the vhosts that asked for it in `X-Client-Cert-Subject`.
 pub async fn serve_verified<S>(
     stream: S,
-    (peer, cert_subject): (SocketAddr, Option<HeaderValue>),
+    (peer, cert): (SocketAddr, Option<ClientCert>),
     entry: Entry,
     protocol: Protocol,
     ctx: Arc<Context>,
@@ -99,7 +108,7 @@ pub async fn serve_verified<S>(
         addr: peer,
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
         trusted: ctx.settings.load().edge.trusts(peer.ip()),
-        cert_subject,
+        cert,
     };
     // Set by the first request: see `drive!`.
     let asked = Arc::new(AtomicBool::new(false));
@@ -161,8 +170,8 @@ struct Peer {
     ip: HeaderValue,
     /// One of `http.trusted_proxies`.
     trusted: bool,
-    /// The verified client certificate's subject (mTLS vhosts).
-    cert_subject: Option<HeaderValue>,
+    /// The verified client certificate (mTLS vhosts).
+    cert: Option<ClientCert>,
 }
 
 async fn proxy(
@@ -241,6 +250,21 @@ async fn proxy(
     {
         return log(None, plain(StatusCode::FORBIDDEN, "forbidden\n"));
     }
+    // A vhost that asks for client certificates: only over a connection whose certificate its
+    // CA verified (another vhost's SNI, or plain HTTP, does not do).
+    let verified = match &service.edge.client_ca {
+        None => None,
+        Some(ca) => match &client.cert {
+            Some(cert) if *cert.ca == *ca => Some(&cert.subject),
+            _ => {
+                let response = plain(
+                    StatusCode::BAD_REQUEST,
+                    "a client certificate is required for this host\n",
+                );
+                return log(None, response);
+            }
+        },
+    };
     // The redirect comes first, as HAProxy's frontend redirect does: credentials are asked for
     // over https, not sent in the clear.
     if matches!(entry, Entry::Vhost { https: false }) && service.http.redirect_to_https {
@@ -273,7 +297,7 @@ async fn proxy(
         .is_some()
         .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
-    prepare_request(&mut req, client, https, &checked);
+    prepare_request(&mut req, (client, verified), https, &checked);
     if let Some(rewrite) = &service.http.rewrite {
         rewrite_request(&mut req, rewrite);
     }
@@ -516,7 +540,12 @@ fn redirect_to_https(req: &Request<Incoming>, host: Option<&[u8]>) -> Response<P
 
 /// The request as it goes to a backend: the hop-by-hop fields removed (an upgrade's put
 /// back), the framing as checked, the forwarding fields added, origin-form, HTTP/1.1.
-fn prepare_request(req: &mut Request<Incoming>, client: &Peer, https: bool, checked: &Checked) {
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    (client, subject): (&Peer, Option<&HeaderValue>),
+    https: bool,
+    checked: &Checked,
+) {
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
     if let Some(protocol) = &checked.upgrade {
@@ -530,7 +559,7 @@ fn prepare_request(req: &mut Request<Incoming>, client: &Peer, https: bool, chec
         client: headers::Client {
             ip: client.ip.as_bytes(),
             trusted: client.trusted,
-            cert_subject: client.cert_subject.as_ref().map(HeaderValue::as_bytes),
+            cert_subject: subject.map(HeaderValue::as_bytes),
         },
         https,
         host: checked.host.as_deref(),

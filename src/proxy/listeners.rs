@@ -294,7 +294,7 @@ pub fn serve_http(
 pub fn serve_https(
     workers: &Arc<Workers>,
     listener: Arc<TcpListener>,
-    (tls, handshake_timeout): (&tokio_rustls::TlsAcceptor, std::time::Duration),
+    (tls, handshake_timeout): (&Arc<super::tls_edge::HttpsTls>, std::time::Duration),
     ctx: &Arc<Context>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(ListenerSlots::default());
@@ -357,7 +357,7 @@ async fn accept_http(
 /// HTTP/2 or HTTP/1.1 as ALPN chose.
 async fn accept_https(
     listener: Arc<TcpListener>,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<super::tls_edge::HttpsTls>,
     handshake_timeout: std::time::Duration,
     ctx: Arc<Context>,
     (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
@@ -384,7 +384,15 @@ async fn accept_https(
                 return;
             };
             drop(settings);
-            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+            // Passthrough by SNI, or which configuration terminates (client certificates).
+            let decision =
+                super::tls_edge::decide(stream, peer, &tls, &ctx, handshake_timeout).await;
+            let super::tls_edge::Decision::Terminate(stream, acceptor, client_ca) = decision
+            else {
+                return;
+            };
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+            {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     ctx.metrics.tls_handshake_failures.inc();
@@ -397,8 +405,33 @@ async fn accept_https(
                 }
             };
             let entry = http::Entry::Vhost { https: true };
+            // A verified client certificate: its subject, and the CA that verified it.
+            let cert = match client_ca {
+                None => None,
+                Some(ca) => {
+                    let subject = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|der| super::tls_edge::subject(der))
+                        .and_then(|s| ::http::HeaderValue::from_str(&s).ok());
+                    let Some(subject) = subject else {
+                        // The verifier required one: nothing to forward is a bug, not a pass.
+                        return;
+                    };
+                    Some(http::ClientCert { subject, ca })
+                }
+            };
             match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => http::serve(stream, peer, entry, http::Protocol::Http2, ctx).await,
+                Some(b"h2") => {
+                    let protocol = http::Protocol::Http2;
+                    http::serve_verified(stream, (peer, cert), entry, protocol, ctx).await
+                }
+                _ if cert.is_some() => {
+                    let protocol = http::Protocol::Http1;
+                    http::serve_verified(stream, (peer, cert), entry, protocol, ctx).await
+                }
                 _ => super::h1::serve(stream, peer, entry, ctx).await,
             }
         });

@@ -3,6 +3,7 @@
 mod admission;
 pub mod basic_auth;
 mod buffers;
+pub mod client_hello;
 pub mod dial;
 pub mod exchange;
 mod h1;
@@ -18,6 +19,7 @@ mod retry_budget;
 pub mod rewrite;
 pub mod tcp;
 pub mod tls;
+pub mod tls_edge;
 pub mod udp;
 pub mod upstream;
 pub mod upstream_h2;

@@ -298,6 +298,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             table
                 .ssl_certs
                 .extend(labels.ssl_certs.iter().map(std::path::PathBuf::from));
+            table.sni_rules |= edge.tls_passthrough || edge.client_ca.is_some();
             let mut backends = backends(cluster, app, n, &mut problem);
             // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
             // port of that index, with that port's check.

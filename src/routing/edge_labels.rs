@@ -95,6 +95,12 @@ pub fn read(
              server name"
         ));
     }
+    if tls_passthrough && labels.contains_key(&format!("HAPROXY_{n}_PATH")) {
+        return Err(format!(
+            "{prefix}TLS_PASSTHROUGH with HAPROXY_{n}_PATH: a passed-through connection is \
+             routed by its server name alone, no path is seen"
+        ));
+    }
     let backend_tls = flag("BACKEND_TLS")?;
     let ca = path("BACKEND_TLS_CA")?;
     let server_name = match get("BACKEND_TLS_SNI") {

@@ -45,6 +45,9 @@ pub struct RoutingTable {
     pub default_service: Option<usize>,
     /// Certificate files named by served apps' `HAPROXY_{n}_SSL_CERT`.
     pub ssl_certs: std::collections::BTreeSet<std::path::PathBuf>,
+    /// Some served vhost is passed through by SNI or asks for client certificates: the HTTPS
+    /// listeners read the ClientHello's server name before deciding (`edge_labels`).
+    pub sni_rules: bool,
 }
 
 impl RoutingTable {
