@@ -297,12 +297,12 @@ impl Metrics {
         );
         r.register(
             "tls_passthrough",
-            "Connections on the HTTPS listeners looked at for passthrough (kind: passed, terminated, no_sni_closed, not_client_hello, sni_too_long, malformed, timeout)",
+            "HTTPS connections whose ClientHello was read (kind: passed, not_client_hello, sni_too_long, malformed, too_large, timeout, client_ca_unusable)",
             m.tls_passthrough.clone(),
         );
         r.register(
             "upstream_tls_failures",
-            "TLS handshakes with backends that failed (kind: verify, handshake)",
+            "TLS to backends that failed (kind: verify, handshake, config)",
             m.upstream_tls_failures.clone(),
         );
         // Every labelled family with a fixed set of kinds starts with each at zero, so the
@@ -316,6 +316,37 @@ impl Metrics {
             (&m.config_reloads, &["applied", "rejected"][..]),
             (&m.health_checks, &["pass", "fail"][..]),
             (&m.retries, &["replayed", "budget_exhausted"][..]),
+            (
+                &m.proxy_protocol_errors,
+                &[
+                    "missing",
+                    "v1_syntax",
+                    "v1_too_long",
+                    "v1_address",
+                    "v2_version",
+                    "v2_command",
+                    "v2_too_long",
+                    "v2_length",
+                    "timeout",
+                    "untrusted_source",
+                ][..],
+            ),
+            (
+                &m.tls_passthrough,
+                &[
+                    "passed",
+                    "not_client_hello",
+                    "sni_too_long",
+                    "malformed",
+                    "too_large",
+                    "timeout",
+                    "client_ca_unusable",
+                ][..],
+            ),
+            (
+                &m.upstream_tls_failures,
+                &["verify", "handshake", "config"][..],
+            ),
         ] {
             for kind in kinds {
                 let _ = family.get_or_create(&KindLabels {

@@ -30,13 +30,7 @@ fn lo(last: u8) -> IpAddr {
 
 /// Sends `prefix` then a GET (`Connection: close`) with `extra` header lines, from `from`;
 /// returns what came back (empty: closed without an answer).
-async fn get_with(
-    from: IpAddr,
-    to: SocketAddr,
-    prefix: &[u8],
-    host: &str,
-    extra: &str,
-) -> String {
+async fn get_with(from: IpAddr, to: SocketAddr, prefix: &[u8], host: &str, extra: &str) -> String {
     let mut stream = connect_from(from, to).await;
     let mut bytes = prefix.to_vec();
     bytes.extend_from_slice(
@@ -263,14 +257,7 @@ async fn proxy_protocol_in_sets_the_client_address_everywhere() {
     for to in [local(open_port), e.http] {
         let reply = get_with(lo(1), to, &v1("192.0.2.44:1"), "open.example.com", "").await;
         assert_eq!(xff(&reply).as_deref(), Some("192.0.2.44"), "{to}: {reply}");
-        let reply = get_with(
-            lo(1),
-            to,
-            &v2("[2001:db8::5]:1"),
-            "open.example.com",
-            "",
-        )
-        .await;
+        let reply = get_with(lo(1), to, &v2("[2001:db8::5]:1"), "open.example.com", "").await;
         assert_eq!(xff(&reply).as_deref(), Some("2001:db8::5"), "{to}: {reply}");
     }
 
@@ -290,23 +277,34 @@ async fn proxy_protocol_in_sets_the_client_address_everywhere() {
     let bad = get_with(lo(1), e.http, b"PROXY TCP4 1.2.3 4.5.6.7 1 2\r\n", "x", "").await;
     assert_eq!(bad, "");
     let mut tcp = connect_from(lo(1), local(tcp_port)).await;
-    tcp.write_all(b"PROXY TCP9 nonsense\r\nhello").await.unwrap();
+    tcp.write_all(b"PROXY TCP9 nonsense\r\nhello")
+        .await
+        .unwrap();
     let mut sink = Vec::new();
     let _ = tcp.read_to_end(&mut sink).await;
     assert!(sink.is_empty(), "{sink:?}");
     assert!(
-        e.sy.metric("switchyard_proxy_protocol_errors_total", &["kind=\"missing\""])
-            .await
+        e.sy.metric(
+            "switchyard_proxy_protocol_errors_total",
+            &["kind=\"missing\""]
+        )
+        .await
             >= 1.0
     );
     assert!(
-        e.sy.metric("switchyard_proxy_protocol_errors_total", &["kind=\"v1_address\""])
-            .await
+        e.sy.metric(
+            "switchyard_proxy_protocol_errors_total",
+            &["kind=\"v1_address\""]
+        )
+        .await
             >= 1.0
     );
     assert!(
-        e.sy.metric("switchyard_proxy_protocol_errors_total", &["kind=\"v1_syntax\""])
-            .await
+        e.sy.metric(
+            "switchyard_proxy_protocol_errors_total",
+            &["kind=\"v1_syntax\""]
+        )
+        .await
             >= 1.0
     );
     assert_eq!(
@@ -410,7 +408,11 @@ async fn proxy_protocol_out_in_tcp_and_http_mode() {
     let other = get_with(lo(2), local(http_port), b"", "x", "").await;
     assert!(other.contains("127.0.0.2:"), "{other}");
     let seen = http_backend.seen();
-    assert_eq!(seen.len(), 3, "one backend connection per request: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "one backend connection per request: {seen:?}"
+    );
     assert_eq!(&seen[..2], ["192.0.2.77:1000", "192.0.2.77:1000"]);
 }
 
@@ -490,4 +492,630 @@ async fn forwarded_headers_are_kept_only_from_trusted_proxies() {
             assert!(!reply.contains("forged"), "{reply}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: passthrough by SNI, TLS to backends, client certificates, protocol settings.
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::pem::PemObject;
+
+/// A CA made at test time.
+struct Ca {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        Ca {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn write(&self, path: &std::path::Path) -> String {
+        std::fs::write(path, self.pem()).unwrap();
+        path.display().to_string()
+    }
+
+    /// A certificate for `names` (DNS names or IPs) with common name `cn`: (chain PEM, key PEM).
+    fn leaf(&self, names: &[&str], cn: &str) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &*self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        roots
+    }
+}
+
+fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn key(pem: &str) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS backend (HTTP/1.1 and HTTP/2 by ALPN) with its own certificate, answering
+/// `{name} {version} sni={sni}` — and requiring a client certificate `client_ca` verifies.
+struct TlsBackend {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsBackend {
+    async fn start(name: &str, (cert, key_pem): (String, String), client_ca: Option<&Ca>) -> Self {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(ca.roots()),
+                    provider(),
+                )
+                .build()
+                .unwrap(),
+            ),
+        };
+        let mut config = builder
+            .with_single_cert(chain(&cert), key(&key_pem))
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name: Arc<str> = name.into();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, name) = (acceptor.clone(), name.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let body = format!("{name} {:?} sni={sni}", req.version());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(body)),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        TlsBackend { addr, task }
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TLS client config trusting `roots`, with an optional client certificate.
+fn client_config(
+    roots: rustls::RootCertStore,
+    cert: Option<&(String, String)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match cert {
+        Some((c, k)) => builder.with_client_auth_cert(chain(c), key(k)).unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+const BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// A GET over TLS with `sni` and Host `host`: the response as text, or the error.
+async fn tls_get(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    sni: ServerName<'static>,
+    host: &str,
+    extra: &str,
+) -> Result<String, String> {
+    let fut = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let mut tls = connector
+            .connect(sni, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let req = format!(
+            "GET /echo-headers HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+        );
+        tls.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        // A backend that closes without close_notify (hyper after `Connection: close`) ends
+        // the read with an error after the answer: the answer counts.
+        if let Err(e) = tls.read_to_end(&mut out).await
+            && out.is_empty()
+        {
+            return Err(format!("read: {e}"));
+        }
+        if out.is_empty() {
+            return Err("closed without an answer".to_string());
+        }
+        Ok(String::from_utf8_lossy(&out).to_string())
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+fn dns(name: &str) -> ServerName<'static> {
+    ServerName::try_from(name.to_string()).unwrap()
+}
+
+/// Switchyard with an HTTPS listener (default certificate from `switchyard_ca`) and an HTTP
+/// one, on `apps`.
+async fn start_https(
+    name: &str,
+    apps: Vec<Value>,
+    switchyard_ca: &Ca,
+    https_toml: &str,
+) -> (Edge, SocketAddr) {
+    let dir = temp_dir(name);
+    let (cert, key_pem) = switchyard_ca.leaf(
+        &["web.example.com", "secure.example.com", "127.0.0.1"],
+        "switchyard",
+    );
+    let default = dir.join("default.pem");
+    std::fs::write(&default, cert + &key_pem).unwrap();
+    let https = local(free_port());
+    let e = start(
+        name,
+        apps,
+        &format!(
+            "[http]\nlisten = [\"HTTP_LISTEN\"]\n[https]\nlisten = [\"{https}\"]\n\
+             default_cert = {:?}\n{https_toml}",
+            default.display().to_string()
+        ),
+    )
+    .await;
+    (e, https)
+}
+
+#[tokio::test]
+async fn tls_passthrough_by_sni_with_two_names_on_one_port() {
+    let (backend_ca, own_ca) = (Ca::new("backends"), Ca::new("switchyard"));
+    let a = TlsBackend::start("A", backend_ca.leaf(&["a.pass.example"], "a"), None).await;
+    let b = TlsBackend::start("B", backend_ca.leaf(&["b.pass.example"], "b"), None).await;
+    let plain = Backend::start("terminated").await;
+    let apps = vec![
+        app(
+            "/pa",
+            0,
+            json!({"HAPROXY_0_VHOST": "a.pass.example", "SWITCHYARD_0_TLS_PASSTHROUGH": "true"}),
+            vec![task("/pa", "pa.1", a.addr.port())],
+        ),
+        app(
+            "/pb",
+            0,
+            json!({"HAPROXY_0_VHOST": "b.pass.example", "SWITCHYARD_0_TLS_PASSTHROUGH": "true"}),
+            vec![task("/pb", "pb.1", b.addr.port())],
+        ),
+        app(
+            "/web",
+            0,
+            json!({"HAPROXY_0_VHOST": "web.example.com"}),
+            vec![task("/web", "web.1", plain.port())],
+        ),
+        app(
+            "/nohost",
+            0,
+            json!({"SWITCHYARD_0_TLS_PASSTHROUGH": "true"}),
+            vec![task("/nohost", "nohost.1", plain.port())],
+        ),
+    ];
+    let (e, https) = start_https("passthrough", apps, &own_ca, "").await;
+    let routes =
+        e.sy.wait_routes("vhosts", |r| r["services"].as_array().unwrap().len() >= 3)
+            .await;
+    assert!(
+        routes["problems"]
+            .to_string()
+            .contains("TLS_PASSTHROUGH needs HAPROXY_0_VHOST"),
+        "{routes:#}"
+    );
+    // Each name reaches its own backend, which terminates with its own certificate: the
+    // client verifies it against the backends' CA.
+    let to_backends = client_config(backend_ca.roots(), None, BOTH);
+    for (name, expect) in [("a.pass.example", "A"), ("b.pass.example", "B")] {
+        let reply = tls_get(https, to_backends.clone(), dns(name), name, "")
+            .await
+            .unwrap();
+        assert!(
+            reply.contains(&format!("{expect} HTTP/1.1 sni={name}")),
+            "{reply}"
+        );
+    }
+    // Another name is terminated by switchyard and routed by Host.
+    let to_switchyard = client_config(own_ca.roots(), None, BOTH);
+    let reply = tls_get(
+        https,
+        to_switchyard.clone(),
+        dns("web.example.com"),
+        "web.example.com",
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // No SNI (an IP address): terminated with the default certificate.
+    let ip = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let reply = tls_get(https, to_switchyard, ip, "web.example.com", "")
+        .await
+        .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // A ClientHello cut into small records, each written on its own (several TCP segments).
+    let config = to_backends.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut conn = rustls::ClientConnection::new(config, dns("b.pass.example")).unwrap();
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).unwrap();
+        let mut tcp = std::net::TcpStream::connect(https).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+        for chunk in hello[5..].chunks(60) {
+            let mut record = vec![22, 3, 1];
+            record.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            record.extend_from_slice(chunk);
+            tcp.write_all(&record).unwrap();
+            tcp.flush().unwrap();
+        }
+        let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: b.pass.example\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    })
+    .await
+    .unwrap();
+    assert!(reply.contains("B HTTP/1.1 sni=b.pass.example"), "{reply}");
+    assert!(
+        e.sy.metric("switchyard_tls_passthrough_total", &["kind=\"passed\""])
+            .await
+            >= 3.0
+    );
+
+    // Bad input: not a ClientHello, an over-long server name. Closed, counted; the listener
+    // serves on.
+    let mut raw = TcpStream::connect(https).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: a.pass.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut sink)).await;
+    assert!(sink.is_empty(), "{sink:?}");
+    let mut raw = TcpStream::connect(https).await.unwrap();
+    raw.write_all(&hello_with_sni(&"a".repeat(300)))
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut sink)).await;
+    assert!(sink.is_empty(), "{sink:?}");
+    for kind in ["not_client_hello", "sni_too_long"] {
+        assert_eq!(
+            e.sy.metric(
+                "switchyard_tls_passthrough_total",
+                &[&format!("kind=\"{kind}\"")]
+            )
+            .await,
+            1.0,
+            "{kind}"
+        );
+    }
+    let reply = tls_get(
+        https,
+        to_backends,
+        dns("a.pass.example"),
+        "a.pass.example",
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(reply.contains("A HTTP/1.1"), "{reply}");
+}
+
+/// A minimal ClientHello record naming `name`.
+fn hello_with_sni(name: &str) -> Vec<u8> {
+    let n = name.len() as u16;
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(n + 5).to_be_bytes());
+    ext.extend_from_slice(&(n + 3).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&n.to_be_bytes());
+    ext.extend_from_slice(name.as_bytes());
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut message = vec![1, 0];
+    message.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    message.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    record.extend_from_slice(&message);
+    record
+}
+
+#[tokio::test]
+async fn tls_to_backends_verifies_and_fails_closed() {
+    let dir = temp_dir("backend-tls-files");
+    let (backend_ca, other_ca, client_ca) = (
+        Ca::new("backends"),
+        Ca::new("someone else"),
+        Ca::new("clients"),
+    );
+    let ca_file = backend_ca.write(&dir.join("backends.pem"));
+    let other_file = other_ca.write(&dir.join("other.pem"));
+    let leaf = backend_ca.leaf(&["api.internal", "127.0.0.1"], "api");
+    let open = TlsBackend::start("open", leaf.clone(), None).await;
+    let strict = TlsBackend::start("strict", leaf, Some(&client_ca)).await;
+    let (client_cert, client_key) = client_ca.leaf(&["switchyard.internal"], "switchyard");
+    let (cert_file, key_file) = (dir.join("client.pem"), dir.join("client.key"));
+    std::fs::write(&cert_file, &client_cert).unwrap();
+    std::fs::write(&key_file, &client_key).unwrap();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let tls = |extra: Value| {
+        let mut labels = json!({"HAPROXY_0_MODE": "http", "SWITCHYARD_0_BACKEND_TLS": "true",
+                                "SWITCHYARD_0_BACKEND_TLS_CA": ca_file});
+        for (k, v) in extra.as_object().unwrap() {
+            labels[k] = v.clone();
+        }
+        labels
+    };
+    let apps = vec![
+        app(
+            "/named",
+            ports[0],
+            tls(json!({"SWITCHYARD_0_BACKEND_TLS_SNI": "api.internal"})),
+            vec![task("/named", "named.1", open.addr.port())],
+        ),
+        app(
+            "/by-ip",
+            ports[1],
+            tls(json!({})),
+            vec![task("/by-ip", "ip.1", open.addr.port())],
+        ),
+        app(
+            "/h2",
+            ports[2],
+            tls(json!({"SWITCHYARD_0_UPSTREAM": "h2",
+                                         "SWITCHYARD_0_BACKEND_TLS_SNI": "api.internal"})),
+            vec![task("/h2", "h2.1", open.addr.port())],
+        ),
+        app(
+            "/wrong-ca",
+            ports[3],
+            tls(json!({"SWITCHYARD_0_BACKEND_TLS_CA": other_file})),
+            vec![task("/wrong-ca", "w.1", open.addr.port())],
+        ),
+        app(
+            "/client-cert",
+            ports[4],
+            tls(json!({
+                "SWITCHYARD_0_BACKEND_TLS_CERT": cert_file.display().to_string(),
+                "SWITCHYARD_0_BACKEND_TLS_KEY": key_file.display().to_string()})),
+            vec![task("/client-cert", "c.1", strict.addr.port())],
+        ),
+        app(
+            "/no-client-cert",
+            ports[5],
+            tls(json!({})),
+            vec![task("/no-client-cert", "n.1", strict.addr.port())],
+        ),
+        app(
+            "/tcp-tls",
+            free_port(),
+            json!({"HAPROXY_0_MODE": "tcp", "SWITCHYARD_0_BACKEND_TLS": "true"}),
+            vec![task("/tcp-tls", "t.1", open.addr.port())],
+        ),
+    ];
+    let e = start("backend-tls", apps, "").await;
+    let routes =
+        e.sy.wait_routes("ports", |r| ports.iter().all(|&p| has_service(r, p)))
+            .await;
+    assert!(
+        routes["problems"]
+            .to_string()
+            .contains("BACKEND_TLS needs HAPROXY_0_MODE=http"),
+        "a tcp port asking for TLS is not served in the clear: {routes:#}"
+    );
+    let get = |port: u16| http_get(local(port), "/");
+    let (status, body) = get(ports[0]).await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "open HTTP/1.1 sni=api.internal")
+    );
+    let (status, body) = get(ports[1]).await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "open HTTP/1.1 sni=-"),
+        "verified by IP, no SNI"
+    );
+    let (status, body) = get(ports[2]).await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "open HTTP/2.0 sni=api.internal")
+    );
+    let (status, body) = get(ports[4]).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "strict HTTP/1.1 sni=-"));
+    // Verification failing: 502, counted, and never the request in the clear.
+    let (status, _) = get(ports[3]).await.unwrap();
+    assert_eq!(status, 502);
+    assert!(
+        e.sy.metric(
+            "switchyard_upstream_tls_failures_total",
+            &["kind=\"verify\""]
+        )
+        .await
+            >= 1.0
+    );
+    let (status, _) = get(ports[5]).await.unwrap();
+    assert_eq!(status, 502, "the backend wants a client certificate");
+}
+
+#[tokio::test]
+async fn client_certificates_per_vhost_and_tls_settings() {
+    let dir = temp_dir("mtls-files");
+    let (own_ca, client_ca, stranger_ca) = (
+        Ca::new("switchyard"),
+        Ca::new("clients"),
+        Ca::new("strangers"),
+    );
+    let ca_file = client_ca.write(&dir.join("clients.pem"));
+    let backend = Backend::start("web").await;
+    let apps = vec![
+        app(
+            "/secure",
+            0,
+            json!({"HAPROXY_0_VHOST": "secure.example.com", "SWITCHYARD_0_CLIENT_CA": ca_file}),
+            vec![task("/secure", "secure.1", backend.port())],
+        ),
+        app(
+            "/web",
+            0,
+            json!({"HAPROXY_0_VHOST": "web.example.com"}),
+            vec![task("/web", "web.1", backend.port())],
+        ),
+    ];
+    let (e, https) = start_https(
+        "mtls",
+        apps,
+        &own_ca,
+        "min_version = \"1.3\"\ncipher_suites = [\"TLS13_CHACHA20_POLY1305_SHA256\"]\n",
+    )
+    .await;
+    e.sy.wait_routes("vhosts", |r| r["services"].as_array().unwrap().len() == 2)
+        .await;
+    let alice = client_ca.leaf(&["alice.example"], "alice");
+    let mallory = stranger_ca.leaf(&["mallory.example"], "mallory");
+    let forged = "X-Client-Cert-Subject: CN=admin\r\n";
+    let with = |cert: Option<&(String, String)>| client_config(own_ca.roots(), cert, BOTH);
+    // A certificate the vhost's CA verifies: served, its subject forwarded (the client's own
+    // header replaced).
+    let reply = tls_get(
+        https,
+        with(Some(&alice)),
+        dns("secure.example.com"),
+        "secure.example.com",
+        forged,
+    )
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("\"x-client-cert-subject\": \"CN=alice\""),
+        "{reply}"
+    );
+    assert!(!reply.contains("CN=admin"), "{reply}");
+    // None, or one from another CA: refused at the handshake (an alert, no HTTP).
+    for cert in [None, Some(&mallory)] {
+        let refused = tls_get(
+            https,
+            with(cert),
+            dns("secure.example.com"),
+            "secure.example.com",
+            "",
+        )
+        .await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    // The vhost asked for by Host over a connection that showed no certificate: 400, on the
+    // HTTPS listener (another SNI) and on the plain one.
+    let reply = tls_get(
+        https,
+        with(None),
+        dns("web.example.com"),
+        "secure.example.com",
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let reply = get_with(lo(1), e.http, b"", "secure.example.com", "").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    // Other vhosts need none, and never see a client's subject header.
+    let reply = tls_get(
+        https,
+        with(None),
+        dns("web.example.com"),
+        "web.example.com",
+        forged,
+    )
+    .await
+    .unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && !reply.contains("CN=admin"),
+        "{reply}"
+    );
+
+    // https.min_version = 1.3 and one cipher suite: a TLS 1.2 client is refused, a 1.3 one
+    // gets that suite.
+    let tls12 = client_config(own_ca.roots(), None, &[&rustls::version::TLS12]);
+    let refused = tls_get(https, tls12, dns("web.example.com"), "web.example.com", "").await;
+    assert!(refused.is_err(), "{refused:?}");
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(with(None))
+        .connect(dns("web.example.com"), tcp)
+        .await
+        .unwrap();
+    let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap();
+    assert_eq!(
+        format!("{:?}", suite.suite()),
+        "TLS13_CHACHA20_POLY1305_SHA256"
+    );
 }

@@ -387,23 +387,22 @@ async fn accept_https(
             // Passthrough by SNI, or which configuration terminates (client certificates).
             let decision =
                 super::tls_edge::decide(stream, peer, &tls, &ctx, handshake_timeout).await;
-            let super::tls_edge::Decision::Terminate(stream, acceptor, client_ca) = decision
-            else {
+            let super::tls_edge::Decision::Terminate(stream, acceptor, client_ca) = decision else {
                 return;
             };
-            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    ctx.metrics.tls_handshake_failures.inc();
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    ctx.metrics.tls_handshake_failures.inc();
-                    return;
-                }
-            };
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        ctx.metrics.tls_handshake_failures.inc();
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        ctx.metrics.tls_handshake_failures.inc();
+                        return;
+                    }
+                };
             let entry = http::Entry::Vhost { https: true };
             // A verified client certificate: its subject, and the CA that verified it.
             let cert = match client_ca {
@@ -460,8 +459,14 @@ async fn serve(
         Mode::Udp => return, // UDP services have no TCP listener
         Mode::Tcp | Mode::Http => {
             let speaks_first = mode == Mode::Http;
-            match proxy_protocol::client_address(&mut stream, peer, accept, speaks_first, &ctx.metrics)
-                .await
+            match proxy_protocol::client_address(
+                &mut stream,
+                peer,
+                accept,
+                speaks_first,
+                &ctx.metrics,
+            )
+            .await
             {
                 Ok(client) => client,
                 Err(()) => return,

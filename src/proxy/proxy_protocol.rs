@@ -387,32 +387,58 @@ pub async fn client_address(
     }
 }
 
-/// TCP mode, a source not allowed to send a header: refused if the bytes it has sent by now
-/// begin with one. Never waits (the caller waits for whoever speaks first).
-pub fn refuse_unexpected_now(
-    stream: &TcpStream,
+/// TCP mode, a source not allowed to send a header: whoever speaks first decides. The client's
+/// first bytes are looked at (peeked) before any goes to the backend, and refused when they
+/// begin a header; a backend that speaks first (a server-first protocol) is not kept waiting.
+pub async fn refuse_unexpected(
+    (client, upstream): (&TcpStream, &TcpStream),
     peer: SocketAddr,
     accept: &Accept,
+    wait: Duration,
     metrics: &Metrics,
 ) -> Result<(), ()> {
     if !accept.enabled() || accept.allows(peer.ip()) {
         return Ok(());
     }
-    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 12];
-    let n = match socket2::SockRef::from(stream).peek(&mut buf) {
-        Ok(n) => n,
-        Err(_) => return Ok(()),
+    let deadline = tokio::time::Instant::now() + wait;
+    let peek = |stream: &TcpStream| {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 12];
+        let n = socket2::SockRef::from(stream).peek(&mut buf)?;
+        // SAFETY: `peek` initialised the first `n` bytes.
+        let bytes: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        Ok::<_, std::io::Error>(bytes)
     };
-    // SAFETY: `peek` initialised the first `n` bytes.
-    let bytes: Vec<u8> = buf[..n]
-        .iter()
-        .map(|b| unsafe { b.assume_init() })
-        .collect();
-    if n > 0 && looks_like_header(&bytes) != Some(false) {
-        refused_source(peer, metrics);
-        return Err(());
+    loop {
+        tokio::select! {
+            r = client.readable() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                // Readiness can be stale: a peek that would block waits again.
+                match client.try_io(tokio::io::Interest::READABLE, || peek(client)) {
+                    Ok(bytes) if !bytes.is_empty() && looks_like_header(&bytes) != Some(false) => {
+                        refused_source(peer, metrics);
+                        return Err(());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    _ => return Ok(()),
+                }
+            }
+            r = upstream.readable() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                match upstream.try_io(tokio::io::Interest::READABLE, || peek(upstream)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    _ => return Ok(()), // the backend spoke (or closed) first
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 fn refused_source(peer: SocketAddr, metrics: &Metrics) {

@@ -85,22 +85,13 @@ pub async fn serve(
         abort(&client);
         return;
     };
-    // A source that may not send a PROXY header: whoever speaks first decides. The client's
-    // first bytes are looked at before any goes to the backend; a backend that speaks first
-    // (a server-first protocol) is not kept waiting.
-    if edge.0.enabled() && !edge.0.allows(edge.1.ip()) {
-        let first = tokio::select! {
-            r = client.readable() => r.is_ok(),
-            _ = upstream.readable() => false,
-            _ = tokio::time::sleep(idle) => false,
-        };
-        if first
-            && super::proxy_protocol::refuse_unexpected_now(&client, edge.1, edge.0, &ctx.metrics)
-                .is_err()
-        {
-            abort(&client);
-            return;
-        }
+    // A source that may not send a PROXY header: whoever speaks first decides.
+    let pair = (&client, &upstream);
+    let edge_rule =
+        super::proxy_protocol::refuse_unexpected(pair, edge.1, edge.0, idle, &ctx.metrics);
+    if edge_rule.await.is_err() {
+        abort(&client);
+        return;
     }
     if let Some(version) = send_proxy {
         let local = client.local_addr().unwrap_or(flow.local);

@@ -8,8 +8,8 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::upstream::{Awaited, PooledBody, ProxyBody, RequestBody, Tried, await_response, charge};
 use super::dial::Dial;
+use super::upstream::{Awaited, PooledBody, ProxyBody, RequestBody, Tried, await_response, charge};
 use super::{Context, connect};
 use crate::backends::BackendState;
 

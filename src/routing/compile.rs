@@ -160,14 +160,14 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 );
                 continue;
             }
-            let edge = match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty())
-            {
-                Ok(edge) => edge,
-                Err(reason) => {
-                    problem(Severity::Skipped, reason);
-                    continue;
-                }
-            };
+            let edge =
+                match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty()) {
+                    Ok(edge) => edge,
+                    Err(reason) => {
+                        problem(Severity::Skipped, reason);
+                        continue;
+                    }
+                };
             let key = ServiceKey {
                 app_id: app.id.clone(),
                 port_index: n,

@@ -77,15 +77,22 @@ pub fn read(
         match get(key) {
             None => Ok(None),
             Some(p) if p.starts_with('/') && !p.contains('\0') => Ok(Some(PathBuf::from(p))),
-            Some(p) => Err(format!("{prefix}{key}={p:?}: expected an absolute file path")),
+            Some(p) => Err(format!(
+                "{prefix}{key}={p:?}: expected an absolute file path"
+            )),
         }
     };
-    let proxy_protocol = match get("PROXY_PROTOCOL").map(str::to_ascii_lowercase).as_deref() {
+    let proxy_protocol = match get("PROXY_PROTOCOL")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None => None,
         Some("v1" | "1") => Some(ProxyVersion::V1),
         Some("v2" | "2") => Some(ProxyVersion::V2),
         Some(other) => {
-            return Err(format!("{prefix}PROXY_PROTOCOL={other:?}: expected v1 or v2"));
+            return Err(format!(
+                "{prefix}PROXY_PROTOCOL={other:?}: expected v1 or v2"
+            ));
         }
     };
     let tls_passthrough = flag("TLS_PASSTHROUGH")?;
@@ -208,30 +215,69 @@ mod tests {
         .unwrap();
         assert_eq!(default_ca.backend_tls.unwrap().ca, PathBuf::from(SYSTEM_CA));
         for (pairs, mode, vhosts, needle) in [
-            (&[("SWITCHYARD_0_PROXY_PROTOCOL", "v3")][..], Mode::Tcp, false, "PROXY_PROTOCOL"),
-            (&[("SWITCHYARD_0_TLS_PASSTHROUGH", "yes")][..], Mode::Tcp, false, "VHOST"),
-            (&[("SWITCHYARD_0_TLS_PASSTHROUGH", "maybe")][..], Mode::Tcp, true, "true or false"),
-            (&[("SWITCHYARD_0_BACKEND_TLS", "true")][..], Mode::Tcp, false, "MODE=http"),
-            (&[("SWITCHYARD_0_BACKEND_TLS_CA", "/ca.pem")][..], Mode::Http, false, "clear"),
             (
-                &[("SWITCHYARD_0_BACKEND_TLS", "1"), ("SWITCHYARD_0_BACKEND_TLS_CA", "ca.pem")][..],
+                &[("SWITCHYARD_0_PROXY_PROTOCOL", "v3")][..],
+                Mode::Tcp,
+                false,
+                "PROXY_PROTOCOL",
+            ),
+            (
+                &[("SWITCHYARD_0_TLS_PASSTHROUGH", "yes")][..],
+                Mode::Tcp,
+                false,
+                "VHOST",
+            ),
+            (
+                &[("SWITCHYARD_0_TLS_PASSTHROUGH", "maybe")][..],
+                Mode::Tcp,
+                true,
+                "true or false",
+            ),
+            (
+                &[("SWITCHYARD_0_BACKEND_TLS", "true")][..],
+                Mode::Tcp,
+                false,
+                "MODE=http",
+            ),
+            (
+                &[("SWITCHYARD_0_BACKEND_TLS_CA", "/ca.pem")][..],
+                Mode::Http,
+                false,
+                "clear",
+            ),
+            (
+                &[
+                    ("SWITCHYARD_0_BACKEND_TLS", "1"),
+                    ("SWITCHYARD_0_BACKEND_TLS_CA", "ca.pem"),
+                ][..],
                 Mode::Http,
                 false,
                 "absolute",
             ),
             (
-                &[("SWITCHYARD_0_BACKEND_TLS", "1"), ("SWITCHYARD_0_BACKEND_TLS_SNI", "a b")][..],
+                &[
+                    ("SWITCHYARD_0_BACKEND_TLS", "1"),
+                    ("SWITCHYARD_0_BACKEND_TLS_SNI", "a b"),
+                ][..],
                 Mode::Http,
                 false,
                 "DNS name",
             ),
             (
-                &[("SWITCHYARD_0_BACKEND_TLS", "1"), ("SWITCHYARD_0_BACKEND_TLS_CERT", "/c")][..],
+                &[
+                    ("SWITCHYARD_0_BACKEND_TLS", "1"),
+                    ("SWITCHYARD_0_BACKEND_TLS_CERT", "/c"),
+                ][..],
                 Mode::Http,
                 false,
                 "together",
             ),
-            (&[("SWITCHYARD_0_CLIENT_CA", "/ca.pem")][..], Mode::Http, false, "VHOST"),
+            (
+                &[("SWITCHYARD_0_CLIENT_CA", "/ca.pem")][..],
+                Mode::Http,
+                false,
+                "VHOST",
+            ),
         ] {
             let err = read(&labels(pairs), 0, mode, vhosts).unwrap_err();
             assert!(err.contains(needle), "{pairs:?}: {err}");
