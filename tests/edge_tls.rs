@@ -363,7 +363,12 @@ async fn proxy_protocol_out_in_tcp_and_http_mode() {
             vec![task("/bad", "bad.1", http_backend.addr.port())],
         ),
     ];
-    let e = start("pp-out", apps, "proxy_protocol_from = [\"127.0.0.1\"]").await;
+    let e = start(
+        "pp-out",
+        apps,
+        "proxy_protocol_from = [\"127.0.0.1\"]\n[http]\naccess_log = true",
+    )
+    .await;
     let routes =
         e.sy.wait_routes("ports", |r| {
             has_service(r, tcp_port) && has_service(r, http_port)
@@ -414,6 +419,12 @@ async fn proxy_protocol_out_in_tcp_and_http_mode() {
         "one backend connection per request: {seen:?}"
     );
     assert_eq!(&seen[..2], ["192.0.2.77:1000", "192.0.2.77:1000"]);
+    // The access log names the client by the PROXY header's address.
+    let logged = e.sy.log_lines("switchyard::access");
+    assert!(
+        logged.iter().any(|l| l.contains("client=192.0.2.77:1000")),
+        "{logged:?}"
+    );
 }
 
 /// One response with a Content-Length body.

@@ -182,7 +182,7 @@ async fn proxy(
 ) -> Response<ProxyBody> {
     let settings = ctx.settings.load();
     let started = settings.access_log.then(Instant::now);
-    let log_line = started.map(|_| RequestLine::of(&req));
+    let log_line = started.map(|_| RequestLine::of(&req, client.addr));
     let log = |upstream: Option<SocketAddr>, response: Response<ProxyBody>| match &log_line {
         Some(line) => line.log(started, upstream, response),
         None => response,
@@ -609,19 +609,22 @@ pub fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
 
 /// What the access log says of a request, taken before the request is sent on.
 struct RequestLine {
+    /// The client's address (the PROXY header's, where one was read).
+    client: SocketAddr,
     method: http::Method,
     host: String,
     path: String,
 }
 
 impl RequestLine {
-    fn of(req: &Request<Incoming>) -> RequestLine {
+    fn of(req: &Request<Incoming>, client: SocketAddr) -> RequestLine {
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("-");
         RequestLine {
+            client,
             method: req.method().clone(),
             host: host.into(),
             path: req.uri().path().into(),
@@ -641,6 +644,7 @@ impl RequestLine {
             .unwrap_or("-");
         tracing::info!(
             target: "switchyard::access",
+            client = %self.client,
             method = %self.method,
             host = %self.host,
             path = %self.path,
