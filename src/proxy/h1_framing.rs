@@ -358,11 +358,23 @@ pub fn write_request_head(
     out.extend_from_slice(head.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut request_id = false;
+    // The client's X-Forwarded-For fields (any) and X-Forwarded-Proto (kept only when sent
+    // once), noted in the one pass over the fields.
+    let (mut any_for, mut proto, mut protos) = (false, None, 0);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match headers::classify(name) {
             headers::Field::Other if !named.contains(name) => {}
             headers::Field::RequestId if !named.contains(name) => request_id = true,
+            headers::Field::ForwardedFor => {
+                any_for = true;
+                continue;
+            }
+            headers::Field::ForwardedProto => {
+                proto = Some(h.value);
+                protos += 1;
+                continue;
+            }
             _ => continue,
         }
         out.extend_from_slice(name);
@@ -378,23 +390,17 @@ pub fn write_request_head(
         https,
         host: head.checked.host,
     };
-    let existing = req
-        .headers
+    // Only a trusted client's are extended: otherwise the fields are not looked at again.
+    let fields: &[httparse::Header<'_>] = if any_for && client.trusted {
+        req.headers
+    } else {
+        &[]
+    };
+    let existing = fields
         .iter()
         .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedFor)
         .map(|h| h.value);
-    let proto = req
-        .headers
-        .iter()
-        .find(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedProto)
-        .map(|h| h.value)
-        .filter(|_| {
-            req.headers
-                .iter()
-                .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedProto)
-                .count()
-                == 1
-        });
+    let proto = proto.filter(|_| protos == 1);
     forwarded.write(out, existing, proto, request_id);
     out.extend_from_slice(b"\r\n");
 }
