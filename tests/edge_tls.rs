@@ -474,8 +474,17 @@ async fn forwarded_headers_are_kept_only_from_trusted_proxies() {
         "[http]\nlisten = [\"HTTP_LISTEN\"]\ntrusted_proxies = [\"127.0.0.1/32\"]",
     )
     .await;
-    e.sy.wait_routes("ports", |r| has_service(r, sticky_port))
-        .await;
+    let routes =
+        e.sy.wait_routes("ports", |r| has_service(r, sticky_port))
+            .await;
+    assert!(
+        routes["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s.get("edge").is_none()),
+        "no edge labels, no `edge`: {routes:#}"
+    );
     let extra = "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
                  X-Client-Cert-Subject: CN=forged\r\n";
     for to in [e.http, local(sticky_port)] {
@@ -984,6 +993,17 @@ async fn tls_to_backends_verifies_and_fails_closed() {
             .to_string()
             .contains("BACKEND_TLS needs HAPROXY_0_MODE=http"),
         "a tcp port asking for TLS is not served in the clear: {routes:#}"
+    );
+    // /v1/routes shows what a port asked for.
+    let named = routes["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == "/named")
+        .unwrap();
+    assert_eq!(
+        named["edge"]["backend_tls"]["server_name"], "api.internal",
+        "{named:#}"
     );
     let get = |port: u16| http_get(local(port), "/");
     let (status, body) = get(ports[0]).await.unwrap();

@@ -72,6 +72,10 @@ struct ServiceView<'a> {
     backends: Vec<BackendView<'a>>,
     /// Tasks of the app that get no traffic, and why.
     held_back: Vec<HeldBackView<'a>>,
+    /// PROXY protocol to the backends, TLS passthrough, TLS to the backends, client CA; only
+    /// when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<&'a crate::routing::edge_labels::EdgeLabels>,
 }
 
 #[derive(Serialize)]
@@ -116,6 +120,7 @@ pub(super) fn routes<'a>(
                     .map_or_else(|| "open".to_string(), |e| format!("bind failed: {e}")),
             },
             vhosts: &s.vhosts,
+            edge: Some(&s.edge).filter(|e| **e != Default::default()),
             backends: s
                 .backends
                 .iter()

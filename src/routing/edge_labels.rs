@@ -38,13 +38,15 @@ pub struct BackendTls {
 /// The system's CA bundle (Debian and derivatives).
 pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct EdgeLabels {
     /// `SWITCHYARD_{n}_PROXY_PROTOCOL=v1|v2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyVersion>,
     /// `SWITCHYARD_{n}_TLS_PASSTHROUGH=true`: TLS connections on the HTTPS listeners whose SNI
     /// names one of the port's vhosts go to its backends as they are.
     pub tls_passthrough: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_tls: Option<Arc<BackendTls>>,
     /// `SWITCHYARD_{n}_CLIENT_CA`: a PEM CA bundle; HTTPS clients of the port's vhosts must
     /// present a certificate it verifies.
