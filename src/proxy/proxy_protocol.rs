@@ -328,7 +328,7 @@ impl EdgeSettings {
 /// else the peer. `Err`: the connection is to be closed (a header missing, malformed, too slow,
 /// or sent by a source that may not). `client_speaks_first`: the listener's protocol has the
 /// client send first (HTTP, TLS), so a source that may not send a header is waited for until
-/// its first bytes tell; otherwise (TCP) see [`refuse_unexpected_now`].
+/// its first bytes tell; otherwise (TCP) see [`refuse_unexpected`].
 pub async fn client_address(
     stream: &mut TcpStream,
     peer: SocketAddr,

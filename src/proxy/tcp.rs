@@ -32,7 +32,7 @@ use crate::routing::balance::Flow;
 use crate::snapshot::Snapshot;
 
 /// `edge`: the listener's PROXY protocol rule and the connection's own peer, for refusing a
-/// header from a source that may not send one (see `proxy_protocol::refuse_unexpected_now`).
+/// header from a source that may not send one (see `proxy_protocol::refuse_unexpected`).
 pub async fn serve(
     client: TcpStream,
     flow: Flow,
