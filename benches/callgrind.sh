@@ -10,9 +10,17 @@
 #
 #   benches/callgrind.sh [BINARY ...]     default: target/release/switchyard
 #   N1=2000 N2=12000                      request counts
+#   LABELS='"SWITCHYARD_0_RATE_LIMIT":"1000000000/s",'  labels added to the HTTP app (the cost of
+#                                         a limit configured but not reached, benches/limits.sh)
+#   ENTRIES="service port:18091"          which entries to count (default: both; with NEW_CONN=1
+#                                         the TCP-mode port too)
+#   NEW_CONN=1                            a new connection per request instead (one request each,
+#                                         sequential, `Connection: close`; a small python3 client),
+#                                         to the TCP-mode port (:18092), the HTTP-mode port and the
+#                                         vhost listener: what accepting, connecting and closing cost
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
 set -euo pipefail
-N1=${N1:-2000} N2=${N2:-12000}
+N1=${N1:-2000} N2=${N2:-12000} NEW_CONN=${NEW_CONN:-0} LABELS=${LABELS:-}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
@@ -29,6 +37,7 @@ mkdir -p /tmp/peers/nginx
 nginx -c "$PEERS_DIR/nginx.conf" -p /tmp/peers/nginx >/dev/null 2>&1 &
 PIDS+=($!)
 cp "$HERE/peers/switchyard.toml" "$HERE/peers/apps.json" "$WORK/"
+sed -i "s|\"labels\":{\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|\"labels\":{$LABELS\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|" "$WORK/apps.json"
 
 wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 wait_port 18080
@@ -47,8 +56,24 @@ instructions() {
     curl -s "127.0.0.1:19090/v1/routes" 2>/dev/null | grep -q '"/bench/http"' && break
     sleep 0.1
   done
-  h2load --h1 -n "$n" -c 1 -m 1 "http://127.0.0.1:$port/" >"$WORK/h2load.log"
-  grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; exit 1; }
+  if [[ $NEW_CONN == 1 ]]; then
+    python3 - "$port" "$n" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(req)
+    got = b""
+    while chunk := s.recv(65536):
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200"), got[:64]
+    s.close()
+PY
+  else
+    h2load --h1 -n "$n" -c 1 -m 1 "http://127.0.0.1:$port/" >"$WORK/h2load.log"
+    grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; kill -TERM "$pid"; wait "$pid" || true; exit 1; }
+  fi
   kill -TERM "$pid"
   wait "$pid" || true
   grep -m1 '^summary:' "$out" | awk '{print $2}'
@@ -56,7 +81,14 @@ instructions() {
 
 printf '| binary | entry | instructions per request |\n|---|---|---:|\n'
 for bin in "$@"; do
-  for entry in "service port:18091" "vhost:18093"; do
+  if [[ -n ${ENTRIES:-} ]]; then
+    IFS=, read -r -a entries <<<"$ENTRIES"
+  elif [[ $NEW_CONN == 1 ]]; then
+    entries=("tcp port, new connection:18092" "service port, new connection:18091" "vhost, new connection:18093")
+  else
+    entries=("service port:18091" "vhost:18093")
+  fi
+  for entry in "${entries[@]}"; do
     port=${entry##*:}
     a=$(instructions "$bin" "$port" "$N1")
     b=$(instructions "$bin" "$port" "$N2")

@@ -161,6 +161,7 @@ fn lookups(c: &mut Criterion) {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         },
     );

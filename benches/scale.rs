@@ -105,6 +105,7 @@ fn measure(path: &str) {
         ns_addr: None,
         vip_range: None,
         served: Default::default(),
+        ptr: false,
         healthy: Default::default(),
     };
     let mut dns_compiles = Vec::new();

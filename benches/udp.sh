@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # benches/udp.sh — UDP packets/s through a switchyard UDP VIP (127.66.0.2:15215, declared by a
-# `udp,tcp` port so iperf3's control connection passes too) against nginx's stream module, each
+# `udp,tcp` port so iperf3's control connection passes too) and through a UDP service port
+# (127.0.0.1:15216, the same relay) against nginx's stream module, each
 # pinned to core 1 with one worker; `iperf3 -u -b 0 -l 64` (unlimited rate, 64-byte datagrams)
 # pinned to core 0 against an iperf3 server on core 0. Prints delivered packets/s (sent less
 # lost) per round, interleaved. Loopback only; stops what it started, by PID.
@@ -34,9 +35,12 @@ CFG
 cat >"$WORK/apps.json" <<JSON
 {"apps":[{"id":"/bench/udp","labels":{},
   "portDefinitions":[{"port":0,"protocol":"udp,tcp","labels":{"VIP_0":"127.66.0.2:15215"}}],
-  "tasks":[{"id":"t1","appId":"/bench/udp","host":"127.0.0.1","ports":[15201],"state":"TASK_RUNNING"}]}]}
+  "tasks":[{"id":"t1","appId":"/bench/udp","host":"127.0.0.1","ports":[15201],"state":"TASK_RUNNING"}]},
+ {"id":"/bench/udp-port","labels":{},
+  "portDefinitions":[{"port":15216,"protocol":"udp,tcp"}],
+  "tasks":[{"id":"t2","appId":"/bench/udp-port","host":"127.0.0.1","ports":[15201],"state":"TASK_RUNNING"}]}]}
 JSON
-printf '[discovery]\nfile = "apps.json"\n[proxy]\ngroup = "*"\n[admin]\nlisten = "127.0.0.1:19093"\n[runtime]\nworkers = 1\n[log]\nlevel = "warn"\n' >"$WORK/switchyard.toml"
+printf '[discovery]\nfile = "apps.json"\n[proxy]\ngroup = "*"\nbind = "127.0.0.1"\n[admin]\nlisten = "127.0.0.1:19093"\n[runtime]\nworkers = 1\n[log]\nlevel = "warn"\n' >"$WORK/switchyard.toml"
 start() { local core=$1; shift; taskset -c "$core" "$@" >/dev/null 2>&1 & PIDS+=("$!"); }
 start 0 iperf3 -s -B 127.0.0.1 -p 15201
 start 1 nginx -c "$WORK/nginx.conf"
@@ -47,9 +51,10 @@ delivered() { # host port -> delivered packets/s
   taskset -c 0 iperf3 -c "$1" -p "$2" -u -b 0 -l 64 -t "$DURATION" -J 2>/dev/null |
     jq '.end.sum | (.packets - .lost_packets) / .seconds | round'
 }
-echo "| round | switchyard UDP VIP pkt/s | nginx stream pkt/s | ratio |"
-echo "|---|---:|---:|---:|"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b ? a / b : 0) }'; }
+echo "| round | switchyard UDP VIP pkt/s | switchyard UDP service port pkt/s | nginx stream pkt/s | VIP ratio | port ratio |"
+echo "|---|---:|---:|---:|---:|---:|"
 for ((r = 1; r <= ROUNDS; r++)); do
-  s=$(delivered 127.66.0.2 15215); n=$(delivered 127.0.0.1 15214)
-  echo "| $r | $s | $n | $(awk -v a="$s" -v b="$n" 'BEGIN { printf "%.2f", (b ? a / b : 0) }') |"
+  s=$(delivered 127.66.0.2 15215); p=$(delivered 127.0.0.1 15216); n=$(delivered 127.0.0.1 15214)
+  echo "| $r | $s | $p | $n | $(ratio "$s" "$n") | $(ratio "$p" "$n") |"
 done

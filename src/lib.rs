@@ -124,6 +124,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let resync = Arc::new(Notify::new());
     let admin = Arc::new(admin::Admin {
         token: admin_token(&config)?,
+        sessions: admin::session::Sessions::new(config.admin.session_ttl),
+        loopback_reads_open: config.admin.loopback_reads_open,
         resync: resync.clone(),
         commands: commands_tx.clone(),
         reload: reload_tx.clone(),
@@ -334,9 +336,13 @@ fn start_dns(config: &Config, ctx: &Arc<Context>) -> Result<(), String> {
         ctx.store.clone(),
         dns_metrics,
         zone::Zone::pending(&zone),
-        config.dns.upstreams.clone(),
-        config.dns.upstream_timeout,
-        config.dns.allow_recursion()?,
+        dns::server::Settings {
+            upstreams: config.dns.upstreams.clone(),
+            upstream_timeout: config.dns.upstream_timeout,
+            recursion: config.dns.allow_recursion()?,
+            rrl: config.dns.rrl.settings()?,
+            zone_resolvers: config.dns.zone_resolvers(config.vip.enabled)?,
+        },
     ));
     let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
     let gate = ctx.clone();

@@ -29,6 +29,12 @@ pub struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub service: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
     pub app: String,
@@ -57,6 +63,9 @@ pub struct Metrics {
     pub ejections: Family<BackendLabels, Counter>,
     pub http_responses: Family<ResponseLabels, Counter>,
     pub no_backend: Family<ServiceLabels, Counter>,
+    /// Requests an app's limit or maintenance switch answered itself (reason: rate,
+    /// concurrency, pending, maintenance).
+    pub limited: Family<LimitLabels, Counter>,
     pub events: Family<KindLabels, Counter>,
     pub malformed_events: Counter,
     /// Marathon sessions that ended in an error (refused, bad answer, stream cut or idle).
@@ -122,6 +131,7 @@ impl Metrics {
             ejections: Family::default(),
             http_responses: Family::default(),
             no_backend: Family::default(),
+            limited: Family::default(),
             events: Family::default(),
             malformed_events: Counter::default(),
             source_errors: Counter::default(),
@@ -193,6 +203,12 @@ impl Metrics {
             "no_backend",
             "Connections or requests refused because no backend was reachable",
             m.no_backend.clone(),
+        );
+        r.register(
+            "limited_requests",
+            "Requests answered by an app's limit (reason: rate 429, concurrency and pending 503) \
+             or its maintenance switch (503)",
+            m.limited.clone(),
         );
         r.register(
             "source_events",

@@ -29,6 +29,14 @@ pub struct Status {
     pub source_error: std::sync::Mutex<Option<SourceError>>,
     /// The most recent table swaps, newest last (at most [`SWAP_HISTORY`]).
     pub swaps: std::sync::Mutex<std::collections::VecDeque<SwapRecord>>,
+    /// Backends that left the table and still drain, as of the last swap (the admin API shows
+    /// them; their counters stay live).
+    pub draining: std::sync::Mutex<
+        Vec<(
+            crate::backends::BackendKey,
+            Arc<crate::backends::BackendState>,
+        )>,
+    >,
 }
 
 pub const SWAP_HISTORY: usize = 50;
@@ -64,6 +72,13 @@ pub struct SwapRecord {
     pub compile_us: u64,
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`).
+    pub routes: Vec<String>,
+    /// Whether the table's problems differ from the previous table's.
+    pub problems_changed: bool,
+    /// Nothing above changed: a swap that left backends, routes and problems as they were (a
+    /// resync, a task's health that does not move routing). The dashboard collapses them.
+    pub unchanged: bool,
 }
 
 /// Runtime requests from the admin API.
@@ -72,6 +87,13 @@ pub enum Command {
     SetWeights {
         route: String,
         weights: Option<BTreeMap<AppId, u32>>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Put an app in maintenance (`true`: every HTTP request answered 503 with its page, the
+    /// route kept) or take it out; answered once the new table is live.
+    SetMaintenance {
+        app: AppId,
+        on: bool,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// A reloaded configuration; answered once a table compiled with it is live.
@@ -106,6 +128,8 @@ pub struct Reconciler {
     pub health_targets: watch::Sender<crate::health_check::Targets>,
     problems_seen: HashSet<Problem>,
     overrides: BTreeMap<String, Override>,
+    /// Apps in maintenance by the admin API (kept across reloads, not across restarts).
+    maintenance: BTreeSet<AppId>,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
     /// A full snapshot has been applied.
     synced: bool,
@@ -173,6 +197,7 @@ impl Reconciler {
             health_targets: watch::Sender::new(Vec::new()),
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
+            maintenance: BTreeSet::new(),
             replies: Vec::new(),
             synced: false,
             zone: {
@@ -275,9 +300,11 @@ impl Reconciler {
         self.zone.verdicts = verdicts.clone();
         let (cluster, done, synced) =
             (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
+        // The weights as the table routes them, overrides included: a swap rebuilds the zone.
+        let splits = crate::zone::route_splits(&self.store.load().table);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let zone = crate::zone::build_with(&cluster, &config, &verdicts);
+            let zone = crate::zone::build_from(&cluster, &config, &verdicts, &splits);
             tracing::debug!(
                 names = zone.names.len(),
                 build_us = started.elapsed().as_micros() as u64,
@@ -354,6 +381,7 @@ impl Reconciler {
             table: current.table.clone(),
             dns: Some(Arc::new(zone)),
             states: current.states.clone(),
+            limits: current.limits.clone(),
             created: current.created,
         });
         self.zone.published |= synced;
@@ -379,6 +407,24 @@ impl Reconciler {
                 self.config = *compile;
                 self.zone.config = zone;
                 self.registry.reconfigure(drain_timeout);
+                self.replies.push(reply);
+                true
+            }
+            Command::SetMaintenance { app, on, reply } => {
+                if on && !self.cluster.apps.contains_key(&app) {
+                    let _ = reply.send(Err(format!("no app {app}")));
+                    return false;
+                }
+                let changed = if on {
+                    self.maintenance.insert(app.clone())
+                } else {
+                    self.maintenance.remove(&app)
+                };
+                if !changed {
+                    let _ = reply.send(Ok(()));
+                    return false;
+                }
+                tracing::info!(app_id = %app, on, "maintenance set by the admin API");
                 self.replies.push(reply);
                 true
             }
@@ -454,6 +500,7 @@ impl Reconciler {
             );
             self.overrides.remove(&route);
         }
+        self.config.maintenance = self.maintenance.clone();
         self.config.weight_overrides = self
             .overrides
             .iter()
@@ -518,8 +565,12 @@ impl Reconciler {
         let compile_time = started.elapsed();
         self.report_problems(&table);
         let states = self.registry.attach(&table);
+        *self.status.draining.lock().unwrap() = self.registry.draining_states();
+        let limits = self.registry.attach_limits(&table);
         let previous = self.store.load_full();
         let (added, removed) = diff(&previous.table, &table);
+        let routes_changed = route_changes(&previous.table, &table);
+        let problems_changed = previous.table.problems != table.problems;
         let generation = previous.generation + 1;
         let services = table.services.len();
         let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
@@ -528,6 +579,7 @@ impl Reconciler {
             table: Arc::new(table),
             dns: previous.dns.clone(),
             states,
+            limits,
             created: SystemTime::now(),
         };
         self.store.publish(snapshot);
@@ -560,6 +612,12 @@ impl Reconciler {
                 compile_us: compile_time.as_micros() as u64,
                 added: added.iter().take(KEPT).cloned().collect(),
                 removed: removed.iter().take(KEPT).cloned().collect(),
+                unchanged: added.is_empty()
+                    && removed.is_empty()
+                    && routes_changed.is_empty()
+                    && !problems_changed,
+                routes: routes_changed.into_iter().take(KEPT).collect(),
+                problems_changed,
             });
         }
         if !added.is_empty() || !removed.is_empty() || generation == 1 {
@@ -677,6 +735,38 @@ fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String
         b.difference(&a).map(fmt).collect(),
         a.difference(&b).map(fmt).collect(),
     )
+}
+
+/// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`).
+fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<String> {
+    let shape = |t: &RoutingTable| -> BTreeMap<String, Vec<(String, u32)>> {
+        t.routes
+            .iter()
+            .map(|r| {
+                let members = r
+                    .members
+                    .iter()
+                    .map(|m| (m.app_id.to_string(), m.weight))
+                    .collect();
+                (r.name.to_string(), members)
+            })
+            .collect()
+    };
+    let (a, b) = (shape(before), shape(after));
+    let mut out = Vec::new();
+    for (name, members) in &b {
+        match a.get(name) {
+            None => out.push(format!("+{name}")),
+            Some(old) if old != members => out.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        a.keys()
+            .filter(|n| !b.contains_key(*n))
+            .map(|n| format!("-{n}")),
+    );
+    out
 }
 
 fn summary(items: &[String]) -> String {
@@ -853,6 +943,7 @@ mod tests {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: crate::zone::HealthyDns { only: true, ttl: 5 },
         };
         let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
@@ -896,6 +987,7 @@ mod tests {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         };
         let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));

@@ -68,6 +68,12 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
             true,
             format!("{:?}", c.dns.upstream_timeout),
         ),
+        ("dns.rrl", true, format!("{:?}", c.dns.rrl)),
+        (
+            "dns.zone_resolvers",
+            true,
+            format!("{:?}", c.dns.zone_resolvers),
+        ),
         (
             "dns.zone",
             false,
@@ -75,7 +81,7 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
                 "{:?}",
                 (
                     (&c.dns.domain, c.dns.ttl, &c.dns.ip_sources, c.dns.rfc952),
-                    (c.dns.healthy_only, c.dns.healthy_ttl)
+                    (c.dns.healthy_only, c.dns.healthy_ttl, c.dns.ptr)
                 )
             ),
         ),

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub dns: Option<Arc<crate::zone::Zone>>,
     /// `states[s][b]` is the state of backend `b` of service `s`.
     pub states: Vec<Vec<Arc<BackendState>>>,
+    /// `limits[s]`: the request limits of service `s` (`None`: it has none).
+    pub limits: Vec<Option<Arc<crate::backends::limits::AppLimits>>>,
     pub created: SystemTime,
 }
 
@@ -36,6 +38,7 @@ impl Snapshot {
             table: Arc::default(),
             dns: None,
             states: Vec::new(),
+            limits: Vec::new(),
             created: SystemTime::now(),
         }
     }

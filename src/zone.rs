@@ -13,7 +13,10 @@ use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
 use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
+
+mod splits;
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
+pub use splits::{RouteSplit, route_splits};
 
 /// Where a task's addresses come from, tried in order (Mesos-DNS's `IPSources`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,9 @@ pub struct ZoneConfig {
     pub served: Served,
     /// DNS that follows health (`dns.healthy_only`, `dns.healthy_ttl`).
     pub healthy: HealthyDns,
+    /// Serve `in-addr.arpa` and `ip6.arpa` with PTR records for task and VIP addresses
+    /// (`dns.ptr`; see [`ptr_zones`]).
+    pub ptr: bool,
 }
 
 /// The app label that turns health-following answers on (`true`) or off (`false`) for one app,
@@ -91,6 +97,8 @@ pub struct Served {
     pub listen: Option<std::net::SocketAddr>,
     pub upstreams: Vec<std::net::SocketAddr>,
     pub upstream_timeout: std::time::Duration,
+    /// Upstreams per domain suffix (`dns.zone_resolvers`).
+    pub zone_resolvers: std::collections::BTreeMap<String, Vec<std::net::SocketAddr>>,
 }
 
 /// One app's tasks as Mesos-DNS's `/v1/enumerate` lists them (records are looked up from the
@@ -123,6 +131,8 @@ pub struct Node {
     pub srv: Vec<Record>,
     pub ns: Vec<Record>,
     pub soa: Option<Record>,
+    /// Reverse names only (`dns.ptr`): owner set, as the answer is the name asked.
+    pub ptr: Vec<Record>,
 }
 
 #[derive(Debug)]
@@ -135,6 +145,8 @@ pub struct Zone {
     pub soa: Record,
     /// The named-VIP zone (`l4lb.thisdcos.directory`) and its SOA, when VIPs are on.
     pub vip_apex: Option<(LowerName, Record)>,
+    /// `in-addr.arpa` and `ip6.arpa` and their SOAs, when PTR records are on (`dns.ptr`).
+    pub reverse: Vec<(LowerName, Record)>,
     /// False for the stand-in served before the first zone is built (see [`Zone::pending`]):
     /// its zones are known, their contents are not, so their names are answered SERVFAIL.
     pub live: bool,
@@ -168,8 +180,9 @@ impl Zone {
             return Some(&self.soa);
         }
         self.vip_apex
-            .as_ref()
-            .filter(|(apex, _)| apex.zone_of(name))
+            .iter()
+            .chain(&self.reverse)
+            .find(|(apex, _)| apex.zone_of(name))
             .map(|(_, soa)| soa)
     }
 }
@@ -225,6 +238,17 @@ pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
 /// healthy and ready and that are not in `verdicts`, or every running task when none is
 /// (fail static: a client gets an address that may work rather than none at all).
 pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -> Zone {
+    build_from(cluster, config, verdicts, &[])
+}
+
+/// As [`build_with`], with the routing table's traffic splits answered as weighted SRV records
+/// under their deployment group's name (see [`splits`]).
+pub fn build_from(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    verdicts: &Verdicts,
+    route_splits: &[RouteSplit],
+) -> Zone {
     let apex = Name::from_ascii(format!("{}.", config.domain)).unwrap_or_else(|_| Name::root());
     let framework = format!("marathon.{}.", config.domain);
     let mut b = Builder {
@@ -238,6 +262,7 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
     // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
+    let mut split_targets = splits::targets(route_splits);
 
     for app in cluster.apps.values() {
         let task_label = label(&task_name(&app.id), config.label_rule);
@@ -352,11 +377,21 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
                 if !answered {
                     continue;
                 }
-                let protocols: &[&str] = match port.protocol {
+                let protocols: &'static [&'static str] = match port.protocol {
                     Protocol::Tcp => &["_tcp"],
                     Protocol::Udp => &["_udp"],
                     Protocol::TcpUdp => &["_tcp", "_udp"],
                 };
+                if !split_targets.is_empty()
+                    && let Some(t) = split_targets.get_mut(&(app.id.clone(), n))
+                {
+                    t.push(splits::Target {
+                        port: number,
+                        target: target.clone(),
+                        protocols,
+                        ttl,
+                    });
+                }
                 let srv = RData::SRV(SRV::new(0, 1, number, target.clone()));
                 for proto in protocols {
                     let mut owners = vec![b.name(&[&service, proto])];
@@ -377,6 +412,14 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
         listed.push(this);
     }
 
+    splits::add_records(
+        route_splits,
+        &split_targets,
+        &config.domain,
+        config.label_rule,
+        &mut b.names,
+        &mut problems,
+    );
     agent_records(cluster, config, &mut b.names);
 
     let ns1 = Name::from_ascii("ns1")
@@ -428,8 +471,14 @@ pub fn build_with(cluster: &Cluster, config: &ZoneConfig, verdicts: &Verdicts) -
         }
         zone
     });
+    let reverse = if config.ptr {
+        ptr_zones(cluster, config, &mut b.names, serial)
+    } else {
+        Vec::new()
+    };
     Zone {
         vip_apex,
+        reverse,
         apex: LowerName::new(&apex),
         names: b.names,
         soa,
@@ -536,6 +585,92 @@ fn vip_zone(
     (LowerName::new(&apex), soa)
 }
 
+/// The reverse zones served with `dns.ptr`.
+pub const REVERSE_ZONES: [&str; 2] = ["in-addr.arpa.", "ip6.arpa."];
+
+/// With `dns.ptr`: `in-addr.arpa` and `ip6.arpa`, each with an SOA (the cluster's serial) and
+/// NS (`ns1.{domain}`), and a PTR record for every running task's address (as `dns.ip_sources`
+/// gives it) naming its app's name, `{task}.marathon.{domain}` — the stable name that resolves
+/// back to the address — and for every named VIP's address naming
+/// `{name}.marathon.l4lb.thisdcos.directory`. An address several apps share (tasks on one
+/// agent under host networking) has one PTR per app. Every task counts, healthy or not, as the
+/// task's own name does. Returns the two apexes and their SOAs.
+fn ptr_zones(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    names: &mut FxHashMap<LowerName, Node>,
+    serial: u32,
+) -> Vec<(LowerName, Record)> {
+    let ttl = config.ttl;
+    let mut targets: std::collections::BTreeMap<IpAddr, std::collections::BTreeSet<Name>> =
+        Default::default();
+    for app in cluster.apps.values() {
+        let task_label = label(&task_name(&app.id), config.label_rule);
+        if task_label.is_empty() {
+            continue;
+        }
+        let Ok(fqdn) = Name::from_ascii(format!("{task_label}.marathon.{}.", config.domain)) else {
+            continue;
+        };
+        for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
+            for ip in task_addrs(cluster, app, task, &config.ip_sources) {
+                targets.entry(ip).or_default().insert(fqdn.clone());
+            }
+        }
+    }
+    if let Some(range) = &config.vip_range {
+        use crate::routing::vip::{self, VIP_DOMAIN, VipTarget};
+        let (members, _) = vip::declared(cluster);
+        for (target, ip) in vip::addresses(&members, range) {
+            let VipTarget::Named(name) = &target else {
+                continue;
+            };
+            let fqdn = format!("{}.marathon.{VIP_DOMAIN}.", vip::dns_label(name));
+            if let Ok(fqdn) = Name::from_ascii(fqdn) {
+                targets.entry(ip).or_default().insert(fqdn);
+            }
+        }
+    }
+    for (ip, fqdns) in targets {
+        let owner = Name::from(ip);
+        let node = names.entry(LowerName::new(&owner)).or_default();
+        for fqdn in fqdns {
+            let data = RData::PTR(hickory_proto::rr::rdata::PTR(fqdn));
+            node.ptr.push(Record::from_rdata(owner.clone(), ttl, data));
+        }
+        // The names between the apex and the owner exist (NODATA, not NXDOMAIN: RFC 8020).
+        let mut parent = owner.base_name();
+        while parent.num_labels() > 2 {
+            names.entry(LowerName::new(&parent)).or_default();
+            parent = parent.base_name();
+        }
+    }
+    let ns1 = Name::from_ascii(format!("ns1.{}.", config.domain)).unwrap_or_else(|_| Name::root());
+    REVERSE_ZONES
+        .iter()
+        .map(|apex| {
+            let apex = Name::from_ascii(apex).expect("a valid name");
+            let rname = Name::from_ascii("root")
+                .unwrap()
+                .append_name(&ns1)
+                .unwrap_or_else(|_| ns1.clone());
+            let soa = Record::from_rdata(
+                apex.clone(),
+                ttl,
+                RData::SOA(SOA::new(ns1.clone(), rname, serial, 60, 600, 86400, ttl)),
+            );
+            let node = names.entry(LowerName::new(&apex)).or_default();
+            node.soa = Some(soa.clone());
+            node.ns = vec![Record::from_rdata(
+                apex.clone(),
+                ttl,
+                RData::NS(NS(ns1.clone())),
+            )];
+            (LowerName::new(&apex), soa)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
@@ -564,6 +699,7 @@ pub(crate) mod fixtures {
             ns_addr: None,
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         };
         build(&c, &config)
@@ -604,6 +740,7 @@ mod tests {
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: None,
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         }
     }
@@ -764,6 +901,71 @@ mod tests {
     }
 
     #[test]
+    fn ptr_records_name_the_app_for_task_and_vip_addresses() {
+        let mut t1 = task("api.1", 31000);
+        t1.host = "10.0.0.1".into();
+        let mut t2 = task("web.1", 31001);
+        t2.host = "10.0.0.1".into();
+        let mut v6 = app("/v6/db", 10002, &[], vec![task("db.1", 31002)]);
+        v6.networking = crate::cluster::Networking::Container;
+        for t in v6.tasks.values_mut() {
+            t.ip_addresses = vec!["fd00::5".parse().unwrap()];
+        }
+        let mut api = app("/prod/api", 10000, &[], vec![t1]);
+        api.ports[0].labels.insert("VIP_0".into(), "/api:80".into());
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![
+            api,
+            app("/web", 10001, &[], vec![t2]),
+            v6,
+        ]));
+        let mut on = config();
+        on.ptr = true;
+        on.vip_range = Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap());
+        let zone = build(&c, &on);
+        let ptrs = |name: &str| -> Vec<String> {
+            lookup(&zone, name)
+                .map(|n| n.ptr.iter().map(|r| r.data.to_string()).collect())
+                .unwrap_or_default()
+        };
+        // Two apps on one agent: one PTR each, in name order.
+        assert_eq!(
+            ptrs("1.0.0.10.in-addr.arpa."),
+            ["api-prod.marathon.mesos.", "web.marathon.mesos."]
+        );
+        let v6_owner = Name::from("fd00::5".parse::<IpAddr>().unwrap()).to_ascii();
+        assert_eq!(ptrs(&v6_owner), ["db-v6.marathon.mesos."]);
+        let vip = zone
+            .names
+            .iter()
+            .find(|(_, n)| {
+                n.ptr
+                    .iter()
+                    .any(|r| r.data.to_string() == "api.marathon.l4lb.thisdcos.directory.")
+            })
+            .map(|(name, _)| name.to_string())
+            .expect("the VIP's address has a PTR");
+        assert!(vip.ends_with(".11.in-addr.arpa."), "{vip}");
+        // The apexes have SOA and NS; the names between are there (NODATA, not NXDOMAIN).
+        for apex in ["in-addr.arpa.", "ip6.arpa."] {
+            let node = lookup(&zone, apex).unwrap();
+            assert!(node.soa.is_some() && node.ns.len() == 1, "{apex}");
+            let name = LowerName::new(&Name::from_ascii(format!("x.{apex}")).unwrap());
+            assert!(zone.soa_for(&name).is_some(), "{apex} is served");
+        }
+        assert!(lookup(&zone, "0.0.10.in-addr.arpa.").is_some());
+        assert!(lookup(&zone, "2.0.0.10.in-addr.arpa.").is_none());
+        // Off (the default): no reverse zone at all.
+        let off = build(&c, &config());
+        assert!(off.reverse.is_empty());
+        assert!(lookup(&off, "1.0.0.10.in-addr.arpa.").is_none());
+        let name = LowerName::new(&Name::from_ascii("1.0.0.10.in-addr.arpa.").unwrap());
+        assert!(off.soa_for(&name).is_none(), "not served: relayed");
+        // Pending (before the first sync): served, so never forwarded.
+        assert!(Zone::pending(&on).soa_for(&name).is_some());
+    }
+
+    #[test]
     fn a_63_character_label_keeps_its_srv_records_under_a_cut_name() {
         let long = "a".repeat(61) + "-c";
         let mut a = app(&format!("/{long}"), 10000, &[], vec![task("l.1", 31000)]);
@@ -900,6 +1102,111 @@ mod tests {
             [31001, 31002, 31003].into()
         );
         assert_eq!(zone.fail_static, vec![crate::cluster::AppId::from("/api")]);
+    }
+
+    /// A deployment group's split (blue 90 over three tasks, green 10 over one) is answered
+    /// under the group's name with weights in proportion to each task's share of the traffic;
+    /// a weight override moves them; an app of weight 0 is not listed; a group named like an
+    /// app keeps the app's records and is reported.
+    #[test]
+    fn a_deployment_groups_split_is_answered_as_weighted_srv_records() {
+        let blue = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "10100"),
+            ("SWITCHYARD_0_WEIGHT", "90"),
+        ];
+        let green = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "10100"),
+            ("SWITCHYARD_0_WEIGHT", "10"),
+        ];
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![
+            app(
+                "/shop-blue",
+                10000,
+                &blue,
+                vec![task("b.1", 1), task("b.2", 2), task("b.3", 3)],
+            ),
+            app("/shop-green", 10000, &green, vec![task("g.1", 4)]),
+        ]));
+        let compile_config =
+            crate::routing::CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        use std::collections::BTreeMap;
+        let weights = |zone: &Zone| -> BTreeMap<u16, u16> {
+            lookup(zone, "_shop._tcp.marathon.mesos.")
+                .map(|n| {
+                    n.srv
+                        .iter()
+                        .map(|r| match &r.data {
+                            RData::SRV(s) => (s.port, s.weight),
+                            _ => panic!(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let table = crate::routing::compile(&c, &compile_config);
+        let splits = route_splits(&table);
+        assert_eq!(splits.len(), 1, "{splits:?}");
+        let zone = build_from(&c, &config(), &Verdicts::default(), &splits);
+        // Blue: 90 over three tasks, 30 each; green: 10 on one. The heaviest weighs 10,000.
+        assert_eq!(
+            weights(&zone),
+            BTreeMap::from([(1, 10_000), (2, 10_000), (3, 10_000), (4, 3_333)])
+        );
+        // The apps' own names are unchanged.
+        assert_eq!(
+            lookup(&zone, "_shop-blue._tcp.marathon.mesos.")
+                .unwrap()
+                .srv
+                .len(),
+            3
+        );
+
+        // A runtime override (50/50) as the table routes it.
+        let mut overridden = compile_config.clone();
+        overridden.weight_overrides.insert(
+            "shop".into(),
+            BTreeMap::from([("/shop-blue".into(), 50), ("/shop-green".into(), 50)]),
+        );
+        let splits = route_splits(&crate::routing::compile(&c, &overridden));
+        let zone = build_from(&c, &config(), &Verdicts::default(), &splits);
+        assert_eq!(
+            weights(&zone),
+            BTreeMap::from([(1, 3_333), (2, 3_333), (3, 3_333), (4, 10_000)])
+        );
+        // Green at 0: not listed (the proxy sends it nothing).
+        let mut zero = compile_config.clone();
+        zero.weight_overrides.insert(
+            "shop".into(),
+            BTreeMap::from([("/shop-blue".into(), 100), ("/shop-green".into(), 0)]),
+        );
+        let splits = route_splits(&crate::routing::compile(&c, &zero));
+        let zone = build_from(&c, &config(), &Verdicts::default(), &splits);
+        assert_eq!(
+            weights(&zone),
+            BTreeMap::from([(1, 10_000), (2, 10_000), (3, 10_000)])
+        );
+
+        // An app named like the group: its own records answer, and the group is reported.
+        let mut with_namesake = c.clone();
+        with_namesake.apply(ClusterUpdate::AppUpserted(app(
+            "/shop",
+            10200,
+            &[],
+            vec![task("s.1", 9)],
+        )));
+        let splits = route_splits(&crate::routing::compile(&with_namesake, &compile_config));
+        let zone = build_from(&with_namesake, &config(), &Verdicts::default(), &splits);
+        assert_eq!(weights(&zone), BTreeMap::from([(9, 1)]));
+        assert!(
+            zone.problems
+                .iter()
+                .any(|p| p.reason.contains("deployment group `shop`")),
+            "{:?}",
+            zone.problems
+        );
     }
 
     #[test]

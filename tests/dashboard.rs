@@ -1,11 +1,14 @@
 //! The dashboard in a real browser (Debian's headless Chromium): the page loads, shows a
-//! deployed app and its backends, and reflects a scale-up while it stays open (no reload).
+//! deployed app and its backends, and reflects a scale-up while it stays open (no reload); shows
+//! a backend ejected as an outlier and the problem count; logs in beyond loopback with the
+//! token. And the session rules (cookie, CSRF token, Origin, expiry) with a plain HTTP client.
 
 mod support;
 
 use std::process::{Command, Stdio};
 
 use serde_json::json;
+use support::browser::{self, Browser};
 use support::marathon::{app, task};
 use support::*;
 
@@ -90,4 +93,463 @@ async fn the_dashboard_shows_an_app_and_follows_a_scale_up_live() {
         dom.contains("data-generation=\"1\"") && dom.contains("data-generation=\"2\""),
         "{dom}"
     );
+}
+
+/// An HTTP app on `port` of `backends`, with `labels` beside HTTP mode and a vhost.
+fn http_app(port: u16, backends: &[u16], labels: serde_json::Value) -> serde_json::Value {
+    let tasks = backends
+        .iter()
+        .enumerate()
+        .map(|(i, p)| task("/shop", &format!("shop.{i}"), *p))
+        .collect();
+    let mut all = json!({"HAPROXY_0_MODE": "http", "HAPROXY_0_VHOST": "shop.example.com"});
+    for (k, v) in labels.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    app("/shop", port, all, tasks)
+}
+
+fn file_config(dir: &std::path::Path, apps: serde_json::Value) -> String {
+    let file = dir.join("apps.json");
+    std::fs::write(&file, json!({ "apps": [apps] }).to_string()).unwrap();
+    format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    )
+}
+
+/// A backend that fails is shown ejected, with until when, and the problems are counted in the
+/// header: what the page shows in a real browser, waited on in its DOM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_an_ejected_backend_and_counts_the_problems() {
+    if !browser::available() {
+        eprintln!("chromium not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    let good = Backend::start("good").await;
+    // A port nothing listens on: every connect to it fails.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = temp_dir("dashboard-ejected");
+    let port = free_port();
+    // A balance the proxy cannot do: round robin instead, and a problem naming the app.
+    let apps = http_app(
+        port,
+        &[dead.port(), good.port()],
+        json!({"HAPROXY_0_BALANCE": "hdr(host)"}),
+    );
+    let sy = Switchyard::start("dashboard-ejected", &file_config(&dir, apps));
+    let routes = sy
+        .wait_routes("both backends", |r| support::backends(r, port).len() == 2)
+        .await;
+    let problems = routes["problems"].as_array().unwrap().len();
+    assert!(problems >= 1, "{routes:#}");
+    // Five failed connects in a row eject the dead backend (for 30 s).
+    wait_for("the dead backend ejected", || async {
+        let _ = http_get(local(port), "/").await;
+        let ejected = sy
+            .metric(
+                "switchyard_backend_ejections_total",
+                &[&format!(":{}", dead.port())],
+            )
+            .await;
+        (ejected >= 1.0).then_some(())
+    })
+    .await;
+    let routes = sy.routes().await;
+    let dead_view = routes["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == json!(dead.to_string()))
+        .unwrap()
+        .clone();
+    assert_eq!(dead_view["state"], "ejected", "{dead_view:#}");
+    assert!(dead_view["ejected_until_unix_ms"].as_u64().unwrap() > 0);
+    assert!(dead_view["connect_failures"].as_u64().unwrap() >= 5);
+    assert!(dead_view["errors"].as_u64().unwrap() >= 5);
+
+    // Swaps that change nothing (a resync re-reads the same file) are one line on the page:
+    // three resyncs, one after the other, each waited for.
+    let generation = |routes: serde_json::Value| routes["generation"].as_u64().unwrap();
+    for _ in 0..3 {
+        let before = generation(sy.routes().await);
+        assert_eq!(sy.get("/_mlb_signal/hup").await.0, 200);
+        sy.wait_routes("the resync's swap", |r| generation(r.clone()) > before)
+            .await;
+    }
+    let (_, swaps) = sy.get("/v1/swaps").await;
+    let swaps: serde_json::Value = serde_json::from_str(&swaps).unwrap();
+    let quiet = swaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take_while(|w| w["unchanged"] == json!(true))
+        .count();
+    assert!(quiet >= 3, "{swaps:#}");
+
+    let mut page = Browser::open(&dir.join("profile"), &format!("http://{}/", sy.admin));
+    page.wait(
+        "the quiet swaps collapsed",
+        &format!(
+            "document.getElementById('swaps').textContent.includes('{quiet} swaps without change')"
+        ),
+    );
+    let ejected = page.wait(
+        "the ejected backend on the page",
+        &format!(
+            "(() => {{ const e = document.querySelector('li[data-state=\"ejected\"][data-address=\"{dead}\"]');
+                      return e && e.textContent.includes('ejected until') ? e.textContent : null; }})()"
+        ),
+    );
+    let ejected = ejected.as_str().unwrap();
+    assert!(ejected.contains("error"), "its errors are shown: {ejected}");
+    let count = page.wait(
+        "the problem count in the header",
+        "document.getElementById('problem-count').dataset.count",
+    );
+    assert_eq!(count, json!(problems.to_string()));
+    let header = page.eval("document.querySelector('h1').textContent");
+    let expected = if problems == 1 {
+        "1 problem".to_string()
+    } else {
+        format!("{problems} problems")
+    };
+    assert!(header.as_str().unwrap().contains(&expected), "{header}");
+    // Problems come before the routes on the page.
+    let order = page.eval(
+        "[...document.querySelectorAll('h2')].map(h => h.textContent).indexOf('Problems') === 0",
+    );
+    assert_eq!(order, json!(true));
+    let problem = page.eval("document.getElementById('problems').textContent");
+    assert!(problem.as_str().unwrap().contains("/shop"), "{problem}");
+    // The good backend served every request the dead one could not: its total, not "idle".
+    page.screenshot_if_asked("dashboard-ejected");
+    let split = page.eval("document.getElementById('routes').textContent");
+    assert!(!split.as_str().unwrap().contains("idle"), "{split}");
+}
+
+const TOKEN: &str = "s3cret-token-for-the-dashboard-test";
+
+/// A switchyard whose admin API treats every client as beyond loopback
+/// (`admin.loopback_reads_open = false`: the token or a session is needed to read, as it is on a
+/// non-loopback listener; the traffic itself stays on loopback).
+async fn guarded(name: &str, extra_admin: &str) -> (Switchyard, Backend) {
+    let backend = Backend::start("one").await;
+    let dir = temp_dir(name);
+    let token = dir.join("admin-token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let toml = file_config(&dir, http_app(free_port(), &[backend.port()], json!({})));
+    let admin = format!(
+        "token_file = {:?}\nloopback_reads_open = false\n{extra_admin}",
+        token.display().to_string()
+    );
+    let sy = Switchyard::start_with_admin(name, &toml, &admin);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    (sy, backend)
+}
+
+async fn bearer_routes(sy: &Switchyard) -> serde_json::Value {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http_request(
+        sy.admin,
+        "GET",
+        "/v1/routes",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Beyond loopback a browser logs in with the token (typed into the dashboard's form), gets
+/// the live table, changes a route's weights from the page (its CSRF token and Origin), and
+/// logs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_logs_in_beyond_loopback_with_the_token() {
+    if !browser::available() {
+        eprintln!("chromium not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    let (sy, _backend) = guarded("dashboard-login", "").await;
+    assert_eq!(sy.get("/v1/routes").await.0, 401, "reads need the token");
+    let route = bearer_routes(&sy).await["routes"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut page = Browser::open(&sy.dir.join("profile"), &format!("http://{}/", sy.admin));
+    page.wait("the login form", "!document.getElementById('login').hidden");
+    page.eval("document.getElementById('token').focus(), true");
+    page.type_text(TOKEN);
+    page.eval("document.getElementById('login-button').click(), true");
+    page.wait(
+        "logged in, the table shown",
+        "document.getElementById('session').textContent.includes('logged in') \
+         && document.getElementById('routes').textContent.includes('/shop') \
+         && document.getElementById('problem-count').dataset.count !== undefined",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('login').hidden"),
+        json!(true)
+    );
+    assert_eq!(
+        page.eval("document.cookie.includes('switchyard_session')"),
+        json!(false),
+        "the session cookie is HttpOnly"
+    );
+    page.screenshot_if_asked("dashboard-logged-in");
+    // A change from the page: the session's CSRF token in a header, the browser's Origin.
+    page.eval(&format!(
+        "setWeights({route:?}, {{\"/shop\": 7}}).then(() => true)"
+    ));
+    let routes = bearer_routes(&sy).await;
+    assert_eq!(routes["routes"][0]["overridden"], json!(true), "{routes:#}");
+    assert_eq!(routes["routes"][0]["members"][0]["weight"], json!(7));
+    // Logging out ends the session: the page asks for the token again.
+    page.eval("document.getElementById('logout').click(), true");
+    page.wait(
+        "the login form again",
+        "!document.getElementById('login').hidden",
+    );
+}
+
+fn set_cookie(headers: &[(String, String)]) -> String {
+    headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// The session rules with a plain HTTP client: the login's cookie, reads with it, and every
+/// change made with it refused without the CSRF token or from another origin.
+#[tokio::test]
+async fn sessions_need_the_csrf_token_and_the_same_origin_for_changes() {
+    let (sy, _backend) = guarded("dashboard-csrf", "").await;
+    let admin = sy.admin;
+    let origin = format!("http://{admin}");
+    let login = |token: &'static str, headers: Vec<(&'static str, String)>| async move {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http_request(
+            admin,
+            "POST",
+            "/v1/login",
+            &h,
+            &json!({ "token": token }).to_string(),
+        )
+        .await
+    };
+    assert_eq!(login("wrong", vec![]).await.0, 401);
+    assert_eq!(
+        login(TOKEN, vec![("Origin", "http://evil.example".into())])
+            .await
+            .0,
+        403,
+        "a login from another site's page"
+    );
+    let (status, headers, body) = login(TOKEN, vec![("Origin", origin.clone())]).await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = set_cookie(&headers);
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "cache-control" && v == "no-store"),
+        "the CSRF token is not cached: {headers:?}"
+    );
+    // The page that can make changes may not be framed by another site.
+    let (status, page, _) = http_request(admin, "GET", "/", &[], "").await;
+    assert_eq!(
+        status, 200,
+        "the page itself is open: it is where one logs in"
+    );
+    assert!(
+        page.iter()
+            .any(|(k, v)| k == "x-frame-options" && v == "DENY")
+    );
+    let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session = cookie.split(';').next().unwrap().to_string();
+    // Behind a TLS-terminating proxy the cookie is Secure.
+    let (_, tls, _) = login(TOKEN, vec![("X-Forwarded-Proto", "https".into())]).await;
+    assert!(set_cookie(&tls).contains("; Secure"));
+
+    // Reads with the cookie.
+    let get = |path: &'static str, cookie: String| async move {
+        http_request(admin, "GET", path, &[("Cookie", &cookie)], "").await
+    };
+    assert_eq!(get("/v1/routes", session.clone()).await.0, 200);
+    assert_eq!(get("/metrics", session.clone()).await.0, 200);
+    let (status, _, body) = get("/v1/session", session.clone()).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&csrf));
+    assert_eq!(
+        get("/v1/routes", "switchyard_session=forged".into())
+            .await
+            .0,
+        401
+    );
+
+    // Changes with the cookie.
+    let route = bearer_routes(&sy).await["routes"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/routes/{route}/weights");
+    let put = |headers: Vec<(&'static str, String)>| {
+        let path = path.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http_request(admin, "PUT", &path, &h, r#"{"/shop": 3}"#).await
+        }
+    };
+    let cookie_h = ("Cookie", session.clone());
+    let (status, _, body) = put(vec![cookie_h.clone(), ("Origin", origin.clone())]).await;
+    assert_eq!(status, 403, "missing CSRF token: {body}");
+    let (status, _, body) = put(vec![
+        cookie_h.clone(),
+        ("Origin", origin.clone()),
+        ("X-CSRF-Token", "0".repeat(64)),
+    ])
+    .await;
+    assert_eq!(status, 403, "wrong CSRF token: {body}");
+    let (status, _, body) = put(vec![
+        cookie_h.clone(),
+        ("Origin", "http://evil.example".into()),
+        ("X-CSRF-Token", csrf.clone()),
+    ])
+    .await;
+    assert_eq!(status, 403, "cross-origin: {body}");
+    let (status, _, body) = put(vec![cookie_h.clone(), ("X-CSRF-Token", csrf.clone())]).await;
+    assert_eq!(status, 403, "no Origin: {body}");
+    assert_eq!(
+        bearer_routes(&sy).await["routes"][0]["overridden"],
+        json!(false)
+    );
+    let (status, _, body) = put(vec![
+        cookie_h.clone(),
+        ("Origin", origin.clone()),
+        ("X-CSRF-Token", csrf.clone()),
+    ])
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        bearer_routes(&sy).await["routes"][0]["overridden"],
+        json!(true)
+    );
+
+    // Logging out ends the session and clears the cookie.
+    let (status, headers, _) = http_request(
+        admin,
+        "POST",
+        "/v1/logout",
+        &[
+            ("Cookie", &session),
+            ("Origin", &origin),
+            ("X-CSRF-Token", &csrf),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(set_cookie(&headers).contains("Max-Age=0"));
+    assert_eq!(get("/v1/routes", session.clone()).await.0, 401);
+}
+
+/// A session's cookie is refused once `admin.session_ttl` has passed, whatever the browser
+/// keeps.
+#[tokio::test]
+async fn an_expired_session_cookie_is_refused() {
+    let (sy, _backend) = guarded("dashboard-expiry", "session_ttl = \"1s\"").await;
+    let (status, headers, _) = http_request(
+        sy.admin,
+        "POST",
+        "/v1/login",
+        &[],
+        &json!({ "token": TOKEN }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cookie = set_cookie(&headers);
+    assert!(cookie.contains("Max-Age=1"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    wait_for("the session to expire", || async {
+        let (status, _, _) =
+            http_request(sy.admin, "GET", "/v1/routes", &[("Cookie", &session)], "").await;
+        (status == 401).then_some(())
+    })
+    .await;
+    let (status, _, _) =
+        http_request(sy.admin, "GET", "/v1/session", &[("Cookie", &session)], "").await;
+    assert_eq!(status, 401);
+}
+
+/// A backend removed from the table while a connection through it is open is shown draining
+/// under its service, until when, with its totals, in `/v1/routes`.
+#[tokio::test]
+async fn a_removed_backend_with_an_open_connection_is_shown_draining() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (one, _one) = echo_backend().await;
+    let (two, _two) = echo_backend().await;
+    let dir = temp_dir("dashboard-draining");
+    let file = dir.join("apps.json");
+    let port = free_port();
+    let tcp = |p: u16| {
+        app(
+            "/echo",
+            port,
+            json!({}),
+            vec![task("/echo", &format!("echo.{p}"), p)],
+        )
+    };
+    write_apps(&file, vec![tcp(one.port())]);
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\ndrain_timeout = \"60s\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("dashboard-draining", &toml);
+    sy.wait_routes("served", |r| support::backends(r, port) == vec![one])
+        .await;
+    let mut client = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(DEADLINE, client.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    write_apps(&file, vec![tcp(two.port())]);
+    let routes = sy
+        .wait_routes("one draining", |r| {
+            r["services"][0]["draining"]
+                .as_array()
+                .is_some_and(|d| d.len() == 1)
+        })
+        .await;
+    let service = &routes["services"][0];
+    assert_eq!(service["backends"][0]["address"], json!(two.to_string()));
+    assert_eq!(service["backends"][0]["state"], "up");
+    let draining = &service["draining"][0];
+    assert_eq!(draining["address"], json!(one.to_string()), "{routes:#}");
+    assert_eq!(draining["state"], "draining");
+    assert_eq!(draining["active"], 1);
+    assert_eq!(draining["total"], 1);
+    let until = draining["drain_until_unix_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(until > now, "a wall-clock time ahead: {until} vs {now}");
 }

@@ -416,3 +416,89 @@ async fn runtime_weight_override_shows_and_clears_on_a_label_change() {
     let hits = client.count(100, "green").await;
     assert!((9..=11).contains(&hits), "{hits}");
 }
+
+/// The SRV weights under the deployment group's name, by SRV port (each backend's own port).
+async fn group_srv_weights(dns: SocketAddr) -> std::collections::BTreeMap<u16, u16> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(
+        Name::from_ascii("_shop._tcp.marathon.mesos.").unwrap(),
+        RecordType::SRV,
+    ));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .expect("a DNS answer")
+        .unwrap();
+    Message::from_vec(&buf[..n])
+        .unwrap()
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some((s.port, s.weight)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A canary split is visible to SRV-aware clients: the deployment group's name answers every
+/// task of both colours, weighted by its share of the traffic (blue 90 over two tasks, green 10
+/// over one), and a runtime weight override moves the weights within a swap.
+#[tokio::test]
+async fn srv_weights_under_the_group_name_follow_the_canary_split() {
+    let (b1, b2, g1) = (
+        Backend::start("blue").await,
+        Backend::start("blue").await,
+        Backend::start("green").await,
+    );
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    marathon.set_apps(vec![
+        colour_app("/shop-blue", port, "blue", Some(90), &[&b1, &b2]),
+        colour_app("/shop-green", port, "green", Some(10), &[&g1]),
+    ]);
+    let token_file = temp_dir("deploy-srv-token").join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let admin = format!("token_file = {:?}", token_file.display().to_string());
+    let config = format!("{}[dns]\nlisten = \"127.0.0.1:0\"\n", config(&marathon));
+    let sy = Switchyard::start_with_admin("deploy-srv", &config, &admin);
+    let dns: SocketAddr = wait_for("dns listening", || async {
+        let line = sy.log_lines("dns listening on ").into_iter().next()?;
+        let rest = line.split("dns listening on ").nth(1)?;
+        rest.split(|c: char| c.is_whitespace() || c == '\x1b')
+            .next()?
+            .parse()
+            .ok()
+    })
+    .await;
+    let split = |blue: u16, green: u16| {
+        std::collections::BTreeMap::from([(b1.port(), blue), (b2.port(), blue), (g1.port(), green)])
+    };
+    wait_for("the split in SRV weights", || async {
+        (group_srv_weights(dns).await == split(10_000, 2_222)).then_some(())
+    })
+    .await;
+    // The override: 50/50 between the apps, so a green task weighs twice a blue one.
+    let body = r#"{"/shop-blue": 50, "/shop-green": 50}"#;
+    let mut s = tokio::net::TcpStream::connect(sy.admin).await.unwrap();
+    let req = format!(
+        "PUT /v1/routes/shop/weights HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out)
+        .await
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    wait_for("the override in SRV weights", || async {
+        (group_srv_weights(dns).await == split(5_000, 10_000)).then_some(())
+    })
+    .await;
+}

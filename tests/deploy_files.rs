@@ -52,7 +52,8 @@ fn app(name: &str) -> Value {
         .unwrap()
         .split_whitespace()
         .next()
-        .unwrap();
+        .unwrap()
+        .trim_end_matches(';');
     let fetched = app["fetch"]
         .as_array()
         .unwrap()
@@ -189,21 +190,33 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    /// Fetches `app`'s URIs into a fresh sandbox: the release tarball (`extract`) unpacks to the
-    /// `switchyard` binary, each other URI is the file of that name from config/marathon/.
-    /// Secrets are made up (a token, or a self-signed certificate for a `.pem` source) and put
-    /// where the app asks: file-based ones at `containerPath` in the sandbox, mode 0400, and
-    /// environment ones in the variable. Marathon's variables come last.
+    /// Fetches `app`'s URIs into a fresh sandbox: the release tarball is the one
+    /// packaging/build-tarball.sh makes of the binary under test (its name must be the URI's:
+    /// the app definitions follow the crate's version), fetched unextracted as the app asks, and
+    /// its digest is put in `SWITCHYARD_SHA256` as the operator pastes it; each other URI is the
+    /// file of that name from config/marathon/. Secrets are made up (a token, or a self-signed
+    /// certificate for a `.pem` source) and put where the app asks: file-based ones at
+    /// `containerPath` in the sandbox, mode 0400, and environment ones in the variable.
+    /// Marathon's variables come last.
     fn fetch(name: &str, app: &Value, with_secrets: bool) -> Sandbox {
         let dir = temp_dir(&format!("sandbox-{name}"));
+        let mut digest = None;
         for f in app["fetch"].as_array().unwrap() {
             let uri = f["uri"].as_str().unwrap();
             let file = uri.rsplit('/').next().unwrap();
-            if f["extract"] == true {
-                assert!(file.ends_with(".tar.gz"), "{uri}: the release tarball");
-                let bin = dir.join("switchyard");
-                copy_executable(&bin);
-                std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            assert_ne!(
+                f["extract"], true,
+                "{uri}: the command verifies, then extracts"
+            );
+            if file.ends_with(".tar.gz") {
+                let (archive, sha256) = release_tarball();
+                assert_eq!(
+                    archive.file_name().unwrap().to_str().unwrap(),
+                    file,
+                    "{uri}: the tarball build-tarball.sh names for this version"
+                );
+                std::fs::copy(archive, dir.join(file)).unwrap();
+                digest = Some(sha256.clone());
             } else {
                 std::fs::copy(repo(&format!("config/marathon/{file}")), dir.join(file)).unwrap();
             }
@@ -241,6 +254,14 @@ impl Sandbox {
                 _ => {}
             }
         }
+        assert!(
+            env.contains_key("SWITCHYARD_SHA256"),
+            "the app pins the digest"
+        );
+        env.insert(
+            "SWITCHYARD_SHA256".into(),
+            digest.expect("the app fetches the tarball"),
+        );
         let ports: Vec<String> = app["portDefinitions"]
             .as_array()
             .unwrap()
@@ -388,6 +409,115 @@ fn the_edge_app_without_its_secrets_fails_naming_each_missing_file() {
         assert!(stderr.contains(&missing), "{missing} not in: {stderr}");
     }
     let _ = std::fs::remove_dir_all(&sandbox.dir);
+}
+
+/// A tarball that is not the one the app definition pins (a tampered or stale artifact, or the
+/// shipped placeholder digest) never runs: the command stops at the checksum, before extracting.
+#[test]
+fn an_app_whose_tarball_does_not_match_its_digest_never_starts() {
+    for (name, digest) in [
+        ("switchyard-edge", "0".repeat(64)),
+        ("switchyard-agent", String::new()),
+    ] {
+        let app = load_app(name);
+        let mut sandbox = Sandbox::fetch(&format!("{name}-digest"), &app, true);
+        if digest.is_empty() {
+            // As shipped: the definition's placeholder text.
+            let shipped = app["env"]["SWITCHYARD_SHA256"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            sandbox.env.insert("SWITCHYARD_SHA256".into(), shipped);
+        } else {
+            sandbox.env.insert("SWITCHYARD_SHA256".into(), digest);
+        }
+        let out = sandbox.command(&app).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains("sha256sum"), "{name}: {stderr}");
+        assert!(
+            !sandbox.dir.join("switchyard").exists(),
+            "{name}: nothing extracted"
+        );
+        let _ = std::fs::remove_dir_all(&sandbox.dir);
+    }
+}
+
+/// The release tarball holds one directory named like the archive, with the binary, the example
+/// configurations, the unit, completions and man pages; its checksum file verifies with
+/// `sha256sum -c`; and it is reproducible, so a pinned digest survives a rebuild.
+#[test]
+fn the_release_tarball_is_complete_checksummed_and_reproducible() {
+    let (archive, sha256) = release_tarball();
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    let dir = name.strip_suffix(".tar.gz").unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(dir.starts_with(&format!("switchyard-{version}-")), "{dir}");
+    let listed = Command::new("tar")
+        .arg("-tzf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    for member in [
+        "switchyard",
+        "README.md",
+        "config/switchyard.toml",
+        "config/apps.json",
+        "config/marathon/switchyard-edge.json",
+        "config/marathon/switchyard-edge.toml",
+        "config/marathon/switchyard-agent.json",
+        "config/marathon/switchyard-agent.toml",
+        "systemd/switchyard.service",
+        "completions/switchyard.bash",
+        "completions/_switchyard",
+        "completions/switchyard.fish",
+        "man/switchyard.1.gz",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == format!("{dir}/{member}")),
+            "{member} not in {listed}"
+        );
+    }
+    assert!(listed.lines().all(|l| l.starts_with(&format!("{dir}/"))));
+    let checked = Command::new("sha256sum")
+        .args(["-c", &format!("{name}.sha256")])
+        .current_dir(archive.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{checked:?}");
+    // Unpacked, the binary runs and is the one packaged.
+    let unpacked = temp_dir("unpacked");
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let version_out = Command::new(unpacked.join(dir).join("switchyard"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&version_out.stdout).starts_with(&format!("switchyard {version}"))
+    );
+    check(&unpacked.join(dir).join("config/switchyard.toml"));
+    // A second build of the same binary is byte-identical.
+    let again = temp_dir("dist-again");
+    let built = Command::new(repo("packaging/build-tarball.sh"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--out-dir")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let second = String::from_utf8(built.stdout).unwrap();
+    assert_eq!(second.lines().nth(1), Some(sha256.as_str()), "reproducible");
+    let _ = std::fs::remove_dir_all(&unpacked);
+    let _ = std::fs::remove_dir_all(&again);
 }
 
 #[tokio::test]
@@ -612,6 +742,33 @@ async fn the_systemd_upgrade_by_sigusr2_hands_over_and_moves_the_main_pid() {
 /// Copies the switchyard binary to `to` with `cp`, so that this process never holds it open
 /// for writing: a test thread forking meanwhile would inherit that descriptor, and running
 /// the copy would then fail with "text file busy" (ETXTBSY).
+/// The release tarball of the binary under test, built once per test process by the script
+/// operators run, and its SHA-256 as the script prints it.
+fn release_tarball() -> &'static (PathBuf, String) {
+    static TARBALL: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
+    TARBALL.get_or_init(|| {
+        let out = temp_dir("dist");
+        let built = Command::new(repo("packaging/build-tarball.sh"))
+            .arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("--out-dir")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&built.stdout);
+        assert!(
+            built.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let mut lines = stdout.lines();
+        let archive = PathBuf::from(lines.next().unwrap());
+        let sha256 = lines.next().unwrap().to_string();
+        assert_eq!(sha256.len(), 64, "{stdout}");
+        (archive, sha256)
+    })
+}
+
 fn copy_executable(to: &std::path::Path) {
     let status = Command::new("cp")
         .arg(env!("CARGO_BIN_EXE_switchyard"))

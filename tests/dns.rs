@@ -1117,3 +1117,213 @@ async fn healthy_only_answers_follow_marathon_health_and_active_probes() {
     );
     accept.abort();
 }
+
+/// Sends `packet` from `socket` to `server` and waits for the reply.
+async fn ask_from(socket: &UdpSocket, server: SocketAddr, packet: &[u8]) -> Message {
+    socket.send_to(packet, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buf))
+        .await
+        .expect("a UDP answer")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[tokio::test]
+async fn rate_limiting_drops_or_slips_a_burst_per_prefix_and_never_tcp() {
+    let s = setup(
+        "dns-rrl",
+        vec![api_app(2)],
+        "[dns.rrl]\nresponses_per_second = 2\nwindow = \"1s\"\nslip = 2",
+    )
+    .await;
+    // A burst of 60 from one client, then one query from another /24 (127.0.1.1): that answer
+    // comes after every answer to the burst (one socket, taken in order).
+    let burst = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..60u16 {
+        let mut q = message("api-prod.marathon.mesos.", RecordType::A, Some(1232));
+        q.metadata.id = id;
+        burst.send_to(&q.to_vec().unwrap(), s.dns).await.unwrap();
+    }
+    let other = UdpSocket::bind("127.0.1.1:0").await.unwrap();
+    let q = message("api-prod.marathon.mesos.", RecordType::A, None);
+    let m = ask_from(&other, s.dns, &q.to_vec().unwrap()).await;
+    assert_eq!(ips(&m.answers).len(), 2, "another prefix is not limited");
+    assert!(!m.metadata.truncation);
+    let (mut full, mut slipped) = (0, 0);
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = burst.try_recv(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty());
+            assert_eq!(m.queries[0].name().to_ascii(), "api-prod.marathon.mesos.");
+            assert!(m.edns.is_some(), "an OPT answers an OPT");
+            slipped += 1;
+        } else {
+            assert_eq!(ips(&m.answers).len(), 2);
+            full += 1;
+        }
+    }
+    assert!(full >= 2, "the rate goes through: {full}");
+    assert!(slipped >= 1, "some slip (TC): {slipped}");
+    assert!(full + slipped < 60, "some are dropped: {full} + {slipped}");
+    assert!(full < 30, "most of the burst is limited: {full}");
+    // TCP from the limited client is never limited: it is where a slipped client goes.
+    for _ in 0..5 {
+        let m = tcp(s.dns, "api-prod.marathon.mesos.", RecordType::A).await;
+        assert_eq!(ips(&m.answers).len(), 2);
+    }
+    assert!(s.sy.metric("switchyard_dns_rrl_dropped_total", &[]).await >= 1.0);
+    assert!(s.sy.metric("switchyard_dns_rrl_slipped_total", &[]).await >= 1.0);
+
+    // Off by default: the same burst is answered in full.
+    let off = setup("dns-rrl-off", vec![api_app(2)], "").await;
+    for _ in 0..30 {
+        let (m, _) = udp(off.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+        assert_eq!(ips(&m.answers).len(), 2);
+    }
+    assert_eq!(
+        off.sy.metric("switchyard_dns_rrl_dropped_total", &[]).await,
+        0.0
+    );
+}
+
+fn ptr_names(m: &Message) -> Vec<String> {
+    let mut out: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii()),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn ptr_records_answer_task_addresses_and_the_reverse_zones_are_never_forwarded() {
+    let (upstream, seen) = stub_upstream().await;
+    let s = setup(
+        "dns-ptr",
+        vec![api_app(2)],
+        &format!("ptr = true\nupstreams = [\"{upstream}\"]"),
+    )
+    .await;
+    let (m, _) = udp(s.dns, "1.0.0.127.in-addr.arpa.", RecordType::PTR, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(ptr_names(&m), ["api-prod.marathon.mesos."]);
+    let m = tcp(s.dns, "2.0.0.127.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(ptr_names(&m), ["api-prod.marathon.mesos."]);
+    // An address no task has: NXDOMAIN from the served zone, with its SOA, not relayed.
+    let (m, _) = udp(s.dns, "9.9.9.9.in-addr.arpa.", RecordType::PTR, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        matches!(&m.authorities[..], [soa] if soa.name.to_ascii() == "in-addr.arpa."),
+        "{m:?}"
+    );
+    let (m, _) = udp(s.dns, "1.ip6.arpa.", RecordType::PTR, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        names(&seen).is_empty(),
+        "nothing relayed: {:?}",
+        names(&seen)
+    );
+    // The way a user asks: dig -x, when installed.
+    if std::process::Command::new("dig").arg("-v").output().is_ok() {
+        let out = std::process::Command::new("dig")
+            .args(["@127.0.0.1", "-p", &s.dns.port().to_string()])
+            .args(["+time=5", "+tries=1", "+short", "-x", "127.0.0.2"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "api-prod.marathon.mesos."
+        );
+    }
+
+    // Off (the default): no PTR records, and reverse names are relayed like any other.
+    let off = setup(
+        "dns-ptr-off",
+        vec![api_app(2)],
+        &format!("upstreams = [\"{upstream}\"]"),
+    )
+    .await;
+    let (m, _) = udp(off.dns, "1.0.0.127.in-addr.arpa.", RecordType::PTR, None).await;
+    assert!(ptr_names(&m).is_empty());
+    assert_eq!(names(&seen), ["1.0.0.127.in-addr.arpa."]);
+}
+
+#[tokio::test]
+async fn zone_resolvers_take_their_suffixes_longest_first() {
+    let (default, default_seen) = stub_upstream().await;
+    let (corp, corp_seen) = stub_upstream().await;
+    let s = setup(
+        "dns-zone-resolvers",
+        vec![api_app(1)],
+        &format!(
+            "upstreams = [\"{default}\"]\nupstream_timeout = \"5s\"\n\
+             [dns.zone_resolvers]\n\"corp.example\" = [\"{corp}\"]\n\"lab.corp.example\" = [\"{default}\"]"
+        ),
+    )
+    .await;
+    let (m, _) = udp(s.dns, "www.corp.example.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), ["192.0.2.1"]);
+    let m = tcp(s.dns, "db.CORP.example.", RecordType::A).await;
+    assert_eq!(ips(&m.answers), ["192.0.2.1"]);
+    udp(s.dns, "corp.example.", RecordType::A, None).await;
+    udp(s.dns, "www.example.org.", RecordType::A, None).await;
+    udp(s.dns, "x.lab.corp.example.", RecordType::A, None).await;
+    // The same safety as the default upstreams: their own ID, their reply only.
+    let mut q = message("spoofed.corp.example.", RecordType::A, None);
+    q.metadata.id = 0x4242;
+    let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+    assert_eq!(
+        (m.metadata.id, ips(&m.answers)),
+        (0x4242, vec!["192.0.2.1".into()])
+    );
+    // The served zone is never relayed, by either.
+    udp(s.dns, "nope.marathon.mesos.", RecordType::A, None).await;
+    assert_eq!(
+        names(&corp_seen),
+        [
+            "www.corp.example.",
+            "db.CORP.example.",
+            "corp.example.",
+            "spoofed.corp.example."
+        ]
+    );
+    assert!(corp_seen.lock().unwrap().iter().all(|s| s.id != 0x4242));
+    assert_eq!(
+        names(&default_seen),
+        ["www.example.org.", "x.lab.corp.example."]
+    );
+
+    // Zone resolvers alone: other names are REFUSED; clients outside allow_recursion are
+    // refused for the zone resolvers' names too.
+    let only = setup(
+        "dns-zone-resolvers-only",
+        vec![],
+        &format!("[dns.zone_resolvers]\n\"corp.example\" = [\"{corp}\"]"),
+    )
+    .await;
+    let (m, _) = udp(only.dns, "www.example.org.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = tcp(only.dns, "www.example.org.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let (m, _) = udp(only.dns, "a.corp.example.", RecordType::A, None).await;
+    assert_eq!(ips(&m.answers), ["192.0.2.1"]);
+    assert!(m.metadata.recursion_available);
+    let acl = setup(
+        "dns-zone-resolvers-acl",
+        vec![],
+        &format!(
+            "allow_recursion = [\"10.0.0.0/8\"]\n[dns.zone_resolvers]\n\"corp.example\" = [\"{corp}\"]"
+        ),
+    )
+    .await;
+    let (m, _) = udp(acl.dns, "b.corp.example.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(!names(&corp_seen).contains(&"b.corp.example.".to_string()));
+}

@@ -464,6 +464,20 @@ async fn active_health_checks_take_a_failing_backend_out_and_bring_it_back() {
         assert_eq!(answers(p, 10).await, vec!["b"]);
     }
     assert!(sy.metric("switchyard_health_checks_total", &["fail"]).await >= 2.0);
+    // The admin API says so, per backend: down by failing active checks, b up.
+    let state = |r: &serde_json::Value, addr: SocketAddr| {
+        r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["backends"].as_array().unwrap())
+            .filter(|b| b["address"] == json!(addr.to_string()))
+            .map(|b| b["state"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let routes = sy.routes().await;
+    assert_eq!(state(&routes, a), ["down", "down"], "{routes:#}");
+    assert_eq!(state(&routes, b), ["up", "up"]);
     up_a.store(true, Ordering::Relaxed);
     for p in [port, marathon_port] {
         wait_for("a back", || async {
@@ -471,6 +485,7 @@ async fn active_health_checks_take_a_failing_backend_out_and_bring_it_back() {
         })
         .await;
     }
+    assert_eq!(state(&sy.routes().await, a), ["up", "up"]);
 }
 
 /// The drain timeout a SIGTERM waits for is the one in force, not the one at startup: a reload

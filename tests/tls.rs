@@ -371,3 +371,122 @@ async fn basic_auth_on_the_https_vhost() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("tls-backend"), "{reply}");
 }
+
+/// Reads to the end: the bytes, and how it ended.
+async fn read_to_end<S: AsyncReadExt + Unpin>(stream: &mut S) -> (usize, std::io::Result<()>) {
+    let mut total = 0;
+    let mut buf = vec![0u8; 65536];
+    let end = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => total += n,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the stream ended");
+    (total, end)
+}
+
+/// Closes a TCP connection with a reset rather than a FIN.
+fn reset(stream: &TcpStream) {
+    socket2::SockRef::from(stream)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_tunnel_of_an_upgrade_over_https_passes_resets_on_both_ways() {
+    let dir = temp_dir("tls-tunnel-reset");
+    write_cert(&dir.join("default.pem"), &["ws.example.com"]);
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let file = dir.join("apps.json");
+    let tasks = vec![task("/ws", "ws.1", backend.local_addr().unwrap().port())];
+    let labels = json!({"HAPROXY_0_VHOST": "ws.example.com"});
+    write_apps(&file, vec![app("/ws", 0, labels, tasks)]);
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         [https]\nlisten = [\"{https}\"]\ndefault_cert = {:?}\n",
+        file.display().to_string(),
+        dir.join("default.pem").display().to_string(),
+    );
+    let sy = Switchyard::start("tls-tunnel-reset", &toml);
+    sy.wait_routes("the app", |r| r.to_string().contains("ws.example.com"))
+        .await;
+    let upgraded = || async {
+        let mut client = connect(https, "ws.example.com", &[b"http/1.1"]).await;
+        client
+            .write_all(
+                b"GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let (mut server, _) = tokio::time::timeout(DEADLINE, backend.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            server.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        server
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            client.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        (client, server)
+    };
+    let data = vec![5u8; 128 * 1024];
+
+    // The client resets mid-message: the backend sees a reset, not a complete message.
+    let (mut client, mut server) = upgraded().await;
+    client.write_all(&data).await.unwrap();
+    client.flush().await.unwrap();
+    reset(client.get_ref().0);
+    drop(client);
+    let (_, end) = read_to_end(&mut server).await;
+    let error = end.expect_err("a reset, not a clean end");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+
+    // The backend resets mid-message: the client's connection is reset (not ended, with or
+    // without close_notify).
+    let (mut client, mut server) = upgraded().await;
+    server.write_all(&data).await.unwrap();
+    reset(&server);
+    drop(server);
+    let (_, end) = read_to_end(&mut client).await;
+    let error = end.expect_err("an error, not a clean end");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+
+    // A clean close both ways stays clean and complete: close_notify to the client.
+    let (mut client, mut server) = upgraded().await;
+    client.write_all(&data).await.unwrap();
+    client.shutdown().await.unwrap();
+    let (got, end) = read_to_end(&mut server).await;
+    assert!(end.is_ok() && got == data.len(), "{got} bytes, {end:?}");
+    server.write_all(&data).await.unwrap();
+    server.shutdown().await.unwrap();
+    let (got, end) = read_to_end(&mut client).await;
+    assert!(end.is_ok() && got == data.len(), "{got} bytes, {end:?}");
+
+    wait_for("no active backend connection", || async {
+        let active = sy
+            .metric("switchyard_backend_active_connections", &[])
+            .await;
+        (active == 0.0).then_some(())
+    })
+    .await;
+}

@@ -336,18 +336,7 @@ async fn the_udp_session_table_is_bounded_and_sessions_expire() {
 /// the tasks. A `udp,tcp` port gets both.
 #[tokio::test]
 async fn udp_service_ports_relay_both_ways_and_reply_from_the_service_port() {
-    let mut ports = Vec::new();
-    for name in ["u1", "u2"] {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        ports.push(socket.local_addr().unwrap().port());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-                let reply = [name.as_bytes(), b":", &buf[..n]].concat();
-                let _ = socket.send_to(&reply, peer).await;
-            }
-        });
-    }
+    let ports = [named_udp_backend("u1").await, named_udp_backend("u2").await];
     let marathon = Marathon::start().await;
     let (service_port, both_port) = (free_port(), free_port());
     let tasks = ports
@@ -436,4 +425,217 @@ async fn udp_service_ports_relay_both_ways_and_reply_from_the_service_port() {
         answered_by.insert(first.unwrap());
     }
     assert_eq!(answered_by.len(), 2, "flows spread: {answered_by:?}");
+}
+
+/// A UDP backend that answers every datagram with `name:` and the datagram; returns its port.
+async fn named_udp_backend(name: &'static str) -> u16 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            let reply = [name.as_bytes(), b":", &buf[..n]].concat();
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    port
+}
+
+/// One datagram from `socket` to `to`; the name of the backend that answered within 200 ms.
+async fn udp_ask(socket: &tokio::net::UdpSocket, to: SocketAddr, msg: &str) -> Option<String> {
+    socket.send_to(msg.as_bytes(), to).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let wait = std::time::Duration::from_millis(200);
+    match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, from))) if from == to => {
+            let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (backend, echoed) = reply.split_once(':')?;
+            (echoed == msg).then(|| backend.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Switchyard serving one `udp` app on a service port with these tasks and labels.
+async fn udp_service(
+    name: &str,
+    backends: &[u16],
+    labels: Value,
+    vip_settings: &str,
+) -> (Switchyard, Marathon, SocketAddr) {
+    let marathon = Marathon::start().await;
+    let service_port = free_port();
+    let tasks = backends
+        .iter()
+        .enumerate()
+        .map(|(i, p)| task("/udp", &format!("udp.{i}"), *p))
+        .collect();
+    let mut a = app("/udp", service_port, labels, tasks);
+    a["portDefinitions"][0]["protocol"] = json!("udp");
+    marathon.set_apps(vec![a]);
+    let config = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         [vip]\n{vip_settings}\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start(name, &config);
+    sy.wait_routes("udp service port", |r| {
+        r["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["app_id"] == "udp:/udp")
+    })
+    .await;
+    let listen = local(service_port);
+    // The listener opens right after the swap: wait for a first answer.
+    let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    wait_for("the UDP service port answers", || async {
+        udp_ask(&probe, listen, "first").await
+    })
+    .await;
+    (sy, marathon, listen)
+}
+
+/// `HAPROXY_0_BALANCE=source` on a UDP service port: every flow of a client address lands on the
+/// same backend, whatever its source port and across sessions, while different clients spread.
+#[tokio::test]
+async fn a_udp_clients_flows_stay_on_one_backend_under_source_hashing() {
+    let backends = [named_udp_backend("a").await, named_udp_backend("b").await];
+    let (_sy, _marathon, listen) = udp_service(
+        "udp-source",
+        &backends,
+        json!({"HAPROXY_0_BALANCE": "source"}),
+        "",
+    )
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for client in 2..34u8 {
+        let ip = format!("127.0.3.{client}");
+        let mut first: Option<String> = None;
+        // Four flows from four source ports of the same address.
+        for flow in 0..4 {
+            let socket = tokio::net::UdpSocket::bind(format!("{ip}:0"))
+                .await
+                .unwrap();
+            let msg = format!("{ip} flow {flow}");
+            let backend = wait_for("a reply", || udp_ask(&socket, listen, &msg)).await;
+            assert_eq!(
+                first.get_or_insert_with(|| backend.clone()),
+                &backend,
+                "{ip}: every flow on one backend"
+            );
+        }
+        seen.insert(first.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "clients spread over both backends: {seen:?}");
+}
+
+/// A UDP backend whose port is closed answers with ICMP port unreachable: each such answer is a
+/// failed connect, five in a row eject it, and new flows go to the live backend only.
+#[tokio::test]
+async fn a_dead_udp_backend_is_skipped_after_its_icmp_errors() {
+    let live = named_udp_backend("live").await;
+    let dead = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let (sy, _marathon, listen) = udp_service(
+        "udp-icmp",
+        &[live, dead],
+        json!({}),
+        "udp_idle_timeout = \"30s\"",
+    )
+    .await;
+    // Each new flow is a new session; the dead backend's share is lost until it is ejected, then
+    // twenty new flows in a row are answered.
+    let mut answered_in_a_row = 0;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    for flow in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new flows answered by the live backend only"
+        );
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        match udp_ask(&socket, listen, &format!("flow {flow}")).await {
+            Some(backend) => {
+                assert_eq!(backend, "live");
+                answered_in_a_row += 1;
+            }
+            None => answered_in_a_row = 0,
+        }
+        if answered_in_a_row >= 20 {
+            break;
+        }
+    }
+    let dead_label = format!("127.0.0.1:{dead}");
+    assert!(
+        sy.metric("switchyard_backend_ejections", &[&dead_label])
+            .await
+            >= 1.0,
+        "the dead backend was ejected"
+    );
+    assert!(
+        sy.metric("switchyard_backend_connect_failures", &[&dead_label])
+            .await
+            >= 5.0
+    );
+    let live_label = format!("127.0.0.1:{live}");
+    assert_eq!(
+        sy.metric("switchyard_backend_ejections", &[&live_label])
+            .await,
+        0.0
+    );
+}
+
+/// A flood of source ports against a UDP service port: the session table holds
+/// `vip.udp_max_sessions`, new flows past it are dropped, a flow that was there keeps being
+/// answered through the flood, and once the flood's sessions expire new flows are served again.
+#[tokio::test]
+async fn a_flood_of_udp_flows_is_bounded_by_the_session_table() {
+    let backend = named_udp_backend("echo").await;
+    let (_sy, _marathon, listen) = udp_service(
+        "udp-flood",
+        &[backend],
+        json!({}),
+        "udp_idle_timeout = \"1s\"\nudp_max_sessions = 8",
+    )
+    .await;
+    let kept = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    wait_for("the kept flow answers", || udp_ask(&kept, listen, "kept")).await;
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(b"flood", listen).await.unwrap();
+        flood.push(socket);
+        if flood.len() % 50 == 0 {
+            // The flow that was there is still answered.
+            assert_eq!(
+                udp_ask(&kept, listen, "kept").await.as_deref(),
+                Some("echo"),
+                "an existing flow through the flood"
+            );
+        }
+    }
+    // At most the table's size of the flood's flows got a session (the probe's and the kept
+    // flow's sessions may still hold two places).
+    let mut answered = 0;
+    let mut buf = vec![0u8; 64];
+    for socket in &flood {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(std::time::Duration::from_millis(20), socket.recv(&mut buf)).await
+        {
+            answered += 1;
+        }
+    }
+    assert!(
+        answered <= 8,
+        "{answered} flood flows answered over a table of 8"
+    );
+    // The flood stops; its sessions expire and a new flow is served.
+    let late = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    wait_for("a new flow after the flood", || {
+        udp_ask(&late, listen, "late")
+    })
+    .await;
 }

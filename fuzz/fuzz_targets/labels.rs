@@ -1,8 +1,10 @@
-//! Outside text that becomes routing input: Host headers, VIP labels, address blocks, DNS labels.
+//! Outside text that becomes routing input: Host headers, VIP labels, address blocks, DNS labels,
+//! the edge labels (`SWITCHYARD_{n}_…`: limits, timeouts, header rules, pages).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use switchyard::cluster::names::{LabelRule, label};
 use switchyard::routing::cidr::Cidr;
+use switchyard::routing::edge;
 use switchyard::routing::vhosts::host_key;
 use switchyard::routing::vip;
 
@@ -15,5 +17,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = vip::VipRange::parse(text);
         let _ = label(text, LabelRule::Rfc1123);
         let _ = label(text, LabelRule::Rfc952);
+        let _ = edge::rate(text);
+        // `KEY=value`: one edge label of port 0.
+        let (key, value) = text.split_once('=').unwrap_or((text, ""));
+        let labels = [(format!("SWITCHYARD_0_{key}"), value.to_string())]
+            .into_iter()
+            .collect();
+        let _ = edge::read(&labels, 0);
     }
 });

@@ -5,13 +5,17 @@
 //!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
 //! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`;
 //! - the live table: `/v1/routes`, `/v1/swaps`, `/v1/explain?host=H&path=P` or `?port=N`;
-//! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `POST /v1/reload`, marathon-lb's
+//! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `PUT`/`DELETE
+//!   /v1/apps/{app id}/maintenance`, `POST /v1/reload`, marathon-lb's
 //!   `/_mlb_signal/hup` (a full resync);
+//! - the dashboard's way in (`session`): `POST /v1/login` (the token for a session cookie),
+//!   `GET /v1/session` (the session's CSRF token), `POST /v1/logout`;
 //! - marathon-lb's maps: `/_haproxy_getvhostmap`, `/_haproxy_getappmap`;
 //! - Mesos-DNS's API (`dns::http_api`): `/v1/hosts/{name}`, `/v1/services/{name}`,
 //!   `/v1/config`, `/v1/enumerate`.
 
 mod mlb;
+pub mod session;
 mod views;
 
 use std::collections::BTreeMap;
@@ -39,6 +43,10 @@ pub struct Admin {
     /// `Authorization: Bearer {token}` is required (see [`Admin::authorized`]); `None`: no
     /// token configured, so changes are refused and only loopback is served.
     pub token: Option<String>,
+    /// Dashboard logins: the token exchanged for a session cookie (see [`session`]).
+    pub sessions: session::Sessions,
+    /// `admin.loopback_reads_open`: on a loopback listener, reads need no token.
+    pub loopback_reads_open: bool,
     /// Asks the discovery source for a full resync (`/_mlb_signal/hup`).
     pub resync: Arc<tokio::sync::Notify>,
     pub commands: tokio::sync::mpsc::Sender<crate::reconciler::Command>,
@@ -73,8 +81,9 @@ impl Admin {
         }
     }
 
-    /// Health and readiness are open to probes; reading needs the token when the listener is
-    /// reachable beyond loopback; changing always needs it.
+    /// Health and readiness are open to probes; reading needs the token (or a session) when the
+    /// listener is reachable beyond loopback; changing always does, and a change made with a
+    /// session cookie needs its CSRF token and a same-origin `Origin` too.
     fn authorized(&self, req: &Request<Incoming>, loopback: bool) -> Option<Response<Full<Bytes>>> {
         let path = req.uri().path();
         // marathon-lb's signals answer any method; with a token configured they need it, as
@@ -86,7 +95,9 @@ impl Admin {
             path,
             "/healthz" | "/readyz" | "/_haproxy_health_check" | "/v1/version"
         );
-        if !change && (probe || loopback) {
+        // The dashboard page itself holds no data: it is what shows the login form.
+        let page = matches!(path, "/" | "/dashboard");
+        if !change && (probe || page || (loopback && self.loopback_reads_open)) {
             return None;
         }
         let Some(token) = &self.token else {
@@ -101,23 +112,136 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         // Compared in constant time: the token is a secret.
-        let matches = presented.is_some_and(|p| {
-            p.len() == token.len()
-                && p.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
-        if matches {
-            None
-        } else {
-            let mut r = text(StatusCode::UNAUTHORIZED, "bearer token required\n".into());
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            Some(r)
+        if presented.is_some_and(|p| session::same_secret(p, token)) {
+            return None;
         }
+        if let Some(s) = session::cookie_id(req.headers())
+            .and_then(|id| self.sessions.find(id, std::time::Instant::now()))
+        {
+            if !change {
+                return None;
+            }
+            // A cookie goes with every request the browser makes: a change also needs proof
+            // that this origin's page made it.
+            if session::same_origin(req.headers()) != Some(true) {
+                return Some(text(
+                    StatusCode::FORBIDDEN,
+                    "cross-origin change refused (Origin must name this host)\n".into(),
+                ));
+            }
+            let csrf = req
+                .headers()
+                .get(session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if csrf.is_some_and(|c| session::same_secret(c, &s.csrf)) {
+                return None;
+            }
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "missing or wrong X-CSRF-Token\n".into(),
+            ));
+        }
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "bearer token or session required (the dashboard: log in at /)\n".into(),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Some(r)
+    }
+
+    /// `POST /v1/login` with `{"token": "..."}`: a session cookie and the session's CSRF token.
+    async fn login(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
+        }
+        // A login from another site's page would log the browser in as us (login CSRF).
+        if session::same_origin(req.headers()) == Some(false) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "cross-origin login refused (Origin must name this host)\n".into(),
+            );
+        }
+        let Some(token) = &self.token else {
+            return text(
+                StatusCode::FORBIDDEN,
+                "no admin.token_file is set: nothing to log in with\n".into(),
+            );
+        };
+        let secure = session::over_tls(req.headers());
+        let body = http_body_util::Limited::new(req.into_body(), 4096);
+        let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "body unreadable or over 4 KiB\n".into(),
+            );
+        };
+        #[derive(serde::Deserialize)]
+        struct Login {
+            token: String,
+        }
+        let Ok(login) = serde_json::from_slice::<Login>(&body) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected {\"token\": \"...\"}\n".into(),
+            );
+        };
+        if !session::same_secret(login.token.trim(), token) {
+            return text(StatusCode::UNAUTHORIZED, "wrong token\n".into());
+        }
+        let Some(s) = self.sessions.create(std::time::Instant::now()) else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no random session id available\n".into(),
+            );
+        };
+        let mut r = json_response(
+            StatusCode::OK,
+            serde_json::json!({"csrf_token": s.csrf, "expires_unix_ms": s.expires_unix_ms}),
+        );
+        let cookie = session::set_cookie(Some((&s, self.sessions.ttl())), secure);
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            header::HeaderValue::from_str(&cookie).expect("hex and ASCII"),
+        );
+        r
+    }
+
+    /// `GET /v1/session`: the cookie's session (its CSRF token, for a reloaded page), or 401.
+    fn session(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        match session::cookie_id(req.headers())
+            .and_then(|id| self.sessions.find(id, std::time::Instant::now()))
+        {
+            Some(s) => json_response(
+                StatusCode::OK,
+                serde_json::json!({"csrf_token": s.csrf, "expires_unix_ms": s.expires_unix_ms}),
+            ),
+            None => json_response(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "no session", "login": self.token.is_some()}),
+            ),
+        }
+    }
+
+    /// `POST /v1/logout` (authorized as a change: the session's CSRF token): ends the session
+    /// and clears the cookie.
+    fn logout(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
+        }
+        if let Some(id) = session::cookie_id(req.headers()) {
+            self.sessions.remove(id);
+        }
+        let mut r = text(StatusCode::OK, "logged out\n".into());
+        let cookie = session::set_cookie(None, session::over_tls(req.headers()));
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            header::HeaderValue::from_str(&cookie).expect("ASCII"),
+        );
+        r
     }
 
     /// Re-reads the configuration: 200 with what applied, 400 with why it was refused.
@@ -146,7 +270,7 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
-        const EXACT: [&str; 16] = [
+        const EXACT: [&str; 19] = [
             "/_haproxy_health_check",
             "/_haproxy_getvhostmap",
             "/_haproxy_getappmap",
@@ -163,11 +287,15 @@ impl Admin {
             "/v1/version",
             "/v1/config",
             "/v1/enumerate",
+            "/v1/login",
+            "/v1/logout",
+            "/v1/session",
         ];
-        const PREFIXES: [(&str, &str); 3] = [
+        const PREFIXES: [(&str, &str); 4] = [
             ("/v1/hosts/", "/v1/hosts"),
             ("/v1/services/", "/v1/services"),
             ("/v1/routes/", "/v1/routes/weights"),
+            ("/v1/apps/", "/v1/apps/maintenance"),
         ];
         let path = req.uri().path();
         let endpoint = EXACT
@@ -184,8 +312,18 @@ impl Admin {
             .admin_requests
             .get_or_create(&crate::metrics::PathLabels { path: endpoint })
             .inc();
+        // Logging in is how a browser gets authorized; reading one's own session needs only
+        // its cookie.
+        match path {
+            "/v1/login" => return self.login(req).await,
+            "/v1/session" => return self.session(&req),
+            _ => {}
+        }
         if let Some(refused) = self.authorized(&req, loopback) {
             return refused;
+        }
+        if req.uri().path() == "/v1/logout" {
+            return self.logout(&req);
         }
         if let Some(route) = req
             .uri()
@@ -195,6 +333,15 @@ impl Admin {
         {
             let route = percent_decode(route);
             return self.weights(req, route).await;
+        }
+        if let Some(app) = req
+            .uri()
+            .path()
+            .strip_prefix("/v1/apps/")
+            .and_then(|r| r.strip_suffix("/maintenance"))
+        {
+            let app = format!("/{}", percent_decode(app).trim_start_matches('/'));
+            return self.maintenance(req.method(), app).await;
         }
         if req.uri().path() == "/v1/reload" {
             if req.method() != Method::POST {
@@ -258,9 +405,19 @@ impl Admin {
             }
             "/" | "/dashboard" => {
                 let mut r = text(StatusCode::OK, DASHBOARD.to_string());
-                r.headers_mut().insert(
+                let h = r.headers_mut();
+                h.insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                // It can change weights: no other site may frame it (clickjacking).
+                h.insert(
+                    header::X_FRAME_OPTIONS,
+                    header::HeaderValue::from_static("DENY"),
+                );
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    header::HeaderValue::from_static("frame-ancestors 'none'"),
                 );
                 r
             }
@@ -290,10 +447,12 @@ impl Admin {
             "/v1/routes" => {
                 let snapshot = self.store.load_full();
                 let failures = self.bind_failures.lock().unwrap().clone();
+                let draining = self.status.draining.lock().unwrap().clone();
                 let body = serde_json::to_string_pretty(&views::routes(
                     &snapshot,
                     &failures,
                     &self.status,
+                    &draining,
                 ))
                 .expect("routes serialize");
                 let mut r = text(StatusCode::OK, body + "\n");
@@ -323,6 +482,34 @@ impl Admin {
 }
 
 impl Admin {
+    /// `PUT /v1/apps/{app id}/maintenance` puts an app in maintenance (its HTTP requests are
+    /// answered 503 with its page, its routes kept); `DELETE` takes it out. Answers once the
+    /// new table is live.
+    async fn maintenance(&self, method: &Method, app: String) -> Response<Full<Bytes>> {
+        let on = match *method {
+            Method::PUT | Method::POST => true,
+            Method::DELETE => false,
+            _ => return text(StatusCode::METHOD_NOT_ALLOWED, "PUT or DELETE\n".into()),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = crate::reconciler::Command::SetMaintenance {
+            app: app.into(),
+            on,
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
+            Ok(Ok(Ok(()))) => text(StatusCode::OK, "ok\n".into()),
+            Ok(Ok(Err(e))) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+            _ => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not applied in time\n".into(),
+            ),
+        }
+    }
+
     /// `PUT /v1/routes/{route}/weights` with `{"app id": weight, …}` sets a route's weights
     /// (apps left out get 0); `DELETE` clears them. Answers once the new table is live.
     async fn weights(&self, req: Request<Incoming>, route: String) -> Response<Full<Bytes>> {
@@ -392,6 +579,20 @@ pub(super) fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON answer about a session (it may hold its CSRF token): never cached.
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = text(status, body.to_string() + "\n");
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::percent_decode;
+use crate::backends::{BackendKey, BackendState};
 use crate::reconciler::Status;
 use crate::routing::{Balance, Mode, Problem};
 use crate::snapshot::Snapshot;
@@ -22,6 +23,8 @@ pub(super) struct RoutesView<'a> {
     source_connected: bool,
     last_sync_unix_ms: u64,
     services: Vec<ServiceView<'a>>,
+    /// Draining backends of services no longer in the table.
+    draining: Vec<DrainingView<'a>>,
     routes: Vec<RouteView<'a>>,
     /// The source's failure first (`source`, `severity: error`, `reason`), then the table's
     /// problems (`app_id`, `port_index`, `severity`, `reason`).
@@ -70,21 +73,93 @@ struct ServiceView<'a> {
     listener: String,
     vhosts: &'a [String],
     backends: Vec<BackendView<'a>>,
+    /// Backends that left this service and still drain (see `BackendView::state`).
+    draining: Vec<BackendView<'a>>,
     /// Tasks of the app that get no traffic, and why.
     held_back: Vec<HeldBackView<'a>>,
-    /// PROXY protocol to the backends, TLS passthrough, TLS to the backends, client CA; only
-    /// when one is set.
+    /// Its edge labels in effect, when any: the HTTP part (limits, timeouts, header rules,
+    /// pages, maintenance) and the connection part (PROXY protocol to the backends, TLS
+    /// passthrough, TLS to the backends, client CA), each only when set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    edge: Option<&'a crate::routing::edge_labels::EdgeLabels>,
+    edge: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
 struct BackendView<'a> {
+    /// Empty (left out) for a draining backend: its task is gone.
+    #[serde(skip_serializing_if = "str::is_empty")]
     task_id: &'a str,
     address: SocketAddr,
     active: usize,
     /// Connections (TCP) or requests (HTTP) sent to it so far: the dashboard's live split.
     total: u64,
+    /// `up`; `down` (failing active health checks); `ejected` (an outlier, until
+    /// `ejected_until_unix_ms`); `draining` (left the table, cut at `drain_until_unix_ms`).
+    state: &'static str,
+    /// Wall-clock end of the current outlier ejection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ejected_until_unix_ms: Option<u64>,
+    /// Wall-clock end of the drain: open connections are cut then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_until_unix_ms: Option<u64>,
+    /// Active health probes failed in a row (0 after a pass, or without checks).
+    health_failures: u32,
+    /// Times ejected as an outlier so far.
+    ejections: u64,
+    /// Failed connects plus 5xx answers so far.
+    errors: u64,
+    connect_failures: u64,
+    responses_5xx: u64,
+}
+
+impl<'a> BackendView<'a> {
+    /// Read from the backend's counters and atomics: no lock on the proxy's path.
+    fn new(task_id: &'a str, st: &BackendState) -> BackendView<'a> {
+        let now = SystemTime::now();
+        let ejected_until_unix_ms = st.outlier.ejected_for().map(|left| unix_ms(now + left));
+        let drain_until_unix_ms = st.drain_deadline().map(|deadline| {
+            unix_ms(now + deadline.saturating_duration_since(tokio::time::Instant::now()))
+        });
+        let state = if drain_until_unix_ms.is_some() {
+            "draining"
+        } else if ejected_until_unix_ms.is_some() {
+            "ejected"
+        } else if st.health.is_down() {
+            "down"
+        } else {
+            "up"
+        };
+        let connect_failures = st.metrics.connect_failures.get();
+        let responses_5xx = st.metrics.responses(5);
+        BackendView {
+            task_id,
+            address: st.addr,
+            active: st.active(),
+            total: st.metrics.connections.get(),
+            state,
+            ejected_until_unix_ms,
+            drain_until_unix_ms,
+            health_failures: st.health.failures(),
+            ejections: st.metrics.ejections.get(),
+            errors: connect_failures + responses_5xx,
+            connect_failures,
+            responses_5xx,
+        }
+    }
+}
+
+/// A backend that left the table and still drains, under the service it belonged to.
+#[derive(Serialize)]
+struct DrainingView<'a> {
+    app_id: &'a str,
+    port_index: usize,
+    #[serde(flatten)]
+    backend: BackendView<'a>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Serialize)]
@@ -93,21 +168,95 @@ struct HeldBackView<'a> {
     reason: &'a str,
 }
 
+/// A service's edge settings, as `/v1/routes` shows them: the HTTP part's keys and the
+/// connection part's (`edge_labels`) in one object, each part only when set; `None` when
+/// neither is.
+fn edge_view(
+    edge: &crate::routing::edge::Edge,
+    connection: &crate::routing::edge_labels::EdgeLabels,
+    limits: Option<&std::sync::Arc<crate::backends::limits::AppLimits>>,
+) -> Option<serde_json::Value> {
+    let http = http_edge_view(edge, limits);
+    if *connection == Default::default() {
+        return http;
+    }
+    let mut view = http.unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if let (Some(view), Ok(serde_json::Value::Object(connection))) =
+        (view.as_object_mut(), serde_json::to_value(connection))
+    {
+        view.extend(connection);
+    }
+    Some(view)
+}
+
+/// The HTTP part of a service's edge settings (`routing::edge`); `None` when it has none.
+fn http_edge_view(
+    edge: &crate::routing::edge::Edge,
+    limits: Option<&std::sync::Arc<crate::backends::limits::AppLimits>>,
+) -> Option<serde_json::Value> {
+    use serde_json::json;
+    if *edge == crate::routing::edge::Edge::default() {
+        return None;
+    }
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    let pages: Vec<u16> = [502, 503, 504]
+        .into_iter()
+        .filter(|s| edge.pages.get(*s).is_some())
+        .collect();
+    Some(json!({
+        "rate_limit": edge.rate.as_ref().map(|r| json!({
+            "rate": r.text,
+            "burst": r.burst,
+            "by": if r.per_client { "client" } else { "app" },
+        })),
+        "max_concurrent_requests": edge.max_concurrent,
+        "max_pending_requests": edge.max_pending,
+        "in_flight": limits.filter(|_| edge.max_concurrent.is_some()).map(|l| l.in_flight()),
+        "connect_timeout_ms": ms(edge.timeouts.connect),
+        "response_timeout_ms": ms(edge.timeouts.response),
+        "tunnel_timeout_ms": ms(edge.timeouts.tunnel),
+        "request_header_rules": edge.request_headers.remove.len() + edge.request_headers.add.len(),
+        "response_header_rules": edge.response_headers.remove.len() + edge.response_headers.add.len(),
+        "error_pages": pages,
+        "maintenance": edge.maintenance,
+    }))
+}
+
 pub(super) fn routes<'a>(
     snapshot: &'a Snapshot,
     failures: &BTreeMap<SocketAddr, String>,
     status: &Status,
+    draining: &'a [(BackendKey, std::sync::Arc<BackendState>)],
 ) -> RoutesView<'a> {
-    let unix_ms = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+    // Drained ones with no connection left are forgotten at the next swap: not shown.
+    let draining: Vec<_> = draining
+        .iter()
+        .filter(|(_, st)| {
+            st.active() > 0
+                || st
+                    .drain_deadline()
+                    .is_some_and(|d| d > tokio::time::Instant::now())
+        })
+        .collect();
+    let draining_of = |key: &crate::routing::ServiceKey| -> Vec<BackendView<'a>> {
+        draining
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|(_, st)| BackendView::new("", st))
+            .collect()
     };
     let services = snapshot
         .table
         .services
         .iter()
         .zip(&snapshot.states)
-        .map(|(s, states)| ServiceView {
+        .enumerate()
+        .map(|(i, (s, states))| ServiceView {
+            edge: edge_view(
+                &s.edge,
+                &s.connection,
+                snapshot.limits.get(i).and_then(Option::as_ref),
+            ),
             app_id: &s.key.app_id,
             port_index: s.key.port_index,
             listen: s.listen,
@@ -120,18 +269,13 @@ pub(super) fn routes<'a>(
                     .map_or_else(|| "open".to_string(), |e| format!("bind failed: {e}")),
             },
             vhosts: &s.vhosts,
-            edge: Some(&s.edge).filter(|e| **e != Default::default()),
             backends: s
                 .backends
                 .iter()
                 .zip(states)
-                .map(|(b, st)| BackendView {
-                    task_id: &b.task_id,
-                    address: b.addr,
-                    active: st.active(),
-                    total: st.metrics.connections.get(),
-                })
+                .map(|(b, st)| BackendView::new(&b.task_id, st))
                 .collect(),
+            draining: draining_of(&s.key),
             held_back: s
                 .held_back
                 .iter()
@@ -175,7 +319,17 @@ pub(super) fn routes<'a>(
                 .collect(),
         })
         .collect();
+    let draining = draining
+        .iter()
+        .filter(|((k, _), _)| !table.services.iter().any(|s| s.key == *k))
+        .map(|((k, _), st)| DrainingView {
+            app_id: &k.app_id,
+            port_index: k.port_index,
+            backend: BackendView::new("", st),
+        })
+        .collect();
     RoutesView {
+        draining,
         routes,
         generation: snapshot.generation,
         created_unix_ms: unix_ms(snapshot.created),

@@ -15,6 +15,11 @@ impl Health {
         self.down.load(Ordering::Relaxed)
     }
 
+    /// Failed probes in a row (0 after a pass).
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     /// Records a probe; returns the new state when it changed.
     pub fn record(&self, passed: bool, max_failures: u32) -> Option<bool> {
         if passed {

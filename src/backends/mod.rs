@@ -7,6 +7,7 @@
 //! and its open connections are cut once the drain timeout passes.
 
 pub mod health;
+pub mod limits;
 pub mod outlier;
 
 use std::collections::HashMap;
@@ -70,6 +71,11 @@ impl BackendMetrics {
                 })
                 .clone(),
         }
+    }
+
+    /// Responses of a status class (`1`..=`5`) so far.
+    pub fn responses(&self, class: usize) -> u64 {
+        self.responses[class.clamp(1, 5) - 1].get()
     }
 
     pub fn response(&self, status: http::StatusCode) {
@@ -207,6 +213,7 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
     verdicts: Arc<tokio::sync::Notify>,
+    limits: limits::LimitStates,
 }
 
 impl Registry {
@@ -217,7 +224,14 @@ impl Registry {
             metrics,
             drain_timeout,
             verdicts: Arc::default(),
+            limits: limits::LimitStates::default(),
         }
+    }
+
+    /// The request-limit states of `table`'s services, in table order (`None`: no limit),
+    /// carried over from the last table while an app's limits stay the same.
+    pub fn attach_limits(&mut self, table: &RoutingTable) -> Vec<Option<Arc<limits::AppLimits>>> {
+        self.limits.attach(table, &self.metrics)
     }
 
     /// Notified when any backend's verdict flips (see [`BackendState::verdict_changed`]).
@@ -273,6 +287,18 @@ impl Registry {
 
     pub fn draining(&self) -> usize {
         self.draining.len()
+    }
+
+    /// The backends that left the table and still drain, with their service, for the admin
+    /// API (read off the hot path, after a swap).
+    pub fn draining_states(&self) -> Vec<(BackendKey, Arc<BackendState>)> {
+        let mut out: Vec<_> = self
+            .draining
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     fn undrain(&mut self, key: &BackendKey) -> Option<Arc<BackendState>> {

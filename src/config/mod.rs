@@ -191,6 +191,41 @@ pub struct Http {
     /// Clients whose X-Forwarded-For and X-Forwarded-Proto are kept (extended); anyone else's
     /// are replaced. Address blocks.
     pub trusted_proxies: Vec<String>,
+    /// Files whose contents answer 502, 503 and 504 for apps without a page of their own
+    /// (`SWITCHYARD_{n}_ERROR_PAGE_*`); at most 64 KiB each, read at start and on reload.
+    pub error_page_502: Option<PathBuf>,
+    pub error_page_503: Option<PathBuf>,
+    pub error_page_504: Option<PathBuf>,
+    /// Their content type.
+    pub error_page_content_type: String,
+    /// The pages read from those files.
+    #[serde(skip)]
+    pub error_pages: crate::routing::edge::ErrorPages,
+}
+
+impl Http {
+    /// The default error pages, read from their files (bounded).
+    fn read_error_pages(&self) -> Result<crate::routing::edge::ErrorPages, String> {
+        let mut pages = crate::routing::edge::ErrorPages::default();
+        for (status, path) in [
+            (502, &self.error_page_502),
+            (503, &self.error_page_503),
+            (504, &self.error_page_504),
+        ] {
+            let Some(path) = path else { continue };
+            let key = format!("http.error_page_{status}");
+            let limit = crate::routing::edge::MAX_PAGE_BYTES as u64;
+            let file = std::fs::File::open(path)
+                .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut body)
+                .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+            pages
+                .set(status, &body, &self.error_page_content_type)
+                .map_err(|e| format!("{key} {}: {e}", path.display()))?;
+        }
+        Ok(pages)
+    }
 }
 
 impl Default for Http {
@@ -205,6 +240,11 @@ impl Default for Http {
             max_headers: 100,
             proxy_protocol_from: Vec::new(),
             trusted_proxies: Vec::new(),
+            error_page_502: None,
+            error_page_503: None,
+            error_page_504: None,
+            error_page_content_type: crate::routing::edge::DEFAULT_PAGE_TYPE.into(),
+            error_pages: Default::default(),
         }
     }
 }
@@ -273,6 +313,84 @@ pub struct Dns {
     pub healthy_only: bool,
     /// TTL of those names' records, in seconds.
     pub healthy_ttl: u32,
+    /// Response rate limiting of UDP answers per client prefix (`[dns.rrl]`); off by default.
+    pub rrl: Rrl,
+    /// PTR records for task and VIP addresses (`in-addr.arpa`, `ip6.arpa`); off by default.
+    pub ptr: bool,
+    /// Upstreams per domain suffix (Mesos-DNS's `zoneResolvers`): names under a suffix are
+    /// relayed to its upstreams instead of `upstreams`; the longest suffix wins.
+    pub zone_resolvers: std::collections::BTreeMap<String, Vec<SocketAddr>>,
+}
+
+/// `[dns.rrl]`: response rate limiting (see `crate::dns::rrl`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rrl {
+    /// Answers of one kind per client prefix per second; 0: off.
+    pub responses_per_second: u32,
+    /// How long a client that kept asking too fast stays limited after it stops (BIND's window).
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Every `slip`-th limited answer is sent truncated (TC) instead of dropped; 0: drop all.
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Buckets in the table (24 bytes each): the most client prefixes tracked at once.
+    pub table_size: usize,
+    /// Clients never limited (address blocks).
+    pub exempt: Vec<String>,
+}
+
+impl Default for Rrl {
+    fn default() -> Self {
+        Rrl {
+            responses_per_second: 0,
+            window: Duration::from_secs(15),
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            table_size: 65536,
+            exempt: Vec::new(),
+        }
+    }
+}
+
+impl Rrl {
+    /// The rate limiter's settings; `None` when off.
+    pub fn settings(&self) -> Result<Option<crate::dns::rrl::Settings>, String> {
+        if self.slip > 10 {
+            return Err(format!("dns.rrl.slip: {} (0 to 10)", self.slip));
+        }
+        if self.ipv4_prefix > 32 || self.ipv6_prefix > 128 {
+            return Err("dns.rrl: ipv4_prefix is at most 32, ipv6_prefix at most 128".into());
+        }
+        if !(1..=1 << 24).contains(&self.table_size) {
+            return Err(format!(
+                "dns.rrl.table_size: {} (1 to 16777216)",
+                self.table_size
+            ));
+        }
+        if self.window.as_secs() > 3600 {
+            return Err("dns.rrl.window: at most 1h".into());
+        }
+        let exempt = self
+            .exempt
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| format!("dns.rrl.exempt: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.responses_per_second == 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::dns::rrl::Settings {
+            responses_per_second: self.responses_per_second,
+            window: self.window.as_secs() as u32,
+            slip: self.slip,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+            table_size: self.table_size,
+            exempt,
+        }))
+    }
 }
 
 /// Loopback, the private ranges (RFC 1918, unique local fc00::/7) and link-local: the clients
@@ -301,6 +419,9 @@ impl Default for Dns {
             allow_recursion: DEFAULT_ALLOW_RECURSION.map(String::from).to_vec(),
             healthy_only: false,
             healthy_ttl: crate::zone::HealthyDns::default().ttl,
+            rrl: Rrl::default(),
+            ptr: false,
+            zone_resolvers: Default::default(),
         }
     }
 }
@@ -328,6 +449,47 @@ impl Dns {
             .collect()
     }
 
+    /// `zone_resolvers` as the server takes them: each suffix as a name, longest (most labels)
+    /// first, so the first that holds a name is the longest suffix of it. A suffix inside a
+    /// zone switchyard serves (`domain`; `l4lb.thisdcos.directory` with `vips`; the reverse
+    /// zones with `ptr`) is an error: those names are answered, never relayed.
+    pub fn zone_resolvers(
+        &self,
+        vips: bool,
+    ) -> Result<Vec<(hickory_proto::rr::LowerName, Vec<SocketAddr>)>, String> {
+        use hickory_proto::rr::{LowerName, Name};
+        let mut served = vec![format!("{}.", self.domain.trim_end_matches('.'))];
+        if vips {
+            served.push(format!("{}.", crate::routing::vip::VIP_DOMAIN));
+        }
+        if self.ptr {
+            served.extend(crate::zone::REVERSE_ZONES.map(String::from));
+        }
+        let served: Vec<LowerName> = served
+            .iter()
+            .filter_map(|z| Name::from_ascii(z).ok())
+            .map(|n| LowerName::new(&n))
+            .collect();
+        let mut out = Vec::new();
+        for (suffix, upstreams) in &self.zone_resolvers {
+            let fqdn = format!("{}.", suffix.trim_end_matches('.'));
+            let name = Name::from_ascii(&fqdn)
+                .map(|n| LowerName::new(&n))
+                .map_err(|e| format!("dns.zone_resolvers: {suffix:?} is not a domain name: {e}"))?;
+            if upstreams.is_empty() {
+                return Err(format!("dns.zone_resolvers: {suffix:?} has no upstreams"));
+            }
+            if let Some(zone) = served.iter().find(|zone| zone.zone_of(&name)) {
+                return Err(format!(
+                    "dns.zone_resolvers: {suffix:?} is inside the served zone {zone}: its names are answered, never relayed"
+                ));
+            }
+            out.push((name, upstreams.clone()));
+        }
+        out.sort_by_key(|(name, _)| std::cmp::Reverse(name.num_labels()));
+        Ok(out)
+    }
+
     /// What `compile` needs to build the zone; `None` when DNS is off.
     pub fn zone_config(&self) -> Option<ZoneConfig> {
         let listen = self.listen?;
@@ -346,7 +508,9 @@ impl Dns {
                 listen: Some(listen),
                 upstreams: self.upstreams.clone(),
                 upstream_timeout: self.upstream_timeout,
+                zone_resolvers: self.zone_resolvers.clone(),
             },
+            ptr: self.ptr,
             healthy: crate::zone::HealthyDns {
                 only: self.healthy_only,
                 ttl: self.healthy_ttl,
@@ -434,6 +598,13 @@ pub struct Admin {
     /// A file holding the bearer token the admin API requires: for everything but `/healthz`
     /// and `/readyz` when listening beyond loopback, and always for changes (weights).
     pub token_file: Option<PathBuf>,
+    /// How long a dashboard login (`POST /v1/login`: the token exchanged for a session cookie)
+    /// lasts.
+    #[serde(deserialize_with = "duration")]
+    pub session_ttl: Duration,
+    /// On a loopback `listen`, reads are open to every local client; `false` asks the token (or
+    /// a session) of them too, as beyond loopback (a shared host; the tests of the login).
+    pub loopback_reads_open: bool,
 }
 
 impl Default for Admin {
@@ -441,6 +612,8 @@ impl Default for Admin {
         Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_file: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            loopback_reads_open: true,
         }
     }
 }
@@ -545,6 +718,9 @@ impl Config {
             &mut config.https.default_cert,
             &mut config.admin.token_file,
             &mut config.runtime.upgrade_socket,
+            &mut config.http.error_page_502,
+            &mut config.http.error_page_503,
+            &mut config.http.error_page_504,
         ]
         .into_iter()
         .flatten()
@@ -559,6 +735,7 @@ impl Config {
             config.discovery.token_file = Some(base.join(token));
         }
         config.validate()?;
+        config.http.error_pages = config.http.read_error_pages()?;
         Ok(config)
     }
 
@@ -706,6 +883,24 @@ mod tests {
         assert!(err.contains("discovery.marathon"), "{err}");
         let err = Config::parse("", base).unwrap_err();
         assert!(err.contains("no source"), "{err}");
+        let err = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\nloopback_reads_open = false",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.loopback_reads_open"), "{err}");
+        let err = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\nsession_ttl = \"0s\"",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.session_ttl"), "{err}");
+        let ok = Config::parse(
+            "[discovery]\nfile = \"a\"\n[admin]\ntoken_file = \"t\"\nloopback_reads_open = false\nsession_ttl = \"30m\"",
+            base,
+        )
+        .unwrap();
+        assert_eq!(ok.admin.session_ttl, Duration::from_secs(1800));
     }
 
     #[test]
@@ -737,6 +932,74 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("dns.allow_recursion"), "{err}");
+    }
+
+    #[test]
+    fn rrl_and_zone_resolvers() {
+        let base = Path::new(".");
+        let parse =
+            |dns: &str| Config::parse(&format!("[discovery]\nfile = \"a.json\"\n{dns}"), base);
+        // Off by default.
+        let config = parse("[dns]").unwrap();
+        assert_eq!(config.dns.rrl.settings().unwrap(), None);
+        assert!(!config.dns.ptr);
+        let config = parse(
+            "[dns]\nptr = true\n[dns.rrl]\nresponses_per_second = 10\nwindow = \"5s\"\nslip = 3\nipv6_prefix = 48",
+        )
+        .unwrap();
+        let rrl = config.dns.rrl.settings().unwrap().unwrap();
+        assert_eq!(
+            (
+                rrl.responses_per_second,
+                rrl.window,
+                rrl.slip,
+                rrl.ipv4_prefix,
+                rrl.ipv6_prefix
+            ),
+            (10, 5, 3, 24, 48)
+        );
+        assert!(config.dns.ptr);
+        for (bad, key) in [
+            ("[dns.rrl]\nslip = 11", "dns.rrl.slip"),
+            ("[dns.rrl]\nipv4_prefix = 33", "ipv4_prefix"),
+            ("[dns.rrl]\nexempt = [\"x\"]", "dns.rrl.exempt"),
+            ("[dns.rrl]\ntable_size = 0", "dns.rrl.table_size"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        // Longest suffix first; the served zones are refused.
+        let config = parse(
+            "[dns.zone_resolvers]\n\"example.com\" = [\"127.0.0.1:5301\"]\n\"corp.example.com.\" = [\"127.0.0.1:5302\"]\n\"mesos.example\" = [\"127.0.0.1:5303\"]",
+        )
+        .unwrap();
+        let zones: Vec<String> = config
+            .dns
+            .zone_resolvers(false)
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(zones[0], "corp.example.com.");
+        for (bad, why) in [
+            ("\"mesos\" = [\"127.0.0.1:53\"]", "served zone"),
+            ("\"x.marathon.mesos\" = [\"127.0.0.1:53\"]", "served zone"),
+            ("\"example.com\" = []", "no upstreams"),
+        ] {
+            let err = parse(&format!("[dns.zone_resolvers]\n{bad}")).unwrap_err();
+            assert!(
+                err.contains("dns.zone_resolvers") && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+        // The reverse zones are served only with ptr; the VIP zone only with VIPs.
+        let rev = "[dns.zone_resolvers]\n\"10.in-addr.arpa\" = [\"127.0.0.1:53\"]";
+        parse(rev).unwrap();
+        let err = parse(&format!("[dns]\nptr = true\n{rev}")).unwrap_err();
+        assert!(err.contains("in-addr.arpa"), "{err}");
+        let vip = "[dns.zone_resolvers]\n\"l4lb.thisdcos.directory\" = [\"127.0.0.1:53\"]";
+        assert!(parse(vip).is_err(), "VIPs are on by default");
+        parse(&format!("[vip]\nenabled = false\n{vip}")).unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ impl Config {
             reserved: self.reserved_ports(),
             default_app: self.http.default_app.clone(),
             weight_overrides: Overrides::new(),
+            maintenance: Default::default(),
             vip: self.vip.settings(),
             health: health_policy(&self.health_checks),
             ip_per_task_ports: (
@@ -70,6 +71,7 @@ impl Config {
             max_connections: self.proxy.max_connections,
             max_idle_per_backend: self.proxy.max_idle_per_backend,
             drain_timeout: self.proxy.drain_timeout,
+            error_pages: self.http.error_pages.clone(),
             edge: self.edge_settings(),
         }
     }

@@ -96,6 +96,15 @@ impl Config {
                 "admin.listen: beyond loopback the admin API needs admin.token_file".into(),
             );
         }
+        if !self.admin.loopback_reads_open && self.admin.token_file.is_none() {
+            return Err(
+                "admin.loopback_reads_open = false: reads need a token, set admin.token_file"
+                    .into(),
+            );
+        }
+        if self.admin.session_ttl.is_zero() {
+            return Err("admin.session_ttl: must be > 0".into());
+        }
         if !matches!(self.health_checks.default.as_str(), "none" | "tcp" | "http") {
             return Err(format!(
                 "health_checks.default: {:?} (use none, tcp or http)",
@@ -150,6 +159,8 @@ impl Config {
             return Err("dns.upstream_timeout: must be > 0".into());
         }
         self.dns.allow_recursion()?;
+        self.dns.rrl.settings()?;
+        self.dns.zone_resolvers(self.vip.enabled)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {e}"))?;
         Ok(())

@@ -26,6 +26,8 @@ pub enum Outcome {
     /// upstreams. `limit` is the largest reply the client takes (UDP: 512, or its EDNS0 size;
     /// TCP: 65535).
     Forward {
+        /// The name asked, for the upstreams of its zone (`dns.zone_resolvers`).
+        name: LowerName,
         qtype: RecordType,
         limit: usize,
         /// `Some(DO bit)` when the client sent OPT.
@@ -93,7 +95,12 @@ pub fn answer(
                 (Transport::Tcp, _) => u16::MAX as usize,
             };
             let edns = request.edns.as_ref().map(|e| e.flags().dnssec_ok);
-            return Outcome::Forward { qtype, limit, edns };
+            return Outcome::Forward {
+                name,
+                qtype,
+                limit,
+                edns,
+            };
         }
         return error(ResponseCode::Refused);
     };
@@ -163,7 +170,7 @@ fn formerr(packet: &[u8], seen: edns::Seen, recursion: bool) -> Outcome {
 }
 
 /// Where the question ends when `packet` asks one question with an uncompressed name.
-fn plain_question(packet: &[u8]) -> Option<usize> {
+pub fn plain_question(packet: &[u8]) -> Option<usize> {
     if packet.get(4..6)? != [0, 1] {
         return None;
     }
@@ -187,8 +194,9 @@ fn records(node: &Node, qtype: RecordType) -> Vec<Record> {
         RecordType::SRV => node.srv.clone(),
         RecordType::NS => node.ns.clone(),
         RecordType::SOA => node.soa.iter().cloned().collect(),
+        RecordType::PTR => node.ptr.clone(),
         RecordType::ANY => {
-            let all = [&node.a, &node.aaaa, &node.srv, &node.ns];
+            let all = [&node.a, &node.aaaa, &node.srv, &node.ns, &node.ptr];
             let mut answers: Vec<Record> = all.into_iter().flatten().cloned().collect();
             answers.extend(node.soa.iter().cloned());
             answers
@@ -265,6 +273,27 @@ pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
     let mut response = response_to(&request, true);
     response.metadata.response_code = ResponseCode::ServFail;
     response.to_vec().ok()
+}
+
+/// `reply` cut to its header with TC set, the question (`question`: the query's header and
+/// question, when it has one plain question) and no records but an OPT (DO as asked) when the
+/// query had one (`edns`): the client asks again over TCP (RFC 2181 §9, RFC 7766). For relayed
+/// answers larger than the client takes, and for answers slipped by rate limiting.
+pub fn cut_to_question(reply: &[u8], question: Option<&[u8]>, edns: Option<bool>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(question.map_or(12, <[u8]>::len) + 11);
+    out.extend_from_slice(&reply[..4]);
+    out[2] |= 0x02;
+    let questions = u16::from(question.is_some());
+    for count in [questions, 0, 0, u16::from(edns.is_some())] {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    if let Some(q) = question {
+        out.extend_from_slice(&q[12..]);
+    }
+    if let Some(dnssec_ok) = edns {
+        out.extend_from_slice(&edns::opt_record(ADVERTISED_PAYLOAD, 0, dnssec_ok));
+    }
+    out
 }
 
 /// The size a UDP answer to `request` may have: 512, or the client's EDNS0 size (bounded).
@@ -497,6 +526,7 @@ mod tests {
             ns_addr: Some("127.0.0.1".parse().unwrap()),
             vip_range: Some(crate::routing::vip::VipRange::parse("11.0.0.0/8").unwrap()),
             served: Default::default(),
+            ptr: false,
             healthy: Default::default(),
         };
         let pending = Zone::pending(&config);
@@ -667,6 +697,41 @@ mod tests {
                 p.truncate(fastrand::usize(..p.len()));
             }
             let _ = answer(Some(&z), &p, Transport::Udp, i % 2 == 0);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a UDP query was answered with (any bytes after a header), the answer cut to
+        /// its question — a rate-limited slip, or a relayed answer too big for the client —
+        /// decodes, keeps the ID, rcode and question, has TC set and no records but the OPT the
+        /// query asked for.
+        #[test]
+        fn a_cut_answer_is_a_valid_truncated_message(
+            name in proptest::sample::select(vec!["api-prod.marathon.mesos.", "nope.marathon.mesos.", "example.com."]),
+            qtype in proptest::sample::select(vec![RecordType::A, RecordType::SRV, RecordType::TXT]),
+            edns in proptest::option::of(512u16..4096),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            garble in proptest::prelude::any::<bool>(),
+        ) {
+            let z = zone(3);
+            let mut q = query(name, qtype, edns);
+            if garble {
+                q.truncate(12);
+                q.extend_from_slice(&tail);
+            }
+            let Outcome::Reply(reply) = answer(Some(&z), &q, Transport::Udp, false) else {
+                return Ok(());
+            };
+            let seen = edns::scan(&q);
+            let question = plain_question(&q).map(|end| &q[..end]);
+            let cut = cut_to_question(&reply.bytes, question, seen.opt.then_some(seen.dnssec_ok));
+            let m = Message::from_vec(&cut).expect("a cut answer decodes");
+            proptest::prop_assert!(m.metadata.truncation);
+            proptest::prop_assert_eq!(m.metadata.id, u16::from_be_bytes([q[0], q[1]]));
+            proptest::prop_assert_eq!(m.metadata.response_code, reply.rcode);
+            proptest::prop_assert!(m.answers.is_empty() && m.authorities.is_empty());
+            proptest::prop_assert_eq!(m.queries.len(), usize::from(question.is_some()));
+            proptest::prop_assert_eq!(m.edns.is_some(), seen.opt);
         }
     }
 }

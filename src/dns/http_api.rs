@@ -77,6 +77,7 @@ pub fn config(zone: &Zone) -> Value {
         "Port": listen.map_or(0, |l| l.port()),
         "Domain": c.domain,
         "Resolvers": resolvers,
+        "ZoneResolvers": c.served.zone_resolvers,
         "Timeout": c.served.upstream_timeout.as_secs(),
         "Email": format!("root.ns1.{}.", c.domain),
         "Mname": format!("ns1.{}.", c.domain),

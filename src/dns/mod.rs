@@ -7,5 +7,6 @@ pub mod answer;
 pub mod edns;
 pub mod fast;
 pub mod http_api;
+pub mod rrl;
 pub mod server;
 pub mod udp_batch;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{LowerName, RecordType};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
 use super::fast;
+use super::rrl;
 use super::udp_batch::Batch;
 use crate::routing::cidr::Cidr;
 use crate::snapshot::Store;
@@ -38,6 +39,9 @@ pub struct DnsMetrics {
     pub truncated: Counter,
     pub forwarded: Counter,
     pub upstream_failures: Counter,
+    /// UDP answers dropped, and sent truncated (slipped), by response rate limiting.
+    pub rrl_dropped: Counter,
+    pub rrl_slipped: Counter,
     /// `queries` resolved for every (type, rcode) pair, so counting a query takes no lock.
     by_kind: Vec<Counter>,
 }
@@ -59,6 +63,8 @@ impl Default for DnsMetrics {
             truncated: Counter::default(),
             forwarded: Counter::default(),
             upstream_failures: Counter::default(),
+            rrl_dropped: Counter::default(),
+            rrl_slipped: Counter::default(),
             by_kind,
         }
     }
@@ -88,12 +94,35 @@ impl DnsMetrics {
             "Upstream attempts that failed or timed out",
             dns.upstream_failures.clone(),
         );
+        metrics.register(
+            "dns_rrl_dropped",
+            "UDP answers dropped by response rate limiting (dns.rrl)",
+            dns.rrl_dropped.clone(),
+        );
+        metrics.register(
+            "dns_rrl_slipped",
+            "UDP answers sent truncated (TC) by response rate limiting (dns.rrl)",
+            dns.rrl_slipped.clone(),
+        );
         dns
     }
 
     fn query(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
         self.by_kind[qtype_index(qtype) * RCODES.len() + rcode_index(rcode)].inc();
     }
+}
+
+/// How the server answers beyond the zone: relaying, who may recurse, rate limiting.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub upstreams: Vec<SocketAddr>,
+    pub upstream_timeout: Duration,
+    /// Clients whose queries for other names are relayed (`dns.allow_recursion`).
+    pub recursion: Vec<Cidr>,
+    /// Response rate limiting of UDP answers (`dns.rrl`); `None`: off.
+    pub rrl: Option<rrl::Settings>,
+    /// Upstreams per domain suffix (`dns.zone_resolvers`), longest suffix first.
+    pub zone_resolvers: Vec<(LowerName, Vec<SocketAddr>)>,
 }
 
 pub struct DnsServer {
@@ -105,6 +134,8 @@ pub struct DnsServer {
     pending: Zone,
     /// Clients whose queries for other names are relayed (`dns.allow_recursion`).
     recursion: Vec<Cidr>,
+    rrl: Option<rrl::Settings>,
+    zone_resolvers: Vec<(LowerName, Vec<SocketAddr>)>,
     forwards: Arc<Semaphore>,
     tcp_connections: Arc<Semaphore>,
 }
@@ -114,17 +145,17 @@ impl DnsServer {
         store: Arc<Store>,
         metrics: Arc<DnsMetrics>,
         pending: Zone,
-        upstreams: Vec<SocketAddr>,
-        upstream_timeout: Duration,
-        recursion: Vec<Cidr>,
+        settings: Settings,
     ) -> DnsServer {
         DnsServer {
             store,
             metrics,
             pending,
-            recursion,
-            upstreams,
-            upstream_timeout,
+            recursion: settings.recursion,
+            upstreams: settings.upstreams,
+            upstream_timeout: settings.upstream_timeout,
+            rrl: settings.rrl,
+            zone_resolvers: settings.zone_resolvers,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             tcp_connections: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
         }
@@ -146,6 +177,8 @@ impl DnsServer {
         if let Err(e) = batch.reply_from_destination(&socket) {
             tracing::warn!("dns: replies may leave from another address than asked: {e}");
         }
+        // This thread's rate-limiting table: no one else touches it.
+        let mut rrl = self.rrl.clone().map(rrl::Table::new);
         loop {
             let n = match batch.recv(&socket) {
                 Ok(n) => n,
@@ -160,8 +193,8 @@ impl DnsServer {
                 let slot = batch.slot(i);
                 // Recursion available to this client (RA): the sender's address is read only
                 // when there are upstreams to relay to.
-                let recursion = !self.upstreams.is_empty()
-                    && slot.peer().is_some_and(|client| self.may_recurse(client));
+                let recursion =
+                    self.relays() && slot.peer().is_some_and(|client| self.may_recurse(client));
                 if let Some(zone) = snapshot.dns.as_deref()
                     && let Some(qtype) = fast::answer(zone, slot.query, slot.reply, recursion)
                 {
@@ -179,8 +212,23 @@ impl DnsServer {
                         self.count(&answer);
                         *slot.reply = answer.bytes;
                     }
-                    Outcome::Forward { qtype, limit, edns } => {
-                        let relay = Relayed { qtype, limit, edns };
+                    Outcome::Forward {
+                        name,
+                        qtype,
+                        limit,
+                        edns,
+                    } => {
+                        if self.route(&name).is_none() {
+                            // No upstream for this name (only zone resolvers, none of its).
+                            *slot.reply = self.refuse(&snapshot, slot.query, Transport::Udp);
+                            continue;
+                        }
+                        let relay = Relayed {
+                            name,
+                            qtype,
+                            limit,
+                            edns,
+                        };
                         let sender = slot.sender();
                         let packet = slot.query.to_vec();
                         let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
@@ -202,6 +250,9 @@ impl DnsServer {
                 }
             }
             drop(snapshot);
+            if let Some(table) = &mut rrl {
+                self.rate_limit(table, &mut batch, n);
+            }
             batch.send(&socket, n);
         }
     }
@@ -224,7 +275,7 @@ impl DnsServer {
     }
 
     async fn tcp_connection(&self, mut stream: TcpStream, client: SocketAddr) {
-        let recursion = !self.upstreams.is_empty() && self.may_recurse(client);
+        let recursion = self.relays() && self.may_recurse(client);
         loop {
             let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
                 return;
@@ -250,11 +301,25 @@ impl DnsServer {
                     self.count(&reply);
                     reply.bytes
                 }
-                Outcome::Forward { qtype, limit, edns } => {
-                    let relay = Relayed { qtype, limit, edns };
-                    match self.forward(&packet, relay, Transport::Tcp).await {
-                        Some(bytes) => bytes,
-                        None => return,
+                Outcome::Forward {
+                    name,
+                    qtype,
+                    limit,
+                    edns,
+                } => {
+                    if self.route(&name).is_none() {
+                        self.refuse(&self.store.load(), &packet, Transport::Tcp)
+                    } else {
+                        let relay = Relayed {
+                            name,
+                            qtype,
+                            limit,
+                            edns,
+                        };
+                        match self.forward(&packet, relay, Transport::Tcp).await {
+                            Some(bytes) => bytes,
+                            None => return,
+                        }
                     }
                 }
                 Outcome::Drop => return,
@@ -283,7 +348,7 @@ impl DnsServer {
     ) -> Option<Vec<u8>> {
         self.metrics.forwarded.inc();
         let question = question_end(packet)?;
-        for upstream in &self.upstreams {
+        for upstream in self.route(&relay.name).unwrap_or_default() {
             let mut query = packet.to_vec();
             query[..2].copy_from_slice(&random_id().to_be_bytes());
             let attempt = match transport {
@@ -297,7 +362,11 @@ impl DnsServer {
                     self.metrics.query(Some(relay.qtype), rcode);
                     if reply.len() > relay.limit {
                         self.metrics.truncated.inc();
-                        return Some(truncated(&reply, &packet[..question], relay.edns));
+                        return Some(answer::cut_to_question(
+                            &reply,
+                            Some(&packet[..question]),
+                            relay.edns,
+                        ));
                     }
                     return Some(reply);
                 }
@@ -309,6 +378,66 @@ impl DnsServer {
         let mut reply = None;
         self.fail(packet, relay.qtype, |bytes| reply = Some(bytes));
         reply
+    }
+
+    /// Applies response rate limiting to the batch's answers: each goes out, goes out cut to
+    /// its question with TC set (slipped), or is dropped (see [`rrl`]).
+    fn rate_limit(&self, table: &mut rrl::Table, batch: &mut Batch, n: usize) {
+        let now = table.now();
+        for i in 0..n {
+            let slot = batch.slot(i);
+            if slot.reply.is_empty() {
+                continue;
+            }
+            let Some(client) = slot.peer() else { continue };
+            match table.check(client.ip(), rrl::Kind::of(slot.reply), now) {
+                rrl::Verdict::Send => {}
+                rrl::Verdict::Drop => {
+                    self.metrics.rrl_dropped.inc();
+                    slot.reply.clear();
+                }
+                rrl::Verdict::Slip => {
+                    self.metrics.rrl_slipped.inc();
+                    let question = answer::plain_question(slot.query).map(|end| &slot.query[..end]);
+                    let seen = super::edns::scan(slot.query);
+                    let edns = seen.opt.then_some(seen.dnssec_ok);
+                    *slot.reply = answer::cut_to_question(slot.reply, question, edns);
+                }
+            }
+        }
+    }
+
+    /// Whether any name is relayed: upstreams, or zone resolvers, configured.
+    fn relays(&self) -> bool {
+        !self.upstreams.is_empty() || !self.zone_resolvers.is_empty()
+    }
+
+    /// The upstreams a name outside the served zones is relayed to: those of the longest
+    /// `dns.zone_resolvers` suffix holding it, else `dns.upstreams`; `None` when there are none.
+    fn route(&self, name: &LowerName) -> Option<&[SocketAddr]> {
+        let upstreams = self
+            .zone_resolvers
+            .iter()
+            .find(|(suffix, _)| suffix.zone_of(name))
+            .map_or(&self.upstreams, |(_, upstreams)| upstreams);
+        (!upstreams.is_empty()).then_some(upstreams.as_slice())
+    }
+
+    /// REFUSED for a name no upstream takes: the answer to a client without recursion.
+    fn refuse(
+        &self,
+        snapshot: &crate::snapshot::Snapshot,
+        packet: &[u8],
+        transport: Transport,
+    ) -> Vec<u8> {
+        let zone = snapshot.dns.as_deref().unwrap_or(&self.pending);
+        match answer::answer(Some(zone), packet, transport, false) {
+            Outcome::Reply(reply) => {
+                self.count(&reply);
+                reply.bytes
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Whether `client` may have names outside the served zones relayed.
@@ -332,9 +461,10 @@ impl DnsServer {
     }
 }
 
-/// What a relayed query's reply must fit (see [`Outcome::Forward`]).
-#[derive(Clone, Copy)]
+/// What a relayed query's reply must fit, and where it goes (see [`Outcome::Forward`]).
+#[derive(Clone)]
 struct Relayed {
+    name: LowerName,
     qtype: RecordType,
     limit: usize,
     /// `Some(DO bit)` when the client sent OPT.
@@ -427,26 +557,6 @@ fn question_end(packet: &[u8]) -> Option<usize> {
         }
     }
     (packet.len() >= at + 4).then_some(at + 4)
-}
-
-/// `reply` cut to its header and the question, with TC set and no records (an OPT record, DO
-/// as asked, when the client sent one): the client asks again over TCP (RFC 2181 §9, RFC 7766).
-fn truncated(reply: &[u8], question: &[u8], edns: Option<bool>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(question.len() + 11);
-    out.extend_from_slice(&reply[..4]);
-    out[2] |= 0x02;
-    for count in [1u16, 0, 0, u16::from(edns.is_some())] {
-        out.extend_from_slice(&count.to_be_bytes());
-    }
-    out.extend_from_slice(&question[12..]);
-    if let Some(dnssec_ok) = edns {
-        out.extend_from_slice(&super::edns::opt_record(
-            answer::ADVERTISED_PAYLOAD,
-            0,
-            dnssec_ok,
-        ));
-    }
-    out
 }
 
 /// A query ID no one off the path can guess (RFC 5452): from the kernel's random pool.
@@ -545,7 +655,7 @@ mod tests {
         reply[2] |= 0x80;
         reply[3] = 0x83; // RA, NXDOMAIN
         reply.extend_from_slice(&[0; 600]);
-        let cut = truncated(&reply, &q[..end], Some(false));
+        let cut = answer::cut_to_question(&reply, Some(&q[..end]), Some(false));
         let m = hickory_proto::op::Message::from_vec(&cut).unwrap();
         assert!(m.metadata.truncation && m.answers.is_empty());
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);

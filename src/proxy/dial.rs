@@ -61,15 +61,15 @@ pub enum Stream {
 }
 
 /// Connects to `state`'s backend as `dial` says; `h2` offers HTTP/2 by ALPN (else HTTP/1.1).
-/// Failures are counted on the backend (`connect_failures`) and logged at debug; TLS ones also
-/// in `upstream_tls_failures`.
+/// `timeout` (the app's connect timeout, or the global one) bounds the connect and the TLS
+/// handshake each. Failures are counted on the backend (`connect_failures`) and logged at
+/// debug; TLS ones also in `upstream_tls_failures`.
 pub async fn dial(
     state: &BackendState,
-    ctx: &Context,
+    (ctx, timeout): (&Context, Duration),
     dial: &Dial,
     h2: bool,
 ) -> Result<Stream, ()> {
-    let timeout = ctx.settings.load().connect_timeout;
     let started = Instant::now();
     let mut stream = connect(state.addr, timeout).await.map_err(|e| {
         state.metrics.connect_failures.inc();

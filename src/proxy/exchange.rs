@@ -31,6 +31,9 @@ pub enum Failure {
     ClientStalled,
     /// The client went away: nothing to answer.
     ClientGone,
+    /// The app's `MAX_PENDING_REQUESTS` were already waiting for a backend connection: 503 at
+    /// once, nothing tried further, nothing charged to a backend.
+    Overloaded,
 }
 
 impl Failure {
@@ -41,6 +44,7 @@ impl Failure {
                 Some(502)
             }
             Failure::TimedOut => Some(504),
+            Failure::Overloaded => Some(503),
             Failure::Client => Some(400),
             Failure::ClientStalled => Some(408),
             Failure::ClientGone => None,
@@ -51,7 +55,11 @@ impl Failure {
     pub fn is_backends(&self) -> bool {
         !matches!(
             self,
-            Failure::Client | Failure::ClientStalled | Failure::ClientGone | Failure::Removed
+            Failure::Client
+                | Failure::ClientStalled
+                | Failure::ClientGone
+                | Failure::Removed
+                | Failure::Overloaded
         )
     }
 
@@ -66,6 +74,34 @@ impl Failure {
             Failure::Client => "malformed request body".into(),
             Failure::ClientStalled => "request body timed out".into(),
             Failure::ClientGone => "client gone".into(),
+            Failure::Overloaded => super::limits::Refusal::Pending.text().into(),
+        }
+    }
+}
+
+/// One request's settings of its app, over the proxy's defaults: the timeouts
+/// (`SWITCHYARD_{n}_CONNECT_TIMEOUT`, `_RESPONSE_TIMEOUT`, `_TUNNEL_TIMEOUT`) and the app's
+/// limits, for the pending count while a backend connection opens.
+#[derive(Clone, Copy)]
+pub struct Policy<'a> {
+    pub connect: std::time::Duration,
+    pub response: std::time::Duration,
+    pub tunnel: std::time::Duration,
+    pub limits: Option<&'a Arc<crate::backends::limits::AppLimits>>,
+}
+
+impl<'a> Policy<'a> {
+    pub fn of(
+        service: &Service,
+        settings: &super::Settings,
+        limits: Option<&'a Arc<crate::backends::limits::AppLimits>>,
+    ) -> Policy<'a> {
+        let t = &service.edge.timeouts;
+        Policy {
+            connect: t.connect.unwrap_or(settings.connect_timeout),
+            response: t.response.unwrap_or(settings.response_timeout),
+            tunnel: t.tunnel.unwrap_or(settings.tunnel_idle_timeout),
+            limits,
         }
     }
 }
@@ -227,6 +263,7 @@ pub fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",

@@ -13,15 +13,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::exchange::{self, Attempts, Failure};
+use super::errors::Answer;
+use super::exchange::{self, Attempts, Failure, Policy};
 use super::h1_framing::{
-    Prefixed, empty_lines, head_end, plain_response, read_head, write_request_head,
+    Prefixed, empty_lines, head_end, plain_response, read_head, write_request_head_with,
 };
 use super::h1_relay::{BodySent, READ_CHUNK, Relay, Relayed, relay_exact, relay_response};
 use super::headers::HSTS_LINE;
@@ -141,7 +142,7 @@ where
                         entry,
                         &mut scratch.request,
                         &client,
-                        &ctx,
+                        (&ctx, &settings),
                     )
                     .map_err(|r| (r.status, r.reason))
                 }
@@ -230,7 +231,7 @@ fn plan(
     entry: Entry,
     out: &mut Vec<u8>,
     client: &super::headers::Client<'_>,
-    ctx: &Context,
+    (ctx, settings): (&Context, &super::Settings),
 ) -> Result<Plan, super::message::Refusal> {
     let Some(head) = read_head(req)? else {
         return Ok(Plan::Fallback);
@@ -251,13 +252,13 @@ fn plan(
     };
     let index = match table.resolve(entry, request) {
         None => {
-            let answer = plain_response(
+            let answer = Answer::new(
                 503,
-                "Service Unavailable",
                 "no route for this request\n",
-                true,
+                None,
+                &settings.error_pages,
             );
-            return Ok(Plan::Answer(answer, true));
+            return Ok(Plan::Answer(answer.bytes(true), true));
         }
         Some((Target::Service(index), _)) => index,
         Some((Target::Route(route), _)) => {
@@ -268,15 +269,21 @@ fn plan(
             match route.pick(None, &table.services) {
                 Some(index) => index,
                 None => {
-                    let service = table.services[route.first()].key.to_string();
+                    let first = &table.services[route.first()];
                     ctx.metrics
                         .no_backend
-                        .get_or_create(&ServiceLabels { service })
+                        .get_or_create(&ServiceLabels {
+                            service: first.key.to_string(),
+                        })
                         .inc();
                     let close = close || length > 0;
-                    let answer =
-                        plain_response(503, "Service Unavailable", "no backend available\n", close);
-                    return Ok(Plan::Answer(answer, close));
+                    let answer = Answer::new(
+                        503,
+                        "no backend available\n",
+                        Some(first),
+                        &settings.error_pages,
+                    );
+                    return Ok(Plan::Answer(answer.bytes(close), close));
                 }
             }
         }
@@ -291,14 +298,21 @@ fn plan(
         || redirect
         || http.sticky
         || service.upstream_h2
-        || service.edge.proxy_protocol.is_some()
-        || service.edge.backend_tls.is_some()
-        || service.edge.client_ca.is_some()
+        || service.connection.proxy_protocol.is_some()
+        || service.connection.backend_tls.is_some()
+        || service.connection.client_ca.is_some()
     {
         return Ok(Plan::Fallback);
     }
     out.clear();
-    write_request_head(out, req, &head, client, https);
+    write_request_head_with(
+        out,
+        req,
+        &head,
+        client,
+        https,
+        &service.edge.request_headers,
+    );
     Ok(Plan::Forward(Forwarding {
         index,
         content_length: length,
@@ -330,6 +344,28 @@ async fn forward(
     } = request;
     let service = &snapshot.table.services[index];
     let states = &snapshot.states[index];
+    let limits = snapshot.limits.get(index).and_then(Option::as_ref);
+    // The app's maintenance switch and limits, before anything goes to a backend; a body not
+    // read yet leaves the connection unusable after the answer.
+    let _slot = match super::limits::admit(ctx, service, limits, peer.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let close = client_close || content_length > 0;
+            let text = format!("{}\n", refusal.text());
+            let answer = Answer::new(
+                refusal.status(),
+                &text,
+                Some(service),
+                &settings.error_pages,
+            )
+            .retry_after(refusal.retry_after());
+            return match client.write_all(&answer.bytes(close)).await {
+                Ok(()) if !close => Step::Done,
+                _ => Step::Close,
+            };
+        }
+    };
+    let policy = Policy::of(service, settings, limits);
     let in_buf = (buf.len() as u64).min(content_length) as usize;
     let body_prefix = buf.split_to(in_buf);
     let body_left = content_length - in_buf as u64;
@@ -348,13 +384,14 @@ async fn forward(
     let stopping = ctx.shutdown.is_stopping();
     for b in attempts.candidates(flow) {
         let state = &states[b];
-        let Some(mut upstream) =
-            checkout_or_connect(&ctx.pools, state, settings.connect_timeout).await
-        else {
-            if attempts.failed(b, Failure::Connect) {
-                continue;
+        let mut upstream = match checkout_or_connect(&ctx.pools, state, &policy).await {
+            Ok(upstream) => upstream,
+            Err(failure) => {
+                if attempts.failed(b, failure) {
+                    continue;
+                }
+                break;
             }
-            break;
         };
         let active = state.open();
         // Send the request, then the rest of a body still coming from the client. A backend
@@ -390,7 +427,8 @@ async fn forward(
                     close_client: client_close || stopping || cut,
                     reuse: !cut,
                     extra,
-                    timeout: settings.response_timeout,
+                    rules: &service.edge.response_headers,
+                    timeout: policy.response,
                     client_timeout: settings.client_header_timeout,
                 };
                 let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
@@ -433,39 +471,38 @@ async fn forward(
     };
     // Once a response has begun, nothing more can be said on this connection.
     let close = close || answer.status != 503;
-    match client
-        .write_all(&plain_response(
-            answer.status,
-            exchange::reason(answer.status),
-            &(answer.text + "\n"),
-            close,
-        ))
-        .await
-    {
+    let text = answer.text + "\n";
+    let answer = Answer::new(answer.status, &text, Some(service), &settings.error_pages);
+    match client.write_all(&answer.bytes(close)).await {
         Ok(()) if !close => Step::Done,
         _ => Step::Close,
     }
 }
 
 /// A pooled connection that is still open, or a new one.
+/// A new connection counts among the app's requests waiting for one (`MAX_PENDING_REQUESTS`)
+/// while it opens.
 async fn checkout_or_connect(
     pools: &Pools,
     state: &Arc<BackendState>,
-    timeout: Duration,
-) -> Option<TcpStream> {
+    policy: &Policy<'_>,
+) -> Result<TcpStream, Failure> {
     if let Some(stream) = pools.checkout_raw(state) {
-        return Some(stream);
+        return Ok(stream);
     }
+    let Ok(_pending) = super::limits::pending(policy.limits) else {
+        return Err(Failure::Overloaded);
+    };
     let started = Instant::now();
-    match connect(state.addr, timeout).await {
+    match connect(state.addr, policy.connect).await {
         Ok(stream) => {
             state.observe_connect(started.elapsed());
-            Some(stream)
+            Ok(stream)
         }
         Err(e) => {
             state.metrics.connect_failures.inc();
             tracing::debug!(backend = %state.addr, "connect failed: {e}");
-            None
+            Err(Failure::Connect)
         }
     }
 }

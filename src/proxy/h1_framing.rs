@@ -347,12 +347,27 @@ pub fn write_request_head(
     client: &headers::Client<'_>,
     https: bool,
 ) {
+    write_request_head_with(out, req, head, client, https, &headers::NO_RULES);
+}
+
+/// [`write_request_head`] with an app's request header rules.
+pub fn write_request_head_with(
+    out: &mut Vec<u8>,
+    req: &httparse::Request<'_, '_>,
+    head: &Head,
+    client: &headers::Client<'_>,
+    https: bool,
+    rules: &headers::Rules,
+) {
     let named = ConnectionNamed::of(
         req.headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value),
     );
+    // Room for the whole head at once: a connection's first head would otherwise grow the
+    // buffer by doubling, a reallocation every few fields.
+    out.reserve(head_size(req.headers) + head.method.len() + head.path.len() + 256);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.path.as_bytes());
@@ -364,7 +379,7 @@ pub fn write_request_head(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match headers::classify(name) {
-            headers::Field::Other if !named.contains(name) => {}
+            headers::Field::Other if !named.contains(name) && !headers::ruled_out(rules, name) => {}
             headers::Field::RequestId if !named.contains(name) => request_id = true,
             headers::Field::ForwardedFor => {
                 any_for = true;
@@ -402,7 +417,16 @@ pub fn write_request_head(
         .map(|h| h.value);
     let proto = proto.filter(|_| protos == 1);
     forwarded.write(out, existing, proto, request_id);
+    headers::write_added(out, rules);
     out.extend_from_slice(b"\r\n");
+}
+
+/// The bytes of `headers` as written back out (`name: value\r\n`).
+fn head_size(headers: &[httparse::Header<'_>]) -> usize {
+    headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len() + 4)
+        .sum()
 }
 
 fn write_length(out: &mut Vec<u8>, n: u64) {
@@ -445,6 +469,20 @@ pub fn write_response_head(
     close: bool,
     extra: &[u8],
 ) {
+    write_response_head_with(out, res, checked, close, extra, &headers::NO_RULES);
+}
+
+/// [`write_response_head`] with an app's response header rules (their added fields go before
+/// `extra`).
+pub fn write_response_head_with(
+    out: &mut Vec<u8>,
+    res: &httparse::Response<'_, '_>,
+    checked: &message::Response,
+    close: bool,
+    extra: &[u8],
+    rules: &headers::Rules,
+) {
+    out.reserve(head_size(res.headers) + extra.len() + 128); // see `write_request_head`
     out.extend_from_slice(b"HTTP/1.1 ");
     let code = res.code.unwrap_or(502).min(999);
     out.extend_from_slice(&[
@@ -476,7 +514,7 @@ pub fn write_response_head(
                 length_written = true;
             }
             headers::Field::Framing => continue,
-            _ if named.contains(name) => continue,
+            _ if named.contains(name) || headers::ruled_out(rules, name) => continue,
             _ => {}
         }
         out.extend_from_slice(name);
@@ -489,6 +527,7 @@ pub fn write_response_head(
     } else if checked.body == message::ResponseBody::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    headers::write_added(out, rules);
     out.extend_from_slice(extra);
     if close {
         out.extend_from_slice(b"connection: close\r\n");

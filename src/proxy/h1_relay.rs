@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::exchange::Failure;
-use super::h1_framing::{Chunked, read_response, write_response_head};
+use super::h1_framing::{Chunked, read_response, write_response_head_with};
 use super::message::ResponseBody;
 use super::pool::Pools;
 use crate::backends::BackendState;
@@ -103,6 +103,8 @@ pub(super) struct Relay<'a> {
     pub(super) reuse: bool,
     /// Header lines added to the response (HSTS).
     pub(super) extra: &'a [u8],
+    /// The app's response header rules.
+    pub(super) rules: &'a super::headers::Rules,
     /// The wait for the response head, and then for each read of its body.
     pub(super) timeout: Duration,
     /// The longest a client may take to take a piece of the response.
@@ -132,6 +134,7 @@ pub(super) async fn relay_response(
         close_client,
         reuse,
         extra,
+        rules,
         timeout,
         client_timeout,
     } = *relay;
@@ -158,7 +161,7 @@ pub(super) async fn relay_response(
                             read_response(&res, head_only).map_err(Failure::BadResponse)?;
                         out.clear();
                         let close = close_client || checked.body == ResponseBody::ToClose;
-                        write_response_head(out, &res, &checked, close, extra);
+                        write_response_head_with(out, &res, &checked, close, extra, rules);
                         Some((n, res.code.unwrap_or(502), checked))
                     }
                     Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => None,

@@ -1,6 +1,7 @@
 //! The header rules of the proxy, in one place: which fields are hop-by-hop and never
 //! forwarded, which of them `Connection` may add to, what the proxy adds to a request
-//! (`X-Forwarded-For/Proto/Host`, `X-Request-Id`) and to a response (HSTS). Each rule is
+//! (`X-Forwarded-For/Proto/Host`, `X-Request-Id`) and to a response (HSTS), and an app's own
+//! header rules (`SWITCHYARD_{n}_REQUEST_HEADER_*`, `_RESPONSE_HEADER_*`, [`Rules`]). Each rule is
 //! decided here once; the fast path writes it as bytes and the general path on hyper's
 //! `HeaderMap`, with the two writers side by side below so they cannot drift apart.
 
@@ -283,6 +284,47 @@ impl Forwarded<'_> {
     }
 }
 
+/// An app's header rules for one direction (`routing::edge` reads and checks them: never a
+/// hop-by-hop, framing or routing field, nor one the proxy adds itself). They apply to the
+/// fields the message arrived with: the named fields are removed (a `SET` field too), then the
+/// added ones are written. The proxy's own fields are untouched by them.
+pub use crate::routing::edge::HeaderRules as Rules;
+
+/// No rules.
+pub static NO_RULES: Rules = Rules {
+    remove: Vec::new(),
+    add: Vec::new(),
+    lines: Vec::new(),
+};
+
+/// Bytes codecs: whether a received field is dropped by the rules.
+#[inline]
+pub fn ruled_out(rules: &Rules, name: &[u8]) -> bool {
+    !rules.remove.is_empty() && rules.removes(name)
+}
+
+/// Bytes codecs: the rules' added fields, as lines.
+#[inline]
+pub fn write_added(out: &mut Vec<u8>, rules: &Rules) {
+    out.extend_from_slice(&rules.lines);
+}
+
+/// Hyper codec: the rules applied to a map (the same fields as [`ruled_out`] and
+/// [`write_added`] give the bytes codec).
+pub fn apply_rules(headers: &mut HeaderMap, rules: &Rules) {
+    for name in &rules.remove {
+        headers.remove(name.as_str());
+    }
+    for (name, value) in &rules.add {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+}
+
 /// Hyper codec: removes the hop-by-hop fields and those `Connection` names (never the framing
 /// fields or Host).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -349,6 +391,60 @@ mod tests {
         strip_hop_by_hop(&mut map);
         assert!(map.contains_key(header::CONTENT_LENGTH) && map.contains_key(header::HOST));
         assert!(!map.contains_key("x-secret") && !map.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn both_codecs_apply_the_same_rules() {
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("SWITCHYARD_0_RESPONSE_HEADER_SET_X-Frame-Options", "DENY"),
+            ("SWITCHYARD_0_RESPONSE_HEADER_ADD_X-Tag", "b"),
+            ("SWITCHYARD_0_RESPONSE_HEADER_REMOVE", "Server"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let rules = crate::routing::edge::read(&labels, 0).0.response_headers;
+        let received = [
+            ("Server", "x"),
+            ("X-Frame-Options", "SAMEORIGIN"),
+            ("X-Tag", "a"),
+        ];
+        let mut bytes = Vec::new();
+        for (name, value) in received {
+            if !ruled_out(&rules, name.as_bytes()) {
+                bytes.extend_from_slice(
+                    format!("{}: {value}\r\n", name.to_ascii_lowercase()).as_bytes(),
+                );
+            }
+        }
+        write_added(&mut bytes, &rules);
+        let mut map = HeaderMap::new();
+        for (name, value) in received {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        apply_rules(&mut map, &rules);
+        let mut from_map = Vec::new();
+        for (name, value) in &map {
+            from_map
+                .extend_from_slice(format!("{name}: {}\r\n", value.to_str().unwrap()).as_bytes());
+        }
+        let sorted = |b: Vec<u8>| {
+            let mut lines: Vec<String> = String::from_utf8(b)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(bytes.clone()), sorted(from_map));
+        assert_eq!(
+            sorted(bytes),
+            ["x-frame-options: DENY", "x-tag: a", "x-tag: b"]
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::exchange::{Attempts, Failure, is_idempotent};
+use super::errors::Answer;
+use super::exchange::{Attempts, Failure, Policy, is_idempotent};
 use super::upstream::{ProxyBody, RequestBody, Tried, send};
 use super::{Context, headers, message};
 use crate::metrics::ServiceLabels;
@@ -214,11 +215,13 @@ async fn proxy(
     };
     let index = match table.resolve(entry, request) {
         None => {
-            let response = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
+            let answer = Answer::new(
+                503,
                 "no route for this request\n",
+                None,
+                &settings.error_pages,
             );
-            return log(None, response);
+            return log(None, answer.response());
         }
         Some((Target::Service(index), _)) => index,
         Some((Target::Route(route), _)) => {
@@ -226,15 +229,20 @@ async fn proxy(
             match route.pick(Some(req.headers()), &table.services) {
                 Some(index) => index,
                 None => {
-                    let service = &table.services[route.first()].key;
+                    let first = &table.services[route.first()];
                     ctx.metrics
                         .no_backend
                         .get_or_create(&ServiceLabels {
-                            service: service.to_string(),
+                            service: first.key.to_string(),
                         })
                         .inc();
-                    let response = plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
-                    return log(None, response);
+                    let answer = Answer::new(
+                        503,
+                        "no backend available\n",
+                        Some(first),
+                        &settings.error_pages,
+                    );
+                    return log(None, answer.response());
                 }
             }
         }
@@ -252,7 +260,7 @@ async fn proxy(
     }
     // A vhost that asks for client certificates: only over a connection whose certificate its
     // CA verified (another vhost's SNI, or plain HTTP, does not do).
-    let verified = match &service.edge.client_ca {
+    let verified = match &service.connection.client_ca {
         None => None,
         Some(ca) => match &client.cert {
             Some(cert) if *cert.ca == *ca => Some(&cert.subject),
@@ -271,6 +279,24 @@ async fn proxy(
         let response = redirect_to_https(&req, checked.host.as_deref());
         return log(None, response);
     }
+    // The app's maintenance switch and limits, before credentials are checked (a flood of
+    // bad credentials is held to the rate too) and before anything goes to a backend.
+    let limits = snapshot.limits.get(index).and_then(Option::as_ref);
+    let slot = match super::limits::admit(ctx, service, limits, client.addr.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let text = format!("{}\n", refusal.text());
+            let answer = Answer::new(
+                refusal.status(),
+                &text,
+                Some(service),
+                &settings.error_pages,
+            )
+            .retry_after(refusal.retry_after());
+            return log(None, answer.response());
+        }
+    };
+    let policy = Policy::of(service, &settings, limits);
     if let Some(auth) = &service.http.auth
         && let Some(response) = super::basic_auth::check(auth, req.headers()).await
     {
@@ -298,6 +324,7 @@ async fn proxy(
         .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
     prepare_request(&mut req, (client, verified), https, &checked);
+    headers::apply_rules(req.headers_mut(), &service.edge.request_headers);
     if let Some(rewrite) = &service.http.rewrite {
         rewrite_request(&mut req, rewrite);
     }
@@ -330,7 +357,7 @@ async fn proxy(
     };
     let balanced = attempts.candidates(flow);
     let dial = super::dial::Dial {
-        proxy_header: service.edge.proxy_protocol.map(|version| {
+        proxy_header: service.connection.proxy_protocol.map(|version| {
             let local = match entry {
                 Entry::Port(listen) => listen,
                 // The shared listeners: the address is not kept per connection.
@@ -339,16 +366,16 @@ async fn proxy(
             };
             super::proxy_protocol::encode(version, client.addr, local).into()
         }),
-        tls: service.edge.backend_tls.clone(),
+        tls: service.connection.backend_tls.clone(),
     };
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
     {
         let outcome = if service.upstream_h2 {
-            super::upstream_h2::send(req, &states[b], ctx, &dial).await
+            super::upstream_h2::send(req, &states[b], (ctx, &policy), &dial).await
         } else {
-            send(req, &states[b], ctx, (&mut upgrade, &dial)).await
+            send(req, &states[b], (ctx, &policy), (&mut upgrade, &dial)).await
         };
         let failure = match outcome {
             Tried::Unsent(back) => {
@@ -360,7 +387,9 @@ async fn proxy(
             }
             Tried::Response(mut response) => {
                 attempts.answered(b, response.status().as_u16());
+                headers::apply_rules(response.headers_mut(), &service.edge.response_headers);
                 finish(&mut response, service, https, pinned, b);
+                response.body_mut().hold(slot);
                 return log(Some(states[b].addr), response);
             }
             Tried::Failed(failure) => failure,
@@ -391,8 +420,9 @@ async fn proxy(
         // The client is gone; hyper drops the connection whatever is answered.
         return plain(StatusCode::BAD_REQUEST, "client gone\n");
     };
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = plain(status, &format!("{}\n", answer.text));
+    let text = format!("{}\n", answer.text);
+    let mut response =
+        Answer::new(answer.status, &text, Some(service), &settings.error_pages).response();
     if client_fault {
         response
             .headers_mut()

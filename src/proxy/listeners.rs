@@ -187,6 +187,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<TcpListener>> {
         }
         None => bind_fresh(addr)?,
     };
+    // Accepted connections inherit TCP_NODELAY from their listener (Linux): set once here, not
+    // once per connection.
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
     let listener = Arc::new(listener);
     upgrade::register(Proto::Tcp, addr, &listener);
     Ok(listener)
@@ -334,7 +337,7 @@ async fn accept_http(
         let ctx = ctx.clone();
         workers.serve(stream, move |mut stream| async move {
             let _admission = admission;
-            let _ = stream.set_nodelay(true);
+            // The client's address: the PROXY header's, from a source that sends them.
             let settings = ctx.settings.load_full();
             let accept = &settings.edge.http;
             let Ok(peer) =
@@ -344,10 +347,11 @@ async fn accept_http(
             };
             drop(settings);
             match (entry, protocol) {
+                // Boxed: see `serve`.
                 (http::Entry::Vhost { .. }, http::Protocol::Http1) => {
-                    super::h1::serve(stream, peer, entry, ctx.clone()).await
+                    Box::pin(super::h1::serve(stream, peer, entry, ctx.clone())).await
                 }
-                _ => http::serve(stream, peer, entry, protocol, ctx.clone()).await,
+                _ => Box::pin(http::serve(stream, peer, entry, protocol, ctx.clone())).await,
             }
         });
     }
@@ -375,7 +379,6 @@ async fn accept_https(
         let (ctx, tls) = (ctx.clone(), tls.clone());
         workers.serve(stream, move |mut stream| async move {
             let _admission = admission;
-            let _ = stream.set_nodelay(true);
             let settings = ctx.settings.load_full();
             let accept = &settings.edge.https;
             let Ok(peer) =
@@ -425,13 +428,27 @@ async fn accept_https(
             match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => {
                     let protocol = http::Protocol::Http2;
-                    http::serve_verified(stream, (peer, cert), entry, protocol, ctx).await
+                    Box::pin(http::serve_verified(
+                        stream,
+                        (peer, cert),
+                        entry,
+                        protocol,
+                        ctx,
+                    ))
+                    .await
                 }
                 _ if cert.is_some() => {
                     let protocol = http::Protocol::Http1;
-                    http::serve_verified(stream, (peer, cert), entry, protocol, ctx).await
+                    Box::pin(http::serve_verified(
+                        stream,
+                        (peer, cert),
+                        entry,
+                        protocol,
+                        ctx,
+                    ))
+                    .await
                 }
-                _ => super::h1::serve(stream, peer, entry, ctx).await,
+                _ => Box::pin(super::h1::serve(stream, peer, entry, ctx)).await,
             }
         });
     }
@@ -492,13 +509,28 @@ async fn serve(
                 client,
                 local: listen,
             };
-            tcp::serve(stream, flow, snapshot, service, &ctx, (accept, peer)).await
+            // Boxed, here and below: the task's own future stays small, and tokio copies a
+            // task's future whole when it spawns and finishes it (a few KiB per connection).
+            Box::pin(tcp::serve(
+                stream,
+                flow,
+                snapshot,
+                service,
+                &ctx,
+                (accept, peer),
+            ))
+            .await
         }
         Mode::Udp => {}
         Mode::Http => {
             drop(snapshot);
-            let _ = stream.set_nodelay(true);
-            super::h1::serve(stream, client, http::Entry::Port(listen), ctx.clone()).await
+            Box::pin(super::h1::serve(
+                stream,
+                client,
+                http::Entry::Port(listen),
+                ctx.clone(),
+            ))
+            .await
         }
     }
 }
@@ -506,6 +538,17 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TCP_NODELAY is set on the listener, once, and accepted connections inherit it.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(stream.nodelay().unwrap());
+    }
 
     /// Every open connection holds its future, so an idle connection costs at least its size:
     /// a guard against one growing by accident (2.6 KB when this bound was set).
@@ -533,6 +576,7 @@ mod tests {
             .unwrap();
         let port = serve(stream, peer, addr, ctx.clone(), admission);
         let port_size = std::mem::size_of_val(&port);
+        eprintln!("h1::serve future: {h1_size} bytes, service-port future: {port_size} bytes");
         assert!(
             port_size <= 4096,
             "service-port connection future: {port_size} bytes"

@@ -5,12 +5,14 @@ pub mod basic_auth;
 mod buffers;
 pub mod client_hello;
 pub mod dial;
+pub mod errors;
 pub mod exchange;
 mod h1;
 pub mod h1_framing;
 mod h1_relay;
 pub mod headers;
 pub mod http;
+pub mod limits;
 pub mod listeners;
 pub mod message;
 pub mod pool;
@@ -99,6 +101,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// PROXY protocol per listener kind and the trusted forwarding proxies.
     pub edge: proxy_protocol::EdgeSettings,
+    /// `http.error_page_*`: the pages of 502, 503 and 504 for apps without their own.
+    pub error_pages: crate::routing::edge::ErrorPages,
 }
 
 #[cfg(test)]
@@ -122,6 +126,7 @@ impl Settings {
             max_idle_per_backend: 1024,
             drain_timeout: Duration::from_secs(30),
             edge: proxy_protocol::EdgeSettings::default(),
+            error_pages: Default::default(),
         }
     }
 }
@@ -176,10 +181,73 @@ impl Shutdown {
     }
 }
 
+/// A connection to a backend, with `TCP_NODELAY`. Made by hand rather than by
+/// `TcpStream::connect`: a connect that completes is seen as writable without the `SO_ERROR`
+/// query that one makes every time; the error is fetched only when the socket reports one.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let ready = tokio::time::timeout(
+        timeout,
+        stream.ready(tokio::io::Interest::WRITABLE | tokio::io::Interest::ERROR),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend connect: made with TCP_NODELAY; a refusal is reported as one (without the
+    /// `SO_ERROR` query on success, the error must still come through); a backend whose accept
+    /// queue is full (its SYNs dropped) runs into the timeout.
+    #[tokio::test]
+    async fn connect_succeeds_is_refused_or_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = connect(addr, Duration::from_secs(5)).await.unwrap();
+        assert!(stream.nodelay().unwrap());
+        drop(listener);
+        let refused = connect(addr, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
+
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        let timed_out = loop {
+            assert!(queued.len() < 16, "the accept queue never filled");
+            match connect(addr, Duration::from_millis(200)).await {
+                Ok(stream) => queued.push(stream),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut, "{timed_out}");
+    }
 }

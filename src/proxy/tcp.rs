@@ -18,7 +18,7 @@ use std::io;
 use std::net::Shutdown;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -41,12 +41,16 @@ pub async fn serve(
     ctx: &Context,
     edge: (&super::proxy_protocol::Accept, std::net::SocketAddr),
 ) {
-    let _ = client.set_nodelay(true);
     let settings = ctx.settings.load();
     let idle = snapshot.table.services[service]
         .tcp_idle_timeout
         .unwrap_or(settings.tcp_idle_timeout);
-    let send_proxy = snapshot.table.services[service].edge.proxy_protocol;
+    let send_proxy = snapshot.table.services[service].connection.proxy_protocol;
+    let connect_timeout = snapshot.table.services[service]
+        .edge
+        .timeouts
+        .connect
+        .unwrap_or(settings.connect_timeout);
     let picked = {
         let svc = &snapshot.table.services[service];
         let states = &snapshot.states[service];
@@ -54,7 +58,7 @@ pub async fn serve(
         let candidates = svc.balancer.candidates(flow, |i| states[i].load());
         for b in crate::backends::outlier::ordered(states, candidates) {
             let started = std::time::Instant::now();
-            match connect(states[b].addr, settings.connect_timeout).await {
+            match connect(states[b].addr, connect_timeout).await {
                 Ok(stream) => {
                     states[b].observe_connect(started.elapsed());
                     states[b].outlier.success();
@@ -133,32 +137,59 @@ pub fn abort(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-/// The last byte's time, shared by both directions of a relay.
+/// The last byte's time, shared by both directions of a relay, and whether one has ended.
 struct Activity {
     epoch: Instant,
-    /// Milliseconds since `epoch`.
+    /// `epoch` on the coarse clock, in milliseconds.
+    epoch_ms: u64,
+    /// The coarse clock's milliseconds at the last byte.
     last: AtomicU64,
+    /// A direction has seen its source's FIN.
+    one_ended: AtomicBool,
+}
+
+/// Milliseconds of the monotonic clock as of the last tick (`CLOCK_MONOTONIC_COARSE`): a few
+/// ms coarse, which an idle timeout of seconds or hours does not notice, and cheaper than a
+/// precise reading, taken twice per chunk relayed.
+fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 impl Activity {
     fn new() -> Activity {
+        let epoch_ms = coarse_ms();
         Activity {
             epoch: Instant::now(),
-            last: AtomicU64::new(0),
+            epoch_ms,
+            last: AtomicU64::new(epoch_ms),
+            one_ended: AtomicBool::new(false),
         }
     }
 
+    /// Records a direction's end; whether the other one had ended already.
+    fn end(&self) -> bool {
+        self.one_ended.swap(true, Ordering::Relaxed)
+    }
+
     fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.last.store(now, Ordering::Relaxed);
+        self.last.store(coarse_ms(), Ordering::Relaxed);
     }
 
     /// Ends once nothing has moved for `idle`: one timer per relay, re-armed only when it
     /// fires, not per byte.
     async fn idle(&self, idle: Duration) {
         loop {
-            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-            let deadline = self.epoch + last + idle;
+            let since = self
+                .last
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.epoch_ms);
+            let deadline = self.epoch + Duration::from_millis(since) + idle;
             if Instant::now() >= deadline {
                 return;
             }
@@ -174,8 +205,9 @@ enum Fault {
 }
 
 /// Moves bytes both ways between a client and a backend until both directions have closed
-/// (a clean end), either side fails, or nothing moved for `idle`. The caller closes the sockets;
-/// on any end but [`End::Closed`] it should [`abort`] them.
+/// (a clean end), either side fails, or nothing moved for `idle`. The caller closes the sockets
+/// when it returns — on a clean end the last FIN is left to that close; on any end but
+/// [`End::Closed`] it should [`abort`] them first.
 pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -220,11 +252,25 @@ async fn direction(
         src.readable().await.map_err(|_| Fault::Source)?;
         let mut buf = Buffer::tcp();
         loop {
+            let room = buf.vec().capacity() - buf.len();
             match src.try_read_buf(buf.vec()) {
                 Ok(0) => {
-                    // (A destination already gone fails its own direction.)
-                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    // When the other direction has ended, the destination's FIN is in and
+                    // nothing of it is left unread: the close that ends the relay sends this
+                    // FIN, without a shutdown call first. (A destination already gone fails
+                    // its own direction.)
+                    if !activity.end() {
+                        let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    }
                     return Ok(());
+                }
+                Ok(n) if n < room => {
+                    // A read that did not fill the room emptied the receive queue: the next
+                    // read waits for news (bytes, a FIN, a reset) rather than hearing EAGAIN.
+                    // Cleared now, before any wait: readiness that comes later is kept.
+                    let _ = src.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break, // idle: buffer back
@@ -254,9 +300,9 @@ async fn direction(
     }
 }
 
-/// The tunnel of an HTTP upgrade: [`relay`]'s rules over any two streams. A side whose socket
-/// is known (`*_socket`) is reset when the other fails; `prefix`es are bytes already read from
-/// each side, sent on first. Without readiness to wait on, a direction reads its first bytes
+/// The tunnel of an HTTP upgrade: [`relay`]'s rules over any two streams (a TLS one, say). As
+/// with [`relay`], the caller resets the sockets it knows on any end but [`End::Closed`];
+/// `prefix`es are bytes already read from each side, sent on first. Without readiness to wait on, a direction reads its first bytes
 /// into a small buffer of its own and takes a pooled one only while more keep coming.
 pub async fn relay_io<C, U>(
     (client, client_prefix): (C, bytes::Bytes),

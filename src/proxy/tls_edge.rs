@@ -157,8 +157,8 @@ pub async fn decide(
     let Some(index) = service else {
         return Decision::Terminate(stream, https.default.clone(), None);
     };
-    let edge = &table.services[index].edge;
-    if edge.tls_passthrough {
+    let connection = &table.services[index].connection;
+    if connection.tls_passthrough {
         Metrics::count(&ctx.metrics.tls_passthrough, "passed");
         let flow = crate::routing::balance::Flow {
             client: peer,
@@ -169,7 +169,7 @@ pub async fn decide(
         tcp::serve(stream, flow, snapshot, index, ctx, (&none, peer)).await;
         return Decision::Done;
     }
-    if let Some(ca) = &edge.client_ca {
+    if let Some(ca) = &connection.client_ca {
         let ca = Arc::new(ca.clone());
         drop(snapshot);
         return match https.for_client_ca(&ca, &ctx.metrics) {

@@ -1,8 +1,9 @@
 //! UDP VIPs and UDP service ports (one implementation for both): datagrams relayed per client
 //! flow. The first datagram of a client picks a backend
 //! (consistent hashing, like TCP VIPs) and opens a session: a socket connected to that backend,
-//! whose replies go back to the client from the VIP address. Sessions end after an idle timeout
-//! or when their backend drains; the table of sessions is bounded.
+//! whose replies go back to the client from the VIP address. Sessions end after an idle timeout,
+//! when their backend drains, or on an ICMP error from it (charged to the backend as a failed
+//! connect, so five in a row eject it); the table of sessions is bounded.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::Context;
@@ -116,10 +118,11 @@ async fn open(
         upstream,
         last: AtomicU64::new(epoch.elapsed().as_millis() as u64),
     });
-    let (relay, socket, idle) = (
+    let (relay, socket, idle, ctx) = (
         session.clone(),
         socket.clone(),
         ctx.settings.load().udp_idle_timeout,
+        ctx.clone(),
     );
     let active = state.open();
     tokio::spawn(async move {
@@ -132,8 +135,18 @@ async fn open(
                 break;
             };
             tokio::select! {
-                ready = relay.upstream.readable() => {
-                    if ready.is_err() {
+                // ERROR too: an ICMP error on a connected UDP socket raises only EPOLLERR,
+                // which readable() alone would never see.
+                ready = relay.upstream.ready(Interest::READABLE | Interest::ERROR) => {
+                    let Ok(ready) = ready else {
+                        break;
+                    };
+                    if ready.is_error() {
+                        // (The receive below would see only that the socket is not readable.)
+                        let error = relay.upstream.take_error().ok().flatten();
+                        if error.as_ref().is_some_and(icmp_error) {
+                            charge_unreachable(&ctx, listen, &state);
+                        }
                         break;
                     }
                     // A buffer only while a reply is on its way.
@@ -142,10 +155,19 @@ async fn open(
                         Ok(n) => {
                             relay.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                             state.metrics.bytes_out.inc_by(n as u64);
+                            state.outlier.success();
                             let _ = socket.send_to(&buf, client).await;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => break, // e.g. the backend's port is closed (ICMP unreachable)
+                        Err(e) => {
+                            // An ICMP error on the connected socket (port or host unreachable):
+                            // the backend is not serving. The session ends, and the client's
+                            // next datagram opens a new one, which passes an ejected backend over.
+                            if icmp_error(&e) {
+                                charge_unreachable(&ctx, listen, &state);
+                            }
+                            break;
+                        }
                     }
                 }
                 _ = tokio::time::sleep(left) => {}
@@ -157,4 +179,34 @@ async fn open(
         drop(active);
     });
     Some(session)
+}
+
+/// Whether a receive error on a connected UDP socket is the kernel reporting an ICMP error from
+/// the backend (Linux queues them on the socket: `ECONNREFUSED` for port unreachable,
+/// `EHOSTUNREACH`/`ENETUNREACH` for the host or network).
+fn icmp_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | HostUnreachable | NetworkUnreachable
+    )
+}
+
+/// Charges an unreachable backend as a failed connect, to its state in the table serving now
+/// (the session may have outlived the table it was opened from; a backend gone from the table
+/// needs no verdict).
+fn charge_unreachable(
+    ctx: &Context,
+    listen: SocketAddr,
+    state: &Arc<crate::backends::BackendState>,
+) {
+    state.metrics.connect_failures.inc();
+    let snapshot = ctx.store.load();
+    let Some(&index) = snapshot.table.udp.get(&listen) else {
+        return;
+    };
+    let states = &snapshot.states[index];
+    if let Some(b) = states.iter().position(|s| Arc::ptr_eq(s, state)) {
+        crate::backends::outlier::failure(states, b);
+    }
 }

@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
 use super::dial::Dial;
-use super::exchange::Failure;
+use super::exchange::{Failure, Policy};
 use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
 use super::pool::Pools;
@@ -44,7 +44,7 @@ pub enum Tried {
 pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
-    ctx: &Context,
+    (ctx, policy): (&Context, &Policy<'_>),
     (upgrade, dial): (&mut Option<OnUpgrade>, &Dial),
 ) -> Tried {
     // A pooled connection may have been closed by the backend while idle; if it fails before
@@ -58,8 +58,7 @@ pub async fn send(
         // Ready already (its last response was read to the end): no timer to arm.
         Some(sender) if sender.is_ready() => Some(sender),
         Some(mut sender) => {
-            let ready =
-                tokio::time::timeout(ctx.settings.load().connect_timeout, sender.ready()).await;
+            let ready = tokio::time::timeout(policy.connect, sender.ready()).await;
             matches!(ready, Ok(Ok(()))).then_some(sender)
         }
         None => None,
@@ -68,13 +67,18 @@ pub async fn send(
         let fresh = pooled.is_none();
         let mut sender = match pooled.take() {
             Some(sender) => sender,
-            None => match open(state, ctx, dial).await {
-                Ok(sender) => sender,
-                Err(_) => return Tried::Unsent(req),
-            },
+            None => {
+                let Ok(_pending) = super::limits::pending(policy.limits) else {
+                    return Tried::Failed(Failure::Overloaded);
+                };
+                match open(state, (ctx, policy.connect), dial).await {
+                    Ok(sender) => sender,
+                    Err(_) => return Tried::Unsent(req),
+                }
+            }
         };
         let active = charge(&mut req, state);
-        match await_response(sender.try_send_request(req), state, ctx).await {
+        match await_response(sender.try_send_request(req), state, policy.response).await {
             Awaited::Over(outcome) => return outcome,
             Awaited::Answered(mut response) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -84,7 +88,7 @@ pub async fn send(
                         ));
                     };
                     let upstream = hyper::upgrade::on(&mut response);
-                    let idle = ctx.settings.load().tunnel_idle_timeout;
+                    let idle = policy.tunnel;
                     tokio::spawn(tunnel(client, upstream, (state.clone(), idle), active));
                     let (parts, _) = response.into_parts();
                     return Tried::Response(Response::from_parts(parts, ProxyBody::empty()));
@@ -137,11 +141,11 @@ pub fn charge(req: &mut Request<RequestBody>, state: &Arc<BackendState>) -> Acti
 pub async fn await_response(
     exchange: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>>,
     state: &BackendState,
-    ctx: &Context,
+    response_timeout: std::time::Duration,
 ) -> Awaited {
     let sent = std::time::Instant::now();
     let result = tokio::select! {
-        r = tokio::time::timeout(ctx.settings.load().response_timeout, exchange) => r,
+        r = tokio::time::timeout(response_timeout, exchange) => r,
         _ = state.drained() => return Awaited::Over(Tried::Failed(Failure::Removed)),
     };
     match result {
@@ -164,18 +168,22 @@ pub async fn await_response(
     }
 }
 
-pub async fn open(state: &BackendState, ctx: &Context, dial: &Dial) -> Result<Upstream, ()> {
+/// A new connection to `state`'s backend, within `connect_timeout` (the app's or the
+/// global one), dialled as `dial` says.
+pub async fn open(
+    state: &BackendState,
+    (ctx, connect_timeout): (&Context, std::time::Duration),
+    dial: &Dial,
+) -> Result<Upstream, ()> {
     if !dial.is_plain() {
-        let stream = super::dial::dial(state, ctx, dial, false).await?;
+        let stream = super::dial::dial(state, (ctx, connect_timeout), dial, false).await?;
         return handshake(state, stream).await;
     }
     let started = std::time::Instant::now();
-    let stream = connect(state.addr, ctx.settings.load().connect_timeout)
-        .await
-        .map_err(|e| {
-            state.metrics.connect_failures.inc();
-            tracing::debug!(backend = %state.addr, "connect failed: {e}");
-        })?;
+    let stream = connect(state.addr, connect_timeout).await.map_err(|e| {
+        state.metrics.connect_failures.inc();
+        tracing::debug!(backend = %state.addr, "connect failed: {e}");
+    })?;
     state.observe_connect(started.elapsed());
     handshake(state, stream).await
 }
@@ -211,6 +219,7 @@ fn finish_response(
         conn: back.map(|(sender, pools)| (sender, pools, state)),
         bytes_out,
         _active: active,
+        slot: None,
     };
     if body.inner.is_end_stream() {
         body.release();
@@ -235,6 +244,9 @@ pub struct PooledBody {
     conn: Option<(Upstream, Arc<Pools>, Arc<BackendState>)>,
     bytes_out: Counter,
     _active: ActiveGuard,
+    /// The request's place among its app's requests in flight (`MAX_CONCURRENT_REQUESTS`),
+    /// held until the body ends.
+    slot: Option<crate::backends::limits::Slot>,
 }
 
 impl PooledBody {
@@ -245,6 +257,7 @@ impl PooledBody {
             conn: None,
             bytes_out,
             _active: active,
+            slot: None,
         }
     }
 
@@ -252,6 +265,7 @@ impl PooledBody {
         if let Some((sender, pools, state)) = self.conn.take() {
             pools.checkin(&state, sender);
         }
+        self.slot = None;
     }
 }
 
@@ -263,6 +277,16 @@ pub enum ProxyBody {
 impl ProxyBody {
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(Full::new(Bytes::new()))
+    }
+
+    /// Keeps a request's place among its app's requests in flight until the body from the
+    /// backend ends (a whole body in hand frees it at once).
+    pub fn hold(&mut self, slot: Option<crate::backends::limits::Slot>) {
+        if let ProxyBody::Upstream(body) = self
+            && !body.inner.is_end_stream()
+        {
+            body.slot = slot;
+        }
     }
 }
 
@@ -417,7 +441,40 @@ async fn tunnel(
             }
             end
         }
-        // TLS on the client's side: streams without their sockets (a clean close either way).
+        // TLS on the client's side (the HTTPS listener): the TLS stream over its socket, so a
+        // failure still resets both sockets; a clean end sends the client a close_notify.
+        (Err(client), Ok((mut upstream, to_client))) => match tls_socket(client) {
+            Ok((mut client, to_backend)) => {
+                let end = tcp::relay_io(
+                    (&mut client, to_backend),
+                    (&mut upstream, to_client),
+                    counters,
+                    idle,
+                    state.drained(),
+                )
+                .await;
+                if end != tcp::End::Closed {
+                    tcp::abort(client.get_ref().0);
+                    tcp::abort(&upstream);
+                }
+                end
+            }
+            Err(client) => {
+                let end = tcp::relay_io(
+                    (TokioIo::new(client), Bytes::new()),
+                    (&mut upstream, to_client),
+                    counters,
+                    idle,
+                    state.drained(),
+                )
+                .await;
+                if end != tcp::End::Closed {
+                    tcp::abort(&upstream);
+                }
+                end
+            }
+        },
+        // Streams of other kinds: without their sockets, a clean close either way.
         (client, upstream) => {
             let (mut client, to_backend) = any_io(client);
             let (mut upstream, to_client) = any_io(upstream);
@@ -457,6 +514,26 @@ fn raw_socket(upgraded: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
         Err(upgraded) => Err(upgraded),
     }
 }
+
+/// A client connection of the HTTPS listener under an upgrade: its TLS stream (whose socket
+/// can be reset) and the plaintext already read from it.
+fn tls_socket(upgraded: Upgraded) -> Result<(Box<ServerTls>, Bytes), Upgraded> {
+    let upgraded = match upgraded.downcast::<TokioIo<ServerTls>>() {
+        Ok(parts) => return Ok((Box::new(parts.io.into_inner()), parts.read_buf)),
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<Prefixed<ServerTls>>>() {
+        Ok(parts) => {
+            let (rest, stream) = parts.io.into_inner().into_parts();
+            let mut read = bytes::BytesMut::from(parts.read_buf);
+            read.extend_from_slice(&rest);
+            Ok((Box::new(stream), read.freeze()))
+        }
+        Err(upgraded) => Err(upgraded),
+    }
+}
+
+type ServerTls = tokio_rustls::server::TlsStream<TcpStream>;
 
 fn any_io(side: Result<(TcpStream, Bytes), Upgraded>) -> (AnyIo, Bytes) {
     match side {

@@ -18,7 +18,7 @@ pub type H2Upstream = hyper::client::conn::http2::SendRequest<RequestBody>;
 pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
-    ctx: &Context,
+    (ctx, policy): (&Context, &super::exchange::Policy<'_>),
     dial: &Dial,
 ) -> Tried {
     // HTTP/2 carries the target as :scheme and :authority: make the URI absolute.
@@ -42,14 +42,19 @@ pub async fn send(
     let mut reused = shared.is_some();
     let mut sender = match shared {
         Some(sender) => sender,
-        None => match open(state, ctx, dial).await {
-            Some(sender) => sender,
-            None => return Tried::Unsent(req),
-        },
+        None => {
+            let Ok(_pending) = super::limits::pending(policy.limits) else {
+                return Tried::Failed(super::exchange::Failure::Overloaded);
+            };
+            match open(state, (ctx, policy.connect), dial).await {
+                Some(sender) => sender,
+                None => return Tried::Unsent(req),
+            }
+        }
     };
     loop {
         let active = charge(&mut req, state);
-        match await_response(sender.try_send_request(req), state, ctx).await {
+        match await_response(sender.try_send_request(req), state, policy.response).await {
             Awaited::Over(outcome) => return outcome,
             Awaited::Answered(response) => {
                 return Tried::Response(into_proxy(response, state, active));
@@ -58,7 +63,7 @@ pub async fn send(
             Awaited::Returned(back) if reused => {
                 req = back;
                 reused = false;
-                match open(state, ctx, dial).await {
+                match open(state, (ctx, policy.connect), dial).await {
                     Some(fresh) => sender = fresh,
                     None => return Tried::Unsent(req),
                 }
@@ -68,10 +73,16 @@ pub async fn send(
     }
 }
 
-async fn open(state: &Arc<BackendState>, ctx: &Context, dial: &Dial) -> Option<H2Upstream> {
+/// A new HTTP/2 connection to `state`'s backend, within `connect_timeout` (the app's or the
+/// global one), dialled as `dial` says; shared (pooled) when `dial` allows.
+async fn open(
+    state: &Arc<BackendState>,
+    (ctx, connect_timeout): (&Context, std::time::Duration),
+    dial: &Dial,
+) -> Option<H2Upstream> {
     let stream = if dial.is_plain() {
         let started = std::time::Instant::now();
-        match connect(state.addr, ctx.settings.load().connect_timeout).await {
+        match connect(state.addr, connect_timeout).await {
             Ok(stream) => {
                 state.observe_connect(started.elapsed());
                 super::dial::Stream::Plain(stream)
@@ -83,7 +94,9 @@ async fn open(state: &Arc<BackendState>, ctx: &Context, dial: &Dial) -> Option<H
             }
         }
     } else {
-        super::dial::dial(state, ctx, dial, true).await.ok()?
+        super::dial::dial(state, (ctx, connect_timeout), dial, true)
+            .await
+            .ok()?
     };
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))

@@ -30,6 +30,9 @@ pub struct CompileConfig {
     pub default_app: Option<String>,
     /// Route weights set at runtime (admin API), by route name.
     pub weight_overrides: Overrides,
+    /// Apps put in maintenance at runtime (admin API): as `SWITCHYARD_{n}_MAINTENANCE=true` on
+    /// each of their ports.
+    pub maintenance: std::collections::BTreeSet<crate::cluster::AppId>,
     /// VIPs: the range named VIPs get addresses from, and their balancer. `None`: no VIPs.
     pub vip: Option<VipSettings>,
     /// Active health checks; `None`: off.
@@ -69,6 +72,7 @@ impl CompileConfig {
             reserved: Vec::new(),
             default_app: None,
             weight_overrides: Overrides::new(),
+            maintenance: Default::default(),
             vip: None,
             health: None,
             ip_per_task_ports: (10050, 10100),
@@ -139,6 +143,46 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 problem(Severity::Ignored, notice.clone());
             }
             let mode = labels::mode(&labels, &app.checks, n);
+            let (mut edge, findings) = super::edge::read(&app.labels, n);
+            edge.maintenance |= config.maintenance.contains(&app.id);
+            for notice in findings.ignored {
+                problem(Severity::Ignored, notice);
+            }
+            if let Some(reason) = findings.skip {
+                problem(Severity::Skipped, reason);
+                continue;
+            }
+            // A tcp port cannot answer with a page: in maintenance it is not served at all.
+            if mode != Mode::Http && edge.maintenance {
+                problem(
+                    Severity::Skipped,
+                    format!(
+                        "SWITCHYARD_{n}_MAINTENANCE on a tcp port: it cannot answer with a page, \
+                         so the port is not served until maintenance ends"
+                    ),
+                );
+                continue;
+            }
+            if mode != Mode::Http && edge != super::edge::Edge::default() {
+                let connect_only = super::edge::Edge {
+                    timeouts: super::edge::Timeouts {
+                        connect: edge.timeouts.connect,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                if edge != connect_only {
+                    problem(
+                        Severity::Ignored,
+                        format!(
+                            "SWITCHYARD_{n}_ limits, header rules, error pages, maintenance and \
+                             response/tunnel timeouts apply in HTTP mode; this port is tcp, \
+                             ignored (CONNECT_TIMEOUT and TCP_IDLE_TIMEOUT apply)"
+                        ),
+                    );
+                }
+            }
+            let edge = std::sync::Arc::new(edge);
             if !config.serves(labels.groups.as_deref()) {
                 continue;
             }
@@ -160,9 +204,9 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 );
                 continue;
             }
-            let edge =
+            let connection =
                 match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty()) {
-                    Ok(edge) => edge,
+                    Ok(connection) => connection,
                     Err(reason) => {
                         problem(Severity::Skipped, reason);
                         continue;
@@ -234,6 +278,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                                 upstream_h2: false,
                                 tcp_idle_timeout: None,
                                 edge: Default::default(),
+                                connection: Default::default(),
                                 // Probes are TCP or HTTP: nothing to probe a UDP port with.
                                 probe: None,
                                 weight: None,
@@ -298,7 +343,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             table
                 .ssl_certs
                 .extend(labels.ssl_certs.iter().map(std::path::PathBuf::from));
-            table.sni_rules |= edge.tls_passthrough || edge.client_ca.is_some();
+            table.sni_rules |= connection.tls_passthrough || connection.client_ca.is_some();
             let mut backends = backends(cluster, app, n, &mut problem);
             // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
             // port of that index, with that port's check.
@@ -366,6 +411,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 upstream_h2: labels.upstream_h2,
                 tcp_idle_timeout: labels.tcp_idle_timeout,
                 edge,
+                connection,
                 probe: config
                     .health
                     .as_ref()
@@ -659,6 +705,7 @@ fn vip_services(
                 upstream_h2: false,
                 tcp_idle_timeout: None,
                 edge: Default::default(),
+                connection: Default::default(),
                 // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
                 probe,
                 held_back: Vec::new(),

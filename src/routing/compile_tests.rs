@@ -694,3 +694,64 @@ fn udp_service_ports_are_served_claimed_apart_and_reported_when_taken() {
     let t = compile(&c, &config("external"));
     assert!(!t.udp.keys().any(|l| l.port() == 7000));
 }
+
+#[test]
+fn edge_labels_reach_the_service_and_bad_ones_are_reported_by_kind() {
+    let http = |id: &str, port: u16, extra: (&str, &str)| {
+        app(
+            id,
+            port,
+            &[("HAPROXY_0_MODE", "http"), extra],
+            vec![task(&format!("{id}.1"), 1)],
+        )
+    };
+    let c = cluster(vec![
+        http("/limited", 10000, ("SWITCHYARD_0_RATE_LIMIT", "10/s")),
+        // A limit that does not parse: served, without it, reported.
+        http(
+            "/typo",
+            10001,
+            ("SWITCHYARD_0_MAX_CONCURRENT_REQUESTS", "-1"),
+        ),
+        // A header rule on a framing field: not served.
+        http(
+            "/framing",
+            10002,
+            ("SWITCHYARD_0_RESPONSE_HEADER_REMOVE", "Content-Length"),
+        ),
+        // HTTP-only labels on a tcp port: reported as ignored; maintenance takes it out.
+        app(
+            "/tcp",
+            10003,
+            &[("SWITCHYARD_0_RATE_LIMIT", "10")],
+            vec![task("t.1", 1)],
+        ),
+        app(
+            "/tcpdown",
+            10004,
+            &[("SWITCHYARD_0_MAINTENANCE", "true")],
+            vec![task("d.1", 1)],
+        ),
+    ]);
+    let t = compile(&c, &config("*"));
+    let served: Vec<&str> = t.services.iter().map(|s| &*s.key.app_id).collect();
+    assert_eq!(served, ["/limited", "/tcp", "/typo"]);
+    assert_eq!(t.services[0].edge.rate.as_ref().unwrap().burst, 10);
+    assert!(!t.services[2].edge.limited());
+    let problem = |app: &str| {
+        t.problems
+            .iter()
+            .find(|p| &*p.app_id == app)
+            .unwrap_or_else(|| panic!("no problem for {app}: {:?}", t.problems))
+    };
+    assert_eq!(problem("/typo").severity, Severity::Ignored);
+    assert!(problem("/typo").reason.contains("WITHOUT"));
+    assert_eq!(problem("/framing").severity, Severity::Skipped);
+    assert_eq!(problem("/tcp").severity, Severity::Ignored);
+    assert_eq!(problem("/tcpdown").severity, Severity::Skipped);
+    // Maintenance set at runtime reaches the port as the label would.
+    let mut runtime = config("*");
+    runtime.maintenance.insert("/limited".into());
+    let t = compile(&c, &runtime);
+    assert!(t.services[0].edge.maintenance);
+}

@@ -453,7 +453,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
 
 /// A duration label: whole numbers with units `ms`, `s`, `m`, `h`, one or more (`1m30s`), as in
 /// the config file; `None` for anything else, zero included.
-fn duration(text: &str) -> Option<std::time::Duration> {
+pub(super) fn duration(text: &str) -> Option<std::time::Duration> {
     let mut rest = text.trim();
     let mut total = std::time::Duration::ZERO;
     if rest.is_empty() {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod balance;
 pub mod cidr;
 pub mod compile;
+pub mod edge;
 pub mod edge_labels;
 pub mod ip_per_task;
 pub mod labels;
@@ -81,13 +82,16 @@ pub struct Service {
     pub upstream_h2: bool,
     /// TCP mode: `SWITCHYARD_{n}_TCP_IDLE_TIMEOUT`, over `proxy.tcp_idle_timeout`.
     pub tcp_idle_timeout: Option<std::time::Duration>,
+    /// `SWITCHYARD_{n}_…` edge labels: limits, timeouts, header rules, error pages,
+    /// maintenance (`edge`); shared, as most services have none.
+    pub edge: std::sync::Arc<edge::Edge>,
     /// How switchyard checks its backends itself (`None`: it leaves that to Marathon).
     pub probe: Option<crate::cluster::Probe>,
     /// The app's tasks that get no traffic, and why (for operators: not used to route).
     pub held_back: Vec<(crate::cluster::TaskId, &'static str)>,
-    /// PROXY protocol to the backends, TLS passthrough, TLS to the backends, client
-    /// certificates (`edge_labels`).
-    pub edge: edge_labels::EdgeLabels,
+    /// `SWITCHYARD_{n}_…` connection labels: PROXY protocol to the backends, TLS passthrough,
+    /// TLS to the backends, client certificates (`edge_labels`). `edge` is the HTTP part.
+    pub connection: edge_labels::EdgeLabels,
 }
 
 /// Per-service HTTP behaviour from marathon-lb's labels.

@@ -1,0 +1,339 @@
+//! Response rate limiting (RRL) for UDP answers, per client prefix, as BIND's RRL and Knot's
+//! `rrl` module do: a client prefix (IPv4 /24, IPv6 /56 by default) gets `responses_per_second`
+//! answers of each kind (positive, negative, error) per second; past that, every `slip`-th
+//! limited answer goes out cut to its header and question with TC set (a real client asks again
+//! over TCP, which is never limited), the others are dropped. A spoofed flood so earns its
+//! victim almost nothing, while a legitimate resolver behind the same prefix still gets through.
+//!
+//! The table is owned by the one UDP thread (no lock, no atomics): a fixed number of buckets in
+//! sets of [`WAYS`], looked up by a keyed hash of the prefix and kind. A key not in its set takes
+//! the set's stalest bucket, so the table never grows, whatever the sources (memory is
+//! `table_size` × 24 bytes). An evicted key starts afresh with a full allowance, which only
+//! errs on the side of answering, as Knot's table does when full.
+//!
+//! Credit works as in BIND: each second adds `rate` (up to `rate`), each answer takes one; a
+//! bucket may go down to `-rate × window` while its client keeps asking too fast, so a flood that
+//! goes on stays limited for up to `window` seconds after it pauses.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::routing::cidr::Cidr;
+
+/// Buckets per set: a key lives in one of the `WAYS` buckets of the set its hash picks.
+pub const WAYS: usize = 4;
+
+/// What to do with one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Send,
+    /// Send it cut to the header and question, TC set.
+    Slip,
+    Drop,
+}
+
+/// The kind of an answer, limited separately (a flood of NXDOMAIN does not starve answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// NOERROR with answers.
+    Answer,
+    /// NXDOMAIN, or NOERROR with no answer.
+    Negative,
+    /// Any other rcode.
+    Error,
+}
+
+impl Kind {
+    /// The kind of an encoded answer (its header's rcode and answer count).
+    pub fn of(reply: &[u8]) -> Kind {
+        if reply.len() < 12 {
+            return Kind::Error;
+        }
+        match (reply[3] & 0x0f, u16::from_be_bytes([reply[6], reply[7]])) {
+            (0, 0) | (3, _) => Kind::Negative,
+            (0, _) => Kind::Answer,
+            _ => Kind::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub responses_per_second: u32,
+    /// Seconds a bucket's debt may cover (BIND's `window`).
+    pub window: u32,
+    /// Every `slip`-th limited answer is sent truncated; 0: all dropped.
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Buckets (rounded up to a power of two, at least one set).
+    pub table_size: usize,
+    /// Clients never limited.
+    pub exempt: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// The key's hash (0: free).
+    key: u64,
+    /// Seconds since the table's start when the credit was last topped up.
+    stamp: u32,
+    credit: i32,
+    /// Limited answers since the last slip.
+    limited: u32,
+}
+
+pub struct Table {
+    buckets: Box<[Bucket]>,
+    /// Sets - 1 (a power of two, minus one).
+    mask: usize,
+    seed: u64,
+    start: Instant,
+    settings: Settings,
+    v4_mask: u32,
+    v6_mask: u128,
+}
+
+impl Table {
+    pub fn new(settings: Settings) -> Table {
+        let sets = settings
+            .table_size
+            .div_ceil(WAYS)
+            .max(1)
+            .next_power_of_two();
+        let v4 = u32::from(settings.ipv4_prefix.min(32));
+        let v6 = u32::from(settings.ipv6_prefix.min(128));
+        Table {
+            buckets: vec![Bucket::default(); sets * WAYS].into_boxed_slice(),
+            mask: sets - 1,
+            // Keyed per process, so no one picks sources that share a set.
+            seed: fastrand::u64(..) | 1,
+            start: Instant::now(),
+            v4_mask: u32::MAX.checked_shl(32 - v4).unwrap_or(0),
+            v6_mask: u128::MAX.checked_shl(128 - v6).unwrap_or(0),
+            settings,
+        }
+    }
+
+    /// The buckets the table holds: fixed at creation.
+    pub fn capacity(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Seconds since the table started: read once per batch of answers.
+    pub fn now(&self) -> u32 {
+        self.start.elapsed().as_secs() as u32
+    }
+
+    /// Whether the answer of `kind` to `client`, at `now` (see [`Table::now`]), goes out.
+    pub fn check(&mut self, client: IpAddr, kind: Kind, now: u32) -> Verdict {
+        let key = self.key(client, kind);
+        let rate = self.settings.responses_per_second.min(i32::MAX as u32 / 2) as i32;
+        let floor = -(rate.saturating_mul(self.settings.window.min(3600) as i32));
+        let set = (key as usize >> 7) & self.mask;
+        let ways = &mut self.buckets[set * WAYS..set * WAYS + WAYS];
+        let at = match ways.iter().position(|b| b.key == key) {
+            Some(at) => at,
+            None => {
+                // The stalest bucket of the set (a free one is stalest of all).
+                let at = (0..WAYS)
+                    .min_by_key(|&i| (ways[i].key != 0, ways[i].stamp))
+                    .unwrap_or(0);
+                ways[at] = Bucket {
+                    key,
+                    stamp: now,
+                    credit: rate,
+                    limited: 0,
+                };
+                at
+            }
+        };
+        let bucket = &mut ways[at];
+        let elapsed = now.saturating_sub(bucket.stamp).min(3600) as i32;
+        if elapsed > 0 {
+            bucket.credit = bucket
+                .credit
+                .saturating_add(elapsed.saturating_mul(rate))
+                .min(rate);
+            bucket.stamp = now;
+        }
+        let credit = bucket.credit - 1;
+        bucket.credit = credit.max(floor);
+        if credit >= 0 {
+            return Verdict::Send;
+        }
+        if self
+            .settings
+            .exempt
+            .iter()
+            .any(|c| c.contains(client.to_canonical()))
+        {
+            bucket.credit = 0;
+            return Verdict::Send;
+        }
+        bucket.limited += 1;
+        let slip = self.settings.slip;
+        if slip > 0 && bucket.limited >= slip {
+            bucket.limited = 0;
+            return Verdict::Slip;
+        }
+        Verdict::Drop
+    }
+
+    /// The keyed hash of the client's prefix and the answer's kind (never 0: 0 marks a free
+    /// bucket).
+    fn key(&self, client: IpAddr, kind: Kind) -> u64 {
+        let (family, bits) = match client.to_canonical() {
+            IpAddr::V4(v4) => (1u64, u128::from(u32::from(v4) & self.v4_mask)),
+            IpAddr::V6(v6) => (2u64, u128::from(v6) & self.v6_mask),
+        };
+        let mut h = self.seed ^ (family << 8 | kind as u64);
+        for word in [bits as u64, (bits >> 64) as u64] {
+            h = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^= h >> 29;
+        }
+        h.wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1
+    }
+
+    #[cfg(test)]
+    fn credits(&self) -> impl Iterator<Item = i32> + '_ {
+        self.buckets.iter().filter(|b| b.key != 0).map(|b| b.credit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn settings(rate: u32, window: u32, slip: u32, table_size: usize) -> Settings {
+        Settings {
+            responses_per_second: rate,
+            window,
+            slip,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            table_size,
+            exempt: Vec::new(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_prefix_gets_its_rate_then_slips_every_nth() {
+        let mut t = Table::new(settings(3, 2, 2, 64));
+        let verdicts: Vec<Verdict> = (0..9)
+            .map(|i| t.check(ip(&format!("192.0.2.{i}")), Kind::Answer, 0))
+            .collect();
+        use Verdict::*;
+        assert_eq!(
+            verdicts,
+            [Send, Send, Send, Drop, Slip, Drop, Slip, Drop, Slip]
+        );
+        // Another /24, another kind: their own allowance.
+        assert_eq!(t.check(ip("192.0.3.1"), Kind::Answer, 0), Send);
+        assert_eq!(t.check(ip("192.0.2.1"), Kind::Negative, 0), Send);
+        // The debt is bounded by the window (3 × 2): two quiet seconds pay it, the third earns
+        // a full second's worth.
+        assert_eq!(t.check(ip("192.0.2.1"), Kind::Answer, 2), Drop);
+        let mut t2 = Table::new(settings(3, 2, 0, 64));
+        for _ in 0..100 {
+            assert_ne!(t2.check(ip("10.1.1.1"), Kind::Answer, 0), Slip, "slip 0");
+        }
+        assert_eq!(t2.check(ip("10.1.1.1"), Kind::Answer, 3), Send);
+    }
+
+    #[test]
+    fn ipv6_prefixes_and_mapped_addresses() {
+        let mut t = Table::new(settings(1, 1, 0, 64));
+        assert_eq!(
+            t.check(ip("2001:db8:0:1::1"), Kind::Answer, 0),
+            Verdict::Send
+        );
+        // The same /56.
+        assert_eq!(
+            t.check(ip("2001:db8:0:2::1"), Kind::Answer, 0),
+            Verdict::Drop
+        );
+        // Another /56.
+        assert_eq!(t.check(ip("2001:db8:1::1"), Kind::Answer, 0), Verdict::Send);
+        // A mapped IPv4 address counts as that IPv4 client.
+        assert_eq!(t.check(ip("10.0.0.1"), Kind::Answer, 0), Verdict::Send);
+        assert_eq!(
+            t.check(ip("::ffff:10.0.0.2"), Kind::Answer, 0),
+            Verdict::Drop
+        );
+    }
+
+    #[test]
+    fn exempt_clients_are_never_limited() {
+        let mut s = settings(1, 1, 0, 64);
+        s.exempt = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        let mut t = Table::new(s);
+        for _ in 0..10 {
+            assert_eq!(t.check(ip("10.0.0.1"), Kind::Answer, 0), Verdict::Send);
+        }
+    }
+
+    #[test]
+    fn kinds_from_the_header() {
+        let mut h = [0u8; 12];
+        assert_eq!(Kind::of(&h), Kind::Negative);
+        h[7] = 1;
+        assert_eq!(Kind::of(&h), Kind::Answer);
+        h[3] = 3;
+        assert_eq!(Kind::of(&h), Kind::Negative);
+        h[3] = 5;
+        assert_eq!(Kind::of(&h), Kind::Error);
+        assert_eq!(Kind::of(&h[..5]), Kind::Error);
+    }
+
+    proptest! {
+        /// Whatever the sources and times, the table keeps its size, every credit stays within
+        /// [-rate × window, rate], and a key that is never evicted (at most `WAYS` keys, so
+        /// all fit their set) is sent at most its rate in any one second — and at least that
+        /// much once it has been quiet for the window.
+        #[test]
+        fn the_table_is_bounded_and_keys_get_their_rate(
+            rate in 1u32..20,
+            window in 0u32..5,
+            slip in 0u32..4,
+            table_size in 1usize..64,
+            events in proptest::collection::vec((0u8..4, 0u32..3), 1..400),
+            many in proptest::collection::vec(any::<u32>(), 0..300),
+        ) {
+            let mut t = Table::new(settings(rate, window, slip, table_size));
+            let capacity = t.capacity();
+            prop_assert!(capacity >= table_size && capacity.is_multiple_of(WAYS));
+            let mut now = 0u32;
+            let mut sent: std::collections::HashMap<(u8, u32), u32> = Default::default();
+            for (client, step) in &events {
+                now += step;
+                let addr = IpAddr::from([10, 0, *client, 1]);
+                if t.check(addr, Kind::Answer, now) == Verdict::Send {
+                    *sent.entry((*client, now)).or_default() += 1;
+                }
+            }
+            for (&(client, second), &n) in &sent {
+                prop_assert!(n <= rate, "{client} sent {n} in second {second}");
+            }
+            // A flood of sources: the table does not grow, credits stay in bounds.
+            for (i, source) in many.iter().enumerate() {
+                t.check(IpAddr::from(source.to_be_bytes()), Kind::Error, now + i as u32 / 100);
+            }
+            prop_assert_eq!(t.capacity(), capacity);
+            let floor = -((rate * window) as i32);
+            for credit in t.credits() {
+                prop_assert!((floor..=rate as i32).contains(&credit), "{credit}");
+            }
+            // After a quiet window, a fresh second gives a key its full rate.
+            let later = now + 1000;
+            let fresh = IpAddr::from([10, 0, 9, 1]);
+            let n = (0..rate).filter(|_| t.check(fresh, Kind::Answer, later) == Verdict::Send).count();
+            prop_assert_eq!(n as u32, rate);
+        }
+    }
+}
