@@ -1150,3 +1150,76 @@ async fn client_certificates_per_vhost_and_tls_settings() {
         "TLS13_CHACHA20_POLY1305_SHA256"
     );
 }
+
+/// The request limits (edgehttp) key on the client address the PROXY header names, on the fast
+/// path and on the general path (a port with PROXY protocol out), and /v1/routes shows both
+/// parts of a port's edge labels in one `edge` object.
+#[tokio::test]
+async fn per_client_limits_key_on_the_proxy_address_and_routes_show_both_parts() {
+    let backend = Backend::start("web").await;
+    let proxied = ProxyBackend::start(true).await;
+    let (fast_port, general_port) = (free_port(), free_port());
+    let limit = |extra: Value| {
+        let mut labels = json!({"HAPROXY_0_MODE": "http",
+            "SWITCHYARD_0_RATE_LIMIT": "1/h", "SWITCHYARD_0_RATE_LIMIT_BURST": "1",
+            "SWITCHYARD_0_RATE_LIMIT_BY": "client"});
+        labels
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        labels
+    };
+    let apps = vec![
+        app(
+            "/fast",
+            fast_port,
+            limit(json!({})),
+            vec![task("/fast", "fast.1", backend.port())],
+        ),
+        app(
+            "/general",
+            general_port,
+            limit(json!({"SWITCHYARD_0_PROXY_PROTOCOL": "v1"})),
+            vec![task("/general", "general.1", proxied.addr.port())],
+        ),
+    ];
+    let e = start(
+        "pp-limits",
+        apps,
+        "proxy_protocol_from = [\"127.0.0.1\"]\nproxy_protocol_timeout = \"2s\"",
+    )
+    .await;
+    let routes =
+        e.sy.wait_routes("two ports", |r| {
+            has_service(r, fast_port) && has_service(r, general_port)
+        })
+        .await;
+    let status = |reply: &str| reply.get(9..12).unwrap_or("").to_string();
+    for port in [fast_port, general_port] {
+        // One request per hour per client: the second from 203.0.113.7 is refused, and a
+        // client behind the same proxy connection source (127.0.0.1) is not.
+        let first = get_with(lo(1), local(port), &v1("203.0.113.7:1"), "a", "").await;
+        assert_eq!(status(&first), "200", "{port}: {first}");
+        let again = get_with(lo(1), local(port), &v2("203.0.113.7:2"), "a", "").await;
+        assert_eq!(status(&again), "429", "{port}: {again}");
+        let other = get_with(lo(1), local(port), &v1("203.0.113.8:1"), "a", "").await;
+        assert_eq!(status(&other), "200", "{port}: {other}");
+    }
+    // PROXY protocol out carries the same address the limit keyed on.
+    assert_eq!(proxied.seen(), ["203.0.113.7:1", "203.0.113.8:1"]);
+    let service = |app_id: &str| {
+        routes["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["app_id"] == app_id)
+            .unwrap()
+            .clone()
+    };
+    let fast = service("/fast");
+    assert_eq!(fast["edge"]["rate_limit"]["by"], "client", "{fast:#}");
+    assert!(fast["edge"].get("proxy_protocol").is_none(), "{fast:#}");
+    let general = service("/general");
+    assert_eq!(general["edge"]["rate_limit"]["by"], "client", "{general:#}");
+    assert_eq!(general["edge"]["proxy_protocol"], "v1", "{general:#}");
+}
