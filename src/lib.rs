@@ -288,8 +288,12 @@ fn serve_vhosts(config: &Config, planes: &Planes, ctx: &Arc<Context>) -> Result<
     ));
     let loaded = certs.reload(&[], &ctx.metrics);
     tracing::info!(certificates = loaded, "TLS certificates loaded");
-    let tls =
-        tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(certs.clone(), config.https.h2)?);
+    let policy = proxy::tls::Policy::parse(&config.https.min_version, &config.https.cipher_suites)?;
+    let tls = Arc::new(proxy::tls_edge::HttpsTls::new(
+        certs.clone(),
+        config.https.h2,
+        policy,
+    )?);
     for addr in &config.https.listen {
         let listener =
             proxy::listeners::bind(*addr).map_err(|e| format!("https.listen {addr}: {e}"))?;

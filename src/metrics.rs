@@ -92,6 +92,10 @@ pub struct Metrics {
     pub dns_fail_static_total: Counter,
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
+    /// Edge connection rules (`proxy::proxy_protocol`, TLS passthrough, TLS to backends).
+    pub proxy_protocol_errors: Family<KindLabels, Counter>,
+    pub tls_passthrough: Family<KindLabels, Counter>,
+    pub upstream_tls_failures: Family<KindLabels, Counter>,
     pub route_weight: Family<RouteLabels, Gauge>,
     /// One series, value 1, labelled with the live table's hash.
     pub table_hash: Family<HashLabels, Gauge>,
@@ -154,6 +158,9 @@ impl Metrics {
             dns_fail_static_total: Counter::default(),
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            proxy_protocol_errors: Family::default(),
+            tls_passthrough: Family::default(),
+            upstream_tls_failures: Family::default(),
             route_weight: Family::default(),
             table_hash: Family::default(),
             admin_requests: Family::default(),
@@ -314,6 +321,21 @@ impl Metrics {
             "TLS handshakes that failed or timed out",
             m.tls_handshake_failures.clone(),
         );
+        r.register(
+            "proxy_protocol_errors",
+            "Connections closed for their PROXY protocol header (kind: missing, v1_syntax, v1_too_long, v1_address, v2_version, v2_command, v2_too_long, v2_length, timeout, untrusted_source)",
+            m.proxy_protocol_errors.clone(),
+        );
+        r.register(
+            "tls_passthrough",
+            "HTTPS connections whose ClientHello was read (kind: passed, not_client_hello, sni_too_long, malformed, too_large, timeout, client_ca_unusable)",
+            m.tls_passthrough.clone(),
+        );
+        r.register(
+            "upstream_tls_failures",
+            "TLS to backends that failed (kind: verify, handshake, config)",
+            m.upstream_tls_failures.clone(),
+        );
         // Every labelled family with a fixed set of kinds starts with each at zero, so the
         // families the documentation lists are on `/metrics` before anything happens.
         for (family, kinds) in [
@@ -325,6 +347,37 @@ impl Metrics {
             (&m.config_reloads, &["applied", "rejected"][..]),
             (&m.health_checks, &["pass", "fail"][..]),
             (&m.retries, &["replayed", "budget_exhausted"][..]),
+            (
+                &m.proxy_protocol_errors,
+                &[
+                    "missing",
+                    "v1_syntax",
+                    "v1_too_long",
+                    "v1_address",
+                    "v2_version",
+                    "v2_command",
+                    "v2_too_long",
+                    "v2_length",
+                    "timeout",
+                    "untrusted_source",
+                ][..],
+            ),
+            (
+                &m.tls_passthrough,
+                &[
+                    "passed",
+                    "not_client_hello",
+                    "sni_too_long",
+                    "malformed",
+                    "too_large",
+                    "timeout",
+                    "client_ca_unusable",
+                ][..],
+            ),
+            (
+                &m.upstream_tls_failures,
+                &["verify", "handshake", "config"][..],
+            ),
         ] {
             for kind in kinds {
                 let _ = family.get_or_create(&KindLabels {

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(Some(head)) = read_head(&req)
     {
         let mut out = Vec::new();
-        write_request_head(&mut out, &req, &head, "10.1.2.3", data.len() % 3 == 0);
+        let client = switchyard::proxy::headers::Client {
+            trusted: data.len() % 2 == 0,
+            ..switchyard::proxy::headers::Client::untrusted(b"10.1.2.3")
+        };
+        write_request_head(&mut out, &req, &head, &client, data.len() % 3 == 0);
         // What goes to the backend is one well-formed head.
         let mut again = [httparse::EMPTY_HEADER; 80];
         let mut check = httparse::Request::new(&mut again);

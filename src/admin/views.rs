@@ -83,7 +83,9 @@ struct ServiceView<'a> {
     draining: Vec<BackendView<'a>>,
     /// Tasks of the app that get no traffic, and why.
     held_back: Vec<HeldBackView<'a>>,
-    /// Its edge labels in effect (limits, timeouts, header rules, pages, maintenance), when any.
+    /// Its edge labels in effect, when any: the HTTP part (limits, timeouts, header rules,
+    /// pages, maintenance) and the connection part (PROXY protocol to the backends, TLS
+    /// passthrough, TLS to the backends, client CA), each only when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     edge: Option<serde_json::Value>,
 }
@@ -172,8 +174,29 @@ struct HeldBackView<'a> {
     reason: &'a str,
 }
 
-/// A service's edge settings, as `/v1/routes` shows them; `None` when it has none.
+/// A service's edge settings, as `/v1/routes` shows them: the HTTP part's keys and the
+/// connection part's (`edge_labels`) in one object, each part only when set; `None` when
+/// neither is.
 fn edge_view(
+    edge: &crate::routing::edge::Edge,
+    connection: &crate::routing::edge_labels::EdgeLabels,
+    limits: Option<&std::sync::Arc<crate::backends::limits::AppLimits>>,
+) -> Option<serde_json::Value> {
+    let http = http_edge_view(edge, limits);
+    if *connection == Default::default() {
+        return http;
+    }
+    let mut view = http.unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if let (Some(view), Ok(serde_json::Value::Object(connection))) =
+        (view.as_object_mut(), serde_json::to_value(connection))
+    {
+        view.extend(connection);
+    }
+    Some(view)
+}
+
+/// The HTTP part of a service's edge settings (`routing::edge`); `None` when it has none.
+fn http_edge_view(
     edge: &crate::routing::edge::Edge,
     limits: Option<&std::sync::Arc<crate::backends::limits::AppLimits>>,
 ) -> Option<serde_json::Value> {
@@ -235,7 +258,11 @@ pub(super) fn routes<'a>(
         .zip(&snapshot.states)
         .enumerate()
         .map(|(i, (s, states))| ServiceView {
-            edge: edge_view(&s.edge, snapshot.limits.get(i).and_then(Option::as_ref)),
+            edge: edge_view(
+                &s.edge,
+                &s.connection,
+                snapshot.limits.get(i).and_then(Option::as_ref),
+            ),
             app_id: &s.key.app_id,
             port_index: s.key.port_index,
             listen: s.listen,

@@ -179,6 +179,12 @@ pub struct Proxy {
     /// (marathon-lb's `--min-serv-port-ip-per-task` / `--max-serv-port-ip-per-task`).
     pub min_serv_port_ip_per_task: u16,
     pub max_serv_port_ip_per_task: u16,
+    /// Service ports read a PROXY protocol header (v1 or v2) from these sources, which must
+    /// send one; anyone else who sends one is refused. Empty: no PROXY protocol.
+    pub proxy_protocol_from: Vec<String>,
+    /// How long a PROXY header may take to arrive.
+    #[serde(deserialize_with = "duration")]
+    pub proxy_protocol_timeout: Duration,
 }
 
 impl Default for Proxy {
@@ -200,6 +206,8 @@ impl Default for Proxy {
             max_connections: 50_000,
             min_serv_port_ip_per_task: 10050,
             max_serv_port_ip_per_task: 10100,
+            proxy_protocol_from: Vec::new(),
+            proxy_protocol_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -221,6 +229,11 @@ pub struct Http {
     pub max_header_bytes: usize,
     /// Requests with more header fields than this are refused (431).
     pub max_headers: usize,
+    /// The HTTP listeners (vhost and app-id) read PROXY headers from these sources.
+    pub proxy_protocol_from: Vec<String>,
+    /// Clients whose X-Forwarded-For and X-Forwarded-Proto are kept (extended); anyone else's
+    /// are replaced. Address blocks.
+    pub trusted_proxies: Vec<String>,
     /// Files whose contents answer 502, 503 and 504 for apps without a page of their own
     /// (`SWITCHYARD_{n}_ERROR_PAGE_*`); at most 64 KiB each, read at start and on reload.
     pub error_page_502: Option<PathBuf>,
@@ -268,6 +281,8 @@ impl Default for Http {
             h2c: false,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            proxy_protocol_from: Vec::new(),
+            trusted_proxies: Vec::new(),
             error_page_502: None,
             error_page_503: None,
             error_page_504: None,
@@ -293,6 +308,12 @@ pub struct Https {
     pub reload_interval: Duration,
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
+    /// The HTTPS listeners read PROXY headers from these sources.
+    pub proxy_protocol_from: Vec<String>,
+    /// The lowest TLS version accepted: "1.2" or "1.3".
+    pub min_version: String,
+    /// Cipher suites offered, in order of preference (rustls's names); empty: all it has.
+    pub cipher_suites: Vec<String>,
 }
 
 impl Default for Https {
@@ -304,6 +325,9 @@ impl Default for Https {
             h2: true,
             reload_interval: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
+            proxy_protocol_from: Vec::new(),
+            min_version: "1.2".into(),
+            cipher_suites: Vec::new(),
         }
     }
 }

@@ -85,6 +85,28 @@ impl Config {
             max_idle_per_backend: self.proxy.max_idle_per_backend,
             drain_timeout: self.proxy.drain_timeout,
             error_pages: self.http.error_pages.clone(),
+            edge: self.edge_settings(),
+        }
+    }
+
+    /// Address blocks of a list key, validated already (`validate`).
+    fn blocks(list: &[String]) -> Vec<crate::routing::cidr::Cidr> {
+        list.iter()
+            .filter_map(|c| crate::routing::cidr::Cidr::parse(c).ok())
+            .collect()
+    }
+
+    fn edge_settings(&self) -> crate::proxy::proxy_protocol::EdgeSettings {
+        use crate::proxy::proxy_protocol::{Accept, EdgeSettings};
+        let accept = |from: &[String]| Accept {
+            from: Config::blocks(from),
+            timeout: self.proxy.proxy_protocol_timeout,
+        };
+        EdgeSettings {
+            ports: accept(&self.proxy.proxy_protocol_from),
+            http: accept(&self.http.proxy_protocol_from),
+            https: accept(&self.https.proxy_protocol_from),
+            trusted_proxies: Config::blocks(&self.http.trusted_proxies),
         }
     }
 }

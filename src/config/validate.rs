@@ -8,6 +8,20 @@ use crate::routing::vip::VipRange;
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), String> {
+        for (key, list) in [
+            ("proxy.proxy_protocol_from", &self.proxy.proxy_protocol_from),
+            ("http.proxy_protocol_from", &self.http.proxy_protocol_from),
+            ("https.proxy_protocol_from", &self.https.proxy_protocol_from),
+            ("http.trusted_proxies", &self.http.trusted_proxies),
+        ] {
+            for block in list {
+                crate::routing::cidr::Cidr::parse(block).map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+        crate::proxy::tls::Policy::parse(&self.https.min_version, &self.https.cipher_suites)?;
+        if self.proxy.proxy_protocol_timeout.is_zero() {
+            return Err("proxy.proxy_protocol_timeout: must be above zero".into());
+        }
         let d = &self.discovery;
         let cluster = !d.marathon.is_empty() || !d.mesos.masters.is_empty();
         match (&d.file, cluster) {

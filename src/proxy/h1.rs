@@ -8,7 +8,7 @@
 //! Anything else the fast path does not do leaves it for good, with the bytes read so far, to
 //! the general path (hyper): HTTP/1.0, upgrades, `Expect`, chunked request bodies,
 //! absolute-form targets, the access log, the app-id listener, and services with sticky
-//! sessions, an ACL, basic auth, a redirect to https, canary headers or HTTP/2 backends. Both paths send
+//! sessions, an ACL, basic auth, a redirect to https, canary headers, HTTP/2 backends, TLS to backends or a PROXY header to backends. Both paths send
 //! a request through `exchange::Attempts`, which makes every decision about backends.
 
 use std::net::SocketAddr;
@@ -80,6 +80,10 @@ where
     let mut scratch = Scratch::default();
     let mut served = 0usize;
     let ip = peer.ip().to_string();
+    let client = super::headers::Client {
+        trusted: settings.edge.trusts(peer.ip()),
+        ..super::headers::Client::untrusted(ip.as_bytes())
+    };
     // One wait for the stop per connection, registered once, not one per request.
     let watching = ctx.clone();
     let mut stopping = std::pin::pin!(watching.shutdown.stopping());
@@ -137,7 +141,7 @@ where
                         &snapshot.table,
                         entry,
                         &mut scratch.request,
-                        &ip,
+                        &client,
                         (&ctx, &settings),
                     )
                     .map_err(|r| (r.status, r.reason))
@@ -226,7 +230,7 @@ fn plan(
     table: &crate::routing::RoutingTable,
     entry: Entry,
     out: &mut Vec<u8>,
-    ip: &str,
+    client: &super::headers::Client<'_>,
     (ctx, settings): (&Context, &super::Settings),
 ) -> Result<Plan, super::message::Refusal> {
     let Some(head) = read_head(req)? else {
@@ -294,11 +298,21 @@ fn plan(
         || redirect
         || http.sticky
         || service.upstream_h2
+        || service.connection.proxy_protocol.is_some()
+        || service.connection.backend_tls.is_some()
+        || service.connection.client_ca.is_some()
     {
         return Ok(Plan::Fallback);
     }
     out.clear();
-    write_request_head_with(out, req, &head, ip, https, &service.edge.request_headers);
+    write_request_head_with(
+        out,
+        req,
+        &head,
+        client,
+        https,
+        &service.edge.request_headers,
+    );
     Ok(Plan::Forward(Forwarding {
         index,
         content_length: length,

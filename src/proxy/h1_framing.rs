@@ -344,10 +344,10 @@ pub fn write_request_head(
     out: &mut Vec<u8>,
     req: &httparse::Request<'_, '_>,
     head: &Head,
-    ip: &str,
+    client: &headers::Client<'_>,
     https: bool,
 ) {
-    write_request_head_with(out, req, head, ip, https, &headers::NO_RULES);
+    write_request_head_with(out, req, head, client, https, &headers::NO_RULES);
 }
 
 /// [`write_request_head`] with an app's request header rules.
@@ -355,7 +355,7 @@ pub fn write_request_head_with(
     out: &mut Vec<u8>,
     req: &httparse::Request<'_, '_>,
     head: &Head,
-    ip: &str,
+    client: &headers::Client<'_>,
     https: bool,
     rules: &headers::Rules,
 ) {
@@ -373,11 +373,23 @@ pub fn write_request_head_with(
     out.extend_from_slice(head.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut request_id = false;
+    // The client's X-Forwarded-For fields (any) and X-Forwarded-Proto (kept only when sent
+    // once), noted in the one pass over the fields.
+    let (mut any_for, mut proto, mut protos) = (false, None, 0);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match headers::classify(name) {
             headers::Field::Other if !named.contains(name) && !headers::ruled_out(rules, name) => {}
             headers::Field::RequestId if !named.contains(name) => request_id = true,
+            headers::Field::ForwardedFor => {
+                any_for = true;
+                continue;
+            }
+            headers::Field::ForwardedProto => {
+                proto = Some(h.value);
+                protos += 1;
+                continue;
+            }
             _ => continue,
         }
         out.extend_from_slice(name);
@@ -389,16 +401,22 @@ pub fn write_request_head_with(
         write_length(out, n);
     }
     let forwarded = headers::Forwarded {
-        client_ip: ip.as_bytes(),
+        client: *client,
         https,
         host: head.checked.host,
     };
-    let existing = req
-        .headers
+    // Only a trusted client's are extended: otherwise the fields are not looked at again.
+    let fields: &[httparse::Header<'_>] = if any_for && client.trusted {
+        req.headers
+    } else {
+        &[]
+    };
+    let existing = fields
         .iter()
         .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedFor)
         .map(|h| h.value);
-    forwarded.write(out, existing, request_id);
+    let proto = proto.filter(|_| protos == 1);
+    forwarded.write(out, existing, proto, request_id);
     headers::write_added(out, rules);
     out.extend_from_slice(b"\r\n");
 }
@@ -607,7 +625,11 @@ mod tests {
         req.parse(raw).unwrap();
         let head = read_head(&req).unwrap().unwrap();
         let mut out = Vec::new();
-        write_request_head(&mut out, &req, &head, "10.0.0.9", false);
+        let client = crate::proxy::headers::Client {
+            trusted: true,
+            ..crate::proxy::headers::Client::untrusted(b"10.0.0.9")
+        };
+        write_request_head(&mut out, &req, &head, &client, false);
         out
     }
 
@@ -634,7 +656,8 @@ mod tests {
             text.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n"),
             "{text}"
         );
-        assert!(text.contains("x-forwarded-proto: http\r\n"), "{text}");
+        // From a trusted proxy: its X-Forwarded-Proto is kept.
+        assert!(text.contains("x-forwarded-proto: https\r\n"), "{text}");
         assert!(!text.contains("X-Forwarded-Proto"), "{text}");
         assert_eq!(
             text.matches("-Request-Id: ").count() + text.matches("-request-id: ").count(),

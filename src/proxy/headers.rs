@@ -27,6 +27,9 @@ pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 pub const X_REQUEST_ID: &str = "x-request-id";
+/// The subject of the client certificate verified on an mTLS vhost; a client's own copy is
+/// always dropped, so a backend can believe it.
+pub const X_CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
 /// marathon-lb's HSTS value (six months).
 pub const HSTS: &str = "max-age=15768000";
 /// The HSTS header line as the fast path writes it.
@@ -65,6 +68,7 @@ fn connection_may_remove(name: &[u8]) -> bool {
 pub fn is_replaced(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(X_FORWARDED_PROTO.as_bytes())
         || name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_bytes())
+        || name.eq_ignore_ascii_case(X_CLIENT_CERT_SUBJECT.as_bytes())
 }
 
 /// The extra fields a message's `Connection` names for removal (past the hop-by-hop ones);
@@ -112,9 +116,11 @@ pub enum Field {
     HopByHop,
     /// Content-Length / Transfer-Encoding: written by the proxy from what `message` decided.
     Framing,
-    /// X-Forwarded-For: appended to.
+    /// X-Forwarded-For: appended to (from a trusted proxy), else replaced.
     ForwardedFor,
-    /// X-Forwarded-Proto / -Host: replaced by the proxy's (requests only).
+    /// X-Forwarded-Proto: kept from a trusted proxy, else replaced (requests only).
+    ForwardedProto,
+    /// X-Forwarded-Host, X-Client-Cert-Subject: replaced by the proxy's (requests only).
     Replaced,
     /// X-Request-Id: kept, and then none is added.
     RequestId,
@@ -131,7 +137,8 @@ pub fn classify(name: &[u8]) -> Field {
         17 if is("transfer-encoding") => Field::Framing,
         15 if is(X_FORWARDED_FOR) => Field::ForwardedFor,
         16 if is(X_FORWARDED_HOST) => Field::Replaced,
-        17 if is(X_FORWARDED_PROTO) => Field::Replaced,
+        17 if is(X_FORWARDED_PROTO) => Field::ForwardedProto,
+        21 if is(X_CLIENT_CERT_SUBJECT) => Field::Replaced,
         12 if is(X_REQUEST_ID) => Field::RequestId,
         _ => Field::Other,
     }
@@ -148,10 +155,32 @@ pub fn request_id() -> [u8; 32] {
     id
 }
 
+/// Who sent a request, as the header rules need it; decided once per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    /// The client's address (the PROXY header's, where one was read), as text.
+    pub ip: &'a [u8],
+    /// Its address is one of `http.trusted_proxies`: its X-Forwarded-For is extended and its
+    /// X-Forwarded-Proto kept; anyone else's are replaced.
+    pub trusted: bool,
+    /// The subject of its verified client certificate (mTLS vhosts).
+    pub cert_subject: Option<&'a [u8]>,
+}
+
+impl<'a> Client<'a> {
+    /// A client that is not a trusted proxy and showed no certificate.
+    pub fn untrusted(ip: &'a [u8]) -> Client<'a> {
+        Client {
+            ip,
+            trusted: false,
+            cert_subject: None,
+        }
+    }
+}
+
 /// What the proxy adds to a request on its way to a backend.
 pub struct Forwarded<'a> {
-    /// The client's address, as text.
-    pub client_ip: &'a [u8],
+    pub client: Client<'a>,
     pub https: bool,
     /// The authority the request was for.
     pub host: Option<&'a [u8]>,
@@ -163,23 +192,36 @@ impl Forwarded<'_> {
     }
 
     /// Bytes codec: the added lines, after the fields copied from the request.
-    /// `existing_for` are the client's `X-Forwarded-For` values (appended to, in order);
+    /// `existing_for` are the client's `X-Forwarded-For` values (appended to, in order, when
+    /// it is trusted), `existing_proto` its first `X-Forwarded-Proto` (kept when trusted);
     /// `has_request_id` whether the client sent one (kept).
     pub fn write<'v>(
         &self,
         out: &mut Vec<u8>,
         existing_for: impl Iterator<Item = &'v [u8]>,
+        existing_proto: Option<&[u8]>,
         has_request_id: bool,
     ) {
         out.extend_from_slice(b"x-forwarded-for: ");
-        for existing in existing_for {
-            out.extend_from_slice(existing);
-            out.extend_from_slice(b", ");
+        if self.client.trusted {
+            for existing in existing_for {
+                out.extend_from_slice(existing);
+                out.extend_from_slice(b", ");
+            }
         }
-        out.extend_from_slice(self.client_ip);
+        out.extend_from_slice(self.client.ip);
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
-        out.extend_from_slice(self.proto());
+        match existing_proto.filter(|_| self.client.trusted) {
+            Some(proto) => out.extend_from_slice(proto),
+            None => out.extend_from_slice(self.proto()),
+        }
         out.extend_from_slice(b"\r\n");
+        if let Some(subject) = self.client.cert_subject {
+            out.extend_from_slice(X_CLIENT_CERT_SUBJECT.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(subject);
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some(host) = self.host {
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(host);
@@ -196,18 +238,39 @@ impl Forwarded<'_> {
     pub fn apply(&self, headers: &mut HeaderMap) {
         let xff = HeaderName::from_static(X_FORWARDED_FOR);
         let mut value = Vec::with_capacity(48);
-        for existing in headers.get_all(&xff) {
-            value.extend_from_slice(existing.as_bytes());
-            value.extend_from_slice(b", ");
+        if self.client.trusted {
+            for existing in headers.get_all(&xff) {
+                value.extend_from_slice(existing.as_bytes());
+                value.extend_from_slice(b", ");
+            }
         }
-        value.extend_from_slice(self.client_ip);
-        if let Ok(value) = HeaderValue::from_bytes(&value) {
-            headers.insert(xff, value);
+        value.extend_from_slice(self.client.ip);
+        match HeaderValue::from_bytes(&value) {
+            Ok(value) => {
+                headers.insert(xff, value);
+            }
+            Err(_) => {
+                headers.remove(&xff);
+            }
         }
-        headers.insert(
-            HeaderName::from_static(X_FORWARDED_PROTO),
-            HeaderValue::from_static(if self.https { "https" } else { "http" }),
-        );
+        let xfp = HeaderName::from_static(X_FORWARDED_PROTO);
+        let kept = self.client.trusted
+            && headers.get(&xfp).is_some()
+            && headers.get_all(&xfp).iter().count() == 1;
+        if !kept {
+            headers.insert(
+                xfp,
+                HeaderValue::from_static(if self.https { "https" } else { "http" }),
+            );
+        }
+        headers.remove(X_CLIENT_CERT_SUBJECT);
+        if let Some(subject) = self
+            .client
+            .cert_subject
+            .and_then(|s| HeaderValue::from_bytes(s).ok())
+        {
+            headers.insert(HeaderName::from_static(X_CLIENT_CERT_SUBJECT), subject);
+        }
         headers.remove(X_FORWARDED_HOST);
         if let Some(host) = self.host.and_then(|h| HeaderValue::from_bytes(h).ok()) {
             headers.insert(HeaderName::from_static(X_FORWARDED_HOST), host);
@@ -386,24 +449,59 @@ mod tests {
 
     #[test]
     fn both_codecs_add_the_same_fields() {
-        let forwarded = Forwarded {
-            client_ip: b"10.0.0.9",
-            https: true,
-            host: Some(b"shop.example.com"),
-        };
-        let mut bytes = Vec::new();
-        forwarded.write(&mut bytes, [&b"1.2.3.4"[..]].into_iter(), true);
-        let mut map = HeaderMap::new();
-        map.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        map.insert(X_REQUEST_ID, HeaderValue::from_static("x"));
-        forwarded.apply(&mut map);
-        let mut from_map = Vec::new();
-        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
-            from_map.extend_from_slice(name.as_bytes());
-            from_map.extend_from_slice(b": ");
-            from_map.extend_from_slice(map[name].as_bytes());
-            from_map.extend_from_slice(b"\r\n");
+        for (trusted, subject) in [
+            (true, None),
+            (false, None),
+            (false, Some(&b"CN=client"[..])),
+        ] {
+            let forwarded = Forwarded {
+                client: Client {
+                    ip: b"10.0.0.9",
+                    trusted,
+                    cert_subject: subject,
+                },
+                https: true,
+                host: Some(b"shop.example.com"),
+            };
+            let mut bytes = Vec::new();
+            forwarded.write(
+                &mut bytes,
+                [&b"1.2.3.4"[..]].into_iter(),
+                Some(b"http"),
+                true,
+            );
+            let mut map = HeaderMap::new();
+            map.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+            map.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            map.insert(X_CLIENT_CERT_SUBJECT, HeaderValue::from_static("CN=forged"));
+            map.insert(X_REQUEST_ID, HeaderValue::from_static("x"));
+            forwarded.apply(&mut map);
+            let mut from_map = Vec::new();
+            for name in [
+                X_FORWARDED_FOR,
+                X_FORWARDED_PROTO,
+                X_CLIENT_CERT_SUBJECT,
+                X_FORWARDED_HOST,
+            ] {
+                let Some(value) = map.get(name) else { continue };
+                from_map.extend_from_slice(name.as_bytes());
+                from_map.extend_from_slice(b": ");
+                from_map.extend_from_slice(value.as_bytes());
+                from_map.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(String::from_utf8(bytes), String::from_utf8(from_map));
+            let xff = map[X_FORWARDED_FOR].to_str().unwrap();
+            let proto = map[X_FORWARDED_PROTO].to_str().unwrap();
+            if trusted {
+                assert_eq!((xff, proto), ("1.2.3.4, 10.0.0.9", "http"));
+            } else {
+                assert_eq!((xff, proto), ("10.0.0.9", "https"));
+            }
+            assert_eq!(
+                map.get(X_CLIENT_CERT_SUBJECT).map(|v| v.as_bytes()),
+                subject,
+                "a client's own copy never passes"
+            );
         }
-        assert_eq!(String::from_utf8(bytes), String::from_utf8(from_map));
     }
 }

@@ -80,11 +80,36 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_verified(stream, (peer, None), entry, protocol, ctx).await
+}
+
+/// A client certificate verified at the handshake.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub subject: HeaderValue,
+    /// The CA bundle (`SWITCHYARD_{n}_CLIENT_CA`) that verified it: it admits requests to the
+    /// vhosts that name that bundle, and no others.
+    pub ca: Arc<std::path::PathBuf>,
+}
+
+/// [`serve`] for a connection whose client certificate was verified: its subject goes to the
+/// backends of the vhosts that asked for it in `X-Client-Cert-Subject`.
+pub async fn serve_verified<S>(
+    stream: S,
+    (peer, cert): (SocketAddr, Option<ClientCert>),
+    entry: Entry,
+    protocol: Protocol,
+    ctx: Arc<Context>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handler = ctx.clone();
     // The client's address as a header value, made once per connection, not per request.
     let client = Peer {
         addr: peer,
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
+        trusted: ctx.settings.load().edge.trusts(peer.ip()),
+        cert,
     };
     // Set by the first request: see `drive!`.
     let asked = Arc::new(AtomicBool::new(false));
@@ -144,6 +169,10 @@ pub async fn serve<S>(
 struct Peer {
     addr: SocketAddr,
     ip: HeaderValue,
+    /// One of `http.trusted_proxies`.
+    trusted: bool,
+    /// The verified client certificate (mTLS vhosts).
+    cert: Option<ClientCert>,
 }
 
 async fn proxy(
@@ -154,7 +183,7 @@ async fn proxy(
 ) -> Response<ProxyBody> {
     let settings = ctx.settings.load();
     let started = settings.access_log.then(Instant::now);
-    let log_line = started.map(|_| RequestLine::of(&req));
+    let log_line = started.map(|_| RequestLine::of(&req, client.addr));
     let log = |upstream: Option<SocketAddr>, response: Response<ProxyBody>| match &log_line {
         Some(line) => line.log(started, upstream, response),
         None => response,
@@ -229,6 +258,21 @@ async fn proxy(
     {
         return log(None, plain(StatusCode::FORBIDDEN, "forbidden\n"));
     }
+    // A vhost that asks for client certificates: only over a connection whose certificate its
+    // CA verified (another vhost's SNI, or plain HTTP, does not do).
+    let verified = match &service.connection.client_ca {
+        None => None,
+        Some(ca) => match &client.cert {
+            Some(cert) if *cert.ca == *ca => Some(&cert.subject),
+            _ => {
+                let response = plain(
+                    StatusCode::BAD_REQUEST,
+                    "a client certificate is required for this host\n",
+                );
+                return log(None, response);
+            }
+        },
+    };
     // The redirect comes first, as HAProxy's frontend redirect does: credentials are asked for
     // over https, not sent in the clear.
     if matches!(entry, Entry::Vhost { https: false }) && service.http.redirect_to_https {
@@ -279,7 +323,7 @@ async fn proxy(
         .is_some()
         .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
-    prepare_request(&mut req, client, https, &checked);
+    prepare_request(&mut req, (client, verified), https, &checked);
     headers::apply_rules(req.headers_mut(), &service.edge.request_headers);
     if let Some(rewrite) = &service.http.rewrite {
         rewrite_request(&mut req, rewrite);
@@ -312,14 +356,26 @@ async fn proxy(
         local: client.addr,
     };
     let balanced = attempts.candidates(flow);
+    let dial = super::dial::Dial {
+        proxy_header: service.connection.proxy_protocol.map(|version| {
+            let local = match entry {
+                Entry::Port(listen) => listen,
+                // The shared listeners: the address is not kept per connection.
+                _ if client.addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+                _ => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+            };
+            super::proxy_protocol::encode(version, client.addr, local).into()
+        }),
+        tls: service.connection.backend_tls.clone(),
+    };
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
     {
         let outcome = if service.upstream_h2 {
-            super::upstream_h2::send(req, &states[b], (ctx, &policy)).await
+            super::upstream_h2::send(req, &states[b], (ctx, &policy), &dial).await
         } else {
-            send(req, &states[b], (ctx, &policy), &mut upgrade).await
+            send(req, &states[b], (ctx, &policy), (&mut upgrade, &dial)).await
         };
         let failure = match outcome {
             Tried::Unsent(back) => {
@@ -514,7 +570,12 @@ fn redirect_to_https(req: &Request<Incoming>, host: Option<&[u8]>) -> Response<P
 
 /// The request as it goes to a backend: the hop-by-hop fields removed (an upgrade's put
 /// back), the framing as checked, the forwarding fields added, origin-form, HTTP/1.1.
-fn prepare_request(req: &mut Request<Incoming>, client: &Peer, https: bool, checked: &Checked) {
+fn prepare_request(
+    req: &mut Request<Incoming>,
+    (client, subject): (&Peer, Option<&HeaderValue>),
+    https: bool,
+    checked: &Checked,
+) {
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
     if let Some(protocol) = &checked.upgrade {
@@ -525,7 +586,11 @@ fn prepare_request(req: &mut Request<Incoming>, client: &Peer, https: bool, chec
         headers::set_request_length(headers, body);
     }
     let forwarded = headers::Forwarded {
-        client_ip: client.ip.as_bytes(),
+        client: headers::Client {
+            ip: client.ip.as_bytes(),
+            trusted: client.trusted,
+            cert_subject: subject.map(HeaderValue::as_bytes),
+        },
         https,
         host: checked.host.as_deref(),
     };
@@ -574,19 +639,22 @@ pub fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
 
 /// What the access log says of a request, taken before the request is sent on.
 struct RequestLine {
+    /// The client's address (the PROXY header's, where one was read).
+    client: SocketAddr,
     method: http::Method,
     host: String,
     path: String,
 }
 
 impl RequestLine {
-    fn of(req: &Request<Incoming>) -> RequestLine {
+    fn of(req: &Request<Incoming>, client: SocketAddr) -> RequestLine {
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("-");
         RequestLine {
+            client,
             method: req.method().clone(),
             host: host.into(),
             path: req.uri().path().into(),
@@ -606,6 +674,7 @@ impl RequestLine {
             .unwrap_or("-");
         tracing::info!(
             target: "switchyard::access",
+            client = %self.client,
             method = %self.method,
             host = %self.host,
             path = %self.path,

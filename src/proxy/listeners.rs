@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::admission::REFUSED_HTTP;
-use super::{Context, ListenerSlots, http, tcp, udp};
+use super::{Context, ListenerSlots, http, proxy_protocol, tcp, udp};
 use crate::routing::{Mode, RoutingTable};
 use crate::upgrade::{self, Proto};
 use crate::workers::Workers;
@@ -297,7 +297,7 @@ pub fn serve_http(
 pub fn serve_https(
     workers: &Arc<Workers>,
     listener: Arc<TcpListener>,
-    (tls, handshake_timeout): (&tokio_rustls::TlsAcceptor, std::time::Duration),
+    (tls, handshake_timeout): (&Arc<super::tls_edge::HttpsTls>, std::time::Duration),
     ctx: &Arc<Context>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(ListenerSlots::default());
@@ -335,8 +335,17 @@ async fn accept_http(
             continue;
         };
         let ctx = ctx.clone();
-        workers.serve(stream, move |stream| async move {
+        workers.serve(stream, move |mut stream| async move {
             let _admission = admission;
+            // The client's address: the PROXY header's, from a source that sends them.
+            let settings = ctx.settings.load_full();
+            let accept = &settings.edge.http;
+            let Ok(peer) =
+                proxy_protocol::client_address(&mut stream, peer, accept, true, &ctx.metrics).await
+            else {
+                return;
+            };
+            drop(settings);
             match (entry, protocol) {
                 // Boxed: see `serve`.
                 (http::Entry::Vhost { .. }, http::Protocol::Http1) => {
@@ -352,7 +361,7 @@ async fn accept_http(
 /// HTTP/2 or HTTP/1.1 as ALPN chose.
 async fn accept_https(
     listener: Arc<TcpListener>,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<super::tls_edge::HttpsTls>,
     handshake_timeout: std::time::Duration,
     ctx: Arc<Context>,
     (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
@@ -368,24 +377,76 @@ async fn accept_https(
             continue;
         };
         let (ctx, tls) = (ctx.clone(), tls.clone());
-        workers.serve(stream, move |stream| async move {
+        workers.serve(stream, move |mut stream| async move {
             let _admission = admission;
-            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    ctx.metrics.tls_handshake_failures.inc();
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    ctx.metrics.tls_handshake_failures.inc();
-                    return;
+            let settings = ctx.settings.load_full();
+            let accept = &settings.edge.https;
+            let Ok(peer) =
+                proxy_protocol::client_address(&mut stream, peer, accept, true, &ctx.metrics).await
+            else {
+                return;
+            };
+            drop(settings);
+            // Passthrough by SNI, or which configuration terminates (client certificates).
+            let decision =
+                super::tls_edge::decide(stream, peer, &tls, &ctx, handshake_timeout).await;
+            let super::tls_edge::Decision::Terminate(stream, acceptor, client_ca) = decision else {
+                return;
+            };
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        ctx.metrics.tls_handshake_failures.inc();
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        ctx.metrics.tls_handshake_failures.inc();
+                        return;
+                    }
+                };
+            let entry = http::Entry::Vhost { https: true };
+            // A verified client certificate: its subject, and the CA that verified it.
+            let cert = match client_ca {
+                None => None,
+                Some(ca) => {
+                    let subject = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|der| super::tls_edge::subject(der))
+                        .and_then(|s| ::http::HeaderValue::from_str(&s).ok());
+                    let Some(subject) = subject else {
+                        // The verifier required one: nothing to forward is a bug, not a pass.
+                        return;
+                    };
+                    Some(http::ClientCert { subject, ca })
                 }
             };
-            let entry = http::Entry::Vhost { https: true };
             match stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => {
-                    Box::pin(http::serve(stream, peer, entry, http::Protocol::Http2, ctx)).await
+                    let protocol = http::Protocol::Http2;
+                    Box::pin(http::serve_verified(
+                        stream,
+                        (peer, cert),
+                        entry,
+                        protocol,
+                        ctx,
+                    ))
+                    .await
+                }
+                _ if cert.is_some() => {
+                    let protocol = http::Protocol::Http1;
+                    Box::pin(http::serve_verified(
+                        stream,
+                        (peer, cert),
+                        entry,
+                        protocol,
+                        ctx,
+                    ))
+                    .await
                 }
                 _ => Box::pin(super::h1::serve(stream, peer, entry, ctx)).await,
             }
@@ -394,17 +455,45 @@ async fn accept_https(
 }
 
 async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     listen: SocketAddr,
     ctx: Arc<Context>,
     _admission: super::Admission,
 ) {
+    let settings = ctx.settings.load_full();
+    let accept = &settings.edge.ports;
+    let mode = {
+        let snapshot = ctx.store.load();
+        let Some(route) = snapshot.table.route_at(listen) else {
+            return;
+        };
+        // The route's apps share a port, so they share its protocol: the first one's says which.
+        snapshot.table.services[route.first()].mode
+    };
+    // The client's address: the PROXY header's, on a port that reads them.
+    let client = match mode {
+        Mode::Udp => return, // UDP services have no TCP listener
+        Mode::Tcp | Mode::Http => {
+            let speaks_first = mode == Mode::Http;
+            match proxy_protocol::client_address(
+                &mut stream,
+                peer,
+                accept,
+                speaks_first,
+                &ctx.metrics,
+            )
+            .await
+            {
+                Ok(client) => client,
+                Err(()) => return,
+            }
+        }
+    };
     let snapshot = ctx.store.load_full();
     let Some(route) = snapshot.table.route_at(listen) else {
         return;
     };
-    // The route's apps share a port, so they share its protocol: the first one's says which.
     match snapshot.table.services[route.first()].mode {
         Mode::Tcp => {
             let Some(service) = route.pick(None, &snapshot.table.services) else {
@@ -417,19 +506,27 @@ async fn serve(
                 return;
             };
             let flow = crate::routing::balance::Flow {
-                client: peer,
+                client,
                 local: listen,
             };
             // Boxed, here and below: the task's own future stays small, and tokio copies a
             // task's future whole when it spawns and finishes it (a few KiB per connection).
-            Box::pin(tcp::serve(stream, flow, snapshot, service, &ctx)).await
+            Box::pin(tcp::serve(
+                stream,
+                flow,
+                snapshot,
+                service,
+                &ctx,
+                (accept, peer),
+            ))
+            .await
         }
-        Mode::Udp => {} // UDP services have no TCP listener
+        Mode::Udp => {}
         Mode::Http => {
             drop(snapshot);
             Box::pin(super::h1::serve(
                 stream,
-                peer,
+                client,
                 http::Entry::Port(listen),
                 ctx.clone(),
             ))

@@ -3,6 +3,8 @@
 mod admission;
 pub mod basic_auth;
 mod buffers;
+pub mod client_hello;
+pub mod dial;
 pub mod errors;
 pub mod exchange;
 mod h1;
@@ -14,10 +16,12 @@ pub mod limits;
 pub mod listeners;
 pub mod message;
 pub mod pool;
+pub mod proxy_protocol;
 mod retry_budget;
 pub mod rewrite;
 pub mod tcp;
 pub mod tls;
+pub mod tls_edge;
 pub mod udp;
 pub mod upstream;
 pub mod upstream_h2;
@@ -95,6 +99,8 @@ pub struct Settings {
     pub max_idle_per_backend: usize,
     /// How long open connections may finish after a stop (SIGTERM, an upgrade's handover).
     pub drain_timeout: Duration,
+    /// PROXY protocol per listener kind and the trusted forwarding proxies.
+    pub edge: proxy_protocol::EdgeSettings,
     /// `http.error_page_*`: the pages of 502, 503 and 504 for apps without their own.
     pub error_pages: crate::routing::edge::ErrorPages,
 }
@@ -119,6 +125,7 @@ impl Settings {
             max_connections: 100_000,
             max_idle_per_backend: 1024,
             drain_timeout: Duration::from_secs(30),
+            edge: proxy_protocol::EdgeSettings::default(),
             error_pages: Default::default(),
         }
     }

@@ -31,17 +31,21 @@ use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
 use crate::snapshot::Snapshot;
 
+/// `edge`: the listener's PROXY protocol rule and the connection's own peer, for refusing a
+/// header from a source that may not send one (see `proxy_protocol::refuse_unexpected`).
 pub async fn serve(
     client: TcpStream,
     flow: Flow,
     snapshot: Arc<Snapshot>,
     service: usize,
     ctx: &Context,
+    edge: (&super::proxy_protocol::Accept, std::net::SocketAddr),
 ) {
     let settings = ctx.settings.load();
     let idle = snapshot.table.services[service]
         .tcp_idle_timeout
         .unwrap_or(settings.tcp_idle_timeout);
+    let send_proxy = snapshot.table.services[service].connection.proxy_protocol;
     let connect_timeout = snapshot.table.services[service]
         .edge
         .timeouts
@@ -79,12 +83,28 @@ pub async fn serve(
     // The table may be swapped many times during a long connection; do not pin this one.
     drop(snapshot);
     drop(settings);
-    let Some((upstream, state)) = picked else {
+    let Some((mut upstream, state)) = picked else {
         // Nothing to relay to: a reset, so that a client never takes the close for an empty
         // but complete answer (a backend that accepted and reset at once lands here too).
         abort(&client);
         return;
     };
+    // A source that may not send a PROXY header: whoever speaks first decides.
+    let pair = (&client, &upstream);
+    let edge_rule =
+        super::proxy_protocol::refuse_unexpected(pair, edge.1, edge.0, idle, &ctx.metrics);
+    if edge_rule.await.is_err() {
+        abort(&client);
+        return;
+    }
+    if let Some(version) = send_proxy {
+        let local = client.local_addr().unwrap_or(flow.local);
+        let header = super::proxy_protocol::encode(version, flow.client, local);
+        if upstream.write_all(&header).await.is_err() {
+            abort(&client);
+            return;
+        }
+    }
     let _active = state.open();
     let end = tokio::select! {
         end = relay(&client, &upstream, (&state.metrics.bytes_in, &state.metrics.bytes_out), idle) => end,

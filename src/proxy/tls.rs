@@ -222,14 +222,102 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// TLS 1.2 and 1.3, certificates from `certs`, ALPN `h2` (when enabled) then `http/1.1`.
-pub fn server_config(certs: Arc<Certificates>, h2: bool) -> Result<Arc<ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver(certs)));
+/// The HTTPS listeners' protocol settings (`https.min_version`, `https.cipher_suites`).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    pub provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl Policy {
+    /// `min_version`: "1.2" or "1.3"; `suites`: rustls's names of cipher suites (as IANA's,
+    /// `TLS13_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384`, …), in order of
+    /// preference; empty: every suite rustls offers. A suite of a version below the minimum is
+    /// refused, as is a set that leaves a version allowed without a suite.
+    pub fn parse(min_version: &str, suites: &[String]) -> Result<Policy, String> {
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = match min_version {
+            "1.2" => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+            "1.3" => vec![&rustls::version::TLS13],
+            other => {
+                return Err(format!(
+                    "https.min_version: {other:?} (use \"1.2\" or \"1.3\")"
+                ));
+            }
+        };
+        let mut provider = rustls::crypto::ring::default_provider();
+        if !suites.is_empty() {
+            let mut chosen = Vec::new();
+            for name in suites {
+                let suite = provider
+                    .cipher_suites
+                    .iter()
+                    .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        let known: Vec<String> = provider
+                            .cipher_suites
+                            .iter()
+                            .map(|s| format!("{:?}", s.suite()))
+                            .collect();
+                        format!(
+                            "https.cipher_suites: unknown suite {name:?} (known: {})",
+                            known.join(", ")
+                        )
+                    })?;
+                if !versions.contains(&suite.version()) {
+                    return Err(format!(
+                        "https.cipher_suites: {name:?} is a suite of a version below \
+                         https.min_version"
+                    ));
+                }
+                chosen.push(*suite);
+            }
+            for version in &versions {
+                if !chosen.iter().any(|s| s.version() == *version) {
+                    return Err(format!(
+                        "https.cipher_suites: no suite for {:?}, which https.min_version allows",
+                        version.version
+                    ));
+                }
+            }
+            provider.cipher_suites = chosen;
+        }
+        Ok(Policy {
+            versions,
+            provider: Arc::new(provider),
+        })
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::parse("1.2", &[]).expect("the defaults are valid")
+    }
+}
+
+/// Certificates from `certs`, ALPN `h2` (when enabled) then `http/1.1`, the versions and
+/// suites of `policy`; with `client_roots`, a client certificate they verify is required.
+pub fn server_config(
+    certs: Arc<Certificates>,
+    h2: bool,
+    policy: &Policy,
+    client_roots: Option<Arc<rustls::RootCertStore>>,
+) -> Result<Arc<ServerConfig>, String> {
+    let builder = ServerConfig::builder_with_provider(policy.provider.clone())
+        .with_protocol_versions(&policy.versions)
+        .map_err(|e| e.to_string())?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots,
+                policy.provider.clone(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(Resolver(certs)));
     config.alpn_protocols = if h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use tokio::net::TcpStream;
 
+use super::dial::Dial;
 use super::exchange::{Failure, Policy};
 use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
@@ -44,11 +45,16 @@ pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
     (ctx, policy): (&Context, &Policy<'_>),
-    upgrade: &mut Option<OnUpgrade>,
+    (upgrade, dial): (&mut Option<OnUpgrade>, &Dial),
 ) -> Tried {
     // A pooled connection may have been closed by the backend while idle; if it fails before
     // the request goes out, one fresh connection to the same backend is tried.
-    let mut pooled = match ctx.pools.checkout(state) {
+    let checked_out = if dial.poolable() {
+        ctx.pools.checkout(state)
+    } else {
+        None
+    };
+    let mut pooled = match checked_out {
         // Ready already (its last response was read to the end): no timer to arm.
         Some(sender) if sender.is_ready() => Some(sender),
         Some(mut sender) => {
@@ -65,7 +71,7 @@ pub async fn send(
                 let Ok(_pending) = super::limits::pending(policy.limits) else {
                     return Tried::Failed(Failure::Overloaded);
                 };
-                match open(state, policy.connect).await {
+                match open(state, (ctx, policy.connect), dial).await {
                     Ok(sender) => sender,
                     Err(_) => return Tried::Unsent(req),
                 }
@@ -101,12 +107,10 @@ pub async fn send(
                 if let Err(reason) = checked {
                     return Tried::Failed(Failure::BadResponse(reason));
                 }
-                return Tried::Response(finish_response(
-                    response,
-                    (sender, ctx.pools.clone()),
-                    state.clone(),
-                    active,
-                ));
+                // A connection that carries one client's PROXY header is not pooled: dropping
+                // its sender closes it once this response is read.
+                let back = dial.poolable().then(|| (sender, ctx.pools.clone()));
+                return Tried::Response(finish_response(response, back, state.clone(), active));
             }
             Awaited::Returned(back) if !fresh => req = back,
             Awaited::Returned(back) => {
@@ -164,16 +168,30 @@ pub async fn await_response(
     }
 }
 
+/// A new connection to `state`'s backend, within `connect_timeout` (the app's or the
+/// global one), dialled as `dial` says.
 pub async fn open(
     state: &BackendState,
-    connect_timeout: std::time::Duration,
+    (ctx, connect_timeout): (&Context, std::time::Duration),
+    dial: &Dial,
 ) -> Result<Upstream, ()> {
+    if !dial.is_plain() {
+        let stream = super::dial::dial(state, (ctx, connect_timeout), dial, false).await?;
+        return handshake(state, stream).await;
+    }
     let started = std::time::Instant::now();
     let stream = connect(state.addr, connect_timeout).await.map_err(|e| {
         state.metrics.connect_failures.inc();
         tracing::debug!(backend = %state.addr, "connect failed: {e}");
     })?;
     state.observe_connect(started.elapsed());
+    handshake(state, stream).await
+}
+
+async fn handshake<S>(state: &BackendState, stream: S) -> Result<Upstream, ()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -189,7 +207,7 @@ pub async fn open(
 
 fn finish_response(
     response: Response<Incoming>,
-    (sender, pools): (Upstream, Arc<Pools>),
+    back: Option<(Upstream, Arc<Pools>)>,
     state: Arc<BackendState>,
     active: ActiveGuard,
 ) -> Response<ProxyBody> {
@@ -198,7 +216,7 @@ fn finish_response(
     let bytes_out = state.metrics.bytes_out.clone();
     let mut body = PooledBody {
         inner,
-        conn: Some((sender, pools, state)),
+        conn: back.map(|(sender, pools)| (sender, pools, state)),
         bytes_out,
         _active: active,
         slot: None,

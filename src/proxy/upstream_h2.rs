@@ -1,5 +1,6 @@
 //! HTTP/2 to backends (`SWITCHYARD_{n}_UPSTREAM=h2c`, prior knowledge): one multiplexed
-//! connection per backend, shared by every request, opened again when it closes.
+//! connection per backend, shared by every request, opened again when it closes; over TLS with
+//! `SWITCHYARD_{n}_BACKEND_TLS` (ALPN h2), and per request with a PROXY header (`dial`).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use super::dial::Dial;
 use super::upstream::{Awaited, PooledBody, ProxyBody, RequestBody, Tried, await_response, charge};
 use super::{Context, connect};
 use crate::backends::BackendState;
@@ -17,6 +19,7 @@ pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
     (ctx, policy): (&Context, &super::exchange::Policy<'_>),
+    dial: &Dial,
 ) -> Tried {
     // HTTP/2 carries the target as :scheme and :authority: make the URI absolute.
     let path = req
@@ -24,12 +27,18 @@ pub async fn send(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    match format!("http://{}{path}", state.addr).parse::<Uri>() {
+    let scheme = if dial.tls.is_some() { "https" } else { "http" };
+    match format!("{scheme}://{}{path}", state.addr).parse::<Uri>() {
         Ok(uri) => *req.uri_mut() = uri,
         Err(_) => return Tried::Failed(super::exchange::Failure::Client),
     }
     *req.version_mut() = Version::HTTP_2;
-    let shared = ctx.pools.h2(state);
+    // A connection with one client's PROXY header is that client's alone: not shared.
+    let shared = if dial.poolable() {
+        ctx.pools.h2(state)
+    } else {
+        None
+    };
     let mut reused = shared.is_some();
     let mut sender = match shared {
         Some(sender) => sender,
@@ -37,7 +46,7 @@ pub async fn send(
             let Ok(_pending) = super::limits::pending(policy.limits) else {
                 return Tried::Failed(super::exchange::Failure::Overloaded);
             };
-            match open(state, ctx, policy.connect).await {
+            match open(state, (ctx, policy.connect), dial).await {
                 Some(sender) => sender,
                 None => return Tried::Unsent(req),
             }
@@ -54,7 +63,7 @@ pub async fn send(
             Awaited::Returned(back) if reused => {
                 req = back;
                 reused = false;
-                match open(state, ctx, policy.connect).await {
+                match open(state, (ctx, policy.connect), dial).await {
                     Some(fresh) => sender = fresh,
                     None => return Tried::Unsent(req),
                 }
@@ -64,21 +73,31 @@ pub async fn send(
     }
 }
 
+/// A new HTTP/2 connection to `state`'s backend, within `connect_timeout` (the app's or the
+/// global one), dialled as `dial` says; shared (pooled) when `dial` allows.
 async fn open(
     state: &Arc<BackendState>,
-    ctx: &Context,
-    connect_timeout: std::time::Duration,
+    (ctx, connect_timeout): (&Context, std::time::Duration),
+    dial: &Dial,
 ) -> Option<H2Upstream> {
-    let started = std::time::Instant::now();
-    let stream = match connect(state.addr, connect_timeout).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            state.metrics.connect_failures.inc();
-            tracing::debug!(backend = %state.addr, "connect failed: {e}");
-            return None;
+    let stream = if dial.is_plain() {
+        let started = std::time::Instant::now();
+        match connect(state.addr, connect_timeout).await {
+            Ok(stream) => {
+                state.observe_connect(started.elapsed());
+                super::dial::Stream::Plain(stream)
+            }
+            Err(e) => {
+                state.metrics.connect_failures.inc();
+                tracing::debug!(backend = %state.addr, "connect failed: {e}");
+                return None;
+            }
         }
+    } else {
+        super::dial::dial(state, (ctx, connect_timeout), dial, true)
+            .await
+            .ok()?
     };
-    state.observe_connect(started.elapsed());
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
         .await;
@@ -93,7 +112,9 @@ async fn open(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    ctx.pools.set_h2(state, sender.clone());
+    if dial.poolable() {
+        ctx.pools.set_h2(state, sender.clone());
+    }
     Some(sender)
 }
 

@@ -204,6 +204,14 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 );
                 continue;
             }
+            let connection =
+                match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty()) {
+                    Ok(connection) => connection,
+                    Err(reason) => {
+                        problem(Severity::Skipped, reason);
+                        continue;
+                    }
+                };
             let key = ServiceKey {
                 app_id: app.id.clone(),
                 port_index: n,
@@ -270,6 +278,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                                 upstream_h2: false,
                                 tcp_idle_timeout: None,
                                 edge: Default::default(),
+                                connection: Default::default(),
                                 // Probes are TCP or HTTP: nothing to probe a UDP port with.
                                 probe: None,
                                 weight: None,
@@ -334,6 +343,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             table
                 .ssl_certs
                 .extend(labels.ssl_certs.iter().map(std::path::PathBuf::from));
+            table.sni_rules |= connection.tls_passthrough || connection.client_ca.is_some();
             let mut backends = backends(cluster, app, n, &mut problem);
             // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
             // port of that index, with that port's check.
@@ -401,6 +411,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 upstream_h2: labels.upstream_h2,
                 tcp_idle_timeout: labels.tcp_idle_timeout,
                 edge,
+                connection,
                 probe: config
                     .health
                     .as_ref()
@@ -696,6 +707,7 @@ fn vip_services(
                 upstream_h2: false,
                 tcp_idle_timeout: None,
                 edge: Default::default(),
+                connection: Default::default(),
                 // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
                 probe,
                 held_back: Vec::new(),

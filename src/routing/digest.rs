@@ -80,6 +80,9 @@ fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
             h.acl,
             h.rewrite.as_deref()
         );
+        // The edge labels as read (limits, timeouts, header rules, error pages, maintenance;
+        // PROXY protocol, passthrough, backend TLS, client CA): settings, no runtime state.
+        line!(" edge {:?} connection {:?}", s.edge, s.connection);
         if let Some(auth) = &h.auth {
             line!(" auth {:?} {:?} {:?}", auth.realm, auth.user, auth.hash);
         }
@@ -214,6 +217,15 @@ mod tests {
             .labels
             .insert("HAPROXY_0_BALANCE".into(), "leastconn".into());
         assert_ne!(h, hash(&relabelled, &base));
+        // An edge label (a rate limit) only one instance has seen.
+        let mut limited = c.clone();
+        limited
+            .apps
+            .get_mut("/web")
+            .unwrap()
+            .labels
+            .insert("SWITCHYARD_0_RATE_LIMIT".into(), "100/s".into());
+        assert_ne!(h, hash(&limited, &base));
         // A task gone.
         let mut fewer = c.clone();
         fewer.apps.get_mut("/db").unwrap().tasks.clear();

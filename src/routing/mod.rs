@@ -10,6 +10,7 @@ pub mod cidr;
 pub mod compile;
 pub mod digest;
 pub mod edge;
+pub mod edge_labels;
 pub mod ip_per_task;
 pub mod labels;
 pub mod resolve;
@@ -49,6 +50,9 @@ pub struct RoutingTable {
     /// What instances compare to show they agree ([`digest::table_hash`]): set by `compile`,
     /// once per table; 0 in a table not compiled.
     pub hash: u64,
+    /// Some served vhost is passed through by SNI or asks for client certificates: the HTTPS
+    /// listeners read the ClientHello's server name before deciding (`edge_labels`).
+    pub sni_rules: bool,
 }
 
 impl RoutingTable {
@@ -89,6 +93,9 @@ pub struct Service {
     pub probe: Option<crate::cluster::Probe>,
     /// The app's tasks that get no traffic, and why (for operators: not used to route).
     pub held_back: Vec<(crate::cluster::TaskId, &'static str)>,
+    /// `SWITCHYARD_{n}_…` connection labels: PROXY protocol to the backends, TLS passthrough,
+    /// TLS to the backends, client certificates (`edge_labels`). `edge` is the HTTP part.
+    pub connection: edge_labels::EdgeLabels,
 }
 
 /// Per-service HTTP behaviour from marathon-lb's labels.
