@@ -5,8 +5,16 @@
 //! and the time from a `TASK_UPDATED` (staging to running) to the task's name resolving over
 //! UDP, p50/p99, on that cluster and on a 100-task one.
 //!
+//! Each update is a task added in `TASK_STAGING` (not named), then, after a gap that lets the
+//! zone build the add started finish (`GAP_MS`, default 3,000 ms on the big cluster, 100 ms on
+//! the small one), its `TASK_UPDATED` to `TASK_RUNNING`: the figure is one update's way to DNS,
+//! not two builds back to back.
+//!
 //! Run: `cargo bench --bench mesos` (`ROUNDS=3`, `UPDATES=200`). A benchmark, not a test: it
-//! asserts nothing it measures.
+//! asserts nothing it measures. `cargo bench --bench mesos -- zone`: only the zone build of the
+//! big cluster, in process (the cluster parsed from the stand-in's `SUBSCRIBED` event, then
+//! `zone::build` timed, median of `ROUNDS`, and the model's clone, which a change makes while a
+//! build holds the model).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -134,6 +142,8 @@ async fn round(agents: usize, tasks: usize, updates: usize) -> (f64, f64, u64, V
         staging["statuses"][0]["state"] = json!("TASK_STAGING");
         master.add_task(staging);
         let name = format!("new{i}.fw0.mesos.");
+        // A gap, so that the add's own zone build is over and the update times one build.
+        tokio::time::sleep(gap(tasks)).await;
         // The staging task is in the model, not in DNS; then it runs.
         let sent = Instant::now();
         master.update_task(&id, "TASK_RUNNING", 1_700_000_000.0 + i as f64);
@@ -143,9 +153,92 @@ async fn round(agents: usize, tasks: usize, updates: usize) -> (f64, f64, u64, V
     (ready, named, rss, latencies)
 }
 
+fn gap(tasks: usize) -> Duration {
+    let default = if tasks > 1000 { 3000 } else { 100 };
+    Duration::from_millis(
+        std::env::var("GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// The big cluster as switchyard's model, from the stand-in's `SUBSCRIBED` event.
+fn model() -> switchyard::cluster::Cluster {
+    use switchyard::discovery::mesos::api::{Event, parse_event};
+    let (f, a, t) = cluster(AGENTS, TASKS);
+    let event = json!({"type": "SUBSCRIBED", "subscribed": {"get_state": {
+        "get_tasks": {"tasks": t, "completed_tasks": []},
+        "get_executors": {"executors": []},
+        "get_frameworks": {"frameworks": f, "completed_frameworks": []},
+        "get_agents": {"agents": a, "recovered_agents": []}
+    }}});
+    let Ok((_, Event::Subscribed(snapshot))) = parse_event(event.to_string().as_bytes()) else {
+        panic!("the stand-in's snapshot parses");
+    };
+    let master = switchyard::cluster::mesos::Master {
+        host: String::from("127.0.0.1").into(),
+        port: 5050,
+    };
+    let mut model = switchyard::cluster::Cluster::default();
+    model.apply(switchyard::cluster::ClusterUpdate::Mesos(
+        snapshot.into_update(master.clone(), vec![master]),
+    ));
+    model
+}
+
+/// `-- zone`: the zone build of the big cluster, in process.
+fn zone_build(rounds: usize) {
+    let model = model();
+    let config = switchyard::zone::ZoneConfig {
+        domain: "mesos".into(),
+        ttl: 60,
+        ip_sources: vec![
+            switchyard::zone::IpSource::NetInfo,
+            switchyard::zone::IpSource::Host,
+        ],
+        label_rule: switchyard::cluster::names::LabelRule::Rfc1123,
+        ns_addr: None,
+        vip_range: None,
+        served: Default::default(),
+        ptr: false,
+        healthy: Default::default(),
+    };
+    let (mut builds, mut clones) = (Vec::new(), Vec::new());
+    let mut names = 0;
+    for _ in 0..rounds.max(1) {
+        let started = Instant::now();
+        let zone = switchyard::zone::build(&model, &config);
+        builds.push(started.elapsed().as_secs_f64() * 1e3);
+        names = zone.names.len();
+        drop(zone);
+        let started = Instant::now();
+        let copy = model.clone();
+        clones.push(started.elapsed().as_secs_f64() * 1e3);
+        drop(copy);
+    }
+    println!(
+        "zone build, {AGENTS} agents / {TASKS} tasks ({} names, {} bytes a name's node; median of \
+         {} rounds): {:.1} ms; the model's clone: {:.1} ms",
+        names,
+        std::mem::size_of::<switchyard::zone::Node>(),
+        builds.len(),
+        median(builds),
+        median(clones)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::args().any(|a| a == "zone") {
+        let rounds = std::env::var("ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        zone_build(rounds);
         return;
     }
     let rounds: usize = std::env::var("ROUNDS")

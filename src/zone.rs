@@ -133,7 +133,7 @@ pub struct Node {
     pub aaaa: Vec<Record>,
     pub srv: Vec<Record>,
     pub ns: Vec<Record>,
-    pub soa: Option<Record>,
+    pub soa: Option<Box<Record>>,
     /// Reverse names only (`dns.ptr`): owner set, as the answer is the name asked.
     pub ptr: Vec<Record>,
 }
@@ -443,7 +443,7 @@ pub fn build_from(
         RData::SOA(SOA::new(ns1.clone(), rname, serial, 60, 600, 86400, ttl)),
     );
     let apex_node = b.names.entry(LowerName::new(&apex)).or_default();
-    apex_node.soa = Some(soa.clone());
+    apex_node.soa = Some(Box::new(soa.clone()));
     apex_node.ns.push(Record::from_rdata(
         apex.clone(),
         ttl,
@@ -590,7 +590,7 @@ fn vip_zone(
         RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, VIP_TTL)),
     );
     let apex_node = names.entry(LowerName::new(&apex)).or_default();
-    apex_node.soa = Some(soa.clone());
+    apex_node.soa = Some(Box::new(soa.clone()));
     apex_node.ns = vec![Record::from_rdata(
         apex.clone(),
         ttl,
@@ -675,7 +675,7 @@ fn ptr_zones(
                 RData::SOA(SOA::new(ns1.clone(), rname, serial, 60, 600, 86400, ttl)),
             );
             let node = names.entry(LowerName::new(&apex)).or_default();
-            node.soa = Some(soa.clone());
+            node.soa = Some(Box::new(soa.clone()));
             node.ns = vec![Record::from_rdata(
                 apex.clone(),
                 ttl,

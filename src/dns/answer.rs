@@ -193,12 +193,12 @@ fn records(node: &Node, qtype: RecordType) -> Vec<Record> {
         RecordType::AAAA => node.aaaa.clone(),
         RecordType::SRV => node.srv.clone(),
         RecordType::NS => node.ns.clone(),
-        RecordType::SOA => node.soa.iter().cloned().collect(),
+        RecordType::SOA => node.soa.iter().map(|r| (**r).clone()).collect(),
         RecordType::PTR => node.ptr.clone(),
         RecordType::ANY => {
             let all = [&node.a, &node.aaaa, &node.srv, &node.ns, &node.ptr];
             let mut answers: Vec<Record> = all.into_iter().flatten().cloned().collect();
-            answers.extend(node.soa.iter().cloned());
+            answers.extend(node.soa.iter().map(|r| (**r).clone()));
             answers
         }
         _ => Vec::new(),

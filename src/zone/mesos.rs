@@ -14,8 +14,10 @@
 //! Marathon's tasks that Marathon also reports are named by the Marathon rules in `zone.rs`,
 //! once.
 
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
+use hickory_proto::rr::domain::Label;
 use hickory_proto::rr::rdata::{NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use rustc_hash::FxHashMap;
@@ -48,6 +50,75 @@ fn ancestors(names: &mut FxHashMap<LowerName, Node>, name: &Name, apex: &Name) {
         }
         names.insert(key, Node::default());
         current = current.base_name();
+    }
+}
+
+/// `{label}.{base}`: the label is sanitized (`cluster::names`), checked as the parse of the
+/// whole name would check it, without formatting and parsing the name's text.
+fn under(base: &Name, label: &str) -> Option<Name> {
+    base.prepend_label(Label::from_ascii(label).ok()?).ok()
+}
+
+/// A name under which many tasks' names are (`{framework}.{domain}.`, `_tcp.{framework}.…`,
+/// `{framework}.autoip.{DCOS_DOMAIN}.`), made once per build; its own ancestors (and itself,
+/// an empty non-terminal until records land on it) are added the first time a name under it
+/// is, so that each task's name costs one `Name` and no walk up to the apex.
+struct Parent {
+    name: Option<Name>,
+    added: bool,
+}
+
+impl Parent {
+    fn new(name: Option<Name>) -> Parent {
+        Parent { name, added: false }
+    }
+
+    /// `{label}.{parent}`.
+    fn under(&self, label: &str) -> Option<Name> {
+        under(self.name.as_ref()?, label)
+    }
+
+    /// The parent and its ancestors up to `apex` exist afterwards, as [`ancestors`] of a
+    /// child adds them (called once a child is added).
+    fn ensure(&mut self, names: &mut FxHashMap<LowerName, Node>, apex: &Name) {
+        let Some(parent) = self.name.as_ref().filter(|_| !self.added) else {
+            return;
+        };
+        self.added = true;
+        if parent.num_labels() > apex.num_labels()
+            && let Entry::Vacant(vacant) = names.entry(LowerName::new(parent))
+        {
+            vacant.insert(Node::default());
+            ancestors(names, parent, apex);
+        }
+    }
+}
+
+/// One framework's names, made once per build (its label, its parents).
+struct FrameworkNames {
+    /// The framework's label; empty names nothing.
+    label: String,
+    /// `{fw}.{domain}.`
+    tasks: Parent,
+    /// `{fw}.slave.{domain}.`
+    slave: Parent,
+    /// `_tcp.{fw}.{domain}.` and `_udp.{fw}.{domain}.`
+    tcp: Parent,
+    udp: Parent,
+}
+
+impl FrameworkNames {
+    fn new(name: &str, config: &ZoneConfig) -> FrameworkNames {
+        let label = label(name, config.label_rule);
+        let parse = |text: String| Name::from_ascii(text).ok().filter(|_| !label.is_empty());
+        let domain = &config.domain;
+        FrameworkNames {
+            tasks: Parent::new(parse(format!("{label}.{domain}."))),
+            slave: Parent::new(parse(format!("{label}.slave.{domain}."))),
+            tcp: Parent::new(parse(format!("_tcp.{label}.{domain}."))),
+            udp: Parent::new(parse(format!("_udp.{label}.{domain}."))),
+            label,
+        }
     }
 }
 
@@ -99,30 +170,39 @@ pub(super) fn add(
     let agent_ip = |agent: Option<&Agent>| agent.and_then(|a| resolve(&a.host));
 
     let owned = MesosState::owned_by_marathon(&cluster.apps);
+    // Room for the names to come at once (at least a task's own name and its SRV target per
+    // running task): the map does not grow, and rehash, a zone's worth of entries at a time.
+    let running = m
+        .own_tasks(&owned)
+        .filter(|(t, _, _)| t.state == TaskState::Running)
+        .count();
+    b.names.reserve(running * 5);
+    let mut frameworks: FxHashMap<&str, FrameworkNames> = FxHashMap::default();
     for (task, framework, agent) in m.own_tasks(&owned) {
         if task.state != TaskState::Running {
             continue;
         }
         let Some(framework) = framework else { continue };
-        let fw = label(&framework.name, config.label_rule);
+        let fwn = frameworks
+            .entry(&*framework.id)
+            .or_insert_with(|| FrameworkNames::new(&framework.name, config));
         let tl = label(task.dns_name(), config.label_rule);
-        if fw.is_empty() || tl.is_empty() {
+        if fwn.label.is_empty() || tl.is_empty() {
             continue;
         }
         let agent_addr = agent_ip(agent);
-        let (Some(task_fqdn), Some(slave_fqdn)) = (
-            fqdn(format!("{tl}.{fw}.{domain}.")),
-            fqdn(format!("{tl}.{fw}.slave.{domain}.")),
-        ) else {
+        // Both names valid, or neither added (as when they were parsed from text).
+        let (Some(task_fqdn), Some(slave_fqdn)) = (fwn.tasks.under(&tl), fwn.slave.under(&tl))
+        else {
             continue;
         };
         for ip in task_addrs(task, agent_addr, &config.ip_sources) {
             b.add_addr(&task_fqdn, ip, ttl);
         }
-        ancestors(&mut b.names, &task_fqdn, &apex);
+        fwn.tasks.ensure(&mut b.names, &apex);
         if let Some(ip) = agent_addr {
             b.add_addr(&slave_fqdn, ip, ttl);
-            ancestors(&mut b.names, &slave_fqdn, &apex);
+            fwn.slave.ensure(&mut b.names, &apex);
         }
         // SRV: to a name of this task alone, whose address is where the port is reached.
         let targets = service_addrs(task, agent_addr);
@@ -141,21 +221,27 @@ pub(super) fn add(
         } else {
             format!("{base}-{tag}-{host}")
         };
-        let Some(target) = fqdn(format!("{unique}.{fw}.{domain}.")) else {
+        let Some(target) = fwn.tasks.under(&unique) else {
             continue;
         };
         for &ip in &targets {
             b.add_addr(&target, ip, ttl);
         }
         let (service, _) = service_label(&tl);
-        let srv = |b: &mut Builder, name: Option<&str>, proto: &str, port: u16| {
-            let owners = [
-                Some(format!("{service}.{proto}.{fw}.{domain}.")),
-                name.map(|n| format!("{n}.{service}.{proto}.{fw}.{domain}.")),
-            ];
-            for owner in owners.into_iter().flatten().filter_map(fqdn) {
-                b.add_srv(&owner, port, &target, ttl);
-                ancestors(&mut b.names, &owner, &apex);
+        let mut srv = |b: &mut Builder, name: Option<&str>, proto: &str, port: u16| {
+            let parent = if proto == "_tcp" {
+                &mut fwn.tcp
+            } else {
+                &mut fwn.udp
+            };
+            let Some(owner) = parent.under(&service) else {
+                return;
+            };
+            b.add_srv(&owner, port, &target, ttl);
+            parent.ensure(&mut b.names, &apex);
+            if let Some(named) = name.and_then(|n| under(&owner, n)) {
+                b.add_srv(&named, port, &target, ttl);
+                // Its parent is `owner`, which exists.
             }
         };
         let discovered = task.discovery.as_ref().filter(|d| !d.ports.is_empty());
@@ -190,11 +276,11 @@ pub(super) fn add(
 
     // `{framework}.{domain}`: where each framework's scheduler runs.
     for framework in m.frameworks.values() {
-        let fw = label(&framework.name, config.label_rule);
-        let (Some(ip), Some(name)) = (
-            resolve(&framework.host),
-            fqdn(format!("{fw}.{domain}.")).filter(|_| !fw.is_empty()),
-        ) else {
+        let name = match frameworks.get(&*framework.id) {
+            Some(names) => names.tasks.name.clone(),
+            None => FrameworkNames::new(&framework.name, config).tasks.name,
+        };
+        let (Some(ip), Some(name)) = (resolve(&framework.host), name) else {
             continue;
         };
         b.add_addr(&name, ip, ttl);
@@ -255,43 +341,53 @@ fn dcos_zone(
 ) -> (LowerName, Record) {
     let apex = Name::from_ascii(format!("{DCOS_DOMAIN}.")).expect("a valid name");
     let ttl = config.ttl;
-    let add = |b: &mut Builder,
-               task: &str,
-               framework: &str,
-               agent: Option<IpAddr>,
-               container: &[IpAddr],
-               on_container_network: bool| {
-        let tl = label(task, config.label_rule);
-        let fw = label(framework, config.label_rule);
-        if tl.is_empty() || fw.is_empty() {
+    // A framework's three parents (`{fw}.autoip|agentip|containerip.{DCOS_DOMAIN}.`), made
+    // once per build; `None` when its label is empty.
+    let mut parents: FxHashMap<String, Option<[Parent; 3]>> = FxHashMap::default();
+    let kinds = ["autoip", "agentip", "containerip"];
+    let mut add = |b: &mut Builder,
+                   tl: &str,
+                   framework: &str,
+                   agent: Option<IpAddr>,
+                   container: &[IpAddr],
+                   on_container_network: bool| {
+        if tl.is_empty() {
             return;
         }
-        let auto: Vec<IpAddr> = if on_container_network && !container.is_empty() {
-            container.to_vec()
-        } else {
-            agent.into_iter().collect()
+        if !parents.contains_key(framework) {
+            let fw = label(framework, config.label_rule);
+            let made = (!fw.is_empty()).then(|| {
+                kinds.map(|kind| {
+                    Parent::new(Name::from_ascii(format!("{fw}.{kind}.{DCOS_DOMAIN}.")).ok())
+                })
+            });
+            parents.insert(framework.to_string(), made);
+        }
+        let Some(Some(parents)) = parents.get_mut(framework) else {
+            return;
         };
-        let kinds: [(&str, Vec<IpAddr>); 3] = [
-            ("autoip", auto),
-            ("agentip", agent.into_iter().collect()),
-            ("containerip", container.to_vec()),
-        ];
-        for (kind, addrs) in kinds {
-            let Some(name) = fqdn(format!("{tl}.{fw}.{kind}.{DCOS_DOMAIN}.")) else {
+        let auto = if on_container_network && !container.is_empty() {
+            container
+        } else {
+            agent.as_slice()
+        };
+        let addrs: [&[IpAddr]; 3] = [auto, agent.as_slice(), container];
+        for (parent, addrs) in parents.iter_mut().zip(addrs) {
+            let Some(name) = parent.under(tl) else {
                 continue;
             };
-            for ip in addrs {
+            for &ip in addrs {
                 b.add_addr(&name, ip, ttl);
             }
-            ancestors(&mut b.names, &name, &apex);
+            parent.ensure(&mut b.names, &apex);
         }
     };
     for app in cluster.apps.values() {
-        let name = task_name(&app.id);
+        let tl = label(&task_name(&app.id), config.label_rule);
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
             add(
                 b,
-                &name,
+                &tl,
                 "marathon",
                 task.host.resolve(&cluster.agents),
                 &task.ip_addresses,
@@ -306,7 +402,7 @@ fn dcos_zone(
         };
         add(
             b,
-            task.dns_name(),
+            &label(task.dns_name(), config.label_rule),
             &framework.name,
             agent.and_then(|a| a.host.resolve(&cluster.agents)),
             &task.container_ips,
@@ -321,7 +417,7 @@ fn dcos_zone(
         RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, ttl)),
     );
     let node = b.names.entry(LowerName::new(&apex)).or_default();
-    node.soa = Some(soa.clone());
+    node.soa = Some(Box::new(soa.clone()));
     node.ns = vec![Record::from_rdata(
         apex.clone(),
         ttl,
