@@ -1,0 +1,231 @@
+use super::*;
+use crate::cluster::fixtures::{app, task};
+use crate::cluster::names::LabelRule;
+use crate::zone::IpSource;
+
+/// A reconciler over apps without service ports (no listener is bound), with `debounce`.
+fn reconciler(debounce: Duration, zone: Option<ZoneConfig>) -> (Reconciler, Arc<Store>) {
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Store::new());
+    let ctx = Arc::new(crate::proxy::Context::new(
+        store.clone(),
+        metrics.clone(),
+        crate::proxy::Settings::for_tests(),
+    ));
+    let workers = Arc::new(crate::workers::Workers::start(1).unwrap());
+    let (refetch, _) = mpsc::channel(8);
+    let reconciler = Reconciler::new(
+        CompileConfig::group("*", "127.0.0.1".parse().unwrap()),
+        debounce,
+        Registry::new(metrics.clone(), Duration::from_secs(1)),
+        store.clone(),
+        Listeners::new(ctx.clone(), workers),
+        metrics,
+        Arc::new(Status::default()),
+        refetch,
+        ctx,
+        zone,
+    );
+    (reconciler, store)
+}
+
+fn web(tasks: usize) -> crate::cluster::App {
+    let tasks = (0..tasks)
+        .map(|i| task(&format!("web.{i}"), 31000 + i as u16))
+        .collect();
+    // Reached by vhost only: a service with backends, and no listener to bind.
+    app("/web", 0, &[("HAPROXY_0_VHOST", "web.test")], tasks)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("never: {what}");
+}
+
+/// Leading-edge coalescing, on the virtual clock: after a quiet spell a change is live at
+/// once; a burst right after it becomes one more swap, a debounce later, carrying all of it.
+#[tokio::test(start_paused = true)]
+async fn a_change_after_quiet_is_swapped_at_once_and_a_burst_is_one_swap() {
+    let debounce = Duration::from_secs(1);
+    let (reconciler, store) = reconciler(debounce, None);
+    let (events, events_rx) = mpsc::channel(4096);
+    let (_commands, commands_rx) = mpsc::channel(8);
+    tokio::spawn(reconciler.run(events_rx, commands_rx));
+    let snapshot = ClusterUpdate::Snapshot(vec![web(1)]);
+    events.send(SourceEvent::Update(snapshot)).await.unwrap();
+    // Waited for by yielding only: on the paused clock no timer can fire while this task keeps
+    // the runtime busy, so reaching the table proves the first swap waited on none.
+    let mut yields = 0;
+    while store.load().generation != 1 {
+        assert!(yields < 100_000, "the first swap waited on a timer");
+        tokio::task::yield_now().await;
+        yields += 1;
+    }
+    let burst = tokio::time::Instant::now();
+    for n in 2..=50 {
+        let update = ClusterUpdate::AppUpserted(web(n));
+        events.send(SourceEvent::Update(update)).await.unwrap();
+    }
+    until("the burst's table", || {
+        store
+            .load()
+            .table
+            .services
+            .first()
+            .map(|s| s.backends.len())
+            == Some(50)
+    })
+    .await;
+    assert_eq!(store.load().generation, 2, "one swap for the whole burst");
+    assert!(burst.elapsed() >= debounce, "{:?}", burst.elapsed());
+}
+
+/// A runtime weight override is dropped once its apps' labels change (a new deployment),
+/// and kept while they do not.
+#[tokio::test]
+async fn overrides_are_cleared_when_their_apps_labels_change() {
+    let (mut reconciler, _store) = reconciler(Duration::from_millis(10), None);
+    let (blue, green) = (
+        app("/blue", 0, &[("HAPROXY_DEPLOYMENT_COLOUR", "blue")], vec![]),
+        app(
+            "/green",
+            0,
+            &[("HAPROXY_DEPLOYMENT_COLOUR", "green")],
+            vec![],
+        ),
+    );
+    Arc::make_mut(&mut reconciler.cluster).apply(ClusterUpdate::Snapshot(vec![blue, green]));
+    let weights: BTreeMap<AppId, u32> = [("/blue".into(), 90), ("/green".into(), 10)]
+        .into_iter()
+        .collect();
+    let labels = weights
+        .keys()
+        .map(|a| (a.clone(), reconciler.labels_of(a)))
+        .collect();
+    reconciler
+        .overrides
+        .insert("shop".into(), Override { weights, labels });
+    reconciler.refresh_overrides();
+    assert!(reconciler.config.weight_overrides.contains_key("shop"));
+    let moved = app(
+        "/green",
+        0,
+        &[("HAPROXY_DEPLOYMENT_COLOUR", "blue")],
+        vec![],
+    );
+    Arc::make_mut(&mut reconciler.cluster).apply(ClusterUpdate::AppUpserted(moved));
+    reconciler.refresh_overrides();
+    assert!(reconciler.overrides.is_empty());
+    assert!(reconciler.config.weight_overrides.is_empty());
+}
+
+/// Healthy-only DNS: an outlier ejection on the data plane (no table swap) reaches the zone
+/// through the registry's notification, and the ejected task leaves the app's SRV answer.
+#[tokio::test]
+async fn an_ejection_leaves_the_healthy_only_zone_without_a_swap() {
+    let zone = ZoneConfig {
+        domain: "mesos".into(),
+        ttl: 60,
+        ip_sources: vec![IpSource::Auto],
+        label_rule: LabelRule::Rfc1123,
+        ns_addr: None,
+        vip_range: None,
+        served: Default::default(),
+        ptr: false,
+        healthy: crate::zone::HealthyDns { only: true, ttl: 5 },
+    };
+    let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
+    let (events, events_rx) = mpsc::channel(16);
+    let (_commands, commands_rx) = mpsc::channel(8);
+    tokio::spawn(reconciler.run(events_rx, commands_rx));
+    events
+        .send(SourceEvent::Update(ClusterUpdate::Snapshot(vec![web(10)])))
+        .await
+        .unwrap();
+    let name = hickory_proto::rr::LowerName::from(
+        hickory_proto::rr::Name::from_ascii("_web._tcp.marathon.mesos.").unwrap(),
+    );
+    let records = || {
+        store
+            .load()
+            .dns
+            .as_ref()
+            .and_then(|z| z.names.get(&name).map(|n| n.srv.len()))
+    };
+    until("every task answered", || records() == Some(10)).await;
+    let generation = store.load().generation;
+    let states = store.load().states[0].clone();
+    for _ in 0..crate::backends::outlier::CONSECUTIVE_FAILURES {
+        crate::backends::outlier::failure(&states, 0);
+    }
+    assert!(states[0].outlier.is_ejected());
+    until("the ejected task left", || records() == Some(9)).await;
+    assert_eq!(store.load().generation, generation, "no table swap");
+}
+
+/// The DNS zone is built off the loop and published after the table it was built from; a
+/// change during a build starts another, so the last zone published is the last state.
+#[tokio::test]
+async fn the_last_zone_published_follows_the_last_change() {
+    let zone = ZoneConfig {
+        domain: "mesos".into(),
+        ttl: 60,
+        ip_sources: vec![IpSource::Auto],
+        label_rule: LabelRule::Rfc1123,
+        ns_addr: None,
+        vip_range: None,
+        served: Default::default(),
+        ptr: false,
+        healthy: Default::default(),
+    };
+    let (reconciler, store) = reconciler(Duration::from_millis(1), Some(zone));
+    let status = reconciler.status.clone();
+    let (events, events_rx) = mpsc::channel(4096);
+    let (_commands, commands_rx) = mpsc::channel(8);
+    tokio::spawn(reconciler.run(events_rx, commands_rx));
+    events
+        .send(SourceEvent::Update(ClusterUpdate::Snapshot(vec![web(1)])))
+        .await
+        .unwrap();
+    for n in 2..=20 {
+        let update = ClusterUpdate::AppUpserted(web(n));
+        events.send(SourceEvent::Update(update)).await.unwrap();
+    }
+    let name = hickory_proto::rr::LowerName::from(
+        hickory_proto::rr::Name::from_ascii("_web._tcp.marathon.mesos.").unwrap(),
+    );
+    let records = || {
+        store
+            .load()
+            .dns
+            .as_ref()
+            .and_then(|z| z.names.get(&name).map(|n| n.srv.len()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline
+        && store
+            .load()
+            .table
+            .services
+            .first()
+            .map(|s| s.backends.len())
+            != Some(20)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Every task has its SRV record (one per task port) once the last zone is in.
+    while std::time::Instant::now() < deadline && records() != Some(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(records(), Some(20), "the zone follows the last change");
+    assert!(
+        status.ready.load(Ordering::Relaxed),
+        "ready once its zone answers"
+    );
+}
