@@ -770,20 +770,7 @@ fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String
 
 /// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`).
 fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<String> {
-    let shape = |t: &RoutingTable| -> BTreeMap<String, Vec<(String, u32)>> {
-        t.routes
-            .iter()
-            .map(|r| {
-                let members = r
-                    .members
-                    .iter()
-                    .map(|m| (m.app_id.to_string(), m.weight))
-                    .collect();
-                (r.name.to_string(), members)
-            })
-            .collect()
-    };
-    let (a, b) = (shape(before), shape(after));
+    let (a, b) = (before.route_weights(), after.route_weights());
     let mut out = Vec::new();
     for (name, members) in &b {
         match a.get(name) {

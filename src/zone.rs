@@ -542,6 +542,35 @@ fn agent_records(cluster: &Cluster, config: &ZoneConfig, names: &mut FxHashMap<L
     names.entry(LowerName::new(&tcp)).or_default();
 }
 
+/// A served zone's top: its SOA (`root.{ns}` as the mailbox, the given serial and negative TTL)
+/// and its NS record on `apex`'s node. Returns the SOA, for negative answers' authority section.
+pub(crate) fn zone_top(
+    names: &mut FxHashMap<LowerName, Node>,
+    apex: &Name,
+    ns: &Name,
+    serial: u32,
+    ttl: u32,
+    minimum: u32,
+) -> Record {
+    let rname = Name::from_ascii("root")
+        .expect("a valid label")
+        .append_name(ns)
+        .unwrap_or_else(|_| ns.clone());
+    let soa = Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, minimum)),
+    );
+    let node = names.entry(LowerName::new(apex)).or_default();
+    node.soa = Some(Box::new(soa.clone()));
+    node.ns = vec![Record::from_rdata(
+        apex.clone(),
+        ttl,
+        RData::NS(NS(ns.clone())),
+    )];
+    soa
+}
+
 /// `{name}.marathon.l4lb.thisdcos.directory` A for every named VIP, and the zone's SOA (with
 /// the cluster's serial) and NS (`ns1.l4lb.thisdcos.directory`, answering with the DNS listen
 /// address when known).
@@ -583,19 +612,7 @@ fn vip_zone(
         }
     }
     let ns = Name::from_ascii(format!("ns1.{VIP_DOMAIN}.")).expect("a valid name");
-    let rname = Name::from_ascii(format!("root.ns1.{VIP_DOMAIN}.")).expect("a valid name");
-    let soa = Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, VIP_TTL)),
-    );
-    let apex_node = names.entry(LowerName::new(&apex)).or_default();
-    apex_node.soa = Some(Box::new(soa.clone()));
-    apex_node.ns = vec![Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::NS(NS(ns.clone())),
-    )];
+    let soa = zone_top(names, &apex, &ns, serial, ttl, VIP_TTL);
     names.entry(LowerName::new(&ns)).or_default();
     (LowerName::new(&apex), soa)
 }
@@ -665,22 +682,7 @@ fn ptr_zones(
         .iter()
         .map(|apex| {
             let apex = Name::from_ascii(apex).expect("a valid name");
-            let rname = Name::from_ascii("root")
-                .unwrap()
-                .append_name(&ns1)
-                .unwrap_or_else(|_| ns1.clone());
-            let soa = Record::from_rdata(
-                apex.clone(),
-                ttl,
-                RData::SOA(SOA::new(ns1.clone(), rname, serial, 60, 600, 86400, ttl)),
-            );
-            let node = names.entry(LowerName::new(&apex)).or_default();
-            node.soa = Some(Box::new(soa.clone()));
-            node.ns = vec![Record::from_rdata(
-                apex.clone(),
-                ttl,
-                RData::NS(NS(ns1.clone())),
-            )];
+            let soa = zone_top(names, &apex, &ns1, serial, ttl, ttl);
             (LowerName::new(&apex), soa)
         })
         .collect()

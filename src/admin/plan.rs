@@ -170,20 +170,7 @@ pub fn diff(before: &Side, after: &Side) -> (Vec<Change>, Vec<String>) {
         }
     }
     // Routes: their apps and weights.
-    let routes = |t: &RoutingTable| -> BTreeMap<String, BTreeMap<String, u32>> {
-        t.routes
-            .iter()
-            .map(|r| {
-                let members = r
-                    .members
-                    .iter()
-                    .map(|m| (m.app_id.to_string(), m.weight))
-                    .collect();
-                (r.name.clone(), members)
-            })
-            .collect()
-    };
-    let (br, ar) = (routes(b), routes(a));
+    let (br, ar) = (b.route_weights(), a.route_weights());
     for (name, members) in &br {
         let Some(now) = ar.get(name) else {
             out.push(change("route", "removed", name.clone()));

@@ -56,6 +56,24 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
+    /// Each route's apps and their weights as it routes them, by route name: what a swap's
+    /// record and a plan compare between two tables.
+    pub fn route_weights(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>> {
+        self.routes
+            .iter()
+            .map(|r| {
+                let members = r
+                    .members
+                    .iter()
+                    .map(|m| (m.app_id.to_string(), m.weight))
+                    .collect();
+                (r.name.clone(), members)
+            })
+            .collect()
+    }
+
     pub fn route_at(&self, listen: SocketAddr) -> Option<&routes::Route> {
         self.by_listen.get(&listen).map(|&r| &self.routes[r])
     }

@@ -18,7 +18,7 @@ use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use hickory_proto::rr::domain::Label;
-use hickory_proto::rr::rdata::{NS, SOA, SRV};
+use hickory_proto::rr::rdata::SRV;
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use rustc_hash::FxHashMap;
 
@@ -410,19 +410,7 @@ fn dcos_zone(
         );
     }
     let ns = Name::from_ascii(format!("ns1.{DCOS_DOMAIN}.")).expect("a valid name");
-    let rname = Name::from_ascii(format!("root.ns1.{DCOS_DOMAIN}.")).expect("a valid name");
-    let soa = Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, ttl)),
-    );
-    let node = b.names.entry(LowerName::new(&apex)).or_default();
-    node.soa = Some(Box::new(soa.clone()));
-    node.ns = vec![Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::NS(NS(ns.clone())),
-    )];
+    let soa = super::zone_top(&mut b.names, &apex, &ns, serial, ttl, ttl);
     match config.ns_addr {
         Some(ip) => b.add_addr(&ns, ip, ttl),
         None => {
