@@ -553,3 +553,75 @@ async fn a_removed_backend_with_an_open_connection_is_shown_draining() {
         .as_millis() as u64;
     assert!(until > now, "a wall-clock time ahead: {until} vs {now}");
 }
+
+/// `/v1/routes` without parameters is the whole table as before; with `offset`/`limit` a page
+/// (and only the services its routes use), with `filter` the routes whose name or app matches.
+#[tokio::test]
+async fn routes_answers_pages_and_filters() {
+    let backend = Backend::start("one").await;
+    let dir = temp_dir("routes-pages");
+    let file = dir.join("apps.json");
+    let apps: Vec<_> = (0..5)
+        .map(|i| {
+            let id = format!("/app{i}");
+            app(
+                &id,
+                free_port(),
+                json!({}),
+                vec![task(&id, &format!("app{i}.0"), backend.port())],
+            )
+        })
+        .collect();
+    write_apps(&file, apps);
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("routes-pages", &toml);
+    let all = sy
+        .wait_routes("five routes", |r| {
+            r["routes"].as_array().unwrap().len() == 5
+        })
+        .await;
+    assert!(all.get("page").is_none(), "the whole table: no page object");
+    assert_eq!(all["services"].as_array().unwrap().len(), 5);
+    let get = |path: &'static str| {
+        let admin = sy.admin;
+        async move {
+            let (status, body) = http_get(admin, path).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = get("/v1/routes?offset=0&limit=2").await;
+    assert_eq!(names(&first), names(&all)[..2].to_vec());
+    assert_eq!(first["services"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        first["page"],
+        json!({"offset": 0, "limit": 2, "total": 5, "routes_total": 5})
+    );
+    let last = get("/v1/routes?offset=4&limit=2").await;
+    assert_eq!(names(&last), names(&all)[4..].to_vec());
+    let beyond = get("/v1/routes?offset=9&limit=2").await;
+    assert_eq!(beyond["routes"], json!([]));
+    assert_eq!(beyond["services"], json!([]));
+    let filtered = get("/v1/routes?filter=app3").await;
+    assert_eq!(filtered["routes"].as_array().unwrap().len(), 1);
+    assert!(
+        names(&filtered)[0].contains("app3")
+            || filtered["routes"][0]["members"][0]["app_id"] == "/app3"
+    );
+    assert_eq!(filtered["page"]["total"], json!(1));
+    assert_eq!(filtered["services"][0]["app_id"], json!("/app3"));
+    // The same generation and problems either way.
+    assert_eq!(filtered["generation"], all["generation"]);
+    assert_eq!(filtered["problems"], all["problems"]);
+}

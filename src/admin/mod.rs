@@ -4,7 +4,8 @@
 //! - probes: `/healthz`, `/readyz` (the body names a failing source), marathon-lb's
 //!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
 //! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`;
-//! - the live table: `/v1/routes`, `/v1/swaps`, `/v1/explain?host=H&path=P` or `?port=N`;
+//! - the live table: `/v1/routes` (or a page of it: `?offset=&limit=&filter=`), `/v1/swaps`,
+//!   `/v1/explain?host=H&path=P` or `?port=N`;
 //! - a dry run of an app change: `POST /v1/plan` (`plan.rs`; a read: it changes nothing);
 //! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `PUT`/`DELETE
 //!   /v1/apps/{app id}/maintenance`, `POST /v1/reload`, marathon-lb's
@@ -456,17 +457,11 @@ impl Admin {
                 r
             }
             "/v1/routes" => {
-                let snapshot = self.store.load_full();
-                let failures = self.bind_failures.lock().unwrap().clone();
-                let draining = self.status.draining.lock().unwrap().clone();
-                let body = serde_json::to_string_pretty(&views::routes(
-                    &snapshot,
-                    &failures,
-                    &self.status,
-                    &draining,
-                ))
-                .expect("routes serialize");
-                let mut r = text(StatusCode::OK, body + "\n");
+                let page = views::Page::parse(req.uri().query().unwrap_or(""));
+                let Some(body) = self.routes_view(page).await else {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+                };
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("application/json"),
@@ -492,7 +487,31 @@ impl Admin {
     }
 }
 
+/// `/v1/routes` builds at most this many answers at once (each on the blocking pool); more
+/// wait their turn.
+static ROUTES_BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 impl Admin {
+    /// `/v1/routes` (or a page of it) as JSON text. Built on the blocking pool from the
+    /// snapshot loaded now, never on the control thread's loop: at 10,000 apps the whole table
+    /// takes tens of ms to walk and serialize, and the control thread is the one that compiles
+    /// and swaps tables. The counters in it (served, active, errors, ejections, state) are read
+    /// from the backends' atomics at that moment, so every answer is fresh. `None`: shutting
+    /// down.
+    async fn routes_view(&self, page: views::Page) -> Option<String> {
+        let _turn = ROUTES_BUILDS.acquire().await.ok()?;
+        let snapshot = self.store.load_full();
+        let failures = self.bind_failures.lock().unwrap().clone();
+        let draining = self.status.draining.lock().unwrap().clone();
+        let status = self.status.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = views::routes(&snapshot, &failures, &status, &draining, &page);
+            serde_json::to_string_pretty(&view).expect("routes serialize") + "\n"
+        })
+        .await
+        .ok()
+    }
+
     /// `PUT /v1/apps/{app id}/maintenance` puts an app in maintenance (its HTTP requests are
     /// answered 503 with its page, its routes kept); `DELETE` takes it out. Answers once the
     /// new table is live.
