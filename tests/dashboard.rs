@@ -554,6 +554,153 @@ async fn a_removed_backend_with_an_open_connection_is_shown_draining() {
     assert!(until > now, "a wall-clock time ahead: {until} vs {now}");
 }
 
+/// Requests to `port` one after another until the returned flag is set.
+fn traffic(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = http_get(local(port), "/").await;
+        }
+    });
+    stop
+}
+
+async fn set_weights(sy: &Switchyard, route: &str, weights: serde_json::Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http_request(
+        sy.admin,
+        "PUT",
+        &format!("/v1/routes/{route}/weights"),
+        &[("Authorization", &auth)],
+        &weights.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `/v1/history` with a plain client: the token (or a session) beyond loopback, as every read;
+/// rates after traffic; at most `points_max` samples per series however long it runs; a weight
+/// change recorded with before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_endpoint_is_bounded_and_guarded_like_the_other_reads() {
+    let (sy, _backend) = guarded("dashboard-history", "history_interval = \"10ms\"").await;
+    let auth = format!("Bearer {TOKEN}");
+    let history = |query: &'static str| {
+        let auth = auth.clone();
+        let admin = sy.admin;
+        async move {
+            let (status, _, body) = http_request(
+                admin,
+                "GET",
+                &format!("/v1/history{query}"),
+                &[("Authorization", &auth)],
+                "",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    assert_eq!(sy.get("/v1/history").await.0, 401, "reads need the token");
+    let (status, _, _) = http_request(
+        sy.admin,
+        "GET",
+        "/v1/history",
+        &[("Authorization", "Bearer wrong")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let routes = bearer_routes(&sy).await;
+    let port = routes["services"][0]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    let stop = traffic(port);
+    let points = |h: &serde_json::Value| -> Vec<serde_json::Value> {
+        h["routes"][0]["versions"][0]["points"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = wait_for("requests/s after traffic", || async {
+        let h = history("").await;
+        points(&h)
+            .iter()
+            .any(|p| p["rps"].as_f64().unwrap_or(0.0) > 0.0 && p["p50_ms"].is_number())
+            .then_some(h)
+    })
+    .await;
+    let max = first["points_max"].as_u64().unwrap() as usize;
+    assert_eq!(max, 180);
+    assert_eq!(first["interval_ms"], json!(10));
+    let backend = &first["routes"][0]["versions"][0]["backends"][0];
+    assert!(
+        backend["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["state"] == "up"),
+        "{backend:#}"
+    );
+    // Full, then still full (never more) samples later.
+    let full = wait_for("the ring full", || async {
+        let h = history("").await;
+        (points(&h).len() == max).then_some(h)
+    })
+    .await;
+    let at = full["last_sample_unix_ms"].as_u64().unwrap();
+    let later = wait_for("more samples", || async {
+        let h = history("").await;
+        (h["last_sample_unix_ms"].as_u64().unwrap() > at + 100).then_some(h)
+    })
+    .await;
+    let p = points(&later);
+    assert_eq!(p.len(), max, "bounded");
+    assert!(p[0]["t"].as_u64().unwrap() > points(&full)[0]["t"].as_u64().unwrap());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // `since` answers only what is newer; an unknown route nothing.
+    let since = history_since(&sy, &auth, at).await;
+    assert!(points(&since).iter().all(|p| p["t"].as_u64().unwrap() > at));
+    assert_eq!(
+        history("?route=nothing-by-this-name").await["routes"],
+        json!([])
+    );
+    // A weight change is a mark with the weights before and after.
+    let route = routes["routes"][0]["name"].as_str().unwrap().to_string();
+    set_weights(&sy, &route, json!({"/shop": 7})).await;
+    let marks = wait_for("the change recorded", || async {
+        let h = history("").await;
+        let m = h["routes"][0]["share_changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(marks[0]["route"], json!(route));
+    assert_eq!(marks[0]["after"], json!({"/shop": 7}));
+    assert_ne!(marks[0]["before"], marks[0]["after"]);
+}
+
+async fn history_since(sy: &Switchyard, auth: &str, since: u64) -> serde_json::Value {
+    let (status, _, body) = http_request(
+        sy.admin,
+        "GET",
+        &format!("/v1/history?since={since}"),
+        &[("Authorization", auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 /// `/v1/routes` without parameters is the whole table as before; with `offset`/`limit` a page
 /// (and only the services its routes use), with `filter` the routes whose name or app matches.
 #[tokio::test]

@@ -3,7 +3,8 @@
 //!
 //! - probes: `/healthz`, `/readyz` (the body names a failing source), marathon-lb's
 //!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
-//! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`;
+//! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`, and its charts'
+//!   history, `/v1/history` (`history.rs`);
 //! - the live table: `/v1/routes` (or a page of it: `?offset=&limit=&filter=`), `/v1/swaps`,
 //!   `/v1/explain?host=H&path=P` or `?port=N`;
 //! - a dry run of an app change: `POST /v1/plan` (`plan.rs`; a read: it changes nothing);
@@ -16,6 +17,7 @@
 //! - Mesos-DNS's API (`dns::http_api`): `/v1/hosts/{name}`, `/v1/services/{name}`,
 //!   `/v1/config`, `/v1/enumerate`.
 
+pub mod history;
 mod mlb;
 pub mod plan;
 pub mod session;
@@ -59,6 +61,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
     pub bind_failures: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
+    /// The dashboard's history of the live counters (`GET /v1/history`).
+    pub history: Arc<history::History>,
 }
 
 impl Admin {
@@ -275,7 +279,7 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
-        const EXACT: [&str; 20] = [
+        const EXACT: [&str; 21] = [
             "/_haproxy_health_check",
             "/_haproxy_getvhostmap",
             "/_haproxy_getappmap",
@@ -287,6 +291,7 @@ impl Admin {
             "/metrics",
             "/v1/routes",
             "/v1/swaps",
+            "/v1/history",
             "/v1/explain",
             "/v1/reload",
             "/v1/plan",
@@ -439,6 +444,21 @@ impl Admin {
                     StatusCode::OK,
                     serde_json::to_string(&swaps).expect("swaps serialize") + "\n",
                 );
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            "/v1/history" => {
+                let history = self.history.clone();
+                let query = req.uri().query().unwrap_or("").to_string();
+                let Ok(body) =
+                    tokio::task::spawn_blocking(move || history.view(&query).to_string()).await
+                else {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+                };
+                let mut r = text(StatusCode::OK, body + "\n");
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("application/json"),
