@@ -90,6 +90,9 @@ struct Seen {
     latency: [u32; LatencyBuckets::LEN],
 }
 
+/// Each route's weights per app id (`RoutingTable::route_weights`).
+type RouteWeights = BTreeMap<String, BTreeMap<String, u32>>;
+
 #[derive(Default)]
 struct Ring {
     /// Per (route, app id).
@@ -99,7 +102,7 @@ struct Ring {
     seen: HashMap<BackendKey, Seen>,
     last_sample_ms: Option<u64>,
     /// The weights of the last table looked at, and its generation.
-    weights: Option<(u64, BTreeMap<String, BTreeMap<String, u32>>)>,
+    weights: Option<(u64, RouteWeights)>,
     not_kept_versions: usize,
     not_kept_backends: usize,
 }
@@ -248,7 +251,9 @@ impl History {
                 let service = &table.services[m.service];
                 let states = &snapshot.states[m.service];
                 // Each service's backends are read once per sample, whichever routes use it.
-                if !backend_deltas.contains_key(&m.service) {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    backend_deltas.entry(m.service)
+                {
                     let deltas = service
                         .backends
                         .iter()
@@ -278,7 +283,7 @@ impl History {
                             delta
                         })
                         .collect();
-                    backend_deltas.insert(m.service, deltas);
+                    slot.insert(deltas);
                 }
                 let deltas = &backend_deltas[&m.service];
                 let share = if total > 0 {

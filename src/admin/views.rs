@@ -335,10 +335,10 @@ pub(super) fn routes<'a>(
     }
     let mut vhosts_of: Vec<Vec<String>> = vec![Vec::new(); table.routes.len()];
     for (h, p, r) in table.vhosts.entries() {
-        if on_page.get(r).copied().unwrap_or(false) {
-            if let Some(v) = vhosts_of.get_mut(r) {
-                v.push(format!("{h}{p}"));
-            }
+        if on_page.get(r).copied().unwrap_or(false)
+            && let Some(v) = vhosts_of.get_mut(r)
+        {
+            v.push(format!("{h}{p}"));
         }
     }
     // Drained ones with no connection left are forgotten at the next swap: not shown.
