@@ -554,6 +554,66 @@ async fn a_removed_backend_with_an_open_connection_is_shown_draining() {
     assert!(until > now, "a wall-clock time ahead: {until} vs {now}");
 }
 
+/// Two colours of one app sharing a service port (a route of two apps, 90/10), a token for
+/// changes, reads open on loopback, and the history sampled every `interval`.
+async fn canary(name: &str, interval: &str) -> (Switchyard, u16, Vec<Backend>) {
+    let pool = vec![
+        Backend::start("blue-0").await,
+        Backend::start("blue-1").await,
+        Backend::start("green-0").await,
+    ];
+    let dir = temp_dir(name);
+    let port = free_port();
+    let colour = |id: &str, colour: &str, weight: u32, backends: &[&Backend]| {
+        let tasks = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| task(id, &format!("{colour}.{i}"), b.port()))
+            .collect();
+        app(
+            id,
+            port,
+            json!({
+                "HAPROXY_0_MODE": "http",
+                "HAPROXY_0_VHOST": "shop.example.com",
+                "HAPROXY_DEPLOYMENT_GROUP": "shop",
+                "HAPROXY_DEPLOYMENT_COLOUR": colour,
+                "SWITCHYARD_0_WEIGHT": weight.to_string(),
+            }),
+            tasks,
+        )
+    };
+    let file = dir.join("apps.json");
+    write_apps(
+        &file,
+        vec![
+            colour("/shop-blue", "blue", 90, &[&pool[0], &pool[1]]),
+            colour("/shop-green", "green", 10, &[&pool[2]]),
+        ],
+    );
+    let token = dir.join("admin-token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let admin = format!(
+        "token_file = {:?}\nhistory_interval = \"{interval}\"\n",
+        token.display().to_string()
+    );
+    let sy = Switchyard::start_with_admin(name, &toml, &admin);
+    sy.wait_routes("both colours routed", |r| {
+        support::backends(r, port).len() == 3
+            && r["routes"].as_array().is_some_and(|routes| {
+                routes
+                    .iter()
+                    .any(|r| r["members"].as_array().is_some_and(|m| m.len() == 2))
+            })
+    })
+    .await;
+    (sy, port, pool)
+}
+
 /// Requests to `port` one after another until the returned flag is set.
 fn traffic(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -577,6 +637,99 @@ async fn set_weights(sy: &Switchyard, route: &str, weights: serde_json::Value) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// The route of two apps, by name, from `/v1/routes`.
+async fn canary_route(sy: &Switchyard) -> String {
+    let routes = sy.routes().await;
+    routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["members"].as_array().unwrap().len() == 2)
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The charts in a real browser: they exist for the route, have data points once traffic
+/// flows, move (new samples drawn) without a reload, and mark a change of the split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_fill_with_traffic_and_move_without_a_reload() {
+    if !browser::available() {
+        eprintln!("chromium not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    // Asked for a screenshot (the README's), it runs a minute and a half first, so that the
+    // charts have a history to show.
+    let screenshot = std::env::var_os("SWITCHYARD_TEST_SCREENSHOT").is_some();
+    let interval = if screenshot { "1s" } else { "250ms" };
+    let (sy, port, _pool) = canary("dashboard-charts", interval).await;
+    let route = canary_route(&sy).await;
+    let stop = traffic(port);
+    let mut page = Browser::open(&sy.dir.join("profile"), &format!("http://{}/", sy.admin));
+    // A mark on the page's window: gone if the page were reloaded.
+    page.wait(
+        "the page loaded",
+        "document.getElementById('charts') !== null",
+    );
+    page.eval("window.notReloaded = true");
+    let kinds = [
+        "rps",
+        "errors",
+        "latency",
+        "share",
+        "active",
+        "ejections",
+        "health",
+    ];
+    for kind in kinds {
+        page.wait(
+            &format!("the {kind} chart with data points"),
+            &format!(
+                "(() => {{ const c = document.querySelector('.chart-route svg.chart[data-chart=\"{kind}\"]');
+                          return c !== null && Number(c.dataset.points) >= 2; }})()"
+            ),
+        );
+    }
+    // Traffic shows: the requests/s and latency lines are above zero somewhere.
+    page.wait(
+        "requests drawn",
+        "document.querySelectorAll('.chart-route svg.chart[data-chart=\"rps\"] polyline').length >= 1",
+    );
+    let last = page.eval(
+        "Number(document.querySelector('.chart-route svg.chart[data-chart=\"rps\"]').dataset.last)",
+    );
+    let last = last.as_f64().unwrap();
+    page.wait(
+        "a newer sample drawn without a reload",
+        &format!(
+            "window.notReloaded === true && Number(document.querySelector('.chart-route svg.chart[data-chart=\"rps\"]').dataset.last) > {last}"
+        ),
+    );
+    if screenshot {
+        tokio::time::sleep(std::time::Duration::from_secs(45)).await;
+    }
+    // A change of the split is marked on the share chart.
+    set_weights(&sy, &route, json!({"/shop-blue": 50, "/shop-green": 50})).await;
+    let marks = page.wait(
+        "the split's change marked",
+        "(() => { const c = document.querySelector('.chart-route svg.chart[data-chart=\"share\"]');
+                  const m = c && c.querySelector('line.mark title');
+                  return m ? m.textContent : null; })()",
+    );
+    assert!(
+        marks.as_str().unwrap().contains("/shop-green 10")
+            && marks.as_str().unwrap().contains("/shop-green 50"),
+        "{marks}"
+    );
+    assert_eq!(page.eval("window.notReloaded === true"), json!(true));
+    if screenshot {
+        tokio::time::sleep(std::time::Duration::from_secs(45)).await;
+    }
+    page.screenshot_if_asked("dashboard-charts");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `/v1/history` with a plain client: the token (or a session) beyond loopback, as every read;
