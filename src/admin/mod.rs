@@ -519,12 +519,14 @@ impl Admin {
     /// from the backends' atomics at that moment, so every answer is fresh. `None`: shutting
     /// down.
     async fn routes_view(&self, page: views::Page) -> Option<String> {
-        let _turn = ROUTES_BUILDS.acquire().await.ok()?;
+        let turn = ROUTES_BUILDS.acquire().await.ok()?;
         let snapshot = self.store.load_full();
         let failures = self.bind_failures.lock().unwrap().clone();
         let draining = self.status.draining.lock().unwrap().clone();
         let status = self.status.clone();
+        // The turn goes with the build: a client that leaves does not free it early.
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let view = views::routes(&snapshot, &failures, &status, &draining, &page);
             serde_json::to_string_pretty(&view).expect("routes serialize") + "\n"
         })
