@@ -3,7 +3,11 @@
 //! release binary (time to open, every port answering, the process's resident memory), and how
 //! long proxied requests stall while that 10,000-app cluster is re-read and recompiled.
 //!
-//! Run: `cargo bench --bench scale` (`-- stalls` for the stall figures alone). A benchmark, not a test: it asserts nothing it measures.
+//! And how long a table swap waits while `/v1/routes` of that cluster is polled (`routes_poll`).
+//!
+//! Run: `cargo bench --bench scale` (`-- stalls` for the stall figures alone, `-- routes-poll`
+//! for the swap delay under `/v1/routes` polling alone). A benchmark, not a test: it asserts
+//! nothing it measures.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -30,6 +34,10 @@ fn main() {
     if args.iter().any(|a| a == "stalls") {
         return stalls();
     }
+    // `cargo bench --bench scale -- routes-poll`: only the swap delay under /v1/routes polls.
+    if args.iter().any(|a| a == "routes-poll") {
+        return routes_poll();
+    }
     if let Some(i) = args.iter().position(|a| a == "--measure") {
         return measure(&args[i + 1]);
     }
@@ -46,6 +54,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(dir);
     listeners();
     stalls();
+    routes_poll();
 }
 
 fn rss_kib(pid: &str) -> (u64, u64) {
@@ -317,4 +326,197 @@ async fn keep_alive_get(conn: &mut tokio::net::TcpStream) {
             }
         }
     }
+}
+
+/// The swap delay at 10,000 apps x 10 tasks (Marathon stand-in, release binary): a
+/// `status_update_event` moves a small app to a new task, and the delay is the time from the
+/// event to the first request the new task answers. Measured with nobody reading `/v1/routes`,
+/// with a client reading the whole table back to back (`GET /v1/routes`), and with one reading
+/// the dashboard's page (`GET /v1/routes?limit=50`), interleaved, `ROUNDS` rounds. Beside it,
+/// `/healthz` every 20 ms: it is answered on the control thread, so its latency is how long that
+/// thread (which compiles and swaps tables) is held up.
+#[tokio::main(flavor = "current_thread")]
+async fn routes_poll() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+    use support::marathon::{Marathon, app, status_update, task};
+    const CHANGES: usize = 10;
+    const ROUNDS: usize = 3;
+    let marathon = Marathon::start().await;
+    let mut pool = Vec::new();
+    for i in 0..2 {
+        pool.push(support::Backend::start(&format!("b{i}")).await);
+    }
+    let port = support::free_port();
+    let mut cluster: serde_json::Value =
+        serde_json::from_slice(&synthetic::apps_json(APPS, TASKS, 10000)).unwrap();
+    let mut apps = std::mem::take(cluster["apps"].as_array_mut().unwrap());
+    drop(cluster);
+    let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "http"});
+    apps.push(app(
+        "/poll/web",
+        port,
+        labels,
+        vec![task("/poll/web", "p.0", pool[0].port())],
+    ));
+    marathon.set_apps(apps);
+    let sy = support::Switchyard::start(
+        "bench-routes-poll",
+        &format!(
+            "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\n[runtime]\nworkers = 1\n",
+            marathon.url()
+        ),
+    );
+    support::wait_for("the polled app is routed", || async {
+        let (_, body) = sy.get("/v1/routes?filter=/poll/web").await;
+        body.contains(&pool[0].addr.to_string()).then_some(())
+    })
+    .await;
+    support::wait_for("subscribed", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+    let admin = sy.admin;
+    let mut task_n = 0usize;
+    let mut results: Vec<(&str, Vec<Duration>, Vec<Duration>)> = Vec::new();
+    for round in 0..ROUNDS {
+        for (label, poll) in [
+            ("idle", None),
+            ("full table polled", Some("/v1/routes")),
+            ("page polled", Some("/v1/routes?limit=50")),
+        ] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let polls = Arc::new(AtomicUsize::new(0));
+            let bytes = Arc::new(AtomicUsize::new(0));
+            // The poller runs on a thread of its own: reading tens of MiB must not hold up the
+            // client that measures.
+            let poller = poll.map(|path| {
+                let (stop, polls, bytes) = (stop.clone(), polls.clone(), bytes.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        while !stop.load(Ordering::Relaxed) {
+                            if let Ok((_, body)) = support::http_get(admin, path).await {
+                                polls.fetch_add(1, Ordering::Relaxed);
+                                bytes.fetch_add(body.len(), Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+            });
+            // The control thread's own latency: `/healthz` is answered on it, so a request that
+            // waits is a control loop (and its swaps) held up.
+            let healthz = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        let mut took = Vec::new();
+                        while !stop.load(Ordering::Relaxed) {
+                            let t = Instant::now();
+                            let _ = support::http_get(admin, "/healthz").await;
+                            took.push(t.elapsed());
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        took
+                    })
+                })
+            };
+            let mut samples = Vec::with_capacity(CHANGES);
+            for _ in 0..CHANGES {
+                let (old, new) = (task_n, task_n + 1);
+                task_n += 1;
+                let (old_b, new_b) = (&pool[old % 2], &pool[new % 2]);
+                marathon.update_app("/poll/web", |a| {
+                    a["tasks"] = json!([task("/poll/web", &format!("p.{new}"), new_b.port())])
+                });
+                let both = format!(
+                    "event: status_update_event\r\ndata: {}\r\n\r\nevent: status_update_event\r\ndata: {}\r\n\r\n",
+                    status_update(
+                        "/poll/web",
+                        &format!("p.{new}"),
+                        new_b.port(),
+                        "TASK_RUNNING"
+                    ),
+                    status_update(
+                        "/poll/web",
+                        &format!("p.{old}"),
+                        old_b.port(),
+                        "TASK_KILLED"
+                    ),
+                );
+                // Past the debounce window and the last compile: each change is measured alone.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let sent = Instant::now();
+                marathon.send_raw(both.as_bytes());
+                // A new connection per probe: the proxy may close one whose backend left.
+                loop {
+                    let body = support::http_get(support::local(port), "/")
+                        .await
+                        .map(|(_, body)| body)
+                        .unwrap_or_default();
+                    if body == new_b.name {
+                        samples.push(sent.elapsed());
+                        break;
+                    }
+                    assert!(
+                        sent.elapsed() < Duration::from_secs(20),
+                        "change {new} never reached routing"
+                    );
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            if let Some(p) = poller {
+                p.join().unwrap();
+            }
+            let mut healthz = healthz.join().unwrap();
+            healthz.sort();
+            samples.sort();
+            let n = polls.load(Ordering::Relaxed);
+            println!(
+                "round {round}, {label}: event -> first request on the new task p50 {:.1} ms, max {:.1} ms; /healthz p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({n} polls, {:.1} MiB each)",
+                samples[samples.len() / 2].as_secs_f64() * 1e3,
+                samples.last().unwrap().as_secs_f64() * 1e3,
+                healthz[healthz.len() / 2].as_secs_f64() * 1e3,
+                healthz[healthz.len() * 99 / 100].as_secs_f64() * 1e3,
+                healthz.last().unwrap().as_secs_f64() * 1e3,
+                bytes.load(Ordering::Relaxed) as f64 / n.max(1) as f64 / (1 << 20) as f64
+            );
+            results.push((label, samples, healthz));
+        }
+    }
+    for label in ["idle", "full table polled", "page polled"] {
+        let mut p50s: Vec<f64> = results
+            .iter()
+            .filter(|r| r.0 == label)
+            .map(|r| r.1[r.1.len() / 2].as_secs_f64() * 1e3)
+            .collect();
+        let mut maxes: Vec<f64> = results
+            .iter()
+            .filter(|r| r.0 == label)
+            .map(|r| r.1.last().unwrap().as_secs_f64() * 1e3)
+            .collect();
+        let mut healthz_max: Vec<f64> = results
+            .iter()
+            .filter(|r| r.0 == label)
+            .map(|r| r.2.last().unwrap().as_secs_f64() * 1e3)
+            .collect();
+        p50s.sort_by(f64::total_cmp);
+        maxes.sort_by(f64::total_cmp);
+        healthz_max.sort_by(f64::total_cmp);
+        println!(
+            "swap delay at {APPS} apps x {TASKS} tasks, {label}: median of {ROUNDS} rounds' p50 {:.1} ms, of their max {:.1} ms; control thread (/healthz) median of the rounds' max {:.1} ms",
+            p50s[p50s.len() / 2],
+            maxes[maxes.len() / 2],
+            healthz_max[healthz_max.len() / 2]
+        );
+    }
+    drop(sy);
 }

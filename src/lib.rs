@@ -126,6 +126,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // A full resync of the source: SIGHUP, and marathon-lb's `/_mlb_signal/hup` on the admin
     // listener.
     let resync = Arc::new(Notify::new());
+    let history = admin::history::History::new(config.admin.history_interval);
     let admin = Arc::new(admin::Admin {
         token: admin_token(&config)?,
         sessions: admin::session::Sessions::new(config.admin.session_ttl),
@@ -137,8 +138,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         metrics: metrics.clone(),
         status: status.clone(),
         bind_failures: listeners.failures(),
+        history: history.clone(),
     });
     planes.control.spawn(admin.serve(admin_listener));
+    planes.control.spawn(history.run(store.clone()));
 
     start_dns(&config, &ctx)?;
     let (events_rx, refetch_tx) = start_source(&config, &planes, &metrics, &resync)?;

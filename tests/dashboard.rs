@@ -553,3 +553,375 @@ async fn a_removed_backend_with_an_open_connection_is_shown_draining() {
         .as_millis() as u64;
     assert!(until > now, "a wall-clock time ahead: {until} vs {now}");
 }
+
+/// Two colours of one app sharing a service port (a route of two apps, 90/10), a token for
+/// changes, reads open on loopback, and the history sampled every `interval`.
+async fn canary(name: &str, interval: &str) -> (Switchyard, u16, Vec<Backend>) {
+    let pool = vec![
+        Backend::start("blue-0").await,
+        Backend::start("blue-1").await,
+        Backend::start("green-0").await,
+    ];
+    let dir = temp_dir(name);
+    let port = free_port();
+    let colour = |id: &str, colour: &str, weight: u32, backends: &[&Backend]| {
+        let tasks = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| task(id, &format!("{colour}.{i}"), b.port()))
+            .collect();
+        app(
+            id,
+            port,
+            json!({
+                "HAPROXY_0_MODE": "http",
+                "HAPROXY_0_VHOST": "shop.example.com",
+                "HAPROXY_DEPLOYMENT_GROUP": "shop",
+                "HAPROXY_DEPLOYMENT_COLOUR": colour,
+                "SWITCHYARD_0_WEIGHT": weight.to_string(),
+            }),
+            tasks,
+        )
+    };
+    let file = dir.join("apps.json");
+    write_apps(
+        &file,
+        vec![
+            colour("/shop-blue", "blue", 90, &[&pool[0], &pool[1]]),
+            colour("/shop-green", "green", 10, &[&pool[2]]),
+        ],
+    );
+    let token = dir.join("admin-token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let admin = format!(
+        "token_file = {:?}\nhistory_interval = \"{interval}\"\n",
+        token.display().to_string()
+    );
+    let sy = Switchyard::start_with_admin(name, &toml, &admin);
+    sy.wait_routes("both colours routed", |r| {
+        support::backends(r, port).len() == 3
+            && r["routes"].as_array().is_some_and(|routes| {
+                routes
+                    .iter()
+                    .any(|r| r["members"].as_array().is_some_and(|m| m.len() == 2))
+            })
+    })
+    .await;
+    (sy, port, pool)
+}
+
+/// Requests to `port` one after another until the returned flag is set.
+fn traffic(port: u16) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = http_get(local(port), "/").await;
+        }
+    });
+    stop
+}
+
+async fn set_weights(sy: &Switchyard, route: &str, weights: serde_json::Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _, body) = http_request(
+        sy.admin,
+        "PUT",
+        &format!("/v1/routes/{route}/weights"),
+        &[("Authorization", &auth)],
+        &weights.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The route of two apps, by name, from `/v1/routes`.
+async fn canary_route(sy: &Switchyard) -> String {
+    let routes = sy.routes().await;
+    routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["members"].as_array().unwrap().len() == 2)
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The charts in a real browser: they exist for the route, have data points once traffic
+/// flows, move (new samples drawn) without a reload, and mark a change of the split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_fill_with_traffic_and_move_without_a_reload() {
+    if !browser::available() {
+        eprintln!("chromium not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    // Asked for a screenshot (the README's), it runs a minute and a half first, so that the
+    // charts have a history to show.
+    let screenshot = std::env::var_os("SWITCHYARD_TEST_SCREENSHOT").is_some();
+    let interval = if screenshot { "1s" } else { "250ms" };
+    let (sy, port, _pool) = canary("dashboard-charts", interval).await;
+    let route = canary_route(&sy).await;
+    let stop = traffic(port);
+    let mut page = Browser::open(&sy.dir.join("profile"), &format!("http://{}/", sy.admin));
+    // A mark on the page's window: gone if the page were reloaded.
+    page.wait(
+        "the page loaded",
+        "document.getElementById('charts') !== null",
+    );
+    page.eval("window.notReloaded = true");
+    let kinds = [
+        "rps",
+        "errors",
+        "latency",
+        "share",
+        "active",
+        "ejections",
+        "health",
+    ];
+    for kind in kinds {
+        page.wait(
+            &format!("the {kind} chart with data points"),
+            &format!(
+                "(() => {{ const c = document.querySelector('.chart-route svg.chart[data-chart=\"{kind}\"]');
+                          return c !== null && Number(c.dataset.points) >= 2; }})()"
+            ),
+        );
+    }
+    // Traffic shows: the requests/s and latency lines are above zero somewhere.
+    page.wait(
+        "requests drawn",
+        "document.querySelectorAll('.chart-route svg.chart[data-chart=\"rps\"] polyline').length >= 1",
+    );
+    let last = page.eval(
+        "Number(document.querySelector('.chart-route svg.chart[data-chart=\"rps\"]').dataset.last)",
+    );
+    let last = last.as_f64().unwrap();
+    page.wait(
+        "a newer sample drawn without a reload",
+        &format!(
+            "window.notReloaded === true && Number(document.querySelector('.chart-route svg.chart[data-chart=\"rps\"]').dataset.last) > {last}"
+        ),
+    );
+    if screenshot {
+        tokio::time::sleep(std::time::Duration::from_secs(45)).await;
+    }
+    // A change of the split is marked on the share chart.
+    set_weights(&sy, &route, json!({"/shop-blue": 50, "/shop-green": 50})).await;
+    let marks = page.wait(
+        "the split's change marked",
+        "(() => { const c = document.querySelector('.chart-route svg.chart[data-chart=\"share\"]');
+                  const m = c && c.querySelector('line.mark title');
+                  return m ? m.textContent : null; })()",
+    );
+    assert!(
+        marks.as_str().unwrap().contains("/shop-green 10")
+            && marks.as_str().unwrap().contains("/shop-green 50"),
+        "{marks}"
+    );
+    assert_eq!(page.eval("window.notReloaded === true"), json!(true));
+    if screenshot {
+        tokio::time::sleep(std::time::Duration::from_secs(45)).await;
+    }
+    page.screenshot_if_asked("dashboard-charts");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `/v1/history` with a plain client: the token (or a session) beyond loopback, as every read;
+/// rates after traffic; at most `points_max` samples per series however long it runs; a weight
+/// change recorded with before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_endpoint_is_bounded_and_guarded_like_the_other_reads() {
+    let (sy, _backend) = guarded("dashboard-history", "history_interval = \"10ms\"").await;
+    let auth = format!("Bearer {TOKEN}");
+    let history = |query: &'static str| {
+        let auth = auth.clone();
+        let admin = sy.admin;
+        async move {
+            let (status, _, body) = http_request(
+                admin,
+                "GET",
+                &format!("/v1/history{query}"),
+                &[("Authorization", &auth)],
+                "",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    assert_eq!(sy.get("/v1/history").await.0, 401, "reads need the token");
+    let (status, _, _) = http_request(
+        sy.admin,
+        "GET",
+        "/v1/history",
+        &[("Authorization", "Bearer wrong")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let routes = bearer_routes(&sy).await;
+    let port = routes["services"][0]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    let stop = traffic(port);
+    let points = |h: &serde_json::Value| -> Vec<serde_json::Value> {
+        h["routes"][0]["versions"][0]["points"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = wait_for("requests/s after traffic", || async {
+        let h = history("").await;
+        points(&h)
+            .iter()
+            .any(|p| p["rps"].as_f64().unwrap_or(0.0) > 0.0 && p["p50_ms"].is_number())
+            .then_some(h)
+    })
+    .await;
+    let max = first["points_max"].as_u64().unwrap() as usize;
+    assert_eq!(max, 180);
+    assert_eq!(first["interval_ms"], json!(10));
+    let backend = &first["routes"][0]["versions"][0]["backends"][0];
+    assert!(
+        backend["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["state"] == "up"),
+        "{backend:#}"
+    );
+    // Full, then still full (never more) samples later.
+    let full = wait_for("the ring full", || async {
+        let h = history("").await;
+        (points(&h).len() == max).then_some(h)
+    })
+    .await;
+    let at = full["last_sample_unix_ms"].as_u64().unwrap();
+    let later = wait_for("more samples", || async {
+        let h = history("").await;
+        (h["last_sample_unix_ms"].as_u64().unwrap() > at + 100).then_some(h)
+    })
+    .await;
+    let p = points(&later);
+    assert_eq!(p.len(), max, "bounded");
+    assert!(p[0]["t"].as_u64().unwrap() > points(&full)[0]["t"].as_u64().unwrap());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // `since` answers only what is newer; an unknown route nothing.
+    let since = history_since(&sy, &auth, at).await;
+    assert!(points(&since).iter().all(|p| p["t"].as_u64().unwrap() > at));
+    assert_eq!(
+        history("?route=nothing-by-this-name").await["routes"],
+        json!([])
+    );
+    // A weight change is a mark with the weights before and after.
+    let route = routes["routes"][0]["name"].as_str().unwrap().to_string();
+    set_weights(&sy, &route, json!({"/shop": 7})).await;
+    let marks = wait_for("the change recorded", || async {
+        let h = history("").await;
+        let m = h["routes"][0]["share_changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(marks[0]["route"], json!(route));
+    assert_eq!(marks[0]["after"], json!({"/shop": 7}));
+    assert_ne!(marks[0]["before"], marks[0]["after"]);
+}
+
+async fn history_since(sy: &Switchyard, auth: &str, since: u64) -> serde_json::Value {
+    let (status, _, body) = http_request(
+        sy.admin,
+        "GET",
+        &format!("/v1/history?since={since}"),
+        &[("Authorization", auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `/v1/routes` without parameters is the whole table as before; with `offset`/`limit` a page
+/// (and only the services its routes use), with `filter` the routes whose name or app matches.
+#[tokio::test]
+async fn routes_answers_pages_and_filters() {
+    let backend = Backend::start("one").await;
+    let dir = temp_dir("routes-pages");
+    let file = dir.join("apps.json");
+    let apps: Vec<_> = (0..5)
+        .map(|i| {
+            let id = format!("/app{i}");
+            app(
+                &id,
+                free_port(),
+                json!({}),
+                vec![task(&id, &format!("app{i}.0"), backend.port())],
+            )
+        })
+        .collect();
+    write_apps(&file, apps);
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("routes-pages", &toml);
+    let all = sy
+        .wait_routes("five routes", |r| {
+            r["routes"].as_array().unwrap().len() == 5
+        })
+        .await;
+    assert!(all.get("page").is_none(), "the whole table: no page object");
+    assert_eq!(all["services"].as_array().unwrap().len(), 5);
+    let get = |path: &'static str| {
+        let admin = sy.admin;
+        async move {
+            let (status, body) = http_get(admin, path).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = get("/v1/routes?offset=0&limit=2").await;
+    assert_eq!(names(&first), names(&all)[..2].to_vec());
+    assert_eq!(first["services"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        first["page"],
+        json!({"offset": 0, "limit": 2, "total": 5, "routes_total": 5})
+    );
+    let last = get("/v1/routes?offset=4&limit=2").await;
+    assert_eq!(names(&last), names(&all)[4..].to_vec());
+    let beyond = get("/v1/routes?offset=9&limit=2").await;
+    assert_eq!(beyond["routes"], json!([]));
+    assert_eq!(beyond["services"], json!([]));
+    let filtered = get("/v1/routes?filter=app3").await;
+    assert_eq!(filtered["routes"].as_array().unwrap().len(), 1);
+    assert!(
+        names(&filtered)[0].contains("app3")
+            || filtered["routes"][0]["members"][0]["app_id"] == "/app3"
+    );
+    assert_eq!(filtered["page"]["total"], json!(1));
+    assert_eq!(filtered["services"][0]["app_id"], json!("/app3"));
+    // The same generation and problems either way.
+    assert_eq!(filtered["generation"], all["generation"]);
+    assert_eq!(filtered["problems"], all["problems"]);
+}

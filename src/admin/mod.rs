@@ -3,8 +3,10 @@
 //!
 //! - probes: `/healthz`, `/readyz` (the body names a failing source), marathon-lb's
 //!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
-//! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`;
-//! - the live table: `/v1/routes`, `/v1/swaps`, `/v1/explain?host=H&path=P` or `?port=N`;
+//! - `/metrics` (Prometheus text), the dashboard at `/` and `/dashboard`, and its charts'
+//!   history, `/v1/history` (`history.rs`);
+//! - the live table: `/v1/routes` (or a page of it: `?offset=&limit=&filter=`), `/v1/swaps`,
+//!   `/v1/explain?host=H&path=P` or `?port=N`;
 //! - a dry run of an app change: `POST /v1/plan` (`plan.rs`; a read: it changes nothing);
 //! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `PUT`/`DELETE
 //!   /v1/apps/{app id}/maintenance`, `POST /v1/reload`, marathon-lb's
@@ -15,6 +17,7 @@
 //! - Mesos-DNS's API (`dns::http_api`): `/v1/hosts/{name}`, `/v1/services/{name}`,
 //!   `/v1/config`, `/v1/enumerate`.
 
+pub mod history;
 mod mlb;
 pub mod plan;
 pub mod session;
@@ -58,6 +61,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
     pub bind_failures: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
+    /// The dashboard's history of the live counters (`GET /v1/history`).
+    pub history: Arc<history::History>,
 }
 
 impl Admin {
@@ -274,7 +279,7 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
-        const EXACT: [&str; 20] = [
+        const EXACT: [&str; 21] = [
             "/_haproxy_health_check",
             "/_haproxy_getvhostmap",
             "/_haproxy_getappmap",
@@ -286,6 +291,7 @@ impl Admin {
             "/metrics",
             "/v1/routes",
             "/v1/swaps",
+            "/v1/history",
             "/v1/explain",
             "/v1/reload",
             "/v1/plan",
@@ -444,6 +450,21 @@ impl Admin {
                 );
                 r
             }
+            "/v1/history" => {
+                let history = self.history.clone();
+                let query = req.uri().query().unwrap_or("").to_string();
+                let Ok(body) =
+                    tokio::task::spawn_blocking(move || history.view(&query).to_string()).await
+                else {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+                };
+                let mut r = text(StatusCode::OK, body + "\n");
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
             "/v1/explain" => {
                 let query = req.uri().query().unwrap_or("");
                 let snapshot = self.store.load_full();
@@ -456,17 +477,11 @@ impl Admin {
                 r
             }
             "/v1/routes" => {
-                let snapshot = self.store.load_full();
-                let failures = self.bind_failures.lock().unwrap().clone();
-                let draining = self.status.draining.lock().unwrap().clone();
-                let body = serde_json::to_string_pretty(&views::routes(
-                    &snapshot,
-                    &failures,
-                    &self.status,
-                    &draining,
-                ))
-                .expect("routes serialize");
-                let mut r = text(StatusCode::OK, body + "\n");
+                let page = views::Page::parse(req.uri().query().unwrap_or(""));
+                let Some(body) = self.routes_view(page).await else {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+                };
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("application/json"),
@@ -492,7 +507,33 @@ impl Admin {
     }
 }
 
+/// `/v1/routes` builds at most this many answers at once (each on the blocking pool); more
+/// wait their turn.
+static ROUTES_BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 impl Admin {
+    /// `/v1/routes` (or a page of it) as JSON text. Built on the blocking pool from the
+    /// snapshot loaded now, never on the control thread's loop: at 10,000 apps the whole table
+    /// takes tens of ms to walk and serialize, and the control thread is the one that compiles
+    /// and swaps tables. The counters in it (served, active, errors, ejections, state) are read
+    /// from the backends' atomics at that moment, so every answer is fresh. `None`: shutting
+    /// down.
+    async fn routes_view(&self, page: views::Page) -> Option<String> {
+        let turn = ROUTES_BUILDS.acquire().await.ok()?;
+        let snapshot = self.store.load_full();
+        let failures = self.bind_failures.lock().unwrap().clone();
+        let draining = self.status.draining.lock().unwrap().clone();
+        let status = self.status.clone();
+        // The turn goes with the build: a client that leaves does not free it early.
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let view = views::routes(&snapshot, &failures, &status, &draining, &page);
+            serde_json::to_string_pretty(&view).expect("routes serialize") + "\n"
+        })
+        .await
+        .ok()
+    }
+
     /// `PUT /v1/apps/{app id}/maintenance` puts an app in maintenance (its HTTP requests are
     /// answered 503 with its page, its routes kept); `DELETE` takes it out. Answers once the
     /// new table is live.

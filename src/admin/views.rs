@@ -24,6 +24,10 @@ pub(super) struct RoutesView<'a> {
     ready: bool,
     source_connected: bool,
     last_sync_unix_ms: u64,
+    /// Present when a page was asked for (`offset`, `limit` or `filter`): then `routes` holds
+    /// that page and `services` only the services its routes use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<PageView>,
     services: Vec<ServiceView<'a>>,
     /// Draining backends of services no longer in the table.
     draining: Vec<DrainingView<'a>>,
@@ -228,12 +232,115 @@ fn http_edge_view(
     }))
 }
 
+/// Which part of the table `/v1/routes` answers with: `?offset=N&limit=M` a page of the routes
+/// (in table order, at most [`Page::MAX_LIMIT`]), `filter=TEXT` only routes whose name or one
+/// of whose apps' ids contains TEXT. Without any of them: everything (the full answer).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Page {
+    offset: usize,
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+impl Page {
+    /// The largest page served; a larger `limit` is cut to it.
+    pub(super) const MAX_LIMIT: usize = 1000;
+
+    pub(super) fn parse(query: &str) -> Page {
+        let mut page = Page::default();
+        for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            match key {
+                "offset" => page.offset = value.parse().unwrap_or(0),
+                "limit" => {
+                    page.limit = Some(
+                        value
+                            .parse()
+                            .map_or(Self::MAX_LIMIT, |l: usize| l.min(Self::MAX_LIMIT)),
+                    )
+                }
+                "filter" | "name" => {
+                    let f = percent_decode(&value.replace('+', " "));
+                    page.filter = (!f.is_empty()).then_some(f);
+                }
+                _ => {}
+            }
+        }
+        page
+    }
+
+    /// Whole table: no paging asked for (the answer has no `page` object).
+    pub(super) fn is_whole(&self) -> bool {
+        *self == Page::default()
+    }
+}
+
+/// Where a paged answer is in the table: `total` routes matched the filter (of `routes_total`),
+/// and this page holds `routes.len()` of them from `offset`.
+#[derive(Serialize)]
+struct PageView {
+    offset: usize,
+    limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<String>,
+    total: usize,
+    routes_total: usize,
+}
+
 pub(super) fn routes<'a>(
     snapshot: &'a Snapshot,
     failures: &BTreeMap<SocketAddr, String>,
     status: &Status,
     draining: &'a [(BackendKey, std::sync::Arc<BackendState>)],
+    page: &Page,
 ) -> RoutesView<'a> {
+    let table = &snapshot.table;
+    // The page's routes, and (when paged) only the services their members use.
+    let matching: Vec<usize> = (0..table.routes.len())
+        .filter(|&i| {
+            page.filter.as_deref().is_none_or(|f| {
+                let r = &table.routes[i];
+                r.name.contains(f) || r.members.iter().any(|m| m.app_id.contains(f))
+            })
+        })
+        .collect();
+    let shown: Vec<usize> = matching
+        .iter()
+        .copied()
+        .skip(page.offset)
+        .take(page.limit.unwrap_or(usize::MAX))
+        .collect();
+    let services_shown: Option<std::collections::HashSet<usize>> = (!page.is_whole()).then(|| {
+        shown
+            .iter()
+            .flat_map(|&i| table.routes[i].members.iter().map(|m| m.service))
+            .collect()
+    });
+    let page_view = (!page.is_whole()).then(|| PageView {
+        offset: page.offset,
+        limit: page.limit,
+        filter: page.filter.clone(),
+        total: matching.len(),
+        routes_total: table.routes.len(),
+    });
+    // Each route's listeners and vhosts, gathered in one pass (not one scan per route).
+    let mut listen_of: Vec<Vec<SocketAddr>> = vec![Vec::new(); table.routes.len()];
+    for (a, r) in table.by_listen.iter() {
+        if let Some(l) = listen_of.get_mut(*r) {
+            l.push(*a);
+        }
+    }
+    let mut on_page = vec![false; table.routes.len()];
+    for &i in &shown {
+        on_page[i] = true;
+    }
+    let mut vhosts_of: Vec<Vec<String>> = vec![Vec::new(); table.routes.len()];
+    for (h, p, r) in table.vhosts.entries() {
+        if on_page.get(r).copied().unwrap_or(false)
+            && let Some(v) = vhosts_of.get_mut(r)
+        {
+            v.push(format!("{h}{p}"));
+        }
+    }
     // Drained ones with no connection left are forgotten at the next swap: not shown.
     let draining: Vec<_> = draining
         .iter()
@@ -257,6 +364,11 @@ pub(super) fn routes<'a>(
         .iter()
         .zip(&snapshot.states)
         .enumerate()
+        .filter(|(i, _)| {
+            services_shown
+                .as_ref()
+                .is_none_or(|shown| shown.contains(i))
+        })
         .map(|(i, (s, states))| ServiceView {
             edge: edge_view(
                 &s.edge,
@@ -289,29 +401,17 @@ pub(super) fn routes<'a>(
                 .collect(),
         })
         .collect();
-    let table = &snapshot.table;
-    let routes = table
-        .routes
+    let routes = shown
         .iter()
-        .enumerate()
+        .map(|&i| (i, &table.routes[i]))
         .map(|(i, r)| RouteView {
             name: &r.name,
             listen: {
-                let mut listen: Vec<SocketAddr> = table
-                    .by_listen
-                    .iter()
-                    .filter(|(_, x)| **x == i)
-                    .map(|(a, _)| *a)
-                    .collect();
+                let mut listen = std::mem::take(&mut listen_of[i]);
                 listen.sort();
                 listen
             },
-            vhosts: table
-                .vhosts
-                .entries()
-                .filter(|(_, _, x)| *x == i)
-                .map(|(h, p, _)| format!("{h}{p}"))
-                .collect(),
+            vhosts: std::mem::take(&mut vhosts_of[i]),
             overridden: r.overridden,
             members: r
                 .members
@@ -346,6 +446,7 @@ pub(super) fn routes<'a>(
             since_unix_ms: 0,
         });
     RoutesView {
+        page: page_view,
         draining,
         routes,
         generation: snapshot.generation,

@@ -40,6 +40,8 @@ pub struct BackendMetrics {
     responses: [Counter; 5],
     /// Shared by every backend of the service: latency per app version, not per task.
     pub response_seconds: Histogram,
+    /// This backend's response times in atomics (the dashboard's history sums a version's).
+    pub latency: crate::metrics::LatencyBuckets,
 }
 
 impl BackendMetrics {
@@ -70,7 +72,16 @@ impl BackendMetrics {
                     service: labels.service.clone(),
                 })
                 .clone(),
+            latency: Default::default(),
         }
+    }
+
+    /// A response's time, from the request sent to the response head: the service's histogram
+    /// and this backend's buckets. Both HTTP codecs record through here.
+    pub fn response_time(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        self.response_seconds.observe(seconds);
+        self.latency.observe(seconds);
     }
 
     /// Responses of a status class (`1`..=`5`) so far.

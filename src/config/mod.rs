@@ -648,6 +648,10 @@ pub struct Admin {
     /// On a loopback `listen`, reads are open to every local client; `false` asks the token (or
     /// a session) of them too, as beyond loopback (a shared host; the tests of the login).
     pub loopback_reads_open: bool,
+    /// How often the dashboard's history (`GET /v1/history`) samples the live counters; 180
+    /// samples are kept per series (15 minutes at the default 5 s).
+    #[serde(deserialize_with = "duration")]
+    pub history_interval: Duration,
 }
 
 impl Default for Admin {
@@ -657,6 +661,7 @@ impl Default for Admin {
             token_file: None,
             session_ttl: Duration::from_secs(8 * 3600),
             loopback_reads_open: true,
+            history_interval: Duration::from_secs(5),
         }
     }
 }

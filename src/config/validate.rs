@@ -135,6 +135,9 @@ impl Config {
                     .into(),
             );
         }
+        if self.admin.history_interval < std::time::Duration::from_millis(10) {
+            return Err("admin.history_interval: must be at least 10ms".into());
+        }
         if self.admin.session_ttl.is_zero() {
             return Err("admin.session_ttl: must be > 0".into());
         }

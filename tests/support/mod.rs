@@ -113,7 +113,10 @@ impl Switchyard {
     /// Runs switchyard on an existing configuration file with more arguments; `dir` is removed
     /// when it stops.
     pub fn launch(dir: PathBuf, config: &std::path::Path, args: &[&str]) -> Switchyard {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        // `SWITCHYARD_BIN`: another build of the binary (a benchmark's before and after).
+        let binary = std::env::var_os("SWITCHYARD_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchyard").into());
+        let mut command = Command::new(binary);
         command
             .arg("--config")
             .arg(config)
