@@ -17,8 +17,44 @@ use switchyard::cluster::{Cluster, ClusterUpdate};
 use switchyard::discovery::marathon::api;
 use switchyard::routing::{CompileConfig, compile};
 
-const APPS: usize = 10_000;
 const TASKS: usize = 10;
+
+/// Apps in the synthetic cluster: 10,000, or `SCALE_APPS` (e.g. 50000 for the 50k figures).
+fn apps() -> usize {
+    std::env::var("SCALE_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Counts the bytes held on the heap, so that a structure's cost is measured exactly (RSS moves
+/// in pages and keeps what the allocator does not return).
+struct Counting;
+
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        HELD.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        HELD.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
+        HELD.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn held() -> usize {
+    HELD.load(std::sync::atomic::Ordering::Relaxed)
+}
 const LISTENERS: usize = 1000;
 
 fn main() {
@@ -36,7 +72,7 @@ fn main() {
     // Generating the JSON costs far more memory than reading it: measure in a fresh process.
     let dir = support::temp_dir("bench-scale-json");
     let file = dir.join("apps.json");
-    std::fs::write(&file, synthetic::apps_json(APPS, TASKS, 10000)).unwrap();
+    std::fs::write(&file, synthetic::apps_json(apps(), TASKS, 10000)).unwrap();
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--measure")
         .arg(&file)
@@ -44,6 +80,10 @@ fn main() {
         .unwrap();
     assert!(status.success());
     let _ = std::fs::remove_dir_all(dir);
+    // `-- model`: the model, compile and zone figures alone.
+    if args.iter().any(|a| a == "model") {
+        return;
+    }
     listeners();
     stalls();
 }
@@ -62,6 +102,8 @@ fn rss_kib(pid: &str) -> (u64, u64) {
 }
 
 fn measure(path: &str) {
+    #[allow(non_snake_case)]
+    let APPS = apps();
     let (base_rss, _) = rss_kib("self");
     let json = std::fs::read(path).unwrap();
     let started = Instant::now();
@@ -109,16 +151,28 @@ fn measure(path: &str) {
         healthy: Default::default(),
     };
     let mut dns_compiles = Vec::new();
-    for _ in 0..3 {
+    let mut zone_bytes = 0;
+    let mut names = 0;
+    let (before_rss, _) = rss_kib("self");
+    let mut zone_rss = 0;
+    for _ in 0..5 {
+        let before = held();
         let started = Instant::now();
         let t = switchyard::zone::build(&cluster, &zone_config);
         dns_compiles.push(started.elapsed());
+        zone_bytes = held() - before;
+        zone_rss = rss_kib("self").0.saturating_sub(before_rss);
+        names = t.names.len();
         drop(t);
     }
     dns_compiles.sort();
     println!(
-        "DNS zone build (off the swap path, on a blocking thread): median {:.1} ms",
-        dns_compiles[1].as_secs_f64() * 1e3
+        "DNS zone build (off the swap path, on a blocking thread): median {:.1} ms (min {:.1}, max {:.1}, 5 rounds); {names} names, {:.1} MiB held on the heap by the zone (RSS {:.1} MiB above the model + table)",
+        dns_compiles[2].as_secs_f64() * 1e3,
+        dns_compiles[0].as_secs_f64() * 1e3,
+        dns_compiles[4].as_secs_f64() * 1e3,
+        zone_bytes as f64 / (1 << 20) as f64,
+        zone_rss as f64 / 1024.0,
     );
 }
 
@@ -191,6 +245,8 @@ async fn stalls() {
     const CHURN: usize = 10;
     let backend = support::Backend::start("b").await;
     let port = support::free_port();
+    #[allow(non_snake_case)]
+    let APPS = apps();
     let mut cluster: serde_json::Value =
         serde_json::from_slice(&synthetic::apps_json(APPS, TASKS, 10000)).unwrap();
     // Two versions of the file: the served app with one task, and with a second task.
