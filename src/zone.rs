@@ -8,7 +8,7 @@
 
 pub mod compact;
 #[cfg(test)]
-mod legacy;
+pub(crate) mod legacy;
 mod mesos;
 
 use compact::{Builder, SoaData};

@@ -319,3 +319,7 @@ fn encode(mut response: Message, limit: usize, qtype: Option<RecordType>) -> Rep
 #[cfg(test)]
 #[path = "answer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "zone_diff_tests.rs"]
+mod zone_diff_tests;

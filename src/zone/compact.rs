@@ -753,3 +753,7 @@ pub fn decode(kind: Kind, bytes: &[u8]) -> Option<Record> {
     };
     Some(Record::from_rdata(Name::root(), ttl, data))
 }
+
+#[cfg(test)]
+#[path = "compact_tests.rs"]
+mod tests;
