@@ -235,6 +235,11 @@ pub fn build_from(
     route_splits: &[RouteSplit],
 ) -> Zone {
     let mut b = Builder::default();
+    // Per task: its own name, and about eight records (the app's, the agent's, its own, SRV,
+    // DC/OS's); per app: a dozen names.
+    let tasks: usize = cluster.apps.values().map(|a| a.tasks.len()).sum();
+    let apps = cluster.apps.len();
+    b.reserve(tasks + apps * 12, 40, tasks * 8);
     let root = b.names.intern(&[0]);
     let apex = b
         .names

@@ -301,6 +301,17 @@ pub struct Builder {
 const EXISTS: u8 = 0x80;
 
 impl Builder {
+    /// Room for about `names` names of `name_bytes` bytes each and `records` records, so that
+    /// the build does not grow (and copy) its tables a zone's worth at a time.
+    pub fn reserve(&mut self, names: usize, name_bytes: usize, records: usize) {
+        self.names.bytes.reserve(names * name_bytes);
+        self.names.starts.reserve(names);
+        self.names.next.reserve(names);
+        self.names.index.reserve(names);
+        self.flags.reserve(names);
+        self.records.reserve(records);
+    }
+
     fn flag(&mut self, id: NameId) -> &mut u8 {
         let at = id as usize;
         if self.flags.len() <= at {

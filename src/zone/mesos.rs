@@ -146,7 +146,13 @@ pub(super) fn add(
     let resolve = |host: &crate::cluster::Host| host.resolve(&cluster.agents);
     let agent_ip = |agent: Option<&Agent>| agent.and_then(|a| resolve(&a.host));
 
-    let owned = MesosState::owned_by_marathon(&cluster.apps);
+    // Which Mesos tasks Marathon reports too: a set of every Marathon task, needed only when
+    // Mesos reports tasks.
+    let owned = if m.tasks.is_empty() {
+        Default::default()
+    } else {
+        MesosState::owned_by_marathon(&cluster.apps)
+    };
     let mut frameworks: FxHashMap<&str, FrameworkNames> = FxHashMap::default();
     for (task, framework, agent) in m.own_tasks(&owned) {
         if task.state != TaskState::Running {
@@ -354,17 +360,37 @@ fn dcos_zone(
             parent.ensure(b, apex_labels);
         }
     };
+    // Marathon's tasks: each app's three names made once, then every task's addresses.
+    let marathon = label("marathon", config.label_rule);
+    let marathon: [Option<NameId>; 3] =
+        kinds.map(|kind| b.names.parse(&format!("{marathon}.{kind}.{DCOS_DOMAIN}.")));
+    let mut marathon_added = [false; 3];
     for app in cluster.apps.values() {
         let tl = label(&task_name(&app.id), config.label_rule);
+        if tl.is_empty() {
+            continue;
+        }
+        let names = marathon.map(|parent| b.names.child(tl.as_bytes(), parent?));
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
-            add(
-                b,
-                &tl,
-                "marathon",
-                task.host.resolve(&cluster.agents),
-                &task.ip_addresses,
-                app.networking == Networking::Container,
-            );
+            let agent = task.host.resolve(&cluster.agents);
+            let container = &task.ip_addresses[..];
+            let auto = if app.networking == Networking::Container && !container.is_empty() {
+                container
+            } else {
+                agent.as_slice()
+            };
+            let addrs: [&[IpAddr]; 3] = [auto, agent.as_slice(), container];
+            for (i, addrs) in addrs.into_iter().enumerate() {
+                let Some(name) = names[i] else { continue };
+                for &ip in addrs {
+                    b.add_addr(name, ip, ttl);
+                }
+                if !marathon_added[i] {
+                    marathon_added[i] = true;
+                    let mut parent = Parent::new(marathon[i]);
+                    parent.ensure(b, apex_labels);
+                }
+            }
         }
     }
     let m = &cluster.mesos;
