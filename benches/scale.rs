@@ -21,8 +21,56 @@ use switchyard::cluster::{Cluster, ClusterUpdate};
 use switchyard::discovery::marathon::api;
 use switchyard::routing::{CompileConfig, compile};
 
-const APPS: usize = 10_000;
 const TASKS: usize = 10;
+
+/// Apps in the synthetic cluster: 10,000, or `SCALE_APPS` (e.g. 50000 for the 50k figures).
+fn apps() -> usize {
+    std::env::var("SCALE_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Counts the bytes held on the heap, so that a structure's cost is measured exactly (RSS moves
+/// in pages and keeps what the allocator does not return).
+struct Counting;
+
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        HELD.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        HELD.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
+        HELD.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn held() -> usize {
+    HELD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// CPU time this thread has used: a figure that other processes on the machine do not inflate,
+/// as they do wall-clock time.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
 const LISTENERS: usize = 1000;
 
 fn main() {
@@ -44,7 +92,7 @@ fn main() {
     // Generating the JSON costs far more memory than reading it: measure in a fresh process.
     let dir = support::temp_dir("bench-scale-json");
     let file = dir.join("apps.json");
-    std::fs::write(&file, synthetic::apps_json(APPS, TASKS, 10000)).unwrap();
+    std::fs::write(&file, synthetic::apps_json(apps(), TASKS, 10000)).unwrap();
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--measure")
         .arg(&file)
@@ -52,6 +100,10 @@ fn main() {
         .unwrap();
     assert!(status.success());
     let _ = std::fs::remove_dir_all(dir);
+    // `-- model`: the model, compile and zone figures alone.
+    if args.iter().any(|a| a == "model") {
+        return;
+    }
     listeners();
     stalls();
     routes_poll();
@@ -71,6 +123,8 @@ fn rss_kib(pid: &str) -> (u64, u64) {
 }
 
 fn measure(path: &str) {
+    #[allow(non_snake_case)]
+    let APPS = apps();
     let (base_rss, _) = rss_kib("self");
     let json = std::fs::read(path).unwrap();
     let started = Instant::now();
@@ -82,22 +136,27 @@ fn measure(path: &str) {
     cluster.apply(ClusterUpdate::Snapshot(parsed.apps));
     let config = CompileConfig::group("external", "0.0.0.0".parse().unwrap());
     let mut compiles = Vec::new();
+    let mut compile_cpu = Vec::new();
     let mut table = None;
     for _ in 0..5 {
         let started = Instant::now();
+        let cpu = thread_cpu();
         table = Some(compile(&cluster, &config));
+        compile_cpu.push(thread_cpu() - cpu);
         compiles.push(started.elapsed());
     }
     compiles.sort();
+    compile_cpu.sort();
     let table = table.unwrap();
     let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
     let (rss, peak) = rss_kib("self");
     println!(
-        "{APPS} apps x {TASKS} tasks: snapshot {json_mib:.1} MiB parsed in {:.0} ms; compile median {:.1} ms (min {:.1}, max {:.1}) -> {} services, {backends} backends",
+        "{APPS} apps x {TASKS} tasks: snapshot {json_mib:.1} MiB parsed in {:.0} ms; compile median {:.1} ms (min {:.1}, max {:.1}; CPU median {:.1} ms) -> {} services, {backends} backends",
         parse.as_secs_f64() * 1e3,
         compiles[2].as_secs_f64() * 1e3,
         compiles[0].as_secs_f64() * 1e3,
         compiles[4].as_secs_f64() * 1e3,
+        compile_cpu[2].as_secs_f64() * 1e3,
         table.services.len(),
     );
     println!(
@@ -118,16 +177,34 @@ fn measure(path: &str) {
         healthy: Default::default(),
     };
     let mut dns_compiles = Vec::new();
-    for _ in 0..3 {
+    let mut dns_cpu = Vec::new();
+    let mut zone_bytes = 0;
+    let mut names = 0;
+    let (before_rss, _) = rss_kib("self");
+    let mut zone_rss = 0;
+    for _ in 0..5 {
+        let before = held();
         let started = Instant::now();
+        let cpu = thread_cpu();
         let t = switchyard::zone::build(&cluster, &zone_config);
+        dns_cpu.push(thread_cpu() - cpu);
         dns_compiles.push(started.elapsed());
+        zone_bytes = held() - before;
+        zone_rss = rss_kib("self").0.saturating_sub(before_rss);
+        names = t.names.len();
         drop(t);
     }
     dns_compiles.sort();
+    dns_cpu.sort();
     println!(
-        "DNS zone build (off the swap path, on a blocking thread): median {:.1} ms",
-        dns_compiles[1].as_secs_f64() * 1e3
+        "DNS zone build (off the swap path, on a blocking thread): median {:.1} ms (min {:.1}, max {:.1}; CPU median {:.1} ms, min {:.1}; 5 rounds); {names} names, {:.1} MiB held on the heap by the zone (RSS {:.1} MiB above the model + table)",
+        dns_compiles[2].as_secs_f64() * 1e3,
+        dns_compiles[0].as_secs_f64() * 1e3,
+        dns_compiles[4].as_secs_f64() * 1e3,
+        dns_cpu[2].as_secs_f64() * 1e3,
+        dns_cpu[0].as_secs_f64() * 1e3,
+        zone_bytes as f64 / (1 << 20) as f64,
+        zone_rss as f64 / 1024.0,
     );
 }
 
@@ -200,6 +277,8 @@ async fn stalls() {
     const CHURN: usize = 10;
     let backend = support::Backend::start("b").await;
     let port = support::free_port();
+    #[allow(non_snake_case)]
+    let APPS = apps();
     let mut cluster: serde_json::Value =
         serde_json::from_slice(&synthetic::apps_json(APPS, TASKS, 10000)).unwrap();
     // Two versions of the file: the served app with one task, and with a second task.

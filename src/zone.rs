@@ -6,14 +6,17 @@
 //! addresses), `{task}-{tag}-{agent}.marathon.{domain}` (one task: the SRV targets),
 //! `_{task}._tcp.marathon.{domain}` / `_udp` and `_{port}._{task}._tcp.marathon.{domain}` (SRV).
 
+pub mod compact;
+#[cfg(test)]
+pub(crate) mod legacy;
 mod mesos;
 
+use compact::{Builder, SoaData};
+pub use compact::{NameId, Names};
 pub use mesos::DCOS_DOMAIN;
-use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
-use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_proto::rr::{LowerName, Name, Record};
 
 use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
 
@@ -111,22 +114,22 @@ pub struct Listed {
     /// Marathon's task name (`api.prod`) and its label (`api-prod`).
     pub name: String,
     pub label: String,
-    /// The app's SRV names.
-    pub services: Vec<Name>,
+    /// The app's SRV names (in the zone's name table, [`Names::table`]).
+    pub services: Vec<NameId>,
     pub tasks: Vec<ListedTask>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ListedTask {
     pub id: crate::cluster::TaskId,
-    /// The task's own name (its SRV records' target).
-    pub target: Name,
+    /// The task's own name (its SRV records' target), in the zone's name table.
+    pub target: NameId,
     pub agent: Option<IpAddr>,
 }
 
-/// The records of one name, by type. A, AAAA and SRV records are stored with the root as their
-/// owner (no allocation per record; a zone holds hundreds of thousands): answers take the name
-/// as asked, and additionals their target's name.
+/// The records of one name, by type, as read back from the compact zone ([`Names::get`]): A,
+/// AAAA and SRV records are owned by the root (answers take the name as asked, and additionals
+/// their target's name), NS, SOA and PTR records by the name.
 #[derive(Debug, Default, Clone)]
 pub struct Node {
     pub a: Vec<Record>,
@@ -141,9 +144,10 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Zone {
     pub apex: LowerName,
-    /// Fx-hashed: the lookup is on every query, and the keys are not attacker-chosen (they come
-    /// from the cluster, not the network).
-    pub names: FxHashMap<LowerName, Node>,
+    /// Every name and its records, interned and pre-encoded (see [`compact`]). Fx-hashed: the
+    /// lookup is on every query, and the keys are not attacker-chosen (they come from the
+    /// cluster, not the network).
+    pub names: Names,
     /// The apex SOA, for the authority section of negative answers.
     pub soa: Record,
     /// The named-VIP zone (`l4lb.thisdcos.directory`) and its SOA, when VIPs are on.
@@ -210,31 +214,6 @@ fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -
     Vec::new()
 }
 
-struct Builder {
-    /// `marathon.{domain}.`
-    framework: String,
-    names: FxHashMap<LowerName, Node>,
-}
-
-impl Builder {
-    /// `{labels joined by dots}.marathon.{domain}.`; labels are already sanitized ASCII.
-    fn name(&self, labels: &[&str]) -> Option<Name> {
-        Name::from_ascii(format!("{}.{}", labels.join("."), self.framework)).ok()
-    }
-
-    /// Adds an address to a name once: tasks sharing an agent share its address.
-    fn add_addr(&mut self, name: &Name, ip: IpAddr, ttl: u32) {
-        let node = self.names.entry(LowerName::new(name)).or_default();
-        let (records, data) = match ip {
-            IpAddr::V4(v4) => (&mut node.a, RData::A(A(v4))),
-            IpAddr::V6(v6) => (&mut node.aaaa, RData::AAAA(AAAA(v6))),
-        };
-        if !records.iter().any(|r| r.data == data) {
-            records.push(Record::from_rdata(Name::root(), ttl, data));
-        }
-    }
-}
-
 /// The zone of `cluster`, every task counted healthy by the proxy's own verdicts.
 pub fn build(cluster: &Cluster, config: &ZoneConfig) -> Zone {
     build_with(cluster, config, &Verdicts::default())
@@ -255,12 +234,22 @@ pub fn build_from(
     verdicts: &Verdicts,
     route_splits: &[RouteSplit],
 ) -> Zone {
-    let apex = Name::from_ascii(format!("{}.", config.domain)).unwrap_or_else(|_| Name::root());
-    let framework = format!("marathon.{}.", config.domain);
-    let mut b = Builder {
-        framework,
-        names: FxHashMap::default(),
-    };
+    let mut b = Builder::default();
+    // Per task: its own name, and about eight records (the app's, the agent's, its own, SRV,
+    // DC/OS's); per app: a dozen names.
+    let tasks: usize = cluster.apps.values().map(|a| a.tasks.len()).sum();
+    let apps = cluster.apps.len();
+    b.reserve(tasks + apps * 12, 40, tasks * 8);
+    let root = b.names.intern(&[0]);
+    let apex = b
+        .names
+        .parse(&format!("{}.", config.domain))
+        .unwrap_or(root);
+    // `marathon.{domain}.` and its SRV parents; a name that does not fit names nothing.
+    let framework = b.names.parse(&format!("marathon.{}.", config.domain));
+    let slave = b.names.parse(&format!("marathon.slave.{}.", config.domain));
+    let tcp = framework.and_then(|f| b.names.child(b"_tcp", f));
+    let udp = framework.and_then(|f| b.names.child(b"_udp", f));
     let ttl = config.ttl;
     let mut problems = Vec::new();
     let mut listed = Vec::new();
@@ -269,17 +258,18 @@ pub fn build_from(
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
     let mut split_targets = splits::targets(route_splits);
+    let mut unique = String::new();
 
     for app in cluster.apps.values() {
         let task_label = label(&task_name(&app.id), config.label_rule);
         if task_label.is_empty() {
             continue;
         }
-        let Some(task_fqdn) = b.name(&[&task_label]) else {
+        let Some(framework) = framework else { break };
+        let Some(task_fqdn) = b.names.child(task_label.as_bytes(), framework) else {
             continue;
         };
-        let slave_fqdn =
-            Name::from_ascii(format!("{task_label}.marathon.slave.{}.", config.domain)).ok();
+        let slave_fqdn = slave.and_then(|s| b.names.child(task_label.as_bytes(), s));
         // `_` + a 63-character label is one too many: cut to fit, and said (never dropped).
         let mut renamed = |label: &str, service: &str, port_index: Option<usize>| {
             problems.push(crate::routing::Problem {
@@ -311,6 +301,16 @@ pub fn build_from(
                 Some(l)
             })
             .collect();
+        // The app's SRV owners per protocol: `_{task}._tcp…` and `_{port}._{task}._tcp…`.
+        let owners = |b: &mut Builder, proto: Option<NameId>, n: usize| -> [Option<NameId>; 2] {
+            let Some(app_owner) = proto.and_then(|p| b.names.child(service.as_bytes(), p)) else {
+                return [None, None];
+            };
+            let port_owner = port_labels[n]
+                .as_ref()
+                .and_then(|l| b.names.child(l.as_bytes(), app_owner));
+            [Some(app_owner), port_owner]
+        };
         let mut this = Listed {
             name: task_name(&app.id),
             label: task_label.clone(),
@@ -337,9 +337,9 @@ pub fn build_from(
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
             if answered {
                 for &ip in &addrs {
-                    b.add_addr(&task_fqdn, ip, ttl);
+                    b.add_addr(task_fqdn, ip, ttl);
                 }
-                if let Some(slave_fqdn) = &slave_fqdn {
+                if let Some(slave_fqdn) = slave_fqdn {
                     let agent = task_addrs(cluster, app, task, &[IpSource::Host]);
                     for ip in agent {
                         b.add_addr(slave_fqdn, ip, ttl);
@@ -355,20 +355,23 @@ pub fn build_from(
             let tag = tag(&task.id);
             let room = 63 - tag.len() - 1 - if host.is_empty() { 0 } else { host.len() + 1 };
             let base = task_label[..task_label.len().min(room)].trim_end_matches('-');
-            let unique = if host.is_empty() {
-                format!("{base}-{tag}")
-            } else {
-                format!("{base}-{tag}-{host}")
-            };
-            let Some(target) = b.name(&[&unique]) else {
+            unique.clear();
+            unique.push_str(base);
+            unique.push('-');
+            unique.push_str(&tag);
+            if !host.is_empty() {
+                unique.push('-');
+                unique.push_str(host);
+            }
+            let Some(target) = b.names.child(unique.as_bytes(), framework) else {
                 continue;
             };
             for &ip in &addrs {
-                b.add_addr(&target, ip, ttl);
+                b.add_addr(target, ip, ttl);
             }
             this.tasks.push(ListedTask {
                 id: task.id.clone(),
-                target: target.clone(),
+                target,
                 agent: task.host.resolve(&cluster.agents),
             });
             for (n, port) in app.ports.iter().enumerate() {
@@ -393,24 +396,18 @@ pub fn build_from(
                 {
                     t.push(splits::Target {
                         port: number,
-                        target: target.clone(),
+                        target,
                         protocols,
                         ttl,
                     });
                 }
-                let srv = RData::SRV(SRV::new(0, 1, number, target.clone()));
                 for proto in protocols {
-                    let mut owners = vec![b.name(&[&service, proto])];
-                    if let Some(p) = &port_labels[n] {
-                        owners.push(b.name(&[p, &service, proto]));
-                    }
-                    for owner in owners.into_iter().flatten() {
+                    let parent = if *proto == "_tcp" { tcp } else { udp };
+                    for owner in owners(&mut b, parent, n).into_iter().flatten() {
                         if !this.services.contains(&owner) {
-                            this.services.push(owner.clone());
+                            this.services.push(owner);
                         }
-                        let node = b.names.entry(LowerName::new(&owner)).or_default();
-                        node.srv
-                            .push(Record::from_rdata(Name::root(), ttl, srv.clone()));
+                        b.add_srv(owner, 1, number, target, ttl, false);
                     }
                 }
             }
@@ -421,39 +418,32 @@ pub fn build_from(
     splits::add_records(
         route_splits,
         &split_targets,
-        &config.domain,
         config.label_rule,
-        &mut b.names,
+        tcp,
+        udp,
+        &mut b,
         &mut problems,
     );
-    agent_records(cluster, config, &mut b.names);
-    let dcos_apex = Some(mesos::add(cluster, config, &mut b.names, serial));
+    agent_records(cluster, config, &mut b);
+    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial);
 
-    let ns1 = Name::from_ascii("ns1")
-        .unwrap()
-        .append_name(&apex)
-        .unwrap_or_else(|_| apex.clone());
-    let rname = Name::from_ascii("root")
-        .unwrap()
-        .append_name(&ns1)
-        .unwrap_or_else(|_| ns1.clone());
-    let soa = Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::SOA(SOA::new(ns1.clone(), rname, serial, 60, 600, 86400, ttl)),
-    );
-    let apex_node = b.names.entry(LowerName::new(&apex)).or_default();
-    apex_node.soa = Some(Box::new(soa.clone()));
-    apex_node.ns.push(Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::NS(NS(ns1.clone())),
-    ));
+    let ns1 = b.names.child(b"ns1", apex).unwrap_or(apex);
+    let rname = b.names.child(b"root", ns1).unwrap_or(ns1);
+    let soa_data = SoaData {
+        mname: ns1,
+        rname,
+        serial,
+        refresh: 60,
+        retry: 600,
+        expire: 86400,
+        minimum: ttl,
+    };
+    let soa = b.soa_record(apex, &soa_data, ttl);
+    b.set_soa(apex, soa_data, ttl);
+    b.add_ns(apex, ns1, ttl);
     match config.ns_addr {
-        Some(ip) => b.add_addr(&ns1, ip, ttl),
-        None => {
-            b.names.entry(LowerName::new(&ns1)).or_default();
-        }
+        Some(ip) => b.add_addr(ns1, ip, ttl),
+        None => b.touch(ns1),
     }
     // The names between the apex and the owners exist too (empty non-terminals): NODATA, not
     // NXDOMAIN (RFC 8020). Every owner is `x.marathon.{d}`, `x.marathon.slave.{d}`,
@@ -465,30 +455,33 @@ pub fn build_from(
         "_tcp.marathon",
         "_udp.marathon",
     ] {
-        if let Ok(name) = Name::from_ascii(format!("{between}.{}.", config.domain)) {
-            b.names.entry(LowerName::new(&name)).or_default();
+        if let Some(name) = b.names.parse(&format!("{between}.{}.", config.domain)) {
+            b.touch(name);
         }
     }
     let vip_apex = config.vip_range.map(|range| {
-        let zone = vip_zone(cluster, &range, &mut b.names, ttl, serial);
+        let zone = vip_zone(cluster, &range, &mut b, ttl, serial);
         if let Some(ip) = config.ns_addr {
-            let ns = Name::from_ascii(format!("ns1.{}.", crate::routing::vip::VIP_DOMAIN))
+            let ns = b
+                .names
+                .parse(&format!("ns1.{}.", crate::routing::vip::VIP_DOMAIN))
                 .expect("a valid name");
-            b.add_addr(&ns, ip, ttl);
+            b.add_addr(ns, ip, ttl);
         }
         zone
     });
     let reverse = if config.ptr {
-        ptr_zones(cluster, config, &mut b.names, serial)
+        ptr_zones(cluster, config, &mut b, serial)
     } else {
         Vec::new()
     };
+    let apex_name = b.names.name(apex);
     Zone {
         vip_apex,
         reverse,
-        dcos_apex,
-        apex: LowerName::new(&apex),
-        names: b.names,
+        dcos_apex: Some((dcos_apex, dcos_soa)),
+        apex: LowerName::new(&apex_name),
+        names: b.finish(),
         soa,
         live: true,
         problems,
@@ -504,7 +497,7 @@ pub const AGENT_PORT: u16 = 5051;
 /// `slave.{domain}` A/AAAA: every agent's address, and `_slave._tcp.{domain}` SRV to it on
 /// port 5051, as Mesos-DNS answers them. The agents are those running Marathon's tasks and
 /// every agent the Mesos master reports.
-fn agent_records(cluster: &Cluster, config: &ZoneConfig, names: &mut FxHashMap<LowerName, Node>) {
+fn agent_records(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
     let agents: std::collections::BTreeSet<IpAddr> = cluster
         .apps
         .values()
@@ -518,56 +511,47 @@ fn agent_records(cluster: &Cluster, config: &ZoneConfig, names: &mut FxHashMap<L
                 .filter_map(|a| a.host.resolve(&cluster.agents)),
         )
         .collect();
-    let (Ok(slave), Ok(service), Ok(tcp)) = (
-        Name::from_ascii(format!("slave.{}.", config.domain)),
-        Name::from_ascii(format!("_slave._tcp.{}.", config.domain)),
-        Name::from_ascii(format!("_tcp.{}.", config.domain)),
+    let (Some(slave), Some(service), Some(tcp)) = (
+        b.names.parse(&format!("slave.{}.", config.domain)),
+        b.names.parse(&format!("_slave._tcp.{}.", config.domain)),
+        b.names.parse(&format!("_tcp.{}.", config.domain)),
     ) else {
         return;
     };
     if agents.is_empty() {
         return;
     }
-    let node = names.entry(LowerName::new(&slave)).or_default();
+    b.touch(slave);
     for ip in agents {
-        let (records, data) = match ip {
-            IpAddr::V4(v4) => (&mut node.a, RData::A(A(v4))),
-            IpAddr::V6(v6) => (&mut node.aaaa, RData::AAAA(AAAA(v6))),
-        };
-        records.push(Record::from_rdata(Name::root(), config.ttl, data));
+        b.push_addr(slave, ip, config.ttl);
     }
-    let srv = RData::SRV(SRV::new(0, 1, AGENT_PORT, slave));
-    names.entry(LowerName::new(&service)).or_default().srv =
-        vec![Record::from_rdata(Name::root(), config.ttl, srv)];
-    names.entry(LowerName::new(&tcp)).or_default();
+    b.add_srv(service, 1, AGENT_PORT, slave, config.ttl, false);
+    b.touch(tcp);
 }
 
 /// A served zone's top: its SOA (`root.{ns}` as the mailbox, the given serial and negative TTL)
 /// and its NS record on `apex`'s node. Returns the SOA, for negative answers' authority section.
 pub(crate) fn zone_top(
-    names: &mut FxHashMap<LowerName, Node>,
-    apex: &Name,
-    ns: &Name,
+    b: &mut Builder,
+    apex: NameId,
+    ns: NameId,
     serial: u32,
     ttl: u32,
     minimum: u32,
 ) -> Record {
-    let rname = Name::from_ascii("root")
-        .expect("a valid label")
-        .append_name(ns)
-        .unwrap_or_else(|_| ns.clone());
-    let soa = Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::SOA(SOA::new(ns.clone(), rname, serial, 60, 600, 86400, minimum)),
-    );
-    let node = names.entry(LowerName::new(apex)).or_default();
-    node.soa = Some(Box::new(soa.clone()));
-    node.ns = vec![Record::from_rdata(
-        apex.clone(),
-        ttl,
-        RData::NS(NS(ns.clone())),
-    )];
+    let rname = b.names.child(b"root", ns).unwrap_or(ns);
+    let data = SoaData {
+        mname: ns,
+        rname,
+        serial,
+        refresh: 60,
+        retry: 600,
+        expire: 86400,
+        minimum,
+    };
+    let soa = b.soa_record(apex, &data, ttl);
+    b.set_soa(apex, data, ttl);
+    b.set_ns(apex, ns, ttl);
     soa
 }
 
@@ -577,7 +561,7 @@ pub(crate) fn zone_top(
 fn vip_zone(
     cluster: &Cluster,
     range: &crate::routing::vip::VipRange,
-    names: &mut FxHashMap<LowerName, Node>,
+    b: &mut Builder,
     ttl: u32,
     serial: u32,
 ) -> (LowerName, Record) {
@@ -587,34 +571,27 @@ fn vip_zone(
         let VipTarget::Named(name) = &target else {
             continue;
         };
-        let Ok(fqdn) = Name::from_ascii(format!("{}.marathon.{VIP_DOMAIN}.", vip::dns_label(name)))
-        else {
+        let fqdn = format!("{}.marathon.{VIP_DOMAIN}.", vip::dns_label(name));
+        let Some(fqdn) = b.names.parse(&fqdn) else {
             continue;
         };
-        let node = names.entry(LowerName::new(&fqdn)).or_default();
-        let data = match ip {
-            IpAddr::V4(v4) => RData::A(A(v4)),
-            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-        };
-        let records = if ip.is_ipv4() {
-            &mut node.a
-        } else {
-            &mut node.aaaa
-        };
-        if !records.iter().any(|r| r.data == data) {
-            records.push(Record::from_rdata(Name::root(), VIP_TTL, data));
-        }
+        b.touch(fqdn);
+        b.add_addr(fqdn, ip, VIP_TTL);
     }
-    let apex = Name::from_ascii(format!("{VIP_DOMAIN}.")).expect("a valid name");
-    for between in ["marathon"] {
-        if let Ok(name) = Name::from_ascii(format!("{between}.{VIP_DOMAIN}.")) {
-            names.entry(LowerName::new(&name)).or_default();
-        }
+    let apex = b
+        .names
+        .parse(&format!("{VIP_DOMAIN}."))
+        .expect("a valid name");
+    if let Some(name) = b.names.parse(&format!("marathon.{VIP_DOMAIN}.")) {
+        b.touch(name);
     }
-    let ns = Name::from_ascii(format!("ns1.{VIP_DOMAIN}.")).expect("a valid name");
-    let soa = zone_top(names, &apex, &ns, serial, ttl, VIP_TTL);
-    names.entry(LowerName::new(&ns)).or_default();
-    (LowerName::new(&apex), soa)
+    let ns = b
+        .names
+        .parse(&format!("ns1.{VIP_DOMAIN}."))
+        .expect("a valid name");
+    let soa = zone_top(b, apex, ns, serial, ttl, VIP_TTL);
+    b.touch(ns);
+    (LowerName::new(&b.names.name(apex)), soa)
 }
 
 /// The reverse zones served with `dns.ptr`.
@@ -630,10 +607,11 @@ pub const REVERSE_ZONES: [&str; 2] = ["in-addr.arpa.", "ip6.arpa."];
 fn ptr_zones(
     cluster: &Cluster,
     config: &ZoneConfig,
-    names: &mut FxHashMap<LowerName, Node>,
+    b: &mut Builder,
     serial: u32,
 ) -> Vec<(LowerName, Record)> {
     let ttl = config.ttl;
+    // The targets of each address in DNSSEC's canonical order, as the zone always listed them.
     let mut targets: std::collections::BTreeMap<IpAddr, std::collections::BTreeSet<Name>> =
         Default::default();
     for app in cluster.apps.values() {
@@ -664,26 +642,32 @@ fn ptr_zones(
         }
     }
     for (ip, fqdns) in targets {
-        let owner = Name::from(ip);
-        let node = names.entry(LowerName::new(&owner)).or_default();
+        let Some(owner) = b.names.from_name(&Name::from(ip)) else {
+            continue;
+        };
+        b.touch(owner);
         for fqdn in fqdns {
-            let data = RData::PTR(hickory_proto::rr::rdata::PTR(fqdn));
-            node.ptr.push(Record::from_rdata(owner.clone(), ttl, data));
+            if let Some(target) = b.names.from_name(&fqdn) {
+                b.add_ptr(owner, target, ttl);
+            }
         }
         // The names between the apex and the owner exist (NODATA, not NXDOMAIN: RFC 8020).
-        let mut parent = owner.base_name();
-        while parent.num_labels() > 2 {
-            names.entry(LowerName::new(&parent)).or_default();
-            parent = parent.base_name();
+        let mut parent = b.names.parent(owner);
+        while b.names.labels(parent) > 2 {
+            b.touch(parent);
+            parent = b.names.parent(parent);
         }
     }
-    let ns1 = Name::from_ascii(format!("ns1.{}.", config.domain)).unwrap_or_else(|_| Name::root());
+    let ns1 = b
+        .names
+        .parse(&format!("ns1.{}.", config.domain))
+        .unwrap_or_else(|| b.names.intern(&[0]));
     REVERSE_ZONES
         .iter()
         .map(|apex| {
-            let apex = Name::from_ascii(apex).expect("a valid name");
-            let soa = zone_top(names, &apex, &ns1, serial, ttl, ttl);
-            (LowerName::new(&apex), soa)
+            let apex = b.names.parse(apex).expect("a valid name");
+            let soa = zone_top(b, apex, ns1, serial, ttl, ttl);
+            (LowerName::new(&b.names.name(apex)), soa)
         })
         .collect()
 }

@@ -5,7 +5,7 @@ use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, Res
 use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 
 use super::edns;
-use crate::zone::{Node, Zone};
+use crate::zone::Zone;
 
 /// The largest UDP answer switchyard sends, whatever the client offers.
 pub const MAX_UDP_PAYLOAD: u16 = 4096;
@@ -115,13 +115,13 @@ pub fn answer(
     let mut response = into_response(request, recursion);
     let asked = response.queries[0].name().clone();
     response.metadata.authoritative = true;
-    match zone.names.get(&name) {
+    match zone.names.find_name(&name) {
         None => {
             response.metadata.response_code = ResponseCode::NXDomain;
             response.authorities.push(soa);
         }
         Some(node) => {
-            let mut answers = records(node, qtype);
+            let mut answers = zone.names.records(node, qtype);
             if answers.is_empty() {
                 response.authorities.push(soa);
             }
@@ -187,24 +187,6 @@ pub fn plain_question(packet: &[u8]) -> Option<usize> {
     (at - 12 <= 255 && packet.len() >= at + 4).then_some(at + 4)
 }
 
-fn records(node: &Node, qtype: RecordType) -> Vec<Record> {
-    match qtype {
-        RecordType::A => node.a.clone(),
-        RecordType::AAAA => node.aaaa.clone(),
-        RecordType::SRV => node.srv.clone(),
-        RecordType::NS => node.ns.clone(),
-        RecordType::SOA => node.soa.iter().map(|r| (**r).clone()).collect(),
-        RecordType::PTR => node.ptr.clone(),
-        RecordType::ANY => {
-            let all = [&node.a, &node.aaaa, &node.srv, &node.ns, &node.ptr];
-            let mut answers: Vec<Record> = all.into_iter().flatten().cloned().collect();
-            answers.extend(node.soa.iter().map(|r| (**r).clone()));
-            answers
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// The addresses of the SRV answers' targets, named after them, for the additional section.
 fn additionals(zone: &Zone, answers: &[Record]) -> Vec<Record> {
     let mut out = Vec::new();
@@ -212,13 +194,14 @@ fn additionals(zone: &Zone, answers: &[Record]) -> Vec<Record> {
         let RData::SRV(srv) = &answer.data else {
             continue;
         };
-        let Some(target) = zone.names.get(&LowerName::new(&srv.target)) else {
+        let Some(target) = zone.names.find_name(&srv.target) else {
             continue;
         };
-        for record in target.a.iter().chain(&target.aaaa) {
-            let mut record = record.clone();
-            record.name = srv.target.clone();
-            out.push(record);
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            for mut record in zone.names.records(target, rtype) {
+                record.name = srv.target.clone();
+                out.push(record);
+            }
         }
     }
     out
@@ -336,3 +319,7 @@ fn encode(mut response: Message, limit: usize, qtype: Option<RecordType>) -> Rep
 #[cfg(test)]
 #[path = "answer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "zone_diff_tests.rs"]
+mod zone_diff_tests;

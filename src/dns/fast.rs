@@ -8,12 +8,12 @@
 //!
 //! [`answer::answer`]: super::answer::answer
 
-use hickory_proto::rr::{LowerName, Name, RData, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_proto::rr::RecordType;
 
 use super::answer::{ADVERTISED_PAYLOAD, MAX_UDP_PAYLOAD};
 use super::edns::{self, TYPE_OPT};
 use crate::zone::Zone;
+use crate::zone::compact::Kind;
 
 const HEADER: usize = 12;
 const CLASS_IN: u16 = 1;
@@ -32,47 +32,46 @@ pub fn answer(zone: &Zone, query: &[u8], out: &mut Vec<u8>, recursion: bool) -> 
     if question.qclass != CLASS_IN {
         return None;
     }
-    let name = Name::read(&mut BinDecoder::new(&query[HEADER..question.name_end])).ok()?;
-    let node = zone.names.get(&LowerName::new(&name))?;
-    let records = match qtype {
-        RecordType::A => &node.a,
-        _ => &node.aaaa,
+    // The name as the zone keys it: lowercase wire bytes.
+    let asked = &query[HEADER..question.name_end];
+    let mut lower = [0u8; 256];
+    let lower = &mut lower[..asked.len()];
+    for (to, b) in lower.iter_mut().zip(asked) {
+        *to = b.to_ascii_lowercase();
+    }
+    let node = zone.names.find(lower)?;
+    let kind = match qtype {
+        RecordType::A => Kind::A,
+        _ => Kind::Aaaa,
     };
-    let rdlen = if qtype == RecordType::A { 4 } else { 16 };
-    let size = question.end + records.len() * (12 + rdlen) + if question.edns { 11 } else { 0 };
-    if records.is_empty() || records.len() > MAX_RECORDS || size > question.limit {
+    // Pre-encoded records, each owned by a pointer to the question, all the same size.
+    let set = zone.names.set(node, kind)?;
+    let size = question.end + set.bytes.len() + if question.edns { 11 } else { 0 };
+    if set.count == 0 || set.count > MAX_RECORDS || size > question.limit {
         return None;
     }
+    let each = set.bytes.len() / set.count;
     out.clear();
     out.extend_from_slice(&query[..2]);
     // QR, opcode QUERY, AA, RD as asked; RA when recursion is available to the client, AD
     // clear, CD as asked, NOERROR.
     out.push(0x80 | 0x04 | (query[2] & 0x01));
     out.push(if recursion { 0x80 } else { 0 } | (query[3] & 0x10));
-    let counts = [1, records.len() as u16, 0, u16::from(question.edns)];
+    let counts = [1, set.count as u16, 0, u16::from(question.edns)];
     for count in counts {
         out.extend_from_slice(&count.to_be_bytes());
     }
     out.extend_from_slice(&query[HEADER..question.end]);
     let mut order = [0u8; MAX_RECORDS];
-    let order = &mut order[..records.len()];
+    let order = &mut order[..set.count];
     for (i, slot) in order.iter_mut().enumerate() {
         *slot = i as u8;
     }
     fastrand::shuffle(order);
     for &i in order.iter() {
-        let record = &records[i as usize];
-        // The owner is the question's name, as asked (clients using 0x20 case check it).
-        out.extend_from_slice(&[0xc0, HEADER as u8]);
-        out.extend_from_slice(&question.qtype.to_be_bytes());
-        out.extend_from_slice(&CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&record.ttl.to_be_bytes());
-        out.extend_from_slice(&(rdlen as u16).to_be_bytes());
-        match &record.data {
-            RData::A(a) => out.extend_from_slice(&a.0.octets()),
-            RData::AAAA(aaaa) => out.extend_from_slice(&aaaa.0.octets()),
-            _ => return None,
-        }
+        // Owned by `c0 0c`, the question's name as asked (clients using 0x20 case check it).
+        let at = i as usize * each;
+        out.extend_from_slice(&set.bytes[at..at + each]);
     }
     if question.edns {
         // OPT: root owner, our payload size, extended rcode 0, version 0, DO as asked.

@@ -116,8 +116,8 @@ pub fn hosts(zone: &Zone, host: &str) -> Value {
     let fqdn = name.map(|n| n.to_string()).unwrap_or_default();
     let entries: Vec<Value> = node
         .into_iter()
-        .flat_map(|n| n.a.iter().chain(&n.aaaa))
-        .filter_map(|r| Some(json!({"host": fqdn, "ip": ip(r)?})))
+        .flat_map(|n| n.a.into_iter().chain(n.aaaa))
+        .filter_map(|r| Some(json!({"host": fqdn, "ip": ip(&r)?})))
         .collect();
     if entries.is_empty() {
         json!([{"host": "", "ip": ""}])
@@ -132,16 +132,19 @@ pub fn services(zone: &Zone, service: &str) -> Value {
     let node = name.as_ref().and_then(|n| zone.names.get(n));
     let fqdn = name.map(|n| n.to_string()).unwrap_or_default();
     let mut entries = Vec::new();
-    for record in node.into_iter().flat_map(|n| &n.srv) {
+    for record in node.into_iter().flat_map(|n| n.srv) {
         let RData::SRV(srv) = &record.data else {
             continue;
         };
         let target = zone.names.get(&LowerName::new(&srv.target));
-        for addr in target.into_iter().flat_map(|t| t.a.iter().chain(&t.aaaa)) {
+        for addr in target
+            .into_iter()
+            .flat_map(|t| t.a.into_iter().chain(t.aaaa))
+        {
             entries.push(json!({
                 "service": fqdn,
                 "host": srv.target.to_ascii(),
-                "ip": ip(addr),
+                "ip": ip(&addr),
                 "port": srv.port.to_string(),
             }));
         }
@@ -171,22 +174,24 @@ pub fn enumerate(zone: &Zone) -> Value {
         let slave_name = format!("{}.marathon.slave.{domain}.", app.label);
         for task in &app.tasks {
             let mut records = Vec::new();
-            let own = zone.names.get(&LowerName::new(&task.target));
-            let target = task.target.to_ascii();
-            for r in own.into_iter().flat_map(|n| n.a.iter().chain(&n.aaaa)) {
-                let Some(host) = ip(r) else { continue };
-                records.push(json!({"name": app_name, "host": host, "rtype": rtype(r)}));
-                records.push(json!({"name": target, "host": host, "rtype": rtype(r)}));
+            let target_name = zone.names.table().name(task.target);
+            let own = zone.names.get(&LowerName::new(&target_name));
+            let target = target_name.to_ascii();
+            for r in own.into_iter().flat_map(|n| n.a.into_iter().chain(n.aaaa)) {
+                let Some(host) = ip(&r) else { continue };
+                records.push(json!({"name": app_name, "host": host, "rtype": rtype(&r)}));
+                records.push(json!({"name": target, "host": host, "rtype": rtype(&r)}));
             }
             if let Some(agent) = task.agent {
                 let kind = if agent.is_ipv4() { "A" } else { "AAAA" };
                 records.push(json!({"name": slave_name, "host": agent.to_string(), "rtype": kind}));
             }
-            for service in &app.services {
-                let node = zone.names.get(&LowerName::new(service));
-                for r in node.into_iter().flat_map(|n| &n.srv) {
+            for &service in &app.services {
+                let service = zone.names.table().name(service);
+                let node = zone.names.get(&LowerName::new(&service));
+                for r in node.into_iter().flat_map(|n| n.srv) {
                     if let RData::SRV(srv) = &r.data
-                        && srv.target == task.target
+                        && srv.target == target_name
                     {
                         records.push(json!({
                             "name": service.to_ascii(),

@@ -14,82 +14,60 @@
 //! Marathon's tasks that Marathon also reports are named by the Marathon rules in `zone.rs`,
 //! once.
 
-use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
-use hickory_proto::rr::domain::Label;
-use hickory_proto::rr::rdata::SRV;
-use hickory_proto::rr::{LowerName, Name, RData, Record};
-use rustc_hash::FxHashMap;
-
-use super::{Builder, IpSource, Node, ZoneConfig};
+use super::compact::{Builder, NameId};
+use super::{IpSource, ZoneConfig};
 use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosState, MesosTask};
 use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
 use crate::cluster::{Cluster, Networking, Protocol, TaskState};
+use hickory_proto::rr::{LowerName, Record};
+use rustc_hash::FxHashMap;
 
 /// DC/OS's task-name zone.
 pub const DCOS_DOMAIN: &str = "dcos.thisdcos.directory";
 
-impl Builder {
-    fn add_srv(&mut self, owner: &Name, port: u16, target: &Name, ttl: u32) {
-        let data = RData::SRV(SRV::new(0, 1, port, target.clone()));
-        let node = self.names.entry(LowerName::new(owner)).or_default();
-        if !node.srv.iter().any(|r| r.data == data) {
-            node.srv.push(Record::from_rdata(Name::root(), ttl, data));
-        }
-    }
-}
-
 /// Every name between `name` and `apex` exists (an empty non-terminal answers NODATA).
-fn ancestors(names: &mut FxHashMap<LowerName, Node>, name: &Name, apex: &Name) {
-    let mut current = name.base_name();
-    while current.num_labels() > apex.num_labels() {
-        let key = LowerName::new(&current);
-        if names.contains_key(&key) {
+fn ancestors(b: &mut Builder, name: NameId, apex_labels: usize) {
+    let mut current = b.names.parent(name);
+    while b.names.labels(current) > apex_labels {
+        if b.exists(current) {
             return; // its ancestors were added with it
         }
-        names.insert(key, Node::default());
-        current = current.base_name();
+        b.touch(current);
+        current = b.names.parent(current);
     }
-}
-
-/// `{label}.{base}`: the label is sanitized (`cluster::names`), checked as the parse of the
-/// whole name would check it, without formatting and parsing the name's text.
-fn under(base: &Name, label: &str) -> Option<Name> {
-    base.prepend_label(Label::from_ascii(label).ok()?).ok()
 }
 
 /// A name under which many tasks' names are (`{framework}.{domain}.`, `_tcp.{framework}.…`,
 /// `{framework}.autoip.{DCOS_DOMAIN}.`), made once per build; its own ancestors (and itself,
 /// an empty non-terminal until records land on it) are added the first time a name under it
-/// is, so that each task's name costs one `Name` and no walk up to the apex.
+/// is, so that each task's name costs one lookup and no walk up to the apex.
 struct Parent {
-    name: Option<Name>,
+    name: Option<NameId>,
     added: bool,
 }
 
 impl Parent {
-    fn new(name: Option<Name>) -> Parent {
+    fn new(name: Option<NameId>) -> Parent {
         Parent { name, added: false }
     }
 
     /// `{label}.{parent}`.
-    fn under(&self, label: &str) -> Option<Name> {
-        under(self.name.as_ref()?, label)
+    fn under(&self, b: &mut Builder, label: &str) -> Option<NameId> {
+        b.names.child(label.as_bytes(), self.name?)
     }
 
     /// The parent and its ancestors up to `apex` exist afterwards, as [`ancestors`] of a
     /// child adds them (called once a child is added).
-    fn ensure(&mut self, names: &mut FxHashMap<LowerName, Node>, apex: &Name) {
-        let Some(parent) = self.name.as_ref().filter(|_| !self.added) else {
+    fn ensure(&mut self, b: &mut Builder, apex_labels: usize) {
+        let Some(parent) = self.name.filter(|_| !self.added) else {
             return;
         };
         self.added = true;
-        if parent.num_labels() > apex.num_labels()
-            && let Entry::Vacant(vacant) = names.entry(LowerName::new(parent))
-        {
-            vacant.insert(Node::default());
-            ancestors(names, parent, apex);
+        if b.names.labels(parent) > apex_labels && !b.exists(parent) {
+            b.touch(parent);
+            ancestors(b, parent, apex_labels);
         }
     }
 }
@@ -108,9 +86,10 @@ struct FrameworkNames {
 }
 
 impl FrameworkNames {
-    fn new(name: &str, config: &ZoneConfig) -> FrameworkNames {
+    fn new(b: &mut Builder, name: &str, config: &ZoneConfig) -> FrameworkNames {
         let label = label(name, config.label_rule);
-        let parse = |text: String| Name::from_ascii(text).ok().filter(|_| !label.is_empty());
+        let empty = label.is_empty();
+        let mut parse = |text: String| b.names.parse(&text).filter(|_| !empty);
         let domain = &config.domain;
         FrameworkNames {
             tasks: Parent::new(parse(format!("{label}.{domain}."))),
@@ -122,8 +101,8 @@ impl FrameworkNames {
     }
 }
 
-fn fqdn(text: String) -> Option<Name> {
-    Name::from_ascii(text).ok()
+fn fqdn(b: &mut Builder, text: String) -> Option<NameId> {
+    b.names.parse(&text)
 }
 
 /// Where a Mesos task's ports are reached: its container address on a named network, else the
@@ -151,32 +130,29 @@ fn task_addrs(task: &MesosTask, agent: Option<IpAddr>, sources: &[IpSource]) -> 
     Vec::new()
 }
 
-/// Adds the Mesos names to `names`; returns the DC/OS zone's apex and SOA.
+/// Adds the Mesos names; returns the DC/OS zone's apex and SOA.
 pub(super) fn add(
     cluster: &Cluster,
     config: &ZoneConfig,
-    names: &mut FxHashMap<LowerName, Node>,
+    b: &mut Builder,
     serial: u32,
 ) -> (LowerName, Record) {
-    let mut b = Builder {
-        framework: String::new(),
-        names: std::mem::take(names),
-    };
     let domain = &config.domain;
-    let apex = Name::from_ascii(format!("{domain}.")).unwrap_or_else(|_| Name::root());
+    let root = b.names.intern(&[0]);
+    let apex = b.names.parse(&format!("{domain}.")).unwrap_or(root);
+    let apex_labels = b.names.labels(apex);
     let m = &cluster.mesos;
     let ttl = config.ttl;
     let resolve = |host: &crate::cluster::Host| host.resolve(&cluster.agents);
     let agent_ip = |agent: Option<&Agent>| agent.and_then(|a| resolve(&a.host));
 
-    let owned = MesosState::owned_by_marathon(&cluster.apps);
-    // Room for the names to come at once (at least a task's own name and its SRV target per
-    // running task): the map does not grow, and rehash, a zone's worth of entries at a time.
-    let running = m
-        .own_tasks(&owned)
-        .filter(|(t, _, _)| t.state == TaskState::Running)
-        .count();
-    b.names.reserve(running * 5);
+    // Which Mesos tasks Marathon reports too: a set of every Marathon task, needed only when
+    // Mesos reports tasks.
+    let owned = if m.tasks.is_empty() {
+        Default::default()
+    } else {
+        MesosState::owned_by_marathon(&cluster.apps)
+    };
     let mut frameworks: FxHashMap<&str, FrameworkNames> = FxHashMap::default();
     for (task, framework, agent) in m.own_tasks(&owned) {
         if task.state != TaskState::Running {
@@ -185,24 +161,25 @@ pub(super) fn add(
         let Some(framework) = framework else { continue };
         let fwn = frameworks
             .entry(&*framework.id)
-            .or_insert_with(|| FrameworkNames::new(&framework.name, config));
+            .or_insert_with(|| FrameworkNames::new(b, &framework.name, config));
         let tl = label(task.dns_name(), config.label_rule);
         if fwn.label.is_empty() || tl.is_empty() {
             continue;
         }
         let agent_addr = agent_ip(agent);
         // Both names valid, or neither added (as when they were parsed from text).
-        let (Some(task_fqdn), Some(slave_fqdn)) = (fwn.tasks.under(&tl), fwn.slave.under(&tl))
+        let (Some(task_fqdn), Some(slave_fqdn)) =
+            (fwn.tasks.under(b, &tl), fwn.slave.under(b, &tl))
         else {
             continue;
         };
         for ip in task_addrs(task, agent_addr, &config.ip_sources) {
-            b.add_addr(&task_fqdn, ip, ttl);
+            b.add_addr(task_fqdn, ip, ttl);
         }
-        fwn.tasks.ensure(&mut b.names, &apex);
+        fwn.tasks.ensure(b, apex_labels);
         if let Some(ip) = agent_addr {
-            b.add_addr(&slave_fqdn, ip, ttl);
-            fwn.slave.ensure(&mut b.names, &apex);
+            b.add_addr(slave_fqdn, ip, ttl);
+            fwn.slave.ensure(b, apex_labels);
         }
         // SRV: to a name of this task alone, whose address is where the port is reached.
         let targets = service_addrs(task, agent_addr);
@@ -221,11 +198,11 @@ pub(super) fn add(
         } else {
             format!("{base}-{tag}-{host}")
         };
-        let Some(target) = fwn.tasks.under(&unique) else {
+        let Some(target) = fwn.tasks.under(b, &unique) else {
             continue;
         };
         for &ip in &targets {
-            b.add_addr(&target, ip, ttl);
+            b.add_addr(target, ip, ttl);
         }
         let (service, _) = service_label(&tl);
         let mut srv = |b: &mut Builder, name: Option<&str>, proto: &str, port: u16| {
@@ -234,13 +211,13 @@ pub(super) fn add(
             } else {
                 &mut fwn.udp
             };
-            let Some(owner) = parent.under(&service) else {
+            let Some(owner) = parent.under(b, &service) else {
                 return;
             };
-            b.add_srv(&owner, port, &target, ttl);
-            parent.ensure(&mut b.names, &apex);
-            if let Some(named) = name.and_then(|n| under(&owner, n)) {
-                b.add_srv(&named, port, &target, ttl);
+            b.add_srv(owner, 1, port, target, ttl, true);
+            parent.ensure(b, apex_labels);
+            if let Some(named) = name.and_then(|n| b.names.child(n.as_bytes(), owner)) {
+                b.add_srv(named, 1, port, target, ttl, true);
                 // Its parent is `owner`, which exists.
             }
         };
@@ -260,14 +237,14 @@ pub(super) fn add(
                         Protocol::TcpUdp => &["_tcp", "_udp"],
                     };
                     for proto in protocols {
-                        srv(&mut b, name.as_deref(), proto, port.number);
+                        srv(b, name.as_deref(), proto, port.number);
                     }
                 }
             }
             None => {
                 for &port in &task.port_resources {
                     for proto in ["_tcp", "_udp"] {
-                        srv(&mut b, None, proto, port);
+                        srv(b, None, proto, port);
                     }
                 }
             }
@@ -277,19 +254,18 @@ pub(super) fn add(
     // `{framework}.{domain}`: where each framework's scheduler runs.
     for framework in m.frameworks.values() {
         let name = match frameworks.get(&*framework.id) {
-            Some(names) => names.tasks.name.clone(),
-            None => FrameworkNames::new(&framework.name, config).tasks.name,
+            Some(names) => names.tasks.name,
+            None => FrameworkNames::new(b, &framework.name, config).tasks.name,
         };
         let (Some(ip), Some(name)) = (resolve(&framework.host), name) else {
             continue;
         };
-        b.add_addr(&name, ip, ttl);
+        b.add_addr(name, ip, ttl);
     }
 
-    masters(cluster, config, &mut b);
-    let dcos = dcos_zone(cluster, config, &mut b, &owned, serial);
-    l4lb_names(cluster, config, &mut b);
-    *names = b.names;
+    masters(cluster, config, b);
+    let dcos = dcos_zone(cluster, config, b, &owned, serial);
+    l4lb_names(cluster, config, b);
     dcos
 }
 
@@ -300,32 +276,32 @@ fn masters(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
     let domain = &config.domain;
     let ttl = config.ttl;
     let ip = |host: &crate::cluster::Host| host.resolve(&cluster.agents);
-    let Some(master) = fqdn(format!("master.{domain}.")) else {
+    let Some(master) = fqdn(b, format!("master.{domain}.")) else {
         return;
     };
     for (n, each) in m.masters.iter().enumerate() {
         let Some(addr) = ip(&each.host) else { continue };
-        b.add_addr(&master, addr, ttl);
-        if let Some(name) = fqdn(format!("master{n}.{domain}.")) {
-            b.add_addr(&name, addr, ttl);
+        b.add_addr(master, addr, ttl);
+        if let Some(name) = fqdn(b, format!("master{n}.{domain}.")) {
+            b.add_addr(name, addr, ttl);
         }
     }
     let Some(leader) = &m.leader else { return };
     let Some(addr) = ip(&leader.host) else { return };
     let (Some(name), Some(tcp), Some(udp)) = (
-        fqdn(format!("leader.{domain}.")),
-        fqdn(format!("_leader._tcp.{domain}.")),
-        fqdn(format!("_leader._udp.{domain}.")),
+        fqdn(b, format!("leader.{domain}.")),
+        fqdn(b, format!("_leader._tcp.{domain}.")),
+        fqdn(b, format!("_leader._udp.{domain}.")),
     ) else {
         return;
     };
-    b.add_addr(&name, addr, ttl);
-    b.add_addr(&master, addr, ttl);
-    b.add_srv(&tcp, leader.port, &name, ttl);
-    b.add_srv(&udp, leader.port, &name, ttl);
+    b.add_addr(name, addr, ttl);
+    b.add_addr(master, addr, ttl);
+    b.add_srv(tcp, 1, leader.port, name, ttl, true);
+    b.add_srv(udp, 1, leader.port, name, ttl, true);
     for between in ["_tcp", "_udp"] {
-        if let Some(n) = fqdn(format!("{between}.{domain}.")) {
-            b.names.entry(LowerName::new(&n)).or_default();
+        if let Some(n) = fqdn(b, format!("{between}.{domain}.")) {
+            b.touch(n);
         }
     }
 }
@@ -339,7 +315,11 @@ fn dcos_zone(
     owned: &std::collections::HashSet<crate::cluster::TaskId>,
     serial: u32,
 ) -> (LowerName, Record) {
-    let apex = Name::from_ascii(format!("{DCOS_DOMAIN}.")).expect("a valid name");
+    let apex = b
+        .names
+        .parse(&format!("{DCOS_DOMAIN}."))
+        .expect("a valid name");
+    let apex_labels = b.names.labels(apex);
     let ttl = config.ttl;
     // A framework's three parents (`{fw}.autoip|agentip|containerip.{DCOS_DOMAIN}.`), made
     // once per build; `None` when its label is empty.
@@ -357,9 +337,7 @@ fn dcos_zone(
         if !parents.contains_key(framework) {
             let fw = label(framework, config.label_rule);
             let made = (!fw.is_empty()).then(|| {
-                kinds.map(|kind| {
-                    Parent::new(Name::from_ascii(format!("{fw}.{kind}.{DCOS_DOMAIN}.")).ok())
-                })
+                kinds.map(|kind| Parent::new(b.names.parse(&format!("{fw}.{kind}.{DCOS_DOMAIN}."))))
             });
             parents.insert(framework.to_string(), made);
         }
@@ -373,26 +351,46 @@ fn dcos_zone(
         };
         let addrs: [&[IpAddr]; 3] = [auto, agent.as_slice(), container];
         for (parent, addrs) in parents.iter_mut().zip(addrs) {
-            let Some(name) = parent.under(tl) else {
+            let Some(name) = parent.under(b, tl) else {
                 continue;
             };
             for &ip in addrs {
-                b.add_addr(&name, ip, ttl);
+                b.add_addr(name, ip, ttl);
             }
-            parent.ensure(&mut b.names, &apex);
+            parent.ensure(b, apex_labels);
         }
     };
+    // Marathon's tasks: each app's three names made once, then every task's addresses.
+    let marathon = label("marathon", config.label_rule);
+    let marathon: [Option<NameId>; 3] =
+        kinds.map(|kind| b.names.parse(&format!("{marathon}.{kind}.{DCOS_DOMAIN}.")));
+    let mut marathon_added = [false; 3];
     for app in cluster.apps.values() {
         let tl = label(&task_name(&app.id), config.label_rule);
+        if tl.is_empty() {
+            continue;
+        }
+        let names = marathon.map(|parent| b.names.child(tl.as_bytes(), parent?));
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
-            add(
-                b,
-                &tl,
-                "marathon",
-                task.host.resolve(&cluster.agents),
-                &task.ip_addresses,
-                app.networking == Networking::Container,
-            );
+            let agent = task.host.resolve(&cluster.agents);
+            let container = &task.ip_addresses[..];
+            let auto = if app.networking == Networking::Container && !container.is_empty() {
+                container
+            } else {
+                agent.as_slice()
+            };
+            let addrs: [&[IpAddr]; 3] = [auto, agent.as_slice(), container];
+            for (i, addrs) in addrs.into_iter().enumerate() {
+                let Some(name) = names[i] else { continue };
+                for &ip in addrs {
+                    b.add_addr(name, ip, ttl);
+                }
+                if !marathon_added[i] {
+                    marathon_added[i] = true;
+                    let mut parent = Parent::new(marathon[i]);
+                    parent.ensure(b, apex_labels);
+                }
+            }
         }
     }
     let m = &cluster.mesos;
@@ -409,15 +407,16 @@ fn dcos_zone(
             task.container_network,
         );
     }
-    let ns = Name::from_ascii(format!("ns1.{DCOS_DOMAIN}.")).expect("a valid name");
-    let soa = super::zone_top(&mut b.names, &apex, &ns, serial, ttl, ttl);
+    let ns = b
+        .names
+        .parse(&format!("ns1.{DCOS_DOMAIN}."))
+        .expect("a valid name");
+    let soa = super::zone_top(b, apex, ns, serial, ttl, ttl);
     match config.ns_addr {
-        Some(ip) => b.add_addr(&ns, ip, ttl),
-        None => {
-            b.names.entry(LowerName::new(&ns)).or_default();
-        }
+        Some(ip) => b.add_addr(ns, ip, ttl),
+        None => b.touch(ns),
     }
-    (LowerName::new(&apex), soa)
+    (LowerName::new(&b.names.name(apex)), soa)
 }
 
 /// `{vip}.{framework}.l4lb.thisdcos.directory` for named VIPs declared on other frameworks'
@@ -444,12 +443,13 @@ fn l4lb_names(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
                 .and_then(|t| cluster.mesos.frameworks.get(&t.framework_id));
             let Some(framework) = framework else { continue };
             let fw = label(&framework.name, LabelRule::Rfc1123);
-            let Some(owner) = fqdn(format!("{}.{fw}.{VIP_DOMAIN}.", vip::dns_label(name))) else {
+            let Some(owner) = fqdn(b, format!("{}.{fw}.{VIP_DOMAIN}.", vip::dns_label(name)))
+            else {
                 continue;
             };
-            b.add_addr(&owner, ip, super::VIP_TTL);
-            if let Some(between) = fqdn(format!("{fw}.{VIP_DOMAIN}.")) {
-                b.names.entry(LowerName::new(&between)).or_default();
+            b.add_addr(owner, ip, super::VIP_TTL);
+            if let Some(between) = fqdn(b, format!("{fw}.{VIP_DOMAIN}.")) {
+                b.touch(between);
             }
         }
     }

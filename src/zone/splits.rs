@@ -8,12 +8,11 @@
 //! The split comes from the compiled table (the weights as they route, overrides included), as
 //! plain data ([`RouteSplit`]) read by the reconciler, so the zone needs no backend state.
 
-use hickory_proto::rr::rdata::SRV;
-use hickory_proto::rr::{LowerName, Name, RData, Record};
 use rustc_hash::FxHashMap;
 
+use super::compact::{Builder, Kind, NameId};
 use crate::cluster::AppId;
-use crate::cluster::names::{LabelRule, label, service_label};
+use crate::cluster::names::{label, service_label};
 use crate::routing::RoutingTable;
 
 /// The weight of the heaviest record of a split: every other record's is in proportion to it.
@@ -61,7 +60,7 @@ pub fn route_splits(table: &RoutingTable) -> Vec<RouteSplit> {
 /// are built.
 pub(super) struct Target {
     pub port: u16,
-    pub target: Name,
+    pub target: NameId,
     pub protocols: &'static [&'static str],
     pub ttl: u32,
 }
@@ -77,14 +76,16 @@ pub(super) fn targets(splits: &[RouteSplit]) -> Targets {
         .collect()
 }
 
-/// Adds each split's weighted SRV records under `_{group}._tcp` / `_udp`. A group whose name is
-/// an app's own SRV name is not served there (the app's name wins) and is reported.
+/// Adds each split's weighted SRV records under `_{group}._tcp` / `_udp` (`tcp`, `udp`: the
+/// parents `_tcp.marathon.{domain}.` and `_udp.…`). A group whose name is an app's own SRV name
+/// is not served there (the app's name wins) and is reported.
 pub(super) fn add_records(
     splits: &[RouteSplit],
     targets: &Targets,
-    domain: &str,
-    rule: LabelRule,
-    names: &mut FxHashMap<LowerName, crate::zone::Node>,
+    rule: crate::cluster::names::LabelRule,
+    tcp: Option<NameId>,
+    udp: Option<NameId>,
+    b: &mut Builder,
     problems: &mut Vec<crate::routing::Problem>,
 ) {
     for split in splits {
@@ -106,41 +107,44 @@ pub(super) fn add_records(
         if heaviest <= 0.0 {
             continue;
         }
-        let mut owners: FxHashMap<&str, (Name, Vec<Record>)> = FxHashMap::default();
+        // Per protocol: the owner (`None`: the name does not fit) and its records.
+        type Srv = (u16, u16, NameId, u32);
+        let mut owners: FxHashMap<&str, (Option<NameId>, Vec<Srv>)> = FxHashMap::default();
         for (share, targets) in &shares {
             let weight = ((share / heaviest) * f64::from(HEAVIEST)).round().max(1.0) as u16;
             for t in targets.iter() {
                 for proto in t.protocols {
                     let entry = owners.entry(proto).or_insert_with(|| {
-                        let owner =
-                            Name::from_ascii(format!("{service}.{proto}.marathon.{domain}."))
-                                .unwrap_or_else(|_| Name::root());
+                        let parent = if *proto == "_tcp" { tcp } else { udp };
+                        let owner = parent.and_then(|p| b.names.child(service.as_bytes(), p));
                         (owner, Vec::new())
                     });
-                    let srv = RData::SRV(SRV::new(0, weight, t.port, t.target.clone()));
-                    entry.1.push(Record::from_rdata(Name::root(), t.ttl, srv));
+                    entry.1.push((weight, t.port, t.target, t.ttl));
                 }
             }
         }
         for (_, (owner, records)) in owners {
-            if owner.is_root() {
+            let Some(owner) = owner else {
                 continue;
-            }
-            let key = LowerName::new(&owner);
-            if names.get(&key).is_some_and(|n| !n.srv.is_empty()) {
+            };
+            if b.has(owner, Kind::Srv) {
                 problems.push(crate::routing::Problem {
                     app_id: split.members[0].0.clone(),
                     port_index: Some(0),
                     severity: crate::routing::Severity::Ignored,
                     reason: format!(
-                        "DNS: deployment group `{}`'s weighted SRV name `{owner}` is an app's own: \
+                        "DNS: deployment group `{}`'s weighted SRV name `{}` is an app's own: \
                          the app's records answer it",
-                        split.group
+                        split.group,
+                        b.names.name(owner)
                     ),
                 });
                 continue;
             }
-            names.entry(key).or_default().srv = records;
+            b.touch(owner);
+            for (weight, port, target, ttl) in records {
+                b.add_srv(owner, weight, port, target, ttl, false);
+            }
         }
     }
 }

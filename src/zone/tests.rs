@@ -1,6 +1,8 @@
 use super::*;
 use crate::cluster::fixtures::{app, task};
 use crate::cluster::{ClusterUpdate, PortSpec};
+use hickory_proto::rr::RData;
+use hickory_proto::rr::rdata::A;
 use std::collections::BTreeSet;
 
 pub fn config() -> ZoneConfig {
@@ -17,7 +19,7 @@ pub fn config() -> ZoneConfig {
     }
 }
 
-fn lookup<'a>(zone: &'a Zone, name: &str) -> Option<&'a Node> {
+fn lookup(zone: &Zone, name: &str) -> Option<Node> {
     zone.names
         .get(&LowerName::new(&Name::from_ascii(name).unwrap()))
 }
