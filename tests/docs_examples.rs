@@ -255,3 +255,54 @@ fn documented_examples_run_against_the_demo() {
         .unwrap();
     assert!(resolve.status.success(), "{resolve:?}");
 }
+
+/// Every per-port `SWITCHYARD_{n}_…` label docs/labels.md documents is one switchyard reads (so
+/// it is not reported as unknown), and every one it reads is documented.
+#[test]
+fn documented_switchyard_labels_are_the_ones_read() {
+    let text = std::fs::read_to_string(repo().join("docs/labels.md")).unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("| `SWITCHYARD_{n}_")) {
+        let first = line.split('|').nth(1).unwrap();
+        let mut base = String::new();
+        for (i, name) in first.split('`').skip(1).step_by(2).enumerate() {
+            let rest = name.trim_start_matches("SWITCHYARD_{n}_");
+            // `_KEY`, `_503`, `_ADD_<Name>`: the first name with as many of its last parts
+            // replaced.
+            let full = if i > 0 && rest.starts_with('_') {
+                let parts: Vec<&str> = base.split('_').collect();
+                let keep = parts.len().saturating_sub(rest.matches('_').count());
+                format!("{}{rest}", parts[..keep].join("_"))
+            } else {
+                rest.to_string()
+            };
+            if i == 0 {
+                base = full.clone();
+            }
+            documented.insert(full.replace("<Name>", "X_NAME"));
+        }
+    }
+    assert!(documented.len() > 20, "{documented:?}");
+    for name in &documented {
+        assert!(
+            switchyard::routing::labels::is_switchyard_port_label(name),
+            "docs/labels.md documents SWITCHYARD_{{n}}_{name}, which nothing reads"
+        );
+    }
+    let read = [
+        "WEIGHT",
+        "CANARY_HEADER",
+        "UPSTREAM",
+        "TCP_IDLE_TIMEOUT",
+        "ROLLOUT",
+    ]
+    .into_iter()
+    .chain(switchyard::routing::edge::LABELS.iter().copied())
+    .chain(switchyard::routing::edge_labels::LABELS.iter().copied());
+    for name in read {
+        assert!(
+            documented.contains(name),
+            "SWITCHYARD_{{n}}_{name} is read but not in docs/labels.md"
+        );
+    }
+}

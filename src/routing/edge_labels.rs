@@ -53,6 +53,18 @@ pub struct EdgeLabels {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The label names read here, after `SWITCHYARD_{n}_`.
+pub const LABELS: &[&str] = &[
+    "PROXY_PROTOCOL",
+    "TLS_PASSTHROUGH",
+    "BACKEND_TLS",
+    "BACKEND_TLS_CA",
+    "BACKEND_TLS_SNI",
+    "BACKEND_TLS_CERT",
+    "BACKEND_TLS_KEY",
+    "CLIENT_CA",
+];
+
 /// The labels of port `n`. `vhosts` are the port's (passthrough and client certificates are
 /// per vhost, so they need one).
 pub fn read(

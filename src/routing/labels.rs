@@ -133,6 +133,83 @@ const APP_WIDE: &[&str] = &[
     "HAPROXY_DEPLOYMENT_TARGET_INSTANCES",
 ];
 
+/// The `SWITCHYARD_{n}_…` labels read here (after the prefix); the edge labels
+/// (`edge::is_edge_label`) and the connection labels (`edge_labels::LABELS`) are read by their
+/// own modules. One list per reader, so a reader's new label is known where it is read.
+const OWN_PORT_LABELS: &[&str] = &[
+    "WEIGHT",
+    "CANARY_HEADER",
+    "UPSTREAM",
+    "TCP_IDLE_TIMEOUT",
+    "ROLLOUT",
+];
+
+/// App-wide `SWITCHYARD_…` labels (no port number) that something reads: the zone reads
+/// `SWITCHYARD_DNS_HEALTHY_ONLY` (zone/tests.rs pins that the name matches).
+pub const APP_WIDE_SWITCHYARD: &[&str] = &["SWITCHYARD_DNS_HEALTHY_ONLY"];
+
+/// Whether `rest` (after `SWITCHYARD_{n}_`) names a label some part of switchyard reads.
+pub fn is_switchyard_port_label(rest: &str) -> bool {
+    OWN_PORT_LABELS.contains(&rest)
+        || super::edge::is_edge_label(rest)
+        || super::edge_labels::LABELS.contains(&rest)
+}
+
+/// Words that, in the name of a `SWITCHYARD_…` label switchyard does not know, say the label was
+/// meant to keep someone out or hold traffic back (`SWITCHYARD_0_CLIENT_CA` misspelt, an
+/// `_ALLOW_CIDR` from a newer release): ignoring it could open the port to whom it was meant to
+/// keep out, so the port is not served until the label is fixed or removed.
+const RESTRICTING_WORDS: &[&str] = &[
+    "AUTH",
+    "ACL",
+    "ALLOW",
+    "DENY",
+    "CIDR",
+    "WHITELIST",
+    "BLACKLIST",
+    "CLIENT",
+    "CERT",
+    "TLS",
+    "PASSWORD",
+    "SECRET",
+    "TOKEN",
+    "LIMIT",
+    "MAINTENANCE",
+    "PROTECT",
+    "RESTRICT",
+];
+
+fn sounds_restricting(name: &str) -> bool {
+    RESTRICTING_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// A `SWITCHYARD_…` label of port `n`, or of the whole app, that nothing reads and whose name
+/// sounds like an access rule: the port's skip reason.
+fn unknown_restricting_label(labels: &BTreeMap<String, String>, n: usize) -> Option<String> {
+    let own = format!("SWITCHYARD_{n}_");
+    with_prefix(labels, "SWITCHYARD_")
+        .into_iter()
+        .find_map(|(rest, _)| {
+            let key = format!("SWITCHYARD_{rest}");
+            let unknown = match key.strip_prefix(own.as_str()) {
+                Some(port_rest) => !is_switchyard_port_label(port_rest),
+                None => port_number(rest).is_none() && !APP_WIDE_SWITCHYARD.contains(&key.as_str()),
+            };
+            (unknown && sounds_restricting(&key)).then(|| {
+                format!(
+                    "{key}: not a label switchyard knows, and its name says it restricts access; \
+                     the port is not served until it is corrected or removed"
+                )
+            })
+        })
+}
+
+/// The port number of a `{n}_…` label rest, if it starts with one.
+fn port_number(rest: &str) -> Option<usize> {
+    let (n, _) = rest.split_once('_')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok())?
+}
+
 /// `HAPROXY_…` labels of an app that no port reads: app-wide labels switchyard does not know, and
 /// `HAPROXY_{n}_…` labels for a port the app does not have. Reported once per app.
 pub fn app_notices(labels: &BTreeMap<String, String>, ports: usize) -> Vec<String> {
@@ -149,6 +226,25 @@ pub fn app_notices(labels: &BTreeMap<String, String>, ports: usize) -> Vec<Strin
                 _ => Some(format!("{key}: not acted on by switchyard, ignored")),
             }
         })
+        .chain(
+            with_prefix(labels, "SWITCHYARD_")
+                .into_iter()
+                .filter_map(|(rest, _)| {
+                    let key = format!("SWITCHYARD_{rest}");
+                    match port_number(rest) {
+                        Some(n) if n >= ports => {
+                            Some(format!("{key}: the app has no port {n}, ignored"))
+                        }
+                        Some(_) => None,
+                        None if APP_WIDE_SWITCHYARD.contains(&key.as_str()) => None,
+                        // Restricting ones skip every port (`read`); said there, not twice.
+                        None if sounds_restricting(&key) && ports > 0 => None,
+                        None => Some(format!(
+                            "{key}: not a label switchyard knows (misspelt?), ignored"
+                        )),
+                    }
+                }),
+        )
         .collect()
 }
 
@@ -357,8 +453,18 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             .transpose()?,
         target_instances: number("HAPROXY_DEPLOYMENT_TARGET_INSTANCES")?,
     };
+    if let Some(reason) = unknown_restricting_label(labels, n) {
+        return Err(reason);
+    }
     let own = format!("SWITCHYARD_{n}_");
     let own_labels = with_prefix(labels, &own);
+    for &(rest, _) in &own_labels {
+        if !is_switchyard_port_label(rest) {
+            notices.push(format!(
+                "{own}{rest}: not a label switchyard knows (misspelt?), ignored"
+            ));
+        }
+    }
     let own_get = |key: &str| own_labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
     let weight = own_get("WEIGHT")
         .map(|v| {
@@ -605,6 +711,62 @@ mod tests {
                 p.notices
             );
         }
+    }
+
+    #[test]
+    fn unknown_switchyard_labels_are_reported_and_restricting_ones_close_the_port() {
+        // A misspelt label that changes nothing about access: noticed, the port served.
+        let p = read(&labels(&[("SWITCHYARD_0_WIEGHT", "10")]), 0).unwrap();
+        assert!(
+            p.notices
+                .iter()
+                .any(|n| n.contains("SWITCHYARD_0_WIEGHT") && n.contains("misspelt")),
+            "{:?}",
+            p.notices
+        );
+        // Every label some reader reads is known: no notice.
+        for known in [
+            "WEIGHT",
+            "ROLLOUT",
+            "RATE_LIMIT",
+            "CLIENT_CA",
+            "BACKEND_TLS_KEY",
+            "REQUEST_HEADER_SET_X_A",
+        ] {
+            let key = format!("SWITCHYARD_0_{known}");
+            assert!(is_switchyard_port_label(known), "{key}");
+            if let Ok(p) = read(&labels(&[(key.as_str(), "1")]), 0) {
+                assert!(
+                    p.notices.iter().all(|n| !n.contains(&key)),
+                    "{:?}",
+                    p.notices
+                );
+            }
+        }
+        // A misspelt access rule, on the port or for the whole app: the port is not served.
+        for key in [
+            "SWITCHYARD_0_CLIENT_CERT_CA",
+            "SWITCHYARD_0_ALLOW_CIDR",
+            "SWITCHYARD_AUTH",
+        ] {
+            let err = read(&labels(&[(key, "x")]), 0).unwrap_err();
+            assert!(err.contains(key) && err.contains("not served"), "{err}");
+        }
+        // Another port's labels are that port's business.
+        let l = labels(&[("SWITCHYARD_1_ALLOW_CIDR", "10.0.0.0/8")]);
+        assert!(read(&l, 0).is_ok());
+        assert!(read(&l, 1).is_err());
+        // App-wide: a label for a port the app lacks, an unknown one; known ones are quiet.
+        let l = labels(&[
+            ("SWITCHYARD_3_WEIGHT", "1"),
+            ("SWITCHYARD_COLOR", "blue"),
+            ("SWITCHYARD_DNS_HEALTHY_ONLY", "true"),
+            ("SWITCHYARD_0_WEIGHT", "1"),
+        ]);
+        let notices = app_notices(&l, 1);
+        assert_eq!(notices.len(), 2, "{notices:?}");
+        assert!(notices[0].contains("SWITCHYARD_3_WEIGHT") && notices[0].contains("no port 3"));
+        assert!(notices[1].contains("SWITCHYARD_COLOR"));
     }
 
     #[test]

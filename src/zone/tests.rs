@@ -493,3 +493,9 @@ fn ipv6_tasks_get_aaaa() {
     let zone = build(&c, &config());
     assert_eq!(lookup(&zone, "v6.marathon.mesos.").unwrap().aaaa.len(), 1);
 }
+
+#[test]
+fn the_healthy_only_label_is_known_to_the_label_reader() {
+    // routing reports unknown `SWITCHYARD_…` labels; it cannot import the zone's name.
+    assert!(crate::routing::labels::APP_WIDE_SWITCHYARD.contains(&HEALTHY_ONLY_LABEL));
+}
