@@ -327,6 +327,7 @@ fn start_relay(
     planes: &Planes,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<Arc<relay::Relay>>, String> {
+    let relay_metrics = relay::RelayMetrics::register(metrics);
     let Some(listen) = config.relay.listen else {
         return Ok(None);
     };
@@ -350,7 +351,7 @@ fn start_relay(
             max_subscribers: config.relay.max_subscribers,
             subscriber_queue: config.relay.subscriber_queue,
         },
-        metrics,
+        relay_metrics,
     );
     planes.control.spawn(relay.clone().serve(listener));
     planes.control.spawn(relay.clone().follow());

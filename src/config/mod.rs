@@ -847,6 +847,7 @@ impl Config {
         ports.extend(self.http.app_id_listen);
         ports.extend(self.https.listen.iter().copied());
         ports.extend(self.dns.listen);
+        ports.extend(self.relay.listen);
         ports
     }
 

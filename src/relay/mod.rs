@@ -89,8 +89,10 @@ struct Subscriber {
     cut: Arc<Notify>,
 }
 
+/// The relay's metric families, registered whether a relay runs or not (every family is on
+/// `/metrics` from the start).
 #[derive(Clone, Default)]
-struct RelayMetrics {
+pub struct RelayMetrics {
     subscribers: Gauge,
     cut: Counter,
     refused: Counter,
@@ -109,8 +111,8 @@ pub struct Relay {
     metrics: RelayMetrics,
 }
 
-impl Relay {
-    pub fn new(settings: Settings, metrics: &Metrics) -> Arc<Relay> {
+impl RelayMetrics {
+    pub fn register(metrics: &Metrics) -> RelayMetrics {
         let m = RelayMetrics::default();
         metrics.register(
             "relay_open_streams",
@@ -137,6 +139,27 @@ impl Relay {
             "Models the relay has served (0: not synced yet)",
             m.generation.clone(),
         );
+        for path in ENDPOINTS {
+            let _ = m.requests.get_or_create(&PathLabels { path });
+        }
+        m
+    }
+}
+
+/// The paths a relay answers, as `relay_requests_total` labels them (`other`: the rest).
+const ENDPOINTS: [&str; 8] = [
+    "/v2/apps",
+    "/v2/apps/{id}",
+    "/v2/tasks",
+    "/v2/events",
+    "/v2/info",
+    "/v2/leader",
+    "/ping",
+    "other",
+];
+
+impl Relay {
+    pub fn new(settings: Settings, m: RelayMetrics) -> Arc<Relay> {
         Arc::new(Relay {
             settings,
             state: ArcSwapOption::empty(),
@@ -260,25 +283,17 @@ impl Relay {
         cut: Arc<Notify>,
     ) -> Response<BoxBody<Bytes, Infallible>> {
         let path = req.uri().path();
-        let endpoint = match path {
-            "/v2/apps" | "/v2/tasks" | "/v2/events" | "/v2/info" | "/v2/leader" | "/ping" => path,
-            p if p.starts_with("/v2/apps/") => "/v2/apps/{id}",
-            _ => "other",
+        let endpoint = if path.starts_with("/v2/apps/") {
+            "/v2/apps/{id}"
+        } else {
+            ENDPOINTS
+                .into_iter()
+                .find(|e| *e == path)
+                .unwrap_or("other")
         };
         self.metrics
             .requests
-            .get_or_create(&PathLabels {
-                path: match endpoint {
-                    "/v2/apps" => "/v2/apps",
-                    "/v2/apps/{id}" => "/v2/apps/{id}",
-                    "/v2/tasks" => "/v2/tasks",
-                    "/v2/events" => "/v2/events",
-                    "/v2/info" => "/v2/info",
-                    "/v2/leader" => "/v2/leader",
-                    "/ping" => "/ping",
-                    _ => "other",
-                },
-            })
+            .get_or_create(&PathLabels { path: endpoint })
             .inc();
         // Every request, loopback or not, presents the token when one is set; without one the
         // listener is loopback (the configuration sees to it).
