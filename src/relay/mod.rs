@@ -567,9 +567,10 @@ mod tests {
     }
 
     fn cluster(apps: Vec<App>) -> Arc<Cluster> {
-        let mut c = Cluster::default();
-        c.apps = apps.into_iter().map(|a| (a.id.clone(), a)).collect();
-        Arc::new(c)
+        Arc::new(Cluster {
+            apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            ..Cluster::default()
+        })
     }
 
     fn kinds(events: &[(String, Bytes)]) -> Vec<&str> {
