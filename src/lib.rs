@@ -4,6 +4,7 @@
 //! admin`; imports point down that flow only (see ARCHITECTURE in the README).
 //! [`run`] wires it together.
 
+pub mod access;
 pub mod admin;
 pub mod backends;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod health_check;
 pub mod metrics;
 pub mod proxy;
 pub mod reconciler;
+pub mod relay;
 pub mod reload;
 pub mod routing;
 pub mod runtime_thread;
@@ -148,7 +150,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
 
     // The control plane: compile and publish, health checks, reloads.
     let registry = backends::Registry::new(metrics.clone(), config.proxy.drain_timeout);
-    let reconciler = Reconciler::new(
+    let relay = start_relay(&config, &planes, &metrics)?;
+    let mut reconciler = Reconciler::new(
         config.compile_config(),
         config.discovery.debounce,
         registry,
@@ -160,6 +163,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         ctx.clone(),
         config.zone_config(),
     );
+    if let Some(relay) = relay {
+        reconciler.on_swap = Some(Box::new(move |cluster| relay.offer(cluster)));
+    }
     if config.health_checks.enabled {
         let targets = reconciler.health_targets.subscribe();
         let concurrency = config.health_checks.concurrency;
@@ -316,6 +322,43 @@ fn serve_vhosts(config: &Config, planes: &Planes, ctx: &Arc<Context>) -> Result<
         config.https.reload_interval,
     ));
     Ok(())
+}
+
+/// The relay (`[relay]`), when configured: its listener bound and served on the control plane.
+fn start_relay(
+    config: &Config,
+    planes: &Planes,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<relay::Relay>>, String> {
+    let relay_metrics = relay::RelayMetrics::register(metrics);
+    let Some(listen) = config.relay.listen else {
+        return Ok(None);
+    };
+    let token = match &config.relay.token_file {
+        Some(path) => Some(
+            config::read_token(path)
+                .map_err(|e| format!("relay.token_file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let listener = {
+        let _control = planes.control.handle().enter();
+        proxy::listeners::bind(listen).map_err(|e| format!("relay.listen {listen}: {e}"))?
+    };
+    let listen = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("relay listening on {listen}");
+    let relay = relay::Relay::new(
+        relay::Settings {
+            listen,
+            token,
+            max_subscribers: config.relay.max_subscribers,
+            subscriber_queue: config.relay.subscriber_queue,
+        },
+        relay_metrics,
+    );
+    planes.control.spawn(relay.clone().serve(listener));
+    planes.control.spawn(relay.clone().follow());
+    Ok(Some(relay))
 }
 
 fn admin_token(config: &Config) -> Result<Option<String>, String> {

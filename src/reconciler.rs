@@ -143,6 +143,9 @@ pub struct Reconciler {
     /// A full snapshot has been applied.
     synced: bool,
     zone: ZoneBuilds,
+    /// Called with the model of every swap once synced (the relay's feed, `relay::Relay::offer`);
+    /// holding the model makes the next change copy it once.
+    pub on_swap: Option<Box<dyn Fn(Arc<Cluster>) + Send>>,
 }
 
 /// The DNS zone is built beside the routing table, on a blocking thread: at 10,000 apps it
@@ -209,6 +212,7 @@ impl Reconciler {
             maintenance: BTreeSet::new(),
             replies: Vec::new(),
             synced: false,
+            on_swap: None,
             zone: {
                 let (done_tx, done_rx) = mpsc::channel(1);
                 ZoneBuilds {
@@ -611,6 +615,11 @@ impl Reconciler {
             created: SystemTime::now(),
         };
         self.store.publish(snapshot);
+        if self.synced
+            && let Some(on_swap) = &self.on_swap
+        {
+            on_swap(self.cluster.clone());
+        }
         drop(previous);
         self.zone.dirty = self.zone.config.is_some();
         self.build_zone();

@@ -101,6 +101,7 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
             format!("{:?}", c.health_checks.concurrency),
         ),
         ("admin", true, format!("{:?}", c.admin)),
+        ("relay", true, format!("{:?}", c.relay)),
         ("runtime.workers", true, format!("{:?}", c.runtime.workers)),
         (
             "runtime.upgrade_socket",
@@ -209,6 +210,7 @@ impl Reloader {
         effective.https.listen = self.started.https.listen.clone();
         effective.dns.listen = self.started.dns.listen;
         effective.admin = self.started.admin.clone();
+        effective.relay = self.started.relay.clone();
         let (reply, done) = oneshot::channel();
         let command = Command::Reconfigure {
             compile: Box::new(effective.compile_config()),

@@ -8,8 +8,9 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 22] = [
+    let layers: [(&str, Option<&[&str]>); 24] = [
         ("cluster", Some(&[])),
+        ("access", Some(&[])),
         ("metrics", Some(&[])),
         ("runtime_thread", Some(&[])),
         ("sd_notify", Some(&[])),
@@ -34,6 +35,11 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
             ]),
         ),
         ("demo", Some(&["snapshot"])),
+        // A reader of the cluster model in Marathon's shapes; only the top level wires it.
+        (
+            "relay",
+            Some(&["cluster", "discovery", "metrics", "access"]),
+        ),
         // The file becomes every subsystem's settings here, so it sees their settings types.
         (
             "config",

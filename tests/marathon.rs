@@ -1,5 +1,6 @@
 //! End to end against the Marathon stand-in: switchyard as a process, real backends, real
-//! clients on loopback.
+//! clients on loopback. The lifecycle, health, resync and malformed-event scenarios also run
+//! through a relay (stand-in → switchyard with `[relay]` → switchyard): `*_through_a_relay`.
 
 mod support;
 
@@ -29,15 +30,61 @@ fn marathon_config(urls: &[String], extra: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn deploy_scale_up_scale_down_kill_and_delete() {
+/// How the instance under test follows the stand-in: directly, or through a relay (another
+/// switchyard with `[relay]` that serves no ports of its own). The relay must be faithful, so the
+/// scenarios below run both ways.
+#[derive(Clone, Copy)]
+enum Via {
+    Direct,
+    Relay,
+}
+
+/// The instance under test and, through a relay, the relay (the one that reads Marathon).
+struct Under {
+    sy: Switchyard,
+    relay: Option<Switchyard>,
+}
+
+fn start(name: &str, urls: &[String], extra: &str, via: Via) -> Under {
+    let config = marathon_config(urls, extra);
+    match via {
+        Via::Direct => Under {
+            sy: Switchyard::start(name, &config),
+            relay: None,
+        },
+        Via::Relay => {
+            let port = free_port();
+            let relay_config = format!(
+                "{}[relay]\nlisten = \"127.0.0.1:{port}\"\n",
+                config.replace("group = \"external\"", "group = \"relay-only\"")
+            );
+            let relay = Switchyard::start(&format!("{name}-relay"), &relay_config);
+            let relay_url = format!("http://127.0.0.1:{port}");
+            Under {
+                sy: Switchyard::start(name, &marathon_config(&[relay_url], "")),
+                relay: Some(relay),
+            }
+        }
+    }
+}
+
+async fn lifecycle(via: Via) {
     let marathon = Marathon::start().await;
-    let sy = Switchyard::start("lifecycle", &marathon_config(&[marathon.url()], ""));
+    let Under { sy, relay } = start("lifecycle", &[marathon.url()], "", via);
     wait_for("subscribed", || async {
         (marathon.open_streams() == 1).then_some(())
     })
     .await;
-    assert_eq!(sy.get("/readyz").await.0, 200);
+    match via {
+        Via::Direct => assert_eq!(sy.get("/readyz").await.0, 200),
+        // The stream Marathon sees is the relay's; the follower syncs from the relay after it.
+        Via::Relay => {
+            wait_for("the follower synced through the relay", || async {
+                (sy.get("/readyz").await.0 == 200).then_some(())
+            })
+            .await
+        }
+    }
 
     let (b1, b2, b3) = (
         Backend::start("one").await,
@@ -86,15 +133,16 @@ async fn deploy_scale_up_scale_down_kill_and_delete() {
             .then_some(())
     })
     .await;
+    let upstream = relay.as_ref().unwrap_or(&sy);
     assert!(
-        sy.metric("switchyard_source_events_total", &["status_update_event"])
+        upstream
+            .metric("switchyard_source_events_total", &["status_update_event"])
             .await
             >= 5.0
     );
 }
 
-#[tokio::test]
-async fn unhealthy_and_unchecked_tasks_get_no_traffic() {
+async fn health(via: Via) {
     let marathon = Marathon::start().await;
     let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
     let port = free_port();
@@ -110,7 +158,7 @@ async fn unhealthy_and_unchecked_tasks_get_no_traffic() {
     web["healthChecks"] = json!([{"protocol": "MESOS_HTTP", "path": "/"}]);
     web["tasks"][0]["healthCheckResults"] = json!([{"alive": true, "taskId": "web.1"}]);
     marathon.set_apps(vec![web]);
-    let sy = Switchyard::start("health", &marathon_config(&[marathon.url()], ""));
+    let Under { sy, relay: _relay } = start("health", &[marathon.url()], "", via);
     // web.2 has no health result yet: not routed.
     let routes = sy
         .wait_routes("only the healthy task", |r| {
@@ -177,8 +225,7 @@ async fn follows_the_standby_redirect_with_filters_and_auth() {
     );
 }
 
-#[tokio::test]
-async fn a_change_missed_while_disconnected_is_picked_up_by_the_resync() {
+async fn resync(via: Via) {
     let marathon = Marathon::start().await;
     let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
     let port = free_port();
@@ -189,7 +236,7 @@ async fn a_change_missed_while_disconnected_is_picked_up_by_the_resync() {
         group.clone(),
         vec![task("/a", "a.1", b1.port())],
     )]);
-    let sy = Switchyard::start("resync", &marathon_config(&[marathon.url()], ""));
+    let Under { sy, relay: _relay } = start("resync", &[marathon.url()], "", via);
     sy.wait_routes("initial", |r| backends(r, port) == vec![b1.addr])
         .await;
     wait_for("subscribed", || async {
@@ -226,8 +273,7 @@ async fn sighup_resyncs() {
         .await;
 }
 
-#[tokio::test]
-async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies() {
+async fn malformed(via: Via) {
     let marathon = Marathon::start().await;
     let (b1, b2, b3) = (
         Backend::start("one").await,
@@ -236,7 +282,7 @@ async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies() {
     );
     let port = free_port();
     marathon.set_apps(vec![external_app(port, &b1)]);
-    let mut sy = Switchyard::start("malformed", &marathon_config(&[marathon.url()], ""));
+    let Under { mut sy, relay } = start("malformed", &[marathon.url()], "", via);
     sy.wait_routes("initial", |r| backends(r, port) == vec![b1.addr])
         .await;
     wait_for("subscribed", || async {
@@ -258,13 +304,15 @@ async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies() {
     marathon.send_raw(two.as_bytes());
     sy.wait_routes("both objects applied", |r| backends(r, port).len() == 3)
         .await;
+    let upstream = relay.as_ref().unwrap_or(&sy);
     assert!(
-        sy.metric("switchyard_source_malformed_events_total", &[])
+        upstream
+            .metric("switchyard_source_malformed_events_total", &[])
             .await
             >= 2.0
     );
+    assert!(!upstream.log_lines("rejected event").is_empty());
     assert!(sy.alive());
-    assert!(!sy.log_lines("rejected event").is_empty());
     assert_eq!(answers(port, 6).await, vec!["one", "three", "two"]);
 }
 
@@ -366,4 +414,44 @@ async fn an_unreachable_marathon_at_start_is_retried_not_fatal() {
     sy.wait_routes("routes", |r| backends(r, port) == vec![b1.addr])
         .await;
     assert!(sy.metric("switchyard_source_connected", &[]).await == 1.0);
+}
+
+#[tokio::test]
+async fn deploy_scale_up_scale_down_kill_and_delete() {
+    lifecycle(Via::Direct).await;
+}
+
+#[tokio::test]
+async fn deploy_scale_up_scale_down_kill_and_delete_through_a_relay() {
+    lifecycle(Via::Relay).await;
+}
+
+#[tokio::test]
+async fn unhealthy_and_unchecked_tasks_get_no_traffic() {
+    health(Via::Direct).await;
+}
+
+#[tokio::test]
+async fn unhealthy_and_unchecked_tasks_get_no_traffic_through_a_relay() {
+    health(Via::Relay).await;
+}
+
+#[tokio::test]
+async fn a_change_missed_while_disconnected_is_picked_up_by_the_resync() {
+    resync(Via::Direct).await;
+}
+
+#[tokio::test]
+async fn a_change_missed_while_disconnected_is_picked_up_through_a_relay() {
+    resync(Via::Relay).await;
+}
+
+#[tokio::test]
+async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies() {
+    malformed(Via::Direct).await;
+}
+
+#[tokio::test]
+async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies_through_a_relay() {
+    malformed(Via::Relay).await;
 }

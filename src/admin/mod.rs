@@ -115,13 +115,8 @@ impl Admin {
                 "changes need admin.token_file to be set\n".into(),
             ));
         };
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
         // Compared in constant time: the token is a secret.
-        if presented.is_some_and(|p| session::same_secret(p, token)) {
+        if crate::access::presents(req.headers(), token) {
             return None;
         }
         if let Some(s) = session::cookie_id(req.headers())

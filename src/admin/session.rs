@@ -107,10 +107,7 @@ impl Sessions {
     }
 }
 
-/// Whether `presented` equals `secret`, in time independent of where they differ.
-pub fn same_secret(presented: &str, secret: &str) -> bool {
-    bool::from(presented.as_bytes().ct_eq(secret.as_bytes()))
-}
+pub use crate::access::same_secret;
 
 /// The session id a `Cookie` header carries, if any.
 pub fn cookie_id(headers: &http::HeaderMap) -> Option<&str> {

@@ -52,6 +52,11 @@ impl Config {
         {
             report("admin.token_file", path, e);
         }
+        if let Some(path) = &self.relay.token_file
+            && let Err(e) = read_token(path)
+        {
+            report("relay.token_file", path, e);
+        }
         // Certificates are read only when there are HTTPS listeners.
         if !self.https.listen.is_empty() {
             if let Some(dir) = &self.https.certs {

@@ -37,6 +37,7 @@ pub struct Config {
     pub vip: Vip,
     pub health_checks: HealthChecks,
     pub admin: Admin,
+    pub relay: Relay,
     pub runtime: Runtime,
     pub log: Log,
 }
@@ -74,6 +75,12 @@ pub struct Discovery {
     pub backoff_initial: Duration,
     #[serde(deserialize_with = "duration")]
     pub backoff_max: Duration,
+    /// After an event stream that was up ends (a Marathon leader change), the reconnect and
+    /// its full snapshot wait a random time up to this long, so that a thousand instances do
+    /// not ask the new leader at once; the last table is served meanwhile. "0s": reconnect at
+    /// once (the backoff's own jitter only).
+    #[serde(deserialize_with = "duration")]
+    pub resync_jitter: Duration,
     pub max_event_bytes: usize,
     pub max_snapshot_bytes: usize,
     #[serde(deserialize_with = "duration")]
@@ -128,6 +135,7 @@ impl Default for Discovery {
             stream_idle_timeout: Duration::from_secs(90),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            resync_jitter: Duration::from_secs(2),
             max_event_bytes: 1 << 20,
             max_snapshot_bytes: 256 << 20,
             file_poll_interval: Duration::from_millis(250),
@@ -666,6 +674,32 @@ impl Default for Admin {
     }
 }
 
+/// `[relay]`: Marathon's read API served from this instance's model (docs/relay.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Where to serve it; `None` (the default): no relay.
+    pub listen: Option<SocketAddr>,
+    /// A file holding the token every request must present (`Authorization: Bearer T` or
+    /// `token=T`, as `discovery.token_file` sends it); required beyond loopback.
+    pub token_file: Option<PathBuf>,
+    /// Event streams served at once; more are refused (503).
+    pub max_subscribers: usize,
+    /// Events queued for one stream; a subscriber that lets it fill is cut.
+    pub subscriber_queue: usize,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            listen: None,
+            token_file: None,
+            max_subscribers: 1024,
+            subscriber_queue: 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
@@ -765,6 +799,7 @@ impl Config {
             &mut config.https.certs,
             &mut config.https.default_cert,
             &mut config.admin.token_file,
+            &mut config.relay.token_file,
             &mut config.runtime.upgrade_socket,
             &mut config.http.error_page_502,
             &mut config.http.error_page_503,
@@ -817,6 +852,7 @@ impl Config {
         ports.extend(self.http.app_id_listen);
         ports.extend(self.https.listen.iter().copied());
         ports.extend(self.dns.listen);
+        ports.extend(self.relay.listen);
         ports
     }
 

@@ -48,6 +48,7 @@ impl Config {
             stream_idle_timeout: d.stream_idle_timeout,
             backoff_initial: d.backoff_initial,
             backoff_max: d.backoff_max,
+            resync_jitter: d.resync_jitter,
             max_event_bytes: d.max_event_bytes,
             max_snapshot_bytes: d.max_snapshot_bytes,
         }

@@ -22,6 +22,17 @@ impl Config {
         if self.proxy.proxy_protocol_timeout.is_zero() {
             return Err("proxy.proxy_protocol_timeout: must be above zero".into());
         }
+        if let Some(listen) = self.relay.listen
+            && !listen.ip().is_loopback()
+            && self.relay.token_file.is_none()
+        {
+            return Err(format!(
+                "relay.listen {listen} is beyond loopback: set relay.token_file (followers present it)"
+            ));
+        }
+        if self.relay.max_subscribers == 0 || self.relay.subscriber_queue == 0 {
+            return Err("relay.max_subscribers and relay.subscriber_queue: at least 1".into());
+        }
         let d = &self.discovery;
         let cluster = !d.marathon.is_empty() || !d.mesos.masters.is_empty();
         match (&d.file, cluster) {

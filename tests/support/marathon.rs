@@ -41,6 +41,16 @@ struct State {
     /// When set, only these `Authorization` values are accepted; others get 401.
     accepted: Option<std::collections::HashSet<String>>,
     unauthorized: usize,
+    /// What was answered: when, the request's path, and the bytes written (head and body).
+    served: Vec<Served>,
+}
+
+/// One answer the stand-in wrote (for the thundering-herd benchmark: what Marathon serves).
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub at: std::time::Instant,
+    pub path: String,
+    pub bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +139,21 @@ impl Marathon {
 
     pub fn requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Every answer written so far (events: each chunk of the stream).
+    pub fn served(&self) -> Vec<Served> {
+        self.state.lock().unwrap().served.clone()
+    }
+
+    /// Forgets what was served so far.
+    pub fn clear_served(&self) {
+        self.state.lock().unwrap().served.clear();
+    }
+
+    /// Makes this instance the leader again (it stops redirecting).
+    pub fn lead(&self) {
+        self.state.lock().unwrap().leader = None;
     }
 
     pub fn open_streams(&self) -> usize {
@@ -220,6 +245,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             "HTTP/1.1 302 Found\r\nLocation: {leader}{target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         let _ = stream.write_all(body.as_bytes()).await;
+        record(&state, "302", body.len());
         return;
     }
     let path = target.split('?').next().unwrap_or("");
@@ -288,6 +314,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         if stream.write_all(head.as_bytes()).await.is_err() {
             return;
         }
+        record(&state, path, head.len());
         while let Some(Some(bytes)) = rx.recv().await {
             let chunk = [
                 format!("{:x}\r\n", bytes.len()).into_bytes(),
@@ -298,6 +325,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             if stream.write_all(&chunk).await.is_err() {
                 return;
             }
+            record(&state, path, chunk.len());
         }
         // Dropped: close without the terminating chunk, as a failing server would.
         return;
@@ -305,6 +333,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
     if path == "/v2/apps" {
         let body = json!({ "apps": &*apps }).to_string();
         let _ = respond(&mut stream, "200 OK", "application/json", &body).await;
+        record(&state, path, body.len());
         return;
     }
     if let Some(id) = path.strip_prefix("/v2/apps") {
@@ -312,6 +341,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             Some(app) => {
                 let body = json!({ "app": app }).to_string();
                 let _ = respond(&mut stream, "200 OK", "application/json", &body).await;
+                record(&state, path, body.len());
             }
             None => {
                 let body = json!({ "message": format!("App '{id}' does not exist") }).to_string();
@@ -321,6 +351,14 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         return;
     }
     let _ = respond(&mut stream, "404 Not Found", "text/plain", "").await;
+}
+
+fn record(state: &Mutex<State>, path: &str, bytes: usize) {
+    state.lock().unwrap().served.push(Served {
+        at: std::time::Instant::now(),
+        path: path.to_string(),
+        bytes,
+    });
 }
 
 async fn respond(

@@ -222,3 +222,67 @@ fn marathon_checks_become_probes_with_marathon_defaults() {
     let odd = probe_from_marathon(&json!({"path": "/a b\r\nX: y"})).unwrap();
     assert_eq!(odd.kind, ProbeKind::Http { path: "/".into() });
 }
+
+/// What the relay writes (`render`) reads back as the app it was written from, for every shape
+/// the parser knows: ports in each place Marathon keeps them, IP-per-task with and without
+/// service ports, checks switchyard probes and those it does not, health and readiness results,
+/// task states and times.
+#[test]
+fn rendered_apps_read_back_as_themselves() {
+    let body = br#"{"apps":[
+          {"id":"/host","version":"2026-11-22T10:11:12.345Z","labels":{"HAPROXY_GROUP":"external"},
+           "portDefinitions":[{"port":10000,"protocol":"tcp","name":"http","labels":{"VIP_0":"/web:80"}},
+                              {"port":10001,"protocol":"udp"}],
+           "healthChecks":[{"protocol":"MESOS_HTTP","path":"/health","portIndex":1,"intervalSeconds":5,
+                            "timeoutSeconds":3,"maxConsecutiveFailures":2,"gracePeriodSeconds":30},
+                           {"protocol":"COMMAND","command":{"value":"true"}},
+                           {"protocol":"TCP","port":8080},{"protocol":"HTTPS"},{}],
+           "tasks":[{"id":"host.1","host":"10.0.0.1","ports":[31000,31001],"state":"TASK_RUNNING",
+                     "startedAt":"2026-11-22T10:11:13.000Z","stagedAt":"2026-11-22T10:11:12.000Z",
+                     "healthCheckResults":[{"alive":true},{"alive":true}]},
+                    {"id":"host.2","host":"agent-7.example","ports":[31002],"state":"TASK_STAGING",
+                     "healthCheckResults":[{"alive":true},{"alive":false}]},
+                    {"id":"host.3","host":"10.0.0.3","state":"TASK_FINISHED"}],
+           "readinessCheckResults":[{"taskId":"host.1","ready":true},{"taskId":"host.2","ready":false}]},
+          {"id":"/bridge","container":{"type":"DOCKER","docker":{"network":"BRIDGE",
+             "portMappings":[{"containerPort":80,"hostPort":0,"servicePort":10002,"protocol":"tcp"},
+                             {"containerPort":81}]}}},
+          {"id":"/ucr","networks":[{"mode":"container","name":"dcos"}],
+           "container":{"type":"MESOS","portMappings":[{"containerPort":8080,"servicePort":10003,"protocol":"udp,tcp"}]},
+           "tasks":[{"id":"ucr.1","host":"10.0.0.2","ipAddresses":[{"ipAddress":"9.0.0.5","protocol":"IPv4"},
+                                                                  {"ipAddress":"fd00::5","protocol":"IPv6"}]}]},
+          {"id":"/legacy","ports":[10005,10006]},
+          {"id":"/ippt","ipAddress":{"discovery":{"ports":[{"number":8080,"name":"http","protocol":"tcp"}]}},
+           "tasks":[{"id":"ippt.1","host":"10.0.0.2","ipAddresses":[{"ipAddress":"9.0.0.5"}]}]},
+          {"id":"/user","container":{"docker":{"network":"USER","portMappings":[{"containerPort":80}]}}},
+          {"id":"/given","ipAddress":{},"container":{"docker":{"network":"USER","portMappings":[{"containerPort":80,"servicePort":10008}]}}},
+          {"id":"/hostippt","networks":[{}],"portDefinitions":[{"name":"x"}]},
+          {"id":"/none"}
+        ]}"#;
+    let parsed = parse_apps(body).unwrap();
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let embed = crate::discovery::marathon::render::Embed::from_query(
+        "embed=apps.tasks&embed=apps.deployments&embed=apps.readiness",
+    );
+    let rendered = json!({
+        "apps": parsed.apps.iter().map(|a| crate::discovery::marathon::render::app(a, embed)).collect::<Vec<_>>()
+    });
+    let again = parse_apps(rendered.to_string().as_bytes()).unwrap();
+    assert!(again.rejected.is_empty(), "{:?}", again.rejected);
+    for (before, after) in parsed.apps.iter().zip(&again.apps) {
+        assert_eq!(before, after, "{}", before.id);
+    }
+    assert_eq!(parsed.apps.len(), again.apps.len());
+    // One app, as `/v2/apps/{id}` answers it.
+    let one =
+        json!({"app": crate::discovery::marathon::render::app(&parsed.apps[0], embed)}).to_string();
+    assert_eq!(parse_single_app(one.as_bytes()).unwrap(), parsed.apps[0]);
+}
+
+proptest::proptest! {
+    /// Marathon's time format written by the relay reads back to the same millisecond.
+    #[test]
+    fn rendered_times_read_back(ms in 0u64..253_402_300_799_999) {
+        proptest::prop_assert_eq!(timestamp_ms(&crate::discovery::marathon::render::iso8601(ms)), Some(ms));
+    }
+}

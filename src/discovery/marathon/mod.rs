@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod render;
 pub mod sse;
 
 use std::collections::BTreeSet;
@@ -34,6 +35,10 @@ pub struct Settings {
     pub stream_idle_timeout: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// After a stream that was subscribed ends (a leader change, Marathon gone), reconnect
+    /// after a random wait up to this long rather than the backoff's, so that many instances do
+    /// not fetch their snapshots from the new leader at once (`discovery.resync_jitter`).
+    pub resync_jitter: Duration,
     /// Longest SSE event, and largest snapshot, accepted.
     pub max_event_bytes: usize,
     pub max_snapshot_bytes: usize,
@@ -80,7 +85,8 @@ impl MarathonSource {
         loop {
             let base = self.urls[next_url % self.urls.len()].clone();
             let started = Instant::now();
-            match self.session(&base, &mut rejections).await {
+            let mut subscribed = false;
+            match self.session(&base, &mut rejections, &mut subscribed).await {
                 Ended::Closed => return,
                 Ended::Stream(reason) => {
                     self.metrics.source_errors.inc();
@@ -107,8 +113,17 @@ impl MarathonSource {
                 backoff = self.config.backoff_initial; // it had been up a while: start over
             }
             next_url += 1;
-            // Full jitter: anywhere in [backoff/2, backoff], so instances do not reconnect in step.
-            let wait = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+            let wait = if subscribed && !self.config.resync_jitter.is_zero() {
+                // A stream that was up ended: every instance saw the same end at the same time
+                // (a leader change). Spread the reconnects, and their snapshots, over the window;
+                // the last table is served meanwhile.
+                backoff = self.config.backoff_initial;
+                self.config.resync_jitter.mul_f64(fastrand::f64())
+            } else {
+                // Full jitter: anywhere in [backoff/2, backoff], so instances do not reconnect
+                // in step.
+                backoff.mul_f64(0.5 + fastrand::f64() / 2.0)
+            };
             tracing::info!(retry_in = ?wait, "reconnecting to Marathon");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -120,7 +135,12 @@ impl MarathonSource {
 
     /// One connection: open the stream, take a snapshot, then follow events until the stream
     /// drops. Returns why it ended.
-    async fn session(&mut self, base: &BaseUrl, rejections: &mut Rejections) -> Ended {
+    async fn session(
+        &mut self,
+        base: &BaseUrl,
+        rejections: &mut Rejections,
+        subscribed: &mut bool,
+    ) -> Ended {
         let path = events_path();
         let (response, leader) = match self.client.get(base, &path, "text/event-stream").await {
             Ok(r) => r,
@@ -136,6 +156,7 @@ impl MarathonSource {
             return Ended::Stream(format!("snapshot failed: {e}"));
         }
         tracing::info!(marathon = %leader, "subscribed to the event stream");
+        *subscribed = true;
         self.metrics.source_connected.set(1);
         if self
             .events

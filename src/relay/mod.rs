@@ -1,0 +1,643 @@
+//! The relay: Marathon's read API served from this instance's live model, so that agent-role
+//! instances follow a few relays instead of Marathon (docs/relay.md). No new protocol: a relay
+//! answers `/v2/apps` (with the `embed` forms switchyard asks for), `/v2/apps/{id}`,
+//! `/v2/tasks`, `/v2/info`, `/v2/leader`, `/ping` and `/v2/events` (server-sent events, in the
+//! shapes Marathon sends), and an instance points `discovery.marathon` at it.
+//!
+//! - Never before its own first sync: until the reconciler hands over a model built from a full
+//!   snapshot, every Marathon path answers 503, so a follower tries its next URL.
+//! - Its last model stays served while it has lost Marathon; a new one replaces it only when
+//!   the reconciler swaps.
+//! - Ordered: a subscriber is registered before its stream's 200 is written, and a new model is
+//!   stored before its events go out, so a follower that opens the stream and then takes the
+//!   snapshot (as switchyard does) misses no change: every event after the snapshot's model is
+//!   on its stream. A model that changed many apps at once goes out as one
+//!   `group_change_success` (the follower takes a full snapshot) rather than one event per app.
+//! - Bounded: at most `max_subscribers` streams; each has a queue of `subscriber_queue` events,
+//!   and a subscriber whose queue is full is cut (its connection closed), never buffered for;
+//!   its socket's send buffer is fixed ([`SEND_BUFFER`]).
+//! - Secured like the admin API (`access`): with `relay.token_file`, every request presents the
+//!   token (`Authorization: Bearer T` or `token=T`); without one the relay only listens on
+//!   loopback (the configuration refuses anything else).
+//!
+//! Events name what changed (`api_post_event` with the app's definition, `app_terminated_event`)
+//! and a follower re-fetches the app from the relay: what it fetches is the relay's model as of
+//! that event or newer.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+use crate::cluster::{AppId, Cluster};
+use crate::discovery::marathon::render::{self, Embed};
+use crate::metrics::{Metrics, PathLabels};
+
+/// The kernel send buffer of every relay connection: what a subscriber that stopped reading
+/// holds in the kernel besides its queue.
+pub const SEND_BUFFER: usize = 256 << 10;
+/// More apps than this changed in one model: one `group_change_success` (a full re-read).
+pub const RESYNC_ABOVE: usize = 64;
+/// A bare newline this often on every stream, as Marathon sends, so followers' idle timers
+/// (`discovery.stream_idle_timeout`) see a live stream.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// `[relay]`, as `lib.rs` builds it from the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Required from every client when set (the configuration requires it beyond loopback).
+    pub token: Option<String>,
+    pub max_subscribers: usize,
+    /// Events queued for one subscriber before it is cut.
+    pub subscriber_queue: usize,
+}
+
+/// One model as served: a generation (the relay's own count of models), the cluster, and the
+/// `/v2/apps` bodies built from it so far (one per `embed` form, built on first request).
+struct Served {
+    generation: u64,
+    cluster: Arc<Cluster>,
+    bodies: Mutex<HashMap<Embed, Bytes>>,
+}
+
+struct Subscriber {
+    id: u64,
+    queue: mpsc::Sender<Bytes>,
+    /// `event_type=` filters; empty: every event.
+    kinds: Vec<String>,
+    /// Closes the subscriber's connection.
+    cut: Arc<Notify>,
+}
+
+/// The relay's metric families, registered whether a relay runs or not (every family is on
+/// `/metrics` from the start).
+#[derive(Clone, Default)]
+pub struct RelayMetrics {
+    subscribers: Gauge,
+    cut: Counter,
+    refused: Counter,
+    requests: Family<PathLabels, Counter>,
+    generation: Gauge,
+}
+
+pub struct Relay {
+    settings: Settings,
+    state: ArcSwapOption<Served>,
+    /// The newest model handed over and not yet taken by [`Relay::follow`].
+    offered: Mutex<Option<Arc<Cluster>>>,
+    wake: Notify,
+    subscribers: Mutex<Vec<Subscriber>>,
+    next_id: AtomicU64,
+    metrics: RelayMetrics,
+}
+
+impl RelayMetrics {
+    pub fn register(metrics: &Metrics) -> RelayMetrics {
+        let m = RelayMetrics::default();
+        metrics.register(
+            "relay_open_streams",
+            "Event streams the relay serves now",
+            m.subscribers.clone(),
+        );
+        metrics.register(
+            "relay_cut_streams",
+            "Event streams the relay closed because their queue was full (a slow subscriber)",
+            m.cut.clone(),
+        );
+        metrics.register(
+            "relay_refused_streams",
+            "Event streams refused because relay.max_subscribers were open",
+            m.refused.clone(),
+        );
+        metrics.register(
+            "relay_requests",
+            "Requests the relay answered, by endpoint",
+            m.requests.clone(),
+        );
+        metrics.register(
+            "relay_generation",
+            "Models the relay has served (0: not synced yet)",
+            m.generation.clone(),
+        );
+        for path in ENDPOINTS {
+            let _ = m.requests.get_or_create(&PathLabels { path });
+        }
+        m
+    }
+}
+
+/// The paths a relay answers, as `relay_requests_total` labels them (`other`: the rest).
+const ENDPOINTS: [&str; 8] = [
+    "/v2/apps",
+    "/v2/apps/{id}",
+    "/v2/tasks",
+    "/v2/events",
+    "/v2/info",
+    "/v2/leader",
+    "/ping",
+    "other",
+];
+
+impl Relay {
+    pub fn new(settings: Settings, m: RelayMetrics) -> Arc<Relay> {
+        Arc::new(Relay {
+            settings,
+            state: ArcSwapOption::empty(),
+            offered: Mutex::new(None),
+            wake: Notify::new(),
+            subscribers: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+            metrics: m,
+        })
+    }
+
+    /// Hands over the model a swap compiled (the reconciler calls this once synced): taken by
+    /// [`Relay::follow`] off the swap path; a newer one replaces one not yet taken.
+    pub fn offer(&self, cluster: Arc<Cluster>) {
+        *self.offered.lock().unwrap() = Some(cluster);
+        self.wake.notify_one();
+    }
+
+    /// Publishes each model handed over, with its events, and keeps streams alive.
+    pub async fn follow(self: Arc<Self>) {
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {
+                    let offered = self.offered.lock().unwrap().take();
+                    if let Some(cluster) = offered {
+                        self.publish(cluster);
+                    }
+                }
+                _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(b"\n"))]),
+            }
+        }
+    }
+
+    fn publish(&self, cluster: Arc<Cluster>) {
+        let previous = self.state.load_full();
+        let events = match &previous {
+            Some(previous) => events(&previous.cluster, &cluster),
+            None => Vec::new(),
+        };
+        let generation = previous.as_ref().map_or(0, |p| p.generation) + 1;
+        // Stored before its events are sent: whoever an event reaches fetches this model or a
+        // newer one.
+        self.state.store(Some(Arc::new(Served {
+            generation,
+            cluster,
+            bodies: Mutex::new(HashMap::new()),
+        })));
+        self.metrics.generation.set(generation as i64);
+        if generation == 1 {
+            tracing::info!("relay: synced, serving Marathon's read API");
+        }
+        self.send(&events);
+    }
+
+    /// Queues events (`(kind, bytes)`; an empty kind goes to every stream) for every subscriber;
+    /// one whose queue is full or gone is dropped, its connection closed.
+    fn send(&self, events: &[(String, Bytes)]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut subscribers = self.subscribers.lock().unwrap();
+        subscribers.retain(|s| {
+            for (kind, bytes) in events {
+                if !kind.is_empty() && !s.kinds.is_empty() && !s.kinds.contains(kind) {
+                    continue;
+                }
+                match s.queue.try_send(bytes.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.metrics.cut.inc();
+                        tracing::warn!(
+                            queue = self.settings.subscriber_queue,
+                            "relay: cutting a subscriber that does not keep up"
+                        );
+                        s.cut.notify_one();
+                        return false;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            true
+        });
+        self.metrics.subscribers.set(subscribers.len() as i64);
+    }
+
+    pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>) {
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
+            let _ = stream.set_nodelay(true);
+            let relay = self.clone();
+            tokio::spawn(async move {
+                let cut = Arc::new(Notify::new());
+                let on_cut = cut.clone();
+                let service = service_fn(move |req| {
+                    let (relay, cut) = (relay.clone(), cut.clone());
+                    async move { Ok::<_, Infallible>(relay.handle(req, loopback, cut)) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = on_cut.notified() => {}
+                }
+            });
+        }
+    }
+
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        loopback: bool,
+        cut: Arc<Notify>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let path = req.uri().path();
+        let endpoint = if path.starts_with("/v2/apps/") {
+            "/v2/apps/{id}"
+        } else {
+            ENDPOINTS
+                .into_iter()
+                .find(|e| *e == path)
+                .unwrap_or("other")
+        };
+        self.metrics
+            .requests
+            .get_or_create(&PathLabels { path: endpoint })
+            .inc();
+        // Every request, loopback or not, presents the token when one is set; without one the
+        // listener is loopback (the configuration sees to it).
+        let allowed = match &self.settings.token {
+            Some(token) => crate::access::presents(req.headers(), token),
+            None => loopback,
+        };
+        if !allowed {
+            let mut r = text(StatusCode::UNAUTHORIZED, "relay token required\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "the relay is read-only\n");
+        }
+        if endpoint == "other" {
+            return text(StatusCode::NOT_FOUND, "not a path the relay serves\n");
+        }
+        let Some(served) = self.state.load_full() else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "relay not synced with Marathon yet\n",
+            );
+        };
+        let query = req.uri().query().unwrap_or("");
+        let mut response = match endpoint {
+            "/v2/apps" => json_bytes(StatusCode::OK, served.apps_body(Embed::from_query(query))),
+            "/v2/apps/{id}" => {
+                let id = path["/v2/apps".len()..].trim_end_matches('/');
+                let mut embed = Embed::from_query(query);
+                // Marathon embeds an app's tasks unless told what to embed.
+                embed.tasks |= !query.contains("embed=");
+                match served.cluster.apps.get(&AppId::from(id)) {
+                    Some(app) => {
+                        json_value(StatusCode::OK, json!({"app": render::app(app, embed)}))
+                    }
+                    None => json_value(
+                        StatusCode::NOT_FOUND,
+                        json!({"message": format!("App '{id}' does not exist")}),
+                    ),
+                }
+            }
+            "/v2/tasks" => {
+                let tasks: Vec<_> = served
+                    .cluster
+                    .apps
+                    .values()
+                    .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
+                    .collect();
+                json_value(StatusCode::OK, json!({ "tasks": tasks }))
+            }
+            "/v2/leader" => json_value(
+                StatusCode::OK,
+                json!({"leader": self.settings.listen.to_string()}),
+            ),
+            "/v2/info" => json_value(
+                StatusCode::OK,
+                json!({
+                    "name": "switchyard-relay",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "leader": self.settings.listen.to_string(),
+                    "elected": true,
+                }),
+            ),
+            "/ping" => text(StatusCode::OK, "pong\n"),
+            _ => return self.subscribe(&req, cut),
+        };
+        response.headers_mut().insert(
+            "x-switchyard-relay-generation",
+            header::HeaderValue::from(served.generation),
+        );
+        response
+    }
+
+    /// `/v2/events`: registered before the 200 goes out (see the module's ordering note).
+    fn subscribe(
+        &self,
+        req: &Request<Incoming>,
+        cut: Arc<Notify>,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        let accepts = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+        if !accepts {
+            return text(
+                StatusCode::NOT_ACCEPTABLE,
+                "/v2/events needs Accept: text/event-stream\n",
+            );
+        }
+        let kinds = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|p| p.strip_prefix("event_type="))
+            .map(str::to_string)
+            .collect();
+        let (queue, rx) = mpsc::channel(self.settings.subscriber_queue.max(1));
+        {
+            let mut subscribers = self.subscribers.lock().unwrap();
+            subscribers.retain(|s| !s.queue.is_closed());
+            if subscribers.len() >= self.settings.max_subscribers {
+                self.metrics.refused.inc();
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "relay.max_subscribers streams are open\n",
+                );
+            }
+            subscribers.push(Subscriber {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                queue,
+                kinds,
+                cut,
+            });
+            self.metrics.subscribers.set(subscribers.len() as i64);
+        }
+        let mut r = Response::new(SseBody { rx }.boxed());
+        let headers = r.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+        r
+    }
+
+    /// Subscribers now (for tests and `/metrics`).
+    pub fn subscriber_ids(&self) -> Vec<u64> {
+        self.subscribers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect()
+    }
+}
+
+impl Served {
+    /// `/v2/apps` in one `embed` form, built once per model.
+    fn apps_body(&self, embed: Embed) -> Bytes {
+        // Held while building: a thousand followers asking at once build it once.
+        let mut bodies = self.bodies.lock().unwrap();
+        if let Some(body) = bodies.get(&embed) {
+            return body.clone();
+        }
+        let mut out = Vec::with_capacity(64 << 10);
+        out.extend_from_slice(b"{\"apps\":[");
+        for (i, app) in self.cluster.apps.values().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &render::app(app, embed))
+                .expect("a JSON value serializes");
+        }
+        out.extend_from_slice(b"]}");
+        let body = Bytes::from(out);
+        bodies.insert(embed, body.clone());
+        body
+    }
+}
+
+/// The events that take a follower from `old` to `new`.
+fn events(old: &Cluster, new: &Cluster) -> Vec<(String, Bytes)> {
+    let now = render::iso8601(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    let changed: Vec<_> = new
+        .apps
+        .values()
+        .filter(|app| old.apps.get(&app.id) != Some(app))
+        .collect();
+    let removed: Vec<_> = old
+        .apps
+        .keys()
+        .filter(|id| !new.apps.contains_key(*id))
+        .collect();
+    let event = |value: serde_json::Value| {
+        let kind = value["eventType"].as_str().unwrap_or_default().to_string();
+        let bytes = Bytes::from(format!("event: {kind}\r\ndata: {value}\r\n\r\n"));
+        (kind, bytes)
+    };
+    if changed.len() + removed.len() > RESYNC_ABOVE {
+        return vec![event(json!({
+            "eventType": "group_change_success",
+            "groupId": "/",
+            "version": now,
+            "timestamp": now,
+        }))];
+    }
+    let mut out = Vec::with_capacity(changed.len() + removed.len());
+    for app in changed {
+        out.push(event(json!({
+            "eventType": "api_post_event",
+            "timestamp": now,
+            "uri": format!("/v2/apps{}", app.id),
+            "appDefinition": render::app(app, Embed::default()),
+        })));
+    }
+    for id in removed {
+        out.push(event(json!({
+            "eventType": "app_terminated_event",
+            "appId": &**id,
+            "timestamp": render::iso8601(new.newest_ms),
+        })));
+    }
+    out
+}
+
+/// A subscriber's stream: what its queue holds, as it is written.
+struct SseBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut r = Response::new(Full::new(body).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn json_value(status: StatusCode, body: serde_json::Value) -> Response<BoxBody<Bytes, Infallible>> {
+    json_bytes(status, Bytes::from(body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::App;
+
+    fn app(id: &str, vhost: &str) -> App {
+        let body = json!({"id": id, "labels": {"HAPROXY_0_VHOST": vhost},
+            "portDefinitions": [{"port": 10000}]});
+        crate::discovery::marathon::api::parse_single_app(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn cluster(apps: Vec<App>) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            ..Cluster::default()
+        })
+    }
+
+    fn kinds(events: &[(String, Bytes)]) -> Vec<&str> {
+        events.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn a_change_is_one_event_per_app_and_many_are_one_resync() {
+        let old = cluster(vec![app("/a", "a"), app("/b", "b")]);
+        let new = cluster(vec![app("/a", "a2"), app("/c", "c")]);
+        let sent = events(&old, &new);
+        assert_eq!(
+            kinds(&sent),
+            ["api_post_event", "api_post_event", "app_terminated_event"]
+        );
+        let text = String::from_utf8(sent[0].1.to_vec()).unwrap();
+        assert!(text.starts_with("event: api_post_event\r\ndata: {"));
+        assert!(text.contains("\"appDefinition\"") && text.contains("a2"));
+        assert!(text.ends_with("\r\n\r\n"));
+        assert!(events(&new, &new).is_empty());
+        let many = cluster(
+            (0..=RESYNC_ABOVE)
+                .map(|i| app(&format!("/m{i}"), "m"))
+                .collect(),
+        );
+        assert_eq!(kinds(&events(&old, &many)), ["group_change_success"]);
+    }
+
+    /// A subscriber registered before a model is published gets that model's events, and the
+    /// model is stored before they are sent; one whose queue is full is cut, the others are not.
+    #[tokio::test]
+    async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
+        let metrics = Metrics::new();
+        let relay = Relay::new(
+            Settings {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                token: None,
+                max_subscribers: 8,
+                subscriber_queue: 1,
+            },
+            RelayMetrics::register(&metrics),
+        );
+        relay.publish(cluster(vec![app("/a", "a")]));
+        let (fast_tx, mut fast_rx) = mpsc::channel(4);
+        let (slow_tx, _slow_rx) = mpsc::channel(1);
+        let (fast_cut, slow_cut) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        for (id, queue, cut) in [
+            (0, fast_tx, fast_cut.clone()),
+            (1, slow_tx, slow_cut.clone()),
+        ] {
+            relay.subscribers.lock().unwrap().push(Subscriber {
+                id,
+                queue,
+                kinds: Vec::new(),
+                cut,
+            });
+        }
+        relay.publish(cluster(vec![app("/a", "a2"), app("/b", "b")]));
+        let served = relay.state.load_full().unwrap();
+        assert_eq!(served.generation, 2);
+        assert!(served.cluster.apps.contains_key(&AppId::from("/b")));
+        assert!(fast_rx.recv().await.is_some() && fast_rx.recv().await.is_some());
+        // Two events, a queue of one: the slow subscriber is cut and dropped.
+        assert_eq!(relay.subscriber_ids(), vec![0]);
+        assert_eq!(relay.metrics.cut.get(), 1);
+        tokio::time::timeout(Duration::from_secs(1), slow_cut.notified())
+            .await
+            .expect("the slow subscriber's connection is told to close");
+    }
+}

@@ -1,0 +1,468 @@
+//! The relay end to end: Marathon stand-in → switchyard with `[relay]` → switchyard following the
+//! relay as if it were Marathon. The follower must hold what the relay holds (same table hash,
+//! same backends) through deploys, scaling, health changes, label changes and deletes; keep its
+//! table while the relay has lost Marathon; never go back to an older table; and the relay must
+//! refuse to serve before its first sync, cut a subscriber that stops reading, and ask for its
+//! token.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use support::marathon::{Fault, Marathon, app, status_update, task};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+/// An instance of group `external` following `urls`, its services bound on `bind`, with the
+/// relay on `relay` (a port) when given, and more `[discovery]` keys.
+fn config(urls: &[String], bind: &str, relay: Option<u16>, extra: &str) -> String {
+    let urls = urls
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let relay = relay.map_or(String::new(), |port| {
+        format!("[relay]\nlisten = \"127.0.0.1:{port}\"\n")
+    });
+    format!(
+        "[discovery]\nmarathon = [{urls}]\nbackoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\n\
+         resync_jitter = \"100ms\"\n{extra}\n\
+         [proxy]\ngroup = \"external\"\nbind = \"{bind}\"\ndrain_timeout = \"1s\"\n{relay}"
+    )
+}
+
+fn hash(routes: &Value) -> String {
+    routes["table_hash"].as_str().unwrap().to_string()
+}
+
+/// Backends of the service on `port` as (port) numbers: the follower binds another address.
+fn backend_ports(routes: &Value, port: u16) -> Vec<u16> {
+    backends(routes, port)
+        .iter()
+        .map(SocketAddr::port)
+        .collect()
+}
+
+/// Waits until the follower's table satisfies `check` and its hash is the relay's; returns the
+/// follower's routes.
+async fn agree(
+    relay: &Switchyard,
+    follower: &Switchyard,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, || async {
+        let (r, f) = (relay.routes().await, follower.routes().await);
+        (hash(&r) == hash(&f) && check(&f)).then_some(f)
+    })
+    .await
+}
+
+struct Tier {
+    marathon: Marathon,
+    relay: Switchyard,
+    relay_url: String,
+    follower: Switchyard,
+}
+
+/// Marathon with `apps`, a relay following it, and a follower of the relay.
+async fn tier(name: &str, apps: Vec<Value>, relay_extra: &str, follower_extra: &str) -> Tier {
+    let marathon = Marathon::start().await;
+    marathon.set_apps(apps);
+    let relay_port = free_port();
+    let relay = Switchyard::start(
+        &format!("{name}-relay"),
+        &format!(
+            "{}{relay_extra}",
+            config(&[marathon.url()], "127.0.0.1", Some(relay_port), "")
+        ),
+    );
+    let relay_url = format!("http://127.0.0.1:{relay_port}");
+    let follower = Switchyard::start(
+        &format!("{name}-follower"),
+        &config(
+            std::slice::from_ref(&relay_url),
+            "127.0.0.2",
+            None,
+            follower_extra,
+        ),
+    );
+    Tier {
+        marathon,
+        relay,
+        relay_url,
+        follower,
+    }
+}
+
+fn relay_addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_follower_of_a_relay_holds_what_the_relay_holds_through_every_change() {
+    let (b1, b2, b3) = (
+        Backend::start("one").await,
+        Backend::start("two").await,
+        Backend::start("three").await,
+    );
+    let (web_port, api_port) = (free_port(), free_port());
+    let group = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "http"});
+    let mut api = app(
+        "/api",
+        api_port,
+        group.clone(),
+        vec![
+            task("/api", "api.1", b1.port()),
+            task("/api", "api.2", b2.port()),
+        ],
+    );
+    api["healthChecks"] =
+        json!([{"protocol": "MESOS_HTTP", "path": "/health", "intervalSeconds": 5}]);
+    api["tasks"][0]["healthCheckResults"] = json!([{"alive": true, "taskId": "api.1"}]);
+    api["readinessCheckResults"] = json!([{"taskId": "api.2", "ready": false}]);
+    let t = tier(
+        "faithful",
+        vec![
+            app(
+                "/web",
+                web_port,
+                group.clone(),
+                vec![task("/web", "web.1", b1.port())],
+            ),
+            api,
+        ],
+        "",
+        "",
+    )
+    .await;
+    let routes = agree(&t.relay, &t.follower, "first sync through the relay", |f| {
+        has_service(f, web_port) && has_service(f, api_port)
+    })
+    .await;
+    assert_eq!(backend_ports(&routes, web_port), vec![b1.port()]);
+    // Health and readiness came through: only the healthy, ready task is routed.
+    assert_eq!(backend_ports(&routes, api_port), vec![b1.port()]);
+    assert_eq!(t.follower.get("/readyz").await.0, 200);
+
+    // Scale up by task events only: the relay applies them, its followers re-fetch the app.
+    let before = hash(&routes);
+    t.marathon.update_app("/web", |a| {
+        a["tasks"] = json!([
+            task("/web", "web.1", b1.port()),
+            task("/web", "web.2", b2.port())
+        ])
+    });
+    t.marathon
+        .send_event(status_update("/web", "web.2", b2.port(), "TASK_RUNNING"));
+    let routes = agree(&t.relay, &t.follower, "scaled up", |f| {
+        backend_ports(f, web_port).len() == 2
+    })
+    .await;
+    assert_ne!(hash(&routes), before);
+    let mut both = vec![b1.port(), b2.port()];
+    both.sort_unstable();
+    assert_eq!(backend_ports(&routes, web_port), both);
+
+    // A health change.
+    t.marathon.send_event(
+        json!({"eventType": "health_status_changed_event", "appId": "/api",
+        "taskId": "api.1", "version": "v", "alive": false, "timestamp": "t"}),
+    );
+    let routes = agree(&t.relay, &t.follower, "api.1 unhealthy", |f| {
+        backend_ports(f, api_port).is_empty()
+    })
+    .await;
+    assert!(backend_ports(&routes, api_port).is_empty());
+
+    // A label change (a definition change: api_post_event).
+    t.marathon.update_app("/web", |a| {
+        a["labels"]["HAPROXY_0_VHOST"] = json!("web.example.com")
+    });
+    t.marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/web"}}));
+    let routes = agree(&t.relay, &t.follower, "vhost label", |f| {
+        f.to_string().contains("web.example.com")
+    })
+    .await;
+    assert!(has_service(&routes, web_port));
+
+    // A kill and a delete.
+    t.marathon.update_app("/web", |a| {
+        a["tasks"] = json!([task("/web", "web.2", b2.port())])
+    });
+    t.marathon
+        .send_event(status_update("/web", "web.1", b1.port(), "TASK_KILLED"));
+    t.marathon.remove_app("/api");
+    t.marathon
+        .send_event(json!({"eventType": "app_terminated_event", "appId": "/api"}));
+    let routes = agree(&t.relay, &t.follower, "kill and delete", |f| {
+        !has_service(f, api_port) && backend_ports(f, web_port) == vec![b2.port()]
+    })
+    .await;
+    assert!(!has_service(&routes, api_port));
+
+    // A deployment (a full resync at the relay), with a new app and a third backend.
+    let other_port = free_port();
+    let mut apps = vec![app(
+        "/web",
+        web_port,
+        group.clone(),
+        vec![task("/web", "web.3", b3.port())],
+    )];
+    apps.push(app(
+        "/other",
+        other_port,
+        group,
+        vec![task("/other", "o.1", b3.port())],
+    ));
+    t.marathon.set_apps(apps);
+    t.marathon
+        .send_event(json!({"eventType": "deployment_success", "id": "d1"}));
+    agree(&t.relay, &t.follower, "deployment", |f| {
+        has_service(f, other_port) && backend_ports(f, web_port) == vec![b3.port()]
+    })
+    .await;
+    let _ = b3;
+}
+
+#[tokio::test]
+async fn a_relay_that_lost_marathon_keeps_serving_and_its_followers_never_go_back() {
+    let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    let group = json!({"HAPROXY_GROUP": "external"});
+    let t = tier(
+        "lost",
+        vec![app(
+            "/a",
+            port,
+            group.clone(),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        "",
+        "",
+    )
+    .await;
+    let routes = agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let first = hash(&routes);
+    assert_eq!(backend_ports(&routes, port), vec![b1.port()]);
+    let subscribers = t.relay.metric("switchyard_relay_open_streams", &[]).await;
+    assert_eq!(subscribers, 1.0);
+
+    // Marathon goes away: the relay's own stream drops and it cannot reconnect.
+    t.marathon.fault(Some(Fault::Gone));
+    wait_for("the relay notices", || async {
+        (t.relay.metric("switchyard_source_connected", &[]).await == 0.0).then_some(())
+    })
+    .await;
+    // The relay still serves its last model; the follower keeps its stream and its table.
+    let (status, body) = http_get(relay_addr(&t.relay_url), "/v2/apps?embed=apps.tasks")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("a.1"), "{body}");
+    assert_eq!(hash(&t.follower.routes().await), first);
+    assert_eq!(
+        t.follower.metric("switchyard_source_connected", &[]).await,
+        1.0
+    );
+
+    // Marathon returns with a change made meanwhile: the relay resyncs, the follower follows,
+    // and every table the follower shows on the way is the first or the new one, never older.
+    t.marathon
+        .update_app("/a", |a| a["tasks"] = json!([task("/a", "a.2", b2.port())]));
+    t.marathon.fault(None);
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let b2_port = b2.port();
+    let routes = wait_for("the change made while gone", || {
+        let (relay, follower, seen) = (&t.relay, &t.follower, &seen);
+        async move {
+            let f = follower.routes().await;
+            seen.lock().unwrap().insert(hash(&f));
+            let r = relay.routes().await;
+            (hash(&r) == hash(&f) && backend_ports(&f, port) == vec![b2_port]).then_some(f)
+        }
+    })
+    .await;
+    let seen = seen.into_inner().unwrap();
+    let last = hash(&routes);
+    assert_ne!(last, first);
+    assert!(
+        seen.iter().all(|h| *h == first || *h == last),
+        "the follower showed a table other than the first and the last: {seen:?}"
+    );
+    let cuts = t
+        .relay
+        .metric("switchyard_relay_cut_streams_total", &[])
+        .await;
+    assert_eq!(cuts, 0.0);
+}
+
+#[tokio::test]
+async fn a_relay_answers_503_until_its_first_sync() {
+    let down = format!("http://127.0.0.1:{}", free_port()); // nothing listens
+    let port = free_port();
+    let relay = Switchyard::start("unsynced", &config(&[down], "127.0.0.1", Some(port), ""));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for("relay listening", || async {
+        http_get(addr, "/v2/apps").await.ok()
+    })
+    .await;
+    for path in ["/v2/apps", "/v2/apps/a", "/v2/tasks", "/v2/info"] {
+        let (status, _) = http_get(addr, path).await.unwrap();
+        assert_eq!(status, 503, "{path}");
+    }
+    let (status, _, _) = http_request(
+        addr,
+        "GET",
+        "/v2/events",
+        &[("Accept", "text/event-stream")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(relay.metric("switchyard_relay_generation", &[]).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_relay_asks_for_its_token_and_a_follower_with_it_gets_in() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let dir = temp_dir("relay-token");
+    let token = dir.join("relay-token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let relay_extra = format!("token_file = {:?}\n", token.display().to_string());
+    let t = tier(
+        "token",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        &relay_extra,
+        &format!("token_file = {:?}", token.display().to_string()),
+    )
+    .await;
+    agree(
+        &t.relay,
+        &t.follower,
+        "the follower presents the token",
+        |f| has_service(f, port),
+    )
+    .await;
+    let addr = relay_addr(&t.relay_url);
+    let (status, _) = http_get(addr, "/v2/apps").await.unwrap();
+    assert_eq!(status, 401);
+    let (status, _, _) = http_request(
+        addr,
+        "GET",
+        "/v2/apps",
+        &[("Authorization", "Bearer wrong")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, body) = http_request(
+        addr,
+        "GET",
+        "/v2/apps",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/a\""));
+    // Changes are not the relay's business.
+    let (status, _, _) = http_request(
+        addr,
+        "POST",
+        "/v2/apps",
+        &[("Authorization", "Bearer s3cret")],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 405);
+    // Beyond loopback without a token, the configuration is refused.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg("--config")
+        .arg({
+            let path = dir.join("open.toml");
+            std::fs::write(
+                &path,
+                "[discovery]\nmarathon = [\"http://127.0.0.1:1\"]\n[relay]\nlisten = \"0.0.0.0:0\"\n",
+            )
+            .unwrap();
+            path
+        })
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let said = String::from_utf8_lossy(&check.stderr).to_string()
+        + &String::from_utf8_lossy(&check.stdout);
+    assert!(said.contains("relay.token_file"), "{said}");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_cut_and_the_others_stay_current() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let t = tier(
+        "slow",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        "subscriber_queue = 2\n",
+        "",
+    )
+    .await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    // A subscriber that reads nothing, with the smallest receive buffer the kernel allows.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut slow = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
+    slow.write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("two subscribers", || async {
+        (t.relay.metric("switchyard_relay_open_streams", &[]).await == 2.0).then_some(())
+    })
+    .await;
+    // Large definitions change one after another: each is an event of ~200 KB on every stream.
+    let mut round = 0;
+    wait_for("the slow subscriber cut", || {
+        round += 1;
+        let big = "x".repeat(200 << 10);
+        t.marathon.update_app("/a", |a| {
+            a["labels"]["BIG"] = json!(big);
+            a["labels"]["HAPROXY_0_VHOST"] = json!(format!("r{round}.example.com"));
+        });
+        t.marathon
+            .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+        let relay = &t.relay;
+        async move {
+            (relay
+                .metric("switchyard_relay_cut_streams_total", &[])
+                .await
+                >= 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+    // The follower that reads is still subscribed and current.
+    let last = format!("r{round}.example.com");
+    agree(&t.relay, &t.follower, "the reader stays current", |f| {
+        f.to_string().contains(&last)
+    })
+    .await;
+    wait_for("the reader's stream is the one left", || async {
+        (t.relay.metric("switchyard_relay_open_streams", &[]).await == 1.0).then_some(())
+    })
+    .await;
+    drop(slow);
+}
