@@ -416,6 +416,7 @@ async fn keep_alive_get(conn: &mut tokio::net::TcpStream) {
 /// thread (which compiles and swaps tables) is held up.
 #[tokio::main(flavor = "current_thread")]
 async fn routes_poll() {
+    let apps_n = apps();
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
@@ -429,7 +430,7 @@ async fn routes_poll() {
     }
     let port = support::free_port();
     let mut cluster: serde_json::Value =
-        serde_json::from_slice(&synthetic::apps_json(APPS, TASKS, 10000)).unwrap();
+        serde_json::from_slice(&synthetic::apps_json(apps_n, TASKS, 10000)).unwrap();
     let mut apps = std::mem::take(cluster["apps"].as_array_mut().unwrap());
     drop(cluster);
     let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "http"});
@@ -591,7 +592,7 @@ async fn routes_poll() {
         maxes.sort_by(f64::total_cmp);
         healthz_max.sort_by(f64::total_cmp);
         println!(
-            "swap delay at {APPS} apps x {TASKS} tasks, {label}: median of {ROUNDS} rounds' p50 {:.1} ms, of their max {:.1} ms; control thread (/healthz) median of the rounds' max {:.1} ms",
+            "swap delay at {apps_n} apps x {TASKS} tasks, {label}: median of {ROUNDS} rounds' p50 {:.1} ms, of their max {:.1} ms; control thread (/healthz) median of the rounds' max {:.1} ms",
             p50s[p50s.len() / 2],
             maxes[maxes.len() / 2],
             healthz_max[healthz_max.len() / 2]
