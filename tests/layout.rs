@@ -8,11 +8,12 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 22] = [
+    let layers: [(&str, Option<&[&str]>); 23] = [
         ("cluster", Some(&[])),
         ("metrics", Some(&[])),
         ("runtime_thread", Some(&[])),
         ("sd_notify", Some(&[])),
+        ("secret", Some(&[])),
         ("upgrade", Some(&[])),
         ("cli", Some(&[])),
         ("workers", Some(&["runtime_thread"])),
@@ -31,6 +32,7 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
             "proxy",
             Some(&[
                 "backends", "metrics", "routing", "snapshot", "upgrade", "workers", "cluster",
+                "secret",
             ]),
         ),
         ("demo", Some(&["snapshot"])),
