@@ -109,7 +109,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         config.discovery.marathon.is_empty() && !config.discovery.mesos.masters.is_empty(),
         std::sync::atomic::Ordering::Relaxed,
     );
+    let admin_token = admin_token(&config)?;
     let mut ctx = Context::new(store.clone(), metrics.clone(), config.proxy_settings());
+    ctx.trace_token = admin_token.as_deref().map(Into::into);
     let handover = take_over(&config, &options, &mut ctx)?;
     let ctx = Arc::new(ctx);
 
@@ -130,7 +132,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let resync = Arc::new(Notify::new());
     let history = admin::history::History::new(config.admin.history_interval);
     let admin = Arc::new(admin::Admin {
-        token: admin_token(&config)?,
+        token: admin_token,
         sessions: admin::session::Sessions::new(config.admin.session_ttl),
         loopback_reads_open: config.admin.loopback_reads_open,
         resync: resync.clone(),

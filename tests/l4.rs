@@ -133,6 +133,59 @@ async fn a_reset_on_either_side_reaches_the_other_as_a_reset_and_a_clean_close_s
     .await;
 }
 
+/// Short exchanges whose last bytes arrive together with their FIN (the relay sends them with
+/// that FIN in one segment): every byte arrives, then a clean end, each way, in either order
+/// of the two closes.
+#[tokio::test]
+async fn last_bytes_and_their_fin_arrive_whole_and_clean() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = free_port();
+    let (sy, _file) = tcp_port(
+        "l4-fin",
+        port,
+        backend.local_addr().unwrap().port(),
+        json!({}),
+    )
+    .await;
+    let _ = wait_for("service port open", || async {
+        TcpStream::connect(local(port)).await.ok()
+    })
+    .await;
+    let _ = backend.accept().await.unwrap();
+    for round in 0..20 {
+        let request = format!("request {round}\n").repeat(round + 1);
+        let response = format!("response {round}\n").repeat(3 * round + 1);
+        let mut client = TcpStream::connect(local(port)).await.unwrap();
+        let (mut server, _) = backend.accept().await.unwrap();
+        // Bytes and FIN in one go from the client; the backend answers after the request's end
+        // (or, every other round, before it: the two closes in the other order).
+        client.write_all(request.as_bytes()).await.unwrap();
+        if round % 2 == 0 {
+            client.shutdown().await.unwrap();
+        }
+        if round % 2 == 1 {
+            server.write_all(response.as_bytes()).await.unwrap();
+            server.shutdown().await.unwrap();
+            let (got, end) = read_all(&mut client).await;
+            assert!(end.is_ok() && got == response.len(), "{got} bytes, {end:?}");
+            client.shutdown().await.unwrap();
+            let (got, end) = read_all(&mut server).await;
+            assert!(end.is_ok() && got == request.len(), "{got} bytes, {end:?}");
+        } else {
+            let (got, end) = read_all(&mut server).await;
+            assert!(end.is_ok() && got == request.len(), "{got} bytes, {end:?}");
+            server.write_all(response.as_bytes()).await.unwrap();
+            server.shutdown().await.unwrap();
+            let (got, end) = read_all(&mut client).await;
+            assert!(end.is_ok() && got == response.len(), "{got} bytes, {end:?}");
+        }
+    }
+    wait_for("no active backend connection", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_stalled_backend_whose_client_left_is_released_by_the_idle_timeout() {
     // The backend accepts and never reads; its receive buffer is small, so the proxy's writes

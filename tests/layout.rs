@@ -32,6 +32,7 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
             "proxy",
             Some(&[
                 "backends", "metrics", "routing", "snapshot", "upgrade", "workers", "cluster",
+                "access",
             ]),
         ),
         ("demo", Some(&["snapshot"])),

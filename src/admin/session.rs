@@ -16,8 +16,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use subtle::ConstantTimeEq;
-
 /// The session cookie's name.
 pub const COOKIE: &str = "switchyard_session";
 /// The header carrying a session's CSRF token on changes.
@@ -80,7 +78,7 @@ impl Sessions {
         let table = self.table.lock().unwrap();
         let mut found = None;
         for s in table.iter() {
-            if bool::from(s.id.as_bytes().ct_eq(id.as_bytes())) {
+            if same_secret(id, &s.id) {
                 found = Some(s);
             }
         }
@@ -92,7 +90,7 @@ impl Sessions {
         self.table
             .lock()
             .unwrap()
-            .retain(|s| !bool::from(s.id.as_bytes().ct_eq(id.as_bytes())));
+            .retain(|s| !same_secret(id, &s.id));
     }
 
     pub fn live(&self) -> usize {

@@ -19,6 +19,8 @@ pub struct Answer<'a> {
     pub text: &'a str,
     pub page: Option<&'a Page>,
     pub retry_after: Option<u64>,
+    /// The request's trace (`Switchyard-Trace-Result`), when it asked for one.
+    pub trace: Option<&'a str>,
 }
 
 impl<'a> Answer<'a> {
@@ -38,7 +40,13 @@ impl<'a> Answer<'a> {
             text,
             page,
             retry_after: None,
+            trace: None,
         }
+    }
+
+    /// The answer with a request's trace, when it has one.
+    pub fn trace(self, trace: Option<&'a str>) -> Answer<'a> {
+        Answer { trace, ..self }
     }
 
     pub fn retry_after(self, seconds: Option<u64>) -> Answer<'a> {
@@ -71,6 +79,9 @@ impl<'a> Answer<'a> {
         if let Some(seconds) = self.retry_after {
             out.extend_from_slice(format!("retry-after: {seconds}\r\n").as_bytes());
         }
+        if let Some(trace) = self.trace {
+            out.extend_from_slice(&super::trace::line(trace));
+        }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -98,6 +109,12 @@ impl<'a> Answer<'a> {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(trace) = self.trace.and_then(|t| HeaderValue::from_str(t).ok()) {
+            response.headers_mut().insert(
+                const { http::HeaderName::from_static(super::headers::SWITCHYARD_TRACE_RESULT) },
+                trace,
+            );
         }
         response
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::Context;
+use super::trace::Trace;
 use crate::backends::BackendState;
 use crate::metrics::{Metrics, ServiceLabels};
 use crate::routing::Service;
@@ -113,6 +114,8 @@ pub struct Unanswered {
     pub text: String,
     /// The backend whose failure is reported, for its metrics and the access log.
     pub backend: Option<usize>,
+    /// The request's trace (`Switchyard-Trace-Result`), when it asked for one.
+    pub trace: Option<String>,
 }
 
 /// The attempts of one request on a service's backends.
@@ -124,6 +127,8 @@ pub struct Attempts<'a> {
     replayable: bool,
     replayed: bool,
     last: Option<(Failure, usize)>,
+    /// The request's trace, when it asked for one (`trace`): each failed attempt is noted.
+    trace: Option<Box<Trace>>,
 }
 
 impl<'a> Attempts<'a> {
@@ -146,7 +151,32 @@ impl<'a> Attempts<'a> {
             replayable,
             replayed: false,
             last: None,
+            trace: None,
         }
+    }
+
+    /// Traces this request (`trace` came of a request that asked with the token): the service
+    /// and its deferred backends now, then every attempt.
+    pub fn traced(&mut self, trace: Option<Box<Trace>>) {
+        self.trace = trace.map(|mut t| {
+            t.service(self.service, self.states);
+            t
+        });
+    }
+
+    /// The trace's line when `b` (`None`: the proxy itself) answers; `None` when untraced.
+    pub fn trace_value(&self, b: Option<usize>) -> Option<String> {
+        let t = self.trace.as_ref()?;
+        Some(t.value(b.map(|b| self.states[b].addr)))
+    }
+
+    /// A connect to `b` failed with `error`: [`Attempts::failed`] with `Failure::Connect`, the
+    /// trace saying why.
+    pub fn connect_failed(&mut self, b: usize, error: &std::io::Error) -> bool {
+        if let Some(t) = &mut self.trace {
+            t.failed(self.states[b].addr, &super::trace::connect_error(error));
+        }
+        self.decide(b, Failure::Connect)
     }
 
     /// The candidates in the order they are tried: the balancer's choice first, then the
@@ -175,6 +205,13 @@ impl<'a> Attempts<'a> {
     /// when nothing was sent, once (within the budget) for a replayable request, never for a
     /// client's fault.
     pub fn failed(&mut self, b: usize, failure: Failure) -> bool {
+        if let Some(t) = &mut self.trace {
+            t.failed(self.states[b].addr, &super::trace::failure(&failure));
+        }
+        self.decide(b, failure)
+    }
+
+    fn decide(&mut self, b: usize, failure: Failure) -> bool {
         if failure.is_backends() {
             crate::backends::outlier::failure(self.states, b);
             tracing::debug!(service = %self.service.key, backend = %self.states[b].addr, "{}", failure.text());
@@ -189,6 +226,13 @@ impl<'a> Attempts<'a> {
             return true;
         }
         if !self.replayable || self.replayed {
+            if let Some(t) = &mut self.trace {
+                t.stopped(if self.replayed {
+                    "replayed once already"
+                } else {
+                    "request not replayable"
+                });
+            }
             return false;
         }
         if self.ctx.retry_budget.withdraw() {
@@ -197,6 +241,9 @@ impl<'a> Attempts<'a> {
             true
         } else {
             Metrics::count(&self.ctx.metrics.retries, "budget_exhausted");
+            if let Some(t) = &mut self.trace {
+                t.stopped("retry budget exhausted");
+            }
             false
         }
     }
@@ -208,6 +255,7 @@ impl<'a> Attempts<'a> {
 
     /// The answer when no backend answered; `None` when the client is gone.
     pub fn unanswered(self) -> Option<Unanswered> {
+        let trace = self.trace_value(None);
         match self.last {
             Some((Failure::Connect, _)) | None => {
                 self.ctx
@@ -226,6 +274,7 @@ impl<'a> Attempts<'a> {
                         "no backend reachable".into()
                     },
                     backend: None,
+                    trace,
                 })
             }
             Some((failure, b)) => {
@@ -239,6 +288,7 @@ impl<'a> Attempts<'a> {
                     status,
                     text: failure.text(),
                     backend: Some(b),
+                    trace,
                 })
             }
         }

@@ -222,6 +222,8 @@ struct Forwarding {
     replayable: bool,
     /// Header lines added to the response (HSTS).
     extra: &'static [u8],
+    /// The request asked for its trace with the admin token (`trace`).
+    trace: Option<Box<super::trace::Trace>>,
 }
 
 /// Checks and routes a request, and writes the head the backend gets into `out`.
@@ -250,7 +252,7 @@ fn plan(
         super::message::RequestBody::Length(n) => n,
         _ => 0,
     };
-    let index = match table.resolve(entry, request) {
+    let (index, routed) = match table.resolve(entry, request) {
         None => {
             let answer = Answer::new(
                 503,
@@ -260,14 +262,14 @@ fn plan(
             );
             return Ok(Plan::Answer(answer.bytes(true), true));
         }
-        Some((Target::Service(index), _)) => index,
-        Some((Target::Route(route), _)) => {
-            let route = &table.routes[route];
+        Some((Target::Service(index), _)) => (index, None),
+        Some((Target::Route(r), _)) => {
+            let route = &table.routes[r];
             if route.has_canaries() {
                 return Ok(Plan::Fallback);
             }
             match route.pick(None, &table.services) {
-                Some(index) => index,
+                Some(index) => (index, Some(route)),
                 None => {
                     let first = &table.services[route.first()];
                     ctx.metrics
@@ -305,7 +307,7 @@ fn plan(
         return Ok(Plan::Fallback);
     }
     out.clear();
-    write_request_head_with(
+    let trace_asked = write_request_head_with(
         out,
         req,
         &head,
@@ -313,6 +315,12 @@ fn plan(
         https,
         &service.edge.request_headers,
     );
+    let trace = super::trace::asked(trace_asked, ctx).map(|mut t| {
+        if let Some(route) = routed {
+            t.route(table, route, index);
+        }
+        t
+    });
     Ok(Plan::Forward(Forwarding {
         index,
         content_length: length,
@@ -320,6 +328,7 @@ fn plan(
         head_only: head.method == "HEAD",
         replayable: exchange::is_idempotent(head.method.as_bytes()),
         extra: if https && http.hsts { HSTS_LINE } else { b"" },
+        trace,
     }))
 }
 
@@ -341,6 +350,7 @@ async fn forward(
         head_only,
         replayable,
         extra,
+        trace,
     } = request;
     let service = &snapshot.table.services[index];
     let states = &snapshot.states[index];
@@ -377,6 +387,7 @@ async fn forward(
         replayable && body_left == 0,
         settings.retry_idempotent,
     );
+    attempts.traced(trace);
     let flow = Flow {
         client: peer,
         local: peer,
@@ -386,8 +397,12 @@ async fn forward(
         let state = &states[b];
         let mut upstream = match checkout_or_connect(&ctx.pools, state, &policy).await {
             Ok(upstream) => upstream,
-            Err(failure) => {
-                if attempts.failed(b, failure) {
+            Err(unavailable) => {
+                let next = match unavailable {
+                    NoConnection::Overloaded => attempts.failed(b, Failure::Overloaded),
+                    NoConnection::Failed(e) => attempts.connect_failed(b, &e),
+                };
+                if next {
                     continue;
                 }
                 break;
@@ -422,11 +437,15 @@ async fn forward(
         let answer = match sent {
             Err(failure) => Err(failure),
             Ok(_) => {
+                // A traced request's line goes with the head (this backend's answer).
+                let traced = attempts
+                    .trace_value(Some(b))
+                    .map(|v| [extra, &super::trace::line(&v)].concat());
                 let relay = Relay {
                     head_only,
                     close_client: client_close || stopping || cut,
                     reuse: !cut,
-                    extra,
+                    extra: traced.as_deref().unwrap_or(extra),
                     rules: &service.edge.response_headers,
                     timeout: policy.response,
                     client_timeout: settings.client_header_timeout,
@@ -469,11 +488,19 @@ async fn forward(
     // Once a response has begun, nothing more can be said on this connection.
     let close = close || answer.status != 503;
     let text = answer.text + "\n";
-    let answer = Answer::new(answer.status, &text, Some(service), &settings.error_pages);
+    let answer = Answer::new(answer.status, &text, Some(service), &settings.error_pages)
+        .trace(answer.trace.as_deref());
     match client.write_all(&answer.bytes(close)).await {
         Ok(()) if !close => Step::Done,
         _ => Step::Close,
     }
+}
+
+/// Why no connection to a backend was had.
+enum NoConnection {
+    /// The app's `MAX_PENDING_REQUESTS` were waiting already.
+    Overloaded,
+    Failed(std::io::Error),
 }
 
 /// A pooled connection that is still open, or a new one.
@@ -483,12 +510,12 @@ async fn checkout_or_connect(
     pools: &Pools,
     state: &Arc<BackendState>,
     policy: &Policy<'_>,
-) -> Result<TcpStream, Failure> {
+) -> Result<TcpStream, NoConnection> {
     if let Some(stream) = pools.checkout_raw(state) {
         return Ok(stream);
     }
     let Ok(_pending) = super::limits::pending(policy.limits) else {
-        return Err(Failure::Overloaded);
+        return Err(NoConnection::Overloaded);
     };
     let started = Instant::now();
     match connect(state.addr, policy.connect).await {
@@ -499,7 +526,7 @@ async fn checkout_or_connect(
         Err(e) => {
             state.metrics.connect_failures.inc();
             tracing::debug!(backend = %state.addr, "connect failed: {e}");
-            Err(Failure::Connect)
+            Err(NoConnection::Failed(e))
         }
     }
 }

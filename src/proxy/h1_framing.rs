@@ -350,15 +350,16 @@ pub fn write_request_head(
     write_request_head_with(out, req, head, client, https, &headers::NO_RULES);
 }
 
-/// [`write_request_head`] with an app's request header rules.
-pub fn write_request_head_with(
+/// [`write_request_head`] with an app's request header rules. Returns the value of the
+/// request's `Switchyard-Trace` field, if it had one (never written: see `trace`).
+pub fn write_request_head_with<'h>(
     out: &mut Vec<u8>,
-    req: &httparse::Request<'_, '_>,
+    req: &httparse::Request<'_, 'h>,
     head: &Head,
     client: &headers::Client<'_>,
     https: bool,
     rules: &headers::Rules,
-) {
+) -> Option<&'h [u8]> {
     let named = ConnectionNamed::of(
         req.headers
             .iter()
@@ -376,6 +377,7 @@ pub fn write_request_head_with(
     // The client's X-Forwarded-For fields (any) and X-Forwarded-Proto (kept only when sent
     // once), noted in the one pass over the fields.
     let (mut any_for, mut proto, mut protos) = (false, None, 0);
+    let mut trace = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         match headers::classify(name) {
@@ -388,6 +390,12 @@ pub fn write_request_head_with(
             headers::Field::ForwardedProto => {
                 proto = Some(h.value);
                 protos += 1;
+                continue;
+            }
+            headers::Field::Trace => {
+                if headers::named(name, headers::SWITCHYARD_TRACE.as_bytes()) {
+                    trace = Some(h.value);
+                }
                 continue;
             }
             _ => continue,
@@ -419,6 +427,7 @@ pub fn write_request_head_with(
     forwarded.write(out, existing, proto, request_id);
     headers::write_added(out, rules);
     out.extend_from_slice(b"\r\n");
+    trace
 }
 
 /// The bytes of `headers` as written back out (`name: value\r\n`).
@@ -505,7 +514,7 @@ pub fn write_response_head_with(
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         match headers::classify(name) {
-            headers::Field::HopByHop => continue,
+            headers::Field::HopByHop | headers::Field::Trace => continue,
             headers::Field::Framing
                 if checked.length.is_some()
                     && !length_written

@@ -30,6 +30,12 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 /// The subject of the client certificate verified on an mTLS vhost; a client's own copy is
 /// always dropped, so a backend can believe it.
 pub const X_CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
+/// Asks for a request's trace (`proxy::trace`), its value the admin token. Never forwarded:
+/// a backend never sees it, whatever its value.
+pub const SWITCHYARD_TRACE: &str = "switchyard-trace";
+/// The trace of a request in its response. Only the proxy writes it: a client's copy on a
+/// request and a backend's on a response are dropped.
+pub const SWITCHYARD_TRACE_RESULT: &str = "switchyard-trace-result";
 /// marathon-lb's HSTS value (six months).
 pub const HSTS: &str = "max-age=15768000";
 /// The HSTS header line as the fast path writes it.
@@ -124,6 +130,9 @@ pub enum Field {
     Replaced,
     /// X-Request-Id: kept, and then none is added.
     RequestId,
+    /// Switchyard-Trace (requests: read by `trace`) and Switchyard-Trace-Result (the proxy's
+    /// own): dropped either way.
+    Trace,
 }
 
 pub fn classify(name: &[u8]) -> Field {
@@ -137,6 +146,8 @@ pub fn classify(name: &[u8]) -> Field {
         17 if is("transfer-encoding") => Field::Framing,
         15 if is(X_FORWARDED_FOR) => Field::ForwardedFor,
         16 if is(X_FORWARDED_HOST) => Field::Replaced,
+        16 if is(SWITCHYARD_TRACE) => Field::Trace,
+        23 if is(SWITCHYARD_TRACE_RESULT) => Field::Trace,
         17 if is(X_FORWARDED_PROTO) => Field::ForwardedProto,
         21 if is(X_CLIENT_CERT_SUBJECT) => Field::Replaced,
         12 if is(X_REQUEST_ID) => Field::RequestId,
@@ -348,6 +359,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Hyper codec: removes both trace fields from a request and gives back what it asked with
+/// (the bytes codec drops them in its one pass over the fields, [`Field::Trace`]).
+pub fn take_trace(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    headers.remove(SWITCHYARD_TRACE_RESULT);
+    headers.remove(SWITCHYARD_TRACE)
+}
+
+/// Hyper codec: a backend's trace field is not the proxy's: dropped from its response.
+pub fn strip_trace_result(headers: &mut HeaderMap) {
+    headers.remove(SWITCHYARD_TRACE_RESULT);
 }
 
 /// Hyper codec: the request's framing as `message` decided it, the received fields replaced

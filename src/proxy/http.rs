@@ -203,6 +203,9 @@ async fn proxy(
             return log(None, response);
         }
     };
+    // Never forwarded, whoever asks: read here, answered only with the admin token.
+    let trace_asked = headers::take_trace(req.headers_mut());
+    let trace = super::trace::asked(trace_asked.as_ref().map(HeaderValue::as_bytes), ctx);
     let snapshot = ctx.store.load_full();
     let table = &snapshot.table;
     let request = resolve::Request {
@@ -213,7 +216,7 @@ async fn proxy(
             .get(const { http::HeaderName::from_static("x-marathon-app-id") })
             .map(HeaderValue::as_bytes),
     };
-    let index = match table.resolve(entry, request) {
+    let (index, routed) = match table.resolve(entry, request) {
         None => {
             let answer = Answer::new(
                 503,
@@ -223,11 +226,11 @@ async fn proxy(
             );
             return log(None, answer.response());
         }
-        Some((Target::Service(index), _)) => index,
+        Some((Target::Service(index), _)) => (index, None),
         Some((Target::Route(route), _)) => {
             let route = &table.routes[route];
             match route.pick(Some(req.headers()), &table.services) {
-                Some(index) => index,
+                Some(index) => (index, Some(route)),
                 None => {
                     let first = &table.services[route.first()];
                     ctx.metrics
@@ -333,6 +336,12 @@ async fn proxy(
     let replayable = is_idempotent(req.method().as_str().as_bytes())
         && http_body::Body::is_end_stream(req.body());
     let mut attempts = Attempts::new(ctx, service, states, replayable, settings.retry_idempotent);
+    attempts.traced(trace.map(|mut t| {
+        if let Some(route) = routed {
+            t.route(table, route, index);
+        }
+        t
+    }));
     // Only kept when there is another backend to replay on: the head's copy is not free.
     let mut replay = (replayable && states.len() > 1).then(|| {
         (
@@ -387,6 +396,16 @@ async fn proxy(
             }
             Tried::Response(mut response) => {
                 attempts.answered(b, response.status().as_u16());
+                headers::strip_trace_result(response.headers_mut());
+                if let Some(trace) = attempts
+                    .trace_value(Some(b))
+                    .and_then(|t| HeaderValue::from_str(&t).ok())
+                {
+                    response.headers_mut().insert(
+                        const { http::HeaderName::from_static(headers::SWITCHYARD_TRACE_RESULT) },
+                        trace,
+                    );
+                }
                 headers::apply_rules(response.headers_mut(), &service.edge.response_headers);
                 finish(&mut response, service, https, pinned, b);
                 response.body_mut().hold(slot);
@@ -421,8 +440,9 @@ async fn proxy(
         return plain(StatusCode::BAD_REQUEST, "client gone\n");
     };
     let text = format!("{}\n", answer.text);
-    let mut response =
-        Answer::new(answer.status, &text, Some(service), &settings.error_pages).response();
+    let mut response = Answer::new(answer.status, &text, Some(service), &settings.error_pages)
+        .trace(answer.trace.as_deref())
+        .response();
     if client_fault {
         response
             .headers_mut()

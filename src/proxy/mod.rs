@@ -22,6 +22,7 @@ pub mod rewrite;
 pub mod tcp;
 pub mod tls;
 pub mod tls_edge;
+pub mod trace;
 pub mod udp;
 pub mod upstream;
 pub mod upstream_h2;
@@ -55,6 +56,10 @@ pub struct Context {
     /// Closed while a new process, taking over from an old one, is not ready to serve: nothing
     /// is accepted until it opens.
     pub serving: Gate,
+    /// The admin token (`admin.token_file`, read at start like the admin API's): a request
+    /// carrying it in `Switchyard-Trace` is answered with its trace (`trace`). `None`: no
+    /// request is traced.
+    pub trace_token: Option<Box<str>>,
 }
 
 impl Context {
@@ -67,6 +72,7 @@ impl Context {
             shutdown: Shutdown::default(),
             retry_budget: RetryBudget::default(),
             serving: Gate::open(),
+            trace_token: None,
         }
     }
 }

@@ -398,6 +398,8 @@ fn forbidden(name: &str) -> bool {
             | "x-forwarded-proto"
             | "x-forwarded-host"
             | "x-request-id"
+            | "switchyard-trace"
+            | "switchyard-trace-result"
     )
 }
 
