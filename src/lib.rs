@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reconciler;
 pub mod reload;
+pub mod rollout;
 pub mod routing;
 pub mod runtime_thread;
 pub mod sd_notify;
@@ -126,7 +127,18 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // A full resync of the source: SIGHUP, and marathon-lb's `/_mlb_signal/hup` on the admin
     // listener.
     let resync = Arc::new(Notify::new());
+    let rollouts = Arc::new(rollout::Rollouts::new(
+        rollout::Settings {
+            interval: config.rollout.interval,
+            state_dir: config.rollout.state_dir.clone(),
+        },
+        metrics.clone(),
+    ));
+    planes
+        .control
+        .spawn(rollouts.clone().run(store.clone(), commands_tx.clone()));
     let admin = Arc::new(admin::Admin {
+        rollouts,
         token: admin_token(&config)?,
         sessions: admin::session::Sessions::new(config.admin.session_ttl),
         loopback_reads_open: config.admin.loopback_reads_open,

@@ -46,6 +46,19 @@ pub struct PathLabels {
     pub path: &'static str,
 }
 
+/// `switchyard_rollout_step{route}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub route: String,
+}
+
+/// `switchyard_rollout_state{route,state}`: 1 for the rollout's state, 0 for the others.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutStateLabels {
+    pub route: String,
+    pub state: &'static str,
+}
+
 /// `switchyard_table_hash{hash="…"} 1`: the live table's hash (`routing::digest`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabels {
@@ -97,6 +110,9 @@ pub struct Metrics {
     pub tls_passthrough: Family<KindLabels, Counter>,
     pub upstream_tls_failures: Family<KindLabels, Counter>,
     pub route_weight: Family<RouteLabels, Gauge>,
+    /// A route's rollout: its step (1-based; 0 before the first is set) and its state.
+    pub rollout_step: Family<RolloutLabels, Gauge>,
+    pub rollout_state: Family<RolloutStateLabels, Gauge>,
     /// One series, value 1, labelled with the live table's hash.
     pub table_hash: Family<HashLabels, Gauge>,
     pub admin_requests: Family<PathLabels, Counter>,
@@ -162,6 +178,8 @@ impl Metrics {
             tls_passthrough: Family::default(),
             upstream_tls_failures: Family::default(),
             route_weight: Family::default(),
+            rollout_step: Family::default(),
+            rollout_state: Family::default(),
             table_hash: Family::default(),
             admin_requests: Family::default(),
             http_response_seconds: Family::new_with_constructor(response_histogram),
@@ -309,6 +327,17 @@ impl Metrics {
             "route_weight",
             "Each app's weight in its multi-app route (source: backends, label, default, override)",
             m.route_weight.clone(),
+        );
+        r.register(
+            "rollout_step",
+            "A route's canary rollout: the step it is at, counted from 1",
+            m.rollout_step.clone(),
+        );
+        r.register(
+            "rollout_state",
+            "A route's canary rollout: 1 for its state (running, succeeded, failed, aborted, \
+             refused), 0 for the others",
+            m.rollout_state.clone(),
         );
         r.register(
             "table_hash",

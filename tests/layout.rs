@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 22] = [
+    let layers: [(&str, Option<&[&str]>); 23] = [
         ("cluster", Some(&[])),
         ("metrics", Some(&[])),
         ("runtime_thread", Some(&[])),
@@ -50,6 +50,7 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ),
         ("reconciler", None),
         ("reload", None),
+        ("rollout", None),
         ("admin", None),
         ("lib", None),
     ];

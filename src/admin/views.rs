@@ -56,6 +56,8 @@ struct RouteView<'a> {
     vhosts: Vec<String>,
     overridden: bool,
     members: Vec<MemberView<'a>>,
+    /// Its canary rollout, if it has one (`crate::rollout`).
+    rollout: Option<crate::rollout::Rollout>,
 }
 
 #[derive(Serialize)]
@@ -233,6 +235,7 @@ pub(super) fn routes<'a>(
     failures: &BTreeMap<SocketAddr, String>,
     status: &Status,
     draining: &'a [(BackendKey, std::sync::Arc<BackendState>)],
+    rollouts: &BTreeMap<String, crate::rollout::Rollout>,
 ) -> RoutesView<'a> {
     // Drained ones with no connection left are forgotten at the next swap: not shown.
     let draining: Vec<_> = draining
@@ -313,6 +316,7 @@ pub(super) fn routes<'a>(
                 .map(|(h, p, _)| format!("{h}{p}"))
                 .collect(),
             overridden: r.overridden,
+            rollout: rollouts.get(&r.name).cloned(),
             members: r
                 .members
                 .iter()

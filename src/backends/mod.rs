@@ -7,6 +7,7 @@
 //! and its open connections are cut once the drain timeout passes.
 
 pub mod health;
+pub mod latency;
 pub mod limits;
 pub mod outlier;
 
@@ -40,6 +41,8 @@ pub struct BackendMetrics {
     responses: [Counter; 5],
     /// Shared by every backend of the service: latency per app version, not per task.
     pub response_seconds: Histogram,
+    /// This backend's response times in fine buckets, for a rollout's p99 gate.
+    pub latency: latency::Latency,
 }
 
 impl BackendMetrics {
@@ -70,7 +73,15 @@ impl BackendMetrics {
                     service: labels.service.clone(),
                 })
                 .clone(),
+            latency: latency::Latency::default(),
         }
+    }
+
+    /// A response's time from request to its head: the service's histogram and this
+    /// backend's buckets.
+    pub fn response_time(&self, seconds: f64) {
+        self.response_seconds.observe(seconds);
+        self.latency.observe(seconds);
     }
 
     /// Responses of a status class (`1`..=`5`) so far.

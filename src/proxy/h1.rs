@@ -446,10 +446,7 @@ async fn forward(
         drop(active);
         match answer {
             Ok(Relayed { status, close }) => {
-                state
-                    .metrics
-                    .response_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                state.metrics.response_time(started.elapsed().as_secs_f64());
                 attempts.answered(b, status);
                 return if close || client_close || stopping || cut {
                     Step::Close

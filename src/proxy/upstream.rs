@@ -152,10 +152,7 @@ pub async fn await_response(
         Err(_) => Awaited::Over(Tried::Failed(Failure::TimedOut)),
         Ok(Ok(response)) => {
             state.metrics.response(response.status());
-            state
-                .metrics
-                .response_seconds
-                .observe(sent.elapsed().as_secs_f64());
+            state.metrics.response_time(sent.elapsed().as_secs_f64());
             Awaited::Answered(response)
         }
         Ok(Err(mut e)) => match e.take_message() {
