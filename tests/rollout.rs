@@ -549,3 +549,111 @@ async fn a_plan_label_starts_a_rollout_and_a_bad_one_is_a_problem() {
         .await;
     assert_eq!(rollout_of(&routes)["origin"], "label");
 }
+
+/// `switchyard rollout ARGS…` against `sy`: exit code, stdout and stderr.
+async fn cli(sy: &Switchyard, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command
+        .arg("rollout")
+        .args(args)
+        .arg("--admin")
+        .arg(sy.admin.to_string())
+        .arg("--token-file")
+        .arg(sy.dir.join("token"));
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_starts_watches_and_aborts_a_rollout() {
+    let (blue, green) = (Flip::start("blue").await, Flip::start("green").await);
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    marathon.set_apps(shop(port, &blue, &green));
+    let state = temp_dir("rollout-cli-state");
+    let sy = start("rollout-cli", &marathon, &state);
+    served(&sy, port).await;
+    // A plan the instance refuses: exit 1, with why.
+    let (code, _, err) = cli(
+        &sy,
+        &["start", "shop", "--steps", "50,10,100", "--hold", "1s"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("must increase"), "{err}");
+    // Usage: no steps, no plan file.
+    let (code, _, err) = cli(&sy, &["start", "shop", "--hold", "1s"]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = cli(
+        &sy,
+        &[
+            "start",
+            "shop",
+            "--steps",
+            "10,100",
+            "--hold",
+            "1h",
+            "--max-5xx-rate",
+            "0.02",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rollout started"), "{out}");
+    assert!(
+        out.contains("running, step 1 of 2: /shop-green at 10 % (against /shop-blue)"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&sy, &["status", "shop"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("running, step 1 of 2"), "{out}");
+    let (code, out, _) = cli(&sy, &["status", "shop", "--json"]).await;
+    assert_eq!(code, 0);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["plan"]["max_5xx_rate"], 0.02);
+    // `switchyard routes` shows the rollout under its route.
+    let mut routes = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    routes.args(["routes", "--admin", &sy.admin.to_string()]);
+    let listing = tokio::task::spawn_blocking(move || routes.output().unwrap())
+        .await
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(
+        listing.contains("rollout: running, step 1 of 2: /shop-green at 10 %"),
+        "{listing}"
+    );
+    sy.wait_routes("10 %", |r| weight(r, "/shop-green") == Some(10))
+        .await;
+    let (code, out, err) = cli(&sy, &["abort", "shop"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("aborted"), "{out}");
+    sy.wait_routes("canary at 0", |r| weight(r, "/shop-green") == Some(0))
+        .await;
+    // Status of an aborted rollout: exit 4.
+    let (code, out, _) = cli(&sy, &["status", "shop"]).await;
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("aborted through the admin API"), "{out}");
+    // A plan file, then waiting for the outcome as a pipeline would.
+    let plan = sy.dir.join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"steps": [20, 100], "hold": "100ms", "min_requests": 10, "max_p99_ratio": 100}"#,
+    )
+    .unwrap();
+    let traffic = Traffic::start(port, 1);
+    let (code, _, err) = cli(&sy, &["start", "shop", "--plan", plan.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&sy, &["status", "shop", "--wait", "--timeout", "1m"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("succeeded, step 2 of 2"), "{out}");
+    traffic.stop().await;
+    // No rollout on a route: exit 1.
+    let (code, _, err) = cli(&sy, &["status", "nope"]).await;
+    assert_eq!(code, 1, "{err}");
+}
