@@ -548,6 +548,35 @@ async fn a_plan_label_starts_a_rollout_and_a_bad_one_is_a_problem() {
         })
         .await;
     assert_eq!(rollout_of(&routes)["origin"], "label");
+    // A new plan on the canary starts a new rollout; taking the label away aborts it (the
+    // group-wide stop through Marathon): the canary back to 0.
+    let mut green = bad[1].clone();
+    green["labels"]["SWITCHYARD_0_ROLLOUT"] = json!("steps=20,100; hold=1h");
+    marathon.update_app("/shop-green", |a| *a = green.clone());
+    marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/shop-green"}}));
+    sy.wait_routes("new label rollout", |r| {
+        rollout_of(r)["state"] == "running" && weight(r, "/shop-green") == Some(20)
+    })
+    .await;
+    green["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("SWITCHYARD_0_ROLLOUT");
+    marathon.update_app("/shop-green", |a| *a = green.clone());
+    marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/shop-green"}}));
+    let routes = sy
+        .wait_routes("label rollout aborted", |r| {
+            rollout_of(r)["state"] == "aborted" && weight(r, "/shop-green") == Some(0)
+        })
+        .await;
+    assert!(
+        rollout_of(&routes)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("label was removed")
+    );
 }
 
 /// `switchyard rollout ARGS…` against `sy`: exit code, stdout and stderr.

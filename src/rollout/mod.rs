@@ -221,12 +221,15 @@ fn samples(snapshot: &Snapshot, service: usize) -> Window {
         .zip(states)
         .map(|(b, st)| {
             let m = &st.metrics;
-            let requests = (1..=5).map(|c| m.responses(c)).sum();
+            // A connection the backend refused counts as a 5xx answer: the canary failed it,
+            // whether or not a retry elsewhere saved the client.
+            let refused = m.connect_failures.get();
+            let requests = (1..=5).map(|c| m.responses(c)).sum::<u64>() + refused;
             (
                 b.addr,
                 Sample {
                     requests,
-                    errors_5xx: m.responses(5),
+                    errors_5xx: m.responses(5) + refused,
                     latency: m.latency.counts(),
                 },
             )
@@ -612,7 +615,7 @@ impl Rollouts {
     /// plan once; a running rollout is never replaced by one); true when the book changed.
     fn labels(&self, table: &RoutingTable, book: &mut BTreeMap<String, Rollout>) -> bool {
         let mut changed = false;
-        let mut labelled = std::collections::BTreeSet::new();
+        let mut labelled = BTreeMap::new();
         for route in &table.routes {
             let Some((plan, started_at)) = route.members.iter().find_map(|m| {
                 let s = &table.services[m.service];
@@ -620,11 +623,6 @@ impl Rollouts {
             }) else {
                 continue;
             };
-            labelled.insert(route.name.clone());
-            let existing = book.get(&route.name);
-            if existing.is_some_and(|r| r.state == State::Running) {
-                continue;
-            }
             let resolved = gate::resolve(&plan, &candidates(table, route));
             let canary = resolved
                 .as_ref()
@@ -635,6 +633,11 @@ impl Rollouts {
                 started_at.unwrap_or_default(),
                 plan.written()
             );
+            labelled.insert(route.name.clone(), key.clone());
+            let existing = book.get(&route.name);
+            if existing.is_some_and(|r| r.state == State::Running) {
+                continue;
+            }
             if existing.is_some_and(|r| r.label_key.as_deref() == Some(key.as_str())) {
                 continue;
             }
@@ -672,9 +675,32 @@ impl Rollouts {
             book.insert(route.name.clone(), r);
             changed = true;
         }
+        // The label is the plan: a running label rollout whose label left its route (removed,
+        // changed, or the canary app deleted) is aborted — the group-wide way to stop one
+        // through Marathon. A route not in the table (before the first sync) is left alone.
+        let now = unix_ms();
+        for (route, r) in book.iter_mut() {
+            let gone = r.origin == Origin::Label
+                && r.state == State::Running
+                && table.routes.iter().any(|x| x.name == *route)
+                && labelled.get(route) != r.label_key.as_ref();
+            if gone {
+                r.state = State::Aborted;
+                r.share = 0;
+                r.finished_unix_ms = Some(now);
+                r.reason = Some("the plan label was removed or changed".into());
+                let canary = r.canary.clone().map(|c| c.to_string()).unwrap_or_default();
+                self.event(
+                    route,
+                    "aborted",
+                    format!("label gone: {canary} back to 0 %"),
+                );
+                changed = true;
+            }
+        }
         // A refused label that is gone (fixed or removed) is forgotten.
         let before = book.len();
-        book.retain(|route, r| r.state != State::Refused || labelled.contains(route));
+        book.retain(|route, r| r.state != State::Refused || labelled.contains_key(route));
         changed | (book.len() != before)
     }
 }
