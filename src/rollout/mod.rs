@@ -181,6 +181,9 @@ pub struct Rollouts {
     wake: Notify,
     settings: Settings,
     metrics: Arc<Metrics>,
+    /// The live table's routes of several apps: their metrics series exist (at 0) before any
+    /// rollout, as `route_weight`'s do.
+    routes: Mutex<Vec<String>>,
 }
 
 fn unix_ms() -> u64 {
@@ -265,6 +268,7 @@ impl Rollouts {
             wake: Notify::new(),
             settings,
             metrics,
+            routes: Mutex::default(),
         };
         r.publish_metrics(&r.book.lock().unwrap());
         r
@@ -443,13 +447,19 @@ impl Rollouts {
     fn publish_metrics(&self, book: &BTreeMap<String, Rollout>) {
         self.metrics.rollout_step.clear();
         self.metrics.rollout_state.clear();
-        for (route, r) in book {
+        let routes = self.routes.lock().unwrap().clone();
+        let without = routes.iter().filter(|r| !book.contains_key(*r));
+        let all = book
+            .iter()
+            .map(|(route, r)| (route, Some(r)))
+            .chain(without.map(|route| (route, None)));
+        for (route, r) in all {
             self.metrics
                 .rollout_step
                 .get_or_create(&RolloutLabels {
                     route: route.clone(),
                 })
-                .set(r.step as i64);
+                .set(r.map_or(0, |r| r.step as i64));
             for s in State::ALL {
                 self.metrics
                     .rollout_state
@@ -457,7 +467,7 @@ impl Rollouts {
                         route: route.clone(),
                         state: s.as_str(),
                     })
-                    .set(i64::from(r.state == s));
+                    .set(i64::from(r.is_some_and(|r| r.state == s)));
             }
         }
     }
@@ -465,10 +475,13 @@ impl Rollouts {
     /// The controller: judges running rollouts every `interval` (and at once when one starts
     /// or is aborted), starts label plans, and keeps the live weights as the rollouts want.
     pub async fn run(self: Arc<Self>, store: Arc<Store>, commands: mpsc::Sender<Command>) {
+        // A new table is judged at once too: a plan label starts when its app arrives.
+        let mut swaps = store.subscribe();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval) => {}
                 _ = self.wake.notified() => {}
+                changed = swaps.changed() => if changed.is_err() { return },
             }
             let snapshot = store.load_full();
             let wanted = self.tick(&snapshot, unix_ms());
@@ -494,6 +507,12 @@ impl Rollouts {
     /// One evaluation over the live table at `now`: the weights to set, by route.
     pub fn tick(&self, snapshot: &Snapshot, now: u64) -> Vec<(String, BTreeMap<AppId, u32>)> {
         let table = &snapshot.table;
+        *self.routes.lock().unwrap() = table
+            .routes
+            .iter()
+            .filter(|r| r.members.len() > 1)
+            .map(|r| r.name.clone())
+            .collect();
         let mut book = self.book.lock().unwrap();
         let mut changed = self.labels(table, &mut book);
         let mut wanted = Vec::new();
