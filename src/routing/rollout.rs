@@ -312,4 +312,38 @@ mod tests {
             assert!(e.contains(why), "{plan}: {e}");
         }
     }
+
+    proptest::proptest! {
+        /// Any text: refused or a plan within bounds that reads back the same.
+        #[test]
+        fn any_text_is_refused_or_a_plan_that_reads_back(text in ".{0,200}") {
+            if let Ok(plan) = Plan::parse(&text) {
+                proptest::prop_assert_eq!(plan.steps.last(), Some(&100));
+                proptest::prop_assert_eq!(Plan::parse(&plan.written().to_string()), Ok(plan));
+            }
+        }
+
+        /// Pairs from the label's keys with arbitrary values: never a panic, never a plan
+        /// outside its bounds.
+        #[test]
+        fn label_pairs_stay_in_bounds(
+            steps in proptest::collection::vec(0u64..200, 0..25),
+            hold in "[0-9]{0,6}(ms|s|m|h|x)?",
+            rate in proptest::num::f64::ANY,
+            ratio in proptest::num::f64::ANY,
+            min in proptest::num::u64::ANY,
+        ) {
+            let steps: Vec<String> = steps.iter().map(u64::to_string).collect();
+            let text = format!(
+                "steps={}; hold={hold}; max_5xx_rate={rate}; max_p99_ratio={ratio}; min_requests={min}",
+                steps.join(",")
+            );
+            if let Ok(plan) = Plan::parse(&text) {
+                proptest::prop_assert!(plan.steps.windows(2).all(|w| w[0] < w[1]));
+                proptest::prop_assert!((0.0..=1.0).contains(&plan.max_5xx_rate));
+                proptest::prop_assert!(plan.max_p99_ratio >= 1.0);
+                proptest::prop_assert!(!plan.hold.is_zero() && plan.hold <= MAX_HOLD);
+            }
+        }
+    }
 }
