@@ -362,6 +362,15 @@ async fn a_canary_failing_at_step_2_goes_back_to_0_and_the_baseline_is_untouched
         );
     }
     assert!(answers.get(&(500, "green".into())).is_some_and(|&n| n > 0));
+    // What the rollback cost the clients (printed with --nocapture; not asserted).
+    let failing = rollout["last_verdict"]["canary_requests"]
+        .as_u64()
+        .unwrap_or(0);
+    eprintln!(
+        "canary 500s seen by clients: {} (the failing verdict saw {failing} canary responses in \
+         step 2); all answers: {answers:?}",
+        answers.get(&(500, "green".into())).copied().unwrap_or(0)
+    );
     let (_, events) = sy.get("/v1/events").await;
     assert!(events.contains("\"kind\":\"failed\""), "{events}");
     assert_eq!(sy.log_lines("rollout failed").len(), 1);
