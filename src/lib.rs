@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod reconciler;
 pub mod relay;
 pub mod reload;
+pub mod rollout;
 pub mod routing;
 pub mod runtime_thread;
 pub mod sd_notify;
@@ -130,8 +131,19 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // A full resync of the source: SIGHUP, and marathon-lb's `/_mlb_signal/hup` on the admin
     // listener.
     let resync = Arc::new(Notify::new());
+    let rollouts = Arc::new(rollout::Rollouts::new(
+        rollout::Settings {
+            interval: config.rollout.interval,
+            state_dir: config.rollout.state_dir.clone(),
+        },
+        metrics.clone(),
+    ));
+    planes
+        .control
+        .spawn(rollouts.clone().run(store.clone(), commands_tx.clone()));
     let history = admin::history::History::new(config.admin.history_interval);
     let admin = Arc::new(admin::Admin {
+        rollouts,
         token: admin_token,
         sessions: admin::session::Sessions::new(config.admin.session_ttl),
         loopback_reads_open: config.admin.loopback_reads_open,

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             | Command::Explain { .. }
             | Command::Reload { .. }
             | Command::Plan { .. }
+            | Command::Rollout { .. }
     );
     let misplaced = [
         ("--upgrade", cli.upgrade && !runs),
@@ -129,6 +130,20 @@ fn main() -> ExitCode {
             // 3: the plan ran and the change would break something.
             if broken.get() {
                 ExitCode::from(3)
+            } else {
+                code
+            }
+        }
+        Command::Rollout { action } => {
+            let failed = std::cell::Cell::new(false);
+            let code = inspect("rollout", admin(action.admin().clone()), |a| {
+                let (out, f) = switchyard::cli::rollout(a, &action)?;
+                failed.set(f);
+                Ok(out)
+            });
+            // 4: the rollout failed, was aborted or refused.
+            if failed.get() {
+                ExitCode::from(4)
             } else {
                 code
             }

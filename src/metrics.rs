@@ -46,6 +46,19 @@ pub struct PathLabels {
     pub path: &'static str,
 }
 
+/// `switchyard_rollout_step{route}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub route: String,
+}
+
+/// `switchyard_rollout_state{route,state}`: 1 for the rollout's state, 0 for the others.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutStateLabels {
+    pub route: String,
+    pub state: &'static str,
+}
+
 /// `switchyard_table_hash{hash="…"} 1`: the live table's hash (`routing::digest`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabels {
@@ -97,6 +110,9 @@ pub struct Metrics {
     pub tls_passthrough: Family<KindLabels, Counter>,
     pub upstream_tls_failures: Family<KindLabels, Counter>,
     pub route_weight: Family<RouteLabels, Gauge>,
+    /// A route's rollout: its step (1-based; 0 before the first is set) and its state.
+    pub rollout_step: Family<RolloutLabels, Gauge>,
+    pub rollout_state: Family<RolloutStateLabels, Gauge>,
     /// One series, value 1, labelled with the live table's hash.
     pub table_hash: Family<HashLabels, Gauge>,
     pub admin_requests: Family<PathLabels, Counter>,
@@ -115,67 +131,6 @@ pub const REJECTED_KINDS: &[&str] = &[
     "bind",
     "certificate",
 ];
-
-/// Response times counted in the buckets of `http_response_seconds` (0.5 ms doubling to about
-/// 8 s, then the rest), in plain atomics: what the dashboard's history reads for p50/p99 per
-/// app version without the histogram's lock. Counts are per bucket (not cumulative) and wrap;
-/// a reader takes differences between two reads.
-#[derive(Debug, Default)]
-pub struct LatencyBuckets([std::sync::atomic::AtomicU32; LatencyBuckets::LEN]);
-
-impl LatencyBuckets {
-    /// Fifteen bounds and the bucket above the last.
-    pub const LEN: usize = 16;
-    const FIRST_BOUND_S: f64 = 0.0005;
-
-    /// The upper bound of bucket `i`, seconds (`None`: the last bucket, unbounded).
-    fn bound_s(i: usize) -> Option<f64> {
-        (i + 1 < Self::LEN).then(|| Self::FIRST_BOUND_S * f64::from(1u32 << i))
-    }
-
-    pub fn observe(&self, seconds: f64) {
-        let mut i = 0;
-        while let Some(bound) = Self::bound_s(i) {
-            if seconds <= bound {
-                break;
-            }
-            i += 1;
-        }
-        self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn counts(&self) -> [u32; Self::LEN] {
-        std::array::from_fn(|i| self.0[i].load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// The `q` quantile (0..=1) of `counts` (per-bucket counts over some interval), in ms,
-    /// interpolated linearly inside its bucket (the last bucket answers its lower bound);
-    /// `None` when nothing was counted.
-    pub fn quantile_ms(counts: &[u64; Self::LEN], q: f64) -> Option<f64> {
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q * total as f64).max(1.0);
-        let mut below = 0u64;
-        for (i, &n) in counts.iter().enumerate() {
-            if n > 0 && (below + n) as f64 >= rank {
-                let low = if i == 0 {
-                    0.0
-                } else {
-                    Self::bound_s(i - 1).unwrap_or(0.0)
-                };
-                let Some(high) = Self::bound_s(i) else {
-                    return Some(low * 1e3);
-                };
-                let within = (rank - below as f64) / n as f64;
-                return Some((low + (high - low) * within) * 1e3);
-            }
-            below += n;
-        }
-        None
-    }
-}
 
 /// 0.5 ms to about 8 s, doubling.
 fn response_histogram() -> Histogram {
@@ -223,6 +178,8 @@ impl Metrics {
             tls_passthrough: Family::default(),
             upstream_tls_failures: Family::default(),
             route_weight: Family::default(),
+            rollout_step: Family::default(),
+            rollout_state: Family::default(),
             table_hash: Family::default(),
             admin_requests: Family::default(),
             http_response_seconds: Family::new_with_constructor(response_histogram),
@@ -370,6 +327,17 @@ impl Metrics {
             "route_weight",
             "Each app's weight in its multi-app route (source: backends, label, default, override)",
             m.route_weight.clone(),
+        );
+        r.register(
+            "rollout_step",
+            "A route's canary rollout: the step it is at, counted from 1",
+            m.rollout_step.clone(),
+        );
+        r.register(
+            "rollout_state",
+            "A route's canary rollout: 1 for its state (running, succeeded, failed, aborted, \
+             refused), 0 for the others",
+            m.rollout_state.clone(),
         );
         r.register(
             "table_hash",

@@ -113,6 +113,7 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
             false,
             format!("{:?}", c.runtime.config_watch_interval),
         ),
+        ("rollout", true, format!("{:?}", c.rollout)),
         ("log", true, format!("{:?}", c.log)),
     ]
 }

@@ -57,6 +57,7 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ),
         ("reconciler", None),
         ("reload", None),
+        ("rollout", None),
         ("admin", None),
         ("lib", None),
     ];

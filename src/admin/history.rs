@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::backends::{BackendKey, BackendState};
-use crate::metrics::LatencyBuckets;
+use crate::backends::latency;
 use crate::snapshot::{Snapshot, Store};
 
 /// Samples kept per series: 15 minutes at the default 5 s interval.
@@ -87,7 +87,7 @@ struct Seen {
     requests: u64,
     errors_5xx: u64,
     ejections: u64,
-    latency: [u32; LatencyBuckets::LEN],
+    latency: [u64; latency::BUCKETS],
 }
 
 /// Each route's weights per app id (`RoutingTable::route_weights`).
@@ -223,10 +223,8 @@ impl History {
             let before = ring.seen.get(key).copied();
             seen.insert(key.clone(), now);
             let before = before?;
-            let mut latency = [0u32; LatencyBuckets::LEN];
-            for (i, l) in latency.iter_mut().enumerate() {
-                *l = now.latency[i].wrapping_sub(before.latency[i]);
-            }
+            let latency: [u64; latency::BUCKETS] =
+                std::array::from_fn(|i| now.latency[i].saturating_sub(before.latency[i]));
             Some(Seen {
                 requests: now.requests.saturating_sub(before.requests),
                 errors_5xx: now.errors_5xx.saturating_sub(before.errors_5xx),
@@ -295,14 +293,14 @@ impl History {
                 };
                 let mut requests = 0u64;
                 let mut errors = 0u64;
-                let mut latency = [0u64; LatencyBuckets::LEN];
+                let mut latency = [0u64; latency::BUCKETS];
                 let mut measured = false;
                 for d in deltas.iter().flatten() {
                     measured = true;
                     requests += d.requests;
                     errors += d.errors_5xx;
                     for (i, l) in latency.iter_mut().enumerate() {
-                        *l += u64::from(d.latency[i]);
+                        *l += d.latency[i];
                     }
                 }
                 let per_s = |n: u64| match elapsed_s {
@@ -318,8 +316,8 @@ impl History {
                     t: now_ms,
                     rps: per_s(requests),
                     errors_5xx_ps: per_s(errors),
-                    p50_ms: LatencyBuckets::quantile_ms(&latency, 0.50),
-                    p99_ms: LatencyBuckets::quantile_ms(&latency, 0.99),
+                    p50_ms: latency::quantile_ms(&latency, 0.50),
+                    p99_ms: latency::quantile_ms(&latency, 0.99),
                     share,
                 });
                 while series.points.len() > POINTS {

@@ -63,6 +63,8 @@ pub struct Admin {
     pub bind_failures: Arc<Mutex<BTreeMap<SocketAddr, String>>>,
     /// The dashboard's history of the live counters (`GET /v1/history`).
     pub history: Arc<history::History>,
+    /// Canary rollouts (`/v1/routes/{route}/rollout`, `/v1/events`).
+    pub rollouts: Arc<crate::rollout::Rollouts>,
 }
 
 impl Admin {
@@ -287,6 +289,7 @@ impl Admin {
             "/v1/routes",
             "/v1/swaps",
             "/v1/history",
+            "/v1/events",
             "/v1/explain",
             "/v1/reload",
             "/v1/plan",
@@ -307,6 +310,10 @@ impl Admin {
         let endpoint = EXACT
             .into_iter()
             .find(|e| *e == path)
+            .or_else(|| {
+                (path.starts_with("/v1/routes/") && path.ends_with("/rollout"))
+                    .then_some("/v1/routes/rollout")
+            })
             .or_else(|| {
                 PREFIXES
                     .into_iter()
@@ -339,6 +346,15 @@ impl Admin {
         {
             let route = percent_decode(route);
             return self.weights(req, route).await;
+        }
+        if let Some(route) = req
+            .uri()
+            .path()
+            .strip_prefix("/v1/routes/")
+            .and_then(|r| r.strip_suffix("/rollout"))
+        {
+            let route = percent_decode(route);
+            return self.rollout(req, route).await;
         }
         if let Some(app) = req
             .uri()
@@ -460,6 +476,7 @@ impl Admin {
                 );
                 r
             }
+            "/v1/events" => json_list(&self.rollouts.events()),
             "/v1/explain" => {
                 let query = req.uri().query().unwrap_or("");
                 let snapshot = self.store.load_full();
@@ -519,10 +536,11 @@ impl Admin {
         let failures = self.bind_failures.lock().unwrap().clone();
         let draining = self.status.draining.lock().unwrap().clone();
         let status = self.status.clone();
+        let rollouts = self.rollouts.all();
         // The turn goes with the build: a client that leaves does not free it early.
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            let view = views::routes(&snapshot, &failures, &status, &draining, &page);
+            let view = views::routes(&snapshot, &failures, &status, &draining, &page, &rollouts);
             serde_json::to_string_pretty(&view).expect("routes serialize") + "\n"
         })
         .await
@@ -645,6 +663,101 @@ impl Admin {
             ),
         }
     }
+}
+
+impl Admin {
+    /// `GET /v1/routes/{route}/rollout`: the route's rollout. `PUT` (or `POST`) with a plan
+    /// (`routing::rollout::Plan`): starts one — 201 with it; 400 for a plan refused or a
+    /// canary and baseline that cannot be told, with why; 404 for no such route; 409 while
+    /// another runs. `DELETE`: aborts it (the canary's weight to 0).
+    async fn rollout(&self, req: Request<Incoming>, route: String) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let answer = |status: StatusCode, r: &crate::rollout::Rollout| {
+            let mut r = text(
+                status,
+                serde_json::to_string_pretty(r).expect("serializes") + "\n",
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
+        };
+        let error = |status: StatusCode, why: String| {
+            json_response(status, serde_json::json!({ "error": why }))
+        };
+        match *req.method() {
+            Method::GET | Method::HEAD => match self.rollouts.get(&route) {
+                Some(r) => answer(StatusCode::OK, &r),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!("no rollout on route {route:?}"),
+                ),
+            },
+            Method::DELETE => match self.rollouts.abort(&route) {
+                Some(r) => answer(StatusCode::OK, &r),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!("no rollout on route {route:?}"),
+                ),
+            },
+            Method::PUT | Method::POST => {
+                let body = http_body_util::Limited::new(req.into_body(), 16 * 1024);
+                let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "body unreadable or over 16 KiB".into(),
+                    );
+                };
+                let Ok(body) = std::str::from_utf8(&body) else {
+                    return error(StatusCode::BAD_REQUEST, "body is not UTF-8".into());
+                };
+                // The API takes JSON only; the `key=value` form is the label's.
+                if !body.trim_start().starts_with('{') {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "expected a JSON plan: {\"steps\": [1, 5, 25, 50, 100], \"hold\": \"5m\", …}"
+                            .into(),
+                    );
+                }
+                let plan = match crate::routing::rollout::Plan::parse(body) {
+                    Ok(p) => p,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                };
+                let snapshot = self.store.load_full();
+                match self.rollouts.start(&route, plan, &snapshot.table) {
+                    Ok(r) => answer(StatusCode::CREATED, &r),
+                    Err(crate::rollout::StartError::NoRoute) => {
+                        error(StatusCode::NOT_FOUND, format!("no route named {route:?}"))
+                    }
+                    Err(crate::rollout::StartError::Running) => error(
+                        StatusCode::CONFLICT,
+                        format!("a rollout is running on {route:?}: abort it first"),
+                    ),
+                    Err(crate::rollout::StartError::Unresolved(why)) => {
+                        error(StatusCode::BAD_REQUEST, why)
+                    }
+                }
+            }
+            _ => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "GET, PUT or DELETE\n".into(),
+            ),
+        }
+    }
+}
+
+/// A JSON list (`/v1/events`).
+fn json_list<T: serde::Serialize>(items: &[T]) -> Response<Full<Bytes>> {
+    let mut r = text(
+        StatusCode::OK,
+        serde_json::to_string(items).expect("serializes") + "\n",
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// Route names hold `/` and `:`; clients may send them percent-encoded.

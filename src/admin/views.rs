@@ -60,6 +60,8 @@ struct RouteView<'a> {
     vhosts: Vec<String>,
     overridden: bool,
     members: Vec<MemberView<'a>>,
+    /// Its canary rollout, if it has one (`crate::rollout`).
+    rollout: Option<crate::rollout::Rollout>,
 }
 
 #[derive(Serialize)]
@@ -292,6 +294,7 @@ pub(super) fn routes<'a>(
     status: &Status,
     draining: &'a [(BackendKey, std::sync::Arc<BackendState>)],
     page: &Page,
+    rollouts: &BTreeMap<String, crate::rollout::Rollout>,
 ) -> RoutesView<'a> {
     let table = &snapshot.table;
     // The page's routes, and (when paged) only the services their members use.
@@ -413,6 +416,7 @@ pub(super) fn routes<'a>(
             },
             vhosts: std::mem::take(&mut vhosts_of[i]),
             overridden: r.overridden,
+            rollout: rollouts.get(&r.name).cloned(),
             members: r
                 .members
                 .iter()

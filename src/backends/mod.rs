@@ -7,6 +7,7 @@
 //! and its open connections are cut once the drain timeout passes.
 
 pub mod health;
+pub mod latency;
 pub mod limits;
 pub mod outlier;
 
@@ -40,8 +41,9 @@ pub struct BackendMetrics {
     responses: [Counter; 5],
     /// Shared by every backend of the service: latency per app version, not per task.
     pub response_seconds: Histogram,
-    /// This backend's response times in atomics (the dashboard's history sums a version's).
-    pub latency: crate::metrics::LatencyBuckets,
+    /// This backend's response times in fine buckets (20 % apart, atomics): a rollout's p99
+    /// gate and the dashboard's history read them.
+    pub latency: latency::Latency,
 }
 
 impl BackendMetrics {
@@ -72,7 +74,7 @@ impl BackendMetrics {
                     service: labels.service.clone(),
                 })
                 .clone(),
-            latency: Default::default(),
+            latency: latency::Latency::default(),
         }
     }
 

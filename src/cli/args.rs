@@ -18,7 +18,8 @@ Exit codes:
      missing or unusable (`check`), a name with no record (`resolve`), the proxy failing
   2  usage error (an unknown command or flag, a missing argument) or an invalid configuration
   3  `plan`: the change would break something (a service no longer served, a port out of
-     service, backends lost, a new conflict or refused label, a definition refused)";
+     service, backends lost, a new conflict or refused label, a definition refused)
+  4  `rollout status`: the rollout failed, was aborted or refused";
 
 const ROOT_EXAMPLES: &str = "\
 Examples:
@@ -31,7 +32,7 @@ Examples:
 /// Service-discovery load balancer for Marathon/Mesos: edge proxy, VIPs and DNS in one process
 ///
 /// Without a command, switchyard runs (as `switchyard run`). The commands routes, status,
-/// resolve, explain, reload and plan ask a running instance through its admin API: --admin ADDR, else
+/// resolve, explain, reload, plan and rollout ask a running instance through its admin API: --admin ADDR, else
 /// the admin.listen of --config FILE, else 127.0.0.1:9090; --token-file FILE (else --config's
 /// admin.token_file) when the API needs a bearer token.
 #[derive(Debug, Parser)]
@@ -207,6 +208,27 @@ refused); 1 a file unreadable or the admin API unreachable or refusing.")]
         json: bool,
     },
 
+    /// Canary rollouts on a running instance: start a plan, watch it, abort it
+    ///
+    /// A plan moves the canary's share of ROUTE step by step (--steps, in percent), holding
+    /// each step (--hold) until the canary's gates pass against the baseline (--max-5xx-rate,
+    /// --max-p99-ratio, over at least --min-requests responses each); a failed gate sets the
+    /// canary's weight to 0 at once. docs/rollouts.md has the whole story.
+    #[command(after_help = "\
+Examples:
+  switchyard rollout start shop --steps 1,5,25,50,100 --hold 5m --max-5xx-rate 0.01
+  switchyard rollout start shop --plan rollout.json      # the plan as PUT /v1/routes/{route}/rollout takes it
+  switchyard rollout status shop --wait --timeout 1h     # in CI: until it succeeds (0) or fails (4)
+  switchyard rollout abort shop                          # the canary's weight to 0
+
+Exit codes: 0 started / running or succeeded / aborted; 4 (status) the rollout failed, was
+aborted or refused; 1 the admin API unreachable or refusing (a plan refused, with why; no such
+route; a rollout already running), or --wait timed out; 2 usage error.")]
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
+
     /// Print a shell completion script (bash, zsh or fish) on stdout
     #[command(after_help = "\
 Examples:
@@ -233,6 +255,93 @@ Examples:
         #[arg(long, value_name = "DIR", conflicts_with = "command")]
         out_dir: Option<PathBuf>,
     },
+}
+
+/// `rollout start|status|abort`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutAction {
+    /// Start a rollout plan on ROUTE (flags, or --plan FILE)
+    Start {
+        /// The route (`switchyard routes` names them: a deployment group, a vhost, a port)
+        route: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show ROUTE's rollout: state, step, share, the last verdict with its numbers
+    Status {
+        route: String,
+        /// Poll until the rollout is no longer running
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up (exit 1) after this long (`30s`, `10m`, `1h`)
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "30m",
+            requires = "wait"
+        )]
+        timeout: String,
+        /// Print the admin API's JSON instead of the summary
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Abort ROUTE's rollout: the canary's weight goes to 0
+    Abort {
+        route: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+impl RolloutAction {
+    pub fn admin(&self) -> &AdminArgs {
+        match self {
+            RolloutAction::Start { admin, .. }
+            | RolloutAction::Status { admin, .. }
+            | RolloutAction::Abort { admin, .. } => admin,
+        }
+    }
+}
+
+/// A rollout plan as flags (the instance checks it: a plan it refuses is exit 1, with why).
+#[derive(Debug, Default, Clone, Args)]
+pub struct PlanArgs {
+    /// The plan as a JSON file (`{"steps": [...], "hold": "5m", ...}`), instead of the flags
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["steps", "hold", "max_5xx_rate", "max_p99_ratio", "p99_floor_ms", "min_requests", "canary", "baseline"])]
+    pub plan: Option<PathBuf>,
+    /// The canary's share at each step, in percent, increasing, the last 100
+    #[arg(
+        long,
+        value_name = "PERCENT,...",
+        value_delimiter = ',',
+        required_unless_present = "plan"
+    )]
+    pub steps: Vec<u32>,
+    /// How long each step holds before its verdict (`30s`, `5m`)
+    #[arg(long, value_name = "DURATION", required_unless_present = "plan")]
+    pub hold: Option<String>,
+    /// The canary fails above this fraction of 5xx responses [default: 0.01]
+    #[arg(long, value_name = "FRACTION")]
+    pub max_5xx_rate: Option<f64>,
+    /// The canary fails when its p99 is more than this many times the baseline's [default: 1.5]
+    #[arg(long, value_name = "RATIO")]
+    pub max_p99_ratio: Option<f64>,
+    /// The baseline's p99 counts as at least this in the ratio [default: 10]
+    #[arg(long, value_name = "MS")]
+    pub p99_floor_ms: Option<f64>,
+    /// Responses each side needs over a step before any verdict [default: 100]
+    #[arg(long, value_name = "N")]
+    pub min_requests: Option<u64>,
+    /// The canary app [default: the route's newest deployment]
+    #[arg(long, value_name = "APP")]
+    pub canary: Option<String>,
+    /// The baseline app [default: the route's other app]
+    #[arg(long, value_name = "APP")]
+    pub baseline: Option<String>,
 }
 
 /// `run` and `demo`.

@@ -1,5 +1,5 @@
 //! The operator's commands against a running instance: `routes`, `status`, `resolve`,
-//! `explain`, `reload`. They use the admin API (plain HTTP/1.1 on loopback, a bearer token when given).
+//! `explain`, `reload`, `plan`, `rollout`. They use the admin API (plain HTTP/1.1 on loopback, a bearer token when given).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,6 +26,20 @@ impl Admin {
 
     /// One request with a JSON body; the answer's JSON body when it is a 200.
     pub fn send(&self, method: &str, path: &str, body: &str) -> Result<Value, String> {
+        let (status, body) = self.exchange(method, path, body)?;
+        if status != "200" {
+            return Err(format!("{path}: {status}: {}", body.trim()));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("{path}: not JSON: {e}"))
+    }
+
+    /// One request; the answer's status and body, whatever the status.
+    pub fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(String, String), String> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
             .map_err(|e| format!("cannot reach the admin API at {}: {e}", self.addr))?;
         stream
@@ -56,10 +70,7 @@ impl Admin {
         let text = String::from_utf8_lossy(&response);
         let (head, body) = text.split_once("\r\n\r\n").ok_or("a malformed answer")?;
         let status = head.split(' ').nth(1).unwrap_or("?");
-        if status != "200" {
-            return Err(format!("{path}: {status}: {}", body.trim()));
-        }
-        serde_json::from_str(body).map_err(|e| format!("{path}: not JSON: {e}"))
+        Ok((status.to_string(), body.to_string()))
     }
 }
 
@@ -129,6 +140,9 @@ pub fn routes(admin: &Admin, json: bool) -> Result<String, String> {
                 m["weight_from"].as_str().unwrap_or("?"),
                 m["backends"]
             );
+        }
+        if route["rollout"].is_object() {
+            out += &format!("  rollout: {}\n", rollout_line(&route["rollout"]));
         }
     }
     let problems = table["problems"].as_array().map_or(0, Vec::len);
@@ -377,4 +391,188 @@ pub fn plan(
         out += "nothing would break\n";
     }
     Ok((out, broken))
+}
+
+/// A rollout in one line: `running, step 2 of 5: /shop-green at 5 % (against /shop-blue)`.
+pub fn rollout_line(r: &Value) -> String {
+    let state = r["state"].as_str().unwrap_or("?");
+    let mut line = format!(
+        "{state}, step {} of {}: {} at {} % (against {})",
+        r["step"],
+        r["steps"],
+        r["canary"].as_str().unwrap_or("?"),
+        r["share"],
+        r["baseline"].as_str().unwrap_or("?"),
+    );
+    if let Some(reason) = r["reason"].as_str() {
+        line += &format!(" — {reason}");
+    }
+    line
+}
+
+/// Route names hold `/` and `:`: encoded for a path segment.
+fn encode_route(route: &str) -> String {
+    route
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `30s`, `10m`, `1h`, `1h30m`.
+fn duration(text: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("an empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration (30s, 10m, 1h)"))?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        total += match &rest[..unit] {
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(format!("{text:?} is not a duration (30s, 10m, 1h)")),
+        };
+        rest = &rest[unit..];
+    }
+    Ok(total)
+}
+
+/// The plan `rollout start` sends: the file's as it is, or one built from the flags.
+fn plan_body(plan: &args::PlanArgs) -> Result<String, String> {
+    if let Some(file) = &plan.plan {
+        return std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()));
+    }
+    let mut body = serde_json::json!({ "steps": plan.steps, "hold": plan.hold });
+    for (key, value) in [
+        ("max_5xx_rate", plan.max_5xx_rate.map(Value::from)),
+        ("max_p99_ratio", plan.max_p99_ratio.map(Value::from)),
+        ("p99_floor_ms", plan.p99_floor_ms.map(Value::from)),
+        ("min_requests", plan.min_requests.map(Value::from)),
+        ("canary", plan.canary.clone().map(Value::from)),
+        ("baseline", plan.baseline.clone().map(Value::from)),
+    ] {
+        if let Some(value) = value {
+            body[key] = value;
+        }
+    }
+    Ok(body.to_string())
+}
+
+/// A rollout in a few lines: state, step, share, times, the last verdict with its numbers.
+fn rollout_summary(r: &Value) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let ago = |ms: &Value| match ms.as_u64() {
+        Some(0) | None => "-".to_string(),
+        Some(ms) => format!("{:.1} s ago", now_ms.saturating_sub(ms) as f64 / 1000.0),
+    };
+    let mut out = format!(
+        "route {}: {}\nstarted {} ({}), step started {}; steps {} % holding {} ms each\n",
+        r["route"].as_str().unwrap_or("?"),
+        rollout_line(r),
+        ago(&r["started_unix_ms"]),
+        r["origin"].as_str().unwrap_or("?"),
+        ago(&r["step_started_unix_ms"]),
+        r["plan"]["steps"],
+        r["plan"]["hold_ms"],
+    );
+    let v = &r["last_verdict"];
+    if v.is_object() {
+        let pct = |x: &Value| {
+            x.as_f64()
+                .map_or("-".into(), |x| format!("{:.2} %", x * 100.0))
+        };
+        let ms = |x: &Value| x.as_f64().map_or("-".into(), |x| format!("{x:.1} ms"));
+        out += &format!(
+            "last verdict ({}): {} — {}\n  canary   {} responses, 5xx {}, p99 {}\n  baseline {} responses, 5xx {}, p99 {}\n  p99 ratio {}\n",
+            ago(&v["at_unix_ms"]),
+            v["outcome"].as_str().unwrap_or("?"),
+            v["why"].as_str().unwrap_or(""),
+            v["canary_requests"],
+            pct(&v["canary_5xx_rate"]),
+            ms(&v["canary_p99_ms"]),
+            v["baseline_requests"],
+            pct(&v["baseline_5xx_rate"]),
+            ms(&v["baseline_p99_ms"]),
+            v["p99_ratio"]
+                .as_f64()
+                .map_or("-".into(), |x| format!("{x:.2}")),
+        );
+    }
+    out
+}
+
+/// `switchyard rollout start|status|abort ROUTE`: the output, and whether the rollout failed,
+/// was aborted or refused (`status`: exit 4).
+pub fn rollout(admin: &Admin, action: &args::RolloutAction) -> Result<(String, bool), String> {
+    use args::RolloutAction;
+    let path = |route: &str| format!("/v1/routes/{}/rollout", encode_route(route));
+    let answer = |status: &str, body: &str, what: &str| -> Result<Value, String> {
+        let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let error = value["error"].as_str().map(str::to_string);
+        if status != "200" && status != "201" {
+            return Err(format!(
+                "{what}: {status}: {}",
+                error.unwrap_or_else(|| body.trim().to_string())
+            ));
+        }
+        Ok(value)
+    };
+    match action {
+        RolloutAction::Start { route, plan, .. } => {
+            let body = plan_body(plan)?;
+            let (status, text) = admin.exchange("PUT", &path(route), &body)?;
+            let r = answer(&status, &text, "rollout refused")?;
+            Ok((format!("rollout started\n{}", rollout_summary(&r)), false))
+        }
+        RolloutAction::Abort { route, .. } => {
+            let (status, text) = admin.exchange("DELETE", &path(route), "")?;
+            let r = answer(&status, &text, "abort")?;
+            Ok((rollout_summary(&r), false))
+        }
+        RolloutAction::Status {
+            route,
+            wait,
+            timeout,
+            json,
+            ..
+        } => {
+            let deadline = std::time::Instant::now() + duration(timeout)?;
+            loop {
+                let (status, text) = admin.exchange("GET", &path(route), "")?;
+                let r = answer(&status, &text, "status")?;
+                let state = r["state"].as_str().unwrap_or("?");
+                if !*wait || state != "running" {
+                    let out = if *json {
+                        serde_json::to_string_pretty(&r).unwrap() + "\n"
+                    } else {
+                        rollout_summary(&r)
+                    };
+                    let failed = matches!(state, "failed" | "aborted" | "refused");
+                    return Ok((out, failed));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "still running after {timeout}:\n{}",
+                        rollout_summary(&r)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
 }

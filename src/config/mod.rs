@@ -39,6 +39,7 @@ pub struct Config {
     pub admin: Admin,
     pub relay: Relay,
     pub runtime: Runtime,
+    pub rollout: Rollout,
     pub log: Log,
 }
 
@@ -724,6 +725,28 @@ impl Default for Runtime {
     }
 }
 
+/// Canary rollouts (docs/rollouts.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rollout {
+    /// How often running rollouts are measured and judged: a failing canary is back at 0
+    /// within one interval of reaching its `min_requests`.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Where rollouts are recorded (`rollouts.json`, written atomically), so a restart resumes
+    /// them; omitted, they live in memory only.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            interval: Duration::from_secs(1),
+            state_dir: None,
+        }
+    }
+}
+
 /// Active health checks: probes from switchyard itself, beside Marathon's verdicts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -801,6 +824,7 @@ impl Config {
             &mut config.admin.token_file,
             &mut config.relay.token_file,
             &mut config.runtime.upgrade_socket,
+            &mut config.rollout.state_dir,
             &mut config.http.error_page_502,
             &mut config.http.error_page_503,
             &mut config.http.error_page_504,

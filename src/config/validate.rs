@@ -19,6 +19,9 @@ impl Config {
             }
         }
         crate::proxy::tls::Policy::parse(&self.https.min_version, &self.https.cipher_suites)?;
+        if self.rollout.interval.is_zero() {
+            return Err("rollout.interval must be more than 0s".into());
+        }
         if self.proxy.proxy_protocol_timeout.is_zero() {
             return Err("proxy.proxy_protocol_timeout: must be above zero".into());
         }

@@ -121,6 +121,7 @@ pub(super) fn vip_services(
                 vhosts: Vec::new(),
                 weight: None,
                 canary: None,
+                rollout: None,
                 deployment: Default::default(),
                 upstream_h2: false,
                 tcp_idle_timeout: None,

@@ -62,6 +62,9 @@ pub struct PortLabels {
     /// `SWITCHYARD_{n}_CANARY_HEADER`: requests carrying this header (lowercase name, value)
     /// go to this app.
     pub canary_header: Option<(String, String)>,
+    /// `SWITCHYARD_{n}_ROLLOUT`: a canary rollout plan with this app as the canary (a plan
+    /// that cannot be read is a notice: no rollout starts from it).
+    pub rollout: Option<Arc<super::rollout::Plan>>,
     /// `SWITCHYARD_{n}_UPSTREAM=h2c`: HTTP/2 (prior knowledge) to the backends.
     pub upstream_h2: bool,
     /// `SWITCHYARD_{n}_TCP_IDLE_TIMEOUT`: this port's `proxy.tcp_idle_timeout` (TCP mode).
@@ -485,6 +488,14 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             Ok((name, value.trim().to_string()))
         })
         .transpose()?;
+    let rollout = match own_get("ROLLOUT").map(super::rollout::Plan::parse) {
+        None => None,
+        Some(Ok(plan)) => Some(Arc::new(plan)),
+        Some(Err(e)) => {
+            notices.push(format!("{own}ROLLOUT: {e}; no rollout is started from it"));
+            None
+        }
+    };
     let upstream_h2 = match own_get("UPSTREAM")
         .map(|v| v.trim().to_ascii_lowercase())
         .as_deref()
@@ -551,6 +562,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         deployment,
         weight,
         canary_header,
+        rollout,
         upstream_h2,
         tcp_idle_timeout,
         notices,

@@ -14,6 +14,7 @@ pub mod edge_labels;
 pub mod ip_per_task;
 pub mod labels;
 pub mod resolve;
+pub mod rollout;
 pub mod routes;
 pub mod vhosts;
 pub mod vip;
@@ -99,6 +100,8 @@ pub struct Service {
     pub weight: Option<u32>,
     /// `SWITCHYARD_{n}_CANARY_HEADER`: (lowercase name, value).
     pub canary: Option<(String, String)>,
+    /// `SWITCHYARD_{n}_ROLLOUT`: a rollout plan naming this app's service the canary.
+    pub rollout: Option<std::sync::Arc<rollout::Plan>>,
     pub deployment: labels::Deployment,
     /// HTTP mode speaks HTTP/2 (prior knowledge) to the backends.
     pub upstream_h2: bool,

@@ -1,0 +1,807 @@
+//! Canary rollouts with automatic rollback (docs/rollouts.md). A route given a plan
+//! (`PUT /v1/routes/{route}/rollout`, or the `SWITCHYARD_{n}_ROLLOUT` label on the canary app)
+//! moves the canary's share step by step; every `rollout.interval` the controller measures
+//! what the canary and the baseline answered since the step began (their backends' response
+//! counters and fine latency buckets, `backends::latency`) and takes a verdict
+//! ([`gate::evaluate`], pure): a pass after the hold moves to the next step, a failed gate sets
+//! the canary's weight to 0 in that same evaluation.
+//!
+//! Weights are written through the reconciler's `SetWeights` command — the path the weights
+//! API takes — as a runtime override; the controller re-asserts them when the live table
+//! differs (a new deployment clears overrides), so a failed or aborted canary stays at 0.
+//!
+//! Where state is kept: in memory, and with `rollout.state_dir` set, in
+//! `{state_dir}/rollouts.json`, written atomically (a temporary file renamed over it) on every
+//! change of state or step. A restart resumes each rollout at its recorded step, with the
+//! step's recorded start (its hold is not started again, its measurements are: counters live
+//! in the process). Each instance measures only its own traffic; why that converges across an
+//! edge group is in docs/rollouts.md.
+
+pub mod gate;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::cluster::AppId;
+use crate::metrics::{Metrics, RolloutLabels, RolloutStateLabels};
+use crate::reconciler::Command;
+use crate::routing::RoutingTable;
+use crate::routing::rollout::Plan;
+use crate::snapshot::{Snapshot, Store};
+use gate::{Outcome, Sample, Verdict};
+
+/// `[rollout]` in the configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// How often running rollouts are measured and judged.
+    pub interval: Duration,
+    /// Where `rollouts.json` is kept; `None`: rollouts live in memory only.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            interval: Duration::from_secs(1),
+            state_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+    /// A plan label that cannot be honoured (no canary or baseline to be told): nothing moved.
+    Refused,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::Aborted,
+        State::Refused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Aborted => "aborted",
+            State::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Api,
+    Label,
+}
+
+/// A verdict and when it was taken.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastVerdict {
+    pub at_unix_ms: u64,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// A route's rollout, as `/v1/routes` and `GET /v1/routes/{route}/rollout` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    pub route: String,
+    pub state: State,
+    pub origin: Origin,
+    pub canary: Option<AppId>,
+    pub baseline: Option<AppId>,
+    /// The step it is at, counted from 1 (`plan.steps[step - 1]` is its share).
+    pub step: usize,
+    pub steps: usize,
+    /// The canary's share now, in percent (0 once failed or aborted).
+    pub share: u32,
+    pub plan: Arc<Plan>,
+    pub started_unix_ms: u64,
+    pub step_started_unix_ms: u64,
+    pub finished_unix_ms: Option<u64>,
+    pub last_verdict: Option<LastVerdict>,
+    /// Why it failed, was aborted or refused; while running, what it waits for beyond the gates.
+    pub reason: Option<String>,
+    /// A label's plan: which deployment and plan it came from, so it runs once.
+    #[serde(skip)]
+    label_key: Option<String>,
+    /// Each side's counters per backend when the step's measurement began.
+    #[serde(skip)]
+    window: Option<(Window, Window)>,
+}
+
+type Window = HashMap<SocketAddr, Sample>;
+
+/// What `rollouts.json` holds of a rollout.
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    state: State,
+    origin: Origin,
+    canary: AppId,
+    baseline: AppId,
+    step: usize,
+    share: u32,
+    /// As [`Plan::parse`] reads it (checked again on load).
+    plan: serde_json::Value,
+    started_unix_ms: u64,
+    step_started_unix_ms: u64,
+    finished_unix_ms: Option<u64>,
+    reason: Option<String>,
+    label_key: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    rollouts: BTreeMap<String, Recorded>,
+}
+
+/// Something a rollout did: `GET /v1/events`, and a log line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub unix_ms: u64,
+    pub route: String,
+    /// `started`, `step`, `succeeded`, `failed`, `aborted`, `refused`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+const EVENTS_KEPT: usize = 200;
+
+/// Why a rollout could not be started.
+#[derive(Debug, PartialEq)]
+pub enum StartError {
+    NoRoute,
+    Running,
+    Unresolved(String),
+}
+
+/// The rollouts of every route: shared by the admin API and the controller task.
+pub struct Rollouts {
+    book: Mutex<BTreeMap<String, Rollout>>,
+    events: Mutex<VecDeque<Event>>,
+    wake: Notify,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    /// The live table's routes of several apps: their metrics series exist (at 0) before any
+    /// rollout, as `route_weight`'s do.
+    routes: Mutex<Vec<String>>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The route's apps as the choice of canary and baseline sees them.
+fn candidates<'a>(
+    table: &'a RoutingTable,
+    route: &'a crate::routing::routes::Route,
+) -> Vec<gate::Candidate<'a>> {
+    route
+        .members
+        .iter()
+        .map(|m| {
+            let s = &table.services[m.service];
+            gate::Candidate {
+                app_id: &m.app_id,
+                started_at: s.deployment.started_at.as_deref(),
+                labelled: s.rollout.is_some(),
+            }
+        })
+        .collect()
+}
+
+/// Each backend's counters of a service.
+fn samples(snapshot: &Snapshot, service: usize) -> Window {
+    let (Some(s), Some(states)) = (
+        snapshot.table.services.get(service),
+        snapshot.states.get(service),
+    ) else {
+        return Window::new();
+    };
+    s.backends
+        .iter()
+        .zip(states)
+        .map(|(b, st)| {
+            let m = &st.metrics;
+            // A connection the backend refused counts as a 5xx answer: the canary failed it,
+            // whether or not a retry elsewhere saved the client.
+            let refused = m.connect_failures.get();
+            let requests = (1..=5).map(|c| m.responses(c)).sum::<u64>() + refused;
+            (
+                b.addr,
+                Sample {
+                    requests,
+                    errors_5xx: m.responses(5) + refused,
+                    latency: m.latency.counts(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// What a side answered since `start`: backends that joined since count from zero.
+fn since(now: &Window, start: &Window) -> Sample {
+    let mut total = Sample::default();
+    for (addr, sample) in now {
+        total.add(&match start.get(addr) {
+            Some(s) => sample.since(s),
+            None => sample.clone(),
+        });
+    }
+    total
+}
+
+impl Rollouts {
+    /// With `state_dir` set, the rollouts recorded there (a file that cannot be read is
+    /// logged and left in place: nothing is resumed from it, and it is not overwritten until
+    /// a rollout changes).
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Rollouts {
+        let book = settings
+            .state_dir
+            .as_ref()
+            .map(|dir| load(&dir.join("rollouts.json")))
+            .unwrap_or_default();
+        let r = Rollouts {
+            book: Mutex::new(book),
+            events: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            settings,
+            metrics,
+            routes: Mutex::default(),
+        };
+        r.publish_metrics(&r.book.lock().unwrap());
+        r
+    }
+
+    pub fn get(&self, route: &str) -> Option<Rollout> {
+        self.book.lock().unwrap().get(route).cloned()
+    }
+
+    pub fn all(&self) -> BTreeMap<String, Rollout> {
+        self.book.lock().unwrap().clone()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().iter().cloned().collect()
+    }
+
+    fn event(&self, route: &str, kind: &'static str, message: String) {
+        match kind {
+            "failed" | "refused" => tracing::warn!(route, "rollout {kind}: {message}"),
+            _ => tracing::info!(route, "rollout {kind}: {message}"),
+        }
+        let mut events = self.events.lock().unwrap();
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(Event {
+            unix_ms: unix_ms(),
+            route: route.to_string(),
+            kind,
+            message,
+        });
+    }
+
+    /// Starts `plan` on `route` of the live table (`PUT /v1/routes/{route}/rollout`): refused
+    /// while another runs there, or when its canary and baseline cannot be told.
+    pub fn start(
+        &self,
+        route: &str,
+        plan: Plan,
+        table: &RoutingTable,
+    ) -> Result<Rollout, StartError> {
+        let found = table
+            .routes
+            .iter()
+            .find(|r| r.name == route)
+            .ok_or(StartError::NoRoute)?;
+        let (canary, baseline) =
+            gate::resolve(&plan, &candidates(table, found)).map_err(StartError::Unresolved)?;
+        let mut book = self.book.lock().unwrap();
+        if book.get(route).is_some_and(|r| r.state == State::Running) {
+            return Err(StartError::Running);
+        }
+        let r = self.begin(route, Arc::new(plan), Origin::Api, canary, baseline, None);
+        book.insert(route.to_string(), r.clone());
+        self.save(&book);
+        self.publish_metrics(&book);
+        drop(book);
+        self.wake.notify_one();
+        Ok(r)
+    }
+
+    fn begin(
+        &self,
+        route: &str,
+        plan: Arc<Plan>,
+        origin: Origin,
+        canary: AppId,
+        baseline: AppId,
+        label_key: Option<String>,
+    ) -> Rollout {
+        let now = unix_ms();
+        let share = plan.steps[0];
+        let done = plan.steps.len() == 1;
+        self.event(
+            route,
+            "started",
+            format!(
+                "canary {canary} against {baseline}, steps {:?} % holding {} ms each ({})",
+                plan.steps,
+                plan.hold.as_millis(),
+                if origin == Origin::Api {
+                    "admin API"
+                } else {
+                    "label"
+                }
+            ),
+        );
+        if done {
+            self.event(route, "succeeded", format!("{canary} takes 100 %"));
+        }
+        Rollout {
+            route: route.to_string(),
+            state: if done {
+                State::Succeeded
+            } else {
+                State::Running
+            },
+            origin,
+            canary: Some(canary),
+            baseline: Some(baseline),
+            step: 1,
+            steps: plan.steps.len(),
+            share,
+            plan,
+            started_unix_ms: now,
+            step_started_unix_ms: now,
+            finished_unix_ms: done.then_some(now),
+            last_verdict: None,
+            reason: None,
+            label_key,
+            window: None,
+        }
+    }
+
+    /// Sets the canary's weight to 0 and marks the rollout aborted (a failed one stays failed,
+    /// its canary at 0 already). `None`: the route has no rollout.
+    pub fn abort(&self, route: &str) -> Option<Rollout> {
+        let mut book = self.book.lock().unwrap();
+        let r = book.get_mut(route)?;
+        if matches!(r.state, State::Running | State::Succeeded) {
+            r.state = State::Aborted;
+            r.share = 0;
+            r.finished_unix_ms = Some(unix_ms());
+            r.reason = Some("aborted through the admin API".into());
+            let canary = r.canary.clone().map(|c| c.to_string()).unwrap_or_default();
+            let out = r.clone();
+            self.event(route, "aborted", format!("{canary} back to 0 %"));
+            self.save(&book);
+            self.publish_metrics(&book);
+            drop(book);
+            self.wake.notify_one();
+            return Some(out);
+        }
+        Some(r.clone())
+    }
+
+    /// Writes `rollouts.json` (refused label plans are not state: they are seen again).
+    fn save(&self, book: &BTreeMap<String, Rollout>) {
+        let Some(dir) = &self.settings.state_dir else {
+            return;
+        };
+        let file = StateFile {
+            version: 1,
+            rollouts: book
+                .iter()
+                .filter(|(_, r)| r.state != State::Refused)
+                .filter_map(|(route, r)| {
+                    Some((
+                        route.clone(),
+                        Recorded {
+                            state: r.state,
+                            origin: r.origin,
+                            canary: r.canary.clone()?,
+                            baseline: r.baseline.clone()?,
+                            step: r.step,
+                            share: r.share,
+                            plan: r.plan.written(),
+                            started_unix_ms: r.started_unix_ms,
+                            step_started_unix_ms: r.step_started_unix_ms,
+                            finished_unix_ms: r.finished_unix_ms,
+                            reason: r.reason.clone(),
+                            label_key: r.label_key.clone(),
+                        },
+                    ))
+                })
+                .collect(),
+        };
+        let path = dir.join("rollouts.json");
+        let text = serde_json::to_string_pretty(&file).expect("serializes") + "\n";
+        if let Err(e) = write_atomically(&path, text.as_bytes()) {
+            tracing::error!(path = %path.display(), "rollout state not recorded: {e}");
+        }
+    }
+
+    fn publish_metrics(&self, book: &BTreeMap<String, Rollout>) {
+        self.metrics.rollout_step.clear();
+        self.metrics.rollout_state.clear();
+        let routes = self.routes.lock().unwrap().clone();
+        let without = routes.iter().filter(|r| !book.contains_key(*r));
+        let all = book
+            .iter()
+            .map(|(route, r)| (route, Some(r)))
+            .chain(without.map(|route| (route, None)));
+        for (route, r) in all {
+            self.metrics
+                .rollout_step
+                .get_or_create(&RolloutLabels {
+                    route: route.clone(),
+                })
+                .set(r.map_or(0, |r| r.step as i64));
+            for s in State::ALL {
+                self.metrics
+                    .rollout_state
+                    .get_or_create(&RolloutStateLabels {
+                        route: route.clone(),
+                        state: s.as_str(),
+                    })
+                    .set(i64::from(r.is_some_and(|r| r.state == s)));
+            }
+        }
+    }
+
+    /// The controller: judges running rollouts every `interval` (and at once when one starts
+    /// or is aborted), starts label plans, and keeps the live weights as the rollouts want.
+    pub async fn run(self: Arc<Self>, store: Arc<Store>, commands: mpsc::Sender<Command>) {
+        // A new table is judged at once too: a plan label starts when its app arrives.
+        let mut swaps = store.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.interval) => {}
+                _ = self.wake.notified() => {}
+                changed = swaps.changed() => if changed.is_err() { return },
+            }
+            let snapshot = store.load_full();
+            let wanted = self.tick(&snapshot, unix_ms());
+            for (route, weights) in wanted {
+                let (reply, answer) = oneshot::channel();
+                let command = Command::SetWeights {
+                    route: route.clone(),
+                    weights: Some(weights),
+                    reply,
+                };
+                if commands.send(command).await.is_err() {
+                    return;
+                }
+                match tokio::time::timeout(Duration::from_secs(10), answer).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => tracing::warn!(route, "rollout weights not set: {e}"),
+                    _ => tracing::warn!(route, "rollout weights not set in time"),
+                }
+            }
+        }
+    }
+
+    /// One evaluation over the live table at `now`: the weights to set, by route.
+    pub fn tick(&self, snapshot: &Snapshot, now: u64) -> Vec<(String, BTreeMap<AppId, u32>)> {
+        let table = &snapshot.table;
+        *self.routes.lock().unwrap() = table
+            .routes
+            .iter()
+            .filter(|r| r.members.len() > 1)
+            .map(|r| r.name.clone())
+            .collect();
+        let mut book = self.book.lock().unwrap();
+        let mut changed = self.labels(table, &mut book);
+        let mut wanted = Vec::new();
+        for (name, r) in book.iter_mut() {
+            let (Some(canary), Some(baseline)) = (r.canary.clone(), r.baseline.clone()) else {
+                continue;
+            };
+            let Some(route) = table.routes.iter().find(|x| x.name == *name) else {
+                if r.state == State::Running {
+                    r.reason = Some("waiting: the route is not in the table".into());
+                }
+                continue;
+            };
+            let service = |app: &AppId| {
+                route
+                    .members
+                    .iter()
+                    .find(|m| m.app_id == *app)
+                    .map(|m| m.service)
+            };
+            let (Some(cs), Some(bs)) = (service(&canary), service(&baseline)) else {
+                if r.state == State::Running {
+                    r.reason = Some(format!(
+                        "waiting: {canary} and {baseline} must both be apps of the route"
+                    ));
+                }
+                continue;
+            };
+            if r.state == State::Running {
+                r.reason = None;
+                let now_c = samples(snapshot, cs);
+                let now_b = samples(snapshot, bs);
+                let verdict = match &r.window {
+                    // The step's measurement begins now (a new step, a restart).
+                    None => {
+                        r.window = Some((now_c, now_b));
+                        None
+                    }
+                    Some((start_c, start_b)) => {
+                        let held = now.saturating_sub(r.step_started_unix_ms)
+                            >= r.plan.hold.as_millis() as u64;
+                        Some(gate::evaluate(
+                            &r.plan,
+                            &since(&now_c, start_c),
+                            &since(&now_b, start_b),
+                            held,
+                        ))
+                    }
+                };
+                if let Some(verdict) = verdict {
+                    changed |= self.judge(name, r, verdict, now);
+                }
+            }
+            if r.state == State::Refused {
+                continue;
+            }
+            let want = gate::weights(&canary, &baseline, r.share);
+            let live = route.members.iter().all(|m| {
+                m.weight_from == crate::routing::routes::WeightSource::Override
+                    && m.weight == want.get(&m.app_id).copied().unwrap_or(0)
+            });
+            if !live {
+                wanted.push((name.clone(), want));
+            }
+        }
+        if changed {
+            self.save(&book);
+        }
+        self.publish_metrics(&book);
+        wanted
+    }
+
+    /// Acts on a running rollout's verdict; true when its state or step changed.
+    fn judge(&self, name: &str, r: &mut Rollout, verdict: Verdict, now: u64) -> bool {
+        let outcome = verdict.outcome;
+        let why = verdict.why.clone();
+        r.last_verdict = Some(LastVerdict {
+            at_unix_ms: now,
+            verdict,
+        });
+        let canary = r.canary.clone().map(|c| c.to_string()).unwrap_or_default();
+        match outcome {
+            Outcome::Wait => false,
+            Outcome::Fail => {
+                let share = r.share;
+                r.state = State::Failed;
+                r.share = 0;
+                r.finished_unix_ms = Some(now);
+                r.reason = Some(why.clone());
+                self.event(
+                    name,
+                    "failed",
+                    format!("step {} ({share} %): {why}; {canary} back to 0 %", r.step),
+                );
+                true
+            }
+            Outcome::Pass => {
+                r.step += 1;
+                r.share = r.plan.steps[r.step - 1];
+                r.step_started_unix_ms = now;
+                r.window = None;
+                if r.step == r.plan.steps.len() {
+                    r.state = State::Succeeded;
+                    r.finished_unix_ms = Some(now);
+                    self.event(name, "succeeded", format!("{canary} takes 100 %"));
+                } else {
+                    self.event(
+                        name,
+                        "step",
+                        format!("step {} of {}: {canary} at {} %", r.step, r.steps, r.share),
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// Starts the plans of `SWITCHYARD_{n}_ROLLOUT` labels not started yet (each deployment's
+    /// plan once; a running rollout is never replaced by one); true when the book changed.
+    fn labels(&self, table: &RoutingTable, book: &mut BTreeMap<String, Rollout>) -> bool {
+        let mut changed = false;
+        let mut labelled = BTreeMap::new();
+        for route in &table.routes {
+            let Some((plan, started_at)) = route.members.iter().find_map(|m| {
+                let s = &table.services[m.service];
+                Some((s.rollout.clone()?, s.deployment.started_at.clone()))
+            }) else {
+                continue;
+            };
+            let resolved = gate::resolve(&plan, &candidates(table, route));
+            let canary = resolved
+                .as_ref()
+                .map(|(c, _)| c.to_string())
+                .unwrap_or_default();
+            let key = format!(
+                "{canary}\n{}\n{}",
+                started_at.unwrap_or_default(),
+                plan.written()
+            );
+            labelled.insert(route.name.clone(), key.clone());
+            let existing = book.get(&route.name);
+            if existing.is_some_and(|r| r.state == State::Running) {
+                continue;
+            }
+            if existing.is_some_and(|r| r.label_key.as_deref() == Some(key.as_str())) {
+                continue;
+            }
+            let r = match resolved {
+                Ok((canary, baseline)) => self.begin(
+                    &route.name,
+                    plan,
+                    Origin::Label,
+                    canary,
+                    baseline,
+                    Some(key),
+                ),
+                Err(why) => {
+                    self.event(&route.name, "refused", format!("rollout label: {why}"));
+                    Rollout {
+                        route: route.name.clone(),
+                        state: State::Refused,
+                        origin: Origin::Label,
+                        canary: None,
+                        baseline: None,
+                        step: 0,
+                        steps: plan.steps.len(),
+                        share: 0,
+                        plan,
+                        started_unix_ms: 0,
+                        step_started_unix_ms: 0,
+                        finished_unix_ms: None,
+                        last_verdict: None,
+                        reason: Some(why),
+                        label_key: Some(key),
+                        window: None,
+                    }
+                }
+            };
+            book.insert(route.name.clone(), r);
+            changed = true;
+        }
+        // The label is the plan: a running label rollout whose label left its route (removed,
+        // changed, or the canary app deleted) is aborted — the group-wide way to stop one
+        // through Marathon. A route not in the table (before the first sync) is left alone.
+        let now = unix_ms();
+        for (route, r) in book.iter_mut() {
+            let gone = r.origin == Origin::Label
+                && r.state == State::Running
+                && table.routes.iter().any(|x| x.name == *route)
+                && labelled.get(route) != r.label_key.as_ref();
+            if gone {
+                r.state = State::Aborted;
+                r.share = 0;
+                r.finished_unix_ms = Some(now);
+                r.reason = Some("the plan label was removed or changed".into());
+                let canary = r.canary.clone().map(|c| c.to_string()).unwrap_or_default();
+                self.event(
+                    route,
+                    "aborted",
+                    format!("label gone: {canary} back to 0 %"),
+                );
+                changed = true;
+            }
+        }
+        // A refused label that is gone (fixed or removed) is forgotten.
+        let before = book.len();
+        book.retain(|route, r| r.state != State::Refused || labelled.contains_key(route));
+        changed | (book.len() != before)
+    }
+}
+
+/// The rollouts in a state file; none (logged) when it cannot be read.
+fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), "rollout state unreadable: {e}; nothing resumed");
+            return BTreeMap::new();
+        }
+    };
+    let file: StateFile = match serde_json::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "rollout state unreadable: {e}; nothing resumed");
+            return BTreeMap::new();
+        }
+    };
+    let mut book = BTreeMap::new();
+    for (route, rec) in file.rollouts {
+        let plan = match Plan::parse(&rec.plan.to_string()) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::error!(route, "recorded rollout plan refused: {e}; not resumed");
+                continue;
+            }
+        };
+        if rec.step == 0 || rec.step > plan.steps.len() {
+            tracing::error!(
+                route,
+                step = rec.step,
+                "recorded rollout step out of range; not resumed"
+            );
+            continue;
+        }
+        if rec.state == State::Running {
+            tracing::info!(
+                route,
+                step = rec.step,
+                "rollout resumed from the recorded step"
+            );
+        }
+        book.insert(
+            route.clone(),
+            Rollout {
+                route,
+                state: rec.state,
+                origin: rec.origin,
+                canary: Some(rec.canary),
+                baseline: Some(rec.baseline),
+                step: rec.step,
+                steps: plan.steps.len(),
+                share: rec.share,
+                plan,
+                started_unix_ms: rec.started_unix_ms,
+                step_started_unix_ms: rec.step_started_unix_ms,
+                finished_unix_ms: rec.finished_unix_ms,
+                last_verdict: None,
+                reason: rec.reason,
+                label_key: rec.label_key,
+                window: None,
+            },
+        );
+    }
+    book
+}
+
+/// Writes a file whole or not at all: a temporary file beside it, flushed, renamed over it.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // The rename itself survives a crash once the directory is flushed.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
