@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 24] = [
+    let layers: [(&str, Option<&[&str]>); 25] = [
         ("cluster", Some(&[])),
         ("access", Some(&[])),
         ("metrics", Some(&[])),
