@@ -359,6 +359,36 @@ pub fn set_request_length(headers: &mut HeaderMap, body: super::message::Request
     }
 }
 
+/// Bytes codec for a map (an HTTP/2 request going to an HTTP/1.1 backend): the fields as
+/// lines but the framing ones, which the caller writes from `message`'s decision; the
+/// Cookie fields HTTP/2 may split are joined into one (RFC 9113 §8.2.3).
+pub fn write_map_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
+    let mut cookie_written = false;
+    for (name, value) in headers {
+        if *name == header::COOKIE {
+            if std::mem::replace(&mut cookie_written, true) {
+                continue;
+            }
+            out.extend_from_slice(b"cookie: ");
+            for (i, value) in headers.get_all(header::COOKIE).iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(value.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            continue;
+        }
+        if is_framing(name.as_str().as_bytes()) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Hyper codec: HSTS on a response.
 pub fn add_hsts(headers: &mut HeaderMap) {
     headers.insert(

@@ -323,6 +323,7 @@ async fn proxy(
         .is_some()
         .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
+    let h2_client = req.version() == Version::HTTP_2;
     prepare_request(&mut req, (client, verified), https, &checked);
     headers::apply_rules(req.headers_mut(), &service.edge.request_headers);
     if let Some(rewrite) = &service.http.rewrite {
@@ -368,12 +369,18 @@ async fn proxy(
         }),
         tls: service.connection.backend_tls.clone(),
     };
+    // An HTTP/2 client's request to a plain HTTP/1.1 backend goes over the fast path's pooled
+    // sockets (`upstream_h1`), not hyper's client.
+    let raw = h2_client && !service.upstream_h2 && dial.is_plain() && upgrade.is_none();
     for b in pinned
         .into_iter()
         .chain(balanced.filter(|&b| Some(b) != pinned))
     {
         let outcome = if service.upstream_h2 {
             super::upstream_h2::send(req, &states[b], (ctx, &policy), &dial).await
+        } else if raw {
+            let client_timeout = settings.client_header_timeout;
+            super::upstream_h1::send(req, &states[b], (ctx, &policy), client_timeout).await
         } else {
             send(req, &states[b], (ctx, &policy), (&mut upgrade, &dial)).await
         };

@@ -24,6 +24,7 @@ pub mod tls;
 pub mod tls_edge;
 pub mod udp;
 pub mod upstream;
+pub mod upstream_h1;
 pub mod upstream_h2;
 
 use std::io;
