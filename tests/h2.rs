@@ -145,6 +145,19 @@ async fn mirror() -> (SocketAddr, Arc<AtomicUsize>) {
                             field("cookie"),
                             field("x-env"),
                         );
+                        if req.uri().path() == "/fwd" {
+                            let fwd = format!(
+                                "host={} xff={} xfp={} xfh={} rid={}",
+                                field("host"),
+                                field("x-forwarded-for"),
+                                field("x-forwarded-proto"),
+                                field("x-forwarded-host"),
+                                field("x-request-id").len(),
+                            );
+                            return Ok(hyper::Response::new(http_body_util::Full::new(
+                                Bytes::from(fwd),
+                            )));
+                        }
                         let big = req.uri().path() == "/big";
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let mut out = head.into_bytes();
@@ -258,6 +271,19 @@ async fn request_bodies_stream_to_an_http1_backend_chunked_or_by_length() {
     assert_eq!(
         answer.body.unwrap(),
         "POST /empty te= cl=0 cookie=a=1; b=2 env=prod\n"
+    );
+
+    // The forwarding fields: the client's X-Forwarded-* replaced (it is not a trusted proxy),
+    // Host from :authority, a fresh request id.
+    let req = hyper::Request::get("http://m.example.com/fwd")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example.com")
+        .header("x-forwarded-proto", "https")
+        .body(empty())
+        .unwrap();
+    assert_eq!(
+        send(&mut sender, req).await.body.unwrap(),
+        "host=m.example.com xff=127.0.0.1 xfp=http xfh=m.example.com rid=32"
     );
 
     // A 1 MiB answer arrives whole through the stream's flow control.

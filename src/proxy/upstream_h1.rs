@@ -43,7 +43,7 @@ pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
     (ctx, policy): (&Context, &Policy<'_>),
-    client_timeout: Duration,
+    (client_timeout, forwarded): (Duration, &headers::Forwarded<'_>),
 ) -> Tried {
     let method = req.method().as_str().as_bytes();
     let ended = req.body().is_end_stream();
@@ -60,7 +60,7 @@ pub async fn send(
     };
     let head_only = req.method() == http::Method::HEAD;
     let idempotent = is_idempotent(method);
-    let head = request_head(&req, framing);
+    let head = request_head(&req, framing, forwarded);
     let mut pooled = ctx.pools.checkout_raw(state);
     loop {
         let reused = pooled.is_some();
@@ -116,8 +116,13 @@ pub async fn send(
     }
 }
 
-/// The request head for the backend: request line, the map's fields, the framing.
-fn request_head(req: &Request<RequestBody>, framing: message::RequestBody) -> Vec<u8> {
+/// The request head for the backend: request line (origin-form), the map's fields with Host
+/// and the forwarding fields, the framing.
+fn request_head(
+    req: &Request<RequestBody>,
+    framing: message::RequestBody,
+    forwarded: &headers::Forwarded<'_>,
+) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let method = req.method().as_str();
     let fields: usize = req
@@ -125,12 +130,12 @@ fn request_head(req: &Request<RequestBody>, framing: message::RequestBody) -> Ve
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    let mut out = Vec::with_capacity(method.len() + target.len() + fields + 64);
+    let mut out = Vec::with_capacity(method.len() + target.len() + fields + 256);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    headers::write_map_fields(&mut out, req.headers());
+    headers::write_request_fields(&mut out, req.headers(), forwarded);
     match framing {
         message::RequestBody::Length(n) => write_length(&mut out, n),
         message::RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
