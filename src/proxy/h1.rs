@@ -514,6 +514,15 @@ async fn checkout_or_connect(
     if let Some(stream) = pools.checkout_raw(state) {
         return Ok(stream);
     }
+    connect_new(state, policy).await
+}
+
+/// A new plain connection to a backend (HTTP/2 clients' requests to HTTP/1.1 backends open
+/// theirs here too, `upstream_h1`).
+pub(super) async fn connect_new(
+    state: &Arc<BackendState>,
+    policy: &Policy<'_>,
+) -> Result<TcpStream, Failure> {
     let Ok(_pending) = super::limits::pending(policy.limits) else {
         return Err(NoConnection::Overloaded);
     };

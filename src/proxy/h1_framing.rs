@@ -438,7 +438,7 @@ fn head_size(headers: &[httparse::Header<'_>]) -> usize {
         .sum()
 }
 
-fn write_length(out: &mut Vec<u8>, n: u64) {
+pub fn write_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"content-length: ");
     let mut digits = [0u8; 20];
     let mut at = digits.len();
@@ -453,6 +453,55 @@ fn write_length(out: &mut Vec<u8>, n: u64) {
     }
     out.extend_from_slice(&digits[at..]);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Which fields of a backend's response head go on to the client, for both codecs: not the
+/// hop-by-hop ones nor those `Connection` names, and of the framing only the one valid
+/// Content-Length, kept as it came (plain digits: `message` checked it); the rest of the
+/// framing is the proxy's to write from the check.
+pub struct ResponseFields<'a> {
+    named: ConnectionNamed<'a>,
+    length: Option<u64>,
+    length_kept: bool,
+}
+
+impl<'a> ResponseFields<'a> {
+    pub fn of(fields: &[httparse::Header<'a>], checked: &message::Response) -> ResponseFields<'a> {
+        ResponseFields {
+            named: ConnectionNamed::of(
+                fields
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                    .map(|h| h.value),
+            ),
+            length: checked.length,
+            length_kept: false,
+        }
+    }
+
+    /// `None`: the field is dropped; else what kind of field it is.
+    pub fn keeps(&mut self, name: &[u8]) -> Option<headers::Field> {
+        match headers::classify(name) {
+            // A backend's own trace result never reaches the client (`trace`).
+            headers::Field::HopByHop | headers::Field::Trace => None,
+            headers::Field::Framing
+                if self.length.is_some()
+                    && !self.length_kept
+                    && headers::named(name, b"content-length") =>
+            {
+                self.length_kept = true;
+                Some(headers::Field::Framing)
+            }
+            headers::Field::Framing => None,
+            _ if self.named.contains(name) => None,
+            field => Some(field),
+        }
+    }
+
+    /// The Content-Length still to write once the fields were passed (none was kept).
+    pub fn length_to_write(&self) -> Option<u64> {
+        self.length.filter(|_| !self.length_kept)
+    }
 }
 
 /// Checks a backend's response head (`message`'s rules); `head_only` for a HEAD request.
@@ -502,36 +551,21 @@ pub fn write_response_head_with(
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = ConnectionNamed::of(
-        res.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .map(|h| h.value),
-    );
-    // The one valid Content-Length a response carried is kept as it came (it is plain digits,
-    // `message` checked); any other framing field is written by the proxy from the check.
-    let mut length_written = false;
+    let mut fields = ResponseFields::of(res.headers, checked);
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
-        match headers::classify(name) {
-            headers::Field::HopByHop | headers::Field::Trace => continue,
-            headers::Field::Framing
-                if checked.length.is_some()
-                    && !length_written
-                    && headers::named(name, b"content-length") =>
-            {
-                length_written = true;
-            }
-            headers::Field::Framing => continue,
-            _ if named.contains(name) || headers::ruled_out(rules, name) => continue,
-            _ => {}
+        match fields.keeps(name) {
+            None => continue,
+            Some(headers::Field::Framing) => {}
+            Some(_) if headers::ruled_out(rules, name) => continue,
+            Some(_) => {}
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(n) = checked.length.filter(|_| !length_written) {
+    if let Some(n) = fields.length_to_write() {
         write_length(out, n);
     } else if checked.body == message::ResponseBody::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

@@ -68,7 +68,7 @@ pub(super) async fn relay_exact(
 
 /// Whether a backend has sent something (or closed) while it was being sent a body; a
 /// readiness that turns out empty is cleared so that the next wait is a real one.
-fn backend_spoke(stream: &TcpStream) -> bool {
+pub(super) fn backend_spoke(stream: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
     let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
@@ -226,7 +226,7 @@ pub(super) async fn relay_response(
 /// A backend read bounded by the response deadline, or by the backend's drain deadline when it
 /// was removed before the exchange (one timer: a removal during the wait leaves it bounded by
 /// the response timeout).
-async fn drained_or(
+pub(super) async fn drained_or(
     state: &BackendState,
     deadline: tokio::time::Instant,
     read: impl Future<Output = std::io::Result<usize>>,

@@ -382,6 +382,65 @@ pub fn set_request_length(headers: &mut HeaderMap, body: super::message::Request
     }
 }
 
+/// Bytes codec for a map (an HTTP/2 request going to an HTTP/1.1 backend, hop-by-hop fields
+/// and the client's Host already removed, the app's rules applied): the fields as lines, then
+/// Host (the routed authority, unless a rewrite set one) and the forwarding fields as
+/// [`Forwarded::write`] writes them for the fast path, the client's copies treated alike. The
+/// framing fields are left out (the caller writes them from `message`'s decision); the Cookie
+/// fields HTTP/2 may split are joined into one (RFC 9113 §8.2.3).
+pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &Forwarded<'_>) {
+    let (mut cookie_written, mut request_id, mut any_for) = (false, false, false);
+    let (mut proto, mut protos) = (None, 0);
+    for (name, value) in headers {
+        if *name == header::COOKIE {
+            if std::mem::replace(&mut cookie_written, true) {
+                continue;
+            }
+            out.extend_from_slice(b"cookie: ");
+            for (i, value) in headers.get_all(header::COOKIE).iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(value.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            continue;
+        }
+        let bytes = name.as_str().as_bytes();
+        match classify(bytes) {
+            Field::Other => {}
+            Field::RequestId => request_id = true,
+            Field::ForwardedFor => {
+                any_for = true;
+                continue;
+            }
+            Field::ForwardedProto => {
+                proto = Some(value.as_bytes());
+                protos += 1;
+                continue;
+            }
+            Field::HopByHop | Field::Framing | Field::Replaced => continue,
+        }
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::HOST)
+        && let Some(host) = forwarded.host
+    {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host);
+        out.extend_from_slice(b"\r\n");
+    }
+    let existing = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter(|_| any_for && forwarded.client.trusted)
+        .map(HeaderValue::as_bytes);
+    forwarded.write(out, existing, proto.filter(|_| protos == 1), request_id);
+}
+
 /// Hyper codec: HSTS on a response.
 pub fn add_hsts(headers: &mut HeaderMap) {
     headers.insert(

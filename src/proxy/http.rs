@@ -326,7 +326,14 @@ async fn proxy(
         .is_some()
         .then(|| hyper::upgrade::on(&mut req));
     let https = matches!(entry, Entry::Vhost { https: true });
-    prepare_request(&mut req, (client, verified), https, &checked);
+    // An HTTP/2 client's request to a plain HTTP/1.1 backend goes over the fast path's pooled
+    // sockets (`upstream_h1`), not hyper's client; its forwarding fields are written as bytes.
+    let raw = req.version() == Version::HTTP_2
+        && !service.upstream_h2
+        && service.connection.proxy_protocol.is_none()
+        && service.connection.backend_tls.is_none()
+        && upgrade.is_none();
+    prepare_request(&mut req, (client, verified), https, (&checked, raw));
     headers::apply_rules(req.headers_mut(), &service.edge.request_headers);
     if let Some(rewrite) = &service.http.rewrite {
         rewrite_request(&mut req, rewrite);
@@ -382,9 +389,22 @@ async fn proxy(
         .chain(balanced.filter(|&b| Some(b) != pinned))
     {
         let outcome = if service.upstream_h2 {
-            super::upstream_h2::send(req, &states[b], (ctx, &policy), &dial).await
+            // Boxed, as the hyper client's path below: the request's future (moved whole
+            // into each HTTP/2 stream's task) stays the size of the common path's.
+            Box::pin(super::upstream_h2::send(
+                req,
+                &states[b],
+                (ctx, &policy),
+                &dial,
+            ))
+            .await
+        } else if raw {
+            let forwarded = forwarded(client, verified, https, &checked);
+            let client_timeout = settings.client_header_timeout;
+            let how = (client_timeout, &forwarded);
+            super::upstream_h1::send(req, &states[b], (ctx, &policy), how).await
         } else {
-            send(req, &states[b], (ctx, &policy), (&mut upgrade, &dial)).await
+            Box::pin(send(req, &states[b], (ctx, &policy), (&mut upgrade, &dial))).await
         };
         let failure = match outcome {
             Tried::Unsent(back) => {
@@ -588,13 +608,33 @@ fn redirect_to_https(req: &Request<Incoming>, host: Option<&[u8]>) -> Response<P
     response
 }
 
+/// The forwarding fields a request gets (`headers::Forwarded`).
+fn forwarded<'a>(
+    client: &'a Peer,
+    subject: Option<&'a HeaderValue>,
+    https: bool,
+    checked: &'a Checked,
+) -> headers::Forwarded<'a> {
+    headers::Forwarded {
+        client: headers::Client {
+            ip: client.ip.as_bytes(),
+            trusted: client.trusted,
+            cert_subject: subject.map(HeaderValue::as_bytes),
+        },
+        https,
+        host: checked.host.as_deref(),
+    }
+}
+
 /// The request as it goes to a backend: the hop-by-hop fields removed (an upgrade's put
-/// back), the framing as checked, the forwarding fields added, origin-form, HTTP/1.1.
+/// back), the framing as checked, the forwarding fields added, origin-form, HTTP/1.1. `raw`:
+/// for `upstream_h1`, which writes the forwarding fields and Host itself (the client's Host
+/// removed here).
 fn prepare_request(
     req: &mut Request<Incoming>,
     (client, subject): (&Peer, Option<&HeaderValue>),
     https: bool,
-    checked: &Checked,
+    (checked, raw): (&Checked, bool),
 ) {
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
@@ -605,16 +645,12 @@ fn prepare_request(
     if let Some(body) = checked.body {
         headers::set_request_length(headers, body);
     }
-    let forwarded = headers::Forwarded {
-        client: headers::Client {
-            ip: client.ip.as_bytes(),
-            trusted: client.trusted,
-            cert_subject: subject.map(HeaderValue::as_bytes),
-        },
-        https,
-        host: checked.host.as_deref(),
-    };
-    forwarded.apply(headers);
+    if raw {
+        headers.remove(header::HOST);
+        *req.version_mut() = Version::HTTP_11;
+        return;
+    }
+    forwarded(client, subject, https, checked).apply(headers);
     // The authority the request was routed by is the one the backend is told (HTTP/2 carries
     // it in :authority, an absolute-form target in the URI).
     if let Some(host) = checked

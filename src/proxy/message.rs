@@ -396,6 +396,37 @@ pub fn valid_authority(value: &[u8]) -> bool {
     host_ok && port_ok && (value.first() == Some(&b'[') || !host.is_empty())
 }
 
+/// How an HTTP/2 request's body is framed on its way to an HTTP/1.1 backend (RFC 9113 §8.1.1):
+/// by its Content-Length (the h2 codec holds the DATA frames to it; copies that disagree are
+/// refused), else chunked while more may come. A request that ended with its head has none,
+/// but a zero length where the method gives content a meaning, as hyper's client writes it.
+pub fn h2_request_body<'a>(
+    method: &[u8],
+    lengths: impl Iterator<Item = &'a [u8]>,
+    ended: bool,
+) -> Result<RequestBody, Refusal> {
+    let mut length = None;
+    for value in lengths {
+        let n = content_length(value).ok_or(Refusal {
+            status: 400,
+            reason: "invalid Content-Length",
+        })?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Refusal {
+                status: 400,
+                reason: "conflicting Content-Lengths",
+            });
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(n) => RequestBody::Length(n),
+        None if !ended => RequestBody::Chunked,
+        None if matches!(method, b"POST" | b"PUT" | b"PATCH") => RequestBody::Length(0),
+        None => RequestBody::None,
+    })
+}
+
 /// How a backend's response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseBody {

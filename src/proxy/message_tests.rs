@@ -326,3 +326,28 @@ proptest::proptest! {
         }
     }
 }
+
+/// An HTTP/2 request's framing towards an HTTP/1.1 backend: its Content-Length (copies must
+/// agree), else chunked while the body is open, else none (a zero length for POST, PUT, PATCH).
+#[test]
+fn h2_request_framing_for_http1_backends() {
+    let framing = |method: &[u8], lengths: &[&[u8]], ended| {
+        h2_request_body(method, lengths.iter().copied(), ended)
+    };
+    assert_eq!(framing(b"POST", &[b"5"], false), Ok(RequestBody::Length(5)));
+    assert_eq!(
+        framing(b"PUT", &[b"5", b"5"], false),
+        Ok(RequestBody::Length(5))
+    );
+    assert_eq!(
+        framing(b"POST", &[b"5", b"6"], false).unwrap_err().status,
+        400
+    );
+    assert_eq!(framing(b"POST", &[b"-1"], false).unwrap_err().status, 400);
+    assert_eq!(framing(b"POST", &[], false), Ok(RequestBody::Chunked));
+    assert_eq!(framing(b"GET", &[], false), Ok(RequestBody::Chunked));
+    assert_eq!(framing(b"POST", &[], true), Ok(RequestBody::Length(0)));
+    assert_eq!(framing(b"PATCH", &[], true), Ok(RequestBody::Length(0)));
+    assert_eq!(framing(b"GET", &[], true), Ok(RequestBody::None));
+    assert_eq!(framing(b"DELETE", &[], true), Ok(RequestBody::None));
+}

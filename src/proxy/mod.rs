@@ -25,6 +25,7 @@ pub mod tls_edge;
 pub mod trace;
 pub mod udp;
 pub mod upstream;
+pub mod upstream_h1;
 pub mod upstream_h2;
 
 use std::io;

@@ -268,6 +268,8 @@ impl PooledBody {
 
 pub enum ProxyBody {
     Upstream(PooledBody),
+    /// From an HTTP/1.1 backend's plain socket (`upstream_h1`).
+    Raw(super::upstream_h1::RawBody),
     Full(Full<Bytes>),
 }
 
@@ -279,26 +281,28 @@ impl ProxyBody {
     /// Keeps a request's place among its app's requests in flight until the body from the
     /// backend ends (a whole body in hand frees it at once).
     pub fn hold(&mut self, slot: Option<crate::backends::limits::Slot>) {
-        if let ProxyBody::Upstream(body) = self
-            && !body.inner.is_end_stream()
-        {
-            body.slot = slot;
+        match self {
+            ProxyBody::Upstream(body) if !body.inner.is_end_stream() => body.slot = slot,
+            ProxyBody::Raw(body) if !body.is_end_stream() => body.slot = slot,
+            _ => {}
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::upstream_h1::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
+            ProxyBody::Raw(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Upstream(body) => {
-                let frame = std::task::ready!(Pin::new(&mut body.inner).poll_frame(cx));
+                let frame = std::task::ready!(Pin::new(&mut body.inner).poll_frame(cx))
+                    .map(|frame| frame.map_err(Into::into));
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
                     body.bytes_out.inc_by(data.len() as u64);
                 }
@@ -313,6 +317,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(full) => full.is_end_stream(),
+            ProxyBody::Raw(body) => body.is_end_stream(),
             ProxyBody::Upstream(body) => body.inner.is_end_stream(),
         }
     }
@@ -320,6 +325,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(full) => full.size_hint(),
+            ProxyBody::Raw(body) => body.size_hint(),
             ProxyBody::Upstream(body) => body.inner.size_hint(),
         }
     }

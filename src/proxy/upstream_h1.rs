@@ -1,0 +1,567 @@
+//! HTTP/2 clients' requests to HTTP/1.1 backends, over the fast path's pooled plain sockets
+//! instead of hyper's client: the request's head written from its map (`headers`' rules were
+//! applied to it by `http`), its body relayed while the backend is watched for an early answer,
+//! the response head read and checked as the fast path reads it (`message`), and its body
+//! handed to the h2 stream frame by frame, the socket going back to the pool when the body
+//! ended cleanly. No task, channel or codec of its own per backend connection: the stream's
+//! task does it all.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::exchange::{Failure, Policy, is_idempotent};
+use super::h1_framing::{Chunked, ResponseFields, read_response, write_length};
+use super::h1_relay::{READ_CHUNK, backend_spoke, drained_or};
+use super::message::{self, ResponseBody};
+use super::pool::Pools;
+use super::upstream::{ProxyBody, RequestBody, Tried, charge};
+use super::{Context, headers};
+use crate::backends::{ActiveGuard, BackendState};
+
+/// A response head and a small body fit in the first read.
+const RESPONSE_CHUNK: usize = 4 * 1024;
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// The error a broken response body ends its stream with (the h2 codec resets the stream).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sends a prepared request (origin-form, `headers`' rules applied) to one HTTP/1.1 backend.
+/// A pooled socket the backend had closed is replaced by a new one, once, when nothing of the
+/// request can have been taken by the backend.
+pub async fn send(
+    mut req: Request<RequestBody>,
+    state: &Arc<BackendState>,
+    (ctx, policy): (&Context, &Policy<'_>),
+    (client_timeout, forwarded): (Duration, &headers::Forwarded<'_>),
+) -> Tried {
+    let method = req.method().as_str().as_bytes();
+    let ended = req.body().is_end_stream();
+    let framing = match message::h2_request_body(
+        method,
+        req.headers()
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        ended,
+    ) {
+        Ok(framing) => framing,
+        Err(_) => return Tried::Failed(Failure::Client),
+    };
+    let head_only = req.method() == http::Method::HEAD;
+    let idempotent = is_idempotent(method);
+    let head = request_head(&req, framing, forwarded);
+    let mut pooled = ctx.pools.checkout_raw(state);
+    loop {
+        let reused = pooled.is_some();
+        let mut upstream = match pooled.take() {
+            Some(upstream) => upstream,
+            None => match super::h1::connect_new(state, policy).await {
+                Ok(upstream) => upstream,
+                Err(Failure::Connect) => return Tried::Unsent(req),
+                Err(failure) => return Tried::Failed(failure),
+            },
+        };
+        let active = charge(&mut req, state);
+        let exchange = Exchange {
+            state,
+            policy,
+            client_timeout,
+            head_only,
+        };
+        match exchange.run(&mut upstream, &head, &mut req, framing).await {
+            Ok((parts, rbuf, cut)) => {
+                let reuse = !cut && !parts.close;
+                let body = RawBody::new(
+                    (upstream, rbuf),
+                    parts.body,
+                    reuse,
+                    (ctx.pools.clone(), state.clone(), active),
+                    policy.response,
+                );
+                return Tried::Response(Response::from_parts(parts.parts, ProxyBody::Raw(body)));
+            }
+            // A pooled socket the backend closed while it was idle: nothing was taken.
+            Err(Sent::Stale) if reused => {
+                drop(active);
+                continue;
+            }
+            Err(Sent::Stale) => {
+                state.metrics.connect_failures.inc();
+                return Tried::Failed(Failure::Lost(
+                    "backend closed the connection without a response".into(),
+                ));
+            }
+            Err(Sent::LostUnread) if reused && idempotent => {
+                drop(active);
+                continue;
+            }
+            Err(Sent::LostUnread) => {
+                return Tried::Failed(Failure::Lost(
+                    "backend closed the connection without a response".into(),
+                ));
+            }
+            Err(Sent::Failed(failure)) => return Tried::Failed(failure),
+        }
+    }
+}
+
+/// The request head for the backend: request line (origin-form), the map's fields with Host
+/// and the forwarding fields, the framing.
+fn request_head(
+    req: &Request<RequestBody>,
+    framing: message::RequestBody,
+    forwarded: &headers::Forwarded<'_>,
+) -> Vec<u8> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let method = req.method().as_str();
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(method.len() + target.len() + fields + 256);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    headers::write_request_fields(&mut out, req.headers(), forwarded);
+    match framing {
+        message::RequestBody::Length(n) => write_length(&mut out, n),
+        message::RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        message::RequestBody::None => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How an exchange on one socket failed.
+enum Sent {
+    /// The head could not be written: the socket was closed before anything went out.
+    Stale,
+    /// The backend closed or reset without a byte of answer, and nothing of the body was read
+    /// from the client.
+    LostUnread,
+    Failed(Failure),
+}
+
+/// A response head that passed, as it goes to the client.
+struct Head {
+    parts: http::response::Parts,
+    body: ResponseBody,
+    /// The backend closes its side after this response.
+    close: bool,
+}
+
+struct Exchange<'a> {
+    state: &'a Arc<BackendState>,
+    policy: &'a Policy<'a>,
+    client_timeout: Duration,
+    head_only: bool,
+}
+
+impl Exchange<'_> {
+    /// Writes the head and the body, reads the response head. On success: the head, the bytes
+    /// read past it, and whether the request body was cut short by an early answer.
+    async fn run(
+        &self,
+        upstream: &mut TcpStream,
+        head: &[u8],
+        req: &mut Request<RequestBody>,
+        framing: message::RequestBody,
+    ) -> Result<(Head, BytesMut, bool), Sent> {
+        if upstream.write_all(head).await.is_err() {
+            return Err(Sent::Stale);
+        }
+        let mut body_read = false;
+        let cut = if req.body().is_end_stream() {
+            false
+        } else {
+            body_read = true;
+            let chunked = framing == message::RequestBody::Chunked;
+            send_body(req.body_mut(), upstream, chunked, self.client_timeout)
+                .await
+                .map_err(Sent::Failed)?
+        };
+        let sent = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.policy.response;
+        let mut rbuf = BytesMut::with_capacity(RESPONSE_CHUNK);
+        loop {
+            if !rbuf.is_empty() {
+                match parse_head(&mut rbuf, self.head_only).map_err(Sent::Failed)? {
+                    Parsed::Partial => {}
+                    Parsed::Interim => continue,
+                    Parsed::Done(head) => {
+                        let metrics = &self.state.metrics;
+                        metrics.response(head.parts.status);
+                        metrics
+                            .response_seconds
+                            .observe(sent.elapsed().as_secs_f64());
+                        return Ok((head, rbuf, cut));
+                    }
+                }
+            }
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(RESPONSE_CHUNK);
+            }
+            match drained_or(self.state, deadline, upstream.read_buf(&mut rbuf)).await {
+                Ok(0) | Err(Failure::Lost(_)) if rbuf.is_empty() && !body_read => {
+                    return Err(Sent::LostUnread);
+                }
+                Ok(0) => {
+                    return Err(Sent::Failed(Failure::Lost(
+                        "backend closed the connection without a response".into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(failure) => return Err(Sent::Failed(failure)),
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Partial,
+    /// A 1xx was read past: the real answer follows.
+    Interim,
+    Done(Head),
+}
+
+/// Reads a response head from the front of `rbuf` (taking it out of the buffer when whole):
+/// `message`'s rules as on the fast path; the fields as `ResponseFields` passes them, their
+/// values sharing the head's bytes.
+fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
+    let (len, status, checked) = {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut res = httparse::Response::new(&mut slots);
+        match res.parse(rbuf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let checked = read_response(&res, head_only).map_err(Failure::BadResponse)?;
+                (n, res.code.unwrap_or(502), checked)
+            }
+            Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {
+                return Ok(Parsed::Partial);
+            }
+            _ => return Err(Failure::BadResponse("backend sent a malformed response")),
+        }
+    };
+    if (100..200).contains(&status) {
+        if status == 101 {
+            return Err(Failure::BadResponse("backend switched protocols unasked"));
+        }
+        rbuf.advance(len);
+        return Ok(Parsed::Interim);
+    }
+    let bytes = rbuf.split_to(len).freeze();
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut res = httparse::Response::new(&mut slots);
+    if !matches!(res.parse(&bytes), Ok(httparse::Status::Complete(_))) {
+        return Err(Failure::BadResponse("backend sent a malformed response"));
+    }
+    let mut fields = ResponseFields::of(res.headers, &checked);
+    let mut map = HeaderMap::with_capacity(res.headers.len() + 4);
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        if fields.keeps(name).is_none() {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_maybe_shared(bytes.slice_ref(h.value)),
+        ) else {
+            return Err(Failure::BadResponse("backend sent a malformed response"));
+        };
+        map.append(name, value);
+    }
+    if let Some(n) = fields.length_to_write() {
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::from_u16(status)
+        .map_err(|_| Failure::BadResponse("backend sent an invalid status"))?;
+    *response.headers_mut() = map;
+    let (parts, ()) = response.into_parts();
+    Ok(Parsed::Done(Head {
+        parts,
+        body: checked.body,
+        close: checked.close,
+    }))
+}
+
+/// Relays a request body to the backend (chunked, or as it comes under its Content-Length),
+/// watching the backend for an early answer: `Ok(true)` when it answered or closed before it
+/// took the whole body (its answer is read next; the rest of the body is never read). A
+/// client that breaks its body off or stops sending for `client_timeout` is the client's
+/// failure, never the backend's.
+async fn send_body(
+    body: &mut RequestBody,
+    upstream: &mut TcpStream,
+    chunked: bool,
+    client_timeout: Duration,
+) -> Result<bool, Failure> {
+    let mut line = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            ready = upstream.readable() => {
+                if ready.is_err() || backend_spoke(upstream) {
+                    return Ok(true);
+                }
+                continue;
+            }
+            frame = tokio::time::timeout(client_timeout, body.frame()) => match frame {
+                Err(_) => return Err(Failure::ClientStalled),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(Failure::Client),
+                Ok(Some(Ok(frame))) => frame,
+            },
+        };
+        let written = match frame.into_data() {
+            Ok(data) if data.is_empty() => continue,
+            Ok(data) if chunked => {
+                line.clear();
+                line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                line.extend_from_slice(&data);
+                line.extend_from_slice(b"\r\n");
+                upstream.write_all(&line).await
+            }
+            Ok(data) => upstream.write_all(&data).await,
+            // Trailers: not relayed to an HTTP/1.1 backend.
+            Err(_) => continue,
+        };
+        if written.is_err() {
+            return Ok(true); // it may have answered before it closed: read next
+        }
+    }
+    if chunked && upstream.write_all(b"0\r\n\r\n").await.is_err() {
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// How much of a response body is still to come.
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+    ToClose,
+    Done,
+}
+
+/// A response body read from a backend's plain socket as the h2 stream asks for it (its flow
+/// control is the backpressure); the socket goes back to the pool when the body ended
+/// cleanly with nothing after it. A read that waits longer than the response timeout, or a
+/// body the backend breaks off, ends the stream with an error (a reset).
+pub struct RawBody {
+    io: Option<TcpStream>,
+    buf: BytesMut,
+    framing: Framing,
+    reuse: bool,
+    pools: Arc<Pools>,
+    state: Arc<BackendState>,
+    _active: ActiveGuard,
+    /// The request's place among its app's requests in flight, held until the body ends.
+    pub(super) slot: Option<crate::backends::limits::Slot>,
+    timeout: Duration,
+    /// Armed only when a read has to wait.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    moved: bool,
+}
+
+impl RawBody {
+    fn new(
+        (io, buf): (TcpStream, BytesMut),
+        body: ResponseBody,
+        reuse: bool,
+        (pools, state, active): (Arc<Pools>, Arc<BackendState>, ActiveGuard),
+        timeout: Duration,
+    ) -> RawBody {
+        let framing = match body {
+            ResponseBody::Empty | ResponseBody::Length(0) => Framing::Done,
+            ResponseBody::Length(n) => Framing::Length(n),
+            ResponseBody::Chunked => Framing::Chunked(Chunked::default()),
+            ResponseBody::ToClose => Framing::ToClose,
+        };
+        let mut body = RawBody {
+            io: Some(io),
+            buf,
+            framing,
+            reuse: reuse && body != ResponseBody::ToClose,
+            pools,
+            state,
+            _active: active,
+            slot: None,
+            timeout,
+            idle: None,
+            moved: false,
+        };
+        if matches!(body.framing, Framing::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body ended: the socket back to the pool when it is clean, the slot freed.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(io) = self.io.take()
+            && self.reuse
+            && self.buf.is_empty()
+        {
+            self.pools.checkin_raw(&self.state, io);
+        }
+        self.slot = None;
+    }
+
+    /// Passes the chunk-size lines, CRLFs and trailers at the front of the buffer, up to the
+    /// next data (or the end of the body).
+    fn skip_chunk_lines(&mut self) -> Result<(), BodyError> {
+        let Framing::Chunked(chunked) = &mut self.framing else {
+            return Ok(());
+        };
+        while !self.buf.is_empty() && !matches!(chunked, Chunked::Data { .. }) {
+            let end = chunked
+                .feed(&self.buf[..1])
+                .map_err(|_| broken("backend sent a malformed chunk"))?;
+            self.buf.advance(1);
+            if end.is_some() {
+                self.finish();
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The next piece of body in the buffer, if there is one.
+    fn take(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let data = match &mut self.framing {
+            Framing::Done => return Ok(None),
+            Framing::ToClose => self.buf.split().freeze(),
+            Framing::Length(left) => {
+                let n = (*left).min(self.buf.len() as u64) as usize;
+                *left -= n as u64;
+                let data = self.buf.split_to(n).freeze();
+                if *left == 0 {
+                    self.finish();
+                }
+                data
+            }
+            Framing::Chunked(chunked) => {
+                let Chunked::Data { left, .. } = *chunked else {
+                    self.skip_chunk_lines()?;
+                    return self.take();
+                };
+                let n = left.min(self.buf.len() as u64) as usize;
+                let data = self.buf.split_to(n).freeze();
+                let _ = chunked.feed(&data);
+                self.skip_chunk_lines()?;
+                data
+            }
+        };
+        self.state.metrics.bytes_out.inc_by(data.len() as u64);
+        Ok(Some(data))
+    }
+
+    /// Reads more from the backend; `Ok(0)` at its close.
+    fn poll_fill(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<usize, BodyError>> {
+        let Some(io) = &self.io else {
+            return Poll::Ready(Ok(0));
+        };
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        loop {
+            match io.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => match io.try_read_buf(&mut self.buf) {
+                    Ok(n) => {
+                        self.moved = true;
+                        return Poll::Ready(Ok(n));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                },
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {
+                    let deadline = tokio::time::Instant::now() + self.timeout;
+                    let idle = self
+                        .idle
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if std::mem::take(&mut self.moved) {
+                        idle.as_mut().reset(deadline);
+                    }
+                    if idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(broken("backend timed out mid-body")));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+fn broken(what: &'static str) -> BodyError {
+    Box::new(std::io::Error::other(what))
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.take() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(None) if matches!(this.framing, Framing::Done) => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => {
+                    this.io = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(this.poll_fill(cx)) {
+                Ok(0) if matches!(this.framing, Framing::ToClose) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.io = None;
+                    this.state.metrics.response(StatusCode::BAD_GATEWAY);
+                    return Poll::Ready(Some(Err(broken("backend closed mid-body"))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.io = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}

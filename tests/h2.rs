@@ -1,0 +1,482 @@
+//! HTTP/2 clients in front of HTTP/1.1 backends, end to end on loopback: each stream goes to a
+//! backend over the pooled plain sockets the HTTP/1.1 fast path uses. Request bodies streamed
+//! (chunked or by length), responses by length, chunked or to the close, HEAD, split cookies,
+//! header rules, a backend that fails before or during its answer, pooled sockets reused across
+//! streams and client connections, and many concurrent streams to one backend.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame};
+use serde_json::{Value, json};
+use support::marathon::{app, task};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+struct Edge {
+    sy: Switchyard,
+    http: SocketAddr,
+}
+
+/// `http`: more of the `[http]` section.
+async fn edge(name: &str, apps: Vec<Value>, http_extra: &str) -> Edge {
+    let dir = temp_dir(name);
+    let file = dir.join("apps.json");
+    write_apps(&file, apps);
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         response_timeout = \"5s\"\n[runtime]\nworkers = 1\n\
+         [http]\nlisten = [\"{http}\"]\nh2c = true\n{http_extra}\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start(name, &toml);
+    wait_for("ready", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    Edge { sy, http }
+}
+
+fn vhost_app(id: &str, host: &str, mut labels: Value, port: u16) -> Value {
+    labels["HAPROXY_0_VHOST"] = json!(host);
+    app(id, 0, labels, vec![task(id, &format!("{id}.0"), port)])
+}
+
+/// A request body the test feeds piece by piece.
+struct Fed(mpsc::Receiver<Bytes>);
+
+impl Body for Fed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type Body2 = http_body_util::Either<http_body_util::Full<Bytes>, Fed>;
+type Sender = hyper::client::conn::http2::SendRequest<Body2>;
+
+async fn h2(addr: SocketAddr) -> Sender {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+fn empty() -> Body2 {
+    http_body_util::Either::Left(http_body_util::Full::new(Bytes::new()))
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Result<Bytes, String>,
+}
+
+async fn send(sender: &mut Sender, req: hyper::Request<Body2>) -> Answer {
+    let resp = tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .unwrap()
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+async fn get(sender: &mut Sender, url: &str) -> Answer {
+    let req = hyper::Request::get(url).body(empty()).unwrap();
+    send(sender, req).await
+}
+
+/// An HTTP/1.1 backend (hyper) that answers with what it received: method, target, the
+/// framing and cookie fields, then the body; `/big` answers 1 MiB. Counts its connections.
+async fn mirror() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let field = |name: &str| {
+                            req.headers()
+                                .get_all(name)
+                                .iter()
+                                .map(|v| v.to_str().unwrap().to_string())
+                                .collect::<Vec<_>>()
+                                .join("|")
+                        };
+                        let head = format!(
+                            "{} {} te={} cl={} cookie={} env={}\n",
+                            req.method(),
+                            req.uri(),
+                            field("transfer-encoding"),
+                            field("content-length"),
+                            field("cookie"),
+                            field("x-env"),
+                        );
+                        if req.uri().path() == "/fwd" {
+                            let fwd = format!(
+                                "host={} xff={} xfp={} xfh={} rid={}",
+                                field("host"),
+                                field("x-forwarded-for"),
+                                field("x-forwarded-proto"),
+                                field("x-forwarded-host"),
+                                field("x-request-id").len(),
+                            );
+                            return Ok(hyper::Response::new(http_body_util::Full::new(
+                                Bytes::from(fwd),
+                            )));
+                        }
+                        let big = req.uri().path() == "/big";
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut out = head.into_bytes();
+                        if big {
+                            out = vec![b'x'; 1 << 20];
+                        } else {
+                            out.extend_from_slice(&body);
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from(out)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// A backend that reads a request head and answers with `answer` (then keeps the connection
+/// open, or closes it when `close`), whatever was asked.
+async fn scripted(answer: &'static [&'static [u8]], close: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    for piece in answer {
+                        if stream.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        stream.flush().await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn request_bodies_stream_to_an_http1_backend_chunked_or_by_length() {
+    let (backend, _) = mirror().await;
+    let e = edge(
+        "h2-bodies",
+        vec![vhost_app(
+            "/m",
+            "m.example.com",
+            json!({"SWITCHYARD_0_REQUEST_HEADER_SET_X-Env": "prod"}),
+            backend.port(),
+        )],
+        "access_log = true",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+
+    // No length: chunked to the backend, fed piece by piece while the stream is open.
+    let (tx, rx) = mpsc::channel(1);
+    let req = hyper::Request::post("http://m.example.com/upload?x=1")
+        .body(http_body_util::Either::Right(Fed(rx)))
+        .unwrap();
+    let mut sending = sender.clone();
+    let answer = tokio::spawn(async move { send(&mut sending, req).await });
+    for piece in ["first,", "second,", "third"] {
+        tx.send(Bytes::from(piece)).await.unwrap();
+    }
+    drop(tx);
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body.unwrap(),
+        "POST /upload?x=1 te=chunked cl= cookie= env=prod\nfirst,second,third"
+    );
+
+    // A Content-Length: forwarded as it is, the body by length.
+    let req = hyper::Request::put("http://m.example.com/put")
+        .header("content-length", "5")
+        .body(http_body_util::Either::Left(http_body_util::Full::new(
+            Bytes::from("hello"),
+        )))
+        .unwrap();
+    let answer = send(&mut sender, req).await;
+    assert_eq!(
+        answer.body.unwrap(),
+        "PUT /put te= cl=5 cookie= env=prod\nhello"
+    );
+
+    // A bodiless POST says so with a zero length; HTTP/2's split cookies arrive joined.
+    let req = hyper::Request::post("http://m.example.com/empty")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(empty())
+        .unwrap();
+    let answer = send(&mut sender, req).await;
+    assert_eq!(
+        answer.body.unwrap(),
+        "POST /empty te= cl=0 cookie=a=1; b=2 env=prod\n"
+    );
+
+    // The forwarding fields: the client's X-Forwarded-* replaced (it is not a trusted proxy),
+    // Host from :authority, a fresh request id.
+    let req = hyper::Request::get("http://m.example.com/fwd")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example.com")
+        .header("x-forwarded-proto", "https")
+        .body(empty())
+        .unwrap();
+    assert_eq!(
+        send(&mut sender, req).await.body.unwrap(),
+        "host=m.example.com xff=127.0.0.1 xfp=http xfh=m.example.com rid=32"
+    );
+
+    // A 1 MiB answer arrives whole through the stream's flow control.
+    let answer = get(&mut sender, "http://m.example.com/big").await;
+    assert_eq!(answer.body.unwrap().len(), 1 << 20);
+    assert_eq!(answer.headers["content-length"], "1048576");
+
+    // The access log has the HTTP/2 requests.
+    wait_for("access log", || async {
+        (!e.sy.log_lines("/upload").is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn backend_sockets_are_pooled_across_streams_and_client_connections() {
+    let (backend, connections) = mirror().await;
+    let e = edge(
+        "h2-pool",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    for i in 0..20 {
+        let answer = get(&mut sender, &format!("http://m.example.com/{i}")).await;
+        assert_eq!(answer.status, 200);
+        assert!(
+            answer
+                .body
+                .unwrap()
+                .starts_with(format!("GET /{i} ").as_bytes())
+        );
+    }
+    assert_eq!(connections.load(Ordering::Relaxed), 1, "after GETs");
+    // HEAD: the length it describes, no body, and the socket stays usable.
+    let req = hyper::Request::head("http://m.example.com/head")
+        .body(empty())
+        .unwrap();
+    let answer = send(&mut sender, req).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.unwrap().is_empty());
+    assert!(answer.headers.contains_key("content-length"));
+    assert_eq!(connections.load(Ordering::Relaxed), 1, "after HEAD");
+    // Another client connection's streams take the same pooled socket.
+    let mut other = h2(e.http).await;
+    assert_eq!(
+        get(&mut other, "http://m.example.com/other").await.status,
+        200
+    );
+    assert_eq!(connections.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn concurrent_streams_to_one_backend_each_get_their_own_answer() {
+    let (backend, connections) = mirror().await;
+    let e = edge(
+        "h2-concurrent",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let sender = h2(e.http).await;
+    let streams: Vec<_> = (0..64)
+        .map(|i| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let answer = get(&mut sender, &format!("http://m.example.com/s{i}")).await;
+                (i, answer.status, answer.body.unwrap())
+            })
+        })
+        .collect();
+    for stream in streams {
+        let (i, status, body) = stream.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body.starts_with(format!("GET /s{i} ").as_bytes()),
+            "{body:?}"
+        );
+    }
+    let opened = connections.load(Ordering::Relaxed);
+    assert!((1..=64).contains(&opened), "{opened}");
+    // Once they are back in the pool, sequential streams open no more.
+    let mut sender = sender;
+    for _ in 0..10 {
+        assert_eq!(get(&mut sender, "http://m.example.com/").await.status, 200);
+    }
+    assert_eq!(connections.load(Ordering::Relaxed), opened);
+}
+
+#[tokio::test]
+async fn chunked_and_to_the_close_answers_are_relayed_with_hop_by_hop_fields_dropped() {
+    let chunked = scripted(
+        &[
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: x-hop\r\nX-Hop: 1\r\n\
+              Keep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\n4\r\nWiki\r\n",
+            b"5;ext=1\r\npedia\r\n",
+            b"0\r\nX-Trailer: a\r\n\r\n",
+        ],
+        false,
+    )
+    .await;
+    let to_close = scripted(
+        &[
+            b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\n\r\nuntil",
+            b" the close",
+        ],
+        true,
+    )
+    .await;
+    let e = edge(
+        "h2-framing",
+        vec![
+            vhost_app(
+                "/c",
+                "c.example.com",
+                json!({"SWITCHYARD_0_RESPONSE_HEADER_SET_X-Frame-Options": "DENY"}),
+                chunked.port(),
+            ),
+            vhost_app("/t", "t.example.com", json!({}), to_close.port()),
+        ],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    for _ in 0..2 {
+        let answer = get(&mut sender, "http://c.example.com/").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body.unwrap(), "Wikipedia");
+        assert_eq!(answer.headers["x-kept"], "yes");
+        assert_eq!(answer.headers["x-frame-options"], "DENY");
+        for gone in ["x-hop", "keep-alive", "transfer-encoding", "connection"] {
+            assert!(!answer.headers.contains_key(gone), "{gone}");
+        }
+    }
+    let answer = get(&mut sender, "http://t.example.com/").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.unwrap(), "until the close");
+}
+
+#[tokio::test]
+async fn a_backend_failing_before_its_answer_is_a_502_and_during_it_a_reset_stream() {
+    let silent = scripted(&[], true).await;
+    let cut = scripted(
+        &[b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b"],
+        true,
+    )
+    .await;
+    let bad = scripted(
+        &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx"],
+        true,
+    )
+    .await;
+    let e = edge(
+        "h2-failures",
+        vec![
+            vhost_app("/s", "silent.example.com", json!({}), silent.port()),
+            vhost_app("/c", "cut.example.com", json!({}), cut.port()),
+            vhost_app("/b", "bad.example.com", json!({}), bad.port()),
+        ],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    let req = hyper::Request::post("http://silent.example.com/")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&mut sender, req).await.status, 502);
+    assert_eq!(
+        get(&mut sender, "http://silent.example.com/").await.status,
+        502
+    );
+    // The head went out (or was still queued when the reset took it back): either way the
+    // stream ends in a reset, never in a body that looks whole.
+    let req = hyper::Request::get("http://cut.example.com/")
+        .body(empty())
+        .unwrap();
+    match tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .unwrap()
+    {
+        Ok(resp) => {
+            assert_eq!(resp.status(), 200);
+            let body = tokio::time::timeout(DEADLINE, resp.into_body().collect()).await;
+            assert!(body.unwrap().is_err(), "a cut body must not look whole");
+        }
+        Err(e) => assert!(format!("{e:?}").contains("Reset("), "{e:?}"),
+    }
+    assert_eq!(
+        get(&mut sender, "http://bad.example.com/").await.status,
+        502
+    );
+    // The connection outlives its streams' failures.
+    let answer = get(&mut sender, "http://silent.example.com/").await;
+    assert_eq!(answer.status, 502);
+}
