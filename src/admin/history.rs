@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::backends::{BackendKey, BackendState};
 use crate::backends::latency;
+use crate::backends::{BackendKey, BackendState};
 use crate::snapshot::{Snapshot, Store};
 
 /// Samples kept per series: 15 minutes at the default 5 s interval.

@@ -497,7 +497,7 @@ async fn forward(
 }
 
 /// Why no connection to a backend was had.
-enum NoConnection {
+pub(super) enum NoConnection {
     /// The app's `MAX_PENDING_REQUESTS` were waiting already.
     Overloaded,
     Failed(std::io::Error),
@@ -522,7 +522,7 @@ async fn checkout_or_connect(
 pub(super) async fn connect_new(
     state: &Arc<BackendState>,
     policy: &Policy<'_>,
-) -> Result<TcpStream, Failure> {
+) -> Result<TcpStream, NoConnection> {
     let Ok(_pending) = super::limits::pending(policy.limits) else {
         return Err(NoConnection::Overloaded);
     };

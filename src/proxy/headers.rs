@@ -419,7 +419,7 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
                 protos += 1;
                 continue;
             }
-            Field::HopByHop | Field::Framing | Field::Replaced => continue,
+            Field::HopByHop | Field::Framing | Field::Replaced | Field::Trace => continue,
         }
         out.extend_from_slice(bytes);
         out.extend_from_slice(b": ");

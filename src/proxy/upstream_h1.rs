@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::exchange::{Failure, Policy, is_idempotent};
+use super::h1::NoConnection;
 use super::h1_framing::{Chunked, ResponseFields, read_response, write_length};
 use super::h1_relay::{READ_CHUNK, backend_spoke, drained_or};
 use super::message::{self, ResponseBody};
@@ -68,8 +69,8 @@ pub async fn send(
             Some(upstream) => upstream,
             None => match super::h1::connect_new(state, policy).await {
                 Ok(upstream) => upstream,
-                Err(Failure::Connect) => return Tried::Unsent(req),
-                Err(failure) => return Tried::Failed(failure),
+                Err(NoConnection::Failed(_)) => return Tried::Unsent(req),
+                Err(NoConnection::Overloaded) => return Tried::Failed(Failure::Overloaded),
             },
         };
         let active = charge(&mut req, state);
