@@ -295,6 +295,30 @@ async fn a_healthy_canary_reaches_100_percent() {
         3.0
     );
     assert_eq!(sy.log_lines("rollout succeeded").len(), 1);
+    // Once it has ended, an operator's weights release it and apply.
+    let (status, body) = admin(
+        &sy,
+        "PUT",
+        "/v1/routes/shop/weights",
+        r#"{"/shop-blue": 50, "/shop-green": 50}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let routes = sy
+        .wait_routes("the operator's weights", |r| {
+            rollout_of(r)["released"] == true
+                && weight(r, "/shop-green") == Some(50)
+                && weight(r, "/shop-blue") == Some(50)
+        })
+        .await;
+    assert_eq!(rollout_of(&routes)["state"], "succeeded");
+    let (_, events) = sy.get("/v1/events").await;
+    assert!(events.contains("\"kind\":\"released\""), "{events}");
+    let file = std::fs::read_to_string(state.join("rollouts.json")).unwrap();
+    assert!(
+        file.contains("\"released\": true") || file.contains("\"released\":true"),
+        "{file}"
+    );
 }
 
 #[tokio::test]
@@ -520,6 +544,19 @@ async fn bad_plans_are_refused_with_why_and_change_nothing() {
     );
     let (status, answer) = admin(&sy, "PUT", "/v1/routes/shop/rollout", plan).await;
     assert_eq!(status, 409, "{answer}");
+    // While it runs it holds the route's weights: an operator's change (or clearing them) is
+    // refused, and the rollout's weights stay.
+    for (method, body) in [
+        ("PUT", r#"{"/shop-blue": 50, "/shop-green": 50}"#),
+        ("DELETE", ""),
+    ] {
+        let (status, answer) = admin(&sy, method, "/v1/routes/shop/weights", body).await;
+        assert_eq!(status, 409, "{method}: {answer}");
+        assert!(answer.contains("abort it first"), "{answer}");
+    }
+    let routes = sy.routes().await;
+    assert_eq!(rollout_of(&routes)["state"], "running");
+    assert_eq!(rollout_of(&routes)["released"], false);
 }
 
 #[tokio::test]

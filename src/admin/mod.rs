@@ -645,6 +645,10 @@ impl Admin {
             }
             _ => return text(StatusCode::METHOD_NOT_ALLOWED, "PUT or DELETE\n".into()),
         };
+        // A rollout's weights and an operator's are never both in force (`Rollouts::release`).
+        if let Err(why) = self.rollouts.release(&route) {
+            return text(StatusCode::CONFLICT, format!("{why}\n"));
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let command = crate::reconciler::Command::SetWeights {
             route,

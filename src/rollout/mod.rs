@@ -120,6 +120,9 @@ pub struct Rollout {
     pub last_verdict: Option<LastVerdict>,
     /// Why it failed, was aborted or refused; while running, what it waits for beyond the gates.
     pub reason: Option<String>,
+    /// An operator set the route's weights after it ended: the rollout no longer holds them
+    /// (until then a finished rollout keeps its final weights, a failed canary at 0).
+    pub released: bool,
     /// A label's plan: which deployment and plan it came from, so it runs once.
     #[serde(skip)]
     label_key: Option<String>,
@@ -146,6 +149,8 @@ struct Recorded {
     finished_unix_ms: Option<u64>,
     reason: Option<String>,
     label_key: Option<String>,
+    #[serde(default)]
+    released: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -159,7 +164,7 @@ struct StateFile {
 pub struct Event {
     pub unix_ms: u64,
     pub route: String,
-    /// `started`, `step`, `succeeded`, `failed`, `aborted`, `refused`.
+    /// `started`, `step`, `succeeded`, `failed`, `aborted`, `refused`, `released`.
     pub kind: &'static str,
     pub message: String,
 }
@@ -379,6 +384,7 @@ impl Rollouts {
             finished_unix_ms: done.then_some(now),
             last_verdict: None,
             reason: None,
+            released: false,
             label_key,
             window: None,
         }
@@ -404,6 +410,30 @@ impl Rollouts {
             return Some(out);
         }
         Some(r.clone())
+    }
+
+    /// An operator sets `route`'s weights: a finished rollout stops holding them (it is
+    /// `released`, and says so); a running one refuses, so that two hands never fight over a
+    /// route's weights — abort it first. A route without a rollout: nothing to do.
+    pub fn release(&self, route: &str) -> Result<(), String> {
+        let mut book = self.book.lock().unwrap();
+        let Some(r) = book.get_mut(route) else {
+            return Ok(());
+        };
+        match r.state {
+            State::Running => Err(format!(
+                "a rollout is running on {route}: abort it first \
+                 (DELETE /v1/routes/{route}/rollout)"
+            )),
+            State::Refused => Ok(()),
+            _ if r.released => Ok(()),
+            _ => {
+                r.released = true;
+                self.event(route, "released", "the operator's weights apply".into());
+                self.save(&book);
+                Ok(())
+            }
+        }
     }
 
     /// Writes `rollouts.json` (refused label plans are not state: they are seen again).
@@ -432,6 +462,7 @@ impl Rollouts {
                             finished_unix_ms: r.finished_unix_ms,
                             reason: r.reason.clone(),
                             label_key: r.label_key.clone(),
+                            released: r.released,
                         },
                     ))
                 })
@@ -566,7 +597,7 @@ impl Rollouts {
                     changed |= self.judge(name, r, verdict, now);
                 }
             }
-            if r.state == State::Refused {
+            if r.state == State::Refused || r.released {
                 continue;
             }
             let want = gate::weights(&canary, &baseline, r.share);
@@ -686,6 +717,7 @@ impl Rollouts {
                         finished_unix_ms: None,
                         last_verdict: None,
                         reason: Some(why),
+                        released: false,
                         label_key: Some(key),
                         window: None,
                     }
@@ -782,6 +814,7 @@ fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
                 finished_unix_ms: rec.finished_unix_ms,
                 last_verdict: None,
                 reason: rec.reason,
+                released: rec.released,
                 label_key: rec.label_key,
                 window: None,
             },
