@@ -24,9 +24,140 @@ pub fn presents(headers: &http::HeaderMap, token: &str) -> bool {
     presented(headers).is_some_and(|p| same_secret(p, token))
 }
 
+/// Wrong secrets (a token, a login) per client address: past [`Guesses::LIMIT`] in a
+/// [`Guesses::WINDOW`] the address is refused (429) until its window ends, whatever it presents,
+/// so that a token cannot be guessed at the speed of the network. IPv6 clients are counted per
+/// /64 (one host holds a whole /64). The table is bounded: once [`Guesses::CAPACITY`]
+/// addresses are counted, the ones whose window has passed are forgotten, and if none has, every
+/// new address shares one overflow count — a flood of addresses is limited as one client
+/// rather than not at all.
+pub struct Guesses {
+    table: std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, Count>>,
+}
+
+#[derive(Clone, Copy)]
+struct Count {
+    failures: u32,
+    since: std::time::Instant,
+}
+
+impl Default for Guesses {
+    fn default() -> Self {
+        Guesses {
+            table: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl Guesses {
+    pub const LIMIT: u32 = 20;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const CAPACITY: usize = 4096;
+
+    fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => {
+                    let s = v6.segments();
+                    std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).into()
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    /// How long `ip` is still refused, if it is.
+    pub fn refused(
+        &self,
+        ip: std::net::IpAddr,
+        now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let table = self.table.lock().unwrap();
+        let key = Some(Self::key(ip));
+        let count = table.get(&key).or_else(|| {
+            (table.len() >= Self::CAPACITY)
+                .then(|| table.get(&None))
+                .flatten()
+        })?;
+        let left = Self::WINDOW.checked_sub(now.saturating_duration_since(count.since))?;
+        (count.failures >= Self::LIMIT && !left.is_zero()).then_some(left)
+    }
+
+    /// `ip` presented a wrong secret.
+    pub fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) {
+        let mut table = self.table.lock().unwrap();
+        let mut key = Some(Self::key(ip));
+        if !table.contains_key(&key) && table.len() >= Self::CAPACITY {
+            table.retain(|_, c| now.saturating_duration_since(c.since) < Self::WINDOW);
+            if table.len() >= Self::CAPACITY {
+                key = None;
+            }
+        }
+        let count = table.entry(key).or_insert(Count {
+            failures: 0,
+            since: now,
+        });
+        if now.saturating_duration_since(count.since) >= Self::WINDOW {
+            *count = Count {
+                failures: 0,
+                since: now,
+            };
+        }
+        count.failures = count.failures.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guesses_past_the_limit_are_refused_until_the_window_ends() {
+        let g = Guesses::default();
+        let t0 = std::time::Instant::now();
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..Guesses::LIMIT - 1 {
+            g.failed(ip, t0);
+        }
+        assert_eq!(g.refused(ip, t0), None);
+        g.failed(ip, t0);
+        assert!(g.refused(ip, t0).is_some());
+        // Another address is not affected; the same /64 is.
+        assert_eq!(g.refused("192.0.2.8".parse().unwrap(), t0), None);
+        let v6a: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        for _ in 0..Guesses::LIMIT {
+            g.failed(v6a, t0);
+        }
+        assert!(g.refused("2001:db8::ffff".parse().unwrap(), t0).is_some());
+        assert_eq!(g.refused("2001:db8:0:1::1".parse().unwrap(), t0), None);
+        // The window passes: counted afresh.
+        let later = t0 + Guesses::WINDOW;
+        assert_eq!(g.refused(ip, later), None);
+        g.failed(ip, later);
+        assert_eq!(g.refused(ip, later), None);
+    }
+
+    #[test]
+    fn a_flood_of_addresses_shares_one_count_once_the_table_is_full() {
+        let g = Guesses::default();
+        let t0 = std::time::Instant::now();
+        for i in 0..Guesses::CAPACITY as u32 {
+            g.failed(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), t0);
+        }
+        assert_eq!(g.table.lock().unwrap().len(), Guesses::CAPACITY);
+        let newcomer: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+        for i in 0..Guesses::LIMIT {
+            g.failed(std::net::Ipv4Addr::from(0xc633_6400 + i).into(), t0);
+        }
+        assert!(g.refused(newcomer, t0).is_some());
+        assert!(g.table.lock().unwrap().len() <= Guesses::CAPACITY + 1);
+        // Once their windows pass, the old entries make room again.
+        let later = t0 + Guesses::WINDOW;
+        g.failed(newcomer, later);
+        assert_eq!(g.refused(newcomer, later), None);
+        assert!(g.table.lock().unwrap().len() < 10);
+    }
 
     #[test]
     fn tokens_in_either_form_compare_whole() {

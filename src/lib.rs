@@ -144,6 +144,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let history = admin::history::History::new(config.admin.history_interval);
     let admin = Arc::new(admin::Admin {
         rollouts,
+        guesses: Default::default(),
         token: admin_token,
         sessions: admin::session::Sessions::new(config.admin.session_ttl),
         loopback_reads_open: config.admin.loopback_reads_open,

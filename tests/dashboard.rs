@@ -925,3 +925,73 @@ async fn routes_answers_pages_and_filters() {
     assert_eq!(filtered["generation"], all["generation"]);
     assert_eq!(filtered["problems"], all["problems"]);
 }
+
+/// A status from the admin listener to a request sent from `source` (any 127/8 address is this
+/// host's: another client address on loopback).
+async fn status_from(
+    source: std::net::IpAddr,
+    admin: std::net::SocketAddr,
+    request: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+    let mut stream = socket.connect(admin).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[tokio::test]
+async fn wrong_tokens_from_one_address_are_refused_for_a_while() {
+    let (sy, _backend) = guarded("dashboard-guesses", "").await;
+    let login = |token: &str| {
+        let body = json!({ "token": token }).to_string();
+        format!(
+            "POST /v1/login HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            sy.admin,
+            body.len()
+        )
+    };
+    let guesser: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    // Twenty wrong guesses, by login and by bearer token, are answered as wrong.
+    for i in 0..20 {
+        let request = if i % 2 == 0 {
+            login("wrong")
+        } else {
+            format!(
+                "GET /v1/routes HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer wrong{i}\r\n\r\n",
+                sy.admin
+            )
+        };
+        let answer = status_from(guesser, sy.admin, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    // Then even the right token is refused from that address for the rest of the minute...
+    let answer = status_from(guesser, sy.admin, &login(TOKEN)).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: "),
+        "{answer}"
+    );
+    let bearer = format!(
+        "GET /v1/routes HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n",
+        sy.admin
+    );
+    let answer = status_from(guesser, sy.admin, &bearer).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    // ... while another address is served, and probes stay open.
+    let other: std::net::IpAddr = "127.0.0.4".parse().unwrap();
+    let answer = status_from(other, sy.admin, &bearer).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let probe = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        sy.admin
+    );
+    let answer = status_from(guesser, sy.admin, &probe).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

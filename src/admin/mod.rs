@@ -65,13 +65,28 @@ pub struct Admin {
     pub history: Arc<history::History>,
     /// Canary rollouts (`/v1/routes/{route}/rollout`, `/v1/events`).
     pub rollouts: Arc<crate::rollout::Rollouts>,
+    /// Wrong tokens, logins, session ids and CSRF tokens per client address.
+    pub guesses: crate::access::Guesses,
+}
+
+/// 429 for a client that guessed wrong too often: until its window ends.
+fn too_many_guesses(left: std::time::Duration) -> Response<Full<Bytes>> {
+    let mut r = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many wrong tokens from this address; try again later\n".into(),
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(left.as_secs().max(1)),
+    );
+    r
 }
 
 impl Admin {
     pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
             let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
@@ -79,7 +94,8 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req, loopback).await) }
+                    let client = peer.ip();
+                    async move { Ok::<_, Infallible>(admin.handle(req, loopback, client).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -93,7 +109,12 @@ impl Admin {
     /// Health and readiness are open to probes; reading needs the token (or a session) when the
     /// listener is reachable beyond loopback; changing always does, and a change made with a
     /// session cookie needs its CSRF token and a same-origin `Origin` too.
-    fn authorized(&self, req: &Request<Incoming>, loopback: bool) -> Option<Response<Full<Bytes>>> {
+    fn authorized(
+        &self,
+        req: &Request<Incoming>,
+        loopback: bool,
+        client: std::net::IpAddr,
+    ) -> Option<Response<Full<Bytes>>> {
         let path = req.uri().path();
         // marathon-lb's signals answer any method; with a token configured they need it, as
         // every change does.
@@ -117,13 +138,23 @@ impl Admin {
                 "changes need admin.token_file to be set\n".into(),
             ));
         };
+        let now = std::time::Instant::now();
+        if let Some(left) = self.guesses.refused(client, now) {
+            return Some(too_many_guesses(left));
+        }
         // Compared in constant time: the token is a secret.
         if crate::access::presents(req.headers(), token) {
             return None;
         }
-        if let Some(s) = session::cookie_id(req.headers())
-            .and_then(|id| self.sessions.find(id, std::time::Instant::now()))
+        // A wrong token or an unknown session id is a guess at a secret.
+        let cookie = session::cookie_id(req.headers());
+        let session = cookie.and_then(|id| self.sessions.find(id, now));
+        if req.headers().contains_key(header::AUTHORIZATION)
+            || (cookie.is_some() && session.is_none())
         {
+            self.guesses.failed(client, now);
+        }
+        if let Some(s) = session {
             if !change {
                 return None;
             }
@@ -142,6 +173,9 @@ impl Admin {
             if csrf.is_some_and(|c| session::same_secret(c, &s.csrf)) {
                 return None;
             }
+            if csrf.is_some() {
+                self.guesses.failed(client, now);
+            }
             return Some(text(
                 StatusCode::FORBIDDEN,
                 "missing or wrong X-CSRF-Token\n".into(),
@@ -159,7 +193,11 @@ impl Admin {
     }
 
     /// `POST /v1/login` with `{"token": "..."}`: a session cookie and the session's CSRF token.
-    async fn login(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn login(
+        &self,
+        req: Request<Incoming>,
+        client: std::net::IpAddr,
+    ) -> Response<Full<Bytes>> {
         use http_body_util::BodyExt;
         if req.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
@@ -177,6 +215,9 @@ impl Admin {
                 "no admin.token_file is set: nothing to log in with\n".into(),
             );
         };
+        if let Some(left) = self.guesses.refused(client, std::time::Instant::now()) {
+            return too_many_guesses(left);
+        }
         let secure = session::over_tls(req.headers());
         let body = http_body_util::Limited::new(req.into_body(), 4096);
         let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
@@ -196,6 +237,7 @@ impl Admin {
             );
         };
         if !session::same_secret(login.token.trim(), token) {
+            self.guesses.failed(client, std::time::Instant::now());
             return text(StatusCode::UNAUTHORIZED, "wrong token\n".into());
         }
         let Some(s) = self.sessions.create(std::time::Instant::now()) else {
@@ -275,7 +317,12 @@ impl Admin {
         r
     }
 
-    async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Full<Bytes>> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        loopback: bool,
+        client: std::net::IpAddr,
+    ) -> Response<Full<Bytes>> {
         const EXACT: [&str; 22] = [
             "/_haproxy_health_check",
             "/_haproxy_getvhostmap",
@@ -328,11 +375,11 @@ impl Admin {
         // Logging in is how a browser gets authorized; reading one's own session needs only
         // its cookie.
         match path {
-            "/v1/login" => return self.login(req).await,
+            "/v1/login" => return self.login(req, client).await,
             "/v1/session" => return self.session(&req),
             _ => {}
         }
-        if let Some(refused) = self.authorized(&req, loopback) {
+        if let Some(refused) = self.authorized(&req, loopback, client) {
             return refused;
         }
         if req.uri().path() == "/v1/logout" {

@@ -59,20 +59,33 @@ enum Step {
 }
 
 /// Serves a plain HTTP/1.1 connection on `entry` until it closes or leaves the fast path.
-pub async fn serve<S>(mut stream: S, peer: SocketAddr, entry: Entry, ctx: Arc<Context>)
+pub async fn serve<S>(stream: S, peer: SocketAddr, entry: Entry, ctx: Arc<Context>)
 where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_h1_or_h2c(stream, peer, entry, false, ctx).await
+}
+
+/// HTTP/2's connection preface begins with this line (RFC 9113 §3.4): on a listener that also
+/// takes h2c (`http.h2c`), a connection opening with it is HTTP/2 with prior knowledge.
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Serves a plain connection on a listener that takes both HTTP/1.1 and h2c (`h2c`): HTTP/1.1
+/// on the fast path, and a connection that opens with HTTP/2's preface on the general path as
+/// HTTP/2 — so turning h2c on costs the HTTP/1.1 clients nothing.
+pub async fn serve_h1_or_h2c<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    entry: Entry,
+    h2c: bool,
+    ctx: Arc<Context>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = ctx.settings.load_full();
     if settings.access_log || settings.max_headers > MAX_HEADERS {
-        return Box::pin(super::http::serve(
-            stream,
-            peer,
-            entry,
-            Protocol::Http1,
-            ctx,
-        ))
-        .await;
+        let protocol = if h2c { Protocol::Auto } else { Protocol::Http1 };
+        return Box::pin(super::http::serve(stream, peer, entry, protocol, ctx)).await;
     }
     // Buffers are taken when bytes arrive, not per connection: an idle connection holds only
     // what its last request needed (10,000 idle connections must stay cheap).
@@ -130,6 +143,13 @@ where
         }
         // The head apart from what follows it (a body, pipelined requests): no copy.
         let head_bytes = buf.split_to(head_len);
+        if h2c && served == 0 && head_bytes.starts_with(H2_PREFACE_LINE) {
+            // HTTP/2 with prior knowledge: the general path reads the preface again.
+            let mut all = head_bytes;
+            all.unsplit(buf);
+            let io = Prefixed::new(all.freeze(), stream);
+            return Box::pin(super::http::serve(io, peer, entry, Protocol::Http2, ctx)).await;
+        }
         let snapshot = ctx.store.load_full();
         let planned = {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];

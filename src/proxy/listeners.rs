@@ -348,8 +348,10 @@ async fn accept_http(
             drop(settings);
             match (entry, protocol) {
                 // Boxed: see `serve`.
-                (http::Entry::Vhost { .. }, http::Protocol::Http1) => {
-                    Box::pin(super::h1::serve(stream, peer, entry, ctx.clone())).await
+                (http::Entry::Vhost { .. }, http::Protocol::Http1 | http::Protocol::Auto) => {
+                    let h2c = protocol == http::Protocol::Auto;
+                    let serving = super::h1::serve_h1_or_h2c(stream, peer, entry, h2c, ctx.clone());
+                    Box::pin(serving).await
                 }
                 _ => Box::pin(http::serve(stream, peer, entry, protocol, ctx.clone())).await,
             }

@@ -109,6 +109,8 @@ pub struct Relay {
     subscribers: Mutex<Vec<Subscriber>>,
     next_id: AtomicU64,
     metrics: RelayMetrics,
+    /// Wrong tokens per client address (`access::Guesses`).
+    guesses: crate::access::Guesses,
 }
 
 impl RelayMetrics {
@@ -167,6 +169,7 @@ impl Relay {
             wake: Notify::new(),
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
+            guesses: Default::default(),
             metrics: m,
         })
     }
@@ -250,7 +253,7 @@ impl Relay {
     pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>) {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
@@ -262,7 +265,7 @@ impl Relay {
                 let on_cut = cut.clone();
                 let service = service_fn(move |req| {
                     let (relay, cut) = (relay.clone(), cut.clone());
-                    async move { Ok::<_, Infallible>(relay.handle(req, loopback, cut)) }
+                    async move { Ok::<_, Infallible>(relay.handle(req, (loopback, peer.ip()), cut)) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -279,7 +282,7 @@ impl Relay {
     fn handle(
         &self,
         req: Request<Incoming>,
-        loopback: bool,
+        (loopback, client): (bool, std::net::IpAddr),
         cut: Arc<Notify>,
     ) -> Response<BoxBody<Bytes, Infallible>> {
         let path = req.uri().path();
@@ -297,8 +300,28 @@ impl Relay {
             .inc();
         // Every request, loopback or not, presents the token when one is set; without one the
         // listener is loopback (the configuration sees to it).
+        let now = std::time::Instant::now();
+        if self.settings.token.is_some()
+            && let Some(left) = self.guesses.refused(client, now)
+        {
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many wrong tokens from this address; try again later\n",
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(left.as_secs().max(1)),
+            );
+            return r;
+        }
         let allowed = match &self.settings.token {
-            Some(token) => crate::access::presents(req.headers(), token),
+            Some(token) => {
+                let ok = crate::access::presents(req.headers(), token);
+                if !ok && req.headers().contains_key(header::AUTHORIZATION) {
+                    self.guesses.failed(client, now);
+                }
+                ok
+            }
             None => loopback,
         };
         if !allowed {
