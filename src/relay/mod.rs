@@ -78,6 +78,8 @@ struct Served {
     generation: u64,
     cluster: Arc<Cluster>,
     bodies: Mutex<HashMap<Embed, Bytes>>,
+    /// `/v2/tasks`, built on first request like the `/v2/apps` bodies.
+    tasks: std::sync::OnceLock<Bytes>,
 }
 
 struct Subscriber {
@@ -111,7 +113,14 @@ pub struct Relay {
     metrics: RelayMetrics,
     /// Wrong tokens per client address (`access::Guesses`).
     guesses: crate::access::Guesses,
+    /// Open connections: the subscribers' and [`EXTRA_CONNECTIONS`] more; past them a new
+    /// connection is closed at once (file descriptors are shared with the proxy).
+    connections: Arc<tokio::sync::Semaphore>,
 }
+
+/// Connections allowed beyond `relay.max_subscribers` (snapshot fetches, a refused stream's
+/// answer).
+const EXTRA_CONNECTIONS: usize = 256;
 
 impl RelayMetrics {
     pub fn register(metrics: &Metrics) -> RelayMetrics {
@@ -128,7 +137,7 @@ impl RelayMetrics {
         );
         metrics.register(
             "relay_refused_streams",
-            "Event streams refused because relay.max_subscribers were open",
+            "Event streams refused because relay.max_subscribers were open, and connections closed past relay.max_subscribers + 256",
             m.refused.clone(),
         );
         metrics.register(
@@ -163,13 +172,16 @@ const ENDPOINTS: [&str; 8] = [
 impl Relay {
     pub fn new(settings: Settings, m: RelayMetrics) -> Arc<Relay> {
         Arc::new(Relay {
-            settings,
             state: ArcSwapOption::empty(),
             offered: Mutex::new(None),
             wake: Notify::new(),
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             guesses: Default::default(),
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_subscribers + EXTRA_CONNECTIONS,
+            )),
+            settings,
             metrics: m,
         })
     }
@@ -211,6 +223,7 @@ impl Relay {
             generation,
             cluster,
             bodies: Mutex::new(HashMap::new()),
+            tasks: std::sync::OnceLock::new(),
         })));
         self.metrics.generation.set(generation as i64);
         if generation == 1 {
@@ -257,15 +270,22 @@ impl Relay {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            let Ok(open) = self.connections.clone().try_acquire_owned() else {
+                self.metrics.refused.inc();
+                continue; // closed: dropped
+            };
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
             let _ = stream.set_nodelay(true);
             let relay = self.clone();
             tokio::spawn(async move {
+                let _open = open;
                 let cut = Arc::new(Notify::new());
                 let on_cut = cut.clone();
                 let service = service_fn(move |req| {
                     let (relay, cut) = (relay.clone(), cut.clone());
-                    async move { Ok::<_, Infallible>(relay.handle(req, (loopback, peer.ip()), cut)) }
+                    async move {
+                        Ok::<_, Infallible>(relay.handle(req, (loopback, peer.ip()), cut).await)
+                    }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -279,8 +299,8 @@ impl Relay {
         }
     }
 
-    fn handle(
-        &self,
+    async fn handle(
+        self: Arc<Self>,
         req: Request<Incoming>,
         (loopback, client): (bool, std::net::IpAddr),
         cut: Arc<Notify>,
@@ -330,6 +350,11 @@ impl Relay {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+            // Not another guess on the same connection.
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
             return r;
         }
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -346,7 +371,16 @@ impl Relay {
         };
         let query = req.uri().query().unwrap_or("");
         let mut response = match endpoint {
-            "/v2/apps" => json_bytes(StatusCode::OK, served.apps_body(Embed::from_query(query))),
+            // Built off the control thread, once per model: a big cluster's body takes a while,
+            // and every follower (and every slow reader) shares the one copy.
+            "/v2/apps" => {
+                let embed = Embed::from_query(query);
+                let served = served.clone();
+                match tokio::task::spawn_blocking(move || served.apps_body(embed)).await {
+                    Ok(body) => json_bytes(StatusCode::OK, body),
+                    Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                }
+            }
             "/v2/apps/{id}" => {
                 let id = path["/v2/apps".len()..].trim_end_matches('/');
                 let mut embed = Embed::from_query(query);
@@ -363,13 +397,11 @@ impl Relay {
                 }
             }
             "/v2/tasks" => {
-                let tasks: Vec<_> = served
-                    .cluster
-                    .apps
-                    .values()
-                    .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
-                    .collect();
-                json_value(StatusCode::OK, json!({ "tasks": tasks }))
+                let served = served.clone();
+                match tokio::task::spawn_blocking(move || served.tasks_body()).await {
+                    Ok(body) => json_bytes(StatusCode::OK, body),
+                    Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                }
             }
             "/v2/leader" => json_value(
                 StatusCode::OK,
@@ -463,6 +495,22 @@ impl Relay {
 }
 
 impl Served {
+    /// `/v2/tasks`, built once per model.
+    fn tasks_body(&self) -> Bytes {
+        self.tasks
+            .get_or_init(|| {
+                let tasks: Vec<_> = self
+                    .cluster
+                    .apps
+                    .values()
+                    .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
+                    .collect();
+                let body = serde_json::to_vec(&json!({ "tasks": tasks })).expect("serializes");
+                Bytes::from(body)
+            })
+            .clone()
+    }
+
     /// `/v2/apps` in one `embed` form, built once per model.
     fn apps_body(&self, embed: Embed) -> Bytes {
         // Held while building: a thousand followers asking at once build it once.

@@ -275,20 +275,36 @@ impl Rollouts {
             metrics,
             routes: Mutex::default(),
         };
-        r.publish_metrics(&r.book.lock().unwrap());
+        r.publish_metrics(
+            &r.book
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         r
     }
 
     pub fn get(&self, route: &str) -> Option<Rollout> {
-        self.book.lock().unwrap().get(route).cloned()
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(route)
+            .cloned()
     }
 
     pub fn all(&self) -> BTreeMap<String, Rollout> {
-        self.book.lock().unwrap().clone()
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap().iter().cloned().collect()
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn event(&self, route: &str, kind: &'static str, message: String) {
@@ -296,7 +312,10 @@ impl Rollouts {
             "failed" | "refused" => tracing::warn!(route, "rollout {kind}: {message}"),
             _ => tracing::info!(route, "rollout {kind}: {message}"),
         }
-        let mut events = self.events.lock().unwrap();
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if events.len() == EVENTS_KEPT {
             events.pop_front();
         }
@@ -323,7 +342,10 @@ impl Rollouts {
             .ok_or(StartError::NoRoute)?;
         let (canary, baseline) =
             gate::resolve(&plan, &candidates(table, found)).map_err(StartError::Unresolved)?;
-        let mut book = self.book.lock().unwrap();
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if book.get(route).is_some_and(|r| r.state == State::Running) {
             return Err(StartError::Running);
         }
@@ -393,7 +415,10 @@ impl Rollouts {
     /// Sets the canary's weight to 0 and marks the rollout aborted (a failed one stays failed,
     /// its canary at 0 already). `None`: the route has no rollout.
     pub fn abort(&self, route: &str) -> Option<Rollout> {
-        let mut book = self.book.lock().unwrap();
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = book.get_mut(route)?;
         if matches!(r.state, State::Running | State::Succeeded) {
             r.state = State::Aborted;
@@ -416,7 +441,10 @@ impl Rollouts {
     /// `released`, and says so); a running one refuses, so that two hands never fight over a
     /// route's weights — abort it first. A route without a rollout: nothing to do.
     pub fn release(&self, route: &str) -> Result<(), String> {
-        let mut book = self.book.lock().unwrap();
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(r) = book.get_mut(route) else {
             return Ok(());
         };
@@ -478,7 +506,11 @@ impl Rollouts {
     fn publish_metrics(&self, book: &BTreeMap<String, Rollout>) {
         self.metrics.rollout_step.clear();
         self.metrics.rollout_state.clear();
-        let routes = self.routes.lock().unwrap().clone();
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let without = routes.iter().filter(|r| !book.contains_key(*r));
         let all = book
             .iter()
@@ -538,13 +570,19 @@ impl Rollouts {
     /// One evaluation over the live table at `now`: the weights to set, by route.
     pub fn tick(&self, snapshot: &Snapshot, now: u64) -> Vec<(String, BTreeMap<AppId, u32>)> {
         let table = &snapshot.table;
-        *self.routes.lock().unwrap() = table
+        *self
+            .routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = table
             .routes
             .iter()
             .filter(|r| r.members.len() > 1)
             .map(|r| r.name.clone())
             .collect();
-        let mut book = self.book.lock().unwrap();
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut changed = self.labels(table, &mut book);
         let mut wanted = Vec::new();
         for (name, r) in book.iter_mut() {
@@ -641,8 +679,9 @@ impl Rollouts {
                 true
             }
             Outcome::Pass => {
-                r.step += 1;
-                r.share = r.plan.steps[r.step - 1];
+                // The last step passed is the end (a record resumed there included).
+                r.step = (r.step + 1).min(r.plan.steps.len());
+                r.share = r.plan.steps.get(r.step - 1).copied().unwrap_or(100);
                 r.step_started_unix_ms = now;
                 r.window = None;
                 if r.step == r.plan.steps.len() {
@@ -790,7 +829,24 @@ fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
             );
             continue;
         }
-        if rec.state == State::Running {
+        if rec.canary == rec.baseline {
+            tracing::error!(
+                route,
+                "recorded rollout's canary is its baseline; not resumed"
+            );
+            continue;
+        }
+        // The state decides the share, not the number beside it: a failed or aborted canary
+        // is at 0 whatever the file says, and a rollout running at its last step has ended.
+        let mut state = rec.state;
+        if state == State::Running && rec.step == plan.steps.len() {
+            state = State::Succeeded;
+        }
+        let share = match state {
+            State::Failed | State::Aborted | State::Refused => 0,
+            State::Running | State::Succeeded => plan.steps[rec.step - 1],
+        };
+        if state == State::Running {
             tracing::info!(
                 route,
                 step = rec.step,
@@ -801,13 +857,13 @@ fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
             route.clone(),
             Rollout {
                 route,
-                state: rec.state,
+                state,
                 origin: rec.origin,
                 canary: Some(rec.canary),
                 baseline: Some(rec.baseline),
                 step: rec.step,
                 steps: plan.steps.len(),
-                share: rec.share,
+                share,
                 plan,
                 started_unix_ms: rec.started_unix_ms,
                 step_started_unix_ms: rec.step_started_unix_ms,
@@ -837,4 +893,54 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    fn record(state: &str, step: usize, share: u32, canary: &str) -> String {
+        format!(
+            r#"{{"version": 1, "rollouts": {{"shop": {{"state": "{state}", "origin": "api",
+              "canary": "{canary}", "baseline": "/shop-blue", "step": {step}, "share": {share},
+              "plan": {{"steps": [10, 50, 100], "hold": "1ms", "min_requests": 5}},
+              "started_unix_ms": 1, "step_started_unix_ms": 1, "finished_unix_ms": null,
+              "reason": null, "label_key": null}}}}}}"#
+        )
+    }
+
+    fn loaded(text: &str) -> BTreeMap<String, Rollout> {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-rollout-load-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rollouts.json");
+        std::fs::write(&path, text).unwrap();
+        let book = load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        book
+    }
+
+    #[test]
+    fn a_recorded_share_is_not_trusted_and_a_last_step_running_has_ended() {
+        // A failed canary is at 0 whatever the file says.
+        let book = loaded(&record("failed", 2, 70, "/shop-green"));
+        assert_eq!((book["shop"].state, book["shop"].share), (State::Failed, 0));
+        // A running rollout's share is its step's.
+        let book = loaded(&record("running", 2, 70, "/shop-green"));
+        assert_eq!(
+            (book["shop"].state, book["shop"].share),
+            (State::Running, 50)
+        );
+        // Running at the last step: it has ended (a pass there would step past the plan).
+        let book = loaded(&record("running", 3, 50, "/shop-green"));
+        assert_eq!(
+            (book["shop"].state, book["shop"].share),
+            (State::Succeeded, 100)
+        );
+        // A canary that is its own baseline is not resumed.
+        assert!(loaded(&record("running", 1, 10, "/shop-blue")).is_empty());
+    }
 }
