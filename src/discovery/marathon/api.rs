@@ -324,7 +324,7 @@ fn probe_from_marathon(check: &Value) -> Option<Probe> {
         "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => ProbeKind::Tcp,
         _ => return None,
     };
-    if check.get("port").is_some_and(|p| !p.is_null()) {
+    if names_a_port(check) {
         return None;
     }
     let seconds = |key: &str, default: u64| {
@@ -357,7 +357,22 @@ fn check_spec(check: &Value) -> crate::cluster::CheckSpec {
         port_index: check["portIndex"]
             .as_u64()
             .map_or(0, |i| usize::try_from(i).unwrap_or(usize::MAX)),
-        has_port: check["port"].as_u64().is_some_and(|p| p != 0),
+        has_port: names_a_port(check),
+    }
+}
+
+/// Whether a Marathon health check names its port by number (`port`) rather than by index:
+/// marathon-lb's test (`check.get('port')`, so `0`, `""` and `null` name none). The one rule for
+/// both what switchyard probes and what it reports of the check, so that the two always pair up
+/// (the relay writes a check's probe beside the check it came from).
+fn names_a_port(check: &Value) -> bool {
+    match &check["port"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
     }
 }
 

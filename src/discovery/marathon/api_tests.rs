@@ -236,7 +236,8 @@ fn rendered_apps_read_back_as_themselves() {
            "healthChecks":[{"protocol":"MESOS_HTTP","path":"/health","portIndex":1,"intervalSeconds":5,
                             "timeoutSeconds":3,"maxConsecutiveFailures":2,"gracePeriodSeconds":30},
                            {"protocol":"COMMAND","command":{"value":"true"}},
-                           {"protocol":"TCP","port":8080},{"protocol":"HTTPS"},{}],
+                           {"protocol":"TCP","port":8080},{"protocol":"HTTP","port":0,"path":"/zero"},
+                           {"protocol":"HTTP","port":"x","path":"/named"},{"protocol":"HTTPS"},{}],
            "tasks":[{"id":"host.1","host":"10.0.0.1","ports":[31000,31001],"state":"TASK_RUNNING",
                      "startedAt":"2026-11-22T10:11:13.000Z","stagedAt":"2026-11-22T10:11:12.000Z",
                      "healthCheckResults":[{"alive":true},{"alive":true}]},
@@ -261,6 +262,15 @@ fn rendered_apps_read_back_as_themselves() {
         ]}"#;
     let parsed = parse_apps(body).unwrap();
     assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    // `port: 0` names no port (probed, by index); `port: "x"` names one (not probed).
+    let probed: Vec<_> = parsed.apps[0]
+        .probes
+        .iter()
+        .map(|p| format!("{:?}", p.kind))
+        .collect();
+    assert_eq!(probed.len(), 4, "{probed:?}");
+    assert!(probed[1].contains("/zero"), "{probed:?}");
+    assert!(!probed.iter().any(|p| p.contains("/named")), "{probed:?}");
     let embed = crate::discovery::marathon::render::Embed::from_query(
         "embed=apps.tasks&embed=apps.deployments&embed=apps.readiness",
     );
