@@ -165,7 +165,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
 
     // The control plane: compile and publish, health checks, reloads.
     let registry = backends::Registry::new(metrics.clone(), config.proxy.drain_timeout);
-    let relay = start_relay(&config, &planes, &metrics)?;
+    let relay = start_relay(&config, &planes, &metrics, &status)?;
     let mut reconciler = Reconciler::new(
         config.compile_config(),
         config.discovery.debounce,
@@ -344,6 +344,7 @@ fn start_relay(
     config: &Config,
     planes: &Planes,
     metrics: &Arc<Metrics>,
+    status: &Arc<reconciler::Status>,
 ) -> Result<Option<Arc<relay::Relay>>, String> {
     let relay_metrics = relay::RelayMetrics::register(metrics);
     let Some(listen) = config.relay.listen else {
@@ -368,8 +369,13 @@ fn start_relay(
             token,
             max_subscribers: config.relay.max_subscribers,
             subscriber_queue: config.relay.subscriber_queue,
+            max_disconnected: config.relay.max_disconnected,
         },
         relay_metrics,
+        {
+            let status = status.clone();
+            Box::new(move || status.connected.load(std::sync::atomic::Ordering::Relaxed))
+        },
     );
     planes.control.spawn(relay.clone().serve(listener));
     planes.control.spawn(relay.clone().follow());

@@ -466,3 +466,47 @@ async fn a_subscriber_that_stops_reading_is_cut_and_the_others_stay_current() {
     .await;
     drop(slow);
 }
+
+#[tokio::test]
+async fn a_relay_lost_for_longer_than_its_bound_stops_serving_and_its_follower_keeps_its_table() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let group = json!({"HAPROXY_GROUP": "external"});
+    let t = tier(
+        "stale",
+        vec![app("/a", port, group, vec![task("/a", "a.1", b1.port())])],
+        "max_disconnected = \"1s\"\n",
+        "",
+    )
+    .await;
+    let routes = agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let first = hash(&routes);
+
+    // Marathon goes away for longer than the bound: the relay answers 503 and closes its stream
+    // (a follower would move to a relay that is current), and the follower keeps its table.
+    t.marathon.fault(Some(Fault::Gone));
+    let relay = relay_addr(&t.relay_url);
+    wait_for("the relay to stop serving", || async move {
+        let (status, _) = http_get(relay, "/v2/apps").await.ok()?;
+        (status == 503).then_some(())
+    })
+    .await;
+    wait_for("the follower's stream to close", || async {
+        (t.follower.metric("switchyard_source_connected", &[]).await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(hash(&t.follower.routes().await), first);
+    assert_eq!(
+        t.relay.metric("switchyard_relay_open_streams", &[]).await,
+        0.0
+    );
+
+    // Marathon is back: the relay serves again and the follower follows.
+    t.marathon.fault(None);
+    wait_for("the relay to serve again", || async move {
+        let (status, _) = http_get(relay, "/v2/apps").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    agree(&t.relay, &t.follower, "back", |f| has_service(f, port)).await;
+}

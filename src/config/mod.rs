@@ -688,6 +688,11 @@ pub struct Relay {
     pub max_subscribers: usize,
     /// Events queued for one stream; a subscriber that lets it fill is cut.
     pub subscriber_queue: usize,
+    /// How long the relay may go on serving after it lost its own Marathon: past it, it answers
+    /// 503 and closes its streams, so that its followers move to a relay that is current instead
+    /// of following a model that is ever older.
+    #[serde(deserialize_with = "duration")]
+    pub max_disconnected: Duration,
 }
 
 impl Default for Relay {
@@ -697,6 +702,7 @@ impl Default for Relay {
             token_file: None,
             max_subscribers: 1024,
             subscriber_queue: 1024,
+            max_disconnected: Duration::from_secs(60),
         }
     }
 }

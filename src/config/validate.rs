@@ -33,6 +33,9 @@ impl Config {
                 "relay.listen {listen} is beyond loopback: set relay.token_file (followers present it)"
             ));
         }
+        if self.relay.max_disconnected.is_zero() {
+            return Err("relay.max_disconnected: above zero".into());
+        }
         if self.relay.max_subscribers == 0 || self.relay.subscriber_queue == 0 {
             return Err("relay.max_subscribers and relay.subscriber_queue: at least 1".into());
         }

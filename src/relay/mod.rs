@@ -70,7 +70,12 @@ pub struct Settings {
     pub max_subscribers: usize,
     /// Events queued for one subscriber before it is cut.
     pub subscriber_queue: usize,
+    /// Served this long after the relay's own Marathon was lost, then 503 (`stale`).
+    pub max_disconnected: Duration,
 }
+
+/// Whether the relay's own source is connected to Marathon now.
+pub type UpstreamUp = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// One model as served: a generation (the relay's own count of models), the cluster, and the
 /// `/v2/apps` bodies built from it so far (one per `embed` form, built on first request).
@@ -113,6 +118,11 @@ pub struct Relay {
     metrics: RelayMetrics,
     /// Wrong tokens per client address (`access::Guesses`).
     guesses: crate::access::Guesses,
+    upstream_up: UpstreamUp,
+    /// When the relay's own Marathon was lost (`None`: connected).
+    lost_since: Mutex<Option<std::time::Instant>>,
+    /// Lost for longer than `relay.max_disconnected`: every request is 503, no stream open.
+    stale: std::sync::atomic::AtomicBool,
     /// Open connections: the subscribers' and [`EXTRA_CONNECTIONS`] more; past them a new
     /// connection is closed at once (file descriptors are shared with the proxy).
     connections: Arc<tokio::sync::Semaphore>,
@@ -170,8 +180,11 @@ const ENDPOINTS: [&str; 8] = [
 ];
 
 impl Relay {
-    pub fn new(settings: Settings, m: RelayMetrics) -> Arc<Relay> {
+    pub fn new(settings: Settings, m: RelayMetrics, upstream_up: UpstreamUp) -> Arc<Relay> {
         Arc::new(Relay {
+            upstream_up,
+            lost_since: Mutex::new(None),
+            stale: std::sync::atomic::AtomicBool::new(false),
             state: ArcSwapOption::empty(),
             offered: Mutex::new(None),
             wake: Notify::new(),
@@ -197,8 +210,11 @@ impl Relay {
     pub async fn follow(self: Arc<Self>) {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut upstream = tokio::time::interval(Duration::from_secs(1));
+        upstream.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = upstream.tick() => self.check_upstream(std::time::Instant::now()),
                 _ = self.wake.notified() => {
                     let offered = self.offered.lock().unwrap().take();
                     if let Some(cluster) = offered {
@@ -207,6 +223,35 @@ impl Relay {
                 }
                 _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(b"\n"))]),
             }
+        }
+    }
+
+    /// A relay whose own Marathon has been gone for longer than `relay.max_disconnected` stops
+    /// serving: its followers then move to another relay (or keep what they have), rather than
+    /// follow — or, failing over to it, go back to — a model that only grows older.
+    fn check_upstream(&self, now: std::time::Instant) {
+        let mut lost_since = self.lost_since.lock().unwrap();
+        if (self.upstream_up)() {
+            *lost_since = None;
+            if self.stale.swap(false, Ordering::Relaxed) {
+                tracing::info!("relay: Marathon is back, serving again");
+            }
+            return;
+        }
+        let since = *lost_since.get_or_insert(now);
+        let stale = self.state.load().is_some()
+            && now.saturating_duration_since(since) > self.settings.max_disconnected;
+        if stale && !self.stale.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_disconnected = ?self.settings.max_disconnected,
+                "relay: Marathon lost for longer than relay.max_disconnected; answering 503 and \
+                 closing the event streams until it is back"
+            );
+            let mut subscribers = self.subscribers.lock().unwrap();
+            for s in subscribers.drain(..) {
+                s.cut.notify_one();
+            }
+            self.metrics.subscribers.set(0);
         }
     }
 
@@ -362,6 +407,12 @@ impl Relay {
         }
         if endpoint == "other" {
             return text(StatusCode::NOT_FOUND, "not a path the relay serves\n");
+        }
+        if self.stale.load(Ordering::Relaxed) {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "relay lost Marathon for longer than relay.max_disconnected\n",
+            );
         }
         let Some(served) = self.state.load_full() else {
             return text(
@@ -681,8 +732,10 @@ mod tests {
                 token: None,
                 max_subscribers: 8,
                 subscriber_queue: 1,
+                max_disconnected: Duration::from_secs(60),
             },
             RelayMetrics::register(&metrics),
+            Box::new(|| true),
         );
         relay.publish(cluster(vec![app("/a", "a")]));
         let (fast_tx, mut fast_rx) = mpsc::channel(4);
