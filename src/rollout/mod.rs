@@ -128,10 +128,47 @@ pub struct Rollout {
     label_key: Option<String>,
     /// Each side's counters per backend when the step's measurement began.
     #[serde(skip)]
-    window: Option<(Window, Window)>,
+    window: Option<(Side, Side)>,
 }
 
 type Window = HashMap<SocketAddr, Sample>;
+
+/// One side's measurement over a step: each backend's counters when the step began and at the
+/// last evaluation, and what backends that have left the table since answered during the step —
+/// a canary task Marathon killed for its errors takes its errors with it otherwise.
+#[derive(Debug, Clone)]
+struct Side {
+    start: Window,
+    last: Window,
+    gone: Sample,
+}
+
+impl Side {
+    fn new(now: Window) -> Side {
+        Side {
+            start: now.clone(),
+            last: now,
+            gone: Sample::default(),
+        }
+    }
+
+    /// What the side answered during the step, as of `now`.
+    fn observe(&mut self, now: Window) -> Sample {
+        for (addr, last) in &self.last {
+            if !now.contains_key(addr) {
+                self.gone.add(&match self.start.get(addr) {
+                    Some(s) => last.since(s),
+                    None => last.clone(),
+                });
+                self.start.remove(addr);
+            }
+        }
+        let mut total = since(&now, &self.start);
+        total.add(&self.gone);
+        self.last = now;
+        total
+    }
+}
 
 /// What `rollouts.json` holds of a rollout.
 #[derive(Serialize, Deserialize)]
@@ -614,19 +651,21 @@ impl Rollouts {
                 r.reason = None;
                 let now_c = samples(snapshot, cs);
                 let now_b = samples(snapshot, bs);
-                let verdict = match &r.window {
+                let verdict = match &mut r.window {
                     // The step's measurement begins now (a new step, a restart).
                     None => {
-                        r.window = Some((now_c, now_b));
+                        r.window = Some((Side::new(now_c), Side::new(now_b)));
                         None
                     }
-                    Some((start_c, start_b)) => {
+                    Some((canary_side, baseline_side)) => {
                         let held = now.saturating_sub(r.step_started_unix_ms)
                             >= r.plan.hold.as_millis() as u64;
+                        let canary_sample = canary_side.observe(now_c);
+                        let baseline_sample = baseline_side.observe(now_b);
                         Some(gate::evaluate(
                             &r.plan,
-                            &since(&now_c, start_c),
-                            &since(&now_b, start_b),
+                            &canary_sample,
+                            &baseline_sample,
                             held,
                         ))
                     }
@@ -942,5 +981,37 @@ mod load_tests {
         );
         // A canary that is its own baseline is not resumed.
         assert!(loaded(&record("running", 1, 10, "/shop-blue")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod side_tests {
+    use super::*;
+
+    fn sample(requests: u64, errors_5xx: u64) -> Sample {
+        Sample {
+            requests,
+            errors_5xx,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn a_backend_that_leaves_mid_step_keeps_what_it_answered() {
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
+        let mut side = Side::new(HashMap::from([(a, sample(100, 0)), (b, sample(50, 5))]));
+        // b answers 10 more, all errors; then it is killed and c replaces it.
+        let t = side.observe(HashMap::from([(a, sample(110, 0)), (b, sample(60, 15))]));
+        assert_eq!((t.requests, t.errors_5xx), (20, 10));
+        let t = side.observe(HashMap::from([(a, sample(120, 0)), (c, sample(3, 0))]));
+        assert_eq!(
+            (t.requests, t.errors_5xx),
+            (33, 10),
+            "b's errors stay in the step"
+        );
+        let t = side.observe(HashMap::from([(a, sample(121, 0)), (c, sample(4, 0))]));
+        assert_eq!((t.requests, t.errors_5xx), (35, 10));
     }
 }
