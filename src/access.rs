@@ -49,6 +49,14 @@ impl Default for Guesses {
     }
 }
 
+/// The answer's body for an address refused by [`Guesses`] (with [`retry_after`]).
+pub const TOO_MANY_GUESSES: &str = "too many wrong tokens from this address; try again later\n";
+
+/// `Retry-After` for an address refused for `left` more (whole seconds, at least 1).
+pub fn retry_after(left: std::time::Duration) -> http::HeaderValue {
+    http::HeaderValue::from(left.as_secs().max(1))
+}
+
 impl Guesses {
     pub const LIMIT: u32 = 20;
     pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);

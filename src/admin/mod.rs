@@ -73,12 +73,10 @@ pub struct Admin {
 fn too_many_guesses(left: std::time::Duration) -> Response<Full<Bytes>> {
     let mut r = text(
         StatusCode::TOO_MANY_REQUESTS,
-        "too many wrong tokens from this address; try again later\n".into(),
+        crate::access::TOO_MANY_GUESSES.into(),
     );
-    r.headers_mut().insert(
-        header::RETRY_AFTER,
-        header::HeaderValue::from(left.as_secs().max(1)),
-    );
+    let retry = crate::access::retry_after(left);
+    r.headers_mut().insert(header::RETRY_AFTER, retry);
     r
 }
 

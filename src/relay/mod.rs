@@ -371,12 +371,10 @@ impl Relay {
         {
             let mut r = text(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too many wrong tokens from this address; try again later\n",
+                crate::access::TOO_MANY_GUESSES,
             );
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from(left.as_secs().max(1)),
-            );
+            let retry = crate::access::retry_after(left);
+            r.headers_mut().insert(header::RETRY_AFTER, retry);
             return r;
         }
         let allowed = match &self.settings.token {
