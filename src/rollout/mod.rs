@@ -18,6 +18,7 @@
 //! edge group is in docs/rollouts.md.
 
 pub mod gate;
+mod state;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -170,32 +171,6 @@ impl Side {
     }
 }
 
-/// What `rollouts.json` holds of a rollout.
-#[derive(Serialize, Deserialize)]
-struct Recorded {
-    state: State,
-    origin: Origin,
-    canary: AppId,
-    baseline: AppId,
-    step: usize,
-    share: u32,
-    /// As [`Plan::parse`] reads it (checked again on load).
-    plan: serde_json::Value,
-    started_unix_ms: u64,
-    step_started_unix_ms: u64,
-    finished_unix_ms: Option<u64>,
-    reason: Option<String>,
-    label_key: Option<String>,
-    #[serde(default)]
-    released: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    version: u32,
-    rollouts: BTreeMap<String, Recorded>,
-}
-
 /// Something a rollout did: `GET /v1/events`, and a log line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -302,7 +277,7 @@ impl Rollouts {
         let book = settings
             .state_dir
             .as_ref()
-            .map(|dir| load(&dir.join("rollouts.json")))
+            .map(|dir| state::load(&dir.join("rollouts.json")))
             .unwrap_or_default();
         let r = Rollouts {
             book: Mutex::new(book),
@@ -506,38 +481,7 @@ impl Rollouts {
         let Some(dir) = &self.settings.state_dir else {
             return;
         };
-        let file = StateFile {
-            version: 1,
-            rollouts: book
-                .iter()
-                .filter(|(_, r)| r.state != State::Refused)
-                .filter_map(|(route, r)| {
-                    Some((
-                        route.clone(),
-                        Recorded {
-                            state: r.state,
-                            origin: r.origin,
-                            canary: r.canary.clone()?,
-                            baseline: r.baseline.clone()?,
-                            step: r.step,
-                            share: r.share,
-                            plan: r.plan.written(),
-                            started_unix_ms: r.started_unix_ms,
-                            step_started_unix_ms: r.step_started_unix_ms,
-                            finished_unix_ms: r.finished_unix_ms,
-                            reason: r.reason.clone(),
-                            label_key: r.label_key.clone(),
-                            released: r.released,
-                        },
-                    ))
-                })
-                .collect(),
-        };
-        let path = dir.join("rollouts.json");
-        let text = serde_json::to_string_pretty(&file).expect("serializes") + "\n";
-        if let Err(e) = write_atomically(&path, text.as_bytes()) {
-            tracing::error!(path = %path.display(), "rollout state not recorded: {e}");
-        }
+        state::save(&dir.join("rollouts.json"), book);
     }
 
     fn publish_metrics(&self, book: &BTreeMap<String, Rollout>) {
@@ -831,156 +775,6 @@ impl Rollouts {
         let before = book.len();
         book.retain(|route, r| r.state != State::Refused || labelled.contains_key(route));
         changed | (book.len() != before)
-    }
-}
-
-/// The rollouts in a state file; none (logged) when it cannot be read.
-fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
-        Err(e) => {
-            tracing::error!(path = %path.display(), "rollout state unreadable: {e}; nothing resumed");
-            return BTreeMap::new();
-        }
-    };
-    let file: StateFile = match serde_json::from_str(&text) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(path = %path.display(), "rollout state unreadable: {e}; nothing resumed");
-            return BTreeMap::new();
-        }
-    };
-    let mut book = BTreeMap::new();
-    for (route, rec) in file.rollouts {
-        let plan = match Plan::parse(&rec.plan.to_string()) {
-            Ok(p) => Arc::new(p),
-            Err(e) => {
-                tracing::error!(route, "recorded rollout plan refused: {e}; not resumed");
-                continue;
-            }
-        };
-        if rec.step == 0 || rec.step > plan.steps.len() {
-            tracing::error!(
-                route,
-                step = rec.step,
-                "recorded rollout step out of range; not resumed"
-            );
-            continue;
-        }
-        if rec.canary == rec.baseline {
-            tracing::error!(
-                route,
-                "recorded rollout's canary is its baseline; not resumed"
-            );
-            continue;
-        }
-        // The state decides the share, not the number beside it: a failed or aborted canary
-        // is at 0 whatever the file says, and a rollout running at its last step has ended.
-        let mut state = rec.state;
-        if state == State::Running && rec.step == plan.steps.len() {
-            state = State::Succeeded;
-        }
-        let share = match state {
-            State::Failed | State::Aborted | State::Refused => 0,
-            State::Running | State::Succeeded => plan.steps[rec.step - 1],
-        };
-        if state == State::Running {
-            tracing::info!(
-                route,
-                step = rec.step,
-                "rollout resumed from the recorded step"
-            );
-        }
-        book.insert(
-            route.clone(),
-            Rollout {
-                route,
-                state,
-                origin: rec.origin,
-                canary: Some(rec.canary),
-                baseline: Some(rec.baseline),
-                step: rec.step,
-                steps: plan.steps.len(),
-                share,
-                plan,
-                started_unix_ms: rec.started_unix_ms,
-                step_started_unix_ms: rec.step_started_unix_ms,
-                finished_unix_ms: rec.finished_unix_ms,
-                last_verdict: None,
-                reason: rec.reason,
-                released: rec.released,
-                label_key: rec.label_key,
-                window: None,
-            },
-        );
-    }
-    book
-}
-
-/// Writes a file whole or not at all: a temporary file beside it, flushed, renamed over it.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // The rename itself survives a crash once the directory is flushed.
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod load_tests {
-    use super::*;
-
-    fn record(state: &str, step: usize, share: u32, canary: &str) -> String {
-        format!(
-            r#"{{"version": 1, "rollouts": {{"shop": {{"state": "{state}", "origin": "api",
-              "canary": "{canary}", "baseline": "/shop-blue", "step": {step}, "share": {share},
-              "plan": {{"steps": [10, 50, 100], "hold": "1ms", "min_requests": 5}},
-              "started_unix_ms": 1, "step_started_unix_ms": 1, "finished_unix_ms": null,
-              "reason": null, "label_key": null}}}}}}"#
-        )
-    }
-
-    fn loaded(text: &str) -> BTreeMap<String, Rollout> {
-        let dir = std::env::temp_dir().join(format!(
-            "switchyard-rollout-load-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rollouts.json");
-        std::fs::write(&path, text).unwrap();
-        let book = load(&path);
-        std::fs::remove_dir_all(&dir).unwrap();
-        book
-    }
-
-    #[test]
-    fn a_recorded_share_is_not_trusted_and_a_last_step_running_has_ended() {
-        // A failed canary is at 0 whatever the file says.
-        let book = loaded(&record("failed", 2, 70, "/shop-green"));
-        assert_eq!((book["shop"].state, book["shop"].share), (State::Failed, 0));
-        // A running rollout's share is its step's.
-        let book = loaded(&record("running", 2, 70, "/shop-green"));
-        assert_eq!(
-            (book["shop"].state, book["shop"].share),
-            (State::Running, 50)
-        );
-        // Running at the last step: it has ended (a pass there would step past the plan).
-        let book = loaded(&record("running", 3, 50, "/shop-green"));
-        assert_eq!(
-            (book["shop"].state, book["shop"].share),
-            (State::Succeeded, 100)
-        );
-        // A canary that is its own baseline is not resumed.
-        assert!(loaded(&record("running", 1, 10, "/shop-blue")).is_empty());
     }
 }
 
