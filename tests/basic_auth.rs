@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 
 use base64::Engine;
 use serde_json::{Value, json};
+use support::edge::raw_request as request;
 use support::marathon::{app, task};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const PASSWORD: &str = "open sesame";
@@ -31,29 +31,6 @@ const HASHES: [(&str, &str); 3] = [
         "$6$switchyard0$jApw9FuFGvSIkilGJa5HO9NeHs.vR0pa1Jds8R6IY.QF7Rkg3f3q.717LBLlPcZ7WlGrWsWzKgPTB5ztCE6rP1",
     ),
 ];
-
-/// A raw HTTP/1.1 request with `Connection: close`: status, headers (lowercased names), body.
-async fn request(addr: SocketAddr, head: &str) -> (u16, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status.parse().unwrap(), headers, body.to_string())
-}
 
 fn basic(user: &str, password: &str) -> String {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));

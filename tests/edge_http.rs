@@ -6,20 +6,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use support::edge::{Edge, Sections};
 use support::marathon::{app, task};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-struct Edge {
-    sy: Switchyard,
-    file: PathBuf,
-    http: SocketAddr,
-}
 
 async fn edge(name: &str, apps: Vec<Value>, proxy: &str, http: &str) -> Edge {
     edge_with_admin(name, apps, proxy, http, "").await
@@ -32,26 +26,14 @@ async fn edge_with_admin(
     http: &str,
     admin: &str,
 ) -> Edge {
-    let dir = temp_dir(name);
-    let file = dir.join("apps.json");
-    write_apps(&file, apps);
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let toml = format!(
-        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n\
-         [proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\ndrain_timeout = \"5s\"\n{proxy}\n\
-         [http]\nlisten = [\"{listen}\"]\nh2c = true\n{http}\n",
-        file.display().to_string()
-    );
-    let sy = Switchyard::start_with_admin(name, &toml, admin);
-    wait_for("ready", || async {
-        (sy.get("/readyz").await.0 == 200).then_some(())
-    })
-    .await;
-    Edge {
-        sy,
-        file,
-        http: listen,
-    }
+    let proxy = format!("drain_timeout = \"5s\"\n{proxy}");
+    let http = format!("h2c = true\n{http}");
+    let sections = Sections {
+        proxy: &proxy,
+        http: &http,
+        admin,
+    };
+    Edge::start(name, apps, sections).await
 }
 
 fn vhost_app(id: &str, host: &str, mut labels: Value, ports: &[u16]) -> Value {

@@ -5,37 +5,22 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use serde_json::{Value, json};
+use support::edge::{Edge, Sections, header, raw_request as request};
 use support::marathon::{app, task};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Edge {
-    sy: Switchyard,
-    file: PathBuf,
-    http: SocketAddr,
-}
-
 async fn edge(name: &str, apps: Vec<Value>, extra: &str) -> Edge {
-    let dir = temp_dir(name);
-    let file = dir.join("apps.json");
-    write_apps(&file, apps);
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let toml = format!(
-        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n\
-         [proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\ndrain_timeout = \"5s\"\n{extra}\n\
-         [http]\nlisten = [\"{http}\"]\naccess_log = true\n",
-        file.display().to_string()
-    );
-    let sy = Switchyard::start(name, &toml);
-    wait_for("ready", || async {
-        (sy.get("/readyz").await.0 == 200).then_some(())
-    })
-    .await;
-    Edge { sy, file, http }
+    let proxy = format!("drain_timeout = \"5s\"\n{extra}");
+    let sections = Sections {
+        proxy: &proxy,
+        http: "access_log = true",
+        ..Sections::default()
+    };
+    Edge::start(name, apps, sections).await
 }
 
 /// An app reached by vhost only (service port 0).
@@ -48,46 +33,9 @@ fn vhost_app(id: &str, labels: Value, backends: &[&Backend]) -> Value {
     app(id, 0, labels, tasks)
 }
 
-/// A raw HTTP/1.1 request; returns status, headers (lowercased names) and body.
-async fn request(addr: SocketAddr, head: &str) -> (u16, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
 async fn get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
     let (status, _, body) = request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}")).await;
     (status, body)
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]

@@ -7,39 +7,20 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use base64::Engine;
 use serde_json::{Value, json};
+use support::edge::{Edge, Sections, header, raw_request as request};
 use support::marathon::{app, task};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-struct Edge {
-    sy: Switchyard,
-    #[allow(dead_code)]
-    file: PathBuf,
-    http: SocketAddr,
-}
+use tokio::net::TcpListener;
 
 async fn edge(name: &str, apps: Vec<Value>, extra: &str) -> Edge {
-    let dir = temp_dir(name);
-    let file = dir.join("apps.json");
-    write_apps(&file, apps);
-    let http = local(free_port());
-    let toml = format!(
-        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n\
-         [proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n{extra}\n\
-         [http]\nlisten = [\"{http}\"]\n",
-        file.display().to_string()
-    );
-    let sy = Switchyard::start(name, &toml);
-    wait_for("ready", || async {
-        (sy.get("/readyz").await.0 == 200).then_some(())
-    })
-    .await;
-    Edge { sy, file, http }
+    let sections = Sections {
+        proxy: extra,
+        ..Sections::default()
+    };
+    Edge::start(name, apps, sections).await
 }
 
 /// A backend that answers with what it was asked: `{method} {target}` and the headers' debug
@@ -82,36 +63,6 @@ async fn mirror() -> (SocketAddr, tokio::task::JoinHandle<()>) {
         }
     });
     (addr, task)
-}
-
-/// A raw HTTP/1.1 request with `Connection: close`: status, headers (lowercased names), body.
-async fn request(addr: SocketAddr, head: &str) -> (u16, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status.parse().unwrap(), headers, body.to_string())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 fn basic(user: &str, password: &str) -> String {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod edge;
 pub mod marathon;
 pub mod mesos;
 
