@@ -253,11 +253,18 @@ async fn routes_status_resolve_and_explain_against_a_running_instance() {
     let dir = support::temp_dir("cli-inspect");
     let file = dir.join("apps.json");
     let port = support::free_port();
-    let apps = json!({"apps": [app("/prod/api", port, json!({"HAPROXY_0_VHOST": "api.example.com"}), vec![task("/prod/api", "api.1", b.port())])]});
+    // A second task where nothing listens: active TCP checks take it down.
+    let dead = support::free_port();
+    let tasks = vec![
+        task("/prod/api", "api.1", b.port()),
+        task("/prod/api", "api.2", dead),
+    ];
+    let apps = json!({"apps": [app("/prod/api", port, json!({"HAPROXY_0_VHOST": "api.example.com"}), tasks)]});
     std::fs::write(&file, apps.to_string()).unwrap();
     let dns = support::free_port();
     let toml = format!(
-        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n[dns]\nlisten = \"127.0.0.1:{dns}\"\n",
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n[dns]\nlisten = \"127.0.0.1:{dns}\"\n\
+         [health_checks]\ndefault = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nmax_consecutive_failures = 1\n",
         file.display().to_string()
     );
     let sy = support::Switchyard::start("cli-inspect", &toml);
@@ -271,7 +278,12 @@ async fn routes_status_resolve_and_explain_against_a_running_instance() {
         assert!(ok, "{args:?}: {text}");
         text
     };
-    let routes = run(&["routes"]);
+    // What takes no request, and why, in the summary: the dead task is down.
+    let routes = support::wait_for("the dead task down", || async {
+        let routes = run(&["routes"]);
+        routes.contains("2 backends (1 down)").then_some(routes)
+    })
+    .await;
     assert!(
         routes.contains("/prod/api") && routes.contains("api.example.com"),
         "{routes}"
@@ -287,7 +299,9 @@ async fn routes_status_resolve_and_explain_against_a_running_instance() {
     assert!(resolved.contains("127.0.0.1"), "{resolved}");
     let explained = run(&["explain", "API.example.com:80", "/v1/users"]);
     assert!(
-        explained.contains("matched route") && explained.contains(&b.addr.to_string()),
+        explained.contains("matched route")
+            && explained.contains(&format!("{}  api.1  up", b.addr))
+            && explained.contains(&format!("127.0.0.1:{dead}  api.2  down")),
         "{explained}"
     );
     let by_port = run(&["explain", &port.to_string()]);

@@ -553,9 +553,10 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
                 "weight": m.weight,
                 "weight_from": m.weight_from.as_str(),
                 "balance": s.balancer.kind(),
-                "backends": s.backends.iter().zip(&snapshot.states[m.service]).map(|(b, st)| json!({
-                    "task_id": &*b.task_id, "address": b.addr.to_string(), "active": st.active(),
-                })).collect::<Vec<_>>(),
+                // As `/v1/routes` shows them: a request only goes to an `up` one.
+                "backends": s.backends.iter().zip(&snapshot.states[m.service])
+                    .map(|(b, st)| BackendView::new(&b.task_id, st))
+                    .collect::<Vec<_>>(),
                 "acl": !s.http.acl.is_empty(),
                 "auth": s.http.auth.as_ref().map(|a| a.realm.as_str()),
                 "sticky": s.http.sticky,

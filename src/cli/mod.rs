@@ -134,11 +134,12 @@ pub fn routes(admin: &Admin, json: bool) -> Result<String, String> {
         );
         for m in route["members"].as_array().into_iter().flatten() {
             out += &format!(
-                "  {:<40} weight {:>4} ({})  {} backends\n",
+                "  {:<40} weight {:>4} ({})  {} backends{}\n",
                 m["app_id"].as_str().unwrap_or("?"),
                 m["weight"],
                 m["weight_from"].as_str().unwrap_or("?"),
-                m["backends"]
+                m["backends"],
+                not_up(&table["services"], m),
             );
         }
         if route["rollout"].is_object() {
@@ -150,6 +151,36 @@ pub fn routes(admin: &Admin, json: bool) -> Result<String, String> {
         out += &format!("\n{problems} problems: `switchyard status` lists them\n");
     }
     Ok(out)
+}
+
+/// The member's backends that take no request now, by state, as ` (1 down, 2 ejected)`; empty
+/// when every one is up. Read from the member's service in the same `/v1/routes` answer.
+fn not_up(services: &Value, member: &Value) -> String {
+    let service = services
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["app_id"] == member["app_id"] && s["port_index"] == member["port_index"]);
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for b in service
+        .and_then(|s| s["backends"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        let state = b["state"].as_str().unwrap_or("?");
+        if state == "up" {
+            continue;
+        }
+        match counts.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(" ({})", parts.join(", "))
 }
 
 /// `switchyard status`: sources, last sync, generation, readiness, problems.
@@ -298,9 +329,10 @@ pub fn explain(admin: &Admin, args: &[String], json: bool) -> Result<String, Str
         );
         for b in m["backends"].as_array().into_iter().flatten() {
             out += &format!(
-                "    {}  {}  active {}\n",
+                "    {}  {}  {}  active {}\n",
                 b["address"].as_str().unwrap_or("?"),
                 b["task_id"].as_str().unwrap_or("?"),
+                b["state"].as_str().unwrap_or("?"),
                 b["active"]
             );
         }
