@@ -285,7 +285,7 @@ fn documented_switchyard_labels_are_the_ones_read() {
     assert!(documented.len() > 20, "{documented:?}");
     for name in &documented {
         assert!(
-            switchyard::routing::labels::is_switchyard_port_label(name),
+            switchyard::routing::known_labels::is_switchyard_port_label(name),
             "docs/labels.md documents SWITCHYARD_{{n}}_{name}, which nothing reads"
         );
     }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, labels};
+use super::{
+    Backend, Balancer, Problem, RoutingTable, Service, ServiceKey, Severity, known_labels, labels,
+};
 use crate::cluster::{App, Cluster, Networking, Probe, Protocol, Task};
 use crate::routing::HttpOptions;
 use crate::routing::Mode;
@@ -115,7 +117,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
     let assigned = super::ip_per_task::assign(cluster, min, max, &own);
     for app in cluster.apps.values() {
-        for reason in labels::app_notices(&app.labels, app.ports.len()) {
+        for reason in known_labels::app_notices(&app.labels, app.ports.len()) {
             table.problems.push(Problem {
                 app_id: app.id.clone(),
                 port_index: None,

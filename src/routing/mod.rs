@@ -12,6 +12,7 @@ pub mod digest;
 pub mod edge;
 pub mod edge_labels;
 pub mod ip_per_task;
+pub mod known_labels;
 pub mod labels;
 pub mod resolve;
 pub mod rollout;

@@ -497,5 +497,5 @@ fn ipv6_tasks_get_aaaa() {
 #[test]
 fn the_healthy_only_label_is_known_to_the_label_reader() {
     // routing reports unknown `SWITCHYARD_…` labels; it cannot import the zone's name.
-    assert!(crate::routing::labels::APP_WIDE_SWITCHYARD.contains(&HEALTHY_ONLY_LABEL));
+    assert!(crate::routing::known_labels::APP_WIDE_SWITCHYARD.contains(&HEALTHY_ONLY_LABEL));
 }

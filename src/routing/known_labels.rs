@@ -1,0 +1,201 @@
+//! Which labels exist, and what an unknown one means: the names switchyard acts on (marathon-lb's
+//! `HAPROXY_…` ones and its own `SWITCHYARD_…` ones), the template overrides that only
+//! marathon-lb's config generator read, and the rule for a label nothing reads — reported, and
+//! when its name says it restricts access, the port is not served (never fail open).
+//! `labels::read` reads the values; this file only knows the names.
+
+use std::collections::BTreeMap;
+
+/// HAProxy template overrides: meaningful to marathon-lb's config generator only. Matched by
+/// ending (`BACKEND_HEAD`, `HTTP_FRONTEND_ACL_WITH_PATH`, `BACKEND_STICKY_OPTIONS`, …).
+pub(super) const TEMPLATE_SUFFIXES: &[&str] = &[
+    "HEAD",
+    "OPTIONS",
+    "FRONTEND_ACL",
+    "FRONTEND_ACL_ONLY",
+    "WITH_PATH",
+    "ROUTING_ONLY",
+    "APPID_ACL",
+    "GLUE",
+    "REDIRECT_HTTP_TO_HTTPS",
+];
+
+/// Labels that arrive with later work; noted, not errors.
+pub(super) const LATER: &[&str] = &[];
+
+/// The per-port labels switchyard acts on (after `HAPROXY_{n}_`). Any other `HAPROXY_{n}_…` label
+/// is reported: nothing marathon-lb reads is dropped silently.
+pub(super) const ACTED_ON: &[&str] = &[
+    "GROUP",
+    "MODE",
+    "PORT",
+    "BIND_ADDR",
+    "BALANCE",
+    "ENABLED",
+    "VHOST",
+    "PATH",
+    "REDIRECT_TO_HTTPS",
+    "USE_HSTS",
+    "STICKY",
+    "BACKEND_NETWORK_ALLOWED_ACL",
+    "SSL_CERT",
+    "AUTH",
+    "BACKEND_HEALTHCHECK_PORT_INDEX",
+    "BACKEND_WEIGHT",
+    "HTTP_BACKEND_PROXYPASS_PATH",
+    "HTTP_BACKEND_REVPROXY_PATH",
+    "HTTP_BACKEND_REDIR",
+];
+
+/// marathon-lb templates whose job is to decide who gets in: the basic-auth ones
+/// (`HTTP_FRONTEND_ACL_WITH_AUTH`, `HTTPS_FRONTEND_AUTH_REQUEST_ONLY`, `USERLIST_HEAD`, …) and the
+/// network ACLs (`HTTP_BACKEND_NETWORK_ALLOWED_ACL`, `TCP_BACKEND_NETWORK_ALLOWED_ACL`). An app
+/// that overrides one wants access decided some other way than switchyard decides it; serving the
+/// port anyway could let in whom the override keeps out, so the port is not served.
+pub(super) fn restricts_access(rest: &str) -> bool {
+    rest != "AUTH"
+        && (rest.contains("AUTH")
+            || rest == "USERLIST_HEAD"
+            || (rest.ends_with("NETWORK_ALLOWED_ACL") && rest != "BACKEND_NETWORK_ALLOWED_ACL"))
+}
+
+/// App-wide `HAPROXY_…` labels switchyard reads (the per-port ones are `HAPROXY_{n}_…`).
+const APP_WIDE: &[&str] = &[
+    "HAPROXY_GROUP",
+    "HAPROXY_DEPLOYMENT_GROUP",
+    "HAPROXY_DEPLOYMENT_COLOUR",
+    "HAPROXY_DEPLOYMENT_STARTED_AT",
+    "HAPROXY_DEPLOYMENT_ALT_PORT",
+    "HAPROXY_DEPLOYMENT_TARGET_INSTANCES",
+];
+
+/// The `SWITCHYARD_{n}_…` labels read here (after the prefix); the edge labels
+/// (`edge::is_edge_label`) and the connection labels (`edge_labels::LABELS`) are read by their
+/// own modules. One list per reader, so a reader's new label is known where it is read.
+const OWN_PORT_LABELS: &[&str] = &[
+    "WEIGHT",
+    "CANARY_HEADER",
+    "UPSTREAM",
+    "TCP_IDLE_TIMEOUT",
+    "ROLLOUT",
+];
+
+/// App-wide `SWITCHYARD_…` labels (no port number) that something reads: the zone reads
+/// `SWITCHYARD_DNS_HEALTHY_ONLY` (zone/tests.rs pins that the name matches).
+pub const APP_WIDE_SWITCHYARD: &[&str] = &["SWITCHYARD_DNS_HEALTHY_ONLY"];
+
+/// Whether `rest` (after `SWITCHYARD_{n}_`) names a label some part of switchyard reads.
+pub fn is_switchyard_port_label(rest: &str) -> bool {
+    OWN_PORT_LABELS.contains(&rest)
+        || super::edge::is_edge_label(rest)
+        || super::edge_labels::LABELS.contains(&rest)
+}
+
+/// Words that, in the name of a `SWITCHYARD_…` label switchyard does not know, say the label was
+/// meant to keep someone out or hold traffic back (`SWITCHYARD_0_CLIENT_CA` misspelt, an
+/// `_ALLOW_CIDR` from a newer release): ignoring it could open the port to whom it was meant to
+/// keep out, so the port is not served until the label is fixed or removed.
+const RESTRICTING_WORDS: &[&str] = &[
+    "AUTH",
+    "ACL",
+    "ALLOW",
+    "DENY",
+    "CIDR",
+    "WHITELIST",
+    "BLACKLIST",
+    "CLIENT",
+    "CERT",
+    "TLS",
+    "PASSWORD",
+    "SECRET",
+    "TOKEN",
+    "LIMIT",
+    "MAINTENANCE",
+    "PROTECT",
+    "RESTRICT",
+];
+
+fn sounds_restricting(name: &str) -> bool {
+    RESTRICTING_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// A `SWITCHYARD_…` label of port `n`, or of the whole app, that nothing reads and whose name
+/// sounds like an access rule: the port's skip reason.
+pub(super) fn unknown_restricting_label(
+    labels: &BTreeMap<String, String>,
+    n: usize,
+) -> Option<String> {
+    let own = format!("SWITCHYARD_{n}_");
+    with_prefix(labels, "SWITCHYARD_")
+        .into_iter()
+        .find_map(|(rest, _)| {
+            let key = format!("SWITCHYARD_{rest}");
+            let unknown = match key.strip_prefix(own.as_str()) {
+                Some(port_rest) => !is_switchyard_port_label(port_rest),
+                None => port_number(rest).is_none() && !APP_WIDE_SWITCHYARD.contains(&key.as_str()),
+            };
+            (unknown && sounds_restricting(&key)).then(|| {
+                format!(
+                    "{key}: not a label switchyard knows, and its name says it restricts access; \
+                     the port is not served until it is corrected or removed"
+                )
+            })
+        })
+}
+
+/// The port number of a `{n}_…` label rest, if it starts with one.
+fn port_number(rest: &str) -> Option<usize> {
+    let (n, _) = rest.split_once('_')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok())?
+}
+
+/// `HAPROXY_…` labels of an app that no port reads: app-wide labels switchyard does not know, and
+/// `HAPROXY_{n}_…` labels for a port the app does not have. Reported once per app.
+pub fn app_notices(labels: &BTreeMap<String, String>, ports: usize) -> Vec<String> {
+    with_prefix(labels, "HAPROXY_")
+        .into_iter()
+        .filter_map(|(rest, _)| {
+            let key = format!("HAPROXY_{rest}");
+            match rest.split_once('_') {
+                Some((n, _)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    let beyond = n.parse::<usize>().map_or(true, |n| n >= ports);
+                    beyond.then(|| format!("{key}: the app has no port {n}, ignored"))
+                }
+                _ if APP_WIDE.contains(&key.as_str()) => None,
+                _ => Some(format!("{key}: not acted on by switchyard, ignored")),
+            }
+        })
+        .chain(
+            with_prefix(labels, "SWITCHYARD_")
+                .into_iter()
+                .filter_map(|(rest, _)| {
+                    let key = format!("SWITCHYARD_{rest}");
+                    match port_number(rest) {
+                        Some(n) if n >= ports => {
+                            Some(format!("{key}: the app has no port {n}, ignored"))
+                        }
+                        Some(_) => None,
+                        None if APP_WIDE_SWITCHYARD.contains(&key.as_str()) => None,
+                        // Restricting ones skip every port (`read`); said there, not twice.
+                        None if sounds_restricting(&key) && ports > 0 => None,
+                        None => Some(format!(
+                            "{key}: not a label switchyard knows (misspelt?), ignored"
+                        )),
+                    }
+                }),
+        )
+        .collect()
+}
+
+/// The labels whose keys start with `prefix`, as (rest of the key, value), in key order.
+pub(super) fn with_prefix<'a>(
+    labels: &'a BTreeMap<String, String>,
+    prefix: &str,
+) -> Vec<(&'a str, &'a str)> {
+    use std::ops::Bound;
+    labels
+        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (&k[prefix.len()..], v.as_str()))
+        .collect()
+}
