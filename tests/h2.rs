@@ -480,3 +480,27 @@ async fn a_backend_failing_before_its_answer_is_a_502_and_during_it_a_reset_stre
     let answer = get(&mut sender, "http://silent.example.com/").await;
     assert_eq!(answer.status, 502);
 }
+
+/// CONNECT is refused over HTTP/2 as over HTTP/1 (405), before any backend is dialled: a
+/// backend's 2xx to it would turn its pooled connection into a tunnel another client's request
+/// could then be written into.
+#[tokio::test]
+async fn connect_is_refused_and_never_reaches_a_backend() {
+    let (backend, connections) = mirror().await;
+    let e = edge(
+        "h2-connect",
+        vec![vhost_app("/app", "app.test", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    let req = hyper::Request::connect("app.test:80")
+        .body(empty())
+        .unwrap();
+    let answer = send(&mut sender, req).await;
+    assert_eq!(answer.status, 405);
+    // The same connection still serves, and only that request reached the backend.
+    let answer = get(&mut sender, "http://app.test/after").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}

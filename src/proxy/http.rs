@@ -478,7 +478,8 @@ async fn proxy(
 }
 
 /// What the proxy needs of a request head, checked by `message`'s rules for HTTP/1 (an
-/// HTTP/2 request's framing and pseudo-headers were checked by the h2 codec).
+/// HTTP/2 request's framing and pseudo-headers were checked by the h2 codec; its method against
+/// its target by `message::check_method`, as HTTP/1's).
 pub struct Checked {
     /// The authority the request is for.
     pub host: Option<Bytes>,
@@ -492,6 +493,12 @@ pub struct Checked {
 pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
     let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
     if req.version() == Version::HTTP_2 {
+        let target = if req.uri() == "*" {
+            message::Target::Asterisk
+        } else {
+            message::Target::Origin
+        };
+        message::check_method(req.method().as_str().as_bytes(), target)?;
         let host = authority.or(req.headers().get(header::HOST).map(HeaderValue::as_bytes));
         return Ok(Checked {
             host: host.map(Bytes::copy_from_slice),

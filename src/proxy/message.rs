@@ -155,6 +155,20 @@ fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u
         .then(|| &bytes[prefix.len()..])
 }
 
+/// A request's method against its target, in every HTTP version (HTTP/2's codec checks the
+/// pseudo-header fields' syntax, not this): CONNECT is not served — this is not a forward proxy,
+/// and a backend's 2xx to it would make its connection a tunnel that must never go back to the
+/// pool —, and an asterisk target is OPTIONS's alone.
+pub fn check_method(method: &[u8], target: Target<'_>) -> Result<(), Refusal> {
+    if method == b"CONNECT" {
+        return Err(refuse(405, "CONNECT is not served"));
+    }
+    if target == Target::Asterisk && method != b"OPTIONS" {
+        return Err(refuse(400, "asterisk target outside OPTIONS"));
+    }
+    Ok(())
+}
+
 /// Checks a request head: `http10` for HTTP/1.0, the method, the target's form, and every
 /// header field as received (name, value), duplicates included.
 pub fn check_request<'a>(
@@ -163,12 +177,7 @@ pub fn check_request<'a>(
     target: Target<'a>,
     headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<Request<'a>, Refusal> {
-    if method == b"CONNECT" {
-        return Err(refuse(405, "CONNECT is not served"));
-    }
-    if target == Target::Asterisk && method != b"OPTIONS" {
-        return Err(refuse(400, "asterisk target outside OPTIONS"));
-    }
+    check_method(method, target)?;
     let mut length: Option<u64> = None;
     let mut codings = Codings::default();
     let mut host: Option<&[u8]> = None;
