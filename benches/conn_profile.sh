@@ -11,6 +11,10 @@
 #     counts (whose tracing costs CPU itself): the CPU per connection by kernel/user symbol (self
 #     time), the top SYMBOLS of the servers side by side; KEEP_DATA=DIR keeps the perf.data files
 #     there (perf report -i DIR/perf.ROUND.NAME.data) for call graphs.
+# RATE=N replaces wrk's closed loop (50 connections, each followed by the next as soon as it ends)
+# by an open one: N new connections a second (h2load --rate, one request each, `Connection:
+# close`), the same offered load for every server — in a closed loop a faster server keeps the
+# client's and nginx's core busier, which makes its wake-ups of them cheaper.
 # Run it under the build lock so that compiles do not land in the samples:
 #   flock /tmp/switchyard-build.lock env ROUNDS=3 DURATION=3 PERF_RECORD=1 bash benches/conn_profile.sh BIN [BIN ...]
 # Ports are taken free at start (benches/support/ports.sh). Traffic goes to 127.0.0.1 only; every
@@ -93,8 +97,15 @@ run() { # round name
     pr=$!
   fi
   sleep 0.2
-  req=$(taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" -H 'Connection: close' "http://127.0.0.1:${PORT[$n]}/" |
-    awk '/ requests in / { print $1 }')
+  if [[ -n ${RATE:-} ]]; then
+    # An open loop: RATE new connections a second whatever the server does, one request each.
+    local total=$((RATE * DURATION))
+    req=$(taskset -c 0 h2load --h1 -H 'Connection: close' -r $((RATE / 10)) --rate-period=100ms -c "$total" -n "$total" \
+      "http://127.0.0.1:${PORT[$n]}/" | awk '/^requests:/ { print $8 }')
+  else
+    req=$(taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" -H 'Connection: close' "http://127.0.0.1:${PORT[$n]}/" |
+      awk '/ requests in / { print $1 }')
+  fi
   kill -INT $ps ${pr:+$pr}
   wait $ps ${pr:+$pr} 2>/dev/null || true
   awk -F, -v r="$1" -v n="$n" -v req="$req" 'NF > 3 && $1 ~ /^[0-9.]+$/ { printf "%s\t%s\t%s\t%s\t%s\n", r, n, $3, $1, req }' "$out.stat" >>"$STATS"
