@@ -2,21 +2,27 @@
 # benches/callgrind.sh — user-space instructions per proxied keep-alive HTTP request, counted by
 # callgrind (repeatable whatever else the machine is doing, unlike seconds).
 #
-# Runs each binary under `valgrind --tool=callgrind` twice, behind nginx (127.0.0.1:18080, the
-# peers' config) with benches/peers/switchyard.toml, and sends N1 then N2 keep-alive requests on
-# one connection (h2load --h1 -c1 -m1) to the HTTP-mode service port (:18091) and to the vhost
-# listener (:18093). Startup and shutdown cost the same in both runs, so
-# (Ir(N2) - Ir(N1)) / (N2 - N1) is what one request costs.
+# Runs each binary under `valgrind --tool=callgrind` twice, behind nginx (the peers' config) with
+# benches/peers/switchyard.toml, and sends N1 then N2 keep-alive requests on one connection
+# (h2load --h1 -c1 -m1) to the HTTP-mode service port and to the vhost listener. Startup and
+# shutdown cost the same in both runs, so (Ir(N2) - Ir(N1)) / (N2 - N1) is what one request
+# costs. Every port (nginx's, switchyard's service ports, vhost listener and admin API) is taken
+# free at start (benches/support/ports.sh; PORT_BASE=P takes P, P+1, ...), and each server is
+# checked to be the one listening on it, so runs of other sessions neither collide with this one
+# nor get counted; every port of the configurations (18080, 18091, 18092, 18093, 19090 and the
+# unused iperf3 app's and VIP's) is moved.
 #
 #   benches/callgrind.sh [BINARY ...]     default: target/release/switchyard
 #   N1=2000 N2=12000                      request counts
 #   LABELS='"SWITCHYARD_0_RATE_LIMIT":"1000000000/s",'  labels added to the HTTP app (the cost of
 #                                         a limit configured but not reached, benches/limits.sh)
 #   ENTRIES="service port:18091"          which entries to count (default: both; with NEW_CONN=1
-#                                         the TCP-mode port too)
+#                                         the TCP-mode port too); the port named is the
+#                                         configuration's (18091 HTTP-mode, 18092 TCP-mode, 18093
+#                                         vhost), moved like the others
 #   NEW_CONN=1                            a new connection per request instead (one request each,
 #                                         sequential, `Connection: close`; a small python3 client),
-#                                         to the TCP-mode port (:18092), the HTTP-mode port and the
+#                                         to the TCP-mode port, the HTTP-mode port and the
 #                                         vhost listener: what accepting, connecting and closing cost
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
 set -euo pipefail
@@ -33,14 +39,22 @@ for tool in valgrind h2load nginx; do
 done
 [ $# -gt 0 ] || set -- "$ROOT/target/release/switchyard"
 
-mkdir -p /tmp/peers/nginx
-nginx -c "$PEERS_DIR/nginx.conf" -p /tmp/peers/nginx >/dev/null 2>&1 &
+# shellcheck source=support/ports.sh
+source "$HERE/support/ports.sh"
+declare -A MOVED
+read -r -a FREE <<<"$(free_ports 7)"
+i=0
+for p in 18080 18091 18092 18093 19090 15212 15213; do MOVED[$p]=${FREE[$i]}; i=$((i + 1)); done
+port_map=""
+for p in "${!MOVED[@]}"; do port_map+="s#:$p\b#:${MOVED[$p]}#g; s#\"port\":$p,#\"port\":${MOVED[$p]},#g; s#\"ports\":\[$p\]#\"ports\":[${MOVED[$p]}]#g; "; done
+mkdir -p "$WORK"/nginx/{tmp_body,tmp_proxy,tmp_fcgi,tmp_uwsgi,tmp_scgi}
+sed "s#/tmp/peers#$WORK#g; $port_map" "$PEERS_DIR/nginx.conf" >"$WORK/nginx.conf"
+nginx -c "$WORK/nginx.conf" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" >/dev/null 2>&1 &
 PIDS+=($!)
-cp "$HERE/peers/switchyard.toml" "$HERE/peers/apps.json" "$WORK/"
+sed "$port_map" "$HERE/peers/switchyard.toml" >"$WORK/switchyard.toml"
+sed "$port_map" "$HERE/peers/apps.json" >"$WORK/apps.json"
 sed -i "s|\"labels\":{\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|\"labels\":{$LABELS\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|" "$WORK/apps.json"
-
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-wait_port 18080
+wait_listener "${PIDS[-1]}" "${MOVED[18080]}"
 
 # instructions BINARY PORT N: total Ir of a run that serves N requests on PORT.
 instructions() {
@@ -49,11 +63,11 @@ instructions() {
   valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --config "$WORK/switchyard.toml" \
     >/dev/null 2>"$WORK/vg.log" &
   local pid=$!
-  wait_port "$port"
-  wait_port 19090
+  wait_listener "$pid" "$port" 60
+  wait_listener "$pid" "${MOVED[19090]}" 60
   # The route is live once the admin API lists the service.
   for _ in $(seq 600); do
-    curl -s "127.0.0.1:19090/v1/routes" 2>/dev/null | grep -q '"/bench/http"' && break
+    curl -s "127.0.0.1:${MOVED[19090]}/v1/routes" 2>/dev/null | grep -q '"/bench/http"' && break
     sleep 0.1
   done
   if [[ $NEW_CONN == 1 ]]; then
@@ -89,7 +103,7 @@ for bin in "$@"; do
     entries=("service port:18091" "vhost:18093")
   fi
   for entry in "${entries[@]}"; do
-    port=${entry##*:}
+    port=${MOVED[${entry##*:}]:-${entry##*:}}
     a=$(instructions "$bin" "$port" "$N1")
     b=$(instructions "$bin" "$port" "$N2")
     printf '| %s | %s | %d |\n' "$bin" "${entry%%:*}" $(( (b - a) / (N2 - N1) ))

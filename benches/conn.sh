@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # benches/conn.sh — a new connection per request, before/after and against HAProxy 2.6: wrk with
 # `Connection: close` (-t1 -c50), so every request is a new client connection through the proxy,
-# in TCP mode and HTTP mode, behind nginx (../shared/peers/nginx.conf, :18080).
+# in TCP mode and HTTP mode, behind nginx (../shared/peers/nginx.conf).
 #
-# Every server runs at once, each on its own ports (switchyard binary i: HTTP-mode service port
-# 181i1, TCP-mode 181i2, admin 191i0; HAProxy: ../shared/peers/haproxy.cfg, 18081 and 18082),
-# all pinned to core 1 with one worker/thread; nginx and wrk on core 0. The runs are short
+# Every server runs at once, each on its own ports, all free ports taken at start
+# (benches/support/ports.sh; PORT_BASE=P takes P, P+1, ... instead), so runs of other sessions at
+# the same time neither collide with this one nor get measured by it: every port is checked to
+# be listened on by the process started for it. HAProxy runs ../shared/peers/haproxy.cfg's
+# fe_http/fe_tcp (its ports moved), nginx ../shared/peers/nginx.conf (likewise). All pinned to core 1 with one worker/thread; nginx and wrk on core 0. The runs are short
 # slices taken in turn (the order rotating every slice), so neighbours' load, which drifts over
 # minutes on a shared machine, hits every server alike. Per slice: connections/s and p99 (wrk
 # --latency) and the server's CPU time per connection, from the scheduler's per-thread run time
@@ -24,30 +26,37 @@ trap cleanup EXIT
 (($# > 0 && $# <= 8)) || { echo "usage: bash benches/conn.sh BINARY [BINARY ...] (at most 8)" >&2; exit 2; }
 export PATH=$PATH:/usr/sbin:/sbin
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-for f in haproxy.cfg nginx.conf; do sed "s#/tmp/peers#$WORK#g" "$PEERS_DIR/$f" >"$WORK/$f"; done
+# shellcheck source=support/ports.sh
+source "$ROOT/benches/support/ports.sh"
+read -r -a FREE <<<"$(free_ports $((3 + 3 * $#)))"
+NGINX_PORT=${FREE[0]}
+# The peers' configurations, with this run's ports and directory (HAProxy's iperf3 frontends,
+# which come last, are left out: this script does not use them).
+port_map="s#/tmp/peers#$WORK#g; s#127.0.0.1:18080#127.0.0.1:$NGINX_PORT#g; s#127.0.0.1:18081#127.0.0.1:${FREE[1]}#g; s#127.0.0.1:18082#127.0.0.1:${FREE[2]}#g"
+sed "$port_map" "$PEERS_DIR/nginx.conf" >"$WORK/nginx.conf"
+sed "$port_map" "$PEERS_DIR/haproxy.cfg" | awk '/^# L4: TCP proxy to iperf3/ { exit } { print }' >"$WORK/haproxy.cfg"
 mkdir -p "$WORK"/haproxy "$WORK"/nginx/{tmp_body,tmp_proxy,tmp_fcgi,tmp_uwsgi,tmp_scgi}
-listening() { local hex; hex=$(printf '%04X' "$1"); awk -v p=":$hex" '$4=="0A" && $2=="0100007F" p {f=1} END {exit !f}' /proc/net/tcp; }
-wait_port() { local d=$((SECONDS + 30)); until listening "$1"; do ((SECONDS < d)) || { echo "port $1 not up" >&2; exit 1; }; sleep 0.1; done; }
 cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f", s }'; }
 
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" & PIDS+=($!)
-wait_port 18080
+wait_listener $! "$NGINX_PORT"
 declare -A PID PORT
 taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
-PID[haproxy]=$!; PORT[haproxy,http]=18081; PORT[haproxy,tcp]=18082
+PID[haproxy]=$!; PORT[haproxy,http]=${FREE[1]}; PORT[haproxy,tcp]=${FREE[2]}
 names=(haproxy)
 i=0
 for bin in "$@"; do
   name="$i:$(basename "$bin")" dir="$WORK/sy$i"
+  http_port=${FREE[3 + 3 * i]} tcp_port=${FREE[4 + 3 * i]} admin_port=${FREE[5 + 3 * i]}
   mkdir -p "$dir"
   cat >"$dir/apps.json" <<JSON
 {"apps":[
  {"id":"/bench/http","labels":{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http"},
-  "portDefinitions":[{"port":181${i}1,"protocol":"tcp"}],
-  "tasks":[{"id":"bench_http.t1","appId":"/bench/http","host":"127.0.0.1","ports":[18080],"state":"TASK_RUNNING"}]},
+  "portDefinitions":[{"port":$http_port,"protocol":"tcp"}],
+  "tasks":[{"id":"bench_http.t1","appId":"/bench/http","host":"127.0.0.1","ports":[$NGINX_PORT],"state":"TASK_RUNNING"}]},
  {"id":"/bench/tcp","labels":{"HAPROXY_GROUP":"external"},
-  "portDefinitions":[{"port":181${i}2,"protocol":"tcp"}],
-  "tasks":[{"id":"bench_tcp.t1","appId":"/bench/tcp","host":"127.0.0.1","ports":[18080],"state":"TASK_RUNNING"}]}
+  "portDefinitions":[{"port":$tcp_port,"protocol":"tcp"}],
+  "tasks":[{"id":"bench_tcp.t1","appId":"/bench/tcp","host":"127.0.0.1","ports":[$NGINX_PORT],"state":"TASK_RUNNING"}]}
 ]}
 JSON
   cat >"$dir/switchyard.toml" <<TOML
@@ -57,18 +66,18 @@ file = "$dir/apps.json"
 group = "external"
 bind = "127.0.0.1"
 [admin]
-listen = "127.0.0.1:191${i}0"
+listen = "127.0.0.1:$admin_port"
 [runtime]
 workers = 1
 [log]
 level = "warn"
 TOML
   taskset -c 1 "$bin" --config "$dir/switchyard.toml" >"$dir/log" 2>&1 & PIDS+=($!)
-  PID[$name]=$!; PORT[$name,http]=181${i}1; PORT[$name,tcp]=181${i}2
+  PID[$name]=$!; PORT[$name,http]=$http_port; PORT[$name,tcp]=$tcp_port
   names+=("$name")
   i=$((i + 1))
 done
-for n in "${names[@]}"; do for m in $MODES; do wait_port "${PORT[$n,$m]}"; done; done
+for n in "${names[@]}"; do for m in $MODES; do wait_listener "${PID[$n]}" "${PORT[$n,$m]}"; done; done
 for n in "${names[@]}"; do for m in $MODES; do   # warm-up, untimed
   taskset -c 0 wrk -t1 -c50 -d1s -H 'Connection: close' "http://127.0.0.1:${PORT[$n,$m]}/" >/dev/null
 done; done
