@@ -732,3 +732,136 @@ async fn the_cli_starts_watches_and_aborts_a_rollout() {
     let (code, _, err) = cli(&sy, &["status", "nope"]).await;
     assert_eq!(code, 1, "{err}");
 }
+
+/// A backend that accepts connections, reads what it is sent and never answers; its
+/// connections are held until it is dropped.
+struct Silent {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> Silent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = tokio::task::JoinSet::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                held.spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Silent { addr, task }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_canary_that_times_out_fails_even_when_retries_save_the_clients() {
+    let (blue, green) = (Flip::start("blue").await, Flip::start("green").await);
+    let silent = Silent::start().await;
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    let mut apps = shop(port, &blue, &green);
+    // The canary has two tasks: one answers, one accepts and never answers. Each request the
+    // silent one takes times out (100 ms) and is replayed on the other: every client gets 200.
+    apps[1]["tasks"] = json!([
+        task("/shop-green", "/shop-green.0", green.addr.port()),
+        task("/shop-green", "/shop-green.1", silent.addr.port()),
+    ]);
+    apps[1]["instances"] = json!(2);
+    apps[1]["labels"]["SWITCHYARD_0_RESPONSE_TIMEOUT"] = json!("100ms");
+    marathon.set_apps(apps);
+    let state = temp_dir("rollout-timeout-state");
+    let sy = start("rollout-timeout", &marathon, &state);
+    sy.wait_routes("three backends", |r| backends(r, port).len() == 3)
+        .await;
+    let traffic = Traffic::start(port, 2);
+    // Without the timeouts counted the canary's rate is 0 % and the hold passes it.
+    let (status, body) = admin(
+        &sy,
+        "PUT",
+        "/v1/routes/shop/rollout",
+        r#"{"steps": [50, 100], "hold": "3s", "min_requests": 20, "max_5xx_rate": 0.05, "max_p99_ratio": 100}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let routes = sy
+        .wait_routes("the rollout ended", |r| rollout_of(r)["state"] != "running")
+        .await;
+    let rollout = rollout_of(&routes);
+    assert_eq!(rollout["state"], "failed", "{rollout}");
+    assert!(
+        rollout["reason"].as_str().unwrap().contains("5xx rate"),
+        "{rollout}"
+    );
+    assert_eq!(weight(&routes, "/shop-green"), Some(0));
+    let answers = traffic.stop().await;
+    assert!(
+        answers.contains_key(&(200, "green".into())),
+        "the canary answered through its other task: {answers:?}"
+    );
+    // The silent task's timeouts are its 5xx in the metrics too.
+    let silent_5xx = sy
+        .metric(
+            "switchyard_http_responses_total",
+            &[&format!("127.0.0.1:{}", silent.addr.port()), "5xx"],
+        )
+        .await;
+    assert!(silent_5xx >= 1.0, "{silent_5xx}");
+}
+
+#[tokio::test]
+async fn a_canary_without_backends_fails_after_max_wait_instead_of_waiting_forever() {
+    let (blue, green) = (Flip::start("blue").await, Flip::start("green").await);
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    let mut apps = shop(port, &blue, &green);
+    // The canary is deployed but none of its tasks runs: it can never answer a request.
+    apps[1]["tasks"] = json!([]);
+    apps[1]["instances"] = json!(0);
+    marathon.set_apps(apps);
+    let state = temp_dir("rollout-max-wait-state");
+    let sy = start("rollout-max-wait", &marathon, &state);
+    sy.wait_routes("both apps in the route", |r| {
+        weight(r, "/shop-green").is_some() && weight(r, "/shop-blue").is_some()
+    })
+    .await;
+    let traffic = Traffic::start(port, 1);
+    let (status, body) = admin(
+        &sy,
+        "PUT",
+        "/v1/routes/shop/rollout",
+        r#"{"steps": [10, 100], "hold": "100ms", "max_wait": "600ms", "min_requests": 5}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let started: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(started["plan"]["max_wait_ms"], 600);
+    let routes = sy
+        .wait_routes("the rollout ended", |r| rollout_of(r)["state"] != "running")
+        .await;
+    let rollout = rollout_of(&routes);
+    assert_eq!(rollout["state"], "failed", "{rollout}");
+    let reason = rollout["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no verdict within max_wait 600ms"),
+        "{reason}"
+    );
+    assert!(reason.contains("canary 0, baseline"), "{reason}");
+    assert_eq!(rollout["last_verdict"]["outcome"], "fail");
+    assert_eq!(weight(&routes, "/shop-green"), Some(0));
+    traffic.stop().await;
+    assert_eq!(sy.log_lines("rollout failed").len(), 1);
+}

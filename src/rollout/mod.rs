@@ -130,6 +130,10 @@ pub struct Rollout {
     /// Each side's counters per backend when the step's measurement began.
     #[serde(skip)]
     window: Option<(Side, Side)>,
+    /// When the step's measurement began (the step's start, or the restart that began it
+    /// again): the plan's `max_wait` counts from here.
+    #[serde(skip)]
+    measured_since_unix_ms: u64,
 }
 
 type Window = HashMap<SocketAddr, Sample>;
@@ -421,6 +425,7 @@ impl Rollouts {
             released: false,
             label_key,
             window: None,
+            measured_since_unix_ms: now,
         }
     }
 
@@ -599,11 +604,14 @@ impl Rollouts {
                     // The step's measurement begins now (a new step, a restart).
                     None => {
                         r.window = Some((Side::new(now_c), Side::new(now_b)));
+                        r.measured_since_unix_ms = now;
                         None
                     }
                     Some((canary_side, baseline_side)) => {
                         let held = now.saturating_sub(r.step_started_unix_ms)
                             >= r.plan.hold.as_millis() as u64;
+                        let overdue = now.saturating_sub(r.measured_since_unix_ms)
+                            >= r.plan.max_wait.as_millis() as u64;
                         let canary_sample = canary_side.observe(now_c);
                         let baseline_sample = baseline_side.observe(now_b);
                         Some(gate::evaluate(
@@ -611,6 +619,7 @@ impl Rollouts {
                             &canary_sample,
                             &baseline_sample,
                             held,
+                            overdue,
                         ))
                     }
                 };
@@ -742,6 +751,7 @@ impl Rollouts {
                         released: false,
                         label_key: Some(key),
                         window: None,
+                        measured_since_unix_ms: 0,
                     }
                 }
             };

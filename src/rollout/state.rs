@@ -152,6 +152,7 @@ pub(super) fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
                 released: rec.released,
                 label_key: rec.label_key,
                 window: None,
+                measured_since_unix_ms: 0,
             },
         );
     }
