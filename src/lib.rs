@@ -138,6 +138,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         },
         metrics.clone(),
     ));
+    let held_weights = rollouts.held();
     planes
         .control
         .spawn(rollouts.clone().run(store.clone(), commands_tx.clone()));
@@ -178,6 +179,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         ctx.clone(),
         config.zone_config(),
     );
+    // The rollouts recorded in `rollouts.json` are in the first table already.
+    reconciler.held = held_weights;
     if let Some(relay) = relay {
         reconciler.on_swap = Some(Box::new(move |cluster| relay.offer(cluster)));
     }

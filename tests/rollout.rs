@@ -787,16 +787,18 @@ async fn a_canary_that_times_out_fails_even_when_retries_save_the_clients() {
     let sy = start("rollout-timeout", &marathon, &state);
     sy.wait_routes("three backends", |r| backends(r, port).len() == 3)
         .await;
-    let traffic = Traffic::start(port, 2);
-    // Without the timeouts counted the canary's rate is 0 % and the hold passes it.
+    // Without the timeouts counted the canary's rate is 0 % and the hold passes it. Any 5xx
+    // fails it: the silent task is ejected after a few timeouts, so they are few next to the
+    // other task's answers. The traffic begins with the step, so its first timeouts are in it.
     let (status, body) = admin(
         &sy,
         "PUT",
         "/v1/routes/shop/rollout",
-        r#"{"steps": [50, 100], "hold": "3s", "min_requests": 20, "max_5xx_rate": 0.05, "max_p99_ratio": 100}"#,
+        r#"{"steps": [50, 100], "hold": "3s", "min_requests": 20, "max_5xx_rate": 0, "max_p99_ratio": 100}"#,
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    let traffic = Traffic::start(port, 2);
     let routes = sy
         .wait_routes("the rollout ended", |r| rollout_of(r)["state"] != "running")
         .await;
@@ -806,7 +808,8 @@ async fn a_canary_that_times_out_fails_even_when_retries_save_the_clients() {
         rollout["reason"].as_str().unwrap().contains("5xx rate"),
         "{rollout}"
     );
-    assert_eq!(weight(&routes, "/shop-green"), Some(0));
+    sy.wait_routes("the canary at 0", |r| weight(r, "/shop-green") == Some(0))
+        .await;
     let answers = traffic.stop().await;
     assert!(
         answers.contains_key(&(200, "green".into())),
@@ -861,7 +864,101 @@ async fn a_canary_without_backends_fails_after_max_wait_instead_of_waiting_forev
     );
     assert!(reason.contains("canary 0, baseline"), "{reason}");
     assert_eq!(rollout["last_verdict"]["outcome"], "fail");
-    assert_eq!(weight(&routes, "/shop-green"), Some(0));
+    sy.wait_routes("the canary at 0", |r| weight(r, "/shop-green") == Some(0))
+        .await;
     traffic.stop().await;
     assert_eq!(sy.log_lines("rollout failed").len(), 1);
+}
+
+/// The count of answers from `who` (any status).
+fn answered_by(answers: &std::collections::BTreeMap<(u16, String), u64>, who: &str) -> u64 {
+    answers
+        .iter()
+        .filter(|((_, w), _)| w == who)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn weight_from(routes: &Value, app: &str) -> Option<String> {
+    routes["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == "shop")?["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["app_id"] == app)?["weight_from"]
+        .as_str()
+        .map(Into::into)
+}
+
+#[tokio::test]
+async fn after_a_restart_a_failed_canary_gets_no_request_from_the_first_table_on() {
+    let (blue, green) = (Flip::start("blue").await, Flip::start("green").await);
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    let apps = shop(port, &blue, &green);
+    marathon.set_apps(apps.clone());
+    // What an instance that failed the canary at step 2 left behind.
+    let state = temp_dir("rollout-held-state");
+    let record = json!({"version": 1, "rollouts": {"shop": {
+        "state": "failed", "origin": "api", "canary": "/shop-green", "baseline": "/shop-blue",
+        "step": 2, "share": 50, "plan": {"steps": [10, 50, 100], "hold": "1s"},
+        "started_unix_ms": 1, "step_started_unix_ms": 1, "finished_unix_ms": 2,
+        "reason": "canary 5xx rate 12.50% (25 of 200) is over the limit 1.00%",
+        "label_key": null}}});
+    std::fs::write(state.join("rollouts.json"), record.to_string()).unwrap();
+    let sy = start("rollout-held", &marathon, &state);
+    // Clients knock from before the first table on.
+    let traffic = Traffic::start(port, 2);
+    let first = sy
+        .wait_routes("the route", |r| weight(r, "/shop-green").is_some())
+        .await;
+    assert_eq!(first["generation"], 1, "{first}");
+    assert_eq!(weight(&first, "/shop-green"), Some(0), "{first}");
+    assert_eq!(weight(&first, "/shop-blue"), Some(100), "{first}");
+    assert_eq!(rollout_of(&first)["state"], "failed");
+    wait_for("200 answers from the baseline", || {
+        let n = answered_by(&traffic.answers(), "blue");
+        async move { (n >= 200).then_some(()) }
+    })
+    .await;
+    assert_eq!(answered_by(&traffic.answers(), "green"), 0);
+    // The controller found the table as it wants it: it never had to set the weights.
+    assert!(sy.log_lines("weight override set").is_empty());
+    // A new deployment's labels (which clear the route's overrides) keep the canary at 0: the
+    // labels would give it half.
+    let (_, body) = sy.get("/v1/routes").await;
+    let generation = serde_json::from_str::<Value>(&body).unwrap()["generation"]
+        .as_u64()
+        .unwrap();
+    for (i, id) in ["/shop-blue", "/shop-green"].into_iter().enumerate() {
+        let mut changed = apps[i].clone();
+        changed["labels"]["SWITCHYARD_0_WEIGHT"] = json!("50");
+        // Seen in /v1/routes: the services' edge settings.
+        changed["labels"]["SWITCHYARD_0_RESPONSE_TIMEOUT"] = json!("29s");
+        marathon.update_app(id, |a| *a = changed);
+        marathon.send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": id}}));
+    }
+    let relabelled = sy
+        .wait_routes("the new labels in the table", |r| {
+            r["generation"].as_u64().unwrap() > generation
+                && r.to_string()
+                    .matches("\"response_timeout_ms\":29000")
+                    .count()
+                    == 2
+        })
+        .await;
+    assert_eq!(weight(&relabelled, "/shop-green"), Some(0), "{relabelled}");
+    assert_eq!(
+        weight_from(&relabelled, "/shop-green").as_deref(),
+        Some("override")
+    );
+    let before = answered_by(&traffic.answers(), "blue");
+    wait_for("200 more answers from the baseline", || {
+        let n = answered_by(&traffic.answers(), "blue");
+        async move { (n >= before + 200).then_some(()) }
+    })
+    .await;
+    let answers = traffic.stop().await;
+    assert_eq!(answered_by(&answers, "green"), 0, "{answers:?}");
 }

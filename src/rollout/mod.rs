@@ -34,6 +34,7 @@ use crate::metrics::{Metrics, RolloutLabels, RolloutStateLabels};
 use crate::reconciler::Command;
 use crate::routing::RoutingTable;
 use crate::routing::rollout::Plan;
+use crate::routing::routes::Overrides;
 use crate::snapshot::{Snapshot, Store};
 use gate::{Outcome, Sample, Verdict};
 
@@ -205,6 +206,10 @@ pub struct Rollouts {
     /// The live table's routes of several apps: their metrics series exist (at 0) before any
     /// rollout, as `route_weight`'s do.
     routes: Mutex<Vec<String>>,
+    /// The weights the rollouts hold, by route, as the reconciler compiles them into every
+    /// table (`Reconciler::held`): filled from `rollouts.json` before the first table, and
+    /// updated on every change, before the `SetWeights` that makes a table of it.
+    held: Arc<Mutex<Overrides>>,
 }
 
 fn unix_ms() -> u64 {
@@ -290,13 +295,38 @@ impl Rollouts {
             settings,
             metrics,
             routes: Mutex::default(),
+            held: Arc::default(),
         };
-        r.publish_metrics(
-            &r.book
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let book = r
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.publish_metrics(&book);
+        r.publish_held(&book);
+        drop(book);
         r
+    }
+
+    /// The weights the rollouts hold, shared with the reconciler (`Reconciler::held`).
+    pub fn held(&self) -> Arc<Mutex<Overrides>> {
+        self.held.clone()
+    }
+
+    /// What the rollouts of `book` hold: a rollout's weights until it is released (a refused
+    /// label plan holds nothing).
+    fn publish_held(&self, book: &BTreeMap<String, Rollout>) {
+        let held = book
+            .iter()
+            .filter(|(_, r)| r.state != State::Refused && !r.released)
+            .filter_map(|(route, r)| {
+                let (canary, baseline) = (r.canary.as_ref()?, r.baseline.as_ref()?);
+                Some((route.clone(), gate::weights(canary, baseline, r.share)))
+            })
+            .collect();
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = held;
     }
 
     pub fn get(&self, route: &str) -> Option<Rollout> {
@@ -369,6 +399,7 @@ impl Rollouts {
         book.insert(route.to_string(), r.clone());
         self.save(&book);
         self.publish_metrics(&book);
+        self.publish_held(&book);
         drop(book);
         self.wake.notify_one();
         Ok(r)
@@ -447,6 +478,7 @@ impl Rollouts {
             self.event(route, "aborted", format!("{canary} back to 0 %"));
             self.save(&book);
             self.publish_metrics(&book);
+            self.publish_held(&book);
             drop(book);
             self.wake.notify_one();
             return Some(out);
@@ -476,6 +508,7 @@ impl Rollouts {
                 r.released = true;
                 self.event(route, "released", "the operator's weights apply".into());
                 self.save(&book);
+                self.publish_held(&book);
                 Ok(())
             }
         }
@@ -643,6 +676,7 @@ impl Rollouts {
             self.save(&book);
         }
         self.publish_metrics(&book);
+        self.publish_held(&book);
         wanted
     }
 
