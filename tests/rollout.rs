@@ -962,3 +962,36 @@ async fn after_a_restart_a_failed_canary_gets_no_request_from_the_first_table_on
     let answers = traffic.stop().await;
     assert_eq!(answered_by(&answers, "green"), 0, "{answers:?}");
 }
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_state_dir_is_refused_at_start() {
+    let marathon = Marathon::start().await;
+    let state = temp_dir("rollout-shared-state");
+    let _first = start("rollout-shared-1", &marathon, &state);
+    let dir = temp_dir("rollout-shared-2");
+    let config = write_config(&dir, &marathon, &state);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_for("the second instance to stop", || {
+        let status = second.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(exited.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is in use by another switchyard process"),
+        "{err}"
+    );
+    assert!(err.contains("rollouts.lock"), "{err}");
+    // It stopped before opening any listener.
+    assert!(!err.contains("admin listening"), "{err}");
+}

@@ -45,6 +45,9 @@ pub struct Settings {
     pub interval: Duration,
     /// Where `rollouts.json` is kept; `None`: rollouts live in memory only.
     pub state_dir: Option<PathBuf>,
+    /// This process takes over from a running one (`--upgrade`), which still holds the state
+    /// directory's lock until it exits: the lock is taken then, instead of refusing to start.
+    pub taking_over: bool,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
         Settings {
             interval: Duration::from_secs(1),
             state_dir: None,
+            taking_over: false,
         }
     }
 }
@@ -210,6 +214,9 @@ pub struct Rollouts {
     /// table (`Reconciler::held`): filled from `rollouts.json` before the first table, and
     /// updated on every change, before the `SetWeights` that makes a table of it.
     held: Arc<Mutex<Overrides>>,
+    /// The state directory's lock (`rollouts.lock`), held while this process runs; `None`
+    /// while a process this one took over from still holds it.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 fn unix_ms() -> u64 {
@@ -281,8 +288,24 @@ fn since(now: &Window, start: &Window) -> Sample {
 impl Rollouts {
     /// With `state_dir` set, the rollouts recorded there (a file that cannot be read is
     /// logged and left in place: nothing is resumed from it, and it is not overwritten until
-    /// a rollout changes).
-    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Rollouts {
+    /// a rollout changes). Refused when another process uses the same `state_dir` (its lock
+    /// is held), unless this one takes over from it.
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<Rollouts, String> {
+        let lock = match &settings.state_dir {
+            None => None,
+            Some(dir) => match state::lock(dir)? {
+                state::Lock::Held(file) => Some(file),
+                state::Lock::Busy(why) if !settings.taking_over => return Err(why),
+                state::Lock::Busy(_) => {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        "rollout state: the process taken over from holds the lock until it \
+                         exits; taken then"
+                    );
+                    None
+                }
+            },
+        };
         let book = settings
             .state_dir
             .as_ref()
@@ -296,6 +319,7 @@ impl Rollouts {
             metrics,
             routes: Mutex::default(),
             held: Arc::default(),
+            lock: Mutex::new(lock),
         };
         let book = r
             .book
@@ -304,7 +328,24 @@ impl Rollouts {
         r.publish_metrics(&book);
         r.publish_held(&book);
         drop(book);
-        r
+        Ok(r)
+    }
+
+    /// Takes the state directory's lock once the process taken over from has let it go.
+    fn relock(&self) {
+        let Some(dir) = &self.settings.state_dir else {
+            return;
+        };
+        let mut lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lock.is_none()
+            && let Ok(state::Lock::Held(file)) = state::lock(dir)
+        {
+            tracing::info!(dir = %dir.display(), "rollout state: lock taken");
+            *lock = Some(file);
+        }
     }
 
     /// The weights the rollouts hold, shared with the reconciler (`Reconciler::held`).
@@ -565,6 +606,7 @@ impl Rollouts {
                 _ = self.wake.notified() => {}
                 changed = swaps.changed() => if changed.is_err() { return },
             }
+            self.relock();
             let snapshot = store.load_full();
             let wanted = self.tick(&snapshot, unix_ms());
             for (route, weights) in wanted {
