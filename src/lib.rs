@@ -111,6 +111,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         std::sync::atomic::Ordering::Relaxed,
     );
     let admin_token = admin_token(&config)?;
+    // Before any socket: a second instance on the same `rollout.state_dir` is refused here.
+    let rollouts = Arc::new(rollout::Rollouts::new(
+        rollout::Settings {
+            interval: config.rollout.interval,
+            state_dir: config.rollout.state_dir.clone(),
+            taking_over: options.upgrade,
+        },
+        metrics.clone(),
+    )?);
     let mut ctx = Context::new(store.clone(), metrics.clone(), config.proxy_settings());
     ctx.trace_token = admin_token.as_deref().map(Into::into);
     let handover = take_over(&config, &options, &mut ctx)?;
@@ -131,13 +140,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // A full resync of the source: SIGHUP, and marathon-lb's `/_mlb_signal/hup` on the admin
     // listener.
     let resync = Arc::new(Notify::new());
-    let rollouts = Arc::new(rollout::Rollouts::new(
-        rollout::Settings {
-            interval: config.rollout.interval,
-            state_dir: config.rollout.state_dir.clone(),
-        },
-        metrics.clone(),
-    ));
+    let held_weights = rollouts.held();
     planes
         .control
         .spawn(rollouts.clone().run(store.clone(), commands_tx.clone()));
@@ -178,6 +181,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         ctx.clone(),
         config.zone_config(),
     );
+    // The rollouts recorded in `rollouts.json` are in the first table already.
+    reconciler.held = held_weights;
     if let Some(relay) = relay {
         reconciler.on_swap = Some(Box::new(move |cluster| relay.offer(cluster)));
     }

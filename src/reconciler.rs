@@ -137,6 +137,11 @@ pub struct Reconciler {
     pub health_targets: watch::Sender<crate::health_check::Targets>,
     problems_seen: HashSet<Problem>,
     overrides: BTreeMap<String, Override>,
+    /// The weights canary rollouts hold, by route (`crate::rollout::Rollouts::held`): part of
+    /// every compile from the first table on — recorded rollouts are read before it — and
+    /// kept when a new deployment's labels clear the overrides, so a failed canary's 0 is never
+    /// out of the table. Applied while every app they name is an app of the route.
+    pub held: Arc<std::sync::Mutex<crate::routing::routes::Overrides>>,
     /// Apps in maintenance by the admin API (kept across reloads, not across restarts).
     maintenance: BTreeSet<AppId>,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
@@ -209,6 +214,7 @@ impl Reconciler {
             health_targets: watch::Sender::new(Vec::new()),
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
+            held: Arc::default(),
             maintenance: BTreeSet::new(),
             replies: Vec::new(),
             synced: false,
@@ -527,6 +533,42 @@ impl Reconciler {
             .iter()
             .map(|(r, o)| (r.clone(), o.weights.clone()))
             .collect();
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (route, weights) in held {
+            if weights
+                .keys()
+                .all(|app| self.cluster.apps.contains_key(app))
+            {
+                self.config.weight_overrides.insert(route, weights);
+            }
+        }
+    }
+
+    /// Held weights `table` applied to a route that does not have every app they name (the
+    /// apps moved to other routes): taken out of the compile again.
+    fn misheld(&mut self, table: &RoutingTable) -> bool {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = self.config.weight_overrides.len();
+        self.config.weight_overrides.retain(|name, weights| {
+            held.get(name) != Some(weights)
+                || table
+                    .routes
+                    .iter()
+                    .find(|r| r.name == *name)
+                    .is_none_or(|r| {
+                        weights
+                            .keys()
+                            .all(|app| r.members.iter().any(|m| m.app_id == *app))
+                    })
+        });
+        self.config.weight_overrides.len() != before
     }
 
     /// Applies one event; true when the table must be rebuilt.
@@ -593,7 +635,10 @@ impl Reconciler {
         self.resolve_agents().await;
         self.refresh_overrides();
         let started = Instant::now();
-        let table = compile(&self.cluster, &self.config);
+        let mut table = compile(&self.cluster, &self.config);
+        if self.misheld(&table) {
+            table = compile(&self.cluster, &self.config);
+        }
         let compile_time = started.elapsed();
         self.report_problems(&table);
         let states = self.registry.attach(&table);

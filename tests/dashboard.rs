@@ -995,3 +995,52 @@ async fn wrong_tokens_from_one_address_are_refused_for_a_while() {
     let answer = status_from(guesser, sy.admin, &probe).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// A route's rollout line in a real browser: running with its step and share, then, after an
+/// abort through the API, shown as a bad line with why — without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_routes_rollout_and_its_abort_live() {
+    if !browser::available() {
+        eprintln!("chromium not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    let (sy, _port, _pool) = canary("dashboard-rollout", "250ms").await;
+    let route = canary_route(&sy).await;
+    let auth = format!("Bearer {TOKEN}");
+    let rollout = format!("/v1/routes/{route}/rollout");
+    let (status, _, body) = http_request(
+        sy.admin,
+        "PUT",
+        &rollout,
+        &[("Authorization", &auth)],
+        r#"{"steps": [10, 100], "hold": "1h", "canary": "/shop-green"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let mut page = Browser::open(&sy.dir.join("profile"), &format!("http://{}/", sy.admin));
+    page.wait(
+        "the running rollout's line",
+        "(() => { const l = document.querySelector('.rollout');
+                 return l !== null && !l.classList.contains('bad')
+                   && l.textContent.includes('rollout running, step 1/2: /shop-green at 10%'); })()",
+    );
+    page.eval("window.notReloaded = true");
+    let (status, _, body) = http_request(
+        sy.admin,
+        "DELETE",
+        &rollout,
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let line = page.wait(
+        "the aborted rollout's line",
+        "(() => { const l = document.querySelector('.bad.rollout');
+                 return l !== null && l.textContent.includes('rollout aborted') && l.textContent; })()",
+    );
+    let line = line.as_str().unwrap().to_string();
+    assert!(line.contains("/shop-green at 0%"), "{line}");
+    assert!(line.contains("aborted through the admin API"), "{line}");
+    assert_eq!(page.eval("window.notReloaded === true"), json!(true));
+}

@@ -732,3 +732,266 @@ async fn the_cli_starts_watches_and_aborts_a_rollout() {
     let (code, _, err) = cli(&sy, &["status", "nope"]).await;
     assert_eq!(code, 1, "{err}");
 }
+
+/// A backend that accepts connections, reads what it is sent and never answers; its
+/// connections are held until it is dropped.
+struct Silent {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> Silent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = tokio::task::JoinSet::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                held.spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Silent { addr, task }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_canary_that_times_out_fails_even_when_retries_save_the_clients() {
+    let (blue, green) = (Flip::start("blue").await, Flip::start("green").await);
+    let silent = Silent::start().await;
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    let mut apps = shop(port, &blue, &green);
+    // The canary has two tasks: one answers, one accepts and never answers. Each request the
+    // silent one takes times out (100 ms) and is replayed on the other: every client gets 200.
+    apps[1]["tasks"] = json!([
+        task("/shop-green", "/shop-green.0", green.addr.port()),
+        task("/shop-green", "/shop-green.1", silent.addr.port()),
+    ]);
+    apps[1]["instances"] = json!(2);
+    apps[1]["labels"]["SWITCHYARD_0_RESPONSE_TIMEOUT"] = json!("100ms");
+    marathon.set_apps(apps);
+    let state = temp_dir("rollout-timeout-state");
+    let sy = start("rollout-timeout", &marathon, &state);
+    sy.wait_routes("three backends", |r| backends(r, port).len() == 3)
+        .await;
+    // Without the timeouts counted the canary's rate is 0 % and the hold passes it. Any 5xx
+    // fails it: the silent task is ejected after a few timeouts, so they are few next to the
+    // other task's answers. The traffic begins with the step, so its first timeouts are in it.
+    let (status, body) = admin(
+        &sy,
+        "PUT",
+        "/v1/routes/shop/rollout",
+        r#"{"steps": [50, 100], "hold": "3s", "min_requests": 20, "max_5xx_rate": 0, "max_p99_ratio": 100}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let traffic = Traffic::start(port, 2);
+    let routes = sy
+        .wait_routes("the rollout ended", |r| rollout_of(r)["state"] != "running")
+        .await;
+    let rollout = rollout_of(&routes);
+    assert_eq!(rollout["state"], "failed", "{rollout}");
+    assert!(
+        rollout["reason"].as_str().unwrap().contains("5xx rate"),
+        "{rollout}"
+    );
+    sy.wait_routes("the canary at 0", |r| weight(r, "/shop-green") == Some(0))
+        .await;
+    let answers = traffic.stop().await;
+    assert!(
+        answers.contains_key(&(200, "green".into())),
+        "the canary answered through its other task: {answers:?}"
+    );
+    // The silent task's timeouts are its 5xx in the metrics too.
+    let silent_5xx = sy
+        .metric(
+            "switchyard_http_responses_total",
+            &[&format!("127.0.0.1:{}", silent.addr.port()), "5xx"],
+        )
+        .await;
+    assert!(silent_5xx >= 1.0, "{silent_5xx}");
+}
+
+#[tokio::test]
+async fn a_canary_without_backends_fails_after_max_wait_instead_of_waiting_forever() {
+    let (blue, green) = (Flip::start("blue").await, Flip::start("green").await);
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    let mut apps = shop(port, &blue, &green);
+    // The canary is deployed but none of its tasks runs: it can never answer a request.
+    apps[1]["tasks"] = json!([]);
+    apps[1]["instances"] = json!(0);
+    marathon.set_apps(apps);
+    let state = temp_dir("rollout-max-wait-state");
+    let sy = start("rollout-max-wait", &marathon, &state);
+    sy.wait_routes("both apps in the route", |r| {
+        weight(r, "/shop-green").is_some() && weight(r, "/shop-blue").is_some()
+    })
+    .await;
+    let traffic = Traffic::start(port, 1);
+    let (status, body) = admin(
+        &sy,
+        "PUT",
+        "/v1/routes/shop/rollout",
+        r#"{"steps": [10, 100], "hold": "100ms", "max_wait": "600ms", "min_requests": 5}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let started: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(started["plan"]["max_wait_ms"], 600);
+    let routes = sy
+        .wait_routes("the rollout ended", |r| rollout_of(r)["state"] != "running")
+        .await;
+    let rollout = rollout_of(&routes);
+    assert_eq!(rollout["state"], "failed", "{rollout}");
+    let reason = rollout["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no verdict within max_wait 600ms"),
+        "{reason}"
+    );
+    assert!(reason.contains("canary 0, baseline"), "{reason}");
+    assert_eq!(rollout["last_verdict"]["outcome"], "fail");
+    sy.wait_routes("the canary at 0", |r| weight(r, "/shop-green") == Some(0))
+        .await;
+    traffic.stop().await;
+    assert_eq!(sy.log_lines("rollout failed").len(), 1);
+}
+
+/// The count of answers from `who` (any status).
+fn answered_by(answers: &std::collections::BTreeMap<(u16, String), u64>, who: &str) -> u64 {
+    answers
+        .iter()
+        .filter(|((_, w), _)| w == who)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn weight_from(routes: &Value, app: &str) -> Option<String> {
+    routes["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == "shop")?["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["app_id"] == app)?["weight_from"]
+        .as_str()
+        .map(Into::into)
+}
+
+#[tokio::test]
+async fn after_a_restart_a_failed_canary_gets_no_request_from_the_first_table_on() {
+    let (blue, green) = (Flip::start("blue").await, Flip::start("green").await);
+    let marathon = Marathon::start().await;
+    let port = free_port();
+    let apps = shop(port, &blue, &green);
+    marathon.set_apps(apps.clone());
+    // What an instance that failed the canary at step 2 left behind.
+    let state = temp_dir("rollout-held-state");
+    let record = json!({"version": 1, "rollouts": {"shop": {
+        "state": "failed", "origin": "api", "canary": "/shop-green", "baseline": "/shop-blue",
+        "step": 2, "share": 50, "plan": {"steps": [10, 50, 100], "hold": "1s"},
+        "started_unix_ms": 1, "step_started_unix_ms": 1, "finished_unix_ms": 2,
+        "reason": "canary 5xx rate 12.50% (25 of 200) is over the limit 1.00%",
+        "label_key": null}}});
+    std::fs::write(state.join("rollouts.json"), record.to_string()).unwrap();
+    let sy = start("rollout-held", &marathon, &state);
+    // Clients knock from before the first table on.
+    let traffic = Traffic::start(port, 2);
+    let first = sy
+        .wait_routes("the route", |r| weight(r, "/shop-green").is_some())
+        .await;
+    assert_eq!(first["generation"], 1, "{first}");
+    assert_eq!(weight(&first, "/shop-green"), Some(0), "{first}");
+    assert_eq!(weight(&first, "/shop-blue"), Some(100), "{first}");
+    assert_eq!(rollout_of(&first)["state"], "failed");
+    wait_for("200 answers from the baseline", || {
+        let n = answered_by(&traffic.answers(), "blue");
+        async move { (n >= 200).then_some(()) }
+    })
+    .await;
+    assert_eq!(answered_by(&traffic.answers(), "green"), 0);
+    // The controller found the table as it wants it: it never had to set the weights.
+    assert!(sy.log_lines("weight override set").is_empty());
+    // A new deployment's labels (which clear the route's overrides) keep the canary at 0: the
+    // labels would give it half.
+    let (_, body) = sy.get("/v1/routes").await;
+    let generation = serde_json::from_str::<Value>(&body).unwrap()["generation"]
+        .as_u64()
+        .unwrap();
+    for (i, id) in ["/shop-blue", "/shop-green"].into_iter().enumerate() {
+        let mut changed = apps[i].clone();
+        changed["labels"]["SWITCHYARD_0_WEIGHT"] = json!("50");
+        // Seen in /v1/routes: the services' edge settings.
+        changed["labels"]["SWITCHYARD_0_RESPONSE_TIMEOUT"] = json!("29s");
+        marathon.update_app(id, |a| *a = changed);
+        marathon.send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": id}}));
+    }
+    let relabelled = sy
+        .wait_routes("the new labels in the table", |r| {
+            r["generation"].as_u64().unwrap() > generation
+                && r.to_string()
+                    .matches("\"response_timeout_ms\":29000")
+                    .count()
+                    == 2
+        })
+        .await;
+    assert_eq!(weight(&relabelled, "/shop-green"), Some(0), "{relabelled}");
+    assert_eq!(
+        weight_from(&relabelled, "/shop-green").as_deref(),
+        Some("override")
+    );
+    let before = answered_by(&traffic.answers(), "blue");
+    wait_for("200 more answers from the baseline", || {
+        let n = answered_by(&traffic.answers(), "blue");
+        async move { (n >= before + 200).then_some(()) }
+    })
+    .await;
+    let answers = traffic.stop().await;
+    assert_eq!(answered_by(&answers, "green"), 0, "{answers:?}");
+}
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_state_dir_is_refused_at_start() {
+    let marathon = Marathon::start().await;
+    let state = temp_dir("rollout-shared-state");
+    let _first = start("rollout-shared-1", &marathon, &state);
+    let dir = temp_dir("rollout-shared-2");
+    let config = write_config(&dir, &marathon, &state);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_for("the second instance to stop", || {
+        let status = second.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(exited.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is in use by another switchyard process"),
+        "{err}"
+    );
+    assert!(err.contains("rollouts.lock"), "{err}");
+    // It stopped before opening any listener.
+    assert!(!err.contains("admin listening"), "{err}");
+}

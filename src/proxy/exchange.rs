@@ -216,6 +216,18 @@ impl<'a> Attempts<'a> {
             crate::backends::outlier::failure(self.states, b);
             tracing::debug!(service = %self.service.key, backend = %self.states[b].addr, "{}", failure.text());
         }
+        // Every attempt's failure is counted against the backend that failed it, as the answer
+        // it would have given (502, 504), whether or not another backend then saved the client:
+        // a canary's gate and the error metrics see its timeouts retried elsewhere. A refused
+        // connection is counted where the connect failed (`connect_failures`).
+        if (failure.is_backends() || failure == Failure::Removed)
+            && failure != Failure::Connect
+            && let Some(status) = failure.status()
+        {
+            self.states[b].metrics.response(
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
+            );
+        }
         let client = !failure.is_backends() && failure != Failure::Removed;
         let unsent = failure == Failure::Connect;
         self.last = Some((failure, b));
@@ -278,12 +290,8 @@ impl<'a> Attempts<'a> {
                 })
             }
             Some((failure, b)) => {
+                // Counted against `b` when it failed (`decide`).
                 let status = failure.status()?;
-                if failure.is_backends() || failure == Failure::Removed {
-                    self.states[b].metrics.response(
-                        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
-                    );
-                }
                 Some(Unanswered {
                     status,
                     text: failure.text(),

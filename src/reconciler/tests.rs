@@ -127,6 +127,70 @@ async fn overrides_are_cleared_when_their_apps_labels_change() {
     assert!(reconciler.config.weight_overrides.is_empty());
 }
 
+/// A rollout's held weights are in every compile, outlast the label change that clears an
+/// operator's override, and are taken out again when the route no longer has every app they
+/// name.
+#[tokio::test]
+async fn held_weights_outlast_a_label_change_and_need_every_app_in_the_route() {
+    let (mut reconciler, _store) = reconciler(Duration::from_millis(10), None);
+    let shop = |id: &str, group: &str, colour: &str, port: u16| {
+        app(
+            id,
+            0,
+            &[
+                ("HAPROXY_0_VHOST", "shop.test"),
+                ("HAPROXY_DEPLOYMENT_GROUP", group),
+                ("HAPROXY_DEPLOYMENT_COLOUR", colour),
+            ],
+            vec![task(&format!("{id}.0"), port)],
+        )
+    };
+    Arc::make_mut(&mut reconciler.cluster).apply(ClusterUpdate::Snapshot(vec![
+        shop("/blue", "shop", "blue", 31000),
+        shop("/green", "shop", "green", 31001),
+    ]));
+    let held: BTreeMap<AppId, u32> = [("/blue".into(), 100), ("/green".into(), 0)]
+        .into_iter()
+        .collect();
+    reconciler
+        .held
+        .lock()
+        .unwrap()
+        .insert("shop".into(), held.clone());
+    reconciler.refresh_overrides();
+    let table = compile(&reconciler.cluster, &reconciler.config);
+    assert!(!reconciler.misheld(&table));
+    let route = table.routes.iter().find(|r| r.name == "shop").unwrap();
+    let green = route
+        .members
+        .iter()
+        .find(|m| *m.app_id == *"/green")
+        .unwrap();
+    assert_eq!(green.weight, 0);
+    // A new deployment's labels: an operator's override would go, the held weights stay.
+    Arc::make_mut(&mut reconciler.cluster).apply(ClusterUpdate::AppUpserted(shop(
+        "/green", "shop", "teal", 31001,
+    )));
+    reconciler.refresh_overrides();
+    assert_eq!(reconciler.config.weight_overrides.get("shop"), Some(&held));
+    // Green leaves the route (another vhost): the held weights would leave blue alone at 100
+    // and any newcomer at 0, so they are not applied.
+    let mut moved = shop("/green", "shop", "teal", 31001);
+    moved
+        .labels
+        .insert("HAPROXY_0_VHOST".into(), "other.test".into());
+    Arc::make_mut(&mut reconciler.cluster).apply(ClusterUpdate::AppUpserted(moved));
+    reconciler.refresh_overrides();
+    let table = compile(&reconciler.cluster, &reconciler.config);
+    assert!(
+        table.routes.iter().any(|r| r.name == "shop"),
+        "{:?}",
+        table.routes.iter().map(|r| &r.name).collect::<Vec<_>>()
+    );
+    assert!(reconciler.misheld(&table));
+    assert!(!reconciler.config.weight_overrides.contains_key("shop"));
+}
+
 /// Healthy-only DNS: an outlier ejection on the data plane (no table swap) reaches the zone
 /// through the registry's notification, and the ejected task leaves the app's SRV answer.
 #[tokio::test]

@@ -76,8 +76,17 @@ pub struct Verdict {
 /// The verdict on a step so far. The p99 ratio divides by the baseline's p99 or the plan's
 /// `p99_floor_ms`, whichever is more: sub-millisecond latencies differ by noise. A gate fails as soon as the side it reads has `min_requests`
 /// responses (so a failing canary is stopped within one evaluation, not at the end of the
-/// hold); a pass needs both sides' `min_requests` and the hold over (`held`).
-pub fn evaluate(plan: &Plan, canary: &Sample, baseline: &Sample, held: bool) -> Verdict {
+/// hold); a pass needs both sides' `min_requests` and the hold over (`held`). Once the step has
+/// been measured for the plan's `max_wait` (`overdue`) without `min_requests` on each side, it
+/// fails: a canary that gets no traffic (no backends, nothing routed to it) is never promoted and
+/// never waited on forever.
+pub fn evaluate(
+    plan: &Plan,
+    canary: &Sample,
+    baseline: &Sample,
+    held: bool,
+    overdue: bool,
+) -> Verdict {
     let canary_p99 = latency::quantile_ms(&canary.latency, 0.99);
     let baseline_p99 = latency::quantile_ms(&baseline.latency, 0.99);
     let enough_canary = canary.requests >= plan.min_requests;
@@ -116,6 +125,16 @@ pub fn evaluate(plan: &Plan, canary: &Sample, baseline: &Sample, held: bool) -> 
             canary_p99.unwrap_or(0.0),
             baseline_p99.unwrap_or(0.0),
             plan.max_p99_ratio
+        );
+    } else if (!enough_canary || !enough_baseline) && overdue {
+        v.outcome = Outcome::Fail;
+        v.why = format!(
+            "no verdict within max_wait {}: {} responses needed on each side, canary {}, \
+             baseline {}",
+            crate::routing::rollout::written_duration(plan.max_wait),
+            plan.min_requests,
+            canary.requests,
+            baseline.requests
         );
     } else if !enough_canary || !enough_baseline {
         v.why = format!(

@@ -21,12 +21,31 @@ fn sample(requests: u64, errors: u64, ms: f64) -> Sample {
 const PLAN: &str = r#"{"steps": [5, 50, 100], "hold": "1m", "max_5xx_rate": 0.05, "max_p99_ratio": 2, "min_requests": 20}"#;
 
 #[test]
+fn a_step_without_its_minimum_fails_once_overdue() {
+    let p = plan(PLAN);
+    // No traffic at all on the canary: it waits, then fails with the counts.
+    let (c, b) = (sample(0, 0, 10.0), sample(400, 0, 10.0));
+    let v = evaluate(&p, &c, &b, true, false);
+    assert_eq!(v.outcome, Outcome::Wait, "{}", v.why);
+    let v = evaluate(&p, &c, &b, true, true);
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.why);
+    assert!(v.why.contains("max_wait 10m"), "{}", v.why);
+    assert!(v.why.contains("canary 0, baseline 400"), "{}", v.why);
+    // Too little on the baseline side: no comparison, no promotion either.
+    let v = evaluate(&p, &sample(40, 0, 10.0), &sample(3, 0, 10.0), true, true);
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.why);
+    // Enough on both sides: overdue changes nothing.
+    let v = evaluate(&p, &sample(40, 0, 10.0), &sample(400, 0, 10.0), true, true);
+    assert_eq!(v.outcome, Outcome::Pass, "{}", v.why);
+}
+
+#[test]
 fn a_healthy_canary_passes_once_held() {
     let p = plan(PLAN);
     let (c, b) = (sample(40, 1, 10.0), sample(400, 0, 10.0));
-    let v = evaluate(&p, &c, &b, false);
+    let v = evaluate(&p, &c, &b, false, false);
     assert_eq!(v.outcome, Outcome::Wait, "{}", v.why);
-    let v = evaluate(&p, &c, &b, true);
+    let v = evaluate(&p, &c, &b, true, false);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.why);
     assert_eq!(v.canary_requests, 40);
     assert_eq!(v.canary_5xx_rate, Some(1.0 / 40.0));
@@ -37,41 +56,59 @@ fn a_healthy_canary_passes_once_held() {
 fn too_few_responses_give_no_verdict_either_way() {
     let p = plan(PLAN);
     // Every canary answer a 500, but fewer than min_requests: no verdict yet.
-    let v = evaluate(&p, &sample(19, 19, 10.0), &sample(400, 0, 10.0), true);
+    let v = evaluate(
+        &p,
+        &sample(19, 19, 10.0),
+        &sample(400, 0, 10.0),
+        true,
+        false,
+    );
     assert_eq!(v.outcome, Outcome::Wait);
     assert!(v.why.contains("waiting for 20"), "{}", v.why);
     // Enough canary answers but too few baseline ones: no pass.
-    let v = evaluate(&p, &sample(40, 0, 10.0), &sample(3, 0, 10.0), true);
+    let v = evaluate(&p, &sample(40, 0, 10.0), &sample(3, 0, 10.0), true, false);
     assert_eq!(v.outcome, Outcome::Wait);
 }
 
 #[test]
 fn a_5xx_rate_over_the_limit_fails_before_the_hold_ends() {
     let p = plan(PLAN);
-    let v = evaluate(&p, &sample(20, 2, 10.0), &sample(400, 0, 10.0), false);
+    let v = evaluate(
+        &p,
+        &sample(20, 2, 10.0),
+        &sample(400, 0, 10.0),
+        false,
+        false,
+    );
     assert_eq!(v.outcome, Outcome::Fail);
     assert!(v.why.contains("5xx rate 10.00% (2 of 20)"), "{}", v.why);
     // At the limit: not over it.
-    let v = evaluate(&p, &sample(20, 1, 10.0), &sample(400, 0, 10.0), true);
+    let v = evaluate(&p, &sample(20, 1, 10.0), &sample(400, 0, 10.0), true, false);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.why);
 }
 
 #[test]
 fn a_slow_canary_fails_the_p99_ratio() {
     let p = plan(PLAN);
-    let v = evaluate(&p, &sample(40, 0, 50.0), &sample(400, 0, 10.0), false);
+    let v = evaluate(
+        &p,
+        &sample(40, 0, 50.0),
+        &sample(400, 0, 10.0),
+        false,
+        false,
+    );
     assert_eq!(v.outcome, Outcome::Fail);
     assert!(v.why.contains("times the baseline's"), "{}", v.why);
     // Within the ratio (1.8 times, bucket bounds 20 % apart): passes.
-    let v = evaluate(&p, &sample(40, 0, 15.0), &sample(400, 0, 10.0), true);
+    let v = evaluate(&p, &sample(40, 0, 15.0), &sample(400, 0, 10.0), true, false);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.why);
     // Under the floor (10 ms by default) latency differences are noise, not a regression.
-    let v = evaluate(&p, &sample(40, 0, 6.0), &sample(400, 0, 0.2), true);
+    let v = evaluate(&p, &sample(40, 0, 6.0), &sample(400, 0, 0.2), true, false);
     assert_eq!(v.outcome, Outcome::Pass, "{}", v.why);
-    let v = evaluate(&p, &sample(40, 0, 25.0), &sample(400, 0, 0.2), true);
+    let v = evaluate(&p, &sample(40, 0, 25.0), &sample(400, 0, 0.2), true, false);
     assert_eq!(v.outcome, Outcome::Fail, "{}", v.why);
     // The ratio needs the baseline's min_requests too.
-    let v = evaluate(&p, &sample(40, 0, 50.0), &sample(5, 0, 10.0), true);
+    let v = evaluate(&p, &sample(40, 0, 50.0), &sample(5, 0, 10.0), true, false);
     assert_eq!(v.outcome, Outcome::Wait);
 }
 

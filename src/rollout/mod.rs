@@ -34,6 +34,7 @@ use crate::metrics::{Metrics, RolloutLabels, RolloutStateLabels};
 use crate::reconciler::Command;
 use crate::routing::RoutingTable;
 use crate::routing::rollout::Plan;
+use crate::routing::routes::Overrides;
 use crate::snapshot::{Snapshot, Store};
 use gate::{Outcome, Sample, Verdict};
 
@@ -44,6 +45,9 @@ pub struct Settings {
     pub interval: Duration,
     /// Where `rollouts.json` is kept; `None`: rollouts live in memory only.
     pub state_dir: Option<PathBuf>,
+    /// This process takes over from a running one (`--upgrade`), which still holds the state
+    /// directory's lock until it exits: the lock is taken then, instead of refusing to start.
+    pub taking_over: bool,
 }
 
 impl Default for Settings {
@@ -51,6 +55,7 @@ impl Default for Settings {
         Settings {
             interval: Duration::from_secs(1),
             state_dir: None,
+            taking_over: false,
         }
     }
 }
@@ -130,6 +135,10 @@ pub struct Rollout {
     /// Each side's counters per backend when the step's measurement began.
     #[serde(skip)]
     window: Option<(Side, Side)>,
+    /// When the step's measurement began (the step's start, or the restart that began it
+    /// again): the plan's `max_wait` counts from here.
+    #[serde(skip)]
+    measured_since_unix_ms: u64,
 }
 
 type Window = HashMap<SocketAddr, Sample>;
@@ -201,6 +210,13 @@ pub struct Rollouts {
     /// The live table's routes of several apps: their metrics series exist (at 0) before any
     /// rollout, as `route_weight`'s do.
     routes: Mutex<Vec<String>>,
+    /// The weights the rollouts hold, by route, as the reconciler compiles them into every
+    /// table (`Reconciler::held`): filled from `rollouts.json` before the first table, and
+    /// updated on every change, before the `SetWeights` that makes a table of it.
+    held: Arc<Mutex<Overrides>>,
+    /// The state directory's lock (`rollouts.lock`), held while this process runs; `None`
+    /// while a process this one took over from still holds it.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 fn unix_ms() -> u64 {
@@ -272,8 +288,24 @@ fn since(now: &Window, start: &Window) -> Sample {
 impl Rollouts {
     /// With `state_dir` set, the rollouts recorded there (a file that cannot be read is
     /// logged and left in place: nothing is resumed from it, and it is not overwritten until
-    /// a rollout changes).
-    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Rollouts {
+    /// a rollout changes). Refused when another process uses the same `state_dir` (its lock
+    /// is held), unless this one takes over from it.
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<Rollouts, String> {
+        let lock = match &settings.state_dir {
+            None => None,
+            Some(dir) => match state::lock(dir)? {
+                state::Lock::Held(file) => Some(file),
+                state::Lock::Busy(why) if !settings.taking_over => return Err(why),
+                state::Lock::Busy(_) => {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        "rollout state: the process taken over from holds the lock until it \
+                         exits; taken then"
+                    );
+                    None
+                }
+            },
+        };
         let book = settings
             .state_dir
             .as_ref()
@@ -286,13 +318,56 @@ impl Rollouts {
             settings,
             metrics,
             routes: Mutex::default(),
+            held: Arc::default(),
+            lock: Mutex::new(lock),
         };
-        r.publish_metrics(
-            &r.book
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        r
+        let book = r
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.publish_metrics(&book);
+        r.publish_held(&book);
+        drop(book);
+        Ok(r)
+    }
+
+    /// Takes the state directory's lock once the process taken over from has let it go.
+    fn relock(&self) {
+        let Some(dir) = &self.settings.state_dir else {
+            return;
+        };
+        let mut lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lock.is_none()
+            && let Ok(state::Lock::Held(file)) = state::lock(dir)
+        {
+            tracing::info!(dir = %dir.display(), "rollout state: lock taken");
+            *lock = Some(file);
+        }
+    }
+
+    /// The weights the rollouts hold, shared with the reconciler (`Reconciler::held`).
+    pub fn held(&self) -> Arc<Mutex<Overrides>> {
+        self.held.clone()
+    }
+
+    /// What the rollouts of `book` hold: a rollout's weights until it is released (a refused
+    /// label plan holds nothing).
+    fn publish_held(&self, book: &BTreeMap<String, Rollout>) {
+        let held = book
+            .iter()
+            .filter(|(_, r)| r.state != State::Refused && !r.released)
+            .filter_map(|(route, r)| {
+                let (canary, baseline) = (r.canary.as_ref()?, r.baseline.as_ref()?);
+                Some((route.clone(), gate::weights(canary, baseline, r.share)))
+            })
+            .collect();
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = held;
     }
 
     pub fn get(&self, route: &str) -> Option<Rollout> {
@@ -365,6 +440,7 @@ impl Rollouts {
         book.insert(route.to_string(), r.clone());
         self.save(&book);
         self.publish_metrics(&book);
+        self.publish_held(&book);
         drop(book);
         self.wake.notify_one();
         Ok(r)
@@ -421,6 +497,7 @@ impl Rollouts {
             released: false,
             label_key,
             window: None,
+            measured_since_unix_ms: now,
         }
     }
 
@@ -442,6 +519,7 @@ impl Rollouts {
             self.event(route, "aborted", format!("{canary} back to 0 %"));
             self.save(&book);
             self.publish_metrics(&book);
+            self.publish_held(&book);
             drop(book);
             self.wake.notify_one();
             return Some(out);
@@ -471,6 +549,7 @@ impl Rollouts {
                 r.released = true;
                 self.event(route, "released", "the operator's weights apply".into());
                 self.save(&book);
+                self.publish_held(&book);
                 Ok(())
             }
         }
@@ -527,6 +606,7 @@ impl Rollouts {
                 _ = self.wake.notified() => {}
                 changed = swaps.changed() => if changed.is_err() { return },
             }
+            self.relock();
             let snapshot = store.load_full();
             let wanted = self.tick(&snapshot, unix_ms());
             for (route, weights) in wanted {
@@ -599,11 +679,14 @@ impl Rollouts {
                     // The step's measurement begins now (a new step, a restart).
                     None => {
                         r.window = Some((Side::new(now_c), Side::new(now_b)));
+                        r.measured_since_unix_ms = now;
                         None
                     }
                     Some((canary_side, baseline_side)) => {
                         let held = now.saturating_sub(r.step_started_unix_ms)
                             >= r.plan.hold.as_millis() as u64;
+                        let overdue = now.saturating_sub(r.measured_since_unix_ms)
+                            >= r.plan.max_wait.as_millis() as u64;
                         let canary_sample = canary_side.observe(now_c);
                         let baseline_sample = baseline_side.observe(now_b);
                         Some(gate::evaluate(
@@ -611,6 +694,7 @@ impl Rollouts {
                             &canary_sample,
                             &baseline_sample,
                             held,
+                            overdue,
                         ))
                     }
                 };
@@ -634,6 +718,7 @@ impl Rollouts {
             self.save(&book);
         }
         self.publish_metrics(&book);
+        self.publish_held(&book);
         wanted
     }
 
@@ -742,6 +827,7 @@ impl Rollouts {
                         released: false,
                         label_key: Some(key),
                         window: None,
+                        measured_since_unix_ms: 0,
                     }
                 }
             };

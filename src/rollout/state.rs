@@ -152,21 +152,92 @@ pub(super) fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
                 released: rec.released,
                 label_key: rec.label_key,
                 window: None,
+                measured_since_unix_ms: 0,
             },
         );
     }
     book
 }
 
-/// Writes a file whole or not at all: a temporary file beside it, flushed, renamed over it.
+/// The lock file beside `rollouts.json`: held (an advisory `flock`) by the instance that uses
+/// the directory, for as long as it runs.
+pub(super) const LOCK_FILE: &str = "rollouts.lock";
+
+/// How taking a state directory's lock went.
+pub(super) enum Lock {
+    Held(std::fs::File),
+    /// Another process holds it.
+    Busy(String),
+}
+
+/// Takes `dir`'s lock without waiting; `Err` when it cannot even be tried (a directory that
+/// cannot be created, a file that cannot be opened).
+pub(super) fn lock(dir: &std::path::Path) -> Result<Lock, String> {
+    let path = dir.join(LOCK_FILE);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("rollout.state_dir {}: {e}", dir.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("rollout.state_dir {}: {e}", path.display()))?;
+    // `flock(LOCK_EX | LOCK_NB)` (`File::try_lock` is newer than the supported Rust): the
+    // lock belongs to this open file, and goes when the process does.
+    let locked = {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain call on a file descriptor this function owns for its duration.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    match locked {
+        Ok(()) => Ok(Lock::Held(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Lock::Busy(format!(
+            "rollout.state_dir {} is in use by another switchyard process (it holds {}): \
+             instances must not share a state_dir — give each its own",
+            dir.display(),
+            path.display()
+        ))),
+        Err(e) => Err(format!("rollout.state_dir {}: {e}", path.display())),
+    }
+}
+
+/// A temporary file's name beside `path`, its own to this process and this write (the pid and
+/// a random number): two processes writing the same state file never write into one
+/// temporary file.
+fn temporary(path: &std::path::Path) -> std::path::PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        h.finish()
+    ))
+}
+
+/// Writes a file whole or not at all: a temporary file beside it (its name unique to the
+/// write), flushed, renamed over it.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
+    let tmp = temporary(path);
+    let written = (|| {
+        let mut f = std::fs::File::create_new(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     if let Some(dir) = path.parent() {
         // The rename itself survives a crash once the directory is flushed.
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
@@ -177,6 +248,38 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 #[cfg(test)]
 mod load_tests {
     use super::*;
+
+    #[test]
+    fn temporary_names_are_each_writes_own_and_the_lock_is_one_processes() {
+        let path = std::path::Path::new("/var/lib/switchyard/rollouts.json");
+        let (a, b) = (temporary(path), temporary(path));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), path.parent());
+        let pid = format!(".{}.", std::process::id());
+        assert!(a.to_string_lossy().contains(&pid), "{}", a.display());
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-rollout-lock-{}", std::process::id()));
+        let held = lock(&dir).unwrap();
+        assert!(matches!(held, Lock::Held(_)));
+        // A second holder (another open file, as another process would have) is refused.
+        let Lock::Busy(why) = lock(&dir).unwrap() else {
+            panic!("the lock was taken twice");
+        };
+        assert!(
+            why.contains("in use by another switchyard process"),
+            "{why}"
+        );
+        drop(held);
+        assert!(matches!(lock(&dir).unwrap(), Lock::Held(_)));
+        // A write leaves no temporary file behind.
+        save(&dir.join("rollouts.json"), &BTreeMap::new());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(left.iter().all(|n| !n.ends_with(".tmp")), "{left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn record(state: &str, step: usize, share: u32, canary: &str) -> String {
         format!(

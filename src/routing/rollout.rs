@@ -14,6 +14,31 @@ use crate::cluster::AppId;
 pub const MAX_STEPS: usize = 20;
 /// The longest hold a step may ask for.
 pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
+/// The longest `max_wait` a plan may ask for (3 × [`MAX_HOLD`], the default's largest).
+pub const MAX_WAIT: Duration = Duration::from_secs(72 * 3600);
+/// The shortest default `max_wait`: a short hold is not a reason to give up on a quiet route.
+pub const MIN_DEFAULT_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// `max_wait` when the plan does not give it: three holds, at least [`MIN_DEFAULT_WAIT`].
+pub fn default_max_wait(hold: Duration) -> Duration {
+    (hold * 3).clamp(MIN_DEFAULT_WAIT, MAX_WAIT)
+}
+
+/// A duration as the plan's keys are written (`1h30m`, `10m`, `45s`, `1500ms`).
+pub fn written_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out += &format!("{n}{unit}");
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
@@ -26,6 +51,10 @@ pub struct Plan {
     /// How long each step lasts at least before its verdict.
     #[serde(rename = "hold_ms", serialize_with = "millis")]
     pub hold: Duration,
+    /// How long a step may be measured without `min_requests` on each side before the
+    /// rollout fails (a canary that gets no traffic is never promoted, nor waited on forever).
+    #[serde(rename = "max_wait_ms", serialize_with = "millis")]
+    pub max_wait: Duration,
     /// The canary fails when more than this fraction of its responses over the step are 5xx.
     pub max_5xx_rate: f64,
     /// The canary fails when its p99 latency over the step is more than this many times the
@@ -58,6 +87,7 @@ struct Written {
     baseline: Option<String>,
     steps: Option<Vec<serde_json::Value>>,
     hold: Option<String>,
+    max_wait: Option<String>,
     max_5xx_rate: Option<f64>,
     max_p99_ratio: Option<f64>,
     p99_floor_ms: Option<f64>,
@@ -117,6 +147,23 @@ impl Plan {
         if hold > MAX_HOLD {
             return Err(format!("hold: {hold_text:?} is over 24h"));
         }
+        let max_wait = match w.max_wait {
+            None => default_max_wait(hold),
+            Some(text) => {
+                let wait = super::labels::duration(&text).ok_or_else(|| {
+                    format!("max_wait: {text:?} is not a duration (\"30m\", \"2h\")")
+                })?;
+                if wait < hold {
+                    return Err(format!(
+                        "max_wait: {text:?} is shorter than the hold {hold_text:?}"
+                    ));
+                }
+                if wait > MAX_WAIT {
+                    return Err(format!("max_wait: {text:?} is over 72h"));
+                }
+                wait
+            }
+        };
         let max_5xx_rate = w.max_5xx_rate.unwrap_or(DEFAULT_MAX_5XX_RATE);
         if !(0.0..=1.0).contains(&max_5xx_rate) {
             return Err(format!(
@@ -158,6 +205,7 @@ impl Plan {
             baseline,
             steps,
             hold,
+            max_wait,
             max_5xx_rate,
             max_p99_ratio,
             p99_floor_ms,
@@ -172,6 +220,7 @@ impl Plan {
         let mut v = serde_json::json!({
             "steps": self.steps,
             "hold": format!("{}ms", self.hold.as_millis()),
+            "max_wait": format!("{}ms", self.max_wait.as_millis()),
             "max_5xx_rate": self.max_5xx_rate,
             "max_p99_ratio": self.max_p99_ratio,
             "p99_floor_ms": self.p99_floor_ms,
@@ -258,6 +307,14 @@ mod tests {
         assert_eq!(p.max_5xx_rate, DEFAULT_MAX_5XX_RATE);
         assert_eq!(p.max_p99_ratio, DEFAULT_MAX_P99_RATIO);
         assert_eq!(p.min_requests, DEFAULT_MIN_REQUESTS);
+        // max_wait: three holds, at least 10 minutes.
+        assert_eq!(p.max_wait, Duration::from_secs(600));
+        let p = Plan::parse(r#"{"steps": [10, 100], "hold": "1h"}"#).unwrap();
+        assert_eq!(p.max_wait, Duration::from_secs(3 * 3600));
+        let p = Plan::parse("steps=10,100 hold=1m max_wait=90s").unwrap();
+        assert_eq!(p.max_wait, Duration::from_secs(90));
+        assert_eq!(written_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(written_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]
@@ -277,6 +334,18 @@ mod tests {
             (r#"{"steps": [100], "hold": "soon"}"#, "not a duration"),
             (r#"{"steps": [100], "hold": "0s"}"#, "not a duration"),
             (r#"{"steps": [100], "hold": "25h"}"#, "over 24h"),
+            (
+                r#"{"steps": [100], "hold": "1m", "max_wait": "30s"}"#,
+                "shorter than the hold",
+            ),
+            (
+                r#"{"steps": [100], "hold": "1m", "max_wait": "73h"}"#,
+                "over 72h",
+            ),
+            (
+                r#"{"steps": [100], "hold": "1m", "max_wait": "never"}"#,
+                "max_wait: \"never\" is not a duration",
+            ),
             (
                 r#"{"steps": [100], "hold": "1m", "max_5xx_rate": 5}"#,
                 "fraction",
@@ -329,13 +398,15 @@ mod tests {
         fn label_pairs_stay_in_bounds(
             steps in proptest::collection::vec(0u64..200, 0..25),
             hold in "[0-9]{0,6}(ms|s|m|h|x)?",
+            wait in proptest::option::of("[0-9]{0,6}(ms|s|m|h|x)?"),
             rate in proptest::num::f64::ANY,
             ratio in proptest::num::f64::ANY,
             min in proptest::num::u64::ANY,
         ) {
             let steps: Vec<String> = steps.iter().map(u64::to_string).collect();
+            let wait = wait.map(|w| format!("; max_wait={w}")).unwrap_or_default();
             let text = format!(
-                "steps={}; hold={hold}; max_5xx_rate={rate}; max_p99_ratio={ratio}; min_requests={min}",
+                "steps={}; hold={hold}; max_5xx_rate={rate}; max_p99_ratio={ratio}; min_requests={min}{wait}",
                 steps.join(",")
             );
             if let Ok(plan) = Plan::parse(&text) {
@@ -343,6 +414,8 @@ mod tests {
                 proptest::prop_assert!((0.0..=1.0).contains(&plan.max_5xx_rate));
                 proptest::prop_assert!(plan.max_p99_ratio >= 1.0);
                 proptest::prop_assert!(!plan.hold.is_zero() && plan.hold <= MAX_HOLD);
+                proptest::prop_assert!(plan.hold <= plan.max_wait && plan.max_wait <= MAX_WAIT);
+                proptest::prop_assert_eq!(Plan::parse(&plan.written().to_string()), Ok(plan));
             }
         }
     }
