@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::{LowerName, Name, Record};
 
-use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
+use crate::cluster::names::{LabelRule, label, service_label, tag_bytes, task_name};
 
 mod splits;
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
@@ -197,21 +197,37 @@ impl Zone {
     }
 }
 
+/// A task's addresses: the ones Marathon reports, or its agent's (never both).
+enum Addrs<'a> {
+    Reported(&'a [IpAddr]),
+    Agent(Option<IpAddr>),
+}
+
+impl Addrs<'_> {
+    fn as_slice(&self) -> &[IpAddr] {
+        match self {
+            Addrs::Reported(addrs) => addrs,
+            Addrs::Agent(agent) => agent.as_slice(),
+        }
+    }
+}
+
 /// A task's addresses per the configured sources; empty when none yields any.
-fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -> Vec<IpAddr> {
-    let agent = || -> Vec<IpAddr> { task.host.resolve(&cluster.agents).into_iter().collect() };
+fn task_addrs<'a>(cluster: &Cluster, app: &App, task: &'a Task, sources: &[IpSource]) -> Addrs<'a> {
     for source in sources {
         let addrs = match (source, app.networking) {
             (IpSource::Auto, Networking::Container) | (IpSource::NetInfo, _) => {
-                task.ip_addresses.clone()
+                Addrs::Reported(&task.ip_addresses)
             }
-            (IpSource::Auto, Networking::Host) | (IpSource::Host, _) => agent(),
+            (IpSource::Auto, Networking::Host) | (IpSource::Host, _) => {
+                Addrs::Agent(task.host.resolve(&cluster.agents))
+            }
         };
-        if !addrs.is_empty() {
+        if !addrs.as_slice().is_empty() {
             return addrs;
         }
     }
-    Vec::new()
+    Addrs::Reported(&[])
 }
 
 /// The zone of `cluster`, every task counted healthy by the proxy's own verdicts.
@@ -258,10 +274,16 @@ pub fn build_from(
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
     let mut split_targets = splits::targets(route_splits);
-    let mut unique = String::new();
+    // Each app's label (`api-prod`), made once for every zone that names the app.
+    let app_labels: Vec<String> = cluster
+        .apps
+        .values()
+        .map(|app| label(&task_name(&app.id), config.label_rule))
+        .collect();
+    // Agents' labels, per agent rather than per task.
+    let mut host_labels: rustc_hash::FxHashMap<&str, String> = Default::default();
 
-    for app in cluster.apps.values() {
-        let task_label = label(&task_name(&app.id), config.label_rule);
+    for (app, task_label) in cluster.apps.values().zip(&app_labels) {
         if task_label.is_empty() {
             continue;
         }
@@ -281,9 +303,9 @@ pub fn build_from(
                 ),
             });
         };
-        let (service, cut) = service_label(&task_label);
+        let (service, cut) = service_label(task_label);
         if cut {
-            renamed(&task_label, &service, None);
+            renamed(task_label, &service, None);
         }
         let port_labels: Vec<Option<String>> = app
             .ports
@@ -301,21 +323,42 @@ pub fn build_from(
                 Some(l)
             })
             .collect();
-        // The app's SRV owners per protocol: `_{task}._tcp…` and `_{port}._{task}._tcp…`.
-        let owners = |b: &mut Builder, proto: Option<NameId>, n: usize| -> [Option<NameId>; 2] {
-            let Some(app_owner) = proto.and_then(|p| b.names.child(service.as_bytes(), p)) else {
-                return [None, None];
-            };
-            let port_owner = port_labels[n]
-                .as_ref()
-                .and_then(|l| b.names.child(l.as_bytes(), app_owner));
-            [Some(app_owner), port_owner]
-        };
         let mut this = Listed {
             name: task_name(&app.id),
             label: task_label.clone(),
             services: Vec::new(),
             tasks: Vec::new(),
+        };
+        // The app's SRV owners per port and protocol: `_{task}._tcp…` and
+        // `_{port}._{task}._tcp…`, made (and listed) the first time a task has the port.
+        let mut owner_cache: Vec<[Option<[Option<NameId>; 2]>; 2]> =
+            vec![[None, None]; app.ports.len()];
+        let mut owners = |b: &mut Builder,
+                          this: &mut Listed,
+                          udp_proto: bool,
+                          n: usize|
+         -> [Option<NameId>; 2] {
+            let slot = &mut owner_cache[n][udp_proto as usize];
+            if let Some(owners) = *slot {
+                return owners;
+            }
+            let proto = if udp_proto { udp } else { tcp };
+            let made = match proto.and_then(|p| b.names.child(service.as_bytes(), p)) {
+                None => [None, None],
+                Some(app_owner) => {
+                    let port_owner = port_labels[n]
+                        .as_ref()
+                        .and_then(|l| b.names.child(l.as_bytes(), app_owner));
+                    [Some(app_owner), port_owner]
+                }
+            };
+            for owner in made.into_iter().flatten() {
+                if !this.services.contains(&owner) {
+                    this.services.push(owner);
+                }
+            }
+            *slot = Some(made);
+            made
         };
         let running = || app.tasks.values().filter(|t| t.state == TaskState::Running);
         let follows_health = healthy_only(app, config);
@@ -335,13 +378,14 @@ pub fn build_from(
             // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
             let answered = !follows_health || everyone || healthy(task);
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
+            let addrs = addrs.as_slice();
             if answered {
-                for &ip in &addrs {
+                for &ip in addrs {
                     b.add_addr(task_fqdn, ip, ttl);
                 }
                 if let Some(slave_fqdn) = slave_fqdn {
                     let agent = task_addrs(cluster, app, task, &[IpSource::Host]);
-                    for ip in agent {
+                    for &ip in agent.as_slice() {
                         b.add_addr(slave_fqdn, ip, ttl);
                     }
                 }
@@ -349,24 +393,24 @@ pub fn build_from(
             if addrs.is_empty() {
                 continue;
             }
-            // One name per task, so that an SRV target resolves to exactly that task.
-            let host = label(&task.host, LabelRule::Rfc1123);
-            let host = &host[..host.len().min(20)];
-            let tag = tag(&task.id);
+            // One name per task, so that an SRV target resolves to exactly that task:
+            // `{task}-{tag}-{agent}`.
+            let host = host_labels
+                .entry(&task.host)
+                .or_insert_with(|| label(&task.host, LabelRule::Rfc1123));
+            let host = &host.as_bytes()[..host.len().min(20)];
+            let tag = tag_bytes(&task.id);
             let room = 63 - tag.len() - 1 - if host.is_empty() { 0 } else { host.len() + 1 };
             let base = task_label[..task_label.len().min(room)].trim_end_matches('-');
-            unique.clear();
-            unique.push_str(base);
-            unique.push('-');
-            unique.push_str(&tag);
-            if !host.is_empty() {
-                unique.push('-');
-                unique.push_str(host);
-            }
-            let Some(target) = b.names.child(unique.as_bytes(), framework) else {
+            let parts: [&[u8]; 5] = if host.is_empty() {
+                [base.as_bytes(), b"-", &tag, b"", b""]
+            } else {
+                [base.as_bytes(), b"-", &tag, b"-", host]
+            };
+            let Some(target) = b.names.child_joined(&parts, framework) else {
                 continue;
             };
-            for &ip in &addrs {
+            for &ip in addrs {
                 b.add_addr(target, ip, ttl);
             }
             this.tasks.push(ListedTask {
@@ -402,11 +446,8 @@ pub fn build_from(
                     });
                 }
                 for proto in protocols {
-                    let parent = if *proto == "_tcp" { tcp } else { udp };
-                    for owner in owners(&mut b, parent, n).into_iter().flatten() {
-                        if !this.services.contains(&owner) {
-                            this.services.push(owner);
-                        }
+                    let owners = owners(&mut b, &mut this, *proto != "_tcp", n);
+                    for owner in owners.into_iter().flatten() {
                         b.add_srv(owner, 1, number, target, ttl, false);
                     }
                 }
@@ -425,7 +466,7 @@ pub fn build_from(
         &mut problems,
     );
     agent_records(cluster, config, &mut b);
-    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial);
+    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels);
 
     let ns1 = b.names.child(b"ns1", apex).unwrap_or(apex);
     let rname = b.names.child(b"root", ns1).unwrap_or(ns1);
@@ -498,7 +539,8 @@ pub const AGENT_PORT: u16 = 5051;
 /// port 5051, as Mesos-DNS answers them. The agents are those running Marathon's tasks and
 /// every agent the Mesos master reports.
 fn agent_records(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
-    let agents: std::collections::BTreeSet<IpAddr> = cluster
+    // In order, once each (a set first: there are far fewer agents than tasks).
+    let agents: rustc_hash::FxHashSet<IpAddr> = cluster
         .apps
         .values()
         .flat_map(|app| app.tasks.values())
@@ -511,6 +553,8 @@ fn agent_records(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
                 .filter_map(|a| a.host.resolve(&cluster.agents)),
         )
         .collect();
+    let mut agents: Vec<IpAddr> = agents.into_iter().collect();
+    agents.sort_unstable();
     let (Some(slave), Some(service), Some(tcp)) = (
         b.names.parse(&format!("slave.{}.", config.domain)),
         b.names.parse(&format!("_slave._tcp.{}.", config.domain)),
@@ -623,7 +667,7 @@ fn ptr_zones(
             continue;
         };
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
-            for ip in task_addrs(cluster, app, task, &config.ip_sources) {
+            for &ip in task_addrs(cluster, app, task, &config.ip_sources).as_slice() {
                 targets.entry(ip).or_default().insert(fqdn.clone());
             }
         }

@@ -261,8 +261,11 @@ pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
 /// `reply` cut to its header with TC set, the question (`question`: the query's header and
 /// question, when it has one plain question) and no records but an OPT (DO as asked) when the
 /// query had one (`edns`): the client asks again over TCP (RFC 2181 §9, RFC 7766). For relayed
-/// answers larger than the client takes, and for answers slipped by rate limiting.
+/// answers larger than the client takes, and for answers slipped by rate limiting. The OPT
+/// keeps the reply's extended rcode (the upper bits of a 12-bit rcode such as BADVERS live
+/// there, RFC 6891 §6.1.3: without them the header's lower bits alone would say NOERROR).
 pub fn cut_to_question(reply: &[u8], question: Option<&[u8]>, edns: Option<bool>) -> Vec<u8> {
+    let rcode_high = edns::scan(reply).rcode_high;
     let mut out = Vec::with_capacity(question.map_or(12, <[u8]>::len) + 11);
     out.extend_from_slice(&reply[..4]);
     out[2] |= 0x02;
@@ -274,7 +277,7 @@ pub fn cut_to_question(reply: &[u8], question: Option<&[u8]>, edns: Option<bool>
         out.extend_from_slice(&q[12..]);
     }
     if let Some(dnssec_ok) = edns {
-        out.extend_from_slice(&edns::opt_record(ADVERTISED_PAYLOAD, 0, dnssec_ok));
+        out.extend_from_slice(&edns::opt_record(ADVERTISED_PAYLOAD, rcode_high, dnssec_ok));
     }
     out
 }
