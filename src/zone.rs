@@ -274,16 +274,24 @@ pub fn build_from(
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
     let mut split_targets = splits::targets(route_splits);
-    // Each app's label (`api-prod`), made once for every zone that names the app.
-    let app_labels: Vec<String> = cluster
+    // Each app's Marathon task name (`api.prod`) and label (`api-prod`), made once for every
+    // zone that names the app.
+    let mut app_names: Vec<String> = cluster
         .apps
         .values()
-        .map(|app| label(&task_name(&app.id), config.label_rule))
+        .map(|app| task_name(&app.id))
         .collect();
-    // Agents' labels, per agent rather than per task.
-    let mut host_labels: rustc_hash::FxHashMap<&str, String> = Default::default();
+    let app_labels: Vec<String> = app_names
+        .iter()
+        .map(|name| label(name, config.label_rule))
+        .collect();
+    // Agents' labels, per agent rather than per task (an index in `host_list`).
+    let mut host_labels: rustc_hash::FxHashMap<&str, u32> = Default::default();
+    let mut host_list: Vec<String> = Vec::new();
+    // Per running task of the app at hand: its tag and its agent's label.
+    let mut pre: Vec<([u8; 5], u32)> = Vec::new();
 
-    for (app, task_label) in cluster.apps.values().zip(&app_labels) {
+    for (i, (app, task_label)) in cluster.apps.values().zip(&app_labels).enumerate() {
         if task_label.is_empty() {
             continue;
         }
@@ -324,7 +332,7 @@ pub fn build_from(
             })
             .collect();
         let mut this = Listed {
-            name: task_name(&app.id),
+            name: std::mem::take(&mut app_names[i]),
             label: task_label.clone(),
             services: Vec::new(),
             tasks: Vec::new(),
@@ -374,7 +382,22 @@ pub fn build_from(
         } else {
             config.ttl
         };
+        // What each task's own name is made of, read first in a short loop of its own: the
+        // model keeps a task's id, host, ports and addresses each behind a pointer, and reading
+        // them one task after another in the long loop below waits on memory for each in turn.
+        pre.clear();
         for task in running() {
+            let host = *host_labels.entry(&task.host).or_insert_with(|| {
+                host_list.push(label(&task.host, LabelRule::Rfc1123));
+                host_list.len() as u32 - 1
+            });
+            pre.push((tag_bytes(&task.id), host));
+            std::hint::black_box((
+                task.ports.first().copied(),
+                task.ip_addresses.first().copied(),
+            ));
+        }
+        for (task, &(tag, host)) in running().zip(&pre) {
             // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
             let answered = !follows_health || everyone || healthy(task);
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
@@ -395,11 +418,8 @@ pub fn build_from(
             }
             // One name per task, so that an SRV target resolves to exactly that task:
             // `{task}-{tag}-{agent}`.
-            let host = host_labels
-                .entry(&task.host)
-                .or_insert_with(|| label(&task.host, LabelRule::Rfc1123));
+            let host = &host_list[host as usize];
             let host = &host.as_bytes()[..host.len().min(20)];
-            let tag = tag_bytes(&task.id);
             let room = 63 - tag.len() - 1 - if host.is_empty() { 0 } else { host.len() + 1 };
             let base = task_label[..task_label.len().min(room)].trim_end_matches('-');
             let parts: [&[u8]; 5] = if host.is_empty() {
