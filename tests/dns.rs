@@ -1215,6 +1215,31 @@ async fn badvers_keeps_its_upper_rcode_bits_on_every_path_slipped_too() {
     );
 }
 
+/// A query for a meta-type is not looked up (RFC 6895 §3.1), as BIND answers it: OPT, TSIG and
+/// TKEY FORMERR, MAILA and MAILB NOTIMP; seen by dig, over UDP and TCP.
+#[tokio::test]
+async fn dig_meta_type_queries_are_formerr_or_notimp() {
+    let s = setup("dns-meta", vec![api_app(2)], "").await;
+    let Some(plain) = dig_at(s.dns, &["api-prod.marathon.mesos", "A"]) else {
+        eprintln!("dig not installed: skipped (.ci/run installs it)");
+        return;
+    };
+    assert!(plain.contains("status: NOERROR"), "{plain}");
+    for (qtype, status) in [
+        ("TYPE41", "FORMERR"),
+        ("TSIG", "FORMERR"),
+        ("TYPE249", "FORMERR"),
+        ("MAILA", "NOTIMP"),
+        ("MAILB", "NOTIMP"),
+    ] {
+        for transport in ["+notcp", "+tcp"] {
+            let out = dig_at(s.dns, &[transport, "api-prod.marathon.mesos", qtype]).unwrap();
+            assert!(out.contains(&format!("status: {status}")), "{qtype}: {out}");
+            assert!(out.contains("ANSWER: 0"), "{qtype}: {out}");
+        }
+    }
+}
+
 /// Sends `packet` from `socket` to `server` and waits for the reply.
 async fn ask_from(socket: &UdpSocket, server: SocketAddr, packet: &[u8]) -> Message {
     socket.send_to(packet, server).await.unwrap();

@@ -86,6 +86,14 @@ pub fn answer(
     if query.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return error(ResponseCode::Refused);
     }
+    // Meta-types live in one message and are never looked up (RFC 6895 §3.1): a query for
+    // OPT, TSIG or TKEY is malformed, MAILA and MAILB are obsolete (RFC 883) and not
+    // implemented, as BIND answers them, whatever the name (never relayed either).
+    match u16::from(qtype) {
+        41 | 249 | 250 => return error(ResponseCode::FormErr),
+        253 | 254 => return error(ResponseCode::NotImp),
+        _ => {}
+    }
     let name = LowerName::new(query.name());
     let Some((zone, soa)) = zone.and_then(|z| Some((z, z.soa_for(&name)?.clone()))) else {
         if recursion {

@@ -128,6 +128,28 @@ fn badvers_keeps_its_upper_bits_when_cut_to_the_question() {
     }
 }
 
+/// Meta-types are not looked up (RFC 6895 §3.1): OPT, TSIG and TKEY are FORMERR, MAILA and
+/// MAILB NOTIMP, for a served name and for one that would be relayed alike.
+#[test]
+fn meta_type_queries_are_formerr_or_notimp() {
+    let z = zone(1);
+    for (code, rcode) in [
+        (41, ResponseCode::FormErr),
+        (249, ResponseCode::FormErr),
+        (250, ResponseCode::FormErr),
+        (253, ResponseCode::NotImp),
+        (254, ResponseCode::NotImp),
+    ] {
+        for name in ["api-prod.marathon.mesos.", "example.org."] {
+            let q = query(name, RecordType::from(code), Some(1232));
+            let (m, r) = reply(answer(Some(&z), &q, Transport::Udp, true));
+            assert_eq!(m.metadata.response_code, rcode, "{code} {name}");
+            assert_eq!(r.rcode, rcode);
+            assert!(m.answers.is_empty() && m.edns.is_some());
+        }
+    }
+}
+
 #[test]
 fn bad_input_gets_the_right_rcode() {
     let z = zone(1);
