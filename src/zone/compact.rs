@@ -324,8 +324,6 @@ impl Builder {
         self.names.index.reserve(names);
         self.flags.reserve(names);
         self.records.reserve(records);
-        huge_pages(&self.names.bytes);
-        huge_pages(&self.records);
     }
 
     fn flag(&mut self, id: NameId) -> &mut u8 {
@@ -468,7 +466,7 @@ impl Builder {
             node_of: Vec::new(),
             data: Vec::with_capacity(bound),
         };
-        huge_pages(&out.data);
+
         let mut node_of = vec![NONE; count];
         // The records of the set so far, to drop one added `once` when an equal one came first.
         let mut seen: Vec<Data> = Vec::new();
@@ -551,31 +549,6 @@ fn encoded_len(r: &Rec, names: &NameTable, soas: &[SoaData]) -> usize {
             let soa = &soas[i as usize];
             name_len(soa.mname) + name_len(soa.rname) + 20
         }
-    }
-}
-
-/// Asks for transparent huge pages under `v`'s capacity (`madvise(MADV_HUGEPAGE)`, Linux), so
-/// that writing a zone's worth of fresh memory takes a page fault per 2 MiB rather than per
-/// 4 KiB: at 10,000 apps the 4 KiB faults alone were a fifth of the build's CPU time. Advice
-/// only: where huge pages are off or none is free, the kernel uses small pages as before.
-fn huge_pages<T>(v: &Vec<T>) {
-    const HUGE: usize = 2 << 20;
-    let bytes = v.capacity() * std::mem::size_of::<T>();
-    if bytes < 2 * HUGE {
-        return;
-    }
-    let start = v.as_ptr() as usize;
-    let aligned = (start + HUGE - 1) & !(HUGE - 1);
-    let end = (start + bytes) & !(HUGE - 1);
-    if end > aligned {
-        // SAFETY: advice on whole pages inside an allocation this Vec owns; no contents change.
-        unsafe {
-            libc::madvise(
-                aligned as *mut libc::c_void,
-                end - aligned,
-                libc::MADV_HUGEPAGE,
-            )
-        };
     }
 }
 
