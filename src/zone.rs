@@ -290,6 +290,7 @@ pub fn build_from(
     let mut host_list: Vec<String> = Vec::new();
     // Per running task of the app at hand: its tag and its agent's label.
     let mut pre: Vec<([u8; 5], u32)> = Vec::new();
+    let mut pre_ids: Vec<crate::cluster::TaskId> = Vec::new();
 
     for (i, (app, task_label)) in cluster.apps.values().zip(&app_labels).enumerate() {
         if task_label.is_empty() {
@@ -397,7 +398,12 @@ pub fn build_from(
                 task.ip_addresses.first().copied(),
             ));
         }
-        for (task, &(tag, host)) in running().zip(&pre) {
+        // The ids' reference counts too, now that their memory has just been read: an atomic
+        // increment waits for every write before it, which in the long loop is many.
+        pre_ids.clear();
+        pre_ids.extend(running().map(|task| task.id.clone()));
+        let tasks = running().zip(&pre).zip(pre_ids.drain(..));
+        for ((task, &(tag, host)), id) in tasks {
             // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
             let answered = !follows_health || everyone || healthy(task);
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
@@ -434,7 +440,7 @@ pub fn build_from(
                 b.add_addr(target, ip, ttl);
             }
             this.tasks.push(ListedTask {
-                id: task.id.clone(),
+                id,
                 target,
                 agent: task.host.resolve(&cluster.agents),
             });
