@@ -6,8 +6,11 @@
 //! And how long a table swap waits while `/v1/routes` of that cluster is polled (`routes_poll`).
 //!
 //! Run: `cargo bench --bench scale` (`-- stalls` for the stall figures alone, `-- routes-poll`
-//! for the swap delay under `/v1/routes` polling alone). A benchmark, not a test: it asserts
-//! nothing it measures.
+//! for the swap delay under `/v1/routes` polling alone, `-- model` for the model, compile and
+//! zone figures alone, `-- zone` for the zone build alone: the snapshot parsed, then
+//! `ZONE_ROUNDS` builds (default 5), no compile, so that a profiler or
+//! `valgrind --tool=callgrind` sees the zone and little else). A benchmark, not a test: it
+//! asserts nothing it measures.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -60,6 +63,17 @@ fn held() -> usize {
     HELD.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// This thread's system time and minor page faults so far (the kernel's share of a build:
+/// mostly faulting in fresh pages for what it writes).
+fn thread_sys() -> (std::time::Duration, i64) {
+    // SAFETY: a zeroed rusage is valid, and getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let sys =
+        std::time::Duration::new(ru.ru_stime.tv_sec as u64, ru.ru_stime.tv_usec as u32 * 1000);
+    (sys, ru.ru_minflt)
+}
+
 /// CPU time this thread has used: a figure that other processes on the machine do not inflate,
 /// as they do wall-clock time.
 fn thread_cpu() -> std::time::Duration {
@@ -87,21 +101,23 @@ fn main() {
         return routes_poll();
     }
     if let Some(i) = args.iter().position(|a| a == "--measure") {
-        return measure(&args[i + 1]);
+        return measure(&args[i + 1], args.iter().any(|a| a == "zone"));
     }
     // Generating the JSON costs far more memory than reading it: measure in a fresh process.
     let dir = support::temp_dir("bench-scale-json");
     let file = dir.join("apps.json");
     std::fs::write(&file, synthetic::apps_json(apps(), TASKS, 10000)).unwrap();
+    let zone_only = args.iter().any(|a| a == "zone");
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--measure")
         .arg(&file)
+        .args(zone_only.then_some("zone"))
         .status()
         .unwrap();
     assert!(status.success());
     let _ = std::fs::remove_dir_all(dir);
-    // `-- model`: the model, compile and zone figures alone.
-    if args.iter().any(|a| a == "model") {
+    // `-- model`: the model, compile and zone figures alone (`-- zone`: the zone alone).
+    if zone_only || args.iter().any(|a| a == "model") {
         return;
     }
     listeners();
@@ -122,7 +138,7 @@ fn rss_kib(pid: &str) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn measure(path: &str) {
+fn measure(path: &str, zone_only: bool) {
     #[allow(non_snake_case)]
     let APPS = apps();
     let (base_rss, _) = rss_kib("self");
@@ -134,6 +150,13 @@ fn measure(path: &str) {
     drop(json);
     let mut cluster = Cluster::default();
     cluster.apply(ClusterUpdate::Snapshot(parsed.apps));
+    if zone_only {
+        let rounds = std::env::var("ZONE_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        return zone_builds(&cluster, rounds);
+    }
     let config = CompileConfig::group("external", "0.0.0.0".parse().unwrap());
     let mut compiles = Vec::new();
     let mut compile_cpu = Vec::new();
@@ -165,6 +188,12 @@ fn measure(path: &str) {
         base_rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
+    zone_builds(&cluster, 5);
+}
+
+/// `rounds` zone builds of `cluster`: their wall and thread CPU time, the zone's names and the
+/// heap and RSS it holds.
+fn zone_builds(cluster: &Cluster, rounds: usize) {
     let zone_config = switchyard::zone::ZoneConfig {
         domain: "mesos".into(),
         ttl: 60,
@@ -178,30 +207,64 @@ fn measure(path: &str) {
     };
     let mut dns_compiles = Vec::new();
     let mut dns_cpu = Vec::new();
+    let (mut dns_sys, mut dns_faults) = (Vec::new(), Vec::new());
     let mut zone_bytes = 0;
     let mut names = 0;
     let (before_rss, _) = rss_kib("self");
     let mut zone_rss = 0;
-    for _ in 0..5 {
+    for _ in 0..rounds {
         let before = held();
         let started = Instant::now();
         let cpu = thread_cpu();
-        let t = switchyard::zone::build(&cluster, &zone_config);
+        let (sys, faults) = thread_sys();
+        let t = switchyard::zone::build(cluster, &zone_config);
         dns_cpu.push(thread_cpu() - cpu);
+        let (sys_after, faults_after) = thread_sys();
+        dns_sys.push(sys_after - sys);
+        dns_faults.push(faults_after - faults);
         dns_compiles.push(started.elapsed());
         zone_bytes = held() - before;
         zone_rss = rss_kib("self").0.saturating_sub(before_rss);
         names = t.names.len();
         drop(t);
     }
+    // The floor under any zone build: one pass reading what a task's names are made of (its
+    // id, host, ports and addresses, each behind a pointer of its own in the model).
+    let mut touch_cpu = Vec::new();
+    let mut sum = 0usize;
+    for _ in 0..rounds {
+        let cpu = thread_cpu();
+        for app in cluster.apps.values() {
+            for task in app.tasks.values() {
+                sum += task.id.as_bytes().first().copied().unwrap_or(0) as usize
+                    + task.host.as_bytes().first().copied().unwrap_or(0) as usize
+                    + task.ports.first().copied().unwrap_or(0) as usize
+                    + task.ip_addresses.len();
+            }
+        }
+        touch_cpu.push(thread_cpu() - cpu);
+    }
+    touch_cpu.sort();
+    println!(
+        "one pass over every task's id, host, ports and addresses (the model's memory, read once): CPU median {:.1} ms ({sum})",
+        touch_cpu[rounds / 2].as_secs_f64() * 1e3
+    );
     dns_compiles.sort();
     dns_cpu.sort();
+    dns_sys.sort();
+    dns_faults.sort();
+    let (mid, last) = (rounds / 2, rounds - 1);
     println!(
-        "DNS zone build (off the swap path, on a blocking thread): median {:.1} ms (min {:.1}, max {:.1}; CPU median {:.1} ms, min {:.1}; 5 rounds); {names} names, {:.1} MiB held on the heap by the zone (RSS {:.1} MiB above the model + table)",
-        dns_compiles[2].as_secs_f64() * 1e3,
+        "of which in the kernel: median {:.1} ms system time, {} minor page faults",
+        dns_sys[mid].as_secs_f64() * 1e3,
+        dns_faults[mid]
+    );
+    println!(
+        "DNS zone build (off the swap path, on a blocking thread): median {:.1} ms (min {:.1}, max {:.1}; CPU median {:.1} ms, min {:.1}; {rounds} rounds); {names} names, {:.1} MiB held on the heap by the zone (RSS {:.1} MiB above the model + table)",
+        dns_compiles[mid].as_secs_f64() * 1e3,
         dns_compiles[0].as_secs_f64() * 1e3,
-        dns_compiles[4].as_secs_f64() * 1e3,
-        dns_cpu[2].as_secs_f64() * 1e3,
+        dns_compiles[last].as_secs_f64() * 1e3,
+        dns_cpu[mid].as_secs_f64() * 1e3,
         dns_cpu[0].as_secs_f64() * 1e3,
         zone_bytes as f64 / (1 << 20) as f64,
         zone_rss as f64 / 1024.0,

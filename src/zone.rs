@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::{LowerName, Name, Record};
 
-use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
+use crate::cluster::names::{LabelRule, label, service_label, tag_bytes, task_name};
 
 mod splits;
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
@@ -197,21 +197,37 @@ impl Zone {
     }
 }
 
+/// A task's addresses: the ones Marathon reports, or its agent's (never both).
+enum Addrs<'a> {
+    Reported(&'a [IpAddr]),
+    Agent(Option<IpAddr>),
+}
+
+impl Addrs<'_> {
+    fn as_slice(&self) -> &[IpAddr] {
+        match self {
+            Addrs::Reported(addrs) => addrs,
+            Addrs::Agent(agent) => agent.as_slice(),
+        }
+    }
+}
+
 /// A task's addresses per the configured sources; empty when none yields any.
-fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -> Vec<IpAddr> {
-    let agent = || -> Vec<IpAddr> { task.host.resolve(&cluster.agents).into_iter().collect() };
+fn task_addrs<'a>(cluster: &Cluster, app: &App, task: &'a Task, sources: &[IpSource]) -> Addrs<'a> {
     for source in sources {
         let addrs = match (source, app.networking) {
             (IpSource::Auto, Networking::Container) | (IpSource::NetInfo, _) => {
-                task.ip_addresses.clone()
+                Addrs::Reported(&task.ip_addresses)
             }
-            (IpSource::Auto, Networking::Host) | (IpSource::Host, _) => agent(),
+            (IpSource::Auto, Networking::Host) | (IpSource::Host, _) => {
+                Addrs::Agent(task.host.resolve(&cluster.agents))
+            }
         };
-        if !addrs.is_empty() {
+        if !addrs.as_slice().is_empty() {
             return addrs;
         }
     }
-    Vec::new()
+    Addrs::Reported(&[])
 }
 
 /// The zone of `cluster`, every task counted healthy by the proxy's own verdicts.
@@ -258,10 +274,25 @@ pub fn build_from(
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
     let mut split_targets = splits::targets(route_splits);
-    let mut unique = String::new();
+    // Each app's Marathon task name (`api.prod`) and label (`api-prod`), made once for every
+    // zone that names the app.
+    let mut app_names: Vec<String> = cluster
+        .apps
+        .values()
+        .map(|app| task_name(&app.id))
+        .collect();
+    let app_labels: Vec<String> = app_names
+        .iter()
+        .map(|name| label(name, config.label_rule))
+        .collect();
+    // Agents' labels, per agent rather than per task (an index in `host_list`).
+    let mut host_labels: rustc_hash::FxHashMap<&str, u32> = Default::default();
+    let mut host_list: Vec<String> = Vec::new();
+    // Per running task of the app at hand: its tag and its agent's label.
+    let mut pre: Vec<([u8; 5], u32)> = Vec::new();
+    let mut pre_ids: Vec<crate::cluster::TaskId> = Vec::new();
 
-    for app in cluster.apps.values() {
-        let task_label = label(&task_name(&app.id), config.label_rule);
+    for (i, (app, task_label)) in cluster.apps.values().zip(&app_labels).enumerate() {
         if task_label.is_empty() {
             continue;
         }
@@ -281,9 +312,9 @@ pub fn build_from(
                 ),
             });
         };
-        let (service, cut) = service_label(&task_label);
+        let (service, cut) = service_label(task_label);
         if cut {
-            renamed(&task_label, &service, None);
+            renamed(task_label, &service, None);
         }
         let port_labels: Vec<Option<String>> = app
             .ports
@@ -301,21 +332,42 @@ pub fn build_from(
                 Some(l)
             })
             .collect();
-        // The app's SRV owners per protocol: `_{task}._tcp…` and `_{port}._{task}._tcp…`.
-        let owners = |b: &mut Builder, proto: Option<NameId>, n: usize| -> [Option<NameId>; 2] {
-            let Some(app_owner) = proto.and_then(|p| b.names.child(service.as_bytes(), p)) else {
-                return [None, None];
-            };
-            let port_owner = port_labels[n]
-                .as_ref()
-                .and_then(|l| b.names.child(l.as_bytes(), app_owner));
-            [Some(app_owner), port_owner]
-        };
         let mut this = Listed {
-            name: task_name(&app.id),
+            name: std::mem::take(&mut app_names[i]),
             label: task_label.clone(),
             services: Vec::new(),
             tasks: Vec::new(),
+        };
+        // The app's SRV owners per port and protocol: `_{task}._tcp…` and
+        // `_{port}._{task}._tcp…`, made (and listed) the first time a task has the port.
+        let mut owner_cache: Vec<[Option<[Option<NameId>; 2]>; 2]> =
+            vec![[None, None]; app.ports.len()];
+        let mut owners = |b: &mut Builder,
+                          this: &mut Listed,
+                          udp_proto: bool,
+                          n: usize|
+         -> [Option<NameId>; 2] {
+            let slot = &mut owner_cache[n][udp_proto as usize];
+            if let Some(owners) = *slot {
+                return owners;
+            }
+            let proto = if udp_proto { udp } else { tcp };
+            let made = match proto.and_then(|p| b.names.child(service.as_bytes(), p)) {
+                None => [None, None],
+                Some(app_owner) => {
+                    let port_owner = port_labels[n]
+                        .as_ref()
+                        .and_then(|l| b.names.child(l.as_bytes(), app_owner));
+                    [Some(app_owner), port_owner]
+                }
+            };
+            for owner in made.into_iter().flatten() {
+                if !this.services.contains(&owner) {
+                    this.services.push(owner);
+                }
+            }
+            *slot = Some(made);
+            made
         };
         let running = || app.tasks.values().filter(|t| t.state == TaskState::Running);
         let follows_health = healthy_only(app, config);
@@ -331,17 +383,38 @@ pub fn build_from(
         } else {
             config.ttl
         };
+        // What each task's own name is made of, read first in a short loop of its own: the
+        // model keeps a task's id, host, ports and addresses each behind a pointer, and reading
+        // them one task after another in the long loop below waits on memory for each in turn.
+        pre.clear();
         for task in running() {
+            let host = *host_labels.entry(&task.host).or_insert_with(|| {
+                host_list.push(label(&task.host, LabelRule::Rfc1123));
+                host_list.len() as u32 - 1
+            });
+            pre.push((tag_bytes(&task.id), host));
+            std::hint::black_box((
+                task.ports.first().copied(),
+                task.ip_addresses.first().copied(),
+            ));
+        }
+        // The ids' reference counts too, now that their memory has just been read: an atomic
+        // increment waits for every write before it, which in the long loop is many.
+        pre_ids.clear();
+        pre_ids.extend(running().map(|task| task.id.clone()));
+        let tasks = running().zip(&pre).zip(pre_ids.drain(..));
+        for ((task, &(tag, host)), id) in tasks {
             // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
             let answered = !follows_health || everyone || healthy(task);
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
+            let addrs = addrs.as_slice();
             if answered {
-                for &ip in &addrs {
+                for &ip in addrs {
                     b.add_addr(task_fqdn, ip, ttl);
                 }
                 if let Some(slave_fqdn) = slave_fqdn {
                     let agent = task_addrs(cluster, app, task, &[IpSource::Host]);
-                    for ip in agent {
+                    for &ip in agent.as_slice() {
                         b.add_addr(slave_fqdn, ip, ttl);
                     }
                 }
@@ -349,28 +422,25 @@ pub fn build_from(
             if addrs.is_empty() {
                 continue;
             }
-            // One name per task, so that an SRV target resolves to exactly that task.
-            let host = label(&task.host, LabelRule::Rfc1123);
-            let host = &host[..host.len().min(20)];
-            let tag = tag(&task.id);
+            // One name per task, so that an SRV target resolves to exactly that task:
+            // `{task}-{tag}-{agent}`.
+            let host = &host_list[host as usize];
+            let host = &host.as_bytes()[..host.len().min(20)];
             let room = 63 - tag.len() - 1 - if host.is_empty() { 0 } else { host.len() + 1 };
             let base = task_label[..task_label.len().min(room)].trim_end_matches('-');
-            unique.clear();
-            unique.push_str(base);
-            unique.push('-');
-            unique.push_str(&tag);
-            if !host.is_empty() {
-                unique.push('-');
-                unique.push_str(host);
-            }
-            let Some(target) = b.names.child(unique.as_bytes(), framework) else {
+            let parts: [&[u8]; 5] = if host.is_empty() {
+                [base.as_bytes(), b"-", &tag, b"", b""]
+            } else {
+                [base.as_bytes(), b"-", &tag, b"-", host]
+            };
+            let Some(target) = b.names.child_joined(&parts, framework) else {
                 continue;
             };
-            for &ip in &addrs {
+            for &ip in addrs {
                 b.add_addr(target, ip, ttl);
             }
             this.tasks.push(ListedTask {
-                id: task.id.clone(),
+                id,
                 target,
                 agent: task.host.resolve(&cluster.agents),
             });
@@ -402,11 +472,8 @@ pub fn build_from(
                     });
                 }
                 for proto in protocols {
-                    let parent = if *proto == "_tcp" { tcp } else { udp };
-                    for owner in owners(&mut b, parent, n).into_iter().flatten() {
-                        if !this.services.contains(&owner) {
-                            this.services.push(owner);
-                        }
+                    let owners = owners(&mut b, &mut this, *proto != "_tcp", n);
+                    for owner in owners.into_iter().flatten() {
                         b.add_srv(owner, 1, number, target, ttl, false);
                     }
                 }
@@ -425,7 +492,7 @@ pub fn build_from(
         &mut problems,
     );
     agent_records(cluster, config, &mut b);
-    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial);
+    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels);
 
     let ns1 = b.names.child(b"ns1", apex).unwrap_or(apex);
     let rname = b.names.child(b"root", ns1).unwrap_or(ns1);
@@ -498,7 +565,8 @@ pub const AGENT_PORT: u16 = 5051;
 /// port 5051, as Mesos-DNS answers them. The agents are those running Marathon's tasks and
 /// every agent the Mesos master reports.
 fn agent_records(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
-    let agents: std::collections::BTreeSet<IpAddr> = cluster
+    // In order, once each (a set first: there are far fewer agents than tasks).
+    let agents: rustc_hash::FxHashSet<IpAddr> = cluster
         .apps
         .values()
         .flat_map(|app| app.tasks.values())
@@ -511,6 +579,8 @@ fn agent_records(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
                 .filter_map(|a| a.host.resolve(&cluster.agents)),
         )
         .collect();
+    let mut agents: Vec<IpAddr> = agents.into_iter().collect();
+    agents.sort_unstable();
     let (Some(slave), Some(service), Some(tcp)) = (
         b.names.parse(&format!("slave.{}.", config.domain)),
         b.names.parse(&format!("_slave._tcp.{}.", config.domain)),
@@ -623,7 +693,7 @@ fn ptr_zones(
             continue;
         };
         for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
-            for ip in task_addrs(cluster, app, task, &config.ip_sources) {
+            for &ip in task_addrs(cluster, app, task, &config.ip_sources).as_slice() {
                 targets.entry(ip).or_default().insert(fqdn.clone());
             }
         }

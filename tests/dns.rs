@@ -1118,6 +1118,128 @@ async fn healthy_only_answers_follow_marathon_health_and_active_probes() {
     accept.abort();
 }
 
+/// `dig @server` with `args`, its output; `None` when dig is not installed.
+fn dig_at(server: SocketAddr, args: &[&str]) -> Option<String> {
+    let port = server.port().to_string();
+    let out = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port, "+time=5", "+tries=1"])
+        .args(args)
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// RFC 6891 §6.1.3: an rcode above 15 is split, its lower 4 bits in the header and its upper 8
+/// in the OPT record. BADVERS (16) is 0 in the header and 1 in the OPT: an answer that lost its
+/// OPT's upper bits would say NOERROR. Every answer to an EDNS version 1 query says BADVERS:
+/// over TCP, over UDP, and over UDP when rate limiting slips it (cut to its question, TC set),
+/// as hickory's decoder and dig read it.
+#[tokio::test]
+async fn badvers_keeps_its_upper_rcode_bits_on_every_path_slipped_too() {
+    // One answer a second per prefix, each limited one slipped, and a burst keeps the prefix
+    // limited for as many seconds as it went over (the window is long).
+    let s = setup(
+        "dns-badvers",
+        vec![api_app(2)],
+        "[dns.rrl]\nresponses_per_second = 1\nwindow = \"3600s\"\nslip = 1",
+    )
+    .await;
+    let mut q = message("api-prod.marathon.mesos.", RecordType::A, Some(1232));
+    q.edns.as_mut().unwrap().set_version(1);
+    let badvers = |m: &Message| {
+        // 16: hickory decodes it as BADSIG, which shares the number (RFC 6891 §9).
+        assert_eq!(u16::from(m.metadata.response_code), 16, "{m:?}");
+        let edns = m.edns.as_ref().expect("an OPT answers an OPT");
+        assert_eq!((edns.rcode_high(), edns.version()), (1, 0));
+        assert!(m.answers.is_empty());
+    };
+    // TCP is never limited.
+    let m = tcp_message(s.dns, &q).await;
+    badvers(&m);
+    assert!(!m.metadata.truncation);
+    // A burst from one socket, then a query from another prefix, answered after the burst.
+    let burst = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 0..30u16 {
+        q.metadata.id = id;
+        burst.send_to(&q.to_vec().unwrap(), s.dns).await.unwrap();
+    }
+    let other = UdpSocket::bind("127.0.1.1:0").await.unwrap();
+    badvers(&ask_from(&other, s.dns, &q.to_vec().unwrap()).await);
+    let (mut full, mut slipped) = (0, 0);
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = burst.try_recv(&mut buf) {
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        badvers(&m);
+        assert_eq!(m.queries[0].name().to_ascii(), "api-prod.marathon.mesos.");
+        if m.metadata.truncation {
+            slipped += 1;
+        } else {
+            full += 1;
+        }
+    }
+    assert!(full >= 1 && slipped >= 20, "{full} full, {slipped} slipped");
+    assert!(s.sy.metric("switchyard_dns_rrl_slipped_total", &[]).await >= 20.0);
+
+    // dig, the way a user sees it: its own query from the limited prefix is slipped (TC, not
+    // retried with +ignore), and still says BADVERS; over TCP, BADVERS in full.
+    let Some(slip) = dig_at(
+        s.dns,
+        &[
+            "+edns=1",
+            "+noednsnegotiation",
+            "+ignore",
+            "api-prod.marathon.mesos",
+            "A",
+        ],
+    ) else {
+        eprintln!("dig not installed: skipped (.ci/run installs it)");
+        return;
+    };
+    assert!(slip.contains("status: BADVERS"), "{slip}");
+    assert!(slip.contains(" tc"), "slipped: {slip}");
+    assert!(slip.contains("EDNS: version: 0"), "{slip}");
+    let tcp = dig_at(
+        s.dns,
+        &[
+            "+edns=1",
+            "+noednsnegotiation",
+            "+tcp",
+            "api-prod.marathon.mesos",
+            "A",
+        ],
+    )
+    .unwrap();
+    assert!(
+        tcp.contains("status: BADVERS") && !tcp.contains(" tc"),
+        "{tcp}"
+    );
+}
+
+/// A query for a meta-type is not looked up (RFC 6895 §3.1), as BIND answers it: OPT, TSIG and
+/// TKEY FORMERR, MAILA and MAILB NOTIMP; seen by dig, over UDP and TCP.
+#[tokio::test]
+async fn dig_meta_type_queries_are_formerr_or_notimp() {
+    let s = setup("dns-meta", vec![api_app(2)], "").await;
+    let Some(plain) = dig_at(s.dns, &["api-prod.marathon.mesos", "A"]) else {
+        eprintln!("dig not installed: skipped (.ci/run installs it)");
+        return;
+    };
+    assert!(plain.contains("status: NOERROR"), "{plain}");
+    for (qtype, status) in [
+        ("TYPE41", "FORMERR"),
+        ("TSIG", "FORMERR"),
+        ("TYPE249", "FORMERR"),
+        ("MAILA", "NOTIMP"),
+        ("MAILB", "NOTIMP"),
+    ] {
+        for transport in ["+notcp", "+tcp"] {
+            let out = dig_at(s.dns, &[transport, "api-prod.marathon.mesos", qtype]).unwrap();
+            assert!(out.contains(&format!("status: {status}")), "{qtype}: {out}");
+            assert!(out.contains("ANSWER: 0"), "{qtype}: {out}");
+        }
+    }
+}
+
 /// Sends `packet` from `socket` to `server` and waits for the reply.
 async fn ask_from(socket: &UdpSocket, server: SocketAddr, packet: &[u8]) -> Message {
     socket.send_to(packet, server).await.unwrap();

@@ -2,9 +2,18 @@
 
 /// Marathon names the tasks of app `/a/b/c` `c.b.a`.
 pub fn task_name(app_id: &str) -> String {
-    let mut parts: Vec<&str> = app_id.split('/').filter(|p| !p.is_empty()).collect();
-    parts.reverse();
-    parts.join(".")
+    let mut out = Vec::with_capacity(app_id.len());
+    for part in app_id.as_bytes().rsplit(|&b| b == b'/') {
+        if part.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b'.');
+        }
+        out.extend_from_slice(part);
+    }
+    // Split at an ASCII byte, joined with one: still UTF-8.
+    String::from_utf8(out).expect("UTF-8")
 }
 
 /// How long a label may be, and whether it must start with a letter.
@@ -25,19 +34,29 @@ pub fn label(name: &str, rule: LabelRule) -> String {
         LabelRule::Rfc1123 => 63,
         LabelRule::Rfc952 => 24,
     };
-    let out: String = name
-        .chars()
-        .filter_map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '-') => Some(c),
-            '.' | '_' => Some('-'),
-            _ => None,
-        })
-        .collect();
-    let leading: &[char] = match rule {
-        LabelRule::Rfc1123 => &['-'],
-        LabelRule::Rfc952 => &['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
-    };
-    cut(out.trim_start_matches(leading), max)
+    // Byte by byte: a character outside ASCII is dropped, and so is each of its UTF-8 bytes
+    // (all >= 0x80), so this is the same as going by characters.
+    let mut out = Vec::with_capacity(name.len());
+    for b in name.bytes() {
+        match b.to_ascii_lowercase() {
+            c @ (b'a'..=b'z' | b'0'..=b'9' | b'-') => out.push(c),
+            b'.' | b'_' => out.push(b'-'),
+            _ => {}
+        }
+    }
+    let start = out
+        .iter()
+        .position(|&c| !(c == b'-' || (rule == LabelRule::Rfc952 && c.is_ascii_digit())))
+        .unwrap_or(out.len());
+    out.drain(..start);
+    let out = String::from_utf8(out).expect("ASCII");
+    if out.len() <= max {
+        // Within the limit, the cut only trims trailing `-`.
+        let mut out = out;
+        out.truncate(out.trim_end_matches('-').len());
+        return out;
+    }
+    cut(&out, max)
 }
 
 /// Mesos-DNS's cut of a sanitized label to `max` characters (`trimCut`): when the cut leaves
@@ -59,21 +78,34 @@ pub fn cut(label: &str, max: usize) -> String {
 /// The SRV service label for a label: `_` + it, which must stay within 63 characters, so a
 /// 63-character label is cut to 62 by [`cut`]; the second value says whether it was.
 pub fn service_label(label: &str) -> (String, bool) {
+    let underscored = |label: &str| {
+        let mut out = String::with_capacity(label.len() + 1);
+        out.push('_');
+        out.push_str(label);
+        out
+    };
     if label.len() < 63 {
-        return (format!("_{label}"), false);
+        return (underscored(label), false);
     }
-    (format!("_{}", cut(label, 62)), true)
+    (underscored(&cut(label, 62)), true)
 }
 
 /// A short, stable tag of a task id, to make per-task names unique (`{task}-{tag}-{agent}`).
 pub fn tag(task_id: &str) -> String {
+    String::from_utf8(tag_bytes(task_id).to_vec()).expect("ASCII")
+}
+
+/// [`tag`] as its five ASCII bytes, without allocating.
+pub fn tag_bytes(task_id: &str) -> [u8; 5] {
     // FNV-1a: stable across processes and versions, unlike std's hasher.
     let mut hash: u32 = 0x811c9dc5;
     for b in task_id.bytes() {
         hash ^= b as u32;
         hash = hash.wrapping_mul(0x01000193);
     }
-    format!("{:05x}", hash & 0xfffff)
+    let hash = hash & 0xfffff;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    std::array::from_fn(|i| HEX[(hash >> (4 * (4 - i)) & 0xf) as usize])
 }
 
 #[cfg(test)]
@@ -165,7 +197,55 @@ mod tests {
         assert_eq!(tag("x").len(), 5);
     }
 
+    /// The functions as they were written first (by characters, through `format!`), which the
+    /// faster ones must equal.
+    fn label_by_chars(name: &str, rule: LabelRule) -> String {
+        let max = match rule {
+            LabelRule::Rfc1123 => 63,
+            LabelRule::Rfc952 => 24,
+        };
+        let out: String = name
+            .chars()
+            .filter_map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '-') => Some(c),
+                '.' | '_' => Some('-'),
+                _ => None,
+            })
+            .collect();
+        let leading: &[char] = match rule {
+            LabelRule::Rfc1123 => &['-'],
+            LabelRule::Rfc952 => &['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
+        };
+        cut(out.trim_start_matches(leading), max)
+    }
+
+    fn task_name_by_join(app_id: &str) -> String {
+        let mut parts: Vec<&str> = app_id.split('/').filter(|p| !p.is_empty()).collect();
+        parts.reverse();
+        parts.join(".")
+    }
+
+    fn tag_by_format(task_id: &str) -> String {
+        let mut hash: u32 = 0x811c9dc5;
+        for b in task_id.bytes() {
+            hash ^= b as u32;
+            hash = hash.wrapping_mul(0x01000193);
+        }
+        format!("{:05x}", hash & 0xfffff)
+    }
+
     proptest! {
+        #[test]
+        fn names_are_as_first_written(
+            name in "[a-zA-Z0-9._/ $-]{0,100}|.{0,100}|[0-9-]{0,30}[a-z.-]{0,70}",
+        ) {
+            for rule in [LabelRule::Rfc1123, LabelRule::Rfc952] {
+                prop_assert_eq!(label(&name, rule), label_by_chars(&name, rule));
+            }
+            prop_assert_eq!(task_name(&name), task_name_by_join(&name));
+            prop_assert_eq!(tag(&name), tag_by_format(&name));
+        }
+
         #[test]
         fn labels_are_always_valid(name in ".{0,100}") {
             for rule in [LabelRule::Rfc1123, LabelRule::Rfc952] {

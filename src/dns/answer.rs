@@ -86,6 +86,14 @@ pub fn answer(
     if query.query_class() != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
         return error(ResponseCode::Refused);
     }
+    // Meta-types live in one message and are never looked up (RFC 6895 §3.1): a query for
+    // OPT, TSIG or TKEY is malformed, MAILA and MAILB are obsolete (RFC 883) and not
+    // implemented, as BIND answers them, whatever the name (never relayed either).
+    match u16::from(qtype) {
+        41 | 249 | 250 => return error(ResponseCode::FormErr),
+        253 | 254 => return error(ResponseCode::NotImp),
+        _ => {}
+    }
     let name = LowerName::new(query.name());
     let Some((zone, soa)) = zone.and_then(|z| Some((z, z.soa_for(&name)?.clone()))) else {
         if recursion {
@@ -261,8 +269,11 @@ pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
 /// `reply` cut to its header with TC set, the question (`question`: the query's header and
 /// question, when it has one plain question) and no records but an OPT (DO as asked) when the
 /// query had one (`edns`): the client asks again over TCP (RFC 2181 §9, RFC 7766). For relayed
-/// answers larger than the client takes, and for answers slipped by rate limiting.
+/// answers larger than the client takes, and for answers slipped by rate limiting. The OPT
+/// keeps the reply's extended rcode (the upper bits of a 12-bit rcode such as BADVERS live
+/// there, RFC 6891 §6.1.3: without them the header's lower bits alone would say NOERROR).
 pub fn cut_to_question(reply: &[u8], question: Option<&[u8]>, edns: Option<bool>) -> Vec<u8> {
+    let rcode_high = edns::scan(reply).rcode_high;
     let mut out = Vec::with_capacity(question.map_or(12, <[u8]>::len) + 11);
     out.extend_from_slice(&reply[..4]);
     out[2] |= 0x02;
@@ -274,7 +285,7 @@ pub fn cut_to_question(reply: &[u8], question: Option<&[u8]>, edns: Option<bool>
         out.extend_from_slice(&q[12..]);
     }
     if let Some(dnssec_ok) = edns {
-        out.extend_from_slice(&edns::opt_record(ADVERTISED_PAYLOAD, 0, dnssec_ok));
+        out.extend_from_slice(&edns::opt_record(ADVERTISED_PAYLOAD, rcode_high, dnssec_ok));
     }
     out
 }

@@ -105,6 +105,51 @@ fn srv_with_additionals_and_truncation() {
     assert!(!r.truncated);
 }
 
+/// BADVERS (16) is 0 in the header and 1 in the OPT (RFC 6891 §6.1.3), in the answer and in
+/// the answer cut to its question (a slip, or a relayed answer too large for the client).
+#[test]
+fn badvers_keeps_its_upper_bits_when_cut_to_the_question() {
+    let z = zone(1);
+    let mut q = crate::zone::fixtures::query("api-prod.marathon.mesos.", RecordType::A, Some(1232));
+    q.edns.as_mut().unwrap().set_version(1);
+    let q = q.to_vec().unwrap();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        // hickory decodes 16 as BADSIG, which shares the number (RFC 6891 §9, RFC 8945).
+        let (m, r) = reply(answer(Some(&z), &q, transport, false));
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert_eq!(r.rcode, ResponseCode::BADVERS);
+        assert_eq!(r.bytes[3] & 0x0f, 0, "the header has the lower bits");
+        let question = plain_question(&q).map(|end| &q[..end]);
+        let cut = cut_to_question(&r.bytes, question, Some(false));
+        let m = Message::from_vec(&cut).unwrap();
+        assert!(m.metadata.truncation);
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert_eq!(m.edns.as_ref().map(|e| e.rcode_high()), Some(1));
+    }
+}
+
+/// Meta-types are not looked up (RFC 6895 §3.1): OPT, TSIG and TKEY are FORMERR, MAILA and
+/// MAILB NOTIMP, for a served name and for one that would be relayed alike.
+#[test]
+fn meta_type_queries_are_formerr_or_notimp() {
+    let z = zone(1);
+    for (code, rcode) in [
+        (41, ResponseCode::FormErr),
+        (249, ResponseCode::FormErr),
+        (250, ResponseCode::FormErr),
+        (253, ResponseCode::NotImp),
+        (254, ResponseCode::NotImp),
+    ] {
+        for name in ["api-prod.marathon.mesos.", "example.org."] {
+            let q = query(name, RecordType::from(code), Some(1232));
+            let (m, r) = reply(answer(Some(&z), &q, Transport::Udp, true));
+            assert_eq!(m.metadata.response_code, rcode, "{code} {name}");
+            assert_eq!(r.rcode, rcode);
+            assert!(m.answers.is_empty() && m.edns.is_some());
+        }
+    }
+}
+
 #[test]
 fn bad_input_gets_the_right_rcode() {
     let z = zone(1);

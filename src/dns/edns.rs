@@ -13,6 +13,9 @@ pub struct Seen {
     pub opt: bool,
     /// The first OPT record's DO bit.
     pub dnssec_ok: bool,
+    /// The first OPT record's extended rcode: the upper 8 bits of the message's 12-bit rcode
+    /// (RFC 6891 §6.1.3; BADVERS, 16, is 1 here and 0 in the header).
+    pub rcode_high: u8,
     /// Two OPT records, one outside the additional section, one not owned by the root, or
     /// options that do not fill its data exactly: FORMERR.
     pub malformed: bool,
@@ -104,6 +107,7 @@ pub fn scan(packet: &[u8]) -> Seen {
             } else {
                 seen.opt = true;
                 seen.dnssec_ok = fixed[6] & 0x80 != 0;
+                seen.rcode_high = fixed[4];
             }
             let in_additional = n >= answers + authorities;
             let root = end == owner + 1;
@@ -172,9 +176,15 @@ mod tests {
             Seen {
                 opt: true,
                 dnssec_ok: true,
+                rcode_high: 0,
                 malformed: false
             }
         );
+        // An answer's extended rcode (BADVERS: 1 in the OPT, 0 in the header).
+        let mut badvers = plain.clone();
+        badvers[11] = 1;
+        badvers.extend_from_slice(&opt_record(1232, 1, false));
+        assert_eq!(scan(&badvers).rcode_high, 1);
         // An option longer than the record's data.
         let bad = with_opt(&[0, 10, 0, 9, 9, 9], false);
         assert!(scan(&bad).malformed && scan(&bad).opt);

@@ -44,12 +44,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind of an encoded answer (its header's rcode and answer count).
+    /// The kind of an encoded answer (its rcode and answer count). The rcode's upper bits are
+    /// in the OPT record (RFC 6891 §6.1.3): an answer with no records and a header saying
+    /// NOERROR is BADVERS when its OPT says so, an error.
     pub fn of(reply: &[u8]) -> Kind {
         if reply.len() < 12 {
             return Kind::Error;
         }
+        let additionals = u16::from_be_bytes([reply[10], reply[11]]);
         match (reply[3] & 0x0f, u16::from_be_bytes([reply[6], reply[7]])) {
+            (0, 0) if additionals > 0 && super::edns::scan(reply).rcode_high != 0 => Kind::Error,
             (0, 0) | (3, _) => Kind::Negative,
             (0, _) => Kind::Answer,
             _ => Kind::Error,
@@ -289,6 +293,12 @@ mod tests {
         h[3] = 5;
         assert_eq!(Kind::of(&h), Kind::Error);
         assert_eq!(Kind::of(&h[..5]), Kind::Error);
+        // BADVERS: NOERROR in the header, the upper bits in the OPT.
+        let mut badvers = vec![0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        badvers.extend_from_slice(&crate::dns::edns::opt_record(1232, 1, false));
+        assert_eq!(Kind::of(&badvers), Kind::Error);
+        badvers[12 + 5] = 0;
+        assert_eq!(Kind::of(&badvers), Kind::Negative);
     }
 
     proptest! {

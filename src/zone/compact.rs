@@ -149,13 +149,23 @@ impl NameTable {
 
     /// `{label}.{parent}`, or `None` when the label is empty or too long, or the name would be.
     pub fn child(&mut self, label: &[u8], parent: NameId) -> Option<NameId> {
-        if label.is_empty() || label.len() > 63 {
+        self.child_joined(&[label], parent)
+    }
+
+    /// `{label}.{parent}` where the label is `parts` one after the other (`api-prod`, `-`,
+    /// `1a2b3`), built in place without making the label first; `None` as for [`Self::child`].
+    pub fn child_joined(&mut self, parts: &[&[u8]], parent: NameId) -> Option<NameId> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len == 0 || len > 63 {
             return None;
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        scratch.push(label.len() as u8);
-        scratch.extend(label.iter().map(u8::to_ascii_lowercase));
+        scratch.push(len as u8);
+        for part in parts {
+            scratch.extend_from_slice(part);
+        }
+        scratch[1..].make_ascii_lowercase();
         scratch.extend_from_slice(self.wire(parent));
         let id = (scratch.len() <= 255).then(|| self.intern(&scratch));
         self.scratch = scratch;
@@ -299,6 +309,10 @@ pub struct Builder {
 }
 
 const EXISTS: u8 = 0x80;
+/// The name has a record added `once` (so its sets are checked for equal records).
+const ONCE: u8 = 0x40;
+/// The bits of the kinds a name has records of.
+const KINDS: u8 = 0x3f;
 
 impl Builder {
     /// Room for about `names` names of `name_bytes` bytes each and `records` records, so that
@@ -336,7 +350,7 @@ impl Builder {
     }
 
     fn push(&mut self, owner: NameId, ttl: u32, data: Data, once: bool) {
-        *self.flag(owner) |= EXISTS | 1 << data.kind() as u8;
+        *self.flag(owner) |= EXISTS | 1 << data.kind() as u8 | if once { ONCE } else { 0 };
         self.records.push(Rec {
             owner,
             ttl,
@@ -420,32 +434,45 @@ impl Builder {
     pub fn finish(mut self) -> Names {
         let count = self.names.len();
         self.flags.resize(count, 0);
-        // Records by owner, in the order added (a counting sort).
+        // Records by owner, in the order added (a counting sort); and the bytes they take, so
+        // that the encoded zone is allocated once.
         let mut starts = vec![0u32; count + 1];
+        let mut bound = 0;
         for r in &self.records {
             starts[r.owner as usize + 1] += 1;
+            bound += encoded_len(r, &self.names, &self.soas);
         }
         for i in 0..count {
             starts[i + 1] += starts[i];
         }
-        let mut fill = starts.clone();
+        let mut fill = starts[..count].to_vec();
         let mut order = vec![0u32; self.records.len()];
         for (i, r) in self.records.iter().enumerate() {
             let slot = &mut fill[r.owner as usize];
             order[*slot as usize] = i as u32;
             *slot += 1;
         }
-        let existing = self.flags.iter().filter(|f| **f & EXISTS != 0).count();
+        drop(fill);
+        let mut existing = 0;
+        for f in &self.flags {
+            if f & EXISTS != 0 {
+                existing += 1;
+                bound += SET_HEADER * (f & KINDS).count_ones() as usize;
+            }
+        }
         let mut out = Names {
             names: NameTable::default(),
             nodes: Vec::with_capacity(existing),
             node_of: Vec::new(),
-            data: Vec::with_capacity(self.records.len() * 24),
+            data: Vec::with_capacity(bound),
         };
+
         let mut node_of = vec![NONE; count];
-        let mut group: Vec<Rec> = Vec::new();
+        // The records of the set so far, to drop one added `once` when an equal one came first.
+        let mut seen: Vec<Data> = Vec::new();
         for id in 0..count {
-            if self.flags[id] & EXISTS == 0 {
+            let flags = self.flags[id];
+            if flags & EXISTS == 0 {
                 continue;
             }
             node_of[id] = out.nodes.len() as u32;
@@ -453,35 +480,42 @@ impl Builder {
                 name: id as u32,
                 data: out.data.len() as u32,
             });
+            let kinds = flags & KINDS;
+            let once = flags & ONCE != 0;
+            if kinds == 0 {
+                continue;
+            }
             let mine = &order[starts[id] as usize..starts[id + 1] as usize];
+            let single = kinds.is_power_of_two();
             for kind in Kind::ALL {
-                if self.flags[id] & (1 << kind as u8) == 0 {
+                if kinds & (1 << kind as u8) == 0 {
                     continue;
                 }
-                group.clear();
-                for &i in mine {
-                    let r = self.records[i as usize];
-                    if r.data.kind() != kind {
-                        continue;
-                    }
-                    if r.once && group.iter().any(|g| g.data == r.data) {
-                        continue;
-                    }
-                    group.push(r);
-                }
-                if group.is_empty() {
-                    continue;
-                }
+                seen.clear();
                 // Set header: kind, count (u16), bytes (u32), then the records.
                 let header = out.data.len();
-                out.data.push(kind as u8);
-                out.data
-                    .extend_from_slice(&(group.len() as u16).to_le_bytes());
-                out.data.extend_from_slice(&[0; 4]);
-                for r in &group {
+                out.data.extend_from_slice(&[kind as u8, 0, 0, 0, 0, 0, 0]);
+                let mut n: u16 = 0;
+                for &i in mine {
+                    let r = &self.records[i as usize];
+                    if !single && r.data.kind() != kind {
+                        continue;
+                    }
+                    if once {
+                        if r.once && seen.contains(&r.data) {
+                            continue;
+                        }
+                        seen.push(r.data);
+                    }
+                    n = n.wrapping_add(1);
                     encode(&mut out.data, r, &self.names, &self.soas);
                 }
-                let len = (out.data.len() - header - 7) as u32;
+                if n == 0 {
+                    out.data.truncate(header);
+                    continue;
+                }
+                let len = (out.data.len() - header - SET_HEADER) as u32;
+                out.data[header + 1..header + 3].copy_from_slice(&n.to_le_bytes());
                 out.data[header + 3..header + 7].copy_from_slice(&len.to_le_bytes());
             }
         }
@@ -490,6 +524,31 @@ impl Builder {
         out.names = self.names;
         out.data.shrink_to_fit();
         out
+    }
+}
+
+/// A record set's header in [`Names`]' data: kind, count (u16), bytes (u32).
+const SET_HEADER: usize = 7;
+
+/// The bytes [`encode`] writes for `r`.
+fn encoded_len(r: &Rec, names: &NameTable, soas: &[SoaData]) -> usize {
+    let name_len = |id: NameId| {
+        let start = names.starts[id as usize] as usize;
+        let end = names
+            .starts
+            .get(id as usize + 1)
+            .map_or(names.bytes.len(), |&e| e as usize);
+        end - start
+    };
+    12 + match r.data {
+        Data::A(_) => 4,
+        Data::Aaaa(_) => 16,
+        Data::Srv { target, .. } => 6 + name_len(target),
+        Data::Ns(target) | Data::Ptr(target) => name_len(target),
+        Data::Soa(i) => {
+            let soa = &soas[i as usize];
+            name_len(soa.mname) + name_len(soa.rname) + 20
+        }
     }
 }
 
@@ -502,37 +561,62 @@ fn addr(ip: IpAddr) -> Data {
 
 /// One record on the wire, owned by a pointer to the question.
 fn encode(out: &mut Vec<u8>, r: &Rec, names: &NameTable, soas: &[SoaData]) {
-    out.extend_from_slice(&[0xc0, 0x0c]);
-    out.extend_from_slice(&r.data.kind().code().to_be_bytes());
-    out.extend_from_slice(&CLASS_IN);
-    out.extend_from_slice(&r.ttl.to_be_bytes());
-    let at = out.len();
-    out.extend_from_slice(&[0, 0]);
+    let code = r.data.kind().code().to_be_bytes();
+    let ttl = r.ttl.to_be_bytes();
+    // Owner, type, class IN, TTL; RDLENGTH follows.
+    let head = |rdlength: usize| -> [u8; 12] {
+        let l = (rdlength as u16).to_be_bytes();
+        [
+            0xc0,
+            0x0c,
+            code[0],
+            code[1],
+            CLASS_IN[0],
+            CLASS_IN[1],
+            ttl[0],
+            ttl[1],
+            ttl[2],
+            ttl[3],
+            l[0],
+            l[1],
+        ]
+    };
     match r.data {
-        Data::A(v4) => out.extend_from_slice(&v4.octets()),
-        Data::Aaaa(v6) => out.extend_from_slice(&v6.octets()),
+        Data::A(v4) => {
+            out.extend_from_slice(&head(4));
+            out.extend_from_slice(&v4.octets());
+        }
+        Data::Aaaa(v6) => {
+            out.extend_from_slice(&head(16));
+            out.extend_from_slice(&v6.octets());
+        }
         Data::Srv {
             weight,
             port,
             target,
         } => {
-            out.extend_from_slice(&0u16.to_be_bytes());
-            out.extend_from_slice(&weight.to_be_bytes());
-            out.extend_from_slice(&port.to_be_bytes());
-            out.extend_from_slice(names.wire(target));
+            let target = names.wire(target);
+            out.extend_from_slice(&head(6 + target.len()));
+            let (w, p) = (weight.to_be_bytes(), port.to_be_bytes());
+            out.extend_from_slice(&[0, 0, w[0], w[1], p[0], p[1]]);
+            out.extend_from_slice(target);
         }
-        Data::Ns(target) | Data::Ptr(target) => out.extend_from_slice(names.wire(target)),
+        Data::Ns(target) | Data::Ptr(target) => {
+            let target = names.wire(target);
+            out.extend_from_slice(&head(target.len()));
+            out.extend_from_slice(target);
+        }
         Data::Soa(i) => {
             let soa = &soas[i as usize];
-            out.extend_from_slice(names.wire(soa.mname));
-            out.extend_from_slice(names.wire(soa.rname));
+            let (mname, rname) = (names.wire(soa.mname), names.wire(soa.rname));
+            out.extend_from_slice(&head(mname.len() + rname.len() + 20));
+            out.extend_from_slice(mname);
+            out.extend_from_slice(rname);
             for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
     }
-    let len = (out.len() - at - 2) as u16;
-    out[at..at + 2].copy_from_slice(&len.to_be_bytes());
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use super::compact::{Builder, NameId};
 use super::{IpSource, ZoneConfig};
 use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosState, MesosTask};
-use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
+use crate::cluster::names::{LabelRule, label, service_label, tag};
 use crate::cluster::{Cluster, Networking, Protocol, TaskState};
 use hickory_proto::rr::{LowerName, Record};
 use rustc_hash::FxHashMap;
@@ -136,6 +136,7 @@ pub(super) fn add(
     config: &ZoneConfig,
     b: &mut Builder,
     serial: u32,
+    app_labels: &[String],
 ) -> (LowerName, Record) {
     let domain = &config.domain;
     let root = b.names.intern(&[0]);
@@ -264,7 +265,7 @@ pub(super) fn add(
     }
 
     masters(cluster, config, b);
-    let dcos = dcos_zone(cluster, config, b, &owned, serial);
+    let dcos = dcos_zone(cluster, config, b, &owned, serial, app_labels);
     l4lb_names(cluster, config, b);
     dcos
 }
@@ -314,6 +315,7 @@ fn dcos_zone(
     b: &mut Builder,
     owned: &std::collections::HashSet<crate::cluster::TaskId>,
     serial: u32,
+    app_labels: &[String],
 ) -> (LowerName, Record) {
     let apex = b
         .names
@@ -365,8 +367,7 @@ fn dcos_zone(
     let marathon: [Option<NameId>; 3] =
         kinds.map(|kind| b.names.parse(&format!("{marathon}.{kind}.{DCOS_DOMAIN}.")));
     let mut marathon_added = [false; 3];
-    for app in cluster.apps.values() {
-        let tl = label(&task_name(&app.id), config.label_rule);
+    for (app, tl) in cluster.apps.values().zip(app_labels) {
         if tl.is_empty() {
             continue;
         }
