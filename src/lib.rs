@@ -25,6 +25,7 @@ pub mod routing;
 pub mod runtime_thread;
 pub mod sd_notify;
 pub mod snapshot;
+pub mod stall;
 pub mod upgrade;
 pub mod workers;
 pub mod zone;
@@ -156,6 +157,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         status: status.clone(),
         bind_failures: listeners.failures(),
         history: history.clone(),
+        timeouts: stall::Timeouts {
+            header: config.admin.header_timeout,
+            idle: config.admin.idle_timeout,
+        },
     });
     planes.control.spawn(admin.serve(admin_listener));
     planes.control.spawn(history.run(store.clone()));
@@ -370,6 +375,10 @@ fn start_relay(
             max_subscribers: config.relay.max_subscribers,
             subscriber_queue: config.relay.subscriber_queue,
             max_disconnected: config.relay.max_disconnected,
+            timeouts: stall::Timeouts {
+                header: config.relay.header_timeout,
+                idle: config.relay.idle_timeout,
+            },
         },
         relay_metrics,
         {
