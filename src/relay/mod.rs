@@ -219,7 +219,8 @@ impl Relay {
         self.wake.notify_one();
     }
 
-    /// Publishes each model handed over, with its events, and keeps streams alive.
+    /// Publishes each model handed over, with its events, and keeps streams alive (on the relay's
+    /// own thread, as [`Relay::serve`]).
     pub async fn follow(self: Arc<Self>) {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
