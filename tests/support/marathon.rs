@@ -48,6 +48,8 @@ struct State {
     unauthorized: usize,
     /// What was answered: when, the request's path, and the bytes written (head and body).
     served: Vec<Served>,
+    /// Answers uncompressed even when asked for gzip (a Marathon without it, for benchmarks).
+    no_gzip: bool,
 }
 
 /// One answer the stand-in wrote (for the thundering-herd benchmark: what Marathon serves).
@@ -103,6 +105,11 @@ impl Marathon {
 
     /// Starts (`Some`) or ends (`None`) a misbehaviour; open event streams are dropped so that
     /// the next connection meets it.
+    /// Whether JSON answers are gzip-compressed for a client that asks (on by default).
+    pub fn serve_gzip(&self, on: bool) {
+        self.state.lock().unwrap().no_gzip = !on;
+    }
+
     pub fn fault(&self, fault: Option<Fault>) {
         self.state.lock().unwrap().fault = fault;
         self.drop_streams();
@@ -229,10 +236,11 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         authorization: header("authorization"),
         accept_encoding: header("accept-encoding"),
     };
-    let gzip = request
-        .accept_encoding
-        .as_deref()
-        .is_some_and(|e| e.split(',').any(|c| c.trim() == "gzip"));
+    let gzip = !state.lock().unwrap().no_gzip
+        && request
+            .accept_encoding
+            .as_deref()
+            .is_some_and(|e| e.split(',').any(|c| c.trim() == "gzip"));
     let (leader, apps, refused) = {
         let mut s = state.lock().unwrap();
         s.requests.push(request.clone());
