@@ -19,7 +19,9 @@
 //! on) follow Marathon, and the subscribers follow the relays (subscriber i: relay i mod R, then
 //! the next), as agent-role instances behind relays do.
 //!
-//! Run: `cargo bench --bench herd` with `N=1000 APPS=500 ROUNDS=3 MODE=direct|relay RELAYS=3`.
+//! Run: `cargo bench --bench herd` with `N=1000 APPS=500 ROUNDS=3 MODE=direct|relay RELAYS=3`,
+//! and `GZIP=0` for a Marathon that answers uncompressed (the default serves gzip to whoever
+//! asks, as Marathon does; switchyard asks).
 //! A benchmark, not a test: it asserts nothing it measures.
 
 #[path = "../tests/support/mod.rs"]
@@ -204,6 +206,10 @@ fn main() {
         m1.set_apps(cluster(apps, generation));
         m2.set_apps(cluster(apps, generation));
         m2.redirect_to(&m1);
+        // GZIP=0: Marathon answers uncompressed (as before switchyard asked for gzip).
+        let gzip = env("GZIP", 1) == 1;
+        m1.serve_gzip(gzip);
+        m2.serve_gzip(gzip);
         let snapshot_bytes = json!({ "apps": cluster(apps, 1) }).to_string().len();
         let marathon_urls = vec![m1.url(), m2.url()];
 
@@ -250,7 +256,7 @@ fn main() {
         }
         wait_all(&seen, generation, Duration::from_secs(300)).await;
         eprintln!(
-            "mode {mode}: {n} subscribers, {apps} apps ({:.2} MiB snapshot){}; all synced in {:.1} s",
+            "mode {mode}: {n} subscribers, {apps} apps ({:.2} MiB snapshot, gzip {gzip}){}; all synced in {:.1} s",
             snapshot_bytes as f64 / (1 << 20) as f64,
             if mode == "relay" {
                 format!(", {relays} relays")

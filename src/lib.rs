@@ -25,6 +25,7 @@ pub mod routing;
 pub mod runtime_thread;
 pub mod sd_notify;
 pub mod snapshot;
+pub mod stall;
 pub mod upgrade;
 pub mod workers;
 pub mod zone;
@@ -87,7 +88,7 @@ fn bind_dns(
 /// Where each task runs (one rule): accept loops and connections on the data plane's workers;
 /// everything that reads the cluster, files or serves operators (sources, compile, the admin
 /// API, health checks, reloads, the certificate watcher, the demo's backends) on the control
-/// plane's thread; the DNS UDP loop on a thread of its own.
+/// plane's thread; the DNS UDP loop and the relay (`start_relay`) on threads of their own.
 struct Planes {
     control: runtime_thread::RuntimeThread,
     workers: Arc<workers::Workers>,
@@ -159,6 +160,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         status: status.clone(),
         bind_failures: listeners.failures(),
         history: history.clone(),
+        timeouts: stall::Timeouts {
+            header: config.admin.header_timeout,
+            idle: config.admin.idle_timeout,
+        },
     });
     planes.control.spawn(admin.serve(admin_listener));
     planes.control.spawn(history.run(store.clone()));
@@ -168,7 +173,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
 
     // The control plane: compile and publish, health checks, reloads.
     let registry = backends::Registry::new(metrics.clone(), config.proxy.drain_timeout);
-    let relay = start_relay(&config, &planes, &metrics, &status)?;
+    // Its thread runs until `run` returns (after the drain), like the control plane's.
+    let (relay, _relay_thread) = match start_relay(&config, &metrics, &status)? {
+        Some((relay, thread)) => (Some(relay), Some(thread)),
+        None => (None, None),
+    };
     let mut reconciler = Reconciler::new(
         config.compile_config(),
         config.discovery.debounce,
@@ -344,13 +353,14 @@ fn serve_vhosts(config: &Config, planes: &Planes, ctx: &Arc<Context>) -> Result<
     Ok(())
 }
 
-/// The relay (`[relay]`), when configured: its listener bound and served on the control plane.
+/// The relay (`[relay]`), when configured: its listener bound and served, and its models diffed
+/// into events, on a thread of its own (returned: it runs until dropped), so that followers
+/// reading 30 MiB snapshots never hold up the control plane's swaps, admin API or probes.
 fn start_relay(
     config: &Config,
-    planes: &Planes,
     metrics: &Arc<Metrics>,
     status: &Arc<reconciler::Status>,
-) -> Result<Option<Arc<relay::Relay>>, String> {
+) -> Result<Option<(Arc<relay::Relay>, runtime_thread::RuntimeThread)>, String> {
     let relay_metrics = relay::RelayMetrics::register(metrics);
     let Some(listen) = config.relay.listen else {
         return Ok(None);
@@ -362,8 +372,10 @@ fn start_relay(
         ),
         None => None,
     };
+    let thread = runtime_thread::RuntimeThread::start("relay".into(), || {})
+        .map_err(|e| format!("relay thread: {e}"))?;
     let listener = {
-        let _control = planes.control.handle().enter();
+        let _relay = thread.handle().enter();
         proxy::listeners::bind(listen).map_err(|e| format!("relay.listen {listen}: {e}"))?
     };
     let listen = listener.local_addr().map_err(|e| e.to_string())?;
@@ -375,6 +387,10 @@ fn start_relay(
             max_subscribers: config.relay.max_subscribers,
             subscriber_queue: config.relay.subscriber_queue,
             max_disconnected: config.relay.max_disconnected,
+            timeouts: stall::Timeouts {
+                header: config.relay.header_timeout,
+                idle: config.relay.idle_timeout,
+            },
         },
         relay_metrics,
         {
@@ -382,9 +398,9 @@ fn start_relay(
             Box::new(move || status.connected.load(std::sync::atomic::Ordering::Relaxed))
         },
     );
-    planes.control.spawn(relay.clone().serve(listener));
-    planes.control.spawn(relay.clone().follow());
-    Ok(Some(relay))
+    thread.spawn(relay.clone().serve(listener));
+    thread.spawn(relay.clone().follow());
+    Ok(Some((relay, thread)))
 }
 
 fn admin_token(config: &Config) -> Result<Option<String>, String> {

@@ -8,9 +8,10 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 25] = [
+    let layers: [(&str, Option<&[&str]>); 26] = [
         ("cluster", Some(&[])),
         ("access", Some(&[])),
+        ("stall", Some(&[])),
         ("metrics", Some(&[])),
         ("runtime_thread", Some(&[])),
         ("sd_notify", Some(&[])),
@@ -39,7 +40,7 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         // A reader of the cluster model in Marathon's shapes; only the top level wires it.
         (
             "relay",
-            Some(&["cluster", "discovery", "metrics", "access"]),
+            Some(&["cluster", "discovery", "metrics", "access", "stall"]),
         ),
         // The file becomes every subsystem's settings here, so it sees their settings types.
         (

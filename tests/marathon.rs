@@ -223,6 +223,9 @@ async fn follows_the_standby_redirect_with_filters_and_auth() {
         snapshot.target,
         "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.readiness"
     );
+    // The snapshot is asked for (and was served) gzip-compressed; the stream is not.
+    assert_eq!(snapshot.accept_encoding.as_deref(), Some("gzip"));
+    assert_eq!(e.accept_encoding, None);
 }
 
 async fn resync(via: Via) {

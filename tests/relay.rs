@@ -510,3 +510,74 @@ async fn a_relay_lost_for_longer_than_its_bound_stops_serving_and_its_follower_k
     .await;
     agree(&t.relay, &t.follower, "back", |f| has_service(f, port)).await;
 }
+
+/// One GET with extra headers over a fresh connection: status, head (as text) and body bytes.
+async fn get_bytes(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.unwrap();
+        buf
+    };
+    let buf = tokio::time::timeout(std::time::Duration::from_secs(30), fut)
+        .await
+        .expect("an answer in time");
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, buf[end + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn a_relay_serves_its_snapshots_gzip_compressed_to_who_asks() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    // One app the follower serves, and 50 in another group that only fill the bodies.
+    let mut apps: Vec<Value> = (0..50)
+        .map(|i| {
+            let id = format!("/svc/a{i}");
+            let tasks = vec![task(&id, &format!("a{i}.1"), b1.port())];
+            app(&id, 10000 + i, json!({"HAPROXY_GROUP": "internal"}), tasks)
+        })
+        .collect();
+    apps.push(app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    ));
+    let t = tier("gzip", apps, "", "").await;
+    agree(&t.relay, &t.follower, "the follower follows", |f| {
+        has_service(f, port)
+    })
+    .await;
+    // The relay asked its Marathon for gzip, and the follower asked the relay.
+    assert!(
+        t.marathon
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/v2/apps?"))
+            .all(|r| r.accept_encoding.as_deref() == Some("gzip"))
+    );
+    let addr = relay_addr(&t.relay_url);
+    for path in ["/v2/apps?embed=apps.tasks", "/v2/tasks"] {
+        let (status, head, plain) = get_bytes(addr, path, "").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!head.contains("content-encoding"), "{path}: {head}");
+        assert!(head.contains("vary: accept-encoding"), "{path}: {head}");
+        let (status, head, compressed) =
+            get_bytes(addr, path, "Accept-Encoding: deflate, gzip;q=0.9\r\n").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(head.contains("content-encoding: gzip"), "{path}: {head}");
+        assert!(compressed.len() * 4 < plain.len(), "{path}: smaller");
+        let decoded = switchyard::discovery::marathon::gzip::gunzip(&compressed, 64 << 20).unwrap();
+        assert_eq!(decoded, plain, "{path}: the same body");
+        // Refused by q=0: sent as is.
+        let (_, head, _) = get_bytes(addr, path, "Accept-Encoding: gzip;q=0\r\n").await;
+        assert!(!head.contains("content-encoding"), "{path}: {head}");
+    }
+}

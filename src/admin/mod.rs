@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
+/// A request as the admin API reads it: its body read under `admin.idle_timeout` (`stall`).
+type Incoming = crate::stall::Watched<hyper::body::Incoming>;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -67,6 +68,8 @@ pub struct Admin {
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Wrong tokens, logins, session ids and CSRF tokens per client address.
     pub guesses: crate::access::Guesses,
+    /// `admin.header_timeout` and `admin.idle_timeout`.
+    pub timeouts: crate::stall::Timeouts,
 }
 
 /// 429 for a client that guessed wrong too often: until its window ends.
@@ -89,15 +92,23 @@ impl Admin {
                 continue;
             };
             let admin = self.clone();
+            let timeouts = self.timeouts;
             tokio::spawn(async move {
+                let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
                 let service = service_fn(move |req| {
-                    let admin = admin.clone();
+                    let (admin, activity) = (admin.clone(), activity.clone());
                     let client = peer.ip();
-                    async move { Ok::<_, Infallible>(admin.handle(req, loopback, client).await) }
+                    async move {
+                        let preparing = activity.preparing();
+                        let response = admin.handle(activity.watch(req), loopback, client).await;
+                        activity.answering(&response);
+                        drop(preparing);
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .header_read_timeout(timeouts.header)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

@@ -661,6 +661,15 @@ pub struct Admin {
     /// samples are kept per series (15 minutes at the default 5 s).
     #[serde(deserialize_with = "duration")]
     pub history_interval: Duration,
+    /// A request head must arrive whole within this long of the moment the listener waits for
+    /// it (the connection's opening, or the previous response's end), however slowly it drips;
+    /// an idle keep-alive connection is closed after it too.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long while it waits on its
+    /// client (a request body that stopped, a response the client does not read) is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for Admin {
@@ -671,6 +680,8 @@ impl Default for Admin {
             session_ttl: Duration::from_secs(8 * 3600),
             loopback_reads_open: true,
             history_interval: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -693,6 +704,12 @@ pub struct Relay {
     /// of following a model that is ever older.
     #[serde(deserialize_with = "duration")]
     pub max_disconnected: Duration,
+    /// As `admin.header_timeout`, on the relay's listener.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// As `admin.idle_timeout`, on the relay's listener (never for an event stream).
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for Relay {
@@ -703,6 +720,8 @@ impl Default for Relay {
             max_subscribers: 1024,
             subscriber_queue: 1024,
             max_disconnected: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -33,6 +33,16 @@ impl Config {
                 "relay.listen {listen} is beyond loopback: set relay.token_file (followers present it)"
             ));
         }
+        for (key, value) in [
+            ("admin.header_timeout", self.admin.header_timeout),
+            ("admin.idle_timeout", self.admin.idle_timeout),
+            ("relay.header_timeout", self.relay.header_timeout),
+            ("relay.idle_timeout", self.relay.idle_timeout),
+        ] {
+            if value < Duration::from_millis(10) || value > Duration::from_secs(3600) {
+                return Err(format!("{key}: between 10ms and 1h"));
+            }
+        }
         if self.relay.max_disconnected.is_zero() {
             return Err("relay.max_disconnected: above zero".into());
         }

@@ -49,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
 use crate::cluster::{AppId, Cluster};
+use crate::discovery::marathon::gzip;
 use crate::discovery::marathon::render::{self, Embed};
 use crate::metrics::{Metrics, PathLabels};
 
@@ -72,19 +73,31 @@ pub struct Settings {
     pub subscriber_queue: usize,
     /// Served this long after the relay's own Marathon was lost, then 503 (`stale`).
     pub max_disconnected: Duration,
+    /// `relay.header_timeout` and `relay.idle_timeout` (`stall`).
+    pub timeouts: crate::stall::Timeouts,
 }
 
 /// Whether the relay's own source is connected to Marathon now.
 pub type UpstreamUp = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// One model as served: a generation (the relay's own count of models), the cluster, and the
-/// `/v2/apps` bodies built from it so far (one per `embed` form, built on first request).
+/// `/v2/apps` bodies built from it so far (one per `embed` form and encoding, built on first
+/// request; the gzip one from the plain one).
 struct Served {
     generation: u64,
     cluster: Arc<Cluster>,
-    bodies: Mutex<HashMap<Embed, Bytes>>,
-    /// `/v2/tasks`, built on first request like the `/v2/apps` bodies.
+    bodies: Mutex<HashMap<(Embed, Encoding), Bytes>>,
+    /// `/v2/tasks`, built on first request like the `/v2/apps` bodies, and its gzip form.
     tasks: std::sync::OnceLock<Bytes>,
+    tasks_gzip: std::sync::OnceLock<Bytes>,
+}
+
+/// How a prepared body is sent: as is, or gzip-compressed for a client that asks
+/// (`Accept-Encoding: gzip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Encoding {
+    Identity,
+    Gzip,
 }
 
 struct Subscriber {
@@ -206,7 +219,8 @@ impl Relay {
         self.wake.notify_one();
     }
 
-    /// Publishes each model handed over, with its events, and keeps streams alive.
+    /// Publishes each model handed over, with its events, and keeps streams alive (on the relay's
+    /// own thread, as [`Relay::serve`]).
     pub async fn follow(self: Arc<Self>) {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,6 +283,7 @@ impl Relay {
             cluster,
             bodies: Mutex::new(HashMap::new()),
             tasks: std::sync::OnceLock::new(),
+            tasks_gzip: std::sync::OnceLock::new(),
         })));
         self.metrics.generation.set(generation as i64);
         if generation == 1 {
@@ -322,19 +337,25 @@ impl Relay {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
             let _ = stream.set_nodelay(true);
             let relay = self.clone();
+            let timeouts = self.settings.timeouts;
             tokio::spawn(async move {
                 let _open = open;
                 let cut = Arc::new(Notify::new());
                 let on_cut = cut.clone();
+                let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
                 let service = service_fn(move |req| {
-                    let (relay, cut) = (relay.clone(), cut.clone());
+                    let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
                     async move {
-                        Ok::<_, Infallible>(relay.handle(req, (loopback, peer.ip()), cut).await)
+                        let preparing = activity.preparing();
+                        let response = relay.handle(req, (loopback, peer.ip()), cut).await;
+                        activity.answering(&response);
+                        drop(preparing);
+                        Ok::<_, Infallible>(response)
                     }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
+                    .header_read_timeout(timeouts.header)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
                     _ = connection => {}
@@ -419,14 +440,19 @@ impl Relay {
             );
         };
         let query = req.uri().query().unwrap_or("");
+        let encoding = match req.headers().get(header::ACCEPT_ENCODING) {
+            Some(v) if gzip::accepts_gzip(v.to_str().unwrap_or("")) => Encoding::Gzip,
+            _ => Encoding::Identity,
+        };
         let mut response = match endpoint {
-            // Built off the control thread, once per model: a big cluster's body takes a while,
-            // and every follower (and every slow reader) shares the one copy.
+            // Built on the blocking pool, once per model and encoding: a big cluster's body
+            // takes a while, and every follower (and every slow reader) shares the one copy.
             "/v2/apps" => {
                 let embed = Embed::from_query(query);
                 let served = served.clone();
-                match tokio::task::spawn_blocking(move || served.apps_body(embed)).await {
-                    Ok(body) => json_bytes(StatusCode::OK, body),
+                let built = tokio::task::spawn_blocking(move || served.apps_body(embed, encoding));
+                match built.await {
+                    Ok(body) => prepared(body, encoding),
                     Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                 }
             }
@@ -447,8 +473,8 @@ impl Relay {
             }
             "/v2/tasks" => {
                 let served = served.clone();
-                match tokio::task::spawn_blocking(move || served.tasks_body()).await {
-                    Ok(body) => json_bytes(StatusCode::OK, body),
+                match tokio::task::spawn_blocking(move || served.tasks_body(encoding)).await {
+                    Ok(body) => prepared(body, encoding),
                     Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                 }
             }
@@ -544,8 +570,14 @@ impl Relay {
 }
 
 impl Served {
-    /// `/v2/tasks`, built once per model.
-    fn tasks_body(&self) -> Bytes {
+    /// `/v2/tasks`, built once per model (and compressed once, when asked for so).
+    fn tasks_body(&self, encoding: Encoding) -> Bytes {
+        if encoding == Encoding::Gzip {
+            return self
+                .tasks_gzip
+                .get_or_init(|| gzip::gzip(&self.tasks_body(Encoding::Identity)))
+                .clone();
+        }
         self.tasks
             .get_or_init(|| {
                 let tasks: Vec<_> = self
@@ -560,13 +592,31 @@ impl Served {
             .clone()
     }
 
-    /// `/v2/apps` in one `embed` form, built once per model.
-    fn apps_body(&self, embed: Embed) -> Bytes {
+    /// `/v2/apps` in one `embed` form and encoding, built once per model (the gzip body from
+    /// the plain one).
+    fn apps_body(&self, embed: Embed, encoding: Encoding) -> Bytes {
         // Held while building: a thousand followers asking at once build it once.
         let mut bodies = self.bodies.lock().unwrap();
-        if let Some(body) = bodies.get(&embed) {
+        if let Some(body) = bodies.get(&(embed, encoding)) {
             return body.clone();
         }
+        let plain = match bodies.get(&(embed, Encoding::Identity)) {
+            Some(plain) => plain.clone(),
+            None => {
+                let plain = self.render_apps(embed);
+                bodies.insert((embed, Encoding::Identity), plain.clone());
+                plain
+            }
+        };
+        if encoding == Encoding::Identity {
+            return plain;
+        }
+        let compressed = gzip::gzip(&plain);
+        bodies.insert((embed, encoding), compressed.clone());
+        compressed
+    }
+
+    fn render_apps(&self, embed: Embed) -> Bytes {
         let mut out = Vec::with_capacity(64 << 10);
         out.extend_from_slice(b"{\"apps\":[");
         for (i, app) in self.cluster.apps.values().enumerate() {
@@ -577,9 +627,7 @@ impl Served {
                 .expect("a JSON value serializes");
         }
         out.extend_from_slice(b"]}");
-        let body = Bytes::from(out);
-        bodies.insert(embed, body.clone());
-        body
+        Bytes::from(out)
     }
 }
 
@@ -671,6 +719,23 @@ fn json_bytes(status: StatusCode, body: Bytes) -> Response<BoxBody<Bytes, Infall
     r
 }
 
+/// A prepared body (`/v2/apps`, `/v2/tasks`) in the encoding the client asked for.
+fn prepared(body: Bytes, encoding: Encoding) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut r = json_bytes(StatusCode::OK, body);
+    let headers = r.headers_mut();
+    headers.insert(
+        header::VARY,
+        header::HeaderValue::from_static("accept-encoding"),
+    );
+    if encoding == Encoding::Gzip {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+    }
+    r
+}
+
 fn json_value(status: StatusCode, body: serde_json::Value) -> Response<BoxBody<Bytes, Infallible>> {
     json_bytes(status, Bytes::from(body.to_string()))
 }
@@ -731,6 +796,7 @@ mod tests {
                 max_subscribers: 8,
                 subscriber_queue: 1,
                 max_disconnected: Duration::from_secs(60),
+                timeouts: Default::default(),
             },
             RelayMetrics::register(&metrics),
             Box::new(|| true),

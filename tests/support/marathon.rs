@@ -1,7 +1,8 @@
 //! A Marathon stand-in: serves `/v2/apps` (all, and one app) and `/v2/events` in Marathon's
 //! documented shapes, with its awkward parts on demand: 406 without `Accept: text/event-stream`,
 //! a standby that answers 302 to the leader, raw stream bytes (keep-alive newlines, several
-//! objects in one `data:` field), dropped streams.
+//! objects in one `data:` field), dropped streams. JSON answers are gzip-compressed when the
+//! request asks for it (`Accept-Encoding: gzip`), as Marathon's are.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,10 @@ pub enum Fault {
     RedirectLoop,
     /// Every connection is closed at once, as if Marathon were gone.
     Gone,
+    /// `/v2/apps`: gzip (asked for or not) that decodes to 32 MiB from 32 KiB.
+    GzipBomb,
+    /// `/v2/apps`: gzip (asked for or not) of the real body, cut short.
+    GzipTruncated,
 }
 
 #[derive(Default)]
@@ -43,6 +48,8 @@ struct State {
     unauthorized: usize,
     /// What was answered: when, the request's path, and the bytes written (head and body).
     served: Vec<Served>,
+    /// Answers uncompressed even when asked for gzip (a Marathon without it, for benchmarks).
+    no_gzip: bool,
 }
 
 /// One answer the stand-in wrote (for the thundering-herd benchmark: what Marathon serves).
@@ -58,6 +65,7 @@ pub struct Request {
     pub target: String,
     pub accept: Option<String>,
     pub authorization: Option<String>,
+    pub accept_encoding: Option<String>,
 }
 
 #[derive(Clone)]
@@ -97,6 +105,11 @@ impl Marathon {
 
     /// Starts (`Some`) or ends (`None`) a misbehaviour; open event streams are dropped so that
     /// the next connection meets it.
+    /// Whether JSON answers are gzip-compressed for a client that asks (on by default).
+    pub fn serve_gzip(&self, on: bool) {
+        self.state.lock().unwrap().no_gzip = !on;
+    }
+
     pub fn fault(&self, fault: Option<Fault>) {
         self.state.lock().unwrap().fault = fault;
         self.drop_streams();
@@ -221,7 +234,13 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         target: target.clone(),
         accept: header("accept"),
         authorization: header("authorization"),
+        accept_encoding: header("accept-encoding"),
     };
+    let gzip = !state.lock().unwrap().no_gzip
+        && request
+            .accept_encoding
+            .as_deref()
+            .is_some_and(|e| e.split(',').any(|c| c.trim() == "gzip"));
     let (leader, apps, refused) = {
         let mut s = state.lock().unwrap();
         s.requests.push(request.clone());
@@ -282,6 +301,23 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             }
             return;
         }
+        Some(Fault::GzipBomb) if path == "/v2/apps" => {
+            static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let bomb = BOMB.get_or_init(|| {
+                let mut body = b"{\"apps\":[".to_vec();
+                body.resize(32 << 20, b' ');
+                body.extend_from_slice(b"]}");
+                compress(&body)
+            });
+            let _ = respond_bytes(&mut stream, "200 OK", "application/json", bomb, true).await;
+            return;
+        }
+        Some(Fault::GzipTruncated) if path == "/v2/apps" => {
+            let body = compress(json!({ "apps": &*apps }).to_string().as_bytes());
+            let cut = &body[..body.len() / 2];
+            let _ = respond_bytes(&mut stream, "200 OK", "application/json", cut, true).await;
+            return;
+        }
         Some(Fault::SlowDrip) if path == "/v2/events" => {
             let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
             if stream.write_all(head.as_bytes()).await.is_err() {
@@ -331,16 +367,18 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         return;
     }
     if path == "/v2/apps" {
-        let body = json!({ "apps": &*apps }).to_string();
-        let _ = respond(&mut stream, "200 OK", "application/json", &body).await;
+        let body = json!({ "apps": &*apps }).to_string().into_bytes();
+        let body = if gzip { compress(&body) } else { body };
+        let _ = respond_bytes(&mut stream, "200 OK", "application/json", &body, gzip).await;
         record(&state, path, body.len());
         return;
     }
     if let Some(id) = path.strip_prefix("/v2/apps") {
         match apps.iter().find(|a| a["id"] == id) {
             Some(app) => {
-                let body = json!({ "app": app }).to_string();
-                let _ = respond(&mut stream, "200 OK", "application/json", &body).await;
+                let body = json!({ "app": app }).to_string().into_bytes();
+                let body = if gzip { compress(&body) } else { body };
+                let _ = respond_bytes(&mut stream, "200 OK", "application/json", &body, gzip).await;
                 record(&state, path, body.len());
             }
             None => {
@@ -367,13 +405,36 @@ async fn respond(
     kind: &str,
     body: &str,
 ) -> std::io::Result<()> {
+    respond_bytes(stream, status, kind, body.as_bytes(), false).await
+}
+
+async fn respond_bytes(
+    stream: &mut TcpStream,
+    status: &str,
+    kind: &str,
+    body: &[u8],
+    gzip: bool,
+) -> std::io::Result<()> {
+    let encoding = if gzip {
+        "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n{encoding}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    stream.write_all(body).await?;
     stream.shutdown().await
+}
+
+/// gzip, as Marathon's server sends it.
+pub fn compress(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body).unwrap();
+    encoder.finish().unwrap()
 }
 
 /// An app in Marathon's JSON shape with host networking and one service port.

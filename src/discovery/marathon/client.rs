@@ -181,6 +181,7 @@ impl Client {
                 "application/json",
                 Some(body),
                 None,
+                false,
             )
             .await
             .map_err(|e| format!("DC/OS login: {e}"))?;
@@ -220,7 +221,18 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> Result<(Response<Incoming>, BaseUrl), String> {
-        self.send(base, path, accept, None).await
+        self.send(base, path, accept, None, false).await
+    }
+
+    /// GETs a JSON document as [`Client::get`] does, asking for it gzip-compressed
+    /// (`Accept-Encoding: gzip`; Marathon and the relay compress when asked): read it with
+    /// [`Client::read_decoded`].
+    pub async fn get_json(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+    ) -> Result<(Response<Incoming>, BaseUrl), String> {
+        self.send(base, path, "application/json", None, true).await
     }
 
     /// POSTs a JSON `body` to `path`, following redirects (a Mesos master that is not the
@@ -232,7 +244,7 @@ impl Client {
         accept: &str,
         body: Bytes,
     ) -> Result<(Response<Incoming>, BaseUrl), String> {
-        self.send(base, path, accept, Some(body)).await
+        self.send(base, path, accept, Some(body), false).await
     }
 
     async fn send(
@@ -241,6 +253,7 @@ impl Client {
         path: &str,
         accept: &str,
         body: Option<Bytes>,
+        gzip: bool,
     ) -> Result<(Response<Incoming>, BaseUrl), String> {
         let mut base = base.clone();
         let mut path = path.to_string();
@@ -249,7 +262,7 @@ impl Client {
         loop {
             let authorization = self.authorization().await?;
             let response = self
-                .send_once(&base, &path, accept, body.clone(), authorization)
+                .send_once(&base, &path, accept, body.clone(), authorization, gzip)
                 .await?;
             if response.status() == StatusCode::UNAUTHORIZED && !logged_in_again {
                 // A session token that expired or was revoked: log in again, once.
@@ -285,6 +298,7 @@ impl Client {
         accept: &str,
         body: Option<Bytes>,
         authorization: Option<http::HeaderValue>,
+        gzip: bool,
     ) -> Result<Response<Incoming>, String> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(&base.authority))
@@ -308,6 +322,9 @@ impl Client {
             );
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if gzip {
+            request = request.header(header::ACCEPT_ENCODING, "gzip");
         }
         if let Some(auth) = authorization {
             request = request.header(header::AUTHORIZATION, auth);
@@ -361,6 +378,42 @@ impl Client {
         tokio::time::timeout(self.request_timeout, read)
             .await
             .map_err(|_| "response body timed out".to_string())?
+    }
+}
+
+impl Client {
+    /// Reads a whole response body asked for with [`Client::get_json`]: as sent, or decoded
+    /// from gzip as it arrives. `limit` bounds both the bytes received and the decoded body,
+    /// so a body that inflates past it (a decompression bomb) fails like one sent that large.
+    pub async fn read_decoded(
+        &self,
+        response: Response<Incoming>,
+        limit: usize,
+    ) -> Result<Bytes, String> {
+        let encoding = response
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+        match encoding.as_deref() {
+            None | Some("" | "identity") => self.read_body(response.into_body(), limit).await,
+            Some("gzip" | "x-gzip") => {
+                let read = async {
+                    let mut body = response.into_body();
+                    let mut decoder = super::gzip::Gunzip::new(limit);
+                    while let Some(frame) = body.frame().await {
+                        let frame = frame.map_err(|e| e.to_string())?;
+                        if let Some(data) = frame.data_ref() {
+                            decoder.push(data)?;
+                        }
+                    }
+                    decoder.finish().map(Bytes::from)
+                };
+                tokio::time::timeout(self.request_timeout, read)
+                    .await
+                    .map_err(|_| "response body timed out".to_string())?
+            }
+            Some(other) => Err(format!("unsupported Content-Encoding {other:?}")),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod gzip;
 pub mod render;
 pub mod sse;
 
@@ -308,7 +309,7 @@ impl MarathonSource {
 
     /// GETs a JSON document; `None` on 404.
     async fn fetch(&self, base: &BaseUrl, path: &str) -> Result<Option<bytes::Bytes>, String> {
-        let (response, _) = self.client.get(base, path, "application/json").await?;
+        let (response, _) = self.client.get_json(base, path).await?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
@@ -317,7 +318,7 @@ impl MarathonSource {
         }
         let body = self
             .client
-            .read_body(response.into_body(), self.config.max_snapshot_bytes)
+            .read_decoded(response, self.config.max_snapshot_bytes)
             .await?;
         Ok(Some(body))
     }

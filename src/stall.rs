@@ -1,0 +1,311 @@
+//! Bounds on a connection of switchyard's own HTTP listeners (the admin API and the relay): how
+//! long a request head may take, and how long a connection may sit with no byte moving while
+//! it waits on its client — between requests, while a request body arrives, while the client
+//! does not read a response. Without them, a client that opens connections and sends nothing,
+//! drips a body, or never reads an answer holds a connection (and its file descriptor, and a
+//! response's memory) for ever.
+//!
+//! [`Guarded`] wraps the socket: a read or a write that waits for longer than the idle timeout
+//! since the last byte moved fails, and hyper closes the connection. The wait does not count
+//! while switchyard itself prepares an answer (a big body on the blocking pool), nor on a
+//! connection that serves an event stream (`text/event-stream`: the relay's `/v2/events`),
+//! which is bounded by its own queue, cut when full, and its keep-alives.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A listener's two bounds (`admin.header_timeout`, `admin.idle_timeout`, and the relay's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// A request head must arrive whole within this long of the moment the connection waits
+    /// for it (its opening, or the end of the previous response), however slowly it drips.
+    pub header: Duration,
+    /// No byte moved either way for this long while the connection waits on its client:
+    /// closed.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the connection's service tells its socket: answers being prepared, and whether it
+/// serves an event stream.
+#[derive(Default)]
+pub struct Activity {
+    preparing: AtomicUsize,
+    /// The service waits for the request body ([`Watched`]): the wait is on the client again.
+    awaiting_body: AtomicBool,
+    streaming: AtomicBool,
+}
+
+/// Held while an answer is prepared (see [`Activity::preparing`]).
+pub struct Preparing(Arc<Activity>);
+
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        self.0.preparing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    /// The connection waits on switchyard, not on its client, until the guard is dropped.
+    pub fn preparing(self: &Arc<Self>) -> Preparing {
+        self.preparing.fetch_add(1, Ordering::Relaxed);
+        Preparing(self.clone())
+    }
+
+    /// Looks at an answer before it is sent: an event stream frees its connection from the
+    /// idle timeout.
+    pub fn answering<B>(&self, response: &http::Response<B>) {
+        let stream = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if stream {
+            self.streaming.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn exempt(&self) -> bool {
+        (self.preparing.load(Ordering::Relaxed) > 0 && !self.awaiting_body.load(Ordering::Relaxed))
+            || self.streaming.load(Ordering::Relaxed)
+    }
+
+    /// The request's body, read under the idle timeout even while its answer is prepared.
+    pub fn watch<B>(self: &Arc<Self>, request: http::Request<B>) -> http::Request<Watched<B>> {
+        request.map(|inner| Watched {
+            inner,
+            activity: self.clone(),
+        })
+    }
+}
+
+/// A request body whose reader tells the connection that it waits on the client.
+pub struct Watched<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.activity
+            .awaiting_body
+            .store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        self.activity.awaiting_body.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A socket that fails a read or write that waited past the idle timeout (see the module).
+pub struct Guarded<T> {
+    io: T,
+    idle: Duration,
+    /// When a byte last moved (or the connection opened).
+    last: Instant,
+    sleep: Pin<Box<Sleep>>,
+    activity: Arc<Activity>,
+}
+
+impl<T> Guarded<T> {
+    pub fn new(io: T, idle: Duration) -> (Guarded<T>, Arc<Activity>) {
+        let activity = Arc::new(Activity::default());
+        let now = Instant::now();
+        let guarded = Guarded {
+            io,
+            idle,
+            last: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            activity: activity.clone(),
+        };
+        (guarded, activity)
+    }
+
+    /// An operation is waiting: fails it once nothing moved for the idle timeout, unless the
+    /// connection is exempt now; otherwise makes sure the task wakes at the deadline.
+    fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.activity.exempt() {
+            // Woken by the service's own progress; counted again from there.
+            self.last = Instant::now();
+            return Poll::Pending;
+        }
+        let deadline = self.last + self.idle;
+        if Instant::now() >= deadline {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no byte moved for the idle timeout",
+            )));
+        }
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no byte moved for the idle timeout",
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn moved(&mut self) {
+        self.last = Instant::now();
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.moved();
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                ready!(this.waiting(cx))?;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                this.moved();
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                ready!(this.waiting(cx))?;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => {
+                this.moved();
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                ready!(this.waiting(cx))?;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => {
+                ready!(this.waiting(cx))?;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_shutdown(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => {
+                ready!(this.waiting(cx))?;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out_a_busy_or_streaming_one_does_not() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let (mut guarded, activity) = Guarded::new(a, Duration::from_secs(5));
+        let mut buf = [0u8; 8];
+        // Bytes keep it alive.
+        b.write_all(b"x").await.unwrap();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(guarded.read(&mut buf).await.unwrap(), 1);
+        let err = guarded.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // A writer whose peer does not read: timed out too.
+        let (a, _b) = tokio::io::duplex(4);
+        let (mut guarded, _) = Guarded::new(a, Duration::from_secs(5));
+        let err = guarded.write_all(&[0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // Preparing an answer, or streaming events: no timeout.
+        let preparing = activity.preparing();
+        let (a, _b) = tokio::io::duplex(4);
+        let (mut guarded, activity) = Guarded::new(a, Duration::from_secs(5));
+        let _preparing = activity.preparing();
+        let read = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buf)).await;
+        assert!(read.is_err(), "still waiting");
+        drop((preparing, _preparing));
+        let (a, _b) = tokio::io::duplex(4);
+        let (mut guarded, activity) = Guarded::new(a, Duration::from_secs(5));
+        let stream = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(())
+            .unwrap();
+        activity.answering(&stream);
+        let read = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buf)).await;
+        assert!(read.is_err(), "still waiting");
+    }
+}
