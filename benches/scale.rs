@@ -141,8 +141,11 @@ fn measure(path: &str) {
     let parse = started.elapsed();
     let json_mib = json.len() as f64 / (1 << 20) as f64;
     drop(json);
+    let before_model = held();
     let mut cluster = Cluster::default();
     cluster.apply(ClusterUpdate::Snapshot(parsed.apps));
+    // Held by the model alone: the parsed apps moved into it, nothing else was allocated.
+    let model_bytes = held() - before_model;
     let config = CompileConfig::group("external", "0.0.0.0".parse().unwrap());
     let mut compiles = Vec::new();
     let mut compile_cpu = Vec::new();
@@ -156,7 +159,10 @@ fn measure(path: &str) {
     }
     compiles.sort();
     compile_cpu.sort();
-    let table = table.unwrap();
+    let before_table = held();
+    drop(table.take());
+    let table_bytes = before_table - held();
+    let table = compile(&cluster, &config);
     let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
     let (rss, peak) = rss_kib("self");
     println!(
@@ -167,6 +173,13 @@ fn measure(path: &str) {
         compiles[4].as_secs_f64() * 1e3,
         compile_cpu[2].as_secs_f64() * 1e3,
         table.services.len(),
+    );
+    println!(
+        "heap held: model {:.0} MiB ({:.0} bytes per task), table {:.0} MiB ({:.0} bytes per backend)",
+        model_bytes as f64 / (1 << 20) as f64,
+        model_bytes as f64 / (APPS * TASKS) as f64,
+        table_bytes as f64 / (1 << 20) as f64,
+        table_bytes as f64 / backends.max(1) as f64,
     );
     println!(
         "resident memory with model + table: {:.0} MiB above a {:.0} MiB baseline (peak, with the snapshot text and its parse: {:.0} MiB)",

@@ -222,10 +222,10 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fmt::Write as _;
     use crate::cluster::Cluster;
     use crate::cluster::fixtures::{app, task};
     use crate::routing::{CompileConfig, compile};
+    use std::fmt::Write as _;
 
     fn cluster() -> Cluster {
         let mut c = Cluster::default();
