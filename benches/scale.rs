@@ -5,12 +5,16 @@
 //!
 //! And how long a table swap waits while `/v1/routes` of that cluster is polled (`routes_poll`).
 //!
+//! And event -> route at that scale (`events`): one app's task event applied through the real
+//! reconciler (`Reconciler::run`: apply, compile, attach backend states, publish) in this
+//! process, timed until its table is published, with the control thread's CPU per event.
+//!
 //! Run: `cargo bench --bench scale` (`-- stalls` for the stall figures alone, `-- routes-poll`
 //! for the swap delay under `/v1/routes` polling alone, `-- model` for the model, compile and
 //! zone figures alone, `-- zone` for the zone build alone: the snapshot parsed, then
 //! `ZONE_ROUNDS` builds (default 5), no compile, so that a profiler or
-//! `valgrind --tool=callgrind` sees the zone and little else). A benchmark, not a test: it
-//! asserts nothing it measures.
+//! `valgrind --tool=callgrind` sees the zone and little else; `-- events` for event -> route
+//! alone; `SCALE_APPS=50000` for 50k). A benchmark, not a test: it asserts nothing it measures.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -100,6 +104,10 @@ fn main() {
     if args.iter().any(|a| a == "routes-poll") {
         return routes_poll();
     }
+    // `-- events`: event -> route through the real reconciler, in this process.
+    if args.iter().any(|a| a == "events") {
+        return events();
+    }
     if let Some(i) = args.iter().position(|a| a == "--measure") {
         return measure(&args[i + 1], args.iter().any(|a| a == "zone"));
     }
@@ -142,6 +150,7 @@ fn measure(path: &str, zone_only: bool) {
     #[allow(non_snake_case)]
     let APPS = apps();
     let (base_rss, _) = rss_kib("self");
+    let start_heap = held();
     let json = std::fs::read(path).unwrap();
     let started = Instant::now();
     let parsed = api::parse_apps(&json).unwrap();
@@ -157,6 +166,8 @@ fn measure(path: &str, zone_only: bool) {
             .unwrap_or(5);
         return zone_builds(&cluster, rounds);
     }
+    // Held by the model alone: the snapshot text is gone, the parsed apps moved into it.
+    let model_bytes = held() - start_heap;
     let config = CompileConfig::group("external", "0.0.0.0".parse().unwrap());
     let mut compiles = Vec::new();
     let mut compile_cpu = Vec::new();
@@ -170,7 +181,10 @@ fn measure(path: &str, zone_only: bool) {
     }
     compiles.sort();
     compile_cpu.sort();
-    let table = table.unwrap();
+    let before_table = held();
+    drop(table.take());
+    let table_bytes = before_table - held();
+    let table = compile(&cluster, &config);
     let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
     let (rss, peak) = rss_kib("self");
     println!(
@@ -181,6 +195,13 @@ fn measure(path: &str, zone_only: bool) {
         compiles[4].as_secs_f64() * 1e3,
         compile_cpu[2].as_secs_f64() * 1e3,
         table.services.len(),
+    );
+    println!(
+        "heap held: model {:.0} MiB ({:.0} bytes per task), table {:.0} MiB ({:.0} bytes per backend)",
+        model_bytes as f64 / (1 << 20) as f64,
+        model_bytes as f64 / (APPS * TASKS) as f64,
+        table_bytes as f64 / (1 << 20) as f64,
+        table_bytes as f64 / backends.max(1) as f64,
     );
     println!(
         "resident memory with model + table: {:.0} MiB above a {:.0} MiB baseline (peak, with the snapshot text and its parse: {:.0} MiB)",
@@ -662,4 +683,161 @@ async fn routes_poll() {
         );
     }
     drop(sy);
+}
+
+/// CPU time of another thread of this process (its clock id, from `pthread_getcpuclockid`).
+fn clock_cpu(clock: libc::clockid_t) -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a clock id of a thread that is still running, and a valid out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Event -> route at `SCALE_APPS` apps x 10 tasks, idle: the real reconciler (`Reconciler::run`
+/// on a thread of its own, as the control plane runs it, with the real backend registry, store
+/// and listener set) is given the synthetic cluster, then `EVENTS` task events one at a time,
+/// each to a different app (a task starting, then that task killed), 150 ms apart; each is timed
+/// from the send to the publication of the table that carries it, with the control thread's CPU
+/// time over the same span. Every app is served by vhost (no service port): a process may not
+/// hold 50,000 listening sockets here (the file limit is 20,000), and what the swap does per app
+/// is the same.
+fn events() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use switchyard::cluster::{Task, TaskState};
+    use switchyard::discovery::SourceEvent;
+    // `SCALE_EVENTS`: fewer for a profile under callgrind.
+    let events_n: usize = std::env::var("SCALE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let apps_n = apps();
+    let mut parsed = api::parse_apps(&synthetic::apps_json(apps_n, TASKS, 10000))
+        .unwrap()
+        .apps;
+    for (i, app) in parsed.iter_mut().enumerate() {
+        app.ports[0].service_port = 0;
+        app.labels.insert("HAPROXY_0_MODE".into(), "http".into());
+        app.labels
+            .insert("HAPROXY_0_VHOST".into(), format!("app{i}.bench.test"));
+    }
+    let ids: Vec<_> = parsed.iter().map(|a| a.id.clone()).collect();
+    let text =
+        "[discovery]\nfile = \"/dev/null\"\n[proxy]\ngroup = \"external\"\nbind = \"127.0.0.1\"\n";
+    let config = switchyard::config::Config::parse(text, std::path::Path::new("/")).unwrap();
+    let metrics = Arc::new(switchyard::metrics::Metrics::new());
+    let store = Arc::new(switchyard::snapshot::Store::new());
+    let ctx = Arc::new(switchyard::proxy::Context::new(
+        store.clone(),
+        metrics.clone(),
+        config.proxy_settings(),
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let workers = {
+        let _runtime = rt.enter();
+        Arc::new(switchyard::workers::Workers::start(1).unwrap())
+    };
+    let (refetch, _refetch_rx) = tokio::sync::mpsc::channel(64);
+    let reconciler = switchyard::reconciler::Reconciler::new(
+        config.compile_config(),
+        config.discovery.debounce,
+        switchyard::backends::Registry::new(metrics.clone(), config.proxy.drain_timeout),
+        store.clone(),
+        switchyard::proxy::listeners::Listeners::new(ctx.clone(), workers),
+        metrics,
+        Arc::new(switchyard::reconciler::Status::default()),
+        refetch,
+        ctx,
+        config.zone_config(),
+    );
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(64);
+    let (_commands, commands_rx) = tokio::sync::mpsc::channel(8);
+    let (clock_tx, clock_rx) = std::sync::mpsc::channel();
+    let control = std::thread::spawn(move || {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: this thread's own handle and a valid out pointer.
+        unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        clock_tx.send(clock).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(reconciler.run(events_rx, commands_rx));
+    });
+    let clock = clock_rx.recv().unwrap();
+    let mut generation = store.subscribe();
+    let started = Instant::now();
+    events_tx
+        .blocking_send(SourceEvent::Update(ClusterUpdate::Snapshot(parsed)))
+        .unwrap();
+    rt.block_on(generation.wait_for(|g| *g >= 1)).unwrap();
+    println!(
+        "events at {apps_n} apps x {TASKS} tasks: first table published {:.0} ms after the snapshot was sent",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    for k in 0..events_n {
+        std::thread::sleep(Duration::from_millis(150));
+        // Apps spread over the cluster; event 2j starts a task of app j, 2j+1 kills it.
+        let app = &ids[(k / 2 * 7919) % ids.len()];
+        let task = Task {
+            id: format!("{app}.extra").into(),
+            host: "10.9.0.1".into(),
+            ports: vec![32000],
+            ip_addresses: Vec::new(),
+            state: if k % 2 == 0 {
+                TaskState::Running
+            } else {
+                TaskState::Other("TASK_KILLED".into())
+            },
+            healthy: Some(true),
+            ready: None,
+            changed_ms: 0,
+        };
+        let before = *generation.borrow_and_update();
+        let cpu = clock_cpu(clock);
+        let sent = Instant::now();
+        events_tx
+            .blocking_send(SourceEvent::Update(ClusterUpdate::TaskStatus {
+                app_id: app.clone(),
+                task,
+            }))
+            .unwrap();
+        rt.block_on(generation.wait_for(|g| *g > before)).unwrap();
+        walls.push(sent.elapsed());
+        cpus.push(clock_cpu(clock) - cpu);
+        let table = store.load();
+        let service = table
+            .table
+            .services
+            .iter()
+            .find(|s| s.key.app_id == *app)
+            .unwrap();
+        assert_eq!(
+            service.backends.len(),
+            TASKS + usize::from(k % 2 == 0),
+            "event {k} is in the table"
+        );
+    }
+    walls.sort();
+    cpus.sort();
+    let at = |l: &[Duration], q: f64| l[((l.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!(
+        "event -> route at {apps_n} apps x {TASKS} tasks, idle, {events_n} events: wall p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; control thread CPU per event p50 {:.2} ms, p99 {:.2} ms",
+        at(&walls, 0.5),
+        at(&walls, 0.99),
+        at(&walls, 1.0),
+        at(&cpus, 0.5),
+        at(&cpus, 0.99),
+    );
+    drop(events_tx);
+    drop(_commands);
+    control.join().unwrap();
 }

@@ -723,28 +723,45 @@ impl Reconciler {
     /// each: their checks may differ, as HAProxy's do per backend section).
     fn send_health_targets(&self) {
         let snapshot = self.store.load();
-        let targets: crate::health_check::Targets = snapshot
-            .table
-            .services
-            .iter()
-            .zip(snapshot.states.iter())
-            .filter_map(|(service, states)| Some((service, service.probe.as_ref()?, states)))
-            .flat_map(|(service, probe, states)| {
-                states.iter().enumerate().map(move |(b, s)| {
-                    let mut probe = probe.clone();
-                    probe.target = service.backends.get(b).and_then(|b| b.probe_addr);
-                    (probe, s.clone())
+        // (probe, where it probes when not at the backend, state) of every probed backend.
+        let wanted = || {
+            snapshot
+                .table
+                .services
+                .iter()
+                .zip(snapshot.states.iter())
+                .filter_map(|(service, states)| Some((service, service.probe.as_ref()?, states)))
+                .flat_map(|(service, probe, states)| {
+                    states.iter().enumerate().map(move |(b, s)| {
+                        let target = service.backends.get(b).and_then(|b| b.probe_addr);
+                        (probe, target, s)
+                    })
                 })
-            })
-            .collect();
+        };
+        // Compared in place: a swap that leaves the probed backends as they were (most do)
+        // copies no probe.
         self.health_targets.send_if_modified(|current| {
-            let same = current.len() == targets.len()
-                && current
-                    .iter()
-                    .zip(&targets)
-                    .all(|((p, s), (q, t))| p == q && Arc::ptr_eq(s, t));
+            let mut n = 0;
+            let mut same = true;
+            for (probe, target, state) in wanted() {
+                let matches = current.get(n).is_some_and(|(p, s)| {
+                    p.target == target && same_check(p, probe) && Arc::ptr_eq(s, state)
+                });
+                if !matches {
+                    same = false;
+                    break;
+                }
+                n += 1;
+            }
+            same &= n == current.len();
             if !same {
-                *current = targets;
+                *current = wanted()
+                    .map(|(probe, target, state)| {
+                        let mut probe = probe.clone();
+                        probe.target = target;
+                        (probe, state.clone())
+                    })
+                    .collect();
             }
             !same
         });
@@ -813,32 +830,124 @@ fn backend_ids(table: &RoutingTable) -> BackendIds {
         .collect()
 }
 
+/// Backends added and removed (`service@addr`, in that order), as sets of (service, address).
+/// Services are sorted by key in a compiled table, so the two tables are walked side by side and
+/// only what differs is formatted: a swap that moves one task of a 10,000-app table does not
+/// format 200,000 names.
 fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String>) {
-    let (a, b) = (backend_ids(before), backend_ids(after));
     let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
-    (
-        b.difference(&a).map(fmt).collect(),
-        a.difference(&b).map(fmt).collect(),
-    )
-}
-
-/// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`).
-fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<String> {
-    let (a, b) = (before.route_weights(), after.route_weights());
-    let mut out = Vec::new();
-    for (name, members) in &b {
-        match a.get(name) {
-            None => out.push(format!("+{name}")),
-            Some(old) if old != members => out.push(name.clone()),
-            Some(_) => {}
+    let sorted = |t: &RoutingTable| t.services.windows(2).all(|w| w[0].key <= w[1].key);
+    if !sorted(before) || !sorted(after) {
+        let (a, b) = (backend_ids(before), backend_ids(after));
+        return (
+            b.difference(&a).map(fmt).collect(),
+            a.difference(&b).map(fmt).collect(),
+        );
+    }
+    let (mut added, mut removed) = (BackendIds::new(), BackendIds::new());
+    let ids = |s: &crate::routing::Service| -> BTreeSet<SocketAddr> {
+        s.backends.iter().map(|b| b.addr).collect()
+    };
+    let all = |s: &crate::routing::Service, out: &mut BackendIds| {
+        let key = s.key.to_string();
+        out.extend(s.backends.iter().map(|b| (key.clone(), b.addr)));
+    };
+    let (mut a, mut b) = (
+        before.services.iter().peekable(),
+        after.services.iter().peekable(),
+    );
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(x), None) => {
+                all(x, &mut removed);
+                a.next();
+            }
+            (None, Some(y)) => {
+                all(y, &mut added);
+                b.next();
+            }
+            (Some(x), Some(y)) => match x.key.cmp(&y.key) {
+                std::cmp::Ordering::Less => {
+                    all(x, &mut removed);
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    all(y, &mut added);
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    let same = x.backends.len() == y.backends.len()
+                        && x.backends
+                            .iter()
+                            .zip(&y.backends)
+                            .all(|(p, q)| p.addr == q.addr);
+                    if !same {
+                        let (p, q) = (ids(x), ids(y));
+                        let key = y.key.to_string();
+                        added.extend(q.difference(&p).map(|addr| (key.clone(), *addr)));
+                        removed.extend(p.difference(&q).map(|addr| (key.clone(), *addr)));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
         }
     }
-    out.extend(
-        a.keys()
-            .filter(|n| !b.contains_key(*n))
-            .map(|n| format!("-{n}")),
+    // Two services whose keys read the same (a set of strings, as before) cancel out.
+    let (added, removed): (Vec<_>, Vec<_>) = (
+        added.difference(&removed).map(fmt).collect(),
+        removed.difference(&added).map(fmt).collect(),
     );
-    out
+    (added, removed)
+}
+
+/// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`), by
+/// name: [`RoutingTable::route_weights`] compared, without building it for routes whose members
+/// and weights are the same in the same order.
+fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<String> {
+    use crate::routing::routes::Route;
+    fn by_name(t: &RoutingTable) -> rustc_hash::FxHashMap<&str, &Route> {
+        t.routes.iter().map(|r| (r.name.as_str(), r)).collect()
+    }
+    let (a, b) = (by_name(before), by_name(after));
+    let weights = |r: &Route| -> BTreeMap<String, u32> {
+        r.members
+            .iter()
+            .map(|m| (m.app_id.to_string(), m.weight))
+            .collect()
+    };
+    let mut changed: Vec<(&str, bool)> = Vec::new();
+    for (name, route) in &b {
+        match a.get(name) {
+            None => changed.push((name, true)),
+            Some(old) => {
+                let same = old.members.len() == route.members.len()
+                    && old
+                        .members
+                        .iter()
+                        .zip(&route.members)
+                        .all(|(p, q)| p.app_id == q.app_id && p.weight == q.weight);
+                if !same && weights(old) != weights(route) {
+                    changed.push((name, false));
+                }
+            }
+        }
+    }
+    changed.sort();
+    let mut gone: Vec<&str> = a.keys().filter(|n| !b.contains_key(*n)).copied().collect();
+    gone.sort();
+    changed
+        .into_iter()
+        .map(|(name, new)| {
+            if new {
+                format!("+{name}")
+            } else {
+                name.to_string()
+            }
+        })
+        .chain(gone.into_iter().map(|n| format!("-{n}")))
+        .collect()
 }
 
 fn summary(items: &[String]) -> String {
@@ -853,6 +962,26 @@ fn summary(items: &[String]) -> String {
         s.push_str(&format!(" (+{} more)", items.len() - SHOWN));
     }
     if s.is_empty() { "-".into() } else { s }
+}
+
+/// The same check, whatever its target.
+fn same_check(p: &crate::cluster::Probe, q: &crate::cluster::Probe) -> bool {
+    // Every field named: a new one must be placed here or above (`target`).
+    let crate::cluster::Probe {
+        kind,
+        port_index,
+        interval,
+        timeout,
+        max_failures,
+        grace,
+        target: _,
+    } = q;
+    p.kind == *kind
+        && p.port_index == *port_index
+        && p.interval == *interval
+        && p.timeout == *timeout
+        && p.max_failures == *max_failures
+        && p.grace == *grace
 }
 
 /// Replaces the one `switchyard_table_hash` series by the live table's (computed by `compile`).

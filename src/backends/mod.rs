@@ -221,7 +221,9 @@ impl Drop for ActiveGuard {
 
 /// Backend states keyed by identity, carried across table swaps.
 pub struct Registry {
-    live: HashMap<BackendKey, Arc<BackendState>>,
+    /// The live backends, by service: one lookup per service on a swap, not one per backend
+    /// (a 10,000-app table has 100,000 backends). Each list is in its table's backend order.
+    live: rustc_hash::FxHashMap<ServiceKey, Vec<(SocketAddr, Arc<BackendState>)>>,
     draining: HashMap<BackendKey, Arc<BackendState>>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
@@ -232,7 +234,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration) -> Registry {
         Registry {
-            live: HashMap::new(),
+            live: Default::default(),
             draining: HashMap::new(),
             metrics,
             drain_timeout,
@@ -260,29 +262,71 @@ impl Registry {
     /// The states for every backend of `table`, service by service, in table order. Backends
     /// that left the table start draining; drained ones with no connection left are forgotten.
     pub fn attach(&mut self, table: &RoutingTable) -> Vec<Vec<Arc<BackendState>>> {
-        let mut live = HashMap::with_capacity(self.live.len());
-        let states = table
-            .services
-            .iter()
-            .map(|service| {
-                service
-                    .backends
-                    .iter()
-                    .map(|b| {
+        let mut live = rustc_hash::FxHashMap::default();
+        live.reserve(self.live.len());
+        let mut left: Vec<(BackendKey, Arc<BackendState>)> = Vec::new();
+        let mut states = Vec::with_capacity(table.services.len());
+        for service in &table.services {
+            let old = self.live.remove(&service.key).unwrap_or_default();
+            let mut taken = vec![false; old.len()];
+            // A service with many backends is searched through a map, a small one in place.
+            let index: Option<rustc_hash::FxHashMap<SocketAddr, usize>> = (old.len() > 16)
+                .then(|| old.iter().enumerate().map(|(i, (a, _))| (*a, i)).collect());
+            let mut kept: Vec<(SocketAddr, Arc<BackendState>)> =
+                Vec::with_capacity(service.backends.len());
+            let mut row = Vec::with_capacity(service.backends.len());
+            for (i, b) in service.backends.iter().enumerate() {
+                // Two tasks on one address share its key, so its state (they are adjacent:
+                // `compile` sorts backends by address).
+                if let Some((addr, state)) = kept.last()
+                    && *addr == b.addr
+                {
+                    row.push(state.clone());
+                    continue;
+                }
+                // Mostly the same backends in the same order: the same position first.
+                let at = match old.get(i) {
+                    Some((addr, _)) if *addr == b.addr => Some(i),
+                    _ => match &index {
+                        Some(index) => index.get(&b.addr).copied(),
+                        None => old.iter().position(|(addr, _)| *addr == b.addr),
+                    },
+                };
+                let state = match at {
+                    Some(at) if !taken[at] => {
+                        taken[at] = true;
+                        old[at].1.clone()
+                    }
+                    _ => {
                         let key = (service.key.clone(), b.addr);
-                        let state = self
-                            .live
-                            .remove(&key)
-                            .or_else(|| self.undrain(&key))
-                            .unwrap_or_else(|| self.create(&key));
-                        live.insert(key, state.clone());
-                        state
-                    })
-                    .collect()
-            })
-            .collect();
+                        match kept.iter().find(|(addr, _)| *addr == b.addr) {
+                            Some((_, state)) => state.clone(),
+                            None => self.undrain(&key).unwrap_or_else(|| self.create(&key)),
+                        }
+                    }
+                };
+                kept.push((b.addr, state.clone()));
+                row.push(state);
+            }
+            for ((addr, state), taken) in old.into_iter().zip(taken) {
+                if !taken {
+                    left.push(((service.key.clone(), addr), state));
+                }
+            }
+            if !kept.is_empty() {
+                live.insert(service.key.clone(), kept);
+            }
+            states.push(row);
+        }
+        // Services no longer in the table: all their backends leave.
+        for (key, gone) in std::mem::replace(&mut self.live, live) {
+            left.extend(
+                gone.into_iter()
+                    .map(|(addr, state)| ((key.clone(), addr), state)),
+            );
+        }
         let deadline = Instant::now() + self.drain_timeout;
-        for (key, state) in std::mem::replace(&mut self.live, live) {
+        for (key, state) in left {
             state.start_draining(deadline);
             self.draining.insert(key, state);
         }
@@ -378,5 +422,40 @@ mod tests {
         let fourth = reg.attach(&table(&[1, 2, 3]));
         assert!(Arc::ptr_eq(&first[0][0], &fourth[0][0]));
         assert!(!fourth[0][0].is_draining());
+    }
+
+    /// A service of many backends (looked up through a map) keeps every state when one is added
+    /// in front of the others; two tasks on one address share its state.
+    #[tokio::test]
+    async fn many_backends_keep_their_states_when_one_is_added_in_front() {
+        let mut reg = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30));
+        let ports: Vec<u16> = (100..140).collect();
+        let first = reg.attach(&table(&ports));
+        let mut more = vec![50];
+        more.extend(&ports);
+        let second = reg.attach(&table(&more));
+        assert_eq!(second[0].len(), 41);
+        for (a, b) in first[0].iter().zip(&second[0][1..]) {
+            assert!(Arc::ptr_eq(a, b), "same backend, same state");
+        }
+        assert_eq!(reg.draining(), 0);
+        let third = reg.attach(&table(&ports[1..]));
+        assert!(first[0][0].is_draining());
+        assert!(Arc::ptr_eq(&third[0][0], &first[0][1]));
+        assert_eq!(reg.draining(), 2, "the first and the one added in front");
+        // Two tasks on one address: one state.
+        let mut c = Cluster::default();
+        let mut twin = task("t2", 7);
+        twin.id = "twin".into();
+        c.apply(ClusterUpdate::Snapshot(vec![app(
+            "/a",
+            10000,
+            &[],
+            vec![task("t1", 7), twin],
+        )]));
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        let states = reg.attach(&compile(&c, &config));
+        assert_eq!(states[0].len(), 2);
+        assert!(Arc::ptr_eq(&states[0][0], &states[0][1]));
     }
 }

@@ -71,8 +71,9 @@ pub struct Probe {
 pub enum ProbeKind {
     /// A connect succeeds.
     Tcp,
-    /// `GET path` answers 2xx or 3xx (Marathon's rule).
-    Http { path: String },
+    /// `GET path` answers 2xx or 3xx (Marathon's rule). Shared: every backend's probe target
+    /// carries it, and the targets are rebuilt on swaps.
+    Http { path: Arc<str> },
 }
 
 /// One of the app's Marathon `healthChecks`, the fields marathon-lb's `get_health_check` reads.

@@ -120,7 +120,7 @@ fn health_policy(c: &HealthChecks) -> Option<HealthPolicy> {
     let kind = match c.default.as_str() {
         "tcp" => Some(ProbeKind::Tcp),
         "http" => Some(ProbeKind::Http {
-            path: c.path.clone(),
+            path: c.path.as_str().into(),
         }),
         _ => None,
     };

@@ -295,3 +295,72 @@ async fn the_last_zone_published_follows_the_last_change() {
         "ready once its zone answers"
     );
 }
+
+/// A swap's record (backends added and removed, routes changed) as the whole-table sets it was
+/// computed from before it walked the two tables side by side.
+#[test]
+fn a_swaps_record_is_what_the_whole_table_sets_give() {
+    use crate::routing::{CompileConfig, compile};
+    let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+    let cluster = |apps: Vec<crate::cluster::App>| {
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(apps));
+        c
+    };
+    let tasks = |id: &str, ports: &[u16]| {
+        ports
+            .iter()
+            .map(|&p| task(&format!("{id}.{p}"), p))
+            .collect::<Vec<_>>()
+    };
+    let group = [("HAPROXY_DEPLOYMENT_GROUP", "shop")];
+    let before = cluster(vec![
+        app("/a", 10001, &[], tasks("a", &[1, 2, 3])),
+        app("/b", 10002, &[], tasks("b", &[4])),
+        app("/gone", 10003, &[], tasks("gone", &[5, 6])),
+        app("/blue", 10005, &group, tasks("blue", &[7])),
+    ]);
+    let after = cluster(vec![
+        app("/a", 10001, &[], tasks("a", &[2, 3, 8])),
+        app("/b", 10002, &[], tasks("b", &[4])),
+        app("/new", 10004, &[], tasks("new", &[9])),
+        app("/blue", 10005, &group, tasks("blue", &[7])),
+        app("/green", 10005, &group, tasks("green", &[10])),
+    ]);
+    let (t0, t1) = (compile(&before, &config), compile(&after, &config));
+    let reference = |a: &RoutingTable, b: &RoutingTable| {
+        let (x, y) = (backend_ids(a), backend_ids(b));
+        let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
+        let added: Vec<String> = y.difference(&x).map(fmt).collect();
+        let removed: Vec<String> = x.difference(&y).map(fmt).collect();
+        let (p, q) = (a.route_weights(), b.route_weights());
+        let mut routes = Vec::new();
+        for (name, members) in &q {
+            match p.get(name) {
+                None => routes.push(format!("+{name}")),
+                Some(old) if old != members => routes.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        routes.extend(
+            p.keys()
+                .filter(|n| !q.contains_key(*n))
+                .map(|n| format!("-{n}")),
+        );
+        (added, removed, routes)
+    };
+    for (a, b) in [
+        (&t0, &t1),
+        (&t1, &t0),
+        (&t0, &t0),
+        (&RoutingTable::default(), &t1),
+    ] {
+        let (added, removed) = diff(a, b);
+        let (want_added, want_removed, want_routes) = reference(a, b);
+        assert_eq!((&added, &removed), (&want_added, &want_removed));
+        assert_eq!(route_changes(a, b), want_routes);
+    }
+    let (added, removed) = diff(&t0, &t1);
+    assert_eq!(added.len(), 3, "{added:?}");
+    assert_eq!(removed.len(), 3, "{removed:?}");
+}

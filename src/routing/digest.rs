@@ -15,7 +15,6 @@
 //! It is computed once per swap (at the end of `compile`, on the control thread), never per
 //! request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16 hex digits.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use sha2::{Digest, Sha256};
@@ -24,9 +23,51 @@ use super::RoutingTable;
 
 /// The hash of `table`, compiled with `bind` as the instance's default bind address.
 pub fn table_hash(table: &RoutingTable, bind: IpAddr) -> u64 {
-    let text = canonical(table, bind);
-    let digest = Sha256::digest(text.as_bytes());
+    // The text is hashed as it is written, a buffer at a time: at 50,000 apps it is tens of MiB,
+    // which a single String would grow to (and copy on the way) only to be hashed once.
+    let mut sink = Hashing {
+        sha: Sha256::new(),
+        buf: String::with_capacity(2 * Hashing::CHUNK),
+    };
+    write_canonical(&mut sink, table, bind);
+    sink.sha.update(sink.buf.as_bytes());
+    let digest = sink.sha.finalize();
     u64::from_be_bytes(digest[..8].try_into().expect("32 bytes"))
+}
+
+/// Feeds SHA-256 with what is written, in chunks.
+struct Hashing {
+    sha: Sha256,
+    buf: String,
+}
+
+impl Hashing {
+    const CHUNK: usize = 64 * 1024;
+}
+
+impl std::fmt::Write for Hashing {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.buf.push_str(s);
+        if self.buf.len() >= Self::CHUNK {
+            self.sha.update(self.buf.as_bytes());
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The `Debug` text of `value`, formatted again only when it differs from the last one asked
+/// for: most services share their settings (none set), and formatting them was most of the
+/// hash's cost.
+fn memo<'s, 'a, T: PartialEq + std::fmt::Debug>(
+    slot: &'s mut Option<(&'a T, String)>,
+    value: &'a T,
+) -> &'s str {
+    let fresh = !matches!(slot, Some((last, _)) if *last == value);
+    if fresh {
+        *slot = Some((value, format!("{value:?}")));
+    }
+    slot.as_ref().map_or("", |(_, text)| text.as_str())
 }
 
 /// `hash` as `/v1/routes` and the metric show it: 16 lowercase hex digits.
@@ -44,12 +85,23 @@ fn listen(addr: SocketAddr, bind: IpAddr) -> String {
 }
 
 /// The table as text, one fact a line, in an order that depends on nothing but the content.
+#[cfg(test)]
 fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
     let mut out = String::new();
-    // `write!` to a String cannot fail.
+    write_canonical(&mut out, table, bind);
+    out
+}
+
+/// Writes [`canonical`]'s text to `out`.
+fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
+    // Writing to a String or the hasher cannot fail.
     macro_rules! line {
         ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
     }
+    macro_rules! put {
+        ($($arg:tt)*) => {{ let _ = write!(out, $($arg)*); }};
+    }
+    let (mut edges, mut connections, mut deployments, mut probes) = (None, None, None, None);
     line!("v1");
     for (i, s) in table.services.iter().enumerate() {
         line!(
@@ -82,29 +134,38 @@ fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
         );
         // The edge labels as read (limits, timeouts, header rules, error pages, maintenance;
         // PROXY protocol, passthrough, backend TLS, client CA): settings, no runtime state.
-        line!(" edge {:?} connection {:?}", s.edge, s.connection);
+        line!(
+            " edge {} connection {}",
+            memo(&mut edges, &*s.edge),
+            memo(&mut connections, &s.connection)
+        );
         if let Some(auth) = &h.auth {
             line!(" auth {:?} {:?} {:?}", auth.realm, auth.user, auth.hash);
         }
-        line!(
-            " vhosts={:?} weight={:?} canary={:?} deployment={:?} probe={:?}",
+        put!(
+            " vhosts={:?} weight={:?} canary={:?} deployment=",
             s.vhosts,
             s.weight,
             s.canary,
-            s.deployment,
-            s.probe
+        );
+        line!(
+            "{} probe={}",
+            memo(&mut deployments, &s.deployment),
+            memo(&mut probes, &s.probe)
         );
         for (task, reason) in &s.held_back {
             line!(" held_back {task} {reason}");
         }
     }
-    for (i, r) in table.routes.iter().enumerate() {
-        let mut at: Vec<String> = table
-            .by_listen
-            .iter()
-            .filter(|(_, x)| **x == i)
-            .map(|(a, _)| listen(*a, bind))
-            .collect();
+    // Each route's entry points, gathered in one pass (not one scan of every listener per
+    // route: that was quadratic in the number of apps).
+    let mut at_by_route: Vec<Vec<String>> = vec![Vec::new(); table.routes.len()];
+    for (a, &x) in &table.by_listen {
+        if let Some(at) = at_by_route.get_mut(x) {
+            at.push(listen(*a, bind));
+        }
+    }
+    for (i, (r, mut at)) in table.routes.iter().zip(at_by_route).enumerate() {
         at.sort();
         line!(
             "route {i} {:?} at={at:?} overridden={}",
@@ -156,7 +217,6 @@ fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
     for p in problems {
         line!("problem {:?} {p}", p.severity);
     }
-    out
 }
 
 #[cfg(test)]
@@ -165,6 +225,7 @@ mod tests {
     use crate::cluster::Cluster;
     use crate::cluster::fixtures::{app, task};
     use crate::routing::{CompileConfig, compile};
+    use std::fmt::Write as _;
 
     fn cluster() -> Cluster {
         let mut c = Cluster::default();
@@ -186,6 +247,186 @@ mod tests {
 
     fn hash(c: &Cluster, config: &CompileConfig) -> u64 {
         compile(c, config).hash
+    }
+
+    /// The text as it was written before it was streamed and memoized (commit 8ad11d0), kept
+    /// to show that the hash instances compare did not change: an instance of this version and
+    /// one of the last agree on the same cluster.
+    fn reference(table: &RoutingTable, bind: IpAddr) -> String {
+        let mut out = String::new();
+        // `write!` to a String cannot fail.
+        macro_rules! line {
+        ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
+    }
+        line!("v1");
+        for (i, s) in table.services.iter().enumerate() {
+            line!(
+                "service {i} {} listen={:?} port={} mode={:?} balance={:?} h2={} idle={:?}",
+                s.key,
+                s.listen.map(|a| listen(a, bind)),
+                s.service_port,
+                s.mode,
+                s.balancer.kind(),
+                s.upstream_h2,
+                s.tcp_idle_timeout,
+            );
+            for b in &s.backends {
+                line!(
+                    " backend {} {} w={} probe_at={:?}",
+                    b.addr,
+                    b.task_id,
+                    b.weight,
+                    b.probe_addr
+                );
+            }
+            let h = &s.http;
+            line!(
+                " http redirect={} hsts={} sticky={} acl={:?} rewrite={:?}",
+                h.redirect_to_https,
+                h.hsts,
+                h.sticky,
+                h.acl,
+                h.rewrite.as_deref()
+            );
+            // The edge labels as read (limits, timeouts, header rules, error pages, maintenance;
+            // PROXY protocol, passthrough, backend TLS, client CA): settings, no runtime state.
+            line!(" edge {:?} connection {:?}", s.edge, s.connection);
+            if let Some(auth) = &h.auth {
+                line!(" auth {:?} {:?} {:?}", auth.realm, auth.user, auth.hash);
+            }
+            line!(
+                " vhosts={:?} weight={:?} canary={:?} deployment={:?} probe={:?}",
+                s.vhosts,
+                s.weight,
+                s.canary,
+                s.deployment,
+                s.probe
+            );
+            for (task, reason) in &s.held_back {
+                line!(" held_back {task} {reason}");
+            }
+        }
+        for (i, r) in table.routes.iter().enumerate() {
+            let mut at: Vec<String> = table
+                .by_listen
+                .iter()
+                .filter(|(_, x)| **x == i)
+                .map(|(a, _)| listen(*a, bind))
+                .collect();
+            at.sort();
+            line!(
+                "route {i} {:?} at={at:?} overridden={}",
+                r.name,
+                r.overridden
+            );
+            for m in &r.members {
+                line!(
+                    " member {} {} w={} from={}",
+                    m.service,
+                    m.app_id,
+                    m.weight,
+                    m.weight_from.as_str()
+                );
+            }
+        }
+        let mut udp: Vec<(String, usize)> = table
+            .udp
+            .iter()
+            .map(|(a, s)| (listen(*a, bind), *s))
+            .collect();
+        udp.sort();
+        for (addr, s) in udp {
+            line!("udp {addr} {s}");
+        }
+        // Rules of one host keep the order they are tried in; hosts are sorted.
+        let mut vhosts: Vec<(String, usize, String, usize)> = Vec::new();
+        let mut last: Option<String> = None;
+        let mut n = 0;
+        for (host, prefix, route) in table.vhosts.entries() {
+            n = if last.as_deref() == Some(host.as_str()) {
+                n + 1
+            } else {
+                0
+            };
+            last = Some(host.clone());
+            vhosts.push((host, n, prefix.to_string(), route));
+        }
+        vhosts.sort();
+        for (host, n, prefix, route) in vhosts {
+            line!("vhost {host} {n} {prefix:?} {route}");
+        }
+        line!("default {:?}", table.default_service);
+        for cert in &table.ssl_certs {
+            line!("cert {}", cert.display());
+        }
+        let mut problems: Vec<_> = table.problems.iter().collect();
+        problems.sort();
+        for p in problems {
+            line!("problem {:?} {p}", p.severity);
+        }
+        out
+    }
+
+    #[test]
+    fn the_hash_is_the_one_the_previous_version_computed() {
+        let mut c = cluster();
+        // A deployment group (two apps in one route), a rate limit, a health probe, a task held
+        // back, a tcp port with a label of its own.
+        for (id, labels) in [
+            (
+                "/blue",
+                vec![
+                    ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+                    ("HAPROXY_DEPLOYMENT_ALT_PORT", "10099"),
+                ],
+            ),
+            (
+                "/green",
+                vec![
+                    ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+                    ("HAPROXY_DEPLOYMENT_ALT_PORT", "10099"),
+                ],
+            ),
+            (
+                "/limited",
+                vec![
+                    ("SWITCHYARD_0_RATE_LIMIT", "100/s"),
+                    ("HAPROXY_0_VHOST", "l.example.com"),
+                ],
+            ),
+        ] {
+            let mut a = app(id, 10010, &labels, vec![task(&format!("{id}.1"), 31010)]);
+            let mut held = task(&format!("{id}.2"), 31011);
+            held.state = crate::cluster::TaskState::Staging;
+            a.tasks.insert(held.id.clone(), held);
+            c.apps.insert(a.id.clone(), a);
+        }
+        let mut config = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
+        config.health = Some(crate::routing::compile::HealthPolicy {
+            from_marathon: false,
+            default: Some(crate::cluster::Probe {
+                kind: crate::cluster::ProbeKind::Http {
+                    path: "/ping".into(),
+                },
+                port_index: 0,
+                interval: std::time::Duration::from_secs(5),
+                timeout: std::time::Duration::from_secs(2),
+                max_failures: 3,
+                grace: std::time::Duration::ZERO,
+                target: None,
+            }),
+        });
+        for config in [
+            config,
+            CompileConfig::group("*", "10.0.0.1".parse().unwrap()),
+        ] {
+            let table = compile(&c, &config);
+            let text = reference(&table, config.bind);
+            assert_eq!(canonical(&table, config.bind), text);
+            let digest = Sha256::digest(text.as_bytes());
+            let expected = u64::from_be_bytes(digest[..8].try_into().unwrap());
+            assert_eq!(table.hash, expected);
+        }
     }
 
     #[test]

@@ -318,7 +318,7 @@ fn probe_from_marathon(check: &Value) -> Option<Probe> {
                 .filter(|p| p.starts_with('/') && p.len() < 1024 && p.is_ascii())
                 .filter(|p| !p.bytes().any(|b| b.is_ascii_control() || b == b' '))
                 .unwrap_or("/")
-                .to_string(),
+                .into(),
         },
         // An HTTPS check's TLS is the app's: switchyard checks that the port accepts.
         "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => ProbeKind::Tcp,

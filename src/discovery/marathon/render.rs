@@ -120,7 +120,7 @@ fn health_checks(app: &App) -> Vec<Value> {
                 );
             if probed && let Some(probe) = probes.next() {
                 if let crate::cluster::ProbeKind::Http { path } = &probe.kind {
-                    c.insert("path".into(), json!(path));
+                    c.insert("path".into(), json!(&**path));
                 }
                 c.insert("intervalSeconds".into(), json!(probe.interval.as_secs()));
                 c.insert("timeoutSeconds".into(), json!(probe.timeout.as_secs()));
