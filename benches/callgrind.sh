@@ -30,7 +30,7 @@ ROOT=$(dirname "$HERE")
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 WORK=$(mktemp -d /tmp/switchyard-callgrind.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [[ -n ${KEEP_OUT:-} ]] && cp "$WORK/cg.out" "$KEEP_OUT"; rm -rf "$WORK"; }
 trap cleanup EXIT
 for tool in valgrind h2load nginx; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind nghttp2-client nginx)" >&2; exit 1; }
