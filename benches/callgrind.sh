@@ -24,15 +24,19 @@
 #                                         sequential, `Connection: close`; a small python3 client),
 #                                         to the TCP-mode port, the HTTP-mode port and the
 #                                         vhost listener: what accepting, connecting and closing cost
+#   H2=1                                  HTTP/2 with prior knowledge (h2c) to the vhost listener
+#                                         instead: h2load -c$H2_CLIENTS (10) -m$H2_STREAMS (10), each
+#                                         stream one request to the HTTP/1.1 backend
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
 set -euo pipefail
-N1=${N1:-2000} N2=${N2:-12000} NEW_CONN=${NEW_CONN:-0} LABELS=${LABELS:-}
+N1=${N1:-2000} N2=${N2:-12000} NEW_CONN=${NEW_CONN:-0} LABELS=${LABELS:-} H2=${H2:-0}
+H2_CLIENTS=${H2_CLIENTS:-10} H2_STREAMS=${H2_STREAMS:-10}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 WORK=$(mktemp -d /tmp/switchyard-callgrind.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [[ -n ${KEEP_OUT:-} ]] && cp "$WORK/cg.out" "$KEEP_OUT"; rm -rf "$WORK"; }
 trap cleanup EXIT
 for tool in valgrind h2load nginx; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind nghttp2-client nginx)" >&2; exit 1; }
@@ -53,6 +57,7 @@ nginx -c "$WORK/nginx.conf" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" >/dev/n
 PIDS+=($!)
 sed "$port_map" "$HERE/peers/switchyard.toml" >"$WORK/switchyard.toml"
 sed "$port_map" "$HERE/peers/apps.json" >"$WORK/apps.json"
+[[ $H2 != 1 ]] || sed -i 's|^\[http\]$|[http]\nh2c = true|' "$WORK/switchyard.toml"
 sed -i "s|\"labels\":{\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|\"labels\":{$LABELS\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|" "$WORK/apps.json"
 wait_listener "${PIDS[-1]}" "${MOVED[18080]}"
 
@@ -85,7 +90,9 @@ for _ in range(n):
     s.close()
 PY
   else
-    h2load --h1 -n "$n" -c 1 -m 1 "http://127.0.0.1:$port/" >"$WORK/h2load.log"
+    local how=(--h1 -c 1 -m 1)
+    [[ $H2 != 1 ]] || how=(-c "$H2_CLIENTS" -m "$H2_STREAMS")
+    h2load "${how[@]}" -n "$n" "http://127.0.0.1:$port/" >"$WORK/h2load.log"
     grep -q " 0 failed" "$WORK/h2load.log" || { grep "requests:" "$WORK/h2load.log" >&2; kill -TERM "$pid"; wait "$pid" || true; exit 1; }
   fi
   kill -TERM "$pid"
@@ -97,6 +104,8 @@ printf '| binary | entry | instructions per request |\n|---|---|---:|\n'
 for bin in "$@"; do
   if [[ -n ${ENTRIES:-} ]]; then
     IFS=, read -r -a entries <<<"$ENTRIES"
+  elif [[ $H2 == 1 ]]; then
+    entries=("vhost, h2c -c$H2_CLIENTS -m$H2_STREAMS:18093")
   elif [[ $NEW_CONN == 1 ]]; then
     entries=("tcp port, new connection:18092" "service port, new connection:18091" "vhost, new connection:18093")
   else

@@ -11,9 +11,11 @@
 # Loopback only; stops what it started, by PID.
 # Env: ROUNDS=3 DURATION=8 CLIENTS=100 STREAMS=10 MAX_STEAL=2 SWITCHYARD_BIN=target/release/switchyard
 #      MODES="h2c tls" KEEP_WORK=1 (keep the scratch dir: configs, logs, results.tsv)
+#      BASE_BIN=/path/to/other/switchyard: a second switchyard (before a change) in the same
+#      interleaved rounds, on its own ports, reported beside the first (`base`).
 set -euo pipefail
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-8} CLIENTS=${CLIENTS:-100} STREAMS=${STREAMS:-10}
-MAX_STEAL=${MAX_STEAL:-2} MODES=${MODES:-"h2c tls"} KEEP_WORK=${KEEP_WORK:-0}
+MAX_STEAL=${MAX_STEAL:-2} MODES=${MODES:-"h2c tls"} KEEP_WORK=${KEEP_WORK:-0} BASE_BIN=${BASE_BIN:-}
 ROOT=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 CLK_TCK=$(getconf CLK_TCK)
@@ -23,6 +25,7 @@ PIDS=()
 declare -A PID_OF=()
 declare -A URL=([switchyard-h2c]=http://127.0.0.1:18493/ [haproxy-h2c]=http://127.0.0.1:18483/
   [switchyard-tls]=https://127.0.0.1:18444/ [haproxy-tls]=https://127.0.0.1:18443/)
+[[ -z $BASE_BIN ]] || URL+=([base-h2c]=http://127.0.0.1:18495/ [base-tls]=https://127.0.0.1:18446/)
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 cleanup() {
@@ -127,6 +130,10 @@ wait_ready() { # name url
 start nginx 0 nginx -c "$WORK/nginx.conf" -p "$WORK"
 start haproxy 1 haproxy -db -f "$WORK/haproxy.cfg"
 start switchyard 1 "$SWITCHYARD_BIN" --config "$WORK/switchyard.toml"
+if [[ -n $BASE_BIN ]]; then
+  sed 's/18493/18495/; s/18444/18446/; s/19093/19095/' "$WORK/switchyard.toml" >"$WORK/base.toml"
+  start base 1 "$BASE_BIN" --config "$WORK/base.toml"
+fi
 for target in "${!URL[@]}"; do wait_ready "${target%-*}" "${URL[$target]}"; done
 
 # --- measurement -------------------------------------------------------------------------------
@@ -159,8 +166,8 @@ for target in "${!URL[@]}"; do   # warm-up, untimed
   taskset -c 0 h2load -t1 -c"$CLIENTS" -m"$STREAMS" -D 1 "${URL[$target]}" >/dev/null 2>&1 || true
 done
 for ((r = 1; r <= ROUNDS; r++)); do
-  order=(switchyard haproxy)
-  ((r % 2)) || order=(haproxy switchyard)
+  order=(switchyard haproxy ${BASE_BIN:+base})
+  ((r % 2)) || order=(${BASE_BIN:+base} haproxy switchyard)
   for mode in $MODES; do
     for proxy in "${order[@]}"; do measure "$proxy" "$mode" "$r"; done
   done
@@ -189,5 +196,10 @@ for mode in $MODES; do
     read -r av ak at <<<"$(stats "$mode" switchyard "${col%% *}")"
     read -r hv hk ht <<<"$(stats "$mode" haproxy "${col%% *}")"
     echo "| $mode | ${col#* } | $av | $hv | $(ratio "$av" "$hv") | $ak/$at, $hk/$ht |"
+    if [[ -n $BASE_BIN ]]; then
+      read -r bv bk bt <<<"$(stats "$mode" base "${col%% *}")"
+      echo "| $mode | ${col#* } (base) | $bv | $hv | $(ratio "$bv" "$hv") | $bk/$bt, $hk/$ht |"
+    fi
   done
 done
+if [[ -n $BASE_BIN ]]; then echo; echo "base: $BASE_BIN"; fi

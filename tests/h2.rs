@@ -503,4 +503,46 @@ async fn connect_is_refused_and_never_reaches_a_backend() {
     let answer = get(&mut sender, "http://app.test/after").await;
     assert_eq!(answer.status, 200);
     assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+/// With the access log on, every connection of an h2c listener is read by the general path,
+/// which tells h2c prior knowledge from HTTP/1.1 by the first bytes: both are answered on the
+/// same listener, and an HTTP/2 client's many streams on one connection too.
+#[tokio::test]
+async fn the_general_path_tells_h2c_from_http1_by_the_preface() {
+    let (backend, _) = mirror().await;
+    let e = edge(
+        "h2-sniffed",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "access_log = true",
+    )
+    .await;
+    let sender = h2(e.http).await;
+    let streams: Vec<_> = (0..16)
+        .map(|i| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let answer = get(&mut sender, &format!("http://m.example.com/a{i}")).await;
+                (i, answer.status, answer.body.unwrap())
+            })
+        })
+        .collect();
+    for stream in streams {
+        let (i, status, body) = stream.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.starts_with(format!("GET /a{i} ").as_bytes()), "{body:?}");
+    }
+    let mut http1 = TcpStream::connect(e.http).await.unwrap();
+    http1
+        .write_all(b"GET /one HTTP/1.1\r\nHost: m.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, http1.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("GET /one "), "{answer}");
+    drop(e.sy);
 }

@@ -339,6 +339,10 @@ pub fn apply_rules(headers: &mut HeaderMap, rules: &Rules) {
 /// Hyper codec: removes the hop-by-hop fields and those `Connection` names (never the framing
 /// fields or Host).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one look at each name instead of a lookup per hop-by-hop name.
+    if !headers.keys().any(|n| is_hop_by_hop(n.as_str().as_bytes())) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = {
             let named = ConnectionNamed::of(
@@ -364,14 +368,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Hyper codec: removes both trace fields from a request and gives back what it asked with
 /// (the bytes codec drops them in its one pass over the fields, [`Field::Trace`]).
 pub fn take_trace(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    headers.remove(SWITCHYARD_TRACE_RESULT);
-    headers.remove(SWITCHYARD_TRACE)
+    headers.remove(&TRACE_RESULT_NAME);
+    headers.remove(&TRACE_NAME)
 }
 
 /// Hyper codec: a backend's trace field is not the proxy's: dropped from its response.
 pub fn strip_trace_result(headers: &mut HeaderMap) {
-    headers.remove(SWITCHYARD_TRACE_RESULT);
+    headers.remove(&TRACE_RESULT_NAME);
 }
+
+// As names, so that a lookup does not parse them first.
+const TRACE_NAME: HeaderName = HeaderName::from_static(SWITCHYARD_TRACE);
+const TRACE_RESULT_NAME: HeaderName = HeaderName::from_static(SWITCHYARD_TRACE_RESULT);
 
 /// Hyper codec: the request's framing as `message` decided it, the received fields replaced
 /// (hyper frames the body it sends from these).
@@ -433,10 +441,11 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
         out.extend_from_slice(host);
         out.extend_from_slice(b"\r\n");
     }
-    let existing = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter(|_| any_for && forwarded.client.trusted)
+    // Looked up only when there is one to keep.
+    let existing = (any_for && forwarded.client.trusted)
+        .then(|| headers.get_all(X_FORWARDED_FOR))
+        .into_iter()
+        .flatten()
         .map(HeaderValue::as_bytes);
     forwarded.write(out, existing, proto.filter(|_| protos == 1), request_id);
 }

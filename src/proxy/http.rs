@@ -17,12 +17,13 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::errors::Answer;
 use super::exchange::{Attempts, Failure, Policy, is_idempotent};
-use super::upstream::{ProxyBody, RequestBody, Tried, send};
+use super::h1_framing::Prefixed;
+use super::upstream::{ClientBody, ProxyBody, RequestBody, Tried, send};
 use super::{Context, headers, message};
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
@@ -103,7 +104,6 @@ pub async fn serve_verified<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handler = ctx.clone();
     // The client's address as a header value, made once per connection, not per request.
     let client = Peer {
         addr: peer,
@@ -111,58 +111,88 @@ pub async fn serve_verified<S>(
         trusted: ctx.settings.load().edge.trusts(peer.ip()),
         cert,
     };
+    if protocol != Protocol::Auto {
+        return serve_as(stream, protocol == Protocol::Http2, client, entry, ctx).await;
+    }
+    let timeout = ctx.settings.load().client_header_timeout;
+    if let Some((stream, h2)) = sniff_preface(stream, timeout).await {
+        serve_as(stream, h2, client, entry, ctx).await
+    }
+}
+
+/// Serves a connection whose protocol is known: HTTP/2 on `h2_server` (every stream answered
+/// inside the connection's task), HTTP/1.x on hyper's server.
+async fn serve_as<S>(stream: S, h2: bool, client: Peer, entry: Entry, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = ctx.settings.load_full();
+    if h2 {
+        let config = super::h2_server::Config {
+            max_header_list_size: settings.max_header_bytes as u32,
+            handshake_timeout: settings.client_header_timeout,
+        };
+        drop(settings);
+        let (client, ctx) = (&client, &*ctx);
+        let handle = move |req: Request<_>| proxy(req.map(ClientBody::H2), client, entry, ctx);
+        return super::h2_server::serve(stream, &config, ctx.shutdown.stopping(), handle).await;
+    }
+    let handler = ctx.clone();
     // Set by the first request: see `drive!`.
     let asked = Arc::new(AtomicBool::new(false));
     let seen = asked.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         let (ctx, client) = (handler.clone(), client.clone());
-        async move { Ok::<_, Infallible>(proxy(req, &client, entry, &ctx).await) }
-    });
-    let io = TokioIo::new(stream);
-    let settings = ctx.settings.load_full();
-    match protocol {
-        Protocol::Http1 => drive!(
-            hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(settings.client_header_timeout)
-                .max_buf_size(settings.max_header_bytes)
-                .max_headers(settings.max_headers)
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .with_upgrades(),
-            ctx,
-            asked
-        ),
-        Protocol::Http2 => drive!(
-            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(settings.max_header_bytes as u32)
-                .serve_connection(io, service),
-            ctx,
-            asked
-        ),
-        Protocol::Auto => {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(settings.client_header_timeout)
-                .max_buf_size(settings.max_header_bytes)
-                .max_headers(settings.max_headers)
-                .keep_alive(true);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(settings.max_header_bytes as u32);
-            drive!(
-                builder.serve_connection_with_upgrades(io, service),
-                ctx,
-                asked
-            )
+        async move {
+            let req = req.map(ClientBody::Http1);
+            Ok::<_, Infallible>(proxy(req, &client, entry, &ctx).await)
         }
-    }
+    });
+    drive!(
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.client_header_timeout)
+            .max_buf_size(settings.max_header_bytes)
+            .max_headers(settings.max_headers)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades(),
+        ctx,
+        asked
+    )
 }
+
+/// h2c with prior knowledge or HTTP/1.x: reads until the first bytes show which (within the
+/// client header timeout), and gives them back in front of the stream.
+async fn sniff_preface<S>(
+    mut stream: S,
+    timeout: std::time::Duration,
+) -> Option<(Prefixed<S>, bool)>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut first = Vec::with_capacity(H2_PREFACE.len());
+    let read = async {
+        while first.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&first) {
+            let mut byte = [0u8; 24];
+            let want = H2_PREFACE.len() - first.len();
+            match stream.read(&mut byte[..want]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => first.extend_from_slice(&byte[..n]),
+            }
+        }
+        true
+    };
+    if !matches!(tokio::time::timeout(timeout, read).await, Ok(true)) && first.is_empty() {
+        return None;
+    }
+    let h2 = first == H2_PREFACE;
+    Some((Prefixed::new(first.into(), stream), h2))
+}
+
+/// The client preface of HTTP/2 (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Who is on the other end of a client connection.
 #[derive(Clone)]
@@ -176,7 +206,7 @@ struct Peer {
 }
 
 async fn proxy(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     client: &Peer,
     entry: Entry,
     ctx: &Context,
@@ -599,7 +629,7 @@ fn sticky_backend(headers: &HeaderMap, backends: &[Backend]) -> Option<usize> {
     backends.iter().position(|b| sticky_id(b) == id)
 }
 
-fn redirect_to_https(req: &Request<Incoming>, host: Option<&[u8]>) -> Response<ProxyBody> {
+fn redirect_to_https(req: &Request<ClientBody>, host: Option<&[u8]>) -> Response<ProxyBody> {
     // The host passed `message`'s authority check: ASCII letters, digits and `-._~:[]`.
     let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
     // The https listener is on its default port: drop the plain listener's port.
@@ -638,7 +668,7 @@ fn forwarded<'a>(
 /// for `upstream_h1`, which writes the forwarding fields and Host itself (the client's Host
 /// removed here).
 fn prepare_request(
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
     (client, subject): (&Peer, Option<&HeaderValue>),
     https: bool,
     (checked, raw): (&Checked, bool),
@@ -679,7 +709,7 @@ fn prepare_request(
 
 /// `HTTP_BACKEND_PROXYPASS_PATH` on a prepared (origin-form) request: the target without the
 /// prefix, and the app's host as Host (see `rewrite`).
-fn rewrite_request(req: &mut Request<Incoming>, rewrite: &crate::routing::Rewrite) {
+fn rewrite_request(req: &mut Request<ClientBody>, rewrite: &crate::routing::Rewrite) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (target, host) = super::rewrite::request(rewrite, target);
     if let Some(uri) = target.and_then(|t| t.parse().ok()) {
@@ -710,7 +740,7 @@ struct RequestLine {
 }
 
 impl RequestLine {
-    fn of(req: &Request<Incoming>, client: SocketAddr) -> RequestLine {
+    fn of(req: &Request<ClientBody>, client: SocketAddr) -> RequestLine {
         let host = req
             .headers()
             .get(header::HOST)

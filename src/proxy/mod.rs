@@ -10,6 +10,7 @@ pub mod exchange;
 mod h1;
 pub mod h1_framing;
 mod h1_relay;
+mod h2_server;
 pub mod headers;
 pub mod http;
 pub mod limits;

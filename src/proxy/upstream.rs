@@ -331,10 +331,45 @@ impl Body for ProxyBody {
     }
 }
 
+/// A client's request body as its codec reads it: hyper's (HTTP/1.x), or an HTTP/2 stream's.
+pub enum ClientBody {
+    Http1(Incoming),
+    H2(super::h2_server::H2Body),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = super::h2_server::BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http1(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http1(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A client's request body on its way to a backend, counted into that backend's `bytes_in`.
 pub struct RequestBody {
     /// `None`: no body (a request replayed on another backend carries none).
-    pub inner: Option<Incoming>,
+    pub inner: Option<ClientBody>,
     pub bytes_in: Option<Counter>,
     /// How far the client's body got: a failure while it broke off (malformed chunk, client
     /// gone) or had not finished arriving is the client's, not the backend's.
@@ -364,12 +399,12 @@ impl BodyProgress {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::h2_server::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);

@@ -240,51 +240,51 @@ enum Parsed {
 
 /// Reads a response head from the front of `rbuf` (taking it out of the buffer when whole):
 /// `message`'s rules as on the fast path; the fields as `ResponseFields` passes them, their
-/// values sharing the head's bytes.
+/// values sharing the head's bytes. One parse: the kept fields' values are noted as offsets
+/// into the head, sliced once it is taken out.
 fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
-    let (len, status, checked) = {
+    let malformed = || Failure::BadResponse("backend sent a malformed response");
+    let (len, status, body, close, kept, length) = {
         let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut res = httparse::Response::new(&mut slots);
-        match res.parse(rbuf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let checked = read_response(&res, head_only).map_err(Failure::BadResponse)?;
-                (n, res.code.unwrap_or(502), checked)
-            }
+        let len = match res.parse(rbuf) {
+            Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {
                 return Ok(Parsed::Partial);
             }
-            _ => return Err(Failure::BadResponse("backend sent a malformed response")),
-        }
-    };
-    if (100..200).contains(&status) {
-        if status == 101 {
-            return Err(Failure::BadResponse("backend switched protocols unasked"));
-        }
-        rbuf.advance(len);
-        return Ok(Parsed::Interim);
-    }
-    let bytes = rbuf.split_to(len).freeze();
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut res = httparse::Response::new(&mut slots);
-    if !matches!(res.parse(&bytes), Ok(httparse::Status::Complete(_))) {
-        return Err(Failure::BadResponse("backend sent a malformed response"));
-    }
-    let mut fields = ResponseFields::of(res.headers, &checked);
-    let mut map = HeaderMap::with_capacity(res.headers.len() + 4);
-    for h in res.headers.iter() {
-        let name = h.name.as_bytes();
-        if fields.keeps(name).is_none() {
-            continue;
-        }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_maybe_shared(bytes.slice_ref(h.value)),
-        ) else {
-            return Err(Failure::BadResponse("backend sent a malformed response"));
+            _ => return Err(malformed()),
         };
+        let checked = read_response(&res, head_only).map_err(Failure::BadResponse)?;
+        let status = res.code.unwrap_or(502);
+        if (100..200).contains(&status) {
+            if status == 101 {
+                return Err(Failure::BadResponse("backend switched protocols unasked"));
+            }
+            rbuf.advance(len);
+            return Ok(Parsed::Interim);
+        }
+        let start = rbuf.as_ptr() as usize;
+        let mut fields = ResponseFields::of(res.headers, &checked);
+        let mut kept = Vec::with_capacity(res.headers.len());
+        for h in res.headers.iter() {
+            let name = h.name.as_bytes();
+            if fields.keeps(name).is_none() {
+                continue;
+            }
+            let name = HeaderName::from_bytes(name).map_err(|_| malformed())?;
+            let at = h.value.as_ptr() as usize - start;
+            kept.push((name, at..at + h.value.len()));
+        }
+        let length = fields.length_to_write();
+        (len, status, checked.body, checked.close, kept, length)
+    };
+    let bytes = rbuf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(kept.len() + 4);
+    for (name, range) in kept {
+        let value = HeaderValue::from_maybe_shared(bytes.slice(range)).map_err(|_| malformed())?;
         map.append(name, value);
     }
-    if let Some(n) = fields.length_to_write() {
+    if let Some(n) = length {
         map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     let mut response = Response::new(());
@@ -292,11 +292,7 @@ fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
         .map_err(|_| Failure::BadResponse("backend sent an invalid status"))?;
     *response.headers_mut() = map;
     let (parts, ()) = response.into_parts();
-    Ok(Parsed::Done(Head {
-        parts,
-        body: checked.body,
-        close: checked.close,
-    }))
+    Ok(Parsed::Done(Head { parts, body, close }))
 }
 
 /// Relays a request body to the backend (chunked, or as it comes under its Content-Length),

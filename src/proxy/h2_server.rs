@@ -1,0 +1,388 @@
+//! The HTTP/2 server side, on the `h2` codec directly: one task per client connection drives
+//! the connection and all of its streams (no task per stream), hands each request to the
+//! caller's handler (`http`'s one exchange), and writes the answer back — its head, its body
+//! as the stream's flow control allows, its trailers. The codec's protections stay on: a bound
+//! on concurrent streams and on the header list, the resets a client may provoke (rapid reset),
+//! the handshake within the client header timeout. Knows nothing of routing: it imports no
+//! other proxy module but `headers`.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Wake, Waker, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The error a stream's request body ends with (a reset, a malformed frame).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a connection is held to (the codec's settings and limits).
+pub struct Config {
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: a bigger head is refused (431 / reset) by the codec.
+    pub max_header_list_size: u32,
+    /// The client preface must arrive within it.
+    pub handshake_timeout: Duration,
+}
+
+// The values the hyper server used, kept so clients see the same connection.
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+const CONN_WINDOW: u32 = 1024 * 1024;
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// Streams the codec resets for the client's errors before it ends the connection.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Streams a client opens and resets before they are accepted (rapid reset, CVE-2023-44487).
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Rounds of (streams, connection) polling in one wake before the task yields to the runtime.
+const ROUNDS_PER_POLL: usize = 32;
+/// How long a connection accepted just before a stop may take to open its first stream,
+/// which is then served.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves one HTTP/2 connection until it ends: `handle` answers each request; `stopping`
+/// resolving asks the connection to finish its streams and close (after its first stream, for
+/// a connection that has not opened one yet).
+pub async fn serve<'a, S, H, F, B>(
+    io: S,
+    config: &Config,
+    stopping: impl Future<Output = ()>,
+    handle: H,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Fn(Request<H2Body>) -> F,
+    F: Future<Output = Response<B>> + Send + 'a,
+    B: Body<Data = Bytes> + Send + 'a,
+    B::Error: Into<BodyError>,
+{
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_header_list_size(config.max_header_list_size)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let handshake = builder.handshake::<_, Bytes>(io);
+    let mut conn = match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!("h2 handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut streams = Streams::new();
+    let mut stopping = std::pin::pin!(stopping);
+    let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut closing = false;
+    let mut opened = false;
+    let ended = poll_fn(|cx| {
+        streams.register(cx.waker());
+        if !closing {
+            if stop.is_none() && stopping.as_mut().poll(cx).is_ready() {
+                stop = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST_GRACE)));
+            }
+            if let Some(grace) = &mut stop
+                && (opened || grace.as_mut().poll(cx).is_ready())
+            {
+                conn.graceful_shutdown();
+                closing = true;
+            }
+        }
+        for _ in 0..ROUNDS_PER_POLL {
+            streams.poll_woken();
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    opened = true;
+                    let answer = handle(req.map(H2Body::new));
+                    streams.push(Box::pin(exchange(answer, respond)));
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => {}
+            }
+            if !streams.any_woken() {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let the runtime run others (and renew the task's budget) first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    if let Err(e) = ended {
+        tracing::debug!("h2 connection ended: {e}");
+    }
+}
+
+/// One stream: the handler's answer (dropped, with whatever it was doing, when the client
+/// resets the stream first), then the answer written.
+async fn exchange<F, B>(answer: F, mut respond: h2::server::SendResponse<Bytes>)
+where
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BodyError>,
+{
+    let response = tokio::select! {
+        biased;
+        response = answer => response,
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let (mut parts, body) = response.into_parts();
+    super::headers::strip_hop_by_hop(&mut parts.headers);
+    let end = body.is_end_stream();
+    if !end
+        && let Some(n) = body.size_hint().exact()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(header::CONTENT_LENGTH, n.into());
+    }
+    let head = Response::from_parts(parts, ());
+    let send = match respond.send_response(head, end) {
+        Ok(send) => send,
+        Err(e) => {
+            tracing::debug!("h2 response not sent: {e}");
+            return;
+        }
+    };
+    if !end {
+        pipe(body, send).await;
+    }
+}
+
+/// Writes a response body to its stream: each piece once the stream has room for it (the
+/// client's flow control is the backpressure), trailers as they come; a broken body resets
+/// the stream, a reset stream drops the body.
+async fn pipe<B>(body: B, mut send: h2::SendStream<Bytes>)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BodyError>,
+{
+    let mut body = std::pin::pin!(body);
+    loop {
+        // Room for at least a byte before the next piece is read: the codec buffers the rest
+        // of a piece up to the stream's window and its send buffer.
+        send.reserve_capacity(1);
+        let ready = poll_fn(|cx| {
+            if send.capacity() == 0 {
+                loop {
+                    match ready!(send.poll_capacity(cx)) {
+                        Some(Ok(0)) => {}
+                        Some(Ok(_)) => break,
+                        Some(Err(_)) | None => return Poll::Ready(false),
+                    }
+                }
+            } else if send.poll_reset(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            Poll::Ready(true)
+        })
+        .await;
+        if !ready {
+            return;
+        }
+        let frame = tokio::select! {
+            biased;
+            frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
+            _ = poll_fn(|cx| send.poll_reset(cx)) => return,
+        };
+        let sent = match frame {
+            None => send.send_data(Bytes::new(), true),
+            Some(Err(e)) => {
+                tracing::debug!("response body broken: {}", e.into());
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                return;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let end = body.is_end_stream();
+                    match send.send_data(data, end) {
+                        Ok(()) if !end => continue,
+                        sent => sent,
+                    }
+                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => send.send_trailers(trailers),
+                    Err(_) => continue,
+                },
+            },
+        };
+        if let Err(e) = sent {
+            tracing::debug!("h2 response body not sent: {e}");
+        }
+        return;
+    }
+}
+
+/// A client's request body on one stream: its DATA frames (the window given back as each is
+/// taken), then its trailers.
+pub struct H2Body {
+    inner: h2::RecvStream,
+    data_done: bool,
+}
+
+impl H2Body {
+    fn new(inner: h2::RecvStream) -> H2Body {
+        H2Body {
+            inner,
+            data_done: false,
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.inner.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.inner.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => this.data_done = true,
+            }
+        }
+        Poll::Ready(match ready!(this.inner.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.inner.is_end_stream() {
+            SizeHint::with_exact(0)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+type StreamFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A connection's streams, polled inside the connection's task: each has a waker of its own
+/// that queues it and wakes the task, so a wake polls only the streams that were woken.
+struct Streams<'a> {
+    slots: Vec<Option<StreamFuture<'a>>>,
+    wakers: Vec<(Arc<SlotWaker>, Waker)>,
+    free: Vec<usize>,
+    woken: Arc<Woken>,
+    /// Taken from `woken` for one round of polls.
+    round: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Woken {
+    queue: Mutex<Vec<usize>>,
+    /// The connection task's waker.
+    task: Mutex<Option<Waker>>,
+}
+
+struct SlotWaker {
+    index: usize,
+    queued: AtomicBool,
+    woken: Arc<Woken>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            lock(&self.woken.queue).push(self.index);
+        }
+        if let Some(task) = &*lock(&self.woken.task) {
+            task.wake_by_ref();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<'a> Streams<'a> {
+    fn new() -> Streams<'a> {
+        Streams {
+            slots: Vec::new(),
+            wakers: Vec::new(),
+            free: Vec::new(),
+            woken: Arc::new(Woken::default()),
+            round: Vec::new(),
+        }
+    }
+
+    fn register(&self, waker: &Waker) {
+        let mut task = lock(&self.woken.task);
+        if !task.as_ref().is_some_and(|t| t.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+
+    /// A new stream, polled in the next round.
+    fn push(&mut self, stream: StreamFuture<'a>) {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = self.slots.len();
+                let slot = Arc::new(SlotWaker {
+                    index,
+                    queued: AtomicBool::new(false),
+                    woken: self.woken.clone(),
+                });
+                self.wakers.push((slot.clone(), Waker::from(slot)));
+                self.slots.push(None);
+                index
+            }
+        };
+        self.slots[index] = Some(stream);
+        self.wakers[index].1.wake_by_ref();
+    }
+
+    fn any_woken(&self) -> bool {
+        !lock(&self.woken.queue).is_empty()
+    }
+
+    /// Polls the streams woken since the last round; a finished one frees its slot.
+    fn poll_woken(&mut self) {
+        std::mem::swap(&mut *lock(&self.woken.queue), &mut self.round);
+        for i in 0..self.round.len() {
+            let index = self.round[i];
+            let (slot, waker) = &self.wakers[index];
+            slot.queued.store(false, Ordering::Release);
+            let Some(stream) = &mut self.slots[index] else {
+                continue; // woken after it ended
+            };
+            let mut cx = TaskContext::from_waker(waker);
+            if stream.as_mut().poll(&mut cx).is_ready() {
+                self.slots[index] = None;
+                self.free.push(index);
+            }
+        }
+        self.round.clear();
+    }
+}
