@@ -503,6 +503,7 @@ async fn connect_is_refused_and_never_reaches_a_backend() {
     let answer = get(&mut sender, "http://app.test/after").await;
     assert_eq!(answer.status, 200);
     assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
 
 /// With the access log on, every connection of an h2c listener is read by the general path,
 /// which tells h2c prior knowledge from HTTP/1.1 by the first bytes: both are answered on the
@@ -529,7 +530,10 @@ async fn the_general_path_tells_h2c_from_http1_by_the_preface() {
     for stream in streams {
         let (i, status, body) = stream.await.unwrap();
         assert_eq!(status, 200);
-        assert!(body.starts_with(format!("GET /a{i} ").as_bytes()), "{body:?}");
+        assert!(
+            body.starts_with(format!("GET /a{i} ").as_bytes()),
+            "{body:?}"
+        );
     }
     let mut http1 = TcpStream::connect(e.http).await.unwrap();
     http1
