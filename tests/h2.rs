@@ -550,3 +550,96 @@ async fn the_general_path_tells_h2c_from_http1_by_the_preface() {
     assert!(answer.contains("GET /one "), "{answer}");
     drop(e.sy);
 }
+
+/// An edge whose client timeout is short (`proxy.client_header_timeout`), for the bounds an
+/// HTTP/2 client is held to.
+async fn edge_with_short_client_timeout(name: &str, backend: SocketAddr) -> support::edge::Edge {
+    let sections = support::edge::Sections {
+        proxy: "client_header_timeout = \"300ms\"",
+        http: "h2c = true",
+        ..Default::default()
+    };
+    let apps = vec![vhost_app("/m", "m.example.com", json!({}), backend.port())];
+    support::edge::Edge::start(name, apps, sections).await
+}
+
+/// A connection with no open stream — one that sent its preface and SETTINGS and nothing
+/// more, as an idle keep-alive does — gets GOAWAY and is closed, as an idle HTTP/1.1
+/// connection is, instead of holding a socket for ever.
+#[tokio::test]
+async fn an_idle_connection_gets_goaway_and_is_closed() {
+    let (backend, _) = mirror().await;
+    let e = edge_with_short_client_timeout("h2-idle", backend).await;
+    let mut stream = TcpStream::connect(e.http).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut seen))
+        .await
+        .expect("the idle connection was closed")
+        .ok();
+    // Frames: 9-byte header (length, type, flags, stream id), then the payload.
+    let mut types = Vec::new();
+    let mut rest = &seen[..];
+    while rest.len() >= 9 {
+        let length = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        types.push(rest[3]);
+        rest = &rest[(9 + length).min(rest.len())..];
+    }
+    assert!(types.contains(&7), "a GOAWAY before the close: {types:?}");
+}
+
+/// A response the client never opens its window for is reset after the client timeout, and
+/// the connection goes on serving: the backend connection and the buffers it held are not
+/// pinned by a client that stopped reading.
+#[tokio::test]
+async fn a_response_without_window_is_reset_after_the_client_timeout() {
+    let (backend, _) = mirror().await;
+    let e = edge_with_short_client_timeout("h2-stall", backend).await;
+    let stream = TcpStream::connect(e.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, Body2>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://m.example.com/big")
+        .body(empty())
+        .unwrap();
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(DEADLINE, response.into_body().collect())
+        .await
+        .expect("the stalled stream was reset");
+    let error = format!("{:?}", body.err().expect("a reset, not a whole body"));
+    assert!(error.contains("CANCEL"), "{error}");
+}
+
+/// An HTTP/2 request with more header fields than `http.max_headers` (100) gets 431, as an
+/// HTTP/1.1 one does, and never reaches the backend.
+#[tokio::test]
+async fn too_many_header_fields_get_431_as_on_http1() {
+    let (backend, connections) = mirror().await;
+    let e = edge(
+        "h2-fields",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    let mut req = hyper::Request::get("http://m.example.com/many");
+    for i in 0..150 {
+        req = req.header(format!("x-field-{i}"), "v");
+    }
+    let answer = send(&mut sender, req.body(empty()).unwrap()).await;
+    assert_eq!(answer.status, 431);
+    let answer = get(&mut sender, "http://m.example.com/few").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}

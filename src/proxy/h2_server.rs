@@ -27,14 +27,26 @@ pub struct Config {
     pub max_header_list_size: u32,
     /// The client preface must arrive within it.
     pub handshake_timeout: Duration,
+    /// A connection with no open stream for this long is sent GOAWAY, and closed
+    /// `FIRST_REQUEST_GRACE` later if its client has not closed it (an idle keep-alive, or a
+    /// client that sent its preface and nothing else).
+    pub idle_timeout: Duration,
+    /// A response whose stream has had no flow-control window for this long (a client that
+    /// stopped reading it, or keeps its window at 0) is reset, so that its backend connection
+    /// and buffers are released.
+    pub stall_timeout: Duration,
 }
 
-// The values the hyper server used, kept so clients see the same connection.
-const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams open at once on one connection: HAProxy's default. Each may hold a backend
+/// connection and a send buffer, so it bounds what one client connection can pin.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
 const CONN_WINDOW: u32 = 1024 * 1024;
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const MAX_FRAME_SIZE: u32 = 16 * 1024;
-const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// Response bytes the codec buffers per stream beyond what the socket took: with a client that
+/// opens a huge window and then stops reading, a connection holds at most
+/// `MAX_CONCURRENT_STREAMS` times this (6.4 MiB; it was 200 × 400 KiB = 80 MiB).
+const MAX_SEND_BUFFER: usize = 64 * 1024;
 /// Streams the codec resets for the client's errors before it ends the connection.
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Streams a client opens and resets before they are accepted (rapid reset, CVE-2023-44487).
@@ -84,6 +96,9 @@ pub async fn serve<'a, S, H, F, B>(
     let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut closing = false;
     let mut opened = false;
+    // Armed while no stream is open: one timer per connection, moved, never reallocated.
+    let mut idle = Box::pin(tokio::time::sleep(config.idle_timeout));
+    let mut idle_armed = true;
     let ended = poll_fn(|cx| {
         streams.register(cx.waker());
         if !closing {
@@ -97,25 +112,49 @@ pub async fn serve<'a, S, H, F, B>(
                 closing = true;
             }
         }
-        for _ in 0..ROUNDS_PER_POLL {
+        let mut rounds = 0;
+        loop {
             streams.poll_woken();
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
                     let answer = handle(req.map(H2Body::new));
-                    streams.push(Box::pin(exchange(answer, respond)));
-                    continue;
+                    let stall = config.stall_timeout;
+                    streams.push(Box::pin(exchange(answer, respond, stall)));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending if !streams.any_woken() => break,
                 Poll::Pending => {}
             }
-            if !streams.any_woken() {
-                return Poll::Pending;
+            rounds += 1;
+            if rounds == ROUNDS_PER_POLL {
+                // Still busy: let the runtime run others (and renew the task's budget) first.
+                cx.waker().wake_by_ref();
+                break;
             }
         }
-        // Still busy: let the runtime run others (and renew the task's budget) first.
-        cx.waker().wake_by_ref();
+        if streams.live() > 0 {
+            idle_armed = false;
+            return Poll::Pending;
+        }
+        if !idle_armed {
+            let deadline = tokio::time::Instant::now() + config.idle_timeout;
+            idle.as_mut().reset(deadline);
+            idle_armed = true;
+        }
+        if idle.as_mut().poll(cx).is_ready() {
+            if closing {
+                // GOAWAY was sent a grace ago and the client still holds the connection.
+                return Poll::Ready(Ok(()));
+            }
+            conn.graceful_shutdown();
+            closing = true;
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
+            // The GOAWAY is written by the next poll of the connection.
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     })
     .await;
@@ -126,7 +165,7 @@ pub async fn serve<'a, S, H, F, B>(
 
 /// One stream: the handler's answer (dropped, with whatever it was doing, when the client
 /// resets the stream first), then the answer written.
-async fn exchange<F, B>(answer: F, mut respond: h2::server::SendResponse<Bytes>)
+async fn exchange<F, B>(answer: F, mut respond: h2::server::SendResponse<Bytes>, stall: Duration)
 where
     F: Future<Output = Response<B>>,
     B: Body<Data = Bytes>,
@@ -155,14 +194,14 @@ where
         }
     };
     if !end {
-        pipe(body, send).await;
+        pipe(body, send, stall).await;
     }
 }
 
 /// Writes a response body to its stream: each piece once the stream has room for it (the
 /// client's flow control is the backpressure), trailers as they come; a broken body resets
-/// the stream, a reset stream drops the body.
-async fn pipe<B>(body: B, mut send: h2::SendStream<Bytes>)
+/// the stream, a reset stream drops the body, and a stream without room for `stall` is reset.
+async fn pipe<B>(body: B, mut send: h2::SendStream<Bytes>, stall: Duration)
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BodyError>,
@@ -172,21 +211,20 @@ where
         // Room for at least a byte before the next piece is read: the codec buffers the rest
         // of a piece up to the stream's window and its send buffer.
         send.reserve_capacity(1);
-        let ready = poll_fn(|cx| {
-            if send.capacity() == 0 {
-                loop {
-                    match ready!(send.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
-                        Some(Err(_)) | None => return Poll::Ready(false),
-                    }
+        let ready = if send.capacity() > 0 {
+            poll_fn(|cx| room(&mut send, cx)).await
+        } else {
+            // Waiting on the client's window: bounded, so a client that stops reading cannot
+            // hold the backend connection and the body's buffers for ever.
+            match tokio::time::timeout(stall, poll_fn(|cx| room(&mut send, cx))).await {
+                Ok(ready) => ready,
+                Err(_) => {
+                    tracing::debug!("h2 response stalled for {stall:?} without window: reset");
+                    send.send_reset(h2::Reason::CANCEL);
+                    return;
                 }
-            } else if send.poll_reset(cx).is_ready() {
-                return Poll::Ready(false);
             }
-            Poll::Ready(true)
-        })
-        .await;
+        };
         if !ready {
             return;
         }
@@ -221,6 +259,22 @@ where
         }
         return;
     }
+}
+
+/// Whether the stream has room for a byte (waiting for it), or was reset.
+fn room(send: &mut h2::SendStream<Bytes>, cx: &mut TaskContext<'_>) -> Poll<bool> {
+    if send.capacity() == 0 {
+        loop {
+            match ready!(send.poll_capacity(cx)) {
+                Some(Ok(0)) => {}
+                Some(Ok(_)) => break,
+                Some(Err(_)) | None => return Poll::Ready(false),
+            }
+        }
+    } else if send.poll_reset(cx).is_ready() {
+        return Poll::Ready(false);
+    }
+    Poll::Ready(true)
 }
 
 /// A client's request body on one stream: its DATA frames (the window given back as each is
@@ -361,6 +415,11 @@ impl<'a> Streams<'a> {
         };
         self.slots[index] = Some(stream);
         self.wakers[index].1.wake_by_ref();
+    }
+
+    /// Streams open now.
+    fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
     }
 
     fn any_woken(&self) -> bool {

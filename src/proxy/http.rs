@@ -131,6 +131,10 @@ where
         let config = super::h2_server::Config {
             max_header_list_size: settings.max_header_bytes as u32,
             handshake_timeout: settings.client_header_timeout,
+            // As an HTTP/1.1 connection's: idle keep-alive and a response the client stops
+            // reading are both bounded by the client header timeout (docs/http.md).
+            idle_timeout: settings.client_header_timeout,
+            stall_timeout: settings.client_header_timeout,
         };
         drop(settings);
         let (client, ctx) = (&client, &*ctx);
@@ -220,7 +224,16 @@ async fn proxy(
     };
     // HTTP/1 heads pass `message`'s rules here too: a connection the fast path handed over, or
     // one it never saw, is held to the same ones.
+    // HTTP/1's field count is bounded by its parsers (`http.max_headers`); HTTP/2's codec
+    // bounds only the bytes, so the count is held to the same limit here.
     let checked = match check(&req) {
+        Ok(_) if req.version() == Version::HTTP_2 && req.headers().len() > settings.max_headers => {
+            let response = plain(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields\n",
+            );
+            return log(None, response);
+        }
         Ok(checked) => checked,
         Err(refusal) => {
             let mut response = plain(
@@ -741,10 +754,16 @@ struct RequestLine {
 
 impl RequestLine {
     fn of(req: &Request<ClientBody>, client: SocketAddr) -> RequestLine {
+        // HTTP/2 names its host in `:authority`; HTTP/1 in Host.
         let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
+            .uri()
+            .authority()
+            .map(http::uri::Authority::as_str)
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or("-");
         RequestLine {
             client,
