@@ -617,7 +617,7 @@ async fn a_response_without_window_is_reset_after_the_client_timeout() {
     let body = tokio::time::timeout(DEADLINE, response.into_body().collect())
         .await
         .expect("the stalled stream was reset");
-    let error = format!("{:?}", body.err().expect("a reset, not a whole body"));
+    let error = format!("{:?}", body.expect_err("a reset, not a whole body"));
     assert!(error.contains("CANCEL"), "{error}");
 }
 
