@@ -164,6 +164,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             header: config.admin.header_timeout,
             idle: config.admin.idle_timeout,
         },
+        connections: {
+            let refused = prometheus_client::metrics::counter::Counter::default();
+            metrics.register(
+                "admin_refused_connections",
+                "Connections to the admin API closed at once because admin.max_connections were open",
+                refused.clone(),
+            );
+            stall::Slots::new(config.admin.max_connections, refused)
+        },
     });
     planes.control.spawn(admin.serve(admin_listener));
     planes.control.spawn(history.run(store.clone()));

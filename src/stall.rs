@@ -10,6 +10,8 @@
 //! while switchyard itself prepares an answer (a big body on the blocking pool), nor on a
 //! connection that serves an event stream (`text/event-stream`: the relay's `/v2/events`),
 //! which is bounded by its own queue, cut when full, and its keep-alives.
+//!
+//! [`Slots`] caps the connections a listener holds open at once.
 
 use std::io;
 use std::pin::Pin;
@@ -307,5 +309,40 @@ mod tests {
         activity.answering(&stream);
         let read = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buf)).await;
         assert!(read.is_err(), "still waiting");
+    }
+}
+
+/// A listener's connection slots (`admin.max_connections`; the relay's subscribers and 256
+/// more): a connection holds one while it is open; one accepted with none left is closed at once
+/// and counted, so a client that opens connections and holds them cannot take every file
+/// descriptor (they are shared with the proxy).
+#[derive(Clone)]
+pub struct Slots {
+    free: Arc<tokio::sync::Semaphore>,
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+/// One open connection's slot, given back when dropped.
+pub type Slot = tokio::sync::OwnedSemaphorePermit;
+
+impl Slots {
+    /// `limit` connections at once; `refused` counts the ones closed for want of a slot.
+    pub fn new(limit: usize, refused: prometheus_client::metrics::counter::Counter) -> Slots {
+        Slots {
+            free: Arc::new(tokio::sync::Semaphore::new(
+                limit.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            refused,
+        }
+    }
+
+    /// A slot for a connection just accepted, held until it closes; `None` (counted): none is
+    /// left, drop the connection.
+    pub fn take(&self) -> Option<Slot> {
+        let slot = self.free.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.refused.inc();
+        }
+        slot
     }
 }

@@ -227,3 +227,61 @@ async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream()
     .await;
     assert!(got.is_ok(), "the change reached the quiet stream");
 }
+
+#[tokio::test]
+async fn the_admin_api_closes_connections_past_max_connections_at_once() {
+    // Timeouts far beyond the wait below: a close within it is the limit's, not a timeout's.
+    let sy = Switchyard::start_with_admin(
+        "admin-max-connections",
+        "[discovery]\nmarathon = [\"http://127.0.0.1:1\"]\n",
+        "header_timeout = \"1h\"\nidle_timeout = \"1h\"\nmax_connections = 2\n",
+    );
+    wait_for("admin up", || async {
+        http_get(sy.admin, "/healthz").await.ok()
+    })
+    .await;
+    assert_eq!(
+        sy.metric("switchyard_admin_refused_connections_total", &[])
+            .await,
+        0.0
+    );
+
+    // Two idle connections hold both slots; a third is closed at once, unanswered.
+    let first = TcpStream::connect(sy.admin).await.unwrap();
+    let mut second = TcpStream::connect(sy.admin).await.unwrap();
+    let mut third = TcpStream::connect(sy.admin).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
+        .await
+        .expect("the third connection is closed at once");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the third connection is not answered: {read:?}"
+    );
+
+    // The second still works: a slot is held, not the connection refused.
+    second
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_answer(&mut second).await.starts_with("HTTP/1.1 200"));
+
+    // One closes: a new connection is served, and the refused one was counted.
+    drop(first);
+    wait_for("a freed slot serves a new connection", || async {
+        let (status, _) = http_get(sy.admin, "/healthz").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    drop(second);
+    // At least the third (a poll above may have come before the first's slot was given back).
+    assert!(
+        sy.metric("switchyard_admin_refused_connections_total", &[])
+            .await
+            >= 1.0
+    );
+    assert!(sy.log_lines("panicked").is_empty());
+}

@@ -70,6 +70,9 @@ pub struct Admin {
     pub guesses: crate::access::Guesses,
     /// `admin.header_timeout` and `admin.idle_timeout`.
     pub timeouts: crate::stall::Timeouts,
+    /// `admin.max_connections`: past them a new connection is closed at once, counted in
+    /// `admin_refused_connections_total`.
+    pub connections: crate::stall::Slots,
 }
 
 /// 429 for a client that guessed wrong too often: until its window ends.
@@ -91,9 +94,13 @@ impl Admin {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
+            let Some(open) = self.connections.take() else {
+                continue; // closed: dropped
+            };
             let admin = self.clone();
             let timeouts = self.timeouts;
             tokio::spawn(async move {
+                let _open = open;
                 let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
                 let service = service_fn(move |req| {
                     let (admin, activity) = (admin.clone(), activity.clone());

@@ -670,6 +670,9 @@ pub struct Admin {
     /// client (a request body that stopped, a response the client does not read) is closed.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// Connections open at once; past them a new one is closed at once (counted in
+    /// `admin_refused_connections_total`).
+    pub max_connections: usize,
 }
 
 impl Default for Admin {
@@ -682,6 +685,7 @@ impl Default for Admin {
             history_interval: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            max_connections: 256,
         }
     }
 }

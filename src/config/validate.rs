@@ -165,6 +165,9 @@ impl Config {
         if self.admin.history_interval < std::time::Duration::from_millis(10) {
             return Err("admin.history_interval: must be at least 10ms".into());
         }
+        if !(1..=65536).contains(&self.admin.max_connections) {
+            return Err("admin.max_connections: between 1 and 65536".into());
+        }
         if self.admin.session_ttl.is_zero() {
             return Err("admin.session_ttl: must be > 0".into());
         }

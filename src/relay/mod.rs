@@ -137,8 +137,9 @@ pub struct Relay {
     /// Lost for longer than `relay.max_disconnected`: every request is 503, no stream open.
     stale: std::sync::atomic::AtomicBool,
     /// Open connections: the subscribers' and [`EXTRA_CONNECTIONS`] more; past them a new
-    /// connection is closed at once (file descriptors are shared with the proxy).
-    connections: Arc<tokio::sync::Semaphore>,
+    /// connection is closed at once, counted in `refused` (file descriptors are shared with the
+    /// proxy).
+    connections: crate::stall::Slots,
 }
 
 /// Connections allowed beyond `relay.max_subscribers` (snapshot fetches, a refused stream's
@@ -204,9 +205,10 @@ impl Relay {
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             guesses: Default::default(),
-            connections: Arc::new(tokio::sync::Semaphore::new(
+            connections: crate::stall::Slots::new(
                 settings.max_subscribers + EXTRA_CONNECTIONS,
-            )),
+                m.refused.clone(),
+            ),
             settings,
             metrics: m,
         })
@@ -330,8 +332,7 @@ impl Relay {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Ok(open) = self.connections.clone().try_acquire_owned() else {
-                self.metrics.refused.inc();
+            let Some(open) = self.connections.take() else {
                 continue; // closed: dropped
             };
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
