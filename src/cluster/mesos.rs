@@ -186,8 +186,14 @@ pub fn fresher(marathon: Seen<'_>, mesos: Seen<'_>) -> Side {
 }
 
 impl MesosState {
-    /// The ids of the tasks Marathon's apps hold: those are Marathon's to name and route.
-    pub fn owned_by_marathon(apps: &BTreeMap<super::AppId, App>) -> HashSet<TaskId> {
+    /// The ids of the tasks Marathon's apps hold that Mesos reports too: those are Marathon's to
+    /// name and route, not [`MesosState::own_tasks`]. Empty without Mesos tasks (no Mesos
+    /// source, or none yet): then no set of every Marathon task is built, on every zone build
+    /// and compile.
+    pub fn owned_by_marathon(&self, apps: &BTreeMap<super::AppId, App>) -> HashSet<TaskId> {
+        if self.tasks.is_empty() {
+            return HashSet::new();
+        }
         apps.values()
             .flat_map(|a| a.tasks.keys().cloned())
             .collect()
@@ -261,6 +267,27 @@ mod tests {
         })
     }
 
+    /// The set of Marathon's tasks is built only when Mesos reports tasks to check against it.
+    #[test]
+    fn no_set_of_marathon_tasks_without_mesos_tasks() {
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![app(
+            "/web",
+            1,
+            &[],
+            vec![task("web.1", 31000)],
+        )]));
+        assert!(c.mesos.owned_by_marathon(&c.apps).is_empty());
+        c.apply(snapshot(vec![mesos_task("other.1", "TASK_RUNNING", 50)]));
+        let owned = c.mesos.owned_by_marathon(&c.apps);
+        assert_eq!(owned.len(), 1);
+        assert_eq!(
+            c.mesos.own_tasks(&owned).count(),
+            1,
+            "only Mesos's own task"
+        );
+    }
+
     /// One task seen by both sources stays one task, and each side's fresher word applies.
     #[test]
     fn a_task_seen_twice_is_one_task_with_the_fresher_state() {
@@ -269,7 +296,7 @@ mod tests {
         t.changed_ms = 100;
         c.apply(ClusterUpdate::Snapshot(vec![app("/web", 1, &[], vec![t])]));
         c.apply(snapshot(vec![mesos_task("web.1", "TASK_RUNNING", 50)]));
-        let owned = MesosState::owned_by_marathon(&c.apps);
+        let owned = c.mesos.owned_by_marathon(&c.apps);
         assert_eq!(
             c.mesos.own_tasks(&owned).count(),
             0,

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use std::borrow::Cow;
 
-use crate::cluster::mesos::{MEMBER_PREFIX, MesosState};
+use crate::cluster::mesos::MEMBER_PREFIX;
 use crate::cluster::{App, AppId, Cluster};
 
 /// The named-VIP domain of DC/OS: `{name}.marathon.l4lb.thisdcos.directory`.
@@ -173,12 +173,8 @@ pub fn declared(cluster: &Cluster) -> (VipMembers, Vec<(AppId, usize, String)>) 
     // Every other framework's tasks: `VIP_n` labels on their DiscoveryInfo ports, as dcos-net
     // reads them. Each task is a member of its own (`mesos:{task id}`, see `member_app`);
     // Marathon's tasks are Marathon's (its app ports carry the same labels).
-    // Without a Mesos source there are none: no set of every Marathon task to build.
-    let owned = if cluster.mesos.tasks.is_empty() {
-        Default::default()
-    } else {
-        MesosState::owned_by_marathon(&cluster.apps)
-    };
+    // Without a Mesos source there are none (and no set of every Marathon task is built).
+    let owned = cluster.mesos.owned_by_marathon(&cluster.apps);
     for (task, _, _) in cluster.mesos.own_tasks(&owned) {
         let Some(discovery) = &task.discovery else {
             continue;

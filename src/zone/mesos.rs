@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use super::compact::{Builder, NameId};
 use super::{IpSource, ZoneConfig};
-use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosState, MesosTask};
+use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosTask};
 use crate::cluster::names::{LabelRule, label, service_label, tag};
 use crate::cluster::{Cluster, Networking, Protocol, TaskState};
 use hickory_proto::rr::{LowerName, Record};
@@ -147,13 +147,8 @@ pub(super) fn add(
     let resolve = |host: &crate::cluster::Host| host.resolve(&cluster.agents);
     let agent_ip = |agent: Option<&Agent>| agent.and_then(|a| resolve(&a.host));
 
-    // Which Mesos tasks Marathon reports too: a set of every Marathon task, needed only when
-    // Mesos reports tasks.
-    let owned = if m.tasks.is_empty() {
-        Default::default()
-    } else {
-        MesosState::owned_by_marathon(&cluster.apps)
-    };
+    // Which Mesos tasks Marathon reports too (built only when Mesos reports tasks).
+    let owned = m.owned_by_marathon(&cluster.apps);
     let mut frameworks: FxHashMap<&str, FrameworkNames> = FxHashMap::default();
     for (task, framework, agent) in m.own_tasks(&owned) {
         if task.state != TaskState::Running {

@@ -24,7 +24,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record};
 use rustc_hash::FxHashMap;
 
 use super::{Builder, IpSource, Node, ZoneConfig};
-use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosState, MesosTask};
+use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosTask};
 use crate::cluster::names::{LabelRule, label, service_label, tag, task_name};
 use crate::cluster::{Cluster, Networking, Protocol, TaskState};
 
@@ -170,7 +170,7 @@ pub(super) fn add(
     let resolve = |host: &crate::cluster::Host| host.resolve(&cluster.agents);
     let agent_ip = |agent: Option<&Agent>| agent.and_then(|a| resolve(&a.host));
 
-    let owned = MesosState::owned_by_marathon(&cluster.apps);
+    let owned = cluster.mesos.owned_by_marathon(&cluster.apps);
     // Room for the names to come at once (at least a task's own name and its SRV target per
     // running task): the map does not grow, and rehash, a zone's worth of entries at a time.
     let running = m
