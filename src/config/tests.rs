@@ -48,12 +48,21 @@ fn errors_name_the_key() {
     )
     .unwrap_err();
     assert!(err.contains("admin.session_ttl"), "{err}");
+    for bad in ["0", "65537"] {
+        let err = Config::parse(
+            &format!("[discovery]\nfile = \"a\"\n[admin]\nmax_connections = {bad}"),
+            base,
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.max_connections"), "{err}");
+    }
     let ok = Config::parse(
             "[discovery]\nfile = \"a\"\n[admin]\ntoken_file = \"t\"\nloopback_reads_open = false\nsession_ttl = \"30m\"",
             base,
         )
         .unwrap();
     assert_eq!(ok.admin.session_ttl, Duration::from_secs(1800));
+    assert_eq!(ok.admin.max_connections, 256, "the default");
 }
 
 #[test]
