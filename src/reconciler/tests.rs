@@ -1,3 +1,6 @@
+use std::net::SocketAddr;
+
+use super::changes::backend_ids;
 use super::*;
 use crate::cluster::fixtures::{app, task};
 use crate::cluster::names::LabelRule;
