@@ -1,0 +1,88 @@
+//! Unit tests of the relay: the events it makes from a model change, and its subscribers' queues.
+
+use super::*;
+use crate::cluster::App;
+
+fn app(id: &str, vhost: &str) -> App {
+    let body = json!({"id": id, "labels": {"HAPROXY_0_VHOST": vhost},
+        "portDefinitions": [{"port": 10000}]});
+    crate::discovery::marathon::api::parse_single_app(body.to_string().as_bytes()).unwrap()
+}
+
+fn cluster(apps: Vec<App>) -> Arc<Cluster> {
+    Arc::new(Cluster {
+        apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
+        ..Cluster::default()
+    })
+}
+
+fn kinds(events: &[(String, Bytes)]) -> Vec<&str> {
+    events.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+#[test]
+fn a_change_is_one_event_per_app_and_many_are_one_resync() {
+    let old = cluster(vec![app("/a", "a"), app("/b", "b")]);
+    let new = cluster(vec![app("/a", "a2"), app("/c", "c")]);
+    let sent = events(&old, &new);
+    assert_eq!(
+        kinds(&sent),
+        ["api_post_event", "api_post_event", "app_terminated_event"]
+    );
+    let text = String::from_utf8(sent[0].1.to_vec()).unwrap();
+    assert!(text.starts_with("event: api_post_event\r\ndata: {"));
+    assert!(text.contains("\"appDefinition\"") && text.contains("a2"));
+    assert!(text.ends_with("\r\n\r\n"));
+    assert!(events(&new, &new).is_empty());
+    let many = cluster(
+        (0..=RESYNC_ABOVE)
+            .map(|i| app(&format!("/m{i}"), "m"))
+            .collect(),
+    );
+    assert_eq!(kinds(&events(&old, &many)), ["group_change_success"]);
+}
+
+/// A subscriber registered before a model is published gets that model's events, and the
+/// model is stored before they are sent; one whose queue is full is cut, the others are not.
+#[tokio::test]
+async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
+    let metrics = Metrics::new();
+    let relay = Relay::new(
+        Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            max_subscribers: 8,
+            subscriber_queue: 1,
+            max_disconnected: Duration::from_secs(60),
+            timeouts: Default::default(),
+        },
+        RelayMetrics::register(&metrics),
+        Box::new(|| true),
+    );
+    relay.publish(cluster(vec![app("/a", "a")]));
+    let (fast_tx, mut fast_rx) = mpsc::channel(4);
+    let (slow_tx, _slow_rx) = mpsc::channel(1);
+    let (fast_cut, slow_cut) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    for (id, queue, cut) in [
+        (0, fast_tx, fast_cut.clone()),
+        (1, slow_tx, slow_cut.clone()),
+    ] {
+        relay.subscribers.lock().unwrap().push(Subscriber {
+            id,
+            queue,
+            kinds: Vec::new(),
+            cut,
+        });
+    }
+    relay.publish(cluster(vec![app("/a", "a2"), app("/b", "b")]));
+    let served = relay.state.load_full().unwrap();
+    assert_eq!(served.generation, 2);
+    assert!(served.cluster.apps.contains_key(&AppId::from("/b")));
+    assert!(fast_rx.recv().await.is_some() && fast_rx.recv().await.is_some());
+    // Two events, a queue of one: the slow subscriber is cut and dropped.
+    assert_eq!(relay.subscriber_ids(), vec![0]);
+    assert_eq!(relay.metrics.cut.get(), 1);
+    tokio::time::timeout(Duration::from_secs(1), slow_cut.notified())
+        .await
+        .expect("the slow subscriber's connection is told to close");
+}
