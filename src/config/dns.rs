@@ -1,0 +1,234 @@
+//! `[dns]` and `[dns.rrl]`: the DNS server's settings (zones, listeners, upstreams, response
+//! rate limiting), their defaults and what the zone builder and the server are handed.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// UDP and TCP address of the DNS server; omitted, DNS is off.
+    pub listen: Option<SocketAddr>,
+    /// The served zone: `{task}.marathon.{domain}`.
+    pub domain: String,
+    pub ttl: u32,
+    /// Where task addresses come from, in order: `auto`, `netinfo`, `host`.
+    pub ip_sources: Vec<String>,
+    /// RFC 952 names (24 characters, starting with a letter) instead of RFC 1123 (63).
+    pub rfc952: bool,
+    /// Resolvers for names outside the served zone; none: such queries are REFUSED.
+    pub upstreams: Vec<SocketAddr>,
+    #[serde(deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+    /// Clients whose queries for other names are relayed to the upstreams (address blocks);
+    /// others get REFUSED for them. The served zones answer everyone.
+    pub allow_recursion: Vec<String>,
+    /// A/AAAA/SRV answers list only the tasks the proxy routes to (the app label
+    /// `SWITCHYARD_DNS_HEALTHY_ONLY` overrides it per app).
+    pub healthy_only: bool,
+    /// TTL of those names' records, in seconds.
+    pub healthy_ttl: u32,
+    /// Response rate limiting of UDP answers per client prefix (`[dns.rrl]`); off by default.
+    pub rrl: Rrl,
+    /// PTR records for task and VIP addresses (`in-addr.arpa`, `ip6.arpa`); off by default.
+    pub ptr: bool,
+    /// Upstreams per domain suffix (Mesos-DNS's `zoneResolvers`): names under a suffix are
+    /// relayed to its upstreams instead of `upstreams`; the longest suffix wins.
+    pub zone_resolvers: std::collections::BTreeMap<String, Vec<SocketAddr>>,
+}
+
+/// `[dns.rrl]`: response rate limiting (see `crate::dns::rrl`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rrl {
+    /// Answers of one kind per client prefix per second; 0: off.
+    pub responses_per_second: u32,
+    /// How long a client that kept asking too fast stays limited after it stops (BIND's window).
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Every `slip`-th limited answer is sent truncated (TC) instead of dropped; 0: drop all.
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Buckets in the table (24 bytes each): the most client prefixes tracked at once.
+    pub table_size: usize,
+    /// Clients never limited (address blocks).
+    pub exempt: Vec<String>,
+}
+
+impl Default for Rrl {
+    fn default() -> Self {
+        Rrl {
+            responses_per_second: 0,
+            window: Duration::from_secs(15),
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            table_size: 65536,
+            exempt: Vec::new(),
+        }
+    }
+}
+
+impl Rrl {
+    /// The rate limiter's settings; `None` when off.
+    pub fn settings(&self) -> Result<Option<crate::dns::rrl::Settings>, String> {
+        if self.slip > 10 {
+            return Err(format!("dns.rrl.slip: {} (0 to 10)", self.slip));
+        }
+        if self.ipv4_prefix > 32 || self.ipv6_prefix > 128 {
+            return Err("dns.rrl: ipv4_prefix is at most 32, ipv6_prefix at most 128".into());
+        }
+        if !(1..=1 << 24).contains(&self.table_size) {
+            return Err(format!(
+                "dns.rrl.table_size: {} (1 to 16777216)",
+                self.table_size
+            ));
+        }
+        if self.window.as_secs() > 3600 {
+            return Err("dns.rrl.window: at most 1h".into());
+        }
+        let exempt = self
+            .exempt
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| format!("dns.rrl.exempt: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.responses_per_second == 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::dns::rrl::Settings {
+            responses_per_second: self.responses_per_second,
+            window: self.window.as_secs() as u32,
+            slip: self.slip,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+            table_size: self.table_size,
+            exempt,
+        }))
+    }
+}
+
+/// Loopback, the private ranges (RFC 1918, unique local fc00::/7) and link-local: the clients
+/// of a cluster's resolver, not the internet.
+pub const DEFAULT_ALLOW_RECURSION: [&str; 8] = [
+    "127.0.0.0/8",
+    "::1",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "169.254.0.0/16",
+    "fe80::/10",
+];
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            listen: None,
+            domain: "mesos".into(),
+            ttl: 60,
+            ip_sources: vec!["auto".into()],
+            rfc952: false,
+            upstreams: Vec::new(),
+            upstream_timeout: Duration::from_secs(2),
+            allow_recursion: DEFAULT_ALLOW_RECURSION.map(String::from).to_vec(),
+            healthy_only: false,
+            healthy_ttl: crate::zone::HealthyDns::default().ttl,
+            rrl: Rrl::default(),
+            ptr: false,
+            zone_resolvers: Default::default(),
+        }
+    }
+}
+
+impl Dns {
+    pub(super) fn ip_sources(&self) -> Result<Vec<IpSource>, String> {
+        self.ip_sources
+            .iter()
+            .map(|s| match s.as_str() {
+                "auto" => Ok(IpSource::Auto),
+                "netinfo" => Ok(IpSource::NetInfo),
+                "host" => Ok(IpSource::Host),
+                other => Err(format!(
+                    "dns.ip_sources: {other:?} (use auto, netinfo or host)"
+                )),
+            })
+            .collect()
+    }
+
+    /// `allow_recursion` parsed.
+    pub fn allow_recursion(&self) -> Result<Vec<Cidr>, String> {
+        self.allow_recursion
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| format!("dns.allow_recursion: {e}")))
+            .collect()
+    }
+
+    /// `zone_resolvers` as the server takes them: each suffix as a name, longest (most labels)
+    /// first, so the first that holds a name is the longest suffix of it. A suffix inside a
+    /// zone switchyard serves (`domain`; `l4lb.thisdcos.directory` with `vips`; the reverse
+    /// zones with `ptr`) is an error: those names are answered, never relayed.
+    pub fn zone_resolvers(
+        &self,
+        vips: bool,
+    ) -> Result<Vec<(hickory_proto::rr::LowerName, Vec<SocketAddr>)>, String> {
+        use hickory_proto::rr::{LowerName, Name};
+        let mut served = vec![format!("{}.", self.domain.trim_end_matches('.'))];
+        if vips {
+            served.push(format!("{}.", crate::routing::vip::VIP_DOMAIN));
+        }
+        if self.ptr {
+            served.extend(crate::zone::REVERSE_ZONES.map(String::from));
+        }
+        let served: Vec<LowerName> = served
+            .iter()
+            .filter_map(|z| Name::from_ascii(z).ok())
+            .map(|n| LowerName::new(&n))
+            .collect();
+        let mut out = Vec::new();
+        for (suffix, upstreams) in &self.zone_resolvers {
+            let fqdn = format!("{}.", suffix.trim_end_matches('.'));
+            let name = Name::from_ascii(&fqdn)
+                .map(|n| LowerName::new(&n))
+                .map_err(|e| format!("dns.zone_resolvers: {suffix:?} is not a domain name: {e}"))?;
+            if upstreams.is_empty() {
+                return Err(format!("dns.zone_resolvers: {suffix:?} has no upstreams"));
+            }
+            if let Some(zone) = served.iter().find(|zone| zone.zone_of(&name)) {
+                return Err(format!(
+                    "dns.zone_resolvers: {suffix:?} is inside the served zone {zone}: its names are answered, never relayed"
+                ));
+            }
+            out.push((name, upstreams.clone()));
+        }
+        out.sort_by_key(|(name, _)| std::cmp::Reverse(name.num_labels()));
+        Ok(out)
+    }
+
+    /// What `compile` needs to build the zone; `None` when DNS is off.
+    pub fn zone_config(&self) -> Option<ZoneConfig> {
+        let listen = self.listen?;
+        Some(ZoneConfig {
+            domain: self.domain.trim_end_matches('.').to_ascii_lowercase(),
+            ttl: self.ttl,
+            ip_sources: self.ip_sources().unwrap_or_else(|_| vec![IpSource::Auto]),
+            label_rule: if self.rfc952 {
+                LabelRule::Rfc952
+            } else {
+                LabelRule::Rfc1123
+            },
+            ns_addr: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+            vip_range: None,
+            served: crate::zone::Served {
+                listen: Some(listen),
+                upstreams: self.upstreams.clone(),
+                upstream_timeout: self.upstream_timeout,
+                zone_resolvers: self.zone_resolvers.clone(),
+            },
+            ptr: self.ptr,
+            healthy: crate::zone::HealthyDns {
+                only: self.healthy_only,
+                ttl: self.healthy_ttl,
+            },
+        })
+    }
+}
