@@ -171,7 +171,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
                 "Connections to the admin API closed at once because admin.max_connections were open",
                 refused.clone(),
             );
-            stall::Slots::new(config.admin.max_connections, refused)
+            stall::Slots::with_probe_reserve(config.admin.max_connections, refused)
         },
     });
     planes.control.spawn(admin.serve(admin_listener));

@@ -116,6 +116,8 @@ pub struct Metrics {
     /// One series, value 1, labelled with the live table's hash.
     pub table_hash: Family<HashLabels, Gauge>,
     pub admin_requests: Family<PathLabels, Counter>,
+    /// Admin connections admitted past `admin.max_connections` on a probe slot.
+    pub admin_probe_only_connections: Counter,
     pub http_response_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -182,6 +184,7 @@ impl Metrics {
             rollout_state: Family::default(),
             table_hash: Family::default(),
             admin_requests: Family::default(),
+            admin_probe_only_connections: Counter::default(),
             http_response_seconds: Family::new_with_constructor(response_histogram),
             registry: Mutex::default(),
         };
@@ -317,6 +320,11 @@ impl Metrics {
             "admin_requests",
             "Admin API requests, by endpoint",
             m.admin_requests.clone(),
+        );
+        r.register(
+            "admin_probe_only_connections",
+            "Admin connections admitted past admin.max_connections that may ask only a probe",
+            m.admin_probe_only_connections.clone(),
         );
         r.register(
             "backend_ejections",

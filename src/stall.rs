@@ -319,7 +319,23 @@ mod tests {
 #[derive(Clone)]
 pub struct Slots {
     free: Arc<tokio::sync::Semaphore>,
+    /// Slots past the limit for connections that may only ask a probe (see
+    /// [`Slots::take_or_probe`]); none on the relay.
+    probes: Option<Arc<tokio::sync::Semaphore>>,
     refused: prometheus_client::metrics::counter::Counter,
+}
+
+/// A connection admitted past the limit on a probe slot: it is answered once, and only if it
+/// asks a probe (`/healthz`, ...), under this header timeout.
+pub const PROBE_SLOTS: usize = 8;
+/// How long a connection on a probe slot may take to send its one request head.
+pub const PROBE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection's admission: a slot, and whether it was a probe slot.
+pub struct Admitted {
+    pub slot: Slot,
+    /// Taken past the limit: serve one probe, nothing else.
+    pub probe_only: bool,
 }
 
 /// One open connection's slot, given back when dropped.
@@ -332,7 +348,46 @@ impl Slots {
             free: Arc::new(tokio::sync::Semaphore::new(
                 limit.min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            probes: None,
             refused,
+        }
+    }
+
+    /// As [`Slots::new`], with [`PROBE_SLOTS`] more for probes: a liveness probe still gets its
+    /// answer while clients hold every slot, so a flooded admin port is not taken for a dead
+    /// process (a probe slot is held for at most [`PROBE_HEADER_TIMEOUT`] and one answer).
+    pub fn with_probe_reserve(
+        limit: usize,
+        refused: prometheus_client::metrics::counter::Counter,
+    ) -> Slots {
+        Slots {
+            probes: Some(Arc::new(tokio::sync::Semaphore::new(PROBE_SLOTS))),
+            ..Slots::new(limit, refused)
+        }
+    }
+
+    /// A slot for a connection just accepted, or past the limit a probe slot; `None`
+    /// (counted): none of either is left, drop the connection.
+    pub fn take_or_probe(&self) -> Option<Admitted> {
+        if let Ok(slot) = self.free.clone().try_acquire_owned() {
+            return Some(Admitted {
+                slot,
+                probe_only: false,
+            });
+        }
+        let probe = self
+            .probes
+            .as_ref()
+            .and_then(|p| p.clone().try_acquire_owned().ok());
+        match probe {
+            Some(slot) => Some(Admitted {
+                slot,
+                probe_only: true,
+            }),
+            None => {
+                self.refused.inc();
+                None
+            }
         }
     }
 

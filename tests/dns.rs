@@ -294,6 +294,16 @@ fn stub_replies(packet: &[u8]) -> Vec<Vec<u8>> {
         return vec![reply(id, &name, addrs)];
     }
     let one = vec!["192.0.2.1".parse().unwrap()];
+    if first.starts_with("badvers.") {
+        // BADVERS (16): 0 in the header, the upper bits (1) in the OPT record.
+        let mut r = Message::response(id, q.metadata.op_code);
+        r.add_query(q.queries[0].clone());
+        r.metadata.response_code = ResponseCode::BADVERS;
+        r.set_edns(Edns::new());
+        let bytes = r.to_vec().unwrap();
+        assert_eq!(bytes[3] & 0x0f, 0, "the header holds the lower bits only");
+        return vec![bytes];
+    }
     if first.starts_with("spoofed.") {
         let spoof = vec!["198.51.100.66".parse().unwrap()];
         let other = Name::from_ascii("other.example.").unwrap();
@@ -416,6 +426,31 @@ async fn recursion_only_for_allowed_clients() {
         s.sy.metric("switchyard_dns_queries_total", &["REFUSED"])
             .await
             >= 2.0
+    );
+}
+
+/// A relayed answer's rcode is counted whole: BADVERS keeps its upper bits (in the OPT record)
+/// in the client's answer and in the metrics, where the header's 4 bits alone say NOERROR.
+#[tokio::test]
+async fn a_relayed_badvers_is_counted_as_badvers() {
+    let (upstream, _) = stub_upstream().await;
+    let s = setup(
+        "dns-relay-badvers",
+        vec![],
+        &format!("upstreams = [\"{upstream}\"]"),
+    )
+    .await;
+    let (m, _) = udp(s.dns, "badvers.example.", RecordType::A, Some(1232)).await;
+    assert_eq!(u16::from(m.metadata.response_code), 16, "{m:?}");
+    assert!(
+        s.sy.metric("switchyard_dns_queries_total", &["BADVERS"])
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        s.sy.metric("switchyard_dns_queries_total", &["qtype=\"A\"", "NOERROR"])
+            .await,
+        0.0
     );
 }
 

@@ -228,9 +228,23 @@ async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream()
     assert!(got.is_ok(), "the change reached the quiet stream");
 }
 
+/// Sends one request on a fresh connection and reads until the server closes it: the answer
+/// (empty if the connection was closed unanswered).
+async fn ask_once(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await;
+    let (bytes, closed) = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut stream))
+        .await
+        .expect("closed within the wait");
+    assert!(closed);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[tokio::test]
-async fn the_admin_api_closes_connections_past_max_connections_at_once() {
-    // Timeouts far beyond the wait below: a close within it is the limit's, not a timeout's.
+async fn the_admin_api_answers_only_probes_past_max_connections_then_closes_at_once() {
+    // Timeouts far beyond the waits below: a close within them is the limit's, not a timeout's.
     let sy = Switchyard::start_with_admin(
         "admin-max-connections",
         "[discovery]\nmarathon = [\"http://127.0.0.1:1\"]\n",
@@ -246,21 +260,29 @@ async fn the_admin_api_closes_connections_past_max_connections_at_once() {
         0.0
     );
 
-    // Two idle connections hold both slots; a third is closed at once, unanswered.
+    // Two idle connections hold both slots.
     let first = TcpStream::connect(sy.admin).await.unwrap();
     let mut second = TcpStream::connect(sy.admin).await.unwrap();
-    let mut third = TcpStream::connect(sy.admin).await.unwrap();
-    let _ = third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
-        .await
-        .expect("the third connection is closed at once");
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "the third connection is not answered: {read:?}"
-    );
+    // Past them a liveness probe is still answered, once, and the connection closed; anything
+    // else gets 503.
+    let probe = ask_once(sy.admin, "/healthz").await;
+    assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
+    let read = ask_once(sy.admin, "/v1/routes").await;
+    assert!(read.starts_with("HTTP/1.1 503"), "{read}");
+
+    // With the probe slots held too (by connections that send nothing: each is held up to the
+    // probe slots' 2 s header timeout), one more is closed at once, unanswered. A stalled
+    // machine could let those 2 s pass before the last connect: then try again.
+    wait_for("a connection past every slot closed unanswered", || async {
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(TcpStream::connect(sy.admin).await.unwrap());
+        }
+        let answer = ask_once(sy.admin, "/healthz").await;
+        drop(held);
+        answer.is_empty().then_some(())
+    })
+    .await;
 
     // The second still works: a slot is held, not the connection refused.
     second
@@ -269,19 +291,31 @@ async fn the_admin_api_closes_connections_past_max_connections_at_once() {
         .unwrap();
     assert!(one_answer(&mut second).await.starts_with("HTTP/1.1 200"));
 
-    // One closes: a new connection is served, and the refused one was counted.
+    // One closes: a new connection is served on a slot of its own (kept alive), and the
+    // refused ones were counted.
     drop(first);
     wait_for("a freed slot serves a new connection", || async {
-        let (status, _) = http_get(sy.admin, "/healthz").await.ok()?;
-        (status == 200).then_some(())
+        let mut stream = TcpStream::connect(sy.admin).await.ok()?;
+        stream
+            .write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        // A probe slot's answer says `connection: close`; a slot of its own keeps it alive.
+        let answer = one_answer(&mut stream).await.to_ascii_lowercase();
+        (answer.starts_with("http/1.1 200") && !answer.contains("connection: close")).then_some(())
     })
     .await;
     drop(second);
-    // At least the third (a poll above may have come before the first's slot was given back).
+    // (Read once the slots are free: `/metrics` is not a probe.)
     assert!(
         sy.metric("switchyard_admin_refused_connections_total", &[])
             .await
             >= 1.0
+    );
+    assert!(
+        sy.metric("switchyard_admin_probe_only_connections_total", &[])
+            .await
+            >= 2.0
     );
     assert!(sy.log_lines("panicked").is_empty());
 }

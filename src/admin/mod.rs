@@ -95,20 +95,34 @@ impl Admin {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
-            let Some(open) = self.connections.take() else {
+            let Some(open) = self.connections.take_or_probe() else {
                 continue; // closed: dropped
             };
+            let probe_only = open.probe_only;
+            if probe_only {
+                self.metrics.admin_probe_only_connections.inc();
+            }
             let admin = self.clone();
-            let timeouts = self.timeouts;
+            let mut timeouts = self.timeouts;
+            if probe_only {
+                // One quick request on a slot past the limit, then closed.
+                let quick = crate::stall::PROBE_HEADER_TIMEOUT;
+                timeouts.header = timeouts.header.min(quick);
+                timeouts.idle = timeouts.idle.min(quick);
+            }
             tokio::spawn(async move {
-                let _open = open;
+                let _open = open.slot;
                 let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
                 let service = service_fn(move |req| {
                     let (admin, activity) = (admin.clone(), activity.clone());
                     let client = peer.ip();
                     async move {
                         let preparing = activity.preparing();
-                        let response = admin.handle(activity.watch(req), loopback, client).await;
+                        let response = if probe_only && !is_probe(req.uri().path()) {
+                            over_capacity()
+                        } else {
+                            admin.handle(activity.watch(req), loopback, client).await
+                        };
                         activity.answering(&response);
                         drop(preparing);
                         Ok::<_, Infallible>(response)
@@ -117,6 +131,7 @@ impl Admin {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(timeouts.header)
+                    .keep_alive(!probe_only)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
@@ -139,11 +154,7 @@ impl Admin {
         // A plan (`POST /v1/plan`) changes nothing but shows the configuration: a read.
         let plan = path == "/v1/plan" && req.method() == Method::POST;
         let change = !(matches!(*req.method(), Method::GET | Method::HEAD) || plan) || signal;
-        // Mesos-DNS's health checks poll `/v1/version`: open to probes too.
-        let probe = matches!(
-            path,
-            "/healthz" | "/readyz" | "/_haproxy_health_check" | "/v1/version"
-        );
+        let probe = is_probe(path);
         // The dashboard page itself holds no data: it is what shows the login form.
         let page = matches!(path, "/" | "/dashboard");
         if !change && (probe || page || (loopback && self.loopback_reads_open)) {
@@ -632,6 +643,27 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
+    r
+}
+
+/// The paths open to probes without a token, and the only ones served on a connection taken
+/// past `admin.max_connections` (`stall::Slots::take_or_probe`). Mesos-DNS's health checks
+/// poll `/v1/version`: a probe too.
+fn is_probe(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/_haproxy_health_check" | "/v1/version"
+    )
+}
+
+/// 503 for anything but a probe on a connection admitted past `admin.max_connections`.
+fn over_capacity() -> Response<Full<Bytes>> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "admin.max_connections are open: only probes are answered\n".into(),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     r
 }
 

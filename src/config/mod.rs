@@ -442,7 +442,8 @@ pub struct Admin {
     /// client (a request body that stopped, a response the client does not read) is closed.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
-    /// Connections open at once; past them a new one is closed at once (counted in
+    /// Connections open at once; past them a few more may ask one probe each
+    /// (`stall::PROBE_SLOTS`), past those a new one is closed at once (counted in
     /// `admin_refused_connections_total`).
     pub max_connections: usize,
 }

@@ -358,7 +358,9 @@ impl DnsServer {
             match tokio::time::timeout(self.upstream_timeout, attempt).await {
                 Ok(Ok(mut reply)) => {
                     reply[..2].copy_from_slice(&packet[..2]);
-                    let rcode = ResponseCode::from_low(reply[3] & 0x0f);
+                    // The rcode is 12 bits: the upper 8 live in the OPT record (BADVERS).
+                    let high = super::edns::scan(&reply).rcode_high;
+                    let rcode = ResponseCode::from(high, reply[3] & 0x0f);
                     self.metrics.query(Some(relay.qtype), rcode);
                     if reply.len() > relay.limit {
                         self.metrics.truncated.inc();
@@ -603,7 +605,9 @@ fn rcode_index(rcode: ResponseCode) -> usize {
         ResponseCode::Refused => 3,
         ResponseCode::FormErr => 4,
         ResponseCode::NotImp => 5,
-        ResponseCode::BADVERS => 6,
+        // 16 is BADVERS in a message (RFC 6891) and BADSIG in a TSIG record (RFC 8945); a
+        // decoded 12-bit rcode of 16 comes back as BADSIG.
+        ResponseCode::BADVERS | ResponseCode::BADSIG => 6,
         _ => 7,
     }
 }

@@ -22,23 +22,21 @@
 //!
 //! Events name what changed (`api_post_event` with the app's definition, `app_terminated_event`)
 //! and a follower re-fetches the app from the relay: what it fetches is the relay's model as of
-//! that event or newer.
+//! that event or newer (the events themselves, and a subscriber's stream: `events.rs`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
@@ -52,6 +50,10 @@ use crate::cluster::{AppId, Cluster};
 use crate::discovery::marathon::gzip;
 use crate::discovery::marathon::render::{self, Embed};
 use crate::metrics::{Metrics, PathLabels};
+
+mod events;
+
+use events::{SseBody, Subscriber, events};
 
 /// The kernel send buffer of every relay connection: what a subscriber that stopped reading
 /// holds in the kernel besides its queue.
@@ -98,15 +100,6 @@ struct Served {
 enum Encoding {
     Identity,
     Gzip,
-}
-
-struct Subscriber {
-    id: u64,
-    queue: mpsc::Sender<Bytes>,
-    /// `event_type=` filters; empty: every event.
-    kinds: Vec<String>,
-    /// Closes the subscriber's connection.
-    cut: Arc<Notify>,
 }
 
 /// The relay's metric families, registered whether a relay runs or not (every family is on
@@ -629,74 +622,6 @@ impl Served {
         }
         out.extend_from_slice(b"]}");
         Bytes::from(out)
-    }
-}
-
-/// The events that take a follower from `old` to `new`.
-fn events(old: &Cluster, new: &Cluster) -> Vec<(String, Bytes)> {
-    let now = render::iso8601(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    );
-    let changed: Vec<_> = new
-        .apps
-        .values()
-        .filter(|app| old.apps.get(&app.id) != Some(app))
-        .collect();
-    let removed: Vec<_> = old
-        .apps
-        .keys()
-        .filter(|id| !new.apps.contains_key(*id))
-        .collect();
-    let event = |value: serde_json::Value| {
-        let kind = value["eventType"].as_str().unwrap_or_default().to_string();
-        let bytes = Bytes::from(format!("event: {kind}\r\ndata: {value}\r\n\r\n"));
-        (kind, bytes)
-    };
-    if changed.len() + removed.len() > RESYNC_ABOVE {
-        return vec![event(json!({
-            "eventType": "group_change_success",
-            "groupId": "/",
-            "version": now,
-            "timestamp": now,
-        }))];
-    }
-    let mut out = Vec::with_capacity(changed.len() + removed.len());
-    for app in changed {
-        out.push(event(json!({
-            "eventType": "api_post_event",
-            "timestamp": now,
-            "uri": format!("/v2/apps{}", app.id),
-            "appDefinition": render::app(app, Embed::default()),
-        })));
-    }
-    for id in removed {
-        out.push(event(json!({
-            "eventType": "app_terminated_event",
-            "appId": &**id,
-            "timestamp": render::iso8601(new.newest_ms),
-        })));
-    }
-    out
-}
-
-/// A subscriber's stream: what its queue holds, as it is written.
-struct SseBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for SseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
     }
 }
 
