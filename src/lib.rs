@@ -173,6 +173,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
             );
             stall::Slots::with_probe_reserve(config.admin.max_connections, refused)
         },
+        planning: tokio::sync::Semaphore::new(1),
     });
     planes.control.spawn(admin.serve(admin_listener));
     planes.control.spawn(history.run(store.clone()));

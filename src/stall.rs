@@ -9,14 +9,16 @@
 //! since the last byte moved fails, and hyper closes the connection. The wait does not count
 //! while switchyard itself prepares an answer (a big body on the blocking pool), nor on a
 //! connection that serves an event stream (`text/event-stream`: the relay's `/v2/events`),
-//! which is bounded by its own queue, cut when full, and its keep-alives.
+//! which is bounded by its own queue, cut when full, and its keep-alives. A request body must
+//! also arrive whole within the idle timeout of the moment it was first waited for: a body that
+//! drips a byte now and then would otherwise restart the idle timer for ever.
 //!
 //! [`Slots`] caps the connections a listener holds open at once.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -45,12 +47,40 @@ impl Default for Timeouts {
 
 /// What the connection's service tells its socket: answers being prepared, and whether it
 /// serves an event stream.
-#[derive(Default)]
 pub struct Activity {
     preparing: AtomicUsize,
     /// The service waits for the request body ([`Watched`]): the wait is on the client again.
     awaiting_body: AtomicBool,
     streaming: AtomicBool,
+    /// When the connection opened: the origin of `body_since_ms`.
+    opened: Instant,
+    /// When the request body now being read was first waited for, in ms after `opened`
+    /// (`NO_BODY`: none is). A body must arrive whole within the idle timeout of it, however
+    /// slowly it drips (each byte would otherwise restart the idle timer).
+    body_since_ms: AtomicU64,
+}
+
+const NO_BODY: u64 = u64::MAX;
+
+impl Activity {
+    fn new(opened: Instant) -> Activity {
+        Activity {
+            preparing: AtomicUsize::new(0),
+            awaiting_body: AtomicBool::new(false),
+            streaming: AtomicBool::new(false),
+            opened,
+            body_since_ms: AtomicU64::new(NO_BODY),
+        }
+    }
+
+    /// How long the body now being read has been waited for.
+    fn body_waited(&self, now: Instant) -> Option<Duration> {
+        let since = self.body_since_ms.load(Ordering::Relaxed);
+        (since != NO_BODY).then(|| {
+            now.saturating_duration_since(self.opened)
+                .saturating_sub(Duration::from_millis(since))
+        })
+    }
 }
 
 /// Held while an answer is prepared (see [`Activity::preparing`]).
@@ -110,9 +140,22 @@ impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        self.activity
+        let activity = &self.activity;
+        activity
             .awaiting_body
             .store(polled.is_pending(), Ordering::Relaxed);
+        match &polled {
+            Poll::Pending if activity.body_since_ms.load(Ordering::Relaxed) == NO_BODY => {
+                let since = Instant::now().saturating_duration_since(activity.opened);
+                activity
+                    .body_since_ms
+                    .store(since.as_millis() as u64, Ordering::Relaxed);
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                activity.body_since_ms.store(NO_BODY, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         polled
     }
 
@@ -128,6 +171,9 @@ impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
 impl<B> Drop for Watched<B> {
     fn drop(&mut self) {
         self.activity.awaiting_body.store(false, Ordering::Relaxed);
+        self.activity
+            .body_since_ms
+            .store(NO_BODY, Ordering::Relaxed);
     }
 }
 
@@ -143,8 +189,8 @@ pub struct Guarded<T> {
 
 impl<T> Guarded<T> {
     pub fn new(io: T, idle: Duration) -> (Guarded<T>, Arc<Activity>) {
-        let activity = Arc::new(Activity::default());
         let now = Instant::now();
+        let activity = Arc::new(Activity::new(now));
         let guarded = Guarded {
             io,
             idle,
@@ -194,6 +240,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this
+            .activity
+            .body_waited(Instant::now())
+            .is_some_and(|waited| waited > this.idle)
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request body did not arrive whole within the idle timeout",
+            )));
+        }
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 this.moved();

@@ -427,6 +427,44 @@ fn check_fails_on_each_missing_referenced_file_naming_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `/readyz` is open to anonymous probes; why a source fails (its addresses, its answers) is
+/// told only to a caller who may read the admin API.
+#[tokio::test]
+async fn readyz_names_the_failing_source_only_to_readers() {
+    let dir = support::temp_dir("cli-readyz-token");
+    let token = dir.join("admin-token");
+    std::fs::write(&token, "s3cret-readyz\n").unwrap();
+    let sy = support::Switchyard::start_with_admin(
+        "cli-readyz-readers",
+        "[discovery]\nfile = \"config/apps.json\"\nfile_poll_interval = \"20ms\"\n",
+        &format!(
+            "token_file = {:?}\nloopback_reads_open = false\n",
+            token.display().to_string()
+        ),
+    );
+    let expected = sy.dir.join("config/apps.json").display().to_string();
+    let anonymous = support::wait_for("the source's failure", || async {
+        let (status, body) = sy.get("/readyz").await;
+        (status == 503 && body.contains("source failing")).then_some(body)
+    })
+    .await;
+    assert!(!anonymous.contains(&expected), "{anonymous}");
+    let (status, _, body) = support::http_request(
+        sy.admin,
+        "GET",
+        "/readyz",
+        &[("Authorization", "Bearer s3cret-readyz")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains(&expected) && body.contains("No such file"),
+        "{body}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A relative `discovery.file` resolves from the configuration's directory. When it is not
 /// there, the source has never loaded: `/readyz`, `/v1/routes` and `switchyard status` say so,
 /// naming the file and the error, until it appears.

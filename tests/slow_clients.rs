@@ -162,6 +162,56 @@ async fn the_admin_api_closes_slow_and_silent_clients() {
     assert!(sy.log_lines("panicked").is_empty());
 }
 
+/// A request body that drips a byte now and then (each within the idle timeout) is cut once it
+/// has taken the idle timeout as a whole; while it holds `POST /v1/plan`, a second plan is told
+/// to come back (one is computed at a time), and once it is cut plans are served again.
+#[tokio::test]
+async fn the_admin_api_cuts_a_dripping_body_and_computes_one_plan_at_a_time() {
+    let sy = Switchyard::start_with_admin(
+        "slow-admin-body",
+        "[discovery]\nmarathon = [\"http://127.0.0.1:1\"]\n",
+        TIMEOUTS,
+    );
+    wait_for("admin up", || async {
+        http_get(sy.admin, "/healthz").await.ok()
+    })
+    .await;
+    let mut drip = TcpStream::connect(sy.admin).await.unwrap();
+    drip.write_all(b"POST /v1/plan HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    // The dripping plan holds the one plan slot: another is refused with a Retry-After.
+    let (status, headers, _) = http_request(sy.admin, "POST", "/v1/plan", &[], "[]").await;
+    assert_eq!(status, 429);
+    assert!(headers.iter().any(|(k, v)| k == "retry-after" && v == "1"));
+    let mut sent = 1;
+    let mut buf = [0u8; 1024];
+    let cut = loop {
+        if sent >= 1000 {
+            break false;
+        }
+        if drip.write_all(b" ").await.is_err() {
+            break true;
+        }
+        sent += 1;
+        match tokio::time::timeout(Duration::from_millis(100), drip.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(_)) => {} // an error answer before the close
+            Err(_) => {}    // nothing yet: drip on
+        }
+    };
+    assert!(
+        cut,
+        "a body dripping for ever is cut ({sent} of 1000 bytes sent)"
+    );
+    wait_for("plans served again", || async {
+        let (status, _, _) = http_request(sy.admin, "POST", "/v1/plan", &[], "[]").await;
+        (status != 429).then_some(())
+    })
+    .await;
+    assert!(sy.log_lines("panicked").is_empty());
+}
+
 #[tokio::test]
 async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream() {
     let b1 = Backend::start("one").await;

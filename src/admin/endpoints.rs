@@ -66,6 +66,17 @@ impl Admin {
     /// control thread's loop, on the blocking pool.
     pub(super) async fn plan(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         use http_body_util::BodyExt;
+        // One plan at a time: each holds its body (up to 16 MiB) and a compiled copy of the
+        // cluster; a burst of them would take the memory the proxy needs.
+        let Ok(_one) = self.planning.try_acquire() else {
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "another plan is being computed\n".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return r;
+        };
         let body = http_body_util::Limited::new(req.into_body(), 16 << 20);
         let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
             return text(

@@ -74,6 +74,8 @@ pub struct Admin {
     /// `admin.max_connections`: past them a new connection is closed at once, counted in
     /// `admin_refused_connections_total`.
     pub connections: crate::stall::Slots,
+    /// `POST /v1/plan`: one computed at a time.
+    pub planning: tokio::sync::Semaphore,
 }
 
 /// 429 for a client that guessed wrong too often: until its window ends.
@@ -476,12 +478,14 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
                 // The body says why: which source failed and how (a file that is not there, a
-                // Marathon that refuses), so a readiness check that stays red names its cause.
-                let source = self
-                    .status
-                    .source_problem()
-                    .map(|p| format!("source {p}\n"))
-                    .unwrap_or_default();
+                // Marathon that refuses), so a readiness check that stays red names its cause —
+                // to a caller who may read; an anonymous probe learns that a source fails, not
+                // the internal addresses and answers in its error.
+                let source = match self.status.source_problem() {
+                    Some(p) if self.may_read(&req, loopback) => format!("source {p}\n"),
+                    Some(_) => "source failing (details for readers of the admin API)\n".into(),
+                    None => String::new(),
+                };
                 if self.status.ready.load(Ordering::Relaxed) {
                     text(StatusCode::OK, format!("ready\n{source}"))
                 } else {
@@ -644,6 +648,22 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
         header::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+impl Admin {
+    /// Whether the caller may read the admin API: loopback with `admin.loopback_reads_open`,
+    /// the token, or a live session. Counts no guess (that is [`Admin::authorized`]'s).
+    fn may_read(&self, req: &Request<Incoming>, loopback: bool) -> bool {
+        if loopback && self.loopback_reads_open {
+            return true;
+        }
+        let Some(token) = &self.token else {
+            return false;
+        };
+        crate::access::presents(req.headers(), token)
+            || session::cookie_id(req.headers())
+                .is_some_and(|id| self.sessions.find(id, std::time::Instant::now()).is_some())
+    }
 }
 
 /// The paths open to probes without a token, and the only ones served on a connection taken
