@@ -92,6 +92,10 @@ fn shop(port: u16, blue: &Flip, green: &Flip) -> Vec<Value> {
 /// and recorded in `state`.
 fn write_config(dir: &Path, marathon: &Marathon, state: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    // Only its owner may write a state directory (switchyard refuses one others may write),
+    // whatever the umask the tests run under.
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let config = dir.join("switchyard.toml");
     std::fs::write(
         &config,
@@ -961,6 +965,47 @@ async fn after_a_restart_a_failed_canary_gets_no_request_from_the_first_table_on
     .await;
     let answers = traffic.stop().await;
     assert_eq!(answered_by(&answers, "green"), 0, "{answers:?}");
+}
+
+/// What `state_dir` records moves traffic at the next start: a directory its group or everyone
+/// may write is refused before any listener opens; a `rollouts.json` that is not a regular file
+/// (a FIFO here: reading it would block the start for ever) is logged and nothing resumed.
+#[tokio::test]
+async fn a_state_dir_others_may_write_is_refused_and_a_fifo_state_file_is_not_read() {
+    let marathon = Marathon::start().await;
+    let state = temp_dir("rollout-state-modes");
+    let dir = temp_dir("rollout-state-modes-sy");
+    let config = write_config(&dir, &marathon, &state);
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o775)).unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("is writable by its group"), "{err}");
+    assert!(!err.contains("admin listening"), "{err}");
+
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let fifo = state.join("rollouts.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let sy = Switchyard::launch(dir, &config, &[]);
+    wait_for("ready despite the FIFO", || async {
+        (sy.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let unreadable = sy.log_lines("rollout state unreadable");
+    assert!(
+        unreadable.iter().any(|l| l.contains("not a file")),
+        "{unreadable:?}"
+    );
 }
 
 #[tokio::test]

@@ -108,15 +108,34 @@ impl Config {
     }
 }
 
-fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+/// A file of at most `limit` bytes, whole.
+///
+/// Opened without blocking (a FIFO in its place does not hang the start), then checked on the
+/// open file (a regular file: not `/dev/zero` behind a symlink), and read no further than
+/// `limit` whatever its size says by then.
+pub fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
     if !meta.is_file() {
         return Err("not a file".into());
     }
-    if meta.len() as usize > limit {
+    if meta.len() > limit as u64 {
         return Err(format!("larger than {limit} bytes"));
     }
-    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// A bearer token file: readable, and not empty once trimmed (an empty token would be no

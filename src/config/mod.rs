@@ -18,6 +18,7 @@ use crate::zone::{IpSource, ZoneConfig};
 
 mod dns;
 mod files;
+pub use files::read_limited;
 mod settings;
 mod validate;
 

@@ -74,17 +74,25 @@ pub(super) fn save(path: &std::path::Path, book: &BTreeMap<String, Rollout>) {
     }
 }
 
-/// The rollouts in a state file; none (logged) when it cannot be read.
+/// The most a state file may hold: thousands of rollouts' records, and a bound on what a
+/// file that is not one costs at start.
+const MAX_STATE_BYTES: usize = 16 << 20;
+
+/// The rollouts in a state file; none (logged) when it cannot be read: missing, not a regular
+/// file (a FIFO or `/dev/zero` in its place: refused without reading), over
+/// [`MAX_STATE_BYTES`], or not what [`save`] writes.
 pub(super) fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+    if std::fs::symlink_metadata(path).is_err() {
+        return BTreeMap::new(); // none recorded yet
+    }
+    let bytes = match crate::config::read_limited(path, MAX_STATE_BYTES) {
+        Ok(b) => b,
         Err(e) => {
             tracing::error!(path = %path.display(), "rollout state unreadable: {e}; nothing resumed");
             return BTreeMap::new();
         }
     };
-    let file: StateFile = match serde_json::from_str(&text) {
+    let file: StateFile = match serde_json::from_slice(&bytes) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %path.display(), "rollout state unreadable: {e}; nothing resumed");
@@ -159,6 +167,20 @@ pub(super) fn load(path: &std::path::Path) -> BTreeMap<String, Rollout> {
     book
 }
 
+/// Who beyond the owner may write a directory (`None`: nobody). A sticky world-writable
+/// directory (`/tmp`) still lets others create files, whose names could be ours: refused too.
+fn writable_by_others(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 {
+        Some("everyone")
+    } else if mode & 0o020 != 0 {
+        Some("its group")
+    } else {
+        None
+    }
+}
+
 /// The lock file beside `rollouts.json`: held (an advisory `flock`) by the instance that uses
 /// the directory, for as long as it runs.
 pub(super) const LOCK_FILE: &str = "rollouts.lock";
@@ -176,6 +198,17 @@ pub(super) fn lock(dir: &std::path::Path) -> Result<Lock, String> {
     let path = dir.join(LOCK_FILE);
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("rollout.state_dir {}: {e}", dir.display()))?;
+    // What the directory holds decides traffic at the next start (a failed canary's 0 %):
+    // whoever may write it must be whoever runs switchyard.
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("rollout.state_dir {}: {e}", dir.display()))?;
+    if let Some(why) = writable_by_others(&meta) {
+        return Err(format!(
+            "rollout.state_dir {} is writable by {why}: refused (what it records moves traffic \
+             at the next start; chmod go-w it)",
+            dir.display()
+        ));
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
