@@ -18,7 +18,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 #[path = "compact_build.rs"]
 mod build;
-pub use build::{Builder, SoaData};
+pub use build::{Builder, SoaData, Spare, offer, spare_bytes, take_spare};
 
 /// An interned name: its index in the name table.
 pub type NameId = u32;
@@ -212,11 +212,12 @@ impl NameTable {
         wire_to_name(self.wire(id))
     }
 
+    /// Gives back what the table holds well beyond its size (see [`build::shrink`]); the
+    /// index is left as it is, as shrinking a hash table rehashes every name.
     fn shrink(&mut self) {
-        self.bytes.shrink_to_fit();
-        self.starts.shrink_to_fit();
-        self.next.shrink_to_fit();
-        self.index.shrink_to_fit();
+        build::shrink(&mut self.bytes);
+        build::shrink(&mut self.starts);
+        build::shrink(&mut self.next);
         self.scratch = Vec::new();
     }
 }
@@ -267,6 +268,15 @@ pub struct Names {
     /// Per interned name: its node, or `NONE` when the name does not exist (a target only).
     node_of: Vec<u32>,
     data: Vec<u8>,
+}
+
+/// A zone no longer read leaves its tables to the next build (see [`Spare`]).
+impl Drop for Names {
+    fn drop(&mut self) {
+        if self.data.capacity() > 0 {
+            offer(Spare::reclaim(self));
+        }
+    }
 }
 
 /// One record set, pre-encoded: `count` records, each owned by `c0 0c`.
@@ -415,12 +425,27 @@ impl Names {
         (0..self.nodes.len() as u32).map(|n| LowerName::new(&self.name_of(n)))
     }
 
+    /// Whether both hold the same names, nodes and pre-encoded records (what is held, not
+    /// where: capacities may differ).
+    #[cfg(test)]
+    pub(crate) fn same_tables(&self, other: &Names) -> bool {
+        let nodes = |n: &Names| -> Vec<(NameId, u32)> {
+            n.nodes.iter().map(|node| (node.name, node.data)).collect()
+        };
+        self.names.bytes == other.names.bytes
+            && self.names.starts == other.names.starts
+            && self.names.next == other.names.next
+            && nodes(self) == nodes(other)
+            && self.node_of == other.node_of
+            && self.data == other.data
+    }
+
     /// Bytes held (capacity of every part), for the benchmarks.
     pub fn heap_bytes(&self) -> usize {
         self.names.bytes.capacity()
             + self.names.starts.capacity() * 4
             + self.names.next.capacity() * 4
-            + self.names.index.capacity() * 13
+            + self.names.index.capacity() * 8 / 7 * 17
             + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.node_of.capacity() * 4
             + self.data.capacity()
