@@ -18,7 +18,9 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 #[path = "compact_build.rs"]
 mod build;
-pub use build::{Builder, SoaData, Spare, offer, spare_bytes, take_spare};
+#[cfg(test)]
+pub(crate) use build::idle_at;
+pub use build::{Builder, SPARE_IDLE, SoaData, Spare, idle_spare, offer, spare_bytes, take_spare};
 
 /// An interned name: its index in the name table.
 pub type NameId = u32;

@@ -157,16 +157,38 @@ impl Spare {
     }
 }
 
-/// The buffers of the last build and the last retired zone, for the next build (see [`Spare`]):
-/// one set, each buffer the largest offered, so bounded by the largest zone built.
-static SPARE: std::sync::Mutex<Option<Spare>> = std::sync::Mutex::new(None);
+/// The buffers of the last build and the last retired zone, for the next build (see [`Spare`]),
+/// and when they were last offered: one set, each buffer the largest offered, so bounded by the
+/// largest zone built; given back after [`SPARE_IDLE`] without a build ([`idle_spare`]).
+static SPARE: std::sync::Mutex<Option<(Spare, std::time::Instant)>> = std::sync::Mutex::new(None);
+
+/// How long buffers are kept for a build that does not come: under churn, builds follow one
+/// another within the debounce and reuse them; a quiet cluster holds one zone, as without them.
+pub const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The kept buffers, or none.
 pub fn take_spare() -> Spare {
     match SPARE.lock() {
-        Ok(mut kept) => kept.take().unwrap_or_default(),
+        Ok(mut kept) => kept.take().map(|(spare, _)| spare).unwrap_or_default(),
         Err(_) => Spare::default(),
     }
+}
+
+/// The kept buffers when no build has taken them for [`SPARE_IDLE`], to be freed (off any
+/// thread that must not stall: freeing a large zone's buffers takes milliseconds).
+pub fn idle_spare() -> Option<Spare> {
+    idle_at(&mut *SPARE.try_lock().ok()?, std::time::Instant::now())
+}
+
+/// The kept buffers when offered [`SPARE_IDLE`] or longer before `now`.
+pub(crate) fn idle_at(
+    kept: &mut Option<(Spare, std::time::Instant)>,
+    now: std::time::Instant,
+) -> Option<Spare> {
+    if now.saturating_duration_since(kept.as_ref()?.1) < SPARE_IDLE {
+        return None;
+    }
+    kept.take().map(|(spare, _)| spare)
 }
 
 /// Bytes held by the kept buffers, for the benchmarks.
@@ -174,7 +196,7 @@ pub fn spare_bytes() -> usize {
     SPARE
         .lock()
         .ok()
-        .and_then(|kept| kept.as_ref().map(Spare::heap_bytes))
+        .and_then(|kept| kept.as_ref().map(|(spare, _)| spare.heap_bytes()))
         .unwrap_or(0)
 }
 
@@ -182,9 +204,13 @@ pub fn spare_bytes() -> usize {
 /// lock this instant, they are freed instead.
 pub fn offer(spare: Spare) {
     if let Ok(mut kept) = SPARE.try_lock() {
+        let now = std::time::Instant::now();
         match kept.as_mut() {
-            Some(kept) => kept.merge(spare),
-            None => *kept = Some(spare),
+            Some((kept, at)) => {
+                kept.merge(spare);
+                *at = now;
+            }
+            None => *kept = Some((spare, now)),
         }
     }
 }

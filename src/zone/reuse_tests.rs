@@ -213,3 +213,31 @@ proptest! {
         }
     }
 }
+
+/// Buffers no build takes are given back after `SPARE_IDLE`, not before.
+#[test]
+fn kept_buffers_are_given_back_when_no_build_takes_them() {
+    use crate::zone::compact::SPARE_IDLE;
+    let (zone, scratch) = build_reusing(
+        &cluster(&[AppShape {
+            id: 1,
+            tasks: vec![(0, true), (1, true)],
+            v6: false,
+            healthy_only: false,
+            udp_port: false,
+            changed_ms: 5,
+        }]),
+        &config(),
+        &Verdicts::default(),
+        &[],
+        Spare::default(),
+    );
+    let offered = std::time::Instant::now();
+    let mut kept = Some((scratch, offered));
+    assert!(compact::idle_at(&mut kept, offered + SPARE_IDLE / 2).is_none());
+    assert!(kept.is_some(), "kept while a build may come");
+    let given = compact::idle_at(&mut kept, offered + SPARE_IDLE);
+    assert!(given.is_some_and(|s| s.heap_bytes() > 0));
+    assert!(kept.is_none());
+    drop(zone);
+}
