@@ -266,6 +266,9 @@ impl Reconciler {
                 e = events.recv() => e,
                 _ = reap.tick() => {
                     self.store.reap();
+                    if let Some(spare) = crate::zone::compact::idle_spare() {
+                        tokio::task::spawn_blocking(move || drop(spare));
+                    }
                     continue;
                 }
                 Some((zone, synced)) = self.zone.done_rx.recv() => {

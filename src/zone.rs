@@ -12,7 +12,7 @@ pub(crate) mod legacy;
 mod mesos;
 mod reverse;
 
-use compact::{Builder, SoaData};
+use compact::{Builder, SoaData, Spare};
 pub use compact::{NameId, Names};
 pub use mesos::DCOS_DOMAIN;
 use std::net::IpAddr;
@@ -251,12 +251,32 @@ pub fn build_from(
     verdicts: &Verdicts,
     route_splits: &[RouteSplit],
 ) -> Zone {
-    let mut b = Builder::default();
+    let (zone, spare) = build_reusing(
+        cluster,
+        config,
+        verdicts,
+        route_splits,
+        compact::take_spare(),
+    );
+    compact::offer(spare);
+    zone
+}
+
+/// As [`build_from`], written over `spare`'s buffers (see [`Spare`]: the zone is the same
+/// whatever they held); returns the build's own scratch with the zone.
+pub(crate) fn build_reusing(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    verdicts: &Verdicts,
+    route_splits: &[RouteSplit],
+    spare: Spare,
+) -> (Zone, Spare) {
+    let mut b = Builder::reusing(spare);
     // Per task: its own name, and about eight records (the app's, the agent's, its own, SRV,
-    // DC/OS's); per app: a dozen names.
+    // DC/OS's); per app: eight names.
     let tasks: usize = cluster.apps.values().map(|a| a.tasks.len()).sum();
     let apps = cluster.apps.len();
-    b.reserve(tasks + apps * 12, 40, tasks * 8);
+    b.reserve(tasks + apps * 8 + 64, 40, tasks * 8);
     let root = b.names.intern(&[0]);
     let apex = b
         .names
@@ -544,19 +564,21 @@ pub fn build_from(
         Vec::new()
     };
     let apex_name = b.names.name(apex);
-    Zone {
+    let (names, spare) = b.finish_keeping();
+    let zone = Zone {
         vip_apex,
         reverse,
         dcos_apex: Some((dcos_apex, dcos_soa)),
         apex: LowerName::new(&apex_name),
-        names: b.finish(),
+        names,
         soa,
         live: true,
         problems,
         listed,
         fail_static,
         config: config.clone(),
-    }
+    };
+    (zone, spare)
 }
 
 /// The port Mesos agents listen on: `_slave._tcp.{domain}`'s SRV port, as in Mesos-DNS.
@@ -724,3 +746,7 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 #[path = "zone/tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "zone/reuse_tests.rs"]
+mod reuse_tests;

@@ -2,6 +2,7 @@
 //! answering the name, into exactly those records.
 
 use super::*;
+use crate::zone::compact::*;
 use hickory_proto::op::Message;
 use proptest::prelude::*;
 

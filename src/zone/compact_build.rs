@@ -1,0 +1,585 @@
+//! The compact zone's encoder: the records gathered as the zone is built ([`Builder`]), laid
+//! out once at the end ([`Builder::finish`]) into the pre-encoded table of `compact.rs`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{RData, Record};
+
+use super::{CLASS_IN, Kind, NONE, NameId, NameTable, Names, Node};
+
+/// One record as the build gathers it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Data {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv {
+        weight: u16,
+        port: u16,
+        target: NameId,
+    },
+    Ns(NameId),
+    Ptr(NameId),
+    Soa(u32),
+}
+
+impl Data {
+    fn kind(&self) -> Kind {
+        match self {
+            Data::A(_) => Kind::A,
+            Data::Aaaa(_) => Kind::Aaaa,
+            Data::Srv { .. } => Kind::Srv,
+            Data::Ns(_) => Kind::Ns,
+            Data::Ptr(_) => Kind::Ptr,
+            Data::Soa(_) => Kind::Soa,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    owner: NameId,
+    ttl: u32,
+    /// Added only when the name has no equal record of its type yet.
+    once: bool,
+    data: Data,
+}
+
+/// An SOA's fields: the primary and mailbox, serial, refresh, retry, expire, minimum.
+#[derive(Debug, Clone, Copy)]
+pub struct SoaData {
+    pub mname: NameId,
+    pub rname: NameId,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+/// The zone as it is built: interned names, which of them exist, and their records in the
+/// order they were added.
+#[derive(Debug, Default)]
+pub struct Builder {
+    pub names: NameTable,
+    /// Per name: whether it exists in the zone (a bit per type it has records of, and bit 7).
+    flags: Vec<u8>,
+    records: Vec<Rec>,
+    soas: Vec<SoaData>,
+    /// Buffers for [`Self::finish`]: its scratch and the built table's own, empty.
+    spare: Spare,
+}
+
+/// Buffers a build writes over instead of allocating afresh: a retired zone's tables and an
+/// earlier build's scratch, emptied but with their capacity. Fresh memory costs a page fault
+/// per 4 KiB on first write (a fifth of a whole build at 10,000 apps); memory written before
+/// does not. What a build makes never depends on what it was given: only where it goes.
+#[derive(Debug, Default)]
+pub struct Spare {
+    names: NameTable,
+    flags: Vec<u8>,
+    records: Vec<Rec>,
+    soas: Vec<SoaData>,
+    nodes: Vec<Node>,
+    node_of: Vec<u32>,
+    data: Vec<u8>,
+    /// `finish`'s counting sort.
+    starts: Vec<u32>,
+    fill: Vec<u32>,
+    order: Vec<u32>,
+}
+
+/// `a` empty, with the larger of the two buffers' capacity.
+fn keep_larger<T>(a: &mut Vec<T>, mut b: Vec<T>) {
+    if b.capacity() > a.capacity() {
+        b.clear();
+        *a = b;
+    } else {
+        a.clear();
+    }
+}
+
+impl Spare {
+    /// A retired zone's tables, for the next build.
+    pub fn reclaim(names: &mut Names) -> Spare {
+        let mut spare = Spare::default();
+        spare.take_table(names);
+        spare
+    }
+
+    fn take_table(&mut self, names: &mut Names) {
+        let table = &mut names.names;
+        keep_larger(&mut self.names.bytes, std::mem::take(&mut table.bytes));
+        keep_larger(&mut self.names.starts, std::mem::take(&mut table.starts));
+        keep_larger(&mut self.names.next, std::mem::take(&mut table.next));
+        if table.index.capacity() > self.names.index.capacity() {
+            self.names.index = std::mem::take(&mut table.index);
+        }
+        self.names.index.clear();
+        keep_larger(&mut self.nodes, std::mem::take(&mut names.nodes));
+        keep_larger(&mut self.node_of, std::mem::take(&mut names.node_of));
+        keep_larger(&mut self.data, std::mem::take(&mut names.data));
+    }
+
+    /// Both sets of buffers, the larger of each kept.
+    pub fn merge(&mut self, mut other: Spare) {
+        keep_larger(&mut self.flags, other.flags);
+        keep_larger(&mut self.records, other.records);
+        keep_larger(&mut self.soas, other.soas);
+        keep_larger(&mut self.starts, other.starts);
+        keep_larger(&mut self.fill, other.fill);
+        keep_larger(&mut self.order, other.order);
+        let mut table = Names {
+            names: std::mem::take(&mut other.names),
+            nodes: other.nodes,
+            node_of: other.node_of,
+            data: other.data,
+        };
+        self.take_table(&mut table);
+    }
+
+    /// Bytes held, for the benchmarks.
+    pub fn heap_bytes(&self) -> usize {
+        self.names.bytes.capacity()
+            + self.names.starts.capacity() * 4
+            + self.names.next.capacity() * 4
+            + self.names.index.capacity() * 8 / 7 * 17
+            + self.flags.capacity()
+            + self.records.capacity() * std::mem::size_of::<Rec>()
+            + self.soas.capacity() * std::mem::size_of::<SoaData>()
+            + self.nodes.capacity() * std::mem::size_of::<Node>()
+            + (self.node_of.capacity()
+                + self.starts.capacity()
+                + self.fill.capacity()
+                + self.order.capacity())
+                * 4
+            + self.data.capacity()
+    }
+}
+
+/// The buffers of the last build and the last retired zone, for the next build (see [`Spare`]),
+/// and when they were last offered: one set, each buffer the largest offered, so bounded by the
+/// largest zone built; given back after [`SPARE_IDLE`] without a build ([`idle_spare`]).
+static SPARE: std::sync::Mutex<Option<(Spare, std::time::Instant)>> = std::sync::Mutex::new(None);
+
+/// How long buffers are kept for a build that does not come: under churn, builds follow one
+/// another within the debounce and reuse them; a quiet cluster holds one zone, as without them.
+pub const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The kept buffers, or none.
+pub fn take_spare() -> Spare {
+    match SPARE.lock() {
+        Ok(mut kept) => kept.take().map(|(spare, _)| spare).unwrap_or_default(),
+        Err(_) => Spare::default(),
+    }
+}
+
+/// The kept buffers when no build has taken them for [`SPARE_IDLE`], to be freed (off any
+/// thread that must not stall: freeing a large zone's buffers takes milliseconds).
+pub fn idle_spare() -> Option<Spare> {
+    idle_at(&mut *SPARE.try_lock().ok()?, std::time::Instant::now())
+}
+
+/// The kept buffers when offered [`SPARE_IDLE`] or longer before `now`.
+pub(crate) fn idle_at(
+    kept: &mut Option<(Spare, std::time::Instant)>,
+    now: std::time::Instant,
+) -> Option<Spare> {
+    if now.saturating_duration_since(kept.as_ref()?.1) < SPARE_IDLE {
+        return None;
+    }
+    kept.take().map(|(spare, _)| spare)
+}
+
+/// Bytes held by the kept buffers, for the benchmarks.
+pub fn spare_bytes() -> usize {
+    SPARE
+        .lock()
+        .ok()
+        .and_then(|kept| kept.as_ref().map(|(spare, _)| spare.heap_bytes()))
+        .unwrap_or(0)
+}
+
+/// Keeps `spare` for the next build, never waiting: when another thread holds the buffers'
+/// lock this instant, they are freed instead.
+pub fn offer(spare: Spare) {
+    if let Ok(mut kept) = SPARE.try_lock() {
+        let now = std::time::Instant::now();
+        match kept.as_mut() {
+            Some((kept, at)) => {
+                kept.merge(spare);
+                *at = now;
+            }
+            None => *kept = Some((spare, now)),
+        }
+    }
+}
+
+const EXISTS: u8 = 0x80;
+/// The name has a record added `once` (so its sets are checked for equal records).
+const ONCE: u8 = 0x40;
+/// The bits of the kinds a name has records of.
+const KINDS: u8 = 0x3f;
+
+impl Builder {
+    /// A builder writing over `spare`'s buffers.
+    pub fn reusing(mut spare: Spare) -> Builder {
+        let mut names = std::mem::take(&mut spare.names);
+        names.bytes.clear();
+        names.starts.clear();
+        names.next.clear();
+        names.index.clear();
+        let (mut flags, mut records, mut soas) = (
+            std::mem::take(&mut spare.flags),
+            std::mem::take(&mut spare.records),
+            std::mem::take(&mut spare.soas),
+        );
+        flags.clear();
+        records.clear();
+        soas.clear();
+        Builder {
+            names,
+            flags,
+            records,
+            soas,
+            spare,
+        }
+    }
+
+    /// Room for about `names` names of `name_bytes` bytes each and `records` records, so that
+    /// the build does not grow (and copy) its tables a zone's worth at a time.
+    pub fn reserve(&mut self, names: usize, name_bytes: usize, records: usize) {
+        self.names.bytes.reserve(names * name_bytes);
+        self.names.starts.reserve(names);
+        self.names.next.reserve(names);
+        self.names.index.reserve(names);
+        self.flags.reserve(names);
+        self.records.reserve(records);
+    }
+
+    fn flag(&mut self, id: NameId) -> &mut u8 {
+        let at = id as usize;
+        if self.flags.len() <= at {
+            self.flags.resize(self.names.len().max(at + 1), 0);
+        }
+        &mut self.flags[at]
+    }
+
+    /// The name exists (with or without records: an empty non-terminal answers NODATA).
+    pub fn touch(&mut self, id: NameId) {
+        *self.flag(id) |= EXISTS;
+    }
+
+    pub fn exists(&self, id: NameId) -> bool {
+        self.flags.get(id as usize).is_some_and(|f| f & EXISTS != 0)
+    }
+
+    pub fn has(&self, id: NameId, kind: Kind) -> bool {
+        self.flags
+            .get(id as usize)
+            .is_some_and(|f| f & (1 << kind as u8) != 0)
+    }
+
+    fn push(&mut self, owner: NameId, ttl: u32, data: Data, once: bool) {
+        *self.flag(owner) |= EXISTS | 1 << data.kind() as u8 | if once { ONCE } else { 0 };
+        self.records.push(Rec {
+            owner,
+            ttl,
+            once,
+            data,
+        });
+    }
+
+    /// An address, once per name (tasks sharing an agent share its address).
+    pub fn add_addr(&mut self, owner: NameId, ip: IpAddr, ttl: u32) {
+        self.push(owner, ttl, addr(ip), true);
+    }
+
+    /// An address, as many times as it is added.
+    pub fn push_addr(&mut self, owner: NameId, ip: IpAddr, ttl: u32) {
+        self.push(owner, ttl, addr(ip), false);
+    }
+
+    /// An SRV record (priority 0); `once`: only when the name has no equal one.
+    pub fn add_srv(
+        &mut self,
+        owner: NameId,
+        weight: u16,
+        port: u16,
+        target: NameId,
+        ttl: u32,
+        once: bool,
+    ) {
+        let data = Data::Srv {
+            weight,
+            port,
+            target,
+        };
+        self.push(owner, ttl, data, once);
+    }
+
+    pub fn add_ns(&mut self, owner: NameId, target: NameId, ttl: u32) {
+        self.push(owner, ttl, Data::Ns(target), false);
+    }
+
+    pub fn add_ptr(&mut self, owner: NameId, target: NameId, ttl: u32) {
+        self.push(owner, ttl, Data::Ptr(target), false);
+    }
+
+    /// Replaces the name's SOA.
+    pub fn set_soa(&mut self, owner: NameId, soa: SoaData, ttl: u32) {
+        if self.has(owner, Kind::Soa) {
+            self.records
+                .retain(|r| !(r.owner == owner && r.data.kind() == Kind::Soa));
+        }
+        self.soas.push(soa);
+        let at = self.soas.len() as u32 - 1;
+        self.push(owner, ttl, Data::Soa(at), false);
+    }
+
+    /// Replaces the name's NS records with one.
+    pub fn set_ns(&mut self, owner: NameId, target: NameId, ttl: u32) {
+        if self.has(owner, Kind::Ns) {
+            self.records
+                .retain(|r| !(r.owner == owner && r.data.kind() == Kind::Ns));
+        }
+        self.add_ns(owner, target, ttl);
+    }
+
+    /// The SOA as a hickory record owned by `owner` (for negative answers' authority section).
+    pub fn soa_record(&self, owner: NameId, soa: &SoaData, ttl: u32) -> Record {
+        let data = SOA::new(
+            self.names.name(soa.mname),
+            self.names.name(soa.rname),
+            soa.serial,
+            soa.refresh as i32,
+            soa.retry as i32,
+            soa.expire as i32,
+            soa.minimum,
+        );
+        Record::from_rdata(self.names.name(owner), ttl, RData::SOA(data))
+    }
+
+    /// Lays the zone out: each existing name's records grouped by type, in the order added
+    /// (a record added `once` dropped when an equal one came before it), pre-encoded.
+    pub fn finish(self) -> Names {
+        self.finish_keeping().0
+    }
+
+    /// As [`Self::finish`], with the build's scratch handed back for the next build.
+    pub fn finish_keeping(mut self) -> (Names, Spare) {
+        let count = self.names.len();
+        self.flags.resize(count, 0);
+        let mut spare = std::mem::take(&mut self.spare);
+        // Records by owner, in the order added (a counting sort); and the bytes they take, so
+        // that the encoded zone is allocated once.
+        let starts = &mut spare.starts;
+        starts.clear();
+        starts.resize(count + 1, 0);
+        let mut bound = 0;
+        for r in &self.records {
+            starts[r.owner as usize + 1] += 1;
+            bound += encoded_len(r, &self.names, &self.soas);
+        }
+        for i in 0..count {
+            starts[i + 1] += starts[i];
+        }
+        let fill = &mut spare.fill;
+        fill.clear();
+        fill.extend_from_slice(&starts[..count]);
+        let order = &mut spare.order;
+        order.clear();
+        order.resize(self.records.len(), 0);
+        for (i, r) in self.records.iter().enumerate() {
+            let slot = &mut fill[r.owner as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+        let mut existing = 0;
+        for f in &self.flags {
+            if f & EXISTS != 0 {
+                existing += 1;
+                bound += SET_HEADER * (f & KINDS).count_ones() as usize;
+            }
+        }
+        let mut nodes = std::mem::take(&mut spare.nodes);
+        nodes.clear();
+        nodes.reserve(existing);
+        let mut data = std::mem::take(&mut spare.data);
+        data.clear();
+        data.reserve(bound);
+        let mut out = Names {
+            names: NameTable::default(),
+            nodes,
+            node_of: Vec::new(),
+            data,
+        };
+
+        let mut node_of = std::mem::take(&mut spare.node_of);
+        node_of.clear();
+        node_of.resize(count, NONE);
+        // The records of the set so far, to drop one added `once` when an equal one came first.
+        let mut seen: Vec<Data> = Vec::new();
+        for id in 0..count {
+            let flags = self.flags[id];
+            if flags & EXISTS == 0 {
+                continue;
+            }
+            node_of[id] = out.nodes.len() as u32;
+            out.nodes.push(Node {
+                name: id as u32,
+                data: out.data.len() as u32,
+            });
+            let kinds = flags & KINDS;
+            let once = flags & ONCE != 0;
+            if kinds == 0 {
+                continue;
+            }
+            let mine = &order[starts[id] as usize..starts[id + 1] as usize];
+            let single = kinds.is_power_of_two();
+            for kind in Kind::ALL {
+                if kinds & (1 << kind as u8) == 0 {
+                    continue;
+                }
+                seen.clear();
+                // Set header: kind, count (u16), bytes (u32), then the records.
+                let header = out.data.len();
+                out.data.extend_from_slice(&[kind as u8, 0, 0, 0, 0, 0, 0]);
+                let mut n: u16 = 0;
+                for &i in mine {
+                    let r = &self.records[i as usize];
+                    if !single && r.data.kind() != kind {
+                        continue;
+                    }
+                    if once {
+                        if r.once && seen.contains(&r.data) {
+                            continue;
+                        }
+                        seen.push(r.data);
+                    }
+                    n = n.wrapping_add(1);
+                    encode(&mut out.data, r, &self.names, &self.soas);
+                }
+                if n == 0 {
+                    out.data.truncate(header);
+                    continue;
+                }
+                let len = (out.data.len() - header - SET_HEADER) as u32;
+                out.data[header + 1..header + 3].copy_from_slice(&n.to_le_bytes());
+                out.data[header + 3..header + 7].copy_from_slice(&len.to_le_bytes());
+            }
+        }
+        out.node_of = node_of;
+        self.names.shrink();
+        out.names = self.names;
+        shrink(&mut out.data);
+        spare.flags = self.flags;
+        spare.records = self.records;
+        spare.soas = self.soas;
+        (out, spare)
+    }
+}
+
+/// Gives back what `v` holds beyond a quarter over its length (a buffer from a larger zone),
+/// and keeps the rest: the next build of a zone this size writes over it.
+pub(super) fn shrink<T>(v: &mut Vec<T>) {
+    if v.capacity() > v.len() + v.len() / 4 {
+        v.shrink_to(v.len() + v.len() / 8);
+    }
+}
+
+/// A record set's header in [`Names`]' data: kind, count (u16), bytes (u32).
+const SET_HEADER: usize = 7;
+
+/// The bytes [`encode`] writes for `r`.
+fn encoded_len(r: &Rec, names: &NameTable, soas: &[SoaData]) -> usize {
+    let name_len = |id: NameId| {
+        let start = names.starts[id as usize] as usize;
+        let end = names
+            .starts
+            .get(id as usize + 1)
+            .map_or(names.bytes.len(), |&e| e as usize);
+        end - start
+    };
+    12 + match r.data {
+        Data::A(_) => 4,
+        Data::Aaaa(_) => 16,
+        Data::Srv { target, .. } => 6 + name_len(target),
+        Data::Ns(target) | Data::Ptr(target) => name_len(target),
+        Data::Soa(i) => {
+            let soa = &soas[i as usize];
+            name_len(soa.mname) + name_len(soa.rname) + 20
+        }
+    }
+}
+
+fn addr(ip: IpAddr) -> Data {
+    match ip {
+        IpAddr::V4(v4) => Data::A(v4),
+        IpAddr::V6(v6) => Data::Aaaa(v6),
+    }
+}
+
+/// One record on the wire, owned by a pointer to the question.
+fn encode(out: &mut Vec<u8>, r: &Rec, names: &NameTable, soas: &[SoaData]) {
+    let code = r.data.kind().code().to_be_bytes();
+    let ttl = r.ttl.to_be_bytes();
+    // Owner, type, class IN, TTL; RDLENGTH follows.
+    let head = |rdlength: usize| -> [u8; 12] {
+        let l = (rdlength as u16).to_be_bytes();
+        [
+            0xc0,
+            0x0c,
+            code[0],
+            code[1],
+            CLASS_IN[0],
+            CLASS_IN[1],
+            ttl[0],
+            ttl[1],
+            ttl[2],
+            ttl[3],
+            l[0],
+            l[1],
+        ]
+    };
+    match r.data {
+        Data::A(v4) => {
+            out.extend_from_slice(&head(4));
+            out.extend_from_slice(&v4.octets());
+        }
+        Data::Aaaa(v6) => {
+            out.extend_from_slice(&head(16));
+            out.extend_from_slice(&v6.octets());
+        }
+        Data::Srv {
+            weight,
+            port,
+            target,
+        } => {
+            let target = names.wire(target);
+            out.extend_from_slice(&head(6 + target.len()));
+            let (w, p) = (weight.to_be_bytes(), port.to_be_bytes());
+            out.extend_from_slice(&[0, 0, w[0], w[1], p[0], p[1]]);
+            out.extend_from_slice(target);
+        }
+        Data::Ns(target) | Data::Ptr(target) => {
+            let target = names.wire(target);
+            out.extend_from_slice(&head(target.len()));
+            out.extend_from_slice(target);
+        }
+        Data::Soa(i) => {
+            let soa = &soas[i as usize];
+            let (mname, rname) = (names.wire(soa.mname), names.wire(soa.rname));
+            out.extend_from_slice(&head(mname.len() + rname.len() + 20));
+            out.extend_from_slice(mname);
+            out.extend_from_slice(rname);
+            for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "compact_tests.rs"]
+mod tests;
