@@ -151,7 +151,7 @@ struct Activity {
 /// Milliseconds of the monotonic clock as of the last tick (`CLOCK_MONOTONIC_COARSE`): a few
 /// ms coarse, which an idle timeout of seconds or hours does not notice, and cheaper than a
 /// precise reading, taken twice per chunk relayed.
-fn coarse_ms() -> u64 {
+pub(super) fn coarse_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
