@@ -1,6 +1,8 @@
 //! TCP mode: pick a backend (falling through on connect failure) and move bytes both ways,
 //! unchanged, counting them. Shared by service ports, TCP VIPs and (see [`relay_io`]) the
-//! tunnels of HTTP upgrades.
+//! tunnels of HTTP upgrades. Service ports and TCP VIPs are served by the same rules on each
+//! worker's own event loop (`tcp_loop`) when they can be; [`serve`] serves the rest (ports that
+//! read PROXY headers from clients, TLS passthrough by SNI).
 //!
 //! - A clean close is passed on as a clean close (FIN), each direction on its own: half-closes
 //!   are preserved.
