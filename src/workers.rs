@@ -16,6 +16,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -115,6 +116,38 @@ impl Workers {
 }
 
 impl Workers {
+    /// As [`Workers::accept_everywhere`], with readiness only: each worker gets its own
+    /// duplicate of `listener` registered with its reactor for readability, and accepts by
+    /// hand, so that what it accepts is registered nowhere until it says where (TCP mode's own
+    /// loop, `proxy::tcp_loop`). The tasks hold `listener` until they end.
+    pub fn accept_everywhere_unregistered<F, Fut>(
+        &self,
+        listener: Arc<std::net::TcpListener>,
+        accept: F,
+    ) -> io::Result<Vec<JoinHandle<()>>>
+    where
+        F: Fn(AsyncFd<std::net::TcpListener>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = Vec::with_capacity(self.handles.len());
+        for handle in self.handles[1..].iter().chain(&self.handles[..1]) {
+            let duplicate: std::net::TcpListener =
+                socket2::SockRef::from(&*listener).try_clone()?.into();
+            duplicate.set_nonblocking(true)?;
+            let _worker = handle.enter();
+            // SAFETY: the duplicate is owned by the `AsyncFd` until it drops.
+            let ready = unsafe {
+                AsyncFd::register_with_interest(duplicate, tokio::io::Interest::READABLE)?
+            };
+            let (held, accepting) = (listener.clone(), accept(ready));
+            tasks.push(handle.spawn(async move {
+                let _held = held;
+                accepting.await
+            }));
+        }
+        Ok(tasks)
+    }
+
     /// Serves an accepted connection to its end: here, or on the least loaded worker when this
     /// one serves more than one connection over it.
     pub fn serve<F, Fut>(&self, stream: TcpStream, serve: F)
@@ -144,6 +177,25 @@ impl Workers {
                 Err(e) => tracing::debug!("handing a connection to another worker: {e}"),
             }
         });
+    }
+
+    /// As [`Workers::serve`], for a connection no reactor knows (TCP mode's own loop,
+    /// `proxy::tcp_loop`): `serve` runs at once when this worker keeps it, else on the chosen
+    /// worker's thread; it holds the worker's count (`Counted`) for as long as the connection
+    /// lives.
+    pub fn serve_unregistered<F>(&self, stream: std::net::TcpStream, serve: F)
+    where
+        F: FnOnce(std::net::TcpStream, Counted) + Send + 'static,
+    {
+        let here = current().min(self.len() - 1);
+        let target = self.placement(here);
+        self.loads[target].fetch_add(1, Ordering::Relaxed);
+        let load = Counted(self.loads.clone(), target);
+        if target == here {
+            serve(stream, load);
+            return;
+        }
+        self.handles[target].spawn(async move { serve(stream, load) });
     }
 
     /// The worker a connection accepted by `here` is served by.
@@ -179,7 +231,7 @@ async fn timer_heartbeat() {
 
 /// A connection counted in its worker's load until it ends (`Counted`, not to be confused with
 /// `balance::Load`, a backend's load).
-struct Counted(Arc<[AtomicUsize]>, usize);
+pub struct Counted(Arc<[AtomicUsize]>, usize);
 
 impl Drop for Counted {
     fn drop(&mut self) {

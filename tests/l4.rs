@@ -544,3 +544,170 @@ async fn the_tunnel_of_an_upgrade_passes_resets_on_both_ways() {
     })
     .await;
 }
+
+/// Switchyard on one worker serving one TCP app on `port` with the given backends and labels:
+/// every connection shares one worker's event loop.
+async fn one_worker_tcp_port(name: &str, port: u16, backends: &[u16], labels: Value) -> Switchyard {
+    let dir = temp_dir(name);
+    let file = dir.join("apps.json");
+    let tasks = backends
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| task("/t", &format!("t.{i}"), b))
+        .collect();
+    write_apps(&file, vec![app("/t", port, labels, tasks)]);
+    let toml = format!(
+        "[discovery]\nfile = {:?}\nfile_poll_interval = \"20ms\"\n\
+         [proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n[runtime]\nworkers = 1\n",
+        file.display().to_string()
+    );
+    let sy = start(name, toml);
+    sy.wait_routes("tcp port", |r| has_service(r, port)).await;
+    sy
+}
+
+/// An echo backend: every connection gets back what it sent, then the backend's FIN after the
+/// client's.
+async fn echo_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// Many connections at once on one worker: each gets its own bytes back whole, in order, and
+/// a clean end; none is left counted afterwards.
+#[tokio::test]
+async fn many_concurrent_connections_on_one_worker_each_get_their_own_bytes() {
+    let backend = echo_backend().await;
+    let port = free_port();
+    let sy = one_worker_tcp_port("l4-many", port, &[backend], json!({})).await;
+    let _ = wait_for("service port open", || async {
+        TcpStream::connect(local(port)).await.ok()
+    })
+    .await;
+    let clients: Vec<_> = (0..200u32)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut client = TcpStream::connect(local(port)).await.unwrap();
+                // Sizes from a few bytes to more than a copy buffer.
+                let len = 1 + (i as usize * 7919) % (100 * 1024);
+                let sent: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+                let (mut r, mut w) = client.split();
+                let write = async {
+                    w.write_all(&sent).await.unwrap();
+                    w.shutdown().await.unwrap();
+                };
+                let mut got = Vec::new();
+                let read = tokio::time::timeout(DEADLINE, r.read_to_end(&mut got));
+                let ((), read) = tokio::join!(write, read);
+                read.expect("the echo ended").expect("a clean end");
+                assert!(
+                    got == sent,
+                    "connection {i}: {} bytes back of {len}",
+                    got.len()
+                );
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    wait_for("no active backend connection", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sy.metric("switchyard_backend_connections_total", &[]).await,
+        201.0
+    );
+}
+
+/// A backend that does not answer its SYNs: connecting to it runs into the app's connect
+/// timeout, counted as its failure, and the connection goes on to the next backend.
+#[tokio::test]
+async fn a_connect_timeout_falls_through_to_the_next_backend() {
+    // A backend whose accept queue is full and never drained: its SYNs are dropped.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let stuck = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        assert!(queued.len() < 16, "the accept queue never filled");
+        let attempt = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(stuck));
+        match attempt.await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    let good = echo_backend().await;
+    let port = free_port();
+    let labels = json!({ "SWITCHYARD_0_CONNECT_TIMEOUT": "200ms" });
+    let sy = one_worker_tcp_port("l4-connect-timeout", port, &[stuck.port(), good], labels).await;
+    // Round robin: of two connections, one is first offered to the stuck backend.
+    for round in 0..4 {
+        let mut client = wait_for("service port open", || async {
+            TcpStream::connect(local(port)).await.ok()
+        })
+        .await;
+        let message = format!("hello {round}");
+        client.write_all(message.as_bytes()).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = String::new();
+        tokio::time::timeout(DEADLINE, client.read_to_string(&mut got))
+            .await
+            .expect("an answer")
+            .expect("a clean end");
+        assert_eq!(got, message);
+    }
+    let failures = sy
+        .metric(
+            "switchyard_backend_connect_failures_total",
+            &[&format!("127.0.0.1:{}", stuck.port())],
+        )
+        .await;
+    assert!(failures >= 1.0, "{failures} connect failures counted");
+    drop(queued);
+}
+
+/// Idle connections on one worker, with their timers in one heap: each one ends when nothing
+/// has moved for the idle timeout, the backend side with a reset, and none is left counted.
+#[tokio::test]
+async fn idle_connections_on_one_worker_each_end_at_their_idle_timeout() {
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = free_port();
+    let labels = json!({ "SWITCHYARD_0_TCP_IDLE_TIMEOUT": "300ms" });
+    let backend_port = backend.local_addr().unwrap().port();
+    let sy = one_worker_tcp_port("l4-idle-many", port, &[backend_port], labels).await;
+    let first = wait_for("service port open", || async {
+        TcpStream::connect(local(port)).await.ok()
+    })
+    .await;
+    let mut pairs = vec![(first, backend.accept().await.unwrap().0)];
+    for _ in 1..20 {
+        let client = TcpStream::connect(local(port)).await.unwrap();
+        let (server, _) = backend.accept().await.unwrap();
+        pairs.push((client, server));
+    }
+    for (mut client, mut server) in pairs {
+        let (_, end) = read_all(&mut server).await;
+        assert!(end.is_err(), "the backend side broken off, not a clean end");
+        let (_, end) = read_all(&mut client).await;
+        assert!(end.is_err(), "the client side broken off, not a clean end");
+    }
+    wait_for("no active backend connection", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+}

@@ -81,14 +81,40 @@ pub fn ordered<'a>(
     states: &'a [Arc<BackendState>],
     candidates: crate::routing::balance::Candidates,
 ) -> impl Iterator<Item = usize> + 'a {
-    let now = now_ms();
-    let ejected = move |b: &usize| {
-        states[*b].outlier.until_ms.load(Ordering::Relaxed) > now || states[*b].health.is_down()
-    };
-    candidates
-        .clone()
-        .filter(move |b| !ejected(b))
-        .chain(candidates.filter(move |b| ejected(b)))
+    let mut cursor = Order::new(candidates);
+    std::iter::from_fn(move || cursor.next(states))
+}
+
+/// [`ordered`]'s walk, held apart from the states it reads: what a connection that tries its
+/// candidates one event at a time (TCP mode's loop, `proxy::tcp_loop`) keeps between tries.
+#[derive(Debug, Clone)]
+pub struct Order {
+    available: crate::routing::balance::Candidates,
+    unavailable: crate::routing::balance::Candidates,
+    /// Availability as of when the walk began.
+    now: u64,
+}
+
+impl Order {
+    pub fn new(candidates: crate::routing::balance::Candidates) -> Order {
+        Order {
+            available: candidates.clone(),
+            unavailable: candidates,
+            now: now_ms(),
+        }
+    }
+
+    /// The next backend to try, if any is left.
+    pub fn next(&mut self, states: &[Arc<BackendState>]) -> Option<usize> {
+        let now = self.now;
+        let ejected = |b: usize| {
+            states[b].outlier.until_ms.load(Ordering::Relaxed) > now || states[b].health.is_down()
+        };
+        if let Some(b) = self.available.by_ref().find(|&b| !ejected(b)) {
+            return Some(b);
+        }
+        self.unavailable.by_ref().find(|&b| ejected(b))
+    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::admission::REFUSED_HTTP;
-use super::{Context, ListenerSlots, http, proxy_protocol, tcp, udp};
+use super::{Context, ListenerSlots, http, proxy_protocol, tcp, tcp_loop, udp};
 use crate::routing::{Mode, RoutingTable};
 use crate::upgrade::{self, Proto};
 use crate::workers::Workers;
@@ -99,11 +100,12 @@ impl Listeners {
                 continue;
             }
             let (ctx, slots) = (&self.ctx, Arc::new(ListenerSlots::default()));
-            let accepting = bind(listen).and_then(|listener| {
-                self.workers.accept_everywhere(listener, |listener| {
-                    let shared = (slots.clone(), self.workers.clone());
-                    accept_loop(listener, listen, ctx.clone(), shared)
-                })
+            let accepting = bind_unregistered(listen).and_then(|listener| {
+                self.workers
+                    .accept_everywhere_unregistered(listener, |listener| {
+                        let shared = (slots.clone(), self.workers.clone());
+                        accept_loop(listener, listen, ctx.clone(), shared)
+                    })
             });
             match accepting {
                 Ok(accepts) => {
@@ -179,23 +181,33 @@ pub fn bind_std_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// A listening TCP socket, or the one a previous process handed over; registered so that the
 /// next upgrade can hand it on.
 pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<TcpListener>> {
-    let listener = match upgrade::take_inherited(Proto::Tcp, addr) {
-        Some(fd) => {
-            let listener = std::net::TcpListener::from(fd);
-            listener.set_nonblocking(true)?;
-            TcpListener::from_std(listener)?
-        }
-        None => bind_fresh(addr)?,
-    };
-    // Accepted connections inherit TCP_NODELAY from their listener (Linux): set once here, not
-    // once per connection.
-    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
-    let listener = Arc::new(listener);
+    let listener = Arc::new(TcpListener::from_std(open(addr)?)?);
     upgrade::register(Proto::Tcp, addr, &listener);
     Ok(listener)
 }
 
-fn bind_fresh(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// As [`bind`], registered with no reactor: for `Workers::accept_everywhere_unregistered`.
+pub fn bind_unregistered(addr: SocketAddr) -> std::io::Result<Arc<std::net::TcpListener>> {
+    let listener = Arc::new(open(addr)?);
+    upgrade::register(Proto::Tcp, addr, &listener);
+    Ok(listener)
+}
+
+/// The listening socket for `addr`, nonblocking: the one a previous process handed over, or a
+/// new one.
+fn open(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = match upgrade::take_inherited(Proto::Tcp, addr) {
+        Some(fd) => std::net::TcpListener::from(fd),
+        None => bind_fresh(addr)?,
+    };
+    listener.set_nonblocking(true)?;
+    // Accepted connections inherit TCP_NODELAY from their listener (Linux): set once here, not
+    // once per connection.
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    Ok(listener)
+}
+
+fn bind_fresh(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -212,7 +224,7 @@ fn bind_fresh(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accepts the next connection, once the process serves (see [`super::Gate`]); backs off when
@@ -229,9 +241,14 @@ async fn next(listener: &TcpListener, name: &str) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// A service port's accept loop (one per worker; they share the port's `slots`).
+/// Connections accepted per readiness before the accept loop lets the worker's other tasks run.
+const ACCEPT_BATCH: usize = 64;
+
+/// A service port's accept loop (one per worker; they share the port's `slots`). Connections
+/// are accepted by hand (`accept4`, nonblocking from the start) and registered only where they
+/// are served: TCP mode's own loop (`tcp_loop`), or this worker's reactor.
 async fn accept_loop(
-    listener: Arc<TcpListener>,
+    listener: AsyncFd<std::net::TcpListener>,
     listen: SocketAddr,
     ctx: Arc<Context>,
     (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
@@ -239,24 +256,157 @@ async fn accept_loop(
     ctx.serving.wait().await;
     let name = listen.to_string();
     loop {
-        let (stream, peer) = next(&listener, &name).await;
-        // Over a limit, a TCP connection is closed at once: the client sees it end, not hang.
-        match ctx.admit(&slots, &name) {
-            Ok(admission) => {
-                let ctx = ctx.clone();
-                workers.serve(stream, move |stream| {
-                    serve(stream, peer, listen, ctx, admission)
-                });
+        let mut ready = match listener.readable().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::warn!(listener = name, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
-            Err(_) => {
-                let snapshot = ctx.store.load();
-                let route = snapshot.table.route_at(listen);
-                if route.is_some_and(|r| snapshot.table.services[r.first()].mode == Mode::Http) {
-                    refuse_http(stream);
+        };
+        let mut accepted = 0;
+        while accepted < ACCEPT_BATCH {
+            match accept4(listener.get_ref()) {
+                Ok((stream, peer)) => {
+                    accepted += 1;
+                    admit(stream, peer, listen, (&ctx, &slots, &workers), &name);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    break;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(listener = name, "accept failed: {e}");
+                    drop(ready);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    break;
                 }
             }
         }
+        if accepted == ACCEPT_BATCH {
+            tokio::task::yield_now().await;
+        }
     }
+}
+
+/// A nonblocking, close-on-exec connection from `listener`'s queue.
+fn accept4(listener: &std::net::TcpListener) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let listener = listener.as_raw_fd();
+    // SAFETY: `accept4` writes at most `len` bytes of address into the storage it is given.
+    let (fd, peer) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(
+                listener,
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(fd)
+        })?
+    };
+    // SAFETY: a new descriptor, owned from here by the stream.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = peer
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("accepted a connection without an IP address"))?;
+    Ok((stream, peer))
+}
+
+/// An accepted connection: admitted or refused by the limits (over one, a TCP connection is
+/// closed at once: the client sees it end, not hang), then served — in TCP mode on this
+/// worker's loop when it can be (`tcp_loop::available`) and the port reads no PROXY headers,
+/// else as a tokio task.
+fn admit(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    listen: SocketAddr,
+    (ctx, slots, workers): (&Arc<Context>, &Arc<ListenerSlots>, &Arc<Workers>),
+    name: &str,
+) {
+    let mode = {
+        let snapshot = ctx.store.load();
+        let route = snapshot.table.route_at(listen);
+        route.map(|r| snapshot.table.services[r.first()].mode)
+    };
+    let Ok(admission) = ctx.admit(slots, name) else {
+        if mode == Some(Mode::Http)
+            && let Ok(stream) = TcpStream::from_std(stream)
+        {
+            refuse_http(stream);
+        }
+        return;
+    };
+    let ctx = ctx.clone();
+    if mode == Some(Mode::Tcp) && !ctx.settings.load().edge.ports.enabled() && tcp_loop::available()
+    {
+        workers.serve_unregistered(stream, move |stream, load| {
+            serve_in_loop(stream, (peer, listen), ctx, admission, load)
+        });
+        return;
+    }
+    match TcpStream::from_std(stream) {
+        Ok(stream) => workers.serve(stream, move |stream| {
+            serve(stream, peer, listen, ctx, admission)
+        }),
+        Err(e) => tracing::debug!(listener = name, "cannot register a connection: {e}"),
+    }
+}
+
+/// [`serve`]'s TCP mode on the worker's own loop; what the loop does not do (the table or the
+/// settings changed since the connection was accepted) goes to [`serve`].
+fn serve_in_loop(
+    stream: std::net::TcpStream,
+    (peer, listen): (SocketAddr, SocketAddr),
+    ctx: Arc<Context>,
+    admission: super::Admission,
+    load: crate::workers::Counted,
+) {
+    let snapshot = ctx.store.load_full();
+    let route = snapshot.table.route_at(listen);
+    let tcp = route.is_some_and(|r| snapshot.table.services[r.first()].mode == Mode::Tcp);
+    if !tcp || ctx.settings.load().edge.ports.enabled() {
+        drop(snapshot);
+        if let Ok(stream) = TcpStream::from_std(stream) {
+            tokio::spawn(async move {
+                let _load = load;
+                Box::pin(serve(stream, peer, listen, ctx, admission)).await
+            });
+        }
+        return;
+    }
+    let route = route.expect("checked above");
+    let Some(service) = route.pick(None, &snapshot.table.services) else {
+        // No app of the route has a backend: refuse promptly.
+        let service = snapshot.table.services[route.first()].key.to_string();
+        ctx.metrics
+            .no_backend
+            .get_or_create(&crate::metrics::ServiceLabels { service })
+            .inc();
+        return;
+    };
+    let flow = crate::routing::balance::Flow {
+        client: peer,
+        local: listen,
+    };
+    tcp_loop::start(tcp_loop::Start {
+        client: stream,
+        flow,
+        snapshot,
+        service,
+        ctx,
+        admission,
+        load,
+    });
 }
 
 /// A connection refused by a limit on an HTTP listener hears why. The request is not read, but

@@ -21,6 +21,7 @@ pub mod proxy_protocol;
 mod retry_budget;
 pub mod rewrite;
 pub mod tcp;
+mod tcp_loop;
 pub mod tls;
 pub mod tls_edge;
 pub mod trace;

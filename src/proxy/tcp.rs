@@ -1,6 +1,8 @@
 //! TCP mode: pick a backend (falling through on connect failure) and move bytes both ways,
 //! unchanged, counting them. Shared by service ports, TCP VIPs and (see [`relay_io`]) the
-//! tunnels of HTTP upgrades.
+//! tunnels of HTTP upgrades. Service ports and TCP VIPs are served by the same rules on each
+//! worker's own event loop (`tcp_loop`) when they can be; [`serve`] serves the rest (ports that
+//! read PROXY headers from clients, TLS passthrough by SNI).
 //!
 //! - A clean close is passed on as a clean close (FIN), each direction on its own: half-closes
 //!   are preserved.
@@ -151,7 +153,7 @@ struct Activity {
 /// Milliseconds of the monotonic clock as of the last tick (`CLOCK_MONOTONIC_COARSE`): a few
 /// ms coarse, which an idle timeout of seconds or hours does not notice, and cheaper than a
 /// precise reading, taken twice per chunk relayed.
-fn coarse_ms() -> u64 {
+pub(super) fn coarse_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

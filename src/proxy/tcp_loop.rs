@@ -1,0 +1,908 @@
+//! TCP mode's own event loop: the connections of TCP-mode service ports served without a tokio
+//! task or registration per socket. Each worker has one epoll set of its own (the inner set),
+//! registered once with its tokio reactor and driven by one task; a connection is a slot in the
+//! worker's slab with its two sockets registered edge-triggered in the inner set when they are
+//! made, and closed when it ends — the close drops the registration, so no `EPOLL_CTL_DEL`, no
+//! task spawned, woken or freed, no per-socket readiness allocated (benches/RESULTS.md, "TCP
+//! mode's own loop", for what that saves and what it does not).
+//!
+//! The rules are [`super::tcp`]'s, one for one: backends tried in the balancer's order with
+//! unavailable ones last, each within the connect timeout; a PROXY header sent first when the
+//! port asks for one; half-closes kept; a failure on either side resets the other; the last
+//! bytes before a FIN sent with it (`MSG_MORE`); a direction holds a copy buffer from the
+//! worker's pool only while bytes are in flight; the idle timeout and a draining backend's cut
+//! end a connection with resets. Timers are the coarse clock's milliseconds in a heap, re-armed
+//! only when they fire (an idle timer is not moved per byte), with one tokio sleep for the
+//! earliest. What the loop does not do stays on tokio: a port that reads PROXY headers from
+//! clients, HTTP mode, and runtimes that may move a task between threads.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::unix::AsyncFd;
+
+use super::buffers::Buffer;
+use super::proxy_protocol::Version;
+use super::tcp::End;
+use super::{Admission, Context};
+use crate::backends::outlier::{self, Order};
+use crate::backends::{ActiveGuard, BackendState};
+use crate::metrics::ServiceLabels;
+use crate::routing::balance::Flow as FlowAddrs;
+use crate::snapshot::Snapshot;
+use crate::workers::Counted;
+
+/// Events taken from the inner set per `epoll_wait`.
+const BATCH: usize = 256;
+/// The longest the driver sleeps without looking at its timers (a timer armed meanwhile that
+/// is due earlier wakes it), and how often relayed connections are checked for a draining
+/// backend.
+const TICK_MS: u64 = 1000;
+/// The driver's sleep is set to multiples of this: a stream of timers coming due resets it
+/// at most this often.
+const SLACK_MS: u64 = 16;
+
+/// Whether TCP-mode connections of this thread can be served by the loop: only on a
+/// current-thread runtime, whose tasks never move off the thread that holds the loop.
+pub fn available() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
+/// What a TCP-mode connection needs to start: everything [`super::tcp::serve`] takes, and what
+/// it holds for its lifetime (its admission, its worker's count).
+pub struct Start {
+    pub client: std::net::TcpStream,
+    pub flow: FlowAddrs,
+    pub snapshot: Arc<Snapshot>,
+    pub service: usize,
+    pub ctx: Arc<Context>,
+    pub admission: Admission,
+    pub load: Counted,
+}
+
+/// Serves a TCP-mode connection on this worker's loop (see [`available`]).
+pub fn start(start: Start) {
+    LOOP.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let id = tokio::runtime::Handle::current().id();
+        if slot.as_ref().is_none_or(|l| l.runtime != id) {
+            match Loop::new(id) {
+                Ok(l) => *slot = Some(l),
+                Err(e) => {
+                    tracing::warn!("tcp loop: cannot create its epoll set: {e}");
+                    abort_fd(start.client.as_raw_fd());
+                    return;
+                }
+            }
+        }
+        let l = slot.as_mut().expect("just made");
+        l.start(start);
+    });
+}
+
+thread_local! {
+    static LOOP: RefCell<Option<Loop>> = const { RefCell::new(None) };
+}
+
+/// One socket of a connection, and what epoll has said of it since it was last drained.
+struct Sock {
+    fd: OwnedFd,
+    /// Tells this socket's events from those of a socket that had its slot before.
+    tag: u32,
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN has arrived (`EPOLLRDHUP`, `EPOLLHUP`).
+    read_closed: bool,
+    /// A reset or another error (`EPOLLERR`).
+    failed: bool,
+}
+
+impl Sock {
+    fn new(fd: OwnedFd, tag: u32) -> Sock {
+        Sock {
+            fd,
+            tag,
+            readable: false,
+            writable: false,
+            read_closed: false,
+            failed: false,
+        }
+    }
+
+    fn note(&mut self, events: u32) {
+        const IN: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const OUT: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const CLOSED: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
+        self.readable |= events & IN != 0;
+        self.writable |= events & OUT != 0;
+        self.read_closed |= events & CLOSED != 0;
+        self.failed |= events & libc::EPOLLERR as u32 != 0;
+    }
+}
+
+/// One direction of a relay.
+#[derive(Default)]
+struct Direction {
+    /// Bytes read and not yet all written; `None` while nothing is in flight.
+    buf: Option<Buffer>,
+    sent: usize,
+    /// The source's FIN came in behind the bytes in `buf`.
+    fin_follows: bool,
+    /// The source's FIN has been read and passed on (or left to the close).
+    done: bool,
+}
+
+enum Phase {
+    /// Trying backends: the table it was picked in (held until a backend answers), where the
+    /// walk is, and the attempt under way.
+    Connecting {
+        snapshot: Arc<Snapshot>,
+        order: Order,
+        backend: usize,
+        started: Instant,
+        deadline_ms: u64,
+        connect_timeout: Duration,
+        send_proxy: Option<Version>,
+    },
+    Relaying {
+        state: Arc<BackendState>,
+        _active: ActiveGuard,
+        up: Direction,
+        down: Direction,
+        /// The coarse clock at the last byte either way.
+        last_ms: u64,
+        /// The backend's drain deadline as last looked at.
+        cut_ms: u64,
+    },
+}
+
+struct Conn {
+    /// Tells this connection's timers from those of one that had its slot before.
+    id: u32,
+    client: Sock,
+    backend: Option<Sock>,
+    phase: Phase,
+    flow: FlowAddrs,
+    service: usize,
+    idle_ms: u64,
+    /// The due time of this connection's live timer in the heap (`u64::MAX`: none).
+    armed_ms: u64,
+    ctx: Arc<Context>,
+    _admission: Admission,
+    _load: Counted,
+}
+
+enum Slot {
+    Free(usize),
+    Used(Box<Conn>),
+}
+
+/// A worker's loop: its inner epoll set, its connections, its timers.
+struct Loop {
+    runtime: tokio::runtime::Id,
+    epoll: Arc<AsyncFd<OwnedFd>>,
+    slots: Vec<Slot>,
+    free: usize,
+    ids: u32,
+    tags: u32,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// When the driver's sleep ends, and how to wake it for an earlier timer.
+    driver_wakes_ms: u64,
+    driver: Option<Waker>,
+    /// A timer due before `driver_wakes_ms` was armed: the driver sets its sleep again.
+    rearm: bool,
+    next_sweep_ms: u64,
+}
+
+const NONE: usize = usize::MAX;
+
+impl Loop {
+    fn new(runtime: tokio::runtime::Id) -> io::Result<Loop> {
+        // SAFETY: creates a descriptor; checked below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the `OwnedFd` is the epoll set's descriptor, owned by the `AsyncFd` until it
+        // drops.
+        let epoll = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)? };
+        let epoll = Arc::new(epoll);
+        tokio::spawn(drive(epoll.clone()));
+        Ok(Loop {
+            runtime,
+            epoll,
+            slots: Vec::new(),
+            free: NONE,
+            ids: 0,
+            tags: 0,
+            timers: BinaryHeap::new(),
+            driver_wakes_ms: 0,
+            driver: None,
+            rearm: false,
+            next_sweep_ms: coarse_ms() + TICK_MS,
+        })
+    }
+
+    fn epfd(&self) -> RawFd {
+        self.epoll.get_ref().as_raw_fd()
+    }
+
+    fn start(&mut self, s: Start) {
+        let ctx = s.ctx;
+        let snapshot = s.snapshot;
+        let settings = ctx.settings.load();
+        let svc = &snapshot.table.services[s.service];
+        let idle = svc.tcp_idle_timeout.unwrap_or(settings.tcp_idle_timeout);
+        let connect_timeout = svc
+            .edge
+            .timeouts
+            .connect
+            .unwrap_or(settings.connect_timeout);
+        let send_proxy = svc.connection.proxy_protocol;
+        let states = &snapshot.states[s.service];
+        let order = Order::new(svc.balancer.candidates(s.flow, |i| states[i].load()));
+        drop(settings);
+        let client_fd = OwnedFd::from(s.client);
+        let tag = self.tag();
+        let index = self.alloc();
+        let id = self.ids.wrapping_add(1);
+        self.ids = id;
+        if let Err(e) = add(
+            self.epfd(),
+            client_fd.as_raw_fd(),
+            token(tag, index, CLIENT),
+        ) {
+            tracing::debug!("tcp loop: cannot watch a client: {e}");
+            self.slots[index] = Slot::Free(self.free);
+            self.free = index;
+            return;
+        }
+        let conn = Conn {
+            id,
+            client: Sock::new(client_fd, tag),
+            backend: None,
+            phase: Phase::Connecting {
+                snapshot,
+                order,
+                backend: 0,
+                started: Instant::now(),
+                deadline_ms: 0,
+                connect_timeout,
+                send_proxy,
+            },
+            flow: s.flow,
+            service: s.service,
+            idle_ms: idle.as_millis().min(u64::MAX as u128) as u64,
+            armed_ms: u64::MAX,
+            ctx,
+            _admission: s.admission,
+            _load: s.load,
+        };
+        self.slots[index] = Slot::Used(Box::new(conn));
+        self.next_backend(index);
+    }
+
+    fn tag(&mut self) -> u32 {
+        self.tags = self.tags.wrapping_add(1);
+        self.tags
+    }
+
+    fn alloc(&mut self) -> usize {
+        if self.free != NONE {
+            let index = self.free;
+            self.free = match self.slots[index] {
+                Slot::Free(next) => next,
+                Slot::Used(_) => unreachable!("a used slot on the free list"),
+            };
+            index
+        } else {
+            self.slots.push(Slot::Free(NONE));
+            self.slots.len() - 1
+        }
+    }
+
+    fn conn(&mut self, index: usize) -> Option<&mut Conn> {
+        match self.slots.get_mut(index) {
+            Some(Slot::Used(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Frees the slot; the sockets close with the connection (resets when `abort`).
+    fn finish(&mut self, index: usize, end: End) {
+        let slot = std::mem::replace(&mut self.slots[index], Slot::Free(self.free));
+        self.free = index;
+        let Slot::Used(conn) = slot else {
+            return;
+        };
+        if end != End::Closed {
+            if let Phase::Relaying { state, .. } = &conn.phase {
+                tracing::debug!(backend = %state.addr, "tcp connection broken off: {end:?}");
+            }
+            abort_fd(conn.client.fd.as_raw_fd());
+            if let Some(b) = &conn.backend {
+                abort_fd(b.fd.as_raw_fd());
+            }
+        }
+        // The backend closes first, then the client (as `tcp::serve` drops them).
+        let Conn {
+            client, backend, ..
+        } = *conn;
+        drop(backend);
+        drop(client);
+    }
+
+    /// Starts a connect to the next backend of the connection's walk; with none left, the
+    /// client is reset.
+    fn next_backend(&mut self, index: usize) {
+        let epfd = self.epfd();
+        loop {
+            let tag = self.tag();
+            let Some(conn) = self.conn(index) else {
+                return;
+            };
+            let Phase::Connecting {
+                snapshot,
+                order,
+                backend,
+                started,
+                deadline_ms,
+                connect_timeout,
+                ..
+            } = &mut conn.phase
+            else {
+                return;
+            };
+            let states = &snapshot.states[conn.service];
+            let Some(b) = order.next(states) else {
+                let service = snapshot.table.services[conn.service].key.to_string();
+                conn.ctx
+                    .metrics
+                    .no_backend
+                    .get_or_create(&ServiceLabels { service })
+                    .inc();
+                // Nothing to relay to: a reset (see `tcp::serve`).
+                self.finish(index, End::BackendFailed);
+                return;
+            };
+            *backend = b;
+            *started = Instant::now();
+            match connect(states[b].addr, epfd, token(tag, index, BACKEND)) {
+                Ok(fd) => {
+                    conn.backend = Some(Sock::new(fd, tag));
+                    *deadline_ms = coarse_ms() + millis(*connect_timeout);
+                    let due = *deadline_ms;
+                    self.arm(index, due);
+                    return;
+                }
+                Err(e) => {
+                    conn.backend = None;
+                    connect_failed(states, b, &e);
+                }
+            }
+        }
+    }
+
+    /// The connect under way failed (`e`); on to the next backend.
+    fn connect_failed(&mut self, index: usize, e: io::Error) {
+        let Some(conn) = self.conn(index) else { return };
+        conn.backend = None; // closed: its registration goes with it
+        if let Phase::Connecting {
+            snapshot, backend, ..
+        } = &conn.phase
+        {
+            connect_failed(&snapshot.states[conn.service], *backend, &e);
+        }
+        self.next_backend(index);
+    }
+
+    /// The backend answered: the PROXY header goes first, then the relay begins.
+    fn connected(&mut self, index: usize) {
+        let Some(conn) = self.conn(index) else { return };
+        let Phase::Connecting {
+            snapshot,
+            backend,
+            started,
+            send_proxy,
+            ..
+        } = &conn.phase
+        else {
+            return;
+        };
+        let send_proxy = *send_proxy;
+        let state = snapshot.states[conn.service][*backend].clone();
+        state.observe_connect(started.elapsed());
+        state.outlier.success();
+        if let Some(version) = send_proxy {
+            let local = local_addr(conn.client.fd.as_raw_fd()).unwrap_or(conn.flow.local);
+            let header = super::proxy_protocol::encode(version, conn.flow.client, local);
+            let fd = conn.backend.as_ref().map_or(-1, |b| b.fd.as_raw_fd());
+            // A new connection's send buffer takes a header whole; anything less is a failure.
+            if send(fd, &header, 0).ok() != Some(header.len()) {
+                self.finish(index, End::BackendFailed);
+                return;
+            }
+        }
+        let active = state.open();
+        let cut_ms = cut_ms(&state);
+        conn.phase = Phase::Relaying {
+            state,
+            _active: active,
+            up: Direction::default(),
+            down: Direction::default(),
+            last_ms: coarse_ms(),
+            cut_ms,
+        };
+        let due = conn.due();
+        self.arm(index, due);
+        self.relay(index);
+    }
+
+    /// Moves what can be moved both ways; ends the connection when the relay is over.
+    fn relay(&mut self, index: usize) {
+        let Some(conn) = self.conn(index) else { return };
+        let Some(backend) = conn.backend.as_mut() else {
+            return;
+        };
+        let client = &mut conn.client;
+        let Phase::Relaying {
+            state,
+            up,
+            down,
+            last_ms,
+            ..
+        } = &mut conn.phase
+        else {
+            return;
+        };
+        let m = &state.metrics;
+        let end = match pump(up, client, backend, &m.bytes_in, (down.done, last_ms)) {
+            Err(Fault::Source) => Some(End::ClientFailed),
+            Err(Fault::Destination) => Some(End::BackendFailed),
+            Ok(()) => match pump(down, backend, client, &m.bytes_out, (up.done, last_ms)) {
+                Err(Fault::Source) => Some(End::BackendFailed),
+                Err(Fault::Destination) => Some(End::ClientFailed),
+                Ok(()) if up.done && down.done => Some(End::Closed),
+                // A reset from a side not being read (it has sent its FIN, or its
+                // destination is full) is still news.
+                Ok(()) if client.failed => Some(End::ClientFailed),
+                Ok(()) if backend.failed => Some(End::BackendFailed),
+                Ok(()) => None,
+            },
+        };
+        if let Some(end) = end {
+            self.finish(index, end);
+        }
+    }
+
+    /// Makes sure the connection has a timer due no later than `due`.
+    fn arm(&mut self, index: usize, due: u64) {
+        let Some(conn) = self.conn(index) else { return };
+        if due >= conn.armed_ms {
+            return;
+        }
+        conn.armed_ms = due;
+        let id = conn.id;
+        self.timers.push(Reverse((due, index as u32, id)));
+        if due < self.driver_wakes_ms && !self.rearm {
+            self.rearm = true;
+            if let Some(waker) = self.driver.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Handles one event of the inner set.
+    fn event(&mut self, data: u64, events: u32) {
+        let (tag, index, side) = untoken(data);
+        let Some(conn) = self.conn(index) else { return };
+        let sock = if side == CLIENT {
+            &mut conn.client
+        } else {
+            match conn.backend.as_mut() {
+                Some(b) => b,
+                None => return,
+            }
+        };
+        if sock.tag != tag {
+            return; // a socket closed earlier in this batch
+        }
+        sock.note(events);
+        let fd = sock.fd.as_raw_fd();
+        if matches!(conn.phase, Phase::Relaying { .. }) {
+            self.relay(index);
+        } else if side == BACKEND {
+            if events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                let e = socket_error(fd).unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into());
+                self.connect_failed(index, e);
+            } else if events & libc::EPOLLOUT as u32 != 0 {
+                self.connected(index);
+            }
+        }
+        // (The client's news while connecting waits until the relay begins.)
+    }
+
+    /// Runs the timers due by `now`.
+    fn expire(&mut self, now: u64) {
+        while let Some(&Reverse((due, index, id))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let index = index as usize;
+            let Some(conn) = self.conn(index) else {
+                continue;
+            };
+            if conn.id != id || conn.armed_ms != due {
+                continue; // stale: the connection ended, or armed an earlier timer since
+            }
+            conn.armed_ms = u64::MAX;
+            let due = conn.due();
+            if due > now {
+                self.arm(index, due);
+                continue;
+            }
+            match conn.phase {
+                Phase::Connecting { .. } => {
+                    let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                    self.connect_failed(index, e);
+                }
+                Phase::Relaying { cut_ms, .. } => {
+                    let end = if cut_ms <= now {
+                        End::Drained
+                    } else {
+                        End::IdleTimeout
+                    };
+                    self.finish(index, end);
+                }
+            }
+        }
+    }
+
+    /// Looks at every relayed connection's backend for a drain deadline (set when the backend
+    /// leaves the table), and arms its cut.
+    fn sweep(&mut self) {
+        for index in 0..self.slots.len() {
+            let Some(conn) = self.conn(index) else {
+                continue;
+            };
+            let Phase::Relaying { state, cut_ms, .. } = &mut conn.phase else {
+                continue;
+            };
+            *cut_ms = self::cut_ms(state);
+            let due = conn.due();
+            self.arm(index, due);
+        }
+    }
+
+    /// When the driver should look at the timers next.
+    fn next_wake(&self, now: u64) -> u64 {
+        let first = self
+            .timers
+            .peek()
+            .map_or(u64::MAX, |Reverse((due, ..))| *due);
+        let wake = first.min(self.next_sweep_ms).min(now + TICK_MS);
+        wake.div_ceil(SLACK_MS) * SLACK_MS
+    }
+}
+
+impl Conn {
+    /// When this connection's timer should fire: the connect timeout while connecting; the
+    /// idle timeout or the backend's cut while relaying.
+    fn due(&self) -> u64 {
+        match &self.phase {
+            Phase::Connecting { deadline_ms, .. } => *deadline_ms,
+            Phase::Relaying {
+                last_ms, cut_ms, ..
+            } => last_ms.saturating_add(self.idle_ms).min(*cut_ms),
+        }
+    }
+}
+
+/// The loop's task on its worker: waits for the inner set to have events or for the next
+/// timer, then handles what is ready.
+async fn drive(epoll: Arc<AsyncFd<OwnedFd>>) {
+    let epfd = epoll.get_ref().as_raw_fd();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    let sleep = tokio::time::sleep(Duration::from_millis(TICK_MS));
+    let mut sleep = std::pin::pin!(sleep);
+    let mut sleeping_until = 0;
+    loop {
+        let now = coarse_ms();
+        let wake = LOOP.with(|cell| {
+            let mut l = cell.borrow_mut();
+            let l = l.as_mut()?;
+            if !Arc::ptr_eq(&l.epoll, &epoll) {
+                return None; // replaced (a new runtime on this thread): this task is done
+            }
+            l.rearm = false;
+            let wake = l.next_wake(now);
+            l.driver_wakes_ms = wake;
+            Some(wake)
+        });
+        let Some(wake) = wake else { return };
+        if wake != sleeping_until {
+            sleeping_until = wake;
+            let at = tokio::time::Instant::now() + Duration::from_millis(wake.saturating_sub(now));
+            sleep.as_mut().reset(at);
+        }
+        // Woken (through `Loop::arm`) when a timer due earlier than `wake` is armed.
+        let rearm = std::future::poll_fn(|cx| {
+            LOOP.with(|cell| match cell.borrow_mut().as_mut() {
+                Some(l) if l.rearm => {
+                    l.rearm = false;
+                    std::task::Poll::Ready(())
+                }
+                Some(l) => {
+                    if !l.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        l.driver = Some(cx.waker().clone());
+                    }
+                    std::task::Poll::Pending
+                }
+                None => std::task::Poll::Ready(()),
+            })
+        });
+        let ready = tokio::select! {
+            biased;
+            ready = epoll.readable() => Some(ready),
+            _ = sleep.as_mut() => {
+                // Set again even for the same time: the coarse clock may not be there yet.
+                sleeping_until = 0;
+                None
+            }
+            _ = rearm => None,
+        };
+        if let Some(ready) = ready {
+            let Ok(mut guard) = ready else { return };
+            let n = LOOP.with(|cell| {
+                let mut l = cell.borrow_mut();
+                let Some(l) = l.as_mut() else { return 0 };
+                // Running: a timer armed now is seen before the next wait, without a wake-up.
+                l.driver = None;
+                // SAFETY: `events` has room for BATCH entries; a zero timeout does not block.
+                let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), BATCH as i32, 0) };
+                for e in &events[..n.max(0) as usize] {
+                    let (data, ev) = (e.u64, e.events);
+                    l.event(data, ev);
+                }
+                n
+            });
+            if n >= 0 && (n as usize) < BATCH {
+                guard.clear_ready();
+            }
+        }
+        let now = coarse_ms();
+        LOOP.with(|cell| {
+            if let Some(l) = cell.borrow_mut().as_mut() {
+                l.expire(now);
+                if now >= l.next_sweep_ms {
+                    l.next_sweep_ms = now + TICK_MS;
+                    l.sweep();
+                }
+            }
+        });
+        // (Others on this worker get their turn: `readable` spends the task's budget.)
+    }
+}
+
+/// Which fault of a direction.
+enum Fault {
+    Source,
+    Destination,
+}
+
+/// One direction: writes what is in flight, then reads while the source has bytes, passing
+/// on its FIN (see `tcp::direction`, whose rules these are).
+fn pump(
+    dir: &mut Direction,
+    src: &mut Sock,
+    dst: &mut Sock,
+    counter: &Counter,
+    (other_done, last_ms): (bool, &mut u64),
+) -> Result<(), Fault> {
+    if dir.done {
+        return Ok(());
+    }
+    loop {
+        if let Some(buf) = dir.buf.as_mut()
+            && dir.sent < buf.len()
+        {
+            while dir.sent < buf.len() {
+                if !dst.writable {
+                    return Ok(()); // wait for room; the source's reset is still heard
+                }
+                let flags = if dir.fin_follows && dir.sent == 0 {
+                    libc::MSG_MORE
+                } else {
+                    0
+                };
+                match send(dst.fd.as_raw_fd(), &buf[dir.sent..], flags) {
+                    Ok(n) => dir.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(Fault::Destination),
+                }
+            }
+            counter.inc_by(dir.sent as u64);
+            *last_ms = coarse_ms();
+            buf.vec().clear();
+            dir.sent = 0;
+        }
+        if !src.readable {
+            dir.buf = None; // nothing in flight: the buffer goes back to the pool
+            return Ok(());
+        }
+        let buf = dir.buf.get_or_insert_with(Buffer::tcp);
+        let room = buf.vec().capacity() - buf.len();
+        match recv(src.fd.as_raw_fd(), buf.vec()) {
+            Ok(0) => {
+                dir.buf = None;
+                dir.done = true;
+                // When the other direction has ended, the close that ends the relay sends
+                // this FIN (see `tcp::direction`).
+                if !other_done {
+                    // SAFETY: a shutdown of a socket this connection owns.
+                    unsafe { libc::shutdown(dst.fd.as_raw_fd(), libc::SHUT_WR) };
+                }
+                return Ok(());
+            }
+            Ok(n) => {
+                dir.fin_follows = false;
+                if n < room {
+                    // The receive queue is empty: wait for news rather than hear EAGAIN,
+                    // unless the FIN is in already (then it goes out with these bytes).
+                    dir.fin_follows = src.read_closed;
+                    if !dir.fin_follows {
+                        src.readable = false;
+                    }
+                }
+                *last_ms = coarse_ms();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                src.readable = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Fault::Source),
+        }
+    }
+}
+
+/// The client side's token bit, and the backend's.
+const CLIENT: u64 = 0;
+const BACKEND: u64 = 1;
+
+fn token(tag: u32, index: usize, side: u64) -> u64 {
+    ((tag as u64) << 32) | ((index as u64) << 1) | side
+}
+
+fn untoken(data: u64) -> (u32, usize, u64) {
+    (
+        (data >> 32) as u32,
+        ((data & 0xffff_ffff) >> 1) as usize,
+        data & 1,
+    )
+}
+
+/// Registers `fd` for everything, edge-triggered, once: its close removes it.
+fn add(epfd: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        u64: data,
+    };
+    // SAFETY: both descriptors are open; `ev` is a valid event.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A nonblocking connect to `addr` with `TCP_NODELAY`, watched by the inner set (see
+/// `super::connect`: success shows as writable, a failure as an error or a hang-up).
+fn connect(addr: SocketAddr, epfd: RawFd, data: u64) -> io::Result<OwnedFd> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: the socket's own descriptor, owned from here by the `OwnedFd`.
+    let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
+    add(epfd, fd.as_raw_fd(), data)?;
+    Ok(fd)
+}
+
+fn connect_failed(states: &[Arc<BackendState>], b: usize, e: &io::Error) {
+    states[b].metrics.connect_failures.inc();
+    outlier::failure(states, b);
+    tracing::debug!(backend = %states[b].addr, "connect failed: {e}");
+}
+
+fn socket_error(fd: RawFd) -> Option<io::Error> {
+    // SAFETY: a borrowed view of a descriptor that stays open for the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    sock.take_error().ok().flatten()
+}
+
+fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: as in `socket_error`.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    sock.local_addr().ok()?.as_socket()
+}
+
+/// Makes the close of `fd` a reset (`SO_LINGER` 0), as `tcp::abort` does.
+fn abort_fd(fd: RawFd) {
+    // SAFETY: as in `socket_error`.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    let _ = sock.set_linger(Some(Duration::ZERO));
+}
+
+fn send(fd: RawFd, bytes: &[u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: a send from a live slice.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Reads into `buf`'s spare room.
+fn recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: a read into the vector's spare capacity, whose length then grows by what the
+    // kernel wrote.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised `n` bytes past the length.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// The backend's drain deadline on the coarse clock (`u64::MAX`: it is not draining).
+fn cut_ms(state: &BackendState) -> u64 {
+    match state.drain_deadline() {
+        None => u64::MAX,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            coarse_ms() + millis(left)
+        }
+    }
+}
+
+/// See `tcp::coarse_ms`.
+fn coarse_ms() -> u64 {
+    super::tcp::coarse_ms()
+}
