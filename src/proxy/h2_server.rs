@@ -3,8 +3,10 @@
 //! caller's handler (`http`'s one exchange), and writes the answer back — its head, its body
 //! as the stream's flow control allows, its trailers. The codec's protections stay on: a bound
 //! on concurrent streams and on the header list, the resets a client may provoke (rapid reset),
-//! the handshake within the client header timeout. Knows nothing of routing: it imports no
-//! other proxy module but `headers`.
+//! the handshake within the client header timeout; a connection flooding control frames is
+//! sent GOAWAY(ENHANCE_YOUR_CALM) and closed (`h2_frames`); a stream whose code panics is reset
+//! (INTERNAL_ERROR) without ending its connection's other streams. Knows nothing of routing:
+//! it imports no other proxy module but `headers` and `h2_frames`.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -17,6 +19,14 @@ use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a connection tells its caller (to count and log): it ends for a flood, or one of its
+/// streams was reset after a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incident {
+    Flood(super::h2_frames::Flood),
+    StreamPanic,
+}
 
 /// The error a stream's request body ends with (a reset, a malformed frame).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,17 +69,18 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one HTTP/2 connection until it ends: `handle` answers each request; `stopping`
 /// resolving asks the connection to finish its streams and close (after its first stream, for
-/// a connection that has not opened one yet).
+/// a connection that has not opened one yet). `report` hears of its incidents.
 pub async fn serve<'a, S, H, F, B>(
     io: S,
     config: &Config,
     stopping: impl Future<Output = ()>,
     handle: H,
+    report: &'a (dyn Fn(Incident) + Sync),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>> + Send + 'a,
-    B: Body<Data = Bytes> + Send + 'a,
+    B: Body<Data = Bytes> + Stalled + Send + 'a,
     B::Error: Into<BodyError>,
 {
     let mut builder = h2::server::Builder::new();
@@ -82,7 +93,8 @@ pub async fn serve<'a, S, H, F, B>(
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
-    let handshake = builder.handshake::<_, Bytes>(io);
+    let flood = std::sync::OnceLock::new();
+    let handshake = builder.handshake::<_, Bytes>(super::h2_frames::Guarded::new(io, &flood));
     let mut conn = match tokio::time::timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
@@ -99,6 +111,7 @@ pub async fn serve<'a, S, H, F, B>(
     // Armed while no stream is open: one timer per connection, moved, never reallocated.
     let mut idle = Box::pin(tokio::time::sleep(config.idle_timeout));
     let mut idle_armed = true;
+    let mut calmed = false;
     let ended = poll_fn(|cx| {
         streams.register(cx.waker());
         if !closing {
@@ -115,15 +128,23 @@ pub async fn serve<'a, S, H, F, B>(
         let mut rounds = 0;
         loop {
             streams.poll_woken();
+            if !calmed && let Some(&flooded) = flood.get() {
+                // The IO reads no more: GOAWAY now, then the codec closes the connection.
+                report(Incident::Flood(flooded));
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                calmed = true;
+                closing = true;
+            }
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
                     let answer = handle(req.map(H2Body::new));
                     let stall = config.stall_timeout;
-                    streams.push(Box::pin(exchange(answer, respond, stall)));
+                    streams.push(Box::pin(exchange(answer, respond, stall, report)));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending if !calmed && flood.get().is_some() => {}
                 Poll::Pending if !streams.any_woken() => break,
                 Poll::Pending => {}
             }
@@ -164,17 +185,28 @@ pub async fn serve<'a, S, H, F, B>(
 }
 
 /// One stream: the handler's answer (dropped, with whatever it was doing, when the client
-/// resets the stream first), then the answer written.
-async fn exchange<F, B>(answer: F, mut respond: h2::server::SendResponse<Bytes>, stall: Duration)
-where
+/// resets the stream first), then the answer written. A panic in the handler or the body ends
+/// this stream alone, reset with INTERNAL_ERROR.
+async fn exchange<F, B>(
+    answer: F,
+    mut respond: h2::server::SendResponse<Bytes>,
+    stall: Duration,
+    report: &(dyn Fn(Incident) + Sync),
+) where
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Stalled,
     B::Error: Into<BodyError>,
 {
+    let mut answer = std::pin::pin!(answer);
     let response = tokio::select! {
         biased;
-        response = answer => response,
+        response = poll_fn(|cx| unwound(|| answer.as_mut().poll(cx))) => response,
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let Ok(response) = response else {
+        report(Incident::StreamPanic);
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        return;
     };
     let (mut parts, body) = response.into_parts();
     super::headers::strip_hop_by_hop(&mut parts.headers);
@@ -194,16 +226,37 @@ where
         }
     };
     if !end {
-        pipe(body, send, stall).await;
+        pipe(body, send, stall, report).await;
     }
+}
+
+/// A panic inside one poll of a stream's code, caught so that it ends the stream only.
+struct Panicked;
+
+fn unwound<T>(poll: impl FnOnce() -> Poll<T>) -> Poll<Result<T, Panicked>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(poll)) {
+        Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(Err(Panicked)),
+    }
+}
+
+/// A response body told that the server gave up on it for want of flow-control window (the
+/// access log says who ended an answer).
+pub trait Stalled {
+    fn stalled(self: Pin<&mut Self>);
 }
 
 /// Writes a response body to its stream: each piece once the stream has room for it (the
 /// client's flow control is the backpressure), trailers as they come; a broken body resets
 /// the stream, a reset stream drops the body, and a stream without room for `stall` is reset.
-async fn pipe<B>(body: B, mut send: h2::SendStream<Bytes>, stall: Duration)
-where
-    B: Body<Data = Bytes>,
+async fn pipe<B>(
+    body: B,
+    mut send: h2::SendStream<Bytes>,
+    stall: Duration,
+    report: &(dyn Fn(Incident) + Sync),
+) where
+    B: Body<Data = Bytes> + Stalled,
     B::Error: Into<BodyError>,
 {
     let mut body = std::pin::pin!(body);
@@ -220,6 +273,7 @@ where
                 Ok(ready) => ready,
                 Err(_) => {
                     tracing::debug!("h2 response stalled for {stall:?} without window: reset");
+                    body.as_mut().stalled();
                     send.send_reset(h2::Reason::CANCEL);
                     return;
                 }
@@ -230,8 +284,13 @@ where
         }
         let frame = tokio::select! {
             biased;
-            frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
+            frame = poll_fn(|cx| unwound(|| body.as_mut().poll_frame(cx))) => frame,
             _ = poll_fn(|cx| send.poll_reset(cx)) => return,
+        };
+        let Ok(frame) = frame else {
+            report(Incident::StreamPanic);
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            return;
         };
         let sent = match frame {
             None => send.send_data(Bytes::new(), true),
