@@ -4,8 +4,10 @@
 //! state's two characters, which marathon-lb users read in its logs): `--` a whole answer;
 //! first character `C` the client went away (closed, or reset its stream), `c` the client
 //! stopped reading for `proxy.client_header_timeout` (its stream reset), `S` the backend broke
-//! its body, `I` a panic in the proxy; second character `H` before the response head was sent,
-//! `D` during its body. A request whose answer never started is logged with status 0.
+//! its body, `I` a panic in the proxy while the body was sent (a panic before the head drops
+//! the request's future like a client that left, so it is logged `CH`; the `stream_panic`
+//! metric and its log line tell it apart); second character `H` before the response head was
+//! sent, `D` during its body. A request whose answer never started is logged with status 0.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -74,9 +76,6 @@ impl Entry {
 
     fn term(&self, whole: bool) -> [u8; 2] {
         let phase = if self.status == 0 { b'H' } else { b'D' };
-        if std::thread::panicking() {
-            return [b'I', phase];
-        }
         match self.ender {
             Some(ender) => [ender, phase],
             None if whole => *b"--",
@@ -170,10 +169,14 @@ impl Body for Logged {
     }
 }
 
-impl super::h2_server::Stalled for Logged {
-    fn stalled(self: Pin<&mut Self>) {
+impl super::h2_server::CutOffBody for Logged {
+    fn cut_off(self: Pin<&mut Self>, why: super::h2_server::CutOff) {
         if let Some(entry) = &mut self.get_mut().entry {
-            entry.ender = entry.ender.or(Some(b'c'));
+            let ender = match why {
+                super::h2_server::CutOff::Stalled => b'c',
+                super::h2_server::CutOff::Panicked => b'I',
+            };
+            entry.ender = entry.ender.or(Some(ender));
         }
     }
 }

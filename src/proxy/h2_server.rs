@@ -80,7 +80,7 @@ pub async fn serve<'a, S, H, F, B>(
     S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>> + Send + 'a,
-    B: Body<Data = Bytes> + Stalled + Send + 'a,
+    B: Body<Data = Bytes> + CutOffBody + Send + 'a,
     B::Error: Into<BodyError>,
 {
     let mut builder = h2::server::Builder::new();
@@ -194,7 +194,7 @@ async fn exchange<F, B>(
     report: &(dyn Fn(Incident) + Sync),
 ) where
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + Stalled,
+    B: Body<Data = Bytes> + CutOffBody,
     B::Error: Into<BodyError>,
 {
     let mut answer = std::pin::pin!(answer);
@@ -241,10 +241,19 @@ fn unwound<T>(poll: impl FnOnce() -> Poll<T>) -> Poll<Result<T, Panicked>> {
     }
 }
 
-/// A response body told that the server gave up on it for want of flow-control window (the
-/// access log says who ended an answer).
-pub trait Stalled {
-    fn stalled(self: Pin<&mut Self>);
+/// Why the server gave up on a response body before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutOff {
+    /// The client's flow-control window stayed closed for the stall timeout.
+    Stalled,
+    /// Polling the body panicked.
+    Panicked,
+}
+
+/// A response body told why the server gave up on it (the access log says who ended an
+/// answer).
+pub trait CutOffBody {
+    fn cut_off(self: Pin<&mut Self>, why: CutOff);
 }
 
 /// Writes a response body to its stream: each piece once the stream has room for it (the
@@ -256,7 +265,7 @@ async fn pipe<B>(
     stall: Duration,
     report: &(dyn Fn(Incident) + Sync),
 ) where
-    B: Body<Data = Bytes> + Stalled,
+    B: Body<Data = Bytes> + CutOffBody,
     B::Error: Into<BodyError>,
 {
     let mut body = std::pin::pin!(body);
@@ -273,7 +282,7 @@ async fn pipe<B>(
                 Ok(ready) => ready,
                 Err(_) => {
                     tracing::debug!("h2 response stalled for {stall:?} without window: reset");
-                    body.as_mut().stalled();
+                    body.as_mut().cut_off(CutOff::Stalled);
                     send.send_reset(h2::Reason::CANCEL);
                     return;
                 }
@@ -288,6 +297,7 @@ async fn pipe<B>(
             _ = poll_fn(|cx| send.poll_reset(cx)) => return,
         };
         let Ok(frame) = frame else {
+            body.as_mut().cut_off(CutOff::Panicked);
             report(Incident::StreamPanic);
             send.send_reset(h2::Reason::INTERNAL_ERROR);
             return;
@@ -502,5 +512,100 @@ impl<'a> Streams<'a> {
             }
         }
         self.round.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A test answer's body: a whole one, or one whose first poll panics.
+    struct TestBody(Option<Bytes>, bool);
+
+    impl Body for TestBody {
+        type Data = Bytes;
+        type Error = BodyError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+            if self.1 {
+                panic!("a body that panics (test)");
+            }
+            Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none() && !self.1
+        }
+    }
+
+    impl CutOffBody for TestBody {
+        fn cut_off(self: Pin<&mut Self>, _: CutOff) {}
+    }
+
+    /// A panic in one stream's handler, or in its body, resets that stream with INTERNAL_ERROR
+    /// and is reported; the connection's other streams are answered.
+    #[tokio::test]
+    async fn a_panicking_stream_is_reset_alone() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let panics = AtomicUsize::new(0);
+        let report = |incident| {
+            assert_eq!(incident, Incident::StreamPanic);
+            panics.fetch_add(1, Ordering::Relaxed);
+        };
+        let config = Config {
+            max_header_list_size: 16 * 1024,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
+        };
+        let handle = |req: Request<H2Body>| {
+            let path = req.uri().path().to_string();
+            async move {
+                if path == "/panic" {
+                    panic!("a handler that panics (test)");
+                }
+                let panicking_body = path == "/panic-body";
+                Response::new(TestBody(Some(Bytes::from_static(b"ok")), panicking_body))
+            }
+        };
+        let server = serve(server_io, &config, std::future::pending(), handle, &report);
+        let client = async {
+            let (mut sender, conn) = h2::client::handshake(client_io).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut answers = Vec::new();
+            for path in ["/panic", "/ok", "/panic-body", "/ok"] {
+                let req = Request::get(format!("http://test{path}")).body(()).unwrap();
+                let (response, _) = sender.send_request(req, true).unwrap();
+                answers.push(async move {
+                    let mut body = response.await?.into_body();
+                    let mut got = Vec::new();
+                    while let Some(data) = body.data().await {
+                        got.extend_from_slice(&data?);
+                    }
+                    Ok::<_, h2::Error>(got)
+                });
+            }
+            let mut outcomes = Vec::new();
+            for answer in answers {
+                outcomes.push(answer.await.map_err(|e| e.reason()));
+            }
+            outcomes
+        };
+        let outcomes = tokio::select! {
+            _ = server => panic!("the connection ended"),
+            outcomes = tokio::time::timeout(Duration::from_secs(10), client) => outcomes.unwrap(),
+        };
+        let internal = Err(Some(h2::Reason::INTERNAL_ERROR));
+        assert_eq!(outcomes[0], internal);
+        assert_eq!(outcomes[1], Ok(b"ok".to_vec()));
+        assert_eq!(outcomes[2], internal);
+        assert_eq!(outcomes[3], Ok(b"ok".to_vec()));
+        assert_eq!(panics.load(Ordering::Relaxed), 2);
     }
 }

@@ -480,8 +480,9 @@ pub fn write_date(out: &mut Vec<u8>) {
 /// copies 29 bytes or clones a shared value.
 fn date() -> ([u8; IMF_FIXDATE_LEN], HeaderValue) {
     thread_local! {
-        static CACHED: std::cell::RefCell<(u64, [u8; IMF_FIXDATE_LEN], HeaderValue)> =
-            std::cell::RefCell::new((u64::MAX, [0; IMF_FIXDATE_LEN], HeaderValue::from_static("")));
+        static CACHED: std::cell::RefCell<(u64, [u8; IMF_FIXDATE_LEN], HeaderValue)> = const {
+            std::cell::RefCell::new((u64::MAX, [0; IMF_FIXDATE_LEN], HeaderValue::from_static("")))
+        };
     }
     let now = unix_seconds();
     CACHED.with(|cached| {
