@@ -105,6 +105,8 @@ pub struct Metrics {
     pub dns_fail_static_total: Counter,
     pub listener_bind_failures: Counter,
     pub tls_handshake_failures: Counter,
+    /// HTTP/2 connections ended for a control-frame flood, streams reset after a panic.
+    pub http2_incidents: Family<KindLabels, Counter>,
     /// Edge connection rules (`proxy::proxy_protocol`, TLS passthrough, TLS to backends).
     pub proxy_protocol_errors: Family<KindLabels, Counter>,
     pub tls_passthrough: Family<KindLabels, Counter>,
@@ -176,6 +178,7 @@ impl Metrics {
             dns_fail_static_total: Counter::default(),
             listener_bind_failures: Counter::default(),
             tls_handshake_failures: Counter::default(),
+            http2_incidents: Family::default(),
             proxy_protocol_errors: Family::default(),
             tls_passthrough: Family::default(),
             upstream_tls_failures: Family::default(),
@@ -307,6 +310,13 @@ impl Metrics {
         );
         r.register("backends", "Backends in the live table", m.backends.clone());
         r.register(
+            "http2_incidents",
+            "HTTP/2 connections sent GOAWAY(ENHANCE_YOUR_CALM) and closed for a control-frame \
+             flood (kind: control_flood), and streams reset (INTERNAL_ERROR) after a panic in \
+             the proxy (kind: stream_panic)",
+            m.http2_incidents.clone(),
+        );
+        r.register(
             "listener_bind_failures",
             "Service ports that could not be bound",
             m.listener_bind_failures.clone(),
@@ -415,6 +425,7 @@ impl Metrics {
                 &m.upstream_tls_failures,
                 &["verify", "handshake", "config"][..],
             ),
+            (&m.http2_incidents, &["control_flood", "stream_panic"][..]),
         ] {
             for kind in kinds {
                 let _ = family.get_or_create(&KindLabels {

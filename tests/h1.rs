@@ -43,6 +43,9 @@ async fn raw_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                             return;
                         }
                         "/head-only" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                        "/dated" => b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+                            content-length: 2\r\n\r\nok"
+                            .to_vec(),
                         "/early" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
                             HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
                             .to_vec(),
@@ -110,18 +113,19 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
     }
 }
 
-/// Reads from `s` until `want` bytes arrived or it closes; all it got.
+/// Reads from `s` until `want` bytes arrived or it closes; all it got, without the `date`
+/// lines the proxy adds (`undated`; `responses_are_dated_once` pins them).
 async fn read_until(s: &mut TcpStream, want: usize) -> Vec<u8> {
     let mut got = Vec::new();
     let mut chunk = [0u8; 65536];
-    while got.len() < want {
+    while undated(&got).0.len() < want {
         match tokio::time::timeout(DEADLINE, s.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
             Err(_) => panic!("timed out with {:?}", String::from_utf8_lossy(&got)),
         }
     }
-    got
+    undated(&got).0
 }
 
 async fn exchange(s: &mut TcpStream, request: &str, expect: &str) {
@@ -274,6 +278,66 @@ async fn responses_are_relayed_by_their_framing_on_one_keep_alive_connection() {
     );
     let (status, body) = http_get(addr, "/").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok"));
+}
+
+/// RFC 9110 §6.6.1: a response forwarded without `Date` gets one (the current second's
+/// IMF-fixdate), on the fast path and on the general path (here HTTP/1.0) alike, and so do the
+/// proxy's own answers; a backend's own `Date` is forwarded as it is, never doubled.
+#[tokio::test]
+async fn responses_are_dated_once_and_a_backends_date_is_kept() {
+    let (backend, _) = raw_backend().await;
+    let port = free_port();
+    let dir = temp_dir("h1-date-apps");
+    let file = dir.join("apps.json");
+    let apps = json!({"apps": [app("/raw", port, json!({"HAPROXY_0_MODE": "http"}),
+        vec![task("/raw", "raw.1", backend.port())])]});
+    std::fs::write(&file, apps.to_string()).unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("h1-date", &toml);
+    sy.wait_routes("served", |r| has_service(r, port)).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dates = |answer: &str| -> Vec<String> {
+        answer
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                name.eq_ignore_ascii_case("date").then(|| value.to_string())
+            })
+            .collect()
+    };
+    for version in ["1.1", "1.0"] {
+        for (path, close) in [("/", false), ("/dated", false), ("/refused", true)] {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let request =
+                format!("GET {path} HTTP/{version}\r\nHost: raw\r\nConnection: close\r\n\r\n");
+            // Two Hosts: refused by the proxy itself (400).
+            let request = if close {
+                request.replace("Host: raw", "Host: raw\r\nHost: other")
+            } else {
+                request
+            };
+            c.write_all(request.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            let got = String::from_utf8_lossy(&got).to_string();
+            let head = got.split("\r\n\r\n").next().unwrap();
+            let found = dates(head);
+            assert_eq!(found.len(), 1, "HTTP/{version} {path}: {got}");
+            assert_eq!(got.starts_with("HTTP/1.1 400"), close, "{got}");
+            if path == "/dated" {
+                assert_eq!(found[0], "Sun, 06 Nov 1994 08:49:37 GMT");
+            } else {
+                assert_eq!(found[0].len(), 29, "{got}");
+                assert!(found[0].ends_with(" GMT"), "{got}");
+            }
+        }
+    }
 }
 
 #[tokio::test]

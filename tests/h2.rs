@@ -643,3 +643,327 @@ async fn too_many_header_fields_get_431_as_on_http1() {
     assert_eq!(answer.status, 200);
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 }
+
+/// An HTTP/2 frame as a raw client writes it: a 9-byte header, then the payload.
+fn raw_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut frame = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The frames in what a server sent: (type, flags, stream, payload).
+fn frames_of(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let length = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        if bytes.len() < 9 + length {
+            break;
+        }
+        let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        frames.push((bytes[3], bytes[4], stream, bytes[9..9 + length].to_vec()));
+        bytes = &bytes[9 + length..];
+    }
+    frames
+}
+
+const PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+const GOAWAY: u8 = 0x7;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// The error code of each GOAWAY among `frames`.
+fn goaways(frames: &[(u8, u8, u32, Vec<u8>)]) -> Vec<u32> {
+    frames
+        .iter()
+        .filter(|f| f.0 == GOAWAY && f.3.len() >= 8)
+        .map(|f| u32::from_be_bytes([f.3[4], f.3[5], f.3[6], f.3[7]]))
+        .collect()
+}
+
+/// A raw client that opens a connection, sends `first`, then `copies` of `frame` (from a task
+/// of its own) while it reads what the server sends until the server closes: the frames read.
+async fn flood(
+    addr: SocketAddr,
+    first: Vec<u8>,
+    frame: Vec<u8>,
+    copies: usize,
+) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        write.write_all(PREFACE_AND_SETTINGS).await.ok()?;
+        write.write_all(&first).await.ok()?;
+        let batch: Vec<u8> = frame.repeat(1000);
+        for _ in 0..copies / 1000 {
+            write.write_all(&batch).await.ok()?;
+        }
+        Some(write)
+    });
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, read.read_to_end(&mut seen))
+        .await
+        .expect("the flooding connection was closed")
+        .ok();
+    // Written all, or stopped by the close; the write half (if kept) is dropped here.
+    let _ = writer.await;
+    frames_of(&seen)
+}
+
+/// A client flooding PING, SETTINGS, WINDOW_UPDATE, PRIORITY or empty DATA frames — each one
+/// answered or processed by the codec, none of them a request — is sent
+/// GOAWAY(ENHANCE_YOUR_CALM) and its connection closed, counted and logged once per
+/// connection; the listener goes on serving others.
+#[tokio::test]
+async fn control_frame_floods_get_goaway_enhance_your_calm_and_a_close() {
+    let (backend, _) = mirror().await;
+    let e = edge(
+        "h2-flood",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let floods = [
+        ("PING", raw_frame(0x6, 0, 0, &[7; 8])),
+        ("SETTINGS", raw_frame(0x4, 0, 0, &[])),
+        ("WINDOW_UPDATE", raw_frame(0x8, 0, 0, &[0, 0, 0, 1])),
+        ("PRIORITY", raw_frame(0x2, 0, 3, &[0, 0, 0, 0, 16])),
+    ];
+    for (i, (name, frame)) in floods.iter().enumerate() {
+        let frames = flood(e.http, Vec::new(), frame.clone(), 50_000).await;
+        assert_eq!(goaways(&frames), [ENHANCE_YOUR_CALM], "{name}");
+        let pongs = frames.iter().filter(|f| f.0 == 0x6).count();
+        assert!(pongs < 2_000, "{name}: {pongs} pings answered");
+        let needle = format!("(the last a {name})");
+        wait_for("the flood counted and logged once", || async {
+            let n =
+                e.sy.metric("switchyard_http2_incidents", &["control_flood"])
+                    .await;
+            (n == (i + 1) as f64 && e.sy.log_lines(&needle).len() == 1).then_some(())
+        })
+        .await;
+    }
+    // Empty DATA frames on an open stream (a request whose body never comes): the codec's own
+    // bound on small DATA frames, or the budget, whichever first.
+    let open = raw_frame(0x1, 0x4, 1, b"\x83\x86\x84\x41\x0dm.example.com");
+    let frames = flood(e.http, open, raw_frame(0x0, 0, 1, &[]), 50_000).await;
+    assert_eq!(goaways(&frames), [ENHANCE_YOUR_CALM], "empty DATA");
+    let mut sender = h2(e.http).await;
+    assert_eq!(
+        get(&mut sender, "http://m.example.com/after").await.status,
+        200
+    );
+}
+
+/// A client doing ordinary work is never taken for a flood: thousands of requests over one
+/// connection, many at once, downloads with a small window (a WINDOW_UPDATE for every few KiB
+/// read), and a raw client sending pings between its requests.
+#[tokio::test]
+async fn busy_clients_and_a_few_pings_are_served() {
+    let (backend, _) = mirror().await;
+    let e = edge(
+        "h2-busy",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let stream = TcpStream::connect(e.http).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(16 * 1024)
+            .initial_connection_window_size(32 * 1024)
+            .handshake::<_, Body2>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..50 {
+        let mut sender = sender.clone();
+        tasks.spawn(async move {
+            for i in 0..60 {
+                let path = if t < 4 && i < 5 { "big" } else { "small" };
+                let answer = get(&mut sender, &format!("http://m.example.com/{path}")).await;
+                assert_eq!(answer.status, 200);
+                if path == "big" {
+                    assert_eq!(answer.body.unwrap().len(), 1 << 20);
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    // A raw client: pings before and after a request, all answered, no GOAWAY.
+    let mut stream = TcpStream::connect(e.http).await.unwrap();
+    let mut out = PREFACE_AND_SETTINGS.to_vec();
+    out.extend(raw_frame(0x4, 0x1, 0, &[])); // the ACK of the server's SETTINGS
+    for i in 0..10u8 {
+        out.extend(raw_frame(0x6, 0, 0, &[i; 8]));
+    }
+    out.extend(raw_frame(0x1, 0x5, 1, b"\x82\x86\x84\x41\x0dm.example.com"));
+    for i in 10..20u8 {
+        out.extend(raw_frame(0x6, 0, 0, &[i; 8]));
+    }
+    stream.write_all(&out).await.unwrap();
+    let frames = tokio::time::timeout(DEADLINE, async {
+        let mut seen = Vec::new();
+        loop {
+            let mut chunk = [0u8; 16384];
+            let n = stream.read(&mut chunk).await.unwrap();
+            seen.extend_from_slice(&chunk[..n]);
+            let frames = frames_of(&seen);
+            let pongs = frames.iter().filter(|f| f.0 == 0x6 && f.1 & 1 == 1).count();
+            let ended = frames.iter().any(|f| f.2 == 1 && f.1 & 1 == 1);
+            if n == 0 || (pongs == 20 && ended) {
+                return frames;
+            }
+        }
+    })
+    .await
+    .expect("the answer and the pongs");
+    assert!(goaways(&frames).is_empty(), "{frames:?}");
+    assert!(frames.iter().any(|f| f.0 == 0x1 && f.2 == 1), "{frames:?}");
+    assert_eq!(
+        e.sy.metric("switchyard_http2_incidents", &["control_flood"])
+            .await,
+        0.0
+    );
+}
+
+/// RFC 9110 §6.6.1 over HTTP/2: an answer forwarded without `Date` gets one, a backend's own
+/// is kept as it is, and the proxy's own answers are dated too.
+#[tokio::test]
+async fn answers_are_dated_once_and_a_backends_date_is_kept() {
+    let undated = scripted(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"], false).await;
+    let dated = scripted(
+        &[b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 2\r\n\r\nok"],
+        false,
+    )
+    .await;
+    let e = edge(
+        "h2-date",
+        vec![
+            vhost_app("/u", "u.example.com", json!({}), undated.port()),
+            vhost_app("/d", "d.example.com", json!({}), dated.port()),
+        ],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    for (url, status) in [
+        ("http://u.example.com/", 200),
+        ("http://d.example.com/", 200),
+        ("http://nowhere.example.com/", 503),
+    ] {
+        let answer = get(&mut sender, url).await;
+        assert_eq!(answer.status, status, "{url}");
+        let dates: Vec<_> = answer.headers.get_all("date").iter().collect();
+        assert_eq!(dates.len(), 1, "{url}: {:?}", answer.headers);
+        let date = dates[0].to_str().unwrap();
+        if url.starts_with("http://d.") {
+            assert_eq!(date, "Sun, 06 Nov 1994 08:49:37 GMT");
+        } else {
+            assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
+        }
+    }
+}
+
+/// The access log's line of one request: its fields by name.
+fn access_fields(line: &str) -> std::collections::HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A stream cut off mid-answer is access-logged with the body bytes that went to the
+/// connection, not the declared length, and who ended it: `CD` the client reset it, `cD` it
+/// was reset for want of window; a whole answer is `--` with its length.
+#[tokio::test]
+async fn cut_off_streams_are_logged_with_the_bytes_sent_and_who_ended_them() {
+    let (backend, _) = mirror().await;
+    let sections = support::edge::Sections {
+        proxy: "client_header_timeout = \"300ms\"",
+        http: "h2c = true\naccess_log = true",
+        ..Default::default()
+    };
+    let apps = vec![vhost_app("/m", "m.example.com", json!({}), backend.port())];
+    let e = support::edge::Edge::start("h2-cutoff-log", apps, sections).await;
+    // A client that takes the head and 64 KiB, then resets the stream.
+    let stream = TcpStream::connect(e.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .handshake::<_, Body2>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = |path: &str| {
+        hyper::Request::get(format!("http://m.example.com/{path}"))
+            .body(empty())
+            .unwrap()
+    };
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(req("big?reset")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    // One whole answer.
+    let whole = send(&mut sender, req("small")).await;
+    assert_eq!(whole.status, 200);
+    let logged = |path: &'static str| {
+        let sy = &e.sy;
+        async move {
+            let lines = sy.log_lines("switchyard::access");
+            let line = lines.iter().find(|l| l.contains(&format!("path={path}")))?;
+            Some(access_fields(line))
+        }
+    };
+    let reset = wait_for("the reset stream logged", || logged("/big")).await;
+    assert_eq!(reset["term"], "CD", "{reset:?}");
+    assert_eq!(reset["status"], "200", "{reset:?}");
+    let sent: u64 = reset["bytes"].parse().unwrap();
+    assert!(sent < 1 << 20, "{reset:?}");
+    let small = wait_for("the whole answer logged", || logged("/small")).await;
+    assert_eq!(small["term"], "--", "{small:?}");
+    assert_eq!(small["bytes"], whole.body.unwrap().len().to_string());
+    // A client that opens no window: reset after the client timeout, by the proxy.
+    let stream = TcpStream::connect(e.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, Body2>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = tokio::time::timeout(
+        DEADLINE,
+        sender.send_request(
+            hyper::Request::get("http://m.example.com/big")
+                .header("x-stall", "1")
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let body = tokio::time::timeout(DEADLINE, response.into_body().collect()).await;
+    assert!(body.expect("reset").is_err());
+    let stalled = wait_for("the stalled stream logged", || {
+        let sy = &e.sy;
+        async move {
+            let lines = sy.log_lines("switchyard::access");
+            let line = lines
+                .iter()
+                .filter(|l| l.contains("path=/big"))
+                .find(|l| !l.contains("term=CD"))?;
+            Some(access_fields(line))
+        }
+    })
+    .await;
+    assert_eq!(stalled["term"], "cD", "{stalled:?}");
+    assert_eq!(stalled["bytes"], "0", "{stalled:?}");
+}

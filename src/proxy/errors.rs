@@ -82,6 +82,7 @@ impl<'a> Answer<'a> {
         if let Some(trace) = self.trace {
             out.extend_from_slice(&super::trace::line(trace));
         }
+        super::headers::write_date(&mut out);
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }

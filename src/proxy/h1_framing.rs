@@ -216,15 +216,19 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// A whole short response, for answers the proxy gives itself.
+/// A whole short response, for answers the proxy gives itself (dated, as an origin's).
 pub fn plain_response(status: u16, reason: &str, text: &str, close: bool) -> Vec<u8> {
     let connection = if close { "connection: close\r\n" } else { "" };
-    format!(
+    let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\n{connection}\r\n{text}",
+         content-length: {}\r\n{connection}",
         text.len()
     )
-    .into_bytes()
+    .into_bytes();
+    headers::write_date(&mut out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 /// A stream whose first bytes were already read: they are served again before the rest.
@@ -518,8 +522,9 @@ pub fn read_response(
 }
 
 /// The response head for the client: the received fields but the hop-by-hop ones (and those
-/// `Connection` names) and the framing, then the framing as checked, `extra` (HSTS), and
-/// `connection: close` when the client connection ends after it.
+/// `Connection` names) and the framing, then the framing as checked, `extra` (HSTS), `Date`
+/// when a final answer had none (`headers::write_date`), and `connection: close` when the client
+/// connection ends after it.
 pub fn write_response_head(
     out: &mut Vec<u8>,
     res: &httparse::Response<'_, '_>,
@@ -552,6 +557,7 @@ pub fn write_response_head_with(
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut fields = ResponseFields::of(res.headers, checked);
+    let mut dated = false;
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         match fields.keeps(name) {
@@ -560,6 +566,7 @@ pub fn write_response_head_with(
             Some(_) if headers::ruled_out(rules, name) => continue,
             Some(_) => {}
         }
+        dated |= headers::named(name, b"date");
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
@@ -572,6 +579,10 @@ pub fn write_response_head_with(
     }
     headers::write_added(out, rules);
     out.extend_from_slice(extra);
+    // Interim answers (1xx) need none (RFC 9110 §6.6.1).
+    if !dated && code >= 200 {
+        headers::write_date(out);
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

@@ -3,8 +3,10 @@
 //! caller's handler (`http`'s one exchange), and writes the answer back — its head, its body
 //! as the stream's flow control allows, its trailers. The codec's protections stay on: a bound
 //! on concurrent streams and on the header list, the resets a client may provoke (rapid reset),
-//! the handshake within the client header timeout. Knows nothing of routing: it imports no
-//! other proxy module but `headers`.
+//! the handshake within the client header timeout; a connection flooding control frames is
+//! sent GOAWAY(ENHANCE_YOUR_CALM) and closed (`h2_frames`); a stream whose code panics is reset
+//! (INTERNAL_ERROR) without ending its connection's other streams. Knows nothing of routing:
+//! it imports no other proxy module but `headers` and `h2_frames`.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -17,6 +19,14 @@ use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a connection tells its caller (to count and log): it ends for a flood, or one of its
+/// streams was reset after a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incident {
+    Flood(super::h2_frames::Flood),
+    StreamPanic,
+}
 
 /// The error a stream's request body ends with (a reset, a malformed frame).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,17 +69,18 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one HTTP/2 connection until it ends: `handle` answers each request; `stopping`
 /// resolving asks the connection to finish its streams and close (after its first stream, for
-/// a connection that has not opened one yet).
+/// a connection that has not opened one yet). `report` hears of its incidents.
 pub async fn serve<'a, S, H, F, B>(
     io: S,
     config: &Config,
     stopping: impl Future<Output = ()>,
     handle: H,
+    report: &'a (dyn Fn(Incident) + Sync),
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>> + Send + 'a,
-    B: Body<Data = Bytes> + Send + 'a,
+    B: Body<Data = Bytes> + CutOffBody + Send + 'a,
     B::Error: Into<BodyError>,
 {
     let mut builder = h2::server::Builder::new();
@@ -82,7 +93,8 @@ pub async fn serve<'a, S, H, F, B>(
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
-    let handshake = builder.handshake::<_, Bytes>(io);
+    let flood = std::sync::OnceLock::new();
+    let handshake = builder.handshake::<_, Bytes>(super::h2_frames::Guarded::new(io, &flood));
     let mut conn = match tokio::time::timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
@@ -99,6 +111,7 @@ pub async fn serve<'a, S, H, F, B>(
     // Armed while no stream is open: one timer per connection, moved, never reallocated.
     let mut idle = Box::pin(tokio::time::sleep(config.idle_timeout));
     let mut idle_armed = true;
+    let mut calmed = false;
     let ended = poll_fn(|cx| {
         streams.register(cx.waker());
         if !closing {
@@ -115,15 +128,23 @@ pub async fn serve<'a, S, H, F, B>(
         let mut rounds = 0;
         loop {
             streams.poll_woken();
+            if !calmed && let Some(&flooded) = flood.get() {
+                // The IO reads no more: GOAWAY now, then the codec closes the connection.
+                report(Incident::Flood(flooded));
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                calmed = true;
+                closing = true;
+            }
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
                     let answer = handle(req.map(H2Body::new));
                     let stall = config.stall_timeout;
-                    streams.push(Box::pin(exchange(answer, respond, stall)));
+                    streams.push(Box::pin(exchange(answer, respond, stall, report)));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending if !calmed && flood.get().is_some() => {}
                 Poll::Pending if !streams.any_woken() => break,
                 Poll::Pending => {}
             }
@@ -164,17 +185,28 @@ pub async fn serve<'a, S, H, F, B>(
 }
 
 /// One stream: the handler's answer (dropped, with whatever it was doing, when the client
-/// resets the stream first), then the answer written.
-async fn exchange<F, B>(answer: F, mut respond: h2::server::SendResponse<Bytes>, stall: Duration)
-where
+/// resets the stream first), then the answer written. A panic in the handler or the body ends
+/// this stream alone, reset with INTERNAL_ERROR.
+async fn exchange<F, B>(
+    answer: F,
+    mut respond: h2::server::SendResponse<Bytes>,
+    stall: Duration,
+    report: &(dyn Fn(Incident) + Sync),
+) where
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + CutOffBody,
     B::Error: Into<BodyError>,
 {
+    let mut answer = std::pin::pin!(answer);
     let response = tokio::select! {
         biased;
-        response = answer => response,
+        response = poll_fn(|cx| unwound(|| answer.as_mut().poll(cx))) => response,
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let Ok(response) = response else {
+        report(Incident::StreamPanic);
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        return;
     };
     let (mut parts, body) = response.into_parts();
     super::headers::strip_hop_by_hop(&mut parts.headers);
@@ -194,16 +226,46 @@ where
         }
     };
     if !end {
-        pipe(body, send, stall).await;
+        pipe(body, send, stall, report).await;
     }
+}
+
+/// A panic inside one poll of a stream's code, caught so that it ends the stream only.
+struct Panicked;
+
+fn unwound<T>(poll: impl FnOnce() -> Poll<T>) -> Poll<Result<T, Panicked>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(poll)) {
+        Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(Err(Panicked)),
+    }
+}
+
+/// Why the server gave up on a response body before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutOff {
+    /// The client's flow-control window stayed closed for the stall timeout.
+    Stalled,
+    /// Polling the body panicked.
+    Panicked,
+}
+
+/// A response body told why the server gave up on it (the access log says who ended an
+/// answer).
+pub trait CutOffBody {
+    fn cut_off(self: Pin<&mut Self>, why: CutOff);
 }
 
 /// Writes a response body to its stream: each piece once the stream has room for it (the
 /// client's flow control is the backpressure), trailers as they come; a broken body resets
 /// the stream, a reset stream drops the body, and a stream without room for `stall` is reset.
-async fn pipe<B>(body: B, mut send: h2::SendStream<Bytes>, stall: Duration)
-where
-    B: Body<Data = Bytes>,
+async fn pipe<B>(
+    body: B,
+    mut send: h2::SendStream<Bytes>,
+    stall: Duration,
+    report: &(dyn Fn(Incident) + Sync),
+) where
+    B: Body<Data = Bytes> + CutOffBody,
     B::Error: Into<BodyError>,
 {
     let mut body = std::pin::pin!(body);
@@ -220,6 +282,7 @@ where
                 Ok(ready) => ready,
                 Err(_) => {
                     tracing::debug!("h2 response stalled for {stall:?} without window: reset");
+                    body.as_mut().cut_off(CutOff::Stalled);
                     send.send_reset(h2::Reason::CANCEL);
                     return;
                 }
@@ -230,8 +293,14 @@ where
         }
         let frame = tokio::select! {
             biased;
-            frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
+            frame = poll_fn(|cx| unwound(|| body.as_mut().poll_frame(cx))) => frame,
             _ = poll_fn(|cx| send.poll_reset(cx)) => return,
+        };
+        let Ok(frame) = frame else {
+            body.as_mut().cut_off(CutOff::Panicked);
+            report(Incident::StreamPanic);
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            return;
         };
         let sent = match frame {
             None => send.send_data(Bytes::new(), true),
@@ -443,5 +512,100 @@ impl<'a> Streams<'a> {
             }
         }
         self.round.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A test answer's body: a whole one, or one whose first poll panics.
+    struct TestBody(Option<Bytes>, bool);
+
+    impl Body for TestBody {
+        type Data = Bytes;
+        type Error = BodyError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+            if self.1 {
+                panic!("a body that panics (test)");
+            }
+            Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none() && !self.1
+        }
+    }
+
+    impl CutOffBody for TestBody {
+        fn cut_off(self: Pin<&mut Self>, _: CutOff) {}
+    }
+
+    /// A panic in one stream's handler, or in its body, resets that stream with INTERNAL_ERROR
+    /// and is reported; the connection's other streams are answered.
+    #[tokio::test]
+    async fn a_panicking_stream_is_reset_alone() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let panics = AtomicUsize::new(0);
+        let report = |incident| {
+            assert_eq!(incident, Incident::StreamPanic);
+            panics.fetch_add(1, Ordering::Relaxed);
+        };
+        let config = Config {
+            max_header_list_size: 16 * 1024,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
+        };
+        let handle = |req: Request<H2Body>| {
+            let path = req.uri().path().to_string();
+            async move {
+                if path == "/panic" {
+                    panic!("a handler that panics (test)");
+                }
+                let panicking_body = path == "/panic-body";
+                Response::new(TestBody(Some(Bytes::from_static(b"ok")), panicking_body))
+            }
+        };
+        let server = serve(server_io, &config, std::future::pending(), handle, &report);
+        let client = async {
+            let (mut sender, conn) = h2::client::handshake(client_io).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut answers = Vec::new();
+            for path in ["/panic", "/ok", "/panic-body", "/ok"] {
+                let req = Request::get(format!("http://test{path}")).body(()).unwrap();
+                let (response, _) = sender.send_request(req, true).unwrap();
+                answers.push(async move {
+                    let mut body = response.await?.into_body();
+                    let mut got = Vec::new();
+                    while let Some(data) = body.data().await {
+                        got.extend_from_slice(&data?);
+                    }
+                    Ok::<_, h2::Error>(got)
+                });
+            }
+            let mut outcomes = Vec::new();
+            for answer in answers {
+                outcomes.push(answer.await.map_err(|e| e.reason()));
+            }
+            outcomes
+        };
+        let outcomes = tokio::select! {
+            _ = server => panic!("the connection ended"),
+            outcomes = tokio::time::timeout(Duration::from_secs(10), client) => outcomes.unwrap(),
+        };
+        let internal = Err(Some(h2::Reason::INTERNAL_ERROR));
+        assert_eq!(outcomes[0], internal);
+        assert_eq!(outcomes[1], Ok(b"ok".to_vec()));
+        assert_eq!(outcomes[2], internal);
+        assert_eq!(outcomes[3], Ok(b"ok".to_vec()));
+        assert_eq!(panics.load(Ordering::Relaxed), 2);
     }
 }

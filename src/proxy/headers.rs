@@ -1,6 +1,7 @@
 //! The header rules of the proxy, in one place: which fields are hop-by-hop and never
 //! forwarded, which of them `Connection` may add to, what the proxy adds to a request
-//! (`X-Forwarded-For/Proto/Host`, `X-Request-Id`) and to a response (HSTS), and an app's own
+//! (`X-Forwarded-For/Proto/Host`, `X-Request-Id`) and to a response (HSTS, and `Date` when it
+//! has none: RFC 9110 §6.6.1), and an app's own
 //! header rules (`SWITCHYARD_{n}_REQUEST_HEADER_*`, `_RESPONSE_HEADER_*`, [`Rules`]). Each rule is
 //! decided here once; the fast path writes it as bytes and the general path on hyper's
 //! `HeaderMap`, with the two writers side by side below so they cannot drift apart.
@@ -458,9 +459,156 @@ pub fn add_hsts(headers: &mut HeaderMap) {
     );
 }
 
+/// Hyper codec: `Date` on a response that has none (a proxy forwarding a response without one
+/// adds it, RFC 9110 §6.6.1; the proxy's own answers get one as an origin's do). An existing
+/// `Date` is left as it is.
+pub fn add_date(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::DATE) {
+        headers.insert(header::DATE, date().1);
+    }
+}
+
+/// Bytes codec: the `Date` line a response gets when it has none (see [`add_date`]).
+pub fn write_date(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(&date().0);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The current second's IMF-fixdate, as bytes and as a field value, formatted once per
+/// second per thread: a request reads a clock (the coarse one, where there is one) and
+/// copies 29 bytes or clones a shared value.
+fn date() -> ([u8; IMF_FIXDATE_LEN], HeaderValue) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, [u8; IMF_FIXDATE_LEN], HeaderValue)> = const {
+            std::cell::RefCell::new((u64::MAX, [0; IMF_FIXDATE_LEN], HeaderValue::from_static("")))
+        };
+    }
+    let now = unix_seconds();
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != now {
+            let text = imf_fixdate(now);
+            let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+                .expect("an IMF-fixdate is a valid field value");
+            *cached = (now, text, value);
+        }
+        (cached.1, cached.2.clone())
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn unix_seconds() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } == 0;
+    if ok {
+        u64::try_from(now.tv_sec).unwrap_or(0)
+    } else {
+        system_seconds()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unix_seconds() -> u64 {
+    system_seconds()
+}
+
+fn system_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+const IMF_FIXDATE_LEN: usize = 29;
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7) for seconds since the Unix epoch.
+fn imf_fixdate(secs: u64) -> [u8; IMF_FIXDATE_LEN] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = secs / 86_400;
+    let time = secs % 86_400;
+    // The civil date of a day count (H. Hinnant's algorithm), in eras of 400 years.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 2
+    } else {
+        month_from_march - 10
+    };
+    let year = (year_of_era + era * 400 + u64::from(month < 2)).min(9999);
+    let two = |n: u64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
+    let mut out = [0u8; IMF_FIXDATE_LEN];
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    out[3..5].copy_from_slice(b", ");
+    out[5..7].copy_from_slice(&two(day));
+    out[7] = b' ';
+    out[8..11].copy_from_slice(MONTHS[month as usize]);
+    out[11] = b' ';
+    out[12..14].copy_from_slice(&two(year / 100));
+    out[14..16].copy_from_slice(&two(year));
+    out[16] = b' ';
+    out[17..19].copy_from_slice(&two(time / 3600));
+    out[19] = b':';
+    out[20..22].copy_from_slice(&two(time / 60 % 60));
+    out[22] = b':';
+    out[23..25].copy_from_slice(&two(time % 60));
+    out[25..].copy_from_slice(b" GMT");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_imf_fixdates() {
+        let text = |secs| String::from_utf8(imf_fixdate(secs).to_vec()).unwrap();
+        assert_eq!(text(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(text(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(text(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(text(951_868_799), "Tue, 29 Feb 2000 23:59:59 GMT");
+        assert_eq!(text(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(text(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 GMT");
+        assert_eq!(text(4_107_542_400), "Mon, 01 Mar 2100 00:00:00 GMT");
+        assert_eq!(text(1_709_164_800), "Thu, 29 Feb 2024 00:00:00 GMT");
+        assert_eq!(text(1_735_689_600), "Wed, 01 Jan 2025 00:00:00 GMT");
+    }
+
+    #[test]
+    fn a_date_is_added_once_and_an_existing_one_kept() {
+        let mut headers = HeaderMap::new();
+        add_date(&mut headers);
+        let added = headers.get(header::DATE).unwrap().clone();
+        assert_eq!(added.len(), IMF_FIXDATE_LEN);
+        assert!(added.to_str().unwrap().ends_with(" GMT"));
+        let mut kept = HeaderMap::new();
+        kept.insert(
+            header::DATE,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        add_date(&mut kept);
+        assert_eq!(kept.get_all(header::DATE).iter().count(), 1);
+        assert_eq!(kept[header::DATE], "Sun, 06 Nov 1994 08:49:37 GMT");
+        let mut line = Vec::new();
+        write_date(&mut line);
+        assert!(
+            line.starts_with(b"date: ") && line.ends_with(b" GMT\r\n"),
+            "{line:?}"
+        );
+    }
 
     #[test]
     fn connection_never_removes_framing_or_host() {

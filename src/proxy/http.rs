@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -20,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+use super::access_log::{self, Logged};
 use super::errors::Answer;
 use super::exchange::{Attempts, Failure, Policy, is_idempotent};
 use super::h1_framing::Prefixed;
@@ -138,8 +138,10 @@ where
         };
         drop(settings);
         let (client, ctx) = (&client, &*ctx);
-        let handle = move |req: Request<_>| proxy(req.map(ClientBody::H2), client, entry, ctx);
-        return super::h2_server::serve(stream, &config, ctx.shutdown.stopping(), handle).await;
+        let handle = move |req: Request<_>| answer(req.map(ClientBody::H2), client, entry, ctx);
+        let report = |incident| h2_incident(incident, client.addr, ctx);
+        let stopping = ctx.shutdown.stopping();
+        return super::h2_server::serve(stream, &config, stopping, handle, &report).await;
     }
     let handler = ctx.clone();
     // Set by the first request: see `drive!`.
@@ -150,13 +152,15 @@ where
         let (ctx, client) = (handler.clone(), client.clone());
         async move {
             let req = req.map(ClientBody::Http1);
-            Ok::<_, Infallible>(proxy(req, &client, entry, &ctx).await)
+            Ok::<_, Infallible>(answer(req, &client, entry, &ctx).await)
         }
     });
     drive!(
         hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.client_header_timeout)
+            // `answer` dates every response (`headers::add_date`), whichever codec serves it.
+            .auto_date_header(false)
             .max_buf_size(settings.max_header_bytes)
             .max_headers(settings.max_headers)
             .keep_alive(true)
@@ -209,19 +213,66 @@ struct Peer {
     cert: Option<ClientCert>,
 }
 
+/// An HTTP/2 connection's incident, counted and logged (a flood once: it ends the connection).
+fn h2_incident(incident: super::h2_server::Incident, client: SocketAddr, ctx: &Context) {
+    let kind = match incident {
+        super::h2_server::Incident::Flood(flood) => {
+            tracing::warn!(
+                "HTTP/2 client {client} sent {} control frames without the requests or data to \
+                 earn them (the last a {}): GOAWAY ENHANCE_YOUR_CALM, connection closed",
+                flood.control_frames,
+                flood.frame_name(),
+            );
+            "control_flood"
+        }
+        super::h2_server::Incident::StreamPanic => {
+            tracing::error!(
+                "a panic while answering a stream of HTTP/2 client {client}: the stream was \
+                 reset (INTERNAL_ERROR), the connection's other streams go on"
+            );
+            "stream_panic"
+        }
+    };
+    ctx.metrics
+        .http2_incidents
+        .get_or_create(&crate::metrics::KindLabels { kind: kind.into() })
+        .inc();
+}
+
+/// Every request of the general path, whichever codec it came by: `proxy`'s answer, dated
+/// (`headers::add_date`), with its access log entry, which is written when the answer ends
+/// (or is dropped before it began: the client went away).
+async fn answer(
+    req: Request<ClientBody>,
+    client: &Peer,
+    entry: Entry,
+    ctx: &Context,
+) -> Response<Logged> {
+    let mut pending = access_log::Pending(None);
+    let (mut response, upstream) = proxy(req, client, entry, ctx, &mut pending.0).await;
+    headers::add_date(response.headers_mut());
+    let mut line = pending.0.take();
+    if let (Some(line), Some(upstream)) = (&mut line, upstream) {
+        line.answered(response.status().as_u16(), upstream);
+    }
+    response.map(|body| Logged::new(body, line))
+}
+
+/// A request's answer, and the backend that gave it (`None`: the client went away first, no
+/// answer is sent). `line`: the access log entry, made here when the log is on.
 async fn proxy(
     mut req: Request<ClientBody>,
     client: &Peer,
     entry: Entry,
     ctx: &Context,
-) -> Response<ProxyBody> {
+    line: &mut Option<Box<access_log::Entry>>,
+) -> (Response<ProxyBody>, Option<Option<SocketAddr>>) {
     let settings = ctx.settings.load();
-    let started = settings.access_log.then(Instant::now);
-    let log_line = started.map(|_| RequestLine::of(&req, client.addr));
-    let log = |upstream: Option<SocketAddr>, response: Response<ProxyBody>| match &log_line {
-        Some(line) => line.log(started, upstream, response),
-        None => response,
-    };
+    if settings.access_log {
+        *line = Some(access_log::Entry::of(&req, client.addr));
+    }
+    let log =
+        |upstream: Option<SocketAddr>, response: Response<ProxyBody>| (response, Some(upstream));
     // HTTP/1 heads pass `message`'s rules here too: a connection the fast path handed over, or
     // one it never saw, is held to the same ones.
     // HTTP/1's field count is bounded by its parsers (`http.max_headers`); HTTP/2's codec
@@ -500,7 +551,10 @@ async fn proxy(
     let client_fault = attempts.client_failed();
     let Some(answer) = attempts.unanswered() else {
         // The client is gone; hyper drops the connection whatever is answered.
-        return plain(StatusCode::BAD_REQUEST, "client gone\n");
+        if let Some(line) = line {
+            line.client_gone();
+        }
+        return (plain(StatusCode::BAD_REQUEST, "client gone\n"), None);
     };
     let text = format!("{}\n", answer.text);
     let mut response = Answer::new(answer.status, &text, Some(service), &settings.error_pages)
@@ -741,60 +795,4 @@ pub fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// What the access log says of a request, taken before the request is sent on.
-struct RequestLine {
-    /// The client's address (the PROXY header's, where one was read).
-    client: SocketAddr,
-    method: http::Method,
-    host: String,
-    path: String,
-}
-
-impl RequestLine {
-    fn of(req: &Request<ClientBody>, client: SocketAddr) -> RequestLine {
-        // HTTP/2 names its host in `:authority`; HTTP/1 in Host.
-        let host = req
-            .uri()
-            .authority()
-            .map(http::uri::Authority::as_str)
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("-");
-        RequestLine {
-            client,
-            method: req.method().clone(),
-            host: host.into(),
-            path: req.uri().path().into(),
-        }
-    }
-
-    fn log(
-        &self,
-        started: Option<Instant>,
-        upstream: Option<SocketAddr>,
-        response: Response<ProxyBody>,
-    ) -> Response<ProxyBody> {
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        tracing::info!(
-            target: "switchyard::access",
-            client = %self.client,
-            method = %self.method,
-            host = %self.host,
-            path = %self.path,
-            status = response.status().as_u16(),
-            bytes,
-            upstream = %upstream.map_or("-".to_string(), |a| a.to_string()),
-            duration_ms = started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1e3),
-        );
-        response
-    }
 }

@@ -1,5 +1,6 @@
 //! The data plane: service-port listeners and the TCP and HTTP proxies behind them.
 
+pub mod access_log;
 mod admission;
 pub mod basic_auth;
 mod buffers;
@@ -10,6 +11,7 @@ pub mod exchange;
 mod h1;
 pub mod h1_framing;
 mod h1_relay;
+pub mod h2_frames;
 mod h2_server;
 pub mod headers;
 pub mod http;

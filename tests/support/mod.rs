@@ -41,6 +41,30 @@ where
 }
 
 /// Writes a Marathon-shaped apps file atomically (a rename), as editors and config tools do.
+/// A response stream without the `date` lines the proxy adds (RFC 9110 §6.6.1), so that tests
+/// can compare the rest byte for byte; the number of lines taken out.
+#[allow(dead_code)]
+pub fn undated(bytes: &[u8]) -> (Vec<u8>, usize) {
+    const LINE: usize = "\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT".len();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut removed = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() >= LINE
+            && rest[..8].eq_ignore_ascii_case(b"\r\ndate: ")
+            && rest[LINE - 4..LINE] == *b" GMT"
+        {
+            removed += 1;
+            at += LINE;
+            continue;
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    (out, removed)
+}
+
 pub fn write_apps(path: &std::path::Path, apps: Vec<Value>) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::json!({ "apps": apps }).to_string()).unwrap();
