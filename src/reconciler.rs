@@ -695,7 +695,10 @@ impl Reconciler {
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
         publish_route_weights(&self.metrics, &self.store.load().table);
-        publish_table_hash(&self.metrics, &self.store.load().table);
+        // The hash of a 50,000-app table takes longer than the rest of the swap: computed on the
+        // blocking pool, so that the next event does not wait for it.
+        let (metrics, store) = (self.metrics.clone(), self.store.clone());
+        tokio::task::spawn_blocking(move || publish_table_hash(&metrics, &store));
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }
@@ -902,12 +905,24 @@ fn same_check(p: &crate::cluster::Probe, q: &crate::cluster::Probe) -> bool {
         && p.grace == *grace
 }
 
-/// Replaces the one `switchyard_table_hash` series by the live table's (computed by `compile`).
-fn publish_table_hash(metrics: &Metrics, table: &crate::routing::RoutingTable) {
-    metrics.table_hash.clear();
+/// Replaces the one `switchyard_table_hash` series by the live table's (computing its hash if
+/// nobody has yet). Called after each swap off the control thread, and before `/metrics` is
+/// encoded, so a scrape never shows a replaced table's hash; one caller at a time, so that the
+/// last to set it set the live table's.
+pub fn publish_table_hash(metrics: &Metrics, store: &Store) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let live = store.load();
+    // No table swapped in yet: no series.
+    if live.generation == 0 {
+        return;
+    }
     let labels = crate::metrics::HashLabels {
-        hash: crate::routing::digest::hex(table.hash()),
+        hash: crate::routing::digest::hex(live.table.hash()),
     };
+    metrics.table_hash.clear();
     metrics.table_hash.get_or_create(&labels).set(1);
 }
 
