@@ -28,6 +28,10 @@ use crate::routing::{RoutingTable, ServiceKey};
 
 pub type BackendKey = (ServiceKey, SocketAddr);
 
+/// The states of one service's backends, in its backend order; shared by the snapshots whose
+/// service is the same.
+pub type Row = Arc<[Arc<BackendState>]>;
+
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Metric handles resolved once per backend, so the hot path only touches atomics.
@@ -225,7 +229,7 @@ pub struct Registry {
     /// (a 10,000-app table has 100,000 backends). Each list is in its table's backend order.
     live: rustc_hash::FxHashMap<ServiceKey, Vec<(SocketAddr, Arc<BackendState>)>>,
     /// The services of the table last attached, in its order, with their rows of states.
-    last: Vec<(Arc<crate::routing::Service>, Arc<[Arc<BackendState>]>)>,
+    last: Vec<(Arc<crate::routing::Service>, Row)>,
     draining: HashMap<BackendKey, Arc<BackendState>>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
@@ -268,7 +272,7 @@ impl Registry {
     /// The work is the change's: the table is walked beside the last one attached (both are
     /// sorted by service key), and a service that is the same `Arc` in both (its app did not
     /// change, see `routing::compile::Cache`) keeps its row of states as it is.
-    pub fn attach(&mut self, table: &RoutingTable) -> Vec<Arc<[Arc<BackendState>]>> {
+    pub fn attach(&mut self, table: &RoutingTable) -> Vec<Row> {
         let mut left: Vec<(BackendKey, Arc<BackendState>)> = Vec::new();
         let mut states = Vec::with_capacity(table.services.len());
         let last = std::mem::take(&mut self.last);
@@ -334,7 +338,7 @@ impl Registry {
         &mut self,
         service: &crate::routing::Service,
         left: &mut Vec<(BackendKey, Arc<BackendState>)>,
-    ) -> Arc<[Arc<BackendState>]> {
+    ) -> Row {
         let old = self.live.remove(&service.key).unwrap_or_default();
         let mut taken = vec![false; old.len()];
         // A service with many backends is searched through a map, a small one in place.
