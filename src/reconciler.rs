@@ -13,7 +13,8 @@ use crate::cluster::{AppId, Applied, Cluster, ClusterUpdate};
 use crate::discovery::SourceEvent;
 use crate::metrics::Metrics;
 use crate::proxy::listeners::Listeners;
-use crate::routing::{CompileConfig, Problem, RoutingTable, compile};
+use crate::routing::compile::{Cache, compile_cached};
+use crate::routing::{CompileConfig, Problem, RoutingTable};
 use crate::snapshot::{Snapshot, Store};
 use crate::zone::{Verdicts, Zone, ZoneConfig};
 
@@ -149,6 +150,11 @@ pub struct Reconciler {
     /// A full snapshot has been applied.
     synced: bool,
     zone: ZoneBuilds,
+    /// Each app's compiled part, reused while the app is unchanged: an event compiles the apps
+    /// it touched (`routing::compile::Cache`).
+    compiled: Cache,
+    /// Apps whose agent names the next swap resolves (`None`: every app's).
+    unresolved: Option<BTreeSet<AppId>>,
     /// Called with the model of every swap once synced (the relay's feed, `relay::Relay::offer`);
     /// holding the model makes the next change copy it once.
     pub on_swap: Option<Box<dyn Fn(Arc<Cluster>) + Send>>,
@@ -219,6 +225,8 @@ impl Reconciler {
             maintenance: BTreeSet::new(),
             replies: Vec::new(),
             synced: false,
+            compiled: Cache::default(),
+            unresolved: None,
             on_swap: None,
             zone: {
                 let (done_tx, done_rx) = mpsc::channel(1);
@@ -616,6 +624,13 @@ impl Reconciler {
                 );
                 let full = matches!(update, ClusterUpdate::Snapshot(_))
                     || (mesos_snapshot && self.status.mesos_only.load(Ordering::Relaxed));
+                // Whose agent names may be new: the next swap resolves those (all, on a snapshot).
+                match &update {
+                    ClusterUpdate::Snapshot(_) => self.unresolved = None,
+                    ClusterUpdate::AppUpserted(app) => self.note_hosts(&app.id),
+                    ClusterUpdate::TaskStatus { app_id, .. } => self.note_hosts(app_id),
+                    _ => {}
+                }
                 if let Applied::Refetch(app) = Arc::make_mut(&mut self.cluster).apply(update) {
                     // Full: the periodic resync catches up.
                     let _ = self.refetch.try_send(app);
@@ -639,31 +654,34 @@ impl Reconciler {
         self.resolve_agents().await;
         self.refresh_overrides();
         let started = Instant::now();
-        let mut table = compile(&self.cluster, &self.config);
+        let mut table = compile_cached(&mut self.compiled, &self.cluster, &self.config);
         if self.misheld(&table) {
-            table = compile(&self.cluster, &self.config);
+            table = compile_cached(&mut self.compiled, &self.cluster, &self.config);
         }
         let compile_time = started.elapsed();
-        self.report_problems(&table);
         let states = self.registry.attach(&table);
-        *self.status.draining.lock().unwrap() = self.registry.draining_states();
         let limits = self.registry.attach_limits(&table);
         let previous = self.store.load_full();
-        let (added, removed) = diff(&previous.table, &table);
-        let routes_changed = route_changes(&previous.table, &table);
-        let problems_changed = previous.table.problems != table.problems;
         let generation = previous.generation + 1;
-        let services = table.services.len();
-        let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
+        let table = Arc::new(table);
         let snapshot = Snapshot {
             generation,
-            table: Arc::new(table),
+            table: table.clone(),
             dns: previous.dns.clone(),
             states,
             limits,
             created: SystemTime::now(),
         };
+        // Live from here: what follows records the swap and feeds what reads the table.
         self.store.publish(snapshot);
+        self.report_problems(&table);
+        *self.status.draining.lock().unwrap() = self.registry.draining_states();
+        let (added, removed) = diff(&previous.table, &table);
+        let routes_changed = route_changes(&previous.table, &table);
+        let problems_changed = previous.table.problems != table.problems;
+        let services = table.services.len();
+        let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
+        drop(table);
         if self.synced
             && let Some(on_swap) = &self.on_swap
         {
@@ -680,7 +698,10 @@ impl Reconciler {
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
         publish_route_weights(&self.metrics, &self.store.load().table);
-        publish_table_hash(&self.metrics, &self.store.load().table);
+        // The hash of a 50,000-app table takes longer than the rest of the swap: computed on the
+        // blocking pool, so that the next event does not wait for it.
+        let (metrics, store) = (self.metrics.clone(), self.store.clone());
+        tokio::task::spawn_blocking(move || publish_table_hash(&metrics, &store));
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }
@@ -771,12 +792,33 @@ impl Reconciler {
         });
     }
 
-    /// Resolves agent host names that are not IP addresses, once each, outside `compile`.
+    /// An app whose tasks' agent names the next swap looks at.
+    fn note_hosts(&mut self, app: &AppId) {
+        if let Some(apps) = &mut self.unresolved {
+            apps.insert(app.clone());
+        }
+    }
+
+    /// Resolves agent host names that are not IP addresses, once each, outside `compile`: those
+    /// of the apps changed since the last swap (every app's after a snapshot, and those that
+    /// failed to resolve are looked at again), not every task's on every event.
     async fn resolve_agents(&mut self) {
-        let wanted: BTreeSet<String> = self
-            .cluster
-            .apps
-            .values()
+        let apps = self.unresolved.replace(BTreeSet::new());
+        let looked: Vec<&Arc<crate::cluster::App>> = match &apps {
+            None => self.cluster.apps.values().collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.cluster.apps.get(id))
+                .collect(),
+        };
+        let pending: Vec<AppId> = looked
+            .into_iter()
+            .filter(|a| unresolved_host(a, &self.cluster.agents))
+            .map(|a| a.id.clone())
+            .collect();
+        let wanted: BTreeSet<String> = pending
+            .iter()
+            .filter_map(|id| self.cluster.apps.get(id))
             .flat_map(|a| a.tasks.values())
             .map(|t| &t.host)
             .chain(self.cluster.mesos.hosts())
@@ -797,6 +839,17 @@ impl Reconciler {
                 Ok(Err(e)) => tracing::debug!(host, "cannot resolve agent: {e}"),
                 Err(_) => tracing::debug!(host, "resolving agent timed out"),
             }
+        }
+        // Apps with a name still unresolved: tried again on the next swap, as before.
+        let still: Vec<AppId> = pending
+            .into_iter()
+            .filter(|id| {
+                let app = self.cluster.apps.get(id);
+                app.is_some_and(|a| unresolved_host(a, &self.cluster.agents))
+            })
+            .collect();
+        for id in still {
+            self.note_hosts(&id);
         }
     }
 
@@ -824,6 +877,17 @@ impl Reconciler {
     }
 }
 
+/// Whether a task of `app` runs on an agent named (not an address) and not resolved yet.
+fn unresolved_host(
+    app: &crate::cluster::App,
+    agents: &std::collections::HashMap<String, std::net::IpAddr>,
+) -> bool {
+    app.tasks
+        .values()
+        .map(|t| &t.host)
+        .any(|h| h.ip().is_none() && !h.is_empty() && !agents.contains_key(h.as_str()))
+}
+
 /// The same check, whatever its target.
 fn same_check(p: &crate::cluster::Probe, q: &crate::cluster::Probe) -> bool {
     // Every field named: a new one must be placed here or above (`target`).
@@ -844,12 +908,24 @@ fn same_check(p: &crate::cluster::Probe, q: &crate::cluster::Probe) -> bool {
         && p.grace == *grace
 }
 
-/// Replaces the one `switchyard_table_hash` series by the live table's (computed by `compile`).
-fn publish_table_hash(metrics: &Metrics, table: &crate::routing::RoutingTable) {
-    metrics.table_hash.clear();
+/// Replaces the one `switchyard_table_hash` series by the live table's (computing its hash if
+/// nobody has yet). Called after each swap off the control thread, and before `/metrics` is
+/// encoded, so a scrape never shows a replaced table's hash; one caller at a time, so that the
+/// last to set it set the live table's.
+pub fn publish_table_hash(metrics: &Metrics, store: &Store) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let live = store.load();
+    // No table swapped in yet: no series.
+    if live.generation == 0 {
+        return;
+    }
     let labels = crate::metrics::HashLabels {
-        hash: crate::routing::digest::hex(table.hash),
+        hash: crate::routing::digest::hex(live.table.hash()),
     };
+    metrics.table_hash.clear();
     metrics.table_hash.get_or_create(&labels).set(1);
 }
 

@@ -26,7 +26,8 @@ pub struct Snapshot {
     /// The DNS zone, built beside the table (it takes longer) and published when ready.
     pub dns: Option<Arc<crate::zone::Zone>>,
     /// `states[s][b]` is the state of backend `b` of service `s`.
-    pub states: Vec<Vec<Arc<BackendState>>>,
+    /// A row is shared with the previous snapshot while its service is unchanged.
+    pub states: Vec<Arc<[Arc<BackendState>]>>,
     /// `limits[s]`: the request limits of service `s` (`None`: it has none).
     pub limits: Vec<Option<Arc<crate::backends::limits::AppLimits>>>,
     pub created: SystemTime,

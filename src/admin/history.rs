@@ -255,7 +255,7 @@ impl History {
                     let deltas = service
                         .backends
                         .iter()
-                        .zip(states)
+                        .zip(states.iter())
                         .map(|(b, st)| {
                             let key = (service.key.clone(), b.addr);
                             let delta = delta_of(&key, st);

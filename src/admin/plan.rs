@@ -268,7 +268,7 @@ pub fn apply(cluster: &Cluster, apps: Vec<App>) -> (Cluster, Vec<PlannedApp>) {
             replaces: live.is_some(),
             kept_tasks,
         });
-        next.apps.insert(app.id.clone(), app);
+        next.apps.insert(app.id.clone(), std::sync::Arc::new(app));
     }
     (next, planned)
 }
@@ -309,8 +309,8 @@ pub fn plan(
         breaking.push(format!("{id}: the definition is refused: {reason}"));
     }
     Ok(Plan {
-        table_hash_before: digest::hex(before.hash),
-        table_hash_after: digest::hex(after.hash),
+        table_hash_before: digest::hex(before.hash()),
+        table_hash_after: digest::hex(after.hash()),
         apps,
         changes,
         rejected: parsed.rejected,
@@ -326,7 +326,7 @@ mod tests {
     fn cluster(apps: Vec<App>) -> Cluster {
         let mut c = Cluster::default();
         for a in apps {
-            c.apps.insert(a.id.clone(), a);
+            c.apps.insert(a.id.clone(), std::sync::Arc::new(a));
         }
         c
     }

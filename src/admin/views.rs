@@ -393,7 +393,7 @@ pub(super) fn routes<'a>(
             backends: s
                 .backends
                 .iter()
-                .zip(states)
+                .zip(states.iter())
                 .map(|(b, st)| BackendView::new(&b.task_id, st))
                 .collect(),
             draining: draining_of(&s.key),
@@ -454,7 +454,7 @@ pub(super) fn routes<'a>(
         draining,
         routes,
         generation: snapshot.generation,
-        table_hash: crate::routing::digest::hex(snapshot.table.hash),
+        table_hash: crate::routing::digest::hex(snapshot.table.hash()),
         created_unix_ms: unix_ms(snapshot.created),
         ready: status.ready.load(Ordering::Relaxed),
         source_connected: status.connected.load(Ordering::Relaxed)
@@ -554,7 +554,7 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
                 "weight_from": m.weight_from.as_str(),
                 "balance": s.balancer.kind(),
                 // As `/v1/routes` shows them: a request only goes to an `up` one.
-                "backends": s.backends.iter().zip(&snapshot.states[m.service])
+                "backends": s.backends.iter().zip(snapshot.states[m.service].iter())
                     .map(|(b, st)| BackendView::new(&b.task_id, st))
                     .collect::<Vec<_>>(),
                 "acl": !s.http.acl.is_empty(),

@@ -28,6 +28,10 @@ use crate::routing::{RoutingTable, ServiceKey};
 
 pub type BackendKey = (ServiceKey, SocketAddr);
 
+/// The states of one service's backends, in its backend order; shared by the snapshots whose
+/// service is the same.
+pub type Row = Arc<[Arc<BackendState>]>;
+
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Metric handles resolved once per backend, so the hot path only touches atomics.
@@ -224,6 +228,8 @@ pub struct Registry {
     /// The live backends, by service: one lookup per service on a swap, not one per backend
     /// (a 10,000-app table has 100,000 backends). Each list is in its table's backend order.
     live: rustc_hash::FxHashMap<ServiceKey, Vec<(SocketAddr, Arc<BackendState>)>>,
+    /// The services of the table last attached, in its order, with their rows of states.
+    last: Vec<(Arc<crate::routing::Service>, Row)>,
     draining: HashMap<BackendKey, Arc<BackendState>>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
@@ -235,6 +241,7 @@ impl Registry {
     pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration) -> Registry {
         Registry {
             live: Default::default(),
+            last: Vec::new(),
             draining: HashMap::new(),
             metrics,
             drain_timeout,
@@ -261,70 +268,43 @@ impl Registry {
 
     /// The states for every backend of `table`, service by service, in table order. Backends
     /// that left the table start draining; drained ones with no connection left are forgotten.
-    pub fn attach(&mut self, table: &RoutingTable) -> Vec<Vec<Arc<BackendState>>> {
-        let mut live = rustc_hash::FxHashMap::default();
-        live.reserve(self.live.len());
+    ///
+    /// The work is the change's: the table is walked beside the last one attached (both are
+    /// sorted by service key), and a service that is the same `Arc` in both (its app did not
+    /// change, see `routing::compile::Cache`) keeps its row of states as it is.
+    pub fn attach(&mut self, table: &RoutingTable) -> Vec<Row> {
         let mut left: Vec<(BackendKey, Arc<BackendState>)> = Vec::new();
         let mut states = Vec::with_capacity(table.services.len());
+        let last = std::mem::take(&mut self.last);
+        let mut last = last.into_iter().peekable();
+        let mut next = Vec::with_capacity(table.services.len());
         for service in &table.services {
-            let old = self.live.remove(&service.key).unwrap_or_default();
-            let mut taken = vec![false; old.len()];
-            // A service with many backends is searched through a map, a small one in place.
-            let index: Option<rustc_hash::FxHashMap<SocketAddr, usize>> = (old.len() > 16)
-                .then(|| old.iter().enumerate().map(|(i, (a, _))| (*a, i)).collect());
-            let mut kept: Vec<(SocketAddr, Arc<BackendState>)> =
-                Vec::with_capacity(service.backends.len());
-            let mut row = Vec::with_capacity(service.backends.len());
-            for (i, b) in service.backends.iter().enumerate() {
-                // Two tasks on one address share its key, so its state (they are adjacent:
-                // `compile` sorts backends by address).
-                if let Some((addr, state)) = kept.last()
-                    && *addr == b.addr
-                {
-                    row.push(state.clone());
-                    continue;
+            // Services of the last table before this one: gone from the table.
+            while let Some((old, _)) = last.peek() {
+                if old.key >= service.key {
+                    break;
                 }
-                // Mostly the same backends in the same order: the same position first.
-                let at = match old.get(i) {
-                    Some((addr, _)) if *addr == b.addr => Some(i),
-                    _ => match &index {
-                        Some(index) => index.get(&b.addr).copied(),
-                        None => old.iter().position(|(addr, _)| *addr == b.addr),
-                    },
-                };
-                let state = match at {
-                    Some(at) if !taken[at] => {
-                        taken[at] = true;
-                        old[at].1.clone()
-                    }
-                    _ => {
-                        let key = (service.key.clone(), b.addr);
-                        match kept.iter().find(|(addr, _)| *addr == b.addr) {
-                            Some((_, state)) => state.clone(),
-                            None => self.undrain(&key).unwrap_or_else(|| self.create(&key)),
-                        }
-                    }
-                };
-                kept.push((b.addr, state.clone()));
-                row.push(state);
+                let (old, _) = last.next().expect("peeked");
+                self.leave(&old.key, &mut left);
             }
-            for ((addr, state), taken) in old.into_iter().zip(taken) {
-                if !taken {
-                    left.push(((service.key.clone(), addr), state));
+            let same = last
+                .peek()
+                .is_some_and(|(old, _)| Arc::ptr_eq(old, service));
+            let row = if same {
+                last.next().expect("peeked").1
+            } else {
+                if last.peek().is_some_and(|(old, _)| old.key == service.key) {
+                    last.next();
                 }
-            }
-            if !kept.is_empty() {
-                live.insert(service.key.clone(), kept);
-            }
+                self.attach_service(service, &mut left)
+            };
+            next.push((service.clone(), row.clone()));
             states.push(row);
         }
-        // Services no longer in the table: all their backends leave.
-        for (key, gone) in std::mem::replace(&mut self.live, live) {
-            left.extend(
-                gone.into_iter()
-                    .map(|(addr, state)| ((key.clone(), addr), state)),
-            );
+        for (old, _) in last {
+            self.leave(&old.key, &mut left);
         }
+        self.last = next;
         let deadline = Instant::now() + self.drain_timeout;
         for (key, state) in left {
             state.start_draining(deadline);
@@ -340,6 +320,75 @@ impl Registry {
             !gone
         });
         states
+    }
+
+    /// A service no longer in the table: all its backends leave.
+    fn leave(&mut self, key: &ServiceKey, left: &mut Vec<(BackendKey, Arc<BackendState>)>) {
+        if let Some(gone) = self.live.remove(key) {
+            left.extend(
+                gone.into_iter()
+                    .map(|(addr, state)| ((key.clone(), addr), state)),
+            );
+        }
+    }
+
+    /// The states of a service that is new or changed: its backends matched with the live ones
+    /// of its key by address; those not matched leave.
+    fn attach_service(
+        &mut self,
+        service: &crate::routing::Service,
+        left: &mut Vec<(BackendKey, Arc<BackendState>)>,
+    ) -> Row {
+        let old = self.live.remove(&service.key).unwrap_or_default();
+        let mut taken = vec![false; old.len()];
+        // A service with many backends is searched through a map, a small one in place.
+        let index: Option<rustc_hash::FxHashMap<SocketAddr, usize>> =
+            (old.len() > 16).then(|| old.iter().enumerate().map(|(i, (a, _))| (*a, i)).collect());
+        let mut kept: Vec<(SocketAddr, Arc<BackendState>)> =
+            Vec::with_capacity(service.backends.len());
+        let mut row = Vec::with_capacity(service.backends.len());
+        for (i, b) in service.backends.iter().enumerate() {
+            // Two tasks on one address share its key, so its state (they are adjacent:
+            // `compile` sorts backends by address).
+            if let Some((addr, state)) = kept.last()
+                && *addr == b.addr
+            {
+                row.push(state.clone());
+                continue;
+            }
+            // Mostly the same backends in the same order: the same position first.
+            let at = match old.get(i) {
+                Some((addr, _)) if *addr == b.addr => Some(i),
+                _ => match &index {
+                    Some(index) => index.get(&b.addr).copied(),
+                    None => old.iter().position(|(addr, _)| *addr == b.addr),
+                },
+            };
+            let state = match at {
+                Some(at) if !taken[at] => {
+                    taken[at] = true;
+                    old[at].1.clone()
+                }
+                _ => {
+                    let key = (service.key.clone(), b.addr);
+                    match kept.iter().find(|(addr, _)| *addr == b.addr) {
+                        Some((_, state)) => state.clone(),
+                        None => self.undrain(&key).unwrap_or_else(|| self.create(&key)),
+                    }
+                }
+            };
+            kept.push((b.addr, state.clone()));
+            row.push(state);
+        }
+        for ((addr, state), taken) in old.into_iter().zip(taken) {
+            if !taken {
+                left.push(((service.key.clone(), addr), state));
+            }
+        }
+        if !kept.is_empty() {
+            self.live.insert(service.key.clone(), kept);
+        }
+        row.into()
     }
 
     pub fn draining(&self) -> usize {

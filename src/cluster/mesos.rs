@@ -190,7 +190,10 @@ impl MesosState {
     /// name and route, not [`MesosState::own_tasks`]. Empty without Mesos tasks (no Mesos
     /// source, or none yet): then no set of every Marathon task is built, on every zone build
     /// and compile.
-    pub fn owned_by_marathon(&self, apps: &BTreeMap<super::AppId, App>) -> HashSet<TaskId> {
+    pub fn owned_by_marathon(
+        &self,
+        apps: &BTreeMap<super::AppId, std::sync::Arc<App>>,
+    ) -> HashSet<TaskId> {
         if self.tasks.is_empty() {
             return HashSet::new();
         }

@@ -16,7 +16,10 @@ pub type TaskId = Arc<str>;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Cluster {
-    pub apps: BTreeMap<AppId, App>,
+    /// Each app behind its own pointer: a change to one app copies that app alone (the model is
+    /// shared with a DNS zone build or the relay while they read it), and an app that did not
+    /// change keeps its pointer, which `routing::compile::Cache` recognizes it by.
+    pub apps: BTreeMap<AppId, Arc<App>>,
     /// Agent host names resolved outside `compile` (which stays pure): name → address.
     pub agents: HashMap<String, IpAddr>,
     /// The newest of the source's timestamps (milliseconds since the epoch, the source's
@@ -283,9 +286,18 @@ impl Cluster {
                 let mut old = std::mem::take(&mut self.apps);
                 for mut app in apps {
                     self.newest_ms = self.newest_ms.max(newest_of(&app));
-                    if let Some(previous) = old.remove(&app.id) {
-                        keep_last_health(&mut app, &previous);
-                    }
+                    let app = match old.remove(&app.id) {
+                        Some(previous) => {
+                            keep_last_health(&mut app, &previous);
+                            // A resync that repeats an app keeps the app's pointer.
+                            if *previous == app {
+                                previous
+                            } else {
+                                Arc::new(app)
+                            }
+                        }
+                        None => Arc::new(app),
+                    };
                     self.apps.insert(app.id.clone(), app);
                 }
             }
@@ -293,8 +305,11 @@ impl Cluster {
                 self.newest_ms = self.newest_ms.max(newest_of(&app));
                 if let Some(previous) = self.apps.get(&app.id) {
                     keep_last_health(&mut app, previous);
+                    if **previous == app {
+                        return Applied::Done;
+                    }
                 }
-                self.apps.insert(app.id.clone(), app);
+                self.apps.insert(app.id.clone(), Arc::new(app));
             }
             ClusterUpdate::AppRemoved { id, at_ms } => {
                 self.newest_ms = self.newest_ms.max(at_ms);
@@ -302,7 +317,7 @@ impl Cluster {
             }
             ClusterUpdate::TaskStatus { app_id, mut task } => {
                 self.newest_ms = self.newest_ms.max(task.changed_ms);
-                let Some(app) = self.apps.get_mut(&app_id) else {
+                let Some(app) = self.apps.get_mut(&app_id).map(Arc::make_mut) else {
                     return Applied::Refetch(app_id);
                 };
                 if let Some(seen) = self.mesos.tasks.get(&task.id) {
@@ -334,7 +349,7 @@ impl Cluster {
                 task_id,
                 alive,
             } => {
-                let Some(app) = self.apps.get_mut(&app_id) else {
+                let Some(app) = self.apps.get_mut(&app_id).map(Arc::make_mut) else {
                     return Applied::Refetch(app_id);
                 };
                 if alive && app.health_checks > 1 {
@@ -350,7 +365,7 @@ impl Cluster {
                 instance_id,
                 healthy,
             } => {
-                let Some(app) = self.apps.get_mut(&app_id) else {
+                let Some(app) = self.apps.get_mut(&app_id).map(Arc::make_mut) else {
                     return Applied::Refetch(app_id);
                 };
                 for task in app.tasks.values_mut() {
@@ -386,9 +401,27 @@ impl Cluster {
                     .collect();
                 let newest = m.tasks.values().map(|t| t.changed_ms).max().unwrap_or(0);
                 self.newest_ms = self.newest_ms.max(newest);
-                // Marathon's tasks that Mesos knows fresher (one pass over Marathon's tasks).
+                // Marathon's tasks that Mesos knows fresher (one pass over Marathon's tasks); an
+                // app is copied only when one of its tasks changes.
                 for app in self.apps.values_mut() {
-                    app.tasks.retain(|id, task| {
+                    let stale = app.tasks.iter().any(|(id, task)| {
+                        m.tasks.get(id).is_some_and(|seen| {
+                            let marathon = mesos::Seen {
+                                state: &task.state,
+                                changed_ms: task.changed_ms,
+                            };
+                            let other = mesos::Seen {
+                                state: &seen.state,
+                                changed_ms: seen.changed_ms,
+                            };
+                            mesos::fresher(marathon, other) == mesos::Side::Mesos
+                                && (task.state != seen.state || task.changed_ms != seen.changed_ms)
+                        })
+                    });
+                    if !stale {
+                        continue;
+                    }
+                    Arc::make_mut(app).tasks.retain(|id, task| {
                         let Some(seen) = m.tasks.get(id) else {
                             return true;
                         };
@@ -456,7 +489,7 @@ impl Cluster {
     /// fresher ([`mesos::fresher`]); a terminal one removes it, as Marathon's own would.
     fn mesos_task_state(&mut self, id: &TaskId, state: &TaskState, changed_ms: u64) {
         for app in self.apps.values_mut() {
-            let Some(task) = app.tasks.get_mut(id) else {
+            let Some(task) = app.tasks.get(id) else {
                 continue;
             };
             let marathon = mesos::Seen {
@@ -465,9 +498,13 @@ impl Cluster {
             };
             let other = mesos::Seen { state, changed_ms };
             if mesos::fresher(marathon, other) == mesos::Side::Mesos {
+                // Copied (when shared) only now that it changes.
+                let app = Arc::make_mut(app);
                 if state.is_live() {
-                    task.state = state.clone();
-                    task.changed_ms = changed_ms;
+                    if let Some(task) = app.tasks.get_mut(id) {
+                        task.state = state.clone();
+                        task.changed_ms = changed_ms;
+                    }
                 } else {
                     app.tasks.remove(id);
                 }

@@ -4,6 +4,7 @@ use super::changes::backend_ids;
 use super::*;
 use crate::cluster::fixtures::{app, task};
 use crate::cluster::names::LabelRule;
+use crate::routing::compile;
 use crate::zone::IpSource;
 
 /// A reconciler over apps without service ports (no listener is bound), with `debounce`.

@@ -11,7 +11,10 @@ fn app(id: &str, vhost: &str) -> App {
 
 fn cluster(apps: Vec<App>) -> Arc<Cluster> {
     Arc::new(Cluster {
-        apps: apps.into_iter().map(|a| (a.id.clone(), a)).collect(),
+        apps: apps
+            .into_iter()
+            .map(|a| (a.id.clone(), Arc::new(a)))
+            .collect(),
         ..Cluster::default()
     })
 }

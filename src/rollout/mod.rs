@@ -255,7 +255,7 @@ fn samples(snapshot: &Snapshot, service: usize) -> Window {
     };
     s.backends
         .iter()
-        .zip(states)
+        .zip(states.iter())
         .map(|(b, st)| {
             let m = &st.metrics;
             // A connection the backend refused counts as a 5xx answer: the canary failed it,

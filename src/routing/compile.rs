@@ -92,7 +92,115 @@ impl CompileConfig {
     }
 }
 
+/// Compiles `cluster` from scratch.
 pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
+    compile_cached(&mut Cache::default(), cluster, config)
+}
+
+/// What `compile` made of each app, kept from one compile to the next so that a change to one
+/// app compiles that app alone: its labels read, its backends found, its services built (and
+/// shared, behind their `Arc`, by every table they are in). The table is the one `compile`
+/// builds from scratch — the same services, routes, problems and hash — because an app's part
+/// is a function of the app and of what the cache checks before reusing it: the configuration
+/// (a different one empties the cache), the resolved agents (likewise), the app's maintenance
+/// switch and IP-per-task ports. What depends on other apps (port claims, routes, vhosts,
+/// VIPs, the hash) is decided again on every compile, from the parts.
+#[derive(Default)]
+pub struct Cache {
+    /// The configuration and agents the parts were compiled with.
+    context: Option<(String, std::collections::HashMap<String, IpAddr>)>,
+    apps: HashMap<crate::cluster::AppId, Part>,
+    /// Bumped every compile; parts not visited by the last one are dropped.
+    epoch: u64,
+    /// Apps compiled (not reused) by the last compile.
+    pub recompiled: usize,
+}
+
+/// One app's part of the table, and what it was compiled from.
+struct Part {
+    app: std::sync::Arc<App>,
+    maintenance: bool,
+    assigned: Vec<Option<u16>>,
+    epoch: u64,
+    notices: Vec<Problem>,
+    ports: Vec<PortPart>,
+}
+
+/// One app port's part: what it says before any port is claimed, and what it serves once its
+/// ports are.
+struct PortPart {
+    /// Problems found before claiming ports.
+    early: Vec<Problem>,
+    /// `None`: not served, whatever the claims.
+    claim: Option<ClaimPart>,
+}
+
+struct ClaimPart {
+    key: ServiceKey,
+    ip: IpAddr,
+    service_port: u16,
+    group: Option<String>,
+    alt: Option<u16>,
+    /// The UDP service of a `udp` or `udp,tcp` port with a service port, and its backends'
+    /// problems (said by the UDP side only for a `udp` port).
+    udp: Option<(std::sync::Arc<Service>, Vec<Problem>)>,
+    /// `None` for a `udp` port.
+    tcp: Option<TcpPart>,
+}
+
+struct TcpPart {
+    /// Built with its service port listened on, as it is unless another app holds the port.
+    service: std::sync::Arc<Service>,
+    /// Its backends' problems and the health-check port's, said once it is served.
+    late: Vec<Problem>,
+    hosts: std::sync::Arc<[String]>,
+    paths: std::sync::Arc<[String]>,
+    ignore_case: bool,
+    weight: i64,
+    ssl_certs: Vec<std::path::PathBuf>,
+    sni_rules: bool,
+}
+
+/// What the cache's parts depend on in the configuration (weight overrides and maintenance
+/// are read per compile), as text.
+fn context_of(config: &CompileConfig) -> String {
+    let CompileConfig {
+        group,
+        serve_ungrouped,
+        strict_mode,
+        bind,
+        reserved,
+        default_app: _,
+        weight_overrides: _,
+        maintenance: _,
+        vip,
+        health,
+        ip_per_task_ports,
+    } = config;
+    format!(
+        "{group:?} {serve_ungrouped} {strict_mode} {bind} {reserved:?} {vip:?} {health:?} {ip_per_task_ports:?}"
+    )
+}
+
+/// Compiles `cluster`, reusing from `cache` the parts of apps that did not change; gives the
+/// table [`compile`] gives.
+pub fn compile_cached(
+    cache: &mut Cache,
+    cluster: &Cluster,
+    config: &CompileConfig,
+) -> RoutingTable {
+    let context = context_of(config);
+    let same = cache
+        .context
+        .as_ref()
+        .is_some_and(|(c, agents)| *c == context && *agents == cluster.agents);
+    if !same {
+        cache.apps.clear();
+        cache.context = Some((context, cluster.agents.clone()));
+    }
+    cache.epoch += 1;
+    cache.recompiled = 0;
+    let epoch = cache.epoch;
     let mut table = RoutingTable::default();
     let mut entries: Vec<Entries> = Vec::new();
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
@@ -117,205 +225,86 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
     let assigned = super::ip_per_task::assign(cluster, min, max, &own);
     for app in cluster.apps.values() {
-        for reason in known_labels::app_notices(&app.labels, app.ports.len()) {
-            table.problems.push(Problem {
-                app_id: app.id.clone(),
-                port_index: None,
-                severity: Severity::Ignored,
-                reason,
-            });
+        let maintenance = config.maintenance.contains(&app.id);
+        let app_assigned: Vec<Option<u16>> = if app.assign_service_ports {
+            (0..app.ports.len())
+                .map(|n| assigned.get(&(app.id.clone(), n)).copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let reusable = match cache.apps.get_mut(&app.id) {
+            Some(part) if part.maintenance == maintenance && part.assigned == app_assigned => {
+                if std::sync::Arc::ptr_eq(&part.app, app) {
+                    true
+                } else if *part.app == **app {
+                    // The same app read again: its pointer is the one to recognize next time.
+                    part.app = app.clone();
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if !reusable {
+            cache.recompiled += 1;
+            let part = compile_app(cluster, app, config, maintenance, app_assigned);
+            cache.apps.insert(app.id.clone(), part);
         }
-        for (n, port) in app.ports.iter().enumerate() {
-            let mut problem = |severity, reason: String| {
+        let part = cache.apps.get_mut(&app.id).expect("inserted above");
+        part.epoch = epoch;
+        table.problems.extend(part.notices.iter().cloned());
+        for port in &part.ports {
+            table.problems.extend(port.early.iter().cloned());
+            let Some(c) = &port.claim else {
+                continue;
+            };
+            let problem = |table: &mut RoutingTable, reason: String| {
                 table.problems.push(Problem {
                     app_id: app.id.clone(),
-                    port_index: Some(n),
-                    severity,
+                    port_index: Some(c.key.port_index),
+                    severity: Severity::Skipped,
                     reason,
                 });
             };
-            let labels = match labels::read(&app.labels, n) {
-                Ok(l) => l,
-                Err(reason) => {
-                    problem(Severity::Skipped, reason);
-                    continue;
-                }
-            };
-            for notice in &labels.notices {
-                problem(Severity::Ignored, notice.clone());
-            }
-            let mode = labels::mode(&labels, &app.checks, n);
-            let (mut edge, findings) = super::edge::read(&app.labels, n);
-            edge.maintenance |= config.maintenance.contains(&app.id);
-            for notice in findings.ignored {
-                problem(Severity::Ignored, notice);
-            }
-            if let Some(reason) = findings.skip {
-                problem(Severity::Skipped, reason);
-                continue;
-            }
-            // A tcp port cannot answer with a page: in maintenance it is not served at all.
-            if mode != Mode::Http && edge.maintenance {
-                problem(
-                    Severity::Skipped,
-                    format!(
-                        "SWITCHYARD_{n}_MAINTENANCE on a tcp port: it cannot answer with a page, \
-                         so the port is not served until maintenance ends"
-                    ),
-                );
-                continue;
-            }
-            if mode != Mode::Http && edge != super::edge::Edge::default() {
-                let connect_only = super::edge::Edge {
-                    timeouts: super::edge::Timeouts {
-                        connect: edge.timeouts.connect,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                if edge != connect_only {
-                    problem(
-                        Severity::Ignored,
-                        format!(
-                            "SWITCHYARD_{n}_ limits, header rules, error pages, maintenance and \
-                             response/tunnel timeouts apply in HTTP mode; this port is tcp, \
-                             ignored (CONNECT_TIMEOUT and TCP_IDLE_TIMEOUT apply)"
-                        ),
-                    );
-                }
-            }
-            let edge = std::sync::Arc::new(edge);
-            if !config.serves(labels.groups.as_deref()) {
-                continue;
-            }
-            if config.strict_mode && labels.enabled != Some(true) {
-                continue;
-            }
-            if labels.enabled == Some(false) {
-                continue;
-            }
-            // A tcp-mode service port relays bytes and cannot ask for credentials: serving it
-            // (or only its vhosts) would leave the port open. Never open: not served.
-            if labels.auth.is_some() && mode != Mode::Http {
-                problem(
-                    Severity::Skipped,
-                    format!(
-                        "HAPROXY_{n}_AUTH needs HAPROXY_{n}_MODE=http: a tcp port cannot ask \
-                         for credentials, so the port is not served"
-                    ),
-                );
-                continue;
-            }
-            let connection =
-                match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty()) {
-                    Ok(connection) => connection,
-                    Err(reason) => {
-                        problem(Severity::Skipped, reason);
-                        continue;
+            let (ip, service_port, group) = (c.ip, c.service_port, &c.group);
+            if let Some((udp, late)) = &c.udp {
+                let claims = claimed_udp.entry(service_port).or_default();
+                match claims.iter().find(|(held, _, _)| overlaps(*held, ip)) {
+                    Some((_, owner, _)) => {
+                        let reason = if &*owner.app_id == "switchyard" {
+                            format!(
+                                "UDP service port {service_port} collides with switchyard's \
+                                 own listener"
+                            )
+                        } else {
+                            format!(
+                                "UDP service port {service_port} is already taken by {owner} \
+                                 (UDP ports are not shared, not even by a deployment group)"
+                            )
+                        };
+                        problem(&mut table, reason);
                     }
-                };
-            let key = ServiceKey {
-                app_id: app.id.clone(),
-                port_index: n,
-            };
-            // The service port (and a blue-green alternate port): none assigned, or taken, leaves
-            // the app port served by vhost only.
-            let group = labels.deployment.group.clone();
-            let ip = labels.bind_addr.unwrap_or(config.bind);
-            let mut service_port = labels.port.unwrap_or(port.service_port);
-            if app.assign_service_ports && labels.port.is_none() {
-                match assigned.get(&(app.id.clone(), n)) {
-                    Some(&p) => service_port = p,
-                    None if !app.tasks.is_empty() => problem(
-                        Severity::Skipped,
-                        format!("no service port: the IP-per-task range {min}-{max} is used up"),
-                    ),
-                    None => {}
-                }
-            }
-            // `udp` and `udp,tcp` ports: a UDP service on the service port, relayed per client
-            // flow as UDP VIPs are (`proxy::udp`); a `udp,tcp` port gets its TCP service too.
-            if port.protocol != Protocol::Tcp {
-                let udp_only = port.protocol == Protocol::Udp;
-                // No service port: nothing to listen on (UDP has no vhosts; VIPs are apart).
-                if service_port != 0 {
-                    let udp_key = ServiceKey {
-                        app_id: format!("udp:{}", app.id).into(),
-                        port_index: n,
-                    };
-                    let claims = claimed_udp.entry(service_port).or_default();
-                    match claims.iter().find(|(held, _, _)| overlaps(*held, ip)) {
-                        Some((_, owner, _)) => {
-                            let reason = if &*owner.app_id == "switchyard" {
-                                format!(
-                                    "UDP service port {service_port} collides with switchyard's \
-                                     own listener"
-                                )
-                            } else {
-                                format!(
-                                    "UDP service port {service_port} is already taken by {owner} \
-                                     (UDP ports are not shared, not even by a deployment group)"
-                                )
-                            };
-                            problem(Severity::Skipped, reason);
-                        }
-                        None => {
-                            claims.push((ip, udp_key.clone(), group.clone()));
-                            // A `udp,tcp` port's task problems are said once, by its TCP side.
-                            let backends = if udp_only {
-                                backends(cluster, app, n, &mut problem)
-                            } else {
-                                backends(cluster, app, n, &mut |_, _| {})
-                            };
-                            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-                            table.services.push(Service {
-                                held_back: app
-                                    .tasks
-                                    .values()
-                                    .filter_map(|t| {
-                                        Some((t.id.clone(), t.held_back(app.health_checks)?))
-                                    })
-                                    .collect(),
-                                vhosts: Vec::new(),
-                                upstream_h2: false,
-                                tcp_idle_timeout: None,
-                                edge: Default::default(),
-                                connection: Default::default(),
-                                // Probes are TCP or HTTP: nothing to probe a UDP port with.
-                                probe: None,
-                                weight: None,
-                                canary: None,
-                                rollout: None,
-                                deployment: labels.deployment.clone(),
-                                key: udp_key,
-                                listen: Some(SocketAddr::new(ip, service_port)),
-                                service_port,
-                                mode: Mode::Udp,
-                                balancer: Balancer::with_ids(
-                                    labels.balance,
-                                    &weights,
-                                    &ids(&backends),
-                                ),
-                                backends,
-                                http: HttpOptions::default(),
-                            });
-                        }
+                    None => {
+                        claims.push((ip, udp.key.clone(), group.clone()));
+                        table.problems.extend(late.iter().cloned());
+                        table.services.push(udp.clone());
                     }
                 }
-                if udp_only {
-                    continue;
-                }
             }
+            let Some(tcp) = &c.tcp else {
+                continue;
+            };
             let mut listens = Vec::new();
-            let alt = labels.deployment.alt_port.filter(|&p| p != service_port);
-            for (i, wanted) in [service_port].into_iter().chain(alt).enumerate() {
+            for (i, wanted) in [service_port].into_iter().chain(c.alt).enumerate() {
                 if wanted == 0 {
                     continue;
                 }
                 let claims = claimed.entry(wanted).or_default();
                 let holder = claims
                     .iter()
-                    .find(|(held, _, g)| overlaps(*held, ip) && (g.is_none() || *g != group));
+                    .find(|(held, _, g)| overlaps(*held, ip) && (g.is_none() || g != group));
                 match holder {
                     Some((_, owner, _)) => {
                         let what = if i == 0 {
@@ -328,10 +317,10 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                         } else {
                             format!("{what} {wanted} is already taken by {owner}")
                         };
-                        problem(Severity::Skipped, reason);
+                        problem(&mut table, reason);
                     }
                     None => {
-                        claims.push((ip, key.clone(), group.clone()));
+                        claims.push((ip, c.key.clone(), group.clone()));
                         listens.push(SocketAddr::new(ip, wanted));
                     }
                 }
@@ -340,106 +329,30 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
                 .first()
                 .copied()
                 .filter(|a| a.port() == service_port);
-            if listens.is_empty() && labels.vhosts.is_empty() {
+            if listens.is_empty() && tcp.hosts.is_empty() {
                 continue; // nothing to listen on and no vhost: not served
             }
-            table
-                .ssl_certs
-                .extend(labels.ssl_certs.iter().map(std::path::PathBuf::from));
-            table.sni_rules |= connection.tls_passthrough || connection.client_ca.is_some();
-            let mut backends = backends(cluster, app, n, &mut problem);
-            // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
-            // port of that index, with that port's check.
-            let mut probe_port = n;
-            if let Some(k) = labels.healthcheck_port_index.filter(|&k| k != n) {
-                if k < app.ports.len() {
-                    probe_port = k;
-                    for b in &mut backends {
-                        b.probe_addr = app
-                            .tasks
-                            .get(&b.task_id)
-                            .and_then(|t| backend_addr(cluster, app, k, t).ok());
-                    }
-                } else {
-                    // marathon_lb.py, get_backend_port: "if its value is nonsense simply return
-                    // the app port".
-                    problem(
-                        Severity::Ignored,
-                        format!(
-                            "HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX={k}: the app has no port \
-                             {k}; the port's own check is used"
-                        ),
-                    );
-                }
-            }
-            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-            let vhosts = labels
-                .vhosts
-                .iter()
-                .flat_map(|h| {
-                    let paths = if labels.paths.is_empty() {
-                        vec![String::new()]
-                    } else {
-                        labels.paths.clone()
-                    };
-                    let ci = if labels.paths_ignore_case && !labels.paths.is_empty() {
-                        " (-i)"
-                    } else {
-                        ""
-                    };
-                    paths.into_iter().map(move |p| format!("{h}{p}{ci}"))
-                })
-                .collect();
-            let rewrite = labels.rewrite.clone().map(|r| {
-                std::sync::Arc::new(crate::routing::Rewrite {
-                    hosts: labels.vhosts.clone(),
-                    ..r
-                })
-            });
+            table.ssl_certs.extend(tcp.ssl_certs.iter().cloned());
+            table.sni_rules |= tcp.sni_rules;
+            table.problems.extend(tcp.late.iter().cloned());
             entries.push(Entries {
-                key: key.clone(),
+                key: c.key.clone(),
                 listens,
-                hosts: labels.vhosts,
-                paths: labels.paths,
-                ignore_case: labels.paths_ignore_case,
-                weight: labels.backend_weight,
+                hosts: tcp.hosts.clone(),
+                paths: tcp.paths.clone(),
+                ignore_case: tcp.ignore_case,
+                weight: tcp.weight,
             });
-            table.services.push(Service {
-                held_back: app
-                    .tasks
-                    .values()
-                    .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
-                    .collect(),
-                vhosts,
-                upstream_h2: labels.upstream_h2,
-                tcp_idle_timeout: labels.tcp_idle_timeout,
-                edge,
-                connection,
-                probe: config
-                    .health
-                    .as_ref()
-                    .and_then(|h| h.probe(&app.probes, probe_port)),
-                weight: labels.weight,
-                canary: labels.canary_header,
-                rollout: labels.rollout,
-                deployment: labels.deployment,
-                key,
-                listen,
-                service_port,
-                mode,
-                balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
-                backends,
-                http: HttpOptions {
-                    redirect_to_https: labels.redirect_to_https,
-                    hsts: labels.hsts,
-                    sticky: labels.sticky,
-                    acl: labels.acl,
-                    auth: labels.auth,
-                    rewrite,
-                },
-            });
+            // Another app holds its service port: this table's copy does not listen there.
+            let service = if tcp.service.listen == listen {
+                tcp.service.clone()
+            } else {
+                std::sync::Arc::new(tcp.service.relisten(listen))
+            };
+            table.services.push(service);
         }
     }
+    cache.apps.retain(|_, part| part.epoch == epoch);
     if let Some(vip) = &config.vip {
         let health = config.health.as_ref();
         vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
@@ -474,7 +387,7 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
             entry.paths.iter().map(String::as_str).collect()
         };
         let ignore_case = entry.ignore_case && !entry.paths.is_empty();
-        for host in &entry.hosts {
+        for host in entry.hosts.iter() {
             for prefix in &prefixes {
                 let key = (host.clone(), prefix.to_string(), ignore_case);
                 let (weight, services) = vhosts.entry(key).or_insert((entry.weight, Vec::new()));
@@ -534,8 +447,359 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
         .default_app
         .as_deref()
         .and_then(|id| table.by_app_id.get(id).copied());
-    table.hash = super::digest::table_hash(&table, config.bind);
+    table.compiled_bind = Some(config.bind);
     table
+}
+
+/// One app's part of the table: its labels read, backends found and services built, as far as
+/// they do not depend on other apps.
+fn compile_app(
+    cluster: &Cluster,
+    app: &std::sync::Arc<App>,
+    config: &CompileConfig,
+    maintenance: bool,
+    assigned: Vec<Option<u16>>,
+) -> Part {
+    let notices = known_labels::app_notices(&app.labels, app.ports.len())
+        .into_iter()
+        .map(|reason| Problem {
+            app_id: app.id.clone(),
+            port_index: None,
+            severity: Severity::Ignored,
+            reason,
+        })
+        .collect();
+    let ports = (0..app.ports.len())
+        .map(|n| compile_port(cluster, app, n, config, maintenance, &assigned))
+        .collect();
+    Part {
+        app: app.clone(),
+        maintenance,
+        assigned,
+        epoch: 0,
+        notices,
+        ports,
+    }
+}
+
+/// Port `n` of `app`: see [`PortPart`].
+fn compile_port(
+    cluster: &Cluster,
+    app: &App,
+    n: usize,
+    config: &CompileConfig,
+    maintenance: bool,
+    assigned: &[Option<u16>],
+) -> PortPart {
+    let port = &app.ports[n];
+    let mut early = Vec::new();
+    let problem_of = |severity, reason: String| Problem {
+        app_id: app.id.clone(),
+        port_index: Some(n),
+        severity,
+        reason,
+    };
+    let mut problem = |severity, reason: String| early.push(problem_of(severity, reason));
+    let labels = match labels::read(&app.labels, n) {
+        Ok(l) => l,
+        Err(reason) => {
+            problem(Severity::Skipped, reason);
+            return PortPart { early, claim: None };
+        }
+    };
+    for notice in &labels.notices {
+        problem(Severity::Ignored, notice.clone());
+    }
+    let mode = labels::mode(&labels, &app.checks, n);
+    let (mut edge, findings) = super::edge::read(&app.labels, n);
+    edge.maintenance |= maintenance;
+    for notice in findings.ignored {
+        problem(Severity::Ignored, notice);
+    }
+    if let Some(reason) = findings.skip {
+        problem(Severity::Skipped, reason);
+        return PortPart { early, claim: None };
+    }
+    // A tcp port cannot answer with a page: in maintenance it is not served at all.
+    if mode != Mode::Http && edge.maintenance {
+        problem(
+            Severity::Skipped,
+            format!(
+                "SWITCHYARD_{n}_MAINTENANCE on a tcp port: it cannot answer with a page, \
+                 so the port is not served until maintenance ends"
+            ),
+        );
+        return PortPart { early, claim: None };
+    }
+    if mode != Mode::Http && edge != super::edge::Edge::default() {
+        let connect_only = super::edge::Edge {
+            timeouts: super::edge::Timeouts {
+                connect: edge.timeouts.connect,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        if edge != connect_only {
+            problem(
+                Severity::Ignored,
+                format!(
+                    "SWITCHYARD_{n}_ limits, header rules, error pages, maintenance and \
+                     response/tunnel timeouts apply in HTTP mode; this port is tcp, \
+                     ignored (CONNECT_TIMEOUT and TCP_IDLE_TIMEOUT apply)"
+                ),
+            );
+        }
+    }
+    let edge = std::sync::Arc::new(edge);
+    if !config.serves(labels.groups.as_deref()) {
+        return PortPart { early, claim: None };
+    }
+    if config.strict_mode && labels.enabled != Some(true) {
+        return PortPart { early, claim: None };
+    }
+    if labels.enabled == Some(false) {
+        return PortPart { early, claim: None };
+    }
+    // A tcp-mode service port relays bytes and cannot ask for credentials: serving it
+    // (or only its vhosts) would leave the port open. Never open: not served.
+    if labels.auth.is_some() && mode != Mode::Http {
+        problem(
+            Severity::Skipped,
+            format!(
+                "HAPROXY_{n}_AUTH needs HAPROXY_{n}_MODE=http: a tcp port cannot ask \
+                 for credentials, so the port is not served"
+            ),
+        );
+        return PortPart { early, claim: None };
+    }
+    let connection = match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty())
+    {
+        Ok(connection) => connection,
+        Err(reason) => {
+            problem(Severity::Skipped, reason);
+            return PortPart { early, claim: None };
+        }
+    };
+    let key = ServiceKey {
+        app_id: app.id.clone(),
+        port_index: n,
+    };
+    // The service port (and a blue-green alternate port): none assigned, or taken, leaves
+    // the app port served by vhost only.
+    let group = labels.deployment.group.clone();
+    let ip = labels.bind_addr.unwrap_or(config.bind);
+    let mut service_port = labels.port.unwrap_or(port.service_port);
+    if app.assign_service_ports && labels.port.is_none() {
+        let (min, max) = config.ip_per_task_ports;
+        match assigned.get(n).copied().flatten() {
+            Some(p) => service_port = p,
+            None if !app.tasks.is_empty() => problem(
+                Severity::Skipped,
+                format!("no service port: the IP-per-task range {min}-{max} is used up"),
+            ),
+            None => {}
+        }
+    }
+    // `udp` and `udp,tcp` ports: a UDP service on the service port, relayed per client
+    // flow as UDP VIPs are (`proxy::udp`); a `udp,tcp` port gets its TCP service too.
+    let udp_only = port.protocol == Protocol::Udp;
+    // No service port: nothing to listen on (UDP has no vhosts; VIPs are apart).
+    let udp = (port.protocol != Protocol::Tcp && service_port != 0).then(|| {
+        let udp_key = ServiceKey {
+            app_id: format!("udp:{}", app.id).into(),
+            port_index: n,
+        };
+        // A `udp,tcp` port's task problems are said once, by its TCP side.
+        let mut late = Vec::new();
+        let backends = if udp_only {
+            backends(cluster, app, n, &mut |severity, reason| {
+                late.push(problem_of(severity, reason))
+            })
+        } else {
+            backends(cluster, app, n, &mut |_, _| {})
+        };
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        let service = Service {
+            held_back: app
+                .tasks
+                .values()
+                .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
+                .collect(),
+            vhosts: Vec::new(),
+            upstream_h2: false,
+            tcp_idle_timeout: None,
+            edge: Default::default(),
+            connection: Default::default(),
+            // Probes are TCP or HTTP: nothing to probe a UDP port with.
+            probe: None,
+            weight: None,
+            canary: None,
+            rollout: None,
+            deployment: labels.deployment.clone(),
+            key: udp_key,
+            listen: Some(SocketAddr::new(ip, service_port)),
+            service_port,
+            mode: Mode::Udp,
+            balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
+            backends,
+            http: HttpOptions::default(),
+        };
+        (std::sync::Arc::new(service), late)
+    });
+    let alt = labels.deployment.alt_port.filter(|&p| p != service_port);
+    if udp_only {
+        return PortPart {
+            early,
+            claim: Some(ClaimPart {
+                key,
+                ip,
+                service_port,
+                group,
+                alt,
+                udp,
+                tcp: None,
+            }),
+        };
+    }
+    let mut late = Vec::new();
+    let mut backends = backends(cluster, app, n, &mut |severity, reason| {
+        late.push(problem_of(severity, reason))
+    });
+    // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
+    // port of that index, with that port's check.
+    let mut probe_port = n;
+    if let Some(k) = labels.healthcheck_port_index.filter(|&k| k != n) {
+        if k < app.ports.len() {
+            probe_port = k;
+            for b in &mut backends {
+                b.probe_addr = app
+                    .tasks
+                    .get(&b.task_id)
+                    .and_then(|t| backend_addr(cluster, app, k, t).ok());
+            }
+        } else {
+            // marathon_lb.py, get_backend_port: "if its value is nonsense simply return
+            // the app port".
+            late.push(problem_of(
+                Severity::Ignored,
+                format!(
+                    "HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX={k}: the app has no port \
+                     {k}; the port's own check is used"
+                ),
+            ));
+        }
+    }
+    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let vhosts = labels
+        .vhosts
+        .iter()
+        .flat_map(|h| {
+            let paths = if labels.paths.is_empty() {
+                vec![String::new()]
+            } else {
+                labels.paths.clone()
+            };
+            let ci = if labels.paths_ignore_case && !labels.paths.is_empty() {
+                " (-i)"
+            } else {
+                ""
+            };
+            paths.into_iter().map(move |p| format!("{h}{p}{ci}"))
+        })
+        .collect();
+    let rewrite = labels.rewrite.clone().map(|r| {
+        std::sync::Arc::new(crate::routing::Rewrite {
+            hosts: labels.vhosts.clone(),
+            ..r
+        })
+    });
+    let tcp = TcpPart {
+        late,
+        hosts: labels.vhosts.clone().into(),
+        paths: labels.paths.clone().into(),
+        ignore_case: labels.paths_ignore_case,
+        weight: labels.backend_weight,
+        ssl_certs: labels
+            .ssl_certs
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
+        sni_rules: connection.tls_passthrough || connection.client_ca.is_some(),
+        service: std::sync::Arc::new(Service {
+            held_back: app
+                .tasks
+                .values()
+                .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
+                .collect(),
+            vhosts,
+            upstream_h2: labels.upstream_h2,
+            tcp_idle_timeout: labels.tcp_idle_timeout,
+            edge,
+            connection,
+            probe: config
+                .health
+                .as_ref()
+                .and_then(|h| h.probe(&app.probes, probe_port)),
+            weight: labels.weight,
+            canary: labels.canary_header,
+            rollout: labels.rollout,
+            deployment: labels.deployment,
+            key: key.clone(),
+            listen: (service_port != 0).then(|| SocketAddr::new(ip, service_port)),
+            service_port,
+            mode,
+            balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
+            backends,
+            http: HttpOptions {
+                redirect_to_https: labels.redirect_to_https,
+                hsts: labels.hsts,
+                sticky: labels.sticky,
+                acl: labels.acl,
+                auth: labels.auth,
+                rewrite,
+            },
+        }),
+    };
+    PortPart {
+        early,
+        claim: Some(ClaimPart {
+            key,
+            ip,
+            service_port,
+            group,
+            alt,
+            udp,
+            tcp: Some(tcp),
+        }),
+    }
+}
+
+impl Service {
+    /// A copy listening on `listen` instead, with a balancer of its own: for a table in which
+    /// another app holds its service port.
+    fn relisten(&self, listen: Option<SocketAddr>) -> Service {
+        let weights: Vec<u32> = self.backends.iter().map(|b| b.weight).collect();
+        Service {
+            key: self.key.clone(),
+            listen,
+            service_port: self.service_port,
+            mode: self.mode,
+            balancer: Balancer::with_ids(self.balancer.kind(), &weights, &ids(&self.backends)),
+            backends: self.backends.clone(),
+            http: self.http.clone(),
+            vhosts: self.vhosts.clone(),
+            weight: self.weight,
+            canary: self.canary.clone(),
+            rollout: self.rollout.clone(),
+            deployment: self.deployment.clone(),
+            upstream_h2: self.upstream_h2,
+            tcp_idle_timeout: self.tcp_idle_timeout,
+            edge: self.edge.clone(),
+            probe: self.probe.clone(),
+            held_back: self.held_back.clone(),
+            connection: self.connection.clone(),
+        }
+    }
 }
 
 /// Port → who holds it: (address, service, deployment group).
@@ -546,8 +810,8 @@ type Claims = HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>;
 struct Entries {
     key: ServiceKey,
     listens: Vec<SocketAddr>,
-    hosts: Vec<String>,
-    paths: Vec<String>,
+    hosts: std::sync::Arc<[String]>,
+    paths: std::sync::Arc<[String]>,
     /// The paths match without case (`-i`).
     ignore_case: bool,
     /// `HAPROXY_{n}_BACKEND_WEIGHT`.
@@ -664,3 +928,7 @@ mod tests;
 #[cfg(test)]
 #[path = "compile_mlb_tests.rs"]
 mod mlb_tests;
+
+#[cfg(test)]
+#[path = "compile_cache_tests.rs"]
+mod cache_tests;

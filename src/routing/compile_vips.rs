@@ -110,7 +110,7 @@ pub(super) fn vip_services(
                 .sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));
             backends_all.dedup_by(|a, b| a.addr == b.addr);
             let weights: Vec<u32> = backends_all.iter().map(|b| b.weight).collect();
-            table.services.push(Service {
+            table.services.push(std::sync::Arc::new(Service {
                 key,
                 listen: Some(listen),
                 service_port: *port,
@@ -130,7 +130,7 @@ pub(super) fn vip_services(
                 // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
                 probe,
                 held_back: Vec::new(),
-            });
+            }));
         }
     }
 }

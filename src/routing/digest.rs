@@ -240,13 +240,13 @@ mod tests {
                 &labels,
                 vec![task(&format!("{id}.1"), 31000 + port)],
             );
-            c.apps.insert(a.id.clone(), a);
+            c.apps.insert(a.id.clone(), std::sync::Arc::new(a));
         }
         c
     }
 
     fn hash(c: &Cluster, config: &CompileConfig) -> u64 {
-        compile(c, config).hash
+        compile(c, config).hash()
     }
 
     /// The text as it was written before it was streamed and memoized (commit 8ad11d0), kept
@@ -399,7 +399,7 @@ mod tests {
             let mut held = task(&format!("{id}.2"), 31011);
             held.state = crate::cluster::TaskState::Staging;
             a.tasks.insert(held.id.clone(), held);
-            c.apps.insert(a.id.clone(), a);
+            c.apps.insert(a.id.clone(), std::sync::Arc::new(a));
         }
         let mut config = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
         config.health = Some(crate::routing::compile::HealthPolicy {
@@ -425,7 +425,7 @@ mod tests {
             assert_eq!(canonical(&table, config.bind), text);
             let digest = Sha256::digest(text.as_bytes());
             let expected = u64::from_be_bytes(digest[..8].try_into().unwrap());
-            assert_eq!(table.hash, expected);
+            assert_eq!(table.hash(), expected);
         }
     }
 
@@ -454,6 +454,7 @@ mod tests {
         relabelled
             .apps
             .get_mut("/web")
+            .map(std::sync::Arc::make_mut)
             .unwrap()
             .labels
             .insert("HAPROXY_0_BALANCE".into(), "leastconn".into());
@@ -463,13 +464,16 @@ mod tests {
         limited
             .apps
             .get_mut("/web")
+            .map(std::sync::Arc::make_mut)
             .unwrap()
             .labels
             .insert("SWITCHYARD_0_RATE_LIMIT".into(), "100/s".into());
         assert_ne!(h, hash(&limited, &base));
         // A task gone.
         let mut fewer = c.clone();
-        fewer.apps.get_mut("/db").unwrap().tasks.clear();
+        std::sync::Arc::make_mut(fewer.apps.get_mut("/db").unwrap())
+            .tasks
+            .clear();
         assert_ne!(h, hash(&fewer, &base));
     }
 }

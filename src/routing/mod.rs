@@ -31,8 +31,9 @@ pub use compile::{CompileConfig, compile};
 
 #[derive(Debug, Default)]
 pub struct RoutingTable {
-    /// One per served app port, sorted by app id and port index.
-    pub services: Vec<Service>,
+    /// One per served app port, sorted by app id and port index. Shared: a service whose app
+    /// did not change is the same in the next table (`compile::Cache`).
+    pub services: Vec<std::sync::Arc<Service>>,
     /// What each entry point (port or vhost) sends traffic to.
     pub routes: Vec<routes::Route>,
     /// Listen address → route (TCP).
@@ -49,15 +50,28 @@ pub struct RoutingTable {
     pub default_service: Option<usize>,
     /// Certificate files named by served apps' `HAPROXY_{n}_SSL_CERT`.
     pub ssl_certs: std::collections::BTreeSet<std::path::PathBuf>,
-    /// What instances compare to show they agree ([`digest::table_hash`]): set by `compile`,
-    /// once per table; 0 in a table not compiled.
-    pub hash: u64,
+    /// What instances compare to show they agree ([`digest::table_hash`]): computed once per
+    /// table, when first asked for ([`RoutingTable::hash`]) — after the table is live, not
+    /// between an event and its route (at 50,000 apps it takes longer than the rest of the
+    /// swap).
+    hash: std::sync::OnceLock<u64>,
+    /// The bind address `compile` used, which the hash leaves out; `None`: not compiled.
+    pub(crate) compiled_bind: Option<std::net::IpAddr>,
     /// Some served vhost is passed through by SNI or asks for client certificates: the HTTPS
     /// listeners read the ClientHello's server name before deciding (`edge_labels`).
     pub sni_rules: bool,
 }
 
 impl RoutingTable {
+    /// The table hash ([`digest::table_hash`]); 0 for a table not compiled. A pure function of
+    /// the table, computed on the first call.
+    pub fn hash(&self) -> u64 {
+        *self.hash.get_or_init(|| match self.compiled_bind {
+            Some(bind) => digest::table_hash(self, bind),
+            None => 0,
+        })
+    }
+
     /// Each route's apps and their weights as it routes them, by route name: what a swap's
     /// record and a plan compare between two tables.
     pub fn route_weights(

@@ -69,7 +69,7 @@ impl Route {
     pub fn new(
         name: String,
         services: Vec<usize>,
-        all: &[Service],
+        all: &[std::sync::Arc<Service>],
         overrides: &Overrides,
     ) -> Route {
         let overriding = overrides.get(&name);
@@ -122,7 +122,11 @@ impl Route {
     /// The service for one connection or request: a canary header's app when the request
     /// carries it (and the app has a backend), else the next in the weighted rotation. `None`
     /// when no app of the route can take traffic.
-    pub fn pick(&self, headers: Option<&HeaderMap>, all: &[Service]) -> Option<usize> {
+    pub fn pick(
+        &self,
+        headers: Option<&HeaderMap>,
+        all: &[std::sync::Arc<Service>],
+    ) -> Option<usize> {
         if let Some(headers) = headers {
             for (name, value, service) in &self.canaries {
                 let matched = headers

@@ -1,0 +1,331 @@
+//! The incremental compile against the one from scratch: across random sequences of app and task
+//! changes (labels that claim, share and collide on ports, vhosts, deployment groups, UDP,
+//! IP-per-task, maintenance, agents, weight overrides), a table compiled with the cache kept from
+//! the previous steps is the table `compile` builds from nothing — same hash, same contents.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::cluster::fixtures::task;
+use crate::cluster::{ClusterUpdate, PortSpec, TaskState};
+
+/// Everything a table holds, as text that does not depend on hash-map order.
+fn contents(t: &RoutingTable) -> String {
+    let mut by_listen: Vec<_> = t.by_listen.iter().collect();
+    by_listen.sort();
+    let mut udp: Vec<_> = t.udp.iter().collect();
+    udp.sort();
+    let mut by_app_id: Vec<_> = t.by_app_id.iter().collect();
+    by_app_id.sort();
+    let vhosts: Vec<_> = t.vhosts.entries().collect();
+    // A balancer's Debug text carries its runtime state, the round-robin cursor (which starts
+    // anywhere, by design): left out.
+    let text = format!(
+        "{:#?}\n{:#?}\n{by_listen:?}\n{udp:?}\n{:#?}\n{vhosts:?}\n{by_app_id:?}\n{:?}\n{:?}\n{:x}\n{}",
+        t.services,
+        t.routes,
+        t.problems,
+        t.default_service,
+        t.ssl_certs,
+        t.hash(),
+        t.sni_rules
+    );
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("cursor:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One app from a few drawn numbers: small ranges, so that apps collide on service ports,
+/// vhosts and deployment groups.
+#[derive(Debug, Clone)]
+struct AppShape {
+    id: u8,
+    service_port: u8,
+    second_port: Option<u8>,
+    protocol: u8,
+    vhost: Option<u8>,
+    group: Option<u8>,
+    alt: Option<u8>,
+    weight: Option<u8>,
+    mode_http: bool,
+    tasks: Vec<(u8, u8, bool)>,
+    ip_per_task: bool,
+    hc_index: Option<u8>,
+    bind: Option<u8>,
+    maintenance_label: bool,
+    bad_label: bool,
+}
+
+fn app_shape() -> impl Strategy<Value = AppShape> {
+    (
+        (0u8..8, 0u8..4, proptest::option::of(0u8..4), 0u8..3),
+        (
+            proptest::option::of(0u8..3),
+            proptest::option::of(0u8..2),
+            proptest::option::of(0u8..3),
+            proptest::option::of(0u8..100),
+        ),
+        (
+            any::<bool>(),
+            proptest::collection::vec((0u8..6, 0u8..3, any::<bool>()), 0..4),
+            any::<bool>(),
+            proptest::option::of(0u8..3),
+        ),
+        (proptest::option::of(0u8..2), any::<bool>(), any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (id, service_port, second_port, protocol),
+                (vhost, group, alt, weight),
+                (mode_http, tasks, ip_per_task, hc_index),
+                (bind, maintenance_label, bad_label),
+            )| AppShape {
+                id,
+                service_port,
+                second_port,
+                protocol,
+                vhost,
+                group,
+                alt,
+                weight,
+                mode_http,
+                tasks,
+                ip_per_task,
+                hc_index,
+                bind,
+                maintenance_label,
+                bad_label,
+            },
+        )
+}
+
+fn build(shape: &AppShape) -> App {
+    let id = format!("/app{}", shape.id);
+    let mut labels = std::collections::BTreeMap::new();
+    let mut label = |k: &str, v: String| {
+        labels.insert(k.to_string(), v);
+    };
+    if let Some(v) = shape.vhost {
+        label("HAPROXY_0_VHOST", format!("h{v}.test"));
+    }
+    if let Some(g) = shape.group {
+        label("HAPROXY_DEPLOYMENT_GROUP", format!("g{g}"));
+    }
+    if let Some(a) = shape.alt {
+        label(
+            "HAPROXY_DEPLOYMENT_ALT_PORT",
+            format!("{}", 10100 + a as u16),
+        );
+    }
+    if let Some(w) = shape.weight {
+        label("SWITCHYARD_0_WEIGHT", w.to_string());
+    }
+    if shape.mode_http {
+        label("HAPROXY_0_MODE", "http".into());
+    }
+    if let Some(k) = shape.hc_index {
+        label("HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX", k.to_string());
+    }
+    if let Some(b) = shape.bind {
+        label("HAPROXY_0_BIND_ADDR", format!("127.0.0.{}", b + 1));
+    }
+    if shape.maintenance_label {
+        label("SWITCHYARD_0_MAINTENANCE", "true".into());
+    }
+    if shape.bad_label {
+        label("HAPROXY_0_BALANCE", "nonsense".into());
+        label("HAPROXY_0_BACKEND_HEAD", "ignored template".into());
+    }
+    let protocol = match shape.protocol {
+        0 => crate::cluster::Protocol::Tcp,
+        1 => crate::cluster::Protocol::Udp,
+        _ => crate::cluster::Protocol::TcpUdp,
+    };
+    let port = |p: u8| PortSpec {
+        service_port: if shape.ip_per_task {
+            0
+        } else {
+            10000 + p as u16
+        },
+        container_port: shape.ip_per_task.then_some(8080 + p as u16),
+        protocol,
+        ..PortSpec::default()
+    };
+    let mut ports = vec![port(shape.service_port)];
+    ports.extend(shape.second_port.map(port));
+    let tasks = shape
+        .tasks
+        .iter()
+        .map(|&(t, host, healthy)| {
+            let mut task = task(&format!("{id}.t{t}"), 31000 + t as u16);
+            task.ports.push(32000 + t as u16);
+            task.host = match host {
+                0 => "10.0.0.1".into(),
+                1 => "agent-a".into(),
+                _ => "agent-b".into(),
+            };
+            task.ip_addresses = vec![format!("10.1.0.{t}").parse().unwrap()];
+            task.healthy = Some(healthy);
+            (task.id.clone(), task)
+        })
+        .collect();
+    App {
+        id: id.as_str().into(),
+        labels,
+        ports,
+        networking: if shape.ip_per_task {
+            crate::cluster::Networking::Container
+        } else {
+            crate::cluster::Networking::Host
+        },
+        health_checks: usize::from(shape.tasks.iter().any(|t| !t.2)),
+        probes: Vec::new(),
+        checks: Vec::new(),
+        assign_service_ports: shape.ip_per_task,
+        tasks,
+        version_ms: 0,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Upsert(AppShape),
+    Remove(u8),
+    TaskUp(u8, u8),
+    TaskDown(u8, u8),
+    Health(u8, u8, bool),
+    Maintenance(u8),
+    Agent(bool),
+    Override(Option<u8>),
+    Resync,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => app_shape().prop_map(Step::Upsert),
+        1 => (0u8..8).prop_map(Step::Remove),
+        3 => (0u8..8, 0u8..6).prop_map(|(a, t)| Step::TaskUp(a, t)),
+        2 => (0u8..8, 0u8..6).prop_map(|(a, t)| Step::TaskDown(a, t)),
+        2 => (0u8..8, 0u8..6, any::<bool>()).prop_map(|(a, t, h)| Step::Health(a, t, h)),
+        1 => (0u8..8).prop_map(Step::Maintenance),
+        1 => any::<bool>().prop_map(Step::Agent),
+        1 => proptest::option::of(0u8..100).prop_map(Step::Override),
+        1 => Just(Step::Resync),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_cached_compile_is_the_compile_from_scratch(
+        initial in proptest::collection::vec(app_shape(), 0..6),
+        steps in proptest::collection::vec(step(), 1..25),
+    ) {
+        let mut cluster = Cluster::default();
+        cluster.agents.insert("agent-a".into(), "10.0.0.2".parse().unwrap());
+        cluster.apply(ClusterUpdate::Snapshot(initial.iter().map(build).collect()));
+        let mut config = CompileConfig {
+            reserved: vec!["127.0.0.1:10003".parse().unwrap()],
+            ip_per_task_ports: (10050, 10052),
+            ..CompileConfig::group("*", "127.0.0.1".parse().unwrap())
+        };
+        let mut cache = Cache::default();
+        let table = compile_cached(&mut cache, &cluster, &config);
+        prop_assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
+        for step in steps {
+            match step {
+                Step::Upsert(shape) => {
+                    cluster.apply(ClusterUpdate::AppUpserted(build(&shape)));
+                }
+                Step::Remove(a) => {
+                    cluster.apply(ClusterUpdate::AppRemoved {
+                        id: format!("/app{a}").into(),
+                        at_ms: 0,
+                    });
+                }
+                Step::TaskUp(a, t) | Step::TaskDown(a, t) => {
+                    let app_id: crate::cluster::AppId = format!("/app{a}").into();
+                    let mut task = task(&format!("{app_id}.t{t}"), 31000 + t as u16);
+                    task.ports.push(32000 + t as u16);
+                    task.ip_addresses = vec![format!("10.1.0.{t}").parse().unwrap()];
+                    if matches!(step, Step::TaskDown(..)) {
+                        task.state = TaskState::Other("TASK_KILLED".into());
+                    }
+                    cluster.apply(ClusterUpdate::TaskStatus { app_id, task });
+                }
+                Step::Health(a, t, alive) => {
+                    let app_id: crate::cluster::AppId = format!("/app{a}").into();
+                    cluster.apply(ClusterUpdate::TaskHealth {
+                        task_id: format!("{app_id}.t{t}").into(),
+                        app_id,
+                        alive,
+                    });
+                }
+                Step::Maintenance(a) => {
+                    let id: crate::cluster::AppId = format!("/app{a}").into();
+                    if !config.maintenance.remove(&id) {
+                        config.maintenance.insert(id);
+                    }
+                }
+                Step::Agent(known) => {
+                    if known {
+                        cluster.agents.insert("agent-b".into(), "10.0.0.3".parse().unwrap());
+                    } else {
+                        cluster.agents.remove("agent-b");
+                    }
+                }
+                Step::Override(w) => {
+                    config.weight_overrides.clear();
+                    if let Some(w) = w {
+                        let weights = [("/app0".into(), u32::from(w)), ("/app1".into(), 7)];
+                        config.weight_overrides.insert("g0".into(), weights.into_iter().collect());
+                    }
+                }
+                Step::Resync => {
+                    let apps = cluster.apps.values().map(|a| (**a).clone()).collect();
+                    cluster.apply(ClusterUpdate::Snapshot(apps));
+                }
+            }
+            let cached = compile_cached(&mut cache, &cluster, &config);
+            let scratch = compile(&cluster, &config);
+            prop_assert_eq!(cached.hash(), scratch.hash());
+            prop_assert_eq!(contents(&cached), contents(&scratch));
+        }
+    }
+}
+
+/// An event on one app compiles that app alone, and the other apps' services are the previous
+/// table's own (shared, not rebuilt).
+#[test]
+fn one_app_changed_compiles_one_app() {
+    let apps: Vec<App> = (0..20)
+        .map(|i| {
+            crate::cluster::fixtures::app(
+                &format!("/a{i:02}"),
+                10000 + i,
+                &[],
+                vec![task(&format!("a{i}.1"), 1)],
+            )
+        })
+        .collect();
+    let mut cluster = Cluster::default();
+    cluster.apply(ClusterUpdate::Snapshot(apps));
+    let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+    let mut cache = Cache::default();
+    let first = compile_cached(&mut cache, &cluster, &config);
+    assert_eq!(cache.recompiled, 20);
+    cluster.apply(ClusterUpdate::TaskStatus {
+        app_id: "/a05".into(),
+        task: task("a5.2", 2),
+    });
+    let second = compile_cached(&mut cache, &cluster, &config);
+    assert_eq!(cache.recompiled, 1);
+    for (a, b) in first.services.iter().zip(&second.services) {
+        assert_eq!(Arc::ptr_eq(a, b), &*a.key.app_id != "/a05", "{}", a.key);
+    }
+    assert_eq!(second.services[5].backends.len(), 2);
+    assert_eq!(contents(&second), contents(&compile(&cluster, &config)));
+}
