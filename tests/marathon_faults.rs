@@ -201,3 +201,45 @@ async fn lines_without_an_event_end_do_not_keep_the_stream_alive() {
     .await;
     assert_eq!(answers(port, 2).await, vec!["one"], "the table is kept");
 }
+
+/// Malformed events, each with its own (peer-chosen, long) name: every one is counted, but the
+/// log gets a bounded number of bounded lines, and the table is kept.
+#[tokio::test]
+async fn a_flood_of_distinct_malformed_events_is_counted_not_logged_line_by_line() {
+    let one = Backend::start("one").await;
+    let port = free_port();
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![web(port, &[&one])]);
+    let sy = Switchyard::start("marathon-malformed-flood", &config(&marathon));
+    sy.wait_routes("served", |r| backends(r, port) == vec![one.addr])
+        .await;
+    wait_for("the stream open", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+    let name = "n".repeat(64 * 1024);
+    let mut flood = String::new();
+    for i in 0..300 {
+        // No eventType: malformed.
+        flood.push_str(&format!("event: {i}{name}\r\ndata: {{}}\r\n\r\n"));
+    }
+    marathon.send_raw(flood.as_bytes());
+    wait_for("every malformed event counted", || async {
+        let n = sy
+            .metric("switchyard_rejected_inputs_total", &["event"])
+            .await;
+        (n >= 300.0).then_some(())
+    })
+    .await;
+    let lines = sy.log_lines("rejected event");
+    assert!(
+        (1..=20).contains(&lines.len()),
+        "{} warning lines for 300 rejections",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 2048),
+        "a peer-chosen name is logged cut short"
+    );
+    assert_eq!(answers(port, 2).await, vec!["one"], "the table is kept");
+}

@@ -238,6 +238,8 @@ impl MesosSource {
                         self.metrics.event(&format!("mesos_{kind}"));
                         match event {
                             api::Event::Subscribed(snapshot) => {
+                                // A new full read: what it rejects is reported afresh.
+                                rejections.forget();
                                 for (id, reason) in &snapshot.rejected {
                                     self.malformed(report, rejections, id, reason.clone());
                                 }
