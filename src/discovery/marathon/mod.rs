@@ -80,6 +80,8 @@ enum Ended {
 impl MarathonSource {
     pub async fn run(mut self) {
         super::zero_metrics(&self.metrics);
+        // Credentials go to the configured URLs only, not wherever a redirect points.
+        self.client = self.client.clone().credentials_for(&self.urls);
         let mut backoff = self.config.backoff_initial;
         let mut next_url = 0;
         let mut rejections = Rejections::default();

@@ -92,7 +92,9 @@ pub fn parse_master(text: &str) -> Result<BaseUrl, String> {
 }
 
 impl MesosSource {
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        // Credentials go to the configured masters only, not wherever a redirect points.
+        self.client = self.client.clone().credentials_for(&self.masters);
         for kind in api::EVENTS {
             let _ = self
                 .metrics
