@@ -195,7 +195,12 @@ async fn follows_the_standby_redirect_with_filters_and_auth() {
     let port = free_port();
     leader.set_apps(vec![external_app(port, &b1)]);
     let down = format!("http://127.0.0.1:{}", free_port()); // nothing listens: tried, then skipped
-    let config = marathon_config(&[down, standby.url()], "basic_auth = \"ops:secret\"");
+    // The leader is listed too: credentials go only to the configured hosts, never to wherever
+    // a redirect points (listed after the standby, so the standby is asked first).
+    let config = marathon_config(
+        &[down, standby.url(), leader.url()],
+        "basic_auth = \"ops:secret\"",
+    );
     let sy = Switchyard::start("redirect", &config);
     sy.wait_routes("routes from the leader", |r| {
         backends(r, port) == vec![b1.addr]

@@ -112,3 +112,134 @@ async fn marathon_gone_for_a_minute_changes_nothing_and_its_return_is_picked_up(
         .await;
     assert_eq!(answers(port, 6).await, vec!["one", "two"]);
 }
+
+/// An event that never ends (`data:` lines, each short, and never the blank line) is refused
+/// once it passes `discovery.max_event_bytes`: the stream is re-opened and the table kept. The
+/// lines do not count as life either: only an event's end or a keep-alive does.
+#[tokio::test]
+async fn an_event_that_never_ends_is_refused_at_max_event_bytes() {
+    let one = Backend::start("one").await;
+    let port = free_port();
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![web(port, &[&one])]);
+    let toml = config(&marathon).replace(
+        "stream_idle_timeout = \"1s\"",
+        "stream_idle_timeout = \"1h\"\nmax_event_bytes = 4096",
+    );
+    let sy = Switchyard::start("marathon-endless-event", &toml);
+    sy.wait_routes("served", |r| backends(r, port) == vec![one.addr])
+        .await;
+    let streams = || {
+        marathon
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/v2/events"))
+            .count()
+    };
+    let opened = streams();
+    wait_for("the stream open", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+    // 64 lines of 100 bytes: each far under the bound, together past it.
+    let line = format!("data: {}\r\n", "x".repeat(94));
+    marathon.send_raw(format!("event: status_update_event\r\n{}", line.repeat(64)).as_bytes());
+    wait_for("the stream re-opened", || async {
+        (streams() > opened).then_some(())
+    })
+    .await;
+    assert!(
+        sy.metric("switchyard_source_malformed_events_total", &[])
+            .await
+            >= 1.0
+    );
+    assert_eq!(answers(port, 2).await, vec!["one"], "the table is kept");
+    wait_for("the reason logged", || async {
+        (!sy.log_lines("longer than discovery.max_event_bytes")
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+}
+
+/// Lines that never make an event do not keep a stream alive: after `stream_idle_timeout`
+/// without an event's end or a keep-alive, it is re-opened.
+#[tokio::test]
+async fn lines_without_an_event_end_do_not_keep_the_stream_alive() {
+    let one = Backend::start("one").await;
+    let port = free_port();
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![web(port, &[&one])]);
+    let sy = Switchyard::start("marathon-lines-no-event", &config(&marathon));
+    sy.wait_routes("served", |r| backends(r, port) == vec![one.addr])
+        .await;
+    let streams = || {
+        marathon
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/v2/events"))
+            .count()
+    };
+    let opened = streams();
+    // A comment line every 100 ms (far more often than the 1 s idle timeout): complete lines,
+    // never an event's end.
+    let stand_in = marathon.clone();
+    let drip = tokio::spawn(async move {
+        loop {
+            stand_in.send_raw(b": still here\r\n");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    wait_for("the idle stream re-opened", || async {
+        (streams() > opened).then_some(())
+    })
+    .await;
+    drip.abort();
+    wait_for("the reason logged", || async {
+        (!sy.log_lines("no complete event or keep-alive").is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(answers(port, 2).await, vec!["one"], "the table is kept");
+}
+
+/// Malformed events, each with its own (peer-chosen, long) name: every one is counted, but the
+/// log gets a bounded number of bounded lines, and the table is kept.
+#[tokio::test]
+async fn a_flood_of_distinct_malformed_events_is_counted_not_logged_line_by_line() {
+    let one = Backend::start("one").await;
+    let port = free_port();
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![web(port, &[&one])]);
+    let sy = Switchyard::start("marathon-malformed-flood", &config(&marathon));
+    sy.wait_routes("served", |r| backends(r, port) == vec![one.addr])
+        .await;
+    wait_for("the stream open", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+    let name = "n".repeat(64 * 1024);
+    let mut flood = String::new();
+    for i in 0..300 {
+        // No eventType: malformed.
+        flood.push_str(&format!("event: {i}{name}\r\ndata: {{}}\r\n\r\n"));
+    }
+    marathon.send_raw(flood.as_bytes());
+    wait_for("every malformed event counted", || async {
+        let n = sy
+            .metric("switchyard_rejected_inputs_total", &["event"])
+            .await;
+        (n >= 300.0).then_some(())
+    })
+    .await;
+    let lines = sy.log_lines("rejected event");
+    assert!(
+        (1..=20).contains(&lines.len()),
+        "{} warning lines for 300 rejections",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 2048),
+        "a peer-chosen name is logged cut short"
+    );
+    assert_eq!(answers(port, 2).await, vec!["one"], "the table is kept");
+}

@@ -37,31 +37,169 @@ pub fn zero_metrics(metrics: &Metrics) {
     }
 }
 
+/// Distinct rejections remembered (to report each once); past it, new ones are still counted
+/// and logged (within the rate below) but not remembered.
+const MAX_REMEMBERED: usize = 4096;
+/// Longest id or reason kept or logged: both can come from the peer (an event's own name).
+const MAX_TEXT_BYTES: usize = 256;
+/// Warning lines per minute, all kinds together; past it rejections are only counted, and the
+/// number left unlogged is logged, per kind, with the next line the window allows.
+const LOG_PER_MINUTE: u32 = 20;
+
 /// Reports each rejected input once (log line and metric), however often a source re-reads it.
+/// Bounded whatever the peer sends: so many entries, of so many bytes, so many lines a minute.
 #[derive(Default)]
 pub struct Rejections {
     seen: HashSet<(String, String)>,
+    window_start: Option<std::time::Instant>,
+    logged_in_window: u32,
+    /// Rejections counted but not logged, per kind, since the last summary.
+    unlogged: Vec<(&'static str, u64)>,
 }
 
 impl Rejections {
     /// Reports the rejections of one full read; forgets those that are gone, so a problem that
     /// comes back is reported again.
-    pub fn report_all(&mut self, rejected: &[(String, String)], kind: &str, metrics: &Metrics) {
-        let current: HashSet<(String, String)> = rejected.iter().cloned().collect();
+    pub fn report_all(
+        &mut self,
+        rejected: &[(String, String)],
+        kind: &'static str,
+        metrics: &Metrics,
+    ) {
+        let mut current = HashSet::new();
         for (id, reason) in rejected {
-            if !self.seen.contains(&(id.clone(), reason.clone())) {
-                tracing::warn!(app_id = %id, "rejected {kind}: {reason}");
+            let key = (bounded(id), bounded(reason));
+            if !self.seen.contains(&key) {
+                self.warn(&key.0, &key.1, kind);
                 metrics.reject(kind);
+            }
+            if current.len() < MAX_REMEMBERED {
+                current.insert(key);
             }
         }
         self.seen = current;
     }
 
     /// Reports one rejection (an event or a single app) if it is new.
-    pub fn report(&mut self, id: &str, reason: &str, kind: &str, metrics: &Metrics) {
-        if self.seen.insert((id.to_string(), reason.to_string())) {
-            tracing::warn!(app_id = %id, "rejected {kind}: {reason}");
-            metrics.reject(kind);
+    pub fn report(&mut self, id: &str, reason: &str, kind: &'static str, metrics: &Metrics) {
+        let key = (bounded(id), bounded(reason));
+        if self.seen.contains(&key) {
+            return;
         }
+        self.warn(&key.0, &key.1, kind);
+        metrics.reject(kind);
+        if self.seen.len() < MAX_REMEMBERED {
+            self.seen.insert(key);
+        }
+    }
+
+    /// Forgets every rejection remembered: the next ones are reported again.
+    pub fn forget(&mut self) {
+        self.seen.clear();
+    }
+
+    /// Logs one rejection, or counts it as unlogged past the minute's allowance.
+    fn warn(&mut self, id: &str, reason: &str, kind: &'static str) {
+        let now = std::time::Instant::now();
+        let window_over = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= std::time::Duration::from_secs(60));
+        if window_over {
+            self.window_start = Some(now);
+            self.logged_in_window = 0;
+            for (kind, count) in self.unlogged.drain(..) {
+                tracing::warn!(
+                    count,
+                    "{count} more rejected {kind} inputs were not logged one by one \
+                     (switchyard_rejected_inputs_total counts them)"
+                );
+            }
+        }
+        if self.logged_in_window < LOG_PER_MINUTE {
+            self.logged_in_window += 1;
+            tracing::warn!(app_id = %id, "rejected {kind}: {reason}");
+            return;
+        }
+        match self.unlogged.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, count)) => *count += 1,
+            None => self.unlogged.push((kind, 1)),
+        }
+    }
+}
+
+/// `text` cut to [`MAX_TEXT_BYTES`] (on a character boundary), marked when cut.
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_TEXT_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(metrics: &Metrics, kind: &str) -> u64 {
+        metrics
+            .rejected_inputs
+            .get_or_create(&crate::metrics::KindLabels {
+                kind: kind.to_string(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn a_flood_of_distinct_rejections_is_counted_but_not_remembered_past_the_bound() {
+        let metrics = Metrics::new();
+        let mut r = Rejections::default();
+        let long = "n".repeat(100_000);
+        for i in 0..MAX_REMEMBERED + 500 {
+            r.report(
+                &format!("{i}{long}"),
+                "missing eventType",
+                "event",
+                &metrics,
+            );
+        }
+        assert_eq!(r.seen.len(), MAX_REMEMBERED);
+        assert!(
+            r.seen
+                .iter()
+                .all(|(id, _)| id.len() <= MAX_TEXT_BYTES + '…'.len_utf8())
+        );
+        assert_eq!(rejected(&metrics, "event"), (MAX_REMEMBERED + 500) as u64);
+        assert_eq!(r.logged_in_window, LOG_PER_MINUTE);
+        assert_eq!(
+            r.unlogged,
+            vec![(
+                "event",
+                (MAX_REMEMBERED + 500) as u64 - u64::from(LOG_PER_MINUTE)
+            )]
+        );
+    }
+
+    #[test]
+    fn a_repeat_is_reported_once_and_a_full_read_forgets_what_is_gone() {
+        let metrics = Metrics::new();
+        let mut r = Rejections::default();
+        let bad = vec![("/a".to_string(), "no port".to_string())];
+        r.report_all(&bad, "app", &metrics);
+        r.report_all(&bad, "app", &metrics);
+        assert_eq!(rejected(&metrics, "app"), 1);
+        r.report_all(&[], "app", &metrics);
+        r.report_all(&bad, "app", &metrics);
+        assert_eq!(rejected(&metrics, "app"), 2, "it came back: reported again");
+    }
+
+    #[test]
+    fn cutting_keeps_character_boundaries() {
+        let text = "é".repeat(MAX_TEXT_BYTES);
+        let cut = bounded(&text);
+        assert!(cut.len() <= MAX_TEXT_BYTES + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
     }
 }

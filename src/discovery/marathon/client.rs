@@ -1,6 +1,10 @@
 //! A small HTTP/1.1 client for Marathon's and the Mesos master's APIs: timeouts on every wait,
 //! redirects to the leader followed, bodies read under a size bound, HTTPS verified against a CA
 //! bundle, basic, bearer or DC/OS service-account authorization (`discovery::auth`).
+//!
+//! Credentials go only where they were configured for: a redirect from `https` to `http` is
+//! refused (it would send them, and the answer, in clear text), and a redirect to a host that is
+//! not one of the source's configured URLs is followed without them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -79,6 +83,9 @@ enum Auth {
 #[derive(Clone)]
 pub struct Client {
     auth: Arc<Auth>,
+    /// The authorities (`host:port`, lower case) credentials are sent to: the source's
+    /// configured URLs ([`Client::credentials_for`]); none until it is called.
+    credential_hosts: Arc<[String]>,
     tls: Option<tokio_rustls::TlsConnector>,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -128,6 +135,7 @@ impl Client {
         .map(|v| http::HeaderValue::from_str(&v).expect("authorization is a valid header"));
         Client {
             auth: Arc::new(authorization.map_or(Auth::None, Auth::Static)),
+            credential_hosts: Arc::new([]),
             tls: None,
             connect_timeout,
             request_timeout,
@@ -147,6 +155,29 @@ impl Client {
             session: tokio::sync::Mutex::new(None),
         });
         self
+    }
+
+    /// Sends credentials to these URLs' hosts (a source's configured list), and to no other
+    /// host a redirect names.
+    pub fn credentials_for(mut self, urls: &[BaseUrl]) -> Client {
+        self.credential_hosts = urls
+            .iter()
+            .map(|u| u.authority.to_ascii_lowercase())
+            .collect();
+        self
+    }
+
+    /// Whether credentials may go to `url`, in a request that began at `start`.
+    fn may_send_credentials(&self, start: &BaseUrl, url: &BaseUrl) -> bool {
+        // Never to plain http once the request began on https (`follow` refuses that anyway).
+        if start.tls && !url.tls {
+            return false;
+        }
+        // Not "the URL the request started at": a source asks the leader a redirect named
+        // directly, and that must not make it trusted.
+        self.credential_hosts
+            .iter()
+            .any(|h| url.authority.eq_ignore_ascii_case(h))
     }
 
     /// The Authorization header for the next request: for a service account, the session
@@ -255,16 +286,32 @@ impl Client {
         body: Option<Bytes>,
         gzip: bool,
     ) -> Result<(Response<Incoming>, BaseUrl), String> {
+        let start = base;
         let mut base = base.clone();
         let mut path = path.to_string();
         let mut logged_in_again = false;
         let mut redirects = 0;
         loop {
-            let authorization = self.authorization().await?;
+            let trusted = self.may_send_credentials(start, &base);
+            let authorization = if trusted {
+                self.authorization().await?
+            } else {
+                None
+            };
             let response = self
                 .send_once(&base, &path, accept, body.clone(), authorization, gzip)
                 .await?;
-            if response.status() == StatusCode::UNAUTHORIZED && !logged_in_again {
+            let status = response.status();
+            if !trusted
+                && !matches!(*self.auth, Auth::None)
+                && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            {
+                return Err(format!(
+                    "{base} answered {status}: it is not one of the configured URLs' hosts, so it \
+                     was asked without credentials (list it there; reached from {start})"
+                ));
+            }
+            if status == StatusCode::UNAUTHORIZED && trusted && !logged_in_again {
                 // A session token that expired or was revoked: log in again, once.
                 if self.refused().await {
                     logged_in_again = true;
@@ -285,6 +332,19 @@ impl Client {
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| format!("{} redirect without a Location", response.status()))?;
             let (next_base, next_path) = follow(&base, location)?;
+            if base.tls && !next_base.tls {
+                return Err(format!(
+                    "refused a redirect from {base} to plain-text {next_base}: it would send \
+                     the request, and its credentials, in clear text"
+                ));
+            }
+            if !self.may_send_credentials(start, &next_base) && !matches!(*self.auth, Auth::None) {
+                tracing::warn!(
+                    from = %base,
+                    to = %next_base,
+                    "redirected off the configured hosts: following without credentials"
+                );
+            }
             tracing::debug!(from = %base, to = %next_base, "following redirect");
             base = next_base;
             path = next_path;

@@ -80,6 +80,8 @@ enum Ended {
 impl MarathonSource {
     pub async fn run(mut self) {
         super::zero_metrics(&self.metrics);
+        // Credentials go to the configured URLs only, not wherever a redirect points.
+        self.client = self.client.clone().credentials_for(&self.urls);
         let mut backoff = self.config.backoff_initial;
         let mut next_url = 0;
         let mut rejections = Rejections::default();
@@ -173,8 +175,9 @@ impl MarathonSource {
         let mut decoded = Vec::new();
         let mut pending = Pending::default();
         let mut next_resync = Instant::now() + self.config.resync_interval;
-        // Idle is measured in whole lines (events and keep-alive newlines), not bytes: a stream
-        // dripping a byte at a time without ever finishing a line is as good as dead.
+        // Idle is measured in blank lines (an event's end, a keep-alive newline), not bytes or
+        // lines: a stream dripping a byte at a time, or lines that never make an event, is as
+        // good as dead.
         let mut idle = Instant::now() + self.config.stream_idle_timeout;
         loop {
             let due = pending.due.unwrap_or(next_resync).min(next_resync);
@@ -188,12 +191,16 @@ impl MarathonSource {
                             Err(_) => continue,
                         },
                     };
-                    if bytes.contains(&b'\n') {
-                        idle = Instant::now() + self.config.stream_idle_timeout;
-                    }
-                    if let Err(sse::LineTooLong(n)) = decoder.feed(&bytes, &mut decoded) {
-                        self.metrics.malformed_events.inc();
-                        return Ended::Stream(format!("event line longer than {n} bytes"));
+                    match decoder.feed(&bytes, &mut decoded) {
+                        Ok(true) => idle = Instant::now() + self.config.stream_idle_timeout,
+                        Ok(false) => {}
+                        Err(sse::EventTooLong(_)) => {
+                            self.metrics.malformed_events.inc();
+                            return Ended::Stream(format!(
+                                "an event longer than discovery.max_event_bytes ({} bytes)",
+                                self.config.max_event_bytes
+                            ));
+                        }
                     }
                     for event in decoded.drain(..) {
                         if let Some(closed) = self.handle(event, &mut pending, rejections).await {
@@ -202,7 +209,7 @@ impl MarathonSource {
                     }
                 }
                 _ = tokio::time::sleep_until(idle) => {
-                    return Ended::Stream(format!("no complete line for {:?}", self.config.stream_idle_timeout));
+                    return Ended::Stream(format!("no complete event or keep-alive for {:?}", self.config.stream_idle_timeout));
                 }
                 _ = tokio::time::sleep_until(due) => {
                     if Instant::now() >= next_resync {

@@ -92,7 +92,9 @@ pub fn parse_master(text: &str) -> Result<BaseUrl, String> {
 }
 
 impl MesosSource {
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        // Credentials go to the configured masters only, not wherever a redirect points.
+        self.client = self.client.clone().credentials_for(&self.masters);
         for kind in api::EVENTS {
             let _ = self
                 .metrics
@@ -238,6 +240,8 @@ impl MesosSource {
                         self.metrics.event(&format!("mesos_{kind}"));
                         match event {
                             api::Event::Subscribed(snapshot) => {
+                                // A new full read: what it rejects is reported afresh.
+                                rejections.forget();
                                 for (id, reason) in &snapshot.rejected {
                                     self.malformed(report, rejections, id, reason.clone());
                                 }
