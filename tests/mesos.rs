@@ -316,6 +316,30 @@ async fn bad_records_are_skipped_and_a_silent_or_dropped_stream_is_resubscribed(
     );
 }
 
+/// A master may announce any heartbeat interval; a silence is still bounded by
+/// `discovery.stream_idle_timeout`: one announcing a day and then sending nothing is left and
+/// subscribed to again.
+#[tokio::test]
+async fn an_announced_day_long_heartbeat_does_not_outlast_the_idle_timeout() {
+    let leader = Master::start(Duration::from_secs(86_399)).await;
+    let (frameworks, agents, tasks) = cluster();
+    leader.set_state(frameworks, agents, tasks);
+    let config = format!(
+        "[discovery]\nbackoff_initial = \"20ms\"\nbackoff_max = \"100ms\"\n\
+         stream_idle_timeout = \"1s\"\n\
+         [discovery.mesos]\nmasters = [\"{}\"]\n[dns]\nlisten = \"127.0.0.1:0\"\n",
+        leader.address()
+    );
+    let sy = Switchyard::start("mesos-day-heartbeat", &config);
+    let dns = dns_listening(&sy).await;
+    wait_addrs(dns, "driver.spark.mesos.", &["127.0.0.2"]).await;
+    wait_for("resubscribed after the idle timeout", || async {
+        (leader.subscriptions() >= 2).then_some(())
+    })
+    .await;
+    assert!(!sy.log_lines("no heartbeat for").is_empty());
+}
+
 /// A named VIP declared on DiscoveryInfo ports of two non-Marathon frameworks' tasks carries
 /// traffic to both.
 #[tokio::test]

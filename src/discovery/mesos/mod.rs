@@ -246,7 +246,10 @@ impl MesosSource {
                                     self.malformed(report, rejections, id, reason.clone());
                                 }
                                 let interval = snapshot.heartbeat_interval;
-                                silence = interval.map_or(self.config.stream_idle_timeout, |i| i + self.config.heartbeat_slack);
+                                // The master's word, but never past the idle timeout: a
+                                // master announcing a day and going silent is left in time.
+                                let idle = self.config.stream_idle_timeout;
+                                silence = interval.map_or(idle, |i| (i + self.config.heartbeat_slack).min(idle));
                                 deadline = Instant::now() + silence;
                                 report.frameworks = snapshot.frameworks.len();
                                 report.agents = snapshot.agents.len();
