@@ -69,13 +69,15 @@ impl Activity {
         Preparing(self.clone())
     }
 
-    /// Looks at an answer before it is sent: an event stream frees its connection from the
-    /// idle timeout.
-    pub fn answering<B>(&self, response: &http::Response<B>) {
-        let stream = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    /// Looks at an answer before it is sent: an event stream (a GET's: the answer to a HEAD
+    /// has no body, and the connection goes on to its next request) frees its connection's
+    /// reads from the idle timeout for good.
+    pub fn answering<B>(&self, method: &http::Method, response: &http::Response<B>) {
+        let stream = method == http::Method::GET
+            && response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if stream {
             self.streaming.store(true, Ordering::Relaxed);
         }
@@ -306,7 +308,13 @@ mod tests {
             .header("content-type", "text/event-stream")
             .body(())
             .unwrap();
-        activity.answering(&stream);
+        // The answer to a HEAD streams nothing: the connection stays under the timeout.
+        activity.answering(&http::Method::HEAD, &stream);
+        let err = guarded.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let (a, _b) = tokio::io::duplex(4);
+        let (mut guarded, activity) = Guarded::new(a, Duration::from_secs(5));
+        activity.answering(&http::Method::GET, &stream);
         let read = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buf)).await;
         assert!(read.is_err(), "still waiting");
     }

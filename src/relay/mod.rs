@@ -241,10 +241,9 @@ impl Relay {
     fn check_upstream(&self, now: std::time::Instant) {
         let mut lost_since = self.lost_since.lock().unwrap();
         if (self.upstream_up)() {
+            // Still stale until the model from the new connection is published (`publish`):
+            // the source reports connected before that model is compiled.
             *lost_since = None;
-            if self.stale.swap(false, Ordering::Relaxed) {
-                tracing::info!("relay: Marathon is back, serving again");
-            }
             return;
         }
         let since = *lost_since.get_or_insert(now);
@@ -281,6 +280,11 @@ impl Relay {
             tasks_gzip: std::sync::OnceLock::new(),
         })));
         self.metrics.generation.set(generation as i64);
+        // A model published while the source is connected is the one it brought back (a swap
+        // while it is still lost, say for a weight change, leaves the relay stale).
+        if (self.upstream_up)() && self.stale.swap(false, Ordering::Relaxed) {
+            tracing::info!("relay: Marathon is back, serving again");
+        }
         if generation == 1 {
             tracing::info!("relay: synced, serving Marathon's read API");
         }
@@ -341,8 +345,9 @@ impl Relay {
                     let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
                     async move {
                         let preparing = activity.preparing();
+                        let method = req.method().clone();
                         let response = relay.handle(req, (loopback, peer.ip()), cut).await;
-                        activity.answering(&response);
+                        activity.answering(&method, &response);
                         drop(preparing);
                         Ok::<_, Infallible>(response)
                     }
