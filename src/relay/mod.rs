@@ -332,7 +332,12 @@ impl Relay {
             let Some(open) = self.connections.take() else {
                 continue; // closed: dropped
             };
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
+            let socket = socket2::SockRef::from(&stream);
+            let _ = socket.set_send_buffer_size(SEND_BUFFER);
+            // Bytes sent and not acknowledged (a follower's host gone, a reader whose window
+            // stays shut) for the idle timeout: the kernel closes the connection, as a stream's
+            // write that cannot go on does (`stall`).
+            let _ = socket.set_tcp_user_timeout(Some(self.settings.timeouts.idle));
             let _ = stream.set_nodelay(true);
             let relay = self.clone();
             let timeouts = self.settings.timeouts;
