@@ -7,11 +7,13 @@
 //!
 //! [`Guarded`] wraps the socket: a read or a write that waits for longer than the idle timeout
 //! since the last byte moved fails, and hyper closes the connection. The wait does not count
-//! while switchyard itself prepares an answer (a big body on the blocking pool), nor on a
-//! connection that serves an event stream (`text/event-stream`: the relay's `/v2/events`),
-//! which is bounded by its own queue, cut when full, and its keep-alives. A request body must
-//! also arrive whole within the idle timeout of the moment it was first waited for: a body that
-//! drips a byte now and then would otherwise restart the idle timer for ever.
+//! while switchyard itself prepares an answer (a big body on the blocking pool), nor for the
+//! reads of a connection that serves an event stream (`text/event-stream`: the relay's
+//! `/v2/events`): its client sends nothing more. A stream's write that cannot go on (the kernel's
+//! buffers are full: its reader stopped) fails once it has waited for the idle timeout. A
+//! request body must also arrive whole within the idle timeout of the moment it was first
+//! waited for: a body that drips a byte now and then would otherwise restart the idle timer for
+//! ever.
 //!
 //! [`Slots`] caps the connections a listener holds open at once.
 
@@ -99,13 +101,15 @@ impl Activity {
         Preparing(self.clone())
     }
 
-    /// Looks at an answer before it is sent: an event stream frees its connection from the
-    /// idle timeout.
-    pub fn answering<B>(&self, response: &http::Response<B>) {
-        let stream = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    /// Looks at an answer before it is sent: an event stream (a GET's: the answer to a HEAD
+    /// has no body, and the connection goes on to its next request) frees its connection's
+    /// reads from the idle timeout for good.
+    pub fn answering<B>(&self, method: &http::Method, response: &http::Response<B>) {
+        let stream = method == http::Method::GET
+            && response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if stream {
             self.streaming.store(true, Ordering::Relaxed);
         }
@@ -183,6 +187,8 @@ pub struct Guarded<T> {
     idle: Duration,
     /// When a byte last moved (or the connection opened).
     last: Instant,
+    /// Since when a write has waited without a byte going out (an event stream's deadline).
+    write_blocked_since: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
     activity: Arc<Activity>,
 }
@@ -195,6 +201,7 @@ impl<T> Guarded<T> {
             io,
             idle,
             last: now,
+            write_blocked_since: None,
             sleep: Box::pin(tokio::time::sleep_until(now + idle)),
             activity: activity.clone(),
         };
@@ -203,13 +210,19 @@ impl<T> Guarded<T> {
 
     /// An operation is waiting: fails it once nothing moved for the idle timeout, unless the
     /// connection is exempt now; otherwise makes sure the task wakes at the deadline.
-    fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.activity.exempt() {
+    fn waiting(&mut self, cx: &mut Context<'_>, writing: bool) -> Poll<io::Result<()>> {
+        // An event stream's write that waits on a reader that stopped: never exempt.
+        let stream_write = writing && self.activity.streaming.load(Ordering::Relaxed);
+        if self.activity.exempt() && !stream_write {
             // Woken by the service's own progress; counted again from there.
             self.last = Instant::now();
             return Poll::Pending;
         }
-        let deadline = self.last + self.idle;
+        let deadline = if stream_write {
+            *self.write_blocked_since.get_or_insert_with(Instant::now) + self.idle
+        } else {
+            self.last + self.idle
+        };
         if Instant::now() >= deadline {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -228,8 +241,11 @@ impl<T> Guarded<T> {
         Poll::Pending
     }
 
-    fn moved(&mut self) {
+    fn moved(&mut self, writing: bool) {
         self.last = Instant::now();
+        if writing {
+            self.write_blocked_since = None;
+        }
     }
 }
 
@@ -252,11 +268,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         }
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.moved();
+                this.moved(false);
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                ready!(this.waiting(cx))?;
+                ready!(this.waiting(cx, false))?;
                 Poll::Pending
             }
         }
@@ -272,11 +288,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Ready(result) => {
-                this.moved();
+                this.moved(true);
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                ready!(this.waiting(cx))?;
+                ready!(this.waiting(cx, true))?;
                 Poll::Pending
             }
         }
@@ -290,11 +306,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
             Poll::Ready(result) => {
-                this.moved();
+                this.moved(true);
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                ready!(this.waiting(cx))?;
+                ready!(this.waiting(cx, true))?;
                 Poll::Pending
             }
         }
@@ -309,7 +325,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         match Pin::new(&mut this.io).poll_flush(cx) {
             Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => {
-                ready!(this.waiting(cx))?;
+                ready!(this.waiting(cx, true))?;
                 Poll::Pending
             }
         }
@@ -320,7 +336,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         match Pin::new(&mut this.io).poll_shutdown(cx) {
             Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => {
-                ready!(this.waiting(cx))?;
+                ready!(this.waiting(cx, true))?;
                 Poll::Pending
             }
         }
@@ -362,9 +378,18 @@ mod tests {
             .header("content-type", "text/event-stream")
             .body(())
             .unwrap();
-        activity.answering(&stream);
+        // The answer to a HEAD streams nothing: the connection stays under the timeout.
+        activity.answering(&http::Method::HEAD, &stream);
+        let err = guarded.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let (a, _b) = tokio::io::duplex(4);
+        let (mut guarded, activity) = Guarded::new(a, Duration::from_secs(5));
+        activity.answering(&http::Method::GET, &stream);
         let read = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buf)).await;
         assert!(read.is_err(), "still waiting");
+        // But a stream whose reader stopped: its write fails once it waited the idle timeout.
+        let err = guarded.write_all(&[0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }
 

@@ -467,6 +467,67 @@ async fn a_subscriber_that_stops_reading_is_cut_and_the_others_stay_current() {
     drop(slow);
 }
 
+/// A subscriber whose reader stopped is cut when what was written to it does not drain for
+/// `relay.idle_timeout`, long before its (large) queue would fill.
+#[tokio::test]
+async fn a_stalled_subscriber_is_cut_when_its_writes_do_not_drain() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let t = tier(
+        "stalled",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        "subscriber_queue = 65536\nidle_timeout = \"500ms\"\n",
+        "",
+    )
+    .await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut stalled = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
+    stalled
+        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("two subscribers", || async {
+        (t.relay.metric("switchyard_relay_open_streams", &[]).await == 2.0).then_some(())
+    })
+    .await;
+    let mut round = 0;
+    wait_for("the stalled subscriber cut", || {
+        round += 1;
+        let big = "x".repeat(200 << 10);
+        t.marathon.update_app("/a", |a| {
+            a["labels"]["BIG"] = json!(big);
+            a["labels"]["HAPROXY_0_VHOST"] = json!(format!("s{round}.example.com"));
+        });
+        t.marathon
+            .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+        let relay = &t.relay;
+        async move {
+            (relay.metric("switchyard_relay_open_streams", &[]).await == 1.0).then_some(())
+        }
+    })
+    .await;
+    // Its queue never filled; the reader's stream is the one left, and current.
+    assert_eq!(
+        t.relay
+            .metric("switchyard_relay_cut_streams_total", &[])
+            .await,
+        0.0
+    );
+    let last = format!("s{round}.example.com");
+    agree(&t.relay, &t.follower, "the reader stays current", |f| {
+        f.to_string().contains(&last)
+    })
+    .await;
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn a_relay_lost_for_longer_than_its_bound_stops_serving_and_its_follower_keeps_its_table() {
     let b1 = Backend::start("one").await;

@@ -123,10 +123,22 @@ async fn slow_clients_are_closed(addr: SocketAddr, path: &str, body_path: &str) 
 
 /// A client that asks for many answers and reads none: closed before it has them all.
 async fn a_client_that_does_not_read_is_closed(addr: SocketAddr, request: &str, count: usize) {
+    a_client_that_does_not_read_is_closed_after(addr, "", request, count).await
+}
+
+/// As [`a_client_that_does_not_read_is_closed`], `first` (one request) sent before the others on
+/// the connection.
+async fn a_client_that_does_not_read_is_closed_after(
+    addr: SocketAddr,
+    first: &str,
+    request: &str,
+    count: usize,
+) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
-    let requests = request.repeat(count);
+    let requests = first.to_string() + &request.repeat(count);
+    let count = count + usize::from(!first.is_empty());
     let _ = stream.write_all(requests.as_bytes()).await;
     // Not reading, for ten times the idle timeout: the scenario, not a wait for a condition.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -252,6 +264,15 @@ async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream()
     slow_clients_are_closed(addr, "/ping", "/ping").await;
     a_client_that_does_not_read_is_closed(
         addr,
+        "GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: x\r\n\r\n",
+        1000,
+    )
+    .await;
+    // An answer to `HEAD /v2/events` streams nothing: the connection's later answers are
+    // still closed when not read.
+    a_client_that_does_not_read_is_closed_after(
+        addr,
+        "HEAD /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
         "GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: x\r\n\r\n",
         1000,
     )

@@ -120,12 +120,13 @@ impl Admin {
                     let client = peer.ip();
                     async move {
                         let preparing = activity.preparing();
+                        let method = req.method().clone();
                         let response = if probe_only && !is_probe(req.uri().path()) {
                             over_capacity()
                         } else {
                             admin.handle(activity.watch(req), loopback, client).await
                         };
-                        activity.answering(&response);
+                        activity.answering(&method, &response);
                         drop(preparing);
                         Ok::<_, Infallible>(response)
                     }

@@ -56,6 +56,19 @@ fn errors_name_the_key() {
         .unwrap_err();
         assert!(err.contains("admin.max_connections"), "{err}");
     }
+    for key in ["max_subscribers", "subscriber_queue"] {
+        // 2^62 once passed and panicked the relay on every stream.
+        for bad in ["0", "65537", "4611686018427387904"] {
+            let err = Config::parse(
+                &format!("[discovery]\nfile = \"a\"\n[relay]\n{key} = {bad}"),
+                base,
+            )
+            .unwrap_err();
+            assert!(err.contains(&format!("relay.{key}")), "{err}");
+        }
+        let top = format!("[discovery]\nfile = \"a\"\n[relay]\n{key} = 65536");
+        assert!(Config::parse(&top, base).is_ok());
+    }
     let ok = Config::parse(
             "[discovery]\nfile = \"a\"\n[admin]\ntoken_file = \"t\"\nloopback_reads_open = false\nsession_ttl = \"30m\"",
             base,

@@ -46,8 +46,13 @@ impl Config {
         if self.relay.max_disconnected.is_zero() {
             return Err("relay.max_disconnected: above zero".into());
         }
-        if self.relay.max_subscribers == 0 || self.relay.subscriber_queue == 0 {
-            return Err("relay.max_subscribers and relay.subscriber_queue: at least 1".into());
+        for (key, value) in [
+            ("relay.max_subscribers", self.relay.max_subscribers),
+            ("relay.subscriber_queue", self.relay.subscriber_queue),
+        ] {
+            if !(1..=65536).contains(&value) {
+                return Err(format!("{key}: between 1 and 65536"));
+            }
         }
         let d = &self.discovery;
         let cluster = !d.marathon.is_empty() || !d.mesos.masters.is_empty();

@@ -241,10 +241,9 @@ impl Relay {
     fn check_upstream(&self, now: std::time::Instant) {
         let mut lost_since = self.lost_since.lock().unwrap();
         if (self.upstream_up)() {
+            // Still stale until the model from the new connection is published (`publish`):
+            // the source reports connected before that model is compiled.
             *lost_since = None;
-            if self.stale.swap(false, Ordering::Relaxed) {
-                tracing::info!("relay: Marathon is back, serving again");
-            }
             return;
         }
         let since = *lost_since.get_or_insert(now);
@@ -281,6 +280,11 @@ impl Relay {
             tasks_gzip: std::sync::OnceLock::new(),
         })));
         self.metrics.generation.set(generation as i64);
+        // A model published while the source is connected is the one it brought back (a swap
+        // while it is still lost, say for a weight change, leaves the relay stale).
+        if (self.upstream_up)() && self.stale.swap(false, Ordering::Relaxed) {
+            tracing::info!("relay: Marathon is back, serving again");
+        }
         if generation == 1 {
             tracing::info!("relay: synced, serving Marathon's read API");
         }
@@ -328,7 +332,12 @@ impl Relay {
             let Some(open) = self.connections.take() else {
                 continue; // closed: dropped
             };
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
+            let socket = socket2::SockRef::from(&stream);
+            let _ = socket.set_send_buffer_size(SEND_BUFFER);
+            // Bytes sent and not acknowledged (a follower's host gone, a reader whose window
+            // stays shut) for the idle timeout: the kernel closes the connection, as a stream's
+            // write that cannot go on does (`stall`).
+            let _ = socket.set_tcp_user_timeout(Some(self.settings.timeouts.idle));
             let _ = stream.set_nodelay(true);
             let relay = self.clone();
             let timeouts = self.settings.timeouts;
@@ -341,8 +350,9 @@ impl Relay {
                     let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
                     async move {
                         let preparing = activity.preparing();
+                        let method = req.method().clone();
                         let response = relay.handle(req, (loopback, peer.ip()), cut).await;
-                        activity.answering(&response);
+                        activity.answering(&method, &response);
                         drop(preparing);
                         Ok::<_, Infallible>(response)
                     }

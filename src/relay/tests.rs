@@ -89,3 +89,44 @@ async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
         .await
         .expect("the slow subscriber's connection is told to close");
 }
+
+fn settings() -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        max_subscribers: 8,
+        subscriber_queue: 4,
+        max_disconnected: Duration::from_secs(60),
+        timeouts: Default::default(),
+    }
+}
+
+/// Stale (lost for longer than `max_disconnected`) until a model is published once the source
+/// is back: the source reports connected before its new model is compiled, and the old one must
+/// not be served in between; nor does a model published while still lost end it.
+#[test]
+fn stale_ends_with_the_model_published_after_the_source_is_back() {
+    let metrics = Metrics::new();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reports = up.clone();
+    let relay = Relay::new(
+        settings(),
+        RelayMetrics::register(&metrics),
+        Box::new(move || reports.load(Ordering::Relaxed)),
+    );
+    relay.publish(cluster(vec![app("/a", "a")]));
+    up.store(false, Ordering::Relaxed);
+    let lost = std::time::Instant::now();
+    relay.check_upstream(lost);
+    relay.check_upstream(lost + Duration::from_secs(61));
+    assert!(relay.stale.load(Ordering::Relaxed));
+    // A swap while still lost: still stale.
+    relay.publish(cluster(vec![app("/a", "a2")]));
+    assert!(relay.stale.load(Ordering::Relaxed));
+    // Connected, the new model not yet published: still stale.
+    up.store(true, Ordering::Relaxed);
+    relay.check_upstream(lost + Duration::from_secs(62));
+    assert!(relay.stale.load(Ordering::Relaxed));
+    relay.publish(cluster(vec![app("/a", "a3")]));
+    assert!(!relay.stale.load(Ordering::Relaxed));
+}
