@@ -393,7 +393,7 @@ mod tests {
     }
 }
 
-/// A listener's connection slots (`admin.max_connections`; the relay's subscribers and 256
+/// A listener's connection slots (`admin.max_connections`; two per relay subscriber and 256
 /// more): a connection holds one while it is open; one accepted with none left is closed at once
 /// and counted, so a client that opens connections and holds them cannot take every file
 /// descriptor (they are shared with the proxy).

@@ -129,14 +129,15 @@ pub struct Relay {
     lost_since: Mutex<Option<std::time::Instant>>,
     /// Lost for longer than `relay.max_disconnected`: every request is 503, no stream open.
     stale: std::sync::atomic::AtomicBool,
-    /// Open connections: the subscribers' and [`EXTRA_CONNECTIONS`] more; past them a new
+    /// Open connections: two per subscriber and [`EXTRA_CONNECTIONS`] more; past them a new
     /// connection is closed at once, counted in `refused` (file descriptors are shared with the
     /// proxy).
     connections: crate::stall::Slots,
 }
 
-/// Connections allowed beyond `relay.max_subscribers` (snapshot fetches, a refused stream's
-/// answer).
+/// Connections allowed beyond two per `relay.max_subscribers` (each follower holds its stream
+/// and, while it re-reads after an event, a fetch: a `group_change_success` sends every follower
+/// to re-read at once) — a refused stream's answer, fetches of instances that follow no stream.
 const EXTRA_CONNECTIONS: usize = 256;
 
 impl RelayMetrics {
@@ -154,7 +155,7 @@ impl RelayMetrics {
         );
         metrics.register(
             "relay_refused_streams",
-            "Event streams refused because relay.max_subscribers were open, and connections closed past relay.max_subscribers + 256",
+            "Event streams refused because relay.max_subscribers were open, and connections closed past 2 x relay.max_subscribers + 256",
             m.refused.clone(),
         );
         metrics.register(
@@ -199,7 +200,7 @@ impl Relay {
             next_id: AtomicU64::new(0),
             guesses: Default::default(),
             connections: crate::stall::Slots::new(
-                settings.max_subscribers + EXTRA_CONNECTIONS,
+                2 * settings.max_subscribers + EXTRA_CONNECTIONS,
                 m.refused.clone(),
             ),
             settings,
