@@ -233,6 +233,42 @@ async fn follows_the_standby_redirect_with_filters_and_auth() {
     assert_eq!(e.accept_encoding, None);
 }
 
+/// A redirect to a Marathon that is not in `discovery.marathon` is followed without the
+/// credentials: they go only to the hosts the operator listed, never to wherever a redirect
+/// points.
+#[tokio::test]
+async fn credentials_do_not_follow_a_redirect_to_an_unlisted_host() {
+    let leader = Marathon::start().await;
+    let standby = Marathon::start().await;
+    standby.redirect_to(&leader);
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    leader.set_apps(vec![external_app(port, &b1)]);
+    let config = marathon_config(&[standby.url()], "basic_auth = \"ops:secret\"");
+    let sy = Switchyard::start("redirect-unlisted", &config);
+    sy.wait_routes("routes from the unlisted leader", |r| {
+        backends(r, port) == vec![b1.addr]
+    })
+    .await;
+    let at_leader = leader.requests();
+    assert!(!at_leader.is_empty());
+    assert!(
+        at_leader.iter().all(|r| r.authorization.is_none()),
+        "credentials reached a host nobody listed: {:?}",
+        at_leader
+            .iter()
+            .map(|r| &r.authorization)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        standby
+            .requests()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some("Basic b3BzOnNlY3JldA==")),
+        "the listed host got them"
+    );
+}
+
 async fn resync(via: Via) {
     let marathon = Marathon::start().await;
     let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
