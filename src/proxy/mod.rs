@@ -192,10 +192,9 @@ impl Shutdown {
     }
 }
 
-/// A connection to a backend, with `TCP_NODELAY`. Made by hand rather than by
-/// `TcpStream::connect`: a connect that completes is seen as writable without the `SO_ERROR`
-/// query that one makes every time; the error is fetched only when the socket reports one.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+/// A nonblocking socket with `TCP_NODELAY` whose connect to `addr` has begun (or is done): the
+/// caller watches it for writability. Shared by [`connect`] and TCP mode's own loop.
+pub(crate) fn start_connect(addr: SocketAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -208,6 +207,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
+    Ok(socket)
+}
+
+/// A connection to a backend, with `TCP_NODELAY`. Made by hand rather than by
+/// `TcpStream::connect`: a connect that completes is seen as writable without the `SO_ERROR`
+/// query that one makes every time; the error is fetched only when the socket reports one.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let socket = start_connect(addr)?;
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
     let ready = tokio::time::timeout(
         timeout,

@@ -810,18 +810,7 @@ fn add(epfd: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
 /// A nonblocking connect to `addr` with `TCP_NODELAY`, watched by the inner set (see
 /// `super::connect`: success shows as writable, a failure as an error or a hang-up).
 fn connect(addr: SocketAddr, epfd: RawFd, data: u64) -> io::Result<OwnedFd> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_tcp_nodelay(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
+    let socket = super::start_connect(addr)?;
     // SAFETY: the socket's own descriptor, owned from here by the `OwnedFd`.
     let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
     add(epfd, fd.as_raw_fd(), data)?;
