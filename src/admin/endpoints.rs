@@ -42,13 +42,25 @@ impl Admin {
             Method::DELETE => false,
             _ => return text(StatusCode::METHOD_NOT_ALLOWED, "PUT or DELETE\n".into()),
         };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let command = crate::reconciler::Command::SetMaintenance {
+        self.apply(|reply| crate::reconciler::Command::SetMaintenance {
             app: app.into(),
             on,
             reply,
-        };
-        if self.commands.send(command).await.is_err() {
+        })
+        .await
+    }
+
+    /// Sends the reconciler a change that answers once its table is live, and tells the
+    /// client how it went: 200 applied; 404 with the reconciler's reason (no such app or
+    /// route); 503 shutting down or not applied within 10 s.
+    async fn apply(
+        &self,
+        command: impl FnOnce(
+            tokio::sync::oneshot::Sender<Result<(), String>>,
+        ) -> crate::reconciler::Command,
+    ) -> Response<Full<Bytes>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.commands.send(command(reply)).await.is_err() {
             return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
         }
         match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
@@ -150,23 +162,12 @@ impl Admin {
         if let Err(why) = self.rollouts.release(&route) {
             return text(StatusCode::CONFLICT, format!("{why}\n"));
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let command = crate::reconciler::Command::SetWeights {
+        self.apply(|reply| crate::reconciler::Command::SetWeights {
             route,
             weights,
             reply,
-        };
-        if self.commands.send(command).await.is_err() {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
-        }
-        match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
-            Ok(Ok(Ok(()))) => text(StatusCode::OK, "ok\n".into()),
-            Ok(Ok(Err(e))) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
-            _ => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not applied in time\n".into(),
-            ),
-        }
+        })
+        .await
     }
 }
 
