@@ -82,6 +82,9 @@ pub struct Metrics {
     pub ejections: Family<BackendLabels, Counter>,
     pub http_responses: Family<ResponseLabels, Counter>,
     pub no_backend: Family<ServiceLabels, Counter>,
+    /// Backend connects that failed for this host's own shortage (descriptors, memory,
+    /// ephemeral ports): charged to no backend (`proxy::local_shortage`).
+    pub local_connect_failures: Counter,
     /// Requests an app's limit or maintenance switch answered itself (reason: rate,
     /// concurrency, pending, maintenance).
     pub limited: Family<LimitLabels, Counter>,
@@ -159,6 +162,7 @@ impl Metrics {
             ejections: Family::default(),
             http_responses: Family::default(),
             no_backend: Family::default(),
+            local_connect_failures: Counter::default(),
             limited: Family::default(),
             events: Family::default(),
             malformed_events: Counter::default(),
@@ -236,6 +240,12 @@ impl Metrics {
             "no_backend",
             "Connections or requests refused because no backend was reachable",
             m.no_backend.clone(),
+        );
+        r.register(
+            "local_connect_failures",
+            "Backend connects that failed for the proxy host's own shortage (file descriptors, \
+             memory, ephemeral ports); no backend is charged and no other is tried",
+            m.local_connect_failures.clone(),
         );
         r.register(
             "limited_requests",

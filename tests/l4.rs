@@ -711,3 +711,117 @@ async fn idle_connections_on_one_worker_each_end_at_their_idle_timeout() {
     })
     .await;
 }
+
+/// Sets the soft open-file limit of another process of this user (its hard limit kept);
+/// returns the soft limit it had.
+fn set_soft_fd_limit_of(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: system calls on a child of this process with pointers to local structs.
+    unsafe {
+        let rc = libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old);
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let new = libc::rlimit {
+            rlim_cur: soft.min(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        let rc = libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut());
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+    old.rlim_cur
+}
+
+/// Out of file descriptors, a backend connect fails for the proxy's own want: the client is
+/// reset, the shortage is counted as the proxy's (`switchyard_local_connect_failures_total`),
+/// and no backend is charged for it — none counts a connect failure, none is ejected — so
+/// clients holding the proxy's descriptors cannot get healthy backends taken out.
+#[tokio::test]
+async fn running_out_of_descriptors_is_not_charged_to_the_backends() {
+    let backends = [echo_backend().await, echo_backend().await];
+    let port = free_port();
+    let sy = one_worker_tcp_port("l4-emfile", port, &backends, json!({})).await;
+    let _ = wait_for("service port open", || async {
+        TcpStream::connect(local(port)).await.ok()
+    })
+    .await;
+    wait_for("the probe connection closed", || async {
+        (active(&sy).await == 0.0).then_some(())
+    })
+    .await;
+    // A few descriptors to spare, then more clients than they can serve: each served client
+    // holds two (its own and its backend's).
+    let pid = sy.child.id();
+    let was = set_soft_fd_limit_of(pid, fds(&sy) as u64 + 6);
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        if let Ok(Ok(client)) =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(local(port))).await
+        {
+            clients.push(client);
+        }
+    }
+    // A client accepted with the last descriptor, whose backend socket cannot be made, is
+    // reset; the served ones echo.
+    let mut reset = 0;
+    let mut echoed = 0;
+    for client in &mut clients {
+        if client.write_all(b"x").await.is_err() {
+            reset += 1;
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(500), client.read(&mut byte)).await {
+            Ok(Ok(1)) => echoed += 1,
+            Ok(Ok(_) | Err(_)) => reset += 1,
+            Err(_) => {} // still in the accept queue
+        }
+    }
+    drop(clients);
+    set_soft_fd_limit_of(pid, was);
+    assert!(echoed >= 1, "some clients were served ({echoed})");
+    assert!(reset >= 1, "some clients met the shortage ({reset} reset)");
+    for b in backends {
+        let addr = format!("127.0.0.1:{b}");
+        let failures = sy
+            .metric("switchyard_backend_connect_failures_total", &[&addr])
+            .await;
+        let ejections = sy
+            .metric("switchyard_backend_ejections_total", &[&addr])
+            .await;
+        assert_eq!(
+            (failures, ejections),
+            (0.0, 0.0),
+            "backend {addr} charged for a local shortage"
+        );
+    }
+    wait_for("the shortage counted", || async {
+        let n = sy
+            .metric("switchyard_local_connect_failures_total", &[])
+            .await;
+        (n >= 1.0).then_some(())
+    })
+    .await;
+}
+
+/// A TCP port whose app has no task resets its clients: a clean close would read as an empty
+/// but complete answer.
+#[tokio::test]
+async fn a_tcp_port_without_backends_resets_its_clients() {
+    let port = free_port();
+    let sy = one_worker_tcp_port("l4-no-backend", port, &[], json!({})).await;
+    let mut client = wait_for("service port open", || async {
+        TcpStream::connect(local(port)).await.ok()
+    })
+    .await;
+    // Nothing written: a write meeting the reset would take its error, and the read then see
+    // a plain end.
+    let (_, end) = read_all(&mut client).await;
+    let kind = end.expect_err("a reset, not a clean end").kind();
+    assert_eq!(kind, std::io::ErrorKind::ConnectionReset);
+    assert!(
+        sy.metric("switchyard_no_backend_total", &[]).await >= 1.0,
+        "counted as no backend"
+    );
+}

@@ -26,7 +26,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Context, connect};
+use super::{Context, NotConnected, connect};
 use crate::backends::BackendState;
 use crate::metrics::Metrics;
 use crate::routing::edge_labels::BackendTls;
@@ -69,27 +69,27 @@ pub async fn dial(
     (ctx, timeout): (&Context, Duration),
     dial: &Dial,
     h2: bool,
-) -> Result<Stream, ()> {
+) -> Result<Stream, NotConnected> {
     let started = Instant::now();
-    let mut stream = connect(state.addr, timeout).await.map_err(|e| {
-        state.metrics.connect_failures.inc();
-        tracing::debug!(backend = %state.addr, "connect failed: {e}");
-    })?;
+    let mut stream = connect(state.addr, timeout)
+        .await
+        .map_err(|e| super::connect_failure(&ctx.metrics, state, &e))?;
     state.observe_connect(started.elapsed());
     if let Some(header) = &dial.proxy_header
         && stream.write_all(header).await.is_err()
     {
         state.metrics.connect_failures.inc();
-        return Err(());
+        return Err(NotConnected::Backend);
     }
     let Some(tls) = &dial.tls else {
         return Ok(Stream::Plain(stream));
     };
     let config = client_config(tls, h2, &ctx.metrics).ok_or_else(|| {
         state.metrics.connect_failures.inc();
+        NotConnected::Backend
     })?;
     let name = match &tls.server_name {
-        Some(name) => ServerName::try_from(name.clone()).map_err(|_| ())?,
+        Some(name) => ServerName::try_from(name.clone()).map_err(|_| NotConnected::Backend)?,
         None => ServerName::IpAddress(state.addr.ip().into()),
     };
     let connector = tokio_rustls::TlsConnector::from(config);
@@ -111,13 +111,13 @@ pub async fn dial(
             Metrics::count(&ctx.metrics.upstream_tls_failures, kind);
             state.metrics.connect_failures.inc();
             report(state.addr, kind, &e.to_string());
-            Err(())
+            Err(NotConnected::Backend)
         }
         Err(_) => {
             Metrics::count(&ctx.metrics.upstream_tls_failures, "handshake");
             state.metrics.connect_failures.inc();
             report(state.addr, "handshake", "timed out");
-            Err(())
+            Err(NotConnected::Backend)
         }
     }
 }

@@ -35,6 +35,10 @@ pub enum Failure {
     /// The app's `MAX_PENDING_REQUESTS` were already waiting for a backend connection: 503 at
     /// once, nothing tried further, nothing charged to a backend.
     Overloaded,
+    /// No connection could be made for this host's own shortage (descriptors, memory,
+    /// ephemeral ports: `super::local_shortage`): 503, nothing tried further, nothing charged
+    /// to a backend.
+    Local,
 }
 
 impl Failure {
@@ -45,7 +49,7 @@ impl Failure {
                 Some(502)
             }
             Failure::TimedOut => Some(504),
-            Failure::Overloaded => Some(503),
+            Failure::Overloaded | Failure::Local => Some(503),
             Failure::Client => Some(400),
             Failure::ClientStalled => Some(408),
             Failure::ClientGone => None,
@@ -61,6 +65,7 @@ impl Failure {
                 | Failure::ClientGone
                 | Failure::Removed
                 | Failure::Overloaded
+                | Failure::Local
         )
     }
 
@@ -76,6 +81,7 @@ impl Failure {
             Failure::ClientStalled => "request body timed out".into(),
             Failure::ClientGone => "client gone".into(),
             Failure::Overloaded => super::limits::Refusal::Pending.text().into(),
+            Failure::Local => "proxy out of local resources".into(),
         }
     }
 }
@@ -176,7 +182,12 @@ impl<'a> Attempts<'a> {
         if let Some(t) = &mut self.trace {
             t.failed(self.states[b].addr, &super::trace::connect_error(error));
         }
-        self.decide(b, Failure::Connect)
+        let failure = if super::local_shortage(error) {
+            Failure::Local
+        } else {
+            Failure::Connect
+        };
+        self.decide(b, failure)
     }
 
     /// The candidates in the order they are tried: the balancer's choice first, then the

@@ -27,7 +27,6 @@ use super::h1_framing::{
 use super::h1_relay::{BodySent, READ_CHUNK, Relay, Relayed, relay_exact, relay_response};
 use super::headers::HSTS_LINE;
 use super::http::Protocol;
-use super::pool::Pools;
 use super::{Context, connect};
 use crate::backends::BackendState;
 use crate::metrics::ServiceLabels;
@@ -415,7 +414,7 @@ async fn forward(
     let stopping = ctx.shutdown.is_stopping();
     for b in attempts.candidates(flow) {
         let state = &states[b];
-        let mut upstream = match checkout_or_connect(&ctx.pools, state, &policy).await {
+        let mut upstream = match checkout_or_connect(ctx, state, &policy).await {
             Ok(upstream) => upstream,
             Err(unavailable) => {
                 let next = match unavailable {
@@ -527,19 +526,20 @@ pub(super) enum NoConnection {
 /// A new connection counts among the app's requests waiting for one (`MAX_PENDING_REQUESTS`)
 /// while it opens.
 async fn checkout_or_connect(
-    pools: &Pools,
+    ctx: &Context,
     state: &Arc<BackendState>,
     policy: &Policy<'_>,
 ) -> Result<TcpStream, NoConnection> {
-    if let Some(stream) = pools.checkout_raw(state) {
+    if let Some(stream) = ctx.pools.checkout_raw(state) {
         return Ok(stream);
     }
-    connect_new(state, policy).await
+    connect_new(ctx, state, policy).await
 }
 
 /// A new plain connection to a backend (HTTP/2 clients' requests to HTTP/1.1 backends open
 /// theirs here too, `upstream_h1`).
 pub(super) async fn connect_new(
+    ctx: &Context,
     state: &Arc<BackendState>,
     policy: &Policy<'_>,
 ) -> Result<TcpStream, NoConnection> {
@@ -553,8 +553,7 @@ pub(super) async fn connect_new(
             Ok(stream)
         }
         Err(e) => {
-            state.metrics.connect_failures.inc();
-            tracing::debug!(backend = %state.addr, "connect failed: {e}");
+            super::count_connect_failure(&ctx.metrics, state, &e);
             Err(NoConnection::Failed(e))
         }
     }

@@ -311,6 +311,9 @@ fn serve_in_loop(
             .no_backend
             .get_or_create(&crate::metrics::ServiceLabels { service })
             .inc();
+        // A reset, as `tcp::serve` ends a connection with no backend: a client must not take
+        // the close for an empty but complete answer.
+        tcp::abort(&stream);
         return;
     };
     let flow = crate::routing::balance::Flow {
@@ -574,6 +577,7 @@ async fn serve(
                     .no_backend
                     .get_or_create(&crate::metrics::ServiceLabels { service })
                     .inc();
+                tcp::abort(&stream); // a reset, as in `serve_in_loop`
                 return;
             };
             let flow = crate::routing::balance::Flow {

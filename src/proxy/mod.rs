@@ -210,6 +210,66 @@ pub(crate) fn start_connect(addr: SocketAddr) -> io::Result<socket2::Socket> {
     Ok(socket)
 }
 
+/// Whether a failed backend connect was this host's own shortage rather than the backend's
+/// fault: out of file descriptors (process or system), of socket buffers or memory, or of
+/// ephemeral ports. Such a failure is never charged to a backend (its `connect_failures`, its
+/// outlier record) and ends the walk over the candidates, since each would fail alike: a
+/// client that holds the proxy's descriptors must not get healthy backends ejected.
+pub(crate) fn local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// A backend connection that was not made, and whose fault that was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotConnected {
+    /// Refused, timed out, or a failed handshake: the backend's.
+    Backend,
+    /// This host's shortage ([`local_shortage`]): no backend's.
+    Local,
+}
+
+/// Counts a failed connect to `state`'s backend where it belongs: on the backend
+/// (`connect_failures`), or, for [`local_shortage`], in `local_connect_failures` with a
+/// warning at most once a second per thread. Returns whether it was a local shortage.
+pub(crate) fn count_connect_failure(
+    metrics: &crate::metrics::Metrics,
+    state: &crate::backends::BackendState,
+    e: &io::Error,
+) -> bool {
+    if local_shortage(e) {
+        metrics.local_connect_failures.inc();
+        thread_local!(static WARNED: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) });
+        let now = std::time::Instant::now();
+        if WARNED
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            WARNED.set(Some(now));
+            tracing::warn!(backend = %state.addr, "connect failed for want of local resources, not the backend's fault: {e}");
+        }
+        return true;
+    }
+    state.metrics.connect_failures.inc();
+    tracing::debug!(backend = %state.addr, "connect failed: {e}");
+    false
+}
+
+/// [`count_connect_failure`] as a [`NotConnected`].
+pub(crate) fn connect_failure(
+    metrics: &crate::metrics::Metrics,
+    state: &crate::backends::BackendState,
+    e: &io::Error,
+) -> NotConnected {
+    if count_connect_failure(metrics, state, e) {
+        NotConnected::Local
+    } else {
+        NotConnected::Backend
+    }
+}
+
 /// A connection to a backend, with `TCP_NODELAY`. Made by hand rather than by
 /// `TcpStream::connect`: a connect that completes is seen as writable without the `SO_ERROR`
 /// query that one makes every time; the error is fetched only when the socket reports one.

@@ -57,6 +57,7 @@ pub async fn serve(
         let svc = &snapshot.table.services[service];
         let states = &snapshot.states[service];
         let mut picked = None;
+        let mut local = false;
         let candidates = svc.balancer.candidates(flow, |i| states[i].load());
         for b in crate::backends::outlier::ordered(states, candidates) {
             let started = std::time::Instant::now();
@@ -68,13 +69,16 @@ pub async fn serve(
                     break;
                 }
                 Err(e) => {
-                    states[b].metrics.connect_failures.inc();
+                    if super::count_connect_failure(&ctx.metrics, &states[b], &e) {
+                        // This host's shortage, not the backend's: no other is tried.
+                        local = true;
+                        break;
+                    }
                     crate::backends::outlier::failure(states, b);
-                    tracing::debug!(service = %svc.key, backend = %states[b].addr, "connect failed: {e}");
                 }
             }
         }
-        if picked.is_none() {
+        if picked.is_none() && !local {
             let labels = ServiceLabels {
                 service: svc.key.to_string(),
             };
@@ -135,7 +139,7 @@ pub enum End {
 }
 
 /// Makes the socket's close a reset (`SO_LINGER` 0): for a stream that was broken off.
-pub fn abort(stream: &TcpStream) {
+pub fn abort(stream: &impl std::os::fd::AsFd) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 

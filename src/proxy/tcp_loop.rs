@@ -390,7 +390,11 @@ impl Loop {
                 }
                 Err(e) => {
                     conn.backend = None;
-                    connect_failed(states, b, &e);
+                    if connect_failed(&conn.ctx, states, b, &e) {
+                        // This host's shortage, not the backend's: no other is tried.
+                        self.finish(index, End::BackendFailed);
+                        return;
+                    }
                 }
             }
         }
@@ -403,8 +407,11 @@ impl Loop {
         if let Phase::Connecting {
             snapshot, backend, ..
         } = &conn.phase
+            && connect_failed(&conn.ctx, &snapshot.states[conn.service], *backend, &e)
         {
-            connect_failed(&snapshot.states[conn.service], *backend, &e);
+            // This host's shortage, not the backend's: no other is tried.
+            self.finish(index, End::BackendFailed);
+            return;
         }
         self.next_backend(index);
     }
@@ -796,10 +803,14 @@ fn untoken(data: u64) -> (u32, usize, u64) {
     )
 }
 
-fn connect_failed(states: &[Arc<BackendState>], b: usize, e: &io::Error) {
-    states[b].metrics.connect_failures.inc();
+/// Counts a failed connect (`super::count_connect_failure`) and charges the backend's outlier
+/// record unless it was this host's shortage; returns whether it was.
+fn connect_failed(ctx: &Context, states: &[Arc<BackendState>], b: usize, e: &io::Error) -> bool {
+    if super::count_connect_failure(&ctx.metrics, &states[b], e) {
+        return true;
+    }
     outlier::failure(states, b);
-    tracing::debug!(backend = %states[b].addr, "connect failed: {e}");
+    false
 }
 
 fn millis(d: Duration) -> u64 {

@@ -25,7 +25,7 @@ use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
 use super::pool::Pools;
 use super::tcp;
-use super::{Context, connect};
+use super::{Context, NotConnected, connect};
 use crate::backends::{ActiveGuard, BackendState};
 
 /// A pooled HTTP/1.1 connection to a backend.
@@ -73,7 +73,8 @@ pub async fn send(
                 };
                 match open(state, (ctx, policy.connect), dial).await {
                     Ok(sender) => sender,
-                    Err(_) => return Tried::Unsent(req),
+                    Err(NotConnected::Backend) => return Tried::Unsent(req),
+                    Err(NotConnected::Local) => return Tried::Failed(Failure::Local),
                 }
             }
         };
@@ -171,21 +172,20 @@ pub async fn open(
     state: &BackendState,
     (ctx, connect_timeout): (&Context, std::time::Duration),
     dial: &Dial,
-) -> Result<Upstream, ()> {
+) -> Result<Upstream, NotConnected> {
     if !dial.is_plain() {
         let stream = super::dial::dial(state, (ctx, connect_timeout), dial, false).await?;
         return handshake(state, stream).await;
     }
     let started = std::time::Instant::now();
-    let stream = connect(state.addr, connect_timeout).await.map_err(|e| {
-        state.metrics.connect_failures.inc();
-        tracing::debug!(backend = %state.addr, "connect failed: {e}");
-    })?;
+    let stream = connect(state.addr, connect_timeout)
+        .await
+        .map_err(|e| super::connect_failure(&ctx.metrics, state, &e))?;
     state.observe_connect(started.elapsed());
     handshake(state, stream).await
 }
 
-async fn handshake<S>(state: &BackendState, stream: S) -> Result<Upstream, ()>
+async fn handshake<S>(state: &BackendState, stream: S) -> Result<Upstream, NotConnected>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -195,6 +195,7 @@ where
         .map_err(|e| {
             state.metrics.connect_failures.inc();
             tracing::debug!(backend = %state.addr, "handshake failed: {e}");
+            NotConnected::Backend
         })?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;

@@ -67,8 +67,11 @@ pub async fn send(
         let reused = pooled.is_some();
         let mut upstream = match pooled.take() {
             Some(upstream) => upstream,
-            None => match super::h1::connect_new(state, policy).await {
+            None => match super::h1::connect_new(ctx, state, policy).await {
                 Ok(upstream) => upstream,
+                Err(NoConnection::Failed(e)) if super::local_shortage(&e) => {
+                    return Tried::Failed(Failure::Local);
+                }
                 Err(NoConnection::Failed(_)) => return Tried::Unsent(req),
                 Err(NoConnection::Overloaded) => return Tried::Failed(Failure::Overloaded),
             },

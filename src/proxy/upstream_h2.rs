@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::dial::Dial;
 use super::upstream::{Awaited, PooledBody, ProxyBody, RequestBody, Tried, await_response, charge};
-use super::{Context, connect};
+use super::{Context, NotConnected, connect};
 use crate::backends::BackendState;
 
 pub type H2Upstream = hyper::client::conn::http2::SendRequest<RequestBody>;
@@ -47,8 +47,9 @@ pub async fn send(
                 return Tried::Failed(super::exchange::Failure::Overloaded);
             };
             match open(state, (ctx, policy.connect), dial).await {
-                Some(sender) => sender,
-                None => return Tried::Unsent(req),
+                Ok(sender) => sender,
+                Err(NotConnected::Backend) => return Tried::Unsent(req),
+                Err(NotConnected::Local) => return Tried::Failed(super::exchange::Failure::Local),
             }
         }
     };
@@ -64,8 +65,11 @@ pub async fn send(
                 req = back;
                 reused = false;
                 match open(state, (ctx, policy.connect), dial).await {
-                    Some(fresh) => sender = fresh,
-                    None => return Tried::Unsent(req),
+                    Ok(fresh) => sender = fresh,
+                    Err(NotConnected::Backend) => return Tried::Unsent(req),
+                    Err(NotConnected::Local) => {
+                        return Tried::Failed(super::exchange::Failure::Local);
+                    }
                 }
             }
             Awaited::Returned(back) => return Tried::Unsent(back),
@@ -79,7 +83,7 @@ async fn open(
     state: &Arc<BackendState>,
     (ctx, connect_timeout): (&Context, std::time::Duration),
     dial: &Dial,
-) -> Option<H2Upstream> {
+) -> Result<H2Upstream, NotConnected> {
     let stream = if dial.is_plain() {
         let started = std::time::Instant::now();
         match connect(state.addr, connect_timeout).await {
@@ -87,16 +91,10 @@ async fn open(
                 state.observe_connect(started.elapsed());
                 super::dial::Stream::Plain(stream)
             }
-            Err(e) => {
-                state.metrics.connect_failures.inc();
-                tracing::debug!(backend = %state.addr, "connect failed: {e}");
-                return None;
-            }
+            Err(e) => return Err(super::connect_failure(&ctx.metrics, state, &e)),
         }
     } else {
-        super::dial::dial(state, (ctx, connect_timeout), dial, true)
-            .await
-            .ok()?
+        super::dial::dial(state, (ctx, connect_timeout), dial, true).await?
     };
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
@@ -106,7 +104,7 @@ async fn open(
         Err(e) => {
             state.metrics.connect_failures.inc();
             tracing::debug!(backend = %state.addr, "h2 handshake failed: {e}");
-            return None;
+            return Err(NotConnected::Backend);
         }
     };
     tokio::spawn(async move {
@@ -115,7 +113,7 @@ async fn open(
     if dial.poolable() {
         ctx.pools.set_h2(state, sender.clone());
     }
-    Some(sender)
+    Ok(sender)
 }
 
 fn into_proxy(
