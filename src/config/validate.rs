@@ -115,6 +115,13 @@ impl Config {
         if d.resync_interval < Duration::from_secs(1) {
             return Err("discovery.resync_interval: must be at least 1s".into());
         }
+        if !(0.0..=1.0).contains(&d.max_removal_fraction) {
+            return Err("discovery.max_removal_fraction: must be between 0 and 1".into());
+        }
+        // The event stream is not read while a held read waits: a short wait.
+        if d.removal_confirm_delay > Duration::from_secs(60) {
+            return Err("discovery.removal_confirm_delay: must be at most 60s".into());
+        }
         if d.max_event_bytes < 1024 {
             return Err("discovery.max_event_bytes: must be at least 1024".into());
         }
