@@ -642,3 +642,78 @@ async fn a_relay_serves_its_snapshots_gzip_compressed_to_who_asks() {
         assert!(!head.contains("content-encoding"), "{path}: {head}");
     }
 }
+
+/// Connections that never present the token cannot lock followers out: with every connection
+/// slot held by them, a follower's request still gets in (the oldest of them makes room), and a
+/// follower already subscribed keeps its stream.
+#[tokio::test]
+async fn connections_without_the_token_make_room_for_a_follower_with_it() {
+    use tokio::io::AsyncReadExt;
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let dir = temp_dir("relay-evict");
+    let token = dir.join("relay-token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let token = format!("token_file = {:?}\n", token.display().to_string());
+    // One stream: the cap is 2 + 256 connections. Unauthenticated ones stay for a minute.
+    let t = tier(
+        "evict",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        &format!("{token}max_subscribers = 1\nheader_timeout = \"60s\"\n"),
+        &token,
+    )
+    .await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let addr = relay_addr(&t.relay_url);
+    // More silent connections than the cap: every slot but the follower's stream is theirs.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    wait_for("the silent connections fill the relay", || async {
+        let evicted = t
+            .relay
+            .metric("switchyard_relay_evicted_connections_total", &[])
+            .await;
+        (evicted >= 42.0).then_some(())
+    })
+    .await;
+    // The oldest of them was closed to make room.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, silent[0].read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    // A follower's request gets in.
+    let (status, _, body) = http_request(
+        addr,
+        "GET",
+        "/v2/apps",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/a\""));
+    // And the subscribed follower was not evicted: it still follows.
+    t.marathon.update_app("/a", |a| {
+        a["labels"]["HAPROXY_0_VHOST"] = json!("evict.example.com")
+    });
+    t.marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    agree(&t.relay, &t.follower, "the follower stays current", |f| {
+        f.to_string().contains("evict.example.com")
+    })
+    .await;
+    assert_eq!(
+        t.relay
+            .metric("switchyard_relay_refused_streams_total", &[])
+            .await,
+        0.0,
+        "no connection was refused"
+    );
+    drop(silent);
+}

@@ -51,8 +51,10 @@ use crate::discovery::marathon::gzip;
 use crate::discovery::marathon::render::{self, Embed};
 use crate::metrics::{Metrics, PathLabels};
 
+mod admission;
 mod events;
 
+use admission::{Admission, Ticket};
 use events::{SseBody, Subscriber, events};
 
 /// The kernel send buffer of every relay connection: what a subscriber that stopped reading
@@ -109,6 +111,7 @@ pub struct RelayMetrics {
     subscribers: Gauge,
     cut: Counter,
     refused: Counter,
+    evicted: Counter,
     requests: Family<PathLabels, Counter>,
     generation: Gauge,
 }
@@ -129,10 +132,10 @@ pub struct Relay {
     lost_since: Mutex<Option<std::time::Instant>>,
     /// Lost for longer than `relay.max_disconnected`: every request is 503, no stream open.
     stale: std::sync::atomic::AtomicBool,
-    /// Open connections: two per subscriber and [`EXTRA_CONNECTIONS`] more; past them a new
-    /// connection is closed at once, counted in `refused` (file descriptors are shared with the
-    /// proxy).
-    connections: crate::stall::Slots,
+    /// Open connections: two per subscriber and [`EXTRA_CONNECTIONS`] more; past them the
+    /// oldest one without credentials makes room, or the new one is closed at once, counted in
+    /// `refused` (file descriptors are shared with the proxy): `admission`.
+    connections: Admission,
 }
 
 /// Connections allowed beyond two per `relay.max_subscribers` (each follower holds its stream
@@ -157,6 +160,11 @@ impl RelayMetrics {
             "relay_refused_streams",
             "Event streams refused because relay.max_subscribers were open, and connections closed past 2 x relay.max_subscribers + 256",
             m.refused.clone(),
+        );
+        metrics.register(
+            "relay_evicted_connections",
+            "Connections that had not presented the relay's token, closed to make room for a new one when every slot was taken",
+            m.evicted.clone(),
         );
         metrics.register(
             "relay_requests",
@@ -199,9 +207,10 @@ impl Relay {
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             guesses: Default::default(),
-            connections: crate::stall::Slots::new(
+            connections: Admission::new(
                 2 * settings.max_subscribers + EXTRA_CONNECTIONS,
                 m.refused.clone(),
+                m.evicted.clone(),
             ),
             settings,
             metrics: m,
@@ -330,9 +339,11 @@ impl Relay {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Some(open) = self.connections.take() else {
+            let cut = Arc::new(Notify::new());
+            let Some(ticket) = self.connections.admit(cut.clone()) else {
                 continue; // closed: dropped
             };
+            let ticket = Arc::new(ticket);
             let socket = socket2::SockRef::from(&stream);
             let _ = socket.set_send_buffer_size(SEND_BUFFER);
             // Bytes sent and not acknowledged (a follower's host gone, a reader whose window
@@ -343,16 +354,15 @@ impl Relay {
             let relay = self.clone();
             let timeouts = self.settings.timeouts;
             tokio::spawn(async move {
-                let _open = open;
-                let cut = Arc::new(Notify::new());
                 let on_cut = cut.clone();
                 let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
                 let service = service_fn(move |req| {
                     let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
+                    let ticket = ticket.clone();
                     async move {
                         let preparing = activity.preparing();
                         let method = req.method().clone();
-                        let response = relay.handle(req, (loopback, peer.ip()), cut).await;
+                        let response = relay.handle(req, (loopback, peer.ip()), cut, &ticket).await;
                         activity.answering(&method, &response);
                         drop(preparing);
                         Ok::<_, Infallible>(response)
@@ -375,6 +385,7 @@ impl Relay {
         req: Request<Incoming>,
         (loopback, client): (bool, std::net::IpAddr),
         cut: Arc<Notify>,
+        ticket: &Ticket,
     ) -> Response<BoxBody<Bytes, Infallible>> {
         let path = req.uri().path();
         let endpoint = if path.starts_with("/v2/apps/") {
@@ -426,6 +437,8 @@ impl Relay {
             );
             return r;
         }
+        // From now on it is never evicted to make room (`admission`).
+        ticket.authenticated();
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return text(StatusCode::METHOD_NOT_ALLOWED, "the relay is read-only\n");
         }
