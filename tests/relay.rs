@@ -717,3 +717,84 @@ async fn connections_without_the_token_make_room_for_a_follower_with_it() {
     );
     drop(silent);
 }
+
+/// A reader that stops in the middle of a big `/v2/apps` keeps that model's body alive after the
+/// model is replaced; past `relay.max_body_bytes` of such bodies the relay builds no new one and
+/// answers 503 with `Retry-After`, until the reader goes.
+#[tokio::test]
+async fn bodies_held_by_slow_readers_are_bounded_and_past_the_budget_answers_are_503() {
+    use tokio::io::AsyncReadExt;
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    // About 1.2 MB of plain /v2/apps: more than the kernel buffers of one connection hold.
+    let pad = "p".repeat(2000);
+    let mut apps: Vec<Value> = (0..600)
+        .map(|i| {
+            let id = format!("/pad/a{i}");
+            app(
+                &id,
+                20000 + i,
+                json!({"HAPROXY_GROUP": "internal", "PAD": pad}),
+                vec![],
+            )
+        })
+        .collect();
+    apps.push(app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    ));
+    let t = tier("budget", apps, "max_body_bytes = 65536\n", "").await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let addr = relay_addr(&t.relay_url);
+    // The follower's snapshot, as plain JSON (built beside the gzip one the follower took).
+    let path = "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.readiness";
+    assert!(t.relay.metric("switchyard_relay_body_bytes", &[]).await > 1_000_000.0);
+    // A reader that takes the head of the answer and then reads nothing more.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(DEADLINE, slow.read_exact(&mut head))
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // A new model: the old one's body is still being written to the reader.
+    let generation = t.relay.metric("switchyard_relay_generation", &[]).await;
+    t.marathon.update_app("/a", |a| {
+        a["labels"]["HAPROXY_0_VHOST"] = json!("budget.example.com")
+    });
+    t.marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    wait_for("the new model", || async {
+        (t.relay.metric("switchyard_relay_generation", &[]).await > generation).then_some(())
+    })
+    .await;
+    let (status, head, _) = get_bytes(addr, path, "").await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("retry-after: 5"), "{head}");
+    assert!(
+        t.relay
+            .metric("switchyard_relay_over_budget_total", &[])
+            .await
+            >= 1.0
+    );
+    // The follower still follows (its stream and single-app fetches need no new body).
+    agree(&t.relay, &t.follower, "the follower current", |f| {
+        f.to_string().contains("budget.example.com")
+    })
+    .await;
+    // The reader gone, its body goes and the new model's is built.
+    drop(slow);
+    wait_for("a body again", || async {
+        let (status, _, body) = get_bytes(addr, path, "").await;
+        (status == 200 && String::from_utf8_lossy(&body).contains("budget.example.com"))
+            .then_some(())
+    })
+    .await;
+}

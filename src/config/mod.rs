@@ -491,6 +491,10 @@ pub struct Relay {
     /// of following a model that is ever older.
     #[serde(deserialize_with = "duration")]
     pub max_disconnected: Duration,
+    /// Bytes of `/v2/apps` and `/v2/tasks` bodies alive at once — the current model's and older
+    /// ones slow followers are still reading — past which a request that needs a new one is
+    /// answered 503 with `Retry-After`.
+    pub max_body_bytes: usize,
     /// As `admin.header_timeout`, on the relay's listener.
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
@@ -507,6 +511,7 @@ impl Default for Relay {
             max_subscribers: 1024,
             subscriber_queue: 1024,
             max_disconnected: Duration::from_secs(60),
+            max_body_bytes: 512 << 20,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
         }

@@ -43,6 +43,9 @@ impl Config {
                 return Err(format!("{key}: between 10ms and 1h"));
             }
         }
+        if self.relay.max_body_bytes == 0 {
+            return Err("relay.max_body_bytes: above zero".into());
+        }
         if self.relay.max_disconnected.is_zero() {
             return Err("relay.max_disconnected: above zero".into());
         }

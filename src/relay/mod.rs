@@ -52,9 +52,11 @@ use crate::discovery::marathon::render::{self, Embed};
 use crate::metrics::{Metrics, PathLabels};
 
 mod admission;
+mod budget;
 mod events;
 
 use admission::{Admission, Ticket};
+use budget::BodyBudget;
 use events::{SseBody, Subscriber, events};
 
 /// The kernel send buffer of every relay connection: what a subscriber that stopped reading
@@ -77,6 +79,9 @@ pub struct Settings {
     pub subscriber_queue: usize,
     /// Served this long after the relay's own Marathon was lost, then 503 (`stale`).
     pub max_disconnected: Duration,
+    /// Bytes of prepared bodies alive at once (the model's, and older ones followers still
+    /// read), past which no new one is built (`budget`).
+    pub max_body_bytes: usize,
     /// `relay.header_timeout` and `relay.idle_timeout` (`stall`).
     pub timeouts: crate::stall::Timeouts,
 }
@@ -90,6 +95,7 @@ pub type UpstreamUp = Box<dyn Fn() -> bool + Send + Sync>;
 struct Served {
     generation: u64,
     cluster: Arc<Cluster>,
+    budget: Arc<BodyBudget>,
     bodies: Mutex<HashMap<(Embed, Encoding), Bytes>>,
     /// `/v2/tasks`, built on first request like the `/v2/apps` bodies, and its gzip form.
     tasks: std::sync::OnceLock<Bytes>,
@@ -112,6 +118,8 @@ pub struct RelayMetrics {
     cut: Counter,
     refused: Counter,
     evicted: Counter,
+    body_bytes: Gauge,
+    over_budget: Counter,
     requests: Family<PathLabels, Counter>,
     generation: Gauge,
 }
@@ -136,6 +144,7 @@ pub struct Relay {
     /// oldest one without credentials makes room, or the new one is closed at once, counted in
     /// `refused` (file descriptors are shared with the proxy): `admission`.
     connections: Admission,
+    budget: Arc<BodyBudget>,
 }
 
 /// Connections allowed beyond two per `relay.max_subscribers` (each follower holds its stream
@@ -165,6 +174,16 @@ impl RelayMetrics {
             "relay_evicted_connections",
             "Connections that had not presented the relay's token, closed to make room for a new one when every slot was taken",
             m.evicted.clone(),
+        );
+        metrics.register(
+            "relay_body_bytes",
+            "Bytes of /v2/apps and /v2/tasks bodies alive: the model's, and older ones followers are still reading",
+            m.body_bytes.clone(),
+        );
+        metrics.register(
+            "relay_over_budget",
+            "Requests answered 503 because relay.max_body_bytes of bodies were alive",
+            m.over_budget.clone(),
         );
         metrics.register(
             "relay_requests",
@@ -211,6 +230,11 @@ impl Relay {
                 2 * settings.max_subscribers + EXTRA_CONNECTIONS,
                 m.refused.clone(),
                 m.evicted.clone(),
+            ),
+            budget: BodyBudget::new(
+                settings.max_body_bytes,
+                m.body_bytes.clone(),
+                m.over_budget.clone(),
             ),
             settings,
             metrics: m,
@@ -285,6 +309,7 @@ impl Relay {
         self.state.store(Some(Arc::new(Served {
             generation,
             cluster,
+            budget: self.budget.clone(),
             bodies: Mutex::new(HashMap::new()),
             tasks: std::sync::OnceLock::new(),
             tasks_gzip: std::sync::OnceLock::new(),
@@ -470,7 +495,8 @@ impl Relay {
                 let served = served.clone();
                 let built = tokio::task::spawn_blocking(move || served.apps_body(embed, encoding));
                 match built.await {
-                    Ok(body) => prepared(body, encoding),
+                    Ok(Some(body)) => prepared(body, encoding),
+                    Ok(None) => over_budget(),
                     Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                 }
             }
@@ -492,7 +518,8 @@ impl Relay {
             "/v2/tasks" => {
                 let served = served.clone();
                 match tokio::task::spawn_blocking(move || served.tasks_body(encoding)).await {
-                    Ok(body) => prepared(body, encoding),
+                    Ok(Some(body)) => prepared(body, encoding),
+                    Ok(None) => over_budget(),
                     Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                 }
             }
@@ -588,35 +615,49 @@ impl Relay {
 }
 
 impl Served {
-    /// `/v2/tasks`, built once per model (and compressed once, when asked for so).
-    fn tasks_body(&self, encoding: Encoding) -> Bytes {
-        if encoding == Encoding::Gzip {
-            return self
-                .tasks_gzip
-                .get_or_init(|| gzip::gzip(&self.tasks_body(Encoding::Identity)))
-                .clone();
+    /// `/v2/tasks`, built once per model (and compressed once, when asked for so); `None`:
+    /// not built, past the body budget.
+    fn tasks_body(&self, encoding: Encoding) -> Option<Bytes> {
+        let cell = match encoding {
+            Encoding::Gzip => &self.tasks_gzip,
+            Encoding::Identity => &self.tasks,
+        };
+        if let Some(body) = cell.get() {
+            return Some(body.clone());
         }
-        self.tasks
-            .get_or_init(|| {
-                let tasks: Vec<_> = self
-                    .cluster
-                    .apps
-                    .values()
-                    .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
-                    .collect();
-                let body = serde_json::to_vec(&json!({ "tasks": tasks })).expect("serializes");
-                Bytes::from(body)
-            })
-            .clone()
+        if !self.budget.room() {
+            return None;
+        }
+        let plain = || {
+            let tasks: Vec<_> = self
+                .cluster
+                .apps
+                .values()
+                .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
+                .collect();
+            let body = serde_json::to_vec(&json!({ "tasks": tasks })).expect("serializes");
+            self.budget.count(body)
+        };
+        let plain = self.tasks.get_or_init(plain).clone();
+        Some(match encoding {
+            Encoding::Identity => plain,
+            Encoding::Gzip => self
+                .tasks_gzip
+                .get_or_init(|| self.budget.count(gzip::gzip(&plain)))
+                .clone(),
+        })
     }
 
     /// `/v2/apps` in one `embed` form and encoding, built once per model (the gzip body from
-    /// the plain one).
-    fn apps_body(&self, embed: Embed, encoding: Encoding) -> Bytes {
+    /// the plain one); `None`: not built, past the body budget.
+    fn apps_body(&self, embed: Embed, encoding: Encoding) -> Option<Bytes> {
         // Held while building: a thousand followers asking at once build it once.
         let mut bodies = self.bodies.lock().unwrap();
         if let Some(body) = bodies.get(&(embed, encoding)) {
-            return body.clone();
+            return Some(body.clone());
+        }
+        if !self.budget.room() {
+            return None;
         }
         let plain = match bodies.get(&(embed, Encoding::Identity)) {
             Some(plain) => plain.clone(),
@@ -627,11 +668,11 @@ impl Served {
             }
         };
         if encoding == Encoding::Identity {
-            return plain;
+            return Some(plain);
         }
-        let compressed = gzip::gzip(&plain);
+        let compressed = self.budget.count(gzip::gzip(&plain));
         bodies.insert((embed, encoding), compressed.clone());
-        compressed
+        Some(compressed)
     }
 
     fn render_apps(&self, embed: Embed) -> Bytes {
@@ -645,7 +686,7 @@ impl Served {
                 .expect("a JSON value serializes");
         }
         out.extend_from_slice(b"]}");
-        Bytes::from(out)
+        self.budget.count(out)
     }
 }
 
@@ -656,6 +697,17 @@ fn text(status: StatusCode, body: &'static str) -> Response<BoxBody<Bytes, Infal
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain"),
     );
+    r
+}
+
+/// A body not built: too many older ones are still being read (`budget`).
+fn over_budget() -> Response<BoxBody<Bytes, Infallible>> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "relay.max_body_bytes of answers are being read; try again\n",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     r
 }
 
