@@ -710,7 +710,7 @@ async fn connections_without_the_token_make_room_for_a_follower_with_it() {
     .await;
     assert_eq!(
         t.relay
-            .metric("switchyard_relay_refused_streams_total", &[])
+            .metric("switchyard_relay_refused_total", &["connection"])
             .await,
         0.0,
         "no connection was refused"

@@ -49,7 +49,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::cluster::{AppId, Cluster};
 use crate::discovery::marathon::gzip;
 use crate::discovery::marathon::render::{self, Embed};
-use crate::metrics::{Metrics, PathLabels};
+use crate::metrics::{KindLabels, Metrics, PathLabels};
 
 mod admission;
 mod budget;
@@ -116,7 +116,9 @@ enum Encoding {
 pub struct RelayMetrics {
     subscribers: Gauge,
     cut: Counter,
-    refused: Counter,
+    /// `stream`: answered 503, `relay.max_subscribers` streams open; `connection`: closed at
+    /// once, every connection slot held by an authenticated connection.
+    refused: Family<KindLabels, Counter>,
     evicted: Counter,
     body_bytes: Gauge,
     over_budget: Counter,
@@ -142,7 +144,7 @@ pub struct Relay {
     stale: std::sync::atomic::AtomicBool,
     /// Open connections: two per subscriber and [`EXTRA_CONNECTIONS`] more; past them the
     /// oldest one without credentials makes room, or the new one is closed at once, counted in
-    /// `refused` (file descriptors are shared with the proxy): `admission`.
+    /// `refused{kind="connection"}` (file descriptors are shared with the proxy): `admission`.
     connections: Admission,
     budget: Arc<BodyBudget>,
 }
@@ -166,10 +168,13 @@ impl RelayMetrics {
             m.cut.clone(),
         );
         metrics.register(
-            "relay_refused_streams",
-            "Event streams refused because relay.max_subscribers were open, and connections closed past 2 x relay.max_subscribers + 256",
+            "relay_refused",
+            "Refused by the relay: event streams answered 503 because relay.max_subscribers were open (kind: stream), connections closed at once because 2 x relay.max_subscribers + 256 were open, every one authenticated (kind: connection)",
             m.refused.clone(),
         );
+        for kind in ["stream", "connection"] {
+            let _ = m.refused.get_or_create(&KindLabels { kind: kind.into() });
+        }
         metrics.register(
             "relay_evicted_connections",
             "Connections that had not presented the relay's token, closed to make room for a new one when every slot was taken",
@@ -216,6 +221,12 @@ const ENDPOINTS: [&str; 8] = [
 
 impl Relay {
     pub fn new(settings: Settings, m: RelayMetrics, upstream_up: UpstreamUp) -> Arc<Relay> {
+        let refused_connections = m
+            .refused
+            .get_or_create(&KindLabels {
+                kind: "connection".into(),
+            })
+            .clone();
         Arc::new(Relay {
             upstream_up,
             lost_since: Mutex::new(None),
@@ -228,7 +239,7 @@ impl Relay {
             guesses: Default::default(),
             connections: Admission::new(
                 2 * settings.max_subscribers + EXTRA_CONNECTIONS,
-                m.refused.clone(),
+                refused_connections,
                 m.evicted.clone(),
             ),
             budget: BodyBudget::new(
@@ -576,7 +587,12 @@ impl Relay {
             let mut subscribers = self.subscribers.lock().unwrap();
             subscribers.retain(|s| !s.queue.is_closed());
             if subscribers.len() >= self.settings.max_subscribers {
-                self.metrics.refused.inc();
+                self.metrics
+                    .refused
+                    .get_or_create(&KindLabels {
+                        kind: "stream".into(),
+                    })
+                    .inc();
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "relay.max_subscribers streams are open\n",
