@@ -708,6 +708,25 @@ async fn connections_without_the_token_make_room_for_a_follower_with_it() {
         f.to_string().contains("evict.example.com")
     })
     .await;
+    // A second stream is past relay.max_subscribers: refused, and counted as a stream.
+    let (status, _, _) = http_request(
+        addr,
+        "GET",
+        "/v2/events",
+        &[
+            ("Authorization", "Bearer s3cret"),
+            ("Accept", "text/event-stream"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        t.relay
+            .metric("switchyard_relay_refused_total", &["stream"])
+            .await,
+        1.0
+    );
     assert_eq!(
         t.relay
             .metric("switchyard_relay_refused_total", &["connection"])
