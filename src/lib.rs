@@ -398,6 +398,7 @@ fn start_relay(
             subscriber_queue: config.relay.subscriber_queue,
             max_disconnected: config.relay.max_disconnected,
             max_body_bytes: config.relay.max_body_bytes,
+            keepalive: config.relay.keepalive_interval,
             timeouts: stall::Timeouts {
                 header: config.relay.header_timeout,
                 idle: config.relay.idle_timeout,

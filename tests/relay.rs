@@ -817,3 +817,52 @@ async fn bodies_held_by_slow_readers_are_bounded_and_past_the_budget_answers_are
     })
     .await;
 }
+
+/// A follower that stops reading in a cluster where nothing changes is still cut: the relay's
+/// heartbeats fill its buffers, its writes stall, and `relay.idle_timeout` later it is gone.
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_in_a_quiet_cluster_is_cut() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let t = tier(
+        "quiet",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        "subscriber_queue = 65536\nidle_timeout = \"500ms\"\nkeepalive_interval = \"50ms\"\n",
+        "",
+    )
+    .await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    // A reader with the kernel's default buffers (a follower's), that reads nothing.
+    let mut stopped = tokio::net::TcpStream::connect(relay_addr(&t.relay_url))
+        .await
+        .unwrap();
+    stopped
+        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("two subscribers", || async {
+        (t.relay.metric("switchyard_relay_open_streams", &[]).await == 2.0).then_some(())
+    })
+    .await;
+    // Nothing changes in Marathon from here on.
+    wait_for("the stopped subscriber cut", || async {
+        (t.relay.metric("switchyard_relay_open_streams", &[]).await == 1.0).then_some(())
+    })
+    .await;
+    // The follower, which reads, is the one left and still follows.
+    t.marathon.update_app("/a", |a| {
+        a["labels"]["HAPROXY_0_VHOST"] = json!("quiet.example.com")
+    });
+    t.marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    agree(&t.relay, &t.follower, "the reader stays current", |f| {
+        f.to_string().contains("quiet.example.com")
+    })
+    .await;
+    drop(stopped);
+}

@@ -491,6 +491,10 @@ pub struct Relay {
     /// of following a model that is ever older.
     #[serde(deserialize_with = "duration")]
     pub max_disconnected: Duration,
+    /// Every stream gets 4 KiB of blank lines this often: followers see a live stream, and one
+    /// that stopped reading fills its buffers and is cut even when nothing changes.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_interval: Duration,
     /// Bytes of `/v2/apps` and `/v2/tasks` bodies alive at once — the current model's and older
     /// ones slow followers are still reading — past which a request that needs a new one is
     /// answered 503 with `Retry-After`.
@@ -511,6 +515,7 @@ impl Default for Relay {
             max_subscribers: 1024,
             subscriber_queue: 1024,
             max_disconnected: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(15),
             max_body_bytes: 512 << 20,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),

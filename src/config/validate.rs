@@ -43,6 +43,12 @@ impl Config {
                 return Err(format!("{key}: between 10ms and 1h"));
             }
         }
+        // Well inside followers' discovery.stream_idle_timeout (90 s by default).
+        if self.relay.keepalive_interval < Duration::from_millis(10)
+            || self.relay.keepalive_interval > Duration::from_secs(60)
+        {
+            return Err("relay.keepalive_interval: between 10ms and 60s".into());
+        }
         if self.relay.max_body_bytes == 0 {
             return Err("relay.max_body_bytes: above zero".into());
         }

@@ -59,14 +59,22 @@ use admission::{Admission, Ticket};
 use budget::BodyBudget;
 use events::{SseBody, Subscriber, events};
 
-/// The kernel send buffer of every relay connection: what a subscriber that stopped reading
-/// holds in the kernel besides its queue.
+/// The kernel send buffer of every relay connection (a big `/v2/apps` goes out at the pace of
+/// the network, not of the relay's wakeups).
 pub const SEND_BUFFER: usize = 256 << 10;
+/// ... and of a connection once it serves an event stream: what a subscriber that stopped
+/// reading holds in the kernel besides its queue, and what heartbeats must fill before its
+/// writes stall and it is cut (`stall`).
+pub const STREAM_SEND_BUFFER: usize = 16 << 10;
 /// More apps than this changed in one model: one `group_change_success` (a full re-read).
 pub const RESYNC_ABOVE: usize = 64;
-/// A bare newline this often on every stream, as Marathon sends, so followers' idle timers
-/// (`discovery.stream_idle_timeout`) see a live stream.
-pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Sent every `relay.keepalive_interval` on every stream: blank lines, which followers' idle
+/// timers (`discovery.stream_idle_timeout`) take for a live stream as they take Marathon's
+/// single newline. Many of them, so that a follower that stopped reading fills its buffers
+/// (the stream's [`STREAM_SEND_BUFFER`] and its own receive buffer) in a bounded time even in
+/// a cluster where nothing changes, and its stalled writes get it cut; a comment line would
+/// count against followers' `discovery.max_event_bytes`, blank lines do not.
+static HEARTBEAT: [u8; 4096] = [b'\n'; 4096];
 
 /// `[relay]`, as `lib.rs` builds it from the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +87,8 @@ pub struct Settings {
     pub subscriber_queue: usize,
     /// Served this long after the relay's own Marathon was lost, then 503 (`stale`).
     pub max_disconnected: Duration,
+    /// A [`HEARTBEAT`] on every stream this often.
+    pub keepalive: Duration,
     /// Bytes of prepared bodies alive at once (the model's, and older ones followers still
     /// read), past which no new one is built (`budget`).
     pub max_body_bytes: usize,
@@ -262,7 +272,7 @@ impl Relay {
     /// Publishes each model handed over, with its events, and keeps streams alive (on the relay's
     /// own thread, as [`Relay::serve`]).
     pub async fn follow(self: Arc<Self>) {
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        let mut keepalive = tokio::time::interval(self.settings.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut upstream = tokio::time::interval(Duration::from_secs(1));
         upstream.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -275,7 +285,7 @@ impl Relay {
                         self.publish(cluster);
                     }
                 }
-                _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(b"\n"))]),
+                _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(&HEARTBEAT))]),
             }
         }
     }
@@ -387,6 +397,7 @@ impl Relay {
             // write that cannot go on does (`stall`).
             let _ = socket.set_tcp_user_timeout(Some(self.settings.timeouts.idle));
             let _ = stream.set_nodelay(true);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
             let relay = self.clone();
             let timeouts = self.settings.timeouts;
             tokio::spawn(async move {
@@ -400,6 +411,13 @@ impl Relay {
                         let method = req.method().clone();
                         let response = relay.handle(req, (loopback, peer.ip()), cut, &ticket).await;
                         activity.answering(&method, &response);
+                        if is_stream(&response) {
+                            // SAFETY: this service runs inside the connection that owns the
+                            // socket, so `fd` is open (and is that socket) while it runs.
+                            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                            let socket = socket2::SockRef::from(&socket);
+                            let _ = socket.set_send_buffer_size(STREAM_SEND_BUFFER);
+                        }
                         drop(preparing);
                         Ok::<_, Infallible>(response)
                     }
@@ -714,6 +732,14 @@ fn text(status: StatusCode, body: &'static str) -> Response<BoxBody<Bytes, Infal
         header::HeaderValue::from_static("text/plain"),
     );
     r
+}
+
+/// Whether an answer is an event stream (`subscribe`'s).
+fn is_stream<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"text/event-stream")
 }
 
 /// A body not built: too many older ones are still being read (`budget`).

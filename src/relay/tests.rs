@@ -58,6 +58,7 @@ async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
             subscriber_queue: 1,
             max_disconnected: Duration::from_secs(60),
             max_body_bytes: 64 << 20,
+            keepalive: Duration::from_secs(15),
             timeouts: Default::default(),
         },
         RelayMetrics::register(&metrics),
@@ -99,6 +100,7 @@ fn settings() -> Settings {
         subscriber_queue: 4,
         max_disconnected: Duration::from_secs(60),
         max_body_bytes: 64 << 20,
+        keepalive: Duration::from_secs(15),
         timeouts: Default::default(),
     }
 }
