@@ -120,6 +120,10 @@ fn subscriber(urls: Vec<BaseUrl>, seen: Arc<Seen>, metrics: Arc<Metrics>, epoch:
             max_event_bytes: 1 << 20,
             max_snapshot_bytes: 256 << 20,
             resync_jitter: Duration::from_millis(env("JITTER_MS", 2000) as u64),
+            removal_guard: switchyard::discovery::marathon::guard::RemovalGuard {
+                max_fraction: 0.5,
+                confirm_delay: Duration::from_secs(5),
+            },
         },
         events: events_tx,
         refetch: refetch_rx,

@@ -397,6 +397,8 @@ fn start_relay(
             max_subscribers: config.relay.max_subscribers,
             subscriber_queue: config.relay.subscriber_queue,
             max_disconnected: config.relay.max_disconnected,
+            max_body_bytes: config.relay.max_body_bytes,
+            keepalive: config.relay.keepalive_interval,
             timeouts: stall::Timeouts {
                 header: config.relay.header_timeout,
                 idle: config.relay.idle_timeout,

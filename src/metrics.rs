@@ -92,6 +92,10 @@ pub struct Metrics {
     pub malformed_events: Counter,
     /// Marathon sessions that ended in an error (refused, bad answer, stream cut or idle).
     pub source_errors: Counter,
+    /// Full reads held back because they would remove most apps (`discovery::marathon::guard`),
+    /// and 1 while one is held.
+    pub snapshots_held: Counter,
+    pub snapshot_held: Gauge,
     pub rejected_inputs: Family<KindLabels, Counter>,
     pub connections_refused: Family<KindLabels, Counter>,
     pub config_reloads: Family<KindLabels, Counter>,
@@ -167,6 +171,8 @@ impl Metrics {
             events: Family::default(),
             malformed_events: Counter::default(),
             source_errors: Counter::default(),
+            snapshots_held: Counter::default(),
+            snapshot_held: Gauge::default(),
             rejected_inputs: Family::default(),
             connections_refused: Family::default(),
             config_reloads: Family::default(),
@@ -267,6 +273,17 @@ impl Metrics {
             "source_errors",
             "Marathon sessions that ended in an error (then retried with backoff)",
             m.source_errors.clone(),
+        );
+        r.register(
+            "source_snapshots_held",
+            "Full reads of Marathon held back because they would remove all apps or more than \
+             discovery.max_removal_fraction of them, until a second read confirmed or undid it",
+            m.snapshots_held.clone(),
+        );
+        r.register(
+            "source_snapshot_held",
+            "1 while such a read is held (waiting for its confirming read)",
+            m.snapshot_held.clone(),
         );
         r.register(
             "rejected_inputs",

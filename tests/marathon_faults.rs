@@ -243,3 +243,113 @@ async fn a_flood_of_distinct_malformed_events_is_counted_not_logged_line_by_line
     );
     assert_eq!(answers(port, 2).await, vec!["one"], "the table is kept");
 }
+
+/// Whether `/v1/routes` lists a held read among its problems.
+fn held(routes: &serde_json::Value) -> bool {
+    routes["problems"].as_array().is_some_and(|p| {
+        p.iter()
+            .any(|p| p["reason"].as_str().unwrap_or("").contains("held until"))
+    })
+}
+
+/// A Marathon that answers `{"apps": []}` (a leader just after a failover) does not empty the
+/// table: that read is held and reported, and a second read decides — the apps back, or the
+/// removal confirmed. An app scaled to zero, or one app deleted among several, applies at once.
+#[tokio::test]
+async fn an_answer_that_removes_every_app_waits_for_a_second_read() {
+    let one = Backend::start("one").await;
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let apps = |ports: &[u16]| -> Vec<serde_json::Value> {
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let id = format!("/app{i}");
+                app(
+                    &id,
+                    *port,
+                    json!({}),
+                    vec![task(&id, &format!("app{i}.1"), one.port())],
+                )
+            })
+            .collect()
+    };
+    let marathon = Marathon::start().await;
+    marathon.set_apps(apps(&ports));
+    // A confirm delay far past the test's deadline: only a second read (SIGHUP) ends a hold.
+    let toml = config(&marathon).replace(
+        "stream_idle_timeout = \"1s\"",
+        "stream_idle_timeout = \"1h\"\nremoval_confirm_delay = \"60s\"",
+    );
+    let sy = Switchyard::start("marathon-held-read", &toml);
+    sy.wait_routes("served", |r| ports.iter().all(|p| has_service(r, *p)))
+        .await;
+    wait_for("the stream open", || async {
+        (marathon.open_streams() == 1).then_some(())
+    })
+    .await;
+    let resync = || {
+        marathon.send_event(json!({"eventType": "group_change_success", "groupId": "/"}));
+    };
+
+    // Scaled to zero: the app stays, without tasks; deleted: one of four. Both at once.
+    marathon.update_app("/app0", |a| a["tasks"] = json!([]));
+    marathon.remove_app("/app1");
+    resync();
+    sy.wait_routes("scale to zero and one deletion applied", |r| {
+        backends(r, ports[0]).is_empty() && !has_service(r, ports[1])
+    })
+    .await;
+    assert_eq!(
+        sy.metric("switchyard_source_snapshots_held_total", &[])
+            .await,
+        0.0
+    );
+
+    // Everything gone at once: held, reported, the table kept ...
+    marathon.set_apps(vec![]);
+    resync();
+    let routes = sy.wait_routes("the read held", held).await;
+    assert!(has_service(&routes, ports[2]) && has_service(&routes, ports[3]));
+    assert_eq!(sy.metric("switchyard_source_snapshot_held", &[]).await, 1.0);
+    assert_eq!(
+        sy.metric("switchyard_source_snapshots_held_total", &[])
+            .await,
+        1.0
+    );
+    assert_eq!(answers(ports[2], 2).await, vec!["one"]);
+    let (status, body) = sy.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("held until"), "{body}");
+    // ... until a second read has the apps back: kept, and the problem gone.
+    marathon.set_apps({
+        let mut back = apps(&ports);
+        back[0]["tasks"] = json!([]);
+        back.remove(1);
+        back
+    });
+    sy.signal("HUP");
+    let routes = sy.wait_routes("the hold over", |r| !held(r)).await;
+    assert!(has_service(&routes, ports[2]) && has_service(&routes, ports[3]));
+    assert_eq!(sy.metric("switchyard_source_snapshot_held", &[]).await, 0.0);
+
+    // Everything gone again, and a second read says the same: applied.
+    marathon.set_apps(vec![]);
+    resync();
+    sy.wait_routes("held again", held).await;
+    sy.signal("HUP");
+    sy.wait_routes("the removal confirmed", |r| {
+        !held(r) && ports.iter().all(|p| !has_service(r, *p))
+    })
+    .await;
+    assert_eq!(
+        sy.metric("switchyard_source_snapshots_held_total", &[])
+            .await,
+        2.0
+    );
+    assert_eq!(
+        sy.log_lines("held until a second read").len(),
+        2,
+        "logged once per hold"
+    );
+}

@@ -642,3 +642,227 @@ async fn a_relay_serves_its_snapshots_gzip_compressed_to_who_asks() {
         assert!(!head.contains("content-encoding"), "{path}: {head}");
     }
 }
+
+/// Connections that never present the token cannot lock followers out: with every connection
+/// slot held by them, a follower's request still gets in (the oldest of them makes room), and a
+/// follower already subscribed keeps its stream.
+#[tokio::test]
+async fn connections_without_the_token_make_room_for_a_follower_with_it() {
+    use tokio::io::AsyncReadExt;
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let dir = temp_dir("relay-evict");
+    let token = dir.join("relay-token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let token = format!("token_file = {:?}\n", token.display().to_string());
+    // One stream: the cap is 2 + 256 connections. Unauthenticated ones stay for a minute.
+    let t = tier(
+        "evict",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        &format!("{token}max_subscribers = 1\nheader_timeout = \"60s\"\n"),
+        &token,
+    )
+    .await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let addr = relay_addr(&t.relay_url);
+    // More silent connections than the cap: every slot but the follower's stream is theirs.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    wait_for("the silent connections fill the relay", || async {
+        let evicted = t
+            .relay
+            .metric("switchyard_relay_evicted_connections_total", &[])
+            .await;
+        (evicted >= 42.0).then_some(())
+    })
+    .await;
+    // The oldest of them was closed to make room.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, silent[0].read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    // A follower's request gets in.
+    let (status, _, body) = http_request(
+        addr,
+        "GET",
+        "/v2/apps",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/a\""));
+    // And the subscribed follower was not evicted: it still follows.
+    t.marathon.update_app("/a", |a| {
+        a["labels"]["HAPROXY_0_VHOST"] = json!("evict.example.com")
+    });
+    t.marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    agree(&t.relay, &t.follower, "the follower stays current", |f| {
+        f.to_string().contains("evict.example.com")
+    })
+    .await;
+    // A second stream is past relay.max_subscribers: refused, and counted as a stream.
+    let (status, _, _) = http_request(
+        addr,
+        "GET",
+        "/v2/events",
+        &[
+            ("Authorization", "Bearer s3cret"),
+            ("Accept", "text/event-stream"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        t.relay
+            .metric("switchyard_relay_refused_total", &["stream"])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        t.relay
+            .metric("switchyard_relay_refused_total", &["connection"])
+            .await,
+        0.0,
+        "no connection was refused"
+    );
+    drop(silent);
+}
+
+/// A reader that stops in the middle of a big `/v2/apps` keeps that model's body alive after the
+/// model is replaced; past `relay.max_body_bytes` of such bodies the relay builds no new one and
+/// answers 503 with `Retry-After`, until the reader goes.
+#[tokio::test]
+async fn bodies_held_by_slow_readers_are_bounded_and_past_the_budget_answers_are_503() {
+    use tokio::io::AsyncReadExt;
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    // About 1.2 MB of plain /v2/apps: more than the kernel buffers of one connection hold.
+    let pad = "p".repeat(2000);
+    let mut apps: Vec<Value> = (0..600)
+        .map(|i| {
+            let id = format!("/pad/a{i}");
+            app(
+                &id,
+                20000 + i,
+                json!({"HAPROXY_GROUP": "internal", "PAD": pad}),
+                vec![],
+            )
+        })
+        .collect();
+    apps.push(app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    ));
+    let t = tier("budget", apps, "max_body_bytes = 65536\n", "").await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let addr = relay_addr(&t.relay_url);
+    // The follower's snapshot, as plain JSON (built beside the gzip one the follower took).
+    let path = "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.readiness";
+    assert!(t.relay.metric("switchyard_relay_body_bytes", &[]).await > 1_000_000.0);
+    // A reader that takes the head of the answer and then reads nothing more.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(DEADLINE, slow.read_exact(&mut head))
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // A new model: the old one's body is still being written to the reader.
+    let generation = t.relay.metric("switchyard_relay_generation", &[]).await;
+    t.marathon.update_app("/a", |a| {
+        a["labels"]["HAPROXY_0_VHOST"] = json!("budget.example.com")
+    });
+    t.marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    wait_for("the new model", || async {
+        (t.relay.metric("switchyard_relay_generation", &[]).await > generation).then_some(())
+    })
+    .await;
+    let (status, head, _) = get_bytes(addr, path, "").await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("retry-after: 5"), "{head}");
+    assert!(
+        t.relay
+            .metric("switchyard_relay_over_budget_total", &[])
+            .await
+            >= 1.0
+    );
+    // The follower still follows (its stream and single-app fetches need no new body).
+    agree(&t.relay, &t.follower, "the follower current", |f| {
+        f.to_string().contains("budget.example.com")
+    })
+    .await;
+    // The reader gone, its body goes and the new model's is built.
+    drop(slow);
+    wait_for("a body again", || async {
+        let (status, _, body) = get_bytes(addr, path, "").await;
+        (status == 200 && String::from_utf8_lossy(&body).contains("budget.example.com"))
+            .then_some(())
+    })
+    .await;
+}
+
+/// A follower that stops reading in a cluster where nothing changes is still cut: the relay's
+/// heartbeats fill its buffers, its writes stall, and `relay.idle_timeout` later it is gone.
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_in_a_quiet_cluster_is_cut() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let t = tier(
+        "quiet",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        "subscriber_queue = 65536\nidle_timeout = \"500ms\"\nkeepalive_interval = \"50ms\"\n",
+        "",
+    )
+    .await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    // A reader with the kernel's default buffers (a follower's), that reads nothing.
+    let mut stopped = tokio::net::TcpStream::connect(relay_addr(&t.relay_url))
+        .await
+        .unwrap();
+    stopped
+        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("two subscribers", || async {
+        (t.relay.metric("switchyard_relay_open_streams", &[]).await == 2.0).then_some(())
+    })
+    .await;
+    // Nothing changes in Marathon from here on.
+    wait_for("the stopped subscriber cut", || async {
+        (t.relay.metric("switchyard_relay_open_streams", &[]).await == 1.0).then_some(())
+    })
+    .await;
+    // The follower, which reads, is the one left and still follows.
+    t.marathon.update_app("/a", |a| {
+        a["labels"]["HAPROXY_0_VHOST"] = json!("quiet.example.com")
+    });
+    t.marathon
+        .send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    agree(&t.relay, &t.follower, "the reader stays current", |f| {
+        f.to_string().contains("quiet.example.com")
+    })
+    .await;
+    drop(stopped);
+}

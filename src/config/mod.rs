@@ -85,6 +85,13 @@ pub struct Discovery {
     /// once (the backoff's own jitter only).
     #[serde(deserialize_with = "duration")]
     pub resync_jitter: Duration,
+    /// A full read of Marathon that would remove every app, or more than this share of them
+    /// (0 – 1), is held until a second read `removal_confirm_delay` later says the same (a
+    /// leader that answers `{"apps": []}` just after a failover).
+    pub max_removal_fraction: f64,
+    /// How long a held read waits for its confirming read (at most 60s); "0s": no guard.
+    #[serde(deserialize_with = "duration")]
+    pub removal_confirm_delay: Duration,
     pub max_event_bytes: usize,
     pub max_snapshot_bytes: usize,
     #[serde(deserialize_with = "duration")]
@@ -140,6 +147,8 @@ impl Default for Discovery {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             resync_jitter: Duration::from_secs(2),
+            max_removal_fraction: 0.5,
+            removal_confirm_delay: Duration::from_secs(5),
             max_event_bytes: 1 << 20,
             max_snapshot_bytes: 256 << 20,
             file_poll_interval: Duration::from_millis(250),
@@ -482,6 +491,14 @@ pub struct Relay {
     /// of following a model that is ever older.
     #[serde(deserialize_with = "duration")]
     pub max_disconnected: Duration,
+    /// Every stream gets 4 KiB of blank lines this often: followers see a live stream, and one
+    /// that stopped reading fills its buffers and is cut even when nothing changes.
+    #[serde(deserialize_with = "duration")]
+    pub keepalive_interval: Duration,
+    /// Bytes of `/v2/apps` and `/v2/tasks` bodies alive at once — the current model's and older
+    /// ones slow followers are still reading — past which a request that needs a new one is
+    /// answered 503 with `Retry-After`.
+    pub max_body_bytes: usize,
     /// As `admin.header_timeout`, on the relay's listener.
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
@@ -498,6 +515,8 @@ impl Default for Relay {
             max_subscribers: 1024,
             subscriber_queue: 1024,
             max_disconnected: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(15),
+            max_body_bytes: 512 << 20,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
         }

@@ -51,6 +51,10 @@ impl Config {
             resync_jitter: d.resync_jitter,
             max_event_bytes: d.max_event_bytes,
             max_snapshot_bytes: d.max_snapshot_bytes,
+            removal_guard: crate::discovery::marathon::guard::RemovalGuard {
+                max_fraction: d.max_removal_fraction,
+                confirm_delay: d.removal_confirm_delay,
+            },
         }
     }
 

@@ -43,6 +43,15 @@ impl Config {
                 return Err(format!("{key}: between 10ms and 1h"));
             }
         }
+        // Well inside followers' discovery.stream_idle_timeout (90 s by default).
+        if self.relay.keepalive_interval < Duration::from_millis(10)
+            || self.relay.keepalive_interval > Duration::from_secs(60)
+        {
+            return Err("relay.keepalive_interval: between 10ms and 60s".into());
+        }
+        if self.relay.max_body_bytes == 0 {
+            return Err("relay.max_body_bytes: above zero".into());
+        }
         if self.relay.max_disconnected.is_zero() {
             return Err("relay.max_disconnected: above zero".into());
         }
@@ -114,6 +123,13 @@ impl Config {
         }
         if d.resync_interval < Duration::from_secs(1) {
             return Err("discovery.resync_interval: must be at least 1s".into());
+        }
+        if !(0.0..=1.0).contains(&d.max_removal_fraction) {
+            return Err("discovery.max_removal_fraction: must be between 0 and 1".into());
+        }
+        // The event stream is not read while a held read waits: a short wait.
+        if d.removal_confirm_delay > Duration::from_secs(60) {
+            return Err("discovery.removal_confirm_delay: must be at most 60s".into());
         }
         if d.max_event_bytes < 1024 {
             return Err("discovery.max_event_bytes: must be at least 1024".into());

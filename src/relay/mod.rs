@@ -49,20 +49,32 @@ use tokio::sync::{Notify, mpsc};
 use crate::cluster::{AppId, Cluster};
 use crate::discovery::marathon::gzip;
 use crate::discovery::marathon::render::{self, Embed};
-use crate::metrics::{Metrics, PathLabels};
+use crate::metrics::{KindLabels, Metrics, PathLabels};
 
+mod admission;
+mod budget;
 mod events;
 
+use admission::{Admission, Ticket};
+use budget::BodyBudget;
 use events::{SseBody, Subscriber, events};
 
-/// The kernel send buffer of every relay connection: what a subscriber that stopped reading
-/// holds in the kernel besides its queue.
+/// The kernel send buffer of every relay connection (a big `/v2/apps` goes out at the pace of
+/// the network, not of the relay's wakeups).
 pub const SEND_BUFFER: usize = 256 << 10;
+/// ... and of a connection once it serves an event stream: what a subscriber that stopped
+/// reading holds in the kernel besides its queue, and what heartbeats must fill before its
+/// writes stall and it is cut (`stall`).
+pub const STREAM_SEND_BUFFER: usize = 16 << 10;
 /// More apps than this changed in one model: one `group_change_success` (a full re-read).
 pub const RESYNC_ABOVE: usize = 64;
-/// A bare newline this often on every stream, as Marathon sends, so followers' idle timers
-/// (`discovery.stream_idle_timeout`) see a live stream.
-pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Sent every `relay.keepalive_interval` on every stream: blank lines, which followers' idle
+/// timers (`discovery.stream_idle_timeout`) take for a live stream as they take Marathon's
+/// single newline. Many of them, so that a follower that stopped reading fills its buffers
+/// (the stream's [`STREAM_SEND_BUFFER`] and its own receive buffer) in a bounded time even in
+/// a cluster where nothing changes, and its stalled writes get it cut; a comment line would
+/// count against followers' `discovery.max_event_bytes`, blank lines do not.
+static HEARTBEAT: [u8; 4096] = [b'\n'; 4096];
 
 /// `[relay]`, as `lib.rs` builds it from the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +87,11 @@ pub struct Settings {
     pub subscriber_queue: usize,
     /// Served this long after the relay's own Marathon was lost, then 503 (`stale`).
     pub max_disconnected: Duration,
+    /// A [`HEARTBEAT`] on every stream this often.
+    pub keepalive: Duration,
+    /// Bytes of prepared bodies alive at once (the model's, and older ones followers still
+    /// read), past which no new one is built (`budget`).
+    pub max_body_bytes: usize,
     /// `relay.header_timeout` and `relay.idle_timeout` (`stall`).
     pub timeouts: crate::stall::Timeouts,
 }
@@ -88,6 +105,7 @@ pub type UpstreamUp = Box<dyn Fn() -> bool + Send + Sync>;
 struct Served {
     generation: u64,
     cluster: Arc<Cluster>,
+    budget: Arc<BodyBudget>,
     bodies: Mutex<HashMap<(Embed, Encoding), Bytes>>,
     /// `/v2/tasks`, built on first request like the `/v2/apps` bodies, and its gzip form.
     tasks: std::sync::OnceLock<Bytes>,
@@ -108,7 +126,12 @@ enum Encoding {
 pub struct RelayMetrics {
     subscribers: Gauge,
     cut: Counter,
-    refused: Counter,
+    /// `stream`: answered 503, `relay.max_subscribers` streams open; `connection`: closed at
+    /// once, every connection slot held by an authenticated connection.
+    refused: Family<KindLabels, Counter>,
+    evicted: Counter,
+    body_bytes: Gauge,
+    over_budget: Counter,
     requests: Family<PathLabels, Counter>,
     generation: Gauge,
 }
@@ -129,10 +152,11 @@ pub struct Relay {
     lost_since: Mutex<Option<std::time::Instant>>,
     /// Lost for longer than `relay.max_disconnected`: every request is 503, no stream open.
     stale: std::sync::atomic::AtomicBool,
-    /// Open connections: two per subscriber and [`EXTRA_CONNECTIONS`] more; past them a new
-    /// connection is closed at once, counted in `refused` (file descriptors are shared with the
-    /// proxy).
-    connections: crate::stall::Slots,
+    /// Open connections: two per subscriber and [`EXTRA_CONNECTIONS`] more; past them the
+    /// oldest one without credentials makes room, or the new one is closed at once, counted in
+    /// `refused{kind="connection"}` (file descriptors are shared with the proxy): `admission`.
+    connections: Admission,
+    budget: Arc<BodyBudget>,
 }
 
 /// Connections allowed beyond two per `relay.max_subscribers` (each follower holds its stream
@@ -154,9 +178,27 @@ impl RelayMetrics {
             m.cut.clone(),
         );
         metrics.register(
-            "relay_refused_streams",
-            "Event streams refused because relay.max_subscribers were open, and connections closed past 2 x relay.max_subscribers + 256",
+            "relay_refused",
+            "Refused by the relay: event streams answered 503 because relay.max_subscribers were open (kind: stream), connections closed at once because 2 x relay.max_subscribers + 256 were open, every one authenticated (kind: connection)",
             m.refused.clone(),
+        );
+        for kind in ["stream", "connection"] {
+            let _ = m.refused.get_or_create(&KindLabels { kind: kind.into() });
+        }
+        metrics.register(
+            "relay_evicted_connections",
+            "Connections that had not presented the relay's token, closed to make room for a new one when every slot was taken",
+            m.evicted.clone(),
+        );
+        metrics.register(
+            "relay_body_bytes",
+            "Bytes of /v2/apps and /v2/tasks bodies alive: the model's, and older ones followers are still reading",
+            m.body_bytes.clone(),
+        );
+        metrics.register(
+            "relay_over_budget",
+            "Requests answered 503 because relay.max_body_bytes of bodies were alive",
+            m.over_budget.clone(),
         );
         metrics.register(
             "relay_requests",
@@ -189,6 +231,12 @@ const ENDPOINTS: [&str; 8] = [
 
 impl Relay {
     pub fn new(settings: Settings, m: RelayMetrics, upstream_up: UpstreamUp) -> Arc<Relay> {
+        let refused_connections = m
+            .refused
+            .get_or_create(&KindLabels {
+                kind: "connection".into(),
+            })
+            .clone();
         Arc::new(Relay {
             upstream_up,
             lost_since: Mutex::new(None),
@@ -199,9 +247,15 @@ impl Relay {
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             guesses: Default::default(),
-            connections: crate::stall::Slots::new(
+            connections: Admission::new(
                 2 * settings.max_subscribers + EXTRA_CONNECTIONS,
-                m.refused.clone(),
+                refused_connections,
+                m.evicted.clone(),
+            ),
+            budget: BodyBudget::new(
+                settings.max_body_bytes,
+                m.body_bytes.clone(),
+                m.over_budget.clone(),
             ),
             settings,
             metrics: m,
@@ -218,7 +272,7 @@ impl Relay {
     /// Publishes each model handed over, with its events, and keeps streams alive (on the relay's
     /// own thread, as [`Relay::serve`]).
     pub async fn follow(self: Arc<Self>) {
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        let mut keepalive = tokio::time::interval(self.settings.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut upstream = tokio::time::interval(Duration::from_secs(1));
         upstream.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,7 +285,7 @@ impl Relay {
                         self.publish(cluster);
                     }
                 }
-                _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(b"\n"))]),
+                _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(&HEARTBEAT))]),
             }
         }
     }
@@ -276,6 +330,7 @@ impl Relay {
         self.state.store(Some(Arc::new(Served {
             generation,
             cluster,
+            budget: self.budget.clone(),
             bodies: Mutex::new(HashMap::new()),
             tasks: std::sync::OnceLock::new(),
             tasks_gzip: std::sync::OnceLock::new(),
@@ -330,9 +385,11 @@ impl Relay {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Some(open) = self.connections.take() else {
+            let cut = Arc::new(Notify::new());
+            let Some(ticket) = self.connections.admit(cut.clone()) else {
                 continue; // closed: dropped
             };
+            let ticket = Arc::new(ticket);
             let socket = socket2::SockRef::from(&stream);
             let _ = socket.set_send_buffer_size(SEND_BUFFER);
             // Bytes sent and not acknowledged (a follower's host gone, a reader whose window
@@ -340,20 +397,27 @@ impl Relay {
             // write that cannot go on does (`stall`).
             let _ = socket.set_tcp_user_timeout(Some(self.settings.timeouts.idle));
             let _ = stream.set_nodelay(true);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
             let relay = self.clone();
             let timeouts = self.settings.timeouts;
             tokio::spawn(async move {
-                let _open = open;
-                let cut = Arc::new(Notify::new());
                 let on_cut = cut.clone();
                 let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
                 let service = service_fn(move |req| {
                     let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
+                    let ticket = ticket.clone();
                     async move {
                         let preparing = activity.preparing();
                         let method = req.method().clone();
-                        let response = relay.handle(req, (loopback, peer.ip()), cut).await;
+                        let response = relay.handle(req, (loopback, peer.ip()), cut, &ticket).await;
                         activity.answering(&method, &response);
+                        if is_stream(&response) {
+                            // SAFETY: this service runs inside the connection that owns the
+                            // socket, so `fd` is open (and is that socket) while it runs.
+                            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                            let socket = socket2::SockRef::from(&socket);
+                            let _ = socket.set_send_buffer_size(STREAM_SEND_BUFFER);
+                        }
                         drop(preparing);
                         Ok::<_, Infallible>(response)
                     }
@@ -375,6 +439,7 @@ impl Relay {
         req: Request<Incoming>,
         (loopback, client): (bool, std::net::IpAddr),
         cut: Arc<Notify>,
+        ticket: &Ticket,
     ) -> Response<BoxBody<Bytes, Infallible>> {
         let path = req.uri().path();
         let endpoint = if path.starts_with("/v2/apps/") {
@@ -426,6 +491,8 @@ impl Relay {
             );
             return r;
         }
+        // From now on it is never evicted to make room (`admission`).
+        ticket.authenticated();
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return text(StatusCode::METHOD_NOT_ALLOWED, "the relay is read-only\n");
         }
@@ -457,7 +524,8 @@ impl Relay {
                 let served = served.clone();
                 let built = tokio::task::spawn_blocking(move || served.apps_body(embed, encoding));
                 match built.await {
-                    Ok(body) => prepared(body, encoding),
+                    Ok(Some(body)) => prepared(body, encoding),
+                    Ok(None) => over_budget(),
                     Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                 }
             }
@@ -479,7 +547,8 @@ impl Relay {
             "/v2/tasks" => {
                 let served = served.clone();
                 match tokio::task::spawn_blocking(move || served.tasks_body(encoding)).await {
-                    Ok(body) => prepared(body, encoding),
+                    Ok(Some(body)) => prepared(body, encoding),
+                    Ok(None) => over_budget(),
                     Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                 }
             }
@@ -536,7 +605,12 @@ impl Relay {
             let mut subscribers = self.subscribers.lock().unwrap();
             subscribers.retain(|s| !s.queue.is_closed());
             if subscribers.len() >= self.settings.max_subscribers {
-                self.metrics.refused.inc();
+                self.metrics
+                    .refused
+                    .get_or_create(&KindLabels {
+                        kind: "stream".into(),
+                    })
+                    .inc();
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "relay.max_subscribers streams are open\n",
@@ -575,35 +649,49 @@ impl Relay {
 }
 
 impl Served {
-    /// `/v2/tasks`, built once per model (and compressed once, when asked for so).
-    fn tasks_body(&self, encoding: Encoding) -> Bytes {
-        if encoding == Encoding::Gzip {
-            return self
-                .tasks_gzip
-                .get_or_init(|| gzip::gzip(&self.tasks_body(Encoding::Identity)))
-                .clone();
+    /// `/v2/tasks`, built once per model (and compressed once, when asked for so); `None`:
+    /// not built, past the body budget.
+    fn tasks_body(&self, encoding: Encoding) -> Option<Bytes> {
+        let cell = match encoding {
+            Encoding::Gzip => &self.tasks_gzip,
+            Encoding::Identity => &self.tasks,
+        };
+        if let Some(body) = cell.get() {
+            return Some(body.clone());
         }
-        self.tasks
-            .get_or_init(|| {
-                let tasks: Vec<_> = self
-                    .cluster
-                    .apps
-                    .values()
-                    .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
-                    .collect();
-                let body = serde_json::to_vec(&json!({ "tasks": tasks })).expect("serializes");
-                Bytes::from(body)
-            })
-            .clone()
+        if !self.budget.room() {
+            return None;
+        }
+        let plain = || {
+            let tasks: Vec<_> = self
+                .cluster
+                .apps
+                .values()
+                .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
+                .collect();
+            let body = serde_json::to_vec(&json!({ "tasks": tasks })).expect("serializes");
+            self.budget.count(body)
+        };
+        let plain = self.tasks.get_or_init(plain).clone();
+        Some(match encoding {
+            Encoding::Identity => plain,
+            Encoding::Gzip => self
+                .tasks_gzip
+                .get_or_init(|| self.budget.count(gzip::gzip(&plain)))
+                .clone(),
+        })
     }
 
     /// `/v2/apps` in one `embed` form and encoding, built once per model (the gzip body from
-    /// the plain one).
-    fn apps_body(&self, embed: Embed, encoding: Encoding) -> Bytes {
+    /// the plain one); `None`: not built, past the body budget.
+    fn apps_body(&self, embed: Embed, encoding: Encoding) -> Option<Bytes> {
         // Held while building: a thousand followers asking at once build it once.
         let mut bodies = self.bodies.lock().unwrap();
         if let Some(body) = bodies.get(&(embed, encoding)) {
-            return body.clone();
+            return Some(body.clone());
+        }
+        if !self.budget.room() {
+            return None;
         }
         let plain = match bodies.get(&(embed, Encoding::Identity)) {
             Some(plain) => plain.clone(),
@@ -614,11 +702,11 @@ impl Served {
             }
         };
         if encoding == Encoding::Identity {
-            return plain;
+            return Some(plain);
         }
-        let compressed = gzip::gzip(&plain);
+        let compressed = self.budget.count(gzip::gzip(&plain));
         bodies.insert((embed, encoding), compressed.clone());
-        compressed
+        Some(compressed)
     }
 
     fn render_apps(&self, embed: Embed) -> Bytes {
@@ -632,7 +720,7 @@ impl Served {
                 .expect("a JSON value serializes");
         }
         out.extend_from_slice(b"]}");
-        Bytes::from(out)
+        self.budget.count(out)
     }
 }
 
@@ -643,6 +731,25 @@ fn text(status: StatusCode, body: &'static str) -> Response<BoxBody<Bytes, Infal
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain"),
     );
+    r
+}
+
+/// Whether an answer is an event stream (`subscribe`'s).
+fn is_stream<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"text/event-stream")
+}
+
+/// A body not built: too many older ones are still being read (`budget`).
+fn over_budget() -> Response<BoxBody<Bytes, Infallible>> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "relay.max_body_bytes of answers are being read; try again\n",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     r
 }
 

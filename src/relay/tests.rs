@@ -57,6 +57,8 @@ async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
             max_subscribers: 8,
             subscriber_queue: 1,
             max_disconnected: Duration::from_secs(60),
+            max_body_bytes: 64 << 20,
+            keepalive: Duration::from_secs(15),
             timeouts: Default::default(),
         },
         RelayMetrics::register(&metrics),
@@ -97,6 +99,8 @@ fn settings() -> Settings {
         max_subscribers: 8,
         subscriber_queue: 4,
         max_disconnected: Duration::from_secs(60),
+        max_body_bytes: 64 << 20,
+        keepalive: Duration::from_secs(15),
         timeouts: Default::default(),
     }
 }

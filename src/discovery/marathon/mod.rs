@@ -4,11 +4,12 @@
 
 pub mod api;
 pub mod client;
+pub mod guard;
 pub mod gzip;
 pub mod render;
 pub mod sse;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub struct Settings {
     /// Longest SSE event, and largest snapshot, accepted.
     pub max_event_bytes: usize,
     pub max_snapshot_bytes: usize,
+    /// A full read that would remove most apps waits for a second read (`guard`).
+    pub removal_guard: guard::RemovalGuard,
 }
 
 pub struct MarathonSource {
@@ -85,11 +88,17 @@ impl MarathonSource {
         let mut backoff = self.config.backoff_initial;
         let mut next_url = 0;
         let mut rejections = Rejections::default();
+        // The apps applied so far (snapshots and events), across sessions: what a full read is
+        // judged against (`guard`).
+        let mut known = HashSet::new();
         loop {
             let base = self.urls[next_url % self.urls.len()].clone();
             let started = Instant::now();
             let mut subscribed = false;
-            match self.session(&base, &mut rejections, &mut subscribed).await {
+            match self
+                .session(&base, &mut rejections, &mut known, &mut subscribed)
+                .await
+            {
                 Ended::Closed => return,
                 Ended::Stream(reason) => {
                     self.metrics.source_errors.inc();
@@ -142,6 +151,7 @@ impl MarathonSource {
         &mut self,
         base: &BaseUrl,
         rejections: &mut Rejections,
+        known: &mut HashSet<AppId>,
         subscribed: &mut bool,
     ) -> Ended {
         let path = events_path();
@@ -155,7 +165,7 @@ impl MarathonSource {
         if &leader != base {
             tracing::info!(leader = %leader, "following the Marathon leader");
         }
-        if let Err(e) = self.snapshot(&leader, rejections).await {
+        if let Err(e) = self.snapshot(&leader, rejections, known).await {
             return Ended::Stream(format!("snapshot failed: {e}"));
         }
         tracing::info!(marathon = %leader, "subscribed to the event stream");
@@ -203,7 +213,7 @@ impl MarathonSource {
                         }
                     }
                     for event in decoded.drain(..) {
-                        if let Some(closed) = self.handle(event, &mut pending, rejections).await {
+                        if let Some(closed) = self.handle(event, &mut pending, rejections, known).await {
                             return closed;
                         }
                     }
@@ -218,12 +228,15 @@ impl MarathonSource {
                     let work = std::mem::take(&mut pending);
                     if work.full {
                         next_resync = Instant::now() + self.config.resync_interval;
-                        if let Err(e) = self.snapshot(&leader, rejections).await {
+                        if let Err(e) = self.snapshot(&leader, rejections, known).await {
                             return Ended::Stream(format!("resync failed: {e}"));
                         }
+                        // The stream was not read meanwhile (a big read, a held one's wait):
+                        // what it buffered is read next, not taken for silence.
+                        idle = idle.max(Instant::now() + self.config.stream_idle_timeout);
                     } else {
                         for app in work.apps {
-                            if let Err(e) = self.fetch_app(&leader, &app, rejections).await {
+                            if let Err(e) = self.fetch_app(&leader, &app, rejections, known).await {
                                 return Ended::Stream(format!("fetching {app} failed: {e}"));
                             }
                         }
@@ -246,6 +259,7 @@ impl MarathonSource {
         event: sse::SseEvent,
         pending: &mut Pending,
         rejections: &mut Rejections,
+        known: &mut HashSet<AppId>,
     ) -> Option<Ended> {
         for value in sse::json_values(&event.data) {
             let parsed = value.and_then(api::parse_event);
@@ -262,6 +276,11 @@ impl MarathonSource {
             match action {
                 None => tracing::debug!(kind, "ignoring event"),
                 Some(Event::Update(update)) => {
+                    // A removal Marathon announced for one app is applied at once: a deletion,
+                    // not an absence (the guard is for full reads).
+                    if let ClusterUpdate::AppRemoved { id, .. } = &update {
+                        known.remove(id);
+                    }
                     if self.events.send(SourceEvent::Update(update)).await.is_err() {
                         return Some(Ended::Closed);
                     }
@@ -273,13 +292,59 @@ impl MarathonSource {
         None
     }
 
-    async fn snapshot(&self, base: &BaseUrl, rejections: &mut Rejections) -> Result<(), String> {
-        let body = self
-            .fetch(base, SNAPSHOT_PATH)
-            .await?
-            .ok_or("404 on /v2/apps")?;
-        let parsed = api::parse_apps(&body).inspect_err(|_| self.metrics.reject("snapshot"))?;
-        rejections.report_all(&parsed.rejected, "app", &self.metrics);
+    /// A full read, applied; one that would remove most of the `known` apps only once a second
+    /// read after `discovery.removal_confirm_delay` says the same (`guard`), reported while it
+    /// waits. The second read is applied whatever it says: the removal confirmed, or the apps
+    /// back.
+    async fn snapshot(
+        &self,
+        base: &BaseUrl,
+        rejections: &mut Rejections,
+        known: &mut HashSet<AppId>,
+    ) -> Result<(), String> {
+        let mut parsed = self.read_apps(base, rejections).await?;
+        let guard = self.config.removal_guard;
+        if let Some(held) = guard.judge(known, parsed.apps.iter().map(|a| &a.id)) {
+            self.metrics.snapshots_held.inc();
+            self.metrics.snapshot_held.set(1);
+            tracing::warn!(
+                marathon = %base,
+                removed = held.removed,
+                known = held.known,
+                confirm_in = ?guard.confirm_delay,
+                "{held}"
+            );
+            let failed = SourceEvent::Failed {
+                source: format!("marathon {base}"),
+                error: held.to_string(),
+            };
+            self.events
+                .send(failed)
+                .await
+                .map_err(|_| "shutting down".to_string())?;
+            tokio::select! {
+                _ = tokio::time::sleep(guard.confirm_delay) => {}
+                _ = self.resync.notified() => {}
+            }
+            let second = self.read_apps(base, rejections).await;
+            self.metrics.snapshot_held.set(0);
+            parsed = second?;
+            match guard.judge(known, parsed.apps.iter().map(|a| &a.id)) {
+                Some(again) => tracing::warn!(
+                    marathon = %base,
+                    "a second read confirms it: {} of {} apps removed",
+                    again.removed,
+                    again.known
+                ),
+                None => tracing::info!(marathon = %base, "a second read has the apps back"),
+            }
+            // The hold is over: its problem goes (a failed read would have replaced it).
+            self.events
+                .send(SourceEvent::Connected(true))
+                .await
+                .map_err(|_| "shutting down".to_string())?;
+        }
+        *known = parsed.apps.iter().map(|a| a.id.clone()).collect();
         tracing::debug!(apps = parsed.apps.len(), "snapshot");
         self.events
             .send(SourceEvent::Update(ClusterUpdate::Snapshot(parsed.apps)))
@@ -287,21 +352,43 @@ impl MarathonSource {
             .map_err(|_| "shutting down".to_string())
     }
 
+    /// `GET /v2/apps` in full, parsed; its rejections reported.
+    async fn read_apps(
+        &self,
+        base: &BaseUrl,
+        rejections: &mut Rejections,
+    ) -> Result<api::ParsedApps, String> {
+        let body = self
+            .fetch(base, SNAPSHOT_PATH)
+            .await?
+            .ok_or("404 on /v2/apps")?;
+        let parsed = api::parse_apps(&body).inspect_err(|_| self.metrics.reject("snapshot"))?;
+        rejections.report_all(&parsed.rejected, "app", &self.metrics);
+        Ok(parsed)
+    }
+
     async fn fetch_app(
         &self,
         base: &BaseUrl,
         id: &str,
         rejections: &mut Rejections,
+        known: &mut HashSet<AppId>,
     ) -> Result<(), String> {
         let path =
             format!("/v2/apps{id}?embed=app.tasks&embed=app.deployments&embed=app.readiness");
         let update = match self.fetch(base, &path).await? {
-            None => ClusterUpdate::AppRemoved {
-                id: id.into(),
-                at_ms: 0,
-            },
+            None => {
+                known.remove(id);
+                ClusterUpdate::AppRemoved {
+                    id: id.into(),
+                    at_ms: 0,
+                }
+            }
             Some(body) => match api::parse_single_app(&body) {
-                Ok(app) => ClusterUpdate::AppUpserted(app),
+                Ok(app) => {
+                    known.insert(app.id.clone());
+                    ClusterUpdate::AppUpserted(app)
+                }
                 Err((_, reason)) => {
                     rejections.report(id, &reason, "app", &self.metrics);
                     return Ok(());
