@@ -312,6 +312,8 @@ pub(crate) fn build_reusing(
     // Per running task of the app at hand: its tag and its agent's label.
     let mut pre: Vec<([u8; 5], u32)> = Vec::new();
     let mut pre_ids: Vec<crate::cluster::TaskId> = Vec::new();
+    // The running tasks of the app at hand, walked once in the model's map.
+    let mut run: Vec<&Task> = Vec::new();
 
     for (i, (app, task_label)) in cluster.apps.values().zip(&app_labels).enumerate() {
         if task_label.is_empty() {
@@ -353,11 +355,13 @@ pub(crate) fn build_reusing(
                 Some(l)
             })
             .collect();
+        run.clear();
+        run.extend(app.tasks.values().filter(|t| t.state == TaskState::Running));
         let mut this = Listed {
             name: std::mem::take(&mut app_names[i]),
             label: task_label.clone(),
             services: Vec::new(),
-            tasks: Vec::new(),
+            tasks: Vec::with_capacity(run.len()),
         };
         // The app's SRV owners per port and protocol: `_{task}._tcp…` and
         // `_{port}._{task}._tcp…`, made (and listed) the first time a task has the port.
@@ -390,7 +394,7 @@ pub(crate) fn build_reusing(
             *slot = Some(made);
             made
         };
-        let running = || app.tasks.values().filter(|t| t.state == TaskState::Running);
+        let running = || run.iter().copied();
         let follows_health = healthy_only(app, config);
         let healthy = |task: &Task| {
             task.is_routable(app.health_checks) && !verdicts.unavailable.contains(&task.id)
@@ -454,7 +458,7 @@ pub(crate) fn build_reusing(
             } else {
                 [base.as_bytes(), b"-", &tag, b"-", host]
             };
-            let Some(target) = b.names.child_joined(&parts, framework) else {
+            let Some(target) = b.names.child_joined_lower(&parts, framework) else {
                 continue;
             };
             for &ip in addrs {
