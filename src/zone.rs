@@ -314,12 +314,18 @@ pub(crate) fn build_reusing(
     let mut pre_ids: Vec<crate::cluster::TaskId> = Vec::new();
     // The running tasks of the app at hand, walked once in the model's map.
     let mut run: Vec<&Task> = Vec::new();
+    let mut dcos = mesos::MarathonDcos::new(&mut b, config);
+    dcos.done = framework.is_some();
 
     for (i, (app, task_label)) in cluster.apps.values().zip(&app_labels).enumerate() {
         if task_label.is_empty() {
             continue;
         }
         let Some(framework) = framework else { break };
+        run.clear();
+        run.extend(app.tasks.values().filter(|t| t.state == TaskState::Running));
+        // DC/OS's names first: the tasks' memory is read here, then found in cache below.
+        dcos.add_app(&mut b, cluster, app, task_label, &run);
         let Some(task_fqdn) = b.names.child(task_label.as_bytes(), framework) else {
             continue;
         };
@@ -355,8 +361,6 @@ pub(crate) fn build_reusing(
                 Some(l)
             })
             .collect();
-        run.clear();
-        run.extend(app.tasks.values().filter(|t| t.state == TaskState::Running));
         let mut this = Listed {
             name: std::mem::take(&mut app_names[i]),
             label: task_label.clone(),
@@ -517,7 +521,7 @@ pub(crate) fn build_reusing(
         &mut problems,
     );
     agent_records(cluster, config, &mut b);
-    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels);
+    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels, dcos);
 
     let ns1 = b.names.child(b"ns1", apex).unwrap_or(apex);
     let rname = b.names.child(b"root", ns1).unwrap_or(ns1);
