@@ -310,7 +310,7 @@ pub(crate) fn build_reusing(
     let mut host_labels: rustc_hash::FxHashMap<&str, u32> = Default::default();
     let mut host_list: Vec<String> = Vec::new();
     // Per running task of the app at hand: its tag and its agent's label.
-    let mut pre: Vec<([u8; 5], u32)> = Vec::new();
+    let mut pre: Vec<([u8; 5], u32, Option<IpAddr>)> = Vec::new();
     let mut pre_ids: Vec<crate::cluster::TaskId> = Vec::new();
     // The running tasks of the app at hand, walked once in the model's map.
     let mut run: Vec<&Task> = Vec::new();
@@ -324,7 +324,31 @@ pub(crate) fn build_reusing(
         let Some(framework) = framework else { break };
         run.clear();
         run.extend(app.tasks.values().filter(|t| t.state == TaskState::Running));
-        // DC/OS's names first: the tasks' memory is read here, then found in cache below.
+        // What each task's own name is made of, read first in a short loop of its own (before
+        // any name of the app is made): the model keeps a task's id, host, ports and addresses
+        // each behind a pointer, and reading them one task after another in the long loops
+        // below waits on memory for each in turn; here the reads overlap.
+        pre.clear();
+        for &task in &run {
+            let host = *host_labels.entry(&task.host).or_insert_with(|| {
+                host_list.push(label(&task.host, LabelRule::Rfc1123));
+                host_list.len() as u32 - 1
+            });
+            pre.push((
+                tag_bytes(&task.id),
+                host,
+                task.host.resolve(&cluster.agents),
+            ));
+            std::hint::black_box((
+                task.ports.first().copied(),
+                task.ip_addresses.first().copied(),
+            ));
+        }
+        // The ids' reference counts too, now that their memory has just been read: an atomic
+        // increment waits for every write before it, which in the long loop is many.
+        pre_ids.clear();
+        pre_ids.extend(run.iter().map(|task| task.id.clone()));
+        // DC/OS's names, while the tasks' memory is in cache (not in a pass of their own).
         dcos.add_app(&mut b, cluster, app, task_label, &run);
         let Some(task_fqdn) = b.names.child(task_label.as_bytes(), framework) else {
             continue;
@@ -412,27 +436,8 @@ pub(crate) fn build_reusing(
         } else {
             config.ttl
         };
-        // What each task's own name is made of, read first in a short loop of its own: the
-        // model keeps a task's id, host, ports and addresses each behind a pointer, and reading
-        // them one task after another in the long loop below waits on memory for each in turn.
-        pre.clear();
-        for task in running() {
-            let host = *host_labels.entry(&task.host).or_insert_with(|| {
-                host_list.push(label(&task.host, LabelRule::Rfc1123));
-                host_list.len() as u32 - 1
-            });
-            pre.push((tag_bytes(&task.id), host));
-            std::hint::black_box((
-                task.ports.first().copied(),
-                task.ip_addresses.first().copied(),
-            ));
-        }
-        // The ids' reference counts too, now that their memory has just been read: an atomic
-        // increment waits for every write before it, which in the long loop is many.
-        pre_ids.clear();
-        pre_ids.extend(running().map(|task| task.id.clone()));
         let tasks = running().zip(&pre).zip(pre_ids.drain(..));
-        for ((task, &(tag, host)), id) in tasks {
+        for ((task, &(tag, host, agent)), id) in tasks {
             // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
             let answered = !follows_health || everyone || healthy(task);
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
@@ -468,11 +473,7 @@ pub(crate) fn build_reusing(
             for &ip in addrs {
                 b.add_addr(target, ip, ttl);
             }
-            this.tasks.push(ListedTask {
-                id,
-                target,
-                agent: task.host.resolve(&cluster.agents),
-            });
+            this.tasks.push(ListedTask { id, target, agent });
             for (n, port) in app.ports.iter().enumerate() {
                 let number = match app.networking {
                     Networking::Container => port
