@@ -310,14 +310,46 @@ pub(crate) fn build_reusing(
     let mut host_labels: rustc_hash::FxHashMap<&str, u32> = Default::default();
     let mut host_list: Vec<String> = Vec::new();
     // Per running task of the app at hand: its tag and its agent's label.
-    let mut pre: Vec<([u8; 5], u32)> = Vec::new();
+    let mut pre: Vec<([u8; 5], u32, Option<IpAddr>)> = Vec::new();
     let mut pre_ids: Vec<crate::cluster::TaskId> = Vec::new();
+    // The running tasks of the app at hand, walked once in the model's map.
+    let mut run: Vec<&Task> = Vec::new();
+    let mut dcos = mesos::MarathonDcos::new(&mut b, config);
+    dcos.done = framework.is_some();
 
     for (i, (app, task_label)) in cluster.apps.values().zip(&app_labels).enumerate() {
         if task_label.is_empty() {
             continue;
         }
         let Some(framework) = framework else { break };
+        run.clear();
+        run.extend(app.tasks.values().filter(|t| t.state == TaskState::Running));
+        // What each task's own name is made of, read first in a short loop of its own (before
+        // any name of the app is made): the model keeps a task's id, host, ports and addresses
+        // each behind a pointer, and reading them one task after another in the long loops
+        // below waits on memory for each in turn; here the reads overlap.
+        pre.clear();
+        for &task in &run {
+            let host = *host_labels.entry(&task.host).or_insert_with(|| {
+                host_list.push(label(&task.host, LabelRule::Rfc1123));
+                host_list.len() as u32 - 1
+            });
+            pre.push((
+                tag_bytes(&task.id),
+                host,
+                task.host.resolve(&cluster.agents),
+            ));
+            std::hint::black_box((
+                task.ports.first().copied(),
+                task.ip_addresses.first().copied(),
+            ));
+        }
+        // The ids' reference counts too, now that their memory has just been read: an atomic
+        // increment waits for every write before it, which in the long loop is many.
+        pre_ids.clear();
+        pre_ids.extend(run.iter().map(|task| task.id.clone()));
+        // DC/OS's names, while the tasks' memory is in cache (not in a pass of their own).
+        dcos.add_app(&mut b, cluster, app, task_label, &run);
         let Some(task_fqdn) = b.names.child(task_label.as_bytes(), framework) else {
             continue;
         };
@@ -357,7 +389,7 @@ pub(crate) fn build_reusing(
             name: std::mem::take(&mut app_names[i]),
             label: task_label.clone(),
             services: Vec::new(),
-            tasks: Vec::new(),
+            tasks: Vec::with_capacity(run.len()),
         };
         // The app's SRV owners per port and protocol: `_{task}._tcp…` and
         // `_{port}._{task}._tcp…`, made (and listed) the first time a task has the port.
@@ -390,7 +422,7 @@ pub(crate) fn build_reusing(
             *slot = Some(made);
             made
         };
-        let running = || app.tasks.values().filter(|t| t.state == TaskState::Running);
+        let running = || run.iter().copied();
         let follows_health = healthy_only(app, config);
         let healthy = |task: &Task| {
             task.is_routable(app.health_checks) && !verdicts.unavailable.contains(&task.id)
@@ -404,27 +436,8 @@ pub(crate) fn build_reusing(
         } else {
             config.ttl
         };
-        // What each task's own name is made of, read first in a short loop of its own: the
-        // model keeps a task's id, host, ports and addresses each behind a pointer, and reading
-        // them one task after another in the long loop below waits on memory for each in turn.
-        pre.clear();
-        for task in running() {
-            let host = *host_labels.entry(&task.host).or_insert_with(|| {
-                host_list.push(label(&task.host, LabelRule::Rfc1123));
-                host_list.len() as u32 - 1
-            });
-            pre.push((tag_bytes(&task.id), host));
-            std::hint::black_box((
-                task.ports.first().copied(),
-                task.ip_addresses.first().copied(),
-            ));
-        }
-        // The ids' reference counts too, now that their memory has just been read: an atomic
-        // increment waits for every write before it, which in the long loop is many.
-        pre_ids.clear();
-        pre_ids.extend(running().map(|task| task.id.clone()));
         let tasks = running().zip(&pre).zip(pre_ids.drain(..));
-        for ((task, &(tag, host)), id) in tasks {
+        for ((task, &(tag, host, agent)), id) in tasks {
             // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
             let answered = !follows_health || everyone || healthy(task);
             let addrs = task_addrs(cluster, app, task, &config.ip_sources);
@@ -454,17 +467,13 @@ pub(crate) fn build_reusing(
             } else {
                 [base.as_bytes(), b"-", &tag, b"-", host]
             };
-            let Some(target) = b.names.child_joined(&parts, framework) else {
+            let Some(target) = b.names.child_joined_lower(&parts, framework) else {
                 continue;
             };
             for &ip in addrs {
                 b.add_addr(target, ip, ttl);
             }
-            this.tasks.push(ListedTask {
-                id,
-                target,
-                agent: task.host.resolve(&cluster.agents),
-            });
+            this.tasks.push(ListedTask { id, target, agent });
             for (n, port) in app.ports.iter().enumerate() {
                 let number = match app.networking {
                     Networking::Container => port
@@ -513,7 +522,7 @@ pub(crate) fn build_reusing(
         &mut problems,
     );
     agent_records(cluster, config, &mut b);
-    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels);
+    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels, dcos);
 
     let ns1 = b.names.child(b"ns1", apex).unwrap_or(apex);
     let rname = b.names.child(b"root", ns1).unwrap_or(ns1);
@@ -691,57 +700,8 @@ fn vip_zone(
 pub const REVERSE_ZONES: [&str; 2] = ["in-addr.arpa.", "ip6.arpa."];
 
 #[cfg(test)]
-pub(crate) mod fixtures {
-    use super::*;
-    use crate::cluster::ClusterUpdate;
-    use crate::cluster::fixtures::{app, task};
-
-    /// The zone of `/prod/api` (`api-prod.marathon.mesos`) with `tasks` tasks on agents
-    /// 10.0.x.y, and of the `extra` apps, under the domain `mesos`.
-    pub fn api_zone(tasks: usize, extra: Vec<App>) -> Zone {
-        let tasks = (0..tasks)
-            .map(|i| {
-                let mut t = task(&format!("api.{i}"), 31000 + i as u16);
-                t.host = format!("10.0.{}.{}", i / 200, i % 200 + 1).into();
-                t
-            })
-            .collect();
-        let mut c = Cluster::default();
-        let mut apps = vec![app("/prod/api", 10000, &[], tasks)];
-        apps.extend(extra);
-        c.apply(ClusterUpdate::Snapshot(apps));
-        let config = ZoneConfig {
-            domain: "mesos".into(),
-            ttl: 60,
-            ip_sources: vec![IpSource::Auto],
-            label_rule: LabelRule::Rfc1123,
-            ns_addr: None,
-            vip_range: None,
-            served: Default::default(),
-            ptr: false,
-            healthy: Default::default(),
-        };
-        build(&c, &config)
-    }
-
-    /// A recursion-desired query for `name`, with an OPT record offering `edns` bytes.
-    pub fn query(
-        name: &str,
-        qtype: hickory_proto::rr::RecordType,
-        edns: Option<u16>,
-    ) -> hickory_proto::op::Message {
-        use hickory_proto::op::{Edns, Message, Query};
-        let mut m = Message::query();
-        m.metadata.recursion_desired = true;
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-        if let Some(size) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(size);
-            m.set_edns(e);
-        }
-        m
-    }
-}
+#[path = "zone/fixtures.rs"]
+pub(crate) mod fixtures;
 
 #[cfg(test)]
 #[path = "zone/tests.rs"]

@@ -161,6 +161,17 @@ impl NameTable {
     /// `{label}.{parent}` where the label is `parts` one after the other (`api-prod`, `-`,
     /// `1a2b3`), built in place without making the label first; `None` as for [`Self::child`].
     pub fn child_joined(&mut self, parts: &[&[u8]], parent: NameId) -> Option<NameId> {
+        self.join(parts, parent, true)
+    }
+
+    /// As [`Self::child_joined`], for parts known to be lowercase already (labels made by
+    /// `cluster::names`), which are not lowercased again.
+    pub fn child_joined_lower(&mut self, parts: &[&[u8]], parent: NameId) -> Option<NameId> {
+        debug_assert!(parts.iter().all(|p| !p.iter().any(u8::is_ascii_uppercase)));
+        self.join(parts, parent, false)
+    }
+
+    fn join(&mut self, parts: &[&[u8]], parent: NameId, lower: bool) -> Option<NameId> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len == 0 || len > 63 {
             return None;
@@ -171,7 +182,9 @@ impl NameTable {
         for part in parts {
             scratch.extend_from_slice(part);
         }
-        scratch[1..].make_ascii_lowercase();
+        if lower {
+            scratch[1..].make_ascii_lowercase();
+        }
         scratch.extend_from_slice(self.wire(parent));
         let id = (scratch.len() <= 255).then(|| self.intern(&scratch));
         self.scratch = scratch;

@@ -36,13 +36,22 @@ impl Data {
     }
 }
 
+/// One record as the build gathers it, in 20 bytes (an AAAA address is kept aside, in
+/// [`Builder`]'s `v6`): the list is written once and read once per build, 800,000 records at
+/// 10,000 apps, so its size is memory traffic.
 #[derive(Debug, Clone, Copy)]
 struct Rec {
     owner: NameId,
     ttl: u32,
+    /// A: the address; AAAA: its index in `v6`; SRV, NS, PTR: the target; SOA: its index in
+    /// `soas`.
+    value: u32,
+    /// SRV only.
+    weight: u16,
+    port: u16,
+    kind: Kind,
     /// Added only when the name has no equal record of its type yet.
     once: bool,
-    data: Data,
 }
 
 /// An SOA's fields: the primary and mailbox, serial, refresh, retry, expire, minimum.
@@ -65,7 +74,12 @@ pub struct Builder {
     /// Per name: whether it exists in the zone (a bit per type it has records of, and bit 7).
     flags: Vec<u8>,
     records: Vec<Rec>,
+    /// The AAAA records' addresses, by `Rec::value`.
+    v6: Vec<Ipv6Addr>,
     soas: Vec<SoaData>,
+    /// The bytes the records take encoded (at most: a record added `once` may be dropped), so
+    /// that the encoded zone is allocated once without a pass to size it.
+    bound: usize,
     /// Buffers for [`Self::finish`]: its scratch and the built table's own, empty.
     spare: Spare,
 }
@@ -79,13 +93,13 @@ pub struct Spare {
     names: NameTable,
     flags: Vec<u8>,
     records: Vec<Rec>,
+    v6: Vec<Ipv6Addr>,
     soas: Vec<SoaData>,
     nodes: Vec<Node>,
     node_of: Vec<u32>,
     data: Vec<u8>,
     /// `finish`'s counting sort.
     starts: Vec<u32>,
-    fill: Vec<u32>,
     order: Vec<u32>,
 }
 
@@ -125,9 +139,9 @@ impl Spare {
     pub fn merge(&mut self, mut other: Spare) {
         keep_larger(&mut self.flags, other.flags);
         keep_larger(&mut self.records, other.records);
+        keep_larger(&mut self.v6, other.v6);
         keep_larger(&mut self.soas, other.soas);
         keep_larger(&mut self.starts, other.starts);
-        keep_larger(&mut self.fill, other.fill);
         keep_larger(&mut self.order, other.order);
         let mut table = Names {
             names: std::mem::take(&mut other.names),
@@ -146,13 +160,10 @@ impl Spare {
             + self.names.index.capacity() * 8 / 7 * 17
             + self.flags.capacity()
             + self.records.capacity() * std::mem::size_of::<Rec>()
+            + self.v6.capacity() * 16
             + self.soas.capacity() * std::mem::size_of::<SoaData>()
             + self.nodes.capacity() * std::mem::size_of::<Node>()
-            + (self.node_of.capacity()
-                + self.starts.capacity()
-                + self.fill.capacity()
-                + self.order.capacity())
-                * 4
+            + (self.node_of.capacity() + self.starts.capacity() + self.order.capacity()) * 4
             + self.data.capacity()
     }
 }
@@ -229,19 +240,23 @@ impl Builder {
         names.starts.clear();
         names.next.clear();
         names.index.clear();
-        let (mut flags, mut records, mut soas) = (
+        let (mut flags, mut records, mut v6, mut soas) = (
             std::mem::take(&mut spare.flags),
             std::mem::take(&mut spare.records),
+            std::mem::take(&mut spare.v6),
             std::mem::take(&mut spare.soas),
         );
         flags.clear();
         records.clear();
+        v6.clear();
         soas.clear();
         Builder {
             names,
             flags,
             records,
+            v6,
             soas,
+            bound: 0,
             spare,
         }
     }
@@ -280,13 +295,41 @@ impl Builder {
             .is_some_and(|f| f & (1 << kind as u8) != 0)
     }
 
+    #[inline]
     fn push(&mut self, owner: NameId, ttl: u32, data: Data, once: bool) {
-        *self.flag(owner) |= EXISTS | 1 << data.kind() as u8 | if once { ONCE } else { 0 };
+        let kind = data.kind();
+        *self.flag(owner) |= EXISTS | 1 << kind as u8 | if once { ONCE } else { 0 };
+        let (mut weight, mut port) = (0, 0);
+        let (value, rdata) = match data {
+            Data::A(v4) => (u32::from(v4), 4),
+            Data::Aaaa(v6) => {
+                self.v6.push(v6);
+                (self.v6.len() as u32 - 1, 16)
+            }
+            Data::Srv {
+                weight: w,
+                port: p,
+                target,
+            } => {
+                (weight, port) = (w, p);
+                (target, 6 + self.names.wire(target).len())
+            }
+            Data::Ns(target) | Data::Ptr(target) => (target, self.names.wire(target).len()),
+            Data::Soa(i) => {
+                let soa = &self.soas[i as usize];
+                let names = self.names.wire(soa.mname).len() + self.names.wire(soa.rname).len();
+                (i, names + 20)
+            }
+        };
+        self.bound += 12 + rdata;
         self.records.push(Rec {
             owner,
             ttl,
+            value,
+            weight,
+            port,
+            kind,
             once,
-            data,
         });
     }
 
@@ -330,7 +373,7 @@ impl Builder {
     pub fn set_soa(&mut self, owner: NameId, soa: SoaData, ttl: u32) {
         if self.has(owner, Kind::Soa) {
             self.records
-                .retain(|r| !(r.owner == owner && r.data.kind() == Kind::Soa));
+                .retain(|r| !(r.owner == owner && r.kind == Kind::Soa));
         }
         self.soas.push(soa);
         let at = self.soas.len() as u32 - 1;
@@ -341,7 +384,7 @@ impl Builder {
     pub fn set_ns(&mut self, owner: NameId, target: NameId, ttl: u32) {
         if self.has(owner, Kind::Ns) {
             self.records
-                .retain(|r| !(r.owner == owner && r.data.kind() == Kind::Ns));
+                .retain(|r| !(r.owner == owner && r.kind == Kind::Ns));
         }
         self.add_ns(owner, target, ttl);
     }
@@ -371,31 +414,27 @@ impl Builder {
         let count = self.names.len();
         self.flags.resize(count, 0);
         let mut spare = std::mem::take(&mut self.spare);
-        // Records by owner, in the order added (a counting sort); and the bytes they take, so
-        // that the encoded zone is allocated once.
+        // Records by owner, in the order added (a counting sort). `starts[i]` is where name
+        // `i`'s records begin in `order`, and once they are placed, where they end.
         let starts = &mut spare.starts;
         starts.clear();
         starts.resize(count + 1, 0);
-        let mut bound = 0;
         for r in &self.records {
             starts[r.owner as usize + 1] += 1;
-            bound += encoded_len(r, &self.names, &self.soas);
         }
         for i in 0..count {
             starts[i + 1] += starts[i];
         }
-        let fill = &mut spare.fill;
-        fill.clear();
-        fill.extend_from_slice(&starts[..count]);
         let order = &mut spare.order;
         order.clear();
         order.resize(self.records.len(), 0);
         for (i, r) in self.records.iter().enumerate() {
-            let slot = &mut fill[r.owner as usize];
+            let slot = &mut starts[r.owner as usize];
             order[*slot as usize] = i as u32;
             *slot += 1;
         }
         let mut existing = 0;
+        let mut bound = self.bound;
         for f in &self.flags {
             if f & EXISTS != 0 {
                 existing += 1;
@@ -419,8 +458,12 @@ impl Builder {
         node_of.clear();
         node_of.resize(count, NONE);
         // The records of the set so far, to drop one added `once` when an equal one came first.
-        let mut seen: Vec<Data> = Vec::new();
+        let mut seen: Vec<u32> = Vec::new();
+        let mut begin = 0;
         for id in 0..count {
+            let end = starts[id] as usize;
+            let mine = &order[begin..end];
+            begin = end;
             let flags = self.flags[id];
             if flags & EXISTS == 0 {
                 continue;
@@ -435,7 +478,6 @@ impl Builder {
             if kinds == 0 {
                 continue;
             }
-            let mine = &order[starts[id] as usize..starts[id + 1] as usize];
             let single = kinds.is_power_of_two();
             for kind in Kind::ALL {
                 if kinds & (1 << kind as u8) == 0 {
@@ -448,17 +490,19 @@ impl Builder {
                 let mut n: u16 = 0;
                 for &i in mine {
                     let r = &self.records[i as usize];
-                    if !single && r.data.kind() != kind {
+                    if !single && r.kind != kind {
                         continue;
                     }
                     if once {
-                        if r.once && seen.contains(&r.data) {
+                        let records = &self.records;
+                        let equal = |&j: &u32| same(r, &records[j as usize], &self.v6);
+                        if r.once && seen.iter().any(equal) {
                             continue;
                         }
-                        seen.push(r.data);
+                        seen.push(i);
                     }
                     n = n.wrapping_add(1);
-                    encode(&mut out.data, r, &self.names, &self.soas);
+                    encode(&mut out.data, r, &self.names, &self.v6, &self.soas);
                 }
                 if n == 0 {
                     out.data.truncate(header);
@@ -475,9 +519,19 @@ impl Builder {
         shrink(&mut out.data);
         spare.flags = self.flags;
         spare.records = self.records;
+        spare.v6 = self.v6;
         spare.soas = self.soas;
         (out, spare)
     }
+}
+
+/// Whether two records hold the same data (their TTLs aside), as [`Data`] compares.
+fn same(a: &Rec, b: &Rec, v6: &[Ipv6Addr]) -> bool {
+    a.kind == b.kind
+        && match a.kind {
+            Kind::Aaaa => v6[a.value as usize] == v6[b.value as usize],
+            _ => a.value == b.value && a.weight == b.weight && a.port == b.port,
+        }
 }
 
 /// Gives back what `v` holds beyond a quarter over its length (a buffer from a larger zone),
@@ -491,28 +545,6 @@ pub(super) fn shrink<T>(v: &mut Vec<T>) {
 /// A record set's header in [`Names`]' data: kind, count (u16), bytes (u32).
 const SET_HEADER: usize = 7;
 
-/// The bytes [`encode`] writes for `r`.
-fn encoded_len(r: &Rec, names: &NameTable, soas: &[SoaData]) -> usize {
-    let name_len = |id: NameId| {
-        let start = names.starts[id as usize] as usize;
-        let end = names
-            .starts
-            .get(id as usize + 1)
-            .map_or(names.bytes.len(), |&e| e as usize);
-        end - start
-    };
-    12 + match r.data {
-        Data::A(_) => 4,
-        Data::Aaaa(_) => 16,
-        Data::Srv { target, .. } => 6 + name_len(target),
-        Data::Ns(target) | Data::Ptr(target) => name_len(target),
-        Data::Soa(i) => {
-            let soa = &soas[i as usize];
-            name_len(soa.mname) + name_len(soa.rname) + 20
-        }
-    }
-}
-
 fn addr(ip: IpAddr) -> Data {
     match ip {
         IpAddr::V4(v4) => Data::A(v4),
@@ -520,57 +552,74 @@ fn addr(ip: IpAddr) -> Data {
     }
 }
 
-/// One record on the wire, owned by a pointer to the question.
-fn encode(out: &mut Vec<u8>, r: &Rec, names: &NameTable, soas: &[SoaData]) {
-    let code = r.data.kind().code().to_be_bytes();
+/// One record on the wire, owned by a pointer to the question: its fixed part written at once.
+fn encode(out: &mut Vec<u8>, r: &Rec, names: &NameTable, v6: &[Ipv6Addr], soas: &[SoaData]) {
+    let code = r.kind.code().to_be_bytes();
     let ttl = r.ttl.to_be_bytes();
-    // Owner, type, class IN, TTL; RDLENGTH follows.
-    let head = |rdlength: usize| -> [u8; 12] {
-        let l = (rdlength as u16).to_be_bytes();
-        [
-            0xc0,
-            0x0c,
-            code[0],
-            code[1],
-            CLASS_IN[0],
-            CLASS_IN[1],
-            ttl[0],
-            ttl[1],
-            ttl[2],
-            ttl[3],
-            l[0],
-            l[1],
-        ]
+    // Owner, type, class IN, TTL, RDLENGTH, then up to 16 bytes of RDATA.
+    let mut fixed = [
+        0xc0,
+        0x0c,
+        code[0],
+        code[1],
+        CLASS_IN[0],
+        CLASS_IN[1],
+        ttl[0],
+        ttl[1],
+        ttl[2],
+        ttl[3],
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let rdlength = |fixed: &mut [u8; 28], len: usize| {
+        fixed[10..12].copy_from_slice(&(len as u16).to_be_bytes());
     };
-    match r.data {
-        Data::A(v4) => {
-            out.extend_from_slice(&head(4));
-            out.extend_from_slice(&v4.octets());
+    match r.kind {
+        Kind::A => {
+            rdlength(&mut fixed, 4);
+            fixed[12..16].copy_from_slice(&r.value.to_be_bytes());
+            out.extend_from_slice(&fixed[..16]);
         }
-        Data::Aaaa(v6) => {
-            out.extend_from_slice(&head(16));
-            out.extend_from_slice(&v6.octets());
+        Kind::Aaaa => {
+            rdlength(&mut fixed, 16);
+            fixed[12..28].copy_from_slice(&v6[r.value as usize].octets());
+            out.extend_from_slice(&fixed);
         }
-        Data::Srv {
-            weight,
-            port,
-            target,
-        } => {
-            let target = names.wire(target);
-            out.extend_from_slice(&head(6 + target.len()));
-            let (w, p) = (weight.to_be_bytes(), port.to_be_bytes());
-            out.extend_from_slice(&[0, 0, w[0], w[1], p[0], p[1]]);
+        Kind::Srv => {
+            let target = names.wire(r.value);
+            rdlength(&mut fixed, 6 + target.len());
+            fixed[14..16].copy_from_slice(&r.weight.to_be_bytes());
+            fixed[16..18].copy_from_slice(&r.port.to_be_bytes());
+            out.extend_from_slice(&fixed[..18]);
             out.extend_from_slice(target);
         }
-        Data::Ns(target) | Data::Ptr(target) => {
-            let target = names.wire(target);
-            out.extend_from_slice(&head(target.len()));
+        Kind::Ns | Kind::Ptr => {
+            let target = names.wire(r.value);
+            rdlength(&mut fixed, target.len());
+            out.extend_from_slice(&fixed[..12]);
             out.extend_from_slice(target);
         }
-        Data::Soa(i) => {
-            let soa = &soas[i as usize];
+        Kind::Soa => {
+            let soa = &soas[r.value as usize];
             let (mname, rname) = (names.wire(soa.mname), names.wire(soa.rname));
-            out.extend_from_slice(&head(mname.len() + rname.len() + 20));
+            rdlength(&mut fixed, mname.len() + rname.len() + 20);
+            out.extend_from_slice(&fixed[..12]);
             out.extend_from_slice(mname);
             out.extend_from_slice(rname);
             for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {

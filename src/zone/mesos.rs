@@ -20,12 +20,16 @@ use super::compact::{Builder, NameId};
 use super::{IpSource, ZoneConfig};
 use crate::cluster::mesos::{Agent, MEMBER_PREFIX, MesosTask};
 use crate::cluster::names::{LabelRule, label, service_label, tag};
-use crate::cluster::{Cluster, Networking, Protocol, TaskState};
+use crate::cluster::{Cluster, Networking, Protocol, Task, TaskState};
 use hickory_proto::rr::{LowerName, Record};
 use rustc_hash::FxHashMap;
 
 /// DC/OS's task-name zone.
 pub const DCOS_DOMAIN: &str = "dcos.thisdcos.directory";
+
+/// The names DC/OS gives every task under its framework: by the task's own address, its
+/// agent's, its container's.
+const DCOS_KINDS: [&str; 3] = ["autoip", "agentip", "containerip"];
 
 /// Every name between `name` and `apex` exists (an empty non-terminal answers NODATA).
 fn ancestors(b: &mut Builder, name: NameId, apex_labels: usize) {
@@ -137,6 +141,7 @@ pub(super) fn add(
     b: &mut Builder,
     serial: u32,
     app_labels: &[String],
+    marathon_dcos: MarathonDcos,
 ) -> (LowerName, Record) {
     let domain = &config.domain;
     let root = b.names.intern(&[0]);
@@ -260,7 +265,15 @@ pub(super) fn add(
     }
 
     masters(cluster, config, b);
-    let dcos = dcos_zone(cluster, config, b, &owned, serial, app_labels);
+    let dcos = dcos_zone(
+        cluster,
+        config,
+        b,
+        &owned,
+        serial,
+        app_labels,
+        marathon_dcos,
+    );
     l4lb_names(cluster, config, b);
     dcos
 }
@@ -311,6 +324,7 @@ fn dcos_zone(
     owned: &std::collections::HashSet<crate::cluster::TaskId>,
     serial: u32,
     app_labels: &[String],
+    marathon_dcos: MarathonDcos,
 ) -> (LowerName, Record) {
     let apex = b
         .names
@@ -321,7 +335,7 @@ fn dcos_zone(
     // A framework's three parents (`{fw}.autoip|agentip|containerip.{DCOS_DOMAIN}.`), made
     // once per build; `None` when its label is empty.
     let mut parents: FxHashMap<String, Option<[Parent; 3]>> = FxHashMap::default();
-    let kinds = ["autoip", "agentip", "containerip"];
+    let kinds = DCOS_KINDS;
     let mut add = |b: &mut Builder,
                    tl: &str,
                    framework: &str,
@@ -357,36 +371,16 @@ fn dcos_zone(
             parent.ensure(b, apex_labels);
         }
     };
-    // Marathon's tasks: each app's three names made once, then every task's addresses.
-    let marathon = label("marathon", config.label_rule);
-    let marathon: [Option<NameId>; 3] =
-        kinds.map(|kind| b.names.parse(&format!("{marathon}.{kind}.{DCOS_DOMAIN}.")));
-    let mut marathon_added = [false; 3];
-    for (app, tl) in cluster.apps.values().zip(app_labels) {
-        if tl.is_empty() {
-            continue;
-        }
-        let names = marathon.map(|parent| b.names.child(tl.as_bytes(), parent?));
-        for task in app.tasks.values().filter(|t| t.state == TaskState::Running) {
-            let agent = task.host.resolve(&cluster.agents);
-            let container = &task.ip_addresses[..];
-            let auto = if app.networking == Networking::Container && !container.is_empty() {
-                container
-            } else {
-                agent.as_slice()
-            };
-            let addrs: [&[IpAddr]; 3] = [auto, agent.as_slice(), container];
-            for (i, addrs) in addrs.into_iter().enumerate() {
-                let Some(name) = names[i] else { continue };
-                for &ip in addrs {
-                    b.add_addr(name, ip, ttl);
-                }
-                if !marathon_added[i] {
-                    marathon_added[i] = true;
-                    let mut parent = Parent::new(marathon[i]);
-                    parent.ensure(b, apex_labels);
-                }
-            }
+    // Marathon's tasks, unless the zone build added them app by app.
+    let mut marathon = marathon_dcos;
+    if !marathon.done {
+        for (app, tl) in cluster.apps.values().zip(app_labels) {
+            let running: Vec<&Task> = app
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Running)
+                .collect();
+            marathon.add_app(b, cluster, app, tl, &running);
         }
     }
     let m = &cluster.mesos;
@@ -413,6 +407,76 @@ fn dcos_zone(
         None => b.touch(ns),
     }
     (LowerName::new(&b.names.name(apex)), soa)
+}
+
+/// DC/OS's names of Marathon's tasks, `{app}.marathon.autoip|agentip|containerip.{DCOS_DOMAIN}`,
+/// added app by app: by the zone build while it reads each app's tasks for its own names (the
+/// model's memory is then read once, not in a second pass over every task), else by
+/// [`dcos_zone`]. Each app's records are added in app order either way.
+pub(super) struct MarathonDcos {
+    /// `marathon.autoip|agentip|containerip.{DCOS_DOMAIN}.`
+    parents: [Option<NameId>; 3],
+    added: [bool; 3],
+    apex_labels: usize,
+    ttl: u32,
+    /// Every app was added.
+    pub done: bool,
+}
+
+impl MarathonDcos {
+    pub fn new(b: &mut Builder, config: &ZoneConfig) -> MarathonDcos {
+        let apex = b
+            .names
+            .parse(&format!("{DCOS_DOMAIN}."))
+            .expect("a valid name");
+        let marathon = label("marathon", config.label_rule);
+        MarathonDcos {
+            parents: DCOS_KINDS
+                .map(|kind| b.names.parse(&format!("{marathon}.{kind}.{DCOS_DOMAIN}."))),
+            added: [false; 3],
+            apex_labels: b.names.labels(apex),
+            ttl: config.ttl,
+            done: false,
+        }
+    }
+
+    /// `app`'s three names (`tl`: its label) and its `running` tasks' addresses on them.
+    pub fn add_app(
+        &mut self,
+        b: &mut Builder,
+        cluster: &Cluster,
+        app: &crate::cluster::App,
+        tl: &str,
+        running: &[&Task],
+    ) {
+        if tl.is_empty() {
+            return;
+        }
+        let names = self
+            .parents
+            .map(|parent| b.names.child(tl.as_bytes(), parent?));
+        for task in running {
+            let agent = task.host.resolve(&cluster.agents);
+            let container = &task.ip_addresses[..];
+            let auto = if app.networking == Networking::Container && !container.is_empty() {
+                container
+            } else {
+                agent.as_slice()
+            };
+            let addrs: [&[IpAddr]; 3] = [auto, agent.as_slice(), container];
+            for (i, addrs) in addrs.into_iter().enumerate() {
+                let Some(name) = names[i] else { continue };
+                for &ip in addrs {
+                    b.add_addr(name, ip, self.ttl);
+                }
+                if !self.added[i] {
+                    self.added[i] = true;
+                    let mut parent = Parent::new(self.parents[i]);
+                    parent.ensure(b, self.apex_labels);
+                }
+            }
+        }
+    }
 }
 
 /// `{vip}.{framework}.l4lb.thisdcos.directory` for named VIPs declared on other frameworks'
