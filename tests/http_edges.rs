@@ -478,3 +478,29 @@ async fn both_codecs_read_response_framing_alike() {
     }
     assert!(differ.is_empty(), "{differ:#?}");
 }
+
+/// Review finding (access log): a Host with spaces could write fields of its own into the
+/// access log's text line (`host=x client=203.0.113.9:4444 … path=/forged`). It is refused
+/// (400), and logged quoted, so the line's own fields stay the only ones.
+#[tokio::test]
+async fn a_host_with_spaces_cannot_forge_access_log_fields() {
+    let a = backend(Behaviour::ReadBodyThenOk).await;
+    let port = free_port();
+    let (sy, vhost) = start("host-log", port, &[a], "", "access_log = true").await;
+    let mut c = TcpStream::connect(vhost).await.unwrap();
+    c.write_all(b"GET /real HTTP/1.1\r\nHost: x client=203.0.113.9:4444 path=/forged\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(status_of(&mut c).await, Some(400));
+    let line = wait_for("the request logged", || async {
+        sy.log_lines("switchyard::access")
+            .into_iter()
+            .find(|l| l.contains("/real"))
+    })
+    .await;
+    assert!(
+        line.contains(r#"host="x client=203.0.113.9:4444 path=/forged""#),
+        "the Host is quoted: {line}"
+    );
+    assert!(line.contains("path=/real"), "{line}");
+}

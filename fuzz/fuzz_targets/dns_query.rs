@@ -27,6 +27,7 @@ fn zone() -> &'static Zone {
             vip_range: None,
             served: Default::default(),
             healthy: Default::default(),
+            ptr: false,
         };
         build(&cluster, &config)
     })

@@ -50,11 +50,18 @@ impl Entry {
                     .and_then(|h| h.to_str().ok())
             })
             .unwrap_or("-");
+        // A value that is no authority (refused with 400 by `http::check`, but logged) is
+        // written quoted and escaped: its spaces must not read as the line's next fields.
+        let host = if host == "-" || super::message::valid_authority(host.as_bytes()) {
+            host.to_string()
+        } else {
+            format!("{host:?}")
+        };
         Box::new(Entry {
             started: Instant::now(),
             client,
             method: req.method().clone(),
-            host: host.into(),
+            host,
             path: req.uri().path().into(),
             status: 0,
             upstream: None,

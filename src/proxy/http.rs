@@ -597,6 +597,15 @@ pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
         };
         message::check_method(req.method().as_str().as_bytes(), target)?;
         let host = authority.or(req.headers().get(header::HOST).map(HeaderValue::as_bytes));
+        // Without `:authority`, Host names the host (RFC 9113 §8.3.1), under HTTP/1's rule.
+        if let Some(h) = host
+            && !message::valid_authority(h)
+        {
+            return Err(message::Refusal {
+                status: 400,
+                reason: "invalid Host",
+            });
+        }
         return Ok(Checked {
             host: host.map(Bytes::copy_from_slice),
             body: None,
