@@ -385,29 +385,27 @@ pub struct H2Body {
     data_done: bool,
     /// DATA taken from the codec by [`H2Body::claim_upload`] before the body was read, handed
     /// on first; its window is given back as each piece is handed on, so the codec's window
-    /// still bounds what is held.
-    early: VecDeque<Bytes>,
-    /// The connection's places, for a stream whose body had not ended when it was accepted
-    /// (a bodiless request costs no reference count).
-    uploads: Option<Arc<Uploads>>,
+    /// still bounds what is held. `None` for most bodies, which never have any.
+    early: Option<VecDeque<Bytes>>,
+    /// The connection's places.
+    uploads: Arc<Uploads>,
     /// One of the places is held: given back when the body ends, breaks or is dropped.
     holding: bool,
 }
 
 impl H2Body {
     fn new(inner: h2::RecvStream, uploads: &Arc<Uploads>) -> H2Body {
-        let uploads = (!inner.is_end_stream()).then(|| uploads.clone());
         H2Body {
             inner,
             data_done: false,
-            early: VecDeque::new(),
-            uploads,
+            early: None,
+            uploads: uploads.clone(),
             holding: false,
         }
     }
 
-    /// Called before the request goes to a backend over a connection of its own: when the
-    /// client still owes body, takes one of its connection's `MAX_UNFINISHED_UPLOADS` places
+    /// Called before the request goes to a backend over a connection of its own, for a body
+    /// that has not ended (`is_end_stream`): when the client still owes body, takes one of its connection's `MAX_UNFINISHED_UPLOADS` places
     /// (held until the body ends), or `Err(RefuseStream)` when all are taken. A body already
     /// received whole (waiting in the codec) needs no place, nor does a stream the client
     /// reset (its body fails when read: the client's fault).
@@ -416,16 +414,15 @@ impl H2Body {
     }
 
     fn claim(&mut self, cx: &mut TaskContext<'_>) -> Result<(), RefuseStream> {
-        let Some(uploads) = &self.uploads else {
-            return Ok(());
-        };
         if self.holding {
             return Ok(());
         }
         // What has arrived already: a body whose END_STREAM is in owes nothing more.
         while !self.data_done {
             match self.inner.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => self.early.push_back(data),
+                Poll::Ready(Some(Ok(data))) => {
+                    self.early.get_or_insert_default().push_back(data);
+                }
                 Poll::Ready(None) => self.data_done = true,
                 Poll::Ready(Some(Err(_))) => return Ok(()),
                 Poll::Pending => break,
@@ -434,7 +431,8 @@ impl H2Body {
         if self.data_done {
             return Ok(());
         }
-        let taken = uploads
+        let taken = self
+            .uploads
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < MAX_UNFINISHED_UPLOADS).then_some(n + 1)
@@ -450,17 +448,19 @@ impl H2Body {
 
     /// The client owes nothing more (or never will): its place goes back.
     fn release(&mut self) {
-        if std::mem::take(&mut self.holding)
-            && let Some(uploads) = &self.uploads
-        {
-            uploads.0.fetch_sub(1, Ordering::AcqRel);
+        if std::mem::take(&mut self.holding) {
+            self.uploads.0.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
     /// A piece of DATA handed on: its window given back to the client.
+    fn early_empty(&self) -> bool {
+        self.early.as_ref().is_none_or(|early| early.is_empty())
+    }
+
     fn handed(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let _ = self.inner.flow_control().release_capacity(data.len());
-        if self.holding && self.early.is_empty() && self.inner.is_end_stream() {
+        if self.holding && self.early_empty() && self.inner.is_end_stream() {
             self.release();
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
@@ -482,7 +482,7 @@ impl Body for H2Body {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        if let Some(data) = this.early.pop_front() {
+        if let Some(data) = this.early.as_mut().and_then(|early| early.pop_front()) {
             return this.handed(data);
         }
         if !this.data_done {
@@ -506,7 +506,7 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.early.is_empty() && self.inner.is_end_stream()
+        self.early_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

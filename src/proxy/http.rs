@@ -390,7 +390,10 @@ async fn proxy(
     // its own (an HTTP/2 backend's is shared, unless a PROXY header makes it this client's):
     // one of its client connection's places for unfinished uploads, or refused before anything
     // is spent on it (`h2_server::MAX_UNFINISHED_UPLOADS`; no backend is charged).
-    if let ClientBody::H2(body) = req.body_mut()
+    // Whether the client's body has ended, looked up once (HTTP/2: under the codec's lock).
+    let body_ended = http_body::Body::is_end_stream(req.body());
+    if !body_ended
+        && let ClientBody::H2(body) = req.body_mut()
         && !(service.upstream_h2 && service.connection.proxy_protocol.is_none())
         && let Err(refused) = body.claim_upload().await
     {
@@ -459,8 +462,7 @@ async fn proxy(
     }
     // An idempotent request without a body may be replayed on another backend when one
     // fails before answering: keep what it takes to rebuild it.
-    let replayable = is_idempotent(req.method().as_str().as_bytes())
-        && http_body::Body::is_end_stream(req.body());
+    let replayable = is_idempotent(req.method().as_str().as_bytes()) && body_ended;
     let mut attempts = Attempts::new(ctx, service, states, replayable, settings.retry_idempotent);
     attempts.traced(trace.map(|mut t| {
         if let Some(route) = routed {
@@ -478,8 +480,7 @@ async fn proxy(
     });
     // A request with a body notes here how far the client got with it, so that a failure
     // while it was broken off or still arriving is not charged to the backend.
-    let progress = (!http_body::Body::is_end_stream(req.body()))
-        .then(|| Arc::new(super::upstream::BodyProgress::default()));
+    let progress = (!body_ended).then(|| Arc::new(super::upstream::BodyProgress::default()));
     let mut req = req.map(|inner| RequestBody {
         inner: Some(inner),
         bytes_in: None,
