@@ -339,8 +339,9 @@ impl Metrics {
         r.register(
             "http2_incidents",
             "HTTP/2 connections sent GOAWAY(ENHANCE_YOUR_CALM) and closed for a control-frame \
-             flood (kind: control_flood), and streams reset (INTERNAL_ERROR) after a panic in \
-             the proxy (kind: stream_panic)",
+             flood (kind: control_flood), streams reset (INTERNAL_ERROR) after a panic in the \
+             proxy (kind: stream_panic), and streams refused (REFUSED_STREAM) past a \
+             connection's 16 unfinished uploads to backends (kind: upload_refused)",
             m.http2_incidents.clone(),
         );
         r.register(
@@ -452,7 +453,10 @@ impl Metrics {
                 &m.upstream_tls_failures,
                 &["verify", "handshake", "config"][..],
             ),
-            (&m.http2_incidents, &["control_flood", "stream_panic"][..]),
+            (
+                &m.http2_incidents,
+                &["control_flood", "stream_panic", "upload_refused"][..],
+            ),
         ] {
             for kind in kinds {
                 let _ = family.get_or_create(&KindLabels {

@@ -967,3 +967,202 @@ async fn cut_off_streams_are_logged_with_the_bytes_sent_and_who_ended_them() {
     assert_eq!(stalled["term"], "cD", "{stalled:?}");
     assert_eq!(stalled["bytes"], "0", "{stalled:?}");
 }
+
+/// What [`upload_holder`] saw: POST heads received, uploads open now (head in, body not
+/// ended), the most open at once.
+#[derive(Default)]
+struct Uploads {
+    posts: AtomicUsize,
+    open: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// An HTTP/1.1 backend that answers a GET at once and a POST once its (chunked) body has
+/// ended, counting the uploads it holds open.
+async fn upload_holder() -> (SocketAddr, Arc<Uploads>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Uploads::default());
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = counts.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let head_end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let post = buf.starts_with(b"POST ");
+                    buf.drain(..head_end);
+                    if post {
+                        seen.posts.fetch_add(1, Ordering::SeqCst);
+                        let open = seen.open.fetch_add(1, Ordering::SeqCst) + 1;
+                        seen.most.fetch_max(open, Ordering::SeqCst);
+                        // The test's bodies are chunked pieces of `x`: the last chunk ends it.
+                        let ended = loop {
+                            if let Some(at) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                                buf.drain(..at + 5);
+                                break true;
+                            }
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break false,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        seen.open.fetch_sub(1, Ordering::SeqCst);
+                        if !ended {
+                            return;
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// An HTTP/2 client on the `h2` codec itself (a raw one: it can open streams and leave their
+/// bodies unfinished).
+async fn h2_raw(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    tokio::time::timeout(DEADLINE, sender.ready())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The status of a stream's answer, or the reason it was reset.
+async fn outcome(response: h2::client::ResponseFuture) -> Result<u16, Option<h2::Reason>> {
+    response
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.reason())
+}
+
+/// A client that opens many streams whose request bodies never come (HEADERS without
+/// END_STREAM, then nothing) holds at most 16 backend connections: the streams past that are
+/// refused (REFUSED_STREAM, which clients retry), counted, and never reach a backend; a
+/// finished upload frees its place, and the connection's other requests, and other
+/// connections, are served meanwhile.
+#[tokio::test]
+async fn streams_with_unfinished_bodies_hold_at_most_16_backend_connections() {
+    const CAP: usize = 16;
+    const OPENED: usize = 40;
+    let (backend, seen) = upload_holder().await;
+    let e = edge(
+        "h2-uploads",
+        vec![vhost_app("/u", "u.example.com", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let request = |method: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("http://u.example.com/upload")
+            .body(())
+            .unwrap()
+    };
+    let mut sender = h2_raw(e.http).await;
+    let mut bodies = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..OPENED {
+        let (response, body) = sender.send_request(request("POST"), false).unwrap();
+        bodies.push(body);
+        answers.push(tokio::spawn(outcome(response)));
+    }
+    // The streams past the cap are refused at once; the others wait at the backend for
+    // bodies that do not come.
+    wait_for("16 uploads held, the rest refused", || async {
+        let done = answers.iter().filter(|a| a.is_finished()).count();
+        (done == OPENED - CAP && seen.open.load(Ordering::SeqCst) == CAP).then_some(())
+    })
+    .await;
+    let mut held = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        if answer.is_finished() {
+            let refused = answer.await.unwrap();
+            assert_eq!(refused, Err(Some(h2::Reason::REFUSED_STREAM)), "stream {i}");
+        } else {
+            held.push((i, answer));
+        }
+    }
+    assert_eq!(held.len(), CAP);
+    assert_eq!(
+        seen.posts.load(Ordering::SeqCst),
+        CAP,
+        "refused streams reached a backend"
+    );
+    assert_eq!(seen.most.load(Ordering::SeqCst), CAP);
+    wait_for("the refusals counted", || async {
+        let n =
+            e.sy.metric("switchyard_http2_incidents", &["upload_refused"])
+                .await;
+        (n == (OPENED - CAP) as f64).then_some(())
+    })
+    .await;
+    // A bodiless request on the same connection is served meanwhile.
+    let (get, _) = sender.send_request(request("GET"), true).unwrap();
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, outcome(get)).await.unwrap(),
+        Ok(200)
+    );
+    // So is another connection, uploads and all.
+    let mut other = h2_raw(e.http).await;
+    let (upload, mut body) = other.send_request(request("POST"), false).unwrap();
+    body.send_data(Bytes::from_static(b"xx"), true).unwrap();
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, outcome(upload))
+            .await
+            .unwrap(),
+        Ok(200)
+    );
+    let (get, _) = other.send_request(request("GET"), true).unwrap();
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, outcome(get)).await.unwrap(),
+        Ok(200)
+    );
+    // A held upload that ends is answered, and frees its place for the next one.
+    let (i, answer) = held.pop().unwrap();
+    bodies[i].send_data(Bytes::from_static(b"x"), true).unwrap();
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, answer)
+            .await
+            .unwrap()
+            .unwrap(),
+        Ok(200)
+    );
+    let (next, _next_body) = sender.send_request(request("POST"), false).unwrap();
+    let next = tokio::spawn(outcome(next));
+    wait_for("the freed place taken", || async {
+        (seen.posts.load(Ordering::SeqCst) == CAP + 2 && seen.open.load(Ordering::SeqCst) == CAP)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !next.is_finished(),
+        "the stream after a freed place was refused"
+    );
+    // No backend was charged for the client's streams: it is still routed and answering.
+    let (get, _) = other.send_request(request("GET"), true).unwrap();
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, outcome(get)).await.unwrap(),
+        Ok(200)
+    );
+    drop(bodies);
+}

@@ -162,6 +162,12 @@ async fn default_app_and_app_id_routing() {
     )
     .await;
     assert_eq!(status, 503);
+    // A head hyper cannot parse (a field line without a colon) is answered by hyper itself,
+    // never reaching the proxy's own code: 400, dated as every other answer (RFC 9110 §6.6.1).
+    let (status, headers, _) = request(app_id, "GET / HTTP/1.1\r\nHost: x\r\nno colon here").await;
+    assert_eq!(status, 400);
+    let date = header(&headers, "date").expect("a Date on hyper's own 400");
+    assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
 }
 
 #[tokio::test]

@@ -178,9 +178,15 @@ async fn connection_limits_refuse_clearly_and_free_up() {
         assert_eq!(keepalive_get(&mut s, "web").await.unwrap(), 200);
         held.push(s);
     }
-    // The sixth hears why at once.
-    let (status, body) = http_get(local(port), "/").await.unwrap();
+    // The sixth hears why at once, in a dated answer.
+    let (status, headers, body) = http_request(local(port), "GET", "/", &[], "").await;
     assert_eq!((status, body.trim()), (503, "connection limit reached"));
+    let date = headers
+        .iter()
+        .find(|(k, _)| k == "date")
+        .map(|(_, v)| v.as_str())
+        .expect("a Date on the refusal");
+    assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
     assert!(
         sy.metric("switchyard_connections_refused_total", &["listener_limit"])
             .await

@@ -82,9 +82,19 @@ impl Context {
     }
 }
 
-/// The HTTP answer to a connection refused by a limit; written without waiting for the request.
-pub const REFUSED_HTTP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
-content-type: text/plain\r\ncontent-length: 26\r\nretry-after: 1\r\n\r\nconnection limit reached\r\n";
+/// The HTTP answer to a connection refused by a limit; written without waiting for the request:
+/// fixed bytes and the current second's `Date` (`headers::write_date`, formatted once a second),
+/// in one buffer of its exact size.
+pub fn refused_http() -> Vec<u8> {
+    const HEAD: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
+content-type: text/plain\r\ncontent-length: 26\r\nretry-after: 1\r\n";
+    const BODY: &[u8] = b"\r\nconnection limit reached\r\n";
+    let mut out = Vec::with_capacity(HEAD.len() + super::headers::DATE_LINE_LEN + BODY.len());
+    out.extend_from_slice(HEAD);
+    super::headers::write_date(&mut out);
+    out.extend_from_slice(BODY);
+    out
+}
 
 /// Closed: accept loops wait. Opened once, it stays open.
 pub struct Gate(watch::Sender<bool>);
@@ -109,5 +119,28 @@ impl Gate {
     pub async fn wait(&self) {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The refusal is a whole, dated answer whose length field matches its body.
+    #[test]
+    fn the_refusal_is_dated_and_framed() {
+        let answer = super::refused_http();
+        let mut fields = [httparse::EMPTY_HEADER; 8];
+        let mut head = httparse::Response::new(&mut fields);
+        let httparse::Status::Complete(len) = head.parse(&answer).unwrap() else {
+            panic!("a partial head");
+        };
+        assert_eq!(head.code, Some(503));
+        let field = |name: &str| {
+            let f = head.headers.iter().find(|h| h.name == name).unwrap();
+            std::str::from_utf8(f.value).unwrap().to_string()
+        };
+        let date = field("date");
+        assert!(date.len() == 29 && date.ends_with(" GMT"), "{date}");
+        assert_eq!(field("content-length"), (answer.len() - len).to_string());
+        assert_eq!(answer.capacity(), answer.len(), "sized exactly");
     }
 }

@@ -5,12 +5,16 @@
 //! on concurrent streams and on the header list, the resets a client may provoke (rapid reset),
 //! the handshake within the client header timeout; a connection flooding control frames is
 //! sent GOAWAY(ENHANCE_YOUR_CALM) and closed (`h2_frames`); a stream whose code panics is reset
-//! (INTERNAL_ERROR) without ending its connection's other streams. Knows nothing of routing:
-//! it imports no other proxy module but `headers` and `h2_frames`.
+//! (INTERNAL_ERROR) without ending its connection's other streams. A connection's streams
+//! whose client still owes its request body hold at most `MAX_UNFINISHED_UPLOADS` backend
+//! connections at once ([`H2Body::claim_upload`]); a stream past that is refused with
+//! REFUSED_STREAM, which clients retry. Knows nothing of routing: it imports no other proxy
+//! module but `headers` and `h2_frames`.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker, ready};
 use std::time::Duration;
@@ -26,6 +30,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub enum Incident {
     Flood(super::h2_frames::Flood),
     StreamPanic,
+    /// A stream refused (REFUSED_STREAM): its connection already had `MAX_UNFINISHED_UPLOADS`
+    /// streams holding a backend connection while their client still owed the body.
+    UploadRefused,
 }
 
 /// The error a stream's request body ends with (a reset, a malformed frame).
@@ -59,6 +66,15 @@ const MAX_FRAME_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 64 * 1024;
 /// Streams the codec resets for the client's errors before it ends the connection.
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Streams of one connection that may hold a backend connection of their own while their
+/// client still owes the request body (HEADERS without END_STREAM, then the body slowly, or
+/// never). Without it one connection could pin `MAX_CONCURRENT_STREAMS` backend connections
+/// with bodies that never come. Past it a stream is refused before anything is sent for it
+/// (REFUSED_STREAM, RFC 9113 §8.7: a client retries it safely), as HAProxy and Envoy refuse
+/// the streams past a connection's budget; waiting instead would leave the waiting streams'
+/// DATA unread in the shared connection window, which can stall the uploads that hold the
+/// places until their client timeout.
+pub const MAX_UNFINISHED_UPLOADS: usize = 16;
 /// Streams a client opens and resets before they are accepted (rapid reset, CVE-2023-44487).
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Rounds of (streams, connection) polling in one wake before the task yields to the runtime.
@@ -104,6 +120,7 @@ pub async fn serve<'a, S, H, F, B>(
         Err(_) => return,
     };
     let mut streams = Streams::new();
+    let uploads = Arc::new(Uploads::default());
     let mut stopping = std::pin::pin!(stopping);
     let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut closing = false;
@@ -138,7 +155,7 @@ pub async fn serve<'a, S, H, F, B>(
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
-                    let answer = handle(req.map(H2Body::new));
+                    let answer = handle(req.map(|body| H2Body::new(body, &uploads)));
                     let stall = config.stall_timeout;
                     streams.push(Box::pin(exchange(answer, respond, stall, report)));
                 }
@@ -209,6 +226,11 @@ async fn exchange<F, B>(
         return;
     };
     let (mut parts, body) = response.into_parts();
+    if parts.extensions.get::<RefuseStream>().is_some() {
+        report(Incident::UploadRefused);
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
     super::headers::strip_hop_by_hop(&mut parts.headers);
     let end = body.is_end_stream();
     if !end
@@ -346,19 +368,108 @@ fn room(send: &mut h2::SendStream<Bytes>, cx: &mut TaskContext<'_>) -> Poll<bool
     Poll::Ready(true)
 }
 
+/// Marks a handler's answer as a refusal of its stream: the stream is reset with
+/// REFUSED_STREAM instead of answered (nothing of the request was processed, so the client may
+/// send it again).
+#[derive(Debug, Clone, Copy)]
+pub struct RefuseStream;
+
+/// A connection's count of streams holding one of its `MAX_UNFINISHED_UPLOADS` places.
+#[derive(Default)]
+struct Uploads(AtomicUsize);
+
 /// A client's request body on one stream: its DATA frames (the window given back as each is
 /// taken), then its trailers.
 pub struct H2Body {
     inner: h2::RecvStream,
     data_done: bool,
+    /// DATA taken from the codec by [`H2Body::claim_upload`] before the body was read, handed
+    /// on first; its window is given back as each piece is handed on, so the codec's window
+    /// still bounds what is held. `None` for most bodies, which never have any.
+    early: Option<VecDeque<Bytes>>,
+    /// The connection's places.
+    uploads: Arc<Uploads>,
+    /// One of the places is held: given back when the body ends, breaks or is dropped.
+    holding: bool,
 }
 
 impl H2Body {
-    fn new(inner: h2::RecvStream) -> H2Body {
+    fn new(inner: h2::RecvStream, uploads: &Arc<Uploads>) -> H2Body {
         H2Body {
             inner,
             data_done: false,
+            early: None,
+            uploads: uploads.clone(),
+            holding: false,
         }
+    }
+
+    /// Called before the request goes to a backend over a connection of its own, for a body
+    /// that has not ended (`is_end_stream`): when the client still owes body, takes one of its connection's `MAX_UNFINISHED_UPLOADS` places
+    /// (held until the body ends), or `Err(RefuseStream)` when all are taken. A body already
+    /// received whole (waiting in the codec) needs no place, nor does a stream the client
+    /// reset (its body fails when read: the client's fault).
+    pub async fn claim_upload(&mut self) -> Result<(), RefuseStream> {
+        poll_fn(|cx| Poll::Ready(self.claim(cx))).await
+    }
+
+    fn claim(&mut self, cx: &mut TaskContext<'_>) -> Result<(), RefuseStream> {
+        if self.holding {
+            return Ok(());
+        }
+        // What has arrived already: a body whose END_STREAM is in owes nothing more.
+        while !self.data_done {
+            match self.inner.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    self.early.get_or_insert_default().push_back(data);
+                }
+                Poll::Ready(None) => self.data_done = true,
+                Poll::Ready(Some(Err(_))) => return Ok(()),
+                Poll::Pending => break,
+            }
+        }
+        if self.data_done {
+            return Ok(());
+        }
+        let taken = self
+            .uploads
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_UNFINISHED_UPLOADS).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => {
+                self.holding = true;
+                Ok(())
+            }
+            Err(_) => Err(RefuseStream),
+        }
+    }
+
+    /// The client owes nothing more (or never will): its place goes back.
+    fn release(&mut self) {
+        if std::mem::take(&mut self.holding) {
+            self.uploads.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A piece of DATA handed on: its window given back to the client.
+    fn early_empty(&self) -> bool {
+        self.early.as_ref().is_none_or(|early| early.is_empty())
+    }
+
+    fn handed(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let _ = self.inner.flow_control().release_capacity(data.len());
+        if self.holding && self.early_empty() && self.inner.is_end_stream() {
+            self.release();
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -371,14 +482,20 @@ impl Body for H2Body {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(data) = this.early.as_mut().and_then(|early| early.pop_front()) {
+            return this.handed(data);
+        }
         if !this.data_done {
             match ready!(this.inner.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.inner.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Some(Ok(data)) => return this.handed(data),
+                Some(Err(e)) => {
+                    this.release();
+                    return Poll::Ready(Some(Err(e.into())));
                 }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                None => this.data_done = true,
+                None => {
+                    this.data_done = true;
+                    this.release();
+                }
             }
         }
         Poll::Ready(match ready!(this.inner.poll_trailers(cx)) {
@@ -389,11 +506,11 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.early_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             SizeHint::with_exact(0)
         } else {
             SizeHint::default()
@@ -607,5 +724,102 @@ mod tests {
         assert_eq!(outcomes[2], internal);
         assert_eq!(outcomes[3], Ok(b"ok".to_vec()));
         assert_eq!(panics.load(Ordering::Relaxed), 2);
+    }
+
+    /// A stream whose client still owes its body takes one of the connection's
+    /// `MAX_UNFINISHED_UPLOADS` places, and one past them is refused (REFUSED_STREAM) when its
+    /// answer says so; a body already received whole needs no place; a place comes back when
+    /// its body ends.
+    #[tokio::test]
+    async fn unfinished_uploads_are_capped_and_whole_bodies_need_no_place() {
+        use http_body_util::BodyExt;
+        let (server_io, client_io) = tokio::io::duplex(1024 * 1024);
+        let refused = AtomicUsize::new(0);
+        let report = |incident| {
+            assert_eq!(incident, Incident::UploadRefused);
+            refused.fetch_add(1, Ordering::Relaxed);
+        };
+        let config = Config {
+            max_header_list_size: 16 * 1024,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
+        };
+        let handle = |mut req: Request<H2Body>| async move {
+            if let Err(refusal) = req.body_mut().claim_upload().await {
+                let mut response = Response::new(TestBody(None, false));
+                response.extensions_mut().insert(refusal);
+                return response;
+            }
+            let mut body = req.into_body();
+            while let Some(Ok(_)) = body.frame().await {}
+            Response::new(TestBody(Some(Bytes::from_static(b"ok")), false))
+        };
+        let server = serve(server_io, &config, std::future::pending(), handle, &report);
+        let client = async {
+            let (mut sender, conn) = h2::client::handshake(client_io).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let post = || Request::post("http://test/").body(()).unwrap();
+            let outcome = |response: h2::client::ResponseFuture| async move {
+                response
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.reason())
+            };
+            // Whole bodies, all sent at once: none waits for its client, none is refused.
+            let mut whole = Vec::new();
+            for _ in 0..2 * MAX_UNFINISHED_UPLOADS {
+                let (response, mut body) = sender.send_request(post(), false).unwrap();
+                body.send_data(Bytes::from_static(b"x"), true).unwrap();
+                whole.push(response);
+            }
+            for response in whole {
+                assert_eq!(outcome(response).await, Ok(200));
+            }
+            // Bodies that do not come: the places fill, the rest are refused.
+            let mut bodies = Vec::new();
+            let mut answers = Vec::new();
+            for _ in 0..MAX_UNFINISHED_UPLOADS + 4 {
+                let (response, body) = sender.send_request(post(), false).unwrap();
+                bodies.push(body);
+                answers.push(tokio::spawn(outcome(response)));
+            }
+            let held: Vec<_> = answers.into_iter().zip(bodies).collect();
+            // The refusals come without the held bodies ending.
+            let mut refusals = 0;
+            while refusals < 4 {
+                refusals = 0;
+                for (answer, _) in &held {
+                    refusals += usize::from(answer.is_finished());
+                }
+                tokio::task::yield_now().await;
+            }
+            let mut ended = Vec::new();
+            for (answer, mut body) in held {
+                if answer.is_finished() {
+                    assert_eq!(answer.await.unwrap(), Err(Some(h2::Reason::REFUSED_STREAM)));
+                } else {
+                    body.send_data(Bytes::from_static(b"x"), true).unwrap();
+                    ended.push(answer);
+                }
+            }
+            assert_eq!(ended.len(), MAX_UNFINISHED_UPLOADS);
+            for answer in ended {
+                assert_eq!(answer.await.unwrap(), Ok(200));
+            }
+            // Their places came back.
+            let (response, mut body) = sender.send_request(post(), false).unwrap();
+            let response = tokio::spawn(outcome(response));
+            tokio::task::yield_now().await;
+            body.send_data(Bytes::from_static(b"x"), true).unwrap();
+            assert_eq!(response.await.unwrap(), Ok(200));
+        };
+        tokio::select! {
+            _ = server => panic!("the connection ended"),
+            done = tokio::time::timeout(Duration::from_secs(10), client) => done.unwrap(),
+        };
+        assert_eq!(refused.load(Ordering::Relaxed), 4);
     }
 }

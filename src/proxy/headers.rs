@@ -468,6 +468,9 @@ pub fn add_date(headers: &mut HeaderMap) {
     }
 }
 
+/// The length of the line [`write_date`] writes.
+pub const DATE_LINE_LEN: usize = b"date: \r\n".len() + IMF_FIXDATE_LEN;
+
 /// Bytes codec: the `Date` line a response gets when it has none (see [`add_date`]).
 pub fn write_date(out: &mut Vec<u8>) {
     out.extend_from_slice(b"date: ");

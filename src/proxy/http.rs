@@ -159,8 +159,10 @@ where
         hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.client_header_timeout)
-            // `answer` dates every response (`headers::add_date`), whichever codec serves it.
-            .auto_date_header(false)
+            // `answer` dates every response (`headers::add_date`), whichever codec serves it,
+            // so hyper finds a `Date` and adds none; it dates the answers it makes itself (400
+            // for a head it cannot parse, 431), which never reach `answer`.
+            .auto_date_header(true)
             .max_buf_size(settings.max_header_bytes)
             .max_headers(settings.max_headers)
             .keep_alive(true)
@@ -231,6 +233,14 @@ fn h2_incident(incident: super::h2_server::Incident, client: SocketAddr, ctx: &C
                  reset (INTERNAL_ERROR), the connection's other streams go on"
             );
             "stream_panic"
+        }
+        super::h2_server::Incident::UploadRefused => {
+            tracing::debug!(
+                "HTTP/2 client {client} opened more than {} streams whose request bodies were \
+                 unfinished: one was refused (REFUSED_STREAM)",
+                super::h2_server::MAX_UNFINISHED_UPLOADS
+            );
+            "upload_refused"
         }
     };
     ctx.metrics
@@ -376,6 +386,24 @@ async fn proxy(
         let response = redirect_to_https(&req, checked.host.as_deref());
         return log(None, response);
     }
+    // An HTTP/2 stream whose client still owes its body, on its way to a backend connection of
+    // its own (an HTTP/2 backend's is shared, unless a PROXY header makes it this client's):
+    // one of its client connection's places for unfinished uploads, or refused before anything
+    // is spent on it (`h2_server::MAX_UNFINISHED_UPLOADS`; no backend is charged).
+    // Whether the client's body has ended, looked up once (HTTP/2: under the codec's lock).
+    let body_ended = http_body::Body::is_end_stream(req.body());
+    if !body_ended
+        && let ClientBody::H2(body) = req.body_mut()
+        && !(service.upstream_h2 && service.connection.proxy_protocol.is_none())
+        && let Err(refused) = body.claim_upload().await
+    {
+        let mut response = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many unfinished uploads on this connection\n",
+        );
+        response.extensions_mut().insert(refused);
+        return log(None, response);
+    }
     // The app's maintenance switch and limits, before credentials are checked (a flood of
     // bad credentials is held to the rate too) and before anything goes to a backend.
     let limits = snapshot.limits.get(index).and_then(Option::as_ref);
@@ -434,8 +462,7 @@ async fn proxy(
     }
     // An idempotent request without a body may be replayed on another backend when one
     // fails before answering: keep what it takes to rebuild it.
-    let replayable = is_idempotent(req.method().as_str().as_bytes())
-        && http_body::Body::is_end_stream(req.body());
+    let replayable = is_idempotent(req.method().as_str().as_bytes()) && body_ended;
     let mut attempts = Attempts::new(ctx, service, states, replayable, settings.retry_idempotent);
     attempts.traced(trace.map(|mut t| {
         if let Some(route) = routed {
@@ -453,8 +480,7 @@ async fn proxy(
     });
     // A request with a body notes here how far the client got with it, so that a failure
     // while it was broken off or still arriving is not charged to the backend.
-    let progress = (!http_body::Body::is_end_stream(req.body()))
-        .then(|| Arc::new(super::upstream::BodyProgress::default()));
+    let progress = (!body_ended).then(|| Arc::new(super::upstream::BodyProgress::default()));
     let mut req = req.map(|inner| RequestBody {
         inner: Some(inner),
         bytes_in: None,

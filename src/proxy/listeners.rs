@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::admission::REFUSED_HTTP;
+use super::admission::refused_http;
 use super::{Context, ListenerSlots, http, proxy_protocol, tcp, tcp_loop, udp};
 use crate::routing::{Mode, RoutingTable};
 use crate::workers::Workers;
@@ -339,7 +339,7 @@ fn refuse_http(stream: TcpStream) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = stream;
         let linger = async {
-            stream.write_all(REFUSED_HTTP).await?;
+            stream.write_all(&refused_http()).await?;
             stream.shutdown().await?;
             let mut sink = [0u8; 4096];
             while stream.read(&mut sink).await? > 0 {}
