@@ -79,6 +79,17 @@ impl SseDecoder {
         EventTooLong(held)
     }
 
+    /// The data given out is bounded too: a byte that is not UTF-8 becomes a three-byte
+    /// replacement character, so the text can be longer than the bytes that were counted.
+    fn bound_data(&mut self, adding: usize) -> Result<(), EventTooLong> {
+        if self.data.len() + adding > self.max_event {
+            let held = self.max_event;
+            self.overflow();
+            return Err(EventTooLong(held));
+        }
+        Ok(())
+    }
+
     /// Ends a line; `Ok(true)` if it was blank.
     fn end_line(&mut self, out: &mut Vec<SseEvent>) -> Result<bool, EventTooLong> {
         if !self.line.is_empty() {
@@ -107,6 +118,7 @@ impl SseDecoder {
         }
         if line.starts_with('{') && self.has_data {
             // Marathon's second JSON object in the same data field.
+            self.bound_data(line.len() + 1)?;
             self.data.push('\n');
             self.data.push_str(&line);
             return Ok(false);
@@ -118,6 +130,7 @@ impl SseDecoder {
         match field {
             "event" => self.name = Some(value.to_string()),
             "data" => {
+                self.bound_data(value.len() + usize::from(self.has_data))?;
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -175,6 +188,19 @@ mod tests {
             values,
             vec![serde_json::json!({"a":1}), serde_json::json!({"a":2})]
         );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_do_not_stretch_an_event_past_its_bound() {
+        // Each 0xFF is one byte in, three out (U+FFFD): 20 of them fit 32 bytes, not 32 of text.
+        let mut d = SseDecoder::new(32);
+        let mut out = Vec::new();
+        let mut input = b"data: ".to_vec();
+        input.extend([0xFF; 20]);
+        input.extend(b"\n\n");
+        let result = d.feed(&input, &mut out);
+        assert!(result.is_err(), "{out:?}");
+        assert!(out.iter().all(|e| e.data.len() <= 32), "{out:?}");
     }
 
     #[test]
