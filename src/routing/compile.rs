@@ -535,12 +535,12 @@ fn route_for(
         (None, Some(vhost)) => vhost,
         (None, None) => first.key.to_string(),
     };
-    table.routes.push(Route::new(
+    table.routes.push(std::sync::Arc::new(Route::new(
         name,
         services.clone(),
         &table.services,
         overrides,
-    ));
+    )));
     named.insert(services, table.routes.len() - 1);
     table.routes.len() - 1
 }

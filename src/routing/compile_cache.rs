@@ -11,7 +11,10 @@ use super::*;
 /// is a function of the app and of what the cache checks before reusing it: the configuration
 /// (a different one empties the cache), the resolved agents (likewise), the app's maintenance
 /// switch and IP-per-task ports. What depends on other apps (port claims, routes, vhosts,
-/// VIPs, the hash) is decided again on every compile, from the parts.
+/// VIPs) is decided over every app, in id order, when some app came, went or changed its place
+/// (claims, entry points, problems: `same_place`); when none did — a task started, died or
+/// changed health — the last table's assembly is kept and only the changed apps' services and
+/// the routes they are members of are made again (`patch`).
 #[derive(Default)]
 pub struct Cache {
     /// The configuration and agents the parts were compiled with.
@@ -19,8 +22,65 @@ pub struct Cache {
     apps: HashMap<crate::cluster::AppId, Part>,
     /// Bumped every compile; parts not visited by the last one are dropped.
     epoch: u64,
+    /// The last table's assembly, which the next compile patches when no app's place in it
+    /// changed (`same_place`); `None` after a compile with VIPs (their services gather
+    /// backends across apps: such a table is assembled every time).
+    last: Option<Assembly>,
     /// Apps compiled (not reused) by the last compile.
     pub recompiled: usize,
+    /// The last compile assembled the table over every app; `false`: it patched the last
+    /// table's assembly, for the apps that changed.
+    pub reassembled: bool,
+}
+
+/// A table's assembly: what decides where each app's services sit (claims, entry points,
+/// routes, vhosts, the index maps, the problems), shared with the tables made from it. A
+/// compile in which every app that changed keeps its place gives this again, but for the
+/// changed apps' services and the routes they are members of.
+struct Assembly {
+    table: RoutingTable,
+    /// (service, route it is a member of), sorted.
+    member_of: Vec<(usize, usize)>,
+    /// The configuration the assembly read that the cache's context leaves out.
+    overrides: Overrides,
+    default_app: Option<String>,
+}
+
+impl Assembly {
+    fn of(table: &RoutingTable, config: &CompileConfig) -> Assembly {
+        let mut member_of: Vec<(usize, usize)> = table
+            .routes
+            .iter()
+            .enumerate()
+            .flat_map(|(r, route)| route.members.iter().map(move |m| (m.service, r)))
+            .collect();
+        member_of.sort_unstable();
+        member_of.dedup();
+        Assembly {
+            table: share(table),
+            member_of,
+            overrides: config.weight_overrides.clone(),
+            default_app: config.default_app.clone(),
+        }
+    }
+}
+
+/// A copy of `table` that shares its services, routes and maps (the hash is computed again).
+fn share(table: &RoutingTable) -> RoutingTable {
+    RoutingTable {
+        services: table.services.clone(),
+        routes: table.routes.clone(),
+        by_listen: table.by_listen.clone(),
+        udp: table.udp.clone(),
+        problems: table.problems.clone(),
+        vhosts: table.vhosts.clone(),
+        by_app_id: table.by_app_id.clone(),
+        default_service: table.default_service,
+        ssl_certs: table.ssl_certs.clone(),
+        hash: Default::default(),
+        compiled_bind: table.compiled_bind,
+        sni_rules: table.sni_rules,
+    }
 }
 
 /// What the cache's parts depend on in the configuration (weight overrides and maintenance
@@ -58,34 +118,19 @@ pub fn compile_cached(
         .is_some_and(|(c, agents)| *c == context && *agents == cluster.agents);
     if !same {
         cache.apps.clear();
+        cache.last = None;
         cache.context = Some((context, cluster.agents.clone()));
     }
     cache.epoch += 1;
     cache.recompiled = 0;
     let epoch = cache.epoch;
-    let mut table = RoutingTable::default();
-    let mut entries: Vec<Entries> = Vec::new();
-    // Port → who holds it: (address, service, deployment group). Apps of one deployment group
-    // share their ports; anyone else who asks for a held port is refused.
-    let mut claimed: Claims = HashMap::default();
-    // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
-    // listeners are reserved in both (its DNS listens on UDP and TCP).
-    let mut claimed_udp: Claims = HashMap::default();
-    for addr in &config.reserved {
-        let owner = ServiceKey {
-            app_id: "switchyard".into(),
-            port_index: 0,
-        };
-        for claims in [&mut claimed, &mut claimed_udp] {
-            claims
-                .entry(addr.port())
-                .or_default()
-                .push((addr.ip(), owner.clone(), None));
-        }
-    }
     let (min, max) = config.ip_per_task_ports;
     let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
     let assigned = crate::routing::ip_per_task::assign(cluster, min, max, &own);
+    // Apps compiled again that keep their place in the table; some app that did not (or came
+    // or went): the table is assembled again.
+    let mut changed = Vec::new();
+    let mut moved = false;
     for app in cluster.apps.values() {
         let maintenance = config.maintenance.contains(&app.id);
         let app_assigned: Vec<Option<u16>> = if app.assign_service_ports {
@@ -112,10 +157,57 @@ pub fn compile_cached(
         if !reusable {
             cache.recompiled += 1;
             let part = compile_app(cluster, app, config, maintenance, app_assigned);
-            cache.apps.insert(app.id.clone(), part);
+            match cache.apps.insert(app.id.clone(), part) {
+                Some(old) if same_place(&old, &cache.apps[&app.id]) => changed.push(app.id.clone()),
+                _ => moved = true,
+            }
         }
-        let part = cache.apps.get_mut(&app.id).expect("inserted above");
-        part.epoch = epoch;
+        if let Some(part) = cache.apps.get_mut(&app.id) {
+            part.epoch = epoch;
+        }
+    }
+    let before = cache.apps.len();
+    cache.apps.retain(|_, part| part.epoch == epoch);
+    moved |= cache.apps.len() != before;
+    let patchable = !moved
+        && config.vip.is_none()
+        && cache.last.as_ref().is_some_and(|last| {
+            last.overrides == config.weight_overrides && last.default_app == config.default_app
+        });
+    cache.reassembled = !patchable;
+    if patchable {
+        return patch(cache, &changed, config);
+    }
+    let table = assemble(cache, cluster, config);
+    cache.last = config.vip.is_none().then(|| Assembly::of(&table, config));
+    table
+}
+
+/// The table from every app's part, in id order: port claims, entry points, routes, vhosts
+/// and the index maps.
+fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
+    let mut table = RoutingTable::default();
+    let mut entries: Vec<Entries> = Vec::new();
+    // Port → who holds it: (address, service, deployment group). Apps of one deployment group
+    // share their ports; anyone else who asks for a held port is refused.
+    let mut claimed: Claims = HashMap::default();
+    // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
+    // listeners are reserved in both (its DNS listens on UDP and TCP).
+    let mut claimed_udp: Claims = HashMap::default();
+    for addr in &config.reserved {
+        let owner = ServiceKey {
+            app_id: "switchyard".into(),
+            port_index: 0,
+        };
+        for claims in [&mut claimed, &mut claimed_udp] {
+            claims
+                .entry(addr.port())
+                .or_default()
+                .push((addr.ip(), owner.clone(), None));
+        }
+    }
+    for app in cluster.apps.values() {
+        let part = &cache.apps[&app.id];
         table.problems.extend(part.notices.iter().cloned());
         for port in &part.ports {
             table.problems.extend(port.early.iter().cloned());
@@ -214,7 +306,6 @@ pub fn compile_cached(
             table.services.push(service);
         }
     }
-    cache.apps.retain(|_, part| part.epoch == epoch);
     if let Some(vip) = &config.vip {
         let health = config.health.as_ref();
         vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
@@ -238,6 +329,7 @@ pub fn compile_cached(
     // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
     // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
     let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
+    let mut by_app_id = std::collections::HashMap::new();
     for entry in &entries {
         let service = index[&entry.key];
         for listen in &entry.listens {
@@ -263,7 +355,7 @@ pub fn compile_cached(
             }
         }
         if entry.key.port_index == 0 {
-            table.by_app_id.insert(entry.key.app_id.clone(), service);
+            by_app_id.insert(entry.key.app_id.clone(), service);
         }
     }
     for services in ports
@@ -284,6 +376,7 @@ pub fn compile_cached(
         );
         table.by_listen.insert(listen, route);
     }
+    let mut vhost_map = crate::routing::vhosts::Vhosts::default();
     for ((host, prefix, ignore_case), (weight, services)) in vhosts {
         let label = if ignore_case {
             format!("{host}{prefix} (-i)")
@@ -302,13 +395,153 @@ pub fn compile_cached(
             ignore_case,
             weight,
         };
-        let inserted = table.vhosts.insert_rule(&host, rule, route);
+        let inserted = vhost_map.insert_rule(&host, rule, route);
         debug_assert!(inserted.is_ok(), "one route per host and path");
     }
+    table.vhosts = std::sync::Arc::new(vhost_map);
     table.default_service = config
         .default_app
         .as_deref()
-        .and_then(|id| table.by_app_id.get(id).copied());
+        .and_then(|id| by_app_id.get(id).copied());
+    table.by_app_id = std::sync::Arc::new(by_app_id);
     table.compiled_bind = Some(config.bind);
     table
+}
+
+/// The last table's assembly with the services of the apps in `changed` (which keep their
+/// place: `same_place`) replaced, and the routes they are members of made again: what
+/// `assemble` would give, in the time of the change.
+fn patch(
+    cache: &mut Cache,
+    changed: &[crate::cluster::AppId],
+    config: &CompileConfig,
+) -> RoutingTable {
+    let Cache { apps, last, .. } = cache;
+    let last = last.as_mut().expect("patched only with an assembly");
+    let table = &mut last.table;
+    let mut touched = Vec::new();
+    for id in changed {
+        for port in &apps[id].ports {
+            let Some(c) = &port.claim else {
+                continue;
+            };
+            let at = |services: &[std::sync::Arc<Service>], key: &ServiceKey| {
+                services.binary_search_by(|s| s.key.cmp(key)).ok()
+            };
+            // In the table as it was (it kept its claims), or not at all.
+            if let Some((udp, _)) = &c.udp
+                && let Some(i) = at(&table.services, &udp.key)
+            {
+                table.services[i] = udp.clone();
+                touched.push(i);
+            }
+            if let Some(tcp) = &c.tcp
+                && let Some(i) = at(&table.services, &c.key)
+            {
+                let listen = table.services[i].listen;
+                table.services[i] = if tcp.service.listen == listen {
+                    tcp.service.clone()
+                } else {
+                    std::sync::Arc::new(tcp.service.relisten(listen))
+                };
+                touched.push(i);
+            }
+        }
+    }
+    let mut routes: Vec<usize> = touched
+        .iter()
+        .flat_map(|&s| {
+            let from = last.member_of.partition_point(|&(t, _)| t < s);
+            last.member_of[from..]
+                .iter()
+                .take_while(move |&&(t, _)| t == s)
+                .map(|&(_, r)| r)
+        })
+        .collect();
+    routes.sort_unstable();
+    routes.dedup();
+    for r in routes {
+        let old = &table.routes[r];
+        let services = old.members.iter().map(|m| m.service).collect();
+        let route = Route::new(
+            old.name.clone(),
+            services,
+            &table.services,
+            &config.weight_overrides,
+        );
+        table.routes[r] = std::sync::Arc::new(route);
+    }
+    share(table)
+}
+
+/// Whether an app compiled again (`new`) takes the place in the table it had (`old`): the same
+/// claims, entry points and problems, so that every app's claims and every route's members
+/// are what they were. What may differ is what its services hold (backends above all).
+fn same_place(old: &Part, new: &Part) -> bool {
+    old.notices == new.notices
+        && old.ports.len() == new.ports.len()
+        && old.ports.iter().zip(&new.ports).all(|(p, q)| {
+            p.early == q.early
+                && match (&p.claim, &q.claim) {
+                    (None, None) => true,
+                    (Some(c), Some(d)) => same_claim(c, d),
+                    _ => false,
+                }
+        })
+}
+
+fn same_claim(c: &ClaimPart, d: &ClaimPart) -> bool {
+    // Every field named: a new one must be compared here (or said why not).
+    let ClaimPart {
+        key,
+        ip,
+        service_port,
+        group,
+        alt,
+        udp,
+        tcp,
+    } = d;
+    c.key == *key
+        && c.ip == *ip
+        && c.service_port == *service_port
+        && c.group == *group
+        && c.alt == *alt
+        && match (&c.udp, udp) {
+            (None, None) => true,
+            // Its service is what may change; where it listens may not.
+            (Some((s, late)), Some((t, later))) => {
+                late == later && s.key == t.key && s.listen == t.listen && s.mode == t.mode
+            }
+            _ => false,
+        }
+        && match (&c.tcp, tcp) {
+            (None, None) => true,
+            (Some(t), Some(u)) => same_tcp(t, u),
+            _ => false,
+        }
+}
+
+fn same_tcp(t: &TcpPart, u: &TcpPart) -> bool {
+    let TcpPart {
+        service,
+        late,
+        hosts,
+        paths,
+        ignore_case,
+        weight,
+        ssl_certs,
+        sni_rules,
+    } = u;
+    // The service's other fields are read by the routes it is a member of, which are made again.
+    t.service.key == service.key
+        && t.service.listen == service.listen
+        && t.service.mode == service.mode
+        && t.service.deployment.group == service.deployment.group
+        && t.late == *late
+        && t.hosts == *hosts
+        && t.paths == *paths
+        && t.ignore_case == *ignore_case
+        && t.weight == *weight
+        && t.ssl_certs == *ssl_certs
+        && t.sni_rules == *sni_rules
 }
