@@ -23,8 +23,7 @@ pub struct Cache {
     /// Bumped every compile; parts not visited by the last one are dropped.
     epoch: u64,
     /// The last table's assembly, which the next compile patches when no app's place in it
-    /// changed (`same_place`); `None` after a compile with VIPs (their services gather
-    /// backends across apps: such a table is assembled every time).
+    /// changed (`same_place`) and no VIP member changed.
     last: Option<Assembly>,
     /// Apps compiled (not reused) by the last compile.
     pub recompiled: usize,
@@ -44,10 +43,12 @@ struct Assembly {
     /// The configuration the assembly read that the cache's context leaves out.
     overrides: Overrides,
     default_app: Option<String>,
+    /// The cluster had no Mesos task (no VIP member but Marathon's apps).
+    no_mesos: bool,
 }
 
 impl Assembly {
-    fn of(table: &RoutingTable, config: &CompileConfig) -> Assembly {
+    fn of(table: &RoutingTable, config: &CompileConfig, no_mesos: bool) -> Assembly {
         let mut member_of: Vec<(usize, usize)> = table
             .routes
             .iter()
@@ -61,6 +62,7 @@ impl Assembly {
             member_of,
             overrides: config.weight_overrides.clone(),
             default_app: config.default_app.clone(),
+            no_mesos,
         }
     }
 }
@@ -157,8 +159,16 @@ pub fn compile_cached(
         if !reusable {
             cache.recompiled += 1;
             let part = compile_app(cluster, app, config, maintenance, app_assigned);
+            // A VIP member's backends are its VIP services' too: those are gathered again.
+            let vip_member = |a: &App| config.vip.is_some() && crate::routing::vip::declares(a);
             match cache.apps.insert(app.id.clone(), part) {
-                Some(old) if same_place(&old, &cache.apps[&app.id]) => changed.push(app.id.clone()),
+                Some(old)
+                    if same_place(&old, &cache.apps[&app.id])
+                        && !vip_member(&old.app)
+                        && !vip_member(app) =>
+                {
+                    changed.push(app.id.clone())
+                }
                 _ => moved = true,
             }
         }
@@ -169,17 +179,23 @@ pub fn compile_cached(
     let before = cache.apps.len();
     cache.apps.retain(|_, part| part.epoch == epoch);
     moved |= cache.apps.len() != before;
+    // VIP services gather their backends from apps and Mesos tasks: with Mesos tasks (now or
+    // when last assembled), assembled again; else they are what they were unless a member
+    // changed (`vip_member`).
+    let no_mesos = cluster.mesos.tasks.is_empty();
     let patchable = !moved
-        && config.vip.is_none()
+        && (config.vip.is_none() || no_mesos)
         && cache.last.as_ref().is_some_and(|last| {
-            last.overrides == config.weight_overrides && last.default_app == config.default_app
+            last.overrides == config.weight_overrides
+                && last.default_app == config.default_app
+                && last.no_mesos
         });
     cache.reassembled = !patchable;
     if patchable {
         return patch(cache, &changed, config);
     }
     let table = assemble(cache, cluster, config);
-    cache.last = config.vip.is_none().then(|| Assembly::of(&table, config));
+    cache.last = Some(Assembly::of(&table, config, no_mesos));
     table
 }
 

@@ -203,6 +203,8 @@ enum Step {
     Resync,
     /// One label of an app set (or removed): what may, or may not, move it in the table.
     Relabel(u8, u8, Option<u8>),
+    /// A VIP declared on (or taken off) an app's first port.
+    Vip(u8, Option<u8>),
 }
 
 /// The labels `Step::Relabel` sets, and their values.
@@ -236,6 +238,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Resync),
         3 => (0u8..8, 0u8..9, proptest::option::of(0u8..4))
             .prop_map(|(a, k, v)| Step::Relabel(a, k, v)),
+        1 => (0u8..8, proptest::option::of(0u8..2)).prop_map(|(a, v)| Step::Vip(a, v)),
     ]
 }
 
@@ -245,6 +248,7 @@ proptest! {
     fn the_cached_compile_is_the_compile_from_scratch(
         initial in proptest::collection::vec(app_shape(), 0..6),
         steps in proptest::collection::vec(step(), 1..25),
+        vips in any::<bool>(),
     ) {
         let mut cluster = Cluster::default();
         cluster.agents.insert("agent-a".into(), "10.0.0.2".parse().unwrap());
@@ -252,6 +256,11 @@ proptest! {
         let mut config = CompileConfig {
             reserved: vec!["127.0.0.1:10003".parse().unwrap()],
             ip_per_task_ports: (10050, 10052),
+            vip: vips.then(|| crate::routing::vip::VipSettings {
+                range: crate::routing::vip::VipRange::parse("11.0.0.0/30").unwrap(),
+                balance: crate::routing::Balance::Maglev,
+                balance_by_name: Default::default(),
+            }),
             ..CompileConfig::group("*", "127.0.0.1".parse().unwrap())
         };
         let mut cache = Cache::default();
@@ -314,6 +323,19 @@ proptest! {
                         match value {
                             Some(_) => app.labels.insert(k.into(), v),
                             None => app.labels.remove(k),
+                        };
+                        cluster.apply(ClusterUpdate::AppUpserted(app));
+                    }
+                }
+                Step::Vip(a, v) => {
+                    let id: crate::cluster::AppId = format!("/app{a}").into();
+                    if let Some(app) = cluster.apps.get(&id) {
+                        let mut app = (**app).clone();
+                        match v {
+                            Some(v) => app.ports[0]
+                                .labels
+                                .insert("VIP_0".into(), format!("/v{v}:80")),
+                            None => app.ports[0].labels.remove("VIP_0"),
                         };
                         cluster.apply(ClusterUpdate::AppUpserted(app));
                     }
