@@ -102,7 +102,6 @@ struct Part {
     app: std::sync::Arc<App>,
     maintenance: bool,
     assigned: Vec<Option<u16>>,
-    epoch: u64,
     notices: Vec<Problem>,
     ports: Vec<PortPart>,
 }
@@ -167,7 +166,6 @@ fn compile_app(
         app: app.clone(),
         maintenance,
         assigned,
-        epoch: 0,
         notices,
         ports,
     }

@@ -20,8 +20,6 @@ pub struct Cache {
     /// The configuration and agents the parts were compiled with.
     context: Option<(String, std::collections::HashMap<String, IpAddr>)>,
     apps: HashMap<crate::cluster::AppId, Part>,
-    /// Bumped every compile; parts not visited by the last one are dropped.
-    epoch: u64,
     /// The last table's assembly, which the next compile patches when no app's place in it
     /// changed (`same_place`) and no VIP member changed.
     last: Option<Assembly>,
@@ -123,9 +121,7 @@ pub fn compile_cached(
         cache.last = None;
         cache.context = Some((context, cluster.agents.clone()));
     }
-    cache.epoch += 1;
     cache.recompiled = 0;
-    let epoch = cache.epoch;
     let (min, max) = config.ip_per_task_ports;
     let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
     let assigned = crate::routing::ip_per_task::assign(cluster, min, max, &own);
@@ -172,13 +168,13 @@ pub fn compile_cached(
                 _ => moved = true,
             }
         }
-        if let Some(part) = cache.apps.get_mut(&app.id) {
-            part.epoch = epoch;
-        }
     }
-    let before = cache.apps.len();
-    cache.apps.retain(|_, part| part.epoch == epoch);
-    moved |= cache.apps.len() != before;
+    // Every app has its part: more parts than apps are those of apps gone (one pass over the
+    // parts only then, not on every compile).
+    if cache.apps.len() != cluster.apps.len() {
+        cache.apps.retain(|id, _| cluster.apps.contains_key(id));
+        moved = true;
+    }
     // VIP services gather their backends from apps and Mesos tasks: with Mesos tasks (now or
     // when last assembled), assembled again; else they are what they were unless a member
     // changed (`vip_member`).
