@@ -95,7 +95,7 @@ pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>,
 pub(super) fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<String> {
     use crate::routing::routes::Route;
     fn by_name(t: &RoutingTable) -> rustc_hash::FxHashMap<&str, &Route> {
-        t.routes.iter().map(|r| (r.name.as_str(), r)).collect()
+        t.routes.iter().map(|r| (r.name.as_str(), &**r)).collect()
     }
     let (a, b) = (by_name(before), by_name(after));
     let weights = |r: &Route| -> BTreeMap<String, u32> {

@@ -97,31 +97,11 @@ pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     compile_cached(&mut Cache::default(), cluster, config)
 }
 
-/// What `compile` made of each app, kept from one compile to the next so that a change to one
-/// app compiles that app alone: its labels read, its backends found, its services built (and
-/// shared, behind their `Arc`, by every table they are in). The table is the one `compile`
-/// builds from scratch — the same services, routes, problems and hash — because an app's part
-/// is a function of the app and of what the cache checks before reusing it: the configuration
-/// (a different one empties the cache), the resolved agents (likewise), the app's maintenance
-/// switch and IP-per-task ports. What depends on other apps (port claims, routes, vhosts,
-/// VIPs, the hash) is decided again on every compile, from the parts.
-#[derive(Default)]
-pub struct Cache {
-    /// The configuration and agents the parts were compiled with.
-    context: Option<(String, std::collections::HashMap<String, IpAddr>)>,
-    apps: HashMap<crate::cluster::AppId, Part>,
-    /// Bumped every compile; parts not visited by the last one are dropped.
-    epoch: u64,
-    /// Apps compiled (not reused) by the last compile.
-    pub recompiled: usize,
-}
-
 /// One app's part of the table, and what it was compiled from.
 struct Part {
     app: std::sync::Arc<App>,
     maintenance: bool,
     assigned: Vec<Option<u16>>,
-    epoch: u64,
     notices: Vec<Problem>,
     ports: Vec<PortPart>,
 }
@@ -161,296 +141,6 @@ struct TcpPart {
     sni_rules: bool,
 }
 
-/// What the cache's parts depend on in the configuration (weight overrides and maintenance
-/// are read per compile), as text.
-fn context_of(config: &CompileConfig) -> String {
-    let CompileConfig {
-        group,
-        serve_ungrouped,
-        strict_mode,
-        bind,
-        reserved,
-        default_app: _,
-        weight_overrides: _,
-        maintenance: _,
-        vip,
-        health,
-        ip_per_task_ports,
-    } = config;
-    format!(
-        "{group:?} {serve_ungrouped} {strict_mode} {bind} {reserved:?} {vip:?} {health:?} {ip_per_task_ports:?}"
-    )
-}
-
-/// Compiles `cluster`, reusing from `cache` the parts of apps that did not change; gives the
-/// table [`compile`] gives.
-pub fn compile_cached(
-    cache: &mut Cache,
-    cluster: &Cluster,
-    config: &CompileConfig,
-) -> RoutingTable {
-    let context = context_of(config);
-    let same = cache
-        .context
-        .as_ref()
-        .is_some_and(|(c, agents)| *c == context && *agents == cluster.agents);
-    if !same {
-        cache.apps.clear();
-        cache.context = Some((context, cluster.agents.clone()));
-    }
-    cache.epoch += 1;
-    cache.recompiled = 0;
-    let epoch = cache.epoch;
-    let mut table = RoutingTable::default();
-    let mut entries: Vec<Entries> = Vec::new();
-    // Port → who holds it: (address, service, deployment group). Apps of one deployment group
-    // share their ports; anyone else who asks for a held port is refused.
-    let mut claimed: Claims = HashMap::default();
-    // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
-    // listeners are reserved in both (its DNS listens on UDP and TCP).
-    let mut claimed_udp: Claims = HashMap::default();
-    for addr in &config.reserved {
-        let owner = ServiceKey {
-            app_id: "switchyard".into(),
-            port_index: 0,
-        };
-        for claims in [&mut claimed, &mut claimed_udp] {
-            claims
-                .entry(addr.port())
-                .or_default()
-                .push((addr.ip(), owner.clone(), None));
-        }
-    }
-    let (min, max) = config.ip_per_task_ports;
-    let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
-    let assigned = super::ip_per_task::assign(cluster, min, max, &own);
-    for app in cluster.apps.values() {
-        let maintenance = config.maintenance.contains(&app.id);
-        let app_assigned: Vec<Option<u16>> = if app.assign_service_ports {
-            (0..app.ports.len())
-                .map(|n| assigned.get(&(app.id.clone(), n)).copied())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let reusable = match cache.apps.get_mut(&app.id) {
-            Some(part) if part.maintenance == maintenance && part.assigned == app_assigned => {
-                if std::sync::Arc::ptr_eq(&part.app, app) {
-                    true
-                } else if *part.app == **app {
-                    // The same app read again: its pointer is the one to recognize next time.
-                    part.app = app.clone();
-                    true
-                } else {
-                    false
-                }
-            }
-            _ => false,
-        };
-        if !reusable {
-            cache.recompiled += 1;
-            let part = compile_app(cluster, app, config, maintenance, app_assigned);
-            cache.apps.insert(app.id.clone(), part);
-        }
-        let part = cache.apps.get_mut(&app.id).expect("inserted above");
-        part.epoch = epoch;
-        table.problems.extend(part.notices.iter().cloned());
-        for port in &part.ports {
-            table.problems.extend(port.early.iter().cloned());
-            let Some(c) = &port.claim else {
-                continue;
-            };
-            let problem = |table: &mut RoutingTable, reason: String| {
-                table.problems.push(Problem {
-                    app_id: app.id.clone(),
-                    port_index: Some(c.key.port_index),
-                    severity: Severity::Skipped,
-                    reason,
-                });
-            };
-            let (ip, service_port, group) = (c.ip, c.service_port, &c.group);
-            if let Some((udp, late)) = &c.udp {
-                let claims = claimed_udp.entry(service_port).or_default();
-                match claims.iter().find(|(held, _, _)| overlaps(*held, ip)) {
-                    Some((_, owner, _)) => {
-                        let reason = if &*owner.app_id == "switchyard" {
-                            format!(
-                                "UDP service port {service_port} collides with switchyard's \
-                                 own listener"
-                            )
-                        } else {
-                            format!(
-                                "UDP service port {service_port} is already taken by {owner} \
-                                 (UDP ports are not shared, not even by a deployment group)"
-                            )
-                        };
-                        problem(&mut table, reason);
-                    }
-                    None => {
-                        claims.push((ip, udp.key.clone(), group.clone()));
-                        table.problems.extend(late.iter().cloned());
-                        table.services.push(udp.clone());
-                    }
-                }
-            }
-            let Some(tcp) = &c.tcp else {
-                continue;
-            };
-            let mut listens = Vec::new();
-            for (i, wanted) in [service_port].into_iter().chain(c.alt).enumerate() {
-                if wanted == 0 {
-                    continue;
-                }
-                let claims = claimed.entry(wanted).or_default();
-                let holder = claims
-                    .iter()
-                    .find(|(held, _, g)| overlaps(*held, ip) && (g.is_none() || g != group));
-                match holder {
-                    Some((_, owner, _)) => {
-                        let what = if i == 0 {
-                            "service port"
-                        } else {
-                            "alternate port"
-                        };
-                        let reason = if &*owner.app_id == "switchyard" {
-                            format!("{what} {wanted} collides with switchyard's own listener")
-                        } else {
-                            format!("{what} {wanted} is already taken by {owner}")
-                        };
-                        problem(&mut table, reason);
-                    }
-                    None => {
-                        claims.push((ip, c.key.clone(), group.clone()));
-                        listens.push(SocketAddr::new(ip, wanted));
-                    }
-                }
-            }
-            let listen = listens
-                .first()
-                .copied()
-                .filter(|a| a.port() == service_port);
-            if listens.is_empty() && tcp.hosts.is_empty() {
-                continue; // nothing to listen on and no vhost: not served
-            }
-            table.ssl_certs.extend(tcp.ssl_certs.iter().cloned());
-            table.sni_rules |= tcp.sni_rules;
-            table.problems.extend(tcp.late.iter().cloned());
-            entries.push(Entries {
-                key: c.key.clone(),
-                listens,
-                hosts: tcp.hosts.clone(),
-                paths: tcp.paths.clone(),
-                ignore_case: tcp.ignore_case,
-                weight: tcp.weight,
-            });
-            // Another app holds its service port: this table's copy does not listen there.
-            let service = if tcp.service.listen == listen {
-                tcp.service.clone()
-            } else {
-                std::sync::Arc::new(tcp.service.relisten(listen))
-            };
-            table.services.push(service);
-        }
-    }
-    cache.apps.retain(|_, part| part.epoch == epoch);
-    if let Some(vip) = &config.vip {
-        let health = config.health.as_ref();
-        vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
-    }
-    table.services.sort_by(|a, b| a.key.cmp(&b.key));
-    table.udp = table
-        .services
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.mode == Mode::Udp)
-        .filter_map(|(i, s)| Some((s.listen?, i)))
-        .collect();
-    let index: HashMap<&ServiceKey, usize> = table
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (&s.key, i))
-        .collect();
-    // Entry points and the services behind each, in app order.
-    let mut ports: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-    // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
-    // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
-    let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
-    for entry in &entries {
-        let service = index[&entry.key];
-        for listen in &entry.listens {
-            ports.entry(*listen).or_default().push(service);
-        }
-        let prefixes: Vec<&str> = if entry.paths.is_empty() {
-            vec![""]
-        } else {
-            entry.paths.iter().map(String::as_str).collect()
-        };
-        let ignore_case = entry.ignore_case && !entry.paths.is_empty();
-        for host in entry.hosts.iter() {
-            for prefix in &prefixes {
-                let key = (host.clone(), prefix.to_string(), ignore_case);
-                let (weight, services) = vhosts.entry(key).or_insert((entry.weight, Vec::new()));
-                if entry.weight > *weight {
-                    *weight = entry.weight;
-                    services.clear();
-                }
-                if entry.weight == *weight {
-                    services.push(service);
-                }
-            }
-        }
-        if entry.key.port_index == 0 {
-            table.by_app_id.insert(entry.key.app_id.clone(), service);
-        }
-    }
-    for services in ports
-        .values_mut()
-        .chain(vhosts.values_mut().map(|(_, s)| s))
-    {
-        services.sort();
-        services.dedup();
-    }
-    let mut named: HashMap<Vec<usize>, usize> = HashMap::default();
-    for (listen, services) in ports {
-        let route = route_for(
-            &mut table,
-            &mut named,
-            services,
-            None,
-            &config.weight_overrides,
-        );
-        table.by_listen.insert(listen, route);
-    }
-    for ((host, prefix, ignore_case), (weight, services)) in vhosts {
-        let label = if ignore_case {
-            format!("{host}{prefix} (-i)")
-        } else {
-            format!("{host}{prefix}")
-        };
-        let route = route_for(
-            &mut table,
-            &mut named,
-            services,
-            Some(label),
-            &config.weight_overrides,
-        );
-        let rule = crate::routing::vhosts::PathRule {
-            prefix: prefix.into(),
-            ignore_case,
-            weight,
-        };
-        let inserted = table.vhosts.insert_rule(&host, rule, route);
-        debug_assert!(inserted.is_ok(), "one route per host and path");
-    }
-    table.default_service = config
-        .default_app
-        .as_deref()
-        .and_then(|id| table.by_app_id.get(id).copied());
-    table.compiled_bind = Some(config.bind);
-    table
-}
-
 /// One app's part of the table: its labels read, backends found and services built, as far as
 /// they do not depend on other apps.
 fn compile_app(
@@ -476,7 +166,6 @@ fn compile_app(
         app: app.clone(),
         maintenance,
         assigned,
-        epoch: 0,
         notices,
         ports,
     }
@@ -844,12 +533,12 @@ fn route_for(
         (None, Some(vhost)) => vhost,
         (None, None) => first.key.to_string(),
     };
-    table.routes.push(Route::new(
+    table.routes.push(std::sync::Arc::new(Route::new(
         name,
         services.clone(),
         &table.services,
         overrides,
-    ));
+    )));
     named.insert(services, table.routes.len() - 1);
     table.routes.len() - 1
 }
@@ -917,6 +606,10 @@ fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<S
         }
     }
 }
+
+#[path = "compile_cache.rs"]
+mod cache;
+pub use cache::{Cache, compile_cached};
 
 #[path = "compile_vips.rs"]
 mod vips;

@@ -201,6 +201,28 @@ enum Step {
     Agent(bool),
     Override(Option<u8>),
     Resync,
+    /// One label of an app set (or removed): what may, or may not, move it in the table.
+    Relabel(u8, u8, Option<u8>),
+    /// A VIP declared on (or taken off) an app's first port.
+    Vip(u8, Option<u8>),
+}
+
+/// The labels `Step::Relabel` sets, and their values.
+fn relabel(key: u8, v: u8) -> (&'static str, String) {
+    match key % 9 {
+        0 => ("HAPROXY_0_VHOST", format!("h{}.test", v % 3)),
+        1 => ("HAPROXY_0_PATH", format!("/p{}", v % 2)),
+        2 => ("HAPROXY_0_BACKEND_WEIGHT", format!("{}", v % 3)),
+        3 => ("HAPROXY_DEPLOYMENT_GROUP", format!("g{}", v % 2)),
+        4 => ("SWITCHYARD_0_WEIGHT", format!("{}", v % 4)),
+        5 => ("HAPROXY_0_PORT", format!("{}", 10000 + u16::from(v % 4))),
+        6 => ("SWITCHYARD_0_CANARY_HEADER", format!("x-c: {}", v % 2)),
+        7 => ("HAPROXY_0_SSL_CERT", format!("/c{}.pem", v % 2)),
+        _ => (
+            "HAPROXY_0_MODE",
+            if v.is_multiple_of(2) { "http" } else { "tcp" }.into(),
+        ),
+    }
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -214,6 +236,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(Step::Agent),
         1 => proptest::option::of(0u8..100).prop_map(Step::Override),
         1 => Just(Step::Resync),
+        3 => (0u8..8, 0u8..9, proptest::option::of(0u8..4))
+            .prop_map(|(a, k, v)| Step::Relabel(a, k, v)),
+        1 => (0u8..8, proptest::option::of(0u8..2)).prop_map(|(a, v)| Step::Vip(a, v)),
     ]
 }
 
@@ -223,6 +248,7 @@ proptest! {
     fn the_cached_compile_is_the_compile_from_scratch(
         initial in proptest::collection::vec(app_shape(), 0..6),
         steps in proptest::collection::vec(step(), 1..25),
+        vips in any::<bool>(),
     ) {
         let mut cluster = Cluster::default();
         cluster.agents.insert("agent-a".into(), "10.0.0.2".parse().unwrap());
@@ -230,6 +256,11 @@ proptest! {
         let mut config = CompileConfig {
             reserved: vec!["127.0.0.1:10003".parse().unwrap()],
             ip_per_task_ports: (10050, 10052),
+            vip: vips.then(|| crate::routing::vip::VipSettings {
+                range: crate::routing::vip::VipRange::parse("11.0.0.0/30").unwrap(),
+                balance: crate::routing::Balance::Maglev,
+                balance_by_name: Default::default(),
+            }),
             ..CompileConfig::group("*", "127.0.0.1".parse().unwrap())
         };
         let mut cache = Cache::default();
@@ -284,6 +315,31 @@ proptest! {
                         config.weight_overrides.insert("g0".into(), weights.into_iter().collect());
                     }
                 }
+                Step::Relabel(a, key, value) => {
+                    let id: crate::cluster::AppId = format!("/app{a}").into();
+                    if let Some(app) = cluster.apps.get(&id) {
+                        let mut app = (**app).clone();
+                        let (k, v) = relabel(key, value.unwrap_or(0));
+                        match value {
+                            Some(_) => app.labels.insert(k.into(), v),
+                            None => app.labels.remove(k),
+                        };
+                        cluster.apply(ClusterUpdate::AppUpserted(app));
+                    }
+                }
+                Step::Vip(a, v) => {
+                    let id: crate::cluster::AppId = format!("/app{a}").into();
+                    if let Some(app) = cluster.apps.get(&id) {
+                        let mut app = (**app).clone();
+                        match v {
+                            Some(v) => app.ports[0]
+                                .labels
+                                .insert("VIP_0".into(), format!("/v{v}:80")),
+                            None => app.ports[0].labels.remove("VIP_0"),
+                        };
+                        cluster.apply(ClusterUpdate::AppUpserted(app));
+                    }
+                }
                 Step::Resync => {
                     let apps = cluster.apps.values().map(|a| (**a).clone()).collect();
                     cluster.apply(ClusterUpdate::Snapshot(apps));
@@ -323,9 +379,28 @@ fn one_app_changed_compiles_one_app() {
     });
     let second = compile_cached(&mut cache, &cluster, &config);
     assert_eq!(cache.recompiled, 1);
+    assert!(
+        !cache.reassembled,
+        "the app kept its place: the last assembly patched"
+    );
     for (a, b) in first.services.iter().zip(&second.services) {
         assert_eq!(Arc::ptr_eq(a, b), &*a.key.app_id != "/a05", "{}", a.key);
     }
+    // Only the changed app's route is made again; the others are the previous table's.
+    for (a, b) in first.routes.iter().zip(&second.routes) {
+        let changed = a.members.iter().any(|m| &*m.app_id == "/a05");
+        assert_eq!(Arc::ptr_eq(a, b), !changed, "{}", a.name);
+    }
+    assert!(Arc::ptr_eq(&first.vhosts, &second.vhosts));
     assert_eq!(second.services[5].backends.len(), 2);
+    assert_eq!(second.routes[5].members[0].weight, 2);
     assert_eq!(contents(&second), contents(&compile(&cluster, &config)));
+    // An app that takes another place (a service port another app holds): assembled again.
+    let mut moved = (*cluster.apps[&crate::cluster::AppId::from("/a07")]).clone();
+    moved.ports[0].service_port = 10002;
+    cluster.apply(ClusterUpdate::AppUpserted(moved));
+    let third = compile_cached(&mut cache, &cluster, &config);
+    assert!(cache.reassembled);
+    assert!(third.problems.iter().any(|p| &*p.app_id == "/a07"));
+    assert_eq!(contents(&third), contents(&compile(&cluster, &config)));
 }

@@ -35,7 +35,9 @@ pub struct RoutingTable {
     /// did not change is the same in the next table (`compile::Cache`).
     pub services: Vec<std::sync::Arc<Service>>,
     /// What each entry point (port or vhost) sends traffic to.
-    pub routes: Vec<routes::Route>,
+    /// Shared, as the services are: a route none of whose members changed is the same in the
+    /// next table (`compile::Cache`).
+    pub routes: Vec<std::sync::Arc<routes::Route>>,
     /// Listen address → route (TCP).
     /// Looked up per connection: a fast hash (the keys are our own addresses, not input).
     pub by_listen: rustc_hash::FxHashMap<SocketAddr, usize>,
@@ -44,9 +46,9 @@ pub struct RoutingTable {
     /// What `compile` skipped or ignored, and why.
     pub problems: Vec<Problem>,
     /// Host and path routes of the shared HTTP(S) listeners, to route indices.
-    pub vhosts: vhosts::Vhosts,
+    pub vhosts: std::sync::Arc<vhosts::Vhosts>,
     /// App id → the service of its first port (`X-Marathon-App-Id` routing, the default app).
-    pub by_app_id: HashMap<crate::cluster::AppId, usize>,
+    pub by_app_id: std::sync::Arc<HashMap<crate::cluster::AppId, usize>>,
     pub default_service: Option<usize>,
     /// Certificate files named by served apps' `HAPROXY_{n}_SSL_CERT`.
     pub ssl_certs: std::collections::BTreeSet<std::path::PathBuf>,
@@ -91,7 +93,7 @@ impl RoutingTable {
     }
 
     pub fn route_at(&self, listen: SocketAddr) -> Option<&routes::Route> {
-        self.by_listen.get(&listen).map(|&r| &self.routes[r])
+        self.by_listen.get(&listen).map(|&r| &*self.routes[r])
     }
 }
 

@@ -154,13 +154,26 @@ pub fn dns_label(name: &str) -> String {
 
 /// Every VIP the cluster's apps declare, with the app ports behind it, and the labels that did
 /// not parse (app id, reason). VIPs are internal: no group filter applies.
+/// A port label that declares a VIP (`VIP_n`, as dcos-net reads them).
+fn is_vip_label(key: &str) -> bool {
+    key.starts_with("VIP_") || key.starts_with("vip_")
+}
+
+/// Whether `app` declares a VIP on any of its ports (well-formed or not): a member of the VIP
+/// services, or a problem of theirs.
+pub fn declares(app: &App) -> bool {
+    app.ports
+        .iter()
+        .any(|p| p.labels.keys().any(|k| is_vip_label(k)))
+}
+
 pub fn declared(cluster: &Cluster) -> (VipMembers, Vec<(AppId, usize, String)>) {
     let mut members = VipMembers::new();
     let mut bad = Vec::new();
     for app in cluster.apps.values() {
         for (n, port) in app.ports.iter().enumerate() {
             for (key, value) in &port.labels {
-                if !(key.starts_with("VIP_") || key.starts_with("vip_")) {
+                if !is_vip_label(key) {
                     continue;
                 }
                 match parse_label(value) {
@@ -182,7 +195,7 @@ pub fn declared(cluster: &Cluster) -> (VipMembers, Vec<(AppId, usize, String)>) 
         let id: AppId = format!("{MEMBER_PREFIX}{}", task.id).into();
         for (n, port) in discovery.ports.iter().enumerate() {
             for (key, value) in &port.labels {
-                if !(key.starts_with("VIP_") || key.starts_with("vip_")) {
+                if !is_vip_label(key) {
                     continue;
                 }
                 match parse_label(value) {

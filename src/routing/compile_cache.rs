@@ -1,0 +1,559 @@
+//! `compile_cached`: the compile that keeps each app's part of the table (`Cache`) from one
+//! compile to the next, and assembles the table from the parts: port claims, routes, vhosts and
+//! the index maps, decided over every app in id order as `compile` does from scratch.
+
+use super::*;
+
+/// What `compile` made of each app, kept from one compile to the next so that a change to one
+/// app compiles that app alone: its labels read, its backends found, its services built (and
+/// shared, behind their `Arc`, by every table they are in). The table is the one `compile`
+/// builds from scratch — the same services, routes, problems and hash — because an app's part
+/// is a function of the app and of what the cache checks before reusing it: the configuration
+/// (a different one empties the cache), the resolved agents (likewise), the app's maintenance
+/// switch and IP-per-task ports. What depends on other apps (port claims, routes, vhosts,
+/// VIPs) is decided over every app, in id order, when some app came, went or changed its place
+/// (claims, entry points, problems: `same_place`); when none did — a task started, died or
+/// changed health — the last table's assembly is kept and only the changed apps' services and
+/// the routes they are members of are made again (`patch`).
+#[derive(Default)]
+pub struct Cache {
+    /// The configuration and agents the parts were compiled with.
+    context: Option<(String, std::collections::HashMap<String, IpAddr>)>,
+    apps: HashMap<crate::cluster::AppId, Part>,
+    /// The last table's assembly, which the next compile patches when no app's place in it
+    /// changed (`same_place`) and no VIP member changed.
+    last: Option<Assembly>,
+    /// Apps compiled (not reused) by the last compile.
+    pub recompiled: usize,
+    /// The last compile assembled the table over every app; `false`: it patched the last
+    /// table's assembly, for the apps that changed.
+    pub reassembled: bool,
+}
+
+/// A table's assembly: what decides where each app's services sit (claims, entry points,
+/// routes, vhosts, the index maps, the problems), shared with the tables made from it. A
+/// compile in which every app that changed keeps its place gives this again, but for the
+/// changed apps' services and the routes they are members of.
+struct Assembly {
+    table: RoutingTable,
+    /// (service, route it is a member of), sorted.
+    member_of: Vec<(usize, usize)>,
+    /// The configuration the assembly read that the cache's context leaves out.
+    overrides: Overrides,
+    default_app: Option<String>,
+    /// The cluster had no Mesos task (no VIP member but Marathon's apps).
+    no_mesos: bool,
+}
+
+impl Assembly {
+    fn of(table: &RoutingTable, config: &CompileConfig, no_mesos: bool) -> Assembly {
+        let mut member_of: Vec<(usize, usize)> = table
+            .routes
+            .iter()
+            .enumerate()
+            .flat_map(|(r, route)| route.members.iter().map(move |m| (m.service, r)))
+            .collect();
+        member_of.sort_unstable();
+        member_of.dedup();
+        Assembly {
+            table: share(table),
+            member_of,
+            overrides: config.weight_overrides.clone(),
+            default_app: config.default_app.clone(),
+            no_mesos,
+        }
+    }
+}
+
+/// A copy of `table` that shares its services, routes and maps (the hash is computed again).
+fn share(table: &RoutingTable) -> RoutingTable {
+    RoutingTable {
+        services: table.services.clone(),
+        routes: table.routes.clone(),
+        by_listen: table.by_listen.clone(),
+        udp: table.udp.clone(),
+        problems: table.problems.clone(),
+        vhosts: table.vhosts.clone(),
+        by_app_id: table.by_app_id.clone(),
+        default_service: table.default_service,
+        ssl_certs: table.ssl_certs.clone(),
+        hash: Default::default(),
+        compiled_bind: table.compiled_bind,
+        sni_rules: table.sni_rules,
+    }
+}
+
+/// What the cache's parts depend on in the configuration (weight overrides and maintenance
+/// are read per compile), as text.
+fn context_of(config: &CompileConfig) -> String {
+    let CompileConfig {
+        group,
+        serve_ungrouped,
+        strict_mode,
+        bind,
+        reserved,
+        default_app: _,
+        weight_overrides: _,
+        maintenance: _,
+        vip,
+        health,
+        ip_per_task_ports,
+    } = config;
+    format!(
+        "{group:?} {serve_ungrouped} {strict_mode} {bind} {reserved:?} {vip:?} {health:?} {ip_per_task_ports:?}"
+    )
+}
+
+/// Compiles `cluster`, reusing from `cache` the parts of apps that did not change; gives the
+/// table [`compile`] gives.
+pub fn compile_cached(
+    cache: &mut Cache,
+    cluster: &Cluster,
+    config: &CompileConfig,
+) -> RoutingTable {
+    let context = context_of(config);
+    let same = cache
+        .context
+        .as_ref()
+        .is_some_and(|(c, agents)| *c == context && *agents == cluster.agents);
+    if !same {
+        cache.apps.clear();
+        cache.last = None;
+        cache.context = Some((context, cluster.agents.clone()));
+    }
+    cache.recompiled = 0;
+    let (min, max) = config.ip_per_task_ports;
+    let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
+    let assigned = crate::routing::ip_per_task::assign(cluster, min, max, &own);
+    // Apps compiled again that keep their place in the table; some app that did not (or came
+    // or went): the table is assembled again.
+    let mut changed = Vec::new();
+    let mut moved = false;
+    for app in cluster.apps.values() {
+        let maintenance = config.maintenance.contains(&app.id);
+        let app_assigned: Vec<Option<u16>> = if app.assign_service_ports {
+            (0..app.ports.len())
+                .map(|n| assigned.get(&(app.id.clone(), n)).copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let reusable = match cache.apps.get_mut(&app.id) {
+            Some(part) if part.maintenance == maintenance && part.assigned == app_assigned => {
+                if std::sync::Arc::ptr_eq(&part.app, app) {
+                    true
+                } else if *part.app == **app {
+                    // The same app read again: its pointer is the one to recognize next time.
+                    part.app = app.clone();
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if !reusable {
+            cache.recompiled += 1;
+            let part = compile_app(cluster, app, config, maintenance, app_assigned);
+            // A VIP member's backends are its VIP services' too: those are gathered again.
+            let vip_member = |a: &App| config.vip.is_some() && crate::routing::vip::declares(a);
+            match cache.apps.insert(app.id.clone(), part) {
+                Some(old)
+                    if same_place(&old, &cache.apps[&app.id])
+                        && !vip_member(&old.app)
+                        && !vip_member(app) =>
+                {
+                    changed.push(app.id.clone())
+                }
+                _ => moved = true,
+            }
+        }
+    }
+    // Every app has its part: more parts than apps are those of apps gone (one pass over the
+    // parts only then, not on every compile).
+    if cache.apps.len() != cluster.apps.len() {
+        cache.apps.retain(|id, _| cluster.apps.contains_key(id));
+        moved = true;
+    }
+    // VIP services gather their backends from apps and Mesos tasks: with Mesos tasks (now or
+    // when last assembled), assembled again; else they are what they were unless a member
+    // changed (`vip_member`).
+    let no_mesos = cluster.mesos.tasks.is_empty();
+    let patchable = !moved
+        && (config.vip.is_none() || no_mesos)
+        && cache.last.as_ref().is_some_and(|last| {
+            last.overrides == config.weight_overrides
+                && last.default_app == config.default_app
+                && last.no_mesos
+        });
+    cache.reassembled = !patchable;
+    if patchable {
+        return patch(cache, &changed, config);
+    }
+    let table = assemble(cache, cluster, config);
+    cache.last = Some(Assembly::of(&table, config, no_mesos));
+    table
+}
+
+/// The table from every app's part, in id order: port claims, entry points, routes, vhosts
+/// and the index maps.
+fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
+    let mut table = RoutingTable::default();
+    let mut entries: Vec<Entries> = Vec::new();
+    // Port → who holds it: (address, service, deployment group). Apps of one deployment group
+    // share their ports; anyone else who asks for a held port is refused.
+    let mut claimed: Claims = HashMap::default();
+    // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
+    // listeners are reserved in both (its DNS listens on UDP and TCP).
+    let mut claimed_udp: Claims = HashMap::default();
+    for addr in &config.reserved {
+        let owner = ServiceKey {
+            app_id: "switchyard".into(),
+            port_index: 0,
+        };
+        for claims in [&mut claimed, &mut claimed_udp] {
+            claims
+                .entry(addr.port())
+                .or_default()
+                .push((addr.ip(), owner.clone(), None));
+        }
+    }
+    for app in cluster.apps.values() {
+        let part = &cache.apps[&app.id];
+        table.problems.extend(part.notices.iter().cloned());
+        for port in &part.ports {
+            table.problems.extend(port.early.iter().cloned());
+            let Some(c) = &port.claim else {
+                continue;
+            };
+            let problem = |table: &mut RoutingTable, reason: String| {
+                table.problems.push(Problem {
+                    app_id: app.id.clone(),
+                    port_index: Some(c.key.port_index),
+                    severity: Severity::Skipped,
+                    reason,
+                });
+            };
+            let (ip, service_port, group) = (c.ip, c.service_port, &c.group);
+            if let Some((udp, late)) = &c.udp {
+                let claims = claimed_udp.entry(service_port).or_default();
+                match claims.iter().find(|(held, _, _)| overlaps(*held, ip)) {
+                    Some((_, owner, _)) => {
+                        let reason = if &*owner.app_id == "switchyard" {
+                            format!(
+                                "UDP service port {service_port} collides with switchyard's \
+                                 own listener"
+                            )
+                        } else {
+                            format!(
+                                "UDP service port {service_port} is already taken by {owner} \
+                                 (UDP ports are not shared, not even by a deployment group)"
+                            )
+                        };
+                        problem(&mut table, reason);
+                    }
+                    None => {
+                        claims.push((ip, udp.key.clone(), group.clone()));
+                        table.problems.extend(late.iter().cloned());
+                        table.services.push(udp.clone());
+                    }
+                }
+            }
+            let Some(tcp) = &c.tcp else {
+                continue;
+            };
+            let mut listens = Vec::new();
+            for (i, wanted) in [service_port].into_iter().chain(c.alt).enumerate() {
+                if wanted == 0 {
+                    continue;
+                }
+                let claims = claimed.entry(wanted).or_default();
+                let holder = claims
+                    .iter()
+                    .find(|(held, _, g)| overlaps(*held, ip) && (g.is_none() || g != group));
+                match holder {
+                    Some((_, owner, _)) => {
+                        let what = if i == 0 {
+                            "service port"
+                        } else {
+                            "alternate port"
+                        };
+                        let reason = if &*owner.app_id == "switchyard" {
+                            format!("{what} {wanted} collides with switchyard's own listener")
+                        } else {
+                            format!("{what} {wanted} is already taken by {owner}")
+                        };
+                        problem(&mut table, reason);
+                    }
+                    None => {
+                        claims.push((ip, c.key.clone(), group.clone()));
+                        listens.push(SocketAddr::new(ip, wanted));
+                    }
+                }
+            }
+            let listen = listens
+                .first()
+                .copied()
+                .filter(|a| a.port() == service_port);
+            if listens.is_empty() && tcp.hosts.is_empty() {
+                continue; // nothing to listen on and no vhost: not served
+            }
+            table.ssl_certs.extend(tcp.ssl_certs.iter().cloned());
+            table.sni_rules |= tcp.sni_rules;
+            table.problems.extend(tcp.late.iter().cloned());
+            entries.push(Entries {
+                key: c.key.clone(),
+                listens,
+                hosts: tcp.hosts.clone(),
+                paths: tcp.paths.clone(),
+                ignore_case: tcp.ignore_case,
+                weight: tcp.weight,
+            });
+            // Another app holds its service port: this table's copy does not listen there.
+            let service = if tcp.service.listen == listen {
+                tcp.service.clone()
+            } else {
+                std::sync::Arc::new(tcp.service.relisten(listen))
+            };
+            table.services.push(service);
+        }
+    }
+    if let Some(vip) = &config.vip {
+        let health = config.health.as_ref();
+        vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
+    }
+    table.services.sort_by(|a, b| a.key.cmp(&b.key));
+    table.udp = table
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.mode == Mode::Udp)
+        .filter_map(|(i, s)| Some((s.listen?, i)))
+        .collect();
+    let index: HashMap<&ServiceKey, usize> = table
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (&s.key, i))
+        .collect();
+    // Entry points and the services behind each, in app order.
+    let mut ports: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+    // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
+    // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
+    let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
+    let mut by_app_id = std::collections::HashMap::new();
+    for entry in &entries {
+        let service = index[&entry.key];
+        for listen in &entry.listens {
+            ports.entry(*listen).or_default().push(service);
+        }
+        let prefixes: Vec<&str> = if entry.paths.is_empty() {
+            vec![""]
+        } else {
+            entry.paths.iter().map(String::as_str).collect()
+        };
+        let ignore_case = entry.ignore_case && !entry.paths.is_empty();
+        for host in entry.hosts.iter() {
+            for prefix in &prefixes {
+                let key = (host.clone(), prefix.to_string(), ignore_case);
+                let (weight, services) = vhosts.entry(key).or_insert((entry.weight, Vec::new()));
+                if entry.weight > *weight {
+                    *weight = entry.weight;
+                    services.clear();
+                }
+                if entry.weight == *weight {
+                    services.push(service);
+                }
+            }
+        }
+        if entry.key.port_index == 0 {
+            by_app_id.insert(entry.key.app_id.clone(), service);
+        }
+    }
+    for services in ports
+        .values_mut()
+        .chain(vhosts.values_mut().map(|(_, s)| s))
+    {
+        services.sort();
+        services.dedup();
+    }
+    let mut named: HashMap<Vec<usize>, usize> = HashMap::default();
+    for (listen, services) in ports {
+        let route = route_for(
+            &mut table,
+            &mut named,
+            services,
+            None,
+            &config.weight_overrides,
+        );
+        table.by_listen.insert(listen, route);
+    }
+    let mut vhost_map = crate::routing::vhosts::Vhosts::default();
+    for ((host, prefix, ignore_case), (weight, services)) in vhosts {
+        let label = if ignore_case {
+            format!("{host}{prefix} (-i)")
+        } else {
+            format!("{host}{prefix}")
+        };
+        let route = route_for(
+            &mut table,
+            &mut named,
+            services,
+            Some(label),
+            &config.weight_overrides,
+        );
+        let rule = crate::routing::vhosts::PathRule {
+            prefix: prefix.into(),
+            ignore_case,
+            weight,
+        };
+        let inserted = vhost_map.insert_rule(&host, rule, route);
+        debug_assert!(inserted.is_ok(), "one route per host and path");
+    }
+    table.vhosts = std::sync::Arc::new(vhost_map);
+    table.default_service = config
+        .default_app
+        .as_deref()
+        .and_then(|id| by_app_id.get(id).copied());
+    table.by_app_id = std::sync::Arc::new(by_app_id);
+    table.compiled_bind = Some(config.bind);
+    table
+}
+
+/// The last table's assembly with the services of the apps in `changed` (which keep their
+/// place: `same_place`) replaced, and the routes they are members of made again: what
+/// `assemble` would give, in the time of the change.
+fn patch(
+    cache: &mut Cache,
+    changed: &[crate::cluster::AppId],
+    config: &CompileConfig,
+) -> RoutingTable {
+    let Cache { apps, last, .. } = cache;
+    let last = last.as_mut().expect("patched only with an assembly");
+    let table = &mut last.table;
+    let mut touched = Vec::new();
+    for id in changed {
+        for port in &apps[id].ports {
+            let Some(c) = &port.claim else {
+                continue;
+            };
+            let at = |services: &[std::sync::Arc<Service>], key: &ServiceKey| {
+                services.binary_search_by(|s| s.key.cmp(key)).ok()
+            };
+            // In the table as it was (it kept its claims), or not at all.
+            if let Some((udp, _)) = &c.udp
+                && let Some(i) = at(&table.services, &udp.key)
+            {
+                table.services[i] = udp.clone();
+                touched.push(i);
+            }
+            if let Some(tcp) = &c.tcp
+                && let Some(i) = at(&table.services, &c.key)
+            {
+                let listen = table.services[i].listen;
+                table.services[i] = if tcp.service.listen == listen {
+                    tcp.service.clone()
+                } else {
+                    std::sync::Arc::new(tcp.service.relisten(listen))
+                };
+                touched.push(i);
+            }
+        }
+    }
+    let mut routes: Vec<usize> = touched
+        .iter()
+        .flat_map(|&s| {
+            let from = last.member_of.partition_point(|&(t, _)| t < s);
+            last.member_of[from..]
+                .iter()
+                .take_while(move |&&(t, _)| t == s)
+                .map(|&(_, r)| r)
+        })
+        .collect();
+    routes.sort_unstable();
+    routes.dedup();
+    for r in routes {
+        let old = &table.routes[r];
+        let services = old.members.iter().map(|m| m.service).collect();
+        let route = Route::new(
+            old.name.clone(),
+            services,
+            &table.services,
+            &config.weight_overrides,
+        );
+        table.routes[r] = std::sync::Arc::new(route);
+    }
+    share(table)
+}
+
+/// Whether an app compiled again (`new`) takes the place in the table it had (`old`): the same
+/// claims, entry points and problems, so that every app's claims and every route's members
+/// are what they were. What may differ is what its services hold (backends above all).
+fn same_place(old: &Part, new: &Part) -> bool {
+    old.notices == new.notices
+        && old.ports.len() == new.ports.len()
+        && old.ports.iter().zip(&new.ports).all(|(p, q)| {
+            p.early == q.early
+                && match (&p.claim, &q.claim) {
+                    (None, None) => true,
+                    (Some(c), Some(d)) => same_claim(c, d),
+                    _ => false,
+                }
+        })
+}
+
+fn same_claim(c: &ClaimPart, d: &ClaimPart) -> bool {
+    // Every field named: a new one must be compared here (or said why not).
+    let ClaimPart {
+        key,
+        ip,
+        service_port,
+        group,
+        alt,
+        udp,
+        tcp,
+    } = d;
+    c.key == *key
+        && c.ip == *ip
+        && c.service_port == *service_port
+        && c.group == *group
+        && c.alt == *alt
+        && match (&c.udp, udp) {
+            (None, None) => true,
+            // Its service is what may change; where it listens may not.
+            (Some((s, late)), Some((t, later))) => {
+                late == later && s.key == t.key && s.listen == t.listen && s.mode == t.mode
+            }
+            _ => false,
+        }
+        && match (&c.tcp, tcp) {
+            (None, None) => true,
+            (Some(t), Some(u)) => same_tcp(t, u),
+            _ => false,
+        }
+}
+
+fn same_tcp(t: &TcpPart, u: &TcpPart) -> bool {
+    let TcpPart {
+        service,
+        late,
+        hosts,
+        paths,
+        ignore_case,
+        weight,
+        ssl_certs,
+        sni_rules,
+    } = u;
+    // The service's other fields are read by the routes it is a member of, which are made again.
+    t.service.key == service.key
+        && t.service.listen == service.listen
+        && t.service.mode == service.mode
+        && t.service.deployment.group == service.deployment.group
+        && t.late == *late
+        && t.hosts == *hosts
+        && t.paths == *paths
+        && t.ignore_case == *ignore_case
+        && t.weight == *weight
+        && t.ssl_certs == *ssl_certs
+        && t.sni_rules == *sni_rules
+}
