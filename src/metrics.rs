@@ -340,8 +340,10 @@ impl Metrics {
             "http2_incidents",
             "HTTP/2 connections sent GOAWAY(ENHANCE_YOUR_CALM) and closed for a control-frame \
              flood (kind: control_flood), streams reset (INTERNAL_ERROR) after a panic in the \
-             proxy (kind: stream_panic), and streams refused (REFUSED_STREAM) past a \
-             connection's 16 unfinished uploads to backends (kind: upload_refused)",
+             proxy (kind: stream_panic), streams refused (REFUSED_STREAM) past a \
+             connection's 16 unfinished uploads to backends (kind: upload_refused), and \
+             connections sent GOAWAY(ENHANCE_YOUR_CALM) whose client reset most of its streams \
+             before their answers (kind: rapid_reset)",
             m.http2_incidents.clone(),
         );
         r.register(
@@ -455,7 +457,12 @@ impl Metrics {
             ),
             (
                 &m.http2_incidents,
-                &["control_flood", "stream_panic", "upload_refused"][..],
+                &[
+                    "control_flood",
+                    "stream_panic",
+                    "upload_refused",
+                    "rapid_reset",
+                ][..],
             ),
         ] {
             for kind in kinds {

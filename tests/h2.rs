@@ -1166,3 +1166,104 @@ async fn streams_with_unfinished_bodies_hold_at_most_16_backend_connections() {
     );
     drop(bodies);
 }
+
+/// A backend that reads each request's head and never answers: the number of heads read.
+async fn silent_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let counted = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let heads = counted.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        heads.fetch_add(1, Ordering::SeqCst);
+                        seen.drain(..end + 4);
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Rapid reset after acceptance (CVE-2023-44487 as the codec's pending-accept bound does not
+/// see it): a client that opens a stream, waits until the proxy has sent its request to the
+/// backend, then resets it — over and over, with one stream open at a time — is sent
+/// GOAWAY(ENHANCE_YOUR_CALM) once it has reset more than half of 100 streams, counted and
+/// logged once; other clients are served.
+#[tokio::test]
+async fn streams_reset_after_their_request_went_out_end_the_connection() {
+    let (backend, heads) = silent_backend().await;
+    let (good, _) = mirror().await;
+    let e = edge(
+        "h2-rapid-reset",
+        vec![
+            vhost_app("/s", "s.example.com", json!({}), backend.port()),
+            vhost_app("/m", "m.example.com", json!({}), good.port()),
+        ],
+        "",
+    )
+    .await;
+    let stream = TcpStream::connect(e.http).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, read.read_to_end(&mut seen)).await;
+        frames_of(&seen)
+    });
+    write.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+    // GET / on s.example.com, ending the stream: no body, so no upload place is involved.
+    let head = b"\x82\x86\x84\x41\x0ds.example.com";
+    let mut sent = 0;
+    for i in 0..150u32 {
+        let id = 2 * i + 1;
+        if write
+            .write_all(&raw_frame(0x1, 0x5, id, head))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        let reached = tokio::time::timeout(DEADLINE, async {
+            while heads.load(Ordering::SeqCst) <= i as usize && !reader.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(reached.is_ok(), "stream {id} never reached the backend");
+        if reader.is_finished() {
+            break;
+        }
+        // RST_STREAM(CANCEL).
+        if write
+            .write_all(&raw_frame(0x3, 0, id, &8u32.to_be_bytes()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+    }
+    let frames = reader.await.unwrap();
+    assert_eq!(goaways(&frames), [ENHANCE_YOUR_CALM], "after {sent} resets");
+    assert!(sent < 150, "the connection outlived {sent} early resets");
+    wait_for("counted and logged once", || async {
+        let n =
+            e.sy.metric("switchyard_http2_incidents", &["rapid_reset"])
+                .await;
+        (n == 1.0 && e.sy.log_lines("(rapid reset)").len() == 1).then_some(())
+    })
+    .await;
+    let mut sender = h2(e.http).await;
+    let after = get(&mut sender, "http://m.example.com/after").await;
+    assert_eq!(after.status, 200);
+}

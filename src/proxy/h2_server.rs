@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker, ready};
 use std::time::Duration;
@@ -33,6 +33,14 @@ pub enum Incident {
     /// A stream refused (REFUSED_STREAM): its connection already had `MAX_UNFINISHED_UPLOADS`
     /// streams holding a backend connection while their client still owed the body.
     UploadRefused,
+    /// The connection ends (GOAWAY ENHANCE_YOUR_CALM): its client reset more than half of at
+    /// least `PREMATURE_RESET_MIN_STREAMS` streams after they were accepted and before their
+    /// answer's head (the rapid reset that `MAX_PENDING_ACCEPT_RESETS` does not see). Carries
+    /// the streams opened and those reset early.
+    RapidReset {
+        opened: u32,
+        reset: u32,
+    },
 }
 
 /// The error a stream's request body ends with (a reset, a malformed frame).
@@ -77,6 +85,12 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 pub const MAX_UNFINISHED_UPLOADS: usize = 16;
 /// Streams a client opens and resets before they are accepted (rapid reset, CVE-2023-44487).
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams accepted on a connection before its early resets are judged: past half of them
+/// reset before their answer's head, the connection is abusive (rapid reset after acceptance:
+/// each such stream had the proxy start a backend request that was then thrown away, so a
+/// client with a few streams open at a time could keep hundreds of backend requests going).
+/// Envoy judges the same share over its `premature_reset_total_stream_count`.
+const PREMATURE_RESET_MIN_STREAMS: u32 = 100;
 /// Rounds of (streams, connection) polling in one wake before the task yields to the runtime.
 const ROUNDS_PER_POLL: usize = 32;
 /// How long a connection accepted just before a stop may take to open its first stream,
@@ -121,6 +135,7 @@ pub async fn serve<'a, S, H, F, B>(
     };
     let mut streams = Streams::new();
     let uploads = Arc::new(Uploads::default());
+    let resets = Arc::new(EarlyResets::default());
     let mut stopping = std::pin::pin!(stopping);
     let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut closing = false;
@@ -152,12 +167,20 @@ pub async fn serve<'a, S, H, F, B>(
                 calmed = true;
                 closing = true;
             }
+            if !calmed && let Some((opened, reset)) = resets.abusive() {
+                report(Incident::RapidReset { opened, reset });
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                calmed = true;
+                closing = true;
+            }
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
+                    resets.opened.fetch_add(1, Ordering::Relaxed);
                     let answer = handle(req.map(|body| H2Body::new(body, &uploads)));
                     let stall = config.stall_timeout;
-                    streams.push(Box::pin(exchange(answer, respond, stall, report)));
+                    let resets = resets.clone();
+                    streams.push(Box::pin(exchange(answer, respond, stall, report, resets)));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
@@ -209,6 +232,7 @@ async fn exchange<F, B>(
     mut respond: h2::server::SendResponse<Bytes>,
     stall: Duration,
     report: &(dyn Fn(Incident) + Sync),
+    resets: Arc<EarlyResets>,
 ) where
     F: Future<Output = Response<B>>,
     B: Body<Data = Bytes> + CutOffBody,
@@ -218,7 +242,10 @@ async fn exchange<F, B>(
     let response = tokio::select! {
         biased;
         response = poll_fn(|cx| unwound(|| answer.as_mut().poll(cx))) => response,
-        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => {
+            resets.reset.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
     };
     let Ok(response) = response else {
         report(Incident::StreamPanic);
@@ -373,6 +400,24 @@ fn room(send: &mut h2::SendStream<Bytes>, cx: &mut TaskContext<'_>) -> Poll<bool
 /// send it again).
 #[derive(Debug, Clone, Copy)]
 pub struct RefuseStream;
+
+/// A connection's streams accepted, and those its client reset before their answer's head.
+#[derive(Default)]
+struct EarlyResets {
+    opened: AtomicU32,
+    reset: AtomicU32,
+}
+
+impl EarlyResets {
+    /// `Some((opened, reset))` once more than half of at least `PREMATURE_RESET_MIN_STREAMS`
+    /// streams were reset early.
+    fn abusive(&self) -> Option<(u32, u32)> {
+        let opened = self.opened.load(Ordering::Relaxed);
+        let reset = self.reset.load(Ordering::Relaxed);
+        (opened >= PREMATURE_RESET_MIN_STREAMS && u64::from(reset) * 2 > u64::from(opened))
+            .then_some((opened, reset))
+    }
+}
 
 /// A connection's count of streams holding one of its `MAX_UNFINISHED_UPLOADS` places.
 #[derive(Default)]

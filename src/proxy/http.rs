@@ -242,6 +242,12 @@ fn h2_incident(incident: super::h2_server::Incident, client: SocketAddr, ctx: &C
             );
             "upload_refused"
         }
+        super::h2_server::Incident::RapidReset { opened, reset } => {
+            tracing::warn!(
+                "HTTP/2 client {client} reset {reset} of the {opened} streams it opened before                  their answers: GOAWAY ENHANCE_YOUR_CALM, connection closed (rapid reset)"
+            );
+            "rapid_reset"
+        }
     };
     ctx.metrics
         .http2_incidents
