@@ -631,9 +631,11 @@ async fn many_concurrent_connections_on_one_worker_each_get_their_own_bytes() {
     );
 }
 
-/// A backend whose accept queue is full and never drained: its SYNs are dropped. Its address,
-/// and what holds the queue full (to be kept alive while it is used).
-async fn stuck_backend() -> (SocketAddr, (socket2::Socket, Vec<TcpStream>)) {
+/// A backend that does not answer its SYNs: connecting to it runs into the app's connect
+/// timeout, counted as its failure, and the connection goes on to the next backend.
+#[tokio::test]
+async fn a_connect_timeout_falls_through_to_the_next_backend() {
+    // A backend whose accept queue is full and never drained: its SYNs are dropped.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket
         .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
@@ -649,14 +651,6 @@ async fn stuck_backend() -> (SocketAddr, (socket2::Socket, Vec<TcpStream>)) {
             _ => break,
         }
     }
-    (stuck, (socket, queued))
-}
-
-/// A backend that does not answer its SYNs: connecting to it runs into the app's connect
-/// timeout, counted as its failure, and the connection goes on to the next backend.
-#[tokio::test]
-async fn a_connect_timeout_falls_through_to_the_next_backend() {
-    let (stuck, queued) = stuck_backend().await;
     let good = echo_backend().await;
     let port = free_port();
     let labels = json!({ "SWITCHYARD_0_CONNECT_TIMEOUT": "200ms" });
@@ -838,7 +832,22 @@ async fn a_tcp_port_without_backends_resets_its_clients() {
 /// reset can free the connection's two descriptors.
 #[tokio::test]
 async fn a_client_reset_during_the_backend_connect_ends_the_connection_at_once() {
-    let (stuck, queued) = stuck_backend().await;
+    // A backend whose accept queue is full and never drained: its SYNs are dropped.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let stuck = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        assert!(queued.len() < 16, "the accept queue never filled");
+        let attempt = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(stuck));
+        match attempt.await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
     let port = free_port();
     let labels = json!({ "SWITCHYARD_0_CONNECT_TIMEOUT": "120s" });
     let sy = one_worker_tcp_port("l4-reset-connecting", port, &[stuck.port()], labels).await;
