@@ -209,12 +209,17 @@ async fn no_backend_answers_503_in_http_and_closes_promptly_in_tcp() {
     assert_eq!((status, body.as_str()), (503, "no backend available\n"));
     let (status, _) = http_get(local(none_port), "/").await.unwrap();
     assert_eq!(status, 502);
-    let mut stream = TcpStream::connect(local(tcp_port)).await.unwrap();
-    let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+    // TCP mode resets a client it has no backend for (tests/l4.rs pins the reset); on loopback
+    // the reset can arrive before the connect is seen to complete, or at the first read.
+    let closed = async {
+        let mut stream = TcpStream::connect(local(tcp_port)).await?;
+        let mut buf = [0u8; 1];
+        stream.read(&mut buf).await
+    };
+    let closed = tokio::time::timeout(DEADLINE, closed)
         .await
         .expect("closed, not hung");
-    assert!(matches!(read, Ok(0) | Err(_)));
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     assert!(sy.metric("switchyard_no_backend_total", &[]).await >= 3.0);
 }
 
