@@ -321,7 +321,11 @@ impl Reconciler {
         let Some(config) = self.zone.config.clone() else {
             return;
         };
-        if self.zone.running || !self.zone.dirty {
+        // Before the first full sync there is no cluster to name: a zone built now would be
+        // empty and answer NXDOMAIN for every served name (a reload or a health flip could
+        // start one). The zone stays owed (`dirty`) and is built once synced; until then the
+        // DNS server answers served names SERVFAIL.
+        if self.zone.running || !self.zone.dirty || !self.synced {
             return;
         }
         self.zone.running = true;

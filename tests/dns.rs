@@ -595,6 +595,27 @@ async fn served_zones_are_servfail_and_never_forwarded_before_the_first_sync() {
     assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
     let m = tcp(dns, "www.example.org.", RecordType::A).await;
     assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
+    // A reload before the first sync (SIGHUP, or the file touched) rebuilds nothing it cannot
+    // build: the served names stay SERVFAIL, not an empty zone's NXDOMAIN.
+    sy.signal("HUP");
+    wait_for("the reload applied", || async {
+        (sy.metric("switchyard_config_reloads_total", &["applied"])
+            .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < std::time::Duration::from_millis(500) {
+        for (name, qtype, edns) in served {
+            let (m, _) = udp(dns, name, qtype, edns).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::ServFail,
+                "{name} after a reload"
+            );
+        }
+    }
     assert_ne!(
         sy.get("/readyz").await.0,
         200,
