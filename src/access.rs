@@ -27,12 +27,28 @@ pub fn presents(headers: &http::HeaderMap, token: &str) -> bool {
 /// Wrong secrets (a token, a login) per client address: past [`Guesses::LIMIT`] in a
 /// [`Guesses::WINDOW`] the address is refused (429) until its window ends, whatever it presents,
 /// so that a token cannot be guessed at the speed of the network. IPv6 clients are counted per
-/// /64 (one host holds a whole /64). The table is bounded: once [`Guesses::CAPACITY`]
-/// addresses are counted, the ones whose window has passed are forgotten, and if none has, every
-/// new address shares one overflow count — a flood of addresses is limited as one client
-/// rather than not at all.
+/// /64 (one host holds a whole /64).
+///
+/// An address is only ever refused for its own wrong guesses: a flood of other addresses never
+/// locks out a client that presents the right token (an earlier shared overflow count did, so
+/// 4,096 addresses guessing wrong shut the relay and the admin API to everyone). The table is
+/// bounded at [`Guesses::CAPACITY`] addresses; once full, the ones whose window has passed are
+/// forgotten and then the longest-counted ones (first in, first out). Only addresses that
+/// guessed wrong are in it, so what an eviction forgets is a guesser's count, and guessing past
+/// the limit then takes more than `CAPACITY` addresses; evictions are counted
+/// ([`Guesses::evicted`]) and logged once, as the sign of such a flood. The defence against
+/// guessing from that many addresses is the token's length, not this table.
 pub struct Guesses {
-    table: std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, Count>>,
+    table: std::sync::Mutex<Table>,
+    evicted: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    counts: std::collections::HashMap<std::net::IpAddr, Count>,
+    /// Addresses in the order their counts began (an entry whose `since` no longer matches its
+    /// count's is stale and skipped), so that eviction is first in, first out without a scan.
+    order: std::collections::VecDeque<(std::net::IpAddr, std::time::Instant)>,
 }
 
 #[derive(Clone, Copy)]
@@ -44,7 +60,8 @@ struct Count {
 impl Default for Guesses {
     fn default() -> Self {
         Guesses {
-            table: std::sync::Mutex::new(std::collections::HashMap::new()),
+            table: std::sync::Mutex::new(Table::default()),
+            evicted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -60,7 +77,7 @@ pub fn retry_after(left: std::time::Duration) -> http::HeaderValue {
 impl Guesses {
     pub const LIMIT: u32 = 20;
     pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-    pub const CAPACITY: usize = 4096;
+    pub const CAPACITY: usize = 65_536;
 
     fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
         match ip {
@@ -82,27 +99,41 @@ impl Guesses {
         now: std::time::Instant,
     ) -> Option<std::time::Duration> {
         let table = self.table.lock().unwrap();
-        let key = Some(Self::key(ip));
-        let count = table.get(&key).or_else(|| {
-            (table.len() >= Self::CAPACITY)
-                .then(|| table.get(&None))
-                .flatten()
-        })?;
+        let count = table.counts.get(&Self::key(ip))?;
         let left = Self::WINDOW.checked_sub(now.saturating_duration_since(count.since))?;
         (count.failures >= Self::LIMIT && !left.is_zero()).then_some(left)
     }
 
     /// `ip` presented a wrong secret.
     pub fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) {
-        let mut table = self.table.lock().unwrap();
-        let mut key = Some(Self::key(ip));
-        if !table.contains_key(&key) && table.len() >= Self::CAPACITY {
-            table.retain(|_, c| now.saturating_duration_since(c.since) < Self::WINDOW);
-            if table.len() >= Self::CAPACITY {
-                key = None;
+        let mut guard = self.table.lock().unwrap();
+        let table = &mut *guard;
+        let key = Self::key(ip);
+        // Full: the counts that began first go first (they are at the front of `order`, which
+        // is in time order) — those whose window has passed simply, live ones as evictions.
+        // Each failure pops at most what earlier failures pushed: no scan of the table.
+        while !table.counts.contains_key(&key) && table.counts.len() >= Self::CAPACITY {
+            let Some((oldest, since)) = table.order.pop_front() else {
+                break;
+            };
+            if table.counts.get(&oldest).is_none_or(|c| c.since != since) {
+                continue; // stale: that count restarted or is gone
+            }
+            table.counts.remove(&oldest);
+            if now.saturating_duration_since(since) < Self::WINDOW
+                && self
+                    .evicted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    == 0
+            {
+                tracing::warn!(
+                    capacity = Self::CAPACITY,
+                    "more addresses than the wrong-token table holds are presenting wrong \
+                     tokens; the longest-counted are forgotten"
+                );
             }
         }
-        let count = table.entry(key).or_insert(Count {
+        let count = table.counts.entry(key).or_insert(Count {
             failures: 0,
             since: now,
         });
@@ -112,7 +143,24 @@ impl Guesses {
                 since: now,
             };
         }
+        // A count that begins (new, or its window restarted) takes its place in the order.
+        if count.failures == 0 {
+            table.order.push_back((key, count.since));
+        }
         count.failures = count.failures.saturating_add(1);
+        // Stale order entries (counts restarted or forgotten) are dropped once they outnumber
+        // the live ones, so the queue stays within twice the table.
+        if table.order.len() > 2 * Self::CAPACITY.max(table.counts.len()) {
+            let counts = &table.counts;
+            table
+                .order
+                .retain(|(ip, since)| counts.get(ip).is_some_and(|c| c.since == *since));
+        }
+    }
+
+    /// Addresses forgotten because the table was full (a flood of wrong guesses).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -147,24 +195,62 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_addresses_shares_one_count_once_the_table_is_full() {
+    fn a_flood_of_wrong_guesses_never_refuses_an_address_that_did_not_guess() {
         let g = Guesses::default();
         let t0 = std::time::Instant::now();
-        for i in 0..Guesses::CAPACITY as u32 {
-            g.failed(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), t0);
+        // Far more guessing addresses than the table holds; the first and the last past the
+        // limit.
+        let flood = Guesses::CAPACITY as u32 + 5_000;
+        let nth = |i: u32| -> std::net::IpAddr { std::net::Ipv4Addr::from(0x0a00_0000 + i).into() };
+        for _ in 1..Guesses::LIMIT {
+            g.failed(nth(0), t0);
         }
-        assert_eq!(g.table.lock().unwrap().len(), Guesses::CAPACITY);
-        let newcomer: std::net::IpAddr = "198.51.100.1".parse().unwrap();
-        for i in 0..Guesses::LIMIT {
-            g.failed(std::net::Ipv4Addr::from(0xc633_6400 + i).into(), t0);
+        for i in 0..flood {
+            g.failed(nth(i), t0);
         }
-        assert!(g.refused(newcomer, t0).is_some());
-        assert!(g.table.lock().unwrap().len() <= Guesses::CAPACITY + 1);
-        // Once their windows pass, the old entries make room again.
+        for _ in 1..Guesses::LIMIT {
+            g.failed(nth(flood - 1), t0);
+        }
+        {
+            let table = g.table.lock().unwrap();
+            assert!(table.counts.len() <= Guesses::CAPACITY);
+            assert!(table.order.len() <= 2 * Guesses::CAPACITY + 1);
+        }
+        assert_eq!(g.evicted(), 5_000);
+        // An address that never guessed is not refused, whatever the flood did.
+        assert_eq!(g.refused("198.51.100.1".parse().unwrap(), t0), None);
+        // The latest guessers are still refused; the first ones were forgotten.
+        assert!(g.refused(nth(flood - 1), t0).is_some());
+        assert_eq!(g.refused(nth(0), t0), None);
+        // Once their windows pass, the old entries make room again: not counted as evictions.
         let later = t0 + Guesses::WINDOW;
-        g.failed(newcomer, later);
-        assert_eq!(g.refused(newcomer, later), None);
-        assert!(g.table.lock().unwrap().len() < 10);
+        for i in 0..100 {
+            let newcomer: std::net::IpAddr = std::net::Ipv4Addr::from(0xc633_6400 + i).into();
+            g.failed(newcomer, later);
+            assert_eq!(g.refused(newcomer, later), None);
+        }
+        assert!(g.table.lock().unwrap().counts.len() <= Guesses::CAPACITY);
+        assert_eq!(g.evicted(), 5_000);
+    }
+
+    #[test]
+    fn a_count_that_restarts_keeps_its_place_in_the_order_bounded() {
+        let g = Guesses::default();
+        let mut t = std::time::Instant::now();
+        let ip: std::net::IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..1_000 {
+            g.failed(ip, t);
+            t += Guesses::WINDOW;
+        }
+        let table = g.table.lock().unwrap();
+        assert_eq!(table.counts.len(), 1);
+        assert!(table.order.len() <= 2 * Guesses::CAPACITY);
+        assert!(
+            table
+                .order
+                .iter()
+                .any(|(_, s)| *s == table.counts[&ip].since)
+        );
     }
 
     #[test]
