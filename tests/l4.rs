@@ -871,3 +871,58 @@ async fn a_tcp_port_without_backends_resets_its_clients() {
         "counted as no backend"
     );
 }
+
+/// A client that resets while its backend connect is under way ends its connection then: the
+/// connect is given up, nothing is sent to the backend, nothing is charged to it. Here the
+/// backend never answers its SYN and the connect timeout is far away, so only the client's
+/// reset can free the connection's two descriptors.
+#[tokio::test]
+async fn a_client_reset_during_the_backend_connect_ends_the_connection_at_once() {
+    // A backend whose accept queue is full and never drained: its SYNs are dropped.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let stuck = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        assert!(queued.len() < 16, "the accept queue never filled");
+        let attempt = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(stuck));
+        match attempt.await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    let port = free_port();
+    let labels = json!({ "SWITCHYARD_0_CONNECT_TIMEOUT": "120s" });
+    let sy = one_worker_tcp_port("l4-reset-connecting", port, &[stuck.port()], labels).await;
+    // No probe connection: it would hang in its own connect. The kernel's table of TCP sockets
+    // tells when the port listens.
+    let listening = format!(":{port:04X} 00000000:0000 0A");
+    wait_for("service port listening", || async {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        table.contains(&listening).then_some(())
+    })
+    .await;
+    let before = fds(&sy);
+    let client = TcpStream::connect(local(port)).await.unwrap();
+    let during = wait_for("the backend connect under way", || async {
+        let n = fds(&sy);
+        (n >= before + 2).then_some(n)
+    })
+    .await;
+    reset(client);
+    wait_for("both descriptors freed at the client's reset", || async {
+        (fds(&sy) + 2 <= during).then_some(())
+    })
+    .await;
+    let failures = sy
+        .metric(
+            "switchyard_backend_connect_failures_total",
+            &[&format!("127.0.0.1:{}", stuck.port())],
+        )
+        .await;
+    assert_eq!(failures, 0.0, "the abandoned connect was charged");
+    drop(queued);
+}

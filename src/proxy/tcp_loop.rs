@@ -419,6 +419,11 @@ impl Loop {
     /// The backend answered: the PROXY header goes first, then the relay begins.
     fn connected(&mut self, index: usize) {
         let Some(conn) = self.conn(index) else { return };
+        if conn.client.failed {
+            // The client reset in the same batch of events: nothing goes to the backend.
+            self.finish(index, End::ClientFailed);
+            return;
+        }
         let Phase::Connecting {
             snapshot,
             backend,
@@ -538,8 +543,12 @@ impl Loop {
             } else if events & libc::EPOLLOUT as u32 != 0 {
                 self.connected(index);
             }
+        } else if sock.failed {
+            // The client reset while its backend connect is under way: the connect is given
+            // up (charged to no backend) before the backend is sent anything.
+            self.finish(index, End::ClientFailed);
         }
-        // (The client's news while connecting waits until the relay begins.)
+        // (The client's other news while connecting — bytes, a FIN — waits for the relay.)
     }
 
     /// Runs the timers due by `now`.
