@@ -305,7 +305,7 @@ impl DnsServer {
                         limit,
                         edns,
                     } => {
-                        let (query, client) = (&*slot.query, slot.peer());
+                        let (query, client) = (slot.query, slot.peer());
                         let relayed = Relayed {
                             name,
                             qtype,
