@@ -178,7 +178,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     planes.control.spawn(admin.serve(admin_listener));
     planes.control.spawn(history.run(store.clone()));
 
-    start_dns(&config, &ctx)?;
+    let dns = start_dns(&config, &ctx)?;
     let (events_rx, refetch_tx) = start_source(&config, &planes, &metrics, &resync)?;
 
     // The control plane: compile and publish, health checks, reloads.
@@ -220,6 +220,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
         ctx: ctx.clone(),
         commands: commands_tx,
         metrics: metrics.clone(),
+        dns,
     };
     planes.control.spawn(reloader.run(reload_rx));
     if options.demo {
@@ -426,11 +427,14 @@ fn admin_token(config: &Config) -> Result<Option<String>, String> {
 
 /// DNS on `dns.listen`: the UDP loop on its own thread, TCP on the data plane; both open once
 /// this process serves (after an upgrade's handover). Its metric families exist whether DNS is
-/// on or not, like every other family.
-fn start_dns(config: &Config, ctx: &Arc<Context>) -> Result<(), String> {
+/// on or not, like every other family. The server, for reloads to tell it the zones served.
+fn start_dns(
+    config: &Config,
+    ctx: &Arc<Context>,
+) -> Result<Option<Arc<dns::server::DnsServer>>, String> {
     let dns_metrics = dns::server::DnsMetrics::registered(&ctx.metrics);
     let (Some(listen), Some(zone)) = (config.dns.listen, config.zone_config()) else {
-        return Ok(());
+        return Ok(None);
     };
     let (udp, tcp, bound) = bind_dns(listen)?;
     let udp = Arc::new(udp);
@@ -446,6 +450,9 @@ fn start_dns(config: &Config, ctx: &Arc<Context>) -> Result<(), String> {
             recursion: config.dns.allow_recursion()?,
             rrl: config.dns.rrl.settings()?,
             zone_resolvers: config.dns.zone_resolvers(config.vip.enabled)?,
+            tcp_idle_timeout: config.dns.tcp_idle_timeout,
+            tcp_connections_per_client: config.dns.tcp_connections_per_client,
+            forwards_per_client: config.dns.forwards_per_client,
         },
     ));
     let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
@@ -457,12 +464,12 @@ fn start_dns(config: &Config, ctx: &Arc<Context>) -> Result<(), String> {
             udp_server.serve_udp(udp, runtime)
         })
         .map_err(|e| format!("dns thread: {e}"))?;
-    let gate = ctx.clone();
+    let (gate, tcp_server) = (ctx.clone(), server.clone());
     tokio::spawn(async move {
         gate.serving.wait().await;
-        server.serve_tcp(tcp).await
+        tcp_server.serve_tcp(tcp).await
     });
-    Ok(())
+    Ok(Some(server))
 }
 
 /// The cluster's source (the file, or Marathon) on the control plane; its events, and the

@@ -70,6 +70,19 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
         ),
         ("dns.rrl", true, format!("{:?}", c.dns.rrl)),
         (
+            "dns.tcp",
+            true,
+            format!(
+                "{:?}",
+                (c.dns.tcp_idle_timeout, c.dns.tcp_connections_per_client)
+            ),
+        ),
+        (
+            "dns.forwards_per_client",
+            true,
+            format!("{:?}", c.dns.forwards_per_client),
+        ),
+        (
             "dns.zone_resolvers",
             true,
             format!("{:?}", c.dns.zone_resolvers),
@@ -143,6 +156,8 @@ pub struct Reloader {
     pub ctx: Arc<Context>,
     pub commands: mpsc::Sender<Command>,
     pub metrics: Arc<Metrics>,
+    /// The DNS server, when on: told the zones a new configuration serves.
+    pub dns: Option<Arc<crate::dns::server::DnsServer>>,
 }
 
 impl Reloader {
@@ -213,9 +228,16 @@ impl Reloader {
         effective.admin = self.started.admin.clone();
         effective.relay = self.started.relay.clone();
         let (reply, done) = oneshot::channel();
+        let zone = effective.zone_config();
+        // The served zones follow the configuration at once, before the table that builds
+        // their contents: from here their names are never relayed (SERVFAIL until built). Like
+        // the proxy settings above, kept if the table is late: the reconciler applies it then.
+        if let (Some(dns), Some(zone)) = (&self.dns, &zone) {
+            dns.serve_zones(zone);
+        }
         let command = Command::Reconfigure {
             compile: Box::new(effective.compile_config()),
-            zone: effective.zone_config(),
+            zone,
             drain_timeout: new.proxy.drain_timeout,
             reply,
         };

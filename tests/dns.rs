@@ -472,11 +472,11 @@ async fn big_relayed_answers_are_truncated_to_what_the_client_takes() {
         assert_eq!(m.queries[0].name().to_ascii(), name);
         assert_eq!(m.edns.is_some(), edns.is_some());
     }
-    // A client that takes it all gets all of it (more than 4096 bytes), as does TCP.
+    // A client that claims to take more still gets at most 4096 bytes over UDP (as any other
+    // UDP answer); TCP gets all of it.
     let (m, size) = udp(s.dns, name, RecordType::A, Some(65535)).await;
-    assert!(size > 4096, "{size}");
-    assert!(!m.metadata.truncation);
-    assert_eq!(m.answers.len(), 300);
+    assert!(size <= 4096, "{size}");
+    assert!(m.metadata.truncation);
     let m = tcp(s.dns, name, RecordType::A).await;
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 300);
@@ -502,10 +502,35 @@ async fn other_names_are_forwarded_refused_or_servfail() {
     assert_eq!(ips(&m.answers), vec!["192.0.2.1"]);
     let (m, _) = udp(s.dns, "nothere.marathon.mesos.", RecordType::A, None).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // A query that does not ask for recursion (RD clear) is not relayed: REFUSED, as an
+    // authoritative server answers it.
+    let mut q = message("norecurse.example.", RecordType::A, None);
+    q.metadata.recursion_desired = false;
+    let m = Message::from_vec(&udp_raw(s.dns, &q.to_vec().unwrap()).await).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(
+        tcp_message(s.dns, &q).await.metadata.response_code,
+        ResponseCode::Refused
+    );
+    let m = Message::from_vec(
+        &udp_raw(s.dns, &{
+            let mut q = message("api-prod.marathon.mesos.", RecordType::A, None);
+            q.metadata.recursion_desired = false;
+            q.to_vec().unwrap()
+        })
+        .await,
+    )
+    .unwrap();
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1"], "the zone answers it");
+
     let seen = names(&seen);
     assert!(
         seen.iter().all(|n| !n.ends_with("mesos.")),
         "the served zone is never forwarded: {seen:?}"
+    );
+    assert!(
+        !seen.contains(&"norecurse.example.".to_string()),
+        "a query without RD is never forwarded: {seen:?}"
     );
     assert!(s.sy.metric("switchyard_dns_forwarded_total", &[]).await >= 2.0);
     assert!(
@@ -1504,4 +1529,158 @@ async fn zone_resolvers_take_their_suffixes_longest_first() {
     let (m, _) = udp(acl.dns, "b.corp.example.", RecordType::A, None).await;
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     assert!(!names(&corp_seen).contains(&"b.corp.example.".to_string()));
+}
+
+/// A TCP connection to `server` from `source` (a loopback address: another client).
+async fn tcp_from(source: &str, server: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Sends `query` framed on `stream` and reads the answer; `None` when the connection is
+/// closed (or reset) instead.
+async fn ask_on(stream: &mut TcpStream, query: &Message) -> Option<Message> {
+    let packet = query.to_vec().unwrap();
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&packet);
+    stream.write_all(&framed).await.ok()?;
+    let len = tokio::time::timeout(DEADLINE, stream.read_u16())
+        .await
+        .expect("an answer or a close")
+        .ok()?;
+    let mut reply = vec![0u8; len as usize];
+    stream.read_exact(&mut reply).await.ok()?;
+    Some(Message::from_vec(&reply).unwrap())
+}
+
+/// A client holding its share of TCP connections gets no more, and other clients are not
+/// affected: its next connection is closed unanswered, another address's is served.
+#[tokio::test]
+async fn one_client_cannot_hold_more_than_its_tcp_connections() {
+    let s = setup(
+        "dns-tcp-per-client",
+        vec![api_app(1)],
+        "tcp_connections_per_client = 2",
+    )
+    .await;
+    let q = message("api-prod.marathon.mesos.", RecordType::A, None);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tcp_from("127.0.0.1", s.dns).await;
+        assert!(ask_on(&mut stream, &q).await.is_some(), "within its share");
+        held.push(stream);
+    }
+    let mut over = tcp_from("127.0.0.1", s.dns).await;
+    assert!(
+        ask_on(&mut over, &q).await.is_none(),
+        "a third connection is closed unanswered"
+    );
+    let mut other = tcp_from("127.0.0.2", s.dns).await;
+    let m = ask_on(&mut other, &q)
+        .await
+        .expect("another client is served");
+    assert_eq!(ips(&m.answers), vec!["127.0.0.1"]);
+    // The held connections still work, and once one closes the client gets one again.
+    assert!(ask_on(&mut held[0], &q).await.is_some());
+    drop(held.pop());
+    let mut again = wait_for("a connection within the share again", || async {
+        let mut stream = tcp_from("127.0.0.1", s.dns).await;
+        ask_on(&mut stream, &q).await.map(|_| stream)
+    })
+    .await;
+    assert!(ask_on(&mut again, &q).await.is_some());
+    assert!(
+        s.sy.metric("switchyard_dns_tcp_refused_total", &["limit=\"client\""])
+            .await
+            >= 1.0
+    );
+}
+
+/// A client that sends queries and never reads the answers loses its connection once an answer
+/// has waited `dns.tcp_idle_timeout` to be taken, instead of holding it (and a slot) for ever.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_loses_the_connection() {
+    let s = setup(
+        "dns-tcp-write-deadline",
+        vec![api_app(100)],
+        "tcp_idle_timeout = \"500ms\"",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Small buffers: the kernel's room for unread answers fills fast.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(s.dns).await.unwrap();
+    let packet = message("api-prod.marathon.mesos.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let mut frames = Vec::new();
+    for _ in 0..50 {
+        frames.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+        frames.extend_from_slice(&packet);
+    }
+    // Queries (about 1.7 KB of answer each) until the writes stall, then until the server
+    // closes the connection (a write fails: it reset the connection with queries unread).
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let write = tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                stream.write_all(&frames),
+            );
+            if let Ok(Err(_)) = write.await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection is still open");
+    assert!(s.sy.metric("switchyard_dns_tcp_timeouts_total", &[]).await >= 1.0);
+}
+
+/// A client's queries being relayed at once are capped: past its share its queries for other
+/// names get SERVFAIL at once, while another client's are still relayed.
+#[tokio::test]
+async fn one_client_cannot_take_every_relay_slot() {
+    // An upstream that takes queries and never answers.
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s = setup(
+        "dns-forward-share",
+        vec![],
+        &format!(
+            "upstreams = [\"{}\"]\nupstream_timeout = \"60s\"\nforwards_per_client = 3",
+            upstream.local_addr().unwrap()
+        ),
+    )
+    .await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..3 {
+        let q = message(&format!("slow{i}.example."), RecordType::A, None);
+        client.send_to(&q.to_vec().unwrap(), s.dns).await.unwrap();
+        // Relayed: the upstream has it.
+        tokio::time::timeout(DEADLINE, upstream.recv_from(&mut buf))
+            .await
+            .expect("relayed")
+            .unwrap();
+    }
+    let (m, _) = udp(s.dns, "one.more.example.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    let m = tcp(s.dns, "one.more.example.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    // Another client's query is relayed.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let q = message("other.example.", RecordType::A, None);
+    other.send_to(&q.to_vec().unwrap(), s.dns).await.unwrap();
+    let (n, _) = tokio::time::timeout(DEADLINE, upstream.recv_from(&mut buf))
+        .await
+        .expect("relayed")
+        .unwrap();
+    let relayed = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(relayed.queries[0].name().to_ascii(), "other.example.");
+    assert!(
+        s.sy.metric("switchyard_dns_forwards_shed_total", &["limit=\"client\""])
+            .await
+            >= 2.0
+    );
 }

@@ -34,6 +34,17 @@ pub struct Dns {
     /// Upstreams per domain suffix (Mesos-DNS's `zoneResolvers`): names under a suffix are
     /// relayed to its upstreams instead of `upstreams`; the longest suffix wins.
     pub zone_resolvers: std::collections::BTreeMap<String, Vec<SocketAddr>>,
+    /// On a TCP connection, a query must arrive whole within this of the moment it is waited
+    /// for (the connection's opening, or the previous answer sent), and an answer be taken by
+    /// the client within as long; else the connection is closed.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    /// TCP connections one client (an address; IPv6 by its /64) holds open at once; past
+    /// them its new connections are closed at once.
+    pub tcp_connections_per_client: usize,
+    /// Queries of one client (as above) being relayed to upstreams at once; past them its
+    /// queries for other names get SERVFAIL at once.
+    pub forwards_per_client: usize,
 }
 
 /// `[dns.rrl]`: response rate limiting (see `crate::dns::rrl`).
@@ -136,6 +147,9 @@ impl Default for Dns {
             rrl: Rrl::default(),
             ptr: false,
             zone_resolvers: Default::default(),
+            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_connections_per_client: 16,
+            forwards_per_client: 64,
         }
     }
 }
@@ -161,6 +175,52 @@ impl Dns {
             .iter()
             .map(|c| Cidr::parse(c).map_err(|e| format!("dns.allow_recursion: {e}")))
             .collect()
+    }
+
+    /// The server's limits and where it relays to, checked: the timeouts and caps in range,
+    /// and no upstream that is switchyard's own DNS listener (a query relayed there would come
+    /// back to be relayed again, round and round).
+    pub(super) fn check_server(&self) -> Result<(), String> {
+        if self.upstream_timeout.is_zero() {
+            return Err("dns.upstream_timeout: must be > 0".into());
+        }
+        if self.tcp_idle_timeout < Duration::from_millis(10)
+            || self.tcp_idle_timeout > Duration::from_secs(3600)
+        {
+            return Err("dns.tcp_idle_timeout: between 10ms and 1h".into());
+        }
+        let (tcp, relays) = (
+            crate::dns::server::MAX_TCP_CONNECTIONS,
+            crate::dns::server::MAX_FORWARDS,
+        );
+        if !(1..=tcp).contains(&self.tcp_connections_per_client) {
+            return Err(format!(
+                "dns.tcp_connections_per_client: between 1 and {tcp}"
+            ));
+        }
+        if !(1..=relays).contains(&self.forwards_per_client) {
+            return Err(format!("dns.forwards_per_client: between 1 and {relays}"));
+        }
+        let Some(listen) = self.listen else {
+            return Ok(());
+        };
+        let resolvers = self
+            .zone_resolvers
+            .iter()
+            .flat_map(|(suffix, upstreams)| upstreams.iter().map(move |u| (Some(suffix), u)));
+        for (suffix, upstream) in self.upstreams.iter().map(|u| (None, u)).chain(resolvers) {
+            if is_own_listener(listen, *upstream) {
+                let key = match suffix {
+                    Some(suffix) => format!("dns.zone_resolvers.{suffix:?}"),
+                    None => "dns.upstreams".into(),
+                };
+                return Err(format!(
+                    "{key}: {upstream} is switchyard's own DNS listener (dns.listen {listen}): \
+                     a query relayed there would come back to be relayed again"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `zone_resolvers` as the server takes them: each suffix as a name, longest (most labels)
@@ -230,5 +290,32 @@ impl Dns {
                 ttl: self.healthy_ttl,
             },
         })
+    }
+}
+
+/// Whether a query sent to `upstream` reaches the DNS listener on `listen`: the same port,
+/// and the same address, or, for a wildcard listener (`0.0.0.0`, `::`, which takes both
+/// families), any address of this host (loopback, the wildcard itself, or an address a socket
+/// can bind here).
+fn is_own_listener(listen: SocketAddr, upstream: SocketAddr) -> bool {
+    if listen.port() == 0 || listen.port() != upstream.port() {
+        return false;
+    }
+    let (listen_ip, ip) = (listen.ip().to_canonical(), upstream.ip().to_canonical());
+    if listen_ip == ip {
+        return true;
+    }
+    // A wildcard upstream is this host, as is a loopback one.
+    let local = |ip: std::net::IpAddr| {
+        ip.is_unspecified()
+            || ip.is_loopback()
+            || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    };
+    match listen.ip() {
+        // `::` takes IPv4 too (a dual-stack socket).
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => local(ip),
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => ip.is_ipv4() && local(ip),
+        // A specific address: a wildcard upstream reaches it on this host.
+        _ => ip.is_unspecified() && ip.is_ipv4() == listen_ip.is_ipv4(),
     }
 }

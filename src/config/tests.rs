@@ -177,6 +177,81 @@ fn rrl_and_zone_resolvers() {
 }
 
 #[test]
+fn an_upstream_that_is_our_own_dns_listener_is_refused() {
+    let base = Path::new(".");
+    let parse = |listen: &str, upstreams: &str| {
+        Config::parse(
+            &format!("[discovery]\nfile = \"a.json\"\n[dns]\nlisten = \"{listen}\"\n{upstreams}"),
+            base,
+        )
+    };
+    let ours = |listen: &str, upstream: &str| {
+        let err = parse(listen, &format!("upstreams = [\"{upstream}\"]"));
+        err.is_err_and(|e| e.contains("dns.upstreams") && e.contains("own DNS listener"))
+    };
+    for (listen, upstream) in [
+        ("127.0.0.1:5353", "127.0.0.1:5353"),
+        ("0.0.0.0:5353", "127.0.0.1:5353"),
+        ("0.0.0.0:5353", "127.0.0.53:5353"),
+        ("0.0.0.0:5353", "0.0.0.0:5353"),
+        ("127.0.0.1:5353", "0.0.0.0:5353"),
+        ("[::]:5353", "127.0.0.1:5353"),
+        ("[::]:5353", "[::1]:5353"),
+        ("[::]:5353", "[::ffff:127.0.0.1]:5353"),
+        ("[::1]:5353", "[::1]:5353"),
+    ] {
+        assert!(ours(listen, upstream), "{listen} <- {upstream}");
+    }
+    for (listen, upstream) in [
+        ("127.0.0.1:5353", "127.0.0.1:53"),
+        ("127.0.0.1:5353", "127.0.0.2:5353"),
+        ("0.0.0.0:5353", "[::1]:5353"),
+        ("0.0.0.0:5353", "192.0.2.1:5353"),
+    ] {
+        parse(listen, &format!("upstreams = [\"{upstream}\"]"))
+            .unwrap_or_else(|e| panic!("{listen} <- {upstream}: {e}"));
+    }
+    let err = parse(
+        "0.0.0.0:5353",
+        "[dns.zone_resolvers]\n\"example.com\" = [\"192.0.2.1:53\", \"127.0.0.1:5353\"]",
+    )
+    .unwrap_err();
+    assert!(err.contains("dns.zone_resolvers"), "{err}");
+}
+
+#[test]
+fn dns_tcp_and_relay_limits_are_checked() {
+    let base = Path::new(".");
+    let parse = |dns: &str| {
+        Config::parse(
+            &format!("[discovery]\nfile = \"a.json\"\n[dns]\n{dns}"),
+            base,
+        )
+    };
+    let config = parse("").unwrap();
+    assert_eq!(config.dns.tcp_idle_timeout, Duration::from_secs(10));
+    assert_eq!(config.dns.tcp_connections_per_client, 16);
+    assert_eq!(config.dns.forwards_per_client, 64);
+    for (bad, key) in [
+        ("tcp_idle_timeout = \"0s\"", "dns.tcp_idle_timeout"),
+        ("tcp_idle_timeout = \"2h\"", "dns.tcp_idle_timeout"),
+        (
+            "tcp_connections_per_client = 0",
+            "dns.tcp_connections_per_client",
+        ),
+        (
+            "tcp_connections_per_client = 1025",
+            "dns.tcp_connections_per_client",
+        ),
+        ("forwards_per_client = 0", "dns.forwards_per_client"),
+        ("forwards_per_client = 513", "dns.forwards_per_client"),
+    ] {
+        let err = parse(bad).unwrap_err();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn group_is_one_or_several() {
     // marathon_lb.py: parser.add_argument("--group", help="[required] Only generate config
     // for apps which list the specified names. Use '*' to match all groups, including

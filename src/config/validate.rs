@@ -242,9 +242,7 @@ impl Config {
                 self.dns.domain
             ));
         }
-        if self.dns.upstream_timeout.is_zero() {
-            return Err("dns.upstream_timeout: must be > 0".into());
-        }
+        self.dns.check_server()?;
         self.dns.allow_recursion()?;
         self.dns.rrl.settings()?;
         self.dns.zone_resolvers(self.vip.enabled)?;

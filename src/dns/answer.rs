@@ -22,9 +22,9 @@ pub enum Transport {
 pub enum Outcome {
     /// Send these bytes back.
     Reply(Reply),
-    /// Not in a served zone, and recursion is available to the client: relay the query to the
-    /// upstreams. `limit` is the largest reply the client takes (UDP: 512, or its EDNS0 size;
-    /// TCP: 65535).
+    /// Not in a served zone, recursion is available to the client and it asked for it (RD):
+    /// relay the query to the upstreams. `limit` is the largest reply the client takes (UDP:
+    /// 512, or its EDNS0 size up to [`MAX_UDP_PAYLOAD`]; TCP: 65535).
     Forward {
         /// The name asked, for the upstreams of its zone (`dns.zone_resolvers`).
         name: LowerName,
@@ -47,7 +47,8 @@ pub struct Reply {
 
 /// Answers `packet` from `zone`. `recursion` says whether recursion is available to this
 /// client (upstreams configured, and the client in `dns.allow_recursion`): other names are
-/// relayed (`Outcome::Forward`) only then, REFUSED otherwise, and RA says so on every answer.
+/// relayed (`Outcome::Forward`) only then, and only when the query asks for it (RD), REFUSED
+/// otherwise, and RA says so on every answer.
 /// Names in the zones `zone` serves are never forwarded: before the first zone is built, the
 /// server passes [`Zone::pending`], whose names are answered SERVFAIL.
 pub fn answer(
@@ -96,11 +97,14 @@ pub fn answer(
     }
     let name = LowerName::new(query.name());
     let Some((zone, soa)) = zone.and_then(|z| Some((z, z.soa_for(&name)?.clone()))) else {
-        if recursion {
-            let limit = match (transport, &request.edns) {
-                (Transport::Udp, Some(edns)) => edns.max_payload().max(512) as usize,
-                (Transport::Udp, None) => 512,
-                (Transport::Tcp, _) => u16::MAX as usize,
+        // Relayed only when the client asks for recursion (RD): a non-recursive query for a
+        // name outside the served zones gets REFUSED, as from an authoritative server.
+        if recursion && request.metadata.recursion_desired {
+            // A relayed answer fits what any other UDP answer fits (512, or the client's
+            // EDNS0 size up to MAX_UDP_PAYLOAD), not whatever size the client claims.
+            let limit = match transport {
+                Transport::Udp => udp_limit(&request),
+                Transport::Tcp => u16::MAX as usize,
             };
             let edns = request.edns.as_ref().map(|e| e.flags().dnssec_ok);
             return Outcome::Forward {

@@ -225,6 +225,46 @@ fn other_zones_are_forwarded_or_refused() {
 }
 
 #[test]
+fn a_query_without_rd_is_refused_not_forwarded() {
+    let z = zone(1);
+    let mut q = crate::zone::fixtures::query("example.com.", RecordType::A, None);
+    q.metadata.recursion_desired = false;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (m, _) = reply(answer(Some(&z), &q.to_vec().unwrap(), transport, true));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.recursion_desired && m.metadata.recursion_available);
+    }
+    // The served zone answers it as ever.
+    let mut q = crate::zone::fixtures::query("api-prod.marathon.mesos.", RecordType::SRV, None);
+    q.metadata.recursion_desired = false;
+    let (m, _) = reply(answer(Some(&z), &q.to_vec().unwrap(), Transport::Udp, true));
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+}
+
+#[test]
+fn a_relayed_answer_fits_the_clients_udp_size_up_to_4096() {
+    let z = zone(1);
+    for (edns, limit) in [
+        (None, 512),
+        (Some(100), 512),
+        (Some(1232), 1232),
+        (Some(4096), 4096),
+        (Some(65535), 4096),
+    ] {
+        let q = query("example.com.", RecordType::A, edns);
+        let Outcome::Forward { limit: got, .. } = answer(Some(&z), &q, Transport::Udp, true) else {
+            panic!("forwarded");
+        };
+        assert_eq!(got, limit, "{edns:?}");
+    }
+    let q = query("example.com.", RecordType::A, Some(1232));
+    let Outcome::Forward { limit, .. } = answer(Some(&z), &q, Transport::Tcp, true) else {
+        panic!("forwarded");
+    };
+    assert_eq!(limit, 65535);
+}
+
+#[test]
 fn served_zones_are_servfail_until_live_and_never_forwarded() {
     let config = crate::zone::ZoneConfig {
         domain: "mesos".into(),

@@ -7,6 +7,8 @@ pub mod answer;
 pub mod edns;
 pub mod fast;
 pub mod http_api;
+pub mod limits;
+pub mod relay;
 pub mod rrl;
 pub mod server;
 pub mod udp_batch;

@@ -1,10 +1,18 @@
 //! The DNS listeners: UDP and TCP on one address. Each query loads the table once and is
 //! answered inline; queries for other zones are relayed to the upstreams (in turn, each with a
 //! timeout) in their own bounded tasks, so a slow upstream never stalls the zone's answers.
+//!
+//! What a client can hold is bounded, in total and per client (see [`limits`]): TCP connections
+//! (each read and write under `dns.tcp_idle_timeout`, so a client that trickles its queries or
+//! never reads its answers loses the connection), and relayed queries in flight.
+//!
+//! [`limits`]: super::limits
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, RecordType};
@@ -12,26 +20,33 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
 use super::fast;
+use super::limits::{Over, Share, Shares};
+use super::relay::{self, OwnSockets};
 use super::rrl;
 use super::udp_batch::Batch;
 use crate::routing::cidr::Cidr;
-use crate::snapshot::Store;
-use crate::zone::Zone;
+use crate::snapshot::{Snapshot, Store};
+use crate::zone::{Zone, ZoneConfig};
 
-/// Forwarded queries in flight at once; past this, SERVFAIL at once.
-const MAX_FORWARDS: usize = 512;
-const MAX_TCP_CONNECTIONS: usize = 1024;
-const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Relayed queries in flight at once, over both transports; past this, SERVFAIL at once.
+pub const MAX_FORWARDS: usize = 512;
+/// TCP connections open at once; past this, a new one is closed at once.
+pub const MAX_TCP_CONNECTIONS: usize = 1024;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     pub qtype: &'static str,
     pub rcode: &'static str,
+}
+
+/// Which cap turned something away: `total` (every slot taken) or `client` (its share).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
 }
 
 pub struct DnsMetrics {
@@ -42,6 +57,15 @@ pub struct DnsMetrics {
     /// UDP answers dropped, and sent truncated (slipped), by response rate limiting.
     pub rrl_dropped: Counter,
     pub rrl_slipped: Counter,
+    /// TCP connections closed at once, unanswered, by which cap.
+    pub tcp_refused: Family<LimitLabels, Counter>,
+    /// TCP connections closed because a query did not arrive whole, or an answer was not
+    /// taken, within `dns.tcp_idle_timeout`.
+    pub tcp_timeouts: Counter,
+    /// Queries not relayed but answered SERVFAIL at once, by which cap.
+    pub forwards_shed: Family<LimitLabels, Counter>,
+    /// Queries that came from one of our own relay sockets (a forwarding loop): SERVFAIL.
+    pub forward_loops: Counter,
     /// `queries` resolved for every (type, rcode) pair, so counting a query takes no lock.
     by_kind: Vec<Counter>,
 }
@@ -58,15 +82,28 @@ impl Default for DnsMetrics {
             })
             .map(|labels| queries.get_or_create(&labels).clone())
             .collect();
-        DnsMetrics {
+        let metrics = DnsMetrics {
             queries,
             truncated: Counter::default(),
             forwarded: Counter::default(),
             upstream_failures: Counter::default(),
             rrl_dropped: Counter::default(),
             rrl_slipped: Counter::default(),
+            tcp_refused: Family::default(),
+            tcp_timeouts: Counter::default(),
+            forwards_shed: Family::default(),
+            forward_loops: Counter::default(),
             by_kind,
+        };
+        // Both series of each limit family exist from the start, at 0.
+        for over in [Over::Total, Over::Client] {
+            let labels = LimitLabels {
+                limit: over.label(),
+            };
+            let _ = metrics.tcp_refused.get_or_create(&labels).get();
+            let _ = metrics.forwards_shed.get_or_create(&labels).get();
         }
+        metrics
     }
 }
 
@@ -104,7 +141,36 @@ impl DnsMetrics {
             "UDP answers sent truncated (TC) by response rate limiting (dns.rrl)",
             dns.rrl_slipped.clone(),
         );
+        metrics.register(
+            "dns_tcp_refused",
+            "TCP connections closed at once, unanswered: every slot taken (limit=total) or the client's share (limit=client, dns.tcp_connections_per_client)",
+            dns.tcp_refused.clone(),
+        );
+        metrics.register(
+            "dns_tcp_timeouts",
+            "TCP connections closed because a query did not arrive whole, or an answer was not taken, within dns.tcp_idle_timeout",
+            dns.tcp_timeouts.clone(),
+        );
+        metrics.register(
+            "dns_forwards_shed",
+            "Queries answered SERVFAIL at once instead of relayed: every relay slot taken (limit=total) or the client's share (limit=client, dns.forwards_per_client)",
+            dns.forwards_shed.clone(),
+        );
+        metrics.register(
+            "dns_forward_loops",
+            "Queries that came from switchyard's own relay socket (a forwarding loop): SERVFAIL, not relayed again",
+            dns.forward_loops.clone(),
+        );
         dns
+    }
+
+    /// Counts a TCP connection or a relayed query turned away by `over`.
+    fn refused(&self, family: &Family<LimitLabels, Counter>, over: Over) {
+        family
+            .get_or_create(&LimitLabels {
+                limit: over.label(),
+            })
+            .inc();
     }
 
     fn query(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
@@ -113,7 +179,7 @@ impl DnsMetrics {
 }
 
 /// How the server answers beyond the zone: relaying, who may recurse, rate limiting.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
@@ -123,6 +189,13 @@ pub struct Settings {
     pub rrl: Option<rrl::Settings>,
     /// Upstreams per domain suffix (`dns.zone_resolvers`), longest suffix first.
     pub zone_resolvers: Vec<(LowerName, Vec<SocketAddr>)>,
+    /// A query must arrive whole, and an answer be taken, within this on a TCP connection
+    /// (`dns.tcp_idle_timeout`).
+    pub tcp_idle_timeout: Duration,
+    /// TCP connections one client holds at once (`dns.tcp_connections_per_client`).
+    pub tcp_connections_per_client: usize,
+    /// Relayed queries of one client in flight at once (`dns.forwards_per_client`).
+    pub forwards_per_client: usize,
 }
 
 pub struct DnsServer {
@@ -130,14 +203,19 @@ pub struct DnsServer {
     pub metrics: Arc<DnsMetrics>,
     pub upstreams: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
-    /// The served zones, empty, until the first zone is live: their names get SERVFAIL.
-    pending: Zone,
+    /// The zones the configuration serves, empty and not live: answered (SERVFAIL) until the
+    /// first zone is, and never relayed, also while a reload's new zones are being built
+    /// (replaced by [`DnsServer::serve_zones`]).
+    pending: ArcSwap<Zone>,
     /// Clients whose queries for other names are relayed (`dns.allow_recursion`).
     recursion: Vec<Cidr>,
     rrl: Option<rrl::Settings>,
     zone_resolvers: Vec<(LowerName, Vec<SocketAddr>)>,
-    forwards: Arc<Semaphore>,
-    tcp_connections: Arc<Semaphore>,
+    forwards: Shares,
+    tcp_connections: Shares,
+    tcp_idle_timeout: Duration,
+    /// Our relay sockets' addresses: a query from one is ours, come back round a loop.
+    own: OwnSockets,
 }
 
 impl DnsServer {
@@ -150,15 +228,23 @@ impl DnsServer {
         DnsServer {
             store,
             metrics,
-            pending,
+            pending: ArcSwap::from_pointee(pending),
             recursion: settings.recursion,
             upstreams: settings.upstreams,
             upstream_timeout: settings.upstream_timeout,
             rrl: settings.rrl,
             zone_resolvers: settings.zone_resolvers,
-            forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
-            tcp_connections: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            forwards: Shares::new(MAX_FORWARDS, settings.forwards_per_client),
+            tcp_connections: Shares::new(MAX_TCP_CONNECTIONS, settings.tcp_connections_per_client),
+            tcp_idle_timeout: settings.tcp_idle_timeout,
+            own: OwnSockets::default(),
         }
+    }
+
+    /// The zones a reloaded configuration serves: their names are never relayed from now on,
+    /// and answer SERVFAIL until a zone holding them is live.
+    pub fn serve_zones(&self, config: &ZoneConfig) {
+        self.pending.store(Arc::new(Zone::pending(config)));
     }
 
     /// The UDP loop, on a thread of its own with a blocking socket: under load every `recv`
@@ -187,8 +273,9 @@ impl DnsServer {
                     continue;
                 }
             };
-            // One table for the queries that came together.
+            // One table (and one set of served zones) for the queries that came together.
             let snapshot = self.store.load();
+            let pending = self.pending.load();
             for i in 0..n {
                 let slot = batch.slot(i);
                 // Recursion available to this client (RA): the sender's address is read only
@@ -202,7 +289,7 @@ impl DnsServer {
                     continue;
                 }
                 let outcome = answer::answer(
-                    Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
+                    Some(snapshot.dns.as_deref().unwrap_or(&pending)),
                     slot.query,
                     Transport::Udp,
                     recursion,
@@ -218,38 +305,45 @@ impl DnsServer {
                         limit,
                         edns,
                     } => {
-                        if self.route(&name).is_none() {
-                            // No upstream for this name (only zone resolvers, none of its).
-                            *slot.reply = self.refuse(&snapshot, slot.query, Transport::Udp);
-                            continue;
-                        }
-                        let relay = Relayed {
+                        let (query, client) = (slot.query, slot.peer());
+                        let relayed = Relayed {
                             name,
                             qtype,
                             limit,
                             edns,
                         };
-                        let sender = slot.sender();
-                        let packet = slot.query.to_vec();
-                        let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
-                            self.fail(&packet, qtype, |bytes| *slot.reply = bytes);
-                            continue;
+                        let admitted = self.admit(
+                            &snapshot,
+                            &pending,
+                            query,
+                            &relayed,
+                            client,
+                            Transport::Udp,
+                        );
+                        let share = match admitted {
+                            Ok(share) => share,
+                            Err(bytes) => {
+                                *slot.reply = bytes;
+                                continue;
+                            }
                         };
+                        let sender = slot.sender();
+                        let packet = query.to_vec();
                         let (server, socket) = (self.clone(), socket.clone());
                         runtime.spawn(async move {
                             if let Some(bytes) =
-                                server.forward(&packet, relay, Transport::Udp).await
+                                server.forward(&packet, relayed, Transport::Udp).await
                             {
                                 // A UDP send does not block on a socket that is not full.
                                 let _ = sender.send(&socket, &bytes);
                             }
-                            drop(permit);
+                            drop(share);
                         });
                     }
                     Outcome::Drop => {}
                 }
             }
-            drop(snapshot);
+            drop((snapshot, pending));
             if let Some(table) = &mut rrl {
                 self.rate_limit(table, &mut batch, n);
             }
@@ -263,66 +357,45 @@ impl DnsServer {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Ok(permit) = self.tcp_connections.clone().try_acquire_owned() else {
-                continue; // over the limit: the connection is closed as it drops
+            let share = match self.tcp_connections.take(client.ip()) {
+                Ok(share) => share,
+                Err(over) => {
+                    // Closed as it drops: the others' connections go on.
+                    self.metrics.refused(&self.metrics.tcp_refused, over);
+                    continue;
+                }
             };
             let server = self.clone();
             tokio::spawn(async move {
                 server.tcp_connection(stream, client).await;
-                drop(permit);
+                drop(share);
             });
         }
     }
 
+    /// One TCP connection's queries, answered in turn. A query must arrive whole within
+    /// `tcp_idle_timeout` of the moment it is waited for (so a client trickling it a byte at a
+    /// time does not hold the connection longer), and its answer be taken within as long (a
+    /// client that never reads its answers does not hold it for ever).
     async fn tcp_connection(&self, mut stream: TcpStream, client: SocketAddr) {
         let recursion = self.relays() && self.may_recurse(client);
         loop {
-            let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
+            let deadline = tokio::time::Instant::now() + self.tcp_idle_timeout;
+            // No query begun when the time is up: the client is done with the connection.
+            let Ok(Ok(len)) = tokio::time::timeout_at(deadline, stream.read_u16()).await else {
                 return;
             };
             let mut packet = vec![0u8; len as usize];
-            if !matches!(
-                tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await,
-                Ok(Ok(_))
-            ) {
-                return;
+            match tokio::time::timeout_at(deadline, stream.read_exact(&mut packet)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    self.metrics.tcp_timeouts.inc();
+                    return;
+                }
             }
-            let outcome = {
-                let snapshot = self.store.load();
-                answer::answer(
-                    Some(snapshot.dns.as_deref().unwrap_or(&self.pending)),
-                    &packet,
-                    Transport::Tcp,
-                    recursion,
-                )
-            };
-            let bytes = match outcome {
-                Outcome::Reply(reply) => {
-                    self.count(&reply);
-                    reply.bytes
-                }
-                Outcome::Forward {
-                    name,
-                    qtype,
-                    limit,
-                    edns,
-                } => {
-                    if self.route(&name).is_none() {
-                        self.refuse(&self.store.load(), &packet, Transport::Tcp)
-                    } else {
-                        let relay = Relayed {
-                            name,
-                            qtype,
-                            limit,
-                            edns,
-                        };
-                        match self.forward(&packet, relay, Transport::Tcp).await {
-                            Some(bytes) => bytes,
-                            None => return,
-                        }
-                    }
-                }
-                Outcome::Drop => return,
+            let Some(bytes) = self.tcp_answer(&packet, client, recursion).await else {
+                return;
             };
             let Ok(len) = u16::try_from(bytes.len()) else {
                 return;
@@ -330,10 +403,100 @@ impl DnsServer {
             let mut framed = Vec::with_capacity(bytes.len() + 2);
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&bytes);
-            if stream.write_all(&framed).await.is_err() {
-                return;
+            match tokio::time::timeout(self.tcp_idle_timeout, stream.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    self.metrics.tcp_timeouts.inc();
+                    return;
+                }
             }
         }
+    }
+
+    /// The answer to one query over TCP, relayed or not; `None`: close the connection.
+    async fn tcp_answer(
+        &self,
+        packet: &[u8],
+        client: SocketAddr,
+        recursion: bool,
+    ) -> Option<Vec<u8>> {
+        let (admitted, relayed) = {
+            let (snapshot, pending) = (self.store.load(), self.pending.load());
+            let zone = snapshot.dns.as_deref().unwrap_or(&pending);
+            match answer::answer(Some(zone), packet, Transport::Tcp, recursion) {
+                Outcome::Reply(reply) => {
+                    self.count(&reply);
+                    return Some(reply.bytes).filter(|b| !b.is_empty());
+                }
+                Outcome::Forward {
+                    name,
+                    qtype,
+                    limit,
+                    edns,
+                } => {
+                    let relayed = Relayed {
+                        name,
+                        qtype,
+                        limit,
+                        edns,
+                    };
+                    let admitted = self.admit(
+                        &snapshot,
+                        &pending,
+                        packet,
+                        &relayed,
+                        Some(client),
+                        Transport::Tcp,
+                    );
+                    (admitted, relayed)
+                }
+                Outcome::Drop => return None,
+            }
+        };
+        match admitted {
+            Ok(share) => {
+                let bytes = self.forward(packet, relayed, Transport::Tcp).await;
+                drop(share);
+                bytes
+            }
+            Err(bytes) => Some(bytes).filter(|b| !b.is_empty()),
+        }
+    }
+
+    /// Whether a query that [`answer::answer`] would relay goes to the upstreams (`Ok`,
+    /// holding a share of the relay slots for its client) or is answered here (`Err`, the
+    /// answer): a name in the zones the configuration serves (a reload's, not built yet)
+    /// SERVFAIL, never relayed; a name no upstream takes REFUSED; a query from one of our own
+    /// relay sockets (a forwarding loop) SERVFAIL; past every relay slot, or the client's
+    /// share of them, SERVFAIL at once.
+    fn admit(
+        &self,
+        snapshot: &Snapshot,
+        pending: &Zone,
+        packet: &[u8],
+        relayed: &Relayed,
+        client: Option<SocketAddr>,
+        transport: Transport,
+    ) -> Result<Share, Vec<u8>> {
+        if pending.soa_for(&relayed.name).is_some() {
+            return Err(self.reply(answer::answer(Some(pending), packet, transport, true)));
+        }
+        if self.route(&relayed.name).is_none() {
+            // No upstream for this name (only zone resolvers, none of its).
+            let zone = snapshot.dns.as_deref().unwrap_or(pending);
+            return Err(self.reply(answer::answer(Some(zone), packet, transport, false)));
+        }
+        if client.is_some_and(|client| self.own.contains(client)) {
+            self.metrics.forward_loops.inc();
+            tracing::debug!(name = %relayed.name, "dns: a query from our own relay socket: a forwarding loop");
+            return Err(self.servfail(packet, relayed.qtype).unwrap_or_default());
+        }
+        let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.ip());
+        self.forwards.take(ip).map_err(|over| {
+            self.metrics.refused(&self.metrics.forwards_shed, over);
+            self.servfail(packet, relayed.qtype).unwrap_or_default()
+        })
     }
 
     /// Relays a query to the upstreams in turn, each under a random ID from a fresh socket,
@@ -347,13 +510,15 @@ impl DnsServer {
         transport: Transport,
     ) -> Option<Vec<u8>> {
         self.metrics.forwarded.inc();
-        let question = question_end(packet)?;
+        let question = relay::question_end(packet)?;
         for upstream in self.route(&relay.name).unwrap_or_default() {
             let mut query = packet.to_vec();
-            query[..2].copy_from_slice(&random_id().to_be_bytes());
+            query[..2].copy_from_slice(&relay::random_id().to_be_bytes());
             let attempt = match transport {
-                Transport::Udp => relay_udp(*upstream, &query, question),
-                Transport::Tcp => Box::pin(relay_tcp(*upstream, &query, question)) as _,
+                Transport::Udp => relay::relay_udp(&self.own, *upstream, &query, question),
+                Transport::Tcp => {
+                    Box::pin(relay::relay_tcp(&self.own, *upstream, &query, question)) as _
+                }
             };
             match tokio::time::timeout(self.upstream_timeout, attempt).await {
                 Ok(Ok(mut reply)) => {
@@ -377,9 +542,7 @@ impl DnsServer {
             }
             self.metrics.upstream_failures.inc();
         }
-        let mut reply = None;
-        self.fail(packet, relay.qtype, |bytes| reply = Some(bytes));
-        reply
+        self.servfail(packet, relay.qtype)
     }
 
     /// Applies response rate limiting to the batch's answers: each goes out, goes out cut to
@@ -425,15 +588,9 @@ impl DnsServer {
         (!upstreams.is_empty()).then_some(upstreams.as_slice())
     }
 
-    /// REFUSED for a name no upstream takes: the answer to a client without recursion.
-    fn refuse(
-        &self,
-        snapshot: &crate::snapshot::Snapshot,
-        packet: &[u8],
-        transport: Transport,
-    ) -> Vec<u8> {
-        let zone = snapshot.dns.as_deref().unwrap_or(&self.pending);
-        match answer::answer(Some(zone), packet, transport, false) {
+    /// The bytes of an answer, counted; empty for no answer.
+    fn reply(&self, outcome: Outcome) -> Vec<u8> {
+        match outcome {
             Outcome::Reply(reply) => {
                 self.count(&reply);
                 reply.bytes
@@ -448,11 +605,11 @@ impl DnsServer {
         self.recursion.iter().any(|block| block.contains(ip))
     }
 
-    fn fail(&self, packet: &[u8], qtype: RecordType, send: impl FnOnce(Vec<u8>)) {
-        if let Some(bytes) = answer::servfail(packet) {
-            self.metrics.query(Some(qtype), ResponseCode::ServFail);
-            send(bytes);
-        }
+    /// SERVFAIL for a query that was to be relayed, counted.
+    fn servfail(&self, packet: &[u8], qtype: RecordType) -> Option<Vec<u8>> {
+        let bytes = answer::servfail(packet)?;
+        self.metrics.query(Some(qtype), ResponseCode::ServFail);
+        Some(bytes)
     }
 
     fn count(&self, reply: &Reply) {
@@ -471,106 +628,6 @@ struct Relayed {
     limit: usize,
     /// `Some(DO bit)` when the client sent OPT.
     edns: Option<bool>,
-}
-
-type Relay<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<u8>>> + Send + 'a>>;
-
-/// The largest DNS message: what an upstream's UDP reply may be.
-const MAX_MESSAGE: usize = u16::MAX as usize;
-
-/// Sends `query` from a socket of its own (a port the kernel picks at random, connected: only
-/// the upstream's datagrams arrive) and waits for the reply to it; replies to another ID or
-/// question are ignored (late, or spoofed).
-fn relay_udp(upstream: SocketAddr, query: &[u8], question: usize) -> Relay<'_> {
-    Box::pin(async move {
-        let local: SocketAddr = if upstream.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(local).await?;
-        socket.connect(upstream).await?;
-        socket.send(query).await?;
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        loop {
-            let n = socket.recv(&mut buf).await?;
-            if answers(query, question, &buf[..n]) {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            tracing::debug!(%upstream, "ignored an upstream reply to another query");
-        }
-    })
-}
-
-async fn relay_tcp(
-    upstream: SocketAddr,
-    query: &[u8],
-    question: usize,
-) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(upstream).await?;
-    let len = u16::try_from(query.len()).map_err(std::io::Error::other)?;
-    let mut framed = Vec::with_capacity(query.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(query);
-    stream.write_all(&framed).await?;
-    loop {
-        let len = stream.read_u16().await?;
-        let mut reply = vec![0u8; len as usize];
-        stream.read_exact(&mut reply).await?;
-        if answers(query, question, &reply) {
-            return Ok(reply);
-        }
-        tracing::debug!(%upstream, "ignored an upstream reply to another query");
-    }
-}
-
-/// Whether `reply` answers `query`: a response, with its ID, and its one question (the name in
-/// any case: upstreams may echo a 0x20-randomised name as they got it). `question` is where the
-/// query's question ends.
-fn answers(query: &[u8], question: usize, reply: &[u8]) -> bool {
-    let name_end = question - 4;
-    reply.len() >= question
-        && reply[..2] == query[..2]
-        && reply[2] & 0x80 != 0
-        && reply[4..6] == [0, 1]
-        && reply[12..name_end].eq_ignore_ascii_case(&query[12..name_end])
-        && reply[name_end..question] == query[name_end..question]
-}
-
-/// Where the question of a one-question message ends (its name uncompressed, or ending in a
-/// pointer), or `None` when the message is shorter.
-fn question_end(packet: &[u8]) -> Option<usize> {
-    let mut at = 12;
-    loop {
-        let len = *packet.get(at)? as usize;
-        match len {
-            0 => {
-                at += 1;
-                break;
-            }
-            1..=63 => at += 1 + len,
-            _ if len & 0xc0 == 0xc0 => {
-                at += 2;
-                break;
-            }
-            _ => return None,
-        }
-    }
-    (packet.len() >= at + 4).then_some(at + 4)
-}
-
-/// A query ID no one off the path can guess (RFC 5452): from the kernel's random pool.
-fn random_id() -> u16 {
-    let mut id = [0u8; 2];
-    // SAFETY: the kernel writes at most two bytes into `id`.
-    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
-    if n == 2 {
-        u16::from_ne_bytes(id)
-    } else {
-        fastrand::u16(..)
-    }
 }
 
 const QTYPES: [&str; 12] = [
@@ -616,37 +673,150 @@ fn rcode_index(rcode: ResponseCode) -> usize {
 mod tests {
     use super::*;
     use crate::zone::fixtures::query;
+    use hickory_proto::op::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[test]
-    fn a_reply_answers_its_query_only() {
-        let q = query("Www.Example.com.", RecordType::A, Some(1232))
-            .to_vec()
-            .unwrap();
-        let end = question_end(&q).unwrap();
-        assert_eq!(&q[end..end + 3], &[0, 0, 41], "the OPT record follows");
-        let mut reply = q.clone();
-        reply[2] |= 0x80;
-        assert!(answers(&q, end, &reply));
-        // The name in another case (0x20) still answers it.
-        reply[13] = b'w';
-        assert!(answers(&q, end, &reply));
-        let mut other_id = reply.clone();
-        other_id[1] ^= 1;
-        let mut other_type = reply.clone();
-        other_type[end - 3] = 28;
-        let mut other_name = reply.clone();
-        other_name[14] = b'x';
-        let mut a_query = reply.clone();
-        a_query[2] &= 0x7f;
-        for bad in [
-            &other_id,
-            &other_type,
-            &other_name,
-            &a_query,
-            &reply[..end - 1].to_vec(),
-        ] {
-            assert!(!answers(&q, end, bad));
+    fn settings(upstreams: Vec<SocketAddr>) -> Settings {
+        Settings {
+            upstreams,
+            upstream_timeout: Duration::from_secs(5),
+            recursion: vec![Cidr::parse("127.0.0.0/8").unwrap()],
+            rrl: None,
+            zone_resolvers: Vec::new(),
+            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_connections_per_client: 16,
+            forwards_per_client: 64,
         }
+    }
+
+    /// UDP and TCP sockets on one loopback port.
+    async fn sockets() -> (std::net::UdpSocket, Arc<TcpListener>) {
+        loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
+                return (udp, Arc::new(tcp));
+            }
+        }
+    }
+
+    /// The server, serving UDP (on a thread of its own, as in `lib.rs`) and TCP on `sockets`.
+    fn start(
+        store: Arc<Store>,
+        pending: Zone,
+        settings: Settings,
+        (udp, tcp): (std::net::UdpSocket, Arc<TcpListener>),
+    ) -> Arc<DnsServer> {
+        let metrics = Arc::new(DnsMetrics::default());
+        let server = Arc::new(DnsServer::new(store, metrics, pending, settings));
+        let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());
+        std::thread::spawn(move || udp_server.serve_udp(Arc::new(udp), runtime));
+        tokio::spawn(server.clone().serve_tcp(tcp));
+        server
+    }
+
+    async fn ask(server: SocketAddr, name: &str, transport: Transport) -> Message {
+        let packet = query(name, RecordType::A, None).to_vec().unwrap();
+        let wait = Duration::from_secs(20);
+        let bytes = match transport {
+            Transport::Udp => {
+                let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                socket.send_to(&packet, server).await.unwrap();
+                let mut buf = vec![0u8; 65535];
+                let n = tokio::time::timeout(wait, socket.recv(&mut buf))
+                    .await
+                    .expect("an answer")
+                    .unwrap();
+                buf.truncate(n);
+                buf
+            }
+            Transport::Tcp => {
+                let mut stream = TcpStream::connect(server).await.unwrap();
+                let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&packet);
+                stream.write_all(&framed).await.unwrap();
+                let len = tokio::time::timeout(wait, stream.read_u16())
+                    .await
+                    .expect("an answer")
+                    .unwrap();
+                let mut buf = vec![0u8; len as usize];
+                stream.read_exact(&mut buf).await.unwrap();
+                buf
+            }
+        };
+        Message::from_vec(&bytes).unwrap()
+    }
+
+    /// An upstream on loopback (UDP) that answers every query with an empty NOERROR, counting
+    /// them.
+    async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counted = seen.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                buf[2] |= 0x80;
+                let _ = socket.send_to(&buf[..n], peer).await;
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_from_our_own_relay_socket_is_not_relayed_again() {
+        // The upstream is our own listener: each relayed query would come back to be relayed.
+        let (udp, tcp) = sockets().await;
+        let own = udp.local_addr().unwrap();
+        let pending = Zone::pending(&crate::zone::fixtures::api_zone(0, Vec::new()).config);
+        let server = start(
+            Arc::new(Store::new()),
+            pending,
+            settings(vec![own]),
+            (udp, tcp),
+        );
+        for (transport, relayed) in [(Transport::Udp, 1), (Transport::Tcp, 2)] {
+            let m = ask(own, "example.com.", transport).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+            assert_eq!(server.metrics.forwarded.get(), relayed, "{transport:?}");
+            assert_eq!(server.metrics.forward_loops.get(), relayed);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_zones_a_reload_serves_are_never_relayed_before_they_are_built() {
+        let (upstream, seen) = upstream().await;
+        let live = crate::zone::fixtures::api_zone(1, Vec::new());
+        let mut reloaded = live.config.clone();
+        reloaded.domain = "cluster".into();
+        let store = Arc::new(Store::new());
+        let pending = Zone::pending(&live.config);
+        store.publish(Snapshot {
+            dns: Some(Arc::new(live)),
+            ..Snapshot::empty()
+        });
+        let sockets = sockets().await;
+        let addr = sockets.0.local_addr().unwrap();
+        let server = start(store, pending, settings(vec![upstream]), sockets);
+        let name = "api-prod.marathon.cluster.";
+        let m = ask(addr, name, Transport::Udp).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "not served yet: relayed");
+        // The reload: `cluster` is served from now on, its zone not built yet.
+        server.serve_zones(&reloaded);
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for name in [name, "cluster.", "x.CLUSTER."] {
+                let m = ask(addr, name, transport).await;
+                assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+            }
+            // The live zone answers on until the new one replaces it; other names are relayed.
+            let m = ask(addr, "api-prod.marathon.mesos.", transport).await;
+            assert_eq!(m.answers.len(), 1);
+        }
+        let m = ask(addr, "example.com.", Transport::Udp).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "only example.com relayed");
     }
 
     #[test]
@@ -654,7 +824,7 @@ mod tests {
         let q = query("big.example.", RecordType::A, Some(1232))
             .to_vec()
             .unwrap();
-        let end = question_end(&q).unwrap();
+        let end = relay::question_end(&q).unwrap();
         let mut reply = q.clone();
         reply[2] |= 0x80;
         reply[3] = 0x83; // RA, NXDOMAIN
@@ -665,16 +835,5 @@ mod tests {
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(m.queries[0].name().to_ascii(), "big.example.");
         assert!(m.edns.is_some());
-    }
-
-    #[test]
-    fn question_end_never_reads_past_the_message() {
-        for _ in 0..5000 {
-            let len = fastrand::usize(..40);
-            let bytes: Vec<u8> = (0..len).map(|_| fastrand::u8(..)).collect();
-            if let Some(end) = question_end(&bytes) {
-                assert!(end <= bytes.len());
-            }
-        }
     }
 }
