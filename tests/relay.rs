@@ -370,7 +370,7 @@ async fn a_follower_failing_over_to_a_relay_that_lost_marathon_keeps_its_newer_t
     .await;
     let moved = |a: &mut Value| a["tasks"] = json!([task("/a", "a.2", b2.port())]);
     m1.update_app("/a", moved);
-    m1.send_event(status_update("/a", "a.2", b2.port(), "TASK_RUNNING"));
+    m1.send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
     let routes = agree(&first, &follower, "the change", |f| {
         backend_ports(f, port) == vec![b2.port()]
     })
@@ -398,14 +398,15 @@ async fn a_follower_failing_over_to_a_relay_that_lost_marathon_keeps_its_newer_t
     // Marathon is back for the second relay, with the change: the follower follows it.
     m2.update_app("/a", moved);
     m2.fault(None);
+    wait_for("the follower on the second relay", || async {
+        let streams = second.metric("switchyard_relay_open_streams", &[]).await;
+        (streams == 1.0).then_some(())
+    })
+    .await;
     agree(&second, &follower, "following the second relay", |f| {
         backend_ports(f, port) == vec![b2.port()]
     })
     .await;
-    assert_eq!(
-        second.metric("switchyard_relay_open_streams", &[]).await,
-        1.0
-    );
 }
 
 /// Without `relay.token_file` the relay listens on loopback and answers only requests that
@@ -571,7 +572,7 @@ async fn a_subscriber_that_stops_reading_is_cut_and_the_others_stay_current() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
     let mut slow = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
-    slow.write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+    slow.write_all(b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
     wait_for("two subscribers", || async {
@@ -635,7 +636,7 @@ async fn a_stalled_subscriber_is_cut_when_its_writes_do_not_drain() {
     socket.set_recv_buffer_size(1024).unwrap();
     let mut stalled = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
     stalled
-        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
     wait_for("two subscribers", || async {
@@ -923,7 +924,7 @@ async fn bodies_held_by_slow_readers_are_bounded_and_past_the_budget_answers_are
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
     let mut slow = socket.connect(addr).await.unwrap();
-    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes())
+    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut head = [0u8; 12];
@@ -991,7 +992,7 @@ async fn a_subscriber_that_stops_reading_in_a_quiet_cluster_is_cut() {
         .await
         .unwrap();
     stopped
-        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
     wait_for("two subscribers", || async {
