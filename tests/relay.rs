@@ -572,9 +572,11 @@ async fn a_subscriber_that_stops_reading_is_cut_and_the_others_stay_current() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
     let mut slow = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
-    slow.write_all(b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
+    slow.write_all(
+        b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
     wait_for("two subscribers", || async {
         (t.relay.metric("switchyard_relay_open_streams", &[]).await == 2.0).then_some(())
     })
@@ -636,7 +638,9 @@ async fn a_stalled_subscriber_is_cut_when_its_writes_do_not_drain() {
     socket.set_recv_buffer_size(1024).unwrap();
     let mut stalled = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
     stalled
-        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .await
         .unwrap();
     wait_for("two subscribers", || async {
@@ -992,7 +996,9 @@ async fn a_subscriber_that_stops_reading_in_a_quiet_cluster_is_cut() {
         .await
         .unwrap();
     stopped
-        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .await
         .unwrap();
     wait_for("two subscribers", || async {
