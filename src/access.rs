@@ -24,6 +24,49 @@ pub fn presents(headers: &http::HeaderMap, token: &str) -> bool {
     presented(headers).is_some_and(|p| same_secret(p, token))
 }
 
+/// Whether a request names this host by a loopback name: `localhost`, an address in
+/// 127.0.0.0/8 or `::1` (with any port), in its `Host` header, or in its target when that is
+/// absolute. Reads open to loopback clients without a token need it: a browser lets a page
+/// read only what answers its own origin, and a page that rebinds its name's DNS to 127.0.0.1
+/// is still that origin — its requests still carry its name, which no loopback name is (a
+/// name that resolves to loopback in DNS is not one of them either). No `Host` at all is
+/// not a loopback name.
+pub fn names_loopback(uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+    let named = match uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok()),
+    };
+    let Some(named) = named else {
+        return false;
+    };
+    // An authority's host: `[v6]:port`, `[v6]`, `name:port` or `name` (no userinfo in a Host).
+    let host = match named.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => v6,
+            _ => return false,
+        },
+        None => named.split(':').next().unwrap_or(""),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+/// The answer's body when [`names_loopback`] is false on a listener whose reads are open to
+/// loopback clients.
+pub const NOT_A_LOOPBACK_NAME: &str = "reads without a token answer requests to a loopback name \
+     only (Host: localhost, 127.0.0.1 or [::1]); present the token to use another name\n";
+
 /// Wrong secrets (a token, a login) per client address: past [`Guesses::LIMIT`] in a
 /// [`Guesses::WINDOW`] the address is refused (429) until its window ends, whatever it presents,
 /// so that a token cannot be guessed at the speed of the network. IPv6 clients are counted per
@@ -251,6 +294,47 @@ mod tests {
                 .iter()
                 .any(|(_, s)| *s == table.counts[&ip].since)
         );
+    }
+
+    #[test]
+    fn loopback_names_are_localhost_and_loopback_addresses_only() {
+        let named = |host: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::HOST, host.parse().unwrap());
+            names_loopback(&"/v1/routes".parse().unwrap(), &h)
+        };
+        for yes in [
+            "localhost",
+            "LocalHost:9090",
+            "localhost.:9090",
+            "127.0.0.1:9090",
+            "127.1.2.3",
+            "[::1]:9090",
+            "[::1]",
+            "[::ffff:127.0.0.1]:9090",
+        ] {
+            assert!(named(yes), "{yes}");
+        }
+        for no in [
+            "evil.example:9090",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:9090",
+            "[::2]:9090",
+            "[::1]x",
+            "",
+        ] {
+            assert!(!named(no), "{no}");
+        }
+        assert!(!names_loopback(
+            &"/v1/routes".parse().unwrap(),
+            &http::HeaderMap::new()
+        ));
+        // An absolute target names the host, whatever the Host header says.
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::HOST, "localhost".parse().unwrap());
+        let absolute = "http://evil.example/v1/routes".parse().unwrap();
+        assert!(!names_loopback(&absolute, &h));
     }
 
     #[test]

@@ -203,7 +203,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     // The rollouts recorded in `rollouts.json` are in the first table already.
     reconciler.held = held_weights;
     if let Some(relay) = relay {
-        reconciler.on_swap = Some(Box::new(move |cluster| relay.offer(cluster)));
+        // Read on the reconciler's task, after every event the swap's model holds was applied:
+        // the stamp of the newest full read in it.
+        let status = status.clone();
+        reconciler.on_swap = Some(Box::new(move |cluster| {
+            let synced = status
+                .last_sync_unix_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            relay.offer(cluster, synced)
+        }));
     }
     if config.health_checks.enabled {
         let targets = reconciler.health_targets.subscribe();
@@ -408,7 +416,13 @@ fn start_relay(
         relay_metrics,
         {
             let status = status.clone();
-            Box::new(move || status.connected.load(std::sync::atomic::Ordering::Relaxed))
+            Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                relay::Source {
+                    connected: status.connected.load(Relaxed),
+                    synced: status.last_sync_unix_ms.load(Relaxed),
+                }
+            })
         },
     );
     thread.spawn(relay.clone().serve(listener));

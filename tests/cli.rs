@@ -465,6 +465,68 @@ async fn readyz_names_the_failing_source_only_to_readers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One GET to the admin listener naming `host` in its `Host` header, with an optional token.
+async fn get_naming(sy: &support::Switchyard, path: &str, host: &str, token: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut stream = tokio::net::TcpStream::connect(sy.admin).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(support::DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Reads open on loopback answer only requests that name a loopback host: a browser's page
+/// whose name was rebound to 127.0.0.1 (DNS rebinding) names its own host, and reads nothing.
+/// Probes and the dashboard page stay open; with a token file, the token opens the rest.
+#[tokio::test]
+async fn open_loopback_reads_answer_only_requests_naming_a_loopback_host() {
+    let open = support::Switchyard::start(
+        "cli-rebind-open",
+        "[discovery]\nfile = \"config/apps.json\"\nfile_poll_interval = \"20ms\"\n",
+    );
+    for host in [
+        "localhost",
+        "localhost:9090",
+        "127.0.0.1",
+        "127.0.0.2:1",
+        "[::1]:9090",
+    ] {
+        assert_eq!(
+            get_naming(&open, "/v1/routes", host, None).await,
+            200,
+            "{host}"
+        );
+    }
+    for path in ["/v1/routes", "/metrics", "/v1/swaps", "/_haproxy_getappmap"] {
+        let status = get_naming(&open, path, "rebound.example:9090", None).await;
+        assert_eq!(status, 403, "{path}");
+    }
+    for path in ["/healthz", "/", "/_haproxy_health_check"] {
+        let status = get_naming(&open, path, "rebound.example:9090", None).await;
+        assert_eq!(status, 200, "{path}");
+    }
+
+    let dir = support::temp_dir("cli-rebind-token");
+    let token = dir.join("admin-token");
+    std::fs::write(&token, "s3cret-rebind\n").unwrap();
+    let guarded = support::Switchyard::start_with_admin(
+        "cli-rebind-token",
+        "[discovery]\nfile = \"config/apps.json\"\nfile_poll_interval = \"20ms\"\n",
+        &format!("token_file = {:?}\n", token.display().to_string()),
+    );
+    let named = |host, token| get_naming(&guarded, "/v1/routes", host, token);
+    assert_eq!(named("localhost:9090", None).await, 200);
+    assert_eq!(named("rebound.example", None).await, 401);
+    assert_eq!(named("rebound.example", Some("s3cret-rebind")).await, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A relative `discovery.file` resolves from the configuration's directory. When it is not
 /// there, the source has never loaded: `/readyz`, `/v1/routes` and `switchyard status` say so,
 /// naming the file and the error, until it appears.

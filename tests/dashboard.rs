@@ -172,11 +172,11 @@ async fn the_dashboard_shows_an_ejected_backend_and_counts_the_problems() {
     assert!(dead_view["errors"].as_u64().unwrap() >= 5);
 
     // Swaps that change nothing (a resync re-reads the same file) are one line on the page:
-    // three resyncs, one after the other, each waited for.
+    // three resyncs (SIGHUP: marathon-lb's signal needs a token), each waited for.
     let generation = |routes: serde_json::Value| routes["generation"].as_u64().unwrap();
     for _ in 0..3 {
         let before = generation(sy.routes().await);
-        assert_eq!(sy.get("/_mlb_signal/hup").await.0, 200);
+        sy.signal("HUP");
         sy.wait_routes("the resync's swap", |r| generation(r.clone()) > before)
             .await;
     }

@@ -288,7 +288,7 @@ async fn admin(
     let auth = token.map_or(String::new(), |t| format!("\r\nAuthorization: Bearer {t}"));
     request(
         sy.admin,
-        &format!("{method} {path} HTTP/1.1\r\nHost: admin{auth}\r\nContent-Length: 0"),
+        &format!("{method} {path} HTTP/1.1\r\nHost: localhost{auth}\r\nContent-Length: 0"),
     )
     .await
 }
@@ -373,5 +373,47 @@ async fn marathon_lb_endpoints_on_the_admin_listener() {
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), Some("text/plain"));
     assert_eq!(body, "Sent SIGHUP signal to marathon-lb");
+    wait_for("a resync", || async { (fetches() > before).then_some(()) }).await;
+}
+
+/// marathon-lb's signals are changes: without `admin.token_file` they are refused on loopback
+/// too, whatever the method — any page a browser shows could otherwise make the process resync
+/// from Marathon over and over with an image pointing at 127.0.0.1. SIGHUP is the way without a
+/// token.
+#[tokio::test]
+async fn marathon_lb_signals_need_the_token_even_on_loopback() {
+    let marathon = support::marathon::Marathon::start().await;
+    let port = free_port();
+    marathon.set_apps(vec![app(
+        "/a",
+        port,
+        json!({}),
+        vec![task("/a", "a.1", free_port())],
+    )]);
+    let toml = format!(
+        "[discovery]\nmarathon = [\"{}\"]\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        marathon.url()
+    );
+    let sy = Switchyard::start("mlb-signals-open", &toml);
+    sy.wait_routes("the app", |r| has_service(r, port)).await;
+    let fetches = || {
+        marathon
+            .requests()
+            .iter()
+            .filter(|r| r.target.starts_with("/v2/apps"))
+            .count()
+    };
+    let before = fetches();
+    for (method, path) in [
+        ("GET", "/_mlb_signal/hup"),
+        ("POST", "/_mlb_signal/hup"),
+        ("GET", "/_mlb_signal/usr1"),
+    ] {
+        let (status, _, body) = admin(&sy, method, path, None).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.contains("admin.token_file"), "{body}");
+    }
+    // SIGHUP resyncs.
+    sy.signal("HUP");
     wait_for("a resync", || async { (fetches() > before).then_some(()) }).await;
 }

@@ -227,8 +227,11 @@ async fn a_follower_of_a_relay_holds_what_the_relay_holds_through_every_change()
     let _ = b3;
 }
 
+/// A relay that lost Marathon keeps its followers' streams (they hold its model already) but
+/// starts no new follower on the table of the moment it lost Marathon: snapshots and new streams
+/// are 503 until it serves a model read after Marathon is back.
 #[tokio::test]
-async fn a_relay_that_lost_marathon_keeps_serving_and_its_followers_never_go_back() {
+async fn a_relay_that_lost_marathon_keeps_its_streams_and_its_followers_never_go_back() {
     let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
     let port = free_port();
     let group = json!({"HAPROXY_GROUP": "external"});
@@ -256,12 +259,23 @@ async fn a_relay_that_lost_marathon_keeps_serving_and_its_followers_never_go_bac
         (t.relay.metric("switchyard_source_connected", &[]).await == 0.0).then_some(())
     })
     .await;
-    // The relay still serves its last model; the follower keeps its stream and its table.
-    let (status, body) = http_get(relay_addr(&t.relay_url), "/v2/apps?embed=apps.tasks")
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    assert!(body.contains("a.1"), "{body}");
+    // The relay starts no one on its last model: no snapshot, no new stream...
+    let relay = relay_addr(&t.relay_url);
+    let (status, body) = http_get(relay, "/v2/apps?embed=apps.tasks").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("lost Marathon"), "{body}");
+    assert_eq!(http_get(relay, "/v2/tasks").await.unwrap().0, 503);
+    let (status, _, _) = http_request(
+        relay,
+        "GET",
+        "/v2/events",
+        &[("Accept", "text/event-stream")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(t.relay.metric("switchyard_relay_current", &[]).await, 0.0);
+    // ... and the follower it has keeps its stream and its table.
     assert_eq!(hash(&t.follower.routes().await), first);
     assert_eq!(
         t.follower.metric("switchyard_source_connected", &[]).await,
@@ -297,6 +311,138 @@ async fn a_relay_that_lost_marathon_keeps_serving_and_its_followers_never_go_bac
         .metric("switchyard_relay_cut_streams_total", &[])
         .await;
     assert_eq!(cuts, 0.0);
+    // Current again: it serves snapshots.
+    assert_eq!(t.relay.metric("switchyard_relay_current", &[]).await, 1.0);
+    assert_eq!(http_get(relay, "/v2/apps").await.unwrap().0, 200);
+}
+
+/// Two relays, each on its own stand-in of one Marathon. The second loses Marathon; a change
+/// reaches the first and its follower; the first relay goes away. The follower fails over to
+/// the second, which turns it away rather than hand it the table of before the change: the
+/// follower keeps its newer table, and follows the second relay once that one is current.
+#[tokio::test]
+async fn a_follower_failing_over_to_a_relay_that_lost_marathon_keeps_its_newer_table() {
+    let (b1, b2) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    let group = json!({"HAPROXY_GROUP": "external"});
+    let apps = vec![app("/a", port, group, vec![task("/a", "a.1", b1.port())])];
+    let (m1, m2) = (Marathon::start().await, Marathon::start().await);
+    m1.set_apps(apps.clone());
+    m2.set_apps(apps);
+    let (p1, p2) = (free_port(), free_port());
+    let first = Switchyard::start(
+        "failover-relay-1",
+        &config(&[m1.url()], "127.0.0.1", Some(p1), ""),
+    );
+    let second = Switchyard::start(
+        "failover-relay-2",
+        &config(&[m2.url()], "127.0.0.3", Some(p2), ""),
+    );
+    let urls = [
+        format!("http://127.0.0.1:{p1}"),
+        format!("http://127.0.0.1:{p2}"),
+    ];
+    let (r1, r2) = (relay_addr(&urls[0]), relay_addr(&urls[1]));
+    for (relay, addr) in [(&first, r1), (&second, r2)] {
+        wait_for("the relay connected and serving", || async move {
+            let connected = relay.metric("switchyard_source_connected", &[]).await == 1.0;
+            let (status, _) = http_get(addr, "/v2/apps").await.ok()?;
+            (connected && status == 200).then_some(())
+        })
+        .await;
+    }
+    // The follower takes the first relay (the first URL).
+    let follower = Switchyard::start("failover-follower", &config(&urls, "127.0.0.2", None, ""));
+    agree(&first, &follower, "synced from the first relay", |f| {
+        backend_ports(f, port) == vec![b1.port()]
+    })
+    .await;
+    assert_eq!(
+        first.metric("switchyard_relay_open_streams", &[]).await,
+        1.0
+    );
+
+    // The second relay loses Marathon, and then Marathon changes: only the first relay sees it.
+    m2.fault(Some(Fault::Gone));
+    wait_for("the second relay notices", || async {
+        (second.metric("switchyard_relay_current", &[]).await == 0.0).then_some(())
+    })
+    .await;
+    let moved = |a: &mut Value| a["tasks"] = json!([task("/a", "a.2", b2.port())]);
+    m1.update_app("/a", moved);
+    m1.send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    let routes = agree(&first, &follower, "the change", |f| {
+        backend_ports(f, port) == vec![b2.port()]
+    })
+    .await;
+    let newer = hash(&routes);
+
+    // The first relay goes away: the follower tries the second, again and again, and keeps
+    // its table (before the fix it took the second relay's, from before the change).
+    drop(first);
+    let shown = wait_for("the follower to try the second relay twice", || async {
+        let tried = second
+            .metric("switchyard_relay_requests_total", &["/v2/events"])
+            .await;
+        let f = follower.routes().await;
+        (tried >= 2.0 || hash(&f) != newer).then_some(f)
+    })
+    .await;
+    assert_eq!(
+        hash(&shown),
+        newer,
+        "the follower went back to an older table"
+    );
+    assert_eq!(backend_ports(&shown, port), vec![b2.port()]);
+
+    // Marathon is back for the second relay, with the change: the follower follows it.
+    m2.update_app("/a", moved);
+    m2.fault(None);
+    wait_for("the follower on the second relay", || async {
+        let streams = second.metric("switchyard_relay_open_streams", &[]).await;
+        (streams == 1.0).then_some(())
+    })
+    .await;
+    agree(&second, &follower, "following the second relay", |f| {
+        backend_ports(f, port) == vec![b2.port()]
+    })
+    .await;
+}
+
+/// Without `relay.token_file` the relay listens on loopback and answers only requests that
+/// name a loopback host: a browser's page whose name was rebound to 127.0.0.1 reads nothing.
+#[tokio::test]
+async fn a_relay_without_a_token_answers_only_requests_naming_a_loopback_host() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let t = tier(
+        "rebind",
+        vec![app(
+            "/a",
+            port,
+            json!({"HAPROXY_GROUP": "external"}),
+            vec![task("/a", "a.1", b1.port())],
+        )],
+        "",
+        "",
+    )
+    .await;
+    agree(&t.relay, &t.follower, "synced", |f| has_service(f, port)).await;
+    let relay = relay_addr(&t.relay_url);
+    let (status, body) = get_naming(relay, "/v2/apps", "rebound.example:8081").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains("\"/a\""), "{body}");
+    for host in ["localhost:8081", "127.0.0.1", "[::1]:8081"] {
+        let (status, body) = get_naming(relay, "/v2/apps", host).await;
+        assert_eq!(status, 200, "{host}");
+        assert!(body.contains("\"/a\""), "{host}: {body}");
+    }
+}
+
+/// One GET whose `Host` header is `host` (whatever address it connects to): status and body.
+async fn get_naming(addr: SocketAddr, path: &str, host: &str) -> (u16, String) {
+    let (status, _, body) = get_raw(addr, path, &format!("Host: {host}\r\n")).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
@@ -426,9 +572,11 @@ async fn a_subscriber_that_stops_reading_is_cut_and_the_others_stay_current() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
     let mut slow = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
-    slow.write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
+    slow.write_all(
+        b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
     wait_for("two subscribers", || async {
         (t.relay.metric("switchyard_relay_open_streams", &[]).await == 2.0).then_some(())
     })
@@ -490,7 +638,9 @@ async fn a_stalled_subscriber_is_cut_when_its_writes_do_not_drain() {
     socket.set_recv_buffer_size(1024).unwrap();
     let mut stalled = socket.connect(relay_addr(&t.relay_url)).await.unwrap();
     stalled
-        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .await
         .unwrap();
     wait_for("two subscribers", || async {
@@ -574,11 +724,15 @@ async fn a_relay_lost_for_longer_than_its_bound_stops_serving_and_its_follower_k
 
 /// One GET with extra headers over a fresh connection: status, head (as text) and body bytes.
 async fn get_bytes(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    get_raw(addr, path, &format!("Host: {addr}\r\n{headers}")).await
+}
+
+/// One GET with exactly these header lines (and `Connection: close`).
+async fn get_raw(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
     use tokio::io::AsyncReadExt;
     let fut = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n{headers}\r\n");
         stream.write_all(req.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await.unwrap();
@@ -774,7 +928,7 @@ async fn bodies_held_by_slow_readers_are_bounded_and_past_the_budget_answers_are
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
     let mut slow = socket.connect(addr).await.unwrap();
-    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes())
+    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut head = [0u8; 12];
@@ -842,7 +996,9 @@ async fn a_subscriber_that_stops_reading_in_a_quiet_cluster_is_cut() {
         .await
         .unwrap();
     stopped
-        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .await
         .unwrap();
     wait_for("two subscribers", || async {

@@ -101,7 +101,7 @@ async fn slow_clients_are_closed(addr: SocketAddr, path: &str, body_path: &str) 
 
     // A keep-alive connection left idle after one answer.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    idle.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    idle.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .unwrap();
     assert!(one_answer(&mut idle).await.starts_with("HTTP/1.1 "));
@@ -113,7 +113,7 @@ async fn slow_clients_are_closed(addr: SocketAddr, path: &str, body_path: &str) 
     // A request body that stops.
     let mut body = TcpStream::connect(addr).await.unwrap();
     body.write_all(
-        format!("POST {body_path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{")
+        format!("POST {body_path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{{")
             .as_bytes(),
     )
     .await
@@ -167,7 +167,7 @@ async fn the_admin_api_closes_slow_and_silent_clients() {
     slow_clients_are_closed(sy.admin, "/healthz", "/v1/plan").await;
     a_client_that_does_not_read_is_closed(
         sy.admin,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n",
         4000,
     )
     .await;
@@ -189,7 +189,7 @@ async fn the_admin_api_cuts_a_dripping_body_and_computes_one_plan_at_a_time() {
     })
     .await;
     let mut drip = TcpStream::connect(sy.admin).await.unwrap();
-    drip.write_all(b"POST /v1/plan HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    drip.write_all(b"POST /v1/plan HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
         .await
         .unwrap();
     // The dripping plan holds the one plan slot: another is refused with a Retry-After.
@@ -254,7 +254,9 @@ async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream()
     // An event stream, opened first and quiet through everything below.
     let mut events = TcpStream::connect(addr).await.unwrap();
     events
-        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            b"GET /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut head = vec![0u8; 4096];
@@ -264,7 +266,7 @@ async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream()
     slow_clients_are_closed(addr, "/ping", "/ping").await;
     a_client_that_does_not_read_is_closed(
         addr,
-        "GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: localhost\r\n\r\n",
         1000,
     )
     .await;
@@ -272,8 +274,8 @@ async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream()
     // still closed when not read.
     a_client_that_does_not_read_is_closed_after(
         addr,
-        "HEAD /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
-        "GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: x\r\n\r\n",
+        "HEAD /v2/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        "GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: localhost\r\n\r\n",
         1000,
     )
     .await;
@@ -304,7 +306,7 @@ async fn the_relay_closes_slow_and_silent_clients_but_not_a_quiet_event_stream()
 async fn ask_once(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let _ = stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await;
     let (bytes, closed) = tokio::time::timeout(Duration::from_secs(10), until_closed(&mut stream))
         .await
@@ -357,7 +359,7 @@ async fn the_admin_api_answers_only_probes_past_max_connections_then_closes_at_o
 
     // The second still works: a slot is held, not the connection refused.
     second
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     assert!(one_answer(&mut second).await.starts_with("HTTP/1.1 200"));
@@ -368,7 +370,7 @@ async fn the_admin_api_answers_only_probes_past_max_connections_then_closes_at_o
     wait_for("a freed slot serves a new connection", || async {
         let mut stream = TcpStream::connect(sy.admin).await.ok()?;
         stream
-            .write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /v1/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .ok()?;
         // A probe slot's answer says `connection: close`; a slot of its own keeps it alive.

@@ -1,5 +1,6 @@
 //! The admin HTTP listener (loopback by default; beyond it every read but the probes needs the
-//! bearer token, and every change always does). What it serves:
+//! bearer token, and every change always does; on loopback a read needs none only when it names
+//! a loopback host). What it serves:
 //!
 //! - probes: `/healthz`, `/readyz` (the body names a failing source), marathon-lb's
 //!   `/_haproxy_health_check`, Mesos-DNS's `/v1/version`;
@@ -10,7 +11,7 @@
 //! - a dry run of an app change: `POST /v1/plan` (`plan.rs`; a read: it changes nothing);
 //! - changes: `PUT`/`DELETE /v1/routes/{route}/weights`, `PUT`/`DELETE
 //!   /v1/apps/{app id}/maintenance`, `POST /v1/reload`, marathon-lb's
-//!   `/_mlb_signal/hup` (a full resync);
+//!   `/_mlb_signal/hup` (a full resync; any method, and always the token);
 //! - the dashboard's way in (`session`): `POST /v1/login` (the token for a session cookie),
 //!   `GET /v1/session` (the session's CSRF token), `POST /v1/logout`;
 //! - marathon-lb's maps: `/_haproxy_getvhostmap`, `/_haproxy_getappmap`;
@@ -142,7 +143,8 @@ impl Admin {
     }
 
     /// Health and readiness are open to probes; reading needs the token (or a session) when the
-    /// listener is reachable beyond loopback; changing always does, and a change made with a
+    /// listener is reachable beyond loopback, or the request names a host that is not a
+    /// loopback one ([`Admin::open_read`]); changing always does, and a change made with a
     /// session cookie needs its CSRF token and a same-origin `Origin` too.
     fn authorized(
         &self,
@@ -151,23 +153,32 @@ impl Admin {
         client: std::net::IpAddr,
     ) -> Option<Response<Full<Bytes>>> {
         let path = req.uri().path();
-        // marathon-lb's signals answer any method; with a token configured they need it, as
-        // every change does.
-        let signal = path.starts_with("/_mlb_signal/") && self.token.is_some();
+        // marathon-lb's signals answer any method, GET included, and make the process work (a
+        // full resync): a change, whatever the method. Any page a browser shows can send a GET
+        // to 127.0.0.1 (an image's address), and the Host check below does not stop that (the
+        // page cannot read the answer, but the resync happens); SIGHUP is the way in without a
+        // token.
+        let signal = path.starts_with("/_mlb_signal/");
         // A plan (`POST /v1/plan`) changes nothing but shows the configuration: a read.
         let plan = path == "/v1/plan" && req.method() == Method::POST;
         let change = !(matches!(*req.method(), Method::GET | Method::HEAD) || plan) || signal;
         let probe = is_probe(path);
         // The dashboard page itself holds no data: it is what shows the login form.
         let page = matches!(path, "/" | "/dashboard");
-        if !change && (probe || page || (loopback && self.loopback_reads_open)) {
+        if !change && (probe || page || self.open_read(req, loopback)) {
             return None;
         }
         let Some(token) = &self.token else {
-            return Some(text(
-                StatusCode::FORBIDDEN,
-                "changes need admin.token_file to be set\n".into(),
-            ));
+            let why = if !change {
+                // Open to loopback, but named otherwise: a page whose name rebinds to 127.0.0.1.
+                crate::access::NOT_A_LOOPBACK_NAME
+            } else if signal {
+                "changes need admin.token_file to be set (without one, send the process SIGHUP \
+                 for a resync)\n"
+            } else {
+                "changes need admin.token_file to be set\n"
+            };
+            return Some(text(StatusCode::FORBIDDEN, why.into()));
         };
         let now = std::time::Instant::now();
         if let Some(left) = self.guesses.refused(client, now) {
@@ -653,10 +664,19 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
 }
 
 impl Admin {
-    /// Whether the caller may read the admin API: loopback with `admin.loopback_reads_open`,
-    /// the token, or a live session. Counts no guess (that is [`Admin::authorized`]'s).
+    /// Whether a read needs no token: on a loopback listener with `admin.loopback_reads_open`,
+    /// by a request that names a loopback host (`access::names_loopback`: not a page that
+    /// rebinds its own name to 127.0.0.1).
+    fn open_read(&self, req: &Request<Incoming>, loopback: bool) -> bool {
+        loopback
+            && self.loopback_reads_open
+            && crate::access::names_loopback(req.uri(), req.headers())
+    }
+
+    /// Whether the caller may read the admin API: an open read ([`Admin::open_read`]), the
+    /// token, or a live session. Counts no guess (that is [`Admin::authorized`]'s).
     fn may_read(&self, req: &Request<Incoming>, loopback: bool) -> bool {
-        if loopback && self.loopback_reads_open {
+        if self.open_read(req, loopback) {
             return true;
         }
         let Some(token) = &self.token else {

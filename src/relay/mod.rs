@@ -6,8 +6,12 @@
 //!
 //! - Never before its own first sync: until the reconciler hands over a model built from a full
 //!   snapshot, every Marathon path answers 503, so a follower tries its next URL.
-//! - Its last model stays served while it has lost Marathon; a new one replaces it only when
-//!   the reconciler swaps.
+//! - Never behind its source: once it has seen its own Marathon lost, it answers no new
+//!   snapshot (`/v2/apps`, `/v2/tasks`) and opens no new stream until it serves a model from a
+//!   full read made after the loss (`observe`). Its open streams go on (their followers hold
+//!   its last model already, and get what changed when it is back), for at most
+//!   `relay.max_disconnected`; a follower that fails over to it meanwhile is turned away rather
+//!   than sent back to an older table.
 //! - Ordered: a subscriber is registered before its stream's 200 is written, and a new model is
 //!   stored before its events go out, so a follower that opens the stream and then takes the
 //!   snapshot (as switchyard does) misses no change: every event after the snapshot's model is
@@ -18,7 +22,8 @@
 //!   its socket's send buffer is fixed ([`SEND_BUFFER`]).
 //! - Secured like the admin API (`access`): with `relay.token_file`, every request presents the
 //!   token (`Authorization: Bearer T` or `token=T`); without one the relay only listens on
-//!   loopback (the configuration refuses anything else).
+//!   loopback (the configuration refuses anything else) and answers requests that name a
+//!   loopback host.
 //!
 //! Events name what changed (`api_post_event` with the app's definition, `app_terminated_event`)
 //! and a follower re-fetches the app from the relay: what it fetches is the relay's model as of
@@ -96,14 +101,49 @@ pub struct Settings {
     pub timeouts: crate::stall::Timeouts,
 }
 
-/// Whether the relay's own source is connected to Marathon now.
-pub type UpstreamUp = Box<dyn Fn() -> bool + Send + Sync>;
+/// The relay's own source as the reconciler last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// Connected to Marathon (its stream subscribed, its snapshot taken) now.
+    pub connected: bool,
+    /// Names the newest full read applied (the reconciler's last sync time, Unix ms): a model
+    /// carrying another stamp than the one seen at a loss was read after it.
+    pub synced: u64,
+}
+
+/// Reads [`Source`] (from the reconciler's status).
+pub type Upstream = Box<dyn Fn() -> Source + Send + Sync>;
+
+/// What the relay has seen of its source (`Relay::observe`).
+#[derive(Default)]
+struct Following {
+    /// The stamp of the served model when the source was last seen connected with it served.
+    confirmed: Option<u64>,
+    /// Seen lost, and no model from a full read made after that served yet.
+    lost: Option<Lost>,
+}
+
+struct Lost {
+    since: std::time::Instant,
+    /// The served model's stamp when the loss was seen: a model with another one holds a full
+    /// read made since (a model swapped in meanwhile, from the same reads, does not).
+    synced: u64,
+}
+
+/// The source reports connected just after the model of its new snapshot is swapped in, and
+/// the relay may publish that model in between: a "not connected" within this long of
+/// publishing a model that holds the newest read, and before the source was seen connected
+/// with it, is that moment rather than a loss.
+const CONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// One model as served: a generation (the relay's own count of models), the cluster, and the
 /// `/v2/apps` bodies built from it so far (one per `embed` form and encoding, built on first
 /// request; the gzip one from the plain one).
 struct Served {
     generation: u64,
+    /// The newest full read this model holds ([`Source::synced`] at its swap).
+    synced: u64,
+    published: std::time::Instant,
     cluster: Arc<Cluster>,
     budget: Arc<BodyBudget>,
     bodies: Mutex<HashMap<(Embed, Encoding), Bytes>>,
@@ -134,22 +174,25 @@ pub struct RelayMetrics {
     over_budget: Counter,
     requests: Family<PathLabels, Counter>,
     generation: Gauge,
+    /// 1: serving snapshots and new streams; 0: not synced yet, or behind its source.
+    current: Gauge,
 }
 
 pub struct Relay {
     settings: Settings,
     state: ArcSwapOption<Served>,
-    /// The newest model handed over and not yet taken by [`Relay::follow`].
-    offered: Mutex<Option<Arc<Cluster>>>,
+    /// The newest model handed over (with its [`Source::synced`]) and not yet taken by
+    /// [`Relay::follow`].
+    offered: Mutex<Option<(Arc<Cluster>, u64)>>,
     wake: Notify,
     subscribers: Mutex<Vec<Subscriber>>,
     next_id: AtomicU64,
     metrics: RelayMetrics,
     /// Wrong tokens per client address (`access::Guesses`).
     guesses: crate::access::Guesses,
-    upstream_up: UpstreamUp,
-    /// When the relay's own Marathon was lost (`None`: connected).
-    lost_since: Mutex<Option<std::time::Instant>>,
+    upstream: Upstream,
+    /// Whether its model is its source's current one (`observe`).
+    following: Mutex<Following>,
     /// Lost for longer than `relay.max_disconnected`: every request is 503, no stream open.
     stale: std::sync::atomic::AtomicBool,
     /// Open connections: two per subscriber and [`EXTRA_CONNECTIONS`] more; past them the
@@ -210,6 +253,11 @@ impl RelayMetrics {
             "Models the relay has served (0: not synced yet)",
             m.generation.clone(),
         );
+        metrics.register(
+            "relay_current",
+            "1 while the relay answers snapshots and new event streams; 0 before its first sync, and from the moment it sees its own Marathon lost until it serves a model read after reconnecting",
+            m.current.clone(),
+        );
         for path in ENDPOINTS {
             let _ = m.requests.get_or_create(&PathLabels { path });
         }
@@ -230,7 +278,7 @@ const ENDPOINTS: [&str; 8] = [
 ];
 
 impl Relay {
-    pub fn new(settings: Settings, m: RelayMetrics, upstream_up: UpstreamUp) -> Arc<Relay> {
+    pub fn new(settings: Settings, m: RelayMetrics, upstream: Upstream) -> Arc<Relay> {
         let refused_connections = m
             .refused
             .get_or_create(&KindLabels {
@@ -238,8 +286,8 @@ impl Relay {
             })
             .clone();
         Arc::new(Relay {
-            upstream_up,
-            lost_since: Mutex::new(None),
+            upstream,
+            following: Mutex::default(),
             stale: std::sync::atomic::AtomicBool::new(false),
             state: ArcSwapOption::empty(),
             offered: Mutex::new(None),
@@ -262,10 +310,11 @@ impl Relay {
         })
     }
 
-    /// Hands over the model a swap compiled (the reconciler calls this once synced): taken by
+    /// Hands over the model a swap compiled (the reconciler calls this once synced) and the
+    /// stamp of the newest full read in it ([`Source::synced`] as of the swap): taken by
     /// [`Relay::follow`] off the swap path; a newer one replaces one not yet taken.
-    pub fn offer(&self, cluster: Arc<Cluster>) {
-        *self.offered.lock().unwrap() = Some(cluster);
+    pub fn offer(&self, cluster: Arc<Cluster>, synced: u64) {
+        *self.offered.lock().unwrap() = Some((cluster, synced));
         self.wake.notify_one();
     }
 
@@ -278,11 +327,13 @@ impl Relay {
         upstream.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = upstream.tick() => self.check_upstream(std::time::Instant::now()),
+                _ = upstream.tick() => {
+                    self.observe(std::time::Instant::now());
+                }
                 _ = self.wake.notified() => {
                     let offered = self.offered.lock().unwrap().take();
-                    if let Some(cluster) = offered {
-                        self.publish(cluster);
+                    if let Some((cluster, synced)) = offered {
+                        self.publish(cluster, synced);
                     }
                 }
                 _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(&HEARTBEAT))]),
@@ -290,20 +341,61 @@ impl Relay {
         }
     }
 
-    /// A relay whose own Marathon has been gone for longer than `relay.max_disconnected` stops
-    /// serving: its followers then move to another relay (or keep what they have), rather than
-    /// follow — or, failing over to it, go back to — a model that only grows older.
-    fn check_upstream(&self, now: std::time::Instant) {
-        let mut lost_since = self.lost_since.lock().unwrap();
-        if (self.upstream_up)() {
-            // Still stale until the model from the new connection is published (`publish`):
-            // the source reports connected before that model is compiled.
-            *lost_since = None;
-            return;
+    /// Whether the relay's model is its source's current one, from what the source says now
+    /// (on every tick, every publish, and every request that would start a follower on it).
+    ///
+    /// Seen lost, the relay is behind until it serves a model holding a full read made after
+    /// the loss — not when the source reports connected again (it does so just after its new
+    /// snapshot is applied, and that snapshot may reach the relay in a swap before or after),
+    /// and not with a model swapped while still lost. Behind, it turns away new snapshots and
+    /// streams: a follower failing over to it would otherwise go back to the table of the
+    /// moment it lost Marathon. Behind for longer than `relay.max_disconnected`, it stops
+    /// serving at all (`stale`) and closes its streams, so its own followers move to a relay
+    /// that is current, or keep the table they have.
+    fn observe(&self, now: std::time::Instant) -> bool {
+        let source = (self.upstream)();
+        let mut following = self.following.lock().unwrap();
+        // Before the first model nothing is served, and there is nothing to be behind with.
+        let Some((served, published)) = self.state.load().as_ref().map(|s| (s.synced, s.published))
+        else {
+            return false;
+        };
+        if source.connected {
+            following.confirmed = Some(served);
         }
-        let since = *lost_since.get_or_insert(now);
-        let stale = self.state.load().is_some()
-            && now.saturating_duration_since(since) > self.settings.max_disconnected;
+        match &following.lost {
+            Some(lost) if lost.synced != served => {
+                following.lost = None;
+                if self.stale.swap(false, Ordering::Relaxed) {
+                    tracing::info!("relay: Marathon is back, serving again");
+                } else {
+                    tracing::info!("relay: current again, serving snapshots and new streams");
+                }
+            }
+            Some(_) => {}
+            None if !source.connected => {
+                let pending = following.confirmed != Some(served)
+                    && served == source.synced
+                    && now.saturating_duration_since(published) < CONNECT_GRACE;
+                if !pending {
+                    following.lost = Some(Lost {
+                        since: now,
+                        synced: served,
+                    });
+                    tracing::warn!(
+                        "relay: Marathon lost; answering 503 to new streams and snapshots until \
+                         a model read after it is back is served (open streams go on)"
+                    );
+                }
+            }
+            None => {}
+        }
+        let current = following.lost.is_none();
+        self.metrics.current.set(i64::from(current));
+        let Some(lost) = &following.lost else {
+            return current;
+        };
+        let stale = now.saturating_duration_since(lost.since) > self.settings.max_disconnected;
         if stale && !self.stale.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 max_disconnected = ?self.settings.max_disconnected,
@@ -316,9 +408,10 @@ impl Relay {
             }
             self.metrics.subscribers.set(0);
         }
+        current
     }
 
-    fn publish(&self, cluster: Arc<Cluster>) {
+    fn publish(&self, cluster: Arc<Cluster>, synced: u64) {
         let previous = self.state.load_full();
         let events = match &previous {
             Some(previous) => events(&previous.cluster, &cluster),
@@ -329,6 +422,8 @@ impl Relay {
         // newer one.
         self.state.store(Some(Arc::new(Served {
             generation,
+            synced,
+            published: std::time::Instant::now(),
             cluster,
             budget: self.budget.clone(),
             bodies: Mutex::new(HashMap::new()),
@@ -336,11 +431,9 @@ impl Relay {
             tasks_gzip: std::sync::OnceLock::new(),
         })));
         self.metrics.generation.set(generation as i64);
-        // A model published while the source is connected is the one it brought back (a swap
-        // while it is still lost, say for a weight change, leaves the relay stale).
-        if (self.upstream_up)() && self.stale.swap(false, Ordering::Relaxed) {
-            tracing::info!("relay: Marathon is back, serving again");
-        }
+        // A model read after a loss ends it (and its clock: a later loss is timed from when it
+        // is seen); one swapped while still lost, say for a weight change, does not.
+        self.observe(std::time::Instant::now());
         if generation == 1 {
             tracing::info!("relay: synced, serving Marathon's read API");
         }
@@ -476,6 +569,11 @@ impl Relay {
                 }
                 ok
             }
+            // Open to loopback clients that name a loopback host: not to a browser's page whose
+            // name was rebound to 127.0.0.1 (as the admin API's open reads).
+            None if loopback && !crate::access::names_loopback(req.uri(), req.headers()) => {
+                return text(StatusCode::FORBIDDEN, crate::access::NOT_A_LOOPBACK_NAME);
+            }
             None => loopback,
         };
         if !allowed {
@@ -499,6 +597,7 @@ impl Relay {
         if endpoint == "other" {
             return text(StatusCode::NOT_FOUND, "not a path the relay serves\n");
         }
+        let current = self.observe(std::time::Instant::now());
         if self.stale.load(Ordering::Relaxed) {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -511,6 +610,15 @@ impl Relay {
                 "relay not synced with Marathon yet\n",
             );
         };
+        // What starts a follower on this relay (its stream, its snapshot) waits for a current
+        // model; an app's re-fetch after an event is a follower's that is on it already.
+        if !current && matches!(endpoint, "/v2/apps" | "/v2/tasks" | "/v2/events") {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "relay lost Marathon: no new snapshot or stream until it serves a model read \
+                 after reconnecting\n",
+            );
+        }
         let query = req.uri().query().unwrap_or("");
         let encoding = match req.headers().get(header::ACCEPT_ENCODING) {
             Some(v) if gzip::accepts_gzip(v.to_str().unwrap_or("")) => Encoding::Gzip,

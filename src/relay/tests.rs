@@ -62,9 +62,12 @@ async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
             timeouts: Default::default(),
         },
         RelayMetrics::register(&metrics),
-        Box::new(|| true),
+        Box::new(|| Source {
+            connected: true,
+            synced: 1,
+        }),
     );
-    relay.publish(cluster(vec![app("/a", "a")]));
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
     let (fast_tx, mut fast_rx) = mpsc::channel(4);
     let (slow_tx, _slow_rx) = mpsc::channel(1);
     let (fast_cut, slow_cut) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -79,7 +82,7 @@ async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
             cut,
         });
     }
-    relay.publish(cluster(vec![app("/a", "a2"), app("/b", "b")]));
+    relay.publish(cluster(vec![app("/a", "a2"), app("/b", "b")]), 1);
     let served = relay.state.load_full().unwrap();
     assert_eq!(served.generation, 2);
     assert!(served.cluster.apps.contains_key(&AppId::from("/b")));
@@ -105,32 +108,128 @@ fn settings() -> Settings {
     }
 }
 
+/// A source whose state a test sets: connected or not, and the stamp of its newest full read.
+#[derive(Clone, Default)]
+struct FakeSource(Arc<Mutex<(bool, u64)>>);
+
+impl FakeSource {
+    fn set(&self, connected: bool, synced: u64) {
+        *self.0.lock().unwrap() = (connected, synced);
+    }
+
+    fn relay(&self, metrics: &Metrics) -> Arc<Relay> {
+        let source = self.clone();
+        Relay::new(
+            settings(),
+            RelayMetrics::register(metrics),
+            Box::new(move || {
+                let (connected, synced) = *source.0.lock().unwrap();
+                Source { connected, synced }
+            }),
+        )
+    }
+}
+
+/// Behind from the moment the loss is seen until a model from a full read made after it is
+/// published: not when the source reports connected (its new model may not be compiled yet),
+/// nor with a model swapped while still lost. A "not connected" just after a model with the
+/// newest read is published, before the source is seen connected with it, is the moment before
+/// the source reports connected, not a loss — for `CONNECT_GRACE` at most.
+#[test]
+fn behind_from_the_loss_until_a_model_read_after_it_is_served() {
+    let metrics = Metrics::new();
+    let source = FakeSource::default();
+    let relay = source.relay(&metrics);
+    let t0 = std::time::Instant::now();
+    // The first model is published a moment before the source reports connected: current.
+    source.set(false, 1);
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    assert!(relay.observe(t0));
+    assert_eq!(relay.metrics.current.get(), 1);
+    source.set(true, 1);
+    assert!(relay.observe(t0));
+    // Lost: behind at once, not stale yet.
+    source.set(false, 1);
+    assert!(!relay.observe(t0));
+    assert!(!relay.stale.load(Ordering::Relaxed));
+    assert_eq!(relay.metrics.current.get(), 0);
+    // A swap while still lost: still behind. Connected, its new model not yet served: still.
+    relay.publish(cluster(vec![app("/a", "a2")]), 1);
+    assert!(!relay.observe(t0));
+    source.set(true, 1);
+    assert!(!relay.observe(t0));
+    // The new read swapped in before the source says connected: current at once, and stays
+    // so when the source then says connected.
+    source.set(false, 2);
+    relay.publish(cluster(vec![app("/a", "a3")]), 2);
+    assert!(relay.observe(t0));
+    source.set(true, 2);
+    assert!(relay.observe(t0));
+    assert_eq!(relay.metrics.current.get(), 1);
+}
+
+/// A model with the newest read whose source never reports connected: lost once
+/// `CONNECT_GRACE` has passed.
+#[test]
+fn a_source_that_never_reports_connected_is_lost_after_the_grace() {
+    let metrics = Metrics::new();
+    let source = FakeSource::default();
+    let relay = source.relay(&metrics);
+    let t0 = std::time::Instant::now();
+    source.set(false, 1);
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    assert!(relay.observe(t0));
+    assert!(!relay.observe(t0 + CONNECT_GRACE + Duration::from_secs(1)));
+}
+
+/// A loss is timed from when it is seen: after a model read after an earlier loss is served, a
+/// new loss starts `relay.max_disconnected` afresh (the relay does not go stale at once for the
+/// time the earlier one lasted).
+#[test]
+fn a_recovery_resets_the_loss_clock() {
+    let metrics = Metrics::new();
+    let source = FakeSource::default();
+    let relay = source.relay(&metrics);
+    let t0 = std::time::Instant::now();
+    source.set(true, 1);
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    source.set(false, 1);
+    assert!(!relay.observe(t0));
+    // Back between two ticks: the new model is published, and that ends the loss.
+    source.set(true, 2);
+    relay.publish(cluster(vec![app("/a", "a2")]), 2);
+    assert_eq!(relay.metrics.current.get(), 1);
+    // Lost again before the next tick saw it connected, a minute later: behind, not stale.
+    source.set(false, 2);
+    let again = t0 + Duration::from_secs(61);
+    assert!(!relay.observe(again));
+    assert!(!relay.stale.load(Ordering::Relaxed));
+    relay.observe(again + Duration::from_secs(61));
+    assert!(relay.stale.load(Ordering::Relaxed));
+}
+
 /// Stale (lost for longer than `max_disconnected`) until a model is published once the source
 /// is back: the source reports connected before its new model is compiled, and the old one must
 /// not be served in between; nor does a model published while still lost end it.
 #[test]
 fn stale_ends_with_the_model_published_after_the_source_is_back() {
     let metrics = Metrics::new();
-    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let reports = up.clone();
-    let relay = Relay::new(
-        settings(),
-        RelayMetrics::register(&metrics),
-        Box::new(move || reports.load(Ordering::Relaxed)),
-    );
-    relay.publish(cluster(vec![app("/a", "a")]));
-    up.store(false, Ordering::Relaxed);
+    let source = FakeSource::default();
+    let relay = source.relay(&metrics);
+    source.set(true, 1);
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    source.set(false, 1);
     let lost = std::time::Instant::now();
-    relay.check_upstream(lost);
-    relay.check_upstream(lost + Duration::from_secs(61));
+    relay.observe(lost);
+    relay.observe(lost + Duration::from_secs(61));
     assert!(relay.stale.load(Ordering::Relaxed));
     // A swap while still lost: still stale.
-    relay.publish(cluster(vec![app("/a", "a2")]));
+    relay.publish(cluster(vec![app("/a", "a2")]), 1);
     assert!(relay.stale.load(Ordering::Relaxed));
     // Connected, the new model not yet published: still stale.
-    up.store(true, Ordering::Relaxed);
-    relay.check_upstream(lost + Duration::from_secs(62));
+    source.set(true, 2);
+    relay.observe(lost + Duration::from_secs(62));
     assert!(relay.stale.load(Ordering::Relaxed));
-    relay.publish(cluster(vec![app("/a", "a3")]));
+    relay.publish(cluster(vec![app("/a", "a3")]), 2);
     assert!(!relay.stale.load(Ordering::Relaxed));
 }
