@@ -185,7 +185,7 @@ fn container_networking_uses_task_ip_and_container_port() {
     let mut a = app("/c", 10000, &[], vec![task("c.1", 31000)]);
     a.networking = Networking::Container;
     a.ports[0].container_port = Some(8080);
-    a.tasks.get_mut("c.1").unwrap().ip_addresses = vec!["9.0.0.7".parse().unwrap()];
+    a.tasks.get_mut("c.1").unwrap().ip_addresses = vec!["9.0.0.7".parse().unwrap()].into();
     let t = compile(&cluster(vec![a]), &config("*"));
     assert_eq!(
         t.services[0].backends[0].addr,

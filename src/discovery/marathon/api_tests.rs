@@ -28,8 +28,8 @@ fn the_three_port_shapes() {
     assert_eq!(ucr.ports[0].protocol, Protocol::TcpUdp);
     assert_eq!(ucr.networking, Networking::Container);
     assert_eq!(
-        ucr.tasks["ucr.1"].ip_addresses,
-        vec!["9.0.0.5".parse::<IpAddr>().unwrap()]
+        ucr.tasks["ucr.1"].ip_addresses.as_slice(),
+        ["9.0.0.5".parse::<IpAddr>().unwrap()]
     );
 }
 
