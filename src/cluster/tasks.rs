@@ -89,6 +89,9 @@ impl FromIterator<Task> for Tasks {
             }
             same
         });
+        // Collected in place from a vector of larger values (a source's parsed tasks), the
+        // vector would keep their allocation: held for the model's life.
+        tasks.shrink_to_fit();
         Tasks(tasks)
     }
 }
