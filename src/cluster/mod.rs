@@ -151,6 +151,11 @@ impl Host {
     pub fn resolve(&self, agents: &HashMap<String, IpAddr>) -> Option<IpAddr> {
         self.0.ip.or_else(|| agents.get(self.as_str()).copied())
     }
+    /// The same shared name, not an equal copy.
+    #[cfg(test)]
+    pub fn shares(&self, other: &Host) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Equal names are equal hosts, shared or not.
