@@ -62,8 +62,8 @@ fn task_event_burst(c: &mut Criterion) {
                 task: Task {
                     id: task_id.into(),
                     host: "10.0.0.9".into(),
-                    ports: vec![32000],
-                    ip_addresses: vec![],
+                    ports: vec![32000].into(),
+                    ip_addresses: Default::default(),
                     changed_ms: 0,
                     state: if killing {
                         TaskState::Killing

@@ -238,8 +238,8 @@ fn one_event_compiles(cluster: &mut Cluster, config: &CompileConfig) {
         let task = switchyard::cluster::Task {
             id: format!("{app}.extra").into(),
             host: "10.9.0.1".into(),
-            ports: vec![32000],
-            ip_addresses: Vec::new(),
+            ports: vec![32000].into(),
+            ip_addresses: Default::default(),
             state: switchyard::cluster::TaskState::Running,
             healthy: Some(true),
             ready: None,
@@ -864,8 +864,8 @@ fn events() {
         let task = Task {
             id: format!("{app}.extra").into(),
             host: "10.9.0.1".into(),
-            ports: vec![32000],
-            ip_addresses: Vec::new(),
+            ports: vec![32000].into(),
+            ip_addresses: Default::default(),
             state: if k % 2 == 0 {
                 TaskState::Running
             } else {

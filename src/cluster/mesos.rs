@@ -108,7 +108,7 @@ impl MesosTask {
             id: self.id.clone(),
             host: agent.map(|a| a.host.clone()).unwrap_or_default(),
             ports: ports.iter().filter_map(|p| p.container_port).collect(),
-            ip_addresses: self.container_ips.clone(),
+            ip_addresses: self.container_ips.as_slice().into(),
             state: self.state.clone(),
             healthy: None,
             ready: None,
@@ -127,7 +127,7 @@ impl MesosTask {
             probes: Vec::new(),
             checks: Vec::new(),
             assign_service_ports: false,
-            tasks: [(task.id.clone(), task)].into(),
+            tasks: [task].into_iter().collect(),
             version_ms: self.changed_ms,
         }
     }

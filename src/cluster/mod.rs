@@ -5,6 +5,11 @@
 
 pub mod mesos;
 pub mod names;
+mod small_list;
+mod tasks;
+
+pub use small_list::SmallList;
+pub use tasks::Tasks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -47,7 +52,7 @@ pub struct App {
     /// IP-per-task without service ports: `compile` assigns them from the configured range
     /// (marathon-lb's `--min-serv-port-ip-per-task`), see `routing::ip_per_task`.
     pub assign_service_ports: bool,
-    pub tasks: BTreeMap<TaskId, Task>,
+    pub tasks: Tasks,
     /// When the definition last changed (Marathon's `version`: config changes and scaling),
     /// milliseconds since the epoch; 0 when the source does not say.
     pub version_ms: u64,
@@ -120,52 +125,88 @@ pub enum Networking {
 }
 
 /// The agent a task runs on, as Marathon names it, with the address parsed once when the name
-/// is one: `compile` and the DNS zone read it for every task on every swap.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Host {
-    name: String,
+/// is one: `compile` and the DNS zone read it for every task on every swap. Shared: a snapshot's
+/// tasks on one agent hold one `Host` ([`HostNames::intern`]), a pointer each rather than a copy
+/// of the name (a few hundred agents under tens of thousands of tasks).
+#[derive(Debug, Clone, Default)]
+pub struct Host(Arc<HostName>);
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HostName {
+    name: Box<str>,
     ip: Option<IpAddr>,
 }
 
 impl Host {
     pub fn as_str(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// The address, when the name is an IP address.
     pub fn ip(&self) -> Option<IpAddr> {
-        self.ip
+        self.0.ip
     }
 
     /// The address: the name's own, or what the agent name was resolved to.
     pub fn resolve(&self, agents: &HashMap<String, IpAddr>) -> Option<IpAddr> {
-        self.ip.or_else(|| agents.get(&self.name).copied())
+        self.0.ip.or_else(|| agents.get(self.as_str()).copied())
+    }
+    /// The same shared name, not an equal copy.
+    #[cfg(test)]
+    pub fn shares(&self, other: &Host) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
+/// Equal names are equal hosts, shared or not.
+impl PartialEq for Host {
+    fn eq(&self, other: &Host) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for Host {}
+
 impl From<String> for Host {
     fn from(name: String) -> Host {
-        let ip = name.parse().ok();
-        Host { name, ip }
+        Host::from(name.as_str())
     }
 }
 
 impl From<&str> for Host {
     fn from(name: &str) -> Host {
-        Host::from(name.to_string())
+        Host(Arc::new(HostName {
+            ip: name.parse().ok(),
+            name: name.into(),
+        }))
     }
 }
 
 impl std::ops::Deref for Host {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.name
+        self.as_str()
     }
 }
 
 impl std::fmt::Display for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
+        f.write_str(self.as_str())
+    }
+}
+
+/// The hosts met while reading one document (a snapshot): each name once, handed out shared.
+#[derive(Debug, Default)]
+pub struct HostNames(HashMap<Box<str>, Host>);
+
+impl HostNames {
+    pub fn intern(&mut self, name: &str) -> Host {
+        if let Some(host) = self.0.get(name) {
+            return host.clone();
+        }
+        let host = Host::from(name);
+        self.0.insert(name.into(), host.clone());
+        host
     }
 }
 
@@ -173,8 +214,10 @@ impl std::fmt::Display for Host {
 pub struct Task {
     pub id: TaskId,
     pub host: Host,
-    pub ports: Vec<u16>,
-    pub ip_addresses: Vec<IpAddr>,
+    /// Host ports (nearly always one or two: inline).
+    pub ports: SmallList<u16, 4>,
+    /// Container addresses (nearly always none or one: inline).
+    pub ip_addresses: SmallList<IpAddr, 1>,
     pub state: TaskState,
     /// Aggregated health: `None` until Marathon reports a result.
     pub healthy: Option<bool>,
@@ -339,7 +382,7 @@ impl Cluster {
                         task.healthy = task.healthy.or(previous.healthy);
                         task.ready = task.ready.or(previous.ready);
                     }
-                    app.tasks.insert(task.id.clone(), task);
+                    app.tasks.insert(task);
                 } else {
                     app.tasks.remove(&task.id);
                 }
@@ -404,8 +447,8 @@ impl Cluster {
                 // Marathon's tasks that Mesos knows fresher (one pass over Marathon's tasks); an
                 // app is copied only when one of its tasks changes.
                 for app in self.apps.values_mut() {
-                    let stale = app.tasks.iter().any(|(id, task)| {
-                        m.tasks.get(id).is_some_and(|seen| {
+                    let stale = app.tasks.values().any(|task| {
+                        m.tasks.get(&task.id).is_some_and(|seen| {
                             let marathon = mesos::Seen {
                                 state: &task.state,
                                 changed_ms: task.changed_ms,
@@ -421,8 +464,8 @@ impl Cluster {
                     if !stale {
                         continue;
                     }
-                    Arc::make_mut(app).tasks.retain(|id, task| {
-                        let Some(seen) = m.tasks.get(id) else {
+                    Arc::make_mut(app).tasks.retain(|task| {
+                        let Some(seen) = m.tasks.get(&task.id) else {
                             return true;
                         };
                         let marathon = mesos::Seen {
@@ -565,8 +608,8 @@ pub(crate) mod fixtures {
         Task {
             id: id.into(),
             host: "127.0.0.1".into(),
-            ports: vec![port],
-            ip_addresses: vec![],
+            ports: vec![port].into(),
+            ip_addresses: Default::default(),
             state: TaskState::Running,
             healthy: None,
             ready: None,
@@ -590,7 +633,7 @@ pub(crate) mod fixtures {
             probes: Vec::new(),
             checks: Vec::new(),
             assign_service_ports: false,
-            tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            tasks: tasks.into_iter().collect(),
             version_ms: 0,
         }
     }

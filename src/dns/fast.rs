@@ -178,7 +178,7 @@ mod tests {
         let mut v6 = app("/v6/web", 10001, &[], vec![task("web.1", 31000)]);
         v6.networking = crate::cluster::Networking::Container;
         for t in v6.tasks.values_mut() {
-            t.ip_addresses = vec!["fd00::1".parse().unwrap()];
+            t.ip_addresses = vec!["fd00::1".parse().unwrap()].into();
         }
         crate::zone::fixtures::api_zone(tasks, vec![v6])
     }

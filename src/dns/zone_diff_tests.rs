@@ -74,7 +74,7 @@ fn cluster(shape: &Shape) -> Cluster {
             a.networking = Networking::Container;
             a.ports[0].container_port = Some(8080);
             for (n, t) in a.tasks.values_mut().enumerate() {
-                t.ip_addresses = vec![format!("fd00::{i:x}:{n:x}").parse().unwrap()];
+                t.ip_addresses = vec![format!("fd00::{i:x}:{n:x}").parse().unwrap()].into();
             }
         }
         apps.push(a);

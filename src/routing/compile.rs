@@ -239,7 +239,11 @@ fn compile_port(
             );
         }
     }
-    let edge = std::sync::Arc::new(edge);
+    let edge = if edge == super::edge::Edge::default() {
+        super::edge::Edge::shared_default()
+    } else {
+        std::sync::Arc::new(edge)
+    };
     if !config.serves(labels.groups.as_deref()) {
         return PortPart { early, claim: None };
     }
@@ -317,7 +321,7 @@ fn compile_port(
             vhosts: Vec::new(),
             upstream_h2: false,
             tcp_idle_timeout: None,
-            edge: Default::default(),
+            edge: super::edge::Edge::shared_default(),
             connection: Default::default(),
             // Probes are TCP or HTTP: nothing to probe a UDP port with.
             probe: None,

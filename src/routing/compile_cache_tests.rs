@@ -167,9 +167,9 @@ fn build(shape: &AppShape) -> App {
                 1 => "agent-a".into(),
                 _ => "agent-b".into(),
             };
-            task.ip_addresses = vec![format!("10.1.0.{t}").parse().unwrap()];
+            task.ip_addresses = vec![format!("10.1.0.{t}").parse().unwrap()].into();
             task.healthy = Some(healthy);
-            (task.id.clone(), task)
+            task
         })
         .collect();
     App {
@@ -281,7 +281,7 @@ proptest! {
                     let app_id: crate::cluster::AppId = format!("/app{a}").into();
                     let mut task = task(&format!("{app_id}.t{t}"), 31000 + t as u16);
                     task.ports.push(32000 + t as u16);
-                    task.ip_addresses = vec![format!("10.1.0.{t}").parse().unwrap()];
+                    task.ip_addresses = vec![format!("10.1.0.{t}").parse().unwrap()].into();
                     if matches!(step, Step::TaskDown(..)) {
                         task.state = TaskState::Other("TASK_KILLED".into());
                     }

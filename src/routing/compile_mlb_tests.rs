@@ -415,8 +415,8 @@ fn ip_per_task_apps_without_service_ports_get_them_from_the_range() {
     let ip_app = |id: &str| {
         let mut a = app(id, 0, &[("HAPROXY_0_VHOST", "x.example.com")], vec![]);
         let mut t = task(&format!("{id}.1"), 0);
-        t.ip_addresses = vec!["10.1.0.1".parse().unwrap()];
-        a.tasks.insert(t.id.clone(), t);
+        t.ip_addresses = vec!["10.1.0.1".parse().unwrap()].into();
+        a.tasks.insert(t);
         a.networking = crate::cluster::Networking::Container;
         a.assign_service_ports = true;
         a.ports[0].container_port = Some(8080);

@@ -47,6 +47,26 @@ fn groups_select_apps() {
 }
 
 #[test]
+fn ports_without_edge_labels_share_one_default_edge() {
+    let http = [("HAPROXY_0_MODE", "http")];
+    let limited = [
+        ("HAPROXY_0_MODE", "http"),
+        ("SWITCHYARD_0_RATE_LIMIT", "10/s"),
+    ];
+    let c = cluster(vec![
+        app("/a", 10000, &http, vec![task("a.1", 1)]),
+        app("/b", 10001, &[], vec![task("b.1", 2)]),
+        app("/c", 10002, &limited, vec![task("c.1", 3)]),
+    ]);
+    let t = compile(&c, &config("*"));
+    let edge = |i: usize| &t.services[i].edge;
+    assert!(std::sync::Arc::ptr_eq(edge(0), edge(1)));
+    assert_eq!(**edge(0), super::super::edge::Edge::default());
+    assert!(edge(2).rate.is_some());
+    assert!(!std::sync::Arc::ptr_eq(edge(0), edge(2)));
+}
+
+#[test]
 fn only_routable_tasks_become_backends() {
     let mut killing = task("a.2", 2);
     killing.state = TaskState::Killing;
@@ -185,7 +205,7 @@ fn container_networking_uses_task_ip_and_container_port() {
     let mut a = app("/c", 10000, &[], vec![task("c.1", 31000)]);
     a.networking = Networking::Container;
     a.ports[0].container_port = Some(8080);
-    a.tasks.get_mut("c.1").unwrap().ip_addresses = vec!["9.0.0.7".parse().unwrap()];
+    a.tasks.get_mut("c.1").unwrap().ip_addresses = vec!["9.0.0.7".parse().unwrap()].into();
     let t = compile(&cluster(vec![a]), &config("*"));
     assert_eq!(
         t.services[0].backends[0].addr,

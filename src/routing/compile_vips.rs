@@ -125,7 +125,7 @@ pub(super) fn vip_services(
                 deployment: Default::default(),
                 upstream_h2: false,
                 tcp_idle_timeout: None,
-                edge: Default::default(),
+                edge: crate::routing::edge::Edge::shared_default(),
                 connection: Default::default(),
                 // UDP has nothing to probe; a TCP VIP takes its first app's check for the port.
                 probe,

@@ -398,7 +398,7 @@ mod tests {
             let mut a = app(id, 10010, &labels, vec![task(&format!("{id}.1"), 31010)]);
             let mut held = task(&format!("{id}.2"), 31011);
             held.state = crate::cluster::TaskState::Staging;
-            a.tasks.insert(held.id.clone(), held);
+            a.tasks.insert(held);
             c.apps.insert(a.id.clone(), std::sync::Arc::new(a));
         }
         let mut config = CompileConfig::group("*", "10.0.0.1".parse().unwrap());

@@ -44,6 +44,14 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// The one shared `Edge` of every port without edge labels (nearly all of them): a table
+    /// of 50,000 services holds one default, not 50,000 copies of it.
+    pub fn shared_default() -> std::sync::Arc<Edge> {
+        static DEFAULT: std::sync::LazyLock<std::sync::Arc<Edge>> =
+            std::sync::LazyLock::new(Default::default);
+        DEFAULT.clone()
+    }
+
     /// Whether any request limit is set (the proxy's limiter state is kept only then).
     pub fn limited(&self) -> bool {
         self.rate.is_some() || self.max_concurrent.is_some() || self.max_pending.is_some()
@@ -177,9 +185,17 @@ pub struct Findings {
 /// The edge labels of port `n` (`SWITCHYARD_{n}_…`).
 pub fn read(labels: &BTreeMap<String, String>, n: usize) -> (Edge, Findings) {
     let own = format!("SWITCHYARD_{n}_");
-    let get = |key: &str| labels.get(&format!("{own}{key}")).map(|v| v.trim());
+    // The port's labels in one ordered range, looked up by suffix: no key built per lookup
+    // (compile reads these for every port of every app on every full compile). Without any,
+    // the port has no edge settings.
+    let mine = super::known_labels::with_prefix(labels, &own);
     let mut found = Findings::default();
     let mut edge = Edge::default();
+    if mine.is_empty() {
+        return (edge, found);
+    }
+    let raw = |key: &str| mine.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let get = |key: &str| raw(key).map(str::trim);
 
     // Limits: reported and left out when they do not parse.
     let limit_ignored = |key: &str, v: &str, expected: &str| {
@@ -314,7 +330,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> (Edge, Findings) {
     for status in [502u16, 503, 504] {
         let key = format!("ERROR_PAGE_{status}");
         // The body as written (not trimmed): a page may end with a newline.
-        if let Some(body) = labels.get(&format!("{own}{key}"))
+        if let Some(body) = raw(&key)
             && let Err(e) = edge.pages.set(status, body.as_bytes(), content_type)
         {
             found

@@ -74,10 +74,16 @@ pub fn read(
     has_vhosts: bool,
 ) -> Result<EdgeLabels, String> {
     let prefix = format!("SWITCHYARD_{n}_");
+    // The port's labels in one ordered range, looked up by suffix (no key built per lookup);
+    // without any, the port has none of these settings.
+    let mine = super::known_labels::with_prefix(labels, &prefix);
+    if mine.is_empty() {
+        return Ok(EdgeLabels::default());
+    }
     let get = |key: &str| {
-        labels
-            .get(&format!("{prefix}{key}"))
-            .map(|v| v.trim())
+        mine.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim())
             .filter(|v| !v.is_empty())
     };
     let flag = |key: &str| -> Result<bool, String> {

@@ -152,39 +152,45 @@ fn port_number(rest: &str) -> Option<usize> {
 /// `HAPROXY_…` labels of an app that no port reads: app-wide labels switchyard does not know, and
 /// `HAPROXY_{n}_…` labels for a port the app does not have. Reported once per app.
 pub fn app_notices(labels: &BTreeMap<String, String>, ports: usize) -> Vec<String> {
-    with_prefix(labels, "HAPROXY_")
-        .into_iter()
-        .filter_map(|(rest, _)| {
-            let key = format!("HAPROXY_{rest}");
-            match rest.split_once('_') {
-                Some((n, _)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                    let beyond = n.parse::<usize>().map_or(true, |n| n >= ports);
-                    beyond.then(|| format!("{key}: the app has no port {n}, ignored"))
-                }
-                _ if APP_WIDE.contains(&key.as_str()) => None,
-                _ => Some(format!("{key}: not acted on by switchyard, ignored")),
+    // Keys are read as they are (no copy): compile reads them for every app on a full compile.
+    keys_with_prefix(labels, "HAPROXY_")
+        .filter_map(|(key, rest)| match rest.split_once('_') {
+            Some((n, _)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                let beyond = n.parse::<usize>().map_or(true, |n| n >= ports);
+                beyond.then(|| format!("{key}: the app has no port {n}, ignored"))
             }
+            _ if APP_WIDE.contains(&key) => None,
+            _ => Some(format!("{key}: not acted on by switchyard, ignored")),
         })
         .chain(
-            with_prefix(labels, "SWITCHYARD_")
-                .into_iter()
-                .filter_map(|(rest, _)| {
-                    let key = format!("SWITCHYARD_{rest}");
-                    match port_number(rest) {
-                        Some(n) if n >= ports => {
-                            Some(format!("{key}: the app has no port {n}, ignored"))
-                        }
-                        Some(_) => None,
-                        None if APP_WIDE_SWITCHYARD.contains(&key.as_str()) => None,
-                        // Restricting ones skip every port (`read`); said there, not twice.
-                        None if sounds_restricting(&key) && ports > 0 => None,
-                        None => Some(format!(
-                            "{key}: not a label switchyard knows (misspelt?), ignored"
-                        )),
+            keys_with_prefix(labels, "SWITCHYARD_").filter_map(|(key, rest)| {
+                match port_number(rest) {
+                    Some(n) if n >= ports => {
+                        Some(format!("{key}: the app has no port {n}, ignored"))
                     }
-                }),
+                    Some(_) => None,
+                    None if APP_WIDE_SWITCHYARD.contains(&key) => None,
+                    // Restricting ones skip every port (`read`); said there, not twice.
+                    None if sounds_restricting(key) && ports > 0 => None,
+                    None => Some(format!(
+                        "{key}: not a label switchyard knows (misspelt?), ignored"
+                    )),
+                }
+            }),
         )
         .collect()
+}
+
+/// The keys that start with `prefix`, as (key, rest of the key), in order.
+fn keys_with_prefix<'a>(
+    labels: &'a BTreeMap<String, String>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    use std::ops::Bound;
+    labels
+        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(prefix))
+        .map(move |(k, _)| (k.as_str(), &k[prefix.len()..]))
 }
 
 /// The labels whose keys start with `prefix`, as (rest of the key, value), in key order.

@@ -78,7 +78,7 @@ fn task_addrs(cluster: &Cluster, app: &App, task: &Task, sources: &[IpSource]) -
     for source in sources {
         let addrs = match (source, app.networking) {
             (IpSource::Auto, Networking::Container) | (IpSource::NetInfo, _) => {
-                task.ip_addresses.clone()
+                task.ip_addresses.to_vec()
             }
             (IpSource::Auto, Networking::Host) | (IpSource::Host, _) => agent(),
         };

@@ -61,7 +61,8 @@ fn cluster(step: &[AppShape]) -> Cluster {
                         task.healthy = Some(healthy);
                     }
                     if shape.v6 {
-                        task.ip_addresses = vec![format!("fd00::{i:x}:{t:x}").parse().unwrap()];
+                        task.ip_addresses =
+                            vec![format!("fd00::{i:x}:{t:x}").parse().unwrap()].into();
                     }
                     task
                 })

@@ -79,7 +79,7 @@ fn task_slave_and_srv_names() {
 #[test]
 fn ip_sources_and_only_running_tasks() {
     let mut running = task("c.1", 8080);
-    running.ip_addresses = vec!["9.0.0.1".parse().unwrap()];
+    running.ip_addresses = vec!["9.0.0.1".parse().unwrap()].into();
     let mut staging = task("c.2", 8080);
     staging.state = TaskState::Staging;
     let mut a = app("/c", 10000, &[], vec![running, staging]);
@@ -183,7 +183,7 @@ fn ptr_records_name_the_app_for_task_and_vip_addresses() {
     let mut v6 = app("/v6/db", 10002, &[], vec![task("db.1", 31002)]);
     v6.networking = crate::cluster::Networking::Container;
     for t in v6.tasks.values_mut() {
-        t.ip_addresses = vec!["fd00::5".parse().unwrap()];
+        t.ip_addresses = vec!["fd00::5".parse().unwrap()].into();
     }
     let mut api = app("/prod/api", 10000, &[], vec![t1]);
     api.ports[0].labels.insert("VIP_0".into(), "/api:80".into());
@@ -485,7 +485,7 @@ fn a_deployment_groups_split_is_answered_as_weighted_srv_records() {
 #[test]
 fn ipv6_tasks_get_aaaa() {
     let mut t = task("v6.1", 80);
-    t.ip_addresses = vec!["fd00::5".parse().unwrap()];
+    t.ip_addresses = vec!["fd00::5".parse().unwrap()].into();
     let mut a = app("/v6", 10000, &[], vec![t]);
     a.networking = Networking::Container;
     let mut c = Cluster::default();

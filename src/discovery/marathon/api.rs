@@ -11,7 +11,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::cluster::{
-    App, ClusterUpdate, Networking, PortSpec, Probe, ProbeKind, Protocol, Task, TaskState,
+    App, ClusterUpdate, HostNames, Networking, PortSpec, Probe, ProbeKind, Protocol, Task,
+    TaskState,
 };
 
 #[derive(Debug, Deserialize)]
@@ -146,8 +147,10 @@ pub fn parse_apps(body: &[u8]) -> Result<ParsedApps, String> {
         apps: Vec::with_capacity(list.len()),
         rejected: Vec::new(),
     };
+    // The snapshot's tasks on one agent share one host name.
+    let mut hosts = crate::cluster::HostNames::default();
     for raw in list {
-        match parse_app(raw.get()) {
+        match parse_app(raw.get(), &mut hosts) {
             Ok(app) => parsed.apps.push(app),
             Err(rejected) => parsed.rejected.push(rejected),
         }
@@ -165,13 +168,13 @@ pub fn parse_single_app(body: &[u8]) -> Result<App, (String, String)> {
     let text =
         std::str::from_utf8(body).map_err(|e| (String::new(), format!("invalid UTF-8: {e}")))?;
     match serde_json::from_str::<Document>(text) {
-        Ok(doc) => parse_app(doc.app.get()),
-        Err(_) => parse_app(text),
+        Ok(doc) => parse_app(doc.app.get(), &mut Default::default()),
+        Err(_) => parse_app(text, &mut Default::default()),
     }
 }
 
 /// One app from its JSON text; on failure, its id (if it has one) and why.
-fn parse_app(text: &str) -> Result<App, (String, String)> {
+fn parse_app(text: &str, hosts: &mut HostNames) -> Result<App, (String, String)> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: Option<Value>,
@@ -179,7 +182,7 @@ fn parse_app(text: &str) -> Result<App, (String, String)> {
     match serde_json::from_str::<MarathonApp>(text) {
         Ok(app) => {
             let id = app.id.clone();
-            into_app(app).map_err(|reason| (id, reason))
+            into_app(app, hosts).map_err(|reason| (id, reason))
         }
         Err(e) => {
             let id = serde_json::from_str::<IdOnly>(text)
@@ -192,7 +195,7 @@ fn parse_app(text: &str) -> Result<App, (String, String)> {
     }
 }
 
-fn into_app(app: MarathonApp) -> Result<App, String> {
+fn into_app(app: MarathonApp, hosts: &mut HostNames) -> Result<App, String> {
     if !app.id.starts_with('/') {
         return Err(format!("app id {:?} is not absolute", app.id));
     }
@@ -277,12 +280,12 @@ fn into_app(app: MarathonApp) -> Result<App, String> {
         .tasks
         .into_iter()
         .map(|t| {
-            let mut task = into_task(t);
+            let mut task = into_task(t, hosts);
             // Several checks: ready when all have passed.
             for result in readiness.iter().filter(|r| *r.task_id == *task.id) {
                 task.ready = Some(task.ready.unwrap_or(true) && result.ready);
             }
-            (task.id.clone(), task)
+            task
         })
         .collect();
     Ok(App {
@@ -376,7 +379,7 @@ fn names_a_port(check: &Value) -> bool {
     }
 }
 
-fn into_task(t: MarathonTask) -> Task {
+fn into_task(t: MarathonTask, hosts: &mut HostNames) -> Task {
     let changed_ms = [&t.staged_at, &t.started_at]
         .into_iter()
         .filter_map(|s| timestamp_ms(s.as_deref()?))
@@ -385,8 +388,8 @@ fn into_task(t: MarathonTask) -> Task {
     Task {
         changed_ms,
         id: t.id.into(),
-        host: t.host.into(),
-        ports: t.ports,
+        host: hosts.intern(&t.host),
+        ports: t.ports.into(),
         ip_addresses: t.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
         state: TaskState::parse(t.state.as_deref().unwrap_or("TASK_RUNNING")),
         ready: None,
@@ -544,7 +547,7 @@ pub fn parse_event(value: Value) -> Result<(String, Option<Event>), String> {
             let task = Task {
                 id: e.task_id.into(),
                 host: e.host.into(),
-                ports: e.ports,
+                ports: e.ports.into(),
                 ip_addresses: e.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
                 state: TaskState::parse(&e.task_status),
                 healthy: None,

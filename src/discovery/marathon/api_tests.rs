@@ -28,9 +28,26 @@ fn the_three_port_shapes() {
     assert_eq!(ucr.ports[0].protocol, Protocol::TcpUdp);
     assert_eq!(ucr.networking, Networking::Container);
     assert_eq!(
-        ucr.tasks["ucr.1"].ip_addresses,
-        vec!["9.0.0.5".parse::<IpAddr>().unwrap()]
+        ucr.tasks["ucr.1"].ip_addresses.as_slice(),
+        ["9.0.0.5".parse::<IpAddr>().unwrap()]
     );
+}
+
+#[test]
+fn a_snapshots_tasks_on_one_agent_share_its_host() {
+    let body = br#"{"apps":[
+          {"id":"/a","tasks":[{"id":"a.1","host":"agent-1","ports":[31000]},
+                              {"id":"a.2","host":"10.0.0.2","ports":[31001]}]},
+          {"id":"/b","tasks":[{"id":"b.1","host":"agent-1","ports":[31002]},
+                              {"id":"b.2","host":"10.0.0.2","ports":[31003]}]}
+        ]}"#;
+    let parsed = parse_apps(body).unwrap();
+    let (a, b) = (&parsed.apps[0].tasks, &parsed.apps[1].tasks);
+    assert!(a["a.1"].host.shares(&b["b.1"].host));
+    assert!(a["a.2"].host.shares(&b["b.2"].host));
+    assert!(!a["a.1"].host.shares(&a["a.2"].host));
+    assert_eq!(b["b.2"].host.ip(), Some("10.0.0.2".parse().unwrap()));
+    assert_eq!(b["b.1"].host.as_str(), "agent-1");
 }
 
 #[test]
