@@ -752,7 +752,11 @@ impl Reconciler {
         self.zone.dirty = self.zone.config.is_some();
         self.build_zone();
         self.update_readiness();
-        self.listeners.reconcile(&self.store.load().table);
+        // A patched table listens where the last did (its apps kept their places): the
+        // listeners are reconciled only to try again a port that failed to bind.
+        if patched.is_none() || !self.listeners.all_open() {
+            self.listeners.reconcile(&self.store.load().table);
+        }
         self.metrics.table_generation.set(generation as i64);
         self.metrics.compile_seconds.set(compile_time.as_secs_f64());
         self.metrics.services.set(services as i64);
