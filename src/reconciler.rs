@@ -875,7 +875,7 @@ impl Reconciler {
 
     fn report_problems(&mut self, table: &RoutingTable) {
         let current: HashSet<Problem> = table.problems.iter().cloned().collect();
-        for problem in &table.problems {
+        for problem in table.problems.iter() {
             if self.problems_seen.contains(problem) {
                 continue;
             }

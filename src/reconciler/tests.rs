@@ -422,3 +422,73 @@ fn a_patched_swaps_record_is_the_whole_tables() {
     }
     assert_eq!(count, 5);
 }
+
+/// Events through the reconciler, each naming the app it changes: the table live after each is
+/// the one a compile from scratch of the same cluster gives, and the compile's audit never
+/// found the list of changed apps incomplete (an event whose app the reconciler left out of
+/// the list would be counted there).
+#[tokio::test]
+async fn events_compile_the_apps_they_name_into_the_full_compiles_table() {
+    let (reconciler, store) = reconciler(Duration::ZERO, None);
+    let (metrics, config) = (reconciler.metrics.clone(), reconciler.config.clone());
+    let (events, events_rx) = mpsc::channel(64);
+    let (_commands, commands_rx) = mpsc::channel(8);
+    tokio::spawn(reconciler.run(events_rx, commands_rx));
+    // With a Marathon health check: a task's health moves it in or out of the table.
+    let healthy = |id: &str, port: u16| {
+        let mut t = task(id, port);
+        t.healthy = Some(true);
+        t
+    };
+    let vhost = |i: usize| {
+        let tasks = vec![healthy(&format!("a{i}.1"), 1)];
+        let host = format!("a{i}.test");
+        let mut a = app(&format!("/a{i:03}"), 0, &[("HAPROXY_0_VHOST", &host)], tasks);
+        a.health_checks = 1;
+        a
+    };
+    let mut killed = healthy("a3.2", 2);
+    killed.state = crate::cluster::TaskState::Other("TASK_KILLED".into());
+    let mut relabelled = vhost(7);
+    relabelled
+        .labels
+        .insert("HAPROXY_0_VHOST".into(), "seven.test".into());
+    let updates = vec![
+        ClusterUpdate::Snapshot((0..100).map(vhost).collect()),
+        ClusterUpdate::TaskStatus {
+            app_id: "/a003".into(),
+            task: healthy("a3.2", 2),
+        },
+        ClusterUpdate::TaskHealth {
+            app_id: "/a003".into(),
+            task_id: "a3.1".into(),
+            alive: false,
+        },
+        ClusterUpdate::InstanceHealth {
+            app_id: "/a004".into(),
+            instance_id: "a4.1".into(),
+            healthy: Some(false),
+        },
+        ClusterUpdate::AppUpserted(vhost(200)),
+        ClusterUpdate::AppUpserted(relabelled),
+        ClusterUpdate::AppRemoved {
+            id: "/a005".into(),
+            at_ms: 0,
+        },
+        ClusterUpdate::TaskStatus {
+            app_id: "/a003".into(),
+            task: killed,
+        },
+    ];
+    let mut mirror = Cluster::default();
+    for (k, update) in updates.into_iter().enumerate() {
+        mirror.apply(update.clone());
+        events.send(SourceEvent::Update(update)).await.unwrap();
+        let generation = k as u64 + 1;
+        until("the swap", || store.load().generation == generation).await;
+        let want = compile(&mirror, &config);
+        assert_eq!(store.load().table.hash(), want.hash(), "after update {k}");
+        assert_eq!(metrics.compile_audit_failures.get(), 0, "after update {k}");
+    }
+    assert_eq!(metrics.compile_audit_failures.get(), 0);
+}

@@ -353,14 +353,14 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     }
     for app in cluster.apps.values() {
         let part = &cache.apps[&app.id];
-        table.problems.extend(part.notices.iter().cloned());
+        std::sync::Arc::make_mut(&mut table.problems).extend(part.notices.iter().cloned());
         for port in &part.ports {
-            table.problems.extend(port.early.iter().cloned());
+            std::sync::Arc::make_mut(&mut table.problems).extend(port.early.iter().cloned());
             let Some(c) = &port.claim else {
                 continue;
             };
             let problem = |table: &mut RoutingTable, reason: String| {
-                table.problems.push(Problem {
+                std::sync::Arc::make_mut(&mut table.problems).push(Problem {
                     app_id: app.id.clone(),
                     port_index: Some(c.key.port_index),
                     severity: Severity::Skipped,
@@ -387,7 +387,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
                     }
                     None => {
                         claims.push((ip, udp.key.clone(), group.clone()));
-                        table.problems.extend(late.iter().cloned());
+                        std::sync::Arc::make_mut(&mut table.problems).extend(late.iter().cloned());
                         table.services.push(udp.clone());
                     }
                 }
@@ -433,7 +433,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             }
             table.ssl_certs.extend(tcp.ssl_certs.iter().cloned());
             table.sni_rules |= tcp.sni_rules;
-            table.problems.extend(tcp.late.iter().cloned());
+            std::sync::Arc::make_mut(&mut table.problems).extend(tcp.late.iter().cloned());
             entries.push(Entries {
                 key: c.key.clone(),
                 listens,
