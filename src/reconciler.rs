@@ -712,8 +712,8 @@ impl Reconciler {
             let states = registry.attach_patched(&table, &p.services)?;
             Some((states, registry.attach_limits_patched(&table, &p.services)))
         });
-        let (states, limits) = attached
-            .unwrap_or_else(|| (registry.attach(&table), registry.attach_limits(&table)));
+        let (states, limits) =
+            attached.unwrap_or_else(|| (registry.attach(&table), registry.attach_limits(&table)));
         let previous = self.store.load_full();
         let generation = previous.generation + 1;
         let table = Arc::new(table);
@@ -765,11 +765,8 @@ impl Reconciler {
         // live table, so that the next event does not wait for it: the health checker's
         // targets, the route weight metrics and the table hash (at 50,000 apps the hash takes
         // longer than the rest of the swap).
-        self.after.follow(
-            &self.store,
-            &self.metrics,
-            &self.health_targets,
-        );
+        self.after
+            .follow(&self.store, &self.metrics, &self.health_targets);
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }
@@ -899,10 +896,7 @@ impl Reconciler {
 
 /// Every live backend whose service has a probe (a backend in two services is probed by
 /// each: their checks may differ, as HAProxy's do per backend section).
-fn send_health_targets(
-    sender: &watch::Sender<crate::health_check::Targets>,
-    snapshot: &Snapshot,
-) {
+fn send_health_targets(sender: &watch::Sender<crate::health_check::Targets>, snapshot: &Snapshot) {
     // (probe, where it probes when not at the backend, state) of every probed backend.
     let wanted = || {
         snapshot

@@ -569,7 +569,14 @@ mod tests {
         use crate::routing::compile::{Cache, compile_changed};
         let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
         let apps = (0..5)
-            .map(|i| app(&format!("/a{i}"), 10000 + i, &[], vec![task(&format!("a{i}.1"), 1)]))
+            .map(|i| {
+                app(
+                    &format!("/a{i}"),
+                    10000 + i,
+                    &[],
+                    vec![task(&format!("a{i}.1"), 1)],
+                )
+            })
             .collect();
         let mut c = Cluster::default();
         c.apply(ClusterUpdate::Snapshot(apps));
@@ -600,7 +607,11 @@ mod tests {
         for (s, (a, b)) in a1.iter().zip(&b1).enumerate() {
             assert_eq!(a.len(), b.len());
             // A row kept whole in one is kept whole in the other.
-            assert_eq!(Arc::ptr_eq(a, &a0[s]), Arc::ptr_eq(b, &b0[s]), "service {s}");
+            assert_eq!(
+                Arc::ptr_eq(a, &a0[s]),
+                Arc::ptr_eq(b, &b0[s]),
+                "service {s}"
+            );
             for (x, y) in a.iter().zip(b.iter()) {
                 assert_eq!(x.addr, y.addr);
             }
@@ -613,4 +624,3 @@ mod tests {
         assert!(patched.attach_patched(&table(&[1]), &[0]).is_none());
     }
 }
-

@@ -83,7 +83,10 @@ pub(super) fn backends(
     match patched.filter(|p| fits(before, after, p)) {
         Some(p) => {
             let of = |t: &RoutingTable| -> usize {
-                p.services.iter().map(|&i| t.services[i].backends.len()).sum()
+                p.services
+                    .iter()
+                    .map(|&i| t.services[i].backends.len())
+                    .sum()
             };
             (count + of(after)).saturating_sub(of(before))
         }
@@ -186,7 +189,10 @@ fn backends_changed(
 }
 
 /// Whether a route's apps or their weights changed (its name the same).
-fn weights_changed(old: &crate::routing::routes::Route, new: &crate::routing::routes::Route) -> bool {
+fn weights_changed(
+    old: &crate::routing::routes::Route,
+    new: &crate::routing::routes::Route,
+) -> bool {
     let weights = |r: &crate::routing::routes::Route| -> BTreeMap<String, u32> {
         r.members
             .iter()

@@ -406,12 +406,25 @@ fn a_patched_swaps_record_is_the_whole_tables() {
         });
         let listed = BTreeSet::from([AppId::from(id)]);
         let after = compile_changed(&mut cache, &cluster, &config, Some(&listed));
-        let patched = cache.patched.clone().expect("a task event patches the table");
+        let patched = cache
+            .patched
+            .clone()
+            .expect("a task event patches the table");
         let told = changes::of(&before, &after, Some(&patched));
         let whole = changes::of(&before, &after, None);
         assert_eq!(
-            (&told.added, &told.removed, &told.routes, told.problems_changed),
-            (&whole.added, &whole.removed, &whole.routes, whole.problems_changed),
+            (
+                &told.added,
+                &told.removed,
+                &told.routes,
+                told.problems_changed
+            ),
+            (
+                &whole.added,
+                &whole.removed,
+                &whole.routes,
+                whole.problems_changed
+            ),
             "{id}"
         );
         assert_eq!(told.added.len() + told.removed.len(), 1, "{id}");
@@ -443,7 +456,12 @@ async fn events_compile_the_apps_they_name_into_the_full_compiles_table() {
     let vhost = |i: usize| {
         let tasks = vec![healthy(&format!("a{i}.1"), 1)];
         let host = format!("a{i}.test");
-        let mut a = app(&format!("/a{i:03}"), 0, &[("HAPROXY_0_VHOST", &host)], tasks);
+        let mut a = app(
+            &format!("/a{i:03}"),
+            0,
+            &[("HAPROXY_0_VHOST", &host)],
+            tasks,
+        );
         a.health_checks = 1;
         a
     };

@@ -304,7 +304,9 @@ fn audit(cache: &mut Cache, cluster: &Cluster) -> bool {
     }
     let from = cache.audit_from.take();
     let after = match &from {
-        Some(id) => cluster.apps.range::<crate::cluster::AppId, _>((Excluded(id), Unbounded)),
+        Some(id) => cluster
+            .apps
+            .range::<crate::cluster::AppId, _>((Excluded(id), Unbounded)),
         None => cluster.apps.range::<crate::cluster::AppId, _>(..),
     };
     let window = after

@@ -410,7 +410,10 @@ fn an_incomplete_list_of_changed_apps_is_found_out() {
             assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
             break;
         }
-        assert!(compiles <= 300 / cache::AUDITED + 1, "not found in {compiles} compiles");
+        assert!(
+            compiles <= 300 / cache::AUDITED + 1,
+            "not found in {compiles} compiles"
+        );
     }
     assert_eq!(cache.distrusted, 1);
     // An app that came: found at once.

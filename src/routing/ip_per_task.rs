@@ -54,7 +54,9 @@ fn asks(app: &App) -> bool {
 
 /// The task port each of `app`'s ports is assigned by, in port order.
 fn task_ports(app: &App) -> impl Iterator<Item = u16> + '_ {
-    app.ports.iter().map(|spec| spec.container_port.unwrap_or(0))
+    app.ports
+        .iter()
+        .map(|spec| spec.container_port.unwrap_or(0))
 }
 
 /// Whether [`assign`] may give any app other ports once `old` is replaced by `new` (`None`: no
