@@ -105,6 +105,9 @@ pub struct Metrics {
     pub last_sync_timestamp: Gauge<f64, AtomicU64>,
     pub table_generation: Gauge,
     pub compile_seconds: Gauge<f64, AtomicU64>,
+    /// Compiles told which apps changed whose audit found the list incomplete
+    /// (`routing::compile::compile_changed`): each visited every app instead.
+    pub compile_audit_failures: Counter,
     pub services: Gauge,
     pub backends: Gauge,
     /// Healthy-only DNS names answered with every running task because none is healthy.
@@ -182,6 +185,7 @@ impl Metrics {
             last_sync_timestamp: Gauge::default(),
             table_generation: Gauge::default(),
             compile_seconds: Gauge::default(),
+            compile_audit_failures: Counter::default(),
             services: Gauge::default(),
             backends: Gauge::default(),
             dns_fail_static: Gauge::default(),
@@ -329,6 +333,11 @@ impl Metrics {
             "compile_duration_seconds",
             "Duration of the last compile",
             m.compile_seconds.clone(),
+        );
+        r.register(
+            "compile_audit_failures",
+            "Compiles told which apps changed whose audit found the list incomplete (every app visited instead)",
+            m.compile_audit_failures.clone(),
         );
         r.register(
             "services",

@@ -13,12 +13,12 @@ use crate::cluster::{AppId, Applied, Cluster, ClusterUpdate};
 use crate::discovery::SourceEvent;
 use crate::metrics::Metrics;
 use crate::proxy::listeners::Listeners;
-use crate::routing::compile::{Cache, compile_cached};
+use crate::routing::compile::{Cache, compile_changed};
 use crate::routing::{CompileConfig, Problem, RoutingTable};
 use crate::snapshot::{Snapshot, Store};
 use crate::zone::{Verdicts, Zone, ZoneConfig};
 
-use changes::{diff, route_changes, summary};
+use changes::summary;
 
 /// What the admin API reports about the control plane.
 #[derive(Default)]
@@ -155,6 +155,16 @@ pub struct Reconciler {
     compiled: Cache,
     /// Apps whose agent names the next swap resolves (`None`: every app's).
     unresolved: Option<BTreeSet<AppId>>,
+    /// Apps the events applied since the last swap changed (`None`: not known, after a
+    /// snapshot, a Mesos update or a command): the next compile visits those alone
+    /// (`routing::compile::compile_changed`, which audits the list).
+    changed: Option<BTreeSet<AppId>>,
+    /// Backends in the live table.
+    backends: usize,
+    /// The compile cache's count of distrusted lists already counted in the metric.
+    distrusted: u64,
+    /// The work after a swap done on the blocking pool (health-check targets, route weights).
+    after: Arc<AfterSwap>,
     /// Called with the model of every swap once synced (the relay's feed, `relay::Relay::offer`);
     /// holding the model makes the next change copy it once.
     pub on_swap: Option<Box<dyn Fn(Arc<Cluster>) + Send>>,
@@ -227,6 +237,10 @@ impl Reconciler {
             synced: false,
             compiled: Cache::default(),
             unresolved: None,
+            changed: None,
+            backends: 0,
+            distrusted: 0,
+            after: Arc::default(),
             on_swap: None,
             zone: {
                 let (done_tx, done_rx) = mpsc::channel(1);
@@ -285,6 +299,8 @@ impl Reconciler {
                 }
                 Some(command) = commands.recv() => {
                     if self.command(command) {
+                        // What a command changes is not an app: every app is looked at.
+                        self.changed = None;
                         self.swap().await;
                     }
                     continue;
@@ -635,6 +651,23 @@ impl Reconciler {
                     ClusterUpdate::TaskStatus { app_id, .. } => self.note_hosts(app_id),
                     _ => {}
                 }
+                // The apps it may change: those it names; a snapshot or Mesos's word (which
+                // may move any of Marathon's tasks) any.
+                let named = match &update {
+                    ClusterUpdate::AppUpserted(app) => Some(&app.id),
+                    ClusterUpdate::AppRemoved { id, .. } => Some(id),
+                    ClusterUpdate::TaskStatus { app_id, .. }
+                    | ClusterUpdate::TaskHealth { app_id, .. }
+                    | ClusterUpdate::InstanceHealth { app_id, .. } => Some(app_id),
+                    ClusterUpdate::Snapshot(_) | ClusterUpdate::Mesos(_) => None,
+                };
+                match (named, &mut self.changed) {
+                    (Some(id), Some(changed)) => {
+                        changed.insert(id.clone());
+                    }
+                    (None, changed) => *changed = None,
+                    (Some(_), None) => {}
+                }
                 if let Applied::Refetch(app) = Arc::make_mut(&mut self.cluster).apply(update) {
                     // Full: the periodic resync catches up.
                     let _ = self.refetch.try_send(app);
@@ -658,13 +691,33 @@ impl Reconciler {
         self.resolve_agents().await;
         self.refresh_overrides();
         let started = Instant::now();
-        let mut table = compile_cached(&mut self.compiled, &self.cluster, &self.config);
+        let changed = self.changed.replace(BTreeSet::new());
+        let (cluster, config) = (&self.cluster, &self.config);
+        let mut table = compile_changed(&mut self.compiled, cluster, config, changed.as_ref());
         if self.misheld(&table) {
-            table = compile_cached(&mut self.compiled, &self.cluster, &self.config);
+            let (cluster, config) = (&self.cluster, &self.config);
+            table = compile_changed(&mut self.compiled, cluster, config, changed.as_ref());
         }
         let compile_time = started.elapsed();
-        let states = self.registry.attach(&table);
-        let limits = self.registry.attach_limits(&table);
+        if self.compiled.distrusted > self.distrusted {
+            tracing::warn!(
+                "a compile's list of changed apps was incomplete: every app was compared instead"
+            );
+            self.metrics
+                .compile_audit_failures
+                .inc_by(self.compiled.distrusted - self.distrusted);
+            self.distrusted = self.compiled.distrusted;
+        }
+        // A patched table is the last one but for these services and routes: the backend
+        // states, the limits and what changed are looked at there alone.
+        let patched = self.compiled.patched.take();
+        let registry = &mut self.registry;
+        let attached = patched.as_ref().and_then(|p| {
+            let states = registry.attach_patched(&table, &p.services)?;
+            Some((states, registry.attach_limits_patched(&table, &p.services)))
+        });
+        let (states, limits) =
+            attached.unwrap_or_else(|| (registry.attach(&table), registry.attach_limits(&table)));
         let previous = self.store.load_full();
         let generation = previous.generation + 1;
         let table = Arc::new(table);
@@ -678,13 +731,21 @@ impl Reconciler {
         };
         // Live from here: what follows records the swap and feeds what reads the table.
         self.store.publish(snapshot);
-        self.report_problems(&table);
+        // A patched table's problems are the last table's, all reported.
+        if patched.is_none() {
+            self.report_problems(&table);
+        }
         *self.status.draining.lock().unwrap() = self.registry.draining_states();
-        let (added, removed) = diff(&previous.table, &table);
-        let routes_changed = route_changes(&previous.table, &table);
-        let problems_changed = previous.table.problems != table.problems;
+        let changes = changes::of(&previous.table, &table, patched.as_ref());
+        self.backends = changes::backends(self.backends, &previous.table, &table, patched.as_ref());
+        let changes::Changes {
+            added,
+            removed,
+            routes: routes_changed,
+            problems_changed,
+        } = changes;
         let services = table.services.len();
-        let backends: usize = table.services.iter().map(|s| s.backends.len()).sum();
+        let backends = self.backends;
         drop(table);
         if self.synced
             && let Some(on_swap) = &self.on_swap
@@ -695,17 +756,21 @@ impl Reconciler {
         self.zone.dirty = self.zone.config.is_some();
         self.build_zone();
         self.update_readiness();
-        self.listeners.reconcile(&self.store.load().table);
-        self.send_health_targets();
+        // A patched table listens where the last did (its apps kept their places): the
+        // listeners are reconciled only to try again a port that failed to bind.
+        if patched.is_none() || !self.listeners.all_open() {
+            self.listeners.reconcile(&self.store.load().table);
+        }
         self.metrics.table_generation.set(generation as i64);
         self.metrics.compile_seconds.set(compile_time.as_secs_f64());
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
-        publish_route_weights(&self.metrics, &self.store.load().table);
-        // The hash of a 50,000-app table takes longer than the rest of the swap: computed on the
-        // blocking pool, so that the next event does not wait for it.
-        let (metrics, store) = (self.metrics.clone(), self.store.clone());
-        tokio::task::spawn_blocking(move || publish_table_hash(&metrics, &store));
+        // What walks every service or route of the table is made on the blocking pool from the
+        // live table, so that the next event does not wait for it: the health checker's
+        // targets, the route weight metrics and the table hash (at 50,000 apps the hash takes
+        // longer than the rest of the swap).
+        self.after
+            .follow(&self.store, &self.metrics, &self.health_targets);
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }
@@ -746,54 +811,6 @@ impl Reconciler {
         } else {
             tracing::debug!(generation, "routing table swapped (no backend change)");
         }
-    }
-
-    /// Every live backend whose service has a probe (a backend in two services is probed by
-    /// each: their checks may differ, as HAProxy's do per backend section).
-    fn send_health_targets(&self) {
-        let snapshot = self.store.load();
-        // (probe, where it probes when not at the backend, state) of every probed backend.
-        let wanted = || {
-            snapshot
-                .table
-                .services
-                .iter()
-                .zip(snapshot.states.iter())
-                .filter_map(|(service, states)| Some((service, service.probe.as_ref()?, states)))
-                .flat_map(|(service, probe, states)| {
-                    states.iter().enumerate().map(move |(b, s)| {
-                        let target = service.backends.get(b).and_then(|b| b.probe_addr);
-                        (probe, target, s)
-                    })
-                })
-        };
-        // Compared in place: a swap that leaves the probed backends as they were (most do)
-        // copies no probe.
-        self.health_targets.send_if_modified(|current| {
-            let mut n = 0;
-            let mut same = true;
-            for (probe, target, state) in wanted() {
-                let matches = current.get(n).is_some_and(|(p, s)| {
-                    p.target == target && same_check(p, probe) && Arc::ptr_eq(s, state)
-                });
-                if !matches {
-                    same = false;
-                    break;
-                }
-                n += 1;
-            }
-            same &= n == current.len();
-            if !same {
-                *current = wanted()
-                    .map(|(probe, target, state)| {
-                        let mut probe = probe.clone();
-                        probe.target = target;
-                        (probe, state.clone())
-                    })
-                    .collect();
-            }
-            !same
-        });
     }
 
     /// An app whose tasks' agent names the next swap looks at.
@@ -859,7 +876,7 @@ impl Reconciler {
 
     fn report_problems(&mut self, table: &RoutingTable) {
         let current: HashSet<Problem> = table.problems.iter().cloned().collect();
-        for problem in &table.problems {
+        for problem in table.problems.iter() {
             if self.problems_seen.contains(problem) {
                 continue;
             }
@@ -879,6 +896,53 @@ impl Reconciler {
         }
         self.problems_seen = current;
     }
+}
+
+/// Every live backend whose service has a probe (a backend in two services is probed by
+/// each: their checks may differ, as HAProxy's do per backend section).
+fn send_health_targets(sender: &watch::Sender<crate::health_check::Targets>, snapshot: &Snapshot) {
+    // (probe, where it probes when not at the backend, state) of every probed backend.
+    let wanted = || {
+        snapshot
+            .table
+            .services
+            .iter()
+            .zip(snapshot.states.iter())
+            .filter_map(|(service, states)| Some((service, service.probe.as_ref()?, states)))
+            .flat_map(|(service, probe, states)| {
+                states.iter().enumerate().map(move |(b, s)| {
+                    let target = service.backends.get(b).and_then(|b| b.probe_addr);
+                    (probe, target, s)
+                })
+            })
+    };
+    // Compared in place: a swap that leaves the probed backends as they were (most do)
+    // copies no probe.
+    sender.send_if_modified(|current| {
+        let mut n = 0;
+        let mut same = true;
+        for (probe, target, state) in wanted() {
+            let matches = current.get(n).is_some_and(|(p, s)| {
+                p.target == target && same_check(p, probe) && Arc::ptr_eq(s, state)
+            });
+            if !matches {
+                same = false;
+                break;
+            }
+            n += 1;
+        }
+        same &= n == current.len();
+        if !same {
+            *current = wanted()
+                .map(|(probe, target, state)| {
+                    let mut probe = probe.clone();
+                    probe.target = target;
+                    (probe, state.clone())
+                })
+                .collect();
+        }
+        !same
+    });
 }
 
 /// Whether a task of `app` runs on an agent named (not an address) and not resolved yet.
@@ -933,10 +997,18 @@ pub fn publish_table_hash(metrics: &Metrics, store: &Store) {
     metrics.table_hash.get_or_create(&labels).set(1);
 }
 
-/// Publishes the weights of every multi-app route of `table` (single-app routes carry none).
-fn publish_route_weights(metrics: &Metrics, table: &crate::routing::RoutingTable) {
+/// Publishes the weights of every multi-app route of the live table (single-app routes carry
+/// none). Called after each swap off the control thread, and before `/metrics` is encoded, so
+/// that a scrape right after a weight change sees it; one caller at a time.
+pub fn publish_route_weights(metrics: &Metrics, store: &Store) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let live = store.load();
     metrics.route_weight.clear();
-    for route in table
+    for route in live
+        .table
         .routes
         .iter()
         .filter(|r| r.members.len() > 1 || r.overridden)
@@ -952,6 +1024,42 @@ fn publish_route_weights(metrics: &Metrics, table: &crate::routing::RoutingTable
                 .get_or_create(&labels)
                 .set(m.weight as i64);
         }
+    }
+}
+
+/// What a swap leaves to the blocking pool — the health checker's targets, the route weight
+/// metrics, the table hash — made from the snapshot live when it runs: one run at a time, and
+/// at most one more waiting, so that a burst of swaps costs one more run, and the last run
+/// reads the last table.
+#[derive(Default)]
+struct AfterSwap {
+    /// A run is waiting and has not read the live snapshot yet.
+    queued: AtomicBool,
+    running: std::sync::Mutex<()>,
+}
+
+impl AfterSwap {
+    fn follow(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        metrics: &Arc<Metrics>,
+        targets: &watch::Sender<crate::health_check::Targets>,
+    ) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let (store, metrics, targets) = (store.clone(), metrics.clone(), targets.clone());
+        tokio::task::spawn_blocking(move || {
+            let _one = this
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            this.queued.store(false, Ordering::Release);
+            send_health_targets(&targets, &store.load());
+            publish_route_weights(&metrics, &store);
+            publish_table_hash(&metrics, &store);
+        });
     }
 }
 

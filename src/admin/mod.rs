@@ -514,6 +514,7 @@ impl Admin {
             }
             "/metrics" => {
                 crate::reconciler::publish_table_hash(&self.metrics, &self.store);
+                crate::reconciler::publish_route_weights(&self.metrics, &self.store);
                 let mut r = text(StatusCode::OK, self.metrics.encode());
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,

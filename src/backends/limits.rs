@@ -192,6 +192,8 @@ impl AppLimits {
 #[derive(Default)]
 pub struct LimitStates {
     by_service: std::collections::HashMap<ServiceKey, Arc<AppLimits>>,
+    /// The states of the table last attached, in its order.
+    last: Vec<Option<Arc<AppLimits>>>,
 }
 
 impl LimitStates {
@@ -202,43 +204,75 @@ impl LimitStates {
         metrics: &Metrics,
     ) -> Vec<Option<Arc<AppLimits>>> {
         let mut kept = std::collections::HashMap::new();
-        let states = table
+        let states: Vec<_> = table
             .services
             .iter()
-            .map(|service| {
-                if !service.edge.limited() {
-                    return None;
-                }
-                let config = LimitConfig::of(&service.edge);
-                let state = match self.by_service.remove(&service.key) {
-                    Some(old) if old.config == config => old,
-                    _ => {
-                        let counter = |reason| {
-                            metrics
-                                .limited
-                                .get_or_create(&LimitLabels {
-                                    service: service.key.to_string(),
-                                    reason,
-                                })
-                                .clone()
-                        };
-                        Arc::new(AppLimits::new(
-                            config,
-                            LimitCounters {
-                                rate: counter("rate"),
-                                concurrency: counter("concurrency"),
-                                pending: counter("pending"),
-                            },
-                        ))
-                    }
-                };
-                kept.insert(service.key.clone(), state.clone());
-                Some(state)
-            })
+            .map(|service| state_of(service, &mut self.by_service, &mut kept, metrics))
             .collect();
         self.by_service = kept;
+        self.last.clone_from(&states);
         states
     }
+
+    /// [`LimitStates::attach`] for a table that is the last one attached but for the services
+    /// at `patched` (of the same keys: `backends::Registry::attach_patched`).
+    pub fn attach_patched(
+        &mut self,
+        table: &crate::routing::RoutingTable,
+        patched: &[usize],
+        metrics: &Metrics,
+    ) -> Vec<Option<Arc<AppLimits>>> {
+        if self.last.len() != table.services.len() {
+            return self.attach(table, metrics);
+        }
+        for &i in patched {
+            let service = &table.services[i];
+            let mut kept = std::collections::HashMap::new();
+            self.last[i] = state_of(service, &mut self.by_service, &mut kept, metrics);
+            self.by_service.extend(kept);
+        }
+        self.last.clone()
+    }
+}
+
+/// The state of `service` taken from `old` when its limits are the same, else a new one; put
+/// in `kept` (`None`, nothing kept: it has no limits).
+fn state_of(
+    service: &crate::routing::Service,
+    old: &mut std::collections::HashMap<ServiceKey, Arc<AppLimits>>,
+    kept: &mut std::collections::HashMap<ServiceKey, Arc<AppLimits>>,
+    metrics: &Metrics,
+) -> Option<Arc<AppLimits>> {
+    if !service.edge.limited() {
+        // Its key's state, if any, is not carried on.
+        old.remove(&service.key);
+        return None;
+    }
+    let config = LimitConfig::of(&service.edge);
+    let state = match old.remove(&service.key) {
+        Some(old) if old.config == config => old,
+        _ => {
+            let counter = |reason| {
+                metrics
+                    .limited
+                    .get_or_create(&LimitLabels {
+                        service: service.key.to_string(),
+                        reason,
+                    })
+                    .clone()
+            };
+            Arc::new(AppLimits::new(
+                config,
+                LimitCounters {
+                    rate: counter("rate"),
+                    concurrency: counter("concurrency"),
+                    pending: counter("pending"),
+                },
+            ))
+        }
+    };
+    kept.insert(service.key.clone(), state.clone());
+    Some(state)
 }
 
 #[cfg(test)]

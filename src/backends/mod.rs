@@ -256,6 +256,16 @@ impl Registry {
         self.limits.attach(table, &self.metrics)
     }
 
+    /// [`Registry::attach_limits`] for a table that is the last one attached but for the
+    /// services at `patched`, once [`Registry::attach_patched`] took it.
+    pub fn attach_limits_patched(
+        &mut self,
+        table: &RoutingTable,
+        patched: &[usize],
+    ) -> Vec<Option<Arc<limits::AppLimits>>> {
+        self.limits.attach_patched(table, patched, &self.metrics)
+    }
+
     /// Notified when any backend's verdict flips (see [`BackendState::verdict_changed`]).
     pub fn verdict_changes(&self) -> Arc<tokio::sync::Notify> {
         self.verdicts.clone()
@@ -305,6 +315,51 @@ impl Registry {
             self.leave(&old.key, &mut left);
         }
         self.last = next;
+        self.retire(left);
+        states
+    }
+
+    /// [`Registry::attach`] for a table that is the last one attached but for the services at
+    /// `patched` (sorted indices; `routing::compile::Patched`): every other service is the last
+    /// table's own, at the same index, and keeps its row without being looked at. The work is
+    /// the patched services' (and a copy of the rows). `None`, nothing done, for a table that
+    /// does not fit (another count of services, another key at a patched index): it is to be
+    /// attached in full.
+    pub fn attach_patched(&mut self, table: &RoutingTable, patched: &[usize]) -> Option<Vec<Row>> {
+        let fits = self.last.len() == table.services.len()
+            && patched.iter().all(|&i| {
+                table
+                    .services
+                    .get(i)
+                    .is_some_and(|s| self.last[i].0.key == s.key)
+            });
+        if !fits {
+            return None;
+        }
+        debug_assert!(
+            self.last
+                .iter()
+                .zip(&table.services)
+                .enumerate()
+                .all(|(i, ((old, _), s))| patched.contains(&i) || Arc::ptr_eq(old, s)),
+            "a service not patched is the last table's"
+        );
+        let mut left = Vec::new();
+        for &i in patched {
+            let service = &table.services[i];
+            if Arc::ptr_eq(&self.last[i].0, service) {
+                continue;
+            }
+            let row = self.attach_service(service, &mut left);
+            self.last[i] = (service.clone(), row);
+        }
+        self.retire(left);
+        Some(self.last.iter().map(|(_, row)| row.clone()).collect())
+    }
+
+    /// Backends that left the table start draining; drained ones with no connection left are
+    /// forgotten.
+    fn retire(&mut self, left: Vec<(BackendKey, Arc<BackendState>)>) {
         let deadline = Instant::now() + self.drain_timeout;
         for (key, state) in left {
             state.start_draining(deadline);
@@ -319,7 +374,6 @@ impl Registry {
             }
             !gone
         });
-        states
     }
 
     /// A service no longer in the table: all its backends leave.
@@ -506,5 +560,67 @@ mod tests {
         let states = reg.attach(&compile(&c, &config));
         assert_eq!(states[0].len(), 2);
         assert!(Arc::ptr_eq(&states[0][0], &states[0][1]));
+    }
+    /// A patched table's states, attached at its patched services alone, are those a full
+    /// attach gives: the same rows kept for every other service, the same states kept and
+    /// drained in the patched one.
+    #[tokio::test]
+    async fn a_patched_attach_is_the_full_attach() {
+        use crate::routing::compile::{Cache, compile_changed};
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        let apps = (0..5)
+            .map(|i| {
+                app(
+                    &format!("/a{i}"),
+                    10000 + i,
+                    &[],
+                    vec![task(&format!("a{i}.1"), 1)],
+                )
+            })
+            .collect();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(apps));
+        let mut cache = Cache::default();
+        let first = compile_changed(&mut cache, &c, &config, None);
+        let (mut full, mut patched) = (
+            Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30)),
+            Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30)),
+        );
+        let (a0, b0) = (full.attach(&first), patched.attach(&first));
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/a3".into(),
+            task: task("a3.2", 2),
+        });
+        let mut killed = task("a3.1", 1);
+        killed.state = crate::cluster::TaskState::Other("TASK_KILLED".into());
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/a3".into(),
+            task: killed,
+        });
+        let listed = std::collections::BTreeSet::from(["/a3".into()]);
+        let second = compile_changed(&mut cache, &c, &config, Some(&listed));
+        let at = cache.patched.clone().expect("patched").services;
+        assert_eq!(at, vec![3]);
+        let a1 = full.attach(&second);
+        let b1 = patched.attach_patched(&second, &at).expect("it fits");
+        assert_eq!(a1.len(), b1.len());
+        for (s, (a, b)) in a1.iter().zip(&b1).enumerate() {
+            assert_eq!(a.len(), b.len());
+            // A row kept whole in one is kept whole in the other.
+            assert_eq!(
+                Arc::ptr_eq(a, &a0[s]),
+                Arc::ptr_eq(b, &b0[s]),
+                "service {s}"
+            );
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert_eq!(x.addr, y.addr);
+            }
+        }
+        assert!(!Arc::ptr_eq(&b1[3], &b0[3]));
+        assert_eq!((full.draining(), patched.draining()), (1, 1));
+        assert!(b0[3][0].is_draining());
+        // The limits follow the same way; a table of another shape does not fit.
+        assert_eq!(patched.attach_limits_patched(&second, &at).len(), 5);
+        assert!(patched.attach_patched(&table(&[1]), &[0]).is_none());
     }
 }

@@ -141,6 +141,12 @@ impl Listeners {
         self.open.len()
     }
 
+    /// Every port the last reconciled table asked for is open (none failed to bind): a table
+    /// that listens where that one did needs no reconciling.
+    pub fn all_open(&self) -> bool {
+        self.failed.lock().unwrap().is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }

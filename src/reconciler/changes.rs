@@ -1,11 +1,98 @@
 //! What one table swap changed, as the log line and the dashboard's swap record say it: backends
 //! added and removed, routes whose apps or weights changed, and the short summary of a long list.
-//! Pure functions of the two tables; the reconciler calls them once per swap.
+//! Pure functions of the two tables; the reconciler calls them once per swap, with what a
+//! patched compile replaced (`routing::compile::Patched`) when it did: then the services and
+//! routes it replaced are the only ones looked at.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::routing::RoutingTable;
+
+use crate::routing::compile::Patched;
+
+/// What one swap changed.
+pub(super) struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub routes: Vec<String>,
+    pub problems_changed: bool,
+}
+
+/// What `after` changed of `before`; `patched`: `after` is `before` but for these services and
+/// routes (at the same indices, with the same keys and names), which alone are looked at. The
+/// same as looking at every one: the others are the same `Arc`s.
+pub(super) fn of(
+    before: &RoutingTable,
+    after: &RoutingTable,
+    patched: Option<&Patched>,
+) -> Changes {
+    let problems_changed = before.problems != after.problems;
+    let Some(p) = patched.filter(|p| fits(before, after, p)) else {
+        let (added, removed) = diff(before, after);
+        return Changes {
+            added,
+            removed,
+            routes: route_changes(before, after),
+            problems_changed,
+        };
+    };
+    let (mut added, mut removed) = (BackendIds::new(), BackendIds::new());
+    for &i in &p.services {
+        let (x, y) = (&before.services[i], &after.services[i]);
+        backends_changed(x, y, &mut added, &mut removed);
+    }
+    let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
+    let mut routes: Vec<String> = p
+        .routes
+        .iter()
+        .filter(|&&r| weights_changed(&before.routes[r], &after.routes[r]))
+        .map(|&r| after.routes[r].name.clone())
+        .collect();
+    routes.sort();
+    Changes {
+        added: added.difference(&removed).map(fmt).collect(),
+        removed: removed.difference(&added).map(fmt).collect(),
+        routes,
+        problems_changed,
+    }
+}
+
+/// Whether `patched` may be what made `after` of `before`: indices in both, services of the
+/// same keys and routes of the same names there.
+fn fits(before: &RoutingTable, after: &RoutingTable, p: &Patched) -> bool {
+    before.services.len() == after.services.len()
+        && before.routes.len() == after.routes.len()
+        && p.services
+            .iter()
+            .all(|&i| i < after.services.len() && before.services[i].key == after.services[i].key)
+        && p.routes
+            .iter()
+            .all(|&r| r < after.routes.len() && before.routes[r].name == after.routes[r].name)
+}
+
+/// The backends in `after`: `count` were in `before`, of which `after` is a patch (`patched`)
+/// or not (`None`: counted again).
+pub(super) fn backends(
+    count: usize,
+    before: &RoutingTable,
+    after: &RoutingTable,
+    patched: Option<&Patched>,
+) -> usize {
+    let all = |t: &RoutingTable| t.services.iter().map(|s| s.backends.len()).sum();
+    match patched.filter(|p| fits(before, after, p)) {
+        Some(p) => {
+            let of = |t: &RoutingTable| -> usize {
+                p.services
+                    .iter()
+                    .map(|&i| t.services[i].backends.len())
+                    .sum()
+            };
+            (count + of(after)).saturating_sub(of(before))
+        }
+        None => all(after),
+    }
+}
 
 pub(super) type BackendIds = BTreeSet<(String, SocketAddr)>;
 
@@ -32,9 +119,6 @@ pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>,
         );
     }
     let (mut added, mut removed) = (BackendIds::new(), BackendIds::new());
-    let ids = |s: &crate::routing::Service| -> BTreeSet<SocketAddr> {
-        s.backends.iter().map(|b| b.addr).collect()
-    };
     let all = |s: &crate::routing::Service, out: &mut BackendIds| {
         let key = s.key.to_string();
         out.extend(s.backends.iter().map(|b| (key.clone(), b.addr)));
@@ -64,17 +148,7 @@ pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>,
                     b.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    let same = x.backends.len() == y.backends.len()
-                        && x.backends
-                            .iter()
-                            .zip(&y.backends)
-                            .all(|(p, q)| p.addr == q.addr);
-                    if !same {
-                        let (p, q) = (ids(x), ids(y));
-                        let key = y.key.to_string();
-                        added.extend(q.difference(&p).map(|addr| (key.clone(), *addr)));
-                        removed.extend(p.difference(&q).map(|addr| (key.clone(), *addr)));
-                    }
+                    backends_changed(x, y, &mut added, &mut removed);
                     a.next();
                     b.next();
                 }
@@ -89,6 +163,51 @@ pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>,
     (added, removed)
 }
 
+/// The backends of `y` not in `x` (added) and of `x` not in `y` (removed), for two services
+/// of one key.
+fn backends_changed(
+    x: &crate::routing::Service,
+    y: &crate::routing::Service,
+    added: &mut BackendIds,
+    removed: &mut BackendIds,
+) {
+    let same = x.backends.len() == y.backends.len()
+        && x.backends
+            .iter()
+            .zip(&y.backends)
+            .all(|(p, q)| p.addr == q.addr);
+    if same {
+        return;
+    }
+    let ids = |s: &crate::routing::Service| -> BTreeSet<SocketAddr> {
+        s.backends.iter().map(|b| b.addr).collect()
+    };
+    let (p, q) = (ids(x), ids(y));
+    let key = y.key.to_string();
+    added.extend(q.difference(&p).map(|addr| (key.clone(), *addr)));
+    removed.extend(p.difference(&q).map(|addr| (key.clone(), *addr)));
+}
+
+/// Whether a route's apps or their weights changed (its name the same).
+fn weights_changed(
+    old: &crate::routing::routes::Route,
+    new: &crate::routing::routes::Route,
+) -> bool {
+    let weights = |r: &crate::routing::routes::Route| -> BTreeMap<String, u32> {
+        r.members
+            .iter()
+            .map(|m| (m.app_id.to_string(), m.weight))
+            .collect()
+    };
+    let same = old.members.len() == new.members.len()
+        && old
+            .members
+            .iter()
+            .zip(&new.members)
+            .all(|(p, q)| p.app_id == q.app_id && p.weight == q.weight);
+    !same && weights(old) != weights(new)
+}
+
 /// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`), by
 /// name: [`RoutingTable::route_weights`] compared, without building it for routes whose members
 /// and weights are the same in the same order.
@@ -98,27 +217,12 @@ pub(super) fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<
         t.routes.iter().map(|r| (r.name.as_str(), &**r)).collect()
     }
     let (a, b) = (by_name(before), by_name(after));
-    let weights = |r: &Route| -> BTreeMap<String, u32> {
-        r.members
-            .iter()
-            .map(|m| (m.app_id.to_string(), m.weight))
-            .collect()
-    };
     let mut changed: Vec<(&str, bool)> = Vec::new();
     for (name, route) in &b {
         match a.get(name) {
             None => changed.push((name, true)),
-            Some(old) => {
-                let same = old.members.len() == route.members.len()
-                    && old
-                        .members
-                        .iter()
-                        .zip(&route.members)
-                        .all(|(p, q)| p.app_id == q.app_id && p.weight == q.weight);
-                if !same && weights(old) != weights(route) {
-                    changed.push((name, false));
-                }
-            }
+            Some(old) if weights_changed(old, route) => changed.push((name, false)),
+            Some(_) => {}
         }
     }
     changed.sort();

@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use super::changes::backend_ids;
+use super::changes::{backend_ids, diff, route_changes};
 use super::*;
 use crate::cluster::fixtures::{app, task};
 use crate::cluster::names::LabelRule;
@@ -367,4 +367,146 @@ fn a_swaps_record_is_what_the_whole_table_sets_give() {
     let (added, removed) = diff(&t0, &t1);
     assert_eq!(added.len(), 3, "{added:?}");
     assert_eq!(removed.len(), 3, "{removed:?}");
+}
+
+/// What a patched compile changed, looked at in the services and routes it replaced alone, is
+/// what looking at every service and route gives; and the backend count follows.
+#[test]
+fn a_patched_swaps_record_is_the_whole_tables() {
+    use crate::routing::compile::{Cache, compile_changed};
+    use crate::routing::{CompileConfig, compile};
+    let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+    let group = [("HAPROXY_DEPLOYMENT_GROUP", "shop")];
+    let mut cluster = Cluster::default();
+    cluster.apply(ClusterUpdate::Snapshot(vec![
+        app("/a", 10001, &[], vec![task("a.1", 1), task("a.2", 2)]),
+        app("/b", 10002, &[], vec![task("b.1", 3)]),
+        app("/blue", 10005, &group, vec![task("blue.1", 4)]),
+        app("/green", 10005, &group, vec![task("green.1", 5)]),
+    ]));
+    let mut cache = Cache::default();
+    let mut before = compile_changed(&mut cache, &cluster, &config, None);
+    let mut count = changes::backends(0, &RoutingTable::default(), &before, None);
+    assert_eq!(count, 5);
+    // Each a task event on one app: started, killed, a second one started (the route's
+    // weights move), a task of another app.
+    let events = [
+        ("/a", task("a.3", 6), true),
+        ("/a", task("a.1", 1), false),
+        ("/green", task("green.2", 7), true),
+        ("/b", task("b.1", 3), false),
+    ];
+    for (id, mut t, up) in events {
+        if !up {
+            t.state = crate::cluster::TaskState::Other("TASK_KILLED".into());
+        }
+        cluster.apply(ClusterUpdate::TaskStatus {
+            app_id: id.into(),
+            task: t,
+        });
+        let listed = BTreeSet::from([AppId::from(id)]);
+        let after = compile_changed(&mut cache, &cluster, &config, Some(&listed));
+        let patched = cache
+            .patched
+            .clone()
+            .expect("a task event patches the table");
+        let told = changes::of(&before, &after, Some(&patched));
+        let whole = changes::of(&before, &after, None);
+        assert_eq!(
+            (
+                &told.added,
+                &told.removed,
+                &told.routes,
+                told.problems_changed
+            ),
+            (
+                &whole.added,
+                &whole.removed,
+                &whole.routes,
+                whole.problems_changed
+            ),
+            "{id}"
+        );
+        assert_eq!(told.added.len() + told.removed.len(), 1, "{id}");
+        count = changes::backends(count, &before, &after, Some(&patched));
+        assert_eq!(count, changes::backends(0, &before, &after, None));
+        assert_eq!(after.hash(), compile(&cluster, &config).hash());
+        before = after;
+    }
+    assert_eq!(count, 5);
+}
+
+/// Events through the reconciler, each naming the app it changes: the table live after each is
+/// the one a compile from scratch of the same cluster gives, and the compile's audit never
+/// found the list of changed apps incomplete (an event whose app the reconciler left out of
+/// the list would be counted there).
+#[tokio::test]
+async fn events_compile_the_apps_they_name_into_the_full_compiles_table() {
+    let (reconciler, store) = reconciler(Duration::ZERO, None);
+    let (metrics, config) = (reconciler.metrics.clone(), reconciler.config.clone());
+    let (events, events_rx) = mpsc::channel(64);
+    let (_commands, commands_rx) = mpsc::channel(8);
+    tokio::spawn(reconciler.run(events_rx, commands_rx));
+    // With a Marathon health check: a task's health moves it in or out of the table.
+    let healthy = |id: &str, port: u16| {
+        let mut t = task(id, port);
+        t.healthy = Some(true);
+        t
+    };
+    let vhost = |i: usize| {
+        let tasks = vec![healthy(&format!("a{i}.1"), 1)];
+        let host = format!("a{i}.test");
+        let mut a = app(
+            &format!("/a{i:03}"),
+            0,
+            &[("HAPROXY_0_VHOST", &host)],
+            tasks,
+        );
+        a.health_checks = 1;
+        a
+    };
+    let mut killed = healthy("a3.2", 2);
+    killed.state = crate::cluster::TaskState::Other("TASK_KILLED".into());
+    let mut relabelled = vhost(7);
+    relabelled
+        .labels
+        .insert("HAPROXY_0_VHOST".into(), "seven.test".into());
+    let updates = vec![
+        ClusterUpdate::Snapshot((0..100).map(vhost).collect()),
+        ClusterUpdate::TaskStatus {
+            app_id: "/a003".into(),
+            task: healthy("a3.2", 2),
+        },
+        ClusterUpdate::TaskHealth {
+            app_id: "/a003".into(),
+            task_id: "a3.1".into(),
+            alive: false,
+        },
+        ClusterUpdate::InstanceHealth {
+            app_id: "/a004".into(),
+            instance_id: "a4.1".into(),
+            healthy: Some(false),
+        },
+        ClusterUpdate::AppUpserted(vhost(200)),
+        ClusterUpdate::AppUpserted(relabelled),
+        ClusterUpdate::AppRemoved {
+            id: "/a005".into(),
+            at_ms: 0,
+        },
+        ClusterUpdate::TaskStatus {
+            app_id: "/a003".into(),
+            task: killed,
+        },
+    ];
+    let mut mirror = Cluster::default();
+    for (k, update) in updates.into_iter().enumerate() {
+        mirror.apply(update.clone());
+        events.send(SourceEvent::Update(update)).await.unwrap();
+        let generation = k as u64 + 1;
+        until("the swap", || store.load().generation == generation).await;
+        let want = compile(&mirror, &config);
+        assert_eq!(store.load().table.hash(), want.hash(), "after update {k}");
+        assert_eq!(metrics.compile_audit_failures.get(), 0, "after update {k}");
+    }
+    assert_eq!(metrics.compile_audit_failures.get(), 0);
 }

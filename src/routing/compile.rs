@@ -613,7 +613,7 @@ fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<S
 
 #[path = "compile_cache.rs"]
 mod cache;
-pub use cache::{Cache, compile_cached};
+pub use cache::{Cache, Patched, compile_cached, compile_changed};
 
 #[path = "compile_vips.rs"]
 mod vips;

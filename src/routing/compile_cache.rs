@@ -1,6 +1,7 @@
 //! `compile_cached`: the compile that keeps each app's part of the table (`Cache`) from one
 //! compile to the next, and assembles the table from the parts: port claims, routes, vhosts and
 //! the index maps, decided over every app in id order as `compile` does from scratch.
+//! `compile_changed`: the same, told which apps changed, so that it visits those alone.
 
 use super::*;
 
@@ -23,12 +24,39 @@ pub struct Cache {
     /// The last table's assembly, which the next compile patches when no app's place in it
     /// changed (`same_place`) and no VIP member changed.
     last: Option<Assembly>,
+    /// The IP-per-task assignment the parts were compiled with, made over every app by the
+    /// last compile that visited every app; kept while no listed app asks for other ports.
+    assigned: crate::routing::ip_per_task::Assigned,
+    /// The maintenance switches the parts were compiled with.
+    maintenance: std::collections::BTreeSet<crate::cluster::AppId>,
+    /// Where the next audit of apps not listed as changed starts (after this id, in id order).
+    audit_from: Option<crate::cluster::AppId>,
     /// Apps compiled (not reused) by the last compile.
     pub recompiled: usize,
     /// The last compile assembled the table over every app; `false`: it patched the last
     /// table's assembly, for the apps that changed.
     pub reassembled: bool,
+    /// What the last compile patched (`None`: it assembled the table over every app).
+    pub patched: Option<Patched>,
+    /// Compiles told which apps changed whose audit found the list incomplete: each visited
+    /// every app instead (the table is right either way; a count above 0 is a bug in whoever
+    /// made the list).
+    pub distrusted: u64,
 }
+
+/// What a patched table changed of the last: every other service and route is the last
+/// table's own (the same `Arc`, at the same index).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Patched {
+    /// Indices of the services replaced, sorted, distinct.
+    pub services: Vec<usize>,
+    /// Indices of the routes made again, sorted, distinct.
+    pub routes: Vec<usize>,
+}
+
+/// How many apps not listed as changed each `compile_changed` checks against the model: the
+/// window moves on by as many each compile, through every app in turn.
+pub(super) const AUDITED: usize = 64;
 
 /// A table's assembly: what decides where each app's services sit (claims, entry points,
 /// routes, vhosts, the index maps, the problems), shared with the tables made from it. A
@@ -111,6 +139,21 @@ pub fn compile_cached(
     cluster: &Cluster,
     config: &CompileConfig,
 ) -> RoutingTable {
+    compile_changed(cache, cluster, config, None)
+}
+
+/// [`compile_cached`] told which apps changed (came, went or changed) since the last compile
+/// with this cache (`None`: not known): those are visited, not every app, and the table is
+/// the one [`compile`] gives provided the list is complete. A safety net checks that it is:
+/// the count of apps, and a window of [`AUDITED`] other apps (a different one each compile)
+/// compared with the parts they were compiled from; a mismatch visits every app, as without a
+/// list, and is counted in `distrusted`.
+pub fn compile_changed(
+    cache: &mut Cache,
+    cluster: &Cluster,
+    config: &CompileConfig,
+    changed: Option<&std::collections::BTreeSet<crate::cluster::AppId>>,
+) -> RoutingTable {
     let context = context_of(config);
     let same = cache
         .context
@@ -122,18 +165,96 @@ pub fn compile_cached(
         cache.context = Some((context, cluster.agents.clone()));
     }
     cache.recompiled = 0;
-    let (min, max) = config.ip_per_task_ports;
-    let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
-    let assigned = crate::routing::ip_per_task::assign(cluster, min, max, &own);
+    cache.patched = None;
+    // A list is of use with parts of every app compiled in this context and with these
+    // maintenance switches, and while no listed app asks for IP-per-task ports other than it
+    // did (one that does may move every other app's).
+    let listed = changed.filter(|ids| {
+        cache.last.is_some()
+            && cache.maintenance == config.maintenance
+            && !ids.iter().any(|id| {
+                crate::routing::ip_per_task::moves_assignment(
+                    cache.apps.get(id).map(|p| &*p.app),
+                    cluster.apps.get(id).map(|a| &**a),
+                )
+            })
+    });
     // Apps compiled again that keep their place in the table; some app that did not (or came
     // or went): the table is assembled again.
-    let mut changed = Vec::new();
-    let mut moved = false;
-    for app in cluster.apps.values() {
+    let mut visit = Visit::default();
+    let trusted = listed.is_some_and(|ids| {
+        for id in ids {
+            match cluster.apps.get(id) {
+                Some(app) => visit.app(cache, cluster, config, app),
+                None => visit.moved |= cache.apps.remove(id).is_some(),
+            }
+        }
+        audit(cache, cluster)
+    });
+    if !trusted {
+        if listed.is_some() {
+            cache.distrusted += 1;
+        }
+        let (min, max) = config.ip_per_task_ports;
+        let own: std::collections::BTreeSet<u16> =
+            config.reserved.iter().map(|a| a.port()).collect();
+        cache.assigned = crate::routing::ip_per_task::assign(cluster, min, max, &own);
+        cache.maintenance.clone_from(&config.maintenance);
+        for app in cluster.apps.values() {
+            visit.app(cache, cluster, config, app);
+        }
+        // Every app has its part: more parts than apps are those of apps gone (one pass over
+        // the parts only then, not on every compile).
+        if cache.apps.len() != cluster.apps.len() {
+            cache.apps.retain(|id, _| cluster.apps.contains_key(id));
+            visit.moved = true;
+        }
+    }
+    let Visit { changed, moved } = visit;
+    // VIP services gather their backends from apps and Mesos tasks: with Mesos tasks (now or
+    // when last assembled), assembled again; else they are what they were unless a member
+    // changed (`vip_member`).
+    let no_mesos = cluster.mesos.tasks.is_empty();
+    let patchable = !moved
+        && (config.vip.is_none() || no_mesos)
+        && cache.last.as_ref().is_some_and(|last| {
+            last.overrides == config.weight_overrides
+                && last.default_app == config.default_app
+                && last.no_mesos
+        });
+    cache.reassembled = !patchable;
+    if patchable {
+        let (table, patched) = patch(cache, &changed, config);
+        cache.patched = Some(patched);
+        return table;
+    }
+    let table = assemble(cache, cluster, config);
+    cache.last = Some(Assembly::of(&table, config, no_mesos));
+    table
+}
+
+/// What visiting apps found: the apps compiled again that keep their place, and whether some
+/// app took another place (or came or went).
+#[derive(Default)]
+struct Visit {
+    changed: Vec<crate::cluster::AppId>,
+    moved: bool,
+}
+
+impl Visit {
+    /// Reuses `app`'s part when it is compiled from the same app, maintenance switch and
+    /// IP-per-task ports; else compiles it again.
+    fn app(
+        &mut self,
+        cache: &mut Cache,
+        cluster: &Cluster,
+        config: &CompileConfig,
+        app: &std::sync::Arc<App>,
+    ) {
         let maintenance = config.maintenance.contains(&app.id);
         let app_assigned: Vec<Option<u16>> = if app.assign_service_ports {
             (0..app.ports.len())
-                .map(|n| assigned.get(&(app.id.clone(), n)).copied())
+                .map(|n| cache.assigned.get(&(app.id.clone(), n)).copied())
                 .collect()
         } else {
             Vec::new()
@@ -152,47 +273,61 @@ pub fn compile_cached(
             }
             _ => false,
         };
-        if !reusable {
-            cache.recompiled += 1;
-            let part = compile_app(cluster, app, config, maintenance, app_assigned);
-            // A VIP member's backends are its VIP services' too: those are gathered again.
-            let vip_member = |a: &App| config.vip.is_some() && crate::routing::vip::declares(a);
-            match cache.apps.insert(app.id.clone(), part) {
-                Some(old)
-                    if same_place(&old, &cache.apps[&app.id])
-                        && !vip_member(&old.app)
-                        && !vip_member(app) =>
-                {
-                    changed.push(app.id.clone())
-                }
-                _ => moved = true,
+        if reusable {
+            return;
+        }
+        cache.recompiled += 1;
+        let part = compile_app(cluster, app, config, maintenance, app_assigned);
+        // A VIP member's backends are its VIP services' too: those are gathered again.
+        let vip_member = |a: &App| config.vip.is_some() && crate::routing::vip::declares(a);
+        match cache.apps.insert(app.id.clone(), part) {
+            Some(old)
+                if same_place(&old, &cache.apps[&app.id])
+                    && !vip_member(&old.app)
+                    && !vip_member(app) =>
+            {
+                self.changed.push(app.id.clone())
             }
+            _ => self.moved = true,
         }
     }
-    // Every app has its part: more parts than apps are those of apps gone (one pass over the
-    // parts only then, not on every compile).
+}
+
+/// The safety net of a compile told which apps changed: as many parts as apps, and the next
+/// [`AUDITED`] apps in id order (after those audited last, wrapping) compiled from the app the
+/// model holds. An app changed but not listed is found here within `apps / AUDITED` compiles,
+/// and one that came or went at once.
+fn audit(cache: &mut Cache, cluster: &Cluster) -> bool {
+    use std::ops::Bound::{Excluded, Unbounded};
     if cache.apps.len() != cluster.apps.len() {
-        cache.apps.retain(|id, _| cluster.apps.contains_key(id));
-        moved = true;
+        return false;
     }
-    // VIP services gather their backends from apps and Mesos tasks: with Mesos tasks (now or
-    // when last assembled), assembled again; else they are what they were unless a member
-    // changed (`vip_member`).
-    let no_mesos = cluster.mesos.tasks.is_empty();
-    let patchable = !moved
-        && (config.vip.is_none() || no_mesos)
-        && cache.last.as_ref().is_some_and(|last| {
-            last.overrides == config.weight_overrides
-                && last.default_app == config.default_app
-                && last.no_mesos
-        });
-    cache.reassembled = !patchable;
-    if patchable {
-        return patch(cache, &changed, config);
+    let from = cache.audit_from.take();
+    let after = match &from {
+        Some(id) => cluster
+            .apps
+            .range::<crate::cluster::AppId, _>((Excluded(id), Unbounded)),
+        None => cluster.apps.range::<crate::cluster::AppId, _>(..),
+    };
+    let window = after
+        .chain(cluster.apps.iter())
+        .take(AUDITED.min(cluster.apps.len()));
+    let mut last = None;
+    for (id, app) in window {
+        let Some(part) = cache.apps.get_mut(id) else {
+            return false;
+        };
+        if !std::sync::Arc::ptr_eq(&part.app, app) {
+            // The same app read again (a resync) is no change: its pointer is kept.
+            if *part.app != **app {
+                return false;
+            }
+            part.app = app.clone();
+        }
+        last = Some(id);
     }
-    let table = assemble(cache, cluster, config);
-    cache.last = Some(Assembly::of(&table, config, no_mesos));
-    table
+    cache.audit_from = last.cloned();
+    true
 }
 
 /// The table from every app's part, in id order: port claims, entry points, routes, vhosts
@@ -220,14 +355,14 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     }
     for app in cluster.apps.values() {
         let part = &cache.apps[&app.id];
-        table.problems.extend(part.notices.iter().cloned());
+        std::sync::Arc::make_mut(&mut table.problems).extend(part.notices.iter().cloned());
         for port in &part.ports {
-            table.problems.extend(port.early.iter().cloned());
+            std::sync::Arc::make_mut(&mut table.problems).extend(port.early.iter().cloned());
             let Some(c) = &port.claim else {
                 continue;
             };
             let problem = |table: &mut RoutingTable, reason: String| {
-                table.problems.push(Problem {
+                std::sync::Arc::make_mut(&mut table.problems).push(Problem {
                     app_id: app.id.clone(),
                     port_index: Some(c.key.port_index),
                     severity: Severity::Skipped,
@@ -254,7 +389,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
                     }
                     None => {
                         claims.push((ip, udp.key.clone(), group.clone()));
-                        table.problems.extend(late.iter().cloned());
+                        std::sync::Arc::make_mut(&mut table.problems).extend(late.iter().cloned());
                         table.services.push(udp.clone());
                     }
                 }
@@ -300,7 +435,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             }
             table.ssl_certs.extend(tcp.ssl_certs.iter().cloned());
             table.sni_rules |= tcp.sni_rules;
-            table.problems.extend(tcp.late.iter().cloned());
+            std::sync::Arc::make_mut(&mut table.problems).extend(tcp.late.iter().cloned());
             entries.push(Entries {
                 key: c.key.clone(),
                 listens,
@@ -427,7 +562,7 @@ fn patch(
     cache: &mut Cache,
     changed: &[crate::cluster::AppId],
     config: &CompileConfig,
-) -> RoutingTable {
+) -> (RoutingTable, Patched) {
     let Cache { apps, last, .. } = cache;
     let last = last.as_mut().expect("patched only with an assembly");
     let table = &mut last.table;
@@ -472,7 +607,9 @@ fn patch(
         .collect();
     routes.sort_unstable();
     routes.dedup();
-    for r in routes {
+    touched.sort_unstable();
+    touched.dedup();
+    for &r in &routes {
         let old = &table.routes[r];
         let services = old.members.iter().map(|m| m.service).collect();
         let route = Route::new(
@@ -483,7 +620,11 @@ fn patch(
         );
         table.routes[r] = std::sync::Arc::new(route);
     }
-    share(table)
+    let patched = Patched {
+        services: touched,
+        routes,
+    };
+    (share(table), patched)
 }
 
 /// Whether an app compiled again (`new`) takes the place in the table it had (`old`): the same

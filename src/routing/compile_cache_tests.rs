@@ -1,7 +1,9 @@
 //! The incremental compile against the one from scratch: across random sequences of app and task
 //! changes (labels that claim, share and collide on ports, vhosts, deployment groups, UDP,
 //! IP-per-task, maintenance, agents, weight overrides), a table compiled with the cache kept from
-//! the previous steps is the table `compile` builds from nothing — same hash, same contents.
+//! the previous steps is the table `compile` builds from nothing — same hash, same contents;
+//! and so is one told which apps each step changed (`compile_changed`), whose audit finds a
+//! list that leaves one out.
 
 use std::sync::Arc;
 
@@ -266,7 +268,25 @@ proptest! {
         let mut cache = Cache::default();
         let table = compile_cached(&mut cache, &cluster, &config);
         prop_assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
+        // Told which apps each step changed, as the reconciler tells it: the app a step names
+        // (none for a change of configuration or agents; not known for a resync).
+        let mut listed_cache = Cache::default();
+        compile_cached(&mut listed_cache, &cluster, &config);
         for step in steps {
+            let named = |a: u8| Some(std::collections::BTreeSet::from([
+                crate::cluster::AppId::from(format!("/app{a}")),
+            ]));
+            let listed = match &step {
+                Step::Upsert(shape) => named(shape.id),
+                Step::Remove(a)
+                | Step::TaskUp(a, _)
+                | Step::TaskDown(a, _)
+                | Step::Health(a, _, _)
+                | Step::Relabel(a, _, _)
+                | Step::Vip(a, _) => named(*a),
+                Step::Maintenance(_) | Step::Agent(_) | Step::Override(_) => Some(Default::default()),
+                Step::Resync => None,
+            };
             match step {
                 Step::Upsert(shape) => {
                     cluster.apply(ClusterUpdate::AppUpserted(build(&shape)));
@@ -349,8 +369,74 @@ proptest! {
             let scratch = compile(&cluster, &config);
             prop_assert_eq!(cached.hash(), scratch.hash());
             prop_assert_eq!(contents(&cached), contents(&scratch));
+            let told = compile_changed(&mut listed_cache, &cluster, &config, listed.as_ref());
+            prop_assert_eq!(told.hash(), scratch.hash());
+            prop_assert_eq!(contents(&told), contents(&scratch));
+            prop_assert_eq!(listed_cache.distrusted, 0, "a complete list is trusted");
         }
     }
+}
+
+/// A list of changed apps that leaves one out: the audit finds the app within
+/// `apps / AUDITED` compiles (one that came, at once) and the table is then the full compile's.
+#[test]
+fn an_incomplete_list_of_changed_apps_is_found_out() {
+    let apps: Vec<App> = (0..300)
+        .map(|i| {
+            crate::cluster::fixtures::app(
+                &format!("/a{i:03}"),
+                0,
+                &[("HAPROXY_0_VHOST", &format!("a{i}.test"))],
+                vec![task(&format!("a{i}.1"), 1)],
+            )
+        })
+        .collect();
+    let mut cluster = Cluster::default();
+    cluster.apply(ClusterUpdate::Snapshot(apps));
+    let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+    let mut cache = Cache::default();
+    compile_cached(&mut cache, &cluster, &config);
+    let none = std::collections::BTreeSet::new();
+    // A task of /a200 starts; the list says nothing changed.
+    cluster.apply(ClusterUpdate::TaskStatus {
+        app_id: "/a200".into(),
+        task: task("a200.2", 2),
+    });
+    let mut compiles = 0;
+    loop {
+        let table = compile_changed(&mut cache, &cluster, &config, Some(&none));
+        compiles += 1;
+        if cache.distrusted > 0 {
+            assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
+            break;
+        }
+        assert!(
+            compiles <= 300 / cache::AUDITED + 1,
+            "not found in {compiles} compiles"
+        );
+    }
+    assert_eq!(cache.distrusted, 1);
+    // An app that came: found at once.
+    cluster.apply(ClusterUpdate::AppUpserted(crate::cluster::fixtures::app(
+        "/b",
+        0,
+        &[("HAPROXY_0_VHOST", "b.test")],
+        vec![task("b.1", 1)],
+    )));
+    let table = compile_changed(&mut cache, &cluster, &config, Some(&none));
+    assert_eq!(cache.distrusted, 2);
+    assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
+    // A complete list visits the app it names alone and patches the table.
+    cluster.apply(ClusterUpdate::TaskStatus {
+        app_id: "/a007".into(),
+        task: task("a7.2", 2),
+    });
+    let listed = std::collections::BTreeSet::from(["/a007".into()]);
+    let table = compile_changed(&mut cache, &cluster, &config, Some(&listed));
+    assert_eq!((cache.distrusted, cache.recompiled), (2, 1));
+    let patched = cache.patched.clone().expect("patched");
+    assert_eq!(patched.services, vec![7]);
+    assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
 }
 
 /// An event on one app compiles that app alone, and the other apps' services are the previous

@@ -16,7 +16,7 @@ pub(super) fn vip_services(
 ) {
     let (members, bad) = vip::declared(cluster);
     for (app_id, n, reason) in bad {
-        table.problems.push(Problem {
+        std::sync::Arc::make_mut(&mut table.problems).push(Problem {
             app_id,
             port_index: Some(n),
             severity: Severity::Skipped,
@@ -39,7 +39,7 @@ pub(super) fn vip_services(
             port_index: *port as usize,
         };
         let mut problem = |app_id: &crate::cluster::AppId, n: usize, reason: String| {
-            table.problems.push(Problem {
+            std::sync::Arc::make_mut(&mut table.problems).push(Problem {
                 app_id: app_id.clone(),
                 port_index: Some(n),
                 severity: Severity::Skipped,

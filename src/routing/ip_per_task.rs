@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cluster::{AppId, Cluster};
+use crate::cluster::{App, AppId, Cluster};
 
 /// "The maximum number of clashes to allow when assigning a port." (utils.py `MAX_CLASHES`)
 const MAX_CLASHES: usize = 50;
@@ -29,13 +29,8 @@ pub fn assign(cluster: &Cluster, min: u16, max: u16, reserved: &BTreeSet<u16>) -
     let mut taken: BTreeSet<u16> = reserved.range(min..=max).copied().collect();
     // utils.py keys by (app id, task port): two indices with the same task port share one.
     let mut by_task_port: BTreeMap<(AppId, u16), u16> = BTreeMap::new();
-    for app in cluster.apps.values() {
-        // `if not ports and mode == "container" and self.can_assign and len(app['tasks']) > 0`
-        if !app.assign_service_ports || app.tasks.is_empty() {
-            continue;
-        }
-        for (n, spec) in app.ports.iter().enumerate() {
-            let task_port = spec.container_port.unwrap_or(0);
+    for app in cluster.apps.values().filter(|a| asks(a)) {
+        for (n, task_port) in task_ports(app).enumerate() {
             let key = (app.id.clone(), task_port);
             let port = match by_task_port.get(&key) {
                 Some(&p) => Some(p),
@@ -49,6 +44,30 @@ pub fn assign(cluster: &Cluster, min: u16, max: u16, reserved: &BTreeSet<u16>) -
         }
     }
     assigned
+}
+
+/// Whether `app` is given ports: `if not ports and mode == "container" and self.can_assign and
+/// len(app['tasks']) > 0`.
+fn asks(app: &App) -> bool {
+    app.assign_service_ports && !app.tasks.is_empty()
+}
+
+/// The task port each of `app`'s ports is assigned by, in port order.
+fn task_ports(app: &App) -> impl Iterator<Item = u16> + '_ {
+    app.ports
+        .iter()
+        .map(|spec| spec.container_port.unwrap_or(0))
+}
+
+/// Whether [`assign`] may give any app other ports once `old` is replaced by `new` (`None`: no
+/// such app): the assignment is a function of the apps that ask for ports, in id order, and of
+/// their task ports, so only an app that asks (or asked) for others can move it.
+pub fn moves_assignment(old: Option<&App>, new: Option<&App>) -> bool {
+    match (old.filter(|a| asks(a)), new.filter(|a| asks(a))) {
+        (None, None) => false,
+        (Some(a), Some(b)) => !task_ports(a).eq(task_ports(b)),
+        _ => true,
+    }
 }
 
 /// utils.py `_assign_new_service_port`: up to 50 hashes of `{app id}-{task port}-{i}`

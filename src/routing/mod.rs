@@ -43,8 +43,9 @@ pub struct RoutingTable {
     pub by_listen: rustc_hash::FxHashMap<SocketAddr, usize>,
     /// UDP listen address (VIPs and service ports) → service.
     pub udp: HashMap<SocketAddr, usize>,
-    /// What `compile` skipped or ignored, and why.
-    pub problems: Vec<Problem>,
+    /// What `compile` skipped or ignored, and why. Shared: a table patched for apps that kept
+    /// their places has the last table's (`compile::Cache`).
+    pub problems: std::sync::Arc<Vec<Problem>>,
     /// Host and path routes of the shared HTTP(S) listeners, to route indices.
     pub vhosts: std::sync::Arc<vhosts::Vhosts>,
     /// App id → the service of its first port (`X-Marathon-App-Id` routing, the default app).
