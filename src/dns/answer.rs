@@ -23,18 +23,23 @@ pub enum Outcome {
     /// Send these bytes back.
     Reply(Reply),
     /// Not in a served zone, recursion is available to the client and it asked for it (RD):
-    /// relay the query to the upstreams. `limit` is the largest reply the client takes (UDP:
-    /// 512, or its EDNS0 size up to [`MAX_UDP_PAYLOAD`]; TCP: 65535).
-    Forward {
-        /// The name asked, for the upstreams of its zone (`dns.zone_resolvers`).
-        name: LowerName,
-        qtype: RecordType,
-        limit: usize,
-        /// `Some(DO bit)` when the client sent OPT.
-        edns: Option<bool>,
-    },
+    /// relay the query to the upstreams.
+    Forward(Relayed),
     /// Not worth an answer (a response, or shorter than a header).
     Drop,
+}
+
+/// What a relayed query's reply must fit, and where it goes (see [`Outcome::Forward`]).
+#[derive(Clone, Debug)]
+pub struct Relayed {
+    /// The name asked, for the upstreams of its zone (`dns.zone_resolvers`).
+    pub name: LowerName,
+    pub qtype: RecordType,
+    /// The largest reply the client takes (UDP: 512, or its EDNS0 size up to
+    /// [`MAX_UDP_PAYLOAD`]; TCP: 65535).
+    pub limit: usize,
+    /// `Some(DO bit)` when the client sent OPT.
+    pub edns: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -107,12 +112,12 @@ pub fn answer(
                 Transport::Tcp => u16::MAX as usize,
             };
             let edns = request.edns.as_ref().map(|e| e.flags().dnssec_ok);
-            return Outcome::Forward {
+            return Outcome::Forward(Relayed {
                 name,
                 qtype,
                 limit,
                 edns,
-            };
+            });
         }
         return error(ResponseCode::Refused);
     };

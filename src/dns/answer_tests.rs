@@ -214,7 +214,7 @@ fn other_zones_are_forwarded_or_refused() {
     let q = query("example.com.", RecordType::A, None);
     assert!(matches!(
         answer(Some(&z), &q, Transport::Udp, true),
-        Outcome::Forward { .. }
+        Outcome::Forward(_)
     ));
     let (m, _) = reply(answer(Some(&z), &q, Transport::Udp, false));
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
@@ -252,13 +252,15 @@ fn a_relayed_answer_fits_the_clients_udp_size_up_to_4096() {
         (Some(65535), 4096),
     ] {
         let q = query("example.com.", RecordType::A, edns);
-        let Outcome::Forward { limit: got, .. } = answer(Some(&z), &q, Transport::Udp, true) else {
+        let Outcome::Forward(Relayed { limit: got, .. }) =
+            answer(Some(&z), &q, Transport::Udp, true)
+        else {
             panic!("forwarded");
         };
         assert_eq!(got, limit, "{edns:?}");
     }
     let q = query("example.com.", RecordType::A, Some(1232));
-    let Outcome::Forward { limit, .. } = answer(Some(&z), &q, Transport::Tcp, true) else {
+    let Outcome::Forward(Relayed { limit, .. }) = answer(Some(&z), &q, Transport::Tcp, true) else {
         panic!("forwarded");
     };
     assert_eq!(limit, 65535);
@@ -308,7 +310,7 @@ fn served_zones_are_servfail_until_live_and_never_forwarded() {
                     Transport::Udp,
                     true
                 ),
-                Outcome::Forward { .. }
+                Outcome::Forward(_)
             ),
             "{name}"
         );

@@ -22,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Reply, Transport};
+use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Relayed, Reply, Transport};
 use super::fast;
 use super::limits::{Over, Share, Shares};
 use super::relay::{self, OwnSockets};
@@ -299,19 +299,8 @@ impl DnsServer {
                         self.count(&answer);
                         *slot.reply = answer.bytes;
                     }
-                    Outcome::Forward {
-                        name,
-                        qtype,
-                        limit,
-                        edns,
-                    } => {
+                    Outcome::Forward(relayed) => {
                         let (query, client) = (slot.query, slot.peer());
-                        let relayed = Relayed {
-                            name,
-                            qtype,
-                            limit,
-                            edns,
-                        };
                         let admitted = self.admit(
                             &snapshot,
                             &pending,
@@ -429,18 +418,7 @@ impl DnsServer {
                     self.count(&reply);
                     return Some(reply.bytes).filter(|b| !b.is_empty());
                 }
-                Outcome::Forward {
-                    name,
-                    qtype,
-                    limit,
-                    edns,
-                } => {
-                    let relayed = Relayed {
-                        name,
-                        qtype,
-                        limit,
-                        edns,
-                    };
+                Outcome::Forward(relayed) => {
                     let admitted = self.admit(
                         &snapshot,
                         &pending,
@@ -618,16 +596,6 @@ impl DnsServer {
             self.metrics.truncated.inc();
         }
     }
-}
-
-/// What a relayed query's reply must fit, and where it goes (see [`Outcome::Forward`]).
-#[derive(Clone)]
-struct Relayed {
-    name: LowerName,
-    qtype: RecordType,
-    limit: usize,
-    /// `Some(DO bit)` when the client sent OPT.
-    edns: Option<bool>,
 }
 
 const QTYPES: [&str; 12] = [
