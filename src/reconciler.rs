@@ -18,6 +18,8 @@ use crate::routing::{CompileConfig, Problem, RoutingTable};
 use crate::snapshot::{Snapshot, Store};
 use crate::zone::{Verdicts, Zone, ZoneConfig};
 
+use after_swap::AfterSwap;
+pub use after_swap::{publish_route_weights, publish_table_hash};
 use changes::summary;
 
 /// What the admin API reports about the control plane.
@@ -898,53 +900,6 @@ impl Reconciler {
     }
 }
 
-/// Every live backend whose service has a probe (a backend in two services is probed by
-/// each: their checks may differ, as HAProxy's do per backend section).
-fn send_health_targets(sender: &watch::Sender<crate::health_check::Targets>, snapshot: &Snapshot) {
-    // (probe, where it probes when not at the backend, state) of every probed backend.
-    let wanted = || {
-        snapshot
-            .table
-            .services
-            .iter()
-            .zip(snapshot.states.iter())
-            .filter_map(|(service, states)| Some((service, service.probe.as_ref()?, states)))
-            .flat_map(|(service, probe, states)| {
-                states.iter().enumerate().map(move |(b, s)| {
-                    let target = service.backends.get(b).and_then(|b| b.probe_addr);
-                    (probe, target, s)
-                })
-            })
-    };
-    // Compared in place: a swap that leaves the probed backends as they were (most do)
-    // copies no probe.
-    sender.send_if_modified(|current| {
-        let mut n = 0;
-        let mut same = true;
-        for (probe, target, state) in wanted() {
-            let matches = current.get(n).is_some_and(|(p, s)| {
-                p.target == target && same_check(p, probe) && Arc::ptr_eq(s, state)
-            });
-            if !matches {
-                same = false;
-                break;
-            }
-            n += 1;
-        }
-        same &= n == current.len();
-        if !same {
-            *current = wanted()
-                .map(|(probe, target, state)| {
-                    let mut probe = probe.clone();
-                    probe.target = target;
-                    (probe, state.clone())
-                })
-                .collect();
-        }
-        !same
-    });
-}
-
 /// Whether a task of `app` runs on an agent named (not an address) and not resolved yet.
 fn unresolved_host(
     app: &crate::cluster::App,
@@ -956,112 +911,8 @@ fn unresolved_host(
         .any(|h| h.ip().is_none() && !h.is_empty() && !agents.contains_key(h.as_str()))
 }
 
-/// The same check, whatever its target.
-fn same_check(p: &crate::cluster::Probe, q: &crate::cluster::Probe) -> bool {
-    // Every field named: a new one must be placed here or above (`target`).
-    let crate::cluster::Probe {
-        kind,
-        port_index,
-        interval,
-        timeout,
-        max_failures,
-        grace,
-        target: _,
-    } = q;
-    p.kind == *kind
-        && p.port_index == *port_index
-        && p.interval == *interval
-        && p.timeout == *timeout
-        && p.max_failures == *max_failures
-        && p.grace == *grace
-}
-
-/// Replaces the one `switchyard_table_hash` series by the live table's (computing its hash if
-/// nobody has yet). Called after each swap off the control thread, and before `/metrics` is
-/// encoded, so a scrape never shows a replaced table's hash; one caller at a time, so that the
-/// last to set it set the live table's.
-pub fn publish_table_hash(metrics: &Metrics, store: &Store) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let live = store.load();
-    // No table swapped in yet: no series.
-    if live.generation == 0 {
-        return;
-    }
-    let labels = crate::metrics::HashLabels {
-        hash: crate::routing::digest::hex(live.table.hash()),
-    };
-    metrics.table_hash.clear();
-    metrics.table_hash.get_or_create(&labels).set(1);
-}
-
-/// Publishes the weights of every multi-app route of the live table (single-app routes carry
-/// none). Called after each swap off the control thread, and before `/metrics` is encoded, so
-/// that a scrape right after a weight change sees it; one caller at a time.
-pub fn publish_route_weights(metrics: &Metrics, store: &Store) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let live = store.load();
-    metrics.route_weight.clear();
-    for route in live
-        .table
-        .routes
-        .iter()
-        .filter(|r| r.members.len() > 1 || r.overridden)
-    {
-        for m in &route.members {
-            let labels = crate::metrics::RouteLabels {
-                route: route.name.clone(),
-                app: m.app_id.to_string(),
-                source: m.weight_from.as_str(),
-            };
-            metrics
-                .route_weight
-                .get_or_create(&labels)
-                .set(m.weight as i64);
-        }
-    }
-}
-
-/// What a swap leaves to the blocking pool — the health checker's targets, the route weight
-/// metrics, the table hash — made from the snapshot live when it runs: one run at a time, and
-/// at most one more waiting, so that a burst of swaps costs one more run, and the last run
-/// reads the last table.
-#[derive(Default)]
-struct AfterSwap {
-    /// A run is waiting and has not read the live snapshot yet.
-    queued: AtomicBool,
-    running: std::sync::Mutex<()>,
-}
-
-impl AfterSwap {
-    fn follow(
-        self: &Arc<Self>,
-        store: &Arc<Store>,
-        metrics: &Arc<Metrics>,
-        targets: &watch::Sender<crate::health_check::Targets>,
-    ) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let this = self.clone();
-        let (store, metrics, targets) = (store.clone(), metrics.clone(), targets.clone());
-        tokio::task::spawn_blocking(move || {
-            let _one = this
-                .running
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            this.queued.store(false, Ordering::Release);
-            send_health_targets(&targets, &store.load());
-            publish_route_weights(&metrics, &store);
-            publish_table_hash(&metrics, &store);
-        });
-    }
-}
+#[path = "reconciler/after_swap.rs"]
+mod after_swap;
 
 #[path = "reconciler/changes.rs"]
 mod changes;
