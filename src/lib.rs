@@ -419,7 +419,7 @@ fn start_relay(
             Box::new(move || {
                 use std::sync::atomic::Ordering::Relaxed;
                 relay::Source {
-                    connected: status.connected.load(Relaxed),
+                    connected: status.source_connected(),
                     synced: status.last_sync_unix_ms.load(Relaxed),
                 }
             })

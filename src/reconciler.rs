@@ -47,6 +47,21 @@ pub struct Status {
     pub mesos_only: AtomicBool,
 }
 
+impl Status {
+    /// Connected to the source that makes the model: Marathon (or the file), or Mesos when it
+    /// is the only source.
+    pub fn source_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+            || (self.mesos_only.load(Ordering::Relaxed)
+                && self
+                    .mesos
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .is_some_and(|m| m.connected))
+    }
+}
+
 pub const SWAP_HISTORY: usize = 50;
 
 /// Why the discovery source is failing: shown by `/v1/routes` (a problem), `/readyz` (its body)

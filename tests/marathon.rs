@@ -499,3 +499,84 @@ async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies() {
 async fn malformed_and_quirky_events_are_skipped_and_the_rest_applies_through_a_relay() {
     malformed(Via::Relay).await;
 }
+
+/// The source says it is connected before it hands over each full read it took — the first
+/// snapshot, each periodic resync, and the first snapshot after a reconnection — never after
+/// it: a relay serving a model while its source reads as not connected takes that for a loss
+/// (`relay::Relay::observe`), so a read must never be applied ahead of its "connected".
+#[tokio::test]
+async fn the_source_says_connected_before_each_full_read_it_hands_over() {
+    use switchyard::cluster::ClusterUpdate;
+    use switchyard::discovery::SourceEvent;
+    use switchyard::discovery::marathon::MarathonSource;
+    use switchyard::discovery::marathon::client::{BaseUrl, Client};
+
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![app(
+        "/a",
+        10_000,
+        json!({}),
+        vec![task("/a", "a.1", 9)],
+    )]);
+    let config = switchyard::config::Config::parse(
+        &format!(
+            "[discovery]\nmarathon = [{:?}]\nbackoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\n",
+            marathon.url()
+        ),
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let mut settings = config.marathon_settings();
+    settings.resync_interval = std::time::Duration::from_millis(200);
+    settings.resync_jitter = std::time::Duration::ZERO;
+    let (events, mut received) = tokio::sync::mpsc::channel(64);
+    let (_refetch, refetch) = tokio::sync::mpsc::channel(1);
+    let source = MarathonSource {
+        urls: vec![BaseUrl::parse(&marathon.url()).unwrap()],
+        client: Client::new(
+            None,
+            None,
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(5),
+        ),
+        config: settings,
+        events,
+        refetch,
+        resync: Default::default(),
+        metrics: std::sync::Arc::new(switchyard::metrics::Metrics::new()),
+    };
+    let running = tokio::spawn(source.run());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (mut connected, mut snapshots, mut reconnected) = (false, 0, false);
+    while snapshots < 6 || !reconnected {
+        let event = tokio::time::timeout_at(deadline, received.recv())
+            .await
+            .expect("six snapshots and a reconnection within 20 s")
+            .expect("the source runs");
+        match event {
+            SourceEvent::Connected(up) => {
+                reconnected |= up && snapshots > 0 && !connected;
+                connected = up;
+            }
+            SourceEvent::Update(ClusterUpdate::Snapshot(_)) => {
+                assert!(
+                    connected,
+                    "snapshot {} handed over before the source said connected",
+                    snapshots + 1
+                );
+                snapshots += 1;
+                // Halfway, the stream drops: the next session's snapshot must come after its
+                // own "connected" again.
+                if snapshots == 3 {
+                    marathon.drop_streams();
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        reconnected,
+        "the stream was dropped and the source reconnected"
+    );
+    running.abort();
+}

@@ -457,9 +457,7 @@ pub(super) fn routes<'a>(
         table_hash: crate::routing::digest::hex(snapshot.table.hash()),
         created_unix_ms: unix_ms(snapshot.created),
         ready: status.ready.load(Ordering::Relaxed),
-        source_connected: status.connected.load(Ordering::Relaxed)
-            || (status.mesos_only.load(Ordering::Relaxed)
-                && mesos.as_ref().is_some_and(|m| m.connected)),
+        source_connected: status.source_connected(),
         mesos: mesos.clone(),
         last_sync_unix_ms: status.last_sync_unix_ms.load(Ordering::Relaxed),
         services,

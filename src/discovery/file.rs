@@ -42,11 +42,19 @@ impl FileSource {
                 Ok(Some(parsed)) => {
                     last_error = None;
                     rejections.report_all(&parsed.rejected, "app", &self.metrics);
+                    // Connected before the read it took (`SourceEvent::Connected`).
+                    if self
+                        .events
+                        .send(SourceEvent::Connected(true))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                     let update = SourceEvent::Update(ClusterUpdate::Snapshot(parsed.apps));
                     if self.events.send(update).await.is_err() {
                         return;
                     }
-                    let _ = self.events.send(SourceEvent::Connected(true)).await;
                 }
                 Err(e) => {
                     if last_error.as_ref() != Some(&e) {

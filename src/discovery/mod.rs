@@ -14,7 +14,11 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub enum SourceEvent {
     Update(ClusterUpdate),
-    /// The source is (or is no longer) connected to its upstream.
+    /// The source is (or is no longer) connected to its upstream. A source says `true` before
+    /// the full read it took on that connection (`ClusterUpdate::Snapshot`), never after it: a
+    /// model holding a read is then never served while the source still reads as not
+    /// connected, and "not connected" with any model served is a loss (the relay's
+    /// `observe` relies on it).
     Connected(bool),
     /// The source's last attempt failed: `source` names it (`file PATH`, `marathon URL`),
     /// `error` says why. Shown as a problem until the source next succeeds (`Connected(true)`).

@@ -59,10 +59,13 @@ use crate::metrics::{KindLabels, Metrics, PathLabels};
 mod admission;
 mod budget;
 mod events;
+mod freshness;
 
 use admission::{Admission, Ticket};
 use budget::BodyBudget;
 use events::{SseBody, Subscriber, events};
+use freshness::Following;
+pub use freshness::{Source, Upstream};
 
 /// The kernel send buffer of every relay connection (a big `/v2/apps` goes out at the pace of
 /// the network, not of the relay's wakeups).
@@ -101,41 +104,6 @@ pub struct Settings {
     pub timeouts: crate::stall::Timeouts,
 }
 
-/// The relay's own source as the reconciler last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Source {
-    /// Connected to Marathon (its stream subscribed, its snapshot taken) now.
-    pub connected: bool,
-    /// Names the newest full read applied (the reconciler's last sync time, Unix ms): a model
-    /// carrying another stamp than the one seen at a loss was read after it.
-    pub synced: u64,
-}
-
-/// Reads [`Source`] (from the reconciler's status).
-pub type Upstream = Box<dyn Fn() -> Source + Send + Sync>;
-
-/// What the relay has seen of its source (`Relay::observe`).
-#[derive(Default)]
-struct Following {
-    /// The stamp of the served model when the source was last seen connected with it served.
-    confirmed: Option<u64>,
-    /// Seen lost, and no model from a full read made after that served yet.
-    lost: Option<Lost>,
-}
-
-struct Lost {
-    since: std::time::Instant,
-    /// The served model's stamp when the loss was seen: a model with another one holds a full
-    /// read made since (a model swapped in meanwhile, from the same reads, does not).
-    synced: u64,
-}
-
-/// The source reports connected just after the model of its new snapshot is swapped in, and
-/// the relay may publish that model in between: a "not connected" within this long of
-/// publishing a model that holds the newest read, and before the source was seen connected
-/// with it, is that moment rather than a loss.
-const CONNECT_GRACE: Duration = Duration::from_secs(5);
-
 /// One model as served: a generation (the relay's own count of models), the cluster, and the
 /// `/v2/apps` bodies built from it so far (one per `embed` form and encoding, built on first
 /// request; the gzip one from the plain one).
@@ -143,7 +111,6 @@ struct Served {
     generation: u64,
     /// The newest full read this model holds ([`Source::synced`] at its swap).
     synced: u64,
-    published: std::time::Instant,
     cluster: Arc<Cluster>,
     budget: Arc<BodyBudget>,
     bodies: Mutex<HashMap<(Embed, Encoding), Bytes>>,
@@ -341,76 +308,6 @@ impl Relay {
         }
     }
 
-    /// Whether the relay's model is its source's current one, from what the source says now
-    /// (on every tick, every publish, and every request that would start a follower on it).
-    ///
-    /// Seen lost, the relay is behind until it serves a model holding a full read made after
-    /// the loss — not when the source reports connected again (it does so just after its new
-    /// snapshot is applied, and that snapshot may reach the relay in a swap before or after),
-    /// and not with a model swapped while still lost. Behind, it turns away new snapshots and
-    /// streams: a follower failing over to it would otherwise go back to the table of the
-    /// moment it lost Marathon. Behind for longer than `relay.max_disconnected`, it stops
-    /// serving at all (`stale`) and closes its streams, so its own followers move to a relay
-    /// that is current, or keep the table they have.
-    fn observe(&self, now: std::time::Instant) -> bool {
-        let source = (self.upstream)();
-        let mut following = self.following.lock().unwrap();
-        // Before the first model nothing is served, and there is nothing to be behind with.
-        let Some((served, published)) = self.state.load().as_ref().map(|s| (s.synced, s.published))
-        else {
-            return false;
-        };
-        if source.connected {
-            following.confirmed = Some(served);
-        }
-        match &following.lost {
-            Some(lost) if lost.synced != served => {
-                following.lost = None;
-                if self.stale.swap(false, Ordering::Relaxed) {
-                    tracing::info!("relay: Marathon is back, serving again");
-                } else {
-                    tracing::info!("relay: current again, serving snapshots and new streams");
-                }
-            }
-            Some(_) => {}
-            None if !source.connected => {
-                let pending = following.confirmed != Some(served)
-                    && served == source.synced
-                    && now.saturating_duration_since(published) < CONNECT_GRACE;
-                if !pending {
-                    following.lost = Some(Lost {
-                        since: now,
-                        synced: served,
-                    });
-                    tracing::warn!(
-                        "relay: Marathon lost; answering 503 to new streams and snapshots until \
-                         a model read after it is back is served (open streams go on)"
-                    );
-                }
-            }
-            None => {}
-        }
-        let current = following.lost.is_none();
-        self.metrics.current.set(i64::from(current));
-        let Some(lost) = &following.lost else {
-            return current;
-        };
-        let stale = now.saturating_duration_since(lost.since) > self.settings.max_disconnected;
-        if stale && !self.stale.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                max_disconnected = ?self.settings.max_disconnected,
-                "relay: Marathon lost for longer than relay.max_disconnected; answering 503 and \
-                 closing the event streams until it is back"
-            );
-            let mut subscribers = self.subscribers.lock().unwrap();
-            for s in subscribers.drain(..) {
-                s.cut.notify_one();
-            }
-            self.metrics.subscribers.set(0);
-        }
-        current
-    }
-
     fn publish(&self, cluster: Arc<Cluster>, synced: u64) {
         let previous = self.state.load_full();
         let events = match &previous {
@@ -423,7 +320,6 @@ impl Relay {
         self.state.store(Some(Arc::new(Served {
             generation,
             synced,
-            published: std::time::Instant::now(),
             cluster,
             budget: self.budget.clone(),
             bodies: Mutex::new(HashMap::new()),

@@ -132,22 +132,18 @@ impl FakeSource {
 
 /// Behind from the moment the loss is seen until a model from a full read made after it is
 /// published: not when the source reports connected (its new model may not be compiled yet),
-/// nor with a model swapped while still lost. A "not connected" just after a model with the
-/// newest read is published, before the source is seen connected with it, is the moment before
-/// the source reports connected, not a loss — for `CONNECT_GRACE` at most.
+/// nor with a model swapped while still lost.
 #[test]
 fn behind_from_the_loss_until_a_model_read_after_it_is_served() {
     let metrics = Metrics::new();
     let source = FakeSource::default();
     let relay = source.relay(&metrics);
     let t0 = std::time::Instant::now();
-    // The first model is published a moment before the source reports connected: current.
-    source.set(false, 1);
+    // Sources say connected before they hand over their read: the first model is current.
+    source.set(true, 1);
     relay.publish(cluster(vec![app("/a", "a")]), 1);
     assert!(relay.observe(t0));
     assert_eq!(relay.metrics.current.get(), 1);
-    source.set(true, 1);
-    assert!(relay.observe(t0));
     // Lost: behind at once, not stale yet.
     source.set(false, 1);
     assert!(!relay.observe(t0));
@@ -158,28 +154,30 @@ fn behind_from_the_loss_until_a_model_read_after_it_is_served() {
     assert!(!relay.observe(t0));
     source.set(true, 1);
     assert!(!relay.observe(t0));
-    // The new read swapped in before the source says connected: current at once, and stays
-    // so when the source then says connected.
-    source.set(false, 2);
-    relay.publish(cluster(vec![app("/a", "a3")]), 2);
-    assert!(relay.observe(t0));
+    // The new read swapped in: current at once.
     source.set(true, 2);
+    relay.publish(cluster(vec![app("/a", "a3")]), 2);
     assert!(relay.observe(t0));
     assert_eq!(relay.metrics.current.get(), 1);
 }
 
-/// A model with the newest read whose source never reports connected: lost once
-/// `CONNECT_GRACE` has passed.
+/// A source reading as not connected while a model is served is lost at once, even just after
+/// that model, holding the newest read, was published: sources say connected before they hand
+/// a read over, so there is no moment to wait out (no grace a slow swap could outlast).
 #[test]
-fn a_source_that_never_reports_connected_is_lost_after_the_grace() {
+fn not_connected_with_a_model_served_is_a_loss_at_once() {
     let metrics = Metrics::new();
     let source = FakeSource::default();
     let relay = source.relay(&metrics);
     let t0 = std::time::Instant::now();
     source.set(false, 1);
     relay.publish(cluster(vec![app("/a", "a")]), 1);
+    assert!(!relay.observe(t0));
+    assert_eq!(relay.metrics.current.get(), 0);
+    // The next read, handed over once the source is back, ends it.
+    source.set(true, 2);
+    relay.publish(cluster(vec![app("/a", "a2")]), 2);
     assert!(relay.observe(t0));
-    assert!(!relay.observe(t0 + CONNECT_GRACE + Duration::from_secs(1)));
 }
 
 /// A loss is timed from when it is seen: after a model read after an earlier loss is served, a

@@ -171,14 +171,6 @@ impl MarathonSource {
         tracing::info!(marathon = %leader, "subscribed to the event stream");
         *subscribed = true;
         self.metrics.source_connected.set(1);
-        if self
-            .events
-            .send(SourceEvent::Connected(true))
-            .await
-            .is_err()
-        {
-            return Ended::Closed;
-        }
 
         let mut body = response.into_body();
         let mut decoder = sse::SseDecoder::new(self.config.max_event_bytes);
@@ -338,14 +330,15 @@ impl MarathonSource {
                 ),
                 None => tracing::info!(marathon = %base, "a second read has the apps back"),
             }
-            // The hold is over: its problem goes (a failed read would have replaced it).
-            self.events
-                .send(SourceEvent::Connected(true))
-                .await
-                .map_err(|_| "shutting down".to_string())?;
         }
         *known = parsed.apps.iter().map(|a| a.id.clone()).collect();
         tracing::debug!(apps = parsed.apps.len(), "snapshot");
+        // Connected before the read it took (`SourceEvent::Connected`); a held read's problem
+        // goes with it (a failed read would have replaced it).
+        self.events
+            .send(SourceEvent::Connected(true))
+            .await
+            .map_err(|_| "shutting down".to_string())?;
         self.events
             .send(SourceEvent::Update(ClusterUpdate::Snapshot(parsed.apps)))
             .await

@@ -264,7 +264,6 @@ impl MesosSource {
                                 );
                                 let masters = self.masters.iter().map(master_of).collect();
                                 let update = snapshot.into_update(master_of(&leader), masters);
-                                self.send(SourceEvent::Update(ClusterUpdate::Mesos(update))).await?;
                                 subscribed = true;
                                 decoder.set_max(self.config.max_record_bytes);
                                 report.connected = true;
@@ -275,7 +274,9 @@ impl MesosSource {
                                         .duration_since(std::time::UNIX_EPOCH)
                                         .map_or(0, |d| d.as_millis() as u64),
                                 );
+                                // Connected before the read it took (`SourceEvent::Connected`).
                                 self.send(SourceEvent::Mesos(report.clone())).await?;
+                                self.send(SourceEvent::Update(ClusterUpdate::Mesos(update))).await?;
                             }
                             _ if !subscribed => {
                                 return Err(Ended::Stream(format!("{kind} before SUBSCRIBED")));
