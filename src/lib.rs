@@ -446,7 +446,7 @@ fn start_dns(
     config: &Config,
     ctx: &Arc<Context>,
 ) -> Result<Option<Arc<dns::server::DnsServer>>, String> {
-    let dns_metrics = dns::server::DnsMetrics::registered(&ctx.metrics);
+    let dns_metrics = dns::metrics::DnsMetrics::registered(&ctx.metrics);
     let (Some(listen), Some(zone)) = (config.dns.listen, config.zone_config()) else {
         return Ok(None);
     };

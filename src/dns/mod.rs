@@ -8,6 +8,7 @@ pub mod edns;
 pub mod fast;
 pub mod http_api;
 pub mod limits;
+pub mod metrics;
 pub mod relay;
 pub mod rrl;
 pub mod server;
