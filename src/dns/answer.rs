@@ -139,6 +139,9 @@ pub fn answer(
         }
         Some(node) => {
             let mut answers = zone.names.records(node, qtype);
+            if qtype == RecordType::ANY && transport == Transport::Udp {
+                any_over_udp(&mut answers);
+            }
             if answers.is_empty() {
                 response.authorities.push(soa);
             }
@@ -152,6 +155,17 @@ pub fn answer(
         }
     }
     Outcome::Reply(encode(response, limit, Some(qtype)))
+}
+
+/// An ANY query over UDP is answered with one RRset, the first the name has (A, AAAA, SRV,
+/// NS, PTR, then SOA), as RFC 8482 §4.1 allows; over TCP, with all of them. A spoofed ANY then
+/// draws no more than the name's A query would: every RRset of a name (a big app's A, AAAA
+/// and SRV records, with the SRV targets' addresses as additionals) would make it a tool to
+/// flood someone else with.
+pub(crate) fn any_over_udp(answers: &mut Vec<Record>) {
+    if let Some(first) = answers.first().map(Record::record_type) {
+        answers.retain(|r| r.record_type() == first);
+    }
 }
 
 /// FORMERR for a message that does not decode or whose EDNS is malformed, written from the

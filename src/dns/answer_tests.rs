@@ -483,3 +483,28 @@ proptest::proptest! {
         proptest::prop_assert_eq!(m.edns.is_some(), seen.opt);
     }
 }
+
+/// ANY over UDP draws one RRset (RFC 8482 §4.1), over TCP every one: the apex has an SOA and
+/// NS records, and a UDP ANY for it gets one of them, a TCP one both.
+#[test]
+fn any_over_udp_is_one_rrset_and_over_tcp_every_one() {
+    let z = zone(3);
+    let types = |transport| {
+        let (m, _) = reply(answer(
+            Some(&z),
+            &query("mesos.", RecordType::ANY, Some(4096)),
+            transport,
+            false,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        m.answers
+            .iter()
+            .map(|r| u16::from(r.record_type()))
+            .collect::<std::collections::BTreeSet<u16>>()
+    };
+    let tcp = types(Transport::Tcp);
+    assert!(tcp.len() >= 2, "every RRset over TCP: {tcp:?}");
+    let udp = types(Transport::Udp);
+    assert_eq!(udp.len(), 1, "one RRset over UDP: {udp:?}");
+    assert!(udp.is_subset(&tcp));
+}

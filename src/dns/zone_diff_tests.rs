@@ -244,6 +244,14 @@ fn legacy_answer(
         }
         Some(node) => {
             let mut answers = legacy_records(node, qtype);
+            if qtype == RecordType::ANY && transport == Transport::Udp {
+                // RFC 8482 §4.1 over UDP: the first RRset the name has, in the node's order.
+                let sets = [&node.a, &node.aaaa, &node.srv, &node.ns, &node.ptr];
+                answers = match sets.into_iter().find(|set| !set.is_empty()) {
+                    Some(set) => set.clone(),
+                    None => node.soa.iter().map(|r| (**r).clone()).collect(),
+                };
+            }
             if answers.is_empty() {
                 response.authorities.push(soa);
             }
