@@ -465,6 +465,7 @@ fn start_dns(
             rrl: config.dns.rrl.settings()?,
             zone_resolvers: config.dns.zone_resolvers(config.vip.enabled)?,
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
+            tcp_connections: config.dns.tcp_connections,
             tcp_connections_per_client: config.dns.tcp_connections_per_client,
             forwards_per_client: config.dns.forwards_per_client,
         },

@@ -1597,6 +1597,50 @@ async fn one_client_cannot_hold_more_than_its_tcp_connections() {
     );
 }
 
+/// Idle connections go first when TCP slots run short (RFC 7766 §6.2.3): once half of
+/// `dns.tcp_connections` are open, a connection waits at most 500 ms for its next query, also
+/// one that was already waiting, so clients that hold connections open without asking cannot
+/// keep others out for `dns.tcp_idle_timeout` (a minute here).
+#[tokio::test]
+async fn idle_connections_are_closed_early_when_slots_run_short() {
+    let s = setup(
+        "dns-tcp-pressure",
+        vec![api_app(1)],
+        "tcp_connections = 8\ntcp_connections_per_client = 8\ntcp_idle_timeout = \"60s\"",
+    )
+    .await;
+    let q = message("api-prod.marathon.mesos.", RecordType::A, None);
+    // Three connections, each answered once and then idle: below half, nothing presses.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tcp_from("127.0.0.1", s.dns).await;
+        assert!(ask_on(&mut stream, &q).await.is_some());
+        idle.push(stream);
+    }
+    // Two more that never ask: five of eight open.
+    for _ in 0..2 {
+        idle.push(tcp_from("127.0.0.2", s.dns).await);
+    }
+    // Every idle one is closed well within the minute.
+    for (i, stream) in idle.iter_mut().enumerate() {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .unwrap_or_else(|_| panic!("idle connection {i} still open"));
+        assert!(matches!(read, Ok(0) | Err(_)), "connection {i}: {read:?}");
+    }
+    let mut other = tcp_from("127.0.0.3", s.dns).await;
+    assert!(
+        ask_on(&mut other, &q).await.is_some(),
+        "a new client is served"
+    );
+    assert!(
+        s.sy.metric("switchyard_dns_tcp_pressure_closed_total", &[])
+            .await
+            >= 5.0
+    );
+}
+
 /// A client that sends queries and never reads the answers loses its connection once an answer
 /// has waited `dns.tcp_idle_timeout` to be taken, instead of holding it (and a slot) for ever.
 #[tokio::test]

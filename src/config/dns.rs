@@ -39,6 +39,9 @@ pub struct Dns {
     /// the client within as long; else the connection is closed.
     #[serde(deserialize_with = "duration")]
     pub tcp_idle_timeout: Duration,
+    /// TCP connections open at once; past them a new one is closed at once, and from half of
+    /// them on, idle connections wait 500 ms at most for their next query (RFC 7766 §6.2.3).
+    pub tcp_connections: usize,
     /// TCP connections one client (an address; IPv6 by its /64) holds open at once; past
     /// them its new connections are closed at once.
     pub tcp_connections_per_client: usize,
@@ -148,6 +151,7 @@ impl Default for Dns {
             ptr: false,
             zone_resolvers: Default::default(),
             tcp_idle_timeout: Duration::from_secs(10),
+            tcp_connections: crate::dns::server::DEFAULT_TCP_CONNECTIONS,
             tcp_connections_per_client: 16,
             forwards_per_client: 64,
         }
@@ -189,13 +193,17 @@ impl Dns {
         {
             return Err("dns.tcp_idle_timeout: between 10ms and 1h".into());
         }
-        let (tcp, relays) = (
+        let (most, relays) = (
             crate::dns::server::MAX_TCP_CONNECTIONS,
             crate::dns::server::MAX_FORWARDS,
         );
+        if !(1..=most).contains(&self.tcp_connections) {
+            return Err(format!("dns.tcp_connections: between 1 and {most}"));
+        }
+        let tcp = self.tcp_connections;
         if !(1..=tcp).contains(&self.tcp_connections_per_client) {
             return Err(format!(
-                "dns.tcp_connections_per_client: between 1 and {tcp}"
+                "dns.tcp_connections_per_client: between 1 and dns.tcp_connections ({tcp})"
             ));
         }
         if !(1..=relays).contains(&self.forwards_per_client) {

@@ -34,6 +34,7 @@ impl Over {
 /// A global cap and a per-client cap on one resource.
 pub struct Shares {
     total: Arc<Semaphore>,
+    capacity: usize,
     per_client: usize,
     held: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
@@ -50,6 +51,7 @@ impl Shares {
     pub fn new(total: usize, per_client: usize) -> Shares {
         Shares {
             total: Arc::new(Semaphore::new(total)),
+            capacity: total,
             per_client: per_client.max(1),
             held: Arc::default(),
         }
@@ -74,6 +76,13 @@ impl Shares {
             client,
             held: self.held.clone(),
         })
+    }
+
+    /// At least half of the units are held: the server is short of them (RFC 7766 §6.2.3:
+    /// time to close idle connections sooner).
+    pub fn pressed(&self) -> bool {
+        let held = self.capacity - self.total.available_permits();
+        held * 2 >= self.capacity
     }
 
     /// Clients holding at least one unit now (for tests: the map stays bounded).

@@ -37,6 +37,8 @@ pub struct DnsMetrics {
     /// TCP connections closed because a query did not arrive whole, or an answer was not
     /// taken, within `dns.tcp_idle_timeout`.
     pub tcp_timeouts: Counter,
+    /// Idle TCP connections closed early because half the slots were taken (RFC 7766 §6.2.3).
+    pub tcp_pressure_closed: Counter,
     /// Queries not relayed but answered SERVFAIL at once, by which cap.
     pub forwards_shed: Family<LimitLabels, Counter>,
     /// Queries that came from one of our own relay sockets (a forwarding loop): SERVFAIL.
@@ -66,6 +68,7 @@ impl Default for DnsMetrics {
             rrl_slipped: Counter::default(),
             tcp_refused: Family::default(),
             tcp_timeouts: Counter::default(),
+            tcp_pressure_closed: Counter::default(),
             forwards_shed: Family::default(),
             forward_loops: Counter::default(),
             by_kind,
@@ -125,6 +128,11 @@ impl DnsMetrics {
             "dns_tcp_timeouts",
             "TCP connections closed because a query did not arrive whole, or an answer was not taken, within dns.tcp_idle_timeout",
             dns.tcp_timeouts.clone(),
+        );
+        metrics.register(
+            "dns_tcp_pressure_closed",
+            "Idle TCP connections closed early: no query within 500 ms (or dns.tcp_idle_timeout if shorter) while half of dns.tcp_connections were open",
+            dns.tcp_pressure_closed.clone(),
         );
         metrics.register(
             "dns_forwards_shed",

@@ -32,8 +32,16 @@ use crate::zone::{Zone, ZoneConfig};
 
 /// Relayed queries in flight at once, over both transports; past this, SERVFAIL at once.
 pub const MAX_FORWARDS: usize = 512;
-/// TCP connections open at once; past this, a new one is closed at once.
-pub const MAX_TCP_CONNECTIONS: usize = 1024;
+/// `dns.tcp_connections` by default: TCP connections open at once; past this, a new one is
+/// closed at once.
+pub const DEFAULT_TCP_CONNECTIONS: usize = 1024;
+/// Longest `dns.tcp_connections`: each is a file descriptor shared with the proxy.
+pub const MAX_TCP_CONNECTIONS: usize = 65_536;
+/// How long a TCP connection may wait for its next query while half of `dns.tcp_connections`
+/// are open (or `dns.tcp_idle_timeout`, if shorter): idle connections go first when slots run
+/// short (RFC 7766 §6.2.3), so clients holding connections open without asking cannot keep new
+/// ones out. Long enough for a client across a slow link to send the query it connected for.
+pub const PRESSED_IDLE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How the server answers beyond the zone: relaying, who may recurse, rate limiting.
 #[derive(Debug, Clone)]
@@ -49,6 +57,8 @@ pub struct Settings {
     /// A query must arrive whole, and an answer be taken, within this on a TCP connection
     /// (`dns.tcp_idle_timeout`).
     pub tcp_idle_timeout: Duration,
+    /// TCP connections open at once (`dns.tcp_connections`).
+    pub tcp_connections: usize,
     /// TCP connections one client holds at once (`dns.tcp_connections_per_client`).
     pub tcp_connections_per_client: usize,
     /// Relayed queries of one client in flight at once (`dns.forwards_per_client`).
@@ -71,6 +81,9 @@ pub struct DnsServer {
     forwards: Shares,
     tcp_connections: Shares,
     tcp_idle_timeout: Duration,
+    /// Woken when a new TCP connection leaves half the slots or more taken: idle connections
+    /// then wait no longer than [`PRESSED_IDLE_TIMEOUT`] for their next query.
+    pressure: tokio::sync::Notify,
     /// Our relay sockets' addresses: a query from one is ours, come back round a loop.
     own: OwnSockets,
 }
@@ -92,8 +105,12 @@ impl DnsServer {
             rrl: settings.rrl,
             zone_resolvers: settings.zone_resolvers,
             forwards: Shares::new(MAX_FORWARDS, settings.forwards_per_client),
-            tcp_connections: Shares::new(MAX_TCP_CONNECTIONS, settings.tcp_connections_per_client),
+            tcp_connections: Shares::new(
+                settings.tcp_connections,
+                settings.tcp_connections_per_client,
+            ),
             tcp_idle_timeout: settings.tcp_idle_timeout,
+            pressure: tokio::sync::Notify::new(),
             own: OwnSockets::default(),
         }
     }
@@ -203,7 +220,11 @@ impl DnsServer {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let share = match self.tcp_connections.take(client.ip()) {
+            let taken = self.tcp_connections.take(client.ip());
+            if self.tcp_connections.pressed() {
+                self.pressure.notify_waiters();
+            }
+            let share = match taken {
                 Ok(share) => share,
                 Err(over) => {
                     // Closed as it drops: the others' connections go on.
@@ -219,27 +240,15 @@ impl DnsServer {
         }
     }
 
-    /// One TCP connection's queries, answered in turn. A query must arrive whole within
-    /// `tcp_idle_timeout` of the moment it is waited for (so a client trickling it a byte at a
-    /// time does not hold the connection longer), and its answer be taken within as long (a
-    /// client that never reads its answers does not hold it for ever).
+    /// One TCP connection's queries, answered in turn (each read by [`DnsServer::tcp_query`]),
+    /// and each answer taken by the client within `tcp_idle_timeout` (a client that never reads
+    /// its answers does not hold the connection for ever).
     async fn tcp_connection(&self, mut stream: TcpStream, client: SocketAddr) {
         let recursion = self.relays() && self.may_recurse(client);
         loop {
-            let deadline = tokio::time::Instant::now() + self.tcp_idle_timeout;
-            // No query begun when the time is up: the client is done with the connection.
-            let Ok(Ok(len)) = tokio::time::timeout_at(deadline, stream.read_u16()).await else {
+            let Some(packet) = self.tcp_query(&mut stream).await else {
                 return;
             };
-            let mut packet = vec![0u8; len as usize];
-            match tokio::time::timeout_at(deadline, stream.read_exact(&mut packet)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    self.metrics.tcp_timeouts.inc();
-                    return;
-                }
-            }
             let Some(bytes) = self.tcp_answer(&packet, client, recursion).await else {
                 return;
             };
@@ -256,6 +265,47 @@ impl DnsServer {
                     self.metrics.tcp_timeouts.inc();
                     return;
                 }
+            }
+        }
+    }
+
+    /// The next query on a connection; `None`: close it. It must arrive whole within
+    /// `tcp_idle_timeout` of the moment it is waited for (a client trickling it a byte at a
+    /// time does not hold the connection longer), or within [`PRESSED_IDLE_TIMEOUT`] while half
+    /// the slots are taken — also when that happens during the wait.
+    async fn tcp_query(&self, stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let since = tokio::time::Instant::now();
+        let relaxed = since + self.tcp_idle_timeout;
+        let pressed = since + PRESSED_IDLE_TIMEOUT.min(self.tcp_idle_timeout);
+        let begun = std::sync::atomic::AtomicBool::new(false);
+        let read = async {
+            let len = stream.read_u16().await.ok()?;
+            begun.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut packet = vec![0u8; len as usize];
+            stream.read_exact(&mut packet).await.ok()?;
+            Some(packet)
+        };
+        tokio::pin!(read);
+        let mut deadline = if self.tcp_connections.pressed() {
+            pressed
+        } else {
+            relaxed
+        };
+        loop {
+            let pressure = self.pressure.notified();
+            tokio::select! {
+                packet = &mut read => return packet,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if deadline < relaxed {
+                        self.metrics.tcp_pressure_closed.inc();
+                    } else if begun.load(std::sync::atomic::Ordering::Relaxed) {
+                        // No query begun when the time is up: the client is done with the
+                        // connection, not too slow.
+                        self.metrics.tcp_timeouts.inc();
+                    }
+                    return None;
+                }
+                _ = pressure => deadline = deadline.min(pressed),
             }
         }
     }
@@ -470,6 +520,7 @@ mod tests {
             rrl: None,
             zone_resolvers: Vec::new(),
             tcp_idle_timeout: Duration::from_secs(10),
+            tcp_connections: DEFAULT_TCP_CONNECTIONS,
             tcp_connections_per_client: 16,
             forwards_per_client: 64,
         }
