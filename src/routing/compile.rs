@@ -94,7 +94,7 @@ impl CompileConfig {
 
 /// Compiles `cluster` from scratch.
 pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
-    compile_cached(&mut Cache::default(), cluster, config)
+    cache::compile_into(&mut Cache::default(), cluster, config, None, false)
 }
 
 /// One app's part of the table, and what it was compiled from.
@@ -311,7 +311,6 @@ fn compile_port(
         } else {
             backends(cluster, app, n, &mut |_, _| {})
         };
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let service = Service {
             held_back: app
                 .tasks
@@ -333,7 +332,7 @@ fn compile_port(
             listen: Some(SocketAddr::new(ip, service_port)),
             service_port,
             mode: Mode::Udp,
-            balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
+            balancer: balancer(labels.balance, &backends),
             backends,
             http: HttpOptions::default(),
         };
@@ -382,7 +381,6 @@ fn compile_port(
             ));
         }
     }
-    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
     let vhosts = labels
         .vhosts
         .iter()
@@ -408,8 +406,8 @@ fn compile_port(
     });
     let tcp = TcpPart {
         late,
-        hosts: labels.vhosts.clone().into(),
-        paths: labels.paths.clone().into(),
+        hosts: shared_list(&labels.vhosts),
+        paths: shared_list(&labels.paths),
         ignore_case: labels.paths_ignore_case,
         weight: labels.backend_weight,
         ssl_certs: labels
@@ -441,7 +439,7 @@ fn compile_port(
             listen: (service_port != 0).then(|| SocketAddr::new(ip, service_port)),
             service_port,
             mode,
-            balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
+            balancer: balancer(labels.balance, &backends),
             backends,
             http: HttpOptions {
                 redirect_to_https: labels.redirect_to_https,
@@ -471,13 +469,12 @@ impl Service {
     /// A copy listening on `listen` instead, with a balancer of its own: for a table in which
     /// another app holds its service port.
     fn relisten(&self, listen: Option<SocketAddr>) -> Service {
-        let weights: Vec<u32> = self.backends.iter().map(|b| b.weight).collect();
         Service {
             key: self.key.clone(),
             listen,
             service_port: self.service_port,
             mode: self.mode,
-            balancer: Balancer::with_ids(self.balancer.kind(), &weights, &ids(&self.backends)),
+            balancer: balancer(self.balancer.kind(), &self.backends),
             backends: self.backends.clone(),
             http: self.http.clone(),
             vhosts: self.vhosts.clone(),
@@ -547,6 +544,28 @@ fn route_for(
     table.routes.len() - 1
 }
 
+/// The balancer of a service's `backends`: their ids (for consistent hashing) made only for
+/// the balancers that hash.
+fn balancer(kind: super::Balance, backends: &[Backend]) -> Balancer {
+    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let ids = match kind {
+        super::Balance::Source | super::Balance::Maglev => ids(backends),
+        _ => Vec::new(),
+    };
+    Balancer::with_ids(kind, &weights, &ids)
+}
+
+/// A list of vhosts or paths as a service's entry points hold it: the empty list (most
+/// ports') shared, not allocated per port.
+fn shared_list(list: &[String]) -> std::sync::Arc<[String]> {
+    static EMPTY: std::sync::OnceLock<std::sync::Arc<[String]>> = std::sync::OnceLock::new();
+    if list.is_empty() {
+        EMPTY.get_or_init(|| std::sync::Arc::from(Vec::new())).clone()
+    } else {
+        list.into()
+    }
+}
+
 /// Stable backend ids for consistent hashing: their addresses.
 fn ids(backends: &[Backend]) -> Vec<u64> {
     backends
@@ -566,7 +585,7 @@ fn backends(
     n: usize,
     problem: &mut impl FnMut(Severity, String),
 ) -> Vec<Backend> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(app.tasks.len());
     for task in app
         .tasks
         .values()
