@@ -220,7 +220,8 @@ fn compile_port(
         );
         return PortPart { early, claim: None };
     }
-    if mode != Mode::Http && edge != super::edge::Edge::default() {
+    let plain = edge == super::edge::Edge::default();
+    if mode != Mode::Http && !plain {
         let connect_only = super::edge::Edge {
             timeouts: super::edge::Timeouts {
                 connect: edge.timeouts.connect,
@@ -239,7 +240,7 @@ fn compile_port(
             );
         }
     }
-    let edge = if edge == super::edge::Edge::default() {
+    let edge = if plain {
         super::edge::Edge::shared_default()
     } else {
         std::sync::Arc::new(edge)
@@ -315,7 +316,8 @@ fn compile_port(
             held_back: app
                 .tasks
                 .values()
-                .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
+                .filter_map(|t| Some((t.held_back(app.health_checks)?, t)))
+                .map(|(why, t)| (t.id.clone(), why))
                 .collect(),
             vhosts: Vec::new(),
             upstream_h2: false,
@@ -420,7 +422,8 @@ fn compile_port(
             held_back: app
                 .tasks
                 .values()
-                .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
+                .filter_map(|t| Some((t.held_back(app.health_checks)?, t)))
+                .map(|(why, t)| (t.id.clone(), why))
                 .collect(),
             vhosts,
             upstream_h2: labels.upstream_h2,
@@ -492,13 +495,87 @@ impl Service {
     }
 }
 
-/// Port → who holds it: (address, service, deployment group).
-type Claims = HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>;
+/// Port → who holds it.
+type Claims = HashMap<u16, Holders>;
+
+/// One holder of a port: (address, service, deployment group).
+type Holder = (IpAddr, ServiceKey, Option<String>);
+
+/// The holders of one port, in the order they claimed it: the first inline (nearly every
+/// port has one holder, so a table of 50,000 ports makes no list per port).
+#[derive(Default)]
+struct Holders {
+    first: Option<Holder>,
+    rest: Vec<Holder>,
+}
+
+impl Holders {
+    /// A concrete iterator (no destructor): a holder found is read while the list is pushed to.
+    fn iter(
+        &self,
+    ) -> std::iter::Chain<std::option::Iter<'_, Holder>, std::slice::Iter<'_, Holder>> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    fn push(&mut self, holder: Holder) {
+        match self.first {
+            None => self.first = Some(holder),
+            Some(_) => self.rest.push(holder),
+        }
+    }
+}
+
+/// The routes made so far, by their set of services (sorted): a set of one looked up by its
+/// service's index, without hashing or a list per route.
+#[derive(Default)]
+struct Named {
+    /// Service index → route, `usize::MAX` for none yet.
+    single: Vec<usize>,
+    many: HashMap<Vec<usize>, usize>,
+}
+
+impl Named {
+    fn get(&self, services: &[usize]) -> Option<usize> {
+        match services {
+            [one] => self.single.get(*one).copied().filter(|&r| r != usize::MAX),
+            _ => self.many.get(services).copied(),
+        }
+    }
+
+    fn insert(&mut self, services: &[usize], route: usize) {
+        match services {
+            [one] => {
+                if self.single.len() <= *one {
+                    self.single.resize(*one + 1, usize::MAX);
+                }
+                self.single[*one] = route;
+            }
+            _ => {
+                self.many.insert(services.to_vec(), route);
+            }
+        }
+    }
+}
+
+/// `key.to_string()` (`{app id}:{port index}`), without the formatting machinery: one per
+/// route, 50,000 in a table of 50,000 apps.
+fn key_name(key: &ServiceKey) -> String {
+    let mut name = String::with_capacity(key.app_id.len() + 3);
+    name.push_str(&key.app_id);
+    name.push(':');
+    match u8::try_from(key.port_index) {
+        Ok(n) if n < 10 => name.push(char::from(b'0' + n)),
+        _ => name.push_str(&key.port_index.to_string()),
+    }
+    name
+}
 
 /// A service's entry points, gathered while services are built, for the routes built at the end.
 #[derive(Debug, Default)]
 struct Entries {
     key: ServiceKey,
+    /// Where its service was pushed in the table's services, before they are sorted.
+    at: usize,
     listens: Vec<SocketAddr>,
     hosts: std::sync::Arc<[String]>,
     paths: std::sync::Arc<[String]>,
@@ -512,12 +589,12 @@ struct Entries {
 /// group when they share one, else after the vhost or the single service.
 fn route_for(
     table: &mut RoutingTable,
-    named: &mut HashMap<Vec<usize>, usize>,
-    services: Vec<usize>,
+    named: &mut Named,
+    services: &[usize],
     vhost: Option<String>,
     overrides: &Overrides,
 ) -> usize {
-    if let Some(&route) = named.get(&services) {
+    if let Some(route) = named.get(services) {
         return route;
     }
     let first = &table.services[services[0]];
@@ -530,13 +607,13 @@ fn route_for(
         (Some(g), _) if first.key.port_index == 0 => g,
         (Some(g), _) => format!("{g}:{}", first.key.port_index),
         (None, Some(vhost)) if services.len() > 1 => vhost,
-        (None, _) if services.len() == 1 => first.key.to_string(),
+        (None, _) if services.len() == 1 => key_name(&first.key),
         (None, Some(vhost)) => vhost,
-        (None, None) => first.key.to_string(),
+        (None, None) => key_name(&first.key),
     };
     table.routes.push(std::sync::Arc::new(Route::new(
         name,
-        services.clone(),
+        services,
         &table.services,
         overrides,
     )));
@@ -560,7 +637,9 @@ fn balancer(kind: super::Balance, backends: &[Backend]) -> Balancer {
 fn shared_list(list: &[String]) -> std::sync::Arc<[String]> {
     static EMPTY: std::sync::OnceLock<std::sync::Arc<[String]>> = std::sync::OnceLock::new();
     if list.is_empty() {
-        EMPTY.get_or_init(|| std::sync::Arc::from(Vec::new())).clone()
+        EMPTY
+            .get_or_init(|| std::sync::Arc::from(Vec::new()))
+            .clone()
     } else {
         list.into()
     }

@@ -270,7 +270,7 @@ impl Visit {
                 .collect();
             return;
         }
-        let mut stale = Vec::new();
+        let mut new = Vec::new();
         let mut gone = false;
         let mut parts = cache.apps.iter_mut().peekable();
         for (id, app) in &cluster.apps {
@@ -281,16 +281,22 @@ impl Visit {
             {
                 gone = true;
             }
-            let reused = match parts.next_if(|(pid, _)| same_id(pid, id)) {
-                Some((_, part)) => reuse(part, &cache.assigned, config, app),
-                None => false,
-            };
-            if !reused {
-                stale.push(app);
+            match parts.next_if(|(pid, _)| same_id(pid, id)) {
+                Some((_, part)) => {
+                    if !reuse(part, &cache.assigned, config, app) {
+                        // Compiled again in its place: no lookup, whatever the count.
+                        cache.recompiled += 1;
+                        let (maintenance, app_assigned) = wanted(&cache.assigned, config, app);
+                        let fresh = compile_app(cluster, app, config, maintenance, app_assigned);
+                        let old = std::mem::replace(part, fresh);
+                        self.replaced(config, Some(&old), part);
+                    }
+                }
+                None => new.push(app),
             }
         }
         gone |= parts.next().is_some();
-        for app in stale {
+        for app in new {
             self.app(cache, cluster, config, app);
         }
         // Every app has its part: more parts than apps are those of apps gone.
@@ -319,15 +325,18 @@ impl Visit {
         cache.recompiled += 1;
         let (maintenance, app_assigned) = wanted(&cache.assigned, config, app);
         let part = compile_app(cluster, app, config, maintenance, app_assigned);
+        let old = cache.apps.insert(app.id.clone(), part);
+        self.replaced(config, old.as_ref(), &cache.apps[&app.id]);
+    }
+
+    /// An app's part compiled again (`new`, in place of `old`): the app kept its place, or
+    /// some app moved.
+    fn replaced(&mut self, config: &CompileConfig, old: Option<&Part>, new: &Part) {
         // A VIP member's backends are its VIP services' too: those are gathered again.
         let vip_member = |a: &App| config.vip.is_some() && crate::routing::vip::declares(a);
-        match cache.apps.insert(app.id.clone(), part) {
-            Some(old)
-                if same_place(&old, &cache.apps[&app.id])
-                    && !vip_member(&old.app)
-                    && !vip_member(app) =>
-            {
-                self.changed.push(app.id.clone())
+        match old {
+            Some(old) if same_place(old, new) && !vip_member(&old.app) && !vip_member(&new.app) => {
+                self.changed.push(new.app.id.clone())
             }
             _ => self.moved = true,
         }
@@ -430,7 +439,8 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     let mut entries: Vec<Entries> = Vec::new();
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
-    let mut claimed: Claims = HashMap::default();
+    let mut claimed: Claims =
+        HashMap::with_capacity_and_hasher(cache.apps.len(), Default::default());
     // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
     // listeners are reserved in both (its DNS listens on UDP and TCP).
     let mut claimed_udp: Claims = HashMap::default();
@@ -533,6 +543,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             std::sync::Arc::make_mut(&mut table.problems).extend(tcp.late.iter().cloned());
             entries.push(Entries {
                 key: c.key.clone(),
+                at: table.services.len(),
                 listens,
                 hosts: tcp.hosts.clone(),
                 paths: tcp.paths.clone(),
@@ -552,7 +563,19 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         let health = config.health.as_ref();
         vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
     }
-    table.services.sort_by(|a, b| a.key.cmp(&b.key));
+    // Sorted by key through a permutation, which also tells each entry where its service went
+    // (no map from key to index: at 50,000 services, hashing every key was a tenth of this).
+    let mut order: Vec<usize> = (0..table.services.len()).collect();
+    order.sort_by(|&a, &b| table.services[a].key.cmp(&table.services[b].key));
+    let mut place = vec![0; order.len()];
+    for (i, &o) in order.iter().enumerate() {
+        place[o] = i;
+    }
+    let mut unsorted: Vec<Option<std::sync::Arc<Service>>> = std::mem::take(&mut table.services)
+        .into_iter()
+        .map(Some)
+        .collect();
+    table.services = order.iter().filter_map(|&o| unsorted[o].take()).collect();
     table.udp = table
         .services
         .iter()
@@ -560,32 +583,30 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         .filter(|(_, s)| s.mode == Mode::Udp)
         .filter_map(|(i, s)| Some((s.listen?, i)))
         .collect();
-    let index: HashMap<&ServiceKey, usize> = table
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (&s.key, i))
-        .collect();
-    // Entry points and the services behind each, in app order.
-    let mut ports: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+    // Entry points and the services behind each, in app order: (listen address, service)
+    // pairs, grouped by address below (a map with a list per port was 50,000 of each).
+    let mut ports: Vec<(SocketAddr, usize)> = Vec::with_capacity(entries.len());
     // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
     // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
     let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
-    let mut by_app_id = std::collections::HashMap::new();
+    let mut by_app_id = std::collections::HashMap::with_capacity(entries.len());
     for entry in &entries {
-        let service = index[&entry.key];
+        let service = place[entry.at];
+        debug_assert_eq!(table.services[service].key, entry.key);
         for listen in &entry.listens {
-            ports.entry(*listen).or_default().push(service);
+            ports.push((*listen, service));
         }
-        let prefixes: Vec<&str> = if entry.paths.is_empty() {
-            vec![""]
+        // No path: the host's root (`[""]`), without a list made per entry.
+        const ROOT: &[String] = &[String::new()];
+        let prefixes: &[String] = if entry.paths.is_empty() {
+            ROOT
         } else {
-            entry.paths.iter().map(String::as_str).collect()
+            &entry.paths
         };
         let ignore_case = entry.ignore_case && !entry.paths.is_empty();
         for host in entry.hosts.iter() {
-            for prefix in &prefixes {
-                let key = (host.clone(), prefix.to_string(), ignore_case);
+            for prefix in prefixes {
+                let key = (host.clone(), prefix.clone(), ignore_case);
                 let (weight, services) = vhosts.entry(key).or_insert((entry.weight, Vec::new()));
                 if entry.weight > *weight {
                     *weight = entry.weight;
@@ -600,19 +621,27 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             by_app_id.insert(entry.key.app_id.clone(), service);
         }
     }
-    for services in ports
-        .values_mut()
-        .chain(vhosts.values_mut().map(|(_, s)| s))
-    {
+    for (_, services) in vhosts.values_mut() {
         services.sort();
         services.dedup();
     }
-    let mut named: HashMap<Vec<usize>, usize> = HashMap::default();
-    for (listen, services) in ports {
+    // By address, then service: each address's services sorted, as the map's lists were.
+    sort_ports(&mut ports);
+    ports.dedup();
+    let mut named = Named {
+        single: vec![usize::MAX; table.services.len()],
+        many: HashMap::default(),
+    };
+    table.by_listen.reserve(ports.len());
+    let mut services = Vec::new();
+    for group in ports.chunk_by(|a, b| a.0 == b.0) {
+        let listen = group[0].0;
+        services.clear();
+        services.extend(group.iter().map(|&(_, s)| s));
         let route = route_for(
             &mut table,
             &mut named,
-            services,
+            &services,
             None,
             &config.weight_overrides,
         );
@@ -628,7 +657,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         let route = route_for(
             &mut table,
             &mut named,
-            services,
+            &services,
             Some(label),
             &config.weight_overrides,
         );
@@ -648,6 +677,25 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     table.by_app_id = std::sync::Arc::new(by_app_id);
     table.compiled_bind = Some(config.bind);
     table
+}
+
+/// Sorts (listen address, service) pairs as `SocketAddr` and `usize` order them. With IPv4
+/// addresses alone (nearly always) by one integer made of address, port and service:
+/// comparing `SocketAddr`s was a tenth of a full compile's instructions.
+fn sort_ports(ports: &mut [(SocketAddr, usize)]) {
+    let key = |&(addr, service): &(SocketAddr, usize)| match (addr, u32::try_from(service)) {
+        (SocketAddr::V4(v4), Ok(service)) => Some(
+            (u128::from(v4.ip().to_bits()) << 48)
+                | (u128::from(v4.port()) << 32)
+                | u128::from(service),
+        ),
+        _ => None,
+    };
+    if ports.iter().all(|p| key(p).is_some()) {
+        ports.sort_unstable_by_key(|p| key(p).unwrap_or_default());
+    } else {
+        ports.sort_unstable();
+    }
 }
 
 /// The last table's assembly with the services of the apps in `changed` (which keep their
@@ -706,10 +754,10 @@ fn patch(
     touched.dedup();
     for &r in &routes {
         let old = &table.routes[r];
-        let services = old.members.iter().map(|m| m.service).collect();
+        let services: Vec<usize> = old.members.iter().map(|m| m.service).collect();
         let route = Route::new(
             old.name.clone(),
-            services,
+            &services,
             &table.services,
             &config.weight_overrides,
         );
