@@ -94,7 +94,7 @@ impl CompileConfig {
 
 /// Compiles `cluster` from scratch.
 pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
-    compile_cached(&mut Cache::default(), cluster, config)
+    cache::compile_into(&mut Cache::default(), cluster, config, None, false)
 }
 
 /// One app's part of the table, and what it was compiled from.
@@ -220,7 +220,8 @@ fn compile_port(
         );
         return PortPart { early, claim: None };
     }
-    if mode != Mode::Http && edge != super::edge::Edge::default() {
+    let plain = edge == super::edge::Edge::default();
+    if mode != Mode::Http && !plain {
         let connect_only = super::edge::Edge {
             timeouts: super::edge::Timeouts {
                 connect: edge.timeouts.connect,
@@ -239,7 +240,7 @@ fn compile_port(
             );
         }
     }
-    let edge = if edge == super::edge::Edge::default() {
+    let edge = if plain {
         super::edge::Edge::shared_default()
     } else {
         std::sync::Arc::new(edge)
@@ -311,12 +312,12 @@ fn compile_port(
         } else {
             backends(cluster, app, n, &mut |_, _| {})
         };
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let service = Service {
             held_back: app
                 .tasks
                 .values()
-                .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
+                .filter_map(|t| Some((t.held_back(app.health_checks)?, t)))
+                .map(|(why, t)| (t.id.clone(), why))
                 .collect(),
             vhosts: Vec::new(),
             upstream_h2: false,
@@ -333,7 +334,7 @@ fn compile_port(
             listen: Some(SocketAddr::new(ip, service_port)),
             service_port,
             mode: Mode::Udp,
-            balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
+            balancer: balancer(labels.balance, &backends),
             backends,
             http: HttpOptions::default(),
         };
@@ -382,7 +383,6 @@ fn compile_port(
             ));
         }
     }
-    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
     let vhosts = labels
         .vhosts
         .iter()
@@ -408,8 +408,8 @@ fn compile_port(
     });
     let tcp = TcpPart {
         late,
-        hosts: labels.vhosts.clone().into(),
-        paths: labels.paths.clone().into(),
+        hosts: shared_list(&labels.vhosts),
+        paths: shared_list(&labels.paths),
         ignore_case: labels.paths_ignore_case,
         weight: labels.backend_weight,
         ssl_certs: labels
@@ -422,7 +422,8 @@ fn compile_port(
             held_back: app
                 .tasks
                 .values()
-                .filter_map(|t| Some((t.id.clone(), t.held_back(app.health_checks)?)))
+                .filter_map(|t| Some((t.held_back(app.health_checks)?, t)))
+                .map(|(why, t)| (t.id.clone(), why))
                 .collect(),
             vhosts,
             upstream_h2: labels.upstream_h2,
@@ -441,7 +442,7 @@ fn compile_port(
             listen: (service_port != 0).then(|| SocketAddr::new(ip, service_port)),
             service_port,
             mode,
-            balancer: Balancer::with_ids(labels.balance, &weights, &ids(&backends)),
+            balancer: balancer(labels.balance, &backends),
             backends,
             http: HttpOptions {
                 redirect_to_https: labels.redirect_to_https,
@@ -471,13 +472,12 @@ impl Service {
     /// A copy listening on `listen` instead, with a balancer of its own: for a table in which
     /// another app holds its service port.
     fn relisten(&self, listen: Option<SocketAddr>) -> Service {
-        let weights: Vec<u32> = self.backends.iter().map(|b| b.weight).collect();
         Service {
             key: self.key.clone(),
             listen,
             service_port: self.service_port,
             mode: self.mode,
-            balancer: Balancer::with_ids(self.balancer.kind(), &weights, &ids(&self.backends)),
+            balancer: balancer(self.balancer.kind(), &self.backends),
             backends: self.backends.clone(),
             http: self.http.clone(),
             vhosts: self.vhosts.clone(),
@@ -495,13 +495,87 @@ impl Service {
     }
 }
 
-/// Port → who holds it: (address, service, deployment group).
-type Claims = HashMap<u16, Vec<(IpAddr, ServiceKey, Option<String>)>>;
+/// Port → who holds it.
+type Claims = HashMap<u16, Holders>;
+
+/// One holder of a port: (address, service, deployment group).
+type Holder = (IpAddr, ServiceKey, Option<String>);
+
+/// The holders of one port, in the order they claimed it: the first inline (nearly every
+/// port has one holder, so a table of 50,000 ports makes no list per port).
+#[derive(Default)]
+struct Holders {
+    first: Option<Holder>,
+    rest: Vec<Holder>,
+}
+
+impl Holders {
+    /// A concrete iterator (no destructor): a holder found is read while the list is pushed to.
+    fn iter(
+        &self,
+    ) -> std::iter::Chain<std::option::Iter<'_, Holder>, std::slice::Iter<'_, Holder>> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    fn push(&mut self, holder: Holder) {
+        match self.first {
+            None => self.first = Some(holder),
+            Some(_) => self.rest.push(holder),
+        }
+    }
+}
+
+/// The routes made so far, by their set of services (sorted): a set of one looked up by its
+/// service's index, without hashing or a list per route.
+#[derive(Default)]
+struct Named {
+    /// Service index → route, `usize::MAX` for none yet.
+    single: Vec<usize>,
+    many: HashMap<Vec<usize>, usize>,
+}
+
+impl Named {
+    fn get(&self, services: &[usize]) -> Option<usize> {
+        match services {
+            [one] => self.single.get(*one).copied().filter(|&r| r != usize::MAX),
+            _ => self.many.get(services).copied(),
+        }
+    }
+
+    fn insert(&mut self, services: &[usize], route: usize) {
+        match services {
+            [one] => {
+                if self.single.len() <= *one {
+                    self.single.resize(*one + 1, usize::MAX);
+                }
+                self.single[*one] = route;
+            }
+            _ => {
+                self.many.insert(services.to_vec(), route);
+            }
+        }
+    }
+}
+
+/// `key.to_string()` (`{app id}:{port index}`), without the formatting machinery: one per
+/// route, 50,000 in a table of 50,000 apps.
+fn key_name(key: &ServiceKey) -> String {
+    let mut name = String::with_capacity(key.app_id.len() + 3);
+    name.push_str(&key.app_id);
+    name.push(':');
+    match u8::try_from(key.port_index) {
+        Ok(n) if n < 10 => name.push(char::from(b'0' + n)),
+        _ => name.push_str(&key.port_index.to_string()),
+    }
+    name
+}
 
 /// A service's entry points, gathered while services are built, for the routes built at the end.
 #[derive(Debug, Default)]
 struct Entries {
     key: ServiceKey,
+    /// Where its service was pushed in the table's services, before they are sorted.
+    at: usize,
     listens: Vec<SocketAddr>,
     hosts: std::sync::Arc<[String]>,
     paths: std::sync::Arc<[String]>,
@@ -515,12 +589,12 @@ struct Entries {
 /// group when they share one, else after the vhost or the single service.
 fn route_for(
     table: &mut RoutingTable,
-    named: &mut HashMap<Vec<usize>, usize>,
-    services: Vec<usize>,
+    named: &mut Named,
+    services: &[usize],
     vhost: Option<String>,
     overrides: &Overrides,
 ) -> usize {
-    if let Some(&route) = named.get(&services) {
+    if let Some(route) = named.get(services) {
         return route;
     }
     let first = &table.services[services[0]];
@@ -533,18 +607,42 @@ fn route_for(
         (Some(g), _) if first.key.port_index == 0 => g,
         (Some(g), _) => format!("{g}:{}", first.key.port_index),
         (None, Some(vhost)) if services.len() > 1 => vhost,
-        (None, _) if services.len() == 1 => first.key.to_string(),
+        (None, _) if services.len() == 1 => key_name(&first.key),
         (None, Some(vhost)) => vhost,
-        (None, None) => first.key.to_string(),
+        (None, None) => key_name(&first.key),
     };
     table.routes.push(std::sync::Arc::new(Route::new(
         name,
-        services.clone(),
+        services,
         &table.services,
         overrides,
     )));
     named.insert(services, table.routes.len() - 1);
     table.routes.len() - 1
+}
+
+/// The balancer of a service's `backends`: their ids (for consistent hashing) made only for
+/// the balancers that hash.
+fn balancer(kind: super::Balance, backends: &[Backend]) -> Balancer {
+    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let ids = match kind {
+        super::Balance::Source | super::Balance::Maglev => ids(backends),
+        _ => Vec::new(),
+    };
+    Balancer::with_ids(kind, &weights, &ids)
+}
+
+/// A list of vhosts or paths as a service's entry points hold it: the empty list (most
+/// ports') shared, not allocated per port.
+fn shared_list(list: &[String]) -> std::sync::Arc<[String]> {
+    static EMPTY: std::sync::OnceLock<std::sync::Arc<[String]>> = std::sync::OnceLock::new();
+    if list.is_empty() {
+        EMPTY
+            .get_or_init(|| std::sync::Arc::from(Vec::new()))
+            .clone()
+    } else {
+        list.into()
+    }
 }
 
 /// Stable backend ids for consistent hashing: their addresses.
@@ -566,7 +664,7 @@ fn backends(
     n: usize,
     problem: &mut impl FnMut(Severity, String),
 ) -> Vec<Backend> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(app.tasks.len());
     for task in app
         .tasks
         .values()

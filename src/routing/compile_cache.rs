@@ -20,7 +20,9 @@ use super::*;
 pub struct Cache {
     /// The configuration and agents the parts were compiled with.
     context: Option<(String, std::collections::HashMap<String, IpAddr>)>,
-    apps: HashMap<crate::cluster::AppId, Part>,
+    /// In id order, as the model's apps: a compile without a list of changed apps walks both
+    /// side by side (no lookup per app), and `assemble` reads the parts in that order.
+    apps: BTreeMap<crate::cluster::AppId, Part>,
     /// The last table's assembly, which the next compile patches when no app's place in it
     /// changed (`same_place`) and no VIP member changed.
     last: Option<Assembly>,
@@ -154,6 +156,18 @@ pub fn compile_changed(
     config: &CompileConfig,
     changed: Option<&std::collections::BTreeSet<crate::cluster::AppId>>,
 ) -> RoutingTable {
+    compile_into(cache, cluster, config, changed, true)
+}
+
+/// [`compile_changed`]; `keep`: the table's assembly is kept for the next compile to patch
+/// (`false` for [`compile`], whose cache is dropped with it).
+pub(super) fn compile_into(
+    cache: &mut Cache,
+    cluster: &Cluster,
+    config: &CompileConfig,
+    changed: Option<&std::collections::BTreeSet<crate::cluster::AppId>>,
+    keep: bool,
+) -> RoutingTable {
     let context = context_of(config);
     let same = cache
         .context
@@ -200,15 +214,7 @@ pub fn compile_changed(
             config.reserved.iter().map(|a| a.port()).collect();
         cache.assigned = crate::routing::ip_per_task::assign(cluster, min, max, &own);
         cache.maintenance.clone_from(&config.maintenance);
-        for app in cluster.apps.values() {
-            visit.app(cache, cluster, config, app);
-        }
-        // Every app has its part: more parts than apps are those of apps gone (one pass over
-        // the parts only then, not on every compile).
-        if cache.apps.len() != cluster.apps.len() {
-            cache.apps.retain(|id, _| cluster.apps.contains_key(id));
-            visit.moved = true;
-        }
+        visit.every_app(cache, cluster, config);
     }
     let Visit { changed, moved } = visit;
     // VIP services gather their backends from apps and Mesos tasks: with Mesos tasks (now or
@@ -229,7 +235,9 @@ pub fn compile_changed(
         return table;
     }
     let table = assemble(cache, cluster, config);
-    cache.last = Some(Assembly::of(&table, config, no_mesos));
+    if keep {
+        cache.last = Some(Assembly::of(&table, config, no_mesos));
+    }
     table
 }
 
@@ -242,6 +250,62 @@ struct Visit {
 }
 
 impl Visit {
+    /// Every app of `cluster`: the parts walked beside the apps, both in id order, so that an
+    /// app whose part is reusable costs no lookup (at 50,000 apps, a hash lookup per app was
+    /// most of a compile in which one app changed); parts of apps gone are dropped. With no
+    /// parts yet (a first compile), the parts are compiled in order and the map built at once.
+    fn every_app(&mut self, cache: &mut Cache, cluster: &Cluster, config: &CompileConfig) {
+        if cache.apps.is_empty() {
+            cache.recompiled = cluster.apps.len();
+            self.moved |= !cluster.apps.is_empty();
+            let assigned = &cache.assigned;
+            cache.apps = cluster
+                .apps
+                .iter()
+                .map(|(id, app)| {
+                    let (maintenance, app_assigned) = wanted(assigned, config, app);
+                    let part = compile_app(cluster, app, config, maintenance, app_assigned);
+                    (id.clone(), part)
+                })
+                .collect();
+            return;
+        }
+        let mut new = Vec::new();
+        let mut gone = false;
+        let mut parts = cache.apps.iter_mut().peekable();
+        for (id, app) in &cluster.apps {
+            // Parts before this id are of apps gone.
+            while parts
+                .next_if(|(pid, _)| !same_id(pid, id) && **pid < *id)
+                .is_some()
+            {
+                gone = true;
+            }
+            match parts.next_if(|(pid, _)| same_id(pid, id)) {
+                Some((_, part)) => {
+                    if !reuse(part, &cache.assigned, config, app) {
+                        // Compiled again in its place: no lookup, whatever the count.
+                        cache.recompiled += 1;
+                        let (maintenance, app_assigned) = wanted(&cache.assigned, config, app);
+                        let fresh = compile_app(cluster, app, config, maintenance, app_assigned);
+                        let old = std::mem::replace(part, fresh);
+                        self.replaced(config, Some(&old), part);
+                    }
+                }
+                None => new.push(app),
+            }
+        }
+        gone |= parts.next().is_some();
+        for app in new {
+            self.app(cache, cluster, config, app);
+        }
+        // Every app has its part: more parts than apps are those of apps gone.
+        if gone || cache.apps.len() != cluster.apps.len() {
+            cache.apps.retain(|id, _| cluster.apps.contains_key(id));
+            self.moved = true;
+        }
+    }
+
     /// Reuses `app`'s part when it is compiled from the same app, maintenance switch and
     /// IP-per-task ports; else compiles it again.
     fn app(
@@ -251,46 +315,84 @@ impl Visit {
         config: &CompileConfig,
         app: &std::sync::Arc<App>,
     ) {
-        let maintenance = config.maintenance.contains(&app.id);
-        let app_assigned: Vec<Option<u16>> = if app.assign_service_ports {
-            (0..app.ports.len())
-                .map(|n| cache.assigned.get(&(app.id.clone(), n)).copied())
-                .collect()
-        } else {
-            Vec::new()
-        };
         let reusable = match cache.apps.get_mut(&app.id) {
-            Some(part) if part.maintenance == maintenance && part.assigned == app_assigned => {
-                if std::sync::Arc::ptr_eq(&part.app, app) {
-                    true
-                } else if *part.app == **app {
-                    // The same app read again: its pointer is the one to recognize next time.
-                    part.app = app.clone();
-                    true
-                } else {
-                    false
-                }
-            }
-            _ => false,
+            Some(part) => reuse(part, &cache.assigned, config, app),
+            None => false,
         };
         if reusable {
             return;
         }
         cache.recompiled += 1;
+        let (maintenance, app_assigned) = wanted(&cache.assigned, config, app);
         let part = compile_app(cluster, app, config, maintenance, app_assigned);
+        let old = cache.apps.insert(app.id.clone(), part);
+        self.replaced(config, old.as_ref(), &cache.apps[&app.id]);
+    }
+
+    /// An app's part compiled again (`new`, in place of `old`): the app kept its place, or
+    /// some app moved.
+    fn replaced(&mut self, config: &CompileConfig, old: Option<&Part>, new: &Part) {
         // A VIP member's backends are its VIP services' too: those are gathered again.
         let vip_member = |a: &App| config.vip.is_some() && crate::routing::vip::declares(a);
-        match cache.apps.insert(app.id.clone(), part) {
-            Some(old)
-                if same_place(&old, &cache.apps[&app.id])
-                    && !vip_member(&old.app)
-                    && !vip_member(app) =>
-            {
-                self.changed.push(app.id.clone())
+        match old {
+            Some(old) if same_place(old, new) && !vip_member(&old.app) && !vip_member(&new.app) => {
+                self.changed.push(new.app.id.clone())
             }
             _ => self.moved = true,
         }
     }
+}
+
+/// The same app id: the same pointer (the model's ids are shared with the parts) or text.
+fn same_id(a: &crate::cluster::AppId, b: &crate::cluster::AppId) -> bool {
+    std::sync::Arc::ptr_eq(a, b) || a == b
+}
+
+/// `app`'s maintenance switch and IP-per-task ports, which its part is compiled with.
+fn wanted(
+    assigned: &crate::routing::ip_per_task::Assigned,
+    config: &CompileConfig,
+    app: &App,
+) -> (bool, Vec<Option<u16>>) {
+    let maintenance = !config.maintenance.is_empty() && config.maintenance.contains(&app.id);
+    let app_assigned: Vec<Option<u16>> = if app.assign_service_ports {
+        (0..app.ports.len())
+            .map(|n| assigned.get(&(app.id.clone(), n)).copied())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (maintenance, app_assigned)
+}
+
+/// Whether `part` was compiled from `app` as it is, with its maintenance switch and
+/// IP-per-task ports; the same app read again (a resync) takes the new pointer, the one to
+/// recognize next time.
+fn reuse(
+    part: &mut Part,
+    assigned: &crate::routing::ip_per_task::Assigned,
+    config: &CompileConfig,
+    app: &std::sync::Arc<App>,
+) -> bool {
+    let maintenance = !config.maintenance.is_empty() && config.maintenance.contains(&app.id);
+    if part.maintenance != maintenance {
+        return false;
+    }
+    // Ports assigned only to apps that ask (none asked: none compared, nothing allocated).
+    if app.assign_service_ports || !part.assigned.is_empty() {
+        let (_, app_assigned) = wanted(assigned, config, app);
+        if part.assigned != app_assigned {
+            return false;
+        }
+    }
+    if std::sync::Arc::ptr_eq(&part.app, app) {
+        return true;
+    }
+    if *part.app == **app {
+        part.app = app.clone();
+        return true;
+    }
+    false
 }
 
 /// The safety net of a compile told which apps changed: as many parts as apps, and the next
@@ -337,7 +439,8 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     let mut entries: Vec<Entries> = Vec::new();
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
-    let mut claimed: Claims = HashMap::default();
+    let mut claimed: Claims =
+        HashMap::with_capacity_and_hasher(cache.apps.len(), Default::default());
     // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
     // listeners are reserved in both (its DNS listens on UDP and TCP).
     let mut claimed_udp: Claims = HashMap::default();
@@ -353,8 +456,10 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
                 .push((addr.ip(), owner.clone(), None));
         }
     }
-    for app in cluster.apps.values() {
-        let part = &cache.apps[&app.id];
+    // Every app has its part, and both maps are in id order.
+    debug_assert_eq!(cache.apps.len(), cluster.apps.len());
+    for part in cache.apps.values() {
+        let app = &part.app;
         std::sync::Arc::make_mut(&mut table.problems).extend(part.notices.iter().cloned());
         for port in &part.ports {
             std::sync::Arc::make_mut(&mut table.problems).extend(port.early.iter().cloned());
@@ -438,6 +543,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             std::sync::Arc::make_mut(&mut table.problems).extend(tcp.late.iter().cloned());
             entries.push(Entries {
                 key: c.key.clone(),
+                at: table.services.len(),
                 listens,
                 hosts: tcp.hosts.clone(),
                 paths: tcp.paths.clone(),
@@ -457,7 +563,19 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         let health = config.health.as_ref();
         vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
     }
-    table.services.sort_by(|a, b| a.key.cmp(&b.key));
+    // Sorted by key through a permutation, which also tells each entry where its service went
+    // (no map from key to index: at 50,000 services, hashing every key was a tenth of this).
+    let mut order: Vec<usize> = (0..table.services.len()).collect();
+    order.sort_by(|&a, &b| table.services[a].key.cmp(&table.services[b].key));
+    let mut place = vec![0; order.len()];
+    for (i, &o) in order.iter().enumerate() {
+        place[o] = i;
+    }
+    let mut unsorted: Vec<Option<std::sync::Arc<Service>>> = std::mem::take(&mut table.services)
+        .into_iter()
+        .map(Some)
+        .collect();
+    table.services = order.iter().filter_map(|&o| unsorted[o].take()).collect();
     table.udp = table
         .services
         .iter()
@@ -465,32 +583,30 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         .filter(|(_, s)| s.mode == Mode::Udp)
         .filter_map(|(i, s)| Some((s.listen?, i)))
         .collect();
-    let index: HashMap<&ServiceKey, usize> = table
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (&s.key, i))
-        .collect();
-    // Entry points and the services behind each, in app order.
-    let mut ports: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+    // Entry points and the services behind each, in app order: (listen address, service)
+    // pairs, grouped by address below (a map with a list per port was 50,000 of each).
+    let mut ports: Vec<(SocketAddr, usize)> = Vec::with_capacity(entries.len());
     // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
     // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
     let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
-    let mut by_app_id = std::collections::HashMap::new();
+    let mut by_app_id = std::collections::HashMap::with_capacity(entries.len());
     for entry in &entries {
-        let service = index[&entry.key];
+        let service = place[entry.at];
+        debug_assert_eq!(table.services[service].key, entry.key);
         for listen in &entry.listens {
-            ports.entry(*listen).or_default().push(service);
+            ports.push((*listen, service));
         }
-        let prefixes: Vec<&str> = if entry.paths.is_empty() {
-            vec![""]
+        // No path: the host's root (`[""]`), without a list made per entry.
+        const ROOT: &[String] = &[String::new()];
+        let prefixes: &[String] = if entry.paths.is_empty() {
+            ROOT
         } else {
-            entry.paths.iter().map(String::as_str).collect()
+            &entry.paths
         };
         let ignore_case = entry.ignore_case && !entry.paths.is_empty();
         for host in entry.hosts.iter() {
-            for prefix in &prefixes {
-                let key = (host.clone(), prefix.to_string(), ignore_case);
+            for prefix in prefixes {
+                let key = (host.clone(), prefix.clone(), ignore_case);
                 let (weight, services) = vhosts.entry(key).or_insert((entry.weight, Vec::new()));
                 if entry.weight > *weight {
                     *weight = entry.weight;
@@ -505,19 +621,27 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             by_app_id.insert(entry.key.app_id.clone(), service);
         }
     }
-    for services in ports
-        .values_mut()
-        .chain(vhosts.values_mut().map(|(_, s)| s))
-    {
+    for (_, services) in vhosts.values_mut() {
         services.sort();
         services.dedup();
     }
-    let mut named: HashMap<Vec<usize>, usize> = HashMap::default();
-    for (listen, services) in ports {
+    // By address, then service: each address's services sorted, as the map's lists were.
+    sort_ports(&mut ports);
+    ports.dedup();
+    let mut named = Named {
+        single: vec![usize::MAX; table.services.len()],
+        many: HashMap::default(),
+    };
+    table.by_listen.reserve(ports.len());
+    let mut services = Vec::new();
+    for group in ports.chunk_by(|a, b| a.0 == b.0) {
+        let listen = group[0].0;
+        services.clear();
+        services.extend(group.iter().map(|&(_, s)| s));
         let route = route_for(
             &mut table,
             &mut named,
-            services,
+            &services,
             None,
             &config.weight_overrides,
         );
@@ -533,7 +657,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         let route = route_for(
             &mut table,
             &mut named,
-            services,
+            &services,
             Some(label),
             &config.weight_overrides,
         );
@@ -553,6 +677,25 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     table.by_app_id = std::sync::Arc::new(by_app_id);
     table.compiled_bind = Some(config.bind);
     table
+}
+
+/// Sorts (listen address, service) pairs as `SocketAddr` and `usize` order them. With IPv4
+/// addresses alone (nearly always) by one integer made of address, port and service:
+/// comparing `SocketAddr`s was a tenth of a full compile's instructions.
+fn sort_ports(ports: &mut [(SocketAddr, usize)]) {
+    let key = |&(addr, service): &(SocketAddr, usize)| match (addr, u32::try_from(service)) {
+        (SocketAddr::V4(v4), Ok(service)) => Some(
+            (u128::from(v4.ip().to_bits()) << 48)
+                | (u128::from(v4.port()) << 32)
+                | u128::from(service),
+        ),
+        _ => None,
+    };
+    if ports.iter().all(|p| key(p).is_some()) {
+        ports.sort_unstable_by_key(|p| key(p).unwrap_or_default());
+    } else {
+        ports.sort_unstable();
+    }
 }
 
 /// The last table's assembly with the services of the apps in `changed` (which keep their
@@ -611,10 +754,10 @@ fn patch(
     touched.dedup();
     for &r in &routes {
         let old = &table.routes[r];
-        let services = old.members.iter().map(|m| m.service).collect();
+        let services: Vec<usize> = old.members.iter().map(|m| m.service).collect();
         let route = Route::new(
             old.name.clone(),
-            services,
+            &services,
             &table.services,
             &config.weight_overrides,
         );

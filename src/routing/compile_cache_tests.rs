@@ -490,3 +490,50 @@ fn one_app_changed_compiles_one_app() {
     assert!(third.problems.iter().any(|p| &*p.app_id == "/a07"));
     assert_eq!(contents(&third), contents(&compile(&cluster, &config)));
 }
+
+/// A compile without a list walks the parts beside the apps: a resync (every app read again,
+/// the same) compiles none; apps gone at the start, middle and end and apps new between them
+/// are found by that walk (the new compiled, the gone dropped), and the table is the full
+/// compile's each time.
+#[test]
+fn the_walk_beside_the_apps_finds_every_app_come_and_gone() {
+    let app = |i: u16| {
+        crate::cluster::fixtures::app(
+            &format!("/w{i:02}"),
+            10000 + i,
+            &[],
+            vec![task(&format!("w{i}.1"), 1)],
+        )
+    };
+    let mut cluster = Cluster::default();
+    cluster.apply(ClusterUpdate::Snapshot((0..10).map(app).collect()));
+    let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+    let mut cache = Cache::default();
+    compile_cached(&mut cache, &cluster, &config);
+    assert_eq!(cache.recompiled, 10);
+    // Read again, the same apps (new pointers): nothing compiled, the last assembly kept.
+    let again = cluster.apps.values().map(|a| (**a).clone()).collect();
+    cluster.apply(ClusterUpdate::Snapshot(again));
+    let table = compile_cached(&mut cache, &cluster, &config);
+    assert_eq!(cache.recompiled, 0);
+    assert!(!cache.reassembled);
+    assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
+    // Gone: the first, one in the middle, the last; new: one before all, two between.
+    let mut apps: Vec<App> = [1, 2, 3, 4, 6, 7, 8].into_iter().map(app).collect();
+    apps.extend([app(0), app(5), app(11)].into_iter().map(|mut a| {
+        a.id = format!("{}b", a.id).into();
+        a.ports[0].service_port += 50;
+        a
+    }));
+    cluster.apply(ClusterUpdate::Snapshot(apps));
+    let table = compile_cached(&mut cache, &cluster, &config);
+    assert_eq!(cache.recompiled, 3, "the three new apps, and only they");
+    assert!(cache.reassembled);
+    assert_eq!(table.services.len(), 10);
+    assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
+    // And back: the parts of the apps gone are gone (each comes back compiled again).
+    cluster.apply(ClusterUpdate::Snapshot((0..10).map(app).collect()));
+    let table = compile_cached(&mut cache, &cluster, &config);
+    assert_eq!(cache.recompiled, 3);
+    assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
+}

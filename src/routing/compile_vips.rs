@@ -87,6 +87,8 @@ pub(super) fn vip_services(
                 claims.push((ip, key.clone(), None));
                 entries.push(Entries {
                     key: key.clone(),
+                    // Its service is pushed below, next.
+                    at: table.services.len(),
                     listens: vec![listen],
                     ..Entries::default()
                 });

@@ -184,7 +184,7 @@ pub struct Findings {
 
 /// The edge labels of port `n` (`SWITCHYARD_{n}_…`).
 pub fn read(labels: &BTreeMap<String, String>, n: usize) -> (Edge, Findings) {
-    let own = format!("SWITCHYARD_{n}_");
+    let own = super::known_labels::switchyard_prefix(n);
     // The port's labels in one ordered range, looked up by suffix: no key built per lookup
     // (compile reads these for every port of every app on every full compile). Without any,
     // the port has no edge settings.

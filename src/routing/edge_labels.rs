@@ -73,7 +73,7 @@ pub fn read(
     mode: Mode,
     has_vhosts: bool,
 ) -> Result<EdgeLabels, String> {
-    let prefix = format!("SWITCHYARD_{n}_");
+    let prefix = super::known_labels::switchyard_prefix(n);
     // The port's labels in one ordered range, looked up by suffix (no key built per lookup);
     // without any, the port has none of these settings.
     let mine = super::known_labels::with_prefix(labels, &prefix);

@@ -125,22 +125,45 @@ pub(super) fn unknown_restricting_label(
     labels: &BTreeMap<String, String>,
     n: usize,
 ) -> Option<String> {
-    let own = format!("SWITCHYARD_{n}_");
-    with_prefix(labels, "SWITCHYARD_")
-        .into_iter()
-        .find_map(|(rest, _)| {
-            let key = format!("SWITCHYARD_{rest}");
-            let unknown = match key.strip_prefix(own.as_str()) {
-                Some(port_rest) => !is_switchyard_port_label(port_rest),
-                None => port_number(rest).is_none() && !APP_WIDE_SWITCHYARD.contains(&key.as_str()),
-            };
-            (unknown && sounds_restricting(&key)).then(|| {
-                format!(
-                    "{key}: not a label switchyard knows, and its name says it restricts access; \
+    let switchyard = with_prefix(labels, "SWITCHYARD_");
+    if switchyard.is_empty() {
+        return None; // most apps: nothing to check, no prefix made
+    }
+    let own = switchyard_prefix(n);
+    switchyard.into_iter().find_map(|(rest, _)| {
+        let key = format!("SWITCHYARD_{rest}");
+        let unknown = match key.strip_prefix(&*own) {
+            Some(port_rest) => !is_switchyard_port_label(port_rest),
+            None => port_number(rest).is_none() && !APP_WIDE_SWITCHYARD.contains(&key.as_str()),
+        };
+        (unknown && sounds_restricting(&key)).then(|| {
+            format!(
+                "{key}: not a label switchyard knows, and its name says it restricts access; \
                      the port is not served until it is corrected or removed"
-                )
-            })
+            )
         })
+    })
+}
+
+/// `HAPROXY_{n}_`: made once for the first ports, formatted for the others (a full compile
+/// reads every port's labels by such prefixes, four of them per port).
+pub(super) fn haproxy_prefix(n: usize) -> std::borrow::Cow<'static, str> {
+    static MADE: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..16).map(|n| format!("HAPROXY_{n}_")).collect());
+    match MADE.get(n) {
+        Some(prefix) => std::borrow::Cow::Borrowed(prefix),
+        None => std::borrow::Cow::Owned(format!("HAPROXY_{n}_")),
+    }
+}
+
+/// `SWITCHYARD_{n}_`, as [`haproxy_prefix`].
+pub(super) fn switchyard_prefix(n: usize) -> std::borrow::Cow<'static, str> {
+    static MADE: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..16).map(|n| format!("SWITCHYARD_{n}_")).collect());
+    match MADE.get(n) {
+        Some(prefix) => std::borrow::Cow::Borrowed(prefix),
+        None => std::borrow::Cow::Owned(format!("SWITCHYARD_{n}_")),
+    }
 }
 
 /// The port number of a `{n}_…` label rest, if it starts with one.

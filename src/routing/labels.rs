@@ -79,7 +79,7 @@ pub struct PortLabels {
 }
 
 pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, String> {
-    let prefix = format!("HAPROXY_{n}_");
+    let prefix = super::known_labels::haproxy_prefix(n);
     // This port's labels in one ordered range, then looked up by suffix: no key built per
     // lookup (compile reads some twenty per port, for every app, on every swap).
     let port_labels = with_prefix(labels, &prefix);
@@ -98,11 +98,15 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
                 .filter(|g| !g.is_empty())
                 .collect::<Vec<_>>()
         });
-    let mode = match get("MODE").map(str::to_ascii_lowercase).as_deref() {
+    // Compared without case, not lowercased into a new string (read for every port).
+    let mode = match get("MODE") {
         None => None,
-        Some("tcp") => Some(Mode::Tcp),
-        Some("http") => Some(Mode::Http),
-        Some(other) => return Err(format!("{prefix}MODE={other:?}: expected tcp or http")),
+        Some(v) if v.eq_ignore_ascii_case("tcp") => Some(Mode::Tcp),
+        Some(v) if v.eq_ignore_ascii_case("http") => Some(Mode::Http),
+        Some(other) => {
+            let other = other.to_ascii_lowercase();
+            return Err(format!("{prefix}MODE={other:?}: expected tcp or http"));
+        }
     };
     let port = get("PORT")
         .map(|v| v.parse::<u16>().ok().filter(|&p| p != 0))
@@ -276,7 +280,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
     if let Some(reason) = unknown_restricting_label(labels, n) {
         return Err(reason);
     }
-    let own = format!("SWITCHYARD_{n}_");
+    let own = super::known_labels::switchyard_prefix(n);
     let own_labels = with_prefix(labels, &own);
     for &(rest, _) in &own_labels {
         if !is_switchyard_port_label(rest) {

@@ -68,7 +68,7 @@ impl WeightSource {
 impl Route {
     pub fn new(
         name: String,
-        services: Vec<usize>,
+        services: &[usize],
         all: &[std::sync::Arc<Service>],
         overrides: &Overrides,
     ) -> Route {
@@ -95,11 +95,9 @@ impl Route {
                 }
             })
             .collect();
-        let live_members: Vec<&Member> = members
-            .iter()
-            .filter(|m| m.weight > 0 && !all[m.service].backends.is_empty())
-            .collect();
-        let weights: Vec<u32> = live_members.iter().map(|m| m.weight).collect();
+        let is_live = |m: &&Member| m.weight > 0 && !all[m.service].backends.is_empty();
+        let live: Vec<usize> = members.iter().filter(is_live).map(|m| m.service).collect();
+        let weights: Vec<u32> = members.iter().filter(is_live).map(|m| m.weight).collect();
         let canaries = services
             .iter()
             .filter_map(|&s| {
@@ -111,7 +109,7 @@ impl Route {
             .collect();
         Route {
             name,
-            live: live_members.iter().map(|m| m.service).collect(),
+            live,
             picker: SmoothWeighted::new(&weights),
             members,
             canaries,

@@ -60,6 +60,20 @@ impl SmoothWeighted {
 
 /// One period of smooth weighted round robin. Zero weights never appear.
 pub fn sequence(weights: &[u32]) -> Vec<u32> {
+    // Equal weights (every backend of nearly every service): plain rotation, which is what the
+    // general walk below gives, without its passes and allocations (a compile builds one
+    // sequence per service and per route).
+    if let Some(&first) = weights.first()
+        && first > 0
+        && weights.iter().all(|&w| w == first)
+    {
+        return (0..weights.len() as u32).collect();
+    }
+    walk(weights)
+}
+
+/// nginx's smooth weighted round robin over one period of `weights` (scaled).
+fn walk(weights: &[u32]) -> Vec<u32> {
     let weights = scaled(weights);
     let total: i64 = weights.iter().map(|&w| w as i64).sum();
     let mut current = vec![0i64; weights.len()];
@@ -103,6 +117,15 @@ fn gcd(a: u32, b: u32) -> u32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut for equal weights gives the general walk's sequence.
+        #[test]
+        fn equal_weights_rotate_as_the_walk_does(n in 1usize..300, w in 1u32..5000) {
+            let weights = vec![w; n];
+            prop_assert_eq!(sequence(&weights), walk(&weights));
+        }
+    }
 
     #[test]
     fn two_pickers_of_one_weighting_print_alike() {
