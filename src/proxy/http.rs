@@ -428,8 +428,10 @@ async fn proxy(
         }
     };
     let policy = Policy::of(service, &settings, limits);
+    // Boxed: only apps with credentials take it, and inline it would grow every request's
+    // future (an HTTP/2 stream's is moved whole).
     if let Some(auth) = &service.http.auth
-        && let Some(response) = super::basic_auth::check(auth, req.headers()).await
+        && let Some(response) = Box::pin(super::basic_auth::check(auth, req.headers())).await
     {
         return log(None, response);
     }
