@@ -681,7 +681,10 @@ mod tests {
         assert_eq!(take_trace(&mut map).unwrap(), "token");
         assert_eq!(map.len(), 1);
         let mut map = HeaderMap::new();
-        map.insert("switchyard-trace-result", HeaderValue::from_static("forged"));
+        map.insert(
+            "switchyard-trace-result",
+            HeaderValue::from_static("forged"),
+        );
         assert_eq!(take_trace(&mut map), None);
         assert!(map.is_empty());
         let mut map = HeaderMap::new();

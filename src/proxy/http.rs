@@ -697,7 +697,9 @@ pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
             .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
     )?;
     Ok(Checked {
-        host: checked.host.map(|h| Host::Copied(Bytes::copy_from_slice(h))),
+        host: checked
+            .host
+            .map(|h| Host::Copied(Bytes::copy_from_slice(h))),
         body: Some(checked.body),
         upgrade: checked
             .upgrade

@@ -198,9 +198,14 @@ impl Exchange<'_> {
             body_read = true;
             let chunked = framing == message::RequestBody::Chunked;
             // Boxed: only requests with a body take it (see `connect_new` above).
-            Box::pin(send_body(req.body_mut(), upstream, chunked, self.client_timeout))
-                .await
-                .map_err(Sent::Failed)?
+            Box::pin(send_body(
+                req.body_mut(),
+                upstream,
+                chunked,
+                self.client_timeout,
+            ))
+            .await
+            .map_err(Sent::Failed)?
         };
         let sent = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.policy.response;
@@ -260,9 +265,8 @@ fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
         // Left uninitialized (4 KiB the parser writes as it goes, not zeroed per response).
         let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
         let mut res = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut res, rbuf, &mut slots,
-        );
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, rbuf, &mut slots);
         let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {
