@@ -1267,3 +1267,58 @@ async fn streams_reset_after_their_request_went_out_end_the_connection() {
     let after = get(&mut sender, "http://m.example.com/after").await;
     assert_eq!(after.status, 200);
 }
+
+/// A backend's response fields reach the HTTP/2 client as they were sent: every value byte
+/// for byte (a tab inside, obs-text), repeated fields in their order, past the two dozen
+/// fields the response head notes without a list; a head with a field the parser refuses is
+/// still a 502, never forwarded.
+#[tokio::test]
+async fn response_fields_arrive_byte_identical_and_malformed_ones_are_still_refused() {
+    let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n".to_vec();
+    for i in 0..40 {
+        head.extend_from_slice(format!("X-Field-{i}: value {i}\twith tab\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"X-Obs: caf\xc3\xa9 \xff\r\nSet-Cookie: b=2; Path=/\r\n\r\nok");
+    let head: &'static [u8] = head.leak();
+    let answer: &'static [&'static [u8]] = Box::leak(Box::new([head]));
+    let good = scripted(answer, false).await;
+    let bad_value = scripted(
+        &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Bad: a\x01b\r\n\r\nok"],
+        false,
+    )
+    .await;
+    let bad_name = scripted(
+        &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX Bad: 1\r\n\r\nok"],
+        false,
+    )
+    .await;
+    let e = edge(
+        "h2-fields",
+        vec![
+            vhost_app("/g", "g.example.com", json!({}), good.port()),
+            vhost_app("/v", "v.example.com", json!({}), bad_value.port()),
+            vhost_app("/n", "n.example.com", json!({}), bad_name.port()),
+        ],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    for _ in 0..2 {
+        let answer = get(&mut sender, "http://g.example.com/").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body.unwrap(), "ok");
+        for i in 0..40 {
+            let value = answer.headers[format!("x-field-{i}").as_str()].as_bytes();
+            assert_eq!(value, format!("value {i}\twith tab").as_bytes());
+        }
+        assert_eq!(answer.headers["x-obs"].as_bytes(), b"caf\xc3\xa9 \xff");
+        let cookies: Vec<_> = answer.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2; Path=/"]);
+        assert_eq!(answer.headers["content-length"], "2");
+    }
+    for host in ["v.example.com", "n.example.com"] {
+        let answer = get(&mut sender, &format!("http://{host}/")).await;
+        assert_eq!(answer.status, 502, "{host}");
+        assert!(!answer.headers.contains_key("x-bad"), "{host}");
+    }
+}

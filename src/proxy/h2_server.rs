@@ -177,10 +177,10 @@ pub async fn serve<'a, S, H, F, B>(
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
                     resets.opened.fetch_add(1, Ordering::Relaxed);
-                    let answer = handle(req.map(|body| H2Body::new(body, &uploads)));
+                    let req = req.map(|body| H2Body::new(body, &uploads));
                     let stall = config.stall_timeout;
                     let resets = resets.clone();
-                    streams.push(Box::pin(exchange(answer, respond, stall, report, resets)));
+                    streams.push(exchange((&handle, req), respond, stall, report, resets));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
@@ -226,19 +226,22 @@ pub async fn serve<'a, S, H, F, B>(
 
 /// One stream: the handler's answer (dropped, with whatever it was doing, when the client
 /// resets the stream first), then the answer written. A panic in the handler or the body ends
-/// this stream alone, reset with INTERNAL_ERROR.
-async fn exchange<F, B>(
-    answer: F,
+/// this stream alone, reset with INTERNAL_ERROR. The handler is called here, not by the caller:
+/// its future is made in this one's state instead of moved into it (a stream's future is
+/// several KiB, and each move of it is a copy).
+async fn exchange<H, F, B>(
+    (handle, req): (&H, Request<H2Body>),
     mut respond: h2::server::SendResponse<Bytes>,
     stall: Duration,
     report: &(dyn Fn(Incident) + Sync),
     resets: Arc<EarlyResets>,
 ) where
+    H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>>,
     B: Body<Data = Bytes> + CutOffBody,
     B::Error: Into<BodyError>,
 {
-    let mut answer = std::pin::pin!(answer);
+    let mut answer = std::pin::pin!(handle(req));
     let response = tokio::select! {
         biased;
         response = poll_fn(|cx| unwound(|| answer.as_mut().poll(cx))) => response,
@@ -563,18 +566,32 @@ impl Body for H2Body {
     }
 }
 
-type StreamFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
 /// A connection's streams, polled inside the connection's task: each has a waker of its own
-/// that queues it and wakes the task, so a wake polls only the streams that were woken.
-struct Streams<'a> {
-    slots: Vec<Option<StreamFuture<'a>>>,
+/// that queues it and wakes the task, so a wake polls only the streams that were woken. All of
+/// a connection's streams are futures of one type, so a finished stream's box is kept and the
+/// next stream is written into it (`Pin::set`) instead of allocating one per stream. At most
+/// `SPARE_STREAMS` such boxes are kept (fewer when the connection never had as many streams
+/// open at once): released with the connection, they bound what a quiet connection holds.
+struct Streams<T> {
+    slots: Vec<Slot<T>>,
     wakers: Vec<(Arc<SlotWaker>, Waker)>,
+    /// Slots of no open stream (a finished stream's box may still be in it, for reuse).
     free: Vec<usize>,
+    /// Boxes kept in free slots.
+    spare: usize,
     woken: Arc<Woken>,
     /// Taken from `woken` for one round of polls.
     round: Vec<usize>,
 }
+
+struct Slot<T> {
+    /// A finished future holds nothing: an async fn's returned state has dropped its locals.
+    future: Option<Pin<Box<T>>>,
+    open: bool,
+}
+
+/// Finished streams' boxes a busy connection keeps for its next streams.
+const SPARE_STREAMS: usize = 16;
 
 #[derive(Default)]
 struct Woken {
@@ -610,12 +627,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl<'a> Streams<'a> {
-    fn new() -> Streams<'a> {
+impl<T: Future<Output = ()>> Streams<T> {
+    fn new() -> Streams<T> {
         Streams {
             slots: Vec::new(),
             wakers: Vec::new(),
             free: Vec::new(),
+            spare: 0,
             woken: Arc::new(Woken::default()),
             round: Vec::new(),
         }
@@ -628,8 +646,10 @@ impl<'a> Streams<'a> {
         }
     }
 
-    /// A new stream, polled in the next round.
-    fn push(&mut self, stream: StreamFuture<'a>) {
+    /// A new stream, polled in the next round (inlined: the stream is written where it goes,
+    /// not copied through a call).
+    #[inline(always)]
+    fn push(&mut self, stream: T) {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -640,11 +660,22 @@ impl<'a> Streams<'a> {
                     woken: self.woken.clone(),
                 });
                 self.wakers.push((slot.clone(), Waker::from(slot)));
-                self.slots.push(None);
+                self.slots.push(Slot {
+                    future: None,
+                    open: false,
+                });
                 index
             }
         };
-        self.slots[index] = Some(stream);
+        let slot = &mut self.slots[index];
+        match &mut slot.future {
+            Some(kept) => {
+                self.spare -= 1;
+                kept.set(stream);
+            }
+            None => slot.future = Some(Box::pin(stream)),
+        }
+        slot.open = true;
         self.wakers[index].1.wake_by_ref();
     }
 
@@ -657,19 +688,26 @@ impl<'a> Streams<'a> {
         !lock(&self.woken.queue).is_empty()
     }
 
-    /// Polls the streams woken since the last round; a finished one frees its slot.
+    /// Polls the streams woken since the last round; a finished one frees its slot (its box
+    /// kept while fewer than `SPARE_STREAMS` are).
     fn poll_woken(&mut self) {
         std::mem::swap(&mut *lock(&self.woken.queue), &mut self.round);
         for i in 0..self.round.len() {
             let index = self.round[i];
             let (slot, waker) = &self.wakers[index];
             slot.queued.store(false, Ordering::Release);
-            let Some(stream) = &mut self.slots[index] else {
+            let slot = &mut self.slots[index];
+            let (true, Some(stream)) = (slot.open, &mut slot.future) else {
                 continue; // woken after it ended
             };
             let mut cx = TaskContext::from_waker(waker);
             if stream.as_mut().poll(&mut cx).is_ready() {
-                self.slots[index] = None;
+                slot.open = false;
+                if self.spare < SPARE_STREAMS {
+                    self.spare += 1;
+                } else {
+                    slot.future = None;
+                }
                 self.free.push(index);
             }
         }
@@ -769,6 +807,64 @@ mod tests {
         assert_eq!(outcomes[2], internal);
         assert_eq!(outcomes[3], Ok(b"ok".to_vec()));
         assert_eq!(panics.load(Ordering::Relaxed), 2);
+    }
+
+    /// Finished streams' boxes are reused for the next ones: waves of more concurrent streams
+    /// than `SPARE_STREAMS`, each answered with its own path after the others had time to
+    /// start, every answer its own stream's (none from a box's earlier occupant).
+    #[tokio::test]
+    async fn streams_in_reused_boxes_each_get_their_own_answer() {
+        let (server_io, client_io) = tokio::io::duplex(1024 * 1024);
+        let incidents = AtomicUsize::new(0);
+        let report = |_| {
+            incidents.fetch_add(1, Ordering::Relaxed);
+        };
+        let config = Config {
+            max_header_list_size: 16 * 1024,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
+        };
+        let handle = |req: Request<H2Body>| {
+            let path = req.uri().path().to_string();
+            async move {
+                // Finish out of order, so boxes free up while others are still held.
+                let n: u64 = path[1..].parse().unwrap_or(0);
+                for _ in 0..n % 7 {
+                    tokio::task::yield_now().await;
+                }
+                Response::new(TestBody(Some(Bytes::from(path)), false))
+            }
+        };
+        let server = serve(server_io, &config, std::future::pending(), handle, &report);
+        let client = async {
+            let (mut sender, conn) = h2::client::handshake(client_io).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            for wave in 0..3 {
+                let mut answers = Vec::new();
+                for i in 0..2 * SPARE_STREAMS + 3 {
+                    let path = format!("/{}", wave * 100 + i);
+                    let req = Request::get(format!("http://test{path}")).body(()).unwrap();
+                    let (response, _) = sender.send_request(req, true).unwrap();
+                    answers.push((path, response));
+                }
+                for (path, response) in answers {
+                    let mut body = response.await.unwrap().into_body();
+                    let mut got = Vec::new();
+                    while let Some(data) = body.data().await {
+                        got.extend_from_slice(&data.unwrap());
+                    }
+                    assert_eq!(got, path.as_bytes());
+                }
+            }
+        };
+        tokio::select! {
+            _ = server => panic!("the connection ended"),
+            done = tokio::time::timeout(Duration::from_secs(10), client) => done.unwrap(),
+        };
+        assert_eq!(incidents.load(Ordering::Relaxed), 0);
     }
 
     /// A stream whose client still owes its body takes one of the connection's

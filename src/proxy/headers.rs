@@ -340,8 +340,14 @@ pub fn apply_rules(headers: &mut HeaderMap, rules: &Rules) {
 /// Hyper codec: removes the hop-by-hop fields and those `Connection` names (never the framing
 /// fields or Host).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one look at each name instead of a lookup per hop-by-hop name.
-    if !headers.keys().any(|n| is_hop_by_hop(n.as_str().as_bytes())) {
+    // Most messages carry none: one look at each name (its length first, `classify`) instead
+    // of a lookup per hop-by-hop name.
+    let hop_by_hop = |name: &[u8]| match classify(name) {
+        Field::HopByHop => true,
+        Field::Framing => name.len() == b"transfer-encoding".len(),
+        _ => false,
+    };
+    if !headers.keys().any(|n| hop_by_hop(n.as_str().as_bytes())) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -369,6 +375,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Hyper codec: removes both trace fields from a request and gives back what it asked with
 /// (the bytes codec drops them in its one pass over the fields, [`Field::Trace`]).
 pub fn take_trace(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // Most requests carry neither: one look at each name instead of two hashed lookups.
+    if !headers
+        .keys()
+        .any(|n| classify(n.as_str().as_bytes()) == Field::Trace)
+    {
+        return None;
+    }
     headers.remove(&TRACE_RESULT_NAME);
     headers.remove(&TRACE_NAME)
 }
@@ -633,6 +646,52 @@ mod tests {
         strip_hop_by_hop(&mut map);
         assert!(map.contains_key(header::CONTENT_LENGTH) && map.contains_key(header::HOST));
         assert!(!map.contains_key("x-secret") && !map.contains_key(header::CONNECTION));
+    }
+
+    /// The one look at the names before any lookup: each hop-by-hop field alone is still
+    /// found and removed (Transfer-Encoding too, never Content-Length), and a map without one
+    /// is left as it is.
+    #[test]
+    fn each_hop_by_hop_field_alone_is_removed() {
+        for name in HOP_BY_HOP {
+            let mut map = HeaderMap::new();
+            map.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+            map.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut map);
+            assert!(!map.contains_key(name), "{name}");
+            assert_eq!(map.len(), 2, "{name}");
+        }
+        let mut map = HeaderMap::new();
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        map.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        map.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let before = map.clone();
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map, before);
+    }
+
+    /// Both trace fields leave a request whichever of them it has, the asking one's value
+    /// given back; a request with neither is left as it is.
+    #[test]
+    fn trace_fields_are_taken_whichever_is_present() {
+        let mut map = HeaderMap::new();
+        map.insert("Switchyard-Trace", HeaderValue::from_static("token"));
+        map.insert("x-kept", HeaderValue::from_static("1"));
+        assert_eq!(take_trace(&mut map).unwrap(), "token");
+        assert_eq!(map.len(), 1);
+        let mut map = HeaderMap::new();
+        map.insert(
+            "switchyard-trace-result",
+            HeaderValue::from_static("forged"),
+        );
+        assert_eq!(take_trace(&mut map), None);
+        assert!(map.is_empty());
+        let mut map = HeaderMap::new();
+        map.insert("x-kept", HeaderValue::from_static("1"));
+        map.insert("switchyard-tracer", HeaderValue::from_static("1"));
+        assert_eq!(take_trace(&mut map), None);
+        assert_eq!(map.len(), 2);
     }
 
     #[test]

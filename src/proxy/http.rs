@@ -428,8 +428,10 @@ async fn proxy(
         }
     };
     let policy = Policy::of(service, &settings, limits);
+    // Boxed: only apps with credentials take it, and inline it would grow every request's
+    // future (an HTTP/2 stream's is moved whole).
     if let Some(auth) = &service.http.auth
-        && let Some(response) = super::basic_auth::check(auth, req.headers()).await
+        && let Some(response) = Box::pin(super::basic_auth::check(auth, req.headers())).await
     {
         return log(None, response);
     }
@@ -611,10 +613,31 @@ async fn proxy(
 /// its target by `message::check_method`, as HTTP/1's).
 pub struct Checked {
     /// The authority the request is for.
-    pub host: Option<Bytes>,
+    pub host: Option<Host>,
     /// HTTP/1 only: the framing as checked, written again for the backend.
     pub body: Option<message::RequestBody>,
     pub upgrade: Option<HeaderValue>,
+}
+
+/// The authority a request is for, as `Checked` keeps it: an HTTP/2 request's shares the bytes
+/// of its head (a reference count, not a copy per stream); an HTTP/1 one's is copied out of the
+/// head `message` checked.
+pub enum Host {
+    Authority(http::uri::Authority),
+    Field(HeaderValue),
+    Copied(Bytes),
+}
+
+impl std::ops::Deref for Host {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Host::Authority(authority) => authority.as_str().as_bytes(),
+            Host::Field(value) => value.as_bytes(),
+            Host::Copied(bytes) => bytes,
+        }
+    }
 }
 
 /// The general path's check of a head hyper parsed (public for the differential fuzz target,
@@ -628,9 +651,12 @@ pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
             message::Target::Origin
         };
         message::check_method(req.method().as_str().as_bytes(), target)?;
-        let host = authority.or(req.headers().get(header::HOST).map(HeaderValue::as_bytes));
         // Without `:authority`, Host names the host (RFC 9113 §8.3.1), under HTTP/1's rule.
-        if let Some(h) = host
+        let host = match req.uri().authority() {
+            Some(authority) => Some(Host::Authority(authority.clone())),
+            None => req.headers().get(header::HOST).cloned().map(Host::Field),
+        };
+        if let Some(h) = &host
             && !message::valid_authority(h)
         {
             return Err(message::Refusal {
@@ -639,7 +665,7 @@ pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
             });
         }
         return Ok(Checked {
-            host: host.map(Bytes::copy_from_slice),
+            host,
             body: None,
             upgrade: None,
         });
@@ -671,7 +697,9 @@ pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
             .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
     )?;
     Ok(Checked {
-        host: checked.host.map(Bytes::copy_from_slice),
+        host: checked
+            .host
+            .map(|h| Host::Copied(Bytes::copy_from_slice(h))),
         body: Some(checked.body),
         upgrade: checked
             .upgrade

@@ -33,6 +33,8 @@ use crate::backends::{ActiveGuard, BackendState};
 const RESPONSE_CHUNK: usize = 4 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
+/// Response fields noted on the stack (past them, in a list): most heads have a handful.
+const KEPT_INLINE: usize = 24;
 
 /// The error a broken response body ends its stream with (the h2 codec resets the stream).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,7 +69,9 @@ pub async fn send(
         let reused = pooled.is_some();
         let mut upstream = match pooled.take() {
             Some(upstream) => upstream,
-            None => match super::h1::connect_new(ctx, state, policy).await {
+            // Boxed: a new connection is the rare case (the pool is warm), and its future
+            // inline would grow every HTTP/2 stream's, which is moved whole.
+            None => match Box::pin(super::h1::connect_new(ctx, state, policy)).await {
                 Ok(upstream) => upstream,
                 Err(NoConnection::Failed(e)) if super::local_shortage(&e) => {
                     return Tried::Failed(Failure::Local);
@@ -193,9 +197,15 @@ impl Exchange<'_> {
         } else {
             body_read = true;
             let chunked = framing == message::RequestBody::Chunked;
-            send_body(req.body_mut(), upstream, chunked, self.client_timeout)
-                .await
-                .map_err(Sent::Failed)?
+            // Boxed: only requests with a body take it (see `connect_new` above).
+            Box::pin(send_body(
+                req.body_mut(),
+                upstream,
+                chunked,
+                self.client_timeout,
+            ))
+            .await
+            .map_err(Sent::Failed)?
         };
         let sent = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.policy.response;
@@ -243,14 +253,21 @@ enum Parsed {
 
 /// Reads a response head from the front of `rbuf` (taking it out of the buffer when whole):
 /// `message`'s rules as on the fast path; the fields as `ResponseFields` passes them, their
-/// values sharing the head's bytes. One parse: the kept fields' values are noted as offsets
-/// into the head, sliced once it is taken out.
+/// values sharing the head's bytes. One parse: where the kept fields' names and values are is
+/// noted as offsets into the head (on the stack, no list allocated per response), sliced once
+/// the head is taken out.
 fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
     let malformed = || Failure::BadResponse("backend sent a malformed response");
+    // The usual head's kept fields, and the rest of a long one's.
+    let mut spans = [(Span::default(), Span::default()); KEPT_INLINE];
+    let mut more = Vec::new();
     let (len, status, body, close, kept, length) = {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut res = httparse::Response::new(&mut slots);
-        let len = match res.parse(rbuf) {
+        // Left uninitialized (4 KiB the parser writes as it goes, not zeroed per response).
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, rbuf, &mut slots);
+        let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {
                 return Ok(Parsed::Partial);
@@ -267,24 +284,36 @@ fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
             return Ok(Parsed::Interim);
         }
         let start = rbuf.as_ptr() as usize;
+        let at = |field: &[u8]| -> Result<Span, Failure> {
+            let from = field.as_ptr() as usize - start;
+            let to = from + field.len();
+            Ok(Span(
+                u32::try_from(from).map_err(|_| malformed())?,
+                u32::try_from(to).map_err(|_| malformed())?,
+            ))
+        };
         let mut fields = ResponseFields::of(res.headers, &checked);
-        let mut kept = Vec::with_capacity(res.headers.len());
+        let mut kept = 0;
         for h in res.headers.iter() {
-            let name = h.name.as_bytes();
-            if fields.keeps(name).is_none() {
+            if fields.keeps(h.name.as_bytes()).is_none() {
                 continue;
             }
-            let name = HeaderName::from_bytes(name).map_err(|_| malformed())?;
-            let at = h.value.as_ptr() as usize - start;
-            kept.push((name, at..at + h.value.len()));
+            let span = (at(h.name.as_bytes())?, at(h.value)?);
+            match spans.get_mut(kept) {
+                Some(slot) => *slot = span,
+                None => more.push(span),
+            }
+            kept += 1;
         }
         let length = fields.length_to_write();
         (len, status, checked.body, checked.close, kept, length)
     };
     let bytes = rbuf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(kept.len() + 4);
-    for (name, range) in kept {
-        let value = HeaderValue::from_maybe_shared(bytes.slice(range)).map_err(|_| malformed())?;
+    let mut map = HeaderMap::with_capacity(kept + 4);
+    for (name, value) in spans[..kept.min(KEPT_INLINE)].iter().chain(&more) {
+        let name = HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| malformed())?;
+        let value =
+            HeaderValue::from_maybe_shared(bytes.slice(value.range())).map_err(|_| malformed())?;
         map.append(name, value);
     }
     if let Some(n) = length {
@@ -296,6 +325,16 @@ fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
     *response.headers_mut() = map;
     let (parts, ()) = response.into_parts();
     Ok(Parsed::Done(Head { parts, body, close }))
+}
+
+/// Where a field's name or value is in a response head: its start and end offsets.
+#[derive(Clone, Copy, Default)]
+struct Span(u32, u32);
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.0 as usize..self.1 as usize
+    }
 }
 
 /// Relays a request body to the backend (chunked, or as it comes under its Content-Length),
