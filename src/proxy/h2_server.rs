@@ -142,7 +142,8 @@ pub async fn serve<'a, S, H, F, B>(
     let mut opened = false;
     // Armed while no stream is open: one timer per connection, moved, never reallocated.
     let mut idle = Box::pin(tokio::time::sleep(config.idle_timeout));
-    let mut idle_armed = true;
+    let mut idle_armed = false;
+    let mut idle_since = tokio::time::Instant::now();
     let mut calmed = false;
     let ended = poll_fn(|cx| {
         streams.register(cx.waker());
@@ -200,11 +201,24 @@ pub async fn serve<'a, S, H, F, B>(
             return Poll::Pending;
         }
         if !idle_armed {
-            let deadline = tokio::time::Instant::now() + config.idle_timeout;
-            idle.as_mut().reset(deadline);
+            // With boxes kept, the timer first fires after SPARE_LINGER to release them.
+            idle_since = tokio::time::Instant::now();
+            let first = if streams.spare > 0 {
+                SPARE_LINGER.min(config.idle_timeout)
+            } else {
+                config.idle_timeout
+            };
+            idle.as_mut().reset(idle_since + first);
             idle_armed = true;
         }
         if idle.as_mut().poll(cx).is_ready() {
+            if streams.spare > 0 && !closing {
+                streams.release_spare();
+                idle.as_mut().reset(idle_since + config.idle_timeout);
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
             if closing {
                 // GOAWAY was sent a grace ago and the client still holds the connection.
                 return Poll::Ready(Ok(()));
@@ -592,6 +606,10 @@ struct Slot<T> {
 
 /// Finished streams' boxes a busy connection keeps for its next streams.
 const SPARE_STREAMS: usize = 16;
+/// A connection with no open stream for this long releases the boxes it kept: a busy
+/// connection's streams come in bursts far closer together, and a quiet one (a browser after
+/// its page loaded) should not hold up to `SPARE_STREAMS` stream futures until it closes.
+const SPARE_LINGER: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Woken {
@@ -677,6 +695,14 @@ impl<T: Future<Output = ()>> Streams<T> {
         }
         slot.open = true;
         self.wakers[index].1.wake_by_ref();
+    }
+
+    /// Drops the boxes kept in free slots (the connection went quiet).
+    fn release_spare(&mut self) {
+        for &index in &self.free {
+            self.slots[index].future = None;
+        }
+        self.spare = 0;
     }
 
     /// Streams open now.
@@ -807,6 +833,26 @@ mod tests {
         assert_eq!(outcomes[2], internal);
         assert_eq!(outcomes[3], Ok(b"ok".to_vec()));
         assert_eq!(panics.load(Ordering::Relaxed), 2);
+    }
+
+    /// A quiet connection releases the boxes it kept (`SPARE_LINGER`): none is left in a free
+    /// slot, and the next stream gets a box of its own.
+    #[test]
+    fn released_spare_boxes_are_gone_and_new_streams_still_run() {
+        let mut streams = Streams::new();
+        for _ in 0..3 {
+            streams.push(std::future::ready(()));
+        }
+        streams.poll_woken();
+        assert_eq!((streams.live(), streams.spare), (0, 3));
+        assert!(streams.slots.iter().all(|s| s.future.is_some()));
+        streams.release_spare();
+        assert_eq!(streams.spare, 0);
+        assert!(streams.slots.iter().all(|s| s.future.is_none()));
+        streams.push(std::future::ready(()));
+        assert_eq!(streams.live(), 1);
+        streams.poll_woken();
+        assert_eq!((streams.live(), streams.spare), (0, 1));
     }
 
     /// Finished streams' boxes are reused for the next ones: waves of more concurrent streams
