@@ -289,7 +289,7 @@ fn build_core(
 ) -> Option<(Zone, Spare)> {
     let mut b = Builder::reusing(spare);
     if let Some(pass) = &pass {
-        b.track_claims(incremental::SHARED);
+        b.track_claims(incremental::SHARED, pass.names_hint());
         b.reserve(pass.names_hint(), 40, 4096);
     } else {
         // Per task: its own name, and about eight records (the app's, the agent's, its own,

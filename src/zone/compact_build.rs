@@ -283,9 +283,11 @@ impl Builder {
         }
     }
 
-    /// Tracks who adds records to each name from now on, starting with `claimant`.
-    pub fn track_claims(&mut self, claimant: u32) {
+    /// Tracks who adds records to each name from now on, starting with `claimant`; room for
+    /// about `names` names.
+    pub fn track_claims(&mut self, claimant: u32, names: usize) {
         self.claims = Some(Claims {
+            of: vec![NONE; names],
             current: claimant,
             ..Claims::default()
         });

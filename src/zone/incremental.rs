@@ -54,7 +54,8 @@ struct Part {
     app: Arc<App>,
     /// The names it alone added records to, in the last zone's table.
     names: Vec<NameId>,
-    listed: Option<Listed>,
+    /// Its entry in the last zone's `listed`.
+    listed: Option<u32>,
     problems: Vec<crate::routing::Problem>,
     fail_static: bool,
     /// The DC/OS parents it put names under (`MarathonDcos::mask`).
@@ -101,7 +102,7 @@ impl Incremental {
                 agents,
                 ..
             } = last;
-            let mut pass = Pass::new(Some(&zone.names), parts, agents);
+            let mut pass = Pass::new(Some(&zone), parts, agents);
             let built = super::build_core(
                 cluster,
                 config,
@@ -163,21 +164,12 @@ impl Incremental {
     /// benchmarks.
     pub fn heap_bytes(&self) -> usize {
         let Some(last) = &self.last else { return 0 };
-        let listed = |l: &Listed| {
-            std::mem::size_of::<Listed>()
-                + l.name.capacity()
-                + l.label.capacity()
-                + l.services.capacity() * 4
-                + l.tasks.capacity() * std::mem::size_of::<super::ListedTask>()
-        };
         last.parts.capacity() * std::mem::size_of::<Part>()
             + last
                 .parts
                 .iter()
                 .map(|p| {
-                    p.names.capacity() * 4
-                        + p.agents.capacity() * std::mem::size_of::<IpAddr>()
-                        + p.listed.as_ref().map_or(0, listed)
+                    p.names.capacity() * 4 + p.agents.capacity() * std::mem::size_of::<IpAddr>()
                 })
                 .sum::<usize>()
             + last.agents.capacity() * 24
@@ -187,7 +179,7 @@ impl Incremental {
 /// One incremental build under way.
 pub(super) struct Pass<'l> {
     /// The last zone, copied from.
-    from: Option<&'l super::Names>,
+    from: Option<&'l Zone>,
     /// Its parts, taken.
     old: Vec<Part>,
     parts: Vec<Part>,
@@ -200,11 +192,7 @@ pub(super) struct Pass<'l> {
 }
 
 impl<'l> Pass<'l> {
-    fn new(
-        from: Option<&'l super::Names>,
-        old: Vec<Part>,
-        agents: FxHashMap<IpAddr, u32>,
-    ) -> Pass<'l> {
+    fn new(from: Option<&'l Zone>, old: Vec<Part>, agents: FxHashMap<IpAddr, u32>) -> Pass<'l> {
         Pass {
             from,
             old,
@@ -218,12 +206,12 @@ impl<'l> Pass<'l> {
 
     /// About how many names the zone will have.
     pub(super) fn names_hint(&self) -> usize {
-        self.from.map_or(1024, |z| z.table().len() + 64)
+        self.from.map_or(1024, |z| z.names.table().len() + 64)
     }
 
     /// The zone copied from, if any.
     pub(super) fn from(&self) -> Option<&'l super::Names> {
-        self.from
+        self.from.map(|z| &z.names)
     }
 
     /// The agents `slave.{domain}` lists (as `super::agents` reads them from every task).
@@ -272,19 +260,24 @@ pub(super) fn add_apps<'a>(
     let cluster = apps.cluster;
     let from = pass.from;
     let mut old = std::mem::take(&mut pass.old).into_iter().peekable();
+    let mut scratch = Vec::new();
     let mut parts = Vec::with_capacity(cluster.apps.len());
     apps.dcos.deferred = true;
     for (i, (id, app)) in cluster.apps.iter().enumerate() {
         b.claim_as(i as u32);
-        // This app's part of the last zone, the parts of apps since removed passed by.
-        while let Some(gone) = old.next_if(|p| p.app.id < *id) {
-            pass.count_agents(&gone.agents, false);
+        // This app's part of the last zone (at once when unchanged), the parts of apps since
+        // removed passed by.
+        let mut before = old.next_if(|p| Arc::ptr_eq(&p.app, app));
+        if before.is_none() {
+            while let Some(gone) = old.next_if(|p| p.app.id < *id) {
+                pass.count_agents(&gone.agents, false);
+            }
+            before = old.next_if(|p| p.app.id == *id);
         }
-        let before = old.next_if(|p| p.app.id == *id);
         let kept = match (from, before) {
             (Some(from), Some(p)) if Arc::ptr_eq(&p.app, app) || *p.app == **app => {
                 pass.copied += 1;
-                match copy(b, from, p, app) {
+                match copy(b, from, p, app, listed, &mut scratch) {
                     Some(part) => part,
                     None => return false,
                 }
@@ -293,7 +286,7 @@ pub(super) fn add_apps<'a>(
                 if let Some(p) = before {
                     pass.count_agents(&p.agents, false);
                 }
-                let part = build(b, apps, app, framework);
+                let part = build(b, apps, app, framework, listed);
                 pass.count_agents(&part.agents, true);
                 part
             }
@@ -306,7 +299,6 @@ pub(super) fn add_apps<'a>(
         if kept.fail_static {
             fail_static.push(app.id.clone());
         }
-        listed.extend(kept.listed.iter().cloned());
         parts.push(kept);
     }
     for gone in old {
@@ -319,41 +311,60 @@ pub(super) fn add_apps<'a>(
     true
 }
 
-/// An unchanged app's names, their record sets copied from the last zone; `None` when the
-/// last zone does not hold what its part says (never expected: the caller builds anew).
-fn copy(b: &mut Builder, from: &super::Names, mut part: Part, app: &Arc<App>) -> Option<Part> {
-    let old = std::mem::take(&mut part.names);
-    let mut names = Vec::with_capacity(old.len());
-    for &id in &old {
-        let node = from.node_of_id(id)?;
-        let new = b.names.intern(from.table().wire(id));
-        let (start, end) = from.node_span(node);
+/// An unchanged app's names, their record sets copied from the last zone, and its entry
+/// listed; `None` when the last zone does not hold what its part says (never expected: the
+/// caller builds anew).
+fn copy(
+    b: &mut Builder,
+    from: &Zone,
+    mut part: Part,
+    app: &Arc<App>,
+    listed: &mut Vec<Listed>,
+    old: &mut Vec<NameId>,
+) -> Option<Part> {
+    old.clear();
+    old.extend_from_slice(&part.names);
+    for id in &mut part.names {
+        let node = from.names.node_of_id(*id)?;
+        let new = b.names.intern(from.names.table().wire(*id));
+        let (start, end) = from.names.node_span(node);
         b.add_raw(new, start, end);
-        names.push(new);
+        *id = new;
     }
-    let map = |id: &mut NameId| -> Option<()> {
-        *id = names[old.iter().position(|&n| n == *id)?];
-        Some(())
-    };
-    if let Some(l) = &mut part.listed {
-        for s in &mut l.services {
-            map(s)?;
-        }
-        for t in &mut l.tasks {
-            map(&mut t.target)?;
-        }
+    let map =
+        |id: NameId| -> Option<NameId> { Some(part.names[old.iter().position(|&n| n == id)?]) };
+    if let Some(at) = part.listed {
+        let l = from.listed.get(at as usize)?;
+        let this = Listed {
+            name: l.name.clone(),
+            label: l.label.clone(),
+            services: l.services.iter().map(|&s| map(s)).collect::<Option<_>>()?,
+            tasks: l
+                .tasks
+                .iter()
+                .map(|t| {
+                    Some(super::ListedTask {
+                        id: t.id.clone(),
+                        target: map(t.target)?,
+                        agent: t.agent,
+                    })
+                })
+                .collect::<Option<_>>()?,
+        };
+        part.listed = Some(listed.len() as u32);
+        listed.push(this);
     }
-    part.names = names;
     part.app = app.clone();
     Some(part)
 }
 
-/// A changed (or new) app's names, built.
+/// A changed (or new) app's names, built, and its entry listed.
 fn build<'a>(
     b: &mut Builder,
     apps: &mut AppPass<'a>,
     app: &'a Arc<App>,
     framework: NameId,
+    listed: &mut Vec<Listed>,
 ) -> Part {
     let name = task_name(&app.id);
     let task_label = label(&name, apps.config.label_rule);
@@ -370,10 +381,14 @@ fn build<'a>(
         .collect();
     agents.sort_unstable();
     agents.dedup();
+    let at = share.listed.map(|l| {
+        listed.push(l);
+        listed.len() as u32 - 1
+    });
     Part {
         app: app.clone(),
         names: b.take_claimed(),
-        listed: share.listed,
+        listed: at,
         problems: share.problems,
         fail_static: share.fail_static,
         dcos: apps.dcos.mask,
