@@ -210,8 +210,12 @@ struct ZoneBuilds {
     dirty: bool,
     /// At least one zone has been published since the first full sync.
     published: bool,
-    done_tx: mpsc::Sender<(Zone, bool)>,
-    done_rx: mpsc::Receiver<(Zone, bool)>,
+    done_tx: mpsc::Sender<(Arc<Zone>, bool)>,
+    done_rx: mpsc::Receiver<(Arc<Zone>, bool)>,
+    /// What the next build copies from the last zone (see `zone::Incremental`): at 10,000
+    /// apps a one-app change rebuilds one app's names instead of all of them. Taken by the
+    /// one build running; replaced (never waited on) when DNS is turned off.
+    kept: Arc<std::sync::Mutex<crate::zone::Incremental>>,
     /// The verdicts the running (or last) build used.
     verdicts: Verdicts,
     /// When the soonest outlier ejection of a healthy-only app's backend ends.
@@ -270,6 +274,7 @@ impl Reconciler {
                     done_rx,
                     verdicts: Verdicts::default(),
                     recheck: None,
+                    kept: Arc::default(),
                 }
             },
         }
@@ -368,11 +373,18 @@ impl Reconciler {
         self.zone.verdicts = verdicts.clone();
         let (cluster, done, synced) =
             (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
+        let kept = self.zone.kept.clone();
         // The weights as the table routes them, overrides included: a swap rebuilds the zone.
         let splits = crate::zone::route_splits(&self.store.load().table);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let zone = crate::zone::build_from(&cluster, &config, &verdicts, &splits);
+            // One build at a time (`running`): the lock is never contended.
+            let zone = match kept.lock() {
+                Ok(mut kept) => kept.build(&cluster, &config, &verdicts, &splits),
+                Err(_) => Arc::new(crate::zone::build_from(
+                    &cluster, &config, &verdicts, &splits,
+                )),
+            };
             tracing::debug!(
                 names = zone.names.len(),
                 build_us = started.elapsed().as_micros() as u64,
@@ -427,7 +439,7 @@ impl Reconciler {
     }
 
     /// Publishes a new zone with the live table, then starts the next build if one is owed.
-    fn publish_zone(&mut self, zone: Zone, synced: bool) {
+    fn publish_zone(&mut self, zone: Arc<Zone>, synced: bool) {
         self.zone.running = false;
         let current = self.store.load_full();
         let before = current.dns.as_ref().map(|z| &z.problems[..]).unwrap_or(&[]);
@@ -447,7 +459,7 @@ impl Reconciler {
         self.store.publish(Snapshot {
             generation: current.generation,
             table: current.table.clone(),
-            dns: Some(Arc::new(zone)),
+            dns: Some(zone),
             states: current.states.clone(),
             limits: current.limits.clone(),
             created: current.created,
@@ -473,6 +485,10 @@ impl Reconciler {
                 reply,
             } => {
                 self.config = *compile;
+                if zone.is_none() {
+                    // Without DNS no zone is built: nothing to keep the last one for.
+                    self.zone.kept = Arc::default();
+                }
                 self.zone.config = zone;
                 self.registry.reconfigure(drain_timeout);
                 self.replies.push(reply);

@@ -7,6 +7,7 @@
 //! `_{task}._tcp.marathon.{domain}` / `_udp` and `_{port}._{task}._tcp.marathon.{domain}` (SRV).
 
 pub mod compact;
+mod incremental;
 #[cfg(test)]
 pub(crate) mod legacy;
 mod mesos;
@@ -14,6 +15,7 @@ mod reverse;
 
 use compact::{Builder, SoaData, Spare};
 pub use compact::{NameId, Names};
+pub use incremental::Incremental;
 pub use mesos::DCOS_DOMAIN;
 use std::net::IpAddr;
 
@@ -271,12 +273,31 @@ pub(crate) fn build_reusing(
     route_splits: &[RouteSplit],
     spare: Spare,
 ) -> (Zone, Spare) {
+    build_core(cluster, config, verdicts, route_splits, spare, None)
+        .expect("a build without an earlier zone to copy from always ends")
+}
+
+/// The build itself. With `pass`, apps go through [`incremental::add_apps`] (copied from the
+/// last zone when unchanged); `None` when that build must give up (see there).
+fn build_core(
+    cluster: &Cluster,
+    config: &ZoneConfig,
+    verdicts: &Verdicts,
+    route_splits: &[RouteSplit],
+    spare: Spare,
+    mut pass: Option<&mut incremental::Pass<'_>>,
+) -> Option<(Zone, Spare)> {
     let mut b = Builder::reusing(spare);
-    // Per task: its own name, and about eight records (the app's, the agent's, its own, SRV,
-    // DC/OS's); per app: eight names.
-    let tasks: usize = cluster.apps.values().map(|a| a.tasks.len()).sum();
-    let apps = cluster.apps.len();
-    b.reserve(tasks + apps * 8 + 64, 40, tasks * 8);
+    if let Some(pass) = &pass {
+        b.track_claims(incremental::SHARED, pass.names_hint());
+        b.reserve(pass.names_hint(), 40, 4096);
+    } else {
+        // Per task: its own name, and about eight records (the app's, the agent's, its own,
+        // SRV, DC/OS's); per app: eight names.
+        let tasks: usize = cluster.apps.values().map(|a| a.tasks.len()).sum();
+        let apps = cluster.apps.len();
+        b.reserve(tasks + apps * 8 + 64, 40, tasks * 8);
+    }
     let root = b.names.intern(&[0]);
     let apex = b
         .names
@@ -294,42 +315,209 @@ pub(crate) fn build_reusing(
     // Both zones' SOA serial: the newest Marathon timestamp of the state, in seconds (see
     // `Cluster::serial`): it grows with every change and is the same on every instance.
     let serial = cluster.serial();
-    let mut split_targets = splits::targets(route_splits);
-    // Each app's Marathon task name (`api.prod`) and label (`api-prod`), made once for every
-    // zone that names the app.
-    let mut app_names: Vec<String> = cluster
-        .apps
-        .values()
-        .map(|app| task_name(&app.id))
-        .collect();
-    let app_labels: Vec<String> = app_names
-        .iter()
-        .map(|name| label(name, config.label_rule))
-        .collect();
-    // Agents' labels, per agent rather than per task (an index in `host_list`).
-    let mut host_labels: rustc_hash::FxHashMap<&str, u32> = Default::default();
-    let mut host_list: Vec<String> = Vec::new();
-    // Per running task of the app at hand: its tag and its agent's label.
-    let mut pre: Vec<([u8; 5], u32, Option<IpAddr>)> = Vec::new();
-    let mut pre_ids: Vec<crate::cluster::TaskId> = Vec::new();
-    // The running tasks of the app at hand, walked once in the model's map.
-    let mut run: Vec<&Task> = Vec::new();
     let mut dcos = mesos::MarathonDcos::new(&mut b, config);
     dcos.done = framework.is_some();
-
-    for (i, (app, task_label)) in cluster.apps.values().zip(&app_labels).enumerate() {
-        if task_label.is_empty() {
-            continue;
+    let mut apps = AppPass {
+        cluster,
+        config,
+        verdicts,
+        slave,
+        tcp,
+        udp,
+        split_targets: splits::targets(route_splits),
+        host_labels: Default::default(),
+        host_list: Vec::new(),
+        pre: Vec::new(),
+        pre_ids: Vec::new(),
+        run: Vec::new(),
+        dcos,
+    };
+    let mut app_labels: Vec<String> = Vec::new();
+    match (&mut pass, framework) {
+        (Some(pass), Some(framework)) => {
+            if !incremental::add_apps(
+                pass,
+                &mut b,
+                &mut apps,
+                framework,
+                (&mut problems, &mut listed, &mut fail_static),
+            ) {
+                return None;
+            }
         }
-        let Some(framework) = framework else { break };
+        (Some(_), None) => return None,
+        (None, _) => {
+            // Each app's Marathon task name (`api.prod`) and label (`api-prod`), made once for
+            // every zone that names the app.
+            let app_names: Vec<String> = cluster
+                .apps
+                .values()
+                .map(|app| task_name(&app.id))
+                .collect();
+            app_labels = app_names
+                .iter()
+                .map(|name| label(name, config.label_rule))
+                .collect();
+            for ((app, name), task_label) in cluster.apps.values().zip(app_names).zip(&app_labels) {
+                let Some(framework) = framework else { break };
+                if task_label.is_empty() {
+                    continue;
+                }
+                let share = apps.add(&mut b, app, framework, name, task_label);
+                problems.extend(share.problems);
+                if share.fail_static {
+                    fail_static.push(app.id.clone());
+                }
+                listed.extend(share.listed);
+            }
+        }
+    }
+    let AppPass {
+        split_targets,
+        dcos,
+        ..
+    } = apps;
+
+    splits::add_records(
+        route_splits,
+        &split_targets,
+        config.label_rule,
+        tcp,
+        udp,
+        &mut b,
+        &mut problems,
+    );
+    let agents = match &pass {
+        Some(pass) => pass.agents(cluster),
+        None => agents(cluster),
+    };
+    agent_records(agents, config, &mut b);
+    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels, dcos);
+
+    let ns1 = b.names.child(b"ns1", apex).unwrap_or(apex);
+    let rname = b.names.child(b"root", ns1).unwrap_or(ns1);
+    let soa_data = SoaData {
+        mname: ns1,
+        rname,
+        serial,
+        refresh: 60,
+        retry: 600,
+        expire: 86400,
+        minimum: ttl,
+    };
+    let soa = b.soa_record(apex, &soa_data, ttl);
+    b.set_soa(apex, soa_data, ttl);
+    b.add_ns(apex, ns1, ttl);
+    match config.ns_addr {
+        Some(ip) => b.add_addr(ns1, ip, ttl),
+        None => b.touch(ns1),
+    }
+    // The names between the apex and the owners exist too (empty non-terminals): NODATA, not
+    // NXDOMAIN (RFC 8020). Every owner is `x.marathon.{d}`, `x.marathon.slave.{d}`,
+    // `_x._tcp.marathon.{d}` or `_p._x._tcp.marathon.{d}` (whose parent is itself an owner).
+    for between in [
+        "marathon",
+        "slave",
+        "marathon.slave",
+        "_tcp.marathon",
+        "_udp.marathon",
+    ] {
+        if let Some(name) = b.names.parse(&format!("{between}.{}.", config.domain)) {
+            b.touch(name);
+        }
+    }
+    let vip_apex = config.vip_range.map(|range| {
+        let zone = vip_zone(cluster, &range, &mut b, ttl, serial);
+        if let Some(ip) = config.ns_addr {
+            let ns = b
+                .names
+                .parse(&format!("ns1.{}.", crate::routing::vip::VIP_DOMAIN))
+                .expect("a valid name");
+            b.add_addr(ns, ip, ttl);
+        }
+        zone
+    });
+    let reverse = if config.ptr {
+        reverse::ptr_zones(cluster, config, &mut b, serial)
+    } else {
+        Vec::new()
+    };
+    if let Some(pass) = &mut pass
+        && !pass.settle(&b)
+    {
+        return None;
+    }
+    let apex_name = b.names.name(apex);
+    let (names, spare) = b.finish_keeping_from(pass.and_then(|p| p.from()));
+    let zone = Zone {
+        vip_apex,
+        reverse,
+        dcos_apex: Some((dcos_apex, dcos_soa)),
+        apex: LowerName::new(&apex_name),
+        names,
+        soa,
+        live: true,
+        problems,
+        listed,
+        fail_static,
+        config: config.clone(),
+    };
+    Some((zone, spare))
+}
+
+/// One app's share of the zone besides its records (those go to the builder).
+#[derive(Debug, Default)]
+struct AppShare {
+    listed: Option<Listed>,
+    problems: Vec<crate::routing::Problem>,
+    fail_static: bool,
+}
+
+/// What a build reads, and reuses from one app to the next, while it adds the apps' names.
+struct AppPass<'a> {
+    cluster: &'a Cluster,
+    config: &'a ZoneConfig,
+    verdicts: &'a Verdicts,
+    slave: Option<NameId>,
+    tcp: Option<NameId>,
+    udp: Option<NameId>,
+    split_targets: splits::Targets,
+    /// Agents' labels, per agent rather than per task (an index in `host_list`).
+    host_labels: rustc_hash::FxHashMap<&'a str, u32>,
+    host_list: Vec<String>,
+    /// Per running task of the app at hand: its tag and its agent's label.
+    pre: Vec<([u8; 5], u32, Option<IpAddr>)>,
+    pre_ids: Vec<crate::cluster::TaskId>,
+    /// The running tasks of the app at hand, walked once in the model's map.
+    run: Vec<&'a Task>,
+    dcos: mesos::MarathonDcos,
+}
+
+impl<'a> AppPass<'a> {
+    /// The names of `app` (Marathon task name `name`, its label `task_label`, not empty)
+    /// under `framework` (`marathon.{domain}.`).
+    fn add(
+        &mut self,
+        b: &mut Builder,
+        app: &'a App,
+        framework: NameId,
+        name: String,
+        task_label: &str,
+    ) -> AppShare {
+        let (cluster, config, verdicts) = (self.cluster, self.config, self.verdicts);
+        let (slave, tcp, udp) = (self.slave, self.tcp, self.udp);
+        let mut share = AppShare::default();
+        let run = &mut self.run;
         run.clear();
         run.extend(app.tasks.values().filter(|t| t.state == TaskState::Running));
         // What each task's own name is made of, read first in a short loop of its own (before
         // any name of the app is made): the model keeps a task's id, host, ports and addresses
         // each behind a pointer, and reading them one task after another in the long loops
         // below waits on memory for each in turn; here the reads overlap.
+        let (host_labels, host_list, pre) =
+            (&mut self.host_labels, &mut self.host_list, &mut self.pre);
         pre.clear();
-        for &task in &run {
+        for &task in run.iter() {
             let host = *host_labels.entry(&task.host).or_insert_with(|| {
                 host_list.push(label(&task.host, LabelRule::Rfc1123));
                 host_list.len() as u32 - 1
@@ -346,14 +534,16 @@ pub(crate) fn build_reusing(
         }
         // The ids' reference counts too, now that their memory has just been read: an atomic
         // increment waits for every write before it, which in the long loop is many.
+        let pre_ids = &mut self.pre_ids;
         pre_ids.clear();
         pre_ids.extend(run.iter().map(|task| task.id.clone()));
         // DC/OS's names, while the tasks' memory is in cache (not in a pass of their own).
-        dcos.add_app(&mut b, cluster, app, task_label, &run);
+        self.dcos.add_app(b, cluster, app, task_label, run);
         let Some(task_fqdn) = b.names.child(task_label.as_bytes(), framework) else {
-            continue;
+            return share;
         };
         let slave_fqdn = slave.and_then(|s| b.names.child(task_label.as_bytes(), s));
+        let problems = &mut share.problems;
         // `_` + a 63-character label is one too many: cut to fit, and said (never dropped).
         let mut renamed = |label: &str, service: &str, port_index: Option<usize>| {
             problems.push(crate::routing::Problem {
@@ -386,8 +576,8 @@ pub(crate) fn build_reusing(
             })
             .collect();
         let mut this = Listed {
-            name: std::mem::take(&mut app_names[i]),
-            label: task_label.clone(),
+            name,
+            label: task_label.to_string(),
             services: Vec::new(),
             tasks: Vec::with_capacity(run.len()),
         };
@@ -428,15 +618,14 @@ pub(crate) fn build_reusing(
             task.is_routable(app.health_checks) && !verdicts.unavailable.contains(&task.id)
         };
         let everyone = follows_health && running().next().is_some() && !running().any(healthy);
-        if everyone {
-            fail_static.push(app.id.clone());
-        }
+        share.fail_static = everyone;
         let ttl = if follows_health {
             config.healthy.ttl
         } else {
             config.ttl
         };
-        let tasks = running().zip(&pre).zip(pre_ids.drain(..));
+        let split_targets = &mut self.split_targets;
+        let tasks = running().zip(pre.iter()).zip(pre_ids.drain(..));
         for ((task, &(tag, host, agent)), id) in tasks {
             // Listed under the app's names (A/AAAA/SRV); its own name resolves either way.
             let answered = !follows_health || everyone || healthy(task);
@@ -502,92 +691,16 @@ pub(crate) fn build_reusing(
                     });
                 }
                 for proto in protocols {
-                    let owners = owners(&mut b, &mut this, *proto != "_tcp", n);
+                    let owners = owners(b, &mut this, *proto != "_tcp", n);
                     for owner in owners.into_iter().flatten() {
                         b.add_srv(owner, 1, number, target, ttl, false);
                     }
                 }
             }
         }
-        listed.push(this);
+        share.listed = Some(this);
+        share
     }
-
-    splits::add_records(
-        route_splits,
-        &split_targets,
-        config.label_rule,
-        tcp,
-        udp,
-        &mut b,
-        &mut problems,
-    );
-    agent_records(cluster, config, &mut b);
-    let (dcos_apex, dcos_soa) = mesos::add(cluster, config, &mut b, serial, &app_labels, dcos);
-
-    let ns1 = b.names.child(b"ns1", apex).unwrap_or(apex);
-    let rname = b.names.child(b"root", ns1).unwrap_or(ns1);
-    let soa_data = SoaData {
-        mname: ns1,
-        rname,
-        serial,
-        refresh: 60,
-        retry: 600,
-        expire: 86400,
-        minimum: ttl,
-    };
-    let soa = b.soa_record(apex, &soa_data, ttl);
-    b.set_soa(apex, soa_data, ttl);
-    b.add_ns(apex, ns1, ttl);
-    match config.ns_addr {
-        Some(ip) => b.add_addr(ns1, ip, ttl),
-        None => b.touch(ns1),
-    }
-    // The names between the apex and the owners exist too (empty non-terminals): NODATA, not
-    // NXDOMAIN (RFC 8020). Every owner is `x.marathon.{d}`, `x.marathon.slave.{d}`,
-    // `_x._tcp.marathon.{d}` or `_p._x._tcp.marathon.{d}` (whose parent is itself an owner).
-    for between in [
-        "marathon",
-        "slave",
-        "marathon.slave",
-        "_tcp.marathon",
-        "_udp.marathon",
-    ] {
-        if let Some(name) = b.names.parse(&format!("{between}.{}.", config.domain)) {
-            b.touch(name);
-        }
-    }
-    let vip_apex = config.vip_range.map(|range| {
-        let zone = vip_zone(cluster, &range, &mut b, ttl, serial);
-        if let Some(ip) = config.ns_addr {
-            let ns = b
-                .names
-                .parse(&format!("ns1.{}.", crate::routing::vip::VIP_DOMAIN))
-                .expect("a valid name");
-            b.add_addr(ns, ip, ttl);
-        }
-        zone
-    });
-    let reverse = if config.ptr {
-        reverse::ptr_zones(cluster, config, &mut b, serial)
-    } else {
-        Vec::new()
-    };
-    let apex_name = b.names.name(apex);
-    let (names, spare) = b.finish_keeping();
-    let zone = Zone {
-        vip_apex,
-        reverse,
-        dcos_apex: Some((dcos_apex, dcos_soa)),
-        apex: LowerName::new(&apex_name),
-        names,
-        soa,
-        live: true,
-        problems,
-        listed,
-        fail_static,
-        config: config.clone(),
-    };
-    (zone, spare)
 }
 
 /// The port Mesos agents listen on: `_slave._tcp.{domain}`'s SRV port, as in Mesos-DNS.
@@ -596,21 +709,8 @@ pub const AGENT_PORT: u16 = 5051;
 /// `slave.{domain}` A/AAAA: every agent's address, and `_slave._tcp.{domain}` SRV to it on
 /// port 5051, as Mesos-DNS answers them. The agents are those running Marathon's tasks and
 /// every agent the Mesos master reports.
-fn agent_records(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
+fn agent_records(agents: rustc_hash::FxHashSet<IpAddr>, config: &ZoneConfig, b: &mut Builder) {
     // In order, once each (a set first: there are far fewer agents than tasks).
-    let agents: rustc_hash::FxHashSet<IpAddr> = cluster
-        .apps
-        .values()
-        .flat_map(|app| app.tasks.values())
-        .filter_map(|task| task.host.resolve(&cluster.agents))
-        .chain(
-            cluster
-                .mesos
-                .agents
-                .values()
-                .filter_map(|a| a.host.resolve(&cluster.agents)),
-        )
-        .collect();
     let mut agents: Vec<IpAddr> = agents.into_iter().collect();
     agents.sort_unstable();
     let (Some(slave), Some(service), Some(tcp)) = (
@@ -629,6 +729,26 @@ fn agent_records(cluster: &Cluster, config: &ZoneConfig, b: &mut Builder) {
     }
     b.add_srv(service, 1, AGENT_PORT, slave, config.ttl, false);
     b.touch(tcp);
+}
+
+/// The agents `slave.{domain}` lists: those of Marathon's tasks, and the Mesos master's.
+fn agents(cluster: &Cluster) -> rustc_hash::FxHashSet<IpAddr> {
+    cluster
+        .apps
+        .values()
+        .flat_map(|app| app.tasks.values())
+        .filter_map(|task| task.host.resolve(&cluster.agents))
+        .chain(mesos_agents(cluster))
+        .collect()
+}
+
+/// The Mesos master's agents' addresses.
+fn mesos_agents(cluster: &Cluster) -> impl Iterator<Item = IpAddr> + '_ {
+    cluster
+        .mesos
+        .agents
+        .values()
+        .filter_map(|a| a.host.resolve(&cluster.agents))
 }
 
 /// A served zone's top: its SOA (`root.{ns}` as the mailbox, the given serial and negative TTL)

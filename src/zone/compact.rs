@@ -382,6 +382,24 @@ impl Names {
         self.sets(node).find(|s| s.kind == kind)
     }
 
+    /// The node of the interned name `id`, when it exists.
+    pub fn node_of_id(&self, id: NameId) -> Option<u32> {
+        self.node_of
+            .get(id as usize)
+            .copied()
+            .filter(|&n| n != NONE)
+    }
+
+    /// Where the node's record sets are in the zone's data (see [`Builder::add_raw`]).
+    pub fn node_span(&self, node: u32) -> (u32, u32) {
+        let start = self.nodes[node as usize].data;
+        let end = self
+            .nodes
+            .get(node as usize + 1)
+            .map_or(self.data.len() as u32, |n| n.data);
+        (start, end)
+    }
+
     /// The node's own name.
     pub fn name_of(&self, node: u32) -> Name {
         self.names.name(self.nodes[node as usize].name)

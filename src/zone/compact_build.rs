@@ -82,6 +82,26 @@ pub struct Builder {
     bound: usize,
     /// Buffers for [`Self::finish`]: its scratch and the built table's own, empty.
     spare: Spare,
+    /// Names whose records are copied whole from an earlier zone ([`Self::add_raw`]): the name
+    /// and where its record sets are in that zone's data.
+    raw: Vec<(NameId, u32, u32)>,
+    /// Who added records to each name, when tracked ([`Self::track_claims`]).
+    claims: Option<Claims>,
+}
+
+/// Which part of a build (an app, or the names every build makes afresh) each name's records
+/// come from: an incremental build may copy a name's records from the last zone only when one
+/// app alone gave them (see `zone/incremental.rs`).
+#[derive(Debug, Default)]
+struct Claims {
+    /// Per name: the claimant, or `NONE`.
+    of: Vec<u32>,
+    /// The claimant records are added for now.
+    current: u32,
+    /// Names first claimed by the current claimant, in the order claimed.
+    fresh: Vec<NameId>,
+    /// A name was claimed by two claimants.
+    collided: bool,
 }
 
 /// Buffers a build writes over instead of allocating afresh: a retired zone's tables and an
@@ -258,7 +278,66 @@ impl Builder {
             soas,
             bound: 0,
             spare,
+            raw: Vec::new(),
+            claims: None,
         }
+    }
+
+    /// Tracks who adds records to each name from now on, starting with `claimant`; room for
+    /// about `names` names.
+    pub fn track_claims(&mut self, claimant: u32, names: usize) {
+        self.claims = Some(Claims {
+            of: vec![NONE; names],
+            current: claimant,
+            ..Claims::default()
+        });
+    }
+
+    /// The records and names added from now on are `claimant`'s.
+    pub fn claim_as(&mut self, claimant: u32) {
+        if let Some(c) = &mut self.claims {
+            c.current = claimant;
+            c.fresh.clear();
+        }
+    }
+
+    /// The names the current claimant claimed first, in order; emptied.
+    pub fn take_claimed(&mut self) -> Vec<NameId> {
+        self.claims
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.fresh))
+            .unwrap_or_default()
+    }
+
+    /// Whether a name was claimed by two claimants (so its records are not one app's alone).
+    pub fn collided(&self) -> bool {
+        self.claims.as_ref().is_some_and(|c| c.collided)
+    }
+
+    #[inline]
+    fn claim(&mut self, id: NameId) {
+        let Some(c) = &mut self.claims else { return };
+        let at = id as usize;
+        if c.of.len() <= at {
+            c.of.resize(self.names.len().max(at + 1), NONE);
+        }
+        let owner = &mut c.of[at];
+        if *owner == NONE {
+            *owner = c.current;
+            c.fresh.push(id);
+        } else if *owner != c.current {
+            c.collided = true;
+        }
+    }
+
+    /// `owner` exists with the record sets `from[start..end]` of an earlier zone's data, as
+    /// they were encoded there (names are written whole in records, so the bytes hold); laid out
+    /// from `from` by [`Self::finish_keeping_from`].
+    pub fn add_raw(&mut self, owner: NameId, start: u32, end: u32) {
+        self.claim(owner);
+        *self.flag(owner) |= EXISTS;
+        self.bound += (end - start) as usize;
+        self.raw.push((owner, start, end));
     }
 
     /// Room for about `names` names of `name_bytes` bytes each and `records` records, so that
@@ -282,6 +361,7 @@ impl Builder {
 
     /// The name exists (with or without records: an empty non-terminal answers NODATA).
     pub fn touch(&mut self, id: NameId) {
+        self.claim(id);
         *self.flag(id) |= EXISTS;
     }
 
@@ -298,6 +378,7 @@ impl Builder {
     #[inline]
     fn push(&mut self, owner: NameId, ttl: u32, data: Data, once: bool) {
         let kind = data.kind();
+        self.claim(owner);
         *self.flag(owner) |= EXISTS | 1 << kind as u8 | if once { ONCE } else { 0 };
         let (mut weight, mut port) = (0, 0);
         let (value, rdata) = match data {
@@ -410,8 +491,27 @@ impl Builder {
     }
 
     /// As [`Self::finish`], with the build's scratch handed back for the next build.
-    pub fn finish_keeping(mut self) -> (Names, Spare) {
+    pub fn finish_keeping(self) -> (Names, Spare) {
+        self.finish_keeping_from(None)
+    }
+
+    /// As [`Self::finish_keeping`], the names added by [`Self::add_raw`] laid out with their
+    /// record sets copied from `from`'s data.
+    pub fn finish_keeping_from(mut self, from: Option<&Names>) -> (Names, Spare) {
         let count = self.names.len();
+        // Per name: its raw record sets' place in `from`, or none.
+        let mut raw_of: Vec<(u32, u32)> = Vec::new();
+        if let Some(from) = from.filter(|_| !self.raw.is_empty()) {
+            raw_of.resize(count, (NONE, NONE));
+            for &(id, start, end) in &self.raw {
+                raw_of[id as usize] = (start, end);
+            }
+            debug_assert!(
+                self.raw
+                    .iter()
+                    .all(|&(_, _, end)| end as usize <= from.data.len())
+            );
+        }
         self.flags.resize(count, 0);
         let mut spare = std::mem::take(&mut self.spare);
         // Records by owner, in the order added (a counting sort). `starts[i]` is where name
@@ -473,6 +573,15 @@ impl Builder {
                 name: id as u32,
                 data: out.data.len() as u32,
             });
+            if let (Some(from), Some(&(start, end))) = (from, raw_of.get(id))
+                && start != NONE
+            {
+                // Its records are one app's alone (no name of a copied app is claimed twice),
+                // so it has none of this build's.
+                out.data
+                    .extend_from_slice(&from.data[start as usize..end as usize]);
+                continue;
+            }
             let kinds = flags & KINDS;
             let once = flags & ONCE != 0;
             if kinds == 0 {

@@ -421,6 +421,12 @@ pub(super) struct MarathonDcos {
     ttl: u32,
     /// Every app was added.
     pub done: bool,
+    /// The parents' own names are left to [`Self::ensure_parents`] (an incremental build, where
+    /// an app copied from the last zone is not added again), and `mask` says which an app
+    /// needs.
+    pub deferred: bool,
+    /// Bit `i`: the app last added put a name under `parents[i]`.
+    pub mask: u8,
 }
 
 impl MarathonDcos {
@@ -437,6 +443,18 @@ impl MarathonDcos {
             apex_labels: b.names.labels(apex),
             ttl: config.ttl,
             done: false,
+            deferred: false,
+            mask: 0,
+        }
+    }
+
+    /// The parents of `mask` (an OR of apps' [`Self::mask`]) and their ancestors exist.
+    pub fn ensure_parents(&mut self, b: &mut Builder, mask: u8) {
+        for i in 0..self.parents.len() {
+            if mask & 1 << i != 0 && !self.added[i] {
+                self.added[i] = true;
+                Parent::new(self.parents[i]).ensure(b, self.apex_labels);
+            }
         }
     }
 
@@ -469,7 +487,8 @@ impl MarathonDcos {
                 for &ip in addrs {
                     b.add_addr(name, ip, self.ttl);
                 }
-                if !self.added[i] {
+                self.mask |= 1 << i;
+                if !self.added[i] && !self.deferred {
                     self.added[i] = true;
                     let mut parent = Parent::new(self.parents[i]);
                     parent.ensure(b, self.apex_labels);
