@@ -230,7 +230,7 @@ impl Reconciler {
             status,
             refetch,
             stopping: ctx,
-            health_targets: watch::Sender::new(Vec::new()),
+            health_targets: watch::Sender::new(Default::default()),
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
             held: Arc::default(),

@@ -93,7 +93,8 @@ impl Assembly {
     }
 }
 
-/// A copy of `table` that shares its services, routes and maps (the hash is computed again).
+/// A copy of `table` that shares its services, routes and maps (the hash is computed again):
+/// a pointer copy each (`crate::chunked`), whatever the table's size.
 fn share(table: &RoutingTable) -> RoutingTable {
     RoutingTable {
         services: table.services.clone(),
@@ -334,6 +335,9 @@ fn audit(cache: &mut Cache, cluster: &Cluster) -> bool {
 /// and the index maps.
 fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let mut table = RoutingTable::default();
+    // Gathered in vectors, then chunked (`crate::chunked`) once complete.
+    let mut services: Vec<std::sync::Arc<Service>> = Vec::new();
+    let mut routes: Vec<std::sync::Arc<Route>> = Vec::new();
     let mut entries: Vec<Entries> = Vec::new();
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
@@ -390,7 +394,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
                     None => {
                         claims.push((ip, udp.key.clone(), group.clone()));
                         std::sync::Arc::make_mut(&mut table.problems).extend(late.iter().cloned());
-                        table.services.push(udp.clone());
+                        services.push(udp.clone());
                     }
                 }
             }
@@ -433,7 +437,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             if listens.is_empty() && tcp.hosts.is_empty() {
                 continue; // nothing to listen on and no vhost: not served
             }
-            table.ssl_certs.extend(tcp.ssl_certs.iter().cloned());
+            std::sync::Arc::make_mut(&mut table.ssl_certs).extend(tcp.ssl_certs.iter().cloned());
             table.sni_rules |= tcp.sni_rules;
             std::sync::Arc::make_mut(&mut table.problems).extend(tcp.late.iter().cloned());
             entries.push(Entries {
@@ -450,21 +454,32 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             } else {
                 std::sync::Arc::new(tcp.service.relisten(listen))
             };
-            table.services.push(service);
+            services.push(service);
         }
     }
     if let Some(vip) = &config.vip {
         let health = config.health.as_ref();
-        vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
+        vips::vip_services(
+            cluster,
+            vip,
+            health,
+            &mut claimed,
+            &mut table,
+            &mut services,
+            &mut entries,
+        );
     }
-    table.services.sort_by(|a, b| a.key.cmp(&b.key));
-    table.udp = table
-        .services
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.mode == Mode::Udp)
-        .filter_map(|(i, s)| Some((s.listen?, i)))
-        .collect();
+    services.sort_by(|a, b| a.key.cmp(&b.key));
+    table.services = services.into();
+    table.udp = std::sync::Arc::new(
+        table
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.mode == Mode::Udp)
+            .filter_map(|(i, s)| Some((s.listen?, i)))
+            .collect(),
+    );
     let index: HashMap<&ServiceKey, usize> = table
         .services
         .iter()
@@ -515,13 +530,14 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     let mut named: HashMap<Vec<usize>, usize> = HashMap::default();
     for (listen, services) in ports {
         let route = route_for(
-            &mut table,
+            &table.services,
+            &mut routes,
             &mut named,
             services,
             None,
             &config.weight_overrides,
         );
-        table.by_listen.insert(listen, route);
+        std::sync::Arc::make_mut(&mut table.by_listen).insert(listen, route);
     }
     let mut vhost_map = crate::routing::vhosts::Vhosts::default();
     for ((host, prefix, ignore_case), (weight, services)) in vhosts {
@@ -531,7 +547,8 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             format!("{host}{prefix}")
         };
         let route = route_for(
-            &mut table,
+            &table.services,
+            &mut routes,
             &mut named,
             services,
             Some(label),
@@ -545,6 +562,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         let inserted = vhost_map.insert_rule(&host, rule, route);
         debug_assert!(inserted.is_ok(), "one route per host and path");
     }
+    table.routes = routes.into();
     table.vhosts = std::sync::Arc::new(vhost_map);
     table.default_service = config
         .default_app
@@ -572,25 +590,27 @@ fn patch(
             let Some(c) = &port.claim else {
                 continue;
             };
-            let at = |services: &[std::sync::Arc<Service>], key: &ServiceKey| {
+            let at = |services: &crate::chunked::Chunked<std::sync::Arc<Service>>,
+                      key: &ServiceKey| {
                 services.binary_search_by(|s| s.key.cmp(key)).ok()
             };
             // In the table as it was (it kept its claims), or not at all.
             if let Some((udp, _)) = &c.udp
                 && let Some(i) = at(&table.services, &udp.key)
             {
-                table.services[i] = udp.clone();
+                table.services.set(i, udp.clone());
                 touched.push(i);
             }
             if let Some(tcp) = &c.tcp
                 && let Some(i) = at(&table.services, &c.key)
             {
                 let listen = table.services[i].listen;
-                table.services[i] = if tcp.service.listen == listen {
+                let service = if tcp.service.listen == listen {
                     tcp.service.clone()
                 } else {
                     std::sync::Arc::new(tcp.service.relisten(listen))
                 };
+                table.services.set(i, service);
                 touched.push(i);
             }
         }
@@ -618,7 +638,7 @@ fn patch(
             &table.services,
             &config.weight_overrides,
         );
-        table.routes[r] = std::sync::Arc::new(route);
+        table.routes.set(r, std::sync::Arc::new(route));
     }
     let patched = Patched {
         services: touched,
