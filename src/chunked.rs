@@ -263,3 +263,69 @@ impl<T> DoubleEndedIterator for Iter<'_, T> {
 }
 
 impl<T> ExactSizeIterator for Iter<'_, T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A copy changed through `set` equals the vector built from scratch with the same
+        /// changes; the original is untouched; only the changed chunks are new allocations.
+        #[test]
+        fn a_patch_equals_a_rebuild(
+            len in 0usize..400,
+            sets in proptest::collection::vec((0usize..400, any::<u32>()), 0..12),
+        ) {
+            let before: Vec<u32> = (0..len as u32).collect();
+            let original = Chunked::from(before.clone());
+            let mut patched = original.clone();
+            let mut rebuilt = before.clone();
+            let mut touched = std::collections::BTreeSet::new();
+            for (i, v) in sets.into_iter().filter(|&(i, _)| i < len) {
+                patched.set(i, v);
+                rebuilt[i] = v;
+                touched.insert(i / CHUNK);
+            }
+            prop_assert_eq!(patched.iter().copied().collect::<Vec<_>>(), rebuilt.clone());
+            prop_assert_eq!(&patched, &Chunked::from(rebuilt.clone()));
+            prop_assert_eq!(patched.len(), len);
+            prop_assert_eq!(original.iter().copied().collect::<Vec<_>>(), before);
+            for (c, (a, b)) in original.chunks().iter().zip(patched.chunks()).enumerate() {
+                prop_assert_eq!(Arc::ptr_eq(a, b), !touched.contains(&c), "chunk {}", c);
+            }
+            prop_assert_eq!(original.ptr_eq(&patched), touched.is_empty());
+            for (i, v) in rebuilt.iter().enumerate() {
+                prop_assert_eq!(patched[i], *v);
+                prop_assert_eq!(patched.get(i), Some(v));
+            }
+            prop_assert_eq!(patched.get(len), None);
+            prop_assert_eq!(patched.last(), rebuilt.last());
+            let back: Vec<u32> = patched.iter().rev().copied().collect();
+            prop_assert_eq!(back, rebuilt.iter().rev().copied().collect::<Vec<_>>());
+            prop_assert_eq!(patched.iter().len(), len);
+        }
+
+        /// `binary_search_by` answers as the slice's does (on distinct sorted elements).
+        #[test]
+        fn binary_search_is_the_slices(
+            mut v in proptest::collection::vec(0u32..1000, 0..300),
+            wanted in 0u32..1001,
+        ) {
+            v.sort_unstable();
+            v.dedup();
+            let c = Chunked::from(v.clone());
+            prop_assert_eq!(c.binary_search_by(|x| x.cmp(&wanted)), v.binary_search(&wanted));
+        }
+    }
+
+    #[test]
+    fn every_chunk_but_the_last_is_full() {
+        let c: Chunked<usize> = (0..CHUNK * 2 + 3).collect();
+        let lens: Vec<usize> = c.chunks().iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![CHUNK, CHUNK, 3]);
+        let full: Chunked<usize> = (0..CHUNK).collect();
+        assert_eq!(full.chunks().len(), 1);
+        assert!(Chunked::<u8>::default().is_empty());
+    }
+}

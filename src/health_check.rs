@@ -263,4 +263,100 @@ mod tests {
         };
         assert!(!check(&probe(ProbeKind::Tcp), closed).await);
     }
+
+    /// Probe loops brought from one table's targets to the next by `update` (which looks at
+    /// the chunks that changed alone) are the loops made from the next table's targets from
+    /// scratch; a task event starts and stops its own backends' loops and no other.
+    #[tokio::test]
+    async fn patched_targets_are_the_targets_made_again() {
+        use crate::backends::Registry;
+        use crate::cluster::fixtures::{app, task};
+        use crate::cluster::{Cluster, ClusterUpdate, TaskState};
+        use crate::routing::CompileConfig;
+        use crate::routing::compile::{Cache, HealthPolicy, compile_changed};
+
+        let tcp = Probe {
+            kind: ProbeKind::Tcp,
+            port_index: 0,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_failures: 3,
+            grace: Duration::ZERO,
+            target: None,
+        };
+        let mut config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        config.health = Some(HealthPolicy {
+            from_marathon: false,
+            default: Some(tcp),
+        });
+        // Three chunks of services and then some.
+        let n = CHUNK * 3 + 5;
+        let apps = (0..n)
+            .map(|i| {
+                let tasks = (0..2).map(|t| task(&format!("a{i}.{t}"), 1000 + t)).collect();
+                app(&format!("/a{i:03}"), 10000 + i as u16, &[], tasks)
+            })
+            .collect();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(apps));
+        let mut cache = Cache::default();
+        let mut registry = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30));
+        let targets = |table: &crate::routing::RoutingTable, registry: &mut Registry| Targets {
+            services: table.services.clone(),
+            rows: registry.attach(table),
+        };
+        let first = compile_changed(&mut cache, &c, &config, None);
+        let a = targets(&first, &mut registry);
+        let scratch = |t: &Targets| {
+            let mut loops = HashMap::new();
+            update(&mut loops, &Targets::default(), t, |_, _| (), |_| {});
+            let mut keys: Vec<(usize, Probe)> =
+                loops.into_iter().map(|(k, (p, ()))| (k, p)).collect();
+            keys.sort_by_key(|(k, _)| *k);
+            keys
+        };
+        let mut loops = HashMap::new();
+        update(&mut loops, &Targets::default(), &a, |_, _| (), |_| {});
+        assert_eq!(loops.len(), 2 * n);
+
+        // One task started in one app, one killed in another: a patched table.
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/a070".into(),
+            task: task("a70.9", 1009),
+        });
+        let mut killed = task("a3.1", 1001);
+        killed.state = TaskState::Other("TASK_KILLED".into());
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: "/a003".into(),
+            task: killed,
+        });
+        let listed = std::collections::BTreeSet::from(["/a070".into(), "/a003".into()]);
+        let second = compile_changed(&mut cache, &c, &config, Some(&listed));
+        let patched = cache.patched.clone().expect("patched").services;
+        let b = Targets {
+            services: second.services.clone(),
+            rows: registry.attach_patched(&second, &patched).expect("fits"),
+        };
+        let (mut started, mut stopped) = (0, 0);
+        update(&mut loops, &a, &b, |_, _| started += 1, |()| stopped += 1);
+        assert_eq!((started, stopped), (1, 1), "the task started and the task killed");
+        let mut kept: Vec<(usize, Probe)> =
+            loops.iter().map(|(k, (p, ()))| (*k, p.clone())).collect();
+        kept.sort_by_key(|(k, _)| *k);
+        assert_eq!(kept, scratch(&b));
+
+        // An app gone: another length, every service looked at, the same answer.
+        c.apply(ClusterUpdate::AppRemoved {
+            id: "/a001".into(),
+            at_ms: 0,
+        });
+        let third = compile_changed(&mut cache, &c, &config, None);
+        let d = targets(&third, &mut registry);
+        update(&mut loops, &b, &d, |_, _| (), |_| {});
+        let mut kept: Vec<(usize, Probe)> =
+            loops.iter().map(|(k, (p, ()))| (*k, p.clone())).collect();
+        kept.sort_by_key(|(k, _)| *k);
+        assert_eq!(kept, scratch(&d));
+        assert_eq!(kept.len(), 2 * n - 2);
+    }
 }

@@ -201,6 +201,8 @@ struct ZoneBuilds {
     verdicts: Verdicts,
     /// When the soonest outlier ejection of a healthy-only app's backend ends.
     recheck: Option<tokio::time::Instant>,
+    /// The route splits of the last table built for, to look at the routes a swap changed.
+    splits: crate::zone::SplitsMemo,
 }
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -255,6 +257,7 @@ impl Reconciler {
                     done_rx,
                     verdicts: Verdicts::default(),
                     recheck: None,
+                    splits: Default::default(),
                 }
             },
         }
@@ -354,7 +357,7 @@ impl Reconciler {
         let (cluster, done, synced) =
             (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
         // The weights as the table routes them, overrides included: a swap rebuilds the zone.
-        let splits = crate::zone::route_splits(&self.store.load().table);
+        let splits = self.zone.splits.splits(&self.store.load().table);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let zone = crate::zone::build_from(&cluster, &config, &verdicts, &splits);

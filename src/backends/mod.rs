@@ -636,4 +636,53 @@ mod tests {
         assert_eq!(patched.attach_limits_patched(&second, &at).len(), 5);
         assert!(patched.attach_patched(&table(&[1]), &[0]).is_none());
     }
+
+    /// A patched attach copies the chunk of rows its service is in and shares every other
+    /// with the last snapshot (`crate::chunked`); the rows are a full attach's.
+    #[tokio::test]
+    async fn a_patched_attach_shares_the_chunks_it_did_not_change() {
+        use crate::chunked::CHUNK;
+        use crate::routing::compile::{Cache, compile_changed};
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        let n = CHUNK * 3 + 1;
+        let apps = (0..n)
+            .map(|i| {
+                let id = format!("/a{i:03}");
+                app(&id, 10000 + i as u16, &[], vec![task(&format!("{id}.1"), 1)])
+            })
+            .collect();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(apps));
+        let mut cache = Cache::default();
+        let first = compile_changed(&mut cache, &c, &config, None);
+        let mut reg = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30));
+        let before = reg.attach(&first);
+        let changed = CHUNK + 2;
+        let id = format!("/a{changed:03}");
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: id.as_str().into(),
+            task: task(&format!("{id}.2"), 2),
+        });
+        let listed = std::collections::BTreeSet::from([id.as_str().into()]);
+        let second = compile_changed(&mut cache, &c, &config, Some(&listed));
+        let at = cache.patched.clone().expect("patched").services;
+        assert_eq!(at, vec![changed]);
+        let after = reg.attach_patched(&second, &at).expect("fits");
+        for (k, (x, y)) in before.chunks().iter().zip(after.chunks()).enumerate() {
+            assert_eq!(Arc::ptr_eq(x, y), k != 1, "chunk {k}");
+        }
+        let services = (first.services.chunks(), second.services.chunks());
+        for (k, (x, y)) in services.0.iter().zip(services.1).enumerate() {
+            assert_eq!(Arc::ptr_eq(x, y), k != 1, "service chunk {k}");
+        }
+        let mut full = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30));
+        full.attach(&first);
+        let rebuilt = full.attach(&second);
+        assert_eq!(after.len(), rebuilt.len());
+        for (x, y) in after.iter().zip(&rebuilt) {
+            let addrs = |r: &Row| r.iter().map(|s| s.addr).collect::<Vec<_>>();
+            assert_eq!(addrs(x), addrs(y));
+        }
+        assert_eq!(after[changed].len(), 2);
+    }
 }
