@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use crate::backends::{BackendState, Row};
 use crate::chunked::{CHUNK, Chunked};
 use crate::cluster::{Probe, ProbeKind};
-use crate::routing::Service;
 use crate::metrics::Metrics;
+use crate::routing::Service;
 
 /// What to probe: every backend of the live table whose service has a probe (a backend in two
 /// services is probed by each: their checks may differ, as HAProxy's do per backend section).
@@ -293,7 +293,9 @@ mod tests {
         let n = CHUNK * 3 + 5;
         let apps = (0..n)
             .map(|i| {
-                let tasks = (0..2).map(|t| task(&format!("a{i}.{t}"), 1000 + t)).collect();
+                let tasks = (0..2)
+                    .map(|t| task(&format!("a{i}.{t}"), 1000 + t))
+                    .collect();
                 app(&format!("/a{i:03}"), 10000 + i as u16, &[], tasks)
             })
             .collect();
@@ -339,7 +341,11 @@ mod tests {
         };
         let (mut started, mut stopped) = (0, 0);
         update(&mut loops, &a, &b, |_, _| started += 1, |()| stopped += 1);
-        assert_eq!((started, stopped), (1, 1), "the task started and the task killed");
+        assert_eq!(
+            (started, stopped),
+            (1, 1),
+            "the task started and the task killed"
+        );
         let mut kept: Vec<(usize, Probe)> =
             loops.iter().map(|(k, (p, ()))| (*k, p.clone())).collect();
         kept.sort_by_key(|(k, _)| *k);

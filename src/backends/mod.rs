@@ -648,7 +648,12 @@ mod tests {
         let apps = (0..n)
             .map(|i| {
                 let id = format!("/a{i:03}");
-                app(&id, 10000 + i as u16, &[], vec![task(&format!("{id}.1"), 1)])
+                app(
+                    &id,
+                    10000 + i as u16,
+                    &[],
+                    vec![task(&format!("{id}.1"), 1)],
+                )
             })
             .collect();
         let mut c = Cluster::default();

@@ -229,7 +229,12 @@ mod tests {
         let mut apps: Vec<_> = (0..3 * crate::chunked::CHUNK)
             .map(|i| {
                 let id = format!("/a{i:03}");
-                app(&id, 11000 + i as u16, &[], vec![task(&format!("{id}.1"), 1)])
+                app(
+                    &id,
+                    11000 + i as u16,
+                    &[],
+                    vec![task(&format!("{id}.1"), 1)],
+                )
             })
             .collect();
         apps.push(app("/m-blue", 10000, &group("90"), vec![task("b.1", 1)]));
