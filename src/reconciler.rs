@@ -771,9 +771,10 @@ impl Reconciler {
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
         // What walks every service or route of the table is made on the blocking pool from the
-        // live table, so that the next event does not wait for it: the health checker's
-        // targets, the route weight metrics and the table hash (at 50,000 apps the hash takes
-        // longer than the rest of the swap).
+        // live table, so that the next event does not wait for it: the route weight metrics and
+        // the table hash (at 50,000 apps the hash takes longer than the rest of the swap); the
+        // health checker's targets go along (a pointer copy: the checker itself looks at the
+        // services that changed, `health_check::update`).
         self.after
             .follow(&self.store, &self.metrics, &self.health_targets);
         for reply in self.replies.drain(..) {

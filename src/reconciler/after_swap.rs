@@ -1,5 +1,6 @@
 //! What a swap leaves to the blocking pool, off the control thread and after the table is
-//! live: the health checker's targets, the route weight metrics and the table hash.
+//! live: the route weight metrics and the table hash, and the health checker's targets (the
+//! live table's services and rows, shared: the checker looks at what changed itself).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
