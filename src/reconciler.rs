@@ -220,6 +220,8 @@ struct ZoneBuilds {
     verdicts: Verdicts,
     /// When the soonest outlier ejection of a healthy-only app's backend ends.
     recheck: Option<tokio::time::Instant>,
+    /// The route splits of the last table built for, to look at the routes a swap changed.
+    splits: crate::zone::SplitsMemo,
 }
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -249,7 +251,7 @@ impl Reconciler {
             status,
             refetch,
             stopping: ctx,
-            health_targets: watch::Sender::new(Vec::new()),
+            health_targets: watch::Sender::new(Default::default()),
             problems_seen: HashSet::new(),
             overrides: BTreeMap::new(),
             held: Arc::default(),
@@ -275,6 +277,7 @@ impl Reconciler {
                     verdicts: Verdicts::default(),
                     recheck: None,
                     kept: Arc::default(),
+                    splits: Default::default(),
                 }
             },
         }
@@ -375,7 +378,7 @@ impl Reconciler {
             (self.cluster.clone(), self.zone.done_tx.clone(), self.synced);
         let kept = self.zone.kept.clone();
         // The weights as the table routes them, overrides included: a swap rebuilds the zone.
-        let splits = crate::zone::route_splits(&self.store.load().table);
+        let splits = self.zone.splits.splits(&self.store.load().table);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             // One build at a time (`running`): the lock is never contended.
@@ -799,9 +802,10 @@ impl Reconciler {
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
         // What walks every service or route of the table is made on the blocking pool from the
-        // live table, so that the next event does not wait for it: the health checker's
-        // targets, the route weight metrics and the table hash (at 50,000 apps the hash takes
-        // longer than the rest of the swap).
+        // live table, so that the next event does not wait for it: the route weight metrics and
+        // the table hash (at 50,000 apps the hash takes longer than the rest of the swap); the
+        // health checker's targets go along (a pointer copy: the checker itself looks at the
+        // services that changed, `health_check::update`).
         self.after
             .follow(&self.store, &self.metrics, &self.health_targets);
         for reply in self.replies.drain(..) {

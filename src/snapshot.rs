@@ -26,10 +26,11 @@ pub struct Snapshot {
     /// The DNS zone, built beside the table (it takes longer) and published when ready.
     pub dns: Option<Arc<crate::zone::Zone>>,
     /// `states[s][b]` is the state of backend `b` of service `s`.
-    /// A row is shared with the previous snapshot while its service is unchanged.
-    pub states: Vec<Arc<[Arc<BackendState>]>>,
+    /// A row is shared with the previous snapshot while its service is unchanged, and the rows
+    /// in chunks (`crate::chunked`) while none of theirs changed.
+    pub states: crate::chunked::Chunked<Arc<[Arc<BackendState>]>>,
     /// `limits[s]`: the request limits of service `s` (`None`: it has none).
-    pub limits: Vec<Option<Arc<crate::backends::limits::AppLimits>>>,
+    pub limits: crate::chunked::Chunked<Option<Arc<crate::backends::limits::AppLimits>>>,
     pub created: SystemTime,
 }
 
@@ -39,8 +40,8 @@ impl Snapshot {
             generation: 0,
             table: Arc::default(),
             dns: None,
-            states: Vec::new(),
-            limits: Vec::new(),
+            states: Default::default(),
+            limits: Default::default(),
             created: SystemTime::now(),
         }
     }

@@ -25,7 +25,7 @@ use crate::cluster::names::{LabelRule, label, service_label, tag_bytes, task_nam
 
 mod splits;
 use crate::cluster::{App, Cluster, Networking, Protocol, Task, TaskState};
-pub use splits::{RouteSplit, route_splits};
+pub use splits::{RouteSplit, SplitsMemo, route_splits};
 
 /// Where a task's addresses come from, tried in order (Mesos-DNS's `IPSources`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

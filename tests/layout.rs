@@ -8,8 +8,10 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 26] = [
+    let layers: [(&str, Option<&[&str]>); 27] = [
         ("cluster", Some(&[])),
+        // A vector shared in chunks, for the table's and the snapshot's per-service vectors.
+        ("chunked", Some(&[])),
         ("access", Some(&[])),
         ("stall", Some(&[])),
         ("metrics", Some(&[])),
@@ -20,11 +22,17 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ("workers", Some(&["runtime_thread"])),
         ("control_plane", Some(&["runtime_thread"])),
         ("discovery", Some(&["cluster", "metrics"])),
-        ("routing", Some(&["cluster"])),
-        ("zone", Some(&["cluster", "routing"])),
-        ("backends", Some(&["routing", "metrics"])),
-        ("snapshot", Some(&["routing", "zone", "backends"])),
-        ("health_check", Some(&["backends", "cluster", "metrics"])),
+        ("routing", Some(&["cluster", "chunked"])),
+        ("zone", Some(&["cluster", "routing", "chunked"])),
+        ("backends", Some(&["routing", "metrics", "chunked"])),
+        (
+            "snapshot",
+            Some(&["routing", "zone", "backends", "chunked"]),
+        ),
+        (
+            "health_check",
+            Some(&["backends", "cluster", "metrics", "routing", "chunked"]),
+        ),
         (
             "dns",
             Some(&["snapshot", "zone", "routing", "metrics", "cluster"]),

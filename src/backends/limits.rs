@@ -193,7 +193,7 @@ impl AppLimits {
 pub struct LimitStates {
     by_service: std::collections::HashMap<ServiceKey, Arc<AppLimits>>,
     /// The states of the table last attached, in its order.
-    last: Vec<Option<Arc<AppLimits>>>,
+    last: crate::chunked::Chunked<Option<Arc<AppLimits>>>,
 }
 
 impl LimitStates {
@@ -202,15 +202,15 @@ impl LimitStates {
         &mut self,
         table: &crate::routing::RoutingTable,
         metrics: &Metrics,
-    ) -> Vec<Option<Arc<AppLimits>>> {
+    ) -> crate::chunked::Chunked<Option<Arc<AppLimits>>> {
         let mut kept = std::collections::HashMap::new();
-        let states: Vec<_> = table
+        let states: crate::chunked::Chunked<_> = table
             .services
             .iter()
             .map(|service| state_of(service, &mut self.by_service, &mut kept, metrics))
             .collect();
         self.by_service = kept;
-        self.last.clone_from(&states);
+        self.last = states.clone();
         states
     }
 
@@ -221,14 +221,23 @@ impl LimitStates {
         table: &crate::routing::RoutingTable,
         patched: &[usize],
         metrics: &Metrics,
-    ) -> Vec<Option<Arc<AppLimits>>> {
+    ) -> crate::chunked::Chunked<Option<Arc<AppLimits>>> {
         if self.last.len() != table.services.len() {
             return self.attach(table, metrics);
         }
         for &i in patched {
             let service = &table.services[i];
             let mut kept = std::collections::HashMap::new();
-            self.last[i] = state_of(service, &mut self.by_service, &mut kept, metrics);
+            let state = state_of(service, &mut self.by_service, &mut kept, metrics);
+            // Most services have no limits: a chunk is copied only for a change.
+            let same = match (&self.last[i], &state) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if !same {
+                self.last.set(i, state);
+            }
             self.by_service.extend(kept);
         }
         self.last.clone()

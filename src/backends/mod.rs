@@ -228,8 +228,10 @@ pub struct Registry {
     /// The live backends, by service: one lookup per service on a swap, not one per backend
     /// (a 10,000-app table has 100,000 backends). Each list is in its table's backend order.
     live: rustc_hash::FxHashMap<ServiceKey, Vec<(SocketAddr, Arc<BackendState>)>>,
-    /// The services of the table last attached, in its order, with their rows of states.
-    last: Vec<(Arc<crate::routing::Service>, Row)>,
+    /// The services of the table last attached, in its order (the table's own, shared), and
+    /// their rows of states: a patch copies the chunks it changes (`crate::chunked`).
+    last: crate::chunked::Chunked<Arc<crate::routing::Service>>,
+    rows: crate::chunked::Chunked<Row>,
     draining: HashMap<BackendKey, Arc<BackendState>>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
@@ -241,7 +243,8 @@ impl Registry {
     pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration) -> Registry {
         Registry {
             live: Default::default(),
-            last: Vec::new(),
+            last: Default::default(),
+            rows: Default::default(),
             draining: HashMap::new(),
             metrics,
             drain_timeout,
@@ -252,7 +255,10 @@ impl Registry {
 
     /// The request-limit states of `table`'s services, in table order (`None`: no limit),
     /// carried over from the last table while an app's limits stay the same.
-    pub fn attach_limits(&mut self, table: &RoutingTable) -> Vec<Option<Arc<limits::AppLimits>>> {
+    pub fn attach_limits(
+        &mut self,
+        table: &RoutingTable,
+    ) -> crate::chunked::Chunked<Option<Arc<limits::AppLimits>>> {
         self.limits.attach(table, &self.metrics)
     }
 
@@ -262,7 +268,7 @@ impl Registry {
         &mut self,
         table: &RoutingTable,
         patched: &[usize],
-    ) -> Vec<Option<Arc<limits::AppLimits>>> {
+    ) -> crate::chunked::Chunked<Option<Arc<limits::AppLimits>>> {
         self.limits.attach_patched(table, patched, &self.metrics)
     }
 
@@ -282,12 +288,14 @@ impl Registry {
     /// The work is the change's: the table is walked beside the last one attached (both are
     /// sorted by service key), and a service that is the same `Arc` in both (its app did not
     /// change, see `routing::compile::Cache`) keeps its row of states as it is.
-    pub fn attach(&mut self, table: &RoutingTable) -> Vec<Row> {
+    pub fn attach(&mut self, table: &RoutingTable) -> crate::chunked::Chunked<Row> {
         let mut left: Vec<(BackendKey, Arc<BackendState>)> = Vec::new();
         let mut states = Vec::with_capacity(table.services.len());
-        let last = std::mem::take(&mut self.last);
-        let mut last = last.into_iter().peekable();
-        let mut next = Vec::with_capacity(table.services.len());
+        let (last, rows) = (
+            std::mem::take(&mut self.last),
+            std::mem::take(&mut self.rows),
+        );
+        let mut last = last.iter().zip(rows.iter()).peekable();
         for service in &table.services {
             // Services of the last table before this one: gone from the table.
             while let Some((old, _)) = last.peek() {
@@ -301,22 +309,22 @@ impl Registry {
                 .peek()
                 .is_some_and(|(old, _)| Arc::ptr_eq(old, service));
             let row = if same {
-                last.next().expect("peeked").1
+                last.next().expect("peeked").1.clone()
             } else {
                 if last.peek().is_some_and(|(old, _)| old.key == service.key) {
                     last.next();
                 }
                 self.attach_service(service, &mut left)
             };
-            next.push((service.clone(), row.clone()));
             states.push(row);
         }
         for (old, _) in last {
             self.leave(&old.key, &mut left);
         }
-        self.last = next;
+        self.last = table.services.clone();
+        self.rows = states.into();
         self.retire(left);
-        states
+        self.rows.clone()
     }
 
     /// [`Registry::attach`] for a table that is the last one attached but for the services at
@@ -325,13 +333,17 @@ impl Registry {
     /// the patched services' (and a copy of the rows). `None`, nothing done, for a table that
     /// does not fit (another count of services, another key at a patched index): it is to be
     /// attached in full.
-    pub fn attach_patched(&mut self, table: &RoutingTable, patched: &[usize]) -> Option<Vec<Row>> {
+    pub fn attach_patched(
+        &mut self,
+        table: &RoutingTable,
+        patched: &[usize],
+    ) -> Option<crate::chunked::Chunked<Row>> {
         let fits = self.last.len() == table.services.len()
             && patched.iter().all(|&i| {
                 table
                     .services
                     .get(i)
-                    .is_some_and(|s| self.last[i].0.key == s.key)
+                    .is_some_and(|s| self.last[i].key == s.key)
             });
         if !fits {
             return None;
@@ -341,20 +353,21 @@ impl Registry {
                 .iter()
                 .zip(&table.services)
                 .enumerate()
-                .all(|(i, ((old, _), s))| patched.contains(&i) || Arc::ptr_eq(old, s)),
+                .all(|(i, (old, s))| patched.contains(&i) || Arc::ptr_eq(old, s)),
             "a service not patched is the last table's"
         );
         let mut left = Vec::new();
         for &i in patched {
             let service = &table.services[i];
-            if Arc::ptr_eq(&self.last[i].0, service) {
+            if Arc::ptr_eq(&self.last[i], service) {
                 continue;
             }
             let row = self.attach_service(service, &mut left);
-            self.last[i] = (service.clone(), row);
+            self.rows.set(i, row);
         }
+        self.last = table.services.clone();
         self.retire(left);
-        Some(self.last.iter().map(|(_, row)| row.clone()).collect())
+        Some(self.rows.clone())
     }
 
     /// Backends that left the table start draining; drained ones with no connection left are
@@ -622,5 +635,59 @@ mod tests {
         // The limits follow the same way; a table of another shape does not fit.
         assert_eq!(patched.attach_limits_patched(&second, &at).len(), 5);
         assert!(patched.attach_patched(&table(&[1]), &[0]).is_none());
+    }
+
+    /// A patched attach copies the chunk of rows its service is in and shares every other
+    /// with the last snapshot (`crate::chunked`); the rows are a full attach's.
+    #[tokio::test]
+    async fn a_patched_attach_shares_the_chunks_it_did_not_change() {
+        use crate::chunked::CHUNK;
+        use crate::routing::compile::{Cache, compile_changed};
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        let n = CHUNK * 3 + 1;
+        let apps = (0..n)
+            .map(|i| {
+                let id = format!("/a{i:03}");
+                app(
+                    &id,
+                    10000 + i as u16,
+                    &[],
+                    vec![task(&format!("{id}.1"), 1)],
+                )
+            })
+            .collect();
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(apps));
+        let mut cache = Cache::default();
+        let first = compile_changed(&mut cache, &c, &config, None);
+        let mut reg = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30));
+        let before = reg.attach(&first);
+        let changed = CHUNK + 2;
+        let id = format!("/a{changed:03}");
+        c.apply(ClusterUpdate::TaskStatus {
+            app_id: id.as_str().into(),
+            task: task(&format!("{id}.2"), 2),
+        });
+        let listed = std::collections::BTreeSet::from([id.as_str().into()]);
+        let second = compile_changed(&mut cache, &c, &config, Some(&listed));
+        let at = cache.patched.clone().expect("patched").services;
+        assert_eq!(at, vec![changed]);
+        let after = reg.attach_patched(&second, &at).expect("fits");
+        for (k, (x, y)) in before.chunks().iter().zip(after.chunks()).enumerate() {
+            assert_eq!(Arc::ptr_eq(x, y), k != 1, "chunk {k}");
+        }
+        let services = (first.services.chunks(), second.services.chunks());
+        for (k, (x, y)) in services.0.iter().zip(services.1).enumerate() {
+            assert_eq!(Arc::ptr_eq(x, y), k != 1, "service chunk {k}");
+        }
+        let mut full = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(30));
+        full.attach(&first);
+        let rebuilt = full.attach(&second);
+        assert_eq!(after.len(), rebuilt.len());
+        for (x, y) in after.iter().zip(&rebuilt) {
+            let addrs = |r: &Row| r.iter().map(|s| s.addr).collect::<Vec<_>>();
+            assert_eq!(addrs(x), addrs(y));
+        }
+        assert_eq!(after[changed].len(), 2);
     }
 }

@@ -132,7 +132,7 @@ mod tests {
         c.apply(ClusterUpdate::Snapshot(vec![app("/a", 10000, &[], tasks)]));
         let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
         let mut registry = Registry::new(Arc::new(Metrics::new()), Duration::from_secs(1));
-        registry.attach(&compile(&c, &config)).remove(0).to_vec()
+        registry.attach(&compile(&c, &config))[0].to_vec()
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What a swap leaves to the blocking pool, off the control thread and after the table is
-//! live: the health checker's targets, the route weight metrics and the table hash.
+//! live: the route weight metrics and the table hash, and the health checker's targets (the
+//! live table's services and rows, shared: the checker looks at what changed itself).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,71 +10,20 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, Store};
 
-/// Every live backend whose service has a probe (a backend in two services is probed by
-/// each: their checks may differ, as HAProxy's do per backend section).
+/// Hands the live table's services and states to the health checker (a pointer copy; it looks
+/// at the services that changed itself: `health_check::run`).
 fn send_health_targets(sender: &watch::Sender<crate::health_check::Targets>, snapshot: &Snapshot) {
-    // (probe, where it probes when not at the backend, state) of every probed backend.
-    let wanted = || {
-        snapshot
-            .table
-            .services
-            .iter()
-            .zip(snapshot.states.iter())
-            .filter_map(|(service, states)| Some((service, service.probe.as_ref()?, states)))
-            .flat_map(|(service, probe, states)| {
-                states.iter().enumerate().map(move |(b, s)| {
-                    let target = service.backends.get(b).and_then(|b| b.probe_addr);
-                    (probe, target, s)
-                })
-            })
+    let next = crate::health_check::Targets {
+        services: snapshot.table.services.clone(),
+        rows: snapshot.states.clone(),
     };
-    // Compared in place: a swap that leaves the probed backends as they were (most do)
-    // copies no probe.
     sender.send_if_modified(|current| {
-        let mut n = 0;
-        let mut same = true;
-        for (probe, target, state) in wanted() {
-            let matches = current.get(n).is_some_and(|(p, s)| {
-                p.target == target && same_check(p, probe) && Arc::ptr_eq(s, state)
-            });
-            if !matches {
-                same = false;
-                break;
-            }
-            n += 1;
+        if current.same(&next) {
+            return false;
         }
-        same &= n == current.len();
-        if !same {
-            *current = wanted()
-                .map(|(probe, target, state)| {
-                    let mut probe = probe.clone();
-                    probe.target = target;
-                    (probe, state.clone())
-                })
-                .collect();
-        }
-        !same
+        *current = next;
+        true
     });
-}
-
-/// The same check, whatever its target.
-fn same_check(p: &crate::cluster::Probe, q: &crate::cluster::Probe) -> bool {
-    // Every field named: a new one must be placed here or above (`target`).
-    let crate::cluster::Probe {
-        kind,
-        port_index,
-        interval,
-        timeout,
-        max_failures,
-        grace,
-        target: _,
-    } = q;
-    p.kind == *kind
-        && p.port_index == *port_index
-        && p.interval == *interval
-        && p.timeout == *timeout
-        && p.max_failures == *max_failures
-        && p.grace == *grace
 }
 
 /// Replaces the one `switchyard_table_hash` series by the live table's (computing its hash if

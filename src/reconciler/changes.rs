@@ -110,7 +110,10 @@ pub(super) fn backend_ids(table: &RoutingTable) -> BackendIds {
 /// format 200,000 names.
 pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String>) {
     let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
-    let sorted = |t: &RoutingTable| t.services.windows(2).all(|w| w[0].key <= w[1].key);
+    let sorted = |t: &RoutingTable| {
+        let keys = t.services.iter().map(|s| &s.key);
+        keys.clone().zip(keys.skip(1)).all(|(a, b)| a <= b)
+    };
     if !sorted(before) || !sorted(after) {
         let (a, b) = (backend_ids(before), backend_ids(after));
         return (

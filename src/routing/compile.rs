@@ -588,7 +588,8 @@ struct Entries {
 /// The route for a set of services: one route per distinct set, named after their deployment
 /// group when they share one, else after the vhost or the single service.
 fn route_for(
-    table: &mut RoutingTable,
+    all: &crate::chunked::Chunked<std::sync::Arc<Service>>,
+    routes: &mut Vec<std::sync::Arc<Route>>,
     named: &mut Named,
     services: &[usize],
     vhost: Option<String>,
@@ -597,11 +598,11 @@ fn route_for(
     if let Some(route) = named.get(services) {
         return route;
     }
-    let first = &table.services[services[0]];
+    let first = &all[services[0]];
     let group = first.deployment.group.clone().filter(|g| {
         services
             .iter()
-            .all(|&s| table.services[s].deployment.group.as_ref() == Some(g))
+            .all(|&s| all[s].deployment.group.as_ref() == Some(g))
     });
     let name = match (group, vhost) {
         (Some(g), _) if first.key.port_index == 0 => g,
@@ -611,14 +612,11 @@ fn route_for(
         (None, Some(vhost)) => vhost,
         (None, None) => key_name(&first.key),
     };
-    table.routes.push(std::sync::Arc::new(Route::new(
-        name,
-        services,
-        &table.services,
-        overrides,
+    routes.push(std::sync::Arc::new(Route::new(
+        name, services, all, overrides,
     )));
-    named.insert(services, table.routes.len() - 1);
-    table.routes.len() - 1
+    named.insert(services, routes.len() - 1);
+    routes.len() - 1
 }
 
 /// The balancer of a service's `backends`: their ids (for consistent hashing) made only for

@@ -95,7 +95,8 @@ impl Assembly {
     }
 }
 
-/// A copy of `table` that shares its services, routes and maps (the hash is computed again).
+/// A copy of `table` that shares its services, routes and maps (the hash is computed again):
+/// a pointer copy each (`crate::chunked`), whatever the table's size.
 fn share(table: &RoutingTable) -> RoutingTable {
     RoutingTable {
         services: table.services.clone(),
@@ -436,6 +437,9 @@ fn audit(cache: &mut Cache, cluster: &Cluster) -> bool {
 /// and the index maps.
 fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let mut table = RoutingTable::default();
+    // Gathered in vectors, then chunked (`crate::chunked`) once complete.
+    let mut services: Vec<std::sync::Arc<Service>> = Vec::new();
+    let mut routes: Vec<std::sync::Arc<Route>> = Vec::new();
     let mut entries: Vec<Entries> = Vec::new();
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
@@ -495,7 +499,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
                     None => {
                         claims.push((ip, udp.key.clone(), group.clone()));
                         std::sync::Arc::make_mut(&mut table.problems).extend(late.iter().cloned());
-                        table.services.push(udp.clone());
+                        services.push(udp.clone());
                     }
                 }
             }
@@ -538,12 +542,12 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             if listens.is_empty() && tcp.hosts.is_empty() {
                 continue; // nothing to listen on and no vhost: not served
             }
-            table.ssl_certs.extend(tcp.ssl_certs.iter().cloned());
+            std::sync::Arc::make_mut(&mut table.ssl_certs).extend(tcp.ssl_certs.iter().cloned());
             table.sni_rules |= tcp.sni_rules;
             std::sync::Arc::make_mut(&mut table.problems).extend(tcp.late.iter().cloned());
             entries.push(Entries {
                 key: c.key.clone(),
-                at: table.services.len(),
+                at: services.len(),
                 listens,
                 hosts: tcp.hosts.clone(),
                 paths: tcp.paths.clone(),
@@ -556,33 +560,43 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             } else {
                 std::sync::Arc::new(tcp.service.relisten(listen))
             };
-            table.services.push(service);
+            services.push(service);
         }
     }
     if let Some(vip) = &config.vip {
         let health = config.health.as_ref();
-        vips::vip_services(cluster, vip, health, &mut claimed, &mut table, &mut entries);
+        vips::vip_services(
+            cluster,
+            vip,
+            health,
+            &mut claimed,
+            &mut table,
+            &mut services,
+            &mut entries,
+        );
     }
     // Sorted by key through a permutation, which also tells each entry where its service went
     // (no map from key to index: at 50,000 services, hashing every key was a tenth of this).
-    let mut order: Vec<usize> = (0..table.services.len()).collect();
-    order.sort_by(|&a, &b| table.services[a].key.cmp(&table.services[b].key));
+    let mut order: Vec<usize> = (0..services.len()).collect();
+    order.sort_by(|&a, &b| services[a].key.cmp(&services[b].key));
     let mut place = vec![0; order.len()];
     for (i, &o) in order.iter().enumerate() {
         place[o] = i;
     }
-    let mut unsorted: Vec<Option<std::sync::Arc<Service>>> = std::mem::take(&mut table.services)
-        .into_iter()
-        .map(Some)
-        .collect();
-    table.services = order.iter().filter_map(|&o| unsorted[o].take()).collect();
-    table.udp = table
-        .services
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.mode == Mode::Udp)
-        .filter_map(|(i, s)| Some((s.listen?, i)))
-        .collect();
+    let mut unsorted: Vec<Option<std::sync::Arc<Service>>> =
+        services.into_iter().map(Some).collect();
+    let sorted: Vec<std::sync::Arc<Service>> =
+        order.iter().filter_map(|&o| unsorted[o].take()).collect();
+    table.services = sorted.into();
+    table.udp = std::sync::Arc::new(
+        table
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.mode == Mode::Udp)
+            .filter_map(|(i, s)| Some((s.listen?, i)))
+            .collect(),
+    );
     // Entry points and the services behind each, in app order: (listen address, service)
     // pairs, grouped by address below (a map with a list per port was 50,000 of each).
     let mut ports: Vec<(SocketAddr, usize)> = Vec::with_capacity(entries.len());
@@ -632,20 +646,21 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         single: vec![usize::MAX; table.services.len()],
         many: HashMap::default(),
     };
-    table.by_listen.reserve(ports.len());
+    std::sync::Arc::make_mut(&mut table.by_listen).reserve(ports.len());
     let mut services = Vec::new();
     for group in ports.chunk_by(|a, b| a.0 == b.0) {
         let listen = group[0].0;
         services.clear();
         services.extend(group.iter().map(|&(_, s)| s));
         let route = route_for(
-            &mut table,
+            &table.services,
+            &mut routes,
             &mut named,
             &services,
             None,
             &config.weight_overrides,
         );
-        table.by_listen.insert(listen, route);
+        std::sync::Arc::make_mut(&mut table.by_listen).insert(listen, route);
     }
     let mut vhost_map = crate::routing::vhosts::Vhosts::default();
     for ((host, prefix, ignore_case), (weight, services)) in vhosts {
@@ -655,7 +670,8 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             format!("{host}{prefix}")
         };
         let route = route_for(
-            &mut table,
+            &table.services,
+            &mut routes,
             &mut named,
             &services,
             Some(label),
@@ -669,6 +685,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         let inserted = vhost_map.insert_rule(&host, rule, route);
         debug_assert!(inserted.is_ok(), "one route per host and path");
     }
+    table.routes = routes.into();
     table.vhosts = std::sync::Arc::new(vhost_map);
     table.default_service = config
         .default_app
@@ -715,25 +732,27 @@ fn patch(
             let Some(c) = &port.claim else {
                 continue;
             };
-            let at = |services: &[std::sync::Arc<Service>], key: &ServiceKey| {
+            let at = |services: &crate::chunked::Chunked<std::sync::Arc<Service>>,
+                      key: &ServiceKey| {
                 services.binary_search_by(|s| s.key.cmp(key)).ok()
             };
             // In the table as it was (it kept its claims), or not at all.
             if let Some((udp, _)) = &c.udp
                 && let Some(i) = at(&table.services, &udp.key)
             {
-                table.services[i] = udp.clone();
+                table.services.set(i, udp.clone());
                 touched.push(i);
             }
             if let Some(tcp) = &c.tcp
                 && let Some(i) = at(&table.services, &c.key)
             {
                 let listen = table.services[i].listen;
-                table.services[i] = if tcp.service.listen == listen {
+                let service = if tcp.service.listen == listen {
                     tcp.service.clone()
                 } else {
                     std::sync::Arc::new(tcp.service.relisten(listen))
                 };
+                table.services.set(i, service);
                 touched.push(i);
             }
         }
@@ -761,7 +780,7 @@ fn patch(
             &table.services,
             &config.weight_overrides,
         );
-        table.routes[r] = std::sync::Arc::new(route);
+        table.routes.set(r, std::sync::Arc::new(route));
     }
     let patched = Patched {
         services: touched,

@@ -12,6 +12,7 @@ pub(super) fn vip_services(
     health: Option<&HealthPolicy>,
     claimed: &mut Claims,
     table: &mut RoutingTable,
+    services: &mut Vec<std::sync::Arc<Service>>,
     entries: &mut Vec<Entries>,
 ) {
     let (members, bad) = vip::declared(cluster);
@@ -88,7 +89,7 @@ pub(super) fn vip_services(
                 entries.push(Entries {
                     key: key.clone(),
                     // Its service is pushed below, next.
-                    at: table.services.len(),
+                    at: services.len(),
                     listens: vec![listen],
                     ..Entries::default()
                 });
@@ -112,7 +113,7 @@ pub(super) fn vip_services(
                 .sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));
             backends_all.dedup_by(|a, b| a.addr == b.addr);
             let weights: Vec<u32> = backends_all.iter().map(|b| b.weight).collect();
-            table.services.push(std::sync::Arc::new(Service {
+            services.push(std::sync::Arc::new(Service {
                 key,
                 listen: Some(listen),
                 service_port: *port,

@@ -160,7 +160,7 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
     // Each route's entry points, gathered in one pass (not one scan of every listener per
     // route: that was quadratic in the number of apps).
     let mut at_by_route: Vec<Vec<String>> = vec![Vec::new(); table.routes.len()];
-    for (a, &x) in &table.by_listen {
+    for (a, &x) in table.by_listen.iter() {
         if let Some(at) = at_by_route.get_mut(x) {
             at.push(listen(*a, bind));
         }
@@ -209,7 +209,7 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
         line!("vhost {host} {n} {prefix:?} {route}");
     }
     line!("default {:?}", table.default_service);
-    for cert in &table.ssl_certs {
+    for cert in table.ssl_certs.iter() {
         line!("cert {}", cert.display());
     }
     let mut problems: Vec<_> = table.problems.iter().collect();
@@ -356,7 +356,7 @@ mod tests {
             line!("vhost {host} {n} {prefix:?} {route}");
         }
         line!("default {:?}", table.default_service);
-        for cert in &table.ssl_certs {
+        for cert in table.ssl_certs.iter() {
             line!("cert {}", cert.display());
         }
         let mut problems: Vec<_> = table.problems.iter().collect();

@@ -33,16 +33,17 @@ pub use compile::{CompileConfig, compile};
 pub struct RoutingTable {
     /// One per served app port, sorted by app id and port index. Shared: a service whose app
     /// did not change is the same in the next table (`compile::Cache`).
-    pub services: Vec<std::sync::Arc<Service>>,
+    pub services: crate::chunked::Chunked<std::sync::Arc<Service>>,
     /// What each entry point (port or vhost) sends traffic to.
     /// Shared, as the services are: a route none of whose members changed is the same in the
     /// next table (`compile::Cache`).
-    pub routes: Vec<std::sync::Arc<routes::Route>>,
+    pub routes: crate::chunked::Chunked<std::sync::Arc<routes::Route>>,
     /// Listen address → route (TCP).
     /// Looked up per connection: a fast hash (the keys are our own addresses, not input).
-    pub by_listen: rustc_hash::FxHashMap<SocketAddr, usize>,
-    /// UDP listen address (VIPs and service ports) → service.
-    pub udp: HashMap<SocketAddr, usize>,
+    /// Shared with the tables patched from this one (`compile::Cache`).
+    pub by_listen: std::sync::Arc<rustc_hash::FxHashMap<SocketAddr, usize>>,
+    /// UDP listen address (VIPs and service ports) → service. Shared, likewise.
+    pub udp: std::sync::Arc<HashMap<SocketAddr, usize>>,
     /// What `compile` skipped or ignored, and why. Shared: a table patched for apps that kept
     /// their places has the last table's (`compile::Cache`).
     pub problems: std::sync::Arc<Vec<Problem>>,
@@ -52,7 +53,8 @@ pub struct RoutingTable {
     pub by_app_id: std::sync::Arc<HashMap<crate::cluster::AppId, usize>>,
     pub default_service: Option<usize>,
     /// Certificate files named by served apps' `HAPROXY_{n}_SSL_CERT`.
-    pub ssl_certs: std::collections::BTreeSet<std::path::PathBuf>,
+    /// Shared, likewise.
+    pub ssl_certs: std::sync::Arc<std::collections::BTreeSet<std::path::PathBuf>>,
     /// What instances compare to show they agree ([`digest::table_hash`]): computed once per
     /// table, when first asked for ([`RoutingTable::hash`]) — after the table is live, not
     /// between an event and its route (at 50,000 apps it takes longer than the rest of the

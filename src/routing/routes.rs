@@ -69,7 +69,7 @@ impl Route {
     pub fn new(
         name: String,
         services: &[usize],
-        all: &[std::sync::Arc<Service>],
+        all: &(impl std::ops::Index<usize, Output = std::sync::Arc<Service>> + ?Sized),
         overrides: &Overrides,
     ) -> Route {
         let overriding = overrides.get(&name);
@@ -123,7 +123,7 @@ impl Route {
     pub fn pick(
         &self,
         headers: Option<&HeaderMap>,
-        all: &[std::sync::Arc<Service>],
+        all: &(impl std::ops::Index<usize, Output = std::sync::Arc<Service>> + ?Sized),
     ) -> Option<usize> {
         if let Some(headers) = headers {
             for (name, value, service) in &self.canaries {
