@@ -8,7 +8,6 @@ use super::super::*;
 use super::Incremental;
 use crate::cluster::fixtures::{app, task};
 use crate::cluster::{PortSpec, TaskId};
-use crate::dns::answer::{Outcome, Transport, answer};
 use hickory_proto::rr::RecordType;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -201,7 +200,6 @@ fn assert_same(got: &Zone, fresh: &Zone) {
     let names: BTreeSet<LowerName> = fresh.names.keys().collect();
     assert_eq!(got.names.keys().collect::<BTreeSet<_>>(), names);
     assert_eq!(got.names.len(), fresh.names.len());
-    let mut out = (Vec::new(), Vec::new());
     // Every name, and a few that are not in the zone.
     let absent = [
         "nope.marathon.mesos.",
@@ -212,34 +210,14 @@ fn assert_same(got: &Zone, fresh: &Zone) {
         .iter()
         .map(|n| n.to_string())
         .chain(absent.iter().map(|s| s.to_string()));
-    for (i, name) in asked.enumerate() {
-        for qtype in [
-            RecordType::A,
-            RecordType::AAAA,
-            RecordType::SRV,
-            RecordType::SOA,
-            RecordType::ANY,
-        ] {
-            let q = fixtures::query(&name, qtype, Some(4096)).to_vec().unwrap();
-            let seed = (i as u64) << 16 | u64::from(u16::from(qtype));
-            let reply = |zone: &Zone| {
-                fastrand::seed(seed);
-                match answer(Some(zone), &q, Transport::Udp, false) {
-                    Outcome::Reply(reply) => reply.bytes,
-                    _ => panic!("{name} {qtype}: not answered"),
-                }
-            };
-            assert_eq!(reply(got), reply(fresh), "{name} {qtype}");
-            fastrand::seed(seed);
-            let g = crate::dns::fast::answer(got, &q, &mut out.0, false);
-            fastrand::seed(seed);
-            let f = crate::dns::fast::answer(fresh, &q, &mut out.1, false);
-            assert_eq!(g, f, "{name} {qtype}: fast path");
-            if f.is_some() {
-                assert_eq!(out.0, out.1, "{name} {qtype}: fast path");
-            }
-        }
-    }
+    let qtypes = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SRV,
+        RecordType::SOA,
+        RecordType::ANY,
+    ];
+    crate::zone::fixtures::assert_answers_alike(got, fresh, asked, &qtypes);
 }
 
 proptest! {
