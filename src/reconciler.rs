@@ -812,7 +812,7 @@ impl Reconciler {
             let _ = reply.send(Ok(()));
         }
         {
-            const KEPT: usize = 20;
+            use changes::KEPT;
             let unix_ms = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
@@ -824,8 +824,8 @@ impl Reconciler {
                 generation,
                 unix_ms,
                 compile_us: compile_time.as_micros() as u64,
-                added: added.iter().take(KEPT).cloned().collect(),
-                removed: removed.iter().take(KEPT).cloned().collect(),
+                added: added.first.clone(),
+                removed: removed.first.clone(),
                 unchanged: added.is_empty()
                     && removed.is_empty()
                     && routes_changed.is_empty()

@@ -13,8 +13,8 @@ use crate::routing::compile::Patched;
 
 /// What one swap changed.
 pub(super) struct Changes {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
+    pub added: Listed,
+    pub removed: Listed,
     pub routes: Vec<String>,
     pub problems_changed: bool,
 }
@@ -37,12 +37,11 @@ pub(super) fn of(
             problems_changed,
         };
     };
-    let (mut added, mut removed) = (BackendIds::new(), BackendIds::new());
+    let (mut added, mut removed) = (Capped::default(), Capped::default());
     for &i in &p.services {
         let (x, y) = (&before.services[i], &after.services[i]);
         backends_changed(x, y, &mut added, &mut removed);
     }
-    let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
     let mut routes: Vec<String> = p
         .routes
         .iter()
@@ -51,8 +50,8 @@ pub(super) fn of(
         .collect();
     routes.sort();
     Changes {
-        added: added.difference(&removed).map(fmt).collect(),
-        removed: removed.difference(&added).map(fmt).collect(),
+        added: added.finish(),
+        removed: removed.finish(),
         routes,
         problems_changed,
     }
@@ -104,27 +103,34 @@ pub(super) fn backend_ids(table: &RoutingTable) -> BackendIds {
         .collect()
 }
 
-/// Backends added and removed (`service@addr`, in that order), as sets of (service, address).
-/// Services are sorted by key in a compiled table, so the two tables are walked side by side and
-/// only what differs is formatted: a swap that moves one task of a 10,000-app table does not
-/// format 200,000 names.
-pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>, Vec<String>) {
-    let fmt = |(s, addr): &(String, SocketAddr)| format!("{s}@{addr}");
+/// Backends added and removed (`service@addr`), each listed as a swap's record keeps it: the
+/// first [`KEPT`] in the order of their names, and how many in all. Services are sorted by key
+/// in a compiled table, so the two tables are walked side by side and only services that differ
+/// are looked at; of those, a backend's name is made only when it is among the first [`KEPT`]
+/// so far. A table's service keys are unique and equal keys are matched, so no backend is both
+/// added and removed. The first swap of a 50,000-app table adds 500,000 backends: it counts
+/// them and names 20, where it used to name and sort them all on the control thread.
+pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Listed, Listed) {
     let sorted = |t: &RoutingTable| {
         let keys = t.services.iter().map(|s| &s.key);
         keys.clone().zip(keys.skip(1)).all(|(a, b)| a <= b)
     };
+    let (mut added, mut removed) = (Capped::default(), Capped::default());
     if !sorted(before) || !sorted(after) {
         let (a, b) = (backend_ids(before), backend_ids(after));
-        return (
-            b.difference(&a).map(fmt).collect(),
-            a.difference(&b).map(fmt).collect(),
-        );
+        for id in b.difference(&a) {
+            added.offer(&id.0, id.1);
+        }
+        for id in a.difference(&b) {
+            removed.offer(&id.0, id.1);
+        }
+        return (added.finish(), removed.finish());
     }
-    let (mut added, mut removed) = (BackendIds::new(), BackendIds::new());
-    let all = |s: &crate::routing::Service, out: &mut BackendIds| {
+    let all = |s: &crate::routing::Service, out: &mut Capped| {
         let key = s.key.to_string();
-        out.extend(s.backends.iter().map(|b| (key.clone(), b.addr)));
+        for b in s.backends.iter() {
+            out.offer(&key, b.addr);
+        }
     };
     let (mut a, mut b) = (
         before.services.iter().peekable(),
@@ -158,12 +164,58 @@ pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>,
             },
         }
     }
-    // Two services whose keys read the same (a set of strings, as before) cancel out.
-    let (added, removed): (Vec<_>, Vec<_>) = (
-        added.difference(&removed).map(fmt).collect(),
-        removed.difference(&added).map(fmt).collect(),
-    );
-    (added, removed)
+    (added.finish(), removed.finish())
+}
+
+/// How many a swap's record and log line keep of each list.
+pub(super) const KEPT: usize = 20;
+
+/// A list as a swap's record keeps it: its first [`KEPT`] items, in order, and how many in
+/// all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Listed {
+    pub first: Vec<String>,
+    pub count: usize,
+}
+
+impl Listed {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Gathers backend ids into a [`Listed`]: all counted, the [`KEPT`] smallest kept.
+#[derive(Default)]
+pub(super) struct Capped {
+    smallest: BTreeSet<(String, SocketAddr)>,
+    count: usize,
+}
+
+impl Capped {
+    pub(super) fn offer(&mut self, key: &str, addr: SocketAddr) {
+        self.count += 1;
+        if self.smallest.len() == KEPT
+            && let Some(last) = self.smallest.last()
+            && (key, addr) >= (last.0.as_str(), last.1)
+        {
+            return;
+        }
+        self.smallest.insert((key.to_string(), addr));
+        if self.smallest.len() > KEPT {
+            self.smallest.pop_last();
+        }
+    }
+
+    pub(super) fn finish(self) -> Listed {
+        Listed {
+            first: self
+                .smallest
+                .iter()
+                .map(|(s, addr)| format!("{s}@{addr}"))
+                .collect(),
+            count: self.count,
+        }
+    }
 }
 
 /// The backends of `y` not in `x` (added) and of `x` not in `y` (removed), for two services
@@ -171,8 +223,8 @@ pub(super) fn diff(before: &RoutingTable, after: &RoutingTable) -> (Vec<String>,
 fn backends_changed(
     x: &crate::routing::Service,
     y: &crate::routing::Service,
-    added: &mut BackendIds,
-    removed: &mut BackendIds,
+    added: &mut Capped,
+    removed: &mut Capped,
 ) {
     let same = x.backends.len() == y.backends.len()
         && x.backends
@@ -187,8 +239,12 @@ fn backends_changed(
     };
     let (p, q) = (ids(x), ids(y));
     let key = y.key.to_string();
-    added.extend(q.difference(&p).map(|addr| (key.clone(), *addr)));
-    removed.extend(p.difference(&q).map(|addr| (key.clone(), *addr)));
+    for addr in q.difference(&p) {
+        added.offer(&key, *addr);
+    }
+    for addr in p.difference(&q) {
+        removed.offer(&key, *addr);
+    }
 }
 
 /// Whether a route's apps or their weights changed (its name the same).
@@ -244,16 +300,18 @@ pub(super) fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<
         .collect()
 }
 
-pub(super) fn summary(items: &[String]) -> String {
+/// A list for the log line: its first five, and how many more.
+pub(super) fn summary(list: &Listed) -> String {
     const SHOWN: usize = 5;
-    let mut s = items
+    let mut s = list
+        .first
         .iter()
         .take(SHOWN)
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
-    if items.len() > SHOWN {
-        s.push_str(&format!(" (+{} more)", items.len() - SHOWN));
+    if list.count > SHOWN {
+        s.push_str(&format!(" (+{} more)", list.count - SHOWN));
     }
     if s.is_empty() { "-".into() } else { s }
 }

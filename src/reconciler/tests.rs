@@ -361,12 +361,49 @@ fn a_swaps_record_is_what_the_whole_table_sets_give() {
     ] {
         let (added, removed) = diff(a, b);
         let (want_added, want_removed, want_routes) = reference(a, b);
-        assert_eq!((&added, &removed), (&want_added, &want_removed));
+        let listed = |all: Vec<String>| changes::Listed {
+            count: all.len(),
+            first: all.into_iter().take(changes::KEPT).collect(),
+        };
+        assert_eq!(
+            (&added, &removed),
+            (&listed(want_added), &listed(want_removed))
+        );
         assert_eq!(route_changes(a, b), want_routes);
     }
     let (added, removed) = diff(&t0, &t1);
-    assert_eq!(added.len(), 3, "{added:?}");
-    assert_eq!(removed.len(), 3, "{removed:?}");
+    assert_eq!(added.count, 3, "{added:?}");
+    assert_eq!(removed.count, 3, "{removed:?}");
+}
+
+/// A swap's record keeps the first `KEPT` backend ids in the order of their names, however the
+/// walk meets them, and counts them all: ids offered in a shuffled order give the sorted list's
+/// head.
+#[test]
+fn a_long_list_keeps_its_first_ids_in_order_and_counts_them_all() {
+    let mut ids: Vec<(String, SocketAddr)> = (0..300u16)
+        .map(|i| {
+            (
+                format!("/app-{}:0", i % 37),
+                SocketAddr::from(([10, 0, 0, 1], 1000 + i)),
+            )
+        })
+        .collect();
+    fastrand::seed(7);
+    fastrand::shuffle(&mut ids);
+    let mut capped = changes::Capped::default();
+    for (key, addr) in &ids {
+        capped.offer(key, *addr);
+    }
+    let listed = capped.finish();
+    ids.sort();
+    let want: Vec<String> = ids
+        .iter()
+        .take(changes::KEPT)
+        .map(|(s, a)| format!("{s}@{a}"))
+        .collect();
+    assert_eq!(listed.count, 300);
+    assert_eq!(listed.first, want);
 }
 
 /// What a patched compile changed, looked at in the services and routes it replaced alone, is
@@ -427,7 +464,7 @@ fn a_patched_swaps_record_is_the_whole_tables() {
             ),
             "{id}"
         );
-        assert_eq!(told.added.len() + told.removed.len(), 1, "{id}");
+        assert_eq!(told.added.count + told.removed.count, 1, "{id}");
         count = changes::backends(count, &before, &after, Some(&patched));
         assert_eq!(count, changes::backends(0, &before, &after, None));
         assert_eq!(after.hash(), compile(&cluster, &config).hash());
