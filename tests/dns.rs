@@ -1651,11 +1651,52 @@ async fn a_client_that_never_reads_its_answers_loses_the_connection() {
         "tcp_idle_timeout = \"500ms\"",
     )
     .await;
+    let stream = unread_client("127.0.0.1", s.dns).await;
+    assert!(
+        asks_until_closed(stream).await,
+        "the connection is still open"
+    );
+    assert!(s.sy.metric("switchyard_dns_tcp_timeouts_total", &[]).await >= 1.0);
+}
+
+/// While half the TCP slots are taken, an answer waits at most 500 ms to be taken: clients that
+/// send queries and never read cannot keep others out for `dns.tcp_idle_timeout` (a minute).
+#[tokio::test]
+async fn clients_that_never_read_lose_their_connections_soon_when_slots_run_short() {
+    let s = setup(
+        "dns-tcp-write-pressure",
+        vec![api_app(100)],
+        "tcp_connections = 4\ntcp_connections_per_client = 4\ntcp_idle_timeout = \"60s\"",
+    )
+    .await;
+    // Two of four slots: half.
+    let (first, second) = (
+        unread_client("127.0.0.5", s.dns).await,
+        unread_client("127.0.0.5", s.dns).await,
+    );
+    let (first, second) = tokio::join!(asks_until_closed(first), asks_until_closed(second));
+    assert!(first && second, "a connection is still open");
+    assert!(
+        s.sy.metric("switchyard_dns_tcp_pressure_closed_total", &[])
+            .await
+            >= 2.0
+    );
+}
+
+/// A TCP connection from `source` with small buffers: the kernel's room for answers the client
+/// does not read fills fast.
+async fn unread_client(source: &str, server: SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    // Small buffers: the kernel's room for unread answers fills fast.
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.set_send_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(s.dns).await.unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Queries (about 1.7 KB of answer each) sent and never read, until the writes stall, then until
+/// the server closes the connection (a write fails: it reset the connection with queries
+/// unread). Whether that happened within [`DEADLINE`].
+async fn asks_until_closed(mut stream: TcpStream) -> bool {
     let packet = message("api-prod.marathon.mesos.", RecordType::A, None)
         .to_vec()
         .unwrap();
@@ -1664,9 +1705,7 @@ async fn a_client_that_never_reads_its_answers_loses_the_connection() {
         frames.extend_from_slice(&(packet.len() as u16).to_be_bytes());
         frames.extend_from_slice(&packet);
     }
-    // Queries (about 1.7 KB of answer each) until the writes stall, then until the server
-    // closes the connection (a write fails: it reset the connection with queries unread).
-    let closed = tokio::time::timeout(DEADLINE, async {
+    tokio::time::timeout(DEADLINE, async {
         loop {
             let write = tokio::time::timeout(
                 std::time::Duration::from_millis(100),
@@ -1677,17 +1716,97 @@ async fn a_client_that_never_reads_its_answers_loses_the_connection() {
             }
         }
     })
-    .await;
-    assert!(closed.is_ok(), "the connection is still open");
-    assert!(s.sy.metric("switchyard_dns_tcp_timeouts_total", &[]).await >= 1.0);
+    .await
+    .is_ok()
 }
 
-/// A client's queries being relayed at once are capped: past its share its queries for other
-/// names get SERVFAIL at once, while another client's are still relayed.
+/// A UDP source address can be forged. Past the UDP relay slots (here held by four addresses'
+/// queries to an upstream that never answers, as forged queries would hold them) a UDP query
+/// is answered empty with TC at once, and the same query over TCP, whose handshake proves the
+/// address, is relayed: forged UDP never takes the slots of TCP.
+#[tokio::test]
+async fn past_the_udp_relay_slots_udp_queries_are_sent_to_tcp() {
+    // An upstream that takes queries over UDP and TCP and never answers.
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream_tcp = tokio::net::TcpListener::bind(upstream.local_addr().unwrap())
+        .await
+        .unwrap();
+    let s = setup(
+        "dns-forward-udp-slots",
+        vec![],
+        &format!(
+            "upstreams = [\"{}\"]\nupstream_timeout = \"60s\"\nforwards_per_client = 64",
+            upstream.local_addr().unwrap()
+        ),
+    )
+    .await;
+    let mut buf = vec![0u8; 4096];
+    // 4 × 64: the 256 UDP relay slots.
+    let mut holders = Vec::new();
+    for host in 11..15 {
+        let client = UdpSocket::bind(format!("127.0.0.{host}:0")).await.unwrap();
+        for i in 0..64 {
+            let q = message(&format!("slow{i}.h{host}.example."), RecordType::A, None);
+            client.send_to(&q.to_vec().unwrap(), s.dns).await.unwrap();
+        }
+        holders.push(client);
+    }
+    for _ in 0..256 {
+        tokio::time::timeout(DEADLINE, upstream.recv_from(&mut buf))
+            .await
+            .expect("relayed")
+            .unwrap();
+    }
+    let client = UdpSocket::bind("127.0.0.20:0").await.unwrap();
+    let q = message("proven.example.", RecordType::A, Some(1232));
+    client.send_to(&q.to_vec().unwrap(), s.dns).await.unwrap();
+    let n = tokio::time::timeout(DEADLINE, client.recv(&mut buf))
+        .await
+        .expect("an answer at once")
+        .unwrap();
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert!(m.metadata.truncation, "TC: ask again over TCP");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.queries[0].name().to_ascii(), "proven.example.");
+    assert!(m.edns.is_some(), "the OPT the query had");
+    // Over TCP the same query is relayed.
+    let asked = tokio::spawn(tcp(s.dns, "proven.example.", RecordType::A));
+    let (query, _held) = relayed_over_tcp(&upstream_tcp).await;
+    assert_eq!(query.queries[0].name().to_ascii(), "proven.example.");
+    asked.abort();
+    assert_eq!(
+        s.sy.metric("switchyard_dns_forwards_to_tcp_total", &["limit=\"total\""])
+            .await,
+        1.0
+    );
+    drop(holders);
+}
+
+/// The next query a stand-in upstream takes over TCP, and its connection, kept open (the
+/// query is in flight until it closes).
+async fn relayed_over_tcp(upstream: &tokio::net::TcpListener) -> (Message, TcpStream) {
+    let (mut relayed, _) = tokio::time::timeout(DEADLINE, upstream.accept())
+        .await
+        .expect("relayed over TCP")
+        .unwrap();
+    let len = relayed.read_u16().await.unwrap();
+    let mut query = vec![0u8; len as usize];
+    relayed.read_exact(&mut query).await.unwrap();
+    (Message::from_vec(&query).unwrap(), relayed)
+}
+
+/// A client's queries being relayed at once are capped, per transport: past its share of UDP
+/// slots its queries get TC, and over TCP they are still relayed (queries forged with its
+/// address cannot deny it); past its share of TCP slots, SERVFAIL at once. Another client's
+/// queries are still relayed.
 #[tokio::test]
 async fn one_client_cannot_take_every_relay_slot() {
-    // An upstream that takes queries and never answers.
+    // An upstream that takes queries over UDP and TCP and never answers.
     let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream_tcp = tokio::net::TcpListener::bind(upstream.local_addr().unwrap())
+        .await
+        .unwrap();
     let s = setup(
         "dns-forward-share",
         vec![],
@@ -1709,9 +1828,28 @@ async fn one_client_cannot_take_every_relay_slot() {
             .unwrap();
     }
     let (m, _) = udp(s.dns, "one.more.example.", RecordType::A, None).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.metadata.truncation, "past its UDP share: TC");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // Over TCP, its share of TCP slots: relayed, held by the upstream.
+    let (mut held, mut asking) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let (name, dns) = (format!("tcp{i}.example."), s.dns);
+        asking.push(tokio::spawn(
+            async move { tcp(dns, &name, RecordType::A).await },
+        ));
+        let (query, upstream_side) = relayed_over_tcp(&upstream_tcp).await;
+        assert_eq!(
+            query.queries[0].name().to_ascii(),
+            format!("tcp{i}.example.")
+        );
+        held.push(upstream_side);
+    }
     let m = tcp(s.dns, "one.more.example.", RecordType::A).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::ServFail,
+        "past its TCP share"
+    );
     // Another client's query is relayed.
     let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
     let q = message("other.example.", RecordType::A, None);
@@ -1722,9 +1860,14 @@ async fn one_client_cannot_take_every_relay_slot() {
         .unwrap();
     let relayed = Message::from_vec(&buf[..n]).unwrap();
     assert_eq!(relayed.queries[0].name().to_ascii(), "other.example.");
-    assert!(
-        s.sy.metric("switchyard_dns_forwards_shed_total", &["limit=\"client\""])
-            .await
-            >= 2.0
-    );
+    for (family, limit) in [
+        ("switchyard_dns_forwards_to_tcp_total", "limit=\"client\""),
+        ("switchyard_dns_forwards_shed_total", "limit=\"client\""),
+    ] {
+        assert_eq!(s.sy.metric(family, &[limit]).await, 1.0, "{family}");
+    }
+    for task in asking {
+        task.abort();
+    }
+    drop(held);
 }

@@ -45,8 +45,9 @@ pub struct Dns {
     /// TCP connections one client (an address; IPv6 by its /64) holds open at once; past
     /// them its new connections are closed at once.
     pub tcp_connections_per_client: usize,
-    /// Queries of one client (as above) being relayed to upstreams at once; past them its
-    /// queries for other names get SERVFAIL at once.
+    /// Queries of one client (as above) being relayed to upstreams at once, over each
+    /// transport; past them its UDP queries for other names get TC (ask again over TCP), its
+    /// TCP queries SERVFAIL, at once.
     pub forwards_per_client: usize,
 }
 
@@ -195,7 +196,7 @@ impl Dns {
         }
         let (most, relays) = (
             crate::dns::server::MAX_TCP_CONNECTIONS,
-            crate::dns::server::MAX_FORWARDS,
+            crate::dns::server::MAX_FORWARDS / 2,
         );
         if !(1..=most).contains(&self.tcp_connections) {
             return Err(format!("dns.tcp_connections: between 1 and {most}"));

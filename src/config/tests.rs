@@ -244,7 +244,7 @@ fn dns_tcp_and_relay_limits_are_checked() {
             "dns.tcp_connections_per_client",
         ),
         ("forwards_per_client = 0", "dns.forwards_per_client"),
-        ("forwards_per_client = 513", "dns.forwards_per_client"),
+        ("forwards_per_client = 257", "dns.forwards_per_client"),
     ] {
         let err = parse(bad).unwrap_err();
         assert!(err.contains(key), "{bad}: {err}");

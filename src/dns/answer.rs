@@ -289,6 +289,19 @@ pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
     response.to_vec().ok()
 }
 
+/// An empty answer to a relayed query with TC set, for a UDP query past the UDP relay slots
+/// or its client's share of them: the client asks again over TCP, whose handshake proves the
+/// address its share is counted against. Forged UDP from addresses allowed to recurse (each
+/// query holding a slot until an upstream that never answers times out) then takes only UDP
+/// slots, and the client it impersonates is still relayed over TCP. RA is set: the client was
+/// allowed recursion.
+pub fn truncated(packet: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(packet).ok()?;
+    let mut response = response_to(&request, true);
+    response.metadata.truncation = true;
+    response.to_vec().ok()
+}
+
 /// `reply` cut to its header with TC set, the question (`question`: the query's header and
 /// question, when it has one plain question) and no records but an OPT (DO as asked) when the
 /// query had one (`edns`): the client asks again over TCP (RFC 2181 §9, RFC 7766). For relayed

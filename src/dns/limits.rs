@@ -31,6 +31,15 @@ impl Over {
     }
 }
 
+/// Why a TCP connection's step (its next query, an answer taken) was not done in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Within `dns.tcp_idle_timeout`.
+    Idle,
+    /// Within the shorter bound that holds while half the connection slots are taken.
+    Pressed,
+}
+
 /// A global cap and a per-client cap on one resource.
 pub struct Shares {
     total: Arc<Semaphore>,

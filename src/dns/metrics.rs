@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::limits::Over;
+use super::limits::{Expired, Over};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -37,10 +37,13 @@ pub struct DnsMetrics {
     /// TCP connections closed because a query did not arrive whole, or an answer was not
     /// taken, within `dns.tcp_idle_timeout`.
     pub tcp_timeouts: Counter,
-    /// Idle TCP connections closed early because half the slots were taken (RFC 7766 §6.2.3).
+    /// TCP connections closed early, idle or not reading their answers, because half the
+    /// slots were taken (RFC 7766 §6.2.3).
     pub tcp_pressure_closed: Counter,
-    /// Queries not relayed but answered SERVFAIL at once, by which cap.
+    /// TCP queries not relayed but answered SERVFAIL at once, by which cap.
     pub forwards_shed: Family<LimitLabels, Counter>,
+    /// UDP queries not relayed but answered empty with TC (ask again over TCP), by which cap.
+    pub forwards_to_tcp: Family<LimitLabels, Counter>,
     /// Queries that came from one of our own relay sockets (a forwarding loop): SERVFAIL.
     pub forward_loops: Counter,
     /// `queries` resolved for every (type, rcode) pair, so counting a query takes no lock.
@@ -70,6 +73,7 @@ impl Default for DnsMetrics {
             tcp_timeouts: Counter::default(),
             tcp_pressure_closed: Counter::default(),
             forwards_shed: Family::default(),
+            forwards_to_tcp: Family::default(),
             forward_loops: Counter::default(),
             by_kind,
         };
@@ -80,6 +84,7 @@ impl Default for DnsMetrics {
             };
             let _ = metrics.tcp_refused.get_or_create(&labels).get();
             let _ = metrics.forwards_shed.get_or_create(&labels).get();
+            let _ = metrics.forwards_to_tcp.get_or_create(&labels).get();
         }
         metrics
     }
@@ -131,13 +136,18 @@ impl DnsMetrics {
         );
         metrics.register(
             "dns_tcp_pressure_closed",
-            "Idle TCP connections closed early: no query within 500 ms (or dns.tcp_idle_timeout if shorter) while half of dns.tcp_connections were open",
+            "TCP connections closed early: no query, or an answer not taken, within 500 ms (or dns.tcp_idle_timeout if shorter) while half of dns.tcp_connections were open",
             dns.tcp_pressure_closed.clone(),
         );
         metrics.register(
             "dns_forwards_shed",
-            "Queries answered SERVFAIL at once instead of relayed: every relay slot taken (limit=total) or the client's share (limit=client, dns.forwards_per_client)",
+            "TCP queries answered SERVFAIL at once instead of relayed: every TCP relay slot taken (limit=total) or the client's share (limit=client, dns.forwards_per_client)",
             dns.forwards_shed.clone(),
+        );
+        metrics.register(
+            "dns_forwards_to_tcp",
+            "UDP queries answered empty with TC at once instead of relayed, so that the client asks again over TCP, where its address is proven: every UDP relay slot taken (limit=total) or the client's share (limit=client, dns.forwards_per_client)",
+            dns.forwards_to_tcp.clone(),
         );
         metrics.register(
             "dns_forward_loops",
@@ -148,6 +158,14 @@ impl DnsMetrics {
     }
 
     /// Counts a TCP connection or a relayed query turned away by `over`.
+    /// A TCP connection closed because a step was not done in time.
+    pub(super) fn expired(&self, expired: Expired) {
+        match expired {
+            Expired::Idle => self.tcp_timeouts.inc(),
+            Expired::Pressed => self.tcp_pressure_closed.inc(),
+        };
+    }
+
     pub(super) fn refused(&self, family: &Family<LimitLabels, Counter>, over: Over) {
         family
             .get_or_create(&LimitLabels {

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Relayed, Reply, Transport};
 use super::fast;
-use super::limits::{Share, Shares};
+use super::limits::{Expired, Share, Shares};
 use super::metrics::DnsMetrics;
 use super::relay::{self, OwnSockets};
 use super::rrl;
@@ -30,7 +30,8 @@ use crate::routing::cidr::Cidr;
 use crate::snapshot::{Snapshot, Store};
 use crate::zone::{Zone, ZoneConfig};
 
-/// Relayed queries in flight at once, over both transports; past this, SERVFAIL at once.
+/// Relayed queries in flight at once, half of them for queries that came over UDP and half for
+/// those over TCP (see [`DnsServer::admit`]).
 pub const MAX_FORWARDS: usize = 512;
 /// `dns.tcp_connections` by default: TCP connections open at once; past this, a new one is
 /// closed at once.
@@ -78,7 +79,12 @@ pub struct DnsServer {
     recursion: Vec<Cidr>,
     rrl: Option<rrl::Settings>,
     zone_resolvers: Vec<(LowerName, Vec<SocketAddr>)>,
-    forwards: Shares,
+    /// Relay slots of queries that came over UDP, whose source address may be forged: past
+    /// them (or the client's share) the answer is TC, and the client asks again over TCP.
+    udp_forwards: Shares,
+    /// Relay slots of queries that came over TCP, whose address the handshake proved: past
+    /// them (or the client's share) SERVFAIL. Forged UDP cannot take these.
+    tcp_forwards: Shares,
     tcp_connections: Shares,
     tcp_idle_timeout: Duration,
     /// Woken when a new TCP connection leaves half the slots or more taken: idle connections
@@ -104,7 +110,8 @@ impl DnsServer {
             upstream_timeout: settings.upstream_timeout,
             rrl: settings.rrl,
             zone_resolvers: settings.zone_resolvers,
-            forwards: Shares::new(MAX_FORWARDS, settings.forwards_per_client),
+            udp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client),
+            tcp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client),
             tcp_connections: Shares::new(
                 settings.tcp_connections,
                 settings.tcp_connections_per_client,
@@ -258,25 +265,21 @@ impl DnsServer {
             let mut framed = Vec::with_capacity(bytes.len() + 2);
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&bytes);
-            match tokio::time::timeout(self.tcp_idle_timeout, stream.write_all(&framed)).await {
+            match self.idle_bounded(stream.write_all(&framed)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
-                Err(_) => {
-                    self.metrics.tcp_timeouts.inc();
+                Err(expired) => {
+                    self.metrics.expired(expired);
                     return;
                 }
             }
         }
     }
 
-    /// The next query on a connection; `None`: close it. It must arrive whole within
-    /// `tcp_idle_timeout` of the moment it is waited for (a client trickling it a byte at a
-    /// time does not hold the connection longer), or within [`PRESSED_IDLE_TIMEOUT`] while half
-    /// the slots are taken — also when that happens during the wait.
+    /// The next query on a connection; `None`: close it. It must arrive whole within the
+    /// connection's idle bound ([`DnsServer::idle_bounded`]): a client trickling it a byte at
+    /// a time does not hold the connection longer.
     async fn tcp_query(&self, stream: &mut TcpStream) -> Option<Vec<u8>> {
-        let since = tokio::time::Instant::now();
-        let relaxed = since + self.tcp_idle_timeout;
-        let pressed = since + PRESSED_IDLE_TIMEOUT.min(self.tcp_idle_timeout);
         let begun = std::sync::atomic::AtomicBool::new(false);
         let read = async {
             let len = stream.read_u16().await.ok()?;
@@ -285,7 +288,27 @@ impl DnsServer {
             stream.read_exact(&mut packet).await.ok()?;
             Some(packet)
         };
-        tokio::pin!(read);
+        match self.idle_bounded(read).await {
+            Ok(packet) => packet,
+            // No query begun in the relaxed time: the client is done with the connection,
+            // not too slow, and that is not counted.
+            Err(Expired::Idle) if !begun.load(std::sync::atomic::Ordering::Relaxed) => None,
+            Err(expired) => {
+                self.metrics.expired(expired);
+                None
+            }
+        }
+    }
+
+    /// `step` of a TCP connection (reading its next query, writing an answer), given
+    /// `tcp_idle_timeout` from now, or [`PRESSED_IDLE_TIMEOUT`] while half the slots are taken,
+    /// also when that happens during the wait (RFC 7766 §6.2.3): neither a client that sends
+    /// nothing nor one that never reads its answers keeps a slot long when slots run short.
+    async fn idle_bounded<F: Future>(&self, step: F) -> Result<F::Output, Expired> {
+        let since = tokio::time::Instant::now();
+        let relaxed = since + self.tcp_idle_timeout;
+        let pressed = since + PRESSED_IDLE_TIMEOUT.min(self.tcp_idle_timeout);
+        tokio::pin!(step);
         let mut deadline = if self.tcp_connections.pressed() {
             pressed
         } else {
@@ -294,16 +317,9 @@ impl DnsServer {
         loop {
             let pressure = self.pressure.notified();
             tokio::select! {
-                packet = &mut read => return packet,
+                out = &mut step => return Ok(out),
                 _ = tokio::time::sleep_until(deadline) => {
-                    if deadline < relaxed {
-                        self.metrics.tcp_pressure_closed.inc();
-                    } else if begun.load(std::sync::atomic::Ordering::Relaxed) {
-                        // No query begun when the time is up: the client is done with the
-                        // connection, not too slow.
-                        self.metrics.tcp_timeouts.inc();
-                    }
-                    return None;
+                    return Err(if deadline < relaxed { Expired::Pressed } else { Expired::Idle });
                 }
                 _ = pressure => deadline = deadline.min(pressed),
             }
@@ -353,8 +369,9 @@ impl DnsServer {
     /// holding a share of the relay slots for its client) or is answered here (`Err`, the
     /// answer): a name in the zones the configuration serves (a reload's, not built yet)
     /// SERVFAIL, never relayed; a name no upstream takes REFUSED; a query from one of our own
-    /// relay sockets (a forwarding loop) SERVFAIL; past every relay slot, or the client's
-    /// share of them, SERVFAIL at once.
+    /// relay sockets (a forwarding loop) SERVFAIL; past the relay slots of its transport, or
+    /// the client's share of them, over UDP an empty answer with TC (ask again over TCP), over
+    /// TCP SERVFAIL, at once.
     fn admit(
         &self,
         snapshot: &Snapshot,
@@ -378,10 +395,23 @@ impl DnsServer {
             return Err(self.servfail(packet, relayed.qtype).unwrap_or_default());
         }
         let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.ip());
-        self.forwards.take(ip).map_err(|over| {
-            self.metrics.refused(&self.metrics.forwards_shed, over);
-            self.servfail(packet, relayed.qtype).unwrap_or_default()
-        })
+        match transport {
+            // A UDP source address may be forged (by someone who never reads the answer, and
+            // keeps a slot until the upstream times out): the client past the UDP slots, or
+            // past its share of them, is told to ask again over TCP (see `answer::truncated`),
+            // where forged queries hold nothing.
+            Transport::Udp => self.udp_forwards.take(ip).map_err(|over| {
+                self.metrics.refused(&self.metrics.forwards_to_tcp, over);
+                self.metrics.truncated.inc();
+                self.metrics
+                    .query(Some(relayed.qtype), ResponseCode::NoError);
+                answer::truncated(packet).unwrap_or_default()
+            }),
+            Transport::Tcp => self.tcp_forwards.take(ip).map_err(|over| {
+                self.metrics.refused(&self.metrics.forwards_shed, over);
+                self.servfail(packet, relayed.qtype).unwrap_or_default()
+            }),
+        }
     }
 
     /// Relays a query to the upstreams in turn, each under a random ID from a fresh socket,
