@@ -205,13 +205,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     reconciler.held = held_weights;
     if let Some(relay) = relay {
         // Read on the reconciler's task, after every event the swap's model holds was applied:
-        // the stamp of the newest full read in it.
+        // the full reads in it.
         let status = status.clone();
         reconciler.on_swap = Some(Box::new(move |cluster| {
-            let synced = status
-                .last_sync_unix_ms
-                .load(std::sync::atomic::Ordering::Relaxed);
-            relay.offer(cluster, synced)
+            let reads = status.full_reads.load(std::sync::atomic::Ordering::Relaxed);
+            relay.offer(cluster, reads)
         }));
     }
     if config.health_checks.enabled {
@@ -418,10 +416,17 @@ fn start_relay(
         {
             let status = status.clone();
             Box::new(move || {
-                use std::sync::atomic::Ordering::Relaxed;
+                use std::sync::atomic::Ordering::SeqCst;
+                // In this order (`relay::Relay::observe`): the reads counted before a "not
+                // connected" seen are all from before that loss; the loss's count is read last,
+                // so a loss seen in between only makes the relay more careful.
+                let reads = status.full_reads.load(SeqCst);
+                let connected = status.source_connected();
+                let reads_at_loss = status.reads_at_loss.load(SeqCst);
                 relay::Source {
-                    connected: status.source_connected(),
-                    synced: status.last_sync_unix_ms.load(Relaxed),
+                    reads,
+                    connected,
+                    reads_at_loss,
                 }
             })
         },

@@ -29,6 +29,11 @@ pub struct Status {
     pub ready: AtomicBool,
     pub connected: AtomicBool,
     pub last_sync_unix_ms: AtomicU64,
+    /// Full reads of the source (snapshots, resyncs) applied so far.
+    pub full_reads: AtomicU64,
+    /// `full_reads` when the source was last reported lost (0: never): a model holding more
+    /// holds a read made after that loss (the relay's freshness, `relay::Source`).
+    pub reads_at_loss: AtomicU64,
     /// The source's last failure, while it lasts (cleared when the source next succeeds).
     pub source_error: std::sync::Mutex<Option<SourceError>>,
     /// The most recent table swaps, newest last (at most [`SWAP_HISTORY`]).
@@ -492,7 +497,14 @@ impl Reconciler {
     fn apply(&mut self, event: SourceEvent) -> bool {
         match event {
             SourceEvent::Connected(up) => {
-                self.status.connected.store(up, Ordering::Relaxed);
+                // Ordered (SeqCst, as `full_reads` below) for the relay, which reads the count
+                // before `connected` and relies on a count it sees coming after the
+                // "connected" of the read it counts.
+                if !up {
+                    let reads = self.status.full_reads.load(Ordering::SeqCst);
+                    self.status.reads_at_loss.store(reads, Ordering::SeqCst);
+                }
+                self.status.connected.store(up, Ordering::SeqCst);
                 if up {
                     *self.status.source_error.lock().unwrap() = None;
                 }
@@ -517,6 +529,11 @@ impl Reconciler {
                 false
             }
             SourceEvent::Mesos(report) => {
+                // Mesos alone makes the model: its loss is the source's (as `Connected`).
+                if !report.connected && self.status.mesos_only.load(Ordering::Relaxed) {
+                    let reads = self.status.full_reads.load(Ordering::SeqCst);
+                    self.status.reads_at_loss.store(reads, Ordering::SeqCst);
+                }
                 *self.status.mesos.lock().unwrap() = Some(report);
                 false
             }
@@ -559,6 +576,7 @@ impl Reconciler {
                 }
                 if full {
                     self.synced = true;
+                    self.status.full_reads.fetch_add(1, Ordering::SeqCst);
                     let now = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap();

@@ -109,8 +109,8 @@ pub struct Settings {
 /// request; the gzip one from the plain one).
 struct Served {
     generation: u64,
-    /// The newest full read this model holds ([`Source::synced`] at its swap).
-    synced: u64,
+    /// The full reads this model holds ([`Source::reads`] at its swap).
+    reads: u64,
     cluster: Arc<Cluster>,
     budget: Arc<BodyBudget>,
     bodies: Mutex<HashMap<(Embed, Encoding), Bytes>>,
@@ -148,7 +148,7 @@ pub struct RelayMetrics {
 pub struct Relay {
     settings: Settings,
     state: ArcSwapOption<Served>,
-    /// The newest model handed over (with its [`Source::synced`]) and not yet taken by
+    /// The newest model handed over (with its [`Source::reads`]) and not yet taken by
     /// [`Relay::follow`].
     offered: Mutex<Option<(Arc<Cluster>, u64)>>,
     wake: Notify,
@@ -278,10 +278,10 @@ impl Relay {
     }
 
     /// Hands over the model a swap compiled (the reconciler calls this once synced) and the
-    /// stamp of the newest full read in it ([`Source::synced`] as of the swap): taken by
-    /// [`Relay::follow`] off the swap path; a newer one replaces one not yet taken.
-    pub fn offer(&self, cluster: Arc<Cluster>, synced: u64) {
-        *self.offered.lock().unwrap() = Some((cluster, synced));
+    /// full reads it holds ([`Source::reads`] as of the swap): taken by [`Relay::follow`] off
+    /// the swap path; a newer one replaces one not yet taken.
+    pub fn offer(&self, cluster: Arc<Cluster>, reads: u64) {
+        *self.offered.lock().unwrap() = Some((cluster, reads));
         self.wake.notify_one();
     }
 
@@ -299,8 +299,8 @@ impl Relay {
                 }
                 _ = self.wake.notified() => {
                     let offered = self.offered.lock().unwrap().take();
-                    if let Some((cluster, synced)) = offered {
-                        self.publish(cluster, synced);
+                    if let Some((cluster, reads)) = offered {
+                        self.publish(cluster, reads);
                     }
                 }
                 _ = keepalive.tick() => self.send(&[(String::new(), Bytes::from_static(&HEARTBEAT))]),
@@ -308,7 +308,7 @@ impl Relay {
         }
     }
 
-    fn publish(&self, cluster: Arc<Cluster>, synced: u64) {
+    fn publish(&self, cluster: Arc<Cluster>, reads: u64) {
         let previous = self.state.load_full();
         let events = match &previous {
             Some(previous) => events(&previous.cluster, &cluster),
@@ -319,7 +319,7 @@ impl Relay {
         // newer one.
         self.state.store(Some(Arc::new(Served {
             generation,
-            synced,
+            reads,
             cluster,
             budget: self.budget.clone(),
             bodies: Mutex::new(HashMap::new()),

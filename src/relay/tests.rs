@@ -63,8 +63,9 @@ async fn events_follow_the_stored_model_and_a_full_queue_is_cut() {
         },
         RelayMetrics::register(&metrics),
         Box::new(|| Source {
+            reads: 1,
             connected: true,
-            synced: 1,
+            reads_at_loss: 0,
         }),
     );
     relay.publish(cluster(vec![app("/a", "a")]), 1);
@@ -108,13 +109,37 @@ fn settings() -> Settings {
     }
 }
 
-/// A source whose state a test sets: connected or not, and the stamp of its newest full read.
-#[derive(Clone, Default)]
-struct FakeSource(Arc<Mutex<(bool, u64)>>);
+/// A source whose state a test sets: connected or not, the full reads applied, and the count
+/// at its last loss.
+#[derive(Clone)]
+struct FakeSource(Arc<Mutex<Source>>);
+
+impl Default for FakeSource {
+    fn default() -> Self {
+        FakeSource(Arc::new(Mutex::new(Source {
+            reads: 0,
+            connected: false,
+            reads_at_loss: 0,
+        })))
+    }
+}
 
 impl FakeSource {
-    fn set(&self, connected: bool, synced: u64) {
-        *self.0.lock().unwrap() = (connected, synced);
+    /// Connected or not, with `reads` applied; a loss is counted as the reconciler does.
+    fn set(&self, connected: bool, reads: u64) {
+        let mut source = self.0.lock().unwrap();
+        if !connected {
+            source.reads_at_loss = reads;
+        }
+        source.reads = reads;
+        source.connected = connected;
+    }
+
+    /// Lost and back since it was last read, with no new read applied yet.
+    fn lost_and_back(&self) {
+        let mut source = self.0.lock().unwrap();
+        source.reads_at_loss = source.reads;
+        source.connected = true;
     }
 
     fn relay(&self, metrics: &Metrics) -> Arc<Relay> {
@@ -122,10 +147,7 @@ impl FakeSource {
         Relay::new(
             settings(),
             RelayMetrics::register(metrics),
-            Box::new(move || {
-                let (connected, synced) = *source.0.lock().unwrap();
-                Source { connected, synced }
-            }),
+            Box::new(move || *source.0.lock().unwrap()),
         )
     }
 }
@@ -230,4 +252,49 @@ fn stale_ends_with_the_model_published_after_the_source_is_back() {
     assert!(relay.stale.load(Ordering::Relaxed));
     relay.publish(cluster(vec![app("/a", "a3")]), 2);
     assert!(!relay.stale.load(Ordering::Relaxed));
+}
+
+/// A request's read of the source can come before a model published meanwhile: it reads "not
+/// connected" (taken before the reconnect), then the model of the read made after the
+/// reconnect. That model is current once the source says connected: the relay does not stay
+/// behind until the next full read (and go stale after `relay.max_disconnected`), as when it
+/// took the model served at the moment it saw the loss for one from before it.
+#[test]
+fn a_model_published_after_the_source_was_read_is_judged_by_its_reads() {
+    let metrics = Metrics::new();
+    let source = FakeSource::default();
+    let relay = source.relay(&metrics);
+    source.set(true, 1);
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    assert!(relay.observe(std::time::Instant::now()));
+    // The loss as read, with the model of the read after the reconnect already served.
+    *source.0.lock().unwrap() = Source {
+        reads: 1,
+        connected: false,
+        reads_at_loss: 1,
+    };
+    relay.publish(cluster(vec![app("/a", "a2")]), 2);
+    assert!(!relay.observe(std::time::Instant::now()));
+    // The source as it is: connected, two reads, lost at one.
+    source.set(true, 2);
+    assert!(relay.observe(std::time::Instant::now()));
+    assert_eq!(relay.metrics.current.get(), 1);
+}
+
+/// A loss between two ticks, never seen as "not connected": the relay is still behind until a
+/// model holding a read made after it is served (the reconciler counts the loss).
+#[test]
+fn a_loss_too_short_for_any_tick_still_needs_a_read_after_it() {
+    let metrics = Metrics::new();
+    let source = FakeSource::default();
+    let relay = source.relay(&metrics);
+    source.set(true, 1);
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    assert!(relay.observe(std::time::Instant::now()));
+    source.lost_and_back();
+    assert!(!relay.observe(std::time::Instant::now()));
+    assert_eq!(relay.metrics.current.get(), 0);
+    source.set(true, 2);
+    relay.publish(cluster(vec![app("/a", "a2")]), 2);
+    assert!(relay.observe(std::time::Instant::now()));
 }
