@@ -366,3 +366,38 @@ fn dead_names_in_the_copied_table_stay_bounded() {
     assert!(copied > 250 * 5, "apps were copied: {copied}");
     assert!(fresh_tables > 0, "a table was started afresh");
 }
+
+/// A change of the proxy's verdicts rebuilds the healthy-only app whose task it names and
+/// copies the others; the zone answers as a full build with those verdicts, each way.
+#[test]
+fn a_verdict_change_rebuilds_only_the_app_it_names() {
+    let mut c = Cluster::default();
+    for id in 0..4 {
+        apply(
+            &mut c,
+            &Change::Put {
+                id,
+                tasks: vec![(0, true), (1, true)],
+                v6: false,
+                healthy_only: id < 2,
+                udp_port: false,
+                twin: false,
+                changed_ms: 5,
+            },
+        );
+    }
+    let config = config(false, true);
+    let mut incremental = Incremental::default();
+    let none = Verdicts::default();
+    incremental.build(&c, &config, &none, &[]);
+    let mut down = Verdicts::default();
+    down.unavailable.insert("app1-false.0".into());
+    // App 1 follows health: built again; app 3 does not and has no task named.
+    down.unavailable.insert("app3-false.1".into());
+    let got = incremental.build(&c, &config, &down, &[]);
+    assert_eq!(incremental.copied(), 3);
+    assert_same(&got, &build_with(&c, &config, &down));
+    let got = incremental.build(&c, &config, &none, &[]);
+    assert_eq!(incremental.copied(), 3);
+    assert_same(&got, &build_with(&c, &config, &none));
+}
