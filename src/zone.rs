@@ -165,8 +165,9 @@ pub struct Zone {
     /// Names served otherwise than the rules give (an SRV label cut to fit), reported with the
     /// table's problems.
     pub problems: Vec<crate::routing::Problem>,
-    /// The apps and tasks, for `/v1/enumerate`.
-    pub listed: Vec<Listed>,
+    /// The apps and tasks, for `/v1/enumerate` (each shared with the zones that copy it
+    /// unchanged: see `zone/incremental.rs`).
+    pub listed: Vec<std::sync::Arc<Listed>>,
     /// Healthy-only apps with no healthy task, answered with every running task instead
     /// (fail static).
     pub fail_static: Vec<crate::cluster::AppId>,
@@ -289,8 +290,7 @@ fn build_core(
 ) -> Option<(Zone, Spare)> {
     let mut b = Builder::reusing(spare);
     if let Some(pass) = &pass {
-        b.track_claims(incremental::SHARED, pass.names_hint());
-        b.reserve(pass.names_hint(), 40, 4096);
+        pass.start(&mut b);
     } else {
         // Per task: its own name, and about eight records (the app's, the agent's, its own,
         // SRV, DC/OS's); per app: eight names.
@@ -368,7 +368,7 @@ fn build_core(
                 if share.fail_static {
                     fail_static.push(app.id.clone());
                 }
-                listed.extend(share.listed);
+                listed.extend(share.listed.map(std::sync::Arc::new));
             }
         }
     }

@@ -153,6 +153,19 @@ impl NameTable {
         id
     }
 
+    /// Holds what `other` holds, each name under the same id, written over this table's
+    /// buffers (an incremental build starts from the last zone's names: see
+    /// `zone/incremental.rs`).
+    pub fn copy_from(&mut self, other: &NameTable) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.starts.clear();
+        self.starts.extend_from_slice(&other.starts);
+        self.next.clear();
+        self.next.extend_from_slice(&other.next);
+        self.index.clone_from(&other.index);
+    }
+
     /// `{label}.{parent}`, or `None` when the label is empty or too long, or the name would be.
     pub fn child(&mut self, label: &[u8], parent: NameId) -> Option<NameId> {
         self.child_joined(&[label], parent)

@@ -559,6 +559,17 @@ impl Builder {
         node_of.resize(count, NONE);
         // The records of the set so far, to drop one added `once` when an equal one came first.
         let mut seen: Vec<u32> = Vec::new();
+        // Raw record sets not yet copied, one run of `from`'s data: the names of a copied app
+        // follow one another there as here, so most runs are many names long.
+        let mut run = (0u32, 0u32);
+        let flush = |data: &mut Vec<u8>, run: &mut (u32, u32)| {
+            if let Some(from) = from
+                && run.1 > run.0
+            {
+                data.extend_from_slice(&from.data[run.0 as usize..run.1 as usize]);
+            }
+            *run = (0, 0);
+        };
         let mut begin = 0;
         for id in 0..count {
             let end = starts[id] as usize;
@@ -571,17 +582,21 @@ impl Builder {
             node_of[id] = out.nodes.len() as u32;
             out.nodes.push(Node {
                 name: id as u32,
-                data: out.data.len() as u32,
+                data: (out.data.len() + (run.1 - run.0) as usize) as u32,
             });
-            if let (Some(from), Some(&(start, end))) = (from, raw_of.get(id))
+            if let Some(&(start, end)) = raw_of.get(id)
                 && start != NONE
             {
                 // Its records are one app's alone (no name of a copied app is claimed twice),
                 // so it has none of this build's.
-                out.data
-                    .extend_from_slice(&from.data[start as usize..end as usize]);
+                if start != run.1 {
+                    flush(&mut out.data, &mut run);
+                    run.0 = start;
+                }
+                run.1 = end;
                 continue;
             }
+            flush(&mut out.data, &mut run);
             let kinds = flags & KINDS;
             let once = flags & ONCE != 0;
             if kinds == 0 {
@@ -622,6 +637,7 @@ impl Builder {
                 out.data[header + 3..header + 7].copy_from_slice(&len.to_le_bytes());
             }
         }
+        flush(&mut out.data, &mut run);
         out.node_of = node_of;
         self.names.shrink();
         out.names = self.names;

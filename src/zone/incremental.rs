@@ -9,8 +9,14 @@
 //! a shared name: the builder tracks which app (or the shared part) added records to each name
 //! ([`Builder::track_claims`]), and a zone is copied from only when no name had two claimants.
 //! Whatever is not one app's alone, or depends on more than the app, is built whole every time:
-//! traffic splits, Mesos tasks and PTR records (the whole zone then), a change of config, of
-//! agents' resolved addresses or of the proxy's verdicts (every app then).
+//! traffic splits, Mesos tasks and PTR records (the whole zone then), a change of config or of
+//! agents' resolved addresses (every app then). A change of the proxy's verdicts rebuilds the
+//! healthy-only apps that have a task whose verdict changed.
+//!
+//! The build starts from a copy of the last zone's name table, so that every name keeps its id
+//! and a copied app's records and listing are taken as they are; the names that exist no more
+//! are carried along until they pass a quarter of the table ([`worn`]), then a build starts a
+//! table afresh.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -93,16 +99,23 @@ impl Incremental {
             return Arc::new(super::build_from(cluster, config, verdicts, route_splits));
         }
         let last = last.filter(|l| {
-            same_build(&l.config, config) && l.hosts == cluster.agents && l.verdicts == *verdicts
+            same_build(&l.config, config) && l.hosts == cluster.agents && !worn(&l.zone.names)
         });
         let from_last = last.and_then(|last| {
             let Last {
                 zone,
                 parts,
                 agents,
+                verdicts: judged,
                 ..
             } = last;
             let mut pass = Pass::new(Some(&zone), parts, agents);
+            // Tasks whose verdict changed: their apps are built again when they follow health.
+            pass.rejudged = judged
+                .unavailable
+                .symmetric_difference(&verdicts.unavailable)
+                .cloned()
+                .collect();
             let built = super::build_core(
                 cluster,
                 config,
@@ -186,6 +199,8 @@ pub(super) struct Pass<'l> {
     agents: FxHashMap<IpAddr, u32>,
     /// The DC/OS parents any app put names under.
     dcos: u8,
+    /// The tasks whose verdict (`Verdicts`) changed since the last zone.
+    rejudged: Vec<crate::cluster::TaskId>,
     /// No name had two claimants: the next build may copy from this one.
     clean: bool,
     copied: usize,
@@ -199,14 +214,28 @@ impl<'l> Pass<'l> {
             parts: Vec::new(),
             agents,
             dcos: 0,
+            rejudged: Vec::new(),
             clean: false,
             copied: 0,
         }
     }
 
-    /// About how many names the zone will have.
-    pub(super) fn names_hint(&self) -> usize {
-        self.from.map_or(1024, |z| z.names.table().len() + 64)
+    /// Readies `b` for the build: claims tracked and, when copying, the last zone's name
+    /// table copied whole (each name under its id there, so that an unchanged app's names and
+    /// the targets in its copied records need no interning anew).
+    pub(super) fn start(&self, b: &mut Builder) {
+        match self.from {
+            Some(from) => {
+                let table = from.names.table();
+                b.names.copy_from(table);
+                b.track_claims(SHARED, table.len() + 64);
+                b.reserve(64, 40, 4096);
+            }
+            None => {
+                b.track_claims(SHARED, 1024);
+                b.reserve(1024, 40, 4096);
+            }
+        }
     }
 
     /// The zone copied from, if any.
@@ -221,6 +250,14 @@ impl<'l> Pass<'l> {
             .copied()
             .chain(super::mesos_agents(cluster))
             .collect()
+    }
+
+    /// Whether `app`'s names depend on a verdict that changed (so it is built, not copied):
+    /// only a healthy-only app's answers read verdicts (`AppPass::add`).
+    fn rejudged(&self, app: &App, config: &ZoneConfig) -> bool {
+        !self.rejudged.is_empty()
+            && super::healthy_only(app, config)
+            && self.rejudged.iter().any(|id| app.tasks.contains_key(id))
     }
 
     fn count_agents(&mut self, agents: &[IpAddr], up: bool) {
@@ -244,6 +281,19 @@ impl<'l> Pass<'l> {
     }
 }
 
+/// Names in a copied table that exist no more (a changed app's old task names, a removed
+/// app's) beyond which the next build starts a table afresh instead of copying it: a quarter
+/// of the table, and a few more so that a small zone's names that are targets only (the SOA
+/// mailbox) never count.
+const WORN_SLACK: usize = 64;
+
+/// Whether `names`' table holds too many dead names to be copied again (see [`WORN_SLACK`]):
+/// the bound on what copying tables from build to build keeps.
+fn worn(names: &super::Names) -> bool {
+    let table = names.table().len();
+    table.saturating_sub(names.len()) > table / 4 + WORN_SLACK
+}
+
 /// Adds every app of the cluster: copied from the last zone when unchanged, else built.
 /// False when copying must give up (a name with two claimants), so the caller builds anew.
 pub(super) fn add_apps<'a>(
@@ -253,14 +303,13 @@ pub(super) fn add_apps<'a>(
     framework: NameId,
     (problems, listed, fail_static): (
         &mut Vec<crate::routing::Problem>,
-        &mut Vec<Listed>,
+        &mut Vec<Arc<Listed>>,
         &mut Vec<crate::cluster::AppId>,
     ),
 ) -> bool {
     let cluster = apps.cluster;
     let from = pass.from;
     let mut old = std::mem::take(&mut pass.old).into_iter().peekable();
-    let mut scratch = Vec::new();
     let mut parts = Vec::with_capacity(cluster.apps.len());
     apps.dcos.deferred = true;
     for (i, (id, app)) in cluster.apps.iter().enumerate() {
@@ -275,9 +324,12 @@ pub(super) fn add_apps<'a>(
             before = old.next_if(|p| p.app.id == *id);
         }
         let kept = match (from, before) {
-            (Some(from), Some(p)) if Arc::ptr_eq(&p.app, app) || *p.app == **app => {
+            (Some(from), Some(p))
+                if (Arc::ptr_eq(&p.app, app) || *p.app == **app)
+                    && !pass.rejudged(app, apps.config) =>
+            {
                 pass.copied += 1;
-                match copy(b, from, p, app, listed, &mut scratch) {
+                match copy(b, from, p, app, listed) {
                     Some(part) => part,
                     None => return false,
                 }
@@ -313,46 +365,23 @@ pub(super) fn add_apps<'a>(
 
 /// An unchanged app's names, their record sets copied from the last zone, and its entry
 /// listed; `None` when the last zone does not hold what its part says (never expected: the
-/// caller builds anew).
+/// caller builds anew). The build's table is the last zone's (see [`Pass::start`]), so its
+/// names and the names its entry lists keep their ids.
 fn copy(
     b: &mut Builder,
     from: &Zone,
     mut part: Part,
     app: &Arc<App>,
-    listed: &mut Vec<Listed>,
-    old: &mut Vec<NameId>,
+    listed: &mut Vec<Arc<Listed>>,
 ) -> Option<Part> {
-    old.clear();
-    old.extend_from_slice(&part.names);
-    for id in &mut part.names {
-        let node = from.names.node_of_id(*id)?;
-        let new = b.names.intern(from.names.table().wire(*id));
+    for &id in &part.names {
+        let node = from.names.node_of_id(id)?;
         let (start, end) = from.names.node_span(node);
-        b.add_raw(new, start, end);
-        *id = new;
+        b.add_raw(id, start, end);
     }
-    let map =
-        |id: NameId| -> Option<NameId> { Some(part.names[old.iter().position(|&n| n == id)?]) };
     if let Some(at) = part.listed {
-        let l = from.listed.get(at as usize)?;
-        let this = Listed {
-            name: l.name.clone(),
-            label: l.label.clone(),
-            services: l.services.iter().map(|&s| map(s)).collect::<Option<_>>()?,
-            tasks: l
-                .tasks
-                .iter()
-                .map(|t| {
-                    Some(super::ListedTask {
-                        id: t.id.clone(),
-                        target: map(t.target)?,
-                        agent: t.agent,
-                    })
-                })
-                .collect::<Option<_>>()?,
-        };
-        part.listed = Some(listed.len() as u32);
-        listed.push(this);
+        listed.push(from.listed.get(at as usize)?.clone());
+        part.listed = Some(listed.len() as u32 - 1);
     }
     part.app = app.clone();
     Some(part)
@@ -364,7 +393,7 @@ fn build<'a>(
     apps: &mut AppPass<'a>,
     app: &'a Arc<App>,
     framework: NameId,
-    listed: &mut Vec<Listed>,
+    listed: &mut Vec<Arc<Listed>>,
 ) -> Part {
     let name = task_name(&app.id);
     let task_label = label(&name, apps.config.label_rule);
@@ -382,7 +411,7 @@ fn build<'a>(
     agents.sort_unstable();
     agents.dedup();
     let at = share.listed.map(|l| {
-        listed.push(l);
+        listed.push(Arc::new(l));
         listed.len() as u32 - 1
     });
     Part {

@@ -319,3 +319,85 @@ fn unchanged_apps_are_copied_from_the_last_zone() {
     assert_eq!(incremental.copied(), 0);
     assert_same(&after, &build(&c, &config));
 }
+
+/// The copied name table keeps the names of changed and removed apps only so far: over many
+/// changes that each give an app new task names, the names that exist no more never pass a
+/// quarter of the table (and a few), a table is started afresh now and then, and every build
+/// answers as a full build.
+#[test]
+fn dead_names_in_the_copied_table_stay_bounded() {
+    let mut c = Cluster::default();
+    let config = config(false, true);
+    let mut incremental = Incremental::default();
+    let (mut copied, mut fresh_tables, mut last_table) = (0, 0, 0);
+    for round in 0..300usize {
+        for id in 0..6 {
+            if round > 0 && id != round % 6 {
+                continue;
+            }
+            // New task ids every round: new task names.
+            let tasks = (0..4)
+                .map(|t| {
+                    let mut task = task(&format!("app{id}-r{round}.{t}"), 31000 + t as u16);
+                    task.host = format!("10.2.0.{}", t + 1).into();
+                    task
+                })
+                .collect();
+            let a = app(&app_id(id, false), 10000 + id as u16, &[], tasks);
+            c.apps.insert(a.id.clone(), Arc::new(a));
+        }
+        c.newest_ms += 1000;
+        let got = incremental.build(&c, &config, &Verdicts::default(), &[]);
+        copied += incremental.copied();
+        let (table, live) = (got.names.table().len(), got.names.len());
+        let dead = table - live;
+        assert!(
+            dead <= table / 4 + super::WORN_SLACK + 32,
+            "round {round}: {dead} dead names of {table}"
+        );
+        if table < last_table {
+            fresh_tables += 1;
+        }
+        last_table = table;
+        if round % 50 == 49 {
+            assert_same(&got, &build(&c, &config));
+        }
+    }
+    assert!(copied > 250 * 5, "apps were copied: {copied}");
+    assert!(fresh_tables > 0, "a table was started afresh");
+}
+
+/// A change of the proxy's verdicts rebuilds the healthy-only app whose task it names and
+/// copies the others; the zone answers as a full build with those verdicts, each way.
+#[test]
+fn a_verdict_change_rebuilds_only_the_app_it_names() {
+    let mut c = Cluster::default();
+    for id in 0..4 {
+        apply(
+            &mut c,
+            &Change::Put {
+                id,
+                tasks: vec![(0, true), (1, true)],
+                v6: false,
+                healthy_only: id < 2,
+                udp_port: false,
+                twin: false,
+                changed_ms: 5,
+            },
+        );
+    }
+    let config = config(false, true);
+    let mut incremental = Incremental::default();
+    let none = Verdicts::default();
+    incremental.build(&c, &config, &none, &[]);
+    let mut down = Verdicts::default();
+    down.unavailable.insert("app1-false.0".into());
+    // App 1 follows health: built again; app 3 does not and has no task named.
+    down.unavailable.insert("app3-false.1".into());
+    let got = incremental.build(&c, &config, &down, &[]);
+    assert_eq!(incremental.copied(), 3);
+    assert_same(&got, &build_with(&c, &config, &down));
+    let got = incremental.build(&c, &config, &none, &[]);
+    assert_eq!(incremental.copied(), 3);
+    assert_same(&got, &build_with(&c, &config, &none));
+}
