@@ -558,7 +558,7 @@ impl Builder {
         node_of.clear();
         node_of.resize(count, NONE);
         // The records of the set so far, to drop one added `once` when an equal one came first.
-        let mut seen: Vec<u32> = Vec::new();
+        let mut seen = Seen::default();
         // Raw record sets not yet copied, one run of `from`'s data: the names of a copied app
         // follow one another there as here, so most runs are many names long.
         let mut run = (0u32, 0u32);
@@ -617,13 +617,8 @@ impl Builder {
                     if !single && r.kind != kind {
                         continue;
                     }
-                    if once {
-                        let records = &self.records;
-                        let equal = |&j: &u32| same(r, &records[j as usize], &self.v6);
-                        if r.once && seen.iter().any(equal) {
-                            continue;
-                        }
-                        seen.push(i);
+                    if once && !seen.insert(data_key(r, &self.v6)) && r.once {
+                        continue;
                     }
                     n = n.wrapping_add(1);
                     encode(&mut out.data, r, &self.names, &self.v6, &self.soas);
@@ -650,13 +645,51 @@ impl Builder {
     }
 }
 
-/// Whether two records hold the same data (their TTLs aside), as [`Data`] compares.
-fn same(a: &Rec, b: &Rec, v6: &[Ipv6Addr]) -> bool {
-    a.kind == b.kind
-        && match a.kind {
-            Kind::Aaaa => v6[a.value as usize] == v6[b.value as usize],
-            _ => a.value == b.value && a.weight == b.weight && a.port == b.port,
+/// What two records of one kind are the same by (their TTLs aside), as [`Data`] compares:
+/// the address or target, and an SRV's weight and port.
+type DataKey = (u128, u16, u16);
+
+fn data_key(r: &Rec, v6: &[Ipv6Addr]) -> DataKey {
+    match r.kind {
+        Kind::Aaaa => (u128::from(v6[r.value as usize]), 0, 0),
+        _ => (u128::from(r.value), r.weight, r.port),
+    }
+}
+
+/// The record data one name's set of one kind holds so far, for the records added only once
+/// (`Rec::once`): a list while short, a hash set past [`SEEN_LISTED`] — one app's name can
+/// hold the addresses of 20,000 tasks, and a scan of the list per record made its build
+/// quadratic (seconds per zone build).
+#[derive(Default)]
+struct Seen {
+    listed: Vec<DataKey>,
+    hashed: std::collections::HashSet<DataKey>,
+}
+
+const SEEN_LISTED: usize = 32;
+
+impl Seen {
+    fn clear(&mut self) {
+        self.listed.clear();
+        if !self.hashed.is_empty() {
+            self.hashed.clear();
         }
+    }
+
+    /// Whether `key` was not seen yet (it is now).
+    fn insert(&mut self, key: DataKey) -> bool {
+        if !self.hashed.is_empty() {
+            return self.hashed.insert(key);
+        }
+        if self.listed.contains(&key) {
+            return false;
+        }
+        self.listed.push(key);
+        if self.listed.len() > SEEN_LISTED {
+            self.hashed.extend(self.listed.drain(..));
+        }
+        true
+    }
 }
 
 /// Gives back what `v` holds beyond a quarter over its length (a buffer from a larger zone),

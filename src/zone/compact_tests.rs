@@ -28,11 +28,15 @@ proptest! {
             (prop_oneof![
                 any::<[u8; 4]>().prop_map(|o| In::A(o.into())),
                 any::<[u8; 16]>().prop_map(|o| In::Aaaa(o.into())),
+                // Few distinct values: equal records, also past the listed `Seen`.
+                (0u8..8).prop_map(|o| In::A([10, 0, 0, o].into())),
+                (0u16..8).prop_map(|o| In::Aaaa([0xfd00, 0, 0, 0, 0, 0, 0, o].into())),
+                (0u16..2, 0u16..4, 0usize..2).prop_map(|(w, p, t)| In::Srv(w, p, t)),
                 (any::<u16>(), any::<u16>(), 0usize..4).prop_map(|(w, p, t)| In::Srv(w, p, t)),
                 (0usize..4).prop_map(In::Ns),
                 (0usize..4).prop_map(In::Ptr),
             ], any::<u32>(), any::<bool>()),
-            0..20,
+            0..200,
         ),
         soa in proptest::option::of((any::<u32>(), any::<u32>())),
     ) {
