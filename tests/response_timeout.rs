@@ -86,7 +86,12 @@ async fn edge(name: &str, backend: SocketAddr) -> (Switchyard, SocketAddr) {
     let labels = json!({"HAPROXY_0_VHOST": "t.example"});
     write_apps(
         &file,
-        vec![app("/t", 0, labels, vec![task("/t", "t.0", backend.port())])],
+        vec![app(
+            "/t",
+            0,
+            labels,
+            vec![task("/t", "t.0", backend.port())],
+        )],
     );
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let toml = format!(
@@ -131,7 +136,9 @@ async fn h1_get(s: &mut TcpStream, path: &str) -> (u16, String) {
             got.extend_from_slice(&chunk[..n]);
         }
     };
-    tokio::time::timeout(DEADLINE, read).await.expect("an answer")
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("an answer")
 }
 
 type Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>;
@@ -154,7 +161,10 @@ async fn h2_get(sender: &Sender, path: &str) -> (u16, String) {
 /// `took` is past the timeout, and not by more than `LATE`.
 fn on_time(took: Duration) {
     assert!(took >= TIMEOUT, "504 before the timeout: {took:?}");
-    assert!(took < TIMEOUT + LATE, "504 long after the timeout: {took:?}");
+    assert!(
+        took < TIMEOUT + LATE,
+        "504 long after the timeout: {took:?}"
+    );
 }
 
 /// HTTP/1.1, one keep-alive connection older than the timeout: its silent request gets the

@@ -71,7 +71,10 @@ struct Board {
 
 enum Slot {
     Free,
-    Waiting { deadline: Instant, waker: Waker },
+    Waiting {
+        deadline: Instant,
+        waker: Waker,
+    },
     /// The deadline passed: the wait ends at its next poll.
     Due,
 }
@@ -316,7 +319,11 @@ mod tests {
             let (ended, deadline, at) = wait.await.unwrap();
             assert_eq!(ended, Err(Elapsed));
             assert!(at >= deadline, "ended {:?} early", deadline - at);
-            assert!(at <= deadline + GRANULARITY, "ended {:?} late", at - deadline);
+            assert!(
+                at <= deadline + GRANULARITY,
+                "ended {:?} late",
+                at - deadline
+            );
         }
     }
 

@@ -146,7 +146,8 @@ pub async fn await_response(
 ) -> Awaited {
     let sent = std::time::Instant::now();
     let result = tokio::select! {
-        r = tokio::time::timeout(response_timeout, exchange) => r,
+        // The coarse deadline every codec's response wait has (`coarse_timer`).
+        r = super::coarse_timer::timeout_at(tokio::time::Instant::now() + response_timeout, exchange) => r,
         _ = state.drained() => return Awaited::Over(Tried::Failed(Failure::Removed)),
     };
     match result {
