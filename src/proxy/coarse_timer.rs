@@ -5,10 +5,9 @@
 //! Why: a tokio timer registered and cancelled around each such wait costs its request a lock
 //! on the timer driver, an insertion into and a removal from its wheel (about 590
 //! instructions, callgrind; about 230 here), although nearly every wait ends long before its
-//! deadline. Here a
-//! wait notes its deadline and waker in its thread's board (a slot taken and given back: no
-//! lock contended, no timer), and one ticker task per board, itself on one tokio timer, wakes
-//! the waits whose deadline passed. The ticker looks when the earliest deadline it knows of
+//! deadline. Here a wait notes its deadline and waker in its thread's board (a slot taken and
+//! given back: no lock contended, no timer), and one ticker task per board, itself on one
+//! tokio timer, wakes the waits whose deadline passed. The ticker looks when the earliest deadline it knows of
 //! is due (on a grid of [`GRANULARITY`], and not more often), so a proxy whose waits all end
 //! in time wakes it about once per timeout, and an idle one not at all.
 //!
