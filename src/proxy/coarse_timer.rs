@@ -235,7 +235,13 @@ fn note(deadline: Instant, waker: &Waker) -> Option<(Arc<Mutex<Board>>, usize)> 
             }
             let board = start()?;
             *cell = Some(board.clone());
-            let (key, wake) = lock(&board).insert(deadline, waker);
+            let mut noted = lock(&board);
+            // A runtime shutting down drops the ticker at once: a timer of the wait's own.
+            if !noted.alive {
+                return None;
+            }
+            let (key, wake) = noted.insert(deadline, waker);
+            drop(noted);
             Some((board, key, wake))
         })
         .ok()??;
