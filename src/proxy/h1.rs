@@ -126,8 +126,11 @@ pub async fn serve_h1_or_h2c<S>(
                     stream.read_buf(&mut buf).await
                 }
             };
+            // The read first: a stop is looked at only while no bytes are there (each look
+            // at the shutdown watch takes its lock; a random order would look twice as often).
             let read = tokio::select! {
-                r = tokio::time::timeout_at(deadline, read) => r,
+                biased;
+                r = super::coarse_timer::timeout_at(deadline, read) => r,
                 _ = &mut stopping, if idle => return,
             };
             match read {
@@ -260,7 +263,7 @@ fn plan(
     if entry == Entry::AppId {
         return Ok(Plan::Fallback);
     }
-    let path = head.path.split('?').next().unwrap_or("/");
+    let path = super::h1_framing::before(head.path, b'?');
     let request = resolve::Request {
         host: head.checked.host,
         path,

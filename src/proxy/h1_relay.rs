@@ -232,7 +232,9 @@ pub(super) async fn drained_or(
     read: impl Future<Output = std::io::Result<usize>>,
 ) -> Result<usize, Failure> {
     let drain = state.drain_deadline();
-    match tokio::time::timeout_at(drain.map_or(deadline, |d| d.min(deadline)), read).await {
+    // A coarse deadline: nearly every response comes long before it (`coarse_timer`).
+    let until = drain.map_or(deadline, |d| d.min(deadline));
+    match super::coarse_timer::timeout_at(until, read).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(Failure::Lost(format!("backend failed: {e}"))),
         Err(_) if drain.is_some_and(|d| d <= deadline) => Err(Failure::Removed),
@@ -312,7 +314,8 @@ async fn relay_body(
             return Ok(true);
         }
         rbuf.reserve(READ_CHUNK);
-        match tokio::time::timeout(backend_timeout, upstream.read_buf(rbuf)).await {
+        let deadline = tokio::time::Instant::now() + backend_timeout;
+        match super::coarse_timer::timeout_at(deadline, upstream.read_buf(rbuf)).await {
             Ok(Ok(0)) if framing == ResponseBody::ToClose => return Ok(false),
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(BodyBroke::Backend),
             Ok(Ok(_)) => {}

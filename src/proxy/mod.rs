@@ -5,6 +5,7 @@ mod admission;
 pub mod basic_auth;
 mod buffers;
 pub mod client_hello;
+mod coarse_timer;
 pub mod dial;
 pub mod errors;
 pub mod exchange;

@@ -145,8 +145,10 @@ pub async fn await_response(
     response_timeout: std::time::Duration,
 ) -> Awaited {
     let sent = std::time::Instant::now();
+    // The coarse deadline every codec's response wait has (`coarse_timer`).
+    let deadline = tokio::time::Instant::now() + response_timeout;
     let result = tokio::select! {
-        r = tokio::time::timeout(response_timeout, exchange) => r,
+        r = super::coarse_timer::timeout_at(deadline, exchange) => r,
         _ = state.drained() => return Awaited::Over(Tried::Failed(Failure::Removed)),
     };
     match result {
