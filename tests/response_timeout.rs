@@ -18,9 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
-/// How late past the timeout a 504 may come here: the proxy's 50 ms, and room for a machine
-/// busy with other tests.
-const LATE: Duration = Duration::from_millis(900);
+/// How late past the timeout a 504 may come here: the proxy's 50 ms, and wide room for a
+/// machine busy with other tests (this is no benchmark: it tells a deadline that fires from one
+/// that is lost, or counted from the wrong moment, without flaking under load).
+const LATE: Duration = Duration::from_secs(5);
 /// Between two pieces of `/trickle`'s body: within the timeout, four of them past it.
 const PIECE_GAP: Duration = Duration::from_millis(600);
 
