@@ -12,14 +12,32 @@
 //! routes and their weights (runtime overrides included: an instance with one routes
 //! differently), VIP addresses, the default app, certificates named, and the problems.
 //!
-//! It is computed once per swap (at the end of `compile`, on the control thread), never per
-//! request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16 hex digits.
+//! It is computed once per table, when first asked for (after the swap, off the control thread),
+//! never per request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16
+//! hex digits. The services' text (most of it: a line per backend) is kept per chunk of services
+//! ([`Memo`]), so the hash of a table patched for one app formats that app's chunk alone; the
+//! text, and so the value, is the one written in full.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
 
-use super::RoutingTable;
+use super::{RoutingTable, Service};
+
+/// The canonical text of each chunk of services (`crate::chunked`) of the table last hashed,
+/// by chunk position. A chunk is known by its allocation: the `Weak` keeps that allocation from
+/// being reused, and a chunk with one cannot be changed in place (`Chunked::make_mut` copies
+/// it), so the same allocation at the same position holds the same services.
+#[derive(Default)]
+struct Memo {
+    bind: Option<IpAddr>,
+    chunks: Vec<Option<(Weak<[Arc<Service>]>, String)>>,
+}
+
+/// One memo for the process: the tables it hashes are mostly each the last one patched. A
+/// table hashed while another is (a plan's beside the live one's) is hashed without it.
+static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
 
 /// The hash of `table`, compiled with `bind` as the instance's default bind address.
 pub fn table_hash(table: &RoutingTable, bind: IpAddr) -> u64 {
@@ -29,7 +47,31 @@ pub fn table_hash(table: &RoutingTable, bind: IpAddr) -> u64 {
         sha: Sha256::new(),
         buf: String::with_capacity(2 * Hashing::CHUNK),
     };
-    write_canonical(&mut sink, table, bind);
+    let taken = MEMO.lock().ok().and_then(|mut m| m.take());
+    let mut last = taken.filter(|m| m.bind == Some(bind)).unwrap_or_default();
+    let mut memo = Memo {
+        bind: Some(bind),
+        chunks: Vec::with_capacity(table.services.chunks().len()),
+    };
+    write_head(&mut sink);
+    for (c, chunk) in table.services.chunks().iter().enumerate() {
+        let kept = last
+            .chunks
+            .get_mut(c)
+            .and_then(Option::take)
+            .filter(|(weak, _)| std::ptr::addr_eq(weak.as_ptr(), Arc::as_ptr(chunk)));
+        let (weak, text) = kept.unwrap_or_else(|| {
+            let mut text = String::new();
+            write_services(&mut text, chunk, c * crate::chunked::CHUNK, bind);
+            (Arc::downgrade(chunk), text)
+        });
+        std::fmt::Write::write_str(&mut sink, &text).expect("hashing cannot fail");
+        memo.chunks.push(Some((weak, text)));
+    }
+    write_rest(&mut sink, table, bind);
+    if let Ok(mut m) = MEMO.lock() {
+        *m = Some(memo);
+    }
     sink.sha.update(sink.buf.as_bytes());
     let digest = sink.sha.finalize();
     u64::from_be_bytes(digest[..8].try_into().expect("32 bytes"))
@@ -92,9 +134,29 @@ fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
     out
 }
 
-/// Writes [`canonical`]'s text to `out`.
+/// Writes [`canonical`]'s text to `out`: what [`table_hash`] hashes, written in one go.
+#[cfg(test)]
 fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
-    // Writing to a String or the hasher cannot fail.
+    write_head(out);
+    for (c, chunk) in table.services.chunks().iter().enumerate() {
+        write_services(out, chunk, c * crate::chunked::CHUNK, bind);
+    }
+    write_rest(out, table, bind);
+}
+
+/// The text's first line: its version.
+fn write_head(out: &mut impl std::fmt::Write) {
+    // Writing to a String or the hasher cannot fail (here and below).
+    let _ = writeln!(out, "v1");
+}
+
+/// The lines of `services`, the first of which is the table's service `first`.
+fn write_services(
+    out: &mut impl std::fmt::Write,
+    services: &[Arc<Service>],
+    first: usize,
+    bind: IpAddr,
+) {
     macro_rules! line {
         ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
     }
@@ -102,8 +164,7 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
         ($($arg:tt)*) => {{ let _ = write!(out, $($arg)*); }};
     }
     let (mut edges, mut connections, mut deployments, mut probes) = (None, None, None, None);
-    line!("v1");
-    for (i, s) in table.services.iter().enumerate() {
+    for (i, s) in (first..).zip(services) {
         line!(
             "service {i} {} listen={:?} port={} mode={:?} balance={:?} h2={} idle={:?}",
             s.key,
@@ -156,6 +217,14 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
         for (task, reason) in &s.held_back {
             line!(" held_back {task} {reason}");
         }
+    }
+}
+
+/// The lines after the services': routes, UDP ports, vhosts, the default app, certificates,
+/// problems.
+fn write_rest(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
+    macro_rules! line {
+        ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
     }
     // Each route's entry points, gathered in one pass (not one scan of every listener per
     // route: that was quadratic in the number of apps).
@@ -426,6 +495,67 @@ mod tests {
             let digest = Sha256::digest(text.as_bytes());
             let expected = u64::from_be_bytes(digest[..8].try_into().unwrap());
             assert_eq!(table.hash(), expected);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// The hash of a table patched event by event (its services' text kept per chunk
+        /// between tables) is the hash of its whole text, and that of the table compiled afresh
+        /// from the same cluster: instances compare it whatever their history.
+        #[test]
+        fn a_patched_tables_hash_is_its_whole_texts_and_a_fresh_tables(
+            events in proptest::collection::vec((0..150usize, 0..4u8), 1..10)
+        ) {
+            use crate::cluster::ClusterUpdate;
+            use crate::routing::compile::{Cache, compile_changed};
+            let config = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
+            let id = |i: usize| format!("/a{i:03}");
+            let mut c = Cluster::default();
+            c.apply(ClusterUpdate::Snapshot(
+                (0..150)
+                    .map(|i| app(&id(i), 10000 + i as u16, &[], vec![task(&format!("{}.1", id(i)), 1)]))
+                    .collect(),
+            ));
+            let whole = |t: &RoutingTable| {
+                let digest = Sha256::digest(canonical(t, config.bind).as_bytes());
+                u64::from_be_bytes(digest[..8].try_into().unwrap())
+            };
+            let mut cache = Cache::default();
+            let first = compile_changed(&mut cache, &c, &config, None);
+            proptest::prop_assert_eq!(first.hash(), whole(&first));
+            for (i, what) in events {
+                let app_id = id(i);
+                let update = match what {
+                    // A task started, a task killed, a task's health flipped.
+                    0 => ClusterUpdate::TaskStatus {
+                        app_id: app_id.as_str().into(),
+                        task: task(&format!("{app_id}.{}", i % 7 + 2), 2 + (i % 7) as u16),
+                    },
+                    1 => {
+                        let mut killed = task(&format!("{app_id}.1"), 1);
+                        killed.state = crate::cluster::TaskState::Other("TASK_KILLED".into());
+                        ClusterUpdate::TaskStatus { app_id: app_id.as_str().into(), task: killed }
+                    }
+                    2 => ClusterUpdate::TaskHealth {
+                        app_id: app_id.as_str().into(),
+                        task_id: format!("{app_id}.1").as_str().into(),
+                        alive: false,
+                    },
+                    // The app redefined with a label: its service changes, not its place.
+                    _ => ClusterUpdate::AppUpserted(app(
+                        &app_id,
+                        10000 + i as u16,
+                        &[("HAPROXY_0_BALANCE", "leastconn")],
+                        vec![task(&format!("{app_id}.1"), 1)],
+                    )),
+                };
+                c.apply(update);
+                let listed = std::collections::BTreeSet::from([app_id.as_str().into()]);
+                let patched = compile_changed(&mut cache, &c, &config, Some(&listed));
+                proptest::prop_assert_eq!(patched.hash(), whole(&patched));
+                proptest::prop_assert_eq!(patched.hash(), compile(&c, &config).hash());
+            }
         }
     }
 
