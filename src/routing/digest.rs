@@ -14,9 +14,16 @@
 //!
 //! It is computed once per table, when first asked for (after the swap, off the control thread),
 //! never per request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16
-//! hex digits. The services' text (most of it: a line per backend) is kept per chunk of services
-//! ([`Memo`]), so the hash of a table patched for one app formats that app's chunk alone; the
-//! text, and so the value, is the one written in full.
+//! hex digits. The services, most of that text (a line per backend), are in it by chunk
+//! (`crate::chunked`, 64 services each): each chunk's text is hashed on its own and the text
+//! names the chunk by that digest. A chunk's digest is kept while its services are ([`Memo`]),
+//! so the next table after one app's change hashes that app's chunk and the lines after the
+//! services, not 50,000 services.
+//!
+//! Version 2 of the text (the first line says `v2`). Version 1 hashed the services' lines
+//! themselves: the two give different values for one table, so instances of the two versions
+//! do not agree; instances of one version holding equal tables do, whatever their history (a
+//! table's chunks are its services in order, 64 at a time, however it was made).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
@@ -25,14 +32,15 @@ use sha2::{Digest, Sha256};
 
 use super::{RoutingTable, Service};
 
-/// The canonical text of each chunk of services (`crate::chunked`) of the table last hashed,
-/// by chunk position. A chunk is known by its allocation: the `Weak` keeps that allocation from
-/// being reused, and a chunk with one cannot be changed in place (`Chunked::make_mut` copies
-/// it), so the same allocation at the same position holds the same services.
+/// The digest of each chunk of services of the table last hashed, by chunk position, with the
+/// services it was of. A service is known by its allocation: compiles share the services of
+/// apps that did not change (`routing::compile::Cache`), patched or compiled in full. A `Weak`
+/// keeps the allocation from being reused, and a service with one cannot be changed in place
+/// (`Arc::get_mut` refuses), so the same allocations at the same position are the same services.
 #[derive(Default)]
 struct Memo {
     bind: Option<IpAddr>,
-    chunks: Vec<Option<(Weak<[Arc<Service>]>, String)>>,
+    chunks: Vec<Option<(Box<[Weak<Service>]>, [u8; 32])>>,
 }
 
 /// One memo for the process: the tables it hashes are mostly each the last one patched. A
@@ -41,40 +49,52 @@ static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
 
 /// The hash of `table`, compiled with `bind` as the instance's default bind address.
 pub fn table_hash(table: &RoutingTable, bind: IpAddr) -> u64 {
-    // The text is hashed as it is written, a buffer at a time: at 50,000 apps it is tens of MiB,
-    // which a single String would grow to (and copy on the way) only to be hashed once.
-    let mut sink = Hashing {
-        sha: Sha256::new(),
-        buf: String::with_capacity(2 * Hashing::CHUNK),
-    };
     let taken = MEMO.lock().ok().and_then(|mut m| m.take());
     let mut last = taken.filter(|m| m.bind == Some(bind)).unwrap_or_default();
+    let (hash, memo) = hash_with(table, bind, &mut last);
+    if let Ok(mut m) = MEMO.lock() {
+        *m = Some(memo);
+    }
+    hash
+}
+
+/// The hash of `table`, with the digests of `last`'s chunks that `table` still has; and the
+/// memo of `table`'s.
+fn hash_with(table: &RoutingTable, bind: IpAddr, last: &mut Memo) -> (u64, Memo) {
+    let chunks = table.services.chunks();
     let mut memo = Memo {
         bind: Some(bind),
-        chunks: Vec::with_capacity(table.services.chunks().len()),
+        chunks: Vec::with_capacity(chunks.len()),
     };
+    let mut sink = Hashing::new();
     write_head(&mut sink);
-    for (c, chunk) in table.services.chunks().iter().enumerate() {
+    for (c, chunk) in chunks.iter().enumerate() {
+        let first = c * crate::chunked::CHUNK;
         let kept = last
             .chunks
             .get_mut(c)
             .and_then(Option::take)
-            .filter(|(weak, _)| std::ptr::addr_eq(weak.as_ptr(), Arc::as_ptr(chunk)));
-        let (weak, text) = kept.unwrap_or_else(|| {
-            let mut text = String::new();
-            write_services(&mut text, chunk, c * crate::chunked::CHUNK, bind);
-            (Arc::downgrade(chunk), text)
+            .filter(|(of, _)| {
+                of.len() == chunk.len()
+                    && of
+                        .iter()
+                        .zip(chunk.iter())
+                        .all(|(w, s)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(s)))
+            });
+        let (weak, digest) = kept.unwrap_or_else(|| {
+            let mut part = Hashing::new();
+            write_services(&mut part, chunk, first, bind);
+            (chunk.iter().map(Arc::downgrade).collect(), part.finish())
         });
-        std::fmt::Write::write_str(&mut sink, &text).expect("hashing cannot fail");
-        memo.chunks.push(Some((weak, text)));
+        write_chunk(&mut sink, first, &digest);
+        memo.chunks.push(Some((weak, digest)));
     }
     write_rest(&mut sink, table, bind);
-    if let Ok(mut m) = MEMO.lock() {
-        *m = Some(memo);
-    }
-    sink.sha.update(sink.buf.as_bytes());
-    let digest = sink.sha.finalize();
-    u64::from_be_bytes(digest[..8].try_into().expect("32 bytes"))
+    let digest = sink.finish();
+    (
+        u64::from_be_bytes(digest[..8].try_into().expect("32 bytes")),
+        memo,
+    )
 }
 
 /// Feeds SHA-256 with what is written, in chunks.
@@ -85,6 +105,20 @@ struct Hashing {
 
 impl Hashing {
     const CHUNK: usize = 64 * 1024;
+
+    // The text is hashed as it is written, a buffer at a time: at 50,000 apps it is tens of
+    // MiB, which a single String would grow to (and copy on the way) only to be hashed once.
+    fn new() -> Hashing {
+        Hashing {
+            sha: Sha256::new(),
+            buf: String::new(),
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.sha.update(self.buf.as_bytes());
+        self.sha.finalize().into()
+    }
 }
 
 impl std::fmt::Write for Hashing {
@@ -126,28 +160,36 @@ fn listen(addr: SocketAddr, bind: IpAddr) -> String {
     }
 }
 
-/// The table as text, one fact a line, in an order that depends on nothing but the content.
+/// The table as text, one fact a line, in an order that depends on nothing but the content:
+/// what [`table_hash`] hashes, each chunk of services named by the digest of its lines.
 #[cfg(test)]
 fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
     let mut out = String::new();
-    write_canonical(&mut out, table, bind);
-    out
-}
-
-/// Writes [`canonical`]'s text to `out`: what [`table_hash`] hashes, written in one go.
-#[cfg(test)]
-fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
-    write_head(out);
+    write_head(&mut out);
     for (c, chunk) in table.services.chunks().iter().enumerate() {
-        write_services(out, chunk, c * crate::chunked::CHUNK, bind);
+        let first = c * crate::chunked::CHUNK;
+        let mut part = Hashing::new();
+        write_services(&mut part, chunk, first, bind);
+        write_chunk(&mut out, first, &part.finish());
     }
-    write_rest(out, table, bind);
+    write_rest(&mut out, table, bind);
+    out
 }
 
 /// The text's first line: its version.
 fn write_head(out: &mut impl std::fmt::Write) {
     // Writing to a String or the hasher cannot fail (here and below).
-    let _ = writeln!(out, "v1");
+    let _ = writeln!(out, "v2");
+}
+
+/// The line of a chunk of services, the first of which is the table's service `first`: the
+/// digest of their lines ([`write_services`]) in hex.
+fn write_chunk(out: &mut impl std::fmt::Write, first: usize, digest: &[u8; 32]) {
+    let _ = write!(out, "services {first} ");
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    let _ = writeln!(out);
 }
 
 /// The lines of `services`, the first of which is the table's service `first`.
@@ -319,8 +361,7 @@ mod tests {
     }
 
     /// The text as it was written before it was streamed and memoized (commit 8ad11d0), kept
-    /// to show that the hash instances compare did not change: an instance of this version and
-    /// one of the last agree on the same cluster.
+    /// to show that version 2 hashes the same lines: its services' in chunks, the rest as is.
     fn reference(table: &RoutingTable, bind: IpAddr) -> String {
         let mut out = String::new();
         // `write!` to a String cannot fail.
@@ -436,8 +477,18 @@ mod tests {
         out
     }
 
+    /// Version 1's text: its head, every service's lines, the lines after them.
+    fn version_1(table: &RoutingTable, bind: IpAddr) -> String {
+        let mut out = "v1\n".to_string();
+        for (c, chunk) in table.services.chunks().iter().enumerate() {
+            write_services(&mut out, chunk, c * crate::chunked::CHUNK, bind);
+        }
+        write_rest(&mut out, table, bind);
+        out
+    }
+
     #[test]
-    fn the_hash_is_the_one_the_previous_version_computed() {
+    fn the_hash_is_of_the_previous_versions_lines_with_services_by_chunk() {
         let mut c = cluster();
         // A deployment group (two apps in one route), a rate limit, a health probe, a task held
         // back, a tcp port with a label of its own.
@@ -490,17 +541,65 @@ mod tests {
             CompileConfig::group("*", "10.0.0.1".parse().unwrap()),
         ] {
             let table = compile(&c, &config);
-            let text = reference(&table, config.bind);
-            assert_eq!(canonical(&table, config.bind), text);
-            let digest = Sha256::digest(text.as_bytes());
-            let expected = u64::from_be_bytes(digest[..8].try_into().unwrap());
-            assert_eq!(table.hash(), expected);
+            assert_eq!(
+                version_1(&table, config.bind),
+                reference(&table, config.bind)
+            );
+            assert_eq!(table.hash(), whole(&table, config.bind));
         }
+    }
+
+    /// The hash of `table`'s text, written in one go (no digest kept from another table).
+    fn whole(table: &RoutingTable, bind: IpAddr) -> u64 {
+        let digest = Sha256::digest(canonical(table, bind).as_bytes());
+        u64::from_be_bytes(digest[..8].try_into().unwrap())
+    }
+
+    /// Services past the first chunk are in the text by their chunk's digest: each service's
+    /// change still changes the hash, and only the chunk it is in.
+    #[test]
+    fn services_are_hashed_by_chunk() {
+        use crate::chunked::CHUNK;
+        let mut c = Cluster::default();
+        let n = CHUNK * 2 + 3;
+        for i in 0..n {
+            let id = format!("/a{i:03}");
+            let a = app(
+                &id,
+                10000 + i as u16,
+                &[],
+                vec![task(&format!("{id}.1"), 1)],
+            );
+            c.apps.insert(a.id.clone(), std::sync::Arc::new(a));
+        }
+        let config = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
+        let table = compile(&c, &config);
+        let text = canonical(&table, config.bind);
+        let chunks: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("services "))
+            .collect();
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[1].starts_with(&format!("services {CHUNK} ")));
+        let mut moved = c.clone();
+        let id = format!("/a{:03}", CHUNK + 5);
+        std::sync::Arc::make_mut(moved.apps.get_mut(id.as_str()).unwrap())
+            .tasks
+            .clear();
+        let other = compile(&moved, &config);
+        assert_ne!(table.hash(), other.hash());
+        let text2 = canonical(&other, config.bind);
+        let chunks2: Vec<&str> = text2
+            .lines()
+            .filter(|l| l.starts_with("services "))
+            .collect();
+        assert_eq!((chunks[0], chunks[2]), (chunks2[0], chunks2[2]));
+        assert_ne!(chunks[1], chunks2[1]);
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
-        /// The hash of a table patched event by event (its services' text kept per chunk
+        /// The hash of a table patched event by event (its chunks' digests kept
         /// between tables) is the hash of its whole text, and that of the table compiled afresh
         /// from the same cluster: instances compare it whatever their history.
         #[test]
@@ -517,10 +616,7 @@ mod tests {
                     .map(|i| app(&id(i), 10000 + i as u16, &[], vec![task(&format!("{}.1", id(i)), 1)]))
                     .collect(),
             ));
-            let whole = |t: &RoutingTable| {
-                let digest = Sha256::digest(canonical(t, config.bind).as_bytes());
-                u64::from_be_bytes(digest[..8].try_into().unwrap())
-            };
+            let whole = |t: &RoutingTable| whole(t, config.bind);
             let mut cache = Cache::default();
             let first = compile_changed(&mut cache, &c, &config, None);
             proptest::prop_assert_eq!(first.hash(), whole(&first));
