@@ -14,34 +14,44 @@
 //!
 //! It is computed once per table, when first asked for (after the swap, off the control thread),
 //! never per request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16
-//! hex digits. The services, most of that text (a line per backend), are in it by chunk
-//! (`crate::chunked`, 64 services each): each chunk's text is hashed on its own and the text
-//! names the chunk by that digest. A chunk's digest is kept while its services are ([`Memo`]),
-//! so the next table after one app's change hashes that app's chunk and the lines after the
-//! services, not 50,000 services.
+//! hex digits. The bulk of that text — the services (a line per backend), the routes, the vhost
+//! rules — is in it by parts: each chunk of services or routes (`crate::chunked`, 64 each) and
+//! the vhost rules are hashed on their own, and the text names them by those digests. A part's
+//! digest is kept while what it was of is ([`Memo`]), so the table after one app's change hashes
+//! that app's chunks and a few lines, not 50,000 services.
 //!
-//! Version 2 of the text (the first line says `v2`). Version 1 hashed the services' lines
-//! themselves: the two give different values for one table, so instances of the two versions
-//! do not agree; instances of one version holding equal tables do, whatever their history (a
-//! table's chunks are its services in order, 64 at a time, however it was made).
+//! Version 2 of the text (its first line says `v2`). Version 1 hashed those lines themselves:
+//! the two give different values for one table, so instances of the two versions do not agree;
+//! instances of one version holding equal tables do, whatever their history (a table's chunks
+//! are its services and routes in order, 64 at a time, however it was made).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
 
+use super::routes::Route;
+use super::vhosts::Vhosts;
 use super::{RoutingTable, Service};
 
-/// The digest of each chunk of services of the table last hashed, by chunk position, with the
-/// services it was of. A service is known by its allocation: compiles share the services of
-/// apps that did not change (`routing::compile::Cache`), patched or compiled in full. A `Weak`
-/// keeps the allocation from being reused, and a service with one cannot be changed in place
-/// (`Arc::get_mut` refuses), so the same allocations at the same position are the same services.
+/// The digests of the parts of the table last hashed, with what each was of: a chunk of
+/// services or routes by its position and its elements, the vhosts by their map. An element is
+/// known by its allocation: compiles share the services and routes of apps that did not change
+/// (`routing::compile::Cache`), patched or compiled in full, and a table patched from another
+/// shares its maps. A `Weak` keeps the allocation from being reused, and a value with one cannot
+/// be changed in place (`Arc::get_mut` refuses), so the same allocations are the same values.
 #[derive(Default)]
 struct Memo {
     bind: Option<IpAddr>,
-    chunks: Vec<Option<(Box<[Weak<Service>]>, [u8; 32])>>,
+    services: Vec<Option<Part<Service>>>,
+    routes: Vec<Option<Part<Route>>>,
+    /// The entry points the routes' digests were written with (their `at=`).
+    by_listen: Weak<rustc_hash::FxHashMap<SocketAddr, usize>>,
+    vhosts: Option<(Weak<Vhosts>, [u8; 32])>,
 }
+
+/// A chunk's elements and the digest of its lines.
+type Part<T> = (Box<[Weak<T>]>, [u8; 32]);
 
 /// One memo for the process: the tables it hashes are mostly each the last one patched. A
 /// table hashed while another is (a plan's beside the live one's) is hashed without it.
@@ -51,50 +61,91 @@ static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
 pub fn table_hash(table: &RoutingTable, bind: IpAddr) -> u64 {
     let taken = MEMO.lock().ok().and_then(|mut m| m.take());
     let mut last = taken.filter(|m| m.bind == Some(bind)).unwrap_or_default();
-    let (hash, memo) = hash_with(table, bind, &mut last);
+    let mut sink = Hashing::new();
+    let memo = write_text(&mut sink, table, bind, &mut last);
     if let Ok(mut m) = MEMO.lock() {
         *m = Some(memo);
     }
-    hash
+    let digest = sink.finish();
+    u64::from_be_bytes(digest[..8].try_into().expect("32 bytes"))
 }
 
-/// The hash of `table`, with the digests of `last`'s chunks that `table` still has; and the
-/// memo of `table`'s.
-fn hash_with(table: &RoutingTable, bind: IpAddr, last: &mut Memo) -> (u64, Memo) {
-    let chunks = table.services.chunks();
+/// Writes the text of `table` (what [`table_hash`] hashes), with the digests of `last`'s parts
+/// that `table` still has; gives the memo of `table`'s.
+fn write_text(
+    out: &mut impl std::fmt::Write,
+    table: &RoutingTable,
+    bind: IpAddr,
+    last: &mut Memo,
+) -> Memo {
+    use crate::chunked::CHUNK;
     let mut memo = Memo {
         bind: Some(bind),
-        chunks: Vec::with_capacity(chunks.len()),
+        by_listen: Arc::downgrade(&table.by_listen),
+        ..Memo::default()
     };
-    let mut sink = Hashing::new();
-    write_head(&mut sink);
-    for (c, chunk) in chunks.iter().enumerate() {
-        let first = c * crate::chunked::CHUNK;
-        let kept = last
-            .chunks
-            .get_mut(c)
-            .and_then(Option::take)
-            .filter(|(of, _)| {
-                of.len() == chunk.len()
-                    && of
-                        .iter()
-                        .zip(chunk.iter())
-                        .all(|(w, s)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(s)))
-            });
-        let (weak, digest) = kept.unwrap_or_else(|| {
-            let mut part = Hashing::new();
-            write_services(&mut part, chunk, first, bind);
-            (chunk.iter().map(Arc::downgrade).collect(), part.finish())
-        });
-        write_chunk(&mut sink, first, &digest);
-        memo.chunks.push(Some((weak, digest)));
+    // Writing to a String or the hasher cannot fail (here and below).
+    let _ = writeln!(out, "v2");
+    for (c, chunk) in table.services.chunks().iter().enumerate() {
+        let part = reuse(&mut last.services, c, chunk)
+            .unwrap_or_else(|| part(chunk, |h| write_services(h, chunk, c * CHUNK, bind)));
+        let _ = writeln!(out, "services {} {}", c * CHUNK, Hex(&part.1));
+        memo.services.push(Some(part));
     }
-    write_rest(&mut sink, table, bind);
-    let digest = sink.finish();
-    (
-        u64::from_be_bytes(digest[..8].try_into().expect("32 bytes")),
-        memo,
-    )
+    // The routes' entry points, when a chunk of routes is written again.
+    let same_listen = std::ptr::eq(last.by_listen.as_ptr(), Arc::as_ptr(&table.by_listen));
+    let mut entry_points = None;
+    for (c, chunk) in table.routes.chunks().iter().enumerate() {
+        let part = reuse(&mut last.routes, c, chunk)
+            .filter(|_| same_listen)
+            .unwrap_or_else(|| {
+                let at = entry_points.get_or_insert_with(|| route_entry_points(table, bind));
+                part(chunk, |h| write_routes(h, chunk, c * CHUNK, at))
+            });
+        let _ = writeln!(out, "routes {} {}", c * CHUNK, Hex(&part.1));
+        memo.routes.push(Some(part));
+    }
+    write_udp(out, table, bind);
+    let vhosts = last
+        .vhosts
+        .take()
+        .filter(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&table.vhosts)))
+        .unwrap_or_else(|| {
+            let mut h = Hashing::new();
+            write_vhosts(&mut h, &table.vhosts);
+            (Arc::downgrade(&table.vhosts), h.finish())
+        });
+    let _ = writeln!(out, "vhosts {}", Hex(&vhosts.1));
+    memo.vhosts = Some(vhosts);
+    write_tail(out, table);
+    memo
+}
+
+/// Chunk `c`'s part in `last` if `chunk` holds the same elements.
+fn reuse<T>(last: &mut [Option<Part<T>>], c: usize, chunk: &[Arc<T>]) -> Option<Part<T>> {
+    last.get_mut(c).and_then(Option::take).filter(|(of, _)| {
+        of.len() == chunk.len()
+            && of
+                .iter()
+                .zip(chunk)
+                .all(|(w, x)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(x)))
+    })
+}
+
+/// The part of `chunk` whose lines `write` writes.
+fn part<T>(chunk: &[Arc<T>], write: impl FnOnce(&mut Hashing)) -> Part<T> {
+    let mut h = Hashing::new();
+    write(&mut h);
+    (chunk.iter().map(Arc::downgrade).collect(), h.finish())
+}
+
+/// A digest in lowercase hex.
+struct Hex<'a>(&'a [u8; 32]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 /// Feeds SHA-256 with what is written, in chunks.
@@ -161,35 +212,13 @@ fn listen(addr: SocketAddr, bind: IpAddr) -> String {
 }
 
 /// The table as text, one fact a line, in an order that depends on nothing but the content:
-/// what [`table_hash`] hashes, each chunk of services named by the digest of its lines.
+/// what [`table_hash`] hashes, each chunk of services or routes and the vhosts named by the
+/// digest of their lines, written in full.
 #[cfg(test)]
 fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
     let mut out = String::new();
-    write_head(&mut out);
-    for (c, chunk) in table.services.chunks().iter().enumerate() {
-        let first = c * crate::chunked::CHUNK;
-        let mut part = Hashing::new();
-        write_services(&mut part, chunk, first, bind);
-        write_chunk(&mut out, first, &part.finish());
-    }
-    write_rest(&mut out, table, bind);
+    write_text(&mut out, table, bind, &mut Memo::default());
     out
-}
-
-/// The text's first line: its version.
-fn write_head(out: &mut impl std::fmt::Write) {
-    // Writing to a String or the hasher cannot fail (here and below).
-    let _ = writeln!(out, "v2");
-}
-
-/// The line of a chunk of services, the first of which is the table's service `first`: the
-/// digest of their lines ([`write_services`]) in hex.
-fn write_chunk(out: &mut impl std::fmt::Write, first: usize, digest: &[u8; 32]) {
-    let _ = write!(out, "services {first} ");
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
-    }
-    let _ = writeln!(out);
 }
 
 /// The lines of `services`, the first of which is the table's service `first`.
@@ -262,22 +291,34 @@ fn write_services(
     }
 }
 
-/// The lines after the services': routes, UDP ports, vhosts, the default app, certificates,
-/// problems.
-fn write_rest(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
-    macro_rules! line {
-        ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
-    }
-    // Each route's entry points, gathered in one pass (not one scan of every listener per
-    // route: that was quadratic in the number of apps).
+/// Each route's entry points (`at=`), sorted, gathered in one pass (not one scan of every
+/// listener per route: that was quadratic in the number of apps).
+fn route_entry_points(table: &RoutingTable, bind: IpAddr) -> Vec<Vec<String>> {
     let mut at_by_route: Vec<Vec<String>> = vec![Vec::new(); table.routes.len()];
     for (a, &x) in table.by_listen.iter() {
         if let Some(at) = at_by_route.get_mut(x) {
             at.push(listen(*a, bind));
         }
     }
-    for (i, (r, mut at)) in table.routes.iter().zip(at_by_route).enumerate() {
+    for at in &mut at_by_route {
         at.sort();
+    }
+    at_by_route
+}
+
+/// The lines of `routes`, the first of which is the table's route `first`; `at`: every route's
+/// entry points ([`route_entry_points`]).
+fn write_routes(
+    out: &mut impl std::fmt::Write,
+    routes: &[Arc<Route>],
+    first: usize,
+    at: &[Vec<String>],
+) {
+    macro_rules! line {
+        ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
+    }
+    for (i, r) in (first..).zip(routes) {
+        let at = at.get(i).map_or(&[][..], Vec::as_slice);
         line!(
             "route {i} {:?} at={at:?} overridden={}",
             r.name,
@@ -293,6 +334,10 @@ fn write_rest(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr
             );
         }
     }
+}
+
+/// The UDP ports' lines.
+fn write_udp(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
     let mut udp: Vec<(String, usize)> = table
         .udp
         .iter()
@@ -300,13 +345,17 @@ fn write_rest(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr
         .collect();
     udp.sort();
     for (addr, s) in udp {
-        line!("udp {addr} {s}");
+        let _ = writeln!(out, "udp {addr} {s}");
     }
-    // Rules of one host keep the order they are tried in; hosts are sorted.
+}
+
+/// The vhost rules' lines: rules of one host keep the order they are tried in; hosts are
+/// sorted.
+fn write_vhosts(out: &mut impl std::fmt::Write, table_vhosts: &Vhosts) {
     let mut vhosts: Vec<(String, usize, String, usize)> = Vec::new();
     let mut last: Option<String> = None;
     let mut n = 0;
-    for (host, prefix, route) in table.vhosts.entries() {
+    for (host, prefix, route) in table_vhosts.entries() {
         n = if last.as_deref() == Some(host.as_str()) {
             n + 1
         } else {
@@ -317,16 +366,20 @@ fn write_rest(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr
     }
     vhosts.sort();
     for (host, n, prefix, route) in vhosts {
-        line!("vhost {host} {n} {prefix:?} {route}");
+        let _ = writeln!(out, "vhost {host} {n} {prefix:?} {route}");
     }
-    line!("default {:?}", table.default_service);
+}
+
+/// The last lines: the default app, certificates, problems.
+fn write_tail(out: &mut impl std::fmt::Write, table: &RoutingTable) {
+    let _ = writeln!(out, "default {:?}", table.default_service);
     for cert in table.ssl_certs.iter() {
-        line!("cert {}", cert.display());
+        let _ = writeln!(out, "cert {}", cert.display());
     }
     let mut problems: Vec<_> = table.problems.iter().collect();
     problems.sort();
     for p in problems {
-        line!("problem {:?} {p}", p.severity);
+        let _ = writeln!(out, "problem {:?} {p}", p.severity);
     }
 }
 
@@ -477,13 +530,19 @@ mod tests {
         out
     }
 
-    /// Version 1's text: its head, every service's lines, the lines after them.
+    /// Version 1's text: its head, every service's and route's lines, the lines after them.
     fn version_1(table: &RoutingTable, bind: IpAddr) -> String {
         let mut out = "v1\n".to_string();
         for (c, chunk) in table.services.chunks().iter().enumerate() {
             write_services(&mut out, chunk, c * crate::chunked::CHUNK, bind);
         }
-        write_rest(&mut out, table, bind);
+        let at = route_entry_points(table, bind);
+        for (c, chunk) in table.routes.chunks().iter().enumerate() {
+            write_routes(&mut out, chunk, c * crate::chunked::CHUNK, &at);
+        }
+        write_udp(&mut out, table, bind);
+        write_vhosts(&mut out, &table.vhosts);
+        write_tail(&mut out, table);
         out
     }
 
