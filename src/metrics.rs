@@ -1,5 +1,6 @@
-//! Prometheus metrics. Families are registered once; hot paths hold pre-resolved handles (see
-//! `backends::BackendMetrics`) so a connection or request only touches atomics.
+//! Prometheus metrics. Families are registered once; hot paths hold pre-resolved handles, or
+//! (per backend) plain atomics rendered when scraped (`backends::series`), so a connection or
+//! request only touches atomics.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,19 +10,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendLabels {
-    pub service: String,
-    pub backend: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResponseLabels {
-    pub service: String,
-    pub backend: String,
-    pub class: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
@@ -73,14 +61,9 @@ pub struct KindLabels {
 pub struct Metrics {
     /// Families registered here at start; a subsystem that owns its metrics (DNS) adds its own
     /// with [`Metrics::register`].
+    /// The per-backend series are not here: each backend's state holds its counters, and
+    /// `backends::series` renders them when scraped.
     registry: Mutex<Registry>,
-    pub connections: Family<BackendLabels, Counter>,
-    pub active_connections: Family<BackendLabels, Gauge>,
-    pub bytes_in: Family<BackendLabels, Counter>,
-    pub bytes_out: Family<BackendLabels, Counter>,
-    pub connect_failures: Family<BackendLabels, Counter>,
-    pub ejections: Family<BackendLabels, Counter>,
-    pub http_responses: Family<ResponseLabels, Counter>,
     pub no_backend: Family<ServiceLabels, Counter>,
     /// Backend connects that failed for this host's own shortage (descriptors, memory,
     /// ephemeral ports): charged to no backend (`proxy::local_shortage`).
@@ -161,13 +144,6 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("switchyard");
         let m = Metrics {
-            connections: Family::default(),
-            active_connections: Family::default(),
-            bytes_in: Family::default(),
-            bytes_out: Family::default(),
-            connect_failures: Family::default(),
-            ejections: Family::default(),
-            http_responses: Family::default(),
             no_backend: Family::default(),
             local_connect_failures: Counter::default(),
             limited: Family::default(),
@@ -215,36 +191,6 @@ impl Metrics {
             "dns_fail_static",
             "Times a healthy-only DNS app fell back to all running tasks (none healthy)",
             m.dns_fail_static_total.clone(),
-        );
-        r.register(
-            "backend_connections",
-            "Connections (TCP) or requests (HTTP) sent to a backend",
-            m.connections.clone(),
-        );
-        r.register(
-            "backend_active_connections",
-            "Connections or requests in flight to a backend",
-            m.active_connections.clone(),
-        );
-        r.register(
-            "backend_bytes_in",
-            "Bytes received from clients and sent to a backend",
-            m.bytes_in.clone(),
-        );
-        r.register(
-            "backend_bytes_out",
-            "Bytes received from a backend and sent to clients",
-            m.bytes_out.clone(),
-        );
-        r.register(
-            "backend_connect_failures",
-            "Failed connects to a backend",
-            m.connect_failures.clone(),
-        );
-        r.register(
-            "http_responses",
-            "HTTP responses by status class",
-            m.http_responses.clone(),
         );
         r.register(
             "no_backend",
@@ -376,11 +322,6 @@ impl Metrics {
             m.admin_probe_only_connections.clone(),
         );
         r.register(
-            "backend_ejections",
-            "Times a backend was ejected as an outlier (5 consecutive failures)",
-            m.ejections.clone(),
-        );
-        r.register(
             "route_weight",
             "Each app's weight in its multi-app route (source: backends, label, default, override)",
             m.route_weight.clone(),
@@ -494,6 +435,14 @@ impl Metrics {
         metric: impl prometheus_client::registry::Metric,
     ) {
         self.registry.lock().unwrap().register(name, help, metric);
+    }
+
+    /// Adds series rendered when scraped (`backends::series`).
+    pub fn register_collector(&self, collector: impl prometheus_client::collector::Collector) {
+        self.registry
+            .lock()
+            .unwrap()
+            .register_collector(Box::new(collector));
     }
 
     pub fn encode(&self) -> String {

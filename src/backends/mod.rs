@@ -10,6 +10,9 @@ pub mod health;
 pub mod latency;
 pub mod limits;
 pub mod outlier;
+mod series;
+
+pub use series::{BackendMetrics, Count};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,13 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::{BackendLabels, Metrics, ResponseLabels, ServiceLabels};
+use crate::metrics::{Metrics, ServiceLabels};
 use crate::routing::{RoutingTable, ServiceKey};
 
 pub type BackendKey = (ServiceKey, SocketAddr);
@@ -31,92 +32,6 @@ pub type BackendKey = (ServiceKey, SocketAddr);
 /// The states of one service's backends, in its backend order; shared by the snapshots whose
 /// service is the same.
 pub type Row = Arc<[Arc<BackendState>]>;
-
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Metric handles resolved once per backend, so the hot path only touches atomics.
-pub struct BackendMetrics {
-    pub connections: Counter,
-    pub active: Gauge,
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
-    pub connect_failures: Counter,
-    pub ejections: Counter,
-    responses: [Counter; 5],
-    /// Shared by every backend of the service: latency per app version, not per task.
-    pub response_seconds: Histogram,
-    /// This backend's response times in fine buckets (20 % apart, atomics): a rollout's p99
-    /// gate and the dashboard's history read them.
-    pub latency: latency::Latency,
-}
-
-impl BackendMetrics {
-    fn new(metrics: &Metrics, labels: &BackendLabels) -> BackendMetrics {
-        let response = |class| {
-            let l = ResponseLabels {
-                service: labels.service.clone(),
-                backend: labels.backend.clone(),
-                class,
-            };
-            metrics.http_responses.get_or_create(&l).clone()
-        };
-        // The service's refusals start at zero too (the proxy counts them by service).
-        let _ = metrics.no_backend.get_or_create(&ServiceLabels {
-            service: labels.service.clone(),
-        });
-        BackendMetrics {
-            connections: metrics.connections.get_or_create(labels).clone(),
-            active: metrics.active_connections.get_or_create(labels).clone(),
-            bytes_in: metrics.bytes_in.get_or_create(labels).clone(),
-            bytes_out: metrics.bytes_out.get_or_create(labels).clone(),
-            connect_failures: metrics.connect_failures.get_or_create(labels).clone(),
-            ejections: metrics.ejections.get_or_create(labels).clone(),
-            responses: STATUS_CLASSES.map(response),
-            response_seconds: metrics
-                .http_response_seconds
-                .get_or_create(&ServiceLabels {
-                    service: labels.service.clone(),
-                })
-                .clone(),
-            latency: latency::Latency::default(),
-        }
-    }
-
-    /// A response's time, from the request sent to the response head: the service's histogram
-    /// and this backend's buckets. Both HTTP codecs record through here.
-    pub fn response_time(&self, took: std::time::Duration) {
-        let seconds = took.as_secs_f64();
-        self.response_seconds.observe(seconds);
-        self.latency.observe(seconds);
-    }
-
-    /// Responses of a status class (`1`..=`5`) so far.
-    pub fn responses(&self, class: usize) -> u64 {
-        self.responses[class.clamp(1, 5) - 1].get()
-    }
-
-    pub fn response(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.responses[class].inc();
-    }
-
-    fn remove(metrics: &Metrics, labels: &BackendLabels) {
-        metrics.connections.remove(labels);
-        metrics.active_connections.remove(labels);
-        metrics.bytes_in.remove(labels);
-        metrics.bytes_out.remove(labels);
-        metrics.connect_failures.remove(labels);
-        metrics.ejections.remove(labels);
-        for class in STATUS_CLASSES {
-            let l = ResponseLabels {
-                service: labels.service.clone(),
-                backend: labels.backend.clone(),
-                class,
-            };
-            metrics.http_responses.remove(&l);
-        }
-    }
-}
 
 pub struct BackendState {
     pub addr: SocketAddr,
@@ -165,7 +80,6 @@ impl BackendState {
     pub fn open(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.inc();
-        self.metrics.active.inc();
         ActiveGuard(self.clone())
     }
 
@@ -216,10 +130,16 @@ impl BackendState {
 
 pub struct ActiveGuard(Arc<BackendState>);
 
+impl ActiveGuard {
+    /// The backend counted.
+    pub fn state(&self) -> &Arc<BackendState> {
+        &self.0
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.active.dec();
     }
 }
 
@@ -237,10 +157,20 @@ pub struct Registry {
     drain_timeout: Duration,
     verdicts: Arc<tokio::sync::Notify>,
     limits: limits::LimitStates,
+    /// What `/metrics` shows of the backends (`series`), published at the end of each attach.
+    view: Arc<std::sync::Mutex<series::View>>,
+    /// `draining` changed since the view last copied it.
+    draining_changed: bool,
 }
 
 impl Registry {
+    /// The registry of `metrics`' backends: their series are rendered from it when scraped
+    /// (one registry per `Metrics`).
     pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration) -> Registry {
+        let view = Arc::default();
+        metrics.register_collector(series::Series {
+            view: Arc::clone(&view),
+        });
         Registry {
             live: Default::default(),
             last: Default::default(),
@@ -250,6 +180,8 @@ impl Registry {
             drain_timeout,
             verdicts: Arc::default(),
             limits: limits::LimitStates::default(),
+            view,
+            draining_changed: false,
         }
     }
 
@@ -324,6 +256,7 @@ impl Registry {
         self.last = table.services.clone();
         self.rows = states.into();
         self.retire(left);
+        self.publish();
         self.rows.clone()
     }
 
@@ -367,6 +300,7 @@ impl Registry {
         }
         self.last = table.services.clone();
         self.retire(left);
+        self.publish();
         Some(self.rows.clone())
     }
 
@@ -374,19 +308,32 @@ impl Registry {
     /// forgotten.
     fn retire(&mut self, left: Vec<(BackendKey, Arc<BackendState>)>) {
         let deadline = Instant::now() + self.drain_timeout;
+        self.draining_changed |= !left.is_empty();
         for (key, state) in left {
             state.start_draining(deadline);
             self.draining.insert(key, state);
         }
         let now = Instant::now();
-        let metrics = &self.metrics;
-        self.draining.retain(|key, state| {
-            let gone = state.drain.borrow().is_some_and(|d| d <= now) && state.active() == 0;
-            if gone {
-                BackendMetrics::remove(metrics, &labels(key));
-            }
-            !gone
+        let before = self.draining.len();
+        self.draining.retain(|_, state| {
+            !(state.drain.borrow().is_some_and(|d| d <= now) && state.active() == 0)
         });
+        self.draining_changed |= self.draining.len() != before;
+    }
+
+    /// Hands `/metrics` the backends as they are now: the table's rows as attached (shared,
+    /// not copied) and, when it changed, the list of those draining.
+    fn publish(&mut self) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.services = self.last.clone();
+        view.rows = self.rows.clone();
+        if std::mem::take(&mut self.draining_changed) {
+            view.draining = self
+                .draining
+                .iter()
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect();
+        }
     }
 
     /// A service no longer in the table: all its backends leave.
@@ -414,6 +361,8 @@ impl Registry {
         let mut kept: Vec<(SocketAddr, Arc<BackendState>)> =
             Vec::with_capacity(service.backends.len());
         let mut row = Vec::with_capacity(service.backends.len());
+        // The service's latency histogram, looked up once, when its first new backend needs it.
+        let mut response_seconds = None;
         for (i, b) in service.backends.iter().enumerate() {
             // Two tasks on one address share its key, so its state (they are adjacent:
             // `compile` sorts backends by address).
@@ -440,7 +389,11 @@ impl Registry {
                     let key = (service.key.clone(), b.addr);
                     match kept.iter().find(|(addr, _)| *addr == b.addr) {
                         Some((_, state)) => state.clone(),
-                        None => self.undrain(&key).unwrap_or_else(|| self.create(&key)),
+                        None => self.undrain(&key).unwrap_or_else(|| {
+                            let histogram = response_seconds
+                                .get_or_insert_with(|| self.service_series(&service.key));
+                            self.create(&key, histogram.clone())
+                        }),
                     }
                 }
             };
@@ -476,28 +429,35 @@ impl Registry {
 
     fn undrain(&mut self, key: &BackendKey) -> Option<Arc<BackendState>> {
         let state = self.draining.remove(key)?;
+        self.draining_changed = true;
         state.drain.send_replace(None);
         Some(state)
     }
 
-    fn create(&self, key: &BackendKey) -> Arc<BackendState> {
+    /// A service's own series, made when its first backend is: its refusals (at zero) and its
+    /// response-time histogram, which its backends share.
+    fn service_series(&self, key: &ServiceKey) -> Histogram {
+        let labels = ServiceLabels {
+            service: key.to_string(),
+        };
+        let _ = self.metrics.no_backend.get_or_create(&labels);
+        self.metrics
+            .http_response_seconds
+            .get_or_create(&labels)
+            .clone()
+    }
+
+    fn create(&self, key: &BackendKey, response_seconds: Histogram) -> Arc<BackendState> {
         Arc::new(BackendState {
             addr: key.1,
             outlier: Default::default(),
             health: Default::default(),
             active: AtomicUsize::new(0),
             connect_ewma_ns: Default::default(),
-            metrics: BackendMetrics::new(&self.metrics, &labels(key)),
+            metrics: BackendMetrics::new(response_seconds),
             drain: watch::Sender::new(None),
             verdicts: self.verdicts.clone(),
         })
-    }
-}
-
-fn labels(key: &BackendKey) -> BackendLabels {
-    BackendLabels {
-        service: key.0.to_string(),
-        backend: key.1.to_string(),
     }
 }
 
@@ -509,7 +469,12 @@ mod tests {
     use crate::routing::{CompileConfig, compile};
 
     fn table(ports: &[u16]) -> RoutingTable {
-        let tasks = ports.iter().map(|&p| task(&format!("t{p}"), p)).collect();
+        // Ids of their own: two tasks may share a port (one address, two tasks).
+        let tasks = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| task(&format!("t{i}.{p}"), p))
+            .collect();
         let mut c = Cluster::default();
         c.apply(ClusterUpdate::Snapshot(vec![app("/a", 10000, &[], tasks)]));
         let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
@@ -574,6 +539,103 @@ mod tests {
         assert_eq!(states[0].len(), 2);
         assert!(Arc::ptr_eq(&states[0][0], &states[0][1]));
     }
+    /// The per-backend lines of `/metrics`, sorted (a family's series come in no set order).
+    fn backend_lines(metrics: &Metrics) -> Vec<String> {
+        let mut lines: Vec<String> = metrics
+            .encode()
+            .lines()
+            .filter(|l| {
+                ["backend_", "http_responses"].iter().any(|f| {
+                    l.starts_with(&format!("switchyard_{f}"))
+                        || l.contains(&format!(" switchyard_{f}"))
+                })
+            })
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// `/metrics` shows every backend of the table, each series at zero until it sees traffic
+    /// (operators alert on them), two tasks on one address once, a draining backend until it is
+    /// forgotten; then its series are gone.
+    #[tokio::test]
+    async fn metrics_show_each_backend_from_its_attach_until_it_is_forgotten() {
+        let metrics = Arc::new(Metrics::new());
+        let mut reg = Registry::new(metrics.clone(), Duration::from_millis(1));
+        assert_eq!(
+            backend_lines(&metrics),
+            Vec::<String>::new(),
+            "no backend yet"
+        );
+        let first = reg.attach(&table(&[1, 2, 2]));
+        let conn = first[0][0].open();
+        first[0][0].metrics.response(http::StatusCode::OK);
+        first[0][0].metrics.bytes_out.inc_by(7);
+        first[0][0].metrics.connect_failures.inc();
+        let series = |port: u16, [conns, active, bytes_out, fails, ok]: [u64; 5]| {
+            let l = format!("service=\"/a:0\",backend=\"127.0.0.1:{port}\"");
+            let mut v = vec![
+                format!("switchyard_backend_connections_total{{{l}}} {conns}"),
+                format!("switchyard_backend_active_connections{{{l}}} {active}"),
+                format!("switchyard_backend_bytes_in_total{{{l}}} 0"),
+                format!("switchyard_backend_bytes_out_total{{{l}}} {bytes_out}"),
+                format!("switchyard_backend_connect_failures_total{{{l}}} {fails}"),
+                format!("switchyard_backend_ejections_total{{{l}}} 0"),
+            ];
+            for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+                let n = if class == "2xx" { ok } else { 0 };
+                v.push(format!(
+                    "switchyard_http_responses_total{{{l},class=\"{class}\"}} {n}"
+                ));
+            }
+            v
+        };
+        let head = [
+            "# HELP switchyard_backend_active_connections Connections or requests in flight to a backend",
+            "# HELP switchyard_backend_bytes_in Bytes received from clients and sent to a backend",
+            "# HELP switchyard_backend_bytes_out Bytes received from a backend and sent to clients",
+            "# HELP switchyard_backend_connect_failures Failed connects to a backend",
+            "# HELP switchyard_backend_connections Connections (TCP) or requests (HTTP) sent to a backend",
+            "# HELP switchyard_backend_ejections Times a backend was ejected as an outlier (5 consecutive failures)",
+            "# HELP switchyard_http_responses HTTP responses by status class",
+            "# TYPE switchyard_backend_active_connections gauge",
+            "# TYPE switchyard_backend_bytes_in counter",
+            "# TYPE switchyard_backend_bytes_out counter",
+            "# TYPE switchyard_backend_connect_failures counter",
+            "# TYPE switchyard_backend_connections counter",
+            "# TYPE switchyard_backend_ejections counter",
+            "# TYPE switchyard_http_responses counter",
+        ];
+        let expected = |ports: &[(u16, [u64; 5])]| {
+            let mut v: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+            for &(port, values) in ports {
+                v.extend(series(port, values));
+            }
+            v.sort();
+            v
+        };
+        let busy = [1, 1, 7, 1, 1];
+        assert_eq!(backend_lines(&metrics), expected(&[(1, busy), (2, [0; 5])]));
+        // Port 1 leaves and drains with its connection open: still shown, as it is.
+        let _second = reg.attach(&table(&[2, 3]));
+        assert!(first[0][0].is_draining());
+        assert_eq!(
+            backend_lines(&metrics),
+            expected(&[(1, busy), (2, [0; 5]), (3, [0; 5])])
+        );
+        // Its connection ends and its drain passes: the next swap forgets it.
+        drop(conn);
+        tokio::time::timeout(Duration::from_secs(5), first[0][0].drained())
+            .await
+            .unwrap();
+        let _third = reg.attach(&table(&[2, 3]));
+        assert_eq!(
+            backend_lines(&metrics),
+            expected(&[(2, [0; 5]), (3, [0; 5])])
+        );
+    }
+
     /// A patched table's states, attached at its patched services alone, are those a full
     /// attach gives: the same rows kept for every other service, the same states kept and
     /// drained in the patched one.

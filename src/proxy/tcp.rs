@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
+use crate::backends::Count;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
@@ -217,7 +217,7 @@ enum Fault {
 pub async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
-    (bytes_in, bytes_out): (&Counter, &Counter),
+    (bytes_in, bytes_out): (&Count, &Count),
     idle: Duration,
 ) -> End {
     let activity = Activity::new();
@@ -251,7 +251,7 @@ pub async fn relay(
 async fn direction(
     src: &TcpStream,
     dst: &TcpStream,
-    counter: &Counter,
+    counter: &Count,
     activity: &Activity,
 ) -> Result<(), Fault> {
     loop {
@@ -360,7 +360,7 @@ fn send_before_fin(dst: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
 pub async fn relay_io<C, U>(
     (client, client_prefix): (C, bytes::Bytes),
     (upstream, upstream_prefix): (U, bytes::Bytes),
-    (bytes_in, bytes_out): (&Counter, &Counter),
+    (bytes_in, bytes_out): (&Count, &Count),
     idle: Duration,
     drained: impl Future<Output = ()>,
 ) -> End
@@ -411,7 +411,7 @@ async fn io_direction<R, W>(
     src: &mut R,
     dst: &mut W,
     prefix: bytes::Bytes,
-    counter: &Counter,
+    counter: &Count,
     activity: &Activity,
 ) -> Result<(), Fault>
 where

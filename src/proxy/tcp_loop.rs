@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
+use crate::backends::Count;
 use tokio::io::unix::AsyncFd;
 
 use super::buffers::Buffer;
@@ -726,7 +726,7 @@ fn pump(
     dir: &mut Direction,
     src: &mut Sock,
     dst: &mut Sock,
-    counter: &Counter,
+    counter: &Count,
     (other_done, last_ms): (bool, &mut u64),
 ) -> Result<(), Fault> {
     if dir.done {

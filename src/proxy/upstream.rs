@@ -15,7 +15,6 @@ use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use prometheus_client::metrics::counter::Counter;
 
 use tokio::net::TcpStream;
 
@@ -133,7 +132,7 @@ pub enum Awaited {
 
 /// Counts a request against its backend (active gauge, bytes in) until its response ends.
 pub fn charge(req: &mut Request<RequestBody>, state: &Arc<BackendState>) -> ActiveGuard {
-    req.body_mut().bytes_in = Some(state.metrics.bytes_in.clone());
+    req.body_mut().bytes_in = Some(state.clone());
     state.open()
 }
 
@@ -213,12 +212,10 @@ fn finish_response(
 ) -> Response<ProxyBody> {
     let (mut parts, inner) = response.into_parts();
     strip_response_framing(&mut parts.headers);
-    let bytes_out = state.metrics.bytes_out.clone();
     let mut body = PooledBody {
         inner,
         conn: back.map(|(sender, pools)| (sender, pools, state)),
-        bytes_out,
-        _active: active,
+        active,
         slot: None,
     };
     if body.inner.is_end_stream() {
@@ -242,8 +239,8 @@ pub fn strip_response_framing(headers: &mut http::HeaderMap) {
 pub struct PooledBody {
     inner: Incoming,
     conn: Option<(Upstream, Arc<Pools>, Arc<BackendState>)>,
-    bytes_out: Counter,
-    _active: ActiveGuard,
+    /// The request counted in flight; its backend's `bytes_out` counts the body.
+    active: ActiveGuard,
     /// The request's place among its app's requests in flight (`MAX_CONCURRENT_REQUESTS`),
     /// held until the body ends.
     slot: Option<crate::backends::limits::Slot>,
@@ -251,12 +248,11 @@ pub struct PooledBody {
 
 impl PooledBody {
     /// A body whose connection is not pooled (HTTP/2 connections are shared, not checked out).
-    pub fn unpooled(inner: Incoming, bytes_out: Counter, active: ActiveGuard) -> PooledBody {
+    pub fn unpooled(inner: Incoming, active: ActiveGuard) -> PooledBody {
         PooledBody {
             inner,
             conn: None,
-            bytes_out,
-            _active: active,
+            active,
             slot: None,
         }
     }
@@ -307,7 +303,11 @@ impl Body for ProxyBody {
                 let frame = std::task::ready!(Pin::new(&mut body.inner).poll_frame(cx))
                     .map(|frame| frame.map_err(Into::into));
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
-                    body.bytes_out.inc_by(data.len() as u64);
+                    body.active
+                        .state()
+                        .metrics
+                        .bytes_out
+                        .inc_by(data.len() as u64);
                 }
                 if frame.is_none() || body.inner.is_end_stream() {
                     body.release();
@@ -373,7 +373,8 @@ impl Body for ClientBody {
 pub struct RequestBody {
     /// `None`: no body (a request replayed on another backend carries none).
     pub inner: Option<ClientBody>,
-    pub bytes_in: Option<Counter>,
+    /// The backend whose `bytes_in` counts the body.
+    pub bytes_in: Option<Arc<BackendState>>,
     /// How far the client's body got: a failure while it broke off (malformed chunk, client
     /// gone) or had not finished arriving is the client's, not the backend's.
     pub progress: Option<Arc<BodyProgress>>,
@@ -422,11 +423,11 @@ impl Body for RequestBody {
                 Some(Ok(_)) => {}
             }
         }
-        if let (Some(counter), Some(data)) = (
+        if let (Some(state), Some(data)) = (
             &this.bytes_in,
             frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),
         ) {
-            counter.inc_by(data.len() as u64);
+            state.metrics.bytes_in.inc_by(data.len() as u64);
         }
         Poll::Ready(frame)
     }

@@ -58,7 +58,7 @@ pub async fn send(
         match await_response(sender.try_send_request(req), state, policy.response).await {
             Awaited::Over(outcome) => return outcome,
             Awaited::Answered(response) => {
-                return Tried::Response(into_proxy(response, state, active));
+                return Tried::Response(into_proxy(response, active));
             }
             // The shared connection had closed under us: open a fresh one, once.
             Awaited::Returned(back) if reused => {
@@ -118,12 +118,11 @@ async fn open(
 
 fn into_proxy(
     response: Response<Incoming>,
-    state: &BackendState,
     active: crate::backends::ActiveGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, inner) = response.into_parts();
     super::upstream::strip_response_framing(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    let body = PooledBody::unpooled(inner, state.metrics.bytes_out.clone(), active);
+    let body = PooledBody::unpooled(inner, active);
     Response::from_parts(parts, ProxyBody::Upstream(body))
 }

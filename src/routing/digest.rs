@@ -12,27 +12,140 @@
 //! routes and their weights (runtime overrides included: an instance with one routes
 //! differently), VIP addresses, the default app, certificates named, and the problems.
 //!
-//! It is computed once per swap (at the end of `compile`, on the control thread), never per
-//! request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16 hex digits.
+//! It is computed once per table, when first asked for (after the swap, off the control thread),
+//! never per request: SHA-256 over a canonical text of the table, the first 64 bits shown as 16
+//! hex digits. The bulk of that text — the services (a line per backend), the routes, the vhost
+//! rules — is in it by parts: each chunk of services or routes (`crate::chunked`, 64 each) and
+//! the vhost rules are hashed on their own, and the text names them by those digests. A part's
+//! digest is kept while what it was of is ([`Memo`]), so the table after one app's change hashes
+//! that app's chunks and a few lines, not 50,000 services.
+//!
+//! Version 2 of the text (its first line says `v2`). Version 1 hashed those lines themselves:
+//! the two give different values for one table, so instances of the two versions do not agree;
+//! instances of one version holding equal tables do, whatever their history (a table's chunks
+//! are its services and routes in order, 64 at a time, however it was made).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
 
-use super::RoutingTable;
+use super::routes::Route;
+use super::vhosts::Vhosts;
+use super::{RoutingTable, Service};
+
+/// The digests of the parts of the table last hashed, with what each was of: a chunk of
+/// services or routes by its position and its elements, the vhosts by their map. An element is
+/// known by its allocation: compiles share the services and routes of apps that did not change
+/// (`routing::compile::Cache`), patched or compiled in full, and a table patched from another
+/// shares its maps. A `Weak` keeps the allocation from being reused, and a value with one cannot
+/// be changed in place (`Arc::get_mut` refuses), so the same allocations are the same values.
+#[derive(Default)]
+struct Memo {
+    bind: Option<IpAddr>,
+    services: Vec<Option<Part<Service>>>,
+    routes: Vec<Option<Part<Route>>>,
+    /// The entry points the routes' digests were written with (their `at=`).
+    by_listen: Weak<rustc_hash::FxHashMap<SocketAddr, usize>>,
+    vhosts: Option<(Weak<Vhosts>, [u8; 32])>,
+}
+
+/// A chunk's elements and the digest of its lines.
+type Part<T> = (Box<[Weak<T>]>, [u8; 32]);
+
+/// One memo for the process: the tables it hashes are mostly each the last one patched. A
+/// table hashed while another is (a plan's beside the live one's) is hashed without it.
+static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
 
 /// The hash of `table`, compiled with `bind` as the instance's default bind address.
 pub fn table_hash(table: &RoutingTable, bind: IpAddr) -> u64 {
-    // The text is hashed as it is written, a buffer at a time: at 50,000 apps it is tens of MiB,
-    // which a single String would grow to (and copy on the way) only to be hashed once.
-    let mut sink = Hashing {
-        sha: Sha256::new(),
-        buf: String::with_capacity(2 * Hashing::CHUNK),
-    };
-    write_canonical(&mut sink, table, bind);
-    sink.sha.update(sink.buf.as_bytes());
-    let digest = sink.sha.finalize();
+    let taken = MEMO.lock().ok().and_then(|mut m| m.take());
+    let mut last = taken.filter(|m| m.bind == Some(bind)).unwrap_or_default();
+    let mut sink = Hashing::new();
+    let memo = write_text(&mut sink, table, bind, &mut last);
+    if let Ok(mut m) = MEMO.lock() {
+        *m = Some(memo);
+    }
+    let digest = sink.finish();
     u64::from_be_bytes(digest[..8].try_into().expect("32 bytes"))
+}
+
+/// Writes the text of `table` (what [`table_hash`] hashes), with the digests of `last`'s parts
+/// that `table` still has; gives the memo of `table`'s.
+fn write_text(
+    out: &mut impl std::fmt::Write,
+    table: &RoutingTable,
+    bind: IpAddr,
+    last: &mut Memo,
+) -> Memo {
+    use crate::chunked::CHUNK;
+    let mut memo = Memo {
+        bind: Some(bind),
+        by_listen: Arc::downgrade(&table.by_listen),
+        ..Memo::default()
+    };
+    // Writing to a String or the hasher cannot fail (here and below).
+    let _ = writeln!(out, "v2");
+    for (c, chunk) in table.services.chunks().iter().enumerate() {
+        let part = reuse(&mut last.services, c, chunk)
+            .unwrap_or_else(|| part(chunk, |h| write_services(h, chunk, c * CHUNK, bind)));
+        let _ = writeln!(out, "services {} {}", c * CHUNK, Hex(&part.1));
+        memo.services.push(Some(part));
+    }
+    // The routes' entry points, when a chunk of routes is written again.
+    let same_listen = std::ptr::eq(last.by_listen.as_ptr(), Arc::as_ptr(&table.by_listen));
+    let mut entry_points = None;
+    for (c, chunk) in table.routes.chunks().iter().enumerate() {
+        let part = reuse(&mut last.routes, c, chunk)
+            .filter(|_| same_listen)
+            .unwrap_or_else(|| {
+                let at = entry_points.get_or_insert_with(|| route_entry_points(table, bind));
+                part(chunk, |h| write_routes(h, chunk, c * CHUNK, at))
+            });
+        let _ = writeln!(out, "routes {} {}", c * CHUNK, Hex(&part.1));
+        memo.routes.push(Some(part));
+    }
+    write_udp(out, table, bind);
+    let vhosts = last
+        .vhosts
+        .take()
+        .filter(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&table.vhosts)))
+        .unwrap_or_else(|| {
+            let mut h = Hashing::new();
+            write_vhosts(&mut h, &table.vhosts);
+            (Arc::downgrade(&table.vhosts), h.finish())
+        });
+    let _ = writeln!(out, "vhosts {}", Hex(&vhosts.1));
+    memo.vhosts = Some(vhosts);
+    write_tail(out, table);
+    memo
+}
+
+/// Chunk `c`'s part in `last` if `chunk` holds the same elements.
+fn reuse<T>(last: &mut [Option<Part<T>>], c: usize, chunk: &[Arc<T>]) -> Option<Part<T>> {
+    last.get_mut(c).and_then(Option::take).filter(|(of, _)| {
+        of.len() == chunk.len()
+            && of
+                .iter()
+                .zip(chunk)
+                .all(|(w, x)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(x)))
+    })
+}
+
+/// The part of `chunk` whose lines `write` writes.
+fn part<T>(chunk: &[Arc<T>], write: impl FnOnce(&mut Hashing)) -> Part<T> {
+    let mut h = Hashing::new();
+    write(&mut h);
+    (chunk.iter().map(Arc::downgrade).collect(), h.finish())
+}
+
+/// A digest in lowercase hex.
+struct Hex<'a>(&'a [u8; 32]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 /// Feeds SHA-256 with what is written, in chunks.
@@ -43,6 +156,20 @@ struct Hashing {
 
 impl Hashing {
     const CHUNK: usize = 64 * 1024;
+
+    // The text is hashed as it is written, a buffer at a time: at 50,000 apps it is tens of
+    // MiB, which a single String would grow to (and copy on the way) only to be hashed once.
+    fn new() -> Hashing {
+        Hashing {
+            sha: Sha256::new(),
+            buf: String::new(),
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.sha.update(self.buf.as_bytes());
+        self.sha.finalize().into()
+    }
 }
 
 impl std::fmt::Write for Hashing {
@@ -84,17 +211,23 @@ fn listen(addr: SocketAddr, bind: IpAddr) -> String {
     }
 }
 
-/// The table as text, one fact a line, in an order that depends on nothing but the content.
+/// The table as text, one fact a line, in an order that depends on nothing but the content:
+/// what [`table_hash`] hashes, each chunk of services or routes and the vhosts named by the
+/// digest of their lines, written in full.
 #[cfg(test)]
 fn canonical(table: &RoutingTable, bind: IpAddr) -> String {
     let mut out = String::new();
-    write_canonical(&mut out, table, bind);
+    write_text(&mut out, table, bind, &mut Memo::default());
     out
 }
 
-/// Writes [`canonical`]'s text to `out`.
-fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
-    // Writing to a String or the hasher cannot fail.
+/// The lines of `services`, the first of which is the table's service `first`.
+fn write_services(
+    out: &mut impl std::fmt::Write,
+    services: &[Arc<Service>],
+    first: usize,
+    bind: IpAddr,
+) {
     macro_rules! line {
         ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
     }
@@ -102,8 +235,7 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
         ($($arg:tt)*) => {{ let _ = write!(out, $($arg)*); }};
     }
     let (mut edges, mut connections, mut deployments, mut probes) = (None, None, None, None);
-    line!("v1");
-    for (i, s) in table.services.iter().enumerate() {
+    for (i, s) in (first..).zip(services) {
         line!(
             "service {i} {} listen={:?} port={} mode={:?} balance={:?} h2={} idle={:?}",
             s.key,
@@ -157,16 +289,36 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
             line!(" held_back {task} {reason}");
         }
     }
-    // Each route's entry points, gathered in one pass (not one scan of every listener per
-    // route: that was quadratic in the number of apps).
+}
+
+/// Each route's entry points (`at=`), sorted, gathered in one pass (not one scan of every
+/// listener per route: that was quadratic in the number of apps).
+fn route_entry_points(table: &RoutingTable, bind: IpAddr) -> Vec<Vec<String>> {
     let mut at_by_route: Vec<Vec<String>> = vec![Vec::new(); table.routes.len()];
     for (a, &x) in table.by_listen.iter() {
         if let Some(at) = at_by_route.get_mut(x) {
             at.push(listen(*a, bind));
         }
     }
-    for (i, (r, mut at)) in table.routes.iter().zip(at_by_route).enumerate() {
+    for at in &mut at_by_route {
         at.sort();
+    }
+    at_by_route
+}
+
+/// The lines of `routes`, the first of which is the table's route `first`; `at`: every route's
+/// entry points ([`route_entry_points`]).
+fn write_routes(
+    out: &mut impl std::fmt::Write,
+    routes: &[Arc<Route>],
+    first: usize,
+    at: &[Vec<String>],
+) {
+    macro_rules! line {
+        ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
+    }
+    for (i, r) in (first..).zip(routes) {
+        let at = at.get(i).map_or(&[][..], Vec::as_slice);
         line!(
             "route {i} {:?} at={at:?} overridden={}",
             r.name,
@@ -182,6 +334,10 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
             );
         }
     }
+}
+
+/// The UDP ports' lines.
+fn write_udp(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: IpAddr) {
     let mut udp: Vec<(String, usize)> = table
         .udp
         .iter()
@@ -189,13 +345,17 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
         .collect();
     udp.sort();
     for (addr, s) in udp {
-        line!("udp {addr} {s}");
+        let _ = writeln!(out, "udp {addr} {s}");
     }
-    // Rules of one host keep the order they are tried in; hosts are sorted.
+}
+
+/// The vhost rules' lines: rules of one host keep the order they are tried in; hosts are
+/// sorted.
+fn write_vhosts(out: &mut impl std::fmt::Write, table_vhosts: &Vhosts) {
     let mut vhosts: Vec<(String, usize, String, usize)> = Vec::new();
     let mut last: Option<String> = None;
     let mut n = 0;
-    for (host, prefix, route) in table.vhosts.entries() {
+    for (host, prefix, route) in table_vhosts.entries() {
         n = if last.as_deref() == Some(host.as_str()) {
             n + 1
         } else {
@@ -206,16 +366,20 @@ fn write_canonical(out: &mut impl std::fmt::Write, table: &RoutingTable, bind: I
     }
     vhosts.sort();
     for (host, n, prefix, route) in vhosts {
-        line!("vhost {host} {n} {prefix:?} {route}");
+        let _ = writeln!(out, "vhost {host} {n} {prefix:?} {route}");
     }
-    line!("default {:?}", table.default_service);
+}
+
+/// The last lines: the default app, certificates, problems.
+fn write_tail(out: &mut impl std::fmt::Write, table: &RoutingTable) {
+    let _ = writeln!(out, "default {:?}", table.default_service);
     for cert in table.ssl_certs.iter() {
-        line!("cert {}", cert.display());
+        let _ = writeln!(out, "cert {}", cert.display());
     }
     let mut problems: Vec<_> = table.problems.iter().collect();
     problems.sort();
     for p in problems {
-        line!("problem {:?} {p}", p.severity);
+        let _ = writeln!(out, "problem {:?} {p}", p.severity);
     }
 }
 
@@ -250,8 +414,7 @@ mod tests {
     }
 
     /// The text as it was written before it was streamed and memoized (commit 8ad11d0), kept
-    /// to show that the hash instances compare did not change: an instance of this version and
-    /// one of the last agree on the same cluster.
+    /// to show that version 2 hashes the same lines: its services' in chunks, the rest as is.
     fn reference(table: &RoutingTable, bind: IpAddr) -> String {
         let mut out = String::new();
         // `write!` to a String cannot fail.
@@ -367,8 +530,24 @@ mod tests {
         out
     }
 
+    /// Version 1's text: its head, every service's and route's lines, the lines after them.
+    fn version_1(table: &RoutingTable, bind: IpAddr) -> String {
+        let mut out = "v1\n".to_string();
+        for (c, chunk) in table.services.chunks().iter().enumerate() {
+            write_services(&mut out, chunk, c * crate::chunked::CHUNK, bind);
+        }
+        let at = route_entry_points(table, bind);
+        for (c, chunk) in table.routes.chunks().iter().enumerate() {
+            write_routes(&mut out, chunk, c * crate::chunked::CHUNK, &at);
+        }
+        write_udp(&mut out, table, bind);
+        write_vhosts(&mut out, &table.vhosts);
+        write_tail(&mut out, table);
+        out
+    }
+
     #[test]
-    fn the_hash_is_the_one_the_previous_version_computed() {
+    fn the_hash_is_of_the_previous_versions_lines_with_services_by_chunk() {
         let mut c = cluster();
         // A deployment group (two apps in one route), a rate limit, a health probe, a task held
         // back, a tcp port with a label of its own.
@@ -421,11 +600,117 @@ mod tests {
             CompileConfig::group("*", "10.0.0.1".parse().unwrap()),
         ] {
             let table = compile(&c, &config);
-            let text = reference(&table, config.bind);
-            assert_eq!(canonical(&table, config.bind), text);
-            let digest = Sha256::digest(text.as_bytes());
-            let expected = u64::from_be_bytes(digest[..8].try_into().unwrap());
-            assert_eq!(table.hash(), expected);
+            assert_eq!(
+                version_1(&table, config.bind),
+                reference(&table, config.bind)
+            );
+            assert_eq!(table.hash(), whole(&table, config.bind));
+        }
+    }
+
+    /// The hash of `table`'s text, written in one go (no digest kept from another table).
+    fn whole(table: &RoutingTable, bind: IpAddr) -> u64 {
+        let digest = Sha256::digest(canonical(table, bind).as_bytes());
+        u64::from_be_bytes(digest[..8].try_into().unwrap())
+    }
+
+    /// Services past the first chunk are in the text by their chunk's digest: each service's
+    /// change still changes the hash, and only the chunk it is in.
+    #[test]
+    fn services_are_hashed_by_chunk() {
+        use crate::chunked::CHUNK;
+        let mut c = Cluster::default();
+        let n = CHUNK * 2 + 3;
+        for i in 0..n {
+            let id = format!("/a{i:03}");
+            let a = app(
+                &id,
+                10000 + i as u16,
+                &[],
+                vec![task(&format!("{id}.1"), 1)],
+            );
+            c.apps.insert(a.id.clone(), std::sync::Arc::new(a));
+        }
+        let config = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
+        let table = compile(&c, &config);
+        let text = canonical(&table, config.bind);
+        let chunks: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("services "))
+            .collect();
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[1].starts_with(&format!("services {CHUNK} ")));
+        let mut moved = c.clone();
+        let id = format!("/a{:03}", CHUNK + 5);
+        std::sync::Arc::make_mut(moved.apps.get_mut(id.as_str()).unwrap())
+            .tasks
+            .clear();
+        let other = compile(&moved, &config);
+        assert_ne!(table.hash(), other.hash());
+        let text2 = canonical(&other, config.bind);
+        let chunks2: Vec<&str> = text2
+            .lines()
+            .filter(|l| l.starts_with("services "))
+            .collect();
+        assert_eq!((chunks[0], chunks[2]), (chunks2[0], chunks2[2]));
+        assert_ne!(chunks[1], chunks2[1]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// The hash of a table patched event by event (its chunks' digests kept
+        /// between tables) is the hash of its whole text, and that of the table compiled afresh
+        /// from the same cluster: instances compare it whatever their history.
+        #[test]
+        fn a_patched_tables_hash_is_its_whole_texts_and_a_fresh_tables(
+            events in proptest::collection::vec((0..150usize, 0..4u8), 1..10)
+        ) {
+            use crate::cluster::ClusterUpdate;
+            use crate::routing::compile::{Cache, compile_changed};
+            let config = CompileConfig::group("*", "10.0.0.1".parse().unwrap());
+            let id = |i: usize| format!("/a{i:03}");
+            let mut c = Cluster::default();
+            c.apply(ClusterUpdate::Snapshot(
+                (0..150)
+                    .map(|i| app(&id(i), 10000 + i as u16, &[], vec![task(&format!("{}.1", id(i)), 1)]))
+                    .collect(),
+            ));
+            let whole = |t: &RoutingTable| whole(t, config.bind);
+            let mut cache = Cache::default();
+            let first = compile_changed(&mut cache, &c, &config, None);
+            proptest::prop_assert_eq!(first.hash(), whole(&first));
+            for (i, what) in events {
+                let app_id = id(i);
+                let update = match what {
+                    // A task started, a task killed, a task's health flipped.
+                    0 => ClusterUpdate::TaskStatus {
+                        app_id: app_id.as_str().into(),
+                        task: task(&format!("{app_id}.{}", i % 7 + 2), 2 + (i % 7) as u16),
+                    },
+                    1 => {
+                        let mut killed = task(&format!("{app_id}.1"), 1);
+                        killed.state = crate::cluster::TaskState::Other("TASK_KILLED".into());
+                        ClusterUpdate::TaskStatus { app_id: app_id.as_str().into(), task: killed }
+                    }
+                    2 => ClusterUpdate::TaskHealth {
+                        app_id: app_id.as_str().into(),
+                        task_id: format!("{app_id}.1").as_str().into(),
+                        alive: false,
+                    },
+                    // The app redefined with a label: its service changes, not its place.
+                    _ => ClusterUpdate::AppUpserted(app(
+                        &app_id,
+                        10000 + i as u16,
+                        &[("HAPROXY_0_BALANCE", "leastconn")],
+                        vec![task(&format!("{app_id}.1"), 1)],
+                    )),
+                };
+                c.apply(update);
+                let listed = std::collections::BTreeSet::from([app_id.as_str().into()]);
+                let patched = compile_changed(&mut cache, &c, &config, Some(&listed));
+                proptest::prop_assert_eq!(patched.hash(), whole(&patched));
+                proptest::prop_assert_eq!(patched.hash(), compile(&c, &config).hash());
+            }
         }
     }
 
