@@ -189,7 +189,9 @@ fn compile_port(
         reason,
     };
     let mut problem = |severity, reason: String| early.push(problem_of(severity, reason));
-    let labels = match labels::read(&app.labels, n) {
+    // The port's labels gathered once, for the three readers below.
+    let keys = known_labels::PortKeys::of(&app.labels, n);
+    let labels = match labels::read_keys(&keys, &app.labels, n) {
         Ok(l) => l,
         Err(reason) => {
             problem(Severity::Skipped, reason);
@@ -200,7 +202,7 @@ fn compile_port(
         problem(Severity::Ignored, notice.clone());
     }
     let mode = labels::mode(&labels, &app.checks, n);
-    let (mut edge, findings) = super::edge::read(&app.labels, n);
+    let (mut edge, findings) = super::edge::read_own(&keys.own, n);
     edge.maintenance |= maintenance;
     for notice in findings.ignored {
         problem(Severity::Ignored, notice);
@@ -266,8 +268,7 @@ fn compile_port(
         );
         return PortPart { early, claim: None };
     }
-    let connection = match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty())
-    {
+    let connection = match super::edge_labels::read(&keys, n, mode, !labels.vhosts.is_empty()) {
         Ok(connection) => connection,
         Err(reason) => {
             problem(Severity::Skipped, reason);

@@ -205,3 +205,66 @@ fn vhost_labels() {
     let bad = labels(&[("HAPROXY_0_VHOST", "a b")]);
     assert!(read(&bad, 0).unwrap_err().contains("VHOST"));
 }
+
+/// The port's labels as they were gathered before the one walk (`PortKeys::of`): a B-tree range
+/// search per prefix, a lookup per app-wide name.
+fn by_range<'a>(labels: &'a BTreeMap<String, String>, prefix: &str) -> Vec<(&'a str, &'a str)> {
+    use std::ops::Bound;
+    labels
+        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (&k[prefix.len()..], v.as_str()))
+        .collect()
+}
+
+/// Label maps with keys near the prefixes the walk tells apart: `HAPROXY_1_X` and
+/// `HAPROXY_10_X`, `HAPROXY_01_X`, `HAPROXY_0_` alone, app-wide names and their look-alikes,
+/// non-ASCII text, empty values.
+fn label_maps() -> impl proptest::strategy::Strategy<Value = BTreeMap<String, String>> {
+    use proptest::prelude::*;
+    let prefix = prop_oneof![
+        Just("HAPROXY_0_"),
+        Just("HAPROXY_1_"),
+        Just("HAPROXY_10_"),
+        Just("HAPROXY_01_"),
+        Just("HAPROXY_"),
+        Just("HAPROXY_GROUP"),
+        Just("HAPROXY_DEPLOYMENT_"),
+        Just("SWITCHYARD_0_"),
+        Just("SWITCHYARD_1_"),
+        Just("SWITCHYARD_"),
+        Just("SWITCHYARD"),
+        Just("haproxy_0_"),
+        Just(""),
+    ];
+    let rest = prop_oneof![
+        Just(String::new()),
+        Just("GROUP".to_string()),
+        Just("MODE".to_string()),
+        Just("COLOUR".to_string()),
+        Just("WEIGHT".to_string()),
+        Just("AUTH".to_string()),
+        "[A-Z0-9_éß]{0,6}",
+    ];
+    let key = (prefix, rest).prop_map(|(p, r)| format!("{p}{r}"));
+    proptest::collection::btree_map(key, "[ -~ü]{0,5}", 0..12)
+}
+
+proptest::proptest! {
+    #[test]
+    fn one_walk_gathers_what_the_range_searches_did(labels in label_maps(), n in 0usize..12) {
+        use crate::routing::known_labels::{APP_WIDE, PortKeys, keys_with_prefix};
+        let keys = PortKeys::of(&labels, n);
+        proptest::prop_assert_eq!(&keys.haproxy, &by_range(&labels, &format!("HAPROXY_{n}_")));
+        proptest::prop_assert_eq!(&keys.own, &by_range(&labels, &format!("SWITCHYARD_{n}_")));
+        for name in APP_WIDE {
+            proptest::prop_assert_eq!(keys.app_wide(name), labels.get(*name).map(String::as_str));
+        }
+        proptest::prop_assert_eq!(keys.any_switchyard, !by_range(&labels, "SWITCHYARD_").is_empty());
+        for prefix in ["HAPROXY_", "SWITCHYARD_"] {
+            let walked: Vec<_> = keys_with_prefix(&labels, prefix).map(|(_, rest)| rest).collect();
+            let ranged: Vec<_> = by_range(&labels, prefix).into_iter().map(|(rest, _)| rest).collect();
+            proptest::prop_assert_eq!(walked, ranged);
+        }
+    }
+}
