@@ -81,13 +81,15 @@ impl CompileConfig {
         }
     }
 
-    fn serves(&self, groups: Option<&[String]>) -> bool {
+    fn serves(&self, groups: Option<&[&str]>) -> bool {
         if self.group.iter().any(|g| g == "*") {
             return true;
         }
         match groups {
             None => self.serve_ungrouped,
-            Some(groups) => groups.iter().any(|g| g == "*" || self.group.contains(g)),
+            Some(groups) => groups
+                .iter()
+                .any(|&g| g == "*" || self.group.iter().any(|c| c.as_str() == g)),
         }
     }
 }
@@ -623,7 +625,16 @@ fn route_for(
 /// The balancer of a service's `backends`: their ids (for consistent hashing) made only for
 /// the balancers that hash.
 fn balancer(kind: super::Balance, backends: &[Backend]) -> Balancer {
-    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    // Weights of one (every backend compile makes; VIPs' may differ): a shared slice, no list
+    // per service.
+    static ONES: [u32; 64] = [1; 64];
+    let listed: Vec<u32>;
+    let weights = if backends.len() <= ONES.len() && backends.iter().all(|b| b.weight == 1) {
+        &ONES[..backends.len()]
+    } else {
+        listed = backends.iter().map(|b| b.weight).collect();
+        &listed[..]
+    };
     let ids = match kind {
         super::Balance::Source | super::Balance::Maglev => ids(backends),
         _ => Vec::new(),

@@ -26,10 +26,11 @@ pub struct Deployment {
     pub target_instances: Option<u32>,
 }
 
+/// One port's labels read, borrowing from the app's labels where a value is kept as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortLabels {
+pub struct PortLabels<'a> {
     /// `None`: the app has no group label.
-    pub groups: Option<Vec<String>>,
+    pub groups: Option<Vec<&'a str>>,
     /// `HAPROXY_{n}_MODE`, when set; [`mode`] decides the port's mode from it and the rest.
     pub mode: Option<Mode>,
     /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`: the port whose health check stands for
@@ -80,16 +81,16 @@ pub struct PortLabels {
 
 /// Port `n`'s labels of an app (its labels `labels`).
 #[cfg(test)]
-pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, String> {
+pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels<'_>, String> {
     read_keys(&PortKeys::of(labels, n), labels, n)
 }
 
 /// Port `n`'s labels, gathered (`keys`) from the app's labels (`labels`).
-pub fn read_keys(
-    keys: &PortKeys<'_>,
+pub fn read_keys<'a>(
+    keys: &PortKeys<'a>,
     labels: &BTreeMap<String, String>,
     n: usize,
-) -> Result<PortLabels, String> {
+) -> Result<PortLabels<'a>, String> {
     let prefix = super::known_labels::haproxy_prefix(n);
     // This port's labels gathered in one walk, then looked up by suffix: no key built per
     // lookup (compile reads some twenty per port, for every app, on every swap).
@@ -98,14 +99,14 @@ pub fn read_keys(
         port_labels
             .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.trim())
+            .map(|&(_, v)| v.trim())
     };
 
     let groups = get("GROUP")
         .or_else(|| keys.app_wide("HAPROXY_GROUP").map(str::trim))
         .map(|v| {
             v.split(',')
-                .map(|g| g.trim().to_string())
+                .map(str::trim)
                 .filter(|g| !g.is_empty())
                 .collect::<Vec<_>>()
         });

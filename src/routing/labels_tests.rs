@@ -12,7 +12,8 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn defaults() {
-    let l = read(&labels(&[]), 0).unwrap();
+    let given = labels(&[]);
+    let l = read(&given, 0).unwrap();
     assert_eq!(l.groups, None);
     assert_eq!(l.mode, None);
     assert_eq!(mode(&l, &[], 0), Mode::Tcp);
@@ -65,7 +66,8 @@ fn templates_and_later_labels_are_noticed() {
     assert_eq!(p.notices.len(), 2, "{:?}", p.notices);
     assert_eq!(p.ssl_certs, vec!["/etc/ssl/a.pem", "/etc/ssl/b.pem"]);
     for unsupported in ["hdr(host)", "fastest", "rdp-cookie"] {
-        let p = read(&labels(&[("HAPROXY_0_BALANCE", unsupported)]), 0).unwrap();
+        let given = labels(&[("HAPROXY_0_BALANCE", unsupported)]);
+        let p = read(&given, 0).unwrap();
         assert_eq!(p.balance, Balance::RoundRobin);
         assert!(
             p.notices[0].contains("HAPROXY_0_BALANCE"),
@@ -78,7 +80,8 @@ fn templates_and_later_labels_are_noticed() {
 #[test]
 fn unknown_switchyard_labels_are_reported_and_restricting_ones_close_the_port() {
     // A misspelt label that changes nothing about access: noticed, the port served.
-    let p = read(&labels(&[("SWITCHYARD_0_WIEGHT", "10")]), 0).unwrap();
+    let given = labels(&[("SWITCHYARD_0_WIEGHT", "10")]);
+    let p = read(&given, 0).unwrap();
     assert!(
         p.notices
             .iter()
@@ -135,12 +138,14 @@ fn unknown_switchyard_labels_are_reported_and_restricting_ones_close_the_port() 
 
 #[test]
 fn tcp_idle_timeout_label_and_a_bad_one_noticed_with_the_default() {
-    let p = read(&labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", "1m30s")]), 0).unwrap();
+    let given = labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", "1m30s")]);
+    let p = read(&given, 0).unwrap();
     assert_eq!(p.tcp_idle_timeout, Some(std::time::Duration::from_secs(90)));
     assert!(p.notices.is_empty(), "{:?}", p.notices);
     assert_eq!(read(&labels(&[]), 0).unwrap().tcp_idle_timeout, None);
     for bad in ["30", "0s", "soon", "-5s", ""] {
-        let p = read(&labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", bad)]), 0).unwrap();
+        let given = labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", bad)]);
+        let p = read(&given, 0).unwrap();
         assert_eq!(p.tcp_idle_timeout, None, "{bad:?}");
         assert!(
             p.notices.len() == 1 && p.notices[0].contains("SWITCHYARD_0_TCP_IDLE_TIMEOUT"),
