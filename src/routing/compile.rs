@@ -639,7 +639,7 @@ fn balancer(kind: super::Balance, backends: &[Backend]) -> Balancer {
         super::Balance::Source | super::Balance::Maglev => ids(backends),
         _ => Vec::new(),
     };
-    Balancer::with_ids(kind, &weights, &ids)
+    Balancer::with_ids(kind, weights, &ids)
 }
 
 /// A list of vhosts or paths as a service's entry points hold it: the empty list (most

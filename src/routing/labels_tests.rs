@@ -32,9 +32,9 @@ fn per_port_overrides_app_wide() {
         ("HAPROXY_1_BALANCE", "leastconn"),
     ]);
     let p0 = read(&l, 0).unwrap();
-    assert_eq!(p0.groups, Some(vec!["external".into(), "internal".into()]));
+    assert_eq!(p0.groups, Some(vec!["external", "internal"]));
     let p1 = read(&l, 1).unwrap();
-    assert_eq!(p1.groups, Some(vec!["internal".into()]));
+    assert_eq!(p1.groups, Some(vec!["internal"]));
     assert_eq!(p1.mode, Some(Mode::Http));
     assert_eq!(p1.port, Some(8080));
     assert_eq!(p1.bind_addr, Some("127.0.0.2".parse().unwrap()));
