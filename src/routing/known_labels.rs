@@ -2,7 +2,8 @@
 //! `HAPROXY_…` ones and its own `SWITCHYARD_…` ones), the template overrides that only
 //! marathon-lb's config generator read, and the rule for a label nothing reads — reported, and
 //! when its name says it restricts access, the port is not served (never fail open).
-//! `labels::read` reads the values; this file only knows the names.
+//! `labels::read` reads the values; this file knows the names, and gathers one port's labels by
+//! them (`PortKeys`) for the readers.
 
 use std::collections::BTreeMap;
 
