@@ -81,13 +81,15 @@ impl CompileConfig {
         }
     }
 
-    fn serves(&self, groups: Option<&[String]>) -> bool {
+    fn serves(&self, groups: Option<&[&str]>) -> bool {
         if self.group.iter().any(|g| g == "*") {
             return true;
         }
         match groups {
             None => self.serve_ungrouped,
-            Some(groups) => groups.iter().any(|g| g == "*" || self.group.contains(g)),
+            Some(groups) => groups
+                .iter()
+                .any(|&g| g == "*" || self.group.iter().any(|c| c.as_str() == g)),
         }
     }
 }
@@ -189,7 +191,9 @@ fn compile_port(
         reason,
     };
     let mut problem = |severity, reason: String| early.push(problem_of(severity, reason));
-    let labels = match labels::read(&app.labels, n) {
+    // The port's labels gathered once, for the three readers below.
+    let keys = known_labels::PortKeys::of(&app.labels, n);
+    let labels = match labels::read_keys(&keys, &app.labels, n) {
         Ok(l) => l,
         Err(reason) => {
             problem(Severity::Skipped, reason);
@@ -200,7 +204,7 @@ fn compile_port(
         problem(Severity::Ignored, notice.clone());
     }
     let mode = labels::mode(&labels, &app.checks, n);
-    let (mut edge, findings) = super::edge::read(&app.labels, n);
+    let (mut edge, findings) = super::edge::read_own(&keys.own, n);
     edge.maintenance |= maintenance;
     for notice in findings.ignored {
         problem(Severity::Ignored, notice);
@@ -266,8 +270,7 @@ fn compile_port(
         );
         return PortPart { early, claim: None };
     }
-    let connection = match super::edge_labels::read(&app.labels, n, mode, !labels.vhosts.is_empty())
-    {
+    let connection = match super::edge_labels::read(&keys, n, mode, !labels.vhosts.is_empty()) {
         Ok(connection) => connection,
         Err(reason) => {
             problem(Severity::Skipped, reason);
@@ -622,12 +625,21 @@ fn route_for(
 /// The balancer of a service's `backends`: their ids (for consistent hashing) made only for
 /// the balancers that hash.
 fn balancer(kind: super::Balance, backends: &[Backend]) -> Balancer {
-    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    // Weights of one (every backend compile makes; VIPs' may differ): a shared slice, no list
+    // per service.
+    static ONES: [u32; 64] = [1; 64];
+    let listed: Vec<u32>;
+    let weights = if backends.len() <= ONES.len() && backends.iter().all(|b| b.weight == 1) {
+        &ONES[..backends.len()]
+    } else {
+        listed = backends.iter().map(|b| b.weight).collect();
+        &listed[..]
+    };
     let ids = match kind {
         super::Balance::Source | super::Balance::Maglev => ids(backends),
         _ => Vec::new(),
     };
-    Balancer::with_ids(kind, &weights, &ids)
+    Balancer::with_ids(kind, weights, &ids)
 }
 
 /// A list of vhosts or paths as a service's entry points hold it: the empty list (most

@@ -708,10 +708,19 @@ fn sort_ports(ports: &mut [(SocketAddr, usize)]) {
         ),
         _ => None,
     };
-    if ports.iter().all(|p| key(p).is_some()) {
-        ports.sort_unstable_by_key(|p| key(p).unwrap_or_default());
-    } else {
-        ports.sort_unstable();
+    // The keys sorted alone (no key made per comparison), then the pairs read back from them.
+    match ports.iter().map(key).collect::<Option<Vec<u128>>>() {
+        Some(mut keys) => {
+            keys.sort_unstable();
+            for (pair, key) in ports.iter_mut().zip(keys) {
+                let addr = std::net::SocketAddrV4::new(
+                    std::net::Ipv4Addr::from_bits((key >> 48) as u32),
+                    (key >> 32) as u16,
+                );
+                *pair = (SocketAddr::V4(addr), key as u32 as usize);
+            }
+        }
+        None => ports.sort_unstable(),
     }
 }
 

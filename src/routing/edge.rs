@@ -182,13 +182,17 @@ pub struct Findings {
     pub ignored: Vec<String>,
 }
 
-/// The edge labels of port `n` (`SWITCHYARD_{n}_…`).
+/// The edge labels of port `n` (`SWITCHYARD_{n}_…`) of an app's labels.
 pub fn read(labels: &BTreeMap<String, String>, n: usize) -> (Edge, Findings) {
+    read_own(&super::known_labels::PortKeys::of(labels, n).own, n)
+}
+
+/// The edge labels of port `n`, given its `SWITCHYARD_{n}_…` labels (`mine`: rest of the key,
+/// value; `known_labels::PortKeys::own`), looked up by suffix: no key built per lookup (compile
+/// reads these for every port of every app on every full compile). Without any, the port has
+/// no edge settings.
+pub fn read_own(mine: &[(&str, &str)], n: usize) -> (Edge, Findings) {
     let own = super::known_labels::switchyard_prefix(n);
-    // The port's labels in one ordered range, looked up by suffix: no key built per lookup
-    // (compile reads these for every port of every app on every full compile). Without any,
-    // the port has no edge settings.
-    let mine = super::known_labels::with_prefix(labels, &own);
     let mut found = Findings::default();
     let mut edge = Edge::default();
     if mine.is_empty() {
@@ -305,7 +309,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> (Edge, Findings) {
         ("REQUEST", &mut edge.request_headers),
         ("RESPONSE", &mut edge.response_headers),
     ] {
-        match header_rules(labels, &own, direction) {
+        match header_rules(mine, &own, direction) {
             Ok(r) => *rules = r,
             Err(e) => {
                 found.skip.get_or_insert(e);
@@ -421,11 +425,7 @@ fn forbidden(name: &str) -> bool {
 
 /// `{direction}_HEADER_SET_<Name>=value`, `{direction}_HEADER_ADD_<Name>=value` and
 /// `{direction}_HEADER_REMOVE=Name, Name`.
-fn header_rules(
-    labels: &BTreeMap<String, String>,
-    own: &str,
-    direction: &str,
-) -> Result<HeaderRules, String> {
+fn header_rules(mine: &[(&str, &str)], own: &str, direction: &str) -> Result<HeaderRules, String> {
     let mut rules = HeaderRules::default();
     let check_name = |key: &str, name: &str| -> Result<String, String> {
         let lower = name.trim().to_ascii_lowercase();
@@ -442,8 +442,9 @@ fn header_rules(
         }
         Ok(lower)
     };
-    let remove_key = format!("{own}{direction}_HEADER_REMOVE");
-    if let Some(list) = labels.get(&remove_key) {
+    let remove_rest = format!("{direction}_HEADER_REMOVE");
+    let remove_key = format!("{own}{remove_rest}");
+    if let Some(&(_, list)) = mine.iter().find(|(rest, _)| *rest == remove_rest) {
         for name in list.split(',').filter(|n| !n.trim().is_empty()) {
             let name = check_name(&remove_key, name)?;
             if !rules.remove.contains(&name) {
@@ -452,12 +453,13 @@ fn header_rules(
         }
     }
     for (verb, replaces) in [("SET", true), ("ADD", false)] {
-        let prefix = format!("{own}{direction}_HEADER_{verb}_");
-        for (key, value) in labels
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-        {
-            let name = check_name(key, &key[prefix.len()..])?;
+        let prefix = format!("{direction}_HEADER_{verb}_");
+        for (rest, value) in mine {
+            let Some(name) = rest.strip_prefix(&prefix) else {
+                continue;
+            };
+            let key = format!("{own}{rest}");
+            let name = check_name(&key, name)?;
             let value = value.trim();
             if http::HeaderValue::from_str(value).is_err() {
                 return Err(format!(

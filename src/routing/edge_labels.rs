@@ -4,13 +4,13 @@
 //! skips the port (each of these changes what the backend or the client is promised, so a
 //! silent default would be the wrong one).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::Mode;
+use super::known_labels::PortKeys;
 
 /// The PROXY protocol version sent to a port's backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -68,15 +68,15 @@ pub const LABELS: &[&str] = &[
 /// The labels of port `n`. `vhosts` are the port's (passthrough and client certificates are
 /// per vhost, so they need one).
 pub fn read(
-    labels: &BTreeMap<String, String>,
+    keys: &PortKeys<'_>,
     n: usize,
     mode: Mode,
     has_vhosts: bool,
 ) -> Result<EdgeLabels, String> {
     let prefix = super::known_labels::switchyard_prefix(n);
-    // The port's labels in one ordered range, looked up by suffix (no key built per lookup);
-    // without any, the port has none of these settings.
-    let mine = super::known_labels::with_prefix(labels, &prefix);
+    // The port's `SWITCHYARD_{n}_…` labels (rest of the key, value), looked up by suffix (no
+    // key built per lookup); without any, the port has none of these settings.
+    let mine = &keys.own;
     if mine.is_empty() {
         return Ok(EdgeLabels::default());
     }
@@ -122,7 +122,7 @@ pub fn read(
              server name"
         ));
     }
-    if tls_passthrough && labels.contains_key(&format!("HAPROXY_{n}_PATH")) {
+    if tls_passthrough && keys.haproxy.iter().any(|&(rest, _)| rest == "PATH") {
         return Err(format!(
             "{prefix}TLS_PASSTHROUGH with HAPROXY_{n}_PATH: a passed-through connection is \
              routed by its server name alone, no path is seen"
@@ -200,12 +200,23 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Port `n`'s labels of `labels`, gathered as compile gathers them.
+    fn read(
+        labels: &BTreeMap<String, String>,
+        n: usize,
+        mode: Mode,
+        has_vhosts: bool,
+    ) -> Result<EdgeLabels, String> {
+        super::read(&PortKeys::of(labels, n), n, mode, has_vhosts)
     }
 
     #[test]

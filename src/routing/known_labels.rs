@@ -2,7 +2,8 @@
 //! `HAPROXY_…` ones and its own `SWITCHYARD_…` ones), the template overrides that only
 //! marathon-lb's config generator read, and the rule for a label nothing reads — reported, and
 //! when its name says it restricts access, the port is not served (never fail open).
-//! `labels::read` reads the values; this file only knows the names.
+//! `labels::read` reads the values; this file knows the names, and gathers one port's labels by
+//! them (`PortKeys`) for the readers.
 
 use std::collections::BTreeMap;
 
@@ -60,7 +61,7 @@ pub(super) fn restricts_access(rest: &str) -> bool {
 }
 
 /// App-wide `HAPROXY_…` labels switchyard reads (the per-port ones are `HAPROXY_{n}_…`).
-const APP_WIDE: &[&str] = &[
+pub(super) const APP_WIDE: &[&str] = &[
     "HAPROXY_GROUP",
     "HAPROXY_DEPLOYMENT_GROUP",
     "HAPROXY_DEPLOYMENT_COLOUR",
@@ -204,16 +205,66 @@ pub fn app_notices(labels: &BTreeMap<String, String>, ports: usize) -> Vec<Strin
         .collect()
 }
 
-/// The keys that start with `prefix`, as (key, rest of the key), in order.
-fn keys_with_prefix<'a>(
+/// The keys that start with `prefix`, as (key, rest of the key), in order. A walk over the
+/// labels, not a range search: an app has a handful, and a B-tree search per prefix cost more
+/// than the walk (compile reads every app's on a full compile).
+pub(super) fn keys_with_prefix<'a>(
     labels: &'a BTreeMap<String, String>,
     prefix: &'a str,
 ) -> impl Iterator<Item = (&'a str, &'a str)> {
-    use std::ops::Bound;
     labels
-        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-        .take_while(move |(k, _)| k.starts_with(prefix))
-        .map(move |(k, _)| (k.as_str(), &k[prefix.len()..]))
+        .keys()
+        .filter_map(move |k| Some((k.as_str(), k.strip_prefix(prefix)?)))
+}
+
+/// One port's labels, gathered in one walk over the app's labels: what `labels::read`,
+/// `edge::read_own` and `edge_labels::read` look up. The same as [`with_prefix`] per prefix and
+/// a lookup per app-wide name (`labels_tests` pins it), without a B-tree search for each.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PortKeys<'a> {
+    /// `HAPROXY_{n}_…`: (rest of the key, value), in key order.
+    pub haproxy: Vec<(&'a str, &'a str)>,
+    /// `SWITCHYARD_{n}_…`: (rest of the key, value), in key order.
+    pub own: Vec<(&'a str, &'a str)>,
+    /// The values of the app-wide labels read per port, as [`APP_WIDE`] names them.
+    app_wide: [Option<&'a str>; APP_WIDE.len()],
+    /// Some key starts with `SWITCHYARD_` (of any port, or app-wide).
+    pub any_switchyard: bool,
+}
+
+impl<'a> PortKeys<'a> {
+    /// Port `n`'s labels of `labels`.
+    pub fn of(labels: &'a BTreeMap<String, String>, n: usize) -> PortKeys<'a> {
+        let haproxy_prefix = haproxy_prefix(n);
+        let own_prefix = switchyard_prefix(n);
+        let mut keys = PortKeys::default();
+        for (key, value) in labels {
+            if let Some(rest) = key.strip_prefix("HAPROXY_") {
+                match key.strip_prefix(&*haproxy_prefix) {
+                    Some(rest) => keys.haproxy.push((rest, value)),
+                    // App-wide names have no digit after `HAPROXY_`.
+                    None if !rest.starts_with(|c: char| c.is_ascii_digit()) => {
+                        if let Some(i) = APP_WIDE.iter().position(|&w| w == key) {
+                            keys.app_wide[i] = Some(value);
+                        }
+                    }
+                    None => {}
+                }
+            } else if key.starts_with("SWITCHYARD_") {
+                keys.any_switchyard = true;
+                if let Some(rest) = key.strip_prefix(&*own_prefix) {
+                    keys.own.push((rest, value));
+                }
+            }
+        }
+        keys
+    }
+
+    /// The value of app-wide label `name` (one of [`APP_WIDE`]; `None` for any other name).
+    pub fn app_wide(&self, name: &str) -> Option<&'a str> {
+        let i = APP_WIDE.iter().position(|&w| w == name)?;
+        self.app_wide[i]
+    }
 }
 
 /// The labels whose keys start with `prefix`, as (rest of the key, value), in key order.

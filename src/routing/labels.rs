@@ -11,8 +11,8 @@ use std::sync::Arc;
 use super::auth::BasicAuth;
 use super::cidr::Cidr;
 use super::known_labels::{
-    ACTED_ON, LATER, TEMPLATE_SUFFIXES, is_switchyard_port_label, restricts_access,
-    unknown_restricting_label, with_prefix,
+    ACTED_ON, LATER, PortKeys, TEMPLATE_SUFFIXES, is_switchyard_port_label, restricts_access,
+    unknown_restricting_label,
 };
 use super::{Balance, Mode};
 use crate::cluster::CheckSpec;
@@ -26,10 +26,11 @@ pub struct Deployment {
     pub target_instances: Option<u32>,
 }
 
+/// One port's labels read, borrowing from the app's labels where a value is kept as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortLabels {
+pub struct PortLabels<'a> {
     /// `None`: the app has no group label.
-    pub groups: Option<Vec<String>>,
+    pub groups: Option<Vec<&'a str>>,
     /// `HAPROXY_{n}_MODE`, when set; [`mode`] decides the port's mode from it and the rest.
     pub mode: Option<Mode>,
     /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`: the port whose health check stands for
@@ -78,23 +79,34 @@ pub struct PortLabels {
     pub notices: Vec<String>,
 }
 
-pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, String> {
+/// Port `n`'s labels of an app (its labels `labels`).
+#[cfg(test)]
+pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels<'_>, String> {
+    read_keys(&PortKeys::of(labels, n), labels, n)
+}
+
+/// Port `n`'s labels, gathered (`keys`) from the app's labels (`labels`).
+pub fn read_keys<'a>(
+    keys: &PortKeys<'a>,
+    labels: &BTreeMap<String, String>,
+    n: usize,
+) -> Result<PortLabels<'a>, String> {
     let prefix = super::known_labels::haproxy_prefix(n);
-    // This port's labels in one ordered range, then looked up by suffix: no key built per
+    // This port's labels gathered in one walk, then looked up by suffix: no key built per
     // lookup (compile reads some twenty per port, for every app, on every swap).
-    let port_labels = with_prefix(labels, &prefix);
+    let port_labels = &keys.haproxy;
     let get = |key: &str| {
         port_labels
             .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.trim())
+            .map(|&(_, v)| v.trim())
     };
 
     let groups = get("GROUP")
-        .or_else(|| labels.get("HAPROXY_GROUP").map(|v| v.trim()))
+        .or_else(|| keys.app_wide("HAPROXY_GROUP").map(str::trim))
         .map(|v| {
             v.split(',')
-                .map(|g| g.trim().to_string())
+                .map(str::trim)
                 .filter(|g| !g.is_empty())
                 .collect::<Vec<_>>()
         });
@@ -258,7 +270,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             "{prefix}SSL_CERT: {relative:?} is not an absolute path"
         ));
     }
-    let app_label = |key: &str| labels.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let app_label = |key: &str| keys.app_wide(key).map(str::trim).filter(|v| !v.is_empty());
     let number = |key: &str| -> Result<Option<u32>, String> {
         app_label(key)
             .map(|v| {
@@ -277,12 +289,15 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
             .transpose()?,
         target_instances: number("HAPROXY_DEPLOYMENT_TARGET_INSTANCES")?,
     };
-    if let Some(reason) = unknown_restricting_label(labels, n) {
+    // Most apps have no `SWITCHYARD_…` label: nothing to look for.
+    if keys.any_switchyard
+        && let Some(reason) = unknown_restricting_label(labels, n)
+    {
         return Err(reason);
     }
     let own = super::known_labels::switchyard_prefix(n);
-    let own_labels = with_prefix(labels, &own);
-    for &(rest, _) in &own_labels {
+    let own_labels = &keys.own;
+    for &(rest, _) in own_labels {
         if !is_switchyard_port_label(rest) {
             notices.push(format!(
                 "{own}{rest}: not a label switchyard knows (misspelt?), ignored"
@@ -341,7 +356,7 @@ pub fn read(labels: &BTreeMap<String, String>, n: usize) -> Result<PortLabels, S
         flag("USE_HSTS")?,
         flag("STICKY")?,
     );
-    for &(rest, _) in &port_labels {
+    for &(rest, _) in port_labels {
         let key = format_args!("{prefix}{rest}");
         if restricts_access(rest) {
             return Err(format!(

@@ -12,7 +12,8 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn defaults() {
-    let l = read(&labels(&[]), 0).unwrap();
+    let given = labels(&[]);
+    let l = read(&given, 0).unwrap();
     assert_eq!(l.groups, None);
     assert_eq!(l.mode, None);
     assert_eq!(mode(&l, &[], 0), Mode::Tcp);
@@ -31,9 +32,9 @@ fn per_port_overrides_app_wide() {
         ("HAPROXY_1_BALANCE", "leastconn"),
     ]);
     let p0 = read(&l, 0).unwrap();
-    assert_eq!(p0.groups, Some(vec!["external".into(), "internal".into()]));
+    assert_eq!(p0.groups, Some(vec!["external", "internal"]));
     let p1 = read(&l, 1).unwrap();
-    assert_eq!(p1.groups, Some(vec!["internal".into()]));
+    assert_eq!(p1.groups, Some(vec!["internal"]));
     assert_eq!(p1.mode, Some(Mode::Http));
     assert_eq!(p1.port, Some(8080));
     assert_eq!(p1.bind_addr, Some("127.0.0.2".parse().unwrap()));
@@ -65,7 +66,8 @@ fn templates_and_later_labels_are_noticed() {
     assert_eq!(p.notices.len(), 2, "{:?}", p.notices);
     assert_eq!(p.ssl_certs, vec!["/etc/ssl/a.pem", "/etc/ssl/b.pem"]);
     for unsupported in ["hdr(host)", "fastest", "rdp-cookie"] {
-        let p = read(&labels(&[("HAPROXY_0_BALANCE", unsupported)]), 0).unwrap();
+        let given = labels(&[("HAPROXY_0_BALANCE", unsupported)]);
+        let p = read(&given, 0).unwrap();
         assert_eq!(p.balance, Balance::RoundRobin);
         assert!(
             p.notices[0].contains("HAPROXY_0_BALANCE"),
@@ -78,7 +80,8 @@ fn templates_and_later_labels_are_noticed() {
 #[test]
 fn unknown_switchyard_labels_are_reported_and_restricting_ones_close_the_port() {
     // A misspelt label that changes nothing about access: noticed, the port served.
-    let p = read(&labels(&[("SWITCHYARD_0_WIEGHT", "10")]), 0).unwrap();
+    let given = labels(&[("SWITCHYARD_0_WIEGHT", "10")]);
+    let p = read(&given, 0).unwrap();
     assert!(
         p.notices
             .iter()
@@ -135,12 +138,14 @@ fn unknown_switchyard_labels_are_reported_and_restricting_ones_close_the_port() 
 
 #[test]
 fn tcp_idle_timeout_label_and_a_bad_one_noticed_with_the_default() {
-    let p = read(&labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", "1m30s")]), 0).unwrap();
+    let given = labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", "1m30s")]);
+    let p = read(&given, 0).unwrap();
     assert_eq!(p.tcp_idle_timeout, Some(std::time::Duration::from_secs(90)));
     assert!(p.notices.is_empty(), "{:?}", p.notices);
     assert_eq!(read(&labels(&[]), 0).unwrap().tcp_idle_timeout, None);
     for bad in ["30", "0s", "soon", "-5s", ""] {
-        let p = read(&labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", bad)]), 0).unwrap();
+        let given = labels(&[("SWITCHYARD_0_TCP_IDLE_TIMEOUT", bad)]);
+        let p = read(&given, 0).unwrap();
         assert_eq!(p.tcp_idle_timeout, None, "{bad:?}");
         assert!(
             p.notices.len() == 1 && p.notices[0].contains("SWITCHYARD_0_TCP_IDLE_TIMEOUT"),
@@ -204,4 +209,67 @@ fn vhost_labels() {
     assert!(read(&bad, 0).unwrap_err().contains("ACL"));
     let bad = labels(&[("HAPROXY_0_VHOST", "a b")]);
     assert!(read(&bad, 0).unwrap_err().contains("VHOST"));
+}
+
+/// The port's labels as they were gathered before the one walk (`PortKeys::of`): a B-tree range
+/// search per prefix, a lookup per app-wide name.
+fn by_range<'a>(labels: &'a BTreeMap<String, String>, prefix: &str) -> Vec<(&'a str, &'a str)> {
+    use std::ops::Bound;
+    labels
+        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (&k[prefix.len()..], v.as_str()))
+        .collect()
+}
+
+/// Label maps with keys near the prefixes the walk tells apart: `HAPROXY_1_X` and
+/// `HAPROXY_10_X`, `HAPROXY_01_X`, `HAPROXY_0_` alone, app-wide names and their look-alikes,
+/// non-ASCII text, empty values.
+fn label_maps() -> impl proptest::strategy::Strategy<Value = BTreeMap<String, String>> {
+    use proptest::prelude::*;
+    let prefix = prop_oneof![
+        Just("HAPROXY_0_"),
+        Just("HAPROXY_1_"),
+        Just("HAPROXY_10_"),
+        Just("HAPROXY_01_"),
+        Just("HAPROXY_"),
+        Just("HAPROXY_GROUP"),
+        Just("HAPROXY_DEPLOYMENT_"),
+        Just("SWITCHYARD_0_"),
+        Just("SWITCHYARD_1_"),
+        Just("SWITCHYARD_"),
+        Just("SWITCHYARD"),
+        Just("haproxy_0_"),
+        Just(""),
+    ];
+    let rest = prop_oneof![
+        Just(String::new()),
+        Just("GROUP".to_string()),
+        Just("MODE".to_string()),
+        Just("COLOUR".to_string()),
+        Just("WEIGHT".to_string()),
+        Just("AUTH".to_string()),
+        "[A-Z0-9_éß]{0,6}",
+    ];
+    let key = (prefix, rest).prop_map(|(p, r)| format!("{p}{r}"));
+    proptest::collection::btree_map(key, "[ -~ü]{0,5}", 0..12)
+}
+
+proptest::proptest! {
+    #[test]
+    fn one_walk_gathers_what_the_range_searches_did(labels in label_maps(), n in 0usize..12) {
+        use crate::routing::known_labels::{APP_WIDE, PortKeys, keys_with_prefix};
+        let keys = PortKeys::of(&labels, n);
+        proptest::prop_assert_eq!(&keys.haproxy, &by_range(&labels, &format!("HAPROXY_{n}_")));
+        proptest::prop_assert_eq!(&keys.own, &by_range(&labels, &format!("SWITCHYARD_{n}_")));
+        for name in APP_WIDE {
+            proptest::prop_assert_eq!(keys.app_wide(name), labels.get(*name).map(String::as_str));
+        }
+        proptest::prop_assert_eq!(keys.any_switchyard, !by_range(&labels, "SWITCHYARD_").is_empty());
+        for prefix in ["HAPROXY_", "SWITCHYARD_"] {
+            let walked: Vec<_> = keys_with_prefix(&labels, prefix).map(|(_, rest)| rest).collect();
+            let ranged: Vec<_> = by_range(&labels, prefix).into_iter().map(|(rest, _)| rest).collect();
+            proptest::prop_assert_eq!(walked, ranged);
+        }
+    }
 }

@@ -97,7 +97,15 @@ impl Route {
             .collect();
         let is_live = |m: &&Member| m.weight > 0 && !all[m.service].backends.is_empty();
         let live: Vec<usize> = members.iter().filter(is_live).map(|m| m.service).collect();
-        let weights: Vec<u32> = members.iter().filter(is_live).map(|m| m.weight).collect();
+        // One live member (nearly every route) rotates over one, whatever its weight: no list
+        // of weights made for it.
+        let picker = match live.len() {
+            0 | 1 => SmoothWeighted::new(&[1][..live.len()]),
+            _ => {
+                let weights: Vec<u32> = members.iter().filter(is_live).map(|m| m.weight).collect();
+                SmoothWeighted::new(&weights)
+            }
+        };
         let canaries = services
             .iter()
             .filter_map(|&s| {
@@ -110,7 +118,7 @@ impl Route {
         Route {
             name,
             live,
-            picker: SmoothWeighted::new(&weights),
+            picker,
             members,
             canaries,
             overridden: overriding.is_some(),

@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const MAX_PERIOD: u64 = 4096;
 
 pub struct SmoothWeighted {
+    /// One period of picks; empty for equal weights, which rotate over `len` without a list
+    /// (a compile makes one picker per service and per route, nearly all of equal weights).
     sequence: Box<[u32]>,
+    /// The weights are equal and above zero: plain rotation.
+    rotates: bool,
     len: usize,
     cursor: AtomicUsize,
 }
@@ -18,8 +22,15 @@ pub struct SmoothWeighted {
 /// compiles of one cluster print alike.
 impl std::fmt::Debug for SmoothWeighted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rotation: Vec<u32>;
+        let sequence = if self.rotates {
+            rotation = (0..self.len as u32).collect();
+            &rotation[..]
+        } else {
+            &self.sequence[..]
+        };
         f.debug_struct("SmoothWeighted")
-            .field("sequence", &self.sequence)
+            .field("sequence", &sequence)
             .field("len", &self.len)
             .finish_non_exhaustive()
     }
@@ -27,15 +38,26 @@ impl std::fmt::Debug for SmoothWeighted {
 
 impl SmoothWeighted {
     pub fn new(weights: &[u32]) -> SmoothWeighted {
-        let sequence = sequence(weights).into_boxed_slice();
+        let rotates = equal(weights);
+        let sequence = if rotates {
+            Box::default()
+        } else {
+            walk(weights).into_boxed_slice()
+        };
+        let period = if rotates {
+            weights.len()
+        } else {
+            sequence.len()
+        };
         // Start each table at a random point so instances and swaps do not all favour backend 0.
-        let start = if sequence.is_empty() {
+        let start = if period == 0 {
             0
         } else {
-            fastrand::usize(..sequence.len())
+            fastrand::usize(..period)
         };
         SmoothWeighted {
             sequence,
+            rotates,
             len: weights.len(),
             cursor: AtomicUsize::new(start),
         }
@@ -50,6 +72,9 @@ impl SmoothWeighted {
     }
 
     pub fn next(&self) -> usize {
+        if self.rotates {
+            return self.cursor.fetch_add(1, Ordering::Relaxed) % self.len;
+        }
         if self.sequence.is_empty() {
             return 0;
         }
@@ -58,18 +83,22 @@ impl SmoothWeighted {
     }
 }
 
-/// One period of smooth weighted round robin. Zero weights never appear.
-pub fn sequence(weights: &[u32]) -> Vec<u32> {
-    // Equal weights (every backend of nearly every service): plain rotation, which is what the
-    // general walk below gives, without its passes and allocations (a compile builds one
-    // sequence per service and per route).
-    if let Some(&first) = weights.first()
-        && first > 0
-        && weights.iter().all(|&w| w == first)
-    {
+/// One period of smooth weighted round robin, as a list (what a picker walks). Zero weights
+/// never appear. Equal weights (every backend of nearly every service) rotate: the picker
+/// keeps no list for them, and the general walk below gives the same.
+#[cfg(test)]
+fn sequence(weights: &[u32]) -> Vec<u32> {
+    if equal(weights) {
         return (0..weights.len() as u32).collect();
     }
     walk(weights)
+}
+
+/// Some weights, all equal and above zero: the sequence is plain rotation.
+fn equal(weights: &[u32]) -> bool {
+    weights
+        .first()
+        .is_some_and(|&first| first > 0 && weights.iter().all(|&w| w == first))
 }
 
 /// nginx's smooth weighted round robin over one period of `weights` (scaled).
@@ -124,6 +153,22 @@ mod tests {
         fn equal_weights_rotate_as_the_walk_does(n in 1usize..300, w in 1u32..5000) {
             let weights = vec![w; n];
             prop_assert_eq!(sequence(&weights), walk(&weights));
+        }
+    }
+
+    proptest! {
+        /// A picker walks its weights' sequence, from some point, period after period: equal
+        /// weights (kept without a list) as any others.
+        #[test]
+        fn picks_follow_the_sequence(weights in proptest::collection::vec(0u32..4, 1..10)) {
+            let period = sequence(&weights);
+            let picker = SmoothWeighted::new(&weights);
+            let picks: Vec<u32> = (0..2 * period.len()).map(|_| picker.next() as u32).collect();
+            let follows = |from: usize| {
+                picks.iter().enumerate().all(|(k, &p)| p == period[(from + k) % period.len()])
+            };
+            prop_assert!(period.is_empty() || (0..period.len()).any(follows), "{picks:?} {period:?}");
+            prop_assert_eq!(format!("{picker:?}").contains(&format!("{period:?}")), true);
         }
     }
 
