@@ -98,15 +98,7 @@ fn parse(buf: &[u8]) -> Answer {
 async fn h2(
     addr: SocketAddr,
 ) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    sender
+    h2c_client(addr).await
 }
 
 async fn h2_get(

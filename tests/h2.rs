@@ -71,15 +71,7 @@ type Body2 = http_body_util::Either<http_body_util::Full<Bytes>, Fed>;
 type Sender = hyper::client::conn::http2::SendRequest<Body2>;
 
 async fn h2(addr: SocketAddr) -> Sender {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    sender
+    h2c_client(addr).await
 }
 
 fn empty() -> Body2 {

@@ -512,14 +512,7 @@ async fn h2c_prior_knowledge_when_enabled() {
         (sy.get("/readyz").await.0 == 200).then_some(())
     })
     .await;
-    let stream = TcpStream::connect(http).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c_client(http).await;
     let req = hyper::Request::get("http://b.example.com/")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();

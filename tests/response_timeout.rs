@@ -195,14 +195,7 @@ async fn http1_silent_backend_gets_504_a_timeout_after_the_request() {
 #[tokio::test]
 async fn h2c_silent_stream_gets_504_a_timeout_after_the_request() {
     let (_sy, http) = edge("timeout-h2", backend().await).await;
-    let stream = TcpStream::connect(http).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let sender = h2c_client(http).await;
     assert_eq!(h2_get(&sender, "/fast").await, (200, "fast".into()));
     let sent = Instant::now();
     let silent = tokio::spawn({
@@ -228,14 +221,7 @@ async fn a_body_that_keeps_coming_is_not_cut() {
     let mut s = TcpStream::connect(http).await.unwrap();
     assert_eq!(h1_get(&mut s, "/trickle").await, (200, "slow".into()));
     assert!(started.elapsed() > TIMEOUT);
-    let stream = TcpStream::connect(http).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let sender = h2c_client(http).await;
     let started = Instant::now();
     assert_eq!(h2_get(&sender, "/trickle").await, (200, "slow".into()));
     assert!(started.elapsed() > TIMEOUT);

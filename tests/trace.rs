@@ -128,14 +128,7 @@ async fn get(addr: SocketAddr, host: &str, path: &str, fields: &[(&str, &str)]) 
 
 /// One HTTP/2 (h2c, prior knowledge) request on its own connection: the general path.
 async fn h2_get(addr: SocketAddr, host: &str, path: &str, fields: &[(&str, &str)]) -> Answer {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c_client(addr).await;
     let mut req = hyper::Request::get(format!("http://{host}{path}"));
     for (k, v) in fields {
         req = req.header(*k, *v);

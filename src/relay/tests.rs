@@ -152,18 +152,24 @@ impl FakeSource {
     }
 }
 
+/// A relay on a [`FakeSource`] that says connected, serving the model of its first read.
+fn current_relay(metrics: &Metrics) -> (FakeSource, Arc<Relay>) {
+    let source = FakeSource::default();
+    let relay = source.relay(metrics);
+    // Sources say connected before they hand over their read: the first model is current.
+    source.set(true, 1);
+    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    (source, relay)
+}
+
 /// Behind from the moment the loss is seen until a model from a full read made after it is
 /// published: not when the source reports connected (its new model may not be compiled yet),
 /// nor with a model swapped while still lost.
 #[test]
 fn behind_from_the_loss_until_a_model_read_after_it_is_served() {
     let metrics = Metrics::new();
-    let source = FakeSource::default();
-    let relay = source.relay(&metrics);
+    let (source, relay) = current_relay(&metrics);
     let t0 = std::time::Instant::now();
-    // Sources say connected before they hand over their read: the first model is current.
-    source.set(true, 1);
-    relay.publish(cluster(vec![app("/a", "a")]), 1);
     assert!(relay.observe(t0));
     assert_eq!(relay.metrics.current.get(), 1);
     // Lost: behind at once, not stale yet.
@@ -208,11 +214,8 @@ fn not_connected_with_a_model_served_is_a_loss_at_once() {
 #[test]
 fn a_recovery_resets_the_loss_clock() {
     let metrics = Metrics::new();
-    let source = FakeSource::default();
-    let relay = source.relay(&metrics);
+    let (source, relay) = current_relay(&metrics);
     let t0 = std::time::Instant::now();
-    source.set(true, 1);
-    relay.publish(cluster(vec![app("/a", "a")]), 1);
     source.set(false, 1);
     assert!(!relay.observe(t0));
     // Back between two ticks: the new model is published, and that ends the loss.
@@ -234,10 +237,7 @@ fn a_recovery_resets_the_loss_clock() {
 #[test]
 fn stale_ends_with_the_model_published_after_the_source_is_back() {
     let metrics = Metrics::new();
-    let source = FakeSource::default();
-    let relay = source.relay(&metrics);
-    source.set(true, 1);
-    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    let (source, relay) = current_relay(&metrics);
     source.set(false, 1);
     let lost = std::time::Instant::now();
     relay.observe(lost);
@@ -262,10 +262,7 @@ fn stale_ends_with_the_model_published_after_the_source_is_back() {
 #[test]
 fn a_model_published_after_the_source_was_read_is_judged_by_its_reads() {
     let metrics = Metrics::new();
-    let source = FakeSource::default();
-    let relay = source.relay(&metrics);
-    source.set(true, 1);
-    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    let (source, relay) = current_relay(&metrics);
     assert!(relay.observe(std::time::Instant::now()));
     // The loss as read, with the model of the read after the reconnect already served.
     *source.0.lock().unwrap() = Source {
@@ -286,10 +283,7 @@ fn a_model_published_after_the_source_was_read_is_judged_by_its_reads() {
 #[test]
 fn a_loss_too_short_for_any_tick_still_needs_a_read_after_it() {
     let metrics = Metrics::new();
-    let source = FakeSource::default();
-    let relay = source.relay(&metrics);
-    source.set(true, 1);
-    relay.publish(cluster(vec![app("/a", "a")]), 1);
+    let (source, relay) = current_relay(&metrics);
     assert!(relay.observe(std::time::Instant::now()));
     source.lost_and_back();
     assert!(!relay.observe(std::time::Instant::now()));

@@ -297,6 +297,24 @@ pub fn has_service(routes: &Value, port: u16) -> bool {
         .any(|s| s["listen"].as_str().unwrap().ends_with(&format!(":{port}")))
 }
 
+/// An HTTP/2 client connection (h2c, prior knowledge) to `addr`, driven on a task of its own.
+pub async fn h2c_client<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// A minimal HTTP/1.1 GET over a fresh connection (`Connection: close`): status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let fut = async {
