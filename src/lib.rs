@@ -474,6 +474,7 @@ fn start_dns(
             tcp_connections: config.dns.tcp_connections,
             tcp_connections_per_client: config.dns.tcp_connections_per_client,
             forwards_per_client: config.dns.forwards_per_client,
+            ipv6_client_prefix: config.dns.ipv6_client_prefix,
         },
     ));
     let (udp_server, runtime) = (server.clone(), tokio::runtime::Handle::current());

@@ -80,7 +80,10 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
         (
             "dns.forwards_per_client",
             true,
-            format!("{:?}", c.dns.forwards_per_client),
+            format!(
+                "{:?}",
+                (c.dns.forwards_per_client, c.dns.ipv6_client_prefix)
+            ),
         ),
         (
             "dns.zone_resolvers",

@@ -42,13 +42,18 @@ pub struct Dns {
     /// TCP connections open at once; past them a new one is closed at once, and from half of
     /// them on, idle connections wait 500 ms at most for their next query (RFC 7766 §6.2.3).
     pub tcp_connections: usize,
-    /// TCP connections one client (an address; IPv6 by its /64) holds open at once; past
-    /// them its new connections are closed at once.
+    /// TCP connections one client (an address; IPv6 by its `ipv6_client_prefix`) holds open
+    /// at once; past them its new connections are closed at once.
     pub tcp_connections_per_client: usize,
     /// Queries of one client (as above) being relayed to upstreams at once, over each
     /// transport; past them its UDP queries for other names get TC (ask again over TCP), its
     /// TCP queries SERVFAIL, at once.
     pub forwards_per_client: usize,
+    /// The IPv6 prefix length a client is counted by for the shares above: 64 by default (a
+    /// host commonly holds a whole /64 and picks addresses in it at will); 128 where each
+    /// container has an address of its own in one shared /64 (a bridge or overlay network), so
+    /// that one container cannot take its neighbours' shares.
+    pub ipv6_client_prefix: u8,
 }
 
 /// `[dns.rrl]`: response rate limiting (see `crate::dns::rrl`).
@@ -155,6 +160,7 @@ impl Default for Dns {
             tcp_connections: crate::dns::server::DEFAULT_TCP_CONNECTIONS,
             tcp_connections_per_client: 16,
             forwards_per_client: 64,
+            ipv6_client_prefix: 64,
         }
     }
 }
@@ -209,6 +215,9 @@ impl Dns {
         }
         if !(1..=relays).contains(&self.forwards_per_client) {
             return Err(format!("dns.forwards_per_client: between 1 and {relays}"));
+        }
+        if !(32..=128).contains(&self.ipv6_client_prefix) {
+            return Err("dns.ipv6_client_prefix: between 32 and 128".into());
         }
         let Some(listen) = self.listen else {
             return Ok(());

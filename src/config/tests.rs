@@ -232,6 +232,14 @@ fn dns_tcp_and_relay_limits_are_checked() {
     assert_eq!(config.dns.tcp_idle_timeout, Duration::from_secs(10));
     assert_eq!(config.dns.tcp_connections_per_client, 16);
     assert_eq!(config.dns.forwards_per_client, 64);
+    assert_eq!(config.dns.ipv6_client_prefix, 64);
+    assert_eq!(
+        parse("ipv6_client_prefix = 128")
+            .unwrap()
+            .dns
+            .ipv6_client_prefix,
+        128
+    );
     for (bad, key) in [
         ("tcp_idle_timeout = \"0s\"", "dns.tcp_idle_timeout"),
         ("tcp_idle_timeout = \"2h\"", "dns.tcp_idle_timeout"),
@@ -245,6 +253,8 @@ fn dns_tcp_and_relay_limits_are_checked() {
         ),
         ("forwards_per_client = 0", "dns.forwards_per_client"),
         ("forwards_per_client = 257", "dns.forwards_per_client"),
+        ("ipv6_client_prefix = 31", "dns.ipv6_client_prefix"),
+        ("ipv6_client_prefix = 129", "dns.ipv6_client_prefix"),
     ] {
         let err = parse(bad).unwrap_err();
         assert!(err.contains(key), "{bad}: {err}");

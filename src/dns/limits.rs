@@ -1,7 +1,8 @@
 //! Shares of the DNS server's bounded resources (TCP connections, relayed queries in flight):
 //! a global cap, and a cap per client, so that one client (or a few) holding its share cannot
-//! starve the others. A client is its address, an IPv6 one by its /64 (one host commonly holds
-//! a whole /64 and picks new addresses in it at will).
+//! starve the others. A client is its address, an IPv6 one by its prefix (`dns.ipv6_client_prefix`:
+//! /64 by default, since one host commonly holds a whole /64 and picks new addresses in it at
+//! will; /128 where containers hold one address each in a shared /64).
 //!
 //! The per-client counts live in a map with an entry only while that client holds something,
 //! and every count is backed by a held global permit: the map never holds more entries than the
@@ -45,6 +46,8 @@ pub struct Shares {
     total: Arc<Semaphore>,
     capacity: usize,
     per_client: usize,
+    /// Low bits of an IPv6 address that do not tell clients apart.
+    v6_host_mask: u128,
     held: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -56,12 +59,16 @@ pub struct Share {
 }
 
 impl Shares {
-    /// `total` units at once, of which at most `per_client` to one client (at least 1).
-    pub fn new(total: usize, per_client: usize) -> Shares {
+    /// `total` units at once, of which at most `per_client` to one client (at least 1), an
+    /// IPv6 client counted by its first `v6_prefix` bits.
+    pub fn new(total: usize, per_client: usize, v6_prefix: u8) -> Shares {
         Shares {
             total: Arc::new(Semaphore::new(total)),
             capacity: total,
             per_client: per_client.max(1),
+            v6_host_mask: u128::MAX
+                .checked_shr(u32::from(v6_prefix.min(128)))
+                .unwrap_or(0),
             held: Arc::default(),
         }
     }
@@ -73,7 +80,7 @@ impl Shares {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Over::Total)?;
-        let client = key(client);
+        let client = key(client, self.v6_host_mask);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let count = held.entry(client).or_insert(0);
         if *count >= self.per_client {
@@ -113,13 +120,11 @@ impl Drop for Share {
     }
 }
 
-/// The client an address counts as: IPv4 (and IPv4-mapped IPv6) as is, IPv6 by its /64.
-fn key(ip: IpAddr) -> IpAddr {
+/// The client an address counts as: IPv4 (and IPv4-mapped IPv6) as is, IPv6 by its prefix
+/// (`host_mask`: the bits after it).
+fn key(ip: IpAddr, host_mask: u128) -> IpAddr {
     match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !host_mask)),
         v4 => v4,
     }
 }
@@ -130,7 +135,7 @@ mod tests {
 
     #[test]
     fn one_client_takes_its_share_and_no_more_and_others_still_get_theirs() {
-        let shares = Shares::new(4, 2);
+        let shares = Shares::new(4, 2, 64);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let first = shares.take(a).unwrap();
@@ -146,7 +151,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
-        let shares = Shares::new(8, 1);
+        let shares = Shares::new(8, 1, 64);
         let _one = shares.take("fd00::1".parse().unwrap()).unwrap();
         assert_eq!(
             shares.take("fd00::ffff:2".parse().unwrap()).err(),
@@ -161,8 +166,29 @@ mod tests {
     }
 
     #[test]
+    fn with_a_128_prefix_each_ipv6_address_is_a_client_of_its_own() {
+        let shares = Shares::new(8, 1, 128);
+        let _one = shares.take("fd00::1".parse().unwrap()).unwrap();
+        assert!(
+            shares.take("fd00::2".parse().unwrap()).is_ok(),
+            "a neighbour in the /64"
+        );
+        assert_eq!(
+            shares.take("fd00::1".parse().unwrap()).err(),
+            Some(Over::Client)
+        );
+        let wide = Shares::new(8, 1, 48);
+        let _one = wide.take("fd00::1".parse().unwrap()).unwrap();
+        assert_eq!(
+            wide.take("fd00:0:0:ffff::1".parse().unwrap()).err(),
+            Some(Over::Client),
+            "in the same /48"
+        );
+    }
+
+    #[test]
     fn the_map_forgets_clients_that_hold_nothing() {
-        let shares = Shares::new(16, 4);
+        let shares = Shares::new(16, 4, 64);
         for i in 0..1000u32 {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(i));
             let share = shares.take(ip).unwrap();

@@ -64,6 +64,8 @@ pub struct Settings {
     pub tcp_connections_per_client: usize,
     /// Relayed queries of one client in flight at once (`dns.forwards_per_client`).
     pub forwards_per_client: usize,
+    /// The IPv6 prefix a client is counted by for both (`dns.ipv6_client_prefix`).
+    pub ipv6_client_prefix: u8,
 }
 
 pub struct DnsServer {
@@ -101,6 +103,7 @@ impl DnsServer {
         pending: Zone,
         settings: Settings,
     ) -> DnsServer {
+        let v6 = settings.ipv6_client_prefix;
         DnsServer {
             store,
             metrics,
@@ -110,11 +113,12 @@ impl DnsServer {
             upstream_timeout: settings.upstream_timeout,
             rrl: settings.rrl,
             zone_resolvers: settings.zone_resolvers,
-            udp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client),
-            tcp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client),
+            udp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client, v6),
+            tcp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client, v6),
             tcp_connections: Shares::new(
                 settings.tcp_connections,
                 settings.tcp_connections_per_client,
+                v6,
             ),
             tcp_idle_timeout: settings.tcp_idle_timeout,
             pressure: tokio::sync::Notify::new(),
@@ -553,6 +557,7 @@ mod tests {
             tcp_connections: DEFAULT_TCP_CONNECTIONS,
             tcp_connections_per_client: 16,
             forwards_per_client: 64,
+            ipv6_client_prefix: 64,
         }
     }
 
