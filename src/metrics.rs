@@ -51,6 +51,8 @@ pub struct RolloutStateLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabels {
     pub hash: String,
+    /// The version of the hashed text (`routing::digest::TEXT_VERSION`).
+    pub text: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

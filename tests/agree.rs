@@ -30,6 +30,11 @@ async fn metric_hash(sy: &Switchyard) -> String {
         .collect();
     assert_eq!(series.len(), 1, "one series: {series:?}");
     assert!(series[0].ends_with(" 1"), "{}", series[0]);
+    assert!(
+        series[0].contains("text=\"2\""),
+        "the text's version: {}",
+        series[0]
+    );
     series[0]
         .split("hash=\"")
         .nth(1)

@@ -42,6 +42,7 @@ pub fn publish_table_hash(metrics: &Metrics, store: &Store) {
     }
     let labels = crate::metrics::HashLabels {
         hash: crate::routing::digest::hex(live.table.hash()),
+        text: crate::routing::digest::TEXT_VERSION.to_string(),
     };
     metrics.table_hash.clear();
     metrics.table_hash.get_or_create(&labels).set(1);

@@ -20,10 +20,11 @@
 //! digest is kept while what it was of is ([`Memo`]), so the table after one app's change hashes
 //! that app's chunks and a few lines, not 50,000 services.
 //!
-//! Version 2 of the text (its first line says `v2`). Version 1 hashed those lines themselves:
-//! the two give different values for one table, so instances of the two versions do not agree;
-//! instances of one version holding equal tables do, whatever their history (a table's chunks
-//! are its services and routes in order, 64 at a time, however it was made).
+//! Version 2 of the text (its first line says `v2`; [`TEXT_VERSION`], also the metric's `text`
+//! label). Version 1 hashed those lines themselves: the two give different values for one
+//! table, so instances of the two versions do not agree; instances of one version holding equal
+//! tables do, whatever their history (a table's chunks are its services and routes in order, 64
+//! at a time, however it was made).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
@@ -33,6 +34,11 @@ use sha2::{Digest, Sha256};
 use super::routes::Route;
 use super::vhosts::Vhosts;
 use super::{RoutingTable, Service};
+
+/// The version of the hashed text: instances agree on a table's hash only within one version,
+/// so the metric carries it (alerts compare hashes per version, and an upgrade that changes it
+/// does not look like a disagreement).
+pub const TEXT_VERSION: &str = "2";
 
 /// The digests of the parts of the table last hashed, with what each was of: a chunk of
 /// services or routes by its position and its elements, the vhosts by their map. An element is
@@ -85,7 +91,7 @@ fn write_text(
         ..Memo::default()
     };
     // Writing to a String or the hasher cannot fail (here and below).
-    let _ = writeln!(out, "v2");
+    let _ = writeln!(out, "v{TEXT_VERSION}");
     for (c, chunk) in table.services.chunks().iter().enumerate() {
         let part = reuse(&mut last.services, c, chunk)
             .unwrap_or_else(|| part(chunk, |h| write_services(h, chunk, c * CHUNK, bind)));
