@@ -1,0 +1,219 @@
+//! Header rules: Date, hop-by-hop fields, trace fields, and both codecs applying them alike.
+
+use super::*;
+
+#[test]
+fn dates_are_imf_fixdates() {
+    let text = |secs| String::from_utf8(imf_fixdate(secs).to_vec()).unwrap();
+    assert_eq!(text(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(text(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(text(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+    assert_eq!(text(951_868_799), "Tue, 29 Feb 2000 23:59:59 GMT");
+    assert_eq!(text(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+    assert_eq!(text(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 GMT");
+    assert_eq!(text(4_107_542_400), "Mon, 01 Mar 2100 00:00:00 GMT");
+    assert_eq!(text(1_709_164_800), "Thu, 29 Feb 2024 00:00:00 GMT");
+    assert_eq!(text(1_735_689_600), "Wed, 01 Jan 2025 00:00:00 GMT");
+}
+
+#[test]
+fn a_date_is_added_once_and_an_existing_one_kept() {
+    let mut headers = HeaderMap::new();
+    add_date(&mut headers);
+    let added = headers.get(header::DATE).unwrap().clone();
+    assert_eq!(added.len(), IMF_FIXDATE_LEN);
+    assert!(added.to_str().unwrap().ends_with(" GMT"));
+    let mut kept = HeaderMap::new();
+    kept.insert(
+        header::DATE,
+        HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+    );
+    add_date(&mut kept);
+    assert_eq!(kept.get_all(header::DATE).iter().count(), 1);
+    assert_eq!(kept[header::DATE], "Sun, 06 Nov 1994 08:49:37 GMT");
+    let mut line = Vec::new();
+    write_date(&mut line);
+    assert!(
+        line.starts_with(b"date: ") && line.ends_with(b" GMT\r\n"),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn connection_never_removes_framing_or_host() {
+    let named = ConnectionNamed::of(
+        [&b"Content-Length, Transfer-Encoding, HOST, x-secret, close"[..]].into_iter(),
+    );
+    assert!(!named.contains(b"content-length"));
+    assert!(!named.contains(b"transfer-encoding"));
+    assert!(!named.contains(b"host"));
+    assert!(named.contains(b"X-Secret"));
+    let mut map = HeaderMap::new();
+    map.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("content-length, host, x-secret"),
+    );
+    map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+    map.insert(header::HOST, HeaderValue::from_static("a"));
+    map.insert("x-secret", HeaderValue::from_static("1"));
+    strip_hop_by_hop(&mut map);
+    assert!(map.contains_key(header::CONTENT_LENGTH) && map.contains_key(header::HOST));
+    assert!(!map.contains_key("x-secret") && !map.contains_key(header::CONNECTION));
+}
+
+/// The one look at the names before any lookup: each hop-by-hop field alone is still
+/// found and removed (Transfer-Encoding too, never Content-Length), and a map without one
+/// is left as it is.
+#[test]
+fn each_hop_by_hop_field_alone_is_removed() {
+    for name in HOP_BY_HOP {
+        let mut map = HeaderMap::new();
+        map.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        map.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut map);
+        assert!(!map.contains_key(name), "{name}");
+        assert_eq!(map.len(), 2, "{name}");
+    }
+    let mut map = HeaderMap::new();
+    map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+    map.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    map.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    let before = map.clone();
+    strip_hop_by_hop(&mut map);
+    assert_eq!(map, before);
+}
+
+/// Both trace fields leave a request whichever of them it has, the asking one's value
+/// given back; a request with neither is left as it is.
+#[test]
+fn trace_fields_are_taken_whichever_is_present() {
+    let mut map = HeaderMap::new();
+    map.insert("Switchyard-Trace", HeaderValue::from_static("token"));
+    map.insert("x-kept", HeaderValue::from_static("1"));
+    assert_eq!(take_trace(&mut map).unwrap(), "token");
+    assert_eq!(map.len(), 1);
+    let mut map = HeaderMap::new();
+    map.insert(
+        "switchyard-trace-result",
+        HeaderValue::from_static("forged"),
+    );
+    assert_eq!(take_trace(&mut map), None);
+    assert!(map.is_empty());
+    let mut map = HeaderMap::new();
+    map.insert("x-kept", HeaderValue::from_static("1"));
+    map.insert("switchyard-tracer", HeaderValue::from_static("1"));
+    assert_eq!(take_trace(&mut map), None);
+    assert_eq!(map.len(), 2);
+}
+
+#[test]
+fn both_codecs_apply_the_same_rules() {
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("SWITCHYARD_0_RESPONSE_HEADER_SET_X-Frame-Options", "DENY"),
+        ("SWITCHYARD_0_RESPONSE_HEADER_ADD_X-Tag", "b"),
+        ("SWITCHYARD_0_RESPONSE_HEADER_REMOVE", "Server"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let rules = crate::routing::edge::read(&labels, 0).0.response_headers;
+    let received = [
+        ("Server", "x"),
+        ("X-Frame-Options", "SAMEORIGIN"),
+        ("X-Tag", "a"),
+    ];
+    let mut bytes = Vec::new();
+    for (name, value) in received {
+        if !ruled_out(&rules, name.as_bytes()) {
+            bytes.extend_from_slice(
+                format!("{}: {value}\r\n", name.to_ascii_lowercase()).as_bytes(),
+            );
+        }
+    }
+    write_added(&mut bytes, &rules);
+    let mut map = HeaderMap::new();
+    for (name, value) in received {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static(value),
+        );
+    }
+    apply_rules(&mut map, &rules);
+    let mut from_map = Vec::new();
+    for (name, value) in &map {
+        from_map.extend_from_slice(format!("{name}: {}\r\n", value.to_str().unwrap()).as_bytes());
+    }
+    let sorted = |b: Vec<u8>| {
+        let mut lines: Vec<String> = String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(bytes.clone()), sorted(from_map));
+    assert_eq!(
+        sorted(bytes),
+        ["x-frame-options: DENY", "x-tag: a", "x-tag: b"]
+    );
+}
+
+#[test]
+fn both_codecs_add_the_same_fields() {
+    for (trusted, subject) in [
+        (true, None),
+        (false, None),
+        (false, Some(&b"CN=client"[..])),
+    ] {
+        let forwarded = Forwarded {
+            client: Client {
+                ip: b"10.0.0.9",
+                trusted,
+                cert_subject: subject,
+            },
+            https: true,
+            host: Some(b"shop.example.com"),
+        };
+        let mut bytes = Vec::new();
+        forwarded.write(
+            &mut bytes,
+            [&b"1.2.3.4"[..]].into_iter(),
+            Some(b"http"),
+            true,
+        );
+        let mut map = HeaderMap::new();
+        map.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        map.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        map.insert(X_CLIENT_CERT_SUBJECT, HeaderValue::from_static("CN=forged"));
+        map.insert(X_REQUEST_ID, HeaderValue::from_static("x"));
+        forwarded.apply(&mut map);
+        let mut from_map = Vec::new();
+        for name in [
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_CLIENT_CERT_SUBJECT,
+            X_FORWARDED_HOST,
+        ] {
+            let Some(value) = map.get(name) else { continue };
+            from_map.extend_from_slice(name.as_bytes());
+            from_map.extend_from_slice(b": ");
+            from_map.extend_from_slice(value.as_bytes());
+            from_map.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(String::from_utf8(bytes), String::from_utf8(from_map));
+        let xff = map[X_FORWARDED_FOR].to_str().unwrap();
+        let proto = map[X_FORWARDED_PROTO].to_str().unwrap();
+        if trusted {
+            assert_eq!((xff, proto), ("1.2.3.4, 10.0.0.9", "http"));
+        } else {
+            assert_eq!((xff, proto), ("10.0.0.9", "https"));
+        }
+        assert_eq!(
+            map.get(X_CLIENT_CERT_SUBJECT).map(|v| v.as_bytes()),
+            subject,
+            "a client's own copy never passes"
+        );
+    }
+}
