@@ -19,7 +19,7 @@ use hickory_proto::rr::{LowerName, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::answer::{self, MAX_UDP_PAYLOAD, Outcome, Relayed, Reply, Transport};
+use super::answer::{self, Outcome, Relayed, Reply, Transport, UDP_QUERY_BUFFER};
 use super::fast;
 use super::limits::{Expired, Share, Shares};
 use super::metrics::DnsMetrics;
@@ -144,7 +144,7 @@ impl DnsServer {
         socket: Arc<std::net::UdpSocket>,
         runtime: tokio::runtime::Handle,
     ) {
-        let mut batch = Batch::new(MAX_UDP_PAYLOAD as usize);
+        let mut batch = Batch::new(UDP_QUERY_BUFFER);
         if let Err(e) = batch.reply_from_destination(&socket) {
             tracing::warn!("dns: replies may leave from another address than asked: {e}");
         }
