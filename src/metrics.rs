@@ -2,7 +2,9 @@
 //! (per backend) plain atomics rendered when scraped (`backends::series`), so a connection or
 //! request only touches atomics.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,18 +13,18 @@ use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ServiceLabels {
     pub service: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct LimitLabels {
     pub service: String,
     pub reason: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RouteLabels {
     pub route: String,
     pub app: String,
@@ -35,30 +37,87 @@ pub struct PathLabels {
 }
 
 /// `switchyard_rollout_step{route}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RolloutLabels {
     pub route: String,
 }
 
 /// `switchyard_rollout_state{route,state}`: 1 for the rollout's state, 0 for the others.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RolloutStateLabels {
     pub route: String,
     pub state: &'static str,
 }
 
 /// `switchyard_table_hash{hash="…"} 1`: the live table's hash (`routing::digest`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct HashLabels {
     pub hash: String,
     /// The version of the hashed text (`routing::digest::TEXT_VERSION`).
     pub text: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct KindLabels {
     pub kind: String,
 }
+
+/// A label value as the text exposition format wants it: `\\`, `"` and line feeds escaped.
+/// prometheus-client writes label values as they are, and ours carry outside text (an app id
+/// from a file or a stand-in, a task's host): unescaped, a `"` or a newline in one would end
+/// the value and write series of its own, or break the whole scrape.
+pub struct Escaped<'a>(pub &'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        EscapingWriter(encoder).write_str(self.0)
+    }
+}
+
+/// Writes through to `W`, escaping label value text on the way (see [`Escaped`]).
+pub struct EscapingWriter<'a, W: std::fmt::Write>(pub &'a mut W);
+
+impl<W: std::fmt::Write> std::fmt::Write for EscapingWriter<'_, W> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(['\\', '"', '\n']) {
+            self.0.write_str(&rest[..at])?;
+            self.0.write_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// `EncodeLabelSet` for a struct of label fields, each written [`Escaped`], in field order.
+macro_rules! label_set {
+    ($name:ident { $($field:ident),+ }) => {
+        impl EncodeLabelSet for $name {
+            fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+                $(
+                    prometheus_client::encoding::EncodeLabel::encode(
+                        &(stringify!($field), Escaped(&self.$field)),
+                        encoder.encode_label(),
+                    )?;
+                )+
+                Ok(())
+            }
+        }
+    };
+}
+
+label_set!(ServiceLabels { service });
+label_set!(LimitLabels { service, reason });
+label_set!(RouteLabels { route, app, source });
+label_set!(RolloutLabels { route });
+label_set!(RolloutStateLabels { route, state });
+label_set!(HashLabels { hash, text });
+label_set!(KindLabels { kind });
 
 pub struct Metrics {
     /// Families registered here at start; a subsystem that owns its metrics (DNS) adds its own

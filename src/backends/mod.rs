@@ -636,6 +636,47 @@ mod tests {
         );
     }
 
+    /// An app id that is not Marathon's (the file source takes any path) cannot write series of
+    /// its own into `/metrics`: a `"`, `\\` or line feed in a label value is escaped, in the
+    /// per-backend series and in the families prometheus-client writes.
+    #[tokio::test]
+    async fn label_values_are_escaped() {
+        let metrics = Arc::new(Metrics::new());
+        let mut reg = Registry::new(metrics.clone(), Duration::from_millis(1));
+        let id = "/evil\"} 1\nswitchyard_injected_total{service=\"pwn\\";
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate::Snapshot(vec![app(
+            id,
+            10000,
+            &[],
+            vec![task("t1", 7)],
+        )]));
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        let table = compile(&c, &config);
+        let service = table.services[0].key.to_string();
+        assert!(
+            service.contains('\n'),
+            "the id reached the service key: {service:?}"
+        );
+        let _states = reg.attach(&table);
+        metrics
+            .no_backend
+            .get_or_create(&crate::metrics::ServiceLabels { service })
+            .inc();
+        let text = metrics.encode();
+        let escaped = r#"service="/evil\"} 1\nswitchyard_injected_total{service=\"pwn\\:0""#;
+        for line in [
+            format!("switchyard_backend_connections_total{{{escaped},backend=\"127.0.0.1:7\"}} 0"),
+            format!("switchyard_no_backend_total{{{escaped}}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.lines().any(|l| l.starts_with("switchyard_injected")),
+            "{text}"
+        );
+    }
+
     /// A patched table's states, attached at its patched services alone, are those a full
     /// attach gives: the same rows kept for every other service, the same states kept and
     /// drained in the patched one.

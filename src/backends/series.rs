@@ -144,13 +144,14 @@ impl std::fmt::Debug for View {
     }
 }
 
-/// A label value written straight from its `Display` (a service key, an address), as the
-/// `String` the families held was.
+/// A label value written from its `Display` (a service key, an address), escaped as the other
+/// families' values are (`metrics::Escaped`): a service key carries an app id.
 struct Shown<'a>(&'a dyn Display);
 
 impl EncodeLabelValue for Shown<'_> {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        write!(encoder, "{}", self.0)
+        use std::fmt::Write;
+        write!(crate::metrics::EscapingWriter(encoder), "{}", self.0)
     }
 }
 
