@@ -473,7 +473,7 @@ fn start_dns(
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
             tcp_connections: config.dns.tcp_connections,
             tcp_connections_per_client: config.dns.tcp_connections_per_client,
-            forwards_per_client: config.dns.forwards_per_client,
+            forwards_per_client: config.dns.forwards_per_transport(),
             ipv6_client_prefix: config.dns.ipv6_client_prefix,
         },
     ));

@@ -80,10 +80,12 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
         (
             "dns.forwards_per_client",
             true,
-            format!(
-                "{:?}",
-                (c.dns.forwards_per_client, c.dns.ipv6_client_prefix)
-            ),
+            format!("{:?}", c.dns.forwards_per_client),
+        ),
+        (
+            "dns.ipv6_client_prefix",
+            true,
+            format!("{:?}", c.dns.ipv6_client_prefix),
         ),
         (
             "dns.zone_resolvers",
@@ -283,5 +285,10 @@ mod tests {
         assert!(again.applied.is_empty());
         assert_eq!(again.restart_required, vec!["http.listen"]);
         assert_eq!(diff(&started, &started, &started), Reloaded::default());
+        // Each DNS share names its own key.
+        let plain = parse("");
+        let prefix = parse("[dns]\nipv6_client_prefix = 128");
+        let report = diff(&plain, &plain, &prefix);
+        assert_eq!(report.restart_required, vec!["dns.ipv6_client_prefix"]);
     }
 }

@@ -150,7 +150,6 @@ struct Shown<'a>(&'a dyn Display);
 
 impl EncodeLabelValue for Shown<'_> {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        use std::fmt::Write;
         write!(crate::metrics::EscapingWriter(encoder), "{}", self.0)
     }
 }

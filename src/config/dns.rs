@@ -201,6 +201,13 @@ impl Dns {
         self.rrl.settings(&self.allow_recursion)
     }
 
+    /// One client's relayed queries in flight per transport: `forwards_per_client`, at most a
+    /// transport's relay slots (256 each for UDP and TCP).
+    pub fn forwards_per_transport(&self) -> usize {
+        self.forwards_per_client
+            .min(crate::dns::server::MAX_FORWARDS / 2)
+    }
+
     /// `allow_recursion` parsed.
     pub fn allow_recursion(&self) -> Result<Vec<Cidr>, String> {
         self.allow_recursion
@@ -223,7 +230,7 @@ impl Dns {
         }
         let (most, relays) = (
             crate::dns::server::MAX_TCP_CONNECTIONS,
-            crate::dns::server::MAX_FORWARDS / 2,
+            crate::dns::server::MAX_FORWARDS,
         );
         if !(1..=most).contains(&self.tcp_connections) {
             return Err(format!("dns.tcp_connections: between 1 and {most}"));
@@ -234,6 +241,9 @@ impl Dns {
                 "dns.tcp_connections_per_client: between 1 and dns.tcp_connections ({tcp})"
             ));
         }
+        // Up to 512, as before the slots were split per transport: a share above one
+        // transport's 256 slots means all of them (`forwards_per_transport`), so a
+        // configuration that was valid stays valid across an upgrade.
         if !(1..=relays).contains(&self.forwards_per_client) {
             return Err(format!("dns.forwards_per_client: between 1 and {relays}"));
         }

@@ -242,6 +242,11 @@ fn dns_tcp_and_relay_limits_are_checked() {
     assert_eq!(config.dns.tcp_connections_per_client, 16);
     assert_eq!(config.dns.forwards_per_client, 64);
     assert_eq!(config.dns.ipv6_client_prefix, 64);
+    // Valid before the relay slots were split per transport (512 in all): still valid, and
+    // a share above a transport's 256 slots is all of them.
+    let wide = parse("forwards_per_client = 512").unwrap();
+    assert_eq!(wide.dns.forwards_per_transport(), 256);
+    assert_eq!(config.dns.forwards_per_transport(), 64);
     assert_eq!(
         parse("ipv6_client_prefix = 128")
             .unwrap()
@@ -261,7 +266,7 @@ fn dns_tcp_and_relay_limits_are_checked() {
             "dns.tcp_connections_per_client",
         ),
         ("forwards_per_client = 0", "dns.forwards_per_client"),
-        ("forwards_per_client = 257", "dns.forwards_per_client"),
+        ("forwards_per_client = 513", "dns.forwards_per_client"),
         ("ipv6_client_prefix = 31", "dns.ipv6_client_prefix"),
         ("ipv6_client_prefix = 129", "dns.ipv6_client_prefix"),
     ] {

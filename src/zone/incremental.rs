@@ -200,7 +200,7 @@ pub(super) struct Pass<'l> {
     /// The DC/OS parents any app put names under.
     dcos: u8,
     /// The tasks whose verdict (`Verdicts`) changed since the last zone.
-    rejudged: Vec<crate::cluster::TaskId>,
+    rejudged: rustc_hash::FxHashSet<crate::cluster::TaskId>,
     /// No name had two claimants: the next build may copy from this one.
     clean: bool,
     copied: usize,
@@ -214,7 +214,7 @@ impl<'l> Pass<'l> {
             parts: Vec::new(),
             agents,
             dcos: 0,
-            rejudged: Vec::new(),
+            rejudged: Default::default(),
             clean: false,
             copied: 0,
         }
@@ -255,9 +255,15 @@ impl<'l> Pass<'l> {
     /// Whether `app`'s names depend on a verdict that changed (so it is built, not copied):
     /// only a healthy-only app's answers read verdicts (`AppPass::add`).
     fn rejudged(&self, app: &App, config: &ZoneConfig) -> bool {
+        // Whichever side is smaller is walked: an agent's blip changes hundreds of verdicts at
+        // once, and walking them all for each of 50k healthy-only apps was quadratic.
         !self.rejudged.is_empty()
             && super::healthy_only(app, config)
-            && self.rejudged.iter().any(|id| app.tasks.contains_key(id))
+            && if app.tasks.len() <= self.rejudged.len() {
+                app.tasks.into_iter().any(|t| self.rejudged.contains(&t.id))
+            } else {
+                self.rejudged.iter().any(|id| app.tasks.contains_key(id))
+            }
     }
 
     fn count_agents(&mut self, agents: &[IpAddr], up: bool) {
