@@ -1,6 +1,8 @@
-//! What a swap leaves to the blocking pool, off the control thread and after the table is
-//! live: the route weight metrics and the table hash, and the health checker's targets (the
-//! live table's services and rows, shared: the checker looks at what changed itself).
+//! What a swap leaves for after the table is live: the health checker's targets (the live
+//! table's services and rows, shared: the checker looks at what changed itself), sent on the
+//! control thread; the route weight metrics and the table hash, made off it on the idle-priority
+//! thread (`crate::background`), so that they never hold up a thread that wakes for the new
+//! table.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +14,10 @@ use crate::snapshot::{Snapshot, Store};
 
 /// Hands the live table's services and states to the health checker (a pointer copy; it looks
 /// at the services that changed itself: `health_check::run`).
-fn send_health_targets(sender: &watch::Sender<crate::health_check::Targets>, snapshot: &Snapshot) {
+pub(super) fn send_health_targets(
+    sender: &watch::Sender<crate::health_check::Targets>,
+    snapshot: &Snapshot,
+) {
     let next = crate::health_check::Targets {
         services: snapshot.table.services.clone(),
         rows: snapshot.states.clone(),
@@ -78,10 +83,9 @@ pub fn publish_route_weights(metrics: &Metrics, store: &Store) {
     }
 }
 
-/// What a swap leaves to the blocking pool — the health checker's targets, the route weight
-/// metrics, the table hash — made from the snapshot live when it runs: one run at a time, and
-/// at most one more waiting, so that a burst of swaps costs one more run, and the last run
-/// reads the last table.
+/// What a swap leaves to the idle-priority thread — the route weight metrics, the table hash —
+/// made from the snapshot live when it runs: one run at a time, and at most one more waiting,
+/// so that a burst of swaps costs one more run, and the last run reads the last table.
 #[derive(Default)]
 pub(super) struct AfterSwap {
     /// A run is waiting and has not read the live snapshot yet.
@@ -90,26 +94,24 @@ pub(super) struct AfterSwap {
 }
 
 impl AfterSwap {
-    pub(super) fn follow(
-        self: &Arc<Self>,
-        store: &Arc<Store>,
-        metrics: &Arc<Metrics>,
-        targets: &watch::Sender<crate::health_check::Targets>,
-    ) {
+    pub(super) fn follow(self: &Arc<Self>, store: &Arc<Store>, metrics: &Arc<Metrics>) {
         if self.queued.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
-        let (store, metrics, targets) = (store.clone(), metrics.clone(), targets.clone());
-        tokio::task::spawn_blocking(move || {
+        let (store, metrics) = (store.clone(), metrics.clone());
+        let job = Box::new(move || {
             let _one = this
                 .running
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             this.queued.store(false, Ordering::Release);
-            send_health_targets(&targets, &store.load());
             publish_route_weights(&metrics, &store);
             publish_table_hash(&metrics, &store);
         });
+        // Its queue full (the idle thread starved for long) or no thread: the blocking pool.
+        if let Err(job) = crate::background::run(job) {
+            tokio::task::spawn_blocking(job);
+        }
     }
 }
