@@ -964,7 +964,12 @@ fn events() {
     // The CPU of the process's other threads over the events (what a swap leaves behind: the
     // table hash, the route weights, freeing replaced tables), besides the control thread's and
     // this thread's.
-    let others_before = process_cpu() - clock_cpu(clock) - thread_cpu();
+    let others = || {
+        // The threads' clocks read first: the process's, read last, covers them.
+        let (control, this) = (clock_cpu(clock), thread_cpu());
+        process_cpu().saturating_sub(control + this)
+    };
+    let others_before = others();
     for k in 0..events_n {
         std::thread::sleep(Duration::from_millis(150));
         // Apps spread over the cluster; event 2j starts a task of app j, 2j+1 kills it.
@@ -1010,7 +1015,7 @@ fn events() {
     }
     // Past the debounce window: what the last event left behind has started, and runs alone.
     std::thread::sleep(Duration::from_millis(150));
-    let others = process_cpu() - clock_cpu(clock) - thread_cpu() - others_before;
+    let others = others().saturating_sub(others_before);
     walls.sort();
     cpus.sort();
     let at = |l: &[Duration], q: f64| l[((l.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
