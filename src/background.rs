@@ -17,6 +17,12 @@
 //! itself (waiting for a run in progress here), and a table waiting to be freed only holds
 //! memory, bounded by the queue below.
 //!
+//! Priority alone was not enough (`perf sched` on the branch): a reader preempted by the control
+//! thread it woke (runnable, not waking) is not put ahead of an idle-policy thread the same swap
+//! woke, and waited behind it for a slice of a few ms. So the thread also lets [`SETTLE`] pass
+//! before it runs what it was handed: the threads the swap woke have run by then, and the swaps
+//! of a burst share one run of the work they coalesce (`reconciler::after_swap`).
+//!
 //! Bounded: at most [`QUEUE`] jobs wait. Past that, or when the thread cannot be started,
 //! [`run`] gives the job back and the caller runs it elsewhere as before.
 
@@ -29,6 +35,9 @@ pub type Job = Box<dyn FnOnce() + Send>;
 /// Jobs that may wait for the thread: a swap queues at most one hash run (coalesced by its
 /// caller) and one batch of tables to free.
 const QUEUE: usize = 64;
+
+/// How long a job waits before the thread runs it (with every job handed over meanwhile).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The thread's name, as `ps -L` and `/proc/PID/task/*/comm` show it.
 pub const THREAD_NAME: &str = "switchyard-idle";
@@ -53,9 +62,12 @@ fn start() -> Option<SyncSender<Job>> {
         .name(THREAD_NAME.into())
         .spawn(move || {
             lower_priority();
-            for job in jobs {
-                // A job that panics ends itself, not the thread (as a blocking-pool task).
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            while let Ok(first) = jobs.recv() {
+                std::thread::sleep(SETTLE);
+                for job in std::iter::once(first).chain(jobs.try_iter()) {
+                    // A job that panics ends itself, not the thread (as a blocking-pool task).
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
             }
         });
     match started {
