@@ -14,8 +14,9 @@
 //! What this costs: under a saturated CPU this work waits (it still gets a small share; the
 //! scheduler gives an idle-policy thread weight 3 against a normal one's 1024). Nothing on the
 //! data path needs it: a `/metrics` scrape publishes the hash and weights of the live table
-//! itself (waiting for a run in progress here), and a table waiting to be freed only holds
-//! memory, bounded by the queue below.
+//! itself (made outside any lock the work here holds, so a scrape never waits for this
+//! thread's priority: `reconciler::after_swap`), and at most one batch of replaced tables
+//! waits here to be freed (`snapshot::free_elsewhere`), the next going to the blocking pool.
 //!
 //! Priority alone was not enough (`perf sched` on the branch): a reader preempted by the control
 //! thread it woke (runnable, not waking) is not put ahead of an idle-policy thread the same swap

@@ -111,16 +111,32 @@ impl Store {
 /// Frees snapshots nobody else holds on the idle-priority thread (its queue full: the
 /// runtime's blocking pool), so that a swap does not pay for freeing the table it replaced (at
 /// 50,000 apps, about 8 % of a swap); without a runtime (unit tests, the CLI), here.
+///
+/// At most one batch waits for the idle thread: a table is large (hundreds of MB at 50,000
+/// apps), and a CPU kept busy by traffic leaves that thread without a core for long, while
+/// swaps go on. With one batch waiting, the next goes to the blocking pool as before.
 fn free_elsewhere(free: Vec<Arc<Snapshot>>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WAITING: AtomicBool = AtomicBool::new(false);
     if free.is_empty() {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return drop(free);
     };
-    if let Err(job) = crate::background::run(Box::new(move || drop(free))) {
-        drop(runtime.spawn_blocking(job));
-    }
+    let job: crate::background::Job = if WAITING.swap(true, Ordering::AcqRel) {
+        Box::new(move || drop(free))
+    } else {
+        let job: crate::background::Job = Box::new(move || {
+            drop(free);
+            WAITING.store(false, Ordering::Release);
+        });
+        match crate::background::run(job) {
+            Ok(()) => return,
+            Err(job) => job,
+        }
+    };
+    drop(runtime.spawn_blocking(job));
 }
 
 #[cfg(test)]

@@ -32,54 +32,71 @@ pub(super) fn send_health_targets(
 }
 
 /// Replaces the one `switchyard_table_hash` series by the live table's (computing its hash if
-/// nobody has yet). Called after each swap off the control thread, and before `/metrics` is
-/// encoded, so a scrape never shows a replaced table's hash; one caller at a time, so that the
-/// last to set it set the live table's.
-pub fn publish_table_hash(metrics: &Metrics, store: &Store) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+/// nobody has yet). Called after each swap off the control thread (`low_priority`: on the idle
+/// thread), and before `/metrics` is encoded, so a scrape never shows a replaced table's hash.
+/// The hash is made outside any lock, so that a scrape never waits for the idle thread's work,
+/// only for another caller's few writes; a table older than the one already shown is not
+/// shown again, so the last table wins whatever order the callers finish in.
+pub fn publish_table_hash(metrics: &Metrics, store: &Store, low_priority: bool) {
     let live = store.load();
     // No table swapped in yet: no series.
     if live.generation == 0 {
         return;
     }
+    let hash = if low_priority {
+        live.table.hash_at_low_priority()
+    } else {
+        live.table.hash()
+    };
     let labels = crate::metrics::HashLabels {
-        hash: crate::routing::digest::hex(live.table.hash()),
+        hash: crate::routing::digest::hex(hash),
         text: crate::routing::digest::TEXT_VERSION.to_string(),
     };
+    static SHOWN: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+    let mut shown = SHOWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *shown > live.generation {
+        return;
+    }
+    *shown = live.generation;
     metrics.table_hash.clear();
     metrics.table_hash.get_or_create(&labels).set(1);
 }
 
 /// Publishes the weights of every multi-app route of the live table (single-app routes carry
 /// none). Called after each swap off the control thread, and before `/metrics` is encoded, so
-/// that a scrape right after a weight change sees it; one caller at a time.
+/// that a scrape right after a weight change sees it. As for the hash, the series are gathered
+/// outside the lock and a table older than the one shown is not shown again.
 pub fn publish_route_weights(metrics: &Metrics, store: &Store) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let live = store.load();
-    metrics.route_weight.clear();
-    for route in live
+    let weights: Vec<(crate::metrics::RouteLabels, i64)> = live
         .table
         .routes
         .iter()
         .filter(|r| r.members.len() > 1 || r.overridden)
-    {
-        for m in &route.members {
-            let labels = crate::metrics::RouteLabels {
-                route: route.name.clone(),
-                app: m.app_id.to_string(),
-                source: m.weight_from.as_str(),
-            };
-            metrics
-                .route_weight
-                .get_or_create(&labels)
-                .set(m.weight as i64);
-        }
+        .flat_map(|route| {
+            route.members.iter().map(|m| {
+                let labels = crate::metrics::RouteLabels {
+                    route: route.name.clone(),
+                    app: m.app_id.to_string(),
+                    source: m.weight_from.as_str(),
+                };
+                (labels, m.weight as i64)
+            })
+        })
+        .collect();
+    static SHOWN: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+    let mut shown = SHOWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *shown > live.generation {
+        return;
+    }
+    *shown = live.generation;
+    metrics.route_weight.clear();
+    for (labels, weight) in &weights {
+        metrics.route_weight.get_or_create(labels).set(*weight);
     }
 }
 
@@ -107,7 +124,7 @@ impl AfterSwap {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             this.queued.store(false, Ordering::Release);
             publish_route_weights(&metrics, &store);
-            publish_table_hash(&metrics, &store);
+            publish_table_hash(&metrics, &store, true);
         });
         // Its queue full (the idle thread starved for long) or no thread: the blocking pool.
         if let Err(job) = crate::background::run(job) {
