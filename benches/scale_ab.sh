@@ -15,7 +15,7 @@ for round in $(seq 1 "$ROUNDS"); do
         for which in $order; do
             bin=${!which}
             SCALE_APPS=$apps SCALE_EVENTS=$events timeout 900 "$bin" "$mode" 2>&1 |
-                grep -E "first table|event -> route|one-event compile|compile median|resident|heap held|table hash" |
+                grep -E "first table|event -> route|other threads|one-event compile|compile median|resident|heap held|table hash" |
                 sed "s/^/round=$round bin=$which apps=$apps mode=$mode: /"
         done
     done

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admin;
 pub mod backends;
+pub mod background;
 pub mod chunked;
 pub mod cli;
 pub mod cluster;

@@ -185,7 +185,7 @@ pub struct Reconciler {
     backends: usize,
     /// The compile cache's count of distrusted lists already counted in the metric.
     distrusted: u64,
-    /// The work after a swap done on the blocking pool (health-check targets, route weights).
+    /// The work after a swap done on the idle-priority thread (route weights, table hash).
     after: Arc<AfterSwap>,
     /// Called with the model of every swap once synced (the relay's feed, `relay::Relay::offer`);
     /// holding the model makes the next change copy it once.
@@ -668,13 +668,15 @@ impl Reconciler {
         self.metrics.compile_seconds.set(compile_time.as_secs_f64());
         self.metrics.services.set(services as i64);
         self.metrics.backends.set(backends as i64);
-        // What walks every service or route of the table is made on the blocking pool from the
-        // live table, so that the next event does not wait for it: the route weight metrics and
-        // the table hash (at 50,000 apps the hash takes longer than the rest of the swap); the
-        // health checker's targets go along (a pointer copy: the checker itself looks at the
-        // services that changed, `health_check::update`).
-        self.after
-            .follow(&self.store, &self.metrics, &self.health_targets);
+        // The health checker's targets: a pointer copy (the checker itself looks at the
+        // services that changed, `health_check::update`), sent here so that probes follow the
+        // table however busy the CPU is.
+        after_swap::send_health_targets(&self.health_targets, &self.store.load());
+        // What walks every service or route of the table is made from the live table on the
+        // idle-priority thread, so that neither the next event nor a reader woken by this swap
+        // waits for it: the route weight metrics and the table hash (at 50,000 apps the hash
+        // takes longer than the rest of the swap).
+        self.after.follow(&self.store, &self.metrics);
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }

@@ -5,9 +5,11 @@
 //! generation is live.
 //!
 //! Replaced snapshots are retired, not dropped: the store keeps each until no reader holds it,
-//! then the writer hands it to its runtime's blocking pool to be freed. Otherwise the last
-//! request to let go of a 10,000-app table would free it on the data plane, in the middle of
-//! serving; and freed on the writer's thread, inside `publish`, it would lengthen every swap.
+//! then the writer hands it to the idle-priority thread (`crate::background`) to be freed.
+//! Otherwise the last request to let go of a 10,000-app table would free it on the data plane,
+//! in the middle of serving; freed on the writer's thread, inside `publish`, it would lengthen
+//! every swap; and freed on a normal-priority thread woken at the publication, it would compete
+//! for the CPU with the readers that publication wakes.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -106,17 +108,35 @@ impl Store {
     }
 }
 
-/// Frees snapshots nobody else holds on the runtime's blocking pool, so that a swap does not
-/// pay for freeing the table it replaced (at 50,000 apps, about 8 % of a swap); without a
-/// runtime (unit tests, the CLI), here.
+/// Frees snapshots nobody else holds on the idle-priority thread (its queue full: the
+/// runtime's blocking pool), so that a swap does not pay for freeing the table it replaced (at
+/// 50,000 apps, about 8 % of a swap); without a runtime (unit tests, the CLI), here.
+///
+/// At most one batch waits for the idle thread: a table is large (hundreds of MB at 50,000
+/// apps), and a CPU kept busy by traffic leaves that thread without a core for long, while
+/// swaps go on. With one batch waiting, the next goes to the blocking pool as before.
 fn free_elsewhere(free: Vec<Arc<Snapshot>>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WAITING: AtomicBool = AtomicBool::new(false);
     if free.is_empty() {
         return;
     }
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(free))),
-        Err(_) => drop(free),
-    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return drop(free);
+    };
+    let job: crate::background::Job = if WAITING.swap(true, Ordering::AcqRel) {
+        Box::new(move || drop(free))
+    } else {
+        let job: crate::background::Job = Box::new(move || {
+            drop(free);
+            WAITING.store(false, Ordering::Release);
+        });
+        match crate::background::run(job) {
+            Ok(()) => return,
+            Err(job) => job,
+        }
+    };
+    drop(runtime.spawn_blocking(job));
 }
 
 #[cfg(test)]

@@ -192,3 +192,53 @@ async fn plan_shows_what_a_deploy_would_change_and_fails_on_a_conflict() {
     assert_eq!(after["services"].as_array().unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The threads of process `pid` named `name`, by thread id.
+fn threads_named(pid: u32, name: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The table hash (and the route weights, and freeing replaced tables) is made on a thread at
+/// the kernel's idle priority: a thread woken by a swap — a worker, the control thread with the
+/// next event — takes the CPU from it at once. The metric still names the live table.
+#[tokio::test]
+async fn the_table_hash_is_made_on_an_idle_priority_thread() {
+    let marathon = Marathon::start().await;
+    let b1 = Backend::start("one").await;
+    let web = free_port();
+    marathon.set_apps(vec![app(
+        "/web",
+        web,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/web", "web.1", b1.port())],
+    )]);
+    let sy = Switchyard::start(
+        "agree-idle",
+        &config(&marathon, "\"external\"", "127.0.0.1"),
+    );
+    let routes = sy
+        .wait_routes("the app is routed", |r| {
+            r["services"].as_array().is_some_and(|s| s.len() == 1)
+        })
+        .await;
+    let pid = sy.child.id();
+    let threads = wait_for("the idle-priority thread", || async {
+        let found = threads_named(pid, "switchyard-idle");
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(threads.len(), 1, "one such thread: {threads:?}");
+    // SAFETY: a thread id of a live process; sched_getscheduler reads its policy.
+    let policy = unsafe { libc::sched_getscheduler(threads[0]) };
+    assert_eq!(policy, libc::SCHED_IDLE, "thread {}", threads[0]);
+    assert_eq!(metric_hash(&sy).await, hash(&routes));
+}

@@ -8,8 +8,10 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 27] = [
+    let layers: [(&str, Option<&[&str]>); 28] = [
         ("cluster", Some(&[])),
+        // The idle-priority thread for the work a swap leaves behind.
+        ("background", Some(&[])),
         // A vector shared in chunks, for the table's and the snapshot's per-service vectors.
         ("chunked", Some(&[])),
         ("access", Some(&[])),
@@ -27,7 +29,7 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ("backends", Some(&["routing", "metrics", "chunked"])),
         (
             "snapshot",
-            Some(&["routing", "zone", "backends", "chunked"]),
+            Some(&["routing", "zone", "backends", "chunked", "background"]),
         ),
         (
             "health_check",

@@ -311,7 +311,7 @@ impl Admin {
                 }
             }
             "/metrics" => {
-                crate::reconciler::publish_table_hash(&self.metrics, &self.store);
+                crate::reconciler::publish_table_hash(&self.metrics, &self.store, false);
                 crate::reconciler::publish_route_weights(&self.metrics, &self.store);
                 let mut r = text(StatusCode::OK, self.metrics.encode());
                 r.headers_mut().insert(

@@ -377,3 +377,14 @@ fn what_changes_routing_changes_the_hash() {
         .clear();
     assert_ne!(h, hash(&fewer, &base));
 }
+
+/// A part's digest is named in the text as 64 lowercase hex digits, two per byte in order:
+/// the text (and so every hash value) of version 2, however it is written.
+#[test]
+fn a_parts_digest_is_named_by_its_bytes_in_lowercase_hex() {
+    let digest: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xa5);
+    let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(Hex(&digest).to_string(), expected);
+    assert_eq!(Hex(&[0u8; 32]).to_string(), "0".repeat(64));
+    assert_eq!(Hex(&[0xffu8; 32]).to_string(), "f".repeat(64));
+}

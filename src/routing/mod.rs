@@ -71,10 +71,27 @@ impl RoutingTable {
     /// The table hash ([`digest::table_hash`]); 0 for a table not compiled. A pure function of
     /// the table, computed on the first call.
     pub fn hash(&self) -> u64 {
-        *self.hash.get_or_init(|| match self.compiled_bind {
+        *self.hash.get_or_init(|| self.compute_hash())
+    }
+
+    /// The table hash, computed without holding the table's once-only cell while it is made:
+    /// for the idle-priority thread (`crate::background`), which the scheduler may leave
+    /// without a core for long. Were it inside [`RoutingTable::hash`]'s initialisation, an
+    /// admin request asking for the hash meanwhile would wait for it at that priority; this
+    /// way such a request makes the hash itself, and whichever is first is kept (they agree).
+    pub fn hash_at_low_priority(&self) -> u64 {
+        if let Some(&known) = self.hash.get() {
+            return known;
+        }
+        let made = self.compute_hash();
+        *self.hash.get_or_init(|| made)
+    }
+
+    fn compute_hash(&self) -> u64 {
+        match self.compiled_bind {
             Some(bind) => digest::table_hash(self, bind),
             None => 0,
-        })
+        }
     }
 
     /// Each route's apps and their weights as it routes them, by route name: what a swap's
