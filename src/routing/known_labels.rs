@@ -385,7 +385,10 @@ mod tests {
             keys.app_wide[i] = None;
             assert_eq!(keys.app_wide(name), None, "{name}");
         }
-        let all = PortKeys { app_wide: [Some("v"); APP_WIDE.len()], ..PortKeys::default() };
+        let all = PortKeys {
+            app_wide: [Some("v"); APP_WIDE.len()],
+            ..PortKeys::default()
+        };
         assert_eq!(all.app_wide("HAPROXY_0_GROUP"), None);
         assert_eq!(all.app_wide("HAPROXY_DEPLOYMENT"), None);
     }
