@@ -96,7 +96,7 @@ impl CompileConfig {
 
 /// Compiles `cluster` from scratch.
 pub fn compile(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
-    cache::compile_into(&mut Cache::default(), cluster, config, None, false)
+    cache::compile_fresh(cluster, config)
 }
 
 /// One app's part of the table, and what it was compiled from.
@@ -204,50 +204,57 @@ fn compile_port(
         problem(Severity::Ignored, notice.clone());
     }
     let mode = labels::mode(&labels, &app.checks, n);
-    let (mut edge, findings) = super::edge::read_own(&keys.own, n);
-    edge.maintenance |= maintenance;
-    for notice in findings.ignored {
-        problem(Severity::Ignored, notice);
-    }
-    if let Some(reason) = findings.skip {
-        problem(Severity::Skipped, reason);
-        return PortPart { early, claim: None };
-    }
-    // A tcp port cannot answer with a page: in maintenance it is not served at all.
-    if mode != Mode::Http && edge.maintenance {
-        problem(
-            Severity::Skipped,
-            format!(
-                "SWITCHYARD_{n}_MAINTENANCE on a tcp port: it cannot answer with a page, \
-                 so the port is not served until maintenance ends"
-            ),
-        );
-        return PortPart { early, claim: None };
-    }
-    let plain = edge == super::edge::Edge::default();
-    if mode != Mode::Http && !plain {
-        let connect_only = super::edge::Edge {
-            timeouts: super::edge::Timeouts {
-                connect: edge.timeouts.connect,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        if edge != connect_only {
-            problem(
-                Severity::Ignored,
-                format!(
-                    "SWITCHYARD_{n}_ limits, header rules, error pages, maintenance and \
-                     response/tunnel timeouts apply in HTTP mode; this port is tcp, \
-                     ignored (CONNECT_TIMEOUT and TCP_IDLE_TIMEOUT apply)"
-                ),
-            );
-        }
-    }
-    let edge = if plain {
+    // Without `SWITCHYARD_{n}_` labels and not in maintenance (most ports): the default edge,
+    // shared, with nothing to read, check or compare (an `Edge` is large: built, compared with
+    // another default and dropped, it was a few percent of a full compile).
+    let edge = if keys.own.is_empty() && !maintenance {
         super::edge::Edge::shared_default()
     } else {
-        std::sync::Arc::new(edge)
+        let (mut edge, findings) = super::edge::read_own(&keys.own, n);
+        edge.maintenance |= maintenance;
+        for notice in findings.ignored {
+            problem(Severity::Ignored, notice);
+        }
+        if let Some(reason) = findings.skip {
+            problem(Severity::Skipped, reason);
+            return PortPart { early, claim: None };
+        }
+        // A tcp port cannot answer with a page: in maintenance it is not served at all.
+        if mode != Mode::Http && edge.maintenance {
+            problem(
+                Severity::Skipped,
+                format!(
+                    "SWITCHYARD_{n}_MAINTENANCE on a tcp port: it cannot answer with a page, \
+                     so the port is not served until maintenance ends"
+                ),
+            );
+            return PortPart { early, claim: None };
+        }
+        let plain = edge == super::edge::Edge::default();
+        if mode != Mode::Http && !plain {
+            let connect_only = super::edge::Edge {
+                timeouts: super::edge::Timeouts {
+                    connect: edge.timeouts.connect,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            if edge != connect_only {
+                problem(
+                    Severity::Ignored,
+                    format!(
+                        "SWITCHYARD_{n}_ limits, header rules, error pages, maintenance and \
+                         response/tunnel timeouts apply in HTTP mode; this port is tcp, \
+                         ignored (CONNECT_TIMEOUT and TCP_IDLE_TIMEOUT apply)"
+                    ),
+                );
+            }
+        }
+        if plain {
+            super::edge::Edge::shared_default()
+        } else {
+            std::sync::Arc::new(edge)
+        }
     };
     if !config.serves(labels.groups.as_deref()) {
         return PortPart { early, claim: None };
@@ -579,7 +586,8 @@ struct Entries {
     key: ServiceKey,
     /// Where its service was pushed in the table's services, before they are sorted.
     at: usize,
-    listens: Vec<SocketAddr>,
+    /// Its service port and alternate port, those it got: inline, no list per service.
+    listens: crate::cluster::SmallList<SocketAddr, 2>,
     hosts: std::sync::Arc<[String]>,
     paths: std::sync::Arc<[String]>,
     /// The paths match without case (`-i`).
@@ -690,8 +698,23 @@ fn backends(
             Err(reason) => problem(Severity::Skipped, format!("task {}: {reason}", task.id)),
         }
     }
-    out.sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));
+    out.sort_by(backend_order);
     out
+}
+
+/// A service's backends in order: by address (as `SocketAddr` orders them), then task id.
+/// IPv4 addresses (nearly always) compared as one integer of address and port: comparing
+/// `SocketAddr`s was most of the sort.
+fn backend_order(a: &Backend, b: &Backend) -> std::cmp::Ordering {
+    let v4 = |addr: &SocketAddr| match addr {
+        SocketAddr::V4(v4) => Some((u64::from(v4.ip().to_bits()) << 16) | u64::from(v4.port())),
+        SocketAddr::V6(_) => None,
+    };
+    match (v4(&a.addr), v4(&b.addr)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.addr.cmp(&b.addr),
+    }
+    .then_with(|| a.task_id.cmp(&b.task_id))
 }
 
 fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<SocketAddr, String> {

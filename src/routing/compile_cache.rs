@@ -157,18 +157,6 @@ pub fn compile_changed(
     config: &CompileConfig,
     changed: Option<&std::collections::BTreeSet<crate::cluster::AppId>>,
 ) -> RoutingTable {
-    compile_into(cache, cluster, config, changed, true)
-}
-
-/// [`compile_changed`]; `keep`: the table's assembly is kept for the next compile to patch
-/// (`false` for [`compile`], whose cache is dropped with it).
-pub(super) fn compile_into(
-    cache: &mut Cache,
-    cluster: &Cluster,
-    config: &CompileConfig,
-    changed: Option<&std::collections::BTreeSet<crate::cluster::AppId>>,
-    keep: bool,
-) -> RoutingTable {
     let context = context_of(config);
     let same = cache
         .context
@@ -210,10 +198,7 @@ pub(super) fn compile_into(
         if listed.is_some() {
             cache.distrusted += 1;
         }
-        let (min, max) = config.ip_per_task_ports;
-        let own: std::collections::BTreeSet<u16> =
-            config.reserved.iter().map(|a| a.port()).collect();
-        cache.assigned = crate::routing::ip_per_task::assign(cluster, min, max, &own);
+        cache.assigned = assignment(cluster, config);
         cache.maintenance.clone_from(&config.maintenance);
         visit.every_app(cache, cluster, config);
     }
@@ -235,11 +220,29 @@ pub(super) fn compile_into(
         cache.patched = Some(patched);
         return table;
     }
-    let table = assemble(cache, cluster, config);
-    if keep {
-        cache.last = Some(Assembly::of(&table, config, no_mesos));
-    }
+    let table = assemble(cache.apps.values(), cluster, config);
+    cache.last = Some(Assembly::of(&table, config, no_mesos));
     table
+}
+
+/// [`compile`]: every app's part made in id order as the assembly reaches it, and dropped once
+/// assembled: no map of parts built for a cache that is dropped at once, and each part read
+/// back while it is still in the processor's cache (at 50,000 apps, a list of parts was
+/// written out to memory and read back in).
+pub(super) fn compile_fresh(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
+    let assigned = assignment(cluster, config);
+    let parts = cluster.apps.values().map(|app| {
+        let (maintenance, app_assigned) = wanted(&assigned, config, app);
+        compile_app(cluster, app, config, maintenance, app_assigned)
+    });
+    assemble(parts, cluster, config)
+}
+
+/// The IP-per-task service ports of every app that asks for them, around switchyard's own.
+fn assignment(cluster: &Cluster, config: &CompileConfig) -> crate::routing::ip_per_task::Assigned {
+    let (min, max) = config.ip_per_task_ports;
+    let own: std::collections::BTreeSet<u16> = config.reserved.iter().map(|a| a.port()).collect();
+    crate::routing::ip_per_task::assign(cluster, min, max, &own)
 }
 
 /// What visiting apps found: the apps compiled again that keep their place, and whether some
@@ -434,17 +437,24 @@ fn audit(cache: &mut Cache, cluster: &Cluster) -> bool {
 }
 
 /// The table from every app's part, in id order: port claims, entry points, routes, vhosts
-/// and the index maps.
-fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
+/// and the index maps. The parts are the cache's, or made one at a time as they are reached
+/// (`compile_fresh`): each is read once, in turn.
+fn assemble<P: std::borrow::Borrow<Part>>(
+    parts: impl ExactSizeIterator<Item = P>,
+    cluster: &Cluster,
+    config: &CompileConfig,
+) -> RoutingTable {
     let mut table = RoutingTable::default();
     // Gathered in vectors, then chunked (`crate::chunked`) once complete.
-    let mut services: Vec<std::sync::Arc<Service>> = Vec::new();
-    let mut routes: Vec<std::sync::Arc<Route>> = Vec::new();
-    let mut entries: Vec<Entries> = Vec::new();
+    // About one of each per app (one port, one route per service): sized once, not grown
+    // (and copied) through every doubling.
+    let apps = parts.len();
+    let mut services: Vec<std::sync::Arc<Service>> = Vec::with_capacity(apps);
+    let mut routes: Vec<std::sync::Arc<Route>> = Vec::with_capacity(apps);
+    let mut entries: Vec<Entries> = Vec::with_capacity(apps);
     // Port → who holds it: (address, service, deployment group). Apps of one deployment group
     // share their ports; anyone else who asks for a held port is refused.
-    let mut claimed: Claims =
-        HashMap::with_capacity_and_hasher(cache.apps.len(), Default::default());
+    let mut claimed: Claims = HashMap::with_capacity_and_hasher(apps, Default::default());
     // UDP service ports, claimed apart from TCP's (a port may carry both): switchyard's own
     // listeners are reserved in both (its DNS listens on UDP and TCP).
     let mut claimed_udp: Claims = HashMap::default();
@@ -461,8 +471,9 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
         }
     }
     // Every app has its part, and both maps are in id order.
-    debug_assert_eq!(cache.apps.len(), cluster.apps.len());
-    for part in cache.apps.values() {
+    debug_assert_eq!(apps, cluster.apps.len());
+    for part in parts {
+        let part = part.borrow();
         let app = &part.app;
         std::sync::Arc::make_mut(&mut table.problems).extend(part.notices.iter().cloned());
         for port in &part.ports {
@@ -506,7 +517,9 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             let Some(tcp) = &c.tcp else {
                 continue;
             };
-            let mut listens = Vec::new();
+            // At most the service port and the alternate port: gathered on the stack.
+            let mut got = [SocketAddr::from(([0, 0, 0, 0], 0)); 2];
+            let mut listened = 0;
             for (i, wanted) in [service_port].into_iter().chain(c.alt).enumerate() {
                 if wanted == 0 {
                     continue;
@@ -531,10 +544,12 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
                     }
                     None => {
                         claims.push((ip, c.key.clone(), group.clone()));
-                        listens.push(SocketAddr::new(ip, wanted));
+                        got[listened] = SocketAddr::new(ip, wanted);
+                        listened += 1;
                     }
                 }
             }
+            let listens = &got[..listened];
             let listen = listens
                 .first()
                 .copied()
@@ -548,7 +563,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
             entries.push(Entries {
                 key: c.key.clone(),
                 at: services.len(),
-                listens,
+                listens: crate::cluster::SmallList::from(listens),
                 hosts: tcp.hosts.clone(),
                 paths: tcp.paths.clone(),
                 ignore_case: tcp.ignore_case,
@@ -577,17 +592,26 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     }
     // Sorted by key through a permutation, which also tells each entry where its service went
     // (no map from key to index: at 50,000 services, hashing every key was a tenth of this).
-    let mut order: Vec<usize> = (0..services.len()).collect();
-    order.sort_by(|&a, &b| services[a].key.cmp(&services[b].key));
-    let mut place = vec![0; order.len()];
-    for (i, &o) in order.iter().enumerate() {
-        place[o] = i;
-    }
-    let mut unsorted: Vec<Option<std::sync::Arc<Service>>> =
-        services.into_iter().map(Some).collect();
-    let sorted: Vec<std::sync::Arc<Service>> =
-        order.iter().filter_map(|&o| unsorted[o].take()).collect();
-    table.services = sorted.into();
+    // Apps come in id order and their ports in index order, so without UDP or VIP services
+    // (nearly always) they are sorted already: the stable sort's permutation is the identity,
+    // and no list is permuted.
+    let place: Vec<usize> = if services.is_sorted_by(|a, b| a.key <= b.key) {
+        table.services = services.into();
+        (0..table.services.len()).collect()
+    } else {
+        let mut order: Vec<usize> = (0..services.len()).collect();
+        order.sort_by(|&a, &b| services[a].key.cmp(&services[b].key));
+        let mut place = vec![0; order.len()];
+        for (i, &o) in order.iter().enumerate() {
+            place[o] = i;
+        }
+        let mut unsorted: Vec<Option<std::sync::Arc<Service>>> =
+            services.into_iter().map(Some).collect();
+        let sorted: Vec<std::sync::Arc<Service>> =
+            order.iter().filter_map(|&o| unsorted[o].take()).collect();
+        table.services = sorted.into();
+        place
+    };
     table.udp = std::sync::Arc::new(
         table
             .services
@@ -603,7 +627,8 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
     // (host, prefix, ignore case) → (weight, services): of the apps claiming one rule, the
     // heaviest (`HAPROXY_{n}_BACKEND_WEIGHT`) take it; equal weights share it.
     let mut vhosts: BTreeMap<(String, String, bool), (i64, Vec<usize>)> = BTreeMap::new();
-    let mut by_app_id = std::collections::HashMap::with_capacity(entries.len());
+    let mut by_app_id =
+        rustc_hash::FxHashMap::with_capacity_and_hasher(entries.len(), Default::default());
     for entry in &entries {
         let service = place[entry.at];
         debug_assert_eq!(table.services[service].key, entry.key);
@@ -699,7 +724,7 @@ fn assemble(cache: &Cache, cluster: &Cluster, config: &CompileConfig) -> Routing
 /// Sorts (listen address, service) pairs as `SocketAddr` and `usize` order them. With IPv4
 /// addresses alone (nearly always) by one integer made of address, port and service:
 /// comparing `SocketAddr`s was a tenth of a full compile's instructions.
-fn sort_ports(ports: &mut [(SocketAddr, usize)]) {
+pub(super) fn sort_ports(ports: &mut [(SocketAddr, usize)]) {
     let key = |&(addr, service): &(SocketAddr, usize)| match (addr, u32::try_from(service)) {
         (SocketAddr::V4(v4), Ok(service)) => Some(
             (u128::from(v4.ip().to_bits()) << 48)
@@ -711,7 +736,7 @@ fn sort_ports(ports: &mut [(SocketAddr, usize)]) {
     // The keys sorted alone (no key made per comparison), then the pairs read back from them.
     match ports.iter().map(key).collect::<Option<Vec<u128>>>() {
         Some(mut keys) => {
-            keys.sort_unstable();
+            sort_keys_of_one_address(&mut keys);
             for (pair, key) in ports.iter_mut().zip(keys) {
                 let addr = std::net::SocketAddrV4::new(
                     std::net::Ipv4Addr::from_bits((key >> 48) as u32),
@@ -722,6 +747,42 @@ fn sort_ports(ports: &mut [(SocketAddr, usize)]) {
         }
         None => ports.sort_unstable(),
     }
+}
+
+/// Sorts `sort_ports`' keys (address, port, service). Many keys of one address (the bind
+/// address: nearly every table) are counted into place by port, then sorted by service within
+/// a port (one service each but for deployment groups): no comparison sort of 50,000 keys.
+fn sort_keys_of_one_address(keys: &mut Vec<u128>) {
+    const MANY: usize = 256;
+    let one_address = keys.first().map(|&k| k >> 48);
+    if keys.len() < MANY || keys.iter().any(|&k| Some(k >> 48) != one_address) {
+        keys.sort_unstable();
+        return;
+    }
+    let port = |k: u128| usize::from((k >> 32) as u16);
+    // Where each port's keys start, then where the next of them goes.
+    let mut next = vec![0u32; 1 << 16];
+    for &k in keys.iter() {
+        next[port(k)] += 1;
+    }
+    let mut at = 0;
+    for slot in next.iter_mut() {
+        let count = *slot;
+        *slot = at;
+        at += count;
+    }
+    let mut sorted = vec![0u128; keys.len()];
+    for &k in keys.iter() {
+        let slot = &mut next[port(k)];
+        sorted[*slot as usize] = k;
+        *slot += 1;
+    }
+    for same_port in sorted.chunk_by_mut(|a, b| port(*a) == port(*b)) {
+        if same_port.len() > 1 {
+            same_port.sort_unstable();
+        }
+    }
+    *keys = sorted;
 }
 
 /// The last table's assembly with the services of the apps in `changed` (which keep their

@@ -537,3 +537,35 @@ fn the_walk_beside_the_apps_finds_every_app_come_and_gone() {
     assert_eq!(cache.recompiled, 3);
     assert_eq!(contents(&table), contents(&compile(&cluster, &config)));
 }
+
+proptest! {
+    /// Entry ports are sorted as `SocketAddr` and service index order them, whichever way
+    /// `sort_ports` takes: a counting sort by port for many pairs of one address (with ports
+    /// shared by several services, and duplicates), a comparison sort for few, for several
+    /// addresses, or with IPv6.
+    #[test]
+    fn entry_ports_sort_as_addresses_and_services(
+        pairs in proptest::collection::vec((0u8..4, 0u16..700, 0usize..900), 0..700),
+        addresses in 1u8..3,
+        v6 in any::<bool>(),
+    ) {
+        let mut ports: Vec<(SocketAddr, usize)> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, port, service))| {
+                let a = if addresses == 1 { 0 } else { a };
+                let ip: IpAddr = if v6 && i == 0 {
+                    "::1".parse().unwrap()
+                } else {
+                    std::net::Ipv4Addr::new(10, 0, 0, a).into()
+                };
+                // Ports spread over the whole range, their high byte too.
+                (SocketAddr::new(ip, port.wrapping_mul(97)), service)
+            })
+            .collect();
+        let mut oracle = ports.clone();
+        oracle.sort();
+        cache::sort_ports(&mut ports);
+        prop_assert_eq!(ports, oracle);
+    }
+}

@@ -775,3 +775,33 @@ fn edge_labels_reach_the_service_and_bad_ones_are_reported_by_kind() {
     let t = compile(&c, &runtime);
     assert!(t.services[0].edge.maintenance);
 }
+
+proptest::proptest! {
+    /// Backends are ordered as `SocketAddr` and task id order them, whatever the mix of IPv4
+    /// and IPv6 addresses (the integer comparison of IPv4 addresses agrees with `SocketAddr`'s).
+    #[test]
+    fn backends_order_as_socket_addresses_and_task_ids(
+        raw in proptest::collection::vec(
+            (proptest::prelude::any::<bool>(), 0u32..4, 0u16..3, 0u8..3, 0u8..3),
+            0..12,
+        )
+    ) {
+        let mut backends: Vec<Backend> = raw
+            .iter()
+            .map(|&(v6, ip, port, task, high)| {
+                // Addresses that share bits and straddle the byte boundaries.
+                let ip = ip | (u32::from(high) << 24);
+                let addr = if v6 {
+                    SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::from_bits(u128::from(ip))), port)
+                } else {
+                    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::from_bits(ip)), port << 8 | port)
+                };
+                Backend { addr, task_id: format!("t{task}").into(), weight: 1, probe_addr: None }
+            })
+            .collect();
+        let mut oracle = backends.clone();
+        oracle.sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));
+        backends.sort_by(backend_order);
+        proptest::prop_assert_eq!(backends, oracle);
+    }
+}

@@ -90,7 +90,7 @@ pub(super) fn vip_services(
                     key: key.clone(),
                     // Its service is pushed below, next.
                     at: services.len(),
-                    listens: vec![listen],
+                    listens: crate::cluster::SmallList::from(&[listen][..]),
                     ..Entries::default()
                 });
             }

@@ -169,45 +169,57 @@ pub(super) fn switchyard_prefix(n: usize) -> std::borrow::Cow<'static, str> {
 
 /// The port number of a `{n}_…` label rest, if it starts with one.
 fn port_number(rest: &str) -> Option<usize> {
-    let (n, _) = rest.split_once('_')?;
-    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok())?
+    port_digits(rest)?.parse().ok()
+}
+
+/// The `{n}` of a `{n}_…` label rest: the text before its first `_`, when it is digits. A byte
+/// loop: a `str` char search costs more than the few bytes it looks at, for every app's labels.
+fn port_digits(rest: &str) -> Option<&str> {
+    let n = &rest[..rest.bytes().position(|b| b == b'_')?];
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(n)
 }
 
 /// `HAPROXY_…` labels of an app that no port reads: app-wide labels switchyard does not know, and
 /// `HAPROXY_{n}_…` labels for a port the app does not have. Reported once per app.
 pub fn app_notices(labels: &BTreeMap<String, String>, ports: usize) -> Vec<String> {
     // Keys are read as they are (no copy): compile reads them for every app on a full compile.
-    keys_with_prefix(labels, "HAPROXY_")
-        .filter_map(|(key, rest)| match rest.split_once('_') {
-            Some((n, _)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                let beyond = n.parse::<usize>().map_or(true, |n| n >= ports);
-                beyond.then(|| format!("{key}: the app has no port {n}, ignored"))
-            }
-            _ if APP_WIDE.contains(&key) => None,
-            _ => Some(format!("{key}: not acted on by switchyard, ignored")),
-        })
-        .chain(
-            keys_with_prefix(labels, "SWITCHYARD_").filter_map(|(key, rest)| {
-                match port_number(rest) {
-                    Some(n) if n >= ports => {
-                        Some(format!("{key}: the app has no port {n}, ignored"))
+    // One walk: every `HAPROXY_` key sorts before every `SWITCHYARD_` key, so the notices come
+    // in the order of a walk per prefix.
+    let mut notices = Vec::new();
+    for key in labels.keys() {
+        let key = key.as_str();
+        if let Some(rest) = key.strip_prefix("HAPROXY_") {
+            match port_digits(rest) {
+                Some(n) => {
+                    if n.parse::<usize>().map_or(true, |n| n >= ports) {
+                        notices.push(format!("{key}: the app has no port {n}, ignored"));
                     }
-                    Some(_) => None,
-                    None if APP_WIDE_SWITCHYARD.contains(&key) => None,
-                    // Restricting ones skip every port (`read`); said there, not twice.
-                    None if sounds_restricting(key) && ports > 0 => None,
-                    None => Some(format!(
-                        "{key}: not a label switchyard knows (misspelt?), ignored"
-                    )),
                 }
-            }),
-        )
-        .collect()
+                None if APP_WIDE.contains(&key) => {}
+                None => notices.push(format!("{key}: not acted on by switchyard, ignored")),
+            }
+        } else if let Some(rest) = key.strip_prefix("SWITCHYARD_") {
+            match port_number(rest) {
+                Some(n) if n >= ports => {
+                    notices.push(format!("{key}: the app has no port {n}, ignored"));
+                }
+                Some(_) => {}
+                None if APP_WIDE_SWITCHYARD.contains(&key) => {}
+                // Restricting ones skip every port (`read`); said there, not twice.
+                None if sounds_restricting(key) && ports > 0 => {}
+                None => notices.push(format!(
+                    "{key}: not a label switchyard knows (misspelt?), ignored"
+                )),
+            }
+        }
+    }
+    notices
 }
 
 /// The keys that start with `prefix`, as (key, rest of the key), in order. A walk over the
 /// labels, not a range search: an app has a handful, and a B-tree search per prefix cost more
 /// than the walk (compile reads every app's on a full compile).
+#[cfg(test)]
 pub(super) fn keys_with_prefix<'a>(
     labels: &'a BTreeMap<String, String>,
     prefix: &'a str,
@@ -261,8 +273,19 @@ impl<'a> PortKeys<'a> {
     }
 
     /// The value of app-wide label `name` (one of [`APP_WIDE`]; `None` for any other name).
+    #[inline]
     pub fn app_wide(&self, name: &str) -> Option<&'a str> {
-        let i = APP_WIDE.iter().position(|&w| w == name)?;
+        // A match, not a search of `APP_WIDE` (read five times per port): a length switch.
+        let i = match name {
+            "HAPROXY_GROUP" => 0,
+            "HAPROXY_DEPLOYMENT_GROUP" => 1,
+            "HAPROXY_DEPLOYMENT_COLOUR" => 2,
+            "HAPROXY_DEPLOYMENT_STARTED_AT" => 3,
+            "HAPROXY_DEPLOYMENT_ALT_PORT" => 4,
+            "HAPROXY_DEPLOYMENT_TARGET_INSTANCES" => 5,
+            _ => return None,
+        };
+        debug_assert_eq!(APP_WIDE[i], name);
         self.app_wide[i]
     }
 }
@@ -278,4 +301,95 @@ pub(super) fn with_prefix<'a>(
         .take_while(|(k, _)| k.starts_with(prefix))
         .map(|(k, v)| (&k[prefix.len()..], v.as_str()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `app_notices` as it was, a walk per prefix with `str` searches: the oracle.
+    fn app_notices_per_prefix(labels: &BTreeMap<String, String>, ports: usize) -> Vec<String> {
+        keys_with_prefix(labels, "HAPROXY_")
+            .filter_map(|(key, rest)| match rest.split_once('_') {
+                Some((n, _)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    let beyond = n.parse::<usize>().map_or(true, |n| n >= ports);
+                    beyond.then(|| format!("{key}: the app has no port {n}, ignored"))
+                }
+                _ if APP_WIDE.contains(&key) => None,
+                _ => Some(format!("{key}: not acted on by switchyard, ignored")),
+            })
+            .chain(
+                keys_with_prefix(labels, "SWITCHYARD_").filter_map(|(key, rest)| {
+                    let n = rest.split_once('_').and_then(|(n, _)| {
+                        (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                            .then(|| n.parse::<usize>().ok())?
+                    });
+                    match n {
+                        Some(n) if n >= ports => {
+                            Some(format!("{key}: the app has no port {n}, ignored"))
+                        }
+                        Some(_) => None,
+                        None if APP_WIDE_SWITCHYARD.contains(&key) => None,
+                        None if sounds_restricting(key) && ports > 0 => None,
+                        None => Some(format!(
+                            "{key}: not a label switchyard knows (misspelt?), ignored"
+                        )),
+                    }
+                }),
+            )
+            .collect()
+    }
+
+    proptest! {
+        /// One walk with byte searches says what the walk per prefix said, in the same order:
+        /// ports in and beyond range, `01`, `0`, numbers too long for a `usize`, app-wide
+        /// names and look-alikes, keys without `_`, non-ASCII keys, other prefixes.
+        #[test]
+        fn notices_in_one_walk_are_those_per_prefix(
+            keys in proptest::collection::vec(
+                (
+                    prop::sample::select(vec!["HAPROXY_", "SWITCHYARD_", "OTHER_", "HAPROXY", ""]),
+                    prop::sample::select(vec![
+                        "0_", "1_", "01_", "10_", "99999999999999999999999_", "_", "x_", "é_",
+                        "GROUP", "DEPLOYMENT_GROUP", "DNS_HEALTHY_ONLY", "0", "",
+                    ]),
+                    prop::sample::select(vec!["MODE", "VHOST", "AUTH", "ACL_LIST", "", "é"]),
+                ),
+                0..8,
+            ),
+            ports in 0usize..3,
+        ) {
+            let labels: BTreeMap<String, String> =
+                keys.iter().map(|(a, b, c)| (format!("{a}{b}{c}"), String::new())).collect();
+            prop_assert_eq!(app_notices(&labels, ports), app_notices_per_prefix(&labels, ports));
+        }
+    }
+
+    /// `labels::read_keys` skips the labels acted on before asking whether a label restricts
+    /// access: none of them may.
+    #[test]
+    fn no_label_acted_on_restricts_access() {
+        for rest in ACTED_ON {
+            assert!(!restricts_access(rest), "{rest}");
+        }
+    }
+
+    /// Every app-wide name is found by its match arm, and no other name.
+    #[test]
+    fn app_wide_names_are_matched() {
+        for (i, name) in APP_WIDE.iter().enumerate() {
+            let mut keys = PortKeys::default();
+            keys.app_wide[i] = Some("v");
+            assert_eq!(keys.app_wide(name), Some("v"), "{name}");
+            keys.app_wide[i] = None;
+            assert_eq!(keys.app_wide(name), None, "{name}");
+        }
+        let all = PortKeys {
+            app_wide: [Some("v"); APP_WIDE.len()],
+            ..PortKeys::default()
+        };
+        assert_eq!(all.app_wide("HAPROXY_0_GROUP"), None);
+        assert_eq!(all.app_wide("HAPROXY_DEPLOYMENT"), None);
+    }
 }

@@ -357,15 +357,19 @@ pub fn read_keys<'a>(
         flag("STICKY")?,
     );
     for &(rest, _) in port_labels {
+        // Labels acted on first (nearly all a port has): none of them restricts access (`AUTH`
+        // and `BACKEND_NETWORK_ALLOWED_ACL` are applied), and the substring searches of
+        // `restricts_access` cost more than this list.
+        if ACTED_ON.contains(&rest) {
+            debug_assert!(!restricts_access(rest));
+            continue;
+        }
         let key = format_args!("{prefix}{rest}");
         if restricts_access(rest) {
             return Err(format!(
                 "{key}: an HAProxy template that decides access, which switchyard cannot apply; \
                  the port is not served (remove the override to use switchyard's own checks)"
             ));
-        }
-        if ACTED_ON.contains(&rest) {
-            continue;
         }
         let why = if TEMPLATE_SUFFIXES.iter().any(|s| rest.ends_with(s)) {
             "HAProxy template override"

@@ -50,7 +50,9 @@ pub struct RoutingTable {
     /// Host and path routes of the shared HTTP(S) listeners, to route indices.
     pub vhosts: std::sync::Arc<vhosts::Vhosts>,
     /// App id → the service of its first port (`X-Marathon-App-Id` routing, the default app).
-    pub by_app_id: std::sync::Arc<HashMap<crate::cluster::AppId, usize>>,
+    /// A fast hash, as `by_listen`'s: the keys are the apps' ids, not input (a request's header
+    /// is only looked up), and hashing 50,000 of them per compile with SipHash was measurable.
+    pub by_app_id: std::sync::Arc<rustc_hash::FxHashMap<crate::cluster::AppId, usize>>,
     pub default_service: Option<usize>,
     /// Certificate files named by served apps' `HAPROXY_{n}_SSL_CERT`.
     /// Shared, likewise.

@@ -23,8 +23,9 @@ pub type Overrides = BTreeMap<String, BTreeMap<AppId, u32>>;
 pub struct Route {
     pub name: String,
     pub members: Vec<Member>,
-    /// Services that may take traffic (weight > 0 and a backend), in member order.
-    live: Vec<usize>,
+    /// Services that may take traffic (weight > 0 and a backend), in member order. Inline for
+    /// one (nearly every route): no list allocated per route.
+    live: crate::cluster::SmallList<usize, 1>,
     picker: SmoothWeighted,
     /// (lowercase header name, value, service): requests carrying it go to that service.
     canaries: Vec<(String, String, usize)>,
@@ -96,7 +97,10 @@ impl Route {
             })
             .collect();
         let is_live = |m: &&Member| m.weight > 0 && !all[m.service].backends.is_empty();
-        let live: Vec<usize> = members.iter().filter(is_live).map(|m| m.service).collect();
+        let live: crate::cluster::SmallList<usize, 1> = match &members[..] {
+            [one] if is_live(&one) => crate::cluster::SmallList::from(&[one.service][..]),
+            _ => members.iter().filter(is_live).map(|m| m.service).collect(),
+        };
         // One live member (nearly every route) rotates over one, whatever its weight: no list
         // of weights made for it.
         let picker = match live.len() {
@@ -146,7 +150,7 @@ impl Route {
         if self.live.is_empty() {
             return None;
         }
-        Some(self.live[self.picker.next()])
+        Some(self.live.as_slice()[self.picker.next()])
     }
 
     /// Some app of the route can be chosen by a request header.
