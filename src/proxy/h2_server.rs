@@ -351,8 +351,10 @@ async fn pipe<B>(
         // Room for at least a byte before the next piece is read: the codec buffers the rest
         // of a piece up to the stream's window and its send buffer.
         send.reserve_capacity(1);
+        // With room already, the piece is read at once (a stream reset meanwhile fails the
+        // send, or is seen while the body waits).
         let ready = if send.capacity() > 0 {
-            poll_fn(|cx| room(&mut send, cx)).await
+            true
         } else {
             // Waiting on the client's window: bounded, so a client that stops reading cannot
             // hold the backend connection and the body's buffers for ever.
