@@ -156,24 +156,6 @@ pub fn classify(name: &[u8]) -> Field {
     }
 }
 
-/// `HeaderName::from_bytes(name)`, the names backends send in most responses found by length
-/// and one comparison (`from_bytes` copies and lowercases every name through a table first,
-/// about 115 instructions a name).
-pub fn field_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-    let is = |h: &HeaderName| named(name, h.as_str().as_bytes());
-    let known = match name.len() {
-        4 if is(&header::DATE) => header::DATE,
-        4 if is(&header::ETAG) => header::ETAG,
-        6 if is(&header::SERVER) => header::SERVER,
-        12 if is(&header::CONTENT_TYPE) => header::CONTENT_TYPE,
-        13 if is(&header::CACHE_CONTROL) => header::CACHE_CONTROL,
-        13 if is(&header::LAST_MODIFIED) => header::LAST_MODIFIED,
-        14 if is(&header::CONTENT_LENGTH) => header::CONTENT_LENGTH,
-        _ => return HeaderName::from_bytes(name),
-    };
-    Ok(known)
-}
-
 /// A fresh request id: 32 hex digits (a random 128-bit number, two digits per byte).
 pub fn request_id() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";

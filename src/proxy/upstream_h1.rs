@@ -12,7 +12,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -347,7 +347,7 @@ fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
     // allocator keeps per thread (12 entries, 1.2 KiB, did not).
     let mut map = HeaderMap::with_capacity(kept + 2);
     for (name, value) in spans[..kept.min(KEPT_INLINE)].iter().chain(&more) {
-        let name = headers::field_name(&bytes[name.range()]).map_err(|_| malformed())?;
+        let name = HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| malformed())?;
         let value =
             HeaderValue::from_maybe_shared(bytes.slice(value.range())).map_err(|_| malformed())?;
         map.append(name, value);
