@@ -25,7 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 mod streams;
-use streams::{SPARE_LINGER, Streams};
+use streams::{Inbox, SPARE_LINGER, Streams};
 
 /// What a connection tells its caller (to count and log): it ends for a flood, or one of its
 /// streams was reset after a panic.
@@ -136,9 +136,20 @@ pub async fn serve<'a, S, H, F, B>(
         }
         Err(_) => return,
     };
+    // Before `streams`: its workers borrow it.
+    let resets = EarlyResets::default();
     let mut streams = Streams::new();
     let uploads = Arc::new(Uploads::default());
-    let resets = Arc::new(EarlyResets::default());
+    let stall = config.stall_timeout;
+    // A slot's worker: serves the streams handed to its slot one after another.
+    let (handle, resets) = (&handle, &resets);
+    let worker = |inbox: Arc<Inbox<_>>| async move {
+        loop {
+            let (req, respond) = inbox.next().await;
+            exchange((handle, req), respond, stall, report, resets).await;
+            inbox.finished();
+        }
+    };
     let mut stopping = std::pin::pin!(stopping);
     let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut closing = false;
@@ -182,9 +193,7 @@ pub async fn serve<'a, S, H, F, B>(
                     opened = true;
                     resets.opened.fetch_add(1, Ordering::Relaxed);
                     let req = req.map(|body| H2Body::new(body, &uploads));
-                    let stall = config.stall_timeout;
-                    let resets = resets.clone();
-                    streams.push(exchange((&handle, req), respond, stall, report, resets));
+                    streams.push((req, respond), worker);
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
@@ -204,7 +213,7 @@ pub async fn serve<'a, S, H, F, B>(
             return Poll::Pending;
         }
         if !idle_armed {
-            // With boxes kept, the timer first fires after SPARE_LINGER to release them.
+            // With idle workers kept, the timer first fires after SPARE_LINGER to release them.
             idle_since = tokio::time::Instant::now();
             let first = if streams.spare > 0 {
                 SPARE_LINGER.min(config.idle_timeout)
@@ -251,7 +260,7 @@ async fn exchange<H, F, B>(
     mut respond: h2::server::SendResponse<Bytes>,
     stall: Duration,
     report: &(dyn Fn(Incident) + Sync),
-    resets: Arc<EarlyResets>,
+    resets: &EarlyResets,
 ) where
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>>,
@@ -342,8 +351,10 @@ async fn pipe<B>(
         // Room for at least a byte before the next piece is read: the codec buffers the rest
         // of a piece up to the stream's window and its send buffer.
         send.reserve_capacity(1);
+        // With room already, the piece is read at once (a stream reset meanwhile fails the
+        // send, or is seen while the body waits).
         let ready = if send.capacity() > 0 {
-            poll_fn(|cx| room(&mut send, cx)).await
+            true
         } else {
             // Waiting on the client's window: bounded, so a client that stops reading cannot
             // hold the backend connection and the body's buffers for ever.

@@ -415,7 +415,7 @@ pub fn set_request_length(headers: &mut HeaderMap, body: super::message::Request
 /// fields HTTP/2 may split are joined into one (RFC 9113 §8.2.3).
 pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &Forwarded<'_>) {
     let (mut cookie_written, mut request_id, mut any_for) = (false, false, false);
-    let (mut proto, mut protos) = (None, 0);
+    let (mut proto, mut protos, mut host) = (None, 0, false);
     for (name, value) in headers {
         if *name == header::COOKIE {
             if std::mem::replace(&mut cookie_written, true) {
@@ -433,7 +433,8 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
         }
         let bytes = name.as_str().as_bytes();
         match classify(bytes) {
-            Field::Other => {}
+            // Noted here, not looked up again after the loop.
+            Field::Other => host |= *name == header::HOST,
             Field::RequestId => request_id = true,
             Field::ForwardedFor => {
                 any_for = true;
@@ -451,9 +452,7 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key(header::HOST)
-        && let Some(host) = forwarded.host
-    {
+    if !host && let Some(host) = forwarded.host {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(host);
         out.extend_from_slice(b"\r\n");

@@ -1,41 +1,66 @@
 //! A connection's HTTP/2 streams as the connection's task polls them: one waker per stream, so
-//! a wake polls only the streams that were woken, and finished streams' boxes kept for the next
+//! a wake polls only the streams that were woken, and each slot's worker kept for the next
 //! streams (released once the connection goes quiet).
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Wake, Waker};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
 /// A connection's streams, polled inside the connection's task: each has a waker of its own
-/// that queues it and wakes the task, so a wake polls only the streams that were woken. All of
-/// a connection's streams are futures of one type, so a finished stream's box is kept and the
-/// next stream is written into it (`Pin::set`) instead of allocating one per stream. At most
-/// `SPARE_STREAMS` such boxes are kept (fewer when the connection never had as many streams
-/// open at once): released with the connection, they bound what a quiet connection holds.
-pub(super) struct Streams<T> {
-    slots: Vec<Slot<T>>,
+/// that queues it and wakes the task, so a wake polls only the streams that were woken. A
+/// stream is served by its slot's worker, a future that takes the jobs handed to its slot's
+/// [`Inbox`] one after another: a finished stream leaves its worker waiting for the next job,
+/// so a new stream costs neither an allocation nor a copy of a stream's future (several KiB,
+/// written whole by each move). At most `SPARE_STREAMS` idle workers are kept (fewer when the
+/// connection never had as many streams open at once): released with the connection, they
+/// bound what a quiet connection holds.
+pub(super) struct Streams<J, T> {
+    slots: Vec<Slot<J, T>>,
     wakers: Vec<(Arc<SlotWaker>, Waker)>,
-    /// Slots of no open stream (a finished stream's box may still be in it, for reuse).
+    /// Slots of no open stream (an idle worker may still be in it, for reuse).
     free: Vec<usize>,
-    /// Boxes kept in free slots.
+    /// Idle workers kept in free slots.
     pub(super) spare: usize,
     woken: Arc<Woken>,
     /// Taken from `woken` for one round of polls.
     round: Vec<usize>,
 }
 
-struct Slot<T> {
-    /// A finished future holds nothing: an async fn's returned state has dropped its locals.
-    future: Option<Pin<Box<T>>>,
+struct Slot<J, T> {
+    /// An idle worker holds nothing: the state of its last job was dropped when it ended.
+    worker: Option<Pin<Box<T>>>,
+    inbox: Arc<Inbox<J>>,
     open: bool,
 }
 
-/// Finished streams' boxes a busy connection keeps for its next streams.
+/// A slot's next job, as its worker takes it, and the worker's word that its job is done.
+pub(super) struct Inbox<J> {
+    job: Mutex<Option<J>>,
+    finished: AtomicBool,
+}
+
+impl<J> Inbox<J> {
+    /// The next job (its worker is woken when one is handed to the slot).
+    pub(super) async fn next(&self) -> J {
+        poll_fn(|_| match lock(&self.job).take() {
+            Some(job) => Poll::Ready(job),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
+    /// The job taken last is done: its slot is free for the next stream.
+    pub(super) fn finished(&self) {
+        self.finished.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Idle workers a busy connection keeps for its next streams.
 pub(super) const SPARE_STREAMS: usize = 16;
-/// A connection with no open stream for this long releases the boxes it kept: a busy
+/// A connection with no open stream for this long releases the workers it kept: a busy
 /// connection's streams come in bursts far closer together, and a quiet one (a browser after
 /// its page loaded) should not hold up to `SPARE_STREAMS` stream futures until it closes.
 pub(super) const SPARE_LINGER: Duration = Duration::from_secs(1);
@@ -74,8 +99,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl<T: Future<Output = ()>> Streams<T> {
-    pub(super) fn new() -> Streams<T> {
+impl<J, T: Future<Output = ()>> Streams<J, T> {
+    pub(super) fn new() -> Streams<J, T> {
         Streams {
             slots: Vec::new(),
             wakers: Vec::new(),
@@ -93,10 +118,9 @@ impl<T: Future<Output = ()>> Streams<T> {
         }
     }
 
-    /// A new stream, polled in the next round (inlined: the stream is written where it goes,
-    /// not copied through a call).
-    #[inline(always)]
-    pub(super) fn push(&mut self, stream: T) {
+    /// A new stream: `job` handed to a free slot's idle worker, or to a new worker
+    /// (`worker(inbox)`, a loop taking its inbox's jobs); polled in the next round.
+    pub(super) fn push(&mut self, job: J, worker: impl FnOnce(Arc<Inbox<J>>) -> T) {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -108,28 +132,30 @@ impl<T: Future<Output = ()>> Streams<T> {
                 });
                 self.wakers.push((slot.clone(), Waker::from(slot)));
                 self.slots.push(Slot {
-                    future: None,
+                    worker: None,
+                    inbox: Arc::new(Inbox {
+                        job: Mutex::new(None),
+                        finished: AtomicBool::new(false),
+                    }),
                     open: false,
                 });
                 index
             }
         };
         let slot = &mut self.slots[index];
-        match &mut slot.future {
-            Some(kept) => {
-                self.spare -= 1;
-                kept.set(stream);
-            }
-            None => slot.future = Some(Box::pin(stream)),
+        *lock(&slot.inbox.job) = Some(job);
+        match &slot.worker {
+            Some(_) => self.spare -= 1,
+            None => slot.worker = Some(Box::pin(worker(slot.inbox.clone()))),
         }
         slot.open = true;
         self.wakers[index].1.wake_by_ref();
     }
 
-    /// Drops the boxes kept in free slots (the connection went quiet).
+    /// Drops the idle workers kept in free slots (the connection went quiet).
     pub(super) fn release_spare(&mut self) {
         for &index in &self.free {
-            self.slots[index].future = None;
+            self.slots[index].worker = None;
         }
         self.spare = 0;
     }
@@ -143,8 +169,8 @@ impl<T: Future<Output = ()>> Streams<T> {
         !lock(&self.woken.queue).is_empty()
     }
 
-    /// Polls the streams woken since the last round; a finished one frees its slot (its box
-    /// kept while fewer than `SPARE_STREAMS` are).
+    /// Polls the streams woken since the last round; a finished one frees its slot (its
+    /// worker kept while fewer than `SPARE_STREAMS` are).
     pub(super) fn poll_woken(&mut self) {
         std::mem::swap(&mut *lock(&self.woken.queue), &mut self.round);
         for i in 0..self.round.len() {
@@ -152,16 +178,17 @@ impl<T: Future<Output = ()>> Streams<T> {
             let (slot, waker) = &self.wakers[index];
             slot.queued.store(false, Ordering::Release);
             let slot = &mut self.slots[index];
-            let (true, Some(stream)) = (slot.open, &mut slot.future) else {
-                continue; // woken after it ended
+            let (true, Some(worker)) = (slot.open, &mut slot.worker) else {
+                continue; // woken after its stream ended
             };
             let mut cx = TaskContext::from_waker(waker);
-            if stream.as_mut().poll(&mut cx).is_ready() {
+            let ended = worker.as_mut().poll(&mut cx).is_ready();
+            if ended || slot.inbox.finished.swap(false, Ordering::Relaxed) {
                 slot.open = false;
-                if self.spare < SPARE_STREAMS {
+                if self.spare < SPARE_STREAMS && !ended {
                     self.spare += 1;
                 } else {
-                    slot.future = None;
+                    slot.worker = None;
                 }
                 self.free.push(index);
             }
@@ -174,21 +201,27 @@ impl<T: Future<Output = ()>> Streams<T> {
 mod tests {
     use super::*;
 
-    /// A quiet connection releases the boxes it kept (`SPARE_LINGER`): none is left in a free
-    /// slot, and the next stream gets a box of its own.
+    /// A quiet connection releases the workers it kept (`SPARE_LINGER`): none is left in a free
+    /// slot, and the next stream gets a worker of its own.
     #[test]
     fn released_spare_boxes_are_gone_and_new_streams_still_run() {
         let mut streams = Streams::new();
+        let worker = |inbox: Arc<Inbox<()>>| async move {
+            loop {
+                inbox.next().await;
+                inbox.finished();
+            }
+        };
         for _ in 0..3 {
-            streams.push(std::future::ready(()));
+            streams.push((), worker);
         }
         streams.poll_woken();
         assert_eq!((streams.live(), streams.spare), (0, 3));
-        assert!(streams.slots.iter().all(|s| s.future.is_some()));
+        assert!(streams.slots.iter().all(|s| s.worker.is_some()));
         streams.release_spare();
         assert_eq!(streams.spare, 0);
-        assert!(streams.slots.iter().all(|s| s.future.is_none()));
-        streams.push(std::future::ready(()));
+        assert!(streams.slots.iter().all(|s| s.worker.is_none()));
+        streams.push((), worker);
         assert_eq!(streams.live(), 1);
         streams.poll_woken();
         assert_eq!((streams.live(), streams.spare), (0, 1));
