@@ -1,8 +1,8 @@
 //! One thread at the kernel's lowest CPU priority (`SCHED_IDLE`) for the work a table swap
-//! leaves behind that nobody waits for: the table hash and route weight metrics of the new
-//! table (`reconciler::after_swap`), and freeing the tables it replaced (`snapshot::Store`).
+//! leaves behind that nobody waits for: the new table's hash (`reconciler::after_swap`).
 //!
-//! Why: that work used to go to tokio's blocking pool, whose threads run at normal priority.
+//! Why: that work (with the route weight metrics and freeing the replaced table) used to go to
+//! tokio's blocking pool, whose threads run at normal priority.
 //! It is handed over at the moment the new table is published, which is also the moment its
 //! readers wake (a worker, the event -> route bench's reader, the control thread with the next
 //! event). On a 2-core machine with the other core busy, a freshly woken pool thread holding
@@ -13,10 +13,10 @@
 //!
 //! What this costs: under a saturated CPU this work waits (it still gets a small share; the
 //! scheduler gives an idle-policy thread weight 3 against a normal one's 1024). Nothing on the
-//! data path needs it: a `/metrics` scrape publishes the hash and weights of the live table
-//! itself (made outside any lock the work here holds, so a scrape never waits for this
-//! thread's priority: `reconciler::after_swap`), and at most one batch of replaced tables
-//! waits here to be freed (`snapshot::free_elsewhere`), the next going to the blocking pool.
+//! data path needs it, and nothing at normal priority waits for it: the hash is made outside
+//! the table's once-only cell, and only a scrape writes it into `/metrics`, showing no series
+//! while it is not made (`reconciler::after_swap`). Replaced tables are not freed here
+//! (`snapshot::free_elsewhere`): freeing takes the allocator's locks.
 //!
 //! Priority alone was not enough (`perf sched` on the branch): a reader preempted by the control
 //! thread it woke (runnable, not waking) is not put ahead of an idle-policy thread the same swap

@@ -469,7 +469,7 @@ fn start_dns(
             upstreams: config.dns.upstreams.clone(),
             upstream_timeout: config.dns.upstream_timeout,
             recursion: config.dns.allow_recursion()?,
-            rrl: config.dns.rrl()?,
+            rrl: config.dns.rrl.settings()?,
             zone_resolvers: config.dns.zone_resolvers(config.vip.enabled)?,
             tcp_idle_timeout: config.dns.tcp_idle_timeout,
             tcp_connections: config.dns.tcp_connections,

@@ -19,7 +19,7 @@ use crate::snapshot::{Snapshot, Store};
 use crate::zone::{Verdicts, Zone, ZoneConfig};
 
 use after_swap::AfterSwap;
-pub use after_swap::{publish_route_weights, publish_table_hash};
+pub use after_swap::scrape;
 use changes::summary;
 
 /// What the admin API reports about the control plane.
@@ -676,7 +676,7 @@ impl Reconciler {
         // idle-priority thread, so that neither the next event nor a reader woken by this swap
         // waits for it: the route weight metrics and the table hash (at 50,000 apps the hash
         // takes longer than the rest of the swap).
-        self.after.follow(&self.store, &self.metrics);
+        self.after.follow(&self.store);
         for reply in self.replies.drain(..) {
             let _ = reply.send(Ok(()));
         }

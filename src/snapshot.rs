@@ -5,11 +5,11 @@
 //! generation is live.
 //!
 //! Replaced snapshots are retired, not dropped: the store keeps each until no reader holds it,
-//! then the writer hands it to the idle-priority thread (`crate::background`) to be freed.
+//! then the writer hands it to the runtime's blocking pool to be freed, a moment after the swap.
 //! Otherwise the last request to let go of a 10,000-app table would free it on the data plane,
 //! in the middle of serving; freed on the writer's thread, inside `publish`, it would lengthen
-//! every swap; and freed on a normal-priority thread woken at the publication, it would compete
-//! for the CPU with the readers that publication wakes.
+//! every swap; and freed at the publication's moment, it would compete for the CPU with the
+//! readers that publication wakes.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -108,36 +108,27 @@ impl Store {
     }
 }
 
-/// Frees snapshots nobody else holds on the idle-priority thread (its queue full: the
-/// runtime's blocking pool), so that a swap does not pay for freeing the table it replaced (at
-/// 50,000 apps, about 8 % of a swap); without a runtime (unit tests, the CLI), here.
-///
-/// At most one batch waits for the idle thread: a table is large (hundreds of MB at 50,000
-/// apps), and a CPU kept busy by traffic leaves that thread without a core for long, while
-/// swaps go on. With one batch waiting, the next goes to the blocking pool as before.
+/// Frees snapshots nobody else holds on the runtime's blocking pool, [`SETTLE`] after the swap
+/// that replaced them, so that a swap does not pay for freeing the table it replaced (at 50,000
+/// apps, about 8 % of a swap), and the threads the swap woke (its readers) have run before a
+/// pool thread starts on it (`perf sched`: benches/RESULTS.md, branch p99fix). Not on the
+/// idle-priority thread: freeing takes the allocator's locks, which a thread the scheduler may
+/// leave without a core must not hold. Without a runtime (unit tests, the CLI), here.
 fn free_elsewhere(free: Vec<Arc<Snapshot>>) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static WAITING: AtomicBool = AtomicBool::new(false);
     if free.is_empty() {
         return;
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return drop(free);
-    };
-    let job: crate::background::Job = if WAITING.swap(true, Ordering::AcqRel) {
-        Box::new(move || drop(free))
-    } else {
-        let job: crate::background::Job = Box::new(move || {
-            drop(free);
-            WAITING.store(false, Ordering::Release);
-        });
-        match crate::background::run(job) {
-            Ok(()) => return,
-            Err(job) => job,
-        }
-    };
-    drop(runtime.spawn_blocking(job));
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || {
+            std::thread::sleep(SETTLE);
+            drop(free)
+        })),
+        Err(_) => drop(free),
+    }
 }
+
+/// How long after a swap the table it replaced is freed (see [`free_elsewhere`]).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {

@@ -1222,7 +1222,7 @@ async fn badvers_keeps_its_upper_rcode_bits_on_every_path_slipped_too() {
     let s = setup(
         "dns-badvers",
         vec![api_app(2)],
-        "[dns.rrl]\nresponses_per_second = 1\nwindow = \"3600s\"\nslip = 1\nexempt = []",
+        "[dns.rrl]\nresponses_per_second = 1\nwindow = \"3600s\"\nslip = 1",
     )
     .await;
     let mut q = message("api-prod.marathon.mesos.", RecordType::A, Some(1232));
@@ -1337,7 +1337,7 @@ async fn rate_limiting_drops_or_slips_a_burst_per_prefix_and_never_tcp() {
     let s = setup(
         "dns-rrl",
         vec![api_app(2)],
-        "[dns.rrl]\nresponses_per_second = 2\nwindow = \"1s\"\nslip = 2\nexempt = []",
+        "[dns.rrl]\nresponses_per_second = 2\nwindow = \"1s\"\nslip = 2",
     )
     .await;
     // A burst of 60 from one client, then one query from another /24 (127.0.1.1): that answer
@@ -1379,84 +1379,16 @@ async fn rate_limiting_drops_or_slips_a_burst_per_prefix_and_never_tcp() {
     assert!(s.sy.metric("switchyard_dns_rrl_dropped_total", &[]).await >= 1.0);
     assert!(s.sy.metric("switchyard_dns_rrl_slipped_total", &[]).await >= 1.0);
 
-    // By default the cluster's own clients (dns.allow_recursion, loopback among them) are
-    // exempt: the same burst is answered in full.
-    let own = setup("dns-rrl-own", vec![api_app(2)], "").await;
-    let burst = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    send_burst(&burst, own.dns, 60).await;
+    // Off by default: the same burst is answered in full.
+    let off = setup("dns-rrl-off", vec![api_app(2)], "").await;
+    for _ in 0..30 {
+        let (m, _) = udp(off.dns, "api-prod.marathon.mesos.", RecordType::A, None).await;
+        assert_eq!(ips(&m.answers).len(), 2);
+    }
     assert_eq!(
-        answers_to_burst(&burst, own.dns).await,
-        (60, 0),
-        "(full, slipped)"
-    );
-    assert_eq!(
-        own.sy.metric("switchyard_dns_rrl_dropped_total", &[]).await,
+        off.sy.metric("switchyard_dns_rrl_dropped_total", &[]).await,
         0.0
     );
-    // Off with a rate of 0, whoever asks.
-    let off = setup(
-        "dns-rrl-off",
-        vec![api_app(2)],
-        "allow_recursion = [\"10.0.0.0/8\"]\n[dns.rrl]\nresponses_per_second = 0",
-    )
-    .await;
-    send_burst(&burst, off.dns, 60).await;
-    assert_eq!(answers_to_burst(&burst, off.dns).await, (60, 0));
-}
-
-/// With no `[dns.rrl]` at all, a client outside `dns.allow_recursion` (where a reflection's
-/// victim would be) is limited at 20 answers of a kind per second: a spoofed burst draws a
-/// fraction of its answers, every second limited one cut to its question with TC.
-#[tokio::test]
-async fn outsiders_are_rate_limited_by_default() {
-    let s = setup(
-        "dns-rrl-default",
-        vec![api_app(2)],
-        "allow_recursion = [\"10.0.0.0/8\"]",
-    )
-    .await;
-    let burst = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    send_burst(&burst, s.dns, 200).await;
-    let (full, slipped) = answers_to_burst(&burst, s.dns).await;
-    assert!((20..100).contains(&full), "{full} full answers of 200");
-    assert!(slipped >= 20, "{slipped} slipped");
-    assert!(full + slipped < 200, "some dropped: {full} + {slipped}");
-    assert!(s.sy.metric("switchyard_dns_rrl_dropped_total", &[]).await >= 1.0);
-    // TCP is never limited.
-    let m = tcp(s.dns, "api-prod.marathon.mesos.", RecordType::A).await;
-    assert_eq!(ips(&m.answers).len(), 2);
-}
-
-/// Sends `n` A queries for the api app from `socket` to `server`, IDs 0..n.
-async fn send_burst(socket: &UdpSocket, server: SocketAddr, n: u16) {
-    for id in 0..n {
-        let mut q = message("api-prod.marathon.mesos.", RecordType::A, Some(1232));
-        q.metadata.id = id;
-        socket.send_to(&q.to_vec().unwrap(), server).await.unwrap();
-    }
-}
-
-/// Reads the answers to a burst sent from `socket` to `server`: (full answers, slipped ones).
-/// A query from another /24 (127.0.1.1) asked after the burst is answered after every answer
-/// to it (one server socket, taken in order), so what has not come by then was dropped.
-async fn answers_to_burst(socket: &UdpSocket, server: SocketAddr) -> (usize, usize) {
-    let other = UdpSocket::bind("127.0.1.1:0").await.unwrap();
-    let q = message("api-prod.marathon.mesos.", RecordType::A, None);
-    let m = ask_from(&other, server, &q.to_vec().unwrap()).await;
-    assert_eq!(ips(&m.answers).len(), 2, "another prefix is not limited");
-    let (mut full, mut slipped) = (0, 0);
-    let mut buf = vec![0u8; 4096];
-    while let Ok(n) = socket.try_recv(&mut buf) {
-        let m = Message::from_vec(&buf[..n]).unwrap();
-        if m.metadata.truncation {
-            assert!(m.answers.is_empty());
-            slipped += 1;
-        } else {
-            assert_eq!(ips(&m.answers).len(), 2);
-            full += 1;
-        }
-    }
-    (full, slipped)
 }
 
 fn ptr_names(m: &Message) -> Vec<String> {

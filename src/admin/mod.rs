@@ -311,9 +311,10 @@ impl Admin {
                 }
             }
             "/metrics" => {
-                crate::reconciler::publish_table_hash(&self.metrics, &self.store, false);
-                crate::reconciler::publish_route_weights(&self.metrics, &self.store);
-                let mut r = text(StatusCode::OK, self.metrics.encode());
+                let mut r = text(
+                    StatusCode::OK,
+                    crate::reconciler::scrape(&self.metrics, &self.store),
+                );
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static(

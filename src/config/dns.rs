@@ -27,8 +27,7 @@ pub struct Dns {
     pub healthy_only: bool,
     /// TTL of those names' records, in seconds.
     pub healthy_ttl: u32,
-    /// Response rate limiting of UDP answers per client prefix (`[dns.rrl]`); on by default
-    /// for clients outside `allow_recursion`.
+    /// Response rate limiting of UDP answers per client prefix (`[dns.rrl]`); off by default.
     pub rrl: Rrl,
     /// PTR records for task and VIP addresses (`in-addr.arpa`, `ip6.arpa`); off by default.
     pub ptr: bool,
@@ -72,39 +71,27 @@ pub struct Rrl {
     pub ipv6_prefix: u8,
     /// Buckets in the table (24 bytes each): the most client prefixes tracked at once.
     pub table_size: usize,
-    /// Clients never limited (address blocks); unset: the `dns.allow_recursion` blocks, the
-    /// cluster's own clients, so that only outside addresses (where a reflection's victim is)
-    /// are limited.
-    pub exempt: Option<Vec<String>>,
+    /// Clients never limited (address blocks).
+    pub exempt: Vec<String>,
 }
 
 impl Default for Rrl {
     fn default() -> Self {
         Rrl {
-            responses_per_second: DEFAULT_RESPONSES_PER_SECOND,
+            responses_per_second: 0,
             window: Duration::from_secs(15),
             slip: 2,
             ipv4_prefix: 24,
             ipv6_prefix: 56,
             table_size: 65536,
-            exempt: None,
+            exempt: Vec::new(),
         }
     }
 }
 
-/// `dns.rrl.responses_per_second` by default: an authoritative server on a public address is a
-/// reflector until limited, and a cluster's own clients (in `allow_recursion`) are exempt by
-/// default. 20 answers of a kind per second per /24 is more than a resolver that caches asks;
-/// a limited client still gets every second answer truncated, and its answer over TCP.
-pub const DEFAULT_RESPONSES_PER_SECOND: u32 = 20;
-
 impl Rrl {
-    /// The rate limiter's settings; `None` when off. `default_exempt` (the recursion clients)
-    /// stands for an unset `exempt`.
-    pub fn settings(
-        &self,
-        default_exempt: &[String],
-    ) -> Result<Option<crate::dns::rrl::Settings>, String> {
+    /// The rate limiter's settings; `None` when off.
+    pub fn settings(&self) -> Result<Option<crate::dns::rrl::Settings>, String> {
         if self.slip > 10 {
             return Err(format!("dns.rrl.slip: {} (0 to 10)", self.slip));
         }
@@ -122,8 +109,6 @@ impl Rrl {
         }
         let exempt = self
             .exempt
-            .as_deref()
-            .unwrap_or(default_exempt)
             .iter()
             .map(|c| Cidr::parse(c).map_err(|e| format!("dns.rrl.exempt: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
@@ -193,12 +178,6 @@ impl Dns {
                 )),
             })
             .collect()
-    }
-
-    /// Response rate limiting as configured: `None` when off. Clients are exempt as
-    /// `dns.rrl.exempt` says, or by default when in `dns.allow_recursion`.
-    pub fn rrl(&self) -> Result<Option<crate::dns::rrl::Settings>, String> {
-        self.rrl.settings(&self.allow_recursion)
     }
 
     /// One client's relayed queries in flight per transport: `forwards_per_client`, at most a

@@ -113,24 +113,15 @@ fn recursion_is_for_local_and_private_clients_by_default() {
 fn rrl_and_zone_resolvers() {
     let base = Path::new(".");
     let parse = |dns: &str| Config::parse(&format!("[discovery]\nfile = \"a.json\"\n{dns}"), base);
-    // On by default, for clients outside allow_recursion; off with a rate of 0.
+    // Off by default.
     let config = parse("[dns]").unwrap();
-    let rrl = config.dns.rrl().unwrap().expect("on by default");
-    assert_eq!(rrl.responses_per_second, 20);
-    assert_eq!(rrl.exempt, config.dns.allow_recursion().unwrap());
-    let config = parse("[dns]\nallow_recursion = [\"10.0.0.0/8\"]").unwrap();
-    let rrl = config.dns.rrl().unwrap().unwrap();
-    assert_eq!(rrl.exempt, vec![Cidr::parse("10.0.0.0/8").unwrap()]);
-    let config = parse("[dns.rrl]\nexempt = []").unwrap();
-    assert!(config.dns.rrl().unwrap().unwrap().exempt.is_empty());
-    let config = parse("[dns.rrl]\nresponses_per_second = 0").unwrap();
-    assert_eq!(config.dns.rrl().unwrap(), None);
+    assert_eq!(config.dns.rrl.settings().unwrap(), None);
     assert!(!config.dns.ptr);
     let config = parse(
             "[dns]\nptr = true\n[dns.rrl]\nresponses_per_second = 10\nwindow = \"5s\"\nslip = 3\nipv6_prefix = 48",
         )
         .unwrap();
-    let rrl = config.dns.rrl().unwrap().unwrap();
+    let rrl = config.dns.rrl.settings().unwrap().unwrap();
     assert_eq!(
         (
             rrl.responses_per_second,

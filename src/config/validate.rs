@@ -244,7 +244,7 @@ impl Config {
         }
         self.dns.check_server()?;
         self.dns.allow_recursion()?;
-        self.dns.rrl()?;
+        self.dns.rrl.settings()?;
         self.dns.zone_resolvers(self.vip.enabled)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {e}"))?;

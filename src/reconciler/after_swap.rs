@@ -1,8 +1,8 @@
 //! What a swap leaves for after the table is live: the health checker's targets (the live
 //! table's services and rows, shared: the checker looks at what changed itself), sent on the
-//! control thread; the route weight metrics and the table hash, made off it on the idle-priority
-//! thread (`crate::background`), so that they never hold up a thread that wakes for the new
-//! table.
+//! control thread; the table hash, made off it on the idle-priority thread
+//! (`crate::background`), so that it never holds up a thread that wakes for the new table; and
+//! what `/metrics` writes from the live table when scraped (the hash, the route weights).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,78 +31,66 @@ pub(super) fn send_health_targets(
     });
 }
 
-/// Replaces the one `switchyard_table_hash` series by the live table's (computing its hash if
-/// nobody has yet). Called after each swap off the control thread (`low_priority`: on the idle
-/// thread), and before `/metrics` is encoded, so a scrape never shows a replaced table's hash.
-/// The hash is made outside any lock, so that a scrape never waits for the idle thread's work,
-/// only for another caller's few writes; a table older than the one already shown is not
-/// shown again, so the last table wins whatever order the callers finish in.
-pub fn publish_table_hash(metrics: &Metrics, store: &Store, low_priority: bool) {
-    let live = store.load();
+/// Replaces the one `switchyard_table_hash` series by the live table's, when its hash is known
+/// (made after the swap on the idle-priority thread, or by `/v1/routes`); until then, no
+/// series: a scrape never shows a replaced table's hash, and never makes the hash itself, on
+/// the control thread that serves it (434 ms for a first table at 50,000 apps).
+fn publish_table_hash(metrics: &Metrics, live: &Snapshot) {
+    metrics.table_hash.clear();
     // No table swapped in yet: no series.
-    if live.generation == 0 {
+    let Some(hash) = live.table.known_hash().filter(|_| live.generation > 0) else {
         return;
-    }
-    let hash = if low_priority {
-        live.table.hash_at_low_priority()
-    } else {
-        live.table.hash()
     };
     let labels = crate::metrics::HashLabels {
         hash: crate::routing::digest::hex(hash),
         text: crate::routing::digest::TEXT_VERSION.to_string(),
     };
-    static SHOWN: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
-    let mut shown = SHOWN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if *shown > live.generation {
-        return;
-    }
-    *shown = live.generation;
-    metrics.table_hash.clear();
     metrics.table_hash.get_or_create(&labels).set(1);
 }
 
 /// Publishes the weights of every multi-app route of the live table (single-app routes carry
-/// none). Called after each swap off the control thread, and before `/metrics` is encoded, so
-/// that a scrape right after a weight change sees it. As for the hash, the series are gathered
-/// outside the lock and a table older than the one shown is not shown again.
-pub fn publish_route_weights(metrics: &Metrics, store: &Store) {
-    let live = store.load();
-    let weights: Vec<(crate::metrics::RouteLabels, i64)> = live
+/// none).
+fn publish_route_weights(metrics: &Metrics, live: &Snapshot) {
+    metrics.route_weight.clear();
+    for route in live
         .table
         .routes
         .iter()
         .filter(|r| r.members.len() > 1 || r.overridden)
-        .flat_map(|route| {
-            route.members.iter().map(|m| {
-                let labels = crate::metrics::RouteLabels {
-                    route: route.name.clone(),
-                    app: m.app_id.to_string(),
-                    source: m.weight_from.as_str(),
-                };
-                (labels, m.weight as i64)
-            })
-        })
-        .collect();
-    static SHOWN: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
-    let mut shown = SHOWN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if *shown > live.generation {
-        return;
-    }
-    *shown = live.generation;
-    metrics.route_weight.clear();
-    for (labels, weight) in &weights {
-        metrics.route_weight.get_or_create(labels).set(*weight);
+    {
+        for m in &route.members {
+            let labels = crate::metrics::RouteLabels {
+                route: route.name.clone(),
+                app: m.app_id.to_string(),
+                source: m.weight_from.as_str(),
+            };
+            metrics
+                .route_weight
+                .get_or_create(&labels)
+                .set(m.weight as i64);
+        }
     }
 }
 
-/// What a swap leaves to the idle-priority thread — the route weight metrics, the table hash —
-/// made from the snapshot live when it runs: one run at a time, and at most one more waiting,
-/// so that a burst of swaps costs one more run, and the last run reads the last table.
+/// `/metrics`: the live table's hash and route weights written into their families, then
+/// everything encoded, one scrape at a time (so that one scrape's families are not cleared
+/// under another's encoding). Only scrapes write these families: nothing at the idle thread's
+/// priority holds a lock a scrape waits for.
+pub fn scrape(metrics: &Metrics, store: &Store) -> String {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let live = store.load();
+    publish_table_hash(metrics, &live);
+    publish_route_weights(metrics, &live);
+    metrics.encode()
+}
+
+/// What a swap leaves to the idle-priority thread: the live table's hash, made there (outside
+/// the table's once-only cell: `RoutingTable::hash_at_low_priority`) so that a scrape finds it
+/// made. One run at a time, and at most one more waiting, so that a burst of swaps costs one
+/// more run, and the last run reads the last table.
 #[derive(Default)]
 pub(super) struct AfterSwap {
     /// A run is waiting and has not read the live snapshot yet.
@@ -111,20 +99,21 @@ pub(super) struct AfterSwap {
 }
 
 impl AfterSwap {
-    pub(super) fn follow(self: &Arc<Self>, store: &Arc<Store>, metrics: &Arc<Metrics>) {
+    pub(super) fn follow(self: &Arc<Self>, store: &Arc<Store>) {
         if self.queued.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
-        let (store, metrics) = (store.clone(), metrics.clone());
+        let store = store.clone();
         let job = Box::new(move || {
             let _one = this
                 .running
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             this.queued.store(false, Ordering::Release);
-            publish_route_weights(&metrics, &store);
-            publish_table_hash(&metrics, &store, true);
+            // A table replaced meanwhile is still freed by the store (`Store::reap`), never
+            // here: freeing takes the allocator's locks, not to be held at this priority.
+            store.load().table.hash_at_low_priority();
         });
         // Its queue full (the idle thread starved for long) or no thread: the blocking pool.
         if let Err(job) = crate::background::run(job) {
