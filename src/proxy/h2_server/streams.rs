@@ -31,10 +31,14 @@ pub(super) struct Streams<J, T> {
 
 struct Slot<J, T> {
     /// An idle worker holds nothing: the state of its last job was dropped when it ended.
-    worker: Option<Pin<Box<T>>>,
-    inbox: Arc<Inbox<J>>,
+    /// Released with its inbox, so that a slot without a worker costs only its waker (a quiet
+    /// connection that once had 100 streams open keeps no 100 inboxes).
+    worker: Option<Worker<J, T>>,
     open: bool,
 }
+
+/// A slot's worker (its loop over the jobs handed to it) and the inbox it takes them from.
+type Worker<J, T> = (Pin<Box<T>>, Arc<Inbox<J>>);
 
 /// A slot's next job, as its worker takes it, and the worker's word that its job is done.
 pub(super) struct Inbox<J> {
@@ -133,20 +137,24 @@ impl<J, T: Future<Output = ()>> Streams<J, T> {
                 self.wakers.push((slot.clone(), Waker::from(slot)));
                 self.slots.push(Slot {
                     worker: None,
-                    inbox: Arc::new(Inbox {
-                        job: Mutex::new(None),
-                        finished: AtomicBool::new(false),
-                    }),
                     open: false,
                 });
                 index
             }
         };
         let slot = &mut self.slots[index];
-        *lock(&slot.inbox.job) = Some(job);
         match &slot.worker {
-            Some(_) => self.spare -= 1,
-            None => slot.worker = Some(Box::pin(worker(slot.inbox.clone()))),
+            Some((_, inbox)) => {
+                *lock(&inbox.job) = Some(job);
+                self.spare -= 1;
+            }
+            None => {
+                let inbox = Arc::new(Inbox {
+                    job: Mutex::new(Some(job)),
+                    finished: AtomicBool::new(false),
+                });
+                slot.worker = Some((Box::pin(worker(inbox.clone())), inbox));
+            }
         }
         slot.open = true;
         self.wakers[index].1.wake_by_ref();
@@ -178,12 +186,12 @@ impl<J, T: Future<Output = ()>> Streams<J, T> {
             let (slot, waker) = &self.wakers[index];
             slot.queued.store(false, Ordering::Release);
             let slot = &mut self.slots[index];
-            let (true, Some(worker)) = (slot.open, &mut slot.worker) else {
+            let (true, Some((worker, inbox))) = (slot.open, &mut slot.worker) else {
                 continue; // woken after its stream ended
             };
             let mut cx = TaskContext::from_waker(waker);
             let ended = worker.as_mut().poll(&mut cx).is_ready();
-            if ended || slot.inbox.finished.swap(false, Ordering::Relaxed) {
+            if ended || inbox.finished.swap(false, Ordering::Relaxed) {
                 slot.open = false;
                 if self.spare < SPARE_STREAMS && !ended {
                     self.spare += 1;
