@@ -311,10 +311,16 @@ impl Admin {
                 }
             }
             "/metrics" => {
-                let mut r = text(
-                    StatusCode::OK,
-                    crate::reconciler::scrape(&self.metrics, &self.store),
-                );
+                // On the blocking pool: a table's hash not made yet (a scrape right after a
+                // swap, before the idle-priority thread made it) is made there, at normal
+                // priority, not on the control thread that serves this API and takes events.
+                let (metrics, store) = (self.metrics.clone(), self.store.clone());
+                let body = tokio::task::spawn_blocking(move || {
+                    crate::reconciler::scrape(&metrics, &store)
+                })
+                .await
+                .unwrap_or_default();
+                let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static(

@@ -31,16 +31,17 @@ pub(super) fn send_health_targets(
     });
 }
 
-/// Replaces the one `switchyard_table_hash` series by the live table's, when its hash is known
-/// (made after the swap on the idle-priority thread, or by `/v1/routes`); until then, no
-/// series: a scrape never shows a replaced table's hash, and never makes the hash itself, on
-/// the control thread that serves it (434 ms for a first table at 50,000 apps).
+/// Replaces the one `switchyard_table_hash` series by the live table's, making its hash if the
+/// idle-priority thread has not yet (the caller is not the control thread: `admin`'s scrape
+/// runs this on the blocking pool; 434 ms for a first table at 50,000 apps). A scrape never
+/// shows a replaced table's hash.
 fn publish_table_hash(metrics: &Metrics, live: &Snapshot) {
     metrics.table_hash.clear();
     // No table swapped in yet: no series.
-    let Some(hash) = live.table.known_hash().filter(|_| live.generation > 0) else {
+    if live.generation == 0 {
         return;
-    };
+    }
+    let hash = live.table.hash();
     let labels = crate::metrics::HashLabels {
         hash: crate::routing::digest::hex(hash),
         text: crate::routing::digest::TEXT_VERSION.to_string(),
@@ -74,8 +75,9 @@ fn publish_route_weights(metrics: &Metrics, live: &Snapshot) {
 
 /// `/metrics`: the live table's hash and route weights written into their families, then
 /// everything encoded, one scrape at a time (so that one scrape's families are not cleared
-/// under another's encoding). Only scrapes write these families: nothing at the idle thread's
-/// priority holds a lock a scrape waits for.
+/// under another's encoding). Only scrapes write these families, and the idle thread makes the
+/// hash outside the table's once-only cell: nothing at its priority holds what a scrape waits
+/// for. Blocking (a hash not made yet is made here): not for the control thread.
 pub fn scrape(metrics: &Metrics, store: &Store) -> String {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_AT_A_TIME

@@ -89,11 +89,6 @@ impl RoutingTable {
         *self.hash.get_or_init(|| made)
     }
 
-    /// The table hash if it has been made, without making it.
-    pub fn known_hash(&self) -> Option<u64> {
-        self.hash.get().copied()
-    }
-
     fn compute_hash(&self) -> u64 {
         match self.compiled_bind {
             Some(bind) => digest::table_hash(self, bind),
