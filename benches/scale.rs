@@ -1028,7 +1028,7 @@ fn events() {
         at(&cpus, 0.99),
     );
     println!(
-        "CPU of the other threads (after-swap work: table hash, route weights, freeing) per event: {:.2} ms",
+        "CPU of the other threads (after-swap work: table hash, freeing) per event: {:.2} ms",
         others.as_secs_f64() * 1e3 / events_n as f64
     );
     // What a swap with DNS on walks besides (`zone::route_splits`, on the control thread).

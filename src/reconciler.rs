@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,93 +21,6 @@ use crate::zone::{Verdicts, Zone, ZoneConfig};
 use after_swap::AfterSwap;
 pub use after_swap::scrape;
 use changes::summary;
-
-/// What the admin API reports about the control plane.
-#[derive(Default)]
-pub struct Status {
-    /// A full snapshot has been applied at least once.
-    pub ready: AtomicBool,
-    pub connected: AtomicBool,
-    pub last_sync_unix_ms: AtomicU64,
-    /// Full reads of the source (snapshots, resyncs) applied so far.
-    pub full_reads: AtomicU64,
-    /// `full_reads` when the source was last reported lost (0: never): a model holding more
-    /// holds a read made after that loss (the relay's freshness, `relay::Source`).
-    pub reads_at_loss: AtomicU64,
-    /// The source's last failure, while it lasts (cleared when the source next succeeds).
-    pub source_error: std::sync::Mutex<Option<SourceError>>,
-    /// The most recent table swaps, newest last (at most [`SWAP_HISTORY`]).
-    pub swaps: std::sync::Mutex<std::collections::VecDeque<SwapRecord>>,
-    /// Backends that left the table and still drain, as of the last swap (the admin API shows
-    /// them; their counters stay live).
-    pub draining: std::sync::Mutex<
-        Vec<(
-            crate::backends::BackendKey,
-            Arc<crate::backends::BackendState>,
-        )>,
-    >,
-    /// The Mesos source's state, when one is configured.
-    pub mesos: std::sync::Mutex<Option<crate::discovery::mesos::Report>>,
-    /// Mesos is the only source: its connection is the source's.
-    pub mesos_only: AtomicBool,
-}
-
-impl Status {
-    /// Connected to the source that makes the model: Marathon (or the file), or Mesos when it
-    /// is the only source.
-    pub fn source_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-            || (self.mesos_only.load(Ordering::Relaxed)
-                && self
-                    .mesos
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .as_ref()
-                    .is_some_and(|m| m.connected))
-    }
-}
-
-pub const SWAP_HISTORY: usize = 50;
-
-/// Why the discovery source is failing: shown by `/v1/routes` (a problem), `/readyz` (its body)
-/// and `switchyard status`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SourceError {
-    /// `file PATH` or `marathon URL`.
-    pub source: String,
-    pub error: String,
-    pub since_unix_ms: u64,
-}
-
-impl Status {
-    /// The source's failure as one line: what failed, why, and whether anything is served.
-    pub fn source_problem(&self) -> Option<String> {
-        let error = self.source_error.lock().unwrap().clone()?;
-        let state = if self.ready.load(Ordering::Relaxed) {
-            "serving the last good state"
-        } else {
-            "never loaded: nothing is served until it does"
-        };
-        Some(format!("{}: {} ({state})", error.source, error.error))
-    }
-}
-
-/// What one table swap changed, for the dashboard.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SwapRecord {
-    pub generation: u64,
-    pub unix_ms: u64,
-    pub compile_us: u64,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    /// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`).
-    pub routes: Vec<String>,
-    /// Whether the table's problems differ from the previous table's.
-    pub problems_changed: bool,
-    /// Nothing above changed: a swap that left backends, routes and problems as they were (a
-    /// resync, a task's health that does not move routing). The dashboard collapses them.
-    pub unchanged: bool,
-}
 
 /// Runtime requests from the admin API.
 pub enum Command {
@@ -185,14 +98,12 @@ pub struct Reconciler {
     backends: usize,
     /// The compile cache's count of distrusted lists already counted in the metric.
     distrusted: u64,
-    /// The work after a swap done on the idle-priority thread (route weights, table hash).
+    /// The work after a swap done on the idle-priority thread (the table hash).
     after: Arc<AfterSwap>,
     /// Called with the model of every swap once synced (the relay's feed, `relay::Relay::offer`);
     /// holding the model makes the next change copy it once.
     pub on_swap: Option<Box<dyn Fn(Arc<Cluster>) + Send>>,
 }
-
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Reconciler {
     #[allow(clippy::too_many_arguments)]
@@ -719,67 +630,6 @@ impl Reconciler {
         }
     }
 
-    /// An app whose tasks' agent names the next swap looks at.
-    fn note_hosts(&mut self, app: &AppId) {
-        if let Some(apps) = &mut self.unresolved {
-            apps.insert(app.clone());
-        }
-    }
-
-    /// Resolves agent host names that are not IP addresses, once each, outside `compile`: those
-    /// of the apps changed since the last swap (every app's after a snapshot, and those that
-    /// failed to resolve are looked at again), not every task's on every event.
-    async fn resolve_agents(&mut self) {
-        let apps = self.unresolved.replace(BTreeSet::new());
-        let looked: Vec<&Arc<crate::cluster::App>> = match &apps {
-            None => self.cluster.apps.values().collect(),
-            Some(ids) => ids
-                .iter()
-                .filter_map(|id| self.cluster.apps.get(id))
-                .collect(),
-        };
-        let pending: Vec<AppId> = looked
-            .into_iter()
-            .filter(|a| unresolved_host(a, &self.cluster.agents))
-            .map(|a| a.id.clone())
-            .collect();
-        let wanted: BTreeSet<String> = pending
-            .iter()
-            .filter_map(|id| self.cluster.apps.get(id))
-            .flat_map(|a| a.tasks.values())
-            .map(|t| &t.host)
-            .chain(self.cluster.mesos.hosts())
-            .filter(|h| h.ip().is_none() && !h.is_empty())
-            .filter(|h| !self.cluster.agents.contains_key(h.as_str()))
-            .map(|h| h.to_string())
-            .collect();
-        for host in wanted {
-            let lookup = tokio::net::lookup_host((host.clone(), 0));
-            match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                Ok(Ok(mut addrs)) => {
-                    if let Some(addr) = addrs.next() {
-                        Arc::make_mut(&mut self.cluster)
-                            .agents
-                            .insert(host, addr.ip());
-                    }
-                }
-                Ok(Err(e)) => tracing::debug!(host, "cannot resolve agent: {e}"),
-                Err(_) => tracing::debug!(host, "resolving agent timed out"),
-            }
-        }
-        // Apps with a name still unresolved: tried again on the next swap, as before.
-        let still: Vec<AppId> = pending
-            .into_iter()
-            .filter(|id| {
-                let app = self.cluster.apps.get(id);
-                app.is_some_and(|a| unresolved_host(a, &self.cluster.agents))
-            })
-            .collect();
-        for id in still {
-            self.note_hosts(&id);
-        }
-    }
-
     fn report_problems(&mut self, table: &RoutingTable) {
         let current: HashSet<Problem> = table.problems.iter().cloned().collect();
         for problem in table.problems.iter() {
@@ -804,22 +654,18 @@ impl Reconciler {
     }
 }
 
-/// Whether a task of `app` runs on an agent named (not an address) and not resolved yet.
-fn unresolved_host(
-    app: &crate::cluster::App,
-    agents: &std::collections::HashMap<String, std::net::IpAddr>,
-) -> bool {
-    app.tasks
-        .values()
-        .map(|t| &t.host)
-        .any(|h| h.ip().is_none() && !h.is_empty() && !agents.contains_key(h.as_str()))
-}
-
 #[path = "reconciler/after_swap.rs"]
 mod after_swap;
 
 #[path = "reconciler/changes.rs"]
 mod changes;
+
+#[path = "reconciler/agents.rs"]
+mod agents;
+
+#[path = "reconciler/status.rs"]
+mod status;
+pub use status::{SWAP_HISTORY, SourceError, Status, SwapRecord};
 
 #[path = "reconciler/zone_builds.rs"]
 mod zone_builds;
