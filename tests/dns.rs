@@ -316,16 +316,21 @@ fn stub_replies(packet: &[u8]) -> Vec<Vec<u8>> {
     vec![reply(id, &name, one)]
 }
 
+/// A UDP socket and a TCP listener on one loopback port: another port when TCP finds the one
+/// UDP got taken (by another test's connection).
+async fn one_port() -> (UdpSocket, tokio::net::TcpListener) {
+    loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
+            return (socket, tcp);
+        }
+    }
+}
+
 /// A stub upstream on loopback, over UDP and TCP (see [`stub_replies`]), logging what it got.
 async fn stub_upstream() -> (SocketAddr, Log) {
     let seen: Log = Default::default();
-    // UDP and TCP on one port: another port when TCP finds the one UDP got taken.
-    let (socket, tcp) = loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(tcp) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
-            break (socket, tcp);
-        }
-    };
+    let (socket, tcp) = one_port().await;
     let addr = socket.local_addr().unwrap();
     let log = |packet: &[u8], port: u16, seen: &Log| {
         let q = Message::from_vec(packet).unwrap();
@@ -1727,10 +1732,7 @@ async fn asks_until_closed(mut stream: TcpStream) -> bool {
 #[tokio::test]
 async fn past_the_udp_relay_slots_udp_queries_are_sent_to_tcp() {
     // An upstream that takes queries over UDP and TCP and never answers.
-    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let upstream_tcp = tokio::net::TcpListener::bind(upstream.local_addr().unwrap())
-        .await
-        .unwrap();
+    let (upstream, upstream_tcp) = one_port().await;
     let s = setup(
         "dns-forward-udp-slots",
         vec![],
@@ -1803,10 +1805,7 @@ async fn relayed_over_tcp(upstream: &tokio::net::TcpListener) -> (Message, TcpSt
 #[tokio::test]
 async fn one_client_cannot_take_every_relay_slot() {
     // An upstream that takes queries over UDP and TCP and never answers.
-    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let upstream_tcp = tokio::net::TcpListener::bind(upstream.local_addr().unwrap())
-        .await
-        .unwrap();
+    let (upstream, upstream_tcp) = one_port().await;
     let s = setup(
         "dns-forward-share",
         vec![],
@@ -1892,12 +1891,7 @@ fn is_slow(packet: &[u8]) -> bool {
 
 async fn slow_upstream() -> SlowUpstream {
     use std::sync::atomic::Ordering::Relaxed;
-    let (socket, tcp) = loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(tcp) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
-            break (socket, tcp);
-        }
-    };
+    let (socket, tcp) = one_port().await;
     let up = SlowUpstream {
         addr: socket.local_addr().unwrap(),
         udp_slow: Default::default(),

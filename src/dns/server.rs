@@ -4,7 +4,8 @@
 //!
 //! What a client can hold is bounded, in total and per client (see [`limits`]): TCP connections
 //! (each read and write under `dns.tcp_idle_timeout`, so a client that trickles its queries or
-//! never reads its answers loses the connection), and relayed queries in flight.
+//! never reads its answers loses the connection), and relayed queries in flight, which are also
+//! bounded per queried domain (slow names under one domain cannot hold every relay slot).
 //!
 //! [`limits`]: super::limits
 
