@@ -73,7 +73,8 @@ pub struct Rrl {
     pub slip: u32,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    /// Buckets in the table (24 bytes each): the most client prefixes tracked at once.
+    /// Buckets in the table (24 bytes each): the most (client prefix, kind, name) keys tracked
+    /// at once.
     pub table_size: usize,
     /// Clients never limited (address blocks).
     pub exempt: Vec<String>,
