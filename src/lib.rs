@@ -496,6 +496,13 @@ fn start_dns(
     let udp = Arc::new(udp);
     upgrade::register(upgrade::Proto::Udp, listen, &udp);
     tracing::info!(zone = %config.dns.domain, "dns listening on {bound}");
+    if let Some(public) = config.dns.unlimited_public_listener() {
+        tracing::warn!(
+            "dns: listening on the public address {public} with response rate limiting off: \
+             anyone can reflect floods of answers at spoofed sources through it; set \
+             [dns.rrl] responses_per_second, with the cluster's own ranges in exempt"
+        );
+    }
     let server = Arc::new(dns::server::DnsServer::new(
         ctx.store.clone(),
         dns_metrics,
@@ -510,6 +517,7 @@ fn start_dns(
             tcp_connections: config.dns.tcp_connections,
             tcp_connections_per_client: config.dns.tcp_connections_per_client,
             forwards_per_client: config.dns.forwards_per_transport(),
+            forwards_per_domain: config.dns.forwards_per_domain,
             ipv6_client_prefix: config.dns.ipv6_client_prefix,
         },
     ));
