@@ -12,25 +12,34 @@ use std::sync::Arc;
 
 use crate::cluster::{App, AppId};
 
-/// `apps` as given, each yielded once the loads of the next are asked for: the next app's
-/// task ids, labels and ports ([`app`]), and the block of the app after it (whose fields that
-/// asking reads, a step later).
+/// `apps` as given, each yielded once the loads of the next ones are asked for, a step per
+/// pointer followed (each step reads what the step before loaded): the next app's task ids and
+/// labels ([`near`]), the records of the app after it ([`middle`]), the block of the third
+/// ([`far`]).
 pub(super) fn ahead<'a, I>(apps: I) -> Ahead<I>
 where
     I: Iterator<Item = (&'a AppId, &'a Arc<App>)> + Clone,
 {
-    let mut next = apps.clone();
-    next.next();
-    let mut after = next.clone();
-    after.next();
-    Ahead { apps, next, after }
+    let mut near = apps.clone();
+    near.next();
+    let mut middle = near.clone();
+    middle.next();
+    let mut far = middle.clone();
+    far.next();
+    Ahead {
+        apps,
+        near,
+        middle,
+        far,
+    }
 }
 
-/// See [`ahead`]: the apps, and the same iterator one and two apps further.
+/// See [`ahead`]: the apps, and the same iterator one, two and three apps further.
 pub(super) struct Ahead<I> {
     apps: I,
-    next: I,
-    after: I,
+    near: I,
+    middle: I,
+    far: I,
 }
 
 impl<'a, I> Iterator for Ahead<I>
@@ -40,14 +49,14 @@ where
     type Item = (&'a AppId, &'a Arc<App>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some((_, later)) = self.after.next() {
-            // Its count too: the part holds the app.
-            let at = Arc::as_ptr(later).cast::<u8>();
-            write_line(at.wrapping_sub(2 * std::mem::size_of::<usize>()));
-            block(at, std::mem::size_of::<App>());
+        if let Some((_, app)) = self.far.next() {
+            far(app);
         }
-        if let Some((_, next)) = self.next.next() {
-            app(next);
+        if let Some((_, app)) = self.middle.next() {
+            middle(app);
+        }
+        if let Some((_, app)) = self.near.next() {
+            near(app);
         }
         self.apps.next()
     }
@@ -62,10 +71,24 @@ impl<'a, I> ExactSizeIterator for Ahead<I> where
 {
 }
 
-/// What compiling `app` reads behind its pointers: each task's id and its count (with intent
-/// to write: the count is incremented), the app's id likewise, its labels' strings, its ports.
-fn app(app: &App) {
+/// Three apps ahead: the app's block, and its count (the part holds the app).
+fn far(app: &Arc<App>) {
+    let at = Arc::as_ptr(app).cast::<u8>();
+    write_line(at.wrapping_sub(2 * std::mem::size_of::<usize>()));
+    block(at, std::mem::size_of::<App>());
+}
+
+/// Two apps ahead (its block loaded): its tasks' records, its ports, its id's count.
+fn middle(app: &App) {
+    let tasks = app.tasks.values().as_slice();
+    block(tasks.as_ptr().cast(), std::mem::size_of_val(tasks));
+    line(app.ports.as_ptr().cast());
     counted(&app.id);
+}
+
+/// The next app (its records loaded): each task's id and its count (with intent to write: the
+/// count is incremented), its labels' strings.
+fn near(app: &App) {
     for task in app.tasks.values() {
         counted(&task.id);
     }
@@ -73,7 +96,6 @@ fn app(app: &App) {
         line(name.as_ptr());
         line(value.as_ptr());
     }
-    line(app.ports.as_ptr().cast());
 }
 
 /// An `Arc<str>`'s block: the counts sit just before the text.
