@@ -5,6 +5,10 @@
 
 use subtle::ConstantTimeEq;
 
+/// The admin dashboard's session cookie (`admin::session`). Here, below both the admin API
+/// and the proxy, because the proxy never forwards it (`proxy::headers`).
+pub const SESSION_COOKIE: &str = "switchyard_session";
+
 /// Whether `presented` equals `secret`, in time independent of where they differ.
 pub fn same_secret(presented: &str, secret: &str) -> bool {
     bool::from(presented.as_bytes().ct_eq(secret.as_bytes()))

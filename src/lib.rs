@@ -28,6 +28,7 @@ pub mod runtime_thread;
 pub mod sd_notify;
 pub mod snapshot;
 pub mod stall;
+pub mod text;
 pub mod upgrade;
 pub mod workers;
 pub mod zone;
@@ -150,7 +151,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
     let history = admin::history::History::new(config.admin.history_interval);
     let admin = Arc::new(admin::Admin {
         rollouts,
-        guesses: Default::default(),
+        guesses: ctx.guesses.clone(),
         token: admin_token,
         sessions: admin::session::Sessions::new(config.admin.session_ttl),
         loopback_reads_open: config.admin.loopback_reads_open,

@@ -259,7 +259,15 @@ async fn routes_status_resolve_and_explain_against_a_running_instance() {
         task("/prod/api", "api.1", b.port()),
         task("/prod/api", "api.2", dead),
     ];
-    let apps = json!({"apps": [app("/prod/api", port, json!({"HAPROXY_0_VHOST": "api.example.com"}), tasks)]});
+    // An app whose labels carry a terminal escape and a line feed into its problems' text (an
+    // app-level one, an unknown label, and one of its port's).
+    let odd = app(
+        "/prod/odd",
+        support::free_port(),
+        json!({"HAPROXY_0_BALANCE": "bad\u{1b}[31m", "HAPROXY_0_BOGUS\u{1b}[2J\nforged": "1"}),
+        vec![],
+    );
+    let apps = json!({"apps": [app("/prod/api", port, json!({"HAPROXY_0_VHOST": "api.example.com"}), tasks), odd]});
     std::fs::write(&file, apps.to_string()).unwrap();
     let dns = support::free_port();
     let toml = format!(
@@ -289,12 +297,33 @@ async fn routes_status_resolve_and_explain_against_a_running_instance() {
         "{routes}"
     );
     let json: serde_json::Value = serde_json::from_str(&run(&["routes", "--json"])).unwrap();
-    assert_eq!(json["routes"][0]["members"][0]["app_id"], "/prod/api");
+    assert!(
+        json["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["members"][0]["app_id"] == "/prod/api"),
+        "{json}"
+    );
     let status = run(&["status"]);
     assert!(
         status.contains("ready: true") && status.contains("source connected: true"),
         "{status}"
     );
+    // Outside text is shown escaped, one line each: no escape reaches the terminal and no line
+    // is forged; an app's own problem names no port.
+    assert!(
+        !status.contains('\u{1b}') && !routes.contains('\u{1b}'),
+        "{status:?}"
+    );
+    assert!(
+        status.contains("HAPROXY_0_BOGUS\\u{1b}[2J\\nforged"),
+        "{status}"
+    );
+    assert!(status.contains("bad\\u{1b}[31m"), "{status}");
+    assert!(!status.lines().any(|l| l.starts_with("forged")), "{status}");
+    assert!(status.contains("/prod/odd port 0: "), "{status}");
+    assert!(!status.contains("port null"), "{status}");
     let resolved = run(&["resolve", "api-prod.marathon.mesos"]);
     assert!(resolved.contains("127.0.0.1"), "{resolved}");
     let explained = run(&["explain", "API.example.com:80", "/v1/users"]);

@@ -15,18 +15,7 @@ use support::marathon::{app, task};
 use support::*;
 use switchyard::proxy::proxy_protocol::{self, Parsed, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-
-/// Connects to `to` from `from` (any loopback address).
-async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    socket.connect(to).await.unwrap()
-}
-
-fn lo(last: u8) -> IpAddr {
-    IpAddr::from([127, 0, 0, last])
-}
+use tokio::net::{TcpListener, TcpStream};
 
 /// Sends `prefix` then a GET (`Connection: close`) with `extra` header lines, from `from`;
 /// returns what came back (empty: closed without an answer).
@@ -488,8 +477,12 @@ async fn forwarded_headers_are_kept_only_from_trusted_proxies() {
             .all(|s| s.get("edge").is_none()),
         "no edge labels, no `edge`: {routes:#}"
     );
+    // Address claims a backend might believe; the admin dashboard's session cookie, which a
+    // browser sends to every port of the dashboard's host name, between two of the app's own.
     let extra = "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
-                 X-Client-Cert-Subject: CN=forged\r\n";
+                 X-Client-Cert-Subject: CN=forged\r\nX-Real-IP: 203.0.113.7\r\n\
+                 Forwarded: for=203.0.113.8\r\nX-Forwarded-Port: 4443\r\n\
+                 Cookie: a=1; switchyard_session=0123abcd; b=2\r\n";
     for to in [e.http, local(sticky_port)] {
         let trusted = get_with(lo(1), to, b"", "web.example.com", extra).await;
         assert_eq!(
@@ -511,8 +504,21 @@ async fn forwarded_headers_are_kept_only_from_trusted_proxies() {
             untrusted.contains("\"x-forwarded-proto\": \"http\""),
             "{untrusted}"
         );
+        for claim in [
+            "\"x-real-ip\": \"203.0.113.7\"",
+            "\"forwarded\": \"for=203.0.113.8\"",
+            "\"x-forwarded-port\": \"4443\"",
+        ] {
+            assert!(trusted.contains(claim), "{to}: {claim} kept: {trusted}");
+            assert!(
+                !untrusted.contains(claim),
+                "{to}: {claim} dropped: {untrusted}"
+            );
+        }
         for reply in [&trusted, &untrusted] {
             assert!(!reply.contains("forged"), "{reply}");
+            assert!(!reply.contains("0123abcd"), "{to}: session cookie: {reply}");
+            assert!(reply.contains("\"cookie\": \"a=1; b=2\""), "{to}: {reply}");
         }
     }
 }

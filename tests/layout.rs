@@ -8,23 +8,25 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 28] = [
+    let layers: [(&str, Option<&[&str]>); 29] = [
         ("cluster", Some(&[])),
         // The idle-priority thread for the work a swap leaves behind.
         ("background", Some(&[])),
         // A vector shared in chunks, for the table's and the snapshot's per-service vectors.
         ("chunked", Some(&[])),
         ("access", Some(&[])),
+        // Outside text shown on one line (logs, the CLI).
+        ("text", Some(&[])),
         ("stall", Some(&[])),
         ("metrics", Some(&[])),
         ("runtime_thread", Some(&[])),
         ("sd_notify", Some(&[])),
         ("upgrade", Some(&[])),
-        ("cli", Some(&[])),
+        ("cli", Some(&["text"])),
         ("workers", Some(&["runtime_thread"])),
         ("control_plane", Some(&["runtime_thread"])),
-        ("discovery", Some(&["cluster", "metrics"])),
-        ("routing", Some(&["cluster", "chunked"])),
+        ("discovery", Some(&["cluster", "metrics", "text"])),
+        ("routing", Some(&["cluster", "chunked", "text"])),
         ("zone", Some(&["cluster", "routing", "chunked"])),
         ("backends", Some(&["routing", "metrics", "chunked"])),
         (

@@ -7,13 +7,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Value, json};
 use support::marathon::{app, task};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const TOKEN: &str = "s3cret-admin-token";
 
@@ -95,7 +95,18 @@ impl Answer {
 
 /// One HTTP/1.1 request on its own connection (the fast path serves it), with extra fields.
 async fn get(addr: SocketAddr, host: &str, path: &str, fields: &[(&str, &str)]) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    get_from(lo(1), addr, host, path, fields).await
+}
+
+/// [`get`] from the address `from`.
+async fn get_from(
+    from: IpAddr,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> Answer {
+    let mut stream = connect_from(from, addr).await;
     let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in fields {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -287,6 +298,66 @@ async fn a_wrong_token_or_none_is_ignored_and_the_fields_never_reach_the_backend
             assert_eq!(all.len(), fields.len(), "{all:?}");
         }
     }
+}
+
+/// A wrong token is a wrong guess of the admin token, counted with the admin API's: past its
+/// limit an address is not traced even with the right token (else the trace would answer
+/// yes or no to guesses as fast as the network carries them), and the admin API refuses it
+/// too; another address is still traced.
+#[tokio::test]
+async fn wrong_tokens_count_as_guesses_of_the_admin_token() {
+    let b = Backend::start("b").await;
+    let e = edge(
+        "trace-guesses",
+        vec![vhost_app("/web", "web.example.com", json!({}), &[b.port()])],
+        false,
+    )
+    .await;
+    wait_for("the route", || async {
+        (e.get("web.example.com", "/", &[]).await.status == 200).then_some(())
+    })
+    .await;
+    let (guesser, other) = (lo(3), lo(4));
+    let right = [("Switchyard-Trace", TOKEN)];
+    // Before any guess, the right token is answered from the guesser's address.
+    let a = get_from(guesser, e.http, "web.example.com", "/", &right).await;
+    assert!(a.trace().is_some(), "traced before guessing");
+    for i in 0..20 {
+        let guess = format!("guess-{i}");
+        let a = get_from(
+            guesser,
+            e.http,
+            "web.example.com",
+            "/",
+            &[("Switchyard-Trace", &guess)],
+        )
+        .await;
+        assert_eq!((a.status, a.trace()), (200, None), "guess {i}");
+    }
+    let a = get_from(guesser, e.http, "web.example.com", "/", &right).await;
+    assert_eq!(a.status, 200, "the request itself is served");
+    assert_eq!(a.trace(), None, "a refused address is not traced");
+    let a = get_from(other, e.http, "web.example.com", "/", &right).await;
+    assert!(a.trace().is_some(), "another address is");
+    // The admin API counts the same guesses.
+    let mut admin = connect_from(guesser, e._sy.admin).await;
+    admin
+        .write_all(
+            format!(
+                "POST /_mlb_signal/hup HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, admin.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
 }
 
 #[tokio::test]

@@ -70,7 +70,7 @@ pub struct Admin {
     /// Canary rollouts (`/v1/routes/{route}/rollout`, `/v1/events`).
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Wrong tokens, logins, session ids and CSRF tokens per client address.
-    pub guesses: crate::access::Guesses,
+    pub guesses: std::sync::Arc<crate::access::Guesses>,
     /// `admin.header_timeout` and `admin.idle_timeout`.
     pub timeouts: crate::stall::Timeouts,
     /// `admin.max_connections`: past them a new connection is closed at once, counted in

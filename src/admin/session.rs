@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The session cookie's name.
-pub const COOKIE: &str = "switchyard_session";
+pub const COOKIE: &str = crate::access::SESSION_COOKIE;
 /// The header carrying a session's CSRF token on changes.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// At most this many sessions live at once.

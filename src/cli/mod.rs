@@ -28,7 +28,10 @@ impl Admin {
     pub fn send(&self, method: &str, path: &str, body: &str) -> Result<Value, String> {
         let (status, body) = self.exchange(method, path, body)?;
         if status != "200" {
-            return Err(format!("{path}: {status}: {}", body.trim()));
+            return Err(format!(
+                "{path}: {status}: {}",
+                crate::text::escaped(body.trim())
+            ));
         }
         serde_json::from_str(&body).map_err(|e| format!("{path}: not JSON: {e}"))
     }
@@ -97,12 +100,31 @@ pub fn reload(admin: &Admin) -> Result<String, String> {
     ))
 }
 
+/// `value` with every string in it as it is shown ([`crate::text::escaped`]): the text output
+/// prints names, ids and reasons that come from apps' labels and the scheduler, and a control
+/// character in one would forge a line or drive the terminal. The `--json` outputs print the
+/// answer as it is (JSON escapes them).
+fn shown(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(crate::text::escaped(&s).to_string()),
+        Value::Array(items) => Value::Array(items.into_iter().map(shown).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (crate::text::escaped(&k).to_string(), shown(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// `switchyard routes`: the live table, one route per paragraph.
 pub fn routes(admin: &Admin, json: bool) -> Result<String, String> {
     let table = admin.get("/v1/routes")?;
     if json {
         return Ok(serde_json::to_string_pretty(&table).unwrap() + "\n");
     }
+    let table = shown(table);
     let mut out = format!("generation {}\n", table["generation"]);
     for route in table["routes"].as_array().into_iter().flatten() {
         let listen: Vec<&str> = route["listen"]
@@ -185,7 +207,7 @@ fn not_up(services: &Value, member: &Value) -> String {
 
 /// `switchyard status`: sources, last sync, generation, readiness, problems.
 pub fn status(admin: &Admin) -> Result<String, String> {
-    let t = admin.get("/v1/routes")?;
+    let t = shown(admin.get("/v1/routes")?);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -237,11 +259,14 @@ pub fn status(admin: &Admin) -> Result<String, String> {
             );
             continue;
         }
+        // An app's own problem (no port) is shown without one.
+        let port = p["port_index"]
+            .as_u64()
+            .map_or(String::new(), |n| format!(" port {n}"));
         out += &format!(
-            "{} {} port {}: {}\n",
+            "{} {}{port}: {}\n",
             p["severity"].as_str().unwrap_or("?"),
             p["app_id"].as_str().unwrap_or("?"),
-            p["port_index"],
             p["reason"].as_str().unwrap_or("?")
         );
     }
@@ -255,7 +280,9 @@ pub fn resolve(admin: &Admin, name: &str, json: bool) -> Result<String, String> 
     let hosts = admin.get(&format!("/v1/hosts/{name}"))?;
     let services = admin.get(&format!("/v1/services/{name}"))?;
     let mut out = String::new();
-    for h in hosts
+    let (shown_hosts, shown_services) = (shown(hosts.clone()), shown(services.clone()));
+    let name = &crate::text::escaped(name).to_string();
+    for h in shown_hosts
         .as_array()
         .into_iter()
         .flatten()
@@ -267,7 +294,7 @@ pub fn resolve(admin: &Admin, name: &str, json: bool) -> Result<String, String> 
             h["ip"].as_str().unwrap_or("?")
         );
     }
-    for s in services
+    for s in shown_services
         .as_array()
         .into_iter()
         .flatten()
@@ -313,6 +340,7 @@ pub fn explain(admin: &Admin, args: &[String], json: bool) -> Result<String, Str
     if json {
         return Ok(serde_json::to_string_pretty(&answer).unwrap() + "\n");
     }
+    let answer = shown(answer);
     let mut out = format!("{}\n", answer["why"].as_str().unwrap_or("?"));
     if let Some(service) = answer["service"].as_str() {
         out += &format!("  service {service}\n");
@@ -368,17 +396,23 @@ pub fn plan(
         }
     }
     let body = serde_json::json!({ "apps": apps }).to_string();
-    let plan = admin.send("POST", "/v1/plan", &body)?;
+    let answer = admin.send("POST", "/v1/plan", &body)?;
+    let broken = answer["breaking"]
+        .as_array()
+        .is_some_and(|b| b.iter().any(Value::is_string));
+    if json {
+        return Ok((
+            serde_json::to_string_pretty(&answer).unwrap() + "\n",
+            broken,
+        ));
+    }
+    let plan = shown(answer);
     let breaking: Vec<&str> = plan["breaking"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    let broken = !breaking.is_empty();
-    if json {
-        return Ok((serde_json::to_string_pretty(&plan).unwrap() + "\n", broken));
-    }
     let str_of = |v: &Value| v.as_str().unwrap_or("?").to_string();
     let mut out = String::new();
     for app in plan["apps"].as_array().into_iter().flatten() {
@@ -505,6 +539,7 @@ fn plan_body(plan: &args::PlanArgs) -> Result<String, String> {
 
 /// A rollout in a few lines: state, step, share, times, the last verdict with its numbers.
 fn rollout_summary(r: &Value) -> String {
+    let r = &shown(r.clone());
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -555,11 +590,13 @@ pub fn rollout(admin: &Admin, action: &args::RolloutAction) -> Result<(String, b
     let path = |route: &str| format!("/v1/routes/{}/rollout", encode_route(route));
     let answer = |status: &str, body: &str, what: &str| -> Result<Value, String> {
         let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let error = value["error"].as_str().map(str::to_string);
+        let error = value["error"]
+            .as_str()
+            .map(|e| crate::text::escaped(e).to_string());
         if status != "200" && status != "201" {
             return Err(format!(
                 "{what}: {status}: {}",
-                error.unwrap_or_else(|| body.trim().to_string())
+                error.unwrap_or_else(|| crate::text::escaped(body.trim()).to_string())
             ));
         }
         Ok(value)

@@ -139,14 +139,7 @@ fn bounded(text: &str) -> String {
     }
     // Control characters escaped: a rejected input's id or reason is outside text, and a line
     // feed in it would write a log line of its own.
-    let mut shown = String::with_capacity(end);
-    for c in text[..end].chars() {
-        if c.is_control() {
-            shown.extend(c.escape_default());
-        } else {
-            shown.push(c);
-        }
-    }
+    let mut shown = crate::text::escaped(&text[..end]).to_string();
     if end < text.len() {
         shown.push('…');
     }

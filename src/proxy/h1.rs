@@ -163,7 +163,7 @@ pub async fn serve_h1_or_h2c<S>(
                         &snapshot.table,
                         entry,
                         &mut scratch.request,
-                        &client,
+                        (&client, peer.ip()),
                         (&ctx, &settings),
                     )
                     .map_err(|r| (r.status, r.reason))
@@ -254,7 +254,7 @@ fn plan(
     table: &crate::routing::RoutingTable,
     entry: Entry,
     out: &mut Vec<u8>,
-    client: &super::headers::Client<'_>,
+    (client, peer): (&super::headers::Client<'_>, std::net::IpAddr),
     (ctx, settings): (&Context, &super::Settings),
 ) -> Result<Plan, super::message::Refusal> {
     let Some(head) = read_head(req)? else {
@@ -337,7 +337,7 @@ fn plan(
         https,
         &service.edge.request_headers,
     );
-    let trace = super::trace::asked(trace_asked, ctx).map(|mut t| {
+    let trace = super::trace::asked(trace_asked, peer, ctx).map(|mut t| {
         if let Some(route) = routed {
             t.route(table, route, index);
         }

@@ -411,6 +411,14 @@ pub fn write_request_head_with<'h>(
                 }
                 continue;
             }
+            headers::Field::Cookie if !named.contains(name) && !headers::ruled_out(rules, name) => {
+                if headers::holds_session_cookie(h.value) {
+                    headers::write_cookie_line(out, name, h.value);
+                    continue;
+                }
+            }
+            headers::Field::ClientClaim
+                if client.trusted && !named.contains(name) && !headers::ruled_out(rules, name) => {}
             _ => continue,
         }
         out.extend_from_slice(name);

@@ -128,3 +128,36 @@ fn forwarding_fields_are_replaced_or_appended() {
         1
     );
 }
+
+/// The fast path's writer: the admin session's cookie pair is taken out, the rest kept; an
+/// untrusted client's address claims are dropped, a trusted proxy's kept.
+#[test]
+fn the_session_cookie_and_untrusted_address_claims_are_left_out() {
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1; switchyard_session=0123; b=2\r\n\
+                Cookie: switchyard_session=4567\r\nX-Real-IP: 203.0.113.7\r\n\
+                Forwarded: for=203.0.113.8\r\nX-Forwarded-Port: 4443\r\n\r\n";
+    let trusted = String::from_utf8(request(raw)).unwrap();
+    assert!(trusted.contains("\r\nCookie: a=1; b=2\r\n"), "{trusted}");
+    assert!(
+        !trusted.contains("0123") && !trusted.contains("4567"),
+        "{trusted}"
+    );
+    for claim in ["X-Real-IP: ", "Forwarded: ", "X-Forwarded-Port: "] {
+        assert!(trusted.contains(claim), "{trusted}");
+    }
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut slots);
+    req.parse(raw).unwrap();
+    let head = read_head(&req).unwrap().unwrap();
+    let mut out = Vec::new();
+    let client = crate::proxy::headers::Client::untrusted(b"10.0.0.9");
+    write_request_head(&mut out, &req, &head, &client, false);
+    let untrusted = String::from_utf8(out).unwrap();
+    assert!(
+        untrusted.contains("\r\nCookie: a=1; b=2\r\n"),
+        "{untrusted}"
+    );
+    for claim in ["X-Real-IP", "Forwarded:", "X-Forwarded-Port"] {
+        assert!(!untrusted.contains(claim), "{untrusted}");
+    }
+}

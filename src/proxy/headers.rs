@@ -1,7 +1,8 @@
 //! The header rules of the proxy, in one place: which fields are hop-by-hop and never
 //! forwarded, which of them `Connection` may add to, what the proxy adds to a request
 //! (`X-Forwarded-For/Proto/Host`, `X-Request-Id`) and to a response (HSTS, and `Date` when it
-//! has none: RFC 9110 §6.6.1), and an app's own
+//! has none: RFC 9110 §6.6.1), what it never lets through (the admin dashboard's session
+//! cookie; client-address fields from anyone but a trusted proxy), and an app's own
 //! header rules (`SWITCHYARD_{n}_REQUEST_HEADER_*`, `_RESPONSE_HEADER_*`, [`Rules`]). Each rule is
 //! decided here once; the fast path writes it as bytes and the general path on hyper's
 //! `HeaderMap`, with the two writers side by side below so they cannot drift apart.
@@ -34,6 +35,10 @@ pub const X_CLIENT_CERT_SUBJECT: &str = "x-client-cert-subject";
 /// Asks for a request's trace (`proxy::trace`), its value the admin token. Never forwarded:
 /// a backend never sees it, whatever its value.
 pub const SWITCHYARD_TRACE: &str = "switchyard-trace";
+/// Fields that name the client or the hop which the proxy does not write itself: kept from a
+/// trusted proxy (`http.trusted_proxies`), dropped from anyone else, as a backend that logs or
+/// trusts them would believe a forged address.
+pub const CLIENT_CLAIMS: [&str; 3] = ["forwarded", "x-real-ip", "x-forwarded-port"];
 /// The trace of a request in its response. Only the proxy writes it: a client's copy on a
 /// request and a backend's on a response are dropped.
 pub const SWITCHYARD_TRACE_RESULT: &str = "switchyard-trace-result";
@@ -134,6 +139,11 @@ pub enum Field {
     /// Switchyard-Trace (requests: read by `trace`) and Switchyard-Trace-Result (the proxy's
     /// own): dropped either way.
     Trace,
+    /// Cookie: copied without the admin session's pair ([`holds_session_cookie`]).
+    Cookie,
+    /// Forwarded, X-Real-IP, X-Forwarded-Port ([`CLIENT_CLAIMS`]): kept from a trusted proxy
+    /// only (requests only).
+    ClientClaim,
 }
 
 pub fn classify(name: &[u8]) -> Field {
@@ -152,6 +162,9 @@ pub fn classify(name: &[u8]) -> Field {
         17 if is(X_FORWARDED_PROTO) => Field::ForwardedProto,
         21 if is(X_CLIENT_CERT_SUBJECT) => Field::Replaced,
         12 if is(X_REQUEST_ID) => Field::RequestId,
+        6 if is("cookie") => Field::Cookie,
+        9 if is(CLIENT_CLAIMS[0]) || is(CLIENT_CLAIMS[1]) => Field::ClientClaim,
+        16 if is(CLIENT_CLAIMS[2]) => Field::ClientClaim,
         _ => Field::Other,
     }
 }
@@ -165,6 +178,93 @@ pub fn request_id() -> [u8; 32] {
         pair[1] = HEX[usize::from(byte & 0xf)];
     }
     id
+}
+
+/// Whether a `Cookie` value may hold the admin dashboard's session
+/// ([`crate::access::SESSION_COOKIE`]). That pair is never forwarded: a browser sends a cookie
+/// to every port of the host name it was set for, so where the dashboard and an app share a
+/// name, the session would reach the app's backends, whose owner could replay it against the
+/// admin API. A search for the name, ASCII case aside (over-matching only costs the exact
+/// look of [`write_cookie_pairs`]); most values hold no `s` after a separator at all.
+#[inline]
+pub fn holds_session_cookie(value: &[u8]) -> bool {
+    let name = crate::access::SESSION_COOKIE.as_bytes();
+    value.len() >= name.len()
+        && (0..=value.len() - name.len()).any(|at| {
+            value[at] | 0x20 == name[0] && value[at..at + name.len()].eq_ignore_ascii_case(name)
+        })
+}
+
+/// Writes the pairs of a `Cookie` value other than the admin session's, joined by `"; "`
+/// (after `"; "` if `joined` says one was written before); returns whether one was written.
+/// A pair is the session's when its name, spaces and case aside, is the cookie's: wider than
+/// what the admin API accepts (the exact name), so nothing it would accept passes.
+pub fn write_cookie_pairs(out: &mut Vec<u8>, value: &[u8], mut joined: bool) -> bool {
+    let name = crate::access::SESSION_COOKIE.as_bytes();
+    for pair in value.split(|&b| b == b';') {
+        let pair = pair.trim_ascii();
+        let pair_name = pair
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or(pair)
+            .trim_ascii();
+        if pair.is_empty() || pair_name.eq_ignore_ascii_case(name) {
+            continue;
+        }
+        if std::mem::replace(&mut joined, true) {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(pair);
+    }
+    joined
+}
+
+/// Bytes codecs: a request's `Cookie` line without the admin session's pair; nothing when no
+/// other pair is left.
+pub fn write_cookie_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    if write_cookie_pairs(out, value, false) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.truncate(start);
+    }
+}
+
+/// Hyper codec: the request's `Cookie` fields without the admin session's pair (a field left
+/// empty is removed).
+pub fn strip_session_cookie(headers: &mut HeaderMap) {
+    if !headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| holds_session_cookie(v.as_bytes()))
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let mut out = Vec::with_capacity(v.len());
+            write_cookie_pairs(&mut out, v.as_bytes(), false)
+                .then(|| HeaderValue::from_bytes(&out).ok())
+                .flatten()
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for value in kept {
+        headers.append(header::COOKIE, value);
+    }
+}
+
+/// Hyper codec: a client's [`CLIENT_CLAIMS`] removed unless it is a trusted proxy.
+fn strip_client_claims(headers: &mut HeaderMap, trusted: bool) {
+    if !trusted {
+        for name in CLIENT_CLAIMS {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Who sent a request, as the header rules need it; decided once per connection.
@@ -249,8 +349,12 @@ impl Forwarded<'_> {
         }
     }
 
-    /// Hyper codec: the same fields set on a request's map (hop-by-hop already removed).
+    /// Hyper codec: the same fields set on a request's map (hop-by-hop already removed), the
+    /// admin session's cookie and an untrusted client's address claims removed, as the bytes
+    /// codecs leave them out.
     pub fn apply(&self, headers: &mut HeaderMap) {
+        strip_session_cookie(headers);
+        strip_client_claims(headers, self.client.trusted);
         let xff = HeaderName::from_static(X_FORWARDED_FOR);
         let mut value = Vec::with_capacity(48);
         if self.client.trusted {
@@ -412,25 +516,11 @@ pub fn set_request_length(headers: &mut HeaderMap, body: super::message::Request
 /// Host (the routed authority, unless a rewrite set one) and the forwarding fields as
 /// [`Forwarded::write`] writes them for the fast path, the client's copies treated alike. The
 /// framing fields are left out (the caller writes them from `message`'s decision); the Cookie
-/// fields HTTP/2 may split are joined into one (RFC 9113 §8.2.3).
+/// fields HTTP/2 may split are joined into one (RFC 9113 §8.2.3), without the admin session's.
 pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &Forwarded<'_>) {
     let (mut cookie_written, mut request_id, mut any_for) = (false, false, false);
     let (mut proto, mut protos, mut host) = (None, 0, false);
     for (name, value) in headers {
-        if *name == header::COOKIE {
-            if std::mem::replace(&mut cookie_written, true) {
-                continue;
-            }
-            out.extend_from_slice(b"cookie: ");
-            for (i, value) in headers.get_all(header::COOKIE).iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b"; ");
-                }
-                out.extend_from_slice(value.as_bytes());
-            }
-            out.extend_from_slice(b"\r\n");
-            continue;
-        }
         let bytes = name.as_str().as_bytes();
         match classify(bytes) {
             // Noted here, not looked up again after the loop.
@@ -445,7 +535,29 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
                 protos += 1;
                 continue;
             }
-            Field::HopByHop | Field::Framing | Field::Replaced | Field::Trace => continue,
+            // All of them in one line, where the first was.
+            Field::Cookie => {
+                if !std::mem::replace(&mut cookie_written, true) {
+                    let start = out.len();
+                    out.extend_from_slice(b"cookie: ");
+                    let mut joined = false;
+                    for value in headers.get_all(header::COOKIE) {
+                        joined = write_cookie_pairs(out, value.as_bytes(), joined);
+                    }
+                    if joined {
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.truncate(start);
+                    }
+                }
+                continue;
+            }
+            Field::ClientClaim if forwarded.client.trusted => {}
+            Field::HopByHop
+            | Field::Framing
+            | Field::Replaced
+            | Field::Trace
+            | Field::ClientClaim => continue,
         }
         out.extend_from_slice(bytes);
         out.extend_from_slice(b": ");

@@ -217,3 +217,91 @@ fn both_codecs_add_the_same_fields() {
         );
     }
 }
+
+/// The admin session's pair is taken out of `Cookie` alike by the three writers (HTTP/1.1
+/// bytes, HTTP/2 joined into one line, hyper's map); other pairs pass in order, and a field
+/// left empty is not written.
+#[test]
+fn the_admin_session_cookie_never_passes_on_any_codec() {
+    let cases: [(&[&str], Option<&str>); 6] = [
+        (&["a=1; switchyard_session=0123; b=2"], Some("a=1; b=2")),
+        (&["switchyard_session=0123"], None),
+        (&[" Switchyard_Session =0123;a=1"], Some("a=1")),
+        (&["a=switchyard_session"], Some("a=switchyard_session")),
+        (&["a=1", "switchyard_session=0123", "b=2"], Some("a=1; b=2")),
+        (&["theme=dark"], Some("theme=dark")),
+    ];
+    for (fields, kept) in cases {
+        // HTTP/1.1 bytes: each field on its own line, as received.
+        let mut bytes = Vec::new();
+        for value in fields {
+            if holds_session_cookie(value.as_bytes()) {
+                write_cookie_line(&mut bytes, b"cookie", value.as_bytes());
+            } else {
+                bytes.extend_from_slice(format!("cookie: {value}\r\n").as_bytes());
+            }
+        }
+        let lines: Vec<String> = String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| l.strip_prefix("cookie: ").unwrap().to_string())
+            .collect();
+        // HTTP/2 to an HTTP/1.1 backend: one joined line.
+        let mut map = HeaderMap::new();
+        for value in fields {
+            map.append(header::COOKIE, HeaderValue::from_str(value).unwrap());
+        }
+        let forwarded = Forwarded {
+            client: Client::untrusted(b"10.0.0.9"),
+            https: false,
+            host: None,
+        };
+        let mut joined = Vec::new();
+        write_request_fields(&mut joined, &map, &forwarded);
+        let joined = String::from_utf8(joined).unwrap();
+        let joined = joined
+            .lines()
+            .find_map(|l| l.strip_prefix("cookie: "))
+            .map(str::to_string);
+        // Hyper's map.
+        forwarded.apply(&mut map);
+        let from_map: Vec<String> = map
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(joined.as_deref(), kept, "{fields:?}");
+        assert_eq!(lines.join("; "), kept.unwrap_or(""), "{fields:?}");
+        assert_eq!(from_map, lines, "{fields:?}");
+    }
+}
+
+/// `Forwarded`, `X-Real-IP` and `X-Forwarded-Port` pass from a trusted proxy and from no one
+/// else, on the bytes codec and on the map alike.
+#[test]
+fn client_address_claims_pass_only_from_a_trusted_proxy() {
+    for trusted in [true, false] {
+        let mut map = HeaderMap::new();
+        map.insert("forwarded", HeaderValue::from_static("for=203.0.113.8"));
+        map.insert("x-real-ip", HeaderValue::from_static("203.0.113.7"));
+        map.insert("x-forwarded-port", HeaderValue::from_static("4443"));
+        map.insert("x-other", HeaderValue::from_static("kept"));
+        let forwarded = Forwarded {
+            client: Client {
+                trusted,
+                ..Client::untrusted(b"10.0.0.9")
+            },
+            https: false,
+            host: None,
+        };
+        let mut bytes = Vec::new();
+        write_request_fields(&mut bytes, &map, &forwarded);
+        let bytes = String::from_utf8(bytes).unwrap();
+        forwarded.apply(&mut map);
+        for claim in CLIENT_CLAIMS {
+            assert_eq!(bytes.contains(&format!("{claim}: ")), trusted, "{bytes}");
+            assert_eq!(map.contains_key(claim), trusted, "{claim}");
+        }
+        assert!(bytes.contains("x-other: kept") && map.contains_key("x-other"));
+    }
+}

@@ -315,7 +315,11 @@ async fn proxy(
     };
     // Never forwarded, whoever asks: read here, answered only with the admin token.
     let trace_asked = headers::take_trace(req.headers_mut());
-    let trace = super::trace::asked(trace_asked.as_ref().map(HeaderValue::as_bytes), ctx);
+    let trace = super::trace::asked(
+        trace_asked.as_ref().map(HeaderValue::as_bytes),
+        client.addr.ip(),
+        ctx,
+    );
     let snapshot = ctx.store.load_full();
     let table = &snapshot.table;
     let request = resolve::Request {

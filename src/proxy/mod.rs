@@ -66,6 +66,11 @@ pub struct Context {
     /// carrying it in `Switchyard-Trace` is answered with its trace (`trace`). `None`: no
     /// request is traced.
     pub trace_token: Option<Box<str>>,
+    /// Wrong secrets per client address, shared with the admin API: a wrong
+    /// `Switchyard-Trace` is a wrong guess of the admin token, and an address refused there is
+    /// not traced here either (else the trace would answer yes or no to guesses at the speed
+    /// of the network).
+    pub guesses: Arc<crate::access::Guesses>,
 }
 
 impl Context {
@@ -79,6 +84,7 @@ impl Context {
             retry_budget: RetryBudget::default(),
             serving: Gate::open(),
             trace_token: None,
+            guesses: Arc::default(),
         }
     }
 }

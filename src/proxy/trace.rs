@@ -9,15 +9,17 @@
 //! Without the right token the field is ignored; either way it is never forwarded (its
 //! removal, and that of a forged result field either way, is `headers`' rule: `Field::Trace`).
 //! The token is compared in constant time by the admin API's own comparison
-//! (`crate::access`). Nothing is done for a request without the field: the fast path notes it
+//! (`crate::access`), and a wrong one counts as a wrong guess of the admin token from that
+//! address, as at the admin API (the two share one count). Nothing is done for a request without the field: the fast path notes it
 //! in the one pass over the fields it already makes; no trace is kept otherwise.
 //!
 //! The line is bounded ([`MAX_LEN`]): what does not fit is cut and marked `…truncated`. It is
 //! plain ASCII (anything else in a name becomes `?`), fields separated by `; `.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::Context;
 use super::exchange::Failure;
@@ -39,11 +41,22 @@ pub struct Trace {
 }
 
 /// A trace when `value` (the request's `Switchyard-Trace`) is the admin token; `None` without a
-/// configured token, or with any other value.
-pub fn asked(value: Option<&[u8]>, ctx: &Context) -> Option<Box<Trace>> {
+/// configured token, or with any other value. A wrong value is a wrong guess of the admin
+/// token by `client`, counted with the admin API's (`Context::guesses`); a client refused
+/// for its guesses is not traced, whatever it presents.
+pub fn asked(value: Option<&[u8]>, client: IpAddr, ctx: &Context) -> Option<Box<Trace>> {
     let (value, token) = (value?, ctx.trace_token.as_deref()?);
-    let value = std::str::from_utf8(value).ok()?.trim();
-    crate::access::same_secret(value, token).then(Box::default)
+    let now = Instant::now();
+    if ctx.guesses.refused(client, now).is_some() {
+        return None;
+    }
+    let right = std::str::from_utf8(value)
+        .is_ok_and(|value| crate::access::same_secret(value.trim(), token));
+    if !right {
+        ctx.guesses.failed(client, now);
+        return None;
+    }
+    Some(Box::default())
 }
 
 impl Trace {

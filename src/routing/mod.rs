@@ -241,11 +241,14 @@ pub enum Severity {
     Renamed,
 }
 
+/// As logged: the reason quotes label keys, values and task ids, outside text, so it is shown
+/// escaped (`text`), one line whatever it holds.
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = crate::text::escaped(&self.reason);
         match self.port_index {
-            Some(n) => write!(f, "{} port {}: {}", self.app_id, n, self.reason),
-            None => write!(f, "{}: {}", self.app_id, self.reason),
+            Some(n) => write!(f, "{} port {}: {reason}", self.app_id, n),
+            None => write!(f, "{}: {reason}", self.app_id),
         }
     }
 }

@@ -472,3 +472,16 @@ pub async fn answers(port: u16, rounds: usize) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// Connects to `to` from `from` (any address of 127.0.0.0/8): tests of what is counted or
+/// trusted per client address speak from addresses of their own.
+pub async fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// 127.0.0.`last`.
+pub fn lo(last: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, last])
+}
