@@ -186,3 +186,79 @@ async fn basic_auth_on_service_ports_and_vhosts() {
     })
     .await;
 }
+
+/// An `/admin` path route that asks for credentials, beside the host's catch-all app: a path
+/// that a backend reads as `/admin` but is spelled otherwise (an escaped letter, a dot
+/// segment, a doubled slash) still takes the guarded route (both codecs route by
+/// `routing::resolve`).
+#[tokio::test]
+async fn a_guarded_path_route_is_not_missed_by_spelling_the_path_otherwise() {
+    let site = Backend::start("site").await;
+    let admin = Backend::start("admin").await;
+    let dir = temp_dir("basic-auth-paths");
+    let file = dir.join("apps.json");
+    let http: SocketAddr = local(free_port());
+    write_apps(
+        &file,
+        vec![
+            app(
+                "/site",
+                free_port(),
+                json!({"HAPROXY_0_VHOST": "corp.example.com"}),
+                vec![task("/site", "site.1", site.port())],
+            ),
+            app(
+                "/admin",
+                free_port(),
+                json!({
+                    "HAPROXY_0_VHOST": "corp.example.com",
+                    "HAPROXY_0_PATH": "/admin",
+                    "HAPROXY_0_AUTH": format!("staff:alice:{}", HASHES[2].1),
+                }),
+                vec![task("/admin", "admin.1", admin.port())],
+            ),
+        ],
+    );
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n\
+         [http]\nlisten = [\"{http}\"]\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("basic-auth-paths", &toml);
+    sy.wait_routes("both apps", |r| {
+        r["services"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let (status, _, body) = request(http, "GET / HTTP/1.1\r\nHost: corp.example.com").await;
+    assert_eq!((status, body.as_str()), (200, "site"));
+    for path in [
+        "/admin",
+        "/%61dmin",
+        "/x/../admin",
+        "/site/%2e%2e/admin/x",
+        "//admin",
+        "/./admin",
+    ] {
+        let (status, headers, _) = request(
+            http,
+            &format!("GET {path} HTTP/1.1\r\nHost: corp.example.com"),
+        )
+        .await;
+        assert_eq!(status, 401, "{path}");
+        assert!(realm(&headers).is_some(), "{path}");
+        let (status, _, body) = request(
+            http,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: corp.example.com{}",
+                basic("alice", PASSWORD)
+            ),
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (200, "admin"), "{path}");
+    }
+    assert_eq!(
+        site.connections.load(Ordering::Relaxed),
+        1,
+        "only the first request"
+    );
+}

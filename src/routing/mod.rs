@@ -14,6 +14,7 @@ pub mod edge_labels;
 pub mod ip_per_task;
 pub mod known_labels;
 pub mod labels;
+pub mod request_path;
 pub mod resolve;
 pub mod rollout;
 pub mod routes;

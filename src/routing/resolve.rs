@@ -57,10 +57,13 @@ impl RoutingTable {
                 .map(|&r| (Target::Route(r), Reason::Listener)),
             Entry::Vhost { .. } => {
                 let mut key = [0u8; 256];
+                // As a backend reads it (`request_path`): a path spelled otherwise does not
+                // miss the route that guards it.
+                let path = super::request_path::normalized(request.path);
                 request
                     .host
                     .and_then(|h| host_key(h, &mut key))
-                    .and_then(|h| self.vhosts.route(h, request.path))
+                    .and_then(|h| self.vhosts.route(h, &path))
                     .map(|r| (Target::Route(r), Reason::Vhost))
                     .or(self
                         .default_service
@@ -170,6 +173,20 @@ mod tests {
             is("/api", Reason::Vhost)
         );
         assert_eq!(vhost(&t, "eu.example.com", "/"), is("/any", Reason::Vhost));
+        // A path spelled otherwise than its route's prefix still takes that route.
+        for spelled in [
+            "/%61pi/x",
+            "/x/../api/x",
+            "//api/x",
+            "/./api",
+            "/%2e%2e/api",
+        ] {
+            assert_eq!(
+                vhost(&t, "shop.example.com", spelled),
+                is("/api", Reason::Vhost),
+                "{spelled}"
+            );
+        }
         // No route: the default app; without a Host either.
         assert_eq!(
             vhost(&t, "other.test", "/"),
