@@ -363,9 +363,10 @@ fn serve_vhosts(config: &Config, planes: &Planes, ctx: &Arc<Context>) -> Result<
             .map_err(|e| format!("https.listen {addr}: {e}"))?;
     }
     // Reading certificate files is the control plane's work, not a data-plane worker's.
+    let store = ctx.store.clone();
     planes.control.spawn(proxy::tls::watch(
         certs,
-        ctx.store.clone(),
+        move || store.load().table.ssl_certs.iter().cloned().collect(),
         ctx.metrics.clone(),
         config.https.reload_interval,
     ));
@@ -393,16 +394,10 @@ fn start_relay(
     };
     // Loaded before anything is bound: a relay asked for TLS never serves in the clear.
     let certs = match &config.relay.tls_cert {
-        Some(path) => {
-            let certs = Arc::new(proxy::tls::Certificates::new(None, Some(path.clone())));
-            if certs.reload(&[], metrics) == 0 {
-                return Err(format!(
-                    "relay.tls_cert {}: not a certificate chain with its private key",
-                    path.display()
-                ));
-            }
-            Some(certs)
-        }
+        Some(path) => Some(
+            proxy::tls::Certificates::single(path, metrics)
+                .map_err(|e| format!("relay.tls_cert {}: {e}", path.display()))?,
+        ),
         None => None,
     };
     let tls = match &certs {
@@ -457,16 +452,14 @@ fn start_relay(
     );
     thread.spawn(relay.clone().serve(listener, tls));
     if let Some(certs) = certs {
-        // Re-read as often as the HTTPS listeners' files, on the blocking pool (file reads);
-        // one that stops loading keeps the last good certificate.
-        let (metrics, interval) = (metrics.clone(), config.https.reload_interval);
-        thread.spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let (certs, metrics) = (certs.clone(), metrics.clone());
-                let _ = tokio::task::spawn_blocking(move || certs.reload(&[], &metrics)).await;
-            }
-        });
+        // Re-read as often as the HTTPS listeners' files; no paths besides its own file.
+        let interval = config.https.reload_interval;
+        thread.spawn(proxy::tls::watch(
+            certs,
+            Vec::new,
+            metrics.clone(),
+            interval,
+        ));
     }
     thread.spawn(relay.clone().follow());
     Ok(Some((relay, thread)))
