@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 28] = [
+    let layers: [(&str, Option<&[&str]>); 29] = [
         ("cluster", Some(&[])),
         // The idle-priority thread for the work a swap leaves behind.
         ("background", Some(&[])),
@@ -71,6 +71,8 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ("rollout", None),
         ("admin", None),
         ("lib", None),
+        // `run`'s steps, one subsystem's start each (lib.rs calls them).
+        ("wiring", None),
     ];
     layers
         .into_iter()

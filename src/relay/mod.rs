@@ -79,7 +79,7 @@ pub const RESYNC_ABOVE: usize = 64;
 /// count against followers' `discovery.max_event_bytes`, blank lines do not.
 static HEARTBEAT: [u8; 4096] = [b'\n'; 4096];
 
-/// `[relay]`, as `lib.rs` builds it from the file.
+/// `[relay]`, as `wiring.rs` builds it from the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
