@@ -64,12 +64,7 @@ pub(crate) fn serve_vhosts(
 ) -> Result<(), String> {
     let workers = &planes.workers;
     for addr in &config.http.listen {
-        let listener =
-            proxy::listeners::bind(*addr).map_err(|e| format!("http.listen {addr}: {e}"))?;
-        tracing::info!(
-            "http vhost listener on {}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
+        let listener = bind_logged(*addr, "http.listen", "http vhost")?;
         let entry = proxy::http::Entry::Vhost { https: false };
         let protocol = if config.http.h2c {
             proxy::http::Protocol::Auto
@@ -80,12 +75,7 @@ pub(crate) fn serve_vhosts(
             .map_err(|e| format!("http.listen {addr}: {e}"))?;
     }
     if let Some(addr) = config.http.app_id_listen {
-        let listener =
-            proxy::listeners::bind(addr).map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
-        tracing::info!(
-            "http app-id listener on {}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
+        let listener = bind_logged(addr, "http.app_id_listen", "http app-id")?;
         let entry = (proxy::http::Entry::AppId, proxy::http::Protocol::Http1);
         proxy::listeners::serve_http(workers, listener, entry, ctx)
             .map_err(|e| format!("http.app_id_listen {addr}: {e}"))?;
@@ -106,12 +96,7 @@ pub(crate) fn serve_vhosts(
         policy,
     )?);
     for addr in &config.https.listen {
-        let listener =
-            proxy::listeners::bind(*addr).map_err(|e| format!("https.listen {addr}: {e}"))?;
-        tracing::info!(
-            "https vhost listener on {}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
+        let listener = bind_logged(*addr, "https.listen", "https vhost")?;
         let timeout = config.https.handshake_timeout;
         proxy::listeners::serve_https(workers, listener, (&tls, timeout), ctx)
             .map_err(|e| format!("https.listen {addr}: {e}"))?;
@@ -125,6 +110,19 @@ pub(crate) fn serve_vhosts(
         config.https.reload_interval,
     ));
     Ok(())
+}
+
+/// A vhost listener bound on `addr` (an error names the key that asked for it) and logged with
+/// the address it got.
+fn bind_logged(
+    addr: SocketAddr,
+    key: &str,
+    what: &str,
+) -> Result<Arc<tokio::net::TcpListener>, String> {
+    let listener = proxy::listeners::bind(addr).map_err(|e| format!("{key} {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("{what} listener on {bound}");
+    Ok(listener)
 }
 
 /// The relay (`[relay]`), when configured: its listener bound and served, and its models diffed
