@@ -1988,6 +1988,41 @@ async fn fill_relay_slots(
     tasks
 }
 
+/// A switchyard forwarding to a [`SlowUpstream`] (waiting up to 60 s on it) whose relay slots
+/// [`fill_relay_slots`] filled with these names; the attacker's tasks are aborted on drop.
+struct Attacked {
+    upstream: SlowUpstream,
+    s: Setup,
+    held: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Attacked {
+    fn drop(&mut self) {
+        for task in &self.held {
+            task.abort();
+        }
+    }
+}
+
+async fn attacked(
+    name: &str,
+    udp_name: impl Fn(u8, usize) -> String,
+    tcp_name: impl Fn(u8, usize) -> String,
+) -> Attacked {
+    let upstream = slow_upstream().await;
+    let s = setup(
+        name,
+        vec![],
+        &format!(
+            "upstreams = [\"{}\"]\nupstream_timeout = \"60s\"",
+            upstream.addr
+        ),
+    )
+    .await;
+    let held = fill_relay_slots(s.dns, &upstream, udp_name, tcp_name).await;
+    Attacked { upstream, s, held }
+}
+
 /// The victim, a client with an address of its own (127.0.0.50), asks for a name of another
 /// domain over UDP, and over TCP when told to (TC): the answer it ends with.
 async fn victim_asks(dns: SocketAddr, name: &str) -> Message {
@@ -2018,19 +2053,8 @@ fn answered_by_the_upstream(m: &Message) -> bool {
 /// UDP, SERVFAIL over TCP, counted under `limit="domain"`), and the victim's is relayed.
 #[tokio::test]
 async fn slow_names_under_one_domain_do_not_starve_other_domains() {
-    let upstream = slow_upstream().await;
-    let s = setup(
+    let Attacked { upstream, s, .. } = &attacked(
         "dns-forward-per-domain",
-        vec![],
-        &format!(
-            "upstreams = [\"{}\"]\nupstream_timeout = \"60s\"",
-            upstream.addr
-        ),
-    )
-    .await;
-    let held = fill_relay_slots(
-        s.dns,
-        &upstream,
         |host, i| format!("slow{i}.h{host}.attacker.example."),
         |host, i| format!("slow{i}.t{host}.attacker.example."),
     )
@@ -2059,9 +2083,6 @@ async fn slow_names_under_one_domain_do_not_starve_other_domains() {
             "{family}"
         );
     }
-    for task in held {
-        task.abort();
-    }
 }
 
 /// Slow names under many domains, each within its share, can still take every UDP relay slot
@@ -2070,19 +2091,8 @@ async fn slow_names_under_one_domain_do_not_starve_other_domains() {
 /// with an address of its own, told TC over UDP, is relayed over TCP.
 #[tokio::test]
 async fn a_client_holding_no_relay_gets_one_over_tcp_whatever_others_hold() {
-    let upstream = slow_upstream().await;
-    let s = setup(
+    let Attacked { upstream, s, .. } = &attacked(
         "dns-forward-reserve",
-        vec![],
-        &format!(
-            "upstreams = [\"{}\"]\nupstream_timeout = \"60s\"",
-            upstream.addr
-        ),
-    )
-    .await;
-    let held = fill_relay_slots(
-        s.dns,
-        &upstream,
         |host, i| format!("slow{i}.d{host}.example."),
         |host, i| format!("slow{host}.t{}.example.", (usize::from(host) * 16 + i) % 8),
     )
@@ -2092,7 +2102,4 @@ async fn a_client_holding_no_relay_gets_one_over_tcp_whatever_others_hold() {
     assert!(upstream.tcp_slow.load(Relaxed) < 256);
     let m = victim_asks(s.dns, "www.victim.example.").await;
     assert!(answered_by_the_upstream(&m), "{m:?}");
-    for task in held {
-        task.abort();
-    }
 }

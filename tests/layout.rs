@@ -73,6 +73,8 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ("rollout", None),
         ("admin", None),
         ("lib", None),
+        // `run`'s steps, one subsystem's start each (lib.rs calls them).
+        ("wiring", None),
     ];
     layers
         .into_iter()

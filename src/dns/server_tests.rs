@@ -32,7 +32,7 @@ async fn sockets() -> (std::net::UdpSocket, Arc<TcpListener>) {
     }
 }
 
-/// The server, serving UDP (on a thread of its own, as in `lib.rs`) and TCP on `sockets`.
+/// The server, serving UDP (on a thread of its own, as in `wiring.rs`) and TCP on `sockets`.
 fn start(
     store: Arc<Store>,
     pending: Zone,

@@ -17,7 +17,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::metrics::Metrics;
-use crate::snapshot::Store;
 
 /// The certificates in force, swapped whole on reload.
 #[derive(Default)]
@@ -68,6 +67,17 @@ impl Certificates {
             files: Default::default(),
             dir,
             default_file,
+        }
+    }
+
+    /// One PEM file as the whole store (the relay's `relay.tls_cert`, and `check`'s test of
+    /// each certificate file): loaded now, or refused when it holds no certificate chain with
+    /// its private key.
+    pub fn single(path: &Path, metrics: &Metrics) -> Result<Arc<Certificates>, String> {
+        let certs = Arc::new(Certificates::new(None, Some(path.to_path_buf())));
+        match certs.reload(&[], metrics) {
+            0 => Err("not a certificate chain with its private key".into()),
+            _ => Ok(certs),
         }
     }
 
@@ -326,16 +336,18 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Re-checks the certificate files every `interval`, with the apps' label paths from the table.
+/// Re-checks the certificate files every `interval` on the blocking pool (file reads), with
+/// the paths `extra` gives at each check besides (the HTTPS listeners: the apps' label paths
+/// from the table; the relay: none). A file that stops loading keeps its last good certificate.
 pub async fn watch(
     certs: Arc<Certificates>,
-    store: Arc<Store>,
+    extra: impl Fn() -> Vec<PathBuf> + Send + 'static,
     metrics: Arc<Metrics>,
     interval: Duration,
 ) {
     loop {
         tokio::time::sleep(interval).await;
-        let extra: Vec<PathBuf> = store.load().table.ssl_certs.iter().cloned().collect();
+        let extra = extra();
         let certs = certs.clone();
         let metrics = metrics.clone();
         let _ = tokio::task::spawn_blocking(move || certs.reload(&extra, &metrics)).await;

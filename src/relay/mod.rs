@@ -28,43 +28,37 @@
 //! Events name what changed (`api_post_event` with the app's definition, `app_terminated_event`)
 //! and a follower re-fetches the app from the relay: what it fetches is the relay's model as of
 //! that event or newer (the events themselves, and a subscriber's stream: `events.rs`).
+//!
+//! Here: the relay's state and the models it publishes; its connections are accepted and served
+//! in `serve.rs`, its requests answered in `answers.rs`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
-use tokio_rustls::TlsAcceptor;
 
-use crate::cluster::{AppId, Cluster};
-use crate::discovery::marathon::gzip;
-use crate::discovery::marathon::render::{self, Embed};
+use crate::cluster::Cluster;
+use crate::discovery::marathon::render::Embed;
 use crate::metrics::{KindLabels, Metrics, PathLabels};
 
 mod admission;
+mod answers;
 mod budget;
 mod events;
 mod freshness;
+mod serve;
 
-use admission::{Admission, Ticket};
+use admission::Admission;
 use budget::BodyBudget;
-use events::{SseBody, Subscriber, events};
+use events::{Subscriber, events};
 use freshness::Following;
 pub use freshness::{Source, Upstream};
 
@@ -85,7 +79,7 @@ pub const RESYNC_ABOVE: usize = 64;
 /// count against followers' `discovery.max_event_bytes`, blank lines do not.
 static HEARTBEAT: [u8; 4096] = [b'\n'; 4096];
 
-/// `[relay]`, as `lib.rs` builds it from the file.
+/// `[relay]`, as `wiring.rs` builds it from the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -103,18 +97,6 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `relay.header_timeout` and `relay.idle_timeout` (`stall`).
     pub timeouts: crate::stall::Timeouts,
-}
-
-/// What the relay knows of an accepted connection before it speaks HTTP.
-struct Client {
-    /// The relay listens on loopback (`access`: a token is then optional).
-    loopback: bool,
-    peer: SocketAddr,
-    /// The TCP socket, for its send buffer once a response turns out to be a stream.
-    fd: std::os::fd::RawFd,
-    /// Notified to close the connection (a subscriber cut, the relay shutting down).
-    cut: Arc<Notify>,
-    ticket: Arc<Ticket>,
 }
 
 /// One model as served: a generation (the relay's own count of models), the cluster, and the
@@ -380,327 +362,6 @@ impl Relay {
         self.metrics.subscribers.set(subscribers.len() as i64);
     }
 
-    /// Accepts the relay's connections; with `tls`, each speaks HTTPS after a handshake that
-    /// must end within the header timeout (a client that opens and says nothing holds nothing).
-    pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>, tls: Option<TlsAcceptor>) {
-        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let cut = Arc::new(Notify::new());
-            let Some(ticket) = self.connections.admit(cut.clone()) else {
-                continue; // closed: dropped
-            };
-            let ticket = Arc::new(ticket);
-            let socket = socket2::SockRef::from(&stream);
-            let _ = socket.set_send_buffer_size(SEND_BUFFER);
-            // Bytes sent and not acknowledged (a follower's host gone, a reader whose window
-            // stays shut) for the idle timeout: the kernel closes the connection, as a stream's
-            // write that cannot go on does (`stall`).
-            let _ = socket.set_tcp_user_timeout(Some(self.settings.timeouts.idle));
-            let _ = stream.set_nodelay(true);
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-            let client = Client {
-                loopback,
-                peer,
-                fd,
-                cut,
-                ticket,
-            };
-            let relay = self.clone();
-            match &tls {
-                None => {
-                    tokio::spawn(relay.connection(stream, client));
-                }
-                Some(tls) => {
-                    let handshake = tls.accept(stream);
-                    let header = self.settings.timeouts.header;
-                    tokio::spawn(async move {
-                        let on_cut = client.cut.clone();
-                        let stream = tokio::select! {
-                            done = tokio::time::timeout(header, handshake) => match done {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(peer = %client.peer, "relay TLS handshake: {e}");
-                                    return;
-                                }
-                                Err(_) => return,
-                            },
-                            _ = on_cut.notified() => return,
-                        };
-                        relay.connection(stream, client).await;
-                    });
-                }
-            }
-        }
-    }
-
-    /// One connection's requests, over plain TCP or TLS, until it ends or is cut.
-    async fn connection<T>(self: Arc<Self>, stream: T, client: Client)
-    where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let Client {
-            loopback,
-            peer,
-            fd,
-            cut,
-            ticket,
-        } = client;
-        let timeouts = self.settings.timeouts;
-        let on_cut = cut.clone();
-        let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
-        let relay = self;
-        let service = service_fn(move |req| {
-            let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
-            let ticket = ticket.clone();
-            async move {
-                let preparing = activity.preparing();
-                let method = req.method().clone();
-                let response = relay.handle(req, (loopback, peer.ip()), cut, &ticket).await;
-                activity.answering(&method, &response);
-                if is_stream(&response) {
-                    // SAFETY: this service runs inside the connection that owns the socket
-                    // (under TLS too: the TLS stream owns it), so `fd` is open (and is that
-                    // socket) while it runs.
-                    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                    let socket = socket2::SockRef::from(&socket);
-                    let _ = socket.set_send_buffer_size(STREAM_SEND_BUFFER);
-                }
-                drop(preparing);
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.header)
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::select! {
-            _ = connection => {}
-            _ = on_cut.notified() => {}
-        }
-    }
-
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        (loopback, client): (bool, std::net::IpAddr),
-        cut: Arc<Notify>,
-        ticket: &Ticket,
-    ) -> Response<BoxBody<Bytes, Infallible>> {
-        let path = req.uri().path();
-        let endpoint = if path.starts_with("/v2/apps/") {
-            "/v2/apps/{id}"
-        } else {
-            ENDPOINTS
-                .into_iter()
-                .find(|e| *e == path)
-                .unwrap_or("other")
-        };
-        self.metrics
-            .requests
-            .get_or_create(&PathLabels { path: endpoint })
-            .inc();
-        // Every request, loopback or not, presents the token when one is set; without one the
-        // listener is loopback (the configuration sees to it).
-        let now = std::time::Instant::now();
-        if self.settings.token.is_some()
-            && let Some(left) = self.guesses.refused(client, now)
-        {
-            let mut r = text(
-                StatusCode::TOO_MANY_REQUESTS,
-                crate::access::TOO_MANY_GUESSES,
-            );
-            let retry = crate::access::retry_after(left);
-            r.headers_mut().insert(header::RETRY_AFTER, retry);
-            return r;
-        }
-        let allowed = match &self.settings.token {
-            Some(token) => {
-                let ok = crate::access::presents(req.headers(), token);
-                if !ok && req.headers().contains_key(header::AUTHORIZATION) {
-                    self.guesses.failed(client, now);
-                }
-                ok
-            }
-            // Open to loopback clients that name a loopback host: not to a browser's page whose
-            // name was rebound to 127.0.0.1 (as the admin API's open reads).
-            None if loopback && !crate::access::names_loopback(req.uri(), req.headers()) => {
-                return text(StatusCode::FORBIDDEN, crate::access::NOT_A_LOOPBACK_NAME);
-            }
-            None => loopback,
-        };
-        if !allowed {
-            let mut r = text(StatusCode::UNAUTHORIZED, "relay token required\n");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            // Not another guess on the same connection.
-            r.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            return r;
-        }
-        // From now on it is never evicted to make room (`admission`).
-        ticket.authenticated();
-        if !matches!(*req.method(), Method::GET | Method::HEAD) {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "the relay is read-only\n");
-        }
-        if endpoint == "other" {
-            return text(StatusCode::NOT_FOUND, "not a path the relay serves\n");
-        }
-        let current = self.observe(std::time::Instant::now());
-        if self.stale.load(Ordering::Relaxed) {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "relay lost Marathon for longer than relay.max_disconnected\n",
-            );
-        }
-        let Some(served) = self.state.load_full() else {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "relay not synced with Marathon yet\n",
-            );
-        };
-        // What starts a follower on this relay (its stream, its snapshot) waits for a current
-        // model; an app's re-fetch after an event is a follower's that is on it already.
-        if !current && matches!(endpoint, "/v2/apps" | "/v2/tasks" | "/v2/events") {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "relay lost Marathon: no new snapshot or stream until it serves a model read \
-                 after reconnecting\n",
-            );
-        }
-        let query = req.uri().query().unwrap_or("");
-        let encoding = match req.headers().get(header::ACCEPT_ENCODING) {
-            Some(v) if gzip::accepts_gzip(v.to_str().unwrap_or("")) => Encoding::Gzip,
-            _ => Encoding::Identity,
-        };
-        let mut response = match endpoint {
-            // Built on the blocking pool, once per model and encoding: a big cluster's body
-            // takes a while, and every follower (and every slow reader) shares the one copy.
-            "/v2/apps" => {
-                let embed = Embed::from_query(query);
-                let served = served.clone();
-                let built = tokio::task::spawn_blocking(move || served.apps_body(embed, encoding));
-                match built.await {
-                    Ok(Some(body)) => prepared(body, encoding),
-                    Ok(None) => over_budget(),
-                    Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-                }
-            }
-            "/v2/apps/{id}" => {
-                let id = path["/v2/apps".len()..].trim_end_matches('/');
-                let mut embed = Embed::from_query(query);
-                // Marathon embeds an app's tasks unless told what to embed.
-                embed.tasks |= !query.contains("embed=");
-                match served.cluster.apps.get(&AppId::from(id)) {
-                    Some(app) => {
-                        json_value(StatusCode::OK, json!({"app": render::app(app, embed)}))
-                    }
-                    None => json_value(
-                        StatusCode::NOT_FOUND,
-                        json!({"message": format!("App '{id}' does not exist")}),
-                    ),
-                }
-            }
-            "/v2/tasks" => {
-                let served = served.clone();
-                match tokio::task::spawn_blocking(move || served.tasks_body(encoding)).await {
-                    Ok(Some(body)) => prepared(body, encoding),
-                    Ok(None) => over_budget(),
-                    Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-                }
-            }
-            "/v2/leader" => json_value(
-                StatusCode::OK,
-                json!({"leader": self.settings.listen.to_string()}),
-            ),
-            "/v2/info" => json_value(
-                StatusCode::OK,
-                json!({
-                    "name": "switchyard-relay",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "leader": self.settings.listen.to_string(),
-                    "elected": true,
-                }),
-            ),
-            "/ping" => text(StatusCode::OK, "pong\n"),
-            _ => return self.subscribe(&req, cut),
-        };
-        response.headers_mut().insert(
-            "x-switchyard-relay-generation",
-            header::HeaderValue::from(served.generation),
-        );
-        response
-    }
-
-    /// `/v2/events`: registered before the 200 goes out (see the module's ordering note).
-    fn subscribe(
-        &self,
-        req: &Request<Incoming>,
-        cut: Arc<Notify>,
-    ) -> Response<BoxBody<Bytes, Infallible>> {
-        let accepts = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/event-stream"));
-        if !accepts {
-            return text(
-                StatusCode::NOT_ACCEPTABLE,
-                "/v2/events needs Accept: text/event-stream\n",
-            );
-        }
-        let kinds = req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|p| p.strip_prefix("event_type="))
-            .map(str::to_string)
-            .collect();
-        let (queue, rx) = mpsc::channel(self.settings.subscriber_queue.max(1));
-        {
-            let mut subscribers = self.subscribers.lock().unwrap();
-            subscribers.retain(|s| !s.queue.is_closed());
-            if subscribers.len() >= self.settings.max_subscribers {
-                self.metrics
-                    .refused
-                    .get_or_create(&KindLabels {
-                        kind: "stream".into(),
-                    })
-                    .inc();
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "relay.max_subscribers streams are open\n",
-                );
-            }
-            subscribers.push(Subscriber {
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                queue,
-                kinds,
-                cut,
-            });
-            self.metrics.subscribers.set(subscribers.len() as i64);
-        }
-        let mut r = Response::new(SseBody { rx }.boxed());
-        let headers = r.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-cache"),
-        );
-        r
-    }
-
     /// Subscribers now (for tests and `/metrics`).
     pub fn subscriber_ids(&self) -> Vec<u64> {
         self.subscribers
@@ -710,142 +371,6 @@ impl Relay {
             .map(|s| s.id)
             .collect()
     }
-}
-
-impl Served {
-    /// `/v2/tasks`, built once per model (and compressed once, when asked for so); `None`:
-    /// not built, past the body budget.
-    fn tasks_body(&self, encoding: Encoding) -> Option<Bytes> {
-        let cell = match encoding {
-            Encoding::Gzip => &self.tasks_gzip,
-            Encoding::Identity => &self.tasks,
-        };
-        if let Some(body) = cell.get() {
-            return Some(body.clone());
-        }
-        if !self.budget.room() {
-            return None;
-        }
-        let plain = || {
-            let tasks: Vec<_> = self
-                .cluster
-                .apps
-                .values()
-                .flat_map(|a| a.tasks.values().map(|t| render::task(&a.id, t)))
-                .collect();
-            let body = serde_json::to_vec(&json!({ "tasks": tasks })).expect("serializes");
-            self.budget.count(body)
-        };
-        let plain = self.tasks.get_or_init(plain).clone();
-        Some(match encoding {
-            Encoding::Identity => plain,
-            Encoding::Gzip => self
-                .tasks_gzip
-                .get_or_init(|| self.budget.count(gzip::gzip(&plain)))
-                .clone(),
-        })
-    }
-
-    /// `/v2/apps` in one `embed` form and encoding, built once per model (the gzip body from
-    /// the plain one); `None`: not built, past the body budget.
-    fn apps_body(&self, embed: Embed, encoding: Encoding) -> Option<Bytes> {
-        // Held while building: a thousand followers asking at once build it once.
-        let mut bodies = self.bodies.lock().unwrap();
-        if let Some(body) = bodies.get(&(embed, encoding)) {
-            return Some(body.clone());
-        }
-        if !self.budget.room() {
-            return None;
-        }
-        let plain = match bodies.get(&(embed, Encoding::Identity)) {
-            Some(plain) => plain.clone(),
-            None => {
-                let plain = self.render_apps(embed);
-                bodies.insert((embed, Encoding::Identity), plain.clone());
-                plain
-            }
-        };
-        if encoding == Encoding::Identity {
-            return Some(plain);
-        }
-        let compressed = self.budget.count(gzip::gzip(&plain));
-        bodies.insert((embed, encoding), compressed.clone());
-        Some(compressed)
-    }
-
-    fn render_apps(&self, embed: Embed) -> Bytes {
-        let mut out = Vec::with_capacity(64 << 10);
-        out.extend_from_slice(b"{\"apps\":[");
-        for (i, app) in self.cluster.apps.values().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, &render::app(app, embed))
-                .expect("a JSON value serializes");
-        }
-        out.extend_from_slice(b"]}");
-        self.budget.count(out)
-    }
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<BoxBody<Bytes, Infallible>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain"),
-    );
-    r
-}
-
-/// Whether an answer is an event stream (`subscribe`'s).
-fn is_stream<B>(response: &Response<B>) -> bool {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == b"text/event-stream")
-}
-
-/// A body not built: too many older ones are still being read (`budget`).
-fn over_budget() -> Response<BoxBody<Bytes, Infallible>> {
-    let mut r = text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "relay.max_body_bytes of answers are being read; try again\n",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    r
-}
-
-fn json_bytes(status: StatusCode, body: Bytes) -> Response<BoxBody<Bytes, Infallible>> {
-    let mut r = Response::new(Full::new(body).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// A prepared body (`/v2/apps`, `/v2/tasks`) in the encoding the client asked for.
-fn prepared(body: Bytes, encoding: Encoding) -> Response<BoxBody<Bytes, Infallible>> {
-    let mut r = json_bytes(StatusCode::OK, body);
-    let headers = r.headers_mut();
-    headers.insert(
-        header::VARY,
-        header::HeaderValue::from_static("accept-encoding"),
-    );
-    if encoding == Encoding::Gzip {
-        headers.insert(
-            header::CONTENT_ENCODING,
-            header::HeaderValue::from_static("gzip"),
-        );
-    }
-    r
-}
-
-fn json_value(status: StatusCode, body: serde_json::Value) -> Response<BoxBody<Bytes, Infallible>> {
-    json_bytes(status, Bytes::from(body.to_string()))
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! Unit tests of the relay: the events it makes from a model change, and its subscribers' queues.
 
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
 use super::*;
-use crate::cluster::App;
+use crate::cluster::{App, AppId};
 
 fn app(id: &str, vhost: &str) -> App {
     let body = json!({"id": id, "labels": {"HAPROXY_0_VHOST": vhost},

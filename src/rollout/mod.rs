@@ -19,10 +19,10 @@
 
 pub mod gate;
 mod labelled;
+mod measure;
 mod state;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -37,7 +37,8 @@ use crate::routing::RoutingTable;
 use crate::routing::rollout::Plan;
 use crate::routing::routes::Overrides;
 use crate::snapshot::{Snapshot, Store};
-use gate::{Outcome, Sample, Verdict};
+use gate::{Outcome, Verdict};
+use measure::Side;
 
 /// `[rollout]` in the configuration file.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,45 +143,6 @@ pub struct Rollout {
     measured_since_unix_ms: u64,
 }
 
-type Window = HashMap<SocketAddr, Sample>;
-
-/// One side's measurement over a step: each backend's counters when the step began and at the
-/// last evaluation, and what backends that have left the table since answered during the step —
-/// a canary task Marathon killed for its errors takes its errors with it otherwise.
-#[derive(Debug, Clone)]
-struct Side {
-    start: Window,
-    last: Window,
-    gone: Sample,
-}
-
-impl Side {
-    fn new(now: Window) -> Side {
-        Side {
-            start: now.clone(),
-            last: now,
-            gone: Sample::default(),
-        }
-    }
-
-    /// What the side answered during the step, as of `now`.
-    fn observe(&mut self, now: Window) -> Sample {
-        for (addr, last) in &self.last {
-            if !now.contains_key(addr) {
-                self.gone.add(&match self.start.get(addr) {
-                    Some(s) => last.since(s),
-                    None => last.clone(),
-                });
-                self.start.remove(addr);
-            }
-        }
-        let mut total = since(&now, &self.start);
-        total.add(&self.gone);
-        self.last = now;
-        total
-    }
-}
-
 /// Something a rollout did: `GET /v1/events`, and a log line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -243,47 +205,6 @@ fn candidates<'a>(
             }
         })
         .collect()
-}
-
-/// Each backend's counters of a service.
-fn samples(snapshot: &Snapshot, service: usize) -> Window {
-    let (Some(s), Some(states)) = (
-        snapshot.table.services.get(service),
-        snapshot.states.get(service),
-    ) else {
-        return Window::new();
-    };
-    s.backends
-        .iter()
-        .zip(states.iter())
-        .map(|(b, st)| {
-            let m = &st.metrics;
-            // A connection the backend refused counts as a 5xx answer: the canary failed it,
-            // whether or not a retry elsewhere saved the client.
-            let refused = m.connect_failures.get();
-            let requests = (1..=5).map(|c| m.responses(c)).sum::<u64>() + refused;
-            (
-                b.addr,
-                Sample {
-                    requests,
-                    errors_5xx: m.responses(5) + refused,
-                    latency: m.latency.counts(),
-                },
-            )
-        })
-        .collect()
-}
-
-/// What a side answered since `start`: backends that joined since count from zero.
-fn since(now: &Window, start: &Window) -> Sample {
-    let mut total = Sample::default();
-    for (addr, sample) in now {
-        total.add(&match start.get(addr) {
-            Some(s) => sample.since(s),
-            None => sample.clone(),
-        });
-    }
-    total
 }
 
 impl Rollouts {
@@ -674,31 +595,7 @@ impl Rollouts {
             };
             if r.state == State::Running {
                 r.reason = None;
-                let now_c = samples(snapshot, cs);
-                let now_b = samples(snapshot, bs);
-                let verdict = match &mut r.window {
-                    // The step's measurement begins now (a new step, a restart).
-                    None => {
-                        r.window = Some((Side::new(now_c), Side::new(now_b)));
-                        r.measured_since_unix_ms = now;
-                        None
-                    }
-                    Some((canary_side, baseline_side)) => {
-                        let held = now.saturating_sub(r.step_started_unix_ms)
-                            >= r.plan.hold.as_millis() as u64;
-                        let overdue = now.saturating_sub(r.measured_since_unix_ms)
-                            >= r.plan.max_wait.as_millis() as u64;
-                        let canary_sample = canary_side.observe(now_c);
-                        let baseline_sample = baseline_side.observe(now_b);
-                        Some(gate::evaluate(
-                            &r.plan,
-                            &canary_sample,
-                            &baseline_sample,
-                            held,
-                            overdue,
-                        ))
-                    }
-                };
+                let verdict = measure::step(r, snapshot, (cs, bs), now);
                 if let Some(verdict) = verdict {
                     changed |= self.judge(name, r, verdict, now);
                 }
@@ -769,7 +666,3 @@ impl Rollouts {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "side_tests.rs"]
-mod side_tests;
