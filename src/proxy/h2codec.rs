@@ -8,5 +8,6 @@
 //! connection state machine. Until `h2_server` is moved onto it (the last stage), nothing in
 //! the binary calls it; the fuzz targets and tests do.
 
+pub mod conn;
 pub mod frame;
 pub mod hpack;
