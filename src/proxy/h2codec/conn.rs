@@ -763,6 +763,22 @@ impl Connection {
         Ok(None)
     }
 
+    /// A stream as the probe's encode-only mode opens it, its request already read.
+    #[cfg(test)]
+    fn streams_template(&mut self, stream: u32) -> Stream {
+        self.last_stream = stream;
+        Stream {
+            recv: Recv::Closed,
+            sent_end: false,
+            head_sent: false,
+            recv_window: 0,
+            recv_unacked: 0,
+            send_window: i64::from(self.peer_initial_window),
+            content_length: None,
+            received: 0,
+        }
+    }
+
     /// Both sides ended: the stream no longer counts.
     fn close_if_done(&mut self, stream: u32) {
         if self
@@ -909,7 +925,12 @@ struct HeadCheck {
 impl HeadCheck {
     fn new(trailers: bool) -> HeadCheck {
         HeadCheck {
-            head: RequestHead::default(),
+            // Room for a usual head without regrowing.
+            head: RequestHead {
+                bytes: Vec::with_capacity(256),
+                fields: Vec::with_capacity(8),
+                ..RequestHead::default()
+            },
             trailers,
             regular_seen: false,
             malformed: false,

@@ -551,3 +551,67 @@ fn after_our_goaway_new_streams_are_ignored_but_kept_in_step() {
     let (events, _) = feed(&mut c, &raw(DATA, END_STREAM, 1, b"ok"));
     assert_eq!(events, [Ev::Data(1, b"ok".to_vec(), true)]);
 }
+
+/// Not a test: the instructions one h2load-like request costs the codec, counted with
+/// callgrind over two iteration counts (`H2CODEC_PROBE_N`; `H2CODEC_PROBE=decode` reads the
+/// request's HEADERS frame into its event, `encode` writes a typical nginx answer's head and a
+/// small body, `both` does both). See `benches/RESULTS.md`.
+#[test]
+#[ignore]
+fn probe() {
+    let n: u32 = std::env::var("H2CODEC_PROBE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mode = std::env::var("H2CODEC_PROBE").unwrap_or_else(|_| "both".into());
+    let mut c = connected(Config::default());
+    // h2load's first request indexes :authority and user-agent; later ones are references.
+    let mut first = vec![0x82, 0x86];
+    first.extend([&[0x41, 14][..], b"127.0.0.1:8080"].concat());
+    first.push(0x84);
+    let agent = b"h2load nghttp2/1.59.0";
+    first.extend([&[0x40, 10][..], b"user-agent", &[agent.len() as u8], agent].concat());
+    let mut frame_bytes = raw(HEADERS, END_STREAM | END_HEADERS, 1, &first);
+    let later = raw(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        0,
+        &[0x82, 0x86, 0xbf, 0x84, 0xbe],
+    );
+    let fields: [(&[u8], &[u8]); 7] = [
+        (b"Server", b"nginx/1.24.0"),
+        (b"Date", b"Thu, 03 Dec 2026 20:00:00 GMT"),
+        (b"Content-Type", b"text/html"),
+        (b"Content-Length", b"612"),
+        (b"Last-Modified", b"Tue, 11 Apr 2023 01:45:34 GMT"),
+        (b"ETag", b"\"6434bbbe-264\""),
+        (b"Accept-Ranges", b"bytes"),
+    ];
+    let body = [b'x'; 612];
+    let decode = mode != "encode";
+    let encode = mode != "decode";
+    for i in 0..n {
+        let stream = 2 * i + 1;
+        if i > 0 {
+            frame_bytes.clear();
+            frame_bytes.extend_from_slice(&later);
+            frame_bytes[5..9].copy_from_slice(&stream.to_be_bytes());
+        }
+        if decode || i == 0 {
+            let (_, event) = c.recv(&frame_bytes, Instant::now).unwrap();
+            std::hint::black_box(event);
+        }
+        if encode {
+            // The client's connection window, kept open without reading its WINDOW_UPDATEs.
+            c.conn_send_window = i64::from(MAX_WINDOW);
+            if !decode && i > 0 {
+                // A stream to answer, opened without counting its decoding.
+                let s = c.streams_template(stream);
+                c.streams.insert(stream, s);
+            }
+            assert!(c.send_head(stream, 200, fields, false));
+            assert_eq!(c.send_data(stream, &body, true), body.len());
+        }
+        c.output().clear();
+    }
+}

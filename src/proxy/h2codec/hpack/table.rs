@@ -199,10 +199,22 @@ pub fn static_name(name: &[u8]) -> Option<u8> {
         27 => &[20],
         _ => return None,
     };
-    candidates
-        .iter()
-        .copied()
-        .find(|&i| STATIC[usize::from(i) - 1].0.eq_ignore_ascii_case(name))
+    // The first byte tells most candidates apart: the full comparison is made once, mostly.
+    let first = name[0] | 0x20;
+    candidates.iter().copied().find(|&i| {
+        let entry = STATIC[usize::from(i) - 1].0;
+        entry[0] == first && same_name(entry, name)
+    })
+}
+
+/// `name` (any case) is `entry` (lowercase letters and '-', as every static name is): a
+/// letter matches either case (setting bit 0x20 lowercases it), '-' only itself.
+fn same_name(entry: &[u8], name: &[u8]) -> bool {
+    entry.len() == name.len()
+        && entry
+            .iter()
+            .zip(name)
+            .all(|(&e, &n)| if e == b'-' { n == e } else { n | 0x20 == e })
 }
 
 #[cfg(test)]
@@ -226,6 +238,9 @@ mod tests {
             assert_eq!(static_name(&upper), Some(first as u8));
         }
         assert_eq!(static_name(b"x-forwarded-for"), None);
+        // A byte that only looks alike once bit 0x20 is set: '\r' for '-'.
+        assert_eq!(static_name(b"content\rtype"), None);
+        assert_eq!(static_name(b"Date"), Some(33));
         assert_eq!(static_name(b"servez"), None);
     }
 
