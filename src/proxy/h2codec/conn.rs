@@ -598,7 +598,7 @@ impl Connection {
     ) -> Result<Option<Event<'a>>, Fault> {
         if stream > self.last_stream {
             // A new stream: client-initiated ids are odd and increasing (RFC 9113 §5.1.1).
-            if stream % 2 == 0 {
+            if stream.is_multiple_of(2) {
                 return Err(Fault::Protocol(Reason::PROTOCOL_ERROR));
             }
             self.last_stream = stream;

@@ -341,7 +341,7 @@ pub fn parse(h: Header, payload: &[u8]) -> Result<Frame<'_>, ConnError> {
                     frame_size
                 };
             }
-            if h.len % 6 != 0 {
+            if !h.len.is_multiple_of(6) {
                 return frame_size;
             }
             Ok(Frame::Settings(Settings::parse(payload)?))
