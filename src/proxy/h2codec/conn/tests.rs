@@ -615,3 +615,40 @@ fn probe() {
         c.output().clear();
     }
 }
+
+fn client_frames() -> impl proptest::strategy::Strategy<Value = Vec<(u8, u8, u32, Vec<u8>)>> {
+    use proptest::prelude::*;
+    let payload = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..40),
+        Just(get(&[])),
+        Just(vec![0, 0, 0, 1]),
+    ];
+    proptest::collection::vec((0u8..11, any::<u8>(), 0u32..9, payload), 0..60)
+}
+
+proptest::proptest! {
+    /// Any frames after the preface: events or a fault, never a panic; never more streams
+    /// than the limit; everything written is well-framed, and a fault's last frame is GOAWAY.
+    #[test]
+    fn any_frames_keep_the_connection_within_its_rules(frames in client_frames()) {
+        let mut c = connected(Config { max_concurrent_streams: 3, ..Config::default() });
+        let mut bytes = Vec::new();
+        for (kind, flags, stream, payload) in &frames {
+            bytes.extend(raw(*kind, *flags, *stream, payload));
+        }
+        let (_, fault) = feed(&mut c, &bytes);
+        proptest::prop_assert!(c.active_streams() <= 3);
+        let out = std::mem::take(c.output());
+        let mut rest = &out[..];
+        let mut last = None;
+        while !rest.is_empty() {
+            let (f, len) = frame::read(rest, frame::MAX_MAX_FRAME_SIZE).unwrap().unwrap();
+            last = Some(f);
+            rest = &rest[len..];
+        }
+        if matches!(fault, Some(Fault::Protocol(_) | Fault::Flood(_) | Fault::RapidReset { .. })) {
+            let goaway = matches!(last, Some(Frame::GoAway { .. }));
+            proptest::prop_assert!(goaway);
+        }
+    }
+}
