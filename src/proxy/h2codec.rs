@@ -7,6 +7,15 @@
 //! Built in stages, each tested on its own: [`hpack`] (RFC 7541), then the frame layer and the
 //! connection state machine. Until `h2_server` is moved onto it (the last stage), nothing in
 //! the binary calls it; the fuzz targets and tests do.
+//!
+//! Stage 4, moving `h2_server` onto it: a driver loop per connection reads into a bounded
+//! buffer and calls [`conn::Connection::recv`] until it returns no event, hands each request to
+//! the handler (a `RequestHead` in place of `http::Request`), feeds body bytes and calls
+//! `release` as they are consumed, writes the output (heads via `send_head` straight from the
+//! backend's parsed fields, bodies by `send_capacity`/`send_data`, `send_trailers`), and keeps
+//! what is the driver's: the handshake, idle and stall timeouts, the SETTINGS ACK wait, the
+//! send buffer bound, the upload limit, panics caught per stream. `h2_frames::Guarded` and
+//! `h2_server`'s early-reset count go away (the connection judges both).
 
 pub mod conn;
 pub mod frame;

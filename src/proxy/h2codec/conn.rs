@@ -822,6 +822,30 @@ impl Connection {
         true
     }
 
+    /// Writes a response's trailers, which end it. False if the stream is gone, its head has
+    /// not gone out or its end has.
+    pub fn send_trailers<'f>(
+        &mut self,
+        stream: u32,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
+    ) -> bool {
+        if !self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.head_sent && !s.sent_end)
+        {
+            return false;
+        }
+        let at = frame::begin_headers(&mut self.out);
+        self.encoder.start(&mut self.out);
+        for (name, value) in fields {
+            self.encoder.field(name, value, false, &mut self.out);
+        }
+        frame::finish_headers(&mut self.out, at, stream, true, self.peer_max_frame_size);
+        self.end_sent(stream);
+        true
+    }
+
     fn end_sent(&mut self, stream: u32) {
         if let Some(s) = self.streams.get_mut(&stream) {
             s.sent_end = true;

@@ -189,6 +189,26 @@ fn a_request_is_read_and_answered_and_its_stream_then_closed() {
 }
 
 #[test]
+fn response_trailers_end_the_stream_once_its_head_went_out() {
+    let mut c = connected(Config::default());
+    feed(
+        &mut c,
+        &raw(HEADERS, END_STREAM | END_HEADERS, 1, &get(&[])),
+    );
+    let sum: [(&[u8], &[u8]); 1] = [(b"X-Sum", b"1")];
+    assert!(!c.send_trailers(1, sum), "no head yet");
+    assert!(c.send_head(1, 200, [], false));
+    assert_eq!(c.send_data(1, b"ab", false), 2);
+    assert!(c.send_trailers(1, sum));
+    let frames = written(&mut c);
+    assert_eq!(frames[2].0, HEADERS);
+    assert_eq!(frames[2].1, END_STREAM | END_HEADERS);
+    assert_eq!(frames[2].3, [&[0, 5][..], b"x-sum", &[1, b'1']].concat());
+    assert_eq!(c.active_streams(), 0);
+    assert!(!c.send_trailers(1, sum));
+}
+
+#[test]
 fn without_the_preface_the_connection_is_not_http2() {
     let mut c = Connection::new(Config::default(), Instant::now());
     c.output().clear();
