@@ -13,8 +13,9 @@
 //! for the swap delay under `/v1/routes` polling alone, `-- model` for the model, compile and
 //! zone figures alone, `-- zone` for the zone build alone: the snapshot parsed, then
 //! `ZONE_ROUNDS` builds (default 5), no compile, so that a profiler or
-//! `valgrind --tool=callgrind` sees the zone and little else; `-- events` for event -> route
-//! alone; `SCALE_APPS=50000` for 50k). A benchmark, not a test: it asserts nothing it measures.
+//! `valgrind --tool=callgrind` sees the zone and little else; `-- compile` for the full
+//! compile alone: the snapshot parsed, then `COMPILE_ROUNDS` full compiles (default 5), for
+//! `perf stat` or a profiler; `-- events` for event -> route alone; `SCALE_APPS=50000` for 50k). A benchmark, not a test: it asserts nothing it measures.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -109,6 +110,9 @@ fn main() {
         return events();
     }
     if let Some(i) = args.iter().position(|a| a == "--measure") {
+        if args.iter().any(|a| a == "compile") {
+            return compiles_only(&args[i + 1]);
+        }
         return measure(&args[i + 1], args.iter().any(|a| a == "zone"));
     }
     // Generating the JSON costs far more memory than reading it: measure in a fresh process.
@@ -116,16 +120,18 @@ fn main() {
     let file = dir.join("apps.json");
     std::fs::write(&file, synthetic::apps_json(apps(), TASKS, 10000)).unwrap();
     let zone_only = args.iter().any(|a| a == "zone");
+    let compile_only = args.iter().any(|a| a == "compile");
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--measure")
         .arg(&file)
         .args(zone_only.then_some("zone"))
+        .args(compile_only.then_some("compile"))
         .status()
         .unwrap();
     assert!(status.success());
     let _ = std::fs::remove_dir_all(dir);
     // `-- model`: the model, compile and zone figures alone (`-- zone`: the zone alone).
-    if zone_only || args.iter().any(|a| a == "model") {
+    if zone_only || compile_only || args.iter().any(|a| a == "model") {
         return;
     }
     listeners();
@@ -226,6 +232,51 @@ fn measure(path: &str, zone_only: bool) {
     );
     one_event_compiles(&mut cluster, &config);
     zone_builds(&cluster, 5);
+}
+
+/// `-- compile`: the snapshot parsed, then `COMPILE_ROUNDS` full compiles as `-- model` makes
+/// them (each table hashed, the last one kept while the next is compiled) and nothing else, so
+/// that `perf stat` or a profiler sees the compile; `COMPILE_DROP=1` drops each table first.
+fn compiles_only(path: &str) {
+    let json = std::fs::read(path).unwrap();
+    let parsed = api::parse_apps(&json).unwrap();
+    drop(json);
+    let mut cluster = Cluster::default();
+    cluster.apply(ClusterUpdate::Snapshot(parsed.apps));
+    let config = CompileConfig::group("external", "0.0.0.0".parse().unwrap());
+    let rounds: usize = std::env::var("COMPILE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let drop_first = std::env::var_os("COMPILE_DROP").is_some_and(|v| v == "1");
+    let (mut cpu, mut sys, mut faults) = (Vec::new(), Vec::new(), Vec::new());
+    let mut table = None;
+    let mut hash = 0;
+    for _ in 0..rounds.max(1) {
+        if drop_first {
+            drop(table.take());
+        }
+        let (sys_before, faults_before) = thread_sys();
+        let started = thread_cpu();
+        let t = compile(&cluster, &config);
+        cpu.push(thread_cpu() - started);
+        let (sys_after, faults_after) = thread_sys();
+        sys.push(sys_after - sys_before);
+        faults.push(faults_after - faults_before);
+        hash = t.hash();
+        table = Some(t);
+    }
+    cpu.sort();
+    sys.sort();
+    faults.sort();
+    println!(
+        "{} full compiles: CPU median {:.1} ms (min {:.1}), of which system time median {:.1} ms, minor page faults median {} (table hash {hash:016x})",
+        cpu.len(),
+        cpu[cpu.len() / 2].as_secs_f64() * 1e3,
+        cpu[0].as_secs_f64() * 1e3,
+        sys[sys.len() / 2].as_secs_f64() * 1e3,
+        faults[faults.len() / 2],
+    );
 }
 
 /// A task event on one app at a time, each compiled with the parts kept from the last compile

@@ -51,7 +51,10 @@ fn wanted_at(t: &Targets, i: usize, into: &mut Wanted) {
     };
     for (b, state) in row.iter().enumerate() {
         let mut probe = probe.clone();
-        probe.target = service.backends.get(b).and_then(|b| b.probe_addr);
+        probe.target = service
+            .backends
+            .get(b)
+            .and_then(|b| b.probe_addr.as_deref().copied());
         into.insert(Arc::as_ptr(state) as usize, (probe, state.clone()));
     }
 }

@@ -391,6 +391,28 @@ fn start_relay(
         ),
         None => None,
     };
+    // Loaded before anything is bound: a relay asked for TLS never serves in the clear.
+    let certs = match &config.relay.tls_cert {
+        Some(path) => {
+            let certs = Arc::new(proxy::tls::Certificates::new(None, Some(path.clone())));
+            if certs.reload(&[], metrics) == 0 {
+                return Err(format!(
+                    "relay.tls_cert {}: not a certificate chain with its private key",
+                    path.display()
+                ));
+            }
+            Some(certs)
+        }
+        None => None,
+    };
+    let tls = match &certs {
+        Some(certs) => {
+            let config =
+                proxy::tls::server_config(certs.clone(), false, &Default::default(), None)?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        }
+        None => None,
+    };
     let thread = runtime_thread::RuntimeThread::start("relay".into(), || {})
         .map_err(|e| format!("relay thread: {e}"))?;
     let listener = {
@@ -398,7 +420,8 @@ fn start_relay(
         proxy::listeners::bind(listen).map_err(|e| format!("relay.listen {listen}: {e}"))?
     };
     let listen = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!("relay listening on {listen}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("relay listening on {scheme}://{listen}");
     let relay = relay::Relay::new(
         relay::Settings {
             listen,
@@ -432,7 +455,19 @@ fn start_relay(
             })
         },
     );
-    thread.spawn(relay.clone().serve(listener));
+    thread.spawn(relay.clone().serve(listener, tls));
+    if let Some(certs) = certs {
+        // Re-read as often as the HTTPS listeners' files, on the blocking pool (file reads);
+        // one that stops loading keeps the last good certificate.
+        let (metrics, interval) = (metrics.clone(), config.https.reload_interval);
+        thread.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let (certs, metrics) = (certs.clone(), metrics.clone());
+                let _ = tokio::task::spawn_blocking(move || certs.reload(&[], &metrics)).await;
+            }
+        });
+    }
     thread.spawn(relay.clone().follow());
     Ok(Some((relay, thread)))
 }
@@ -461,6 +496,13 @@ fn start_dns(
     let udp = Arc::new(udp);
     upgrade::register(upgrade::Proto::Udp, listen, &udp);
     tracing::info!(zone = %config.dns.domain, "dns listening on {bound}");
+    if let Some(public) = config.dns.unlimited_public_listener() {
+        tracing::warn!(
+            "dns: listening on the public address {public} with response rate limiting off: \
+             anyone can reflect floods of answers at spoofed sources through it; set \
+             [dns.rrl] responses_per_second, with the cluster's own ranges in exempt"
+        );
+    }
     let server = Arc::new(dns::server::DnsServer::new(
         ctx.store.clone(),
         dns_metrics,
@@ -475,6 +517,7 @@ fn start_dns(
             tcp_connections: config.dns.tcp_connections,
             tcp_connections_per_client: config.dns.tcp_connections_per_client,
             forwards_per_client: config.dns.forwards_per_transport(),
+            forwards_per_domain: config.dns.forwards_per_domain,
             ipv6_client_prefix: config.dns.ipv6_client_prefix,
         },
     ));

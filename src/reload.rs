@@ -83,6 +83,11 @@ fn keys(c: &Config) -> Vec<(&'static str, bool, String)> {
             format!("{:?}", c.dns.forwards_per_client),
         ),
         (
+            "dns.forwards_per_domain",
+            true,
+            format!("{:?}", c.dns.forwards_per_domain),
+        ),
+        (
             "dns.ipv6_client_prefix",
             true,
             format!("{:?}", c.dns.ipv6_client_prefix),

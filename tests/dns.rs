@@ -316,16 +316,21 @@ fn stub_replies(packet: &[u8]) -> Vec<Vec<u8>> {
     vec![reply(id, &name, one)]
 }
 
+/// A UDP socket and a TCP listener on one loopback port: another port when TCP finds the one
+/// UDP got taken (by another test's connection).
+async fn one_port() -> (UdpSocket, tokio::net::TcpListener) {
+    loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
+            return (socket, tcp);
+        }
+    }
+}
+
 /// A stub upstream on loopback, over UDP and TCP (see [`stub_replies`]), logging what it got.
 async fn stub_upstream() -> (SocketAddr, Log) {
     let seen: Log = Default::default();
-    // UDP and TCP on one port: another port when TCP finds the one UDP got taken.
-    let (socket, tcp) = loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(tcp) = tokio::net::TcpListener::bind(socket.local_addr().unwrap()).await {
-            break (socket, tcp);
-        }
-    };
+    let (socket, tcp) = one_port().await;
     let addr = socket.local_addr().unwrap();
     let log = |packet: &[u8], port: u16, seen: &Log| {
         let q = Message::from_vec(packet).unwrap();
@@ -1727,10 +1732,7 @@ async fn asks_until_closed(mut stream: TcpStream) -> bool {
 #[tokio::test]
 async fn past_the_udp_relay_slots_udp_queries_are_sent_to_tcp() {
     // An upstream that takes queries over UDP and TCP and never answers.
-    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let upstream_tcp = tokio::net::TcpListener::bind(upstream.local_addr().unwrap())
-        .await
-        .unwrap();
+    let (upstream, upstream_tcp) = one_port().await;
     let s = setup(
         "dns-forward-udp-slots",
         vec![],
@@ -1803,10 +1805,7 @@ async fn relayed_over_tcp(upstream: &tokio::net::TcpListener) -> (Message, TcpSt
 #[tokio::test]
 async fn one_client_cannot_take_every_relay_slot() {
     // An upstream that takes queries over UDP and TCP and never answers.
-    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let upstream_tcp = tokio::net::TcpListener::bind(upstream.local_addr().unwrap())
-        .await
-        .unwrap();
+    let (upstream, upstream_tcp) = one_port().await;
     let s = setup(
         "dns-forward-share",
         vec![],
@@ -1870,4 +1869,230 @@ async fn one_client_cannot_take_every_relay_slot() {
         task.abort();
     }
     drop(held);
+}
+
+/// A stand-in upstream over UDP and TCP on one port: names whose first label begins with `slow`
+/// it never answers (holding their TCP connections open), every other name as
+/// [`stub_replies`] does (192.0.2.1). Counts the slow queries it got, per transport.
+struct SlowUpstream {
+    addr: SocketAddr,
+    udp_slow: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tcp_slow: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn is_slow(packet: &[u8]) -> bool {
+    let q = Message::from_vec(packet).unwrap();
+    q.queries[0]
+        .name()
+        .to_ascii()
+        .to_ascii_lowercase()
+        .starts_with("slow")
+}
+
+async fn slow_upstream() -> SlowUpstream {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (socket, tcp) = one_port().await;
+    let up = SlowUpstream {
+        addr: socket.local_addr().unwrap(),
+        udp_slow: Default::default(),
+        tcp_slow: Default::default(),
+    };
+    let udp_slow = up.udp_slow.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            if is_slow(&buf[..n]) {
+                udp_slow.fetch_add(1, Relaxed);
+                continue;
+            }
+            for reply in stub_replies(&buf[..n]) {
+                let _ = socket.send_to(&reply, peer).await;
+            }
+        }
+    });
+    let tcp_slow = up.tcp_slow.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let len = stream.read_u16().await.unwrap();
+            let mut packet = vec![0u8; len as usize];
+            stream.read_exact(&mut packet).await.unwrap();
+            if is_slow(&packet) {
+                tcp_slow.fetch_add(1, Relaxed);
+                held.push(stream);
+                continue;
+            }
+            let reply = stub_replies(&packet).pop().unwrap();
+            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&reply);
+            let _ = stream.write_all(&framed).await;
+        }
+    });
+    up
+}
+
+/// The attack on the relay slots: from 127.0.0.11-14, 64 UDP queries each (as forged sources
+/// would send them; their answers are only counted), and from 127.0.0.31-46, 16 TCP
+/// connections each asking one query; the names `udp_name(host, i)`, `tcp_name(host, i)`, all
+/// slow. Returns once each of the 256 + 256 queries is relayed (the upstream has it) or refused
+/// (answered at once), with the tasks holding the TCP connections.
+async fn fill_relay_slots(
+    dns: SocketAddr,
+    upstream: &SlowUpstream,
+    udp_name: impl Fn(u8, usize) -> String,
+    tcp_name: impl Fn(u8, usize) -> String,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let (udp_refused, tcp_refused) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let mut tasks = Vec::new();
+    for host in 11..15u8 {
+        let socket = UdpSocket::bind(format!("127.0.0.{host}:0")).await.unwrap();
+        for i in 0..64 {
+            let q = message(&udp_name(host, i), RecordType::A, None);
+            socket.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+        }
+        let refused = udp_refused.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while socket.recv(&mut buf).await.is_ok() {
+                refused.fetch_add(1, Relaxed);
+            }
+        }));
+    }
+    for host in 31..47u8 {
+        for i in 0..16 {
+            let (refused, query) = (
+                tcp_refused.clone(),
+                message(&tcp_name(host, i), RecordType::A, None),
+            );
+            let mut stream = tcp_from(&format!("127.0.0.{host}"), dns).await;
+            tasks.push(tokio::spawn(async move {
+                if ask_on(&mut stream, &query).await.is_some() {
+                    refused.fetch_add(1, Relaxed);
+                }
+                // Held open, as an attacker's connection would be.
+                std::future::pending::<()>().await;
+                drop(stream);
+            }));
+        }
+    }
+    wait_for("every attacking query relayed or refused", || async {
+        let udp = upstream.udp_slow.load(Relaxed) + udp_refused.load(Relaxed);
+        let tcp = upstream.tcp_slow.load(Relaxed) + tcp_refused.load(Relaxed);
+        (udp == 256 && tcp == 256).then_some(())
+    })
+    .await;
+    tasks
+}
+
+/// The victim, a client with an address of its own (127.0.0.50), asks for a name of another
+/// domain over UDP, and over TCP when told to (TC): the answer it ends with.
+async fn victim_asks(dns: SocketAddr, name: &str) -> Message {
+    let client = UdpSocket::bind("127.0.0.50:0").await.unwrap();
+    let m = ask_from(
+        &client,
+        dns,
+        &message(name, RecordType::A, Some(1232)).to_vec().unwrap(),
+    )
+    .await;
+    if !m.metadata.truncation {
+        return m;
+    }
+    let mut stream = tcp_from("127.0.0.50", dns).await;
+    ask_on(&mut stream, &message(name, RecordType::A, None))
+        .await
+        .expect("an answer over TCP")
+}
+
+fn answered_by_the_upstream(m: &Message) -> bool {
+    m.metadata.response_code == ResponseCode::NoError && ips(&m.answers) == ["192.0.2.1"]
+}
+
+/// Slow names under one domain (an upstream that never answers them) held every relay slot:
+/// forged UDP queries the 256 UDP ones, sixteen addresses' sixteen TCP connections the 256 TCP
+/// ones, and a victim's query for another domain got TC, then SERVFAIL. Now the domain holds
+/// `dns.forwards_per_domain` (64) of each, its further queries are answered at once (TC over
+/// UDP, SERVFAIL over TCP, counted under `limit="domain"`), and the victim's is relayed.
+#[tokio::test]
+async fn slow_names_under_one_domain_do_not_starve_other_domains() {
+    let upstream = slow_upstream().await;
+    let s = setup(
+        "dns-forward-per-domain",
+        vec![],
+        &format!(
+            "upstreams = [\"{}\"]\nupstream_timeout = \"60s\"",
+            upstream.addr
+        ),
+    )
+    .await;
+    let held = fill_relay_slots(
+        s.dns,
+        &upstream,
+        |host, i| format!("slow{i}.h{host}.attacker.example."),
+        |host, i| format!("slow{i}.t{host}.attacker.example."),
+    )
+    .await;
+    let m = victim_asks(s.dns, "www.victim.example.").await;
+    assert!(answered_by_the_upstream(&m), "{m:?}");
+    let mut stream = tcp_from("127.0.0.50", s.dns).await;
+    let m = ask_on(
+        &mut stream,
+        &message("tcp.victim.example.", RecordType::A, None),
+    )
+    .await
+    .unwrap();
+    assert!(answered_by_the_upstream(&m), "over TCP: {m:?}");
+    // The attacker's domain: its share relayed, the rest answered at once.
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(upstream.udp_slow.load(Relaxed), 64);
+    assert_eq!(upstream.tcp_slow.load(Relaxed), 64);
+    for family in [
+        "switchyard_dns_forwards_to_tcp_total",
+        "switchyard_dns_forwards_shed_total",
+    ] {
+        assert_eq!(
+            s.sy.metric(family, &["limit=\"domain\""]).await,
+            192.0,
+            "{family}"
+        );
+    }
+    for task in held {
+        task.abort();
+    }
+}
+
+/// Slow names under many domains, each within its share, can still take every UDP relay slot
+/// (forged sources are as many as an attacker likes) and every TCP slot that clients already
+/// holding one may take: the last 64 TCP slots go only to clients holding none, so a victim
+/// with an address of its own, told TC over UDP, is relayed over TCP.
+#[tokio::test]
+async fn a_client_holding_no_relay_gets_one_over_tcp_whatever_others_hold() {
+    let upstream = slow_upstream().await;
+    let s = setup(
+        "dns-forward-reserve",
+        vec![],
+        &format!(
+            "upstreams = [\"{}\"]\nupstream_timeout = \"60s\"",
+            upstream.addr
+        ),
+    )
+    .await;
+    let held = fill_relay_slots(
+        s.dns,
+        &upstream,
+        |host, i| format!("slow{i}.d{host}.example."),
+        |host, i| format!("slow{host}.t{}.example.", (usize::from(host) * 16 + i) % 8),
+    )
+    .await;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(upstream.udp_slow.load(Relaxed), 256, "every UDP slot taken");
+    assert!(upstream.tcp_slow.load(Relaxed) < 256);
+    let m = victim_asks(s.dns, "www.victim.example.").await;
+    assert!(answered_by_the_upstream(&m), "{m:?}");
+    for task in held {
+        task.abort();
+    }
 }

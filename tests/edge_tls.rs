@@ -419,12 +419,15 @@ async fn proxy_protocol_out_in_tcp_and_http_mode() {
         "one backend connection per request: {seen:?}"
     );
     assert_eq!(&seen[..2], ["192.0.2.77:1000", "192.0.2.77:1000"]);
-    // The access log names the client by the PROXY header's address.
-    let logged = e.sy.log_lines("switchyard::access");
-    assert!(
-        logged.iter().any(|l| l.contains("client=192.0.2.77:1000")),
-        "{logged:?}"
-    );
+    // The access log names the client by the PROXY header's address (its line is written
+    // after the response, and read from the process's output after that: waited for).
+    wait_for("the access log line naming the PROXY address", || async {
+        e.sy.log_lines("switchyard::access")
+            .iter()
+            .any(|l| l.contains("client=192.0.2.77:1000"))
+            .then_some(())
+    })
+    .await;
 }
 
 /// One response with a Content-Length body.

@@ -368,7 +368,8 @@ async fn port_conflicts_and_bad_labels_skip_only_the_offender() {
         Backend::start("two").await,
         Backend::start("three").await,
     );
-    let (shared, taken, own) = (free_port(), free_port(), free_port());
+    let (shared, taken, own, forged) = (free_port(), free_port(), free_port(), free_port());
+    const FORGED: &str = "/x\nERROR injected line";
     let occupied = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
     let g = || json!({"HAPROXY_GROUP": "external"});
     marathon.set_apps(vec![
@@ -383,6 +384,8 @@ async fn port_conflicts_and_bad_labels_skip_only_the_offender() {
             vec![],
         ),
         json!({"id": "/broken", "labels": {"HAPROXY_GROUP": 5}}),
+        // An id Marathon would never send, written to forge a log line of its own.
+        app(FORGED, forged, g(), vec![task(FORGED, "f.1", b3.port())]),
     ]);
     let extra = format!("[http]\nlisten = [\"127.0.0.1:{own}\"]\n");
     let config = marathon_config(&[marathon.url()], "") + &extra;
@@ -423,6 +426,16 @@ async fn port_conflicts_and_bad_labels_skip_only_the_offender() {
         .await;
     assert_eq!(sy.log_lines("already taken by /a:0").len(), 1);
     assert_eq!(sy.log_lines("app_id=/broken").len(), 1);
+    assert!(
+        !has_service(&routes, forged),
+        "an id off Marathon's rule is refused"
+    );
+    let injected = sy.log_lines("injected line");
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    assert!(
+        injected[0].contains("app_id=/x\\nERROR injected line"),
+        "the line feed is escaped, not written: {injected:?}"
+    );
     assert_eq!(sy.log_lines("cannot bind service port").len(), 1);
     assert!(
         sy.metric("switchyard_rejected_inputs_total", &["kind=\"app\""])

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 use support::marathon::{Fault, Marathon, app, status_update, task};
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An instance of group `external` following `urls`, its services bound on `bind`, with the
 /// relay on `relay` (a port) when given, and more `[discovery]` keys.
@@ -549,6 +549,84 @@ async fn a_relay_asks_for_its_token_and_a_follower_with_it_gets_in() {
     let said = String::from_utf8_lossy(&check.stderr).to_string()
         + &String::from_utf8_lossy(&check.stdout);
     assert!(said.contains("relay.token_file"), "{said}");
+}
+
+#[tokio::test]
+async fn a_relay_with_a_certificate_speaks_only_https_and_a_follower_trusting_its_ca_follows() {
+    let b1 = Backend::start("one").await;
+    let port = free_port();
+    let dir = temp_dir("relay-tls");
+    let ca = support::pki::test_ca("the relays' CA");
+    let (cert, ca_file, token) = (dir.join("relay.pem"), dir.join("ca.pem"), dir.join("token"));
+    std::fs::write(&cert, &ca.server_pem).unwrap();
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let marathon = Marathon::start().await;
+    marathon.set_apps(vec![app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.1", b1.port())],
+    )]);
+    let relay_port = free_port();
+    let relay = Switchyard::start(
+        "tls-relay",
+        &format!(
+            "{}tls_cert = {:?}\ntoken_file = {:?}\n",
+            config(&[marathon.url()], "127.0.0.1", Some(relay_port), ""),
+            cert.display().to_string(),
+            token.display().to_string()
+        ),
+    );
+    let follower = Switchyard::start(
+        "tls-follower",
+        &config(
+            &[format!("https://127.0.0.1:{relay_port}")],
+            "127.0.0.2",
+            None,
+            &format!(
+                "ca_file = {:?}\ntoken_file = {:?}",
+                ca_file.display().to_string(),
+                token.display().to_string()
+            ),
+        ),
+    );
+    agree(
+        &relay,
+        &follower,
+        "the follower reads the relay over TLS",
+        |f| has_service(f, port),
+    )
+    .await;
+    // Plain HTTP on the relay's port gets no answer: the token never crosses in the clear.
+    let addr: SocketAddr = format!("127.0.0.1:{relay_port}").parse().unwrap();
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(
+            b"GET /v2/apps HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, plain.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A change reaches the follower through the relay's TLS event stream.
+    let b2 = Backend::start("two").await;
+    marathon.set_apps(vec![app(
+        "/a",
+        port,
+        json!({"HAPROXY_GROUP": "external"}),
+        vec![task("/a", "a.2", b2.port())],
+    )]);
+    marathon.send_event(json!({"eventType": "api_post_event", "appDefinition": {"id": "/a"}}));
+    agree(&relay, &follower, "the change arrives over TLS", |f| {
+        backend_ports(f, port) == vec![b2.port()]
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -15,44 +15,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use support::marathon::{Marathon, app, task};
 use support::mesos::{Master, agent, framework};
+use support::pki::test_ca;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-struct TestCa {
-    pem: String,
-    server: Arc<rustls::ServerConfig>,
-}
-
-/// A CA, and a server certificate it signed for 127.0.0.1 and localhost.
-fn test_ca(name: &str) -> TestCa {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let ca =
-        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone(), ca.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    TestCa {
-        pem: ca.pem(),
-        server: Arc::new(server),
-    }
-}
 
 /// TLS in front of a plain stand-in: accepts TLS, relays the bytes to `target`.
 async fn tls_front(target: SocketAddr, config: Arc<rustls::ServerConfig>) -> SocketAddr {

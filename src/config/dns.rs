@@ -49,6 +49,10 @@ pub struct Dns {
     /// transport; past them its UDP queries for other names get TC (ask again over TCP), its
     /// TCP queries SERVFAIL, at once.
     pub forwards_per_client: usize,
+    /// Queries for names of one domain (its last two labels; see `crate::dns::limits::domain`)
+    /// being relayed at once, over each transport, whoever asks: names an upstream is slow to
+    /// answer fill their domain's share, not every relay slot. Past them, as past a client's.
+    pub forwards_per_domain: usize,
     /// The IPv6 prefix length a client is counted by for the shares above: 64 by default (a
     /// host commonly holds a whole /64 and picks addresses in it at will); 128 where each
     /// container has an address of its own in one shared /64 (a bridge or overlay network), so
@@ -69,7 +73,8 @@ pub struct Rrl {
     pub slip: u32,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    /// Buckets in the table (24 bytes each): the most client prefixes tracked at once.
+    /// Buckets in the table (24 bytes each): the most (client prefix, kind, name) keys tracked
+    /// at once.
     pub table_size: usize,
     /// Clients never limited (address blocks).
     pub exempt: Vec<String>,
@@ -160,6 +165,7 @@ impl Default for Dns {
             tcp_connections: crate::dns::server::DEFAULT_TCP_CONNECTIONS,
             tcp_connections_per_client: 16,
             forwards_per_client: 64,
+            forwards_per_domain: crate::dns::server::DEFAULT_FORWARDS_PER_DOMAIN,
             ipv6_client_prefix: 64,
         }
     }
@@ -185,6 +191,34 @@ impl Dns {
     pub fn forwards_per_transport(&self) -> usize {
         self.forwards_per_client
             .min(crate::dns::server::MAX_FORWARDS / 2)
+    }
+
+    /// A public address the DNS listener answers on while response rate limiting is off: an
+    /// address outside loopback, the private ranges and link-local (those of
+    /// [`DEFAULT_ALLOW_RECURSION`]), or for a wildcard listener such an address of this host's.
+    /// Such a listener can be used to reflect floods at spoofed sources (see `[dns.rrl]`); RRL
+    /// stays off by default all the same, since a cluster's own clients may sit anywhere.
+    pub fn unlimited_public_listener(&self) -> Option<IpAddr> {
+        if self.rrl.responses_per_second > 0 {
+            return None;
+        }
+        let listen = self.listen?.ip().to_canonical();
+        let private: Vec<Cidr> = DEFAULT_ALLOW_RECURSION
+            .iter()
+            .filter_map(|c| Cidr::parse(c).ok())
+            .collect();
+        let public = |ip: &IpAddr| {
+            let ip = ip.to_canonical();
+            !ip.is_unspecified() && !private.iter().any(|block| block.contains(ip))
+        };
+        if !listen.is_unspecified() {
+            return Some(listen).filter(public);
+        }
+        // `::` takes IPv4 too (a dual-stack socket); `0.0.0.0` IPv4 only.
+        host_addresses()
+            .into_iter()
+            .filter(|ip| listen.is_ipv6() || ip.to_canonical().is_ipv4())
+            .find(public)
     }
 
     /// `allow_recursion` parsed.
@@ -225,6 +259,12 @@ impl Dns {
         // configuration that was valid stays valid across an upgrade.
         if !(1..=relays).contains(&self.forwards_per_client) {
             return Err(format!("dns.forwards_per_client: between 1 and {relays}"));
+        }
+        let per_transport = relays / 2;
+        if !(1..=per_transport).contains(&self.forwards_per_domain) {
+            return Err(format!(
+                "dns.forwards_per_domain: between 1 and {per_transport} (a transport's relay slots)"
+            ));
         }
         if !(32..=128).contains(&self.ipv6_client_prefix) {
             return Err("dns.ipv6_client_prefix: between 32 and 128".into());
@@ -319,6 +359,42 @@ impl Dns {
             },
         })
     }
+}
+
+/// This host's interface addresses (none when they cannot be listed).
+fn host_addresses() -> Vec<IpAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs hands over a list, freed below once read; an entry's address, when
+    // not null, is a sockaddr of the family it names, read as that family's struct.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut at = head;
+        while !at.is_null() {
+            let addr = (*at).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            at = (*at).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
 }
 
 /// Whether a query sent to `upstream` reaches the DNS listener on `listen`: the same port,

@@ -57,6 +57,11 @@ impl Config {
         {
             report("relay.token_file", path, e);
         }
+        if let Some(path) = &self.relay.tls_cert
+            && let Err(e) = certificate(path)
+        {
+            report("relay.tls_cert", path, e);
+        }
         // Certificates are read only when there are HTTPS listeners.
         if !self.https.listen.is_empty() {
             if let Some(dir) = &self.https.certs {

@@ -177,6 +177,7 @@ impl Config {
             &mut config.https.default_cert,
             &mut config.admin.token_file,
             &mut config.relay.token_file,
+            &mut config.relay.tls_cert,
             &mut config.runtime.upgrade_socket,
             &mut config.rollout.state_dir,
             &mut config.http.error_page_502,

@@ -61,6 +61,12 @@ pub struct Relay {
     /// A file holding the token every request must present (`Authorization: Bearer T` or
     /// `token=T`, as `discovery.token_file` sends it); required beyond loopback.
     pub token_file: Option<PathBuf>,
+    /// A PEM file holding the certificate chain and its private key (as an `https.certs` file):
+    /// the relay then speaks HTTPS only, so the token and the model do not cross the cluster's
+    /// network in the clear. Followers list it as `https://…` with `discovery.ca_file`. The
+    /// file is checked for changes as often as `https.reload_interval`; one that stops loading
+    /// keeps the last good certificate.
+    pub tls_cert: Option<PathBuf>,
     /// Event streams served at once; more are refused (503).
     pub max_subscribers: usize,
     /// Events queued for one stream; a subscriber that lets it fill is cut.
@@ -91,6 +97,7 @@ impl Default for Relay {
         Relay {
             listen: None,
             token_file: None,
+            tls_cert: None,
             max_subscribers: 1024,
             subscriber_queue: 1024,
             max_disconnected: Duration::from_secs(60),

@@ -232,6 +232,35 @@ fn dns_tcp_and_relay_limits_are_checked() {
     assert_eq!(config.dns.tcp_idle_timeout, Duration::from_secs(10));
     assert_eq!(config.dns.tcp_connections_per_client, 16);
     assert_eq!(config.dns.forwards_per_client, 64);
+    assert_eq!(config.dns.forwards_per_domain, 64);
+    // A public listener with RRL off is warned about; loopback, private ones or RRL on not.
+    let public = |dns: &str| parse(dns).unwrap().dns.unlimited_public_listener();
+    assert_eq!(
+        public("listen = \"203.0.113.5:53\""),
+        Some("203.0.113.5".parse().unwrap())
+    );
+    assert_eq!(
+        public("listen = \"[2001:db8::5]:53\""),
+        Some("2001:db8::5".parse().unwrap())
+    );
+    for quiet in [
+        "listen = \"127.0.0.1:53\"",
+        "listen = \"10.1.2.3:53\"",
+        "listen = \"[fd00::1]:53\"",
+        "listen = \"203.0.113.5:53\"\n[dns.rrl]\nresponses_per_second = 20",
+    ] {
+        assert_eq!(public(quiet), None, "{quiet}");
+    }
+    // A wildcard: whichever of this host's addresses is public (loopback never is).
+    let wildcard = public("listen = \"0.0.0.0:53\"");
+    assert!(wildcard.is_none_or(|ip| !ip.is_loopback() && ip.is_ipv4()));
+    assert_eq!(
+        parse("forwards_per_domain = 256")
+            .unwrap()
+            .dns
+            .forwards_per_domain,
+        256
+    );
     assert_eq!(config.dns.ipv6_client_prefix, 64);
     // Valid before the relay slots were split per transport (512 in all): still valid, and
     // a share above a transport's 256 slots is all of them.
@@ -258,6 +287,8 @@ fn dns_tcp_and_relay_limits_are_checked() {
         ),
         ("forwards_per_client = 0", "dns.forwards_per_client"),
         ("forwards_per_client = 513", "dns.forwards_per_client"),
+        ("forwards_per_domain = 0", "dns.forwards_per_domain"),
+        ("forwards_per_domain = 257", "dns.forwards_per_domain"),
         ("ipv6_client_prefix = 31", "dns.ipv6_client_prefix"),
         ("ipv6_client_prefix = 129", "dns.ipv6_client_prefix"),
     ] {

@@ -133,14 +133,24 @@ impl Rejections {
 
 /// `text` cut to [`MAX_TEXT_BYTES`] (on a character boundary), marked when cut.
 fn bounded(text: &str) -> String {
-    if text.len() <= MAX_TEXT_BYTES {
-        return text.to_string();
-    }
-    let mut end = MAX_TEXT_BYTES;
+    let mut end = text.len().min(MAX_TEXT_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    // Control characters escaped: a rejected input's id or reason is outside text, and a line
+    // feed in it would write a log line of its own.
+    let mut shown = String::with_capacity(end);
+    for c in text[..end].chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    if end < text.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -183,6 +193,20 @@ mod tests {
                 "event",
                 (MAX_REMEMBERED + 500) as u64 - u64::from(LOG_PER_MINUTE)
             )]
+        );
+    }
+
+    #[test]
+    fn control_characters_in_rejected_text_are_escaped() {
+        assert_eq!(bounded("/broken"), "/broken");
+        assert_eq!(
+            bounded("/a\nWARN forged\r\u{1b}[31m"),
+            "/a\\nWARN forged\\r\\u{1b}[31m"
+        );
+        let long = format!("{}\n", "é".repeat(MAX_TEXT_BYTES));
+        assert_eq!(
+            bounded(&long),
+            format!("{}…", "é".repeat(MAX_TEXT_BYTES / 2))
         );
     }
 

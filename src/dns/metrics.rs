@@ -18,7 +18,8 @@ pub struct QueryLabels {
     pub rcode: &'static str,
 }
 
-/// Which cap turned something away: `total` (every slot taken) or `client` (its share).
+/// Which cap turned something away: `total` (every slot taken), `client` (its share) or
+/// `domain` (the queried domain's share of the relay slots).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
     pub limit: &'static str,
@@ -40,7 +41,7 @@ pub struct DnsMetrics {
     /// TCP connections closed early, idle or not reading their answers, because half the
     /// slots were taken (RFC 7766 §6.2.3).
     pub tcp_pressure_closed: Counter,
-    /// TCP queries not relayed but answered SERVFAIL at once, by which cap.
+    /// TCP queries not relayed but answered SERVFAIL at once, by which cap (`domain` too).
     pub forwards_shed: Family<LimitLabels, Counter>,
     /// UDP queries not relayed but answered empty with TC (ask again over TCP), by which cap.
     pub forwards_to_tcp: Family<LimitLabels, Counter>,
@@ -77,12 +78,14 @@ impl Default for DnsMetrics {
             forward_loops: Counter::default(),
             by_kind,
         };
-        // Both series of each limit family exist from the start, at 0.
-        for over in [Over::Total, Over::Client] {
+        // Every series of each limit family exists from the start, at 0.
+        for over in [Over::Total, Over::Client, Over::Domain] {
             let labels = LimitLabels {
                 limit: over.label(),
             };
-            let _ = metrics.tcp_refused.get_or_create(&labels).get();
+            if over != Over::Domain {
+                let _ = metrics.tcp_refused.get_or_create(&labels).get();
+            }
             let _ = metrics.forwards_shed.get_or_create(&labels).get();
             let _ = metrics.forwards_to_tcp.get_or_create(&labels).get();
         }
@@ -141,12 +144,12 @@ impl DnsMetrics {
         );
         metrics.register(
             "dns_forwards_shed",
-            "TCP queries answered SERVFAIL at once instead of relayed: every TCP relay slot taken (limit=total) or the client's share (limit=client, dns.forwards_per_client)",
+            "TCP queries answered SERVFAIL at once instead of relayed: every TCP relay slot the client may take taken (limit=total), the client's share (limit=client, dns.forwards_per_client) or the queried domain's (limit=domain, dns.forwards_per_domain)",
             dns.forwards_shed.clone(),
         );
         metrics.register(
             "dns_forwards_to_tcp",
-            "UDP queries answered empty with TC at once instead of relayed, so that the client asks again over TCP, where its address is proven: every UDP relay slot taken (limit=total) or the client's share (limit=client, dns.forwards_per_client)",
+            "UDP queries answered empty with TC at once instead of relayed, so that the client asks again over TCP, where its address is proven: every UDP relay slot taken (limit=total), the client's share (limit=client, dns.forwards_per_client) or the queried domain's (limit=domain, dns.forwards_per_domain)",
             dns.forwards_to_tcp.clone(),
         );
         metrics.register(

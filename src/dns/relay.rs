@@ -130,23 +130,22 @@ fn answers(query: &[u8], question: usize, reply: &[u8]) -> bool {
 /// Where the question of a one-question message ends (its name uncompressed, or ending in a
 /// pointer), or `None` when the message is shorter.
 pub fn question_end(packet: &[u8]) -> Option<usize> {
-    let mut at = 12;
+    let at = name_end(packet, 12)?;
+    (packet.len() >= at + 4).then_some(at + 4)
+}
+
+/// Where the name at `at` ends: after its root label, or after the pointer it ends in; `None`
+/// when it is malformed or runs past the message.
+pub fn name_end(packet: &[u8], mut at: usize) -> Option<usize> {
     loop {
         let len = *packet.get(at)? as usize;
         match len {
-            0 => {
-                at += 1;
-                break;
-            }
+            0 => return Some(at + 1),
             1..=63 => at += 1 + len,
-            _ if len & 0xc0 == 0xc0 => {
-                at += 2;
-                break;
-            }
+            _ if len & 0xc0 == 0xc0 => return (packet.len() >= at + 2).then_some(at + 2),
             _ => return None,
         }
     }
-    (packet.len() >= at + 4).then_some(at + 4)
 }
 
 /// A query ID no one off the path can guess (RFC 5452): from the kernel's random pool.

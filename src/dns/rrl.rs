@@ -1,12 +1,17 @@
-//! Response rate limiting (RRL) for UDP answers, per client prefix, as BIND's RRL and Knot's
-//! `rrl` module do: a client prefix (IPv4 /24, IPv6 /56 by default) gets `responses_per_second`
-//! answers of each kind (positive, negative, error) per second; past that, every `slip`-th
+//! Response rate limiting (RRL) for UDP answers, per client prefix and name, as BIND's RRL and
+//! Knot's `rrl` module do: a client prefix (IPv4 /24, IPv6 /56 by default) gets
+//! `responses_per_second` answers of each kind and name per second — positive answers by the
+//! name asked, negative ones by the zone that says so (the owner of the SOA they carry: a flood
+//! of made-up names under one zone is one key), errors whatever the name — so that many clients
+//! behind one prefix (containers behind a /24) asking for many names are not cut off, while a
+//! flood of one answer at a spoofed victim is. Past that, every `slip`-th
 //! limited answer goes out cut to its header and question with TC set (a real client asks again
 //! over TCP, which is never limited), the others are dropped. A spoofed flood so earns its
 //! victim almost nothing, while a legitimate resolver behind the same prefix still gets through.
 //!
 //! The table is owned by the one UDP thread (no lock, no atomics): a fixed number of buckets in
-//! sets of [`WAYS`], looked up by a keyed hash of the prefix and kind. A key not in its set takes
+//! sets of [`WAYS`], looked up by a keyed hash of the prefix, kind and name (the name's bytes
+//! hashed where they lie in the answer, case folded: nothing allocated). A key not in its set takes
 //! the set's stalest bucket, so the table never grows, whatever the sources (memory is
 //! `table_size` × 24 bytes). An evicted key starts afresh with a full allowance, which only
 //! errs on the side of answering, as Knot's table does when full.
@@ -129,9 +134,66 @@ impl Table {
         self.start.elapsed().as_secs() as u32
     }
 
-    /// Whether the answer of `kind` to `client`, at `now` (see [`Table::now`]), goes out.
-    pub fn check(&mut self, client: IpAddr, kind: Kind, now: u32) -> Verdict {
-        let key = self.key(client, kind);
+    /// Whether the encoded answer `reply` to `client`, at `now` (see [`Table::now`]), goes
+    /// out: its kind, and the name it is limited under ([`Table::name`]).
+    pub fn check_reply(&mut self, client: IpAddr, reply: &[u8], now: u32) -> Verdict {
+        let kind = Kind::of(reply);
+        let name = self.name(reply, kind);
+        self.check(client, kind, name, now)
+    }
+
+    /// The keyed hash of the name an answer of `kind` is limited under: a positive answer's
+    /// question; a negative answer's zone, the owner of the SOA in its authority section (BIND
+    /// and Knot key NXDOMAIN so: made-up names under one zone are one key), else its question;
+    /// none (0) for an error, which says nothing about the name (a flood of errors for made-up
+    /// names stays one key), nor for a message whose names cannot be read.
+    pub fn name(&self, reply: &[u8], kind: Kind) -> u64 {
+        if kind == Kind::Error || reply.len() < 12 || reply[4..6] != [0, 1] {
+            return 0;
+        }
+        let count = |at: usize| u16::from_be_bytes([reply[at], reply[at + 1]]);
+        let owner = match kind {
+            Kind::Negative if count(6) == 0 && count(8) > 0 => super::relay::question_end(reply)
+                .filter(|&at| {
+                    // The first authority record is an SOA: its type follows its owner.
+                    super::relay::name_end(reply, at)
+                        .is_some_and(|end| reply.get(end..end + 2) == Some(&[0, 6]))
+                }),
+            _ => None,
+        };
+        self.hash_name(reply, owner.unwrap_or(12)).unwrap_or(0)
+    }
+
+    /// The keyed hash of the name at `at` in `msg`, its labels case folded and compression
+    /// pointers followed (a few: a loop ends it); `None` when it cannot be read.
+    fn hash_name(&self, msg: &[u8], mut at: usize) -> Option<u64> {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h = self.seed.rotate_left(32);
+        let mut pointers = 0;
+        loop {
+            let len = *msg.get(at)? as usize;
+            match len {
+                0 => return Some(h | 1),
+                1..=63 => {
+                    h = (h ^ len as u64).wrapping_mul(PRIME);
+                    for &b in msg.get(at + 1..at + 1 + len)? {
+                        h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(PRIME);
+                    }
+                    at += 1 + len;
+                }
+                _ if len & 0xc0 == 0xc0 && pointers < 8 => {
+                    pointers += 1;
+                    at = (len & 0x3f) << 8 | *msg.get(at + 1)? as usize;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether an answer of `kind` for the name hashed as `name` ([`Table::name`]) to `client`,
+    /// at `now` (see [`Table::now`]), goes out.
+    pub fn check(&mut self, client: IpAddr, kind: Kind, name: u64, now: u32) -> Verdict {
+        let key = self.key(client, kind, name);
         let rate = self.settings.responses_per_second.min(i32::MAX as u32 / 2) as i32;
         let floor = -(rate.saturating_mul(self.settings.window.min(3600) as i32));
         let set = (key as usize >> 7) & self.mask;
@@ -184,15 +246,15 @@ impl Table {
         Verdict::Drop
     }
 
-    /// The keyed hash of the client's prefix and the answer's kind (never 0: 0 marks a free
-    /// bucket).
-    fn key(&self, client: IpAddr, kind: Kind) -> u64 {
+    /// The keyed hash of the client's prefix, the answer's kind and its name's hash (never 0:
+    /// 0 marks a free bucket).
+    fn key(&self, client: IpAddr, kind: Kind, name: u64) -> u64 {
         let (family, bits) = match client.to_canonical() {
             IpAddr::V4(v4) => (1u64, u128::from(u32::from(v4) & self.v4_mask)),
             IpAddr::V6(v6) => (2u64, u128::from(v6) & self.v6_mask),
         };
         let mut h = self.seed ^ (family << 8 | kind as u64);
-        for word in [bits as u64, (bits >> 64) as u64] {
+        for word in [bits as u64, (bits >> 64) as u64, name] {
             h = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             h ^= h >> 29;
         }
@@ -230,7 +292,7 @@ mod tests {
     fn a_prefix_gets_its_rate_then_slips_every_nth() {
         let mut t = Table::new(settings(3, 2, 2, 64));
         let verdicts: Vec<Verdict> = (0..9)
-            .map(|i| t.check(ip(&format!("192.0.2.{i}")), Kind::Answer, 0))
+            .map(|i| t.check(ip(&format!("192.0.2.{i}")), Kind::Answer, 0, 0))
             .collect();
         use Verdict::*;
         assert_eq!(
@@ -238,36 +300,39 @@ mod tests {
             [Send, Send, Send, Drop, Slip, Drop, Slip, Drop, Slip]
         );
         // Another /24, another kind: their own allowance.
-        assert_eq!(t.check(ip("192.0.3.1"), Kind::Answer, 0), Send);
-        assert_eq!(t.check(ip("192.0.2.1"), Kind::Negative, 0), Send);
+        assert_eq!(t.check(ip("192.0.3.1"), Kind::Answer, 0, 0), Send);
+        assert_eq!(t.check(ip("192.0.2.1"), Kind::Negative, 0, 0), Send);
         // The debt is bounded by the window (3 × 2): two quiet seconds pay it, the third earns
         // a full second's worth.
-        assert_eq!(t.check(ip("192.0.2.1"), Kind::Answer, 2), Drop);
+        assert_eq!(t.check(ip("192.0.2.1"), Kind::Answer, 0, 2), Drop);
         let mut t2 = Table::new(settings(3, 2, 0, 64));
         for _ in 0..100 {
-            assert_ne!(t2.check(ip("10.1.1.1"), Kind::Answer, 0), Slip, "slip 0");
+            assert_ne!(t2.check(ip("10.1.1.1"), Kind::Answer, 0, 0), Slip, "slip 0");
         }
-        assert_eq!(t2.check(ip("10.1.1.1"), Kind::Answer, 3), Send);
+        assert_eq!(t2.check(ip("10.1.1.1"), Kind::Answer, 0, 3), Send);
     }
 
     #[test]
     fn ipv6_prefixes_and_mapped_addresses() {
         let mut t = Table::new(settings(1, 1, 0, 64));
         assert_eq!(
-            t.check(ip("2001:db8:0:1::1"), Kind::Answer, 0),
+            t.check(ip("2001:db8:0:1::1"), Kind::Answer, 0, 0),
             Verdict::Send
         );
         // The same /56.
         assert_eq!(
-            t.check(ip("2001:db8:0:2::1"), Kind::Answer, 0),
+            t.check(ip("2001:db8:0:2::1"), Kind::Answer, 0, 0),
             Verdict::Drop
         );
         // Another /56.
-        assert_eq!(t.check(ip("2001:db8:1::1"), Kind::Answer, 0), Verdict::Send);
-        // A mapped IPv4 address counts as that IPv4 client.
-        assert_eq!(t.check(ip("10.0.0.1"), Kind::Answer, 0), Verdict::Send);
         assert_eq!(
-            t.check(ip("::ffff:10.0.0.2"), Kind::Answer, 0),
+            t.check(ip("2001:db8:1::1"), Kind::Answer, 0, 0),
+            Verdict::Send
+        );
+        // A mapped IPv4 address counts as that IPv4 client.
+        assert_eq!(t.check(ip("10.0.0.1"), Kind::Answer, 0, 0), Verdict::Send);
+        assert_eq!(
+            t.check(ip("::ffff:10.0.0.2"), Kind::Answer, 0, 0),
             Verdict::Drop
         );
     }
@@ -278,7 +343,7 @@ mod tests {
         s.exempt = vec![Cidr::parse("10.0.0.0/8").unwrap()];
         let mut t = Table::new(s);
         for _ in 0..10 {
-            assert_eq!(t.check(ip("10.0.0.1"), Kind::Answer, 0), Verdict::Send);
+            assert_eq!(t.check(ip("10.0.0.1"), Kind::Answer, 0, 0), Verdict::Send);
         }
     }
 
@@ -299,6 +364,84 @@ mod tests {
         assert_eq!(Kind::of(&badvers), Kind::Error);
         badvers[12 + 5] = 0;
         assert_eq!(Kind::of(&badvers), Kind::Negative);
+    }
+
+    /// An encoded answer to `name`: NOERROR with an A record, or NXDOMAIN with the SOA of
+    /// `zone` in its authority section (the owner compressed to point into the question, as
+    /// encoders write it), or REFUSED.
+    fn reply(name: &str, rcode: u8, zone: &str) -> Vec<u8> {
+        use hickory_proto::op::{Message, Query, ResponseCode};
+        use hickory_proto::rr::rdata::SOA;
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        let name = Name::from_ascii(name).unwrap();
+        let mut m = Message::response(1, hickory_proto::op::OpCode::Query);
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        let zone = Name::from_ascii(zone).unwrap();
+        match rcode {
+            0 => {
+                m.add_answer(Record::from_rdata(
+                    name,
+                    5,
+                    RData::A(std::net::Ipv4Addr::new(10, 0, 0, 1).into()),
+                ));
+            }
+            3 => {
+                m.metadata.response_code = ResponseCode::NXDomain;
+                let soa = SOA::new(zone.clone(), zone.clone(), 1, 60, 60, 60, 60);
+                m.add_authority(Record::from_rdata(zone, 60, RData::SOA(soa)));
+            }
+            _ => m.metadata.response_code = ResponseCode::Refused,
+        }
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn answers_are_limited_per_name_negative_ones_per_zone_errors_per_prefix() {
+        let mut t = Table::new(settings(1, 1, 0, 4096));
+        let client = ip("10.1.2.3");
+        // Containers behind one /24 asking for many names: each name its own allowance.
+        for i in 0..50 {
+            let name = format!("app{i}.marathon.mesos.");
+            let answer = reply(&name, 0, "mesos.");
+            assert_eq!(t.check_reply(client, &answer, 0), Verdict::Send, "{name}");
+        }
+        // The same name again within the second, from the same /24, in another case: limited.
+        let again = reply("APP7.marathon.mesos.", 0, "mesos.");
+        assert_eq!(t.check_reply(ip("10.1.2.99"), &again, 0), Verdict::Drop);
+        // NXDOMAIN for made-up names under one zone: one key, whatever the name.
+        let nx = |name: &str| reply(name, 3, "mesos.");
+        assert_eq!(t.check_reply(client, &nx("x1.mesos."), 0), Verdict::Send);
+        assert_eq!(t.check_reply(client, &nx("x2.mesos."), 0), Verdict::Drop);
+        assert_eq!(t.check_reply(client, &nx("y.x3.MESOS."), 0), Verdict::Drop);
+        // Another zone's NXDOMAIN is another key.
+        let other = reply("x1.l4lb.thisdcos.directory.", 3, "l4lb.thisdcos.directory.");
+        assert_eq!(t.check_reply(client, &other, 0), Verdict::Send);
+        // Errors: one key per prefix, whatever the name.
+        assert_eq!(
+            t.check_reply(client, &reply("a.b.", 5, "b."), 0),
+            Verdict::Send
+        );
+        assert_eq!(
+            t.check_reply(client, &reply("c.d.", 5, "d."), 0),
+            Verdict::Drop
+        );
+        // The name keys: the question's for an answer, in any case; the SOA owner's for a
+        // negative one; none for an error or an unreadable message.
+        let a = t.name(&reply("Www.Example.", 0, "example."), Kind::Answer);
+        assert_eq!(a, t.name(&reply("www.example.", 0, "x."), Kind::Answer));
+        assert_ne!(a, t.name(&reply("www2.example.", 0, "x."), Kind::Answer));
+        let zone = t.name(&nx("a.example."), Kind::Negative);
+        assert_eq!(
+            zone,
+            t.name(&reply("b.c.example.", 3, "mesos."), Kind::Negative)
+        );
+        assert_eq!(t.name(&reply("a.b.", 5, "b."), Kind::Error), 0);
+        assert_eq!(t.name(&[0xff; 11], Kind::Answer), 0);
+        // A pointer loop ends the walk: no name.
+        let mut looped = reply("www.example.", 0, "example.");
+        looped[12] = 0xc0;
+        looped[13] = 12;
+        assert_eq!(t.name(&looped, Kind::Answer), 0);
     }
 
     proptest! {
@@ -323,16 +466,17 @@ mod tests {
             for (client, step) in &events {
                 now += step;
                 let addr = IpAddr::from([10, 0, *client, 1]);
-                if t.check(addr, Kind::Answer, now) == Verdict::Send {
+                if t.check(addr, Kind::Answer, 0, now) == Verdict::Send {
                     *sent.entry((*client, now)).or_default() += 1;
                 }
             }
             for (&(client, second), &n) in &sent {
                 prop_assert!(n <= rate, "{client} sent {n} in second {second}");
             }
-            // A flood of sources: the table does not grow, credits stay in bounds.
+            // A flood of sources and names: the table does not grow, credits stay in bounds.
             for (i, source) in many.iter().enumerate() {
-                t.check(IpAddr::from(source.to_be_bytes()), Kind::Error, now + i as u32 / 100);
+                let name = u64::from(*source).rotate_left(7);
+                t.check(IpAddr::from(source.to_be_bytes()), Kind::Answer, name, now + i as u32 / 100);
             }
             prop_assert_eq!(t.capacity(), capacity);
             let floor = -((rate * window) as i32);
@@ -342,7 +486,7 @@ mod tests {
             // After a quiet window, a fresh second gives a key its full rate.
             let later = now + 1000;
             let fresh = IpAddr::from([10, 0, 9, 1]);
-            let n = (0..rate).filter(|_| t.check(fresh, Kind::Answer, later) == Verdict::Send).count();
+            let n = (0..rate).filter(|_| t.check(fresh, Kind::Answer, 0, later) == Verdict::Send).count();
             prop_assert_eq!(n as u32, rate);
         }
     }

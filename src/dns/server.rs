@@ -4,7 +4,8 @@
 //!
 //! What a client can hold is bounded, in total and per client (see [`limits`]): TCP connections
 //! (each read and write under `dns.tcp_idle_timeout`, so a client that trickles its queries or
-//! never reads its answers loses the connection), and relayed queries in flight.
+//! never reads its answers loses the connection), and relayed queries in flight, which are also
+//! bounded per queried domain (slow names under one domain cannot hold every relay slot).
 //!
 //! [`limits`]: super::limits
 
@@ -21,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::answer::{self, Outcome, Relayed, Reply, Transport, UDP_QUERY_BUFFER};
 use super::fast;
-use super::limits::{Expired, Share, Shares};
+use super::limits::{Expired, Relay, Relays, Shares};
 use super::metrics::DnsMetrics;
 use super::relay::{self, OwnSockets};
 use super::rrl;
@@ -33,6 +34,14 @@ use crate::zone::{Zone, ZoneConfig};
 /// Relayed queries in flight at once, half of them for queries that came over UDP and half for
 /// those over TCP (see [`DnsServer::admit`]).
 pub const MAX_FORWARDS: usize = 512;
+/// `dns.forwards_per_domain` by default: a quarter of a transport's relay slots, so that slow
+/// names fill them only from four domains or more, while a domain busy enough to need more
+/// relays in flight at once than this is busier than a transport's slots serve well anyway.
+pub const DEFAULT_FORWARDS_PER_DOMAIN: usize = MAX_FORWARDS / 8;
+/// TCP relay slots only a client holding none may take: with clients holding at most 16 each
+/// (`dns.tcp_connections_per_client`, one query in flight per connection), it takes twelve of
+/// them and 64 more before a client with an address of its own gets no relay.
+pub const RESERVED_TCP_FORWARDS: usize = MAX_FORWARDS / 8;
 /// `dns.tcp_connections` by default: TCP connections open at once; past this, a new one is
 /// closed at once.
 pub const DEFAULT_TCP_CONNECTIONS: usize = 1024;
@@ -64,6 +73,8 @@ pub struct Settings {
     pub tcp_connections_per_client: usize,
     /// Relayed queries of one client in flight at once (`dns.forwards_per_client`).
     pub forwards_per_client: usize,
+    /// Relayed queries for one domain in flight at once (`dns.forwards_per_domain`).
+    pub forwards_per_domain: usize,
     /// The IPv6 prefix a client is counted by for both (`dns.ipv6_client_prefix`).
     pub ipv6_client_prefix: u8,
 }
@@ -82,11 +93,13 @@ pub struct DnsServer {
     rrl: Option<rrl::Settings>,
     zone_resolvers: Vec<(LowerName, Vec<SocketAddr>)>,
     /// Relay slots of queries that came over UDP, whose source address may be forged: past
-    /// them (or the client's share) the answer is TC, and the client asks again over TCP.
-    udp_forwards: Shares,
+    /// them (or the client's share, or the domain's) the answer is TC, and the client asks
+    /// again over TCP.
+    udp_forwards: Relays,
     /// Relay slots of queries that came over TCP, whose address the handshake proved: past
-    /// them (or the client's share) SERVFAIL. Forged UDP cannot take these.
-    tcp_forwards: Shares,
+    /// them (or the client's share, or the domain's) SERVFAIL. Forged UDP cannot take these,
+    /// and the last [`RESERVED_TCP_FORWARDS`] go to clients holding none.
+    tcp_forwards: Relays,
     tcp_connections: Shares,
     tcp_idle_timeout: Duration,
     /// Woken when a new TCP connection leaves half the slots or more taken: idle connections
@@ -113,8 +126,15 @@ impl DnsServer {
             upstream_timeout: settings.upstream_timeout,
             rrl: settings.rrl,
             zone_resolvers: settings.zone_resolvers,
-            udp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client, v6),
-            tcp_forwards: Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client, v6),
+            udp_forwards: Relays::new(
+                Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client, v6),
+                settings.forwards_per_domain,
+            ),
+            tcp_forwards: Relays::new(
+                Shares::new(MAX_FORWARDS / 2, settings.forwards_per_client, v6)
+                    .reserving(RESERVED_TCP_FORWARDS),
+                settings.forwards_per_domain,
+            ),
             tcp_connections: Shares::new(
                 settings.tcp_connections,
                 settings.tcp_connections_per_client,
@@ -370,12 +390,12 @@ impl DnsServer {
     }
 
     /// Whether a query that [`answer::answer`] would relay goes to the upstreams (`Ok`,
-    /// holding a share of the relay slots for its client) or is answered here (`Err`, the
+    /// holding a relay slot for its client and domain) or is answered here (`Err`, the
     /// answer): a name in the zones the configuration serves (a reload's, not built yet)
     /// SERVFAIL, never relayed; a name no upstream takes REFUSED; a query from one of our own
     /// relay sockets (a forwarding loop) SERVFAIL; past the relay slots of its transport, or
-    /// the client's share of them, over UDP an empty answer with TC (ask again over TCP), over
-    /// TCP SERVFAIL, at once.
+    /// the client's share of them, or its domain's, over UDP an empty answer with TC (ask again
+    /// over TCP), over TCP SERVFAIL, at once.
     fn admit(
         &self,
         snapshot: &Snapshot,
@@ -384,7 +404,7 @@ impl DnsServer {
         relayed: &Relayed,
         client: Option<SocketAddr>,
         transport: Transport,
-    ) -> Result<Share, Vec<u8>> {
+    ) -> Result<Relay, Vec<u8>> {
         if pending.soa_for(&relayed.name).is_some() {
             return Err(self.reply(answer::answer(Some(pending), packet, transport, true)));
         }
@@ -402,16 +422,17 @@ impl DnsServer {
         match transport {
             // A UDP source address may be forged (by someone who never reads the answer, and
             // keeps a slot until the upstream times out): the client past the UDP slots, or
-            // past its share of them, is told to ask again over TCP (see `answer::truncated`),
-            // where forged queries hold nothing.
-            Transport::Udp => self.udp_forwards.take(ip).map_err(|over| {
+            // past its share of them, or its domain's, is told to ask again over TCP (see
+            // `answer::truncated`), where forged queries hold nothing (a flood of forged queries
+            // for slow names under a domain denies that domain's real clients nothing).
+            Transport::Udp => self.udp_forwards.take(ip, &relayed.name).map_err(|over| {
                 self.metrics.refused(&self.metrics.forwards_to_tcp, over);
                 self.metrics.truncated.inc();
                 self.metrics
                     .query(Some(relayed.qtype), ResponseCode::NoError);
                 answer::truncated(packet).unwrap_or_default()
             }),
-            Transport::Tcp => self.tcp_forwards.take(ip).map_err(|over| {
+            Transport::Tcp => self.tcp_forwards.take(ip, &relayed.name).map_err(|over| {
                 self.metrics.refused(&self.metrics.forwards_shed, over);
                 self.servfail(packet, relayed.qtype).unwrap_or_default()
             }),
@@ -474,7 +495,7 @@ impl DnsServer {
                 continue;
             }
             let Some(client) = slot.peer() else { continue };
-            match table.check(client.ip(), rrl::Kind::of(slot.reply), now) {
+            match table.check_reply(client.ip(), slot.reply, now) {
                 rrl::Verdict::Send => {}
                 rrl::Verdict::Drop => {
                     self.metrics.rrl_dropped.inc();

@@ -17,6 +17,7 @@ fn settings(upstreams: Vec<SocketAddr>) -> Settings {
         tcp_connections: DEFAULT_TCP_CONNECTIONS,
         tcp_connections_per_client: 16,
         forwards_per_client: 64,
+        forwards_per_domain: DEFAULT_FORWARDS_PER_DOMAIN,
         ipv6_client_prefix: 64,
     }
 }

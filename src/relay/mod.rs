@@ -50,6 +50,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
+use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::{AppId, Cluster};
 use crate::discovery::marathon::gzip;
@@ -102,6 +103,18 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `relay.header_timeout` and `relay.idle_timeout` (`stall`).
     pub timeouts: crate::stall::Timeouts,
+}
+
+/// What the relay knows of an accepted connection before it speaks HTTP.
+struct Client {
+    /// The relay listens on loopback (`access`: a token is then optional).
+    loopback: bool,
+    peer: SocketAddr,
+    /// The TCP socket, for its send buffer once a response turns out to be a stream.
+    fd: std::os::fd::RawFd,
+    /// Notified to close the connection (a subscriber cut, the relay shutting down).
+    cut: Arc<Notify>,
+    ticket: Arc<Ticket>,
 }
 
 /// One model as served: a generation (the relay's own count of models), the cluster, and the
@@ -367,7 +380,9 @@ impl Relay {
         self.metrics.subscribers.set(subscribers.len() as i64);
     }
 
-    pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>) {
+    /// Accepts the relay's connections; with `tls`, each speaks HTTPS after a handshake that
+    /// must end within the header timeout (a client that opens and says nothing holds nothing).
+    pub async fn serve(self: Arc<Self>, listener: Arc<TcpListener>, tls: Option<TlsAcceptor>) {
         let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
@@ -387,39 +402,84 @@ impl Relay {
             let _ = socket.set_tcp_user_timeout(Some(self.settings.timeouts.idle));
             let _ = stream.set_nodelay(true);
             let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+            let client = Client {
+                loopback,
+                peer,
+                fd,
+                cut,
+                ticket,
+            };
             let relay = self.clone();
-            let timeouts = self.settings.timeouts;
-            tokio::spawn(async move {
-                let on_cut = cut.clone();
-                let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
-                let service = service_fn(move |req| {
-                    let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
-                    let ticket = ticket.clone();
-                    async move {
-                        let preparing = activity.preparing();
-                        let method = req.method().clone();
-                        let response = relay.handle(req, (loopback, peer.ip()), cut, &ticket).await;
-                        activity.answering(&method, &response);
-                        if is_stream(&response) {
-                            // SAFETY: this service runs inside the connection that owns the
-                            // socket, so `fd` is open (and is that socket) while it runs.
-                            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                            let socket = socket2::SockRef::from(&socket);
-                            let _ = socket.set_send_buffer_size(STREAM_SEND_BUFFER);
-                        }
-                        drop(preparing);
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeouts.header)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = connection => {}
-                    _ = on_cut.notified() => {}
+            match &tls {
+                None => {
+                    tokio::spawn(relay.connection(stream, client));
                 }
-            });
+                Some(tls) => {
+                    let handshake = tls.accept(stream);
+                    let header = self.settings.timeouts.header;
+                    tokio::spawn(async move {
+                        let on_cut = client.cut.clone();
+                        let stream = tokio::select! {
+                            done = tokio::time::timeout(header, handshake) => match done {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(peer = %client.peer, "relay TLS handshake: {e}");
+                                    return;
+                                }
+                                Err(_) => return,
+                            },
+                            _ = on_cut.notified() => return,
+                        };
+                        relay.connection(stream, client).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// One connection's requests, over plain TCP or TLS, until it ends or is cut.
+    async fn connection<T>(self: Arc<Self>, stream: T, client: Client)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Client {
+            loopback,
+            peer,
+            fd,
+            cut,
+            ticket,
+        } = client;
+        let timeouts = self.settings.timeouts;
+        let on_cut = cut.clone();
+        let (stream, activity) = crate::stall::Guarded::new(stream, timeouts.idle);
+        let relay = self;
+        let service = service_fn(move |req| {
+            let (relay, cut, activity) = (relay.clone(), cut.clone(), activity.clone());
+            let ticket = ticket.clone();
+            async move {
+                let preparing = activity.preparing();
+                let method = req.method().clone();
+                let response = relay.handle(req, (loopback, peer.ip()), cut, &ticket).await;
+                activity.answering(&method, &response);
+                if is_stream(&response) {
+                    // SAFETY: this service runs inside the connection that owns the socket
+                    // (under TLS too: the TLS stream owns it), so `fd` is open (and is that
+                    // socket) while it runs.
+                    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    let socket = socket2::SockRef::from(&socket);
+                    let _ = socket.set_send_buffer_size(STREAM_SEND_BUFFER);
+                }
+                drop(preparing);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::select! {
+            _ = connection => {}
+            _ = on_cut.notified() => {}
         }
     }
 

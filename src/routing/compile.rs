@@ -379,7 +379,8 @@ fn compile_port(
                 b.probe_addr = app
                     .tasks
                     .get(&b.task_id)
-                    .and_then(|t| backend_addr(cluster, app, k, t).ok());
+                    .and_then(|t| backend_addr(cluster, app, k, t).ok())
+                    .map(Box::new);
             }
         } else {
             // marathon_lb.py, get_backend_port: "if its value is nonsense simply return
@@ -748,6 +749,9 @@ pub use cache::{Cache, Patched, compile_cached, compile_changed};
 
 #[path = "compile_vips.rs"]
 mod vips;
+
+#[path = "compile_prefetch.rs"]
+mod prefetch;
 
 #[cfg(test)]
 #[path = "compile_tests.rs"]

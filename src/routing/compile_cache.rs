@@ -231,7 +231,7 @@ pub fn compile_changed(
 /// written out to memory and read back in).
 pub(super) fn compile_fresh(cluster: &Cluster, config: &CompileConfig) -> RoutingTable {
     let assigned = assignment(cluster, config);
-    let parts = cluster.apps.values().map(|app| {
+    let parts = super::prefetch::ahead(cluster.apps.iter()).map(|(_, app)| {
         let (maintenance, app_assigned) = wanted(&assigned, config, app);
         compile_app(cluster, app, config, maintenance, app_assigned)
     });
@@ -263,9 +263,7 @@ impl Visit {
             cache.recompiled = cluster.apps.len();
             self.moved |= !cluster.apps.is_empty();
             let assigned = &cache.assigned;
-            cache.apps = cluster
-                .apps
-                .iter()
+            cache.apps = super::prefetch::ahead(cluster.apps.iter())
                 .map(|(id, app)| {
                     let (maintenance, app_assigned) = wanted(assigned, config, app);
                     let part = compile_app(cluster, app, config, maintenance, app_assigned);

@@ -352,7 +352,10 @@ fn the_healthcheck_port_index_probes_the_other_port_with_its_check() {
     assert_eq!(probe.kind, a.probes[0].kind);
     // The task's ports are 1 (index 0) and 2 (index 1): traffic to 1, probes to 2.
     assert_eq!(port0.backends[0].addr.port(), 1);
-    assert_eq!(port0.backends[0].probe_addr.map(|a| a.port()), Some(2));
+    assert_eq!(
+        port0.backends[0].probe_addr.as_deref().map(|a| a.port()),
+        Some(2)
+    );
     // Port 1 itself is probed as always, on its own address.
     assert_eq!(t.services[1].backends[0].probe_addr, None);
     assert!(t.services[1].probe.is_some());

@@ -16,6 +16,12 @@ fn cluster(apps: Vec<App>) -> Cluster {
     c
 }
 
+/// A backend fits one cache line (a full compile at 50,000 apps writes 500,000 of them).
+#[test]
+fn a_backend_is_one_cache_line() {
+    assert_eq!(std::mem::size_of::<Backend>(), 64);
+}
+
 #[test]
 fn groups_select_apps() {
     let c = cluster(vec![

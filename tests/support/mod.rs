@@ -7,6 +7,7 @@ pub mod browser;
 pub mod edge;
 pub mod marathon;
 pub mod mesos;
+pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

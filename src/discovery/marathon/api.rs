@@ -195,10 +195,41 @@ fn parse_app(text: &str, hosts: &mut HostNames) -> Result<App, (String, String)>
     }
 }
 
-fn into_app(app: MarathonApp, hosts: &mut HostNames) -> Result<App, String> {
-    if !app.id.starts_with('/') {
-        return Err(format!("app id {:?} is not absolute", app.id));
+/// Marathon's rule for an app id (`PathId`): absolute, `/`-separated segments, each made of
+/// dot-separated labels of lower-case letters, digits and inner hyphens. Marathon refuses any
+/// other id, so one that breaks the rule came from elsewhere (the file source, a relay, a
+/// forged event). It is refused here, where ids enter the model, because an id is written
+/// into DNS names, HAProxy-style backend names, `/metrics` labels, logs and the dashboard:
+/// each escapes what it must, and none has to carry quotes, spaces, control characters or
+/// `..` segments that Marathon itself could never have sent.
+pub fn check_app_id(id: &str) -> Result<(), String> {
+    let Some(path) = id.strip_prefix('/') else {
+        return Err(format!("app id {id:?} is not absolute"));
+    };
+    let label_ok = |label: &str| {
+        let bytes = label.as_bytes();
+        !bytes.is_empty()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-'
+    };
+    if path.is_empty()
+        || !path
+            .split('/')
+            .all(|segment| segment.split('.').all(label_ok))
+    {
+        return Err(format!(
+            "app id {id:?} breaks Marathon's id rule (segments of lower-case letters, digits, \
+             inner hyphens and dots)"
+        ));
     }
+    Ok(())
+}
+
+fn into_app(app: MarathonApp, hosts: &mut HostNames) -> Result<App, String> {
+    check_app_id(&app.id)?;
     let container = app.container.unwrap_or_default();
     let docker = container.docker.unwrap_or_default();
     let container_mode = app

@@ -102,6 +102,37 @@ fn one_bad_app_does_not_reject_the_rest() {
 }
 
 #[test]
+fn app_ids_follow_marathons_rule() {
+    for good in ["/a", "/web", "/a7", "/prod/shop-blue", "/x.y/z-1.b", "/0/1"] {
+        assert_eq!(check_app_id(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "relative",
+        "/",
+        "/Web",
+        "/a b",
+        "/a//b",
+        "/a/",
+        "/-a",
+        "/a-",
+        "/a/../b",
+        "/a/./b",
+        "/a..b",
+        "/a_b",
+        "/evil\"} 1",
+        "/a\nb",
+        "/caf\u{e9}",
+    ] {
+        assert!(check_app_id(bad).is_err(), "{bad:?}");
+    }
+    let body = br#"{"apps":[{"id":"/ok"},{"id":"/evil\"} 1\nx"},{"id":"/Upper"}]}"#;
+    let parsed = parse_apps(body).unwrap();
+    assert_eq!(parsed.apps.len(), 1);
+    assert_eq!(parsed.apps[0].id.as_ref(), "/ok");
+    assert_eq!(parsed.rejected.len(), 2);
+}
+
+#[test]
 fn health_results_aggregate() {
     let body = br#"{"apps":[{"id":"/a","healthChecks":[{},{}],"tasks":[
             {"id":"a.1","host":"h","healthCheckResults":[{"alive":true},{"alive":false}]},
