@@ -279,6 +279,21 @@ impl Connection {
         self.settings_acked
     }
 
+    /// Whether the client's preface has arrived (the driver bounds the handshake by it).
+    pub fn preface_seen(&self) -> bool {
+        self.preface_seen
+    }
+
+    /// Whether `stream` is still open on either side (not ended both ways, not reset).
+    pub fn is_open(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
+    /// Whether our response's head went out on `stream`.
+    pub fn head_sent(&self, stream: u32) -> bool {
+        self.streams.get(&stream).is_some_and(|s| s.head_sent)
+    }
+
     /// Streams open or half-closed (those counted against the concurrency limit).
     pub fn active_streams(&self) -> usize {
         self.streams.len()
