@@ -1,16 +1,17 @@
-//! The HTTP/2 server side, on the `h2` codec directly: one task per client connection drives
-//! the connection and all of its streams (no task per stream), hands each request to the
-//! caller's handler (`http`'s one exchange), and writes the answer back — its head, its body
-//! as the stream's flow control allows, its trailers. The codec's protections stay on: a bound
-//! on concurrent streams and on the header list, the resets a client may provoke (rapid reset),
-//! the handshake within the client header timeout; a connection flooding control frames is
-//! sent GOAWAY(ENHANCE_YOUR_CALM) and closed (`h2_frames`); a stream whose code panics is reset
-//! (INTERNAL_ERROR) without ending its connection's other streams. A connection's streams
-//! whose client still owes its request body hold at most `MAX_UNFINISHED_UPLOADS` backend
-//! connections at once ([`H2Body::claim_upload`]); a stream past that is refused with
-//! REFUSED_STREAM, which clients retry. Knows nothing of routing: it imports no other proxy
-//! module but `headers` and `h2_frames`.
-
+//! The HTTP/2 server side: one task per client connection drives the connection and all of
+//! its streams (no task per stream), hands each request to the caller's handler (`http`'s one
+//! exchange), and writes the answer back — its head, its body as the stream's flow control
+//! allows, its trailers. Two codecs serve it: our own (`h2codec`, driven by [`driver`], the
+//! default) and the `h2` crate (this file's `serve` below, `SWITCHYARD_H2_CODEC=0`), kept as a
+//! way back until the codec has proved itself. Either way the protections are the same: a
+//! bound on concurrent streams and on the header list, the resets a client may provoke (rapid
+//! reset), the handshake within the client header timeout; a connection flooding control
+//! frames is sent GOAWAY(ENHANCE_YOUR_CALM) and closed (`h2_frames`' budget); a stream whose
+//! code panics is reset (INTERNAL_ERROR) without ending its connection's other streams. A
+//! connection's streams whose client still owes its request body hold at most
+//! `MAX_UNFINISHED_UPLOADS` backend connections at once ([`H2Body::claim_upload`]); a stream
+//! past that is refused with REFUSED_STREAM, which clients retry. Knows nothing of routing: it
+//! imports no other proxy module but `headers`, `h2_frames` and `h2codec`.
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -68,11 +69,12 @@ pub struct Config {
     pub codec: bool,
 }
 
-/// Whether connections are served by our own codec (`driver`) rather than the `h2` crate:
-/// `SWITCHYARD_H2_CODEC=1` selects it (read once), while it earns its place (issue #21).
+/// Whether connections are served by our own codec (`driver`, the default) rather than the
+/// `h2` crate, which `SWITCHYARD_H2_CODEC=0` selects (read once): kept as a way back while the
+/// codec proves itself in production (issue #21), then removed with `h2_frames::Guarded`.
 pub fn own_codec() -> bool {
     static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OWN.get_or_init(|| std::env::var_os("SWITCHYARD_H2_CODEC").is_some_and(|v| v == "1"))
+    *OWN.get_or_init(|| std::env::var_os("SWITCHYARD_H2_CODEC").is_none_or(|v| v != "0"))
 }
 
 /// Streams open at once on one connection: HAProxy's default. Each may hold a backend

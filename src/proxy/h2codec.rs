@@ -5,10 +5,10 @@
 //! straight from the backend's bytes, with the protections the crate gives us today.
 //!
 //! Built in stages, each tested on its own: [`hpack`] (RFC 7541), then the frame layer and the
-//! connection state machine. Until `h2_server` is moved onto it (the last stage), nothing in
-//! the binary calls it; the fuzz targets and tests do.
+//! connection state machine, then (stage 4) `h2_server::driver`, which serves HTTP/2 clients
+//! with it by default (the `h2` crate's path stays selectable, `SWITCHYARD_H2_CODEC=0`).
 //!
-//! Stage 4, moving `h2_server` onto it: a driver loop per connection reads into a bounded
+//! Stage 4, `h2_server` on it: a driver loop per connection reads into a bounded
 //! buffer and calls [`conn::Connection::recv`] until it returns no event, hands each request to
 //! the handler (a `RequestHead` in place of `http::Request`), feeds body bytes and calls
 //! `release` as they are consumed, writes the output (heads via `send_head` straight from the

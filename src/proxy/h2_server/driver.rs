@@ -482,10 +482,20 @@ where
                 _ => s.conn.release(stream, data.len()),
             },
             Event::Trailers { stream, head } => {
+                let trailers = fields(&head);
+                if trailers.is_none() {
+                    // Fields the codec took but `http` refuses: malformed, as a head would be.
+                    s.conn.reset(stream, Reason::PROTOCOL_ERROR);
+                }
                 if let Some(io) = s.streams.get_mut(&stream) {
-                    io.ended = true;
-                    io.trailers = Some(fields(&head).unwrap_or_default());
-                    if let Some(w) = io.body_waker.take() {
+                    match trailers {
+                        Some(trailers) => {
+                            io.ended = true;
+                            io.trailers = Some(trailers);
+                        }
+                        None => io.reset = Some(Reason::PROTOCOL_ERROR),
+                    }
+                    for w in [io.body_waker.take(), io.send_waker.take()].into_iter().flatten() {
                         w.wake();
                     }
                 }
