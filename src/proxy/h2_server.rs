@@ -207,7 +207,8 @@ pub async fn serve<'a, S, H, F, B>(
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
                     resets.opened.fetch_add(1, Ordering::Relaxed);
-                    let req = req.map(|body| H2Body(BodyKind::Crate(CrateBody::new(body, &uploads))));
+                    let req =
+                        req.map(|body| H2Body(BodyKind::Crate(CrateBody::new(body, &uploads))));
                     streams.push((req, respond), worker);
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),

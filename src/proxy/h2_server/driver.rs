@@ -95,7 +95,11 @@ impl Shared {
 
     fn wake_waiting(&mut self) {
         for id in self.waiting.drain(..) {
-            if let Some(w) = self.streams.get_mut(&id).and_then(|io| io.send_waker.take()) {
+            if let Some(w) = self
+                .streams
+                .get_mut(&id)
+                .and_then(|io| io.send_waker.take())
+            {
                 w.wake();
             }
         }
@@ -107,7 +111,11 @@ impl Shared {
             if io.send_waker.is_none() {
                 self.waiting.push(id);
             }
-            if !io.send_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if !io
+                .send_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
                 io.send_waker = Some(cx.waker().clone());
             }
         }
@@ -370,7 +378,10 @@ pub(super) async fn serve<'a, S, H, F, B>(
         s.gone = true;
         s.driving = false;
         for io in s.streams.values_mut() {
-            for w in [io.body_waker.take(), io.send_waker.take()].into_iter().flatten() {
+            for w in [io.body_waker.take(), io.send_waker.take()]
+                .into_iter()
+                .flatten()
+            {
                 w.wake();
             }
         }
@@ -424,7 +435,10 @@ where
                 }
                 for io in s.streams.values_mut() {
                     io.reset.get_or_insert(Reason::CANCEL);
-                    for w in [io.body_waker.take(), io.send_waker.take()].into_iter().flatten() {
+                    for w in [io.body_waker.take(), io.send_waker.take()]
+                        .into_iter()
+                        .flatten()
+                    {
                         w.wake();
                     }
                 }
@@ -495,7 +509,10 @@ where
                         }
                         None => io.reset = Some(Reason::PROTOCOL_ERROR),
                     }
-                    for w in [io.body_waker.take(), io.send_waker.take()].into_iter().flatten() {
+                    for w in [io.body_waker.take(), io.send_waker.take()]
+                        .into_iter()
+                        .flatten()
+                    {
                         w.wake();
                     }
                 }
@@ -503,7 +520,10 @@ where
             Event::Reset { stream, reason } => {
                 if let Some(io) = s.streams.get_mut(&stream) {
                     io.reset = Some(reason);
-                    for w in [io.body_waker.take(), io.send_waker.take()].into_iter().flatten() {
+                    for w in [io.body_waker.take(), io.send_waker.take()]
+                        .into_iter()
+                        .flatten()
+                    {
                         w.wake();
                     }
                 }
@@ -841,7 +861,9 @@ impl Body for CodecBody {
             drop(guard);
             this.done = true;
             this.release_place();
-            return Poll::Ready(Some(Err("HTTP/2 stream closed before its body ended".into())));
+            return Poll::Ready(Some(Err(
+                "HTTP/2 stream closed before its body ended".into()
+            )));
         };
         if let Some(data) = io.data.pop_front() {
             let last = io.ended && io.data.is_empty() && io.trailers.is_none();
@@ -872,7 +894,11 @@ impl Body for CodecBody {
             this.release_place();
             return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
         }
-        if !io.body_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !io
+            .body_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             io.body_waker = Some(cx.waker().clone());
         }
         Poll::Pending
