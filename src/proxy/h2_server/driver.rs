@@ -171,6 +171,8 @@ pub(super) async fn serve<'a, S, H, F, B>(
     let (mut rstart, mut rend) = (0usize, 0usize);
     let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut wpos = 0usize;
+    // Written since the last flush that completed.
+    let mut unflushed = false;
     let mut read_closed = false;
     let mut stopping = std::pin::pin!(stopping);
     let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -288,6 +290,7 @@ pub(super) async fn serve<'a, S, H, F, B>(
                     Poll::Ready(Ok(n)) => {
                         wpos += n;
                         progress = true;
+                        unflushed = true;
                     }
                     Poll::Ready(Err(e)) => {
                         tracing::debug!("h2 connection write failed: {e}");
@@ -296,13 +299,17 @@ pub(super) async fn serve<'a, S, H, F, B>(
                     Poll::Pending => break,
                 }
             }
-            if wpos == wbuf.len() && progress {
-                // TLS holds what it was given until flushed.
-                if let Poll::Ready(Err(_)) = Pin::new(&mut io).poll_flush(cx) {
-                    return Poll::Ready(());
+            if wpos == wbuf.len() && unflushed {
+                // TLS holds what it was given until flushed (retried until done: a flush that
+                // waited for the socket is polled again when it wakes the task).
+                match Pin::new(&mut io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {}
                 }
             }
-            if failed && wpos == wbuf.len() && lock(&shared).conn.output().is_empty() {
+            if failed && wpos == wbuf.len() && !unflushed && lock(&shared).conn.output().is_empty()
+            {
                 // The GOAWAY went out: the connection ends.
                 return Poll::Ready(());
             }
@@ -321,7 +328,7 @@ pub(super) async fn serve<'a, S, H, F, B>(
                 return Poll::Pending;
             }
         }
-        if closing && streams.live() == 0 && wpos == wbuf.len() && !failed {
+        if closing && streams.live() == 0 && wpos == wbuf.len() && !unflushed && !failed {
             return Poll::Ready(());
         }
         if failed {
