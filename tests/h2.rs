@@ -585,6 +585,24 @@ async fn an_idle_connection_gets_goaway_and_is_closed() {
     assert!(types.contains(&7), "a GOAWAY before the close: {types:?}");
 }
 
+/// A client that never acknowledges the proxy's SETTINGS (RFC 9113 §6.5.3) is sent
+/// GOAWAY(SETTINGS_TIMEOUT) within the client header timeout and closed: it cannot hold a
+/// connection whose settings it may not be applying.
+#[tokio::test]
+async fn a_client_that_never_acknowledges_our_settings_gets_goaway_settings_timeout() {
+    let (backend, _) = mirror().await;
+    let e = edge_with_short_client_timeout("h2-settings-ack", backend).await;
+    let mut stream = TcpStream::connect(e.http).await.unwrap();
+    stream.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut seen))
+        .await
+        .expect("the connection was closed")
+        .ok();
+    const SETTINGS_TIMEOUT: u32 = 0x4;
+    assert_eq!(goaways(&frames_of(&seen)), [SETTINGS_TIMEOUT]);
+}
+
 /// A response the client never opens its window for is reset after the client timeout, and
 /// the connection goes on serving: the backend connection and the buffers it held are not
 /// pinned by a client that stopped reading.

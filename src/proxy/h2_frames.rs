@@ -125,6 +125,32 @@ impl Budget {
         Ok(())
     }
 
+    /// One inbound frame of `frame_type` with `flags`; `carries_data` says whether a DATA
+    /// frame has payload beyond its padding. A request (HEADERS) and body bytes are useful
+    /// work and earn credit; an empty DATA frame ending its stream is how a body ends and costs
+    /// nothing; every other frame (control frames, empty DATA, CONTINUATION, unknown types) is
+    /// charged. Shared by [`Scanner`] and the HTTP/2 codec's connection (`h2codec::conn`).
+    pub fn judge(
+        &mut self,
+        frame_type: u8,
+        flags: u8,
+        carries_data: bool,
+        now: &mut impl FnMut() -> Instant,
+    ) -> Result<(), Flood> {
+        match frame_type {
+            HEADERS => {
+                self.earn(CREDIT_PER_REQUEST);
+                Ok(())
+            }
+            DATA if carries_data => {
+                self.earn(1);
+                Ok(())
+            }
+            DATA if flags & END_STREAM != 0 => Ok(()),
+            other => self.spend(other, now),
+        }
+    }
+
     /// Control frames still allowed without more useful work or time.
     pub fn credit(&self) -> u32 {
         self.credit
@@ -173,7 +199,7 @@ impl Scanner {
             if self.payload_left > 0 {
                 if let Some((length, flags)) = self.padded_data.take() {
                     let pad = usize::from(bytes[0]);
-                    self.data(length > pad + 1, flags, &mut now)?;
+                    self.budget.judge(DATA, flags, length > pad + 1, &mut now)?;
                 }
                 let skipped = self.payload_left.min(bytes.len());
                 self.payload_left -= skipped;
@@ -202,36 +228,12 @@ impl Scanner {
         length: usize,
         now: &mut impl FnMut() -> Instant,
     ) -> Result<(), Flood> {
-        match frame_type {
-            HEADERS => {
-                self.budget.earn(CREDIT_PER_REQUEST);
-                Ok(())
-            }
-            DATA if flags & PADDED != 0 && length > 0 => {
-                self.padded_data = Some((length, flags));
-                Ok(())
-            }
-            DATA => self.data(length > 0, flags, now),
-            other => self.budget.spend(other, now),
+        if frame_type == DATA && flags & PADDED != 0 && length > 0 {
+            // Whether it carries data is told by its pad length, the payload's first byte.
+            self.padded_data = Some((length, flags));
+            return Ok(());
         }
-    }
-
-    /// A DATA frame: body bytes are useful work, an empty frame ending its stream is how a
-    /// body ends, any other empty frame is charged.
-    fn data(
-        &mut self,
-        carries_data: bool,
-        flags: u8,
-        now: &mut impl FnMut() -> Instant,
-    ) -> Result<(), Flood> {
-        if carries_data {
-            self.budget.earn(1);
-            Ok(())
-        } else if flags & END_STREAM != 0 {
-            Ok(())
-        } else {
-            self.budget.spend(DATA, now)
-        }
+        self.budget.judge(frame_type, flags, length > 0, now)
     }
 }
 

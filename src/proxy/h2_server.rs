@@ -1,16 +1,17 @@
-//! The HTTP/2 server side, on the `h2` codec directly: one task per client connection drives
-//! the connection and all of its streams (no task per stream), hands each request to the
-//! caller's handler (`http`'s one exchange), and writes the answer back — its head, its body
-//! as the stream's flow control allows, its trailers. The codec's protections stay on: a bound
-//! on concurrent streams and on the header list, the resets a client may provoke (rapid reset),
-//! the handshake within the client header timeout; a connection flooding control frames is
-//! sent GOAWAY(ENHANCE_YOUR_CALM) and closed (`h2_frames`); a stream whose code panics is reset
-//! (INTERNAL_ERROR) without ending its connection's other streams. A connection's streams
-//! whose client still owes its request body hold at most `MAX_UNFINISHED_UPLOADS` backend
-//! connections at once ([`H2Body::claim_upload`]); a stream past that is refused with
-//! REFUSED_STREAM, which clients retry. Knows nothing of routing: it imports no other proxy
-//! module but `headers` and `h2_frames`.
-
+//! The HTTP/2 server side: one task per client connection drives the connection and all of
+//! its streams (no task per stream), hands each request to the caller's handler (`http`'s one
+//! exchange), and writes the answer back — its head, its body as the stream's flow control
+//! allows, its trailers. Two codecs serve it: our own (`h2codec`, driven by [`driver`], the
+//! default) and the `h2` crate (this file's `serve` below, `SWITCHYARD_H2_CODEC=0`), kept as a
+//! way back until the codec has proved itself. Either way the protections are the same: a
+//! bound on concurrent streams and on the header list, the resets a client may provoke (rapid
+//! reset), the handshake within the client header timeout; a connection flooding control
+//! frames is sent GOAWAY(ENHANCE_YOUR_CALM) and closed (`h2_frames`' budget); a stream whose
+//! code panics is reset (INTERNAL_ERROR) without ending its connection's other streams. A
+//! connection's streams whose client still owes its request body hold at most
+//! `MAX_UNFINISHED_UPLOADS` backend connections at once ([`H2Body::claim_upload`]); a stream
+//! past that is refused with REFUSED_STREAM, which clients retry. Knows nothing of routing: it
+//! imports no other proxy module but `headers`, `h2_frames` and `h2codec`.
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -24,6 +25,7 @@ use http::{Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+mod driver;
 mod streams;
 use streams::{Inbox, SPARE_LINGER, Streams};
 
@@ -63,6 +65,16 @@ pub struct Config {
     /// stopped reading it, or keeps its window at 0) is reset, so that its backend connection
     /// and buffers are released.
     pub stall_timeout: Duration,
+    /// Served by our own codec (`driver`, on `h2codec`) instead of the `h2` crate.
+    pub codec: bool,
+}
+
+/// Whether connections are served by our own codec (`driver`, the default) rather than the
+/// `h2` crate, which `SWITCHYARD_H2_CODEC=0` selects (read once): kept as a way back while the
+/// codec proves itself in production (issue #21), then removed with `h2_frames::Guarded`.
+pub fn own_codec() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::env::var_os("SWITCHYARD_H2_CODEC").is_none_or(|v| v != "0"))
 }
 
 /// Streams open at once on one connection: HAProxy's default. Each may hold a backend
@@ -116,6 +128,9 @@ pub async fn serve<'a, S, H, F, B>(
     B: Body<Data = Bytes> + CutOffBody + Send + 'a,
     B::Error: Into<BodyError>,
 {
+    if config.codec {
+        return driver::serve(io, config, stopping, handle, report).await;
+    }
     let mut builder = h2::server::Builder::new();
     builder
         .initial_window_size(STREAM_WINDOW)
@@ -192,7 +207,8 @@ pub async fn serve<'a, S, H, F, B>(
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     opened = true;
                     resets.opened.fetch_add(1, Ordering::Relaxed);
-                    let req = req.map(|body| H2Body::new(body, &uploads));
+                    let req =
+                        req.map(|body| H2Body(BodyKind::Crate(CrateBody::new(body, &uploads))));
                     streams.push((req, respond), worker);
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
@@ -454,9 +470,75 @@ impl EarlyResets {
 #[derive(Default)]
 struct Uploads(AtomicUsize);
 
-/// A client's request body on one stream: its DATA frames (the window given back as each is
-/// taken), then its trailers.
-pub struct H2Body {
+impl Uploads {
+    /// Takes a place if fewer than `max` are taken.
+    fn take(&self, max: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client's request body on one HTTP/2 stream, from whichever server codec serves it.
+pub struct H2Body(BodyKind);
+
+enum BodyKind {
+    Crate(CrateBody),
+    Codec(driver::CodecBody),
+}
+
+impl H2Body {
+    /// Called before the request goes to a backend over a connection of its own, for a body
+    /// that has not ended (`is_end_stream`): when the client still owes body, takes one of
+    /// its connection's `MAX_UNFINISHED_UPLOADS` places (held until the body ends), or
+    /// `Err(RefuseStream)` when all are taken. A body already received whole needs no place,
+    /// nor does a stream the client reset (its body fails when read: the client's fault).
+    pub async fn claim_upload(&mut self) -> Result<(), RefuseStream> {
+        match &mut self.0 {
+            BodyKind::Crate(body) => body.claim_upload().await,
+            BodyKind::Codec(body) => body.claim(),
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.get_mut().0 {
+            BodyKind::Crate(body) => Pin::new(body).poll_frame(cx),
+            BodyKind::Codec(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            BodyKind::Crate(body) => body.is_end_stream(),
+            BodyKind::Codec(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            BodyKind::Crate(body) => body.size_hint(),
+            BodyKind::Codec(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A client's request body on one stream of the `h2` crate: its DATA frames (the window given
+/// back as each is taken), then its trailers.
+struct CrateBody {
     inner: h2::RecvStream,
     data_done: bool,
     /// DATA taken from the codec by [`H2Body::claim_upload`] before the body was read, handed
@@ -469,9 +551,9 @@ pub struct H2Body {
     holding: bool,
 }
 
-impl H2Body {
-    fn new(inner: h2::RecvStream, uploads: &Arc<Uploads>) -> H2Body {
-        H2Body {
+impl CrateBody {
+    fn new(inner: h2::RecvStream, uploads: &Arc<Uploads>) -> CrateBody {
+        CrateBody {
             inner,
             data_done: false,
             early: None,
@@ -485,7 +567,7 @@ impl H2Body {
     /// (held until the body ends), or `Err(RefuseStream)` when all are taken. A body already
     /// received whole (waiting in the codec) needs no place, nor does a stream the client
     /// reset (its body fails when read: the client's fault).
-    pub async fn claim_upload(&mut self) -> Result<(), RefuseStream> {
+    async fn claim_upload(&mut self) -> Result<(), RefuseStream> {
         poll_fn(|cx| Poll::Ready(self.claim(cx))).await
     }
 
@@ -507,25 +589,18 @@ impl H2Body {
         if self.data_done {
             return Ok(());
         }
-        let taken = self
-            .uploads
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_UNFINISHED_UPLOADS).then_some(n + 1)
-            });
-        match taken {
-            Ok(_) => {
-                self.holding = true;
-                Ok(())
-            }
-            Err(_) => Err(RefuseStream),
+        if self.uploads.take(MAX_UNFINISHED_UPLOADS) {
+            self.holding = true;
+            Ok(())
+        } else {
+            Err(RefuseStream)
         }
     }
 
     /// The client owes nothing more (or never will): its place goes back.
     fn release(&mut self) {
         if std::mem::take(&mut self.holding) {
-            self.uploads.0.fetch_sub(1, Ordering::AcqRel);
+            self.uploads.give_back();
         }
     }
 
@@ -543,13 +618,13 @@ impl H2Body {
     }
 }
 
-impl Drop for H2Body {
+impl Drop for CrateBody {
     fn drop(&mut self) {
         self.release();
     }
 }
 
-impl Body for H2Body {
+impl Body for CrateBody {
     type Data = Bytes;
     type Error = BodyError;
 

@@ -135,6 +135,7 @@ where
             // reading are both bounded by the client header timeout (docs/http.md).
             idle_timeout: settings.client_header_timeout,
             stall_timeout: settings.client_header_timeout,
+            codec: super::h2_server::own_codec(),
         };
         drop(settings);
         let (client, ctx) = (&client, &*ctx);

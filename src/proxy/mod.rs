@@ -14,6 +14,7 @@ pub mod h1_framing;
 mod h1_relay;
 pub mod h2_frames;
 mod h2_server;
+pub mod h2codec;
 pub mod headers;
 pub mod http;
 pub mod limits;

@@ -32,8 +32,7 @@ impl CutOffBody for TestBody {
 
 /// A panic in one stream's handler, or in its body, resets that stream with INTERNAL_ERROR
 /// and is reported; the connection's other streams are answered.
-#[tokio::test]
-async fn a_panicking_stream_is_reset_alone() {
+async fn a_panicking_stream_is_reset_alone_on(codec: bool) {
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let panics = AtomicUsize::new(0);
     let report = |incident| {
@@ -45,6 +44,7 @@ async fn a_panicking_stream_is_reset_alone() {
         handshake_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(5),
+        codec,
     };
     let handle = |req: Request<H2Body>| {
         let path = req.uri().path().to_string();
@@ -96,8 +96,7 @@ async fn a_panicking_stream_is_reset_alone() {
 /// Finished streams' boxes are reused for the next ones: waves of more concurrent streams
 /// than `SPARE_STREAMS`, each answered with its own path after the others had time to
 /// start, every answer its own stream's (none from a box's earlier occupant).
-#[tokio::test]
-async fn streams_in_reused_boxes_each_get_their_own_answer() {
+async fn streams_in_reused_boxes_each_get_their_own_answer_on(codec: bool) {
     let (server_io, client_io) = tokio::io::duplex(1024 * 1024);
     let incidents = AtomicUsize::new(0);
     let report = |_| {
@@ -108,6 +107,7 @@ async fn streams_in_reused_boxes_each_get_their_own_answer() {
         handshake_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(5),
+        codec,
     };
     let handle = |req: Request<H2Body>| {
         let path = req.uri().path().to_string();
@@ -155,8 +155,7 @@ async fn streams_in_reused_boxes_each_get_their_own_answer() {
 /// `MAX_UNFINISHED_UPLOADS` places, and one past them is refused (REFUSED_STREAM) when its
 /// answer says so; a body already received whole needs no place; a place comes back when
 /// its body ends.
-#[tokio::test]
-async fn unfinished_uploads_are_capped_and_whole_bodies_need_no_place() {
+async fn unfinished_uploads_are_capped_and_whole_bodies_need_no_place_on(codec: bool) {
     use http_body_util::BodyExt;
     let (server_io, client_io) = tokio::io::duplex(1024 * 1024);
     let refused = AtomicUsize::new(0);
@@ -169,6 +168,7 @@ async fn unfinished_uploads_are_capped_and_whole_bodies_need_no_place() {
         handshake_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(5),
+        codec,
     };
     let handle = |mut req: Request<H2Body>| async move {
         if let Err(refusal) = req.body_mut().claim_upload().await {
@@ -246,4 +246,37 @@ async fn unfinished_uploads_are_capped_and_whole_bodies_need_no_place() {
         done = tokio::time::timeout(Duration::from_secs(10), client) => done.unwrap(),
     };
     assert_eq!(refused.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test]
+async fn a_panicking_stream_is_reset_alone() {
+    a_panicking_stream_is_reset_alone_on(false).await
+}
+
+/// The same on our own codec.
+#[tokio::test]
+async fn a_panicking_stream_is_reset_alone_on_the_codec() {
+    a_panicking_stream_is_reset_alone_on(true).await
+}
+
+#[tokio::test]
+async fn streams_in_reused_boxes_each_get_their_own_answer() {
+    streams_in_reused_boxes_each_get_their_own_answer_on(false).await
+}
+
+/// The same on our own codec.
+#[tokio::test]
+async fn streams_in_reused_boxes_each_get_their_own_answer_on_the_codec() {
+    streams_in_reused_boxes_each_get_their_own_answer_on(true).await
+}
+
+#[tokio::test]
+async fn unfinished_uploads_are_capped_and_whole_bodies_need_no_place() {
+    unfinished_uploads_are_capped_and_whole_bodies_need_no_place_on(false).await
+}
+
+/// The same on our own codec.
+#[tokio::test]
+async fn unfinished_uploads_are_capped_and_whole_bodies_need_no_place_on_the_codec() {
+    unfinished_uploads_are_capped_and_whole_bodies_need_no_place_on(true).await
 }

@@ -1,0 +1,931 @@
+//! The HTTP/2 server on our own codec (`h2codec`, issue #21): one task per client connection
+//! reads into a bounded buffer, runs [`Connection::recv`] until it has no event, hands each
+//! request to the handler as an `http::Request` (so that the proxy's rules, shared with
+//! HTTP/1.1, stay in one place), queues each stream's body bytes for its reader (the window
+//! given back as they are consumed), and writes what the codec and the streams put in its
+//! output. The codec judges the protocol (preface, stream states, flow control, malformed
+//! heads, 431, CONTINUATION and control-frame floods, rapid reset); this driver keeps what
+//! needs IO or time: the handshake and SETTINGS ACK within the handshake timeout, the idle and
+//! stall timeouts, the bound on the output buffered for a client that does not read, the
+//! unfinished-upload places, a panic ending its stream alone.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Version, uri};
+use http_body::{Body, Frame, SizeHint};
+use rustc_hash::FxHashMap;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::streams::{Inbox, SPARE_LINGER, Streams};
+use super::{
+    BodyError, Config, CutOff, CutOffBody, FIRST_REQUEST_GRACE, H2Body, Incident,
+    MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_LOCAL_ERROR_RESETS, MAX_UNFINISHED_UPLOADS,
+    ROUNDS_PER_POLL, RefuseStream, STREAM_WINDOW, Uploads, unwound,
+};
+use crate::proxy::h2codec::conn::{self as codec, Connection, Event, Fault, RequestHead};
+use crate::proxy::h2codec::frame::Reason;
+
+/// The read buffer: a whole frame of our maximum size and its header fit, with room for the
+/// small frames around it.
+const READ_BUFFER: usize = 2 * MAX_FRAME_SIZE as usize + 1024;
+/// Output the streams may queue beyond what the socket took: past it a stream waits (bounded by
+/// the stall timeout), and the connection reads no more frames (whose answers, PING ACKs and
+/// SETTINGS ACKs, would add to it).
+const MAX_OUTPUT: usize = 256 * 1024;
+/// The connection window (`super::CONN_WINDOW`) bounds what is queued for streams' readers.
+const CONN_WINDOW: u32 = super::CONN_WINDOW;
+
+/// A connection's state shared by its driver and its streams (and request bodies, which a
+/// backend connection's task may poll).
+struct Shared {
+    conn: Connection,
+    streams: FxHashMap<u32, StreamIo>,
+    /// Streams waiting for room to send (window, or output below `MAX_OUTPUT`), or for a
+    /// reset (their `send_waker` set): woken when frames were read or output written.
+    waiting: Vec<u32>,
+    /// The driver's task, woken when a body's reader (maybe in another task) wrote output.
+    driver: Option<Waker>,
+    /// The driver is inside its poll: it writes what is added before it returns.
+    driving: bool,
+    /// The connection ended (the client left, or a fault): every stream is gone.
+    gone: bool,
+}
+
+/// One stream's IO as its exchange and its request body see it.
+#[derive(Default)]
+struct StreamIo {
+    data: VecDeque<Bytes>,
+    /// The client ended its body (END_STREAM seen).
+    ended: bool,
+    trailers: Option<HeaderMap>,
+    /// The client reset it, or the codec did for its fault.
+    reset: Option<Reason>,
+    body_waker: Option<Waker>,
+    /// The stream's exchange, waiting for room to send or for a reset.
+    send_waker: Option<Waker>,
+    /// The body was dropped: DATA arriving later is given back at once.
+    body_dropped: bool,
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Output was added from outside the driver's poll: the driver writes it.
+    fn output_added(&mut self) {
+        if !self.driving
+            && !self.conn.output().is_empty()
+            && let Some(waker) = &self.driver
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn wake_waiting(&mut self) {
+        for id in self.waiting.drain(..) {
+            if let Some(w) = self
+                .streams
+                .get_mut(&id)
+                .and_then(|io| io.send_waker.take())
+            {
+                w.wake();
+            }
+        }
+    }
+
+    /// The stream's exchange waits (woken by `wake_waiting`).
+    fn wait(&mut self, id: u32, cx: &mut TaskContext<'_>) {
+        if let Some(io) = self.streams.get_mut(&id) {
+            if io.send_waker.is_none() {
+                self.waiting.push(id);
+            }
+            if !io
+                .send_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                io.send_waker = Some(cx.waker().clone());
+            }
+        }
+    }
+}
+
+/// Serves one HTTP/2 connection on the codec until it ends (see `super::serve`).
+pub(super) async fn serve<'a, S, H, F, B>(
+    mut io: S,
+    config: &Config,
+    stopping: impl Future<Output = ()>,
+    handle: H,
+    report: &'a (dyn Fn(Incident) + Sync),
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Fn(Request<H2Body>) -> F,
+    F: Future<Output = Response<B>> + Send + 'a,
+    B: Body<Data = Bytes> + CutOffBody + Send + 'a,
+    B::Error: Into<BodyError>,
+{
+    let codec_config = codec::Config {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        stream_window: STREAM_WINDOW,
+        conn_window: CONN_WINDOW,
+        max_frame_size: MAX_FRAME_SIZE,
+        max_header_list_size: config.max_header_list_size,
+        header_table_size: 4096,
+        max_local_resets: MAX_LOCAL_ERROR_RESETS as u32,
+    };
+    let shared: SharedRef = Arc::new(Mutex::new(Shared {
+        conn: Connection::new(codec_config, Instant::now()),
+        streams: FxHashMap::default(),
+        waiting: Vec::new(),
+        driver: None,
+        driving: false,
+        gone: false,
+    }));
+    let uploads = Arc::new(Uploads::default());
+    let stall = config.stall_timeout;
+    let mut streams = Streams::new();
+    let handle = &handle;
+    let worker = |inbox: Arc<Inbox<(Request<H2Body>, u32)>>| {
+        let shared = shared.clone();
+        async move {
+            loop {
+                let (req, id) = inbox.next().await;
+                exchange((handle, req), &shared, id, stall, report).await;
+                inbox.finished();
+            }
+        }
+    };
+    let mut rbuf = vec![0u8; READ_BUFFER].into_boxed_slice();
+    let (mut rstart, mut rend) = (0usize, 0usize);
+    let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut wpos = 0usize;
+    // Written since the last flush that completed.
+    let mut unflushed = false;
+    let mut read_closed = false;
+    let mut stopping = std::pin::pin!(stopping);
+    let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut handshake = Box::pin(tokio::time::sleep(config.handshake_timeout));
+    let mut handshaken = false;
+    let mut closing = false;
+    let mut failed = false;
+    let mut opened = false;
+    let mut idle = Box::pin(tokio::time::sleep(config.idle_timeout));
+    let mut idle_armed = false;
+    let mut idle_since = tokio::time::Instant::now();
+    poll_fn(|cx| {
+        streams.register(cx.waker());
+        {
+            let mut s = lock(&shared);
+            s.driving = true;
+            if !s.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.driver = Some(cx.waker().clone());
+            }
+        }
+        if !handshaken {
+            let s = lock(&shared);
+            if s.conn.preface_seen() && s.conn.settings_acked() {
+                handshaken = true;
+            } else if handshake.as_mut().poll(cx).is_ready() {
+                drop(s);
+                if !lock(&shared).conn.preface_seen() {
+                    return Poll::Ready(());
+                }
+                // The client never acknowledged our SETTINGS (RFC 9113 §6.5.3).
+                let mut s = lock(&shared);
+                s.conn.goaway(Reason::SETTINGS_TIMEOUT);
+                handshaken = true;
+                closing = true;
+                failed = true;
+            }
+        }
+        if !closing {
+            if stop.is_none() && stopping.as_mut().poll(cx).is_ready() {
+                stop = Some(Box::pin(tokio::time::sleep(FIRST_REQUEST_GRACE)));
+            }
+            if let Some(grace) = &mut stop
+                && (opened || grace.as_mut().poll(cx).is_ready())
+            {
+                lock(&shared).conn.goaway(Reason::NO_ERROR);
+                closing = true;
+            }
+        }
+        let mut rounds = 0;
+        loop {
+            let mut progress = false;
+            streams.poll_woken();
+            // Read, unless the output is past its bound (a client that does not read what it
+            // asks for) or the connection is failing.
+            let out_len = wbuf.len() - wpos + lock(&shared).conn.output().len();
+            if !read_closed && !failed && out_len < MAX_OUTPUT {
+                if rend == rbuf.len() && rstart > 0 {
+                    rbuf.copy_within(rstart..rend, 0);
+                    rend -= rstart;
+                    rstart = 0;
+                }
+                let mut read = ReadBuf::new(&mut rbuf[rend..]);
+                match Pin::new(&mut io).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                        // The client left (or read buffer full of a frame too big, which the
+                        // codec refuses before): every stream ends.
+                        read_closed = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Ok(())) => {
+                        rend += read.filled().len();
+                        progress = true;
+                        let events = handle_frames(
+                            &shared,
+                            &rbuf[rstart..rend],
+                            &uploads,
+                            &mut streams,
+                            &worker,
+                            report,
+                        );
+                        match events {
+                            Ok((used, any)) => {
+                                rstart += used;
+                                if rstart == rend {
+                                    (rstart, rend) = (0, 0);
+                                }
+                                opened |= any;
+                            }
+                            Err(()) => {
+                                failed = true;
+                                closing = true;
+                            }
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!("h2 connection read failed: {e}");
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            // Write what the codec and the streams queued.
+            if wpos == wbuf.len() {
+                let mut s = lock(&shared);
+                if !s.conn.output().is_empty() {
+                    wbuf.clear();
+                    wpos = 0;
+                    std::mem::swap(&mut wbuf, s.conn.output());
+                    s.wake_waiting();
+                }
+            }
+            while wpos < wbuf.len() {
+                match Pin::new(&mut io).poll_write(cx, &wbuf[wpos..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(n)) => {
+                        wpos += n;
+                        progress = true;
+                        unflushed = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!("h2 connection write failed: {e}");
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if wpos == wbuf.len() && unflushed {
+                // TLS holds what it was given until flushed (retried until done: a flush that
+                // waited for the socket is polled again when it wakes the task).
+                match Pin::new(&mut io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {}
+                }
+            }
+            if failed && wpos == wbuf.len() && !unflushed && lock(&shared).conn.output().is_empty()
+            {
+                // The GOAWAY went out: the connection ends.
+                return Poll::Ready(());
+            }
+            if !progress && !streams.any_woken() {
+                let mut s = lock(&shared);
+                if s.conn.output().is_empty() || wpos < wbuf.len() {
+                    s.driving = false;
+                    break;
+                }
+                // Output added since the write: another round.
+            }
+            rounds += 1;
+            if rounds == ROUNDS_PER_POLL {
+                lock(&shared).driving = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        if closing && streams.live() == 0 && wpos == wbuf.len() && !unflushed && !failed {
+            return Poll::Ready(());
+        }
+        if failed {
+            // Bounded: a client that does not read its GOAWAY is not waited for.
+            if !idle_armed {
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
+                idle_armed = true;
+            }
+            return if idle.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+        if streams.live() > 0 {
+            idle_armed = false;
+            return Poll::Pending;
+        }
+        if !idle_armed {
+            idle_since = tokio::time::Instant::now();
+            let first = if streams.spare > 0 {
+                SPARE_LINGER.min(config.idle_timeout)
+            } else {
+                config.idle_timeout
+            };
+            idle.as_mut().reset(idle_since + first);
+            idle_armed = true;
+        }
+        if idle.as_mut().poll(cx).is_ready() {
+            if streams.spare > 0 && !closing {
+                streams.release_spare();
+                idle.as_mut().reset(idle_since + config.idle_timeout);
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            if closing {
+                // GOAWAY was sent a grace ago and the client still holds the connection.
+                return Poll::Ready(());
+            }
+            lock(&shared).conn.goaway(Reason::NO_ERROR);
+            closing = true;
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await;
+    // Every stream ends with the connection; what is left of the output goes out, bounded.
+    {
+        let mut s = lock(&shared);
+        s.gone = true;
+        s.driving = false;
+        for io in s.streams.values_mut() {
+            for w in [io.body_waker.take(), io.send_waker.take()]
+                .into_iter()
+                .flatten()
+            {
+                w.wake();
+            }
+        }
+        s.waiting.clear();
+        let rest = std::mem::take(s.conn.output());
+        drop(s);
+        wbuf.drain(..wpos);
+        wbuf.extend_from_slice(&rest);
+    }
+    drop(streams);
+    let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, async {
+        if !wbuf.is_empty() {
+            io.write_all(&wbuf).await?;
+        }
+        io.shutdown().await
+    })
+    .await;
+}
+
+/// Runs the codec over the bytes read until it has no event: the bytes it used, and whether
+/// a stream was opened; `Err` when the connection failed (its GOAWAY is in the output).
+fn handle_frames<T, W>(
+    shared: &SharedRef,
+    buf: &[u8],
+    uploads: &Arc<Uploads>,
+    streams: &mut Streams<(Request<H2Body>, u32), T>,
+    worker: &W,
+    report: &(dyn Fn(Incident) + Sync),
+) -> Result<(usize, bool), ()>
+where
+    T: Future<Output = ()>,
+    W: Fn(Arc<Inbox<(Request<H2Body>, u32)>>) -> T,
+{
+    let mut s = lock(shared);
+    let s = &mut *s;
+    let mut used = 0;
+    let mut opened = false;
+    loop {
+        let (n, event) = match s.conn.recv(&buf[used..], Instant::now) {
+            Ok(r) => r,
+            Err(fault) => {
+                match fault {
+                    Fault::Flood(flood) => report(Incident::Flood(flood)),
+                    Fault::RapidReset { opened, reset } => {
+                        report(Incident::RapidReset { opened, reset })
+                    }
+                    Fault::Protocol(reason) => {
+                        tracing::debug!("h2 connection error: {reason:?}")
+                    }
+                    Fault::NoPreface => {}
+                }
+                for io in s.streams.values_mut() {
+                    io.reset.get_or_insert(Reason::CANCEL);
+                    for w in [io.body_waker.take(), io.send_waker.take()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        w.wake();
+                    }
+                }
+                s.waiting.clear();
+                return Err(());
+            }
+        };
+        used += n;
+        let Some(event) = event else {
+            // Frames read may have opened windows or reset streams: their senders look again.
+            s.wake_waiting();
+            return Ok((used, opened));
+        };
+        match event {
+            Event::Request {
+                stream,
+                head,
+                end_stream,
+            } => match request(&head) {
+                Some(req) => {
+                    opened = true;
+                    s.streams.insert(
+                        stream,
+                        StreamIo {
+                            ended: end_stream,
+                            ..StreamIo::default()
+                        },
+                    );
+                    let body = CodecBody {
+                        shared: shared.clone(),
+                        id: stream,
+                        done: end_stream,
+                        uploads: uploads.clone(),
+                        holding: false,
+                    };
+                    let req = req.map(|()| H2Body(super::BodyKind::Codec(body)));
+                    streams.push((req, stream), worker);
+                }
+                None => s.conn.reset(stream, Reason::PROTOCOL_ERROR),
+            },
+            Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => match s.streams.get_mut(&stream) {
+                Some(io) if !io.body_dropped => {
+                    if !data.is_empty() {
+                        io.data.push_back(Bytes::copy_from_slice(data));
+                    }
+                    io.ended |= end_stream;
+                    if let Some(w) = io.body_waker.take() {
+                        w.wake();
+                    }
+                }
+                _ => s.conn.release(stream, data.len()),
+            },
+            Event::Trailers { stream, head } => {
+                let trailers = fields(&head);
+                if trailers.is_none() {
+                    // Fields the codec took but `http` refuses: malformed, as a head would be.
+                    s.conn.reset(stream, Reason::PROTOCOL_ERROR);
+                }
+                if let Some(io) = s.streams.get_mut(&stream) {
+                    match trailers {
+                        Some(trailers) => {
+                            io.ended = true;
+                            io.trailers = Some(trailers);
+                        }
+                        None => io.reset = Some(Reason::PROTOCOL_ERROR),
+                    }
+                    for w in [io.body_waker.take(), io.send_waker.take()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        w.wake();
+                    }
+                }
+            }
+            Event::Reset { stream, reason } => {
+                if let Some(io) = s.streams.get_mut(&stream) {
+                    io.reset = Some(reason);
+                    for w in [io.body_waker.take(), io.send_waker.take()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        w.wake();
+                    }
+                }
+            }
+            Event::GoAway { .. } => {
+                // The client is leaving: its open streams are still answered.
+            }
+        }
+    }
+}
+
+/// The request as the proxy's handler takes it, as the `h2` crate made it (an absolute URI
+/// when `:authority` came); `None` when it cannot be one (malformed: PROTOCOL_ERROR).
+fn request(head: &RequestHead) -> Option<Request<()>> {
+    let method = http::Method::from_bytes(head.method()).ok()?;
+    let mut parts = uri::Parts::default();
+    if let Some(authority) = head.authority() {
+        parts.authority = Some(uri::Authority::try_from(authority).ok()?);
+    }
+    if let Some(scheme) = head.scheme() {
+        let scheme = uri::Scheme::try_from(scheme).ok()?;
+        // A URI cannot have a scheme without an authority: checked, then dropped.
+        if parts.authority.is_some() {
+            parts.scheme = Some(scheme);
+        }
+    }
+    if let Some(path) = head.path() {
+        parts.path_and_query = Some(uri::PathAndQuery::try_from(path).ok()?);
+    }
+    let uri = uri::Uri::from_parts(parts).ok()?;
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_2;
+    *req.headers_mut() = fields(head)?;
+    Some(req)
+}
+
+/// A head's regular fields as a `HeaderMap` (the codec checked the names; values are held to
+/// `http`'s rules too).
+fn fields(head: &RequestHead) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(head.fields().count());
+    for (name, value) in head.fields() {
+        let name = HeaderName::from_bytes(name).ok()?;
+        let value = HeaderValue::from_bytes(value).ok()?;
+        map.append(name, value);
+    }
+    Some(map)
+}
+
+/// One stream: the handler's answer (dropped when the client resets the stream first), then
+/// the answer written; a panic resets this stream alone. Whatever way it ends, the stream is
+/// closed in the codec (reset if still open) and its IO forgotten.
+async fn exchange<H, F, B>(
+    (handle, req): (&H, Request<H2Body>),
+    shared: &SharedRef,
+    id: u32,
+    stall: Duration,
+    report: &(dyn Fn(Incident) + Sync),
+) where
+    H: Fn(Request<H2Body>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + CutOffBody,
+    B::Error: Into<BodyError>,
+{
+    let reason = answer((handle, req), shared, id, stall, report).await;
+    let mut s = lock(shared);
+    s.streams.remove(&id);
+    if s.conn.is_open(id) {
+        s.conn.reset(id, reason);
+        s.output_added();
+    }
+}
+
+/// The stream's answer: how to reset the stream if it is still open after it (NO_ERROR after
+/// a whole answer: the client may stop sending its body, RFC 9113 §8.1).
+async fn answer<H, F, B>(
+    (handle, req): (&H, Request<H2Body>),
+    shared: &SharedRef,
+    id: u32,
+    stall: Duration,
+    report: &(dyn Fn(Incident) + Sync),
+) -> Reason
+where
+    H: Fn(Request<H2Body>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + CutOffBody,
+    B::Error: Into<BodyError>,
+{
+    let mut answer = std::pin::pin!(handle(req));
+    let response = tokio::select! {
+        biased;
+        response = poll_fn(|cx| unwound(|| answer.as_mut().poll(cx))) => response,
+        _ = poll_fn(|cx| reset(shared, id, cx)) => return Reason::CANCEL,
+    };
+    let Ok(response) = response else {
+        report(Incident::StreamPanic);
+        return Reason::INTERNAL_ERROR;
+    };
+    let (mut parts, body) = response.into_parts();
+    if parts.extensions.get::<RefuseStream>().is_some() {
+        report(Incident::UploadRefused);
+        return Reason::REFUSED_STREAM;
+    }
+    super::super::headers::strip_hop_by_hop(&mut parts.headers);
+    let end = body.is_end_stream();
+    if !end
+        && let Some(n) = body.size_hint().exact()
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(header::CONTENT_LENGTH, n.into());
+    }
+    {
+        let mut s = lock(shared);
+        let fields = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        if !s.conn.send_head(id, parts.status.as_u16(), fields, end) {
+            return Reason::CANCEL;
+        }
+        s.output_added();
+    }
+    if end {
+        return Reason::NO_ERROR;
+    }
+    pipe(body, shared, id, stall, report).await
+}
+
+/// Whether the stream was reset (registering the waiter when not).
+fn reset(shared: &SharedRef, id: u32, cx: &mut TaskContext<'_>) -> Poll<()> {
+    let mut s = lock(shared);
+    if s.gone || s.streams.get(&id).is_none_or(|io| io.reset.is_some()) || !s.conn.is_open(id) {
+        return Poll::Ready(());
+    }
+    s.wait(id, cx);
+    Poll::Pending
+}
+
+/// What a stream waiting to send finds.
+enum Room {
+    Ready,
+    Gone,
+}
+
+/// Room to send on the stream: window, and output below its bound; or the stream is gone.
+fn room(shared: &SharedRef, id: u32, cx: &mut TaskContext<'_>) -> Poll<Room> {
+    let mut s = lock(shared);
+    if s.gone || s.streams.get(&id).is_none_or(|io| io.reset.is_some()) || !s.conn.is_open(id) {
+        return Poll::Ready(Room::Gone);
+    }
+    if s.conn.send_capacity(id) > 0 && s.conn.output().len() < MAX_OUTPUT {
+        return Poll::Ready(Room::Ready);
+    }
+    s.wait(id, cx);
+    Poll::Pending
+}
+
+/// Waits for room, bounded by the stall timeout; false when the stream is gone or stalled
+/// (then reset by the caller's end).
+async fn wait_room<B: CutOffBody>(
+    shared: &SharedRef,
+    id: u32,
+    stall: Duration,
+    body: Pin<&mut B>,
+) -> bool {
+    match tokio::time::timeout(stall, poll_fn(|cx| room(shared, id, cx))).await {
+        Ok(Room::Ready) => true,
+        Ok(Room::Gone) => false,
+        Err(_) => {
+            tracing::debug!("h2 response stalled for {stall:?} without window: reset");
+            body.cut_off(CutOff::Stalled);
+            false
+        }
+    }
+}
+
+/// Writes a response body to its stream as the client's flow control allows; the reason to
+/// reset the stream with if it is still open after.
+async fn pipe<B>(
+    body: B,
+    shared: &SharedRef,
+    id: u32,
+    stall: Duration,
+    report: &(dyn Fn(Incident) + Sync),
+) -> Reason
+where
+    B: Body<Data = Bytes> + CutOffBody,
+    B::Error: Into<BodyError>,
+{
+    let mut body = std::pin::pin!(body);
+    loop {
+        if !wait_room(shared, id, stall, body.as_mut()).await {
+            return Reason::CANCEL;
+        }
+        let frame = tokio::select! {
+            biased;
+            frame = poll_fn(|cx| unwound(|| body.as_mut().poll_frame(cx))) => frame,
+            _ = poll_fn(|cx| reset(shared, id, cx)) => return Reason::CANCEL,
+        };
+        let Ok(frame) = frame else {
+            body.as_mut().cut_off(CutOff::Panicked);
+            report(Incident::StreamPanic);
+            return Reason::INTERNAL_ERROR;
+        };
+        let frame = match frame {
+            None => {
+                let mut s = lock(shared);
+                s.conn.send_data(id, &[], true);
+                s.output_added();
+                return Reason::NO_ERROR;
+            }
+            Some(Err(e)) => {
+                tracing::debug!("response body broken: {}", e.into());
+                return Reason::INTERNAL_ERROR;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        match frame.into_data() {
+            Ok(mut data) => {
+                let end = body.is_end_stream();
+                if data.is_empty() && end {
+                    let mut s = lock(shared);
+                    s.conn.send_data(id, &[], true);
+                    s.output_added();
+                }
+                while !data.is_empty() {
+                    let sent = {
+                        let mut s = lock(shared);
+                        let n = s.conn.send_data(id, &data, end);
+                        s.output_added();
+                        n
+                    };
+                    let _ = data.split_to(sent);
+                    if !data.is_empty() && !wait_room(shared, id, stall, body.as_mut()).await {
+                        return Reason::CANCEL;
+                    }
+                }
+                if end {
+                    return Reason::NO_ERROR;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let mut s = lock(shared);
+                    let fields = trailers
+                        .iter()
+                        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+                    s.conn.send_trailers(id, fields);
+                    s.output_added();
+                    return Reason::NO_ERROR;
+                }
+            }
+        }
+    }
+}
+
+/// A client's request body on one stream of the codec: its DATA (the window given back as
+/// each piece is taken), then its trailers.
+pub(super) struct CodecBody {
+    shared: SharedRef,
+    id: u32,
+    /// Everything was taken (or there was no body).
+    done: bool,
+    uploads: Arc<Uploads>,
+    /// One of the connection's unfinished-upload places is held.
+    holding: bool,
+}
+
+impl CodecBody {
+    /// See [`H2Body::claim_upload`]: a body whose END_STREAM has arrived needs no place.
+    pub(super) fn claim(&mut self) -> Result<(), RefuseStream> {
+        if self.holding || self.done {
+            return Ok(());
+        }
+        {
+            let s = lock(&self.shared);
+            match s.streams.get(&self.id) {
+                Some(io) if io.reset.is_none() && !io.ended => {}
+                // Ended, or reset (its body fails when read: the client's fault).
+                _ => return Ok(()),
+            }
+        }
+        if self.uploads.take(MAX_UNFINISHED_UPLOADS) {
+            self.holding = true;
+            Ok(())
+        } else {
+            Err(RefuseStream)
+        }
+    }
+
+    fn release_place(&mut self) {
+        if std::mem::take(&mut self.holding) {
+            self.uploads.give_back();
+        }
+    }
+}
+
+impl Drop for CodecBody {
+    fn drop(&mut self) {
+        self.release_place();
+        if self.done {
+            return;
+        }
+        // What was queued and not read goes back to the windows; later DATA does too.
+        let mut s = lock(&self.shared);
+        let s = &mut *s;
+        if let Some(io) = s.streams.get_mut(&self.id) {
+            io.body_dropped = true;
+            io.body_waker = None;
+            let queued: usize = io.data.drain(..).map(|d| d.len()).sum();
+            if queued > 0 {
+                s.conn.release(self.id, queued);
+                s.output_added();
+            }
+        }
+    }
+}
+
+impl Body for CodecBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut guard = lock(&this.shared);
+        let s = &mut *guard;
+        let Some(io) = s.streams.get_mut(&this.id) else {
+            drop(guard);
+            this.done = true;
+            this.release_place();
+            return Poll::Ready(Some(Err(
+                "HTTP/2 stream closed before its body ended".into()
+            )));
+        };
+        if let Some(data) = io.data.pop_front() {
+            let last = io.ended && io.data.is_empty() && io.trailers.is_none();
+            s.conn.release(this.id, data.len());
+            s.output_added();
+            drop(guard);
+            if last {
+                this.release_place();
+            }
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(reason) = io.reset {
+            drop(guard);
+            this.done = true;
+            this.release_place();
+            return Poll::Ready(Some(Err(format!("HTTP/2 stream reset: {reason:?}").into())));
+        }
+        if s.gone {
+            drop(guard);
+            this.done = true;
+            this.release_place();
+            return Poll::Ready(Some(Err("HTTP/2 connection closed".into())));
+        }
+        if io.ended {
+            let trailers = io.trailers.take();
+            drop(guard);
+            this.done = true;
+            this.release_place();
+            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+        }
+        if !io
+            .body_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            io.body_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if self.done {
+            return true;
+        }
+        let s = lock(&self.shared);
+        s.streams
+            .get(&self.id)
+            .is_some_and(|io| io.ended && io.data.is_empty() && io.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.is_end_stream() {
+            SizeHint::with_exact(0)
+        } else {
+            SizeHint::default()
+        }
+    }
+}

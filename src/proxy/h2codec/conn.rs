@@ -1,0 +1,1096 @@
+//! The server side of one HTTP/2 connection as a state machine without IO: the driver (at stage
+//! 4, `h2_server`) hands it the bytes a client sent and gets back, one at a time, what matters
+//! to the proxy ([`Event`]: a request head decoded straight into a [`RequestHead`], body
+//! bytes borrowed from the read buffer, trailers, resets, GOAWAY); everything else — SETTINGS
+//! and their ACK, PING answers, WINDOW_UPDATEs for what the proxy consumed, RST_STREAM for a
+//! stream's faults, GOAWAY for the connection's — is written to [`Connection::output`], as are
+//! the response heads and body frames the driver sends.
+//!
+//! It holds what the `h2` crate enforces for us today: the preface, stream states and id rules
+//! (RFC 9113 §5.1), the concurrency limit (REFUSED_STREAM past it), flow control both ways
+//! with overflow checks (§6.9), HEADERS+CONTINUATION sequencing with a bound on the block and on
+//! its frames (the CONTINUATION flood), the header list size (431, connection kept), malformed
+//! requests (§8.1.1, §8.3: stream errors), content-length against the body, a bound on the
+//! streams reset for the client's faults, control-frame floods (`h2_frames`' budget) and rapid
+//! reset (CVE-2023-44487: streams the client resets before their answer began).
+
+use std::ops::Range;
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+
+use super::frame::{self, ConnError, Frame, MAX_WINDOW, Reason, Settings};
+use super::hpack::{self, Outcome};
+use crate::proxy::h2_frames::{Budget, Flood};
+
+/// What the connection is held to (the values we advertise in our SETTINGS).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_concurrent_streams: u32,
+    /// Our SETTINGS_INITIAL_WINDOW_SIZE (at least 65,535: a client may send that much before
+    /// it has our SETTINGS).
+    pub stream_window: u32,
+    /// The connection window we open with a WINDOW_UPDATE after our SETTINGS.
+    pub conn_window: u32,
+    pub max_frame_size: u32,
+    pub max_header_list_size: u32,
+    /// Our SETTINGS_HEADER_TABLE_SIZE, the decoder's table bound (below the default 4,096 a
+    /// client's first blocks, sent before our SETTINGS reached it, may be refused).
+    pub header_table_size: u32,
+    /// Streams reset for the client's faults before the connection is ended (a client making
+    /// us reset streams is as costly as one resetting them itself).
+    pub max_local_resets: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_concurrent_streams: 100,
+            stream_window: 1024 * 1024,
+            conn_window: 1024 * 1024,
+            max_frame_size: frame::MIN_MAX_FRAME_SIZE,
+            max_header_list_size: 16 * 1024,
+            header_table_size: 4096,
+            max_local_resets: 1024,
+        }
+    }
+}
+
+/// A field block may take at most this many CONTINUATION frames: real heads take none or a
+/// few; a stream of (empty) CONTINUATIONs is a flood that costs us while holding the
+/// connection (CVE-2024-27316 and kin).
+pub const MAX_CONTINUATIONS: u32 = 16;
+/// Streams opened before early resets are judged (see [`Fault::RapidReset`]).
+pub const RAPID_RESET_MIN_STREAMS: u32 = 100;
+
+/// Why the connection ends; GOAWAY with [`Fault::reason`] is already in the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A protocol fault of the client's (RFC 9113 §5.4.1), or a CONTINUATION flood or too many
+    /// streams we had to reset (ENHANCE_YOUR_CALM).
+    Protocol(Reason),
+    /// Control frames past the budget.
+    Flood(Flood),
+    /// More than half of at least `RAPID_RESET_MIN_STREAMS` streams reset by the client after
+    /// we took them and before their answer's head: each had the proxy start a backend
+    /// request thrown away.
+    RapidReset { opened: u32, reset: u32 },
+    /// Not HTTP/2 at all (no preface): closed without GOAWAY.
+    NoPreface,
+}
+
+impl Fault {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Fault::Protocol(r) => *r,
+            Fault::Flood(_) | Fault::RapidReset { .. } => Reason::ENHANCE_YOUR_CALM,
+            Fault::NoPreface => Reason::PROTOCOL_ERROR,
+        }
+    }
+}
+
+impl From<ConnError> for Fault {
+    fn from(e: ConnError) -> Fault {
+        Fault::Protocol(e.0)
+    }
+}
+
+/// A request's head, decoded into one buffer: the pseudo-header fields the proxy routes on and
+/// the regular fields in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    bytes: Vec<u8>,
+    method: Range<usize>,
+    scheme: Option<Range<usize>>,
+    authority: Option<Range<usize>>,
+    path: Option<Range<usize>>,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The content-length field's value, when there is one.
+    pub content_length: Option<u64>,
+}
+
+impl RequestHead {
+    pub fn method(&self) -> &[u8] {
+        &self.bytes[self.method.clone()]
+    }
+    pub fn scheme(&self) -> Option<&[u8]> {
+        self.scheme.clone().map(|r| &self.bytes[r])
+    }
+    pub fn authority(&self) -> Option<&[u8]> {
+        self.authority.clone().map(|r| &self.bytes[r])
+    }
+    pub fn path(&self) -> Option<&[u8]> {
+        self.path.clone().map(|r| &self.bytes[r])
+    }
+    /// The regular fields (no pseudo-header fields), in the client's order.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&self.bytes[n.clone()], &self.bytes[v.clone()]))
+    }
+
+    fn push(&mut self, b: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        start..self.bytes.len()
+    }
+}
+
+/// What the driver hears of.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A new stream's request. `end_stream`: it has no body.
+    Request {
+        stream: u32,
+        head: RequestHead,
+        end_stream: bool,
+    },
+    /// Body bytes (release them with [`Connection::release`] once consumed).
+    Data {
+        stream: u32,
+        data: &'a [u8],
+        end_stream: bool,
+    },
+    /// The request's trailers, which end it (fields in `head.fields()`).
+    Trailers { stream: u32, head: RequestHead },
+    /// The stream is gone (the client reset it, or we did for its fault): drop its work.
+    Reset { stream: u32, reason: Reason },
+    /// The client is going away; streams above `last_stream` were not seen by it.
+    GoAway { last_stream: u32, reason: Reason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// The client may still send body or trailers.
+    Open,
+    /// The client ended its side.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+struct Stream {
+    recv: Recv,
+    /// We ended our side (END_STREAM sent).
+    sent_end: bool,
+    /// Our response's head has gone out.
+    head_sent: bool,
+    /// What the client may still send on this stream.
+    recv_window: i64,
+    /// Bytes consumed (or discarded) not yet given back in a WINDOW_UPDATE.
+    recv_unacked: u32,
+    /// What we may still send.
+    send_window: i64,
+    content_length: Option<u64>,
+    received: u64,
+}
+
+/// A field block being assembled from HEADERS and CONTINUATIONs.
+#[derive(Debug, Default)]
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    self_dependent: bool,
+    continuations: u32,
+    bytes: Vec<u8>,
+}
+
+/// One client connection.
+pub struct Connection {
+    config: Config,
+    decoder: hpack::Decoder,
+    encoder: hpack::Encoder,
+    out: Vec<u8>,
+    preface_seen: bool,
+    streams: FxHashMap<u32, Stream>,
+    /// The highest stream id the client opened (or we refused).
+    last_stream: u32,
+    /// The assembled block when its HEADERS lacked END_HEADERS.
+    block: Option<Block>,
+    conn_recv_window: i64,
+    conn_recv_unacked: u32,
+    conn_send_window: i64,
+    /// The client's SETTINGS.
+    peer_initial_window: u32,
+    peer_max_frame_size: u32,
+    settings_acked: bool,
+    /// GOAWAY sent: streams above this id are ignored.
+    goaway_last: Option<u32>,
+    budget: Budget,
+    local_resets: u32,
+    opened: u32,
+    early_resets: u32,
+    fault: Option<Fault>,
+}
+
+impl Connection {
+    /// A connection whose first output is our SETTINGS and the connection window's
+    /// WINDOW_UPDATE (the server's preface, RFC 9113 §3.4).
+    pub fn new(config: Config, now: Instant) -> Connection {
+        let mut out = Vec::with_capacity(64);
+        frame::settings(
+            &mut out,
+            &[
+                (Settings::ENABLE_PUSH, 0),
+                (
+                    Settings::MAX_CONCURRENT_STREAMS,
+                    config.max_concurrent_streams,
+                ),
+                (Settings::INITIAL_WINDOW_SIZE, config.stream_window),
+                (Settings::MAX_FRAME_SIZE, config.max_frame_size),
+                (Settings::MAX_HEADER_LIST_SIZE, config.max_header_list_size),
+                (Settings::HEADER_TABLE_SIZE, config.header_table_size),
+            ],
+        );
+        let conn_window = i64::from(config.conn_window.max(DEFAULT_WINDOW));
+        if config.conn_window > DEFAULT_WINDOW {
+            frame::window_update(&mut out, 0, config.conn_window - DEFAULT_WINDOW);
+        }
+        Connection {
+            decoder: hpack::Decoder::new(config.header_table_size as usize),
+            encoder: hpack::Encoder::new(false),
+            out,
+            preface_seen: false,
+            streams: FxHashMap::default(),
+            last_stream: 0,
+            block: None,
+            conn_recv_window: conn_window,
+            conn_recv_unacked: 0,
+            conn_send_window: i64::from(DEFAULT_WINDOW),
+            peer_initial_window: DEFAULT_WINDOW,
+            peer_max_frame_size: frame::MIN_MAX_FRAME_SIZE,
+            settings_acked: false,
+            goaway_last: None,
+            budget: Budget::new(now),
+            local_resets: 0,
+            opened: 0,
+            early_resets: 0,
+            fault: None,
+            config,
+        }
+    }
+
+    /// Frames to write to the client; the driver takes them (`std::mem::take` or drain).
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Whether the client acknowledged our SETTINGS (the driver bounds the wait).
+    pub fn settings_acked(&self) -> bool {
+        self.settings_acked
+    }
+
+    /// Whether the client's preface has arrived (the driver bounds the handshake by it).
+    pub fn preface_seen(&self) -> bool {
+        self.preface_seen
+    }
+
+    /// Whether `stream` is still open on either side (not ended both ways, not reset).
+    pub fn is_open(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
+    /// Whether our response's head went out on `stream`.
+    pub fn head_sent(&self, stream: u32) -> bool {
+        self.streams.get(&stream).is_some_and(|s| s.head_sent)
+    }
+
+    /// Streams open or half-closed (those counted against the concurrency limit).
+    pub fn active_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Reads from `buf` until one event or the end of the whole frames in it: the bytes
+    /// consumed, and the event. After an error, GOAWAY (but for `NoPreface`) is in the output
+    /// and the connection is done.
+    pub fn recv<'a>(
+        &mut self,
+        buf: &'a [u8],
+        mut now: impl FnMut() -> Instant,
+    ) -> Result<(usize, Option<Event<'a>>), Fault> {
+        if let Some(fault) = self.fault {
+            return Err(fault);
+        }
+        let mut used = 0;
+        if !self.preface_seen {
+            match frame::check_preface(buf) {
+                Ok(true) => {
+                    self.preface_seen = true;
+                    used = frame::PREFACE.len();
+                }
+                Ok(false) => return Ok((0, None)),
+                Err(_) => {
+                    self.fault = Some(Fault::NoPreface);
+                    return Err(Fault::NoPreface);
+                }
+            }
+        }
+        loop {
+            let read = frame::read(&buf[used..], self.config.max_frame_size);
+            let (f, len) = match read {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok((used, None)),
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            used += len;
+            match self.frame(f, &mut now) {
+                Ok(Some(event)) => return Ok((used, Some(event))),
+                Ok(None) => {}
+                Err(fault) => return Err(self.fail(fault)),
+            }
+        }
+    }
+
+    fn fail(&mut self, fault: Fault) -> Fault {
+        if fault != Fault::NoPreface {
+            frame::goaway(&mut self.out, self.last_stream, fault.reason(), b"");
+        }
+        self.fault = Some(fault);
+        fault
+    }
+
+    /// Resets `stream` for the client's fault; past `max_local_resets` the connection ends.
+    fn reset_for_fault(&mut self, stream: u32, reason: Reason) -> Result<(), Fault> {
+        frame::rst_stream(&mut self.out, stream, reason);
+        self.streams.remove(&stream);
+        self.local_resets += 1;
+        if self.local_resets > self.config.max_local_resets {
+            return Err(Fault::Protocol(Reason::ENHANCE_YOUR_CALM));
+        }
+        Ok(())
+    }
+
+    fn frame<'a>(
+        &mut self,
+        f: Frame<'a>,
+        now: &mut impl FnMut() -> Instant,
+    ) -> Result<Option<Event<'a>>, Fault> {
+        if let Some(block) = &self.block {
+            // Nothing may come between a HEADERS without END_HEADERS and its last
+            // CONTINUATION (RFC 9113 §6.10).
+            match f {
+                Frame::Continuation { stream, .. } if stream == block.stream => {}
+                _ => return Err(Fault::Protocol(Reason::PROTOCOL_ERROR)),
+            }
+        }
+        let (kind, flags, carries_data) = budget_class(&f);
+        self.budget
+            .judge(kind, flags, carries_data, now)
+            .map_err(Fault::Flood)?;
+        match f {
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                flow_len,
+            } => self.data(stream, end_stream, data, flow_len),
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                priority,
+                fragment,
+            } => {
+                let self_dependent = priority.is_some_and(|p| p.dependency == stream);
+                if end_headers {
+                    return self.headers(stream, end_stream, self_dependent, fragment);
+                }
+                self.block = Some(Block {
+                    stream,
+                    end_stream,
+                    self_dependent,
+                    continuations: 0,
+                    bytes: fragment.to_vec(),
+                });
+                Ok(None)
+            }
+            Frame::Continuation {
+                end_headers,
+                fragment,
+                ..
+            } => {
+                let Some(mut block) = self.block.take() else {
+                    return Err(Fault::Protocol(Reason::PROTOCOL_ERROR));
+                };
+                block.continuations += 1;
+                if block.continuations > MAX_CONTINUATIONS
+                    || block.bytes.len() + fragment.len() > self.max_block()
+                {
+                    return Err(Fault::Protocol(Reason::ENHANCE_YOUR_CALM));
+                }
+                block.bytes.extend_from_slice(fragment);
+                if !end_headers {
+                    self.block = Some(block);
+                    return Ok(None);
+                }
+                self.headers(
+                    block.stream,
+                    block.end_stream,
+                    block.self_dependent,
+                    &block.bytes,
+                )
+            }
+            Frame::Priority { stream, .. } => {
+                // Deprecated (RFC 9113 §5.3.2): read and ignored, in any state.
+                let _ = stream;
+                Ok(None)
+            }
+            Frame::RstStream { stream, reason } => {
+                if self.is_idle(stream) {
+                    return Err(Fault::Protocol(Reason::PROTOCOL_ERROR));
+                }
+                let Some(s) = self.streams.remove(&stream) else {
+                    return Ok(None);
+                };
+                if !s.head_sent {
+                    self.early_resets += 1;
+                    if self.opened >= RAPID_RESET_MIN_STREAMS && self.early_resets * 2 > self.opened
+                    {
+                        return Err(Fault::RapidReset {
+                            opened: self.opened,
+                            reset: self.early_resets,
+                        });
+                    }
+                }
+                Ok(Some(Event::Reset { stream, reason }))
+            }
+            Frame::Settings(s) => {
+                self.settings(s)?;
+                frame::settings_ack(&mut self.out);
+                Ok(None)
+            }
+            Frame::SettingsAck => {
+                self.settings_acked = true;
+                Ok(None)
+            }
+            Frame::Ping { ack, payload } => {
+                if !ack {
+                    frame::ping(&mut self.out, true, payload);
+                }
+                Ok(None)
+            }
+            Frame::GoAway {
+                last_stream,
+                reason,
+                ..
+            } => Ok(Some(Event::GoAway {
+                last_stream,
+                reason,
+            })),
+            Frame::WindowUpdate { stream, increment } => self.window_update(stream, increment),
+            Frame::Unknown { .. } => Ok(None),
+            Frame::StreamError { stream, reason } => {
+                if self.is_idle(stream) {
+                    // No RST_STREAM for an idle stream (RFC 9113 §5.1): the client's fault
+                    // ends the connection instead.
+                    return Err(Fault::Protocol(reason));
+                }
+                let known = self.streams.contains_key(&stream);
+                self.reset_for_fault(stream, reason)?;
+                Ok(known.then_some(Event::Reset { stream, reason }))
+            }
+        }
+    }
+
+    /// The largest field block we assemble: a head within the list size can be no bigger
+    /// (a literal field costs at most a few bytes over its name and value, which the list
+    /// size counts with 32 more), with room for a client's table size updates.
+    fn max_block(&self) -> usize {
+        self.config.max_header_list_size as usize + 1024
+    }
+
+    /// Not yet opened by the client (RFC 9113 §5.1: a frame other than HEADERS or PRIORITY
+    /// on an idle stream is a connection error).
+    fn is_idle(&self, stream: u32) -> bool {
+        stream > self.last_stream
+    }
+
+    fn data<'a>(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        data: &'a [u8],
+        flow_len: u32,
+    ) -> Result<Option<Event<'a>>, Fault> {
+        if self.is_idle(stream) {
+            return Err(Fault::Protocol(Reason::PROTOCOL_ERROR));
+        }
+        // The connection window counts every DATA frame, even on a stream we closed.
+        let flow = i64::from(flow_len);
+        if flow > self.conn_recv_window {
+            return Err(Fault::Protocol(Reason::FLOW_CONTROL_ERROR));
+        }
+        self.conn_recv_window -= flow;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            // Closed: frames in flight after our RST_STREAM are ignored (RFC 9113 §5.1), their
+            // bytes given back to the connection window.
+            self.give_back_conn(flow_len);
+            return Ok(None);
+        };
+        if s.recv == Recv::Closed {
+            self.give_back_conn(flow_len);
+            self.reset_for_fault(stream, Reason::STREAM_CLOSED)?;
+            return Ok(Some(Event::Reset {
+                stream,
+                reason: Reason::STREAM_CLOSED,
+            }));
+        }
+        if flow > s.recv_window {
+            self.give_back_conn(flow_len);
+            self.reset_for_fault(stream, Reason::FLOW_CONTROL_ERROR)?;
+            return Ok(Some(Event::Reset {
+                stream,
+                reason: Reason::FLOW_CONTROL_ERROR,
+            }));
+        }
+        s.recv_window -= flow;
+        s.received += data.len() as u64;
+        // content-length against the body (RFC 9113 §8.1.1): more, or less at its end.
+        let wrong_length = s
+            .content_length
+            .is_some_and(|n| s.received > n || (end_stream && s.received != n));
+        // Padding is flow-controlled but never handed out: given back now.
+        let padding = flow_len - data.len() as u32;
+        if wrong_length {
+            self.give_back_conn(flow_len);
+            self.reset_for_fault(stream, Reason::PROTOCOL_ERROR)?;
+            return Ok(Some(Event::Reset {
+                stream,
+                reason: Reason::PROTOCOL_ERROR,
+            }));
+        }
+        if end_stream {
+            s.recv = Recv::Closed;
+        }
+        if padding > 0 {
+            self.release(stream, padding as usize);
+        }
+        self.close_if_done(stream);
+        Ok(Some(Event::Data {
+            stream,
+            data,
+            end_stream,
+        }))
+    }
+
+    fn give_back_conn(&mut self, n: u32) {
+        self.conn_recv_unacked += n;
+        self.conn_recv_window_update();
+    }
+
+    fn conn_recv_window_update(&mut self) {
+        let window = self.config.conn_window.max(DEFAULT_WINDOW);
+        if self.conn_recv_unacked >= window / 2 {
+            frame::window_update(&mut self.out, 0, self.conn_recv_unacked);
+            self.conn_recv_window += i64::from(self.conn_recv_unacked);
+            self.conn_recv_unacked = 0;
+        }
+    }
+
+    /// The driver consumed `n` body bytes of `stream`: the client may send them again
+    /// (WINDOW_UPDATEs go out once half a window is owed, not per frame).
+    pub fn release(&mut self, stream: u32, n: usize) {
+        let n = n as u32;
+        self.give_back_conn(n);
+        let half = self.config.stream_window / 2;
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.recv_unacked += n;
+            // A stream whose client has ended needs no more window.
+            if s.recv == Recv::Open && s.recv_unacked >= half {
+                frame::window_update(&mut self.out, stream, s.recv_unacked);
+                s.recv_window += i64::from(s.recv_unacked);
+                s.recv_unacked = 0;
+            }
+        }
+    }
+
+    /// A complete field block on `stream`: a new request, trailers, or a fault.
+    fn headers<'a>(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        self_dependent: bool,
+        block: &[u8],
+    ) -> Result<Option<Event<'a>>, Fault> {
+        if stream > self.last_stream {
+            // A new stream: client-initiated ids are odd and increasing (RFC 9113 §5.1.1).
+            if stream.is_multiple_of(2) {
+                return Err(Fault::Protocol(Reason::PROTOCOL_ERROR));
+            }
+            self.last_stream = stream;
+            let (head, too_large) = self.decode(block, false)?;
+            if self.goaway_last.is_some_and(|last| stream > last) {
+                // After our GOAWAY: decoded for the table's sake, then ignored.
+                return Ok(None);
+            }
+            if self_dependent {
+                self.reset_for_fault(stream, Reason::PROTOCOL_ERROR)?;
+                return Ok(None);
+            }
+            if self.streams.len() >= self.config.max_concurrent_streams as usize {
+                // Retried safely by the client (RFC 9113 §8.7).
+                frame::rst_stream(&mut self.out, stream, Reason::REFUSED_STREAM);
+                return Ok(None);
+            }
+            self.opened += 1;
+            let mut s = Stream {
+                recv: if end_stream { Recv::Closed } else { Recv::Open },
+                sent_end: false,
+                head_sent: false,
+                recv_window: i64::from(self.config.stream_window),
+                recv_unacked: 0,
+                send_window: i64::from(self.peer_initial_window),
+                content_length: None,
+                received: 0,
+            };
+            if too_large {
+                // 431, the connection kept (RFC 9113 §10.5.1); a client still sending its
+                // body is asked to stop.
+                let at = frame::begin_headers(&mut self.out);
+                self.encoder.start(&mut self.out);
+                self.encoder.status(431, &mut self.out);
+                frame::finish_headers(&mut self.out, at, stream, true, self.peer_max_frame_size);
+                if !end_stream {
+                    frame::rst_stream(&mut self.out, stream, Reason::NO_ERROR);
+                }
+                return Ok(None);
+            }
+            let head = match head {
+                Ok(head) => head,
+                Err(reason) => {
+                    self.reset_for_fault(stream, reason)?;
+                    return Ok(None);
+                }
+            };
+            if end_stream && head.content_length.is_some_and(|n| n != 0) {
+                self.reset_for_fault(stream, Reason::PROTOCOL_ERROR)?;
+                return Ok(None);
+            }
+            s.content_length = head.content_length;
+            self.streams.insert(stream, s);
+            return Ok(Some(Event::Request {
+                stream,
+                head,
+                end_stream,
+            }));
+        }
+        // An existing stream: trailers, which must end it.
+        let Some(recv) = self.streams.get(&stream).map(|s| s.recv) else {
+            // Closed: a connection error (RFC 9113 §5.1).
+            return Err(Fault::Protocol(Reason::STREAM_CLOSED));
+        };
+        let (head, too_large) = self.decode(block, true)?;
+        if recv == Recv::Closed {
+            self.reset_for_fault(stream, Reason::STREAM_CLOSED)?;
+            return Ok(Some(Event::Reset {
+                stream,
+                reason: Reason::STREAM_CLOSED,
+            }));
+        }
+        let content_length_short = self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.content_length.is_some_and(|n| s.received != n));
+        let head = match head {
+            Ok(head) if end_stream && !too_large && !self_dependent && !content_length_short => {
+                head
+            }
+            _ => {
+                self.reset_for_fault(stream, Reason::PROTOCOL_ERROR)?;
+                return Ok(Some(Event::Reset {
+                    stream,
+                    reason: Reason::PROTOCOL_ERROR,
+                }));
+            }
+        };
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.recv = Recv::Closed;
+        }
+        self.close_if_done(stream);
+        Ok(Some(Event::Trailers { stream, head }))
+    }
+
+    /// Decodes a block (a decoding fault is the connection's: COMPRESSION_ERROR) and checks
+    /// the fields as a request head or as trailers: the head, or the stream error it is
+    /// (malformed: PROTOCOL_ERROR), and whether the list was past its size.
+    #[allow(clippy::type_complexity)]
+    fn decode(
+        &mut self,
+        block: &[u8],
+        trailers: bool,
+    ) -> Result<(Result<RequestHead, Reason>, bool), Fault> {
+        let mut check = HeadCheck::new(trailers);
+        let outcome = self
+            .decoder
+            .decode(block, self.config.max_header_list_size as usize, |f| {
+                check.field(f)
+            })
+            .map_err(|_| Fault::Protocol(Reason::COMPRESSION_ERROR))?;
+        Ok((check.finish(), outcome == Outcome::TooLarge))
+    }
+
+    fn settings(&mut self, s: Settings) -> Result<(), Fault> {
+        if let Some(size) = s.header_table_size {
+            self.encoder.peer_table_size(size);
+        }
+        if let Some(size) = s.max_frame_size {
+            self.peer_max_frame_size = size;
+        }
+        if let Some(window) = s.initial_window_size {
+            // Applies to every stream's send window, by the difference (RFC 9113 §6.9.2).
+            let delta = i64::from(window) - i64::from(self.peer_initial_window);
+            self.peer_initial_window = window;
+            for s in self.streams.values_mut() {
+                s.send_window += delta;
+                if s.send_window > i64::from(MAX_WINDOW) {
+                    return Err(Fault::Protocol(Reason::FLOW_CONTROL_ERROR));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn window_update<'a>(
+        &mut self,
+        stream: u32,
+        increment: u32,
+    ) -> Result<Option<Event<'a>>, Fault> {
+        if stream == 0 {
+            self.conn_send_window += i64::from(increment);
+            if self.conn_send_window > i64::from(MAX_WINDOW) {
+                return Err(Fault::Protocol(Reason::FLOW_CONTROL_ERROR));
+            }
+            return Ok(None);
+        }
+        if self.is_idle(stream) {
+            return Err(Fault::Protocol(Reason::PROTOCOL_ERROR));
+        }
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return Ok(None);
+        };
+        s.send_window += i64::from(increment);
+        if s.send_window > i64::from(MAX_WINDOW) {
+            self.reset_for_fault(stream, Reason::FLOW_CONTROL_ERROR)?;
+            return Ok(Some(Event::Reset {
+                stream,
+                reason: Reason::FLOW_CONTROL_ERROR,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// A stream as the probe's encode-only mode opens it, its request already read.
+    #[cfg(test)]
+    fn streams_template(&mut self, stream: u32) -> Stream {
+        self.last_stream = stream;
+        Stream {
+            recv: Recv::Closed,
+            sent_end: false,
+            head_sent: false,
+            recv_window: 0,
+            recv_unacked: 0,
+            send_window: i64::from(self.peer_initial_window),
+            content_length: None,
+            received: 0,
+        }
+    }
+
+    /// Both sides ended: the stream no longer counts.
+    fn close_if_done(&mut self, stream: u32) {
+        if self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.recv == Recv::Closed && s.sent_end)
+        {
+            self.streams.remove(&stream);
+        }
+    }
+
+    /// Writes a response head: `:status`, then `fields` (names any case; the driver drops
+    /// the connection-specific ones). False if the stream is gone or its head went out.
+    pub fn send_head<'f>(
+        &mut self,
+        stream: u32,
+        status: u16,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
+        end_stream: bool,
+    ) -> bool {
+        match self.streams.get_mut(&stream) {
+            Some(s) if !s.head_sent => s.head_sent = true,
+            _ => return false,
+        }
+        let at = frame::begin_headers(&mut self.out);
+        self.encoder.start(&mut self.out);
+        self.encoder.status(status, &mut self.out);
+        for (name, value) in fields {
+            self.encoder.field(name, value, false, &mut self.out);
+        }
+        frame::finish_headers(
+            &mut self.out,
+            at,
+            stream,
+            end_stream,
+            self.peer_max_frame_size,
+        );
+        if end_stream {
+            self.end_sent(stream);
+        }
+        true
+    }
+
+    /// Writes a response's trailers, which end it. False if the stream is gone, its head has
+    /// not gone out or its end has.
+    pub fn send_trailers<'f>(
+        &mut self,
+        stream: u32,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
+    ) -> bool {
+        if !self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.head_sent && !s.sent_end)
+        {
+            return false;
+        }
+        let at = frame::begin_headers(&mut self.out);
+        self.encoder.start(&mut self.out);
+        for (name, value) in fields {
+            self.encoder.field(name, value, false, &mut self.out);
+        }
+        frame::finish_headers(&mut self.out, at, stream, true, self.peer_max_frame_size);
+        self.end_sent(stream);
+        true
+    }
+
+    fn end_sent(&mut self, stream: u32) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.sent_end = true;
+        }
+        self.close_if_done(stream);
+    }
+
+    /// How many body bytes `stream` may send now: within both windows and one frame.
+    pub fn send_capacity(&self, stream: u32) -> usize {
+        match self.streams.get(&stream) {
+            Some(s) if s.head_sent && !s.sent_end => {
+                s.send_window
+                    .min(self.conn_send_window)
+                    .clamp(0, i64::from(self.peer_max_frame_size)) as usize
+            }
+            _ => 0,
+        }
+    }
+
+    /// Writes one DATA frame of at most [`Connection::send_capacity`] bytes of `data` (an
+    /// empty one ends the stream); the bytes taken.
+    pub fn send_data(&mut self, stream: u32, data: &[u8], end_stream: bool) -> usize {
+        let open = self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.head_sent && !s.sent_end);
+        if !open {
+            return 0;
+        }
+        let n = data.len().min(self.send_capacity(stream));
+        // An empty DATA frame that ends the body needs no window.
+        let end = end_stream && n == data.len();
+        if n == 0 && !end {
+            return 0;
+        }
+        frame::data_header(&mut self.out, stream, n, end);
+        self.out.extend_from_slice(&data[..n]);
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.send_window -= n as i64;
+        }
+        self.conn_send_window -= n as i64;
+        self.budget.sent(n);
+        if end {
+            self.end_sent(stream);
+        }
+        n
+    }
+
+    /// Resets a stream of ours (the backend failed mid-answer, the proxy gave up).
+    pub fn reset(&mut self, stream: u32, reason: Reason) {
+        if self.streams.remove(&stream).is_some() {
+            frame::rst_stream(&mut self.out, stream, reason);
+        }
+    }
+
+    /// A graceful GOAWAY: streams opened so far are served, later ones ignored.
+    pub fn goaway(&mut self, reason: Reason) {
+        if self.goaway_last.is_none() {
+            self.goaway_last = Some(self.last_stream);
+            frame::goaway(&mut self.out, self.last_stream, reason, b"");
+        }
+    }
+}
+
+/// The initial flow-control window of connections and streams (RFC 9113 §6.9.2).
+const DEFAULT_WINDOW: u32 = 65_535;
+
+/// How the flood budget sees a frame: its type, flags, and whether DATA carries bytes.
+fn budget_class(f: &Frame<'_>) -> (u8, u8, bool) {
+    const END_STREAM: u8 = 0x1;
+    match *f {
+        Frame::Data {
+            data, end_stream, ..
+        } => (
+            frame::DATA,
+            if end_stream { END_STREAM } else { 0 },
+            !data.is_empty(),
+        ),
+        Frame::Headers { .. } => (frame::HEADERS, 0, false),
+        Frame::Priority { .. } => (frame::PRIORITY, 0, false),
+        Frame::RstStream { .. } => (frame::RST_STREAM, 0, false),
+        Frame::Settings(_) | Frame::SettingsAck => (frame::SETTINGS, 0, false),
+        Frame::Ping { .. } => (frame::PING, 0, false),
+        Frame::GoAway { .. } => (frame::GOAWAY, 0, false),
+        Frame::WindowUpdate { .. } => (frame::WINDOW_UPDATE, 0, false),
+        Frame::Continuation { .. } => (frame::CONTINUATION, 0, false),
+        Frame::Unknown { kind, .. } => (kind, 0, false),
+        Frame::StreamError { .. } => (frame::PRIORITY, 0, false),
+    }
+}
+
+/// Checks a block's fields as they are decoded (RFC 9113 §8.2, §8.3.1) and collects them.
+struct HeadCheck {
+    head: RequestHead,
+    trailers: bool,
+    regular_seen: bool,
+    malformed: bool,
+    has_method: bool,
+}
+
+impl HeadCheck {
+    fn new(trailers: bool) -> HeadCheck {
+        HeadCheck {
+            // Room for a usual head without regrowing.
+            head: RequestHead {
+                bytes: Vec::with_capacity(256),
+                fields: Vec::with_capacity(8),
+                ..RequestHead::default()
+            },
+            trailers,
+            regular_seen: false,
+            malformed: false,
+            has_method: false,
+        }
+    }
+
+    fn field(&mut self, f: hpack::Field<'_>) {
+        if self.malformed {
+            return;
+        }
+        if !valid_value(f.value) {
+            self.malformed = true;
+            return;
+        }
+        if let Some(pseudo) = f.name.strip_prefix(b":") {
+            // Pseudo-header fields: requests only, before the regular ones, each once.
+            if self.trailers || self.regular_seen {
+                self.malformed = true;
+                return;
+            }
+            let h = &mut self.head;
+            let slot = match pseudo {
+                b"method" if !self.has_method => {
+                    self.has_method = true;
+                    h.method = h.push(f.value);
+                    return;
+                }
+                b"scheme" => &mut h.scheme,
+                b"authority" => &mut h.authority,
+                b"path" => &mut h.path,
+                _ => {
+                    self.malformed = true;
+                    return;
+                }
+            };
+            if slot.is_some() {
+                self.malformed = true;
+                return;
+            }
+            let start = h.bytes.len();
+            h.bytes.extend_from_slice(f.value);
+            *slot = Some(start..h.bytes.len());
+            return;
+        }
+        self.regular_seen = true;
+        if !valid_name(f.name) || connection_specific(f.name, f.value) {
+            self.malformed = true;
+            return;
+        }
+        if f.name == b"content-length" {
+            let parsed = std::str::from_utf8(f.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (parsed, self.head.content_length) {
+                (Some(n), None) => self.head.content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => {
+                    self.malformed = true;
+                    return;
+                }
+            }
+        }
+        let name = self.head.push(f.name);
+        let value = self.head.push(f.value);
+        self.head.fields.push((name, value));
+    }
+
+    fn finish(self) -> Result<RequestHead, Reason> {
+        if self.malformed {
+            return Err(Reason::PROTOCOL_ERROR);
+        }
+        if self.trailers {
+            return Ok(self.head);
+        }
+        let h = &self.head;
+        let complete = if !self.has_method {
+            false
+        } else if h.method() == b"CONNECT" {
+            // RFC 9113 §8.5: :authority only.
+            h.authority.is_some() && h.scheme.is_none() && h.path.is_none()
+        } else {
+            h.scheme.is_some() && h.path.as_ref().is_some_and(|p| !p.is_empty())
+        };
+        if complete {
+            Ok(self.head)
+        } else {
+            Err(Reason::PROTOCOL_ERROR)
+        }
+    }
+}
+
+/// A field name: lowercase token characters (RFC 9113 §8.2.1, RFC 9110 §5.1).
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.iter().all(|&b| {
+            matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\''
+                | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+        })
+}
+
+/// A field value: no NUL, CR or LF, no whitespace at either end (RFC 9113 §8.2.1).
+fn valid_value(value: &[u8]) -> bool {
+    let ws = |b: &u8| *b == b' ' || *b == b'\t';
+    !value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+        && !value.first().is_some_and(ws)
+        && !value.last().is_some_and(ws)
+}
+
+/// Connection-specific fields, malformed in HTTP/2 (RFC 9113 §8.2.2); `te` only as
+/// "trailers".
+fn connection_specific(name: &[u8], value: &[u8]) -> bool {
+    match name {
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade" => {
+            true
+        }
+        b"te" => value != b"trailers",
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+//! HPACK's two index spaces (RFC 7541 §2.3): the static table every peer knows, and the decoder's
+//! dynamic table of fields the client asked us to remember, evicted oldest first to stay within
+//! the size the client's encoder last chose (itself within our SETTINGS_HEADER_TABLE_SIZE). A
+//! client indexes the fields it repeats (`:authority`, `user-agent`, cookies), so on a busy
+//! connection most of a request head is a few one-byte references into this table.
+
+use std::collections::VecDeque;
+
+/// RFC 7541 Appendix A: index 1 is the first entry.
+pub const STATIC: [(&[u8], &[u8]); 61] = [
+    (b":authority", b""),
+    (b":method", b"GET"),
+    (b":method", b"POST"),
+    (b":path", b"/"),
+    (b":path", b"/index.html"),
+    (b":scheme", b"http"),
+    (b":scheme", b"https"),
+    (b":status", b"200"),
+    (b":status", b"204"),
+    (b":status", b"206"),
+    (b":status", b"304"),
+    (b":status", b"400"),
+    (b":status", b"404"),
+    (b":status", b"500"),
+    (b"accept-charset", b""),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"accept-language", b""),
+    (b"accept-ranges", b""),
+    (b"accept", b""),
+    (b"access-control-allow-origin", b""),
+    (b"age", b""),
+    (b"allow", b""),
+    (b"authorization", b""),
+    (b"cache-control", b""),
+    (b"content-disposition", b""),
+    (b"content-encoding", b""),
+    (b"content-language", b""),
+    (b"content-length", b""),
+    (b"content-location", b""),
+    (b"content-range", b""),
+    (b"content-type", b""),
+    (b"cookie", b""),
+    (b"date", b""),
+    (b"etag", b""),
+    (b"expect", b""),
+    (b"expires", b""),
+    (b"from", b""),
+    (b"host", b""),
+    (b"if-match", b""),
+    (b"if-modified-since", b""),
+    (b"if-none-match", b""),
+    (b"if-range", b""),
+    (b"if-unmodified-since", b""),
+    (b"last-modified", b""),
+    (b"link", b""),
+    (b"location", b""),
+    (b"max-forwards", b""),
+    (b"proxy-authenticate", b""),
+    (b"proxy-authorization", b""),
+    (b"range", b""),
+    (b"referer", b""),
+    (b"refresh", b""),
+    (b"retry-after", b""),
+    (b"server", b""),
+    (b"set-cookie", b""),
+    (b"strict-transport-security", b""),
+    (b"transfer-encoding", b""),
+    (b"user-agent", b""),
+    (b"vary", b""),
+    (b"via", b""),
+    (b"www-authenticate", b""),
+];
+
+/// What an entry costs against the table's size: its name and value plus 32 (RFC 7541 §4.1).
+pub const ENTRY_OVERHEAD: usize = 32;
+
+/// One remembered field, name and value in one allocation.
+#[derive(Debug, Clone)]
+struct Entry {
+    bytes: Box<[u8]>,
+    name_len: usize,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.bytes.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// The decoder's dynamic table: newest entry first (index 62).
+#[derive(Debug, Clone)]
+pub struct Dynamic {
+    entries: VecDeque<Entry>,
+    size: usize,
+    /// The size the client's encoder last chose (a dynamic table size update), at most `limit`.
+    max: usize,
+    /// Our SETTINGS_HEADER_TABLE_SIZE: no size update may exceed it.
+    limit: usize,
+}
+
+impl Dynamic {
+    pub fn new(limit: usize) -> Dynamic {
+        Dynamic {
+            entries: VecDeque::new(),
+            size: 0,
+            max: limit,
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The encoder's size update; false (a COMPRESSION_ERROR) past our setting.
+    pub fn resize(&mut self, max: usize) -> bool {
+        if max > self.limit {
+            return false;
+        }
+        self.max = max;
+        self.evict_to(max);
+        true
+    }
+
+    fn evict_to(&mut self, room: usize) {
+        while self.size > room {
+            match self.entries.pop_back() {
+                Some(e) => self.size -= e.size(),
+                None => break,
+            }
+        }
+    }
+
+    /// Remembers a field, given as its name and value in one buffer; an entry bigger than the
+    /// whole table empties it and is not kept (RFC 7541 §4.4: not an error).
+    pub fn insert(&mut self, bytes: Vec<u8>, name_len: usize) {
+        let size = bytes.len() + ENTRY_OVERHEAD;
+        if size > self.max {
+            self.entries.clear();
+            self.size = 0;
+            return;
+        }
+        self.evict_to(self.max - size);
+        self.entries.push_front(Entry {
+            bytes: bytes.into_boxed_slice(),
+            name_len,
+        });
+        self.size += size;
+    }
+
+    /// The field at `index` of the combined index space (1-based; static first).
+    pub fn get(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        if index == 0 {
+            return None;
+        }
+        if index <= STATIC.len() {
+            return Some(STATIC[index - 1]);
+        }
+        let e = self.entries.get(index - STATIC.len() - 1)?;
+        Some(e.bytes.split_at(e.name_len))
+    }
+
+    /// The table's size as RFC 7541 counts it (tests and the fuzz target check the bound).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The static index of a field name for the encoder (response fields as a backend wrote them,
+/// any case): the first entry with that name. A match per length keeps it to one or two
+/// comparisons.
+pub fn static_name(name: &[u8]) -> Option<u8> {
+    let candidates: &[u8] = match name.len() {
+        3 => &[21, 60],
+        4 => &[33, 34, 37, 38, 45, 59],
+        5 => &[22, 50],
+        6 => &[19, 32, 35, 54],
+        7 => &[36, 51, 52],
+        8 => &[39, 42, 46],
+        10 => &[55, 58],
+        11 => &[53],
+        12 => &[31, 47],
+        13 => &[18, 23, 24, 30, 41, 44],
+        14 => &[15, 28],
+        15 => &[16, 17],
+        16 => &[26, 27, 29, 61],
+        17 => &[40, 57],
+        18 => &[48],
+        19 => &[25, 43, 49],
+        25 => &[56],
+        27 => &[20],
+        _ => return None,
+    };
+    // The first byte tells most candidates apart: the full comparison is made once, mostly.
+    let first = name[0] | 0x20;
+    candidates.iter().copied().find(|&i| {
+        let entry = STATIC[usize::from(i) - 1].0;
+        entry[0] == first && same_name(entry, name)
+    })
+}
+
+/// `name` (any case) is `entry` (lowercase letters and '-', as every static name is): a
+/// letter matches either case (setting bit 0x20 lowercases it), '-' only itself.
+fn same_name(entry: &[u8], name: &[u8]) -> bool {
+    entry.len() == name.len()
+        && entry
+            .iter()
+            .zip(name)
+            .all(|(&e, &n)| if e == b'-' { n == e } else { n | 0x20 == e })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_name_finds_every_regular_name_in_any_case() {
+        for (name, _) in STATIC.iter() {
+            if name.starts_with(b":") {
+                continue;
+            }
+            let first = STATIC.iter().position(|(n, _)| n == name).unwrap() + 1;
+            assert_eq!(
+                static_name(name),
+                Some(first as u8),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(static_name(&upper), Some(first as u8));
+        }
+        assert_eq!(static_name(b"x-forwarded-for"), None);
+        // A byte that only looks alike once bit 0x20 is set: '\r' for '-'.
+        assert_eq!(static_name(b"content\rtype"), None);
+        assert_eq!(static_name(b"Date"), Some(33));
+        assert_eq!(static_name(b"servez"), None);
+    }
+
+    fn insert(t: &mut Dynamic, name: &[u8], value: &[u8]) {
+        t.insert([name, value].concat(), name.len());
+    }
+
+    #[test]
+    fn entries_are_evicted_oldest_first_and_an_oversized_one_empties_the_table() {
+        let mut t = Dynamic::new(100);
+        insert(&mut t, b"a", b"1"); // 34
+        insert(&mut t, b"b", b"2"); // 68
+        assert_eq!(t.get(62), Some((&b"b"[..], &b"2"[..])));
+        assert_eq!(t.get(63), Some((&b"a"[..], &b"1"[..])));
+        insert(&mut t, b"c", b"3"); // 102 > 100: "a" goes
+        assert_eq!((t.len(), t.size()), (2, 68));
+        assert_eq!(t.get(64), None);
+        assert!(t.resize(40));
+        assert_eq!((t.len(), t.size()), (1, 34));
+        assert!(!t.resize(101));
+        insert(&mut t, b"long-name", b"long-value");
+        assert!(t.is_empty());
+        assert_eq!(t.get(0), None);
+    }
+}
