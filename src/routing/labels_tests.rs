@@ -32,10 +32,12 @@ fn per_port_overrides_app_wide() {
         ("HAPROXY_1_BALANCE", "leastconn"),
     ]);
     let p0 = read(&l, 0).unwrap();
-    let groups = |l: &PortLabels| l.groups.map(|g| groups(g).collect::<Vec<_>>());
-    assert_eq!(groups(&p0), Some(vec!["external", "internal"]));
+    fn groups_of<'a>(l: &PortLabels<'a>) -> Option<Vec<&'a str>> {
+        l.groups.map(|g| groups(g).collect())
+    }
+    assert_eq!(groups_of(&p0), Some(vec!["external", "internal"]));
     let p1 = read(&l, 1).unwrap();
-    assert_eq!(groups(&p1), Some(vec!["internal"]));
+    assert_eq!(groups_of(&p1), Some(vec!["internal"]));
     assert_eq!(p1.mode, Some(Mode::Http));
     assert_eq!(p1.port, Some(8080));
     assert_eq!(p1.bind_addr, Some("127.0.0.2".parse().unwrap()));
