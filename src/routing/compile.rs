@@ -105,7 +105,25 @@ struct Part {
     maintenance: bool,
     assigned: Vec<Option<u16>>,
     notices: Vec<Problem>,
-    ports: Vec<PortPart>,
+    ports: Ports,
+}
+
+/// An app's port parts, in port order: one inline (nearly every app has one port: no list
+/// allocated and freed per app), more in a list.
+enum Ports {
+    One(PortPart),
+    Many(Vec<PortPart>),
+}
+
+impl std::ops::Deref for Ports {
+    type Target = [PortPart];
+
+    fn deref(&self) -> &[PortPart] {
+        match self {
+            Ports::One(port) => std::slice::from_ref(port),
+            Ports::Many(ports) => ports,
+        }
+    }
 }
 
 /// One app port's part: what it says before any port is claimed, and what it serves once its
@@ -161,9 +179,11 @@ fn compile_app(
             reason,
         })
         .collect();
-    let ports = (0..app.ports.len())
-        .map(|n| compile_port(cluster, app, n, config, maintenance, &assigned))
-        .collect();
+    let port = |n| compile_port(cluster, app, n, config, maintenance, &assigned);
+    let ports = match app.ports.len() {
+        1 => Ports::One(port(0)),
+        count => Ports::Many((0..count).map(port).collect()),
+    };
     Part {
         app: app.clone(),
         maintenance,

@@ -474,7 +474,7 @@ fn assemble<P: std::borrow::Borrow<Part>>(
         let part = part.borrow();
         let app = &part.app;
         extend_shared(&mut table.problems, &part.notices);
-        for port in &part.ports {
+        for port in part.ports.iter() {
             extend_shared(&mut table.problems, &port.early);
             let Some(c) = &port.claim else {
                 continue;
@@ -809,7 +809,7 @@ fn patch(
     let table = &mut last.table;
     let mut touched = Vec::new();
     for id in changed {
-        for port in &apps[id].ports {
+        for port in apps[id].ports.iter() {
             let Some(c) = &port.claim else {
                 continue;
             };
@@ -876,7 +876,7 @@ fn patch(
 fn same_place(old: &Part, new: &Part) -> bool {
     old.notices == new.notices
         && old.ports.len() == new.ports.len()
-        && old.ports.iter().zip(&new.ports).all(|(p, q)| {
+        && old.ports.iter().zip(new.ports.iter()).all(|(p, q)| {
             p.early == q.early
                 && match (&p.claim, &q.claim) {
                     (None, None) => true,

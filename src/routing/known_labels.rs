@@ -300,7 +300,9 @@ pub struct PortKeys<'a> {
 }
 
 impl<'a> PortKeys<'a> {
-    /// Port `n`'s labels of `labels`.
+    /// Port `n`'s labels of `labels`. Inlined: made in place, not copied out (it is a few
+    /// hundred bytes, made for every port on a full compile).
+    #[inline(always)]
     pub fn of(labels: &'a BTreeMap<String, String>, n: usize) -> PortKeys<'a> {
         let haproxy_prefix = haproxy_prefix(n);
         let own_prefix = switchyard_prefix(n);
