@@ -507,7 +507,7 @@ fn assemble<P: std::borrow::Borrow<Part>>(
                     }
                     None => {
                         claims.push((ip, udp.key.clone(), group.clone()));
-                        extend_shared(&mut table.problems, &late);
+                        extend_shared(&mut table.problems, late);
                         services.push(udp.clone());
                     }
                 }
