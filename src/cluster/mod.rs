@@ -148,6 +148,7 @@ impl Host {
     }
 
     /// The address: the name's own, or what the agent name was resolved to.
+    #[inline]
     pub fn resolve(&self, agents: &HashMap<String, IpAddr>) -> Option<IpAddr> {
         self.0.ip.or_else(|| agents.get(self.as_str()).copied())
     }

@@ -81,15 +81,15 @@ impl CompileConfig {
         }
     }
 
-    fn serves(&self, groups: Option<&[&str]>) -> bool {
+    /// Whether a port with group label `groups` (its value, `None` without one) is served.
+    fn serves(&self, groups: Option<&str>) -> bool {
         if self.group.iter().any(|g| g == "*") {
             return true;
         }
         match groups {
             None => self.serve_ungrouped,
-            Some(groups) => groups
-                .iter()
-                .any(|&g| g == "*" || self.group.iter().any(|c| c.as_str() == g)),
+            Some(groups) => labels::groups(groups)
+                .any(|g| g == "*" || self.group.iter().any(|c| c.as_str() == g)),
         }
     }
 }
@@ -105,7 +105,27 @@ struct Part {
     maintenance: bool,
     assigned: Vec<Option<u16>>,
     notices: Vec<Problem>,
-    ports: Vec<PortPart>,
+    ports: Ports,
+}
+
+/// An app's port parts, in port order: one inline (nearly every app has one port: no list
+/// allocated and freed per app), more in a list. The inline variant is the large one on
+/// purpose: boxing it would bring back the block per app this saves.
+#[allow(clippy::large_enum_variant)]
+enum Ports {
+    One(PortPart),
+    Many(Vec<PortPart>),
+}
+
+impl std::ops::Deref for Ports {
+    type Target = [PortPart];
+
+    fn deref(&self) -> &[PortPart] {
+        match self {
+            Ports::One(port) => std::slice::from_ref(port),
+            Ports::Many(ports) => ports,
+        }
+    }
 }
 
 /// One app port's part: what it says before any port is claimed, and what it serves once its
@@ -161,9 +181,11 @@ fn compile_app(
             reason,
         })
         .collect();
-    let ports = (0..app.ports.len())
-        .map(|n| compile_port(cluster, app, n, config, maintenance, &assigned))
-        .collect();
+    let port = |n| compile_port(cluster, app, n, config, maintenance, &assigned);
+    let ports = match app.ports.len() {
+        1 => Ports::One(port(0)),
+        count => Ports::Many((0..count).map(port).collect()),
+    };
     Part {
         app: app.clone(),
         maintenance,
@@ -256,7 +278,7 @@ fn compile_port(
             std::sync::Arc::new(edge)
         }
     };
-    if !config.serves(labels.groups.as_deref()) {
+    if !config.serves(labels.groups) {
         return PortPart { early, claim: None };
     }
     if config.strict_mode && labels.enabled != Some(true) {
@@ -315,7 +337,7 @@ fn compile_port(
         };
         // A `udp,tcp` port's task problems are said once, by its TCP side.
         let mut late = Vec::new();
-        let backends = if udp_only {
+        let (backends, held_back) = if udp_only {
             backends(cluster, app, n, &mut |severity, reason| {
                 late.push(problem_of(severity, reason))
             })
@@ -323,12 +345,7 @@ fn compile_port(
             backends(cluster, app, n, &mut |_, _| {})
         };
         let service = Service {
-            held_back: app
-                .tasks
-                .values()
-                .filter_map(|t| Some((t.held_back(app.health_checks)?, t)))
-                .map(|(why, t)| (t.id.clone(), why))
-                .collect(),
+            held_back,
             vhosts: Vec::new(),
             upstream_h2: false,
             tcp_idle_timeout: None,
@@ -366,7 +383,7 @@ fn compile_port(
         };
     }
     let mut late = Vec::new();
-    let mut backends = backends(cluster, app, n, &mut |severity, reason| {
+    let (mut backends, held_back) = backends(cluster, app, n, &mut |severity, reason| {
         late.push(problem_of(severity, reason))
     });
     // HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX: the backends are probed on the task's
@@ -430,12 +447,7 @@ fn compile_port(
             .collect(),
         sni_rules: connection.tls_passthrough || connection.client_ca.is_some(),
         service: std::sync::Arc::new(Service {
-            held_back: app
-                .tasks
-                .values()
-                .filter_map(|t| Some((t.held_back(app.health_checks)?, t)))
-                .map(|(why, t)| (t.id.clone(), why))
-                .collect(),
+            held_back,
             vhosts,
             upstream_h2: labels.upstream_h2,
             tcp_idle_timeout: labels.tcp_idle_timeout,
@@ -677,67 +689,136 @@ fn overlaps(a: IpAddr, b: IpAddr) -> bool {
     a == b || a.is_unspecified() || b.is_unspecified()
 }
 
+/// Port `n`'s backends, in [`backend_order`], and the tasks held back (not routable: not
+/// running, or not healthy or ready yet) with why, in task order: one walk over the tasks.
 fn backends(
     cluster: &Cluster,
     app: &App,
     n: usize,
     problem: &mut impl FnMut(Severity, String),
-) -> Vec<Backend> {
+) -> (Vec<Backend>, Vec<(crate::cluster::TaskId, &'static str)>) {
     let mut out = Vec::with_capacity(app.tasks.len());
-    for task in app
-        .tasks
-        .values()
-        .filter(|t| t.is_routable(app.health_checks))
-    {
-        match backend_addr(cluster, app, n, task) {
-            Ok(addr) => out.push(Backend {
-                addr,
-                task_id: task.id.clone(),
-                weight: 1,
-                probe_addr: None,
-            }),
-            Err(reason) => problem(Severity::Skipped, format!("task {}: {reason}", task.id)),
+    let mut held_back = Vec::new();
+    // What every task's address is made of the same way, read once per port.
+    let container_port = match app.networking {
+        Networking::Container => app.ports[n].container_port.filter(|&p| p != 0),
+        Networking::Host => None,
+    };
+    // Whether the backends came in order (tasks in id order, often placed in turn): each one's
+    // order key made once here, where sorting compares two per step.
+    let mut sorted = true;
+    let mut last = None;
+    for task in app.tasks.values() {
+        // `held_back` is `None` exactly for a routable task (`Task::is_routable`).
+        if let Some(why) = task.held_back(app.health_checks) {
+            held_back.push((task.id.clone(), why));
+            continue;
+        }
+        match task_addr(cluster, app.networking, container_port, n, task) {
+            Ok(addr) => {
+                // Strictly above the last (an equal key is ordered by task id: sorted then).
+                let key = v4_order(&addr);
+                sorted &= key.is_some() && (last.is_none() || key > last);
+                last = key;
+                out.push(Backend {
+                    addr,
+                    task_id: task.id.clone(),
+                    weight: 1,
+                    probe_addr: None,
+                })
+            }
+            Err(unaddressable) => problem(
+                Severity::Skipped,
+                format!("task {}: {}", task.id, unaddressable.reason(n, task)),
+            ),
         }
     }
-    out.sort_by(backend_order);
-    out
+    if !sorted {
+        out.sort_by(backend_order);
+    }
+    (out, held_back)
+}
+
+/// An IPv4 address and port as one integer, ordered as `SocketAddr` orders them; `None` for
+/// IPv6.
+#[inline]
+fn v4_order(addr: &SocketAddr) -> Option<u64> {
+    match addr {
+        SocketAddr::V4(v4) => Some((u64::from(v4.ip().to_bits()) << 16) | u64::from(v4.port())),
+        SocketAddr::V6(_) => None,
+    }
 }
 
 /// A service's backends in order: by address (as `SocketAddr` orders them), then task id.
 /// IPv4 addresses (nearly always) compared as one integer of address and port: comparing
 /// `SocketAddr`s was most of the sort.
 fn backend_order(a: &Backend, b: &Backend) -> std::cmp::Ordering {
-    let v4 = |addr: &SocketAddr| match addr {
-        SocketAddr::V4(v4) => Some((u64::from(v4.ip().to_bits()) << 16) | u64::from(v4.port())),
-        SocketAddr::V6(_) => None,
-    };
-    match (v4(&a.addr), v4(&b.addr)) {
+    match (v4_order(&a.addr), v4_order(&b.addr)) {
         (Some(x), Some(y)) => x.cmp(&y),
         _ => a.addr.cmp(&b.addr),
     }
     .then_with(|| a.task_id.cmp(&b.task_id))
 }
 
+/// Task `task`'s address for port `n` of `app`.
 fn backend_addr(cluster: &Cluster, app: &App, n: usize, task: &Task) -> Result<SocketAddr, String> {
-    match app.networking {
+    let container_port = match app.networking {
+        Networking::Container => app.ports[n].container_port.filter(|&p| p != 0),
+        Networking::Host => None,
+    };
+    task_addr(cluster, app.networking, container_port, n, task).map_err(|u| u.reason(n, task))
+}
+
+/// Why a task has no address for a port; said as text only when it happens.
+#[derive(Debug, Clone, Copy)]
+enum Unaddressable {
+    NoContainerIp,
+    NoContainerPort,
+    NoPort,
+    Unresolved,
+}
+
+impl Unaddressable {
+    fn reason(self, n: usize, task: &Task) -> String {
+        match self {
+            Unaddressable::NoContainerIp => "no container IP address".into(),
+            Unaddressable::NoContainerPort => "no container port".into(),
+            Unaddressable::NoPort => format!("has no port {n}"),
+            Unaddressable::Unresolved => {
+                format!("agent host {:?} is not resolved", task.host.as_str())
+            }
+        }
+    }
+}
+
+/// Task `task`'s address for app port `n`, given the app's networking and (in container
+/// networking) the port's container port when it names one. Inlined into the walk over an
+/// app's tasks: called for every task of every app on a full compile.
+#[inline(always)]
+fn task_addr(
+    cluster: &Cluster,
+    networking: Networking,
+    container_port: Option<u16>,
+    n: usize,
+    task: &Task,
+) -> Result<SocketAddr, Unaddressable> {
+    match networking {
         Networking::Container => {
-            let ip = task.ip_addresses.first().ok_or("no container IP address")?;
-            let port = app.ports[n]
-                .container_port
-                .filter(|&p| p != 0)
+            let ip = task
+                .ip_addresses
+                .first()
+                .ok_or(Unaddressable::NoContainerIp)?;
+            let port = container_port
                 .or_else(|| task.ports.get(n).copied())
-                .ok_or("no container port")?;
+                .ok_or(Unaddressable::NoContainerPort)?;
             Ok(SocketAddr::new(*ip, port))
         }
         Networking::Host => {
-            let port = *task
-                .ports
-                .get(n)
-                .ok_or_else(|| format!("has no port {n}"))?;
+            let port = *task.ports.get(n).ok_or(Unaddressable::NoPort)?;
             let ip = task
                 .host
                 .resolve(&cluster.agents)
-                .ok_or_else(|| format!("agent host {:?} is not resolved", task.host.as_str()))?;
+                .ok_or(Unaddressable::Unresolved)?;
             Ok(SocketAddr::new(ip, port))
         }
     }

@@ -473,9 +473,9 @@ fn assemble<P: std::borrow::Borrow<Part>>(
     for part in parts {
         let part = part.borrow();
         let app = &part.app;
-        std::sync::Arc::make_mut(&mut table.problems).extend(part.notices.iter().cloned());
-        for port in &part.ports {
-            std::sync::Arc::make_mut(&mut table.problems).extend(port.early.iter().cloned());
+        extend_shared(&mut table.problems, &part.notices);
+        for port in part.ports.iter() {
+            extend_shared(&mut table.problems, &port.early);
             let Some(c) = &port.claim else {
                 continue;
             };
@@ -507,7 +507,7 @@ fn assemble<P: std::borrow::Borrow<Part>>(
                     }
                     None => {
                         claims.push((ip, udp.key.clone(), group.clone()));
-                        std::sync::Arc::make_mut(&mut table.problems).extend(late.iter().cloned());
+                        extend_shared(&mut table.problems, late);
                         services.push(udp.clone());
                     }
                 }
@@ -555,9 +555,12 @@ fn assemble<P: std::borrow::Borrow<Part>>(
             if listens.is_empty() && tcp.hosts.is_empty() {
                 continue; // nothing to listen on and no vhost: not served
             }
-            std::sync::Arc::make_mut(&mut table.ssl_certs).extend(tcp.ssl_certs.iter().cloned());
+            if !tcp.ssl_certs.is_empty() {
+                std::sync::Arc::make_mut(&mut table.ssl_certs)
+                    .extend(tcp.ssl_certs.iter().cloned());
+            }
             table.sni_rules |= tcp.sni_rules;
-            std::sync::Arc::make_mut(&mut table.problems).extend(tcp.late.iter().cloned());
+            extend_shared(&mut table.problems, &tcp.late);
             entries.push(Entries {
                 key: c.key.clone(),
                 at: services.len(),
@@ -669,7 +672,9 @@ fn assemble<P: std::borrow::Borrow<Part>>(
         single: vec![usize::MAX; table.services.len()],
         many: HashMap::default(),
     };
-    std::sync::Arc::make_mut(&mut table.by_listen).reserve(ports.len());
+    // Made unique once, not checked per route.
+    let by_listen = std::sync::Arc::make_mut(&mut table.by_listen);
+    by_listen.reserve(ports.len());
     let mut services = Vec::new();
     for group in ports.chunk_by(|a, b| a.0 == b.0) {
         let listen = group[0].0;
@@ -683,7 +688,7 @@ fn assemble<P: std::borrow::Borrow<Part>>(
             None,
             &config.weight_overrides,
         );
-        std::sync::Arc::make_mut(&mut table.by_listen).insert(listen, route);
+        by_listen.insert(listen, route);
     }
     let mut vhost_map = crate::routing::vhosts::Vhosts::default();
     for ((host, prefix, ignore_case), (weight, services)) in vhosts {
@@ -717,6 +722,14 @@ fn assemble<P: std::borrow::Borrow<Part>>(
     table.by_app_id = std::sync::Arc::new(by_app_id);
     table.compiled_bind = Some(config.bind);
     table
+}
+
+/// Adds `items` to one of the table's shared lists; nothing to add (nearly always, per port)
+/// does not touch the list: no check of its count for each of 50,000 ports.
+fn extend_shared<T: Clone>(list: &mut std::sync::Arc<Vec<T>>, items: &[T]) {
+    if !items.is_empty() {
+        std::sync::Arc::make_mut(list).extend_from_slice(items);
+    }
 }
 
 /// Sorts (listen address, service) pairs as `SocketAddr` and `usize` order them. With IPv4
@@ -796,7 +809,7 @@ fn patch(
     let table = &mut last.table;
     let mut touched = Vec::new();
     for id in changed {
-        for port in &apps[id].ports {
+        for port in apps[id].ports.iter() {
             let Some(c) = &port.claim else {
                 continue;
             };
@@ -863,7 +876,7 @@ fn patch(
 fn same_place(old: &Part, new: &Part) -> bool {
     old.notices == new.notices
         && old.ports.len() == new.ports.len()
-        && old.ports.iter().zip(&new.ports).all(|(p, q)| {
+        && old.ports.iter().zip(new.ports.iter()).all(|(p, q)| {
             p.early == q.early
                 && match (&p.claim, &q.claim) {
                     (None, None) => true,

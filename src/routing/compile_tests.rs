@@ -811,3 +811,54 @@ proptest::proptest! {
         proptest::prop_assert_eq!(backends, oracle);
     }
 }
+
+proptest::proptest! {
+    /// One walk over an app's tasks gives what a walk for each gave: the routable tasks'
+    /// backends in `backend_order` (sorted only when they did not come in order: repeated
+    /// addresses, addresses falling as task ids rise), and the other tasks held back, with why,
+    /// in task order.
+    #[test]
+    fn backends_and_held_back_in_one_walk(
+        raw in proptest::collection::vec(
+            (0u8..4, 0u16..3, 0u8..4, proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
+            0..10,
+        ),
+        health_checks in 0usize..2,
+    ) {
+        let tasks: Vec<crate::cluster::Task> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &(host, port, state, healthy, unready))| {
+                let mut t = task(&format!("t{i:02}"), 31000 + port);
+                t.host = format!("10.0.0.{host}").into();
+                t.state = match state {
+                    0 => TaskState::Staging,
+                    1 => TaskState::Killing,
+                    _ => TaskState::Running,
+                };
+                t.healthy = Some(healthy);
+                t.ready = unready.then_some(false);
+                t
+            })
+            .collect();
+        let mut a = app("/a", 10000, &[], tasks);
+        a.health_checks = health_checks;
+        let c = cluster(Vec::new());
+        let (found, held) = backends(&c, &a, 0, &mut |_, reason| panic!("{reason}"));
+        let mut routable: Vec<(SocketAddr, crate::cluster::TaskId)> = a
+            .tasks
+            .values()
+            .filter(|t| t.is_routable(a.health_checks))
+            .map(|t| (backend_addr(&c, &a, 0, t).unwrap(), t.id.clone()))
+            .collect();
+        routable.sort();
+        let got: Vec<_> = found.iter().map(|b| (b.addr, b.task_id.clone())).collect();
+        proptest::prop_assert_eq!(got, routable);
+        let held_oracle: Vec<_> = a
+            .tasks
+            .values()
+            .filter_map(|t| Some((t.id.clone(), t.held_back(a.health_checks)?)))
+            .collect();
+        proptest::prop_assert_eq!(held, held_oracle);
+    }
+}

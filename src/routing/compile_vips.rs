@@ -105,9 +105,10 @@ pub(super) fn vip_services(
                 let Some(app) = vip::member_app(cluster, app_id) else {
                     continue;
                 };
-                backends_all.extend(backends(cluster, &app, *n, &mut |_, reason| {
+                let (found, _) = backends(cluster, &app, *n, &mut |_, reason| {
                     problem(app_id, *n, reason)
-                }));
+                });
+                backends_all.extend(found);
             }
             backends_all
                 .sort_by(|a, b| a.addr.cmp(&b.addr).then_with(|| a.task_id.cmp(&b.task_id)));

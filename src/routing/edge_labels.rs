@@ -122,7 +122,9 @@ pub fn read(
              server name"
         ));
     }
-    if tls_passthrough && keys.haproxy.iter().any(|&(rest, _)| rest == "PATH") {
+    if tls_passthrough
+        && keys.acted_on[const { super::known_labels::acted_on_slot("PATH") }].is_some()
+    {
         return Err(format!(
             "{prefix}TLS_PASSTHROUGH with HAPROXY_{n}_PATH: a passed-through connection is \
              routed by its server name alone, no path is seen"

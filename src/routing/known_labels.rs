@@ -48,6 +48,40 @@ pub(super) const ACTED_ON: &[&str] = &[
     "HTTP_BACKEND_REDIR",
 ];
 
+/// The slot of a per-port label in [`ACTED_ON`], `None` for a label not acted on. A length
+/// switch, then one comparison: called once per label a port has.
+pub(super) fn acted_on(rest: &str) -> Option<usize> {
+    ACTED_ON.iter().position(|&known| known == rest)
+}
+
+/// [`acted_on`] for a name the code reads, evaluated when it compiles (`const { … }`): a name
+/// missing from [`ACTED_ON`] stops the build instead of never being found.
+pub(super) const fn acted_on_slot(rest: &str) -> usize {
+    let mut i = 0;
+    while i < ACTED_ON.len() {
+        if same_text(ACTED_ON[i], rest) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a label read is missing from ACTED_ON")
+}
+
+const fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// marathon-lb templates whose job is to decide who gets in: the basic-auth ones
 /// (`HTTP_FRONTEND_ACL_WITH_AUTH`, `HTTPS_FRONTEND_AUTH_REQUEST_ONLY`, `USERLIST_HEAD`, …) and the
 /// network ACLs (`HTTP_BACKEND_NETWORK_ALLOWED_ACL`, `TCP_BACKEND_NETWORK_ALLOWED_ACL`). An app
@@ -69,6 +103,24 @@ pub(super) const APP_WIDE: &[&str] = &[
     "HAPROXY_DEPLOYMENT_ALT_PORT",
     "HAPROXY_DEPLOYMENT_TARGET_INSTANCES",
 ];
+
+/// An app-wide label of [`APP_WIDE`], by its place there: read by index, not by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppWide {
+    Group = 0,
+    DeploymentGroup = 1,
+    DeploymentColour = 2,
+    DeploymentStartedAt = 3,
+    DeploymentAltPort = 4,
+    DeploymentTargetInstances = 5,
+}
+
+impl AppWide {
+    /// The label's name.
+    pub fn label(self) -> &'static str {
+        APP_WIDE[self as usize]
+    }
+}
 
 /// The `SWITCHYARD_{n}_…` labels read here (after the prefix); the edge labels
 /// (`edge::is_edge_label`) and the connection labels (`edge_labels::LABELS`) are read by their
@@ -234,8 +286,11 @@ pub(super) fn keys_with_prefix<'a>(
 /// a lookup per app-wide name (`labels_tests` pins it), without a B-tree search for each.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PortKeys<'a> {
-    /// `HAPROXY_{n}_…`: (rest of the key, value), in key order.
-    pub haproxy: Vec<(&'a str, &'a str)>,
+    /// `HAPROXY_{n}_…` labels switchyard acts on: their values, by their place in
+    /// [`ACTED_ON`] (read by slot, not by name: see [`acted_on_slot`]).
+    pub acted_on: [Option<&'a str>; ACTED_ON.len()],
+    /// The other `HAPROXY_{n}_…` labels (reported): (rest of the key, value), in key order.
+    pub others: Vec<(&'a str, &'a str)>,
     /// `SWITCHYARD_{n}_…`: (rest of the key, value), in key order.
     pub own: Vec<(&'a str, &'a str)>,
     /// The values of the app-wide labels read per port, as [`APP_WIDE`] names them.
@@ -245,7 +300,9 @@ pub struct PortKeys<'a> {
 }
 
 impl<'a> PortKeys<'a> {
-    /// Port `n`'s labels of `labels`.
+    /// Port `n`'s labels of `labels`. Inlined: made in place, not copied out (it is a few
+    /// hundred bytes, made for every port on a full compile).
+    #[inline(always)]
     pub fn of(labels: &'a BTreeMap<String, String>, n: usize) -> PortKeys<'a> {
         let haproxy_prefix = haproxy_prefix(n);
         let own_prefix = switchyard_prefix(n);
@@ -253,7 +310,10 @@ impl<'a> PortKeys<'a> {
         for (key, value) in labels {
             if let Some(rest) = key.strip_prefix("HAPROXY_") {
                 match key.strip_prefix(&*haproxy_prefix) {
-                    Some(rest) => keys.haproxy.push((rest, value)),
+                    Some(rest) => match acted_on(rest) {
+                        Some(slot) => keys.acted_on[slot] = Some(value),
+                        None => keys.others.push((rest, value)),
+                    },
                     // App-wide names have no digit after `HAPROXY_`.
                     None if !rest.starts_with(|c: char| c.is_ascii_digit()) => {
                         if let Some(i) = APP_WIDE.iter().position(|&w| w == key) {
@@ -272,20 +332,29 @@ impl<'a> PortKeys<'a> {
         keys
     }
 
-    /// The value of app-wide label `name` (one of [`APP_WIDE`]; `None` for any other name).
+    /// Every `HAPROXY_{n}_…` label, acted on or not: (rest of the key, value), in key order.
+    #[cfg(test)]
+    pub fn haproxy(&self) -> Vec<(&'a str, &'a str)> {
+        let mut all: Vec<_> = ACTED_ON
+            .iter()
+            .zip(self.acted_on)
+            .filter_map(|(&rest, value)| Some((rest, value?)))
+            .chain(self.others.iter().copied())
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The value of app-wide label `name`.
     #[inline]
+    pub fn app_wide_at(&self, name: AppWide) -> Option<&'a str> {
+        self.app_wide[name as usize]
+    }
+
+    /// The value of app-wide label `name` (one of [`APP_WIDE`]; `None` for any other name).
+    #[cfg(test)]
     pub fn app_wide(&self, name: &str) -> Option<&'a str> {
-        // A match, not a search of `APP_WIDE` (read five times per port): a length switch.
-        let i = match name {
-            "HAPROXY_GROUP" => 0,
-            "HAPROXY_DEPLOYMENT_GROUP" => 1,
-            "HAPROXY_DEPLOYMENT_COLOUR" => 2,
-            "HAPROXY_DEPLOYMENT_STARTED_AT" => 3,
-            "HAPROXY_DEPLOYMENT_ALT_PORT" => 4,
-            "HAPROXY_DEPLOYMENT_TARGET_INSTANCES" => 5,
-            _ => return None,
-        };
-        debug_assert_eq!(APP_WIDE[i], name);
+        let i = APP_WIDE.iter().position(|&w| w == name)?;
         self.app_wide[i]
     }
 }
@@ -375,13 +444,28 @@ mod tests {
         }
     }
 
-    /// Every app-wide name is found by its match arm, and no other name.
+    /// Every app-wide name is found, by name and by index, and no other name.
     #[test]
     fn app_wide_names_are_matched() {
-        for (i, name) in APP_WIDE.iter().enumerate() {
+        use AppWide::*;
+        let named = [
+            (Group, "HAPROXY_GROUP"),
+            (DeploymentGroup, "HAPROXY_DEPLOYMENT_GROUP"),
+            (DeploymentColour, "HAPROXY_DEPLOYMENT_COLOUR"),
+            (DeploymentStartedAt, "HAPROXY_DEPLOYMENT_STARTED_AT"),
+            (DeploymentAltPort, "HAPROXY_DEPLOYMENT_ALT_PORT"),
+            (
+                DeploymentTargetInstances,
+                "HAPROXY_DEPLOYMENT_TARGET_INSTANCES",
+            ),
+        ];
+        assert_eq!(named.len(), APP_WIDE.len());
+        for (i, (which, name)) in named.into_iter().enumerate() {
+            assert_eq!(which.label(), name);
             let mut keys = PortKeys::default();
             keys.app_wide[i] = Some("v");
             assert_eq!(keys.app_wide(name), Some("v"), "{name}");
+            assert_eq!(keys.app_wide_at(which), Some("v"), "{name}");
             keys.app_wide[i] = None;
             assert_eq!(keys.app_wide(name), None, "{name}");
         }
@@ -391,5 +475,17 @@ mod tests {
         };
         assert_eq!(all.app_wide("HAPROXY_0_GROUP"), None);
         assert_eq!(all.app_wide("HAPROXY_DEPLOYMENT"), None);
+    }
+
+    /// Every label acted on has its slot, and a name not acted on has none.
+    #[test]
+    fn acted_on_slots() {
+        for (i, rest) in ACTED_ON.iter().enumerate() {
+            assert_eq!(acted_on(rest), Some(i));
+            assert_eq!(acted_on_slot(rest), i);
+        }
+        for rest in ["", "MOD", "MODES", "mode", "BACKEND_HEAD", "GROUP "] {
+            assert_eq!(acted_on(rest), None, "{rest:?}");
+        }
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use super::auth::BasicAuth;
 use super::cidr::Cidr;
 use super::known_labels::{
-    ACTED_ON, LATER, PortKeys, TEMPLATE_SUFFIXES, is_switchyard_port_label, restricts_access,
-    unknown_restricting_label,
+    AppWide, LATER, PortKeys, TEMPLATE_SUFFIXES, acted_on_slot, is_switchyard_port_label,
+    restricts_access, unknown_restricting_label,
 };
 use super::{Balance, Mode};
 use crate::cluster::CheckSpec;
@@ -29,8 +29,9 @@ pub struct Deployment {
 /// One port's labels read, borrowing from the app's labels where a value is kept as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortLabels<'a> {
-    /// `None`: the app has no group label.
-    pub groups: Option<Vec<&'a str>>,
+    /// `None`: the app has no group label; else its value, read by [`groups`] (kept as written:
+    /// a list made for every port was an allocation per port).
+    pub groups: Option<&'a str>,
     /// `HAPROXY_{n}_MODE`, when set; [`mode`] decides the port's mode from it and the rest.
     pub mode: Option<Mode>,
     /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`: the port whose health check stands for
@@ -92,26 +93,22 @@ pub fn read_keys<'a>(
     n: usize,
 ) -> Result<PortLabels<'a>, String> {
     let prefix = super::known_labels::haproxy_prefix(n);
-    // This port's labels gathered in one walk, then looked up by suffix: no key built per
-    // lookup (compile reads some twenty per port, for every app, on every swap).
-    let port_labels = &keys.haproxy;
-    let get = |key: &str| {
-        port_labels
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|&(_, v)| v.trim())
-    };
+    // This port's labels were placed by name as they were gathered (a slot per label acted on)
+    // and are read by slot: no key compared per lookup (compile reads some twenty per port, for
+    // every app, on every swap). The labels not acted on are reported at the end.
+    let slots = &keys.acted_on;
+    // `get!("MODE")`: the value of `HAPROXY_{n}_MODE`, trimmed; the name is checked against
+    // `ACTED_ON` when this compiles.
+    macro_rules! get {
+        ($key:literal) => {
+            slots[const { acted_on_slot($key) }].map(str::trim)
+        };
+    }
+    let app_wide = |name: AppWide| keys.app_wide_at(name);
 
-    let groups = get("GROUP")
-        .or_else(|| keys.app_wide("HAPROXY_GROUP").map(str::trim))
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .collect::<Vec<_>>()
-        });
+    let groups = get!("GROUP").or_else(|| app_wide(AppWide::Group).map(str::trim));
     // Compared without case, not lowercased into a new string (read for every port).
-    let mode = match get("MODE") {
+    let mode = match get!("MODE") {
         None => None,
         Some(v) if v.eq_ignore_ascii_case("tcp") => Some(Mode::Tcp),
         Some(v) if v.eq_ignore_ascii_case("http") => Some(Mode::Http),
@@ -120,11 +117,11 @@ pub fn read_keys<'a>(
             return Err(format!("{prefix}MODE={other:?}: expected tcp or http"));
         }
     };
-    let port = get("PORT")
+    let port = get!("PORT")
         .map(|v| v.parse::<u16>().ok().filter(|&p| p != 0))
         .map(|p| p.ok_or_else(|| format!("{prefix}PORT: not a port number")))
         .transpose()?;
-    let bind_addr = get("BIND_ADDR")
+    let bind_addr = get!("BIND_ADDR")
         .map(|v| {
             v.parse::<IpAddr>()
                 .map_err(|_| format!("{prefix}BIND_ADDR={v:?}: not an IP"))
@@ -133,7 +130,7 @@ pub fn read_keys<'a>(
     let mut notices = Vec::new();
     // marathon-lb: `x.healthcheck_port_index = int(v)`; a value that is not a number is an
     // error there too. A negative index names no port's check: noted, ignored.
-    let healthcheck_port_index = match get("BACKEND_HEALTHCHECK_PORT_INDEX") {
+    let healthcheck_port_index = match get!("BACKEND_HEALTHCHECK_PORT_INDEX") {
         None => None,
         Some(v) => match v.parse::<i64>() {
             Ok(i) if i >= 0 => Some(usize::try_from(i).unwrap_or(usize::MAX)),
@@ -151,7 +148,7 @@ pub fn read_keys<'a>(
             }
         },
     };
-    let balance = match get("BALANCE").map(str::to_ascii_lowercase).as_deref() {
+    let balance = match get!("BALANCE").map(str::to_ascii_lowercase).as_deref() {
         None | Some("roundrobin") => Balance::RoundRobin,
         Some("leastconn") => Balance::LeastConn,
         Some("source") => Balance::Source,
@@ -164,24 +161,25 @@ pub fn read_keys<'a>(
             Balance::RoundRobin
         }
     };
-    let enabled = get("ENABLED")
+    let enabled = get!("ENABLED")
         .map(|v| match v.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Ok(true),
             "false" | "0" | "no" => Ok(false),
             _ => Err(format!("{prefix}ENABLED={v:?}: expected true or false")),
         })
         .transpose()?;
-    let flag = |key: &str| -> Result<bool, String> {
-        match get(key).map(str::to_ascii_lowercase).as_deref() {
+    let flag = |value: Option<&str>, key: &str| -> Result<bool, String> {
+        match value.map(str::to_ascii_lowercase).as_deref() {
             None | Some("false" | "0" | "no") => Ok(false),
             Some("true" | "1" | "yes") => Ok(true),
             Some(other) => Err(format!("{prefix}{key}={other:?}: expected true or false")),
         }
     };
     let mut vhosts = Vec::new();
-    for host in get("VHOST")
-        .unwrap_or("")
-        .split(',')
+    // Absent (most ports): nothing split.
+    for host in get!("VHOST")
+        .into_iter()
+        .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|h| !h.is_empty())
     {
@@ -192,7 +190,7 @@ pub fn read_keys<'a>(
     // marathon-lb pastes the label after HAProxy's `path_beg`, so it may start with ACL flags:
     // `-i` (ignore case) and `--` (end of flags) are honoured; any other flag (`-f` file,
     // `-m` match method, …) would change what matches, so the port is not served.
-    let mut path_words = get("PATH").unwrap_or("").split_whitespace().peekable();
+    let mut path_words = get!("PATH").unwrap_or("").split_whitespace().peekable();
     let mut paths_ignore_case = false;
     while let Some(flag) = path_words.next_if(|w| w.starts_with('-')) {
         match flag {
@@ -215,7 +213,7 @@ pub fn read_keys<'a>(
         })
         .collect();
     // config.py, set_path: "if x.backend_weight == 0: x.backend_weight = 1"
-    let backend_weight = match get("BACKEND_WEIGHT") {
+    let backend_weight = match get!("BACKEND_WEIGHT") {
         None => 0,
         Some(v) => v
             .parse::<i64>()
@@ -229,13 +227,13 @@ pub fn read_keys<'a>(
     if !paths.is_empty() && vhosts.is_empty() {
         notices.push(format!("{prefix}PATH without {prefix}VHOST: ignored"));
     }
-    let acl = get("BACKEND_NETWORK_ALLOWED_ACL")
-        .unwrap_or("")
-        .split(|c: char| c == ',' || c.is_whitespace())
+    let acl = get!("BACKEND_NETWORK_ALLOWED_ACL")
+        .into_iter()
+        .flat_map(|v| v.split(|c: char| c == ',' || c.is_whitespace()))
         .filter(|c| !c.is_empty())
         .map(|c| Cidr::parse(c).map_err(|e| format!("{prefix}BACKEND_NETWORK_ALLOWED_ACL: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let auth = get("AUTH")
+    let auth = get!("AUTH")
         .map(|v| {
             BasicAuth::parse(v)
                 .map(Arc::new)
@@ -244,23 +242,34 @@ pub fn read_keys<'a>(
         .transpose()?;
     // Paths (and the redirect's location) go into request lines and header values: no
     // whitespace or control characters.
-    let rewrite_label = |key: &str| -> Result<Option<String>, String> {
-        match get(key).filter(|v| !v.is_empty()) {
+    let rewrite_label = |value: Option<&str>, key: &str| -> Result<Option<String>, String> {
+        match value.filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(v) if v.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(v.to_string())),
             Some(v) => Err(format!("{prefix}{key}={v:?}: not a path")),
         }
     };
-    let rewrite = super::Rewrite {
-        proxy_path: rewrite_label("HTTP_BACKEND_PROXYPASS_PATH")?,
-        revproxy_path: rewrite_label("HTTP_BACKEND_REVPROXY_PATH")?,
-        redirect_root: rewrite_label("HTTP_BACKEND_REDIR")?,
-        hosts: Vec::new(),
+    let rewrites = [
+        get!("HTTP_BACKEND_PROXYPASS_PATH"),
+        get!("HTTP_BACKEND_REVPROXY_PATH"),
+        get!("HTTP_BACKEND_REDIR"),
+    ];
+    // None of the three (most ports): no rewrite made, compared and dropped.
+    let rewrite = if rewrites.iter().all(Option::is_none) {
+        None
+    } else {
+        let [proxy, revproxy, redirect] = rewrites;
+        let rewrite = super::Rewrite {
+            proxy_path: rewrite_label(proxy, "HTTP_BACKEND_PROXYPASS_PATH")?,
+            revproxy_path: rewrite_label(revproxy, "HTTP_BACKEND_REVPROXY_PATH")?,
+            redirect_root: rewrite_label(redirect, "HTTP_BACKEND_REDIR")?,
+            hosts: Vec::new(),
+        };
+        (rewrite != super::Rewrite::default()).then_some(rewrite)
     };
-    let rewrite = (rewrite != super::Rewrite::default()).then_some(rewrite);
-    let ssl_certs: Vec<String> = get("SSL_CERT")
-        .unwrap_or("")
-        .split(',')
+    let ssl_certs: Vec<String> = get!("SSL_CERT")
+        .into_iter()
+        .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(str::to_string)
@@ -270,24 +279,24 @@ pub fn read_keys<'a>(
             "{prefix}SSL_CERT: {relative:?} is not an absolute path"
         ));
     }
-    let app_label = |key: &str| keys.app_wide(key).map(str::trim).filter(|v| !v.is_empty());
-    let number = |key: &str| -> Result<Option<u32>, String> {
-        app_label(key)
+    let app_label = |name: AppWide| app_wide(name).map(str::trim).filter(|v| !v.is_empty());
+    let number = |name: AppWide| -> Result<Option<u32>, String> {
+        app_label(name)
             .map(|v| {
                 v.parse::<u32>()
-                    .map_err(|_| format!("{key}={v:?}: expected a number"))
+                    .map_err(|_| format!("{}={v:?}: expected a number", name.label()))
             })
             .transpose()
     };
     let deployment = Deployment {
-        group: app_label("HAPROXY_DEPLOYMENT_GROUP").map(str::to_string),
-        colour: app_label("HAPROXY_DEPLOYMENT_COLOUR").map(str::to_string),
-        started_at: app_label("HAPROXY_DEPLOYMENT_STARTED_AT").map(str::to_string),
-        alt_port: number("HAPROXY_DEPLOYMENT_ALT_PORT")?
+        group: app_label(AppWide::DeploymentGroup).map(str::to_string),
+        colour: app_label(AppWide::DeploymentColour).map(str::to_string),
+        started_at: app_label(AppWide::DeploymentStartedAt).map(str::to_string),
+        alt_port: number(AppWide::DeploymentAltPort)?
             .map(|p| u16::try_from(p).ok().filter(|&p| p != 0))
             .map(|p| p.ok_or("HAPROXY_DEPLOYMENT_ALT_PORT: not a port number"))
             .transpose()?,
-        target_instances: number("HAPROXY_DEPLOYMENT_TARGET_INSTANCES")?,
+        target_instances: number(AppWide::DeploymentTargetInstances)?,
     };
     // Most apps have no `SWITCHYARD_…` label: nothing to look for.
     if keys.any_switchyard
@@ -352,18 +361,13 @@ pub fn read_keys<'a>(
         }
     });
     let (redirect_to_https, hsts, sticky) = (
-        flag("REDIRECT_TO_HTTPS")?,
-        flag("USE_HSTS")?,
-        flag("STICKY")?,
+        flag(get!("REDIRECT_TO_HTTPS"), "REDIRECT_TO_HTTPS")?,
+        flag(get!("USE_HSTS"), "USE_HSTS")?,
+        flag(get!("STICKY"), "STICKY")?,
     );
-    for &(rest, _) in port_labels {
-        // Labels acted on first (nearly all a port has): none of them restricts access (`AUTH`
-        // and `BACKEND_NETWORK_ALLOWED_ACL` are applied), and the substring searches of
-        // `restricts_access` cost more than this list.
-        if ACTED_ON.contains(&rest) {
-            debug_assert!(!restricts_access(rest));
-            continue;
-        }
+    // The labels acted on (nearly all a port has) are not among these: none of them restricts
+    // access (`AUTH` and `BACKEND_NETWORK_ALLOWED_ACL` are applied; `known_labels` tests it).
+    for &(rest, _) in &keys.others {
         let key = format_args!("{prefix}{rest}");
         if restricts_access(rest) {
             return Err(format!(
@@ -407,6 +411,12 @@ pub fn read_keys<'a>(
         tcp_idle_timeout,
         notices,
     })
+}
+
+/// The groups a group label names (`HAPROXY_GROUP`, `HAPROXY_{n}_GROUP`): comma-separated,
+/// trimmed, empty ones left out.
+pub fn groups(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|g| !g.is_empty())
 }
 
 /// A duration label: whole numbers with units `ms`, `s`, `m`, `h`, one or more (`1m30s`), as in

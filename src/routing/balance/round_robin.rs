@@ -50,7 +50,8 @@ impl SmoothWeighted {
             sequence.len()
         };
         // Start each table at a random point so instances and swaps do not all favour backend 0.
-        let start = if period == 0 {
+        // One (a route's single app, nearly always) or none: no random number to draw.
+        let start = if period <= 1 {
             0
         } else {
             fastrand::usize(..period)
