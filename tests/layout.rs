@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 29] = [
+    let layers: [(&str, Option<&[&str]>); 30] = [
         ("cluster", Some(&[])),
         // The idle-priority thread for the work a swap leaves behind.
         ("background", Some(&[])),
