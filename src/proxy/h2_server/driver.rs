@@ -484,7 +484,7 @@ where
                     let req = req.map(|()| H2Body(super::BodyKind::Codec(body)));
                     streams.push((req, stream), worker);
                 }
-                None => s.conn.reset(stream, Reason::PROTOCOL_ERROR),
+                None => s.conn.reject(stream, Reason::PROTOCOL_ERROR),
             },
             Event::Data {
                 stream,

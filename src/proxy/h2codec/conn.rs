@@ -219,8 +219,16 @@ pub struct Connection {
     local_resets: u32,
     opened: u32,
     early_resets: u32,
+    /// The streams we reset last (a ring): a client may have sent their trailers before our
+    /// RST_STREAM reached it, and such frames are ignored, not a connection error (RFC 9113
+    /// §5.1, "closed").
+    reset_lately: [u32; RESETS_REMEMBERED],
+    reset_at: usize,
     fault: Option<Fault>,
 }
+
+/// How many of the streams we reset are remembered (see `Connection::reset_lately`).
+const RESETS_REMEMBERED: usize = 16;
 
 impl Connection {
     /// A connection whose first output is our SETTINGS and the connection window's
@@ -264,6 +272,8 @@ impl Connection {
             local_resets: 0,
             opened: 0,
             early_resets: 0,
+            reset_lately: [0; RESETS_REMEMBERED],
+            reset_at: 0,
             fault: None,
             config,
         }
@@ -350,8 +360,21 @@ impl Connection {
 
     /// Resets `stream` for the client's fault; past `max_local_resets` the connection ends.
     fn reset_for_fault(&mut self, stream: u32, reason: Reason) -> Result<(), Fault> {
-        frame::rst_stream(&mut self.out, stream, reason);
+        self.send_reset(stream, reason);
         self.streams.remove(&stream);
+        self.count_client_fault()
+    }
+
+    /// RST_STREAM for `stream`, remembered among the last ones sent.
+    fn send_reset(&mut self, stream: u32, reason: Reason) {
+        frame::rst_stream(&mut self.out, stream, reason);
+        self.reset_lately[self.reset_at] = stream;
+        self.reset_at = (self.reset_at + 1) % RESETS_REMEMBERED;
+    }
+
+    /// A stream ended for the client's fault (reset, or answered 431): bounded per connection,
+    /// as each costs us a decode and an answer.
+    fn count_client_fault(&mut self) -> Result<(), Fault> {
         self.local_resets += 1;
         if self.local_resets > self.config.max_local_resets {
             return Err(Fault::Protocol(Reason::ENHANCE_YOUR_CALM));
@@ -628,10 +651,9 @@ impl Connection {
             }
             if self.streams.len() >= self.config.max_concurrent_streams as usize {
                 // Retried safely by the client (RFC 9113 §8.7).
-                frame::rst_stream(&mut self.out, stream, Reason::REFUSED_STREAM);
+                self.send_reset(stream, Reason::REFUSED_STREAM);
                 return Ok(None);
             }
-            self.opened += 1;
             let mut s = Stream {
                 recv: if end_stream { Recv::Closed } else { Recv::Open },
                 sent_end: false,
@@ -650,8 +672,9 @@ impl Connection {
                 self.encoder.status(431, &mut self.out);
                 frame::finish_headers(&mut self.out, at, stream, true, self.peer_max_frame_size);
                 if !end_stream {
-                    frame::rst_stream(&mut self.out, stream, Reason::NO_ERROR);
+                    self.send_reset(stream, Reason::NO_ERROR);
                 }
+                self.count_client_fault()?;
                 return Ok(None);
             }
             let head = match head {
@@ -666,6 +689,10 @@ impl Connection {
                 return Ok(None);
             }
             s.content_length = head.content_length;
+            // Only a stream handed on as a request counts against early resets: one refused,
+            // reset or answered 431 here costs no backend request, and counted it would let
+            // a client dilute its early resets for free (rapid reset, CVE-2023-44487).
+            self.opened += 1;
             self.streams.insert(stream, s);
             return Ok(Some(Event::Request {
                 stream,
@@ -675,6 +702,13 @@ impl Connection {
         }
         // An existing stream: trailers, which must end it.
         let Some(recv) = self.streams.get(&stream).map(|s| s.recv) else {
+            if stream != 0 && self.reset_lately.contains(&stream) {
+                // Sent before our reset arrived: decoded for the table's sake, then ignored;
+                // a client fault all the same, so bounded.
+                let _ignored = self.decode(block, true)?;
+                self.count_client_fault()?;
+                return Ok(None);
+            }
             // Closed: a connection error (RFC 9113 §5.1).
             return Err(Fault::Protocol(Reason::STREAM_CLOSED));
         };
@@ -724,7 +758,12 @@ impl Connection {
             .decode(block, self.config.max_header_list_size as usize, |f| {
                 check.field(f)
             })
-            .map_err(|_| Fault::Protocol(Reason::COMPRESSION_ERROR))?;
+            .map_err(|e| match e {
+                super::hpack::DecodeError::TooMuchWork => {
+                    Fault::Protocol(Reason::ENHANCE_YOUR_CALM)
+                }
+                _ => Fault::Protocol(Reason::COMPRESSION_ERROR),
+            })?;
         Ok((check.finish(), outcome == Outcome::TooLarge))
     }
 
@@ -912,7 +951,17 @@ impl Connection {
     /// Resets a stream of ours (the backend failed mid-answer, the proxy gave up).
     pub fn reset(&mut self, stream: u32, reason: Reason) {
         if self.streams.remove(&stream).is_some() {
-            frame::rst_stream(&mut self.out, stream, reason);
+            self.send_reset(stream, reason);
+        }
+    }
+
+    /// Resets a request the caller will not take (its head did not make a request): as a
+    /// stream refused here, it does not count as opened against early resets.
+    pub fn reject(&mut self, stream: u32, reason: Reason) {
+        if self.streams.remove(&stream).is_some() {
+            self.send_reset(stream, reason);
+            self.opened = self.opened.saturating_sub(1);
+            self.local_resets += 1;
         }
     }
 
@@ -1053,7 +1102,14 @@ impl HeadCheck {
             // RFC 9113 §8.5: :authority only.
             h.authority.is_some() && h.scheme.is_none() && h.path.is_none()
         } else {
-            h.scheme.is_some() && h.path.as_ref().is_some_and(|p| !p.is_empty())
+            // RFC 9113 §8.3.1: an origin-form path ("/…", no fragment), or "*" for OPTIONS
+            // alone; anything else would reach the backend as a target its route was not
+            // chosen by.
+            h.scheme.is_some()
+                && h.path().is_some_and(|p| {
+                    (p.first() == Some(&b'/') && !p.contains(&b'#'))
+                        || (p == b"*" && h.method() == b"OPTIONS")
+                })
         };
         if complete {
             Ok(self.head)

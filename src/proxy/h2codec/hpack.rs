@@ -44,7 +44,16 @@ pub enum DecodeError {
     TableSizeTooBig,
     /// A dynamic table size update after the block's first field (RFC 7541 §4.2).
     LateTableSizeUpdate,
+    /// A block whose fields come to more than [`WORK_FACTOR`] times the list size limit: a
+    /// block past the limit is still decoded to keep the table in step (and answered 431),
+    /// but a few bytes can name a large entry again and again (and copy it into the table
+    /// each time), so the work of one block is bounded and the connection closed past it.
+    TooMuchWork,
 }
+
+/// How many times the list size limit a block's decoded fields may come to (see
+/// [`DecodeError::TooMuchWork`]); a head past the limit but within this still gets its 431.
+pub const WORK_FACTOR: usize = 4;
 
 impl From<HuffmanError> for DecodeError {
     fn from(_: HuffmanError) -> DecodeError {
@@ -129,6 +138,9 @@ impl Decoder {
     ) -> Result<Outcome, DecodeError> {
         let mut pos = 0;
         let mut list_size = 0usize;
+        // Every field's size, delivered or not, against the work bound.
+        let mut work = 0usize;
+        let work_limit = max_list_size.saturating_mul(WORK_FACTOR).max(64 * 1024);
         let mut outcome = Outcome::Complete;
         let mut fields_seen = false;
         while pos < block.len() {
@@ -194,6 +206,10 @@ impl Decoder {
                 None => self.table.get(name_index).map_or(&[][..], |(n, _)| n),
             };
             let value_bytes = span(value);
+            work = work.saturating_add(name_bytes.len() + value_bytes.len() + ENTRY_OVERHEAD);
+            if work > work_limit {
+                return Err(DecodeError::TooMuchWork);
+            }
             if indexing {
                 // Copied before inserting: the name may be an entry the insertion evicts.
                 let entry = [name_bytes, value_bytes].concat();

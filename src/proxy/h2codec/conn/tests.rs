@@ -342,7 +342,18 @@ fn a_head_past_the_list_size_gets_431_and_the_table_stays_in_step() {
 
 #[test]
 fn malformed_requests_are_reset_with_protocol_error() {
-    let cases: [Vec<u8>; 8] = [
+    // GET with another :path than origin-form (RFC 9113 §8.3.1).
+    let with_path = |path: &[u8]| {
+        let mut b = vec![0x82, 0x86];
+        b.extend(literal(b":path", path));
+        b.extend(literal(b":authority", b"example.test"));
+        b
+    };
+    let cases: [Vec<u8>; 12] = [
+        with_path(b"*"),
+        with_path(b"?x=1"),
+        with_path(b"/a#b"),
+        with_path(b"x/y"),
         get(&[(b"Accept", b"x")]),
         get(&[(b"connection", b"close")]),
         get(&[(b"te", b"gzip")]),
@@ -366,6 +377,15 @@ fn malformed_requests_are_reset_with_protocol_error() {
             )]
         );
     }
+    // OPTIONS * is the one request with an asterisk path.
+    let mut c = connected(Config::default());
+    let mut options = literal(b":method", b"OPTIONS");
+    options.push(0x86);
+    options.extend(literal(b":path", b"*"));
+    options.extend(literal(b":authority", b"example.test"));
+    let (events, fault) = feed(&mut c, &raw(HEADERS, END_STREAM | END_HEADERS, 1, &options));
+    assert_eq!(fault, None);
+    assert!(matches!(&events[..], [Ev::Request(1, f, true)] if f[1].1 == "*"));
     // CONNECT carries :authority only; te: trailers is fine.
     let mut c = connected(Config::default());
     let mut connect = vec![0x02, 7];
@@ -536,6 +556,100 @@ fn streams_reset_before_their_answer_end_the_connection_past_half() {
         }
     );
     assert_eq!(reason, Reason::ENHANCE_YOUR_CALM);
+}
+
+/// Streams answered 431 (or refused, or reset for a fault) cost no backend request: they do
+/// not count as opened, so a client cannot mix them in to keep its early resets under half.
+#[test]
+fn streams_answered_431_do_not_dilute_early_resets() {
+    let mut c = connected(Config {
+        max_header_list_size: 300,
+        ..Config::default()
+    });
+    let big = [b'v'; 120];
+    let too_large = get(&[(b"x-a", &big), (b"x-b", &big), (b"x-c", &big)]);
+    let mut bytes = Vec::new();
+    for i in 0..RAPID_RESET_MIN_STREAMS {
+        let id = 4 * i + 1;
+        bytes.extend(raw(HEADERS, END_STREAM | END_HEADERS, id, &too_large));
+        bytes.extend(raw(HEADERS, END_HEADERS, id + 2, &get(&[])));
+        bytes.extend(raw(RST_STREAM, 0, id + 2, &[0, 0, 0, 8]));
+    }
+    let (_, fault) = feed(&mut c, &bytes);
+    assert!(
+        matches!(
+            fault,
+            Some(Fault::RapidReset {
+                opened: 100,
+                reset: 51..
+            })
+        ),
+        "{fault:?}"
+    );
+}
+
+/// A block that names a large table entry again and again (a literal with indexing whose name
+/// is that entry's: two bytes each, the entry copied each time) ends the connection once its
+/// fields come to more than a few times the list size, 431 or not.
+#[test]
+fn a_block_that_copies_a_large_entry_over_and_over_ends_the_connection() {
+    let mut c = connected(Config::default());
+    // An entry with a 4,000-byte name, added to the table (literal with indexing, new name).
+    let name = vec![b'n'; 4000];
+    let mut prime = get(&[]);
+    prime.push(0x40);
+    prime.extend([0x7f, 0xa1, 0x1e]); // 127 + 3873 = 4000
+    prime.extend(&name);
+    prime.push(0);
+    let (events, fault) = feed(&mut c, &raw(HEADERS, END_STREAM | END_HEADERS, 1, &prime));
+    assert_eq!(fault, None);
+    assert!(matches!(&events[..], [Ev::Request(1, ..)]), "{events:?}");
+    // 8,000 times "the name of entry 62, an empty value, indexed": 16 KB naming 32 MB.
+    let mut flood = get(&[]);
+    for _ in 0..8000 {
+        flood.extend([0x7e, 0x00]);
+    }
+    let (fault, reason) = fails(&mut c, &raw(HEADERS, END_STREAM | END_HEADERS, 3, &flood));
+    assert_eq!(
+        (fault, reason),
+        (
+            Fault::Protocol(Reason::ENHANCE_YOUR_CALM),
+            Reason::ENHANCE_YOUR_CALM
+        )
+    );
+}
+
+/// Trailers a client sent before our RST_STREAM reached it are ignored (RFC 9113 §5.1), the
+/// table kept in step; trailers on a stream that closed otherwise are still a connection error.
+#[test]
+fn trailers_on_a_stream_we_reset_are_ignored() {
+    let mut c = connected(Config {
+        max_concurrent_streams: 1,
+        ..Config::default()
+    });
+    let mut bytes = raw(HEADERS, END_HEADERS, 1, &get(&[]));
+    // Refused: one stream at a time.
+    bytes.extend(raw(HEADERS, END_HEADERS, 3, &get(&[])));
+    // Its trailers, adding a field to the table.
+    let mut trailers = vec![0x40, 5];
+    trailers.extend_from_slice(b"x-sum");
+    trailers.extend([3]);
+    trailers.extend_from_slice(b"abc");
+    bytes.extend(raw(HEADERS, END_STREAM | END_HEADERS, 3, &trailers));
+    // Stream 1's trailers refer to that field by its index: decoded as the client meant.
+    bytes.extend(raw(HEADERS, END_STREAM | END_HEADERS, 1, &[0xbe]));
+    let (events, fault) = feed(&mut c, &bytes);
+    assert_eq!(fault, None);
+    assert_eq!(
+        events[1..],
+        [Ev::Trailers(1, vec![("x-sum".into(), "abc".into())])]
+    );
+    // Stream 1 ended both ways once answered: its trailers again are a connection error.
+    assert!(c.send_head(1, 200, [], true));
+    assert_eq!(
+        fails(&mut c, &raw(HEADERS, END_STREAM | END_HEADERS, 1, &[0xbe])).1,
+        Reason::STREAM_CLOSED
+    );
 }
 
 #[test]
