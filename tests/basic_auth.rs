@@ -188,9 +188,10 @@ async fn basic_auth_on_service_ports_and_vhosts() {
 }
 
 /// An `/admin` path route that asks for credentials, beside the host's catch-all app: a path
-/// that a backend reads as `/admin` but is spelled otherwise (an escaped letter, a dot
-/// segment, a doubled slash) still takes the guarded route (both codecs route by
-/// `routing::resolve`).
+/// that some backends read as `/admin` and others not (an escaped letter, a dot segment, a
+/// doubled slash, a backslash), either way round, is refused as ambiguous with or without
+/// credentials and reaches neither backend (both codecs route by `routing::resolve`); a path
+/// every reading takes to the same route is served as sent.
 #[tokio::test]
 async fn a_guarded_path_route_is_not_missed_by_spelling_the_path_otherwise() {
     let site = Backend::start("site").await;
@@ -231,34 +232,48 @@ async fn a_guarded_path_route_is_not_missed_by_spelling_the_path_otherwise() {
     .await;
     let (status, _, body) = request(http, "GET / HTTP/1.1\r\nHost: corp.example.com").await;
     assert_eq!((status, body.as_str()), (200, "site"));
+    let (status, headers, _) =
+        request(http, "GET /admin/x HTTP/1.1\r\nHost: corp.example.com").await;
+    assert_eq!(status, 401);
+    assert!(realm(&headers).is_some());
+    let with_credentials = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: corp.example.com{}",
+            basic("alice", PASSWORD)
+        )
+    };
+    let (status, _, body) = request(http, &with_credentials("/admin/x")).await;
+    assert_eq!((status, body.as_str()), (200, "admin"));
     for path in [
-        "/admin",
+        // Read as /admin by backends that decode or resolve dot segments.
         "/%61dmin",
         "/x/../admin",
         "/site/%2e%2e/admin/x",
         "//admin",
         "/./admin",
+        "/x\\..\\admin",
+        // Read as outside /admin by the same backends, while the guarded route takes it as sent.
+        "/admin/../x",
+        "/admin/%2e%2e/x",
+        "/admin//../x",
     ] {
-        let (status, headers, _) = request(
-            http,
-            &format!("GET {path} HTTP/1.1\r\nHost: corp.example.com"),
-        )
-        .await;
-        assert_eq!(status, 401, "{path}");
-        assert!(realm(&headers).is_some(), "{path}");
-        let (status, _, body) = request(
-            http,
-            &format!(
-                "GET {path} HTTP/1.1\r\nHost: corp.example.com{}",
-                basic("alice", PASSWORD)
-            ),
-        )
-        .await;
-        assert_eq!((status, body.as_str()), (200, "admin"), "{path}");
+        for head in [
+            format!("GET {path} HTTP/1.1\r\nHost: corp.example.com"),
+            with_credentials(path),
+        ] {
+            let (status, _, body) = request(http, &head).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains("ambiguous"), "{path}: {body}");
+        }
     }
+    // Read the same way by every backend: served as sent.
+    let (status, _, body) =
+        request(http, "GET /site/./x//y HTTP/1.1\r\nHost: corp.example.com").await;
+    assert_eq!((status, body.as_str()), (200, "site"));
+    assert_eq!(site.connections.load(Ordering::Relaxed), 2);
     assert_eq!(
-        site.connections.load(Ordering::Relaxed),
+        admin.connections.load(Ordering::Relaxed),
         1,
-        "only the first request"
+        "only the request with credentials"
     );
 }

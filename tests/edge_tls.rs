@@ -504,6 +504,11 @@ async fn forwarded_headers_are_kept_only_from_trusted_proxies() {
             untrusted.contains("\"x-forwarded-proto\": \"http\""),
             "{untrusted}"
         );
+        // The port: a trusted proxy's kept, anyone else's replaced by the one connected to
+        // (marathon-lb's `X-Forwarded-Port %[dst_port]`).
+        let port = format!("\"x-forwarded-port\": \"{}\"", to.port());
+        assert!(untrusted.contains(&port), "{to}: {untrusted}");
+        assert!(!trusted.contains(&port), "{to}: {trusted}");
         for claim in [
             "\"x-real-ip\": \"203.0.113.7\"",
             "\"forwarded\": \"for=203.0.113.8\"",

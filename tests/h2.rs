@@ -139,10 +139,11 @@ async fn mirror() -> (SocketAddr, Arc<AtomicUsize>) {
                         );
                         if req.uri().path() == "/fwd" {
                             let fwd = format!(
-                                "host={} xff={} xfp={} xfh={} rid={}",
+                                "host={} xff={} xfp={} xfport={} xfh={} rid={}",
                                 field("host"),
                                 field("x-forwarded-for"),
                                 field("x-forwarded-proto"),
+                                field("x-forwarded-port"),
                                 field("x-forwarded-host"),
                                 field("x-request-id").len(),
                             );
@@ -273,11 +274,15 @@ async fn request_bodies_stream_to_an_http1_backend_chunked_or_by_length() {
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-forwarded-host", "evil.example.com")
         .header("x-forwarded-proto", "https")
+        .header("x-forwarded-port", "4443")
         .body(empty())
         .unwrap();
     assert_eq!(
         send(&mut sender, req).await.body.unwrap(),
-        "host=m.example.com xff=127.0.0.1 xfp=http xfh=m.example.com rid=32"
+        format!(
+            "host=m.example.com xff=127.0.0.1 xfp=http xfport={} xfh=m.example.com rid=32",
+            e.http.port()
+        )
     );
 
     // A 1 MiB answer arrives whole through the stream's flow control.

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         let client = switchyard::proxy::headers::Client {
             trusted: data.len() % 2 == 0,
-            ..switchyard::proxy::headers::Client::untrusted(b"10.1.2.3")
+            ..switchyard::proxy::headers::Client::untrusted(b"10.1.2.3", 80)
         };
         write_request_head(&mut out, &req, &head, &client, data.len() % 3 == 0);
         // What goes to the backend is one well-formed head.

@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         Entry::AppId,
         Entry::Port(LISTEN.parse().unwrap()),
     ] {
-        serve(table, table.resolve(entry, request), &headers);
+        serve(table, table.resolve(entry, request).ok(), &headers);
     }
 
     strip_hop_by_hop(&mut headers);

@@ -507,7 +507,7 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
     };
     let table = &snapshot.table;
     let (route, why) = if let Some(host) = param("host") {
-        use crate::routing::resolve::{Entry, Reason, Request, Target};
+        use crate::routing::resolve::{Entry, Reason, Request, Target, Unrouted};
         let path = param("path").unwrap_or_else(|| "/".into());
         // The proxy's own resolution, so that what is explained is what a request gets.
         let request = Request {
@@ -516,16 +516,22 @@ pub(super) fn explain(snapshot: &Snapshot, query: &str) -> serde_json::Value {
             app_id: None,
         };
         match table.resolve(Entry::Vhost { https: false }, request) {
-            Some((Target::Route(r), _)) => (
+            Ok((Target::Route(r), _)) => (
                 Some(r),
                 format!(
                     "vhost {host} path {path} matched route {:?}",
                     table.routes[r].name
                 ),
             ),
-            Some((Target::Service(s), Reason::DefaultApp)) => {
+            Ok((Target::Service(s), Reason::DefaultApp)) => {
                 return json!({"why": format!("no vhost matched {host}{path}: the default app answers"),
                               "service": table.services[s].key.to_string()});
+            }
+            Err(Unrouted::AmbiguousPath) => {
+                return json!({"why": format!(
+                    "path {path} is ambiguous on {host}: read as some servers read it, it names \
+                     another route: 400"
+                )});
             }
             _ => return json!({"why": format!("no vhost matched {host}{path}: 503")}),
         }

@@ -1,6 +1,7 @@
 //! The answers the proxy writes itself when a request does not reach a backend's answer —
 //! 502, 503 and 504 with the app's error page (`SWITCHYARD_{n}_ERROR_PAGE_*`) or the default
-//! one (`http.error_page_*`), and a limit's 429 with `Retry-After` — for both codecs: the fast
+//! one (`http.error_page_*`), a limit's 429 with `Retry-After`, and a request routing could
+//! not place (503, or 400 for an ambiguous path) — for both codecs: the fast
 //! path writes the bytes, the general path a hyper response, from one [`Answer`].
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use http_body_util::Full;
 use super::upstream::ProxyBody;
 use crate::routing::Service;
 use crate::routing::edge::{ErrorPages, Page};
+use crate::routing::resolve::Unrouted;
 
 /// An answer the proxy writes itself.
 pub struct Answer<'a> {
@@ -41,6 +43,22 @@ impl<'a> Answer<'a> {
             page,
             retry_after: None,
             trace: None,
+        }
+    }
+
+    /// The answer to a request routing found no target for (`resolve::Unrouted`): 503 when
+    /// nothing serves it, 400 when its path is ambiguous (`routing::request_path`), the
+    /// client's fault, charged to no backend.
+    pub fn unrouted(why: Unrouted, defaults: &'a ErrorPages) -> Answer<'a> {
+        match why {
+            Unrouted::NoRoute => Answer::new(503, "no route for this request\n", None, defaults),
+            Unrouted::AmbiguousPath => Answer::new(
+                400,
+                "ambiguous request path: read as some servers read it, it names another \
+                 route\n",
+                None,
+                defaults,
+            ),
         }
     }
 

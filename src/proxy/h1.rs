@@ -57,8 +57,9 @@ enum Step {
     Fallback,
 }
 
-/// Serves a plain HTTP/1.1 connection on `entry` until it closes or leaves the fast path.
-pub async fn serve<S>(stream: S, peer: SocketAddr, entry: Entry, ctx: Arc<Context>)
+/// Serves a plain HTTP/1.1 connection on `entry` until it closes or leaves the fast path;
+/// `peer` is the client's address and the listener's port it connected to.
+pub async fn serve<S>(stream: S, peer: (SocketAddr, u16), entry: Entry, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -74,7 +75,7 @@ const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// HTTP/2 — so turning h2c on costs the HTTP/1.1 clients nothing.
 pub async fn serve_h1_or_h2c<S>(
     mut stream: S,
-    peer: SocketAddr,
+    (peer, port): (SocketAddr, u16),
     entry: Entry,
     h2c: bool,
     ctx: Arc<Context>,
@@ -84,7 +85,14 @@ pub async fn serve_h1_or_h2c<S>(
     let settings = ctx.settings.load_full();
     if settings.access_log || settings.max_headers > MAX_HEADERS {
         let protocol = if h2c { Protocol::Auto } else { Protocol::Http1 };
-        return Box::pin(super::http::serve(stream, peer, entry, protocol, ctx)).await;
+        return Box::pin(super::http::serve(
+            stream,
+            (peer, port),
+            entry,
+            protocol,
+            ctx,
+        ))
+        .await;
     }
     // Buffers are taken when bytes arrive, not per connection: an idle connection holds only
     // what its last request needed (10,000 idle connections must stay cheap).
@@ -94,7 +102,7 @@ pub async fn serve_h1_or_h2c<S>(
     let ip = peer.ip().to_string();
     let client = super::headers::Client {
         trusted: settings.edge.trusts(peer.ip()),
-        ..super::headers::Client::untrusted(ip.as_bytes())
+        ..super::headers::Client::untrusted(ip.as_bytes(), port)
     };
     // One wait for the stop per connection, registered once, not one per request.
     let watching = ctx.clone();
@@ -150,7 +158,14 @@ pub async fn serve_h1_or_h2c<S>(
             let mut all = head_bytes;
             all.unsplit(buf);
             let io = Prefixed::new(all.freeze(), stream);
-            return Box::pin(super::http::serve(io, peer, entry, Protocol::Http2, ctx)).await;
+            return Box::pin(super::http::serve(
+                io,
+                (peer, port),
+                entry,
+                Protocol::Http2,
+                ctx,
+            ))
+            .await;
         }
         let snapshot = ctx.store.load_full();
         let planned = {
@@ -210,7 +225,14 @@ pub async fn serve_h1_or_h2c<S>(
                 let io = Prefixed::new(all.freeze(), stream);
                 // Boxed: the general path's connection state is large, and every connection's
                 // future would carry room for it.
-                return Box::pin(super::http::serve(io, peer, entry, Protocol::Http1, ctx)).await;
+                return Box::pin(super::http::serve(
+                    io,
+                    (peer, port),
+                    entry,
+                    Protocol::Http1,
+                    ctx,
+                ))
+                .await;
             }
         }
     }
@@ -275,17 +297,12 @@ fn plan(
         _ => 0,
     };
     let (index, routed) = match table.resolve(entry, request) {
-        None => {
-            let answer = Answer::new(
-                503,
-                "no route for this request\n",
-                None,
-                &settings.error_pages,
-            );
+        Err(why) => {
+            let answer = Answer::unrouted(why, &settings.error_pages);
             return Ok(Plan::Answer(answer.bytes(true), true));
         }
-        Some((Target::Service(index), _)) => (index, None),
-        Some((Target::Route(r), _)) => {
+        Ok((Target::Service(index), _)) => (index, None),
+        Ok((Target::Route(r), _)) => {
             let route = &table.routes[r];
             if route.has_canaries() {
                 return Ok(Plan::Fallback);

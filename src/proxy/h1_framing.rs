@@ -387,22 +387,21 @@ pub fn write_request_head_with<'h>(
     out.extend_from_slice(head.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut request_id = false;
-    // The client's X-Forwarded-For fields (any) and X-Forwarded-Proto (kept only when sent
-    // once), noted in the one pass over the fields.
-    let (mut any_for, mut proto, mut protos) = (false, None, 0);
+    // The client's X-Forwarded-For fields (any), X-Forwarded-Proto and -Port (kept only when
+    // sent once), noted in the one pass over the fields.
+    let (mut any_for, mut kept) = (false, headers::Kept::default());
     let mut trace = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        match headers::classify(name) {
+        let field = headers::classify(name);
+        if kept.note(field, h.value) {
+            continue;
+        }
+        match field {
             headers::Field::Other if !named.contains(name) && !headers::ruled_out(rules, name) => {}
             headers::Field::RequestId if !named.contains(name) => request_id = true,
             headers::Field::ForwardedFor => {
                 any_for = true;
-                continue;
-            }
-            headers::Field::ForwardedProto => {
-                proto = Some(h.value);
-                protos += 1;
                 continue;
             }
             headers::Field::Trace => {
@@ -444,8 +443,7 @@ pub fn write_request_head_with<'h>(
         .iter()
         .filter(|h| headers::classify(h.name.as_bytes()) == headers::Field::ForwardedFor)
         .map(|h| h.value);
-    let proto = proto.filter(|_| protos == 1);
-    forwarded.write(out, existing, proto, request_id);
+    forwarded.write(out, existing, kept, request_id);
     headers::write_added(out, rules);
     out.extend_from_slice(b"\r\n");
     trace
@@ -461,18 +459,7 @@ fn head_size(headers: &[httparse::Header<'_>]) -> usize {
 
 pub fn write_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"content-length: ");
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    headers::write_decimal(out, n);
     out.extend_from_slice(b"\r\n");
 }
 

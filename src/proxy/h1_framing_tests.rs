@@ -91,7 +91,7 @@ fn request(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let client = crate::proxy::headers::Client {
         trusted: true,
-        ..crate::proxy::headers::Client::untrusted(b"10.0.0.9")
+        ..crate::proxy::headers::Client::untrusted(b"10.0.0.9", 8080)
     };
     write_request_head(&mut out, &req, &head, &client, false);
     out
@@ -130,7 +130,8 @@ fn forwarding_fields_are_replaced_or_appended() {
 }
 
 /// The fast path's writer: the admin session's cookie pair is taken out, the rest kept; an
-/// untrusted client's address claims are dropped, a trusted proxy's kept.
+/// untrusted client's address claims are dropped and its X-Forwarded-Port replaced by the
+/// listener's port, a trusted proxy's kept.
 #[test]
 fn the_session_cookie_and_untrusted_address_claims_are_left_out() {
     let raw = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1; switchyard_session=0123; b=2\r\n\
@@ -142,22 +143,31 @@ fn the_session_cookie_and_untrusted_address_claims_are_left_out() {
         !trusted.contains("0123") && !trusted.contains("4567"),
         "{trusted}"
     );
-    for claim in ["X-Real-IP: ", "Forwarded: ", "X-Forwarded-Port: "] {
+    for claim in [
+        "X-Real-IP: ",
+        "Forwarded: ",
+        "\r\nx-forwarded-port: 4443\r\n",
+    ] {
         assert!(trusted.contains(claim), "{trusted}");
     }
+    assert_eq!(trusted.matches("x-forwarded-port").count(), 1, "{trusted}");
     let mut slots = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut slots);
     req.parse(raw).unwrap();
     let head = read_head(&req).unwrap().unwrap();
     let mut out = Vec::new();
-    let client = crate::proxy::headers::Client::untrusted(b"10.0.0.9");
+    let client = crate::proxy::headers::Client::untrusted(b"10.0.0.9", 8080);
     write_request_head(&mut out, &req, &head, &client, false);
     let untrusted = String::from_utf8(out).unwrap();
     assert!(
         untrusted.contains("\r\nCookie: a=1; b=2\r\n"),
         "{untrusted}"
     );
-    for claim in ["X-Real-IP", "Forwarded:", "X-Forwarded-Port"] {
+    for claim in ["X-Real-IP", "Forwarded:", "X-Forwarded-Port", "4443"] {
         assert!(!untrusted.contains(claim), "{untrusted}");
     }
+    assert!(
+        untrusted.contains("\r\nx-forwarded-port: 8080\r\n"),
+        "{untrusted}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The header rules of the proxy, in one place: which fields are hop-by-hop and never
 //! forwarded, which of them `Connection` may add to, what the proxy adds to a request
-//! (`X-Forwarded-For/Proto/Host`, `X-Request-Id`) and to a response (HSTS, and `Date` when it
+//! (`X-Forwarded-For/Proto/Port/Host`, `X-Request-Id`) and to a response (HSTS, and `Date` when it
 //! has none: RFC 9110 §6.6.1), what it never lets through (the admin dashboard's session
 //! cookie; client-address fields from anyone but a trusted proxy), and an app's own
 //! header rules (`SWITCHYARD_{n}_REQUEST_HEADER_*`, `_RESPONSE_HEADER_*`, [`Rules`]). Each rule is
@@ -27,6 +27,9 @@ const NEVER_REMOVED: [&str; 3] = ["content-length", "transfer-encoding", "host"]
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+/// The port the client connected to, as marathon-lb's HAProxy sets it (`set-header
+/// X-Forwarded-Port %[dst_port]`): backends build absolute URLs from it.
+pub const X_FORWARDED_PORT: &str = "x-forwarded-port";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 pub const X_REQUEST_ID: &str = "x-request-id";
 /// The subject of the client certificate verified on an mTLS vhost; a client's own copy is
@@ -38,7 +41,7 @@ pub const SWITCHYARD_TRACE: &str = "switchyard-trace";
 /// Fields that name the client or the hop which the proxy does not write itself: kept from a
 /// trusted proxy (`http.trusted_proxies`), dropped from anyone else, as a backend that logs or
 /// trusts them would believe a forged address.
-pub const CLIENT_CLAIMS: [&str; 3] = ["forwarded", "x-real-ip", "x-forwarded-port"];
+pub const CLIENT_CLAIMS: [&str; 2] = ["forwarded", "x-real-ip"];
 /// The trace of a request in its response. Only the proxy writes it: a client's copy on a
 /// request and a backend's on a response are dropped.
 pub const SWITCHYARD_TRACE_RESULT: &str = "switchyard-trace-result";
@@ -132,6 +135,8 @@ pub enum Field {
     ForwardedFor,
     /// X-Forwarded-Proto: kept from a trusted proxy, else replaced (requests only).
     ForwardedProto,
+    /// X-Forwarded-Port: kept from a trusted proxy, else replaced (requests only).
+    ForwardedPort,
     /// X-Forwarded-Host, X-Client-Cert-Subject: replaced by the proxy's (requests only).
     Replaced,
     /// X-Request-Id: kept, and then none is added.
@@ -141,8 +146,8 @@ pub enum Field {
     Trace,
     /// Cookie: copied without the admin session's pair ([`holds_session_cookie`]).
     Cookie,
-    /// Forwarded, X-Real-IP, X-Forwarded-Port ([`CLIENT_CLAIMS`]): kept from a trusted proxy
-    /// only (requests only).
+    /// Forwarded, X-Real-IP ([`CLIENT_CLAIMS`]): kept from a trusted proxy only (requests
+    /// only).
     ClientClaim,
 }
 
@@ -164,7 +169,7 @@ pub fn classify(name: &[u8]) -> Field {
         12 if is(X_REQUEST_ID) => Field::RequestId,
         6 if is("cookie") => Field::Cookie,
         9 if is(CLIENT_CLAIMS[0]) || is(CLIENT_CLAIMS[1]) => Field::ClientClaim,
-        16 if is(CLIENT_CLAIMS[2]) => Field::ClientClaim,
+        16 if is(X_FORWARDED_PORT) => Field::ForwardedPort,
         _ => Field::Other,
     }
 }
@@ -273,19 +278,83 @@ pub struct Client<'a> {
     /// The client's address (the PROXY header's, where one was read), as text.
     pub ip: &'a [u8],
     /// Its address is one of `http.trusted_proxies`: its X-Forwarded-For is extended and its
-    /// X-Forwarded-Proto kept; anyone else's are replaced.
+    /// X-Forwarded-Proto and X-Forwarded-Port kept; anyone else's are replaced.
     pub trusted: bool,
+    /// The port it connected to (the listener's), for X-Forwarded-Port.
+    pub port: u16,
     /// The subject of its verified client certificate (mTLS vhosts).
     pub cert_subject: Option<&'a [u8]>,
 }
 
 impl<'a> Client<'a> {
-    /// A client that is not a trusted proxy and showed no certificate.
-    pub fn untrusted(ip: &'a [u8]) -> Client<'a> {
+    /// A client that is not a trusted proxy and showed no certificate, connected to `port`.
+    pub fn untrusted(ip: &'a [u8], port: u16) -> Client<'a> {
         Client {
             ip,
             trusted: false,
+            port,
             cert_subject: None,
+        }
+    }
+}
+
+/// `n` in decimal digits (a field value the proxy writes: a length, a port).
+pub fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The client's X-Forwarded-Proto and X-Forwarded-Port, noted while its fields are copied:
+/// kept from a trusted proxy, each when it was sent once (two copies are not one claim: the
+/// proxy's own is written instead).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kept<'v> {
+    proto: Once<'v>,
+    port: Once<'v>,
+}
+
+impl<'v> Kept<'v> {
+    /// Notes the field if it is one of the two; returns whether it was.
+    #[inline]
+    pub fn note(&mut self, field: Field, value: &'v [u8]) -> bool {
+        match field {
+            Field::ForwardedProto => self.proto.note(value),
+            Field::ForwardedPort => self.port.note(value),
+            _ => return false,
+        }
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+enum Once<'v> {
+    #[default]
+    Never,
+    One(&'v [u8]),
+    More,
+}
+
+impl<'v> Once<'v> {
+    fn note(&mut self, value: &'v [u8]) {
+        *self = match self {
+            Once::Never => Once::One(value),
+            _ => Once::More,
+        };
+    }
+
+    fn value(self) -> Option<&'v [u8]> {
+        match self {
+            Once::One(value) => Some(value),
+            _ => None,
         }
     }
 }
@@ -305,8 +374,8 @@ impl Forwarded<'_> {
 
     /// Bytes codec: the added lines, after the fields copied from the request.
     /// `existing_for` are the client's `X-Forwarded-For` values (appended to, in order, when
-    /// it is trusted), `existing_proto` its first `X-Forwarded-Proto` (kept when trusted);
-    /// `has_request_id` whether the client sent one (kept).
+    /// it is trusted), `kept` its `X-Forwarded-Proto` and `X-Forwarded-Port` when each was
+    /// sent once (kept when trusted); `has_request_id` whether the client sent one (kept).
     // Inline, as `message::check_request`: a call across codegen units cost the fast path's
     // request more than its body.
     #[inline]
@@ -314,7 +383,7 @@ impl Forwarded<'_> {
         &self,
         out: &mut Vec<u8>,
         existing_for: impl Iterator<Item = &'v [u8]>,
-        existing_proto: Option<&[u8]>,
+        kept: Kept<'_>,
         has_request_id: bool,
     ) {
         out.extend_from_slice(b"x-forwarded-for: ");
@@ -326,9 +395,14 @@ impl Forwarded<'_> {
         }
         out.extend_from_slice(self.client.ip);
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
-        match existing_proto.filter(|_| self.client.trusted) {
+        match kept.proto.value().filter(|_| self.client.trusted) {
             Some(proto) => out.extend_from_slice(proto),
             None => out.extend_from_slice(self.proto()),
+        }
+        out.extend_from_slice(b"\r\nx-forwarded-port: ");
+        match kept.port.value().filter(|_| self.client.trusted) {
+            Some(port) => out.extend_from_slice(port),
+            None => write_decimal(out, u64::from(self.client.port)),
         }
         out.extend_from_slice(b"\r\n");
         if let Some(subject) = self.client.cert_subject {
@@ -381,6 +455,13 @@ impl Forwarded<'_> {
                 xfp,
                 HeaderValue::from_static(if self.https { "https" } else { "http" }),
             );
+        }
+        let xfport = HeaderName::from_static(X_FORWARDED_PORT);
+        let kept = self.client.trusted
+            && headers.get(&xfport).is_some()
+            && headers.get_all(&xfport).iter().count() == 1;
+        if !kept {
+            headers.insert(xfport, HeaderValue::from(self.client.port));
         }
         headers.remove(X_CLIENT_CERT_SUBJECT);
         if let Some(subject) = self
@@ -519,20 +600,19 @@ pub fn set_request_length(headers: &mut HeaderMap, body: super::message::Request
 /// fields HTTP/2 may split are joined into one (RFC 9113 §8.2.3), without the admin session's.
 pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &Forwarded<'_>) {
     let (mut cookie_written, mut request_id, mut any_for) = (false, false, false);
-    let (mut proto, mut protos, mut host) = (None, 0, false);
+    let (mut kept, mut host) = (Kept::default(), false);
     for (name, value) in headers {
         let bytes = name.as_str().as_bytes();
-        match classify(bytes) {
+        let field = classify(bytes);
+        if kept.note(field, value.as_bytes()) {
+            continue;
+        }
+        match field {
             // Noted here, not looked up again after the loop.
             Field::Other => host |= *name == header::HOST,
             Field::RequestId => request_id = true,
             Field::ForwardedFor => {
                 any_for = true;
-                continue;
-            }
-            Field::ForwardedProto => {
-                proto = Some(value.as_bytes());
-                protos += 1;
                 continue;
             }
             // All of them in one line, where the first was.
@@ -555,6 +635,8 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
             Field::ClientClaim if forwarded.client.trusted => {}
             Field::HopByHop
             | Field::Framing
+            | Field::ForwardedProto
+            | Field::ForwardedPort
             | Field::Replaced
             | Field::Trace
             | Field::ClientClaim => continue,
@@ -575,7 +657,7 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
         .into_iter()
         .flatten()
         .map(HeaderValue::as_bytes);
-    forwarded.write(out, existing, proto.filter(|_| protos == 1), request_id);
+    forwarded.write(out, existing, kept, request_id);
 }
 
 /// Hyper codec: HSTS on a response.

@@ -171,21 +171,22 @@ fn both_codecs_add_the_same_fields() {
             client: Client {
                 ip: b"10.0.0.9",
                 trusted,
+                port: 8443,
                 cert_subject: subject,
             },
             https: true,
             host: Some(b"shop.example.com"),
         };
         let mut bytes = Vec::new();
-        forwarded.write(
-            &mut bytes,
-            [&b"1.2.3.4"[..]].into_iter(),
-            Some(b"http"),
-            true,
-        );
+        let mut kept = Kept::default();
+        assert!(kept.note(Field::ForwardedProto, b"http"));
+        assert!(kept.note(Field::ForwardedPort, b"80"));
+        assert!(!kept.note(Field::Other, b"x"));
+        forwarded.write(&mut bytes, [&b"1.2.3.4"[..]].into_iter(), kept, true);
         let mut map = HeaderMap::new();
         map.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         map.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        map.insert(X_FORWARDED_PORT, HeaderValue::from_static("80"));
         map.insert(X_CLIENT_CERT_SUBJECT, HeaderValue::from_static("CN=forged"));
         map.insert(X_REQUEST_ID, HeaderValue::from_static("x"));
         forwarded.apply(&mut map);
@@ -193,6 +194,7 @@ fn both_codecs_add_the_same_fields() {
         for name in [
             X_FORWARDED_FOR,
             X_FORWARDED_PROTO,
+            X_FORWARDED_PORT,
             X_CLIENT_CERT_SUBJECT,
             X_FORWARDED_HOST,
         ] {
@@ -205,10 +207,11 @@ fn both_codecs_add_the_same_fields() {
         assert_eq!(String::from_utf8(bytes), String::from_utf8(from_map));
         let xff = map[X_FORWARDED_FOR].to_str().unwrap();
         let proto = map[X_FORWARDED_PROTO].to_str().unwrap();
+        let port = map[X_FORWARDED_PORT].to_str().unwrap();
         if trusted {
-            assert_eq!((xff, proto), ("1.2.3.4, 10.0.0.9", "http"));
+            assert_eq!((xff, proto, port), ("1.2.3.4, 10.0.0.9", "http", "80"));
         } else {
-            assert_eq!((xff, proto), ("10.0.0.9", "https"));
+            assert_eq!((xff, proto, port), ("10.0.0.9", "https", "8443"));
         }
         assert_eq!(
             map.get(X_CLIENT_CERT_SUBJECT).map(|v| v.as_bytes()),
@@ -252,7 +255,7 @@ fn the_admin_session_cookie_never_passes_on_any_codec() {
             map.append(header::COOKIE, HeaderValue::from_str(value).unwrap());
         }
         let forwarded = Forwarded {
-            client: Client::untrusted(b"10.0.0.9"),
+            client: Client::untrusted(b"10.0.0.9", 80),
             https: false,
             host: None,
         };
@@ -276,8 +279,9 @@ fn the_admin_session_cookie_never_passes_on_any_codec() {
     }
 }
 
-/// `Forwarded`, `X-Real-IP` and `X-Forwarded-Port` pass from a trusted proxy and from no one
-/// else, on the bytes codec and on the map alike.
+/// `Forwarded` and `X-Real-IP` pass from a trusted proxy and from no one else, and
+/// `X-Forwarded-Port` is kept from a trusted proxy and replaced by the listener's port for
+/// anyone else, on the bytes codec and on the map alike.
 #[test]
 fn client_address_claims_pass_only_from_a_trusted_proxy() {
     for trusted in [true, false] {
@@ -289,7 +293,7 @@ fn client_address_claims_pass_only_from_a_trusted_proxy() {
         let forwarded = Forwarded {
             client: Client {
                 trusted,
-                ..Client::untrusted(b"10.0.0.9")
+                ..Client::untrusted(b"10.0.0.9", 80)
             },
             https: false,
             host: None,
@@ -303,5 +307,13 @@ fn client_address_claims_pass_only_from_a_trusted_proxy() {
             assert_eq!(map.contains_key(claim), trusted, "{claim}");
         }
         assert!(bytes.contains("x-other: kept") && map.contains_key("x-other"));
+        let port = if trusted { "4443" } else { "80" };
+        assert!(
+            bytes.contains(&format!("\r\nx-forwarded-port: {port}\r\n")),
+            "{bytes}"
+        );
+        assert_eq!(bytes.matches("x-forwarded-port").count(), 1, "{bytes}");
+        assert_eq!(map.get_all(X_FORWARDED_PORT).iter().count(), 1);
+        assert_eq!(map[X_FORWARDED_PORT], port);
     }
 }

@@ -72,16 +72,18 @@ macro_rules! drive {
     }};
 }
 
+/// Serves a connection on the general path; `peer` is the client's address and the listener's
+/// port it connected to.
 pub async fn serve<S>(
     stream: S,
-    peer: SocketAddr,
+    (peer, port): (SocketAddr, u16),
     entry: Entry,
     protocol: Protocol,
     ctx: Arc<Context>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_verified(stream, (peer, None), entry, protocol, ctx).await
+    serve_verified(stream, (peer, port, None), entry, protocol, ctx).await
 }
 
 /// A client certificate verified at the handshake.
@@ -97,7 +99,7 @@ pub struct ClientCert {
 /// backends of the vhosts that asked for it in `X-Client-Cert-Subject`.
 pub async fn serve_verified<S>(
     stream: S,
-    (peer, cert): (SocketAddr, Option<ClientCert>),
+    (peer, port, cert): (SocketAddr, u16, Option<ClientCert>),
     entry: Entry,
     protocol: Protocol,
     ctx: Arc<Context>,
@@ -109,6 +111,7 @@ pub async fn serve_verified<S>(
         addr: peer,
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
         trusted: ctx.settings.load().edge.trusts(peer.ip()),
+        port,
         cert,
     };
     if protocol != Protocol::Auto {
@@ -212,6 +215,8 @@ struct Peer {
     ip: HeaderValue,
     /// One of `http.trusted_proxies`.
     trusted: bool,
+    /// The listener's port it connected to.
+    port: u16,
     /// The verified client certificate (mTLS vhosts).
     cert: Option<ClientCert>,
 }
@@ -332,17 +337,12 @@ async fn proxy(
             .map(HeaderValue::as_bytes),
     };
     let (index, routed) = match table.resolve(entry, request) {
-        None => {
-            let answer = Answer::new(
-                503,
-                "no route for this request\n",
-                None,
-                &settings.error_pages,
-            );
+        Err(why) => {
+            let answer = Answer::unrouted(why, &settings.error_pages);
             return log(None, answer.response());
         }
-        Some((Target::Service(index), _)) => (index, None),
-        Some((Target::Route(route), _)) => {
+        Ok((Target::Service(index), _)) => (index, None),
+        Ok((Target::Route(route), _)) => {
             let route = &table.routes[route];
             match route.pick(Some(req.headers()), &table.services) {
                 Some(index) => (index, Some(route)),
@@ -650,7 +650,9 @@ impl std::ops::Deref for Host {
 pub fn check<B>(req: &Request<B>) -> Result<Checked, message::Refusal> {
     let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
     if req.version() == Version::HTTP_2 {
-        let target = if req.uri() == "*" {
+        // The path, not the URI: an HTTP/2 request's URI has its scheme and authority too,
+        // and would never equal "*".
+        let target = if req.uri().path() == "*" {
             message::Target::Asterisk
         } else {
             message::Target::Origin
@@ -797,6 +799,7 @@ fn forwarded<'a>(
         client: headers::Client {
             ip: client.ip.as_bytes(),
             trusted: client.trusted,
+            port: client.port,
             cert_subject: subject.map(HeaderValue::as_bytes),
         },
         https,

@@ -403,6 +403,8 @@ async fn accept_http(
 ) {
     ctx.serving.wait().await;
     let name = format!("{entry:?}");
+    // The port clients connect to (X-Forwarded-Port): the bound one, also when 0 was asked.
+    let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let (stream, peer) = tokio::select! {
             a = next(&listener, &name) => a,
@@ -428,10 +430,14 @@ async fn accept_http(
                 // Boxed: see `serve`.
                 (http::Entry::Vhost { .. }, http::Protocol::Http1 | http::Protocol::Auto) => {
                     let h2c = protocol == http::Protocol::Auto;
-                    let serving = super::h1::serve_h1_or_h2c(stream, peer, entry, h2c, ctx.clone());
+                    let serving =
+                        super::h1::serve_h1_or_h2c(stream, (peer, port), entry, h2c, ctx.clone());
                     Box::pin(serving).await
                 }
-                _ => Box::pin(http::serve(stream, peer, entry, protocol, ctx.clone())).await,
+                _ => {
+                    let serving = http::serve(stream, (peer, port), entry, protocol, ctx.clone());
+                    Box::pin(serving).await
+                }
             }
         });
     }
@@ -447,6 +453,7 @@ async fn accept_https(
     (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
 ) {
     ctx.serving.wait().await;
+    let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let (stream, peer) = tokio::select! {
             a = next(&listener, "https") => a,
@@ -510,7 +517,7 @@ async fn accept_https(
                     let protocol = http::Protocol::Http2;
                     Box::pin(http::serve_verified(
                         stream,
-                        (peer, cert),
+                        (peer, port, cert),
                         entry,
                         protocol,
                         ctx,
@@ -521,14 +528,14 @@ async fn accept_https(
                     let protocol = http::Protocol::Http1;
                     Box::pin(http::serve_verified(
                         stream,
-                        (peer, cert),
+                        (peer, port, cert),
                         entry,
                         protocol,
                         ctx,
                     ))
                     .await
                 }
-                _ => Box::pin(super::h1::serve(stream, peer, entry, ctx)).await,
+                _ => Box::pin(super::h1::serve(stream, (peer, port), entry, ctx)).await,
             }
         });
     }
@@ -607,7 +614,7 @@ async fn serve(
             drop(snapshot);
             Box::pin(super::h1::serve(
                 stream,
-                client,
+                (client, listen.port()),
                 http::Entry::Port(listen),
                 ctx.clone(),
             ))
@@ -644,7 +651,8 @@ mod tests {
             Arc::new(crate::metrics::Metrics::new()),
             crate::proxy::Settings::for_tests(),
         ));
-        let h1 = super::super::h1::serve(stream, peer, http::Entry::Port(addr), ctx.clone());
+        let entry = http::Entry::Port(addr);
+        let h1 = super::super::h1::serve(stream, (peer, addr.port()), entry, ctx.clone());
         let h1_size = std::mem::size_of_val(&h1);
         assert!(h1_size <= 4096, "h1::serve future: {h1_size} bytes");
         drop(h1);

@@ -150,9 +150,9 @@ pub async fn decide(
         app_id: None,
     };
     let service = match table.resolve(Entry::Vhost { https: true }, request) {
-        Some((Target::Service(index), _)) => Some(index),
-        Some((Target::Route(route), _)) => table.routes[route].pick(None, &table.services),
-        None => None,
+        Ok((Target::Service(index), _)) => Some(index),
+        Ok((Target::Route(route), _)) => table.routes[route].pick(None, &table.services),
+        Err(_) => None,
     };
     let Some(index) = service else {
         return Decision::Terminate(stream, https.default.clone(), None);

@@ -38,6 +38,16 @@ pub struct Request<'a> {
     pub app_id: Option<&'a [u8]>,
 }
 
+/// Why a request has no target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    /// Nothing serves it (answered 503).
+    NoRoute,
+    /// Its path, read as some backends read it, takes another route than as sent
+    /// (`request_path`): refused (400), whichever a backend would read.
+    AmbiguousPath,
+}
+
 /// Why a request went where it did, for `explain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -48,33 +58,40 @@ pub enum Reason {
 }
 
 impl RoutingTable {
-    /// Resolves a request to its target; `None` is answered 503 (no route).
-    pub fn resolve(&self, entry: Entry, request: Request<'_>) -> Option<(Target, Reason)> {
-        match entry {
+    /// Resolves a request to its target.
+    pub fn resolve(
+        &self,
+        entry: Entry,
+        request: Request<'_>,
+    ) -> Result<(Target, Reason), Unrouted> {
+        let found = match entry {
             Entry::Port(listen) => self
                 .by_listen
                 .get(&listen)
                 .map(|&r| (Target::Route(r), Reason::Listener)),
             Entry::Vhost { .. } => {
                 let mut key = [0u8; 256];
-                // As a backend reads it (`request_path`): a path spelled otherwise does not
-                // miss the route that guards it.
-                let path = super::request_path::normalized(request.path);
-                request
-                    .host
-                    .and_then(|h| host_key(h, &mut key))
-                    .and_then(|h| self.vhosts.route(h, &path))
-                    .map(|r| (Target::Route(r), Reason::Vhost))
-                    .or(self
-                        .default_service
-                        .map(|s| (Target::Service(s), Reason::DefaultApp)))
+                let host = request.host.and_then(|h| host_key(h, &mut key));
+                let route = |path: &str| host.and_then(|h| self.vhosts.route(h, path));
+                let routed = route(request.path);
+                // Every reading a backend may make of the path takes the same route, or none
+                // is taken (`request_path`).
+                if let Some(readings) = super::request_path::readings(request.path)
+                    && readings.iter().any(|reading| route(reading) != routed)
+                {
+                    return Err(Unrouted::AmbiguousPath);
+                }
+                routed.map(|r| (Target::Route(r), Reason::Vhost)).or(self
+                    .default_service
+                    .map(|s| (Target::Service(s), Reason::DefaultApp)))
             }
             Entry::AppId => request
                 .app_id
                 .and_then(|id| std::str::from_utf8(id).ok())
                 .and_then(|id| self.by_app_id.get(id).copied())
                 .map(|s| (Target::Service(s), Reason::AppId)),
-        }
+        };
+        found.ok_or(Unrouted::NoRoute)
     }
 }
 
@@ -133,8 +150,11 @@ mod tests {
         compile(&cluster, &config)
     }
 
-    fn app_of(table: &RoutingTable, found: Option<(Target, Reason)>) -> Option<(String, Reason)> {
-        let (target, reason) = found?;
+    fn app_of(
+        table: &RoutingTable,
+        found: Result<(Target, Reason), Unrouted>,
+    ) -> Option<(String, Reason)> {
+        let (target, reason) = found.ok()?;
         let service = match target {
             Target::Service(s) => s,
             Target::Route(r) => table.routes[r].first(),
@@ -173,20 +193,53 @@ mod tests {
             is("/api", Reason::Vhost)
         );
         assert_eq!(vhost(&t, "eu.example.com", "/"), is("/any", Reason::Vhost));
-        // A path spelled otherwise than its route's prefix still takes that route.
-        for spelled in [
+        // A path that some backends read as another route's is refused, whichever route it
+        // would take as sent; one read the same way by all is served as sent.
+        let resolved = |path| {
+            let request = Request {
+                host: Some(b"shop.example.com"),
+                path,
+                app_id: None,
+            };
+            t.resolve(Entry::Vhost { https: false }, request)
+        };
+        for ambiguous in [
             "/%61pi/x",
             "/x/../api/x",
             "//api/x",
             "/./api",
             "/%2e%2e/api",
+            "/api/../x",
+            "/api/%2E%2E/x",
+            "/api//../x",
+            "/api//..",
+            "/x\\..\\api",
+            "/api/x/../../v2/y",
         ] {
             assert_eq!(
-                vhost(&t, "shop.example.com", spelled),
-                is("/api", Reason::Vhost),
-                "{spelled}"
+                resolved(ambiguous),
+                Err(Unrouted::AmbiguousPath),
+                "{ambiguous}"
             );
         }
+        for (same, app) in [
+            ("/api/./x", "/api"),
+            ("/api/x/../y", "/api"),
+            ("/api/%7Ex", "/api"),
+            ("/x//y", "/shop"),
+            ("/.well-known/a", "/shop"),
+        ] {
+            assert_eq!(
+                vhost(&t, "shop.example.com", same),
+                is(app, Reason::Vhost),
+                "{same}"
+            );
+        }
+        // Another host's routes are not consulted: the same spelling is served there.
+        assert_eq!(
+            vhost(&t, "eu.example.com", "/x/../api"),
+            is("/any", Reason::Vhost)
+        );
         // No route: the default app; without a Host either.
         assert_eq!(
             vhost(&t, "other.test", "/"),
