@@ -241,6 +241,27 @@ async fn request_bodies_stream_to_an_http1_backend_chunked_or_by_length() {
         "POST /upload?x=1 te=chunked cl= cookie= env=prod\nfirst,second,third"
     );
 
+    // `Expect: 100-continue` is not passed on: the body goes on as it comes, and a backend
+    // asked to would answer 100 first, to be waited past while it waits for the body.
+    let (tx, rx) = mpsc::channel(1);
+    let req = hyper::Request::post("http://m.example.com/expect")
+        .header("expect", "100-continue")
+        .body(http_body_util::Either::Right(Fed(rx)))
+        .unwrap();
+    let mut sending = sender.clone();
+    let answer = tokio::spawn(async move { send(&mut sending, req).await });
+    for piece in ["first,", "second"] {
+        tx.send(Bytes::from(piece)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(tx);
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body.unwrap(),
+        "POST /expect te=chunked cl= cookie= env=prod\nfirst,second"
+    );
+
     // A Content-Length: forwarded as it is, the body by length.
     let req = hyper::Request::put("http://m.example.com/put")
         .header("content-length", "5")

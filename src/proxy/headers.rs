@@ -598,6 +598,9 @@ pub fn set_request_length(headers: &mut HeaderMap, body: super::message::Request
 /// [`Forwarded::write`] writes them for the fast path, the client's copies treated alike. The
 /// framing fields are left out (the caller writes them from `message`'s decision); the Cookie
 /// fields HTTP/2 may split are joined into one (RFC 9113 §8.2.3), without the admin session's.
+/// `Expect` is left out: the body is relayed as it comes whatever the backend says, and a
+/// backend asked to would answer `100 Continue` first, which the relay would take for its
+/// early answer and then wait for the final one while the backend waits for the body.
 pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &Forwarded<'_>) {
     let (mut cookie_written, mut request_id, mut any_for) = (false, false, false);
     let (mut kept, mut host) = (Kept::default(), false);
@@ -608,6 +611,7 @@ pub fn write_request_fields(out: &mut Vec<u8>, headers: &HeaderMap, forwarded: &
             continue;
         }
         match field {
+            Field::Other if *name == header::EXPECT => continue,
             // Noted here, not looked up again after the loop.
             Field::Other => host |= *name == header::HOST,
             Field::RequestId => request_id = true,
