@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 mod driver;
 mod streams;
-use streams::{Inbox, SPARE_LINGER, Streams};
+use streams::{Idle, IdleTurn, Inbox, Streams};
 
 /// What a connection tells its caller (to count and log): it ends for a flood, or one of its
 /// streams was reset after a panic.
@@ -169,10 +169,7 @@ pub async fn serve<'a, S, H, F, B>(
     let mut stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut closing = false;
     let mut opened = false;
-    // Armed while no stream is open: one timer per connection, moved, never reallocated.
-    let mut idle = Box::pin(tokio::time::sleep(config.idle_timeout));
-    let mut idle_armed = false;
-    let mut idle_since = tokio::time::Instant::now();
+    let mut idle = Idle::new(config.idle_timeout);
     let mut calmed = false;
     let ended = poll_fn(|cx| {
         streams.register(cx.waker());
@@ -224,41 +221,16 @@ pub async fn serve<'a, S, H, F, B>(
                 break;
             }
         }
-        if streams.live() > 0 {
-            idle_armed = false;
-            return Poll::Pending;
-        }
-        if !idle_armed {
-            // With idle workers kept, the timer first fires after SPARE_LINGER to release them.
-            idle_since = tokio::time::Instant::now();
-            let first = if streams.spare > 0 {
-                SPARE_LINGER.min(config.idle_timeout)
-            } else {
-                config.idle_timeout
-            };
-            idle.as_mut().reset(idle_since + first);
-            idle_armed = true;
-        }
-        if idle.as_mut().poll(cx).is_ready() {
-            if streams.spare > 0 && !closing {
-                streams.release_spare();
-                idle.as_mut().reset(idle_since + config.idle_timeout);
-                if idle.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+        match idle.poll(cx, &mut streams, closing) {
+            IdleTurn::Wait => Poll::Pending,
+            IdleTurn::End => Poll::Ready(Ok(())),
+            IdleTurn::GoAway => {
+                // Written by the next poll of the connection.
+                conn.graceful_shutdown();
+                closing = true;
+                Poll::Pending
             }
-            if closing {
-                // GOAWAY was sent a grace ago and the client still holds the connection.
-                return Poll::Ready(Ok(()));
-            }
-            conn.graceful_shutdown();
-            closing = true;
-            idle.as_mut()
-                .reset(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
-            // The GOAWAY is written by the next poll of the connection.
-            cx.waker().wake_by_ref();
         }
-        Poll::Pending
     })
     .await;
     if let Err(e) = ended {

@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::streams::{Inbox, SPARE_LINGER, Streams};
+use super::streams::{Idle, IdleTurn, Inbox, Streams};
 use super::{
     BodyError, Config, CutOff, CutOffBody, FIRST_REQUEST_GRACE, H2Body, Incident,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_LOCAL_ERROR_RESETS, MAX_UNFINISHED_UPLOADS,
@@ -181,9 +181,7 @@ pub(super) async fn serve<'a, S, H, F, B>(
     let mut closing = false;
     let mut failed = false;
     let mut opened = false;
-    let mut idle = Box::pin(tokio::time::sleep(config.idle_timeout));
-    let mut idle_armed = false;
-    let mut idle_since = tokio::time::Instant::now();
+    let mut idle = Idle::new(config.idle_timeout);
     poll_fn(|cx| {
         streams.register(cx.waker());
         {
@@ -333,50 +331,21 @@ pub(super) async fn serve<'a, S, H, F, B>(
         }
         if failed {
             // Bounded: a client that does not read its GOAWAY is not waited for.
-            if !idle_armed {
-                idle.as_mut()
-                    .reset(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
-                idle_armed = true;
-            }
-            return if idle.as_mut().poll(cx).is_ready() {
+            return if idle.grace_over(cx) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             };
         }
-        if streams.live() > 0 {
-            idle_armed = false;
-            return Poll::Pending;
-        }
-        if !idle_armed {
-            idle_since = tokio::time::Instant::now();
-            let first = if streams.spare > 0 {
-                SPARE_LINGER.min(config.idle_timeout)
-            } else {
-                config.idle_timeout
-            };
-            idle.as_mut().reset(idle_since + first);
-            idle_armed = true;
-        }
-        if idle.as_mut().poll(cx).is_ready() {
-            if streams.spare > 0 && !closing {
-                streams.release_spare();
-                idle.as_mut().reset(idle_since + config.idle_timeout);
-                if idle.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+        match idle.poll(cx, &mut streams, closing) {
+            IdleTurn::Wait => Poll::Pending,
+            IdleTurn::End => Poll::Ready(()),
+            IdleTurn::GoAway => {
+                lock(&shared).conn.goaway(Reason::NO_ERROR);
+                closing = true;
+                Poll::Pending
             }
-            if closing {
-                // GOAWAY was sent a grace ago and the client still holds the connection.
-                return Poll::Ready(());
-            }
-            lock(&shared).conn.goaway(Reason::NO_ERROR);
-            closing = true;
-            idle.as_mut()
-                .reset(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
-            cx.waker().wake_by_ref();
         }
-        Poll::Pending
     })
     .await;
     // Every stream ends with the connection; what is left of the output goes out, bounded.

@@ -69,6 +69,92 @@ pub(super) const SPARE_STREAMS: usize = 16;
 /// its page loaded) should not hold up to `SPARE_STREAMS` stream futures until it closes.
 pub(super) const SPARE_LINGER: Duration = Duration::from_secs(1);
 
+/// A connection's idle timer, for both codecs' drivers: armed while no stream is open. With
+/// idle workers kept it first fires after `SPARE_LINGER` to release them, then at the idle
+/// timeout, when the connection is to send GOAWAY; `FIRST_REQUEST_GRACE` after that, a client
+/// still holding the connection is closed on. One timer per connection, reset in place.
+pub(super) struct Idle {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+    since: tokio::time::Instant,
+    timeout: Duration,
+}
+
+/// What the idle timer asks of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IdleTurn {
+    /// Nothing yet (the task is woken when there is).
+    Wait,
+    /// Idle past the timeout: send GOAWAY (the task is woken to write it).
+    GoAway,
+    /// GOAWAY was sent a grace ago and the client still holds the connection: end it.
+    End,
+}
+
+impl Idle {
+    pub(super) fn new(timeout: Duration) -> Idle {
+        Idle {
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            armed: false,
+            since: tokio::time::Instant::now(),
+            timeout,
+        }
+    }
+
+    /// Called once a round's work is done; `closing`: GOAWAY was sent.
+    pub(super) fn poll<J, T: Future<Output = ()>>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        streams: &mut Streams<J, T>,
+        closing: bool,
+    ) -> IdleTurn {
+        if streams.live() > 0 {
+            self.armed = false;
+            return IdleTurn::Wait;
+        }
+        if !self.armed {
+            self.since = tokio::time::Instant::now();
+            let first = if streams.spare > 0 {
+                SPARE_LINGER.min(self.timeout)
+            } else {
+                self.timeout
+            };
+            self.timer.as_mut().reset(self.since + first);
+            self.armed = true;
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return IdleTurn::Wait;
+        }
+        if streams.spare > 0 && !closing {
+            streams.release_spare();
+            self.timer.as_mut().reset(self.since + self.timeout);
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return IdleTurn::Wait;
+            }
+        }
+        if closing {
+            return IdleTurn::End;
+        }
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + super::FIRST_REQUEST_GRACE);
+        cx.waker().wake_by_ref();
+        IdleTurn::GoAway
+    }
+
+    /// After a fault's GOAWAY: true once the client had a grace to read it (a client that
+    /// does not is not waited for).
+    pub(super) fn grace_over(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        if !self.armed {
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + super::FIRST_REQUEST_GRACE);
+            self.armed = true;
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+}
+
 #[derive(Default)]
 struct Woken {
     queue: Mutex<Vec<usize>>,
