@@ -394,7 +394,14 @@ pub fn write_request_head_with<'h>(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let field = headers::classify(name);
-        if kept.note(field, h.value) {
+        // One `Connection` names is one hop's: not kept (hyper's path drops it first).
+        if matches!(
+            field,
+            headers::Field::ForwardedProto | headers::Field::ForwardedPort
+        ) {
+            if !named.contains(name) {
+                kept.note(field, h.value);
+            }
             continue;
         }
         match field {

@@ -171,3 +171,16 @@ fn the_session_cookie_and_untrusted_address_claims_are_left_out() {
         "{untrusted}"
     );
 }
+
+/// A trusted proxy's X-Forwarded-Port that its `Connection` names is one hop's: ours is
+/// written instead, as hyper's path does after dropping the named field.
+#[test]
+fn a_forwarding_field_named_in_connection_is_not_kept() {
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-forwarded-port\r\n\
+                X-Forwarded-Port: 4443\r\n\r\n";
+    let written = String::from_utf8(request(raw)).unwrap();
+    assert!(
+        written.contains("\r\nx-forwarded-port: 8080\r\n") && !written.contains("4443"),
+        "{written}"
+    );
+}

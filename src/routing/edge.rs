@@ -400,8 +400,9 @@ fn default_burst(interval_ns: u64) -> u32 {
         .max(1)
 }
 
-/// Fields a rule may not touch: those of one hop, the message's framing, the one routing
-/// depends on, and those the proxy writes itself.
+/// Fields a rule may not touch: those of one hop (`Expect` among them: the proxy relays a body
+/// as it comes), the message's framing, the one routing depends on, and those the proxy writes
+/// itself.
 fn forbidden(name: &str) -> bool {
     matches!(
         name,
@@ -416,7 +417,9 @@ fn forbidden(name: &str) -> bool {
             | "host"
             | "x-forwarded-for"
             | "x-forwarded-proto"
+            | "x-forwarded-port"
             | "x-forwarded-host"
+            | "expect"
             | "x-request-id"
             | "switchyard-trace"
             | "switchyard-trace-result"
@@ -558,6 +561,8 @@ mod tests {
             ("SWITCHYARD_0_RESPONSE_HEADER_REMOVE", "Transfer-Encoding"),
             ("SWITCHYARD_0_REQUEST_HEADER_ADD_Connection", "close"),
             ("SWITCHYARD_0_REQUEST_HEADER_SET_Host", "x"),
+            ("SWITCHYARD_0_REQUEST_HEADER_SET_X-Forwarded-Port", "443"),
+            ("SWITCHYARD_0_REQUEST_HEADER_ADD_Expect", "100-continue"),
             ("SWITCHYARD_0_REQUEST_HEADER_SET_Bad Name", "x"),
             ("SWITCHYARD_0_REQUEST_HEADER_SET_X-A", "a\nb"),
         ] {

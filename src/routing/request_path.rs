@@ -1,44 +1,125 @@
 //! The readings of a request's path that routing must agree with. Routes match path prefixes
 //! (`HAPROXY_{n}_PATH`) on the path as the client sent it, and the backend gets that path; but
-//! backends read paths in different ways. Most decode escapes of unreserved characters
-//! (`/%61dmin` is `/admin`) and resolve dot segments, some as RFC 3986 §5.2.4 and WHATWG URL
-//! parsers do (empty segments kept, and `\` a separator for the latter: `/admin//../x` is
-//! `/admin/x`), some after merging runs of `/` as nginx does (`/admin//../x` is `/x`), and some
-//! (Express, plain Node, most routers on raw targets) not at all. Were a route chosen by any
-//! one reading, a path spelled for another would pass an `/admin` route that asks for
-//! credentials (`HAPROXY_{n}_AUTH`) on its way to the host's catch-all, or the reverse. So a
-//! path that reads otherwise ([`readings`]) is served only when every reading takes the same
-//! route as the path as sent (`resolve`); else it is refused as ambiguous (400). Browsers
-//! resolve dot segments before they send, so such paths come from hand-made requests. Escapes
-//! of reserved characters (`%2F`) stay encoded in every reading: decoding them changes what
-//! the path means.
+//! backends read paths in different ways: most decode escapes of unreserved characters
+//! (`/%61dmin` is `/admin`), some merge runs of `/` (nginx), take `\` for `/` (WHATWG URL
+//! parsers, Windows), drop `;` parameters from each segment (Tomcat, Jetty: `/admin;x/` is
+//! `/admin/`), read a leading `//name` as a host (`new URL(path, base)`: `//x/admin` is
+//! `/admin`), and resolve dot segments before or after decoding, or not at all. Were a route
+//! chosen by any one reading, a path spelled for another would pass an `/admin` route that asks
+//! for credentials (`HAPROXY_{n}_AUTH`) on its way to the host's catch-all, or the reverse.
+//!
+//! So, on a host whose routes depend on the path (`resolve`), a request is served only when
+//! every reading takes the route the path as sent takes; else it is refused as ambiguous (400).
+//! Dot segments in any spelling (`.`, `..`, `%2e%2e`, `..;x`, between `\`) are refused there
+//! outright: where they move a path depends on the order a backend decodes and resolves in,
+//! more orders than are worth listing, and browsers resolve them before they send. Escapes of
+//! reserved characters (`%2F`, `%3B`) stay encoded in every reading: decoding them changes what
+//! the path means. Case is not a reading: a backend that matches without case needs `-i` on the
+//! guarded route.
 
-/// The other readings of `path` (without its query): `None` when it has none, which is almost
-/// every request (no `%`, `\`, `.` segment or `//`). Else the WHATWG / RFC 3986 reading
-/// (unreserved escapes decoded, `\` a separator, dot segments removed, empty segments kept)
-/// and nginx's (unreserved escapes decoded, runs of `/` merged, dot segments removed).
-pub fn readings(path: &str) -> Option<[String; 2]> {
+/// How a path may read otherwise than as sent ([`read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// It has a dot segment in some spelling: refused where routes depend on the path.
+    DotSegments,
+    /// The other paths backends may read it as (each step below, alone and together).
+    Paths(Vec<String>),
+}
+
+/// What `path` (without its query) may read as: `None` when nothing in it reads otherwise
+/// (no `%`, `\`, `;`, `//` or segment starting with `.`), which is almost every request,
+/// looked at in one pass without allocating.
+pub fn read(path: &str) -> Option<Reading> {
     if !reads_otherwise(path.as_bytes()) {
         return None;
     }
     let decoded = decode_unreserved(path.as_bytes());
-    let whatwg: Vec<u8> = decoded
-        .iter()
-        .map(|&b| if b == b'\\' { b'/' } else { b })
-        .collect();
-    Some([
-        remove_dot_segments(&whatwg, false),
-        remove_dot_segments(&decoded, true),
-    ])
+    if has_dot_segment(&decoded) {
+        return Some(Reading::DotSegments);
+    }
+    // Every combination of the steps, in the order a parser would take them (decoding,
+    // separators, host, parameters, merging); the path as sent is not among them.
+    let mut readings: Vec<String> = Vec::new();
+    for steps in 1u8..32 {
+        let mut bytes = if steps & 1 != 0 {
+            decoded.clone()
+        } else {
+            path.as_bytes().to_vec()
+        };
+        if steps & 2 != 0 {
+            for b in &mut bytes {
+                if *b == b'\\' {
+                    *b = b'/';
+                }
+            }
+        }
+        if steps & 4 != 0 {
+            bytes = without_host(&bytes).to_vec();
+        }
+        if steps & 8 != 0 {
+            bytes = without_parameters(&bytes);
+        }
+        if steps & 16 != 0 {
+            bytes = merged(&bytes);
+        }
+        let reading = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        if reading != path && !readings.contains(&reading) {
+            readings.push(reading);
+        }
+    }
+    Some(Reading::Paths(readings))
 }
 
 fn reads_otherwise(path: &[u8]) -> bool {
     path.iter().enumerate().any(|(i, &b)| {
-        b == b'%'
-            || b == b'\\'
+        matches!(b, b'%' | b'\\' | b';')
             || (b == b'/' && matches!(path.get(i + 1), Some(b'/')))
             || (b == b'.' && (i == 0 || matches!(path[i - 1], b'/' | b'\\')))
     })
+}
+
+/// Whether a segment (between `/` or `\`, its `;` parameters aside) is `.` or `..`.
+fn has_dot_segment(decoded: &[u8]) -> bool {
+    decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .map(|segment| segment.split(|&b| b == b';').next().unwrap_or_default())
+        .any(|name| name == b"." || name == b"..")
+}
+
+/// A leading `//name` (or `\\name` once read as `//`) taken as a host, as URL parsers take it:
+/// what follows it, from its next `/`.
+fn without_host(path: &[u8]) -> &[u8] {
+    match path.strip_prefix(b"//") {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(&b"/"[..], |at| &rest[at..]),
+        None => path,
+    }
+}
+
+/// Each segment's `;` parameters dropped.
+fn without_parameters(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for (i, segment) in path.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(segment.split(|&b| b == b';').next().unwrap_or_default());
+    }
+    out
+}
+
+/// Runs of `/` merged into one.
+fn merged(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path {
+        if !(b == b'/' && out.last() == Some(&b'/')) {
+            out.push(b);
+        }
+    }
+    out
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -77,135 +158,103 @@ fn decode_unreserved(path: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Segments `.` and `..` resolved (RFC 3986 §5.2.4; `..` never climbs above the root), empty
-/// segments dropped when `merge` (runs of `/` merged first, as nginx does) and kept otherwise;
-/// a trailing `/` (or a last `.`/`..` segment, which names a directory) is kept.
-fn remove_dot_segments(path: &[u8], merge: bool) -> String {
-    let mut segments: Vec<&[u8]> = Vec::new();
-    let mut directory = false;
-    // The first piece is what comes before the leading `/`: nothing, for an origin-form path.
-    let mut pieces = path.split(|&b| b == b'/');
-    let first = pieces.next().unwrap_or_default();
-    if !first.is_empty() {
-        segments.push(first);
-    }
-    for segment in pieces {
-        directory = true;
-        match segment {
-            b"." => {}
-            b"" if merge => {}
-            b".." => {
-                segments.pop();
-            }
-            segment => {
-                segments.push(segment);
-                directory = false;
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(path.len() + 1);
-    for segment in &segments {
-        out.push(b'/');
-        out.extend_from_slice(segment);
-    }
-    if directory || segments.is_empty() {
-        out.push(b'/');
-    }
-    // Only ASCII bytes were decoded and only whole segments moved: what was UTF-8 still is.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn paths_are_read_as_backends_read_them() {
-        // (path, WHATWG / RFC 3986 reading, nginx's reading)
-        let cases = [
-            ("/%61dmin", "/admin", "/admin"),
-            ("/%61DMIN", "/aDMIN", "/aDMIN"),
-            ("/x/../admin", "/admin", "/admin"),
-            ("/x/%2e%2e/admin", "/admin", "/admin"),
-            ("/./admin", "/admin", "/admin"),
-            ("//admin", "//admin", "/admin"),
-            ("/a//b///c", "/a//b///c", "/a/b/c"),
-            ("/../../admin", "/admin", "/admin"),
-            ("/admin/..", "/", "/"),
-            ("/admin/.", "/admin/", "/admin/"),
-            ("/a/b/../c/./d", "/a/c/d", "/a/c/d"),
-            ("/admin//../x", "/admin/x", "/x"),
-            ("/admin//..", "/admin/", "/"),
-            ("/x\\..\\admin", "/admin", "/x\\..\\admin"),
-            ("/%2Fadmin", "/%2Fadmin", "/%2Fadmin"),
-            ("/100%", "/100%", "/100%"),
-            ("/%zz/x", "/%zz/x", "/%zz/x"),
-            ("/é/../x", "/x", "/x"),
-        ];
-        for (path, whatwg, nginx) in cases {
-            let [a, b] = readings(path).unwrap_or_else(|| panic!("{path}"));
-            assert_eq!((a.as_str(), b.as_str()), (whatwg, nginx), "{path}");
+    fn paths(path: &str) -> Vec<String> {
+        match read(path) {
+            Some(Reading::Paths(paths)) => paths,
+            other => panic!("{path}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn dot_segments_in_any_spelling_are_found() {
+        for path in [
+            "/x/../admin",
+            "/admin/../x",
+            "/./admin",
+            "/admin/.",
+            "/x/%2e%2e/admin",
+            "/x/.%2E/admin",
+            "/x/..;/admin",
+            "/x/..;a=b/admin",
+            "/x\\..\\admin",
+            "/admin//..",
+            "/%61dmin/..",
+            "..",
+        ] {
+            assert_eq!(read(path), Some(Reading::DotSegments), "{path}");
+        }
+    }
+
+    #[test]
+    fn other_readings_take_each_step_alone_and_together() {
+        let read = paths("/%61dmin");
+        assert_eq!(read, ["/admin"]);
+        assert!(paths("//admin").contains(&"/admin".to_string()));
+        // A leading `//name` is a host to URL parsers.
+        assert!(paths("//x/admin/secret").contains(&"/admin/secret".to_string()));
+        assert!(paths("/\\x/admin").contains(&"/admin".to_string()));
+        // `;` parameters dropped per segment (Tomcat, Jetty).
+        assert!(paths("/admin;x=1/secret").contains(&"/admin/secret".to_string()));
+        assert!(paths("/;/admin/secret").contains(&"/admin/secret".to_string()));
+        // Together: decoded, parameters dropped, slashes merged.
+        assert!(paths("/%61dmin;x//y").contains(&"/admin/y".to_string()));
+        // Reserved escapes stay.
+        assert_eq!(paths("/%2Fadmin"), Vec::<String>::new());
+        assert_eq!(paths("/a%20b"), Vec::<String>::new());
+        assert_eq!(paths("/100%"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn plain_paths_read_only_as_sent() {
         for plain in [
             "/",
             "/admin",
             "/api/v1/users",
             "/file.txt",
-            "/.well-known/x",
             "/a.b/c..d",
+            "/é",
         ] {
-            let read = readings(plain);
-            // `.well-known` starts a segment with a dot: read, and read the same.
-            assert!(
-                read.as_ref()
-                    .is_none_or(|r| r.iter().all(|reading| reading == plain)),
-                "{plain}: {read:?}"
-            );
+            assert_eq!(read(plain), None, "{plain}");
         }
-        assert!(readings("/api/v1/users").is_none());
+        // `.well-known` starts a segment with a dot: looked at, and read as sent.
+        assert_eq!(read("/.well-known/x"), Some(Reading::Paths(vec![])));
     }
 
     /// Paths made of segments that mix plain text, dots, escapes of unreserved and reserved
-    /// characters, backslashes and empty segments.
-    fn paths() -> impl proptest::strategy::Strategy<Value = String> {
+    /// characters, backslashes, parameters and empty segments.
+    fn any_path() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         let token = proptest::sample::select(vec![
-            "a", "b", ".", "..", "%61", "%2e", "%2E", "%2F", "%20", "~", "%7e", "\\",
+            "a", "b", ".", "..", "%61", "%2e", "%2E", "%2F", "%20", "~", "%7e", "\\", ";", ";x=1",
         ]);
         let segment = proptest::collection::vec(token, 0..3).prop_map(|t| t.concat());
         proptest::collection::vec(segment, 0..8).prop_map(|s| format!("/{}", s.join("/")))
     }
 
     proptest::proptest! {
-        /// Reading a reading again changes nothing more; each starts with `/` and has no `.`
-        /// or `..` segment and no escape of an unreserved character; nginx's has no `//`.
+        /// A path without dot segments reads only as paths without dot segments, each from
+        /// the root when the path is, none the path as sent, none twice.
         #[test]
-        fn readings_are_stable_and_plain(path in paths()) {
-            let Some(read) = readings(&path) else {
+        fn readings_have_no_dot_segments(path in any_path()) {
+            let Some(Reading::Paths(readings)) = read(&path) else {
                 return Ok(());
             };
-            for (at, once) in read.iter().enumerate() {
-                if let Some(again) = readings(once) {
-                    proptest::prop_assert_eq!(&again[at], once);
-                }
-                proptest::prop_assert!(once.starts_with('/'));
-                let separators: &[char] = if at == 0 { &['/', '\\'] } else { &['/'] };
-                for segment in once.split(separators) {
-                    proptest::prop_assert!(segment != "." && segment != "..", "{}", once);
-                }
-                let encoded_unreserved = once.as_bytes().windows(3).any(|w| {
-                    w[0] == b'%'
-                        && matches!((hex(w[1]), hex(w[2])), (Some(h), Some(l)) if unreserved(h << 4 | l))
-                });
-                proptest::prop_assert!(!encoded_unreserved, "{}", once);
+            for (at, reading) in readings.iter().enumerate() {
+                proptest::prop_assert!(read(reading) != Some(Reading::DotSegments), "{}", reading);
+                proptest::prop_assert!(reading.starts_with('/'), "{}", reading);
+                proptest::prop_assert!(reading != &path);
+                proptest::prop_assert!(!readings[..at].contains(reading));
             }
-            proptest::prop_assert!(!read[1].contains("//"), "{}", read[1]);
         }
 
         /// Any text: never a panic.
         #[test]
         fn any_text_is_read_without_panic(path in "\\PC{0,40}") {
-            let _ = readings(&path);
+            let _ = read(&path);
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::RoutingTable;
+use super::request_path::Reading;
 use super::vhosts::host_key;
 
 /// Which listener a request came in on, and so how it finds its service.
@@ -75,11 +76,17 @@ impl RoutingTable {
                 let route = |path: &str| host.and_then(|h| self.vhosts.route(h, path));
                 let routed = route(request.path);
                 // Every reading a backend may make of the path takes the same route, or none
-                // is taken (`request_path`).
-                if let Some(readings) = super::request_path::readings(request.path)
-                    && readings.iter().any(|reading| route(reading) != routed)
+                // is taken (`request_path`); only looked at where the path can matter.
+                if let Some(reading) = super::request_path::read(request.path)
+                    && !host.is_none_or(|h| self.vhosts.path_independent(h))
                 {
-                    return Err(Unrouted::AmbiguousPath);
+                    let agree = match reading {
+                        Reading::DotSegments => false,
+                        Reading::Paths(paths) => paths.iter().all(|p| route(p) == routed),
+                    };
+                    if !agree {
+                        return Err(Unrouted::AmbiguousPath);
+                    }
                 }
                 routed.map(|r| (Target::Route(r), Reason::Vhost)).or(self
                     .default_service
@@ -215,6 +222,15 @@ mod tests {
             "/api//..",
             "/x\\..\\api",
             "/api/x/../../v2/y",
+            // Tomcat's `..;` and parameters, a leading `//name` read as a host.
+            "/x/..;/api/y",
+            "/;/api/y",
+            "//x/api/y",
+            // Decoded but not resolved: `/api/..` to some backends.
+            "/%61pi/..",
+            // Dot segments that stay on the route are refused all the same.
+            "/api/./x",
+            "/api/x/../y",
         ] {
             assert_eq!(
                 resolved(ambiguous),
@@ -223,11 +239,11 @@ mod tests {
             );
         }
         for (same, app) in [
-            ("/api/./x", "/api"),
-            ("/api/x/../y", "/api"),
             ("/api/%7Ex", "/api"),
+            ("/api;v=1/x", "/api"),
             ("/x//y", "/shop"),
             ("/.well-known/a", "/shop"),
+            ("/a%20b", "/shop"),
         ] {
             assert_eq!(
                 vhost(&t, "shop.example.com", same),
@@ -235,11 +251,11 @@ mod tests {
                 "{same}"
             );
         }
-        // Another host's routes are not consulted: the same spelling is served there.
-        assert_eq!(
-            vhost(&t, "eu.example.com", "/x/../api"),
-            is("/any", Reason::Vhost)
-        );
+        // A host whose every path takes one route is not looked at: the same spellings are
+        // served there, dot segments too.
+        for path in ["/x/../api", "//x/api", "/%61pi"] {
+            assert_eq!(vhost(&t, "eu.example.com", path), is("/any", Reason::Vhost));
+        }
         // No route: the default app; without a Host either.
         assert_eq!(
             vhost(&t, "other.test", "/"),

@@ -71,6 +71,14 @@ impl Paths {
             .find(|(rule, _)| rule.matches(path))
             .map(|(_, s)| *s)
     }
+
+    /// Whether every path takes the same service here: all rules name one, and one of them
+    /// takes any path (nothing falls through to a wildcard or the default app).
+    fn one_way(&self) -> bool {
+        let first = self.0.first().map(|(_, s)| *s);
+        self.0.iter().all(|(_, s)| Some(*s) == first)
+            && self.0.iter().any(|(rule, _)| rule.prefix.is_empty())
+    }
 }
 
 impl Vhosts {
@@ -102,6 +110,22 @@ impl Vhosts {
 
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// Whether a host's requests take one route whatever their path (its first rules are
+    /// one service's with a catch-all, or it has none and no path is routed).
+    pub fn path_independent(&self, host: &str) -> bool {
+        if let Some(paths) = self.exact.get(host) {
+            return paths.one_way();
+        }
+        let mut rest = host;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(paths) = self.wildcard.get(parent) {
+                return paths.one_way();
+            }
+            rest = parent;
+        }
+        true
     }
 
     /// The service for a request, given its normalized host (see [`host_key`]) and path.
