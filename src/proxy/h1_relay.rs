@@ -41,15 +41,19 @@ pub(super) async fn relay_exact(
     client_timeout: Duration,
 ) -> Result<BodySent, Failure> {
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut watching = true;
     while n > 0 {
         let want = (n as usize).min(chunk.len());
         let got = tokio::select! {
             biased;
-            ready = to.readable() => {
-                if ready.is_err() || backend_spoke(to) {
-                    return Ok(BodySent::Cut);
+            ready = to.readable(), if watching => {
+                match ready.map(|()| backend_spoke(to)) {
+                    // Readiness without input: nothing was lost, read again.
+                    Ok(Spoke::Nothing) => {}
+                    Ok(Spoke::Interim) => watching = false,
+                    Ok(Spoke::Answer) | Err(_) => return Ok(BodySent::Cut),
                 }
-                continue; // readiness without input: nothing was lost, read again
+                continue;
             }
             read = tokio::time::timeout(client_timeout, from.read(&mut chunk[..want])) => match read {
                 Err(_) => return Err(Failure::ClientStalled),
@@ -66,29 +70,55 @@ pub(super) async fn relay_exact(
     Ok(BodySent::Whole)
 }
 
-/// Whether a backend has sent something (or closed) while it was being sent a body; a
-/// readiness that turns out empty is cleared so that the next wait is a real one.
-pub(super) fn backend_spoke(stream: &TcpStream) -> bool {
+/// What a backend sent while it was being sent a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Spoke {
+    /// Nothing (a readiness that turned out empty, cleared so that the next wait is real).
+    Nothing,
+    /// An interim response (`100 Continue`, `103 Early Hints`), whole: the body goes on, and
+    /// the backend is not watched again for it (its bytes stay until the answer is read,
+    /// where it is passed on or read past); the final answer follows the body.
+    Interim,
+    /// Its answer, or it closed: the body is cut.
+    Answer,
+}
+
+/// What a backend has sent (or whether it closed) while it was being sent a body: looked at
+/// without taking it from the socket.
+pub(super) fn backend_spoke(stream: &TcpStream) -> Spoke {
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
+    let mut probe = [0u8; 1024];
     let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
-        let mut probe = [0u8; 1];
-        // SAFETY: a one-byte peek into a local buffer on a socket this stream owns.
+        // SAFETY: a peek into a local buffer of its length on a socket this stream owns.
         let n = unsafe {
             libc::recv(
                 fd,
                 probe.as_mut_ptr().cast(),
-                1,
+                probe.len(),
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
         if n < 0 {
             Err(std::io::Error::last_os_error())
         } else {
-            Ok(n)
+            Ok(n as usize)
         }
     });
-    !matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    match peeked {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Spoke::Nothing,
+        Ok(n) if n > 0 && is_interim(&probe[..n]) => Spoke::Interim,
+        _ => Spoke::Answer,
+    }
+}
+
+/// Whether `bytes` begin with a whole interim response head (1xx, not 101: a switch is never
+/// interim).
+fn is_interim(bytes: &[u8]) -> bool {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut fields);
+    matches!(head.parse(bytes), Ok(httparse::Status::Complete(_)))
+        && matches!(head.code, Some(code) if (100..200).contains(&code) && code != 101)
 }
 
 /// What the response relay needs to know of the request.
