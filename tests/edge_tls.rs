@@ -239,6 +239,9 @@ async fn proxy_protocol_in_sets_the_client_address_everywhere() {
     assert_eq!(xff(&inside).as_deref(), Some("203.0.113.7"), "{inside}");
     let inside = get_with(lo(1), local(acl_port), &v2("203.0.113.8:5000"), "a", "").await;
     assert_eq!(xff(&inside).as_deref(), Some("203.0.113.8"), "{inside}");
+    // X-Forwarded-Port is the port the header says the client connected to (HAProxy's
+    // `dst_port` behind `accept-proxy`), not the listener's.
+    assert!(inside.contains("\"x-forwarded-port\": \"80\""), "{inside}");
     let outside = get_with(lo(1), local(acl_port), &v2("198.51.100.1:5000"), "a", "").await;
     assert!(outside.starts_with("HTTP/1.1 403"), "{outside}");
 
@@ -248,6 +251,10 @@ async fn proxy_protocol_in_sets_the_client_address_everywhere() {
         assert_eq!(xff(&reply).as_deref(), Some("192.0.2.44"), "{to}: {reply}");
         let reply = get_with(lo(1), to, &v2("[2001:db8::5]:1"), "open.example.com", "").await;
         assert_eq!(xff(&reply).as_deref(), Some("2001:db8::5"), "{to}: {reply}");
+        assert!(
+            reply.contains("\"x-forwarded-port\": \"80\""),
+            "{to}: {reply}"
+        );
     }
 
     // TCP mode: the header is consumed, the bytes after it pass.

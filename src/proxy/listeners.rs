@@ -420,12 +420,13 @@ async fn accept_http(
             // The client's address: the PROXY header's, from a source that sends them.
             let settings = ctx.settings.load_full();
             let accept = &settings.edge.http;
-            let Ok(peer) =
+            let Ok((peer, to)) =
                 proxy_protocol::client_address(&mut stream, peer, accept, true, &ctx.metrics).await
             else {
                 return;
             };
             drop(settings);
+            let port = to.map_or(port, |to| to.port());
             match (entry, protocol) {
                 // Boxed: see `serve`.
                 (http::Entry::Vhost { .. }, http::Protocol::Http1 | http::Protocol::Auto) => {
@@ -468,12 +469,13 @@ async fn accept_https(
             let _admission = admission;
             let settings = ctx.settings.load_full();
             let accept = &settings.edge.https;
-            let Ok(peer) =
+            let Ok((peer, to)) =
                 proxy_protocol::client_address(&mut stream, peer, accept, true, &ctx.metrics).await
             else {
                 return;
             };
             drop(settings);
+            let port = to.map_or(port, |to| to.port());
             // Passthrough by SNI, or which configuration terminates (client certificates).
             let decision =
                 super::tls_edge::decide(stream, peer, &tls, &ctx, handshake_timeout).await;
@@ -559,7 +561,7 @@ async fn serve(
         snapshot.table.services[route.first()].mode
     };
     // The client's address: the PROXY header's, on a port that reads them.
-    let client = match mode {
+    let (client, to) = match mode {
         Mode::Udp => return, // UDP services have no TCP listener
         Mode::Tcp | Mode::Http => {
             let speaks_first = mode == Mode::Http;
@@ -572,7 +574,7 @@ async fn serve(
             )
             .await
             {
-                Ok(client) => client,
+                Ok(addresses) => addresses,
                 Err(()) => return,
             }
         }
@@ -612,9 +614,10 @@ async fn serve(
         Mode::Udp => {}
         Mode::Http => {
             drop(snapshot);
+            let port = to.map_or(listen.port(), |to| to.port());
             Box::pin(super::h1::serve(
                 stream,
-                (client, listen.port()),
+                (client, port),
                 http::Entry::Port(listen),
                 ctx.clone(),
             ))

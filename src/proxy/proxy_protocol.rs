@@ -325,7 +325,8 @@ impl EdgeSettings {
 
 /// The client's address on a connection accepted on a listener with `accept`: the PROXY
 /// header's source when the peer is allowed to send one (it must, and the header is consumed),
-/// else the peer. `Err`: the connection is to be closed (a header missing, malformed, too slow,
+/// else the peer; with it, the address the client connected to when a header named it (as
+/// HAProxy's `dst` reads it behind `accept-proxy`: X-Forwarded-Port takes its port). `Err`: the connection is to be closed (a header missing, malformed, too slow,
 /// or sent by a source that may not). `client_speaks_first`: the listener's protocol has the
 /// client send first (HTTP, TLS), so a source that may not send a header is waited for until
 /// its first bytes tell; otherwise (TCP) see [`refuse_unexpected`].
@@ -335,14 +336,14 @@ pub async fn client_address(
     accept: &Accept,
     client_speaks_first: bool,
     metrics: &Metrics,
-) -> Result<SocketAddr, ()> {
+) -> Result<(SocketAddr, Option<SocketAddr>), ()> {
     if !accept.enabled() {
-        return Ok(peer);
+        return Ok((peer, None));
     }
     let deadline = tokio::time::Instant::now() + accept.timeout;
     if !accept.allows(peer.ip()) {
         if !client_speaks_first {
-            return Ok(peer);
+            return Ok((peer, None));
         }
         let verdict = peek_until(stream, deadline, V2_SIGNATURE.len(), |b| {
             looks_like_header(b)
@@ -354,7 +355,7 @@ pub async fn client_address(
                 Err(())
             }
             // Not a header, or nothing said in time (the protocol's own timeout applies).
-            _ => Ok(peer),
+            _ => Ok((peer, None)),
         };
     }
     let parsed = peek_until(stream, deadline, MAX_HEADER, |b| match parse(b) {
@@ -373,7 +374,11 @@ pub async fn client_address(
                 }
                 left -= n;
             }
-            Ok(header.addresses.map_or(peer, |(source, _)| source))
+            Ok(header
+                .addresses
+                .map_or((peer, None), |(source, destination)| {
+                    (source, Some(destination))
+                }))
         }
         Some(Ok(Parsed::Incomplete)) => unreachable!("peek_until returns decided values"),
         Some(Err(malformed)) => {
