@@ -509,7 +509,7 @@ async fn a_host_with_spaces_cannot_forge_access_log_fields() {
 /// (or an unasked `100 Continue`) before it reads the request body was taken to have answered
 /// early: the body stopped, and the proxy waited for a final answer while the backend waited
 /// for the rest of the body, until the response timeout (a 504 charged to the backend). The
-/// body now goes on past an interim answer, which reaches the client before the final one.
+/// interim answer is now read past and the body goes on; the final answer reaches the client.
 #[tokio::test]
 async fn an_interim_answer_before_the_body_is_read_does_not_cut_the_body() {
     let (addr, mut accepted) = silent_backend().await;
@@ -570,6 +570,59 @@ async fn an_interim_answer_before_the_body_is_read_does_not_cut_the_body() {
     .await
     .expect("no answer");
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 103"), "{answer}");
-    assert!(answer.contains("HTTP/1.1 200"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// The backend is still watched after an interim answer: a final early answer behind it (here
+/// in the same write) cuts the upload and reaches the client at once, and the connection is
+/// not reused.
+#[tokio::test]
+async fn an_early_answer_after_an_interim_one_still_cuts_the_upload() {
+    let (addr, mut accepted) = silent_backend().await;
+    let port = free_port();
+    let (_sy, _vhost) = start("review-103-413", port, &[addr], "", "").await;
+    let mut c = TcpStream::connect(local(port)).await.unwrap();
+    const SIZE: usize = 64 * 1024 * 1024;
+    c.write_all(
+        format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {SIZE}\r\n\r\nfirst")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut s = tokio::time::timeout(DEADLINE, accepted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = Vec::new();
+    read_head(&mut s, &mut buf).await.unwrap();
+    s.write_all(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+          HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The client goes on uploading (it has 64 MiB to send): the 413 comes all the same.
+    let (mut r, mut w) = c.into_split();
+    let uploading = tokio::spawn(async move {
+        let chunk = vec![b'a'; 64 * 1024];
+        while w.write_all(&chunk).await.is_ok() {}
+    });
+    assert_eq!(status_of_half(&mut r).await, Some(413));
+    uploading.abort();
+}
+
+async fn status_of_half(r: &mut tokio::net::tcp::OwnedReadHalf) -> Option<u16> {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return String::from_utf8_lossy(&buf[..end])
+                .get(9..12)
+                .and_then(|s| s.parse().ok());
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(DEADLINE, r.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
 }

@@ -41,16 +41,19 @@ pub(super) async fn relay_exact(
     client_timeout: Duration,
 ) -> Result<BodySent, Failure> {
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut watching = true;
     while n > 0 {
         let want = (n as usize).min(chunk.len());
         let got = tokio::select! {
             biased;
-            ready = to.readable(), if watching => {
+            ready = to.readable() => {
                 match ready.map(|()| backend_spoke(to)) {
                     // Readiness without input: nothing was lost, read again.
                     Ok(Spoke::Nothing) => {}
-                    Ok(Spoke::Interim) => watching = false,
+                    Ok(Spoke::Interim(len)) => {
+                        if !skip_interim(to, len).await {
+                            return Ok(BodySent::Cut);
+                        }
+                    }
                     Ok(Spoke::Answer) | Err(_) => return Ok(BodySent::Cut),
                 }
                 continue;
@@ -75,20 +78,36 @@ pub(super) async fn relay_exact(
 pub(super) enum Spoke {
     /// Nothing (a readiness that turned out empty, cleared so that the next wait is real).
     Nothing,
-    /// An interim response (`100 Continue`, `103 Early Hints`), whole: the body goes on, and
-    /// the backend is not watched again for it (its bytes stay until the answer is read,
-    /// where it is passed on or read past); the final answer follows the body.
-    Interim,
-    /// Its answer, or it closed: the body is cut.
+    /// An interim response (`100 Continue`, `103 Early Hints`) of this many bytes, whole: it
+    /// is read past ([`skip_interim`]) and the body goes on, the backend still watched.
+    Interim(usize),
+    /// Its answer, or it closed, or a head not yet whole: the body is cut, and the answer is
+    /// read next (the connection not reused).
     Answer,
 }
+
+/// Reads a whole interim head of `len` bytes off the backend's socket (it is there: it was
+/// peeked) and drops it: an interim answer to a request whose body is still on its way is
+/// not passed on (RFC 9110 §15.2 lets a proxy drop what the client did not ask for; `103
+/// Early Hints` is a hint). False if the socket failed.
+pub(super) async fn skip_interim(to: &mut TcpStream, len: usize) -> bool {
+    // On the heap: rare, and kept out of every connection's future.
+    let mut head = vec![0u8; len];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), to.read_exact(&mut head)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// How much of what a backend sent during a body is looked at for an interim head.
+const INTERIM_PEEK: usize = 4096;
 
 /// What a backend has sent (or whether it closed) while it was being sent a body: looked at
 /// without taking it from the socket.
 pub(super) fn backend_spoke(stream: &TcpStream) -> Spoke {
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
-    let mut probe = [0u8; 1024];
+    let mut probe = [0u8; INTERIM_PEEK];
     let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
         // SAFETY: a peek into a local buffer of its length on a socket this stream owns.
         let n = unsafe {
@@ -107,18 +126,22 @@ pub(super) fn backend_spoke(stream: &TcpStream) -> Spoke {
     });
     match peeked {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Spoke::Nothing,
-        Ok(n) if n > 0 && is_interim(&probe[..n]) => Spoke::Interim,
+        Ok(n) if n > 0 => interim_len(&probe[..n]).map_or(Spoke::Answer, Spoke::Interim),
         _ => Spoke::Answer,
     }
 }
 
-/// Whether `bytes` begin with a whole interim response head (1xx, not 101: a switch is never
-/// interim).
-fn is_interim(bytes: &[u8]) -> bool {
-    let mut fields = [httparse::EMPTY_HEADER; 32];
+/// The length of the whole interim response head (1xx, not 101: a switch is never interim)
+/// `bytes` begin with, if they do.
+fn interim_len(bytes: &[u8]) -> Option<usize> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut head = httparse::Response::new(&mut fields);
-    matches!(head.parse(bytes), Ok(httparse::Status::Complete(_)))
-        && matches!(head.code, Some(code) if (100..200).contains(&code) && code != 101)
+    match head.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) if matches!(head.code, Some(code) if (100..200).contains(&code) && code != 101) => {
+            Some(len)
+        }
+        _ => None,
+    }
 }
 
 /// What the response relay needs to know of the request.

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use super::exchange::{Failure, Policy, is_idempotent};
 use super::h1::NoConnection;
 use super::h1_framing::{Chunked, ResponseFields, read_response, write_length};
-use super::h1_relay::{READ_CHUNK, Spoke, backend_spoke, drained_or};
+use super::h1_relay::{READ_CHUNK, Spoke, backend_spoke, drained_or, skip_interim};
 use super::message::{self, ResponseBody};
 use super::pool::Pools;
 use super::upstream::{ProxyBody, RequestBody, Tried, charge};
@@ -385,15 +385,17 @@ async fn send_body(
     client_timeout: Duration,
 ) -> Result<bool, Failure> {
     let mut line = Vec::new();
-    let mut watching = true;
     loop {
         let frame = tokio::select! {
             biased;
-            ready = upstream.readable(), if watching => {
+            ready = upstream.readable() => {
                 match ready.map(|()| backend_spoke(upstream)) {
                     Ok(Spoke::Nothing) => {}
-                    // Read past with the answer, after the body (`parse_head`).
-                    Ok(Spoke::Interim) => watching = false,
+                    Ok(Spoke::Interim(len)) => {
+                        if !skip_interim(upstream, len).await {
+                            return Ok(true);
+                        }
+                    }
                     Ok(Spoke::Answer) | Err(_) => return Ok(true),
                 }
                 continue;
