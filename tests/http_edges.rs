@@ -626,3 +626,36 @@ async fn status_of_half(r: &mut tokio::net::tcp::OwnedReadHalf) -> Option<u16> {
         }
     }
 }
+
+/// A backend that takes the head and then neither reads the body nor answers: each write of
+/// the body to it is bounded by the response timeout (504, the backend's fault), where it
+/// held the client and the backend connection until the backend's own timeout.
+#[tokio::test]
+async fn a_backend_that_stops_taking_the_body_times_out() {
+    let (addr, mut accepted) = silent_backend().await;
+    let port = free_port();
+    let (_sy, _vhost) = start(
+        "review-stuck-upload",
+        port,
+        &[addr],
+        "response_timeout = \"1s\"",
+        "",
+    )
+    .await;
+    let c = TcpStream::connect(local(port)).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    const SIZE: usize = 256 * 1024 * 1024;
+    let uploading = tokio::spawn(async move {
+        let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {SIZE}\r\n\r\n");
+        let _ = w.write_all(head.as_bytes()).await;
+        let chunk = vec![b'a'; 64 * 1024];
+        while w.write_all(&chunk).await.is_ok() {}
+    });
+    // Held, never read from.
+    let _held = tokio::time::timeout(DEADLINE, accepted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of_half(&mut r).await, Some(504));
+    uploading.abort();
+}

@@ -461,7 +461,7 @@ async fn forward(
                     client,
                     &mut upstream,
                     body_left,
-                    settings.client_header_timeout,
+                    (settings.client_header_timeout, policy.response),
                 )
                 .await?
             } else {

@@ -33,12 +33,13 @@ pub(super) enum BodySent {
 
 /// Copies exactly `n` body bytes from the client to the backend, watching the backend for an
 /// early answer meanwhile. A client that stops sending for `client_timeout` or goes away is the
-/// client's failure, never the backend's.
+/// client's failure, never the backend's; a backend that takes none of it for
+/// `backend_timeout` (neither reading nor answering) is the backend's (504).
 pub(super) async fn relay_exact(
     from: &mut (impl AsyncRead + Unpin),
     to: &mut TcpStream,
     mut n: u64,
-    client_timeout: Duration,
+    (client_timeout, backend_timeout): (Duration, Duration),
 ) -> Result<BodySent, Failure> {
     let mut chunk = vec![0u8; READ_CHUNK];
     while n > 0 {
@@ -64,9 +65,11 @@ pub(super) async fn relay_exact(
                 Ok(Ok(got)) => got,
             },
         };
-        if to.write_all(&chunk[..got]).await.is_err() {
+        match tokio::time::timeout(backend_timeout, to.write_all(&chunk[..got])).await {
+            Ok(Ok(())) => {}
             // It may have answered before it closed: the answer is read next.
-            return Ok(BodySent::Cut);
+            Ok(Err(_)) => return Ok(BodySent::Cut),
+            Err(_) => return Err(Failure::TimedOut),
         }
         n -= got as u64;
     }

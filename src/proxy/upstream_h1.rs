@@ -235,7 +235,7 @@ impl Exchange<'_> {
                 req.body_mut(),
                 upstream,
                 chunked,
-                self.client_timeout,
+                (self.client_timeout, self.policy.response),
             ))
             .await
             .map_err(Sent::Failed)?
@@ -377,12 +377,13 @@ impl Span {
 /// watching the backend for an early answer: `Ok(true)` when it answered or closed before it
 /// took the whole body (its answer is read next; the rest of the body is never read). A
 /// client that breaks its body off or stops sending for `client_timeout` is the client's
-/// failure, never the backend's.
+/// failure, never the backend's; a backend that takes none of it for `backend_timeout` is the
+/// backend's (504).
 async fn send_body(
     body: &mut RequestBody,
     upstream: &mut TcpStream,
     chunked: bool,
-    client_timeout: Duration,
+    (client_timeout, backend_timeout): (Duration, Duration),
 ) -> Result<bool, Failure> {
     let mut line = Vec::new();
     loop {
@@ -407,25 +408,33 @@ async fn send_body(
                 Ok(Some(Ok(frame))) => frame,
             },
         };
-        let written = match frame.into_data() {
+        let data = match frame.into_data() {
             Ok(data) if data.is_empty() => continue,
-            Ok(data) if chunked => {
-                line.clear();
-                line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                line.extend_from_slice(&data);
-                line.extend_from_slice(b"\r\n");
-                upstream.write_all(&line).await
-            }
-            Ok(data) => upstream.write_all(&data).await,
+            Ok(data) => data,
             // Trailers: not relayed to an HTTP/1.1 backend.
             Err(_) => continue,
         };
-        if written.is_err() {
-            return Ok(true); // it may have answered before it closed: read next
+        let bytes: &[u8] = if chunked {
+            line.clear();
+            line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            line.extend_from_slice(&data);
+            line.extend_from_slice(b"\r\n");
+            &line
+        } else {
+            &data
+        };
+        match tokio::time::timeout(backend_timeout, upstream.write_all(bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ok(true), // it may have answered before it closed: read next
+            Err(_) => return Err(Failure::TimedOut),
         }
     }
-    if chunked && upstream.write_all(b"0\r\n\r\n").await.is_err() {
-        return Ok(true);
+    if chunked {
+        match tokio::time::timeout(backend_timeout, upstream.write_all(b"0\r\n\r\n")).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ok(true),
+            Err(_) => return Err(Failure::TimedOut),
+        }
     }
     Ok(false)
 }
