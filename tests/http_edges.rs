@@ -170,6 +170,41 @@ async fn start(
     (sy, local(vhost))
 }
 
+/// Switchyard (`proxy` settings) on one HTTP service over a backend the test drives itself; a
+/// client on the service port that has sent `POST /up` with `Content-Length: length` and the
+/// body's `first` bytes; and the backend's end of the connection the request came on.
+async fn upload(
+    name: &str,
+    proxy: &str,
+    length: usize,
+    first: &str,
+) -> (Switchyard, TcpStream, TcpStream) {
+    let (addr, mut accepted) = silent_backend().await;
+    let port = free_port();
+    let (sy, _vhost) = start(name, port, &[addr], proxy, "").await;
+    let mut c = TcpStream::connect(local(port)).await.unwrap();
+    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {length}\r\n\r\n");
+    c.write_all(format!("{head}{first}").as_bytes())
+        .await
+        .unwrap();
+    let backend = tokio::time::timeout(DEADLINE, accepted.recv())
+        .await
+        .expect("the request reached the backend")
+        .unwrap();
+    (sy, c, backend)
+}
+
+/// Splits a client connection: its read half, and a task that sends body bytes on the write
+/// half until the connection fails (abort it when done).
+fn keep_uploading(c: TcpStream) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
+    let (r, mut w) = c.into_split();
+    let uploading = tokio::spawn(async move {
+        let chunk = vec![b'a'; 64 * 1024];
+        while w.write_all(&chunk).await.is_ok() {}
+    });
+    (r, uploading)
+}
+
 fn backends_of(routes: &serde_json::Value, port: u16) -> usize {
     backends(routes, port).len()
 }
@@ -272,19 +307,7 @@ async fn an_early_answer_to_an_upload_reaches_the_client_and_charges_nothing() {
             let _ = w.write_all(&vec![b'a'; SIZE]).await;
             w
         });
-        let mut buf = Vec::new();
-        let status = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break String::from_utf8_lossy(&buf[..end])
-                    .get(9..12)
-                    .and_then(|s| s.parse::<u16>().ok());
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout(DEADLINE, r.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => break None,
-            }
-        };
+        let status = status_of_half(&mut r).await;
         writer.abort();
         statuses.push(status);
     }
@@ -314,26 +337,13 @@ async fn an_early_answer_to_an_upload_reaches_the_client_and_charges_nothing() {
 /// open indefinitely (this test waits 6 s).
 #[tokio::test]
 async fn a_stalled_request_body_releases_its_backend_connection() {
-    let (a, mut accepted) = silent_backend().await;
-    let port = free_port();
-    let (_sy, _vhost) = start(
+    let (_sy, _c, mut upstream) = upload(
         "review-slowloris",
-        port,
-        &[a],
         "response_timeout = \"1s\"\nclient_header_timeout = \"1s\"",
-        "",
+        10,
+        "x",
     )
     .await;
-    let mut c = TcpStream::connect(local(port)).await.unwrap();
-    c.write_all(
-        format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\nx").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut upstream = tokio::time::timeout(DEADLINE, accepted.recv())
-        .await
-        .expect("the request reached the backend")
-        .unwrap();
     // The backend reads what it was sent, and waits for the proxy to give up (EOF).
     let gave_up = tokio::time::timeout(Duration::from_secs(6), async {
         let mut chunk = [0u8; 4096];
@@ -512,27 +522,8 @@ async fn a_host_with_spaces_cannot_forge_access_log_fields() {
 /// interim answer is now read past and the body goes on; the final answer reaches the client.
 #[tokio::test]
 async fn an_interim_answer_before_the_body_is_read_does_not_cut_the_body() {
-    let (addr, mut accepted) = silent_backend().await;
-    let port = free_port();
-    let (_sy, _vhost) = start(
-        "review-103",
-        port,
-        &[addr],
-        "response_timeout = \"30s\"",
-        "",
-    )
-    .await;
-    let mut c = TcpStream::connect(local(port)).await.unwrap();
-    c.write_all(
-        format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\nfirst").as_bytes(),
-    )
-    .await
-    .unwrap();
+    let (_sy, mut c, mut s) = upload("review-103", "response_timeout = \"30s\"", 10, "first").await;
     // The backend: the head, then 103 before reading any of the body.
-    let mut s = tokio::time::timeout(DEADLINE, accepted.recv())
-        .await
-        .unwrap()
-        .unwrap();
     let mut buf = Vec::new();
     let head = read_head(&mut s, &mut buf).await.unwrap();
     assert!(head.starts_with("POST /up"), "{head}");
@@ -578,21 +569,7 @@ async fn an_interim_answer_before_the_body_is_read_does_not_cut_the_body() {
 /// not reused.
 #[tokio::test]
 async fn an_early_answer_after_an_interim_one_still_cuts_the_upload() {
-    let (addr, mut accepted) = silent_backend().await;
-    let port = free_port();
-    let (_sy, _vhost) = start("review-103-413", port, &[addr], "", "").await;
-    let mut c = TcpStream::connect(local(port)).await.unwrap();
-    const SIZE: usize = 64 * 1024 * 1024;
-    c.write_all(
-        format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {SIZE}\r\n\r\nfirst")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut s = tokio::time::timeout(DEADLINE, accepted.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_sy, c, mut s) = upload("review-103-413", "", 64 * 1024 * 1024, "first").await;
     let mut buf = Vec::new();
     read_head(&mut s, &mut buf).await.unwrap();
     s.write_all(
@@ -602,15 +579,12 @@ async fn an_early_answer_after_an_interim_one_still_cuts_the_upload() {
     .await
     .unwrap();
     // The client goes on uploading (it has 64 MiB to send): the 413 comes all the same.
-    let (mut r, mut w) = c.into_split();
-    let uploading = tokio::spawn(async move {
-        let chunk = vec![b'a'; 64 * 1024];
-        while w.write_all(&chunk).await.is_ok() {}
-    });
+    let (mut r, uploading) = keep_uploading(c);
     assert_eq!(status_of_half(&mut r).await, Some(413));
     uploading.abort();
 }
 
+/// The status of the answer read from a connection's read half (its write half uploading).
 async fn status_of_half(r: &mut tokio::net::tcp::OwnedReadHalf) -> Option<u16> {
     let mut buf = Vec::new();
     loop {
@@ -632,30 +606,15 @@ async fn status_of_half(r: &mut tokio::net::tcp::OwnedReadHalf) -> Option<u16> {
 /// held the client and the backend connection until the backend's own timeout.
 #[tokio::test]
 async fn a_backend_that_stops_taking_the_body_times_out() {
-    let (addr, mut accepted) = silent_backend().await;
-    let port = free_port();
-    let (_sy, _vhost) = start(
+    // The backend's end is held, never read from.
+    let (_sy, c, _held) = upload(
         "review-stuck-upload",
-        port,
-        &[addr],
         "response_timeout = \"1s\"",
+        256 * 1024 * 1024,
         "",
     )
     .await;
-    let c = TcpStream::connect(local(port)).await.unwrap();
-    let (mut r, mut w) = c.into_split();
-    const SIZE: usize = 256 * 1024 * 1024;
-    let uploading = tokio::spawn(async move {
-        let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {SIZE}\r\n\r\n");
-        let _ = w.write_all(head.as_bytes()).await;
-        let chunk = vec![b'a'; 64 * 1024];
-        while w.write_all(&chunk).await.is_ok() {}
-    });
-    // Held, never read from.
-    let _held = tokio::time::timeout(DEADLINE, accepted.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut r, uploading) = keep_uploading(c);
     assert_eq!(status_of_half(&mut r).await, Some(504));
     uploading.abort();
 }
