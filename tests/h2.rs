@@ -1360,3 +1360,47 @@ async fn response_fields_arrive_byte_identical_and_malformed_ones_are_still_refu
         assert!(!answer.headers.contains_key("x-bad"), "{host}");
     }
 }
+
+/// An HTTP/2 request whose path some backends read as another of the host's routes is refused
+/// with 400, as on HTTP/1.1 (one resolution, `routing::resolve`, answered by the general path).
+#[tokio::test]
+async fn a_path_read_as_another_route_is_refused_over_http2() {
+    let (site, _) = mirror().await;
+    let (admin, _) = mirror().await;
+    let e = edge(
+        "h2-paths",
+        vec![
+            vhost_app("/site", "p.example.com", json!({}), site.port()),
+            vhost_app(
+                "/admin",
+                "p.example.com",
+                json!({"HAPROXY_0_PATH": "/admin"}),
+                admin.port(),
+            ),
+        ],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    // Both routes in: the guarded prefix reaches its own app.
+    wait_for("both routes", || {
+        let mut sender = sender.clone();
+        async move {
+            let answer = get(&mut sender, "http://p.example.com/admin/x").await;
+            (answer.status == 200).then_some(())
+        }
+    })
+    .await;
+    for path in ["/x/../admin/x", "/%61dmin/x", "/x/..;/admin", "/admin/../x"] {
+        let answer = get(&mut sender, &format!("http://p.example.com{path}")).await;
+        let body = answer.body.unwrap();
+        assert_eq!(answer.status, 400, "{path}: {body:?}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("ambiguous"),
+            "{path}: {body:?}"
+        );
+    }
+    // Read the same way by every backend: served as sent.
+    let answer = get(&mut sender, "http://p.example.com/x//y").await;
+    assert_eq!(answer.status, 200);
+}
