@@ -19,18 +19,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version, uri};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+mod body;
 use super::streams::{Idle, IdleTurn, Inbox, Streams};
 use super::{
     BodyError, Config, CutOff, CutOffBody, FIRST_REQUEST_GRACE, H2Body, Incident,
-    MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_LOCAL_ERROR_RESETS, MAX_UNFINISHED_UPLOADS,
-    ROUNDS_PER_POLL, RefuseStream, STREAM_WINDOW, Uploads, unwound,
+    MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_LOCAL_ERROR_RESETS, ROUNDS_PER_POLL, RefuseStream,
+    STREAM_WINDOW, Uploads, unwound,
 };
 use crate::proxy::h2codec::conn::{self as codec, Connection, Event, Fault, RequestHead};
 use crate::proxy::h2codec::frame::Reason;
+pub(super) use body::CodecBody;
 
 /// The read buffer: a whole frame of our maximum size and its header fit, with room for the
 /// small frames around it.
@@ -753,148 +755,6 @@ where
                     return Reason::NO_ERROR;
                 }
             }
-        }
-    }
-}
-
-/// A client's request body on one stream of the codec: its DATA (the window given back as
-/// each piece is taken), then its trailers.
-pub(super) struct CodecBody {
-    shared: SharedRef,
-    id: u32,
-    /// Everything was taken (or there was no body).
-    done: bool,
-    uploads: Arc<Uploads>,
-    /// One of the connection's unfinished-upload places is held.
-    holding: bool,
-}
-
-impl CodecBody {
-    /// See [`H2Body::claim_upload`]: a body whose END_STREAM has arrived needs no place.
-    pub(super) fn claim(&mut self) -> Result<(), RefuseStream> {
-        if self.holding || self.done {
-            return Ok(());
-        }
-        {
-            let s = lock(&self.shared);
-            match s.streams.get(&self.id) {
-                Some(io) if io.reset.is_none() && !io.ended => {}
-                // Ended, or reset (its body fails when read: the client's fault).
-                _ => return Ok(()),
-            }
-        }
-        if self.uploads.take(MAX_UNFINISHED_UPLOADS) {
-            self.holding = true;
-            Ok(())
-        } else {
-            Err(RefuseStream)
-        }
-    }
-
-    fn release_place(&mut self) {
-        if std::mem::take(&mut self.holding) {
-            self.uploads.give_back();
-        }
-    }
-}
-
-impl Drop for CodecBody {
-    fn drop(&mut self) {
-        self.release_place();
-        if self.done {
-            return;
-        }
-        // What was queued and not read goes back to the windows; later DATA does too.
-        let mut s = lock(&self.shared);
-        let s = &mut *s;
-        if let Some(io) = s.streams.get_mut(&self.id) {
-            io.body_dropped = true;
-            io.body_waker = None;
-            let queued: usize = io.data.drain(..).map(|d| d.len()).sum();
-            if queued > 0 {
-                s.conn.release(self.id, queued);
-                s.output_added();
-            }
-        }
-    }
-}
-
-impl Body for CodecBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        let mut guard = lock(&this.shared);
-        let s = &mut *guard;
-        let Some(io) = s.streams.get_mut(&this.id) else {
-            drop(guard);
-            this.done = true;
-            this.release_place();
-            return Poll::Ready(Some(Err(
-                "HTTP/2 stream closed before its body ended".into()
-            )));
-        };
-        if let Some(data) = io.data.pop_front() {
-            let last = io.ended && io.data.is_empty() && io.trailers.is_none();
-            s.conn.release(this.id, data.len());
-            s.output_added();
-            drop(guard);
-            if last {
-                this.release_place();
-            }
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        if let Some(reason) = io.reset {
-            drop(guard);
-            this.done = true;
-            this.release_place();
-            return Poll::Ready(Some(Err(format!("HTTP/2 stream reset: {reason:?}").into())));
-        }
-        if s.gone {
-            drop(guard);
-            this.done = true;
-            this.release_place();
-            return Poll::Ready(Some(Err("HTTP/2 connection closed".into())));
-        }
-        if io.ended {
-            let trailers = io.trailers.take();
-            drop(guard);
-            this.done = true;
-            this.release_place();
-            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
-        }
-        if !io
-            .body_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            io.body_waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        if self.done {
-            return true;
-        }
-        let s = lock(&self.shared);
-        s.streams
-            .get(&self.id)
-            .is_some_and(|io| io.ended && io.data.is_empty() && io.trailers.is_none())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.is_end_stream() {
-            SizeHint::with_exact(0)
-        } else {
-            SizeHint::default()
         }
     }
 }
