@@ -26,9 +26,15 @@ pub enum Reading {
     Paths(Vec<String>),
 }
 
+/// Whether anything in `path` (without its query) may read otherwise: a `%`, `\\`, `;`, `//`
+/// or a segment starting with `.`. Almost every request has none: one pass, no allocation,
+/// looked at before anything else is.
+pub fn may_read_otherwise(path: &str) -> bool {
+    reads_otherwise(path.as_bytes())
+}
+
 /// What `path` (without its query) may read as: `None` when nothing in it reads otherwise
-/// (no `%`, `\`, `;`, `//` or segment starting with `.`), which is almost every request,
-/// looked at in one pass without allocating.
+/// ([`may_read_otherwise`]).
 pub fn read(path: &str) -> Option<Reading> {
     if !reads_otherwise(path.as_bytes()) {
         return None;
@@ -37,10 +43,19 @@ pub fn read(path: &str) -> Option<Reading> {
     if has_dot_segment(&decoded) {
         return Some(Reading::DotSegments);
     }
-    // Every combination of the steps, in the order a parser would take them (decoding,
+    // The steps that can change this path (one that cannot would only repeat a reading).
+    let separator = |b: &u8| *b == b'/' || *b == b'\\';
+    let applicable = u8::from(decoded != path.as_bytes())
+        | u8::from(path.contains('\\')) << 1
+        | u8::from(path.as_bytes().iter().take(2).all(separator) && path.len() >= 2) << 2
+        | u8::from(path.contains(';')) << 3
+        // Dropping parameters can leave `//` behind (`/;/admin`).
+        | u8::from(path.contains(';') || path.as_bytes().windows(2).any(|w| w.iter().all(separator)))
+            << 4;
+    // Every combination of them, in the order a parser would take them (decoding,
     // separators, host, parameters, merging); the path as sent is not among them.
     let mut readings: Vec<String> = Vec::new();
-    for steps in 1u8..32 {
+    for steps in (1u8..32).filter(|steps| steps & !applicable == 0) {
         let mut bytes = if steps & 1 != 0 {
             decoded.clone()
         } else {
@@ -249,6 +264,39 @@ mod tests {
                 proptest::prop_assert!(reading != &path);
                 proptest::prop_assert!(!readings[..at].contains(reading));
             }
+        }
+
+        /// Only the steps that can change a path are combined: the readings are those of
+        /// every combination of all five steps.
+        #[test]
+        fn skipped_steps_lose_no_reading(path in any_path()) {
+            let Some(Reading::Paths(mut readings)) = read(&path) else {
+                return Ok(());
+            };
+            let decoded = decode_unreserved(path.as_bytes());
+            let mut all: Vec<String> = Vec::new();
+            for steps in 1u8..32 {
+                let mut bytes = if steps & 1 != 0 { decoded.clone() } else { path.as_bytes().to_vec() };
+                if steps & 2 != 0 {
+                    bytes = bytes.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
+                }
+                if steps & 4 != 0 {
+                    bytes = without_host(&bytes).to_vec();
+                }
+                if steps & 8 != 0 {
+                    bytes = without_parameters(&bytes);
+                }
+                if steps & 16 != 0 {
+                    bytes = merged(&bytes);
+                }
+                let reading = String::from_utf8_lossy(&bytes).into_owned();
+                if reading != path && !all.contains(&reading) {
+                    all.push(reading);
+                }
+            }
+            readings.sort();
+            all.sort();
+            proptest::prop_assert_eq!(readings, all, "{}", path);
         }
 
         /// Any text: never a panic.

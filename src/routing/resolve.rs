@@ -77,8 +77,9 @@ impl RoutingTable {
                 let routed = route(request.path);
                 // Every reading a backend may make of the path takes the same route, or none
                 // is taken (`request_path`); only looked at where the path can matter.
-                if let Some(reading) = super::request_path::read(request.path)
+                if super::request_path::may_read_otherwise(request.path)
                     && !host.is_none_or(|h| self.vhosts.path_independent(h))
+                    && let Some(reading) = super::request_path::read(request.path)
                 {
                     let agree = match reading {
                         Reading::DotSegments => false,
