@@ -377,22 +377,17 @@ impl Forwarded<'_> {
                 headers.remove(&xff);
             }
         }
-        let xfp = HeaderName::from_static(X_FORWARDED_PROTO);
-        let kept = self.client.trusted
-            && headers.get(&xfp).is_some()
-            && headers.get_all(&xfp).iter().count() == 1;
-        if !kept {
-            headers.insert(
-                xfp,
-                HeaderValue::from_static(if self.https { "https" } else { "http" }),
-            );
-        }
-        let xfport = HeaderName::from_static(X_FORWARDED_PORT);
-        let kept = self.client.trusted
-            && headers.get(&xfport).is_some()
-            && headers.get_all(&xfport).iter().count() == 1;
-        if !kept {
-            headers.insert(xfport, HeaderValue::from(self.client.port));
+        // A trusted proxy's X-Forwarded-Proto and -Port are kept when sent once (`Kept`).
+        let trusted = self.client.trusted;
+        let proto = HeaderValue::from_static(if self.https { "https" } else { "http" });
+        for (name, ours) in [
+            (X_FORWARDED_PROTO, proto),
+            (X_FORWARDED_PORT, HeaderValue::from(self.client.port)),
+        ] {
+            let name = HeaderName::from_static(name);
+            if !(trusted && headers.get_all(&name).iter().count() == 1) {
+                headers.insert(name, ours);
+            }
         }
         headers.remove(X_CLIENT_CERT_SUBJECT);
         if let Some(subject) = self
