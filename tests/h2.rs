@@ -1240,10 +1240,26 @@ async fn silent_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 /// logged once; other clients are served.
 #[tokio::test]
 async fn streams_reset_after_their_request_went_out_end_the_connection() {
+    streams_reset_after_their_request_went_out(false).await;
+}
+
+/// The same client, with a request answered here (no route: 503) sent beside each stream it
+/// resets: a stream no backend answered is no cover, or one cheap request per reset would keep
+/// the share at half for ever.
+#[tokio::test]
+async fn requests_answered_here_do_not_dilute_early_resets() {
+    streams_reset_after_their_request_went_out(true).await;
+}
+
+async fn streams_reset_after_their_request_went_out(dilute: bool) {
     let (backend, heads) = silent_backend().await;
     let (good, _) = mirror().await;
     let e = edge(
-        "h2-rapid-reset",
+        if dilute {
+            "h2-rapid-reset-diluted"
+        } else {
+            "h2-rapid-reset"
+        },
         vec![
             vhost_app("/s", "s.example.com", json!({}), backend.port()),
             vhost_app("/m", "m.example.com", json!({}), good.port()),
@@ -1252,6 +1268,8 @@ async fn streams_reset_after_their_request_went_out_end_the_connection() {
     )
     .await;
     let stream = TcpStream::connect(e.http).await.unwrap();
+    // Small frames written as they come, not held for an ACK.
+    stream.set_nodelay(true).unwrap();
     let (mut read, mut write) = stream.into_split();
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -1261,14 +1279,17 @@ async fn streams_reset_after_their_request_went_out_end_the_connection() {
     write.write_all(PREFACE_AND_SETTINGS).await.unwrap();
     // GET / on s.example.com, ending the stream: no body, so no upload place is involved.
     let head = b"\x82\x86\x84\x41\x0ds.example.com";
+    // GET / on a host no app serves.
+    let unrouted = b"\x82\x86\x84\x41\x10nope.example.com";
     let mut sent = 0;
     for i in 0..150u32 {
-        let id = 2 * i + 1;
-        if write
-            .write_all(&raw_frame(0x1, 0x5, id, head))
-            .await
-            .is_err()
-        {
+        let id = if dilute { 4 * i + 3 } else { 2 * i + 1 };
+        let mut requests = Vec::new();
+        if dilute {
+            requests.extend(raw_frame(0x1, 0x5, id - 2, unrouted));
+        }
+        requests.extend(raw_frame(0x1, 0x5, id, head));
+        if write.write_all(&requests).await.is_err() {
             break;
         }
         let reached = tokio::time::timeout(DEADLINE, async {

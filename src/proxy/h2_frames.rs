@@ -43,6 +43,21 @@ pub const BYTES_PER_CREDIT: usize = 1024;
 /// long-lived stream): a rate that costs nothing.
 pub const CREDIT_PER_SECOND: u32 = 100;
 
+/// Streams handed on as requests before a connection's early resets are judged.
+pub const RAPID_RESET_MIN_STREAMS: u32 = 100;
+
+/// The rapid-reset rule (CVE-2023-44487), one home for both HTTP/2 server codecs: a client
+/// that reset more than half of at least [`RAPID_RESET_MIN_STREAMS`] streams after they were
+/// handed on as requests and before their answer's head is abusive (each had the proxy start a
+/// backend request that was then thrown away; Envoy judges the same share over its
+/// `premature_reset_total_stream_count`). `opened` counts only streams that could cost a
+/// backend: a stream refused, answered 431, or answered here with no backend's answer (no
+/// route, 401, 403, a limit, none reachable) is taken back out, or a client could mix one such cheap stream
+/// with each reset and stay at half for free.
+pub fn rapid_reset(opened: u32, early_resets: u32) -> bool {
+    opened >= RAPID_RESET_MIN_STREAMS && u64::from(early_resets) * 2 > u64::from(opened)
+}
+
 /// What a flooding connection sent: the frame that found the budget spent, and how many
 /// control frames it had sent in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,7 +39,7 @@ pub enum Incident {
     /// streams holding a backend connection while their client still owed the body.
     UploadRefused,
     /// The connection ends (GOAWAY ENHANCE_YOUR_CALM): its client reset more than half of at
-    /// least `PREMATURE_RESET_MIN_STREAMS` streams after they were accepted and before their
+    /// `h2_frames::RAPID_RESET_MIN_STREAMS` streams after they were accepted and before their
     /// answer's head (the rapid reset that `MAX_PENDING_ACCEPT_RESETS` does not see). Carries
     /// the streams opened and those reset early.
     RapidReset {
@@ -100,12 +100,6 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 pub const MAX_UNFINISHED_UPLOADS: usize = 16;
 /// Streams a client opens and resets before they are accepted (rapid reset, CVE-2023-44487).
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
-/// Streams accepted on a connection before its early resets are judged: past half of them
-/// reset before their answer's head, the connection is abusive (rapid reset after acceptance:
-/// each such stream had the proxy start a backend request that was then thrown away, so a
-/// client with a few streams open at a time could keep hundreds of backend requests going).
-/// Envoy judges the same share over its `premature_reset_total_stream_count`.
-const PREMATURE_RESET_MIN_STREAMS: u32 = 100;
 /// Rounds of (streams, connection) polling in one wake before the task yields to the runtime.
 const ROUNDS_PER_POLL: usize = 32;
 /// How long a connection accepted just before a stop may take to open its first stream,
@@ -275,6 +269,9 @@ async fn exchange<H, F, B>(
         respond.send_reset(h2::Reason::REFUSED_STREAM);
         return;
     }
+    if parts.extensions.get::<AnsweredHere>().is_some() {
+        resets.answered_here();
+    }
     super::headers::strip_hop_by_hop(&mut parts.headers);
     let end = body.is_end_stream();
     if !end
@@ -420,7 +417,14 @@ fn room(send: &mut h2::SendStream<Bytes>, cx: &mut TaskContext<'_>) -> Poll<bool
 #[derive(Debug, Clone, Copy)]
 pub struct RefuseStream;
 
-/// A connection's streams accepted, and those its client reset before their answer's head.
+/// Marks a handler's answer as given here, no backend having answered (no route, 401, 403, a
+/// limit, no backend reachable): its stream does not count as opened against early resets
+/// (`h2_frames::rapid_reset`).
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredHere;
+
+/// A connection's streams accepted (less those answered here), and those its client reset
+/// before their answer's head.
 #[derive(Default)]
 struct EarlyResets {
     opened: AtomicU32,
@@ -428,13 +432,18 @@ struct EarlyResets {
 }
 
 impl EarlyResets {
-    /// `Some((opened, reset))` once more than half of at least `PREMATURE_RESET_MIN_STREAMS`
-    /// streams were reset early.
+    /// `Some((opened, reset))` once `h2_frames::rapid_reset` says the client is abusive.
     fn abusive(&self) -> Option<(u32, u32)> {
         let opened = self.opened.load(Ordering::Relaxed);
         let reset = self.reset.load(Ordering::Relaxed);
-        (opened >= PREMATURE_RESET_MIN_STREAMS && u64::from(reset) * 2 > u64::from(opened))
-            .then_some((opened, reset))
+        super::h2_frames::rapid_reset(opened, reset).then_some((opened, reset))
+    }
+
+    /// A stream counted as opened was answered here.
+    fn answered_here(&self) {
+        let _ = self
+            .opened
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 }
 

@@ -26,6 +26,7 @@ use super::access_log::{self, Logged};
 use super::errors::Answer;
 use super::exchange::{Attempts, Failure, Policy, is_idempotent};
 use super::h1_framing::Prefixed;
+use super::h2_server::AnsweredHere;
 use super::upstream::{ClientBody, ProxyBody, RequestBody, Tried, send};
 use super::{Context, headers};
 use crate::metrics::ServiceLabels;
@@ -275,6 +276,11 @@ async fn answer(
 ) -> Response<Logged> {
     let mut pending = access_log::Pending(None);
     let (mut response, upstream) = proxy(req, client, entry, ctx, &mut pending.0).await;
+    if upstream == Some(None) {
+        // No backend answered (none asked, or none reachable): an HTTP/2 stream answered so
+        // is no cover for early resets.
+        response.extensions_mut().insert(AnsweredHere);
+    }
     headers::add_date(response.headers_mut());
     let mut line = pending.0.take();
     if let (Some(line), Some(upstream)) = (&mut line, upstream) {

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 mod body;
 use super::streams::{Idle, IdleTurn, Inbox, Streams};
 use super::{
-    BodyError, Config, CutOff, CutOffBody, FIRST_REQUEST_GRACE, H2Body, Incident,
+    AnsweredHere, BodyError, Config, CutOff, CutOffBody, FIRST_REQUEST_GRACE, H2Body, Incident,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_LOCAL_ERROR_RESETS, ROUNDS_PER_POLL, RefuseStream,
     STREAM_WINDOW, Uploads, unwound,
 };
@@ -606,6 +606,7 @@ where
         report(Incident::UploadRefused);
         return Reason::REFUSED_STREAM;
     }
+    let answered_here = parts.extensions.get::<AnsweredHere>().is_some();
     super::super::headers::strip_hop_by_hop(&mut parts.headers);
     let end = body.is_end_stream();
     if !end
@@ -616,6 +617,9 @@ where
     }
     {
         let mut s = lock(shared);
+        if answered_here {
+            s.conn.answered_here(id);
+        }
         let fields = parts
             .headers
             .iter()

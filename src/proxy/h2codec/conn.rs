@@ -22,7 +22,7 @@ use super::frame::{self, ConnError, Frame, MAX_WINDOW, Reason, Settings};
 use super::hpack::{self, Outcome};
 
 mod head;
-use crate::proxy::h2_frames::{Budget, Flood};
+use crate::proxy::h2_frames::{self, Budget, Flood};
 use head::HeadCheck;
 pub use head::RequestHead;
 
@@ -63,8 +63,6 @@ impl Default for Config {
 /// few; a stream of (empty) CONTINUATIONs is a flood that costs us while holding the
 /// connection (CVE-2024-27316 and kin).
 pub const MAX_CONTINUATIONS: u32 = 16;
-/// Streams opened before early resets are judged (see [`Fault::RapidReset`]).
-pub const RAPID_RESET_MIN_STREAMS: u32 = 100;
 
 /// Why the connection ends; GOAWAY with [`Fault::reason`] is already in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +72,8 @@ pub enum Fault {
     Protocol(Reason),
     /// Control frames past the budget.
     Flood(Flood),
-    /// More than half of at least `RAPID_RESET_MIN_STREAMS` streams reset by the client after
-    /// we took them and before their answer's head: each had the proxy start a backend
-    /// request thrown away.
+    /// Streams reset by the client after we took them and before their answer's head, past
+    /// `h2_frames::rapid_reset`: each had the proxy start a backend request thrown away.
     RapidReset { opened: u32, reset: u32 },
     /// Not HTTP/2 at all (no preface): closed without GOAWAY.
     NoPreface,
@@ -428,8 +425,7 @@ impl Connection {
                 };
                 if !s.head_sent {
                     self.early_resets += 1;
-                    if self.opened >= RAPID_RESET_MIN_STREAMS && self.early_resets * 2 > self.opened
-                    {
+                    if h2_frames::rapid_reset(self.opened, self.early_resets) {
                         return Err(Fault::RapidReset {
                             opened: self.opened,
                             reset: self.early_resets,
@@ -924,6 +920,14 @@ impl Connection {
             self.send_reset(stream, reason);
             self.opened = self.opened.saturating_sub(1);
             self.local_resets += 1;
+        }
+    }
+
+    /// The request on `stream` was answered here, no backend having answered: like a stream
+    /// refused, it no longer counts as opened against early resets (`h2_frames::rapid_reset`).
+    pub fn answered_here(&mut self, stream: u32) {
+        if self.streams.contains_key(&stream) {
+            self.opened = self.opened.saturating_sub(1);
         }
     }
 

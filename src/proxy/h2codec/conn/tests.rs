@@ -3,6 +3,7 @@
 //! the right frame and code.
 
 use super::*;
+use crate::proxy::h2_frames::RAPID_RESET_MIN_STREAMS;
 use crate::proxy::h2codec::frame::{CONTINUATION, DATA, HEADERS, RST_STREAM, write_header};
 
 const GOAWAY: u8 = 0x7;
