@@ -263,6 +263,16 @@ async fn a_guarded_path_route_is_not_missed_by_spelling_the_path_otherwise() {
         "/admin/%2e%2e/x",
         "/admin//../x",
         "/%61dmin/..",
+        // Read as /admin by lenient decoders: escaped separators (some Tomcat setups, IIS,
+        // handwritten routers), overlong UTF-8 and `%u` escapes (old IIS), and Windows,
+        // which drops a segment's trailing dots.
+        "/%2fadmin",
+        "/x%2f..%2fadmin",
+        "/x%5c..%5cadmin/x",
+        "/x/%c0%ae%c0%ae/admin",
+        "/x/%u002e%u002e/admin",
+        "/x/.../admin",
+        "/x/..%2fadmin",
     ] {
         for head in [
             format!("GET {path} HTTP/1.1\r\nHost: corp.example.com"),
@@ -274,8 +284,14 @@ async fn a_guarded_path_route_is_not_missed_by_spelling_the_path_otherwise() {
             assert!(body.contains("ambiguous"), "{path}: {body}");
         }
     }
-    // Read otherwise only within the catch-all: served as sent.
+    // Read otherwise only within the catch-all, or only within the guarded route: served as
+    // sent.
     let (status, _, body) =
         request(http, "GET /site//x;v=1 HTTP/1.1\r\nHost: corp.example.com").await;
     assert_eq!((status, body.as_str()), (200, "site"));
+    let (status, _, body) =
+        request(http, "GET /site/a%2Fb. HTTP/1.1\r\nHost: corp.example.com").await;
+    assert_eq!((status, body.as_str()), (200, "site"));
+    let (status, _, body) = request(http, &with_credentials("/admin/a%2Fb")).await;
+    assert_eq!((status, body.as_str()), (200, "admin"));
 }

@@ -8,20 +8,29 @@
 //! chosen by any one reading, a path spelled for another would pass an `/admin` route that asks
 //! for credentials (`HAPROXY_{n}_AUTH`) on its way to the host's catch-all, or the reverse.
 //!
+//! Lenient servers go further: some decode escaped separators (`%2F`, `%5C`: Tomcat with
+//! `ALLOW_ENCODED_SLASH`, IIS, many handwritten routers), old IIS decodes overlong UTF-8 and
+//! `%u` escapes (`%c0%af`, `%u002e`), and Windows drops a segment's trailing dots (`/admin./x`
+//! is `/admin/x`).
+//!
 //! So, on a host whose routes depend on the path (`resolve`), a request is served only when
 //! every reading takes the route the path as sent takes; else it is refused as ambiguous (400).
-//! Dot segments in any spelling (`.`, `..`, `%2e%2e`, `..;x`, between `\`) are refused there
-//! outright: where they move a path depends on the order a backend decodes and resolves in,
-//! more orders than are worth listing, and browsers resolve them before they send. Escapes of
-//! reserved characters (`%2F`, `%3B`) stay encoded in every reading: decoding them changes what
-//! the path means. Case is not a reading: a backend that matches without case needs `-i` on the
-//! guarded route.
+//! Dot segments in any spelling (`.`, `..`, `...`, `%2e%2e`, `%c0%ae`, `..;x`, between `\`,
+//! `%2F` or `%5C`) are refused there outright: where they move a path depends on the order a
+//! backend decodes and resolves in, more orders than are worth listing, and browsers resolve
+//! them before they send. Other escapes of reserved characters (`%3B`, `%25`) stay encoded in
+//! every reading, and no reading decodes twice. Case is not a reading: a backend that matches
+//! without case needs `-i` on the guarded route.
 
 /// How a path may read otherwise than as sent ([`read`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reading {
     /// It has a dot segment in some spelling: refused where routes depend on the path.
     DotSegments,
+    /// More than [`MAX_STEPS_AT_ONCE`] kinds of marks, or longer than [`MAX_READ_PATH`]:
+    /// refused where routes depend on the path, as reading it every way would cost too many
+    /// passes over it.
+    Tangled,
     /// The other paths backends may read it as (each step below, alone and together).
     Paths(Vec<String>),
 }
@@ -39,45 +48,34 @@ pub fn read(path: &str) -> Option<Reading> {
     if !reads_otherwise(path.as_bytes()) {
         return None;
     }
+    if path.len() > MAX_READ_PATH {
+        return Some(Reading::Tangled);
+    }
     let decoded = decode_unreserved(path.as_bytes());
-    if has_dot_segment(&decoded) {
+    // Everything any reading decodes: where dot segments are looked for.
+    let lenient = decode_lenient(&decoded);
+    if has_dot_segment(&lenient) {
         return Some(Reading::DotSegments);
     }
-    // The steps that can change this path (one that cannot would only repeat a reading).
+    // The steps that can change this path (one that cannot would only repeat a reading), each
+    // judged on the path with everything decoded, of which every step's input is a part.
     let separator = |b: &u8| *b == b'/' || *b == b'\\';
     let applicable = u8::from(decoded != path.as_bytes())
-        | u8::from(path.contains('\\')) << 1
-        | u8::from(path.as_bytes().iter().take(2).all(separator) && path.len() >= 2) << 2
+        | u8::from(lenient.contains(&b'\\')) << 1
+        | u8::from(lenient.iter().take(2).all(separator) && lenient.len() >= 2) << 2
         | u8::from(path.contains(';')) << 3
         // Dropping parameters can leave `//` behind (`/;/admin`).
-        | u8::from(path.contains(';') || path.as_bytes().windows(2).any(|w| w.iter().all(separator)))
-            << 4;
-    // Every combination of them, in the order a parser would take them (decoding,
-    // separators, host, parameters, merging); the path as sent is not among them.
+        | u8::from(path.contains(';') || lenient.windows(2).any(|w| w.iter().all(separator)))
+            << 4
+        | u8::from(lenient != decoded) << 5
+        | u8::from(has_trailing_dot(&lenient)) << 6;
+    if applicable.count_ones() > MAX_STEPS_AT_ONCE {
+        return Some(Reading::Tangled);
+    }
+    // Every combination of them (at most 15); the path as sent is not among them.
     let mut readings: Vec<String> = Vec::new();
-    for steps in (1u8..32).filter(|steps| steps & !applicable == 0) {
-        let mut bytes = if steps & 1 != 0 {
-            decoded.clone()
-        } else {
-            path.as_bytes().to_vec()
-        };
-        if steps & 2 != 0 {
-            for b in &mut bytes {
-                if *b == b'\\' {
-                    *b = b'/';
-                }
-            }
-        }
-        if steps & 4 != 0 {
-            bytes = without_host(&bytes).to_vec();
-        }
-        if steps & 8 != 0 {
-            bytes = without_parameters(&bytes);
-        }
-        if steps & 16 != 0 {
-            bytes = merged(&bytes);
-        }
-        let reading = String::from_utf8(bytes)
+    for steps in (1u8..STEPS).filter(|steps| steps & !applicable == 0) {
+        let reading = String::from_utf8(apply(path.as_bytes(), &decoded, steps))
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         if reading != path && !readings.contains(&reading) {
             readings.push(reading);
@@ -86,20 +84,100 @@ pub fn read(path: &str) -> Option<Reading> {
     Some(Reading::Paths(readings))
 }
 
+/// The most kinds of marks (steps that can change it) a path is read with: four make 15
+/// readings, seven would make 127, each a few passes over a path of up to the head's size,
+/// a cost a client could ask for with every request. Real paths carry one or two kinds (an
+/// escape, a `;jsessionid`, a `//`).
+pub const MAX_STEPS_AT_ONCE: u32 = 4;
+
+/// The longest path that may read otherwise that is read (each reading is a few passes over
+/// it); longer ones are refused where routes depend on the path. Common servers refuse a
+/// request line past 8 KiB anyway (Apache's `LimitRequestLine`, nginx's default buffers).
+pub const MAX_READ_PATH: usize = 8 * 1024;
+
+/// One past the last combination of the seven steps [`apply`] takes.
+const STEPS: u8 = 1 << 7;
+
+/// `path` read with `steps`, in the order a parser would take them (bits: 1 unreserved escapes
+/// decoded, 32 escaped separators and overlong forms decoded, 2 `\` as `/`, 4 a leading
+/// `//name` taken as a host, 8 parameters dropped, 16 `//` merged, 64 segments' trailing dots
+/// dropped); `decoded` is `decode_unreserved(path)`.
+fn apply(path: &[u8], decoded: &[u8], steps: u8) -> Vec<u8> {
+    let mut bytes = if steps & 1 != 0 {
+        decoded.to_vec()
+    } else {
+        path.to_vec()
+    };
+    if steps & 32 != 0 {
+        bytes = decode_lenient(&bytes);
+    }
+    if steps & 2 != 0 {
+        for b in &mut bytes {
+            if *b == b'\\' {
+                *b = b'/';
+            }
+        }
+    }
+    if steps & 4 != 0 {
+        bytes = without_host(&bytes).to_vec();
+    }
+    if steps & 8 != 0 {
+        bytes = without_parameters(&bytes);
+    }
+    if steps & 16 != 0 {
+        bytes = merged(&bytes);
+    }
+    if steps & 64 != 0 {
+        bytes = without_trailing_dots(&bytes);
+    }
+    bytes
+}
+
 fn reads_otherwise(path: &[u8]) -> bool {
     path.iter().enumerate().any(|(i, &b)| {
         matches!(b, b'%' | b'\\' | b';')
             || (b == b'/' && matches!(path.get(i + 1), Some(b'/')))
-            || (b == b'.' && (i == 0 || matches!(path[i - 1], b'/' | b'\\')))
+            || (b == b'.'
+                && (i == 0
+                    || matches!(path[i - 1], b'/' | b'\\')
+                    || matches!(path.get(i + 1), None | Some(b'/'))))
     })
 }
 
-/// Whether a segment (between `/` or `\`, its `;` parameters aside) is `.` or `..`.
+/// Segments' names: between `/` or `\`, their `;` parameters aside.
+fn names(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&b| b == b'/' || b == b'\\')
+        .map(|segment| segment.split(|&b| b == b';').next().unwrap_or_default())
+}
+
+/// Whether a segment's name is dots only (`.`, `..`, and `...`, which Windows reads as `..`
+/// once trailing dots go).
 fn has_dot_segment(decoded: &[u8]) -> bool {
+    names(decoded).any(|name| !name.is_empty() && name.iter().all(|&b| b == b'.'))
+}
+
+/// Whether a segment, or its name once parameters are dropped, ends with a dot (Windows
+/// drops it).
+fn has_trailing_dot(decoded: &[u8]) -> bool {
     decoded
         .split(|&b| b == b'/' || b == b'\\')
-        .map(|segment| segment.split(|&b| b == b';').next().unwrap_or_default())
-        .any(|name| name == b"." || name == b"..")
+        .any(|segment| segment.last() == Some(&b'.'))
+        || names(decoded).any(|name| name.last() == Some(&b'.'))
+}
+
+/// Each segment's trailing dots dropped, as Windows drops them (`/admin./x` is `/admin/x`).
+fn without_trailing_dots(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for segment in path.split_inclusive(|&b| b == b'/' || b == b'\\') {
+        let (name, separator) = match segment.split_last() {
+            Some((&last, name)) if last == b'/' || last == b'\\' => (name, Some(last)),
+            _ => (segment, None),
+        };
+        let kept = name.len() - name.iter().rev().take_while(|&&b| b == b'.').count();
+        out.extend_from_slice(&name[..kept]);
+        out.extend(separator);
+    }
+    out
 }
 
 /// A leading `//name` (or `\\name` once read as `//`) taken as a host, as URL parsers take it:
@@ -173,6 +251,57 @@ fn decode_unreserved(path: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Escapes lenient decoders take for `/`, `\` and `.`: escaped separators, overlong UTF-8
+/// (each character's 2-, 3- and 4-byte forms) and IIS's `%u` escapes. Matched without case.
+const LENIENT: [(&[u8], u8); 15] = [
+    (b"%2f", b'/'),
+    (b"%5c", b'\\'),
+    (b"%c0%af", b'/'),
+    (b"%e0%80%af", b'/'),
+    (b"%f0%80%80%af", b'/'),
+    (b"%c1%9c", b'\\'),
+    (b"%e0%81%9c", b'\\'),
+    (b"%f0%80%81%9c", b'\\'),
+    (b"%c0%ae", b'.'),
+    (b"%e0%80%ae", b'.'),
+    (b"%f0%80%80%ae", b'.'),
+    (b"%u002f", b'/'),
+    (b"%u005c", b'\\'),
+    (b"%u002e", b'.'),
+    (b"%u2215", b'/'),
+];
+
+/// The escapes in [`LENIENT`] decoded, the rest kept as they are.
+fn decode_lenient(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    'bytes: while i < path.len() {
+        // Every escape in the list starts `%2`, `%5`, `%c`, `%e`, `%f` or `%u`.
+        if path[i] == b'%'
+            && path.get(i + 1).is_some_and(|b| {
+                matches!(
+                    b.to_ascii_lowercase(),
+                    b'2' | b'5' | b'c' | b'e' | b'f' | b'u'
+                )
+            })
+        {
+            for (escape, b) in LENIENT {
+                if path
+                    .get(i..i + escape.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(escape))
+                {
+                    out.push(b);
+                    i += escape.len();
+                    continue 'bytes;
+                }
+            }
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +328,15 @@ mod tests {
             "/admin//..",
             "/%61dmin/..",
             "..",
+            // Between escaped separators, in overlong forms, as `%u` escapes, and Windows' `...`.
+            "/x%2f..%2fadmin",
+            "/x%5C..%5Cadmin",
+            "/x%c0%af..%c0%afadmin",
+            "/x/%c0%ae%c0%ae/admin",
+            "/x/%E0%80%AE./admin",
+            "/x/%u002e%u002e/admin",
+            "/x/.../admin",
+            "/x/..%2fadmin",
         ] {
             assert_eq!(read(path), Some(Reading::DotSegments), "{path}");
         }
@@ -217,10 +355,33 @@ mod tests {
         assert!(paths("/;/admin/secret").contains(&"/admin/secret".to_string()));
         // Together: decoded, parameters dropped, slashes merged.
         assert!(paths("/%61dmin;x//y").contains(&"/admin/y".to_string()));
-        // Reserved escapes stay.
-        assert_eq!(paths("/%2Fadmin"), Vec::<String>::new());
+        // Escaped separators, for lenient decoders.
+        assert!(paths("/%2Fadmin").contains(&"/admin".to_string()));
+        assert!(paths("/%5cadmin/x").contains(&"/admin/x".to_string()));
+        assert!(paths("/x%c0%afadmin").contains(&"/x/admin".to_string()));
+        assert!(paths("/x%u2215admin").contains(&"/x/admin".to_string()));
+        // Windows drops a segment's trailing dots.
+        assert!(paths("/api./admin").contains(&"/api/admin".to_string()));
+        assert!(paths("/admin.").contains(&"/admin".to_string()));
+        // Other reserved escapes stay, and nothing is decoded twice.
         assert_eq!(paths("/a%20b"), Vec::<String>::new());
         assert_eq!(paths("/100%"), Vec::<String>::new());
+        assert_eq!(paths("/%252fadmin"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_long_path_that_may_read_otherwise_is_tangled() {
+        let long = format!("/%61{}", "b".repeat(MAX_READ_PATH));
+        assert_eq!(read(&long), Some(Reading::Tangled));
+        // Without marks, any length reads as sent.
+        assert_eq!(read(&long.replace("%61", "a")), None);
+    }
+
+    #[test]
+    fn a_path_with_more_than_four_kinds_of_marks_is_tangled() {
+        // Escapes, a backslash, parameters, `//`, a trailing dot.
+        assert_eq!(read("/%61\\b;x//c./d"), Some(Reading::Tangled));
+        assert!(matches!(read("/%61\\b;x//c/d"), Some(Reading::Paths(_))));
     }
 
     #[test]
@@ -232,6 +393,7 @@ mod tests {
             "/file.txt",
             "/a.b/c..d",
             "/é",
+            "/v1.2/x",
         ] {
             assert_eq!(read(plain), None, "{plain}");
         }
@@ -244,7 +406,8 @@ mod tests {
     fn any_path() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         let token = proptest::sample::select(vec![
-            "a", "b", ".", "..", "%61", "%2e", "%2E", "%2F", "%20", "~", "%7e", "\\", ";", ";x=1",
+            "a", "b", ".", "..", "%61", "%2e", "%2E", "%2F", "%5c", "%c0%ae", "%u002f", "%20", "~",
+            "%7e", "\\", ";", ";x=1", "a.",
         ]);
         let segment = proptest::collection::vec(token, 0..3).prop_map(|t| t.concat());
         proptest::collection::vec(segment, 0..8).prop_map(|s| format!("/{}", s.join("/")))
@@ -267,7 +430,7 @@ mod tests {
         }
 
         /// Only the steps that can change a path are combined: the readings are those of
-        /// every combination of all five steps.
+        /// every combination of all seven steps.
         #[test]
         fn skipped_steps_lose_no_reading(path in any_path()) {
             let Some(Reading::Paths(mut readings)) = read(&path) else {
@@ -275,21 +438,9 @@ mod tests {
             };
             let decoded = decode_unreserved(path.as_bytes());
             let mut all: Vec<String> = Vec::new();
-            for steps in 1u8..32 {
-                let mut bytes = if steps & 1 != 0 { decoded.clone() } else { path.as_bytes().to_vec() };
-                if steps & 2 != 0 {
-                    bytes = bytes.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect();
-                }
-                if steps & 4 != 0 {
-                    bytes = without_host(&bytes).to_vec();
-                }
-                if steps & 8 != 0 {
-                    bytes = without_parameters(&bytes);
-                }
-                if steps & 16 != 0 {
-                    bytes = merged(&bytes);
-                }
-                let reading = String::from_utf8_lossy(&bytes).into_owned();
+            for steps in 1u8..STEPS {
+                let reading = String::from_utf8_lossy(&apply(path.as_bytes(), &decoded, steps))
+                    .into_owned();
                 if reading != path && !all.contains(&reading) {
                     all.push(reading);
                 }

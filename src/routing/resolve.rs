@@ -82,7 +82,7 @@ impl RoutingTable {
                     && let Some(reading) = super::request_path::read(request.path)
                 {
                     let agree = match reading {
-                        Reading::DotSegments => false,
+                        Reading::DotSegments | Reading::Tangled => false,
                         Reading::Paths(paths) => paths.iter().all(|p| route(p) == routed),
                     };
                     if !agree {
