@@ -242,7 +242,7 @@ impl Exchange<'_> {
         };
         let sent = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.policy.response;
-        let mut rbuf = BytesMut::with_capacity(RESPONSE_CHUNK);
+        let mut rbuf = super::buffers::response_read(RESPONSE_CHUNK);
         loop {
             if !rbuf.is_empty() {
                 match parse_head(&mut rbuf, self.head_only).map_err(Sent::Failed)? {
@@ -500,7 +500,8 @@ impl RawBody {
         body
     }
 
-    /// The body ended: the socket back to the pool when it is clean, the slot freed.
+    /// The body ended: the socket back to the pool when it is clean, the buffer to the
+    /// worker's, the slot freed.
     fn finish(&mut self) {
         self.framing = Framing::Done;
         if let Some(io) = self.io.take()
@@ -508,6 +509,7 @@ impl RawBody {
             && self.buf.is_empty()
         {
             self.pools.checkin_raw(&self.state, io);
+            super::buffers::response_done(std::mem::take(&mut self.buf));
         }
         self.slot = None;
     }

@@ -30,7 +30,7 @@ use super::{
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_LOCAL_ERROR_RESETS, ROUNDS_PER_POLL, RefuseStream,
     STREAM_WINDOW, Uploads, unwound,
 };
-use crate::proxy::h2codec::conn::{self as codec, Connection, Event, Fault, RequestHead};
+use crate::proxy::h2codec::conn::{self as codec, Connection, Event, Fault, SharedHead};
 use crate::proxy::h2codec::frame::Reason;
 pub(super) use body::CodecBody;
 
@@ -435,7 +435,7 @@ where
                 stream,
                 head,
                 end_stream,
-            } => match request(&head) {
+            } => match request(head.into_shared()) {
                 Some(req) => {
                     opened = true;
                     s.streams.insert(
@@ -474,7 +474,7 @@ where
                 _ => s.conn.release(stream, data.len()),
             },
             Event::Trailers { stream, head } => {
-                let trailers = fields(&head);
+                let trailers = fields(&head.into_shared());
                 if trailers.is_none() {
                     // Fields the codec took but `http` refuses: malformed, as a head would be.
                     s.conn.reset(stream, Reason::PROTOCOL_ERROR);
@@ -514,12 +514,13 @@ where
 }
 
 /// The request as the proxy's handler takes it, as the `h2` crate made it (an absolute URI
-/// when `:authority` came); `None` when it cannot be one (malformed: PROTOCOL_ERROR).
-fn request(head: &RequestHead) -> Option<Request<()>> {
+/// when `:authority` came); `None` when it cannot be one (malformed: PROTOCOL_ERROR). The
+/// target and the field values are slices of the head's one buffer.
+fn request(head: SharedHead) -> Option<Request<()>> {
     let method = http::Method::from_bytes(head.method()).ok()?;
     let mut parts = uri::Parts::default();
     if let Some(authority) = head.authority() {
-        parts.authority = Some(uri::Authority::try_from(authority).ok()?);
+        parts.authority = Some(uri::Authority::from_maybe_shared(authority).ok()?);
     }
     if let Some(scheme) = head.scheme() {
         let scheme = uri::Scheme::try_from(scheme).ok()?;
@@ -529,24 +530,24 @@ fn request(head: &RequestHead) -> Option<Request<()>> {
         }
     }
     if let Some(path) = head.path() {
-        parts.path_and_query = Some(uri::PathAndQuery::try_from(path).ok()?);
+        parts.path_and_query = Some(uri::PathAndQuery::from_maybe_shared(path).ok()?);
     }
     let uri = uri::Uri::from_parts(parts).ok()?;
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_2;
-    *req.headers_mut() = fields(head)?;
+    *req.headers_mut() = fields(&head)?;
     Some(req)
 }
 
 /// A head's regular fields as a `HeaderMap` (the codec checked the names; values are held to
 /// `http`'s rules too).
-fn fields(head: &RequestHead) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(head.fields().count());
+fn fields(head: &SharedHead) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(head.field_count());
     for (name, value) in head.fields() {
         let name = HeaderName::from_bytes(name).ok()?;
-        let value = HeaderValue::from_bytes(value).ok()?;
+        let value = HeaderValue::from_maybe_shared(value).ok()?;
         map.append(name, value);
     }
     Some(map)

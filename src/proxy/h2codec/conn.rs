@@ -24,7 +24,7 @@ use super::hpack::{self, Outcome};
 mod head;
 use crate::proxy::h2_frames::{self, Budget, Flood};
 use head::HeadCheck;
-pub use head::RequestHead;
+pub use head::{RequestHead, SharedHead};
 
 /// What the connection is held to (the values we advertise in our SETTINGS).
 #[derive(Debug, Clone)]

@@ -406,10 +406,17 @@ pub fn parse(h: Header, payload: &[u8]) -> Result<Frame<'_>, ConnError> {
 
 /// Appends a frame header.
 pub fn write_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
+    out.extend_from_slice(&header(len, kind, flags, stream));
+}
+
+/// A frame header's 9 bytes.
+fn header(len: usize, kind: u8, flags: u8, stream: u32) -> [u8; HEADER_LEN] {
     debug_assert!(len <= MAX_MAX_FRAME_SIZE as usize);
     let len = (len as u32).to_be_bytes();
-    out.extend_from_slice(&[len[1], len[2], len[3], kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
+    let stream = stream.to_be_bytes();
+    [
+        len[1], len[2], len[3], kind, flags, stream[0], stream[1], stream[2], stream[3],
+    ]
 }
 
 /// A DATA frame's header: its `len` bytes of data follow (written by the caller, often from
@@ -444,14 +451,7 @@ pub fn finish_headers(
     let block_len = out.len() - at - HEADER_LEN;
     let end_stream = if end_stream { END_STREAM } else { 0 };
     if block_len <= max {
-        let mut head = Vec::with_capacity(HEADER_LEN);
-        write_header(
-            &mut head,
-            block_len,
-            HEADERS,
-            end_stream | END_HEADERS,
-            stream,
-        );
+        let head = header(block_len, HEADERS, end_stream | END_HEADERS, stream);
         out[at..at + HEADER_LEN].copy_from_slice(&head);
         return;
     }

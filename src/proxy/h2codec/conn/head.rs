@@ -4,6 +4,8 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use super::super::frame::Reason;
 use super::super::hpack;
 
@@ -41,10 +43,50 @@ impl RequestHead {
             .map(|(n, v)| (&self.bytes[n.clone()], &self.bytes[v.clone()]))
     }
 
+    /// The head with its bytes in one shared buffer: what outlives the head (the target,
+    /// field values) is taken as slices of it, not copied one by one.
+    pub fn into_shared(mut self) -> SharedHead {
+        let bytes = Bytes::from(std::mem::take(&mut self.bytes));
+        SharedHead { bytes, head: self }
+    }
+
     fn push(&mut self, b: &[u8]) -> Range<usize> {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(b);
         start..self.bytes.len()
+    }
+}
+
+/// A [`RequestHead`] whose bytes are shared ([`RequestHead::into_shared`]).
+pub struct SharedHead {
+    bytes: Bytes,
+    /// The spans; its own buffer is empty.
+    head: RequestHead,
+}
+
+impl SharedHead {
+    pub fn method(&self) -> &[u8] {
+        &self.bytes[self.head.method.clone()]
+    }
+    pub fn scheme(&self) -> Option<&[u8]> {
+        self.head.scheme.clone().map(|r| &self.bytes[r])
+    }
+    pub fn authority(&self) -> Option<Bytes> {
+        self.head.authority.clone().map(|r| self.bytes.slice(r))
+    }
+    pub fn path(&self) -> Option<Bytes> {
+        self.head.path.clone().map(|r| self.bytes.slice(r))
+    }
+    /// How many regular fields there are.
+    pub fn field_count(&self) -> usize {
+        self.head.fields.len()
+    }
+    /// The regular fields, in the client's order: each name, and its value as a slice.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
+        self.head
+            .fields
+            .iter()
+            .map(|(n, v)| (&self.bytes[n.clone()], self.bytes.slice(v.clone())))
     }
 }
 
