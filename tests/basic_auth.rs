@@ -265,7 +265,9 @@ async fn a_guarded_path_route_is_not_missed_by_spelling_the_path_otherwise() {
         "/%61dmin/..",
         // Read as /admin by lenient decoders: escaped separators (some Tomcat setups, IIS,
         // handwritten routers), overlong UTF-8 and `%u` escapes (old IIS), and Windows,
-        // which drops a segment's trailing dots.
+        // which drops a segment's trailing dots; any run of separators before a host name
+        // (WHATWG URL parsers), `%u` and overlong forms of letters, and ASP.NET's cookieless
+        // segments.
         "/%2fadmin",
         "/x%2f..%2fadmin",
         "/x%5c..%5cadmin/x",
@@ -273,6 +275,10 @@ async fn a_guarded_path_route_is_not_missed_by_spelling_the_path_otherwise() {
         "/x/%u002e%u002e/admin",
         "/x/.../admin",
         "/x/..%2fadmin",
+        "///x/admin",
+        "/%u0061dmin",
+        "/%c1%a1dmin/x",
+        "/(S(abc))/admin/x",
     ] {
         for head in [
             format!("GET {path} HTTP/1.1\r\nHost: corp.example.com"),

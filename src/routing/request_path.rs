@@ -10,8 +10,9 @@
 //!
 //! Lenient servers go further: some decode escaped separators (`%2F`, `%5C`: Tomcat with
 //! `ALLOW_ENCODED_SLASH`, IIS, many handwritten routers), old IIS decodes overlong UTF-8 and
-//! `%u` escapes (`%c0%af`, `%u002e`), and Windows drops a segment's trailing dots (`/admin./x`
-//! is `/admin/x`).
+//! `%u` escapes of any ASCII character (`%c0%af`, `%u0061`) and drops ASP.NET's cookieless
+//! segments (`/(S(x))/admin`), and Windows drops a segment's trailing dots (`/admin./x` is
+//! `/admin/x`).
 //!
 //! So, on a host whose routes depend on the path (`resolve`), a request is served only when
 //! every reading takes the route the path as sent takes; else it is refused as ambiguous (400).
@@ -60,21 +61,22 @@ pub fn read(path: &str) -> Option<Reading> {
     // The steps that can change this path (one that cannot would only repeat a reading), each
     // judged on the path with everything decoded, of which every step's input is a part.
     let separator = |b: &u8| *b == b'/' || *b == b'\\';
-    let applicable = u8::from(decoded != path.as_bytes())
-        | u8::from(lenient.contains(&b'\\')) << 1
-        | u8::from(lenient.iter().take(2).all(separator) && lenient.len() >= 2) << 2
-        | u8::from(path.contains(';')) << 3
+    let applicable = u16::from(decoded != path.as_bytes())
+        | u16::from(lenient.contains(&b'\\')) << 1
+        | u16::from(lenient.iter().take(2).all(separator) && lenient.len() >= 2) << 2
+        | u16::from(path.contains(';')) << 3
         // Dropping parameters can leave `//` behind (`/;/admin`).
-        | u8::from(path.contains(';') || lenient.windows(2).any(|w| w.iter().all(separator)))
+        | u16::from(path.contains(';') || lenient.windows(2).any(|w| w.iter().all(separator)))
             << 4
-        | u8::from(lenient != decoded) << 5
-        | u8::from(has_trailing_dot(&lenient)) << 6;
+        | u16::from(lenient != decoded) << 5
+        | u16::from(has_trailing_dot(&lenient)) << 6
+        | u16::from(lenient.split(separator).any(may_be_cookieless)) << 7;
     if applicable.count_ones() > MAX_STEPS_AT_ONCE {
         return Some(Reading::Tangled);
     }
     // Every combination of them (at most 15); the path as sent is not among them.
     let mut readings: Vec<String> = Vec::new();
-    for steps in (1u8..STEPS).filter(|steps| steps & !applicable == 0) {
+    for steps in (1u16..STEPS).filter(|steps| steps & !applicable == 0) {
         let reading = String::from_utf8(apply(path.as_bytes(), &decoded, steps))
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         if reading != path && !readings.contains(&reading) {
@@ -95,14 +97,15 @@ pub const MAX_STEPS_AT_ONCE: u32 = 4;
 /// request line past 8 KiB anyway (Apache's `LimitRequestLine`, nginx's default buffers).
 pub const MAX_READ_PATH: usize = 8 * 1024;
 
-/// One past the last combination of the seven steps [`apply`] takes.
-const STEPS: u8 = 1 << 7;
+/// One past the last combination of the eight steps [`apply`] takes.
+const STEPS: u16 = 1 << 8;
 
 /// `path` read with `steps`, in the order a parser would take them (bits: 1 unreserved escapes
-/// decoded, 32 escaped separators and overlong forms decoded, 2 `\` as `/`, 4 a leading
-/// `//name` taken as a host, 8 parameters dropped, 16 `//` merged, 64 segments' trailing dots
-/// dropped); `decoded` is `decode_unreserved(path)`.
-fn apply(path: &[u8], decoded: &[u8], steps: u8) -> Vec<u8> {
+/// decoded, 32 escaped separators, overlong forms and `%u` escapes decoded, 2 `\` as `/`, 4 a
+/// leading `//name` taken as a host, 8 parameters dropped, 16 `//` merged, 64 segments'
+/// trailing dots dropped, 128 ASP.NET's cookieless segments dropped); `decoded` is
+/// `decode_unreserved(path)`.
+fn apply(path: &[u8], decoded: &[u8], steps: u16) -> Vec<u8> {
     let mut bytes = if steps & 1 != 0 {
         decoded.to_vec()
     } else {
@@ -119,7 +122,7 @@ fn apply(path: &[u8], decoded: &[u8], steps: u8) -> Vec<u8> {
         }
     }
     if steps & 4 != 0 {
-        bytes = without_host(&bytes).to_vec();
+        bytes = without_host(&bytes);
     }
     if steps & 8 != 0 {
         bytes = without_parameters(&bytes);
@@ -130,12 +133,15 @@ fn apply(path: &[u8], decoded: &[u8], steps: u8) -> Vec<u8> {
     if steps & 64 != 0 {
         bytes = without_trailing_dots(&bytes);
     }
+    if steps & 128 != 0 {
+        bytes = without_cookieless(&bytes);
+    }
     bytes
 }
 
 fn reads_otherwise(path: &[u8]) -> bool {
     path.iter().enumerate().any(|(i, &b)| {
-        matches!(b, b'%' | b'\\' | b';')
+        matches!(b, b'%' | b'\\' | b';' | b'(')
             || (b == b'/' && matches!(path.get(i + 1), Some(b'/')))
             || (b == b'.'
                 && (i == 0
@@ -180,16 +186,59 @@ fn without_trailing_dots(path: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A leading `//name` (or `\\name` once read as `//`) taken as a host, as URL parsers take it:
-/// what follows it, from its next `/`.
-fn without_host(path: &[u8]) -> &[u8] {
-    match path.strip_prefix(b"//") {
-        Some(rest) => rest
-            .iter()
-            .position(|&b| b == b'/')
-            .map_or(&b"/"[..], |at| &rest[at..]),
-        None => path,
+/// A leading `//name` taken as a host, as URL parsers take it (WHATWG's: any run of `/` and
+/// `\` before the name, `///x/admin` is host `x`): what follows the name, from its next
+/// separator.
+fn without_host(path: &[u8]) -> Vec<u8> {
+    let separator = |b: &u8| *b == b'/' || *b == b'\\';
+    if path.len() < 2 || !path[..2].iter().all(separator) {
+        return path.to_vec();
     }
+    let name = path
+        .iter()
+        .position(|b| !separator(b))
+        .unwrap_or(path.len());
+    let rest = &path[name..];
+    let mut out = b"/".to_vec();
+    if let Some(at) = rest.iter().position(separator) {
+        out.extend_from_slice(&rest[at + 1..]);
+    }
+    out
+}
+
+/// Whether a segment is ASP.NET's cookieless state, `(S(…))` and kin, which IIS drops from the
+/// path before anything reads it.
+fn cookieless(segment: &[u8]) -> bool {
+    segment.len() >= 5
+        && segment[0] == b'('
+        && segment[1].is_ascii_alphabetic()
+        && segment[2] == b'('
+        && segment.ends_with(b"))")
+}
+
+/// Whether a segment may be [`cookieless`] once other steps are taken (its parameters or
+/// trailing dots dropped).
+fn may_be_cookieless(segment: &[u8]) -> bool {
+    segment.len() >= 5
+        && segment[0] == b'('
+        && segment[1].is_ascii_alphabetic()
+        && segment[2] == b'('
+        && segment.windows(2).any(|w| w == b"))")
+}
+
+/// The cookieless segments dropped (`/(S(x))/admin` is `/admin`).
+fn without_cookieless(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for segment in path.split_inclusive(|&b| b == b'/' || b == b'\\') {
+        let name = match segment.split_last() {
+            Some((&last, name)) if last == b'/' || last == b'\\' => name,
+            _ => segment,
+        };
+        if !cookieless(name) {
+            out.extend_from_slice(segment);
+        }
+    }
+    out
 }
 
 /// Each segment's `;` parameters dropped.
@@ -251,50 +300,57 @@ fn decode_unreserved(path: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Escapes lenient decoders take for `/`, `\` and `.`: escaped separators, overlong UTF-8
-/// (each character's 2-, 3- and 4-byte forms) and IIS's `%u` escapes. Matched without case.
-const LENIENT: [(&[u8], u8); 15] = [
-    (b"%2f", b'/'),
-    (b"%5c", b'\\'),
-    (b"%c0%af", b'/'),
-    (b"%e0%80%af", b'/'),
-    (b"%f0%80%80%af", b'/'),
-    (b"%c1%9c", b'\\'),
-    (b"%e0%81%9c", b'\\'),
-    (b"%f0%80%81%9c", b'\\'),
-    (b"%c0%ae", b'.'),
-    (b"%e0%80%ae", b'.'),
-    (b"%f0%80%80%ae", b'.'),
-    (b"%u002f", b'/'),
-    (b"%u005c", b'\\'),
-    (b"%u002e", b'.'),
-    (b"%u2215", b'/'),
-];
+/// The escape at the front of `at` (which starts with `%`) as lenient decoders take it, and
+/// its length: `%2F` and `%5C` (escaped separators), an overlong UTF-8 form of any ASCII
+/// character (`%c0%af`, `%e0%80%ae`: 2, 3 or 4 bytes), or IIS's `%uXXXX` for an ASCII
+/// character (and `%u2215`, a division slash IIS reads as `/`).
+fn lenient_escape(at: &[u8]) -> Option<(u8, usize)> {
+    let byte = |i: usize| -> Option<u8> {
+        match at.get(i * 3..i * 3 + 3)? {
+            [b'%', hi, lo] => Some(hex(*hi)? << 4 | hex(*lo)?),
+            _ => None,
+        }
+    };
+    let continuation = |i: usize| {
+        byte(i)
+            .filter(|b| b & 0xc0 == 0x80)
+            .map(|b| u32::from(b & 0x3f))
+    };
+    if at.get(1).is_some_and(|b| b.eq_ignore_ascii_case(&b'u')) {
+        let digits = at.get(2..6)?;
+        let value = digits
+            .iter()
+            .try_fold(0u32, |v, &b| Some(v << 4 | u32::from(hex(b)?)))?;
+        return match value {
+            0..0x80 => Some((value as u8, 6)),
+            0x2215 => Some((b'/', 6)),
+            _ => None,
+        };
+    }
+    let (value, len) = match byte(0)? {
+        b @ (b'/' | b'\\') => return Some((b, 3)),
+        b @ (0xc0 | 0xc1) => (u32::from(b & 0x1f) << 6 | continuation(1)?, 6),
+        0xe0 => (continuation(1)? << 6 | continuation(2)?, 9),
+        0xf0 => (
+            continuation(1)? << 12 | continuation(2)? << 6 | continuation(3)?,
+            12,
+        ),
+        _ => return None,
+    };
+    (value < 0x80).then_some((value as u8, len))
+}
 
-/// The escapes in [`LENIENT`] decoded, the rest kept as they are.
+/// The escapes [`lenient_escape`] takes decoded, the rest kept as they are.
 fn decode_lenient(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
-    'bytes: while i < path.len() {
-        // Every escape in the list starts `%2`, `%5`, `%c`, `%e`, `%f` or `%u`.
+    while i < path.len() {
         if path[i] == b'%'
-            && path.get(i + 1).is_some_and(|b| {
-                matches!(
-                    b.to_ascii_lowercase(),
-                    b'2' | b'5' | b'c' | b'e' | b'f' | b'u'
-                )
-            })
+            && let Some((b, len)) = lenient_escape(&path[i..])
         {
-            for (escape, b) in LENIENT {
-                if path
-                    .get(i..i + escape.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(escape))
-                {
-                    out.push(b);
-                    i += escape.len();
-                    continue 'bytes;
-                }
-            }
+            out.push(b);
+            i += len;
+            continue;
         }
         out.push(path[i]);
         i += 1;
@@ -337,6 +393,8 @@ mod tests {
             "/x/%u002e%u002e/admin",
             "/x/.../admin",
             "/x/..%2fadmin",
+            "/x/%u002E%u002e/admin",
+            "/x/%f0%80%80%ae%f0%80%80%ae/admin",
         ] {
             assert_eq!(read(path), Some(Reading::DotSegments), "{path}");
         }
@@ -360,6 +418,17 @@ mod tests {
         assert!(paths("/%5cadmin/x").contains(&"/admin/x".to_string()));
         assert!(paths("/x%c0%afadmin").contains(&"/x/admin".to_string()));
         assert!(paths("/x%u2215admin").contains(&"/x/admin".to_string()));
+        // Overlong and `%u` forms of any ASCII character.
+        assert!(paths("/%u0061dmin").contains(&"/admin".to_string()));
+        assert!(paths("/%c1%a1dmin").contains(&"/admin".to_string()));
+        assert!(paths("/%e0%81%a1dmin").contains(&"/admin".to_string()));
+        assert_eq!(paths("/%c3%a9t%c3%a9"), Vec::<String>::new());
+        // Any run of separators before a host name (WHATWG).
+        assert!(paths("///x/admin").contains(&"/admin".to_string()));
+        assert!(paths("/\\/x/admin").contains(&"/admin".to_string()));
+        // IIS's cookieless segments.
+        assert!(paths("/(S(abc))/admin/x").contains(&"/admin/x".to_string()));
+        assert_eq!(paths("/wiki/Foo_(bar)"), Vec::<String>::new());
         // Windows drops a segment's trailing dots.
         assert!(paths("/api./admin").contains(&"/api/admin".to_string()));
         assert!(paths("/admin.").contains(&"/admin".to_string()));
@@ -407,7 +476,7 @@ mod tests {
         use proptest::prelude::*;
         let token = proptest::sample::select(vec![
             "a", "b", ".", "..", "%61", "%2e", "%2E", "%2F", "%5c", "%c0%ae", "%u002f", "%20", "~",
-            "%7e", "\\", ";", ";x=1", "a.",
+            "%7e", "\\", ";", ";x=1", "a.", "%u0061", "%c1%a1", "(S(x))", "",
         ]);
         let segment = proptest::collection::vec(token, 0..3).prop_map(|t| t.concat());
         proptest::collection::vec(segment, 0..8).prop_map(|s| format!("/{}", s.join("/")))
@@ -430,7 +499,7 @@ mod tests {
         }
 
         /// Only the steps that can change a path are combined: the readings are those of
-        /// every combination of all seven steps.
+        /// every combination of all eight steps.
         #[test]
         fn skipped_steps_lose_no_reading(path in any_path()) {
             let Some(Reading::Paths(mut readings)) = read(&path) else {
@@ -438,7 +507,7 @@ mod tests {
             };
             let decoded = decode_unreserved(path.as_bytes());
             let mut all: Vec<String> = Vec::new();
-            for steps in 1u8..STEPS {
+            for steps in 1u16..STEPS {
                 let reading = String::from_utf8_lossy(&apply(path.as_bytes(), &decoded, steps))
                     .into_owned();
                 if reading != path && !all.contains(&reading) {

@@ -630,6 +630,9 @@ where
         }
         s.output_added();
     }
+    // The head is sent: its fields (slices of the backend's read buffer) go now, not after
+    // the body, so the buffer is free for the worker's next response.
+    drop(parts);
     if end {
         return Reason::NO_ERROR;
     }
