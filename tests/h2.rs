@@ -1240,7 +1240,7 @@ async fn silent_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 /// logged once; other clients are served.
 #[tokio::test]
 async fn streams_reset_after_their_request_went_out_end_the_connection() {
-    streams_reset_after_their_request_went_out(false).await;
+    streams_reset_after_their_request_went_out(Cover::None).await;
 }
 
 /// The same client, with a request answered here (no route: 503) sent beside each stream it
@@ -1248,17 +1248,34 @@ async fn streams_reset_after_their_request_went_out_end_the_connection() {
 /// the share at half for ever.
 #[tokio::test]
 async fn requests_answered_here_do_not_dilute_early_resets() {
-    streams_reset_after_their_request_went_out(true).await;
+    streams_reset_after_their_request_went_out(Cover::NoRoute).await;
 }
 
-async fn streams_reset_after_their_request_went_out(dilute: bool) {
+/// The same, with an upload refused (its connection already holds 16 unfinished ones) beside
+/// each stream reset: refused, it is no cover either.
+#[tokio::test]
+async fn refused_uploads_do_not_dilute_early_resets() {
+    streams_reset_after_their_request_went_out(Cover::RefusedUpload).await;
+}
+
+/// What a client sends beside each stream it resets.
+#[derive(Clone, Copy, PartialEq)]
+enum Cover {
+    None,
+    /// A request on a host no app serves (503 from the proxy).
+    NoRoute,
+    /// An upload past the connection's 16 unfinished ones (REFUSED_STREAM).
+    RefusedUpload,
+}
+
+async fn streams_reset_after_their_request_went_out(cover: Cover) {
     let (backend, heads) = silent_backend().await;
     let (good, _) = mirror().await;
     let e = edge(
-        if dilute {
-            "h2-rapid-reset-diluted"
-        } else {
-            "h2-rapid-reset"
+        match cover {
+            Cover::None => "h2-rapid-reset",
+            Cover::NoRoute => "h2-rapid-reset-no-route",
+            Cover::RefusedUpload => "h2-rapid-reset-refused",
         },
         vec![
             vhost_app("/s", "s.example.com", json!({}), backend.port()),
@@ -1281,19 +1298,44 @@ async fn streams_reset_after_their_request_went_out(dilute: bool) {
     let head = b"\x82\x86\x84\x41\x0ds.example.com";
     // GET / on a host no app serves.
     let unrouted = b"\x82\x86\x84\x41\x10nope.example.com";
+    // POST / on s.example.com, its body to come (END_HEADERS alone).
+    let upload = b"\x83\x86\x84\x41\x0ds.example.com";
+    let mut first = 1;
+    let mut held = 0;
+    if cover == Cover::RefusedUpload {
+        // The connection's 16 places for unfinished uploads, taken and held.
+        held = 16;
+        let mut uploads = Vec::new();
+        for _ in 0..held {
+            uploads.extend(raw_frame(0x1, 0x4, first, upload));
+            first += 2;
+        }
+        write.write_all(&uploads).await.unwrap();
+        wait_for("16 uploads held at the backend", || async {
+            (heads.load(Ordering::SeqCst) == held).then_some(())
+        })
+        .await;
+    }
     let mut sent = 0;
     for i in 0..150u32 {
-        let id = if dilute { 4 * i + 3 } else { 2 * i + 1 };
+        let id = first
+            + if cover == Cover::None {
+                2 * i
+            } else {
+                4 * i + 2
+            };
         let mut requests = Vec::new();
-        if dilute {
-            requests.extend(raw_frame(0x1, 0x5, id - 2, unrouted));
+        match cover {
+            Cover::None => {}
+            Cover::NoRoute => requests.extend(raw_frame(0x1, 0x5, id - 2, unrouted)),
+            Cover::RefusedUpload => requests.extend(raw_frame(0x1, 0x4, id - 2, upload)),
         }
         requests.extend(raw_frame(0x1, 0x5, id, head));
         if write.write_all(&requests).await.is_err() {
             break;
         }
         let reached = tokio::time::timeout(DEADLINE, async {
-            while heads.load(Ordering::SeqCst) <= i as usize && !reader.is_finished() {
+            while heads.load(Ordering::SeqCst) <= held + i as usize && !reader.is_finished() {
                 tokio::task::yield_now().await;
             }
         })

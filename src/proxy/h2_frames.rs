@@ -58,6 +58,14 @@ pub fn rapid_reset(opened: u32, early_resets: u32) -> bool {
     opened >= RAPID_RESET_MIN_STREAMS && u64::from(early_resets) * 2 > u64::from(opened)
 }
 
+/// A client's reset counts as early only within this long of its stream's request (Envoy's
+/// `premature_reset_min_stream_lifetime`): an attacker resets at once, while a client that
+/// gives up on a slow answer (a deadline, a navigation away) has waited; and a stream held
+/// this long before its reset takes one of the connection's few concurrent places for it, so
+/// such resets cannot come fast. A stream we reset for the client's fault (a bad frame on it,
+/// "MadeYouReset", CVE-2025-8671) counts whenever it comes.
+pub const EARLY_RESET_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a flooding connection sent: the frame that found the budget spent, and how many
 /// control frames it had sent in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

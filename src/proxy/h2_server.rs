@@ -249,12 +249,15 @@ async fn exchange<H, F, B>(
     B: Body<Data = Bytes> + CutOffBody,
     B::Error: Into<BodyError>,
 {
+    let opened_at = std::time::Instant::now();
     let mut answer = std::pin::pin!(handle(req));
     let response = tokio::select! {
         biased;
         response = poll_fn(|cx| unwound(|| answer.as_mut().poll(cx))) => response,
         _ = poll_fn(|cx| respond.poll_reset(cx)) => {
-            resets.reset.fetch_add(1, Ordering::Relaxed);
+            if opened_at.elapsed() < super::h2_frames::EARLY_RESET_WITHIN {
+                resets.reset.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
     };
@@ -264,13 +267,13 @@ async fn exchange<H, F, B>(
         return;
     };
     let (mut parts, body) = response.into_parts();
+    if parts.extensions.get::<AnsweredHere>().is_some() {
+        resets.answered_here();
+    }
     if parts.extensions.get::<RefuseStream>().is_some() {
         report(Incident::UploadRefused);
         respond.send_reset(h2::Reason::REFUSED_STREAM);
         return;
-    }
-    if parts.extensions.get::<AnsweredHere>().is_some() {
-        resets.answered_here();
     }
     super::headers::strip_hop_by_hop(&mut parts.headers);
     let end = body.is_end_stream();

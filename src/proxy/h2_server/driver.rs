@@ -397,8 +397,11 @@ where
     let s = &mut *s;
     let mut used = 0;
     let mut opened = false;
+    // The clock read once for the frames of this read, and only when a frame needs it.
+    let mut clock = None;
+    let mut now = || *clock.get_or_insert_with(Instant::now);
     loop {
-        let (n, event) = match s.conn.recv(&buf[used..], Instant::now) {
+        let (n, event) = match s.conn.recv(&buf[used..], &mut now) {
             Ok(r) => r,
             Err(fault) => {
                 match fault {
@@ -603,11 +606,14 @@ where
         return Reason::INTERNAL_ERROR;
     };
     let (mut parts, body) = response.into_parts();
+    let answered_here = parts.extensions.get::<AnsweredHere>().is_some();
     if parts.extensions.get::<RefuseStream>().is_some() {
         report(Incident::UploadRefused);
+        if answered_here {
+            lock(shared).conn.answered_here(id);
+        }
         return Reason::REFUSED_STREAM;
     }
-    let answered_here = parts.extensions.get::<AnsweredHere>().is_some();
     super::super::headers::strip_hop_by_hop(&mut parts.headers);
     let end = body.is_end_stream();
     if !end

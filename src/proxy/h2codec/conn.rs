@@ -141,6 +141,8 @@ struct Stream {
     send_window: i64,
     content_length: Option<u64>,
     received: u64,
+    /// When its request was handed on (read once per batch of frames).
+    opened_at: Option<Instant>,
 }
 
 /// A field block being assembled from HEADERS and CONTINUATIONs.
@@ -320,8 +322,24 @@ impl Connection {
     /// Resets `stream` for the client's fault; past `max_local_resets` the connection ends.
     fn reset_for_fault(&mut self, stream: u32, reason: Reason) -> Result<(), Fault> {
         self.send_reset(stream, reason);
-        self.streams.remove(&stream);
+        if self.streams.remove(&stream).is_some_and(|s| !s.head_sent) {
+            // A request handed on, thrown away for the client's fault before its answer: an
+            // early reset as much as one the client sends (MadeYouReset).
+            self.early_reset()?;
+        }
         self.count_client_fault()
+    }
+
+    /// One more stream handed on and reset before its answer's head.
+    fn early_reset(&mut self) -> Result<(), Fault> {
+        self.early_resets += 1;
+        if h2_frames::rapid_reset(self.opened, self.early_resets) {
+            return Err(Fault::RapidReset {
+                opened: self.opened,
+                reset: self.early_resets,
+            });
+        }
+        Ok(())
     }
 
     /// RST_STREAM for `stream`, remembered among the last ones sent.
@@ -374,7 +392,8 @@ impl Connection {
             } => {
                 let self_dependent = priority.is_some_and(|p| p.dependency == stream);
                 if end_headers {
-                    return self.headers(stream, end_stream, self_dependent, fragment);
+                    let event = self.headers(stream, end_stream, self_dependent, fragment);
+                    return self.note_opened(event, now);
                 }
                 self.block = Some(Block {
                     stream,
@@ -404,12 +423,13 @@ impl Connection {
                     self.block = Some(block);
                     return Ok(None);
                 }
-                self.headers(
+                let event = self.headers(
                     block.stream,
                     block.end_stream,
                     block.self_dependent,
                     &block.bytes,
-                )
+                );
+                self.note_opened(event, now)
             }
             Frame::Priority { stream, .. } => {
                 // Deprecated (RFC 9113 §5.3.2): read and ignored, in any state.
@@ -423,14 +443,12 @@ impl Connection {
                 let Some(s) = self.streams.remove(&stream) else {
                     return Ok(None);
                 };
-                if !s.head_sent {
-                    self.early_resets += 1;
-                    if h2_frames::rapid_reset(self.opened, self.early_resets) {
-                        return Err(Fault::RapidReset {
-                            opened: self.opened,
-                            reset: self.early_resets,
-                        });
-                    }
+                if !s.head_sent
+                    && s.opened_at.is_none_or(|at| {
+                        now().saturating_duration_since(at) < h2_frames::EARLY_RESET_WITHIN
+                    })
+                {
+                    self.early_reset()?;
                 }
                 Ok(Some(Event::Reset { stream, reason }))
             }
@@ -584,6 +602,20 @@ impl Connection {
         }
     }
 
+    /// Notes when a request handed on was opened (`Stream::opened_at`).
+    fn note_opened<'a>(
+        &mut self,
+        event: Result<Option<Event<'a>>, Fault>,
+        now: &mut impl FnMut() -> Instant,
+    ) -> Result<Option<Event<'a>>, Fault> {
+        if let Ok(Some(Event::Request { stream, .. })) = &event
+            && let Some(s) = self.streams.get_mut(stream)
+        {
+            s.opened_at = Some(now());
+        }
+        event
+    }
+
     /// A complete field block on `stream`: a new request, trailers, or a fault.
     fn headers<'a>(
         &mut self,
@@ -621,6 +653,7 @@ impl Connection {
                 send_window: i64::from(self.peer_initial_window),
                 content_length: None,
                 received: 0,
+                opened_at: None,
             };
             if too_large {
                 // 431, the connection kept (RFC 9113 §10.5.1); a client still sending its
@@ -788,6 +821,7 @@ impl Connection {
             send_window: i64::from(self.peer_initial_window),
             content_length: None,
             received: 0,
+            opened_at: None,
         }
     }
 

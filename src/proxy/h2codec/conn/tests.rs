@@ -67,10 +67,15 @@ fn connected(config: Config) -> Connection {
 }
 
 /// Feeds `bytes` whole; the events and the fault, if any.
-fn feed(c: &mut Connection, mut bytes: &[u8]) -> (Vec<Ev>, Option<Fault>) {
+fn feed(c: &mut Connection, bytes: &[u8]) -> (Vec<Ev>, Option<Fault>) {
+    feed_at(c, bytes, Instant::now())
+}
+
+/// [`feed`], the clock reading `now`.
+fn feed_at(c: &mut Connection, mut bytes: &[u8], now: Instant) -> (Vec<Ev>, Option<Fault>) {
     let mut events = Vec::new();
     loop {
-        match c.recv(bytes, Instant::now) {
+        match c.recv(bytes, || now) {
             Ok((n, Some(e))) => {
                 events.push(owned(e));
                 bytes = &bytes[n..];
@@ -587,6 +592,54 @@ fn streams_answered_431_do_not_dilute_early_resets() {
         ),
         "{fault:?}"
     );
+}
+
+/// A request handed on and then reset by us for the client's fault (here a WINDOW_UPDATE that
+/// overflows its window) before its answer is an early reset too ("MadeYouReset",
+/// CVE-2025-8671): past half of 100, the connection ends.
+#[test]
+fn streams_we_reset_for_a_fault_after_their_request_count_as_early_resets() {
+    let mut c = connected(Config::default());
+    let mut bytes = Vec::new();
+    for i in 0..RAPID_RESET_MIN_STREAMS {
+        let id = 2 * i + 1;
+        bytes.extend(raw(HEADERS, END_STREAM | END_HEADERS, id, &get(&[])));
+        bytes.extend(raw(WINDOW_UPDATE, 0, id, &0x7fff_ffffu32.to_be_bytes()));
+    }
+    let (_, fault) = feed(&mut c, &bytes);
+    assert!(
+        matches!(fault, Some(Fault::RapidReset { opened: 100, .. })),
+        "{fault:?}"
+    );
+}
+
+/// A client's reset counts as early only within `EARLY_RESET_WITHIN` of its request: one that
+/// waited longer for an answer (a deadline, a slow backend) gave up, it did not flood.
+#[test]
+fn resets_after_a_long_wait_are_not_early() {
+    let start = Instant::now();
+    let late = start + crate::proxy::h2_frames::EARLY_RESET_WITHIN;
+    let mut c = connected(Config::default());
+    for i in 0..150u32 {
+        let id = 2 * i + 1;
+        let (_, fault) = feed_at(&mut c, &raw(HEADERS, END_HEADERS, id, &get(&[])), start);
+        assert_eq!(fault, None);
+        let (_, fault) = feed_at(&mut c, &raw(RST_STREAM, 0, id, &[0, 0, 0, 8]), late);
+        assert_eq!(fault, None, "stream {id}");
+    }
+    // The same just inside the window: early.
+    let mut c = connected(Config::default());
+    let mut fault = None;
+    for i in 0..150u32 {
+        let id = 2 * i + 1;
+        let _ = feed_at(&mut c, &raw(HEADERS, END_HEADERS, id, &get(&[])), start);
+        let just_inside = late - std::time::Duration::from_millis(1);
+        fault = feed_at(&mut c, &raw(RST_STREAM, 0, id, &[0, 0, 0, 8]), just_inside).1;
+        if fault.is_some() {
+            break;
+        }
+    }
+    assert!(matches!(fault, Some(Fault::RapidReset { .. })), "{fault:?}");
 }
 
 /// A block that names a large table entry again and again (a literal with indexing whose name
