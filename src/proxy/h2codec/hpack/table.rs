@@ -177,36 +177,61 @@ impl Dynamic {
 }
 
 /// The static index of a field name for the encoder (response fields as a backend wrote them,
-/// any case): the first entry with that name. A match per length keeps it to one or two
-/// comparisons.
+/// any case): the first entry with that name. Length, first and last letter tell the
+/// regular names apart (a test checks it), so one comparison decides.
 pub fn static_name(name: &[u8]) -> Option<u8> {
-    let candidates: &[u8] = match name.len() {
-        3 => &[21, 60],
-        4 => &[33, 34, 37, 38, 45, 59],
-        5 => &[22, 50],
-        6 => &[19, 32, 35, 54],
-        7 => &[36, 51, 52],
-        8 => &[39, 42, 46],
-        10 => &[55, 58],
-        11 => &[53],
-        12 => &[31, 47],
-        13 => &[18, 23, 24, 30, 41, 44],
-        14 => &[15, 28],
-        15 => &[16, 17],
-        16 => &[26, 27, 29, 61],
-        17 => &[40, 57],
-        18 => &[48],
-        19 => &[25, 43, 49],
-        25 => &[56],
-        27 => &[20],
+    let (&first, &last) = (name.first()?, name.last()?);
+    let index: u8 = match (name.len(), first | 0x20, last | 0x20) {
+        (3, b'a', b'e') => 21,  // age
+        (3, b'v', b'a') => 60,  // via
+        (4, b'd', b'e') => 33,  // date
+        (4, b'e', b'g') => 34,  // etag
+        (4, b'f', b'm') => 37,  // from
+        (4, b'h', b't') => 38,  // host
+        (4, b'l', b'k') => 45,  // link
+        (4, b'v', b'y') => 59,  // vary
+        (5, b'a', b'w') => 22,  // allow
+        (5, b'r', b'e') => 50,  // range
+        (6, b'a', b't') => 19,  // accept
+        (6, b'c', b'e') => 32,  // cookie
+        (6, b'e', b't') => 35,  // expect
+        (6, b's', b'r') => 54,  // server
+        (7, b'e', b's') => 36,  // expires
+        (7, b'r', b'h') => 52,  // refresh
+        (7, b'r', b'r') => 51,  // referer
+        (8, b'i', b'e') => 42,  // if-range
+        (8, b'i', b'h') => 39,  // if-match
+        (8, b'l', b'n') => 46,  // location
+        (10, b's', b'e') => 55, // set-cookie
+        (10, b'u', b't') => 58, // user-agent
+        (11, b'r', b'r') => 53, // retry-after
+        (12, b'c', b'e') => 31, // content-type
+        (12, b'm', b's') => 47, // max-forwards
+        (13, b'a', b'n') => 23, // authorization
+        (13, b'a', b's') => 18, // accept-ranges
+        (13, b'c', b'e') => 30, // content-range
+        (13, b'c', b'l') => 24, // cache-control
+        (13, b'i', b'h') => 41, // if-none-match
+        (13, b'l', b'd') => 44, // last-modified
+        (14, b'a', b't') => 15, // accept-charset
+        (14, b'c', b'h') => 28, // content-length
+        (15, b'a', b'e') => 17, // accept-language
+        (15, b'a', b'g') => 16, // accept-encoding
+        (16, b'c', b'e') => 27, // content-language
+        (16, b'c', b'g') => 26, // content-encoding
+        (16, b'c', b'n') => 29, // content-location
+        (16, b'w', b'e') => 61, // www-authenticate
+        (17, b'i', b'e') => 40, // if-modified-since
+        (17, b't', b'g') => 57, // transfer-encoding
+        (18, b'p', b'e') => 48, // proxy-authenticate
+        (19, b'c', b'n') => 25, // content-disposition
+        (19, b'i', b'e') => 43, // if-unmodified-since
+        (19, b'p', b'n') => 49, // proxy-authorization
+        (25, b's', b'y') => 56, // strict-transport-security
+        (27, b'a', b'n') => 20, // access-control-allow-origin
         _ => return None,
     };
-    // The first byte tells most candidates apart: the full comparison is made once, mostly.
-    let first = name[0] | 0x20;
-    candidates.iter().copied().find(|&i| {
-        let entry = STATIC[usize::from(i) - 1].0;
-        entry[0] == first && same_name(entry, name)
-    })
+    same_name(STATIC[usize::from(index) - 1].0, name).then_some(index)
 }
 
 /// `name` (any case) is `entry` (lowercase letters and '-', as every static name is): a
