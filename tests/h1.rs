@@ -49,6 +49,10 @@ async fn raw_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                         "/early" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
                             HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
                             .to_vec(),
+                        "/early-secret" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\
+                            link-secret: 1\r\n\r\n\
+                            HTTP/1.1 200 OK\r\ncontent-length: 2\r\nlink-secret: 1\r\n\r\nok"
+                            .to_vec(),
                         "/big" => {
                             let mut r = b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n".to_vec();
                             if !head.starts_with("HEAD") {
@@ -381,4 +385,53 @@ async fn malformed_and_oversized_heads_are_refused() {
     }
     let (status, _) = http_get(addr, "/").await.unwrap();
     assert_eq!(status, 200);
+}
+
+/// An interim answer (103 Early Hints) goes to the client as the backend wrote it: what the
+/// app's rules add (here `X-Frame-Options`) is on the final answer only, and a field they take
+/// out (`Server`) is taken out of both.
+#[tokio::test]
+async fn an_interim_answer_gets_none_of_the_final_answers_additions() {
+    let (backend, _) = raw_backend().await;
+    let port = free_port();
+    let dir = temp_dir("h1-interim");
+    let file = dir.join("apps.json");
+    let labels = json!({
+        "HAPROXY_0_MODE": "http",
+        "SWITCHYARD_0_RESPONSE_HEADER_SET_X-Frame-Options": "DENY",
+        "SWITCHYARD_0_RESPONSE_HEADER_REMOVE": "Link-Secret",
+    });
+    let apps = json!({"apps": [app("/raw", port, labels,
+        vec![task("/raw", "raw.1", backend.port())])]});
+    std::fs::write(&file, apps.to_string()).unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("h1-interim", &toml);
+    sy.wait_routes("served", |r| has_service(r, port)).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /early-secret HTTP/1.1\r\nHost: raw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.ends_with(b"\r\n\r\nok") {
+        match tokio::time::timeout(DEADLINE, c.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("timed out with {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let got = String::from_utf8_lossy(&got).to_lowercase();
+    let (interim, last) = got
+        .split_once("http/1.1 200 ok\r\n")
+        .expect("a final answer");
+    assert_eq!(
+        interim,
+        "http/1.1 103 early hints\r\nlink: </a.css>\r\n\r\n"
+    );
+    assert!(last.contains("x-frame-options: deny\r\n"), "{last}");
+    assert!(!got.contains("secret"), "{got}");
 }

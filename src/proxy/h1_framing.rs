@@ -567,6 +567,10 @@ pub fn write_response_head_with(
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // An interim answer (1xx: 100 Continue, 103 Early Hints) goes as the backend wrote it, less
+    // its hop-by-hop fields and the fields the app's rules take out: what the rules and this
+    // proxy add (HSTS, `Connection: close`, `Date`) is for the final answer.
+    let interim = code < 200;
     let mut fields = ResponseFields::of(res.headers, checked);
     let mut dated = false;
     for h in res.headers.iter() {
@@ -588,13 +592,15 @@ pub fn write_response_head_with(
     } else if checked.body == message::ResponseBody::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    headers::write_added(out, rules);
-    out.extend_from_slice(extra);
+    if !interim {
+        headers::write_added(out, rules);
+        out.extend_from_slice(extra);
+    }
     // Interim answers (1xx) need none (RFC 9110 §6.6.1).
-    if !dated && code >= 200 {
+    if !dated && !interim {
         headers::write_date(out);
     }
-    if close {
+    if close && !interim {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
