@@ -38,13 +38,19 @@ thread_local! {
 /// An empty buffer with room for `room` bytes, for a backend's response: one given back
 /// ([`response_done`]) when no slice of it is still held, else a new one.
 pub fn response_read(room: usize) -> BytesMut {
-    let mut buf = RESPONSE_POOL
+    let kept = RESPONSE_POOL
         .try_with(|p| p.borrow_mut().pop())
         .ok()
-        .flatten()
-        .unwrap_or_default();
-    buf.reserve(room);
-    buf
+        .flatten();
+    if let Some(mut buf) = kept
+        // Taken up only when no slice holds it (else it is let go: its last slice frees it),
+        // and only while its whole room is within the bound.
+        && buf.try_reclaim(room)
+        && buf.capacity() <= KEPT_RESPONSE_CAPACITY
+    {
+        return buf;
+    }
+    BytesMut::with_capacity(room)
 }
 
 /// A response's buffer, read to its end: kept for the worker's next response. Its storage may

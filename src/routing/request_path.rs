@@ -8,19 +8,19 @@
 //! chosen by any one reading, a path spelled for another would pass an `/admin` route that asks
 //! for credentials (`HAPROXY_{n}_AUTH`) on its way to the host's catch-all, or the reverse.
 //!
-//! Lenient servers go further: some decode escaped separators (`%2F`, `%5C`: Tomcat with
-//! `ALLOW_ENCODED_SLASH`, IIS, many handwritten routers), old IIS decodes overlong UTF-8 and
+//! Lenient servers go further: some decode every escape, separators too (`%2F`, `%5C`, `%3B`:
+//! Go's and Python's routers on the decoded path, Tomcat with `ALLOW_ENCODED_SLASH`, IIS,
+//! many handwritten routers), old IIS decodes overlong UTF-8 and
 //! `%u` escapes of any ASCII character (`%c0%af`, `%u0061`) and drops ASP.NET's cookieless
 //! segments (`/(S(x))/admin`), and Windows drops a segment's trailing dots (`/admin./x` is
-//! `/admin/x`).
+//! `/admin/x`) and trailing spaces.
 //!
 //! So, on a host whose routes depend on the path (`resolve`), a request is served only when
 //! every reading takes the route the path as sent takes; else it is refused as ambiguous (400).
 //! Dot segments in any spelling (`.`, `..`, `...`, `%2e%2e`, `%c0%ae`, `..;x`, between `\`,
 //! `%2F` or `%5C`) are refused there outright: where they move a path depends on the order a
 //! backend decodes and resolves in, more orders than are worth listing, and browsers resolve
-//! them before they send. Other escapes of reserved characters (`%3B`, `%25`) stay encoded in
-//! every reading, and no reading decodes twice. Case is not a reading: a backend that matches
+//! them before they send. No reading decodes twice (`%25` stays). Case is not a reading: a backend that matches
 //! without case needs `-i` on the guarded route.
 
 /// How a path may read otherwise than as sent ([`read`]).
@@ -64,9 +64,9 @@ pub fn read(path: &str) -> Option<Reading> {
     let applicable = u16::from(decoded != path.as_bytes())
         | u16::from(lenient.contains(&b'\\')) << 1
         | u16::from(lenient.iter().take(2).all(separator) && lenient.len() >= 2) << 2
-        | u16::from(path.contains(';')) << 3
+        | u16::from(lenient.contains(&b';')) << 3
         // Dropping parameters can leave `//` behind (`/;/admin`).
-        | u16::from(path.contains(';') || lenient.windows(2).any(|w| w.iter().all(separator)))
+        | u16::from(lenient.contains(&b';') || lenient.windows(2).any(|w| w.iter().all(separator)))
             << 4
         | u16::from(lenient != decoded) << 5
         | u16::from(has_trailing_dot(&lenient)) << 6
@@ -143,10 +143,8 @@ fn reads_otherwise(path: &[u8]) -> bool {
     path.iter().enumerate().any(|(i, &b)| {
         matches!(b, b'%' | b'\\' | b';' | b'(')
             || (b == b'/' && matches!(path.get(i + 1), Some(b'/')))
-            || (b == b'.'
-                && (i == 0
-                    || matches!(path[i - 1], b'/' | b'\\')
-                    || matches!(path.get(i + 1), None | Some(b'/'))))
+            || (b == b'.' && (i == 0 || matches!(path[i - 1], b'/' | b'\\')))
+            || (matches!(b, b'.' | b' ') && matches!(path.get(i + 1), None | Some(b'/')))
     })
 }
 
@@ -156,22 +154,22 @@ fn names(path: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(|segment| segment.split(|&b| b == b';').next().unwrap_or_default())
 }
 
-/// Whether a segment's name is dots only (`.`, `..`, and `...`, which Windows reads as `..`
-/// once trailing dots go).
+/// Whether a segment's name is dots only (`.`, `..`, and `...` or `.. `, which Windows reads
+/// as `..` once trailing dots and spaces go).
 fn has_dot_segment(decoded: &[u8]) -> bool {
-    names(decoded).any(|name| !name.is_empty() && name.iter().all(|&b| b == b'.'))
+    names(decoded)
+        .any(|name| name.first() == Some(&b'.') && name.iter().all(|&b| b == b'.' || b == b' '))
 }
 
-/// Whether a segment, or its name once parameters are dropped, ends with a dot (Windows
-/// drops it).
+/// Whether a segment, or its name once parameters are dropped, ends with a dot or a space
+/// (Windows drops them).
 fn has_trailing_dot(decoded: &[u8]) -> bool {
-    decoded
-        .split(|&b| b == b'/' || b == b'\\')
-        .any(|segment| segment.last() == Some(&b'.'))
-        || names(decoded).any(|name| name.last() == Some(&b'.'))
+    let trails = |s: &[u8]| s.last().is_some_and(|&b| b == b'.' || b == b' ');
+    decoded.split(|&b| b == b'/' || b == b'\\').any(trails) || names(decoded).any(trails)
 }
 
-/// Each segment's trailing dots dropped, as Windows drops them (`/admin./x` is `/admin/x`).
+/// Each segment's trailing dots and spaces dropped, as Windows drops them (`/admin./x` is
+/// `/admin/x`).
 fn without_trailing_dots(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len());
     for segment in path.split_inclusive(|&b| b == b'/' || b == b'\\') {
@@ -179,7 +177,12 @@ fn without_trailing_dots(path: &[u8]) -> Vec<u8> {
             Some((&last, name)) if last == b'/' || last == b'\\' => (name, Some(last)),
             _ => (segment, None),
         };
-        let kept = name.len() - name.iter().rev().take_while(|&&b| b == b'.').count();
+        let kept = name.len()
+            - name
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'.' || b == b' ')
+                .count();
         out.extend_from_slice(&name[..kept]);
         out.extend(separator);
     }
@@ -301,9 +304,9 @@ fn decode_unreserved(path: &[u8]) -> Vec<u8> {
 }
 
 /// The escape at the front of `at` (which starts with `%`) as lenient decoders take it, and
-/// its length: `%2F` and `%5C` (escaped separators), an overlong UTF-8 form of any ASCII
-/// character (`%c0%af`, `%e0%80%ae`: 2, 3 or 4 bytes), or IIS's `%uXXXX` for an ASCII
-/// character (and `%u2215`, a division slash IIS reads as `/`).
+/// its length: any escaped ASCII character (`%2F`, `%5C`, `%3B`, `%40`), an overlong UTF-8
+/// form of one (`%c0%af`, `%e0%80%ae`: 2, 3 or 4 bytes), or IIS's `%uXXXX` for one (and
+/// `%u2215`, a division slash IIS reads as `/`); never `%` itself.
 fn lenient_escape(at: &[u8]) -> Option<(u8, usize)> {
     let byte = |i: usize| -> Option<u8> {
         match at.get(i * 3..i * 3 + 3)? {
@@ -322,13 +325,13 @@ fn lenient_escape(at: &[u8]) -> Option<(u8, usize)> {
             .iter()
             .try_fold(0u32, |v, &b| Some(v << 4 | u32::from(hex(b)?)))?;
         return match value {
-            0..0x80 => Some((value as u8, 6)),
+            0..0x80 if value != u32::from(b'%') => Some((value as u8, 6)),
             0x2215 => Some((b'/', 6)),
             _ => None,
         };
     }
     let (value, len) = match byte(0)? {
-        b @ (b'/' | b'\\') => return Some((b, 3)),
+        b @ 0..0x80 => (u32::from(b), 3),
         b @ (0xc0 | 0xc1) => (u32::from(b & 0x1f) << 6 | continuation(1)?, 6),
         0xe0 => (continuation(1)? << 6 | continuation(2)?, 9),
         0xf0 => (
@@ -337,7 +340,8 @@ fn lenient_escape(at: &[u8]) -> Option<(u8, usize)> {
         ),
         _ => return None,
     };
-    (value < 0x80).then_some((value as u8, len))
+    // `%` decoded would make a new escape: no reading decodes twice.
+    (value < 0x80 && value != u32::from(b'%')).then_some((value as u8, len))
 }
 
 /// The escapes [`lenient_escape`] takes decoded, the rest kept as they are.
@@ -432,8 +436,11 @@ mod tests {
         // Windows drops a segment's trailing dots.
         assert!(paths("/api./admin").contains(&"/api/admin".to_string()));
         assert!(paths("/admin.").contains(&"/admin".to_string()));
-        // Other reserved escapes stay, and nothing is decoded twice.
-        assert_eq!(paths("/a%20b"), Vec::<String>::new());
+        // Any escaped ASCII character, for lenient decoders, but nothing decoded twice.
+        assert_eq!(paths("/a%20b"), ["/a b"]);
+        assert!(paths("/%40admin").contains(&"/@admin".to_string()));
+        assert!(paths("/%u003b/admin").contains(&"/admin".to_string()));
+        assert!(paths("/admin%20/x").contains(&"/admin/x".to_string()));
         assert_eq!(paths("/100%"), Vec::<String>::new());
         assert_eq!(paths("/%252fadmin"), Vec::<String>::new());
     }
@@ -476,7 +483,8 @@ mod tests {
         use proptest::prelude::*;
         let token = proptest::sample::select(vec![
             "a", "b", ".", "..", "%61", "%2e", "%2E", "%2F", "%5c", "%c0%ae", "%u002f", "%20", "~",
-            "%7e", "\\", ";", ";x=1", "a.", "%u0061", "%c1%a1", "(S(x))", "",
+            "%7e", "\\", ";", ";x=1", "a.", "%u0061", "%c1%a1", "(S(x))", "", "%u003b", "%c0%bb",
+            "%3B", "%20", "%40",
         ]);
         let segment = proptest::collection::vec(token, 0..3).prop_map(|t| t.concat());
         proptest::collection::vec(segment, 0..8).prop_map(|s| format!("/{}", s.join("/")))

@@ -355,7 +355,7 @@ fn malformed_requests_are_reset_with_protocol_error() {
         b.extend(literal(b":authority", b"example.test"));
         b
     };
-    let cases: [Vec<u8>; 12] = [
+    let cases: [Vec<u8>; 14] = [
         with_path(b"*"),
         with_path(b"?x=1"),
         with_path(b"/a#b"),
@@ -365,6 +365,8 @@ fn malformed_requests_are_reset_with_protocol_error() {
         get(&[(b"te", b"gzip")]),
         get(&[(b"x", b"a\r\nb")]),
         get(&[(b"x", b" padded")]),
+        get(&[(b"x", b"a\x01b")]),
+        get(&[(b"x", b"a\x7fb")]),
         [get(&[(b"a", b"b")]), vec![0x84]].concat(),
         vec![0x82, 0x86],
         [get(&[]), vec![0x82]].concat(),
@@ -605,6 +607,30 @@ fn streams_we_reset_for_a_fault_after_their_request_count_as_early_resets() {
         let id = 2 * i + 1;
         bytes.extend(raw(HEADERS, END_STREAM | END_HEADERS, id, &get(&[])));
         bytes.extend(raw(WINDOW_UPDATE, 0, id, &0x7fff_ffffu32.to_be_bytes()));
+    }
+    let (_, fault) = feed(&mut c, &bytes);
+    assert!(
+        matches!(fault, Some(Fault::RapidReset { opened: 100, .. })),
+        "{fault:?}"
+    );
+}
+
+/// Trailers with a value the proxy cannot take (a control character) on a stream whose
+/// request went on: the stream is reset for the client's fault, an early reset
+/// (MadeYouReset), so a client cannot have its streams thrown away without limit.
+#[test]
+fn bad_trailers_after_the_request_went_on_count_as_early_resets() {
+    let mut c = connected(Config::default());
+    let mut bytes = Vec::new();
+    for i in 0..RAPID_RESET_MIN_STREAMS {
+        let id = 2 * i + 1;
+        bytes.extend(raw(HEADERS, END_HEADERS, id, &get(&[])));
+        bytes.extend(raw(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            id,
+            &literal(b"x", b"a\x01b"),
+        ));
     }
     let (_, fault) = feed(&mut c, &bytes);
     assert!(
