@@ -78,13 +78,21 @@ impl RoutingTable {
                 // Every reading a backend may make of the path takes the same route, or none
                 // is taken (`request_path`); only looked at where the path can matter.
                 if super::request_path::may_read_otherwise(request.path)
-                    && !host.is_none_or(|h| self.vhosts.path_independent(h))
-                    && let Some(reading) = super::request_path::read(request.path)
+                    && let Some(h) = host
+                    && !self.vhosts.path_independent(h)
                 {
-                    let agree = match reading {
-                        Reading::DotSegments | Reading::Tangled => false,
-                        Reading::Paths(paths) => paths.iter().all(|p| route(p) == routed),
-                    };
+                    let agree =
+                        Verdicts::recall(&self.vhosts, h, request.path).unwrap_or_else(|| {
+                            let agree = match super::request_path::read(request.path) {
+                                None => true,
+                                Some(Reading::DotSegments | Reading::Tangled) => false,
+                                Some(Reading::Paths(paths)) => {
+                                    paths.iter().all(|p| route(p) == routed)
+                                }
+                            };
+                            Verdicts::note(&self.vhosts, h, request.path, agree);
+                            agree
+                        });
                     if !agree {
                         return Err(Unrouted::AmbiguousPath);
                     }
@@ -100,6 +108,64 @@ impl RoutingTable {
                 .map(|s| (Target::Service(s), Reason::AppId)),
         };
         found.ok_or(Unrouted::NoRoute)
+    }
+}
+
+/// The last few paths this thread read every way, and whether their readings agreed: reading a
+/// path costs up to 15 copies of it, and over HTTP/2 a client can send the same path again
+/// for a byte or two (HPACK), so a repeat is answered from here. Eight places, as the 4 KiB
+/// HPACK table holds at most that many paths of more than 450 bytes. A verdict is for one
+/// table's host routes: it holds that table's `Vhosts` weakly (its address cannot be reused
+/// while held, and its routes are freed as usual).
+struct Verdicts {
+    kept: [Option<Verdict>; 8],
+    next: usize,
+}
+
+struct Verdict {
+    vhosts: std::sync::Weak<super::vhosts::Vhosts>,
+    host: Box<str>,
+    path: Box<str>,
+    agree: bool,
+}
+
+thread_local! {
+    static VERDICTS: std::cell::RefCell<Verdicts> = const {
+        std::cell::RefCell::new(Verdicts { kept: [const { None }; 8], next: 0 })
+    };
+}
+
+impl Verdicts {
+    fn recall(
+        vhosts: &std::sync::Arc<super::vhosts::Vhosts>,
+        host: &str,
+        path: &str,
+    ) -> Option<bool> {
+        VERDICTS
+            .try_with(|v| {
+                v.borrow().kept.iter().flatten().find_map(|k| {
+                    (std::ptr::eq(k.vhosts.as_ptr(), std::sync::Arc::as_ptr(vhosts))
+                        && *k.host == *host
+                        && *k.path == *path)
+                        .then_some(k.agree)
+                })
+            })
+            .ok()
+            .flatten()
+    }
+
+    fn note(vhosts: &std::sync::Arc<super::vhosts::Vhosts>, host: &str, path: &str, agree: bool) {
+        let _ = VERDICTS.try_with(|v| {
+            let mut v = v.borrow_mut();
+            let at = v.next;
+            v.kept[at] = Some(Verdict {
+                vhosts: std::sync::Arc::downgrade(vhosts),
+                host: host.into(),
+                path: path.into(),
+                agree,
+            });
+            v.next = (at + 1) % v.kept.len();
+        });
     }
 }
 
@@ -271,6 +337,44 @@ mod tests {
             app_of(&t, t.resolve(Entry::Vhost { https: true }, none)),
             is("/fallback", Reason::DefaultApp)
         );
+    }
+
+    /// A path's verdict is remembered per table: asked again it is the same, and another
+    /// table's routes are read anew.
+    #[test]
+    fn a_remembered_verdict_is_for_its_own_table_only() {
+        let t = table();
+        let mut cluster = Cluster::default();
+        let http = |path: &'static str| {
+            vec![
+                ("HAPROXY_0_MODE", "http"),
+                ("HAPROXY_0_VHOST", "shop.example.com"),
+                ("HAPROXY_0_PATH", path),
+            ]
+        };
+        cluster.apply(ClusterUpdate::Snapshot(vec![
+            app("/shop", 10000, &http("/"), vec![task("s.1", 1)]),
+            app("/other", 10001, &http("/other"), vec![task("o.1", 1)]),
+        ]));
+        let other = compile(
+            &cluster,
+            &CompileConfig::group("*", "127.0.0.1".parse().unwrap()),
+        );
+        for _ in 0..2 {
+            let request = Request {
+                host: Some(b"shop.example.com"),
+                path: "/%61pi/x",
+                app_id: None,
+            };
+            assert_eq!(
+                t.resolve(Entry::Vhost { https: false }, request).err(),
+                Some(Unrouted::AmbiguousPath)
+            );
+            assert_eq!(
+                vhost(&other, "shop.example.com", "/%61pi/x"),
+                Some(("/shop".to_string(), Reason::Vhost))
+            );
+        }
     }
 
     #[test]
