@@ -1474,3 +1474,66 @@ async fn a_path_read_as_another_route_is_refused_over_http2() {
     let answer = get(&mut sender, "http://p.example.com/x//y").await;
     assert_eq!(answer.status, 200);
 }
+
+/// A client that sends `expect: 100-continue` waits for `100 Continue` before its body (curl
+/// does, for up to a second): it gets one once the proxy wants the body, then the answer.
+/// Our codec only (the `h2` crate's path sends none).
+#[tokio::test]
+async fn a_client_asking_for_100_continue_gets_it_before_it_sends_the_body() {
+    if std::env::var_os("SWITCHYARD_H2_CODEC").is_some_and(|v| v == "0") {
+        return;
+    }
+    let (backend, _) = mirror().await;
+    let e = edge(
+        "h2-continue",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "",
+    )
+    .await;
+    let stream = TcpStream::connect(e.http).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // POST / on m.example.com, `expect: 100-continue` (a literal without indexing), the
+    // body to come.
+    let mut head = b"\x83\x86\x84\x41\x0dm.example.com".to_vec();
+    head.extend_from_slice(b"\x00\x06expect\x0c100-continue");
+    let mut opening = PREFACE_AND_SETTINGS.to_vec();
+    opening.extend(raw_frame(0x1, 0x4, 1, &head));
+    write.write_all(&opening).await.unwrap();
+    let mut seen = Vec::new();
+    let heads = |seen: &[u8]| {
+        frames_of(seen)
+            .into_iter()
+            .filter(|f| f.0 == 0x1 && f.2 == 1)
+            .map(|f| f.3)
+            .collect::<Vec<_>>()
+    };
+    let mut chunk = [0u8; 4096];
+    while heads(&seen).is_empty() {
+        let n = tokio::time::timeout(DEADLINE, read.read(&mut chunk))
+            .await
+            .expect("no 100 Continue before the body")
+            .unwrap();
+        assert!(n > 0, "closed");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let interim = &heads(&seen)[0];
+    assert!(
+        interim.windows(5).any(|w| w == b"\x08\x03100"),
+        "{interim:?}"
+    );
+    // The body, then the answer (200: the static entry, 0x88).
+    write
+        .write_all(&raw_frame(0x0, 0x1, 1, b"hi"))
+        .await
+        .unwrap();
+    while heads(&seen).len() < 2 {
+        let n = tokio::time::timeout(DEADLINE, read.read(&mut chunk))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(heads(&seen)[1].first(), Some(&0x88));
+}

@@ -448,12 +448,18 @@ where
                             ..StreamIo::default()
                         },
                     );
+                    let continue_owed = !end_stream
+                        && req
+                            .headers()
+                            .get(header::EXPECT)
+                            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                     let body = CodecBody {
                         shared: shared.clone(),
                         id: stream,
                         done: end_stream,
                         uploads: uploads.clone(),
                         holding: false,
+                        continue_owed,
                     };
                     let req = req.map(|()| H2Body(super::BodyKind::Codec(body)));
                     streams.push((req, stream), worker);

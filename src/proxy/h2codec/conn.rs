@@ -868,6 +868,24 @@ impl Connection {
         true
     }
 
+    /// Writes an interim `100 Continue` on `stream`: its client asked for one
+    /// (`expect: 100-continue`) and its body is now wanted. False if the stream is gone, its
+    /// response head has gone out, or the client already ended its side.
+    pub fn send_continue(&mut self, stream: u32) -> bool {
+        if !self
+            .streams
+            .get(&stream)
+            .is_some_and(|s| !s.head_sent && s.recv == Recv::Open)
+        {
+            return false;
+        }
+        let at = frame::begin_headers(&mut self.out);
+        self.encoder.start(&mut self.out);
+        self.encoder.status(100, &mut self.out);
+        frame::finish_headers(&mut self.out, at, stream, false, self.peer_max_frame_size);
+        true
+    }
+
     /// Writes a response's trailers, which end it. False if the stream is gone, its head has
     /// not gone out or its end has.
     pub fn send_trailers<'f>(

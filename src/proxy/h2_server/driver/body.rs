@@ -22,6 +22,10 @@ pub(in crate::proxy::h2_server) struct CodecBody {
     pub(super) uploads: Arc<Uploads>,
     /// One of the connection's unfinished-upload places is held.
     pub(super) holding: bool,
+    /// The client asked for `100 Continue` (`expect: 100-continue`) before it sends the body:
+    /// sent when the body is first wanted, as hyper does for HTTP/1.1, so a request answered
+    /// without its body (a 401, a 413) never asks for it.
+    pub(super) continue_owed: bool,
 }
 
 impl CodecBody {
@@ -88,6 +92,9 @@ impl Body for CodecBody {
         }
         let mut guard = lock(&this.shared);
         let s = &mut *guard;
+        if std::mem::take(&mut this.continue_owed) && s.conn.send_continue(this.id) {
+            s.output_added();
+        }
         let Some(io) = s.streams.get_mut(&this.id) else {
             drop(guard);
             this.done = true;
