@@ -60,7 +60,6 @@ pub fn read(path: &str) -> Option<Reading> {
     }
     // The steps that can change this path (one that cannot would only repeat a reading), each
     // judged on the path with everything decoded, of which every step's input is a part.
-    let separator = |b: &u8| *b == b'/' || *b == b'\\';
     let applicable = u16::from(decoded != path.as_bytes())
         | u16::from(lenient.contains(&b'\\')) << 1
         | u16::from(lenient.iter().take(2).all(separator) && lenient.len() >= 2) << 2
@@ -150,41 +149,51 @@ fn reads_otherwise(path: &[u8]) -> bool {
 
 /// Segments' names: between `/` or `\`, their `;` parameters aside.
 fn names(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.split(|&b| b == b'/' || b == b'\\')
+    path.split(separator)
         .map(|segment| segment.split(|&b| b == b';').next().unwrap_or_default())
+}
+
+/// A path separator to some reading: `/`, or `\` (WHATWG, Windows).
+fn separator(b: &u8) -> bool {
+    *b == b'/' || *b == b'\\'
+}
+
+/// A character Windows drops from the end of a segment.
+fn trailing(b: &u8) -> bool {
+    *b == b'.' || *b == b' '
+}
+
+/// Each segment as it stands in `path`, and the separator that ends it (none for the last):
+/// joined back, they are `path`.
+fn segments(path: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    path.split_inclusive(separator)
+        .map(|segment| match segment.split_last() {
+            Some((last, name)) if separator(last) => (name, &segment[name.len()..]),
+            _ => (segment, &segment[segment.len()..]),
+        })
 }
 
 /// Whether a segment's name is dots only (`.`, `..`, and `...` or `.. `, which Windows reads
 /// as `..` once trailing dots and spaces go).
 fn has_dot_segment(decoded: &[u8]) -> bool {
-    names(decoded)
-        .any(|name| name.first() == Some(&b'.') && name.iter().all(|&b| b == b'.' || b == b' '))
+    names(decoded).any(|name| name.first() == Some(&b'.') && name.iter().all(trailing))
 }
 
 /// Whether a segment, or its name once parameters are dropped, ends with a dot or a space
 /// (Windows drops them).
 fn has_trailing_dot(decoded: &[u8]) -> bool {
-    let trails = |s: &[u8]| s.last().is_some_and(|&b| b == b'.' || b == b' ');
-    decoded.split(|&b| b == b'/' || b == b'\\').any(trails) || names(decoded).any(trails)
+    let trails = |s: &[u8]| s.last().is_some_and(trailing);
+    decoded.split(separator).any(trails) || names(decoded).any(trails)
 }
 
 /// Each segment's trailing dots and spaces dropped, as Windows drops them (`/admin./x` is
 /// `/admin/x`).
 fn without_trailing_dots(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len());
-    for segment in path.split_inclusive(|&b| b == b'/' || b == b'\\') {
-        let (name, separator) = match segment.split_last() {
-            Some((&last, name)) if last == b'/' || last == b'\\' => (name, Some(last)),
-            _ => (segment, None),
-        };
-        let kept = name.len()
-            - name
-                .iter()
-                .rev()
-                .take_while(|&&b| b == b'.' || b == b' ')
-                .count();
+    for (name, separator) in segments(path) {
+        let kept = name.len() - name.iter().rev().take_while(|b| trailing(b)).count();
         out.extend_from_slice(&name[..kept]);
-        out.extend(separator);
+        out.extend_from_slice(separator);
     }
     out
 }
@@ -193,7 +202,6 @@ fn without_trailing_dots(path: &[u8]) -> Vec<u8> {
 /// `\` before the name, `///x/admin` is host `x`): what follows the name, from its next
 /// separator.
 fn without_host(path: &[u8]) -> Vec<u8> {
-    let separator = |b: &u8| *b == b'/' || *b == b'\\';
     if path.len() < 2 || !path[..2].iter().all(separator) {
         return path.to_vec();
     }
@@ -212,11 +220,7 @@ fn without_host(path: &[u8]) -> Vec<u8> {
 /// Whether a segment is ASP.NET's cookieless state, `(S(…))` and kin, which IIS drops from the
 /// path before anything reads it.
 fn cookieless(segment: &[u8]) -> bool {
-    segment.len() >= 5
-        && segment[0] == b'('
-        && segment[1].is_ascii_alphabetic()
-        && segment[2] == b'('
-        && segment.ends_with(b"))")
+    may_be_cookieless(segment) && segment.ends_with(b"))")
 }
 
 /// Whether a segment may be [`cookieless`] once other steps are taken (its parameters or
@@ -232,13 +236,10 @@ fn may_be_cookieless(segment: &[u8]) -> bool {
 /// The cookieless segments dropped (`/(S(x))/admin` is `/admin`).
 fn without_cookieless(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len());
-    for segment in path.split_inclusive(|&b| b == b'/' || b == b'\\') {
-        let name = match segment.split_last() {
-            Some((&last, name)) if last == b'/' || last == b'\\' => name,
-            _ => segment,
-        };
+    for (name, separator) in segments(path) {
         if !cookieless(name) {
-            out.extend_from_slice(segment);
+            out.extend_from_slice(name);
+            out.extend_from_slice(separator);
         }
     }
     out
