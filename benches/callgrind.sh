@@ -24,6 +24,8 @@
 #                                         sequential, `Connection: close`; a small python3 client),
 #                                         to the TCP-mode port, the HTTP-mode port and the
 #                                         vhost listener: what accepting, connecting and closing cost
+#   CG_OPTS="--cache-sim=yes"             more valgrind options; with a simulated cache, each event's
+#                                         count per request is printed after the table
 #   H2=1                                  HTTP/2 with prior knowledge (h2c) to the vhost listener
 #                                         instead: h2load -c$H2_CLIENTS (10) -m$H2_STREAMS (10), each
 #                                         stream one request to the HTTP/1.1 backend
@@ -61,11 +63,19 @@ sed "$port_map" "$HERE/peers/apps.json" >"$WORK/apps.json"
 sed -i "s|\"labels\":{\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|\"labels\":{$LABELS\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|" "$WORK/apps.json"
 wait_listener "${PIDS[-1]}" "${MOVED[18080]}"
 
+# per_event FILE1 FILE2 N: each simulated event's count per request, from two runs' summaries.
+per_event() {
+  paste -d' ' <(sed -n 2p "$1") <(sed -n 2p "$2") | awk -v names="$(sed -n 1p "$1")" -v n="$3" '
+    { split(names, e, " "); k = (NF - 2) / 2; line = "per request:"
+      for (i = 2; i <= k + 1; i++) line = line sprintf(" %s %.0f", e[i], ($(i + k + 1) - $i) / n)
+      print line }'
+}
+
 # instructions BINARY PORT N: total Ir of a run that serves N requests on PORT.
 instructions() {
   local bin=$1 port=$2 n=$3 out="$WORK/cg.out"
   rm -f "$out"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --config "$WORK/switchyard.toml" \
+  valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$out" "$bin" --config "$WORK/switchyard.toml" \
     >/dev/null 2>"$WORK/vg.log" &
   local pid=$!
   wait_listener "$pid" "$port" 60
@@ -98,6 +108,7 @@ PY
   kill -TERM "$pid"
   wait "$pid" || true
   grep -m1 '^summary:' "$out" | awk '{print $2}'
+  [[ -z ${CG_OPTS:-} ]] || { grep -m1 '^events:' "$out"; grep -m1 '^summary:' "$out"; } >>"$WORK/events.$n"
 }
 
 printf '| binary | entry | instructions per request |\n|---|---|---:|\n'
@@ -116,5 +127,8 @@ for bin in "$@"; do
     a=$(instructions "$bin" "$port" "$N1")
     b=$(instructions "$bin" "$port" "$N2")
     printf '| %s | %s | %d |\n' "$bin" "${entry%%:*}" $(( (b - a) / (N2 - N1) ))
+    [[ -z ${CG_OPTS:-} ]] || per_event "$WORK/events.$N1" "$WORK/events.$N2" "$((N2 - N1))" >>"$WORK/events.txt"
+    rm -f "$WORK/events.$N1" "$WORK/events.$N2"
   done
 done
+[[ ! -s $WORK/events.txt ]] || { echo; cat "$WORK/events.txt"; }

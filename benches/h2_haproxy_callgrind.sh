@@ -5,6 +5,8 @@
 # answering "ok"). HAProxy runs under valgrind twice, N1 then N2 requests;
 # (Ir(N2) - Ir(N1)) / (N2 - N1) is what one request costs.
 #   N1=1000 N2=6000 H2_CLIENTS=10 H2_STREAMS=10
+#   CG_OPTS="--cache-sim=yes"  more valgrind options; with a simulated cache, each event's count
+#                              per request is printed after the figure
 # Loopback only; stops what it started, by PID.
 set -euo pipefail
 N1=${N1:-1000} N2=${N2:-6000} H2_CLIENTS=${H2_CLIENTS:-10} H2_STREAMS=${H2_STREAMS:-10}
@@ -45,7 +47,7 @@ wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 wait_port 18580
 instructions() { # N -> total Ir of a run that serves N requests
   rm -f "$WORK/cg.out"
-  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" haproxy -db -f "$WORK/haproxy.cfg" \
+  valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$WORK/cg.out" haproxy -db -f "$WORK/haproxy.cfg" \
     >/dev/null 2>"$WORK/vg.log" &
   local pid=$!
   wait_port 18583
@@ -54,8 +56,16 @@ instructions() { # N -> total Ir of a run that serves N requests
   kill -TERM "$pid"
   wait "$pid" || true
   grep -m1 '^summary:' "$WORK/cg.out" | awk '{print $2}'
+  [[ -z ${CG_OPTS:-} ]] || { grep -m1 '^events:' "$WORK/cg.out"; grep -m1 '^summary:' "$WORK/cg.out"; } >"$WORK/events.$1"
 }
 a=$(instructions "$N1")
 b=$(instructions "$N2")
 printf '| haproxy %s | h2c -c%s -m%s | %d |\n' "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
   "$H2_CLIENTS" "$H2_STREAMS" $(((b - a) / (N2 - N1)))
+if [[ -n ${CG_OPTS:-} ]]; then
+  paste -d' ' <(sed -n 2p "$WORK/events.$N1") <(sed -n 2p "$WORK/events.$N2") |
+    awk -v names="$(sed -n 1p "$WORK/events.$N1")" -v n="$((N2 - N1))" '
+      { split(names, e, " "); k = (NF - 2) / 2; line = "per request:"
+        for (i = 2; i <= k + 1; i++) line = line sprintf(" %s %.0f", e[i], ($(i + k + 1) - $i) / n)
+        print line }'
+fi
