@@ -42,13 +42,15 @@ fn v2(source: &str) -> Vec<u8> {
     proxy_protocol::encode(Version::V2, source, "10.0.0.1:80".parse().unwrap())
 }
 
-/// A backend that expects a PROXY header on every connection and records the source it
-/// names; after the header it answers HTTP requests (`http`) with that source as the body, or
-/// echoes bytes (TCP).
+/// A backend that expects a PROXY header on every connection and records the source and the
+/// destination it names; after the header it answers HTTP requests (`http`) with that source
+/// as the body, or echoes bytes (TCP).
 struct ProxyBackend {
     addr: SocketAddr,
     /// Per connection: the header's source (or why it had none).
     seen: Arc<Mutex<Vec<String>>>,
+    /// Per connection with addresses in its header: the header's destination.
+    dests: Arc<Mutex<Vec<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,10 +59,11 @@ impl ProxyBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = seen.clone();
+        let dests = Arc::new(Mutex::new(Vec::new()));
+        let (record, record_dest) = (seen.clone(), dests.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let record = record.clone();
+                let (record, record_dest) = (record.clone(), record_dest.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let header = loop {
@@ -85,6 +88,9 @@ impl ProxyBackend {
                     let source = header
                         .addresses
                         .map_or("none".to_string(), |(s, _)| s.to_string());
+                    if let Some((_, dest)) = header.addresses {
+                        record_dest.lock().unwrap().push(dest);
+                    }
                     record.lock().unwrap().push(source.clone());
                     let rest = buf.split_off(header.len);
                     if http {
@@ -110,11 +116,20 @@ impl ProxyBackend {
                 });
             }
         });
-        ProxyBackend { addr, seen, task }
+        ProxyBackend {
+            addr,
+            seen,
+            dests,
+            task,
+        }
     }
 
     fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
+    }
+
+    fn dests(&self) -> Vec<SocketAddr> {
+        self.dests.lock().unwrap().clone()
     }
 }
 
@@ -338,6 +353,7 @@ async fn proxy_protocol_in_sets_the_client_address_everywhere() {
 async fn proxy_protocol_out_in_tcp_and_http_mode() {
     let tcp_backend = ProxyBackend::start(false).await;
     let http_backend = ProxyBackend::start(true).await;
+    let vhost_backend = ProxyBackend::start(true).await;
     let (tcp_port, http_port) = (free_port(), free_port());
     let apps = vec![
         app(
@@ -358,11 +374,17 @@ async fn proxy_protocol_out_in_tcp_and_http_mode() {
             json!({"HAPROXY_0_MODE": "http", "SWITCHYARD_0_PROXY_PROTOCOL": "v3"}),
             vec![task("/bad", "bad.1", http_backend.addr.port())],
         ),
+        app(
+            "/vhost",
+            free_port(),
+            json!({"HAPROXY_0_VHOST": "pp.example.com", "SWITCHYARD_0_PROXY_PROTOCOL": "v1"}),
+            vec![task("/vhost", "vhost.1", vhost_backend.addr.port())],
+        ),
     ];
     let e = start(
         "pp-out",
         apps,
-        "proxy_protocol_from = [\"127.0.0.1\"]\n[http]\naccess_log = true",
+        "proxy_protocol_from = [\"127.0.0.1\"]\n[http]\nlisten = [\"HTTP_LISTEN\"]\naccess_log = true",
     )
     .await;
     let routes =
@@ -385,11 +407,16 @@ async fn proxy_protocol_out_in_tcp_and_http_mode() {
     stream.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"ping");
     assert_eq!(tcp_backend.seen(), ["198.51.100.20:4242"]);
-    // From anyone else (not a balancer): its own address.
+    // The address the client connected to, as the balancer's header named it (HAProxy's
+    // `send-proxy` behind `accept-proxy`), not the port's own.
+    let balancers: SocketAddr = "10.0.0.1:80".parse().unwrap();
+    assert_eq!(tcp_backend.dests(), [balancers]);
+    // From anyone else (not a balancer): its own address, and the port it connected to.
     let mut stream = connect_from(lo(2), local(tcp_port)).await;
     stream.write_all(b"pong").await.unwrap();
     stream.read_exact(&mut back).await.unwrap();
     assert_eq!(tcp_backend.seen()[1].split(':').next(), Some("127.0.0.2"));
+    assert_eq!(tcp_backend.dests()[1], local(tcp_port));
 
     // HTTP: every request's backend connection carries its own client's header (not pooled):
     // two requests on one client connection, two backend connections.
@@ -415,6 +442,14 @@ async fn proxy_protocol_out_in_tcp_and_http_mode() {
         "one backend connection per request: {seen:?}"
     );
     assert_eq!(&seen[..2], ["192.0.2.77:1000", "192.0.2.77:1000"]);
+    assert_eq!(
+        http_backend.dests(),
+        [balancers, balancers, local(http_port)]
+    );
+    // The shared vhost listener: the address it is bound to (it used to be 0.0.0.0:0).
+    let reply = get_with(lo(2), e.http, b"", "pp.example.com", "").await;
+    assert!(reply.contains("127.0.0.2:"), "{reply}");
+    assert_eq!(vhost_backend.dests(), [e.http]);
     // The access log names the client by the PROXY header's address (its line is written
     // after the response, and read from the process's output after that: waited for).
     wait_for("the access log line naming the PROXY address", || async {

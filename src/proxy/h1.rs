@@ -58,8 +58,8 @@ enum Step {
 }
 
 /// Serves a plain HTTP/1.1 connection on `entry` until it closes or leaves the fast path;
-/// `peer` is the client's address and the listener's port it connected to.
-pub async fn serve<S>(stream: S, peer: (SocketAddr, u16), entry: Entry, ctx: Arc<Context>)
+/// `peer` is the client's address and the address it connected to.
+pub async fn serve<S>(stream: S, peer: (SocketAddr, SocketAddr), entry: Entry, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -75,7 +75,7 @@ const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// HTTP/2 — so turning h2c on costs the HTTP/1.1 clients nothing.
 pub async fn serve_h1_or_h2c<S>(
     mut stream: S,
-    (peer, port): (SocketAddr, u16),
+    (peer, dest): (SocketAddr, SocketAddr),
     entry: Entry,
     h2c: bool,
     ctx: Arc<Context>,
@@ -87,7 +87,7 @@ pub async fn serve_h1_or_h2c<S>(
         let protocol = if h2c { Protocol::Auto } else { Protocol::Http1 };
         return Box::pin(super::http::serve(
             stream,
-            (peer, port),
+            (peer, dest),
             entry,
             protocol,
             ctx,
@@ -102,7 +102,7 @@ pub async fn serve_h1_or_h2c<S>(
     let ip = peer.ip().to_string();
     let client = super::headers::Client {
         trusted: settings.edge.trusts(peer.ip()),
-        ..super::headers::Client::untrusted(ip.as_bytes(), port)
+        ..super::headers::Client::untrusted(ip.as_bytes(), dest.port())
     };
     // One wait for the stop per connection, registered once, not one per request.
     let watching = ctx.clone();
@@ -160,7 +160,7 @@ pub async fn serve_h1_or_h2c<S>(
             let io = Prefixed::new(all.freeze(), stream);
             return Box::pin(super::http::serve(
                 io,
-                (peer, port),
+                (peer, dest),
                 entry,
                 Protocol::Http2,
                 ctx,
@@ -227,7 +227,7 @@ pub async fn serve_h1_or_h2c<S>(
                 // future would carry room for it.
                 return Box::pin(super::http::serve(
                     io,
-                    (peer, port),
+                    (peer, dest),
                     entry,
                     Protocol::Http1,
                     ctx,

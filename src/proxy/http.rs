@@ -81,18 +81,18 @@ macro_rules! drive {
     }};
 }
 
-/// Serves a connection on the general path; `peer` is the client's address and the listener's
-/// port it connected to.
+/// Serves a connection on the general path; `peer` is the client's address and the address it
+/// connected to (see [`Peer::dest`]).
 pub async fn serve<S>(
     stream: S,
-    (peer, port): (SocketAddr, u16),
+    (peer, dest): (SocketAddr, SocketAddr),
     entry: Entry,
     protocol: Protocol,
     ctx: Arc<Context>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_verified(stream, (peer, port, None), entry, protocol, ctx).await
+    serve_verified(stream, (peer, dest, None), entry, protocol, ctx).await
 }
 
 /// A client certificate verified at the handshake.
@@ -108,7 +108,7 @@ pub struct ClientCert {
 /// backends of the vhosts that asked for it in `X-Client-Cert-Subject`.
 pub async fn serve_verified<S>(
     stream: S,
-    (peer, port, cert): (SocketAddr, u16, Option<ClientCert>),
+    (peer, dest, cert): (SocketAddr, SocketAddr, Option<ClientCert>),
     entry: Entry,
     protocol: Protocol,
     ctx: Arc<Context>,
@@ -120,7 +120,7 @@ pub async fn serve_verified<S>(
         addr: peer,
         ip: HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header value"),
         trusted: ctx.settings.load().edge.trusts(peer.ip()),
-        port,
+        dest,
         cert,
     };
     if protocol != Protocol::Auto {
@@ -224,8 +224,10 @@ struct Peer {
     ip: HeaderValue,
     /// One of `http.trusted_proxies`.
     trusted: bool,
-    /// The listener's port it connected to.
-    port: u16,
+    /// The address it connected to: a PROXY header's destination where the listener read one,
+    /// else the listener's (its port is `X-Forwarded-Port`; a PROXY header to a backend names
+    /// it, as HAProxy's `send-proxy` behind `accept-proxy` does).
+    dest: SocketAddr,
     /// The verified client certificate (mTLS vhosts).
     cert: Option<ClientCert>,
 }
@@ -520,15 +522,10 @@ async fn proxy(
     };
     let balanced = attempts.candidates(flow);
     let dial = super::dial::Dial {
-        proxy_header: service.connection.proxy_protocol.map(|version| {
-            let local = match entry {
-                Entry::Port(listen) => listen,
-                // The shared listeners: the address is not kept per connection.
-                _ if client.addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
-                _ => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-            };
-            super::proxy_protocol::encode(version, client.addr, local).into()
-        }),
+        proxy_header: service
+            .connection
+            .proxy_protocol
+            .map(|version| super::proxy_protocol::encode(version, client.addr, client.dest).into()),
         tls: service.connection.backend_tls.clone(),
     };
     for b in pinned

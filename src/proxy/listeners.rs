@@ -403,8 +403,9 @@ async fn accept_http(
 ) {
     ctx.serving.wait().await;
     let name = format!("{entry:?}");
-    // The port clients connect to (X-Forwarded-Port): the bound one, also when 0 was asked.
-    let port = listener.local_addr().map_or(0, |a| a.port());
+    // The address clients connect to (X-Forwarded-Port, a PROXY header to backends): the
+    // bound one, also when port 0 was asked.
+    let bound = bound_address(&listener);
     loop {
         let (stream, peer) = tokio::select! {
             a = next(&listener, &name) => a,
@@ -426,22 +427,30 @@ async fn accept_http(
                 return;
             };
             drop(settings);
-            let port = to.map_or(port, |to| to.port());
+            let dest = to.unwrap_or(bound);
             match (entry, protocol) {
                 // Boxed: see `serve`.
                 (http::Entry::Vhost { .. }, http::Protocol::Http1 | http::Protocol::Auto) => {
                     let h2c = protocol == http::Protocol::Auto;
                     let serving =
-                        super::h1::serve_h1_or_h2c(stream, (peer, port), entry, h2c, ctx.clone());
+                        super::h1::serve_h1_or_h2c(stream, (peer, dest), entry, h2c, ctx.clone());
                     Box::pin(serving).await
                 }
                 _ => {
-                    let serving = http::serve(stream, (peer, port), entry, protocol, ctx.clone());
+                    let serving = http::serve(stream, (peer, dest), entry, protocol, ctx.clone());
                     Box::pin(serving).await
                 }
             }
         });
     }
+}
+
+/// The address a listener is bound to (the port the system chose when 0 was asked); a
+/// listener whose address cannot be read names the unspecified one.
+fn bound_address(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// A shared HTTPS listener's accept loop in one worker: TLS handshake (bounded in time), then
@@ -454,7 +463,7 @@ async fn accept_https(
     (slots, workers): (Arc<ListenerSlots>, Arc<Workers>),
 ) {
     ctx.serving.wait().await;
-    let port = listener.local_addr().map_or(0, |a| a.port());
+    let bound = bound_address(&listener);
     loop {
         let (stream, peer) = tokio::select! {
             a = next(&listener, "https") => a,
@@ -475,10 +484,10 @@ async fn accept_https(
                 return;
             };
             drop(settings);
-            let port = to.map_or(port, |to| to.port());
+            let dest = to.unwrap_or(bound);
             // Passthrough by SNI, or which configuration terminates (client certificates).
             let decision =
-                super::tls_edge::decide(stream, peer, &tls, &ctx, handshake_timeout).await;
+                super::tls_edge::decide(stream, (peer, to), &tls, &ctx, handshake_timeout).await;
             let super::tls_edge::Decision::Terminate(stream, acceptor, client_ca) = decision else {
                 return;
             };
@@ -519,7 +528,7 @@ async fn accept_https(
                     let protocol = http::Protocol::Http2;
                     Box::pin(http::serve_verified(
                         stream,
-                        (peer, port, cert),
+                        (peer, dest, cert),
                         entry,
                         protocol,
                         ctx,
@@ -530,14 +539,14 @@ async fn accept_https(
                     let protocol = http::Protocol::Http1;
                     Box::pin(http::serve_verified(
                         stream,
-                        (peer, port, cert),
+                        (peer, dest, cert),
                         entry,
                         protocol,
                         ctx,
                     ))
                     .await
                 }
-                _ => Box::pin(super::h1::serve(stream, (peer, port), entry, ctx)).await,
+                _ => Box::pin(super::h1::serve(stream, (peer, dest), entry, ctx)).await,
             }
         });
     }
@@ -607,17 +616,17 @@ async fn serve(
                 snapshot,
                 service,
                 &ctx,
-                (accept, peer),
+                (accept, peer, to),
             ))
             .await
         }
         Mode::Udp => {}
         Mode::Http => {
             drop(snapshot);
-            let port = to.map_or(listen.port(), |to| to.port());
+            let dest = to.unwrap_or(listen);
             Box::pin(super::h1::serve(
                 stream,
-                (client, port),
+                (client, dest),
                 http::Entry::Port(listen),
                 ctx.clone(),
             ))
@@ -655,7 +664,7 @@ mod tests {
             crate::proxy::Settings::for_tests(),
         ));
         let entry = http::Entry::Port(addr);
-        let h1 = super::super::h1::serve(stream, (peer, addr.port()), entry, ctx.clone());
+        let h1 = super::super::h1::serve(stream, (peer, addr), entry, ctx.clone());
         let h1_size = std::mem::size_of_val(&h1);
         assert!(h1_size <= 4096, "h1::serve future: {h1_size} bytes");
         drop(h1);

@@ -34,14 +34,21 @@ use crate::routing::balance::Flow;
 use crate::snapshot::Snapshot;
 
 /// `edge`: the listener's PROXY protocol rule and the connection's own peer, for refusing a
-/// header from a source that may not send one (see `proxy_protocol::refuse_unexpected`).
+/// header from a source that may not send one (see `proxy_protocol::refuse_unexpected`), and
+/// the address the client connected to as a PROXY header it sent named it: a header to the
+/// backend names that one (as HAProxy's `send-proxy` behind `accept-proxy` does), else the
+/// address the connection came in on.
 pub async fn serve(
     client: TcpStream,
     flow: Flow,
     snapshot: Arc<Snapshot>,
     service: usize,
     ctx: &Context,
-    edge: (&super::proxy_protocol::Accept, std::net::SocketAddr),
+    edge: (
+        &super::proxy_protocol::Accept,
+        std::net::SocketAddr,
+        Option<std::net::SocketAddr>,
+    ),
 ) {
     let settings = ctx.settings.load();
     let idle = snapshot.table.services[service]
@@ -104,8 +111,10 @@ pub async fn serve(
         return;
     }
     if let Some(version) = send_proxy {
-        let local = client.local_addr().unwrap_or(flow.local);
-        let header = super::proxy_protocol::encode(version, flow.client, local);
+        let dest = edge
+            .2
+            .unwrap_or_else(|| client.local_addr().unwrap_or(flow.local));
+        let header = super::proxy_protocol::encode(version, flow.client, dest);
         if upstream.write_all(&header).await.is_err() {
             abort(&client);
             return;

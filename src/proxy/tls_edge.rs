@@ -107,10 +107,12 @@ pub enum Decision {
     Done,
 }
 
-/// Reads the server name when the table has SNI rules, and acts on it.
+/// Reads the server name when the table has SNI rules, and acts on it; `peer` is the client's
+/// address and `to` the address a PROXY header it sent said it connected to (for a header to
+/// a passthrough backend).
 pub async fn decide(
     stream: TcpStream,
-    peer: SocketAddr,
+    (peer, to): (SocketAddr, Option<SocketAddr>),
     https: &HttpsTls,
     ctx: &Arc<Context>,
     timeout: Duration,
@@ -166,7 +168,7 @@ pub async fn decide(
         };
         // The ClientHello is still in the socket: the backend gets the connection whole.
         let none = proxy_protocol::Accept::default();
-        tcp::serve(stream, flow, snapshot, index, ctx, (&none, peer)).await;
+        tcp::serve(stream, flow, snapshot, index, ctx, (&none, peer, to)).await;
         return Decision::Done;
     }
     if let Some(ca) = &connection.client_ca {

@@ -92,7 +92,7 @@ pub(super) fn forwarded<'a>(
         client: headers::Client {
             ip: client.ip.as_bytes(),
             trusted: client.trusted,
-            port: client.port,
+            port: client.dest.port(),
             cert_subject: subject.map(HeaderValue::as_bytes),
         },
         https,
