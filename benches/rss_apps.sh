@@ -2,7 +2,9 @@
 # benches/rss_apps.sh — what an instance holds in memory with many apps: each binary in turn
 # loads N apps × 10 tasks (vhosts on one shared listener, no service ports bound) from a file
 # source, and its RSS (/proc/PID/status VmRSS) is read once the admin API serves the table,
-# and again after one full /v1/routes answer (the largest the admin API gives).
+# and again after one full /v1/routes answer (the largest the admin API gives), 2 s and
+# SETTLE s (3) after it. SETTLE also sets the wait after the first table is served (at 50,000
+# apps the instance is still busy 3 s after: use SETTLE=12 there).
 #   N=10000 bash benches/rss_apps.sh BIN [BIN ...]
 # Loopback only; each process it starts is stopped on exit (by PID).
 set -euo pipefail
@@ -46,13 +48,15 @@ TOML
     curl -s "127.0.0.1:$admin/v1/routes?limit=1" 2>/dev/null | grep -q '"generation"' && break
     sleep 0.1
   done
-  sleep 3
+  sleep "${SETTLE:-3}"
   rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   # one full routes read (the admin API's biggest answer), then RSS again
   curl -s "127.0.0.1:$admin/v1/routes" >/dev/null
   sleep 2
   rss2=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  echo "$bin N=$N: RSS after load ${rss} KiB, after a full /v1/routes ${rss2} KiB"
+  sleep "${SETTLE:-3}"
+  rss3=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  echo "$bin N=$N: RSS after load ${rss} KiB, 2 s after a full /v1/routes ${rss2} KiB, ${SETTLE:-3} s later ${rss3} KiB"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   pid=
 done

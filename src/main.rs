@@ -18,7 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The allocator's settings, made before anything else runs: before `main`, as the program's
 /// first constructor work (the runtime allocates before `main` is called, and mimalloc reads
-/// an option when it reserves an arena, at the first allocation).
+/// an option when it reserves an arena, at the first allocation). ELF's constructors: Linux.
+#[cfg(target_os = "linux")]
 mod memory {
     /// mimalloc's `arena_eager_commit`: its option 4 in versions 2 and 3 alike (`mi_option_e`
     /// in `mimalloc.h` of the version Cargo.lock holds; the crate names no constant for it).
@@ -28,9 +29,11 @@ mod memory {
     /// eagerly (mimalloc's default on Linux), an idle instance holds 22 MiB of RSS instead of
     /// 12 MiB, and 10,000 idle proxied connections 0.9 KiB each instead of 0.4 KiB (an agent
     /// runs on every node of a cluster: its idle footprint counts).
+    /// A default only: `MIMALLOC_ARENA_EAGER_COMMIT` in the environment still decides.
     extern "C" fn settle() {
-        // SAFETY: sets one of mimalloc's options by its index; no memory is touched.
-        unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
+        // SAFETY: sets the default of one of mimalloc's options by its index (a static
+        // array); no memory is allocated or touched.
+        unsafe { libmimalloc_sys::mi_option_set_default(ARENA_EAGER_COMMIT, 0) };
     }
 
     // SAFETY: `settle` only sets an option; it needs nothing of the Rust runtime.

@@ -427,7 +427,7 @@ async fn accept_http(
                 return;
             };
             drop(settings);
-            let dest = to.unwrap_or(bound);
+            let dest = to.unwrap_or_else(|| connected_to(&stream, bound));
             match (entry, protocol) {
                 // Boxed: see `serve`.
                 (http::Entry::Vhost { .. }, http::Protocol::Http1 | http::Protocol::Auto) => {
@@ -451,6 +451,16 @@ fn bound_address(listener: &TcpListener) -> SocketAddr {
     listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// The address a connection came in on, as TCP mode's PROXY header names it: the listener's
+/// when it is bound to one, else (a wildcard bind, `0.0.0.0` or `[::]`) the connection's own,
+/// read once (one `getsockname`, only on wildcard listeners).
+fn connected_to(stream: &TcpStream, listener: SocketAddr) -> SocketAddr {
+    if !listener.ip().is_unspecified() {
+        return listener;
+    }
+    stream.local_addr().unwrap_or(listener)
 }
 
 /// A shared HTTPS listener's accept loop in one worker: TLS handshake (bounded in time), then
@@ -484,7 +494,7 @@ async fn accept_https(
                 return;
             };
             drop(settings);
-            let dest = to.unwrap_or(bound);
+            let dest = to.unwrap_or_else(|| connected_to(&stream, bound));
             // Passthrough by SNI, or which configuration terminates (client certificates).
             let decision =
                 super::tls_edge::decide(stream, (peer, to), &tls, &ctx, handshake_timeout).await;
@@ -623,7 +633,7 @@ async fn serve(
         Mode::Udp => {}
         Mode::Http => {
             drop(snapshot);
-            let dest = to.unwrap_or(listen);
+            let dest = to.unwrap_or_else(|| connected_to(&stream, listen));
             Box::pin(super::h1::serve(
                 stream,
                 (client, dest),
@@ -638,6 +648,23 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wildcard listener names the address a connection came in on, as TCP mode's PROXY
+    /// header does; a listener bound to one address names that one without asking.
+    #[tokio::test]
+    async fn a_wildcard_listener_names_the_address_a_connection_came_in_on() {
+        let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let bound = bound_address(&listener);
+        assert!(bound.ip().is_unspecified());
+        let _client = TcpStream::connect(("127.0.0.1", bound.port()))
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let came_in = SocketAddr::from(([127, 0, 0, 1], bound.port()));
+        assert_eq!(connected_to(&stream, bound), came_in);
+        let named: SocketAddr = "127.0.0.9:80".parse().unwrap();
+        assert_eq!(connected_to(&stream, named), named);
+    }
 
     /// TCP_NODELAY is set on the listener, once, and accepted connections inherit it.
     #[tokio::test]
