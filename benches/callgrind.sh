@@ -63,13 +63,8 @@ sed "$port_map" "$HERE/peers/apps.json" >"$WORK/apps.json"
 sed -i "s|\"labels\":{\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|\"labels\":{$LABELS\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|" "$WORK/apps.json"
 wait_listener "${PIDS[-1]}" "${MOVED[18080]}"
 
-# per_event FILE1 FILE2 N: each simulated event's count per request, from two runs' summaries.
-per_event() {
-  paste -d' ' <(sed -n 2p "$1") <(sed -n 2p "$2") | awk -v names="$(sed -n 1p "$1")" -v n="$3" '
-    { split(names, e, " "); k = (NF - 2) / 2; line = "per request:"
-      for (i = 2; i <= k + 1; i++) line = line sprintf(" %s %.0f", e[i], ($(i + k + 1) - $i) / n)
-      print line }'
-}
+# shellcheck source=support/events.sh
+source "$HERE/support/events.sh"
 
 # instructions BINARY PORT N: total Ir of a run that serves N requests on PORT.
 instructions() {
@@ -108,7 +103,7 @@ PY
   kill -TERM "$pid"
   wait "$pid" || true
   grep -m1 '^summary:' "$out" | awk '{print $2}'
-  [[ -z ${CG_OPTS:-} ]] || { grep -m1 '^events:' "$out"; grep -m1 '^summary:' "$out"; } >>"$WORK/events.$n"
+  [[ -z ${CG_OPTS:-} ]] || cg_events "$out" >>"$WORK/events.$n"
 }
 
 printf '| binary | entry | instructions per request |\n|---|---|---:|\n'

@@ -9,6 +9,8 @@
 #                              per request is printed after the figure
 # Loopback only; stops what it started, by PID.
 set -euo pipefail
+# shellcheck source=support/events.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/support/events.sh"
 N1=${N1:-1000} N2=${N2:-6000} H2_CLIENTS=${H2_CLIENTS:-10} H2_STREAMS=${H2_STREAMS:-10}
 WORK=$(mktemp -d /tmp/switchyard-h2cg.XXXXXX)
 PIDS=()
@@ -56,16 +58,10 @@ instructions() { # N -> total Ir of a run that serves N requests
   kill -TERM "$pid"
   wait "$pid" || true
   grep -m1 '^summary:' "$WORK/cg.out" | awk '{print $2}'
-  [[ -z ${CG_OPTS:-} ]] || { grep -m1 '^events:' "$WORK/cg.out"; grep -m1 '^summary:' "$WORK/cg.out"; } >"$WORK/events.$1"
+  [[ -z ${CG_OPTS:-} ]] || cg_events "$WORK/cg.out" >"$WORK/events.$1"
 }
 a=$(instructions "$N1")
 b=$(instructions "$N2")
 printf '| haproxy %s | h2c -c%s -m%s | %d |\n' "$(haproxy -v | awk 'NR == 1 { print $3 }')" \
   "$H2_CLIENTS" "$H2_STREAMS" $(((b - a) / (N2 - N1)))
-if [[ -n ${CG_OPTS:-} ]]; then
-  paste -d' ' <(sed -n 2p "$WORK/events.$N1") <(sed -n 2p "$WORK/events.$N2") |
-    awk -v names="$(sed -n 1p "$WORK/events.$N1")" -v n="$((N2 - N1))" '
-      { split(names, e, " "); k = (NF - 2) / 2; line = "per request:"
-        for (i = 2; i <= k + 1; i++) line = line sprintf(" %s %.0f", e[i], ($(i + k + 1) - $i) / n)
-        print line }'
-fi
+[[ -z ${CG_OPTS:-} ]] || per_event "$WORK/events.$N1" "$WORK/events.$N2" "$((N2 - N1))"
