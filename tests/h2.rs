@@ -29,6 +29,11 @@ struct Edge {
 
 /// `http`: more of the `[http]` section.
 async fn edge(name: &str, apps: Vec<Value>, http_extra: &str) -> Edge {
+    edge_with_admin(name, apps, http_extra, "").await
+}
+
+/// As [`edge`], with more of the `[admin]` section.
+async fn edge_with_admin(name: &str, apps: Vec<Value>, http_extra: &str, admin: &str) -> Edge {
     let dir = temp_dir(name);
     let file = dir.join("apps.json");
     write_apps(&file, apps);
@@ -39,7 +44,7 @@ async fn edge(name: &str, apps: Vec<Value>, http_extra: &str) -> Edge {
          [http]\nlisten = [\"{http}\"]\nh2c = true\n{http_extra}\n",
         file.display().to_string()
     );
-    let sy = Switchyard::start(name, &toml);
+    let sy = Switchyard::start_with_admin(name, &toml, admin);
     wait_for("ready", || async {
         (sy.get("/readyz").await.0 == 200).then_some(())
     })
@@ -355,6 +360,37 @@ async fn backend_sockets_are_pooled_across_streams_and_client_connections() {
         200
     );
     assert_eq!(connections.load(Ordering::Relaxed), 1);
+}
+
+/// An HTTP/2 request's response time reaches its backend's fine latency buckets, as an
+/// HTTP/1.1 request's does: the dashboard's history shows its p50, and a rollout's p99 gate
+/// reads the same buckets (HTTP/2 requests once fed only the Prometheus histogram).
+#[tokio::test]
+async fn response_times_of_http2_requests_reach_the_backends_latency_buckets() {
+    let (backend, _) = mirror().await;
+    let e = edge_with_admin(
+        "h2-latency",
+        vec![vhost_app("/m", "m.example.com", json!({}), backend.port())],
+        "",
+        "history_interval = \"10ms\"",
+    )
+    .await;
+    let sender = h2(e.http).await;
+    wait_for("a p50 in the history after HTTP/2 requests", || async {
+        let mut sender = sender.clone();
+        assert_eq!(get(&mut sender, "http://m.example.com/").await.status, 200);
+        let (status, body) = e.sy.get("/v1/history").await;
+        assert_eq!(status, 200, "{body}");
+        let history: Value = serde_json::from_str(&body).unwrap();
+        history["routes"]
+            .as_array()?
+            .iter()
+            .flat_map(|r| r["versions"].as_array().into_iter().flatten())
+            .flat_map(|v| v["points"].as_array().into_iter().flatten())
+            .any(|p| p["p50_ms"].is_number())
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

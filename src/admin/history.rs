@@ -23,6 +23,8 @@ use serde::Serialize;
 
 use crate::backends::latency;
 use crate::backends::{BackendKey, BackendState};
+use crate::chunked::Chunked;
+use crate::routing::routes::Route;
 use crate::snapshot::{Snapshot, Store};
 
 /// Samples kept per series: 15 minutes at the default 5 s interval.
@@ -81,17 +83,16 @@ struct VersionSeries {
     points: VecDeque<VersionPoint>,
 }
 
-/// What a backend's counters were at the last sample.
-#[derive(Clone, Copy)]
+/// What a backend's counters were at the last sample (or their change since it).
+#[derive(Clone)]
 struct Seen {
     requests: u64,
     errors_5xx: u64,
     ejections: u64,
-    latency: [u64; latency::BUCKETS],
+    /// `None` before the backend's first response: most backends of a big table have none, and
+    /// the buckets are half a kilobyte.
+    latency: Option<Box<[u64; latency::BUCKETS]>>,
 }
-
-/// Each route's weights per app id (`RoutingTable::route_weights`).
-type RouteWeights = BTreeMap<String, BTreeMap<String, u32>>;
 
 #[derive(Default)]
 struct Ring {
@@ -101,8 +102,10 @@ struct Ring {
     marks: VecDeque<Mark>,
     seen: HashMap<BackendKey, Seen>,
     last_sample_ms: Option<u64>,
-    /// The weights of the last table looked at, and its generation.
-    weights: Option<(u64, RouteWeights)>,
+    /// The routes of the last table looked at, and its generation: shared with that table
+    /// (and, for routes that did not change, with the tables after it), where a copy of every
+    /// route's weights was 20 MB at 50,000 apps.
+    routes: Option<(u64, Chunked<Arc<Route>>)>,
     not_kept_versions: usize,
     not_kept_backends: usize,
 }
@@ -171,32 +174,39 @@ impl History {
     pub fn marks(&self, snapshot: &Snapshot, now_ms: u64) {
         let mut ring = self.ring.lock().unwrap();
         if ring
-            .weights
+            .routes
             .as_ref()
             .is_some_and(|(g, _)| *g == snapshot.generation)
         {
             return;
         }
-        let weights = snapshot.table.route_weights();
-        if let Some((_, before)) = ring.weights.take() {
-            for (route, after) in &weights {
-                let previous = before.get(route);
-                // A route that appears is no change of a split; one whose weights move is.
-                if previous.is_some_and(|b| b != after) {
-                    ring.marks.push_back(Mark {
-                        t: now_ms,
-                        generation: snapshot.generation,
-                        route: route.clone(),
-                        before: previous.cloned().unwrap_or_default(),
-                        after: after.clone(),
-                    });
-                }
+        let routes = snapshot.table.routes.clone();
+        if let Some((_, before)) = ring.routes.take() {
+            let before: HashMap<&str, &Arc<Route>> =
+                before.iter().map(|r| (r.name.as_str(), r)).collect();
+            // A route that appears is no change of a split; one whose weights move is.
+            let mut moved: Vec<(&Arc<Route>, &Arc<Route>)> = routes
+                .iter()
+                .filter_map(|route| Some((*before.get(route.name.as_str())?, route)))
+                .filter(|(previous, route)| {
+                    !Arc::ptr_eq(previous, route) && previous.split_differs(route)
+                })
+                .collect();
+            moved.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+            for (previous, route) in moved {
+                ring.marks.push_back(Mark {
+                    t: now_ms,
+                    generation: snapshot.generation,
+                    route: route.name.clone(),
+                    before: previous.weights(),
+                    after: route.weights(),
+                });
             }
             while ring.marks.len() > MAX_MARKS {
                 ring.marks.pop_front();
             }
         }
-        ring.weights = Some((snapshot.generation, weights));
+        ring.routes = Some((snapshot.generation, routes));
     }
 
     /// Reads every kept series' counters from `snapshot` at `now_ms`.
@@ -215,22 +225,24 @@ impl History {
         // A backend's deltas since the last sample (none on its first).
         let mut delta_of = |key: &BackendKey, st: &BackendState| -> Option<Seen> {
             let now = Seen {
-                requests: st.metrics.connections.get(),
+                requests: st.metrics.connections(),
                 errors_5xx: st.metrics.responses(5),
-                ejections: st.metrics.ejections.get(),
-                latency: st.metrics.latency.counts(),
+                ejections: st.metrics.ejections(),
+                latency: st.metrics.latency().map(Box::new),
             };
-            let before = ring.seen.get(key).copied();
-            seen.insert(key.clone(), now);
-            let before = before?;
-            let latency: [u64; latency::BUCKETS] =
-                std::array::from_fn(|i| now.latency[i].saturating_sub(before.latency[i]));
-            Some(Seen {
+            let delta = ring.seen.get(key).map(|before| Seen {
                 requests: now.requests.saturating_sub(before.requests),
                 errors_5xx: now.errors_5xx.saturating_sub(before.errors_5xx),
                 ejections: now.ejections.saturating_sub(before.ejections),
-                latency,
-            })
+                latency: now.latency.as_ref().map(|now| {
+                    Box::new(std::array::from_fn(|i| {
+                        let earlier = before.latency.as_ref().map_or(0, |b| b[i]);
+                        now[i].saturating_sub(earlier)
+                    }))
+                }),
+            });
+            seen.insert(key.clone(), now);
+            delta
         };
         let mut backend_deltas: HashMap<usize, Vec<Option<Seen>>> = HashMap::new();
         for route in &table.routes {
@@ -267,8 +279,8 @@ impl History {
                                 series.push_back(BackendPoint {
                                     t: now_ms,
                                     active: st.active(),
-                                    ejections: delta.map_or(0, |d| d.ejections),
-                                    rps: match (delta, elapsed_s) {
+                                    ejections: delta.as_ref().map_or(0, |d| d.ejections),
+                                    rps: match (&delta, elapsed_s) {
                                         (Some(d), Some(s)) => d.requests as f64 / s,
                                         _ => 0.0,
                                     },
@@ -299,8 +311,11 @@ impl History {
                     measured = true;
                     requests += d.requests;
                     errors += d.errors_5xx;
-                    for (i, l) in latency.iter_mut().enumerate() {
-                        *l += d.latency[i];
+                    for (l, d) in latency
+                        .iter_mut()
+                        .zip(d.latency.iter().flat_map(|d| d.iter()))
+                    {
+                        *l += d;
                     }
                 }
                 let per_s = |n: u64| match elapsed_s {

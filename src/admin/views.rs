@@ -141,18 +141,18 @@ impl<'a> BackendView<'a> {
         } else {
             "up"
         };
-        let connect_failures = st.metrics.connect_failures.get();
+        let connect_failures = st.metrics.connect_failures();
         let responses_5xx = st.metrics.responses(5);
         BackendView {
             task_id,
             address: st.addr,
             active: st.active(),
-            total: st.metrics.connections.get(),
+            total: st.metrics.connections(),
             state,
             ejected_until_unix_ms,
             drain_until_unix_ms,
             health_failures: st.health.failures(),
-            ejections: st.metrics.ejections.get(),
+            ejections: st.metrics.ejections(),
             errors: connect_failures + responses_5xx,
             connect_failures,
             responses_5xx,

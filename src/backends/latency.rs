@@ -43,10 +43,13 @@ impl Latency {
 
     /// The counts so far, bucket by bucket (all 0 before the first response).
     pub fn counts(&self) -> [u64; BUCKETS] {
-        match self.counts.get() {
-            Some(counts) => std::array::from_fn(|i| counts[i].load(Ordering::Relaxed)),
-            None => [0; BUCKETS],
-        }
+        self.observed().unwrap_or([0; BUCKETS])
+    }
+
+    /// The counts so far; `None` before the first response.
+    pub fn observed(&self) -> Option<[u64; BUCKETS]> {
+        let counts = self.counts.get()?;
+        Some(std::array::from_fn(|i| counts[i].load(Ordering::Relaxed)))
     }
 }
 

@@ -85,7 +85,7 @@ impl BackendState {
     /// Counts a connection (TCP) or request (HTTP) for as long as the guard lives.
     pub fn open(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.metrics.connections.inc();
+        self.metrics.count().connections.inc();
         ActiveGuard(self.clone())
     }
 
@@ -156,6 +156,23 @@ impl BackendState {
     }
 }
 
+/// A row's states once each: two tasks on one address share a state, next to each other.
+fn unique(row: &[Arc<BackendState>]) -> impl Iterator<Item = &Arc<BackendState>> {
+    row.iter()
+        .enumerate()
+        .filter(|&(i, state)| i == 0 || !Arc::ptr_eq(&row[i - 1], state))
+        .map(|(_, state)| state)
+}
+
+/// A service no longer in the table: all its backends (`row`, its last states) leave.
+fn leave(
+    key: &ServiceKey,
+    row: &[Arc<BackendState>],
+    left: &mut Vec<(BackendKey, Arc<BackendState>)>,
+) {
+    left.extend(unique(row).map(|state| ((key.clone(), state.addr), state.clone())));
+}
+
 /// `BackendState::drain_at` of a backend in the table.
 const IN_TABLE: i64 = i64::MIN;
 
@@ -183,11 +200,11 @@ impl Drop for ActiveGuard {
 
 /// Backend states keyed by identity, carried across table swaps.
 pub struct Registry {
-    /// The live backends, by service: one lookup per service on a swap, not one per backend
-    /// (a 10,000-app table has 100,000 backends). Each list is in its table's backend order.
-    live: rustc_hash::FxHashMap<ServiceKey, Vec<(SocketAddr, Arc<BackendState>)>>,
     /// The services of the table last attached, in its order (the table's own, shared), and
-    /// their rows of states: a patch copies the chunks it changes (`crate::chunked`).
+    /// their rows of states: a patch copies the chunks it changes (`crate::chunked`). A
+    /// changed service finds its last states here, beside it in key order (`attach`) or at its
+    /// index (`attach_patched`): no second index of the live backends is kept (at 500,000
+    /// backends one cost 25 MB).
     last: crate::chunked::Chunked<Arc<crate::routing::Service>>,
     rows: crate::chunked::Chunked<Row>,
     draining: HashMap<BackendKey, Arc<BackendState>>,
@@ -210,7 +227,6 @@ impl Registry {
             view: Arc::clone(&view),
         });
         Registry {
-            live: Default::default(),
             last: Default::default(),
             rows: Default::default(),
             draining: HashMap::new(),
@@ -272,8 +288,8 @@ impl Registry {
                 if old.key >= service.key {
                     break;
                 }
-                let (old, _) = last.next().expect("peeked");
-                self.leave(&old.key, &mut left);
+                let (old, row) = last.next().expect("peeked");
+                leave(&old.key, row, &mut left);
             }
             let same = last
                 .peek()
@@ -281,15 +297,18 @@ impl Registry {
             let row = if same {
                 last.next().expect("peeked").1.clone()
             } else {
-                if last.peek().is_some_and(|(old, _)| old.key == service.key) {
-                    last.next();
-                }
-                self.attach_service(service, &mut left)
+                let old = match last.peek() {
+                    Some((old, _)) if old.key == service.key => {
+                        Some(last.next().expect("peeked").1)
+                    }
+                    _ => None,
+                };
+                self.attach_service(service, old.map_or(&[][..], |row| &row[..]), &mut left)
             };
             states.push(row);
         }
-        for (old, _) in last {
-            self.leave(&old.key, &mut left);
+        for (old, row) in last {
+            leave(&old.key, row, &mut left);
         }
         self.last = table.services.clone();
         self.rows = states.into();
@@ -333,7 +352,8 @@ impl Registry {
             if Arc::ptr_eq(&self.last[i], service) {
                 continue;
             }
-            let row = self.attach_service(service, &mut left);
+            let old = self.rows[i].clone();
+            let row = self.attach_service(service, &old, &mut left);
             self.rows.set(i, row);
         }
         self.last = table.services.clone();
@@ -374,77 +394,62 @@ impl Registry {
         }
     }
 
-    /// A service no longer in the table: all its backends leave.
-    fn leave(&mut self, key: &ServiceKey, left: &mut Vec<(BackendKey, Arc<BackendState>)>) {
-        if let Some(gone) = self.live.remove(key) {
-            left.extend(
-                gone.into_iter()
-                    .map(|(addr, state)| ((key.clone(), addr), state)),
-            );
-        }
-    }
-
-    /// The states of a service that is new or changed: its backends matched with the live ones
-    /// of its key by address; those not matched leave.
+    /// The states of a service that is new or changed: its backends matched by address with
+    /// `old`, its row in the last table (empty when new); those not matched leave.
     fn attach_service(
         &mut self,
         service: &crate::routing::Service,
+        old: &[Arc<BackendState>],
         left: &mut Vec<(BackendKey, Arc<BackendState>)>,
     ) -> Row {
-        let old = self.live.remove(&service.key).unwrap_or_default();
+        let old: Vec<&Arc<BackendState>> = unique(old).collect();
         let mut taken = vec![false; old.len()];
         // A service with many backends is searched through a map, a small one in place.
         let index: Option<rustc_hash::FxHashMap<SocketAddr, usize>> =
-            (old.len() > 16).then(|| old.iter().enumerate().map(|(i, (a, _))| (*a, i)).collect());
-        let mut kept: Vec<(SocketAddr, Arc<BackendState>)> =
-            Vec::with_capacity(service.backends.len());
-        let mut row = Vec::with_capacity(service.backends.len());
+            (old.len() > 16).then(|| old.iter().enumerate().map(|(i, s)| (s.addr, i)).collect());
+        let mut row: Vec<Arc<BackendState>> = Vec::with_capacity(service.backends.len());
         // The service's latency histogram, looked up once, when its first new backend needs it.
         let mut response_seconds = None;
         for (i, b) in service.backends.iter().enumerate() {
             // Two tasks on one address share its key, so its state (they are adjacent:
             // `compile` sorts backends by address).
-            if let Some((addr, state)) = kept.last()
-                && *addr == b.addr
+            if let Some(state) = row.last()
+                && state.addr == b.addr
             {
                 row.push(state.clone());
                 continue;
             }
             // Mostly the same backends in the same order: the same position first.
             let at = match old.get(i) {
-                Some((addr, _)) if *addr == b.addr => Some(i),
+                Some(state) if state.addr == b.addr => Some(i),
                 _ => match &index {
                     Some(index) => index.get(&b.addr).copied(),
-                    None => old.iter().position(|(addr, _)| *addr == b.addr),
+                    None => old.iter().position(|state| state.addr == b.addr),
                 },
             };
             let state = match at {
                 Some(at) if !taken[at] => {
                     taken[at] = true;
-                    old[at].1.clone()
+                    old[at].clone()
                 }
-                _ => {
-                    let key = (service.key.clone(), b.addr);
-                    match kept.iter().find(|(addr, _)| *addr == b.addr) {
-                        Some((_, state)) => state.clone(),
-                        None => self.undrain(&key).unwrap_or_else(|| {
+                _ => match row.iter().find(|state| state.addr == b.addr) {
+                    Some(state) => state.clone(),
+                    None => {
+                        let key = (service.key.clone(), b.addr);
+                        self.undrain(&key).unwrap_or_else(|| {
                             let histogram = response_seconds
                                 .get_or_insert_with(|| self.service_series(&service.key));
                             self.create(&key, histogram.clone())
-                        }),
+                        })
                     }
-                }
+                },
             };
-            kept.push((b.addr, state.clone()));
             row.push(state);
         }
-        for ((addr, state), taken) in old.into_iter().zip(taken) {
+        for (state, taken) in old.into_iter().zip(taken) {
             if !taken {
-                left.push(((service.key.clone(), addr), state));
+                left.push(((service.key.clone(), state.addr), state.clone()));
             }
-        }
-        if !kept.is_empty() {
-            self.live.insert(service.key.clone(), kept);
         }
         row.into()
     }
@@ -644,8 +649,8 @@ mod tests {
         let first = reg.attach(&table(&[1, 2, 2]));
         let conn = first[0][0].open();
         first[0][0].metrics.response(http::StatusCode::OK);
-        first[0][0].metrics.bytes_out.inc_by(7);
-        first[0][0].metrics.connect_failures.inc();
+        first[0][0].metrics.count().bytes_out.inc_by(7);
+        first[0][0].metrics.count().connect_failures.inc();
         let series = |port: u16, [conns, active, bytes_out, fails, ok]: [u64; 5]| {
             let l = format!("service=\"/a:0\",backend=\"127.0.0.1:{port}\"");
             let mut v = vec![

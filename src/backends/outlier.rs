@@ -69,7 +69,7 @@ pub fn failure(states: &[Arc<BackendState>], b: usize) -> bool {
         .until_ms
         .store(now_ms() + duration.as_millis() as u64, Ordering::Relaxed);
     outlier.consecutive.store(0, Ordering::Relaxed);
-    states[b].metrics.ejections.inc();
+    states[b].metrics.count().ejections.inc();
     states[b].verdict_changed();
     tracing::warn!(backend = %states[b].addr, failures, ?duration, "backend ejected as an outlier");
     true

@@ -78,14 +78,14 @@ pub async fn dial(
     if let Some(header) = &dial.proxy_header
         && stream.write_all(header).await.is_err()
     {
-        state.metrics.connect_failures.inc();
+        state.metrics.count().connect_failures.inc();
         return Err(NotConnected::Backend);
     }
     let Some(tls) = &dial.tls else {
         return Ok(Stream::Plain(stream));
     };
     let config = client_config(tls, h2, &ctx.metrics).ok_or_else(|| {
-        state.metrics.connect_failures.inc();
+        state.metrics.count().connect_failures.inc();
         NotConnected::Backend
     })?;
     let name = match &tls.server_name {
@@ -109,13 +109,13 @@ pub async fn dial(
                 });
             let kind = if verify { "verify" } else { "handshake" };
             Metrics::count(&ctx.metrics.upstream_tls_failures, kind);
-            state.metrics.connect_failures.inc();
+            state.metrics.count().connect_failures.inc();
             report(state.addr, kind, &e.to_string());
             Err(NotConnected::Backend)
         }
         Err(_) => {
             Metrics::count(&ctx.metrics.upstream_tls_failures, "handshake");
-            state.metrics.connect_failures.inc();
+            state.metrics.count().connect_failures.inc();
             report(state.addr, "handshake", "timed out");
             Err(NotConnected::Backend)
         }

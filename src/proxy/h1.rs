@@ -467,7 +467,7 @@ async fn forward(
             } else {
                 BodySent::Whole
             };
-            state.metrics.bytes_in.inc_by(content_length);
+            state.metrics.count().bytes_in.inc_by(content_length);
             Ok(sent)
         }
         .await;

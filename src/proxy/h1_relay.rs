@@ -257,7 +257,7 @@ pub(super) async fn relay_response(
             (client_timeout, timeout),
         )
         .await;
-        state.metrics.bytes_out.inc_by(body_out);
+        state.metrics.count().bytes_out.inc_by(body_out);
         let close = match relayed {
             Ok(reusable) => {
                 if reuse && reusable && !checked.close && rbuf.is_empty() {

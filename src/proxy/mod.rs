@@ -260,7 +260,7 @@ pub(crate) fn count_connect_failure(
         }
         return true;
     }
-    state.metrics.connect_failures.inc();
+    state.metrics.count().connect_failures.inc();
     tracing::debug!(backend = %state.addr, "connect failed: {e}");
     false
 }

@@ -122,7 +122,7 @@ pub async fn serve(
     }
     let _active = state.open();
     let end = tokio::select! {
-        end = relay(&client, &upstream, (&state.metrics.bytes_in, &state.metrics.bytes_out), idle) => end,
+        end = relay(&client, &upstream, (&state.metrics.count().bytes_in, &state.metrics.count().bytes_out), idle) => end,
         _ = state.drained() => End::Drained,
     };
     if end != End::Closed {

@@ -432,7 +432,7 @@ impl Loop {
         else {
             return;
         };
-        let m = &state.metrics;
+        let m = state.metrics.count();
         let end = match pump(up, client, backend, &m.bytes_in, (down.done, last_ms)) {
             Err(Fault::Source) => Some(End::ClientFailed),
             Err(Fault::Destination) => Some(End::BackendFailed),

@@ -111,7 +111,7 @@ async fn open(
     .ok()?;
     let upstream = UdpSocket::bind(local).await.ok()?;
     if upstream.connect(addr).await.is_err() {
-        state.metrics.connect_failures.inc();
+        state.metrics.count().connect_failures.inc();
         return None;
     }
     let session = Arc::new(Session {
@@ -154,7 +154,7 @@ async fn open(
                     match relay.upstream.try_recv_buf(buf.vec()) {
                         Ok(n) => {
                             relay.last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                            state.metrics.bytes_out.inc_by(n as u64);
+                            state.metrics.count().bytes_out.inc_by(n as u64);
                             state.outlier.success();
                             let _ = socket.send_to(&buf, client).await;
                         }
@@ -200,7 +200,7 @@ fn charge_unreachable(
     listen: SocketAddr,
     state: &Arc<crate::backends::BackendState>,
 ) {
-    state.metrics.connect_failures.inc();
+    state.metrics.count().connect_failures.inc();
     let snapshot = ctx.store.load();
     let Some(&index) = snapshot.table.udp.get(&listen) else {
         return;

@@ -114,7 +114,7 @@ pub async fn send(
             }
             Awaited::Returned(back) if !fresh => req = back,
             Awaited::Returned(back) => {
-                state.metrics.connect_failures.inc();
+                state.metrics.count().connect_failures.inc();
                 return Tried::Unsent(back);
             }
         }
@@ -194,7 +194,7 @@ where
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| {
-            state.metrics.connect_failures.inc();
+            state.metrics.count().connect_failures.inc();
             tracing::debug!(backend = %state.addr, "handshake failed: {e}");
             NotConnected::Backend
         })?;
@@ -306,6 +306,7 @@ impl Body for ProxyBody {
                     body.active
                         .state()
                         .metrics
+                        .count()
                         .bytes_out
                         .inc_by(data.len() as u64);
                 }
@@ -427,7 +428,7 @@ impl Body for RequestBody {
             &this.bytes_in,
             frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),
         ) {
-            state.metrics.bytes_in.inc_by(data.len() as u64);
+            state.metrics.count().bytes_in.inc_by(data.len() as u64);
         }
         Poll::Ready(frame)
     }
@@ -459,7 +460,10 @@ async fn tunnel(
             return;
         }
     };
-    let counters = (&state.metrics.bytes_in, &state.metrics.bytes_out);
+    let counters = (
+        &state.metrics.count().bytes_in,
+        &state.metrics.count().bytes_out,
+    );
     let end = match (raw_socket(client), raw_socket(upstream)) {
         // Plain HTTP both ways (the usual case): the sockets themselves, watched for resets.
         (Ok((client, to_backend)), Ok((upstream, to_client))) => {

@@ -106,7 +106,7 @@ pub async fn send(
                 continue;
             }
             Err(Sent::Stale) => {
-                state.metrics.connect_failures.inc();
+                state.metrics.count().connect_failures.inc();
                 return Tried::Failed(Failure::Lost(
                     "backend closed the connection without a response".into(),
                 ));
@@ -251,9 +251,7 @@ impl Exchange<'_> {
                     Parsed::Done(head) => {
                         let metrics = &self.state.metrics;
                         metrics.response(head.parts.status);
-                        metrics
-                            .response_seconds
-                            .observe(sent.elapsed().as_secs_f64());
+                        metrics.response_time(sent.elapsed());
                         return Ok((head, rbuf, cut));
                     }
                 }
@@ -562,7 +560,11 @@ impl RawBody {
                 data
             }
         };
-        self.state.metrics.bytes_out.inc_by(data.len() as u64);
+        self.state
+            .metrics
+            .count()
+            .bytes_out
+            .inc_by(data.len() as u64);
         Ok(Some(data))
     }
 

@@ -102,7 +102,7 @@ async fn open(
     let (sender, conn) = match handshake {
         Ok(pair) => pair,
         Err(e) => {
-            state.metrics.connect_failures.inc();
+            state.metrics.count().connect_failures.inc();
             tracing::debug!(backend = %state.addr, "h2 handshake failed: {e}");
             return Err(NotConnected::Backend);
         }

@@ -4,7 +4,7 @@
 //! patched compile replaced (`routing::compile::Patched`) when it did: then the services and
 //! routes it replaced are the only ones looked at.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use crate::routing::RoutingTable;
@@ -45,7 +45,7 @@ pub(super) fn of(
     let mut routes: Vec<String> = p
         .routes
         .iter()
-        .filter(|&&r| weights_changed(&before.routes[r], &after.routes[r]))
+        .filter(|&&r| before.routes[r].split_differs(&after.routes[r]))
         .map(|&r| after.routes[r].name.clone())
         .collect();
     routes.sort();
@@ -247,26 +247,6 @@ fn backends_changed(
     }
 }
 
-/// Whether a route's apps or their weights changed (its name the same).
-fn weights_changed(
-    old: &crate::routing::routes::Route,
-    new: &crate::routing::routes::Route,
-) -> bool {
-    let weights = |r: &crate::routing::routes::Route| -> BTreeMap<String, u32> {
-        r.members
-            .iter()
-            .map(|m| (m.app_id.to_string(), m.weight))
-            .collect()
-    };
-    let same = old.members.len() == new.members.len()
-        && old
-            .members
-            .iter()
-            .zip(&new.members)
-            .all(|(p, q)| p.app_id == q.app_id && p.weight == q.weight);
-    !same && weights(old) != weights(new)
-}
-
 /// Routes added (`+name`), removed (`-name`), or whose apps or weights changed (`name`), by
 /// name: [`RoutingTable::route_weights`] compared, without building it for routes whose members
 /// and weights are the same in the same order.
@@ -280,7 +260,7 @@ pub(super) fn route_changes(before: &RoutingTable, after: &RoutingTable) -> Vec<
     for (name, route) in &b {
         match a.get(name) {
             None => changed.push((name, true)),
-            Some(old) if weights_changed(old, route) => changed.push((name, false)),
+            Some(old) if old.split_differs(route) => changed.push((name, false)),
             Some(_) => {}
         }
     }

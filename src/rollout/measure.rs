@@ -98,14 +98,16 @@ fn samples(snapshot: &Snapshot, service: usize) -> Window {
             let m = &st.metrics;
             // A connection the backend refused counts as a 5xx answer: the canary failed it,
             // whether or not a retry elsewhere saved the client.
-            let refused = m.connect_failures.get();
+            let refused = m.connect_failures();
             let requests = (1..=5).map(|c| m.responses(c)).sum::<u64>() + refused;
             (
                 b.addr,
                 Sample {
                     requests,
                     errors_5xx: m.responses(5) + refused,
-                    latency: m.latency.counts(),
+                    latency: m
+                        .latency()
+                        .unwrap_or([0; crate::backends::latency::BUCKETS]),
                 },
             )
         })

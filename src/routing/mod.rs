@@ -104,14 +104,7 @@ impl RoutingTable {
     ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>> {
         self.routes
             .iter()
-            .map(|r| {
-                let members = r
-                    .members
-                    .iter()
-                    .map(|m| (m.app_id.to_string(), m.weight))
-                    .collect();
-                (r.name.clone(), members)
-            })
+            .map(|r| (r.name.clone(), r.weights()))
             .collect()
     }
 

@@ -67,6 +67,28 @@ impl WeightSource {
 }
 
 impl Route {
+    /// Its apps and their weights, by app id: its split as a plan, a swap's record and the
+    /// dashboard's marks compare it.
+    pub fn weights(&self) -> BTreeMap<String, u32> {
+        self.members
+            .iter()
+            .map(|m| (m.app_id.to_string(), m.weight))
+            .collect()
+    }
+
+    /// Whether `other` (the route of the same name in another table) splits traffic otherwise:
+    /// other apps or other weights. No map is built for members that are the same in the same
+    /// order.
+    pub fn split_differs(&self, other: &Route) -> bool {
+        let same = self.members.len() == other.members.len()
+            && self
+                .members
+                .iter()
+                .zip(&other.members)
+                .all(|(p, q)| p.app_id == q.app_id && p.weight == q.weight);
+        !same && self.weights() != other.weights()
+    }
+
     pub fn new(
         name: String,
         services: &[usize],
