@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A backend that reads one request head (and a `content-length` body) at a time and answers
 /// by the path: `/chunked`, `/close` (body to the close), `/head-only` (204), `/early` (103
-/// first), `/big` (1 MiB), `/echo` (the body back, with the request head's header count),
+/// first), `/slow-body` (its body 1.5 s after its head), `/big` (1 MiB), `/echo` (the body back, with the request head's header count),
 /// anything else `ok`. Counts the connections it accepts.
 async fn raw_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,6 +43,14 @@ async fn raw_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                             return;
                         }
                         "/head-only" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                        "/slow-body" => {
+                            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n";
+                            if s.write_all(head).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                            b"ok".to_vec()
+                        }
                         "/dated" => b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
                             content-length: 2\r\n\r\nok"
                             .to_vec(),
@@ -136,6 +144,46 @@ async fn exchange(s: &mut TcpStream, request: &str, expect: &str) {
     s.write_all(request.as_bytes()).await.unwrap();
     let got = read_until(s, expect.len()).await;
     assert_eq!(String::from_utf8_lossy(&got), expect, "for {request:?}");
+}
+
+/// A response's time is from the request sent to the response head, as docs/metrics.md says,
+/// not to the body's end: a backend that sends its head at once and its body 1.5 s later shows
+/// a p50 well under that in the history (and so in a rollout's p99 gate).
+#[tokio::test]
+async fn a_response_time_ends_at_the_response_head() {
+    let (backend, _) = raw_backend().await;
+    let port = free_port();
+    let dir = temp_dir("h1-head-time");
+    let file = dir.join("apps.json");
+    let apps = json!({"apps": [app("/raw", port, json!({"HAPROXY_0_MODE": "http"}),
+        vec![task("/raw", "raw.1", backend.port())])]});
+    std::fs::write(&file, apps.to_string()).unwrap();
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start_with_admin("h1-head-time", &toml, "history_interval = \"10ms\"");
+    sy.wait_routes("served", |r| has_service(r, port)).await;
+    let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    exchange(
+        &mut c,
+        "GET /slow-body HTTP/1.1\r\nHost: raw\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await;
+    let p50 = wait_for("a p50 in the history", || async {
+        let (status, body) = sy.get("/v1/history").await;
+        assert_eq!(status, 200, "{body}");
+        let history: serde_json::Value = serde_json::from_str(&body).unwrap();
+        history["routes"]
+            .as_array()?
+            .iter()
+            .flat_map(|r| r["versions"].as_array().into_iter().flatten())
+            .flat_map(|v| v["points"].as_array().into_iter().flatten())
+            .find_map(|p| p["p50_ms"].as_f64())
+    })
+    .await;
+    assert!(p50 < 1000.0, "p50 {p50} ms: the body's wait was counted");
 }
 
 #[tokio::test]

@@ -182,12 +182,16 @@ impl History {
         }
         let routes = snapshot.table.routes.clone();
         if let Some((_, before)) = ring.routes.take() {
-            let before: HashMap<&str, &Arc<Route>> =
-                before.iter().map(|r| (r.name.as_str(), r)).collect();
+            // By name, as `RoutingTable::route_weights` has them: routes of one name (a
+            // deployment group's port route and its vhost route) are the last of that name.
+            fn by_name(routes: &Chunked<Arc<Route>>) -> HashMap<&str, &Arc<Route>> {
+                routes.iter().map(|r| (r.name.as_str(), r)).collect()
+            }
+            let (before, after) = (by_name(&before), by_name(&routes));
             // A route that appears is no change of a split; one whose weights move is.
-            let mut moved: Vec<(&Arc<Route>, &Arc<Route>)> = routes
-                .iter()
-                .filter_map(|route| Some((*before.get(route.name.as_str())?, route)))
+            let mut moved: Vec<(&Arc<Route>, &Arc<Route>)> = after
+                .values()
+                .filter_map(|route| Some((*before.get(route.name.as_str())?, *route)))
                 .filter(|(previous, route)| {
                     !Arc::ptr_eq(previous, route) && previous.split_differs(route)
                 })
@@ -268,7 +272,11 @@ impl History {
                         .backends
                         .iter()
                         .zip(states.iter())
-                        .map(|(b, st)| {
+                        .enumerate()
+                        // Two tasks on one address share a state (next to each other): it is
+                        // one backend, read once.
+                        .filter(|&(i, (_, st))| i == 0 || !Arc::ptr_eq(&states[i - 1], st))
+                        .map(|(_, (b, st))| {
                             let key = (service.key.clone(), b.addr);
                             let delta = delta_of(&key, st);
                             if backends >= MAX_BACKENDS {
@@ -416,5 +424,81 @@ impl History {
             "last_sample_unix_ms": ring.last_sample_ms,
             "routes": routes_view,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{app, task};
+    use crate::cluster::{Cluster, ClusterUpdate};
+    use crate::routing::{CompileConfig, compile};
+
+    fn snapshot(generation: u64, apps: Vec<crate::cluster::App>) -> Snapshot {
+        let mut cluster = Cluster::default();
+        cluster.apply(ClusterUpdate::Snapshot(apps));
+        let config = CompileConfig::group("*", "127.0.0.1".parse().unwrap());
+        Snapshot {
+            generation,
+            table: Arc::new(compile(&cluster, &config)),
+            ..Snapshot::empty()
+        }
+    }
+
+    fn shop(blue_weight: &str) -> Vec<crate::cluster::App> {
+        let blue = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_COLOUR", "blue"),
+            ("HAPROXY_0_VHOST", "shop.example.com"),
+            ("SWITCHYARD_0_WEIGHT", blue_weight),
+        ];
+        let green = [
+            ("HAPROXY_DEPLOYMENT_GROUP", "shop"),
+            ("HAPROXY_DEPLOYMENT_COLOUR", "green"),
+            ("HAPROXY_DEPLOYMENT_ALT_PORT", "10100"),
+            ("SWITCHYARD_0_WEIGHT", "10"),
+        ];
+        vec![
+            app("/shop-blue", 10000, &blue, vec![task("b.1", 1)]),
+            app("/shop-green", 10000, &green, vec![task("g.1", 2)]),
+        ]
+    }
+
+    /// A mark as (route, weights before, weights after).
+    type Shown = (String, BTreeMap<String, u32>, BTreeMap<String, u32>);
+
+    fn marks(history: &History) -> Vec<Shown> {
+        let ring = history.ring.lock().unwrap();
+        ring.marks
+            .iter()
+            .map(|m| (m.route.clone(), m.before.clone(), m.after.clone()))
+            .collect()
+    }
+
+    /// A deployment group's routes share its name (its service port's route and the route of
+    /// a vhost only one colour has): a table compiled again with the same splits is no change,
+    /// and a weight that moves is one mark for the name, as `RoutingTable::route_weights` has it.
+    #[test]
+    fn marks_follow_splits_by_route_name() {
+        let first = snapshot(1, shop("90"));
+        let names: Vec<&str> = first.table.routes.iter().map(|r| r.name.as_str()).collect();
+        assert!(
+            names.iter().filter(|n| **n == "shop").count() > 1,
+            "routes of one name: {names:?}"
+        );
+        let history = History::new(Duration::from_secs(5));
+        history.marks(&first, 1);
+        history.marks(&snapshot(2, shop("90")), 2);
+        assert_eq!(marks(&history), vec![], "the same splits, compiled again");
+        history.marks(&snapshot(3, shop("70")), 3);
+        let weights = snapshot(3, shop("70")).table.route_weights();
+        let before = snapshot(2, shop("90")).table.route_weights();
+        let expected: Vec<_> = weights
+            .iter()
+            .filter(|(name, after)| before.get(*name).is_some_and(|b| b != *after))
+            .map(|(name, after)| (name.clone(), before[name].clone(), after.clone()))
+            .collect();
+        assert_eq!(expected.len(), 1, "{expected:?}");
+        assert_eq!(marks(&history), expected);
     }
 }

@@ -129,8 +129,7 @@ impl BackendMetrics {
         self.count().responses[class].inc();
     }
 
-    /// The response-time buckets so far (all 0 before the first response); `None` when there
-    /// was none (nothing to copy).
+    /// The response-time buckets so far; `None` before the first response (nothing to copy).
     pub fn latency(&self) -> Option<[u64; super::latency::BUCKETS]> {
         self.counters.get()?.latency.observed()
     }

@@ -488,6 +488,7 @@ async fn forward(
                     rules: &service.edge.response_headers,
                     timeout: policy.response,
                     client_timeout: settings.client_header_timeout,
+                    sent: started,
                 };
                 let (to_client, from_backend) = (&mut scratch.response, &mut scratch.from_backend);
                 relay_response(
@@ -504,7 +505,6 @@ async fn forward(
         drop(active);
         match answer {
             Ok(Relayed { status, close }) => {
-                state.metrics.response_time(started.elapsed());
                 attempts.answered(b, status);
                 return if close || client_close || stopping || cut {
                     Step::Close

@@ -165,6 +165,8 @@ pub(super) struct Relay<'a> {
     pub(super) timeout: Duration,
     /// The longest a client may take to take a piece of the response.
     pub(super) client_timeout: Duration,
+    /// When the request had gone out: the response time is from then to the response head.
+    pub(super) sent: std::time::Instant,
 }
 
 pub(super) struct Relayed {
@@ -193,6 +195,7 @@ pub(super) async fn relay_response(
         rules,
         timeout,
         client_timeout,
+        sent,
     } = *relay;
     rbuf.clear();
     if rbuf.capacity() > 4 * READ_CHUNK {
@@ -248,6 +251,7 @@ pub(super) async fn relay_response(
         state
             .metrics
             .response(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY));
+        state.metrics.response_time(sent.elapsed());
         let mut body_out = 0u64;
         let relayed = relay_body(
             (client, &mut upstream),
