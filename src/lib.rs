@@ -8,6 +8,7 @@ pub mod access;
 pub mod admin;
 pub mod backends;
 pub mod background;
+pub mod bulk_text;
 pub mod chunked;
 pub mod cli;
 pub mod cluster;

@@ -508,9 +508,15 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
-            .expect("writing to a String cannot fail");
+        self.encode_into(&mut out);
         out
+    }
+
+    /// The text of every family, written into `out` (a scrape writes it in chunks:
+    /// `crate::bulk_text`).
+    pub fn encode_into(&self, out: &mut impl std::fmt::Write) {
+        prometheus_client::encoding::text::encode(out, &self.registry.lock().unwrap())
+            .expect("the writers used cannot fail");
     }
 
     pub fn reject(&self, kind: &str) {

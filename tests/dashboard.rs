@@ -930,6 +930,64 @@ async fn routes_answers_pages_and_filters() {
     assert_eq!(filtered["problems"], all["problems"]);
 }
 
+/// The admin API's large answers — a scrape, the whole table — are written and sent in chunks
+/// (`bulk_text`): over more than one chunk they arrive whole, with their exact length, every
+/// backend's series and entry in them.
+#[tokio::test]
+async fn large_answers_arrive_whole_with_their_length() {
+    const TASKS: usize = 1000;
+    let dir = temp_dir("bulk-answers");
+    let file = dir.join("apps.json");
+    let tasks = (0..TASKS)
+        .map(|i| task("/big", &format!("big.{i}"), 20_000 + i as u16))
+        .collect();
+    write_apps(
+        &file,
+        vec![app(
+            "/big",
+            free_port(),
+            json!({"HAPROXY_0_MODE": "http"}),
+            tasks,
+        )],
+    );
+    let toml = format!(
+        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
+        file.display().to_string()
+    );
+    let sy = Switchyard::start("bulk-answers", &toml);
+    sy.wait_routes("every backend", |r| {
+        r["services"][0]["backends"]
+            .as_array()
+            .is_some_and(|b| b.len() == TASKS)
+    })
+    .await;
+    for path in ["/metrics", "/v1/routes"] {
+        let (status, headers, body) = http_request(sy.admin, "GET", path, &[], "").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(body.len() > 256 * 1024, "{path}: {} bytes", body.len());
+        let length = headers.iter().find(|(k, _)| k == "content-length");
+        assert_eq!(
+            length.map(|(_, v)| v.as_str()),
+            Some(body.len().to_string().as_str()),
+            "{path}"
+        );
+        if path == "/metrics" {
+            assert!(body.ends_with("# EOF\n"), "{path}");
+            let series = body
+                .lines()
+                .filter(|l| l.starts_with("switchyard_backend_connections_total{"))
+                .count();
+            assert_eq!(series, TASKS, "{path}");
+        } else {
+            let routes: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                routes["services"][0]["backends"].as_array().unwrap().len(),
+                TASKS
+            );
+        }
+    }
+}
+
 /// A status from the admin listener to a request sent from `source` (any 127/8 address is this
 /// host's: another client address on loopback).
 async fn status_from(

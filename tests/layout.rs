@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 30] = [
+    let layers: [(&str, Option<&[&str]>); 31] = [
         ("cluster", Some(&[])),
         // The idle-priority thread for the work a swap leaves behind.
         ("background", Some(&[])),
@@ -17,6 +17,8 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ("access", Some(&[])),
         // Outside text shown on one line (logs, the CLI).
         ("text", Some(&[])),
+        // Large answers (a scrape, the whole table) written and sent in chunks.
+        ("bulk_text", Some(&[])),
         ("stall", Some(&[])),
         ("metrics", Some(&[])),
         ("runtime_thread", Some(&[])),

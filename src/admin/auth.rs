@@ -7,7 +7,7 @@
 use super::*;
 
 /// 429 for a client that guessed wrong too often: until its window ends.
-fn too_many_guesses(left: std::time::Duration) -> Response<Full<Bytes>> {
+fn too_many_guesses(left: std::time::Duration) -> Response<BulkBody> {
     let mut r = text(
         StatusCode::TOO_MANY_REQUESTS,
         crate::access::TOO_MANY_GUESSES.into(),
@@ -27,7 +27,7 @@ impl Admin {
         req: &Request<Incoming>,
         loopback: bool,
         client: std::net::IpAddr,
-    ) -> Option<Response<Full<Bytes>>> {
+    ) -> Option<Response<BulkBody>> {
         let path = req.uri().path();
         // marathon-lb's signals answer any method, GET included, and make the process work (a
         // full resync): a change, whatever the method. Any page a browser shows can send a GET
@@ -115,7 +115,7 @@ impl Admin {
         &self,
         req: Request<Incoming>,
         client: std::net::IpAddr,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<BulkBody> {
         use http_body_util::BodyExt;
         if req.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
@@ -177,7 +177,7 @@ impl Admin {
     }
 
     /// `GET /v1/session`: the cookie's session (its CSRF token, for a reloaded page), or 401.
-    pub(super) fn session(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    pub(super) fn session(&self, req: &Request<Incoming>) -> Response<BulkBody> {
         match session::cookie_id(req.headers())
             .and_then(|id| self.sessions.find(id, std::time::Instant::now()))
         {
@@ -194,7 +194,7 @@ impl Admin {
 
     /// `POST /v1/logout` (authorized as a change: the session's CSRF token): ends the session
     /// and clears the cookie.
-    pub(super) fn logout(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    pub(super) fn logout(&self, req: &Request<Incoming>) -> Response<BulkBody> {
         if req.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n".into());
         }

@@ -16,7 +16,10 @@ impl Admin {
     /// and swaps tables. The counters in it (served, active, errors, ejections, state) are read
     /// from the backends' atomics at that moment, so every answer is fresh. `None`: shutting
     /// down.
-    pub(super) async fn routes_view(&self, page: views::Page) -> Option<String> {
+    pub(super) async fn routes_view(
+        &self,
+        page: views::Page,
+    ) -> Option<crate::bulk_text::BulkText> {
         let turn = ROUTES_BUILDS.acquire().await.ok()?;
         let snapshot = self.store.load_full();
         let failures = self.bind_failures.lock().unwrap().clone();
@@ -27,7 +30,11 @@ impl Admin {
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
             let view = views::routes(&snapshot, &failures, &status, &draining, &page, &rollouts);
-            serde_json::to_string_pretty(&view).expect("routes serialize") + "\n"
+            // In chunks (`bulk_text`): the whole table at 50,000 apps is 190 MB of text.
+            let mut text = crate::bulk_text::BulkText::new();
+            serde_json::to_writer_pretty(&mut text, &view).expect("routes serialize");
+            text.push(b"\n");
+            text
         })
         .await
         .ok()
@@ -36,7 +43,7 @@ impl Admin {
     /// `PUT /v1/apps/{app id}/maintenance` puts an app in maintenance (its HTTP requests are
     /// answered 503 with its page, its routes kept); `DELETE` takes it out. Answers once the
     /// new table is live.
-    pub(super) async fn maintenance(&self, method: &Method, app: String) -> Response<Full<Bytes>> {
+    pub(super) async fn maintenance(&self, method: &Method, app: String) -> Response<BulkBody> {
         let on = match *method {
             Method::PUT | Method::POST => true,
             Method::DELETE => false,
@@ -58,7 +65,7 @@ impl Admin {
         command: impl FnOnce(
             tokio::sync::oneshot::Sender<Result<(), String>>,
         ) -> crate::reconciler::Command,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<BulkBody> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self.commands.send(command(reply)).await.is_err() {
             return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
@@ -76,7 +83,7 @@ impl Admin {
     /// `POST /v1/plan` with Marathon app definitions (`{"apps": […]}` or an array, at most
     /// 16 MiB): what deploying them would change (`plan::Plan` as JSON). Compiled off the
     /// control thread's loop, on the blocking pool.
-    pub(super) async fn plan(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub(super) async fn plan(&self, req: Request<Incoming>) -> Response<BulkBody> {
         use http_body_util::BodyExt;
         // One plan at a time: each holds its body (up to 16 MiB) and a compiled copy of the
         // cluster; a burst of them would take the memory the proxy needs.
@@ -134,7 +141,7 @@ impl Admin {
         &self,
         req: Request<Incoming>,
         route: String,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<BulkBody> {
         use http_body_util::BodyExt;
         let weights = match *req.method() {
             Method::DELETE => None,
@@ -180,7 +187,7 @@ impl Admin {
         &self,
         req: Request<Incoming>,
         route: String,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<BulkBody> {
         use http_body_util::BodyExt;
         let answer = |status: StatusCode, r: &crate::rollout::Rollout| {
             let mut r = text(

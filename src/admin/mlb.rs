@@ -3,9 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
+use crate::bulk_text::BulkBody;
 use http::{Response, StatusCode, header};
-use http_body_util::Full;
 
 use crate::routing::{Mode, RoutingTable, Service};
 
@@ -13,8 +12,8 @@ use crate::routing::{Mode, RoutingTable, Service};
 pub const HEALTH_CHECK_BODY: &str = "<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n";
 
 /// `send_map` in getmaps.lua / `send_response` in signalmlb.lua: 200, text/plain.
-pub fn plain(body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+pub fn plain(body: &str) -> Response<BulkBody> {
+    let mut r = Response::new(BulkBody::from(body.to_owned()));
     *r.status_mut() = StatusCode::OK;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

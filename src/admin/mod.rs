@@ -32,9 +32,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+pub(crate) use crate::bulk_text::BulkBody;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 /// A request as the admin API reads it: its body read under `admin.idle_timeout` (`stall`).
 type Incoming = crate::stall::Watched<hyper::body::Incoming>;
 use hyper::service::service_fn;
@@ -133,7 +132,7 @@ impl Admin {
     }
 
     /// Re-reads the configuration: 200 with what applied, 400 with why it was refused.
-    async fn reload(&self) -> Response<Full<Bytes>> {
+    async fn reload(&self) -> Response<BulkBody> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         if self.reload.send(reply).await.is_err() {
             return text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into());
@@ -162,7 +161,7 @@ impl Admin {
         req: Request<Incoming>,
         loopback: bool,
         client: std::net::IpAddr,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<BulkBody> {
         const EXACT: [&str; 22] = [
             "/_haproxy_health_check",
             "/_haproxy_getvhostmap",
@@ -320,7 +319,7 @@ impl Admin {
                 })
                 .await
                 .unwrap_or_default();
-                let mut r = text(StatusCode::OK, body);
+                let mut r = bulk(StatusCode::OK, body.into_body());
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static(
@@ -391,7 +390,7 @@ impl Admin {
                 let Some(body) = self.routes_view(page).await else {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
                 };
-                let mut r = text(StatusCode::OK, body);
+                let mut r = bulk(StatusCode::OK, body.into_body());
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("application/json"),
@@ -418,7 +417,7 @@ impl Admin {
 }
 
 /// A JSON list (`/v1/events`).
-fn json_list<T: serde::Serialize>(items: &[T]) -> Response<Full<Bytes>> {
+fn json_list<T: serde::Serialize>(items: &[T]) -> Response<BulkBody> {
     let mut r = text(
         StatusCode::OK,
         serde_json::to_string(items).expect("serializes") + "\n",
@@ -456,7 +455,7 @@ pub(super) fn percent_decode(text: &str) -> String {
 }
 
 /// A JSON answer about a session (it may hold its CSRF token): never cached.
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<BulkBody> {
     let mut r = text(status, body.to_string() + "\n");
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -480,7 +479,7 @@ fn is_probe(path: &str) -> bool {
 }
 
 /// 503 for anything but a probe on a connection admitted past `admin.max_connections`.
-fn over_capacity() -> Response<Full<Bytes>> {
+fn over_capacity() -> Response<BulkBody> {
     let mut r = text(
         StatusCode::SERVICE_UNAVAILABLE,
         "admin.max_connections are open: only probes are answered\n".into(),
@@ -490,8 +489,13 @@ fn over_capacity() -> Response<Full<Bytes>> {
     r
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, body: String) -> Response<BulkBody> {
+    bulk(status, body.into())
+}
+
+/// [`text`] for an answer written in chunks (`crate::bulk_text`).
+fn bulk(status: StatusCode, body: BulkBody) -> Response<BulkBody> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
