@@ -7,23 +7,45 @@
 //! process held 1.6 GB at its peak. Chunks are written once, each freed as soon as it is sent.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
 
 /// How much text one chunk holds: large enough that a chunk is one write, small enough that a
 /// half-filled last one wastes little.
 const CHUNK: usize = 256 * 1024;
 
+/// Full chunks a streaming body holds for its client before the writer keeps them itself.
+const IN_FLIGHT: usize = 4;
+
 /// Text written in chunks of [`CHUNK`] bytes (`std::fmt::Write` and `std::io::Write`).
+///
+/// Made by [`BulkText::new`] it keeps every chunk until [`BulkText::into_body`]. Made by
+/// [`BulkText::streaming`] it hands each full chunk to its body as soon as the body has room
+/// for it, so that a client that keeps up holds a few chunks, not the answer. It never waits
+/// for the client while written: the writer may hold locks others need (a scrape encodes
+/// each metric family under the family's lock). A chunk the body has no room for waits here
+/// until [`BulkText::finish`], which the writer calls once it holds nothing, and which waits.
 #[derive(Default)]
 pub struct BulkText {
     full: VecDeque<Bytes>,
     current: Vec<u8>,
     len: usize,
+    to_body: Option<Stream>,
+    /// The streaming body was dropped (its client left): what is written is dropped too.
+    gone: bool,
+}
+
+/// The two ends' shared part: the chunks, and whether the writer finished (a channel that
+/// closes without it is an answer broken off).
+struct Stream {
+    chunks: mpsc::Sender<Bytes>,
+    finished: Arc<AtomicBool>,
 }
 
 impl BulkText {
@@ -31,7 +53,28 @@ impl BulkText {
         BulkText::default()
     }
 
+    /// A text streamed to the body returned with it (whose length is not known before).
+    pub fn streaming() -> (BulkText, BulkBody) {
+        let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let finished = Arc::new(AtomicBool::new(false));
+        let text = BulkText {
+            to_body: Some(Stream {
+                chunks: tx,
+                finished: finished.clone(),
+            }),
+            ..BulkText::default()
+        };
+        let body = BulkBody {
+            stream: Some((rx, finished)),
+            ..BulkBody::default()
+        };
+        (text, body)
+    }
+
     pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.gone {
+            return;
+        }
         self.len += bytes.len();
         while !bytes.is_empty() {
             if self.current.capacity() == 0 {
@@ -44,6 +87,32 @@ impl BulkText {
             if self.current.len() == CHUNK {
                 self.full
                     .push_back(Bytes::from(std::mem::take(&mut self.current)));
+                self.hand_over();
+                if self.gone {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Full chunks to the streaming body, in order, while it has room (never waiting).
+    fn hand_over(&mut self) {
+        let Some(stream) = &self.to_body else {
+            return;
+        };
+        while let Some(chunk) = self.full.pop_front() {
+            match stream.chunks.try_send(chunk) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(chunk)) => {
+                    self.full.push_front(chunk);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.full.clear();
+                    self.current = Vec::new();
+                    self.gone = true;
+                    return;
+                }
             }
         }
     }
@@ -57,15 +126,41 @@ impl BulkText {
         self.len == 0
     }
 
-    /// The text as a response body.
+    /// The text as a response body (a streaming text's body is the one made with it: this
+    /// gives an empty one).
     pub fn into_body(mut self) -> BulkBody {
         if !self.current.is_empty() {
-            self.full.push_back(Bytes::from(self.current));
+            self.full
+                .push_back(Bytes::from(std::mem::take(&mut self.current)));
         }
         BulkBody {
-            chunks: self.full,
-            left: self.len as u64,
+            chunks: std::mem::take(&mut self.full),
+            left: Some(self.len as u64),
+            stream: None,
         }
+    }
+
+    /// A streaming text's end: what is left goes to the body, waiting for the client to take
+    /// it (or to leave: the admin API closes a connection that takes nothing for its idle
+    /// timeout), and the body ends cleanly. Blocking: for a thread of the blocking pool, with
+    /// no lock held. A streaming text dropped without it breaks its body off.
+    pub fn finish(mut self) {
+        if !self.current.is_empty() {
+            self.full
+                .push_back(Bytes::from(std::mem::take(&mut self.current)));
+        }
+        let Some(stream) = self.to_body.take() else {
+            return;
+        };
+        if self.gone {
+            return;
+        }
+        for chunk in self.full.drain(..) {
+            if stream.chunks.blocking_send(chunk).is_err() {
+                return;
+            }
+        }
+        stream.finished.store(true, Ordering::Release);
     }
 }
 
@@ -88,12 +183,28 @@ impl std::io::Write for BulkText {
 }
 
 /// A response body of chunks, sent in turn and each dropped once taken: every admin answer
-/// is one (most are a single chunk).
+/// is one (most are a single chunk). A streaming one ([`BulkText::streaming`]) takes its
+/// chunks as they are written, and fails (the connection is cut, not ended as if whole) when
+/// its writer stopped without finishing.
 #[derive(Debug, Default)]
 pub struct BulkBody {
     chunks: VecDeque<Bytes>,
-    left: u64,
+    /// Bytes left to send, when known.
+    left: Option<u64>,
+    stream: Option<(mpsc::Receiver<Bytes>, Arc<AtomicBool>)>,
 }
+
+/// A streamed answer whose writer stopped before its end (it panicked).
+#[derive(Debug)]
+pub struct BrokenOff;
+
+impl std::fmt::Display for BrokenOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the answer broke off while it was written")
+    }
+}
+
+impl std::error::Error for BrokenOff {}
 
 impl From<BulkText> for BulkBody {
     fn from(text: BulkText) -> BulkBody {
@@ -109,35 +220,52 @@ impl From<String> for BulkBody {
 
 impl From<Bytes> for BulkBody {
     fn from(bytes: Bytes) -> BulkBody {
-        let left = bytes.len() as u64;
+        let left = Some(bytes.len() as u64);
         BulkBody {
             chunks: (!bytes.is_empty()).then_some(bytes).into_iter().collect(),
             left,
+            stream: None,
         }
     }
 }
 
 impl Body for BulkBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BrokenOff;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let chunk = self.chunks.pop_front();
-        if let Some(chunk) = &chunk {
-            self.left -= chunk.len() as u64;
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BrokenOff>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            if let Some(left) = &mut self.left {
+                *left -= chunk.len() as u64;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+        let Some((chunks, finished)) = &mut self.stream else {
+            return Poll::Ready(None);
+        };
+        match chunks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(None) => {
+                let whole = finished.load(Ordering::Acquire);
+                self.stream = None;
+                Poll::Ready((!whole).then_some(Err(BrokenOff)))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && self.stream.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
+        match self.left {
+            Some(left) if self.stream.is_none() => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -171,7 +299,87 @@ mod tests {
             got.extend_from_slice(&data);
         }
         assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
         assert_eq!(String::from_utf8(got).unwrap(), expected);
+    }
+
+    async fn read_all(mut body: BulkBody) -> Result<Vec<u8>, BrokenOff> {
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            got.extend_from_slice(&frame?.into_data().unwrap());
+        }
+        assert!(body.is_end_stream());
+        Ok(got)
+    }
+
+    fn pieces(text: &mut BulkText, n: usize) -> Vec<u8> {
+        let mut written = Vec::new();
+        for i in 0..n {
+            let piece = format!("{i:09} {}\n", "z".repeat(i % 300));
+            text.push(piece.as_bytes());
+            written.extend_from_slice(piece.as_bytes());
+        }
+        written
+    }
+
+    /// A streamed text is never waited on while written, whoever reads it: with no reader at
+    /// all, many more chunks than the body holds are written; `finish` then hands over the
+    /// rest as the client takes it, and the answer arrives whole, in order, its length not
+    /// announced before.
+    #[tokio::test]
+    async fn a_streamed_text_is_written_without_waiting_and_arrives_whole() {
+        let (mut text, body) = BulkText::streaming();
+        assert_eq!(body.size_hint().exact(), None);
+        let written = pieces(&mut text, 80_000);
+        assert!(written.len() > 10 * IN_FLIGHT * CHUNK, "{}", written.len());
+        assert!(text.full.len() > IN_FLIGHT, "kept, not waited on");
+        let finished = tokio::task::spawn_blocking(move || text.finish());
+        assert_eq!(read_all(body).await.unwrap(), written);
+        finished.await.unwrap();
+    }
+
+    /// Read as it is written, nothing is kept by the writer: each full chunk goes to the body
+    /// at once.
+    #[tokio::test]
+    async fn a_streamed_text_read_as_written_keeps_nothing() {
+        let (mut text, mut body) = BulkText::streaming();
+        let mut written = Vec::new();
+        let mut got = Vec::new();
+        for round in 0..50 {
+            let piece = vec![b'a' + (round % 26) as u8; 2 * CHUNK + 7];
+            text.push(&piece);
+            written.extend_from_slice(&piece);
+            assert!(text.full.is_empty(), "round {round}: kept");
+            while got.len() + CHUNK <= written.len() {
+                let frame = body.frame().await.unwrap().unwrap();
+                got.extend_from_slice(&frame.into_data().unwrap());
+            }
+        }
+        tokio::task::spawn_blocking(move || text.finish())
+            .await
+            .unwrap();
+        got.extend(read_all(body).await.unwrap());
+        assert_eq!(got, written);
+    }
+
+    /// A writer that stops without finishing (it panicked) breaks the body off with an error,
+    /// so the client's connection is cut rather than the answer ended as if whole; a client
+    /// that leaves stops the writing's memory (what is written after is dropped).
+    #[tokio::test]
+    async fn an_unfinished_text_breaks_its_body_off_and_a_gone_client_stops_the_writing() {
+        let (mut text, body) = BulkText::streaming();
+        pieces(&mut text, 100);
+        drop(text);
+        assert!(read_all(body).await.is_err());
+
+        let (mut text, body) = BulkText::streaming();
+        drop(body);
+        pieces(&mut text, 40_000);
+        assert!(text.gone);
+        assert!(text.full.is_empty() && text.current.capacity() == 0);
+        tokio::task::spawn_blocking(move || text.finish())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -70,10 +70,46 @@ impl Admin {
         stream
             .read_to_end(&mut response)
             .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("a malformed answer")?;
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("a malformed answer")?;
+        let head = String::from_utf8_lossy(&response[..split]);
+        let body = &response[split + 4..];
         let status = head.split(' ').nth(1).unwrap_or("?");
-        Ok((status.to_string(), body.to_string()))
+        let chunked = head.lines().skip(1).any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("transfer-encoding")
+                    && v.trim().eq_ignore_ascii_case("chunked")
+            })
+        });
+        let body = if chunked {
+            dechunked(body).ok_or("a malformed answer")?
+        } else {
+            body.to_vec()
+        };
+        Ok((
+            status.to_string(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
+    }
+}
+
+/// A body sent in the chunked transfer coding, joined (the admin API streams its large answers:
+/// `/metrics`, `/v1/routes`). `None` when malformed or cut short.
+fn dechunked(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&raw[..line]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        let (data, rest) = (raw.get(..size)?, raw.get(size..)?);
+        body.extend_from_slice(data);
+        raw = rest.strip_prefix(b"\r\n")?;
     }
 }
 
@@ -643,5 +679,24 @@ pub fn rollout(admin: &Admin, action: &args::RolloutAction) -> Result<(String, b
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunked;
+
+    #[test]
+    fn chunked_bodies_are_joined_and_broken_ones_refused() {
+        assert_eq!(
+            dechunked(b"3\r\nabc\r\n10;ext=1\r\n0123456789abcdef\r\n0\r\n\r\n").as_deref(),
+            Some(&b"abc0123456789abcdef"[..])
+        );
+        assert_eq!(dechunked(b"0\r\n\r\n").as_deref(), Some(&b""[..]));
+        // Cut off (an answer broken off), a size that is not hex, data longer than said.
+        assert_eq!(dechunked(b"3\r\nabc\r\n"), None);
+        assert_eq!(dechunked(b"5\r\nab"), None);
+        assert_eq!(dechunked(b"zz\r\nabc\r\n0\r\n\r\n"), None);
+        assert_eq!(dechunked(b"2\r\nabc\r\n0\r\n\r\n"), None);
     }
 }

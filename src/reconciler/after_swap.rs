@@ -78,7 +78,7 @@ fn publish_route_weights(metrics: &Metrics, live: &Snapshot) {
 /// under another's encoding). Only scrapes write these families, and the idle thread makes the
 /// hash outside the table's once-only cell: nothing at its priority holds what a scrape waits
 /// for. Blocking (a hash not made yet is made here): not for the control thread.
-pub fn scrape(metrics: &Metrics, store: &Store) -> crate::bulk_text::BulkText {
+pub fn scrape(metrics: &Metrics, store: &Store, out: &mut impl std::fmt::Write) {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_AT_A_TIME
         .lock()
@@ -86,9 +86,7 @@ pub fn scrape(metrics: &Metrics, store: &Store) -> crate::bulk_text::BulkText {
     let live = store.load();
     publish_table_hash(metrics, &live);
     publish_route_weights(metrics, &live);
-    let mut text = crate::bulk_text::BulkText::new();
-    metrics.encode_into(&mut text);
-    text
+    metrics.encode_into(out);
 }
 
 /// What a swap leaves to the idle-priority thread: the live table's hash, made there (outside

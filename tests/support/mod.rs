@@ -324,21 +324,53 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         stream.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let status = text
+        let (head, body) = http_message(&buf);
+        let status = head
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("no status in {text:?}")))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+            .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
         Ok((status, body))
     };
     tokio::time::timeout(DEADLINE, fut)
         .await
         .map_err(|_| std::io::Error::other("timed out"))?
+}
+
+/// A whole response read to the close: its head, and its body (its chunks joined when it came
+/// chunked, as the admin API's large answers do), as text.
+fn http_message(raw: &[u8]) -> (String, String) {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (String::from_utf8_lossy(raw).to_string(), String::new());
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut body = &raw[split + 4..];
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding")
+                && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    if !chunked {
+        return (head, String::from_utf8_lossy(body).to_string());
+    }
+    let mut joined = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&body[..line_end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        body = &body[line_end + 2..];
+        if size == 0 {
+            break;
+        }
+        joined.extend_from_slice(&body[..size]);
+        assert_eq!(&body[size..size + 2], b"\r\n", "a chunk's end");
+        body = &body[size + 2..];
+    }
+    (head, String::from_utf8_lossy(&joined).to_string())
 }
 
 /// One HTTP/1.1 request over a fresh connection with extra headers and a body: status, response
@@ -360,13 +392,14 @@ pub async fn http_request(
         stream.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_string())
+        Ok::<_, std::io::Error>(buf)
     };
-    let text = tokio::time::timeout(DEADLINE, fut)
+    let buf = tokio::time::timeout(DEADLINE, fut)
         .await
         .expect("answer in time")
         .expect("admin answers");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (head, body) = http_message(&buf);
+    let text = &head;
     let mut lines = head.lines();
     let status = lines
         .next()
