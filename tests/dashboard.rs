@@ -556,6 +556,32 @@ async fn a_removed_backend_with_an_open_connection_is_shown_draining() {
         .unwrap()
         .as_millis() as u64;
     assert!(until > now, "a wall-clock time ahead: {until} vs {now}");
+    // Its app gone from the table, its backends drain on, listed apart under the service they
+    // belonged to.
+    let other = app(
+        "/other",
+        free_port(),
+        json!({}),
+        vec![task("/other", "other.1", two.port())],
+    );
+    write_apps(&file, vec![other]);
+    let routes = sy
+        .wait_routes("the app gone, its backends draining", |r| {
+            r["services"][0]["app_id"] == "/other"
+                && r["draining"].as_array().is_some_and(|d| d.len() == 2)
+        })
+        .await;
+    let gone = routes["draining"].as_array().unwrap();
+    assert!(
+        gone.iter()
+            .all(|d| d["app_id"] == "/echo" && d["state"] == "draining")
+    );
+    let first = gone
+        .iter()
+        .find(|d| d["address"] == json!(one.to_string()))
+        .unwrap_or_else(|| panic!("{routes:#}"));
+    assert_eq!(first["active"], 1);
+    assert_eq!(routes["services"][0]["draining"], json!([]));
 }
 
 /// Two colours of one app sharing a service port (a route of two apps, 90/10), a token for
