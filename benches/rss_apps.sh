@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # benches/rss_apps.sh — what an instance holds in memory with many apps: each binary in turn
 # loads N apps × 10 tasks (vhosts on one shared listener, no service ports bound) from a file
-# source, and its RSS (/proc/PID/status VmRSS) is read once the admin API serves the table,
-# and again after one full /v1/routes answer (the largest the admin API gives), 2 s and
-# SETTLE s (3) after it. SETTLE also sets the wait after the first table is served (at 50,000
-# apps the instance is still busy 3 s after: use SETTLE=12 there).
+# source, and its RSS (/proc/PID/status VmRSS) is read SETTLE s (3) after the admin API serves
+# the table (at 50,000 apps the instance is still busy 3 s after: use SETTLE=12 there). Then
+# the admin API's two largest answers, the whole /v1/routes and /metrics, each read once: their
+# size, the instance's CPU for it, its RSS just after and its peak so far (VmHWM).
 #   N=10000 bash benches/rss_apps.sh BIN [BIN ...]
 # Loopback only; each process it starts is stopped on exit (by PID).
 set -euo pipefail
@@ -50,13 +50,18 @@ TOML
   done
   sleep "${SETTLE:-3}"
   rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  # one full routes read (the admin API's biggest answer), then RSS again
-  curl -s "127.0.0.1:$admin/v1/routes" >/dev/null
-  sleep 2
-  rss2=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  sleep "${SETTLE:-3}"
-  rss3=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  echo "$bin N=$N: RSS after load ${rss} KiB, 2 s after a full /v1/routes ${rss2} KiB, ${SETTLE:-3} s later ${rss3} KiB"
+  echo "$bin N=$N: RSS after load ${rss} KiB"
+  # The admin API's two biggest answers, one after the other: their size, the CPU the instance
+  # spent on each, its RSS just after and its peak so far (VmHWM), then SETTLE s to settle.
+  for path in /v1/routes /metrics; do
+    cpu0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    size=$(curl -s "127.0.0.1:$admin$path" -o /dev/null -w '%{size_download}')
+    cpu1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    echo "$bin N=$N: $path $size bytes, $(( (cpu1 - cpu0) * 1000 / $(getconf CLK_TCK) )) ms CPU," \
+      "RSS $(awk '/VmRSS/ {print $2}' /proc/$pid/status) KiB after, peak $(awk '/VmHWM/ {print $2}' /proc/$pid/status) KiB"
+    sleep "${SETTLE:-3}"
+  done
+  echo "$bin N=$N: RSS ${SETTLE:-3} s later $(awk '/VmRSS/ {print $2}' /proc/$pid/status) KiB"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   pid=
 done
