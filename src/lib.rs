@@ -147,6 +147,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), String> {
 
     // The control plane: compile and publish, health checks, reloads.
     let registry = backends::Registry::new(metrics.clone(), config.proxy.drain_timeout);
+    registry.series_of_used_only(config.admin.backend_series == config::BackendSeries::Used);
     // Its thread runs until `run` returns (after the drain), like the control plane's.
     let (relay, _relay_thread) = match start_relay(&config, &metrics, &status)? {
         Some((relay, thread)) => (Some(relay), Some(thread)),

@@ -1011,6 +1011,48 @@ async fn large_answers_are_streamed_and_arrive_whole() {
     }
 }
 
+/// `admin.backend_series = "used"`: `/metrics` has per-backend series only for backends that
+/// were used, from their first request; the per-service families are there from the start.
+#[tokio::test]
+async fn backend_series_can_be_kept_to_the_backends_used() {
+    let (one, two) = (Backend::start("one").await, Backend::start("two").await);
+    let port = free_port();
+    let dir = temp_dir("used-series");
+    let toml = file_config(&dir, http_app(port, &[one.port(), two.port()], json!({})));
+    let sy = Switchyard::start_with_admin("used-series", &toml, "backend_series = \"used\"");
+    sy.wait_routes("both backends", |r| support::backends(r, port).len() == 2)
+        .await;
+    let backend_lines = |metrics: &str, family: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("switchyard_{family}{{")))
+            .map(str::to_string)
+            .collect()
+    };
+    let (_, before) = sy.get("/metrics").await;
+    assert_eq!(
+        backend_lines(&before, "backend_connections_total"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        backend_lines(&before, "no_backend_total").len(),
+        1,
+        "{before}"
+    );
+    let (status, body) = http_get(local(port), "/").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, after) = sy.get("/metrics").await;
+    let used = backend_lines(&after, "backend_connections_total");
+    assert_eq!(used.len(), 1, "{after}");
+    let served = if body.contains("one") { &one } else { &two };
+    assert!(
+        used[0].contains(&format!("backend=\"{}\"", served.addr)) && used[0].ends_with(" 1"),
+        "{used:?}"
+    );
+    assert_eq!(backend_lines(&after, "http_responses_total").len(), 5);
+    assert_eq!(backend_lines(&after, "backend_active_connections").len(), 1);
+}
+
 /// A status from the admin listener to a request sent from `source` (any 127/8 address is this
 /// host's: another client address on loopback).
 async fn status_from(

@@ -214,6 +214,8 @@ pub struct Registry {
     limits: limits::LimitStates,
     /// What `/metrics` shows of the backends (`series`), published at the end of each attach.
     view: Arc<std::sync::Mutex<series::View>>,
+    /// `/metrics` shows only the backends that have been used ([`Registry::series_of_used_only`]).
+    used_only: Arc<std::sync::atomic::AtomicBool>,
     /// `draining` changed since the view last copied it.
     draining_changed: bool,
 }
@@ -222,9 +224,10 @@ impl Registry {
     /// The registry of `metrics`' backends: their series are rendered from it when scraped
     /// (one registry per `Metrics`).
     pub fn new(metrics: Arc<Metrics>, drain_timeout: Duration) -> Registry {
-        let view = Arc::default();
+        let (view, used_only) = (Arc::default(), Arc::default());
         metrics.register_collector(series::Series {
             view: Arc::clone(&view),
+            used_only: Arc::clone(&used_only),
         });
         Registry {
             last: Default::default(),
@@ -235,8 +238,16 @@ impl Registry {
             verdicts: Arc::default(),
             limits: limits::LimitStates::default(),
             view,
+            used_only,
             draining_changed: false,
         }
+    }
+
+    /// `/metrics` has per-backend series only for the backends that have been used (a
+    /// connection or request sent, a connect failed: `admin.backend_series = "used"`), not
+    /// for every backend of the table.
+    pub fn series_of_used_only(&self, on: bool) {
+        self.used_only.store(on, Ordering::Relaxed);
     }
 
     /// The request-limit states of `table`'s services, in table order (`None`: no limit),

@@ -129,6 +129,11 @@ impl BackendMetrics {
         self.count().responses[class].inc();
     }
 
+    /// Whether anything was counted yet (a connection or request sent, a connect failed).
+    pub fn used(&self) -> bool {
+        self.counters.get().is_some()
+    }
+
     /// The response-time buckets so far; `None` before the first response (nothing to copy).
     pub fn latency(&self) -> Option<[u64; super::latency::BUCKETS]> {
         self.counters.get()?.latency.observed()
@@ -173,6 +178,8 @@ impl View {
 #[derive(Debug)]
 pub(super) struct Series {
     pub view: Arc<Mutex<View>>,
+    /// Only backends that have been used get series (`admin.backend_series = "used"`).
+    pub used_only: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for View {
@@ -250,6 +257,7 @@ const FAMILIES: [Family; 7] = [
 impl Collector for Series {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let used_only = self.used_only.load(Ordering::Relaxed);
         // As an empty family was: no backend, no family.
         if view.services.is_empty() && view.draining.is_empty() {
             return Ok(());
@@ -261,6 +269,9 @@ impl Collector for Series {
             };
             let mut metric = encoder.encode_descriptor(family.name, family.help, None, kind)?;
             view.each(|service, addr, state| {
+                if used_only && !state.metrics.used() {
+                    return Ok(());
+                }
                 let labels = [("service", Shown(service)), ("backend", Shown(&addr))];
                 match family.value {
                     Value::Counter(get) => metric

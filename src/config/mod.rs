@@ -26,7 +26,7 @@ mod validate;
 
 pub use dns::{Dns, Rrl};
 pub use files::{read_service_account, read_token};
-pub use operations::{Admin, HealthChecks, Log, LogFormat, Relay, Rollout, Runtime};
+pub use operations::{Admin, BackendSeries, HealthChecks, Log, LogFormat, Relay, Rollout, Runtime};
 pub use proxy::{Http, Https, Proxy, Vip};
 
 /// The configuration shipped inside the binary, used by `switchyard demo` and when no `--config`
