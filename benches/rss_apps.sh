@@ -55,7 +55,7 @@ TOML
   # spent on each, its RSS just after and its peak so far (VmHWM), then SETTLE s to settle.
   for path in /v1/routes /metrics; do
     cpu0=$(awk '{print $14 + $15}' /proc/$pid/stat)
-    size=$(curl -s "127.0.0.1:$admin$path" -o /dev/null -w '%{size_download}')
+    size=$(curl -sf "127.0.0.1:$admin$path" -o /dev/null -w '%{size_download}') || size="FAILED (curl $?) after $size"
     cpu1=$(awk '{print $14 + $15}' /proc/$pid/stat)
     echo "$bin N=$N: $path $size bytes, $(( (cpu1 - cpu0) * 1000 / $(getconf CLK_TCK) )) ms CPU," \
       "RSS $(awk '/VmRSS/ {print $2}' /proc/$pid/status) KiB after, peak $(awk '/VmHWM/ {print $2}' /proc/$pid/status) KiB"

@@ -8,8 +8,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -28,9 +27,10 @@ const IN_FLIGHT: usize = 4;
 /// Made by [`BulkText::new`] it keeps every chunk until [`BulkText::into_body`]. Made by
 /// [`BulkText::streaming`] it hands each full chunk to its body as soon as the body has room
 /// for it, so that a client that keeps up holds a few chunks, not the answer. It never waits
-/// for the client while written: the writer may hold locks others need (a scrape encodes
-/// each metric family under the family's lock). A chunk the body has no room for waits here
-/// until [`BulkText::finish`], which the writer calls once it holds nothing, and which waits.
+/// for the client: the writer may hold locks others need (a scrape encodes each metric family
+/// under the family's lock), and a thread waiting on each slow client would be a thread per
+/// connection. A chunk the body has no room for stays here until [`BulkText::finish`] hands
+/// what is left to the body, which sends it after the rest.
 #[derive(Default)]
 pub struct BulkText {
     full: VecDeque<Bytes>,
@@ -41,11 +41,11 @@ pub struct BulkText {
     gone: bool,
 }
 
-/// The two ends' shared part: the chunks, and whether the writer finished (a channel that
-/// closes without it is an answer broken off).
+/// The writer's end: the chunks, and where it leaves what is left when it finishes (a
+/// channel that closes with nothing left there is an answer broken off).
 struct Stream {
     chunks: mpsc::Sender<Bytes>,
-    finished: Arc<AtomicBool>,
+    rest: Arc<Mutex<Option<VecDeque<Bytes>>>>,
 }
 
 impl BulkText {
@@ -56,16 +56,20 @@ impl BulkText {
     /// A text streamed to the body returned with it (whose length is not known before).
     pub fn streaming() -> (BulkText, BulkBody) {
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
-        let finished = Arc::new(AtomicBool::new(false));
+        let rest = Arc::new(Mutex::new(None));
         let text = BulkText {
             to_body: Some(Stream {
                 chunks: tx,
-                finished: finished.clone(),
+                rest: rest.clone(),
             }),
             ..BulkText::default()
         };
         let body = BulkBody {
-            stream: Some((rx, finished)),
+            stream: Some(Streamed {
+                chunks: rx,
+                rest,
+                holding: None,
+            }),
             ..BulkBody::default()
         };
         (text, body)
@@ -129,6 +133,9 @@ impl BulkText {
     /// The text as a response body (a streaming text's body is the one made with it: this
     /// gives an empty one).
     pub fn into_body(mut self) -> BulkBody {
+        if self.to_body.is_some() {
+            return BulkBody::from(Bytes::new());
+        }
         if !self.current.is_empty() {
             self.full
                 .push_back(Bytes::from(std::mem::take(&mut self.current)));
@@ -140,10 +147,9 @@ impl BulkText {
         }
     }
 
-    /// A streaming text's end: what is left goes to the body, waiting for the client to take
-    /// it (or to leave: the admin API closes a connection that takes nothing for its idle
-    /// timeout), and the body ends cleanly. Blocking: for a thread of the blocking pool, with
-    /// no lock held. A streaming text dropped without it breaks its body off.
+    /// A streaming text's end: what is left goes to the body, which sends it after what it
+    /// was handed before and then ends cleanly. Never waits. A streaming text dropped without
+    /// it breaks its body off.
     pub fn finish(mut self) {
         if !self.current.is_empty() {
             self.full
@@ -152,15 +158,13 @@ impl BulkText {
         let Some(stream) = self.to_body.take() else {
             return;
         };
-        if self.gone {
-            return;
+        if !self.gone {
+            let rest = std::mem::take(&mut self.full);
+            *stream.rest.lock().unwrap_or_else(|e| e.into_inner()) = Some(rest);
         }
-        for chunk in self.full.drain(..) {
-            if stream.chunks.blocking_send(chunk).is_err() {
-                return;
-            }
-        }
-        stream.finished.store(true, Ordering::Release);
+        // The sender goes after the rest is in place: the body reads it once the channel is
+        // closed.
+        drop(stream);
     }
 }
 
@@ -191,7 +195,34 @@ pub struct BulkBody {
     chunks: VecDeque<Bytes>,
     /// Bytes left to send, when known.
     left: Option<u64>,
-    stream: Option<(mpsc::Receiver<Bytes>, Arc<AtomicBool>)>,
+    stream: Option<Streamed>,
+}
+
+/// A streaming body's end of its text.
+struct Streamed {
+    chunks: mpsc::Receiver<Bytes>,
+    /// What the writer left when it finished; `None` while it writes (or if it never will).
+    rest: Arc<Mutex<Option<VecDeque<Bytes>>>>,
+    /// Held until the first chunk arrives (or the text ends): see [`BulkBody::hold`].
+    holding: Option<Box<dyn Send + Sync>>,
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed").finish_non_exhaustive()
+    }
+}
+
+impl BulkBody {
+    /// Keeps `guard` until a streaming body's first chunk is written (or its text ends);
+    /// drops it at once for another body. The admin API holds its "preparing an answer"
+    /// guard so: a scrape that waits its turn before writing its first byte is not a client
+    /// gone idle.
+    pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
+        if let Some(stream) = &mut self.stream {
+            stream.holding = Some(Box::new(guard));
+        }
+    }
 }
 
 /// A streamed answer whose writer stopped before its end (it panicked).
@@ -243,16 +274,26 @@ impl Body for BulkBody {
             }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        let Some((chunks, finished)) = &mut self.stream else {
+        let Some(stream) = &mut self.stream else {
             return Poll::Ready(None);
         };
-        match chunks.poll_recv(cx) {
+        match stream.chunks.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(Some(chunk)) => {
+                stream.holding = None;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
             Poll::Ready(None) => {
-                let whole = finished.load(Ordering::Acquire);
+                let rest = stream.rest.lock().unwrap_or_else(|e| e.into_inner()).take();
                 self.stream = None;
-                Poll::Ready((!whole).then_some(Err(BrokenOff)))
+                match rest {
+                    // Finished: what it left, then the end.
+                    Some(rest) => {
+                        self.chunks = rest;
+                        self.poll_frame(cx)
+                    }
+                    None => Poll::Ready(Some(Err(BrokenOff))),
+                }
             }
         }
     }
@@ -333,9 +374,8 @@ mod tests {
         let written = pieces(&mut text, 80_000);
         assert!(written.len() > 10 * IN_FLIGHT * CHUNK, "{}", written.len());
         assert!(text.full.len() > IN_FLIGHT, "kept, not waited on");
-        let finished = tokio::task::spawn_blocking(move || text.finish());
+        text.finish();
         assert_eq!(read_all(body).await.unwrap(), written);
-        finished.await.unwrap();
     }
 
     /// Read as it is written, nothing is kept by the writer: each full chunk goes to the body
@@ -355,9 +395,7 @@ mod tests {
                 got.extend_from_slice(&frame.into_data().unwrap());
             }
         }
-        tokio::task::spawn_blocking(move || text.finish())
-            .await
-            .unwrap();
+        text.finish();
         got.extend(read_all(body).await.unwrap());
         assert_eq!(got, written);
     }
@@ -377,9 +415,38 @@ mod tests {
         pieces(&mut text, 40_000);
         assert!(text.gone);
         assert!(text.full.is_empty() && text.current.capacity() == 0);
-        tokio::task::spawn_blocking(move || text.finish())
-            .await
-            .unwrap();
+        text.finish();
+    }
+
+    /// What a streaming body holds (the admin API's "preparing" guard) is let go at its first
+    /// chunk, or at its end when it has none; another body lets it go at once. A streaming
+    /// text made into a body gives an empty one (its chunks go to its own body).
+    #[tokio::test]
+    async fn a_held_guard_goes_with_the_first_chunk() {
+        let guard = Arc::new(());
+        let (mut text, mut body) = BulkText::streaming();
+        body.hold(guard.clone());
+        assert_eq!(Arc::strong_count(&guard), 2);
+        text.push(&vec![b'x'; CHUNK]);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap().len(), CHUNK);
+        assert_eq!(Arc::strong_count(&guard), 1, "let go at the first chunk");
+        text.finish();
+        assert!(read_all(body).await.unwrap().is_empty());
+
+        let (text, mut body) = BulkText::streaming();
+        body.hold(guard.clone());
+        text.finish();
+        assert!(read_all(body).await.unwrap().is_empty());
+        assert_eq!(Arc::strong_count(&guard), 1, "let go at the end");
+
+        let mut plain = BulkBody::from("ok".to_string());
+        plain.hold(guard.clone());
+        assert_eq!(Arc::strong_count(&guard), 1, "not held");
+
+        let (mut text, _body) = BulkText::streaming();
+        text.push(b"kept by the stream");
+        assert_eq!(text.into_body().size_hint().exact(), Some(0));
     }
 
     #[tokio::test]

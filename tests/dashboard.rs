@@ -988,6 +988,9 @@ async fn large_answers_are_streamed_and_arrive_whole() {
     })
     .await;
     for path in ["/metrics", "/v1/routes"] {
+        // A HEAD: the head alone.
+        let (status, _, body) = http_request(sy.admin, "HEAD", path, &[], "").await;
+        assert_eq!((status, body.as_str()), (200, ""), "HEAD {path}");
         let (status, headers, body) = http_request(sy.admin, "GET", path, &[], "").await;
         assert_eq!(status, 200, "{path}");
         assert!(body.len() > 256 * 1024, "{path}: {} bytes", body.len());

@@ -117,7 +117,9 @@ impl Admin {
                             admin.handle(activity.watch(req), loopback, client).await
                         };
                         activity.answering(&method, &response);
-                        drop(preparing);
+                        // A streamed answer is still being prepared until its first chunk.
+                        let mut response = response;
+                        response.body_mut().hold(preparing);
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -313,13 +315,25 @@ impl Admin {
                 // On the blocking pool: a table's hash not made yet (a scrape right after a
                 // swap, before the idle-priority thread made it) is made there, at normal
                 // priority, not on the control thread that serves this API and takes events.
-                // Streamed as it is written (`bulk_text`): at 50,000 apps a scrape is 600 MB.
-                let (metrics, store) = (self.metrics.clone(), self.store.clone());
-                let (mut text, body) = crate::bulk_text::BulkText::streaming();
-                tokio::task::spawn_blocking(move || {
-                    crate::reconciler::scrape(&metrics, &store, &mut text);
-                    text.finish();
-                });
+                // Streamed as it is written (`bulk_text`): at 50,000 apps a scrape is 600 MB. A HEAD
+                // gets the head alone, without a scrape.
+                let body = if req.method() == Method::HEAD {
+                    BulkBody::default()
+                } else {
+                    // One scrape runs and one waits (`scrape` takes them in turn): a client
+                    // asking for more waits here, where leaving cancels its turn.
+                    let Ok(turn) = SCRAPES.acquire().await else {
+                        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+                    };
+                    let (metrics, store) = (self.metrics.clone(), self.store.clone());
+                    let (mut written, body) = crate::bulk_text::BulkText::streaming();
+                    tokio::task::spawn_blocking(move || {
+                        crate::reconciler::scrape(&metrics, &store, &mut written);
+                        drop(turn);
+                        written.finish();
+                    });
+                    body
+                };
                 let mut r = bulk(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -388,7 +402,13 @@ impl Admin {
             }
             "/v1/routes" => {
                 let page = views::Page::parse(req.uri().query().unwrap_or(""));
-                let Some(body) = self.routes_view(page).await else {
+                // A HEAD gets the head alone, nothing built.
+                let head_only = req.method() == Method::HEAD;
+                let body = match head_only {
+                    true => Some(BulkBody::default()),
+                    false => self.routes_view(page).await,
+                };
+                let Some(body) = body else {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
                 };
                 let mut r = bulk(StatusCode::OK, body);
@@ -416,6 +436,9 @@ impl Admin {
         }
     }
 }
+
+/// `/metrics` scrapes at once: one encoding, one waiting its turn.
+static SCRAPES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// A JSON list (`/v1/events`).
 fn json_list<T: serde::Serialize>(items: &[T]) -> Response<BulkBody> {

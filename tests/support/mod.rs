@@ -325,6 +325,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await?;
         let (head, body) = http_message(&buf);
+        let body = body.ok_or_else(|| std::io::Error::other("a chunked body broken off"))?;
         let status = head
             .split(' ')
             .nth(1)
@@ -338,10 +339,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
 }
 
 /// A whole response read to the close: its head, and its body (its chunks joined when it came
-/// chunked, as the admin API's large answers do), as text.
-fn http_message(raw: &[u8]) -> (String, String) {
+/// chunked, as the admin API's large answers do), as text; `None` for a chunked body that
+/// is broken off or malformed.
+fn http_message(raw: &[u8]) -> (String, Option<String>) {
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return (String::from_utf8_lossy(raw).to_string(), String::new());
+        return (
+            String::from_utf8_lossy(raw).to_string(),
+            Some(String::new()),
+        );
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut body = &raw[split + 4..];
@@ -352,25 +357,26 @@ fn http_message(raw: &[u8]) -> (String, String) {
         })
     });
     if !chunked {
-        return (head, String::from_utf8_lossy(body).to_string());
+        return (head, Some(String::from_utf8_lossy(body).to_string()));
     }
-    let mut joined = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("a chunk size line");
-        let size = std::str::from_utf8(&body[..line_end]).unwrap();
-        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
-        body = &body[line_end + 2..];
-        if size == 0 {
-            break;
+    let joined = (|| {
+        let mut joined = Vec::new();
+        loop {
+            let line_end = body.windows(2).position(|w| w == b"\r\n")?;
+            let size = std::str::from_utf8(&body[..line_end]).ok()?;
+            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+            body = &body[line_end + 2..];
+            if size == 0 {
+                return Some(joined);
+            }
+            joined.extend_from_slice(body.get(..size)?);
+            body = body.get(size..)?.strip_prefix(b"\r\n")?;
         }
-        joined.extend_from_slice(&body[..size]);
-        assert_eq!(&body[size..size + 2], b"\r\n", "a chunk's end");
-        body = &body[size + 2..];
-    }
-    (head, String::from_utf8_lossy(&joined).to_string())
+    })();
+    (
+        head,
+        joined.map(|joined| String::from_utf8_lossy(&joined).to_string()),
+    )
 }
 
 /// One HTTP/1.1 request over a fresh connection with extra headers and a body: status, response
@@ -399,6 +405,7 @@ pub async fn http_request(
         .expect("answer in time")
         .expect("admin answers");
     let (head, body) = http_message(&buf);
+    let body = body.unwrap_or_else(|| panic!("a chunked body broken off after {head:?}"));
     let text = &head;
     let mut lines = head.lines();
     let status = lines
