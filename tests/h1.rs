@@ -146,14 +146,11 @@ async fn exchange(s: &mut TcpStream, request: &str, expect: &str) {
     assert_eq!(String::from_utf8_lossy(&got), expect, "for {request:?}");
 }
 
-/// A response's time is from the request sent to the response head, as docs/metrics.md says,
-/// not to the body's end: a backend that sends its head at once and its body 1.5 s later shows
-/// a p50 well under that in the history (and so in a rollout's p99 gate).
-#[tokio::test]
-async fn a_response_time_ends_at_the_response_head() {
-    let (backend, _) = raw_backend().await;
+/// An HTTP-mode app on a service port of its own, served by `backend`, once it is served;
+/// `admin`: more of the `[admin]` section.
+async fn raw_app(name: &str, backend: SocketAddr, admin: &str) -> (Switchyard, u16) {
     let port = free_port();
-    let dir = temp_dir("h1-head-time");
+    let dir = temp_dir(name);
     let file = dir.join("apps.json");
     let apps = json!({"apps": [app("/raw", port, json!({"HAPROXY_0_MODE": "http"}),
         vec![task("/raw", "raw.1", backend.port())])]});
@@ -162,8 +159,18 @@ async fn a_response_time_ends_at_the_response_head() {
         "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
         file.display().to_string()
     );
-    let sy = Switchyard::start_with_admin("h1-head-time", &toml, "history_interval = \"10ms\"");
+    let sy = Switchyard::start_with_admin(name, &toml, admin);
     sy.wait_routes("served", |r| has_service(r, port)).await;
+    (sy, port)
+}
+
+/// A response's time is from the request sent to the response head, as docs/metrics.md says,
+/// not to the body's end: a backend that sends its head at once and its body 1.5 s later shows
+/// a p50 well under that in the history (and so in a rollout's p99 gate).
+#[tokio::test]
+async fn a_response_time_ends_at_the_response_head() {
+    let (backend, _) = raw_backend().await;
+    let (sy, port) = raw_app("h1-head-time", backend, "history_interval = \"10ms\"").await;
     let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     exchange(
         &mut c,
@@ -171,36 +178,14 @@ async fn a_response_time_ends_at_the_response_head() {
         "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
     )
     .await;
-    let p50 = wait_for("a p50 in the history", || async {
-        let (status, body) = sy.get("/v1/history").await;
-        assert_eq!(status, 200, "{body}");
-        let history: serde_json::Value = serde_json::from_str(&body).unwrap();
-        history["routes"]
-            .as_array()?
-            .iter()
-            .flat_map(|r| r["versions"].as_array().into_iter().flatten())
-            .flat_map(|v| v["points"].as_array().into_iter().flatten())
-            .find_map(|p| p["p50_ms"].as_f64())
-    })
-    .await;
+    let p50 = wait_for("a p50 in the history", || sy.history_p50_ms()).await;
     assert!(p50 < 1000.0, "p50 {p50} ms: the body's wait was counted");
 }
 
 #[tokio::test]
 async fn responses_are_relayed_by_their_framing_on_one_keep_alive_connection() {
     let (backend, accepted) = raw_backend().await;
-    let port = free_port();
-    let dir = temp_dir("h1-apps");
-    let file = dir.join("apps.json");
-    let apps = json!({"apps": [app("/raw", port, json!({"HAPROXY_0_MODE": "http"}),
-        vec![task("/raw", "raw.1", backend.port())])]});
-    std::fs::write(&file, apps.to_string()).unwrap();
-    let toml = format!(
-        "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n",
-        file.display().to_string()
-    );
-    let sy = Switchyard::start("h1", &toml);
-    sy.wait_routes("served", |r| has_service(r, port)).await;
+    let (_sy, port) = raw_app("h1", backend, "").await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = TcpStream::connect(addr).await.unwrap();
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: raw\r\n\r\n");

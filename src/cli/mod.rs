@@ -97,7 +97,7 @@ impl Admin {
 
 /// A body sent in the chunked transfer coding, joined (the admin API streams its large answers:
 /// `/metrics`, `/v1/routes`). `None` when malformed or cut short.
-fn dechunked(mut raw: &[u8]) -> Option<Vec<u8>> {
+pub fn dechunked(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line = raw.windows(2).position(|w| w == b"\r\n")?;

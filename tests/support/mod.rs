@@ -200,6 +200,20 @@ impl Switchyard {
         http_get(self.admin, path).await.expect("admin answers")
     }
 
+    /// The first response-time p50 in the dashboard's history (`/v1/history`, read without a
+    /// token), if any sample has one yet.
+    pub async fn history_p50_ms(&self) -> Option<f64> {
+        let (status, body) = self.get("/v1/history").await;
+        assert_eq!(status, 200, "{body}");
+        let history: Value = serde_json::from_str(&body).unwrap();
+        history["routes"]
+            .as_array()?
+            .iter()
+            .flat_map(|r| r["versions"].as_array().into_iter().flatten())
+            .flat_map(|v| v["points"].as_array().into_iter().flatten())
+            .find_map(|p| p["p50_ms"].as_f64())
+    }
+
     pub async fn routes(&self) -> Value {
         let (status, body) = self.get("/v1/routes").await;
         assert_eq!(status, 200);
@@ -349,7 +363,7 @@ fn http_message(raw: &[u8]) -> (String, Option<String>) {
         );
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut body = &raw[split + 4..];
+    let body = &raw[split + 4..];
     let chunked = head.lines().any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
             k.trim().eq_ignore_ascii_case("transfer-encoding")
@@ -359,20 +373,7 @@ fn http_message(raw: &[u8]) -> (String, Option<String>) {
     if !chunked {
         return (head, Some(String::from_utf8_lossy(body).to_string()));
     }
-    let joined = (|| {
-        let mut joined = Vec::new();
-        loop {
-            let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-            let size = std::str::from_utf8(&body[..line_end]).ok()?;
-            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-            body = &body[line_end + 2..];
-            if size == 0 {
-                return Some(joined);
-            }
-            joined.extend_from_slice(body.get(..size)?);
-            body = body.get(size..)?.strip_prefix(b"\r\n")?;
-        }
-    })();
+    let joined = switchyard::cli::dechunked(body);
     (
         head,
         joined.map(|joined| String::from_utf8_lossy(&joined).to_string()),
