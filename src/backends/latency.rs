@@ -11,17 +11,28 @@ pub const BUCKETS: usize = 64;
 const FIRST_US: f64 = 100.0;
 const GROWTH: f64 = 1.2;
 
+/// The buckets' upper bounds, µs, but the last one's (it has none): `FIRST_US × GROWTH^i`, made
+/// once at compile time. A response's bucket is found among them by a binary search (six
+/// comparisons), not a logarithm per response.
+const BOUNDS: [f64; BUCKETS - 1] = {
+    let mut bounds = [0.0; BUCKETS - 1];
+    let (mut i, mut bound) = (0, FIRST_US);
+    while i < BUCKETS - 1 {
+        bounds[i] = bound;
+        bound *= GROWTH;
+        i += 1;
+    }
+    bounds
+};
+
 /// The upper bound of bucket `i`, in microseconds (the last one: its lower bound).
 pub fn upper_us(i: usize) -> f64 {
-    FIRST_US * GROWTH.powi(i.min(BUCKETS - 2) as i32)
+    BOUNDS[i.min(BUCKETS - 2)]
 }
 
+/// The first bucket whose bound is at least `us` (the last one past every bound).
 fn bucket(us: f64) -> usize {
-    if us <= FIRST_US {
-        return 0;
-    }
-    let i = ((us / FIRST_US).ln() / GROWTH.ln()).ceil() as usize;
-    i.min(BUCKETS - 1)
+    BOUNDS.partition_point(|&bound| bound < us)
 }
 
 /// One backend's buckets, made at its first response: every backend of the table has a
@@ -98,6 +109,12 @@ mod tests {
             }
         }
         assert_eq!(bucket(1e12), BUCKETS - 1);
+        assert_eq!(bucket(f64::NAN), 0);
+        // Every bound is in its own bucket, and just past it in the next.
+        for i in 0..BUCKETS - 1 {
+            assert_eq!(bucket(upper_us(i)), i);
+            assert_eq!(bucket(upper_us(i) * 1.000_001), i + 1);
+        }
     }
 
     #[test]
