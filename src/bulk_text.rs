@@ -121,6 +121,20 @@ impl BulkText {
         }
     }
 
+    /// A text written by `write` on the blocking pool, streamed to the body returned at once:
+    /// the admin API's large answers. What `write` holds (its locks, a turn) is let go when it
+    /// returns, before what the body had no room for is handed over ([`BulkText::finish`]).
+    pub fn written_on_blocking_pool(
+        write: impl FnOnce(&mut BulkText) + Send + 'static,
+    ) -> BulkBody {
+        let (mut text, body) = BulkText::streaming();
+        tokio::task::spawn_blocking(move || {
+            write(&mut text);
+            text.finish();
+        });
+        body
+    }
+
     /// The bytes written so far.
     pub fn len(&self) -> usize {
         self.len

@@ -24,20 +24,17 @@ impl Admin {
         let draining = self.status.draining.lock().unwrap().clone();
         let status = self.status.clone();
         let rollouts = self.rollouts.all();
-        let (mut text, body) = crate::bulk_text::BulkText::streaming();
-        tokio::task::spawn_blocking(move || {
-            {
-                // The turn goes with the build, not with the sending: a client that leaves
-                // does not free it early, and a slow one does not hold it.
+        // The turn goes with the build, not with the sending: a client that leaves does not
+        // free it early, and a slow one does not hold it.
+        Some(crate::bulk_text::BulkText::written_on_blocking_pool(
+            move |text| {
                 let _turn = turn;
                 let view =
                     views::routes(&snapshot, &failures, &status, &draining, &page, &rollouts);
-                serde_json::to_writer_pretty(&mut text, &view).expect("routes serialize");
+                serde_json::to_writer_pretty(&mut *text, &view).expect("routes serialize");
                 text.push(b"\n");
-            }
-            text.finish();
-        });
-        Some(body)
+            },
+        ))
     }
 
     /// `PUT /v1/apps/{app id}/maintenance` puts an app in maintenance (its HTTP requests are

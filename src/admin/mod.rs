@@ -111,14 +111,13 @@ impl Admin {
                     async move {
                         let preparing = activity.preparing();
                         let method = req.method().clone();
-                        let response = if probe_only && !is_probe(req.uri().path()) {
+                        let mut response = if probe_only && !is_probe(req.uri().path()) {
                             over_capacity()
                         } else {
                             admin.handle(activity.watch(req), loopback, client).await
                         };
                         activity.answering(&method, &response);
                         // A streamed answer is still being prepared until its first chunk.
-                        let mut response = response;
                         response.body_mut().hold(preparing);
                         Ok::<_, Infallible>(response)
                     }
@@ -326,13 +325,10 @@ impl Admin {
                         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
                     };
                     let (metrics, store) = (self.metrics.clone(), self.store.clone());
-                    let (mut written, body) = crate::bulk_text::BulkText::streaming();
-                    tokio::task::spawn_blocking(move || {
-                        crate::reconciler::scrape(&metrics, &store, &mut written);
-                        drop(turn);
-                        written.finish();
-                    });
-                    body
+                    crate::bulk_text::BulkText::written_on_blocking_pool(move |text| {
+                        let _turn = turn;
+                        crate::reconciler::scrape(&metrics, &store, text);
+                    })
                 };
                 let mut r = bulk(StatusCode::OK, body);
                 r.headers_mut().insert(
@@ -403,10 +399,10 @@ impl Admin {
             "/v1/routes" => {
                 let page = views::Page::parse(req.uri().query().unwrap_or(""));
                 // A HEAD gets the head alone, nothing built.
-                let head_only = req.method() == Method::HEAD;
-                let body = match head_only {
-                    true => Some(BulkBody::default()),
-                    false => self.routes_view(page).await,
+                let body = if req.method() == Method::HEAD {
+                    Some(BulkBody::default())
+                } else {
+                    self.routes_view(page).await
                 };
                 let Some(body) = body else {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
