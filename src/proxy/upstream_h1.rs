@@ -242,7 +242,10 @@ impl Exchange<'_> {
         };
         let sent = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.policy.response;
-        let mut rbuf = super::buffers::response_read(RESPONSE_CHUNK);
+        // Taken once the backend has something to read: a request waiting for its answer holds
+        // no buffer (with a thousand streams waiting, the worker's kept buffers serve the
+        // answers as they come instead of each waiting request taking a new one).
+        let mut rbuf = BytesMut::new();
         loop {
             if !rbuf.is_empty() {
                 match parse_head(&mut rbuf, self.head_only).map_err(Sent::Failed)? {
@@ -256,10 +259,17 @@ impl Exchange<'_> {
                     }
                 }
             }
-            if rbuf.capacity() - rbuf.len() < 1024 {
-                rbuf.reserve(RESPONSE_CHUNK);
-            }
-            match drained_or(self.state, deadline, upstream.read_buf(&mut rbuf)).await {
+            let read = async {
+                if rbuf.capacity() == 0 {
+                    // (Not `readable()`: its waiter list costs more than the allocation saved.)
+                    std::future::poll_fn(|cx| upstream.poll_read_ready(cx)).await?;
+                    rbuf = super::buffers::response_read(RESPONSE_CHUNK);
+                } else if rbuf.capacity() - rbuf.len() < 1024 {
+                    rbuf.reserve(RESPONSE_CHUNK);
+                }
+                upstream.read_buf(&mut rbuf).await
+            };
+            match drained_or(self.state, deadline, read).await {
                 Ok(0) | Err(Failure::Lost(_)) if rbuf.is_empty() && !body_read => {
                     return Err(Sent::LostUnread);
                 }
