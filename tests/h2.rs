@@ -934,6 +934,83 @@ async fn answers_are_dated_once_and_a_backends_date_is_kept() {
     }
 }
 
+/// An HTTP/1.1 backend's fields reach an HTTP/2 client as it sent them (order, repeats, any
+/// case lowered), less the hop-by-hop ones, with what each app's rules and policies change:
+/// fields added after the backend's, removed or rewritten where a rule reads them.
+#[tokio::test]
+async fn backend_fields_reach_an_http2_client_with_the_apps_rules_applied() {
+    let backend = scripted(
+        &[
+            b"HTTP/1.1 200 OK\r\nServer: Test\r\nX-Two: 1\r\nSet-Cookie: a=1\r\nX-TWO: 2\r\n\
+              Connection: x-hop\r\nX-Hop: 1\r\nLocation: /login\r\nContent-Length: 2\r\n\r\nok",
+        ],
+        false,
+    )
+    .await;
+    let apps = [
+        ("/plain", json!({})),
+        (
+            "/added",
+            json!({"SWITCHYARD_0_RESPONSE_HEADER_ADD_X-Added": "yes"}),
+        ),
+        (
+            "/removed",
+            json!({"SWITCHYARD_0_RESPONSE_HEADER_REMOVE": "X-Two"}),
+        ),
+        ("/sticky", json!({"HAPROXY_0_STICKY": "true"})),
+        (
+            "/rev",
+            json!({"HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH": "/api"}),
+        ),
+    ];
+    let e = edge(
+        "h2-fields",
+        apps.iter()
+            .map(|(id, labels)| {
+                let host = format!("{}.example.com", &id[1..]);
+                vhost_app(id, &host, labels.clone(), backend.port())
+            })
+            .collect(),
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    for (id, _) in apps {
+        let answer = get(&mut sender, &format!("http://{}.example.com/", &id[1..])).await;
+        assert_eq!(answer.status, 200, "{id}");
+        assert_eq!(answer.body.as_deref().unwrap(), b"ok", "{id}");
+        let all = |name: &str| -> Vec<&str> {
+            answer
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(all("server"), ["Test"], "{id}");
+        assert_eq!(all("content-length"), ["2"], "{id}");
+        assert_eq!(all("date").len(), 1, "{id}");
+        for gone in ["connection", "x-hop"] {
+            assert!(all(gone).is_empty(), "{id}: {gone}");
+        }
+        let two: &[&str] = if id == "/removed" { &[] } else { &["1", "2"] };
+        assert_eq!(all("x-two"), two, "{id}");
+        let added: &[&str] = if id == "/added" { &["yes"] } else { &[] };
+        assert_eq!(all("x-added"), added, "{id}");
+        let cookies = all("set-cookie");
+        assert_eq!(cookies[0], "a=1", "{id}");
+        assert_eq!(cookies.len(), if id == "/sticky" { 2 } else { 1 }, "{id}");
+        if id == "/sticky" {
+            assert!(
+                cookies[1].starts_with("mesosphere_server_id="),
+                "{cookies:?}"
+            );
+        }
+        let location = if id == "/rev" { "/api/login" } else { "/login" };
+        assert_eq!(all("location"), [location], "{id}");
+    }
+}
+
 /// The access log's line of one request: its fields by name.
 fn access_fields(line: &str) -> std::collections::HashMap<String, String> {
     line.split_whitespace()

@@ -290,6 +290,12 @@ async fn http2_by_alpn() {
         let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let hsts: Vec<_> = resp
+            .headers()
+            .get_all("strict-transport-security")
+            .iter()
+            .collect();
+        assert_eq!(hsts, ["max-age=15768000"]);
         let body = http_body_util::BodyExt::collect(resp.into_body())
             .await
             .unwrap()

@@ -176,7 +176,7 @@ impl Body for Logged {
     }
 }
 
-impl super::h2_server::CutOffBody for Logged {
+impl super::h2_server::StreamBody for Logged {
     fn cut_off(self: Pin<&mut Self>, why: super::h2_server::CutOff) {
         if let Some(entry) = &mut self.get_mut().entry {
             let ender = match why {
@@ -185,5 +185,9 @@ impl super::h2_server::CutOffBody for Logged {
             };
             entry.ender = entry.ender.or(Some(ender));
         }
+    }
+
+    fn take_raw_head(&mut self) -> Option<super::upstream_h1::RawHead> {
+        self.body.take_raw_head()
     }
 }

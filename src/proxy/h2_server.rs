@@ -119,7 +119,7 @@ pub async fn serve<'a, S, H, F, B>(
     S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>> + Send + 'a,
-    B: Body<Data = Bytes> + CutOffBody + Send + 'a,
+    B: Body<Data = Bytes> + StreamBody + Send + 'a,
     B::Error: Into<BodyError>,
 {
     if config.codec {
@@ -246,7 +246,7 @@ async fn exchange<H, F, B>(
 ) where
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + CutOffBody,
+    B: Body<Data = Bytes> + StreamBody,
     B::Error: Into<BodyError>,
 {
     let opened_at = std::time::Instant::now();
@@ -266,7 +266,11 @@ async fn exchange<H, F, B>(
         respond.send_reset(h2::Reason::INTERNAL_ERROR);
         return;
     };
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    // The `h2` crate sends a map: the backend's fields held as bytes go in first.
+    if let Some(head) = body.take_raw_head() {
+        head.into_map(&mut parts.headers);
+    }
     if parts.extensions.get::<AnsweredHere>().is_some() {
         resets.answered_here();
     }
@@ -316,10 +320,15 @@ pub enum CutOff {
     Panicked,
 }
 
-/// A response body told why the server gave up on it (the access log says who ended an
-/// answer).
-pub trait CutOffBody {
+/// A response body as an HTTP/2 server sends it: told why the server gave up on it (the
+/// access log says who ended an answer), and holding the backend's fields when they were
+/// left as bytes (`upstream_h1::RawHead`), which go after `:status` and before the map's.
+pub trait StreamBody {
     fn cut_off(self: Pin<&mut Self>, why: CutOff);
+
+    fn take_raw_head(&mut self) -> Option<super::upstream_h1::RawHead> {
+        None
+    }
 }
 
 /// Writes a response body to its stream: each piece once the stream has room for it (the
@@ -331,7 +340,7 @@ async fn pipe<B>(
     stall: Duration,
     report: &(dyn Fn(Incident) + Sync),
 ) where
-    B: Body<Data = Bytes> + CutOffBody,
+    B: Body<Data = Bytes> + StreamBody,
     B::Error: Into<BodyError>,
 {
     let mut body = std::pin::pin!(body);

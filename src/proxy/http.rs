@@ -32,7 +32,7 @@ use super::errors::Answer;
 use super::exchange::{Attempts, Failure, Policy, is_idempotent};
 use super::h1_framing::Prefixed;
 use super::h2_server::AnsweredHere;
-use super::upstream::{ClientBody, ProxyBody, RequestBody, Tried, send};
+use super::upstream::{ClientBody, ProxyBody, RequestBody, Tried, fields_in_map, send};
 use super::{Context, headers};
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
@@ -282,13 +282,21 @@ async fn answer(
     ctx: &Context,
 ) -> Response<Logged> {
     let mut pending = access_log::Pending(None);
+    // Only the HTTP/2 servers send a backend's fields held as bytes (`upstream_h1::RawHead`);
+    // any other codec gets them in the map.
+    let http2 = req.version() == Version::HTTP_2;
     let (mut response, upstream) = proxy(req, client, entry, ctx, &mut pending.0).await;
+    if !http2 {
+        fields_in_map(&mut response);
+    }
     if upstream == Some(None) {
         // No backend answered (none asked, or none reachable): an HTTP/2 stream answered so
         // is no cover for early resets.
         response.extensions_mut().insert(AnsweredHere);
     }
-    headers::add_date(response.headers_mut());
+    if !response.body().raw_head_dated() {
+        headers::add_date(response.headers_mut());
+    }
     let mut line = pending.0.take();
     if let (Some(line), Some(upstream)) = (&mut line, upstream) {
         line.answered(response.status().as_u16(), upstream);
@@ -570,7 +578,12 @@ async fn proxy(
                         trace,
                     );
                 }
-                headers::apply_rules(response.headers_mut(), &service.edge.response_headers);
+                // Rules that remove a field read the backend's: those apply to the whole map.
+                let rules = &service.edge.response_headers;
+                if !rules.remove.is_empty() {
+                    fields_in_map(&mut response);
+                }
+                headers::apply_rules(response.headers_mut(), rules);
                 finish(&mut response, service, https, pinned, b);
                 response.body_mut().hold(slot);
                 return log(Some(states[b].addr), response);

@@ -224,6 +224,16 @@ fn finish_response(
     Response::from_parts(parts, ProxyBody::Upstream(body))
 }
 
+/// The response's map with every field in it: the backend's fields still held as bytes
+/// (`upstream_h1::RawHead`) are taken in first. What reads, replaces or removes a response
+/// field goes through here; what only adds one may write to the map as it is.
+pub fn fields_in_map(response: &mut Response<ProxyBody>) -> &mut http::HeaderMap {
+    if let Some(head) = response.body_mut().take_raw_head() {
+        head.into_map(response.headers_mut());
+    }
+    response.headers_mut()
+}
+
 /// A backend response's fields as they go to the client: hop-by-hop removed, and the
 /// Content-Length a chunked response also carried dropped (RFC 9112 §6.3: the coding wins;
 /// hyper frames what it sends from what is left).
@@ -275,6 +285,20 @@ pub enum ProxyBody {
 impl ProxyBody {
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(Full::new(Bytes::new()))
+    }
+
+    /// The backend's response fields still held as bytes (`upstream_h1::RawHead`), taken out:
+    /// an HTTP/2 server sends them after `:status`, before the map's fields.
+    pub fn take_raw_head(&mut self) -> Option<super::upstream_h1::RawHead> {
+        match self {
+            ProxyBody::Raw(body) => body.head.take(),
+            _ => None,
+        }
+    }
+
+    /// Whether the backend's fields still held as bytes have a `Date`.
+    pub fn raw_head_dated(&self) -> bool {
+        matches!(self, ProxyBody::Raw(body) if body.head.as_ref().is_some_and(|h| h.dated))
     }
 
     /// Keeps a request's place among its app's requests in flight until the body from the

@@ -1,7 +1,8 @@
 //! HTTP/2 clients' requests to HTTP/1.1 backends, over the fast path's pooled plain sockets
 //! instead of hyper's client: the request's head written from its map (`headers`' rules were
 //! applied to it by `http`), its body relayed while the backend is watched for an early answer,
-//! the response head read and checked as the fast path reads it (`message`), and its body
+//! the response head read and checked as the fast path reads it (`message`), its fields kept
+//! as slices of the head's bytes (`RawHead`: no map unless a rule reads one), and its body
 //! handed to the h2 stream frame by frame, the socket going back to the pool when the body
 //! ended cleanly. No task, channel or codec of its own per backend connection: the stream's
 //! task does it all.
@@ -91,13 +92,14 @@ pub async fn send(
         match exchange.run(&mut upstream, head, &mut req, framing).await {
             Ok((parts, rbuf, cut)) => {
                 let reuse = !cut && !parts.close;
-                let body = RawBody::new(
+                let mut body = RawBody::new(
                     (upstream, rbuf),
                     parts.body,
                     reuse,
                     (ctx.pools.clone(), state.clone(), active),
                     policy.response,
                 );
+                body.head = Some(parts.raw);
                 return Tried::Response(Response::from_parts(parts.parts, ProxyBody::Raw(body)));
             }
             // A pooled socket the backend closed while it was idle: nothing was taken.
@@ -196,7 +198,9 @@ enum Sent {
 
 /// A response head that passed, as it goes to the client.
 struct Head {
+    /// The status, and a map with what the proxy adds (a Content-Length not kept as sent).
     parts: http::response::Parts,
+    raw: RawHead,
     body: ResponseBody,
     /// The backend closes its side after this response.
     close: bool,
@@ -350,25 +354,83 @@ fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
         (len, status, checked.body, checked.close, kept, length)
     };
     let bytes = rbuf.split_to(len).freeze();
-    // Room for the two fields the proxy may add to the usual head (Content-Length when none
-    // was kept, Date when the backend sent none): the entries then fit an allocation size the
-    // allocator keeps per thread (12 entries, 1.2 KiB, did not).
-    let mut map = HeaderMap::with_capacity(kept + 2);
-    for (name, value) in spans[..kept.min(KEPT_INLINE)].iter().chain(&more) {
-        let name = HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| malformed())?;
-        let value =
-            HeaderValue::from_maybe_shared(bytes.slice(value.range())).map_err(|_| malformed())?;
-        map.append(name, value);
-    }
-    if let Some(n) = length {
-        map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
+    let mut fields = Vec::with_capacity(kept);
+    fields.extend_from_slice(&spans[..kept.min(KEPT_INLINE)]);
+    fields.extend_from_slice(&more);
+    let dated = fields
+        .iter()
+        .any(|(name, _)| headers::named(&bytes[name.range()], b"date"));
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::from_u16(status)
         .map_err(|_| Failure::BadResponse("backend sent an invalid status"))?;
-    *response.headers_mut() = map;
+    if let Some(n) = length {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     let (parts, ()) = response.into_parts();
-    Ok(Parsed::Done(Head { parts, body, close }))
+    let raw = RawHead {
+        bytes,
+        fields,
+        dated,
+    };
+    Ok(Parsed::Done(Head {
+        parts,
+        raw,
+        body,
+        close,
+    }))
+}
+
+/// A backend's response fields as it wrote them, those `ResponseFields` keeps (no hop-by-hop
+/// field, none its `Connection` names, the framing as checked): slices of the head's bytes.
+/// An HTTP/2 client on our codec gets them encoded from here when nothing the proxy applies
+/// reads or replaces a backend's field (`upstream::fields_in_map` says when); every other
+/// answer takes them into its map first ([`RawHead::into_map`]), as the rules expect.
+pub struct RawHead {
+    bytes: Bytes,
+    fields: Vec<(Span, Span)>,
+    /// One of the fields is `Date`.
+    pub dated: bool,
+}
+
+impl RawHead {
+    /// Each field's name (as the backend wrote it, any case) and value.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (&self.bytes[name.range()], &self.bytes[value.range()]))
+    }
+
+    /// Puts the fields in `map`, before what it held (the backend's fields come first). The
+    /// `http` crate's rules for names and values are `httparse`'s, which read them: a field it
+    /// refused anyway would be dropped, not sent.
+    pub fn into_map(self, map: &mut HeaderMap) {
+        let added = std::mem::take(map);
+        // Room for the two fields the proxy may add to the usual head (Content-Length when none
+        // was kept, Date when the backend sent none).
+        map.reserve(self.fields.len() + added.len() + 2);
+        for (name, value) in &self.fields {
+            match (
+                HeaderName::from_bytes(&self.bytes[name.range()]),
+                HeaderValue::from_maybe_shared(self.bytes.slice(value.range())),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    map.append(name, value);
+                }
+                _ => tracing::debug!("a backend's response field refused by the http crate"),
+            }
+        }
+        let mut last = None;
+        for (name, value) in added {
+            if let Some(name) = name {
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                map.append(name, value);
+            }
+        }
+    }
 }
 
 /// Where a field's name or value is in a response head: its start and end offsets.
@@ -469,6 +531,8 @@ pub struct RawBody {
     _active: ActiveGuard,
     /// The request's place among its app's requests in flight, held until the body ends.
     pub(super) slot: Option<crate::backends::limits::Slot>,
+    /// The response's fields, until they are taken into its map or sent (`RawHead`).
+    pub(super) head: Option<RawHead>,
     timeout: Duration,
     /// Armed only when a read has to wait.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -498,6 +562,7 @@ impl RawBody {
             state,
             _active: active,
             slot: None,
+            head: None,
             timeout,
             idle: None,
             moved: false,

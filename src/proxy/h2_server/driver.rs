@@ -27,9 +27,9 @@ mod body;
 mod exchange;
 use super::streams::{Idle, IdleTurn, Inbox, Streams};
 use super::{
-    AnsweredHere, BodyError, Config, CutOff, CutOffBody, FIRST_REQUEST_GRACE, H2Body, Incident,
+    AnsweredHere, BodyError, Config, CutOff, FIRST_REQUEST_GRACE, H2Body, Incident,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_LOCAL_ERROR_RESETS, ROUNDS_PER_POLL, RefuseStream,
-    STREAM_WINDOW, Uploads, unwound,
+    STREAM_WINDOW, StreamBody, Uploads, unwound,
 };
 use crate::proxy::h2codec::conn::{self as codec, Connection, Event, Fault, SharedHead};
 use crate::proxy::h2codec::frame::Reason;
@@ -137,7 +137,7 @@ pub(super) async fn serve<'a, S, H, F, B>(
     S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>> + Send + 'a,
-    B: Body<Data = Bytes> + CutOffBody + Send + 'a,
+    B: Body<Data = Bytes> + StreamBody + Send + 'a,
     B::Error: Into<BodyError>,
 {
     let codec_config = codec::Config {

@@ -26,7 +26,7 @@ impl Body for TestBody {
     }
 }
 
-impl CutOffBody for TestBody {
+impl StreamBody for TestBody {
     fn cut_off(self: Pin<&mut Self>, _: CutOff) {}
 }
 

@@ -13,12 +13,15 @@ pub(super) fn finish(
     pinned: Option<usize>,
     used: usize,
 ) {
+    // HSTS replaces the backend's, and the rewrite reads its fields: both on the whole map.
+    // The sticky cookie is only added.
     if https && service.http.hsts {
-        headers::add_hsts(response.headers_mut());
+        headers::add_hsts(fields_in_map(response));
     }
     if let Some(rewrite) = &service.http.rewrite
         && let Some(root) = &rewrite.revproxy_path
     {
+        fields_in_map(response);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(value) = response.headers().get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;

@@ -17,7 +17,7 @@ pub(super) async fn exchange<H, F, B>(
 ) where
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + CutOffBody,
+    B: Body<Data = Bytes> + StreamBody,
     B::Error: Into<BodyError>,
 {
     let reason = answer((handle, req), shared, id, stall, report).await;
@@ -41,7 +41,7 @@ async fn answer<H, F, B>(
 where
     H: Fn(Request<H2Body>) -> F,
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + CutOffBody,
+    B: Body<Data = Bytes> + StreamBody,
     B::Error: Into<BodyError>,
 {
     let mut answer = std::pin::pin!(handle(req));
@@ -54,7 +54,7 @@ where
         report(Incident::StreamPanic);
         return Reason::INTERNAL_ERROR;
     };
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     let answered_here = parts.extensions.get::<AnsweredHere>().is_some();
     if parts.extensions.get::<RefuseStream>().is_some() {
         report(Incident::UploadRefused);
@@ -64,8 +64,12 @@ where
         return Reason::REFUSED_STREAM;
     }
     crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
+    // The backend's fields held as bytes (already without hop-by-hop fields, their framing
+    // as checked: the Content-Length is among them, or in the map, whenever it is known).
+    let raw = body.take_raw_head();
     let end = body.is_end_stream();
-    if !end
+    if raw.is_none()
+        && !end
         && let Some(n) = body.size_hint().exact()
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
     {
@@ -76,10 +80,12 @@ where
         if answered_here {
             s.conn.answered_here(id);
         }
-        let fields = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        let fields = raw.iter().flat_map(|head| head.fields()).chain(
+            parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        );
         if !s.conn.send_head(id, parts.status.as_u16(), fields, end) {
             return Reason::CANCEL;
         }
@@ -87,7 +93,7 @@ where
     }
     // The head is sent: its fields (slices of the backend's read buffer) go now, not after
     // the body, so the buffer is free for the worker's next response.
-    drop(parts);
+    drop((raw, parts));
     if end {
         return Reason::NO_ERROR;
     }
@@ -125,7 +131,7 @@ fn room(shared: &SharedRef, id: u32, cx: &mut TaskContext<'_>) -> Poll<Room> {
 
 /// Waits for room, bounded by the stall timeout; false when the stream is gone or stalled
 /// (then reset by the caller's end).
-async fn wait_room<B: CutOffBody>(
+async fn wait_room<B: StreamBody>(
     shared: &SharedRef,
     id: u32,
     stall: Duration,
@@ -152,7 +158,7 @@ async fn pipe<B>(
     report: &(dyn Fn(Incident) + Sync),
 ) -> Reason
 where
-    B: Body<Data = Bytes> + CutOffBody,
+    B: Body<Data = Bytes> + StreamBody,
     B::Error: Into<BodyError>,
 {
     let mut body = std::pin::pin!(body);
