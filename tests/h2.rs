@@ -1011,6 +1011,31 @@ async fn backend_fields_reach_an_http2_client_with_the_apps_rules_applied() {
     }
 }
 
+/// A backend's response head is held to 64 KiB however it arrives: one whose last read took
+/// it past the bound is refused as one still growing there is (a 502), never relayed.
+#[tokio::test]
+async fn a_response_head_past_64_kib_is_a_502_however_it_arrives() {
+    let name = "x".repeat(70_000);
+    let head = format!("HTTP/1.1 200 OK\r\n{name}: v\r\ncontent-length: 2\r\n\r\nok");
+    let head: &'static [u8] = Box::leak(head.into_bytes().into_boxed_slice());
+    let pieces: &'static [&'static [u8]] = Box::leak(Box::new([head]));
+    let backend = scripted(pieces, false).await;
+    let e = edge(
+        "h2-big-head",
+        vec![vhost_app(
+            "/big",
+            "big.example.com",
+            json!({}),
+            backend.port(),
+        )],
+        "",
+    )
+    .await;
+    let mut sender = h2(e.http).await;
+    let answer = get(&mut sender, "http://big.example.com/").await;
+    assert_eq!(answer.status, 502);
+}
+
 /// The access log's line of one request: its fields by name.
 fn access_fields(line: &str) -> std::collections::HashMap<String, String> {
     line.split_whitespace()

@@ -326,9 +326,9 @@ pub enum CutOff {
 pub trait StreamBody {
     fn cut_off(self: Pin<&mut Self>, why: CutOff);
 
-    fn take_raw_head(&mut self) -> Option<super::upstream_h1::RawHead> {
-        None
-    }
+    /// No default: a body that wraps another and does not pass this on would send an answer
+    /// without the backend's fields.
+    fn take_raw_head(&mut self) -> Option<super::upstream_h1::RawHead>;
 }
 
 /// Writes a response body to its stream: each piece once the stream has room for it (the

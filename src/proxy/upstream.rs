@@ -226,7 +226,11 @@ fn finish_response(
 
 /// The response's map with every field in it: the backend's fields still held as bytes
 /// (`upstream_h1::RawHead`) are taken in first. What reads, replaces or removes a response
-/// field goes through here; what only adds one may write to the map as it is.
+/// field goes through here; what only adds one may write to the map as it is. What the map
+/// alone is still asked about holds because of what `ResponseFields::keeps` never keeps: a
+/// backend's trace result (`strip_trace_result`), hop-by-hop fields and those `Connection`
+/// names (`strip_hop_by_hop`); `Date` is asked of both (`raw_head_dated`); and a known length
+/// is always a kept Content-Length or the map's, so the HTTP/2 server adds none to a raw head.
 pub fn fields_in_map(response: &mut Response<ProxyBody>) -> &mut http::HeaderMap {
     if let Some(head) = response.body_mut().take_raw_head() {
         head.into_map(response.headers_mut());

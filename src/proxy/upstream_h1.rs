@@ -34,8 +34,6 @@ use crate::backends::{ActiveGuard, BackendState};
 const RESPONSE_CHUNK: usize = 4 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Response fields noted on the stack (past them, in a list): most heads have a handful.
-const KEPT_INLINE: usize = 24;
 
 /// The error a broken response body ends its stream with (the h2 codec resets the stream).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -299,21 +297,21 @@ enum Parsed {
 /// Reads a response head from the front of `rbuf` (taking it out of the buffer when whole):
 /// `message`'s rules as on the fast path; the fields as `ResponseFields` passes them, their
 /// values sharing the head's bytes. One parse: where the kept fields' names and values are is
-/// noted as offsets into the head (on the stack, no list allocated per response), sliced once
-/// the head is taken out.
+/// noted as offsets into the head (the `RawHead`'s list), sliced when they are sent.
 fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
     let malformed = || Failure::BadResponse("backend sent a malformed response");
-    // The usual head's kept fields, and the rest of a long one's.
-    let mut spans = [(Span::default(), Span::default()); KEPT_INLINE];
-    let mut more = Vec::new();
-    let (len, status, body, close, kept, length) = {
+    let mut fields = Vec::new();
+    let mut dated = false;
+    let (len, status, body, close, length) = {
         // Left uninitialized (4 KiB the parser writes as it goes, not zeroed per response).
         let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, rbuf, &mut slots);
         let len = match parsed {
-            Ok(httparse::Status::Complete(n)) => n,
+            // A head the last read completed past the bound is refused as one still partial
+            // there would be (and no field of it can outgrow what `http` takes).
+            Ok(httparse::Status::Complete(n)) if n <= MAX_RESPONSE_HEAD => n,
             Ok(httparse::Status::Partial) if rbuf.len() < MAX_RESPONSE_HEAD => {
                 return Ok(Parsed::Partial);
             }
@@ -337,29 +335,20 @@ fn parse_head(rbuf: &mut BytesMut, head_only: bool) -> Result<Parsed, Failure> {
                 u32::try_from(to).map_err(|_| malformed())?,
             ))
         };
-        let mut fields = ResponseFields::of(res.headers, &checked);
-        let mut kept = 0;
+        let mut kept = ResponseFields::of(res.headers, &checked);
+        fields.reserve_exact(res.headers.len());
         for h in res.headers.iter() {
-            if fields.keeps(h.name.as_bytes()).is_none() {
+            let name = h.name.as_bytes();
+            if kept.keeps(name).is_none() {
                 continue;
             }
-            let span = (at(h.name.as_bytes())?, at(h.value)?);
-            match spans.get_mut(kept) {
-                Some(slot) => *slot = span,
-                None => more.push(span),
-            }
-            kept += 1;
+            dated |= headers::named(name, b"date");
+            fields.push((at(name)?, at(h.value)?));
         }
-        let length = fields.length_to_write();
-        (len, status, checked.body, checked.close, kept, length)
+        let length = kept.length_to_write();
+        (len, status, checked.body, checked.close, length)
     };
     let bytes = rbuf.split_to(len).freeze();
-    let mut fields = Vec::with_capacity(kept);
-    fields.extend_from_slice(&spans[..kept.min(KEPT_INLINE)]);
-    fields.extend_from_slice(&more);
-    let dated = fields
-        .iter()
-        .any(|(name, _)| headers::named(&bytes[name.range()], b"date"));
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::from_u16(status)
         .map_err(|_| Failure::BadResponse("backend sent an invalid status"))?;
@@ -434,7 +423,7 @@ impl RawHead {
 }
 
 /// Where a field's name or value is in a response head: its start and end offsets.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Span(u32, u32);
 
 impl Span {
@@ -693,6 +682,10 @@ impl Body for RawBody {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        debug_assert!(
+            this.head.is_none(),
+            "a response body read before its head was sent or taken into the map"
+        );
         loop {
             match this.take() {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
@@ -734,3 +727,7 @@ impl Body for RawBody {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "upstream_h1_tests.rs"]
+mod tests;

@@ -28,6 +28,10 @@ impl Body for TestBody {
 
 impl StreamBody for TestBody {
     fn cut_off(self: Pin<&mut Self>, _: CutOff) {}
+
+    fn take_raw_head(&mut self) -> Option<crate::proxy::upstream_h1::RawHead> {
+        None
+    }
 }
 
 /// A panic in one stream's handler, or in its body, resets that stream with INTERNAL_ERROR

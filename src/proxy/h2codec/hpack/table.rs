@@ -231,17 +231,67 @@ pub fn static_name(name: &[u8]) -> Option<u8> {
         (27, b'a', b'n') => 20, // access-control-allow-origin
         _ => return None,
     };
-    same_name(STATIC[usize::from(index) - 1].0, name).then_some(index)
+    // `name` (any case) is the entry (lowercase letters and '-', as every static name is): a
+    // letter matches either case (setting bit 0x20 lowercases it), '-' only itself. Compared
+    // a word at a time, zero-padded, as the entry is in `NAME_WORDS`.
+    let (lower, mask) = &NAME_WORDS[usize::from(index) - 1];
+    if name.len() != STATIC[usize::from(index) - 1].0.len() {
+        return None;
+    }
+    let mut padded = [0u8; NAME_WORDS_LEN];
+    padded[..name.len()].copy_from_slice(name);
+    let mut differ = 0;
+    for (i, word) in padded.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        differ |= (word | mask[i]) ^ lower[i];
+    }
+    (differ == 0).then_some(index)
 }
 
-/// `name` (any case) is `entry` (lowercase letters and '-', as every static name is): a
-/// letter matches either case (setting bit 0x20 lowercases it), '-' only itself.
-fn same_name(entry: &[u8], name: &[u8]) -> bool {
-    entry.len() == name.len()
-        && entry
-            .iter()
-            .zip(name)
-            .all(|(&e, &n)| if e == b'-' { n == e } else { n | 0x20 == e })
+/// The longest static name, padded to whole words.
+const NAME_WORDS_LEN: usize = 32;
+
+/// Each static entry's name for [`static_name`]: its bytes, and a mask with 0x20 where it has a
+/// letter, as little-endian words, zero-padded to `NAME_WORDS_LEN` bytes.
+const NAME_WORDS: [([u64; 4], [u64; 4]); 61] = {
+    let mut words = [([0u64; 4], [0u64; 4]); 61];
+    let mut e = 0;
+    while e < STATIC.len() {
+        let name = STATIC[e].0;
+        assert!(name.len() <= NAME_WORDS_LEN);
+        let (mut bytes, mut mask) = ([0u8; NAME_WORDS_LEN], [0u8; NAME_WORDS_LEN]);
+        let mut i = 0;
+        while i < name.len() {
+            bytes[i] = name[i];
+            mask[i] = if name[i].is_ascii_lowercase() {
+                0x20
+            } else {
+                0
+            };
+            i += 1;
+        }
+        let mut w = 0;
+        while w < 4 {
+            words[e].0[w] = word_at(&bytes, w * 8);
+            words[e].1[w] = word_at(&mask, w * 8);
+            w += 1;
+        }
+        e += 1;
+    }
+    words
+};
+
+const fn word_at(b: &[u8; NAME_WORDS_LEN], at: usize) -> u64 {
+    u64::from_le_bytes([
+        b[at],
+        b[at + 1],
+        b[at + 2],
+        b[at + 3],
+        b[at + 4],
+        b[at + 5],
+        b[at + 6],
+        b[at + 7],
+    ])
 }
 
 #[cfg(test)]
@@ -269,6 +319,23 @@ mod tests {
         assert_eq!(static_name(b"content\rtype"), None);
         assert_eq!(static_name(b"Date"), Some(33));
         assert_eq!(static_name(b"servez"), None);
+    }
+
+    #[test]
+    fn static_name_refuses_every_other_byte_anywhere_in_a_name() {
+        for (name, _) in STATIC.iter().filter(|(n, _)| !n.starts_with(b":")) {
+            let first = STATIC.iter().position(|(n, _)| n == name).unwrap() + 1;
+            for at in 0..name.len() {
+                for b in 0..=255u8 {
+                    let mut other = name.to_vec();
+                    other[at] = b;
+                    let alike =
+                        b == name[at] || (name[at].is_ascii_lowercase() && b == name[at] ^ 0x20);
+                    let expect = alike.then_some(first as u8);
+                    assert_eq!(static_name(&other), expect, "{other:?}");
+                }
+            }
+        }
     }
 
     fn insert(t: &mut Dynamic, name: &[u8], value: &[u8]) {
