@@ -34,6 +34,18 @@ async fn edge(name: &str, apps: Vec<Value>, http_extra: &str) -> Edge {
 
 /// As [`edge`], with more of the `[admin]` section.
 async fn edge_with_admin(name: &str, apps: Vec<Value>, http_extra: &str, admin: &str) -> Edge {
+    edge_with_env(name, apps, http_extra, admin, &[]).await
+}
+
+/// As [`edge_with_admin`], with environment variables for the process (the `h2` crate's path:
+/// `SWITCHYARD_H2_CODEC=0`).
+async fn edge_with_env(
+    name: &str,
+    apps: Vec<Value>,
+    http_extra: &str,
+    admin: &str,
+    env: &[(&str, &str)],
+) -> Edge {
     let dir = temp_dir(name);
     let file = dir.join("apps.json");
     write_apps(&file, apps);
@@ -44,7 +56,7 @@ async fn edge_with_admin(name: &str, apps: Vec<Value>, http_extra: &str, admin: 
          [http]\nlisten = [\"{http}\"]\nh2c = true\n{http_extra}\n",
         file.display().to_string()
     );
-    let sy = Switchyard::start_with_admin(name, &toml, admin);
+    let sy = Switchyard::start_with_env(name, &toml, admin, env);
     wait_for("ready", || async {
         (sy.get("/readyz").await.0 == 200).then_some(())
     })
@@ -939,6 +951,16 @@ async fn answers_are_dated_once_and_a_backends_date_is_kept() {
 /// fields added after the backend's, removed or rewritten where a rule reads them.
 #[tokio::test]
 async fn backend_fields_reach_an_http2_client_with_the_apps_rules_applied() {
+    backend_fields_reach_an_http2_client_on(&[]).await;
+}
+
+/// The same on the `h2` crate's path, which sends a map: the fields are taken into it.
+#[tokio::test]
+async fn backend_fields_reach_an_http2_client_on_the_h2_crates_path_too() {
+    backend_fields_reach_an_http2_client_on(&[("SWITCHYARD_H2_CODEC", "0")]).await;
+}
+
+async fn backend_fields_reach_an_http2_client_on(env: &[(&str, &str)]) {
     let backend = scripted(
         &[
             b"HTTP/1.1 200 OK\r\nServer: Test\r\nX-Two: 1\r\nSet-Cookie: a=1\r\nX-TWO: 2\r\n\
@@ -963,17 +985,14 @@ async fn backend_fields_reach_an_http2_client_with_the_apps_rules_applied() {
             json!({"HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH": "/api"}),
         ),
     ];
-    let e = edge(
-        "h2-fields",
-        apps.iter()
-            .map(|(id, labels)| {
-                let host = format!("{}.example.com", &id[1..]);
-                vhost_app(id, &host, labels.clone(), backend.port())
-            })
-            .collect(),
-        "",
-    )
-    .await;
+    let apps_json = apps
+        .iter()
+        .map(|(id, labels)| {
+            let host = format!("{}.example.com", &id[1..]);
+            vhost_app(id, &host, labels.clone(), backend.port())
+        })
+        .collect();
+    let e = edge_with_env("h2-fields", apps_json, "", "", env).await;
     let mut sender = h2(e.http).await;
     for (id, _) in apps {
         let answer = get(&mut sender, &format!("http://{}.example.com/", &id[1..])).await;

@@ -127,18 +127,30 @@ impl Switchyard {
 
     /// As [`Switchyard::start`], with more keys for the `[admin]` section.
     pub fn start_with_admin(name: &str, toml: &str, admin: &str) -> Switchyard {
+        Switchyard::start_with_env(name, toml, admin, &[])
+    }
+
+    /// As [`Switchyard::start_with_admin`], with environment variables for the process.
+    pub fn start_with_env(name: &str, toml: &str, admin: &str, env: &[(&str, &str)]) -> Switchyard {
         let dir = temp_dir(name);
         let config = dir.join("switchyard.toml");
         let full = format!(
             "{toml}\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n[log]\nlevel = \"info,switchyard=debug\"\n"
         );
         std::fs::write(&config, full).unwrap();
-        Switchyard::launch(dir, &config, &[])
+        let mut command = Switchyard::command(&config, &[]);
+        command.envs(env.iter().copied());
+        Switchyard::spawn(dir, command)
     }
 
     /// Runs switchyard on an existing configuration file with more arguments; `dir` is removed
     /// when it stops.
     pub fn launch(dir: PathBuf, config: &std::path::Path, args: &[&str]) -> Switchyard {
+        Switchyard::spawn(dir, Switchyard::command(config, args))
+    }
+
+    /// The binary on `config` with more arguments, not yet started.
+    fn command(config: &std::path::Path, args: &[&str]) -> Command {
         // `SWITCHYARD_BIN`: another build of the binary (a benchmark's before and after).
         let binary = std::env::var_os("SWITCHYARD_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchyard").into());
@@ -148,7 +160,7 @@ impl Switchyard {
             .arg(config)
             .args(args)
             .env_remove("RUST_LOG");
-        Switchyard::spawn(dir, command)
+        command
     }
 
     /// Runs a prepared command that ends in switchyard (`sh -c "... && exec ./switchyard ..."`
