@@ -518,131 +518,6 @@ impl Service {
     }
 }
 
-/// Port → who holds it.
-type Claims = HashMap<u16, Holders>;
-
-/// One holder of a port: (address, service, deployment group).
-type Holder = (IpAddr, ServiceKey, Option<String>);
-
-/// The holders of one port, in the order they claimed it: the first inline (nearly every
-/// port has one holder, so a table of 50,000 ports makes no list per port).
-#[derive(Default)]
-struct Holders {
-    first: Option<Holder>,
-    rest: Vec<Holder>,
-}
-
-impl Holders {
-    /// A concrete iterator (no destructor): a holder found is read while the list is pushed to.
-    fn iter(
-        &self,
-    ) -> std::iter::Chain<std::option::Iter<'_, Holder>, std::slice::Iter<'_, Holder>> {
-        self.first.iter().chain(&self.rest)
-    }
-
-    fn push(&mut self, holder: Holder) {
-        match self.first {
-            None => self.first = Some(holder),
-            Some(_) => self.rest.push(holder),
-        }
-    }
-}
-
-/// The routes made so far, by their set of services (sorted): a set of one looked up by its
-/// service's index, without hashing or a list per route.
-#[derive(Default)]
-struct Named {
-    /// Service index → route, `usize::MAX` for none yet.
-    single: Vec<usize>,
-    many: HashMap<Vec<usize>, usize>,
-}
-
-impl Named {
-    fn get(&self, services: &[usize]) -> Option<usize> {
-        match services {
-            [one] => self.single.get(*one).copied().filter(|&r| r != usize::MAX),
-            _ => self.many.get(services).copied(),
-        }
-    }
-
-    fn insert(&mut self, services: &[usize], route: usize) {
-        match services {
-            [one] => {
-                if self.single.len() <= *one {
-                    self.single.resize(*one + 1, usize::MAX);
-                }
-                self.single[*one] = route;
-            }
-            _ => {
-                self.many.insert(services.to_vec(), route);
-            }
-        }
-    }
-}
-
-/// `key.to_string()` (`{app id}:{port index}`), without the formatting machinery: one per
-/// route, 50,000 in a table of 50,000 apps.
-fn key_name(key: &ServiceKey) -> String {
-    let mut name = String::with_capacity(key.app_id.len() + 3);
-    name.push_str(&key.app_id);
-    name.push(':');
-    match u8::try_from(key.port_index) {
-        Ok(n) if n < 10 => name.push(char::from(b'0' + n)),
-        _ => name.push_str(&key.port_index.to_string()),
-    }
-    name
-}
-
-/// A service's entry points, gathered while services are built, for the routes built at the end.
-#[derive(Debug, Default)]
-struct Entries {
-    key: ServiceKey,
-    /// Where its service was pushed in the table's services, before they are sorted.
-    at: usize,
-    /// Its service port and alternate port, those it got: inline, no list per service.
-    listens: crate::cluster::SmallList<SocketAddr, 2>,
-    hosts: std::sync::Arc<[String]>,
-    paths: std::sync::Arc<[String]>,
-    /// The paths match without case (`-i`).
-    ignore_case: bool,
-    /// `HAPROXY_{n}_BACKEND_WEIGHT`.
-    weight: i64,
-}
-
-/// The route for a set of services: one route per distinct set, named after their deployment
-/// group when they share one, else after the vhost or the single service.
-fn route_for(
-    all: &crate::chunked::Chunked<std::sync::Arc<Service>>,
-    routes: &mut Vec<std::sync::Arc<Route>>,
-    named: &mut Named,
-    services: &[usize],
-    vhost: Option<String>,
-    overrides: &Overrides,
-) -> usize {
-    if let Some(route) = named.get(services) {
-        return route;
-    }
-    let first = &all[services[0]];
-    let group = first.deployment.group.clone().filter(|g| {
-        services
-            .iter()
-            .all(|&s| all[s].deployment.group.as_ref() == Some(g))
-    });
-    let name = match (group, vhost) {
-        (Some(g), _) if first.key.port_index == 0 => g,
-        (Some(g), _) => format!("{g}:{}", first.key.port_index),
-        (None, Some(vhost)) if services.len() > 1 => vhost,
-        (None, _) if services.len() == 1 => key_name(&first.key),
-        (None, Some(vhost)) => vhost,
-        (None, None) => key_name(&first.key),
-    };
-    routes.push(std::sync::Arc::new(Route::new(
-        name, services, all, overrides,
-    )));
-    named.insert(services, routes.len() - 1);
-    routes.len() - 1
-}
-
 /// The balancer of a service's `backends`: their ids (for consistent hashing) made only for
 /// the balancers that hash.
 fn balancer(kind: super::Balance, backends: &[Backend]) -> Balancer {
@@ -684,23 +559,19 @@ fn ids(backends: &[Backend]) -> Vec<u64> {
         .collect()
 }
 
-/// Two binds collide when they share a port and either is a wildcard or both are the same IP.
-fn overlaps(a: IpAddr, b: IpAddr) -> bool {
-    a == b || a.is_unspecified() || b.is_unspecified()
-}
-
 #[path = "compile_backends.rs"]
 mod backends_of;
 #[cfg(test)]
 use backends_of::backend_order;
 use backends_of::{backend_addr, backends};
 
+#[path = "compile_assemble.rs"]
+mod assembly;
+use assembly::assemble;
+
 #[path = "compile_cache.rs"]
 mod cache;
 pub use cache::{Cache, Patched, compile_cached, compile_changed};
-
-#[path = "compile_vips.rs"]
-mod vips;
 
 #[path = "compile_prefetch.rs"]
 mod prefetch;

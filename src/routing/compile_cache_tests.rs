@@ -565,7 +565,7 @@ proptest! {
             .collect();
         let mut oracle = ports.clone();
         oracle.sort();
-        cache::sort_ports(&mut ports);
+        assembly::sort_ports(&mut ports);
         prop_assert_eq!(ports, oracle);
     }
 }
