@@ -506,6 +506,8 @@ impl Metrics {
             .register_collector(Box::new(collector));
     }
 
+    /// The whole text at once, for tests (a scrape streams it: [`Metrics::encode_into`]).
+    #[cfg(test)]
     pub fn encode(&self) -> String {
         let mut out = String::new();
         self.encode_into(&mut out);

@@ -268,16 +268,10 @@ impl History {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     backend_deltas.entry(m.service)
                 {
-                    let deltas = service
-                        .backends
-                        .iter()
-                        .zip(states.iter())
-                        .enumerate()
-                        // Two tasks on one address share a state (next to each other): it is
-                        // one backend, read once.
-                        .filter(|&(i, (_, st))| i == 0 || !Arc::ptr_eq(&states[i - 1], st))
-                        .map(|(_, (b, st))| {
-                            let key = (service.key.clone(), b.addr);
+                    // Two tasks on one address share a state: it is one backend, read once.
+                    let deltas = crate::backends::unique(states)
+                        .map(|st| {
+                            let key = (service.key.clone(), st.addr);
                             let delta = delta_of(&key, st);
                             if backends >= MAX_BACKENDS {
                                 not_kept_backends += 1;

@@ -309,7 +309,7 @@ struct PageView {
 
 pub(super) fn routes<'a>(
     snapshot: &'a Snapshot,
-    failures: &BTreeMap<SocketAddr, String>,
+    failures: &'a BTreeMap<SocketAddr, String>,
     status: &Status,
     draining: &'a [(BackendKey, std::sync::Arc<BackendState>)],
     page: &Page,
@@ -398,7 +398,6 @@ pub(super) fn routes<'a>(
             .map(|st| BackendView::new("", st))
             .collect()
     };
-    let failures = failures.clone();
     let services = snapshot
         .table
         .services

@@ -35,7 +35,7 @@ pub type BackendKey = (ServiceKey, SocketAddr);
 pub type Row = Arc<[Arc<BackendState>]>;
 
 /// A row's states once each: two tasks on one address share a state, next to each other.
-fn unique(row: &[Arc<BackendState>]) -> impl Iterator<Item = &Arc<BackendState>> {
+pub(crate) fn unique(row: &[Arc<BackendState>]) -> impl Iterator<Item = &Arc<BackendState>> {
     row.iter()
         .enumerate()
         .filter(|&(i, state)| i == 0 || !Arc::ptr_eq(&row[i - 1], state))

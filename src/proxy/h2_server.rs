@@ -267,10 +267,6 @@ async fn exchange<H, F, B>(
         return;
     };
     let (mut parts, mut body) = response.into_parts();
-    // The `h2` crate sends a map: the backend's fields held as bytes go in first.
-    if let Some(head) = body.take_raw_head() {
-        head.into_map(&mut parts.headers);
-    }
     if parts.extensions.get::<AnsweredHere>().is_some() {
         resets.answered_here();
     }
@@ -280,6 +276,11 @@ async fn exchange<H, F, B>(
         return;
     }
     super::headers::strip_hop_by_hop(&mut parts.headers);
+    // The `h2` crate sends a map: the backend's fields held as bytes (no hop-by-hop ones among
+    // them) go in first, after the map's own were stripped.
+    if let Some(head) = body.take_raw_head() {
+        head.into_map(&mut parts.headers);
+    }
     let end = body.is_end_stream();
     if !end
         && let Some(n) = body.size_hint().exact()
