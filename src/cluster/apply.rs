@@ -82,15 +82,7 @@ impl Cluster {
                     return Applied::Refetch(app_id);
                 };
                 if let Some(seen) = self.mesos.tasks.get(&task.id) {
-                    let marathon = mesos::Seen {
-                        state: &task.state,
-                        changed_ms: task.changed_ms,
-                    };
-                    let other = mesos::Seen {
-                        state: &seen.state,
-                        changed_ms: seen.changed_ms,
-                    };
-                    if mesos::fresher(marathon, other) == mesos::Side::Mesos {
+                    if mesos::mesos_fresher(&task, &seen.state, seen.changed_ms) {
                         task.state = seen.state.clone();
                         task.changed_ms = seen.changed_ms;
                     }
@@ -167,15 +159,7 @@ impl Cluster {
                 for app in self.apps.values_mut() {
                     let stale = app.tasks.values().any(|task| {
                         m.tasks.get(&task.id).is_some_and(|seen| {
-                            let marathon = mesos::Seen {
-                                state: &task.state,
-                                changed_ms: task.changed_ms,
-                            };
-                            let other = mesos::Seen {
-                                state: &seen.state,
-                                changed_ms: seen.changed_ms,
-                            };
-                            mesos::fresher(marathon, other) == mesos::Side::Mesos
+                            mesos::mesos_fresher(task, &seen.state, seen.changed_ms)
                                 && (task.state != seen.state || task.changed_ms != seen.changed_ms)
                         })
                     });
@@ -186,15 +170,7 @@ impl Cluster {
                         let Some(seen) = m.tasks.get(&task.id) else {
                             return true;
                         };
-                        let marathon = mesos::Seen {
-                            state: &task.state,
-                            changed_ms: task.changed_ms,
-                        };
-                        let other = mesos::Seen {
-                            state: &seen.state,
-                            changed_ms: seen.changed_ms,
-                        };
-                        if mesos::fresher(marathon, other) == mesos::Side::Mesos {
+                        if mesos::mesos_fresher(task, &seen.state, seen.changed_ms) {
                             task.state = seen.state.clone();
                             task.changed_ms = seen.changed_ms;
                         }
@@ -253,12 +229,7 @@ impl Cluster {
             let Some(task) = app.tasks.get(id) else {
                 continue;
             };
-            let marathon = mesos::Seen {
-                state: &task.state,
-                changed_ms: task.changed_ms,
-            };
-            let other = mesos::Seen { state, changed_ms };
-            if mesos::fresher(marathon, other) == mesos::Side::Mesos {
+            if mesos::mesos_fresher(task, state, changed_ms) {
                 // Copied (when shared) only now that it changes.
                 let app = Arc::make_mut(app);
                 if state.is_live() {

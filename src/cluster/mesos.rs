@@ -185,6 +185,16 @@ pub fn fresher(marathon: Seen<'_>, mesos: Seen<'_>) -> Side {
     }
 }
 
+/// Whether Mesos's state of a task Marathon holds (`state`, seen at `changed_ms`) wins over
+/// Marathon's own ([`fresher`]).
+pub fn mesos_fresher(task: &super::Task, state: &TaskState, changed_ms: u64) -> bool {
+    let marathon = Seen {
+        state: &task.state,
+        changed_ms: task.changed_ms,
+    };
+    fresher(marathon, Seen { state, changed_ms }) == Side::Mesos
+}
+
 impl MesosState {
     /// The ids of the tasks Marathon's apps hold that Mesos reports too: those are Marathon's to
     /// name and route, not [`MesosState::own_tasks`]. Empty without Mesos tasks (no Mesos
