@@ -81,11 +81,11 @@ impl Cluster {
                 let Some(app) = self.apps.get_mut(&app_id).map(Arc::make_mut) else {
                     return Applied::Refetch(app_id);
                 };
-                if let Some(seen) = self.mesos.tasks.get(&task.id) {
-                    if mesos::mesos_fresher(&task, &seen.state, seen.changed_ms) {
-                        task.state = seen.state.clone();
-                        task.changed_ms = seen.changed_ms;
-                    }
+                if let Some(seen) = self.mesos.tasks.get(&task.id)
+                    && mesos::mesos_fresher(&task, &seen.state, seen.changed_ms)
+                {
+                    task.state = seen.state.clone();
+                    task.changed_ms = seen.changed_ms;
                 }
                 if task.state.is_live() {
                     if let Some(previous) = app.tasks.get(&task.id) {
