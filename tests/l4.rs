@@ -281,6 +281,22 @@ fn fds(sy: &Switchyard) -> usize {
         .count()
 }
 
+/// The soft open-file limit under which the proxy has exactly `free` descriptor numbers left.
+/// The limit bounds the numbers a new descriptor can take, not how many are open: one opened
+/// before the limit was lowered can sit above it, and a closed one leaves a hole below.
+fn limit_leaving_free(sy: &Switchyard, free: usize) -> u64 {
+    let open: std::collections::HashSet<u64> =
+        std::fs::read_dir(format!("/proc/{}/fd", sy.child.id()))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    (0..)
+        .filter(|n| !open.contains(n))
+        .nth(free - 1)
+        .expect("a free number")
+        + 1
+}
+
 /// This process's open-file limits (soft, hard).
 fn fd_limits() -> (u64, u64) {
     let mut limit = libc::rlimit {
@@ -768,13 +784,13 @@ async fn running_out_of_descriptors_is_not_charged_to_the_backends() {
         (active(&sy).await == 0.0).then_some(())
     })
     .await;
-    // An odd number of descriptors to spare, then more clients than they can serve: each served
-    // client holds two (its own and its backend's), so the one accepted with the last
-    // descriptor cannot have its backend socket made and is reset, which frees that descriptor
-    // for the next in the queue. The count is taken once it holds still (an admin connection
-    // the probes above opened may still be closing); if it took one in passing, the parity is
-    // even, every accept after the served ones fails instead, and one more descriptor makes it
-    // odd again.
+    // Seven descriptor numbers left free, then more clients than they can serve: each served
+    // client takes two (its own and its backend's), so the one accepted with the last number
+    // cannot have its backend socket made and is reset, which frees that number for the next
+    // in the queue. If a descriptor in passing (an admin connection still closing, say) took
+    // one when the limit was set, the count left is even and every accept after the served
+    // clients fails instead; the limit is then set to leave exactly one number free, which the
+    // next accept takes. The numbers are read once the count holds still.
     let pid = sy.child.id();
     let mut last = usize::MAX;
     let settled = wait_for("the proxy's descriptors settled", || {
@@ -784,8 +800,8 @@ async fn running_out_of_descriptors_is_not_charged_to_the_backends() {
         async move { same.then_some(now) }
     })
     .await;
-    let spare = 7;
-    let was = set_soft_fd_limit_of(pid, (settled + spare) as u64);
+    let mut limit = limit_leaving_free(&sy, 7);
+    let was = set_soft_fd_limit_of(pid, limit);
     let mut clients = Vec::new();
     for _ in 0..24 {
         if let Ok(Ok(client)) =
@@ -794,6 +810,7 @@ async fn running_out_of_descriptors_is_not_charged_to_the_backends() {
             clients.push(client);
         }
     }
+    let connected = clients.len();
     let mut reset = 0;
     let mut served = Vec::new();
     let mut waiting = Vec::new();
@@ -804,30 +821,49 @@ async fn running_out_of_descriptors_is_not_charged_to_the_backends() {
             waiting.push(client);
         }
     }
-    for extra in 0..2 {
-        if extra == 1 {
-            if reset > 0 {
+    let mut rounds = Vec::new();
+    for round in 0..4 {
+        if round > 0 {
+            if reset > 0 || waiting.is_empty() {
                 break;
             }
-            set_soft_fd_limit_of(pid, (settled + spare + 1) as u64);
+            limit = limit_leaving_free(&sy, 1);
+            set_soft_fd_limit_of(pid, limit);
         }
-        let mut still = Vec::new();
+        // Every waiting client at once: a reset one reads an error or an end; a served one,
+        // its byte back (and is kept open: a served client holds its descriptors to the end);
+        // one still in the accept queue, nothing within the wait.
+        let mut reads = tokio::task::JoinSet::new();
         for mut client in waiting {
-            let mut byte = [0u8; 1];
-            match tokio::time::timeout(Duration::from_millis(500), client.read(&mut byte)).await {
-                // Kept open: a served client holds its descriptors to the end.
-                Ok(Ok(1)) => served.push(client),
-                Ok(Ok(_) | Err(_)) => reset += 1,
-                Err(_) => still.push(client), // still in the accept queue
+            reads.spawn(async move {
+                let mut byte = [0u8; 1];
+                let read =
+                    tokio::time::timeout(Duration::from_millis(500), client.read(&mut byte)).await;
+                (client, read.map(|r| r.map_err(drop)))
+            });
+        }
+        waiting = Vec::new();
+        while let Some(done) = reads.join_next().await {
+            match done.expect("a read task") {
+                (client, Ok(Ok(1))) => served.push(client),
+                (_, Ok(Ok(_) | Err(()))) => reset += 1,
+                (client, Err(_)) => waiting.push(client),
             }
         }
-        waiting = still;
+        rounds.push((limit, fds(&sy), served.len(), reset, waiting.len()));
     }
     let echoed = served.len();
     drop((served, waiting));
     set_soft_fd_limit_of(pid, was);
-    assert!(echoed >= 1, "some clients were served ({echoed})");
-    assert!(reset >= 1, "some clients met the shortage ({reset} reset)");
+    let seen = format!(
+        "{connected} clients connected; descriptors settled at {settled}; \
+         per round (limit, held, served, reset, waiting): {rounds:?}; \
+         {} accept failures and {} local connect failures logged",
+        sy.log_lines("accept failed").len(),
+        sy.log_lines("for want of local resources").len()
+    );
+    assert!(echoed >= 1, "some clients were served: {seen}");
+    assert!(reset >= 1, "some clients met the shortage: {seen}");
     for b in backends {
         let addr = format!("127.0.0.1:{b}");
         let failures = sy
