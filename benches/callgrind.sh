@@ -26,12 +26,15 @@
 #                                         vhost listener: what accepting, connecting and closing cost
 #   CG_OPTS="--cache-sim=yes"             more valgrind options; with a simulated cache, each event's
 #                                         count per request is printed after the table
+#   TASKS=2                               the HTTP app with a second task (nginx listening on
+#                                         127.0.0.2 too): with another backend to replay on, a
+#                                         request without a body keeps what a replay takes
 #   H2=1                                  HTTP/2 with prior knowledge (h2c) to the vhost listener
 #                                         instead: h2load -c$H2_CLIENTS (10) -m$H2_STREAMS (10), each
 #                                         stream one request to the HTTP/1.1 backend
 # Traffic goes to 127.0.0.1 only; every process it starts is stopped on exit (by PID).
 set -euo pipefail
-N1=${N1:-2000} N2=${N2:-12000} NEW_CONN=${NEW_CONN:-0} LABELS=${LABELS:-} H2=${H2:-0}
+N1=${N1:-2000} N2=${N2:-12000} NEW_CONN=${NEW_CONN:-0} LABELS=${LABELS:-} H2=${H2:-0} TASKS=${TASKS:-1}
 H2_CLIENTS=${H2_CLIENTS:-10} H2_STREAMS=${H2_STREAMS:-10}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -55,10 +58,12 @@ port_map=""
 for p in "${!MOVED[@]}"; do port_map+="s#:$p\b#:${MOVED[$p]}#g; s#\"port\":$p,#\"port\":${MOVED[$p]},#g; s#\"ports\":\[$p\]#\"ports\":[${MOVED[$p]}]#g; "; done
 mkdir -p "$WORK"/nginx/{tmp_body,tmp_proxy,tmp_fcgi,tmp_uwsgi,tmp_scgi}
 sed "s#/tmp/peers#$WORK#g; $port_map" "$PEERS_DIR/nginx.conf" >"$WORK/nginx.conf"
+[[ $TASKS != 2 ]] || sed -i "s#^\( *\)listen 127.0.0.1:${MOVED[18080]};#&\n\1listen 127.0.0.2:${MOVED[18080]};#" "$WORK/nginx.conf"
 nginx -c "$WORK/nginx.conf" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" >/dev/null 2>&1 &
 PIDS+=($!)
 sed "$port_map" "$HERE/peers/switchyard.toml" >"$WORK/switchyard.toml"
 sed "$port_map" "$HERE/peers/apps.json" >"$WORK/apps.json"
+[[ $TASKS != 2 ]] || sed -i 's#\({"id":"bench_http.t1","appId":"/bench/http","host":"127.0.0.1","ports":\[[0-9]*\],"state":"TASK_RUNNING"}\)#\1,{"id":"bench_http.t2","appId":"/bench/http","host":"127.0.0.2","ports":['"${MOVED[18080]}"'],"state":"TASK_RUNNING"}#' "$WORK/apps.json"
 [[ $H2 != 1 ]] || sed -i 's|^\[http\]$|[http]\nh2c = true|' "$WORK/switchyard.toml"
 sed -i "s|\"labels\":{\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|\"labels\":{$LABELS\"HAPROXY_GROUP\":\"external\",\"HAPROXY_0_MODE\":\"http\"|" "$WORK/apps.json"
 wait_listener "${PIDS[-1]}" "${MOVED[18080]}"

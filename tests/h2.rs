@@ -540,6 +540,87 @@ async fn a_backend_failing_before_its_answer_is_a_502_and_during_it_a_reset_stre
     assert_eq!(answer.status, 502);
 }
 
+/// A backend that reads one request head on each connection and closes it without an
+/// answer: the number of heads it dropped.
+async fn dropping_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let counted = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+/// An HTTP/2 request without a body that a backend took and dropped is sent again to the
+/// app's other backend, with the same head (its fields, and the forwarding fields once); one
+/// with a body is not (the backend may have acted on it): 502.
+#[tokio::test]
+async fn a_dropped_bodiless_request_is_replayed_on_another_backend_with_the_same_head() {
+    let (dropper, dropped) = dropping_backend().await;
+    let (mirror, _) = mirror().await;
+    let tasks = vec![
+        task("/mixed", "m.1", dropper.port()),
+        task("/mixed", "m.2", mirror.port()),
+    ];
+    let labels = json!({"HAPROXY_0_VHOST": "mixed.example.com"});
+    let e = edge("h2-replay", vec![app("/mixed", 0, labels, tasks)], "").await;
+    let mut sender = h2(e.http).await;
+    let fwd = format!(
+        "host=mixed.example.com xff=127.0.0.1 xfp=http xfport={} xfh=mixed.example.com rid=32",
+        e.http.port()
+    );
+    let mut replayed = 0;
+    for _ in 0..6 {
+        let before = dropped.load(Ordering::SeqCst);
+        let answer = get(&mut sender, "http://mixed.example.com/fwd").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body.unwrap(), fwd);
+        let req = hyper::Request::get("http://mixed.example.com/q?a=1")
+            .header("x-env", "one")
+            .header("x-env", "two")
+            .body(empty())
+            .unwrap();
+        let answer = send(&mut sender, req).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.body.unwrap(),
+            "GET /q?a=1 te= cl= cookie= env=one|two\n"
+        );
+        replayed += dropped.load(Ordering::SeqCst) - before;
+    }
+    assert!(replayed >= 1, "no request met the dropping backend");
+    for _ in 0..6 {
+        let before = dropped.load(Ordering::SeqCst);
+        let req = hyper::Request::post("http://mixed.example.com/")
+            .body(http_body_util::Either::Left(http_body_util::Full::new(
+                Bytes::from_static(b"hello"),
+            )))
+            .unwrap();
+        let status = send(&mut sender, req).await.status;
+        let met = dropped.load(Ordering::SeqCst) > before;
+        assert_eq!(
+            status,
+            if met { 502 } else { 200 },
+            "met the dropper: {met}"
+        );
+    }
+}
+
 /// CONNECT is refused over HTTP/2 as over HTTP/1 (405), before any backend is dialled: a
 /// backend's 2xx to it would turn its pooled connection into a tunnel another client's request
 /// could then be written into.

@@ -507,8 +507,10 @@ async fn proxy(
         }
         t
     }));
-    // Only kept when there is another backend to replay on: the head's copy is not free.
-    let mut replay = (replayable && states.len() > 1).then(|| {
+    // Only kept when there is another backend to replay on: the head's copy is not free. The
+    // raw path hands the request back when it fails (`Tried::FailedKept`) and needs no copy.
+    let replays = replayable && states.len() > 1;
+    let mut replay = (replays && !raw).then(|| {
         (
             req.method().clone(),
             req.uri().clone(),
@@ -558,7 +560,7 @@ async fn proxy(
         } else {
             Box::pin(send(req, &states[b], (ctx, &policy), (&mut upgrade, &dial))).await
         };
-        let failure = match outcome {
+        let (failure, kept) = match outcome {
             Tried::Unsent(back) => {
                 req = back;
                 if attempts.failed(b, Failure::Connect) {
@@ -588,7 +590,8 @@ async fn proxy(
                 response.body_mut().hold(slot);
                 return log(Some(states[b].addr), response);
             }
-            Tried::Failed(failure) => failure,
+            Tried::Failed(failure) => (failure, None),
+            Tried::FailedKept(failure, back) => (failure, Some(back)),
         };
         let failure = match &progress {
             Some(progress) => progress.blame(failure),
@@ -598,18 +601,22 @@ async fn proxy(
             break;
         }
         // Replayed: the same head again, without a body (only bodiless requests replay).
-        let Some((method, uri, headers)) = replay.take() else {
-            break;
-        };
-        let mut again = Request::new(RequestBody {
+        let bodiless = RequestBody {
             inner: None,
             bytes_in: None,
             progress: None,
-        });
-        *again.method_mut() = method;
-        *again.uri_mut() = uri;
-        *again.headers_mut() = headers;
-        req = again;
+        };
+        req = match (kept, replay.take()) {
+            (Some(back), _) if replays => Request::from_parts(back.into_parts().0, bodiless),
+            (_, Some((method, uri, headers))) => {
+                let mut again = Request::new(bodiless);
+                *again.method_mut() = method;
+                *again.uri_mut() = uri;
+                *again.headers_mut() = headers;
+                again
+            }
+            _ => break,
+        };
     }
     let client_fault = attempts.client_failed();
     let Some(answer) = attempts.unanswered() else {

@@ -34,6 +34,10 @@ pub enum Tried {
     Response(Response<ProxyBody>),
     /// The request went out and no usable response came back.
     Failed(Failure),
+    /// The same, from a sender that only read the request (the HTTP/1.1 path that writes the
+    /// head as bytes): it is handed back, so that a bodiless request is replayed from it rather
+    /// than from a copy made before every first try.
+    FailedKept(Failure, Request<RequestBody>),
     /// The request was not sent: try the next backend with it.
     Unsent(Request<RequestBody>),
 }

@@ -42,7 +42,8 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Sends a prepared request (origin-form, `headers`' rules applied) to one HTTP/1.1 backend.
 /// A pooled socket the backend had closed is replaced by a new one, once, when nothing of the
-/// request can have been taken by the backend.
+/// request can have been taken by the backend. The request is only read, so a failure hands it
+/// back (`Tried::FailedKept`) for the caller to replay if it may.
 pub async fn send(
     mut req: Request<RequestBody>,
     state: &Arc<BackendState>,
@@ -74,10 +75,12 @@ pub async fn send(
             None => match Box::pin(super::h1::connect_new(ctx, state, policy)).await {
                 Ok(upstream) => upstream,
                 Err(NoConnection::Failed(e)) if super::local_shortage(&e) => {
-                    return Tried::Failed(Failure::Local);
+                    return Tried::FailedKept(Failure::Local, req);
                 }
                 Err(NoConnection::Failed(_)) => return Tried::Unsent(req),
-                Err(NoConnection::Overloaded) => return Tried::Failed(Failure::Overloaded),
+                Err(NoConnection::Overloaded) => {
+                    return Tried::FailedKept(Failure::Overloaded, req);
+                }
             },
         };
         let active = charge(&mut req, state);
@@ -109,20 +112,22 @@ pub async fn send(
             }
             Err(Sent::Stale) => {
                 state.metrics.count().connect_failures.inc();
-                return Tried::Failed(Failure::Lost(
-                    "backend closed the connection without a response".into(),
-                ));
+                return Tried::FailedKept(
+                    Failure::Lost("backend closed the connection without a response".into()),
+                    req,
+                );
             }
             Err(Sent::LostUnread) if reused && idempotent => {
                 drop(active);
                 continue;
             }
             Err(Sent::LostUnread) => {
-                return Tried::Failed(Failure::Lost(
-                    "backend closed the connection without a response".into(),
-                ));
+                return Tried::FailedKept(
+                    Failure::Lost("backend closed the connection without a response".into()),
+                    req,
+                );
             }
-            Err(Sent::Failed(failure)) => return Tried::Failed(failure),
+            Err(Sent::Failed(failure)) => return Tried::FailedKept(failure, req),
         }
     }
 }
