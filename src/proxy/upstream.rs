@@ -285,8 +285,9 @@ impl PooledBody {
 
 pub enum ProxyBody {
     Upstream(PooledBody),
-    /// From an HTTP/1.1 backend's plain socket (`upstream_h1`).
-    Raw(super::upstream_h1::RawBody),
+    /// From an HTTP/1.1 backend's plain socket (`upstream_h1`). Boxed: a response is moved
+    /// a dozen times on its way to the client, and inline its 232 bytes would go with it.
+    Raw(Box<super::upstream_h1::RawBody>),
     Full(Full<Bytes>),
 }
 
@@ -330,7 +331,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
-            ProxyBody::Raw(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Raw(body) => Pin::new(&mut **body).poll_frame(cx),
             ProxyBody::Upstream(body) => {
                 let frame = std::task::ready!(Pin::new(&mut body.inner).poll_frame(cx))
                     .map(|frame| frame.map_err(Into::into));

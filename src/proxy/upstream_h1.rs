@@ -103,7 +103,10 @@ pub async fn send(
                     policy.response,
                 );
                 body.head = Some(parts.raw);
-                return Tried::Response(Response::from_parts(parts.parts, ProxyBody::Raw(body)));
+                return Tried::Response(Response::from_parts(
+                    parts.parts,
+                    ProxyBody::Raw(Box::new(body)),
+                ));
             }
             // A pooled socket the backend closed while it was idle: nothing was taken.
             Err(Sent::Stale) if reused => {
