@@ -552,13 +552,15 @@ fn request(head: SharedHead) -> Option<Request<()>> {
     Some(req)
 }
 
-/// A head's regular fields as a `HeaderMap` (the codec checked the names; values are held to
-/// `http`'s rules too).
+/// A head's regular fields as a `HeaderMap`. The codec checked names and values as it decoded
+/// them (`conn::head`), so values are not scanned a second time here.
 fn fields(head: &SharedHead) -> Option<HeaderMap> {
     let mut map = HeaderMap::with_capacity(head.field_count());
     for (name, value) in head.fields() {
         let name = HeaderName::from_bytes(name).ok()?;
-        let value = HeaderValue::from_maybe_shared(value).ok()?;
+        // SAFETY: every value passed the codec's `valid_value` (no control byte but tab, no
+        // DEL), which is `http`'s rule for a value and more; debug builds check it again.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
         map.append(name, value);
     }
     Some(map)
