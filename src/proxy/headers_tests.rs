@@ -320,3 +320,62 @@ fn client_address_claims_pass_only_from_a_trusted_proxy() {
         assert_eq!(map[X_FORWARDED_PORT], port);
     }
 }
+
+mod names {
+    use super::super::{lowered, named};
+    use proptest::prelude::*;
+
+    /// The lowercase names the proxy looks for, of every length the word compare has.
+    const NAMES: &[&str] = &[
+        "te",
+        "host",
+        "cookie",
+        "upgrade",
+        "connection",
+        "content-length",
+        "x-forwarded-for",
+        "transfer-encoding",
+        "switchyard-trace-result",
+        "x-client-cert-subject",
+    ];
+
+    #[test]
+    fn a_word_lowers_exactly_the_capitals_of_every_byte() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut bytes = *b"\x00\x7f@[`{\x80\xff";
+                bytes[at] = b;
+                let mut want = bytes;
+                want.make_ascii_lowercase();
+                let got = lowered(u64::from_le_bytes(bytes)).to_le_bytes();
+                assert_eq!(got, want, "{b:#x} at {at}");
+            }
+        }
+    }
+
+    proptest! {
+        /// `named` is `eq_ignore_ascii_case` against a lowercase name: for names in any
+        /// case with any byte changed, and for any bytes of the same length.
+        #[test]
+        fn named_is_the_case_blind_compare(
+            which in 0..NAMES.len(),
+            flips in proptest::collection::vec(any::<bool>(), 32),
+            change in proptest::option::of((0usize..32, any::<u8>())),
+            noise in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let lower = NAMES[which].as_bytes();
+            let mut name: Vec<u8> = lower
+                .iter()
+                .zip(&flips)
+                .map(|(b, f)| if *f { b.to_ascii_uppercase() } else { *b })
+                .collect();
+            if let Some((at, byte)) = change {
+                let at = at % name.len();
+                name[at] = byte;
+            }
+            prop_assert_eq!(named(&name, lower), name.eq_ignore_ascii_case(lower));
+            let noise = &noise[..noise.len().min(lower.len())];
+            prop_assert_eq!(named(noise, lower), noise.eq_ignore_ascii_case(lower));
+        }
+    }
+}
