@@ -11,6 +11,7 @@ pub mod background;
 pub mod bulk_text;
 pub mod chunked;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod control_plane;

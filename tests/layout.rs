@@ -8,8 +8,10 @@ use std::path::Path;
 
 /// Module → what it may import. `None`: the control plane and wiring, which may import anything.
 fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
-    let layers: [(&str, Option<&[&str]>); 31] = [
+    let layers: [(&str, Option<&[&str]>); 32] = [
         ("cluster", Some(&[])),
+        // The coarse clock.
+        ("clock", Some(&[])),
         // The idle-priority thread for the work a swap leaves behind.
         ("background", Some(&[])),
         // A vector shared in chunks, for the table's and the snapshot's per-service vectors.
@@ -30,7 +32,10 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
         ("discovery", Some(&["cluster", "metrics", "text"])),
         ("routing", Some(&["cluster", "chunked", "text"])),
         ("zone", Some(&["cluster", "routing", "chunked"])),
-        ("backends", Some(&["routing", "metrics", "chunked"])),
+        (
+            "backends",
+            Some(&["routing", "metrics", "chunked", "clock"]),
+        ),
         (
             "snapshot",
             Some(&["routing", "zone", "backends", "chunked", "background"]),
@@ -47,7 +52,7 @@ fn allowed() -> BTreeMap<&'static str, Option<Vec<&'static str>>> {
             "proxy",
             Some(&[
                 "backends", "metrics", "routing", "snapshot", "upgrade", "workers", "cluster",
-                "access",
+                "access", "clock",
             ]),
         ),
         ("demo", Some(&["snapshot"])),

@@ -3,9 +3,9 @@
 //! while at most 10 % of its service's backends (at least one, never the last) are out. An
 //! ejected backend is passed over by selection until its time is up.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::backends::BackendState;
 
@@ -18,17 +18,14 @@ pub const MAX_EJECTED_PERCENT: usize = 10;
 pub struct Outlier {
     consecutive: AtomicU32,
     ejections: AtomicU32,
-    /// Milliseconds since [`epoch`] until which the backend is ejected (0: not ejected).
+    /// The coarse clock's milliseconds until which the backend is ejected (0: not ejected).
     until_ms: AtomicU64,
 }
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
+/// The coarse clock (`crate::clock`): an ejection lasts seconds, and every request's walk over
+/// its candidates reads the time once.
 fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
+    crate::clock::coarse_ms()
 }
 
 impl Outlier {

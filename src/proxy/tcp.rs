@@ -163,17 +163,10 @@ struct Activity {
     one_ended: AtomicBool,
 }
 
-/// Milliseconds of the monotonic clock as of the last tick (`CLOCK_MONOTONIC_COARSE`): a few
-/// ms coarse, which an idle timeout of seconds or hours does not notice, and cheaper than a
-/// precise reading, taken twice per chunk relayed.
+/// The coarse clock (`crate::clock`): a few ms coarse, which an idle timeout of seconds or
+/// hours does not notice, and cheaper than a precise reading, taken twice per chunk relayed.
 pub(super) fn coarse_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    crate::clock::coarse_ms()
 }
 
 impl Activity {
