@@ -540,38 +540,12 @@ async fn a_backend_failing_before_its_answer_is_a_502_and_during_it_a_reset_stre
     assert_eq!(answer.status, 502);
 }
 
-/// A backend that reads one request head on each connection and closes it without an
-/// answer: the number of heads it dropped.
-async fn dropping_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let counted = dropped.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                counted.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-    });
-    (addr, dropped)
-}
-
 /// An HTTP/2 request without a body that a backend took and dropped is sent again to the
 /// app's other backend, with the same head (its fields, and the forwarding fields once); one
 /// with a body is not (the backend may have acted on it): 502.
 #[tokio::test]
 async fn a_dropped_bodiless_request_is_replayed_on_another_backend_with_the_same_head() {
-    let (dropper, dropped) = dropping_backend().await;
+    let (dropper, dropped) = heads_read(Then::Close).await;
     let (mirror, _) = mirror().await;
     let tasks = vec![
         task("/mixed", "m.1", dropper.port()),
@@ -1436,6 +1410,20 @@ async fn streams_with_unfinished_bodies_hold_at_most_16_backend_connections() {
 
 /// A backend that reads each request's head and never answers: the number of heads read.
 async fn silent_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    heads_read(Then::Wait).await
+}
+
+/// What [`heads_read`]'s backend does once it has read a head.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    /// Reads on, never answering.
+    Wait,
+    /// Closes the connection without an answer.
+    Close,
+}
+
+/// A backend that reads request heads and answers none: the number of heads read.
+async fn heads_read(then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let heads = Arc::new(AtomicUsize::new(0));
@@ -1453,6 +1441,9 @@ async fn silent_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                     seen.extend_from_slice(&buf[..n]);
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         heads.fetch_add(1, Ordering::SeqCst);
+                        if then == Then::Close {
+                            return;
+                        }
                         seen.drain(..end + 4);
                     }
                 }
