@@ -29,9 +29,10 @@ mod allocator {
         mi_zalloc_aligned,
     };
 
-    /// What every mimalloc block of at least this size is aligned to, and smaller blocks to
-    /// their size (`MI_MAX_ALIGN_SIZE`, `sizeof(max_align_t)`: its blocks of 16 bytes or more
-    /// are rounded to and placed at multiples of it).
+    /// What every mimalloc block of at least this size is aligned to (`MI_MAX_ALIGN_SIZE`,
+    /// `sizeof(max_align_t)`: its blocks of 16 bytes or more are rounded to and placed at
+    /// multiples of it; blocks of 1 to 8 bytes are 8-aligned). So a block of `size` bytes is
+    /// aligned to any power of two up to 16 and up to `size`.
     const MIN_ALIGN: usize = 16;
 
     /// Whether a plain block of `size` bytes is aligned to `align`.

@@ -120,7 +120,8 @@ impl Reconciler {
                 }
             }
         }
-        let recheck = soonest.map(|d| tokio::time::Instant::now() + d);
+        // Ejections end on the coarse clock, which lags this one.
+        let recheck = soonest.map(|d| tokio::time::Instant::now() + d + crate::clock::COARSE_LAG);
         (verdicts, recheck)
     }
 
