@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backends::Count;
+use crate::clock::coarse_ms;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
@@ -161,12 +162,6 @@ struct Activity {
     last: AtomicU64,
     /// A direction has seen its source's FIN.
     one_ended: AtomicBool,
-}
-
-/// The coarse clock (`crate::clock`): a few ms coarse, which an idle timeout of seconds or
-/// hours does not notice, and cheaper than a precise reading, taken twice per chunk relayed.
-pub(super) fn coarse_ms() -> u64 {
-    crate::clock::coarse_ms()
 }
 
 impl Activity {

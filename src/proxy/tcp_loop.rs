@@ -32,6 +32,7 @@ use super::tcp::End;
 use super::{Admission, Context};
 use crate::backends::outlier::{self, Order};
 use crate::backends::{ActiveGuard, BackendState};
+use crate::clock::coarse_ms;
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow as FlowAddrs;
 use crate::snapshot::Snapshot;
@@ -528,9 +529,4 @@ fn cut_ms(state: &BackendState) -> u64 {
             coarse_ms() + millis(left)
         }
     }
-}
-
-/// See `tcp::coarse_ms`.
-fn coarse_ms() -> u64 {
-    super::tcp::coarse_ms()
 }
