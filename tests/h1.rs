@@ -171,6 +171,21 @@ async fn raw_app(name: &str, backend: SocketAddr, admin: &str) -> (Switchyard, u
 async fn a_response_time_ends_at_the_response_head() {
     let (backend, _) = raw_backend().await;
     let (sy, port) = raw_app("h1-head-time", backend, "history_interval = \"10ms\"").await;
+    // A backend's first sample is its baseline (its deltas start at the next): the request
+    // goes once the history has sampled the route, or it would be part of that baseline.
+    wait_for("the route's first sample", || async {
+        let (_, body) = sy.get("/v1/history").await;
+        let history: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let points = history["routes"]
+            .as_array()?
+            .iter()
+            .flat_map(|r| r["versions"].as_array().into_iter().flatten())
+            .filter_map(|v| v["points"].as_array())
+            .map(Vec::len)
+            .sum::<usize>();
+        (points > 0).then_some(())
+    })
+    .await;
     let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     exchange(
         &mut c,
