@@ -26,6 +26,10 @@ enum Behaviour {
     /// Answers `413` with `Connection: close` as soon as the head is in, without reading the
     /// body, and closes (Go's MaxBytesReader, nginx `client_max_body_size`, ...).
     Early413AndClose,
+    /// Reads the head, then whatever of the body comes for the given time, and closes without
+    /// an answer: a backend timing out a quiet upload (nginx's `client_body_timeout`), or,
+    /// with no time at all, one that fails on it.
+    CloseAfter(Duration),
 }
 
 /// A scripted backend on loopback.
@@ -40,6 +44,9 @@ async fn backend(behaviour: Behaviour) -> SocketAddr {
                 }
                 Behaviour::Early413AndClose => {
                     tokio::spawn(early_413(s));
+                }
+                Behaviour::CloseAfter(quiet) => {
+                    tokio::spawn(close_after(s, quiet));
                 }
             }
         }
@@ -132,6 +139,14 @@ async fn early_413(mut s: TcpStream) {
             .await;
     }
     // Dropped: closed with the body still unread (the kernel answers the rest with a RST).
+}
+
+async fn close_after(mut s: TcpStream, quiet: Duration) {
+    let mut buf = Vec::new();
+    if read_head(&mut s, &mut buf).await.is_some() {
+        let reading = async { while more(&mut s, &mut buf).await {} };
+        let _ = tokio::time::timeout(quiet, reading).await;
+    }
 }
 
 /// Starts switchyard with one HTTP service on `port` (vhost `HOST`) over `backends`.
@@ -617,4 +632,41 @@ async fn a_backend_that_stops_taking_the_body_times_out() {
     let (mut r, uploading) = keep_uploading(c);
     assert_eq!(status_of_half(&mut r).await, Some(504));
     uploading.abort();
+}
+
+/// A backend that closes an upload after the client has been quiet for a while (here 1.5 s)
+/// closes it because of the client: 408, and nothing charged to the backend. One that closes
+/// it at once fails on its own: 502, charged (a `5xx` of the backend's), although the client
+/// is just as quiet. Both paths a body takes: the fast path (Content-Length) and the general
+/// one (chunked).
+#[tokio::test]
+async fn a_close_on_a_quiet_upload_is_the_clients_and_a_quick_one_the_backends() {
+    let cases = [
+        (Duration::from_millis(1500), 408, 0.0),
+        (Duration::ZERO, 502, 1.0),
+    ];
+    let framings = [
+        ("Content-Length: 10", "hello"),
+        ("Transfer-Encoding: chunked", "5\r\nhello\r\n"),
+    ];
+    for (quiet, want, charged) in cases {
+        for (framing, first) in framings {
+            let a = backend(Behaviour::CloseAfter(quiet)).await;
+            let port = free_port();
+            let (sy, _vhost) = start("review-quiet", port, &[a], "", "").await;
+            let mut c = TcpStream::connect(local(port)).await.unwrap();
+            let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n\r\n{first}");
+            c.write_all(head.as_bytes()).await.unwrap();
+            // The rest of the body never comes.
+            let status = status_of(&mut c).await;
+            let fives = sy
+                .metric("switchyard_http_responses_total", &["class=\"5xx\""])
+                .await;
+            assert_eq!(
+                (status, fives),
+                (Some(want), charged),
+                "{framing}, backend closing after {quiet:?}"
+            );
+        }
+    }
 }

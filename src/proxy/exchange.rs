@@ -86,6 +86,45 @@ impl Failure {
     }
 }
 
+/// Where a client's request body stood when its exchange failed: what decides whether a
+/// backend's close or timeout is its own failure or the client's ([`Failure::given`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyAt {
+    /// Whole, or none at all.
+    Done,
+    /// It broke off on the client's side: malformed, or cut short.
+    BrokeOff,
+    /// Still coming, and the proxy had some of it in hand, or was writing it to the backend.
+    Moving,
+    /// Still coming, and the proxy had been waiting this many milliseconds for the client's
+    /// next bytes.
+    Awaited(u64),
+}
+
+/// How long the proxy must have waited on a client's body for a backend's close to be the
+/// client's doing (a backend timing out a stalled upload, as nginx's `client_body_timeout`
+/// does). A shorter wait leaves the close the backend's failure: it may have raced the
+/// client's next bytes, already on their way.
+pub const CLIENT_SILENCE_MS: u64 = 1000;
+
+impl Failure {
+    /// The failure, given where the request body stood: one rule for every codec. A backend
+    /// that closed or timed out after the body broke off failed because of the client. One that closed
+    /// after the client had been silent for [`CLIENT_SILENCE_MS`], or did not answer in time
+    /// while the proxy was waiting on the client, was waiting on the client too. Anything
+    /// else stays as it was, body finished or not.
+    pub fn given(self, body: BodyAt) -> Failure {
+        match (self, body) {
+            (Failure::Lost(_) | Failure::TimedOut, BodyAt::BrokeOff) => Failure::Client,
+            (Failure::Lost(_), BodyAt::Awaited(ms)) if ms >= CLIENT_SILENCE_MS => {
+                Failure::ClientStalled
+            }
+            (Failure::TimedOut, BodyAt::Awaited(_)) => Failure::ClientStalled,
+            (failure, _) => failure,
+        }
+    }
+}
+
 /// One request's settings of its app, over the proxy's defaults: the timeouts
 /// (`SWITCHYARD_{n}_CONNECT_TIMEOUT`, `_RESPONSE_TIMEOUT`, `_TUNNEL_TIMEOUT`) and the app's
 /// limits, for the pending count while a backend connection opens.
@@ -367,5 +406,35 @@ mod tests {
         assert_eq!(Failure::TimedOut.status(), Some(504));
         assert_eq!(Failure::Client.status(), Some(400));
         assert_eq!(Failure::ClientGone.status(), None);
+    }
+
+    #[test]
+    fn a_close_or_a_timeout_is_the_clients_only_when_its_body_held_the_backend() {
+        let lost = || Failure::Lost("closed".into());
+        let silent = BodyAt::Awaited(CLIENT_SILENCE_MS);
+        let just_waiting = BodyAt::Awaited(CLIENT_SILENCE_MS - 1);
+        for failure in [lost(), Failure::TimedOut] {
+            assert_eq!(failure.clone().given(BodyAt::BrokeOff), Failure::Client);
+            assert_eq!(failure.clone().given(silent), Failure::ClientStalled);
+            for at in [BodyAt::Done, BodyAt::Moving] {
+                assert_eq!(failure.clone().given(at), failure);
+            }
+        }
+        // A close can race the client's next bytes; a timeout, seconds long, cannot.
+        assert_eq!(lost().given(just_waiting), lost());
+        assert_eq!(
+            Failure::TimedOut.given(BodyAt::Awaited(0)),
+            Failure::ClientStalled
+        );
+        // What is not a close or a timeout keeps its owner.
+        for failure in [
+            Failure::Connect,
+            Failure::BadResponse("x"),
+            Failure::Removed,
+        ] {
+            for at in [BodyAt::BrokeOff, silent] {
+                assert_eq!(failure.clone().given(at), failure);
+            }
+        }
     }
 }

@@ -472,7 +472,10 @@ async fn forward(
         }
         .await;
         let started = Instant::now();
-        let cut = matches!(sent, Ok(BodySent::Cut));
+        let cut = match sent {
+            Ok(BodySent::Cut(at)) => Some(at),
+            _ => None,
+        };
         let answer = match sent {
             Err(failure) => Err(failure),
             Ok(_) => {
@@ -482,8 +485,8 @@ async fn forward(
                     .map(|v| [extra, &super::trace::line(&v)].concat());
                 let relay = Relay {
                     head_only,
-                    close_client: client_close || stopping || cut,
-                    reuse: !cut,
+                    close_client: client_close || stopping || cut.is_some(),
+                    reuse: cut.is_none(),
                     extra: traced.as_deref().unwrap_or(extra),
                     rules: &service.edge.response_headers,
                     timeout: policy.response,
@@ -506,13 +509,17 @@ async fn forward(
         match answer {
             Ok(Relayed { status, close }) => {
                 attempts.answered(b, status);
-                return if close || client_close || stopping || cut {
+                return if close || client_close || stopping || cut.is_some() {
                     Step::Close
                 } else {
                     Step::Done
                 };
             }
             Err(failure) => {
+                let failure = match cut {
+                    Some(at) => failure.given(at),
+                    None => failure,
+                };
                 if !attempts.failed(b, failure) {
                     break;
                 }

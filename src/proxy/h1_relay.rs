@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::exchange::Failure;
+use super::exchange::{BodyAt, Failure};
 use super::h1_framing::{Chunked, read_response, write_response_head_with};
 use super::message::ResponseBody;
 use super::pool::Pools;
@@ -27,8 +27,9 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 pub(super) enum BodySent {
     Whole,
     /// The backend answered (or closed) before it took the whole body: its answer, if any,
-    /// is relayed, and the rest of the body is never read.
-    Cut,
+    /// is relayed, and the rest of the body is never read. Where the body stood then decides
+    /// whose a close is ([`Failure::given`]).
+    Cut(BodyAt),
 }
 
 /// Copies exactly `n` body bytes from the client to the backend, watching the backend for an
@@ -42,6 +43,9 @@ pub(super) async fn relay_exact(
     (client_timeout, backend_timeout): (Duration, Duration),
 ) -> Result<BodySent, Failure> {
     let mut chunk = vec![0u8; READ_CHUNK];
+    // When the proxy last turned to the client for more (coarse clock): a backend that closes
+    // is measured against the client's silence since then.
+    let mut waiting_since = crate::clock::coarse_ms();
     while n > 0 {
         let want = (n as usize).min(chunk.len());
         let got = tokio::select! {
@@ -52,10 +56,14 @@ pub(super) async fn relay_exact(
                     Ok(Spoke::Nothing) => {}
                     Ok(Spoke::Interim(len)) => {
                         if !skip_interim(to, len).await {
-                            return Ok(BodySent::Cut);
+                            return Ok(BodySent::Cut(BodyAt::Moving));
                         }
                     }
-                    Ok(Spoke::Answer) | Err(_) => return Ok(BodySent::Cut),
+                    Ok(Spoke::Answer) => return Ok(BodySent::Cut(BodyAt::Moving)),
+                    Ok(Spoke::Closed) | Err(_) => {
+                        let silent = crate::clock::coarse_ms().saturating_sub(waiting_since);
+                        return Ok(BodySent::Cut(BodyAt::Awaited(silent)));
+                    }
                 }
                 continue;
             }
@@ -68,9 +76,10 @@ pub(super) async fn relay_exact(
         match tokio::time::timeout(backend_timeout, to.write_all(&chunk[..got])).await {
             Ok(Ok(())) => {}
             // It may have answered before it closed: the answer is read next.
-            Ok(Err(_)) => return Ok(BodySent::Cut),
+            Ok(Err(_)) => return Ok(BodySent::Cut(BodyAt::Moving)),
             Err(_) => return Err(Failure::TimedOut),
         }
+        waiting_since = crate::clock::coarse_ms();
         n -= got as u64;
     }
     Ok(BodySent::Whole)
@@ -84,9 +93,12 @@ pub(super) enum Spoke {
     /// An interim response (`100 Continue`, `103 Early Hints`) of this many bytes, whole: it
     /// is read past ([`skip_interim`]) and the body goes on, the backend still watched.
     Interim(usize),
-    /// Its answer, or it closed, or a head not yet whole: the body is cut, and the answer is
-    /// read next (the connection not reused).
+    /// Its answer, or a head not yet whole: the body is cut, and the answer is read next (the
+    /// connection not reused).
     Answer,
+    /// It closed (or reset) the connection: the body is cut, and whatever it sent before is
+    /// read next.
+    Closed,
 }
 
 /// Reads a whole interim head of `len` bytes off the backend's socket (it is there: it was
@@ -130,7 +142,7 @@ pub(super) fn backend_spoke(stream: &TcpStream) -> Spoke {
     match peeked {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Spoke::Nothing,
         Ok(n) if n > 0 => interim_len(&probe[..n]).map_or(Spoke::Answer, Spoke::Interim),
-        _ => Spoke::Answer,
+        _ => Spoke::Closed,
     }
 }
 

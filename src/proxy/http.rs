@@ -594,7 +594,7 @@ async fn proxy(
             Tried::FailedKept(failure, back) => (failure, Some(back)),
         };
         let failure = match &progress {
-            Some(progress) => progress.blame(failure),
+            Some(progress) => failure.given(progress.at()),
             None => failure,
         };
         if !attempts.failed(b, failure) {

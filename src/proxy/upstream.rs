@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::dial::Dial;
-use super::exchange::{Failure, Policy};
+use super::exchange::{BodyAt, Failure, Policy};
 use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
 use super::pool::Pools;
@@ -409,28 +410,56 @@ pub struct RequestBody {
     pub inner: Option<ClientBody>,
     /// The backend whose `bytes_in` counts the body.
     pub bytes_in: Option<Arc<BackendState>>,
-    /// How far the client's body got: a failure while it broke off (malformed chunk, client
-    /// gone) or had not finished arriving is the client's, not the backend's.
+    /// How far the client's body got, and whether the proxy is waiting on the client: what
+    /// decides whose a failure is ([`Failure::given`]).
     pub progress: Option<Arc<BodyProgress>>,
 }
 
-/// Whether a request body ended, or broke off, on the client's side.
+/// Whether a request body ended, or broke off, on the client's side, and whether the proxy is
+/// waiting on the client for the rest of it.
 #[derive(Default)]
 pub struct BodyProgress {
-    pub failed: std::sync::atomic::AtomicBool,
-    pub done: std::sync::atomic::AtomicBool,
+    failed: AtomicBool,
+    done: AtomicBool,
+    /// The coarse clock's reading, plus one, when the proxy last asked the client for more of
+    /// its body and had none; 0 while a frame is in hand.
+    waiting_since: AtomicU64,
 }
 
 impl BodyProgress {
-    /// What an exchange's failure was, given how far the body got.
-    pub fn blame(&self, failure: Failure) -> Failure {
-        use std::sync::atomic::Ordering::Relaxed;
-        match failure {
-            Failure::Lost(_) if self.failed.load(Relaxed) => Failure::Client,
-            Failure::Lost(_) | Failure::TimedOut if !self.done.load(Relaxed) => {
-                Failure::ClientStalled
+    /// Where the body stands now.
+    pub fn at(&self) -> BodyAt {
+        let since = self.waiting_since.load(Relaxed);
+        if self.failed.load(Relaxed) {
+            BodyAt::BrokeOff
+        } else if self.done.load(Relaxed) {
+            BodyAt::Done
+        } else if since == 0 {
+            BodyAt::Moving
+        } else {
+            BodyAt::Awaited(crate::clock::coarse_ms().saturating_sub(since - 1))
+        }
+    }
+
+    /// Notes one poll of the client's body: `Pending` starts a wait (unless one is on), a
+    /// frame or the end ends it.
+    fn polled<T>(&self, frame: &Poll<Option<Result<Frame<Bytes>, T>>>, ended: bool) {
+        match frame {
+            Poll::Pending => {
+                if self.waiting_since.load(Relaxed) == 0 {
+                    self.waiting_since
+                        .store(crate::clock::coarse_ms() + 1, Relaxed);
+                }
             }
-            other => other,
+            Poll::Ready(frame) => {
+                self.waiting_since.store(0, Relaxed);
+                match frame {
+                    Some(Err(_)) => self.failed.store(true, Relaxed),
+                    None => self.done.store(true, Relaxed),
+                    Some(Ok(_)) if ended => self.done.store(true, Relaxed),
+                    Some(Ok(_)) => {}
+                }
+            }
         }
     }
 }
@@ -447,16 +476,11 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         if let Some(progress) = &this.progress {
-            use std::sync::atomic::Ordering::Relaxed;
-            match &frame {
-                Some(Err(_)) => progress.failed.store(true, Relaxed),
-                None => progress.done.store(true, Relaxed),
-                Some(Ok(_)) if inner.is_end_stream() => progress.done.store(true, Relaxed),
-                Some(Ok(_)) => {}
-            }
+            progress.polled(&polled, inner.is_end_stream());
         }
+        let frame = std::task::ready!(polled);
         if let (Some(state), Some(data)) = (
             &this.bytes_in,
             frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()),
@@ -632,4 +656,40 @@ async fn send_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_awaited_from_a_poll_without_a_frame_until_the_next_frame() {
+        let progress = BodyProgress::default();
+        let data = || Poll::Ready(Some(Ok::<_, ()>(Frame::data(Bytes::from_static(b"x")))));
+        assert_eq!(progress.at(), BodyAt::Moving);
+        progress.polled(&Poll::<Option<Result<Frame<Bytes>, ()>>>::Pending, false);
+        assert!(matches!(progress.at(), BodyAt::Awaited(ms) if ms < 1000));
+        // A second poll without a frame goes on with the same wait.
+        let since = progress.waiting_since.load(Relaxed);
+        progress.polled(&Poll::<Option<Result<Frame<Bytes>, ()>>>::Pending, false);
+        assert_eq!(progress.waiting_since.load(Relaxed), since);
+        progress.polled(&data(), false);
+        assert_eq!(progress.at(), BodyAt::Moving);
+        progress.polled(&data(), true);
+        assert_eq!(progress.at(), BodyAt::Done);
+
+        let ended = BodyProgress::default();
+        ended.polled(
+            &Poll::<Option<Result<Frame<Bytes>, ()>>>::Ready(None),
+            false,
+        );
+        assert_eq!(ended.at(), BodyAt::Done);
+
+        let broken = BodyProgress::default();
+        broken.polled(
+            &Poll::<Option<Result<Frame<Bytes>, ()>>>::Ready(Some(Err(()))),
+            false,
+        );
+        assert_eq!(broken.at(), BodyAt::BrokeOff);
+    }
 }

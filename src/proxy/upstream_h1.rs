@@ -311,7 +311,7 @@ async fn send_body(
                             return Ok(true);
                         }
                     }
-                    Ok(Spoke::Answer) | Err(_) => return Ok(true),
+                    Ok(Spoke::Answer | Spoke::Closed) | Err(_) => return Ok(true),
                 }
                 continue;
             }
