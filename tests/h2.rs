@@ -606,7 +606,7 @@ async fn a_dropped_bodiless_request_is_replayed_on_another_backend_with_the_same
         let status = send(&mut sender, req).await.status;
         let dropped = droppers[2].load(Ordering::SeqCst) > before;
         met += usize::from(dropped);
-        // Not replayed: the backend's failure, never the other backend's 200.
+        // Not replayed: a 502 (the backend closed), never the other backend's 200.
         if dropped {
             assert_eq!(status, 502);
         } else {
@@ -617,17 +617,18 @@ async fn a_dropped_bodiless_request_is_replayed_on_another_backend_with_the_same
 }
 
 /// As over HTTP/1.1 (`http_edges`): a backend that closes an upload after the client has
-/// been quiet for 1.5 s closes it because of the client (408, nothing charged to the backend);
-/// one that closes it at once fails on its own (502, a `5xx` of the backend's), although the
-/// client is just as quiet.
+/// been quiet for 1.5 s timed the client out (408, nothing charged); one that closes it at
+/// once fails on its own (502, a `5xx` of the backend's); one that closes it after 2 s of a
+/// client dripping its body may have been made to by the client's pace (502, nothing charged).
 #[tokio::test]
-async fn a_close_on_a_quiet_upload_is_the_clients_and_a_quick_one_the_backends() {
+async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never_slow() {
     let cases = [
-        (Duration::from_millis(1500), 408, 0.0),
-        (Duration::ZERO, 502, 1.0),
+        (Duration::from_millis(1500), false, 408, 0.0),
+        (Duration::ZERO, false, 502, 1.0),
+        (Duration::from_secs(2), true, 502, 0.0),
     ];
-    for (quiet, want, charged) in cases {
-        let (backend, _) = heads_read(Then::CloseAfter(quiet)).await;
+    for (close_after, dripped, want, charged) in cases {
+        let (backend, _) = heads_read(Then::CloseAfter(close_after)).await;
         let app = vhost_app("/quiet", "quiet.example.com", json!({}), backend.port());
         let e = edge("h2-quiet", vec![app], "").await;
         let mut sender = h2(e.http).await;
@@ -636,16 +637,29 @@ async fn a_close_on_a_quiet_upload_is_the_clients_and_a_quick_one_the_backends()
         let req = hyper::Request::post("http://quiet.example.com/up")
             .body(http_body_util::Either::Right(Fed(rx)))
             .unwrap();
-        // The rest of the body never comes: `tx` is held until the answer.
+        // The rest of the body never comes, or comes a byte every 300 ms; `tx` is held until
+        // the answer.
+        let feeding = tokio::spawn(async move {
+            if dripped {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if tx.send(Bytes::from("a")).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            std::future::pending::<()>().await;
+            drop(tx);
+        });
         let status = send(&mut sender, req).await.status;
-        drop(tx);
+        feeding.abort();
         let fives =
             e.sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
                 .await;
         assert_eq!(
             (status, fives),
             (want, charged),
-            "backend closing after {quiet:?}"
+            "backend closing after {close_after:?}, dripped: {dripped}"
         );
     }
 }

@@ -634,38 +634,78 @@ async fn a_backend_that_stops_taking_the_body_times_out() {
     uploading.abort();
 }
 
-/// A backend that closes an upload after the client has been quiet for a while (here 1.5 s)
-/// closes it because of the client: 408, and nothing charged to the backend. One that closes
-/// it at once fails on its own: 502, charged (a `5xx` of the backend's), although the client
-/// is just as quiet. Both paths a body takes: the fast path (Content-Length) and the general
-/// one (chunked).
+/// How a client sends the rest of its body, in `a_close_on_an_unfinished_upload_...`.
+#[derive(Debug, Clone, Copy)]
+enum Rest {
+    /// Never.
+    Never,
+    /// As fast as it can, until the answer.
+    Streamed,
+    /// A piece every 300 ms.
+    Dripped,
+}
+
+/// Who is charged when a backend closes an upload before it is whole, on both paths a body
+/// takes (the fast path, by Content-Length, and the general one, chunked):
+/// - after the client has been quiet for 1.5 s: the backend timed the client out (408, nothing
+///   charged);
+/// - at once, the client quiet or streaming: the backend's failure (502, a `5xx` of the
+///   backend's), as the client had not yet been slow;
+/// - after 2 s of a client dripping its body: a close the client's pace may have caused, as a
+///   backend's bound on an upload's whole time or rate does (502, nothing charged: a client
+///   sending a byte every so often must not get a backend ejected).
 #[tokio::test]
-async fn a_close_on_a_quiet_upload_is_the_clients_and_a_quick_one_the_backends() {
+async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never_slow() {
     let cases = [
-        (Duration::from_millis(1500), 408, 0.0),
-        (Duration::ZERO, 502, 1.0),
+        (Duration::from_millis(1500), Rest::Never, 408, 0.0),
+        (Duration::ZERO, Rest::Never, 502, 1.0),
+        (Duration::ZERO, Rest::Streamed, 502, 1.0),
+        (Duration::from_secs(2), Rest::Dripped, 502, 0.0),
     ];
     let framings = [
-        ("Content-Length: 10", "hello"),
-        ("Transfer-Encoding: chunked", "5\r\nhello\r\n"),
+        ("Content-Length: 1073741824", "hello", b"a".as_slice()),
+        (
+            "Transfer-Encoding: chunked",
+            "5\r\nhello\r\n",
+            b"1\r\na\r\n".as_slice(),
+        ),
     ];
-    for (quiet, want, charged) in cases {
-        for (framing, first) in framings {
-            let a = backend(Behaviour::CloseAfter(quiet)).await;
+    for (close_after, rest, want, charged) in cases {
+        for (framing, first, piece) in framings {
+            let a = backend(Behaviour::CloseAfter(close_after)).await;
             let port = free_port();
             let (sy, _vhost) = start("review-quiet", port, &[a], "", "").await;
             let mut c = TcpStream::connect(local(port)).await.unwrap();
             let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n\r\n{first}");
             c.write_all(head.as_bytes()).await.unwrap();
-            // The rest of the body never comes.
-            let status = status_of(&mut c).await;
+            let (mut r, mut w) = c.into_split();
+            let uploading = tokio::spawn(async move {
+                match rest {
+                    Rest::Never => {}
+                    Rest::Streamed => {
+                        let pieces = piece.repeat(64 * 1024 / piece.len());
+                        while w.write_all(&pieces).await.is_ok() {}
+                    }
+                    Rest::Dripped => loop {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if w.write_all(piece).await.is_err() {
+                            break;
+                        }
+                    },
+                }
+                // The write half is held until the answer: dropping it would end the body.
+                std::future::pending::<()>().await;
+                drop(w);
+            });
+            let status = status_of_half(&mut r).await;
+            uploading.abort();
             let fives = sy
                 .metric("switchyard_http_responses_total", &["class=\"5xx\""])
                 .await;
             assert_eq!(
                 (status, fives),
                 (Some(want), charged),
-                "{framing}, backend closing after {quiet:?}"
+                "{framing}, backend closing after {close_after:?}, the rest {rest:?}"
             );
         }
     }

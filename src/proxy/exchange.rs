@@ -18,6 +18,10 @@ pub enum Failure {
     Connect,
     /// The request went out and the backend failed (closed, reset) before a response byte.
     Lost(String),
+    /// The backend closed (or reset) before the client's body was whole, after the proxy had
+    /// waited on the client for [`CLIENT_SILENCE_MS`] in all: 502, as any close, but charged
+    /// to no one, as the client's pace may be why.
+    LostAwaitingBody(String),
     /// No response head within the response timeout.
     TimedOut,
     /// The backend left the table while the request waited, and its drain ran out.
@@ -45,9 +49,11 @@ impl Failure {
     /// The status the client is answered with, if it is still there.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Failure::Connect | Failure::Lost(_) | Failure::Removed | Failure::BadResponse(_) => {
-                Some(502)
-            }
+            Failure::Connect
+            | Failure::Lost(_)
+            | Failure::LostAwaitingBody(_)
+            | Failure::Removed
+            | Failure::BadResponse(_) => Some(502),
             Failure::TimedOut => Some(504),
             Failure::Overloaded | Failure::Local => Some(503),
             Failure::Client => Some(400),
@@ -61,6 +67,7 @@ impl Failure {
         !matches!(
             self,
             Failure::Client
+                | Failure::LostAwaitingBody(_)
                 | Failure::ClientStalled
                 | Failure::ClientGone
                 | Failure::Removed
@@ -73,7 +80,7 @@ impl Failure {
     pub fn text(&self) -> String {
         match self {
             Failure::Connect => "backend unreachable".into(),
-            Failure::Lost(reason) => reason.clone(),
+            Failure::Lost(reason) | Failure::LostAwaitingBody(reason) => reason.clone(),
             Failure::TimedOut => "backend timed out".into(),
             Failure::Removed => "backend removed while waiting".into(),
             Failure::BadResponse(reason) => (*reason).into(),
@@ -90,36 +97,56 @@ impl Failure {
 /// backend's close or timeout is its own failure or the client's ([`Failure::given`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyAt {
-    /// Whole, or none at all.
+    /// Whole, or none at all, or cut by the backend's answer: what fails after is the
+    /// backend's.
     Done,
     /// It broke off on the client's side: malformed, or cut short.
     BrokeOff,
-    /// Still coming, and the proxy had some of it in hand, or was writing it to the backend.
-    Moving,
-    /// Still coming, and the proxy had been waiting this many milliseconds for the client's
-    /// next bytes.
-    Awaited(u64),
+    /// Still coming.
+    Unfinished {
+        /// How long (ms) the proxy had been waiting for the client's next bytes, if it was
+        /// waiting (`None`: it had some in hand, or was writing them to the backend).
+        quiet: Option<u64>,
+        /// How long (ms) the proxy waited on the client over the whole body so far, `quiet`
+        /// included.
+        waited: u64,
+    },
 }
 
-/// How long the proxy must have waited on a client's body for a backend's close to be the
-/// client's doing (a backend timing out a stalled upload, as nginx's `client_body_timeout`
-/// does). A shorter wait leaves the close the backend's failure: it may have raced the
-/// client's next bytes, already on their way.
+/// How long the proxy must have waited on a client's body for a backend's failure to be laid
+/// at the client's pace. Quiet this long when the backend closed, the client was timed out
+/// (408): a backend's idle bound on an upload, as nginx's `client_body_timeout`. Waited on
+/// this long in all, the client's pace may be why (a backend's bound on an upload's whole
+/// time or rate, which a client sending a byte a second meets): a 502, charged to no one
+/// ([`Failure::LostAwaitingBody`]). A close while the body flowed, the proxy hardly ever
+/// waiting, is the backend's.
 pub const CLIENT_SILENCE_MS: u64 = 1000;
 
 impl Failure {
-    /// The failure, given where the request body stood: one rule for every codec. A backend
-    /// that closed or timed out after the body broke off failed because of the client. One that closed
-    /// after the client had been silent for [`CLIENT_SILENCE_MS`], or did not answer in time
-    /// while the proxy was waiting on the client, was waiting on the client too. Anything
-    /// else stays as it was, body finished or not.
+    /// The failure, given where the request body stood: one rule for every codec.
+    /// - After the body broke off, a close or a timeout is the client's fault (400).
+    /// - A close after [`CLIENT_SILENCE_MS`] of the client's quiet is its stall (408); a close
+    ///   after that long waited on it in all is a 502 charged to no one.
+    /// - A timeout while the proxy was waiting on the client, or after it had waited on it
+    ///   [`CLIENT_SILENCE_MS`] in all, is the client's stall (408): the backend's response
+    ///   timeout ran while the client's body was still on its way.
+    /// - Anything else (a body that flowed, or ended, or was cut by the backend's answer)
+    ///   stays the backend's failure.
     pub fn given(self, body: BodyAt) -> Failure {
+        const S: u64 = CLIENT_SILENCE_MS;
         match (self, body) {
             (Failure::Lost(_) | Failure::TimedOut, BodyAt::BrokeOff) => Failure::Client,
-            (Failure::Lost(_), BodyAt::Awaited(ms)) if ms >= CLIENT_SILENCE_MS => {
+            (Failure::Lost(_), BodyAt::Unfinished { quiet: Some(q), .. }) if q >= S => {
                 Failure::ClientStalled
             }
-            (Failure::TimedOut, BodyAt::Awaited(_)) => Failure::ClientStalled,
+            (Failure::Lost(reason), BodyAt::Unfinished { waited, .. }) if waited >= S => {
+                Failure::LostAwaitingBody(reason)
+            }
+            (Failure::TimedOut, BodyAt::Unfinished { quiet, waited })
+                if quiet.is_some() || waited >= S =>
+            {
+                Failure::ClientStalled
+            }
             (failure, _) => failure,
         }
     }
@@ -410,29 +437,40 @@ mod tests {
 
     #[test]
     fn a_close_or_a_timeout_is_the_clients_only_when_its_body_held_the_backend() {
+        const S: u64 = CLIENT_SILENCE_MS;
         let lost = || Failure::Lost("closed".into());
-        let silent = BodyAt::Awaited(CLIENT_SILENCE_MS);
-        let just_waiting = BodyAt::Awaited(CLIENT_SILENCE_MS - 1);
+        let unfinished = |quiet, waited| BodyAt::Unfinished { quiet, waited };
         for failure in [lost(), Failure::TimedOut] {
             assert_eq!(failure.clone().given(BodyAt::BrokeOff), Failure::Client);
-            assert_eq!(failure.clone().given(silent), Failure::ClientStalled);
-            for at in [BodyAt::Done, BodyAt::Moving] {
+            assert_eq!(
+                failure.clone().given(unfinished(Some(S), S)),
+                Failure::ClientStalled
+            );
+            // Flowing (the proxy waited on the client for a few ms in all), ended, or
+            // answered: the backend's.
+            for at in [BodyAt::Done, unfinished(None, 0), unfinished(None, S - 1)] {
                 assert_eq!(failure.clone().given(at), failure);
             }
         }
-        // A close can race the client's next bytes; a timeout, seconds long, cannot.
-        assert_eq!(lost().given(just_waiting), lost());
-        assert_eq!(
-            Failure::TimedOut.given(BodyAt::Awaited(0)),
-            Failure::ClientStalled
-        );
+        // A close soon after the client's last bytes, the client slow before: a 502, charged
+        // to no one. The same close, the client never slow: the backend's.
+        let paced = lost().given(unfinished(Some(S - 1), S));
+        assert_eq!(paced, Failure::LostAwaitingBody("closed".into()));
+        assert_eq!((paced.status(), paced.is_backends()), (Some(502), false));
+        assert_eq!(lost().given(unfinished(None, S)), paced);
+        assert_eq!(lost().given(unfinished(Some(S - 1), S - 1)), lost());
+        // A timeout, seconds long, while the proxy waited on the client at all, or after it had
+        // waited on it that long in all: the client's.
+        for at in [unfinished(Some(0), 0), unfinished(None, S)] {
+            assert_eq!(Failure::TimedOut.given(at), Failure::ClientStalled);
+        }
         // What is not a close or a timeout keeps its owner.
         for failure in [
             Failure::Connect,
             Failure::BadResponse("x"),
             Failure::Removed,
         ] {
-            for at in [BodyAt::BrokeOff, silent] {
+            for at in [BodyAt::BrokeOff, unfinished(Some(S), S)] {
                 assert_eq!(failure.clone().given(at), failure);
             }
         }

@@ -43,9 +43,10 @@ pub(super) async fn relay_exact(
     (client_timeout, backend_timeout): (Duration, Duration),
 ) -> Result<BodySent, Failure> {
     let mut chunk = vec![0u8; READ_CHUNK];
-    // When the proxy last turned to the client for more (coarse clock): a backend that closes
-    // is measured against the client's silence since then.
+    // When the proxy last turned to the client for more, and how long it waited on the client
+    // before that (coarse clock): what a backend's close is judged by.
     let mut waiting_since = crate::clock::coarse_ms();
+    let mut waited = 0;
     while n > 0 {
         let want = (n as usize).min(chunk.len());
         let got = tokio::select! {
@@ -56,13 +57,14 @@ pub(super) async fn relay_exact(
                     Ok(Spoke::Nothing) => {}
                     Ok(Spoke::Interim(len)) => {
                         if !skip_interim(to, len).await {
-                            return Ok(BodySent::Cut(BodyAt::Moving));
+                            return Ok(BodySent::Cut(BodyAt::Done));
                         }
                     }
-                    Ok(Spoke::Answer) => return Ok(BodySent::Cut(BodyAt::Moving)),
+                    Ok(Spoke::Answer) => return Ok(BodySent::Cut(BodyAt::Done)),
                     Ok(Spoke::Closed) | Err(_) => {
-                        let silent = crate::clock::coarse_ms().saturating_sub(waiting_since);
-                        return Ok(BodySent::Cut(BodyAt::Awaited(silent)));
+                        let quiet = crate::clock::coarse_ms().saturating_sub(waiting_since);
+                        let (quiet, waited) = (Some(quiet), waited + quiet);
+                        return Ok(BodySent::Cut(BodyAt::Unfinished { quiet, waited }));
                     }
                 }
                 continue;
@@ -73,10 +75,12 @@ pub(super) async fn relay_exact(
                 Ok(Ok(got)) => got,
             },
         };
+        waited += crate::clock::coarse_ms().saturating_sub(waiting_since);
         match tokio::time::timeout(backend_timeout, to.write_all(&chunk[..got])).await {
             Ok(Ok(())) => {}
-            // It may have answered before it closed: the answer is read next.
-            Ok(Err(_)) => return Ok(BodySent::Cut(BodyAt::Moving)),
+            // It may have answered before it closed: the answer is read next, and what fails
+            // there is the backend's.
+            Ok(Err(_)) => return Ok(BodySent::Cut(BodyAt::Done)),
             Err(_) => return Err(Failure::TimedOut),
         }
         waiting_since = crate::clock::coarse_ms();
@@ -97,7 +101,7 @@ pub(super) enum Spoke {
     /// connection not reused).
     Answer,
     /// It closed (or reset) the connection: the body is cut, and whatever it sent before is
-    /// read next.
+    /// read next. Where the body stood then decides whose the close is.
     Closed,
 }
 
@@ -139,10 +143,21 @@ pub(super) fn backend_spoke(stream: &TcpStream) -> Spoke {
             Ok(n as usize)
         }
     });
+    use std::io::ErrorKind;
     match peeked {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Spoke::Nothing,
-        Ok(n) if n > 0 => interim_len(&probe[..n]).map_or(Spoke::Answer, Spoke::Interim),
-        _ => Spoke::Closed,
+        Ok(0) => Spoke::Closed,
+        Ok(n) => interim_len(&probe[..n]).map_or(Spoke::Answer, Spoke::Interim),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Spoke::Nothing,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::NotConnected
+            ) =>
+        {
+            Spoke::Closed
+        }
+        // Anything else is read next as the answer would be, and fails there if it must.
+        Err(_) => Spoke::Answer,
     }
 }
 

@@ -415,8 +415,8 @@ pub struct RequestBody {
     pub progress: Option<Arc<BodyProgress>>,
 }
 
-/// Whether a request body ended, or broke off, on the client's side, and whether the proxy is
-/// waiting on the client for the rest of it.
+/// Whether a request body ended, or broke off, on the client's side, and how long the proxy
+/// has waited on the client for it (coarse clock): what [`Failure::given`] reads.
 #[derive(Default)]
 pub struct BodyProgress {
     failed: AtomicBool,
@@ -424,42 +424,79 @@ pub struct BodyProgress {
     /// The coarse clock's reading, plus one, when the proxy last asked the client for more of
     /// its body and had none; 0 while a frame is in hand.
     waiting_since: AtomicU64,
+    /// Milliseconds of the waits on the client that have ended.
+    waited: AtomicU64,
+    /// The coarse clock's reading, plus one, when the backend closed before the body was
+    /// whole ([`BodyProgress::cut`]); 0 while it is sent. The wait then stops there.
+    closed_at: AtomicU64,
 }
 
 impl BodyProgress {
-    /// Where the body stands now.
+    /// Where the body stands now, or stood when the backend closed.
     pub fn at(&self) -> BodyAt {
-        let since = self.waiting_since.load(Relaxed);
         if self.failed.load(Relaxed) {
-            BodyAt::BrokeOff
-        } else if self.done.load(Relaxed) {
-            BodyAt::Done
-        } else if since == 0 {
-            BodyAt::Moving
+            return BodyAt::BrokeOff;
+        }
+        if self.done.load(Relaxed) {
+            return BodyAt::Done;
+        }
+        let now = match self.closed_at.load(Relaxed) {
+            0 => crate::clock::coarse_ms(),
+            closed => closed - 1,
+        };
+        let since = self.waiting_since.load(Relaxed);
+        let quiet = (since != 0).then(|| now.saturating_sub(since - 1));
+        BodyAt::Unfinished {
+            quiet,
+            waited: self.waited.load(Relaxed) + quiet.unwrap_or(0),
+        }
+    }
+
+    /// The proxy stops sending the body before it is whole: the backend answered (`closed`
+    /// false), and what fails after is the backend's, or it closed, and the body is judged as
+    /// it stood then.
+    pub fn cut(&self, closed: bool) {
+        if closed {
+            let now = crate::clock::coarse_ms() + 1;
+            let _ = self.closed_at.compare_exchange(0, now, Relaxed, Relaxed);
         } else {
-            BodyAt::Awaited(crate::clock::coarse_ms().saturating_sub(since - 1))
+            self.done.store(true, Relaxed);
         }
     }
 
     /// Notes one poll of the client's body: `Pending` starts a wait (unless one is on), a
-    /// frame or the end ends it.
-    fn polled<T>(&self, frame: &Poll<Option<Result<Frame<Bytes>, T>>>, ended: bool) {
+    /// frame or the end ends it. `ended` is asked only of a frame.
+    fn polled<T>(
+        &self,
+        frame: &Poll<Option<Result<Frame<Bytes>, T>>>,
+        ended: impl FnOnce() -> bool,
+    ) {
+        let Poll::Ready(frame) = frame else {
+            if self.waiting_since.load(Relaxed) == 0 {
+                self.waiting_since
+                    .store(crate::clock::coarse_ms() + 1, Relaxed);
+            }
+            return;
+        };
+        let since = self.waiting_since.swap(0, Relaxed);
+        if since != 0 {
+            let quiet = crate::clock::coarse_ms().saturating_sub(since - 1);
+            self.waited.fetch_add(quiet, Relaxed);
+        }
         match frame {
-            Poll::Pending => {
-                if self.waiting_since.load(Relaxed) == 0 {
-                    self.waiting_since
-                        .store(crate::clock::coarse_ms() + 1, Relaxed);
-                }
-            }
-            Poll::Ready(frame) => {
-                self.waiting_since.store(0, Relaxed);
-                match frame {
-                    Some(Err(_)) => self.failed.store(true, Relaxed),
-                    None => self.done.store(true, Relaxed),
-                    Some(Ok(_)) if ended => self.done.store(true, Relaxed),
-                    Some(Ok(_)) => {}
-                }
-            }
+            Some(Err(_)) => self.failed.store(true, Relaxed),
+            None => self.done.store(true, Relaxed),
+            Some(Ok(_)) if ended() => self.done.store(true, Relaxed),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+impl RequestBody {
+    /// The proxy stops sending the body before it is whole ([`BodyProgress::cut`]).
+    pub fn cut(&self, closed: bool) {
+        if let Some(progress) = &self.progress {
+            progress.cut(closed);
         }
     }
 }
@@ -478,7 +515,7 @@ impl Body for RequestBody {
         };
         let polled = Pin::new(&mut *inner).poll_frame(cx);
         if let Some(progress) = &this.progress {
-            progress.polled(&polled, inner.is_end_stream());
+            progress.polled(&polled, || inner.is_end_stream());
         }
         let frame = std::task::ready!(polled);
         if let (Some(state), Some(data)) = (
@@ -662,34 +699,78 @@ async fn send_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    type Polled = Poll<Option<Result<Frame<Bytes>, ()>>>;
+
+    fn data() -> Polled {
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+    }
+
+    /// `progress`'s wait as if it had begun `ms` ago.
+    fn begun_ago(progress: &BodyProgress, ms: u64) {
+        let since = crate::clock::coarse_ms() - ms + 1;
+        progress.waiting_since.store(since, Relaxed);
+    }
+
+    fn quiet_and_waited(progress: &BodyProgress) -> (Option<u64>, u64) {
+        match progress.at() {
+            BodyAt::Unfinished { quiet, waited } => (quiet, waited),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn a_body_is_awaited_from_a_poll_without_a_frame_until_the_next_frame() {
+    fn waits_on_the_client_add_up_from_a_poll_without_a_frame_to_the_next_frame() {
         let progress = BodyProgress::default();
-        let data = || Poll::Ready(Some(Ok::<_, ()>(Frame::data(Bytes::from_static(b"x")))));
-        assert_eq!(progress.at(), BodyAt::Moving);
-        progress.polled(&Poll::<Option<Result<Frame<Bytes>, ()>>>::Pending, false);
-        assert!(matches!(progress.at(), BodyAt::Awaited(ms) if ms < 1000));
-        // A second poll without a frame goes on with the same wait.
-        let since = progress.waiting_since.load(Relaxed);
-        progress.polled(&Poll::<Option<Result<Frame<Bytes>, ()>>>::Pending, false);
-        assert_eq!(progress.waiting_since.load(Relaxed), since);
-        progress.polled(&data(), false);
-        assert_eq!(progress.at(), BodyAt::Moving);
-        progress.polled(&data(), true);
+        assert_eq!(quiet_and_waited(&progress), (None, 0));
+        progress.polled(&Polled::Pending, || false);
+        assert!(matches!(quiet_and_waited(&progress), (Some(q), _) if q < 1000));
+        // A second poll without a frame goes on with the wait begun before.
+        begun_ago(&progress, 600);
+        progress.polled(&Polled::Pending, || false);
+        let (quiet, waited) = quiet_and_waited(&progress);
+        assert!(quiet.is_some_and(|q| q >= 600) && waited == quiet.unwrap());
+        // A frame ends the wait and keeps its length.
+        progress.polled(&data(), || false);
+        let (quiet, waited) = quiet_and_waited(&progress);
+        assert!(quiet.is_none() && (600..1000).contains(&waited), "{waited}");
+        // The next wait adds to it.
+        progress.polled(&Polled::Pending, || false);
+        begun_ago(&progress, 500);
+        let (quiet, total) = quiet_and_waited(&progress);
+        assert!(quiet.is_some_and(|q| q >= 500) && total >= waited + 500);
+        progress.polled(&data(), || true);
         assert_eq!(progress.at(), BodyAt::Done);
 
         let ended = BodyProgress::default();
-        ended.polled(
-            &Poll::<Option<Result<Frame<Bytes>, ()>>>::Ready(None),
-            false,
-        );
+        ended.polled(&Polled::Ready(None), || {
+            unreachable!("asked only of a frame")
+        });
         assert_eq!(ended.at(), BodyAt::Done);
 
         let broken = BodyProgress::default();
-        broken.polled(
-            &Poll::<Option<Result<Frame<Bytes>, ()>>>::Ready(Some(Err(()))),
-            false,
-        );
+        broken.polled(&Polled::Ready(Some(Err(()))), || false);
         assert_eq!(broken.at(), BodyAt::BrokeOff);
+    }
+
+    #[test]
+    fn a_body_cut_by_a_close_is_judged_as_it_stood_then_and_one_cut_by_an_answer_is_done() {
+        let closed = BodyProgress::default();
+        closed.polled(&Polled::Pending, || false);
+        begun_ago(&closed, 500);
+        closed.cut(true);
+        let at = quiet_and_waited(&closed);
+        assert!(
+            matches!(at, (Some(q), _) if (500..1000).contains(&q)),
+            "{at:?}"
+        );
+        // However long the backend then takes to fail: two ticks of the coarse clock on, the
+        // same.
+        std::thread::sleep(2 * crate::clock::COARSE_LAG);
+        assert_eq!(quiet_and_waited(&closed), at);
+
+        let answered = BodyProgress::default();
+        answered.polled(&Polled::Pending, || false);
+        answered.cut(false);
+        assert_eq!(answered.at(), BodyAt::Done);
     }
 }

@@ -308,10 +308,18 @@ async fn send_body(
                     Ok(Spoke::Nothing) => {}
                     Ok(Spoke::Interim(len)) => {
                         if !skip_interim(upstream, len).await {
+                            body.cut(false);
                             return Ok(true);
                         }
                     }
-                    Ok(Spoke::Answer | Spoke::Closed) | Err(_) => return Ok(true),
+                    Ok(Spoke::Answer) => {
+                        body.cut(false);
+                        return Ok(true);
+                    }
+                    Ok(Spoke::Closed) | Err(_) => {
+                        body.cut(true);
+                        return Ok(true);
+                    }
                 }
                 continue;
             }
@@ -339,14 +347,21 @@ async fn send_body(
         };
         match tokio::time::timeout(backend_timeout, upstream.write_all(bytes)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ok(true), // it may have answered before it closed: read next
+            // It may have answered before it closed: read next.
+            Ok(Err(_)) => {
+                body.cut(false);
+                return Ok(true);
+            }
             Err(_) => return Err(Failure::TimedOut),
         }
     }
     if chunked {
         match tokio::time::timeout(backend_timeout, upstream.write_all(b"0\r\n\r\n")).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ok(true),
+            Ok(Err(_)) => {
+                body.cut(false);
+                return Ok(true);
+            }
             Err(_) => return Err(Failure::TimedOut),
         }
     }
