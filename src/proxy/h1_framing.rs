@@ -376,7 +376,7 @@ pub fn write_request_head_with<'h>(
     let named = ConnectionNamed::of(
         req.headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .filter(|h| headers::named(h.name.as_bytes(), b"connection"))
             .map(|h| h.value),
     );
     // Room for the whole head at once: a connection's first head would otherwise grow the
@@ -486,7 +486,7 @@ impl<'a> ResponseFields<'a> {
             named: ConnectionNamed::of(
                 fields
                     .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                    .filter(|h| headers::named(h.name.as_bytes(), b"connection"))
                     .map(|h| h.value),
             ),
             length: checked.length,

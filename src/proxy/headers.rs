@@ -103,10 +103,18 @@ fn lowered(x: u64) -> u64 {
     x | (capitals >> 2)
 }
 
+/// Whether a field is one of [`HOP_BY_HOP`]: by length first, then [`named`] (a `Connection`
+/// value's every token is asked).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    let is = |h: &str| named(name, h.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        _ => false,
+    }
 }
 
 /// Whether a field is one of the framing fields the proxy writes itself (from what
@@ -219,11 +227,20 @@ pub fn classify(name: &[u8]) -> Field {
 
 /// A fresh request id: 32 hex digits (a random 128-bit number, two digits per byte).
 pub fn request_id() -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Each byte's two digits, looked up at once (one per request: half the cost of two).
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            pairs[byte] = [HEX[byte >> 4], HEX[byte & 0xf]];
+            byte += 1;
+        }
+        pairs
+    };
     let mut id = [0u8; 32];
     for (pair, byte) in id.chunks_exact_mut(2).zip(fastrand::u128(..).to_le_bytes()) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
     }
     id
 }

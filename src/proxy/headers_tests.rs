@@ -322,7 +322,7 @@ fn client_address_claims_pass_only_from_a_trusted_proxy() {
 }
 
 mod names {
-    use super::super::{lowered, named};
+    use super::super::{HOP_BY_HOP, is_hop_by_hop, lowered, named, request_id};
     use proptest::prelude::*;
 
     /// The lowercase names the proxy looks for (the word compare takes those of eight bytes or
@@ -384,5 +384,49 @@ mod names {
             let noise = &noise[..noise.len().min(lower.len())];
             prop_assert_eq!(named(noise, lower), noise.eq_ignore_ascii_case(lower));
         }
+    }
+
+    proptest! {
+        /// `is_hop_by_hop` is the case-blind lookup in `HOP_BY_HOP`: for its names in any case
+        /// with any byte changed, and for the proxy's other names.
+        #[test]
+        fn is_hop_by_hop_is_the_case_blind_lookup(
+            lower in prop_oneof![
+                proptest::sample::select(&HOP_BY_HOP[..]).prop_map(String::from),
+                proptest::sample::select(NAMES).prop_map(String::from),
+                "[a-z-]{1,20}",
+            ],
+            flips in proptest::collection::vec(any::<bool>(), 64),
+            change in proptest::option::of((0usize..64, any::<u8>())),
+        ) {
+            let mut name: Vec<u8> = lower
+                .bytes()
+                .zip(&flips)
+                .map(|(b, f)| if *f { b.to_ascii_uppercase() } else { b })
+                .collect();
+            if let Some((at, byte)) = change {
+                let at = at % name.len();
+                name[at] = byte;
+            }
+            let listed = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()));
+            prop_assert_eq!(is_hop_by_hop(&name), listed);
+        }
+    }
+
+    #[test]
+    fn a_request_id_is_32_lowercase_hex_digits_and_new_each_time() {
+        let ids: Vec<[u8; 32]> = (0..64).map(|_| request_id()).collect();
+        for id in &ids {
+            assert!(id.iter().all(|b| b"0123456789abcdef".contains(b)), "{id:?}");
+        }
+        // Every digit in every place, over 64 ids: the lookup covers all 256 bytes' pairs.
+        for place in 0..32 {
+            let seen: std::collections::HashSet<u8> = ids.iter().map(|id| id[place]).collect();
+            assert!(seen.len() > 8, "place {place}: {seen:?}");
+        }
+        assert_eq!(
+            ids.iter().collect::<std::collections::HashSet<_>>().len(),
+            ids.len()
+        );
     }
 }
