@@ -62,6 +62,16 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// `switchyard_http_client_failures_total{reason}`: one series per reason, made at start (not
+/// per service: three more series for each of 50,000 services would be memory for little).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The reasons of `http_client_failures_total`.
+pub const CLIENT_FAILURE_REASONS: [&str; 3] = ["malformed_body", "stalled_body", "slow_upload"];
+
 /// A label value as the text exposition format wants it: `\\`, `"` and line feeds escaped.
 /// prometheus-client writes label values as they are, and ours carry outside text (an app id
 /// from a file or a stand-in, a task's host): unescaped, a `"` or a newline in one would end
@@ -118,6 +128,7 @@ label_set!(RolloutLabels { route });
 label_set!(RolloutStateLabels { route, state });
 label_set!(HashLabels { hash, text });
 label_set!(KindLabels { kind });
+label_set!(ReasonLabels { reason });
 
 pub struct Metrics {
     /// Families registered here at start; a subsystem that owns its metrics (DNS) adds its own
@@ -126,6 +137,9 @@ pub struct Metrics {
     /// `backends::series` renders them when scraped.
     registry: Mutex<Registry>,
     pub no_backend: Family<ServiceLabels, Counter>,
+    /// HTTP requests that failed on the client's side, or may have (reason: malformed_body
+    /// 400, stalled_body 408, slow_upload 502): charged to no backend (`proxy::exchange`).
+    pub client_failures: Family<ReasonLabels, Counter>,
     /// Backend connects that failed for this host's own shortage (descriptors, memory,
     /// ephemeral ports): charged to no backend (`proxy::local_shortage`).
     pub local_connect_failures: Counter,
@@ -206,6 +220,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("switchyard");
         let m = Metrics {
             no_backend: Family::default(),
+            client_failures: Family::default(),
             local_connect_failures: Counter::default(),
             limited: Family::default(),
             events: Family::default(),
@@ -258,6 +273,16 @@ impl Metrics {
             "Connections or requests refused because no backend was reachable",
             m.no_backend.clone(),
         );
+        r.register(
+            "http_client_failures",
+            "HTTP requests that failed on the client's side and were charged to no backend \
+             (reason: malformed_body 400, stalled_body 408, slow_upload: a backend closed an \
+             upload the proxy had waited on the client for a second in all, 502)",
+            m.client_failures.clone(),
+        );
+        for reason in CLIENT_FAILURE_REASONS {
+            let _ = m.client_failures.get_or_create(&ReasonLabels { reason });
+        }
         r.register(
             "local_connect_failures",
             "Backend connects that failed for the proxy host's own shortage (file descriptors, \

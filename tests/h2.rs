@@ -656,12 +656,53 @@ async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never
         let fives =
             e.sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
                 .await;
+        let reason = if want == 408 {
+            "stalled_body"
+        } else {
+            "slow_upload"
+        };
+        let reason = format!("reason=\"{reason}\"");
+        let clients =
+            e.sy.metric("switchyard_http_client_failures_total", &[&reason])
+                .await;
         assert_eq!(
-            (status, fives),
-            (want, charged),
+            (status, fives, clients),
+            (want, charged, 1.0 - charged),
             "backend closing after {close_after:?}, dripped: {dripped}"
         );
     }
+}
+
+/// As over HTTP/1.1 (`http_edges`): a client that sends its body slowly for 1.5 s, then as
+/// fast as it can, to a backend that takes the slow part and then reads no more, leaves the
+/// proxy holding body the backend will not take: the timeout (the edge's 5 s) is the
+/// backend's (504, charged), however slow the client was before.
+#[tokio::test]
+async fn a_backend_that_stops_taking_a_once_slow_upload_is_charged() {
+    let (backend, _) = heads_read(Then::StopReadingAfter(Duration::from_millis(1500))).await;
+    let app = vhost_app("/hung", "hung.example.com", json!({}), backend.port());
+    let e = edge("h2-hung", vec![app], "").await;
+    let mut sender = h2(e.http).await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(Bytes::from("hello")).await.unwrap();
+    let req = hyper::Request::post("http://hung.example.com/up")
+        .body(http_body_util::Either::Right(Fed(rx)))
+        .unwrap();
+    let feeding = tokio::spawn(async move {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send(Bytes::from("a")).await.unwrap();
+        }
+        while tx.send(Bytes::from(vec![b'a'; 16 * 1024])).await.is_ok() {}
+        std::future::pending::<()>().await;
+        drop(tx);
+    });
+    let status = send(&mut sender, req).await.status;
+    feeding.abort();
+    let fives =
+        e.sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
+            .await;
+    assert_eq!((status, fives), (504, 1.0));
 }
 
 /// CONNECT is refused over HTTP/2 as over HTTP/1 (405), before any backend is dialled: a
@@ -1492,6 +1533,9 @@ enum Then {
     /// Reads on for this long, then closes without an answer: a backend timing out a quiet
     /// upload (nginx's `client_body_timeout`).
     CloseAfter(Duration),
+    /// Reads on for this long, then holds the connection without reading (a backend that
+    /// hangs mid-upload).
+    StopReadingAfter(Duration),
 }
 
 /// A backend that reads request heads and answers none: the number of heads read.
@@ -1522,6 +1566,14 @@ async fn heads_read(then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
                                 };
                                 let _ = tokio::time::timeout(quiet, reading).await;
                                 return;
+                            }
+                            Then::StopReadingAfter(reading) => {
+                                let more = async {
+                                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                                };
+                                let _ = tokio::time::timeout(reading, more).await;
+                                // Held, never read again, until the test ends.
+                                std::future::pending::<()>().await;
                             }
                         }
                         seen.drain(..end + 4);

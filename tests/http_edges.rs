@@ -30,6 +30,9 @@ enum Behaviour {
     /// an answer: a backend timing out a quiet upload (nginx's `client_body_timeout`), or,
     /// with no time at all, one that fails on it.
     CloseAfter(Duration),
+    /// Reads the head, then whatever of the body comes for the given time, then holds the
+    /// connection without reading or answering (a backend that hangs mid-upload).
+    StopReadingAfter(Duration),
 }
 
 /// A scripted backend on loopback.
@@ -47,6 +50,19 @@ async fn backend(behaviour: Behaviour) -> SocketAddr {
                 }
                 Behaviour::CloseAfter(quiet) => {
                     tokio::spawn(close_after(s, quiet));
+                }
+                Behaviour::StopReadingAfter(reading) => {
+                    tokio::spawn(async move {
+                        let mut s = s;
+                        let mut buf = Vec::new();
+                        if read_head(&mut s, &mut buf).await.is_some() {
+                            let more = async { while more(&mut s, &mut buf).await {} };
+                            let _ = tokio::time::timeout(reading, more).await;
+                        }
+                        // Held, never read again, until the test ends.
+                        std::future::pending::<()>().await;
+                        drop(s);
+                    });
                 }
             }
         }
@@ -702,11 +718,72 @@ async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never
             let fives = sy
                 .metric("switchyard_http_responses_total", &["class=\"5xx\""])
                 .await;
+            // What is charged to no backend is counted as the client's, with its reason.
+            let reason = match want {
+                408 => "stalled_body",
+                _ => "slow_upload",
+            };
+            let clients = sy
+                .metric(
+                    "switchyard_http_client_failures_total",
+                    &[&format!("reason=\"{reason}\"")],
+                )
+                .await;
             assert_eq!(
-                (status, fives),
-                (Some(want), charged),
+                (status, fives, clients),
+                (Some(want), charged, 1.0 - charged),
                 "{framing}, backend closing after {close_after:?}, the rest {rest:?}"
             );
         }
+    }
+}
+
+/// A client that sends its body slowly for 1.5 s, then as fast as it can, to a backend that
+/// takes the slow part and then hangs, reading no more: the proxy is left holding body the
+/// backend will not take, and the timeout (3 s) is the backend's failure (504, charged)
+/// however slow the client was before, on both paths a body takes.
+#[tokio::test]
+async fn a_backend_that_stops_taking_a_once_slow_upload_is_charged() {
+    let kib = [b'a'; 1024];
+    let chunk = [b"400\r\n".as_slice(), &kib, b"\r\n"].concat();
+    let framings = [
+        (
+            "Content-Length: 1073741824",
+            "hello",
+            b"a".as_slice(),
+            kib.to_vec(),
+        ),
+        (
+            "Transfer-Encoding: chunked",
+            "5\r\nhello\r\n",
+            b"1\r\na\r\n".as_slice(),
+            chunk,
+        ),
+    ];
+    for (framing, first, piece, fast) in framings {
+        let a = backend(Behaviour::StopReadingAfter(Duration::from_millis(1500))).await;
+        let port = free_port();
+        let proxy = "response_timeout = \"3s\"";
+        let (sy, _vhost) = start("review-hung", port, &[a], proxy, "").await;
+        let mut c = TcpStream::connect(local(port)).await.unwrap();
+        let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n\r\n{first}");
+        c.write_all(head.as_bytes()).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        let uploading = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                w.write_all(piece).await.unwrap();
+            }
+            let pieces = fast.repeat(64);
+            while w.write_all(&pieces).await.is_ok() {}
+            std::future::pending::<()>().await;
+            drop(w);
+        });
+        let status = status_of_half(&mut r).await;
+        uploading.abort();
+        let fives = sy
+            .metric("switchyard_http_responses_total", &["class=\"5xx\""])
+            .await;
+        assert_eq!((status, fives), (Some(504), 1.0), "{framing}");
     }
 }

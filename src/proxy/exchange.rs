@@ -20,7 +20,7 @@ pub enum Failure {
     Lost(String),
     /// The backend closed (or reset) before the client's body was whole, after the proxy had
     /// waited on the client for [`CLIENT_SILENCE_MS`] in all: 502, as any close, but charged
-    /// to no one, as the client's pace may be why.
+    /// to no backend, as the client's pace may be why (`http_client_failures_total`).
     LostAwaitingBody(String),
     /// No response head within the response timeout.
     TimedOut,
@@ -80,7 +80,10 @@ impl Failure {
     pub fn text(&self) -> String {
         match self {
             Failure::Connect => "backend unreachable".into(),
-            Failure::Lost(reason) | Failure::LostAwaitingBody(reason) => reason.clone(),
+            Failure::Lost(reason) => reason.clone(),
+            Failure::LostAwaitingBody(reason) => {
+                format!("{reason} (during a slow upload: the backend is not charged)")
+            }
             Failure::TimedOut => "backend timed out".into(),
             Failure::Removed => "backend removed while waiting".into(),
             Failure::BadResponse(reason) => (*reason).into(),
@@ -113,23 +116,36 @@ pub enum BodyAt {
     },
 }
 
-/// How long the proxy must have waited on a client's body for a backend's failure to be laid
-/// at the client's pace. Quiet this long when the backend closed, the client was timed out
-/// (408): a backend's idle bound on an upload, as nginx's `client_body_timeout`. Waited on
-/// this long in all, the client's pace may be why (a backend's bound on an upload's whole
-/// time or rate, which a client sending a byte a second meets): a 502, charged to no one
-/// ([`Failure::LostAwaitingBody`]). A close while the body flowed, the proxy hardly ever
-/// waiting, is the backend's.
+/// How long the proxy must have waited on a client's body for a backend's close to be laid at
+/// the client's pace. Quiet this long when the backend closed, the client was timed out (408):
+/// a backend's idle bound on an upload, as nginx's `client_body_timeout`. Waited on this long
+/// in all, the client's pace may be why (a backend's bound on an upload's whole time or rate,
+/// which a client sending a byte now and then meets; but also a large upload from a client
+/// whose link is the bottleneck): a 502 charged to no backend ([`Failure::LostAwaitingBody`]).
+/// A close while the body flowed, the proxy hardly ever waiting, is the backend's.
 pub const CLIENT_SILENCE_MS: u64 = 1000;
+
+/// A wait on the client shorter than this is the proxy's own turn (a poll's round trip, a
+/// busy scheduler, hyper's handshake before each chunk it reads), not the client's pace: it is
+/// not summed into [`BodyAt::Unfinished`]'s `waited`, or thousands of them would make any long
+/// upload look slow.
+pub const WAIT_FLOOR_MS: u64 = 20;
+
+/// What one wait on the client of `ms` adds to a body's `waited` ([`WAIT_FLOOR_MS`]).
+pub fn summed_wait(ms: u64) -> u64 {
+    if ms >= WAIT_FLOOR_MS { ms } else { 0 }
+}
 
 impl Failure {
     /// The failure, given where the request body stood: one rule for every codec.
     /// - After the body broke off, a close or a timeout is the client's fault (400).
     /// - A close after [`CLIENT_SILENCE_MS`] of the client's quiet is its stall (408); a close
-    ///   after that long waited on it in all is a 502 charged to no one.
-    /// - A timeout while the proxy was waiting on the client, or after it had waited on it
-    ///   [`CLIENT_SILENCE_MS`] in all, is the client's stall (408): the backend's response
-    ///   timeout ran while the client's body was still on its way.
+    ///   after that long waited on it in all is a 502 charged to no backend.
+    /// - A timeout while the proxy had been waiting on the client (for [`WAIT_FLOOR_MS`] at
+    ///   least: not between two frames of a body that flows) is the client's stall (408): the
+    ///   backend's response timeout ran out while the rest of the body was the client's to
+    ///   send. One while the proxy held some of the body the backend would not take is the
+    ///   backend's (504), however slow the client was before.
     /// - Anything else (a body that flowed, or ended, or was cut by the backend's answer)
     ///   stays the backend's failure.
     pub fn given(self, body: BodyAt) -> Failure {
@@ -142,12 +158,23 @@ impl Failure {
             (Failure::Lost(reason), BodyAt::Unfinished { waited, .. }) if waited >= S => {
                 Failure::LostAwaitingBody(reason)
             }
-            (Failure::TimedOut, BodyAt::Unfinished { quiet, waited })
-                if quiet.is_some() || waited >= S =>
+            (Failure::TimedOut, BodyAt::Unfinished { quiet: Some(q), .. })
+                if q >= WAIT_FLOOR_MS =>
             {
                 Failure::ClientStalled
             }
             (failure, _) => failure,
+        }
+    }
+
+    /// The `reason` label of `http_client_failures_total` for a failure that is the client's
+    /// or may be ([`Failure::LostAwaitingBody`]).
+    fn client_reason(&self) -> Option<&'static str> {
+        match self {
+            Failure::Client => Some("malformed_body"),
+            Failure::ClientStalled => Some("stalled_body"),
+            Failure::LostAwaitingBody(_) => Some("slow_upload"),
+            _ => None,
         }
     }
 }
@@ -292,6 +319,14 @@ impl<'a> Attempts<'a> {
         if failure.is_backends() {
             crate::backends::outlier::failure(self.states, b);
             tracing::debug!(service = %self.service.key, backend = %self.states[b].addr, "{}", failure.text());
+        }
+        if let Some(reason) = failure.client_reason() {
+            let labels = crate::metrics::ReasonLabels { reason };
+            self.ctx
+                .metrics
+                .client_failures
+                .get_or_create(&labels)
+                .inc();
         }
         // Every attempt's failure is counted against the backend that failed it, as the answer
         // it would have given (502, 504), whether or not another backend then saved the client:
@@ -452,6 +487,12 @@ mod tests {
                 assert_eq!(failure.clone().given(at), failure);
             }
         }
+        // The proxy held some of the body the backend would not take: a timeout is the
+        // backend's, however slow the client was before.
+        assert_eq!(
+            Failure::TimedOut.given(unfinished(None, 10 * S)),
+            Failure::TimedOut
+        );
         // A close soon after the client's last bytes, the client slow before: a 502, charged
         // to no one. The same close, the client never slow: the backend's.
         let paced = lost().given(unfinished(Some(S - 1), S));
@@ -459,11 +500,30 @@ mod tests {
         assert_eq!((paced.status(), paced.is_backends()), (Some(502), false));
         assert_eq!(lost().given(unfinished(None, S)), paced);
         assert_eq!(lost().given(unfinished(Some(S - 1), S - 1)), lost());
-        // A timeout, seconds long, while the proxy waited on the client at all, or after it had
-        // waited on it that long in all: the client's.
-        for at in [unfinished(Some(0), 0), unfinished(None, S)] {
-            assert_eq!(Failure::TimedOut.given(at), Failure::ClientStalled);
-        }
+        // A timeout, seconds long, while the proxy had been waiting on the client: the
+        // client's; caught between two frames of a flowing body, the backend's.
+        assert_eq!(
+            Failure::TimedOut.given(unfinished(Some(WAIT_FLOOR_MS), 0)),
+            Failure::ClientStalled
+        );
+        assert_eq!(
+            Failure::TimedOut.given(unfinished(Some(WAIT_FLOOR_MS - 1), 0)),
+            Failure::TimedOut
+        );
+        // What a wait adds to the sum: nothing under the floor, all of it from there.
+        assert_eq!(
+            (summed_wait(WAIT_FLOOR_MS - 1), summed_wait(WAIT_FLOOR_MS)),
+            (0, WAIT_FLOOR_MS)
+        );
+        assert!(paced.text().contains("not charged"), "{}", paced.text());
+        // Each failure charged to no backend for the client's sake has a reason of the
+        // metric's, made at start, and every reason is one.
+        let reasons: Vec<_> = [Failure::Client, Failure::ClientStalled, paced]
+            .iter()
+            .map(|f| f.client_reason().expect("a client's failure"))
+            .collect();
+        assert_eq!(reasons, crate::metrics::CLIENT_FAILURE_REASONS);
+        assert_eq!(lost().client_reason(), None);
         // What is not a close or a timeout keeps its owner.
         for failure in [
             Failure::Connect,

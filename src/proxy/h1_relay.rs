@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::exchange::{BodyAt, Failure};
+use super::exchange::{BodyAt, Failure, summed_wait};
 use super::h1_framing::{Chunked, read_response, write_response_head_with};
 use super::message::ResponseBody;
 use super::pool::Pools;
@@ -63,7 +63,7 @@ pub(super) async fn relay_exact(
                     Ok(Spoke::Answer) => return Ok(BodySent::Cut(BodyAt::Done)),
                     Ok(Spoke::Closed) | Err(_) => {
                         let quiet = crate::clock::coarse_ms().saturating_sub(waiting_since);
-                        let (quiet, waited) = (Some(quiet), waited + quiet);
+                        let (quiet, waited) = (Some(quiet), waited + summed_wait(quiet));
                         return Ok(BodySent::Cut(BodyAt::Unfinished { quiet, waited }));
                     }
                 }
@@ -75,7 +75,7 @@ pub(super) async fn relay_exact(
                 Ok(Ok(got)) => got,
             },
         };
-        waited += crate::clock::coarse_ms().saturating_sub(waiting_since);
+        waited += summed_wait(crate::clock::coarse_ms().saturating_sub(waiting_since));
         match tokio::time::timeout(backend_timeout, to.write_all(&chunk[..got])).await {
             Ok(Ok(())) => {}
             // It may have answered before it closed: the answer is read next, and what fails

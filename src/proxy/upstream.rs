@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::dial::Dial;
-use super::exchange::{BodyAt, Failure, Policy};
+use super::exchange::{BodyAt, Failure, Policy, summed_wait};
 use super::h1_framing::Prefixed;
 use super::headers::strip_hop_by_hop;
 use super::pool::Pools;
@@ -164,10 +164,17 @@ pub async fn await_response(
         }
         Ok(Err(mut e)) => match e.take_message() {
             Some(back) => Awaited::Returned(back),
-            None => Awaited::Over(Tried::Failed(Failure::Lost(format!(
-                "backend failed: {}",
-                e.into_error()
-            )))),
+            None => {
+                let e = e.into_error();
+                // An answer hyper could not read is malformed, as the raw paths call it (and
+                // never laid at a slow client's door, as a close may be: `Failure::given`).
+                let failure = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+                    Failure::BadResponse("backend sent a malformed response")
+                } else {
+                    Failure::Lost(format!("backend failed: {e}"))
+                };
+                Awaited::Over(Tried::Failed(failure))
+            }
         },
     }
 }
@@ -448,7 +455,7 @@ impl BodyProgress {
         let quiet = (since != 0).then(|| now.saturating_sub(since - 1));
         BodyAt::Unfinished {
             quiet,
-            waited: self.waited.load(Relaxed) + quiet.unwrap_or(0),
+            waited: self.waited.load(Relaxed) + summed_wait(quiet.unwrap_or(0)),
         }
     }
 
@@ -478,10 +485,13 @@ impl BodyProgress {
             }
             return;
         };
-        let since = self.waiting_since.swap(0, Relaxed);
+        // Added before the wait is cleared (the poller is the one writer): `at` read between
+        // the two counts the wait twice, in the client's favour, never not at all.
+        let since = self.waiting_since.load(Relaxed);
         if since != 0 {
             let quiet = crate::clock::coarse_ms().saturating_sub(since - 1);
-            self.waited.fetch_add(quiet, Relaxed);
+            self.waited.fetch_add(summed_wait(quiet), Relaxed);
+            self.waiting_since.store(0, Relaxed);
         }
         match frame {
             Some(Err(_)) => self.failed.store(true, Relaxed),
@@ -729,7 +739,7 @@ mod tests {
         progress.polled(&Polled::Pending, || false);
         let (quiet, waited) = quiet_and_waited(&progress);
         assert!(quiet.is_some_and(|q| q >= 600) && waited == quiet.unwrap());
-        // A frame ends the wait and keeps its length.
+        // A frame ends the wait and keeps its length (a wait under the floor adds nothing).
         progress.polled(&data(), || false);
         let (quiet, waited) = quiet_and_waited(&progress);
         assert!(quiet.is_none() && (600..1000).contains(&waited), "{waited}");
