@@ -616,6 +616,22 @@ async fn a_dropped_bodiless_request_is_replayed_on_another_backend_with_the_same
     assert!(met >= 1, "no POST met the dropping backend");
 }
 
+/// A POST to `url` whose body the test feeds (`hello` first, the rest through the sender).
+async fn upload(url: &str) -> (mpsc::Sender<Bytes>, hyper::Request<Body2>) {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(Bytes::from("hello")).await.unwrap();
+    let req = hyper::Request::post(url)
+        .body(http_body_util::Either::Right(Fed(rx)))
+        .unwrap();
+    (tx, req)
+}
+
+/// The `5xx` counted against the edge's backends: what was charged to them.
+async fn fives(sy: &Switchyard) -> f64 {
+    sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
+        .await
+}
+
 /// As over HTTP/1.1 (`http_edges`): a backend that closes an upload after the client has
 /// been quiet for 1.5 s timed the client out (408, nothing charged); one that closes it at
 /// once fails on its own (502, a `5xx` of the backend's); one that closes it after 2 s of a
@@ -632,11 +648,7 @@ async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never
         let app = vhost_app("/quiet", "quiet.example.com", json!({}), backend.port());
         let e = edge("h2-quiet", vec![app], "").await;
         let mut sender = h2(e.http).await;
-        let (tx, rx) = mpsc::channel(1);
-        tx.send(Bytes::from("hello")).await.unwrap();
-        let req = hyper::Request::post("http://quiet.example.com/up")
-            .body(http_body_util::Either::Right(Fed(rx)))
-            .unwrap();
+        let (tx, req) = upload("http://quiet.example.com/up").await;
         // The rest of the body never comes, or comes a byte every 300 ms; `tx` is held until
         // the answer.
         let feeding = tokio::spawn(async move {
@@ -653,9 +665,7 @@ async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never
         });
         let status = send(&mut sender, req).await.status;
         feeding.abort();
-        let fives =
-            e.sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
-                .await;
+        let fives = fives(&e.sy).await;
         let reason = if want == 408 {
             "stalled_body"
         } else {
@@ -683,11 +693,7 @@ async fn a_backend_that_stops_taking_a_once_slow_upload_is_charged() {
     let app = vhost_app("/hung", "hung.example.com", json!({}), backend.port());
     let e = edge("h2-hung", vec![app], "").await;
     let mut sender = h2(e.http).await;
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(Bytes::from("hello")).await.unwrap();
-    let req = hyper::Request::post("http://hung.example.com/up")
-        .body(http_body_util::Either::Right(Fed(rx)))
-        .unwrap();
+    let (tx, req) = upload("http://hung.example.com/up").await;
     let feeding = tokio::spawn(async move {
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -699,10 +705,7 @@ async fn a_backend_that_stops_taking_a_once_slow_upload_is_charged() {
     });
     let status = send(&mut sender, req).await.status;
     feeding.abort();
-    let fives =
-        e.sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
-            .await;
-    assert_eq!((status, fives), (504, 1.0));
+    assert_eq!((status, fives(&e.sy).await), (504, 1.0));
 }
 
 /// CONNECT is refused over HTTP/2 as over HTTP/1 (405), before any backend is dialled: a

@@ -249,6 +249,12 @@ async fn status_of(c: &mut TcpStream) -> Option<u16> {
     head.get(9..12)?.parse().ok()
 }
 
+/// The `5xx` counted against the service's backends: what was charged to them.
+async fn fives(sy: &Switchyard) -> f64 {
+    sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
+        .await
+}
+
 async fn ejections(sy: &Switchyard) -> f64 {
     sy.metric("switchyard_backend_ejections_total", &["/review"])
         .await
@@ -715,9 +721,7 @@ async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never
             });
             let status = status_of_half(&mut r).await;
             uploading.abort();
-            let fives = sy
-                .metric("switchyard_http_responses_total", &["class=\"5xx\""])
-                .await;
+            let fives = fives(&sy).await;
             // What is charged to no backend is counted as the client's, with its reason.
             let reason = match want {
                 408 => "stalled_body",
@@ -781,9 +785,7 @@ async fn a_backend_that_stops_taking_a_once_slow_upload_is_charged() {
         });
         let status = status_of_half(&mut r).await;
         uploading.abort();
-        let fives = sy
-            .metric("switchyard_http_responses_total", &["class=\"5xx\""])
-            .await;
+        let fives = fives(&sy).await;
         assert_eq!((status, fives), (Some(504), 1.0), "{framing}");
     }
 }
