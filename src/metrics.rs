@@ -138,7 +138,8 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pub no_backend: Family<ServiceLabels, Counter>,
     /// HTTP requests that failed on the client's side, or may have (reason: malformed_body
-    /// 400, stalled_body 408, slow_upload 502): charged to no backend (`proxy::exchange`).
+    /// 400, stalled_body 408, slow_upload: a close answered 502, or a backend's 5xx relayed):
+    /// charged to no backend (`proxy::exchange`).
     pub client_failures: Family<ReasonLabels, Counter>,
     /// Backend connects that failed for this host's own shortage (descriptors, memory,
     /// ephemeral ports): charged to no backend (`proxy::local_shortage`).
@@ -276,8 +277,8 @@ impl Metrics {
         r.register(
             "http_client_failures",
             "HTTP requests that failed on the client's side and were charged to no backend \
-             (reason: malformed_body 400, stalled_body 408, slow_upload: a backend closed an \
-             upload the proxy had waited on the client for a second in all, 502)",
+             (reason: malformed_body 400, stalled_body 408, slow_upload: a backend closed, or \
+             answered 5xx to, an upload the proxy had waited on the client for a second)",
             m.client_failures.clone(),
         );
         for reason in CLIENT_FAILURE_REASONS {

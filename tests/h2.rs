@@ -708,6 +708,74 @@ async fn a_backend_that_stops_taking_a_once_slow_upload_is_charged() {
     assert_eq!((status, fives(&e.sy).await), (504, 1.0));
 }
 
+/// As over HTTP/1.1 (`http_edges`): a `500` a backend answers after 1.5 s of a client
+/// dripping its body ejects no backend, however many (counted as `slow_upload`); the same
+/// answer at once to a client streaming its body ejects one.
+#[tokio::test]
+async fn a_5xx_answered_to_a_slow_upload_ejects_no_backend() {
+    let cases = [
+        (Duration::from_millis(1500), true, 0.0),
+        (Duration::ZERO, false, 1.0),
+    ];
+    for (answer_after, dripped, ejected) in cases {
+        let (a, _) = heads_read(Then::ErrorAfter(answer_after)).await;
+        let (b, _) = heads_read(Then::ErrorAfter(answer_after)).await;
+        let tasks = vec![
+            task("/slow", "slow.1", a.port()),
+            task("/slow", "slow.2", b.port()),
+        ];
+        let labels = json!({"HAPROXY_0_VHOST": "slow.example.com"});
+        let e = edge("h2-slow-500", vec![app("/slow", 0, labels, tasks)], "").await;
+        let sender = h2(e.http).await;
+        let mut streams = Vec::new();
+        // Twelve at once: six a backend, past the five in a row that eject one.
+        for _ in 0..12 {
+            let mut sender = sender.clone();
+            streams.push(tokio::spawn(async move {
+                let (tx, req) = upload("http://slow.example.com/up").await;
+                let feeding = tokio::spawn(async move {
+                    loop {
+                        let piece = if dripped {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            Bytes::from("a")
+                        } else {
+                            Bytes::from(vec![b'a'; 16 * 1024])
+                        };
+                        if tx.send(piece).await.is_err() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                    drop(tx);
+                });
+                let status = send(&mut sender, req).await.status;
+                feeding.abort();
+                status
+            }));
+        }
+        for stream in streams {
+            // A close on a body still streaming may cost the proxy the answer: a 502 then.
+            let status = stream.await.unwrap();
+            let relayed = status == 500 || (ejected > 0.0 && status == 502);
+            assert!(relayed, "dripped: {dripped}: {status}");
+        }
+        let ejections =
+            e.sy.metric("switchyard_backend_ejections_total", &["/slow"])
+                .await;
+        let slow =
+            e.sy.metric(
+                "switchyard_http_client_failures_total",
+                &["reason=\"slow_upload\""],
+            )
+            .await;
+        assert_eq!(
+            (ejections.min(1.0), slow),
+            (ejected, 12.0 * (1.0 - ejected)),
+            "dripped: {dripped}"
+        );
+    }
+}
+
 /// CONNECT is refused over HTTP/2 as over HTTP/1 (405), before any backend is dialled: a
 /// backend's 2xx to it would turn its pooled connection into a tunnel another client's request
 /// could then be written into.
@@ -1539,6 +1607,9 @@ enum Then {
     /// Reads on for this long, then holds the connection without reading (a backend that
     /// hangs mid-upload).
     StopReadingAfter(Duration),
+    /// Reads on for this long, then answers `500` with `Connection: close` (a backend that
+    /// answers a body read timeout with an error).
+    ErrorAfter(Duration),
 }
 
 /// A backend that reads request heads and answers none: the number of heads read.
@@ -1568,6 +1639,19 @@ async fn heads_read(then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
                                     while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                                 };
                                 let _ = tokio::time::timeout(quiet, reading).await;
+                                return;
+                            }
+                            Then::ErrorAfter(reading) => {
+                                let more = async {
+                                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                                };
+                                let _ = tokio::time::timeout(reading, more).await;
+                                let _ = stream
+                                    .write_all(
+                                        b"HTTP/1.1 500 Internal Server Error\r\n\
+                                          content-length: 0\r\nconnection: close\r\n\r\n",
+                                    )
+                                    .await;
                                 return;
                             }
                             Then::StopReadingAfter(reading) => {

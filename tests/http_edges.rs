@@ -33,6 +33,10 @@ enum Behaviour {
     /// Reads the head, then whatever of the body comes for the given time, then holds the
     /// connection without reading or answering (a backend that hangs mid-upload).
     StopReadingAfter(Duration),
+    /// Reads the head, then whatever of the body comes for the given time, then answers `500`
+    /// with `Connection: close` (a backend that answers a body read timeout with an error:
+    /// Tomcat's 500, Go's `http.TimeoutHandler` 503).
+    ErrorAfter(Duration),
 }
 
 /// A scripted backend on loopback.
@@ -50,6 +54,22 @@ async fn backend(behaviour: Behaviour) -> SocketAddr {
                 }
                 Behaviour::CloseAfter(quiet) => {
                     tokio::spawn(close_after(s, quiet));
+                }
+                Behaviour::ErrorAfter(reading) => {
+                    tokio::spawn(async move {
+                        let mut s = s;
+                        let mut buf = Vec::new();
+                        if read_head(&mut s, &mut buf).await.is_some() {
+                            let more = async { while more(&mut s, &mut buf).await {} };
+                            let _ = tokio::time::timeout(reading, more).await;
+                            let _ = s
+                                .write_all(
+                                    b"HTTP/1.1 500 Internal Server Error\r\n\
+                                      content-length: 0\r\nconnection: close\r\n\r\n",
+                                )
+                                .await;
+                        }
+                    });
                 }
                 Behaviour::StopReadingAfter(reading) => {
                     tokio::spawn(async move {
@@ -787,5 +807,77 @@ async fn a_backend_that_stops_taking_a_once_slow_upload_is_charged() {
         uploading.abort();
         let fives = fives(&sy).await;
         assert_eq!((status, fives), (Some(504), 1.0), "{framing}");
+    }
+}
+
+/// A backend that answers `500` to an upload before it is whole, as some answer a body read
+/// timeout: after 1.5 s of a client dripping its body, the client's pace may be why, and a
+/// dozen such answers eject no backend (counted as `slow_upload`); the same answer at once to
+/// a client streaming its body is the backend's, and ejects one. Both paths a body takes.
+#[tokio::test]
+async fn a_5xx_answered_to_a_slow_upload_ejects_no_backend() {
+    let framings = [
+        ("Content-Length: 1073741824", b"a".as_slice()),
+        ("Transfer-Encoding: chunked", b"1\r\na\r\n".as_slice()),
+    ];
+    let cases = [
+        (Duration::from_millis(1500), Rest::Dripped, 0.0),
+        (Duration::ZERO, Rest::Streamed, 1.0),
+    ];
+    for (answer_after, rest, ejected) in cases {
+        for (framing, piece) in framings {
+            let a = backend(Behaviour::ErrorAfter(answer_after)).await;
+            let b = backend(Behaviour::ErrorAfter(answer_after)).await;
+            let port = free_port();
+            let (sy, _vhost) = start("review-slow-500", port, &[a, b], "", "").await;
+            let mut clients = Vec::new();
+            // Twelve at once: six a backend, past the five in a row that eject one.
+            for _ in 0..12 {
+                clients.push(tokio::spawn(async move {
+                    let mut c = TcpStream::connect(local(port)).await.unwrap();
+                    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n\r\n");
+                    c.write_all(head.as_bytes()).await.unwrap();
+                    let (mut r, mut w) = c.into_split();
+                    let uploading = tokio::spawn(async move {
+                        let pieces = piece.repeat(1024);
+                        loop {
+                            let sent = match rest {
+                                Rest::Dripped => {
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                    w.write_all(piece).await
+                                }
+                                _ => w.write_all(&pieces).await,
+                            };
+                            if sent.is_err() {
+                                break;
+                            }
+                        }
+                        std::future::pending::<()>().await;
+                        drop(w);
+                    });
+                    let status = status_of_half(&mut r).await;
+                    uploading.abort();
+                    status
+                }));
+            }
+            for c in clients {
+                // A backend that closes on a body still streaming resets the connection, which
+                // may cost the proxy the answer: a 502 then, as charged as the 500.
+                let status = c.await.unwrap();
+                let relayed = status == Some(500) || (ejected > 0.0 && status == Some(502));
+                assert!(relayed, "{framing}, {rest:?}: {status:?}");
+            }
+            let slow = sy
+                .metric(
+                    "switchyard_http_client_failures_total",
+                    &["reason=\"slow_upload\""],
+                )
+                .await;
+            assert_eq!(
+                (ejections(&sy).await.min(1.0), slow),
+                (ejected, 12.0 * (1.0 - ejected)),
+                "{framing}, answered after {answer_after:?}, the rest {rest:?}"
+            );
+        }
     }
 }

@@ -116,6 +116,15 @@ pub enum BodyAt {
     },
 }
 
+impl BodyAt {
+    /// Whether the client had been slow with its body: quiet for [`CLIENT_SILENCE_MS`], or
+    /// waited on that long in all.
+    pub fn slow(&self) -> bool {
+        matches!(self, BodyAt::Unfinished { quiet, waited }
+            if quiet.unwrap_or(0) >= CLIENT_SILENCE_MS || *waited >= CLIENT_SILENCE_MS)
+    }
+}
+
 /// How long the proxy must have waited on a client's body for a backend's close to be laid at
 /// the client's pace. Quiet this long when the backend closed, the client was timed out (408):
 /// a backend's idle bound on an upload, as nginx's `client_body_timeout`. Waited on this long
@@ -155,9 +164,7 @@ impl Failure {
             (Failure::Lost(_), BodyAt::Unfinished { quiet: Some(q), .. }) if q >= S => {
                 Failure::ClientStalled
             }
-            (Failure::Lost(reason), BodyAt::Unfinished { waited, .. }) if waited >= S => {
-                Failure::LostAwaitingBody(reason)
-            }
+            (Failure::Lost(reason), body) if body.slow() => Failure::LostAwaitingBody(reason),
             (Failure::TimedOut, BodyAt::Unfinished { quiet: Some(q), .. })
                 if q >= WAIT_FLOOR_MS =>
             {
@@ -296,13 +303,29 @@ impl<'a> Attempts<'a> {
         )
     }
 
-    /// A backend answered with `status`.
-    pub fn answered(&mut self, b: usize, status: u16) {
-        if status >= 500 {
-            crate::backends::outlier::failure(self.states, b);
-        } else {
+    /// A backend answered with `status`, the request's body where `body` says. A `5xx` is
+    /// charged to it (outlier ejection) unless it answered before the body was whole and the
+    /// client had been slow with it ([`BodyAt::slow`]).
+    pub fn answered(&mut self, b: usize, status: u16, body: BodyAt) {
+        if status < 500 {
             self.states[b].outlier.success();
+        } else if body.slow() {
+            // Answered before the body was whole, the client slow with it: the client's pace
+            // may be why (a body read timeout a backend answers 500 or 503), and a client must
+            // not get a backend ejected that way.
+            self.count_client_failure("slow_upload");
+        } else {
+            crate::backends::outlier::failure(self.states, b);
         }
+    }
+
+    fn count_client_failure(&self, reason: &'static str) {
+        let labels = crate::metrics::ReasonLabels { reason };
+        self.ctx
+            .metrics
+            .client_failures
+            .get_or_create(&labels)
+            .inc();
     }
 
     /// An attempt on `b` failed. Returns whether to go on with the next candidate: always
@@ -321,12 +344,7 @@ impl<'a> Attempts<'a> {
             tracing::debug!(service = %self.service.key, backend = %self.states[b].addr, "{}", failure.text());
         }
         if let Some(reason) = failure.client_reason() {
-            let labels = crate::metrics::ReasonLabels { reason };
-            self.ctx
-                .metrics
-                .client_failures
-                .get_or_create(&labels)
-                .inc();
+            self.count_client_failure(reason);
         }
         // Every attempt's failure is counted against the backend that failed it, as the answer
         // it would have given (502, 504), whether or not another backend then saved the client:
@@ -510,6 +528,11 @@ mod tests {
             Failure::TimedOut.given(unfinished(Some(WAIT_FLOOR_MS - 1), 0)),
             Failure::TimedOut
         );
+        // Slow: quiet a second, or waited on a second in all; what the close above and a 5xx
+        // answered to an unfinished body are judged by.
+        assert!(unfinished(Some(S), 0).slow() && unfinished(None, S).slow());
+        assert!(!unfinished(Some(S - 1), S - 1).slow());
+        assert!(!BodyAt::Done.slow() && !BodyAt::BrokeOff.slow());
         // What a wait adds to the sum: nothing under the floor, all of it from there.
         assert_eq!(
             (summed_wait(WAIT_FLOOR_MS - 1), summed_wait(WAIT_FLOOR_MS)),

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::errors::Answer;
-use super::exchange::{self, Attempts, Failure, Policy};
+use super::exchange::{self, Attempts, BodyAt, Failure, Policy};
 use super::h1_framing::{
     Prefixed, empty_lines, head_end, plain_response, read_head, write_request_head_with,
 };
@@ -473,7 +473,7 @@ async fn forward(
         .await;
         let started = Instant::now();
         let cut = match sent {
-            Ok(BodySent::Cut(at)) => Some(at),
+            Ok(BodySent::Cut { at, closed }) => Some((at, closed)),
             _ => None,
         };
         let answer = match sent {
@@ -508,7 +508,7 @@ async fn forward(
         drop(active);
         match answer {
             Ok(Relayed { status, close }) => {
-                attempts.answered(b, status);
+                attempts.answered(b, status, cut.map_or(BodyAt::Done, |(at, _)| at));
                 return if close || client_close || stopping || cut.is_some() {
                     Step::Close
                 } else {
@@ -517,8 +517,8 @@ async fn forward(
             }
             Err(failure) => {
                 let failure = match cut {
-                    Some(at) => failure.given(at),
-                    None => failure,
+                    Some((at, true)) => failure.given(at),
+                    _ => failure,
                 };
                 if !attempts.failed(b, failure) {
                     break;

@@ -28,8 +28,12 @@ pub(super) enum BodySent {
     Whole,
     /// The backend answered (or closed) before it took the whole body: its answer, if any,
     /// is relayed, and the rest of the body is never read. Where the body stood then decides
-    /// whose a close is ([`Failure::given`]).
-    Cut(BodyAt),
+    /// whose a close is ([`Failure::given`]) and whether a `5xx` it answered is charged
+    /// (`exchange::Attempts::answered`); what fails after an answer is the backend's.
+    Cut {
+        at: BodyAt,
+        closed: bool,
+    },
 }
 
 /// Copies exactly `n` body bytes from the client to the backend, watching the backend for an
@@ -47,6 +51,16 @@ pub(super) async fn relay_exact(
     // before that (coarse clock): what a backend's close is judged by.
     let mut waiting_since = crate::clock::coarse_ms();
     let mut waited = 0;
+    // The body cut as it stands: the proxy waiting on the client (`quiet`) or holding some.
+    let cut = |waiting_since: u64, waited: u64, waiting: bool, closed: bool| {
+        let quiet = crate::clock::coarse_ms().saturating_sub(waiting_since);
+        let (quiet, waited) = match waiting {
+            true => (Some(quiet), waited + summed_wait(quiet)),
+            false => (None, waited),
+        };
+        let at = BodyAt::Unfinished { quiet, waited };
+        Ok(BodySent::Cut { at, closed })
+    };
     while n > 0 {
         let want = (n as usize).min(chunk.len());
         let got = tokio::select! {
@@ -57,15 +71,11 @@ pub(super) async fn relay_exact(
                     Ok(Spoke::Nothing) => {}
                     Ok(Spoke::Interim(len)) => {
                         if !skip_interim(to, len).await {
-                            return Ok(BodySent::Cut(BodyAt::Done));
+                            return cut(waiting_since, waited, true, false);
                         }
                     }
-                    Ok(Spoke::Answer) => return Ok(BodySent::Cut(BodyAt::Done)),
-                    Ok(Spoke::Closed) | Err(_) => {
-                        let quiet = crate::clock::coarse_ms().saturating_sub(waiting_since);
-                        let (quiet, waited) = (Some(quiet), waited + summed_wait(quiet));
-                        return Ok(BodySent::Cut(BodyAt::Unfinished { quiet, waited }));
-                    }
+                    Ok(Spoke::Answer) => return cut(waiting_since, waited, true, false),
+                    Ok(Spoke::Closed) | Err(_) => return cut(waiting_since, waited, true, true),
                 }
                 continue;
             }
@@ -80,7 +90,7 @@ pub(super) async fn relay_exact(
             Ok(Ok(())) => {}
             // It may have answered before it closed: the answer is read next, and what fails
             // there is the backend's.
-            Ok(Err(_)) => return Ok(BodySent::Cut(BodyAt::Done)),
+            Ok(Err(_)) => return cut(waiting_since, waited, false, false),
             Err(_) => return Err(Failure::TimedOut),
         }
         waiting_since = crate::clock::coarse_ms();

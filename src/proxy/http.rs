@@ -29,7 +29,7 @@ use shape::{
 
 use super::access_log::{self, Logged};
 use super::errors::Answer;
-use super::exchange::{Attempts, Failure, Policy, is_idempotent};
+use super::exchange::{Attempts, BodyAt, Failure, Policy, is_idempotent};
 use super::h1_framing::Prefixed;
 use super::h2_server::AnsweredHere;
 use super::upstream::{ClientBody, ProxyBody, RequestBody, Tried, fields_in_map, send};
@@ -569,7 +569,8 @@ async fn proxy(
                 break;
             }
             Tried::Response(mut response) => {
-                attempts.answered(b, response.status().as_u16());
+                let body = progress.as_ref().map_or(BodyAt::Done, |p| p.pace());
+                attempts.answered(b, response.status().as_u16(), body);
                 headers::strip_trace_result(response.headers_mut());
                 if let Some(trace) = attempts
                     .trace_value(Some(b))

@@ -433,23 +433,35 @@ pub struct BodyProgress {
     waiting_since: AtomicU64,
     /// Milliseconds of the waits on the client that have ended.
     waited: AtomicU64,
-    /// The coarse clock's reading, plus one, when the backend closed before the body was
-    /// whole ([`BodyProgress::cut`]); 0 while it is sent. The wait then stops there.
-    closed_at: AtomicU64,
+    /// The coarse clock's reading, plus one, when the proxy stopped sending the body before it
+    /// was whole ([`BodyProgress::cut`]); 0 while it is sent. The wait then stops there.
+    cut_at: AtomicU64,
+    /// The body was cut by the backend's answer: what fails after is the backend's.
+    answered: AtomicBool,
 }
 
 impl BodyProgress {
-    /// Where the body stands now, or stood when the backend closed.
+    /// Where the body stands now, or stood when the backend closed, for judging a failure:
+    /// done once the backend's answer cut it (what fails after is the backend's).
     pub fn at(&self) -> BodyAt {
+        if self.answered.load(Relaxed) {
+            return BodyAt::Done;
+        }
+        self.pace()
+    }
+
+    /// Where the body stands now, or stood when it was cut, for judging the backend's answer
+    /// (`exchange::Attempts::answered`).
+    pub fn pace(&self) -> BodyAt {
         if self.failed.load(Relaxed) {
             return BodyAt::BrokeOff;
         }
         if self.done.load(Relaxed) {
             return BodyAt::Done;
         }
-        let now = match self.closed_at.load(Relaxed) {
+        let now = match self.cut_at.load(Relaxed) {
             0 => crate::clock::coarse_ms(),
-            closed => closed - 1,
+            cut => cut - 1,
         };
         let since = self.waiting_since.load(Relaxed);
         let quiet = (since != 0).then(|| now.saturating_sub(since - 1));
@@ -460,14 +472,13 @@ impl BodyProgress {
     }
 
     /// The proxy stops sending the body before it is whole: the backend answered (`closed`
-    /// false), and what fails after is the backend's, or it closed, and the body is judged as
-    /// it stood then.
+    /// false), and what fails after is the backend's, or it closed. Either way the body is
+    /// judged as it stood then.
     pub fn cut(&self, closed: bool) {
-        if closed {
-            let now = crate::clock::coarse_ms() + 1;
-            let _ = self.closed_at.compare_exchange(0, now, Relaxed, Relaxed);
-        } else {
-            self.done.store(true, Relaxed);
+        let now = crate::clock::coarse_ms() + 1;
+        let _ = self.cut_at.compare_exchange(0, now, Relaxed, Relaxed);
+        if !closed {
+            self.answered.store(true, Relaxed);
         }
     }
 
@@ -778,9 +789,13 @@ mod tests {
         std::thread::sleep(2 * crate::clock::COARSE_LAG);
         assert_eq!(quiet_and_waited(&closed), at);
 
+        // Cut by an answer: a failure after it is the backend's, and the answer is judged by
+        // the body as it stood.
         let answered = BodyProgress::default();
         answered.polled(&Polled::Pending, || false);
+        begun_ago(&answered, 1500);
         answered.cut(false);
         assert_eq!(answered.at(), BodyAt::Done);
+        assert!(answered.pace().slow(), "{:?}", answered.pace());
     }
 }
