@@ -1612,6 +1612,13 @@ enum Then {
     ErrorAfter(Duration),
 }
 
+/// Reads whatever comes on `stream` for `reading`, and drops it.
+async fn read_for(stream: &mut TcpStream, reading: Duration) {
+    let mut buf = [0u8; 4096];
+    let more = async { while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(reading, more).await;
+}
+
 /// A backend that reads request heads and answers none: the number of heads read.
 async fn heads_read(then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1634,18 +1641,12 @@ async fn heads_read(then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
                         match then {
                             Then::Wait => {}
                             Then::Close => return,
-                            Then::CloseAfter(quiet) => {
-                                let reading = async {
-                                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                                };
-                                let _ = tokio::time::timeout(quiet, reading).await;
+                            Then::CloseAfter(reading) => {
+                                read_for(&mut stream, reading).await;
                                 return;
                             }
                             Then::ErrorAfter(reading) => {
-                                let more = async {
-                                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                                };
-                                let _ = tokio::time::timeout(reading, more).await;
+                                read_for(&mut stream, reading).await;
                                 let _ = stream
                                     .write_all(
                                         b"HTTP/1.1 500 Internal Server Error\r\n\
@@ -1655,10 +1656,7 @@ async fn heads_read(then: Then) -> (SocketAddr, Arc<AtomicUsize>) {
                                 return;
                             }
                             Then::StopReadingAfter(reading) => {
-                                let more = async {
-                                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                                };
-                                let _ = tokio::time::timeout(reading, more).await;
+                                read_for(&mut stream, reading).await;
                                 // Held, never read again, until the test ends.
                                 std::future::pending::<()>().await;
                             }

@@ -52,16 +52,16 @@ async fn backend(behaviour: Behaviour) -> SocketAddr {
                 Behaviour::Early413AndClose => {
                     tokio::spawn(early_413(s));
                 }
-                Behaviour::CloseAfter(quiet) => {
-                    tokio::spawn(close_after(s, quiet));
+                Behaviour::CloseAfter(reading) => {
+                    tokio::spawn(async move {
+                        let mut s = s;
+                        read_for(&mut s, reading).await;
+                    });
                 }
                 Behaviour::ErrorAfter(reading) => {
                     tokio::spawn(async move {
                         let mut s = s;
-                        let mut buf = Vec::new();
-                        if read_head(&mut s, &mut buf).await.is_some() {
-                            let more = async { while more(&mut s, &mut buf).await {} };
-                            let _ = tokio::time::timeout(reading, more).await;
+                        if read_for(&mut s, reading).await {
                             let _ = s
                                 .write_all(
                                     b"HTTP/1.1 500 Internal Server Error\r\n\
@@ -74,11 +74,7 @@ async fn backend(behaviour: Behaviour) -> SocketAddr {
                 Behaviour::StopReadingAfter(reading) => {
                     tokio::spawn(async move {
                         let mut s = s;
-                        let mut buf = Vec::new();
-                        if read_head(&mut s, &mut buf).await.is_some() {
-                            let more = async { while more(&mut s, &mut buf).await {} };
-                            let _ = tokio::time::timeout(reading, more).await;
-                        }
+                        read_for(&mut s, reading).await;
                         // Held, never read again, until the test ends.
                         std::future::pending::<()>().await;
                         drop(s);
@@ -177,12 +173,15 @@ async fn early_413(mut s: TcpStream) {
     // Dropped: closed with the body still unread (the kernel answers the rest with a RST).
 }
 
-async fn close_after(mut s: TcpStream, quiet: Duration) {
+/// Reads a request head, then whatever of its body comes for `reading`; false if no head came.
+async fn read_for(s: &mut TcpStream, reading: Duration) -> bool {
     let mut buf = Vec::new();
-    if read_head(&mut s, &mut buf).await.is_some() {
-        let reading = async { while more(&mut s, &mut buf).await {} };
-        let _ = tokio::time::timeout(quiet, reading).await;
+    if read_head(s, &mut buf).await.is_none() {
+        return false;
     }
+    let more = async { while more(s, &mut buf).await {} };
+    let _ = tokio::time::timeout(reading, more).await;
+    true
 }
 
 /// Starts switchyard with one HTTP service on `port` (vhost `HOST`) over `backends`.
