@@ -276,9 +276,10 @@ impl Metrics {
         );
         r.register(
             "http_client_failures",
-            "HTTP requests that failed on the client's side and were charged to no backend \
-             (reason: malformed_body 400, stalled_body 408, slow_upload: a backend closed, or \
-             answered 5xx to, an upload the proxy had waited on the client for a second)",
+            "HTTP requests that failed on the client's side, or may have, and did not count \
+             towards a backend's ejection (reason: malformed_body 400, stalled_body 408, \
+             slow_upload: a backend closed, or answered 5xx to, an upload whose client the \
+             proxy had waited on for a second)",
             m.client_failures.clone(),
         );
         for reason in CLIENT_FAILURE_REASONS {

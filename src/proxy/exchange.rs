@@ -117,11 +117,12 @@ pub enum BodyAt {
 }
 
 impl BodyAt {
-    /// Whether the client had been slow with its body: quiet for [`CLIENT_SILENCE_MS`], or
-    /// waited on that long in all.
+    /// Whether the client's pace may be why the backend gave up: the proxy was waiting on the
+    /// client right then, and had waited on it [`CLIENT_SILENCE_MS`] in all (this wait
+    /// included). Not while the proxy held body the backend would not take: the backend was
+    /// not waiting on the client then, however slow the client had been before.
     pub fn slow(&self) -> bool {
-        matches!(self, BodyAt::Unfinished { quiet, waited }
-            if quiet.unwrap_or(0) >= CLIENT_SILENCE_MS || *waited >= CLIENT_SILENCE_MS)
+        matches!(self, BodyAt::Unfinished { quiet: Some(_), waited } if *waited >= CLIENT_SILENCE_MS)
     }
 }
 
@@ -149,7 +150,8 @@ impl Failure {
     /// The failure, given where the request body stood: one rule for every codec.
     /// - After the body broke off, a close or a timeout is the client's fault (400).
     /// - A close after [`CLIENT_SILENCE_MS`] of the client's quiet is its stall (408); a close
-    ///   after that long waited on it in all is a 502 charged to no backend.
+    ///   while the proxy waited on a client it had waited on that long in all
+    ///   ([`BodyAt::slow`]) is a 502 charged to no backend.
     /// - A timeout while the proxy had been waiting on the client (for [`WAIT_FLOOR_MS`] at
     ///   least: not between two frames of a body that flows) is the client's stall (408): the
     ///   backend's response timeout ran out while the rest of the body was the client's to
@@ -313,6 +315,7 @@ impl<'a> Attempts<'a> {
             // Answered before the body was whole, the client slow with it: the client's pace
             // may be why (a body read timeout a backend answers 500 or 503), and a client must
             // not get a backend ejected that way.
+            tracing::debug!(service = %self.service.key, backend = %self.states[b].addr, status, "a 5xx to a slow upload, not counted towards ejection");
             self.count_client_failure("slow_upload");
         } else {
             crate::backends::outlier::failure(self.states, b);
@@ -516,8 +519,10 @@ mod tests {
         let paced = lost().given(unfinished(Some(S - 1), S));
         assert_eq!(paced, Failure::LostAwaitingBody("closed".into()));
         assert_eq!((paced.status(), paced.is_backends()), (Some(502), false));
-        assert_eq!(lost().given(unfinished(None, S)), paced);
         assert_eq!(lost().given(unfinished(Some(S - 1), S - 1)), lost());
+        // The proxy held body the backend would not take: the backend's, however slow the
+        // client was before.
+        assert_eq!(lost().given(unfinished(None, 10 * S)), lost());
         // A timeout, seconds long, while the proxy had been waiting on the client: the
         // client's; caught between two frames of a flowing body, the backend's.
         assert_eq!(
@@ -528,10 +533,10 @@ mod tests {
             Failure::TimedOut.given(unfinished(Some(WAIT_FLOOR_MS - 1), 0)),
             Failure::TimedOut
         );
-        // Slow: quiet a second, or waited on a second in all; what the close above and a 5xx
-        // answered to an unfinished body are judged by.
-        assert!(unfinished(Some(S), 0).slow() && unfinished(None, S).slow());
-        assert!(!unfinished(Some(S - 1), S - 1).slow());
+        // Slow: waiting on the client, after a second of it in all; what the close above and
+        // a 5xx answered to an unfinished body are judged by.
+        assert!(unfinished(Some(0), S).slow() && unfinished(Some(S), S).slow());
+        assert!(!unfinished(Some(S - 1), S - 1).slow() && !unfinished(None, 10 * S).slow());
         assert!(!BodyAt::Done.slow() && !BodyAt::BrokeOff.slow());
         // What a wait adds to the sum: nothing under the floor, all of it from there.
         assert_eq!(
