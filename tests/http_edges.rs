@@ -192,6 +192,18 @@ async fn start(
     proxy: &str,
     http: &str,
 ) -> (Switchyard, SocketAddr) {
+    let labels = json!({"HAPROXY_0_MODE": "http", "HAPROXY_0_VHOST": HOST});
+    start_labelled(name, (port, labels), backends, proxy, http).await
+}
+
+/// [`start`], the app labelled `labels`.
+async fn start_labelled(
+    name: &str,
+    (port, labels): (u16, serde_json::Value),
+    backends: &[SocketAddr],
+    proxy: &str,
+    http: &str,
+) -> (Switchyard, SocketAddr) {
     let vhost = free_port();
     let dir = temp_dir(name);
     let file = dir.join("apps.json");
@@ -200,15 +212,7 @@ async fn start(
         .enumerate()
         .map(|(i, b)| task("/review", &format!("review.{i}"), b.port()))
         .collect();
-    write_apps(
-        &file,
-        vec![app(
-            "/review",
-            port,
-            json!({"HAPROXY_0_MODE": "http", "HAPROXY_0_VHOST": HOST}),
-            tasks,
-        )],
-    );
+    write_apps(&file, vec![app("/review", port, labels, tasks)]);
     let toml = format!(
         "[discovery]\nfile = {:?}\n[proxy]\ngroup = \"*\"\nbind = \"127.0.0.1\"\n{proxy}\n\
          [http]\nlisten = [\"127.0.0.1:{vhost}\"]\n{http}\n",
@@ -716,30 +720,7 @@ async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never
             let a = backend(Behaviour::CloseAfter(close_after)).await;
             let port = free_port();
             let (sy, _vhost) = start("review-quiet", port, &[a], "", "").await;
-            let mut c = TcpStream::connect(local(port)).await.unwrap();
-            let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n\r\n{first}");
-            c.write_all(head.as_bytes()).await.unwrap();
-            let (mut r, mut w) = c.into_split();
-            let uploading = tokio::spawn(async move {
-                match rest {
-                    Rest::Never => {}
-                    Rest::Streamed => {
-                        let pieces = piece.repeat(64 * 1024 / piece.len());
-                        while w.write_all(&pieces).await.is_ok() {}
-                    }
-                    Rest::Dripped => loop {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        if w.write_all(piece).await.is_err() {
-                            break;
-                        }
-                    },
-                }
-                // The write half is held until the answer: dropping it would end the body.
-                std::future::pending::<()>().await;
-                drop(w);
-            });
-            let status = status_of_half(&mut r).await;
-            uploading.abort();
+            let status = post(port, (framing, first), piece, rest).await;
             let fives = fives(&sy).await;
             // What is charged to no backend is counted as the client's, with its reason.
             let reason = match want {
@@ -830,43 +811,135 @@ async fn a_5xx_answered_to_a_slow_upload_ejects_no_backend() {
             let b = backend(Behaviour::ErrorAfter(answer_after)).await;
             let port = free_port();
             let (sy, _vhost) = start("review-slow-500", port, &[a, b], "", "").await;
-            let mut clients = Vec::new();
-            // Twelve at once: six a backend, past the five in a row that eject one.
-            for _ in 0..12 {
-                clients.push(tokio::spawn(async move {
-                    let mut c = TcpStream::connect(local(port)).await.unwrap();
-                    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n\r\n");
-                    c.write_all(head.as_bytes()).await.unwrap();
-                    let (mut r, mut w) = c.into_split();
-                    let uploading = tokio::spawn(async move {
-                        while let Rest::Dripped = rest {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
-                            if w.write_all(piece).await.is_err() {
-                                break;
-                            }
-                        }
-                        std::future::pending::<()>().await;
-                        drop(w);
-                    });
-                    let status = status_of_half(&mut r).await;
-                    uploading.abort();
-                    status
-                }));
+            for status in twelve_uploads(port, framing, piece, rest).await {
+                assert_eq!(status, Some(500), "{framing}, {rest:?}");
             }
-            for c in clients {
-                assert_eq!(c.await.unwrap(), Some(500), "{framing}, {rest:?}");
-            }
-            let slow = sy
-                .metric(
-                    "switchyard_http_client_failures_total",
-                    &["reason=\"slow_upload\""],
-                )
-                .await;
             assert_eq!(
-                (ejections(&sy).await.min(1.0), slow),
+                (ejections(&sy).await.min(1.0), slow_uploads(&sy).await),
                 (ejected, 12.0 * (1.0 - ejected)),
                 "{framing}, answered after {answer_after:?}, the rest {rest:?}"
             );
         }
+    }
+}
+
+/// A `POST /up` to `port`: its head with `framing` and the body's `first` bytes, then the rest
+/// as `rest` says (in `piece`s), the write half held until the answer (dropping it would end the
+/// body); the answer's status.
+async fn post(
+    port: u16,
+    (framing, first): (&'static str, &'static str),
+    piece: &'static [u8],
+    rest: Rest,
+) -> Option<u16> {
+    let mut c = TcpStream::connect(local(port)).await.unwrap();
+    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\n{framing}\r\n\r\n{first}");
+    c.write_all(head.as_bytes()).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    let uploading = tokio::spawn(async move {
+        match rest {
+            Rest::Never => {}
+            Rest::Streamed => {
+                let pieces = piece.repeat(64 * 1024 / piece.len());
+                while w.write_all(&pieces).await.is_ok() {}
+            }
+            Rest::Dripped => loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if w.write_all(piece).await.is_err() {
+                    break;
+                }
+            },
+        }
+        std::future::pending::<()>().await;
+        drop(w);
+    });
+    let status = status_of_half(&mut r).await;
+    uploading.abort();
+    status
+}
+
+/// Twelve uploads at once to `port` (six a backend, past the five in a row that eject one),
+/// each a head with `framing`, then `piece` every 300 ms or nothing (`rest`); their statuses.
+async fn twelve_uploads(
+    port: u16,
+    framing: &'static str,
+    piece: &'static [u8],
+    rest: Rest,
+) -> Vec<Option<u16>> {
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(tokio::spawn(post(port, (framing, ""), piece, rest)));
+    }
+    let mut statuses = Vec::new();
+    for c in clients {
+        statuses.push(c.await.unwrap());
+    }
+    statuses
+}
+
+async fn slow_uploads(sy: &Switchyard) -> f64 {
+    sy.metric(
+        "switchyard_http_client_failures_total",
+        &["reason=\"slow_upload\""],
+    )
+    .await
+}
+
+/// An HTTP/2 backend (h2c, prior knowledge) that reads a request's body for `reading`, then
+/// answers `500`.
+async fn h2c_erroring_after(reading: Duration) -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let mut body = req.into_body();
+                    let more = async { while let Some(Ok(_)) = body.frame().await {} };
+                    let _ = tokio::time::timeout(reading, more).await;
+                    let mut answer =
+                        hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                    *answer.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok::<_, std::convert::Infallible>(answer)
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// As `a_5xx_answered_to_a_slow_upload_ejects_no_backend`, to an app whose backends speak
+/// HTTP/2 (`SWITCHYARD_0_UPSTREAM=h2c`): a 500 after 1.5 s of dripping clients ejects none; the
+/// same after 200 ms to clients that sent their head and nothing more ejects one.
+#[tokio::test]
+async fn a_5xx_from_an_http2_backend_to_a_slow_upload_ejects_no_backend() {
+    let cases = [
+        (Duration::from_millis(1500), Rest::Dripped, 0.0),
+        (Duration::from_millis(200), Rest::Never, 1.0),
+    ];
+    for (answer_after, rest, ejected) in cases {
+        let a = h2c_erroring_after(answer_after).await;
+        let b = h2c_erroring_after(answer_after).await;
+        let port = free_port();
+        let labels = json!({
+            "HAPROXY_0_MODE": "http",
+            "HAPROXY_0_VHOST": HOST,
+            "SWITCHYARD_0_UPSTREAM": "h2c",
+        });
+        let (sy, _) = start_labelled("review-h2-500", (port, labels), &[a, b], "", "").await;
+        let chunked = "Transfer-Encoding: chunked";
+        for status in twelve_uploads(port, chunked, b"1\r\na\r\n", rest).await {
+            assert_eq!(status, Some(500), "{rest:?}");
+        }
+        assert_eq!(
+            (ejections(&sy).await.min(1.0), slow_uploads(&sy).await),
+            (ejected, 12.0 * (1.0 - ejected)),
+            "answered after {answer_after:?}, the rest {rest:?}"
+        );
     }
 }
