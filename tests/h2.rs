@@ -626,6 +626,27 @@ async fn upload(url: &str) -> (mpsc::Sender<Bytes>, hyper::Request<Body2>) {
     (tx, req)
 }
 
+/// The status of an [`upload`] to `url` whose body, after `hello`, never comes (`dripped`
+/// false) or comes a byte every 300 ms; the body's sender is held until the answer.
+async fn upload_status(mut sender: Sender, url: &'static str, dripped: bool) -> u16 {
+    let (tx, req) = upload(url).await;
+    let feeding = tokio::spawn(async move {
+        if dripped {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if tx.send(Bytes::from("a")).await.is_err() {
+                    break;
+                }
+            }
+        }
+        std::future::pending::<()>().await;
+        drop(tx);
+    });
+    let status = send(&mut sender, req).await.status;
+    feeding.abort();
+    status
+}
+
 /// The `5xx` counted against the edge's backends: what was charged to them.
 async fn fives(sy: &Switchyard) -> f64 {
     sy.metric("switchyard_http_responses_total", &["class=\"5xx\""])
@@ -647,24 +668,8 @@ async fn a_close_on_an_unfinished_upload_is_charged_only_if_the_client_was_never
         let (backend, _) = heads_read(Then::CloseAfter(close_after)).await;
         let app = vhost_app("/quiet", "quiet.example.com", json!({}), backend.port());
         let e = edge("h2-quiet", vec![app], "").await;
-        let mut sender = h2(e.http).await;
-        let (tx, req) = upload("http://quiet.example.com/up").await;
-        // The rest of the body never comes, or comes a byte every 300 ms; `tx` is held until
-        // the answer.
-        let feeding = tokio::spawn(async move {
-            if dripped {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    if tx.send(Bytes::from("a")).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            std::future::pending::<()>().await;
-            drop(tx);
-        });
-        let status = send(&mut sender, req).await.status;
-        feeding.abort();
+        let sender = h2(e.http).await;
+        let status = upload_status(sender, "http://quiet.example.com/up", dripped).await;
         let fives = fives(&e.sy).await;
         let reason = if want == 408 {
             "stalled_body"
@@ -730,25 +735,8 @@ async fn a_5xx_answered_to_a_slow_upload_ejects_no_backend() {
         let mut streams = Vec::new();
         // Twelve at once: six a backend, past the five in a row that eject one.
         for _ in 0..12 {
-            let mut sender = sender.clone();
-            streams.push(tokio::spawn(async move {
-                let (tx, req) = upload("http://slow.example.com/up").await;
-                let feeding = tokio::spawn(async move {
-                    if dripped {
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
-                            if tx.send(Bytes::from("a")).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                    std::future::pending::<()>().await;
-                    drop(tx);
-                });
-                let status = send(&mut sender, req).await.status;
-                feeding.abort();
-                status
-            }));
+            let url = "http://slow.example.com/up";
+            streams.push(tokio::spawn(upload_status(sender.clone(), url, dripped)));
         }
         for stream in streams {
             assert_eq!(stream.await.unwrap(), 500, "dripped: {dripped}");

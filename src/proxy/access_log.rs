@@ -18,7 +18,8 @@ use bytes::Bytes;
 use http::{Request, header};
 use http_body::{Body, Frame, SizeHint};
 
-use super::upstream::{ClientBody, ProxyBody};
+use super::request_body::ClientBody;
+use super::upstream::ProxyBody;
 
 /// What the access log says of one request; logged when dropped.
 pub struct Entry {

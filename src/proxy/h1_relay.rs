@@ -53,11 +53,8 @@ pub(super) async fn relay_exact(
     let mut waited = 0;
     // The body cut as it stands: the proxy waiting on the client (`quiet`) or holding some.
     let cut = |waiting_since: u64, waited: u64, waiting: bool, closed: bool| {
-        let quiet = crate::clock::coarse_ms().saturating_sub(waiting_since);
-        let (quiet, waited) = match waiting {
-            true => (Some(quiet), waited + summed_wait(quiet)),
-            false => (None, waited),
-        };
+        let quiet = waiting.then(|| crate::clock::coarse_ms().saturating_sub(waiting_since));
+        let waited = waited + summed_wait(quiet.unwrap_or(0));
         let at = BodyAt::Unfinished { quiet, waited };
         Ok(BodySent::Cut { at, closed })
     };

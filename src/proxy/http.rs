@@ -32,7 +32,8 @@ use super::errors::Answer;
 use super::exchange::{Attempts, BodyAt, Failure, Policy, is_idempotent};
 use super::h1_framing::Prefixed;
 use super::h2_server::AnsweredHere;
-use super::upstream::{ClientBody, ProxyBody, RequestBody, Tried, fields_in_map, send};
+use super::request_body::{BodyProgress, ClientBody, RequestBody};
+use super::upstream::{ProxyBody, Tried, fields_in_map, send};
 use super::{Context, headers};
 use crate::metrics::ServiceLabels;
 use crate::routing::balance::Flow;
@@ -519,7 +520,7 @@ async fn proxy(
     });
     // A request with a body notes here how far the client got with it, so that a failure
     // while it was broken off or still arriving is not charged to the backend.
-    let progress = (!body_ended).then(|| Arc::new(super::upstream::BodyProgress::default()));
+    let progress = (!body_ended).then(|| Arc::new(BodyProgress::default()));
     let mut req = req.map(|inner| RequestBody {
         inner: Some(inner),
         bytes_in: None,

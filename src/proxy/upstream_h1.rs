@@ -26,7 +26,8 @@ use super::h1_framing::{Chunked, write_length};
 use super::h1_relay::{READ_CHUNK, Spoke, backend_spoke, drained_or, skip_interim};
 use super::message::{self, ResponseBody};
 use super::pool::Pools;
-use super::upstream::{ProxyBody, RequestBody, Tried, charge};
+use super::request_body::RequestBody;
+use super::upstream::{ProxyBody, Tried, charge};
 use super::{Context, headers};
 use crate::backends::{ActiveGuard, BackendState};
 

@@ -9,7 +9,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::dial::Dial;
-use super::upstream::{Awaited, PooledBody, ProxyBody, RequestBody, Tried, await_response, charge};
+use super::request_body::RequestBody;
+use super::upstream::{Awaited, PooledBody, ProxyBody, Tried, await_response, charge};
 use super::{Context, NotConnected, connect};
 use crate::backends::BackendState;
 
